@@ -1,0 +1,34 @@
+//! # lbsim
+//!
+//! Tells a team which load-balancing strategy to put in front of its Apache Thrift
+//! services, before rollout, with numbers it can trust.
+//!
+//! ```text
+//!  scenario.toml ──► Scenario ──► sim::Engine ──► metrics ──► stats ──► report
+//!                         │         (one replication,           (CIs over     (table, CSV)
+//!                         │          one strategy)               replications)
+//!                         └──────► live (same requests, real Thrift servers)
+//!                 strategy::Strategy is shared by sim and live
+//! ```
+//!
+//! - [`scenario`]: scenario files, parsed and validated.
+//! - [`workload`]: arrival processes, request sizes and keys (common random numbers).
+//! - [`strategy`]: the `Strategy` trait and one file per strategy.
+//! - [`sim`]: the discrete-event engine.
+//! - [`metrics`]: streaming per-run metrics (HDR histograms).
+//! - [`stats`]: confidence intervals over replications.
+//! - [`runner`]: Monte Carlo replications in parallel, deterministic.
+//! - [`report`]: terminal table and CSV files.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod metrics;
+pub mod report;
+pub mod rng;
+pub mod runner;
+pub mod scenario;
+pub mod sim;
+pub mod stats;
+pub mod strategy;
+pub mod time;
+pub mod workload;

@@ -1,0 +1,156 @@
+//! Tidy CSV files: `summary.csv` (one row per strategy and metric) and `servers.csv`
+//! (one row per strategy and server). Times are in seconds.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::ReportError;
+use crate::metrics::{METRICS, SERVER_METRICS};
+use crate::runner::RunResults;
+use crate::scenario::Scenario;
+use crate::stats::estimate;
+
+/// A row of `summary.csv`.
+#[derive(Debug, Serialize)]
+pub struct SummaryRow<'a> {
+    /// Scenario name.
+    pub scenario: &'a str,
+    /// Strategy label.
+    pub strategy: &'a str,
+    /// Metric name (see `METRICS`).
+    pub metric: &'static str,
+    /// Unit of the metric.
+    pub unit: &'static str,
+    /// Mean over replications.
+    pub mean: f64,
+    /// Lower end of the 95% CI.
+    pub ci95_low: f64,
+    /// Upper end of the 95% CI.
+    pub ci95_high: f64,
+    /// Replications behind the figure.
+    pub replications: usize,
+}
+
+/// A row of `servers.csv`.
+#[derive(Debug, Serialize)]
+pub struct ServerRow<'a> {
+    /// Scenario name.
+    pub scenario: &'a str,
+    /// Strategy label.
+    pub strategy: &'a str,
+    /// Server name (`<group>-<i>`).
+    pub server: &'a str,
+    /// Server group.
+    pub group: &'a str,
+    /// Mean requests accepted per replication.
+    pub requests: f64,
+    /// Mean share of accepted requests.
+    pub share: f64,
+    /// 95% CI of the share.
+    pub share_ci95_low: f64,
+    /// 95% CI of the share.
+    pub share_ci95_high: f64,
+    /// Mean utilisation.
+    pub utilization: f64,
+    /// 95% CI of the utilisation.
+    pub utilization_ci95_low: f64,
+    /// 95% CI of the utilisation.
+    pub utilization_ci95_high: f64,
+    /// Mean time-average queue length.
+    pub queue_mean: f64,
+    /// Mean over replications of the largest queue length.
+    pub queue_max: f64,
+    /// Replications behind the figures.
+    pub replications: usize,
+}
+
+fn csv_err(path: &Path) -> impl Fn(csv::Error) -> ReportError + '_ {
+    move |source| ReportError::Csv {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn create(path: &Path) -> Result<csv::Writer<std::fs::File>, ReportError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    csv::Writer::from_path(path).map_err(csv_err(path))
+}
+
+/// Writes `summary.csv` into `dir` and returns its path.
+pub fn write_summary_csv(
+    dir: &Path,
+    scenario: &Scenario,
+    results: &RunResults,
+) -> Result<PathBuf, ReportError> {
+    let path = dir.join("summary.csv");
+    let mut w = create(&path)?;
+    for s in &results.strategies {
+        for (k, m) in METRICS.iter().enumerate() {
+            let e = s.estimate(k);
+            w.serialize(SummaryRow {
+                scenario: &scenario.name,
+                strategy: &s.label,
+                metric: m.name,
+                unit: m.unit,
+                mean: e.mean,
+                ci95_low: e.low,
+                ci95_high: e.high,
+                replications: e.n,
+            })
+            .map_err(csv_err(&path))?;
+        }
+    }
+    w.flush().map_err(|source| ReportError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+/// Writes `servers.csv` into `dir` and returns its path.
+pub fn write_servers_csv(
+    dir: &Path,
+    scenario: &Scenario,
+    results: &RunResults,
+) -> Result<PathBuf, ReportError> {
+    let path = dir.join("servers.csv");
+    let mut w = create(&path)?;
+    let servers = scenario.servers();
+    for s in &results.strategies {
+        for (i, info) in servers.iter().enumerate() {
+            let col = |k: usize| -> Vec<f64> {
+                s.runs.iter().map(|r| r.servers[i].as_array()[k]).collect()
+            };
+            let [req, share, util, qmean, qmax] = [0, 1, 2, 3, 4].map(|k| estimate(&col(k)));
+            debug_assert_eq!(SERVER_METRICS.len(), 5);
+            w.serialize(ServerRow {
+                scenario: &scenario.name,
+                strategy: &s.label,
+                server: &info.name,
+                group: &scenario.groups[info.group].name,
+                requests: req.mean,
+                share: share.mean,
+                share_ci95_low: share.low,
+                share_ci95_high: share.high,
+                utilization: util.mean,
+                utilization_ci95_low: util.low,
+                utilization_ci95_high: util.high,
+                queue_mean: qmean.mean,
+                queue_max: qmax.mean,
+                replications: share.n,
+            })
+            .map_err(csv_err(&path))?;
+        }
+    }
+    w.flush().map_err(|source| ReportError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}

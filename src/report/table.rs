@@ -1,0 +1,76 @@
+//! The compact terminal table: one row per strategy, key figures with 95% CI half-widths.
+
+use crate::metrics::metric_index;
+use crate::runner::RunResults;
+use crate::stats::Estimate;
+
+/// Columns of the table: (header, metric, scale, decimals).
+const COLUMNS: &[(&str, &str, f64, usize)] = &[
+    ("mean ms", "latency_mean", 1e3, 2),
+    ("p50 ms", "latency_p50", 1e3, 2),
+    ("p99 ms", "latency_p99", 1e3, 2),
+    ("p99.9 ms", "latency_p999", 1e3, 1),
+    ("req/s", "throughput", 1.0, 0),
+    ("rejected %", "rejected_fraction", 100.0, 2),
+    ("util max", "utilization_max", 1.0, 3),
+    ("util CV", "utilization_cv", 1.0, 3),
+    ("Jain", "jain_index", 1.0, 3),
+];
+
+fn cell(e: &Estimate, scale: f64, decimals: usize) -> String {
+    if e.mean.is_nan() {
+        return "-".to_string();
+    }
+    if e.low.is_nan() {
+        return format!("{:.*}", decimals, e.mean * scale);
+    }
+    format!(
+        "{:.*} ±{:.*}",
+        decimals,
+        e.mean * scale,
+        decimals,
+        e.half_width() * scale
+    )
+}
+
+/// The table as text: a header, one row per strategy, figures as `mean ±half-width`.
+pub fn summary_table(results: &RunResults) -> String {
+    let mut rows: Vec<Vec<String>> = vec![
+        std::iter::once("strategy".to_string())
+            .chain(COLUMNS.iter().map(|c| c.0.to_string()))
+            .collect(),
+    ];
+    for s in &results.strategies {
+        let mut row = vec![s.label.clone()];
+        for &(_, metric, scale, dec) in COLUMNS {
+            let k = metric_index(metric).expect("table metric exists");
+            row.push(cell(&s.estimate(k), scale, dec));
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for (i, r) in rows.iter().enumerate() {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, v)| {
+                if c == 0 {
+                    format!("{v:<w$}", w = widths[c])
+                } else {
+                    format!("{v:>w$}", w = widths[c])
+                }
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+        if i == 0 {
+            let total: usize = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+            out.push_str(&"-".repeat(total));
+            out.push('\n');
+        }
+    }
+    out
+}

@@ -1,0 +1,634 @@
+//! Scenarios: parsing a TOML file and validating it into a [`Scenario`] the engine trusts.
+//!
+//! Two stages, as ripgrep configures itself: [`file::ScenarioFile`] mirrors what the user
+//! wrote and is only checked for shape by serde; [`Scenario::load`] then checks every
+//! value, loads referenced files (traces) and expands server groups into servers.
+
+pub mod error;
+pub mod file;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use error::ScenarioError;
+pub use file::{ScenarioFile, ServerGroup};
+
+use crate::strategy::StrategyEntry;
+use crate::workload::arrival::{ArrivalSpec, Trace};
+use crate::workload::{KeySpec, Workload};
+
+/// A validated scenario.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Name (from the file, or the file stem).
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Master seed.
+    pub seed: u64,
+    /// Replications per strategy.
+    pub replications: u32,
+    /// Measured simulated time (seconds).
+    pub duration: f64,
+    /// Warm-up (seconds).
+    pub warmup: f64,
+    /// Number of client-side balancers.
+    pub balancers: u32,
+    /// The request stream definition.
+    pub workload: Workload,
+    /// Server groups, as written.
+    pub groups: Vec<ServerGroup>,
+    /// Strategies, as written.
+    pub strategies: Vec<StrategyEntry>,
+}
+
+/// One server, after expanding groups.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerInfo {
+    /// `<group>-<i>`.
+    pub name: String,
+    /// Index of its group in [`Scenario::groups`].
+    pub group: usize,
+}
+
+/// Offered load on one server group under a strategy with a static split.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupLoad {
+    /// Group name.
+    pub group: String,
+    /// Arrival rate to each server of the group (requests/s).
+    pub rate_per_server: f64,
+    /// Utilisation each server would see: rate × mean service time / workers.
+    pub utilization: f64,
+}
+
+impl Scenario {
+    /// Reads, parses and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let source = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_path_buf(),
+            target: path.to_path_buf(),
+            source,
+        })?;
+        Scenario::from_source(path, &source)
+    }
+
+    /// Parses and validates scenario text; `path` names it in errors and anchors relative
+    /// paths (traces).
+    pub fn from_source(path: &Path, source: &str) -> Result<Scenario, ScenarioError> {
+        let file: ScenarioFile = toml::from_str(source).map_err(|e| ScenarioError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+            fix:
+                "correct the field named above; every field is documented in scenarios/README.md, \
+                  and `lbsim strategies` lists the strategy kinds"
+                    .to_string(),
+        })?;
+        Validator { path, source }.validate(file)
+    }
+
+    /// Every server, in order: group by group.
+    pub fn servers(&self) -> Vec<ServerInfo> {
+        self.groups
+            .iter()
+            .enumerate()
+            .flat_map(|(g, group)| {
+                (0..group.count).map(move |i| ServerInfo {
+                    name: format!("{}-{}", group.name, i),
+                    group: g,
+                })
+            })
+            .collect()
+    }
+
+    /// Each server's weight, in server order.
+    pub fn weights(&self) -> Vec<u32> {
+        self.servers()
+            .iter()
+            .map(|s| self.groups[s.group].weight)
+            .collect()
+    }
+
+    /// Time at which measurement ends and arrivals stop (seconds).
+    pub fn end(&self) -> f64 {
+        self.warmup + self.duration
+    }
+
+    /// The mean arrival rate (requests/s) over the run.
+    pub fn mean_rate(&self) -> f64 {
+        self.workload
+            .arrivals
+            .mean_rate(self.end(), self.workload.trace.as_deref())
+    }
+
+    /// Requests per second the whole cluster can serve.
+    pub fn capacity(&self) -> f64 {
+        self.groups
+            .iter()
+            .map(|g| f64::from(g.count) * f64::from(g.workers) * g.speed / g.service.mean())
+            .sum()
+    }
+
+    /// Offered load per group for a strategy whose split is static (weights only), or
+    /// `None` for adaptive strategies.
+    pub fn group_loads(&self, entry: &StrategyEntry) -> Option<Vec<GroupLoad>> {
+        let shares = entry.spec.static_shares(&self.weights())?;
+        let servers = self.servers();
+        let rate = self.mean_rate();
+        Some(
+            self.groups
+                .iter()
+                .enumerate()
+                .map(|(g, group)| {
+                    // Servers of a group share equally under a static split.
+                    let share = servers
+                        .iter()
+                        .zip(&shares)
+                        .find(|(s, _)| s.group == g)
+                        .map_or(0.0, |(_, &sh)| sh);
+                    let r = rate * share;
+                    GroupLoad {
+                        group: group.name.clone(),
+                        rate_per_server: r,
+                        utilization: r * group.service.mean()
+                            / (group.speed * f64::from(group.workers)),
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Human-readable warnings: strategies whose static split overloads a group.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in &self.strategies {
+            for load in self.group_loads(entry).unwrap_or_default() {
+                if load.utilization >= 1.0 {
+                    let unbounded = self
+                        .groups
+                        .iter()
+                        .find(|g| g.name == load.group)
+                        .is_some_and(|g| g.queue_capacity.is_none());
+                    out.push(format!(
+                        "strategy `{}` would send group `{}` {:.0}% of what it can serve{}",
+                        entry.label(),
+                        load.group,
+                        100.0 * load.utilization,
+                        if unbounded {
+                            ": its queues grow without bound and its figures depend on the run length"
+                        } else {
+                            ": expect rejections"
+                        }
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    source: &'a str,
+}
+
+impl Validator<'_> {
+    fn invalid(
+        &self,
+        field: &str,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> ScenarioError {
+        ScenarioError::Invalid {
+            path: self.path.to_path_buf(),
+            line: error::locate(self.source, field),
+            field: field.to_string(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    fn positive(&self, field: &str, v: f64) -> Result<(), ScenarioError> {
+        if v.is_finite() && v > 0.0 {
+            Ok(())
+        } else {
+            Err(self.invalid(
+                field,
+                format!("must be a finite number greater than 0, got {v}"),
+                format!("set `{field}` to a positive value"),
+            ))
+        }
+    }
+
+    fn validate(&self, f: ScenarioFile) -> Result<Scenario, ScenarioError> {
+        let name = match &f.name {
+            Some(n) if n.trim().is_empty() => {
+                return Err(self.invalid(
+                    "name",
+                    "is empty",
+                    "give the scenario a name, e.g. name = \"my-cluster\"",
+                ));
+            }
+            Some(n) => n.clone(),
+            None => self.path.file_stem().map_or_else(
+                || "scenario".to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            ),
+        };
+        if name.contains(['/', '\\']) {
+            return Err(self.invalid(
+                "name",
+                format!("`{name}` contains a path separator"),
+                "use letters, digits, `-` and `_`",
+            ));
+        }
+        if f.replications == 0 {
+            return Err(self.invalid(
+                "replications",
+                "is 0",
+                "use at least 2 replications (confidence intervals need 2 or more)",
+            ));
+        }
+        self.positive("duration", f.duration)?;
+        if !(f.warmup.is_finite() && f.warmup >= 0.0) {
+            return Err(self.invalid(
+                "warmup",
+                format!("must be 0 or more, got {}", f.warmup),
+                "set warmup to 0 or a positive number of seconds",
+            ));
+        }
+        if f.warmup >= f.duration {
+            return Err(self.invalid(
+                "warmup",
+                format!("warmup ({}) is not shorter than duration ({})", f.warmup, f.duration),
+                "`duration` is the measured time after the warm-up; make warmup shorter than duration (e.g. a tenth)",
+            ));
+        }
+        if f.balancers == 0 {
+            return Err(self.invalid("balancers", "is 0", "use 1 (one balancer) or more"));
+        }
+        let trace = self.arrivals(&f.arrivals)?;
+        self.keys(&f.keys)?;
+        self.servers(&f.servers)?;
+        self.strategies(&f)?;
+        let horizon = f.warmup + f.duration;
+        let scenario = Scenario {
+            path: self.path.to_path_buf(),
+            name,
+            description: f.description,
+            seed: f.seed,
+            replications: f.replications,
+            duration: f.duration,
+            warmup: f.warmup,
+            balancers: f.balancers,
+            workload: Workload {
+                arrivals: f.arrivals,
+                trace: trace.map(Arc::new),
+                keys: f.keys,
+                horizon,
+            },
+            groups: f.servers,
+            strategies: f.strategies,
+        };
+        let (rate, capacity) = (scenario.mean_rate(), scenario.capacity());
+        if rate <= 0.0 {
+            return Err(self.invalid(
+                "arrivals",
+                "no request arrives during the run",
+                "raise the arrival rate or extend the trace",
+            ));
+        }
+        if rate >= capacity && scenario.groups.iter().all(|g| g.queue_capacity.is_none()) {
+            return Err(self.invalid(
+                "arrivals",
+                format!(
+                    "unstable: requests arrive at {rate:.1}/s but the servers together serve at most {capacity:.1}/s, so queues grow without bound"
+                ),
+                "lower the arrival rate, add servers or workers, raise `speed`, or set `queue_capacity` to study overload",
+            ));
+        }
+        Ok(scenario)
+    }
+
+    fn arrivals(&self, a: &ArrivalSpec) -> Result<Option<Trace>, ScenarioError> {
+        match a {
+            ArrivalSpec::Poisson { rate } | ArrivalSpec::Deterministic { rate } => {
+                self.positive("arrivals.rate", *rate)?
+            }
+            ArrivalSpec::Mmpp {
+                rates,
+                mean_sojourn,
+            } => {
+                for (i, r) in rates.iter().enumerate() {
+                    if !(r.is_finite() && *r >= 0.0) {
+                        return Err(self.invalid(
+                            "arrivals.rates",
+                            format!("rates[{i}] is {r}"),
+                            "use rates of 0 or more",
+                        ));
+                    }
+                }
+                if rates.iter().all(|&r| r == 0.0) {
+                    return Err(self.invalid(
+                        "arrivals.rates",
+                        "both rates are 0",
+                        "give at least one state a positive rate",
+                    ));
+                }
+                for s in mean_sojourn {
+                    self.positive("arrivals.mean_sojourn", *s)?;
+                }
+            }
+            ArrivalSpec::OnOff {
+                rate,
+                mean_on,
+                mean_off,
+            } => {
+                self.positive("arrivals.rate", *rate)?;
+                self.positive("arrivals.mean_on", *mean_on)?;
+                self.positive("arrivals.mean_off", *mean_off)?;
+            }
+            ArrivalSpec::Renewal { interarrival } => interarrival
+                .validate()
+                .map_err(|e| self.invalid("arrivals.interarrival", e.problem, e.fix))?,
+            ArrivalSpec::Piecewise { points, .. } => {
+                if points.is_empty() {
+                    return Err(self.invalid(
+                        "arrivals.points",
+                        "is empty",
+                        "give at least one { at = 0, rate = ... } point",
+                    ));
+                }
+                for (i, p) in points.iter().enumerate() {
+                    if !(p.rate.is_finite() && p.rate >= 0.0 && p.at.is_finite() && p.at >= 0.0) {
+                        return Err(self.invalid(
+                            "arrivals.points",
+                            format!("point {i} has at = {}, rate = {}", p.at, p.rate),
+                            "use times and rates of 0 or more",
+                        ));
+                    }
+                    if i > 0 && p.at <= points[i - 1].at {
+                        return Err(self.invalid(
+                            "arrivals.points",
+                            format!("point {i} (at = {}) is not after point {}", p.at, i - 1),
+                            "list points in increasing `at` order",
+                        ));
+                    }
+                }
+                if points.iter().all(|p| p.rate == 0.0) {
+                    return Err(self.invalid(
+                        "arrivals.points",
+                        "every rate is 0",
+                        "give at least one point a positive rate",
+                    ));
+                }
+            }
+            ArrivalSpec::Trace { path } => return self.trace(path).map(Some),
+        }
+        Ok(None)
+    }
+
+    fn trace(&self, rel: &Path) -> Result<Trace, ScenarioError> {
+        let full = self.path.parent().unwrap_or(Path::new(".")).join(rel);
+        let read_err = |source| ScenarioError::Read {
+            path: self.path.to_path_buf(),
+            target: full.clone(),
+            source,
+        };
+        let file = std::fs::File::open(&full).map_err(read_err)?;
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_reader(file);
+        let headers = reader
+            .headers()
+            .map_err(|e| self.trace_error(&full, None, format!("cannot read the header: {e}")))?
+            .clone();
+        let time_col = headers.iter().position(|h| h == "time").ok_or_else(|| {
+            self.trace_error(
+                &full,
+                Some(1),
+                format!(
+                    "no `time` column (header is `{}`)",
+                    headers.iter().collect::<Vec<_>>().join(",")
+                ),
+            )
+        })?;
+        let work_col = headers.iter().position(|h| h == "work");
+        let mut trace = Trace {
+            times: Vec::new(),
+            work: work_col.map(|_| Vec::new()),
+        };
+        for (i, record) in reader.records().enumerate() {
+            let line = i + 2;
+            let record = record.map_err(|e| self.trace_error(&full, Some(line), e.to_string()))?;
+            let num = |col: usize, what: &str| -> Result<f64, ScenarioError> {
+                let s = record.get(col).unwrap_or("");
+                s.parse::<f64>().map_err(|_| {
+                    self.trace_error(
+                        &full,
+                        Some(line),
+                        format!("`{what}` value `{s}` is not a number"),
+                    )
+                })
+            };
+            let t = num(time_col, "time")?;
+            if !(t.is_finite() && t >= 0.0) || trace.times.last().is_some_and(|&prev| t < prev) {
+                return Err(self.trace_error(
+                    &full,
+                    Some(line),
+                    format!("time {t} is negative or earlier than the previous one"),
+                ));
+            }
+            trace.times.push(t);
+            if let (Some(c), Some(w)) = (work_col, trace.work.as_mut()) {
+                let v = num(c, "work")?;
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(self.trace_error(
+                        &full,
+                        Some(line),
+                        format!("work {v} is not positive"),
+                    ));
+                }
+                w.push(v);
+            }
+        }
+        if trace.times.is_empty() {
+            return Err(self.trace_error(&full, None, "the trace has no arrivals".to_string()));
+        }
+        Ok(trace)
+    }
+
+    fn trace_error(&self, trace: &Path, line: Option<usize>, problem: String) -> ScenarioError {
+        ScenarioError::Invalid {
+            path: trace.to_path_buf(),
+            line,
+            field: "arrivals.path".to_string(),
+            problem,
+            fix: format!(
+                "the trace named by {} must be CSV with a header `time[,work]`, times in seconds, non-decreasing",
+                self.path.display()
+            ),
+        }
+    }
+
+    fn keys(&self, k: &KeySpec) -> Result<(), ScenarioError> {
+        match k {
+            KeySpec::Unique => Ok(()),
+            KeySpec::Uniform { count } | KeySpec::Zipf { count, .. } if *count == 0 => {
+                Err(self.invalid("keys.count", "is 0", "use 1 or more distinct keys"))
+            }
+            KeySpec::Zipf { exponent, .. } if !(exponent.is_finite() && *exponent >= 0.0) => {
+                Err(self.invalid(
+                    "keys.exponent",
+                    format!("is {exponent}"),
+                    "use an exponent of 0 or more (1.0 is classic Zipf)",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn servers(&self, groups: &[ServerGroup]) -> Result<(), ScenarioError> {
+        if groups.is_empty() {
+            return Err(self.invalid(
+                "servers",
+                "no server group",
+                "add a [[servers]] table with name, count, workers and service",
+            ));
+        }
+        for (i, g) in groups.iter().enumerate() {
+            let field = |k: &str| format!("servers[{i}].{k}");
+            if g.name.trim().is_empty() {
+                return Err(self.invalid(
+                    &field("name"),
+                    "is empty",
+                    "name the group, e.g. name = \"fast\"",
+                ));
+            }
+            if groups[..i].iter().any(|h| h.name == g.name) {
+                return Err(self.invalid(
+                    &field("name"),
+                    format!("group name `{}` is used twice", g.name),
+                    "give each server group its own name",
+                ));
+            }
+            if g.count == 0 {
+                return Err(self.invalid(
+                    &field("count"),
+                    "is 0",
+                    "use 1 or more servers (remove the group to have none)",
+                ));
+            }
+            if g.workers == 0 {
+                return Err(self.invalid(
+                    &field("workers"),
+                    "is 0: such a server can never serve a request",
+                    "use 1 or more workers",
+                ));
+            }
+            self.positive(&field("speed"), g.speed)?;
+            g.service
+                .validate()
+                .map_err(|e| self.invalid(&field("service"), e.problem, e.fix))?;
+        }
+        Ok(())
+    }
+
+    fn strategies(&self, f: &ScenarioFile) -> Result<(), ScenarioError> {
+        if f.strategies.is_empty() {
+            return Err(self.invalid(
+                "strategies",
+                "no strategy",
+                "add a [[strategies]] table, e.g. kind = \"round_robin\" (see `lbsim strategies`)",
+            ));
+        }
+        for (i, s) in f.strategies.iter().enumerate() {
+            let label = s.label();
+            if f.strategies[..i].iter().any(|t| t.label() == label) {
+                return Err(self.invalid(
+                    &format!("strategies[{i}].label"),
+                    format!("label `{label}` is used twice"),
+                    "give each strategy its own `label`",
+                ));
+            }
+        }
+        let any_weighted = f.strategies.iter().any(|s| s.spec.uses_weights());
+        if any_weighted && f.servers.iter().all(|g| g.weight == 0) {
+            return Err(self.invalid(
+                "servers[0].weight",
+                "every server weight is 0, so a weighted strategy can pick no server",
+                "give at least one group a weight of 1 or more",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const MINIMAL: &str = r#"
+name = "t"
+duration = 10
+warmup = 1
+[arrivals]
+process = "poisson"
+rate = 10
+[[servers]]
+name = "s"
+count = 2
+service = { dist = "exponential", mean = 0.05 }
+[[strategies]]
+kind = "round_robin"
+"#;
+
+    fn load(src: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::from_source(Path::new("test.toml"), src)
+    }
+
+    #[test]
+    fn minimal_scenario_loads_with_defaults() {
+        let s = load(MINIMAL).unwrap();
+        assert_eq!(s.servers().len(), 2);
+        assert_eq!(s.servers()[1].name, "s-1");
+        assert_eq!(s.replications, 10);
+        assert!((s.capacity() - 40.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn errors_name_line_field_and_fix() {
+        let e = load(&MINIMAL.replace("rate = 10", "rate = -3"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("test.toml:7") && e.contains("arrivals.rate") && e.contains("fix:"),
+            "{e}"
+        );
+        let e = load(&MINIMAL.replace("count = 2", "count = 2\nworkers = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("servers[0].workers") && e.contains("test.toml:11"),
+            "{e}"
+        );
+        let e = load(&MINIMAL.replace("rate = 10", "rate = 100"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unstable"), "{e}");
+    }
+
+    #[test]
+    fn static_split_overload_is_a_warning() {
+        let src = MINIMAL.replace(
+            "[[strategies]]",
+            "[[servers]]\nname = \"slow\"\nspeed = 0.1\nservice = { dist = \"exponential\", mean = 0.05 }\n[[strategies]]",
+        );
+        let s = load(&src).unwrap();
+        let w = s.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("slow"));
+    }
+}

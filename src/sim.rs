@@ -1,0 +1,7 @@
+//! The simulator: a deterministic discrete-event model of clients, balancers and servers.
+
+pub mod engine;
+pub mod event_queue;
+pub mod server;
+
+pub use engine::simulate;

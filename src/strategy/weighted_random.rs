@@ -1,0 +1,70 @@
+//! Weighted random choice: backend `i` with probability `weight_i / Σ weight` over the
+//! backends that are up (HAProxy `random` with weights, Envoy `RANDOM` with host weights).
+
+use rand::distr::Distribution;
+use rand::distr::weighted::WeightedIndex;
+
+use super::{Backend, PickContext, Strategy};
+use crate::rng::SimRng;
+
+/// Weighted random choice.
+#[derive(Debug)]
+pub struct WeightedRandom {
+    rng: SimRng,
+    /// Cached sampler, rebuilt when the weights or the set of backends up change.
+    cache: Option<(Vec<u32>, WeightedIndex<u64>)>,
+}
+
+impl WeightedRandom {
+    /// Weighted random choice driven by `rng`.
+    pub fn new(rng: SimRng) -> WeightedRandom {
+        WeightedRandom { rng, cache: None }
+    }
+}
+
+fn effective(b: &Backend) -> u32 {
+    if b.up { b.weight } else { 0 }
+}
+
+impl Strategy for WeightedRandom {
+    fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+        let stale = match &self.cache {
+            Some((w, _)) => {
+                w.len() != backends.len() || w.iter().zip(backends).any(|(&w, b)| w != effective(b))
+            }
+            None => true,
+        };
+        if stale {
+            let w: Vec<u32> = backends.iter().map(effective).collect();
+            // All weights zero (or everything down): nothing to pick.
+            let index = WeightedIndex::new(w.iter().map(|&x| u64::from(x))).ok()?;
+            self.cache = Some((w, index));
+        }
+        let (_, index) = self.cache.as_ref()?;
+        Some(index.sample(&mut self.rng))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{Stream, stream_rng};
+    use crate::strategy::Balancer;
+    use crate::strategy::testing::{counts, picks};
+
+    #[test]
+    fn shares_follow_weights() {
+        let rng = stream_rng(1, 0, Stream::Strategy, 0);
+        let mut b = Balancer::new(Box::new(WeightedRandom::new(rng)), &[2, 1, 0, 1]);
+        let c = counts(&picks(&mut b, 40_000), 4);
+        assert_eq!(c[2], 0);
+        // Expected 20000, 10000, 0, 10000; sd ≤ 100; allow 5 sd.
+        assert!((c[0] as f64 - 20_000.0).abs() < 500.0, "{c:?}");
+        assert!((c[1] as f64 - 10_000.0).abs() < 500.0, "{c:?}");
+        b.set_up(0, false);
+        b.set_up(1, false);
+        assert!(picks(&mut b, 10).iter().all(|&i| i == 3));
+        b.set_up(3, false);
+        assert_eq!(b.route(crate::time::Nanos(0), 0), None);
+    }
+}

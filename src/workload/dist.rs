@@ -1,0 +1,456 @@
+//! Positive random quantities (service demands, interarrival times) described by their
+//! quantile function.
+//!
+//! A request carries a quantile `u ∈ (0, 1)` drawn once; the server group it lands on turns
+//! `u` into a service demand with [`Dist::quantile`]. Driving every distribution by its
+//! quantile is what gives common random numbers across strategies: a request that is "large"
+//! under one strategy is equally large under every other.
+
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{ContinuousCDF, Gamma};
+use statrs::function::erf::erfc_inv;
+
+/// A distribution of a positive quantity, in seconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "dist", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Dist {
+    /// Exponential with the given mean.
+    Exponential {
+        /// Mean (seconds).
+        mean: f64,
+    },
+    /// Always the same value.
+    Deterministic {
+        /// The value (seconds).
+        value: f64,
+    },
+    /// Uniform on `[min, max]`.
+    Uniform {
+        /// Lower bound (seconds).
+        min: f64,
+        /// Upper bound (seconds).
+        max: f64,
+    },
+    /// Lognormal given by its mean and coefficient of variation (std dev / mean).
+    Lognormal {
+        /// Mean (seconds).
+        mean: f64,
+        /// Coefficient of variation.
+        cv: f64,
+    },
+    /// Gamma given by its mean and coefficient of variation (shape = 1/cv²).
+    Gamma {
+        /// Mean (seconds).
+        mean: f64,
+        /// Coefficient of variation.
+        cv: f64,
+    },
+    /// Weibull with shape `k` and scale `λ`: `F(x) = 1 - exp(-(x/λ)^k)`.
+    Weibull {
+        /// Shape `k`.
+        shape: f64,
+        /// Scale `λ` (seconds).
+        scale: f64,
+    },
+    /// Pareto (type I) with tail index `α` and minimum `x_m`: `F(x) = 1 - (x_m/x)^α`.
+    Pareto {
+        /// Tail index `α` (> 1 for a finite mean).
+        shape: f64,
+        /// Minimum value `x_m` (seconds).
+        scale: f64,
+    },
+    /// A mixture: a draw comes from component `i` with probability `weight_i / Σ weight`.
+    Mixture {
+        /// The components.
+        components: Vec<Component>,
+    },
+    /// An empirical latency profile given by percentiles, as Finagle's `LatencyProfile`:
+    /// linear interpolation between (0, min), (0.5, p50), (0.9, p90), (0.99, p99),
+    /// (0.999, p999) and (1, max).
+    Empirical {
+        /// Smallest value (seconds). Default 0.
+        #[serde(default)]
+        min: f64,
+        /// Median (seconds).
+        p50: f64,
+        /// 90th percentile (seconds).
+        p90: f64,
+        /// 99th percentile (seconds).
+        p99: f64,
+        /// 99.9th percentile (seconds).
+        p999: f64,
+        /// Largest value (seconds).
+        max: f64,
+    },
+}
+
+/// One component of a [`Dist::Mixture`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    /// Relative weight (need not sum to one).
+    pub weight: f64,
+    /// The component's distribution.
+    pub dist: Dist,
+}
+
+/// Why a [`Dist`] is not usable, with the fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{problem}; {fix}")]
+pub struct DistError {
+    /// What is wrong.
+    pub problem: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+fn bad(problem: impl Into<String>, fix: impl Into<String>) -> DistError {
+    DistError {
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+fn positive(name: &str, v: f64) -> Result<(), DistError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(bad(
+            format!("`{name}` is {v}"),
+            format!("give `{name}` a finite value greater than 0"),
+        ))
+    }
+}
+
+impl Dist {
+    /// Checks the parameters: every distribution must be of a positive quantity with a
+    /// finite mean.
+    pub fn validate(&self) -> Result<(), DistError> {
+        match self {
+            Dist::Exponential { mean } => positive("mean", *mean),
+            Dist::Deterministic { value } => positive("value", *value),
+            Dist::Uniform { min, max } => {
+                if !(min.is_finite() && max.is_finite() && *min >= 0.0 && max > min) {
+                    return Err(bad(
+                        format!("uniform bounds min = {min}, max = {max}"),
+                        "use 0 <= min < max",
+                    ));
+                }
+                Ok(())
+            }
+            Dist::Lognormal { mean, cv } | Dist::Gamma { mean, cv } => {
+                positive("mean", *mean)?;
+                positive("cv", *cv)
+            }
+            Dist::Weibull { shape, scale } => {
+                positive("shape", *shape)?;
+                positive("scale", *scale)
+            }
+            Dist::Pareto { shape, scale } => {
+                positive("scale", *scale)?;
+                if !(shape.is_finite() && *shape > 1.0) {
+                    return Err(bad(
+                        format!("Pareto `shape` is {shape}: the mean is infinite"),
+                        "use a shape (tail index) greater than 1, e.g. 1.5 or 2.5",
+                    ));
+                }
+                Ok(())
+            }
+            Dist::Mixture { components } => {
+                if components.is_empty() {
+                    return Err(bad(
+                        "mixture has no components",
+                        "add at least one component",
+                    ));
+                }
+                let mut total = 0.0;
+                for c in components {
+                    if !(c.weight.is_finite() && c.weight >= 0.0) {
+                        return Err(bad(
+                            format!("mixture weight {}", c.weight),
+                            "use non-negative weights",
+                        ));
+                    }
+                    total += c.weight;
+                    c.dist.validate()?;
+                }
+                if total <= 0.0 {
+                    return Err(bad(
+                        "all mixture weights are 0",
+                        "give a component a weight > 0",
+                    ));
+                }
+                Ok(())
+            }
+            Dist::Empirical {
+                min,
+                p50,
+                p90,
+                p99,
+                p999,
+                max,
+            } => {
+                let pts = [*min, *p50, *p90, *p99, *p999, *max];
+                if pts.iter().any(|v| !v.is_finite() || *v < 0.0)
+                    || pts.windows(2).any(|w| w[1] < w[0])
+                    || *max <= 0.0
+                {
+                    return Err(bad(
+                        format!(
+                            "empirical percentiles min={min} p50={p50} p90={p90} p99={p99} p999={p999} max={max}"
+                        ),
+                        "percentiles must be non-negative and non-decreasing: min <= p50 <= p90 <= p99 <= p999 <= max, max > 0",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The value at quantile `u ∈ (0, 1)`. For a mixture, `u` first selects the component
+    /// and is then rescaled within it, which yields exactly the mixture distribution.
+    pub fn quantile(&self, u: f64) -> f64 {
+        match self {
+            Dist::Exponential { mean } => -mean * (-u).ln_1p(),
+            Dist::Deterministic { value } => *value,
+            Dist::Uniform { min, max } => min + (max - min) * u,
+            Dist::Lognormal { mean, cv } => {
+                let s2 = (1.0 + cv * cv).ln();
+                let mu = mean.ln() - 0.5 * s2;
+                (mu + s2.sqrt() * std_normal_quantile(u)).exp()
+            }
+            Dist::Gamma { mean, cv } => {
+                let shape = 1.0 / (cv * cv);
+                let rate = shape / mean;
+                match Gamma::new(shape, rate) {
+                    Ok(g) => g.inverse_cdf(u),
+                    Err(_) => *mean,
+                }
+            }
+            Dist::Weibull { shape, scale } => scale * (-(-u).ln_1p()).powf(1.0 / shape),
+            Dist::Pareto { shape, scale } => scale * (1.0 - u).powf(-1.0 / shape),
+            Dist::Mixture { components } => {
+                let total: f64 = components.iter().map(|c| c.weight).sum();
+                let mut lo = 0.0;
+                for (i, c) in components.iter().enumerate() {
+                    let p = c.weight / total;
+                    if u < lo + p || i + 1 == components.len() {
+                        let v = ((u - lo) / p).clamp(f64::MIN_POSITIVE, 1.0 - f64::EPSILON);
+                        return c.dist.quantile(v);
+                    }
+                    lo += p;
+                }
+                unreachable!("a mixture has at least one component")
+            }
+            Dist::Empirical {
+                min,
+                p50,
+                p90,
+                p99,
+                p999,
+                max,
+            } => {
+                let pts = [
+                    (0.0, *min),
+                    (0.5, *p50),
+                    (0.9, *p90),
+                    (0.99, *p99),
+                    (0.999, *p999),
+                    (1.0, *max),
+                ];
+                for w in pts.windows(2) {
+                    let ((q0, v0), (q1, v1)) = (w[0], w[1]);
+                    if u <= q1 {
+                        return v0 + (v1 - v0) * (u - q0) / (q1 - q0);
+                    }
+                }
+                *max
+            }
+        }
+    }
+
+    /// The mean of the distribution (seconds).
+    pub fn mean(&self) -> f64 {
+        match self {
+            Dist::Exponential { mean }
+            | Dist::Lognormal { mean, .. }
+            | Dist::Gamma { mean, .. } => *mean,
+            Dist::Deterministic { value } => *value,
+            Dist::Uniform { min, max } => 0.5 * (min + max),
+            Dist::Weibull { shape, scale } => {
+                scale * statrs::function::gamma::gamma(1.0 + 1.0 / shape)
+            }
+            Dist::Pareto { shape, scale } => shape * scale / (shape - 1.0),
+            Dist::Mixture { components } => {
+                let total: f64 = components.iter().map(|c| c.weight).sum();
+                components
+                    .iter()
+                    .map(|c| c.weight / total * c.dist.mean())
+                    .sum()
+            }
+            Dist::Empirical {
+                min,
+                p50,
+                p90,
+                p99,
+                p999,
+                max,
+            } => {
+                // Mean of a piecewise-linear quantile function: trapezoids.
+                let pts = [
+                    (0.0, *min),
+                    (0.5, *p50),
+                    (0.9, *p90),
+                    (0.99, *p99),
+                    (0.999, *p999),
+                    (1.0, *max),
+                ];
+                pts.windows(2)
+                    .map(|w| (w[1].0 - w[0].0) * 0.5 * (w[0].1 + w[1].1))
+                    .sum()
+            }
+        }
+    }
+
+    /// The second moment `E[X²]` (seconds²), used by the Pollaczek–Khinchine formula.
+    /// `None` where it is infinite (Pareto with shape ≤ 2).
+    pub fn second_moment(&self) -> Option<f64> {
+        let m = self.mean();
+        match self {
+            Dist::Exponential { mean } => Some(2.0 * mean * mean),
+            Dist::Deterministic { value } => Some(value * value),
+            Dist::Uniform { min, max } => Some((min * min + min * max + max * max) / 3.0),
+            Dist::Lognormal { cv, .. } | Dist::Gamma { cv, .. } => Some(m * m * (1.0 + cv * cv)),
+            Dist::Weibull { shape, scale } => {
+                Some(scale * scale * statrs::function::gamma::gamma(1.0 + 2.0 / shape))
+            }
+            Dist::Pareto { shape, scale } => {
+                (*shape > 2.0).then(|| shape * scale * scale / (shape - 2.0))
+            }
+            Dist::Mixture { components } => {
+                let total: f64 = components.iter().map(|c| c.weight).sum();
+                components
+                    .iter()
+                    .map(|c| c.dist.second_moment().map(|s| c.weight / total * s))
+                    .sum()
+            }
+            Dist::Empirical { .. } => None,
+        }
+    }
+}
+
+/// The standard normal quantile `Φ⁻¹(u)`, via statrs' inverse complementary error function.
+pub fn std_normal_quantile(u: f64) -> f64 {
+    -std::f64::consts::SQRT_2 * erfc_inv(2.0 * u)
+}
+
+/// A uniform draw strictly inside (0, 1), from the top 52 bits of a 64-bit word.
+pub fn open_unit(bits: u64) -> f64 {
+    ((bits >> 12) as f64 + 0.5) * (1.0 / (1u64 << 52) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_mean(d: &Dist, n: usize) -> f64 {
+        // Stratified quantiles: exact up to discretisation, no randomness.
+        (0..n)
+            .map(|i| d.quantile((i as f64 + 0.5) / n as f64))
+            .sum::<f64>()
+            / n as f64
+    }
+
+    #[test]
+    fn quantile_means_match_closed_forms() {
+        let dists = [
+            Dist::Exponential { mean: 2.0 },
+            Dist::Deterministic { value: 0.5 },
+            Dist::Uniform { min: 1.0, max: 3.0 },
+            Dist::Lognormal { mean: 1.0, cv: 0.5 },
+            Dist::Gamma { mean: 1.0, cv: 0.7 },
+            Dist::Weibull {
+                shape: 1.5,
+                scale: 1.0,
+            },
+            Dist::Pareto {
+                shape: 3.0,
+                scale: 1.0,
+            },
+            Dist::Mixture {
+                components: vec![
+                    Component {
+                        weight: 0.95,
+                        dist: Dist::Deterministic { value: 1.0 },
+                    },
+                    Component {
+                        weight: 0.05,
+                        dist: Dist::Deterministic { value: 21.0 },
+                    },
+                ],
+            },
+            Dist::Empirical {
+                min: 0.0,
+                p50: 1.0,
+                p90: 2.0,
+                p99: 4.0,
+                p999: 8.0,
+                max: 10.0,
+            },
+        ];
+        for d in &dists {
+            d.validate().unwrap();
+            let got = sample_mean(d, 200_000);
+            assert!(
+                (got - d.mean()).abs() / d.mean() < 5e-3,
+                "{d:?}: {got} vs {}",
+                d.mean()
+            );
+        }
+    }
+
+    #[test]
+    fn mixture_is_bimodal_in_proportion() {
+        let d = Dist::Mixture {
+            components: vec![
+                Component {
+                    weight: 95.0,
+                    dist: Dist::Deterministic { value: 1.0 },
+                },
+                Component {
+                    weight: 5.0,
+                    dist: Dist::Deterministic { value: 2.0 },
+                },
+            ],
+        };
+        assert_eq!(d.quantile(0.949), 1.0);
+        assert_eq!(d.quantile(0.951), 2.0);
+        assert!((d.mean() - 1.05).abs() < 1e-12);
+    }
+
+    #[test]
+    fn normal_quantile_is_accurate() {
+        assert!(std_normal_quantile(0.5).abs() < 1e-12);
+        assert!((std_normal_quantile(0.975) - 1.959_963_984_540_054).abs() < 1e-9);
+        assert!((std_normal_quantile(0.001) + 3.090_232_306_167_813).abs() < 1e-9);
+    }
+
+    #[test]
+    fn invalid_parameters_are_rejected_with_a_fix() {
+        let e = Dist::Pareto {
+            shape: 1.0,
+            scale: 1.0,
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.fix.contains("greater than 1"));
+        assert!(Dist::Exponential { mean: 0.0 }.validate().is_err());
+        assert!(Dist::Uniform { min: 2.0, max: 1.0 }.validate().is_err());
+    }
+
+    #[test]
+    fn open_unit_is_strictly_inside() {
+        assert!(open_unit(0) > 0.0);
+        assert!(open_unit(u64::MAX) < 1.0);
+    }
+}
