@@ -394,12 +394,13 @@ mod tests {
     fn accumulator_clips_to_window() {
         let mut a = ServerAccumulator::new(2);
         let (from, to) = (Nanos(10), Nanos(20));
-        a.advance(Nanos(5), 0, 0, from, to);
-        a.advance(Nanos(15), 2, 3, from, to); // state (2 busy, 3 queued) was not yet in effect
-        a.advance(Nanos(25), 1, 0, from, to); // (2, 3) held on [15, 25) → clipped to [15, 20)
-        // From 5 to 15 the state was (0, 0); the call at 15 reports the state *before*.
-        assert_eq!(a.busy_area, 2.0 * 5.0);
+        // Each call reports the state that held since the previous call.
+        a.advance(Nanos(5), 0, 0, from, to); // (0, 0) on [0, 5): outside the window
+        a.advance(Nanos(15), 2, 3, from, to); // (2, 3) on [5, 15) → [10, 15)
+        a.advance(Nanos(25), 1, 0, from, to); // (1, 0) on [15, 25) → [15, 20)
+        assert_eq!(a.busy_area, 2.0 * 5.0 + 5.0);
         assert_eq!(a.queue_area, 3.0 * 5.0);
+        assert_eq!(a.queue_max, 3);
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct Scenario {
     pub warmup: f64,
     /// Number of client-side balancers.
     pub balancers: u32,
+    /// Seconds between load reports (`None`: exact, continuous).
+    pub load_report_interval: Option<f64>,
     /// The request stream definition.
     pub workload: Workload,
     /// Server groups, as written.
@@ -269,6 +271,9 @@ impl Validator<'_> {
         if f.balancers == 0 {
             return Err(self.invalid("balancers", "is 0", "use 1 (one balancer) or more"));
         }
+        if let Some(dt) = f.load_report_interval {
+            self.positive("load_report_interval", dt)?;
+        }
         let trace = self.arrivals(&f.arrivals)?;
         self.keys(&f.keys)?;
         self.servers(&f.servers)?;
@@ -283,6 +288,7 @@ impl Validator<'_> {
             duration: f.duration,
             warmup: f.warmup,
             balancers: f.balancers,
+            load_report_interval: f.load_report_interval,
             workload: Workload {
                 arrivals: f.arrivals,
                 trace: trace.map(Arc::new),

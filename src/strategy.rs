@@ -32,6 +32,27 @@ pub struct Backend {
     pub up: bool,
     /// Latency of the last request that completed on this backend, if any.
     pub last_latency: Option<Nanos>,
+    /// The server's own report of its load (all balancers' requests), as of `load.at`.
+    /// Exact when the scenario has no `load_report_interval`, otherwise refreshed every
+    /// interval (stale in between). `None` until the first report (and in live mode).
+    pub load: Option<LoadReport>,
+}
+
+/// A server's report of its load, as a server-side load reporter (ORCA, HAProxy agent
+/// check) would send it. Counters are cumulative so that a strategy can difference two
+/// reports to get a rate over its own period.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// When the report was taken.
+    pub at: Nanos,
+    /// Requests at the server (waiting + in service), from every balancer.
+    pub in_system: u32,
+    /// Workers.
+    pub workers: u32,
+    /// Requests completed since the start of the run.
+    pub completed: u64,
+    /// Busy worker-time since the start of the run (worker-nanoseconds).
+    pub busy_time: u64,
 }
 
 impl Backend {
@@ -42,6 +63,7 @@ impl Backend {
             weight,
             up: true,
             last_latency: None,
+            load: None,
         }
     }
 }
@@ -120,6 +142,11 @@ impl Balancer {
             b.last_latency = Some(latency);
         }
         self.strategy.on_complete(backend, latency, outcome, now);
+    }
+
+    /// Updates the server-reported load of a backend.
+    pub fn set_load(&mut self, backend: usize, report: LoadReport) {
+        self.backends[backend].load = Some(report);
     }
 
     /// Marks a backend up or down.

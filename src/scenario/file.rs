@@ -31,6 +31,10 @@ pub struct ScenarioFile {
     /// Number of independent client-side balancers the arrivals are split among.
     #[serde(default = "default_balancers")]
     pub balancers: u32,
+    /// Seconds between server load reports seen by balancers (stale information). Absent:
+    /// balancers see each server's load exactly, at all times.
+    #[serde(default)]
+    pub load_report_interval: Option<f64>,
     /// The arrival process.
     pub arrivals: ArrivalSpec,
     /// The distribution of request keys.

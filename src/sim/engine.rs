@@ -18,7 +18,12 @@ use crate::workload::{Request, RequestStream};
 
 enum Event {
     Arrival(Request),
-    Done { server: u32, job: Job },
+    Done {
+        server: u32,
+        job: Job,
+    },
+    /// Periodic load reports to every balancer (stale-information topology).
+    Report,
 }
 
 /// Simulates replication `replication` of `scenario` under `strategy`, with master seed
@@ -57,6 +62,11 @@ pub fn simulate(
     if let Some(r) = requests.next() {
         events.push(r.arrival, Event::Arrival(r));
     }
+    let report_every = scenario.load_report_interval.map(Nanos::from_secs_f64);
+    if let Some(dt) = report_every {
+        events.push(dt, Event::Report);
+    }
+    let exact_reports = report_every.is_none();
 
     while let Some((now, event)) = events.pop() {
         match event {
@@ -84,7 +94,12 @@ pub fn simulate(
                     measured,
                 };
                 m.servers[i].advance(now, server.busy, server.queued(), from, to);
-                match server.admit(job) {
+                let admission = server.admit(job, now);
+                if exact_reports {
+                    let report = server.report(now);
+                    balancers.iter_mut().for_each(|b| b.set_load(i, report));
+                }
+                match admission {
                     Admission::Started => {
                         events.push(
                             now + job.service,
@@ -106,7 +121,7 @@ pub fn simulate(
                 let i = i as usize;
                 let server = &mut servers[i];
                 m.servers[i].advance(now, server.busy, server.queued(), from, to);
-                if let Some(next) = server.finish() {
+                if let Some(next) = server.finish(now) {
                     events.push(
                         now + next.service,
                         Event::Done {
@@ -120,6 +135,15 @@ pub fn simulate(
                     m.record_latency(latency);
                 }
                 balancers[job.balancer as usize].complete(i, latency, Outcome::Ok, now);
+            }
+            Event::Report => {
+                for (i, server) in servers.iter().enumerate() {
+                    let report = server.report(now);
+                    balancers.iter_mut().for_each(|b| b.set_load(i, report));
+                }
+                if let Some(dt) = report_every.filter(|_| now < to) {
+                    events.push(now + dt, Event::Report);
+                }
             }
         }
     }

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use crate::strategy::LoadReport;
 use crate::time::Nanos;
 
 /// A request held by a server.
@@ -44,6 +45,12 @@ pub struct Server {
     pub busy: u32,
     /// Requests waiting, oldest first.
     pub queue: VecDeque<Job>,
+    /// Requests completed since the start of the run.
+    pub completed: u64,
+    /// Busy worker-nanoseconds since the start of the run, up to `last_change`.
+    pub busy_time: u64,
+    /// Time of the last state change.
+    pub last_change: Nanos,
 }
 
 impl Server {
@@ -56,13 +63,35 @@ impl Server {
             group,
             busy: 0,
             queue: VecDeque::new(),
+            completed: 0,
+            busy_time: 0,
+            last_change: Nanos::ZERO,
         }
     }
 
-    /// Offers a request.
+    /// Integrates busy time up to `now` (call before every state change).
     #[inline]
-    pub fn admit(&mut self, job: Job) -> Admission {
+    fn touch(&mut self, now: Nanos) {
+        self.busy_time += u64::from(self.busy) * (now - self.last_change).0;
+        self.last_change = now;
+    }
+
+    /// The server's load report at `now`.
+    pub fn report(&self, now: Nanos) -> LoadReport {
+        LoadReport {
+            at: now,
+            in_system: self.busy + self.queued(),
+            workers: self.workers,
+            completed: self.completed,
+            busy_time: self.busy_time + u64::from(self.busy) * (now - self.last_change).0,
+        }
+    }
+
+    /// Offers a request at time `now`.
+    #[inline]
+    pub fn admit(&mut self, job: Job, now: Nanos) -> Admission {
         if self.busy < self.workers {
+            self.touch(now);
             self.busy += 1;
             Admission::Started
         } else if self
@@ -76,12 +105,14 @@ impl Server {
         }
     }
 
-    /// A worker finished: returns the next waiting request, which it starts serving.
+    /// A worker finished at `now`: returns the next waiting request, which it starts serving.
     #[inline]
-    pub fn finish(&mut self) -> Option<Job> {
+    pub fn finish(&mut self, now: Nanos) -> Option<Job> {
+        self.completed += 1;
         match self.queue.pop_front() {
             Some(job) => Some(job),
             None => {
+                self.touch(now);
                 self.busy -= 1;
                 None
             }
@@ -111,13 +142,16 @@ mod tests {
     #[test]
     fn fifo_with_bounded_queue() {
         let mut s = Server::new(1, 1.0, Some(2), 0);
-        assert_eq!(s.admit(job(1)), Admission::Started);
-        assert_eq!(s.admit(job(2)), Admission::Queued);
-        assert_eq!(s.admit(job(3)), Admission::Queued);
-        assert_eq!(s.admit(job(4)), Admission::Rejected);
-        assert_eq!(s.finish().unwrap().arrival, Nanos(2));
-        assert_eq!(s.finish().unwrap().arrival, Nanos(3));
-        assert_eq!(s.finish(), None);
+        assert_eq!(s.admit(job(1), Nanos(1)), Admission::Started);
+        assert_eq!(s.admit(job(2), Nanos(2)), Admission::Queued);
+        assert_eq!(s.admit(job(3), Nanos(3)), Admission::Queued);
+        assert_eq!(s.admit(job(4), Nanos(4)), Admission::Rejected);
+        assert_eq!(s.report(Nanos(5)).in_system, 3);
+        assert_eq!(s.finish(Nanos(10)).unwrap().arrival, Nanos(2));
+        assert_eq!(s.finish(Nanos(20)).unwrap().arrival, Nanos(3));
+        assert_eq!(s.finish(Nanos(30)), None);
         assert_eq!(s.busy, 0);
+        let r = s.report(Nanos(40));
+        assert_eq!((r.completed, r.busy_time, r.in_system), (3, 29, 0));
     }
 }
