@@ -120,7 +120,9 @@ pub enum ClientError {
     },
     /// The bytes received are not a valid answer: check that client and
     /// backend use the same protocol and transport.
-    #[error("protocol error talking to backend {addr} (same protocol and transport on both sides?): {detail}")]
+    #[error(
+        "protocol error talking to backend {addr} (same protocol and transport on both sides?): {detail}"
+    )]
     Protocol {
         /// Backend address.
         addr: SocketAddr,
@@ -232,7 +234,10 @@ impl Connection {
         payload: Option<Vec<u8>>,
     ) -> Result<CallOutcome, ClientError> {
         self.check_usable()?;
-        match self.client.call(proto::Call::new(id, work_ns, key, payload)) {
+        match self
+            .client
+            .call(proto::Call::new(id, work_ns, key, payload))
+        {
             Ok(reply) if reply.id == id => Ok(CallOutcome::Served {
                 server_id: reply.server_id,
                 queued_ns: u64::try_from(reply.queued_ns).unwrap_or(0),
@@ -263,10 +268,10 @@ impl Connection {
                 server_id: pong.server_id,
                 rtt: sent.elapsed(),
             }),
-            Ok(pong) => Err(self.protocol_error(format!(
-                "ping echoed {} instead of {sent_ns}",
-                pong.sent_ns
-            ))),
+            Ok(pong) => {
+                Err(self
+                    .protocol_error(format!("ping echoed {} instead of {sent_ns}", pong.sent_ns)))
+            }
             Err(e) => Err(self.fail(e)),
         }
     }

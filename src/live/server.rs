@@ -523,15 +523,18 @@ impl ServerHandle {
     /// in service or waiting, and joins all server threads. Idempotent.
     pub fn shutdown(&self) {
         let shared = &self.shared;
-        shared.stop.stop();
-        shared.admission.close();
         let threads = {
+            // Under the lock the accept loop registers with, so no new connection
+            // slips in; sockets close before calls are woken, so an abandoned call
+            // cannot answer (a killed server sends nothing).
             let mut open = shared.open();
             for stream in open.streams.values() {
                 let _ = stream.shutdown(Shutdown::Both);
             }
+            shared.stop.stop();
             std::mem::take(&mut open.threads)
         };
+        shared.admission.close();
         let accept = self
             .accept
             .lock()
@@ -630,7 +633,10 @@ mod tests {
             thread::spawn(move || matches!(admission.acquire(), Admit::Admitted(_)))
         };
         eventually("waiter to queue", || admission.waiting() == 1);
-        assert!(matches!(admission.acquire(), Admit::Rejected { queue_len: 1 }));
+        assert!(matches!(
+            admission.acquire(),
+            Admit::Rejected { queue_len: 1 }
+        ));
         drop(a);
         assert!(waiter.join().unwrap());
         drop(b);
@@ -640,7 +646,10 @@ mod tests {
     fn zero_capacity_rejects_when_all_busy() {
         let admission = Admission::new(1, Some(0));
         let held = admission.acquire();
-        assert!(matches!(admission.acquire(), Admit::Rejected { queue_len: 0 }));
+        assert!(matches!(
+            admission.acquire(),
+            Admit::Rejected { queue_len: 0 }
+        ));
         drop(held);
         assert!(matches!(admission.acquire(), Admit::Admitted(_)));
     }
@@ -697,7 +706,10 @@ mod tests {
             panic!("rejected: {outcome:?}");
         };
         assert_eq!(server_id, "s7");
-        assert!(queued_ns > 5_000_000, "queued {queued_ns} ns behind a 20 ms call");
+        assert!(
+            queued_ns > 5_000_000,
+            "queued {queued_ns} ns behind a 20 ms call"
+        );
         assert!(served_ns < 5_000_000, "zero work served in {served_ns} ns");
         match first.join().unwrap().unwrap() {
             CallOutcome::Served { served_ns, .. } => {

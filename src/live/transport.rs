@@ -194,7 +194,10 @@ mod tests {
     #[test]
     fn unknown_name_lists_choices() {
         let err = "json".parse::<Protocol>().unwrap_err().to_string();
-        assert!(err.contains("json") && err.contains("binary, compact"), "{err}");
+        assert!(
+            err.contains("json") && err.contains("binary, compact"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -206,7 +209,10 @@ mod tests {
         }
         let w: Wire =
             serde_json::from_str(r#"{"protocol":"compact","transport":"buffered"}"#).unwrap();
-        assert_eq!((w.protocol, w.transport), (Protocol::Compact, Transport::Buffered));
+        assert_eq!(
+            (w.protocol, w.transport),
+            (Protocol::Compact, Transport::Buffered)
+        );
         assert_eq!(
             serde_json::to_string(&w).unwrap(),
             r#"{"protocol":"compact","transport":"buffered"}"#
