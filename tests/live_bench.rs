@@ -5,14 +5,34 @@
 //! connection calling one server back to back. Not an assertion: the numbers
 //! tell how much of a live-mode latency is the harness itself.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use lbsim::live::proto::{BackendSyncClient, Call, TBackendSyncClient};
 use lbsim::live::server::{self, ServerConfig};
 use lbsim::live::{ClientConfig, Connection, Protocol, Transport};
+use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
+use thrift::transport::{TFramedReadTransport, TFramedWriteTransport};
 
 const WARMUP: usize = 2_000;
 const CALLS: usize = 20_000;
+
+/// Median and p99 in µs, and calls per second, of `CALLS` calls of `call`.
+fn measure(mut call: impl FnMut(i64)) -> (f64, f64, f64) {
+    for id in 0..WARMUP {
+        call(id as i64);
+    }
+    let mut samples = Vec::with_capacity(CALLS);
+    let began = Instant::now();
+    for id in 0..CALLS {
+        let t = Instant::now();
+        call(id as i64);
+        samples.push(t.elapsed());
+    }
+    let rate = CALLS as f64 / began.elapsed().as_secs_f64();
+    samples.sort_unstable();
+    (percentile(&samples, 0.5), percentile(&samples, 0.99), rate)
+}
 
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
@@ -34,24 +54,30 @@ fn zero_work_round_trip() {
             let mut conn =
                 Connection::connect(server.local_addr(), &ClientConfig::new(protocol, transport))
                     .expect("connect");
-            for id in 0..WARMUP {
-                conn.call(id as i64, 0, None).expect("call");
-            }
-            let mut samples = Vec::with_capacity(CALLS);
-            let began = Instant::now();
-            for id in 0..CALLS {
-                let t = Instant::now();
-                conn.call(id as i64, 0, Some(id as i64)).expect("call");
-                samples.push(t.elapsed());
-            }
-            let rate = CALLS as f64 / began.elapsed().as_secs_f64();
-            samples.sort_unstable();
-            println!(
-                "{protocol:<8} {transport:<9} {:>10.1} {:>8.1} {:>9.0}",
-                percentile(&samples, 0.5),
-                percentile(&samples, 0.99),
-                rate
-            );
+            let (median, p99, rate) = measure(|id| {
+                conn.call(id, 0, Some(id)).expect("call");
+            });
+            println!("{protocol:<8} {transport:<9} {median:>10.1} {p99:>8.1} {rate:>9.0}");
         }
     }
+
+    // For comparison: the thrift crate's stock client stack, framed transport
+    // straight on the socket (length and body written by separate syscalls).
+    let server = server::spawn(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        ServerConfig::new("bench"),
+    )
+    .expect("spawn");
+    let stream = TcpStream::connect(server.local_addr()).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let read = TFramedReadTransport::new(stream.try_clone().expect("clone"));
+    let write = TFramedWriteTransport::new(stream);
+    let mut client = BackendSyncClient::new(
+        TBinaryInputProtocol::new(read, true),
+        TBinaryOutputProtocol::new(write, true),
+    );
+    let (median, p99, rate) = measure(|id| {
+        client.call(Call::new(id, 0, Some(id), None)).expect("call");
+    });
+    println!("binary   framed (stock client) {median:>4.1} {p99:>8.1} {rate:>9.0}");
 }
