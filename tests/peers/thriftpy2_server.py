@@ -15,6 +15,8 @@ that dies does not leave it running).
 
 import argparse
 import collections
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
@@ -34,6 +36,18 @@ from thriftpy2.transport import (
 
 IDL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "thrift", "lbsim.thrift")
 lbsim = thriftpy2.load(IDL, module_name="lbsim_thrift")
+
+
+PR_SET_TIMERSLACK = 29
+
+
+def precise_sleeps():
+    """1 ns timer slack for this thread, as the Rust server does (best effort, Linux)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(PR_SET_TIMERSLACK, ctypes.c_ulong(1), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 class Admission:
@@ -110,6 +124,10 @@ class Server(TThreadedServer):
                 break
             client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(target=self.handle, args=(client,), daemon=True).start()
+
+    def handle(self, client):
+        precise_sleeps()
+        super().handle(client)
 
 
 def main():
