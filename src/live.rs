@@ -22,6 +22,6 @@ pub mod proto;
 pub mod server;
 pub mod transport;
 
-pub use client::{CallOutcome, ClientConfig, ClientError, Connection};
+pub use client::{CallOutcome, ClientConfig, ClientError, Connection, PingReply};
 pub use server::{ServerConfig, ServerError, ServerHandle, ServerStats};
-pub use transport::{Protocol, Transport};
+pub use transport::{ParseWireError, Protocol, Transport};
