@@ -19,9 +19,11 @@
 //! - [`stats`]: confidence intervals over replications.
 //! - [`runner`]: Monte Carlo replications in parallel, deterministic.
 //! - [`report`]: terminal table and CSV files.
+//! - [`live`]: real Thrift backends and clients over TCP, for replaying a scenario.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod live;
 pub mod metrics;
 pub mod report;
 pub mod rng;
