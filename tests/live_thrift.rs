@@ -260,13 +260,32 @@ impl Drop for PythonPeer {
     }
 }
 
-fn thriftpy2_available() -> bool {
+fn thriftpy2_imports() -> bool {
     Command::new("python3")
         .args(["-c", "import thriftpy2"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Whether the thriftpy2 peer can run; installs it (scripts/setup-python.sh, from PyPI)
+/// once if it is missing. Under CI (`CI` set) a peer that cannot be installed is a failure,
+/// not a skip.
+fn thriftpy2_available() -> bool {
+    static SETUP: std::sync::Once = std::sync::Once::new();
+    SETUP.call_once(|| {
+        if !thriftpy2_imports() {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-python.sh");
+            let _ = Command::new("sh").arg(script).status();
+        }
+    });
+    let ok = thriftpy2_imports();
+    assert!(
+        ok || std::env::var_os("CI").is_none(),
+        "CI: python3 cannot import thriftpy2 even after scripts/setup-python.sh"
+    );
+    ok
 }
 
 fn python_peer(args: &[&str]) -> PythonPeer {
