@@ -10,7 +10,12 @@
 //! server saw (queueing and service time), so live and simulated runs can be
 //! compared request by request.
 
+pub mod calibrate;
 pub mod client;
+pub mod cluster;
+pub mod driver;
+mod plot;
+mod pool;
 #[allow(
     missing_docs,
     unused_imports,
@@ -21,7 +26,12 @@ pub mod client;
 pub mod proto;
 pub mod server;
 pub mod transport;
+pub mod verdict;
 
+pub use calibrate::Calibration;
 pub use client::{CallOutcome, ClientConfig, ClientError, Connection, PingReply};
+pub use cluster::{Cluster, ClusterError};
+pub use driver::{LiveError, LiveOptions, LiveRun, StrategyReplay, replay};
 pub use server::{ServerConfig, ServerError, ServerHandle, ServerStats};
 pub use transport::{ParseWireError, Protocol, Transport};
+pub use verdict::{CompareOptions, Reference, Tolerances, Verdict, VerdictError, compare};

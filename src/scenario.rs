@@ -44,6 +44,13 @@ pub struct Scenario {
     pub groups: Vec<ServerGroup>,
     /// Strategies, as written.
     pub strategies: Vec<StrategyEntry>,
+    /// Constant added to every service time (seconds): per-request server overhead that
+    /// occupies a worker, such as a sleep's overshoot. Not in scenario files: live mode
+    /// sets it from a calibration so that the simulator models what real servers add. 0 by default.
+    pub service_overhead: f64,
+    /// Constant added to every response time (seconds), not occupying any server: the
+    /// network round trip and client overhead measured by live mode's calibration. 0 by default.
+    pub extra_latency: f64,
 }
 
 /// One server, after expanding groups.
@@ -297,6 +304,8 @@ impl Validator<'_> {
             },
             groups: f.servers,
             strategies: f.strategies,
+            service_overhead: 0.0,
+            extra_latency: 0.0,
         };
         let (rate, capacity) = (scenario.mean_rate(), scenario.capacity());
         if rate <= 0.0 {

@@ -464,7 +464,7 @@ fn accept_loop(
 /// default) to batch wake-ups; with the slack, a 1 ms emulated service took
 /// about 68 µs too long. 1 ns brings that down to the wake-up latency alone.
 /// Best effort: elsewhere, or if refused, waits are just less precise.
-fn precise_sleeps() {
+pub(crate) fn precise_sleeps() {
     #[cfg(target_os = "linux")]
     {
         let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));

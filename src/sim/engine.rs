@@ -44,6 +44,9 @@ pub fn simulate(
         })
         .collect();
     let dists: Vec<_> = scenario.groups.iter().map(|g| g.service.clone()).collect();
+    // Live-mode calibration constants (both 0 for scenarios read from files).
+    let overhead = scenario.service_overhead.max(0.0);
+    let extra_latency = Nanos::from_secs_f64(scenario.extra_latency);
     let mut balancers: Vec<Balancer> = (0..scenario.balancers)
         .map(|b| {
             let rng = stream_rng(seed, replication, Stream::Strategy, u64::from(b));
@@ -89,7 +92,7 @@ pub fn simulate(
                 let work = req.size.work(&dists[server.group]);
                 let job = Job {
                     arrival: req.arrival,
-                    service: Nanos::from_secs_f64(work / server.speed),
+                    service: Nanos::from_secs_f64(work / server.speed + overhead),
                     balancer: b as u32,
                     measured,
                 };
@@ -130,7 +133,7 @@ pub fn simulate(
                         },
                     );
                 }
-                let latency = now - job.arrival;
+                let latency = now - job.arrival + extra_latency;
                 if job.measured {
                     m.record_latency(latency);
                 }

@@ -1,0 +1,85 @@
+//! A scenario's servers as real Thrift backends: one [`server`](super::server) per scenario
+//! server, each on its own port, as `lbsim serve SCENARIO` and the live driver start them.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use super::server::{self, ServerConfig, ServerHandle};
+use super::transport::{Protocol, Transport};
+use crate::scenario::Scenario;
+
+/// A server of the scenario could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot start backend {server} on {addr}: {source}\n  fix: pick a free port range (--port-base) or stop what listens there"
+)]
+pub struct ClusterError {
+    /// Scenario server name.
+    pub server: String,
+    /// Address it was to listen on.
+    pub addr: SocketAddr,
+    /// Cause.
+    pub source: io::Error,
+}
+
+/// The running servers of a scenario, in scenario server order. Dropping it stops them.
+#[derive(Debug)]
+pub struct Cluster {
+    /// One handle per scenario server.
+    pub servers: Vec<ServerHandle>,
+    /// Scenario server names, in the same order.
+    pub names: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts every server of `scenario` on `ip`: server `i` on port `port_base + i`, or
+    /// on a free port each when `port_base` is `None`.
+    pub fn start(
+        scenario: &Scenario,
+        ip: IpAddr,
+        port_base: Option<u16>,
+        protocol: Protocol,
+        transport: Transport,
+    ) -> Result<Cluster, ClusterError> {
+        let mut servers = Vec::new();
+        let mut names = Vec::new();
+        for (i, info) in scenario.servers().into_iter().enumerate() {
+            let g = &scenario.groups[info.group];
+            let port = match port_base {
+                Some(base) => u16::try_from(usize::from(base) + i).map_err(|_| ClusterError {
+                    server: info.name.clone(),
+                    addr: SocketAddr::new(ip, base),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, "port above 65535"),
+                })?,
+                None => 0,
+            };
+            let addr = SocketAddr::new(ip, port);
+            let cfg = ServerConfig {
+                id: info.name.clone(),
+                workers: g.workers,
+                speed: g.speed,
+                queue_capacity: g.queue_capacity,
+                protocol,
+                transport,
+            };
+            let handle = server::spawn(addr, cfg).map_err(|source| ClusterError {
+                server: info.name.clone(),
+                addr,
+                source,
+            })?;
+            servers.push(handle);
+            names.push(info.name);
+        }
+        Ok(Cluster { servers, names })
+    }
+
+    /// Listening addresses, in scenario server order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.servers.iter().map(ServerHandle::local_addr).collect()
+    }
+
+    /// Stops every server.
+    pub fn shutdown(&self) {
+        self.servers.iter().for_each(ServerHandle::shutdown);
+    }
+}

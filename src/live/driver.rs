@@ -1,0 +1,446 @@
+//! The live driver: replays one replication of a scenario, open loop, against real
+//! Thrift backends, through the same [`Balancer`] code as the simulator.
+//!
+//! ```text
+//!  RequestStream ──► dispatcher thread ──► Pool: one sender thread per connection ──► backends
+//!  (same seed as     waits until each        (idle connections reused, new ones
+//!   the simulator)   scheduled time, routes   opened when all are busy)
+//!                    with the Balancer  ◄──── Done (one channel): completion → Balancer,
+//!                                              latency and lag histograms
+//! ```
+//!
+//! One dispatcher thread owns the balancer and the metrics, so no lock is taken per
+//! request: it sleeps until the next request is due *on the completion channel*, so a
+//! completion that arrives meanwhile reaches the balancer at once, as in the simulator.
+//! Requests are sent at their scheduled time whatever happened to earlier ones (open
+//! loop), and latency is measured from the scheduled time, so a late send counts against
+//! the measurement instead of hiding it (no coordinated omission). The schedule lag
+//! (send time − scheduled time) goes into its own histogram.
+//!
+//! Times: the scenario's times are multiplied by `time_scale` on the wire (arrival gaps
+//! and work), and everything measured is divided by it again, so reports are in scenario
+//! units. The balancer, too, sees scenario time.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::calibrate::{Calibration, calibrate};
+use super::client::{CallOutcome, ClientConfig, ClientError};
+use super::cluster::{Cluster, ClusterError};
+use super::pool::{Done, Job, Pool};
+use super::transport::{Protocol, Transport};
+use crate::metrics::{RunMetrics, latency_histogram};
+use crate::rng::{Stream, stream_rng};
+use crate::scenario::Scenario;
+use crate::strategy::{Balancer, Outcome};
+use crate::time::Nanos;
+use crate::workload::RequestStream;
+
+/// How to replay a scenario.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    /// Running backends, mapped in order to the scenario's servers; `None` starts the
+    /// scenario's servers in this process on loopback.
+    pub backends: Option<Vec<SocketAddr>>,
+    /// Factor applied to every scenario time on the wire (≥ 1 makes timer jitter smaller
+    /// relative to service times).
+    pub time_scale: f64,
+    /// Which replication's request stream to replay.
+    pub replication: u64,
+    /// Master seed (default: the scenario's).
+    pub seed: Option<u64>,
+    /// Thrift protocol.
+    pub protocol: Protocol,
+    /// Thrift transport.
+    pub transport: Transport,
+    /// Longest wait for one answer; a backend silent for longer counts as failed.
+    pub io_timeout: Duration,
+    /// Calibration calls per backend (0 skips calibration: no overhead modelled).
+    pub calibration_calls: usize,
+    /// Strategies to replay (labels); empty means all.
+    pub only: Vec<String>,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        LiveOptions {
+            backends: None,
+            time_scale: 1.0,
+            replication: 0,
+            seed: None,
+            protocol: Protocol::Binary,
+            transport: Transport::Framed,
+            io_timeout: Duration::from_secs(10),
+            calibration_calls: 40,
+            only: Vec::new(),
+        }
+    }
+}
+
+/// Why a replay could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// A backend refused the connection (or did not answer) before the run.
+    #[error(
+        "backend {addr} (scenario server {server}) is unreachable: {source}\n  fix: start it (e.g. `lbsim serve SCENARIO`) or correct --backends"
+    )]
+    Unreachable {
+        /// Its address.
+        addr: SocketAddr,
+        /// The scenario server it stands for.
+        server: String,
+        /// The connection error.
+        source: ClientError,
+    },
+    /// `--backends` does not list one address per scenario server.
+    #[error(
+        "--backends lists {given} addresses but the scenario has {expected} servers ({names})\n  fix: give one HOST:PORT per server, in the scenario's order"
+    )]
+    BackendCount {
+        /// Addresses given.
+        given: usize,
+        /// Servers in the scenario.
+        expected: usize,
+        /// Their names.
+        names: String,
+    },
+    /// `time_scale` is not a finite number above 0.
+    #[error("--time-scale must be a finite number above 0, got {0}\n  fix: use e.g. --time-scale 1 or 10")]
+    TimeScale(f64),
+    /// No strategy left to replay.
+    #[error("no strategy of the scenario is labelled {0:?}\n  fix: use labels that `lbsim run` prints")]
+    NoStrategy(Vec<String>),
+    /// The scenario's servers could not be started.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// Calls neither answered nor failed within the I/O timeout (a bug: sockets time out).
+    #[error("{in_flight} calls still unanswered {waited:?} after the last request was sent")]
+    Stuck {
+        /// Calls outstanding.
+        in_flight: usize,
+        /// How long the driver waited.
+        waited: Duration,
+    },
+}
+
+/// What was measured replaying one strategy.
+#[derive(Clone, Debug)]
+pub struct StrategyReplay {
+    /// Strategy label.
+    pub label: String,
+    /// Figures in scenario units, as the simulator reports them. Per-server busy and
+    /// queue integrals come from the backends' own reports (time in service and time
+    /// queued of each measured request); `queue_max` is the client's estimate (requests
+    /// in flight beyond the workers).
+    pub metrics: RunMetrics,
+    /// Requests that failed (connection closed or reset, timeout): counted as
+    /// `Outcome::Failed` to the balancer, which then marks the backend down.
+    pub errors: u64,
+    /// Requests sent.
+    pub sent: u64,
+    /// Schedule lag of every send (wall-clock nanoseconds, not scaled).
+    pub lag: Histogram<u64>,
+    /// Wall-clock time from the first scheduled request to the last answer.
+    pub wall: Duration,
+    /// Backends marked down during the run (index), in the order they failed.
+    pub marked_down: Vec<usize>,
+    /// Per backend: requests that failed on it.
+    pub errors_per_backend: Vec<u64>,
+    /// Connections opened in total by the end of this strategy.
+    pub connections: usize,
+}
+
+/// The replay of every strategy.
+#[derive(Clone, Debug)]
+pub struct LiveRun {
+    /// Seed used.
+    pub seed: u64,
+    /// Replication replayed.
+    pub replication: u64,
+    /// Time scale used.
+    pub time_scale: f64,
+    /// Backend addresses, in scenario server order.
+    pub backends: Vec<SocketAddr>,
+    /// What the calibration measured.
+    pub calibration: Calibration,
+    /// One per replayed strategy, in scenario order.
+    pub strategies: Vec<StrategyReplay>,
+}
+
+/// Replays every strategy of `scenario` (or those in `opts.only`).
+pub fn replay(scenario: &Scenario, opts: &LiveOptions) -> Result<LiveRun, LiveError> {
+    if !(opts.time_scale.is_finite() && opts.time_scale > 0.0) {
+        return Err(LiveError::TimeScale(opts.time_scale));
+    }
+    let names: Vec<String> = scenario.servers().into_iter().map(|s| s.name).collect();
+    let strategies: Vec<_> = scenario
+        .strategies
+        .iter()
+        .filter(|e| opts.only.is_empty() || opts.only.contains(&e.label()))
+        .collect();
+    if strategies.is_empty() {
+        return Err(LiveError::NoStrategy(opts.only.clone()));
+    }
+    let cluster;
+    let addrs = match &opts.backends {
+        Some(list) => {
+            if list.len() != names.len() {
+                return Err(LiveError::BackendCount {
+                    given: list.len(),
+                    expected: names.len(),
+                    names: names.join(", "),
+                });
+            }
+            list.clone()
+        }
+        None => {
+            cluster = Cluster::start(
+                scenario,
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                None,
+                opts.protocol,
+                opts.transport,
+            )?;
+            cluster.addrs()
+        }
+    };
+    let cfg = ClientConfig {
+        io_timeout: Some(opts.io_timeout),
+        ..ClientConfig::new(opts.protocol, opts.transport)
+    };
+    let mut pool = Pool::new(addrs.clone(), cfg);
+    for (i, info) in scenario.servers().iter().enumerate() {
+        // Enough connections for the usual number in flight; more open on demand.
+        let n = scenario.groups[info.group].workers.clamp(1, 8) as usize + 1;
+        pool.warm(i, n).map_err(|source| LiveError::Unreachable {
+            addr: addrs[i],
+            server: names[i].clone(),
+            source,
+        })?;
+    }
+    let calibration = calibrate(scenario, &mut pool, &cfg, opts)?;
+    let seed = opts.seed.unwrap_or(scenario.seed);
+    let mut out = Vec::new();
+    for entry in strategies {
+        let run = thread::scope(|s| {
+            let pool = &mut pool;
+            thread::Builder::new()
+                .name("lbsim-dispatch".into())
+                .spawn_scoped(s, move || dispatch(scenario, entry, pool, seed, opts))
+                .map(|h| h.join())
+        });
+        match run {
+            Ok(Ok(result)) => out.push(result?),
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            // No thread for the dispatcher: run it on this one (less precise sleeps).
+            Err(_) => out.push(dispatch(scenario, entry, &mut pool, seed, opts)?),
+        }
+        // Backends that failed stay failed for this run; their idle connections are dead.
+        for &i in &out.last().map(|r| r.marked_down.clone()).unwrap_or_default() {
+            pool.close_idle(i);
+        }
+    }
+    Ok(LiveRun {
+        seed,
+        replication: opts.replication,
+        time_scale: opts.time_scale,
+        backends: addrs,
+        calibration,
+        strategies: out,
+    })
+}
+
+/// Converts between wall-clock and scenario time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    pub start: Instant,
+    pub scale: f64,
+}
+
+impl Clock {
+    /// Wall-clock instant of scenario time `t`.
+    pub fn at(&self, t: Nanos) -> Instant {
+        self.start + Duration::from_nanos((t.0 as f64 * self.scale).round() as u64)
+    }
+
+    /// A wall-clock duration in scenario units.
+    pub fn scenario(&self, d: Duration) -> Nanos {
+        Nanos((d.as_nanos() as f64 / self.scale).round() as u64)
+    }
+
+    /// Scenario time of a wall-clock instant.
+    pub fn now(&self, t: Instant) -> Nanos {
+        self.scenario(t.saturating_duration_since(self.start))
+    }
+}
+
+/// Handles completions until `due`, sleeping on the completion channel in between.
+pub(crate) fn wait_until(pool: &mut Pool, due: Instant, mut on_done: impl FnMut(&mut Pool, Done)) {
+    loop {
+        while let Some(done) = pool.try_recv() {
+            on_done(pool, done);
+        }
+        let now = Instant::now();
+        if now >= due {
+            return;
+        }
+        if let Some(done) = pool.recv_timeout(due - now) {
+            on_done(pool, done);
+        }
+    }
+}
+
+/// State of one strategy's replay, owned by the dispatcher thread.
+struct Replay {
+    clock: Clock,
+    balancer: Balancer,
+    metrics: RunMetrics,
+    lag: Histogram<u64>,
+    errors: u64,
+    errors_per_backend: Vec<u64>,
+    marked_down: Vec<usize>,
+    workers: Vec<u32>,
+}
+
+impl Replay {
+    fn on_done(&mut self, done: Done) {
+        let job = done.job;
+        let i = job.backend;
+        let measured = job.tag == 1;
+        let latency = self
+            .clock
+            .scenario(done.finished.saturating_duration_since(job.scheduled));
+        let now = self.clock.now(done.finished);
+        let lag = done.sent.saturating_duration_since(job.scheduled);
+        self.lag
+            .saturating_record(u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX).max(1));
+        match done.result {
+            Ok(CallOutcome::Served {
+                queued_ns,
+                served_ns,
+                ..
+            }) => {
+                self.balancer.complete(i, latency, Outcome::Ok, now);
+                if measured {
+                    self.metrics.record_latency(latency);
+                    let s = &mut self.metrics.servers[i];
+                    s.requests += 1;
+                    s.busy_area += self.clock.scenario(Duration::from_nanos(served_ns)).0 as f64;
+                    s.queue_area += self.clock.scenario(Duration::from_nanos(queued_ns)).0 as f64;
+                }
+            }
+            Ok(CallOutcome::Rejected { .. }) => {
+                self.balancer.complete(i, latency, Outcome::Rejected, now);
+                self.metrics.rejected += u64::from(measured);
+            }
+            Err(_) => {
+                self.errors += 1;
+                self.errors_per_backend[i] += 1;
+                self.balancer.complete(i, latency, Outcome::Failed, now);
+                if self.balancer.backends()[i].up {
+                    self.balancer.set_up(i, false);
+                    self.marked_down.push(i);
+                }
+            }
+        }
+    }
+}
+
+fn dispatch(
+    scenario: &Scenario,
+    entry: &crate::strategy::StrategyEntry,
+    pool: &mut Pool,
+    seed: u64,
+    opts: &LiveOptions,
+) -> Result<StrategyReplay, LiveError> {
+    super::server::precise_sleeps();
+    let servers = scenario.servers();
+    let n = servers.len();
+    // Exactly as the simulator builds balancer 0 of this replication.
+    let rng = stream_rng(seed, opts.replication, Stream::Strategy, 0);
+    let balancer = Balancer::new(entry.spec.build(n, rng), &scenario.weights());
+    let workers: Vec<u32> = servers
+        .iter()
+        .map(|s| scenario.groups[s.group].workers)
+        .collect();
+    let from = Nanos::from_secs_f64(scenario.warmup);
+    let to = Nanos::from_secs_f64(scenario.end());
+    let dists: Vec<_> = servers
+        .iter()
+        .map(|s| scenario.groups[s.group].service.clone())
+        .collect();
+    // A short lead so the first request is not late because of the set-up.
+    let clock = Clock {
+        start: Instant::now() + Duration::from_millis(20),
+        scale: opts.time_scale,
+    };
+    let mut r = Replay {
+        clock,
+        balancer,
+        metrics: RunMetrics::new(&workers, from, to),
+        lag: latency_histogram(),
+        errors: 0,
+        errors_per_backend: vec![0; n],
+        marked_down: Vec::new(),
+        workers,
+    };
+    let mut sent = 0u64;
+    for req in RequestStream::new(&scenario.workload, seed, opts.replication) {
+        let due = clock.at(req.arrival);
+        wait_until(pool, due, |_, done| r.on_done(done));
+        let now = clock.now(Instant::now());
+        let measured = req.arrival >= from && req.arrival < to;
+        r.metrics.arrived += u64::from(measured);
+        let Some(i) = r.balancer.route(now, req.key) else {
+            r.metrics.unroutable += u64::from(measured);
+            continue;
+        };
+        if measured {
+            let waiting = r.balancer.backends()[i]
+                .in_flight
+                .saturating_sub(r.workers[i]);
+            let q = &mut r.metrics.servers[i].queue_max;
+            *q = (*q).max(waiting);
+        }
+        let work = req.size.work(&dists[i]) * 1e9 * opts.time_scale;
+        pool.send(Job {
+            id: req.id,
+            backend: i,
+            scheduled: due,
+            work_ns: work.round().min(i64::MAX as f64) as i64,
+            key: Some(req.key as i64),
+            tag: u64::from(measured),
+        });
+        sent += 1;
+    }
+    // Drain: every call ends within the I/O timeout (sockets time out), with a margin.
+    let waited_from = Instant::now();
+    let limit = opts.io_timeout + Duration::from_secs(5);
+    while pool.in_flight() > 0 {
+        let left = limit.saturating_sub(waited_from.elapsed());
+        match pool.recv_timeout(left) {
+            Some(done) => r.on_done(done),
+            None => {
+                return Err(LiveError::Stuck {
+                    in_flight: pool.in_flight(),
+                    waited: waited_from.elapsed(),
+                });
+            }
+        }
+    }
+    let wall = Instant::now().saturating_duration_since(clock.start);
+    Ok(StrategyReplay {
+        label: entry.label(),
+        metrics: r.metrics,
+        errors: r.errors,
+        sent,
+        lag: r.lag,
+        wall,
+        marked_down: r.marked_down,
+        errors_per_backend: r.errors_per_backend,
+        connections: pool.opened(),
+    })
+}

@@ -1,0 +1,74 @@
+//! The simulated and live response-time CDFs of every strategy, one panel each, in one SVG.
+
+use std::path::Path;
+
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+
+/// Points `(latency in ms, cumulative probability)` of a latency histogram (ns).
+fn cdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    (0..=1000)
+        .map(|k| {
+            let q = f64::from(k) / 1000.0;
+            (h.value_at_quantile(q) as f64 * 1e-6, q)
+        })
+        .collect()
+}
+
+/// Draws `(label, simulated, live)` latency histograms (ns, scenario time) into `path`.
+pub(crate) fn cdf_svg(
+    path: &Path,
+    title: &str,
+    curves: &[(&str, &Histogram<u64>, &Histogram<u64>)],
+) -> Result<(), String> {
+    let n = curves.len().max(1);
+    let height = 300 * u32::try_from(n).unwrap_or(1);
+    let root = SVGBackend::new(path, (800, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let panels = root.split_evenly((n, 1));
+    for (panel, (label, sim, live)) in panels.iter().zip(curves) {
+        // Up to the larger 99.9th percentile: the tail beyond is a handful of points.
+        let p999 = |h: &Histogram<u64>| {
+            if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(0.999) as f64 * 1e-6
+            }
+        };
+        let x_max = (p999(sim).max(p999(live)) * 1.05).max(1e-3);
+        let mut chart = ChartBuilder::on(panel)
+            .caption(format!("{title} — {label}"), ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(36)
+            .y_label_area_size(44)
+            .build_cartesian_2d(0.0..x_max, 0.0..1.0)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("response time (ms, scenario time)")
+            .y_desc("P(latency ≤ x)")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (h, name, color) in [(*sim, "simulated", BLUE), (*live, "live", RED)] {
+            chart
+                .draw_series(LineSeries::new(
+                    cdf_points(h).into_iter().filter(|&(x, _)| x <= x_max),
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
