@@ -151,6 +151,8 @@ pub struct StrategyReplay {
     pub errors_per_backend: Vec<u64>,
     /// Connections opened in total by the end of this strategy.
     pub connections: usize,
+    /// The first error seen, for the report.
+    pub first_error: Option<String>,
 }
 
 /// The replay of every strategy.
@@ -303,6 +305,7 @@ struct Replay {
     errors_per_backend: Vec<u64>,
     marked_down: Vec<usize>,
     workers: Vec<u32>,
+    first_error: Option<String>,
 }
 
 impl Replay {
@@ -336,7 +339,8 @@ impl Replay {
                 self.balancer.complete(i, latency, Outcome::Rejected, now);
                 self.metrics.rejected += u64::from(measured);
             }
-            Err(_) => {
+            Err(e) => {
+                self.first_error.get_or_insert_with(|| e.to_string());
                 self.errors += 1;
                 self.errors_per_backend[i] += 1;
                 self.balancer.complete(i, latency, Outcome::Failed, now);
@@ -386,6 +390,7 @@ fn dispatch(
         errors_per_backend: vec![0; n],
         marked_down: Vec::new(),
         workers,
+        first_error: None,
     };
     let mut sent = 0u64;
     for req in RequestStream::new(&scenario.workload, seed, opts.replication) {
@@ -442,5 +447,6 @@ fn dispatch(
         marked_down: r.marked_down,
         errors_per_backend: r.errors_per_backend,
         connections: pool.opened(),
+        first_error: r.first_error,
     })
 }
