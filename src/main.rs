@@ -384,7 +384,8 @@ mod live_cli {
 
     pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
         let scenario = load(&a.scenario)?;
-        let tolerances = Tolerances::default().with_overrides(a.tolerance.as_deref().unwrap_or(""))?;
+        let tolerances =
+            Tolerances::default().with_overrides(a.tolerance.as_deref().unwrap_or(""))?;
         let reference: Reference = a.against.parse()?;
         let opts = LiveOptions {
             backends: a.backends.as_deref().map(resolve).transpose()?,
@@ -411,7 +412,12 @@ mod live_cli {
         );
         let run = match replay(&scenario, &opts) {
             Ok(run) => run,
-            Err(e @ (LiveError::Unreachable { .. } | LiveError::BackendCount { .. } | LiveError::TimeScale(_) | LiveError::NoStrategy(_))) => {
+            Err(
+                e @ (LiveError::Unreachable { .. }
+                | LiveError::BackendCount { .. }
+                | LiveError::TimeScale(_)
+                | LiveError::NoStrategy(_)),
+            ) => {
                 eprintln!("error: {e}");
                 return Ok(ExitCode::from(EXIT_BAD_INPUT));
             }

@@ -108,10 +108,14 @@ pub enum LiveError {
         names: String,
     },
     /// `time_scale` is not a finite number above 0.
-    #[error("--time-scale must be a finite number above 0, got {0}\n  fix: use e.g. --time-scale 1 or 10")]
+    #[error(
+        "--time-scale must be a finite number above 0, got {0}\n  fix: use e.g. --time-scale 1 or 10"
+    )]
     TimeScale(f64),
     /// No strategy left to replay.
-    #[error("no strategy of the scenario is labelled {0:?}\n  fix: use labels that `lbsim run` prints")]
+    #[error(
+        "no strategy of the scenario is labelled {0:?}\n  fix: use labels that `lbsim run` prints"
+    )]
     NoStrategy(Vec<String>),
     /// The scenario's servers could not be started.
     #[error(transparent)]
@@ -241,7 +245,11 @@ pub fn replay(scenario: &Scenario, opts: &LiveOptions) -> Result<LiveRun, LiveEr
             Err(_) => out.push(dispatch(scenario, entry, &mut pool, seed, opts)?),
         }
         // Backends that failed stay failed for this run; their idle connections are dead.
-        for &i in &out.last().map(|r| r.marked_down.clone()).unwrap_or_default() {
+        for &i in &out
+            .last()
+            .map(|r| r.marked_down.clone())
+            .unwrap_or_default()
+        {
             pool.close_idle(i);
         }
     }

@@ -421,11 +421,9 @@ pub fn write_reports(
         .zip(&verdict.sim_replayed)
         .map(|(l, s)| (l.label.as_str(), &s.latency, &l.latency))
         .collect();
-    super::plot::cdf_svg(&svg, &scenario.name, &curves).map_err(|message| {
-        VerdictError::Plot {
-            path: svg.clone(),
-            message,
-        }
+    super::plot::cdf_svg(&svg, &scenario.name, &curves).map_err(|message| VerdictError::Plot {
+        path: svg.clone(),
+        message,
     })?;
     written.push(svg);
     Ok(written)
@@ -520,13 +518,53 @@ mod tests {
             high: 1.1,
             n: 10,
         };
-        let r = row("s", "m".into(), "s", sim, 2.0, 2.1, Reference::Replayed, 0.1, true);
+        let r = row(
+            "s",
+            "m".into(),
+            "s",
+            sim,
+            2.0,
+            2.1,
+            Reference::Replayed,
+            0.1,
+            true,
+        );
         assert!((r.difference - 0.05).abs() < 1e-12 && r.verdict == "pass");
-        let r = row("s", "m".into(), "s", sim, 2.0, 2.1, Reference::Mean, 0.1, true);
+        let r = row(
+            "s",
+            "m".into(),
+            "s",
+            sim,
+            2.0,
+            2.1,
+            Reference::Mean,
+            0.1,
+            true,
+        );
         assert_eq!(r.verdict, "fail");
-        let r = row("s", "m".into(), "1", sim, 0.25, 0.26, Reference::Replayed, 0.02, false);
+        let r = row(
+            "s",
+            "m".into(),
+            "1",
+            sim,
+            0.25,
+            0.26,
+            Reference::Replayed,
+            0.02,
+            false,
+        );
         assert!((r.difference - 0.01).abs() < 1e-12 && r.verdict == "pass");
-        let r = row("s", "m".into(), "1", sim, f64::NAN, 0.26, Reference::Replayed, 0.02, false);
+        let r = row(
+            "s",
+            "m".into(),
+            "1",
+            sim,
+            f64::NAN,
+            0.26,
+            Reference::Replayed,
+            0.02,
+            false,
+        );
         assert_eq!(r.verdict, "fail");
     }
 }
