@@ -395,3 +395,43 @@ fn thriftpy2_backends_driven_with_backends_flag() {
     assert_eq!(rows, 8);
     assert!(out_dir.join("comparison.csv").exists() && out_dir.join("cdf.svg").exists());
 }
+
+#[test]
+fn calibrated_overheads_shift_simulated_latencies() {
+    // One server, deterministic 10 ms service, arrivals 1 s apart: nothing ever queues,
+    // so every response time is exactly service + overhead + extra latency.
+    let src = r#"
+name = "shift"
+duration = 20.0
+warmup = 1.0
+[arrivals]
+process = "deterministic"
+rate = 1.0
+[[servers]]
+name = "s"
+service = { dist = "deterministic", value = 0.010 }
+[[strategies]]
+kind = "round_robin"
+"#;
+    let mut s = Scenario::from_source(Path::new("shift.toml"), src).unwrap();
+    let spec = s.strategies[0].spec.clone();
+    let base = lbsim::sim::simulate(&s, &spec, 0, 1).summarize();
+    s.service_overhead = 0.000_050;
+    s.extra_latency = 0.000_100;
+    let shifted = lbsim::sim::simulate(&s, &spec, 0, 1).summarize();
+    let m = lbsim::metrics::metric_index("latency_mean").unwrap();
+    assert!((base.values[m] - 0.010).abs() < 1e-9, "{}", base.values[m]);
+    assert!(
+        (shifted.values[m] - 0.010_150).abs() < 1e-9,
+        "{}",
+        shifted.values[m]
+    );
+    // The overhead occupies the worker; the extra latency does not.
+    let u = lbsim::metrics::metric_index("utilization_mean").unwrap();
+    assert!(
+        shifted.values[u] > base.values[u] * 1.004,
+        "{} vs {}",
+        shifted.values[u],
+        base.values[u]
+    );
+}
