@@ -188,6 +188,12 @@ fn backend_killed_mid_run_is_routed_around() {
         "share of the killed backend {}",
         live.servers[1].share
     );
+    let errors = v
+        .rows
+        .iter()
+        .find(|r| r.metric == "error_fraction")
+        .unwrap();
+    assert!(errors.live > 0.0 && errors.verdict == "fail", "{errors:?}");
     print!("{}", verdict::table(&v));
 }
 

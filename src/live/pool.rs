@@ -129,22 +129,25 @@ impl Pool {
             }
         }
         let w = self.spawn(job.backend, None);
-        if let Some(Some(worker)) = self.workers.get(w) {
-            // A fresh thread holds its receiver until it reports, so this cannot fail;
-            // if it did, the job would be lost, so report it as failed here.
-            if let Err(mpsc::SendError(j)) = worker.tx.send(job) {
-                let now = Instant::now();
-                let _ = self.done_tx.send(Done {
-                    job: j,
-                    sent: now,
-                    finished: now,
-                    result: Err(ClientError::Broken {
-                        addr: self.addrs[j.backend],
-                    }),
-                    worker: w,
-                    reusable: false,
-                });
-            }
+        let sent = match self.workers.get(w) {
+            Some(Some(worker)) => worker.tx.send(job).map_err(|mpsc::SendError(j)| j),
+            // No thread could be started for it.
+            _ => Err(job),
+        };
+        // A fresh thread holds its receiver until it reports, so only a failed spawn gets
+        // here: report the job failed rather than lose it.
+        if let Err(j) = sent {
+            let now = Instant::now();
+            let _ = self.done_tx.send(Done {
+                job: j,
+                sent: now,
+                finished: now,
+                result: Err(ClientError::Broken {
+                    addr: self.addrs[j.backend],
+                }),
+                worker: w,
+                reusable: false,
+            });
         }
     }
 

@@ -156,7 +156,8 @@ pub enum VerdictError {
 pub struct ComparisonRow {
     /// Strategy label.
     pub strategy: String,
-    /// `latency_mean`, `latency_p50`, `latency_p99` or `share:<server>`.
+    /// `latency_mean`, `latency_p50`, `latency_p99`, `share:<server>` or `error_fraction`
+    /// (live requests that failed over requests sent; 0 simulated).
     pub metric: String,
     /// `s` or `1`.
     pub unit: &'static str,
@@ -326,6 +327,19 @@ pub fn compare(
                 false,
             ));
         }
+        // The simulated scenario has no failures: any live error is a disagreement.
+        let sent = replay.sent.max(1) as f64;
+        rows.push(row(
+            &replay.label,
+            "error_fraction".to_string(),
+            "1",
+            estimate(&[0.0, 0.0]),
+            0.0,
+            replay.errors as f64 / sent,
+            opts.reference,
+            0.0,
+            false,
+        ));
         let p50 = sim_k.estimate(metric_index("latency_p50").expect("p50 exists"));
         let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 * 1e-9;
         let p99 = q(&replay.lag, 0.99);
