@@ -27,6 +27,7 @@ pub mod proto;
 pub mod server;
 pub mod transport;
 pub mod verdict;
+mod wire;
 
 pub use calibrate::Calibration;
 pub use client::{CallOutcome, ClientConfig, ClientError, Connection, PingReply};

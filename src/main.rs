@@ -478,7 +478,7 @@ mod live_cli {
                 );
                 let d = |p: f64| s.dispatch_lag.value_at_quantile(p) as f64 * 1e-3;
                 println!(
-                    "{:<20} of which dispatcher wake-up µs: p50 {:.1}, p90 {:.1}, p99 {:.1} (the rest is the hand-off to the sender thread)",
+                    "{:<20} of which dispatcher wake-up µs: p50 {:.1}, p90 {:.1}, p99 {:.1} (the rest is writing the call)",
                     "",
                     d(0.5),
                     d(0.9),

@@ -7,7 +7,7 @@
 //!   backend this is the sleep's overshoot, ~35 µs. It occupies a worker, so the simulator
 //!   adds it to every service time (`Scenario::service_overhead`).
 //! - **extra latency**: the rest of the response time, which no server queue sees —
-//!   schedule lag, the dispatcher-to-sender hand-off, encoding, the loopback round trip
+//!   schedule lag, encoding, the reader thread's wake-up, the loopback round trip
 //!   both ways and the server's decoding and admission: latency from the scheduled time
 //!   minus `queued_ns + served_ns`. The simulator adds it to every response time
 //!   (`Scenario::extra_latency`).

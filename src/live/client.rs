@@ -301,39 +301,67 @@ impl Connection {
     /// Classifies a thrift error; every kind but an application exception
     /// leaves the stream in an unknown position and breaks the connection.
     fn fail(&mut self, err: thrift::Error) -> ClientError {
-        let addr = self.addr;
-        match err {
-            thrift::Error::Application(e) => ClientError::Application {
+        let (error, breaks) = classify(self.addr, self.io_timeout, err);
+        if breaks {
+            self.break_connection();
+        }
+        error
+    }
+}
+
+/// A thrift error as a [`ClientError`], and whether it leaves the connection unusable
+/// (every kind but an application exception does: the stream position is unknown).
+pub(crate) fn classify(
+    addr: SocketAddr,
+    io_timeout: Option<Duration>,
+    err: thrift::Error,
+) -> (ClientError, bool) {
+    match err {
+        thrift::Error::Application(e) => (
+            ClientError::Application {
                 addr,
                 detail: e.message,
             },
-            thrift::Error::Transport(e) => {
-                self.break_connection();
-                match e.kind {
-                    TransportErrorKind::TimedOut => ClientError::Timeout {
+            false,
+        ),
+        thrift::Error::Transport(e) => (
+            match e.kind {
+                TransportErrorKind::TimedOut => ClientError::Timeout {
+                    addr,
+                    timeout: io_timeout.unwrap_or_default(),
+                },
+                TransportErrorKind::EndOfFile | TransportErrorKind::NotOpen => {
+                    ClientError::Closed {
                         addr,
-                        timeout: self.io_timeout.unwrap_or_default(),
-                    },
-                    TransportErrorKind::EndOfFile | TransportErrorKind::NotOpen => {
-                        ClientError::Closed {
-                            addr,
-                            detail: e.message,
-                        }
+                        detail: e.message,
                     }
-                    // Broken pipe has no kind of its own in the thrift crate.
-                    _ if e.message.contains("Broken pipe") => ClientError::Closed {
-                        addr,
-                        detail: e.message,
-                    },
-                    _ => ClientError::Io {
-                        addr,
-                        detail: e.message,
-                    },
                 }
-            }
-            thrift::Error::Protocol(e) => self.protocol_error(e.message),
-            thrift::Error::User(e) => self.protocol_error(e.to_string()),
-        }
+                // Broken pipe has no kind of its own in the thrift crate.
+                _ if e.message.contains("Broken pipe") => ClientError::Closed {
+                    addr,
+                    detail: e.message,
+                },
+                _ => ClientError::Io {
+                    addr,
+                    detail: e.message,
+                },
+            },
+            true,
+        ),
+        thrift::Error::Protocol(e) => (
+            ClientError::Protocol {
+                addr,
+                detail: e.message,
+            },
+            true,
+        ),
+        thrift::Error::User(e) => (
+            ClientError::Protocol {
+                addr,
+                detail: e.to_string(),
+            },
+            true,
+        ),
     }
 }
 

@@ -2,20 +2,21 @@
 //! Thrift backends, through the same [`Balancer`] code as the simulator.
 //!
 //! ```text
-//!  RequestStream ──► dispatcher thread ──► Pool: one sender thread per connection ──► backends
-//!  (same seed as     waits until each        (idle connections reused, new ones
-//!   the simulator)   scheduled time, routes   opened when all are busy)
-//!                    with the Balancer  ◄──── Done (one channel): completion → Balancer,
-//!                                              latency and lag histograms
+//!  RequestStream ──► dispatcher thread ──────────────► connection (idle one reused, new one
+//!  (same seed as     sleeps until due (spins the last     opened when all are busy) ──► backend
+//!   the simulator)   µs), routes with the Balancer,                                     │
+//!                    writes the call itself        ◄── Done ◄── reader thread per connection
+//!                    completion → Balancer, latency and lag histograms (one channel)
 //! ```
 //!
-//! One dispatcher thread owns the balancer and the metrics, so no lock is taken per
-//! request: it sleeps until the next request is due *on the completion channel*, so a
-//! completion that arrives meanwhile reaches the balancer at once, as in the simulator.
-//! Requests are sent at their scheduled time whatever happened to earlier ones (open
-//! loop), and latency is measured from the scheduled time, so a late send counts against
-//! the measurement instead of hiding it (no coordinated omission). The schedule lag
-//! (send time − scheduled time) goes into its own histogram.
+//! One dispatcher thread owns the balancer, the metrics and the write half of every
+//! connection, so no lock is taken per request and no thread wake-up sits between the
+//! schedule and the send. It sleeps until the next request is due *on the completion
+//! channel*, so a completion that arrives meanwhile reaches the balancer at once, as in the
+//! simulator. Requests are sent at their scheduled time whatever happened to earlier ones
+//! (open loop), and latency is measured from the scheduled time, so a late send counts
+//! against the measurement instead of hiding it (no coordinated omission). The schedule
+//! lag (send time − scheduled time) goes into its own histogram.
 //!
 //! Times: the scenario's times are multiplied by `time_scale` on the wire (arrival gaps
 //! and work), and everything measured is divided by it again, so reports are in scenario
@@ -152,10 +153,10 @@ pub struct StrategyReplay {
     /// Requests sent.
     pub sent: u64,
     /// Schedule lag of every send (wall-clock nanoseconds, not scaled): from the scheduled
-    /// time to the sender thread starting to write the call.
+    /// time to the dispatcher starting to write the call.
     pub lag: Histogram<u64>,
-    /// The dispatcher's part of the lag: from the scheduled time to the routing decision
-    /// (timer wake-up); the rest of `lag` is the hand-off to the sender thread.
+    /// The dispatcher's wake-up part of the lag: from the scheduled time to the routing
+    /// decision; the rest of `lag` is routing and encoding.
     pub dispatch_lag: Histogram<u64>,
     /// Wall-clock time from the first scheduled request to the last answer.
     pub wall: Duration,

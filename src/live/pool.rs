@@ -1,22 +1,27 @@
-//! Persistent connections to the backends, one sender thread per connection.
+//! Persistent connections to the backends: the dispatcher writes, one reader thread per
+//! connection waits for the answer.
 //!
 //! The driver hands each request to an idle connection of the chosen backend, or opens a
 //! new one when all are busy, so a request in flight never waits for a connection: the
 //! pool grows to the largest number of requests in flight per backend and reuses
-//! connections from then on. Each connection has its own thread that blocks in the call;
-//! when the answer (or an error) comes back the thread reports a [`Done`] on one channel
-//! shared by all connections, which the driver reads. A connection that failed is not
-//! reused (its stream position is unknown): its thread ends.
+//! connections from then on. The *dispatcher* writes the call itself, at its scheduled
+//! time, so no thread wake-up sits between the schedule and the send; the connection's
+//! reader thread, told of the call just after, waits for the answer and reports a
+//! [`Done`] on one channel shared by all connections. A connection that failed is not
+//! reused (its stream position is unknown).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::client::{CallOutcome, ClientConfig, ClientError, Connection};
+use super::client::{CallOutcome, ClientConfig, ClientError, classify};
+use super::proto::Call;
+use super::transport::{InputProtocol, OutputProtocol, protocol_stack};
+use super::wire::{read_call_answer, write_call};
 
-/// Stack size of sender threads: they only encode and decode small messages.
-const SENDER_STACK: usize = 256 * 1024;
+/// Stack size of reader threads: they only decode small messages.
+const READER_STACK: usize = 256 * 1024;
 
 /// A call to send on a backend's connection.
 #[derive(Clone, Copy, Debug)]
@@ -40,27 +45,37 @@ pub(crate) struct Job {
 pub(crate) struct Done {
     /// The job.
     pub job: Job,
-    /// When the sender thread started writing the call.
+    /// When the call started to be written.
     pub sent: Instant,
     /// When the answer (or the error) came back.
     pub finished: Instant,
     /// What happened.
     pub result: Result<CallOutcome, ClientError>,
-    worker: usize,
+    conn: usize,
     reusable: bool,
 }
 
-struct Worker {
-    tx: Sender<Job>,
-    backend: usize,
+/// What the reader thread needs to know of a call written on its connection.
+struct Pending {
+    job: Job,
+    seq: i32,
+    sent: Instant,
 }
 
-/// Connections to every backend, with their sender threads.
+/// The dispatcher's half of one connection.
+struct Conn {
+    backend: usize,
+    out: OutputProtocol,
+    pending: Sender<Pending>,
+    seq: i32,
+}
+
+/// Connections to every backend.
 pub(crate) struct Pool {
     addrs: Vec<SocketAddr>,
     cfg: ClientConfig,
-    workers: Vec<Option<Worker>>,
-    /// Idle workers per backend (a stack: the most recently used first, its thread is warm).
+    conns: Vec<Option<Conn>>,
+    /// Idle connections per backend (a stack: the most recently used first).
     idle: Vec<Vec<usize>>,
     done_tx: Sender<Done>,
     done_rx: Receiver<Done>,
@@ -78,7 +93,7 @@ impl Pool {
             idle: vec![Vec::new(); addrs.len()],
             addrs,
             cfg,
-            workers: Vec::new(),
+            conns: Vec::new(),
             done_tx,
             done_rx,
             in_flight: 0,
@@ -95,9 +110,8 @@ impl Pool {
     /// connection that cannot be opened.
     pub(crate) fn warm(&mut self, backend: usize, n: usize) -> Result<(), ClientError> {
         while self.idle[backend].len() < n {
-            let conn = Connection::connect(self.addrs[backend], &self.cfg)?;
-            let w = self.spawn(backend, Some(conn));
-            self.idle[backend].push(w);
+            let c = self.open(backend)?;
+            self.idle[backend].push(c);
         }
         Ok(())
     }
@@ -112,43 +126,73 @@ impl Pool {
         self.opened
     }
 
-    /// Hands `job` to an idle connection of its backend, opening one if none is idle
-    /// (the new thread connects, so the caller never blocks on a handshake).
+    /// Writes `job` on an idle connection of its backend, opening one if none is idle
+    /// (on loopback a handshake costs tens of µs; the pool is warmed beforehand so this
+    /// is rare). A failure is reported as a [`Done`] like any other.
     pub(crate) fn send(&mut self, job: Job) {
         self.in_flight += 1;
-        let mut job = job;
-        while let Some(w) = self.idle[job.backend].pop() {
-            match self.workers[w].as_ref().map(|wk| wk.tx.send(job)) {
-                Some(Ok(())) => return,
-                // The thread has gone: forget it and try the next idle one.
-                Some(Err(mpsc::SendError(j))) => {
-                    job = j;
-                    self.workers[w] = None;
-                }
-                None => {}
+        let conn = match self.idle[job.backend].pop() {
+            Some(c) => Ok(c),
+            None => self.open(job.backend),
+        };
+        let c = match conn {
+            Ok(c) => c,
+            Err(e) => return self.report_now(job, Instant::now(), Err(e), usize::MAX),
+        };
+        let Some(conn) = self.conns[c].as_mut() else {
+            return self.report_now(
+                job,
+                Instant::now(),
+                Err(ClientError::Broken {
+                    addr: self.addrs[job.backend],
+                }),
+                c,
+            );
+        };
+        conn.seq = conn.seq.wrapping_add(1);
+        let seq = conn.seq;
+        let call = Call::new(job.id as i64, job.work_ns, job.key, None);
+        let sent = Instant::now();
+        let written = write_call(&mut *conn.out, seq, &call);
+        let told = conn.pending.send(Pending { job, seq, sent });
+        match (written, told) {
+            (Ok(()), Ok(())) => {}
+            (Err(e), _) => {
+                let (error, _) = classify(self.addrs[job.backend], self.cfg.io_timeout, e);
+                self.conns[c] = None;
+                self.report_now(job, sent, Err(error), c);
+            }
+            // The reader has gone (it saw the connection fail while idle).
+            (Ok(()), Err(_)) => {
+                self.conns[c] = None;
+                self.report_now(
+                    job,
+                    sent,
+                    Err(ClientError::Broken {
+                        addr: self.addrs[job.backend],
+                    }),
+                    c,
+                );
             }
         }
-        let w = self.spawn(job.backend, None);
-        let sent = match self.workers.get(w) {
-            Some(Some(worker)) => worker.tx.send(job).map_err(|mpsc::SendError(j)| j),
-            // No thread could be started for it.
-            _ => Err(job),
-        };
-        // A fresh thread holds its receiver until it reports, so only a failed spawn gets
-        // here: report the job failed rather than lose it.
-        if let Err(j) = sent {
-            let now = Instant::now();
-            let _ = self.done_tx.send(Done {
-                job: j,
-                sent: now,
-                finished: now,
-                result: Err(ClientError::Broken {
-                    addr: self.addrs[j.backend],
-                }),
-                worker: w,
-                reusable: false,
-            });
-        }
+    }
+
+    fn report_now(
+        &mut self,
+        job: Job,
+        sent: Instant,
+        result: Result<CallOutcome, ClientError>,
+        conn: usize,
+    ) {
+        // The pool holds the receiver, so this cannot fail.
+        let _ = self.done_tx.send(Done {
+            job,
+            sent,
+            finished: Instant::now(),
+            result,
+            conn,
+            reusable: false,
+        });
     }
 
     /// Waits up to `timeout` for a call to end; `None` on timeout.
@@ -167,76 +211,86 @@ impl Pool {
 
     fn finish(&mut self, done: Done) -> Done {
         self.in_flight = self.in_flight.saturating_sub(1);
-        if done.reusable {
-            if let Some(Some(worker)) = self.workers.get(done.worker) {
-                self.idle[worker.backend].push(done.worker);
-            }
-        } else if let Some(slot) = self.workers.get_mut(done.worker) {
-            *slot = None;
+        match self.conns.get_mut(done.conn) {
+            Some(Some(conn)) if done.reusable => self.idle[conn.backend].push(done.conn),
+            Some(slot) => *slot = None,
+            None => {}
         }
         done
     }
 
     /// Closes the idle connections of `backend` (their threads end).
     pub(crate) fn close_idle(&mut self, backend: usize) {
-        for w in std::mem::take(&mut self.idle[backend]) {
-            self.workers[w] = None;
+        for c in std::mem::take(&mut self.idle[backend]) {
+            self.conns[c] = None;
         }
     }
 
-    fn spawn(&mut self, backend: usize, conn: Option<Connection>) -> usize {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let id = self.workers.len();
-        let done_tx = self.done_tx.clone();
-        let (addr, cfg) = (self.addrs[backend], self.cfg);
-        let spawned = thread::Builder::new()
-            .name(format!("lbsim-send-{backend}"))
-            .stack_size(SENDER_STACK)
-            .spawn(move || sender(id, addr, cfg, conn, &rx, &done_tx));
+    /// Opens a connection to `backend` with its reader thread; returns its index.
+    fn open(&mut self, backend: usize) -> Result<usize, ClientError> {
+        let addr = self.addrs[backend];
+        let cfg = self.cfg;
+        let connect_err = |source| ClientError::Connect { addr, source };
+        let stream = TcpStream::connect_timeout(&addr, cfg.connect_timeout).map_err(connect_err)?;
+        stream.set_nodelay(true).map_err(connect_err)?;
+        stream
+            .set_read_timeout(cfg.io_timeout)
+            .map_err(connect_err)?;
+        stream
+            .set_write_timeout(cfg.io_timeout)
+            .map_err(connect_err)?;
+        let (input, out) =
+            protocol_stack(&stream, cfg.protocol, cfg.transport).map_err(connect_err)?;
+        let (pending, pending_rx) = mpsc::channel();
+        let id = self.conns.len();
+        let done = self.done_tx.clone();
+        thread::Builder::new()
+            .name(format!("lbsim-recv-{backend}"))
+            .stack_size(READER_STACK)
+            .spawn(move || reader(id, addr, cfg, stream, input, &pending_rx, &done))
+            .map_err(connect_err)?;
         self.opened += 1;
-        // Without a thread the worker slot stays empty and `send` reports the job failed.
-        self.workers
-            .push(spawned.ok().map(|_| Worker { tx, backend }));
-        id
+        self.conns.push(Some(Conn {
+            backend,
+            out,
+            pending,
+            seq: 0,
+        }));
+        Ok(id)
     }
 }
 
-/// A sender thread: connects if needed, then sends each job it is given and reports it.
-fn sender(
+/// A reader thread: for each call written on its connection, waits for the answer and
+/// reports it. Ends when the connection fails or the pool drops it.
+fn reader(
     id: usize,
     addr: SocketAddr,
     cfg: ClientConfig,
-    mut conn: Option<Connection>,
-    jobs: &Receiver<Job>,
+    stream: TcpStream,
+    mut input: InputProtocol,
+    pending: &Receiver<Pending>,
     done: &Sender<Done>,
 ) {
-    super::server::precise_sleeps();
-    while let Ok(job) = jobs.recv() {
-        let connection = match conn.as_mut() {
-            Some(c) => Ok(c),
-            None => Connection::connect(addr, &cfg).map(|c| conn.insert(c)),
-        };
-        let sent = Instant::now();
-        let (result, reusable) = match connection {
-            Ok(c) => {
-                let key = job.key;
-                let r = c.call(job.id as i64, job.work_ns, key);
-                let ok = !c.is_broken();
-                (r, ok)
+    while let Ok(p) = pending.recv() {
+        let (result, reusable) = match read_call_answer(&mut *input, p.seq, p.job.id as i64) {
+            Ok(outcome) => (Ok(outcome), true),
+            Err(e) => {
+                let (error, breaks) = classify(addr, cfg.io_timeout, e);
+                (Err(error), !breaks)
             }
-            Err(e) => (Err(e), false),
         };
-        let finished = Instant::now();
         let report = Done {
-            job,
-            sent,
-            finished,
+            job: p.job,
+            sent: p.sent,
+            finished: Instant::now(),
             result,
-            worker: id,
+            conn: id,
             reusable,
         };
         if done.send(report).is_err() || !reusable {
-            return;
+            break;
         }
     }
+    // Closes the connection now, so the backend's connection thread ends too.
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
