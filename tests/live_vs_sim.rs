@@ -441,3 +441,29 @@ kind = "round_robin"
         base.values[u]
     );
 }
+
+#[test]
+fn every_protocol_and_transport_replays() {
+    let _guard = timing_lock();
+    let mut scenario = live_smoke(0.3, 0.1, Some(300.0));
+    scenario.strategies.retain(|e| e.label() == "round_robin");
+    for protocol in Protocol::ALL {
+        for transport in Transport::ALL {
+            let opts = LiveOptions {
+                protocol,
+                transport,
+                calibration_calls: 3,
+                ..LiveOptions::default()
+            };
+            let run = replay_within(&scenario, &opts, Duration::from_secs(30)).expect("replay");
+            let s = &run.strategies[0];
+            assert_eq!(s.errors, 0, "{protocol}/{transport}: {:?}", s.first_error);
+            assert!(s.sent > 50, "{protocol}/{transport}: sent {}", s.sent);
+            assert_eq!(
+                s.metrics.latency.len(),
+                s.metrics.arrived,
+                "{protocol}/{transport}"
+            );
+        }
+    }
+}
