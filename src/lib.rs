@@ -18,7 +18,8 @@
 //! - [`metrics`]: streaming per-run metrics (HDR histograms).
 //! - [`stats`]: confidence intervals over replications.
 //! - [`runner`]: Monte Carlo replications in parallel, deterministic.
-//! - [`report`]: terminal table and CSV files.
+//! - [`sweep`]: running a scenario's `[sweep]`, point by point.
+//! - [`report`]: terminal table, CSV files, plots, `report.md`, regression checks.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -30,5 +31,6 @@ pub mod scenario;
 pub mod sim;
 pub mod stats;
 pub mod strategy;
+pub mod sweep;
 pub mod time;
 pub mod workload;

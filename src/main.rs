@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use lbsim::report::{summary_table, write_servers_csv, write_summary_csv};
+use lbsim::report::{ImageFormat, ReportInput, standard_reports, summary_table, write_reports};
 use lbsim::runner::{RunOptions, run};
 use lbsim::scenario::{Scenario, ScenarioError};
 use lbsim::strategy::CATALOGUE;
+use lbsim::sweep::run_sweep;
 
 /// Choose a load-balancing strategy for Thrift services before rollout.
 #[derive(Parser)]
@@ -40,6 +41,9 @@ enum Command {
         /// Worker threads [default: one per core]. Results do not depend on it.
         #[arg(long)]
         threads: Option<usize>,
+        /// Draw plots as PNG instead of SVG.
+        #[arg(long)]
+        png: bool,
     },
     /// Check a scenario file without running it, and show the offered load per server group.
     Validate {
@@ -62,9 +66,11 @@ fn main() -> ExitCode {
             replications,
             seed,
             threads,
+            png,
         } => cmd_run(
             &scenario,
             out,
+            png,
             RunOptions {
                 replications,
                 seed,
@@ -96,7 +102,12 @@ fn load(path: &Path) -> anyhow::Result<Scenario> {
     Ok(scenario)
 }
 
-fn cmd_run(path: &Path, out: Option<PathBuf>, mut opts: RunOptions) -> anyhow::Result<ExitCode> {
+fn cmd_run(
+    path: &Path,
+    out: Option<PathBuf>,
+    png: bool,
+    mut opts: RunOptions,
+) -> anyhow::Result<ExitCode> {
     let scenario = load(path)?;
     if opts.replications == Some(0) {
         return Err(ScenarioError::Invalid {
@@ -109,7 +120,17 @@ fn cmd_run(path: &Path, out: Option<PathBuf>, mut opts: RunOptions) -> anyhow::R
         .into());
     }
     let replications = opts.replications.unwrap_or(scenario.replications);
+    let command = format!(
+        "lbsim run {} --seed {} --replications {}{}{}",
+        path.display(),
+        opts.seed.unwrap_or(scenario.seed),
+        replications,
+        out.as_ref()
+            .map_or(String::new(), |o| format!(" --out {}", o.display())),
+        if png { " --png" } else { "" },
+    );
     let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
+    let points = scenario.sweep.as_ref().map_or(0, |s| s.values.len()) as u64;
 
     let cancel = Arc::new(AtomicBool::new(false));
     {
@@ -123,7 +144,7 @@ fn cmd_run(path: &Path, out: Option<PathBuf>, mut opts: RunOptions) -> anyhow::R
     }
     opts.cancel = Some(cancel.clone());
     if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(u64::from(replications));
+        let bar = ProgressBar::new(u64::from(replications) * (1 + points));
         bar.set_style(
             ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} replications, ETA {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -140,14 +161,29 @@ fn cmd_run(path: &Path, out: Option<PathBuf>, mut opts: RunOptions) -> anyhow::R
         scenario.warmup
     );
     let results = run(&scenario, &opts)?;
+    let sweep = run_sweep(&scenario, &opts)?;
     if let Some(bar) = &opts.progress {
         bar.finish_and_clear();
     }
 
     print!("{}", summary_table(&results));
-    let summary = write_summary_csv(&out, &scenario, &results)?;
-    let servers = write_servers_csv(&out, &scenario, &results)?;
-    println!("\nwrote {} and {}", summary.display(), servers.display());
+    let input = ReportInput {
+        scenario: &scenario,
+        results: &results,
+        command: &command,
+        format: if png {
+            ImageFormat::Png
+        } else {
+            ImageFormat::Svg
+        },
+        sweep: sweep.as_ref(),
+    };
+    let files = write_reports(&out, &input, &standard_reports())?;
+    let names: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    println!("\nwrote {}: {}", out.display(), names.join(", "));
     if results.is_partial() {
         eprintln!(
             "interrupted: {} of {} replications finished; the files above hold those",

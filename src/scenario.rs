@@ -6,12 +6,14 @@
 
 pub mod error;
 pub mod file;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::ScenarioError;
 pub use file::{ScenarioFile, ServerGroup};
+pub use sweep::{Sweep, SweepFile, SweepParameter};
 
 use crate::strategy::StrategyEntry;
 use crate::workload::arrival::{ArrivalSpec, Trace};
@@ -44,6 +46,8 @@ pub struct Scenario {
     pub groups: Vec<ServerGroup>,
     /// Strategies, as written.
     pub strategies: Vec<StrategyEntry>,
+    /// The `[sweep]`, if any (see [`sweep`]).
+    pub sweep: Option<Sweep>,
 }
 
 /// One server, after expanding groups.
@@ -278,6 +282,7 @@ impl Validator<'_> {
         self.keys(&f.keys)?;
         self.servers(&f.servers)?;
         self.strategies(&f)?;
+        let sweep = self.sweep(&f)?;
         let horizon = f.warmup + f.duration;
         let scenario = Scenario {
             path: self.path.to_path_buf(),
@@ -297,7 +302,9 @@ impl Validator<'_> {
             },
             groups: f.servers,
             strategies: f.strategies,
+            sweep,
         };
+        sweep::check_points(self, &scenario)?;
         let (rate, capacity) = (scenario.mean_rate(), scenario.capacity());
         if rate <= 0.0 {
             return Err(self.invalid(

@@ -100,10 +100,8 @@ pub fn locate(source: &str, field: &str) -> Option<usize> {
         }
         if let Some(h) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
             current_table = Some(h.trim().to_string());
-            if let Some(t) = head_table {
-                if h.trim() == t {
-                    section_start = n;
-                }
+            if head_table.is_some_and(|t| h.trim() == t) {
+                section_start = n;
             }
             continue;
         }

@@ -44,6 +44,9 @@ pub struct ScenarioFile {
     pub servers: Vec<ServerGroup>,
     /// Strategies to compare.
     pub strategies: Vec<StrategyEntry>,
+    /// One parameter varied over a list of values (see [`super::sweep`]).
+    #[serde(default)]
+    pub sweep: Option<super::sweep::SweepFile>,
 }
 
 /// A group of identical servers (`[[servers]]`).

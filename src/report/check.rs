@@ -1,0 +1,1 @@
+//! Regression checks (placeholder, filled in below).
