@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use lbsim::report::{ImageFormat, ReportInput, standard_reports, summary_table, write_reports};
+use lbsim::report::{
+    ImageFormat, ReportInput, check, standard_reports, summary_table, write_reports,
+    write_summary_csv,
+};
 use lbsim::runner::{RunOptions, run};
 use lbsim::scenario::{Scenario, ScenarioError};
 use lbsim::strategy::CATALOGUE;
@@ -52,6 +55,33 @@ enum Command {
     },
     /// List the strategies, their parameters and the system each follows.
     Strategies,
+    /// Regression check for CI: run scenarios with their pinned seeds and compare every
+    /// metric of every strategy with a baseline; exit status 1 on a regression.
+    Check {
+        /// Scenario files (TOML).
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+        /// Baseline folder, holding `<scenario name>/summary.csv`.
+        #[arg(long)]
+        baseline: PathBuf,
+        /// Rewrite the baseline from this run instead of comparing.
+        #[arg(long)]
+        update: bool,
+        /// Print JSON (every finding) instead of Markdown.
+        #[arg(long)]
+        json: bool,
+        /// Relative tolerances, e.g. `latency_p99=0.1,throughput=2%` (`*=0.1` for all).
+        /// Defaults: 5% for latencies (10% p99.9, 25% max), 2% throughput, 1% Jain, 10% queues and rejections, 5% otherwise.
+        #[arg(long)]
+        tolerance: Vec<String>,
+        /// Replications per scenario [default: the scenario's]. Use the same number for
+        /// the baseline and the check.
+        #[arg(long)]
+        replications: Option<u32>,
+        /// Worker threads [default: one per core]. Results do not depend on it.
+        #[arg(long)]
+        threads: Option<usize>,
+    },
 }
 
 /// Exit status for bad input (scenario errors, bad flags).
@@ -79,6 +109,26 @@ fn main() -> ExitCode {
             },
         ),
         Command::Validate { scenario } => cmd_validate(&scenario),
+        Command::Check {
+            scenarios,
+            baseline,
+            update,
+            json,
+            tolerance,
+            replications,
+            threads,
+        } => cmd_check(
+            &scenarios,
+            &baseline,
+            update,
+            json,
+            &tolerance,
+            RunOptions {
+                replications,
+                threads,
+                ..Default::default()
+            },
+        ),
         Command::Strategies => {
             cmd_strategies();
             Ok(ExitCode::SUCCESS)
@@ -193,6 +243,63 @@ fn cmd_run(
         return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_check(
+    paths: &[PathBuf],
+    baseline: &Path,
+    update: bool,
+    json: bool,
+    tolerance: &[String],
+    opts: RunOptions,
+) -> anyhow::Result<ExitCode> {
+    let tolerance = check::tolerances(tolerance)?;
+    let mut findings = Vec::new();
+    let mut ran = Vec::new();
+    for path in paths {
+        let scenario = load(path)?;
+        let results = run(&scenario, &opts)?;
+        ran.push((scenario.name.clone(), results.finished.len()));
+        if update {
+            let dir = baseline.join(&scenario.name);
+            let file = write_summary_csv(&dir, &scenario, &results)?;
+            eprintln!("updated {}", file.display());
+            continue;
+        }
+        let rows = check::read_baseline(baseline, &scenario.name)?;
+        if let Some(b) = rows.first() {
+            if b.replications != results.finished.len() {
+                eprintln!(
+                    "warning: {}: baseline has {} replications, this run {}: pass the same --replications as when the baseline was made",
+                    scenario.name,
+                    b.replications,
+                    results.finished.len()
+                );
+            }
+        }
+        findings.extend(check::compare_with_baseline(
+            &scenario, &results, &rows, &tolerance,
+        ));
+    }
+    if update {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let failed = findings.iter().any(check::Finding::fails);
+    if json {
+        let doc = serde_json::json!({
+            "passed": !failed,
+            "scenarios": ran.iter().map(|(n, r)| serde_json::json!({"name": n, "replications": r})).collect::<Vec<_>>(),
+            "findings": findings,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{}", check::markdown(&findings, &ran));
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn cmd_validate(path: &Path) -> anyhow::Result<ExitCode> {

@@ -317,7 +317,7 @@ pub fn render(input: &ReportInput<'_>) -> String {
                 let _ = writeln!(
                     out,
                     "| {} | {:.0}% | {} |",
-                    sig(p.x),
+                    super::plots::tick(p.x),
                     100.0 * p.offered_load,
                     cells.join(" | ")
                 );

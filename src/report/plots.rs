@@ -226,7 +226,7 @@ where
 }
 
 /// An axis tick without trailing zeros (`10`, `2.5`, `0.01`).
-fn tick(v: f64) -> String {
+pub fn tick(v: f64) -> String {
     let s = super::sig(v);
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -516,7 +516,7 @@ pub fn sweep_plot(
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(
-                format!("{} against {} (bands: 95% CI)", def.name, sweep.parameter),
+                format!("{} vs {} (bands: 95% CI)", def.doc, sweep.parameter),
                 ("sans-serif", 22),
             )
             .margin(15)
@@ -526,8 +526,8 @@ pub fn sweep_plot(
         chart
             .configure_mesh()
             .x_desc(x_desc.as_str())
-            .y_desc(format!("{} ({unit}, log scale)", def.doc))
-            .y_label_formatter(&|v| super::sig(*v))
+            .y_desc(format!("{} ({unit}, log scale)", def.name))
+            .y_label_formatter(&|v| tick(*v))
             .label_style(("sans-serif", 15))
             .axis_desc_style(("sans-serif", 17))
             .light_line_style(WHITE.mix(0.0))
