@@ -226,8 +226,8 @@ pub fn compare_with_baseline(
     }
     for b in baseline {
         let known = results.strategies.iter().any(|s| s.label == b.strategy);
-        if !known {
-            if let Some(k) = metric_index(&b.metric) {
+        if let (false, Some(k)) = (known, metric_index(&b.metric)) {
+            {
                 out.push(Finding {
                     scenario: scenario.name.clone(),
                     strategy: b.strategy.clone(),
