@@ -267,8 +267,11 @@ fn cmd_check(
             continue;
         }
         let rows = check::read_baseline(baseline, &scenario.name)?;
-        if let Some(b) = rows.first() {
-            if b.replications != results.finished.len() {
+        if let Some(b) = rows
+            .first()
+            .filter(|b| b.replications != results.finished.len())
+        {
+            {
                 eprintln!(
                     "warning: {}: baseline has {} replications, this run {}: pass the same --replications as when the baseline was made",
                     scenario.name,
