@@ -18,6 +18,8 @@
 //! - [`metrics`]: streaming per-run metrics (HDR histograms).
 //! - [`stats`]: confidence intervals over replications.
 //! - [`runner`]: Monte Carlo replications in parallel, deterministic.
+//! - [`sequential`]: adding replications until a CI is narrow enough.
+//! - [`shard`]: slices of the replications on many machines, merged bit for bit.
 //! - [`sweep`]: running a scenario's `[sweep]`, point by point.
 //! - [`report`]: terminal table, CSV files, plots, `report.md`, regression checks.
 #![forbid(unsafe_code)]
@@ -28,6 +30,8 @@ pub mod report;
 pub mod rng;
 pub mod runner;
 pub mod scenario;
+pub mod sequential;
+pub mod shard;
 pub mod sim;
 pub mod stats;
 pub mod strategy;
