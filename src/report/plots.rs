@@ -389,7 +389,13 @@ pub fn server_bars(
                 .map(|v| if v.2.is_finite() { v.2 } else { v.0 })
                 .fold(0.0f64, f64::max)
                 * 100.0;
-            let y_max = (top * 1.15).max(1.0);
+            // The top panel keeps headroom for the legend (one line per strategy).
+            let headroom = if pi == 0 {
+                1.2 + 0.07 * n_strat as f64
+            } else {
+                1.15
+            };
+            let y_max = (top * headroom).max(1.0);
             let mut chart = ChartBuilder::on(area)
                 .margin(12)
                 .x_label_area_size(40)
@@ -408,6 +414,7 @@ pub fn server_bars(
                     }
                 })
                 .light_line_style(WHITE.mix(0.0))
+                .y_label_formatter(&|v| tick(*v))
                 .x_desc("server")
                 .y_desc(titles[pi])
                 .label_style(("sans-serif", 15))
