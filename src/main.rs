@@ -89,7 +89,8 @@ enum Command {
     /// List the strategies, their parameters and the system each follows.
     Strategies,
     /// Regression check for CI: run scenarios with their pinned seeds and compare every
-    /// metric of every strategy with a baseline; exit status 1 on a regression.
+    /// metric of every strategy with a baseline. Exit status: 0 pass, 1 regression,
+    /// 2 bad input (no baseline, bad tolerance, bad scenario).
     Check {
         /// Scenario files (TOML).
         #[arg(required = true)]
@@ -186,7 +187,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            let bad_input = e.downcast_ref::<ScenarioError>().is_some();
+            let bad_input = e.downcast_ref::<ScenarioError>().is_some()
+                || e.downcast_ref::<check::CheckError>().is_some()
+                || e.downcast_ref::<shard::ShardError>().is_some();
             eprintln!("error: {e:#}");
             ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { 1 })
         }

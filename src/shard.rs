@@ -26,12 +26,12 @@ pub enum ShardError {
     )]
     BadSpec(String),
     /// A file could not be read or written.
-    #[error("cannot access `{}`: {source}\n  fix: check the path and permissions", .path.display())]
+    #[error("cannot access `{}`: {cause}\n  fix: check the path and permissions", .path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// Cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A file is not a shard file.
     #[error("`{}` is not an lbsim shard file: {message}\n  fix: pass folders holding shard-K-of-N.json files written by `lbsim run --shard`", .path.display())]
@@ -201,9 +201,9 @@ impl ShardFile {
             count: self.shards,
         };
         let path = dir.join(spec.file_name());
-        let io = |source| ShardError::Io {
+        let io = |cause| ShardError::Io {
             path: path.clone(),
-            source,
+            cause,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         let text = serde_json::to_string(self).map_err(|e| ShardError::Format {
@@ -216,9 +216,9 @@ impl ShardFile {
 
     /// Reads a shard file.
     pub fn read(path: &Path) -> Result<ShardFile, ShardError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ShardError::Io {
+        let text = std::fs::read_to_string(path).map_err(|cause| ShardError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let f: ShardFile = serde_json::from_str(&text).map_err(|e| ShardError::Format {
             path: path.to_path_buf(),
@@ -354,9 +354,9 @@ pub fn merge(dirs: &[PathBuf]) -> Result<(RunResults, ShardFile, Vec<u32>), Shar
             files.push(d.clone());
             continue;
         }
-        let entries = std::fs::read_dir(d).map_err(|source| ShardError::Io {
+        let entries = std::fs::read_dir(d).map_err(|cause| ShardError::Io {
             path: d.clone(),
-            source,
+            cause,
         })?;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();

@@ -28,16 +28,16 @@ pub enum CheckError {
         path: PathBuf,
     },
     /// The baseline file is not a `summary.csv`.
-    #[error("cannot read baseline `{}`: {source}\n  fix: regenerate it with --update", .path.display())]
+    #[error("cannot read baseline `{}`: {cause}\n  fix: regenerate it with --update", .path.display())]
     BadBaseline {
         /// The file.
         path: PathBuf,
         /// Cause.
-        source: csv::Error,
+        cause: csv::Error,
     },
     /// A `--tolerance` entry cannot be used.
     #[error(
-        "--tolerance `{entry}`: {problem}\n  fix: write metric=fraction pairs separated by commas, e.g. latency_p99=0.1,throughput=0.02 (metrics: `lbsim check --help`)"
+        "--tolerance `{entry}`: {problem}\n  fix: write metric=fraction pairs separated by commas, e.g. latency_p99=0.1,throughput=0.02 (metrics: the `metric` column of summary.csv)"
     )]
     BadTolerance {
         /// The entry as written.
@@ -74,9 +74,9 @@ pub fn read_baseline(dir: &Path, scenario: &str) -> Result<Vec<BaselineRow>, Che
     if !path.exists() {
         return Err(CheckError::NoBaseline { path });
     }
-    let bad = |source| CheckError::BadBaseline {
+    let bad = |cause| CheckError::BadBaseline {
         path: path.clone(),
-        source,
+        cause,
     };
     let mut r = csv::Reader::from_path(&path).map_err(bad)?;
     r.deserialize().collect::<Result<Vec<_>, _>>().map_err(bad)
