@@ -92,3 +92,41 @@ fn paired_ci_is_narrower_than_unpaired_on_heterogeneous() {
     let c = compare(&r, k, 2, 3); // least_connections vs weighted_least_connections
     assert!(c.diff.half_width() < 0.5 * c.unpaired_half_width, "{c:?}");
 }
+
+#[test]
+fn sweep_writes_csv_and_p99_plot_with_bands() {
+    let mut s = Scenario::load(Path::new("scenarios/load-sweep.toml")).unwrap();
+    s.duration = 4.0;
+    s.warmup = 1.0;
+    s.workload.horizon = 5.0;
+    let opts = RunOptions {
+        replications: Some(3),
+        ..Default::default()
+    };
+    let r = run(&s, &opts).unwrap();
+    let sweep = lbsim::sweep::run_sweep(&s, &opts).unwrap().unwrap();
+    assert_eq!(sweep.points.len(), 5);
+    assert!((sweep.points[2].offered_load - 0.5).abs() < 1e-9);
+    let dir = tempfile::tempdir().unwrap();
+    let input = ReportInput {
+        scenario: &s,
+        results: &r,
+        command: "lbsim run scenarios/load-sweep.toml",
+        format: ImageFormat::Svg,
+        sweep: Some(&sweep),
+    };
+    write_reports(dir.path(), &input, &standard_reports()).unwrap();
+    let csv = std::fs::read_to_string(dir.path().join("sweep.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        1 + 5 * s.strategies.len() * lbsim::metrics::METRICS.len()
+    );
+    let svg = std::fs::read_to_string(dir.path().join("sweep_p99.svg")).unwrap();
+    assert_eq!(
+        svg.matches("<polygon opacity=\"0.15\"").count(),
+        s.strategies.len(),
+        "one CI band per strategy"
+    );
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("## Sweep over `load`") && md.contains("](sweep_p99.svg)"));
+}
