@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::ScenarioError;
-pub use file::{ScenarioFile, ServerGroup};
+pub use file::{ConnectionSpec, FaultKind, FaultSpec, ScenarioFile, ServerGroup};
 
 use crate::strategy::StrategyEntry;
 use crate::workload::arrival::{ArrivalSpec, Trace};
@@ -44,6 +44,27 @@ pub struct Scenario {
     pub groups: Vec<ServerGroup>,
     /// Strategies, as written.
     pub strategies: Vec<StrategyEntry>,
+    /// Connection-level balancing, when set.
+    pub connections: Option<ConnectionSpec>,
+    /// Faults, resolved to server indices.
+    pub faults: Vec<Fault>,
+}
+
+/// A fault resolved against the scenario's servers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fault {
+    /// Indices of the affected servers.
+    pub servers: Vec<usize>,
+    /// What happens.
+    pub kind: FaultKind,
+    /// Start (seconds).
+    pub at: f64,
+    /// End (seconds), if it ends.
+    pub until: Option<f64>,
+    /// Slow-down factor (1 for crashes).
+    pub factor: f64,
+    /// Health-check detection delay (seconds).
+    pub detection: f64,
 }
 
 /// One server, after expanding groups.
@@ -279,6 +300,22 @@ impl Validator<'_> {
         self.servers(&f.servers)?;
         self.strategies(&f)?;
         let horizon = f.warmup + f.duration;
+        let faults = self.faults(&f)?;
+        if let Some(c) = &f.connections {
+            if c.clients == 0 {
+                return Err(self.invalid("connections.clients", "is 0", "use 1 or more clients"));
+            }
+            if c.pool_size == 0 {
+                return Err(self.invalid(
+                    "connections.pool_size",
+                    "is 0",
+                    "use 1 or more connections per client",
+                ));
+            }
+            if let Some(l) = c.lifetime {
+                self.positive("connections.lifetime", l)?;
+            }
+        }
         let scenario = Scenario {
             path: self.path.to_path_buf(),
             name,
@@ -297,6 +334,8 @@ impl Validator<'_> {
             },
             groups: f.servers,
             strategies: f.strategies,
+            connections: f.connections,
+            faults,
         };
         let (rate, capacity) = (scenario.mean_rate(), scenario.capacity());
         if rate <= 0.0 {
@@ -477,6 +516,86 @@ impl Validator<'_> {
                 self.path.display()
             ),
         }
+    }
+
+    fn faults(&self, f: &ScenarioFile) -> Result<Vec<Fault>, ScenarioError> {
+        let names: Vec<(String, usize)> = f
+            .servers
+            .iter()
+            .enumerate()
+            .flat_map(|(g, group)| {
+                (0..group.count).map(move |i| (format!("{}-{}", group.name, i), g))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (k, fault) in f.faults.iter().enumerate() {
+            let field = |x: &str| format!("faults[{k}].{x}");
+            let servers: Vec<usize> = match names.iter().position(|(n, _)| *n == fault.server) {
+                Some(i) => vec![i],
+                None => match f.servers.iter().position(|g| g.name == fault.server) {
+                    Some(g) => names
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (_, gi))| *gi == g)
+                        .map(|(i, _)| i)
+                        .collect(),
+                    None => {
+                        return Err(self.invalid(
+                            &field("server"),
+                            format!("no server or group is named `{}`", fault.server),
+                            format!(
+                                "use a group name or a server name such as `{}`",
+                                names.first().map_or("group-0", |(n, _)| n.as_str())
+                            ),
+                        ));
+                    }
+                },
+            };
+            if !(fault.at.is_finite() && fault.at >= 0.0) {
+                return Err(self.invalid(
+                    &field("at"),
+                    format!("is {}", fault.at),
+                    "use a time of 0 or more seconds from the start of the run",
+                ));
+            }
+            if let Some(d) = fault.duration {
+                self.positive(&field("duration"), d)?;
+            }
+            if !(fault.detection.is_finite() && fault.detection >= 0.0) {
+                return Err(self.invalid(
+                    &field("detection"),
+                    format!("is {}", fault.detection),
+                    "use a delay of 0 or more seconds",
+                ));
+            }
+            let factor = match (fault.kind, fault.factor) {
+                (FaultKind::Slow, Some(x)) if x.is_finite() && x > 0.0 => x,
+                (FaultKind::Slow, _) => {
+                    return Err(self.invalid(
+                        &field("factor"),
+                        "a slow fault needs a positive `factor`",
+                        "add e.g. factor = 10.0 (service takes 10 times longer)",
+                    ));
+                }
+                (FaultKind::Crash, None) => 1.0,
+                (FaultKind::Crash, Some(_)) => {
+                    return Err(self.invalid(
+                        &field("factor"),
+                        "a crash has no slow-down factor",
+                        "remove `factor`, or use kind = \"slow\"",
+                    ));
+                }
+            };
+            out.push(Fault {
+                servers,
+                kind: fault.kind,
+                at: fault.at,
+                until: fault.duration.map(|d| fault.at + d),
+                factor,
+                detection: fault.detection,
+            });
+        }
+        Ok(out)
     }
 
     fn keys(&self, k: &KeySpec) -> Result<(), ScenarioError> {
