@@ -79,7 +79,7 @@ impl PeakEwma {
             e.rtt = sample;
         } else {
             let elapsed = (now - e.at).0 as f64;
-            let w = (-elapsed / decay_ns).exp();
+            let w = exp_neg(elapsed / decay_ns);
             e.rtt = e.rtt * w + sample * (1.0 - w);
         }
         e.at = e.at.max(now);
@@ -89,6 +89,19 @@ impl PeakEwma {
     /// The current RTT estimate of backend `i` (nanoseconds), without decaying it.
     pub fn rtt_estimate(&self, i: usize) -> f64 {
         self.estimates.get(i).map_or(self.default_rtt, |e| e.rtt)
+    }
+}
+
+/// `exp(-x)` for `x ≥ 0`. Elapsed times between reads are usually a tiny fraction of the
+/// decay time, where a cubic Taylor polynomial is exact to under 1e-13 relative (error
+/// below x⁴/24 for x < 1e-3) and several times cheaper than `exp`, which keeps a pick
+/// (two reads and one sample) within budget.
+#[inline]
+fn exp_neg(x: f64) -> f64 {
+    if x < 1e-3 {
+        1.0 - x * (1.0 - x * (0.5 - x / 6.0))
+    } else {
+        (-x).exp()
     }
 }
 
@@ -133,6 +146,13 @@ mod tests {
         };
         let c = m.cost(0, &b, Nanos(10 * MS));
         assert!((c - 3.0 * expect).abs() < 3.0);
+    }
+
+    #[test]
+    fn fast_exp_matches_exp() {
+        for x in [0.0, 1e-9, 1e-6, 5e-4, 0.000_999, 1e-3, 0.5, 3.0] {
+            assert!((exp_neg(x) - (-x).exp()).abs() <= 1e-13 * (-x).exp(), "{x}");
+        }
     }
 
     #[test]

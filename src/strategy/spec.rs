@@ -234,7 +234,7 @@ fn seconds(field: &'static str, v: f64, zero_ok: bool) -> Result<(), SpecError> 
 }
 
 fn is_prime(m: u64) -> bool {
-    m >= 2 && (2..).take_while(|d| d * d <= m).all(|d| m % d != 0)
+    m >= 2 && (2..).take_while(|d| d * d <= m).all(|d| !m.is_multiple_of(d))
 }
 
 /// What `lbsim strategies` prints about one strategy kind.
