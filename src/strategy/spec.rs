@@ -234,7 +234,10 @@ fn seconds(field: &'static str, v: f64, zero_ok: bool) -> Result<(), SpecError> 
 }
 
 fn is_prime(m: u64) -> bool {
-    m >= 2 && (2..).take_while(|d| d * d <= m).all(|d| !m.is_multiple_of(d))
+    m >= 2
+        && (2..)
+            .take_while(|d| d * d <= m)
+            .all(|d| !m.is_multiple_of(d))
 }
 
 /// What `lbsim strategies` prints about one strategy kind.
