@@ -679,6 +679,12 @@ impl Validator<'_> {
                 ));
             }
         }
+        let n: usize = f.servers.iter().map(|g| g.count as usize).sum();
+        for (i, s) in f.strategies.iter().enumerate() {
+            s.spec.validate(n).map_err(|e| {
+                self.invalid(&format!("strategies[{i}].{}", e.field), e.problem, e.fix)
+            })?;
+        }
         let any_weighted = f.strategies.iter().any(|s| s.spec.uses_weights());
         if any_weighted && f.servers.iter().all(|g| g.weight == 0) {
             return Err(self.invalid(
@@ -743,6 +749,21 @@ kind = "round_robin"
             .unwrap_err()
             .to_string();
         assert!(e.contains("unstable"), "{e}");
+    }
+
+    #[test]
+    fn bad_strategy_parameters_name_line_field_and_fix() {
+        let src = MINIMAL.replace(
+            "kind = \"round_robin\"",
+            "kind = \"maglev\"\ntable_size = 1000",
+        );
+        let e = load(&src).unwrap_err().to_string();
+        assert!(
+            e.contains("test.toml:14")
+                && e.contains("strategies[0].table_size")
+                && e.contains("prime"),
+            "{e}"
+        );
     }
 
     #[test]
