@@ -7,13 +7,7 @@ use lbsim::scenario::Scenario;
 use lbsim::sim::simulate;
 use proptest::prelude::*;
 
-const KINDS: [&str; 5] = [
-    "round_robin",
-    "smooth_weighted_round_robin",
-    "least_connections",
-    "random",
-    "weighted_random",
-];
+use lbsim::strategy::CATALOGUE;
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -36,7 +30,7 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec(1u32..4, 4),
         prop::option::of(0u32..5),
         0.2f64..1.3,
-        0usize..5,
+        0..CATALOGUE.len(),
         1u32..4,
     )
         .prop_flat_map(
@@ -85,7 +79,7 @@ fn source(c: &Case) -> String {
             0.5 + f64::from(c.weights[i as usize % 4]) / 2.0
         );
     }
-    s += &format!("[[strategies]]\nkind = \"{}\"\n", KINDS[c.kind]);
+    s += &format!("[[strategies]]\nkind = \"{}\"\n", CATALOGUE[c.kind].kind);
     if let Some((clients, pool)) = c.l4 {
         s += &format!("[connections]\nclients = {clients}\npool_size = {pool}\nlifetime = 0.3\n");
     }
@@ -96,7 +90,7 @@ fn source(c: &Case) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
     fn no_request_is_lost_and_shares_sum_to_one(c in case()) {

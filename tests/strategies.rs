@@ -216,11 +216,8 @@ fn power_of_d_approaches_the_supermarket_fixed_point() {
 
 #[test]
 fn jsq_beats_power_of_two_which_beats_random_paired() {
-    // JSQ reads the servers' own reports. Reports every millisecond (mean service 1 s,
-    // 18 arrivals/s) make them as good as exact; the engine's exact mode refreshes a
-    // server's report only when it admits a request, not when one completes, which leaves
-    // JSQ blind to completions (reported to the engine's owner).
-    let s = queueing_scenario(20, 0.9, 500.0, "load_report_interval = 0.001");
+    // JSQ reads the servers' own reports, exact here (no `load_report_interval`).
+    let s = queueing_scenario(20, 0.9, 500.0, "");
     let jsq = replications(&s, &StrategySpec::Jsq, "latency_mean");
     let p2c = replications(
         &s,
@@ -236,6 +233,33 @@ fn jsq_beats_power_of_two_which_beats_random_paired() {
     let random_minus_p2c = paired_difference(&p2c, &random);
     assert!(p2c_minus_jsq.low > 0.0, "{p2c_minus_jsq:?}");
     assert!(random_minus_p2c.low > 0.0, "{random_minus_p2c:?}");
+}
+
+#[test]
+fn stale_load_reports_make_jsq_herd() {
+    // "How useful is old information?" (Mitzenmacher 2000): with reports refreshed only every
+    // 2 mean service times, every arrival in between sees the same "shortest" queue and joins
+    // it, so JSQ with stale information does worse than with exact information — and worse
+    // than power of two on its own in-flight counts.
+    let exact = queueing_scenario(20, 0.9, 500.0, "");
+    let stale = queueing_scenario(20, 0.9, 500.0, "load_report_interval = 2.0");
+    let jsq_exact = replications(&exact, &StrategySpec::Jsq, "latency_mean");
+    let jsq_stale = replications(&stale, &StrategySpec::Jsq, "latency_mean");
+    let p2c = replications(
+        &stale,
+        &StrategySpec::PowerOfD {
+            d: 2,
+            replacement: false,
+        },
+        "latency_mean",
+    );
+    let worse = paired_difference(&jsq_exact, &jsq_stale);
+    assert!(worse.low > 0.0, "stale JSQ should be worse: {worse:?}");
+    let vs_p2c = paired_difference(&p2c, &jsq_stale);
+    assert!(
+        vs_p2c.low > 0.0,
+        "stale JSQ should be worse than P2C: {vs_p2c:?}"
+    );
 }
 
 #[test]
