@@ -22,9 +22,11 @@
 //! - [`shard`]: slices of the replications on many machines, merged bit for bit.
 //! - [`sweep`]: running a scenario's `[sweep]`, point by point.
 //! - [`report`]: terminal table, CSV files, plots, `report.md`, regression checks.
+//! - [`live`]: real Thrift backends and clients over TCP, for replaying a scenario.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod live;
 pub mod metrics;
 pub mod report;
 pub mod rng;

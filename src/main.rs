@@ -586,13 +586,14 @@ fn cmd_validate(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn cmd_strategies() {
-    println!("{:<30} {:<22} follows", "kind", "parameters (defaults)");
     for s in CATALOGUE {
-        println!(
-            "{:<30} {:<22} {}",
-            s.kind,
-            if s.params.is_empty() { "-" } else { s.params },
-            s.follows
-        );
+        println!("{}", s.kind);
+        println!("    follows:    {}", s.follows);
+        if !s.params.is_empty() {
+            println!("    parameters: {}", s.params);
+        }
     }
+    println!(
+        "\nUse in a scenario: [[strategies]] kind = \"<kind>\" plus parameters (see scenarios/README.md)."
+    );
 }

@@ -33,12 +33,17 @@ impl Estimate {
     }
 }
 
-/// The 0.975 quantile of Student's t with `df` degrees of freedom.
-pub fn t975(df: usize) -> f64 {
+/// The `p` quantile of Student's t with `df` degrees of freedom.
+pub fn t_quantile(p: f64, df: usize) -> f64 {
     match StudentsT::new(0.0, 1.0, df as f64) {
-        Ok(t) => t.inverse_cdf(0.975),
+        Ok(t) => t.inverse_cdf(p),
         Err(_) => f64::NAN,
     }
+}
+
+/// The 0.975 quantile of Student's t with `df` degrees of freedom (two-sided 95%).
+pub fn t975(df: usize) -> f64 {
+    t_quantile(0.975, df)
 }
 
 /// Mean and 95% CI of the finite values in `values` (NaNs — undefined figures, such as a

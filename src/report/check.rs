@@ -94,7 +94,7 @@ pub fn default_tolerance(metric: usize) -> f64 {
         "latency_p999" => 0.10,
         n if n.starts_with("latency_") => 0.05,
         "throughput" | "accepted_rate" => 0.02,
-        "rejected_fraction" => 0.10,
+        "rejected_fraction" | "error_fraction" => 0.10,
         "jain_index" => 0.01,
         n if n.starts_with("queue_") => 0.10,
         _ => 0.05,

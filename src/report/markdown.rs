@@ -20,6 +20,7 @@ pub const KEY_METRICS: &[(&str, &str)] = &[
     ("utilization_cv", "Imbalance: CV of server utilisation"),
     ("jain_index", "Fairness: Jain's index of server utilisation"),
     ("rejected_fraction", "Rejected requests (fraction)"),
+    ("error_fraction", "Failed requests (fraction)"),
 ];
 
 /// `report.md` as a [`Report`].

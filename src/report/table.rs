@@ -15,6 +15,7 @@ const COLUMNS: &[(&str, &str, f64, usize)] = &[
     ("p99.9 ms", "latency_p999", 1e3, 1),
     ("req/s", "throughput", 1.0, 0),
     ("rejected %", "rejected_fraction", 100.0, 2),
+    ("errors %", "error_fraction", 100.0, 2),
     ("util max", "utilization_max", 1.0, 3),
     ("util CV", "utilization_cv", 1.0, 3),
     ("Jain", "jain_index", 1.0, 3),

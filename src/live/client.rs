@@ -1,0 +1,405 @@
+//! A blocking Thrift client for one backend: one call at a time on one connection.
+//!
+//! Live mode opens one [`Connection`] per (client, backend) pair and calls it
+//! from its own thread. Every failure is a [`ClientError`] naming the
+//! backend address; after a transport or protocol error the connection is
+//! marked broken (the stream position is unknown) and later calls fail fast
+//! with [`ClientError::Broken`] until the caller reconnects.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use thrift::TransportErrorKind;
+
+use super::proto::{self, BackendSyncClient, TBackendSyncClient};
+use super::transport::{InputProtocol, OutputProtocol, Protocol, Transport, protocol_stack};
+
+/// How to reach backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Thrift protocol; must match the server's.
+    pub protocol: Protocol,
+    /// Thrift transport; must match the server's.
+    pub transport: Transport,
+    /// Longest wait for the TCP handshake.
+    pub connect_timeout: Duration,
+    /// Longest wait for any single read or write; `None` waits forever.
+    /// A call that waits in a backend queue longer than this fails with
+    /// [`ClientError::Timeout`].
+    pub io_timeout: Option<Duration>,
+}
+
+impl Default for ClientConfig {
+    /// Binary protocol, framed transport, 1 s to connect, 30 s per read or write.
+    fn default() -> Self {
+        Self {
+            protocol: Protocol::Binary,
+            transport: Transport::Framed,
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Default timeouts with the given wire settings.
+    pub fn new(protocol: Protocol, transport: Transport) -> Self {
+        Self {
+            protocol,
+            transport,
+            ..Self::default()
+        }
+    }
+}
+
+/// What became of a call that got an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// The backend served the call.
+    Served {
+        /// Id of the backend that served it.
+        server_id: String,
+        /// Time the call waited in the backend's FIFO queue.
+        queued_ns: u64,
+        /// Time the call spent in service.
+        served_ns: u64,
+    },
+    /// The backend's queue was full.
+    Rejected {
+        /// Id of the backend that turned the call away.
+        server_id: String,
+        /// Calls waiting in its queue at that moment.
+        queue_len: u32,
+    },
+}
+
+/// Answer to a ping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingReply {
+    /// Id of the backend.
+    pub server_id: String,
+    /// Round-trip time measured by the client.
+    pub rtt: Duration,
+}
+
+/// Why a call or connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The TCP connection could not be opened: is the backend running at that address?
+    #[error("cannot connect to backend {addr}: {source}")]
+    Connect {
+        /// Backend address.
+        addr: SocketAddr,
+        /// The connect error.
+        source: io::Error,
+    },
+    /// No answer within the configured I/O timeout.
+    #[error("backend {addr} did not answer within {timeout:?}")]
+    Timeout {
+        /// Backend address.
+        addr: SocketAddr,
+        /// The timeout that expired.
+        timeout: Duration,
+    },
+    /// The backend closed or reset the connection (killed, restarted, overloaded).
+    #[error("backend {addr} closed the connection: {detail}")]
+    Closed {
+        /// Backend address.
+        addr: SocketAddr,
+        /// What the transport reported.
+        detail: String,
+    },
+    /// Another socket error.
+    #[error("I/O error talking to backend {addr}: {detail}")]
+    Io {
+        /// Backend address.
+        addr: SocketAddr,
+        /// What the transport reported.
+        detail: String,
+    },
+    /// The bytes received are not a valid answer: check that client and
+    /// backend use the same protocol and transport.
+    #[error(
+        "protocol error talking to backend {addr} (same protocol and transport on both sides?): {detail}"
+    )]
+    Protocol {
+        /// Backend address.
+        addr: SocketAddr,
+        /// What the decoder reported.
+        detail: String,
+    },
+    /// The backend answered with a Thrift application exception.
+    #[error("backend {addr} raised an application error: {detail}")]
+    Application {
+        /// Backend address.
+        addr: SocketAddr,
+        /// The exception's message.
+        detail: String,
+    },
+    /// An earlier error left this connection unusable: open a new one.
+    #[error("connection to backend {addr} is broken by an earlier error; reconnect")]
+    Broken {
+        /// Backend address.
+        addr: SocketAddr,
+    },
+}
+
+impl ClientError {
+    /// Backend address the error is about.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            ClientError::Connect { addr, .. }
+            | ClientError::Timeout { addr, .. }
+            | ClientError::Closed { addr, .. }
+            | ClientError::Io { addr, .. }
+            | ClientError::Protocol { addr, .. }
+            | ClientError::Application { addr, .. }
+            | ClientError::Broken { addr } => *addr,
+        }
+    }
+}
+
+type Client = BackendSyncClient<InputProtocol, OutputProtocol>;
+
+/// An open connection to one backend.
+pub struct Connection {
+    addr: SocketAddr,
+    io_timeout: Option<Duration>,
+    client: Client,
+    stream: TcpStream,
+    broken: bool,
+    opened: Instant,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("addr", &self.addr)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Opens a connection to the backend at `addr`.
+    pub fn connect(addr: SocketAddr, cfg: &ClientConfig) -> Result<Self, ClientError> {
+        let connect_err = |source| ClientError::Connect { addr, source };
+        let stream = TcpStream::connect_timeout(&addr, cfg.connect_timeout).map_err(connect_err)?;
+        stream.set_nodelay(true).map_err(connect_err)?;
+        stream
+            .set_read_timeout(cfg.io_timeout)
+            .map_err(connect_err)?;
+        stream
+            .set_write_timeout(cfg.io_timeout)
+            .map_err(connect_err)?;
+        let (input, output) =
+            protocol_stack(&stream, cfg.protocol, cfg.transport).map_err(connect_err)?;
+        Ok(Self {
+            addr,
+            io_timeout: cfg.io_timeout,
+            client: BackendSyncClient::new(input, output),
+            stream,
+            broken: false,
+            opened: Instant::now(),
+        })
+    }
+
+    /// Backend address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// True once an error has made the connection unusable.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Sends call `id` carrying `work_ns` of work and waits for the answer.
+    pub fn call(
+        &mut self,
+        id: i64,
+        work_ns: i64,
+        key: Option<i64>,
+    ) -> Result<CallOutcome, ClientError> {
+        self.call_with_payload(id, work_ns, key, None)
+    }
+
+    /// Like [`Connection::call`], with an opaque payload to make the request bigger.
+    pub fn call_with_payload(
+        &mut self,
+        id: i64,
+        work_ns: i64,
+        key: Option<i64>,
+        payload: Option<Vec<u8>>,
+    ) -> Result<CallOutcome, ClientError> {
+        self.check_usable()?;
+        match self
+            .client
+            .call(proto::Call::new(id, work_ns, key, payload))
+        {
+            Ok(reply) if reply.id == id => Ok(CallOutcome::Served {
+                server_id: reply.server_id,
+                queued_ns: u64::try_from(reply.queued_ns).unwrap_or(0),
+                served_ns: u64::try_from(reply.served_ns).unwrap_or(0),
+            }),
+            Ok(reply) => Err(self.protocol_error(format!(
+                "reply for call {} received for call {id}",
+                reply.id
+            ))),
+            Err(thrift::Error::User(user)) => match user.downcast::<proto::Rejected>() {
+                Ok(rej) => Ok(CallOutcome::Rejected {
+                    server_id: rej.server_id,
+                    queue_len: u32::try_from(rej.queue_len).unwrap_or(0),
+                }),
+                Err(other) => Err(self.protocol_error(format!("unexpected exception: {other}"))),
+            },
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Checks that the backend answers; measures the round trip.
+    pub fn ping(&mut self) -> Result<PingReply, ClientError> {
+        self.check_usable()?;
+        let sent = Instant::now();
+        let sent_ns = i64::try_from((sent - self.opened).as_nanos()).unwrap_or(i64::MAX);
+        match self.client.ping(sent_ns) {
+            Ok(pong) if pong.sent_ns == sent_ns => Ok(PingReply {
+                server_id: pong.server_id,
+                rtt: sent.elapsed(),
+            }),
+            Ok(pong) => {
+                Err(self
+                    .protocol_error(format!("ping echoed {} instead of {sent_ns}", pong.sent_ns)))
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn check_usable(&self) -> Result<(), ClientError> {
+        if self.broken {
+            Err(ClientError::Broken { addr: self.addr })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn protocol_error(&mut self, detail: String) -> ClientError {
+        self.break_connection();
+        ClientError::Protocol {
+            addr: self.addr,
+            detail,
+        }
+    }
+
+    fn break_connection(&mut self) {
+        self.broken = true;
+        // Release the backend's connection thread now rather than on drop.
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Classifies a thrift error; every kind but an application exception
+    /// leaves the stream in an unknown position and breaks the connection.
+    fn fail(&mut self, err: thrift::Error) -> ClientError {
+        let addr = self.addr;
+        match err {
+            thrift::Error::Application(e) => ClientError::Application {
+                addr,
+                detail: e.message,
+            },
+            thrift::Error::Transport(e) => {
+                self.break_connection();
+                match e.kind {
+                    TransportErrorKind::TimedOut => ClientError::Timeout {
+                        addr,
+                        timeout: self.io_timeout.unwrap_or_default(),
+                    },
+                    TransportErrorKind::EndOfFile | TransportErrorKind::NotOpen => {
+                        ClientError::Closed {
+                            addr,
+                            detail: e.message,
+                        }
+                    }
+                    // Broken pipe has no kind of its own in the thrift crate.
+                    _ if e.message.contains("Broken pipe") => ClientError::Closed {
+                        addr,
+                        detail: e.message,
+                    },
+                    _ => ClientError::Io {
+                        addr,
+                        detail: e.message,
+                    },
+                }
+            }
+            thrift::Error::Protocol(e) => self.protocol_error(e.message),
+            thrift::Error::User(e) => self.protocol_error(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn unreachable_address_is_a_connect_error_naming_it() {
+        // Bind then drop to get a port with (almost certainly) nobody listening.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let err = Connection::connect(addr, &ClientConfig::default()).unwrap_err();
+        assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
+        assert_eq!(err.addr(), addr);
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+
+    #[test]
+    fn silent_backend_times_out_and_breaks() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cfg = ClientConfig {
+            io_timeout: Some(Duration::from_millis(100)),
+            ..ClientConfig::default()
+        };
+        let mut conn = Connection::connect(addr, &cfg).unwrap();
+        let started = Instant::now();
+        let err = conn.call(1, 0, None).unwrap_err();
+        assert!(matches!(err, ClientError::Timeout { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(conn.is_broken());
+        assert!(matches!(
+            conn.call(2, 0, None),
+            Err(ClientError::Broken { .. })
+        ));
+        drop(listener);
+    }
+
+    #[test]
+    fn garbage_reply_is_a_protocol_error() {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf);
+            // A frame of 8 bytes that is not a binary-protocol message.
+            let _ = s.write_all(&[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+            std::thread::sleep(Duration::from_millis(200));
+        });
+        let cfg = ClientConfig {
+            io_timeout: Some(Duration::from_secs(2)),
+            ..ClientConfig::default()
+        };
+        let mut conn = Connection::connect(addr, &cfg).unwrap();
+        let err = conn.call(1, 0, None).unwrap_err();
+        assert!(
+            matches!(err, ClientError::Protocol { .. } | ClientError::Io { .. }),
+            "{err:?}"
+        );
+        assert!(conn.is_broken());
+        peer.join().unwrap();
+    }
+}

@@ -1,0 +1,46 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use lbsim::metrics::metric_index;
+use lbsim::runner::{RunOptions, RunResults, run};
+use lbsim::scenario::Scenario;
+use lbsim::stats::{estimate, t_quantile};
+
+/// A scenario from TOML text (named `test.toml` in errors).
+pub fn scenario(src: &str) -> Scenario {
+    Scenario::from_source(Path::new("test.toml"), src).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs a scenario with default options.
+pub fn run_default(s: &Scenario) -> RunResults {
+    run(s, &RunOptions::default()).expect("run")
+}
+
+/// Values of `metric` across replications for strategy `k`.
+pub fn values(r: &RunResults, k: usize, metric: &str) -> Vec<f64> {
+    r.strategies[k].metric(metric_index(metric).expect("metric exists"))
+}
+
+/// Asserts that `theory` lies within the two-sided 99.9% Student-t confidence interval of the
+/// mean of `values` (independent replications). With fixed seeds the test is deterministic;
+/// the 99.9% level means a correct simulator fails such a check for one seed in a thousand,
+/// while a modelling error of a few CI half-widths fails it.
+pub fn assert_agrees(what: &str, values: &[f64], theory: f64) {
+    let e = estimate(values);
+    let hw999 = t_quantile(0.9995, e.n - 1) * (e.half_width() / t_quantile(0.975, e.n - 1));
+    let dev = (e.mean - theory).abs();
+    println!(
+        "{what}: simulated {:.6} ±{:.6} (95%) ±{:.6} (99.9%), theory {theory:.6}, deviation {:.2}%",
+        e.mean,
+        e.half_width(),
+        hw999,
+        100.0 * dev / theory
+    );
+    assert!(
+        dev <= hw999,
+        "{what}: theory {theory} outside the 99.9% CI {} ± {hw999}",
+        e.mean
+    );
+}

@@ -1,0 +1,126 @@
+//! Same scenario and seed → bit-identical results, whatever the thread count; and common
+//! random numbers: every strategy in a replication sees the same requests.
+
+mod common;
+
+use std::path::Path;
+
+use common::{run_default, scenario};
+use lbsim::runner::{RunOptions, run};
+use lbsim::scenario::Scenario;
+use lbsim::workload::{RequestStream, Size};
+
+fn bits(r: &lbsim::runner::RunResults) -> Vec<u64> {
+    r.strategies
+        .iter()
+        .flat_map(|s| s.runs.iter())
+        .flat_map(|run| {
+            run.values
+                .iter()
+                .copied()
+                .chain(run.servers.iter().flat_map(|sv| sv.as_array()))
+                .map(f64::to_bits)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn bit_identical_across_thread_counts() {
+    let s = Scenario::load(Path::new("scenarios/heterogeneous.toml")).unwrap();
+    let opts = |threads| RunOptions {
+        replications: Some(6),
+        threads: Some(threads),
+        ..Default::default()
+    };
+    let one = run(&s, &opts(1)).unwrap();
+    let two = run(&s, &opts(2)).unwrap();
+    let three = run(&s, &opts(3)).unwrap();
+    assert_eq!(bits(&one), bits(&two));
+    assert_eq!(bits(&one), bits(&three));
+    for (a, b) in one.strategies.iter().zip(&two.strategies) {
+        assert_eq!(
+            a.latency, b.latency,
+            "merged histograms differ for {}",
+            a.label
+        );
+    }
+    // A different seed gives different results (the check above can fail).
+    let other = run(
+        &s,
+        &RunOptions {
+            seed: Some(99),
+            ..opts(2)
+        },
+    )
+    .unwrap();
+    assert_ne!(bits(&one), bits(&other));
+}
+
+const ONE_SERVER: &str = r#"
+name = "crn"
+seed = 3
+replications = 3
+duration = 5
+warmup = 0.5
+[arrivals]
+process = "mmpp"
+rates = [200, 900]
+mean_sojourn = [0.5, 0.2]
+[[servers]]
+name = "only"
+workers = 2
+service = { dist = "lognormal", mean = 0.002, cv = 1.2 }
+[[strategies]]
+kind = "round_robin"
+[[strategies]]
+kind = "random"
+[[strategies]]
+kind = "least_connections"
+"#;
+
+#[test]
+fn every_strategy_sees_the_same_requests() {
+    // With one server every strategy must route identically; if any strategy's own random
+    // draws (random consumes its stream, round robin does not) leaked into the arrival or
+    // size streams, the results would differ.
+    let r = run_default(&scenario(ONE_SERVER));
+    let runs: Vec<_> = r.strategies.iter().map(|s| &s.runs).collect();
+    assert_eq!(runs[0], runs[1]);
+    assert_eq!(runs[0], runs[2]);
+}
+
+#[test]
+fn a_request_is_equally_large_on_every_server_group() {
+    // The size travels with the request as a quantile: the same request maps to the same
+    // quantile of each group's distribution, so a request that is large on one group is
+    // large on every group.
+    let s = scenario(&ONE_SERVER.replace(
+        "[[strategies]]\nkind = \"round_robin\"",
+        "[[servers]]\nname = \"other\"\nservice = { dist = \"weibull\", shape = 0.7, scale = 0.001 }\n[[strategies]]\nkind = \"round_robin\"",
+    ));
+    let reqs: Vec<_> = RequestStream::new(&s.workload, s.seed, 0)
+        .take(2000)
+        .collect();
+    let a: Vec<f64> = reqs
+        .iter()
+        .map(|r| r.size.work(&s.groups[0].service))
+        .collect();
+    let b: Vec<f64> = reqs
+        .iter()
+        .map(|r| r.size.work(&s.groups[1].service))
+        .collect();
+    for i in 0..reqs.len() {
+        for j in (i + 1)..reqs.len().min(i + 50) {
+            assert_eq!(
+                a[i] < a[j],
+                b[i] < b[j],
+                "requests {i} and {j} are ordered differently"
+            );
+        }
+    }
+    assert!(
+        reqs.iter()
+            .all(|r| matches!(r.size, Size::Quantile(u) if u > 0.0 && u < 1.0))
+    );
+}

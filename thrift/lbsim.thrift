@@ -1,0 +1,51 @@
+// Benchmark service used by lbsim's live mode.
+//
+// A backend models one scenario server: `workers` requests in service at
+// once, the rest waiting in FIFO order. Service is emulated by sleeping
+// `work_ns / speed` nanoseconds. Implemented in Rust (src/live/server.rs)
+// and Python (tests/peers/thriftpy2_server.py).
+
+namespace rs lbsim
+namespace py lbsim
+
+// One request sent by the load balancer.
+struct Call {
+  // Request id, echoed back unchanged.
+  1: required i64 id,
+  // Service demand in nanoseconds of work at speed 1.
+  2: required i64 work_ns,
+  // Optional affinity key (consistent hashing and the like).
+  3: optional i64 key,
+  // Optional opaque payload, to make requests bigger on the wire.
+  4: optional binary payload,
+}
+
+// What the server saw while handling a call.
+struct Reply {
+  // Request id copied from the call.
+  1: required i64 id,
+  // Id of the server that served the call.
+  2: required string server_id,
+  // Time spent waiting in the FIFO queue before service started.
+  3: required i64 queued_ns,
+  // Time spent in service (the emulated work).
+  4: required i64 served_ns,
+}
+
+// Raised when the call arrives to a full waiting queue.
+exception Rejected {
+  1: required string server_id,
+  // Number of requests waiting when the call was turned away.
+  2: required i32 queue_len,
+}
+
+struct Pong {
+  1: required string server_id,
+  // `sent_ns` copied from the ping.
+  2: required i64 sent_ns,
+}
+
+service Backend {
+  Reply call(1: Call req) throws (1: Rejected rej),
+  Pong ping(1: i64 sent_ns),
+}
