@@ -8,11 +8,14 @@
 //! # or: group = "slow", count = [2, 4, 6]
 //! # or: balancers = [1, 2, 4, 8]
 //! # or: load_report_interval = [0.01, 0.1, 1.0]
+//! # or a strategy knob: parameter = "d", values = [1, 2, 4, 8]
+//! #   (every strategy that has the parameter, or only `strategy = "<label>"`)
 //! ```
 
 use serde::{Deserialize, Serialize};
 
 use super::{Scenario, ScenarioError, ScenarioFile, Validator};
+use crate::strategy::StrategyEntry;
 use crate::workload::arrival::ArrivalSpec;
 
 /// `[sweep]` as written: exactly one list.
@@ -34,6 +37,16 @@ pub struct SweepFile {
     /// Seconds between load reports (staleness of the balancers' view).
     #[serde(default)]
     pub load_report_interval: Option<Vec<f64>>,
+    /// A strategy parameter (e.g. `d`, `decay_time`), swept over `values`.
+    #[serde(default)]
+    pub parameter: Option<String>,
+    /// Values of `parameter`.
+    #[serde(default)]
+    pub values: Option<Vec<f64>>,
+    /// Label of the one strategy whose `parameter` is swept (default: every strategy
+    /// that has it).
+    #[serde(default)]
+    pub strategy: Option<String>,
 }
 
 /// The swept parameter.
@@ -52,6 +65,15 @@ pub enum SweepParameter {
     Balancers,
     /// Load-report interval (seconds).
     LoadReportInterval,
+    /// A strategy parameter.
+    Strategy {
+        /// Parameter name.
+        name: String,
+        /// Labels of the strategies it applies to.
+        labels: Vec<String>,
+        /// Per point: (strategy index, entry with the parameter set).
+        points: Vec<Vec<(usize, StrategyEntry)>>,
+    },
 }
 
 /// A validated sweep.
@@ -71,6 +93,7 @@ impl Sweep {
             SweepParameter::Count { name, .. } => format!("servers.{name}.count"),
             SweepParameter::Balancers => "balancers".into(),
             SweepParameter::LoadReportInterval => "load_report_interval".into(),
+            SweepParameter::Strategy { name, .. } => name.clone(),
         }
     }
 
@@ -81,6 +104,9 @@ impl Sweep {
             SweepParameter::Count { name, .. } => format!("servers in group `{name}`"),
             SweepParameter::Balancers => "client-side balancers".into(),
             SweepParameter::LoadReportInterval => "load report interval (s)".into(),
+            SweepParameter::Strategy { name, labels, .. } => {
+                format!("strategy parameter `{name}` of {}", labels.join(", "))
+            }
         }
     }
 }
@@ -102,6 +128,11 @@ impl Scenario {
             SweepParameter::Count { index, .. } => s.groups[*index].count = v as u32,
             SweepParameter::Balancers => s.balancers = v as u32,
             SweepParameter::LoadReportInterval => s.load_report_interval = Some(v),
+            SweepParameter::Strategy { points, .. } => {
+                for (i, e) in &points[j] {
+                    s.strategies[*i] = e.clone();
+                }
+            }
         }
         s
     }
@@ -118,6 +149,7 @@ impl Validator<'_> {
             sw.count.is_some(),
             sw.balancers.is_some(),
             sw.load_report_interval.is_some(),
+            sw.parameter.is_some() || sw.values.is_some(),
         ]
         .iter()
         .filter(|&&b| b)
@@ -126,7 +158,7 @@ impl Validator<'_> {
             return Err(self.invalid(
                 "sweep",
                 format!("{given} parameters are swept"),
-                "give exactly one list: load, count (with group), balancers or load_report_interval",
+                "give exactly one list: load, count (with group), balancers, load_report_interval, or parameter with values",
             ));
         }
         let bounded = f.servers.iter().any(|g| g.queue_capacity.is_some());
@@ -194,6 +226,16 @@ impl Validator<'_> {
                 b.iter().map(|&c| f64::from(c)).collect(),
                 "sweep.balancers",
             )
+        } else if sw.parameter.is_some() || sw.values.is_some() {
+            let (Some(name), Some(values)) = (&sw.parameter, &sw.values) else {
+                return Err(self.invalid(
+                    "sweep.parameter",
+                    "a strategy sweep needs both `parameter` and `values`",
+                    "e.g. parameter = \"d\" and values = [1, 2, 4]",
+                ));
+            };
+            let param = self.strategy_sweep(f, name, values, sw.strategy.as_deref())?;
+            (param, values.clone(), "sweep.values")
         } else {
             let v = sw.load_report_interval.clone().unwrap_or_default();
             for &x in &v {
@@ -216,18 +258,102 @@ impl Validator<'_> {
     }
 }
 
+impl Validator<'_> {
+    /// Resolves a strategy-parameter sweep: the entries of every point, each checked the
+    /// way a scenario file's strategies are.
+    fn strategy_sweep(
+        &self,
+        f: &ScenarioFile,
+        name: &str,
+        values: &[f64],
+        only: Option<&str>,
+    ) -> Result<SweepParameter, ScenarioError> {
+        let as_json = |e: &StrategyEntry| serde_json::to_value(e).unwrap_or_default();
+        let targets: Vec<usize> = f
+            .strategies
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| only.is_none_or(|l| e.label() == l))
+            .filter(|(_, e)| as_json(e).get(name).is_some())
+            .map(|(i, _)| i)
+            .collect();
+        if targets.is_empty() {
+            return Err(self.invalid(
+                "sweep.parameter",
+                match only {
+                    Some(l) => format!("strategy `{l}` has no parameter `{name}` (or no strategy is labelled so)"),
+                    None => format!("no strategy has a parameter `{name}`"),
+                },
+                "use a parameter that `lbsim strategies` lists for one of the scenario's strategies",
+            ));
+        }
+        let mut points = Vec::with_capacity(values.len());
+        for &v in values {
+            let mut entries = Vec::with_capacity(targets.len());
+            for &i in &targets {
+                let mut j = as_json(&f.strategies[i]);
+                let old = j.get(name).cloned().unwrap_or_default();
+                let new = if old.is_u64() || old.is_i64() {
+                    if v.fract() != 0.0 || v < 0.0 {
+                        return Err(self.invalid(
+                            "sweep.values",
+                            format!("`{name}` takes whole numbers, got {v}"),
+                            "list whole numbers",
+                        ));
+                    }
+                    serde_json::json!(v as u64)
+                } else if old.is_boolean() {
+                    serde_json::json!(v != 0.0)
+                } else {
+                    serde_json::json!(v)
+                };
+                j[name] = new;
+                let entry: StrategyEntry = serde_json::from_value(j).map_err(|e| {
+                    self.invalid(
+                        "sweep.values",
+                        format!("{name} = {v}: {e}"),
+                        "use values the parameter accepts",
+                    )
+                })?;
+                entries.push((i, entry));
+            }
+            points.push(entries);
+        }
+        Ok(SweepParameter::Strategy {
+            name: name.to_string(),
+            labels: targets.iter().map(|&i| f.strategies[i].label()).collect(),
+            points,
+        })
+    }
+}
+
 /// Checks every point of a validated scenario's sweep for stability.
 pub(super) fn check_points(v: &Validator<'_>, scenario: &Scenario) -> Result<(), ScenarioError> {
     let Some(sweep) = &scenario.sweep else {
         return Ok(());
     };
-    if scenario.groups.iter().any(|g| g.queue_capacity.is_some()) {
-        return Ok(());
-    }
+    let bounded = scenario.groups.iter().any(|g| g.queue_capacity.is_some());
     for j in 0..sweep.values.len() {
         let p = scenario.at_sweep_point(j);
+        // Strategy parameters may depend on the number of servers (e.g. d ≤ n).
+        let n = p.servers().len();
+        for (i, e) in p.strategies.iter().enumerate() {
+            e.spec.validate(n).map_err(|err| {
+                v.invalid(
+                    "sweep",
+                    format!(
+                        "at {} = {}: strategies[{i}].{}: {}",
+                        sweep.name(),
+                        sweep.values[j],
+                        err.field,
+                        err.problem
+                    ),
+                    err.fix,
+                )
+            })?;
+        }
         let (rate, cap) = (p.mean_rate(), p.capacity());
-        if rate >= cap {
+        if !bounded && rate >= cap {
             return Err(v.invalid(
                 "sweep",
                 format!(
@@ -298,6 +424,41 @@ kind = "round_robin"
             e.contains("unstable at servers.s.count = 1") && e.contains("fix:"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn strategy_knob_sweep_sets_the_parameter_per_point() {
+        let src = BASE.replace(
+            "kind = \"round_robin\"",
+            "kind = \"round_robin\"\n[[strategies]]\nkind = \"power_of_d\"",
+        );
+        let s = Scenario::from_source(
+            Path::new("t.toml"),
+            &format!("{src}[sweep]\nparameter = \"d\"\nvalues = [1, 2]\n"),
+        )
+        .unwrap();
+        let p = s.at_sweep_point(0);
+        assert!(format!("{:?}", p.strategies[1].spec).contains("d: 1"));
+        assert_eq!(p.strategies[0], s.strategies[0]);
+        assert!(
+            s.sweep
+                .as_ref()
+                .unwrap()
+                .axis_label()
+                .contains("power_of_d")
+        );
+        // d = 3 > 2 servers is refused with the strategy's own message.
+        let e = Scenario::from_source(
+            Path::new("t.toml"),
+            &format!("{src}[sweep]\nparameter = \"d\"\nvalues = [3]\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("at d = 3") && e.contains("fix:"), "{e}");
+        let e = load("[sweep]\nparameter = \"d\"\nvalues = [1]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no strategy has a parameter `d`"), "{e}");
     }
 
     #[test]
