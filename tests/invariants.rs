@@ -25,7 +25,7 @@ struct Case {
 
 fn case() -> impl Strategy<Value = Case> {
     (
-        1u32..5,
+        2u32..6,
         1u32..4,
         prop::collection::vec(1u32..4, 4),
         prop::option::of(0u32..5),
