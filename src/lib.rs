@@ -18,7 +18,10 @@
 //! - [`metrics`]: streaming per-run metrics (HDR histograms).
 //! - [`stats`]: confidence intervals over replications.
 //! - [`runner`]: Monte Carlo replications in parallel, deterministic.
-//! - [`report`]: terminal table and CSV files.
+//! - [`sequential`]: adding replications until a CI is narrow enough.
+//! - [`shard`]: slices of the replications on many machines, merged bit for bit.
+//! - [`sweep`]: running a scenario's `[sweep]`, point by point.
+//! - [`report`]: terminal table, CSV files, plots, `report.md`, regression checks.
 //! - [`live`]: real Thrift backends and clients over TCP, for replaying a scenario.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -29,8 +32,11 @@ pub mod report;
 pub mod rng;
 pub mod runner;
 pub mod scenario;
+pub mod sequential;
+pub mod shard;
 pub mod sim;
 pub mod stats;
 pub mod strategy;
+pub mod sweep;
 pub mod time;
 pub mod workload;

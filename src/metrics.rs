@@ -88,6 +88,12 @@ pub const METRICS: &[MetricDef] = &[
         Better::Lower,
     ),
     def(
+        "error_fraction",
+        "1",
+        "fraction of requests that failed (their server crashed, or was down and not yet detected)",
+        Better::Lower,
+    ),
+    def(
         "utilization_mean",
         "1",
         "mean over servers of busy worker-time / (workers × window)",
@@ -206,6 +212,8 @@ pub struct RunMetrics {
     pub rejected: u64,
     /// Of those, refused because no server was up.
     pub unroutable: u64,
+    /// Of those, failed because their server crashed (or was down when they reached it).
+    pub failed: u64,
     /// Per server.
     pub servers: Vec<ServerAccumulator>,
     /// Start of the window.
@@ -232,6 +240,7 @@ impl RunMetrics {
             arrived: 0,
             rejected: 0,
             unroutable: 0,
+            failed: 0,
             servers: workers.iter().map(|&w| ServerAccumulator::new(w)).collect(),
             from,
             to,
@@ -300,6 +309,11 @@ impl RunMetrics {
                 0.0
             } else {
                 (self.rejected + self.unroutable) as f64 / self.arrived as f64
+            },
+            if self.arrived == 0 {
+                0.0
+            } else {
+                self.failed as f64 / self.arrived as f64
             },
             mean_u,
             max_u,

@@ -6,12 +6,14 @@
 
 pub mod error;
 pub mod file;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::ScenarioError;
-pub use file::{ScenarioFile, ServerGroup};
+pub use file::{ConnectionSpec, FaultKind, FaultSpec, ScenarioFile, ServerGroup};
+pub use sweep::{Sweep, SweepFile, SweepParameter};
 
 use crate::strategy::StrategyEntry;
 use crate::workload::arrival::{ArrivalSpec, Trace};
@@ -44,6 +46,12 @@ pub struct Scenario {
     pub groups: Vec<ServerGroup>,
     /// Strategies, as written.
     pub strategies: Vec<StrategyEntry>,
+    /// Connection-level balancing, when set.
+    pub connections: Option<ConnectionSpec>,
+    /// Faults, resolved to server indices.
+    pub faults: Vec<Fault>,
+    /// The `[sweep]`, if any (see [`sweep`]).
+    pub sweep: Option<Sweep>,
     /// Constant added to every service time (seconds): per-request server overhead that
     /// occupies a worker, such as a sleep's overshoot. Not in scenario files: live mode
     /// sets it from a calibration so that the simulator models what real servers add. 0 by default.
@@ -51,6 +59,23 @@ pub struct Scenario {
     /// Constant added to every response time (seconds), not occupying any server: the
     /// network round trip and client overhead measured by live mode's calibration. 0 by default.
     pub extra_latency: f64,
+}
+
+/// A fault resolved against the scenario's servers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fault {
+    /// Indices of the affected servers.
+    pub servers: Vec<usize>,
+    /// What happens.
+    pub kind: FaultKind,
+    /// Start (seconds).
+    pub at: f64,
+    /// End (seconds), if it ends.
+    pub until: Option<f64>,
+    /// Slow-down factor (1 for crashes).
+    pub factor: f64,
+    /// Health-check detection delay (seconds).
+    pub detection: f64,
 }
 
 /// One server, after expanding groups.
@@ -285,7 +310,24 @@ impl Validator<'_> {
         self.keys(&f.keys)?;
         self.servers(&f.servers)?;
         self.strategies(&f)?;
+        let sweep = self.sweep(&f)?;
         let horizon = f.warmup + f.duration;
+        let faults = self.faults(&f)?;
+        if let Some(c) = &f.connections {
+            if c.clients == 0 {
+                return Err(self.invalid("connections.clients", "is 0", "use 1 or more clients"));
+            }
+            if c.pool_size == 0 {
+                return Err(self.invalid(
+                    "connections.pool_size",
+                    "is 0",
+                    "use 1 or more connections per client",
+                ));
+            }
+            if let Some(l) = c.lifetime {
+                self.positive("connections.lifetime", l)?;
+            }
+        }
         let scenario = Scenario {
             path: self.path.to_path_buf(),
             name,
@@ -304,9 +346,13 @@ impl Validator<'_> {
             },
             groups: f.servers,
             strategies: f.strategies,
+            connections: f.connections,
+            faults,
+            sweep,
             service_overhead: 0.0,
             extra_latency: 0.0,
         };
+        sweep::check_points(self, &scenario)?;
         let (rate, capacity) = (scenario.mean_rate(), scenario.capacity());
         if rate <= 0.0 {
             return Err(self.invalid(
@@ -488,6 +534,86 @@ impl Validator<'_> {
         }
     }
 
+    fn faults(&self, f: &ScenarioFile) -> Result<Vec<Fault>, ScenarioError> {
+        let names: Vec<(String, usize)> = f
+            .servers
+            .iter()
+            .enumerate()
+            .flat_map(|(g, group)| {
+                (0..group.count).map(move |i| (format!("{}-{}", group.name, i), g))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (k, fault) in f.faults.iter().enumerate() {
+            let field = |x: &str| format!("faults[{k}].{x}");
+            let servers: Vec<usize> = match names.iter().position(|(n, _)| *n == fault.server) {
+                Some(i) => vec![i],
+                None => match f.servers.iter().position(|g| g.name == fault.server) {
+                    Some(g) => names
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (_, gi))| *gi == g)
+                        .map(|(i, _)| i)
+                        .collect(),
+                    None => {
+                        return Err(self.invalid(
+                            &field("server"),
+                            format!("no server or group is named `{}`", fault.server),
+                            format!(
+                                "use a group name or a server name such as `{}`",
+                                names.first().map_or("group-0", |(n, _)| n.as_str())
+                            ),
+                        ));
+                    }
+                },
+            };
+            if !(fault.at.is_finite() && fault.at >= 0.0) {
+                return Err(self.invalid(
+                    &field("at"),
+                    format!("is {}", fault.at),
+                    "use a time of 0 or more seconds from the start of the run",
+                ));
+            }
+            if let Some(d) = fault.duration {
+                self.positive(&field("duration"), d)?;
+            }
+            if !(fault.detection.is_finite() && fault.detection >= 0.0) {
+                return Err(self.invalid(
+                    &field("detection"),
+                    format!("is {}", fault.detection),
+                    "use a delay of 0 or more seconds",
+                ));
+            }
+            let factor = match (fault.kind, fault.factor) {
+                (FaultKind::Slow, Some(x)) if x.is_finite() && x > 0.0 => x,
+                (FaultKind::Slow, _) => {
+                    return Err(self.invalid(
+                        &field("factor"),
+                        "a slow fault needs a positive `factor`",
+                        "add e.g. factor = 10.0 (service takes 10 times longer)",
+                    ));
+                }
+                (FaultKind::Crash, None) => 1.0,
+                (FaultKind::Crash, Some(_)) => {
+                    return Err(self.invalid(
+                        &field("factor"),
+                        "a crash has no slow-down factor",
+                        "remove `factor`, or use kind = \"slow\"",
+                    ));
+                }
+            };
+            out.push(Fault {
+                servers,
+                kind: fault.kind,
+                at: fault.at,
+                until: fault.duration.map(|d| fault.at + d),
+                factor,
+                detection: fault.detection,
+            });
+        }
+        Ok(out)
+    }
+
     fn keys(&self, k: &KeySpec) -> Result<(), ScenarioError> {
         match k {
             KeySpec::Unique => Ok(()),
@@ -569,6 +695,12 @@ impl Validator<'_> {
                 ));
             }
         }
+        let n: usize = f.servers.iter().map(|g| g.count as usize).sum();
+        for (i, s) in f.strategies.iter().enumerate() {
+            s.spec.validate(n).map_err(|e| {
+                self.invalid(&format!("strategies[{i}].{}", e.field), e.problem, e.fix)
+            })?;
+        }
         let any_weighted = f.strategies.iter().any(|s| s.spec.uses_weights());
         if any_weighted && f.servers.iter().all(|g| g.weight == 0) {
             return Err(self.invalid(
@@ -633,6 +765,21 @@ kind = "round_robin"
             .unwrap_err()
             .to_string();
         assert!(e.contains("unstable"), "{e}");
+    }
+
+    #[test]
+    fn bad_strategy_parameters_name_line_field_and_fix() {
+        let src = MINIMAL.replace(
+            "kind = \"round_robin\"",
+            "kind = \"maglev\"\ntable_size = 1000",
+        );
+        let e = load(&src).unwrap_err().to_string();
+        assert!(
+            e.contains("test.toml:14")
+                && e.contains("strategies[0].table_size")
+                && e.contains("prime"),
+            "{e}"
+        );
     }
 
     #[test]

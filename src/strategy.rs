@@ -5,18 +5,51 @@
 //! is told of every dispatch and completion. It does no I/O, reads no clock and starts no
 //! thread; its randomness comes from a seeded generator handed to it at construction.
 
+mod aperture;
+mod bounded_load;
+mod edf;
+mod edf_wrr;
+mod first;
+mod grpc_wrr;
+pub mod hash;
+mod jiq;
+mod jsq;
 mod least_conn;
+mod least_request;
+mod least_response_time;
+pub mod load;
+mod maglev;
+mod peak_ewma;
+mod power_of_d;
 mod random;
+mod ring_hash;
 mod round_robin;
+pub mod sample;
 mod smooth_wrr;
 mod spec;
 mod weighted_random;
 
+pub use aperture::{Aperture, ApertureConfig};
+pub use bounded_load::BoundedLoadHash;
+pub use edf::EdfScheduler;
+pub use edf_wrr::EdfWeightedRoundRobin;
+pub use first::First;
+pub use grpc_wrr::{GrpcWeightedRoundRobin, GrpcWrrConfig};
+pub use jiq::JoinIdleQueue;
+pub use jsq::ShortestQueue;
 pub use least_conn::LeastConnections;
+pub use least_request::LeastRequest;
+pub use least_response_time::LeastResponseTime;
+pub use load::{Load, PendingRequests};
+pub use maglev::Maglev;
+pub use peak_ewma::{PeakEwma, PeakEwmaP2c};
+pub use power_of_d::PowerOfD;
 pub use random::RandomChoice;
+pub use ring_hash::RingHash;
 pub use round_robin::RoundRobin;
+pub use sample::Sampler;
 pub use smooth_wrr::SmoothWeightedRoundRobin;
-pub use spec::{CATALOGUE, StrategyEntry, StrategyInfo, StrategySpec};
+pub use spec::{CATALOGUE, SpecError, StrategyEntry, StrategyInfo, StrategySpec};
 pub use weighted_random::WeightedRandom;
 
 use crate::time::Nanos;

@@ -119,6 +119,11 @@ pub enum LiveError {
         "--time-scale must be a finite number above 0, got {0}\n  fix: use e.g. --time-scale 1 or 10"
     )]
     TimeScale(f64),
+    /// The scenario uses something live mode cannot reproduce.
+    #[error(
+        "live mode cannot replay this scenario: {0}\n  fix: replay a copy without it (live mode replays request-level scenarios with one balancer and no faults)"
+    )]
+    Unsupported(String),
     /// No strategy left to replay.
     #[error(
         "no strategy of the scenario is labelled {0:?}\n  fix: use labels that `lbsim run` prints"
@@ -191,6 +196,20 @@ pub struct LiveRun {
 pub fn replay(scenario: &Scenario, opts: &LiveOptions) -> Result<LiveRun, LiveError> {
     if !(opts.time_scale.is_finite() && opts.time_scale > 0.0) {
         return Err(LiveError::TimeScale(opts.time_scale));
+    }
+    if !scenario.faults.is_empty() {
+        return Err(LiveError::Unsupported("it has [[faults]]".into()));
+    }
+    if scenario.connections.is_some() {
+        return Err(LiveError::Unsupported(
+            "it balances connections ([connections])".into(),
+        ));
+    }
+    if scenario.balancers != 1 {
+        return Err(LiveError::Unsupported(format!(
+            "it has {} balancers; the driver is one client",
+            scenario.balancers
+        )));
     }
     let names: Vec<String> = scenario.servers().into_iter().map(|s| s.name).collect();
     let strategies: Vec<_> = scenario
@@ -370,6 +389,7 @@ impl Replay {
             Err(e) => {
                 self.first_error.get_or_insert_with(|| e.to_string());
                 self.errors += 1;
+                self.metrics.failed += u64::from(measured);
                 self.errors_per_backend[i] += 1;
                 self.balancer.complete(i, latency, Outcome::Failed, now);
                 if self.balancer.backends()[i].up {

@@ -157,7 +157,7 @@ pub struct ComparisonRow {
     /// Strategy label.
     pub strategy: String,
     /// `latency_mean`, `latency_p50`, `latency_p99`, `share:<server>` or `error_fraction`
-    /// (live requests that failed over requests sent; 0 simulated).
+    /// (measured requests that failed over those that arrived; tolerance 0).
     pub metric: String,
     /// `s` or `1`.
     pub unit: &'static str,
@@ -328,14 +328,14 @@ pub fn compare(
             ));
         }
         // The simulated scenario has no failures: any live error is a disagreement.
-        let sent = replay.sent.max(1) as f64;
+        let e = metric_index("error_fraction").expect("error_fraction exists");
         rows.push(row(
             &replay.label,
             "error_fraction".to_string(),
             "1",
-            estimate(&[0.0, 0.0]),
-            0.0,
-            replay.errors as f64 / sent,
+            sim_k.estimate(e),
+            replayed.values[e],
+            live_k.values[e],
             opts.reference,
             0.0,
             false,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::ReportError;
+use super::{Report, ReportError, ReportInput};
 use crate::metrics::{METRICS, SERVER_METRICS};
 use crate::runner::RunResults;
 use crate::scenario::Scenario;
@@ -153,4 +153,28 @@ pub fn write_servers_csv(
         source,
     })?;
     Ok(path)
+}
+
+/// `summary.csv` as a [`Report`].
+pub struct SummaryCsv;
+
+impl Report for SummaryCsv {
+    fn name(&self) -> &'static str {
+        "summary.csv"
+    }
+    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
+        Ok(vec![write_summary_csv(dir, input.scenario, input.results)?])
+    }
+}
+
+/// `servers.csv` as a [`Report`].
+pub struct ServersCsv;
+
+impl Report for ServersCsv {
+    fn name(&self) -> &'static str {
+        "servers.csv"
+    }
+    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
+        Ok(vec![write_servers_csv(dir, input.scenario, input.results)?])
+    }
 }

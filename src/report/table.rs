@@ -1,5 +1,8 @@
-//! The compact terminal table: one row per strategy, key figures with 95% CI half-widths.
+//! The compact terminal table: one row per strategy, key figures with 95% CI half-widths,
+//! the p99 rank, and `*` on every figure that is the best or statistically
+//! indistinguishable from the best (paired 95% CI of the difference contains 0).
 
+use super::comparisons::rank;
 use crate::metrics::metric_index;
 use crate::runner::RunResults;
 use crate::stats::Estimate;
@@ -12,6 +15,7 @@ const COLUMNS: &[(&str, &str, f64, usize)] = &[
     ("p99.9 ms", "latency_p999", 1e3, 1),
     ("req/s", "throughput", 1.0, 0),
     ("rejected %", "rejected_fraction", 100.0, 2),
+    ("errors %", "error_fraction", 100.0, 2),
     ("util max", "utilization_max", 1.0, 3),
     ("util CV", "utilization_cv", 1.0, 3),
     ("Jain", "jain_index", 1.0, 3),
@@ -36,15 +40,31 @@ fn cell(e: &Estimate, scale: f64, decimals: usize) -> String {
 /// The table as text: a header, one row per strategy, figures as `mean ±half-width`.
 pub fn summary_table(results: &RunResults) -> String {
     let mut rows: Vec<Vec<String>> = vec![
-        std::iter::once("strategy".to_string())
+        ["strategy", "p99 rank"]
+            .into_iter()
+            .map(String::from)
             .chain(COLUMNS.iter().map(|c| c.0.to_string()))
             .collect(),
     ];
-    for s in &results.strategies {
-        let mut row = vec![s.label.clone()];
-        for &(_, metric, scale, dec) in COLUMNS {
+    let rankings: Vec<_> = COLUMNS
+        .iter()
+        .map(|c| rank(results, metric_index(c.1).expect("table metric exists")))
+        .collect();
+    let p99 = rank(results, metric_index("latency_p99").expect("p99 exists"));
+    for (i, s) in results.strategies.iter().enumerate() {
+        let mut row = vec![
+            s.label.clone(),
+            p99.as_ref()
+                .map_or(String::new(), |r| r.rank_of(i).to_string()),
+        ];
+        for (&(_, metric, scale, dec), ranking) in COLUMNS.iter().zip(&rankings) {
             let k = metric_index(metric).expect("table metric exists");
-            row.push(cell(&s.estimate(k), scale, dec));
+            let best = ranking
+                .as_ref()
+                .is_some_and(|r| r.rank_of(i) == 1 && r.tied_best() < results.strategies.len());
+            let mut c = cell(&s.estimate(k), scale, dec);
+            c.push(if best { '*' } else { ' ' });
+            row.push(c);
         }
         rows.push(row);
     }
@@ -72,5 +92,8 @@ pub fn summary_table(results: &RunResults) -> String {
             out.push('\n');
         }
     }
+    out.push_str(
+        "* best, or statistically indistinguishable from the best (paired 95% CI of the difference contains 0)\n",
+    );
     out
 }

@@ -44,6 +44,64 @@ pub struct ScenarioFile {
     pub servers: Vec<ServerGroup>,
     /// Strategies to compare.
     pub strategies: Vec<StrategyEntry>,
+    /// One parameter varied over a list of values (see [`super::sweep`]).
+    #[serde(default)]
+    pub sweep: Option<super::sweep::SweepFile>,
+    /// Connection-level (L4) balancing: clients hold persistent connections and the
+    /// strategy picks a server per connection. Absent: request-level balancing.
+    #[serde(default)]
+    pub connections: Option<ConnectionSpec>,
+    /// Faults injected during the run.
+    #[serde(default)]
+    pub faults: Vec<FaultSpec>,
+}
+
+/// Persistent connections (`[connections]`), as behind an L4 proxy (nginx `stream`, HAProxy
+/// `mode tcp`, kube-proxy).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSpec {
+    /// Number of clients; arrivals are split uniformly among them.
+    pub clients: u32,
+    /// Connections each client holds; its requests use them in turn.
+    #[serde(default = "one")]
+    pub pool_size: u32,
+    /// Mean connection lifetime (seconds, exponential); a closed connection is reopened at
+    /// once and the strategy picks its server again. Absent: connections last the whole run.
+    #[serde(default)]
+    pub lifetime: Option<f64>,
+}
+
+/// What goes wrong in a fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The server crashes: requests it holds fail, new ones are refused until it recovers.
+    Crash,
+    /// The server serves `factor` times slower.
+    Slow,
+}
+
+/// A fault (`[[faults]]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// A server (`<group>-<i>`) or a whole group (`<group>`).
+    pub server: String,
+    /// What happens.
+    pub kind: FaultKind,
+    /// When it starts (seconds from the start of the run, warm-up included).
+    pub at: f64,
+    /// How long it lasts (seconds); absent: until the end of the run.
+    #[serde(default)]
+    pub duration: Option<f64>,
+    /// For `slow`: service takes `factor` times longer.
+    #[serde(default)]
+    pub factor: Option<f64>,
+    /// For `crash`: seconds until balancers' health checks mark the server down (and, after
+    /// recovery, up again). Default 0: at once.
+    #[serde(default)]
+    pub detection: f64,
 }
 
 /// A group of identical servers (`[[servers]]`).

@@ -1,29 +1,84 @@
 //! The discrete-event engine: one replication of one strategy.
 //!
-//! Events are arrivals (one pending at a time, generated lazily from the request stream)
-//! and completions. On arrival a balancer (chosen uniformly when there are several) routes
-//! the request; the server starts it, queues it or refuses it. Arrivals stop at the end of
-//! the measured window and the system then drains, so every measured request completes.
+//! Events are arrivals (one pending at a time, generated lazily from the request stream),
+//! completions, periodic load reports, connection expiries and faults. Two topologies:
+//!
+//! - **Request level** (default): on arrival a balancer (chosen uniformly when there are
+//!   several, each with its own view) routes the request; the server starts it, queues it or
+//!   refuses it. The balancer is told of the dispatch and of the completion.
+//! - **Connection level** (`[connections]`, an L4 proxy): each client holds a pool of
+//!   persistent connections; the strategy picks a server when a connection opens (its
+//!   "in flight" is then the number of open connections) and each request goes over the next
+//!   connection of its client, to that connection's server.
+//!
+//! Arrivals stop at the end of the measured window and the system then drains, so every
+//! measured request completes. Events at the same nanosecond run in scheduling order.
 
 use rand::RngExt;
 
 use super::event_queue::EventQueue;
 use super::server::{Admission, Job, Server};
 use crate::metrics::RunMetrics;
-use crate::rng::{Stream, stream_rng};
-use crate::scenario::Scenario;
+use crate::rng::{SimRng, Stream, stream_rng};
+use crate::scenario::{FaultKind, Scenario};
 use crate::strategy::{Balancer, Outcome, StrategySpec};
 use crate::time::Nanos;
-use crate::workload::{Request, RequestStream};
+use crate::workload::{Dist, Request, RequestStream};
 
 enum Event {
     Arrival(Request),
     Done {
         server: u32,
-        job: Job,
+        job: u64,
     },
     /// Periodic load reports to every balancer (stale-information topology).
     Report,
+    /// A persistent connection reaches the end of its life.
+    ConnExpire {
+        slot: u32,
+        generation: u32,
+    },
+    /// Fault `index` starts (`true`) or ends (`false`).
+    Fault {
+        index: u32,
+        start: bool,
+    },
+    /// Balancers' health checks see `server` as up or down.
+    Health {
+        server: u32,
+        up: bool,
+    },
+}
+
+/// Persistent connections of the connection-level topology.
+struct Connections {
+    pool: u32,
+    /// Server of each connection slot (`client * pool + k`), `None` while disconnected.
+    server: Vec<Option<usize>>,
+    /// When each slot's connection opened.
+    opened: Vec<Nanos>,
+    /// Incremented at each open, so an expiry of an earlier connection is ignored.
+    generation: Vec<u32>,
+    /// Next connection each client uses.
+    next: Vec<u32>,
+    lifetime: Option<f64>,
+    rng: SimRng,
+}
+
+struct Sim<'a> {
+    scenario: &'a Scenario,
+    servers: Vec<Server>,
+    base_speed: Vec<f64>,
+    dists: Vec<Dist>,
+    balancers: Vec<Balancer>,
+    routing: SimRng,
+    events: EventQueue<Event>,
+    requests: RequestStream,
+    m: RunMetrics,
+    from: Nanos,
+    to: Nanos,
+    report_every: Option<Nanos>,
+    conns: Option<Connections>,
 }
 
 /// Simulates replication `replication` of `scenario` under `strategy`, with master seed
@@ -34,125 +89,351 @@ pub fn simulate(
     replication: u64,
     seed: u64,
 ) -> RunMetrics {
-    let servers_info = scenario.servers();
-    let weights = scenario.weights();
-    let mut servers: Vec<Server> = servers_info
-        .iter()
-        .map(|s| {
-            let g = &scenario.groups[s.group];
-            Server::new(g.workers, g.speed, g.queue_capacity, s.group)
-        })
-        .collect();
-    let dists: Vec<_> = scenario.groups.iter().map(|g| g.service.clone()).collect();
-    // Live-mode calibration constants (both 0 for scenarios read from files).
-    let overhead = scenario.service_overhead.max(0.0);
-    let extra_latency = Nanos::from_secs_f64(scenario.extra_latency);
-    let mut balancers: Vec<Balancer> = (0..scenario.balancers)
-        .map(|b| {
-            let rng = stream_rng(seed, replication, Stream::Strategy, u64::from(b));
-            Balancer::new(strategy.build(servers.len(), rng), &weights)
-        })
-        .collect();
-    let mut routing = stream_rng(seed, replication, Stream::Routing, 0);
-
-    let from = Nanos::from_secs_f64(scenario.warmup);
-    let to = Nanos::from_secs_f64(scenario.end());
-    let workers: Vec<u32> = servers.iter().map(|s| s.workers).collect();
-    let mut m = RunMetrics::new(&workers, from, to);
-
-    let mut requests = RequestStream::new(&scenario.workload, seed, replication);
-    let mut events: EventQueue<Event> = EventQueue::default();
-    if let Some(r) = requests.next() {
-        events.push(r.arrival, Event::Arrival(r));
+    let mut sim = Sim::new(scenario, strategy, replication, seed);
+    while let Some((now, event)) = sim.events.pop() {
+        sim.handle(now, event);
     }
-    let report_every = scenario.load_report_interval.map(Nanos::from_secs_f64);
-    if let Some(dt) = report_every {
-        events.push(dt, Event::Report);
-    }
-    let exact_reports = report_every.is_none();
+    sim.finish()
+}
 
-    while let Some((now, event)) = events.pop() {
+impl<'a> Sim<'a> {
+    fn new(
+        scenario: &'a Scenario,
+        strategy: &StrategySpec,
+        replication: u64,
+        seed: u64,
+    ) -> Sim<'a> {
+        let servers: Vec<Server> = scenario
+            .servers()
+            .iter()
+            .map(|s| {
+                let g = &scenario.groups[s.group];
+                let mut server = Server::new(g.workers, g.speed, g.queue_capacity, s.group);
+                // Live mode's calibrated overhead (0 for scenarios read from files).
+                server.overhead = scenario.service_overhead.max(0.0);
+                server
+            })
+            .collect();
+        let weights = scenario.weights();
+        let balancers = (0..scenario.balancers)
+            .map(|b| {
+                let rng = stream_rng(seed, replication, Stream::Strategy, u64::from(b));
+                Balancer::new(strategy.build(servers.len(), rng), &weights)
+            })
+            .collect();
+        let from = Nanos::from_secs_f64(scenario.warmup);
+        let to = Nanos::from_secs_f64(scenario.end());
+        let workers: Vec<u32> = servers.iter().map(|s| s.workers).collect();
+        let mut sim = Sim {
+            scenario,
+            base_speed: servers.iter().map(|s| s.speed).collect(),
+            servers,
+            dists: scenario.groups.iter().map(|g| g.service.clone()).collect(),
+            balancers,
+            routing: stream_rng(seed, replication, Stream::Routing, 0),
+            events: EventQueue::default(),
+            requests: RequestStream::new(&scenario.workload, seed, replication),
+            m: RunMetrics::new(&workers, from, to),
+            from,
+            to,
+            report_every: scenario.load_report_interval.map(Nanos::from_secs_f64),
+            conns: None,
+        };
+        if let Some(r) = sim.requests.next() {
+            sim.events.push(r.arrival, Event::Arrival(r));
+        }
+        if let Some(dt) = sim.report_every {
+            sim.events.push(dt, Event::Report);
+        }
+        for (index, fault) in scenario.faults.iter().enumerate() {
+            let index = index as u32;
+            sim.events.push(
+                Nanos::from_secs_f64(fault.at),
+                Event::Fault { index, start: true },
+            );
+            if let Some(until) = fault.until {
+                sim.events.push(
+                    Nanos::from_secs_f64(until),
+                    Event::Fault {
+                        index,
+                        start: false,
+                    },
+                );
+            }
+        }
+        if let Some(spec) = &scenario.connections {
+            let slots = (spec.clients * spec.pool_size) as usize;
+            sim.conns = Some(Connections {
+                pool: spec.pool_size,
+                server: vec![None; slots],
+                opened: vec![Nanos::ZERO; slots],
+                generation: vec![0; slots],
+                next: vec![0; spec.clients as usize],
+                lifetime: spec.lifetime,
+                rng: stream_rng(seed, replication, Stream::Routing, 1),
+            });
+            for slot in 0..slots as u32 {
+                sim.open_connection(slot, Nanos::ZERO);
+            }
+        }
+        sim
+    }
+
+    fn handle(&mut self, now: Nanos, event: Event) {
         match event {
             Event::Arrival(req) => {
-                if let Some(next) = requests.next() {
-                    events.push(next.arrival, Event::Arrival(next));
+                if let Some(next) = self.requests.next() {
+                    self.events.push(next.arrival, Event::Arrival(next));
                 }
-                let measured = now >= from && now < to;
-                m.arrived += u64::from(measured);
-                let b = if balancers.len() == 1 {
-                    0
-                } else {
-                    routing.random_range(0..balancers.len())
-                };
-                let Some(i) = balancers[b].route(now, req.key) else {
-                    m.unroutable += u64::from(measured);
-                    continue;
-                };
-                let server = &mut servers[i];
-                let work = req.size.work(&dists[server.group]);
-                let job = Job {
-                    arrival: req.arrival,
-                    service: Nanos::from_secs_f64(work / server.speed + overhead),
-                    balancer: b as u32,
-                    measured,
-                };
-                m.servers[i].advance(now, server.busy, server.queued(), from, to);
-                let admission = server.admit(job, now);
-                if exact_reports {
-                    let report = server.report(now);
-                    balancers.iter_mut().for_each(|b| b.set_load(i, report));
-                }
-                match admission {
-                    Admission::Started => {
-                        events.push(
-                            now + job.service,
-                            Event::Done {
-                                server: i as u32,
-                                job,
-                            },
-                        );
-                        m.servers[i].requests += u64::from(measured);
-                    }
-                    Admission::Queued => m.servers[i].requests += u64::from(measured),
-                    Admission::Rejected => {
-                        m.rejected += u64::from(measured);
-                        balancers[b].complete(i, Nanos::ZERO, Outcome::Rejected, now);
-                    }
-                }
+                self.arrival(now, req);
             }
-            Event::Done { server: i, job } => {
-                let i = i as usize;
-                let server = &mut servers[i];
-                m.servers[i].advance(now, server.busy, server.queued(), from, to);
-                if let Some(next) = server.finish(now) {
-                    events.push(
-                        now + next.service,
-                        Event::Done {
-                            server: i as u32,
-                            job: next,
-                        },
-                    );
-                }
-                let latency = now - job.arrival + extra_latency;
-                if job.measured {
-                    m.record_latency(latency);
-                }
-                balancers[job.balancer as usize].complete(i, latency, Outcome::Ok, now);
-            }
+            Event::Done { server, job } => self.done(now, server as usize, job),
             Event::Report => {
-                for (i, server) in servers.iter().enumerate() {
-                    let report = server.report(now);
-                    balancers.iter_mut().for_each(|b| b.set_load(i, report));
+                for i in 0..self.servers.len() {
+                    self.publish_load(i, now);
                 }
-                if let Some(dt) = report_every.filter(|_| now < to) {
-                    events.push(now + dt, Event::Report);
+                if let Some(dt) = self.report_every.filter(|_| now < self.to) {
+                    self.events.push(now + dt, Event::Report);
+                }
+            }
+            Event::ConnExpire { slot, generation } => {
+                if self
+                    .conns
+                    .as_ref()
+                    .is_some_and(|c| c.generation[slot as usize] == generation)
+                {
+                    self.close_connection(slot, now, Outcome::Ok);
+                    self.open_connection(slot, now);
+                }
+            }
+            Event::Fault { index, start } => self.fault(now, index as usize, start),
+            Event::Health { server, up } => {
+                for b in &mut self.balancers {
+                    b.set_up(server as usize, up);
                 }
             }
         }
     }
-    let end = to;
-    for (acc, s) in m.servers.iter_mut().zip(&servers) {
-        acc.advance(end, s.busy, s.queued(), from, to);
+
+    fn measured(&self, t: Nanos) -> bool {
+        t >= self.from && t < self.to
     }
-    m
+
+    fn arrival(&mut self, now: Nanos, req: Request) {
+        let measured = self.measured(now);
+        self.m.arrived += u64::from(measured);
+        let (b, target) = match self.conns.is_some() {
+            false => {
+                let b = if self.balancers.len() == 1 {
+                    0
+                } else {
+                    self.routing.random_range(0..self.balancers.len())
+                };
+                (b, self.balancers[b].route(now, req.key))
+            }
+            true => self.connection_for(now),
+        };
+        let Some(i) = target else {
+            self.m.unroutable += u64::from(measured);
+            return;
+        };
+        let server = &mut self.servers[i];
+        let job = Job {
+            id: req.id,
+            arrival: req.arrival,
+            work: req.size.work(&self.dists[server.group]),
+            balancer: b as u32,
+            measured,
+        };
+        self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
+        let admission = server.admit(job, now);
+        let request_level = self.conns.is_none();
+        match admission {
+            Admission::Started(service) => {
+                self.events.push(
+                    now + service,
+                    Event::Done {
+                        server: i as u32,
+                        job: job.id,
+                    },
+                );
+                self.m.servers[i].requests += u64::from(measured);
+            }
+            Admission::Queued => self.m.servers[i].requests += u64::from(measured),
+            Admission::Rejected => {
+                self.m.rejected += u64::from(measured);
+                if request_level {
+                    self.balancers[b].complete(i, Nanos::ZERO, Outcome::Rejected, now);
+                }
+            }
+            Admission::Down => {
+                self.m.failed += u64::from(measured);
+                if request_level {
+                    self.balancers[b].complete(i, Nanos::ZERO, Outcome::Failed, now);
+                } else {
+                    // The connection is broken: the client reconnects.
+                    self.reconnect_broken(i, now);
+                }
+            }
+        }
+        if self.report_every.is_none() {
+            self.publish_load(i, now);
+        }
+    }
+
+    fn done(&mut self, now: Nanos, i: usize, id: u64) {
+        let server = &mut self.servers[i];
+        let (busy, queued) = (server.busy(), server.queued());
+        let (finished, next) = server.finish(id, now);
+        // A completion scheduled before a crash finds nothing: the request already failed.
+        let Some(job) = finished else { return };
+        self.m.servers[i].advance(now, busy, queued, self.from, self.to);
+        if let Some((next, service)) = next {
+            self.events.push(
+                now + service,
+                Event::Done {
+                    server: i as u32,
+                    job: next.id,
+                },
+            );
+        }
+        // Plus live mode's calibrated round trip (0 for scenarios read from files).
+        let latency = now - job.arrival + Nanos::from_secs_f64(self.scenario.extra_latency);
+        if job.measured {
+            self.m.record_latency(latency);
+        }
+        if self.conns.is_none() {
+            self.balancers[job.balancer as usize].complete(i, latency, Outcome::Ok, now);
+        }
+        if self.report_every.is_none() {
+            self.publish_load(i, now);
+        }
+    }
+
+    fn publish_load(&mut self, i: usize, now: Nanos) {
+        let report = self.servers[i].report(now);
+        for b in &mut self.balancers {
+            b.set_load(i, report);
+        }
+    }
+
+    fn fault(&mut self, now: Nanos, index: usize, start: bool) {
+        let fault = &self.scenario.faults[index];
+        let detection = Nanos::from_secs_f64(fault.detection);
+        for &i in &fault.servers {
+            let server = &mut self.servers[i];
+            self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
+            match (fault.kind, start) {
+                (FaultKind::Slow, true) => server.speed = self.base_speed[i] / fault.factor,
+                (FaultKind::Slow, false) => server.speed = self.base_speed[i],
+                (FaultKind::Crash, true) => {
+                    for job in server.crash(now) {
+                        self.m.failed += u64::from(job.measured);
+                        if self.conns.is_none() {
+                            self.balancers[job.balancer as usize].complete(
+                                i,
+                                now - job.arrival,
+                                Outcome::Failed,
+                                now,
+                            );
+                        }
+                    }
+                    if self.conns.is_some() {
+                        self.reconnect_broken(i, now);
+                    }
+                    self.events.push(
+                        now + detection,
+                        Event::Health {
+                            server: i as u32,
+                            up: false,
+                        },
+                    );
+                }
+                (FaultKind::Crash, false) => {
+                    server.recover(now);
+                    self.events.push(
+                        now + detection,
+                        Event::Health {
+                            server: i as u32,
+                            up: true,
+                        },
+                    );
+                }
+            }
+            if self.report_every.is_none() {
+                self.publish_load(i, now);
+            }
+        }
+    }
+
+    /// The connection a client's next request uses: (balancer, server).
+    fn connection_for(&mut self, now: Nanos) -> (usize, Option<usize>) {
+        let conns = self.conns.as_mut().expect("connection-level topology");
+        let client = self.routing.random_range(0..conns.next.len());
+        let k = conns.next[client];
+        conns.next[client] = (k + 1) % conns.pool;
+        let slot = client as u32 * conns.pool + k;
+        if conns.server[slot as usize].is_none() {
+            self.open_connection(slot, now);
+        }
+        let b = client % self.balancers.len();
+        (b, self.conns.as_ref().and_then(|c| c.server[slot as usize]))
+    }
+
+    fn open_connection(&mut self, slot: u32, now: Nanos) {
+        let Some(conns) = self.conns.as_mut() else {
+            return;
+        };
+        let client = (slot / conns.pool) as usize;
+        let b = client % self.balancers.len();
+        // The key of a connection is its slot: hashing strategies pin clients to servers.
+        let server = self.balancers[b].route(now, u64::from(slot));
+        conns.server[slot as usize] = server;
+        conns.opened[slot as usize] = now;
+        conns.generation[slot as usize] += 1;
+        let generation = conns.generation[slot as usize];
+        if let (Some(_), Some(mean)) = (server, conns.lifetime) {
+            let life =
+                -mean * (-crate::workload::dist::open_unit(conns.rng.random::<u64>())).ln_1p();
+            // Connections stop churning once arrivals have stopped, so the run drains.
+            if now < self.to {
+                self.events.push(
+                    now + Nanos::from_secs_f64(life),
+                    Event::ConnExpire { slot, generation },
+                );
+            }
+        }
+    }
+
+    fn close_connection(&mut self, slot: u32, now: Nanos, outcome: Outcome) {
+        let Some(conns) = self.conns.as_mut() else {
+            return;
+        };
+        let client = (slot / conns.pool) as usize;
+        let b = client % self.balancers.len();
+        if let Some(i) = conns.server[slot as usize].take() {
+            let age = now - conns.opened[slot as usize];
+            self.balancers[b].complete(i, age, outcome, now);
+        }
+    }
+
+    /// Closes every connection to server `i` (it crashed); they reopen on next use.
+    fn reconnect_broken(&mut self, i: usize, now: Nanos) {
+        let Some(conns) = self.conns.as_ref() else {
+            return;
+        };
+        let broken: Vec<u32> = (0..conns.server.len() as u32)
+            .filter(|&s| conns.server[s as usize] == Some(i))
+            .collect();
+        for slot in broken {
+            self.close_connection(slot, now, Outcome::Failed);
+        }
+    }
+
+    fn finish(mut self) -> RunMetrics {
+        for (acc, s) in self.m.servers.iter_mut().zip(&self.servers) {
+            acc.advance(self.to, s.busy(), s.queued(), self.from, self.to);
+        }
+        self.m
+    }
 }

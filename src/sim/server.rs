@@ -1,5 +1,6 @@
 //! A simulated Thrift server: `workers` requests in service at once, the rest waiting in
 //! FIFO order up to `queue_capacity`; a request of work `w` is served in `w / speed`.
+//! A server can crash (dropping every request it holds) and recover, or slow down.
 
 use std::collections::VecDeque;
 
@@ -9,10 +10,12 @@ use crate::time::Nanos;
 /// A request held by a server.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Job {
+    /// Request id (unique within a run).
+    pub id: u64,
     /// When the request reached the balancer.
     pub arrival: Nanos,
-    /// Its service time on this server.
-    pub service: Nanos,
+    /// Its work in seconds at speed 1; the service time is fixed when service starts.
+    pub work: f64,
     /// Which balancer sent it.
     pub balancer: u32,
     /// Whether it arrived inside the measured window.
@@ -22,12 +25,14 @@ pub struct Job {
 /// What happened to a request offered to a server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
-    /// A worker was free: the request is in service and completes after its service time.
-    Started,
+    /// A worker was free: the request is in service for the returned time.
+    Started(Nanos),
     /// All workers busy: the request waits.
     Queued,
     /// The waiting room is full: the request is refused.
     Rejected,
+    /// The server is down (crashed): the connection is refused.
+    Down,
 }
 
 /// One server's state.
@@ -35,22 +40,27 @@ pub enum Admission {
 pub struct Server {
     /// Workers.
     pub workers: u32,
-    /// Speed factor.
+    /// Current speed factor (changed by slow-down faults).
     pub speed: f64,
     /// Waiting-room size (`None`: unbounded).
     pub queue_capacity: Option<u32>,
     /// Index of the server group (for its service-time distribution).
     pub group: usize,
-    /// Workers currently serving.
-    pub busy: u32,
+    /// Requests in service (at most `workers`).
+    pub in_service: Vec<Job>,
     /// Requests waiting, oldest first.
     pub queue: VecDeque<Job>,
+    /// Whether the server is crashed.
+    pub down: bool,
     /// Requests completed since the start of the run.
     pub completed: u64,
     /// Busy worker-nanoseconds since the start of the run, up to `last_change`.
     pub busy_time: u64,
     /// Time of the last state change.
     pub last_change: Nanos,
+    /// Seconds added to every service time, whatever the speed (live mode's calibrated
+    /// per-request server overhead; 0 otherwise).
+    pub overhead: f64,
 }
 
 impl Server {
@@ -61,39 +71,59 @@ impl Server {
             speed,
             queue_capacity,
             group,
-            busy: 0,
+            in_service: Vec::with_capacity(workers as usize),
             queue: VecDeque::new(),
+            down: false,
             completed: 0,
             busy_time: 0,
             last_change: Nanos::ZERO,
+            overhead: 0.0,
         }
+    }
+
+    /// Workers busy.
+    #[inline]
+    pub fn busy(&self) -> u32 {
+        self.in_service.len() as u32
+    }
+
+    /// Number waiting.
+    #[inline]
+    pub fn queued(&self) -> u32 {
+        self.queue.len() as u32
     }
 
     /// Integrates busy time up to `now` (call before every state change).
     #[inline]
     fn touch(&mut self, now: Nanos) {
-        self.busy_time += u64::from(self.busy) * (now - self.last_change).0;
+        self.busy_time += u64::from(self.busy()) * (now - self.last_change).0;
         self.last_change = now;
+    }
+
+    fn service_time(&self, job: &Job) -> Nanos {
+        Nanos::from_secs_f64(job.work / self.speed + self.overhead)
     }
 
     /// The server's load report at `now`.
     pub fn report(&self, now: Nanos) -> LoadReport {
         LoadReport {
             at: now,
-            in_system: self.busy + self.queued(),
+            in_system: self.busy() + self.queued(),
             workers: self.workers,
             completed: self.completed,
-            busy_time: self.busy_time + u64::from(self.busy) * (now - self.last_change).0,
+            busy_time: self.busy_time + u64::from(self.busy()) * (now - self.last_change).0,
         }
     }
 
     /// Offers a request at time `now`.
     #[inline]
     pub fn admit(&mut self, job: Job, now: Nanos) -> Admission {
-        if self.busy < self.workers {
+        if self.down {
+            Admission::Down
+        } else if self.busy() < self.workers {
             self.touch(now);
-            self.busy += 1;
-            Admission::Started
+            self.in_service.push(job);
+            Admission::Started(self.service_time(&job))
         } else if self
             .queue_capacity
             .is_some_and(|c| self.queue.len() >= c as usize)
@@ -105,24 +135,36 @@ impl Server {
         }
     }
 
-    /// A worker finished at `now`: returns the next waiting request, which it starts serving.
+    /// Request `id` finished at `now`: returns it, and the next waiting request with its
+    /// service time, which a worker starts serving.
     #[inline]
-    pub fn finish(&mut self, now: Nanos) -> Option<Job> {
+    pub fn finish(&mut self, id: u64, now: Nanos) -> (Option<Job>, Option<(Job, Nanos)>) {
+        let Some(pos) = self.in_service.iter().position(|j| j.id == id) else {
+            return (None, None);
+        };
+        self.touch(now);
         self.completed += 1;
-        match self.queue.pop_front() {
-            Some(job) => Some(job),
-            None => {
-                self.touch(now);
-                self.busy -= 1;
-                None
-            }
-        }
+        let done = self.in_service.swap_remove(pos);
+        let next = self.queue.pop_front().map(|j| {
+            self.in_service.push(j);
+            (j, self.service_time(&j))
+        });
+        (Some(done), next)
     }
 
-    /// Number waiting.
-    #[inline]
-    pub fn queued(&self) -> u32 {
-        self.queue.len() as u32
+    /// Crashes the server at `now`: every request it holds is lost and returned.
+    pub fn crash(&mut self, now: Nanos) -> Vec<Job> {
+        self.touch(now);
+        self.down = true;
+        let mut lost: Vec<Job> = self.in_service.drain(..).collect();
+        lost.extend(self.queue.drain(..));
+        lost
+    }
+
+    /// Brings a crashed server back, empty.
+    pub fn recover(&mut self, now: Nanos) {
+        self.touch(now);
+        self.down = false;
     }
 }
 
@@ -130,10 +172,11 @@ impl Server {
 mod tests {
     use super::*;
 
-    fn job(t: u64) -> Job {
+    fn job(id: u64) -> Job {
         Job {
-            arrival: Nanos(t),
-            service: Nanos(1),
+            id,
+            arrival: Nanos(id),
+            work: 1e-9,
             balancer: 0,
             measured: true,
         }
@@ -142,16 +185,31 @@ mod tests {
     #[test]
     fn fifo_with_bounded_queue() {
         let mut s = Server::new(1, 1.0, Some(2), 0);
-        assert_eq!(s.admit(job(1), Nanos(1)), Admission::Started);
+        assert_eq!(s.admit(job(1), Nanos(1)), Admission::Started(Nanos(1)));
         assert_eq!(s.admit(job(2), Nanos(2)), Admission::Queued);
         assert_eq!(s.admit(job(3), Nanos(3)), Admission::Queued);
         assert_eq!(s.admit(job(4), Nanos(4)), Admission::Rejected);
         assert_eq!(s.report(Nanos(5)).in_system, 3);
-        assert_eq!(s.finish(Nanos(10)).unwrap().arrival, Nanos(2));
-        assert_eq!(s.finish(Nanos(20)).unwrap().arrival, Nanos(3));
-        assert_eq!(s.finish(Nanos(30)), None);
-        assert_eq!(s.busy, 0);
+        let (done, next) = s.finish(1, Nanos(10));
+        assert_eq!((done.unwrap().id, next.unwrap().0.id), (1, 2));
+        assert_eq!(s.finish(2, Nanos(20)).1.unwrap().0.id, 3);
+        assert_eq!(s.finish(3, Nanos(30)), (Some(job(3)), None));
+        assert_eq!(s.busy(), 0);
         let r = s.report(Nanos(40));
         assert_eq!((r.completed, r.busy_time, r.in_system), (3, 29, 0));
+    }
+
+    #[test]
+    fn crash_loses_everything_and_refuses_until_recovery() {
+        let mut s = Server::new(1, 1.0, None, 0);
+        s.admit(job(1), Nanos(0));
+        s.admit(job(2), Nanos(0));
+        let lost = s.crash(Nanos(5));
+        assert_eq!(lost.iter().map(|j| j.id).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(s.admit(job(3), Nanos(6)), Admission::Down);
+        // A completion scheduled before the crash finds nothing.
+        assert_eq!(s.finish(1, Nanos(7)), (None, None));
+        s.recover(Nanos(8));
+        assert!(matches!(s.admit(job(4), Nanos(9)), Admission::Started(_)));
     }
 }

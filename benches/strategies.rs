@@ -1,0 +1,74 @@
+//! Cost of one pick with its dispatch and completion callbacks, per strategy, at 10, 100
+//! and 1000 backends, through `Balancer::route` and `Balancer::complete` (what the engine
+//! and the live driver call). Each iteration routes one request and completes the
+//! request routed 16 picks earlier, so every backend view carries some load.
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use lbsim::rng::{Stream, stream_rng};
+use lbsim::strategy::{Balancer, CATALOGUE, LoadReport, Outcome, StrategyEntry, StrategySpec};
+use lbsim::time::Nanos;
+
+fn specs() -> Vec<StrategySpec> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        strategies: Vec<StrategyEntry>,
+    }
+    CATALOGUE
+        .iter()
+        .map(|info| {
+            let src = format!("[[strategies]]\nkind = \"{}\"\n", info.kind);
+            toml::from_str::<Doc>(&src)
+                .unwrap()
+                .strategies
+                .remove(0)
+                .spec
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pick");
+    for spec in specs() {
+        for n in [10usize, 100, 1000] {
+            let rng = stream_rng(1, 0, Stream::Strategy, 0);
+            let mut b = Balancer::new(spec.build(n, rng), &vec![1; n]);
+            for i in 0..n {
+                b.set_load(
+                    i,
+                    LoadReport {
+                        at: Nanos(0),
+                        in_system: (i % 3) as u32,
+                        workers: 4,
+                        completed: 0,
+                        busy_time: 0,
+                    },
+                );
+            }
+            let mut outstanding: VecDeque<usize> = VecDeque::with_capacity(32);
+            let mut t = 0u64;
+            let mut key = 0x9E37_79B9_7F4A_7C15u64;
+            group.bench_function(BenchmarkId::new(spec.kind(), n), |bench| {
+                bench.iter(|| {
+                    t += 1_000;
+                    key = key
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let i = b.route(Nanos(t), black_box(key)).unwrap();
+                    outstanding.push_back(i);
+                    if outstanding.len() > 16 {
+                        let j = outstanding.pop_front().unwrap();
+                        b.complete(j, Nanos(20_000), Outcome::Ok, Nanos(t));
+                    }
+                    i
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,439 @@
+//! Regression checks for CI: a run compared metric by metric with a baseline `summary.csv`.
+//!
+//! A metric of a strategy *regresses* when it is worse (by the metric's [`Better`]
+//! direction) than the baseline by more than its relative tolerance **and** the new 95% CI
+//! lies entirely on the worse side of the baseline's 95% CI. Both are needed: the
+//! tolerance ignores changes too small to matter, the CIs ignore changes the replications
+//! cannot tell from noise (with the pinned seed, an unchanged engine reproduces the
+//! baseline exactly, so any change is a real change of behaviour or of the random
+//! streams). Non-overlapping 95% CIs are a conservative test (about a 0.6% false alarm
+//! rate for equal variances), which suits a gate that blocks merges.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{Better, METRICS, metric_index};
+use crate::runner::RunResults;
+use crate::scenario::Scenario;
+
+/// An error of `lbsim check`.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// No baseline for a scenario.
+    #[error("no baseline `{}`\n  fix: create it with `lbsim check <scenario> --baseline <dir> --update` and commit it", .path.display())]
+    NoBaseline {
+        /// Missing file.
+        path: PathBuf,
+    },
+    /// The baseline file is not a `summary.csv`.
+    #[error("cannot read baseline `{}`: {cause}\n  fix: regenerate it with --update", .path.display())]
+    BadBaseline {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        cause: csv::Error,
+    },
+    /// A `--tolerance` entry cannot be used.
+    #[error(
+        "--tolerance `{entry}`: {problem}\n  fix: write metric=fraction pairs separated by commas, e.g. latency_p99=0.1,throughput=0.02 (metrics: the `metric` column of summary.csv)"
+    )]
+    BadTolerance {
+        /// The entry as written.
+        entry: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// A row of a baseline `summary.csv` (the columns [`super::csv_files::SummaryRow`] writes).
+#[derive(Clone, Debug, Deserialize)]
+pub struct BaselineRow {
+    /// Scenario name.
+    pub scenario: String,
+    /// Strategy label.
+    pub strategy: String,
+    /// Metric name.
+    pub metric: String,
+    /// Unit.
+    pub unit: String,
+    /// Mean.
+    pub mean: f64,
+    /// Lower end of the 95% CI.
+    pub ci95_low: f64,
+    /// Upper end of the 95% CI.
+    pub ci95_high: f64,
+    /// Replications.
+    pub replications: usize,
+}
+
+/// Reads `<dir>/<scenario name>/summary.csv`.
+pub fn read_baseline(dir: &Path, scenario: &str) -> Result<Vec<BaselineRow>, CheckError> {
+    let path = baseline_path(dir, scenario);
+    if !path.exists() {
+        return Err(CheckError::NoBaseline { path });
+    }
+    let bad = |cause| CheckError::BadBaseline {
+        path: path.clone(),
+        cause,
+    };
+    let mut r = csv::Reader::from_path(&path).map_err(bad)?;
+    r.deserialize().collect::<Result<Vec<_>, _>>().map_err(bad)
+}
+
+/// Where a scenario's baseline lives.
+pub fn baseline_path(dir: &Path, scenario: &str) -> PathBuf {
+    dir.join(scenario).join("summary.csv")
+}
+
+/// Default relative tolerance of each metric (index in [`METRICS`]).
+pub fn default_tolerance(metric: usize) -> f64 {
+    match METRICS[metric].name {
+        "latency_max" => 0.25,
+        "latency_p999" => 0.10,
+        n if n.starts_with("latency_") => 0.05,
+        "throughput" | "accepted_rate" => 0.02,
+        "rejected_fraction" | "error_fraction" => 0.10,
+        "jain_index" => 0.01,
+        n if n.starts_with("queue_") => 0.10,
+        _ => 0.05,
+    }
+}
+
+/// Relative tolerances per metric: the defaults overridden by `spec`
+/// (`metric=fraction,...`; `*=fraction` sets every metric).
+pub fn tolerances(spec: &[String]) -> Result<Vec<f64>, CheckError> {
+    let mut t: Vec<f64> = (0..METRICS.len()).map(default_tolerance).collect();
+    for entry in spec.iter().flat_map(|s| s.split(',')).map(str::trim) {
+        if entry.is_empty() {
+            continue;
+        }
+        let bad = |problem: String| CheckError::BadTolerance {
+            entry: entry.to_string(),
+            problem,
+        };
+        let (name, value) = entry.split_once('=').ok_or_else(|| bad("no `=`".into()))?;
+        let value: f64 = value
+            .trim()
+            .trim_end_matches('%')
+            .parse()
+            .map_err(|_| bad(format!("`{value}` is not a number")))?;
+        let value = if entry.ends_with('%') {
+            value / 100.0
+        } else {
+            value
+        };
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(bad("must be 0 or more".into()));
+        }
+        match name.trim() {
+            "*" => t.iter_mut().for_each(|x| *x = value),
+            n => {
+                let k = metric_index(n).ok_or_else(|| bad(format!("no metric `{n}`")))?;
+                t[k] = value;
+            }
+        }
+    }
+    Ok(t)
+}
+
+/// Verdict on one metric of one strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Within tolerance or within noise.
+    Pass,
+    /// Better beyond tolerance and CIs.
+    Improved,
+    /// Worse beyond tolerance and CIs: fails the check.
+    Regressed,
+    /// In the baseline, not in the run (strategy removed or renamed): fails the check.
+    Missing,
+    /// In the run, not in the baseline (new strategy): informational.
+    New,
+    /// No better direction (descriptive metric): informational.
+    Info,
+}
+
+/// One metric of one strategy, compared.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    /// Scenario name.
+    pub scenario: String,
+    /// Strategy label.
+    pub strategy: String,
+    /// Metric name.
+    pub metric: &'static str,
+    /// Unit.
+    pub unit: &'static str,
+    /// Baseline mean and 95% CI.
+    pub baseline: Option<[f64; 3]>,
+    /// New mean and 95% CI.
+    pub new: Option<[f64; 3]>,
+    /// `(new − baseline) / |baseline|`.
+    pub relative_change: f64,
+    /// Relative tolerance applied.
+    pub tolerance: f64,
+    /// Verdict.
+    pub status: Status,
+}
+
+impl Finding {
+    /// Whether this finding fails the check.
+    pub fn fails(&self) -> bool {
+        matches!(self.status, Status::Regressed | Status::Missing)
+    }
+}
+
+/// Compares a run with its baseline rows.
+pub fn compare_with_baseline(
+    scenario: &Scenario,
+    results: &RunResults,
+    baseline: &[BaselineRow],
+    tolerance: &[f64],
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for s in &results.strategies {
+        for (k, m) in METRICS.iter().enumerate() {
+            let e = s.estimate(k);
+            let new = [e.mean, e.low, e.high];
+            let base = baseline
+                .iter()
+                .find(|b| b.strategy == s.label && b.metric == m.name);
+            let mut f = Finding {
+                scenario: scenario.name.clone(),
+                strategy: s.label.clone(),
+                metric: m.name,
+                unit: m.unit,
+                baseline: base.map(|b| [b.mean, b.ci95_low, b.ci95_high]),
+                new: Some(new),
+                relative_change: f64::NAN,
+                tolerance: tolerance[k],
+                status: Status::New,
+            };
+            if let Some(b) = base {
+                f.relative_change = relative(b.mean, e.mean);
+                f.status = verdict(
+                    m.better,
+                    [b.mean, b.ci95_low, b.ci95_high],
+                    new,
+                    tolerance[k],
+                );
+            }
+            out.push(f);
+        }
+    }
+    for b in baseline {
+        let known = results.strategies.iter().any(|s| s.label == b.strategy);
+        if let (false, Some(k)) = (known, metric_index(&b.metric)) {
+            {
+                out.push(Finding {
+                    scenario: scenario.name.clone(),
+                    strategy: b.strategy.clone(),
+                    metric: METRICS[k].name,
+                    unit: METRICS[k].unit,
+                    baseline: Some([b.mean, b.ci95_low, b.ci95_high]),
+                    new: None,
+                    relative_change: f64::NAN,
+                    tolerance: tolerance[k],
+                    status: Status::Missing,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn relative(base: f64, new: f64) -> f64 {
+    if base == new {
+        0.0
+    } else if base == 0.0 {
+        f64::INFINITY.copysign(new)
+    } else {
+        (new - base) / base.abs()
+    }
+}
+
+/// The verdict for one metric: `[mean, low, high]` of baseline and new.
+pub fn verdict(better: Better, base: [f64; 3], new: [f64; 3], tolerance: f64) -> Status {
+    let sign = match better {
+        Better::Lower => 1.0,
+        Better::Higher => -1.0,
+        Better::Neither => return Status::Info,
+    };
+    if base[0].is_nan() || new[0].is_nan() {
+        // Undefined both times (nothing served) is no change; defined only once is.
+        return if base[0].is_nan() == new[0].is_nan() {
+            Status::Pass
+        } else {
+            Status::Regressed
+        };
+    }
+    let worse_by = sign * relative(base[0], new[0]);
+    // CIs overlap unless the new interval lies wholly on one side; without CIs (fewer than
+    // two replications) only the tolerance decides.
+    let separated = |worse: bool| {
+        if [base[1], base[2], new[1], new[2]]
+            .iter()
+            .any(|v| v.is_nan())
+        {
+            return true;
+        }
+        let (lo_new, hi_new, lo_base, hi_base) = (new[1], new[2], base[1], base[2]);
+        match (worse, sign > 0.0) {
+            (true, true) | (false, false) => lo_new > hi_base,
+            _ => hi_new < lo_base,
+        }
+    };
+    if worse_by > tolerance && separated(true) {
+        Status::Regressed
+    } else if -worse_by > tolerance && separated(false) {
+        Status::Improved
+    } else {
+        Status::Pass
+    }
+}
+
+/// The check's verdict as Markdown, fit for a pull-request comment: one line per
+/// scenario, a table of the regressions and improvements, and how to accept them.
+pub fn markdown(findings: &[Finding], scenarios: &[(String, usize)]) -> String {
+    let failed = findings.iter().filter(|f| f.fails()).count();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## lbsim check: {}\n",
+        if failed == 0 {
+            "✅ no regression".to_string()
+        } else {
+            format!(
+                "❌ {failed} regression{}",
+                if failed == 1 { "" } else { "s" }
+            )
+        }
+    );
+    out.push_str("| scenario | replications | strategies | regressed | improved |\n|---|---:|---:|---:|---:|\n");
+    for (name, reps) in scenarios {
+        let of = |st: Status| {
+            findings
+                .iter()
+                .filter(|f| &f.scenario == name && f.status == st)
+                .count()
+        };
+        let mut strategies: Vec<&str> = findings
+            .iter()
+            .filter(|f| &f.scenario == name)
+            .map(|f| f.strategy.as_str())
+            .collect();
+        strategies.dedup();
+        let _ = writeln!(
+            out,
+            "| {name} | {reps} | {} | {} | {} |",
+            strategies.len(),
+            of(Status::Regressed) + of(Status::Missing),
+            of(Status::Improved)
+        );
+    }
+    let notable: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| !matches!(f.status, Status::Pass | Status::Info))
+        .collect();
+    if !notable.is_empty() {
+        out.push_str("\n| | scenario | strategy | metric | baseline [95% CI] | new [95% CI] | change | tolerance |\n|---|---|---|---|---:|---:|---:|---:|\n");
+        for f in notable {
+            let icon = match f.status {
+                Status::Regressed | Status::Missing => "❌",
+                Status::Improved => "🟢",
+                _ => "🆕",
+            };
+            let cell = |v: Option<[f64; 3]>| match v {
+                None => "-".to_string(),
+                Some([m, lo, hi]) => format!(
+                    "{} [{}, {}]",
+                    super::human(m, f.unit),
+                    super::human(lo, f.unit),
+                    super::human(hi, f.unit)
+                ),
+            };
+            let change = if f.relative_change.is_finite() {
+                format!("{:+.1}%", 100.0 * f.relative_change)
+            } else {
+                "-".into()
+            };
+            let _ = writeln!(
+                out,
+                "| {icon} | {} | {} | `{}` | {} | {} | {change} | {:.0}% |",
+                f.scenario,
+                f.strategy,
+                f.metric,
+                cell(f.baseline),
+                cell(f.new),
+                100.0 * f.tolerance
+            );
+        }
+    }
+    out.push_str(
+        "\nA metric regresses when it is worse than the baseline by more than its tolerance *and* the 95% CIs do not overlap.",
+    );
+    if failed > 0 {
+        out.push_str(
+            " If the change is intended, rerun with `--update` and commit the new baseline.",
+        );
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_needs_tolerance_and_separate_cis() {
+        let base = [100.0, 98.0, 102.0];
+        // 10% worse, CIs apart: regressed.
+        assert_eq!(
+            verdict(Better::Lower, base, [110.0, 108.0, 112.0], 0.05),
+            Status::Regressed
+        );
+        // 10% worse but CIs overlap: noise.
+        assert_eq!(
+            verdict(Better::Lower, base, [110.0, 90.0, 130.0], 0.05),
+            Status::Pass
+        );
+        // 3% worse, CIs apart, within tolerance.
+        assert_eq!(
+            verdict(Better::Lower, base, [103.0, 102.5, 103.5], 0.05),
+            Status::Pass
+        );
+        // Higher is better: a drop regresses.
+        assert_eq!(
+            verdict(Better::Higher, base, [80.0, 79.0, 81.0], 0.05),
+            Status::Regressed
+        );
+        assert_eq!(
+            verdict(Better::Lower, base, [80.0, 79.0, 81.0], 0.05),
+            Status::Improved
+        );
+        assert_eq!(
+            verdict(Better::Neither, base, [80.0, 79.0, 81.0], 0.05),
+            Status::Info
+        );
+        // From zero rejections to some.
+        assert_eq!(
+            verdict(Better::Lower, [0.0; 3], [0.01, 0.005, 0.015], 0.1),
+            Status::Regressed
+        );
+    }
+
+    #[test]
+    fn tolerance_flags_override_defaults() {
+        let t = tolerances(&["latency_p99=0.2, throughput=1%".into()]).unwrap();
+        assert_eq!(t[metric_index("latency_p99").unwrap()], 0.2);
+        assert!((t[metric_index("throughput").unwrap()] - 0.01).abs() < 1e-12);
+        assert_eq!(t[metric_index("latency_mean").unwrap()], 0.05);
+        let e = tolerances(&["nope=1".into()]).unwrap_err().to_string();
+        assert!(e.contains("no metric `nope`") && e.contains("fix:"), "{e}");
+        assert!(tolerances(&["latency_p99".into()]).is_err());
+    }
+}

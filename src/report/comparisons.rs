@@ -1,0 +1,328 @@
+//! Paired comparisons of strategies: differences with 95% CIs over common-random-number
+//! replications, rankings with ties for statistically indistinguishable strategies, and
+//! `comparisons.csv` (one row per metric and pair of strategies).
+//!
+//! Every strategy of a replication sees the same requests, so the per-replication
+//! difference `b − a` removes the noise both share; its Student-t interval is valid (the
+//! differences are i.i.d. across replications) and much narrower than comparing two
+//! independent intervals. The unpaired (Welch) half-width is written beside it to show
+//! what pairing buys.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{Report, ReportError, ReportInput, csv_writer, finish_csv};
+use crate::metrics::{Better, METRICS};
+use crate::runner::RunResults;
+use crate::stats::{Estimate, paired_difference, unpaired_difference};
+
+/// The difference of one metric between two strategies.
+#[derive(Clone, Copy, Debug)]
+pub struct PairComparison {
+    /// Metric index in [`METRICS`].
+    pub metric: usize,
+    /// First strategy (index in the results).
+    pub a: usize,
+    /// Second strategy.
+    pub b: usize,
+    /// Mean of `a` over replications.
+    pub mean_a: f64,
+    /// Mean of `b` over replications.
+    pub mean_b: f64,
+    /// Paired difference `b − a` with its 95% CI.
+    pub diff: Estimate,
+    /// The 95% half-width an unpaired (Welch) comparison would give.
+    pub unpaired_half_width: f64,
+}
+
+impl PairComparison {
+    /// `(b − a) / a`, NaN when `a` is 0 or undefined.
+    pub fn relative(&self) -> f64 {
+        if self.mean_a == 0.0 || !self.mean_a.is_finite() {
+            f64::NAN
+        } else {
+            self.diff.mean / self.mean_a.abs()
+        }
+    }
+
+    /// Whether the paired 95% CI contains 0 (or cannot be computed), so the data do not
+    /// tell the two apart.
+    pub fn indistinguishable(&self) -> bool {
+        self.diff.low.is_nan() || self.diff.contains(0.0)
+    }
+
+    /// Which of the two is better, by the metric's direction: `Some(true)` when `b` is,
+    /// `Some(false)` when `a` is, `None` when indistinguishable or the metric has no
+    /// better direction.
+    pub fn b_is_better(&self) -> Option<bool> {
+        if self.indistinguishable() {
+            return None;
+        }
+        match METRICS[self.metric].better {
+            Better::Lower => Some(self.diff.mean < 0.0),
+            Better::Higher => Some(self.diff.mean > 0.0),
+            Better::Neither => None,
+        }
+    }
+}
+
+/// Compares strategies `a` and `b` of `results` on metric `metric`.
+pub fn compare(results: &RunResults, metric: usize, a: usize, b: usize) -> PairComparison {
+    let (xa, xb) = (
+        results.strategies[a].metric(metric),
+        results.strategies[b].metric(metric),
+    );
+    let (ea, eb) = (crate::stats::estimate(&xa), crate::stats::estimate(&xb));
+    PairComparison {
+        metric,
+        a,
+        b,
+        mean_a: ea.mean,
+        mean_b: eb.mean,
+        diff: paired_difference(&xa, &xb),
+        unpaired_half_width: unpaired_difference(&xa, &xb).half_width(),
+    }
+}
+
+/// One strategy's place in a [`Ranking`].
+#[derive(Clone, Copy, Debug)]
+pub struct Ranked {
+    /// Strategy index in the results.
+    pub strategy: usize,
+    /// Its estimate of the metric.
+    pub estimate: Estimate,
+    /// Competition rank (1 = best); strategies the data cannot tell apart share a rank.
+    pub rank: usize,
+    /// This strategy against the best one (`this − best`), paired.
+    pub vs_best: PairComparison,
+}
+
+/// Strategies ordered from best to worst on one metric, with ties.
+#[derive(Clone, Debug)]
+pub struct Ranking {
+    /// Metric index in [`METRICS`].
+    pub metric: usize,
+    /// Best first.
+    pub entries: Vec<Ranked>,
+}
+
+impl Ranking {
+    /// The rank of strategy `s`.
+    pub fn rank_of(&self, s: usize) -> usize {
+        self.entries
+            .iter()
+            .find(|e| e.strategy == s)
+            .map_or(usize::MAX, |e| e.rank)
+    }
+
+    /// How many strategies share rank 1.
+    pub fn tied_best(&self) -> usize {
+        self.entries.iter().filter(|e| e.rank == 1).count()
+    }
+}
+
+/// Ranks the strategies on `metric` (`None` when the metric has no better direction).
+///
+/// Strategies are sorted by mean; walking down the list, a strategy shares the rank of
+/// the current group's leader when their paired 95% CI contains 0, and starts a new group
+/// (rank = its position) otherwise. In particular every strategy indistinguishable from
+/// the best has rank 1.
+pub fn rank(results: &RunResults, metric: usize) -> Option<Ranking> {
+    let sign = match METRICS[metric].better {
+        Better::Lower => 1.0,
+        Better::Higher => -1.0,
+        Better::Neither => return None,
+    };
+    let means: Vec<f64> = (0..results.strategies.len())
+        .map(|s| results.strategies[s].estimate(metric).mean)
+        .collect();
+    let mut order: Vec<usize> = (0..means.len()).collect();
+    // Undefined means go last; ties keep scenario order (stable sort).
+    order.sort_by(|&x, &y| {
+        let (a, b) = (sign * means[x], sign * means[y]);
+        match (a.is_nan(), b.is_nan()) {
+            (true, true) => std::cmp::Ordering::Equal,
+            (true, false) => std::cmp::Ordering::Greater,
+            (false, true) => std::cmp::Ordering::Less,
+            (false, false) => a.total_cmp(&b),
+        }
+    });
+    let best = *order.first()?;
+    let mut entries = Vec::with_capacity(order.len());
+    let (mut leader, mut leader_rank) = (best, 1);
+    for (pos, &s) in order.iter().enumerate() {
+        let rank = if s == leader || compare(results, metric, leader, s).indistinguishable() {
+            leader_rank
+        } else {
+            leader = s;
+            leader_rank = pos + 1;
+            leader_rank
+        };
+        entries.push(Ranked {
+            strategy: s,
+            estimate: results.strategies[s].estimate(metric),
+            rank,
+            vs_best: compare(results, metric, best, s),
+        });
+    }
+    Some(Ranking { metric, entries })
+}
+
+/// A row of `comparisons.csv`.
+#[derive(Debug, Serialize)]
+pub struct ComparisonRow<'a> {
+    /// Scenario name.
+    pub scenario: &'a str,
+    /// Metric name.
+    pub metric: &'static str,
+    /// Unit of the metric and of the difference.
+    pub unit: &'static str,
+    /// `lower`, `higher` or `neither`: which direction is better.
+    pub better: &'static str,
+    /// First strategy.
+    pub strategy_a: &'a str,
+    /// Second strategy.
+    pub strategy_b: &'a str,
+    /// Mean of `a`.
+    pub mean_a: f64,
+    /// Mean of `b`.
+    pub mean_b: f64,
+    /// Mean paired difference `b − a`.
+    pub diff: f64,
+    /// Lower end of its 95% CI.
+    pub diff_ci95_low: f64,
+    /// Upper end of its 95% CI.
+    pub diff_ci95_high: f64,
+    /// `(b − a) / a`.
+    pub relative_diff: f64,
+    /// Half-width of the 95% CI an unpaired comparison would give (for reference).
+    pub unpaired_ci95_half_width: f64,
+    /// The paired CI contains 0.
+    pub indistinguishable: bool,
+    /// `a`, `b`, `tie` (indistinguishable) or empty (no better direction).
+    pub better_strategy: &'a str,
+    /// Replications (pairs) behind the difference.
+    pub replications: usize,
+}
+
+/// Writes `comparisons.csv`: every metric, every unordered pair of strategies (in
+/// scenario order: `a` before `b`).
+pub struct ComparisonsCsv;
+
+impl Report for ComparisonsCsv {
+    fn name(&self) -> &'static str {
+        "comparisons.csv"
+    }
+
+    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
+        let path = dir.join("comparisons.csv");
+        let mut w = csv_writer(&path)?;
+        let r = input.results;
+        let n = r.strategies.len();
+        for (k, m) in METRICS.iter().enumerate() {
+            for a in 0..n {
+                for b in a + 1..n {
+                    let c = compare(r, k, a, b);
+                    let (la, lb) = (&r.strategies[a].label, &r.strategies[b].label);
+                    let better_strategy = match (m.better, c.b_is_better()) {
+                        (Better::Neither, _) => "",
+                        (_, None) => "tie",
+                        (_, Some(true)) => lb.as_str(),
+                        (_, Some(false)) => la.as_str(),
+                    };
+                    w.serialize(ComparisonRow {
+                        scenario: &input.scenario.name,
+                        metric: m.name,
+                        unit: m.unit,
+                        better: match m.better {
+                            Better::Lower => "lower",
+                            Better::Higher => "higher",
+                            Better::Neither => "neither",
+                        },
+                        strategy_a: la,
+                        strategy_b: lb,
+                        mean_a: c.mean_a,
+                        mean_b: c.mean_b,
+                        diff: c.diff.mean,
+                        diff_ci95_low: c.diff.low,
+                        diff_ci95_high: c.diff.high,
+                        relative_diff: c.relative(),
+                        unpaired_ci95_half_width: c.unpaired_half_width,
+                        indistinguishable: c.indistinguishable(),
+                        better_strategy,
+                        replications: c.diff.n,
+                    })
+                    .map_err(|source| ReportError::Csv {
+                        path: path.clone(),
+                        source,
+                    })?;
+                }
+            }
+        }
+        finish_csv(w, &path)?;
+        Ok(vec![path])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{RunSummary, latency_histogram, metric_index};
+    use crate::runner::StrategyResult;
+
+    /// Results where every metric of strategy `s` in replication `r` is `f(s, r)`.
+    pub(crate) fn synthetic(f: impl Fn(usize, usize) -> f64, strategies: usize) -> RunResults {
+        RunResults {
+            seed: 1,
+            requested: 10,
+            finished: (0..10).collect(),
+            strategies: (0..strategies)
+                .map(|s| StrategyResult {
+                    label: format!("s{s}"),
+                    runs: (0..10)
+                        .map(|r| RunSummary {
+                            values: vec![f(s, r); METRICS.len()],
+                            servers: vec![],
+                        })
+                        .collect(),
+                    latency: latency_histogram(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn ties_share_rank_and_groups_start_new_ranks() {
+        // Common noise (r²) dominates; s1 = s0 + tiny wobble around 0; s2 clearly worse.
+        let noise = |r: usize| (r * r) as f64;
+        let res = synthetic(
+            |s, r| match s {
+                0 => noise(r) + 10.0,
+                1 => noise(r) + 10.0 + if r % 2 == 0 { 0.01 } else { -0.01 },
+                _ => noise(r) + 12.0 + 0.001 * r as f64,
+            },
+            3,
+        );
+        let k = metric_index("latency_p99").unwrap();
+        let ranking = rank(&res, k).unwrap();
+        assert_eq!(ranking.rank_of(0), 1);
+        assert_eq!(ranking.rank_of(1), 1);
+        assert_eq!(ranking.rank_of(2), 3);
+        assert_eq!(ranking.tied_best(), 2);
+        // Higher-is-better metrics rank the other way round.
+        let j = metric_index("jain_index").unwrap();
+        assert_eq!(rank(&res, j).unwrap().rank_of(2), 1);
+        assert!(rank(&res, metric_index("in_system_mean").unwrap()).is_none());
+    }
+
+    #[test]
+    fn pairing_is_narrower_than_unpaired() {
+        let res = synthetic(|s, r| (r * r) as f64 + s as f64 + 0.01 * (r % 3) as f64, 2);
+        let c = compare(&res, 0, 0, 1);
+        assert!((c.diff.mean - 1.0).abs() < 0.02);
+        assert!(!c.indistinguishable());
+        assert!(c.unpaired_half_width > 100.0 * c.diff.half_width());
+        assert_eq!(c.b_is_better(), Some(false));
+    }
+}

@@ -1,0 +1,341 @@
+//! `report.md`: what a person reads in a minute — the scenario in one paragraph, the
+//! headline in one sentence, a ranking table per key metric with 95% CIs and ties, the
+//! plots, and the exact command that reproduces the run.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::comparisons::{Ranking, compare, rank};
+use super::plots::plot_files;
+use super::{Report, ReportError, ReportInput, human, sig, write_text};
+use crate::metrics::{Better, METRICS, metric_index};
+use crate::runner::RunResults;
+use crate::scenario::Scenario;
+
+/// Metrics that get a ranking table, with their titles.
+pub const KEY_METRICS: &[(&str, &str)] = &[
+    ("latency_p99", "p99 response time"),
+    ("latency_mean", "Mean response time"),
+    ("latency_p999", "p99.9 response time"),
+    ("utilization_cv", "Imbalance: CV of server utilisation"),
+    ("jain_index", "Fairness: Jain's index of server utilisation"),
+    ("rejected_fraction", "Rejected requests (fraction)"),
+    ("error_fraction", "Failed requests (fraction)"),
+];
+
+/// `report.md` as a [`Report`].
+pub struct MarkdownReport;
+
+impl Report for MarkdownReport {
+    fn name(&self) -> &'static str {
+        "report.md"
+    }
+
+    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
+        let path = dir.join("report.md");
+        write_text(&path, &render(input))?;
+        Ok(vec![path])
+    }
+}
+
+/// A serde-tagged value (`{ dist = "lognormal", mean = 0.02, cv = 1.5 }`) in words.
+fn describe_tagged(v: &impl serde::Serialize, tag: &str) -> String {
+    let Ok(serde_json::Value::Object(map)) = serde_json::to_value(v) else {
+        return String::new();
+    };
+    let kind = map
+        .get(tag)
+        .and_then(|k| k.as_str())
+        .unwrap_or("?")
+        .to_string();
+    let params: Vec<String> = map
+        .iter()
+        .filter(|(k, _)| k.as_str() != tag)
+        .map(|(k, v)| match (k.as_str(), v.as_f64()) {
+            ("mean" | "value" | "min" | "max" | "scale", Some(x)) => {
+                format!("{k} {}", human(x, "s"))
+            }
+            (_, Some(x)) => format!("{k} {}", sig(x)),
+            _ => format!("{k} {v}"),
+        })
+        .collect();
+    if params.is_empty() {
+        kind
+    } else {
+        format!("{kind} ({})", params.join(", "))
+    }
+}
+
+/// The scenario in one paragraph.
+pub fn scenario_paragraph(s: &Scenario, replications: usize) -> String {
+    let servers = s.servers().len();
+    let groups: Vec<String> = s
+        .groups
+        .iter()
+        .map(|g| {
+            format!(
+                "{} × `{}` ({} worker{}, speed {}, weight {}, service {}{})",
+                g.count,
+                g.name,
+                g.workers,
+                if g.workers == 1 { "" } else { "s" },
+                sig(g.speed),
+                g.weight,
+                describe_tagged(&g.service, "dist"),
+                g.queue_capacity
+                    .map_or(String::new(), |q| format!(", queue capacity {q}"))
+            )
+        })
+        .collect();
+    let (rate, cap) = (s.mean_rate(), s.capacity());
+    let mut p = String::new();
+    if !s.description.is_empty() {
+        let _ = write!(p, "{} ", s.description.trim());
+    }
+    let _ = write!(
+        p,
+        "{servers} server{} in {} group{}: {}. Arrivals: {}, {} req/s on average, {:.0}% of the cluster's capacity of {} req/s. {} balancer{}, {}. Each replication measures {} s of simulated time after a {} s warm-up; {replications} replications with seed {}; every strategy sees the same requests in a replication (common random numbers), so differences are paired.",
+        if servers == 1 { "" } else { "s" },
+        s.groups.len(),
+        if s.groups.len() == 1 { "" } else { "s" },
+        groups.join(", "),
+        describe_tagged(&s.workload.arrivals, "process"),
+        sig(rate),
+        100.0 * rate / cap,
+        sig(cap),
+        s.balancers,
+        if s.balancers == 1 { "" } else { "s" },
+        match s.load_report_interval {
+            Some(dt) => format!("server load reported every {} s", sig(dt)),
+            None => "exact, continuous server load information".into(),
+        },
+        sig(s.duration),
+        sig(s.warmup),
+        s.seed,
+    );
+    p
+}
+
+/// `mean [low, high]` in human units (ms for seconds).
+fn with_ci(mean: f64, low: f64, high: f64, unit: &str) -> String {
+    if low.is_nan() {
+        return human(mean, unit);
+    }
+    let (scale, suffix) = if unit == "s" { (1e3, " ms") } else { (1.0, "") };
+    format!(
+        "{}{suffix} [{}, {}]",
+        sig(mean * scale),
+        sig(low * scale),
+        sig(high * scale)
+    )
+}
+
+fn signed(v: f64, unit: &str) -> String {
+    let (scale, suffix) = if unit == "s" { (1e3, " ms") } else { (1.0, "") };
+    if v.is_nan() {
+        return "-".into();
+    }
+    format!(
+        "{}{}{suffix}",
+        if v >= 0.0 { "+" } else { "−" },
+        sig((v * scale).abs())
+    )
+}
+
+/// The headline sentence on `metric` (`latency_p99` in `report.md`).
+pub fn headline(results: &RunResults, metric: usize) -> Option<String> {
+    let r = rank(results, metric)?;
+    let title = KEY_METRICS
+        .iter()
+        .find(|m| m.0 == METRICS[metric].name)
+        .map_or(METRICS[metric].name.to_string(), |m| m.1.to_lowercase());
+    let best = r.entries.first()?;
+    let def = METRICS[metric];
+    let word = match def.better {
+        Better::Higher => "highest",
+        _ => "lowest",
+    };
+    let label = |s: usize| results.strategies[s].label.as_str();
+    let e = best.estimate;
+    let ties: Vec<&str> = r
+        .entries
+        .iter()
+        .skip(1)
+        .filter(|x| x.rank == 1)
+        .map(|x| label(x.strategy))
+        .collect();
+    let mut out = format!(
+        "**{}** has the {word} {title}: {}",
+        label(best.strategy),
+        with_ci(e.mean, e.low, e.high, def.unit)
+    );
+    // Against the first strategy of the scenario (usually the status quo), or the worst.
+    let other = if best.strategy != 0 {
+        0
+    } else {
+        r.entries.last()?.strategy
+    };
+    if other != best.strategy {
+        let c = compare(results, metric, other, best.strategy);
+        let rel = c.relative();
+        let dir = if c.diff.mean < 0.0 { "lower" } else { "higher" };
+        let _ = write!(
+            out,
+            ", {:.0}% {dir} than {} (paired difference {} [{}, {}])",
+            100.0 * rel.abs(),
+            label(other),
+            signed(c.diff.mean, def.unit),
+            signed(c.diff.low, def.unit),
+            signed(c.diff.high, def.unit),
+        );
+    }
+    if !ties.is_empty() {
+        let _ = write!(
+            out,
+            "; statistically indistinguishable from it: {}",
+            ties.iter()
+                .map(|t| format!("**{t}**"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    out.push('.');
+    Some(out)
+}
+
+fn ranking_table(out: &mut String, results: &RunResults, r: &Ranking) {
+    let def = METRICS[r.metric];
+    out.push_str("| rank | strategy | mean [95% CI] | vs best, paired [95% CI] |\n");
+    out.push_str("|---:|---|---:|---:|\n");
+    for (pos, e) in r.entries.iter().enumerate() {
+        let tie = if e.rank == 1 && pos > 0 { " ≈" } else { "" };
+        let vs = if pos == 0 {
+            "best".to_string()
+        } else {
+            let d = e.vs_best.diff;
+            let rel = e.vs_best.relative();
+            format!(
+                "{} [{}, {}]{}",
+                signed(d.mean, def.unit),
+                signed(d.low, def.unit),
+                signed(d.high, def.unit),
+                if rel.is_finite() {
+                    format!(" ({:+.1}%)", 100.0 * rel)
+                } else {
+                    String::new()
+                }
+            )
+        };
+        let _ = writeln!(
+            out,
+            "| {}{tie} | {} | {} | {vs} |",
+            e.rank,
+            results.strategies[e.strategy].label,
+            with_ci(e.estimate.mean, e.estimate.low, e.estimate.high, def.unit),
+        );
+    }
+}
+
+/// The whole of `report.md`.
+pub fn render(input: &ReportInput<'_>) -> String {
+    let (s, results) = (input.scenario, input.results);
+    let mut out = String::new();
+    let _ = writeln!(out, "# {}: load-balancing strategies compared\n", s.name);
+    let _ = writeln!(out, "{}\n", scenario_paragraph(s, results.finished.len()));
+    if results.is_partial() {
+        let _ = writeln!(
+            out,
+            "> **Interrupted:** {} of {} replications finished; the figures below use those.\n",
+            results.finished.len(),
+            results.requested
+        );
+    }
+    if let Some(h) = metric_index("latency_p99").and_then(|k| headline(results, k)) {
+        let _ = writeln!(out, "{h}\n");
+    }
+    out.push_str("## Rankings\n\n");
+    out.push_str(
+        "Rank 1 is the best. A strategy shares the rank of a better one when the paired 95% CI \
+         of their difference contains 0 (marked ≈: the replications cannot tell them apart). \
+         Differences are *this − best* over the same replications.\n\n",
+    );
+    for &(name, title) in KEY_METRICS {
+        let Some(k) = metric_index(name) else {
+            continue;
+        };
+        let Some(r) = rank(results, k) else { continue };
+        let def = METRICS[k];
+        let _ = writeln!(
+            out,
+            "### {title}\n\n`{}`, {} is better: {}.\n",
+            def.name,
+            if def.better == Better::Higher {
+                "higher"
+            } else {
+                "lower"
+            },
+            def.doc
+        );
+        ranking_table(&mut out, results, &r);
+        out.push('\n');
+    }
+    if let (Some(sweep), Some(k)) = (input.sweep, metric_index("latency_p99")) {
+        {
+            let _ = writeln!(
+                out,
+                "## Sweep over `{}`\n\np99 response time per point (95% CI); **bold**: rank 1 at that point (best or indistinguishable from it).\n",
+                sweep.parameter
+            );
+            let labels: Vec<&str> = results
+                .strategies
+                .iter()
+                .map(|x| x.label.as_str())
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | offered load | {} |",
+                sweep.parameter,
+                labels.join(" | ")
+            );
+            let _ = writeln!(out, "|---:|---:|{}", "---:|".repeat(labels.len()));
+            for p in &sweep.points {
+                let r = rank(&p.results, k);
+                let cells: Vec<String> = p
+                    .results
+                    .strategies
+                    .iter()
+                    .enumerate()
+                    .map(|(i, st)| {
+                        let e = st.estimate(k);
+                        let c = with_ci(e.mean, e.low, e.high, "s");
+                        if r.as_ref().is_some_and(|r| r.rank_of(i) == 1) {
+                            format!("**{c}**")
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.0}% | {} |",
+                    super::plots::tick(p.x),
+                    100.0 * p.offered_load,
+                    cells.join(" | ")
+                );
+            }
+            out.push('\n');
+        }
+    }
+    out.push_str("## Plots\n\n");
+    for (title, file) in plot_files(input) {
+        let _ = writeln!(out, "- [{title}]({file})\n\n  ![{title}]({file})\n");
+    }
+    out.push_str("## Data\n\n`summary.csv` (every metric with its 95% CI), `servers.csv` (per server), `comparisons.csv` (every pair of strategies, paired differences)");
+    if input.sweep.is_some() {
+        out.push_str(", `sweep.csv` (every sweep point)");
+    }
+    out.push_str(".\n\n## Reproduce\n\n```sh\n");
+    let _ = writeln!(out, "{}", input.command);
+    out.push_str("```\n\nResults are bit-identical for any `--threads`.\n");
+    out
+}

@@ -1,0 +1,562 @@
+//! Plots with plotters, SVG by default and PNG on request: the response-time tail
+//! (complementary CDF on log-log axes, from the merged HDR histograms), per-server share
+//! and utilisation per strategy (grouped bars), and a metric against the swept parameter
+//! with 95% CI bands.
+//!
+//! Every series has its own colour (a colour-blind-safe palette of 8) *and* its own marker,
+//! and strategies past the fourth are dashed, so 8 strategies stay apart in print too.
+
+use std::path::{Path, PathBuf};
+
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+
+use super::{Report, ReportError, ReportInput, create_parent};
+use crate::metrics::{METRICS, metric_index};
+use crate::runner::RunResults;
+use crate::scenario::Scenario;
+use crate::stats::estimate;
+use crate::sweep::SweepResults;
+
+/// Image format of plots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// Scalable vector graphics (default).
+    #[default]
+    Svg,
+    /// PNG bitmap.
+    Png,
+}
+
+impl ImageFormat {
+    /// File extension.
+    pub fn ext(self) -> &'static str {
+        match self {
+            ImageFormat::Svg => "svg",
+            ImageFormat::Png => "png",
+        }
+    }
+}
+
+/// Okabe–Ito colours (yellow, unreadable on white, swapped for brown), then grey.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+    RGBColor(140, 86, 75),
+];
+
+/// Colour of series `i`.
+pub fn colour(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+const SIZE: (u32, u32) = (1000, 640);
+
+/// The plot files a run writes, as (title, file name), for `report.md` to link.
+pub fn plot_files(input: &ReportInput<'_>) -> Vec<(&'static str, String)> {
+    let ext = input.format.ext();
+    let mut v = vec![
+        (
+            "Response-time tail (complementary CDF)",
+            format!("latency_ccdf.{ext}"),
+        ),
+        ("Per-server share and utilisation", format!("servers.{ext}")),
+    ];
+    if input.sweep.is_some() {
+        v.push((
+            "p99 against the swept parameter",
+            format!("sweep_p99.{ext}"),
+        ));
+    }
+    v
+}
+
+/// Every plot as a [`Report`].
+pub struct Plots;
+
+impl Report for Plots {
+    fn name(&self) -> &'static str {
+        "plots"
+    }
+
+    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
+        let files = plot_files(input);
+        let mut out = Vec::new();
+        let p = dir.join(&files[0].1);
+        latency_ccdf(&p, input.results, input.format)?;
+        out.push(p);
+        let p = dir.join(&files[1].1);
+        server_bars(&p, input.scenario, input.results, input.format)?;
+        out.push(p);
+        if let Some(sweep) = input.sweep {
+            let p = dir.join(&files[2].1);
+            sweep_plot(&p, sweep, "latency_p99", input.format)?;
+            out.push(p);
+        }
+        Ok(out)
+    }
+}
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Draws `$body` (which uses the drawing area `$root`) as SVG or PNG at `$path`.
+macro_rules! render {
+    ($path:expr, $format:expr, $size:expr, |$root:ident| $body:block) => {{
+        create_parent($path)?;
+        let result: DrawResult = match $format {
+            ImageFormat::Svg => {
+                let $root = SVGBackend::new($path, $size).into_drawing_area();
+                (|| -> DrawResult { $body })()
+            }
+            ImageFormat::Png => {
+                let $root = BitMapBackend::new($path, $size).into_drawing_area();
+                (|| -> DrawResult { $body })()
+            }
+        };
+        result.map_err(|e| ReportError::Plot {
+            path: $path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }};
+}
+
+/// A legend entry for series `i`: a short line (dashed from the fifth series on) with the
+/// series marker, drawn straight on the backend.
+struct LegendMark {
+    at: (i32, i32),
+    i: usize,
+}
+
+impl<'b> plotters::element::PointCollection<'b, (i32, i32)> for &'b LegendMark {
+    type Point = &'b (i32, i32);
+    type IntoIter = std::iter::Once<&'b (i32, i32)>;
+    fn point_iter(self) -> Self::IntoIter {
+        std::iter::once(&self.at)
+    }
+}
+
+impl<DB: DrawingBackend> plotters::element::Drawable<DB> for LegendMark {
+    fn draw<I: Iterator<Item = (i32, i32)>>(
+        &self,
+        mut pos: I,
+        backend: &mut DB,
+        _parent_dim: (u32, u32),
+    ) -> Result<(), plotters_backend::DrawingErrorKind<DB::ErrorType>> {
+        let Some((x, y)) = pos.next() else {
+            return Ok(());
+        };
+        let style = colour(self.i).stroke_width(2);
+        let segments: &[(i32, i32)] = if self.i >= 4 {
+            &[(0, 6), (10, 14), (18, 24)]
+        } else {
+            &[(0, 24)]
+        };
+        for &(a, b) in segments {
+            backend.draw_line((x + a, y), (x + b, y), &style)?;
+        }
+        let (cx, filled) = (x + 12, style.filled());
+        match self.i % 4 {
+            0 => backend.draw_circle((cx, y), 4, &filled, true),
+            1 => backend.fill_polygon(vec![(cx, y - 6), (cx - 5, y + 4), (cx + 5, y + 4)], &filled),
+            2 => backend.draw_rect((cx - 4, y - 4), (cx + 4, y + 4), &filled, true),
+            _ => {
+                backend.draw_line((cx - 5, y - 5), (cx + 5, y + 5), &style)?;
+                backend.draw_line((cx - 5, y + 5), (cx + 5, y - 5), &style)
+            }
+        }
+    }
+}
+
+/// Draws series `i`: a line (dashed from the fifth on) with a marker every few points.
+fn draw_series<'a, DB: DrawingBackend + 'a, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    i: usize,
+    label: &str,
+    points: &[(X::ValueType, Y::ValueType)],
+    marker_every: usize,
+) -> DrawResult
+where
+    X: plotters::coord::ranged1d::Ranged,
+    Y: plotters::coord::ranged1d::Ranged,
+    X::ValueType: Clone + 'static,
+    Y::ValueType: Clone + 'static,
+{
+    let text = |e: DrawingAreaErrorKind<DB::ErrorType>| -> Box<dyn std::error::Error> {
+        e.to_string().into()
+    };
+    let style = colour(i).stroke_width(2);
+    let anno = if i >= 4 {
+        chart
+            .draw_series(DashedLineSeries::new(points.iter().cloned(), 9, 5, style))
+            .map_err(text)?
+    } else {
+        chart
+            .draw_series(LineSeries::new(points.iter().cloned(), style))
+            .map_err(text)?
+    };
+    anno.label(label).legend(move |at| LegendMark { at, i });
+    // Offset markers per series so that overlapping curves still show every marker.
+    let step = marker_every.max(1);
+    let offset = (i * step / 8) % step;
+    let marked = points.iter().skip(offset).step_by(step).cloned();
+    let filled = style.filled();
+    match i % 4 {
+        0 => chart
+            .draw_series(marked.map(|p| Circle::new(p, 4, filled)))
+            .map(|_| ()),
+        1 => chart
+            .draw_series(marked.map(|p| TriangleMarker::new(p, 6, filled)))
+            .map(|_| ()),
+        2 => chart
+            .draw_series(
+                marked.map(|p| EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], filled)),
+            )
+            .map(|_| ()),
+        _ => chart
+            .draw_series(marked.map(|p| Cross::new(p, 5, colour(i).stroke_width(2))))
+            .map(|_| ()),
+    }
+    .map_err(text)?;
+    Ok(())
+}
+
+/// An axis tick without trailing zeros (`10`, `2.5`, `0.01`).
+pub fn tick(v: f64) -> String {
+    let s = super::sig(v);
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// A probability tick as a percentage (`1%`, `0.01%`).
+fn percent_tick(p: f64) -> String {
+    format!("{}%", tick(p * 100.0))
+}
+
+/// Points `(latency ms, P(latency > x))` of the complementary CDF of `h`, log-spaced in
+/// the tail probability down to one request in the histogram.
+pub fn ccdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    let n = h.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    // Stop where ~10 requests remain: beyond that the curve is a handful of samples.
+    let floor = (10.0 / n as f64).max(1e-6);
+    let steps = 120;
+    let mut out: Vec<(f64, f64)> = Vec::with_capacity(steps + 1);
+    for j in 0..=steps {
+        // Tail probability from 0.9 down to `floor`, evenly on a log scale.
+        let p = 0.9 * (floor / 0.9f64).powf(j as f64 / steps as f64);
+        let x = h.value_at_quantile(1.0 - p) as f64 * 1e-6;
+        if x > 0.0 && out.last().is_none_or(|&(lx, lp)| x > lx || p < lp) {
+            out.push((x, p));
+        }
+    }
+    out
+}
+
+/// Draws the complementary CDF of response time per strategy on log-log axes, with p99
+/// and p99.9 guide lines.
+pub fn latency_ccdf(
+    path: &Path,
+    results: &RunResults,
+    format: ImageFormat,
+) -> Result<(), ReportError> {
+    let series: Vec<(String, Vec<(f64, f64)>)> = results
+        .strategies
+        .iter()
+        .map(|s| (s.label.clone(), ccdf_points(&s.latency)))
+        .collect();
+    let all = series.iter().flat_map(|s| s.1.iter());
+    let (mut x_lo, mut x_hi, mut p_lo) = (f64::INFINITY, 0.0f64, 1.0f64);
+    for &(x, p) in all {
+        x_lo = x_lo.min(x);
+        x_hi = x_hi.max(x);
+        p_lo = p_lo.min(p);
+    }
+    if !x_lo.is_finite() {
+        (x_lo, x_hi, p_lo) = (0.1, 1.0, 0.01);
+    }
+    let x_range = (x_lo * 0.8)..(x_hi * 1.25);
+    let y_range = (p_lo * 0.5)..1.0;
+    render!(path, format, SIZE, |root| {
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "Response time tail: P(latency > x), all replications merged",
+                ("sans-serif", 22),
+            )
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(80)
+            .build_cartesian_2d(x_range.clone().log_scale(), y_range.clone().log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("response time (ms, log scale)")
+            .y_desc("fraction of requests slower (log scale)")
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| percent_tick(*v))
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 17))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        for (p, name) in [(0.01, "p99"), (0.001, "p99.9")] {
+            if p > y_range.start {
+                let grey = RGBColor(150, 150, 150);
+                chart.draw_series(DashedLineSeries::new(
+                    [(x_range.start, p), (x_range.end, p)],
+                    4,
+                    4,
+                    grey.stroke_width(1),
+                ))?;
+                chart.draw_series(std::iter::once(Text::new(
+                    name,
+                    (x_range.start * 1.05, p * 1.15),
+                    ("sans-serif", 14).into_font().color(&grey),
+                )))?;
+            }
+        }
+        for (i, (label, pts)) in series.iter().enumerate() {
+            draw_series(&mut chart, i, label, pts, 12)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .label_font(("sans-serif", 15))
+            .legend_area_size(34)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    })
+}
+
+/// Grouped bars: per server (x), one bar per strategy, for the share of requests (top)
+/// and the utilisation (bottom), with 95% CI whiskers.
+pub fn server_bars(
+    path: &Path,
+    scenario: &Scenario,
+    results: &RunResults,
+    format: ImageFormat,
+) -> Result<(), ReportError> {
+    let servers = scenario.servers();
+    let n_servers = servers.len();
+    let n_strat = results.strategies.len();
+    // [panel][strategy][server] = (mean, low, high)
+    let panels: Vec<Vec<Vec<(f64, f64, f64)>>> = [1usize, 2]
+        .iter()
+        .map(|&k| {
+            results
+                .strategies
+                .iter()
+                .map(|s| {
+                    (0..n_servers)
+                        .map(|i| {
+                            let v: Vec<f64> =
+                                s.runs.iter().map(|r| r.servers[i].as_array()[k]).collect();
+                            let e = estimate(&v);
+                            (e.mean, e.low, e.high)
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let titles = [
+        "share of requests (%)",
+        "utilisation (% of worker time busy)",
+    ];
+    let height = 420 * 2 + 60;
+    render!(path, format, (SIZE.0, height), |root| {
+        root.fill(&WHITE)?;
+        let root = root.titled(
+            "Per-server load by strategy (mean over replications, whiskers: 95% CI)",
+            ("sans-serif", 22),
+        )?;
+        let areas = root.split_evenly((2, 1));
+        for (pi, (area, panel)) in areas.iter().zip(&panels).enumerate() {
+            let top = panel
+                .iter()
+                .flatten()
+                .map(|v| if v.2.is_finite() { v.2 } else { v.0 })
+                .fold(0.0f64, f64::max)
+                * 100.0;
+            // The top panel keeps headroom for the legend (one line per strategy).
+            let headroom = if pi == 0 {
+                1.2 + 0.07 * n_strat as f64
+            } else {
+                1.15
+            };
+            let y_max = (top * headroom).max(1.0);
+            let mut chart = ChartBuilder::on(area)
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(70)
+                .build_cartesian_2d(0f64..n_servers as f64, 0f64..y_max)?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(n_servers.max(1) * 2 + 1)
+                .x_label_formatter(&|x| {
+                    let i = x.floor() as usize;
+                    if (x - x.floor() - 0.5).abs() < 1e-6 && i < n_servers {
+                        servers[i].name.clone()
+                    } else {
+                        String::new()
+                    }
+                })
+                .light_line_style(WHITE.mix(0.0))
+                .y_label_formatter(&|v| tick(*v))
+                .x_desc("server")
+                .y_desc(titles[pi])
+                .label_style(("sans-serif", 15))
+                .axis_desc_style(("sans-serif", 17))
+                .draw()?;
+            let width = 0.8 / n_strat.max(1) as f64;
+            for (si, per_server) in panel.iter().enumerate() {
+                let fill = colour(si).mix(0.85).filled();
+                let x0 = |i: usize| i as f64 + 0.1 + si as f64 * width;
+                let anno = chart.draw_series(per_server.iter().enumerate().map(|(i, v)| {
+                    Rectangle::new([(x0(i), 0.0), (x0(i) + width * 0.92, v.0 * 100.0)], fill)
+                }))?;
+                if pi == 0 {
+                    let c = colour(si);
+                    anno.label(&results.strategies[si].label)
+                        .legend(move |(x, y)| {
+                            Rectangle::new([(x, y - 6), (x + 16, y + 6)], c.filled())
+                        });
+                }
+                chart.draw_series(
+                    per_server
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, v)| v.1.is_finite())
+                        .map(|(i, v)| {
+                            let xm = x0(i) + width * 0.46;
+                            PathElement::new(
+                                vec![(xm, v.1 * 100.0), (xm, v.2 * 100.0)],
+                                BLACK.stroke_width(1),
+                            )
+                        }),
+                )?;
+            }
+            if pi == 0 {
+                chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperRight)
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK.mix(0.4))
+                    .label_font(("sans-serif", 14))
+                    .draw()?;
+            }
+        }
+        root.present()?;
+        Ok(())
+    })
+}
+
+/// A metric against the swept parameter, one line per strategy with its 95% CI band.
+pub fn sweep_plot(
+    path: &Path,
+    sweep: &SweepResults,
+    metric: &str,
+    format: ImageFormat,
+) -> Result<(), ReportError> {
+    let k = metric_index(metric).unwrap_or(0);
+    let def = METRICS[k];
+    let scale = if def.unit == "s" { 1e3 } else { 1.0 };
+    let unit = if def.unit == "s" { "ms" } else { def.unit };
+    let labels: Vec<String> = sweep
+        .points
+        .first()
+        .map(|p| {
+            p.results
+                .strategies
+                .iter()
+                .map(|s| s.label.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    // [strategy] = [(x, mean, low, high)]
+    let series: Vec<Vec<(f64, f64, f64, f64)>> = (0..labels.len())
+        .map(|s| {
+            sweep
+                .points
+                .iter()
+                .map(|p| {
+                    let e = p.results.strategies[s].estimate(k);
+                    let (lo, hi) = if e.low.is_finite() {
+                        (e.low, e.high)
+                    } else {
+                        (e.mean, e.mean)
+                    };
+                    (p.x, e.mean * scale, lo * scale, hi * scale)
+                })
+                .filter(|v| v.1.is_finite())
+                .collect()
+        })
+        .collect();
+    let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) =
+        (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, 0.0f64);
+    for v in series.iter().flatten() {
+        x_lo = x_lo.min(v.0);
+        x_hi = x_hi.max(v.0);
+        y_lo = y_lo.min(v.2.max(v.1 * 0.5));
+        y_hi = y_hi.max(v.3);
+    }
+    if !x_lo.is_finite() || y_hi <= 0.0 {
+        (x_lo, x_hi, y_lo, y_hi) = (0.0, 1.0, 0.1, 1.0);
+    }
+    let pad = ((x_hi - x_lo) * 0.04).max(1e-9);
+    let x_range = (x_lo - pad)..(x_hi + pad);
+    let y_range = (y_lo.max(1e-9) * 0.8)..(y_hi * 1.3);
+    let x_desc = sweep.axis_label();
+    render!(path, format, SIZE, |root| {
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("{} vs {} (bands: 95% CI)", def.doc, sweep.parameter),
+                ("sans-serif", 22),
+            )
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(80)
+            .build_cartesian_2d(x_range.clone(), y_range.clone().log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc.as_str())
+            .y_desc(format!("{} ({unit}, log scale)", def.name))
+            .y_label_formatter(&|v| tick(*v))
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 17))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        for (i, pts) in series.iter().enumerate() {
+            let mut band: Vec<(f64, f64)> = pts.iter().map(|v| (v.0, v.3)).collect();
+            band.extend(pts.iter().rev().map(|v| (v.0, v.2)));
+            chart.draw_series(std::iter::once(Polygon::new(band, colour(i).mix(0.15))))?;
+        }
+        for (i, pts) in series.iter().enumerate() {
+            let line: Vec<(f64, f64)> = pts.iter().map(|v| (v.0, v.1)).collect();
+            draw_series(&mut chart, i, &labels[i], &line, 1)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .label_font(("sans-serif", 15))
+            .legend_area_size(34)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    })
+}

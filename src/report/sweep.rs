@@ -1,0 +1,84 @@
+//! `sweep.csv`: one row per sweep point, strategy and metric, with the 95% CI and the rank
+//! (ties for statistically indistinguishable strategies) at that point.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::comparisons::rank;
+use super::{Report, ReportError, ReportInput, csv_writer, finish_csv};
+use crate::metrics::METRICS;
+
+/// A row of `sweep.csv`.
+#[derive(Debug, Serialize)]
+pub struct SweepRow<'a> {
+    /// Scenario name.
+    pub scenario: &'a str,
+    /// Swept parameter.
+    pub parameter: &'a str,
+    /// Its value at this point.
+    pub value: f64,
+    /// Offered load at this point (mean arrival rate / capacity).
+    pub offered_load: f64,
+    /// Strategy label.
+    pub strategy: &'a str,
+    /// Metric name.
+    pub metric: &'static str,
+    /// Unit.
+    pub unit: &'static str,
+    /// Mean over replications.
+    pub mean: f64,
+    /// Lower end of the 95% CI.
+    pub ci95_low: f64,
+    /// Upper end of the 95% CI.
+    pub ci95_high: f64,
+    /// Rank at this point (empty for metrics without a better direction).
+    pub rank: Option<usize>,
+    /// Replications.
+    pub replications: usize,
+}
+
+/// `sweep.csv`, written only when the scenario has a `[sweep]`.
+pub struct SweepCsv;
+
+impl Report for SweepCsv {
+    fn name(&self) -> &'static str {
+        "sweep.csv"
+    }
+
+    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
+        let Some(sweep) = input.sweep else {
+            return Ok(Vec::new());
+        };
+        let path = dir.join("sweep.csv");
+        let mut w = csv_writer(&path)?;
+        for p in &sweep.points {
+            let ranks: Vec<_> = (0..METRICS.len()).map(|k| rank(&p.results, k)).collect();
+            for (si, s) in p.results.strategies.iter().enumerate() {
+                for (k, m) in METRICS.iter().enumerate() {
+                    let e = s.estimate(k);
+                    w.serialize(SweepRow {
+                        scenario: &input.scenario.name,
+                        parameter: &sweep.parameter,
+                        value: p.x,
+                        offered_load: p.offered_load,
+                        strategy: &s.label,
+                        metric: m.name,
+                        unit: m.unit,
+                        mean: e.mean,
+                        ci95_low: e.low,
+                        ci95_high: e.high,
+                        rank: ranks[k].as_ref().map(|r| r.rank_of(si)),
+                        replications: e.n,
+                    })
+                    .map_err(|source| ReportError::Csv {
+                        path: path.clone(),
+                        source,
+                    })?;
+                }
+            }
+        }
+        finish_csv(w, &path)?;
+        Ok(vec![path])
+    }
+}

@@ -1,0 +1,479 @@
+//! The `[sweep]` section of a scenario file: one parameter varied over a list of values
+//! (offered load, servers in a group, balancers, load-report interval), and the scenario
+//! at each point.
+//!
+//! ```toml
+//! [sweep]
+//! load = [0.1, 0.3, 0.5, 0.7, 0.9]   # offered load, as a fraction of capacity
+//! # or: group = "slow", count = [2, 4, 6]
+//! # or: balancers = [1, 2, 4, 8]
+//! # or: load_report_interval = [0.01, 0.1, 1.0]
+//! # or a strategy knob: parameter = "d", values = [1, 2, 4, 8]
+//! #   (every strategy that has the parameter, or only `strategy = "<label>"`)
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use super::{Scenario, ScenarioError, ScenarioFile, Validator};
+use crate::strategy::StrategyEntry;
+use crate::workload::arrival::ArrivalSpec;
+
+/// `[sweep]` as written: exactly one list.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepFile {
+    /// Offered load as a fraction of capacity (arrival rates scaled to match).
+    #[serde(default)]
+    pub load: Option<Vec<f64>>,
+    /// Server group whose `count` is swept.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Numbers of servers in `group`.
+    #[serde(default)]
+    pub count: Option<Vec<u32>>,
+    /// Numbers of client-side balancers.
+    #[serde(default)]
+    pub balancers: Option<Vec<u32>>,
+    /// Seconds between load reports (staleness of the balancers' view).
+    #[serde(default)]
+    pub load_report_interval: Option<Vec<f64>>,
+    /// A strategy parameter (e.g. `d`, `decay_time`), swept over `values`.
+    #[serde(default)]
+    pub parameter: Option<String>,
+    /// Values of `parameter`.
+    #[serde(default)]
+    pub values: Option<Vec<f64>>,
+    /// Label of the one strategy whose `parameter` is swept (default: every strategy
+    /// that has it).
+    #[serde(default)]
+    pub strategy: Option<String>,
+}
+
+/// The swept parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SweepParameter {
+    /// Offered load (fraction of capacity).
+    Load,
+    /// Server count of group `index` (named `name`).
+    Count {
+        /// Group index.
+        index: usize,
+        /// Group name.
+        name: String,
+    },
+    /// Balancers.
+    Balancers,
+    /// Load-report interval (seconds).
+    LoadReportInterval,
+    /// A strategy parameter.
+    Strategy {
+        /// Parameter name.
+        name: String,
+        /// Labels of the strategies it applies to.
+        labels: Vec<String>,
+        /// Per point: (strategy index, entry with the parameter set).
+        points: Vec<Vec<(usize, StrategyEntry)>>,
+    },
+}
+
+/// A validated sweep.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sweep {
+    /// What varies.
+    pub parameter: SweepParameter,
+    /// Its values, in file order.
+    pub values: Vec<f64>,
+}
+
+impl Sweep {
+    /// Parameter name as in `sweep.csv`.
+    pub fn name(&self) -> String {
+        match &self.parameter {
+            SweepParameter::Load => "load".into(),
+            SweepParameter::Count { name, .. } => format!("servers.{name}.count"),
+            SweepParameter::Balancers => "balancers".into(),
+            SweepParameter::LoadReportInterval => "load_report_interval".into(),
+            SweepParameter::Strategy { name, .. } => name.clone(),
+        }
+    }
+
+    /// Axis label for plots.
+    pub fn axis_label(&self) -> String {
+        match &self.parameter {
+            SweepParameter::Load => "offered load (fraction of cluster capacity)".into(),
+            SweepParameter::Count { name, .. } => format!("servers in group `{name}`"),
+            SweepParameter::Balancers => "client-side balancers".into(),
+            SweepParameter::LoadReportInterval => "load report interval (s)".into(),
+            SweepParameter::Strategy { name, labels, .. } => {
+                format!("strategy parameter `{name}` of {}", labels.join(", "))
+            }
+        }
+    }
+}
+
+impl Scenario {
+    /// The scenario at point `j` of its sweep (itself, without the sweep, if it has none).
+    pub fn at_sweep_point(&self, j: usize) -> Scenario {
+        let mut s = self.clone();
+        s.sweep = None;
+        let Some(sweep) = &self.sweep else {
+            return s;
+        };
+        let v = sweep.values[j];
+        match &sweep.parameter {
+            SweepParameter::Load => {
+                let factor = v * self.capacity() / self.mean_rate();
+                s.workload.arrivals = self.workload.arrivals.scaled(factor);
+            }
+            SweepParameter::Count { index, .. } => s.groups[*index].count = v as u32,
+            SweepParameter::Balancers => s.balancers = v as u32,
+            SweepParameter::LoadReportInterval => s.load_report_interval = Some(v),
+            SweepParameter::Strategy { points, .. } => {
+                for (i, e) in &points[j] {
+                    s.strategies[*i] = e.clone();
+                }
+            }
+        }
+        s
+    }
+}
+
+impl Validator<'_> {
+    /// Checks `[sweep]` against the rest of the file.
+    pub(super) fn sweep(&self, f: &ScenarioFile) -> Result<Option<Sweep>, ScenarioError> {
+        let Some(sw) = &f.sweep else {
+            return Ok(None);
+        };
+        let given = [
+            sw.load.is_some(),
+            sw.count.is_some(),
+            sw.balancers.is_some(),
+            sw.load_report_interval.is_some(),
+            sw.parameter.is_some() || sw.values.is_some(),
+        ]
+        .iter()
+        .filter(|&&b| b)
+        .count();
+        if given != 1 {
+            return Err(self.invalid(
+                "sweep",
+                format!("{given} parameters are swept"),
+                "give exactly one list: load, count (with group), balancers, load_report_interval, or parameter with values",
+            ));
+        }
+        let bounded = f.servers.iter().any(|g| g.queue_capacity.is_some());
+        let (parameter, values, field): (SweepParameter, Vec<f64>, &str) = if let Some(load) =
+            &sw.load
+        {
+            if matches!(f.arrivals, ArrivalSpec::Trace { .. }) {
+                return Err(self.invalid(
+                    "sweep.load",
+                    "a trace cannot be scaled to another load",
+                    "sweep a synthetic arrival process (e.g. poisson), or sweep count/balancers",
+                ));
+            }
+            for &l in load {
+                let max = if bounded { 10.0 } else { 1.0 };
+                if !(l.is_finite() && l > 0.0 && (l < max || (bounded && l <= max))) {
+                    return Err(self.invalid(
+                            "sweep.load",
+                            format!("load {l} is outside (0, {max})"),
+                            if bounded {
+                                "use fractions of capacity greater than 0 (at most 10 with bounded queues)"
+                            } else {
+                                "use fractions of capacity between 0 and 1 (set queue_capacity to study overload)"
+                            },
+                        ));
+                }
+            }
+            (SweepParameter::Load, load.clone(), "sweep.load")
+        } else if let Some(count) = &sw.count {
+            let Some(name) = &sw.group else {
+                return Err(self.invalid(
+                    "sweep.count",
+                    "no `group` says which server group to resize",
+                    "add group = \"<name of a [[servers]] group>\"",
+                ));
+            };
+            let Some(index) = f.servers.iter().position(|g| &g.name == name) else {
+                return Err(self.invalid(
+                    "sweep.group",
+                    format!("no server group is named `{name}`"),
+                    "use the name of one of the [[servers]] groups",
+                ));
+            };
+            if count.contains(&0) {
+                return Err(self.invalid("sweep.count", "contains 0", "use counts of 1 or more"));
+            }
+            (
+                SweepParameter::Count {
+                    index,
+                    name: name.clone(),
+                },
+                count.iter().map(|&c| f64::from(c)).collect(),
+                "sweep.count",
+            )
+        } else if let Some(b) = &sw.balancers {
+            if b.contains(&0) {
+                return Err(self.invalid(
+                    "sweep.balancers",
+                    "contains 0",
+                    "use 1 or more balancers",
+                ));
+            }
+            (
+                SweepParameter::Balancers,
+                b.iter().map(|&c| f64::from(c)).collect(),
+                "sweep.balancers",
+            )
+        } else if sw.parameter.is_some() || sw.values.is_some() {
+            let (Some(name), Some(values)) = (&sw.parameter, &sw.values) else {
+                return Err(self.invalid(
+                    "sweep.parameter",
+                    "a strategy sweep needs both `parameter` and `values`",
+                    "e.g. parameter = \"d\" and values = [1, 2, 4]",
+                ));
+            };
+            let param = self.strategy_sweep(f, name, values, sw.strategy.as_deref())?;
+            (param, values.clone(), "sweep.values")
+        } else {
+            let v = sw.load_report_interval.clone().unwrap_or_default();
+            for &x in &v {
+                self.positive("sweep.load_report_interval", x)?;
+            }
+            (
+                SweepParameter::LoadReportInterval,
+                v,
+                "sweep.load_report_interval",
+            )
+        };
+        if values.is_empty() {
+            return Err(self.invalid(
+                field,
+                "is empty",
+                "list at least one value (two or more make a curve)",
+            ));
+        }
+        Ok(Some(Sweep { parameter, values }))
+    }
+}
+
+impl Validator<'_> {
+    /// Resolves a strategy-parameter sweep: the entries of every point, each checked the
+    /// way a scenario file's strategies are.
+    fn strategy_sweep(
+        &self,
+        f: &ScenarioFile,
+        name: &str,
+        values: &[f64],
+        only: Option<&str>,
+    ) -> Result<SweepParameter, ScenarioError> {
+        let as_json = |e: &StrategyEntry| serde_json::to_value(e).unwrap_or_default();
+        let targets: Vec<usize> = f
+            .strategies
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| only.is_none_or(|l| e.label() == l))
+            .filter(|(_, e)| as_json(e).get(name).is_some())
+            .map(|(i, _)| i)
+            .collect();
+        if targets.is_empty() {
+            return Err(self.invalid(
+                "sweep.parameter",
+                match only {
+                    Some(l) => format!("strategy `{l}` has no parameter `{name}` (or no strategy is labelled so)"),
+                    None => format!("no strategy has a parameter `{name}`"),
+                },
+                "use a parameter that `lbsim strategies` lists for one of the scenario's strategies",
+            ));
+        }
+        let mut points = Vec::with_capacity(values.len());
+        for &v in values {
+            let mut entries = Vec::with_capacity(targets.len());
+            for &i in &targets {
+                let mut j = as_json(&f.strategies[i]);
+                let old = j.get(name).cloned().unwrap_or_default();
+                let new = if old.is_u64() || old.is_i64() {
+                    if v.fract() != 0.0 || v < 0.0 {
+                        return Err(self.invalid(
+                            "sweep.values",
+                            format!("`{name}` takes whole numbers, got {v}"),
+                            "list whole numbers",
+                        ));
+                    }
+                    serde_json::json!(v as u64)
+                } else if old.is_boolean() {
+                    serde_json::json!(v != 0.0)
+                } else {
+                    serde_json::json!(v)
+                };
+                j[name] = new;
+                let entry: StrategyEntry = serde_json::from_value(j).map_err(|e| {
+                    self.invalid(
+                        "sweep.values",
+                        format!("{name} = {v}: {e}"),
+                        "use values the parameter accepts",
+                    )
+                })?;
+                entries.push((i, entry));
+            }
+            points.push(entries);
+        }
+        Ok(SweepParameter::Strategy {
+            name: name.to_string(),
+            labels: targets.iter().map(|&i| f.strategies[i].label()).collect(),
+            points,
+        })
+    }
+}
+
+/// Checks every point of a validated scenario's sweep for stability.
+pub(super) fn check_points(v: &Validator<'_>, scenario: &Scenario) -> Result<(), ScenarioError> {
+    let Some(sweep) = &scenario.sweep else {
+        return Ok(());
+    };
+    let bounded = scenario.groups.iter().any(|g| g.queue_capacity.is_some());
+    for j in 0..sweep.values.len() {
+        let p = scenario.at_sweep_point(j);
+        // Strategy parameters may depend on the number of servers (e.g. d ≤ n).
+        let n = p.servers().len();
+        for (i, e) in p.strategies.iter().enumerate() {
+            e.spec.validate(n).map_err(|err| {
+                v.invalid(
+                    "sweep",
+                    format!(
+                        "at {} = {}: strategies[{i}].{}: {}",
+                        sweep.name(),
+                        sweep.values[j],
+                        err.field,
+                        err.problem
+                    ),
+                    err.fix,
+                )
+            })?;
+        }
+        let (rate, cap) = (p.mean_rate(), p.capacity());
+        if !bounded && rate >= cap {
+            return Err(v.invalid(
+                "sweep",
+                format!(
+                    "unstable at {} = {}: requests arrive at {rate:.1}/s but the servers serve at most {cap:.1}/s",
+                    sweep.name(),
+                    sweep.values[j]
+                ),
+                "drop that point, or set `queue_capacity` to study overload",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const BASE: &str = r#"
+name = "t"
+duration = 10
+warmup = 1
+[arrivals]
+process = "poisson"
+rate = 10
+[[servers]]
+name = "s"
+count = 2
+service = { dist = "exponential", mean = 0.05 }
+[[strategies]]
+kind = "round_robin"
+"#;
+
+    fn load(extra: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::from_source(Path::new("t.toml"), &format!("{BASE}{extra}"))
+    }
+
+    #[test]
+    fn load_sweep_scales_arrivals_to_capacity_fractions() {
+        let s = load("[sweep]\nload = [0.25, 0.5]\n").unwrap();
+        let p = s.at_sweep_point(1);
+        assert!((p.mean_rate() - 20.0).abs() < 1e-9, "{}", p.mean_rate());
+        assert!(p.sweep.is_none());
+        assert_eq!(s.sweep.as_ref().unwrap().name(), "load");
+    }
+
+    #[test]
+    fn count_sweep_resizes_the_group_and_checks_stability() {
+        let s = load("[sweep]\ngroup = \"s\"\ncount = [1, 3]\n").unwrap();
+        assert_eq!(s.at_sweep_point(1).servers().len(), 3);
+        let e = load("[sweep]\ngroup = \"s\"\ncount = [1, 3]\n")
+            .map(|_| ())
+            .and_then(|_| {
+                load("[sweep]\nload = [0.5]\n")?;
+                Ok(())
+            });
+        assert!(e.is_ok());
+        // 10 req/s on 1 server of 20 req/s is fine; make it 30 req/s to overload 1 server.
+        let src = BASE.replace("rate = 10", "rate = 30");
+        let e = Scenario::from_source(
+            Path::new("t.toml"),
+            &format!("{src}[sweep]\ngroup = \"s\"\ncount = [1, 3]\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("unstable at servers.s.count = 1") && e.contains("fix:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn strategy_knob_sweep_sets_the_parameter_per_point() {
+        let src = BASE.replace(
+            "kind = \"round_robin\"",
+            "kind = \"round_robin\"\n[[strategies]]\nkind = \"power_of_d\"",
+        );
+        let s = Scenario::from_source(
+            Path::new("t.toml"),
+            &format!("{src}[sweep]\nparameter = \"d\"\nvalues = [1, 2]\n"),
+        )
+        .unwrap();
+        let p = s.at_sweep_point(0);
+        assert!(format!("{:?}", p.strategies[1].spec).contains("d: 1"));
+        assert_eq!(p.strategies[0], s.strategies[0]);
+        assert!(
+            s.sweep
+                .as_ref()
+                .unwrap()
+                .axis_label()
+                .contains("power_of_d")
+        );
+        // d = 3 > 2 servers is refused with the strategy's own message.
+        let e = Scenario::from_source(
+            Path::new("t.toml"),
+            &format!("{src}[sweep]\nparameter = \"d\"\nvalues = [3]\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("at d = 3") && e.contains("fix:"), "{e}");
+        let e = load("[sweep]\nparameter = \"d\"\nvalues = [1]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no strategy has a parameter `d`"), "{e}");
+    }
+
+    #[test]
+    fn bad_sweeps_name_field_and_fix() {
+        let e = load("[sweep]\nload = [1.2]\n").unwrap_err().to_string();
+        assert!(e.contains("sweep.load") && e.contains("fix:"), "{e}");
+        let e = load("[sweep]\nload = [0.5]\nbalancers = [1]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2 parameters"), "{e}");
+        let e = load("[sweep]\ncount = [1]\n").unwrap_err().to_string();
+        assert!(e.contains("group"), "{e}");
+        let e = load("[sweep]\ngroup = \"x\"\ncount = [1]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no server group"), "{e}");
+    }
+}

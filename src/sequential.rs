@@ -1,0 +1,137 @@
+//! Sequential stopping: add replications in batches until the relative 95% CI half-width
+//! of one metric is below a target for every strategy, or a cap is reached.
+//!
+//! Each batch continues the replication indices (`n..n'`), so the run is the same as a
+//! fixed run of the final size, and the stopping decision depends only on results:
+//! deterministic for any thread count. The next size extrapolates the half-width's
+//! `1/√n` law, `n' = n · (h/target)²`, clamped to `[n + 2, 4n]` and the cap.
+
+use crate::runner::{RunError, RunOptions, RunResults, run_replications};
+use crate::scenario::Scenario;
+use crate::shard::combine;
+
+/// The stopping rule.
+#[derive(Clone, Copy, Debug)]
+pub struct Precision {
+    /// Target relative half-width (e.g. 0.01 for ±1%).
+    pub target: f64,
+    /// Metric index in [`crate::metrics::METRICS`].
+    pub metric: usize,
+    /// Most replications to run.
+    pub max_replications: u32,
+}
+
+/// How a sequential run ended.
+#[derive(Clone, Debug)]
+pub struct SequentialRun {
+    /// All replications run.
+    pub results: RunResults,
+    /// Whether every strategy reached the target.
+    pub reached: bool,
+    /// The largest relative half-width over strategies at the end.
+    pub worst: f64,
+    /// Replications after each batch.
+    pub batches: Vec<usize>,
+}
+
+/// The largest relative half-width of `metric` over the strategies (∞ if undefined).
+pub fn worst_relative_half_width(results: &RunResults, metric: usize) -> f64 {
+    results
+        .strategies
+        .iter()
+        .map(|s| {
+            let e = s.estimate(metric);
+            if e.mean == 0.0 && e.half_width() == 0.0 {
+                0.0
+            } else {
+                let r = e.half_width() / e.mean.abs();
+                if r.is_nan() { f64::INFINITY } else { r }
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Runs `scenario` until `precision` is met. Starts with `opts.replications` (default:
+/// the scenario's, at least 2).
+pub fn run_to_precision(
+    scenario: &Scenario,
+    opts: &RunOptions,
+    precision: Precision,
+) -> Result<SequentialRun, RunError> {
+    let cap = precision.max_replications.max(2);
+    let mut n = opts
+        .replications
+        .unwrap_or(scenario.replications)
+        .clamp(2, cap);
+    let first: Vec<u64> = (0..u64::from(n)).collect();
+    let mut results = run_replications(scenario, &first, opts)?;
+    let mut batches = vec![results.finished.len()];
+    loop {
+        let worst = worst_relative_half_width(&results, precision.metric);
+        if worst <= precision.target || n >= cap || results.is_partial() {
+            return Ok(SequentialRun {
+                reached: worst <= precision.target,
+                results,
+                worst,
+                batches,
+            });
+        }
+        let want = (f64::from(n) * (worst / precision.target).powi(2)).ceil();
+        let next = (want.min(f64::from(4 * n)) as u32).max(n + 2).min(cap);
+        if let Some(p) = &opts.progress {
+            p.set_length(u64::from(next));
+        }
+        let more: Vec<u64> = (u64::from(n)..u64::from(next)).collect();
+        let extra = run_replications(scenario, &more, opts)?;
+        results = combine(vec![results, extra]);
+        n = next;
+        batches.push(results.finished.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::metric_index;
+    use std::path::Path;
+
+    #[test]
+    fn stops_once_precise_and_matches_a_fixed_run() {
+        let src = r#"
+duration = 5
+warmup = 1
+replications = 3
+[arrivals]
+process = "poisson"
+rate = 50
+[[servers]]
+name = "s"
+count = 2
+service = { dist = "exponential", mean = 0.01 }
+[[strategies]]
+kind = "round_robin"
+"#;
+        let s = Scenario::from_source(Path::new("t.toml"), src).unwrap();
+        let k = metric_index("latency_mean").unwrap();
+        let p = Precision {
+            target: 0.02,
+            metric: k,
+            max_replications: 200,
+        };
+        let seq = run_to_precision(&s, &RunOptions::default(), p).unwrap();
+        assert!(seq.reached, "{:?}", seq.batches);
+        assert!(seq.worst <= 0.02);
+        let n = seq.results.finished.len();
+        assert_eq!(seq.results.finished, (0..n as u64).collect::<Vec<_>>());
+        // Same as a fixed run of that size.
+        let fixed = crate::runner::run(
+            &s,
+            &RunOptions {
+                replications: Some(n as u32),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(fixed.strategies[0].runs, seq.results.strategies[0].runs);
+    }
+}

@@ -1,0 +1,447 @@
+//! Shards: a deterministic slice of a run's replications (`--shard K/N` runs indices `i`
+//! with `i % N == K`), saved as a JSON file, and [`merge`] which combines shards into the
+//! [`RunResults`] a single run would have produced — bit for bit, since per-replication
+//! figures are stored as exact f64 bits and merged in replication order, and histogram
+//! counts add the same in any order.
+//!
+//! Also [`combine`], which appends the results of further replications (used by
+//! sequential stopping).
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{RunSummary, ServerSummary, latency_histogram};
+use crate::runner::{RunResults, StrategyResult};
+
+/// An error reading, writing or merging shards.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// `--shard` is not `K/N` with `K < N`.
+    #[error(
+        "--shard `{0}`: expected K/N with 0 ≤ K < N, e.g. 0/4\n  fix: number shards from 0, as Slurm's SLURM_ARRAY_TASK_ID and Kubernetes' JOB_COMPLETION_INDEX do"
+    )]
+    BadSpec(String),
+    /// A file could not be read or written.
+    #[error("cannot access `{}`: {cause}\n  fix: check the path and permissions", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        cause: std::io::Error,
+    },
+    /// A file is not a shard file.
+    #[error("`{}` is not an lbsim shard file: {message}\n  fix: pass folders holding shard-K-of-N.json files written by `lbsim run --shard`", .path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Shards of different runs.
+    #[error(
+        "shards do not belong to the same run: {0}\n  fix: merge shards written with the same scenario, seed, --replications and N"
+    )]
+    Mismatch(String),
+    /// No shard found.
+    #[error(
+        "no shard-*-of-*.json file in {0}\n  fix: pass the folders that `lbsim run --shard K/N --out DIR` wrote to"
+    )]
+    Empty(String),
+}
+
+/// `K/N`: this process runs shard `K` of `N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardSpec {
+    /// Shard index, from 0.
+    pub index: u32,
+    /// Number of shards.
+    pub count: u32,
+}
+
+impl std::str::FromStr for ShardSpec {
+    type Err = ShardError;
+    fn from_str(s: &str) -> Result<ShardSpec, ShardError> {
+        let bad = || ShardError::BadSpec(s.to_string());
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u32, u32) = (
+            k.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(ShardSpec { index, count })
+    }
+}
+
+impl ShardSpec {
+    /// The replication indices of this shard among `0..replications`.
+    pub fn indices(&self, replications: u32) -> Vec<u64> {
+        (0..u64::from(replications))
+            .filter(|i| i % u64::from(self.count) == u64::from(self.index))
+            .collect()
+    }
+
+    /// File name of this shard.
+    pub fn file_name(&self) -> String {
+        format!("shard-{}-of-{}.json", self.index, self.count)
+    }
+}
+
+/// What a shard file holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardFile {
+    /// Always `lbsim-shard-1`.
+    pub format: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// Scenario file as given on the command line (for `merge` to reload it).
+    pub scenario_path: PathBuf,
+    /// Seed.
+    pub seed: u64,
+    /// Replications of the whole run.
+    pub replications: u32,
+    /// This shard's index.
+    pub shard: u32,
+    /// Number of shards.
+    pub shards: u32,
+    /// Replications this shard should have run.
+    pub requested: u32,
+    /// Replication indices that finished, ascending.
+    pub finished: Vec<u64>,
+    /// Per strategy.
+    pub strategies: Vec<ShardStrategy>,
+}
+
+/// One strategy in a shard file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardStrategy {
+    /// Label.
+    pub label: String,
+    /// Per finished replication: metric values as f64 bit patterns (exact, NaN-safe).
+    pub values: Vec<Vec<u64>>,
+    /// Per finished replication and server: the [`ServerSummary`] figures as f64 bits.
+    pub servers: Vec<Vec<[u64; 5]>>,
+    /// The merged latency histogram, V2 + deflate encoded (HdrHistogram's interchange
+    /// format), in hexadecimal.
+    pub latency: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl ShardFile {
+    /// The shard file of `results` (the replications of `spec`).
+    pub fn new(
+        results: &RunResults,
+        scenario: &crate::scenario::Scenario,
+        replications: u32,
+        spec: ShardSpec,
+    ) -> ShardFile {
+        ShardFile {
+            format: "lbsim-shard-1".into(),
+            scenario: scenario.name.clone(),
+            scenario_path: scenario.path.clone(),
+            seed: results.seed,
+            replications,
+            shard: spec.index,
+            shards: spec.count,
+            requested: results.requested,
+            finished: results.finished.clone(),
+            strategies: results
+                .strategies
+                .iter()
+                .map(|s| {
+                    let mut bytes = Vec::new();
+                    // Serialising to memory cannot fail for a valid histogram.
+                    let _ = V2DeflateSerializer::new().serialize(&s.latency, &mut bytes);
+                    ShardStrategy {
+                        label: s.label.clone(),
+                        values: s
+                            .runs
+                            .iter()
+                            .map(|r| r.values.iter().map(|v| v.to_bits()).collect())
+                            .collect(),
+                        servers: s
+                            .runs
+                            .iter()
+                            .map(|r| {
+                                r.servers
+                                    .iter()
+                                    .map(|x| x.as_array().map(f64::to_bits))
+                                    .collect()
+                            })
+                            .collect(),
+                        latency: hex(&bytes),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Writes the file into `dir` and returns its path.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf, ShardError> {
+        let spec = ShardSpec {
+            index: self.shard,
+            count: self.shards,
+        };
+        let path = dir.join(spec.file_name());
+        let io = |cause| ShardError::Io {
+            path: path.clone(),
+            cause,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let text = serde_json::to_string(self).map_err(|e| ShardError::Format {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(&path, text).map_err(io)?;
+        Ok(path)
+    }
+
+    /// Reads a shard file.
+    pub fn read(path: &Path) -> Result<ShardFile, ShardError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| ShardError::Io {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        let f: ShardFile = serde_json::from_str(&text).map_err(|e| ShardError::Format {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        if f.format != "lbsim-shard-1" {
+            return Err(ShardError::Format {
+                path: path.to_path_buf(),
+                message: format!("unknown format `{}`", f.format),
+            });
+        }
+        Ok(f)
+    }
+
+    /// The results this shard holds.
+    pub fn results(&self, path: &Path) -> Result<RunResults, ShardError> {
+        let bad = |message: String| ShardError::Format {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut strategies = Vec::new();
+        for s in &self.strategies {
+            let bytes = unhex(&s.latency).ok_or_else(|| bad("latency is not hex".into()))?;
+            let h: Histogram<u64> = Deserializer::new()
+                .deserialize(&mut Cursor::new(bytes))
+                .map_err(|e| bad(format!("latency histogram: {e:?}")))?;
+            let mut latency = latency_histogram();
+            latency
+                .add(&h)
+                .map_err(|e| bad(format!("latency histogram: {e:?}")))?;
+            if s.values.len() != self.finished.len() || s.servers.len() != self.finished.len() {
+                return Err(bad(format!("strategy `{}`: wrong number of runs", s.label)));
+            }
+            let runs = s
+                .values
+                .iter()
+                .zip(&s.servers)
+                .map(|(v, sv)| RunSummary {
+                    values: v.iter().map(|&b| f64::from_bits(b)).collect(),
+                    servers: sv
+                        .iter()
+                        .map(|a| {
+                            let [requests, share, utilization, queue_mean, queue_max] =
+                                a.map(f64::from_bits);
+                            ServerSummary {
+                                requests,
+                                share,
+                                utilization,
+                                queue_mean,
+                                queue_max,
+                            }
+                        })
+                        .collect(),
+                })
+                .collect();
+            strategies.push(StrategyResult {
+                label: s.label.clone(),
+                runs,
+                latency,
+            });
+        }
+        Ok(RunResults {
+            seed: self.seed,
+            requested: self.requested,
+            finished: self.finished.clone(),
+            strategies,
+        })
+    }
+}
+
+/// Combines results of disjoint replication sets of the same scenario and seed: runs
+/// sorted by replication index, histograms added, `requested` summed.
+pub fn combine(parts: Vec<RunResults>) -> RunResults {
+    let mut parts = parts.into_iter();
+    let Some(first) = parts.next() else {
+        return RunResults {
+            seed: 0,
+            requested: 0,
+            finished: Vec::new(),
+            strategies: Vec::new(),
+        };
+    };
+    let mut requested = first.requested;
+    let mut tagged: Vec<(u64, Vec<RunSummary>)> = Vec::new();
+    let push_runs = |tagged: &mut Vec<(u64, Vec<RunSummary>)>, r: &RunResults| {
+        for (j, &rep) in r.finished.iter().enumerate() {
+            tagged.push((
+                rep,
+                r.strategies.iter().map(|s| s.runs[j].clone()).collect(),
+            ));
+        }
+    };
+    push_runs(&mut tagged, &first);
+    let mut strategies: Vec<StrategyResult> = first
+        .strategies
+        .into_iter()
+        .map(|s| StrategyResult {
+            label: s.label,
+            runs: Vec::new(),
+            latency: s.latency,
+        })
+        .collect();
+    for r in parts {
+        requested += r.requested;
+        push_runs(&mut tagged, &r);
+        for (s, o) in strategies.iter_mut().zip(&r.strategies) {
+            // Same bounds on both sides: addition cannot fail.
+            let _ = s.latency.add(&o.latency);
+        }
+    }
+    tagged.sort_by_key(|t| t.0);
+    let finished = tagged.iter().map(|t| t.0).collect();
+    for (_, runs) in tagged {
+        for (s, run) in strategies.iter_mut().zip(runs) {
+            s.runs.push(run);
+        }
+    }
+    RunResults {
+        seed: first.seed,
+        requested,
+        finished,
+        strategies,
+    }
+}
+
+/// Reads every `shard-*-of-*.json` in `dirs` (or the files themselves), checks they
+/// belong to one run, and merges them. Returns the merged results, a shard file (for the
+/// scenario path and totals) and the indices of shards that are missing.
+pub fn merge(dirs: &[PathBuf]) -> Result<(RunResults, ShardFile, Vec<u32>), ShardError> {
+    let mut files = Vec::new();
+    for d in dirs {
+        if d.is_file() {
+            files.push(d.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(d).map_err(|cause| ShardError::Io {
+            path: d.clone(),
+            cause,
+        })?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("shard-") && name.ends_with(".json") {
+                files.push(e.path());
+            }
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(ShardError::Empty(
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+    }
+    let mut shards: Vec<(ShardFile, PathBuf)> = Vec::new();
+    for f in files {
+        shards.push((ShardFile::read(&f)?, f));
+    }
+    let head = shards[0].0.clone();
+    let mut seen = vec![false; head.shards as usize];
+    let mut parts = Vec::new();
+    for (s, path) in &shards {
+        let labels = |f: &ShardFile| {
+            f.strategies
+                .iter()
+                .map(|x| x.label.clone())
+                .collect::<Vec<_>>()
+        };
+        if s.scenario != head.scenario
+            || s.seed != head.seed
+            || s.replications != head.replications
+            || s.shards != head.shards
+            || labels(s) != labels(&head)
+        {
+            return Err(ShardError::Mismatch(format!(
+                "`{}` is {} seed {} ({} replications in {} shards), the first is {} seed {} ({} in {})",
+                path.display(),
+                s.scenario,
+                s.seed,
+                s.replications,
+                s.shards,
+                head.scenario,
+                head.seed,
+                head.replications,
+                head.shards
+            )));
+        }
+        if std::mem::replace(&mut seen[s.shard as usize], true) {
+            return Err(ShardError::Mismatch(format!(
+                "shard {} of {} appears twice (again in `{}`)",
+                s.shard,
+                s.shards,
+                path.display()
+            )));
+        }
+        parts.push(s.results(path)?);
+    }
+    let missing = (0..head.shards).filter(|&k| !seen[k as usize]).collect();
+    let mut merged = combine(parts);
+    merged.requested = head.replications;
+    Ok((merged, head, missing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_slice() {
+        let s: ShardSpec = "1/3".parse().unwrap();
+        assert_eq!(s.indices(8), vec![1, 4, 7]);
+        assert!("3/3".parse::<ShardSpec>().is_err());
+        assert!("x".parse::<ShardSpec>().is_err());
+        let e = "0/0".parse::<ShardSpec>().unwrap_err().to_string();
+        assert!(e.contains("fix:"), "{e}");
+        assert_eq!(s.file_name(), "shard-1-of-3.json");
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let b = vec![0u8, 1, 254, 255, 16];
+        assert_eq!(unhex(&hex(&b)).unwrap(), b);
+        assert!(unhex("abc").is_none());
+    }
+}

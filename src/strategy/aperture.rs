@@ -1,0 +1,184 @@
+//! Finagle aperture load balancing (`Balancers.aperture`, "least loaded" within an
+//! aperture): the balancer talks to a window of the backends — the aperture — whose size
+//! follows load feedback, and picks within it by power of two choices (distinct, least
+//! in flight).
+//!
+//! Exact semantics, after Finagle's `LoadBand`: on every dispatch and completion the
+//! balancer's total in-flight count is folded into an exponential moving average with
+//! time constant `smooth_win` (Finagle's `Ema`: weight `exp(-Δt / smooth_win)` on the old
+//! value, default 5 s); if `ema / aperture ≥ high_load` (default 2.0) the aperture widens
+//! by one, if `≤ low_load` (default 0.5) it narrows by one, within
+//! `[min_aperture, backends]` (`min_aperture` default 1; it starts there).
+//!
+//! The window is deterministic aperture's contiguous slice of the backend ring: the
+//! first `aperture` up backends from this balancer's coordinate, drawn once from its
+//! random stream (with one balancer, a contiguous window; with several, windows spread
+//! around the ring, as Finagle's deterministic aperture spreads clients).
+
+use rand::RngExt;
+
+use super::{Backend, Outcome, PickContext, Strategy};
+use crate::rng::SimRng;
+use crate::time::Nanos;
+
+/// Finagle aperture knobs (defaults in [`ApertureConfig::default`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ApertureConfig {
+    /// Narrow below this load per aperture member.
+    pub low_load: f64,
+    /// Widen at or above this load per aperture member.
+    pub high_load: f64,
+    /// Smallest aperture.
+    pub min_aperture: usize,
+    /// Time constant of the load average.
+    pub smooth_win: Nanos,
+}
+
+impl Default for ApertureConfig {
+    fn default() -> ApertureConfig {
+        ApertureConfig {
+            low_load: 0.5,
+            high_load: 2.0,
+            min_aperture: 1,
+            smooth_win: Nanos(5_000_000_000),
+        }
+    }
+}
+
+/// Finagle aperture.
+#[derive(Debug)]
+pub struct Aperture {
+    config: ApertureConfig,
+    rng: SimRng,
+    coordinate: Option<usize>,
+    aperture: usize,
+    n: usize,
+    total: u64,
+    ema: Option<(f64, Nanos)>,
+    window: Vec<usize>,
+}
+
+impl Aperture {
+    /// Aperture over `n` backends.
+    pub fn new(config: ApertureConfig, n: usize, rng: SimRng) -> Aperture {
+        Aperture {
+            config,
+            rng,
+            coordinate: None,
+            aperture: config.min_aperture.max(1).min(n.max(1)),
+            n,
+            total: 0,
+            ema: None,
+            window: Vec::new(),
+        }
+    }
+
+    /// The current aperture size.
+    pub fn size(&self) -> usize {
+        self.aperture
+    }
+
+    fn adjust(&mut self, now: Nanos) {
+        let x = self.total as f64;
+        let ema = match self.ema {
+            None => x,
+            Some((old, at)) => {
+                let w = (-((now - at).0 as f64) / (self.config.smooth_win.0 as f64).max(1.0)).exp();
+                x * (1.0 - w) + old * w
+            }
+        };
+        self.ema = Some((ema, now.max(self.ema.map_or(now, |e| e.1))));
+        let per = ema / self.aperture as f64;
+        if per >= self.config.high_load && self.aperture < self.n {
+            self.aperture += 1;
+        } else if per <= self.config.low_load && self.aperture > self.config.min_aperture.max(1) {
+            self.aperture -= 1;
+        }
+    }
+}
+
+impl Strategy for Aperture {
+    fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+        let n = backends.len();
+        if n == 0 {
+            return None;
+        }
+        self.n = n;
+        self.aperture = self.aperture.min(n);
+        let start = *self
+            .coordinate
+            .get_or_insert_with(|| self.rng.random_range(0..n));
+        self.window.clear();
+        for k in 0..n {
+            let i = (start + k) % n;
+            if backends[i].up {
+                self.window.push(i);
+                if self.window.len() == self.aperture {
+                    break;
+                }
+            }
+        }
+        let m = self.window.len();
+        match m {
+            0 => None,
+            1 => Some(self.window[0]),
+            _ => {
+                let a = self.rng.random_range(0..m);
+                let mut b = self.rng.random_range(0..m - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (x, y) = (self.window[a], self.window[b]);
+                Some(if backends[y].in_flight < backends[x].in_flight {
+                    y
+                } else {
+                    x
+                })
+            }
+        }
+    }
+
+    fn on_dispatch(&mut self, _backend: usize, now: Nanos) {
+        self.total += 1;
+        self.adjust(now);
+    }
+
+    fn on_complete(&mut self, _backend: usize, _latency: Nanos, _outcome: Outcome, now: Nanos) {
+        self.total = self.total.saturating_sub(1);
+        self.adjust(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{Stream, stream_rng};
+    use crate::strategy::Balancer;
+
+    fn aperture(n: usize) -> Balancer {
+        let rng = stream_rng(1, 0, Stream::Strategy, 0);
+        let s = Aperture::new(ApertureConfig::default(), n, rng);
+        Balancer::new(Box::new(s), &vec![1; n])
+    }
+
+    #[test]
+    fn light_load_stays_on_one_backend_and_heavy_load_widens() {
+        let mut b = aperture(10);
+        // One request at a time: load 1 per member, between the bounds: aperture 1.
+        let p = crate::strategy::testing::picks(&mut b, 100);
+        assert!(p.iter().all(|&i| i == p[0]), "{p:?}");
+        // 40 in flight, a second apart: the aperture widens until load ≤ 2 per member.
+        for k in 0..40u64 {
+            b.route(Nanos(1_000_000_000 * (k + 200)), 0).unwrap();
+        }
+        let used = b.backends().iter().filter(|x| x.in_flight > 0).count();
+        assert!(used >= 9, "{used} backends used");
+        // The window is contiguous from the coordinate.
+        b.set_up(p[0], false);
+        assert_ne!(b.route(Nanos(1_000_000_000 * 300), 0), Some(p[0]));
+        for i in 0..10 {
+            b.set_up(i, false);
+        }
+        assert_eq!(b.route(Nanos(1_000_000_000 * 301), 0), None);
+    }
+}

@@ -1,0 +1,150 @@
+//! Envoy `LEAST_REQUEST` (`source/extensions/load_balancing_policies/least_request`).
+//!
+//! - All weights equal: draw `choice_count` (default 2) hosts *with replacement* among
+//!   the healthy ones and keep the one with the fewest active requests; a later draw
+//!   replaces the candidate only when strictly less loaded (Envoy's `unweightedHostPick`).
+//! - Unequal weights: Envoy's EDF scheduler where a host re-enters the schedule with
+//!   `effective_weight = weight / (active_requests + 1)^active_request_bias` (default
+//!   bias 1.0; bias 0 is plain weighted round robin), the active count read when the
+//!   host is picked. Zero-weight hosts are never picked. Envoy's random number of
+//!   initial picks (to desynchronise proxies) is left out: the schedule starts in order.
+
+use super::edf::{EdfScheduler, WeightsSeen};
+use super::power_of_d::PowerOfD;
+use super::{Backend, Outcome, PickContext, Strategy};
+use crate::rng::SimRng;
+use crate::time::Nanos;
+
+/// Envoy least request.
+#[derive(Debug)]
+pub struct LeastRequest {
+    bias: f64,
+    unweighted: PowerOfD,
+    edf: EdfScheduler,
+    seen: WeightsSeen,
+    all_equal: bool,
+}
+
+impl LeastRequest {
+    /// Least request with `choice_count` draws and `active_request_bias`.
+    pub fn new(choice_count: usize, active_request_bias: f64, rng: SimRng) -> LeastRequest {
+        LeastRequest {
+            bias: active_request_bias,
+            unweighted: PowerOfD::new(choice_count, true, rng),
+            edf: EdfScheduler::default(),
+            seen: WeightsSeen::default(),
+            all_equal: true,
+        }
+    }
+
+    fn effective_weight(bias: f64, b: &Backend) -> f64 {
+        let w = f64::from(b.weight);
+        let active = f64::from(b.in_flight) + 1.0;
+        if bias == 1.0 {
+            w / active
+        } else if bias == 0.0 {
+            w
+        } else {
+            w / active.powf(bias)
+        }
+    }
+
+    fn rebuild(&mut self, backends: &[Backend]) {
+        self.seen.record(backends);
+        // The unweighted path ignores weights, so it is taken only when no weight is 0.
+        let first = backends.first().map_or(0, |b| b.weight);
+        self.all_equal = first > 0 && backends.iter().all(|b| b.weight == first);
+        self.edf.clear();
+        for (i, b) in backends.iter().enumerate() {
+            if b.weight > 0 {
+                self.edf.add(i, Self::effective_weight(self.bias, b));
+            }
+        }
+    }
+}
+
+impl Strategy for LeastRequest {
+    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+        if self.seen.stale(backends) {
+            self.rebuild(backends);
+        }
+        if self.all_equal {
+            return self.unweighted.pick(backends, ctx);
+        }
+        for _ in 0..2 {
+            let bias = self.bias;
+            let i = self
+                .edf
+                .pick_and_add(backends, |j| Self::effective_weight(bias, &backends[j]))?;
+            if !self.seen.changed(backends, i) {
+                return Some(i);
+            }
+            self.rebuild(backends);
+        }
+        None
+    }
+
+    fn on_dispatch(&mut self, backend: usize, now: Nanos) {
+        self.unweighted.on_dispatch(backend, now);
+    }
+
+    fn on_complete(&mut self, backend: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
+        self.unweighted.on_complete(backend, latency, outcome, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{Stream, stream_rng};
+    use crate::strategy::Balancer;
+    use crate::strategy::testing::{counts, picks};
+
+    fn lr(weights: &[u32], bias: f64) -> Balancer {
+        let rng = stream_rng(1, 0, Stream::Strategy, 0);
+        Balancer::new(Box::new(LeastRequest::new(2, bias, rng)), weights)
+    }
+
+    #[test]
+    fn unequal_weights_without_load_follow_weights() {
+        // Requests complete at once: active is always 0, effective weight = weight.
+        let mut b = lr(&[3, 1], 1.0);
+        assert_eq!(counts(&picks(&mut b, 400), 2), vec![300, 100]);
+    }
+
+    #[test]
+    fn active_requests_lower_the_effective_weight() {
+        // Requests stay in flight: a host is picked every (active + 1) / weight units of
+        // EDF time, so d(active)/dt = w / (active + 1) and (active + 1)² grows as 2 w t:
+        // the in-flight ratio tends to √3, not 3 (the bias damps the weights).
+        let mut b = lr(&[3, 1], 1.0);
+        for _ in 0..4000 {
+            b.route(Nanos(0), 0).unwrap();
+        }
+        let f = b.backends();
+        let ratio = f64::from(f[0].in_flight + 1) / f64::from(f[1].in_flight + 1);
+        assert!(
+            (ratio - 3f64.sqrt()).abs() < 0.03,
+            "{} {}",
+            f[0].in_flight,
+            f[1].in_flight
+        );
+        // Bias 0 ignores active requests: the 3:1 split holds whatever is in flight.
+        let mut b = lr(&[3, 1], 0.0);
+        let p: Vec<usize> = (0..400).map(|_| b.route(Nanos(0), 0).unwrap()).collect();
+        assert_eq!(counts(&p, 2), vec![300, 100]);
+    }
+
+    #[test]
+    fn equal_weights_use_two_choices_and_skip_down() {
+        let mut b = lr(&[2, 2, 2], 1.0);
+        b.set_up(0, false);
+        let c = counts(&picks(&mut b, 300), 3);
+        assert_eq!(c[0], 0);
+        let mut b = lr(&[2, 1, 0], 1.0);
+        b.set_up(0, false);
+        assert!(picks(&mut b, 10).iter().all(|&i| i == 1));
+        b.set_up(1, false);
+        assert_eq!(b.route(Nanos(0), 0), None);
+    }
+}

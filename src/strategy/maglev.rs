@@ -1,0 +1,168 @@
+//! Maglev hashing (Eisenbud et al., "Maglev: a fast and reliable software network load
+//! balancer", NSDI 2016, §3.4; Envoy `MAGLEV`): a lookup table of prime size `M` (default
+//! 65537) filled by letting each backend in turn claim the next free slot of its own
+//! permutation `(offset + j × skip) mod M`, with `offset = h1(b) mod M` and
+//! `skip = h2(b) mod (M − 1) + 1`. A request goes to `table[hash(key) mod M]`.
+//!
+//! Weights follow Envoy's weighted variant: in round `r` a backend takes a turn only if
+//! `r × w ≥ target`, and each turn adds `w_max` to its target, so turns (and table
+//! entries) are in proportion to weight; with equal weights every backend takes one turn
+//! per round, as in the paper, and owns ⌊M/N⌋ or ⌈M/N⌉ entries. The table is built over
+//! the up backends and rebuilt when that set changes, as Envoy rebuilds on host changes.
+
+use super::hash::{Membership, key_hash, point_hash};
+use super::{Backend, PickContext, Strategy};
+
+const OFFSET_SALT: u64 = 0x6d61_676c_6576_5f6f;
+const SKIP_SALT: u64 = 0x6d61_676c_6576_5f73;
+
+/// Maglev consistent hashing.
+#[derive(Debug)]
+pub struct Maglev {
+    table_size: usize,
+    table: Vec<u32>,
+    members: Membership,
+}
+
+impl Maglev {
+    /// Maglev with a table of `table_size` entries (a prime; checked by the spec).
+    pub fn new(table_size: usize) -> Maglev {
+        Maglev {
+            table_size,
+            table: Vec::new(),
+            members: Membership::default(),
+        }
+    }
+
+    /// Fills a table of size `m` over `weights` (0: left out); empty if all are 0.
+    pub fn build_table(weights: &[u32], m: usize) -> Vec<u32> {
+        let hosts: Vec<usize> = (0..weights.len()).filter(|&i| weights[i] > 0).collect();
+        if hosts.is_empty() || m == 0 {
+            return Vec::new();
+        }
+        let m64 = m as u64;
+        let max_w = hosts
+            .iter()
+            .map(|&i| f64::from(weights[i]))
+            .fold(0.0, f64::max);
+        struct Build {
+            host: usize,
+            offset: u64,
+            skip: u64,
+            next: u64,
+            weight: f64,
+            target: f64,
+        }
+        let mut entries: Vec<Build> = hosts
+            .iter()
+            .map(|&i| Build {
+                host: i,
+                offset: point_hash(i, 0, OFFSET_SALT) % m64,
+                skip: if m64 > 1 {
+                    point_hash(i, 0, SKIP_SALT) % (m64 - 1) + 1
+                } else {
+                    1
+                },
+                next: 0,
+                weight: f64::from(weights[i]),
+                target: 0.0,
+            })
+            .collect();
+        let mut table = vec![u32::MAX; m];
+        let mut filled = 0usize;
+        let mut round = 0u64;
+        while filled < m {
+            for e in entries.iter_mut() {
+                if filled == m {
+                    break;
+                }
+                if (round as f64) * e.weight < e.target {
+                    continue;
+                }
+                e.target += max_w;
+                let mut c = (e.offset + e.skip * e.next) % m64;
+                while table[c as usize] != u32::MAX {
+                    e.next += 1;
+                    c = (e.offset + e.skip * e.next) % m64;
+                }
+                table[c as usize] = e.host as u32;
+                e.next += 1;
+                filled += 1;
+            }
+            round += 1;
+        }
+        table
+    }
+
+    fn rebuild(&mut self, backends: &[Backend]) {
+        let weights = self.members.record(backends);
+        self.table = Self::build_table(weights, self.table_size);
+    }
+}
+
+impl Strategy for Maglev {
+    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+        if self.members.stale(backends) {
+            self.rebuild(backends);
+        }
+        let h = key_hash(ctx.key);
+        for _ in 0..2 {
+            if self.table.is_empty() {
+                return None;
+            }
+            let i = self.table[(h % self.table.len() as u64) as usize] as usize;
+            if !self.members.changed(backends, i) {
+                return Some(i);
+            }
+            self.rebuild(backends);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::Balancer;
+    use crate::time::Nanos;
+
+    #[test]
+    fn entries_per_backend_within_one_percent_of_m_over_n() {
+        let m = 65537;
+        for n in [1usize, 2, 3, 7, 10, 33, 64, 100] {
+            let t = Maglev::build_table(&vec![1; n], m);
+            let mut c = vec![0usize; n];
+            for &i in &t {
+                c[i as usize] += 1;
+            }
+            let ideal = m as f64 / n as f64;
+            for &k in &c {
+                assert!((k as f64 - ideal).abs() <= 0.01 * ideal, "n={n}: {c:?}");
+                assert!(
+                    (k as f64 - ideal).abs() < 1.0,
+                    "equal weights: ⌊M/N⌋ or ⌈M/N⌉"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn weighted_entries_follow_weights() {
+        let t = Maglev::build_table(&[3, 1, 0], 65537);
+        let zero = t.iter().filter(|&&i| i == 0).count() as f64;
+        assert!(t.iter().all(|&i| i != 2));
+        assert!((zero / 65537.0 - 0.75).abs() < 0.001, "{zero}");
+    }
+
+    #[test]
+    fn skips_down_backends() {
+        let mut b = Balancer::new(Box::new(Maglev::new(251)), &[1, 1, 1]);
+        b.set_up(0, false);
+        assert!((0..500).all(|k| b.route(Nanos(0), k) != Some(0)));
+        b.set_up(1, false);
+        b.set_up(2, false);
+        assert_eq!(b.route(Nanos(0), 1), None);
+        b.set_up(2, true);
+        assert_eq!(b.route(Nanos(0), 1), Some(2));
+    }
+}

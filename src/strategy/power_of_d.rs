@@ -1,0 +1,106 @@
+//! Power of d choices, least loaded: draw `d` backends at random and send the request to
+//! the least loaded of them (Mitzenmacher 2001, "The power of two choices in randomized
+//! load balancing").
+//!
+//! Sampling without replacement follows Finagle (`Balancers.p2c`), tower
+//! (`balance::p2c`, two *distinct* indices) and Linkerd; with replacement follows Envoy
+//! (`LEAST_REQUEST` draws `choice_count` hosts independently) and gRPC. The load is this
+//! balancer's in-flight count unless another [`Load`] measure is plugged in (peak EWMA).
+//! Ties go to the candidate drawn first, that is at random.
+
+use super::load::{Load, PendingRequests};
+use super::sample::{Sampler, least_cost};
+use super::{Backend, Outcome, PickContext, Strategy};
+use crate::rng::SimRng;
+use crate::time::Nanos;
+
+/// Power of d choices over a load measure `L`.
+#[derive(Debug)]
+pub struct PowerOfD<L = PendingRequests> {
+    sampler: Sampler,
+    load: L,
+    rng: SimRng,
+}
+
+impl PowerOfD<PendingRequests> {
+    /// `d` choices by in-flight requests, with or without replacement.
+    pub fn new(d: usize, replacement: bool, rng: SimRng) -> PowerOfD {
+        PowerOfD::with_load(d, replacement, PendingRequests, rng)
+    }
+}
+
+impl<L: Load> PowerOfD<L> {
+    /// `d` choices over the load measure `load`.
+    pub fn with_load(d: usize, replacement: bool, load: L, rng: SimRng) -> PowerOfD<L> {
+        PowerOfD {
+            sampler: Sampler::new(d, replacement),
+            load,
+            rng,
+        }
+    }
+
+    /// The load measure.
+    pub fn load(&self) -> &L {
+        &self.load
+    }
+}
+
+impl<L: Load> Strategy for PowerOfD<L> {
+    #[inline]
+    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+        let candidates = self.sampler.draw(backends, &mut self.rng);
+        let load = &mut self.load;
+        least_cost(candidates, |i| load.cost(i, &backends[i], ctx.now))
+    }
+
+    fn on_dispatch(&mut self, backend: usize, now: Nanos) {
+        self.load.on_dispatch(backend, now);
+    }
+
+    fn on_complete(&mut self, backend: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
+        self.load.on_complete(backend, latency, outcome, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{Stream, stream_rng};
+    use crate::strategy::Balancer;
+    use crate::strategy::testing::{counts, picks};
+
+    #[test]
+    fn d_equal_n_without_replacement_is_least_loaded() {
+        let rng = stream_rng(1, 0, Stream::Strategy, 0);
+        let mut b = Balancer::new(Box::new(PowerOfD::new(3, false, rng)), &[1, 1, 1]);
+        // Keep requests in flight: every backend must get one before any gets two.
+        let mut got: Vec<usize> = (0..6).map(|_| b.route(Nanos(0), 0).unwrap()).collect();
+        got[..3].sort();
+        got[3..].sort();
+        assert_eq!(got, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn two_choices_even_out_in_flight_counts() {
+        let rng = stream_rng(2, 0, Stream::Strategy, 0);
+        let mut b = Balancer::new(Box::new(PowerOfD::new(2, false, rng)), &[1; 10]);
+        for _ in 0..1_000 {
+            b.route(Nanos(0), 0).unwrap();
+        }
+        let max = b.backends().iter().map(|x| x.in_flight).max().unwrap();
+        // 100 per backend on average; two choices keep the maximum within a few of it.
+        assert!(max <= 103, "max in flight {max}");
+    }
+
+    #[test]
+    fn skips_down_backends_and_none_when_all_down() {
+        let rng = stream_rng(3, 0, Stream::Strategy, 0);
+        let mut b = Balancer::new(Box::new(PowerOfD::new(2, true, rng)), &[1, 1, 1]);
+        b.set_up(1, false);
+        let c = counts(&picks(&mut b, 300), 3);
+        assert_eq!(c[1], 0);
+        b.set_up(0, false);
+        b.set_up(2, false);
+        assert_eq!(b.route(Nanos(0), 0), None);
+    }
+}

@@ -1,0 +1,132 @@
+//! Reports end to end: every file is written, plots parse as SVG/PNG with one series per
+//! strategy, and paired comparisons are narrower than unpaired ones on a shipped scenario.
+
+use std::path::Path;
+
+use lbsim::metrics::metric_index;
+use lbsim::report::{ImageFormat, ReportInput, compare, standard_reports, write_reports};
+use lbsim::runner::{RunOptions, run};
+use lbsim::scenario::Scenario;
+
+fn heterogeneous(reps: u32) -> (Scenario, lbsim::runner::RunResults) {
+    let mut s = Scenario::load(Path::new("scenarios/heterogeneous.toml")).unwrap();
+    s.duration = 10.0;
+    s.warmup = 2.0;
+    s.workload.horizon = 12.0;
+    let r = run(
+        &s,
+        &RunOptions {
+            replications: Some(reps),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    (s, r)
+}
+
+fn write(format: ImageFormat) -> (tempfile::TempDir, Scenario) {
+    let (s, r) = heterogeneous(4);
+    let dir = tempfile::tempdir().unwrap();
+    let input = ReportInput {
+        scenario: &s,
+        results: &r,
+        command: "lbsim run scenarios/heterogeneous.toml --seed 2026 --replications 4",
+        format,
+        sweep: None,
+    };
+    let files = write_reports(dir.path(), &input, &standard_reports()).unwrap();
+    assert!(files.iter().all(|f| f.exists()));
+    (dir, s)
+}
+
+#[test]
+fn svg_plots_have_one_series_per_strategy() {
+    let (dir, s) = write(ImageFormat::Svg);
+    for name in ["latency_ccdf.svg", "servers.svg"] {
+        let svg = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert!(svg.trim_start().starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        // Well-formed enough: every opened element is closed.
+        let opened = svg.matches("<svg").count();
+        assert_eq!(opened, svg.matches("</svg>").count());
+        for e in &s.strategies {
+            // plotters writes each text on a line of its own.
+            let label = e.label();
+            let n = svg.lines().filter(|l| l.trim() == label).count();
+            assert_eq!(n, 1, "{name}: legend for {label}");
+        }
+    }
+    let ccdf = std::fs::read_to_string(dir.path().join("latency_ccdf.svg")).unwrap();
+    assert!(ccdf.matches("<polyline").count() >= s.strategies.len());
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("](latency_ccdf.svg)") && md.contains("--seed 2026"));
+    assert!(md.contains("has the lowest p99 response time"));
+    let csv = std::fs::read_to_string(dir.path().join("comparisons.csv")).unwrap();
+    let n = s.strategies.len();
+    assert_eq!(
+        csv.lines().count(),
+        1 + lbsim::metrics::METRICS.len() * n * (n - 1) / 2
+    );
+}
+
+#[test]
+fn png_plots_decode() {
+    let (dir, _) = write(ImageFormat::Png);
+    for name in ["latency_ccdf.png", "servers.png"] {
+        let bytes = std::fs::read(dir.path().join(name)).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert!(info.width >= 800 && info.height >= 600);
+        // Not blank: several distinct colours.
+        let distinct: std::collections::HashSet<&[u8]> = buf.chunks(3).take(200_000).collect();
+        assert!(distinct.len() > 8);
+    }
+}
+
+#[test]
+fn paired_ci_is_narrower_than_unpaired_on_heterogeneous() {
+    let (_, r) = heterogeneous(10);
+    let k = metric_index("latency_p99").unwrap();
+    let c = compare(&r, k, 2, 3); // least_connections vs weighted_least_connections
+    assert!(c.diff.half_width() < 0.5 * c.unpaired_half_width, "{c:?}");
+}
+
+#[test]
+fn sweep_writes_csv_and_p99_plot_with_bands() {
+    let mut s = Scenario::load(Path::new("scenarios/load-sweep.toml")).unwrap();
+    s.duration = 4.0;
+    s.warmup = 1.0;
+    s.workload.horizon = 5.0;
+    let opts = RunOptions {
+        replications: Some(3),
+        ..Default::default()
+    };
+    let r = run(&s, &opts).unwrap();
+    let sweep = lbsim::sweep::run_sweep(&s, &opts).unwrap().unwrap();
+    assert_eq!(sweep.points.len(), 5);
+    assert!((sweep.points[2].offered_load - 0.5).abs() < 1e-9);
+    let dir = tempfile::tempdir().unwrap();
+    let input = ReportInput {
+        scenario: &s,
+        results: &r,
+        command: "lbsim run scenarios/load-sweep.toml",
+        format: ImageFormat::Svg,
+        sweep: Some(&sweep),
+    };
+    write_reports(dir.path(), &input, &standard_reports()).unwrap();
+    let csv = std::fs::read_to_string(dir.path().join("sweep.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        1 + 5 * s.strategies.len() * lbsim::metrics::METRICS.len()
+    );
+    let svg = std::fs::read_to_string(dir.path().join("sweep_p99.svg")).unwrap();
+    assert_eq!(
+        svg.matches("<polygon opacity=\"0.15\"").count(),
+        s.strategies.len(),
+        "one CI band per strategy"
+    );
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("## Sweep over `load`") && md.contains("](sweep_p99.svg)"));
+}

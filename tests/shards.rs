@@ -1,0 +1,120 @@
+//! Determinism across execution layouts: shards merged with `lbsim merge` write the same
+//! bytes as a single run, and results do not depend on the thread count.
+
+use std::path::Path;
+use std::process::Command;
+
+fn lbsim(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_lbsim"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "lbsim {args:?}: {text}");
+    text
+}
+
+fn short_scenario(dir: &Path) -> String {
+    let src = std::fs::read_to_string("scenarios/heterogeneous.toml")
+        .unwrap()
+        .replace("duration = 60.0", "duration = 8.0")
+        .replace("warmup = 10.0", "warmup = 1.0");
+    let path = dir.join("heterogeneous.toml");
+    std::fs::write(&path, src).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn merged_shards_are_bit_identical_to_a_single_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = short_scenario(tmp.path());
+    let d = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
+    lbsim(&["run", &s, "--replications", "5", "--out", &d("single")]);
+    for k in ["1/2", "0/2"] {
+        lbsim(&[
+            "run",
+            &s,
+            "--replications",
+            "5",
+            "--shard",
+            k,
+            "--out",
+            &d("shards"),
+        ]);
+    }
+    lbsim(&["merge", &d("shards"), "--out", &d("merged")]);
+    for f in [
+        "summary.csv",
+        "servers.csv",
+        "comparisons.csv",
+        "latency_ccdf.svg",
+    ] {
+        let a = std::fs::read(tmp.path().join("single").join(f)).unwrap();
+        let b = std::fs::read(tmp.path().join("merged").join(f)).unwrap();
+        assert!(a == b, "{f} differs between a single run and merged shards");
+    }
+    // A missing shard is reported, not silently merged.
+    std::fs::remove_file(tmp.path().join("shards/shard-1-of-2.json")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lbsim"))
+        .args(["merge", &d("shards"), "--out", &d("partial")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shard missing"));
+}
+
+#[test]
+fn reports_do_not_depend_on_thread_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = short_scenario(tmp.path());
+    let d = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
+    for t in ["1", "2"] {
+        lbsim(&[
+            "run",
+            &s,
+            "--replications",
+            "4",
+            "--threads",
+            t,
+            "--out",
+            &d(t),
+        ]);
+    }
+    for f in ["summary.csv", "comparisons.csv", "servers.svg"] {
+        let a = std::fs::read(tmp.path().join("1").join(f)).unwrap();
+        let b = std::fs::read(tmp.path().join("2").join(f)).unwrap();
+        assert!(a == b, "{f} depends on --threads");
+    }
+}
+
+#[test]
+fn sequential_stopping_reports_replications_needed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = short_scenario(tmp.path());
+    let out = lbsim(&[
+        "run",
+        &s,
+        "--replications",
+        "3",
+        "--precision",
+        "0.05",
+        "--metric",
+        "latency_mean",
+        "--max-replications",
+        "40",
+        "--out",
+        &tmp.path().join("p").to_string_lossy(),
+    ]);
+    assert!(out.contains("precision: "), "{out}");
+    let md = std::fs::read_to_string(tmp.path().join("p/report.md")).unwrap();
+    // The reproduce command pins the number of replications that was needed.
+    let n: String = out
+        .split("precision: ")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert!(md.contains(&format!("--replications {n}")), "{md}");
+}
