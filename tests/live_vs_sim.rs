@@ -94,7 +94,10 @@ fn live_smoke_agrees_with_the_simulation() {
     }
     let v = verdict.expect("one attempt ran");
     let labels: Vec<&str> = v.live.strategies.iter().map(|s| s.label.as_str()).collect();
-    assert_eq!(labels, ["round_robin", "least_connections", "random", "p2c"]);
+    assert_eq!(
+        labels,
+        ["round_robin", "least_connections", "random", "p2c"]
+    );
     let latency_checked = match v.refusal() {
         Some(why) => {
             println!("SKIPPED latency checks (the machine is too busy to measure): {why}");
