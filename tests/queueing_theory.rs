@@ -153,6 +153,25 @@ fn mg1_lognormal_matches_pollaczek_khinchine() {
 }
 
 #[test]
+fn mg1_gamma_matches_pollaczek_khinchine() {
+    // Gamma service, mean 1 ms, cv 0.5 (a regression: small-mean gamma quantiles once
+    // came out near 2^42 ns). ρ = 0.8.
+    let (lambda, m, cv) = (800.0, 0.001, 0.5);
+    let s = scenario(&single_group(
+        lambda,
+        1,
+        1,
+        r#"{ dist = "gamma", mean = 0.001, cv = 0.5 }"#,
+        "round_robin",
+        20.0,
+        2.0,
+    ));
+    let r = run_default(&s);
+    let w = lambda * m * m * (1.0 + cv * cv) / (2.0 * (1.0 - lambda * m)) + m;
+    assert_agrees("M/G/1 gamma mean", &values(&r, 0, "latency_mean"), w);
+}
+
+#[test]
 fn random_split_is_independent_mm1_queues() {
     // Random dispatch of Poisson(λ) to N servers gives N independent M/M/1 queues with λ/N.
     let (n, lambda) = (4, 2800.0);

@@ -7,7 +7,6 @@
 //! under one strategy is equally large under every other.
 
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{ContinuousCDF, Gamma};
 use statrs::function::erf::erfc_inv;
 
 /// A distribution of a positive quantity, in seconds.
@@ -221,11 +220,7 @@ impl Dist {
             }
             Dist::Gamma { mean, cv } => {
                 let shape = 1.0 / (cv * cv);
-                let rate = shape / mean;
-                match Gamma::new(shape, rate) {
-                    Ok(g) => g.inverse_cdf(u),
-                    Err(_) => *mean,
-                }
+                std_gamma_quantile(shape, u) * mean / shape
             }
             Dist::Weibull { shape, scale } => scale * (-(-u).ln_1p()).powf(1.0 / shape),
             Dist::Pareto { shape, scale } => scale * (1.0 - u).powf(-1.0 / shape),
@@ -344,6 +339,40 @@ pub fn std_normal_quantile(u: f64) -> f64 {
     -std::f64::consts::SQRT_2 * erfc_inv(2.0 * u)
 }
 
+/// The quantile of the standard gamma distribution (shape `k`, rate 1).
+///
+/// statrs' own inverse CDF brackets the root on a fixed grid and fails (NaN, or values
+/// around 2^42) for small shapes and quantiles. This solves `P(k, x) = u` for `t = ln x` by
+/// Newton's method safeguarded by bisection, which converges for every shape: `d/dt P(k, e^t)
+/// = x^k e^(-x) / Γ(k)` is positive and available in closed form.
+pub fn std_gamma_quantile(k: f64, u: f64) -> f64 {
+    use statrs::function::gamma::{gamma_lr, ln_gamma};
+    let (mut lo, mut hi) = (-745.0f64, (k + 40.0 * k.sqrt() + 60.0).ln());
+    let lg = ln_gamma(k);
+    // Start from the small-x approximation x ≈ (u Γ(k + 1))^(1/k) or the mean.
+    let guess = ((u.ln() + ln_gamma(k + 1.0)) / k).min(k.ln());
+    let mut t = guess.clamp(lo + 1.0, hi - 1e-9);
+    for _ in 0..200 {
+        let x = t.exp();
+        let f = gamma_lr(k, x) - u;
+        if f > 0.0 {
+            hi = t;
+        } else {
+            lo = t;
+        }
+        let slope = (k * t - x - lg).exp();
+        let mut next = t - f / slope;
+        if !(next.is_finite() && next > lo && next < hi) {
+            next = 0.5 * (lo + hi);
+        }
+        if (next - t).abs() <= 1e-13 * t.abs().max(1.0) {
+            return next.exp();
+        }
+        t = next;
+    }
+    t.exp()
+}
+
 /// A uniform draw strictly inside (0, 1), from the top 52 bits of a 64-bit word.
 pub fn open_unit(bits: u64) -> f64 {
     ((bits >> 12) as f64 + 0.5) * (1.0 / (1u64 << 52) as f64)
@@ -352,6 +381,7 @@ pub fn open_unit(bits: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use statrs::distribution::{ContinuousCDF, Gamma};
 
     fn sample_mean(d: &Dist, n: usize) -> f64 {
         // Stratified quantiles: exact up to discretisation, no randomness.
@@ -406,6 +436,28 @@ mod tests {
                 "{d:?}: {got} vs {}",
                 d.mean()
             );
+        }
+    }
+
+    #[test]
+    fn gamma_quantile_inverts_the_cdf_at_any_scale() {
+        // Regression: statrs' inverse CDF of Gamma(k, rate) returned about 2^42 ns for a
+        // 4 ms mean; the quantile must invert the CDF whatever the mean.
+        for mean in [1e-6, 4e-3, 1.0, 500.0] {
+            for cv in [0.3, 1.0, 2.0] {
+                let d = Dist::Gamma { mean, cv };
+                let shape = 1.0 / (cv * cv);
+                let g = Gamma::new(shape, shape / mean).unwrap();
+                for u in [0.01, 0.3, 0.5, 0.9, 0.999] {
+                    let x = d.quantile(u);
+                    assert!(
+                        (g.cdf(x) - u).abs() < 1e-6,
+                        "mean {mean} cv {cv} u {u}: x {x}"
+                    );
+                }
+                let m = sample_mean(&d, 20_000);
+                assert!((m - mean).abs() / mean < 0.01, "mean {mean} cv {cv}: {m}");
+            }
         }
     }
 
