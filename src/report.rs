@@ -12,6 +12,7 @@ pub mod markdown;
 pub mod plots;
 pub mod sweep;
 pub mod table;
+pub mod timeseries;
 
 use std::path::{Path, PathBuf};
 
@@ -84,6 +85,7 @@ pub fn standard_reports() -> Vec<Box<dyn Report>> {
         Box::new(ComparisonsCsv),
         Box::new(sweep::SweepCsv),
         Box::new(Plots),
+        Box::new(timeseries::Timeseries),
         Box::new(MarkdownReport),
     ]
 }

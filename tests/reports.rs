@@ -130,3 +130,46 @@ fn sweep_writes_csv_and_p99_plot_with_bands() {
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(md.contains("## Sweep over `load`") && md.contains("](sweep_p99.svg)"));
 }
+
+#[test]
+fn timeseries_samples_every_server_and_agrees_with_the_balancer_view() {
+    let (dir, s) = write(ImageFormat::Svg);
+    let csv = std::fs::read_to_string(dir.path().join("timeseries.csv")).unwrap();
+    let servers = s.servers().len();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    // One row per strategy × sample × server; samples cover the run at SAMPLES points.
+    let samples = rows.len() / (servers * s.strategies.len());
+    assert_eq!(rows.len(), samples * servers * s.strategies.len());
+    assert!(
+        (lbsim::report::timeseries::SAMPLES as usize
+            ..=lbsim::report::timeseries::SAMPLES as usize + 1)
+            .contains(&samples)
+    );
+    let workers = s.groups[0].workers;
+    let mut busy_seen = false;
+    for r in &rows {
+        let (queued, in_service, in_flight): (u32, u32, u32) = (
+            r[5].parse().unwrap(),
+            r[6].parse().unwrap(),
+            r[7].parse().unwrap(),
+        );
+        // One request-level balancer sees exactly what the server holds.
+        assert_eq!(in_flight, queued + in_service, "{r:?}");
+        assert!(in_service <= workers);
+        busy_seen |= in_service > 0;
+    }
+    assert!(busy_seen);
+    let svg = std::fs::read_to_string(dir.path().join("queue_over_time.svg")).unwrap();
+    for e in &s.strategies {
+        assert_eq!(
+            svg.lines().filter(|l| l.trim() == e.label()).count(),
+            1,
+            "panel for {}",
+            e.label()
+        );
+    }
+}

@@ -73,6 +73,10 @@ pub fn plot_files(input: &ReportInput<'_>) -> Vec<(&'static str, String)> {
             format!("sweep_p99.{ext}"),
         ));
     }
+    v.push((
+        "Requests at each server over time (replication 0)",
+        format!("queue_over_time.{ext}"),
+    ));
     v
 }
 
@@ -223,6 +227,95 @@ where
     }
     .map_err(text)?;
     Ok(())
+}
+
+/// Small multiples, one panel per strategy: requests at each server (waiting + in service)
+/// over time in replication 0, one line per server coloured by server group, with the end
+/// of the warm-up marked.
+pub fn queue_over_time(
+    path: &Path,
+    scenario: &Scenario,
+    traces: &[(String, Vec<crate::sim::Sample>)],
+    format: ImageFormat,
+) -> Result<(), ReportError> {
+    let servers = scenario.servers();
+    let cols = if traces.len() > 1 { 2 } else { 1 };
+    let rows = traces.len().div_ceil(cols).max(1);
+    let height = 60 + 220 * rows as u32;
+    let t_end = scenario.end();
+    let y_max = traces
+        .iter()
+        .flat_map(|(_, s)| s.iter())
+        .flat_map(|s| s.queued.iter().zip(&s.in_service).map(|(q, b)| q + b))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+        * 1.05;
+    render!(path, format, (SIZE.0, height), |root| {
+        root.fill(&WHITE)?;
+        let (title, body) = root.split_vertically(50);
+        title.titled(
+            "Requests at each server (waiting + in service) over time, replication 0",
+            ("sans-serif", 20),
+        )?;
+        let panels = body.split_evenly((rows, cols));
+        for ((label, samples), panel) in traces.iter().zip(panels.iter()) {
+            let mut chart = ChartBuilder::on(panel)
+                .caption(label, ("sans-serif", 16))
+                .margin(8)
+                .x_label_area_size(35)
+                .y_label_area_size(45)
+                .build_cartesian_2d(0.0..t_end, 0.0..y_max)?;
+            chart
+                .configure_mesh()
+                .x_desc("time (s)")
+                .y_desc("requests")
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v))
+                .label_style(("sans-serif", 12))
+                .axis_desc_style(("sans-serif", 13))
+                .light_line_style(WHITE.mix(0.0))
+                .draw()?;
+            if scenario.warmup > 0.0 {
+                chart.draw_series(DashedLineSeries::new(
+                    [(scenario.warmup, 0.0), (scenario.warmup, y_max)],
+                    4,
+                    4,
+                    RGBColor(150, 150, 150).stroke_width(1),
+                ))?;
+            }
+            for (i, info) in servers.iter().enumerate() {
+                let pts = samples.iter().map(|s| {
+                    (
+                        s.time.as_secs_f64(),
+                        f64::from(s.queued[i] + s.in_service[i]),
+                    )
+                });
+                let series = chart.draw_series(LineSeries::new(
+                    pts,
+                    colour(info.group).mix(0.75).stroke_width(1),
+                ))?;
+                // One legend entry per group, on its first server.
+                if servers[..i].iter().all(|s| s.group != info.group) {
+                    let c = colour(info.group);
+                    series
+                        .label(format!("group {}", scenario.groups[info.group].name))
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                        });
+                }
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.4))
+                .label_font(("sans-serif", 12))
+                .draw()?;
+        }
+        root.present()?;
+        Ok(())
+    })
 }
 
 /// An axis tick without trailing zeros (`10`, `2.5`, `0.01`).

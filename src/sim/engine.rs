@@ -96,6 +96,59 @@ pub fn simulate(
     sim.finish()
 }
 
+/// The state of every server at one instant, as sampled by [`simulate_traced`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// When.
+    pub time: Nanos,
+    /// Requests waiting, per server.
+    pub queued: Vec<u32>,
+    /// Requests in service, per server.
+    pub in_service: Vec<u32>,
+    /// Requests in flight to each server as the first balancer sees them (for connection
+    /// level: connections open to it).
+    pub in_flight: Vec<u32>,
+}
+
+/// Like [`simulate`], and also samples every server's state every `every` over the whole
+/// run (warm-up included), up to the end of the measured window. Memory grows with the
+/// number of samples, not with the run: pick `every` from the run length.
+pub fn simulate_traced(
+    scenario: &Scenario,
+    strategy: &StrategySpec,
+    replication: u64,
+    seed: u64,
+    every: Nanos,
+) -> (RunMetrics, Vec<Sample>) {
+    let every = every.max(Nanos(1));
+    let mut sim = Sim::new(scenario, strategy, replication, seed);
+    let mut samples = Vec::new();
+    let mut next = Nanos::ZERO;
+    let mut sample_until = |sim: &Sim<'_>, t: Nanos, samples: &mut Vec<Sample>| {
+        // The state between events holds until the next one: sample it at every grid
+        // point before `t`.
+        while next < t && next <= sim.to {
+            samples.push(Sample {
+                time: next,
+                queued: sim.servers.iter().map(|s| s.queued()).collect(),
+                in_service: sim.servers.iter().map(|s| s.busy()).collect(),
+                in_flight: sim.balancers[0]
+                    .backends()
+                    .iter()
+                    .map(|b| b.in_flight)
+                    .collect(),
+            });
+            next += every;
+        }
+    };
+    while let Some((now, event)) = sim.events.pop() {
+        sample_until(&sim, now, &mut samples);
+        sim.handle(now, event);
+    }
+    sample_until(&sim, Nanos::MAX, &mut samples);
+    (sim.finish(), samples)
+}
+
 impl<'a> Sim<'a> {
     fn new(
         scenario: &'a Scenario,
