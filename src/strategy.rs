@@ -67,7 +67,8 @@ pub struct Backend {
     pub last_latency: Option<Nanos>,
     /// The server's own report of its load (all balancers' requests), as of `load.at`.
     /// Exact when the scenario has no `load_report_interval`, otherwise refreshed every
-    /// interval (stale in between). `None` until the first report (and in live mode).
+    /// interval (stale in between). `None` until the first report, in live mode, and for
+    /// strategies that do not read reports (`StrategySpec::reads_load_reports`).
     pub load: Option<LoadReport>,
 }
 

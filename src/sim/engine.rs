@@ -78,6 +78,9 @@ struct Sim<'a> {
     from: Nanos,
     to: Nanos,
     report_every: Option<Nanos>,
+    /// Whether server load reports are kept exact after every change (the strategy reads
+    /// them and no `load_report_interval` is set).
+    exact_reports: bool,
     conns: Option<Connections>,
 }
 
@@ -189,7 +192,11 @@ impl<'a> Sim<'a> {
             m: RunMetrics::new(&workers, from, to),
             from,
             to,
-            report_every: scenario.load_report_interval.map(Nanos::from_secs_f64),
+            report_every: scenario
+                .load_report_interval
+                .map(Nanos::from_secs_f64)
+                .filter(|_| strategy.reads_load_reports()),
+            exact_reports: scenario.load_report_interval.is_none() && strategy.reads_load_reports(),
             conns: None,
         };
         if let Some(r) = sim.requests.next() {
@@ -329,7 +336,7 @@ impl<'a> Sim<'a> {
                 }
             }
         }
-        if self.report_every.is_none() {
+        if self.exact_reports {
             self.publish_load(i, now);
         }
     }
@@ -358,7 +365,7 @@ impl<'a> Sim<'a> {
         if self.conns.is_none() {
             self.balancers[job.balancer as usize].complete(i, latency, Outcome::Ok, now);
         }
-        if self.report_every.is_none() {
+        if self.exact_reports {
             self.publish_load(i, now);
         }
     }
@@ -413,7 +420,7 @@ impl<'a> Sim<'a> {
                     );
                 }
             }
-            if self.report_every.is_none() {
+            if self.exact_reports {
                 self.publish_load(i, now);
             }
         }

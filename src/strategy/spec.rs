@@ -408,6 +408,15 @@ impl StrategySpec {
         }
     }
 
+    /// Whether the strategy reads servers' load reports ([`super::Backend::load`]). The
+    /// simulator maintains reports only for those that do.
+    pub fn reads_load_reports(&self) -> bool {
+        matches!(
+            self,
+            StrategySpec::Jsq | StrategySpec::First { .. } | StrategySpec::GrpcWrr { .. }
+        )
+    }
+
     /// Whether the strategy reads backend weights.
     pub fn uses_weights(&self) -> bool {
         match self {
