@@ -52,15 +52,19 @@ pub(crate) fn cdf_svg(
             .y_desc("P(latency ≤ x)")
             .draw()
             .map_err(|e| e.to_string())?;
-        for (h, name, color) in [(*sim, "simulated", BLUE), (*live, "live", RED)] {
+        // A wide translucent band for the simulation under a thin line for live, so both stay
+        // visible where they agree (which is the point).
+        let sim_style = RGBColor(0, 114, 178).mix(0.4).stroke_width(7);
+        let live_style = RGBColor(213, 94, 0).stroke_width(2);
+        for (h, name, style) in [(*sim, "simulated", sim_style), (*live, "live", live_style)] {
             chart
                 .draw_series(LineSeries::new(
                     cdf_points(h).into_iter().filter(|&(x, _)| x <= x_max),
-                    color.stroke_width(2),
+                    style,
                 ))
                 .map_err(|e| e.to_string())?
                 .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
         }
         chart
             .configure_series_labels()
