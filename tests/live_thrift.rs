@@ -4,14 +4,14 @@
 //! Every test is bounded in time: clients use I/O timeouts and every wait
 //! has a deadline, so a regression fails instead of hanging.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::peer::{python_peer, thriftpy2_available};
 use lbsim::live::server::{self, ServerConfig, ServerHandle};
 use lbsim::live::{CallOutcome, ClientConfig, ClientError, Connection, Protocol, Transport};
 
@@ -245,79 +245,6 @@ fn killed_server_fails_calls_in_flight_and_new_connections() {
     let err = Connection::connect(addr, &cfg).expect_err("connected to a dead server");
     assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
     drop(server); // a second shutdown is a no-op
-}
-
-/// A thriftpy2 server process, killed on drop.
-struct PythonPeer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for PythonPeer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn thriftpy2_imports() -> bool {
-    Command::new("python3")
-        .args(["-c", "import thriftpy2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether the thriftpy2 peer can run; installs it (scripts/setup-python.sh, from PyPI)
-/// once if it is missing. Under CI (`CI` set) a peer that cannot be installed is a failure,
-/// not a skip.
-fn thriftpy2_available() -> bool {
-    static SETUP: std::sync::Once = std::sync::Once::new();
-    SETUP.call_once(|| {
-        if !thriftpy2_imports() {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-python.sh");
-            let _ = Command::new("sh").arg(script).status();
-        }
-    });
-    let ok = thriftpy2_imports();
-    assert!(
-        ok || std::env::var_os("CI").is_none(),
-        "CI: python3 cannot import thriftpy2 even after scripts/setup-python.sh"
-    );
-    ok
-}
-
-fn python_peer(args: &[&str]) -> PythonPeer {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/thriftpy2_server.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .args(["--port", "0", "--exit-on-stdin-eof"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start python3");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let mut peer = PythonPeer {
-        child,
-        addr: loopback(),
-    };
-    let line = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("thriftpy2 peer did not print READY within 10 s");
-    let port: u16 = line
-        .strip_prefix("READY ")
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line from peer: {line:?}"));
-    peer.addr.set_port(port);
-    peer
 }
 
 #[test]

@@ -15,14 +15,16 @@
 //! latency checks are skipped with a message, after one retry, and the shares are still
 //! checked; no test asserts speed.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::peer::{PythonPeer, python_peer, thriftpy2_available};
 use lbsim::live::verdict::{self, CompareOptions, Verdict};
 use lbsim::live::{Cluster, LiveError, LiveOptions, LiveRun, Protocol, Transport, replay};
 use lbsim::scenario::Scenario;
@@ -231,78 +233,6 @@ fn unreachable_backend_exits_2_naming_it() {
         stderr.contains(&dead.to_string()) && stderr.contains("slow-1"),
         "{stderr}"
     );
-}
-
-/// A thriftpy2 server process, killed on drop.
-struct PythonPeer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for PythonPeer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn thriftpy2_imports() -> bool {
-    Command::new("python3")
-        .args(["-c", "import thriftpy2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether the thriftpy2 peer can run; installs it (scripts/setup-python.sh) once if
-/// missing. Under CI a peer that cannot be installed is a failure, not a skip.
-fn thriftpy2_available() -> bool {
-    static SETUP: std::sync::Once = std::sync::Once::new();
-    SETUP.call_once(|| {
-        if !thriftpy2_imports() {
-            let _ = Command::new("sh")
-                .arg(repo("scripts/setup-python.sh"))
-                .status();
-        }
-    });
-    let ok = thriftpy2_imports();
-    assert!(
-        ok || std::env::var_os("CI").is_none(),
-        "CI: python3 cannot import thriftpy2 even after scripts/setup-python.sh"
-    );
-    ok
-}
-
-fn python_peer(args: &[&str]) -> PythonPeer {
-    let mut child = Command::new("python3")
-        .arg(repo("tests/peers/thriftpy2_server.py"))
-        .args(["--port", "0", "--exit-on-stdin-eof"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start python3");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let mut peer = PythonPeer {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-    };
-    let line = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("thriftpy2 peer did not print READY within 10 s");
-    let port: u16 = line
-        .strip_prefix("READY ")
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line from peer: {line:?}"));
-    peer.addr.set_port(port);
-    peer
 }
 
 #[test]

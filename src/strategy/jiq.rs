@@ -10,9 +10,7 @@
 
 use std::collections::VecDeque;
 
-use rand::RngExt;
-
-use super::{Backend, Outcome, PickContext, Strategy, up_from};
+use super::{Backend, Outcome, PickContext, Strategy};
 use crate::rng::SimRng;
 use crate::time::Nanos;
 
@@ -58,20 +56,7 @@ impl Strategy for JoinIdleQueue {
             self.queued[i] = false;
             return Some(i);
         }
-        let n = backends.len();
-        if n == 0 {
-            return None;
-        }
-        let i = self.rng.random_range(0..n);
-        if backends[i].up {
-            return Some(i);
-        }
-        let up = up_from(backends, 0).count();
-        if up == 0 {
-            return None;
-        }
-        let k = self.rng.random_range(0..up);
-        up_from(backends, 0).nth(k)
+        super::random::uniform_up(backends, &mut self.rng)
     }
 
     fn on_dispatch(&mut self, backend: usize, _now: Nanos) {

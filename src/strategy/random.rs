@@ -21,22 +21,27 @@ impl RandomChoice {
 
 impl Strategy for RandomChoice {
     fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
-        let n = backends.len();
-        if n == 0 {
-            return None;
-        }
-        let i = self.rng.random_range(0..n);
-        if backends[i].up {
-            return Some(i);
-        }
-        // Some backends are down: draw uniformly among those that are up.
-        let up = up_from(backends, 0).count();
-        if up == 0 {
-            return None;
-        }
-        let k = self.rng.random_range(0..up);
-        up_from(backends, 0).nth(k)
+        uniform_up(backends, &mut self.rng)
     }
+}
+
+/// A backend drawn uniformly among those that are up, or `None` when none is.
+pub(crate) fn uniform_up(backends: &[Backend], rng: &mut SimRng) -> Option<usize> {
+    let n = backends.len();
+    if n == 0 {
+        return None;
+    }
+    let i = rng.random_range(0..n);
+    if backends[i].up {
+        return Some(i);
+    }
+    // Some backends are down: draw uniformly among those that are up.
+    let up = up_from(backends, 0).count();
+    if up == 0 {
+        return None;
+    }
+    let k = rng.random_range(0..up);
+    up_from(backends, 0).nth(k)
 }
 
 #[cfg(test)]

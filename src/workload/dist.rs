@@ -237,22 +237,8 @@ impl Dist {
                 }
                 unreachable!("a mixture has at least one component")
             }
-            Dist::Empirical {
-                min,
-                p50,
-                p90,
-                p99,
-                p999,
-                max,
-            } => {
-                let pts = [
-                    (0.0, *min),
-                    (0.5, *p50),
-                    (0.9, *p90),
-                    (0.99, *p99),
-                    (0.999, *p999),
-                    (1.0, *max),
-                ];
+            Dist::Empirical { max, .. } => {
+                let pts = self.empirical_points();
                 for w in pts.windows(2) {
                     let ((q0, v0), (q1, v1)) = (w[0], w[1]);
                     if u <= q1 {
@@ -283,6 +269,20 @@ impl Dist {
                     .map(|c| c.weight / total * c.dist.mean())
                     .sum()
             }
+            Dist::Empirical { .. } => {
+                // Mean of a piecewise-linear quantile function: trapezoids.
+                self.empirical_points()
+                    .windows(2)
+                    .map(|w| (w[1].0 - w[0].0) * 0.5 * (w[0].1 + w[1].1))
+                    .sum()
+            }
+        }
+    }
+
+    /// The (quantile, value) points of an empirical profile (zeros for other distributions;
+    /// only called on `Empirical`). An array, not a `Vec`: it is used once per request.
+    fn empirical_points(&self) -> [(f64, f64); 6] {
+        match self {
             Dist::Empirical {
                 min,
                 p50,
@@ -290,20 +290,15 @@ impl Dist {
                 p99,
                 p999,
                 max,
-            } => {
-                // Mean of a piecewise-linear quantile function: trapezoids.
-                let pts = [
-                    (0.0, *min),
-                    (0.5, *p50),
-                    (0.9, *p90),
-                    (0.99, *p99),
-                    (0.999, *p999),
-                    (1.0, *max),
-                ];
-                pts.windows(2)
-                    .map(|w| (w[1].0 - w[0].0) * 0.5 * (w[0].1 + w[1].1))
-                    .sum()
-            }
+            } => [
+                (0.0, *min),
+                (0.5, *p50),
+                (0.9, *p90),
+                (0.99, *p99),
+                (0.999, *p999),
+                (1.0, *max),
+            ],
+            _ => [(0.0, 0.0); 6],
         }
     }
 

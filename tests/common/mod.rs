@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod peer;
+
 use std::path::Path;
 
 use lbsim::metrics::metric_index;
