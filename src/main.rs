@@ -611,6 +611,8 @@ mod live_cli {
     use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
     use std::path::PathBuf;
     use std::process::ExitCode;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     use anyhow::{Context, bail};
@@ -777,6 +779,20 @@ mod live_cli {
 
     pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
         let scenario = load(&a.scenario)?;
+        // Ctrl-C: finish the strategy being replayed, start no other, and write what
+        // finished. A second Ctrl-C exits at once.
+        let cancel = Arc::new(AtomicBool::new(false));
+        {
+            let cancel = cancel.clone();
+            let _ = ctrlc::set_handler(move || {
+                if cancel.swap(true, Ordering::SeqCst) {
+                    std::process::exit(130);
+                }
+                eprintln!(
+                    "interrupt: finishing the strategy being replayed, then writing what finished"
+                );
+            });
+        }
         let tolerances =
             Tolerances::default().with_overrides(a.tolerance.as_deref().unwrap_or(""))?;
         let reference: Reference = a.against.parse()?;
@@ -791,6 +807,7 @@ mod live_cli {
             calibration_calls: a.calibration_calls,
             only: a.strategies.clone(),
             spin: Duration::from_micros(a.spin_us),
+            cancel: Some(cancel.clone()),
         };
         eprintln!(
             "{}: replaying replication {} of {} strategies at time scale {} ({:.0} s of wall-clock time each)",
@@ -818,6 +835,10 @@ mod live_cli {
             }
             Err(e) => return Err(e.into()),
         };
+        if run.strategies.is_empty() {
+            eprintln!("interrupted before any strategy finished: nothing to write");
+            return Ok(ExitCode::from(130));
+        }
         let c = &run.calibration;
         println!(
             "calibration: extra latency {:.1} µs, service overhead {:.1} µs (wall-clock, medians); ping {}",
@@ -902,6 +923,18 @@ mod live_cli {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        if cancel.load(Ordering::SeqCst) {
+            eprintln!(
+                "interrupted: {} of {} strategies replayed; the files above hold those",
+                run.strategies.len(),
+                if a.strategies.is_empty() {
+                    scenario.strategies.len()
+                } else {
+                    a.strategies.len()
+                }
+            );
+            return Ok(ExitCode::from(130));
+        }
         if let Some(why) = verdict.refusal() {
             eprintln!("{why}");
             return Ok(ExitCode::from(1));

@@ -68,6 +68,9 @@ pub struct LiveOptions {
     /// at a quarter of the mean gap between requests, so spinning never costs more than a
     /// quarter of a core. Zero disables spinning.
     pub spin: Duration,
+    /// Set (by Ctrl-C) to start no further strategy; the strategies already replayed are
+    /// returned, so what finished is still written.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for LiveOptions {
@@ -83,6 +86,7 @@ impl Default for LiveOptions {
             calibration_calls: 40,
             only: Vec::new(),
             spin: Duration::from_micros(50),
+            cancel: None,
         }
     }
 }
@@ -261,6 +265,13 @@ pub fn replay(scenario: &Scenario, opts: &LiveOptions) -> Result<LiveRun, LiveEr
     let seed = opts.seed.unwrap_or(scenario.seed);
     let mut out = Vec::new();
     for entry in strategies {
+        if opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            break;
+        }
         let run = thread::scope(|s| {
             let pool = &mut pool;
             thread::Builder::new()
