@@ -60,7 +60,7 @@ fn interrupted_run_writes_the_replications_that_finished() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(reps >= 1 && reps < 100_000, "{reps}");
+    assert!((1..100_000).contains(&reps), "{reps}");
     assert!(dir.path().join("report.md").exists());
 }
 
