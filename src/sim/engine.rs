@@ -25,8 +25,10 @@ use crate::strategy::{Balancer, Outcome, StrategySpec};
 use crate::time::Nanos;
 use crate::workload::{Dist, Request, RequestStream};
 
+/// A scheduled event. Arrivals are not among them: the one pending arrival is kept beside
+/// the heap with its own sequence number (see [`Sim::next_event`]), which keeps heap
+/// entries small — the heap is the hottest structure of the engine.
 enum Event {
-    Arrival(Request),
     Done {
         server: u32,
         job: u64,
@@ -73,6 +75,8 @@ struct Sim<'a> {
     balancers: Vec<Balancer>,
     routing: SimRng,
     events: EventQueue<Event>,
+    /// The next arrival: (time, scheduling sequence, request).
+    pending: Option<(Nanos, u64, Request)>,
     requests: RequestStream,
     m: RunMetrics,
     from: Nanos,
@@ -93,9 +97,7 @@ pub fn simulate(
     seed: u64,
 ) -> RunMetrics {
     let mut sim = Sim::new(scenario, strategy, replication, seed);
-    while let Some((now, event)) = sim.events.pop() {
-        sim.handle(now, event);
-    }
+    while sim.step().is_some() {}
     sim.finish()
 }
 
@@ -144,9 +146,9 @@ pub fn simulate_traced(
             next += every;
         }
     };
-    while let Some((now, event)) = sim.events.pop() {
+    while let Some(now) = sim.next_time() {
         sample_until(&sim, now, &mut samples);
-        sim.handle(now, event);
+        sim.step();
     }
     sample_until(&sim, Nanos::MAX, &mut samples);
     (sim.finish(), samples)
@@ -188,6 +190,7 @@ impl<'a> Sim<'a> {
             balancers,
             routing: stream_rng(seed, replication, Stream::Routing, 0),
             events: EventQueue::default(),
+            pending: None,
             requests: RequestStream::new(&scenario.workload, seed, replication),
             m: RunMetrics::new(&workers, from, to),
             from,
@@ -200,7 +203,8 @@ impl<'a> Sim<'a> {
             conns: None,
         };
         if let Some(r) = sim.requests.next() {
-            sim.events.push(r.arrival, Event::Arrival(r));
+            let seq = sim.events.reserve_seq();
+            sim.pending = Some((r.arrival, seq, r));
         }
         if let Some(dt) = sim.report_every {
             sim.events.push(dt, Event::Report);
@@ -239,14 +243,44 @@ impl<'a> Sim<'a> {
         sim
     }
 
+    /// Whether the pending arrival comes before the earliest scheduled event, by
+    /// (time, scheduling sequence) — the same order as if it were in the heap.
+    fn arrival_first(&self) -> Option<bool> {
+        match (&self.pending, self.events.peek_key()) {
+            (Some((t, seq, _)), Some(key)) => Some((*t, *seq) < key),
+            (Some(_), None) => Some(true),
+            (None, Some(_)) => Some(false),
+            (None, None) => None,
+        }
+    }
+
+    /// Time of the next event, if any.
+    fn next_time(&self) -> Option<Nanos> {
+        match self.arrival_first()? {
+            true => self.pending.as_ref().map(|p| p.0),
+            false => self.events.peek_key().map(|k| k.0),
+        }
+    }
+
+    /// Runs the next event; returns its time, or `None` when nothing is left.
+    fn step(&mut self) -> Option<Nanos> {
+        if self.arrival_first()? {
+            let (now, _, req) = self.pending.take()?;
+            if let Some(next) = self.requests.next() {
+                let seq = self.events.reserve_seq();
+                self.pending = Some((next.arrival, seq, next));
+            }
+            self.arrival(now, req);
+            Some(now)
+        } else {
+            let (now, event) = self.events.pop()?;
+            self.handle(now, event);
+            Some(now)
+        }
+    }
+
     fn handle(&mut self, now: Nanos, event: Event) {
         match event {
-            Event::Arrival(req) => {
-                if let Some(next) = self.requests.next() {
-                    self.events.push(next.arrival, Event::Arrival(next));
-                }
-                self.arrival(now, req);
-            }
             Event::Done { server, job } => self.done(now, server as usize, job),
             Event::Report => {
                 for i in 0..self.servers.len() {

@@ -60,6 +60,21 @@ impl<E> EventQueue<E> {
         self.seq += 1;
     }
 
+    /// Takes the next scheduling sequence number without queueing anything: for an event
+    /// kept outside the heap (the pending arrival) that must still be ordered as if it had
+    /// been pushed now.
+    #[inline]
+    pub fn reserve_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq - 1
+    }
+
+    /// The (time, sequence) of the earliest event, if any.
+    #[inline]
+    pub fn peek_key(&self) -> Option<(Nanos, u64)> {
+        self.heap.peek().map(|e| (e.time, e.seq))
+    }
+
     /// Removes and returns the earliest event (first scheduled among equal times).
     #[inline]
     pub fn pop(&mut self) -> Option<(Nanos, E)> {
@@ -80,6 +95,17 @@ impl<E> EventQueue<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_sequence_numbers_order_like_pushes() {
+        let mut q = EventQueue::default();
+        q.push(Nanos(5), "a");
+        let reserved = q.reserve_seq();
+        q.push(Nanos(5), "b");
+        assert!((Nanos(5), reserved) > q.peek_key().unwrap());
+        q.pop();
+        assert!((Nanos(5), reserved) < q.peek_key().unwrap());
+    }
 
     #[test]
     fn earliest_first_and_fifo_on_ties() {
