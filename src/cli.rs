@@ -1,0 +1,34 @@
+//! The subcommands of the `lbsim` binary, one module each, and helpers they share.
+
+pub mod check;
+pub mod inspect;
+pub mod live;
+pub mod run;
+
+use std::path::Path;
+
+use lbsim::scenario::{Scenario, ScenarioError};
+
+/// Exit status for bad input (scenario errors, bad flags).
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// Loads and validates a scenario, printing its warnings.
+pub fn load(path: &Path) -> anyhow::Result<Scenario> {
+    let scenario = Scenario::load(path)?;
+    for w in scenario.warnings() {
+        eprintln!("warning: {}: {w}", path.display());
+    }
+    Ok(scenario)
+}
+
+/// A bad command-line flag, reported like a scenario error (exit status 2).
+pub fn bad_flag(path: &Path, field: &str, problem: &str, fix: &str) -> anyhow::Error {
+    ScenarioError::Invalid {
+        path: path.to_path_buf(),
+        line: None,
+        field: field.into(),
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+    .into()
+}

@@ -1,0 +1,69 @@
+//! `lbsim check`: regression check of scenarios against a committed baseline.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use lbsim::report::{check, write_summary_csv};
+use lbsim::runner::{RunOptions, run};
+
+use super::load;
+
+pub fn cmd_check(
+    paths: &[PathBuf],
+    baseline: &Path,
+    update: bool,
+    json: bool,
+    tolerance: &[String],
+    opts: RunOptions,
+) -> anyhow::Result<ExitCode> {
+    let tolerance = check::tolerances(tolerance)?;
+    let mut findings = Vec::new();
+    let mut ran = Vec::new();
+    for path in paths {
+        let scenario = load(path)?;
+        let results = run(&scenario, &opts)?;
+        ran.push((scenario.name.clone(), results.finished.len()));
+        if update {
+            let dir = baseline.join(&scenario.name);
+            let file = write_summary_csv(&dir, &scenario, &results)?;
+            eprintln!("updated {}", file.display());
+            continue;
+        }
+        let rows = check::read_baseline(baseline, &scenario.name)?;
+        if let Some(b) = rows
+            .first()
+            .filter(|b| b.replications != results.finished.len())
+        {
+            {
+                eprintln!(
+                    "warning: {}: baseline has {} replications, this run {}: pass the same --replications as when the baseline was made",
+                    scenario.name,
+                    b.replications,
+                    results.finished.len()
+                );
+            }
+        }
+        findings.extend(check::compare_with_baseline(
+            &scenario, &results, &rows, &tolerance,
+        ));
+    }
+    if update {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let failed = findings.iter().any(check::Finding::fails);
+    if json {
+        let doc = serde_json::json!({
+            "passed": !failed,
+            "scenarios": ran.iter().map(|(n, r)| serde_json::json!({"name": n, "replications": r})).collect::<Vec<_>>(),
+            "findings": findings,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{}", check::markdown(&findings, &ran));
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

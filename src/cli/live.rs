@@ -1,0 +1,340 @@
+//! Live mode: `lbsim serve` and `lbsim live` (see `src/live/`).
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use lbsim::live::server::{self, ServerConfig};
+use lbsim::live::verdict::{self, CompareOptions, Reference, Tolerances};
+use lbsim::live::{Cluster, LiveError, LiveOptions, Protocol, Transport, replay};
+
+use super::{EXIT_BAD_INPUT, load};
+
+/// `lbsim serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Scenario file: start every server of it, one port each. Without it, start one
+    /// server from --workers/--speed/--port.
+    scenario: Option<PathBuf>,
+    /// First port: scenario server i listens on port-base + i [default: free ports].
+    #[arg(long)]
+    port_base: Option<u16>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Workers of the single server.
+    #[arg(long, conflicts_with = "scenario")]
+    workers: Option<u32>,
+    /// Speed of the single server.
+    #[arg(long, default_value_t = 1.0, conflicts_with = "scenario")]
+    speed: f64,
+    /// Port of the single server.
+    #[arg(long, conflicts_with = "scenario")]
+    port: Option<u16>,
+    /// Waiting places of the single server [default: unbounded].
+    #[arg(long, conflicts_with = "scenario")]
+    queue_capacity: Option<u32>,
+    /// Id the single server reports.
+    #[arg(long, default_value = "server", conflicts_with = "scenario")]
+    id: String,
+    /// Thrift protocol: binary or compact.
+    #[arg(long, default_value = "binary")]
+    protocol: Protocol,
+    /// Thrift transport: framed or buffered.
+    #[arg(long, default_value = "framed")]
+    transport: Transport,
+}
+
+/// `lbsim live`.
+#[derive(Args)]
+pub struct LiveArgs {
+    /// Scenario file (TOML).
+    scenario: PathBuf,
+    /// Running backends, HOST:PORT separated by commas, one per scenario server in
+    /// order [default: start the scenario's servers in this process, on loopback].
+    #[arg(long, value_delimiter = ',')]
+    backends: Option<Vec<String>>,
+    /// Stretch every scenario time by this factor on the wire (reports stay in
+    /// scenario units).
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+    /// Output folder [default: reports/<scenario name>/live/].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replication whose requests are replayed.
+    #[arg(long, default_value_t = 0)]
+    replication: u64,
+    /// Simulated replications for the means and CIs [default: the scenario's].
+    #[arg(long)]
+    replications: Option<u32>,
+    /// Master seed [default: the scenario's].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Replay only this strategy (label); repeat for several [default: all].
+    #[arg(long = "strategy")]
+    strategies: Vec<String>,
+    /// Thrift protocol: binary or compact.
+    #[arg(long, default_value = "binary")]
+    protocol: Protocol,
+    /// Thrift transport: framed or buffered.
+    #[arg(long, default_value = "framed")]
+    transport: Transport,
+    /// Tolerances, e.g. latency_mean=0.1,latency_p50=0.1,latency_p99=0.2,share=0.02.
+    #[arg(long)]
+    tolerance: Option<String>,
+    /// Compare live values with the simulated `replayed` replication or the `mean`.
+    #[arg(long, default_value = "replayed")]
+    against: String,
+    /// Largest schedule-lag p99 accepted, as a fraction of the simulated median latency.
+    #[arg(long, default_value_t = 0.05)]
+    max_lag: f64,
+    /// Seconds to wait for one answer before counting the request failed.
+    #[arg(long, default_value_t = 10.0)]
+    io_timeout: f64,
+    /// Calibration calls (and pings) per backend; 0 models no overhead.
+    #[arg(long, default_value_t = 40)]
+    calibration_calls: usize,
+    /// Microseconds the dispatcher spins before each send instead of sleeping (timer
+    /// wake-ups are late by tens of µs); at most a quarter of the mean request gap.
+    #[arg(long, default_value_t = 50)]
+    spin_us: u64,
+    /// Print the driver's schedule lag and rates in detail.
+    #[arg(long)]
+    report_lag: bool,
+}
+
+fn wait_for_ctrl_c() -> anyhow::Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let _ = rx.recv();
+    Ok(())
+}
+
+pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &a.scenario {
+        let scenario = load(path)?;
+        let cluster = Cluster::start(&scenario, a.host, a.port_base, a.protocol, a.transport)?;
+        for (name, addr) in cluster.names.iter().zip(cluster.addrs()) {
+            println!("{name} {addr}");
+        }
+        eprintln!(
+            "serving {} servers ({} protocol, {} transport); Ctrl-C stops",
+            cluster.servers.len(),
+            a.protocol,
+            a.transport
+        );
+        wait_for_ctrl_c()?;
+        cluster.shutdown();
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(workers) = a.workers else {
+        bail!("give a scenario file, or --workers (with --speed and --port) for one server");
+    };
+    let cfg = ServerConfig {
+        workers,
+        speed: a.speed,
+        queue_capacity: a.queue_capacity,
+        protocol: a.protocol,
+        transport: a.transport,
+        ..ServerConfig::new(a.id.clone())
+    };
+    let addr = SocketAddr::new(a.host, a.port.unwrap_or(0));
+    let handle =
+        server::spawn(addr, cfg).with_context(|| format!("cannot start a server on {addr}"))?;
+    println!("{} {}", handle.id(), handle.local_addr());
+    eprintln!("serving; Ctrl-C stops");
+    wait_for_ctrl_c()?;
+    handle.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn resolve(list: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+    list.iter()
+        .map(|s| {
+            s.trim()
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut it| it.next())
+                .with_context(|| format!("--backends: `{s}` is not a HOST:PORT address"))
+        })
+        .collect()
+}
+
+pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
+    let scenario = load(&a.scenario)?;
+    // Ctrl-C: finish the strategy being replayed, start no other, and write what
+    // finished. A second Ctrl-C exits at once.
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        let _ = ctrlc::set_handler(move || {
+            if cancel.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!(
+                "interrupt: finishing the strategy being replayed, then writing what finished"
+            );
+        });
+    }
+    let tolerances = Tolerances::default().with_overrides(a.tolerance.as_deref().unwrap_or(""))?;
+    let reference: Reference = a.against.parse()?;
+    let opts = LiveOptions {
+        backends: a.backends.as_deref().map(resolve).transpose()?,
+        time_scale: a.time_scale,
+        replication: a.replication,
+        seed: a.seed,
+        protocol: a.protocol,
+        transport: a.transport,
+        io_timeout: Duration::from_secs_f64(a.io_timeout.max(0.001)),
+        calibration_calls: a.calibration_calls,
+        only: a.strategies.clone(),
+        spin: Duration::from_micros(a.spin_us),
+        cancel: Some(cancel.clone()),
+    };
+    eprintln!(
+        "{}: replaying replication {} of {} strategies at time scale {} ({:.0} s of wall-clock time each)",
+        scenario.name,
+        a.replication,
+        if a.strategies.is_empty() {
+            scenario.strategies.len()
+        } else {
+            a.strategies.len()
+        },
+        a.time_scale,
+        scenario.end() * a.time_scale
+    );
+    let run = match replay(&scenario, &opts) {
+        Ok(run) => run,
+        Err(
+            e @ (LiveError::Unreachable { .. }
+            | LiveError::BackendCount { .. }
+            | LiveError::TimeScale(_)
+            | LiveError::NoStrategy(_)
+            | LiveError::Unsupported(_)),
+        ) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if run.strategies.is_empty() {
+        eprintln!("interrupted before any strategy finished: nothing to write");
+        return Ok(ExitCode::from(130));
+    }
+    let c = &run.calibration;
+    println!(
+        "calibration: extra latency {:.1} µs, service overhead {:.1} µs (wall-clock, medians); ping {}",
+        c.extra_latency_ns * 1e-3,
+        c.service_overhead_ns * 1e-3,
+        c.backends
+            .iter()
+            .map(|b| format!("{:.0}", b.ping_rtt_ns * 1e-3))
+            .collect::<Vec<_>>()
+            .join("/")
+            + " µs"
+    );
+    for s in &run.strategies {
+        let served = s.metrics.latency.len();
+        let down: Vec<String> = s
+            .marked_down
+            .iter()
+            .map(|&i| scenario.servers()[i].name.clone())
+            .collect();
+        println!(
+            "{:<20} sent {}, served (measured) {}, errors {}{}, {:.1} s wall, {} connections",
+            s.label,
+            s.sent,
+            served,
+            s.errors,
+            if down.is_empty() {
+                String::new()
+            } else {
+                format!(" (marked down: {})", down.join(", "))
+            },
+            s.wall.as_secs_f64(),
+            s.connections
+        );
+        if let Some(e) = &s.first_error {
+            println!("{:<20} first error: {e}", "");
+        }
+        if a.report_lag {
+            let q = |p: f64| s.lag.value_at_quantile(p) as f64 * 1e-3;
+            println!(
+                "{:<20} offered {:.0} req/s wall-clock; schedule lag µs: p50 {:.1}, p90 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}",
+                "",
+                s.sent as f64 / (scenario.end() * run.time_scale),
+                q(0.5),
+                q(0.9),
+                q(0.99),
+                q(0.999),
+                s.lag.max() as f64 * 1e-3
+            );
+            let d = |p: f64| s.dispatch_lag.value_at_quantile(p) as f64 * 1e-3;
+            println!(
+                "{:<20} of which dispatcher wake-up µs: p50 {:.1}, p90 {:.1}, p99 {:.1} (the rest is writing the call)",
+                "",
+                d(0.5),
+                d(0.9),
+                d(0.99)
+            );
+        }
+    }
+    let verdict = verdict::compare(
+        &scenario,
+        &run,
+        &CompareOptions {
+            replications: a.replications,
+            tolerances,
+            reference,
+            max_lag_fraction: a.max_lag,
+        },
+    )?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name).join("live"));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create `{}`", out.display()))?;
+    print!("{}", verdict::table(&verdict));
+    let written = verdict::write_reports(&out, &scenario, &verdict)?;
+    println!(
+        "wrote {}",
+        written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if cancel.load(Ordering::SeqCst) {
+        eprintln!(
+            "interrupted: {} of {} strategies replayed; the files above hold those",
+            run.strategies.len(),
+            if a.strategies.is_empty() {
+                scenario.strategies.len()
+            } else {
+                a.strategies.len()
+            }
+        );
+        return Ok(ExitCode::from(130));
+    }
+    if let Some(why) = verdict.refusal() {
+        eprintln!("{why}");
+        return Ok(ExitCode::from(1));
+    }
+    if verdict.passed() {
+        println!("verdict: live agrees with the simulation within tolerance");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let failed = verdict.rows.iter().filter(|r| r.verdict != "pass").count();
+        println!("verdict: {failed} comparison(s) outside tolerance");
+        Ok(ExitCode::from(1))
+    }
+}

@@ -1,0 +1,293 @@
+//! `lbsim run` and `lbsim merge`: simulate a scenario (optionally a shard of it, or to a
+//! precision target) and write its reports.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use lbsim::metrics::metric_index;
+use lbsim::report::{ImageFormat, ReportInput, standard_reports, summary_table, write_reports};
+use lbsim::runner::{RunOptions, RunResults, run, run_replications};
+use lbsim::scenario::Scenario;
+use lbsim::sequential::{Precision, run_to_precision};
+use lbsim::shard::{self, ShardFile, ShardSpec};
+use lbsim::sweep::SweepResults;
+use lbsim::sweep::run_sweep;
+
+use super::{bad_flag, load};
+
+/// `lbsim run` flags beyond the run options.
+pub struct RunFlags {
+    pub out: Option<PathBuf>,
+    pub png: bool,
+    pub precision: Option<f64>,
+    pub metric: String,
+    pub max_replications: u32,
+    pub shard: Option<ShardSpec>,
+}
+
+pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Result<ExitCode> {
+    let scenario = load(path)?;
+    if opts.replications == Some(0) {
+        return Err(bad_flag(
+            path,
+            "--replications",
+            "is 0",
+            "use 2 or more replications",
+        ));
+    }
+    let metric = metric_index(&flags.metric).ok_or_else(|| {
+        bad_flag(
+            path,
+            "--metric",
+            &format!("no metric `{}`", flags.metric),
+            "use a column of summary.csv, e.g. latency_p99 or latency_mean",
+        )
+    })?;
+    if let Some(p) = flags.precision {
+        if !(p.is_finite() && p > 0.0) {
+            return Err(bad_flag(
+                path,
+                "--precision",
+                "must be greater than 0",
+                "e.g. --precision 0.01 for ±1%",
+            ));
+        }
+        if flags.shard.is_some() {
+            return Err(bad_flag(
+                path,
+                "--precision",
+                "cannot be combined with --shard",
+                "shard a fixed number of replications (--replications N)",
+            ));
+        }
+    }
+    if flags.shard.is_some() && scenario.sweep.is_some() {
+        return Err(bad_flag(
+            path,
+            "--shard",
+            "sharding a [sweep] is not supported yet",
+            "run each sweep point as its own scenario, or run the sweep unsharded",
+        ));
+    }
+    let replications = opts.replications.unwrap_or(scenario.replications);
+    let out = flags
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
+    let points = scenario.sweep.as_ref().map_or(0, |s| s.values.len()) as u64;
+    let shard_indices = flags.shard.map(|s| s.indices(replications));
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        // A second Ctrl-C while the first is being honoured kills the process as usual.
+        let _ = ctrlc::set_handler(move || {
+            if cancel.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
+    opts.cancel = Some(cancel.clone());
+    if std::io::stderr().is_terminal() {
+        let first = shard_indices
+            .as_ref()
+            .map_or(u64::from(replications), |i| i.len() as u64);
+        let bar = ProgressBar::new(first * (1 + points));
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} replications, ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(scenario.name.clone());
+        opts.progress = Some(bar);
+    }
+    eprintln!(
+        "{}: {} strategies × {} replications{}, {} s measured after {} s warm-up",
+        scenario.name,
+        scenario.strategies.len(),
+        replications,
+        match (flags.shard, flags.precision) {
+            (Some(s), _) => format!(
+                " (shard {}/{}: {} of them)",
+                s.index,
+                s.count,
+                shard_indices.as_ref().map_or(0, Vec::len)
+            ),
+            (_, Some(p)) => format!(" to start, more until ±{}% on {}", 100.0 * p, flags.metric),
+            _ => String::new(),
+        },
+        scenario.duration,
+        scenario.warmup
+    );
+
+    if let (Some(spec), Some(indices)) = (flags.shard, &shard_indices) {
+        let results = run_replications(&scenario, indices, &opts)?;
+        if let Some(bar) = &opts.progress {
+            bar.finish_and_clear();
+        }
+        let file = ShardFile::new(&results, &scenario, replications, spec).write(&out)?;
+        println!(
+            "wrote {} ({} replications); combine the shards with `lbsim merge`",
+            file.display(),
+            results.finished.len()
+        );
+        return Ok(if results.is_partial() {
+            eprintln!(
+                "interrupted: {} of {} replications of this shard finished; the file holds those",
+                results.finished.len(),
+                results.requested
+            );
+            ExitCode::from(130)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+
+    let results = match flags.precision {
+        Some(target) => {
+            let seq = run_to_precision(
+                &scenario,
+                &opts,
+                Precision {
+                    target,
+                    metric,
+                    max_replications: flags.max_replications,
+                },
+            )?;
+            eprintln!(
+                "precision: {} replications ({}) give ±{:.2}% on {} for every strategy{}",
+                seq.results.finished.len(),
+                seq.batches
+                    .iter()
+                    .map(|b| b.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" → "),
+                100.0 * seq.worst,
+                flags.metric,
+                if seq.reached {
+                    String::new()
+                } else {
+                    format!(
+                        ": target ±{}% NOT reached within --max-replications {}",
+                        100.0 * target,
+                        flags.max_replications
+                    )
+                }
+            );
+            seq.results
+        }
+        None => run(&scenario, &opts)?,
+    };
+    let sweep_opts = RunOptions {
+        replications: Some(results.finished.len().max(2) as u32),
+        ..opts.clone()
+    };
+    let sweep = run_sweep(&scenario, &sweep_opts)?;
+    if let Some(bar) = &opts.progress {
+        bar.finish_and_clear();
+    }
+    let command = format!(
+        "lbsim run {} --seed {} --replications {}{}{}",
+        path.display(),
+        results.seed,
+        results.finished.len(),
+        flags
+            .out
+            .as_ref()
+            .map_or(String::new(), |o| format!(" --out {}", o.display())),
+        if flags.png { " --png" } else { "" },
+    );
+    print!("{}", summary_table(&results));
+    write_all(
+        &out,
+        &scenario,
+        &results,
+        sweep.as_ref(),
+        &command,
+        flags.png,
+    )?;
+    if results.is_partial() {
+        eprintln!(
+            "interrupted: {} of {} replications finished; the files above hold those",
+            results.finished.len(),
+            results.requested
+        );
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_all(
+    out: &Path,
+    scenario: &Scenario,
+    results: &RunResults,
+    sweep: Option<&SweepResults>,
+    command: &str,
+    png: bool,
+) -> anyhow::Result<()> {
+    let input = ReportInput {
+        scenario,
+        results,
+        command,
+        format: if png {
+            ImageFormat::Png
+        } else {
+            ImageFormat::Svg
+        },
+        sweep,
+    };
+    let files = write_reports(out, &input, &standard_reports())?;
+    let names: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    println!("\nwrote {}: {}", out.display(), names.join(", "));
+    Ok(())
+}
+
+pub fn cmd_merge(
+    shards: &[PathBuf],
+    scenario: Option<PathBuf>,
+    out: Option<PathBuf>,
+    png: bool,
+) -> anyhow::Result<ExitCode> {
+    let (results, head, missing) = shard::merge(shards)?;
+    let path = scenario.unwrap_or_else(|| head.scenario_path.clone());
+    let scenario = load(&path)?;
+    if scenario.name != head.scenario {
+        anyhow::bail!(
+            "{} is scenario `{}` but the shards are of `{}`\n  fix: pass the scenario the shards were run from with --scenario",
+            path.display(),
+            scenario.name,
+            head.scenario
+        );
+    }
+    let command = format!(
+        "lbsim run {} --seed {} --replications {}{}{}",
+        path.display(),
+        results.seed,
+        head.replications,
+        out.as_ref()
+            .map_or(String::new(), |o| format!(" --out {}", o.display())),
+        if png { " --png" } else { "" },
+    );
+    let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
+    print!("{}", summary_table(&results));
+    write_all(&out, &scenario, &results, None, &command, png)?;
+    if !missing.is_empty() || results.is_partial() {
+        eprintln!(
+            "incomplete: {} of {} replications ({} shard{} missing: {:?}); the files above hold those",
+            results.finished.len(),
+            head.replications,
+            missing.len(),
+            if missing.len() == 1 { "" } else { "s" },
+            missing
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
