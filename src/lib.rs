@@ -4,11 +4,13 @@
 //! services, before rollout, with numbers it can trust.
 //!
 //! ```text
-//!  scenario.toml ──► Scenario ──► sim::Engine ──► metrics ──► stats ──► report
-//!                         │         (one replication,           (CIs over     (table, CSV)
-//!                         │          one strategy)               replications)
-//!                         └──────► live (same requests, real Thrift servers)
-//!                 strategy::Strategy is shared by sim and live
+//!  scenario.toml ─► Scenario ─► sim::simulate ─► metrics ─► runner/stats ─► report
+//!    (serde)        (validated)  (one replication,  (HDR,       (replications   (table, CSV,
+//!                        │        one strategy)      integrals)  in parallel,    plots,
+//!                        │                                       95% CIs)        report.md)
+//!                        └─────► live::replay (the same requests, real Thrift servers)
+//!
+//!            strategy::Strategy + Balancer: one code path for sim and live
 //! ```
 //!
 //! - [`scenario`]: scenario files, parsed and validated.
@@ -23,6 +25,8 @@
 //! - [`sweep`]: running a scenario's `[sweep]`, point by point.
 //! - [`report`]: terminal table, CSV files, plots, `report.md`, regression checks.
 //! - [`live`]: real Thrift backends and clients over TCP, for replaying a scenario.
+//! - [`rng`], [`time`]: seeded random streams per (seed, replication, purpose), and
+//!   integer-nanosecond time passed explicitly (no clock in a strategy).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
