@@ -1,4 +1,4 @@
-//! A scenario's servers as real Thrift backends: one [`server`](super::server) per scenario
+//! A scenario's servers as real Thrift backends: one [`super::server`] per scenario
 //! server, each on its own port, as `lbsim serve SCENARIO` and the live driver start them.
 
 use std::io;

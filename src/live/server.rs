@@ -10,7 +10,7 @@
 //! pool thread, so connections beyond the pool size stall. Here every
 //! connection gets its own thread that reads calls and runs the generated
 //! processor, and the worker slots are a shared FIFO ticket semaphore
-//! ([`Admission`]), so the number of connections and the number of workers
+//! (`Admission`), so the number of connections and the number of workers
 //! are independent, as they are in the simulator.
 
 use std::collections::{HashMap, VecDeque};
