@@ -4,7 +4,6 @@
 //! weighted round robin among the tied backends, as nginx does — with equal weights that is
 //! plain round robin.
 
-use super::smooth_wrr::SmoothWeightedRoundRobin;
 use super::{Backend, PickContext, Strategy};
 
 /// nginx `least_conn`, optionally weighted.
@@ -22,42 +21,46 @@ impl LeastConnections {
             current: Vec::new(),
         }
     }
-
-    fn weight(&self, b: &Backend) -> u64 {
-        if self.weighted {
-            u64::from(b.weight)
-        } else {
-            1
-        }
-    }
 }
 
 impl Strategy for LeastConnections {
     fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
-        // Find the best ratio in_flight / weight by cross-multiplication (exact, as nginx).
-        let mut best: Option<usize> = None;
-        for (i, b) in backends.iter().enumerate() {
-            if !b.up || self.weight(b) == 0 {
+        let weighted = self.weighted;
+        let wt = |b: &Backend| if weighted { u64::from(b.weight) } else { 1 };
+        // Pass 1: the best ratio in_flight / weight, by cross-multiplication (exact, as
+        // nginx compares `conns * best.weight < best.conns * weight`).
+        let mut best: Option<(u64, u64)> = None;
+        for b in backends {
+            let w = wt(b);
+            if !b.up || w == 0 {
                 continue;
             }
-            if best.is_none_or(|j| {
-                let bj = &backends[j];
-                u64::from(b.in_flight) * self.weight(bj) < u64::from(bj.in_flight) * self.weight(b)
-            }) {
-                best = Some(i);
+            let c = u64::from(b.in_flight);
+            if best.is_none_or(|(bc, bw)| c * bw < bc * w) {
+                best = Some((c, w));
             }
         }
-        let j = best?;
-        let weighted = self.weighted;
-        let wt = move |b: &Backend| if weighted { u64::from(b.weight) } else { 1 };
-        let (cj, wj) = (u64::from(backends[j].in_flight), wt(&backends[j]));
-        let weight = |i: usize| {
-            let b = &backends[i];
+        let (cj, wj) = best?;
+        // Pass 2: smooth weighted round robin among the backends tied at that ratio.
+        if self.current.len() != backends.len() {
+            self.current.resize(backends.len(), 0);
+        }
+        let mut total = 0i64;
+        let mut chosen: Option<usize> = None;
+        for (i, b) in backends.iter().enumerate() {
             let w = wt(b);
-            let tied = u64::from(b.in_flight) * wj == cj * w;
-            if tied { w as u32 } else { 0 }
-        };
-        SmoothWeightedRoundRobin::step(&mut self.current, backends, weight)
+            if !b.up || w == 0 || u64::from(b.in_flight) * wj != cj * w {
+                continue;
+            }
+            self.current[i] += w as i64;
+            total += w as i64;
+            if chosen.is_none_or(|k| self.current[i] > self.current[k]) {
+                chosen = Some(i);
+            }
+        }
+        let i = chosen?;
+        self.current[i] -= total;
+        Some(i)
     }
 }
 
