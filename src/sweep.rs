@@ -38,6 +38,29 @@ pub struct SweepBy {
     pub parameter: String,
     /// Its values, in file order (one plot panel each).
     pub values: Vec<f64>,
+    /// Points per value: the length of the first parameter's list.
+    pub stride: usize,
+}
+
+impl SweepResults {
+    /// The points grouped by the second parameter, as (its value, points in the first
+    /// parameter's order); a 1-D sweep is one group without a value. Groups of an
+    /// interrupted sweep may be short or empty.
+    pub fn panels(&self) -> Vec<(Option<f64>, &[SweepPoint])> {
+        let Some(by) = &self.by else {
+            return vec![(None, &self.points[..])];
+        };
+        let stride = by.stride.max(1);
+        by.values
+            .iter()
+            .enumerate()
+            .map(|(j, &y)| {
+                let lo = (j * stride).min(self.points.len());
+                let hi = ((j + 1) * stride).min(self.points.len());
+                (Some(y), &self.points[lo..hi])
+            })
+            .collect()
+    }
 }
 
 impl SweepResults {
@@ -83,6 +106,7 @@ pub fn run_sweep(scenario: &Scenario, opts: &RunOptions) -> Result<Option<SweepR
         by: sweep.by.as_ref().map(|b| SweepBy {
             parameter: b.name(),
             values: b.values.clone(),
+            stride: sweep.first.values.len(),
         }),
         points,
     }))
