@@ -328,6 +328,17 @@ pub fn tick(v: f64) -> String {
     }
 }
 
+/// Whether `v` is 1, 2 or 5 times a power of ten (up to rounding).
+fn is_1_2_5(v: f64) -> bool {
+    if !(v.is_finite() && v > 0.0) {
+        return false;
+    }
+    let m = v / 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .any(|&t| (m - t).abs() < 1e-6 * t)
+}
+
 /// A probability tick as a percentage (`1%`, `0.01%`).
 fn percent_tick(p: f64) -> String {
     format!("{}%", tick(p * 100.0))
@@ -663,12 +674,22 @@ pub fn sweep_plot(
                 .x_label_area_size(50)
                 .y_label_area_size(80)
                 .build_cartesian_2d(x_range.clone(), y_range.clone().log_scale())?;
+            // Small panels: fewer x ticks, and y labels only at 1, 2 and 5 of each decade (the
+            // grid keeps every line), so labels stay apart.
+            let small = sweep.by.is_some();
             chart
                 .configure_mesh()
+                .x_labels(if small { 6 } else { 10 })
                 .x_desc(x_desc.as_str())
                 .y_desc(format!("{} ({unit}, log scale)", def.name))
                 .x_label_formatter(&|v| tick(*v))
-                .y_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| {
+                    if small && !is_1_2_5(*v) {
+                        String::new()
+                    } else {
+                        tick(*v)
+                    }
+                })
                 .label_style(("sans-serif", 15))
                 .axis_desc_style(("sans-serif", 17))
                 .light_line_style(WHITE.mix(0.0))
@@ -697,4 +718,19 @@ pub fn sweep_plot(
         root.present()?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_two_five_ticks() {
+        for v in [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 100.0, 200.0, 5000.0] {
+            assert!(is_1_2_5(v), "{v}");
+        }
+        for v in [0.3, 3.0, 700.0, 900.0, 0.0, -1.0, f64::NAN] {
+            assert!(!is_1_2_5(v), "{v}");
+        }
+    }
 }
