@@ -592,7 +592,8 @@ pub fn sweep_plot(
         })
         .unwrap_or_default();
     // [panel] = (caption, [strategy] = [(x, mean, low, high)])
-    let panels: Vec<(Option<String>, Vec<Vec<(f64, f64, f64, f64)>>)> = sweep
+    type Series = Vec<(f64, f64, f64, f64)>;
+    let panels: Vec<(Option<String>, Vec<Series>)> = sweep
         .panels()
         .into_iter()
         .map(|(y, points)| {
