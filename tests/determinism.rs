@@ -57,6 +57,35 @@ fn bit_identical_across_thread_counts() {
     assert_ne!(bits(&one), bits(&other));
 }
 
+#[test]
+fn two_parameter_sweep_is_bit_identical_across_thread_counts() {
+    let mut s = Scenario::load(Path::new("scenarios/load-by-balancers.toml")).unwrap();
+    s.duration = 3.0;
+    s.warmup = 0.5;
+    s.workload.horizon = 3.5;
+    let opts = |threads| RunOptions {
+        replications: Some(3),
+        threads: Some(threads),
+        ..Default::default()
+    };
+    let sweep_bits = |threads| {
+        let sw = lbsim::sweep::run_sweep(&s, &opts(threads))
+            .unwrap()
+            .unwrap();
+        let coords: Vec<(u64, Option<u64>)> = sw
+            .points
+            .iter()
+            .map(|p| (p.x.to_bits(), p.by.map(f64::to_bits)))
+            .collect();
+        let results: Vec<Vec<u64>> = sw.points.iter().map(|p| bits(&p.results)).collect();
+        (coords, results)
+    };
+    let one = sweep_bits(1);
+    assert_eq!(one.0.len(), 9);
+    assert_eq!(one, sweep_bits(2));
+    assert_eq!(one, sweep_bits(3));
+}
+
 const ONE_SERVER: &str = r#"
 name = "crn"
 seed = 3

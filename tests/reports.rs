@@ -132,6 +132,107 @@ fn sweep_writes_csv_and_p99_plot_with_bands() {
 }
 
 #[test]
+fn two_parameter_sweep_writes_every_point_and_one_panel_per_second_value() {
+    let mut s = Scenario::load(Path::new("scenarios/load-by-balancers.toml")).unwrap();
+    s.duration = 3.0;
+    s.warmup = 0.5;
+    s.workload.horizon = 3.5;
+    let opts = RunOptions {
+        replications: Some(2),
+        ..Default::default()
+    };
+    let r = run(&s, &opts).unwrap();
+    let sweep = lbsim::sweep::run_sweep(&s, &opts).unwrap().unwrap();
+    let (loads, balancers) = (3, 3);
+    assert_eq!(sweep.points.len(), loads * balancers);
+    // The first parameter varies fastest.
+    assert_eq!(sweep.points[1].x, 0.7);
+    assert_eq!(sweep.points[1].by, Some(1.0));
+    assert_eq!(sweep.points[3].by, Some(4.0));
+    assert_eq!(s.at_sweep_point(3).balancers, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let input = ReportInput {
+        scenario: &s,
+        results: &r,
+        command: "lbsim run scenarios/load-by-balancers.toml",
+        format: ImageFormat::Svg,
+        sweep: Some(&sweep),
+    };
+    write_reports(dir.path(), &input, &standard_reports()).unwrap();
+    let csv = std::fs::read_to_string(dir.path().join("sweep.csv")).unwrap();
+    let n_strat = s.strategies.len();
+    assert_eq!(
+        csv.lines().count(),
+        1 + loads * balancers * n_strat * lbsim::metrics::METRICS.len()
+    );
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with("scenario,parameter,value,offered_load,strategy,")
+            && header.ends_with(",parameter2,value2"),
+        "{header}"
+    );
+    assert!(lines.all(|l| l.contains(",balancers,")));
+    let svg = std::fs::read_to_string(dir.path().join("sweep_p99.svg")).unwrap();
+    for b in ["1", "4", "16"] {
+        let caption = format!("balancers = {b}");
+        assert_eq!(
+            svg.lines().filter(|l| l.trim() == caption).count(),
+            1,
+            "one panel captioned {caption}"
+        );
+    }
+    assert_eq!(
+        svg.lines()
+            .filter(|l| l.trim().starts_with("balancers = "))
+            .count(),
+        balancers
+    );
+    assert_eq!(
+        svg.matches("<polygon opacity=\"0.15\"").count(),
+        balancers * n_strat,
+        "one CI band per strategy and panel"
+    );
+    // One legend for all panels.
+    for e in &s.strategies {
+        assert_eq!(svg.lines().filter(|l| l.trim() == e.label()).count(), 1);
+    }
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("## Sweep over `load` by `balancers`"), "{md}");
+    assert!(md.contains("| balancers | load | offered load |"), "{md}");
+    assert!(md.contains("| 16 | 0.9 | 90% |"), "{md}");
+}
+
+#[test]
+fn one_parameter_sweep_csv_leaves_the_second_pair_empty() {
+    let mut s = Scenario::load(Path::new("scenarios/load-sweep.toml")).unwrap();
+    s.duration = 2.0;
+    s.warmup = 0.5;
+    s.workload.horizon = 2.5;
+    s.sweep.as_mut().unwrap().first.values.truncate(2);
+    let opts = RunOptions {
+        replications: Some(2),
+        ..Default::default()
+    };
+    let r = run(&s, &opts).unwrap();
+    let sweep = lbsim::sweep::run_sweep(&s, &opts).unwrap().unwrap();
+    assert!(sweep.by.is_none() && sweep.points.iter().all(|p| p.by.is_none()));
+    let dir = tempfile::tempdir().unwrap();
+    let input = ReportInput {
+        scenario: &s,
+        results: &r,
+        command: "lbsim run scenarios/load-sweep.toml",
+        format: ImageFormat::Svg,
+        sweep: Some(&sweep),
+    };
+    write_reports(dir.path(), &input, &standard_reports()).unwrap();
+    let csv = std::fs::read_to_string(dir.path().join("sweep.csv")).unwrap();
+    assert!(csv.lines().skip(1).all(|l| l.ends_with(",,")), "{csv}");
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("| load | offered load |") && !md.contains(" by `"));
+}
+
+#[test]
 fn timeseries_samples_every_server_and_agrees_with_the_balancer_view() {
     let (dir, s) = write(ImageFormat::Svg);
     let csv = std::fs::read_to_string(dir.path().join("timeseries.csv")).unwrap();

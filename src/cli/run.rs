@@ -79,7 +79,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
-    let points = scenario.sweep.as_ref().map_or(0, |s| s.values.len()) as u64;
+    let points = scenario.sweep.as_ref().map_or(0, |s| s.len()) as u64;
     let shard_indices = flags.shard.map(|s| s.indices(replications));
 
     let cancel = Arc::new(AtomicBool::new(false));

@@ -281,11 +281,19 @@ pub fn render(input: &ReportInput<'_>) -> String {
     }
     if let (Some(sweep), Some(k)) = (input.sweep, metric_index("latency_p99")) {
         {
+            let by = sweep
+                .by
+                .as_ref()
+                .map_or(String::new(), |b| format!(" by `{}`", b.parameter));
             let _ = writeln!(
                 out,
-                "## Sweep over `{}`\n\np99 response time per point (95% CI); **bold**: rank 1 at that point (best or indistinguishable from it).\n",
+                "## Sweep over `{}`{by}\n\np99 response time per point (95% CI); **bold**: rank 1 at that point (best or indistinguishable from it).\n",
                 sweep.parameter
             );
+            // A 2-D sweep leads with the second parameter: rows come grouped by it.
+            let (by_head, by_rule) = sweep.by.as_ref().map_or((String::new(), ""), |b| {
+                (format!(" {} |", b.parameter), "---:|")
+            });
             let labels: Vec<&str> = results
                 .strategies
                 .iter()
@@ -293,11 +301,11 @@ pub fn render(input: &ReportInput<'_>) -> String {
                 .collect();
             let _ = writeln!(
                 out,
-                "| {} | offered load | {} |",
+                "|{by_head} {} | offered load | {} |",
                 sweep.parameter,
                 labels.join(" | ")
             );
-            let _ = writeln!(out, "|---:|---:|{}", "---:|".repeat(labels.len()));
+            let _ = writeln!(out, "|{by_rule}---:|---:|{}", "---:|".repeat(labels.len()));
             for p in &sweep.points {
                 let r = rank(&p.results, k);
                 let cells: Vec<String> = p
@@ -315,9 +323,11 @@ pub fn render(input: &ReportInput<'_>) -> String {
                         }
                     })
                     .collect();
+                let by_cell =
+                    p.by.map_or(String::new(), |y| format!(" {} |", super::plots::tick(y)));
                 let _ = writeln!(
                     out,
-                    "| {} | {:.0}% | {} |",
+                    "|{by_cell} {} | {:.0}% | {} |",
                     super::plots::tick(p.x),
                     100.0 * p.offered_load,
                     cells.join(" | ")

@@ -328,6 +328,17 @@ pub fn tick(v: f64) -> String {
     }
 }
 
+/// Whether `v` is 1, 2 or 5 times a power of ten (up to rounding).
+fn is_1_2_5(v: f64) -> bool {
+    if !(v.is_finite() && v > 0.0) {
+        return false;
+    }
+    let m = v / 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .any(|&t| (m - t).abs() < 1e-6 * t)
+}
+
 /// A probability tick as a percentage (`1%`, `0.01%`).
 fn percent_tick(p: f64) -> String {
     format!("{}%", tick(p * 100.0))
@@ -556,7 +567,9 @@ pub fn server_bars(
     })
 }
 
-/// A metric against the swept parameter, one line per strategy with its 95% CI band.
+/// A metric against the swept parameter, one line per strategy with its 95% CI band. A 2-D
+/// sweep draws small multiples: one such panel per value of the second parameter, on shared
+/// axes so that panels compare at a glance.
 pub fn sweep_plot(
     path: &Path,
     sweep: &SweepResults,
@@ -578,28 +591,38 @@ pub fn sweep_plot(
                 .collect()
         })
         .unwrap_or_default();
-    // [strategy] = [(x, mean, low, high)]
-    let series: Vec<Vec<(f64, f64, f64, f64)>> = (0..labels.len())
-        .map(|s| {
-            sweep
-                .points
-                .iter()
-                .map(|p| {
-                    let e = p.results.strategies[s].estimate(k);
-                    let (lo, hi) = if e.low.is_finite() {
-                        (e.low, e.high)
-                    } else {
-                        (e.mean, e.mean)
-                    };
-                    (p.x, e.mean * scale, lo * scale, hi * scale)
+    // [panel] = (caption, [strategy] = [(x, mean, low, high)])
+    type Series = Vec<(f64, f64, f64, f64)>;
+    let panels: Vec<(Option<String>, Vec<Series>)> = sweep
+        .panels()
+        .into_iter()
+        .map(|(y, points)| {
+            let caption = y
+                .zip(sweep.by.as_ref())
+                .map(|(y, b)| format!("{} = {}", b.parameter, tick(y)));
+            let series = (0..labels.len())
+                .map(|s| {
+                    points
+                        .iter()
+                        .filter_map(|p| p.results.strategies.get(s).map(|r| (p.x, r.estimate(k))))
+                        .map(|(x, e)| {
+                            let (lo, hi) = if e.low.is_finite() {
+                                (e.low, e.high)
+                            } else {
+                                (e.mean, e.mean)
+                            };
+                            (x, e.mean * scale, lo * scale, hi * scale)
+                        })
+                        .filter(|v| v.1.is_finite())
+                        .collect()
                 })
-                .filter(|v| v.1.is_finite())
-                .collect()
+                .collect();
+            (caption, series)
         })
         .collect();
     let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) =
         (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, 0.0f64);
-    for v in series.iter().flatten() {
+    for v in panels.iter().flat_map(|p| p.1.iter().flatten()) {
         x_lo = x_lo.min(v.0);
         x_hi = x_hi.max(v.0);
         y_lo = y_lo.min(v.2.max(v.1 * 0.5));
@@ -612,44 +635,103 @@ pub fn sweep_plot(
     let x_range = (x_lo - pad)..(x_hi + pad);
     let y_range = (y_lo.max(1e-9) * 0.8)..(y_hi * 1.3);
     let x_desc = sweep.axis_label();
-    render!(path, format, SIZE, |root| {
+    let title = format!(
+        "{} vs {}{} (bands: 95% CI)",
+        def.doc,
+        sweep.parameter,
+        sweep.by.as_ref().map_or(String::new(), |b| format!(
+            ", one panel per value of {}",
+            b.parameter
+        ))
+    );
+    let n = panels.len().max(1);
+    let cols = if n <= 3 {
+        n
+    } else {
+        n.isqrt() + usize::from(n.isqrt().pow(2) < n)
+    };
+    let rows = n.div_ceil(cols);
+    let size = if sweep.by.is_none() {
+        SIZE
+    } else {
+        ((480 * cols as u32).max(SIZE.0), 50 + 430 * rows as u32)
+    };
+    render!(path, format, size, |root| {
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("{} vs {} (bands: 95% CI)", def.doc, sweep.parameter),
-                ("sans-serif", 22),
-            )
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(80)
-            .build_cartesian_2d(x_range.clone(), y_range.clone().log_scale())?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc.as_str())
-            .y_desc(format!("{} ({unit}, log scale)", def.name))
-            .y_label_formatter(&|v| tick(*v))
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 17))
-            .light_line_style(WHITE.mix(0.0))
-            .draw()?;
-        for (i, pts) in series.iter().enumerate() {
-            let mut band: Vec<(f64, f64)> = pts.iter().map(|v| (v.0, v.3)).collect();
-            band.extend(pts.iter().rev().map(|v| (v.0, v.2)));
-            chart.draw_series(std::iter::once(Polygon::new(band, colour(i).mix(0.15))))?;
+        let areas = if sweep.by.is_none() {
+            vec![root.clone()]
+        } else {
+            root.titled(&title, ("sans-serif", 22))?
+                .split_evenly((rows, cols))
+        };
+        for (pi, ((caption, series), area)) in panels.iter().zip(&areas).enumerate() {
+            let (caption, size) = match caption {
+                Some(c) => (c.as_str(), 18),
+                None => (title.as_str(), 22),
+            };
+            let mut chart = ChartBuilder::on(area)
+                .caption(caption, ("sans-serif", size))
+                .margin(15)
+                .x_label_area_size(50)
+                .y_label_area_size(80)
+                .build_cartesian_2d(x_range.clone(), y_range.clone().log_scale())?;
+            // Small panels: fewer x ticks, and y labels only at 1, 2 and 5 of each decade (the
+            // grid keeps every line), so labels stay apart.
+            let small = sweep.by.is_some();
+            chart
+                .configure_mesh()
+                .x_labels(if small { 6 } else { 10 })
+                .x_desc(x_desc.as_str())
+                .y_desc(format!("{} ({unit}, log scale)", def.name))
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| {
+                    if small && !is_1_2_5(*v) {
+                        String::new()
+                    } else {
+                        tick(*v)
+                    }
+                })
+                .label_style(("sans-serif", 15))
+                .axis_desc_style(("sans-serif", 17))
+                .light_line_style(WHITE.mix(0.0))
+                .draw()?;
+            for (i, pts) in series.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
+                let mut band: Vec<(f64, f64)> = pts.iter().map(|v| (v.0, v.3)).collect();
+                band.extend(pts.iter().rev().map(|v| (v.0, v.2)));
+                chart.draw_series(std::iter::once(Polygon::new(band, colour(i).mix(0.15))))?;
+            }
+            for (i, pts) in series.iter().enumerate() {
+                let line: Vec<(f64, f64)> = pts.iter().map(|v| (v.0, v.1)).collect();
+                draw_series(&mut chart, i, &labels[i], &line, 1)?;
+            }
+            // One legend, in the first panel: every panel has the same strategies.
+            if pi == 0 {
+                chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperLeft)
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK.mix(0.4))
+                    .label_font(("sans-serif", 15))
+                    .legend_area_size(34)
+                    .draw()?;
+            }
         }
-        for (i, pts) in series.iter().enumerate() {
-            let line: Vec<(f64, f64)> = pts.iter().map(|v| (v.0, v.1)).collect();
-            draw_series(&mut chart, i, &labels[i], &line, 1)?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(("sans-serif", 15))
-            .legend_area_size(34)
-            .draw()?;
         root.present()?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_two_five_ticks() {
+        for v in [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 100.0, 200.0, 5000.0] {
+            assert!(is_1_2_5(v), "{v}");
+        }
+        for v in [0.3, 3.0, 700.0, 900.0, 0.0, -1.0, f64::NAN] {
+            assert!(!is_1_2_5(v), "{v}");
+        }
+    }
 }

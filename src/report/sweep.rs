@@ -1,5 +1,7 @@
 //! `sweep.csv`: one row per sweep point, strategy and metric, with the 95% CI and the rank
-//! (ties for statistically indistinguishable strategies) at that point.
+//! (ties for statistically indistinguishable strategies) at that point. A 2-D sweep fills
+//! the last two columns, `parameter2` and `value2` (empty otherwise, so 1-D files keep
+//! their columns in place).
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +38,10 @@ pub struct SweepRow<'a> {
     pub rank: Option<usize>,
     /// Replications.
     pub replications: usize,
+    /// Second swept parameter (empty for a 1-D sweep).
+    pub parameter2: Option<&'a str>,
+    /// Its value at this point.
+    pub value2: Option<f64>,
 }
 
 /// `sweep.csv`, written only when the scenario has a `[sweep]`.
@@ -70,6 +76,8 @@ impl Report for SweepCsv {
                         ci95_high: e.high,
                         rank: ranks[k].as_ref().map(|r| r.rank_of(si)),
                         replications: e.n,
+                        parameter2: sweep.by.as_ref().map(|b| b.parameter.as_str()),
+                        value2: p.by,
                     })
                     .map_err(|source| ReportError::Csv {
                         path: path.clone(),

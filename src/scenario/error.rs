@@ -75,6 +75,7 @@ pub fn locate(source: &str, field: &str) -> Option<usize> {
     let mut seen = 0usize;
     let mut current_table: Option<String> = None;
     let lines: Vec<&str> = source.lines().collect();
+    let full = parts.join(".");
     // Keys may live in a [table] of their own (e.g. [arrivals]) when the path has no index.
     let head_table = if table.is_none() && parts.len() > 1 {
         Some(parts[0])
@@ -100,7 +101,10 @@ pub fn locate(source: &str, field: &str) -> Option<usize> {
         }
         if let Some(h) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
             current_table = Some(h.trim().to_string());
-            if head_table.is_some_and(|t| h.trim() == t) {
+            // `[sweep]` and `[sweep.by]` both head `sweep.by.load`; the deeper one wins.
+            if head_table
+                .is_some_and(|t| h.trim() == t || full.starts_with(&format!("{}.", h.trim())))
+            {
                 section_start = n;
             }
             continue;
@@ -111,6 +115,9 @@ pub fn locate(source: &str, field: &str) -> Option<usize> {
             (None, Some(t)) => {
                 (current_table.as_deref() == Some(t) && parts.get(1) == Some(&key))
                     || (current_table.is_none() && key == t)
+                    || current_table
+                        .as_deref()
+                        .is_some_and(|c| full == format!("{c}.{key}"))
             }
             (None, None) => current_table.is_none() && parts.first() == Some(&key),
         };
@@ -136,5 +143,14 @@ mod tests {
         assert_eq!(locate(SRC, "servers[1].service.mean"), Some(15));
         // Missing key: the table header.
         assert_eq!(locate(SRC, "servers[1].speed"), Some(12));
+    }
+
+    #[test]
+    fn finds_fields_of_nested_tables() {
+        let src = "name = \"x\"\n[sweep]\nload = [0.5]\n[sweep.by]\nbalancers = [0]\n";
+        assert_eq!(locate(src, "sweep.load"), Some(3));
+        assert_eq!(locate(src, "sweep.by.balancers"), Some(5));
+        // Missing key: the nested table's header.
+        assert_eq!(locate(src, "sweep.by.count"), Some(4));
     }
 }

@@ -44,7 +44,7 @@ pub struct ScenarioFile {
     pub servers: Vec<ServerGroup>,
     /// Strategies to compare.
     pub strategies: Vec<StrategyEntry>,
-    /// One parameter varied over a list of values (see [`super::sweep`]).
+    /// One parameter, or a grid of two, varied over lists of values (see [`super::sweep`]).
     #[serde(default)]
     pub sweep: Option<super::sweep::SweepFile>,
     /// Connection-level (L4) balancing: clients hold persistent connections and the

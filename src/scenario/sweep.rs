@@ -1,6 +1,6 @@
-//! The `[sweep]` section of a scenario file: one parameter varied over a list of values
-//! (offered load, servers in a group, balancers, load-report interval), and the scenario
-//! at each point.
+//! The `[sweep]` section of a scenario file: one parameter, or a grid of two, varied over
+//! lists of values (offered load, servers in a group, balancers, load-report interval, a
+//! strategy knob), and the scenario at each point.
 //!
 //! ```toml
 //! [sweep]
@@ -10,7 +10,14 @@
 //! # or: load_report_interval = [0.01, 0.1, 1.0]
 //! # or a strategy knob: parameter = "d", values = [1, 2, 4, 8]
 //! #   (every strategy that has the parameter, or only `strategy = "<label>"`)
+//!
+//! [sweep.by]                          # optional: a second, different parameter
+//! balancers = [1, 4, 16]              # same kinds as above
 //! ```
+//!
+//! With `[sweep.by]` the points are the cartesian product, the first parameter varying
+//! fastest: (0.1, 1), (0.3, 1), ..., (0.9, 1), (0.1, 4), ... So the points for one value of
+//! the second parameter are contiguous, one curve of the 1-D sweep each.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +25,7 @@ use super::{Scenario, ScenarioError, ScenarioFile, Validator};
 use crate::strategy::StrategyEntry;
 use crate::workload::arrival::ArrivalSpec;
 
-/// `[sweep]` as written: exactly one list.
+/// `[sweep]` (or `[sweep.by]`) as written: exactly one list.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SweepFile {
@@ -47,6 +54,9 @@ pub struct SweepFile {
     /// that has it).
     #[serde(default)]
     pub strategy: Option<String>,
+    /// `[sweep.by]`: a second parameter, crossed with the first.
+    #[serde(default)]
+    pub by: Option<Box<SweepFile>>,
 }
 
 /// The swept parameter.
@@ -76,16 +86,62 @@ pub enum SweepParameter {
     },
 }
 
-/// A validated sweep.
+/// One swept parameter and its values.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Sweep {
+pub struct SweepAxis {
     /// What varies.
     pub parameter: SweepParameter,
     /// Its values, in file order.
     pub values: Vec<f64>,
 }
 
+/// A validated sweep: one parameter, or two crossed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sweep {
+    /// The first parameter (`[sweep]`), varying fastest.
+    pub first: SweepAxis,
+    /// The second parameter (`[sweep.by]`), if any.
+    pub by: Option<SweepAxis>,
+}
+
 impl Sweep {
+    /// Number of points (the product of the lists' lengths).
+    pub fn len(&self) -> usize {
+        self.first.values.len() * self.by.as_ref().map_or(1, |b| b.values.len())
+    }
+
+    /// Whether the sweep has no point (never true once validated).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Indices into the first and second lists of point `p` (first varies fastest).
+    pub fn coords(&self, p: usize) -> (usize, Option<usize>) {
+        let n = self.first.values.len().max(1);
+        (p % n, self.by.as_ref().map(|_| p / n))
+    }
+
+    /// Values of the first and second parameters at point `p`.
+    pub fn values_at(&self, p: usize) -> (f64, Option<f64>) {
+        let (i, j) = self.coords(p);
+        (
+            self.first.values[i],
+            j.zip(self.by.as_ref()).map(|(j, b)| b.values[j]),
+        )
+    }
+
+    /// Point `p` for messages: `load = 0.5` or `load = 0.5, balancers = 4`.
+    pub fn describe(&self, p: usize) -> String {
+        let (x, y) = self.values_at(p);
+        let mut s = format!("{} = {x}", self.first.name());
+        if let (Some(b), Some(y)) = (&self.by, y) {
+            s.push_str(&format!(", {} = {y}", b.name()));
+        }
+        s
+    }
+}
+
+impl SweepAxis {
     /// Parameter name as in `sweep.csv`.
     pub fn name(&self) -> String {
         match &self.parameter {
@@ -109,21 +165,14 @@ impl Sweep {
             }
         }
     }
-}
 
-impl Scenario {
-    /// The scenario at point `j` of its sweep (itself, without the sweep, if it has none).
-    pub fn at_sweep_point(&self, j: usize) -> Scenario {
-        let mut s = self.clone();
-        s.sweep = None;
-        let Some(sweep) = &self.sweep else {
-            return s;
-        };
-        let v = sweep.values[j];
-        match &sweep.parameter {
+    /// Sets this parameter to its `j`-th value in `s`.
+    fn apply(&self, s: &mut Scenario, j: usize) {
+        let v = self.values[j];
+        match &self.parameter {
             SweepParameter::Load => {
-                let factor = v * self.capacity() / self.mean_rate();
-                s.workload.arrivals = self.workload.arrivals.scaled(factor);
+                let factor = v * s.capacity() / s.mean_rate();
+                s.workload.arrivals = s.workload.arrivals.scaled(factor);
             }
             SweepParameter::Count { index, .. } => s.groups[*index].count = v as u32,
             SweepParameter::Balancers => s.balancers = v as u32,
@@ -134,16 +183,84 @@ impl Scenario {
                 }
             }
         }
+    }
+}
+
+impl Scenario {
+    /// The scenario at point `p` of its sweep (itself, without the sweep, if it has none).
+    pub fn at_sweep_point(&self, p: usize) -> Scenario {
+        let mut s = self.clone();
+        s.sweep = None;
+        let Some(sweep) = &self.sweep else {
+            return s;
+        };
+        let (i, j) = sweep.coords(p);
+        let mut steps = vec![(&sweep.first, i)];
+        if let (Some(b), Some(j)) = (&sweep.by, j) {
+            steps.push((b, j));
+        }
+        // Load is a fraction of the capacity *at this point*: scale arrivals last, after a
+        // count sweep has resized its group.
+        steps.sort_by_key(|(a, _)| matches!(a.parameter, SweepParameter::Load));
+        for (axis, k) in steps {
+            axis.apply(&mut s, k);
+        }
         s
     }
 }
 
 impl Validator<'_> {
-    /// Checks `[sweep]` against the rest of the file.
+    /// Checks `[sweep]` (and `[sweep.by]`) against the rest of the file.
     pub(super) fn sweep(&self, f: &ScenarioFile) -> Result<Option<Sweep>, ScenarioError> {
         let Some(sw) = &f.sweep else {
             return Ok(None);
         };
+        let (first, _) = self.sweep_axis(f, sw, "sweep")?;
+        let Some(by) = &sw.by else {
+            return Ok(Some(Sweep { first, by: None }));
+        };
+        if by.by.is_some() {
+            return Err(self.invalid(
+                "sweep.by",
+                "a sweep varies at most two parameters",
+                "remove [sweep.by.by]; run a second scenario for a third parameter",
+            ));
+        }
+        let (second, field) = self.sweep_axis(f, by, "sweep.by")?;
+        if second.name() == first.name() {
+            return Err(self.invalid(
+                &field,
+                format!("`{}` is swept twice ([sweep] and [sweep.by])", first.name()),
+                "sweep a different parameter in [sweep.by], or merge the two lists into [sweep]",
+            ));
+        }
+        if let (
+            SweepParameter::Strategy { labels: a, .. },
+            SweepParameter::Strategy { labels: b, .. },
+        ) = (&first.parameter, &second.parameter)
+            && let Some(l) = a.iter().find(|l| b.contains(l))
+        {
+            return Err(self.invalid(
+                &field,
+                format!("both swept parameters change strategy `{l}`"),
+                "cross a strategy parameter with load, count, balancers or load_report_interval, or give each `strategy = \"<label>\"` of a different strategy",
+            ));
+        }
+        Ok(Some(Sweep {
+            first,
+            by: Some(second),
+        }))
+    }
+
+    /// Checks one parameter's list: `[sweep]` or `[sweep.by]` (field prefix `at`). Returns
+    /// it with the field of its values, for later messages.
+    fn sweep_axis(
+        &self,
+        f: &ScenarioFile,
+        sw: &SweepFile,
+        at: &str,
+    ) -> Result<(SweepAxis, String), ScenarioError> {
+        let field_of = |k: &str| format!("{at}.{k}");
         let given = [
             sw.load.is_some(),
             sw.count.is_some(),
@@ -156,18 +273,18 @@ impl Validator<'_> {
         .count();
         if given != 1 {
             return Err(self.invalid(
-                "sweep",
-                format!("{given} parameters are swept"),
+                at,
+                format!("{given} parameters are swept in [{at}]"),
                 "give exactly one list: load, count (with group), balancers, load_report_interval, or parameter with values",
             ));
         }
         let bounded = f.servers.iter().any(|g| g.queue_capacity.is_some());
-        let (parameter, values, field): (SweepParameter, Vec<f64>, &str) = if let Some(load) =
+        let (parameter, values, field): (SweepParameter, Vec<f64>, String) = if let Some(load) =
             &sw.load
         {
             if matches!(f.arrivals, ArrivalSpec::Trace { .. }) {
                 return Err(self.invalid(
-                    "sweep.load",
+                    &field_of("load"),
                     "a trace cannot be scaled to another load",
                     "sweep a synthetic arrival process (e.g. poisson), or sweep count/balancers",
                 ));
@@ -176,7 +293,7 @@ impl Validator<'_> {
                 let max = if bounded { 10.0 } else { 1.0 };
                 if !(l.is_finite() && l > 0.0 && (l < max || (bounded && l <= max))) {
                     return Err(self.invalid(
-                            "sweep.load",
+                            &field_of("load"),
                             format!("load {l} is outside (0, {max})"),
                             if bounded {
                                 "use fractions of capacity greater than 0 (at most 10 with bounded queues)"
@@ -186,24 +303,28 @@ impl Validator<'_> {
                         ));
                 }
             }
-            (SweepParameter::Load, load.clone(), "sweep.load")
+            (SweepParameter::Load, load.clone(), field_of("load"))
         } else if let Some(count) = &sw.count {
             let Some(name) = &sw.group else {
                 return Err(self.invalid(
-                    "sweep.count",
+                    &field_of("count"),
                     "no `group` says which server group to resize",
                     "add group = \"<name of a [[servers]] group>\"",
                 ));
             };
             let Some(index) = f.servers.iter().position(|g| &g.name == name) else {
                 return Err(self.invalid(
-                    "sweep.group",
+                    &field_of("group"),
                     format!("no server group is named `{name}`"),
                     "use the name of one of the [[servers]] groups",
                 ));
             };
             if count.contains(&0) {
-                return Err(self.invalid("sweep.count", "contains 0", "use counts of 1 or more"));
+                return Err(self.invalid(
+                    &field_of("count"),
+                    "contains 0",
+                    "use counts of 1 or more",
+                ));
             }
             (
                 SweepParameter::Count {
@@ -211,12 +332,12 @@ impl Validator<'_> {
                     name: name.clone(),
                 },
                 count.iter().map(|&c| f64::from(c)).collect(),
-                "sweep.count",
+                field_of("count"),
             )
         } else if let Some(b) = &sw.balancers {
             if b.contains(&0) {
                 return Err(self.invalid(
-                    "sweep.balancers",
+                    &field_of("balancers"),
                     "contains 0",
                     "use 1 or more balancers",
                 ));
@@ -224,37 +345,37 @@ impl Validator<'_> {
             (
                 SweepParameter::Balancers,
                 b.iter().map(|&c| f64::from(c)).collect(),
-                "sweep.balancers",
+                field_of("balancers"),
             )
         } else if sw.parameter.is_some() || sw.values.is_some() {
             let (Some(name), Some(values)) = (&sw.parameter, &sw.values) else {
                 return Err(self.invalid(
-                    "sweep.parameter",
+                    &field_of("parameter"),
                     "a strategy sweep needs both `parameter` and `values`",
                     "e.g. parameter = \"d\" and values = [1, 2, 4]",
                 ));
             };
-            let param = self.strategy_sweep(f, name, values, sw.strategy.as_deref())?;
-            (param, values.clone(), "sweep.values")
+            let param = self.strategy_sweep(f, at, name, values, sw.strategy.as_deref())?;
+            (param, values.clone(), field_of("values"))
         } else {
             let v = sw.load_report_interval.clone().unwrap_or_default();
             for &x in &v {
-                self.positive("sweep.load_report_interval", x)?;
+                self.positive(&field_of("load_report_interval"), x)?;
             }
             (
                 SweepParameter::LoadReportInterval,
                 v,
-                "sweep.load_report_interval",
+                field_of("load_report_interval"),
             )
         };
         if values.is_empty() {
             return Err(self.invalid(
-                field,
+                &field,
                 "is empty",
                 "list at least one value (two or more make a curve)",
             ));
         }
-        Ok(Some(Sweep { parameter, values }))
+        Ok((SweepAxis { parameter, values }, field))
     }
 }
 
@@ -264,6 +385,7 @@ impl Validator<'_> {
     fn strategy_sweep(
         &self,
         f: &ScenarioFile,
+        at: &str,
         name: &str,
         values: &[f64],
         only: Option<&str>,
@@ -279,7 +401,7 @@ impl Validator<'_> {
             .collect();
         if targets.is_empty() {
             return Err(self.invalid(
-                "sweep.parameter",
+                &format!("{at}.parameter"),
                 match only {
                     Some(l) => format!("strategy `{l}` has no parameter `{name}` (or no strategy is labelled so)"),
                     None => format!("no strategy has a parameter `{name}`"),
@@ -296,7 +418,7 @@ impl Validator<'_> {
                 let new = if old.is_u64() || old.is_i64() {
                     if v.fract() != 0.0 || v < 0.0 {
                         return Err(self.invalid(
-                            "sweep.values",
+                            &format!("{at}.values"),
                             format!("`{name}` takes whole numbers, got {v}"),
                             "list whole numbers",
                         ));
@@ -310,7 +432,7 @@ impl Validator<'_> {
                 j[name] = new;
                 let entry: StrategyEntry = serde_json::from_value(j).map_err(|e| {
                     self.invalid(
-                        "sweep.values",
+                        &format!("{at}.values"),
                         format!("{name} = {v}: {e}"),
                         "use values the parameter accepts",
                     )
@@ -333,7 +455,7 @@ pub(super) fn check_points(v: &Validator<'_>, scenario: &Scenario) -> Result<(),
         return Ok(());
     };
     let bounded = scenario.groups.iter().any(|g| g.queue_capacity.is_some());
-    for j in 0..sweep.values.len() {
+    for j in 0..sweep.len() {
         let p = scenario.at_sweep_point(j);
         // Strategy parameters may depend on the number of servers (e.g. d ≤ n).
         let n = p.servers().len();
@@ -342,9 +464,8 @@ pub(super) fn check_points(v: &Validator<'_>, scenario: &Scenario) -> Result<(),
                 v.invalid(
                     "sweep",
                     format!(
-                        "at {} = {}: strategies[{i}].{}: {}",
-                        sweep.name(),
-                        sweep.values[j],
+                        "at {}: strategies[{i}].{}: {}",
+                        sweep.describe(j),
                         err.field,
                         err.problem
                     ),
@@ -357,9 +478,8 @@ pub(super) fn check_points(v: &Validator<'_>, scenario: &Scenario) -> Result<(),
             return Err(v.invalid(
                 "sweep",
                 format!(
-                    "unstable at {} = {}: requests arrive at {rate:.1}/s but the servers serve at most {cap:.1}/s",
-                    sweep.name(),
-                    sweep.values[j]
+                    "unstable at {}: requests arrive at {rate:.1}/s but the servers serve at most {cap:.1}/s",
+                    sweep.describe(j)
                 ),
                 "drop that point, or set `queue_capacity` to study overload",
             ));
@@ -398,7 +518,7 @@ kind = "round_robin"
         let p = s.at_sweep_point(1);
         assert!((p.mean_rate() - 20.0).abs() < 1e-9, "{}", p.mean_rate());
         assert!(p.sweep.is_none());
-        assert_eq!(s.sweep.as_ref().unwrap().name(), "load");
+        assert_eq!(s.sweep.as_ref().unwrap().first.name(), "load");
     }
 
     #[test]
@@ -444,6 +564,7 @@ kind = "round_robin"
             s.sweep
                 .as_ref()
                 .unwrap()
+                .first
                 .axis_label()
                 .contains("power_of_d")
         );
@@ -475,5 +596,78 @@ kind = "round_robin"
             .unwrap_err()
             .to_string();
         assert!(e.contains("no server group"), "{e}");
+    }
+
+    #[test]
+    fn two_parameter_sweep_is_the_product_first_fastest() {
+        let s = load("[sweep]\nload = [0.25, 0.5]\n[sweep.by]\ngroup = \"s\"\ncount = [2, 4, 8]\n")
+            .unwrap();
+        let sw = s.sweep.as_ref().unwrap();
+        assert_eq!(sw.len(), 6);
+        assert_eq!(sw.values_at(1), (0.5, Some(2.0)));
+        assert_eq!(sw.values_at(2), (0.25, Some(4.0)));
+        assert_eq!(sw.describe(5), "load = 0.5, servers.s.count = 8");
+        // Load is a fraction of the capacity at the point, after the group is resized:
+        // 8 servers of 20 req/s at 50% is 80 req/s.
+        let p = s.at_sweep_point(5);
+        assert_eq!(p.servers().len(), 8);
+        assert!((p.mean_rate() - 80.0).abs() < 1e-9, "{}", p.mean_rate());
+        // The same with the parameters the other way round.
+        let s = load("[sweep]\ngroup = \"s\"\ncount = [2, 4, 8]\n[sweep.by]\nload = [0.25, 0.5]\n")
+            .unwrap();
+        let p = s.at_sweep_point(5);
+        assert!((p.mean_rate() - 80.0).abs() < 1e-9, "{}", p.mean_rate());
+    }
+
+    #[test]
+    fn bad_second_parameter_names_file_line_field_and_fix() {
+        let src = "[sweep]\nload = [0.5]\n[sweep.by]\nload = [0.7]\n";
+        let e = load(src).unwrap_err().to_string();
+        assert!(
+            e.contains("`load` is swept twice")
+                && e.contains("sweep.by.load")
+                && e.contains("fix:"),
+            "{e}"
+        );
+        let line = BASE.lines().count() + 4;
+        assert!(e.contains(&format!("t.toml:{line}")), "{e}");
+        let e = load("[sweep]\nload = [0.5]\n[sweep.by]\nbalancers = [1, 0]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sweep.by.balancers") && e.contains("contains 0"),
+            "{e}"
+        );
+        let e = load("[sweep]\nload = [0.5]\n[sweep.by]\nbalancers = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sweep.by.balancers") && e.contains("is empty"),
+            "{e}"
+        );
+        let e = load(
+            "[sweep]\nload = [0.5]\n[sweep.by]\nbalancers = [1]\nload_report_interval = [1]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("2 parameters are swept in [sweep.by]"), "{e}");
+        let e = load("[sweep]\nload = [0.5]\n[sweep.by]\nbalancers = [1]\n[sweep.by.by]\nload_report_interval = [1]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most two"), "{e}");
+        // Every point is checked: 1 server at 30 req/s is unstable only with count = 1.
+        let src = BASE.replace("rate = 10", "rate = 30");
+        let e = Scenario::from_source(
+            Path::new("t.toml"),
+            &format!(
+                "{src}[sweep]\nbalancers = [1, 2]\n[sweep.by]\ngroup = \"s\"\ncount = [3, 1]\n"
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("unstable at balancers = 1, servers.s.count = 1"),
+            "{e}"
+        );
     }
 }
