@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 
 use lbsim::live::server::{self, ServerConfig};
@@ -137,7 +137,10 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let Some(workers) = a.workers else {
-        bail!("give a scenario file, or --workers (with --speed and --port) for one server");
+        eprintln!(
+            "error: nothing to serve\n  fix: give a scenario file, or --workers (with --speed and --port) for one server"
+        );
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
     };
     let cfg = ServerConfig {
         workers,
@@ -147,6 +150,10 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
         transport: a.transport,
         ..ServerConfig::new(a.id.clone())
     };
+    if let Err(e) = cfg.validate() {
+        eprintln!("error: {e}\n  fix: use --workers 1 or more and a --speed above 0");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
     let addr = SocketAddr::new(a.host, a.port.unwrap_or(0));
     let handle =
         server::spawn(addr, cfg).with_context(|| format!("cannot start a server on {addr}"))?;
