@@ -338,3 +338,51 @@ fn shipped_scenarios_load() {
         assert!(!s.strategies.is_empty());
     }
 }
+
+/// The simulator maintains servers' load reports only for strategies that declare they read
+/// them (`StrategySpec::reads_load_reports`). A strategy that read reports without declaring
+/// it would silently see none in the simulator: guard the list by checking that every other
+/// strategy picks exactly the same backends whether or not reports are present.
+#[test]
+fn strategies_that_do_not_declare_load_reports_ignore_them() {
+    let weights = [3, 1, 2, 1, 1, 2];
+    for spec in every_kind() {
+        if spec.reads_load_reports() {
+            continue;
+        }
+        let mut plain = balancer(&spec, &weights, 5);
+        let mut reported = balancer(&spec, &weights, 5);
+        let mut in_flight: Vec<(usize, u64)> = Vec::new();
+        for k in 0..2_000u64 {
+            let now = Nanos(k * 1_000_000);
+            for i in 0..weights.len() {
+                let report = LoadReport {
+                    at: now,
+                    in_system: ((k as usize * 7 + i * 3) % 11) as u32,
+                    workers: 1 + i as u32,
+                    completed: k * (i as u64 + 1),
+                    busy_time: k * 1_000_000 * (i as u64 % 3),
+                };
+                reported.set_load(i, report);
+            }
+            let a = plain.route(now, k.wrapping_mul(0x9E37_79B9));
+            let b = reported.route(now, k.wrapping_mul(0x9E37_79B9));
+            assert_eq!(
+                a,
+                b,
+                "{}: pick {k} differs when load reports are present",
+                spec.kind()
+            );
+            if let Some(i) = a {
+                in_flight.push((i, k));
+            }
+            // Complete the oldest request every other step, with a latency that varies.
+            if k % 2 == 1 && !in_flight.is_empty() {
+                let (i, started) = in_flight.remove(0);
+                let latency = Nanos((k - started + 1) * 700_000 + (i as u64) * 300_000);
+                plain.complete(i, latency, Outcome::Ok, now);
+                reported.complete(i, latency, Outcome::Ok, now);
+            }
+        }
+    }
+}

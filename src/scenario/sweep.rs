@@ -493,20 +493,8 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    const BASE: &str = r#"
-name = "t"
-duration = 10
-warmup = 1
-[arrivals]
-process = "poisson"
-rate = 10
-[[servers]]
-name = "s"
-count = 2
-service = { dist = "exponential", mean = 0.05 }
-[[strategies]]
-kind = "round_robin"
-"#;
+    /// The same minimal scenario as the scenario module's tests.
+    const BASE: &str = crate::scenario::tests::MINIMAL;
 
     fn load(extra: &str) -> Result<Scenario, ScenarioError> {
         Scenario::from_source(Path::new("t.toml"), &format!("{BASE}{extra}"))

@@ -75,6 +75,9 @@ struct Sim<'a> {
     balancers: Vec<Balancer>,
     routing: SimRng,
     events: EventQueue<Event>,
+    /// Live mode's calibrated round trip, added to every response time (zero otherwise);
+    /// converted once here rather than at every completion.
+    extra_latency: Nanos,
     /// The next arrival: (time, scheduling sequence, request).
     pending: Option<(Nanos, u64, Request)>,
     requests: RequestStream,
@@ -191,6 +194,7 @@ impl<'a> Sim<'a> {
             routing: stream_rng(seed, replication, Stream::Routing, 0),
             events: EventQueue::default(),
             pending: None,
+            extra_latency: Nanos::from_secs_f64(scenario.extra_latency),
             requests: RequestStream::new(&scenario.workload, seed, replication),
             m: RunMetrics::new(&workers, from, to),
             from,
@@ -392,7 +396,7 @@ impl<'a> Sim<'a> {
             );
         }
         // Plus live mode's calibrated round trip (0 for scenarios read from files).
-        let latency = now - job.arrival + Nanos::from_secs_f64(self.scenario.extra_latency);
+        let latency = now - job.arrival + self.extra_latency;
         if job.measured {
             self.m.record_latency(latency);
         }

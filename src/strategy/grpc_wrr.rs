@@ -122,12 +122,13 @@ impl GrpcWeightedRoundRobin {
             }
             self.weights.push(w);
         }
-        let valid: Vec<f64> = self.weights.iter().copied().filter(|&w| w > 0.0).collect();
-        let fill = if valid.is_empty() {
-            1.0
-        } else {
-            valid.iter().sum::<f64>() / valid.len() as f64
-        };
+        // Hosts without a valid weight get the mean of the valid ones (1 if none is valid).
+        let (sum, valid) = self
+            .weights
+            .iter()
+            .filter(|&&w| w > 0.0)
+            .fold((0.0, 0usize), |(s, n), &w| (s + w, n + 1));
+        let fill = if valid == 0 { 1.0 } else { sum / valid as f64 };
         for w in &mut self.weights {
             if *w <= 0.0 {
                 *w = fill;
