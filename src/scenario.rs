@@ -145,6 +145,15 @@ impl Scenario {
             .collect()
     }
 
+    /// Changes the warm-up and the measured duration (seconds), keeping the request
+    /// stream's horizon (`warmup + duration`) consistent with them. For quick variants of a
+    /// shipped scenario, e.g. in tests.
+    pub fn set_run_length(&mut self, warmup: f64, duration: f64) {
+        self.warmup = warmup;
+        self.duration = duration;
+        self.workload.horizon = warmup + duration;
+    }
+
     /// Time at which measurement ends and arrivals stop (seconds).
     pub fn end(&self) -> f64 {
         self.warmup + self.duration

@@ -60,9 +60,7 @@ fn bit_identical_across_thread_counts() {
 #[test]
 fn two_parameter_sweep_is_bit_identical_across_thread_counts() {
     let mut s = Scenario::load(Path::new("scenarios/load-by-balancers.toml")).unwrap();
-    s.duration = 3.0;
-    s.warmup = 0.5;
-    s.workload.horizon = 3.5;
+    s.set_run_length(0.5, 3.0);
     let opts = |threads| RunOptions {
         replications: Some(3),
         threads: Some(threads),

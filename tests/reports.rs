@@ -10,9 +10,7 @@ use lbsim::scenario::Scenario;
 
 fn heterogeneous(reps: u32) -> (Scenario, lbsim::runner::RunResults) {
     let mut s = Scenario::load(Path::new("scenarios/heterogeneous.toml")).unwrap();
-    s.duration = 10.0;
-    s.warmup = 2.0;
-    s.workload.horizon = 12.0;
+    s.set_run_length(2.0, 10.0);
     let r = run(
         &s,
         &RunOptions {
@@ -96,9 +94,7 @@ fn paired_ci_is_narrower_than_unpaired_on_heterogeneous() {
 #[test]
 fn sweep_writes_csv_and_p99_plot_with_bands() {
     let mut s = Scenario::load(Path::new("scenarios/load-sweep.toml")).unwrap();
-    s.duration = 4.0;
-    s.warmup = 1.0;
-    s.workload.horizon = 5.0;
+    s.set_run_length(1.0, 4.0);
     let opts = RunOptions {
         replications: Some(3),
         ..Default::default()
@@ -134,9 +130,7 @@ fn sweep_writes_csv_and_p99_plot_with_bands() {
 #[test]
 fn two_parameter_sweep_writes_every_point_and_one_panel_per_second_value() {
     let mut s = Scenario::load(Path::new("scenarios/load-by-balancers.toml")).unwrap();
-    s.duration = 3.0;
-    s.warmup = 0.5;
-    s.workload.horizon = 3.5;
+    s.set_run_length(0.5, 3.0);
     let opts = RunOptions {
         replications: Some(2),
         ..Default::default()
@@ -206,9 +200,7 @@ fn two_parameter_sweep_writes_every_point_and_one_panel_per_second_value() {
 #[test]
 fn one_parameter_sweep_csv_leaves_the_second_pair_empty() {
     let mut s = Scenario::load(Path::new("scenarios/load-sweep.toml")).unwrap();
-    s.duration = 2.0;
-    s.warmup = 0.5;
-    s.workload.horizon = 2.5;
+    s.set_run_length(0.5, 2.0);
     s.sweep.as_mut().unwrap().first.values.truncate(2);
     let opts = RunOptions {
         replications: Some(2),
