@@ -8,24 +8,13 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use lbsim::rng::{Stream, stream_rng};
-use lbsim::strategy::{Balancer, CATALOGUE, LoadReport, Outcome, StrategyEntry, StrategySpec};
+use lbsim::strategy::{Balancer, CATALOGUE, LoadReport, Outcome, StrategySpec};
 use lbsim::time::Nanos;
 
 fn specs() -> Vec<StrategySpec> {
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        strategies: Vec<StrategyEntry>,
-    }
     CATALOGUE
         .iter()
-        .map(|info| {
-            let src = format!("[[strategies]]\nkind = \"{}\"\n", info.kind);
-            toml::from_str::<Doc>(&src)
-                .unwrap()
-                .strategies
-                .remove(0)
-                .spec
-        })
+        .map(|info| StrategySpec::with_defaults(info.kind).expect("catalogue kinds parse"))
         .collect()
 }
 

@@ -11,26 +11,15 @@ use lbsim::rng::{Stream, stream_rng};
 use lbsim::scenario::Scenario;
 use lbsim::sim::simulate;
 use lbsim::stats::{estimate, paired_difference};
-use lbsim::strategy::{Balancer, CATALOGUE, LoadReport, Outcome, StrategyEntry, StrategySpec};
+use lbsim::strategy::{Balancer, CATALOGUE, LoadReport, Outcome, StrategySpec};
 use lbsim::time::Nanos;
 use proptest::prelude::*;
 
 /// Every catalogue kind with its defaults.
 fn every_kind() -> Vec<StrategySpec> {
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        strategies: Vec<StrategyEntry>,
-    }
     CATALOGUE
         .iter()
-        .map(|info| {
-            let src = format!("[[strategies]]\nkind = \"{}\"\n", info.kind);
-            toml::from_str::<Doc>(&src)
-                .unwrap()
-                .strategies
-                .remove(0)
-                .spec
-        })
+        .map(|info| StrategySpec::with_defaults(info.kind).expect("catalogue kinds parse"))
         .collect()
 }
 

@@ -366,6 +366,12 @@ pub const CATALOGUE: &[StrategyInfo] = &[
 ];
 
 impl StrategySpec {
+    /// The strategy of kind `kind` with every parameter at its default, as a scenario file
+    /// with only `kind = "..."` gives it; `None` for an unknown kind.
+    pub fn with_defaults(kind: &str) -> Option<StrategySpec> {
+        toml::from_str(&format!("kind = \"{kind}\"")).ok()
+    }
+
     /// The `kind` string of this strategy.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -675,6 +681,15 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("magic") && e.contains("round_robin"), "{e}");
+    }
+
+    #[test]
+    fn every_catalogue_kind_has_defaults() {
+        for info in CATALOGUE {
+            let spec = StrategySpec::with_defaults(info.kind).expect(info.kind);
+            assert_eq!(spec.kind(), info.kind);
+        }
+        assert_eq!(StrategySpec::with_defaults("magic"), None);
     }
 
     #[test]
