@@ -1,6 +1,6 @@
 //! Microbenchmark (ignored by default): loopback round trip of a zero-work call.
 //!
-//! Run with `cargo test --test live_bench -- --ignored --nocapture`. Prints
+//! Run with `cargo test --release --test live_bench -- --ignored --nocapture`. Prints
 //! the median and 99th percentile per protocol and transport, one client
 //! connection calling one server back to back. Not an assertion: the numbers
 //! tell how much of a live-mode latency is the harness itself.
