@@ -64,6 +64,10 @@ enum Command {
         /// --out; combine the shards with `lbsim merge`.
         #[arg(long, value_name = "K/N")]
         shard: Option<ShardSpec>,
+        /// Record every server in `timeseries.csv` and the queue-over-time plot; by default
+        /// a cluster of more than 64 servers shows a sample of each group.
+        #[arg(long)]
+        full_timeseries: bool,
     },
     /// Combine shard files (`lbsim run --shard K/N`) into the reports a single run writes.
     Merge {
@@ -135,6 +139,7 @@ fn main() -> ExitCode {
             metric,
             max_replications,
             shard,
+            full_timeseries,
         } => cmd_run(
             &scenario,
             RunFlags {
@@ -144,6 +149,7 @@ fn main() -> ExitCode {
                 metric,
                 max_replications,
                 shard,
+                full_timeseries,
             },
             RunOptions {
                 replications,

@@ -235,7 +235,7 @@ where
 pub fn queue_over_time(
     path: &Path,
     scenario: &Scenario,
-    traces: &[(String, Vec<crate::sim::Sample>)],
+    traces: &[(String, crate::sim::Trace)],
     format: ImageFormat,
 ) -> Result<(), ReportError> {
     let servers = scenario.servers();
@@ -245,7 +245,7 @@ pub fn queue_over_time(
     let t_end = scenario.end();
     let y_max = traces
         .iter()
-        .flat_map(|(_, s)| s.iter())
+        .flat_map(|(_, t)| t.samples.iter())
         .flat_map(|s| s.queued.iter().zip(&s.in_service).map(|(q, b)| q + b))
         .max()
         .unwrap_or(1)
@@ -254,12 +254,20 @@ pub fn queue_over_time(
     render!(path, format, (SIZE.0, height), |root| {
         root.fill(&WHITE)?;
         let (title, body) = root.split_vertically(50);
-        title.titled(
-            "Requests at each server (waiting + in service) over time, replication 0",
-            ("sans-serif", 20),
-        )?;
+        let shown = traces
+            .first()
+            .map_or(servers.len(), |(_, t)| t.servers.len());
+        let heading = if shown < servers.len() {
+            format!(
+                "Requests at {shown} of {} servers (a sample of each group) over time, replication 0",
+                servers.len()
+            )
+        } else {
+            "Requests at each server (waiting + in service) over time, replication 0".to_string()
+        };
+        title.titled(&heading, ("sans-serif", 20))?;
         let panels = body.split_evenly((rows, cols));
-        for ((label, samples), panel) in traces.iter().zip(panels.iter()) {
+        for ((label, trace), panel) in traces.iter().zip(panels.iter()) {
             let mut chart = ChartBuilder::on(panel)
                 .caption(label, ("sans-serif", 16))
                 .margin(8)
@@ -284,19 +292,21 @@ pub fn queue_over_time(
                     RGBColor(150, 150, 150).stroke_width(1),
                 ))?;
             }
-            for (i, info) in servers.iter().enumerate() {
-                let pts = samples.iter().map(|s| {
+            let mut legend_done = vec![false; scenario.groups.len()];
+            for (k, &i) in trace.servers.iter().enumerate() {
+                let info = &servers[i];
+                let pts = trace.samples.iter().map(|s| {
                     (
                         s.time.as_secs_f64(),
-                        f64::from(s.queued[i] + s.in_service[i]),
+                        f64::from(s.queued[k] + s.in_service[k]),
                     )
                 });
                 let series = chart.draw_series(LineSeries::new(
                     pts,
                     colour(info.group).mix(0.75).stroke_width(1),
                 ))?;
-                // One legend entry per group, on its first server.
-                if servers[..i].iter().all(|s| s.group != info.group) {
+                // One legend entry per group, on its first recorded server.
+                if !std::mem::replace(&mut legend_done[info.group], true) {
                     let c = colour(info.group);
                     series
                         .label(format!("group {}", scenario.groups[info.group].name))
