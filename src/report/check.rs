@@ -311,6 +311,16 @@ pub struct CheckedScenario {
     pub sweep_points: usize,
 }
 
+/// Metrics named first in a strategy's summary line, in this order.
+const LEAD_METRICS: &[&str] = &[
+    "latency_p99",
+    "latency_mean",
+    "latency_p999",
+    "throughput",
+    "rejected_fraction",
+    "error_fraction",
+];
+
 /// How a passing metric moved: not at all, within its tolerance, or beyond it but within
 /// noise (95% CIs overlapping).
 fn movement(f: &Finding) -> Option<&'static str> {
@@ -395,16 +405,22 @@ pub fn markdown(findings: &[Finding], scenarios: &[CheckedScenario]) -> String {
                     f.scenario == *scenario && f.strategy == *strategy && st.contains(&f.status)
                 })
                 .collect();
-            v.sort_by(|a, b| {
-                let key = |f: &Finding| {
-                    if f.relative_change.is_nan() {
-                        0.0
-                    } else {
-                        f.relative_change.abs()
-                    }
-                };
-                key(b).total_cmp(&key(a))
-            });
+            // What a reader of the PR looks for first (tail latency, mean latency, ...),
+            // then the largest relative changes.
+            let first = |f: &Finding| {
+                LEAD_METRICS
+                    .iter()
+                    .position(|m| *m == f.metric)
+                    .unwrap_or(LEAD_METRICS.len())
+            };
+            let size = |f: &Finding| {
+                if f.relative_change.is_nan() {
+                    0.0
+                } else {
+                    f.relative_change.abs()
+                }
+            };
+            v.sort_by(|a, b| first(a).cmp(&first(b)).then(size(b).total_cmp(&size(a))));
             v
         };
         let who = format!("**{scenario} / {strategy}**");
@@ -681,10 +697,11 @@ mod tests {
         let md = markdown(&findings, &scenarios);
         let lines: Vec<&str> = md.lines().collect();
         assert_eq!(lines[0], "## lbsim check: ❌ 3 regressions in 1 scenario");
-        // Largest relative change first; seconds rescaled (141 s, not 141000 ms).
+        // Tail and mean latency first, then the largest relative change; seconds rescaled
+        // (141 s, not 141000 ms).
         assert_eq!(
             lines[2],
-            "- ❌ **het / rr**: 3 metrics worse: `latency_mean` +60.0% (20.0 ms → 32.0 ms), `latency_p99` +50.0% (100 ms → 150 ms), `latency_max` +41.0% (100 s → 141 s)"
+            "- ❌ **het / rr**: 3 metrics worse: `latency_p99` +50.0% (100 ms → 150 ms), `latency_mean` +60.0% (20.0 ms → 32.0 ms), `latency_max` +41.0% (100 s → 141 s)"
         );
         assert_eq!(
             lines[3],

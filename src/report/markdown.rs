@@ -113,9 +113,9 @@ fn describe_map(map: &serde_json::Map<String, serde_json::Value>, tag: &str) -> 
                 .flatten()
                 .filter_map(|p| {
                     Some(format!(
-                        "{} req/s at {}",
+                        "{} req/s at {} s",
                         sig(p.get("rate")?.as_f64()?),
-                        human(p.get("at")?.as_f64()?, "s")
+                        super::plots::tick(p.get("at")?.as_f64()?)
                     ))
                 })
                 .collect();
@@ -366,7 +366,7 @@ pub fn render(input: &ReportInput<'_>) -> String {
                 .iter()
                 .all(|st| st.metric(k).iter().all(|&v| v == 0.0))
         {
-            all_zero.push(format!("{} (`{name}`)", title.to_lowercase()));
+            all_zero.push(name);
             continue;
         }
         let Some(r) = rank(results, k) else { continue };
@@ -386,17 +386,18 @@ pub fn render(input: &ReportInput<'_>) -> String {
         out.push('\n');
     }
     if !all_zero.is_empty() {
+        let names = &all_zero;
+        let what = match names.as_slice() {
+            [_, _] => "was rejected or failed",
+            ["rejected_fraction"] => "was rejected",
+            _ => "failed",
+        };
         let _ = writeln!(
             out,
-            "No request was {} under any strategy in any replication: {} are 0 (tables omitted).\n",
-            if all_zero.len() == 2 {
-                "rejected or failed"
-            } else if all_zero[0].contains("rejected") {
-                "rejected"
-            } else {
-                "failed"
-            },
-            all_zero.join(" and ")
+            "No request {what} under any strategy in any replication (`{}` {} 0: {} omitted).\n",
+            names.join("` and `"),
+            if names.len() == 2 { "are" } else { "is" },
+            if names.len() == 2 { "tables" } else { "table" },
         );
     }
     if let (Some(sweep), Some(k)) = (input.sweep, metric_index("latency_p99")) {
@@ -499,7 +500,7 @@ points = [{ at = 0, rate = 100 }, { at = 15, rate = 300 }]"#,
         let text = describe_tagged(&spike, "process");
         assert_eq!(
             text,
-            "piecewise rate (linear): 100 req/s at 0 ms → 300 req/s at 15.0 s"
+            "piecewise rate (linear): 100 req/s at 0 s → 300 req/s at 15 s"
         );
         assert!(!text.contains('{') && !text.contains('"'), "{text}");
         let mmpp: ArrivalSpec =
