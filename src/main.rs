@@ -68,6 +68,10 @@ enum Command {
         /// A strategy's figures do not depend on which others run.
         #[arg(long = "strategy", value_name = "LABEL")]
         strategies: Vec<String>,
+        /// Record every server in `timeseries.csv` and the queue-over-time plot; by default
+        /// a cluster of more than 64 servers shows a sample of each group.
+        #[arg(long)]
+        full_timeseries: bool,
     },
     /// Combine shard files (`lbsim run --shard K/N`) into the reports a single run writes.
     Merge {
@@ -167,6 +171,7 @@ fn main() -> ExitCode {
             max_replications,
             shard,
             strategies,
+            full_timeseries,
         } => cmd_run(
             &scenario,
             RunFlags {
@@ -177,6 +182,7 @@ fn main() -> ExitCode {
                 max_replications,
                 shard,
                 strategies,
+                full_timeseries,
             },
             RunOptions {
                 replications,

@@ -10,8 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use lbsim::metrics::metric_index;
-use lbsim::report::{ImageFormat, ReportInput, standard_reports, summary_table, write_reports};
-use lbsim::runner::{RunOptions, RunResults, run, run_replications};
+use lbsim::report::timeseries::{Timeseries, trace_spec};
+use lbsim::report::{
+    ImageFormat, ReportInput, standard_reports_with, summary_table, write_reports,
+};
+use lbsim::runner::{RunOptions, RunResults, TraceSink, run, run_replications};
 use lbsim::scenario::Scenario;
 use lbsim::sequential::{Precision, run_to_precision};
 use lbsim::shard::{self, ShardFile, ShardSpec};
@@ -30,6 +33,7 @@ pub struct RunFlags {
     pub shard: Option<ShardSpec>,
     /// `--strategy` labels (empty: all).
     pub strategies: Vec<String>,
+    pub full_timeseries: bool,
 }
 
 pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Result<ExitCode> {
@@ -157,6 +161,9 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         });
     }
 
+    // Replication 0's time series is recorded while it runs (no second simulation).
+    let sink = TraceSink::new(trace_spec(&scenario, flags.full_timeseries));
+    opts.trace = Some(sink.clone());
     let results = match flags.precision {
         Some(target) => {
             let seq = run_to_precision(
@@ -194,6 +201,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
     };
     let sweep_opts = RunOptions {
         replications: Some(results.finished.len().max(2) as u32),
+        trace: None,
         ..opts.clone()
     };
     let sweep = run_sweep(&scenario, &sweep_opts)?;
@@ -201,7 +209,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         bar.finish_and_clear();
     }
     let command = format!(
-        "lbsim run {} --seed {} --replications {}{}{}{}",
+        "lbsim run {} --seed {} --replications {}{}{}{}{}",
         path.display(),
         results.seed,
         results.finished.len(),
@@ -215,6 +223,11 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
             .iter()
             .map(|l| format!(" --strategy {l}"))
             .collect::<String>(),
+        if flags.full_timeseries {
+            " --full-timeseries"
+        } else {
+            ""
+        },
     );
     print!("{}", summary_table(&results));
     write_all(
@@ -224,6 +237,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         sweep.as_ref(),
         &command,
         flags.png,
+        Timeseries::recorded(sink.take(), flags.full_timeseries),
     )?;
     if results.is_partial() {
         eprintln!(
@@ -243,6 +257,7 @@ fn write_all(
     sweep: Option<&SweepResults>,
     command: &str,
     png: bool,
+    timeseries: Timeseries,
 ) -> anyhow::Result<()> {
     let input = ReportInput {
         scenario,
@@ -255,7 +270,7 @@ fn write_all(
         },
         sweep,
     };
-    let files = write_reports(out, &input, &standard_reports())?;
+    let files = write_reports(out, &input, &standard_reports_with(timeseries))?;
     let names: Vec<String> = files
         .iter()
         .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -292,7 +307,16 @@ pub fn cmd_merge(
     );
     let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
     print!("{}", summary_table(&results));
-    write_all(&out, &scenario, &results, None, &command, png)?;
+    // The replications ran elsewhere: the time series simulates replication 0 again.
+    write_all(
+        &out,
+        &scenario,
+        &results,
+        None,
+        &command,
+        png,
+        Timeseries::default(),
+    )?;
     if !missing.is_empty() || results.is_partial() {
         eprintln!(
             "incomplete: {} of {} replications ({} shard{} missing: {:?}); the files above hold those",
