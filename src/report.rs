@@ -149,15 +149,36 @@ pub(crate) fn write_text(path: &Path, text: &str) -> Result<(), ReportError> {
     })
 }
 
-/// `v` in `unit`, scaled for people: seconds as ms, fractions as %.
+/// `v` in `unit`, scaled for people: seconds in µs, ms or s by magnitude
+/// ([`plots::time_axis`]: `141 s`, not `141056 ms`).
 pub fn human(v: f64, unit: &str) -> String {
     if v.is_nan() {
         return "-".to_string();
     }
     match unit {
-        "s" => format!("{} ms", sig(v * 1e3)),
+        "s" => {
+            let (scale, unit) = plots::time_axis(v);
+            format!("{} {unit}", sig(v * scale))
+        }
         _ => sig(v),
     }
+}
+
+/// A percentage for people: whole percent, except that a value just short of 100% keeps
+/// the decimals that tell it from 100% (`99.9%`, not `100%`).
+pub fn percent(fraction: f64) -> String {
+    let p = 100.0 * fraction;
+    if !p.is_finite() {
+        return format!("{p}%");
+    }
+    for decimals in 0..6 {
+        let s = format!("{p:.decimals$}");
+        let rounds_to_whole_100 = s.trim_start_matches('-').parse::<f64>() == Ok(100.0);
+        if !(rounds_to_whole_100 && p.abs() < 100.0) {
+            return format!("{s}%");
+        }
+    }
+    format!("{p}%")
 }
 
 /// Three significant digits, without scientific notation for everyday magnitudes.
@@ -168,4 +189,29 @@ pub fn sig(v: f64) -> String {
     let mag = v.abs().log10().floor() as i32;
     let decimals = (2 - mag).clamp(0, 6) as usize;
     format!("{v:.decimals$}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rescaled_by_magnitude() {
+        assert_eq!(human(141.056, "s"), "141 s");
+        assert_eq!(human(0.125, "s"), "125 ms");
+        assert_eq!(human(0.000_045, "s"), "45.0 µs");
+        assert_eq!(human(0.0, "s"), "0 ms");
+        assert_eq!(human(0.5, "1"), "0.500");
+        assert_eq!(human(f64::NAN, "s"), "-");
+    }
+
+    #[test]
+    fn percentages_short_of_100_are_not_rounded_up() {
+        assert_eq!(percent(0.58), "58%");
+        assert_eq!(percent(0.999), "99.9%");
+        assert_eq!(percent(0.99996), "99.996%");
+        assert_eq!(percent(1.0), "100%");
+        assert_eq!(percent(-0.9996), "-99.96%");
+        assert_eq!(percent(2.5), "250%");
+    }
 }

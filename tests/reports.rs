@@ -58,6 +58,13 @@ fn svg_plots_have_one_series_per_strategy() {
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(md.contains("](latency_ccdf.svg)") && md.contains("--seed 2026"));
     assert!(md.contains("has the lowest p99 response time"));
+    // No queue capacity, no faults: a line instead of two tables of zeros.
+    assert!(
+        md.contains("No request was rejected or failed under any strategy")
+            && !md.contains("### Rejected requests")
+            && !md.contains("### Failed requests"),
+        "{md}"
+    );
     let csv = std::fs::read_to_string(dir.path().join("comparisons.csv")).unwrap();
     let n = s.strategies.len();
     assert_eq!(

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use lbsim::report::sig;
+use lbsim::report::plots::tick;
 use lbsim::scenario::Scenario;
 use lbsim::strategy::CATALOGUE;
 
@@ -58,7 +58,7 @@ fn describe(path: &Path, scenario: &Scenario) {
             peak,
             at.map_or("in the high state".to_string(), |t| format!(
                 "at {} s",
-                sig(t)
+                tick(t)
             )),
             100.0 * peak / capacity,
             if peak >= capacity {

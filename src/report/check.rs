@@ -311,6 +311,16 @@ pub struct CheckedScenario {
     pub sweep_points: usize,
 }
 
+/// Metrics named first in a strategy's summary line, in this order.
+const LEAD_METRICS: &[&str] = &[
+    "latency_p99",
+    "latency_mean",
+    "latency_p999",
+    "throughput",
+    "rejected_fraction",
+    "error_fraction",
+];
+
 /// How a passing metric moved: not at all, within its tolerance, or beyond it but within
 /// noise (95% CIs overlapping).
 fn movement(f: &Finding) -> Option<&'static str> {
@@ -395,16 +405,22 @@ pub fn markdown(findings: &[Finding], scenarios: &[CheckedScenario]) -> String {
                     f.scenario == *scenario && f.strategy == *strategy && st.contains(&f.status)
                 })
                 .collect();
-            v.sort_by(|a, b| {
-                let key = |f: &Finding| {
-                    if f.relative_change.is_nan() {
-                        0.0
-                    } else {
-                        f.relative_change.abs()
-                    }
-                };
-                key(b).total_cmp(&key(a))
-            });
+            // What a reader of the PR looks for first (tail latency, mean latency, ...),
+            // then the largest relative changes.
+            let first = |f: &Finding| {
+                LEAD_METRICS
+                    .iter()
+                    .position(|m| *m == f.metric)
+                    .unwrap_or(LEAD_METRICS.len())
+            };
+            let size = |f: &Finding| {
+                if f.relative_change.is_nan() {
+                    0.0
+                } else {
+                    f.relative_change.abs()
+                }
+            };
+            v.sort_by(|a, b| first(a).cmp(&first(b)).then(size(b).total_cmp(&size(a))));
             v
         };
         let who = format!("**{scenario} / {strategy}**");
@@ -634,6 +650,110 @@ mod tests {
             verdict(Better::Lower, [0.0; 3], [0.01, 0.005, 0.015], 0.1),
             Status::Regressed
         );
+    }
+
+    fn finding(strategy: &str, metric: &'static str, base: f64, new: f64) -> Finding {
+        let k = metric_index(metric).unwrap();
+        let (b, n) = (
+            [base, base * 0.99, base * 1.01],
+            [new, new * 0.99, new * 1.01],
+        );
+        Finding {
+            scenario: "het".into(),
+            strategy: strategy.into(),
+            metric,
+            unit: METRICS[k].unit,
+            baseline: Some(b),
+            new: Some(n),
+            relative_change: relative(base, new),
+            tolerance: default_tolerance(k),
+            status: verdict(METRICS[k].better, b, n, default_tolerance(k)),
+        }
+    }
+
+    #[test]
+    fn markdown_leads_with_one_line_per_changed_strategy_and_folds_the_detail() {
+        let findings = vec![
+            finding("rr", "latency_p99", 0.100, 0.150),
+            finding("rr", "latency_mean", 0.020, 0.032),
+            finding("rr", "latency_max", 100.0, 141.0),
+            finding("rr", "latency_p50", 0.010, 0.0102),
+            finding("lc", "latency_p99", 0.100, 0.050),
+            finding("lc", "latency_mean", 0.020, 0.020),
+        ];
+        assert_eq!(findings[3].status, Status::Pass);
+        let scenarios = [
+            CheckedScenario {
+                name: "het".into(),
+                replications: 20,
+                sweep_points: 0,
+            },
+            CheckedScenario {
+                name: "sweep".into(),
+                replications: 20,
+                sweep_points: 5,
+            },
+        ];
+        let md = markdown(&findings, &scenarios);
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(lines[0], "## lbsim check: ❌ 3 regressions in 1 scenario");
+        // Tail and mean latency first, then the largest relative change; seconds rescaled
+        // (141 s, not 141000 ms).
+        assert_eq!(
+            lines[2],
+            "- ❌ **het / rr**: 3 metrics worse: `latency_p99` +50.0% (100 ms → 150 ms), `latency_mean` +60.0% (20.0 ms → 32.0 ms), `latency_max` +41.0% (100 s → 141 s)"
+        );
+        assert_eq!(
+            lines[3],
+            "- 🟢 **het / lc**: 1 metric better: `latency_p99` -50.0% (100 ms → 50.0 ms)"
+        );
+        assert!(
+            lines[4].starts_with("- ≈ 1 metric moved but stayed within tolerance (closest to its tolerance: het / rr `latency_p50` +2.0%"),
+            "{}",
+            lines[4]
+        );
+        assert!(lines[5].contains("sweep points not checked: `sweep` (5 points)"));
+        // The detail comes after, folded.
+        let details = md.find("<details>").unwrap();
+        assert!(md.find("| ❌ | het | rr | `latency_p99`").unwrap() > details);
+        assert!(
+            md.contains("| sweep | 20 | 0 | 0 | 0 | 0 | 5 not checked |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn default_tolerances_text_matches_the_rules() {
+        let mut named = std::collections::HashMap::new();
+        let (mut other_latency, mut other) = (None, None);
+        for clause in DEFAULT_TOLERANCES.split([';', ',']) {
+            let (names, pct) = clause.trim().rsplit_once(' ').unwrap();
+            let v = pct.trim_end_matches('%').parse::<f64>().unwrap() / 100.0;
+            match names {
+                "other latencies" => other_latency = Some(v),
+                "every other metric" => other = Some(v),
+                _ => {
+                    for n in names.split(" and ") {
+                        assert!(metric_index(n).is_some(), "no metric `{n}`");
+                        named.insert(n, v);
+                    }
+                }
+            }
+        }
+        for (k, m) in METRICS.iter().enumerate() {
+            let expected = named
+                .get(m.name)
+                .copied()
+                .or(other_latency.filter(|_| m.name.starts_with("latency_")))
+                .or(other)
+                .unwrap();
+            assert!(
+                (default_tolerance(k) - expected).abs() < 1e-12,
+                "{}: rule {} vs text {expected}",
+                m.name,
+                default_tolerance(k)
+            );
+        }
     }
 
     #[test]

@@ -38,31 +38,113 @@ impl Report for MarkdownReport {
     }
 }
 
-/// A serde-tagged value (`{ dist = "lognormal", mean = 0.02, cv = 1.5 }`) in words.
-fn describe_tagged(v: &impl serde::Serialize, tag: &str) -> String {
-    let Ok(serde_json::Value::Object(map)) = serde_json::to_value(v) else {
-        return String::new();
-    };
-    let kind = map
-        .get(tag)
-        .and_then(|k| k.as_str())
-        .unwrap_or("?")
-        .to_string();
-    let params: Vec<String> = map
-        .iter()
-        .filter(|(k, _)| k.as_str() != tag)
-        .map(|(k, v)| match (k.as_str(), v.as_f64()) {
-            ("mean" | "value" | "min" | "max" | "scale", Some(x)) => {
-                format!("{k} {}", human(x, "s"))
+/// Fields that hold seconds, in distributions and arrival processes.
+const SECONDS: &[&str] = &[
+    "mean",
+    "value",
+    "min",
+    "max",
+    "scale",
+    "p50",
+    "p90",
+    "p99",
+    "p999",
+    "at",
+    "mean_on",
+    "mean_off",
+    "mean_sojourn",
+];
+
+/// One parameter of a distribution or arrival process in words: seconds in human units,
+/// rates in req/s, nested distributions described in turn (never raw JSON).
+fn describe_param(key: &str, v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            if SECONDS.contains(&key) {
+                human(x, "s")
+            } else if key.starts_with("rate") {
+                format!("{} req/s", sig(x))
+            } else {
+                sig(x)
             }
-            (_, Some(x)) => format!("{k} {}", sig(x)),
-            _ => format!("{k} {v}"),
-        })
-        .collect();
-    if params.is_empty() {
-        kind
-    } else {
-        format!("{kind} ({})", params.join(", "))
+        }
+        Value::Array(items) => items
+            .iter()
+            .map(|item| describe_param(key, item))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        Value::Object(map) if map.contains_key("dist") => describe_map(map, "dist"),
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A serde-tagged map (`{ dist = "lognormal", mean = 0.02, cv = 1.5 }`) in words. A
+/// mixture lists its components with their shares; a piecewise rate its points in order.
+fn describe_map(map: &serde_json::Map<String, serde_json::Value>, tag: &str) -> String {
+    let kind = map.get(tag).and_then(|k| k.as_str()).unwrap_or("?");
+    match kind {
+        "mixture" => {
+            let parts: Vec<(f64, String)> = map
+                .get("components")
+                .and_then(|c| c.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|c| {
+                    let w = c.get("weight")?.as_f64()?;
+                    let d = c.get("dist")?.as_object()?;
+                    Some((w, describe_map(d, "dist")))
+                })
+                .collect();
+            let total: f64 = parts.iter().map(|p| p.0).sum();
+            let listed: Vec<String> = parts
+                .iter()
+                .map(|(w, d)| format!("{} {d}", super::percent(w / total)))
+                .collect();
+            format!("mixture of {}", listed.join(" + "))
+        }
+        "piecewise" => {
+            let points: Vec<String> = map
+                .get("points")
+                .and_then(|p| p.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    Some(format!(
+                        "{} req/s at {} s",
+                        sig(p.get("rate")?.as_f64()?),
+                        super::plots::tick(p.get("at")?.as_f64()?)
+                    ))
+                })
+                .collect();
+            let how = map
+                .get("interpolation")
+                .and_then(|i| i.as_str())
+                .unwrap_or("linear");
+            format!("piecewise rate ({how}): {}", points.join(" → "))
+        }
+        _ => {
+            let params: Vec<String> = map
+                .iter()
+                .filter(|(k, _)| k.as_str() != tag)
+                .map(|(k, v)| format!("{k} {}", describe_param(k, v)))
+                .collect();
+            if params.is_empty() {
+                kind.to_string()
+            } else {
+                format!("{kind} ({})", params.join(", "))
+            }
+        }
+    }
+}
+
+/// A serde-tagged value in words (see [`describe_map`]).
+fn describe_tagged(v: &impl serde::Serialize, tag: &str) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::Object(map)) => describe_map(&map, tag),
+        _ => String::new(),
     }
 }
 
@@ -116,12 +198,22 @@ pub fn scenario_paragraph(s: &Scenario, replications: usize) -> String {
     p
 }
 
-/// `mean [low, high]` in human units (ms for seconds).
+/// Scale and suffix for values of `unit` around `v`: seconds in µs, ms or s by magnitude.
+fn scale_for(v: f64, unit: &str) -> (f64, String) {
+    if unit == "s" {
+        let (scale, u) = super::plots::time_axis(v);
+        (scale, format!(" {u}"))
+    } else {
+        (1.0, String::new())
+    }
+}
+
+/// `mean [low, high]` in human units, the three in the unit that suits the mean.
 fn with_ci(mean: f64, low: f64, high: f64, unit: &str) -> String {
     if low.is_nan() {
         return human(mean, unit);
     }
-    let (scale, suffix) = if unit == "s" { (1e3, " ms") } else { (1.0, "") };
+    let (scale, suffix) = scale_for(mean, unit);
     format!(
         "{}{suffix} [{}, {}]",
         sig(mean * scale),
@@ -130,8 +222,10 @@ fn with_ci(mean: f64, low: f64, high: f64, unit: &str) -> String {
     )
 }
 
-fn signed(v: f64, unit: &str) -> String {
-    let (scale, suffix) = if unit == "s" { (1e3, " ms") } else { (1.0, "") };
+/// A signed difference, in the unit that suits `like` (so that a difference and its CI
+/// share one unit).
+fn signed(v: f64, like: f64, unit: &str) -> String {
+    let (scale, suffix) = scale_for(like, unit);
     if v.is_nan() {
         return "-".into();
     }
@@ -179,14 +273,15 @@ pub fn headline(results: &RunResults, metric: usize) -> Option<String> {
         let c = compare(results, metric, other, best.strategy);
         let rel = c.relative();
         let dir = if c.diff.mean < 0.0 { "lower" } else { "higher" };
+        let d = c.diff.mean;
         let _ = write!(
             out,
-            ", {:.0}% {dir} than {} (paired difference {} [{}, {}])",
-            100.0 * rel.abs(),
+            ", {} {dir} than {} (paired difference {} [{}, {}])",
+            super::percent(rel.abs()),
             label(other),
-            signed(c.diff.mean, def.unit),
-            signed(c.diff.low, def.unit),
-            signed(c.diff.high, def.unit),
+            signed(d, d, def.unit),
+            signed(c.diff.low, d, def.unit),
+            signed(c.diff.high, d, def.unit),
         );
     }
     if !ties.is_empty() {
@@ -216,9 +311,9 @@ fn ranking_table(out: &mut String, results: &RunResults, r: &Ranking) {
             let rel = e.vs_best.relative();
             format!(
                 "{} [{}, {}]{}",
-                signed(d.mean, def.unit),
-                signed(d.low, def.unit),
-                signed(d.high, def.unit),
+                signed(d.mean, d.mean, def.unit),
+                signed(d.low, d.mean, def.unit),
+                signed(d.high, d.mean, def.unit),
                 if rel.is_finite() {
                     format!(" ({:+.1}%)", 100.0 * rel)
                 } else {
@@ -259,10 +354,21 @@ pub fn render(input: &ReportInput<'_>) -> String {
          of their difference contains 0 (marked ≈: the replications cannot tell them apart). \
          Differences are *this − best* over the same replications.\n\n",
     );
+    let mut all_zero = Vec::new();
     for &(name, title) in KEY_METRICS {
         let Some(k) = metric_index(name) else {
             continue;
         };
+        // A table of zeros says nothing: one line below instead.
+        if matches!(name, "rejected_fraction" | "error_fraction")
+            && results
+                .strategies
+                .iter()
+                .all(|st| st.metric(k).iter().all(|&v| v == 0.0))
+        {
+            all_zero.push(name);
+            continue;
+        }
         let Some(r) = rank(results, k) else { continue };
         let def = METRICS[k];
         let _ = writeln!(
@@ -278,6 +384,21 @@ pub fn render(input: &ReportInput<'_>) -> String {
         );
         ranking_table(&mut out, results, &r);
         out.push('\n');
+    }
+    if !all_zero.is_empty() {
+        let names = &all_zero;
+        let what = match names.as_slice() {
+            [_, _] => "was rejected or failed",
+            ["rejected_fraction"] => "was rejected",
+            _ => "failed",
+        };
+        let _ = writeln!(
+            out,
+            "No request {what} under any strategy in any replication (`{}` {} 0: {} omitted).\n",
+            names.join("` and `"),
+            if names.len() == 2 { "are" } else { "is" },
+            if names.len() == 2 { "tables" } else { "table" },
+        );
     }
     if let (Some(sweep), Some(k)) = (input.sweep, metric_index("latency_p99")) {
         {
@@ -348,4 +469,45 @@ pub fn render(input: &ReportInput<'_>) -> String {
     let _ = writeln!(out, "{}", input.command);
     out.push_str("```\n\nResults are bit-identical for any `--threads`.\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::arrival::ArrivalSpec;
+    use crate::workload::dist::Dist;
+
+    #[test]
+    fn mixtures_and_piecewise_rates_are_described_in_words() {
+        let mix: Dist = toml::from_str(
+            r#"dist = "mixture"
+components = [
+  { weight = 9, dist = { dist = "exponential", mean = 0.005 } },
+  { weight = 1, dist = { dist = "lognormal", mean = 0.2, cv = 1.5 } },
+]"#,
+        )
+        .unwrap();
+        let text = describe_tagged(&mix, "dist");
+        assert_eq!(
+            text,
+            "mixture of 90% exponential (mean 5.00 ms) + 10% lognormal (cv 1.50, mean 200 ms)"
+        );
+        let spike: ArrivalSpec = toml::from_str(
+            r#"process = "piecewise"
+points = [{ at = 0, rate = 100 }, { at = 15, rate = 300 }]"#,
+        )
+        .unwrap();
+        let text = describe_tagged(&spike, "process");
+        assert_eq!(
+            text,
+            "piecewise rate (linear): 100 req/s at 0 s → 300 req/s at 15 s"
+        );
+        assert!(!text.contains('{') && !text.contains('"'), "{text}");
+        let mmpp: ArrivalSpec =
+            toml::from_str("process = \"mmpp\"\nrates = [5, 25]\nmean_sojourn = [2, 1]").unwrap();
+        assert_eq!(
+            describe_tagged(&mmpp, "process"),
+            "mmpp (mean_sojourn 2.00 s / 1.00 s, rates 5.00 req/s / 25.0 req/s)"
+        );
+    }
 }

@@ -232,11 +232,11 @@ where
 }
 
 /// The unit to show times of at most `max_seconds` in, as (factor from seconds, unit):
-/// µs below 1 ms, ms below 10 s, s from 10 s on, so that 141 s reads `141 s`, not
+/// µs below 1 ms, ms below 1 s, s from 1 s on, so that 141 s reads `141 s`, not
 /// `141056 ms`.
 pub fn time_axis(max_seconds: f64) -> (f64, &'static str) {
     let m = max_seconds.abs();
-    if m >= 10.0 {
+    if m >= 1.0 {
         (1.0, "s")
     } else if m >= 1e-3 || m == 0.0 || !m.is_finite() {
         (1e3, "ms")

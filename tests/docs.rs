@@ -1,0 +1,64 @@
+//! The documentation says what the code does: every strategy of the catalogue is listed, with
+//! its parameters and units, in README.md and scenarios/README.md; the default check
+//! tolerances read the same in `check --help`, the README and the code.
+
+use std::process::Command;
+
+use lbsim::report::check::DEFAULT_TOLERANCES;
+use lbsim::strategy::CATALOGUE;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn both_readmes_list_every_strategy_as_the_catalogue_does() {
+    for doc in ["README.md", "scenarios/README.md"] {
+        let text = read(doc);
+        for s in CATALOGUE {
+            let row = format!(
+                "| `{}` | {} | {} |",
+                s.kind,
+                if s.params.is_empty() { "-" } else { s.params },
+                s.follows
+            );
+            assert!(
+                text.lines().any(|l| l == row),
+                "{doc} lacks the row\n{row}\n(copy it from `lbsim strategies` / CATALOGUE)"
+            );
+        }
+    }
+}
+
+#[test]
+fn default_tolerances_read_the_same_everywhere() {
+    assert!(
+        read("README.md").contains(DEFAULT_TOLERANCES),
+        "README.md must state the defaults as check::DEFAULT_TOLERANCES does:\n{DEFAULT_TOLERANCES}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_lbsim"))
+        .args(["check", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains(DEFAULT_TOLERANCES), "{help}");
+    assert!(help.contains("[default: reports/baseline]"), "{help}");
+}
+
+#[test]
+fn strategies_lists_units() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lbsim"))
+        .arg("strategies")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("decay_time = 10 s"), "{text}");
+    assert!(text.contains("weight_update_period = 1 s"), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| !l.starts_with(' ') && !l.is_empty())
+            .count(),
+        CATALOGUE.len() + 2,
+        "one line per kind, and the two closing lines: {text}"
+    );
+}
