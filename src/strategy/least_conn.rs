@@ -19,25 +19,85 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Backend, PickContext, Strategy};
 
+/// Up to this many backends the two scans are faster than the index (measured in
+/// `benches/scale.rs`); both pick the same.
+pub const SCAN_UP_TO: usize = 48;
+
 /// nginx `least_conn`, optionally weighted.
 #[derive(Debug, Default)]
 pub struct LeastConnections {
     weighted: bool,
+    /// Pick by nginx's two scans (small clusters) rather than from the index.
+    scan: bool,
+    /// The scans' smooth-round-robin counters.
+    current: Vec<i64>,
     index: Option<Index>,
 }
 
 impl LeastConnections {
-    /// Least connections; `weighted` compares `in_flight / weight`.
+    /// Least connections; `weighted` compares `in_flight / weight`. Picks from the index.
     pub fn new(weighted: bool) -> LeastConnections {
         LeastConnections {
             weighted,
-            index: None,
+            ..Default::default()
         }
+    }
+
+    /// Least connections over `n` backends: nginx's scans up to [`SCAN_UP_TO`] backends,
+    /// the index beyond. The same picks either way.
+    pub fn for_backends(weighted: bool, n: usize) -> LeastConnections {
+        LeastConnections {
+            scan: n <= SCAN_UP_TO,
+            ..LeastConnections::new(weighted)
+        }
+    }
+
+    /// nginx's two scans.
+    fn scan(&mut self, backends: &[Backend]) -> Option<usize> {
+        let weighted = self.weighted;
+        let wt = |b: &Backend| if weighted { u64::from(b.weight) } else { 1 };
+        // Pass 1: the best ratio in_flight / weight, by cross-multiplication (exact, as
+        // nginx compares `conns * best.weight < best.conns * weight`).
+        let mut best: Option<(u64, u64)> = None;
+        for b in backends {
+            let w = wt(b);
+            if !b.up || w == 0 {
+                continue;
+            }
+            let c = u64::from(b.in_flight);
+            if best.is_none_or(|(bc, bw)| c * bw < bc * w) {
+                best = Some((c, w));
+            }
+        }
+        let (cj, wj) = best?;
+        // Pass 2: smooth weighted round robin among the backends tied at that ratio.
+        if self.current.len() != backends.len() {
+            self.current.resize(backends.len(), 0);
+        }
+        let mut total = 0i64;
+        let mut chosen: Option<usize> = None;
+        for (i, b) in backends.iter().enumerate() {
+            let w = wt(b);
+            if !b.up || w == 0 || u64::from(b.in_flight) * wj != cj * w {
+                continue;
+            }
+            self.current[i] += w as i64;
+            total += w as i64;
+            if chosen.is_none_or(|k| self.current[i] > self.current[k]) {
+                chosen = Some(i);
+            }
+        }
+        let i = chosen?;
+        self.current[i] -= total;
+        Some(i)
     }
 }
 
 impl Strategy for LeastConnections {
     fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+        if self.scan {
+            return self.scan(backends);
+        }
         let weighted = self.weighted;
         let index = match &mut self.index {
             Some(index) if index.flight.len() == backends.len() => index,
@@ -47,7 +107,7 @@ impl Strategy for LeastConnections {
     }
 
     fn indexes_view(&self) -> bool {
-        true
+        !self.scan
     }
 
     fn on_view(&mut self, backend: usize, view: &Backend) {
@@ -119,6 +179,9 @@ struct Index {
     /// minus `weight × picks` of its class.
     current: Vec<i64>,
     classes: BTreeMap<Ratio, Class>,
+    /// The backend just picked, taken out of its class until the view tells of its
+    /// dispatch (then filed under its new count at once: one move instead of two).
+    detached: Option<usize>,
 }
 
 impl Index {
@@ -132,6 +195,7 @@ impl Index {
                 .collect(),
             current: vec![0; backends.len()],
             classes: BTreeMap::new(),
+            detached: None,
         };
         for (i, b) in backends.iter().enumerate() {
             if b.up && index.weight[i] > 0 {
@@ -142,17 +206,30 @@ impl Index {
         index
     }
 
+    /// Files the detached backend again (where it was), if any.
+    fn reattach(&mut self) {
+        if let Some(j) = self.detached.take() {
+            self.insert(j);
+        }
+    }
+
     fn update(&mut self, i: usize, view: &Backend, weighted: bool) {
         if i >= self.flight.len() {
             return;
         }
+        let was_filed = if self.detached == Some(i) {
+            self.detached = None;
+            false
+        } else {
+            self.reattach();
+            self.member[i]
+        };
         let w = if weighted { view.weight } else { 1 };
         let member = view.up && w > 0;
-        if member == self.member[i] && (!member || view.in_flight == self.flight[i]) {
-            self.flight[i] = view.in_flight;
+        if was_filed && member && view.in_flight == self.flight[i] {
             return;
         }
-        if self.member[i] {
+        if was_filed {
             self.remove(i);
         }
         self.flight[i] = view.in_flight;
@@ -211,6 +288,7 @@ impl Index {
     }
 
     fn pick(&mut self) -> Option<usize> {
+        self.reattach();
         let mut entry = self.classes.first_entry()?;
         let class = entry.get_mut();
         class.picks += 1;
@@ -225,14 +303,20 @@ impl Index {
                 best = Some((counter, i, k));
             }
         }
-        let (_, i, k) = best?;
-        // The chosen one gives back the class's total weight.
+        let (counter, i, k) = best?;
+        // The chosen one gives back the class's total weight, and leaves the class until
+        // its dispatch files it under its new count.
         let set = &mut class.by_weight[k].1;
-        let key = self.current[i as usize];
-        set.remove(&(Reverse(key), i));
-        let key = key - class.total;
-        set.insert((Reverse(key), i));
-        self.current[i as usize] = key;
+        set.remove(&(Reverse(self.current[i as usize]), i));
+        if set.is_empty() {
+            class.by_weight.swap_remove(k);
+        }
+        self.current[i as usize] = counter - class.total;
+        class.total -= i64::from(self.weight[i as usize]);
+        if class.by_weight.is_empty() {
+            entry.remove();
+        }
+        self.detached = Some(i as usize);
         Some(i as usize)
     }
 }
@@ -240,56 +324,10 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::strategy::Strategy;
     use crate::strategy::testing::{both, op};
     use crate::strategy::{Balancer, Outcome};
     use crate::time::Nanos;
     use proptest::prelude::*;
-
-    /// The reference: nginx's two full scans, as this strategy was first written.
-    #[derive(Debug, Default)]
-    struct Scan {
-        weighted: bool,
-        current: Vec<i64>,
-    }
-
-    impl Strategy for Scan {
-        fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
-            let weighted = self.weighted;
-            let wt = |b: &Backend| if weighted { u64::from(b.weight) } else { 1 };
-            let mut best: Option<(u64, u64)> = None;
-            for b in backends {
-                let w = wt(b);
-                if !b.up || w == 0 {
-                    continue;
-                }
-                let c = u64::from(b.in_flight);
-                if best.is_none_or(|(bc, bw)| c * bw < bc * w) {
-                    best = Some((c, w));
-                }
-            }
-            let (cj, wj) = best?;
-            if self.current.len() != backends.len() {
-                self.current.resize(backends.len(), 0);
-            }
-            let mut total = 0i64;
-            let mut chosen: Option<usize> = None;
-            for (i, b) in backends.iter().enumerate() {
-                let w = wt(b);
-                if !b.up || w == 0 || u64::from(b.in_flight) * wj != cj * w {
-                    continue;
-                }
-                self.current[i] += w as i64;
-                total += w as i64;
-                if chosen.is_none_or(|k| self.current[i] > self.current[k]) {
-                    chosen = Some(i);
-                }
-            }
-            let i = chosen?;
-            self.current[i] -= total;
-            Some(i)
-        }
-    }
 
     #[test]
     fn picks_fewest_in_flight() {
@@ -332,7 +370,7 @@ mod tests {
         ) {
             let (fast, oracle) = both(
                 Box::new(LeastConnections::new(weighted)),
-                Box::new(Scan { weighted, current: Vec::new() }),
+                Box::new(LeastConnections::for_backends(weighted, 0)),
                 &weights,
                 &ops,
             );
