@@ -12,10 +12,13 @@
 //! ratio"), and a member's counter is its key plus `weight ×` that counter, so the order of
 //! members of equal weight never changes while they stay in the class. A pick, a dispatch
 //! and a completion cost O(log n) (times the number of distinct weights at the lowest
-//! ratio, which is one without weights). The full scan is kept in the tests as the oracle.
+//! ratio). Without weights every ratio is an in-flight count: the classes are then a
+//! bucket queue indexed by count, each a binary heap with lazy deletion (cheaper than
+//! ordered sets). Up to [`SCAN_UP_TO`] backends nginx's scans are faster and used. The
+//! property tests check that every index picks exactly what the scans pick.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use super::{Backend, PickContext, Strategy};
 
@@ -31,7 +34,10 @@ pub struct LeastConnections {
     scan: bool,
     /// The scans' smooth-round-robin counters.
     current: Vec<i64>,
+    /// Weighted: the index by ratio.
     index: Option<Index>,
+    /// Unweighted: the index by in-flight count.
+    flat: Option<FlatIndex>,
 }
 
 impl LeastConnections {
@@ -98,6 +104,13 @@ impl Strategy for LeastConnections {
         if self.scan {
             return self.scan(backends);
         }
+        if !self.weighted {
+            let flat = match &mut self.flat {
+                Some(flat) if flat.flight.len() == backends.len() => flat,
+                stale => stale.insert(FlatIndex::new(backends)),
+            };
+            return flat.pick();
+        }
         let weighted = self.weighted;
         let index = match &mut self.index {
             Some(index) if index.flight.len() == backends.len() => index,
@@ -111,6 +124,9 @@ impl Strategy for LeastConnections {
     }
 
     fn on_view(&mut self, backend: usize, view: &Backend) {
+        if let Some(flat) = &mut self.flat {
+            flat.update(backend, view);
+        }
         let weighted = self.weighted;
         if let Some(index) = &mut self.index {
             index.update(backend, view, weighted);
@@ -321,10 +337,162 @@ impl Index {
     }
 }
 
+/// Members of one in-flight count, unweighted: a max-heap of (key, lowest index first),
+/// with lazy deletion (an entry is live while its backend's generation matches).
+#[derive(Debug, Default)]
+struct Bucket {
+    /// Picks made among this bucket (each added 1 to every member's counter).
+    picks: i64,
+    /// Members filed here.
+    live: usize,
+    heap: BinaryHeap<(i64, Reverse<u32>, u32)>,
+}
+
+/// The view of unweighted least connections, indexed: buckets by in-flight count (a bucket
+/// queue: the lowest non-empty one is found by walking up from the last, and counts move
+/// by one), each a heap. O(log n) per pick, dispatch and completion with small constants.
+#[derive(Debug)]
+struct FlatIndex {
+    flight: Vec<u32>,
+    /// Eligible (up).
+    member: Vec<bool>,
+    /// Filed in its bucket (a member that is not detached).
+    filed: Vec<bool>,
+    /// Bumped at every filing and unfiling: heap entries of older generations are dead.
+    generation: Vec<u32>,
+    /// Key when filed (counter minus its bucket's picks), counter otherwise.
+    current: Vec<i64>,
+    buckets: Vec<Bucket>,
+    /// Lowest bucket with a member (meaningless when `filed_count` is 0).
+    min: usize,
+    filed_count: usize,
+    /// See [`Index::detached`].
+    detached: Option<usize>,
+}
+
+impl FlatIndex {
+    fn new(backends: &[Backend]) -> FlatIndex {
+        let n = backends.len();
+        let mut index = FlatIndex {
+            flight: backends.iter().map(|b| b.in_flight).collect(),
+            member: vec![false; n],
+            filed: vec![false; n],
+            generation: vec![0; n],
+            current: vec![0; n],
+            buckets: Vec::new(),
+            min: 0,
+            filed_count: 0,
+            detached: None,
+        };
+        for (i, b) in backends.iter().enumerate() {
+            if b.up {
+                index.member[i] = true;
+                index.insert(i);
+            }
+        }
+        index
+    }
+
+    fn insert(&mut self, i: usize) {
+        let c = self.flight[i] as usize;
+        if self.buckets.len() <= c {
+            self.buckets.resize_with(c + 1, Bucket::default);
+        }
+        let b = &mut self.buckets[c];
+        let key = self.current[i] - b.picks;
+        self.current[i] = key;
+        self.generation[i] = self.generation[i].wrapping_add(1);
+        b.heap.push((key, Reverse(i as u32), self.generation[i]));
+        b.live += 1;
+        if b.heap.len() > 2 * b.live + 32 {
+            // Drop dead entries: memory stays within twice the members.
+            let (filed, generation) = (&self.filed, &self.generation);
+            b.heap.retain(|&(_, Reverse(j), g)| {
+                let j = j as usize;
+                (filed[j] || j == i) && generation[j] == g
+            });
+        }
+        self.filed[i] = true;
+        if self.filed_count == 0 || c < self.min {
+            self.min = c;
+        }
+        self.filed_count += 1;
+    }
+
+    /// Takes a filed backend out of its bucket; its counter becomes explicit.
+    fn unfile(&mut self, i: usize) {
+        let c = self.flight[i] as usize;
+        let b = &mut self.buckets[c];
+        self.current[i] += b.picks;
+        self.generation[i] = self.generation[i].wrapping_add(1);
+        b.live -= 1;
+        self.filed[i] = false;
+        self.filed_count -= 1;
+        if self.filed_count > 0 && c == self.min {
+            while self.buckets[self.min].live == 0 {
+                self.min += 1;
+            }
+        }
+    }
+
+    fn reattach(&mut self) {
+        if let Some(j) = self.detached.take() {
+            self.insert(j);
+        }
+    }
+
+    fn update(&mut self, i: usize, view: &Backend) {
+        if i >= self.flight.len() {
+            return;
+        }
+        if self.detached == Some(i) {
+            self.detached = None;
+        } else {
+            self.reattach();
+        }
+        if self.filed[i] && view.up && view.in_flight == self.flight[i] {
+            return;
+        }
+        if self.filed[i] {
+            self.unfile(i);
+        }
+        self.flight[i] = view.in_flight;
+        self.member[i] = view.up;
+        if view.up {
+            self.insert(i);
+        }
+    }
+
+    fn pick(&mut self) -> Option<usize> {
+        self.reattach();
+        if self.filed_count == 0 {
+            return None;
+        }
+        let b = &mut self.buckets[self.min];
+        b.picks += 1;
+        let total = b.live as i64;
+        let (filed, generation) = (&self.filed, &self.generation);
+        // The highest counter (key + picks), lowest index among equals: the heap's top
+        // once dead entries are dropped.
+        let i = loop {
+            let &(_, Reverse(j), g) = b.heap.peek()?;
+            b.heap.pop();
+            if filed[j as usize] && generation[j as usize] == g {
+                break j as usize;
+            }
+        };
+        // Unfile it (its heap entry is already gone), then it gives back the bucket's total.
+        self.unfile(i);
+        self.current[i] -= total;
+        self.detached = Some(i);
+        Some(i)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::strategy::testing::{both, op};
+    use crate::strategy::testing::{Op, both, op};
     use crate::strategy::{Balancer, Outcome};
     use crate::time::Nanos;
     use proptest::prelude::*;
@@ -357,6 +525,30 @@ mod tests {
         let picks: Vec<usize> = (0..8).map(|_| b.route(Nanos(0), 0).unwrap()).collect();
         let zero = picks.iter().filter(|&&i| i == 0).count();
         assert_eq!(zero, 6, "{picks:?}");
+    }
+
+    /// A long random workout of a larger cluster: the lazy heaps compact many times.
+    #[test]
+    fn long_runs_pick_what_the_scan_picks() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = crate::rng::SimRng::seed_from_u64(7);
+        for (weighted, n) in [(false, 200), (true, 200), (false, 60)] {
+            let weights: Vec<u32> = (0..n).map(|_| rng.random_range(0..4)).collect();
+            let ops: Vec<Op> = (0..20_000)
+                .map(|_| match rng.random_range(0..100) {
+                    0..52 => Op::Route,
+                    52..99 => Op::Complete(rng.random::<u32>() as usize, 1, false),
+                    _ => Op::SetUp(rng.random::<u32>() as usize, rng.random_range(0..3) > 0),
+                })
+                .collect();
+            let (fast, oracle) = both(
+                Box::new(LeastConnections::new(weighted)),
+                Box::new(LeastConnections::for_backends(weighted, 0)),
+                &weights,
+                &ops,
+            );
+            assert_eq!(fast, oracle, "weighted {weighted}, {n} backends");
+        }
     }
 
     proptest! {
