@@ -592,7 +592,15 @@ pub fn server_bars(
     results: &RunResults,
     format: ImageFormat,
 ) -> Result<(), ReportError> {
-    let servers = scenario.servers();
+    let all = scenario.servers();
+    // A large cluster shows a sample of each group, as the time series does.
+    let groups: Vec<usize> = all.iter().map(|s| s.group).collect();
+    let shown = if all.len() <= super::timeseries::MAX_SERVERS {
+        (0..all.len()).collect()
+    } else {
+        super::timeseries::sample_servers(&groups, super::timeseries::MAX_SERVERS)
+    };
+    let servers: Vec<_> = shown.iter().map(|&i| all[i].clone()).collect();
     let n_servers = servers.len();
     let n_strat = results.strategies.len();
     // [panel][strategy][server] = (mean, low, high)
@@ -605,8 +613,11 @@ pub fn server_bars(
                 .map(|s| {
                     (0..n_servers)
                         .map(|i| {
-                            let v: Vec<f64> =
-                                s.runs.iter().map(|r| r.servers[i].as_array()[k]).collect();
+                            let v: Vec<f64> = s
+                                .runs
+                                .iter()
+                                .map(|r| r.servers[shown[i]].as_array()[k])
+                                .collect();
                             let e = estimate(&v);
                             (e.mean, e.low, e.high)
                         })
@@ -636,10 +647,15 @@ pub fn server_bars(
     let height = 420 * 2 + 60;
     render!(path, format, (plot_w + key_w, height), |root| {
         root.fill(&WHITE)?;
-        let root = root.titled(
-            "Per-server load by strategy (mean over replications, whiskers: 95% CI)",
-            ("sans-serif", 22),
-        )?;
+        let heading = if n_servers < all.len() {
+            format!(
+                "Per-server load, {n_servers} of {} servers (a sample of each group; all in servers.csv)",
+                all.len()
+            )
+        } else {
+            "Per-server load by strategy (mean over replications, whiskers: 95% CI)".to_string()
+        };
+        let root = root.titled(&heading, ("sans-serif", 22))?;
         let (plots, key) = root.split_horizontally(plot_w);
         let areas = plots.split_evenly((2, 1));
         for (pi, (area, panel)) in areas.iter().zip(&panels).enumerate() {

@@ -12,32 +12,105 @@
 //! ratio"), and a member's counter is its key plus `weight ×` that counter, so the order of
 //! members of equal weight never changes while they stay in the class. A pick, a dispatch
 //! and a completion cost O(log n) (times the number of distinct weights at the lowest
-//! ratio, which is one without weights). The full scan is kept in the tests as the oracle.
+//! ratio). Without weights every ratio is an in-flight count: the classes are then a
+//! bucket queue indexed by count, each a binary heap with lazy deletion (cheaper than
+//! ordered sets). Up to [`SCAN_UP_TO`] backends nginx's scans are faster and used. The
+//! property tests check that every index picks exactly what the scans pick.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use super::{Backend, PickContext, Strategy};
+
+/// Up to this many backends the two scans are faster than the index (measured in
+/// `benches/scale.rs`); both pick the same.
+pub const SCAN_UP_TO: usize = 48;
 
 /// nginx `least_conn`, optionally weighted.
 #[derive(Debug, Default)]
 pub struct LeastConnections {
     weighted: bool,
+    /// Pick by nginx's two scans (small clusters) rather than from the index.
+    scan: bool,
+    /// The scans' smooth-round-robin counters.
+    current: Vec<i64>,
+    /// Weighted: the index by ratio.
     index: Option<Index>,
+    /// Unweighted: the index by in-flight count.
+    flat: Option<FlatIndex>,
 }
 
 impl LeastConnections {
-    /// Least connections; `weighted` compares `in_flight / weight`.
+    /// Least connections; `weighted` compares `in_flight / weight`. Picks from the index.
     pub fn new(weighted: bool) -> LeastConnections {
         LeastConnections {
             weighted,
-            index: None,
+            ..Default::default()
         }
+    }
+
+    /// Least connections over `n` backends: nginx's scans up to [`SCAN_UP_TO`] backends,
+    /// the index beyond. The same picks either way.
+    pub fn for_backends(weighted: bool, n: usize) -> LeastConnections {
+        LeastConnections {
+            scan: n <= SCAN_UP_TO,
+            ..LeastConnections::new(weighted)
+        }
+    }
+
+    /// nginx's two scans.
+    fn scan(&mut self, backends: &[Backend]) -> Option<usize> {
+        let weighted = self.weighted;
+        let wt = |b: &Backend| if weighted { u64::from(b.weight) } else { 1 };
+        // Pass 1: the best ratio in_flight / weight, by cross-multiplication (exact, as
+        // nginx compares `conns * best.weight < best.conns * weight`).
+        let mut best: Option<(u64, u64)> = None;
+        for b in backends {
+            let w = wt(b);
+            if !b.up || w == 0 {
+                continue;
+            }
+            let c = u64::from(b.in_flight);
+            if best.is_none_or(|(bc, bw)| c * bw < bc * w) {
+                best = Some((c, w));
+            }
+        }
+        let (cj, wj) = best?;
+        // Pass 2: smooth weighted round robin among the backends tied at that ratio.
+        if self.current.len() != backends.len() {
+            self.current.resize(backends.len(), 0);
+        }
+        let mut total = 0i64;
+        let mut chosen: Option<usize> = None;
+        for (i, b) in backends.iter().enumerate() {
+            let w = wt(b);
+            if !b.up || w == 0 || u64::from(b.in_flight) * wj != cj * w {
+                continue;
+            }
+            self.current[i] += w as i64;
+            total += w as i64;
+            if chosen.is_none_or(|k| self.current[i] > self.current[k]) {
+                chosen = Some(i);
+            }
+        }
+        let i = chosen?;
+        self.current[i] -= total;
+        Some(i)
     }
 }
 
 impl Strategy for LeastConnections {
     fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+        if self.scan {
+            return self.scan(backends);
+        }
+        if !self.weighted {
+            let flat = match &mut self.flat {
+                Some(flat) if flat.flight.len() == backends.len() => flat,
+                stale => stale.insert(FlatIndex::new(backends)),
+            };
+            return flat.pick();
+        }
         let weighted = self.weighted;
         let index = match &mut self.index {
             Some(index) if index.flight.len() == backends.len() => index,
@@ -47,10 +120,13 @@ impl Strategy for LeastConnections {
     }
 
     fn indexes_view(&self) -> bool {
-        true
+        !self.scan
     }
 
     fn on_view(&mut self, backend: usize, view: &Backend) {
+        if let Some(flat) = &mut self.flat {
+            flat.update(backend, view);
+        }
         let weighted = self.weighted;
         if let Some(index) = &mut self.index {
             index.update(backend, view, weighted);
@@ -119,6 +195,9 @@ struct Index {
     /// minus `weight × picks` of its class.
     current: Vec<i64>,
     classes: BTreeMap<Ratio, Class>,
+    /// The backend just picked, taken out of its class until the view tells of its
+    /// dispatch (then filed under its new count at once: one move instead of two).
+    detached: Option<usize>,
 }
 
 impl Index {
@@ -132,6 +211,7 @@ impl Index {
                 .collect(),
             current: vec![0; backends.len()],
             classes: BTreeMap::new(),
+            detached: None,
         };
         for (i, b) in backends.iter().enumerate() {
             if b.up && index.weight[i] > 0 {
@@ -142,17 +222,30 @@ impl Index {
         index
     }
 
+    /// Files the detached backend again (where it was), if any.
+    fn reattach(&mut self) {
+        if let Some(j) = self.detached.take() {
+            self.insert(j);
+        }
+    }
+
     fn update(&mut self, i: usize, view: &Backend, weighted: bool) {
         if i >= self.flight.len() {
             return;
         }
+        let was_filed = if self.detached == Some(i) {
+            self.detached = None;
+            false
+        } else {
+            self.reattach();
+            self.member[i]
+        };
         let w = if weighted { view.weight } else { 1 };
         let member = view.up && w > 0;
-        if member == self.member[i] && (!member || view.in_flight == self.flight[i]) {
-            self.flight[i] = view.in_flight;
+        if was_filed && member && view.in_flight == self.flight[i] {
             return;
         }
-        if self.member[i] {
+        if was_filed {
             self.remove(i);
         }
         self.flight[i] = view.in_flight;
@@ -211,6 +304,7 @@ impl Index {
     }
 
     fn pick(&mut self) -> Option<usize> {
+        self.reattach();
         let mut entry = self.classes.first_entry()?;
         let class = entry.get_mut();
         class.picks += 1;
@@ -225,71 +319,183 @@ impl Index {
                 best = Some((counter, i, k));
             }
         }
-        let (_, i, k) = best?;
-        // The chosen one gives back the class's total weight.
+        let (counter, i, k) = best?;
+        // The chosen one gives back the class's total weight, and leaves the class until
+        // its dispatch files it under its new count.
         let set = &mut class.by_weight[k].1;
-        let key = self.current[i as usize];
-        set.remove(&(Reverse(key), i));
-        let key = key - class.total;
-        set.insert((Reverse(key), i));
-        self.current[i as usize] = key;
+        set.remove(&(Reverse(self.current[i as usize]), i));
+        if set.is_empty() {
+            class.by_weight.swap_remove(k);
+        }
+        self.current[i as usize] = counter - class.total;
+        class.total -= i64::from(self.weight[i as usize]);
+        if class.by_weight.is_empty() {
+            entry.remove();
+        }
+        self.detached = Some(i as usize);
         Some(i as usize)
+    }
+}
+
+/// Members of one in-flight count, unweighted: a max-heap of (key, lowest index first),
+/// with lazy deletion (an entry is live while its backend's generation matches).
+#[derive(Debug, Default)]
+struct Bucket {
+    /// Picks made among this bucket (each added 1 to every member's counter).
+    picks: i64,
+    /// Members filed here.
+    live: usize,
+    heap: BinaryHeap<(i64, Reverse<u32>, u32)>,
+}
+
+/// The view of unweighted least connections, indexed: buckets by in-flight count (a bucket
+/// queue: the lowest non-empty one is found by walking up from the last, and counts move
+/// by one), each a heap. O(log n) per pick, dispatch and completion with small constants.
+#[derive(Debug)]
+struct FlatIndex {
+    flight: Vec<u32>,
+    /// Eligible (up).
+    member: Vec<bool>,
+    /// Filed in its bucket (a member that is not detached).
+    filed: Vec<bool>,
+    /// Bumped at every filing and unfiling: heap entries of older generations are dead.
+    generation: Vec<u32>,
+    /// Key when filed (counter minus its bucket's picks), counter otherwise.
+    current: Vec<i64>,
+    buckets: Vec<Bucket>,
+    /// Lowest bucket with a member (meaningless when `filed_count` is 0).
+    min: usize,
+    filed_count: usize,
+    /// See [`Index::detached`].
+    detached: Option<usize>,
+}
+
+impl FlatIndex {
+    fn new(backends: &[Backend]) -> FlatIndex {
+        let n = backends.len();
+        let mut index = FlatIndex {
+            flight: backends.iter().map(|b| b.in_flight).collect(),
+            member: vec![false; n],
+            filed: vec![false; n],
+            generation: vec![0; n],
+            current: vec![0; n],
+            buckets: Vec::new(),
+            min: 0,
+            filed_count: 0,
+            detached: None,
+        };
+        for (i, b) in backends.iter().enumerate() {
+            if b.up {
+                index.member[i] = true;
+                index.insert(i);
+            }
+        }
+        index
+    }
+
+    fn insert(&mut self, i: usize) {
+        let c = self.flight[i] as usize;
+        if self.buckets.len() <= c {
+            self.buckets.resize_with(c + 1, Bucket::default);
+        }
+        let b = &mut self.buckets[c];
+        let key = self.current[i] - b.picks;
+        self.current[i] = key;
+        self.generation[i] = self.generation[i].wrapping_add(1);
+        b.heap.push((key, Reverse(i as u32), self.generation[i]));
+        b.live += 1;
+        if b.heap.len() > 2 * b.live + 32 {
+            // Drop dead entries: memory stays within twice the members.
+            let (filed, generation) = (&self.filed, &self.generation);
+            b.heap.retain(|&(_, Reverse(j), g)| {
+                let j = j as usize;
+                (filed[j] || j == i) && generation[j] == g
+            });
+        }
+        self.filed[i] = true;
+        if self.filed_count == 0 || c < self.min {
+            self.min = c;
+        }
+        self.filed_count += 1;
+    }
+
+    /// Takes a filed backend out of its bucket; its counter becomes explicit.
+    fn unfile(&mut self, i: usize) {
+        let c = self.flight[i] as usize;
+        let b = &mut self.buckets[c];
+        self.current[i] += b.picks;
+        self.generation[i] = self.generation[i].wrapping_add(1);
+        b.live -= 1;
+        self.filed[i] = false;
+        self.filed_count -= 1;
+        if self.filed_count > 0 && c == self.min {
+            while self.buckets[self.min].live == 0 {
+                self.min += 1;
+            }
+        }
+    }
+
+    fn reattach(&mut self) {
+        if let Some(j) = self.detached.take() {
+            self.insert(j);
+        }
+    }
+
+    fn update(&mut self, i: usize, view: &Backend) {
+        if i >= self.flight.len() {
+            return;
+        }
+        if self.detached == Some(i) {
+            self.detached = None;
+        } else {
+            self.reattach();
+        }
+        if self.filed[i] && view.up && view.in_flight == self.flight[i] {
+            return;
+        }
+        if self.filed[i] {
+            self.unfile(i);
+        }
+        self.flight[i] = view.in_flight;
+        self.member[i] = view.up;
+        if view.up {
+            self.insert(i);
+        }
+    }
+
+    fn pick(&mut self) -> Option<usize> {
+        self.reattach();
+        if self.filed_count == 0 {
+            return None;
+        }
+        let b = &mut self.buckets[self.min];
+        b.picks += 1;
+        let total = b.live as i64;
+        let (filed, generation) = (&self.filed, &self.generation);
+        // The highest counter (key + picks), lowest index among equals: the heap's top
+        // once dead entries are dropped.
+        let i = loop {
+            let &(_, Reverse(j), g) = b.heap.peek()?;
+            b.heap.pop();
+            if filed[j as usize] && generation[j as usize] == g {
+                break j as usize;
+            }
+        };
+        // Unfile it (its heap entry is already gone), then it gives back the bucket's total.
+        self.unfile(i);
+        self.current[i] -= total;
+        self.detached = Some(i);
+        Some(i)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::strategy::Strategy;
-    use crate::strategy::testing::{both, op};
+    use crate::strategy::testing::{Op, both, op};
     use crate::strategy::{Balancer, Outcome};
     use crate::time::Nanos;
     use proptest::prelude::*;
-
-    /// The reference: nginx's two full scans, as this strategy was first written.
-    #[derive(Debug, Default)]
-    struct Scan {
-        weighted: bool,
-        current: Vec<i64>,
-    }
-
-    impl Strategy for Scan {
-        fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
-            let weighted = self.weighted;
-            let wt = |b: &Backend| if weighted { u64::from(b.weight) } else { 1 };
-            let mut best: Option<(u64, u64)> = None;
-            for b in backends {
-                let w = wt(b);
-                if !b.up || w == 0 {
-                    continue;
-                }
-                let c = u64::from(b.in_flight);
-                if best.is_none_or(|(bc, bw)| c * bw < bc * w) {
-                    best = Some((c, w));
-                }
-            }
-            let (cj, wj) = best?;
-            if self.current.len() != backends.len() {
-                self.current.resize(backends.len(), 0);
-            }
-            let mut total = 0i64;
-            let mut chosen: Option<usize> = None;
-            for (i, b) in backends.iter().enumerate() {
-                let w = wt(b);
-                if !b.up || w == 0 || u64::from(b.in_flight) * wj != cj * w {
-                    continue;
-                }
-                self.current[i] += w as i64;
-                total += w as i64;
-                if chosen.is_none_or(|k| self.current[i] > self.current[k]) {
-                    chosen = Some(i);
-                }
-            }
-            let i = chosen?;
-            self.current[i] -= total;
-            Some(i)
-        }
-    }
 
     #[test]
     fn picks_fewest_in_flight() {
@@ -321,6 +527,30 @@ mod tests {
         assert_eq!(zero, 6, "{picks:?}");
     }
 
+    /// A long random workout of a larger cluster: the lazy heaps compact many times.
+    #[test]
+    fn long_runs_pick_what_the_scan_picks() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = crate::rng::SimRng::seed_from_u64(7);
+        for (weighted, n) in [(false, 200), (true, 200), (false, 60)] {
+            let weights: Vec<u32> = (0..n).map(|_| rng.random_range(0..4)).collect();
+            let ops: Vec<Op> = (0..20_000)
+                .map(|_| match rng.random_range(0..100) {
+                    0..52 => Op::Route,
+                    52..99 => Op::Complete(rng.random::<u32>() as usize, 1, false),
+                    _ => Op::SetUp(rng.random::<u32>() as usize, rng.random_range(0..3) > 0),
+                })
+                .collect();
+            let (fast, oracle) = both(
+                Box::new(LeastConnections::new(weighted)),
+                Box::new(LeastConnections::for_backends(weighted, 0)),
+                &weights,
+                &ops,
+            );
+            assert_eq!(fast, oracle, "weighted {weighted}, {n} backends");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -332,7 +562,7 @@ mod tests {
         ) {
             let (fast, oracle) = both(
                 Box::new(LeastConnections::new(weighted)),
-                Box::new(Scan { weighted, current: Vec::new() }),
+                Box::new(LeastConnections::for_backends(weighted, 0)),
                 &weights,
                 &ops,
             );

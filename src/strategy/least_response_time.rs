@@ -24,8 +24,14 @@ pub struct LeastResponseTime {
     alpha: f64,
     ewma: Vec<Option<f64>>,
     next: usize,
+    /// Pick by the full scan (small clusters) rather than from the index.
+    scan: bool,
     index: Option<CostIndex>,
 }
+
+/// Up to this many backends the scan is faster than the index (measured in
+/// `benches/scale.rs`); both pick the same.
+pub const SCAN_UP_TO: usize = 48;
 
 /// The up backends ordered by (cost, index).
 #[derive(Debug)]
@@ -59,8 +65,38 @@ impl LeastResponseTime {
             alpha,
             ewma: Vec::new(),
             next: 0,
+            scan: false,
             index: None,
         }
+    }
+
+    /// Least response time over `n` backends: the scan up to [`SCAN_UP_TO`] backends,
+    /// the index beyond. The same picks either way.
+    pub fn for_backends(alpha: f64, n: usize) -> LeastResponseTime {
+        LeastResponseTime {
+            scan: n <= SCAN_UP_TO,
+            ..LeastResponseTime::new(alpha)
+        }
+    }
+
+    /// The full scan from the last pick on.
+    fn scan(&mut self, backends: &[Backend]) -> Option<usize> {
+        let n = backends.len();
+        let mut best: Option<(usize, f64)> = None;
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            let b = &backends[i];
+            if !b.up {
+                continue;
+            }
+            let c = Self::cost(&self.ewma, i, b.in_flight);
+            if best.is_none_or(|(_, bc)| c < bc) {
+                best = Some((i, c));
+            }
+        }
+        let (i, _) = best?;
+        self.next = i + 1;
+        Some(i)
     }
 
     fn cost(ewma: &[Option<f64>], i: usize, in_flight: u32) -> f64 {
@@ -85,6 +121,9 @@ impl LeastResponseTime {
 
 impl Strategy for LeastResponseTime {
     fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+        if self.scan {
+            return self.scan(backends);
+        }
         if self
             .index
             .as_ref()
@@ -116,7 +155,7 @@ impl Strategy for LeastResponseTime {
     }
 
     fn indexes_view(&self) -> bool {
-        true
+        !self.scan
     }
 
     fn on_view(&mut self, backend: usize, view: &Backend) {
@@ -150,39 +189,8 @@ impl Strategy for LeastResponseTime {
 mod tests {
     use super::*;
     use crate::strategy::Balancer;
-    use crate::strategy::Strategy;
     use crate::strategy::testing::{both, op, picks};
     use proptest::prelude::*;
-
-    /// The reference: the full scan, as this strategy was first written.
-    struct Scan(LeastResponseTime);
-
-    impl Strategy for Scan {
-        fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
-            let s = &mut self.0;
-            let n = backends.len();
-            let mut best: Option<(usize, f64)> = None;
-            for k in 0..n {
-                let i = (s.next + k) % n;
-                let b = &backends[i];
-                if !b.up {
-                    continue;
-                }
-                let c = LeastResponseTime::cost(&s.ewma, i, b.in_flight);
-                if best.is_none_or(|(_, bc)| c < bc) {
-                    best = Some((i, c));
-                }
-            }
-            let (i, _) = best?;
-            s.next = i + 1;
-            Some(i)
-        }
-
-        fn on_complete(&mut self, backend: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
-            // No index is ever built: this only updates the averages.
-            self.0.on_complete(backend, latency, outcome, now);
-        }
-    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
@@ -195,7 +203,7 @@ mod tests {
         ) {
             let (fast, oracle) = both(
                 Box::new(LeastResponseTime::new(alpha)),
-                Box::new(Scan(LeastResponseTime::new(alpha))),
+                Box::new(LeastResponseTime::for_backends(alpha, 0)),
                 &vec![1; n],
                 &ops,
             );

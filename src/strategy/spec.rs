@@ -616,7 +616,7 @@ impl StrategySpec {
             StrategySpec::RoundRobin => Box::new(RoundRobin::default()),
             StrategySpec::SmoothWeightedRoundRobin => Box::new(SmoothWeightedRoundRobin::default()),
             StrategySpec::LeastConnections { weighted } => {
-                Box::new(LeastConnections::new(*weighted))
+                Box::new(LeastConnections::for_backends(*weighted, n))
             }
             StrategySpec::Random => Box::new(RandomChoice::new(rng)),
             StrategySpec::WeightedRandom => Box::new(WeightedRandom::new(rng)),
@@ -638,7 +638,9 @@ impl StrategySpec {
             )),
             StrategySpec::Jsq { indexed: false } => Box::new(ShortestQueue::new(rng)),
             StrategySpec::Jsq { indexed: true } => Box::new(ShortestQueue::indexed(rng)),
-            StrategySpec::LeastResponseTime { alpha } => Box::new(LeastResponseTime::new(*alpha)),
+            StrategySpec::LeastResponseTime { alpha } => {
+                Box::new(LeastResponseTime::for_backends(*alpha, n))
+            }
             StrategySpec::Jiq => Box::new(JoinIdleQueue::new(n, rng)),
             StrategySpec::RingHash {
                 min_ring_size,
