@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::metrics::{RunSummary, latency_histogram};
 use crate::scenario::Scenario;
-use crate::sim::simulate;
+use crate::sim::{simulate, simulate_cancellable};
 use crate::stats::{Estimate, estimate};
 
 /// How to run a scenario.
@@ -25,7 +25,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// Worker threads (default: rayon's, one per core).
     pub threads: Option<usize>,
-    /// Set to stop starting new replications (Ctrl-C); finished ones are kept.
+    /// Set (Ctrl-C, SIGTERM) to stop: replications under way stop within about a
+    /// millisecond and are dropped; finished ones are kept.
     pub cancel: Option<Arc<AtomicBool>>,
     /// Progress bar, advanced once per finished replication.
     pub progress: Option<indicatif::ProgressBar>,
@@ -109,13 +110,22 @@ pub fn run_replications(
                     return None;
                 }
                 let mut summaries = Vec::with_capacity(n_strategies);
-                for (k, entry) in scenario.strategies.iter().enumerate() {
-                    let m = simulate(scenario, &entry.spec, rep, seed);
+                let mut latencies = Vec::with_capacity(n_strategies);
+                for entry in &scenario.strategies {
+                    // A cancelled replication is dropped whole: every strategy or none.
+                    let m = match &opts.cancel {
+                        Some(c) => simulate_cancellable(scenario, &entry.spec, rep, seed, c)?,
+                        None => simulate(scenario, &entry.spec, rep, seed),
+                    };
                     summaries.push(m.summarize());
-                    let mut all = merged.lock().unwrap_or_else(|e| e.into_inner());
-                    // Same bounds on both sides: addition cannot fail.
-                    let _ = all[k].add(&m.latency);
+                    latencies.push(m.latency);
                 }
+                let mut all = merged.lock().unwrap_or_else(|e| e.into_inner());
+                for (k, latency) in latencies.iter().enumerate() {
+                    // Same bounds on both sides: addition cannot fail.
+                    let _ = all[k].add(latency);
+                }
+                drop(all);
                 if let Some(p) = &opts.progress {
                     p.inc(1);
                 }

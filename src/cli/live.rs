@@ -3,8 +3,6 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,6 +12,7 @@ use lbsim::live::server::{self, ServerConfig};
 use lbsim::live::verdict::{self, CompareOptions, Reference, Tolerances};
 use lbsim::live::{Cluster, LiveError, LiveOptions, Protocol, Transport, replay};
 
+use super::signals::Interrupt;
 use super::{EXIT_BAD_INPUT, load};
 
 /// `lbsim serve`.
@@ -107,19 +106,14 @@ pub struct LiveArgs {
     /// Print the driver's schedule lag and rates in detail.
     #[arg(long)]
     report_lag: bool,
-}
-
-fn wait_for_ctrl_c() -> anyhow::Result<()> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    ctrlc::set_handler(move || {
-        let _ = tx.send(());
-    })
-    .context("cannot install the Ctrl-C handler")?;
-    let _ = rx.recv();
-    Ok(())
+    /// Most connections (and reader threads) to one backend; requests beyond wait for
+    /// one, so a frozen backend costs no more than this.
+    #[arg(long, default_value_t = 64)]
+    max_connections_per_backend: usize,
 }
 
 pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let interrupt = Interrupt::install("stopping the servers")?;
     if let Some(path) = &a.scenario {
         let scenario = load(path)?;
         let cluster = Cluster::start(&scenario, a.host, a.port_base, a.protocol, a.transport)?;
@@ -132,7 +126,7 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
             a.protocol,
             a.transport
         );
-        wait_for_ctrl_c()?;
+        interrupt.wait();
         cluster.shutdown();
         return Ok(ExitCode::SUCCESS);
     }
@@ -159,7 +153,7 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
         server::spawn(addr, cfg).with_context(|| format!("cannot start a server on {addr}"))?;
     println!("{} {}", handle.id(), handle.local_addr());
     eprintln!("serving; Ctrl-C stops");
-    wait_for_ctrl_c()?;
+    interrupt.wait();
     handle.shutdown();
     Ok(ExitCode::SUCCESS)
 }
@@ -178,20 +172,10 @@ fn resolve(list: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
 
 pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
     let scenario = load(&a.scenario)?;
-    // Ctrl-C: finish the strategy being replayed, start no other, and write what
-    // finished. A second Ctrl-C exits at once.
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = cancel.clone();
-        let _ = ctrlc::set_handler(move || {
-            if cancel.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!(
-                "interrupt: finishing the strategy being replayed, then writing what finished"
-            );
-        });
-    }
+    // SIGINT / SIGTERM: the strategy being replayed stops within a few milliseconds and
+    // is dropped; the strategies replayed before it are compared and written.
+    let interrupt =
+        Interrupt::install("stopping the replay; writing the strategies that finished")?;
     let tolerances = Tolerances::default().with_overrides(a.tolerance.as_deref().unwrap_or(""))?;
     let reference: Reference = a.against.parse()?;
     let opts = LiveOptions {
@@ -205,7 +189,8 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
         calibration_calls: a.calibration_calls,
         only: a.strategies.clone(),
         spin: Duration::from_micros(a.spin_us),
-        cancel: Some(cancel.clone()),
+        cancel: Some(interrupt.flag()),
+        max_connections_per_backend: a.max_connections_per_backend,
     };
     eprintln!(
         "{}: replaying replication {} of {} strategies at time scale {} ({:.0} s of wall-clock time each)",
@@ -235,7 +220,7 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
     };
     if run.strategies.is_empty() {
         eprintln!("interrupted before any strategy finished: nothing to write");
-        return Ok(ExitCode::from(130));
+        return Ok(interrupt.exit_code());
     }
     let c = &run.calibration;
     println!(
@@ -257,7 +242,7 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
             .map(|&i| scenario.servers()[i].name.clone())
             .collect();
         println!(
-            "{:<20} sent {}, served (measured) {}, errors {}{}, {:.1} s wall, {} connections",
+            "{:<20} sent {}, served (measured) {}, errors {}{}, {:.1} s wall, {} connections{}",
             s.label,
             s.sent,
             served,
@@ -268,7 +253,12 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
                 format!(" (marked down: {})", down.join(", "))
             },
             s.wall.as_secs_f64(),
-            s.connections
+            s.connections,
+            if s.connection_waits > 0 {
+                format!(", {} requests waited for a connection", s.connection_waits)
+            } else {
+                String::new()
+            }
         );
         if let Some(e) = &s.first_error {
             println!("{:<20} first error: {e}", "");
@@ -320,7 +310,7 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if cancel.load(Ordering::SeqCst) {
+    if interrupt.is_set() {
         eprintln!(
             "interrupted: {} of {} strategies replayed; the files above hold those",
             run.strategies.len(),
@@ -330,7 +320,7 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
                 a.strategies.len()
             }
         );
-        return Ok(ExitCode::from(130));
+        return Ok(interrupt.exit_code());
     }
     if let Some(why) = verdict.refusal() {
         eprintln!("{why}");

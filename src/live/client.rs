@@ -137,6 +137,16 @@ pub enum ClientError {
         /// The exception's message.
         detail: String,
     },
+    /// The live driver gave up on the call before sending it: the backend had failed
+    /// (an earlier call timed out, its connection broke, or it refused connections), or
+    /// too many calls already waited for a connection to it.
+    #[error("call to backend {addr} not sent: {reason}")]
+    NotSent {
+        /// Backend address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
     /// An earlier error left this connection unusable: open a new one.
     #[error("connection to backend {addr} is broken by an earlier error; reconnect")]
     Broken {
@@ -155,6 +165,7 @@ impl ClientError {
             | ClientError::Io { addr, .. }
             | ClientError::Protocol { addr, .. }
             | ClientError::Application { addr, .. }
+            | ClientError::NotSent { addr, .. }
             | ClientError::Broken { addr } => *addr,
         }
     }
