@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use lbsim::live::server::{self, ServerConfig};
+use lbsim::live::server::{self, ServerConfig, ServerLimits};
 use lbsim::live::verdict::{self, CompareOptions, Reference, Tolerances};
 use lbsim::live::{Cluster, LiveError, LiveOptions, Protocol, Transport, replay};
 
@@ -48,6 +48,47 @@ pub struct ServeArgs {
     /// Thrift transport: framed or buffered.
     #[arg(long, default_value = "framed")]
     transport: Transport,
+    /// Most connections per server; when full, the connection idle longest (at least 1 s)
+    /// is closed to make room, else new ones are refused with an error naming the limit.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// Largest frame or message in bytes; a larger one closes its connection.
+    #[arg(long, default_value_t = 65536)]
+    max_message_bytes: usize,
+    /// Seconds a connection may stay idle between messages.
+    #[arg(long, default_value_t = 300.0)]
+    idle_timeout: f64,
+    /// Seconds a message may take to arrive from its first byte (slow senders).
+    #[arg(long, default_value_t = 10.0)]
+    message_timeout: f64,
+    /// Longest service in seconds one call may ask (work_ns / speed); longer calls and
+    /// negative work are refused with an error and counted.
+    #[arg(long, default_value_t = 60.0)]
+    max_service: f64,
+    /// `ping` fails ("overloaded") while a new call would wait longer than this many
+    /// seconds for a worker.
+    #[arg(long, default_value_t = 60.0)]
+    max_wait: f64,
+}
+
+impl ServeArgs {
+    /// The limits given, or a message naming the flag that is not a duration.
+    fn limits(&self) -> Result<ServerLimits, String> {
+        let seconds = |flag: &str, v: f64| {
+            Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("--{flag} must be a number of seconds above 0, got {v}"))
+        };
+        Ok(ServerLimits {
+            max_connections: self.max_connections,
+            max_message_bytes: self.max_message_bytes,
+            idle_timeout: seconds("idle-timeout", self.idle_timeout)?,
+            message_timeout: seconds("message-timeout", self.message_timeout)?,
+            max_service: seconds("max-service", self.max_service)?,
+            max_wait: seconds("max-wait", self.max_wait)?,
+        })
+    }
 }
 
 /// `lbsim live`.
@@ -114,9 +155,31 @@ pub struct LiveArgs {
 
 pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
     let interrupt = Interrupt::install("stopping the servers")?;
+    let limits = match a.limits() {
+        Ok(limits) => limits,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
     if let Some(path) = &a.scenario {
         let scenario = load(path)?;
-        let cluster = Cluster::start(&scenario, a.host, a.port_base, a.protocol, a.transport)?;
+        let probe = ServerConfig {
+            limits,
+            ..ServerConfig::new("limits")
+        };
+        if let Err(e) = probe.validate() {
+            eprintln!("error: {e}\n  fix: use limits above 0");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+        let cluster = Cluster::start_with_limits(
+            &scenario,
+            a.host,
+            a.port_base,
+            a.protocol,
+            a.transport,
+            limits,
+        )?;
         for (name, addr) in cluster.names.iter().zip(cluster.addrs()) {
             println!("{name} {addr}");
         }
@@ -142,10 +205,13 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
         queue_capacity: a.queue_capacity,
         protocol: a.protocol,
         transport: a.transport,
+        limits,
         ..ServerConfig::new(a.id.clone())
     };
     if let Err(e) = cfg.validate() {
-        eprintln!("error: {e}\n  fix: use --workers 1 or more and a --speed above 0");
+        eprintln!(
+            "error: {e}\n  fix: use --workers 1 or more, a --speed above 0 and limits above 0"
+        );
         return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }
     let addr = SocketAddr::new(a.host, a.port.unwrap_or(0));

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thrift::TransportErrorKind;
@@ -178,7 +179,7 @@ pub struct Connection {
     addr: SocketAddr,
     io_timeout: Option<Duration>,
     client: Client,
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     broken: bool,
     opened: Instant,
 }
@@ -204,8 +205,8 @@ impl Connection {
         stream
             .set_write_timeout(cfg.io_timeout)
             .map_err(connect_err)?;
-        let (input, output) =
-            protocol_stack(&stream, cfg.protocol, cfg.transport).map_err(connect_err)?;
+        let stream = Arc::new(stream);
+        let (input, output) = protocol_stack(&stream, cfg.protocol, cfg.transport);
         Ok(Self {
             addr,
             io_timeout: cfg.io_timeout,

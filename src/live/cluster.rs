@@ -4,7 +4,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use super::server::{self, ServerConfig, ServerHandle};
+use super::server::{self, ServerConfig, ServerHandle, ServerLimits};
 use super::transport::{Protocol, Transport};
 use crate::scenario::Scenario;
 
@@ -33,13 +33,32 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts every server of `scenario` on `ip`: server `i` on port `port_base + i`, or
-    /// on a free port each when `port_base` is `None`.
+    /// on a free port each when `port_base` is `None`; default limits.
     pub fn start(
         scenario: &Scenario,
         ip: IpAddr,
         port_base: Option<u16>,
         protocol: Protocol,
         transport: Transport,
+    ) -> Result<Cluster, ClusterError> {
+        Self::start_with_limits(
+            scenario,
+            ip,
+            port_base,
+            protocol,
+            transport,
+            ServerLimits::default(),
+        )
+    }
+
+    /// Like [`Cluster::start`], every server with `limits`.
+    pub fn start_with_limits(
+        scenario: &Scenario,
+        ip: IpAddr,
+        port_base: Option<u16>,
+        protocol: Protocol,
+        transport: Transport,
+        limits: ServerLimits,
     ) -> Result<Cluster, ClusterError> {
         let mut servers = Vec::new();
         let mut names = Vec::new();
@@ -61,6 +80,7 @@ impl Cluster {
                 queue_capacity: g.queue_capacity,
                 protocol,
                 transport,
+                limits,
             };
             let handle = server::spawn(addr, cfg).map_err(|source| ClusterError {
                 server: info.name.clone(),

@@ -20,6 +20,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -84,7 +85,7 @@ struct Conn {
     pending: Sender<Pending>,
     seq: i32,
     /// To close the connection (which ends its reader thread) when the pool drops it.
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
 }
 
 /// A connection slot.
@@ -411,7 +412,7 @@ impl Drop for Pool {
 struct ReadHalf {
     input: InputProtocol,
     pending: Receiver<Pending>,
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
 }
 
 /// Connects to `addr` (within the connect timeout) and splits the connection.
@@ -429,14 +430,15 @@ fn dial(
     stream
         .set_write_timeout(cfg.io_timeout)
         .map_err(connect_err)?;
-    let (input, out) = protocol_stack(&stream, cfg.protocol, cfg.transport).map_err(connect_err)?;
+    let stream = Arc::new(stream);
+    let (input, out) = protocol_stack(&stream, cfg.protocol, cfg.transport);
     let (pending, pending_rx) = mpsc::channel();
     let conn = Conn {
         backend,
         out,
         pending,
         seq: 0,
-        stream: stream.try_clone().map_err(connect_err)?,
+        stream: Arc::clone(&stream),
     };
     let half = ReadHalf {
         input,
