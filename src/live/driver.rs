@@ -400,9 +400,13 @@ impl Replay {
             .clock
             .scenario(done.finished.saturating_duration_since(job.scheduled));
         let now = self.clock.now(done.finished);
-        let lag = done.sent.saturating_duration_since(job.scheduled);
-        self.lag
-            .saturating_record(u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX).max(1));
+        // Schedule lag of calls actually written (a call failed before it could be sent
+        // says nothing of the dispatcher).
+        if let Some(sent) = done.sent {
+            let lag = sent.saturating_duration_since(job.scheduled);
+            self.lag
+                .saturating_record(u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX).max(1));
+        }
         match done.result {
             Ok(CallOutcome::Served {
                 queued_ns,

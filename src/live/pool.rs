@@ -61,8 +61,8 @@ pub(crate) struct Job {
 pub(crate) struct Done {
     /// The job.
     pub job: Job,
-    /// When the call started to be written.
-    pub sent: Instant,
+    /// When the call started to be written; `None` if it never was (no connection).
+    pub sent: Option<Instant>,
     /// When the answer (or the error) came back.
     pub finished: Instant,
     /// What happened.
@@ -217,7 +217,7 @@ impl Pool {
     fn write(&mut self, c: usize, job: Job) {
         let addr = self.addrs[job.backend];
         let Some(Slot::Open(conn)) = self.conns.get_mut(c) else {
-            return self.report_now(job, Instant::now(), Err(ClientError::Broken { addr }), c);
+            return self.report_now(job, None, Err(ClientError::Broken { addr }), c);
         };
         conn.seq = conn.seq.wrapping_add(1);
         let seq = conn.seq;
@@ -230,13 +230,13 @@ impl Pool {
             (Err(e), _) => {
                 let (error, _) = classify(addr, self.cfg.io_timeout, e);
                 self.close(c);
-                self.report_now(job, sent, Err(error), c);
+                self.report_now(job, Some(sent), Err(error), c);
                 self.fail_waiting(job.backend, "an earlier call to it failed");
             }
             // The reader has gone (it saw the connection fail while idle).
             (Ok(()), Err(_)) => {
                 self.close(c);
-                self.report_now(job, sent, Err(ClientError::Broken { addr }), c);
+                self.report_now(job, Some(sent), Err(ClientError::Broken { addr }), c);
             }
         }
     }
@@ -244,7 +244,7 @@ impl Pool {
     fn report_now(
         &mut self,
         job: Job,
-        sent: Instant,
+        sent: Option<Instant>,
         result: Result<CallOutcome, ClientError>,
         conn: usize,
     ) {
@@ -266,7 +266,7 @@ impl Pool {
             addr,
             reason: reason.to_owned(),
         };
-        self.report_now(job, Instant::now(), Err(error), usize::MAX);
+        self.report_now(job, None, Err(error), usize::MAX);
     }
 
     /// Fails every request waiting for a connection to `backend`.
@@ -328,7 +328,7 @@ impl Pool {
                 self.conns[c] = Slot::Closed;
                 self.live[backend] = self.live[backend].saturating_sub(1);
                 if let Some(job) = self.waiting[backend].pop_front() {
-                    self.report_now(job, Instant::now(), Err(e), c);
+                    self.report_now(job, None, Err(e), c);
                 }
                 self.fail_waiting(backend, "it could not be connected to");
             }
@@ -498,7 +498,7 @@ fn reader(id: usize, addr: SocketAddr, cfg: ClientConfig, half: ReadHalf, done: 
         };
         let report = Done {
             job: p.job,
-            sent: p.sent,
+            sent: Some(p.sent),
             finished: Instant::now(),
             result,
             conn: id,
