@@ -39,6 +39,11 @@ pub(crate) const DEFAULT_MAX_PER_BACKEND: usize = 64;
 /// Most requests waiting for a connection per backend; beyond, requests fail at once.
 const MAX_WAITING: usize = 100_000;
 
+/// An idle connection unused for longer is closed rather than reused: servers close idle
+/// connections (`lbsim serve` after 300 s by default), and a call written on one the
+/// server has closed would fail and mark a healthy backend down.
+const MAX_IDLE_REUSE: Duration = Duration::from_secs(60);
+
 /// A call to send on a backend's connection.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Job {
@@ -86,6 +91,8 @@ struct Conn {
     seq: i32,
     /// To close the connection (which ends its reader thread) when the pool drops it.
     stream: Arc<TcpStream>,
+    /// When it last became idle.
+    idle_since: Instant,
 }
 
 /// A connection slot.
@@ -199,8 +206,14 @@ impl Pool {
     pub(crate) fn send(&mut self, job: Job) {
         self.in_flight += 1;
         let b = job.backend;
-        if let Some(c) = self.idle[b].pop() {
-            return self.write(c, job);
+        // The most recently used first: once one is stale, so are the rest.
+        while let Some(c) = self.idle[b].pop() {
+            match &self.conns[c] {
+                Slot::Open(conn) if conn.idle_since.elapsed() < MAX_IDLE_REUSE => {
+                    return self.write(c, job);
+                }
+                _ => self.close(c),
+            }
         }
         if self.waiting[b].len() >= MAX_WAITING {
             let reason = format!("{MAX_WAITING} requests already wait for a connection");
@@ -339,7 +352,12 @@ impl Pool {
     fn reuse(&mut self, c: usize, backend: usize) {
         match self.waiting[backend].pop_front() {
             Some(job) => self.write(c, job),
-            None => self.idle[backend].push(c),
+            None => {
+                if let Slot::Open(conn) = &mut self.conns[c] {
+                    conn.idle_since = Instant::now();
+                }
+                self.idle[backend].push(c);
+            }
         }
     }
 
@@ -439,6 +457,7 @@ fn dial(
         pending,
         seq: 0,
         stream: Arc::clone(&stream),
+        idle_since: Instant::now(),
     };
     let half = ReadHalf {
         input,
@@ -510,4 +529,56 @@ fn reader(id: usize, addr: SocketAddr, cfg: ClientConfig, half: ReadHalf, done: 
     }
     // Closes the connection now, so the backend's connection thread ends too.
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn job(id: u64, backend: usize) -> Job {
+        Job {
+            id,
+            backend,
+            scheduled: Instant::now(),
+            work_ns: 0,
+            key: None,
+            tag: 0,
+        }
+    }
+
+    #[test]
+    fn a_silent_backend_costs_at_most_the_limit_and_fails_its_waiting_calls() {
+        // Accepts connections (the kernel does) and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let cfg = ClientConfig {
+            io_timeout: Some(Duration::from_millis(300)),
+            ..ClientConfig::default()
+        };
+        let mut pool = Pool::new(vec![silent.local_addr().unwrap()], cfg, 4);
+        let started = Instant::now();
+        for id in 0..20 {
+            pool.send(job(id, 0));
+        }
+        // Sending never waited for a connection.
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert!(pool.opened() <= 4, "{} connections", pool.opened());
+        let mut results = Vec::new();
+        while results.len() < 20 {
+            let done = pool
+                .recv_timeout(Duration::from_secs(5))
+                .expect("every call ends");
+            results.push(done.result);
+        }
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(results.iter().all(Result::is_err));
+        let not_sent = results
+            .iter()
+            .filter(|r| matches!(r, Err(ClientError::NotSent { .. })))
+            .count();
+        assert!(not_sent >= 16, "{not_sent} of 20 failed without being sent");
+        assert_eq!(pool.in_flight(), 0);
+        assert!(pool.opened() <= 4);
+        drop(silent);
+    }
 }

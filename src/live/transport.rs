@@ -487,6 +487,41 @@ pub(crate) fn protocol_stack_guarded(
 mod tests {
     use super::*;
 
+    fn framed(bytes: Vec<u8>, max: usize) -> LimitedFramedRead<io::Cursor<Vec<u8>>> {
+        LimitedFramedRead {
+            chan: io::Cursor::new(bytes),
+            max,
+            guard: None,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    #[test]
+    fn frames_above_the_limit_or_negative_are_refused_before_allocating() {
+        let mut ok = 5u32.to_be_bytes().to_vec();
+        ok.extend_from_slice(b"hello");
+        ok.extend_from_slice(&3u32.to_be_bytes());
+        ok.extend_from_slice(b"abc");
+        let mut r = framed(ok, 8);
+        let mut out = [0u8; 8];
+        r.read_exact(&mut out).unwrap();
+        assert_eq!(&out, b"helloabc");
+        for header in [9u32, 16_000_000, 0x7fff_ffff, 0xffff_ffff] {
+            let mut r = framed(header.to_be_bytes().to_vec(), 8);
+            let err = r.read(&mut [0u8; 16]).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{header}: {err}");
+            assert!(r.buf.capacity() < 1024, "allocated for header {header}");
+        }
+        // A frame cut short: an error, and only the bytes received were buffered.
+        let mut cut = 60_000u32.to_be_bytes().to_vec();
+        cut.extend_from_slice(&[1u8; 100]);
+        let mut r = framed(cut, 64 * 1024);
+        let err = r.read(&mut [0u8; 16]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(r.buf.capacity() < 4096, "{}", r.buf.capacity());
+    }
+
     #[test]
     fn names_round_trip() {
         for p in Protocol::ALL {
