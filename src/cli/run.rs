@@ -17,7 +17,7 @@ use lbsim::sweep::SweepResults;
 use lbsim::sweep::run_sweep;
 
 use super::signals::Interrupt;
-use super::{bad_flag, load};
+use super::{bad_flag, load, load_selected};
 
 /// `lbsim run` flags beyond the run options.
 pub struct RunFlags {
@@ -27,10 +27,12 @@ pub struct RunFlags {
     pub metric: String,
     pub max_replications: u32,
     pub shard: Option<ShardSpec>,
+    /// `--strategy` labels (empty: all).
+    pub strategies: Vec<String>,
 }
 
 pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Result<ExitCode> {
-    let scenario = load(path)?;
+    let scenario = load_selected(path, &flags.strategies)?;
     if opts.replications == Some(0) {
         return Err(bad_flag(
             path,
@@ -64,6 +66,14 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
                 "shard a fixed number of replications (--replications N)",
             ));
         }
+    }
+    if flags.shard.is_some() && !flags.strategies.is_empty() {
+        return Err(bad_flag(
+            path,
+            "--strategy",
+            "cannot be combined with --shard (`lbsim merge` reads every strategy of the scenario file)",
+            "shard the whole scenario, or write a scenario file with only the strategies to run",
+        ));
     }
     if flags.shard.is_some() && scenario.sweep.is_some() {
         return Err(bad_flag(
@@ -196,7 +206,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         bar.finish_and_clear();
     }
     let command = format!(
-        "lbsim run {} --seed {} --replications {}{}{}",
+        "lbsim run {} --seed {} --replications {}{}{}{}",
         path.display(),
         results.seed,
         results.finished.len(),
@@ -205,6 +215,11 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
             .as_ref()
             .map_or(String::new(), |o| format!(" --out {}", o.display())),
         if flags.png { " --png" } else { "" },
+        flags
+            .strategies
+            .iter()
+            .map(|l| format!(" --strategy {l}"))
+            .collect::<String>(),
     );
     print!("{}", summary_table(&results));
     write_all(
