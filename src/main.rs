@@ -69,6 +69,10 @@ enum Command {
         /// A strategy's figures do not depend on which others run.
         #[arg(long = "strategy", value_name = "LABEL")]
         strategies: Vec<String>,
+        /// Record every server in `timeseries.csv` and the queue-over-time plot; by default
+        /// a cluster of more than 64 servers shows a sample of each group.
+        #[arg(long)]
+        full_timeseries: bool,
     },
     /// Combine shard files (`lbsim run --shard K/N`) into the reports a single run writes.
     Merge {
@@ -168,6 +172,7 @@ fn main() -> ExitCode {
             max_replications,
             shard,
             strategies,
+            full_timeseries,
         } => cmd_run(
             &scenario,
             RunFlags {
@@ -178,6 +183,7 @@ fn main() -> ExitCode {
                 max_replications,
                 shard,
                 strategies,
+                full_timeseries,
             },
             RunOptions {
                 replications,

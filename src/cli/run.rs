@@ -8,8 +8,11 @@ use std::process::ExitCode;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use lbsim::metrics::metric_index;
-use lbsim::report::{ImageFormat, ReportInput, standard_reports, summary_table, write_reports};
-use lbsim::runner::{RunOptions, RunResults, run, run_replications};
+use lbsim::report::timeseries::{Timeseries, trace_spec};
+use lbsim::report::{
+    ImageFormat, ReportInput, standard_reports_with, summary_table, write_reports,
+};
+use lbsim::runner::{RunOptions, RunResults, TraceSink, run, run_replications};
 use lbsim::scenario::Scenario;
 use lbsim::sequential::{Precision, run_to_precision};
 use lbsim::shard::{self, ShardFile, ShardSpec};
@@ -29,6 +32,7 @@ pub struct RunFlags {
     pub shard: Option<ShardSpec>,
     /// `--strategy` labels (empty: all).
     pub strategies: Vec<String>,
+    pub full_timeseries: bool,
 }
 
 pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Result<ExitCode> {
@@ -155,6 +159,9 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         });
     }
 
+    // Replication 0's time series is recorded while it runs (no second simulation).
+    let sink = TraceSink::new(trace_spec(&scenario, flags.full_timeseries));
+    opts.trace = Some(sink.clone());
     let results = match flags.precision {
         Some(target) => {
             let seq = run_to_precision(
@@ -199,6 +206,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
     }
     let sweep_opts = RunOptions {
         replications: Some(results.finished.len().max(2) as u32),
+        trace: None,
         ..opts.clone()
     };
     let sweep = run_sweep(&scenario, &sweep_opts)?;
@@ -206,7 +214,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         bar.finish_and_clear();
     }
     let command = format!(
-        "lbsim run {} --seed {} --replications {}{}{}{}",
+        "lbsim run {} --seed {} --replications {}{}{}{}{}",
         path.display(),
         results.seed,
         results.finished.len(),
@@ -220,6 +228,11 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
             .iter()
             .map(|l| format!(" --strategy {l}"))
             .collect::<String>(),
+        if flags.full_timeseries {
+            " --full-timeseries"
+        } else {
+            ""
+        },
     );
     print!("{}", summary_table(&results));
     write_all(
@@ -229,6 +242,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         sweep.as_ref(),
         &command,
         flags.png,
+        Timeseries::recorded(sink.take(), flags.full_timeseries),
     )?;
     if results.is_partial() || interrupt.is_set() {
         eprintln!(
@@ -254,6 +268,7 @@ fn write_all(
     sweep: Option<&SweepResults>,
     command: &str,
     png: bool,
+    timeseries: Timeseries,
 ) -> anyhow::Result<()> {
     let input = ReportInput {
         scenario,
@@ -266,7 +281,7 @@ fn write_all(
         },
         sweep,
     };
-    let files = write_reports(out, &input, &standard_reports())?;
+    let files = write_reports(out, &input, &standard_reports_with(timeseries))?;
     let names: Vec<String> = files
         .iter()
         .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -303,7 +318,16 @@ pub fn cmd_merge(
     );
     let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
     print!("{}", summary_table(&results));
-    write_all(&out, &scenario, &results, None, &command, png)?;
+    // The replications ran elsewhere: the time series simulates replication 0 again.
+    write_all(
+        &out,
+        &scenario,
+        &results,
+        None,
+        &command,
+        png,
+        Timeseries::default(),
+    )?;
     if !missing.is_empty() || results.is_partial() {
         eprintln!(
             "incomplete: {} of {} replications ({} shard{} missing: {:?}); the files above hold those",

@@ -318,11 +318,12 @@ where
 /// Top of each panel's y axis in [`queue_over_time`]: 5% above the most requests any server
 /// holds in that strategy's trace (at least 1). Each panel has its own axis, so that a
 /// balanced strategy is not flattened to zero by one whose queues grow into thousands.
-pub fn queue_panel_tops(traces: &[(String, Vec<crate::sim::Sample>)]) -> Vec<f64> {
+pub fn queue_panel_tops(traces: &[(String, crate::sim::Trace)]) -> Vec<f64> {
     traces
         .iter()
-        .map(|(_, samples)| {
-            samples
+        .map(|(_, trace)| {
+            trace
+                .samples
                 .iter()
                 .flat_map(|s| s.queued.iter().zip(&s.in_service).map(|(q, b)| q + b))
                 .max()
@@ -340,7 +341,7 @@ pub fn queue_panel_tops(traces: &[(String, Vec<crate::sim::Sample>)]) -> Vec<f64
 pub fn queue_over_time(
     path: &Path,
     scenario: &Scenario,
-    traces: &[(String, Vec<crate::sim::Sample>)],
+    traces: &[(String, crate::sim::Trace)],
     format: ImageFormat,
 ) -> Result<(), ReportError> {
     let servers = scenario.servers();
@@ -374,14 +375,22 @@ pub fn queue_over_time(
     render!(path, format, (SIZE.0, height), |root| {
         root.fill(&WHITE)?;
         let (title, body) = root.split_vertically(44);
-        title.titled(
-            "Requests at each server (waiting + in service) over time, replication 0; each panel has its own y axis",
-            ("sans-serif", 17),
-        )?;
+        let shown = traces
+            .first()
+            .map_or(servers.len(), |(_, t)| t.servers.len());
+        let heading = if shown < servers.len() {
+            format!(
+                "Requests at {shown} of {} servers (a sample of each group) over time, replication 0; each panel has its own y axis",
+                servers.len()
+            )
+        } else {
+            "Requests at each server (waiting + in service) over time, replication 0; each panel has its own y axis".to_string()
+        };
+        title.titled(&heading, ("sans-serif", 17))?;
         let (key_area, body) = body.split_vertically(42);
         legend(&key_area, &key, 13, true)?;
         let panels = body.split_evenly((rows, cols));
-        for (((label, samples), panel), &y_max) in traces.iter().zip(panels.iter()).zip(&tops) {
+        for (((label, trace), panel), &y_max) in traces.iter().zip(panels.iter()).zip(&tops) {
             let mut chart = ChartBuilder::on(panel)
                 .caption(label, ("sans-serif", 16))
                 .margin(8)
@@ -414,11 +423,12 @@ pub fn queue_over_time(
                         + Text::new("warm-up", (4, 2), style),
                 ))?;
             }
-            for (i, info) in servers.iter().enumerate() {
-                let pts = samples.iter().map(|s| {
+            for (k, &i) in trace.servers.iter().enumerate() {
+                let info = &servers[i];
+                let pts = trace.samples.iter().map(|s| {
                     (
                         s.time.as_secs_f64(),
-                        f64::from(s.queued[i] + s.in_service[i]),
+                        f64::from(s.queued[k] + s.in_service[k]),
                     )
                 });
                 chart.draw_series(LineSeries::new(

@@ -79,8 +79,14 @@ pub enum StrategySpec {
         #[serde(default = "default_rtt")]
         default_rtt: f64,
     },
-    /// See [`ShortestQueue`]: join the shortest queue, full scan.
-    Jsq,
+    /// See [`ShortestQueue`]: join the shortest queue.
+    Jsq {
+        /// Pick among tied backends with one draw from an index of the queues kept as the
+        /// view changes (O(1) per pick), rather than by reservoir sampling over a full scan
+        /// (the default). Same distribution, other draws. Default false.
+        #[serde(default, skip_serializing_if = "is_false")]
+        indexed: bool,
+    },
     /// See [`LeastResponseTime`] (NGINX Plus `least_time`-like).
     LeastResponseTime {
         /// EWMA smoothing factor of latencies, in (0, 1]. Default 0.1.
@@ -151,6 +157,9 @@ pub enum StrategySpec {
     },
 }
 
+fn is_false(b: &bool) -> bool {
+    !b
+}
 fn two() -> usize {
     2
 }
@@ -306,8 +315,8 @@ pub const CATALOGUE: &[StrategyInfo] = &[
     },
     StrategyInfo {
         kind: "jsq",
-        params: "",
-        follows: "join the shortest queue: full scan of server-reported queue (else in flight), random ties",
+        params: "indexed = false",
+        follows: "join the shortest queue: full scan of server-reported queue (else in flight), random ties (indexed: O(1) picks, other draws)",
         weighted: false,
     },
     StrategyInfo {
@@ -384,7 +393,7 @@ impl StrategySpec {
             StrategySpec::PowerOfD { .. } => "power_of_d",
             StrategySpec::LeastRequest { .. } => "least_request",
             StrategySpec::PeakEwma { .. } => "peak_ewma",
-            StrategySpec::Jsq => "jsq",
+            StrategySpec::Jsq { .. } => "jsq",
             StrategySpec::LeastResponseTime { .. } => "least_response_time",
             StrategySpec::Jiq => "jiq",
             StrategySpec::RingHash { .. } => "ring_hash",
@@ -420,8 +429,14 @@ impl StrategySpec {
     pub fn reads_load_reports(&self) -> bool {
         matches!(
             self,
-            StrategySpec::Jsq | StrategySpec::First { .. } | StrategySpec::GrpcWrr { .. }
+            StrategySpec::Jsq { .. } | StrategySpec::First { .. } | StrategySpec::GrpcWrr { .. }
         )
+    }
+
+    /// Whether the strategy wants the simulator's table of load reports indexed by queue
+    /// length ([`super::LoadTable::with_queue_index`]): indexed JSQ.
+    pub fn indexes_load_reports(&self) -> bool {
+        matches!(self, StrategySpec::Jsq { indexed: true })
     }
 
     /// Whether the strategy reads backend weights.
@@ -596,7 +611,8 @@ impl StrategySpec {
                 n,
                 rng,
             )),
-            StrategySpec::Jsq => Box::new(ShortestQueue::new(rng)),
+            StrategySpec::Jsq { indexed: false } => Box::new(ShortestQueue::new(rng)),
+            StrategySpec::Jsq { indexed: true } => Box::new(ShortestQueue::indexed(rng)),
             StrategySpec::LeastResponseTime { alpha } => Box::new(LeastResponseTime::new(*alpha)),
             StrategySpec::Jiq => Box::new(JoinIdleQueue::new(n, rng)),
             StrategySpec::RingHash {
