@@ -1,9 +1,46 @@
 //! The subcommands of the `lbsim` binary, one module each, and helpers they share.
+//!
+//! The print macros are replaced here for the whole binary: like std's, but a closed
+//! stdout or stderr (`lbsim run ... | head -1`, `| true`) is ignored instead of
+//! panicking with "Broken pipe", so a command still writes its files and ends quietly.
+
+/// `print!` that ignores a closed stdout.
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `println!` that ignores a closed stdout.
+macro_rules! println {
+    () => {{
+        use std::io::Write as _;
+        let _ = std::io::stdout().write_all(b"\n");
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr.
+macro_rules! eprintln {
+    () => {{
+        use std::io::Write as _;
+        let _ = std::io::stderr().write_all(b"\n");
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 pub mod check;
 pub mod inspect;
 pub mod live;
 pub mod run;
+pub mod signals;
 
 use std::path::Path;
 

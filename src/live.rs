@@ -36,6 +36,6 @@ pub use client::{CallOutcome, ClientConfig, ClientError, Connection, PingReply};
 pub use cluster::{Cluster, ClusterError};
 pub use driver::{LiveError, LiveOptions, LiveRun, StrategyReplay, replay, replay_via};
 pub use proxy::{ProxyError, ProxyKind};
-pub use server::{ServerConfig, ServerError, ServerHandle, ServerStats};
+pub use server::{ServerConfig, ServerError, ServerHandle, ServerLimits, ServerStats};
 pub use transport::{ParseWireError, Protocol, Transport};
 pub use verdict::{CompareOptions, Reference, Tolerances, Verdict, VerdictError, compare};

@@ -1,6 +1,7 @@
 //! The `lbsim` command line. Each subcommand lives in `src/cli/`; this file parses the
 //! arguments, dispatches, and maps errors to exit statuses (2 for bad input).
 
+#[macro_use]
 mod cli;
 
 use std::path::PathBuf;

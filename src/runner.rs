@@ -13,7 +13,9 @@ use rayon::prelude::*;
 
 use crate::metrics::{RunSummary, latency_histogram};
 use crate::scenario::Scenario;
-use crate::sim::{Trace, TraceSpec, simulate, simulate_traced};
+use crate::sim::{
+    Trace, TraceSpec, simulate, simulate_cancellable, simulate_traced, simulate_traced_cancellable,
+};
 use crate::stats::{Estimate, estimate};
 
 /// How to run a scenario.
@@ -25,7 +27,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// Worker threads (default: rayon's, one per core).
     pub threads: Option<usize>,
-    /// Set to stop starting new replications (Ctrl-C); finished ones are kept.
+    /// Set (Ctrl-C, SIGTERM) to stop: replications under way stop within about a
+    /// millisecond and are dropped; finished ones are kept.
     pub cancel: Option<Arc<AtomicBool>>,
     /// Progress bar, advanced once per finished replication.
     pub progress: Option<indicatif::ProgressBar>,
@@ -130,8 +133,6 @@ pub enum RunError {
 
 /// One replication's results while its strategies run.
 struct Staged {
-    /// Whether one of its strategies has begun.
-    started: bool,
     /// Strategies finished.
     done: usize,
     summaries: Vec<Option<RunSummary>>,
@@ -141,7 +142,6 @@ struct Staged {
 impl Staged {
     fn new(strategies: usize) -> Staged {
         Staged {
-            started: false,
             done: 0,
             summaries: vec![None; strategies],
             latency: vec![None; strategies],
@@ -179,23 +179,45 @@ pub fn run_replications(
             .for_each(|task| {
                 let (pos, k) = (task / n_strategies, task % n_strategies);
                 let rep = indices[pos];
-                {
-                    // A replication started before a cancel is finished; others are not begun.
-                    let mut st = staged[pos].lock().unwrap_or_else(|e| e.into_inner());
-                    if !st.started && cancelled() {
-                        return;
-                    }
-                    st.started = true;
+                // After a cancel nothing starts, and a simulation under way stops within
+                // a millisecond or so: its replication is then dropped whole (it counts
+                // only once every strategy ran it).
+                if cancelled() {
+                    return;
                 }
                 let entry = &scenario.strategies[k];
-                let m = match opts.trace.as_ref().filter(|_| rep == 0) {
-                    Some(sink) => {
-                        let (m, trace) =
-                            simulate_traced(scenario, &entry.spec, rep, seed, sink.spec());
+                let cancel = opts.cancel.as_deref();
+                let m = match (opts.trace.as_ref().filter(|_| rep == 0), cancel) {
+                    (Some(sink), cancel) => {
+                        let run = match cancel {
+                            Some(c) => simulate_traced_cancellable(
+                                scenario,
+                                &entry.spec,
+                                rep,
+                                seed,
+                                sink.spec(),
+                                c,
+                            ),
+                            None => Some(simulate_traced(
+                                scenario,
+                                &entry.spec,
+                                rep,
+                                seed,
+                                sink.spec(),
+                            )),
+                        };
+                        let Some((m, trace)) = run else { return };
                         sink.put(k, trace);
                         m
                     }
-                    None => simulate(scenario, &entry.spec, rep, seed),
+                    (None, Some(c)) => {
+                        let Some(m) = simulate_cancellable(scenario, &entry.spec, rep, seed, c)
+                        else {
+                            return;
+                        };
+                        m
+                    }
+                    (None, None) => simulate(scenario, &entry.spec, rep, seed),
                 };
                 let summary = m.summarize();
                 let mut st = staged[pos].lock().unwrap_or_else(|e| e.into_inner());

@@ -4,4 +4,7 @@ pub mod engine;
 pub mod event_queue;
 pub mod server;
 
-pub use engine::{Sample, Trace, TraceSpec, simulate, simulate_traced};
+pub use engine::{
+    Sample, Trace, TraceSpec, simulate, simulate_cancellable, simulate_traced,
+    simulate_traced_cancellable,
+};

@@ -92,6 +92,10 @@ pub fn run_sweep(scenario: &Scenario, opts: &RunOptions) -> Result<Option<SweepR
         }
         let s = scenario.at_sweep_point(j);
         let results = run(&s, opts)?;
+        if results.is_partial() {
+            // Interrupted inside this point: keep only the points that finished.
+            break;
+        }
         let (x, by) = sweep.values_at(j);
         points.push(SweepPoint {
             x,

@@ -3,20 +3,19 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
-use lbsim::live::server::{self, ServerConfig};
+use lbsim::live::server::{self, ServerConfig, ServerLimits};
 use lbsim::live::verdict::{self, CompareOptions, Reference, Tolerances};
 use lbsim::live::{
     Cluster, LiveError, LiveOptions, Protocol, ProxyError, ProxyKind, Transport, replay_via,
 };
 use lbsim::report::ImageFormat;
 
+use super::signals::Interrupt;
 use super::{EXIT_BAD_INPUT, load};
 
 /// `lbsim serve`.
@@ -52,6 +51,47 @@ pub struct ServeArgs {
     /// Thrift transport: framed or buffered.
     #[arg(long, default_value = "framed")]
     transport: Transport,
+    /// Most connections per server; when full, the connection idle longest (at least 1 s)
+    /// is closed to make room, else new ones are refused with an error naming the limit.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// Largest frame or message in bytes; a larger one closes its connection.
+    #[arg(long, default_value_t = 65536)]
+    max_message_bytes: usize,
+    /// Seconds a connection may stay idle between messages.
+    #[arg(long, default_value_t = 300.0)]
+    idle_timeout: f64,
+    /// Seconds a message may take to arrive from its first byte (slow senders).
+    #[arg(long, default_value_t = 10.0)]
+    message_timeout: f64,
+    /// Longest service in seconds one call may ask (work_ns / speed); longer calls and
+    /// negative work are refused with an error and counted.
+    #[arg(long, default_value_t = 60.0)]
+    max_service: f64,
+    /// `ping` fails ("overloaded") while a new call would wait longer than this many
+    /// seconds for a worker.
+    #[arg(long, default_value_t = 60.0)]
+    max_wait: f64,
+}
+
+impl ServeArgs {
+    /// The limits given, or a message naming the flag that is not a duration.
+    fn limits(&self) -> Result<ServerLimits, String> {
+        let seconds = |flag: &str, v: f64| {
+            Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("--{flag} must be a number of seconds above 0, got {v}"))
+        };
+        Ok(ServerLimits {
+            max_connections: self.max_connections,
+            max_message_bytes: self.max_message_bytes,
+            idle_timeout: seconds("idle-timeout", self.idle_timeout)?,
+            message_timeout: seconds("message-timeout", self.message_timeout)?,
+            max_service: seconds("max-service", self.max_service)?,
+            max_wait: seconds("max-wait", self.max_wait)?,
+        })
+    }
 }
 
 /// `lbsim live`.
@@ -110,6 +150,10 @@ pub struct LiveArgs {
     /// Print the driver's schedule lag and rates in detail.
     #[arg(long)]
     report_lag: bool,
+    /// Most connections (and reader threads) to one backend; requests beyond wait for
+    /// one, so a frozen backend costs no more than this.
+    #[arg(long, default_value_t = 64)]
+    max_connections_per_backend: usize,
     /// Draw the CDF plot as PNG instead of SVG.
     #[arg(long)]
     png: bool,
@@ -133,20 +177,33 @@ fn parse_proxy(s: &str) -> Result<ProxyKind, String> {
 /// disagrees with the simulation) so that CI can retry instead of failing.
 pub const EXIT_NO_VERDICT: u8 = 3;
 
-fn wait_for_ctrl_c() -> anyhow::Result<()> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    ctrlc::set_handler(move || {
-        let _ = tx.send(());
-    })
-    .context("cannot install the Ctrl-C handler")?;
-    let _ = rx.recv();
-    Ok(())
-}
-
 pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let interrupt = Interrupt::install("stopping the servers")?;
+    let limits = match a.limits() {
+        Ok(limits) => limits,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
     if let Some(path) = &a.scenario {
         let scenario = load(path)?;
-        let cluster = Cluster::start(&scenario, a.host, a.port_base, a.protocol, a.transport)?;
+        let probe = ServerConfig {
+            limits,
+            ..ServerConfig::new("limits")
+        };
+        if let Err(e) = probe.validate() {
+            eprintln!("error: {e}\n  fix: use limits above 0");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+        let cluster = Cluster::start_with_limits(
+            &scenario,
+            a.host,
+            a.port_base,
+            a.protocol,
+            a.transport,
+            limits,
+        )?;
         for (name, addr) in cluster.names.iter().zip(cluster.addrs()) {
             println!("{name} {addr}");
         }
@@ -156,7 +213,7 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
             a.protocol,
             a.transport
         );
-        wait_for_ctrl_c()?;
+        interrupt.wait();
         cluster.shutdown();
         return Ok(ExitCode::SUCCESS);
     }
@@ -172,10 +229,13 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
         queue_capacity: a.queue_capacity,
         protocol: a.protocol,
         transport: a.transport,
+        limits,
         ..ServerConfig::new(a.id.clone())
     };
     if let Err(e) = cfg.validate() {
-        eprintln!("error: {e}\n  fix: use --workers 1 or more and a --speed above 0");
+        eprintln!(
+            "error: {e}\n  fix: use --workers 1 or more, a --speed above 0 and limits above 0"
+        );
         return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }
     let addr = SocketAddr::new(a.host, a.port.unwrap_or(0));
@@ -183,7 +243,7 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
         server::spawn(addr, cfg).with_context(|| format!("cannot start a server on {addr}"))?;
     println!("{} {}", handle.id(), handle.local_addr());
     eprintln!("serving; Ctrl-C stops");
-    wait_for_ctrl_c()?;
+    interrupt.wait();
     handle.shutdown();
     Ok(ExitCode::SUCCESS)
 }
@@ -202,20 +262,10 @@ fn resolve(list: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
 
 pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
     let scenario = load(&a.scenario)?;
-    // Ctrl-C: finish the strategy being replayed, start no other, and write what
-    // finished. A second Ctrl-C exits at once.
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = cancel.clone();
-        let _ = ctrlc::set_handler(move || {
-            if cancel.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!(
-                "interrupt: finishing the strategy being replayed, then writing what finished"
-            );
-        });
-    }
+    // SIGINT / SIGTERM: the strategy being replayed stops within a few milliseconds and
+    // is dropped; the strategies replayed before it are compared and written.
+    let interrupt =
+        Interrupt::install("stopping the replay; writing the strategies that finished")?;
     let tolerances = Tolerances::default().with_overrides(a.tolerance.as_deref().unwrap_or(""))?;
     let reference: Reference = a.against.parse()?;
     let opts = LiveOptions {
@@ -229,7 +279,8 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
         calibration_calls: a.calibration_calls,
         only: a.strategies.clone(),
         spin: Duration::from_micros(a.spin_us),
-        cancel: Some(cancel.clone()),
+        cancel: Some(interrupt.flag()),
+        max_connections_per_backend: a.max_connections_per_backend,
     };
     eprintln!(
         "{}: replaying replication {} of {} strategies at time scale {} ({:.0} s of wall-clock time each)",
@@ -277,7 +328,7 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
     };
     if run.strategies.is_empty() {
         eprintln!("interrupted before any strategy finished: nothing to write");
-        return Ok(ExitCode::from(130));
+        return Ok(interrupt.exit_code());
     }
     let c = &run.calibration;
     println!(
@@ -299,7 +350,7 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
             .map(|&i| scenario.servers()[i].name.clone())
             .collect();
         println!(
-            "{:<20} sent {}, served (measured) {}, errors {}{}, {:.1} s wall, {} connections",
+            "{:<20} sent {}, served (measured) {}, errors {}{}, {:.1} s wall, {} connections{}",
             s.label,
             s.sent,
             served,
@@ -310,7 +361,12 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
                 format!(" (marked down: {})", down.join(", "))
             },
             s.wall.as_secs_f64(),
-            s.connections
+            s.connections,
+            if s.connection_waits > 0 {
+                format!(", {} requests waited for a connection", s.connection_waits)
+            } else {
+                String::new()
+            }
         );
         if let Some(e) = &s.first_error {
             println!("{:<20} first error: {e}", "");
@@ -364,7 +420,7 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if cancel.load(Ordering::SeqCst) {
+    if interrupt.is_set() {
         eprintln!(
             "interrupted: {} of {} strategies replayed; the files above hold those",
             run.strategies.len(),
@@ -374,7 +430,7 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
                 a.strategies.len()
             }
         );
-        return Ok(ExitCode::from(130));
+        return Ok(interrupt.exit_code());
     }
     if let Some(why) = verdict.refusal() {
         eprintln!("{why}");

@@ -4,8 +4,6 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -21,6 +19,7 @@ use lbsim::shard::{self, ShardFile, ShardSpec};
 use lbsim::sweep::SweepResults;
 use lbsim::sweep::run_sweep;
 
+use super::signals::Interrupt;
 use super::{bad_flag, load, load_selected};
 
 /// `lbsim run` flags beyond the run options.
@@ -96,17 +95,10 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
     let points = scenario.sweep.as_ref().map_or(0, |s| s.len()) as u64;
     let shard_indices = flags.shard.map(|s| s.indices(replications));
 
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = cancel.clone();
-        // A second Ctrl-C while the first is being honoured kills the process as usual.
-        let _ = ctrlc::set_handler(move || {
-            if cancel.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-        });
-    }
-    opts.cancel = Some(cancel.clone());
+    // SIGINT / SIGTERM: replications under way stop within a millisecond or so; the
+    // ones that finished are written, and the exit status is 130 / 143.
+    let interrupt = Interrupt::install("stopping; writing the replications that finished")?;
+    opts.cancel = Some(interrupt.flag());
     if std::io::stderr().is_terminal() {
         let first = shard_indices
             .as_ref()
@@ -143,6 +135,12 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         if let Some(bar) = &opts.progress {
             bar.finish_and_clear();
         }
+        if results.finished.is_empty() && !indices.is_empty() {
+            eprintln!(
+                "interrupted before any replication of this shard finished: nothing to write"
+            );
+            return Ok(interrupt.exit_code());
+        }
         let file = ShardFile::new(&results, &scenario, replications, spec).write(&out)?;
         println!(
             "wrote {} ({} replications); combine the shards with `lbsim merge`",
@@ -155,7 +153,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
                 results.finished.len(),
                 results.requested
             );
-            ExitCode::from(130)
+            interrupt.exit_code()
         } else {
             ExitCode::SUCCESS
         });
@@ -199,6 +197,13 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         }
         None => run(&scenario, &opts)?,
     };
+    if results.finished.is_empty() && interrupt.is_set() {
+        if let Some(bar) = &opts.progress {
+            bar.finish_and_clear();
+        }
+        eprintln!("interrupted before any replication finished: nothing to write");
+        return Ok(interrupt.exit_code());
+    }
     let sweep_opts = RunOptions {
         replications: Some(results.finished.len().max(2) as u32),
         trace: None,
@@ -239,13 +244,19 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         flags.png,
         Timeseries::recorded(sink.take(), flags.full_timeseries),
     )?;
-    if results.is_partial() {
+    if results.is_partial() || interrupt.is_set() {
         eprintln!(
-            "interrupted: {} of {} replications finished; the files above hold those",
+            "interrupted: {} of {} replications finished{}; the files above hold those",
             results.finished.len(),
-            results.requested
+            results.requested,
+            match (&scenario.sweep, &sweep) {
+                (Some(all), Some(done)) => {
+                    format!(", and {} of {} sweep points", done.points.len(), all.len())
+                }
+                _ => String::new(),
+            }
         );
-        return Ok(ExitCode::from(130));
+        return Ok(interrupt.exit_code());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -110,7 +110,7 @@ pub(crate) fn calibrate(
         let (mut extra, mut over) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
         for k in 0..calls {
             let due = Instant::now() + Duration::from_micros(300);
-            wait_until(pool, due, opts.spin, |_, _| {});
+            wait_until(pool, due, opts.spin, None, |_, _| {});
             pool.send(Job {
                 id: k as u64,
                 backend: i,

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thrift::TransportErrorKind;
@@ -137,6 +138,16 @@ pub enum ClientError {
         /// The exception's message.
         detail: String,
     },
+    /// The live driver gave up on the call before sending it: the backend had failed
+    /// (an earlier call timed out, its connection broke, or it refused connections), or
+    /// too many calls already waited for a connection to it.
+    #[error("call to backend {addr} not sent: {reason}")]
+    NotSent {
+        /// Backend address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
     /// An earlier error left this connection unusable: open a new one.
     #[error("connection to backend {addr} is broken by an earlier error; reconnect")]
     Broken {
@@ -155,6 +166,7 @@ impl ClientError {
             | ClientError::Io { addr, .. }
             | ClientError::Protocol { addr, .. }
             | ClientError::Application { addr, .. }
+            | ClientError::NotSent { addr, .. }
             | ClientError::Broken { addr } => *addr,
         }
     }
@@ -167,7 +179,7 @@ pub struct Connection {
     addr: SocketAddr,
     io_timeout: Option<Duration>,
     client: Client,
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     broken: bool,
     opened: Instant,
 }
@@ -193,8 +205,8 @@ impl Connection {
         stream
             .set_write_timeout(cfg.io_timeout)
             .map_err(connect_err)?;
-        let (input, output) =
-            protocol_stack(&stream, cfg.protocol, cfg.transport).map_err(connect_err)?;
+        let stream = Arc::new(stream);
+        let (input, output) = protocol_stack(&stream, cfg.protocol, cfg.transport);
         Ok(Self {
             addr,
             io_timeout: cfg.io_timeout,

@@ -4,7 +4,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use super::server::{self, ServerConfig, ServerHandle};
+use super::server::{self, ServerConfig, ServerHandle, ServerLimits};
 use super::transport::{Protocol, Transport};
 use crate::scenario::Scenario;
 
@@ -33,15 +33,34 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts every server of `scenario` on `ip`: server `i` on port `port_base + i`, or
-    /// on a free port each when `port_base` is `None`. Servers of a connection-level
-    /// scenario (`[connections]`) serve each connection's calls concurrently
-    /// ([`ServerConfig::pipelined`]).
+    /// on a free port each when `port_base` is `None`; default limits. Servers of a
+    /// connection-level scenario (`[connections]`) serve each connection's calls
+    /// concurrently ([`ServerConfig::pipelined`]).
     pub fn start(
         scenario: &Scenario,
         ip: IpAddr,
         port_base: Option<u16>,
         protocol: Protocol,
         transport: Transport,
+    ) -> Result<Cluster, ClusterError> {
+        Self::start_with_limits(
+            scenario,
+            ip,
+            port_base,
+            protocol,
+            transport,
+            ServerLimits::default(),
+        )
+    }
+
+    /// Like [`Cluster::start`], every server with `limits`.
+    pub fn start_with_limits(
+        scenario: &Scenario,
+        ip: IpAddr,
+        port_base: Option<u16>,
+        protocol: Protocol,
+        transport: Transport,
+        limits: ServerLimits,
     ) -> Result<Cluster, ClusterError> {
         let mut servers = Vec::new();
         let mut names = Vec::new();
@@ -65,6 +84,7 @@ impl Cluster {
                 transport,
                 // Clients pipeline calls on their persistent connections (L4 topology).
                 pipelined: scenario.connections.is_some(),
+                limits,
             };
             let handle = server::spawn(addr, cfg).map_err(|source| ClusterError {
                 server: info.name.clone(),

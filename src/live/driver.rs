@@ -23,6 +23,8 @@
 //! units. The balancer, too, sees scenario time.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -31,7 +33,7 @@ use hdrhistogram::Histogram;
 use super::calibrate::{Calibration, calibrate};
 use super::client::{CallOutcome, ClientConfig, ClientError};
 use super::cluster::{Cluster, ClusterError};
-use super::pool::{Done, Job, Pool};
+use super::pool::{DEFAULT_MAX_PER_BACKEND, Done, Job, Pool};
 use super::transport::{Protocol, Transport};
 use crate::metrics::{RunMetrics, latency_histogram};
 use crate::rng::{Stream, stream_rng};
@@ -68,10 +70,18 @@ pub struct LiveOptions {
     /// at a quarter of the mean gap between requests, so spinning never costs more than a
     /// quarter of a core. Zero disables spinning.
     pub spin: Duration,
-    /// Set (by Ctrl-C) to start no further strategy; the strategies already replayed are
-    /// returned, so what finished is still written.
-    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Set (by Ctrl-C or SIGTERM) to stop: the strategy being replayed stops within
+    /// [`CANCEL_POLL`] and is dropped (its calls in flight are abandoned), no other
+    /// starts, and the strategies already replayed are returned, so what finished is
+    /// still written.
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Most connections (open or being opened) to one backend; requests beyond wait for
+    /// one of them. Bounds the sockets and threads a frozen backend can cost.
+    pub max_connections_per_backend: usize,
 }
+
+/// Longest the dispatcher sleeps without looking at the cancel flag.
+pub const CANCEL_POLL: Duration = Duration::from_millis(20);
 
 impl Default for LiveOptions {
     fn default() -> Self {
@@ -87,6 +97,7 @@ impl Default for LiveOptions {
             only: Vec::new(),
             spin: Duration::from_micros(50),
             cancel: None,
+            max_connections_per_backend: DEFAULT_MAX_PER_BACKEND,
         }
     }
 }
@@ -178,6 +189,9 @@ pub struct StrategyReplay {
     pub errors_per_backend: Vec<u64>,
     /// Connections opened in total by the end of this strategy.
     pub connections: usize,
+    /// Requests of this strategy that found no idle connection to their backend and
+    /// waited for one to open or free up (the wait counts in their latency).
+    pub connection_waits: u64,
     /// The first error seen, for the report.
     pub first_error: Option<String>,
 }
@@ -266,7 +280,7 @@ pub fn replay_via(
         io_timeout: Some(opts.io_timeout),
         ..ClientConfig::new(opts.protocol, opts.transport)
     };
-    let mut pool = Pool::new(addrs.clone(), cfg);
+    let mut pool = Pool::new(addrs.clone(), cfg, opts.max_connections_per_backend);
     for (i, info) in scenario.servers().iter().enumerate() {
         // Enough connections for the usual number in flight; more open on demand.
         let n = scenario.groups[info.group].workers.clamp(1, 8) as usize + 1;
@@ -280,11 +294,7 @@ pub fn replay_via(
     let seed = opts.seed.unwrap_or(scenario.seed);
     let mut out = Vec::new();
     for entry in strategies {
-        if opts
-            .cancel
-            .as_ref()
-            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
-        {
+        if cancelled(opts) {
             break;
         }
         let run = thread::scope(|s| {
@@ -294,12 +304,15 @@ pub fn replay_via(
                 .spawn_scoped(s, move || dispatch(scenario, entry, pool, seed, opts))
                 .map(|h| h.join())
         });
-        match run {
-            Ok(Ok(result)) => out.push(result?),
+        let replayed = match run {
+            Ok(Ok(result)) => result?,
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
             // No thread for the dispatcher: run it on this one (less precise sleeps).
-            Err(_) => out.push(dispatch(scenario, entry, &mut pool, seed, opts)?),
-        }
+            Err(_) => dispatch(scenario, entry, &mut pool, seed, opts)?,
+        };
+        // `None`: interrupted; the strategy is dropped and the pool closes its calls.
+        let Some(replayed) = replayed else { break };
+        out.push(replayed);
         // Backends that failed stay failed for this run; their idle connections are dead.
         for &i in &out
             .last()
@@ -343,26 +356,38 @@ impl Clock {
     }
 }
 
+/// Whether the run was asked to stop.
+fn cancelled(opts: &LiveOptions) -> bool {
+    opts.cancel
+        .as_ref()
+        .is_some_and(|c| c.load(Ordering::Relaxed))
+}
+
 /// Handles completions until `due`, sleeping on the completion channel in between, and
-/// spinning for the last `spin`.
+/// spinning for the last `spin`. Returns false, early, if `cancel` is set (looked at
+/// every [`CANCEL_POLL`] at least).
 pub(crate) fn wait_until(
     pool: &mut Pool,
     due: Instant,
     spin: Duration,
+    cancel: Option<&AtomicBool>,
     mut on_done: impl FnMut(&mut Pool, Done),
-) {
+) -> bool {
     loop {
         while let Some(done) = pool.try_recv() {
             on_done(pool, done);
         }
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return false;
+        }
         let now = Instant::now();
         if now >= due {
-            return;
+            return true;
         }
         let left = due - now;
         if left <= spin {
             std::hint::spin_loop();
-        } else if let Some(done) = pool.recv_timeout(left - spin) {
+        } else if let Some(done) = pool.recv_timeout((left - spin).min(CANCEL_POLL)) {
             on_done(pool, done);
         }
     }
@@ -390,9 +415,13 @@ impl Replay {
             .clock
             .scenario(done.finished.saturating_duration_since(job.scheduled));
         let now = self.clock.now(done.finished);
-        let lag = done.sent.saturating_duration_since(job.scheduled);
-        self.lag
-            .saturating_record(u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX).max(1));
+        // Schedule lag of calls actually written (a call failed before it could be sent
+        // says nothing of the dispatcher).
+        if let Some(sent) = done.sent {
+            let lag = sent.saturating_duration_since(job.scheduled);
+            self.lag
+                .saturating_record(u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX).max(1));
+        }
         match done.result {
             Ok(CallOutcome::Served {
                 queued_ns,
@@ -427,13 +456,14 @@ impl Replay {
     }
 }
 
+/// Replays one strategy; `None` if interrupted.
 fn dispatch(
     scenario: &Scenario,
     entry: &crate::strategy::StrategyEntry,
     pool: &mut Pool,
     seed: u64,
     opts: &LiveOptions,
-) -> Result<StrategyReplay, LiveError> {
+) -> Result<Option<StrategyReplay>, LiveError> {
     super::server::precise_sleeps();
     let servers = scenario.servers();
     let n = servers.len();
@@ -470,9 +500,14 @@ fn dispatch(
     let mut dispatch_lag = latency_histogram();
     let mean_gap = Duration::from_secs_f64(opts.time_scale / scenario.mean_rate().max(1e-9));
     let spin = opts.spin.min(mean_gap / 4);
+    let waits_before = pool.waited();
     for req in RequestStream::new(&scenario.workload, seed, opts.replication) {
         let due = clock.at(req.arrival);
-        wait_until(pool, due, spin, |_, done| r.on_done(done));
+        if !wait_until(pool, due, spin, opts.cancel.as_deref(), |_, done| {
+            r.on_done(done);
+        }) {
+            return Ok(None);
+        }
         let woke = Instant::now();
         let late = woke.saturating_duration_since(due).as_nanos();
         dispatch_lag.saturating_record(u64::try_from(late).unwrap_or(u64::MAX).max(1));
@@ -501,13 +536,20 @@ fn dispatch(
         });
         sent += 1;
     }
-    // Drain: every call ends within the I/O timeout (sockets time out), with a margin.
+    // Drain: every call ends within the I/O timeout (sockets time out) of being sent, and
+    // one waiting for a connection is sent within a connect timeout or fails with the
+    // call it waits on; with a margin.
     let waited_from = Instant::now();
-    let limit = opts.io_timeout + Duration::from_secs(5);
+    let limit =
+        2 * opts.io_timeout + ClientConfig::default().connect_timeout + Duration::from_secs(5);
     while pool.in_flight() > 0 {
+        if cancelled(opts) {
+            return Ok(None);
+        }
         let left = limit.saturating_sub(waited_from.elapsed());
-        match pool.recv_timeout(left) {
+        match pool.recv_timeout(left.min(CANCEL_POLL)) {
             Some(done) => r.on_done(done),
+            None if waited_from.elapsed() < limit => {}
             None => {
                 return Err(LiveError::Stuck {
                     in_flight: pool.in_flight(),
@@ -517,7 +559,7 @@ fn dispatch(
         }
     }
     let wall = Instant::now().saturating_duration_since(clock.start);
-    Ok(StrategyReplay {
+    Ok(Some(StrategyReplay {
         label: entry.label(),
         metrics: r.metrics,
         errors: r.errors,
@@ -528,6 +570,7 @@ fn dispatch(
         marked_down: r.marked_down,
         errors_per_backend: r.errors_per_backend,
         connections: pool.opened(),
+        connection_waits: pool.waited() - waits_before,
         first_error: r.first_error,
-    })
+    }))
 }

@@ -111,7 +111,7 @@ struct Done {
 /// The dispatcher's half of one connection.
 struct Conn {
     addr: SocketAddr,
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     out: OutputProtocol,
     in_flight: Arc<Mutex<InFlight>>,
     reader: Option<JoinHandle<()>>,
@@ -195,8 +195,8 @@ impl Conns {
         stream
             .set_write_timeout(cfg.io_timeout)
             .map_err(connect_err)?;
-        let (mut input, mut out) =
-            protocol_stack(&stream, cfg.protocol, cfg.transport).map_err(connect_err)?;
+        let stream = Arc::new(stream);
+        let (mut input, mut out) = protocol_stack(&stream, cfg.protocol, cfg.transport);
         let backend = match backend {
             Some(i) => i,
             None => {
@@ -1023,6 +1023,7 @@ pub(crate) fn replay_strategy(
         marked_down: Vec::new(),
         errors_per_backend: r.errors_per_backend,
         connections,
+        connection_waits: 0,
         first_error: r.first_error,
     })
 }

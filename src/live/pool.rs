@@ -1,16 +1,26 @@
 //! Persistent connections to the backends: the dispatcher writes, one reader thread per
 //! connection waits for the answer.
 //!
-//! The driver hands each request to an idle connection of the chosen backend, or opens a
-//! new one when all are busy, so a request in flight never waits for a connection: the
-//! pool grows to the largest number of requests in flight per backend and reuses
-//! connections from then on. The *dispatcher* writes the call itself, at its scheduled
-//! time, so no thread wake-up sits between the schedule and the send; the connection's
-//! reader thread, told of the call just after, waits for the answer and reports a
-//! [`Done`] on one channel shared by all connections. A connection that failed is not
-//! reused (its stream position is unknown).
+//! The driver hands each request to an idle connection of the chosen backend, or, when all
+//! are busy, queues it and has a new connection opened, so the pool grows to the largest
+//! number of requests in flight per backend and reuses connections from then on. The
+//! *dispatcher* writes the call itself, at its scheduled time, so no thread wake-up sits
+//! between the schedule and the send; the connection's reader thread, told of the call
+//! just after, waits for the answer and reports a [`Done`] on one channel shared by all
+//! connections. A connection that failed is not reused (its stream position is unknown).
+//!
+//! One bad backend never delays the others: connections are opened on their own thread
+//! (which then becomes the reader), never on the dispatcher's, and each backend has at
+//! most `max_per_backend` connections, open or opening. Requests beyond that wait for one
+//! of them, in order; when a backend fails (a call times out or the connection breaks, or
+//! it cannot be connected to), the requests waiting for it fail at once instead of
+//! waiting for a connection that will not come. A frozen backend therefore costs at most
+//! `max_per_backend` sockets and threads and one I/O timeout.
 
-use std::net::{SocketAddr, TcpStream};
+use std::collections::VecDeque;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -22,6 +32,17 @@ use super::wire::{read_call_answer, write_call};
 
 /// Stack size of reader threads: they only decode small messages.
 const READER_STACK: usize = 256 * 1024;
+
+/// Default most connections (open or opening) per backend.
+pub(crate) const DEFAULT_MAX_PER_BACKEND: usize = 64;
+
+/// Most requests waiting for a connection per backend; beyond, requests fail at once.
+const MAX_WAITING: usize = 100_000;
+
+/// An idle connection unused for longer is closed rather than reused: servers close idle
+/// connections (`lbsim serve` after 300 s by default), and a call written on one the
+/// server has closed would fail and mark a healthy backend down.
+const MAX_IDLE_REUSE: Duration = Duration::from_secs(60);
 
 /// A call to send on a backend's connection.
 #[derive(Clone, Copy, Debug)]
@@ -45,8 +66,8 @@ pub(crate) struct Job {
 pub(crate) struct Done {
     /// The job.
     pub job: Job,
-    /// When the call started to be written.
-    pub sent: Instant,
+    /// When the call started to be written; `None` if it never was (no connection).
+    pub sent: Option<Instant>,
     /// When the answer (or the error) came back.
     pub finished: Instant,
     /// What happened.
@@ -68,36 +89,72 @@ struct Conn {
     out: OutputProtocol,
     pending: Sender<Pending>,
     seq: i32,
+    /// To close the connection (which ends its reader thread) when the pool drops it.
+    stream: Arc<TcpStream>,
+    /// When it last became idle.
+    idle_since: Instant,
+}
+
+/// A connection slot.
+enum Slot {
+    /// Its thread is connecting.
+    Opening,
+    Open(Conn),
+    Closed,
+}
+
+/// What connection threads tell the dispatcher.
+enum Event {
+    Done(Done),
+    /// Connection `conn` to `backend` is open, or could not be opened.
+    Opened {
+        conn: usize,
+        backend: usize,
+        result: Result<Conn, ClientError>,
+    },
 }
 
 /// Connections to every backend.
 pub(crate) struct Pool {
     addrs: Vec<SocketAddr>,
     cfg: ClientConfig,
-    conns: Vec<Option<Conn>>,
+    max_per_backend: usize,
+    conns: Vec<Slot>,
     /// Idle connections per backend (a stack: the most recently used first).
     idle: Vec<Vec<usize>>,
-    done_tx: Sender<Done>,
-    done_rx: Receiver<Done>,
+    /// Requests waiting for a connection, per backend, oldest first.
+    waiting: Vec<VecDeque<Job>>,
+    /// Connections open or opening, per backend.
+    live: Vec<usize>,
+    events_tx: Sender<Event>,
+    events_rx: Receiver<Event>,
     /// Calls handed out and not yet reported.
     in_flight: usize,
     /// Connections opened since the pool was made.
     opened: usize,
+    /// Requests that found no idle connection and waited for one.
+    waited: u64,
 }
 
 impl Pool {
-    /// A pool over `addrs`, with no connection yet.
-    pub(crate) fn new(addrs: Vec<SocketAddr>, cfg: ClientConfig) -> Pool {
-        let (done_tx, done_rx) = mpsc::channel();
+    /// A pool over `addrs`, with no connection yet, and at most `max_per_backend`
+    /// connections (at least 1) to each backend.
+    pub(crate) fn new(addrs: Vec<SocketAddr>, cfg: ClientConfig, max_per_backend: usize) -> Pool {
+        let (events_tx, events_rx) = mpsc::channel();
+        let n = addrs.len();
         Pool {
-            idle: vec![Vec::new(); addrs.len()],
+            idle: vec![Vec::new(); n],
+            waiting: vec![VecDeque::new(); n],
+            live: vec![0; n],
             addrs,
             cfg,
+            max_per_backend: max_per_backend.max(1),
             conns: Vec::new(),
-            done_tx,
-            done_rx,
+            events_tx,
+            events_rx,
             in_flight: 0,
             opened: 0,
+            waited: 0,
         }
     }
 
@@ -106,11 +163,23 @@ impl Pool {
         &self.addrs
     }
 
-    /// Opens connections to `backend` until it has `n` idle ones; fails on the first
-    /// connection that cannot be opened.
+    /// Opens connections to `backend` (here, blocking) until it has `n` idle ones, within
+    /// the per-backend limit; fails on the first connection that cannot be opened.
     pub(crate) fn warm(&mut self, backend: usize, n: usize) -> Result<(), ClientError> {
+        let n = n.min(self.max_per_backend);
         while self.idle[backend].len() < n {
-            let c = self.open(backend)?;
+            let addr = self.addrs[backend];
+            let (conn, half) = dial(addr, self.cfg, backend)?;
+            let c = self.conns.len();
+            let (cfg, events) = (self.cfg, self.events_tx.clone());
+            thread::Builder::new()
+                .name(format!("lbsim-recv-{backend}"))
+                .stack_size(READER_STACK)
+                .spawn(move || reader(c, addr, cfg, half, &events))
+                .map_err(|source| ClientError::Connect { addr, source })?;
+            self.conns.push(Slot::Open(conn));
+            self.live[backend] += 1;
+            self.opened += 1;
             self.idle[backend].push(c);
         }
         Ok(())
@@ -126,28 +195,42 @@ impl Pool {
         self.opened
     }
 
-    /// Writes `job` on an idle connection of its backend, opening one if none is idle
-    /// (on loopback a handshake costs tens of µs; the pool is warmed beforehand so this
-    /// is rare). A failure is reported as a [`Done`] like any other.
+    /// Requests so far that found no idle connection and waited for one.
+    pub(crate) fn waited(&self) -> u64 {
+        self.waited
+    }
+
+    /// Writes `job` on an idle connection of its backend; if none is idle, queues it and
+    /// has a connection opened (within the limit) without waiting for it. A failure is
+    /// reported as a [`Done`] like any other.
     pub(crate) fn send(&mut self, job: Job) {
         self.in_flight += 1;
-        let conn = match self.idle[job.backend].pop() {
-            Some(c) => Ok(c),
-            None => self.open(job.backend),
-        };
-        let c = match conn {
-            Ok(c) => c,
-            Err(e) => return self.report_now(job, Instant::now(), Err(e), usize::MAX),
-        };
-        let Some(conn) = self.conns[c].as_mut() else {
-            return self.report_now(
-                job,
-                Instant::now(),
-                Err(ClientError::Broken {
-                    addr: self.addrs[job.backend],
-                }),
-                c,
-            );
+        let b = job.backend;
+        // The most recently used first: once one is stale, so are the rest.
+        while let Some(c) = self.idle[b].pop() {
+            match &self.conns[c] {
+                Slot::Open(conn) if conn.idle_since.elapsed() < MAX_IDLE_REUSE => {
+                    return self.write(c, job);
+                }
+                _ => self.close(c),
+            }
+        }
+        if self.waiting[b].len() >= MAX_WAITING {
+            let reason = format!("{MAX_WAITING} requests already wait for a connection");
+            return self.abandon(job, &reason);
+        }
+        self.waited += 1;
+        self.waiting[b].push_back(job);
+        if self.live[b] < self.max_per_backend {
+            self.open_async(b);
+        }
+    }
+
+    /// Writes `job` on open connection `c`.
+    fn write(&mut self, c: usize, job: Job) {
+        let addr = self.addrs[job.backend];
+        let Some(Slot::Open(conn)) = self.conns.get_mut(c) else {
+            return self.report_now(job, None, Err(ClientError::Broken { addr }), c);
         };
         conn.seq = conn.seq.wrapping_add(1);
         let seq = conn.seq;
@@ -158,21 +241,15 @@ impl Pool {
         match (written, told) {
             (Ok(()), Ok(())) => {}
             (Err(e), _) => {
-                let (error, _) = classify(self.addrs[job.backend], self.cfg.io_timeout, e);
-                self.conns[c] = None;
-                self.report_now(job, sent, Err(error), c);
+                let (error, _) = classify(addr, self.cfg.io_timeout, e);
+                self.close(c);
+                self.report_now(job, Some(sent), Err(error), c);
+                self.fail_waiting(job.backend, "an earlier call to it failed");
             }
             // The reader has gone (it saw the connection fail while idle).
             (Ok(()), Err(_)) => {
-                self.conns[c] = None;
-                self.report_now(
-                    job,
-                    sent,
-                    Err(ClientError::Broken {
-                        addr: self.addrs[job.backend],
-                    }),
-                    c,
-                );
+                self.close(c);
+                self.report_now(job, Some(sent), Err(ClientError::Broken { addr }), c);
             }
         }
     }
@@ -180,97 +257,256 @@ impl Pool {
     fn report_now(
         &mut self,
         job: Job,
-        sent: Instant,
+        sent: Option<Instant>,
         result: Result<CallOutcome, ClientError>,
         conn: usize,
     ) {
         // The pool holds the receiver, so this cannot fail.
-        let _ = self.done_tx.send(Done {
+        let _ = self.events_tx.send(Event::Done(Done {
             job,
             sent,
             finished: Instant::now(),
             result,
             conn,
             reusable: false,
-        });
+        }));
+    }
+
+    /// Fails `job` without sending it.
+    fn abandon(&mut self, job: Job, reason: &str) {
+        let addr = self.addrs[job.backend];
+        let error = ClientError::NotSent {
+            addr,
+            reason: reason.to_owned(),
+        };
+        self.report_now(job, None, Err(error), usize::MAX);
+    }
+
+    /// Fails every request waiting for a connection to `backend`.
+    fn fail_waiting(&mut self, backend: usize, reason: &str) {
+        for job in std::mem::take(&mut self.waiting[backend]) {
+            self.abandon(job, reason);
+        }
     }
 
     /// Waits up to `timeout` for a call to end; `None` on timeout.
     pub(crate) fn recv_timeout(&mut self, timeout: Duration) -> Option<Done> {
-        match self.done_rx.recv_timeout(timeout) {
-            Ok(done) => Some(self.finish(done)),
-            // The pool holds a sender, so the channel never disconnects.
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events_rx.recv_timeout(left) {
+                Ok(event) => {
+                    if let Some(done) = self.handle(event) {
+                        return Some(done);
+                    }
+                }
+                // The pool holds a sender, so the channel never disconnects.
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
         }
     }
 
     /// A call that has already ended, if any.
     pub(crate) fn try_recv(&mut self) -> Option<Done> {
-        self.done_rx.try_recv().ok().map(|done| self.finish(done))
+        while let Ok(event) = self.events_rx.try_recv() {
+            if let Some(done) = self.handle(event) {
+                return Some(done);
+            }
+        }
+        None
+    }
+
+    fn handle(&mut self, event: Event) -> Option<Done> {
+        match event {
+            Event::Done(done) => Some(self.finish(done)),
+            Event::Opened {
+                conn,
+                backend,
+                result,
+            } => {
+                self.opened_now(conn, backend, result);
+                None
+            }
+        }
+    }
+
+    /// Connection `c` has opened (or failed to): give it the oldest waiting request.
+    fn opened_now(&mut self, c: usize, backend: usize, result: Result<Conn, ClientError>) {
+        match result {
+            Ok(conn) => {
+                self.conns[c] = Slot::Open(conn);
+                self.reuse(c, backend);
+            }
+            Err(e) => {
+                self.conns[c] = Slot::Closed;
+                self.live[backend] = self.live[backend].saturating_sub(1);
+                if let Some(job) = self.waiting[backend].pop_front() {
+                    self.report_now(job, None, Err(e), c);
+                }
+                self.fail_waiting(backend, "it could not be connected to");
+            }
+        }
+    }
+
+    /// Open connection `c` is free: the oldest waiting request goes on it, or it idles.
+    fn reuse(&mut self, c: usize, backend: usize) {
+        match self.waiting[backend].pop_front() {
+            Some(job) => self.write(c, job),
+            None => {
+                if let Slot::Open(conn) = &mut self.conns[c] {
+                    conn.idle_since = Instant::now();
+                }
+                self.idle[backend].push(c);
+            }
+        }
     }
 
     fn finish(&mut self, done: Done) -> Done {
         self.in_flight = self.in_flight.saturating_sub(1);
-        match self.conns.get_mut(done.conn) {
-            Some(Some(conn)) if done.reusable => self.idle[conn.backend].push(done.conn),
-            Some(slot) => *slot = None,
-            None => {}
+        let backend = done.job.backend;
+        if done.conn < self.conns.len() {
+            if done.reusable && matches!(self.conns[done.conn], Slot::Open(_)) {
+                self.reuse(done.conn, backend);
+            } else {
+                self.close(done.conn);
+                if done.result.is_err() {
+                    self.fail_waiting(backend, "an earlier call to it failed");
+                } else if !self.waiting[backend].is_empty()
+                    && self.live[backend] < self.max_per_backend
+                {
+                    self.open_async(backend);
+                }
+            }
         }
         done
+    }
+
+    /// Closes connection `c` if open (its reader thread ends).
+    fn close(&mut self, c: usize) {
+        if let Slot::Open(conn) = std::mem::replace(&mut self.conns[c], Slot::Closed) {
+            let _ = conn.stream.shutdown(Shutdown::Both);
+            self.live[conn.backend] = self.live[conn.backend].saturating_sub(1);
+        }
     }
 
     /// Closes the idle connections of `backend` (their threads end).
     pub(crate) fn close_idle(&mut self, backend: usize) {
         for c in std::mem::take(&mut self.idle[backend]) {
-            self.conns[c] = None;
+            self.close(c);
         }
     }
 
-    /// Opens a connection to `backend` with its reader thread; returns its index.
-    fn open(&mut self, backend: usize) -> Result<usize, ClientError> {
-        let addr = self.addrs[backend];
-        let cfg = self.cfg;
-        let connect_err = |source| ClientError::Connect { addr, source };
-        let stream = TcpStream::connect_timeout(&addr, cfg.connect_timeout).map_err(connect_err)?;
-        stream.set_nodelay(true).map_err(connect_err)?;
-        stream
-            .set_read_timeout(cfg.io_timeout)
-            .map_err(connect_err)?;
-        stream
-            .set_write_timeout(cfg.io_timeout)
-            .map_err(connect_err)?;
-        let (input, out) =
-            protocol_stack(&stream, cfg.protocol, cfg.transport).map_err(connect_err)?;
-        let (pending, pending_rx) = mpsc::channel();
-        let id = self.conns.len();
-        let done = self.done_tx.clone();
-        thread::Builder::new()
+    /// Starts opening a connection to `backend` on its own thread, which then reads its
+    /// answers; the dispatcher hears of it as an [`Event::Opened`].
+    fn open_async(&mut self, backend: usize) {
+        let c = self.conns.len();
+        self.conns.push(Slot::Opening);
+        self.live[backend] += 1;
+        self.opened += 1;
+        let (addr, cfg, events) = (self.addrs[backend], self.cfg, self.events_tx.clone());
+        let spawned = thread::Builder::new()
             .name(format!("lbsim-recv-{backend}"))
             .stack_size(READER_STACK)
-            .spawn(move || reader(id, addr, cfg, stream, input, &pending_rx, &done))
-            .map_err(connect_err)?;
-        self.opened += 1;
-        self.conns.push(Some(Conn {
-            backend,
-            out,
-            pending,
-            seq: 0,
-        }));
-        Ok(id)
+            .spawn(move || open_and_read(c, backend, addr, cfg, &events));
+        if let Err(source) = spawned {
+            self.opened_now(c, backend, Err(ClientError::Connect { addr, source }));
+        }
+    }
+}
+
+impl Drop for Pool {
+    /// Closes every connection, so reader threads and the backends' connection threads
+    /// end now rather than at their I/O timeout.
+    fn drop(&mut self) {
+        for slot in &self.conns {
+            if let Slot::Open(conn) = slot {
+                let _ = conn.stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// The reader thread's half of a connection.
+struct ReadHalf {
+    input: InputProtocol,
+    pending: Receiver<Pending>,
+    stream: Arc<TcpStream>,
+}
+
+/// Connects to `addr` (within the connect timeout) and splits the connection.
+fn dial(
+    addr: SocketAddr,
+    cfg: ClientConfig,
+    backend: usize,
+) -> Result<(Conn, ReadHalf), ClientError> {
+    let connect_err = |source: io::Error| ClientError::Connect { addr, source };
+    let stream = TcpStream::connect_timeout(&addr, cfg.connect_timeout).map_err(connect_err)?;
+    stream.set_nodelay(true).map_err(connect_err)?;
+    stream
+        .set_read_timeout(cfg.io_timeout)
+        .map_err(connect_err)?;
+    stream
+        .set_write_timeout(cfg.io_timeout)
+        .map_err(connect_err)?;
+    let stream = Arc::new(stream);
+    let (input, out) = protocol_stack(&stream, cfg.protocol, cfg.transport);
+    let (pending, pending_rx) = mpsc::channel();
+    let conn = Conn {
+        backend,
+        out,
+        pending,
+        seq: 0,
+        stream: Arc::clone(&stream),
+        idle_since: Instant::now(),
+    };
+    let half = ReadHalf {
+        input,
+        pending: pending_rx,
+        stream,
+    };
+    Ok((conn, half))
+}
+
+/// A connection thread: connects, tells the dispatcher, then reads answers.
+fn open_and_read(
+    c: usize,
+    backend: usize,
+    addr: SocketAddr,
+    cfg: ClientConfig,
+    events: &Sender<Event>,
+) {
+    match dial(addr, cfg, backend) {
+        Ok((conn, half)) => {
+            let opened = Event::Opened {
+                conn: c,
+                backend,
+                result: Ok(conn),
+            };
+            if events.send(opened).is_ok() {
+                reader(c, addr, cfg, half, events);
+            } else {
+                // The pool is gone.
+                let _ = half.stream.shutdown(Shutdown::Both);
+            }
+        }
+        Err(e) => {
+            let _ = events.send(Event::Opened {
+                conn: c,
+                backend,
+                result: Err(e),
+            });
+        }
     }
 }
 
 /// A reader thread: for each call written on its connection, waits for the answer and
 /// reports it. Ends when the connection fails or the pool drops it.
-fn reader(
-    id: usize,
-    addr: SocketAddr,
-    cfg: ClientConfig,
-    stream: TcpStream,
-    mut input: InputProtocol,
-    pending: &Receiver<Pending>,
-    done: &Sender<Done>,
-) {
+fn reader(id: usize, addr: SocketAddr, cfg: ClientConfig, half: ReadHalf, done: &Sender<Event>) {
+    let ReadHalf {
+        mut input,
+        pending,
+        stream,
+    } = half;
     while let Ok(p) = pending.recv() {
         let (result, reusable) = match read_call_answer(&mut *input, p.seq, p.job.id as i64) {
             Ok(outcome) => (Ok(outcome), true),
@@ -281,16 +517,68 @@ fn reader(
         };
         let report = Done {
             job: p.job,
-            sent: p.sent,
+            sent: Some(p.sent),
             finished: Instant::now(),
             result,
             conn: id,
             reusable,
         };
-        if done.send(report).is_err() || !reusable {
+        if done.send(Event::Done(report)).is_err() || !reusable {
             break;
         }
     }
     // Closes the connection now, so the backend's connection thread ends too.
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn job(id: u64, backend: usize) -> Job {
+        Job {
+            id,
+            backend,
+            scheduled: Instant::now(),
+            work_ns: 0,
+            key: None,
+            tag: 0,
+        }
+    }
+
+    #[test]
+    fn a_silent_backend_costs_at_most_the_limit_and_fails_its_waiting_calls() {
+        // Accepts connections (the kernel does) and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let cfg = ClientConfig {
+            io_timeout: Some(Duration::from_millis(300)),
+            ..ClientConfig::default()
+        };
+        let mut pool = Pool::new(vec![silent.local_addr().unwrap()], cfg, 4);
+        let started = Instant::now();
+        for id in 0..20 {
+            pool.send(job(id, 0));
+        }
+        // Sending never waited for a connection.
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert!(pool.opened() <= 4, "{} connections", pool.opened());
+        let mut results = Vec::new();
+        while results.len() < 20 {
+            let done = pool
+                .recv_timeout(Duration::from_secs(5))
+                .expect("every call ends");
+            results.push(done.result);
+        }
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(results.iter().all(Result::is_err));
+        let not_sent = results
+            .iter()
+            .filter(|r| matches!(r, Err(ClientError::NotSent { .. })))
+            .count();
+        assert!(not_sent >= 16, "{not_sent} of 20 failed without being sent");
+        assert_eq!(pool.in_flight(), 0);
+        assert!(pool.opened() <= 4);
+        drop(silent);
+    }
 }

@@ -12,25 +12,85 @@
 //! processor, and the worker slots are a shared FIFO ticket semaphore
 //! (`Admission`), so the number of connections and the number of workers
 //! are independent, as they are in the simulator.
+//!
+//! Clients are not trusted ([`ServerLimits`]): connections, and so threads, are
+//! bounded (when full, the connection idle longest makes room, else the new one is
+//! refused with an application error naming the limit); frames and messages are size
+//! limited before anything is allocated; idle connections and messages that trickle in
+//! time out; a call asking for more service than a bound, or negative work, is refused
+//! and counted; and `ping` fails while a new call would wait too long for a worker, so
+//! a health check sees an overloaded server.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use thrift::protocol::{TMessageIdentifier, TMessageType, TType};
 use thrift::server::TProcessor;
-use thrift::{ApplicationError, ApplicationErrorKind};
+use thrift::{ApplicationError, ApplicationErrorKind, ProtocolErrorKind};
 
 use super::proto::{BackendSyncHandler, BackendSyncProcessor, Call, Pong, Rejected, Reply};
-use super::transport::{Protocol, Transport, protocol_stack};
+use super::transport::{
+    DEFAULT_MAX_MESSAGE_BYTES, MessageGuard, Phase, Protocol, Transport, Tripped,
+    protocol_stack_guarded,
+};
 
 mod pipelined;
 
 /// Stack size of connection threads: they only decode small messages.
 const CONNECTION_STACK: usize = 256 * 1024;
+
+/// A connection idle (or stuck inside a message) at least this long may be closed to
+/// make room for a new one when the server is at its connection limit.
+pub const EVICT_AFTER: Duration = Duration::from_secs(1);
+
+/// Refused connections answered at once (each on a short-lived thread, for at most a
+/// second); beyond, refused connections are closed without an answer.
+const MAX_REFUSERS: usize = 8;
+
+/// What one client may cost a server. `lbsim serve` faces clients it does not control;
+/// these bound the memory, threads and worker time any number of them can take.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServerLimits {
+    /// Most connections served at once (each has a thread). When full, a new connection
+    /// closes the one idle (or stuck inside a message) longest, if for at least
+    /// [`EVICT_AFTER`]; otherwise it is refused: its first call is answered with an
+    /// application error naming the limit, then it is closed.
+    pub max_connections: usize,
+    /// Largest frame or message, in bytes; a larger one ends its connection.
+    pub max_message_bytes: usize,
+    /// A connection with no message for this long is closed.
+    pub idle_timeout: Duration,
+    /// A message must arrive whole within this time of its first byte (and a reply be
+    /// taken by the client within it).
+    pub message_timeout: Duration,
+    /// Longest service one call may ask for (`work_ns / speed`); a longer one, or
+    /// negative work, is refused with an application error and counted.
+    pub max_service: Duration,
+    /// `ping` fails ("overloaded") while a new call would wait longer than this for a
+    /// worker, estimated from the service asked by the calls in service and queued.
+    pub max_wait: Duration,
+}
+
+impl Default for ServerLimits {
+    /// 256 connections, 64 KiB messages, 300 s idle, 10 s per message, 60 s of service
+    /// per call, 60 s of estimated wait.
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: 256,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            idle_timeout: Duration::from_secs(300),
+            message_timeout: Duration::from_secs(10),
+            max_service: Duration::from_secs(60),
+            max_wait: Duration::from_secs(60),
+        }
+    }
+}
 
 /// How one backend behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,10 +112,13 @@ pub struct ServerConfig {
     /// `server/pipelined.rs`. Needed where clients pipeline calls on persistent
     /// connections (the `[connections]` topology).
     pub pipelined: bool,
+    /// What one client may cost the server.
+    pub limits: ServerLimits,
 }
 
 impl ServerConfig {
-    /// One worker, speed 1, unbounded queue, binary protocol, framed transport.
+    /// One worker, speed 1, unbounded queue, binary protocol, framed transport, default
+    /// limits.
     pub fn new(id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
@@ -65,6 +128,7 @@ impl ServerConfig {
             protocol: Protocol::Binary,
             transport: Transport::Framed,
             pipelined: false,
+            limits: ServerLimits::default(),
         }
     }
 
@@ -79,6 +143,20 @@ impl ServerConfig {
             return Err(ServerError::BadSpeed {
                 id: self.id.clone(),
                 speed: self.speed,
+            });
+        }
+        let l = &self.limits;
+        let too_small = [
+            ("max_connections", l.max_connections == 0),
+            ("max_message_bytes", l.max_message_bytes < 64),
+            ("idle_timeout", l.idle_timeout.is_zero()),
+            ("message_timeout", l.message_timeout.is_zero()),
+            ("max_wait", l.max_wait.is_zero()),
+        ];
+        if let Some((limit, _)) = too_small.iter().find(|(_, bad)| *bad) {
+            return Err(ServerError::BadLimit {
+                id: self.id.clone(),
+                limit,
             });
         }
         Ok(())
@@ -102,6 +180,16 @@ pub enum ServerError {
         /// The speed given.
         speed: f64,
     },
+    /// A limit is zero (or, for `max_message_bytes`, too small for any message).
+    #[error(
+        "server {id:?}: limit {limit} is too small (0 connections, messages under 64 bytes and zero timeouts serve nothing)"
+    )]
+    BadLimit {
+        /// Server id.
+        id: String,
+        /// The limit's field name.
+        limit: &'static str,
+    },
 }
 
 /// Counters of a running server.
@@ -113,6 +201,16 @@ pub struct ServerStats {
     pub rejected: u64,
     /// Connections accepted since start.
     pub connections: u64,
+    /// Connections refused at the connection limit.
+    pub refused_connections: u64,
+    /// Idle connections closed to make room for new ones at the connection limit.
+    pub evicted_connections: u64,
+    /// Connections closed for their idle or per-message timeout.
+    pub timed_out_connections: u64,
+    /// Connections closed for a frame, message, string or container above the limit.
+    pub oversized_messages: u64,
+    /// Calls refused for asking negative work or more service than the limit.
+    pub invalid_calls: u64,
 }
 
 /// Outcome of asking for a worker slot.
@@ -276,6 +374,8 @@ impl StopSignal {
 struct Shared {
     id: String,
     speed: f64,
+    workers: u32,
+    limits: ServerLimits,
     admission: Admission,
     stop: StopSignal,
     served: AtomicU64,
@@ -283,15 +383,88 @@ struct Shared {
     connections: AtomicU64,
     /// Connections are served pipelined ([`ServerConfig::pipelined`]).
     pipelined: bool,
+    refused: AtomicU64,
+    evicted: AtomicU64,
+    timed_out: AtomicU64,
+    oversized: AtomicU64,
+    invalid: AtomicU64,
+    /// Service (ns) asked by the calls in service and waiting, for `ping`'s estimate of
+    /// the wait a new call would have.
+    backlog_ns: AtomicU64,
+    /// Refused connections being answered.
+    refusers: AtomicUsize,
     /// Open connections (so shutdown can close them) and their threads.
     open: Mutex<OpenConnections>,
+}
+
+/// An open connection as the accept loop sees it.
+#[derive(Debug)]
+struct OpenConnection {
+    stream: Arc<TcpStream>,
+    guard: Arc<MessageGuard>,
 }
 
 #[derive(Debug, Default)]
 struct OpenConnections {
     next_id: u64,
-    streams: HashMap<u64, TcpStream>,
+    conns: HashMap<u64, OpenConnection>,
     threads: Vec<JoinHandle<()>>,
+}
+
+impl OpenConnections {
+    /// Closes the connection idle (or stuck inside a message) longest, if for at least
+    /// [`EVICT_AFTER`]; returns whether one was closed.
+    fn evict_one(&mut self) -> bool {
+        let oldest = self
+            .conns
+            .iter()
+            .filter_map(|(&id, c)| match c.guard.phase() {
+                (Phase::InCall, _) => None,
+                (_, age) => (age >= EVICT_AFTER).then_some((age, id)),
+            })
+            .max();
+        let Some((_, id)) = oldest else {
+            return false;
+        };
+        if let Some(c) = self.conns.remove(&id) {
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
+        true
+    }
+}
+
+thread_local! {
+    /// The guard of the connection this thread serves, so the handler can mark it busy.
+    static CONNECTION: RefCell<Option<Arc<MessageGuard>>> = const { RefCell::new(None) };
+}
+
+/// Marks this thread's connection as serving a call (not idle, whatever the time).
+fn mark_in_call() {
+    CONNECTION.with(|c| {
+        if let Some(guard) = c.borrow().as_ref() {
+            guard.in_call();
+        }
+    });
+}
+
+/// Service asked by one call, counted in the backlog while the call lives.
+struct Backlog<'a> {
+    shared: &'a Shared,
+    ns: u64,
+}
+
+impl<'a> Backlog<'a> {
+    fn add(shared: &'a Shared, service: Duration) -> Self {
+        let ns = u64::try_from(service.as_nanos()).unwrap_or(u64::MAX);
+        shared.backlog_ns.fetch_add(ns, Ordering::Relaxed);
+        Backlog { shared, ns }
+    }
+}
+
+impl Drop for Backlog<'_> {
+    fn drop(&mut self) {
+        self.shared.backlog_ns.fetch_sub(self.ns, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -299,11 +472,30 @@ impl Shared {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sleep time for `work_ns` of work; negative work counts as none.
-    fn service_time(&self, work_ns: i64) -> Duration {
-        let work = work_ns.max(0) as f64;
-        // `as` saturates, and `speed` is finite and positive (validated).
-        Duration::from_nanos((work / self.speed) as u64)
+    /// Sleep time for `work_ns` of work, or why the call is refused: negative work, or
+    /// more service than `max_service`.
+    fn service_time(&self, work_ns: i64) -> Result<Duration, String> {
+        if work_ns < 0 {
+            return Err(format!("work_ns {work_ns} is negative"));
+        }
+        // `speed` is finite and positive (validated).
+        let seconds = work_ns as f64 * 1e-9 / self.speed;
+        let max = self.limits.max_service.as_secs_f64();
+        if seconds > max {
+            return Err(format!(
+                "work_ns {work_ns} asks for {seconds:.3e} s of service at speed {}; this server serves at most {max} s per call (lbsim serve --max-service)",
+                self.speed
+            ));
+        }
+        Ok(Duration::from_secs_f64(seconds))
+    }
+
+    /// Estimated wait of a new call for a worker: the service asked by the calls in
+    /// service and waiting, spread over the workers.
+    fn estimated_wait(&self) -> Duration {
+        Duration::from_nanos(
+            self.backlog_ns.load(Ordering::Relaxed) / u64::from(self.workers.max(1)),
+        )
     }
 }
 
@@ -325,6 +517,18 @@ impl BackendSyncHandler for Handler {
     fn handle_call(&self, req: Call) -> thrift::Result<Reply> {
         let shared = &self.0;
         let arrived = Instant::now();
+        mark_in_call();
+        let service = match shared.service_time(req.work_ns) {
+            Ok(service) => service,
+            Err(why) => {
+                shared.invalid.fetch_add(1, Ordering::Relaxed);
+                return Err(thrift::Error::Application(ApplicationError::new(
+                    ApplicationErrorKind::Unknown,
+                    why,
+                )));
+            }
+        };
+        let _backlog = Backlog::add(shared, service);
         match shared.admission.acquire() {
             Admit::Closed => Err(shutting_down()),
             Admit::Rejected { queue_len } => {
@@ -334,7 +538,7 @@ impl BackendSyncHandler for Handler {
             }
             Admit::Admitted(permit) => {
                 let started = Instant::now();
-                let completed = shared.stop.sleep(shared.service_time(req.work_ns));
+                let completed = shared.stop.sleep(service);
                 let finished = Instant::now();
                 drop(permit);
                 if !completed {
@@ -351,8 +555,25 @@ impl BackendSyncHandler for Handler {
         }
     }
 
+    /// Answers while the server can serve: not shutting down, and a new call would not
+    /// wait longer than `max_wait` for a worker.
     fn handle_ping(&self, sent_ns: i64) -> thrift::Result<Pong> {
-        Ok(Pong::new(self.0.id.clone(), sent_ns))
+        let shared = &self.0;
+        if shared.stop.is_stopped() {
+            return Err(shutting_down());
+        }
+        let wait = shared.estimated_wait();
+        if wait > shared.limits.max_wait {
+            return Err(thrift::Error::Application(ApplicationError::new(
+                ApplicationErrorKind::InternalError,
+                format!(
+                    "overloaded: a new call would wait about {:.1} s for a worker (limit {} s)",
+                    wait.as_secs_f64(),
+                    shared.limits.max_wait.as_secs_f64()
+                ),
+            )));
+        }
+        Ok(Pong::new(shared.id.clone(), sent_ns))
     }
 }
 
@@ -377,15 +598,25 @@ pub fn spawn(addr: SocketAddr, cfg: ServerConfig) -> io::Result<ServerHandle> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let listener = TcpListener::bind(addr)?;
     let local_addr = listener.local_addr()?;
+    raise_fd_limit();
     let shared = Arc::new(Shared {
         id: cfg.id.clone(),
         speed: cfg.speed,
+        workers: cfg.workers,
+        limits: cfg.limits,
         admission: Admission::new(cfg.workers, cfg.queue_capacity),
         stop: StopSignal::default(),
         served: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
         connections: AtomicU64::new(0),
         pipelined: cfg.pipelined,
+        refused: AtomicU64::new(0),
+        evicted: AtomicU64::new(0),
+        timed_out: AtomicU64::new(0),
+        oversized: AtomicU64::new(0),
+        invalid: AtomicU64::new(0),
+        backlog_ns: AtomicU64::new(0),
+        refusers: AtomicUsize::new(0),
         open: Mutex::new(OpenConnections::default()),
     });
     let processor = Arc::new(BackendSyncProcessor::new(Handler(Arc::clone(&shared))));
@@ -431,45 +662,129 @@ fn accept_loop(
         };
         // Nagle would add up to 40 ms to small replies; a failure here only costs speed.
         let _ = stream.set_nodelay(true);
-        let Ok(registered) = stream.try_clone() else {
-            continue;
-        };
+        let stream = Arc::new(stream);
         let mut open = shared.open();
         // Checked under the lock that shutdown takes, so no connection slips past it.
         if shared.stop.is_stopped() {
             let _ = stream.shutdown(Shutdown::Both);
             break;
         }
+        open.threads.retain(|t| !t.is_finished());
+        if open.conns.len() >= shared.limits.max_connections {
+            if open.evict_one() {
+                shared.evicted.fetch_add(1, Ordering::Relaxed);
+            } else {
+                drop(open);
+                refuse(stream, shared, protocol, transport);
+                continue;
+            }
+        }
         let conn_id = open.next_id;
         open.next_id += 1;
+        let limits = shared.limits;
+        let guard = Arc::new(MessageGuard::new(
+            limits.idle_timeout,
+            limits.message_timeout,
+            limits.max_message_bytes,
+        ));
         let thread = {
             let shared = Arc::clone(shared);
             let processor = Arc::clone(processor);
+            let (stream, guard) = (Arc::clone(&stream), Arc::clone(&guard));
             thread::Builder::new()
                 .name(format!("lbsim-{}-conn", shared.id))
                 .stack_size(CONNECTION_STACK)
                 .spawn(move || {
                     precise_sleeps();
                     if shared.pipelined {
-                        pipelined::serve(&stream, &shared, protocol, transport);
+                        pipelined::serve(&stream, guard, &shared, protocol, transport);
                     } else {
-                        serve_connection(&stream, &processor, protocol, transport);
+                        serve_connection(&stream, guard, &processor, &shared, protocol, transport);
                     }
-                    shared.open().streams.remove(&conn_id);
+                    shared.open().conns.remove(&conn_id);
                 })
         };
         match thread {
             Ok(thread) => {
                 shared.connections.fetch_add(1, Ordering::Relaxed);
-                open.streams.insert(conn_id, registered);
-                open.threads.retain(|t| !t.is_finished());
+                open.conns.insert(conn_id, OpenConnection { stream, guard });
                 open.threads.push(thread);
             }
             // No thread for it: close the connection so the client sees an error.
             Err(_) => {
-                let _ = registered.shutdown(Shutdown::Both);
+                let _ = stream.shutdown(Shutdown::Both);
             }
         }
+    }
+}
+
+/// Turns a connection away at the connection limit: its first call gets an application
+/// error naming the limit (on a short-lived thread, at most [`MAX_REFUSERS`] at once,
+/// each for at most a second), then the connection closes.
+fn refuse(stream: Arc<TcpStream>, shared: &Arc<Shared>, protocol: Protocol, transport: Transport) {
+    shared.refused.fetch_add(1, Ordering::Relaxed);
+    if shared.refusers.fetch_add(1, Ordering::SeqCst) >= MAX_REFUSERS {
+        shared.refusers.fetch_sub(1, Ordering::SeqCst);
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
+    }
+    let message = format!(
+        "server {} is at its connection limit ({} connections); retry later (lbsim serve --max-connections)",
+        shared.id, shared.limits.max_connections
+    );
+    let answer = {
+        let shared = Arc::clone(shared);
+        let stream = Arc::clone(&stream);
+        move || {
+            let second = Duration::from_secs(1);
+            let _ = stream.set_write_timeout(Some(second));
+            let guard = Arc::new(MessageGuard::new(second, second, 1024));
+            let (mut input, mut output) =
+                protocol_stack_guarded(&stream, protocol, transport, 1024, Some(guard));
+            let answered = (|| -> thrift::Result<()> {
+                let ident = input.read_message_begin()?;
+                input.skip(TType::Struct)?;
+                input.read_message_end()?;
+                let error = ApplicationError::new(ApplicationErrorKind::InternalError, message);
+                output.write_message_begin(&TMessageIdentifier::new(
+                    ident.name,
+                    TMessageType::Exception,
+                    ident.sequence_number,
+                ))?;
+                thrift::Error::write_application_error_to_out_protocol(&error, &mut *output)?;
+                output.write_message_end()?;
+                output.flush()
+            })();
+            drop(answered);
+            let _ = stream.shutdown(Shutdown::Both);
+            shared.refusers.fetch_sub(1, Ordering::SeqCst);
+        }
+    };
+    let spawned = thread::Builder::new()
+        .name(format!("lbsim-{}-refuse", shared.id))
+        .stack_size(CONNECTION_STACK)
+        .spawn(answer);
+    if spawned.is_err() {
+        shared.refusers.fetch_sub(1, Ordering::SeqCst);
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// Raises this process's soft limit on open files to the hard limit, once: each
+/// connection costs one file descriptor, and the usual soft limit (1024) would cap a
+/// scenario's servers well below their connection limits. Best effort.
+fn raise_fd_limit() {
+    #[cfg(target_os = "linux")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            use rustix::process::{Resource, getrlimit, setrlimit};
+            let mut limit = getrlimit(Resource::Nofile);
+            if limit.current < limit.maximum {
+                limit.current = limit.maximum;
+                let _ = setrlimit(Resource::Nofile, limit);
+            }
+        });
     }
 }
 
@@ -486,19 +801,45 @@ pub(crate) fn precise_sleeps() {
     }
 }
 
-/// Serves calls on one connection until it closes or the server stops.
+/// Serves calls on one connection until it closes, breaks a limit, or the server stops.
 fn serve_connection(
-    stream: &TcpStream,
+    stream: &Arc<TcpStream>,
+    guard: Arc<MessageGuard>,
     processor: &Processor,
+    shared: &Shared,
     protocol: Protocol,
     transport: Transport,
 ) {
-    let Ok((mut input, mut output)) = protocol_stack(stream, protocol, transport) else {
-        return;
-    };
-    // Any error (end of stream, reset, bad bytes) ends the connection: after a
+    // A client that does not read its replies cannot block this thread for long.
+    let _ = stream.set_write_timeout(Some(shared.limits.message_timeout));
+    let (mut input, mut output) = protocol_stack_guarded(
+        stream,
+        protocol,
+        transport,
+        shared.limits.max_message_bytes,
+        Some(Arc::clone(&guard)),
+    );
+    CONNECTION.with(|c| *c.borrow_mut() = Some(Arc::clone(&guard)));
+    // Any error (end of stream, reset, bad bytes, a limit) ends the connection: after a
     // transport or framing error the stream position is unknown.
-    while processor.process(&mut *input, &mut *output).is_ok() {}
+    let error = loop {
+        guard.next_message();
+        if let Err(e) = processor.process(&mut *input, &mut *output) {
+            break e;
+        }
+    };
+    CONNECTION.with(|c| *c.borrow_mut() = None);
+    let size_limit =
+        matches!(&error, thrift::Error::Protocol(p) if p.kind == ProtocolErrorKind::SizeLimit);
+    let counter = match guard.tripped() {
+        Some(Tripped::TimedOut) => Some(&shared.timed_out),
+        Some(Tripped::TooLarge) => Some(&shared.oversized),
+        None if size_limit => Some(&shared.oversized),
+        None => None,
+    };
+    if let Some(counter) = counter {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
     let _ = stream.shutdown(Shutdown::Both);
 }
 
@@ -535,11 +876,23 @@ impl ServerHandle {
 
     /// All counters at once.
     pub fn stats(&self) -> ServerStats {
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let shared = &self.shared;
         ServerStats {
             served: self.served(),
             rejected: self.rejected(),
-            connections: self.shared.connections.load(Ordering::Relaxed),
+            connections: count(&shared.connections),
+            refused_connections: count(&shared.refused),
+            evicted_connections: count(&shared.evicted),
+            timed_out_connections: count(&shared.timed_out),
+            oversized_messages: count(&shared.oversized),
+            invalid_calls: count(&shared.invalid),
         }
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open().conns.len()
     }
 
     /// Calls currently waiting for a worker.
@@ -557,8 +910,8 @@ impl ServerHandle {
             // slips in; sockets close before calls are woken, so an abandoned call
             // cannot answer (a killed server sends nothing).
             let mut open = shared.open();
-            for stream in open.streams.values() {
-                let _ = stream.shutdown(Shutdown::Both);
+            for c in open.conns.values() {
+                let _ = c.stream.shutdown(Shutdown::Both);
             }
             shared.stop.stop();
             std::mem::take(&mut open.threads)

@@ -27,7 +27,9 @@ use thrift::protocol::{
 use thrift::{ApplicationError, ApplicationErrorKind};
 
 use super::super::proto::{BackendSyncHandler, Call, Pong, Rejected};
-use super::super::transport::{OutputProtocol, Protocol, Transport, protocol_stack};
+use super::super::transport::{
+    MessageGuard, OutputProtocol, Protocol, Transport, protocol_stack_guarded,
+};
 use super::{CONNECTION_STACK, Handler, Shared};
 
 /// A decoded call waiting for a connection worker.
@@ -39,14 +41,21 @@ struct Work {
 /// Serves calls on one connection until it closes or the server stops; returns once every
 /// call read from it has been answered (or its answer could not be written).
 pub(super) fn serve(
-    stream: &TcpStream,
+    stream: &Arc<TcpStream>,
+    guard: Arc<MessageGuard>,
     shared: &Arc<Shared>,
     protocol: Protocol,
     transport: Transport,
 ) {
-    let Ok((mut input, output)) = protocol_stack(stream, protocol, transport) else {
-        return;
-    };
+    // The same message limits and timeouts as a one-call-at-a-time connection.
+    let _ = stream.set_write_timeout(Some(shared.limits.message_timeout));
+    let (mut input, output) = protocol_stack_guarded(
+        stream,
+        protocol,
+        transport,
+        shared.limits.max_message_bytes,
+        Some(guard),
+    );
     let output = Arc::new(Mutex::new(output));
     let (work_tx, work_rx) = mpsc::channel::<Work>();
     let work_rx = Arc::new(Mutex::new(work_rx));
