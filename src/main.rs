@@ -14,7 +14,7 @@ use lbsim::scenario::ScenarioError;
 use lbsim::shard::{self, ShardSpec};
 
 use cli::{
-    EXIT_BAD_INPUT,
+    CostFlags, EXIT_BAD_INPUT,
     check::cmd_check,
     inspect::{cmd_strategies, cmd_validate},
     live as live_cli,
@@ -64,6 +64,8 @@ enum Command {
         /// --out; combine the shards with `lbsim merge`.
         #[arg(long, value_name = "K/N")]
         shard: Option<ShardSpec>,
+        #[command(flatten)]
+        cost: CostFlags,
     },
     /// Combine shard files (`lbsim run --shard K/N`) into the reports a single run writes.
     Merge {
@@ -84,6 +86,11 @@ enum Command {
     Validate {
         /// Scenario file (TOML).
         scenario: PathBuf,
+        /// Replications to estimate the cost of [default: the scenario's].
+        #[arg(long)]
+        replications: Option<u32>,
+        #[command(flatten)]
+        cost: CostFlags,
     },
     /// List the strategies, their parameters and the system each follows.
     Strategies,
@@ -114,6 +121,8 @@ enum Command {
         /// Worker threads [default: one per core]. Results do not depend on it.
         #[arg(long)]
         threads: Option<usize>,
+        #[command(flatten)]
+        cost: CostFlags,
     },
     /// Start a scenario's servers (or one server) as real Thrift backends, until Ctrl-C.
     Serve(live_cli::ServeArgs),
@@ -135,6 +144,7 @@ fn main() -> ExitCode {
             metric,
             max_replications,
             shard,
+            cost,
         } => cmd_run(
             &scenario,
             RunFlags {
@@ -144,6 +154,7 @@ fn main() -> ExitCode {
                 metric,
                 max_replications,
                 shard,
+                cost,
             },
             RunOptions {
                 replications,
@@ -152,7 +163,11 @@ fn main() -> ExitCode {
                 ..Default::default()
             },
         ),
-        Command::Validate { scenario } => cmd_validate(&scenario),
+        Command::Validate {
+            scenario,
+            replications,
+            cost,
+        } => cmd_validate(&scenario, replications, &cost),
         Command::Merge {
             shards,
             scenario,
@@ -167,12 +182,14 @@ fn main() -> ExitCode {
             tolerance,
             replications,
             threads,
+            cost,
         } => cmd_check(
             &scenarios,
             &baseline,
             update,
             json,
             &tolerance,
+            &cost,
             RunOptions {
                 replications,
                 threads,
@@ -191,7 +208,8 @@ fn main() -> ExitCode {
         Err(e) => {
             let bad_input = e.downcast_ref::<ScenarioError>().is_some()
                 || e.downcast_ref::<check::CheckError>().is_some()
-                || e.downcast_ref::<shard::ShardError>().is_some();
+                || e.downcast_ref::<shard::ShardError>().is_some()
+                || e.downcast_ref::<lbsim::scenario::CostError>().is_some();
             eprintln!("error: {e:#}");
             ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { 1 })
         }

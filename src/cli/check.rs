@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use lbsim::report::{check, write_summary_csv};
 use lbsim::runner::{RunOptions, run};
 
-use super::load;
+use super::{CostFlags, bad_flag, check_cost, check_threads, load};
 
 pub fn cmd_check(
     paths: &[PathBuf],
@@ -14,18 +14,38 @@ pub fn cmd_check(
     update: bool,
     json: bool,
     tolerance: &[String],
+    cost: &CostFlags,
     opts: RunOptions,
 ) -> anyhow::Result<ExitCode> {
     let tolerance = check::tolerances(tolerance)?;
-    let mut findings = Vec::new();
-    let mut ran = Vec::new();
+    let first = paths
+        .first()
+        .map_or(Path::new("lbsim check"), PathBuf::as_path);
+    if opts.replications.is_some_and(|r| r < 2) {
+        return Err(bad_flag(
+            first,
+            "--replications",
+            "is below 2",
+            "use 2 or more replications (confidence intervals need 2), the same as the baseline's",
+        ));
+    }
+    check_threads(first, opts.threads)?;
+    // Every scenario is loaded and priced before any runs: a bad one fails at once.
+    let mut scenarios = Vec::new();
     for path in paths {
         let scenario = load(path)?;
-        let results = run(&scenario, &opts)?;
+        let reps = opts.replications.unwrap_or(scenario.replications);
+        check_cost(&scenario, reps, opts.threads, cost, true)?;
+        scenarios.push(scenario);
+    }
+    let mut findings = Vec::new();
+    let mut ran = Vec::new();
+    for scenario in &scenarios {
+        let results = run(scenario, &opts)?;
         ran.push((scenario.name.clone(), results.finished.len()));
         if update {
             let dir = baseline.join(&scenario.name);
-            let file = write_summary_csv(&dir, &scenario, &results)?;
+            let file = write_summary_csv(&dir, scenario, &results)?;
             eprintln!("updated {}", file.display());
             continue;
         }
@@ -44,7 +64,7 @@ pub fn cmd_check(
             }
         }
         findings.extend(check::compare_with_baseline(
-            &scenario, &results, &rows, &tolerance,
+            scenario, &results, &rows, &tolerance,
         ));
     }
     if update {

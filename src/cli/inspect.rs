@@ -6,13 +6,33 @@ use std::process::ExitCode;
 
 use lbsim::strategy::CATALOGUE;
 
-use super::load;
+use super::{CostFlags, bad_flag, check_cost, load};
 
-pub fn cmd_validate(path: &Path) -> anyhow::Result<ExitCode> {
+pub fn cmd_validate(
+    path: &Path,
+    replications: Option<u32>,
+    cost: &CostFlags,
+) -> anyhow::Result<ExitCode> {
     let scenario = load(path)?;
+    if replications == Some(0) {
+        return Err(bad_flag(
+            path,
+            "--replications",
+            "is 0",
+            "use 2 or more replications",
+        ));
+    }
+    let estimate = check_cost(
+        &scenario,
+        replications.unwrap_or(scenario.replications),
+        None,
+        cost,
+        false,
+    )?;
     let rate = scenario.mean_rate();
     let capacity = scenario.capacity();
     println!("{}: valid", path.display());
+    println!("  estimated cost: {}", estimate.describe());
     println!(
         "  {} servers in {} groups, mean arrival rate {:.1} req/s, capacity {:.1} req/s (overall load {:.0}%)",
         scenario.servers().len(),

@@ -18,7 +18,8 @@ use lbsim::shard::{self, ShardFile, ShardSpec};
 use lbsim::sweep::SweepResults;
 use lbsim::sweep::run_sweep;
 
-use super::{bad_flag, load};
+use super::{CostFlags, bad_flag, check_cost, check_threads, load};
+use lbsim::scenario::cost::MAX_REPLICATIONS;
 
 /// `lbsim run` flags beyond the run options.
 pub struct RunFlags {
@@ -28,6 +29,7 @@ pub struct RunFlags {
     pub metric: String,
     pub max_replications: u32,
     pub shard: Option<ShardSpec>,
+    pub cost: CostFlags,
 }
 
 pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Result<ExitCode> {
@@ -74,7 +76,24 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
             "run each sweep point as its own scenario, or run the sweep unsharded",
         ));
     }
+    if let Some(r) = opts.replications.filter(|&r| r > MAX_REPLICATIONS) {
+        return Err(bad_flag(
+            path,
+            "--replications",
+            &format!("is {r}, above {MAX_REPLICATIONS}"),
+            &format!("use at most {MAX_REPLICATIONS} replications"),
+        ));
+    }
+    check_threads(path, opts.threads)?;
     let replications = opts.replications.unwrap_or(scenario.replications);
+    // With --precision, replications are added up to --max-replications: that is the cost.
+    let most = match flags.precision {
+        Some(_) => flags.max_replications.max(replications),
+        None => flags
+            .shard
+            .map_or(replications, |s| s.indices(replications).len() as u32),
+    };
+    check_cost(&scenario, most, opts.threads, &flags.cost, true)?;
     let out = flags
         .out
         .clone()
