@@ -112,3 +112,17 @@ pub fn bad_flag(path: &Path, field: &str, problem: &str, fix: &str) -> anyhow::E
     }
     .into()
 }
+
+/// Checks before any work that reports can be written into `out` (creating it); an
+/// unwritable folder is bad input (exit status 2) naming `--out`.
+pub fn check_out(path: &Path, flag: &str, out: &Path) -> anyhow::Result<()> {
+    lbsim::report::output::check_writable(out).map_err(|e| {
+        let problem = e.to_string();
+        bad_flag(
+            path,
+            flag,
+            problem.lines().next().unwrap_or("cannot be written"),
+            "pass a folder you can write to (it is created if missing)",
+        )
+    })
+}

@@ -110,6 +110,10 @@ enum Command {
         /// Print JSON (every finding) instead of Markdown.
         #[arg(long)]
         json: bool,
+        /// Accept strategies and metrics the baseline has no row for (listed as new);
+        /// without it they are an error (exit 2), since nothing would be compared.
+        #[arg(long)]
+        allow_new: bool,
         /// Relative tolerances, e.g. `latency_p99=0.1,throughput=2%` (`*=0.1` for all).
         /// Defaults: 5% for latencies (10% p99.9, 25% max), 2% throughput, 1% Jain, 10% queues and rejections, 5% otherwise.
         #[arg(long)]
@@ -179,6 +183,7 @@ fn main() -> ExitCode {
             baseline,
             update,
             json,
+            allow_new,
             tolerance,
             replications,
             threads,
@@ -188,6 +193,7 @@ fn main() -> ExitCode {
             &baseline,
             update,
             json,
+            allow_new,
             &tolerance,
             &cost,
             RunOptions {

@@ -210,7 +210,13 @@ impl ShardFile {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        std::fs::write(&path, text).map_err(io)?;
+        // Atomically: a crash or a full disk never leaves a truncated shard to merge.
+        crate::report::output::write_atomic(&path, text.as_bytes()).map_err(|e| {
+            ShardError::Io {
+                path: path.clone(),
+                cause: std::io::Error::other(e.to_string()),
+            }
+        })?;
         Ok(path)
     }
 

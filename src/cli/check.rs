@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use lbsim::report::{check, write_summary_csv};
 use lbsim::runner::{RunOptions, run};
 
-use super::{CostFlags, bad_flag, check_cost, check_threads, load};
+use super::{CostFlags, bad_flag, check_cost, check_out, check_threads, load};
 
 pub fn cmd_check(
     paths: &[PathBuf],
     baseline: &Path,
     update: bool,
     json: bool,
+    allow_new: bool,
     tolerance: &[String],
     cost: &CostFlags,
     opts: RunOptions,
@@ -35,7 +36,10 @@ pub fn cmd_check(
     for path in paths {
         let scenario = load(path)?;
         let reps = opts.replications.unwrap_or(scenario.replications);
-        check_cost(&scenario, reps, opts.threads, cost, true)?;
+        check_cost(&scenario, reps, opts.threads, cost, false)?;
+        if update {
+            check_out(path, "--baseline", &baseline.join(&scenario.name))?;
+        }
         scenarios.push(scenario);
     }
     let mut findings = Vec::new();
@@ -63,9 +67,9 @@ pub fn cmd_check(
                 );
             }
         }
-        findings.extend(check::compare_with_baseline(
-            scenario, &results, &rows, &tolerance,
-        ));
+        let compared = check::compare_with_baseline(scenario, &results, &rows, &tolerance);
+        check::require_complete(baseline, &scenario.name, &compared, allow_new)?;
+        findings.extend(compared);
     }
     if update {
         return Ok(ExitCode::SUCCESS);

@@ -178,6 +178,14 @@ fn resolve(list: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
 
 pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
     let scenario = load(&a.scenario)?;
+    // An unwritable --out fails now, not after the whole replay.
+    super::check_out(
+        &a.scenario,
+        "--out",
+        &a.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name).join("live")),
+    )?;
     // Ctrl-C: finish the strategy being replayed, start no other, and write what
     // finished. A second Ctrl-C exits at once.
     let cancel = Arc::new(AtomicBool::new(false));

@@ -18,7 +18,7 @@ use lbsim::shard::{self, ShardFile, ShardSpec};
 use lbsim::sweep::SweepResults;
 use lbsim::sweep::run_sweep;
 
-use super::{CostFlags, bad_flag, check_cost, check_threads, load};
+use super::{CostFlags, bad_flag, check_cost, check_out, check_threads, load};
 use lbsim::scenario::cost::MAX_REPLICATIONS;
 
 /// `lbsim run` flags beyond the run options.
@@ -98,6 +98,8 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
+    // An unwritable --out fails now, not after the simulation.
+    check_out(path, "--out", &out)?;
     let points = scenario.sweep.as_ref().map_or(0, |s| s.len()) as u64;
     let shard_indices = flags.shard.map(|s| s.indices(replications));
 
@@ -295,6 +297,7 @@ pub fn cmd_merge(
         if png { " --png" } else { "" },
     );
     let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
+    check_out(&path, "--out", &out)?;
     print!("{}", summary_table(&results));
     write_all(&out, &scenario, &results, None, &command, png)?;
     if !missing.is_empty() || results.is_partial() {
