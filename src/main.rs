@@ -15,7 +15,7 @@ use lbsim::shard::{self, ShardSpec};
 
 use cli::{
     CostFlags, EXIT_BAD_INPUT,
-    check::cmd_check,
+    check::{CheckFlags, cmd_check},
     inspect::{cmd_strategies, cmd_validate},
     live as live_cli,
     run::{RunFlags, cmd_merge, cmd_run},
@@ -191,11 +191,13 @@ fn main() -> ExitCode {
         } => cmd_check(
             &scenarios,
             &baseline,
-            update,
-            json,
-            allow_new,
-            &tolerance,
-            &cost,
+            &CheckFlags {
+                update,
+                json,
+                allow_new,
+                tolerance,
+                cost,
+            },
             RunOptions {
                 replications,
                 threads,

@@ -8,16 +8,23 @@ use lbsim::runner::{RunOptions, run};
 
 use super::{CostFlags, bad_flag, check_cost, check_out, check_threads, load};
 
+/// `lbsim check` flags beyond the scenarios, the baseline and the run options.
+pub struct CheckFlags {
+    pub update: bool,
+    pub json: bool,
+    pub allow_new: bool,
+    pub tolerance: Vec<String>,
+    pub cost: CostFlags,
+}
+
 pub fn cmd_check(
     paths: &[PathBuf],
     baseline: &Path,
-    update: bool,
-    json: bool,
-    allow_new: bool,
-    tolerance: &[String],
-    cost: &CostFlags,
+    flags: &CheckFlags,
     opts: RunOptions,
 ) -> anyhow::Result<ExitCode> {
+    let (update, json, allow_new, cost) = (flags.update, flags.json, flags.allow_new, &flags.cost);
+    let tolerance = &flags.tolerance;
     let tolerance = check::tolerances(tolerance)?;
     let first = paths
         .first()
