@@ -158,6 +158,43 @@ impl Scenario {
         self.workload.horizon = warmup + duration;
     }
 
+    /// A fingerprint of everything that shapes this scenario's results — run length,
+    /// arrivals (a trace's contents too), keys, servers, strategies, topology, faults —
+    /// but not where the file lives, its description, seed or replication count (shards
+    /// record those separately). 16 hex digits of a 64-bit FNV-1a hash: stable across runs
+    /// and machines, so shards and `lbsim merge` can tell an edited scenario.
+    pub fn fingerprint(&self) -> String {
+        use std::fmt::Write as _;
+        let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+        let _ = write!(
+            h,
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.name,
+            self.duration.to_bits(),
+            self.warmup.to_bits(),
+            self.balancers,
+            self.load_report_interval.map(f64::to_bits),
+            self.workload.arrivals,
+            self.workload.keys,
+            self.groups,
+            self.strategies,
+            self.connections,
+            self.faults,
+            self.sweep,
+            self.service_overhead.to_bits(),
+            self.extra_latency.to_bits(),
+        );
+        if let Some(t) = &self.workload.trace {
+            for x in &t.times {
+                let _ = write!(h, "{},", x.to_bits());
+            }
+            for x in t.work.iter().flatten() {
+                let _ = write!(h, "{},", x.to_bits());
+            }
+        }
+        format!("{:016x}", h.0)
+    }
+
     /// Time at which measurement ends and arrivals stop (seconds).
     pub fn end(&self) -> f64 {
         self.warmup + self.duration
@@ -233,6 +270,18 @@ impl Scenario {
             }
         }
         out
+    }
+}
+
+/// 64-bit FNV-1a over text written into it.
+struct Fnv(u64);
+
+impl std::fmt::Write for Fnv {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for b in s.bytes() {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        Ok(())
     }
 }
 

@@ -280,13 +280,15 @@ pub fn cmd_merge(
     let path = scenario.unwrap_or_else(|| head.scenario_path.clone());
     let scenario = load(&path)?;
     if scenario.name != head.scenario {
-        anyhow::bail!(
-            "{} is scenario `{}` but the shards are of `{}`\n  fix: pass the scenario the shards were run from with --scenario",
+        return Err(shard::ShardError::Mismatch(format!(
+            "{} is scenario `{}` but the shards are of `{}`; pass the scenario the shards were run from with --scenario",
             path.display(),
             scenario.name,
             head.scenario
-        );
+        ))
+        .into());
     }
+    head.check_scenario(&scenario, &path)?;
     let command = format!(
         "lbsim run {} --seed {} --replications {}{}{}",
         path.display(),
