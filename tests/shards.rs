@@ -171,7 +171,8 @@ fn merge_refuses_edited_scenarios_and_corrupted_shards() {
     let file = tmp.path().join("shards/shard-1-of-2.json");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    let edits: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let edits: Vec<(&str, Edit)> = vec![
         ("index ≥ N", Box::new(|v| v["shard"] = 5.into())),
         ("N = 0", Box::new(|v| v["shards"] = 0.into())),
         ("N = 2^32 − 1", Box::new(|v| v["shards"] = u32::MAX.into())),
