@@ -75,7 +75,7 @@ pub fn check_cost(
     if announce {
         eprintln!("{}: estimated cost: {}", scenario.name, cost.describe());
     }
-    cost.check(&scenario.name, &flags.limits())?;
+    cost.check(&scenario.path.display().to_string(), &flags.limits())?;
     Ok(cost)
 }
 

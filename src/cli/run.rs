@@ -223,6 +223,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         if flags.png { " --png" } else { "" },
     );
     print!("{}", summary_table(&results));
+    warn_clamped(&scenario.name, &results);
     write_all(
         &out,
         &scenario,
@@ -301,6 +302,7 @@ pub fn cmd_merge(
     let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
     check_out(&path, "--out", &out)?;
     print!("{}", summary_table(&results));
+    warn_clamped(&scenario.name, &results);
     write_all(&out, &scenario, &results, None, &command, png)?;
     if !missing.is_empty() || results.is_partial() {
         eprintln!(
@@ -314,4 +316,22 @@ pub fn cmd_merge(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says when response times went beyond the latency histogram's range: percentiles above
+/// it are reported at the range's top, while the mean and the maximum stay exact.
+fn warn_clamped(name: &str, results: &RunResults) {
+    let Some(k) = metric_index("latency_max") else {
+        return;
+    };
+    let top = lbsim::metrics::LATENCY_HIGH_NS as f64 * 1e-9;
+    for s in &results.strategies {
+        let max = s.runs.iter().map(|r| r.values[k]).fold(0.0, f64::max);
+        if max > top {
+            eprintln!(
+                "warning: {name}: strategy `{}`: response times reach {max:.0} s, beyond the {top:.0} s range of the latency histogram: percentiles above {top:.0} s are reported as {top:.0} s (latency_mean and latency_max are exact)",
+                s.label
+            );
+        }
+    }
 }

@@ -98,7 +98,7 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{}: {what}\n  fix: {fix}", .scenario)]
 pub struct CostError {
-    /// Scenario name.
+    /// The scenario (its file).
     pub scenario: String,
     /// What is too large.
     pub what: String,
