@@ -207,6 +207,14 @@ impl Scenario {
             .mean_rate(self.end(), self.workload.trace.as_deref())
     }
 
+    /// The peak of a time-varying arrival rate over the run, as (requests per second,
+    /// when in seconds if it has a time); `None` for a constant rate.
+    pub fn peak_rate(&self) -> Option<(f64, Option<f64>)> {
+        self.workload
+            .arrivals
+            .peak_rate(self.end(), self.workload.trace.as_deref())
+    }
+
     /// Requests per second the whole cluster can serve.
     pub fn capacity(&self) -> f64 {
         self.groups

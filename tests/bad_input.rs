@@ -466,7 +466,7 @@ fn validate_prints_the_estimated_cost() {
 fn silently_ignored_input_is_an_error() {
     let cases: Vec<(String, &[&str])> = vec![
         (
-            GOOD.replace("kind = \"weighted_random\"", "kind = \"jsq\"\nd = 3"),
+            GOOD.replace("kind = \"weighted_random\"", "kind = \"jiq\"\nd = 3"),
             &["strategies[0].d", "no parameter"],
         ),
         (

@@ -3,29 +3,44 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use lbsim::metrics::METRICS;
+use lbsim::report::check::CheckedScenario;
 use lbsim::report::{check, write_summary_csv};
 use lbsim::runner::{RunOptions, run};
 
-use super::{CostFlags, bad_flag, check_cost, check_out, check_threads, load};
+use super::{CostFlags, bad_flag, check_cost, check_out, check_threads, load_selected};
 
-/// `lbsim check` flags beyond the scenarios, the baseline and the run options.
+/// `lbsim check` flags beyond the run options.
 pub struct CheckFlags {
+    /// Rewrite the baseline instead of comparing.
     pub update: bool,
+    /// JSON instead of Markdown.
     pub json: bool,
-    pub allow_new: bool,
+    /// `--tolerance` entries.
     pub tolerance: Vec<String>,
+    /// `--strategy` labels (empty: all).
+    pub strategies: Vec<String>,
+    /// Accept figures the baseline has no row for (else an error).
+    pub allow_new: bool,
+    /// `--max-events`, `--max-memory`.
     pub cost: CostFlags,
 }
 
 pub fn cmd_check(
     paths: &[PathBuf],
     baseline: &Path,
-    flags: &CheckFlags,
+    flags: CheckFlags,
     opts: RunOptions,
 ) -> anyhow::Result<ExitCode> {
-    let (update, json, allow_new, cost) = (flags.update, flags.json, flags.allow_new, &flags.cost);
-    let tolerance = &flags.tolerance;
-    let tolerance = check::tolerances(tolerance)?;
+    let tolerance = check::tolerances(&flags.tolerance)?;
+    if let (true, Some(first)) = (flags.update && !flags.strategies.is_empty(), paths.first()) {
+        return Err(bad_flag(
+            first,
+            "--strategy",
+            "with --update would drop the other strategies from the baseline",
+            "update whole scenarios (no --strategy)",
+        ));
+    }
     let first = paths
         .first()
         .map_or(Path::new("lbsim check"), PathBuf::as_path);
@@ -41,10 +56,10 @@ pub fn cmd_check(
     // Every scenario is loaded and priced before any runs: a bad one fails at once.
     let mut scenarios = Vec::new();
     for path in paths {
-        let scenario = load(path)?;
+        let scenario = load_selected(path, &flags.strategies)?;
         let reps = opts.replications.unwrap_or(scenario.replications);
-        check_cost(&scenario, reps, opts.threads, cost, false)?;
-        if update {
+        check_cost(&scenario, reps, opts.threads, &flags.cost, false)?;
+        if flags.update {
             check_out(path, "--baseline", &baseline.join(&scenario.name))?;
         }
         scenarios.push(scenario);
@@ -53,39 +68,50 @@ pub fn cmd_check(
     let mut ran = Vec::new();
     for scenario in &scenarios {
         let results = run(scenario, &opts)?;
-        ran.push((scenario.name.clone(), results.finished.len()));
-        if update {
+        ran.push(CheckedScenario {
+            name: scenario.name.clone(),
+            replications: results.finished.len(),
+            sweep_points: scenario.sweep.as_ref().map_or(0, |s| s.len()),
+        });
+        if flags.update {
             let dir = baseline.join(&scenario.name);
             let file = write_summary_csv(&dir, scenario, &results)?;
             eprintln!("updated {}", file.display());
             continue;
         }
-        let rows = check::read_baseline(baseline, &scenario.name)?;
+        let mut rows = check::read_baseline(baseline, &scenario.name)?;
+        if !flags.strategies.is_empty() {
+            rows.retain(|b| flags.strategies.contains(&b.strategy));
+        }
         if let Some(b) = rows
             .first()
             .filter(|b| b.replications != results.finished.len())
         {
-            {
-                eprintln!(
-                    "warning: {}: baseline has {} replications, this run {}: pass the same --replications as when the baseline was made",
-                    scenario.name,
-                    b.replications,
-                    results.finished.len()
-                );
-            }
+            eprintln!(
+                "warning: {}: baseline has {} replications, this run {}: pass the same --replications as when the baseline was made",
+                scenario.name,
+                b.replications,
+                results.finished.len()
+            );
         }
         let compared = check::compare_with_baseline(scenario, &results, &rows, &tolerance);
-        check::require_complete(baseline, &scenario.name, &compared, allow_new)?;
+        check::require_complete(baseline, &scenario.name, &compared, flags.allow_new)?;
         findings.extend(compared);
     }
-    if update {
+    if flags.update {
         return Ok(ExitCode::SUCCESS);
     }
     let failed = findings.iter().any(check::Finding::fails);
-    if json {
+    if flags.json {
         let doc = serde_json::json!({
             "passed": !failed,
-            "scenarios": ran.iter().map(|(n, r)| serde_json::json!({"name": n, "replications": r})).collect::<Vec<_>>(),
+            "scenarios": ran,
+            "sweep_points_checked": false,
+            "tolerances": METRICS
+                .iter()
+                .zip(&tolerance)
+                .map(|(m, t)| (m.name.to_string(), serde_json::json!(t)))
+                .collect::<serde_json::Map<_, _>>(),
             "findings": findings,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);

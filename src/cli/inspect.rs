@@ -1,46 +1,94 @@
 //! `lbsim validate` and `lbsim strategies`: look at a scenario or the catalogue without
 //! running anything.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
+
+use lbsim::report::sig;
+use lbsim::scenario::Scenario;
 use lbsim::strategy::CATALOGUE;
 
-use super::{CostFlags, bad_flag, check_cost, load};
+use super::{CostFlags, EXIT_BAD_INPUT, bad_flag, check_cost, load};
 
+/// `lbsim validate FILE...`: every file is checked, and the cost of running it estimated;
+/// the exit status is 2 when any is invalid or beyond the cost limits (each error is
+/// printed, then the next file is checked).
 pub fn cmd_validate(
-    path: &Path,
+    paths: &[PathBuf],
     replications: Option<u32>,
     cost: &CostFlags,
 ) -> anyhow::Result<ExitCode> {
-    let scenario = load(path)?;
-    if replications == Some(0) {
+    if let (Some(0), Some(first)) = (replications, paths.first()) {
         return Err(bad_flag(
-            path,
+            first,
             "--replications",
             "is 0",
             "use 2 or more replications",
         ));
     }
-    let estimate = check_cost(
-        &scenario,
-        replications.unwrap_or(scenario.replications),
-        None,
-        cost,
-        false,
-    )?;
+    let mut bad = 0;
+    for path in paths {
+        let checked = load(path).and_then(|scenario| {
+            let reps = replications.unwrap_or(scenario.replications);
+            let estimate = check_cost(&scenario, reps, None, cost, false)?;
+            Ok((scenario, estimate))
+        });
+        match checked {
+            Ok((scenario, estimate)) => {
+                describe(path, &scenario);
+                println!("  estimated cost: {}", estimate.describe());
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                bad += 1;
+            }
+        }
+    }
+    if bad > 0 {
+        if paths.len() > 1 {
+            eprintln!("{bad} of {} files invalid", paths.len());
+        }
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(path: &Path, scenario: &Scenario) {
     let rate = scenario.mean_rate();
     let capacity = scenario.capacity();
     println!("{}: valid", path.display());
-    println!("  estimated cost: {}", estimate.describe());
     println!(
-        "  {} servers in {} groups, mean arrival rate {:.1} req/s, capacity {:.1} req/s (overall load {:.0}%)",
+        "  {} server{} in {} group{}, mean arrival rate {:.1} req/s, capacity {:.1} req/s (overall load {:.0}%)",
         scenario.servers().len(),
+        if scenario.servers().len() == 1 {
+            ""
+        } else {
+            "s"
+        },
         scenario.groups.len(),
+        if scenario.groups.len() == 1 { "" } else { "s" },
         rate,
         capacity,
         100.0 * rate / capacity
     );
+    if let Some((peak, at)) = scenario.peak_rate() {
+        println!(
+            "  time-varying rate: peak {:.1} req/s {} ({:.0}% of capacity{})",
+            peak,
+            at.map_or("in the high state".to_string(), |t| format!(
+                "at {} s",
+                sig(t)
+            )),
+            100.0 * peak / capacity,
+            if peak >= capacity {
+                ": queues grow while it lasts"
+            } else {
+                ""
+            }
+        );
+    }
     for entry in &scenario.strategies {
         match scenario.group_loads(entry) {
             Some(loads) => {
@@ -63,6 +111,31 @@ pub fn cmd_validate(
             ),
         }
     }
+    if let Some(sweep) = &scenario.sweep {
+        println!(
+            "  sweep: {} points over {}{}",
+            sweep.len(),
+            sweep.first.name(),
+            sweep
+                .by
+                .as_ref()
+                .map_or(String::new(), |b| format!(" × {}", b.name()))
+        );
+    }
+}
+
+/// `lbsim man`: the man page on standard output, or every page into `out`.
+pub fn cmd_man(cmd: clap::Command, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    match out {
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create `{}`", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("cannot write man pages into `{}`", dir.display()))?;
+            println!("wrote man pages into {}", dir.display());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -75,6 +148,6 @@ pub fn cmd_strategies() {
         }
     }
     println!(
-        "\nUse in a scenario: [[strategies]] kind = \"<kind>\" plus parameters (see scenarios/README.md)."
+        "\nUse in a scenario: [[strategies]] kind = \"<kind>\" plus parameters (see scenarios/README.md);\nwrite durations as bare numbers of seconds (decay_time = 10 means 10 s)."
     );
 }

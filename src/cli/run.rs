@@ -10,15 +10,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use lbsim::metrics::metric_index;
-use lbsim::report::{ImageFormat, ReportInput, standard_reports, summary_table, write_reports};
-use lbsim::runner::{RunOptions, RunResults, run, run_replications};
+use lbsim::report::timeseries::{Timeseries, trace_spec};
+use lbsim::report::{
+    ImageFormat, ReportInput, standard_reports_with, summary_table, write_reports,
+};
+use lbsim::runner::{RunOptions, RunResults, TraceSink, run, run_replications};
 use lbsim::scenario::Scenario;
 use lbsim::sequential::{Precision, run_to_precision};
 use lbsim::shard::{self, ShardFile, ShardSpec};
 use lbsim::sweep::SweepResults;
 use lbsim::sweep::run_sweep;
 
-use super::{CostFlags, bad_flag, check_cost, check_out, check_threads, load};
+use super::{CostFlags, bad_flag, check_cost, check_out, check_threads, load, load_selected};
 use lbsim::scenario::cost::MAX_REPLICATIONS;
 
 /// `lbsim run` flags beyond the run options.
@@ -29,11 +32,14 @@ pub struct RunFlags {
     pub metric: String,
     pub max_replications: u32,
     pub shard: Option<ShardSpec>,
+    /// `--strategy` labels (empty: all).
+    pub strategies: Vec<String>,
+    pub full_timeseries: bool,
     pub cost: CostFlags,
 }
 
 pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Result<ExitCode> {
-    let scenario = load(path)?;
+    let scenario = load_selected(path, &flags.strategies)?;
     if opts.replications == Some(0) {
         return Err(bad_flag(
             path,
@@ -67,6 +73,14 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
                 "shard a fixed number of replications (--replications N)",
             ));
         }
+    }
+    if flags.shard.is_some() && !flags.strategies.is_empty() {
+        return Err(bad_flag(
+            path,
+            "--strategy",
+            "cannot be combined with --shard (`lbsim merge` reads every strategy of the scenario file)",
+            "shard the whole scenario, or write a scenario file with only the strategies to run",
+        ));
     }
     if flags.shard.is_some() && scenario.sweep.is_some() {
         return Err(bad_flag(
@@ -168,6 +182,9 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         });
     }
 
+    // Replication 0's time series is recorded while it runs (no second simulation).
+    let sink = TraceSink::new(trace_spec(&scenario, flags.full_timeseries));
+    opts.trace = Some(sink.clone());
     let results = match flags.precision {
         Some(target) => {
             let seq = run_to_precision(
@@ -205,6 +222,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
     };
     let sweep_opts = RunOptions {
         replications: Some(results.finished.len().max(2) as u32),
+        trace: None,
         ..opts.clone()
     };
     let sweep = run_sweep(&scenario, &sweep_opts)?;
@@ -212,7 +230,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         bar.finish_and_clear();
     }
     let command = format!(
-        "lbsim run {} --seed {} --replications {}{}{}",
+        "lbsim run {} --seed {} --replications {}{}{}{}{}",
         path.display(),
         results.seed,
         results.finished.len(),
@@ -221,6 +239,16 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
             .as_ref()
             .map_or(String::new(), |o| format!(" --out {}", o.display())),
         if flags.png { " --png" } else { "" },
+        flags
+            .strategies
+            .iter()
+            .map(|l| format!(" --strategy {l}"))
+            .collect::<String>(),
+        if flags.full_timeseries {
+            " --full-timeseries"
+        } else {
+            ""
+        },
     );
     print!("{}", summary_table(&results));
     warn_clamped(&scenario.name, &results);
@@ -231,6 +259,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         sweep.as_ref(),
         &command,
         flags.png,
+        Timeseries::recorded(sink.take(), flags.full_timeseries),
     )?;
     if results.is_partial() {
         eprintln!(
@@ -250,6 +279,7 @@ fn write_all(
     sweep: Option<&SweepResults>,
     command: &str,
     png: bool,
+    timeseries: Timeseries,
 ) -> anyhow::Result<()> {
     let input = ReportInput {
         scenario,
@@ -262,7 +292,7 @@ fn write_all(
         },
         sweep,
     };
-    let files = write_reports(out, &input, &standard_reports())?;
+    let files = write_reports(out, &input, &standard_reports_with(timeseries))?;
     let names: Vec<String> = files
         .iter()
         .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -303,7 +333,16 @@ pub fn cmd_merge(
     check_out(&path, "--out", &out)?;
     print!("{}", summary_table(&results));
     warn_clamped(&scenario.name, &results);
-    write_all(&out, &scenario, &results, None, &command, png)?;
+    // The replications ran elsewhere: the time series simulates replication 0 again.
+    write_all(
+        &out,
+        &scenario,
+        &results,
+        None,
+        &command,
+        png,
+        Timeseries::default(),
+    )?;
     if !missing.is_empty() || results.is_partial() {
         eprintln!(
             "incomplete: {} of {} replications ({} shard{} missing: {:?}); the files above hold those",

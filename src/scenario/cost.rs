@@ -322,7 +322,7 @@ fn truncated_mean(d: &crate::workload::Dist, t: f64) -> f64 {
 fn scan_events(spec: &StrategySpec, n: f64) -> f64 {
     match spec {
         StrategySpec::LeastConnections { .. }
-        | StrategySpec::Jsq
+        | StrategySpec::Jsq { .. }
         | StrategySpec::LeastResponseTime { .. }
         | StrategySpec::First { .. } => n / BACKENDS_PER_EVENT,
         StrategySpec::PowerOfD { d, .. } => *d as f64 / BACKENDS_PER_EVENT,
