@@ -19,7 +19,7 @@ use toml::{Table, Value};
 const MAX_EVENTS: f64 = 3e6;
 /// Wall-clock allowance: a fixed part (start-up, reports, plots) plus one per event at a
 /// tenth of the engine's speed, so a slow shared machine does not fail the test.
-const FIXED: Duration = Duration::from_secs(30);
+const FIXED: Duration = Duration::from_secs(20);
 const EVENTS_PER_SEC: f64 = 1e6;
 
 fn shipped() -> Vec<(String, String)> {
@@ -356,6 +356,7 @@ fn mutant(rng: &mut StdRng, base: &str) -> String {
 
 struct Outcome {
     code: Option<i32>,
+    stdout: String,
     stderr: String,
     elapsed: Duration,
     timed_out: bool,
@@ -364,6 +365,7 @@ struct Outcome {
 fn lbsim(args: &[&str], dir: &Path, limit: Duration) -> Outcome {
     let start = Instant::now();
     let err_path = dir.join("stderr.txt");
+    let out_path = dir.join("stdout.txt");
     // LBSIM_FUZZ_BIN: a copy of the binary, so that long local runs survive rebuilds.
     let bin =
         std::env::var("LBSIM_FUZZ_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lbsim").into());
@@ -371,7 +373,7 @@ fn lbsim(args: &[&str], dir: &Path, limit: Duration) -> Outcome {
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
@@ -389,6 +391,7 @@ fn lbsim(args: &[&str], dir: &Path, limit: Duration) -> Outcome {
     };
     Outcome {
         code: status.code(),
+        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
         stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
         elapsed: start.elapsed(),
         timed_out,
@@ -396,8 +399,8 @@ fn lbsim(args: &[&str], dir: &Path, limit: Duration) -> Outcome {
 }
 
 /// The events `lbsim` estimated (`estimated cost: about N events`), if it printed them.
-fn estimated_events(stderr: &str) -> Option<f64> {
-    let rest = stderr.split("estimated cost: about ").nth(1)?;
+fn estimated_events(text: &str) -> Option<f64> {
+    let rest = text.split("estimated cost: about ").nth(1)?;
     rest.split_whitespace().next()?.parse().ok()
 }
 
@@ -445,7 +448,8 @@ fn mutated_scenarios_never_panic_hang_or_fail_oddly() {
         let file = dir.path().join("case.toml");
         std::fs::write(&file, &src).unwrap();
         tried += 1;
-        let mut args = vec!["validate", "case.toml"];
+        // Priced for the run below: 2 replications.
+        let mut args = vec!["validate", "case.toml", "--replications", "2"];
         args.extend(limits);
         let v = lbsim(&args, dir.path(), FIXED);
         let mut problem = bad(&v).map(|p| ("validate", p, v.stderr.clone()));
@@ -462,9 +466,12 @@ fn mutated_scenarios_never_panic_hang_or_fail_oddly() {
                 "out",
             ];
             args.extend(limits);
-            // Time proportional to the work estimated, which --max-events bounds.
-            let events = MAX_EVENTS;
-            let limit = FIXED + Duration::from_secs_f64(events / EVENTS_PER_SEC);
+            // Time proportional to the work estimated (which --max-events bounds).
+            let Some(events) = estimated_events(&v.stdout) else {
+                failures.push(format!("validate printed no cost estimate for {name}"));
+                continue;
+            };
+            let limit = FIXED + Duration::from_secs_f64(events.min(MAX_EVENTS) / EVENTS_PER_SEC);
             let r = lbsim(&args, dir.path(), limit);
             if r.code == Some(0) && estimated_events(&r.stderr).is_none() {
                 problem = Some(("run", "printed no cost estimate".into(), r.stderr.clone()));

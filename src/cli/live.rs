@@ -338,7 +338,10 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
     } else {
         ImageFormat::Svg
     };
-    let written = verdict::write_reports(&out, &scenario, &verdict, format)?;
+    // Staged and moved into --out together, as `lbsim run` does: never half-written.
+    let staging = lbsim::report::output::Staging::new(&out)?;
+    let staged = verdict::write_reports(&staging.dir, &scenario, &verdict, format)?;
+    let written = lbsim::report::output::publish(staging, &staged)?;
     println!(
         "wrote {}",
         written
