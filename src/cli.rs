@@ -44,10 +44,90 @@ pub mod signals;
 
 use std::path::Path;
 
-use lbsim::scenario::{Scenario, ScenarioError};
+use clap::Args;
 
-/// Exit status for bad input (scenario errors, bad flags).
+use lbsim::scenario::cost::{DEFAULT_MAX_EVENTS, DEFAULT_MAX_MEMORY};
+use lbsim::scenario::{Cost, Limits, Scenario, ScenarioError};
+
+/// Exit status for bad input (scenario errors, bad flags, a run beyond the cost limits).
 pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// Most worker threads `--threads` may ask for.
+pub const MAX_THREADS: usize = 1024;
+
+/// Limits on what a run may cost (see `lbsim::scenario::cost`).
+#[derive(Args, Clone, Copy, Debug)]
+pub struct CostFlags {
+    /// Refuse a run estimated to simulate more events than this (requests × 2 ×
+    /// replications × strategies × sweep points, plus timers and scans).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_EVENTS, value_parser = parse_amount)]
+    pub max_events: f64,
+    /// Refuse a run estimated to need more memory than this, in bytes (suffixes k, M, G).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_MEMORY, value_parser = parse_amount)]
+    pub max_memory: f64,
+}
+
+impl CostFlags {
+    /// The limits these flags set.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_events: self.max_events,
+            max_memory: self.max_memory,
+        }
+    }
+}
+
+/// A positive number, optionally with a k/M/G suffix (powers of 1000) or in
+/// scientific notation: `1e11`, `8G`.
+fn parse_amount(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1e3),
+        Some((i, 'm' | 'M')) => (&t[..i], 1e6),
+        Some((i, 'g' | 'G')) => (&t[..i], 1e9),
+        Some((i, 't' | 'T')) => (&t[..i], 1e12),
+        _ => (t, 1.0),
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v * mult),
+        _ => Err(format!(
+            "`{s}` is not a positive number (e.g. 1e11, or 8G for bytes)"
+        )),
+    }
+}
+
+/// Estimates what running `scenario` costs, prints it on stderr when `announce`, and
+/// refuses it beyond the limits (a [`lbsim::scenario::CostError`], exit status 2).
+pub fn check_cost(
+    scenario: &Scenario,
+    replications: u32,
+    threads: Option<usize>,
+    flags: &CostFlags,
+    announce: bool,
+) -> anyhow::Result<Cost> {
+    let threads = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let cost = scenario.cost(replications, threads);
+    if announce {
+        eprintln!("{}: estimated cost: {}", scenario.name, cost.describe());
+    }
+    cost.check(&scenario.path.display().to_string(), &flags.limits())?;
+    Ok(cost)
+}
+
+/// Refuses `--threads 0` and absurd thread counts.
+pub fn check_threads(path: &Path, threads: Option<usize>) -> anyhow::Result<()> {
+    match threads {
+        Some(t) if t == 0 || t > MAX_THREADS => Err(bad_flag(
+            path,
+            "--threads",
+            &format!("is {t}"),
+            &format!("use 1 to {MAX_THREADS} threads, or omit it for one per core"),
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// Loads and validates a scenario, printing its warnings.
 pub fn load(path: &Path) -> anyhow::Result<Scenario> {
@@ -84,4 +164,18 @@ pub fn bad_flag(path: &Path, field: &str, problem: &str, fix: &str) -> anyhow::E
         fix: fix.into(),
     }
     .into()
+}
+
+/// Checks before any work that reports can be written into `out` (creating it); an
+/// unwritable folder is bad input (exit status 2) naming `--out`.
+pub fn check_out(path: &Path, flag: &str, out: &Path) -> anyhow::Result<()> {
+    lbsim::report::output::check_writable(out).map_err(|e| {
+        let problem = e.to_string();
+        bad_flag(
+            path,
+            flag,
+            problem.lines().next().unwrap_or("cannot be written"),
+            "pass a folder you can write to (it is created if missing)",
+        )
+    })
 }

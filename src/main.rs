@@ -15,7 +15,7 @@ use lbsim::scenario::ScenarioError;
 use lbsim::shard::{self, ShardSpec};
 
 use cli::{
-    EXIT_BAD_INPUT,
+    CostFlags, EXIT_BAD_INPUT,
     check::{CheckFlags, cmd_check},
     inspect::{cmd_strategies, cmd_validate},
     live as live_cli,
@@ -73,6 +73,8 @@ enum Command {
         /// a cluster of more than 64 servers shows a sample of each group.
         #[arg(long)]
         full_timeseries: bool,
+        #[command(flatten)]
+        cost: CostFlags,
     },
     /// Combine shard files (`lbsim run --shard K/N`) into the reports a single run writes.
     Merge {
@@ -95,6 +97,11 @@ enum Command {
         /// Scenario files (TOML).
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
+        /// Replications to estimate the cost of [default: each scenario's].
+        #[arg(long)]
+        replications: Option<u32>,
+        #[command(flatten)]
+        cost: CostFlags,
     },
     /// List the strategies, their parameters (defaults, with units) and the system each
     /// follows.
@@ -115,6 +122,10 @@ enum Command {
         /// Print JSON (every finding) instead of Markdown.
         #[arg(long)]
         json: bool,
+        /// Accept strategies and metrics the baseline has no row for (listed as new);
+        /// without it they are an error (exit 2), since nothing would be compared.
+        #[arg(long)]
+        allow_new: bool,
         /// Relative tolerances, e.g. `latency_p99=0.1,throughput=2%` (`*=0.1` for all).
         #[arg(long, long_help = tolerance_help())]
         tolerance: Vec<String>,
@@ -129,6 +140,8 @@ enum Command {
         /// Baseline rows of the other strategies are then not reported missing.
         #[arg(long = "strategy", value_name = "LABEL")]
         strategies: Vec<String>,
+        #[command(flatten)]
+        cost: CostFlags,
     },
     /// Print a shell completion script, e.g. `lbsim completions bash >
     /// ~/.local/share/bash-completion/completions/lbsim`.
@@ -173,6 +186,7 @@ fn main() -> ExitCode {
             shard,
             strategies,
             full_timeseries,
+            cost,
         } => cmd_run(
             &scenario,
             RunFlags {
@@ -184,6 +198,7 @@ fn main() -> ExitCode {
                 shard,
                 strategies,
                 full_timeseries,
+                cost,
             },
             RunOptions {
                 replications,
@@ -192,7 +207,11 @@ fn main() -> ExitCode {
                 ..Default::default()
             },
         ),
-        Command::Validate { scenarios } => cmd_validate(&scenarios),
+        Command::Validate {
+            scenarios,
+            replications,
+            cost,
+        } => cmd_validate(&scenarios, replications, &cost),
         Command::Merge {
             shards,
             scenario,
@@ -204,10 +223,12 @@ fn main() -> ExitCode {
             baseline,
             update,
             json,
+            allow_new,
             tolerance,
             replications,
             threads,
             strategies,
+            cost,
         } => cmd_check(
             &scenarios,
             &baseline,
@@ -216,6 +237,8 @@ fn main() -> ExitCode {
                 json,
                 tolerance,
                 strategies,
+                allow_new,
+                cost,
             },
             RunOptions {
                 replications,
@@ -240,7 +263,8 @@ fn main() -> ExitCode {
         Err(e) => {
             let bad_input = e.downcast_ref::<ScenarioError>().is_some()
                 || e.downcast_ref::<check::CheckError>().is_some()
-                || e.downcast_ref::<shard::ShardError>().is_some();
+                || e.downcast_ref::<shard::ShardError>().is_some()
+                || e.downcast_ref::<lbsim::scenario::CostError>().is_some();
             eprintln!("error: {e:#}");
             ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { 1 })
         }

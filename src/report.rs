@@ -9,6 +9,7 @@ pub mod check;
 pub mod comparisons;
 pub mod csv_files;
 pub mod markdown;
+pub mod output;
 pub mod plots;
 pub mod sweep;
 pub mod table;
@@ -97,36 +98,39 @@ pub fn standard_reports_with(timeseries: timeseries::Timeseries) -> Vec<Box<dyn 
 }
 
 /// Forwards `input` to every report in turn; returns every file written.
+///
+/// The reports are written into a staging folder inside `dir` and moved into `dir`
+/// together once all succeeded ([`output::publish`]): a failure leaves the previous
+/// files as they were, two runs into one folder do not mix, and files of the previous
+/// run that this one does not write are removed.
 pub fn write_reports(
     dir: &Path,
     input: &ReportInput<'_>,
     reports: &[Box<dyn Report>],
 ) -> Result<Vec<PathBuf>, ReportError> {
+    let staging = output::Staging::new(dir)?;
     let mut files = Vec::new();
     for r in reports {
-        files.extend(r.write(dir, input)?);
+        files.extend(r.write(&staging.dir, input)?);
     }
-    Ok(files)
+    output::publish(staging, &files)
 }
 
-/// Creates `path`'s folder and a CSV writer on it.
-pub(crate) fn csv_writer(path: &Path) -> Result<csv::Writer<std::fs::File>, ReportError> {
-    create_parent(path)?;
-    csv::Writer::from_path(path).map_err(|source| ReportError::Csv {
-        path: path.to_path_buf(),
-        source,
-    })
+/// A CSV writer on `path`, written atomically by [`finish_csv`].
+pub(crate) fn csv_writer(path: &Path) -> Result<csv::Writer<output::AtomicFile>, ReportError> {
+    Ok(csv::Writer::from_writer(output::AtomicFile::create(path)?))
 }
 
-/// Flushes a CSV writer.
+/// Flushes a CSV writer and moves its file into place.
 pub(crate) fn finish_csv(
-    mut w: csv::Writer<std::fs::File>,
+    w: csv::Writer<output::AtomicFile>,
     path: &Path,
 ) -> Result<(), ReportError> {
-    w.flush().map_err(|source| ReportError::Write {
+    let file = w.into_inner().map_err(|e| ReportError::Write {
         path: path.to_path_buf(),
-        source,
-    })
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    file.commit().map(|_| ())
 }
 
 /// Creates the folder `path` lives in.
@@ -140,13 +144,9 @@ pub(crate) fn create_parent(path: &Path) -> Result<(), ReportError> {
     Ok(())
 }
 
-/// Writes a text file, creating its folder.
+/// Writes a text file atomically, creating its folder.
 pub(crate) fn write_text(path: &Path, text: &str) -> Result<(), ReportError> {
-    create_parent(path)?;
-    std::fs::write(path, text).map_err(|source| ReportError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    output::write_atomic(path, text.as_bytes()).map(|_| ())
 }
 
 /// `v` in `unit`, scaled for people: seconds in µs, ms or s by magnitude

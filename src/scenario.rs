@@ -4,6 +4,7 @@
 //! wrote and is only checked for shape by serde; [`Scenario::load`] then checks every
 //! value, loads referenced files (traces) and expands server groups into servers.
 
+pub mod cost;
 pub mod error;
 pub mod file;
 pub mod sweep;
@@ -11,6 +12,7 @@ pub mod sweep;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use cost::{Cost, CostError, Limits};
 pub use error::ScenarioError;
 pub use file::{ConnectionSpec, FaultKind, FaultSpec, ScenarioFile, ServerGroup};
 pub use sweep::{Sweep, SweepFile, SweepParameter};
@@ -120,7 +122,9 @@ impl Scenario {
                   and `lbsim strategies` lists the strategy kinds"
                     .to_string(),
         })?;
-        Validator { path, source }.validate(file)
+        let v = Validator { path, source };
+        v.unknown_strategy_keys(source)?;
+        v.validate(file)
     }
 
     /// Every server, in order: group by group.
@@ -152,6 +156,43 @@ impl Scenario {
         self.warmup = warmup;
         self.duration = duration;
         self.workload.horizon = warmup + duration;
+    }
+
+    /// A fingerprint of everything that shapes this scenario's results — run length,
+    /// arrivals (a trace's contents too), keys, servers, strategies, topology, faults —
+    /// but not where the file lives, its description, seed or replication count (shards
+    /// record those separately). 16 hex digits of a 64-bit FNV-1a hash: stable across runs
+    /// and machines, so shards and `lbsim merge` can tell an edited scenario.
+    pub fn fingerprint(&self) -> String {
+        use std::fmt::Write as _;
+        let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+        let _ = write!(
+            h,
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.name,
+            self.duration.to_bits(),
+            self.warmup.to_bits(),
+            self.balancers,
+            self.load_report_interval.map(f64::to_bits),
+            self.workload.arrivals,
+            self.workload.keys,
+            self.groups,
+            self.strategies,
+            self.connections,
+            self.faults,
+            self.sweep,
+            self.service_overhead.to_bits(),
+            self.extra_latency.to_bits(),
+        );
+        if let Some(t) = &self.workload.trace {
+            for x in &t.times {
+                let _ = write!(h, "{},", x.to_bits());
+            }
+            for x in t.work.iter().flatten() {
+                let _ = write!(h, "{},", x.to_bits());
+            }
+        }
+        format!("{:016x}", h.0)
     }
 
     /// Time at which measurement ends and arrivals stop (seconds).
@@ -240,6 +281,18 @@ impl Scenario {
     }
 }
 
+/// 64-bit FNV-1a over text written into it.
+struct Fnv(u64);
+
+impl std::fmt::Write for Fnv {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for b in s.bytes() {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        Ok(())
+    }
+}
+
 struct Validator<'a> {
     path: &'a Path,
     source: &'a str,
@@ -273,6 +326,35 @@ impl Validator<'_> {
         }
     }
 
+    fn at_most(&self, field: &str, v: f64, max: f64) -> Result<(), ScenarioError> {
+        if v <= max {
+            Ok(())
+        } else {
+            Err(self.invalid(
+                field,
+                format!("is {v}, above the largest value that can be simulated, {max:e}"),
+                format!("set `{field}` to at most {max:e}"),
+            ))
+        }
+    }
+
+    /// A positive time that drives a recurring event: between [`cost::MIN_INTERVAL`] and
+    /// [`cost::MAX_TIME`] seconds.
+    fn interval(&self, field: &str, v: f64) -> Result<(), ScenarioError> {
+        self.positive(field, v)?;
+        if v < cost::MIN_INTERVAL {
+            return Err(self.invalid(
+                field,
+                format!(
+                    "is {v} s, shorter than {:e} s: a timer this short floods the run with events (or does not advance the nanosecond clock)",
+                    cost::MIN_INTERVAL
+                ),
+                format!("set `{field}` to {:e} s or more", cost::MIN_INTERVAL),
+            ));
+        }
+        self.at_most(field, v, cost::MAX_TIME)
+    }
+
     fn validate(&self, f: ScenarioFile) -> Result<Scenario, ScenarioError> {
         let name = match &f.name {
             Some(n) if n.trim().is_empty() => {
@@ -288,11 +370,31 @@ impl Validator<'_> {
                 |s| s.to_string_lossy().into_owned(),
             ),
         };
-        if name.contains(['/', '\\']) {
+        if name.contains(['/', '\\']) || name.chars().any(char::is_control) {
             return Err(self.invalid(
                 "name",
-                format!("`{name}` contains a path separator"),
+                format!(
+                    "`{}` contains a path separator or a control character",
+                    name.escape_debug()
+                ),
                 "use letters, digits, `-` and `_`",
+            ));
+        }
+        if name.starts_with('.') {
+            // `..` would write reports into the parent folder, `.x` a hidden one.
+            return Err(self.invalid(
+                "name",
+                format!(
+                    "`{name}` starts with `.`: reports/{name}/ would not be a folder of its own"
+                ),
+                "start the name with a letter or digit",
+            ));
+        }
+        if f.replications > cost::MAX_REPLICATIONS {
+            return Err(self.invalid(
+                "replications",
+                format!("is {}, above {}", f.replications, cost::MAX_REPLICATIONS),
+                format!("use at most {} replications (`lbsim run --precision` adds them only as needed)", cost::MAX_REPLICATIONS),
             ));
         }
         if f.replications == 0 {
@@ -317,11 +419,26 @@ impl Validator<'_> {
                 "`duration` is the measured time after the warm-up; make warmup shorter than duration (e.g. a tenth)",
             ));
         }
+        self.at_most("duration", f.duration, cost::MAX_TIME)?;
+        if f.warmup.is_finite() && f.warmup + f.duration > cost::MAX_TIME {
+            return Err(self.invalid(
+                "warmup",
+                format!("warmup + duration is {} s, above {:e} s", f.warmup + f.duration, cost::MAX_TIME),
+                "shorten the run: the simulated clock counts nanoseconds and must cover the run and its drain",
+            ));
+        }
         if f.balancers == 0 {
             return Err(self.invalid("balancers", "is 0", "use 1 (one balancer) or more"));
         }
+        if f.balancers > cost::MAX_BALANCERS {
+            return Err(self.invalid(
+                "balancers",
+                format!("is {}, above {}", f.balancers, cost::MAX_BALANCERS),
+                format!("use at most {} balancers", cost::MAX_BALANCERS),
+            ));
+        }
         if let Some(dt) = f.load_report_interval {
-            self.positive("load_report_interval", dt)?;
+            self.interval("load_report_interval", dt)?;
         }
         let trace = self.arrivals(&f.arrivals)?;
         self.keys(&f.keys)?;
@@ -341,8 +458,19 @@ impl Validator<'_> {
                     "use 1 or more connections per client",
                 ));
             }
+            let slots = u64::from(c.clients) * u64::from(c.pool_size);
+            if slots > cost::MAX_CONNECTIONS {
+                return Err(self.invalid(
+                    "connections.clients",
+                    format!(
+                        "clients × pool_size is {slots}, above {}",
+                        cost::MAX_CONNECTIONS
+                    ),
+                    "use fewer clients or a smaller pool_size",
+                ));
+            }
             if let Some(l) = c.lifetime {
-                self.positive("connections.lifetime", l)?;
+                self.interval("connections.lifetime", l)?;
             }
         }
         let scenario = Scenario {
@@ -371,6 +499,13 @@ impl Validator<'_> {
         };
         sweep::check_points(self, &scenario)?;
         let (rate, capacity) = (scenario.mean_rate(), scenario.capacity());
+        if !(rate.is_finite() && capacity.is_finite()) {
+            return Err(self.invalid(
+                "arrivals",
+                format!("the mean arrival rate ({rate}/s) or the capacity ({capacity}/s) is not a finite number"),
+                "use rates, speeds and service times of everyday magnitudes",
+            ));
+        }
         if rate <= 0.0 {
             return Err(self.invalid(
                 "arrivals",
@@ -416,7 +551,7 @@ impl Validator<'_> {
                     ));
                 }
                 for s in mean_sojourn {
-                    self.positive("arrivals.mean_sojourn", *s)?;
+                    self.interval("arrivals.mean_sojourn", *s)?;
                 }
             }
             ArrivalSpec::OnOff {
@@ -425,8 +560,8 @@ impl Validator<'_> {
                 mean_off,
             } => {
                 self.positive("arrivals.rate", *rate)?;
-                self.positive("arrivals.mean_on", *mean_on)?;
-                self.positive("arrivals.mean_off", *mean_off)?;
+                self.interval("arrivals.mean_on", *mean_on)?;
+                self.interval("arrivals.mean_off", *mean_off)?;
             }
             ArrivalSpec::Renewal { interarrival } => interarrival
                 .validate()
@@ -440,11 +575,19 @@ impl Validator<'_> {
                     ));
                 }
                 for (i, p) in points.iter().enumerate() {
-                    if !(p.rate.is_finite() && p.rate >= 0.0 && p.at.is_finite() && p.at >= 0.0) {
+                    if !(p.rate.is_finite()
+                        && p.rate >= 0.0
+                        && p.at.is_finite()
+                        && p.at >= 0.0
+                        && p.at <= cost::MAX_TIME)
+                    {
                         return Err(self.invalid(
                             "arrivals.points",
                             format!("point {i} has at = {}, rate = {}", p.at, p.rate),
-                            "use times and rates of 0 or more",
+                            format!(
+                                "use rates of 0 or more and times from 0 to {:e} s",
+                                cost::MAX_TIME
+                            ),
                         ));
                     }
                     if i > 0 && p.at <= points[i - 1].at {
@@ -475,10 +618,31 @@ impl Validator<'_> {
             target: full.clone(),
             source,
         };
+        // Only a regular file: a FIFO would block for ever, a device such as /dev/zero
+        // never ends. Checked before opening, since opening a FIFO already blocks.
+        let meta = std::fs::metadata(&full).map_err(read_err)?;
+        if !meta.is_file() {
+            return Err(self.trace_error(
+                &full,
+                None,
+                "is not a regular file (a folder, FIFO or device)".to_string(),
+            ));
+        }
+        if meta.len() > cost::MAX_TRACE_BYTES {
+            return Err(self.trace_error(
+                &full,
+                None,
+                format!(
+                    "is {} bytes, above the limit of {} bytes",
+                    meta.len(),
+                    cost::MAX_TRACE_BYTES
+                ),
+            ));
+        }
         let file = std::fs::File::open(&full).map_err(read_err)?;
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
-            .from_reader(file);
+            .from_reader(std::io::Read::take(file, cost::MAX_TRACE_BYTES));
         let headers = reader
             .headers()
             .map_err(|e| self.trace_error(&full, None, format!("cannot read the header: {e}")))?
@@ -519,14 +683,27 @@ impl Validator<'_> {
                     format!("time {t} is negative or earlier than the previous one"),
                 ));
             }
+            if t > cost::MAX_TIME {
+                return Err(self.trace_error(
+                    &full,
+                    Some(line),
+                    format!(
+                        "time {t} s is above {:e} s, the longest run",
+                        cost::MAX_TIME
+                    ),
+                ));
+            }
             trace.times.push(t);
             if let (Some(c), Some(w)) = (work_col, trace.work.as_mut()) {
                 let v = num(c, "work")?;
-                if !(v.is_finite() && v > 0.0) {
+                if !(v.is_finite() && v > 0.0 && v <= cost::MAX_TIME) {
                     return Err(self.trace_error(
                         &full,
                         Some(line),
-                        format!("work {v} is not positive"),
+                        format!(
+                            "work {v} is not between 0 and {:e} s (the simulated clock counts nanoseconds)",
+                            cost::MAX_TIME
+                        ),
                     ));
                 }
                 w.push(v);
@@ -552,33 +729,43 @@ impl Validator<'_> {
     }
 
     fn faults(&self, f: &ScenarioFile) -> Result<Vec<Fault>, ScenarioError> {
-        let names: Vec<(String, usize)> = f
-            .servers
-            .iter()
-            .enumerate()
-            .flat_map(|(g, group)| {
-                (0..group.count).map(move |i| (format!("{}-{}", group.name, i), g))
-            })
-            .collect();
+        // First server index of each group; names are resolved without listing every
+        // server, so a large group costs nothing here.
+        let mut first = Vec::with_capacity(f.servers.len());
+        let mut next = 0usize;
+        for g in &f.servers {
+            first.push(next);
+            next += g.count as usize;
+        }
+        let server_named = |name: &str| -> Option<usize> {
+            let (group, i) = name.rsplit_once('-')?;
+            if i.is_empty()
+                || !i.bytes().all(|b| b.is_ascii_digit())
+                || (i.len() > 1 && i.starts_with('0'))
+            {
+                return None;
+            }
+            let i: u32 = i.parse().ok()?;
+            let g = f
+                .servers
+                .iter()
+                .position(|g| g.name == group && i < g.count)?;
+            Some(first[g] + i as usize)
+        };
         let mut out = Vec::new();
         for (k, fault) in f.faults.iter().enumerate() {
             let field = |x: &str| format!("faults[{k}].{x}");
-            let servers: Vec<usize> = match names.iter().position(|(n, _)| *n == fault.server) {
+            let servers: Vec<usize> = match server_named(&fault.server) {
                 Some(i) => vec![i],
                 None => match f.servers.iter().position(|g| g.name == fault.server) {
-                    Some(g) => names
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, (_, gi))| *gi == g)
-                        .map(|(i, _)| i)
-                        .collect(),
+                    Some(g) => (first[g]..first[g] + f.servers[g].count as usize).collect(),
                     None => {
                         return Err(self.invalid(
                             &field("server"),
                             format!("no server or group is named `{}`", fault.server),
                             format!(
-                                "use a group name or a server name such as `{}`",
-                                names.first().map_or("group-0", |(n, _)| n.as_str())
+                                "use a group name or a server name such as `{}-0`",
+                                f.servers.first().map_or("group", |g| g.name.as_str())
                             ),
                         ));
                     }
@@ -591,22 +778,27 @@ impl Validator<'_> {
                     "use a time of 0 or more seconds from the start of the run",
                 ));
             }
+            self.at_most(&field("at"), fault.at, cost::MAX_TIME)?;
             if let Some(d) = fault.duration {
                 self.positive(&field("duration"), d)?;
+                self.at_most(&field("duration"), d, cost::MAX_TIME)?;
             }
-            if !(fault.detection.is_finite() && fault.detection >= 0.0) {
+            if !(fault.detection.is_finite()
+                && fault.detection >= 0.0
+                && fault.detection <= cost::MAX_TIME)
+            {
                 return Err(self.invalid(
                     &field("detection"),
                     format!("is {}", fault.detection),
-                    "use a delay of 0 or more seconds",
+                    format!("use a delay of 0 to {:e} seconds", cost::MAX_TIME),
                 ));
             }
             let factor = match (fault.kind, fault.factor) {
-                (FaultKind::Slow, Some(x)) if x.is_finite() && x > 0.0 => x,
+                (FaultKind::Slow, Some(x)) if x.is_finite() && x > 0.0 && x <= 1e6 => x,
                 (FaultKind::Slow, _) => {
                     return Err(self.invalid(
                         &field("factor"),
-                        "a slow fault needs a positive `factor`",
+                        "a slow fault needs a `factor` greater than 0 and at most 1e6",
                         "add e.g. factor = 10.0 (service takes 10 times longer)",
                     ));
                 }
@@ -656,6 +848,7 @@ impl Validator<'_> {
                 "add a [[servers]] table with name, count, workers and service",
             ));
         }
+        let mut names = std::collections::HashSet::new();
         for (i, g) in groups.iter().enumerate() {
             let field = |k: &str| format!("servers[{i}].{k}");
             if g.name.trim().is_empty() {
@@ -665,7 +858,14 @@ impl Validator<'_> {
                     "name the group, e.g. name = \"fast\"",
                 ));
             }
-            if groups[..i].iter().any(|h| h.name == g.name) {
+            if g.name.chars().any(char::is_control) {
+                return Err(self.invalid(
+                    &field("name"),
+                    format!("`{}` has a control character", g.name.escape_debug()),
+                    "use letters, digits, `-` and `_`",
+                ));
+            }
+            if !names.insert(g.name.as_str()) {
                 return Err(self.invalid(
                     &field("name"),
                     format!("group name `{}` is used twice", g.name),
@@ -686,10 +886,87 @@ impl Validator<'_> {
                     "use 1 or more workers",
                 ));
             }
+            if g.workers > cost::MAX_WORKERS {
+                return Err(self.invalid(
+                    &field("workers"),
+                    format!("is {}, above {}", g.workers, cost::MAX_WORKERS),
+                    format!("use at most {} workers per server", cost::MAX_WORKERS),
+                ));
+            }
             self.positive(&field("speed"), g.speed)?;
             g.service
                 .validate()
                 .map_err(|e| self.invalid(&field("service"), e.problem, e.fix))?;
+            let mean = g.service.mean() / g.speed;
+            if mean.is_nan() || mean > cost::MAX_TIME {
+                return Err(self.invalid(
+                    &field("speed"),
+                    format!(
+                        "at speed {} the mean service time is {mean} s, above {:e} s",
+                        g.speed,
+                        cost::MAX_TIME
+                    ),
+                    "raise `speed` or shorten the service time",
+                ));
+            }
+        }
+        let total: u64 = groups.iter().map(|g| u64::from(g.count)).sum();
+        if total > cost::MAX_SERVERS {
+            return Err(self.invalid(
+                "servers",
+                format!("{total} servers in all, above {}", cost::MAX_SERVERS),
+                format!(
+                    "use at most {} servers (a group of identical servers behaves the same at a smaller count and proportional load)",
+                    cost::MAX_SERVERS
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rejects keys a strategy does not have. Serde cannot: a flattened, internally
+    /// tagged enum accepts (and drops) unknown keys, e.g. `d` on `jsq`.
+    fn unknown_strategy_keys(&self, source: &str) -> Result<(), ScenarioError> {
+        let Ok(table) = source.parse::<toml::Table>() else {
+            return Ok(());
+        };
+        let Some(toml::Value::Array(entries)) = table.get("strategies") else {
+            return Ok(());
+        };
+        for (i, entry) in entries.iter().enumerate() {
+            let Some(entry) = entry.as_table() else {
+                continue;
+            };
+            let Some(kind) = entry.get("kind").and_then(toml::Value::as_str) else {
+                continue;
+            };
+            let Some(spec) = crate::strategy::StrategySpec::with_defaults(kind) else {
+                continue;
+            };
+            // The parameters a kind has are the fields of its defaults.
+            let known = serde_json::to_value(&spec).unwrap_or_default();
+            for key in entry.keys() {
+                if key != "label" && known.get(key).is_none() {
+                    let params: Vec<&str> = known
+                        .as_object()
+                        .map(|o| {
+                            o.keys()
+                                .map(String::as_str)
+                                .filter(|k| *k != "kind")
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    return Err(self.invalid(
+                        &format!("strategies[{i}].{key}"),
+                        format!("`{kind}` has no parameter `{key}`"),
+                        if params.is_empty() {
+                            format!("remove `{key}`: `{kind}` takes no parameter (only `kind` and `label`)")
+                        } else {
+                            format!("remove `{key}`; `{kind}` takes: {}", params.join(", "))
+                        },
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -702,9 +979,34 @@ impl Validator<'_> {
                 "add a [[strategies]] table, e.g. kind = \"round_robin\" (see `lbsim strategies`)",
             ));
         }
+        if f.strategies.len() > cost::MAX_STRATEGIES {
+            return Err(self.invalid(
+                "strategies",
+                format!(
+                    "{} strategies, above {}",
+                    f.strategies.len(),
+                    cost::MAX_STRATEGIES
+                ),
+                format!(
+                    "compare at most {} strategies in one scenario",
+                    cost::MAX_STRATEGIES
+                ),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
         for (i, s) in f.strategies.iter().enumerate() {
             let label = s.label();
-            if f.strategies[..i].iter().any(|t| t.label() == label) {
+            if label.trim().is_empty() || label.chars().any(char::is_control) {
+                return Err(self.invalid(
+                    &format!("strategies[{i}].label"),
+                    format!(
+                        "label `{}` is empty or has a control character",
+                        label.escape_debug()
+                    ),
+                    "give the strategy a visible label, or remove `label` to use its kind",
+                ));
+            }
+            if !seen.insert(label.clone()) {
                 return Err(self.invalid(
                     &format!("strategies[{i}].label"),
                     format!("label `{label}` is used twice"),

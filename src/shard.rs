@@ -14,8 +14,9 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{RunSummary, ServerSummary, latency_histogram};
+use crate::metrics::{METRICS, RunSummary, ServerSummary, latency_histogram};
 use crate::runner::{RunResults, StrategyResult};
+use crate::scenario::cost::MAX_REPLICATIONS;
 
 /// An error reading, writing or merging shards.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,11 @@ pub enum ShardError {
     Empty(String),
 }
 
+/// The format of shard files (`format` field). Version 2 added the scenario fingerprint.
+pub const FORMAT: &str = "lbsim-shard-2";
+/// Longest hex-encoded latency histogram a shard may hold (16 MB of text).
+const MAX_HISTOGRAM_HEX: usize = 16 << 20;
+
 /// `K/N`: this process runs shard `K` of `N`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShardSpec {
@@ -86,6 +92,11 @@ impl ShardSpec {
             .collect()
     }
 
+    /// Whether replication `i` belongs to this shard.
+    pub fn owns(&self, i: u64) -> bool {
+        i % u64::from(self.count) == u64::from(self.index)
+    }
+
     /// File name of this shard.
     pub fn file_name(&self) -> String {
         format!("shard-{}-of-{}.json", self.index, self.count)
@@ -95,10 +106,13 @@ impl ShardSpec {
 /// What a shard file holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ShardFile {
-    /// Always `lbsim-shard-1`.
+    /// Always [`FORMAT`].
     pub format: String,
     /// Scenario name.
     pub scenario: String,
+    /// [`crate::scenario::Scenario::fingerprint`] of the scenario the shard ran: `merge`
+    /// refuses a scenario edited since.
+    pub fingerprint: String,
     /// Scenario file as given on the command line (for `merge` to reload it).
     pub scenario_path: PathBuf,
     /// Seed.
@@ -154,8 +168,9 @@ impl ShardFile {
         spec: ShardSpec,
     ) -> ShardFile {
         ShardFile {
-            format: "lbsim-shard-1".into(),
+            format: FORMAT.into(),
             scenario: scenario.name.clone(),
+            fingerprint: scenario.fingerprint(),
             scenario_path: scenario.path.clone(),
             seed: results.seed,
             replications,
@@ -210,7 +225,13 @@ impl ShardFile {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        std::fs::write(&path, text).map_err(io)?;
+        // Atomically: a crash or a full disk never leaves a truncated shard to merge.
+        crate::report::output::write_atomic(&path, text.as_bytes()).map_err(|e| {
+            ShardError::Io {
+                path: path.clone(),
+                cause: std::io::Error::other(e.to_string()),
+            }
+        })?;
         Ok(path)
     }
 
@@ -224,13 +245,132 @@ impl ShardFile {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        if f.format != "lbsim-shard-1" {
+        if f.format != FORMAT {
             return Err(ShardError::Format {
                 path: path.to_path_buf(),
-                message: format!("unknown format `{}`", f.format),
+                message: format!(
+                    "unknown format `{}` (this lbsim reads `{FORMAT}`; rerun the shards with it)",
+                    f.format
+                ),
             });
         }
+        f.check_structure(path)?;
         Ok(f)
+    }
+
+    /// Checks every structural field against the others, so that a hand-edited or
+    /// corrupted file is refused before anything is allocated from it or indexed by it.
+    fn check_structure(&self, path: &Path) -> Result<(), ShardError> {
+        let bad = |message: String| {
+            Err(ShardError::Format {
+                path: path.to_path_buf(),
+                message,
+            })
+        };
+        if self.shards == 0 || self.shard >= self.shards {
+            return bad(format!(
+                "shard {} of {}: need 0 ≤ K < N",
+                self.shard, self.shards
+            ));
+        }
+        if self.replications > MAX_REPLICATIONS || self.shards > self.replications.max(1) {
+            return bad(format!(
+                "{} replications in {} shards: need N ≤ replications ≤ {MAX_REPLICATIONS}",
+                self.replications, self.shards
+            ));
+        }
+        let spec = ShardSpec {
+            index: self.shard,
+            count: self.shards,
+        };
+        let mine = spec.indices(self.replications);
+        if self.requested as usize != mine.len() {
+            return bad(format!(
+                "requested {} replications, but shard {}/{} of {} has {}",
+                self.requested,
+                self.shard,
+                self.shards,
+                self.replications,
+                mine.len()
+            ));
+        }
+        let in_shard = |i: u64| i < u64::from(self.replications) && spec.owns(i);
+        if !self.finished.iter().all(|&i| in_shard(i))
+            || !self.finished.windows(2).all(|w| w[0] < w[1])
+        {
+            return bad(
+                "`finished` must list this shard's replication indices, ascending, once each"
+                    .into(),
+            );
+        }
+        if self.strategies.is_empty() {
+            return bad("no strategy".into());
+        }
+        let runs = self.finished.len();
+        for s in &self.strategies {
+            if s.values.len() != runs || s.servers.len() != runs {
+                return bad(format!("strategy `{}`: wrong number of runs", s.label));
+            }
+            if s.values.iter().any(|v| v.len() != METRICS.len()) {
+                return bad(format!(
+                    "strategy `{}`: a run has other than {} metrics",
+                    s.label,
+                    METRICS.len()
+                ));
+            }
+            let servers = s.servers.first().map_or(0, Vec::len);
+            if s.servers.iter().any(|v| v.len() != servers) {
+                return bad(format!(
+                    "strategy `{}`: runs have different numbers of servers",
+                    s.label
+                ));
+            }
+            if s.latency.len() > MAX_HISTOGRAM_HEX {
+                return bad(format!(
+                    "strategy `{}`: latency histogram too large",
+                    s.label
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that this shard ran `scenario` as it is now: same fingerprint, strategies
+    /// and servers.
+    pub fn check_scenario(
+        &self,
+        scenario: &crate::scenario::Scenario,
+        scenario_path: &Path,
+    ) -> Result<(), ShardError> {
+        let mismatch = |what: String| {
+            Err(ShardError::Mismatch(format!(
+                "{what}\n  the shards ran `{}` with fingerprint {}, `{}` now has {}: it was edited since, or is another scenario; merge with the scenario file the shards ran (--scenario), or rerun the shards",
+                self.scenario,
+                self.fingerprint,
+                scenario_path.display(),
+                scenario.fingerprint()
+            )))
+        };
+        if self.fingerprint != scenario.fingerprint() {
+            return mismatch("the scenario differs from the one the shards ran".into());
+        }
+        let labels: Vec<String> = scenario.strategies.iter().map(|e| e.label()).collect();
+        let ours: Vec<String> = self.strategies.iter().map(|s| s.label.clone()).collect();
+        if labels != ours {
+            return mismatch(format!("strategies {ours:?}, scenario {labels:?}"));
+        }
+        let n = scenario.server_count() as usize;
+        if let Some(s) = self
+            .strategies
+            .iter()
+            .find(|s| s.servers.iter().any(|v| v.len() != n))
+        {
+            return mismatch(format!(
+                "strategy `{}` has runs without {n} servers",
+                s.label
+            ));
+        }
+        Ok(())
     }
 
     /// The results this shard holds.
@@ -379,7 +519,8 @@ pub fn merge(dirs: &[PathBuf]) -> Result<(RunResults, ShardFile, Vec<u32>), Shar
         shards.push((ShardFile::read(&f)?, f));
     }
     let head = shards[0].0.clone();
-    let mut seen = vec![false; head.shards as usize];
+    // A set, not a vector of N flags: N comes from the file.
+    let mut seen = std::collections::BTreeSet::new();
     let mut parts = Vec::new();
     for (s, path) in &shards {
         let labels = |f: &ShardFile| {
@@ -392,7 +533,14 @@ pub fn merge(dirs: &[PathBuf]) -> Result<(RunResults, ShardFile, Vec<u32>), Shar
             || s.seed != head.seed
             || s.replications != head.replications
             || s.shards != head.shards
+            || s.fingerprint != head.fingerprint
             || labels(s) != labels(&head)
+            || s.strategies[0]
+                .servers
+                .first()
+                .map(Vec::len)
+                .zip(head.strategies[0].servers.first().map(Vec::len))
+                .is_some_and(|(a, b)| a != b)
         {
             return Err(ShardError::Mismatch(format!(
                 "`{}` is {} seed {} ({} replications in {} shards), the first is {} seed {} ({} in {})",
@@ -407,7 +555,7 @@ pub fn merge(dirs: &[PathBuf]) -> Result<(RunResults, ShardFile, Vec<u32>), Shar
                 head.shards
             )));
         }
-        if std::mem::replace(&mut seen[s.shard as usize], true) {
+        if !seen.insert(s.shard) {
             return Err(ShardError::Mismatch(format!(
                 "shard {} of {} appears twice (again in `{}`)",
                 s.shard,
@@ -417,7 +565,7 @@ pub fn merge(dirs: &[PathBuf]) -> Result<(RunResults, ShardFile, Vec<u32>), Shar
         }
         parts.push(s.results(path)?);
     }
-    let missing = (0..head.shards).filter(|&k| !seen[k as usize]).collect();
+    let missing = (0..head.shards).filter(|k| !seen.contains(k)).collect();
     let mut merged = combine(parts);
     merged.requested = head.replications;
     Ok((merged, head, missing))

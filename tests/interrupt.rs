@@ -95,6 +95,9 @@ fn interrupted_run_writes_the_replications_that_finished() {
         "100000",
         "--threads",
         "1",
+        // Far beyond the default cost limit on purpose: the run is interrupted.
+        "--max-events",
+        "1e13",
         "--out",
     ])
     .arg(dir.path());

@@ -118,3 +118,120 @@ fn sequential_stopping_reports_replications_needed() {
         .collect();
     assert!(md.contains(&format!("--replications {n}")), "{md}");
 }
+
+/// Runs `lbsim ARGS`, expecting bad input (exit 2, no panic); returns stderr.
+fn refused(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_lbsim"))
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "lbsim {args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// Regression (issue 10): `merge` trusts nothing it reads. A scenario edited between the
+/// shards and the merge (more or fewer servers) and hand-edited shard fields are refused
+/// with exit status 2, without a panic or an absurd allocation.
+#[test]
+fn merge_refuses_edited_scenarios_and_corrupted_shards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = short_scenario(tmp.path());
+    let d = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
+    for k in ["0/2", "1/2"] {
+        lbsim(&[
+            "run",
+            &s,
+            "--replications",
+            "4",
+            "--shard",
+            k,
+            "--out",
+            &d("shards"),
+        ]);
+    }
+    let original = std::fs::read_to_string(&s).unwrap();
+    for (what, edited) in [
+        ("more servers", original.replace("count = 6", "count = 7")),
+        ("fewer servers", original.replace("count = 6", "count = 5")),
+        (
+            "another warm-up",
+            original.replace("warmup = 1.0", "warmup = 1.5"),
+        ),
+    ] {
+        assert_ne!(edited, original, "{what}: the edit must change the file");
+        std::fs::write(&s, &edited).unwrap();
+        let err = refused(&["merge", &d("shards"), "--out", &d("merged")]);
+        assert!(err.contains("fingerprint"), "{what}: {err}");
+    }
+    std::fs::write(&s, &original).unwrap();
+    lbsim(&["merge", &d("shards"), "--out", &d("merged")]);
+
+    let file = tmp.path().join("shards/shard-1-of-2.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let edits: Vec<(&str, Edit)> = vec![
+        ("index ≥ N", Box::new(|v| v["shard"] = 5.into())),
+        ("N = 0", Box::new(|v| v["shards"] = 0.into())),
+        ("N = 2^32 − 1", Box::new(|v| v["shards"] = u32::MAX.into())),
+        (
+            "replications huge",
+            Box::new(|v| v["replications"] = u32::MAX.into()),
+        ),
+        (
+            "short values",
+            Box::new(|v| {
+                v["strategies"][0]["values"][0]
+                    .as_array_mut()
+                    .unwrap()
+                    .pop();
+            }),
+        ),
+        (
+            "short servers",
+            Box::new(|v| {
+                v["strategies"][0]["servers"][0]
+                    .as_array_mut()
+                    .unwrap()
+                    .pop();
+            }),
+        ),
+        (
+            "runs missing",
+            Box::new(|v| {
+                v["strategies"][0]["values"].as_array_mut().unwrap().pop();
+            }),
+        ),
+        ("foreign index", Box::new(|v| v["finished"][0] = 2.into())),
+        (
+            "duplicate index",
+            Box::new(|v| {
+                let f = v["finished"][0].clone();
+                v["finished"][1] = f;
+            }),
+        ),
+        (
+            "bad histogram",
+            Box::new(|v| v["strategies"][0]["latency"] = "zz".into()),
+        ),
+        (
+            "no fingerprint",
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("fingerprint");
+            }),
+        ),
+        (
+            "other fingerprint",
+            Box::new(|v| v["fingerprint"] = "0123456789abcdef".into()),
+        ),
+    ];
+    for (what, edit) in edits {
+        let mut v = json.clone();
+        edit(&mut v);
+        std::fs::write(&file, v.to_string()).unwrap();
+        let err = refused(&["merge", &d("shards"), "--out", &d("merged")]);
+        assert!(err.contains("fix:"), "{what}: {err}");
+    }
+}

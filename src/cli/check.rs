@@ -8,7 +8,7 @@ use lbsim::report::check::CheckedScenario;
 use lbsim::report::{check, write_summary_csv};
 use lbsim::runner::{RunOptions, run};
 
-use super::{bad_flag, load_selected};
+use super::{CostFlags, bad_flag, check_cost, check_out, check_threads, load_selected};
 
 /// `lbsim check` flags beyond the run options.
 pub struct CheckFlags {
@@ -20,6 +20,10 @@ pub struct CheckFlags {
     pub tolerance: Vec<String>,
     /// `--strategy` labels (empty: all).
     pub strategies: Vec<String>,
+    /// Accept figures the baseline has no row for (else an error).
+    pub allow_new: bool,
+    /// `--max-events`, `--max-memory`.
+    pub cost: CostFlags,
 }
 
 pub fn cmd_check(
@@ -37,11 +41,33 @@ pub fn cmd_check(
             "update whole scenarios (no --strategy)",
         ));
     }
-    let mut findings = Vec::new();
-    let mut ran = Vec::new();
+    let first = paths
+        .first()
+        .map_or(Path::new("lbsim check"), PathBuf::as_path);
+    if opts.replications.is_some_and(|r| r < 2) {
+        return Err(bad_flag(
+            first,
+            "--replications",
+            "is below 2",
+            "use 2 or more replications (confidence intervals need 2), the same as the baseline's",
+        ));
+    }
+    check_threads(first, opts.threads)?;
+    // Every scenario is loaded and priced before any runs: a bad one fails at once.
+    let mut scenarios = Vec::new();
     for path in paths {
         let scenario = load_selected(path, &flags.strategies)?;
-        let results = run(&scenario, &opts)?;
+        let reps = opts.replications.unwrap_or(scenario.replications);
+        check_cost(&scenario, reps, opts.threads, &flags.cost, false)?;
+        if flags.update {
+            check_out(path, "--baseline", &baseline.join(&scenario.name))?;
+        }
+        scenarios.push(scenario);
+    }
+    let mut findings = Vec::new();
+    let mut ran = Vec::new();
+    for scenario in &scenarios {
+        let results = run(scenario, &opts)?;
         ran.push(CheckedScenario {
             name: scenario.name.clone(),
             replications: results.finished.len(),
@@ -49,7 +75,7 @@ pub fn cmd_check(
         });
         if flags.update {
             let dir = baseline.join(&scenario.name);
-            let file = write_summary_csv(&dir, &scenario, &results)?;
+            let file = write_summary_csv(&dir, scenario, &results)?;
             eprintln!("updated {}", file.display());
             continue;
         }
@@ -68,9 +94,9 @@ pub fn cmd_check(
                 results.finished.len()
             );
         }
-        findings.extend(check::compare_with_baseline(
-            &scenario, &results, &rows, &tolerance,
-        ));
+        let compared = check::compare_with_baseline(scenario, &results, &rows, &tolerance);
+        check::require_complete(baseline, &scenario.name, &compared, flags.allow_new)?;
+        findings.extend(compared);
     }
     if flags.update {
         return Ok(ExitCode::SUCCESS);

@@ -10,15 +10,36 @@ use lbsim::report::plots::tick;
 use lbsim::scenario::Scenario;
 use lbsim::strategy::CATALOGUE;
 
-use super::{EXIT_BAD_INPUT, load};
+use super::{CostFlags, EXIT_BAD_INPUT, bad_flag, check_cost, load};
 
-/// `lbsim validate FILE...`: every file is checked; the exit status is 2 when any is
-/// invalid (each error is printed, then the next file is checked).
-pub fn cmd_validate(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+/// `lbsim validate FILE...`: every file is checked, and the cost of running it estimated;
+/// the exit status is 2 when any is invalid or beyond the cost limits (each error is
+/// printed, then the next file is checked).
+pub fn cmd_validate(
+    paths: &[PathBuf],
+    replications: Option<u32>,
+    cost: &CostFlags,
+) -> anyhow::Result<ExitCode> {
+    if let (Some(0), Some(first)) = (replications, paths.first()) {
+        return Err(bad_flag(
+            first,
+            "--replications",
+            "is 0",
+            "use 2 or more replications",
+        ));
+    }
     let mut bad = 0;
     for path in paths {
-        match load(path) {
-            Ok(scenario) => describe(path, &scenario),
+        let checked = load(path).and_then(|scenario| {
+            let reps = replications.unwrap_or(scenario.replications);
+            let estimate = check_cost(&scenario, reps, None, cost, false)?;
+            Ok((scenario, estimate))
+        });
+        match checked {
+            Ok((scenario, estimate)) => {
+                describe(path, &scenario);
+                println!("  estimated cost: {}", estimate.describe());
+            }
             Err(e) => {
                 eprintln!("error: {e:#}");
                 bad += 1;

@@ -262,6 +262,14 @@ fn resolve(list: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
 
 pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
     let scenario = load(&a.scenario)?;
+    // An unwritable --out fails now, not after the whole replay.
+    super::check_out(
+        &a.scenario,
+        "--out",
+        &a.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name).join("live")),
+    )?;
     // SIGINT / SIGTERM: the strategy being replayed stops within a few milliseconds and
     // is dropped; the strategies replayed before it are compared and written.
     let interrupt =
@@ -411,7 +419,10 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
     } else {
         ImageFormat::Svg
     };
-    let written = verdict::write_reports(&out, &scenario, &verdict, format)?;
+    // Staged and moved into --out together, as `lbsim run` does: never half-written.
+    let staging = lbsim::report::output::Staging::new(&out)?;
+    let staged = verdict::write_reports(&staging.dir, &scenario, &verdict, format)?;
+    let written = lbsim::report::output::publish(staging, &staged)?;
     println!(
         "wrote {}",
         written

@@ -20,7 +20,8 @@ use lbsim::sweep::SweepResults;
 use lbsim::sweep::run_sweep;
 
 use super::signals::Interrupt;
-use super::{bad_flag, load, load_selected};
+use super::{CostFlags, bad_flag, check_cost, check_out, check_threads, load, load_selected};
+use lbsim::scenario::cost::MAX_REPLICATIONS;
 
 /// `lbsim run` flags beyond the run options.
 pub struct RunFlags {
@@ -33,6 +34,7 @@ pub struct RunFlags {
     /// `--strategy` labels (empty: all).
     pub strategies: Vec<String>,
     pub full_timeseries: bool,
+    pub cost: CostFlags,
 }
 
 pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Result<ExitCode> {
@@ -87,11 +89,30 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
             "run each sweep point as its own scenario, or run the sweep unsharded",
         ));
     }
+    if let Some(r) = opts.replications.filter(|&r| r > MAX_REPLICATIONS) {
+        return Err(bad_flag(
+            path,
+            "--replications",
+            &format!("is {r}, above {MAX_REPLICATIONS}"),
+            &format!("use at most {MAX_REPLICATIONS} replications"),
+        ));
+    }
+    check_threads(path, opts.threads)?;
     let replications = opts.replications.unwrap_or(scenario.replications);
+    // With --precision, replications are added up to --max-replications: that is the cost.
+    let most = match flags.precision {
+        Some(_) => flags.max_replications.max(replications),
+        None => flags
+            .shard
+            .map_or(replications, |s| s.indices(replications).len() as u32),
+    };
+    check_cost(&scenario, most, opts.threads, &flags.cost, true)?;
     let out = flags
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
+    // An unwritable --out fails now, not after the simulation.
+    check_out(path, "--out", &out)?;
     let points = scenario.sweep.as_ref().map_or(0, |s| s.len()) as u64;
     let shard_indices = flags.shard.map(|s| s.indices(replications));
 
@@ -235,6 +256,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         },
     );
     print!("{}", summary_table(&results));
+    warn_clamped(&scenario.name, &results);
     write_all(
         &out,
         &scenario,
@@ -300,13 +322,15 @@ pub fn cmd_merge(
     let path = scenario.unwrap_or_else(|| head.scenario_path.clone());
     let scenario = load(&path)?;
     if scenario.name != head.scenario {
-        anyhow::bail!(
-            "{} is scenario `{}` but the shards are of `{}`\n  fix: pass the scenario the shards were run from with --scenario",
+        return Err(shard::ShardError::Mismatch(format!(
+            "{} is scenario `{}` but the shards are of `{}`; pass the scenario the shards were run from with --scenario",
             path.display(),
             scenario.name,
             head.scenario
-        );
+        ))
+        .into());
     }
+    head.check_scenario(&scenario, &path)?;
     let command = format!(
         "lbsim run {} --seed {} --replications {}{}{}",
         path.display(),
@@ -317,7 +341,9 @@ pub fn cmd_merge(
         if png { " --png" } else { "" },
     );
     let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
+    check_out(&path, "--out", &out)?;
     print!("{}", summary_table(&results));
+    warn_clamped(&scenario.name, &results);
     // The replications ran elsewhere: the time series simulates replication 0 again.
     write_all(
         &out,
@@ -340,4 +366,22 @@ pub fn cmd_merge(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says when response times went beyond the latency histogram's range: percentiles above
+/// it are reported at the range's top, while the mean and the maximum stay exact.
+fn warn_clamped(name: &str, results: &RunResults) {
+    let Some(k) = metric_index("latency_max") else {
+        return;
+    };
+    let top = lbsim::metrics::LATENCY_HIGH_NS as f64 * 1e-9;
+    for s in &results.strategies {
+        let max = s.runs.iter().map(|r| r.values[k]).fold(0.0, f64::max);
+        if max > top {
+            eprintln!(
+                "warning: {name}: strategy `{}`: response times reach {max:.0} s, beyond the {top:.0} s range of the latency histogram: percentiles above {top:.0} s are reported as {top:.0} s (latency_mean and latency_max are exact)",
+                s.label
+            );
+        }
+    }
 }

@@ -35,6 +35,17 @@ pub enum CheckError {
         /// Cause.
         cause: csv::Error,
     },
+    /// The baseline lacks figures the run has (new strategies or metrics), or holds rows
+    /// of another scenario or of unknown metrics: comparing would pass without checking.
+    #[error("baseline `{}` is incomplete: {problem}\n  fix: {fix}", .path.display())]
+    Incomplete {
+        /// The baseline file.
+        path: PathBuf,
+        /// What is missing or wrong.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
     /// A `--tolerance` entry cannot be used.
     #[error(
         "--tolerance `{entry}`: {problem}\n  fix: write metric=fraction pairs separated by commas, e.g. latency_p99=0.1,throughput=0.02 (metrics: the `metric` column of summary.csv)"
@@ -68,18 +79,78 @@ pub struct BaselineRow {
     pub replications: usize,
 }
 
-/// Reads `<dir>/<scenario name>/summary.csv`.
+/// Reads `<dir>/<scenario name>/summary.csv`: a regular file with at least one row, every
+/// row of this scenario and of a known metric.
 pub fn read_baseline(dir: &Path, scenario: &str) -> Result<Vec<BaselineRow>, CheckError> {
     let path = baseline_path(dir, scenario);
     if !path.exists() {
         return Err(CheckError::NoBaseline { path });
+    }
+    let incomplete = |problem: String| CheckError::Incomplete {
+        path: path.clone(),
+        problem,
+        fix: "regenerate it with `lbsim check <scenario> --baseline <dir> --update` and commit it"
+            .into(),
+    };
+    if !path.is_file() {
+        return Err(incomplete("it is not a regular file".into()));
     }
     let bad = |cause| CheckError::BadBaseline {
         path: path.clone(),
         cause,
     };
     let mut r = csv::Reader::from_path(&path).map_err(bad)?;
-    r.deserialize().collect::<Result<Vec<_>, _>>().map_err(bad)
+    let rows: Vec<BaselineRow> = r
+        .deserialize()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?;
+    if rows.is_empty() {
+        return Err(incomplete("it has no rows".into()));
+    }
+    if let Some(row) = rows.iter().find(|b| b.scenario != scenario) {
+        return Err(incomplete(format!(
+            "it holds rows of scenario `{}`, not `{scenario}`",
+            row.scenario
+        )));
+    }
+    if let Some(row) = rows.iter().find(|b| metric_index(&b.metric).is_none()) {
+        return Err(incomplete(format!(
+            "metric `{}` (strategy `{}`) is not one lbsim computes",
+            row.metric, row.strategy
+        )));
+    }
+    Ok(rows)
+}
+
+/// The figures of a comparison that the baseline does not have, as an error unless
+/// `allow_new`: a check that compares nothing must not pass.
+pub fn require_complete(
+    dir: &Path,
+    scenario: &str,
+    findings: &[Finding],
+    allow_new: bool,
+) -> Result<(), CheckError> {
+    let new: Vec<String> = findings
+        .iter()
+        .filter(|f| f.scenario == scenario && f.status == Status::New)
+        .map(|f| format!("{}/{}", f.strategy, f.metric))
+        .collect();
+    if new.is_empty() || allow_new {
+        return Ok(());
+    }
+    let shown: Vec<&str> = new.iter().take(12).map(String::as_str).collect();
+    Err(CheckError::Incomplete {
+        path: baseline_path(dir, scenario),
+        problem: format!(
+            "{} figure{} of this run {} no baseline row: {}{}",
+            new.len(),
+            if new.len() == 1 { "" } else { "s" },
+            if new.len() == 1 { "has" } else { "have" },
+            shown.join(", "),
+            if new.len() > shown.len() { ", ..." } else { "" }
+        ),
+        fix: "if the strategies or metrics are new on purpose, rerun with --update and commit the baseline (or pass --allow-new to check the rest and list them as new)".into(),
+    })
 }
 
 /// Where a scenario's baseline lives.

@@ -72,14 +72,8 @@ fn csv_err(path: &Path) -> impl Fn(csv::Error) -> ReportError + '_ {
     }
 }
 
-fn create(path: &Path) -> Result<csv::Writer<std::fs::File>, ReportError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    csv::Writer::from_path(path).map_err(csv_err(path))
+fn create(path: &Path) -> Result<csv::Writer<super::output::AtomicFile>, ReportError> {
+    super::csv_writer(path)
 }
 
 /// Writes `summary.csv` into `dir` and returns its path.
@@ -106,10 +100,7 @@ pub fn write_summary_csv(
             .map_err(csv_err(&path))?;
         }
     }
-    w.flush().map_err(|source| ReportError::Write {
-        path: path.clone(),
-        source,
-    })?;
+    super::finish_csv(w, &path)?;
     Ok(path)
 }
 
@@ -148,10 +139,7 @@ pub fn write_servers_csv(
             .map_err(csv_err(&path))?;
         }
     }
-    w.flush().map_err(|source| ReportError::Write {
-        path: path.clone(),
-        source,
-    })?;
+    super::finish_csv(w, &path)?;
     Ok(path)
 }
 

@@ -273,6 +273,17 @@ impl Validator<'_> {
             ));
         }
         let (second, field) = self.sweep_axis(f, by, "sweep.by")?;
+        let points = first.values.len() * second.values.len();
+        if points > super::cost::MAX_SWEEP_POINTS {
+            return Err(self.invalid(
+                &field,
+                format!(
+                    "the grid has {points} points, above {}",
+                    super::cost::MAX_SWEEP_POINTS
+                ),
+                "use shorter lists in [sweep] and [sweep.by]",
+            ));
+        }
         if second.name() == first.name() {
             return Err(self.invalid(
                 &field,
@@ -322,6 +333,24 @@ impl Validator<'_> {
                 at,
                 format!("{given} parameters are swept in [{at}]"),
                 "give exactly one list: load, count (with group), balancers, load_report_interval, or parameter with values",
+            ));
+        }
+        let most = super::cost::MAX_SWEEP_POINTS;
+        let listed = [
+            sw.load.as_ref().map(Vec::len),
+            sw.count.as_ref().map(Vec::len),
+            sw.balancers.as_ref().map(Vec::len),
+            sw.load_report_interval.as_ref().map(Vec::len),
+            sw.values.as_ref().map(Vec::len),
+        ]
+        .into_iter()
+        .flatten()
+        .sum::<usize>();
+        if listed > most {
+            return Err(self.invalid(
+                at,
+                format!("{listed} values, above {most}"),
+                format!("sweep at most {most} points"),
             ));
         }
         let bounded = f.servers.iter().any(|g| g.queue_capacity.is_some());
@@ -388,6 +417,13 @@ impl Validator<'_> {
                     "use 1 or more balancers",
                 ));
             }
+            if let Some(&x) = b.iter().find(|&&x| x > super::cost::MAX_BALANCERS) {
+                return Err(self.invalid(
+                    &field_of("balancers"),
+                    format!("contains {x}, above {}", super::cost::MAX_BALANCERS),
+                    format!("use at most {} balancers", super::cost::MAX_BALANCERS),
+                ));
+            }
             (
                 SweepParameter::Balancers,
                 b.iter().map(|&c| f64::from(c)).collect(),
@@ -406,7 +442,7 @@ impl Validator<'_> {
         } else {
             let v = sw.load_report_interval.clone().unwrap_or_default();
             for &x in &v {
-                self.positive(&field_of("load_report_interval"), x)?;
+                self.interval(&field_of("load_report_interval"), x)?;
             }
             (
                 SweepParameter::LoadReportInterval,
@@ -504,7 +540,19 @@ pub(super) fn check_points(v: &Validator<'_>, scenario: &Scenario) -> Result<(),
     for j in 0..sweep.len() {
         let p = scenario.at_sweep_point(j);
         // Strategy parameters may depend on the number of servers (e.g. d ≤ n).
-        let n = p.servers().len();
+        let n = p.server_count();
+        if n > super::cost::MAX_SERVERS {
+            return Err(v.invalid(
+                "sweep",
+                format!(
+                    "at {}: {n} servers in all, above {}",
+                    sweep.describe(j),
+                    super::cost::MAX_SERVERS
+                ),
+                "use smaller counts",
+            ));
+        }
+        let n = n as usize;
         for (i, e) in p.strategies.iter().enumerate() {
             e.spec.validate(n).map_err(|err| {
                 v.invalid(

@@ -231,15 +231,19 @@ fn bad(field: &'static str, problem: impl Into<String>, fix: impl Into<String>) 
     }
 }
 
+/// Longest time a strategy parameter may be (seconds): the scenario's longest run
+/// ([`crate::scenario::cost::MAX_TIME`]).
+const MAX_SECONDS: f64 = crate::scenario::cost::MAX_TIME;
+
 fn seconds(field: &'static str, v: f64, zero_ok: bool) -> Result<(), SpecError> {
-    if v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0)) {
+    if v.is_finite() && v <= MAX_SECONDS && (v > 0.0 || (zero_ok && v == 0.0)) {
         Ok(())
     } else {
         Err(bad(
             field,
             format!("is {v}"),
             format!(
-                "give `{field}` in seconds, {}",
+                "give `{field}` in seconds, {} and at most {MAX_SECONDS:e}",
                 if zero_ok {
                     "0 or more"
                 } else {
@@ -486,11 +490,14 @@ impl StrategySpec {
                 choice_count,
                 active_request_bias,
             } => {
-                if choice_count < 2 {
+                let most = crate::scenario::cost::MAX_CHOICES;
+                if !(2..=most).contains(&choice_count) {
                     return Err(bad(
                         "choice_count",
                         format!("is {choice_count}"),
-                        "Envoy requires choice_count ≥ 2 (default 2)",
+                        format!(
+                            "Envoy requires choice_count ≥ 2 (default 2); lbsim allows at most {most}"
+                        ),
                     ));
                 }
                 if !(active_request_bias.is_finite() && active_request_bias >= 0.0) {
@@ -530,7 +537,8 @@ impl StrategySpec {
                 Ok(())
             }
             StrategySpec::Maglev { table_size } => {
-                if !is_prime(table_size) || table_size > 5_000_011 || (table_size as usize) < n {
+                // Size first: testing a huge number for primality takes minutes.
+                if table_size > 5_000_011 || (table_size as usize) < n || !is_prime(table_size) {
                     return Err(bad(
                         "table_size",
                         format!("is {table_size} with {n} backends"),
@@ -570,7 +578,9 @@ impl StrategySpec {
                 blackout_period,
                 weight_expiration_period,
             } => {
-                if !(weight_update_period.is_finite() && weight_update_period >= 0.1) {
+                if !(weight_update_period.is_finite()
+                    && (0.1..=MAX_SECONDS).contains(&weight_update_period))
+                {
                     return Err(bad(
                         "weight_update_period",
                         format!("is {weight_update_period}"),

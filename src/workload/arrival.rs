@@ -121,14 +121,7 @@ impl ArrivalSpec {
             ArrivalSpec::Piecewise {
                 points,
                 interpolation,
-            } => {
-                let steps = 10_000;
-                let dt = horizon / steps as f64;
-                (0..steps)
-                    .map(|i| piecewise_rate(points, *interpolation, (i as f64 + 0.5) * dt))
-                    .sum::<f64>()
-                    / steps as f64
-            }
+            } => piecewise_integral(points, *interpolation, horizon) / horizon,
             ArrivalSpec::Trace { .. } => trace
                 .map(|t| t.times.iter().filter(|&&x| x <= horizon).count() as f64 / horizon)
                 .unwrap_or(0.0),
@@ -246,6 +239,31 @@ pub fn scale_dist(d: &Dist, c: f64) -> Dist {
             max: max * c,
         },
     }
+}
+
+/// `∫₀^horizon rate(t) dt`, exactly, in one pass over the points.
+fn piecewise_integral(points: &[RatePoint], interp: Interpolation, horizon: f64) -> f64 {
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return 0.0;
+    };
+    // Before the first point and after the last, the rate holds.
+    let mut total = first.rate * first.at.min(horizon);
+    for w in points.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if a.at >= horizon {
+            break;
+        }
+        let end = b.at.min(horizon);
+        let len = end - a.at;
+        total += match interp {
+            Interpolation::Step => a.rate * len,
+            Interpolation::Linear => {
+                let at_end = a.rate + (b.rate - a.rate) * len / (b.at - a.at);
+                0.5 * (a.rate + at_end) * len
+            }
+        };
+    }
+    total + last.rate * (horizon - last.at).max(0.0)
 }
 
 fn piecewise_rate(points: &[RatePoint], interp: Interpolation, t: f64) -> f64 {
@@ -431,6 +449,11 @@ impl ArrivalProcess {
                 t,
             } => loop {
                 *t += exp_draw(rng, *max_rate);
+                // Past the last point the rate holds; if it holds at 0 the traffic has
+                // stopped, and thinning would draw candidates for ever.
+                if points.last().is_some_and(|p| p.rate == 0.0 && *t >= p.at) {
+                    return None;
+                }
                 let accept = piecewise_rate(points, *interpolation, *t) / *max_rate;
                 if open_unit(rng.random::<u64>()) < accept {
                     return Some((*t, None));
@@ -559,6 +582,55 @@ mod tests {
                 "{spec:?}: {got} vs {expected}"
             );
         }
+    }
+
+    /// Regression (issue 10): a schedule whose last rate is 0 stops the traffic; the
+    /// process must end instead of thinning candidates for ever.
+    #[test]
+    fn traffic_that_stops_ends_the_process() {
+        let spec = ArrivalSpec::Piecewise {
+            points: vec![
+                RatePoint {
+                    at: 0.0,
+                    rate: 10.0,
+                },
+                RatePoint { at: 5.0, rate: 0.0 },
+            ],
+            interpolation: Interpolation::Linear,
+        };
+        let mut rng = stream_rng(1, 0, Stream::Arrivals, 0);
+        let mut p = ArrivalProcess::new(&spec, None, &mut rng);
+        let mut n = 0;
+        while let Some((t, _)) = p.next_arrival(&mut rng) {
+            assert!(t < 5.0);
+            n += 1;
+        }
+        assert!(n > 0);
+        // 25 requests expected over the ramp down, none after.
+        assert!((spec.mean_rate(100.0, None) - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn piecewise_mean_rate_is_the_exact_integral() {
+        let pts = vec![
+            RatePoint { at: 1.0, rate: 2.0 },
+            RatePoint { at: 3.0, rate: 6.0 },
+            RatePoint { at: 4.0, rate: 1.0 },
+        ];
+        // Linear: 2·1 + (2+6)/2·2 + (6+1)/2·1 + 1·2 = 2 + 8 + 3.5 + 2 over 6 s.
+        let lin = ArrivalSpec::Piecewise {
+            points: pts.clone(),
+            interpolation: Interpolation::Linear,
+        };
+        assert!((lin.mean_rate(6.0, None) - 15.5 / 6.0).abs() < 1e-12);
+        // Cut inside a segment: 2 + (2 + 4)/2·1 = 5 over 2 s.
+        assert!((lin.mean_rate(2.0, None) - 2.5).abs() < 1e-12);
+        let step = ArrivalSpec::Piecewise {
+            points: pts,
+            interpolation: Interpolation::Step,
+        };
+        // 2·1 + 2·2 + 6·1 + 1·2 = 14 over 6 s.
+        assert!((step.mean_rate(6.0, None) - 14.0 / 6.0).abs() < 1e-12);
     }
 
     #[test]

@@ -121,10 +121,35 @@ fn positive(name: &str, v: f64) -> Result<(), DistError> {
     }
 }
 
+/// Smallest coefficient of variation of a gamma distribution: its quantile function is
+/// computed by Newton steps on the incomplete gamma function, which gets slow (shape
+/// 1/cv² grows) and, below cv ≈ 1e-155, fails. A gamma this narrow is a constant.
+pub const GAMMA_MIN_CV: f64 = 0.01;
+/// Largest coefficient of variation of a lognormal or gamma distribution: beyond it the
+/// quantile function overflows or collapses to 0.
+pub const MAX_CV: f64 = 100.0;
+/// Largest mean of a distribution (seconds, about 31 years): times must fit the
+/// simulator's integer-nanosecond clock (584 years) with room for a run.
+pub const MAX_MEAN: f64 = 1e9;
+
 impl Dist {
     /// Checks the parameters: every distribution must be of a positive quantity with a
-    /// finite mean.
+    /// finite mean no larger than [`MAX_MEAN`].
     pub fn validate(&self) -> Result<(), DistError> {
+        self.validate_parameters()?;
+        let mean = self.mean();
+        if !(mean.is_finite() && mean > 0.0 && mean <= MAX_MEAN) {
+            return Err(bad(
+                format!("the mean is {mean} s"),
+                format!(
+                    "choose parameters giving a mean between 0 and {MAX_MEAN:e} s (the simulated clock counts nanoseconds and covers 584 years)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_parameters(&self) -> Result<(), DistError> {
         match self {
             Dist::Exponential { mean } => positive("mean", *mean),
             Dist::Deterministic { value } => positive("value", *value),
@@ -139,7 +164,24 @@ impl Dist {
             }
             Dist::Lognormal { mean, cv } | Dist::Gamma { mean, cv } => {
                 positive("mean", *mean)?;
-                positive("cv", *cv)
+                positive("cv", *cv)?;
+                if *cv > MAX_CV {
+                    return Err(bad(
+                        format!("`cv` is {cv}, above {MAX_CV}"),
+                        format!("use a coefficient of variation of at most {MAX_CV}"),
+                    ));
+                }
+                if matches!(self, Dist::Gamma { .. }) && *cv < GAMMA_MIN_CV {
+                    return Err(bad(
+                        format!(
+                            "gamma `cv` is {cv}, below {GAMMA_MIN_CV}: its quantile cannot be computed in reasonable time"
+                        ),
+                        format!(
+                            "use cv ≥ {GAMMA_MIN_CV}, or dist = \"deterministic\" for a near-constant time (or \"lognormal\", whose small-cv shape is close to gamma's)"
+                        ),
+                    ));
+                }
+                Ok(())
             }
             Dist::Weibull { shape, scale } => {
                 positive("shape", *shape)?;

@@ -1,0 +1,369 @@
+//! What a run will cost, estimated before it starts, and the limits a scenario must fit.
+//!
+//! Two kinds of bound keep every input finite:
+//! - **Per field** (the constants below): each value must be one the simulator can
+//!   represent and step through — times within the nanosecond clock's range, intervals of
+//!   recurring events no shorter than [`MIN_INTERVAL`], counts that fit the engine's
+//!   indices. [`super::Scenario::load`] enforces them, so a file's validation costs time
+//!   linear in its size whatever the numbers in it.
+//! - **Per run** ([`Cost`]): the events a run will simulate (requests × replications ×
+//!   strategies × sweep points, plus timers and scan costs) and the memory it will hold at
+//!   once. `lbsim validate` and `lbsim run` print the estimate and refuse a run beyond
+//!   [`Limits`] (`--max-events`, `--max-memory` raise them).
+
+use crate::strategy::StrategySpec;
+use crate::workload::ArrivalSpec;
+
+use super::Scenario;
+
+/// Most servers in a scenario (all groups together, and at any sweep point).
+pub const MAX_SERVERS: u64 = 100_000;
+/// Most workers per server.
+pub const MAX_WORKERS: u32 = 100_000;
+/// Most client-side balancers.
+pub const MAX_BALANCERS: u32 = 100_000;
+/// Most persistent connections (`clients × pool_size`).
+pub const MAX_CONNECTIONS: u64 = 10_000_000;
+/// Most replications.
+pub const MAX_REPLICATIONS: u32 = 1_000_000;
+/// Most strategies in a scenario.
+pub const MAX_STRATEGIES: usize = 1_000;
+/// Most points of a sweep (the product of both lists with `[sweep.by]`).
+pub const MAX_SWEEP_POINTS: usize = 1_000;
+/// Longest time in a scenario (seconds, about 31 years): warm-up plus duration, fault
+/// times, trace times and work. The simulated clock counts integer nanoseconds and covers
+/// 584 years, so requests that start near the end still finish inside it.
+pub const MAX_TIME: f64 = 1e9;
+/// Shortest interval of a recurring event (seconds): load reports, connection lifetimes,
+/// MMPP and on/off sojourns. Shorter ones would not advance the nanosecond clock, or would
+/// flood the run with timer events.
+pub const MIN_INTERVAL: f64 = 1e-6;
+/// Largest trace file (bytes).
+pub const MAX_TRACE_BYTES: u64 = 1 << 30;
+/// Most candidates a sampling strategy draws per pick (`choice_count`).
+pub const MAX_CHOICES: usize = 1_000;
+
+/// Default of `--max-events`: about an hour of simulation on two cores (the engine runs
+/// about 16 million events per second per core).
+pub const DEFAULT_MAX_EVENTS: f64 = 1e11;
+/// Default of `--max-memory` (bytes).
+pub const DEFAULT_MAX_MEMORY: f64 = 4e9;
+
+/// Bytes per request held in a queue or in service (job record and queue slot).
+const JOB_BYTES: f64 = 64.0;
+/// Bytes of one server's simulation state, without its jobs.
+const SERVER_BYTES: f64 = 256.0;
+/// Bytes of one backend's state in one balancer.
+const BACKEND_BYTES: f64 = 96.0;
+/// Bytes of one latency histogram (1 ns to about 73 minutes, 3 significant digits).
+const HISTOGRAM_BYTES: f64 = 200_000.0;
+/// Bytes a finished replication keeps per strategy (metric values) and per server.
+const RUN_BYTES: f64 = 400.0;
+const RUN_SERVER_BYTES: f64 = 48.0;
+/// A full scan of this many backends costs about one event (measured in
+/// `benches/strategies.rs`: ~2.5 ns per backend against ~60 ns per event).
+const BACKENDS_PER_EVENT: f64 = 25.0;
+
+/// The estimated cost of a run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cost {
+    /// Requests per replication (expected), at the largest sweep point.
+    pub requests: f64,
+    /// Simulation events in the whole run (all strategies, replications and sweep
+    /// points), scans of many backends counted as events.
+    pub events: f64,
+    /// Peak memory (bytes).
+    pub memory: f64,
+}
+
+/// The most a run may cost.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    /// Most events ([`Cost::events`]).
+    pub max_events: f64,
+    /// Most memory (bytes).
+    pub max_memory: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_events: DEFAULT_MAX_EVENTS,
+            max_memory: DEFAULT_MAX_MEMORY,
+        }
+    }
+}
+
+/// A run whose estimated cost exceeds the limits.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}: {what}\n  fix: {fix}", .scenario)]
+pub struct CostError {
+    /// The scenario (its file).
+    pub scenario: String,
+    /// What is too large.
+    pub what: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+impl Cost {
+    /// One line for people: `1.2e8 events, 35 MB`.
+    pub fn describe(&self) -> String {
+        format!(
+            "about {} events ({} requests per replication), {} of memory",
+            short(self.events),
+            short(self.requests),
+            bytes(self.memory)
+        )
+    }
+
+    /// Refuses a cost beyond `limits`, with the fix. NaN counts as too large.
+    pub fn check(&self, scenario: &str, limits: &Limits) -> Result<(), CostError> {
+        if self.events.is_nan() || self.events > limits.max_events {
+            return Err(CostError {
+                scenario: scenario.to_string(),
+                what: format!(
+                    "the run would simulate {} events, above the limit of {}",
+                    short(self.events),
+                    short(limits.max_events)
+                ),
+                fix: "shorten `duration`, lower the arrival rate, use fewer replications, strategies or sweep points (or lengthen the shortest timer), or raise the limit with --max-events".into(),
+            });
+        }
+        if self.memory.is_nan() || self.memory > limits.max_memory {
+            return Err(CostError {
+                scenario: scenario.to_string(),
+                what: format!(
+                    "the run would need about {} of memory, above the limit of {}",
+                    bytes(self.memory),
+                    bytes(limits.max_memory)
+                ),
+                fix: "use fewer servers, workers, balancers, connections or replications, smaller hash tables, fewer --threads, or a bounded `queue_capacity`; or raise the limit with --max-memory".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn short(v: f64) -> String {
+    if v.is_finite() && v < 1e5 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1e}")
+    }
+}
+
+fn bytes(v: f64) -> String {
+    match v {
+        v if !v.is_finite() => format!("{v}"),
+        v if v < 1e6 => format!("{:.0} kB", v / 1e3),
+        v if v < 1e9 => format!("{:.0} MB", v / 1e6),
+        v => format!("{:.1} GB", v / 1e9),
+    }
+}
+
+impl Scenario {
+    /// The estimated cost of running this scenario with `replications` replications on
+    /// `threads` threads (replications in progress at once), its sweep included.
+    pub fn cost(&self, replications: u32, threads: usize) -> Cost {
+        let reps = f64::from(replications);
+        let concurrent = (threads.max(1) as f64).min(reps.max(1.0));
+        let mut total = Cost {
+            requests: 0.0,
+            events: 0.0,
+            memory: 0.0,
+        };
+        let points: Vec<Scenario> = match &self.sweep {
+            None => vec![self.clone()],
+            // The base run, then every point.
+            Some(s) => {
+                let mut base = self.clone();
+                base.sweep = None;
+                std::iter::once(base)
+                    .chain((0..s.len()).map(|p| self.at_sweep_point(p)))
+                    .collect()
+            }
+        };
+        for p in &points {
+            let one = p.replication_cost();
+            total.requests = total.requests.max(one.requests);
+            total.events += one.events * reps;
+            // Replications in progress hold their state; finished ones keep summaries.
+            let servers = p.server_count() as f64;
+            let kept = reps * p.strategies.len() as f64 * (RUN_BYTES + RUN_SERVER_BYTES * servers)
+                + p.strategies.len() as f64 * HISTOGRAM_BYTES;
+            total.memory = total.memory.max(concurrent * one.memory + kept);
+        }
+        if let Some(t) = &self.workload.trace {
+            let per = if t.work.is_some() { 16.0 } else { 8.0 };
+            total.memory += per * t.times.len() as f64;
+        }
+        total
+    }
+
+    /// Servers in all groups.
+    pub fn server_count(&self) -> u64 {
+        self.groups.iter().map(|g| u64::from(g.count)).sum()
+    }
+
+    /// Events and memory of one replication of every strategy (memory: the largest
+    /// strategy, since a replication runs its strategies one after the other).
+    fn replication_cost(&self) -> Cost {
+        let horizon = self.end();
+        let n = self.server_count() as f64;
+        let balancers = f64::from(self.balancers);
+        let requests = match &self.workload.arrivals {
+            ArrivalSpec::Trace { .. } => self
+                .workload
+                .trace
+                .as_ref()
+                .map_or(0.0, |t| t.times.len() as f64),
+            // A heavy tail (Pareto with shape near 1) packs far more renewals into a
+            // finite run than the mean rate says: count with the truncated mean.
+            ArrivalSpec::Renewal { interarrival } => {
+                horizon / truncated_mean(interarrival, horizon)
+            }
+            _ => self.mean_rate() * horizon,
+        };
+        // Draws that are not requests: thinning candidates and state switches.
+        let process = match &self.workload.arrivals {
+            // Thinning candidates, each looking its rate up among the points.
+            ArrivalSpec::Piecewise { points, .. } => {
+                points.iter().map(|p| p.rate).fold(0.0, f64::max)
+                    * horizon
+                    * (1.0 + points.len() as f64 / BACKENDS_PER_EVENT)
+            }
+            ArrivalSpec::Mmpp { mean_sojourn, .. } => {
+                2.0 * horizon / (mean_sojourn[0] + mean_sojourn[1])
+            }
+            ArrivalSpec::OnOff {
+                mean_on, mean_off, ..
+            } => 2.0 * horizon / (mean_on + mean_off),
+            _ => 0.0,
+        };
+        let slots = self
+            .connections
+            .as_ref()
+            .map_or(0.0, |c| f64::from(c.clients) * f64::from(c.pool_size));
+        let churn = self.connections.as_ref().map_or(0.0, |c| match c.lifetime {
+            Some(l) => slots * horizon / l,
+            None => 0.0,
+        });
+        let workers: f64 = self
+            .groups
+            .iter()
+            .map(|g| f64::from(g.count) * f64::from(g.workers))
+            .sum();
+        // Requests held at once: everything that arrives beyond capacity when overloaded
+        // (bounded by the queues), else a few per worker.
+        let rate = self.mean_rate();
+        let capacity = self.capacity();
+        let backlog = if rate >= capacity {
+            let queues: f64 = self
+                .groups
+                .iter()
+                .map(|g| f64::from(g.count) * g.queue_capacity.map_or(f64::INFINITY, f64::from))
+                .sum();
+            ((rate - capacity) * horizon).min(queues)
+        } else {
+            0.0
+        };
+        let mut cost = Cost {
+            requests,
+            events: 0.0,
+            memory: 0.0,
+        };
+        for entry in &self.strategies {
+            let spec = &entry.spec;
+            // Arrival and completion per request, plus the pick's scan.
+            let picks = requests + slots + churn;
+            let mut events = 2.0 * requests + process + churn + picks * scan_events(spec, n);
+            if spec.reads_load_reports() {
+                events += match self.load_report_interval {
+                    // Each report publishes every server's load to every balancer.
+                    Some(dt) => horizon / dt * (1.0 + n * balancers / BACKENDS_PER_EVENT),
+                    None => 2.0 * requests * balancers / BACKENDS_PER_EVENT,
+                };
+            }
+            cost.events += events;
+            let memory = n * SERVER_BYTES
+                + workers * JOB_BYTES
+                + backlog * JOB_BYTES
+                + slots * 32.0
+                + balancers * (n * BACKEND_BYTES + table_bytes(spec, self))
+                + 2.0 * HISTOGRAM_BYTES;
+            cost.memory = cost.memory.max(memory);
+        }
+        cost
+    }
+}
+
+/// `E[min(X, t)]` for `X ~ d`, by the trapezoid rule over the quantile function on a grid
+/// of `1 − u` from 1e-16 to 1, geometric so that a heavy tail's far quantiles count.
+/// For a renewal process, `t / E[min(X, t)]` is the order of the renewals in `[0, t]`
+/// (Wald's identity bounds them by twice that), even where the mean is dominated by
+/// values far beyond `t`.
+fn truncated_mean(d: &crate::workload::Dist, t: f64) -> f64 {
+    const STEPS: i32 = 400;
+    let v = |k: i32| 10f64.powf(-16.0 * f64::from(k) / f64::from(STEPS));
+    // v runs from 1 (k = 0) down to 1e-16; the quantile at u = 1 − v.
+    let q = |v: f64| d.quantile((1.0 - v).clamp(1e-300, 1.0 - 1e-16)).min(t);
+    let mut total = 0.0;
+    for k in 0..STEPS {
+        let (a, b) = (v(k), v(k + 1));
+        total += 0.5 * (q(a) + q(b)) * (a - b);
+    }
+    // Above u = 1 − 1e-16 the value is at most t.
+    total += 1e-16 * t;
+    total
+}
+
+/// Events' worth of work a strategy spends per pick beyond the pick itself.
+fn scan_events(spec: &StrategySpec, n: f64) -> f64 {
+    match spec {
+        StrategySpec::LeastConnections { .. }
+        | StrategySpec::Jsq { .. }
+        | StrategySpec::LeastResponseTime { .. }
+        | StrategySpec::First { .. } => n / BACKENDS_PER_EVENT,
+        StrategySpec::PowerOfD { d, .. } => *d as f64 / BACKENDS_PER_EVENT,
+        StrategySpec::LeastRequest { choice_count, .. } => {
+            *choice_count as f64 / BACKENDS_PER_EVENT
+        }
+        StrategySpec::BoundedLoadHash { .. } => n / BACKENDS_PER_EVENT,
+        _ => 0.0,
+    }
+}
+
+/// Bytes of a strategy's lookup table in one balancer (hash rings, Maglev tables).
+fn table_bytes(spec: &StrategySpec, s: &Scenario) -> f64 {
+    let ring = |min_ring: u64, max_ring: u64| {
+        // Envoy's sizing (`strategy::hash::Ring::build`): the smallest weight share gets
+        // ceil(share × min) points, scaled up for the others, at most `max`.
+        let total: f64 = s
+            .groups
+            .iter()
+            .map(|g| f64::from(g.count) * f64::from(g.weight))
+            .sum();
+        let min_w = s
+            .groups
+            .iter()
+            .filter(|g| g.weight > 0)
+            .map(|g| f64::from(g.weight) / total)
+            .fold(f64::INFINITY, f64::min);
+        let scale = if min_w.is_finite() {
+            ((min_w * min_ring as f64).ceil() / min_w).min(max_ring as f64)
+        } else {
+            0.0
+        };
+        16.0 * (scale + s.server_count() as f64)
+    };
+    match spec {
+        StrategySpec::RingHash {
+            min_ring_size,
+            max_ring_size,
+        } => ring(*min_ring_size, *max_ring_size),
+        StrategySpec::BoundedLoadHash { min_ring_size, .. } => ring(*min_ring_size, 8 << 20),
+        StrategySpec::Maglev { table_size } => 8.0 * *table_size as f64,
+        _ => 0.0,
+    }
+}
