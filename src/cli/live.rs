@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// Id the single server reports.
     #[arg(long, default_value = "server", conflicts_with = "scenario")]
     id: String,
+    /// Serve a connection's calls concurrently, answering each when done (as the backends
+    /// of a `[connections]` scenario always do), for clients that pipeline calls.
+    #[arg(long, conflicts_with = "scenario")]
+    pipelined: bool,
     /// Thrift protocol: binary or compact.
     #[arg(long, default_value = "binary")]
     protocol: Protocol,
@@ -230,6 +234,7 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
         protocol: a.protocol,
         transport: a.transport,
         limits,
+        pipelined: a.pipelined,
         ..ServerConfig::new(a.id.clone())
     };
     if let Err(e) = cfg.validate() {
