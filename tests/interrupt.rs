@@ -193,6 +193,9 @@ fn sigterm_writes_the_replications_that_finished() {
         "scenarios/heterogeneous.toml",
         "--replications",
         "100000",
+        // 100,000 replications exceed the default cost limit on purpose.
+        "--max-events",
+        "1e13",
         "--threads",
         "2",
         "--out",
@@ -223,6 +226,9 @@ fn sigterm_on_a_shard_writes_its_finished_replications() {
         "scenarios/heterogeneous.toml",
         "--replications",
         "100000",
+        // 100,000 replications exceed the default cost limit on purpose.
+        "--max-events",
+        "1e13",
         "--shard",
         "1/2",
         "--out",
@@ -265,6 +271,9 @@ fn second_ctrl_c_keeps_what_finished() {
         "scenarios/heterogeneous.toml",
         "--replications",
         "100000",
+        // 100,000 replications exceed the default cost limit on purpose.
+        "--max-events",
+        "1e13",
         "--threads",
         "1",
         "--out",

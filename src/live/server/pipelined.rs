@@ -54,7 +54,7 @@ pub(super) fn serve(
         protocol,
         transport,
         shared.limits.max_message_bytes,
-        Some(guard),
+        Some(Arc::clone(&guard)),
     );
     let output = Arc::new(Mutex::new(output));
     let (work_tx, work_rx) = mpsc::channel::<Work>();
@@ -63,6 +63,9 @@ pub(super) fn serve(
     let idle = Arc::new(AtomicUsize::new(0));
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
     loop {
+        // Each message has its own deadline from its first byte, as on a one-call-at-a-time
+        // connection; calls in flight do not make the connection look stuck.
+        guard.next_message();
         let Ok(ident) = input.read_message_begin() else {
             break;
         };
