@@ -40,6 +40,8 @@ use super::transport::{
     protocol_stack_guarded,
 };
 
+mod pipelined;
+
 /// Stack size of connection threads: they only decode small messages.
 const CONNECTION_STACK: usize = 256 * 1024;
 
@@ -107,6 +109,11 @@ pub struct ServerConfig {
     pub transport: Transport,
     /// What one client may cost the server.
     pub limits: ServerLimits,
+    /// Serve the calls of one connection concurrently and answer each as it finishes
+    /// (out of order, by sequence number) instead of one at a time; see
+    /// `server/pipelined.rs`. Needed where clients pipeline calls on persistent
+    /// connections (the `[connections]` topology).
+    pub pipelined: bool,
 }
 
 impl ServerConfig {
@@ -121,6 +128,7 @@ impl ServerConfig {
             protocol: Protocol::Binary,
             transport: Transport::Framed,
             limits: ServerLimits::default(),
+            pipelined: false,
         }
     }
 
@@ -383,6 +391,8 @@ struct Shared {
     backlog_ns: AtomicU64,
     /// Refused connections being answered.
     refusers: AtomicUsize,
+    /// Connections are served pipelined ([`ServerConfig::pipelined`]).
+    pipelined: bool,
     /// Open connections (so shutdown can close them) and their threads.
     open: Mutex<OpenConnections>,
 }
@@ -606,6 +616,7 @@ pub fn spawn(addr: SocketAddr, cfg: ServerConfig) -> io::Result<ServerHandle> {
         invalid: AtomicU64::new(0),
         backlog_ns: AtomicU64::new(0),
         refusers: AtomicUsize::new(0),
+        pipelined: cfg.pipelined,
         open: Mutex::new(OpenConnections::default()),
     });
     let processor = Arc::new(BackendSyncProcessor::new(Handler(Arc::clone(&shared))));
@@ -685,7 +696,11 @@ fn accept_loop(
                 .stack_size(CONNECTION_STACK)
                 .spawn(move || {
                     precise_sleeps();
-                    serve_connection(&stream, guard, &processor, &shared, protocol, transport);
+                    if shared.pipelined {
+                        pipelined::serve(&stream, guard, &shared, protocol, transport);
+                    } else {
+                        serve_connection(&stream, guard, &processor, &shared, protocol, transport);
+                    }
                     shared.open().conns.remove(&conn_id);
                 })
         };
