@@ -82,9 +82,9 @@ impl Cluster {
                 queue_capacity: g.queue_capacity,
                 protocol,
                 transport,
+                limits,
                 // Clients pipeline calls on their persistent connections (L4 topology).
                 pipelined: scenario.connections.is_some(),
-                limits,
             };
             let handle = server::spawn(addr, cfg).map_err(|source| ClusterError {
                 server: info.name.clone(),

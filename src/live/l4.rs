@@ -111,7 +111,7 @@ struct Done {
 /// The dispatcher's half of one connection.
 struct Conn {
     addr: SocketAddr,
-    stream: Arc<TcpStream>,
+    stream: TcpStream,
     out: OutputProtocol,
     in_flight: Arc<Mutex<InFlight>>,
     reader: Option<JoinHandle<()>>,
@@ -195,8 +195,9 @@ impl Conns {
         stream
             .set_write_timeout(cfg.io_timeout)
             .map_err(connect_err)?;
-        let stream = Arc::new(stream);
-        let (mut input, mut out) = protocol_stack(&stream, cfg.protocol, cfg.transport);
+        // The protocol stack's halves share a clone (socket options are the socket's).
+        let shared = std::sync::Arc::new(stream.try_clone().map_err(connect_err)?);
+        let (mut input, mut out) = protocol_stack(&shared, cfg.protocol, cfg.transport);
         let backend = match backend {
             Some(i) => i,
             None => {
@@ -1116,87 +1117,4 @@ pub(crate) fn replay(
         calibration: calibration.unwrap_or_default(),
         strategies: out,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::live::server::{self, ServerConfig};
-    use crate::live::transport::{Protocol, Transport};
-
-    fn pipelined_server(workers: u32) -> crate::live::ServerHandle {
-        let cfg = ServerConfig {
-            workers,
-            pipelined: true,
-            ..ServerConfig::new("p")
-        };
-        server::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), cfg).expect("spawn")
-    }
-
-    fn call(id: u64) -> Pending {
-        let now = Instant::now();
-        Pending {
-            id,
-            scheduled: now,
-            sent: now,
-            measured: true,
-        }
-    }
-
-    #[test]
-    fn one_connection_carries_concurrent_calls_answered_out_of_order() {
-        let server = pipelined_server(2);
-        let cfg = ClientConfig::new(Protocol::Binary, Transport::Framed);
-        let mut conns = Conns::new(cfg, vec!["p".into()]);
-        let c = conns.open(server.local_addr(), Some(0)).expect("open");
-        // A long call, then a short one on the same connection: with 2 workers both are
-        // in service at once, and the short one is answered first.
-        conns.send(c, call(1), 300_000_000, 0);
-        conns.send(c, call(2), 10_000_000, 0);
-        let wait = Duration::from_secs(5);
-        let first = conns.done_rx.recv_timeout(wait).expect("an answer");
-        let second = conns.done_rx.recv_timeout(wait).expect("another answer");
-        assert_eq!((first.call.id, second.call.id), (2, 1));
-        for d in [&first, &second] {
-            match &d.result {
-                Ok(CallOutcome::Served { queued_ns, .. }) => {
-                    assert!(*queued_ns < 50_000_000, "queued {queued_ns} ns")
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        // With one worker the second call waits in the server's FIFO, not on the
-        // connection: it is still read at once and queued there.
-        let server = pipelined_server(1);
-        let c = conns.open(server.local_addr(), Some(0)).expect("open");
-        conns.send(c, call(3), 100_000_000, 0);
-        conns.send(c, call(4), 10_000_000, 0);
-        let a = conns.done_rx.recv_timeout(wait).expect("an answer");
-        let b = conns.done_rx.recv_timeout(wait).expect("another answer");
-        assert_eq!((a.call.id, b.call.id), (3, 4));
-        match &b.result {
-            Ok(CallOutcome::Served { queued_ns, .. }) => {
-                assert!(*queued_ns > 50_000_000, "queued {queued_ns} ns")
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn calls_in_flight_fail_when_the_connection_breaks() {
-        let server = pipelined_server(1);
-        let cfg = ClientConfig::new(Protocol::Binary, Transport::Framed);
-        let mut conns = Conns::new(cfg, vec!["p".into()]);
-        let c = conns.open(server.local_addr(), Some(0)).expect("open");
-        conns.send(c, call(1), 2_000_000_000, 0);
-        conns.send(c, call(2), 2_000_000_000, 0);
-        server.shutdown();
-        for _ in 0..2 {
-            let d = conns
-                .done_rx
-                .recv_timeout(Duration::from_secs(5))
-                .expect("a failure, not a hang");
-            assert!(d.result.is_err(), "{:?}", d.result);
-        }
-    }
 }

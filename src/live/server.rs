@@ -107,13 +107,13 @@ pub struct ServerConfig {
     pub protocol: Protocol,
     /// Thrift transport spoken on every connection.
     pub transport: Transport,
+    /// What one client may cost the server.
+    pub limits: ServerLimits,
     /// Serve the calls of one connection concurrently and answer each as it finishes
     /// (out of order, by sequence number) instead of one at a time; see
     /// `server/pipelined.rs`. Needed where clients pipeline calls on persistent
     /// connections (the `[connections]` topology).
     pub pipelined: bool,
-    /// What one client may cost the server.
-    pub limits: ServerLimits,
 }
 
 impl ServerConfig {
@@ -127,8 +127,8 @@ impl ServerConfig {
             queue_capacity: None,
             protocol: Protocol::Binary,
             transport: Transport::Framed,
-            pipelined: false,
             limits: ServerLimits::default(),
+            pipelined: false,
         }
     }
 
@@ -381,8 +381,6 @@ struct Shared {
     served: AtomicU64,
     rejected: AtomicU64,
     connections: AtomicU64,
-    /// Connections are served pipelined ([`ServerConfig::pipelined`]).
-    pipelined: bool,
     refused: AtomicU64,
     evicted: AtomicU64,
     timed_out: AtomicU64,
@@ -393,6 +391,8 @@ struct Shared {
     backlog_ns: AtomicU64,
     /// Refused connections being answered.
     refusers: AtomicUsize,
+    /// Connections are served pipelined ([`ServerConfig::pipelined`]).
+    pipelined: bool,
     /// Open connections (so shutdown can close them) and their threads.
     open: Mutex<OpenConnections>,
 }
@@ -609,7 +609,6 @@ pub fn spawn(addr: SocketAddr, cfg: ServerConfig) -> io::Result<ServerHandle> {
         served: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
         connections: AtomicU64::new(0),
-        pipelined: cfg.pipelined,
         refused: AtomicU64::new(0),
         evicted: AtomicU64::new(0),
         timed_out: AtomicU64::new(0),
@@ -617,6 +616,7 @@ pub fn spawn(addr: SocketAddr, cfg: ServerConfig) -> io::Result<ServerHandle> {
         invalid: AtomicU64::new(0),
         backlog_ns: AtomicU64::new(0),
         refusers: AtomicUsize::new(0),
+        pipelined: cfg.pipelined,
         open: Mutex::new(OpenConnections::default()),
     });
     let processor = Arc::new(BackendSyncProcessor::new(Handler(Arc::clone(&shared))));

@@ -47,7 +47,8 @@ pub(super) fn serve(
     protocol: Protocol,
     transport: Transport,
 ) {
-    // The same message limits and timeouts as a one-call-at-a-time connection.
+    // The same limits as one-call-at-a-time connections: size limits before allocation,
+    // idle and per-message timeouts, a write timeout.
     let _ = stream.set_write_timeout(Some(shared.limits.message_timeout));
     let (mut input, output) = protocol_stack_guarded(
         stream,
@@ -63,8 +64,6 @@ pub(super) fn serve(
     let idle = Arc::new(AtomicUsize::new(0));
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
     loop {
-        // Each message has its own deadline from its first byte, as on a one-call-at-a-time
-        // connection; calls in flight do not make the connection look stuck.
         guard.next_message();
         let Ok(ident) = input.read_message_begin() else {
             break;
