@@ -553,7 +553,14 @@ pub fn markdown(findings: &[Finding], scenarios: &[CheckedScenario]) -> String {
         .filter(|f| movement(f) == Some("noise"))
         .count();
     if moved.is_empty() && noisy == 0 {
-        out.push_str("- ✅ every other metric is unchanged\n");
+        let any_line = findings
+            .iter()
+            .any(|f| f.status != Status::Pass && f.status != Status::Info);
+        let _ = writeln!(
+            out,
+            "- ✅ every {}metric is unchanged",
+            if any_line { "other " } else { "" }
+        );
     } else {
         let largest = moved
             .iter()
