@@ -21,6 +21,7 @@
 //! - [`stats`]: confidence intervals over replications.
 //! - [`runner`]: Monte Carlo replications in parallel, deterministic.
 //! - [`sequential`]: adding replications until a CI is narrow enough.
+//! - [`stability`]: strategies whose backlog grows, marked `unstable` everywhere.
 //! - [`shard`]: slices of the replications on many machines, merged bit for bit.
 //! - [`sweep`]: running a scenario's `[sweep]`, point by point.
 //! - [`report`]: terminal table, CSV files, plots, `report.md`, regression checks.
@@ -39,6 +40,7 @@ pub mod scenario;
 pub mod sequential;
 pub mod shard;
 pub mod sim;
+pub mod stability;
 pub mod stats;
 pub mod strategy;
 pub mod sweep;

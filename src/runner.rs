@@ -2,8 +2,9 @@
 //! parallel with rayon, with results that do not depend on the thread count.
 //!
 //! A replication runs every strategy on the same request stream (common random numbers).
-//! Replications are collected in index order; latency histograms merge by adding counts,
-//! which is order-independent, so output is bit-identical for any `--threads`.
+//! Replications are collected in index order; the pooled histograms (response time, waiting
+//! time, per server) merge by adding counts, which is order-independent, so output is
+//! bit-identical for any `--threads`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,9 +12,10 @@ use std::sync::{Arc, Mutex};
 use hdrhistogram::Histogram;
 use rayon::prelude::*;
 
-use crate::metrics::{RunSummary, latency_histogram};
+use crate::metrics::{Estimator, METRICS, RunMetrics, RunSummary, latency_histogram};
 use crate::scenario::Scenario;
 use crate::sim::simulate;
+use crate::stats::quantile::{Cdf, quantile_estimate};
 use crate::stats::{Estimate, estimate};
 
 /// How to run a scenario.
@@ -38,19 +40,78 @@ pub struct StrategyResult {
     pub label: String,
     /// Per finished replication, in replication order.
     pub runs: Vec<RunSummary>,
-    /// Latencies of all finished replications (nanoseconds), merged.
-    pub latency: Histogram<u64>,
+    /// The distributions of [`RunMetrics::sources`] (nanoseconds), merged over all
+    /// finished replications.
+    pub pooled: Vec<Histogram<u64>>,
+    /// Why the strategy has no steady state, when it has none ([`crate::stability`]):
+    /// it is then left out of "best" and ranks.
+    pub unstable: Option<String>,
+}
+
+/// Empty pooled histograms for `servers` servers.
+pub fn empty_pooled(servers: usize) -> Vec<Histogram<u64>> {
+    (0..crate::metrics::SOURCE_SERVERS + servers)
+        .map(|_| latency_histogram())
+        .collect()
+}
+
+/// Adds a run's distributions to pooled histograms.
+pub fn pool(pooled: &mut [Histogram<u64>], m: &RunMetrics) {
+    for (p, h) in pooled.iter_mut().zip(m.sources()) {
+        // Same bounds on both sides: addition cannot fail.
+        let _ = p.add(h);
+    }
 }
 
 impl StrategyResult {
-    /// The values of metric `index` (see [`crate::metrics::METRICS`]) across replications.
+    /// The result of the given runs (in replication order).
+    pub fn from_runs(label: String, runs: &[RunMetrics]) -> StrategyResult {
+        let mut pooled = empty_pooled(runs.first().map_or(0, |m| m.servers.len()));
+        for m in runs {
+            pool(&mut pooled, m);
+        }
+        StrategyResult {
+            label,
+            runs: runs.iter().map(RunMetrics::summarize).collect(),
+            pooled,
+            unstable: None,
+        }
+    }
+
+    /// Response times of every finished replication (nanoseconds), merged.
+    pub fn latency(&self) -> &Histogram<u64> {
+        &self.pooled[crate::metrics::SOURCE_LATENCY]
+    }
+
+    /// The values of metric `index` (see [`crate::metrics::METRICS`]) across replications
+    /// (each replication's own value, also for percentiles).
     pub fn metric(&self, index: usize) -> Vec<f64> {
         self.runs.iter().map(|r| r.values[index]).collect()
     }
 
-    /// Mean and CI of metric `index`.
+    /// Every replication's compact distribution of pooled source `source`.
+    pub fn cdfs(&self, source: usize) -> Vec<&Cdf> {
+        self.runs
+            .iter()
+            .filter_map(|r| r.cdfs.get(source))
+            .collect()
+    }
+
+    /// The reported figure of metric `index` with its 95% CI: the mean over replications,
+    /// or for percentiles the pooled quantile with its interval.
     pub fn estimate(&self, index: usize) -> Estimate {
-        estimate(&self.metric(index))
+        match METRICS[index].estimator {
+            Estimator::Mean => estimate(&self.metric(index)),
+            Estimator::Pooled { source, p } => self.pooled_estimate(source, p),
+        }
+    }
+
+    /// The `p` quantile of pooled source `source`, in seconds, with its 95% CI.
+    pub fn pooled_estimate(&self, source: usize, p: f64) -> Estimate {
+        match self.pooled.get(source) {
+            Some(h) => quantile_estimate(h, &self.cdfs(source), p, 1e-9),
+            None => estimate(&[]),
+        }
     }
 }
 
@@ -95,8 +156,9 @@ pub fn run_replications(
 ) -> Result<RunResults, RunError> {
     let seed = opts.seed.unwrap_or(scenario.seed);
     let n_strategies = scenario.strategies.len();
-    let merged: Mutex<Vec<Histogram<u64>>> =
-        Mutex::new((0..n_strategies).map(|_| latency_histogram()).collect());
+    let n_servers = scenario.servers().len();
+    let merged: Mutex<Vec<Vec<Histogram<u64>>>> =
+        Mutex::new((0..n_strategies).map(|_| empty_pooled(n_servers)).collect());
     let work = || {
         indices
             .par_iter()
@@ -113,8 +175,7 @@ pub fn run_replications(
                     let m = simulate(scenario, &entry.spec, rep, seed);
                     summaries.push(m.summarize());
                     let mut all = merged.lock().unwrap_or_else(|e| e.into_inner());
-                    // Same bounds on both sides: addition cannot fail.
-                    let _ = all[k].add(&m.latency);
+                    pool(&mut all[k], &m);
                 }
                 if let Some(p) = &opts.progress {
                     p.inc(1);
@@ -136,10 +197,11 @@ pub fn run_replications(
         .strategies
         .iter()
         .zip(latency)
-        .map(|(e, latency)| StrategyResult {
+        .map(|(e, pooled)| StrategyResult {
             label: e.label(),
             runs: Vec::new(),
-            latency,
+            pooled,
+            unstable: None,
         })
         .collect();
     let mut finished = Vec::new();
@@ -149,12 +211,14 @@ pub fn run_replications(
             s.runs.push(summary);
         }
     }
-    Ok(RunResults {
+    let mut results = RunResults {
         seed,
         requested: indices.len() as u32,
         finished,
         strategies,
-    })
+    };
+    crate::stability::assess(scenario, &mut results);
+    Ok(results)
 }
 
 /// Runs every replication of every strategy in `scenario`.

@@ -84,6 +84,7 @@ pub fn run_to_precision(
         let more: Vec<u64> = (u64::from(n)..u64::from(next)).collect();
         let extra = run_replications(scenario, &more, opts)?;
         results = combine(vec![results, extra]);
+        crate::stability::assess(scenario, &mut results);
         n = next;
         batches.push(results.finished.len());
     }

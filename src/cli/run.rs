@@ -255,9 +255,10 @@ pub fn cmd_merge(
     out: Option<PathBuf>,
     png: bool,
 ) -> anyhow::Result<ExitCode> {
-    let (results, head, missing) = shard::merge(shards)?;
+    let (mut results, head, missing) = shard::merge(shards)?;
     let path = scenario.unwrap_or_else(|| head.scenario_path.clone());
     let scenario = load(&path)?;
+    lbsim::stability::assess(&scenario, &mut results);
     if scenario.name != head.scenario {
         anyhow::bail!(
             "{} is scenario `{}` but the shards are of `{}`\n  fix: pass the scenario the shards were run from with --scenario",

@@ -6,15 +6,17 @@
 //! difference `b − a` removes the noise both share; its Student-t interval is valid (the
 //! differences are i.i.d. across replications) and much narrower than comparing two
 //! independent intervals. The unpaired (Welch) half-width is written beside it to show
-//! what pairing buys.
+//! what pairing buys. Percentiles compare pooled quantiles, with the paired interval of
+//! their Bahadur representation ([`crate::stats::quantile`]).
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::{Report, ReportError, ReportInput, csv_writer, finish_csv};
-use crate::metrics::{Better, METRICS};
+use crate::metrics::{Better, Estimator, METRICS};
 use crate::runner::RunResults;
+use crate::stats::quantile::quantile_difference;
 use crate::stats::{Estimate, paired_difference, unpaired_difference};
 
 /// The difference of one metric between two strategies.
@@ -26,9 +28,9 @@ pub struct PairComparison {
     pub a: usize,
     /// Second strategy.
     pub b: usize,
-    /// Mean of `a` over replications.
+    /// Reported figure of `a` (mean over replications, or pooled percentile).
     pub mean_a: f64,
-    /// Mean of `b` over replications.
+    /// Reported figure of `b`.
     pub mean_b: f64,
     /// Paired difference `b − a` with its 95% CI.
     pub diff: Estimate,
@@ -69,6 +71,25 @@ impl PairComparison {
 
 /// Compares strategies `a` and `b` of `results` on metric `metric`.
 pub fn compare(results: &RunResults, metric: usize, a: usize, b: usize) -> PairComparison {
+    if let Estimator::Pooled { source, p } = METRICS[metric].estimator {
+        let (sa, sb) = (&results.strategies[a], &results.strategies[b]);
+        let (ca, cb) = (sa.cdfs(source), sb.cdfs(source));
+        let (diff, unpaired_half_width) = quantile_difference(
+            (&sa.pooled[source], &ca),
+            (&sb.pooled[source], &cb),
+            p,
+            1e-9,
+        );
+        return PairComparison {
+            metric,
+            a,
+            b,
+            mean_a: sa.estimate(metric).mean,
+            mean_b: sb.estimate(metric).mean,
+            diff,
+            unpaired_half_width,
+        };
+    }
     let (xa, xb) = (
         results.strategies[a].metric(metric),
         results.strategies[b].metric(metric),
@@ -268,8 +289,8 @@ impl Report for ComparisonsCsv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{RunSummary, latency_histogram, metric_index};
-    use crate::runner::StrategyResult;
+    use crate::metrics::{RunSummary, metric_index};
+    use crate::runner::{StrategyResult, empty_pooled};
 
     /// Results where every metric of strategy `s` in replication `r` is `f(s, r)`.
     pub(crate) fn synthetic(f: impl Fn(usize, usize) -> f64, strategies: usize) -> RunResults {
@@ -284,9 +305,11 @@ mod tests {
                         .map(|r| RunSummary {
                             values: vec![f(s, r); METRICS.len()],
                             servers: vec![],
+                            cdfs: vec![],
                         })
                         .collect(),
-                    latency: latency_histogram(),
+                    pooled: empty_pooled(0),
+                    unstable: None,
                 })
                 .collect(),
         }
@@ -304,7 +327,7 @@ mod tests {
             },
             3,
         );
-        let k = metric_index("latency_p99").unwrap();
+        let k = metric_index("latency_mean").unwrap();
         let ranking = rank(&res, k).unwrap();
         assert_eq!(ranking.rank_of(0), 1);
         assert_eq!(ranking.rank_of(1), 1);

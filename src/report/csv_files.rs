@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{Report, ReportError, ReportInput};
-use crate::metrics::{METRICS, SERVER_METRICS};
+use crate::metrics::{METRICS, SERVER_METRICS, SOURCE_SERVERS};
 use crate::runner::RunResults;
 use crate::scenario::Scenario;
 use crate::stats::estimate;
@@ -32,7 +32,7 @@ pub struct SummaryRow<'a> {
     pub replications: usize,
 }
 
-/// A row of `servers.csv`.
+/// A row of `servers.csv`: each figure with its 95% CI.
 #[derive(Debug, Serialize)]
 pub struct ServerRow<'a> {
     /// Scenario name.
@@ -45,6 +45,10 @@ pub struct ServerRow<'a> {
     pub group: &'a str,
     /// Mean requests accepted per replication.
     pub requests: f64,
+    /// 95% CI of the requests.
+    pub requests_ci95_low: f64,
+    /// 95% CI of the requests.
+    pub requests_ci95_high: f64,
     /// Mean share of accepted requests.
     pub share: f64,
     /// 95% CI of the share.
@@ -59,8 +63,28 @@ pub struct ServerRow<'a> {
     pub utilization_ci95_high: f64,
     /// Mean time-average queue length.
     pub queue_mean: f64,
+    /// 95% CI of the queue length.
+    pub queue_mean_ci95_low: f64,
+    /// 95% CI of the queue length.
+    pub queue_mean_ci95_high: f64,
     /// Mean over replications of the largest queue length.
     pub queue_max: f64,
+    /// 95% CI of the largest queue length.
+    pub queue_max_ci95_low: f64,
+    /// 95% CI of the largest queue length.
+    pub queue_max_ci95_high: f64,
+    /// Mean response time of the requests this server served (seconds).
+    pub latency_mean: f64,
+    /// 95% CI of the mean response time.
+    pub latency_mean_ci95_low: f64,
+    /// 95% CI of the mean response time.
+    pub latency_mean_ci95_high: f64,
+    /// 99th percentile response time at this server, pooled over replications.
+    pub latency_p99: f64,
+    /// 95% CI of the p99.
+    pub latency_p99_ci95_low: f64,
+    /// 95% CI of the p99.
+    pub latency_p99_ci95_high: f64,
     /// Replications behind the figures.
     pub replications: usize,
 }
@@ -127,14 +151,18 @@ pub fn write_servers_csv(
             let col = |k: usize| -> Vec<f64> {
                 s.runs.iter().map(|r| r.servers[i].as_array()[k]).collect()
             };
-            let [req, share, util, qmean, qmax] = [0, 1, 2, 3, 4].map(|k| estimate(&col(k)));
-            debug_assert_eq!(SERVER_METRICS.len(), 5);
+            let [req, share, util, qmean, qmax, lmean] =
+                [0, 1, 2, 3, 4, 5].map(|k| estimate(&col(k)));
+            let p99 = s.pooled_estimate(SOURCE_SERVERS + i, 0.99);
+            debug_assert_eq!(SERVER_METRICS.len(), 7);
             w.serialize(ServerRow {
                 scenario: &scenario.name,
                 strategy: &s.label,
                 server: &info.name,
                 group: &scenario.groups[info.group].name,
                 requests: req.mean,
+                requests_ci95_low: req.low,
+                requests_ci95_high: req.high,
                 share: share.mean,
                 share_ci95_low: share.low,
                 share_ci95_high: share.high,
@@ -142,7 +170,17 @@ pub fn write_servers_csv(
                 utilization_ci95_low: util.low,
                 utilization_ci95_high: util.high,
                 queue_mean: qmean.mean,
+                queue_mean_ci95_low: qmean.low,
+                queue_mean_ci95_high: qmean.high,
                 queue_max: qmax.mean,
+                queue_max_ci95_low: qmax.low,
+                queue_max_ci95_high: qmax.high,
+                latency_mean: lmean.mean,
+                latency_mean_ci95_low: lmean.low,
+                latency_mean_ci95_high: lmean.high,
+                latency_p99: p99.mean,
+                latency_p99_ci95_low: p99.low,
+                latency_p99_ci95_high: p99.high,
                 replications: share.n,
             })
             .map_err(csv_err(&path))?;

@@ -376,7 +376,7 @@ pub fn latency_ccdf(
     let series: Vec<(String, Vec<(f64, f64)>)> = results
         .strategies
         .iter()
-        .map(|s| (s.label.clone(), ccdf_points(&s.latency)))
+        .map(|s| (s.label.clone(), ccdf_points(s.latency())))
         .collect();
     let all = series.iter().flat_map(|s| s.1.iter());
     let (mut x_lo, mut x_hi, mut p_lo) = (f64::INFINITY, 0.0f64, 1.0f64);
