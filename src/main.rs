@@ -84,6 +84,9 @@ enum Command {
     Validate {
         /// Scenario file (TOML).
         scenario: PathBuf,
+        /// Exit with status 1 on any warning (for CI), not only on errors.
+        #[arg(long)]
+        strict: bool,
     },
     /// List the strategies, their parameters and the system each follows.
     Strategies,
@@ -152,7 +155,7 @@ fn main() -> ExitCode {
                 ..Default::default()
             },
         ),
-        Command::Validate { scenario } => cmd_validate(&scenario),
+        Command::Validate { scenario, strict } => cmd_validate(&scenario, strict),
         Command::Merge {
             shards,
             scenario,

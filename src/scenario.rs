@@ -174,12 +174,23 @@ impl Scenario {
             .sum()
     }
 
+    /// The highest arrival rate (requests/s) over the run: bursts, a schedule's peak.
+    pub fn peak_rate(&self) -> f64 {
+        self.workload
+            .arrivals
+            .peak_rate(self.end(), self.workload.trace.as_deref())
+    }
+
     /// Offered load per group for a strategy whose split is static (weights only), or
     /// `None` for adaptive strategies.
     pub fn group_loads(&self, entry: &StrategyEntry) -> Option<Vec<GroupLoad>> {
+        self.group_loads_at(entry, self.mean_rate())
+    }
+
+    /// [`Scenario::group_loads`] at arrival rate `rate`.
+    pub fn group_loads_at(&self, entry: &StrategyEntry, rate: f64) -> Option<Vec<GroupLoad>> {
         let shares = entry.spec.static_shares(&self.weights())?;
         let servers = self.servers();
-        let rate = self.mean_rate();
         Some(
             self.groups
                 .iter()
@@ -203,9 +214,33 @@ impl Scenario {
         )
     }
 
-    /// Human-readable warnings: strategies whose static split overloads a group.
+    /// Human-readable warnings: strategies whose static split overloads a group (at the
+    /// mean rate, or at the peak of a time-varying rate), and a peak rate above capacity.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let (mean, peak, capacity) = (self.mean_rate(), self.peak_rate(), self.capacity());
+        if peak > mean * (1.0 + 1e-9) {
+            if peak >= capacity {
+                out.push(format!(
+                    "at its peak the arrival rate ({peak:.1} req/s) exceeds what the servers together serve ({capacity:.1} req/s): queues grow while the peak lasts"
+                ));
+            }
+            for entry in &self.strategies {
+                let mean_ok = self
+                    .group_loads(entry)
+                    .is_some_and(|l| l.iter().all(|g| g.utilization < 1.0));
+                for load in self.group_loads_at(entry, peak).unwrap_or_default() {
+                    if mean_ok && load.utilization >= 1.0 {
+                        out.push(format!(
+                            "strategy `{}` would send group `{}` {:.0}% of what it can serve at the peak arrival rate ({peak:.1} req/s): its queues grow while the peak lasts",
+                            entry.label(),
+                            load.group,
+                            100.0 * load.utilization
+                        ));
+                    }
+                }
+            }
+        }
         for entry in &self.strategies {
             for load in self.group_loads(entry).unwrap_or_default() {
                 if load.utilization >= 1.0 {

@@ -8,11 +8,27 @@ use lbsim::strategy::CATALOGUE;
 
 use super::load;
 
-pub fn cmd_validate(path: &Path) -> anyhow::Result<ExitCode> {
+pub fn cmd_validate(path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
     let scenario = load(path)?;
     let rate = scenario.mean_rate();
     let capacity = scenario.capacity();
-    println!("{}: valid", path.display());
+    let unstable: Vec<String> = (0..scenario.strategies.len())
+        .filter_map(|k| {
+            lbsim::stability::static_overload(&scenario, k)
+                .map(|why| format!("`{}` {why}", scenario.strategies[k].label()))
+        })
+        .collect();
+    let warnings = scenario.warnings().len();
+    println!(
+        "{}: valid{}",
+        path.display(),
+        match (unstable.is_empty(), warnings) {
+            (false, _) => format!(", but unstable: {}", unstable.join("; ")),
+            (true, 0) => String::new(),
+            (true, 1) => " (1 warning)".to_string(),
+            (true, n) => format!(" ({n} warnings)"),
+        }
+    );
     println!(
         "  {} servers in {} groups, mean arrival rate {:.1} req/s, capacity {:.1} req/s (overall load {:.0}%)",
         scenario.servers().len(),
@@ -42,6 +58,10 @@ pub fn cmd_validate(path: &Path) -> anyhow::Result<ExitCode> {
                 entry.label()
             ),
         }
+    }
+    if strict && warnings > 0 {
+        eprintln!("--strict: {warnings} warning(s) above; exit status 1");
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -30,6 +30,9 @@ pub struct SummaryRow<'a> {
     pub ci95_high: f64,
     /// Replications behind the figure.
     pub replications: usize,
+    /// The strategy has no steady state ([`crate::stability`]): its figures grow with the
+    /// run length and describe this run only.
+    pub unstable: bool,
 }
 
 /// A row of `servers.csv`: each figure with its 95% CI.
@@ -126,6 +129,7 @@ pub fn write_summary_csv(
                 ci95_low: e.low,
                 ci95_high: e.high,
                 replications: e.n,
+                unstable: s.unstable.is_some(),
             })
             .map_err(csv_err(&path))?;
         }

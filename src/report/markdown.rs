@@ -150,6 +150,12 @@ pub fn headline(results: &RunResults, metric: usize) -> Option<String> {
         .find(|m| m.0 == METRICS[metric].name)
         .map_or(METRICS[metric].name.to_string(), |m| m.1.to_lowercase());
     let best = r.entries.first()?;
+    if best.rank == 0 {
+        return Some(
+            "**No strategy reached a steady state**: every one is unstable (see above), so none is ranked."
+                .to_string(),
+        );
+    }
     let def = METRICS[metric];
     let word = match def.better {
         Better::Higher => "highest",
@@ -226,10 +232,14 @@ fn ranking_table(out: &mut String, results: &RunResults, r: &Ranking) {
                 }
             )
         };
+        let rank = if e.rank == 0 {
+            "unstable".to_string()
+        } else {
+            e.rank.to_string()
+        };
         let _ = writeln!(
             out,
-            "| {}{tie} | {} | {} | {vs} |",
-            e.rank,
+            "| {rank}{tie} | {} | {} | {vs} |",
             results.strategies[e.strategy].label,
             with_ci(e.estimate.mean, e.estimate.low, e.estimate.high, def.unit),
         );
@@ -248,6 +258,20 @@ pub fn render(input: &ReportInput<'_>) -> String {
             "> **Interrupted:** {} of {} replications finished; the figures below use those.\n",
             results.finished.len(),
             results.requested
+        );
+    }
+    for st in &results.strategies {
+        if let Some(why) = &st.unstable {
+            let _ = writeln!(
+                out,
+                "> **Unstable: {}** {why}. Its backlog grows with the run, so its figures describe this run length only; it is listed last and not ranked.\n",
+                st.label
+            );
+        }
+    }
+    if results.finished.len() == 1 {
+        out.push_str(
+            "> **One replication:** the figures below have no confidence intervals and strategies are not told apart; run 2 or more replications for intervals and ranks.\n\n",
         );
     }
     if let Some(h) = metric_index("latency_p99").and_then(|k| headline(results, k)) {

@@ -135,6 +135,25 @@ impl ArrivalSpec {
         }
     }
 
+    /// The highest arrival rate over `[0, horizon]` (requests per second): the burst rate
+    /// of MMPP and on/off processes, the peak of a piecewise schedule; the mean for
+    /// renewal processes and traces.
+    pub fn peak_rate(&self, horizon: f64, trace: Option<&Trace>) -> f64 {
+        match self {
+            ArrivalSpec::Mmpp { rates, .. } => rates[0].max(rates[1]),
+            ArrivalSpec::OnOff { rate, .. } => *rate,
+            ArrivalSpec::Piecewise {
+                points,
+                interpolation,
+            } => points
+                .iter()
+                .filter(|p| p.at <= horizon)
+                .map(|p| p.rate)
+                .fold(piecewise_rate(points, *interpolation, horizon), f64::max),
+            _ => self.mean_rate(horizon, trace),
+        }
+    }
+
     /// The same process with every rate multiplied by `factor` (for load sweeps).
     pub fn scaled(&self, factor: f64) -> ArrivalSpec {
         let mut s = self.clone();
