@@ -9,8 +9,12 @@ use std::path::Path;
 
 use lbsim::scenario::{Scenario, ScenarioError};
 
-/// Exit status for bad input (scenario errors, bad flags).
+/// Exit status for bad input (scenario errors, bad flags, a run that measured nothing).
 pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// Exit status of `lbsim run --precision` when the target was not reached within
+/// `--max-replications` (the reports are written all the same).
+pub const EXIT_PRECISION_MISSED: u8 = 3;
 
 /// Loads and validates a scenario, printing its warnings.
 pub fn load(path: &Path) -> anyhow::Result<Scenario> {

@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use rayon::prelude::*;
 
 use crate::metrics::{Estimator, METRICS, RunMetrics, RunSummary, latency_histogram};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, ScenarioError};
 use crate::sim::simulate;
 use crate::stats::quantile::{Cdf, quantile_estimate};
 use crate::stats::{Estimate, estimate};
@@ -219,6 +219,65 @@ pub fn run_replications(
     };
     crate::stability::assess(scenario, &mut results);
     Ok(results)
+}
+
+/// Fails closed when a run measured nothing its figures could describe: no request arrived
+/// in the measured window, none was served, or no server was ever busy. Such runs would
+/// otherwise publish NaN figures over zero replications. The error names the scenario
+/// file, the field to change and how.
+pub fn check_measured(scenario: &Scenario, results: &RunResults) -> Result<(), ScenarioError> {
+    let runs = || results.strategies.iter().flat_map(|s| s.runs.iter());
+    if runs().next().is_none() {
+        return Ok(());
+    }
+    let value = |r: &RunSummary, name: &str| {
+        r.values[crate::metrics::metric_index(name).expect("metric exists")]
+    };
+    let invalid = |field: &str, problem: String, fix: &str| ScenarioError::Invalid {
+        path: scenario.path.clone(),
+        line: None,
+        field: field.into(),
+        problem,
+        fix: fix.into(),
+    };
+    let (from, to) = (scenario.warmup, scenario.end());
+    let arrived = runs().any(|r| {
+        value(r, "accepted_rate") > 0.0
+            || value(r, "rejected_fraction") > 0.0
+            || value(r, "error_fraction") > 0.0
+    });
+    if !arrived {
+        let trace = matches!(
+            scenario.workload.arrivals,
+            crate::workload::ArrivalSpec::Trace { .. }
+        );
+        return Err(invalid(
+            if trace { "warmup" } else { "duration" },
+            format!(
+                "nothing measured: no request arrived in the measured window [{from}, {to}) s in any replication"
+            ),
+            if trace {
+                "the trace's arrivals all fall outside the window: shorten `warmup` (arrivals before it are not measured) or lengthen `duration` to cover the trace's times"
+            } else {
+                "lengthen `duration` or raise the arrival rate so that requests arrive after the warm-up"
+            },
+        ));
+    }
+    if !runs().any(|r| value(r, "latency_mean").is_finite()) {
+        return Err(invalid(
+            "servers",
+            "nothing measured: every request that arrived in the window was refused or failed, for every strategy".into(),
+            "check `queue_capacity` (0 refuses everything) and `[[faults]]` (servers down for the whole window)",
+        ));
+    }
+    if !runs().any(|r| value(r, "utilization_mean") > 0.0) {
+        return Err(invalid(
+            "servers.service",
+            "nothing measured: no server was ever busy (service times round to 0 ns), so nothing queues and utilisation figures are undefined".into(),
+            "service times are in seconds: e.g. `mean = 0.001` for 1 ms",
+        ));
+    }
+    Ok(())
 }
 
 /// Runs every replication of every strategy in `scenario`.

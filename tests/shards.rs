@@ -98,7 +98,7 @@ fn sequential_stopping_reports_replications_needed() {
         "--replications",
         "3",
         "--precision",
-        "0.05",
+        "0.1",
         "--metric",
         "latency_mean",
         "--max-replications",

@@ -18,7 +18,7 @@ use lbsim::shard::{self, ShardFile, ShardSpec};
 use lbsim::sweep::SweepResults;
 use lbsim::sweep::run_sweep;
 
-use super::{bad_flag, load};
+use super::{EXIT_PRECISION_MISSED, bad_flag, load};
 
 /// `lbsim run` flags beyond the run options.
 pub struct RunFlags {
@@ -147,6 +147,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         });
     }
 
+    let mut missed = None;
     let results = match flags.precision {
         Some(target) => {
             let seq = run_to_precision(
@@ -178,10 +179,31 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
                     )
                 }
             );
+            if !seq.reached && !seq.results.is_partial() {
+                let (k, w) = lbsim::sequential::worst_strategy(&seq.results, metric)
+                    .unwrap_or((0, f64::INFINITY));
+                missed = Some(format!(
+                    "precision target missed: `{}` holds {} at ±{:.2}% (target ±{}%) after {} replications; raise --max-replications, or lengthen `duration` to narrow each replication's spread (exit status {EXIT_PRECISION_MISSED})",
+                    seq.results
+                        .strategies
+                        .get(k)
+                        .map_or("?", |s| s.label.as_str()),
+                    flags.metric,
+                    100.0 * w,
+                    100.0 * target,
+                    seq.results.finished.len()
+                ));
+            }
             seq.results
         }
         None => run(&scenario, &opts)?,
     };
+    lbsim::runner::check_measured(&scenario, &results)?;
+    if results.finished.len() == 1 {
+        eprintln!(
+            "note: one replication: figures without confidence intervals, strategies not told apart; run 2 or more (--replications) for intervals"
+        );
+    }
     let sweep_opts = RunOptions {
         replications: Some(results.finished.len().max(2) as u32),
         ..opts.clone()
@@ -217,6 +239,10 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
             results.requested
         );
         return Ok(ExitCode::from(130));
+    }
+    if let Some(m) = missed {
+        eprintln!("{m}");
+        return Ok(ExitCode::from(EXIT_PRECISION_MISSED));
     }
     Ok(ExitCode::SUCCESS)
 }
