@@ -47,6 +47,7 @@ fn merged_shards_are_bit_identical_to_a_single_run() {
     for f in [
         "summary.csv",
         "servers.csv",
+        "replications.csv",
         "comparisons.csv",
         "latency_ccdf.svg",
     ] {

@@ -1,5 +1,6 @@
-//! Tidy CSV files: `summary.csv` (one row per strategy and metric) and `servers.csv`
-//! (one row per strategy and server). Times are in seconds.
+//! Tidy CSV files: `summary.csv` (one row per strategy and metric), `servers.csv` (one
+//! row per strategy and server) and `replications.csv` (one row per replication, strategy
+//! and metric, for users' own statistics). Times are in seconds.
 
 use std::path::{Path, PathBuf};
 
@@ -195,6 +196,71 @@ pub fn write_servers_csv(
         source,
     })?;
     Ok(path)
+}
+
+/// A row of `replications.csv`.
+#[derive(Debug, Serialize)]
+pub struct ReplicationRow<'a> {
+    /// Scenario name.
+    pub scenario: &'a str,
+    /// Strategy label.
+    pub strategy: &'a str,
+    /// Replication index (its random streams derive from the seed and this index; every
+    /// strategy of a replication saw the same requests).
+    pub replication: u64,
+    /// Metric name.
+    pub metric: &'static str,
+    /// Unit of the metric.
+    pub unit: &'static str,
+    /// This replication's value (percentiles: of this replication's requests alone; empty
+    /// when undefined, e.g. no request served).
+    pub value: Option<f64>,
+}
+
+/// Writes `replications.csv` into `dir` and returns its path.
+pub fn write_replications_csv(
+    dir: &Path,
+    scenario: &Scenario,
+    results: &RunResults,
+) -> Result<PathBuf, ReportError> {
+    let path = dir.join("replications.csv");
+    let mut w = create(&path)?;
+    for s in &results.strategies {
+        for (run, &replication) in s.runs.iter().zip(&results.finished) {
+            for (m, &v) in METRICS.iter().zip(&run.values) {
+                w.serialize(ReplicationRow {
+                    scenario: &scenario.name,
+                    strategy: &s.label,
+                    replication,
+                    metric: m.name,
+                    unit: m.unit,
+                    value: v.is_finite().then_some(v),
+                })
+                .map_err(csv_err(&path))?;
+            }
+        }
+    }
+    w.flush().map_err(|source| ReportError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+/// `replications.csv` as a [`Report`].
+pub struct ReplicationsCsv;
+
+impl Report for ReplicationsCsv {
+    fn name(&self) -> &'static str {
+        "replications.csv"
+    }
+    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
+        Ok(vec![write_replications_csv(
+            dir,
+            input.scenario,
+            input.results,
+        )?])
+    }
 }
 
 /// `summary.csv` as a [`Report`].
