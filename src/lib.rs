@@ -21,6 +21,7 @@
 //! - [`stats`]: confidence intervals over replications.
 //! - [`runner`]: Monte Carlo replications in parallel, deterministic.
 //! - [`sequential`]: adding replications until a CI is narrow enough.
+//! - [`steady`]: is the warm-up long enough, the window long enough (MSER, batch means).
 //! - [`stability`]: strategies whose backlog grows, marked `unstable` everywhere.
 //! - [`shard`]: slices of the replications on many machines, merged bit for bit.
 //! - [`sweep`]: running a scenario's `[sweep]`, point by point.
@@ -42,6 +43,7 @@ pub mod shard;
 pub mod sim;
 pub mod stability;
 pub mod stats;
+pub mod steady;
 pub mod strategy;
 pub mod sweep;
 pub mod time;

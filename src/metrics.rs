@@ -230,6 +230,10 @@ pub const METRICS: &[MetricDef] = &[
 /// Slices of the window for [`ServerAccumulator::slices`] (the drift test).
 pub const SLICES: usize = 10;
 
+/// Batches of the window, by arrival time, for [`RunMetrics::batches`] (steady-state
+/// diagnostics: MSER truncation and the correlation of batch means).
+pub const BATCHES: usize = 100;
+
 /// Index of a metric in [`METRICS`] by name.
 pub fn metric_index(name: &str) -> Option<usize> {
     METRICS.iter().position(|m| m.name == name)
@@ -317,6 +321,9 @@ pub struct RunMetrics {
     pub waited: u64,
     /// Per server: response times of the measured requests it served.
     pub server_latency: Vec<Histogram<u64>>,
+    /// Per batch of [`BATCHES`] equal slices of the window, by arrival time: the sum of
+    /// the response times (seconds) of the measured requests served, and their number.
+    pub batches: Vec<[f64; 2]>,
     /// Requests that arrived in the window.
     pub arrived: u64,
     /// Of those, refused because the chosen server's queue was full.
@@ -352,6 +359,7 @@ impl RunMetrics {
             wait_sum: 0.0,
             waited: 0,
             server_latency: workers.iter().map(|_| latency_histogram()).collect(),
+            batches: vec![[0.0; 2]; BATCHES],
             arrived: 0,
             rejected: 0,
             unroutable: 0,
@@ -373,7 +381,11 @@ impl RunMetrics {
     /// Records what only the simulator knows of a measured request served by `server`
     /// (besides [`RunMetrics::record_latency`]): its waiting time and which server served it.
     #[inline]
-    pub fn record_service(&mut self, server: usize, latency: Nanos, wait: Nanos) {
+    pub fn record_service(&mut self, server: usize, arrival: Nanos, latency: Nanos, wait: Nanos) {
+        let len = ((self.to.0 - self.from.0) / BATCHES as u64).max(1);
+        let k = ((arrival.0.saturating_sub(self.from.0) / len) as usize).min(BATCHES - 1);
+        self.batches[k][0] += latency.as_secs_f64();
+        self.batches[k][1] += 1.0;
         self.wait.saturating_record(wait.0.max(1));
         self.wait_sum += wait.as_secs_f64();
         self.waited += u64::from(wait > Nanos::ZERO);
@@ -545,6 +557,7 @@ impl RunMetrics {
                 .into_iter()
                 .map(Cdf::from_histogram)
                 .collect(),
+            batches: self.batches.clone(),
         }
     }
 }
@@ -558,6 +571,8 @@ pub struct RunSummary {
     pub servers: Vec<ServerSummary>,
     /// Each of [`RunMetrics::sources`], compactly, for the intervals of pooled percentiles.
     pub cdfs: Vec<Cdf>,
+    /// [`RunMetrics::batches`] (empty where not measured, e.g. live mode).
+    pub batches: Vec<[f64; 2]>,
 }
 
 /// The figures of one server in one run.

@@ -134,6 +134,8 @@ pub struct ShardStrategy {
     /// Per finished replication and pooled source: its compact distribution
     /// ([`Cdf::to_pairs`]).
     pub cdfs: Vec<Vec<Vec<[u64; 2]>>>,
+    /// Per finished replication: its batches ([`RunSummary::batches`]) as f64 bits.
+    pub batches: Vec<Vec<[u64; 2]>>,
     /// The merged histograms of the pooled sources (response time, waiting time, per
     /// server), V2 + deflate encoded (HdrHistogram's interchange format), in hexadecimal.
     pub pooled: Vec<String>,
@@ -201,6 +203,11 @@ impl ShardFile {
                                     .map(|x| x.as_array().map(f64::to_bits))
                                     .collect()
                             })
+                            .collect(),
+                        batches: s
+                            .runs
+                            .iter()
+                            .map(|r| r.batches.iter().map(|b| b.map(f64::to_bits)).collect())
                             .collect(),
                         cdfs: s
                             .runs
@@ -277,11 +284,15 @@ impl ShardFile {
                 pooled.push(merged);
             }
             let runs_ok = |n: usize| n == self.finished.len();
-            if !runs_ok(s.values.len()) || !runs_ok(s.servers.len()) || !runs_ok(s.cdfs.len()) {
+            if !runs_ok(s.values.len())
+                || !runs_ok(s.servers.len())
+                || !runs_ok(s.cdfs.len())
+                || !runs_ok(s.batches.len())
+            {
                 return Err(bad(format!("strategy `{}`: wrong number of runs", s.label)));
             }
             let mut runs = Vec::new();
-            for ((v, sv), c) in s.values.iter().zip(&s.servers).zip(&s.cdfs) {
+            for (((v, sv), c), bt) in s.values.iter().zip(&s.servers).zip(&s.cdfs).zip(&s.batches) {
                 let cdfs = c
                     .iter()
                     .map(|pairs| Cdf::from_pairs(pairs))
@@ -302,6 +313,7 @@ impl ShardFile {
                         .map(|a| ServerSummary::from_array(a.map(f64::from_bits)))
                         .collect(),
                     cdfs,
+                    batches: bt.iter().map(|b| b.map(f64::from_bits)).collect(),
                 });
             }
             strategies.push(StrategyResult {

@@ -199,6 +199,9 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         None => run(&scenario, &opts)?,
     };
     lbsim::runner::check_measured(&scenario, &results)?;
+    for w in lbsim::steady::warnings(&scenario, &results) {
+        eprintln!("warning: {w}");
+    }
     if results.finished.len() == 1 {
         eprintln!(
             "note: one replication: figures without confidence intervals, strategies not told apart; run 2 or more (--replications) for intervals"

@@ -324,6 +324,7 @@ mod tests {
                             values: vec![f(s, r); METRICS.len()],
                             servers: vec![],
                             cdfs: vec![],
+                            batches: vec![],
                         })
                         .collect(),
                     pooled: empty_pooled(0),

@@ -269,6 +269,9 @@ pub fn render(input: &ReportInput<'_>) -> String {
             );
         }
     }
+    for w in crate::steady::warnings(s, results) {
+        let _ = writeln!(out, "> **Steady state:** {w}.\n");
+    }
     if results.finished.len() == 1 {
         out.push_str(
             "> **One replication:** the figures below have no confidence intervals and strategies are not told apart; run 2 or more replications for intervals and ranks.\n\n",

@@ -400,7 +400,8 @@ impl<'a> Sim<'a> {
         let latency = now - job.arrival + self.extra_latency;
         if job.measured {
             self.m.record_latency(latency);
-            self.m.record_service(i, latency, job.start - job.arrival);
+            self.m
+                .record_service(i, job.arrival, latency, job.start - job.arrival);
         }
         if self.conns.is_none() {
             self.balancers[job.balancer as usize].complete(i, latency, Outcome::Ok, now);
