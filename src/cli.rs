@@ -25,6 +25,22 @@ pub fn load(path: &Path) -> anyhow::Result<Scenario> {
     Ok(scenario)
 }
 
+/// Loads a scenario and keeps only the strategies labelled `labels` (all if empty), for
+/// `--strategy LABEL`.
+pub fn load_selected(path: &Path, labels: &[String]) -> anyhow::Result<Scenario> {
+    let mut scenario = load(path)?;
+    if let Err(label) = scenario.keep_strategies(labels) {
+        let known: Vec<String> = scenario.strategies.iter().map(|e| e.label()).collect();
+        return Err(bad_flag(
+            path,
+            "--strategy",
+            &format!("no strategy labelled `{label}`"),
+            &format!("use one of: {}", known.join(", ")),
+        ));
+    }
+    Ok(scenario)
+}
+
 /// A bad command-line flag, reported like a scenario error (exit status 2).
 pub fn bad_flag(path: &Path, field: &str, problem: &str, fix: &str) -> anyhow::Error {
     ScenarioError::Invalid {

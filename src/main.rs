@@ -6,7 +6,7 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use lbsim::report::check;
 use lbsim::runner::RunOptions;
@@ -15,7 +15,7 @@ use lbsim::shard::{self, ShardSpec};
 
 use cli::{
     EXIT_BAD_INPUT,
-    check::cmd_check,
+    check::{CheckFlags, cmd_check},
     inspect::{cmd_strategies, cmd_validate},
     live as live_cli,
     run::{RunFlags, cmd_merge, cmd_run},
@@ -64,6 +64,14 @@ enum Command {
         /// --out; combine the shards with `lbsim merge`.
         #[arg(long, value_name = "K/N")]
         shard: Option<ShardSpec>,
+        /// Run only the strategy with this label; repeat for several [default: all].
+        /// A strategy's figures do not depend on which others run.
+        #[arg(long = "strategy", value_name = "LABEL")]
+        strategies: Vec<String>,
+        /// Record every server in `timeseries.csv` and the queue-over-time plot; by default
+        /// a cluster of more than 64 servers shows a sample of each group.
+        #[arg(long)]
+        full_timeseries: bool,
     },
     /// Combine shard files (`lbsim run --shard K/N`) into the reports a single run writes.
     Merge {
@@ -80,15 +88,18 @@ enum Command {
         #[arg(long)]
         png: bool,
     },
-    /// Check a scenario file without running it, and show the offered load per server group.
+    /// Check scenario files without running them, and show the offered load (mean and,
+    /// for a time-varying rate, peak) per server group. Exit status 2 if any is invalid.
     Validate {
-        /// Scenario file (TOML).
-        scenario: PathBuf,
+        /// Scenario files (TOML).
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
         /// Exit with status 1 on any warning (for CI), not only on errors.
         #[arg(long)]
         strict: bool,
     },
-    /// List the strategies, their parameters and the system each follows.
+    /// List the strategies, their parameters (defaults, with units) and the system each
+    /// follows.
     Strategies,
     /// Regression check for CI: run scenarios with their pinned seeds and compare every
     /// metric of every strategy with a baseline. Exit status: 0 pass, 1 regression,
@@ -98,7 +109,7 @@ enum Command {
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
         /// Baseline folder, holding `<scenario name>/summary.csv`.
-        #[arg(long)]
+        #[arg(long, default_value = "reports/baseline")]
         baseline: PathBuf,
         /// Rewrite the baseline from this run instead of comparing.
         #[arg(long)]
@@ -107,8 +118,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Relative tolerances, e.g. `latency_p99=0.1,throughput=2%` (`*=0.1` for all).
-        /// Defaults: 5% for latencies (10% p99.9, 25% max), 2% throughput, 1% Jain, 10% queues and rejections, 5% otherwise.
-        #[arg(long)]
+        #[arg(long, long_help = tolerance_help())]
         tolerance: Vec<String>,
         /// Replications per scenario [default: the scenario's]. Use the same number for
         /// the baseline and the check.
@@ -117,11 +127,36 @@ enum Command {
         /// Worker threads [default: one per core]. Results do not depend on it.
         #[arg(long)]
         threads: Option<usize>,
+        /// Check only the strategy with this label; repeat for several [default: all].
+        /// Baseline rows of the other strategies are then not reported missing.
+        #[arg(long = "strategy", value_name = "LABEL")]
+        strategies: Vec<String>,
+    },
+    /// Print a shell completion script, e.g. `lbsim completions bash >
+    /// ~/.local/share/bash-completion/completions/lbsim`.
+    Completions {
+        /// Shell: bash, elvish, fish, powershell or zsh.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `lbsim man > ~/.local/share/man/man1/lbsim.1`, or
+    /// write one page per subcommand with --out.
+    Man {
+        /// Folder to write `lbsim.1` and `lbsim-<subcommand>.1` into.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Start a scenario's servers (or one server) as real Thrift backends, until Ctrl-C.
     Serve(live_cli::ServeArgs),
     /// Replay a scenario against real Thrift backends and compare with the simulation.
     Live(live_cli::LiveArgs),
+}
+
+/// `check --tolerance`'s long help, from the same rules the check applies.
+fn tolerance_help() -> String {
+    format!(
+        "Relative tolerances, e.g. `latency_p99=0.1,throughput=2%` (`*=0.1` for all).\n\nDefaults: {}.",
+        check::DEFAULT_TOLERANCES
+    )
 }
 
 fn main() -> ExitCode {
@@ -138,6 +173,8 @@ fn main() -> ExitCode {
             metric,
             max_replications,
             shard,
+            strategies,
+            full_timeseries,
         } => cmd_run(
             &scenario,
             RunFlags {
@@ -147,6 +184,8 @@ fn main() -> ExitCode {
                 metric,
                 max_replications,
                 shard,
+                strategies,
+                full_timeseries,
             },
             RunOptions {
                 replications,
@@ -155,7 +194,7 @@ fn main() -> ExitCode {
                 ..Default::default()
             },
         ),
-        Command::Validate { scenario, strict } => cmd_validate(&scenario, strict),
+        Command::Validate { scenarios, strict } => cmd_validate(&scenarios, strict),
         Command::Merge {
             shards,
             scenario,
@@ -170,12 +209,16 @@ fn main() -> ExitCode {
             tolerance,
             replications,
             threads,
+            strategies,
         } => cmd_check(
             &scenarios,
             &baseline,
-            update,
-            json,
-            &tolerance,
+            CheckFlags {
+                update,
+                json,
+                tolerance,
+                strategies,
+            },
             RunOptions {
                 replications,
                 threads,
@@ -186,6 +229,11 @@ fn main() -> ExitCode {
             cmd_strategies();
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "lbsim", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out } => cli::inspect::cmd_man(Cli::command(), out.as_deref()),
         Command::Serve(args) => live_cli::serve(&args),
         Command::Live(args) => live_cli::live(&args),
     };

@@ -82,6 +82,12 @@ pub trait Report {
 
 /// The reports `lbsim run` writes, in order (plots before `report.md`, which links them).
 pub fn standard_reports() -> Vec<Box<dyn Report>> {
+    standard_reports_with(timeseries::Timeseries::default())
+}
+
+/// [`standard_reports`] with the given time-series report (e.g. one holding the traces
+/// recorded during the run, [`timeseries::Timeseries::recorded`]).
+pub fn standard_reports_with(timeseries: timeseries::Timeseries) -> Vec<Box<dyn Report>> {
     vec![
         Box::new(SummaryCsv),
         Box::new(ServersCsv),
@@ -89,7 +95,7 @@ pub fn standard_reports() -> Vec<Box<dyn Report>> {
         Box::new(ComparisonsCsv),
         Box::new(sweep::SweepCsv),
         Box::new(Plots),
-        Box::new(timeseries::Timeseries),
+        Box::new(timeseries),
         Box::new(MarkdownReport),
     ]
 }

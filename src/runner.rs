@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::metrics::{Estimator, METRICS, RunMetrics, RunSummary, latency_histogram};
 use crate::scenario::{Scenario, ScenarioError};
-use crate::sim::simulate;
+use crate::sim::{Trace, TraceSpec, simulate, simulate_traced};
 use crate::stats::quantile::{Cdf, quantile_estimate};
 use crate::stats::{Estimate, estimate};
 
@@ -31,6 +31,47 @@ pub struct RunOptions {
     pub cancel: Option<Arc<AtomicBool>>,
     /// Progress bar, advanced once per finished replication.
     pub progress: Option<indicatif::ProgressBar>,
+    /// Where to record replication 0's state over time, while it runs (the time series
+    /// of the reports), so that no replication is simulated twice.
+    pub trace: Option<TraceSink>,
+}
+
+/// Collects replication 0's [`Trace`] of every strategy during a run: the replication is
+/// recorded as it runs (recording only reads), so the time-series report costs no second
+/// simulation.
+#[derive(Clone, Debug)]
+pub struct TraceSink {
+    spec: TraceSpec,
+    traces: Arc<Mutex<Vec<Option<Trace>>>>,
+}
+
+impl TraceSink {
+    /// A sink recording what `spec` says.
+    pub fn new(spec: TraceSpec) -> TraceSink {
+        TraceSink {
+            spec,
+            traces: Arc::default(),
+        }
+    }
+
+    /// What is recorded.
+    pub fn spec(&self) -> &TraceSpec {
+        &self.spec
+    }
+
+    /// The traces recorded so far, by strategy index (`None` where replication 0 of that
+    /// strategy did not run, e.g. an interrupted run), leaving the sink empty.
+    pub fn take(&self) -> Vec<Option<Trace>> {
+        std::mem::take(&mut *self.traces.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn put(&self, strategy: usize, trace: Trace) {
+        let mut traces = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+        if traces.len() <= strategy {
+            traces.resize(strategy + 1, None);
+        }
+        traces[strategy] = Some(trace);
+    }
 }
 
 /// Everything measured for one strategy.
@@ -148,6 +189,27 @@ pub enum RunError {
     },
 }
 
+/// One replication's results while its strategies run.
+struct Staged {
+    /// Whether one of its strategies has begun.
+    started: bool,
+    /// Strategies finished.
+    done: usize,
+    summaries: Vec<Option<RunSummary>>,
+    metrics: Vec<Option<RunMetrics>>,
+}
+
+impl Staged {
+    fn new(strategies: usize) -> Staged {
+        Staged {
+            started: false,
+            done: 0,
+            summaries: vec![None; strategies],
+            metrics: vec![None; strategies],
+        }
+    }
+}
+
 /// Runs replications `indices` of every strategy in `scenario`.
 pub fn run_replications(
     scenario: &Scenario,
@@ -159,32 +221,64 @@ pub fn run_replications(
     let n_servers = scenario.servers().len();
     let merged: Mutex<Vec<Vec<Histogram<u64>>>> =
         Mutex::new((0..n_strategies).map(|_| empty_pooled(n_servers)).collect());
-    let work = || {
-        indices
-            .par_iter()
-            .map(|&rep| {
-                if opts
-                    .cancel
-                    .as_ref()
-                    .is_some_and(|c| c.load(Ordering::Relaxed))
-                {
-                    return None;
-                }
-                let mut summaries = Vec::with_capacity(n_strategies);
-                for (k, entry) in scenario.strategies.iter().enumerate() {
-                    let m = simulate(scenario, &entry.spec, rep, seed);
-                    summaries.push(m.summarize());
-                    let mut all = merged.lock().unwrap_or_else(|e| e.into_inner());
-                    pool(&mut all[k], &m);
-                }
-                if let Some(p) = &opts.progress {
-                    p.inc(1);
-                }
-                Some((rep, summaries))
-            })
-            .collect::<Vec<_>>()
+    // One task per (replication, strategy), so that the last replications' strategies run
+    // in parallel too and no thread idles at the end (the serial tail of one task per
+    // replication). A replication counts once all its strategies ran; its histograms are
+    // merged into `merged` then, and staged until then (memory bounded by the tasks in
+    // flight, not by the run).
+    let staged: Vec<Mutex<Staged>> = indices
+        .iter()
+        .map(|_| Mutex::new(Staged::new(n_strategies)))
+        .collect();
+    let cancelled = || {
+        opts.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
     };
-    let per_rep = match opts.threads {
+    let work = || {
+        (0..indices.len() * n_strategies)
+            .into_par_iter()
+            .for_each(|task| {
+                let (pos, k) = (task / n_strategies, task % n_strategies);
+                let rep = indices[pos];
+                {
+                    // A replication started before a cancel is finished; others are not begun.
+                    let mut st = staged[pos].lock().unwrap_or_else(|e| e.into_inner());
+                    if !st.started && cancelled() {
+                        return;
+                    }
+                    st.started = true;
+                }
+                let entry = &scenario.strategies[k];
+                let m = match opts.trace.as_ref().filter(|_| rep == 0) {
+                    Some(sink) => {
+                        let (m, trace) =
+                            simulate_traced(scenario, &entry.spec, rep, seed, sink.spec());
+                        sink.put(k, trace);
+                        m
+                    }
+                    None => simulate(scenario, &entry.spec, rep, seed),
+                };
+                let summary = m.summarize();
+                let mut st = staged[pos].lock().unwrap_or_else(|e| e.into_inner());
+                st.summaries[k] = Some(summary);
+                st.metrics[k] = Some(m);
+                st.done += 1;
+                if st.done == n_strategies {
+                    let mut all = merged.lock().unwrap_or_else(|e| e.into_inner());
+                    for (acc, m) in all.iter_mut().zip(st.metrics.iter_mut()) {
+                        if let Some(m) = m.take() {
+                            pool(acc, &m);
+                        }
+                    }
+                    drop(all);
+                    if let Some(p) = &opts.progress {
+                        p.inc(1);
+                    }
+                }
+            })
+    };
+    match opts.threads {
         Some(threads) => rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
@@ -192,6 +286,11 @@ pub fn run_replications(
             .install(work),
         None => work(),
     };
+    let per_rep = indices.iter().zip(staged).map(|(&rep, st)| {
+        let st = st.into_inner().unwrap_or_else(|e| e.into_inner());
+        (st.done == n_strategies)
+            .then(|| (rep, st.summaries.into_iter().flatten().collect::<Vec<_>>()))
+    });
     let latency = merged.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut strategies: Vec<StrategyResult> = scenario
         .strategies
@@ -205,7 +304,7 @@ pub fn run_replications(
         })
         .collect();
     let mut finished = Vec::new();
-    for (rep, summaries) in per_rep.into_iter().flatten() {
+    for (rep, summaries) in per_rep.flatten() {
         finished.push(rep);
         for (s, summary) in strategies.iter_mut().zip(summaries) {
             s.runs.push(summary);

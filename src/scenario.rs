@@ -166,19 +166,20 @@ impl Scenario {
             .mean_rate(self.end(), self.workload.trace.as_deref())
     }
 
+    /// The peak of a time-varying arrival rate over the run, as (requests per second,
+    /// when in seconds if it has a time); `None` for a constant rate.
+    pub fn peak_rate(&self) -> Option<(f64, Option<f64>)> {
+        self.workload
+            .arrivals
+            .peak_rate(self.end(), self.workload.trace.as_deref())
+    }
+
     /// Requests per second the whole cluster can serve.
     pub fn capacity(&self) -> f64 {
         self.groups
             .iter()
             .map(|g| f64::from(g.count) * f64::from(g.workers) * g.speed / g.service.mean())
             .sum()
-    }
-
-    /// The highest arrival rate (requests/s) over the run: bursts, a schedule's peak.
-    pub fn peak_rate(&self) -> f64 {
-        self.workload
-            .arrivals
-            .peak_rate(self.end(), self.workload.trace.as_deref())
     }
 
     /// Offered load per group for a strategy whose split is static (weights only), or
@@ -218,7 +219,8 @@ impl Scenario {
     /// mean rate, or at the peak of a time-varying rate), and a peak rate above capacity.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let (mean, peak, capacity) = (self.mean_rate(), self.peak_rate(), self.capacity());
+        let (mean, capacity) = (self.mean_rate(), self.capacity());
+        let peak = self.peak_rate().map_or(mean, |p| p.0);
         if peak > mean * (1.0 + 1e-9) {
             if peak >= capacity {
                 out.push(format!(

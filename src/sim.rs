@@ -4,4 +4,4 @@ pub mod engine;
 pub mod event_queue;
 pub mod server;
 
-pub use engine::{Sample, simulate, simulate_traced};
+pub use engine::{Sample, Trace, TraceSpec, simulate, simulate_traced};

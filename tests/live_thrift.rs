@@ -11,7 +11,7 @@ use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::peer::{python_peer, thriftpy2_available};
+use common::peer::{python_peer, require_thriftpy2};
 use lbsim::live::server::{self, ServerConfig, ServerHandle};
 use lbsim::live::{CallOutcome, ClientConfig, ClientError, Connection, Protocol, Transport};
 
@@ -248,11 +248,12 @@ fn killed_server_fails_calls_in_flight_and_new_connections() {
 }
 
 #[test]
+#[cfg_attr(
+    not(python_peer),
+    ignore = "python3 cannot import thriftpy2: run `sh scripts/setup-python.sh` (installs it from PyPI), then cargo test again"
+)]
 fn rust_client_drives_thriftpy2_server() {
-    if !thriftpy2_available() {
-        println!("SKIPPED: python3 cannot import thriftpy2 (run scripts/setup-python.sh)");
-        return;
-    }
+    require_thriftpy2();
     for (protocol, transport) in wire_combinations() {
         let id = format!("py-{protocol}-{transport}");
         let peer = python_peer(&[
@@ -268,11 +269,12 @@ fn rust_client_drives_thriftpy2_server() {
 }
 
 #[test]
+#[cfg_attr(
+    not(python_peer),
+    ignore = "python3 cannot import thriftpy2: run `sh scripts/setup-python.sh` (installs it from PyPI), then cargo test again"
+)]
 fn thriftpy2_server_has_the_same_queueing_semantics() {
-    if !thriftpy2_available() {
-        println!("SKIPPED: python3 cannot import thriftpy2 (run scripts/setup-python.sh)");
-        return;
-    }
+    require_thriftpy2();
     let cfg = client_cfg(Protocol::Compact, Transport::Framed);
     let peer = python_peer(&["--id", "py", "--workers", "2", "--protocol", "compact"]);
     check_two_workers_four_calls(peer.addr, &cfg, "py");

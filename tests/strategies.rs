@@ -207,7 +207,7 @@ fn power_of_d_approaches_the_supermarket_fixed_point() {
 fn jsq_beats_power_of_two_which_beats_random_paired() {
     // JSQ reads the servers' own reports, exact here (no `load_report_interval`).
     let s = queueing_scenario(20, 0.9, 500.0, "");
-    let jsq = replications(&s, &StrategySpec::Jsq, "latency_mean");
+    let jsq = replications(&s, &StrategySpec::Jsq { indexed: false }, "latency_mean");
     let p2c = replications(
         &s,
         &StrategySpec::PowerOfD {
@@ -232,8 +232,16 @@ fn stale_load_reports_make_jsq_herd() {
     // than power of two on its own in-flight counts.
     let exact = queueing_scenario(20, 0.9, 500.0, "");
     let stale = queueing_scenario(20, 0.9, 500.0, "load_report_interval = 2.0");
-    let jsq_exact = replications(&exact, &StrategySpec::Jsq, "latency_mean");
-    let jsq_stale = replications(&stale, &StrategySpec::Jsq, "latency_mean");
+    let jsq_exact = replications(
+        &exact,
+        &StrategySpec::Jsq { indexed: false },
+        "latency_mean",
+    );
+    let jsq_stale = replications(
+        &stale,
+        &StrategySpec::Jsq { indexed: false },
+        "latency_mean",
+    );
     let p2c = replications(
         &stale,
         &StrategySpec::PowerOfD {

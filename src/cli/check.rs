@@ -3,58 +3,89 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use lbsim::metrics::METRICS;
+use lbsim::report::check::CheckedScenario;
 use lbsim::report::{check, write_summary_csv};
 use lbsim::runner::{RunOptions, run};
 
-use super::load;
+use super::{bad_flag, load_selected};
+
+/// `lbsim check` flags beyond the run options.
+pub struct CheckFlags {
+    /// Rewrite the baseline instead of comparing.
+    pub update: bool,
+    /// JSON instead of Markdown.
+    pub json: bool,
+    /// `--tolerance` entries.
+    pub tolerance: Vec<String>,
+    /// `--strategy` labels (empty: all).
+    pub strategies: Vec<String>,
+}
 
 pub fn cmd_check(
     paths: &[PathBuf],
     baseline: &Path,
-    update: bool,
-    json: bool,
-    tolerance: &[String],
+    flags: CheckFlags,
     opts: RunOptions,
 ) -> anyhow::Result<ExitCode> {
-    let tolerance = check::tolerances(tolerance)?;
+    let tolerance = check::tolerances(&flags.tolerance)?;
+    if let (true, Some(first)) = (flags.update && !flags.strategies.is_empty(), paths.first()) {
+        return Err(bad_flag(
+            first,
+            "--strategy",
+            "with --update would drop the other strategies from the baseline",
+            "update whole scenarios (no --strategy)",
+        ));
+    }
     let mut findings = Vec::new();
     let mut ran = Vec::new();
     for path in paths {
-        let scenario = load(path)?;
+        let scenario = load_selected(path, &flags.strategies)?;
         let results = run(&scenario, &opts)?;
-        ran.push((scenario.name.clone(), results.finished.len()));
-        if update {
+        ran.push(CheckedScenario {
+            name: scenario.name.clone(),
+            replications: results.finished.len(),
+            sweep_points: scenario.sweep.as_ref().map_or(0, |s| s.len()),
+        });
+        if flags.update {
             let dir = baseline.join(&scenario.name);
             let file = write_summary_csv(&dir, &scenario, &results)?;
             eprintln!("updated {}", file.display());
             continue;
         }
-        let rows = check::read_baseline(baseline, &scenario.name)?;
+        let mut rows = check::read_baseline(baseline, &scenario.name)?;
+        if !flags.strategies.is_empty() {
+            rows.retain(|b| flags.strategies.contains(&b.strategy));
+        }
         if let Some(b) = rows
             .first()
             .filter(|b| b.replications != results.finished.len())
         {
-            {
-                eprintln!(
-                    "warning: {}: baseline has {} replications, this run {}: pass the same --replications as when the baseline was made",
-                    scenario.name,
-                    b.replications,
-                    results.finished.len()
-                );
-            }
+            eprintln!(
+                "warning: {}: baseline has {} replications, this run {}: pass the same --replications as when the baseline was made",
+                scenario.name,
+                b.replications,
+                results.finished.len()
+            );
         }
         findings.extend(check::compare_with_baseline(
             &scenario, &results, &rows, &tolerance,
         ));
     }
-    if update {
+    if flags.update {
         return Ok(ExitCode::SUCCESS);
     }
     let failed = findings.iter().any(check::Finding::fails);
-    if json {
+    if flags.json {
         let doc = serde_json::json!({
             "passed": !failed,
-            "scenarios": ran.iter().map(|(n, r)| serde_json::json!({"name": n, "replications": r})).collect::<Vec<_>>(),
+            "scenarios": ran,
+            "sweep_points_checked": false,
+            "tolerances": METRICS
+                .iter()
+                .zip(&tolerance)
+                .map(|(m, t)| (m.name.to_string(), serde_json::json!(t)))
+                .collect::<serde_json::Map<_, _>>(),
             "findings": findings,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);

@@ -1,20 +1,52 @@
 //! `lbsim validate` and `lbsim strategies`: look at a scenario or the catalogue without
 //! running anything.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
+
+use lbsim::report::sig;
+use lbsim::scenario::Scenario;
 use lbsim::strategy::CATALOGUE;
 
-use super::load;
+use super::{EXIT_BAD_INPUT, load};
 
-pub fn cmd_validate(path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
-    let scenario = load(path)?;
+/// `lbsim validate FILE...`: every file is checked; the exit status is 2 when any is
+/// invalid (each error is printed, then the next file is checked), and with `strict` 1 when
+/// any has a warning.
+pub fn cmd_validate(paths: &[PathBuf], strict: bool) -> anyhow::Result<ExitCode> {
+    let (mut bad, mut warnings) = (0, 0);
+    for path in paths {
+        match load(path) {
+            Ok(scenario) => warnings += describe(path, &scenario),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                bad += 1;
+            }
+        }
+    }
+    if bad > 0 {
+        if paths.len() > 1 {
+            eprintln!("{bad} of {} files invalid", paths.len());
+        }
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
+    if strict && warnings > 0 {
+        eprintln!("--strict: {warnings} warning(s) above; exit status 1");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what `scenario` offers each group; returns its number of warnings. The verdict
+/// line says `unstable` when a strategy's static split overloads a group.
+fn describe(path: &Path, scenario: &Scenario) -> usize {
     let rate = scenario.mean_rate();
     let capacity = scenario.capacity();
     let unstable: Vec<String> = (0..scenario.strategies.len())
         .filter_map(|k| {
-            lbsim::stability::static_overload(&scenario, k)
+            lbsim::stability::static_overload(scenario, k)
                 .map(|why| format!("`{}` {why}", scenario.strategies[k].label()))
         })
         .collect();
@@ -30,13 +62,35 @@ pub fn cmd_validate(path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
         }
     );
     println!(
-        "  {} servers in {} groups, mean arrival rate {:.1} req/s, capacity {:.1} req/s (overall load {:.0}%)",
+        "  {} server{} in {} group{}, mean arrival rate {:.1} req/s, capacity {:.1} req/s (overall load {:.0}%)",
         scenario.servers().len(),
+        if scenario.servers().len() == 1 {
+            ""
+        } else {
+            "s"
+        },
         scenario.groups.len(),
+        if scenario.groups.len() == 1 { "" } else { "s" },
         rate,
         capacity,
         100.0 * rate / capacity
     );
+    if let Some((peak, at)) = scenario.peak_rate() {
+        println!(
+            "  time-varying rate: peak {:.1} req/s {} ({:.0}% of capacity{})",
+            peak,
+            at.map_or("in the high state".to_string(), |t| format!(
+                "at {} s",
+                sig(t)
+            )),
+            100.0 * peak / capacity,
+            if peak >= capacity {
+                ": queues grow while it lasts"
+            } else {
+                ""
+            }
+        );
+    }
     for entry in &scenario.strategies {
         match scenario.group_loads(entry) {
             Some(loads) => {
@@ -59,9 +113,31 @@ pub fn cmd_validate(path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
             ),
         }
     }
-    if strict && warnings > 0 {
-        eprintln!("--strict: {warnings} warning(s) above; exit status 1");
-        return Ok(ExitCode::FAILURE);
+    if let Some(sweep) = &scenario.sweep {
+        println!(
+            "  sweep: {} points over {}{}",
+            sweep.len(),
+            sweep.first.name(),
+            sweep
+                .by
+                .as_ref()
+                .map_or(String::new(), |b| format!(" × {}", b.name()))
+        );
+    }
+    warnings
+}
+
+/// `lbsim man`: the man page on standard output, or every page into `out`.
+pub fn cmd_man(cmd: clap::Command, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    match out {
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create `{}`", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("cannot write man pages into `{}`", dir.display()))?;
+            println!("wrote man pages into {}", dir.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -75,6 +151,6 @@ pub fn cmd_strategies() {
         }
     }
     println!(
-        "\nUse in a scenario: [[strategies]] kind = \"<kind>\" plus parameters (see scenarios/README.md)."
+        "\nUse in a scenario: [[strategies]] kind = \"<kind>\" plus parameters (see scenarios/README.md);\nwrite durations as bare numbers of seconds (decay_time = 10 means 10 s)."
     );
 }

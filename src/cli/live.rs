@@ -13,6 +13,7 @@ use clap::Args;
 use lbsim::live::server::{self, ServerConfig};
 use lbsim::live::verdict::{self, CompareOptions, Reference, Tolerances};
 use lbsim::live::{Cluster, LiveError, LiveOptions, Protocol, Transport, replay};
+use lbsim::report::ImageFormat;
 
 use super::{EXIT_BAD_INPUT, load};
 
@@ -77,7 +78,7 @@ pub struct LiveArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Replay only this strategy (label); repeat for several [default: all].
-    #[arg(long = "strategy")]
+    #[arg(long = "strategy", value_name = "LABEL")]
     strategies: Vec<String>,
     /// Thrift protocol: binary or compact.
     #[arg(long, default_value = "binary")]
@@ -107,7 +108,19 @@ pub struct LiveArgs {
     /// Print the driver's schedule lag and rates in detail.
     #[arg(long)]
     report_lag: bool,
+    /// Draw the CDF plot as PNG instead of SVG.
+    #[arg(long)]
+    png: bool,
+    /// Worker threads for the simulated replications [default: one per core]. Results do
+    /// not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
 }
+
+/// Exit status of `lbsim live` when no verdict can be given: the driver could not keep to
+/// the schedule, so the latencies measured are not the servers'. Distinct from 1 (live
+/// disagrees with the simulation) so that CI can retry instead of failing.
+pub const EXIT_NO_VERDICT: u8 = 3;
 
 fn wait_for_ctrl_c() -> anyhow::Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -303,6 +316,7 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
             tolerances,
             reference,
             max_lag_fraction: a.max_lag,
+            threads: a.threads,
         },
     )?;
     let out = a
@@ -311,7 +325,12 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name).join("live"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create `{}`", out.display()))?;
     print!("{}", verdict::table(&verdict));
-    let written = verdict::write_reports(&out, &scenario, &verdict)?;
+    let format = if a.png {
+        ImageFormat::Png
+    } else {
+        ImageFormat::Svg
+    };
+    let written = verdict::write_reports(&out, &scenario, &verdict, format)?;
     println!(
         "wrote {}",
         written
@@ -334,7 +353,10 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(why) = verdict.refusal() {
         eprintln!("{why}");
-        return Ok(ExitCode::from(1));
+        eprintln!(
+            "  exit status {EXIT_NO_VERDICT}: no verdict (not a disagreement); `--report-lag` shows the lag, `--strategy LABEL` replays fewer strategies, `chrt -f 10 lbsim live ...` shields the driver"
+        );
+        return Ok(ExitCode::from(EXIT_NO_VERDICT));
     }
     if verdict.passed() {
         println!("verdict: live agrees with the simulation within tolerance");

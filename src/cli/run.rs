@@ -10,15 +10,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use lbsim::metrics::metric_index;
-use lbsim::report::{ImageFormat, ReportInput, standard_reports, summary_table, write_reports};
-use lbsim::runner::{RunOptions, RunResults, run, run_replications};
+use lbsim::report::timeseries::{Timeseries, trace_spec};
+use lbsim::report::{
+    ImageFormat, ReportInput, standard_reports_with, summary_table, write_reports,
+};
+use lbsim::runner::{RunOptions, RunResults, TraceSink, run, run_replications};
 use lbsim::scenario::Scenario;
 use lbsim::sequential::{Precision, run_to_precision};
 use lbsim::shard::{self, ShardFile, ShardSpec};
 use lbsim::sweep::SweepResults;
 use lbsim::sweep::run_sweep;
 
-use super::{EXIT_PRECISION_MISSED, bad_flag, load};
+use super::{EXIT_PRECISION_MISSED, bad_flag, load, load_selected};
 
 /// `lbsim run` flags beyond the run options.
 pub struct RunFlags {
@@ -28,10 +31,13 @@ pub struct RunFlags {
     pub metric: String,
     pub max_replications: u32,
     pub shard: Option<ShardSpec>,
+    /// `--strategy` labels (empty: all).
+    pub strategies: Vec<String>,
+    pub full_timeseries: bool,
 }
 
 pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Result<ExitCode> {
-    let scenario = load(path)?;
+    let scenario = load_selected(path, &flags.strategies)?;
     if opts.replications == Some(0) {
         return Err(bad_flag(
             path,
@@ -65,6 +71,14 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
                 "shard a fixed number of replications (--replications N)",
             ));
         }
+    }
+    if flags.shard.is_some() && !flags.strategies.is_empty() {
+        return Err(bad_flag(
+            path,
+            "--strategy",
+            "cannot be combined with --shard (`lbsim merge` reads every strategy of the scenario file)",
+            "shard the whole scenario, or write a scenario file with only the strategies to run",
+        ));
     }
     if flags.shard.is_some() && scenario.sweep.is_some() {
         return Err(bad_flag(
@@ -148,6 +162,9 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
     }
 
     let mut missed = None;
+    // Replication 0's time series is recorded while it runs (no second simulation).
+    let sink = TraceSink::new(trace_spec(&scenario, flags.full_timeseries));
+    opts.trace = Some(sink.clone());
     let results = match flags.precision {
         Some(target) => {
             let seq = run_to_precision(
@@ -209,6 +226,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
     }
     let sweep_opts = RunOptions {
         replications: Some(results.finished.len().max(2) as u32),
+        trace: None,
         ..opts.clone()
     };
     let sweep = run_sweep(&scenario, &sweep_opts)?;
@@ -216,7 +234,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         bar.finish_and_clear();
     }
     let command = format!(
-        "lbsim run {} --seed {} --replications {}{}{}",
+        "lbsim run {} --seed {} --replications {}{}{}{}{}",
         path.display(),
         results.seed,
         results.finished.len(),
@@ -225,6 +243,16 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
             .as_ref()
             .map_or(String::new(), |o| format!(" --out {}", o.display())),
         if flags.png { " --png" } else { "" },
+        flags
+            .strategies
+            .iter()
+            .map(|l| format!(" --strategy {l}"))
+            .collect::<String>(),
+        if flags.full_timeseries {
+            " --full-timeseries"
+        } else {
+            ""
+        },
     );
     print!("{}", summary_table(&results));
     write_all(
@@ -234,6 +262,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         sweep.as_ref(),
         &command,
         flags.png,
+        Timeseries::recorded(sink.take(), flags.full_timeseries),
     )?;
     if results.is_partial() {
         eprintln!(
@@ -257,6 +286,7 @@ fn write_all(
     sweep: Option<&SweepResults>,
     command: &str,
     png: bool,
+    timeseries: Timeseries,
 ) -> anyhow::Result<()> {
     let input = ReportInput {
         scenario,
@@ -269,7 +299,7 @@ fn write_all(
         },
         sweep,
     };
-    let files = write_reports(out, &input, &standard_reports())?;
+    let files = write_reports(out, &input, &standard_reports_with(timeseries))?;
     let names: Vec<String> = files
         .iter()
         .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -307,7 +337,16 @@ pub fn cmd_merge(
     );
     let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
     print!("{}", summary_table(&results));
-    write_all(&out, &scenario, &results, None, &command, png)?;
+    // The replications ran elsewhere: the time series simulates replication 0 again.
+    write_all(
+        &out,
+        &scenario,
+        &results,
+        None,
+        &command,
+        png,
+        Timeseries::default(),
+    )?;
     if !missing.is_empty() || results.is_partial() {
         eprintln!(
             "incomplete: {} of {} replications ({} shard{} missing: {:?}); the files above hold those",

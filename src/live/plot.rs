@@ -1,11 +1,16 @@
-//! The simulated and live response-time CDFs of every strategy, one panel each, in one SVG.
+//! The simulated and live response-time CDFs of every strategy, one panel each, in one SVG
+//! (or PNG with `lbsim live --png`).
 
 use std::path::Path;
 
 use hdrhistogram::Histogram;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
-/// Points `(latency in ms, cumulative probability)` of a latency histogram (ns).
+use crate::report::ImageFormat;
+use crate::report::plots::time_axis;
+
+/// Points `(latency in seconds, cumulative probability)` of a latency histogram (ns).
 fn cdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     if h.is_empty() {
         return Vec::new();
@@ -13,20 +18,41 @@ fn cdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     (0..=1000)
         .map(|k| {
             let q = f64::from(k) / 1000.0;
-            (h.value_at_quantile(q) as f64 * 1e-6, q)
+            (h.value_at_quantile(q) as f64 * 1e-9, q)
         })
         .collect()
 }
 
-/// Draws `(label, simulated, live)` latency histograms (ns, scenario time) into `path`.
-pub(crate) fn cdf_svg(
+/// Draws `(label, simulated, live)` latency histograms (ns, scenario time) into `path`, as
+/// SVG or PNG.
+pub(crate) fn cdf_plot(
     path: &Path,
+    format: ImageFormat,
     title: &str,
     curves: &[(&str, &Histogram<u64>, &Histogram<u64>)],
 ) -> Result<(), String> {
     let n = curves.len().max(1);
-    let height = 300 * u32::try_from(n).unwrap_or(1);
-    let root = SVGBackend::new(path, (800, height)).into_drawing_area();
+    let size = (800, 300 * u32::try_from(n).unwrap_or(1));
+    match format {
+        ImageFormat::Svg => draw(
+            SVGBackend::new(path, size).into_drawing_area(),
+            title,
+            curves,
+        ),
+        ImageFormat::Png => draw(
+            BitMapBackend::new(path, size).into_drawing_area(),
+            title,
+            curves,
+        ),
+    }
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    curves: &[(&str, &Histogram<u64>, &Histogram<u64>)],
+) -> Result<(), String> {
+    let n = curves.len().max(1);
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let panels = root.split_evenly((n, 1));
     for (panel, (label, sim, live)) in panels.iter().zip(curves) {
@@ -35,10 +61,12 @@ pub(crate) fn cdf_svg(
             if h.is_empty() {
                 0.0
             } else {
-                h.value_at_quantile(0.999) as f64 * 1e-6
+                h.value_at_quantile(0.999) as f64 * 1e-9
             }
         };
-        let x_max = (p999(sim).max(p999(live)) * 1.05).max(1e-3);
+        let top = (p999(sim).max(p999(live)) * 1.05).max(1e-6);
+        let (scale, unit) = time_axis(top);
+        let x_max = top * scale;
         let mut chart = ChartBuilder::on(panel)
             .caption(format!("{title} — {label}"), ("sans-serif", 16))
             .margin(8)
@@ -48,7 +76,7 @@ pub(crate) fn cdf_svg(
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
-            .x_desc("response time (ms, scenario time)")
+            .x_desc(format!("response time ({unit}, scenario time)"))
             .y_desc("P(latency ≤ x)")
             .draw()
             .map_err(|e| e.to_string())?;
@@ -59,7 +87,10 @@ pub(crate) fn cdf_svg(
         for (h, name, style) in [(*sim, "simulated", sim_style), (*live, "live", live_style)] {
             chart
                 .draw_series(LineSeries::new(
-                    cdf_points(h).into_iter().filter(|&(x, _)| x <= x_max),
+                    cdf_points(h)
+                        .into_iter()
+                        .map(|(x, p)| (x * scale, p))
+                        .filter(|&(x, _)| x <= x_max),
                     style,
                 ))
                 .map_err(|e| e.to_string())?

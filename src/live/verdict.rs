@@ -111,6 +111,8 @@ pub struct CompareOptions {
     pub reference: Reference,
     /// Largest lag p99 accepted, as a fraction of the simulated median response time.
     pub max_lag_fraction: f64,
+    /// Worker threads for the simulated replications (default: one per core).
+    pub threads: Option<usize>,
 }
 
 impl Default for CompareOptions {
@@ -120,6 +122,7 @@ impl Default for CompareOptions {
             tolerances: Tolerances::default(),
             reference: Reference::Replayed,
             max_lag_fraction: 0.05,
+            threads: None,
         }
     }
 }
@@ -265,6 +268,7 @@ pub fn compare(
         &RunOptions {
             replications: opts.replications,
             seed: Some(live.seed),
+            threads: opts.threads,
             ..Default::default()
         },
     )?;
@@ -409,11 +413,13 @@ fn row(
 
 /// Writes `summary.csv` and `servers.csv` (live, simulator schema), `sim/summary.csv` and
 /// `sim/servers.csv` (calibrated simulation), `comparison.csv`, `lag.csv` and `cdf.svg`
-/// into `dir`; returns the paths written.
+/// (`cdf.png` for [`ImageFormat::Png`](crate::report::ImageFormat)) into `dir`; returns the
+/// paths written.
 pub fn write_reports(
     dir: &Path,
     scenario: &Scenario,
     verdict: &Verdict,
+    format: crate::report::ImageFormat,
 ) -> Result<Vec<PathBuf>, VerdictError> {
     let mut written = vec![
         write_summary_csv(dir, scenario, &verdict.live)?,
@@ -423,7 +429,7 @@ pub fn write_reports(
     ];
     written.push(write_rows(&dir.join("comparison.csv"), &verdict.rows)?);
     written.push(write_rows(&dir.join("lag.csv"), &verdict.lag)?);
-    let svg = dir.join("cdf.svg");
+    let svg = dir.join(format!("cdf.{}", format.ext()));
     let curves: Vec<_> = verdict
         .live
         .strategies
@@ -431,9 +437,11 @@ pub fn write_reports(
         .zip(&verdict.sim_replayed)
         .map(|(l, s)| (l.label.as_str(), &s.latency, l.latency()))
         .collect();
-    super::plot::cdf_svg(&svg, &scenario.name, &curves).map_err(|message| VerdictError::Plot {
-        path: svg.clone(),
-        message,
+    super::plot::cdf_plot(&svg, format, &scenario.name, &curves).map_err(|message| {
+        VerdictError::Plot {
+            path: svg.clone(),
+            message,
+        }
     })?;
     written.push(svg);
     Ok(written)

@@ -87,6 +87,10 @@ pub fn baseline_path(dir: &Path, scenario: &str) -> PathBuf {
     dir.join(scenario).join("summary.csv")
 }
 
+/// The defaults of [`default_tolerance`] in words, for `check --help` and the README (a
+/// test keeps the three in step).
+pub const DEFAULT_TOLERANCES: &str = "latency_max 25%, latency_p999 10%, other latencies 5%; throughput and accepted_rate 2%; rejected_fraction and error_fraction 10%; jain_index 1%; queue_mean and queue_max 10%; every other metric 5%";
+
 /// Default relative tolerance of each metric (index in [`METRICS`]).
 pub fn default_tolerance(metric: usize) -> f64 {
     match METRICS[metric].name {
@@ -295,43 +299,211 @@ pub fn verdict(better: Better, base: [f64; 3], new: [f64; 3], tolerance: f64) ->
     }
 }
 
-/// The check's verdict as Markdown, fit for a pull-request comment: one line per
-/// scenario, a table of the regressions and improvements, and how to accept them.
-pub fn markdown(findings: &[Finding], scenarios: &[(String, usize)]) -> String {
+/// A scenario that was checked, for the summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckedScenario {
+    /// Scenario name.
+    pub name: String,
+    /// Replications run.
+    pub replications: usize,
+    /// Points of its `[sweep]` (0 without one). They are not checked: the baseline holds
+    /// the scenario as written.
+    pub sweep_points: usize,
+}
+
+/// How a passing metric moved: not at all, within its tolerance, or beyond it but within
+/// noise (95% CIs overlapping).
+fn movement(f: &Finding) -> Option<&'static str> {
+    if f.status != Status::Pass || f.relative_change == 0.0 || f.relative_change.is_nan() {
+        return None;
+    }
+    let sign = match metric_index(f.metric).map(|k| METRICS[k].better) {
+        Some(Better::Higher) => -1.0,
+        _ => 1.0,
+    };
+    Some(if sign * f.relative_change > f.tolerance {
+        "noise"
+    } else {
+        "tolerance"
+    })
+}
+
+fn change_text(f: &Finding) -> String {
+    let rel = if f.relative_change.is_finite() {
+        format!("{:+.1}%", 100.0 * f.relative_change)
+    } else {
+        "from 0".to_string()
+    };
+    match (f.baseline, f.new) {
+        (Some(b), Some(n)) => format!(
+            "`{}` {rel} ({} → {})",
+            f.metric,
+            super::human(b[0], f.unit),
+            super::human(n[0], f.unit)
+        ),
+        _ => format!("`{}`", f.metric),
+    }
+}
+
+/// The check's verdict as Markdown, fit for a pull-request comment: the verdict, then one
+/// line per strategy that changed (what got worse or better, by how much, the largest
+/// changes first), a line for metrics that moved but passed, which sweep points were not
+/// checked, and the detail folded (`<details>`): every finding and a table per scenario.
+pub fn markdown(findings: &[Finding], scenarios: &[CheckedScenario]) -> String {
     let failed = findings.iter().filter(|f| f.fails()).count();
+    let improved = findings
+        .iter()
+        .filter(|f| f.status == Status::Improved)
+        .count();
     let mut out = String::new();
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     let _ = writeln!(
         out,
         "## lbsim check: {}\n",
         if failed == 0 {
-            "✅ no regression".to_string()
+            format!(
+                "✅ no regression ({} checked)",
+                plural(scenarios.len(), "scenario")
+            )
         } else {
             format!(
-                "❌ {failed} regression{}",
-                if failed == 1 { "" } else { "s" }
+                "❌ {} in {}",
+                plural(failed, "regression"),
+                plural(
+                    scenarios
+                        .iter()
+                        .filter(|s| findings.iter().any(|f| f.scenario == s.name && f.fails()))
+                        .count(),
+                    "scenario"
+                )
             )
         }
     );
-    out.push_str("| scenario | replications | strategies | regressed | improved |\n|---|---:|---:|---:|---:|\n");
-    for (name, reps) in scenarios {
-        let of = |st: Status| {
-            findings
+    // One line per (scenario, strategy) that changed, in the order they were run.
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for f in findings {
+        let k = (f.scenario.as_str(), f.strategy.as_str());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    for (scenario, strategy) in &keys {
+        let of = |st: &[Status]| -> Vec<&Finding> {
+            let mut v: Vec<&Finding> = findings
                 .iter()
-                .filter(|f| &f.scenario == name && f.status == st)
-                .count()
+                .filter(|f| {
+                    f.scenario == *scenario && f.strategy == *strategy && st.contains(&f.status)
+                })
+                .collect();
+            v.sort_by(|a, b| {
+                let key = |f: &Finding| {
+                    if f.relative_change.is_nan() {
+                        0.0
+                    } else {
+                        f.relative_change.abs()
+                    }
+                };
+                key(b).total_cmp(&key(a))
+            });
+            v
         };
-        let mut strategies: Vec<&str> = findings
+        let who = format!("**{scenario} / {strategy}**");
+        let list = |v: &[&Finding]| {
+            let shown: Vec<String> = v.iter().take(3).map(|f| change_text(f)).collect();
+            let more = v.len().saturating_sub(3);
+            format!(
+                "{}{}",
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )
+        };
+        if !of(&[Status::Missing]).is_empty() {
+            let _ = writeln!(
+                out,
+                "- ❌ {who}: in the baseline, not in this run (removed or renamed?)"
+            );
+            continue;
+        }
+        if !of(&[Status::New]).is_empty() {
+            let _ = writeln!(
+                out,
+                "- 🆕 {who}: not in the baseline (new strategy; `--update` adds it)"
+            );
+            continue;
+        }
+        let (worse, better) = (of(&[Status::Regressed]), of(&[Status::Improved]));
+        if !worse.is_empty() {
+            let _ = writeln!(
+                out,
+                "- ❌ {who}: {} worse: {}{}",
+                plural(worse.len(), "metric"),
+                list(&worse),
+                if better.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} better", better.len())
+                }
+            );
+        } else if !better.is_empty() {
+            let _ = writeln!(
+                out,
+                "- 🟢 {who}: {} better: {}",
+                plural(better.len(), "metric"),
+                list(&better)
+            );
+        }
+    }
+    let moved: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| movement(f) == Some("tolerance"))
+        .collect();
+    let noisy = findings
+        .iter()
+        .filter(|f| movement(f) == Some("noise"))
+        .count();
+    if moved.is_empty() && noisy == 0 {
+        out.push_str("- ✅ every other metric is unchanged\n");
+    } else {
+        let largest = moved
             .iter()
-            .filter(|f| &f.scenario == name)
-            .map(|f| f.strategy.as_str())
-            .collect();
-        strategies.dedup();
+            .max_by(|a, b| {
+                (a.relative_change.abs() / a.tolerance.max(1e-12))
+                    .total_cmp(&(b.relative_change.abs() / b.tolerance.max(1e-12)))
+            })
+            .map_or(String::new(), |f| {
+                format!(
+                    " (closest to its tolerance: {} / {} {}, tolerance {:.0}%)",
+                    f.scenario,
+                    f.strategy,
+                    change_text(f),
+                    100.0 * f.tolerance
+                )
+            });
         let _ = writeln!(
             out,
-            "| {name} | {reps} | {} | {} | {} |",
-            strategies.len(),
-            of(Status::Regressed) + of(Status::Missing),
-            of(Status::Improved)
+            "- ≈ {} moved but stayed within tolerance{largest}{}",
+            plural(moved.len(), "metric"),
+            if noisy > 0 {
+                format!("; {noisy} more moved beyond tolerance but within noise (95% CIs overlap)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    let sweeps: Vec<String> = scenarios
+        .iter()
+        .filter(|s| s.sweep_points > 0)
+        .map(|s| format!("`{}` ({} points)", s.name, s.sweep_points))
+        .collect();
+    if !sweeps.is_empty() {
+        let _ = writeln!(
+            out,
+            "- ⚠️ sweep points not checked: {}. The baseline holds each scenario as written (`summary.csv`), not its `[sweep]`; `lbsim run` shows the sweep.",
+            sweeps.join(", ")
         );
     }
     let notable: Vec<&Finding> = findings
@@ -339,7 +511,13 @@ pub fn markdown(findings: &[Finding], scenarios: &[(String, usize)]) -> String {
         .filter(|f| !matches!(f.status, Status::Pass | Status::Info))
         .collect();
     if !notable.is_empty() {
-        out.push_str("\n| | scenario | strategy | metric | baseline [95% CI] | new [95% CI] | change | tolerance |\n|---|---|---|---|---:|---:|---:|---:|\n");
+        let _ = writeln!(
+            out,
+            "\n<details><summary>Every change beyond tolerance ({} regressed or missing, {improved} improved, {} new)</summary>\n",
+            failed,
+            notable.iter().filter(|f| f.status == Status::New).count()
+        );
+        out.push_str("| | scenario | strategy | metric | baseline [95% CI] | new [95% CI] | change | tolerance |\n|---|---|---|---|---:|---:|---:|---:|\n");
         for f in notable {
             let icon = match f.status {
                 Status::Regressed | Status::Missing => "❌",
@@ -371,10 +549,42 @@ pub fn markdown(findings: &[Finding], scenarios: &[(String, usize)]) -> String {
                 100.0 * f.tolerance
             );
         }
+        out.push_str("\n</details>\n");
     }
-    out.push_str(
-        "\nA metric regresses when it is worse than the baseline by more than its tolerance *and* the 95% CIs do not overlap.",
-    );
+    out.push_str("\n<details><summary>Per scenario</summary>\n\n| scenario | replications | strategies | regressed | improved | moved within tolerance | sweep points |\n|---|---:|---:|---:|---:|---:|---|\n");
+    for s in scenarios {
+        let of = |st: Status| {
+            findings
+                .iter()
+                .filter(|f| f.scenario == s.name && f.status == st)
+                .count()
+        };
+        let mut strategies: Vec<&str> = findings
+            .iter()
+            .filter(|f| f.scenario == s.name)
+            .map(|f| f.strategy.as_str())
+            .collect();
+        strategies.dedup();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            s.name,
+            s.replications,
+            strategies.len(),
+            of(Status::Regressed) + of(Status::Missing),
+            of(Status::Improved),
+            findings
+                .iter()
+                .filter(|f| f.scenario == s.name && movement(f) == Some("tolerance"))
+                .count(),
+            if s.sweep_points == 0 {
+                "-".to_string()
+            } else {
+                format!("{} not checked", s.sweep_points)
+            }
+        );
+    }
+    out.push_str("\n</details>\n\nA metric regresses when it is worse than the baseline by more than its tolerance *and* the 95% CIs do not overlap.");
     if failed > 0 {
         out.push_str(
             " If the change is intended, rerun with `--update` and commit the new baseline.",

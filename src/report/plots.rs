@@ -5,11 +5,15 @@
 //!
 //! Every series has its own colour (a colour-blind-safe palette of 8) *and* its own marker,
 //! and strategies past the fourth are dashed, so 8 strategies stay apart in print too.
+//! Legends sit in a strip of their own beside (or above) the charts, never over data; times
+//! are shown in µs, ms or s by magnitude ([`time_axis`]).
 
 use std::path::{Path, PathBuf};
 
 use hdrhistogram::Histogram;
+use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{Report, ReportError, ReportInput, create_parent};
 use crate::metrics::{METRICS, metric_index};
@@ -180,7 +184,6 @@ impl<DB: DrawingBackend> plotters::element::Drawable<DB> for LegendMark {
 fn draw_series<'a, DB: DrawingBackend + 'a, X, Y>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
     i: usize,
-    label: &str,
     points: &[(X::ValueType, Y::ValueType)],
     marker_every: usize,
 ) -> DrawResult
@@ -194,16 +197,15 @@ where
         e.to_string().into()
     };
     let style = colour(i).stroke_width(2);
-    let anno = if i >= 4 {
+    if i >= 4 {
         chart
             .draw_series(DashedLineSeries::new(points.iter().cloned(), 9, 5, style))
-            .map_err(text)?
+            .map_err(text)?;
     } else {
         chart
             .draw_series(LineSeries::new(points.iter().cloned(), style))
-            .map_err(text)?
-    };
-    anno.label(label).legend(move |at| LegendMark { at, i });
+            .map_err(text)?;
+    }
     // Offset markers per series so that overlapping curves still show every marker.
     let step = marker_every.max(1);
     let offset = (i * step / 8) % step;
@@ -229,42 +231,171 @@ where
     Ok(())
 }
 
+/// The unit to show times of at most `max_seconds` in, as (factor from seconds, unit):
+/// µs below 1 ms, ms below 10 s, s from 10 s on, so that 141 s reads `141 s`, not
+/// `141056 ms`.
+pub fn time_axis(max_seconds: f64) -> (f64, &'static str) {
+    let m = max_seconds.abs();
+    if m >= 10.0 {
+        (1.0, "s")
+    } else if m >= 1e-3 || m == 0.0 || !m.is_finite() {
+        (1e3, "ms")
+    } else {
+        (1e6, "µs")
+    }
+}
+
+/// What marks a legend entry.
+#[derive(Clone, Copy, Debug)]
+enum Swatch {
+    /// Series `i` of [`draw_series`]: its colour, dash and marker.
+    Series(usize),
+    /// A filled box (bars).
+    Bar(RGBColor),
+    /// A plain line (server groups).
+    Line(RGBColor),
+    /// A dashed grey line (guides such as the end of the warm-up).
+    Dashed,
+}
+
+/// Approximate width in pixels of `text` at `font` px (about 0.6 em a character).
+fn text_width(text: &str, font: u32) -> u32 {
+    text.chars().count() as u32 * font * 6 / 10
+}
+
+/// Width of a legend strip beside a chart holding `labels` at `font` px.
+fn legend_width<'a>(labels: impl Iterator<Item = &'a str>, font: u32) -> u32 {
+    (labels.map(|l| text_width(l, font)).max().unwrap_or(0) + 56).clamp(120, 420)
+}
+
+const GUIDE: RGBColor = RGBColor(150, 150, 150);
+
+/// Draws a legend into `area`, an area of its own beside (or above, `horizontal`) the
+/// charts, so that it never covers data.
+fn legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    entries: &[(String, Swatch)],
+    font: u32,
+    horizontal: bool,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let line = (font * 18 / 10) as i32;
+    let (mut x, mut y) = (12, line / 2 + 16);
+    let style = TextStyle::from(("sans-serif", font).into_font())
+        .pos(Pos::new(HPos::Left, VPos::Center))
+        .color(&BLACK);
+    for (label, swatch) in entries {
+        match *swatch {
+            Swatch::Series(i) => area.draw(&LegendMark { at: (x, y), i })?,
+            Swatch::Bar(c) => {
+                area.draw(&Rectangle::new([(x, y - 6), (x + 24, y + 6)], c.filled()))?
+            }
+            Swatch::Line(c) => area.draw(&PathElement::new(
+                vec![(x, y), (x + 24, y)],
+                c.stroke_width(2),
+            ))?,
+            Swatch::Dashed => {
+                for a in [0, 8, 16] {
+                    area.draw(&PathElement::new(
+                        vec![(x + a, y), (x + a + 5, y)],
+                        GUIDE.stroke_width(1),
+                    ))?;
+                }
+            }
+        }
+        area.draw(&Text::new(label.clone(), (x + 32, y), style.clone()))?;
+        if horizontal {
+            x += text_width(label, font) as i32 + 60;
+        } else {
+            y += line;
+        }
+    }
+    Ok(())
+}
+
+/// Top of each panel's y axis in [`queue_over_time`]: 5% above the most requests any server
+/// holds in that strategy's trace (at least 1). Each panel has its own axis, so that a
+/// balanced strategy is not flattened to zero by one whose queues grow into thousands.
+pub fn queue_panel_tops(traces: &[(String, crate::sim::Trace)]) -> Vec<f64> {
+    traces
+        .iter()
+        .map(|(_, trace)| {
+            trace
+                .samples
+                .iter()
+                .flat_map(|s| s.queued.iter().zip(&s.in_service).map(|(q, b)| q + b))
+                .max()
+                .unwrap_or(1)
+                .max(1) as f64
+                * 1.05
+        })
+        .collect()
+}
+
 /// Small multiples, one panel per strategy: requests at each server (waiting + in service)
 /// over time in replication 0, one line per server coloured by server group, with the end
-/// of the warm-up marked.
+/// of the warm-up marked and labelled. Each panel has its own y axis
+/// ([`queue_panel_tops`]); the legend (server groups) sits above the panels.
 pub fn queue_over_time(
     path: &Path,
     scenario: &Scenario,
-    traces: &[(String, Vec<crate::sim::Sample>)],
+    traces: &[(String, crate::sim::Trace)],
     format: ImageFormat,
 ) -> Result<(), ReportError> {
     let servers = scenario.servers();
     let cols = if traces.len() > 1 { 2 } else { 1 };
     let rows = traces.len().div_ceil(cols).max(1);
-    let height = 60 + 220 * rows as u32;
+    let height = 86 + 230 * rows as u32;
     let t_end = scenario.end();
-    let y_max = traces
+    let tops = queue_panel_tops(traces);
+    let mut key: Vec<(String, Swatch)> = scenario
+        .groups
         .iter()
-        .flat_map(|(_, s)| s.iter())
-        .flat_map(|s| s.queued.iter().zip(&s.in_service).map(|(q, b)| q + b))
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64
-        * 1.05;
+        .enumerate()
+        .map(|(g, group)| {
+            (
+                format!(
+                    "group {} ({} server{})",
+                    group.name,
+                    group.count,
+                    if group.count == 1 { "" } else { "s" }
+                ),
+                Swatch::Line(colour(g)),
+            )
+        })
+        .collect();
+    if scenario.warmup > 0.0 {
+        key.push((
+            "end of warm-up (not measured before)".into(),
+            Swatch::Dashed,
+        ));
+    }
     render!(path, format, (SIZE.0, height), |root| {
         root.fill(&WHITE)?;
-        let (title, body) = root.split_vertically(50);
-        title.titled(
-            "Requests at each server (waiting + in service) over time, replication 0",
-            ("sans-serif", 20),
-        )?;
+        let (title, body) = root.split_vertically(44);
+        let shown = traces
+            .first()
+            .map_or(servers.len(), |(_, t)| t.servers.len());
+        let heading = if shown < servers.len() {
+            format!(
+                "Requests at {shown} of {} servers (a sample of each group) over time, replication 0; each panel has its own y axis",
+                servers.len()
+            )
+        } else {
+            "Requests at each server (waiting + in service) over time, replication 0; each panel has its own y axis".to_string()
+        };
+        title.titled(&heading, ("sans-serif", 17))?;
+        let (key_area, body) = body.split_vertically(42);
+        legend(&key_area, &key, 13, true)?;
         let panels = body.split_evenly((rows, cols));
-        for ((label, samples), panel) in traces.iter().zip(panels.iter()) {
+        for (((label, trace), panel), &y_max) in traces.iter().zip(panels.iter()).zip(&tops) {
             let mut chart = ChartBuilder::on(panel)
                 .caption(label, ("sans-serif", 16))
                 .margin(8)
                 .x_label_area_size(35)
-                .y_label_area_size(45)
+                .y_label_area_size(50)
                 .build_cartesian_2d(0.0..t_end, 0.0..y_max)?;
             chart
                 .configure_mesh()
@@ -272,6 +403,7 @@ pub fn queue_over_time(
                 .y_desc("requests")
                 .x_label_formatter(&|v| tick(*v))
                 .y_label_formatter(&|v| tick(*v))
+                .y_labels(6)
                 .label_style(("sans-serif", 12))
                 .axis_desc_style(("sans-serif", 13))
                 .light_line_style(WHITE.mix(0.0))
@@ -281,37 +413,29 @@ pub fn queue_over_time(
                     [(scenario.warmup, 0.0), (scenario.warmup, y_max)],
                     4,
                     4,
-                    RGBColor(150, 150, 150).stroke_width(1),
+                    GUIDE.stroke_width(1),
+                ))?;
+                let style = TextStyle::from(("sans-serif", 11).into_font())
+                    .pos(Pos::new(HPos::Left, VPos::Top))
+                    .color(&GUIDE);
+                chart.draw_series(std::iter::once(
+                    EmptyElement::at((scenario.warmup, y_max))
+                        + Text::new("warm-up", (4, 2), style),
                 ))?;
             }
-            for (i, info) in servers.iter().enumerate() {
-                let pts = samples.iter().map(|s| {
+            for (k, &i) in trace.servers.iter().enumerate() {
+                let info = &servers[i];
+                let pts = trace.samples.iter().map(|s| {
                     (
                         s.time.as_secs_f64(),
-                        f64::from(s.queued[i] + s.in_service[i]),
+                        f64::from(s.queued[k] + s.in_service[k]),
                     )
                 });
-                let series = chart.draw_series(LineSeries::new(
+                chart.draw_series(LineSeries::new(
                     pts,
                     colour(info.group).mix(0.75).stroke_width(1),
                 ))?;
-                // One legend entry per group, on its first server.
-                if servers[..i].iter().all(|s| s.group != info.group) {
-                    let c = colour(info.group);
-                    series
-                        .label(format!("group {}", scenario.groups[info.group].name))
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                        });
-                }
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.4))
-                .label_font(("sans-serif", 12))
-                .draw()?;
         }
         root.present()?;
         Ok(())
@@ -344,8 +468,8 @@ fn percent_tick(p: f64) -> String {
     format!("{}%", tick(p * 100.0))
 }
 
-/// Points `(latency ms, P(latency > x))` of the complementary CDF of `h`, log-spaced in
-/// the tail probability down to one request in the histogram.
+/// Points `(latency in seconds, P(latency > x))` of the complementary CDF of `h` (ns),
+/// log-spaced in the tail probability down to about ten requests in the histogram.
 pub fn ccdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     let n = h.len();
     if n == 0 {
@@ -358,7 +482,7 @@ pub fn ccdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     for j in 0..=steps {
         // Tail probability from 0.9 down to `floor`, evenly on a log scale.
         let p = 0.9 * (floor / 0.9f64).powf(j as f64 / steps as f64);
-        let x = h.value_at_quantile(1.0 - p) as f64 * 1e-6;
+        let x = h.value_at_quantile(1.0 - p) as f64 * 1e-9;
         if x > 0.0 && out.last().is_none_or(|&(lx, lp)| x > lx || p < lp) {
             out.push((x, p));
         }
@@ -367,16 +491,25 @@ pub fn ccdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
 }
 
 /// Draws the complementary CDF of response time per strategy on log-log axes, with p99
-/// and p99.9 guide lines.
+/// and p99.9 guide lines; the legend beside the chart.
 pub fn latency_ccdf(
     path: &Path,
     results: &RunResults,
     format: ImageFormat,
 ) -> Result<(), ReportError> {
-    let series: Vec<(String, Vec<(f64, f64)>)> = results
+    let raw: Vec<(String, Vec<(f64, f64)>)> = results
         .strategies
         .iter()
         .map(|s| (s.label.clone(), ccdf_points(s.latency())))
+        .collect();
+    let top = raw
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.0))
+        .fold(0.0f64, f64::max);
+    let (scale, unit) = time_axis(top);
+    let series: Vec<(String, Vec<(f64, f64)>)> = raw
+        .into_iter()
+        .map(|(l, pts)| (l, pts.into_iter().map(|(x, p)| (x * scale, p)).collect()))
         .collect();
     let all = series.iter().flat_map(|s| s.1.iter());
     let (mut x_lo, mut x_hi, mut p_lo) = (f64::INFINITY, 0.0f64, 1.0f64);
@@ -390,9 +523,16 @@ pub fn latency_ccdf(
     }
     let x_range = (x_lo * 0.8)..(x_hi * 1.25);
     let y_range = (p_lo * 0.5)..1.0;
-    render!(path, format, SIZE, |root| {
+    let entries: Vec<(String, Swatch)> = series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.0.clone(), Swatch::Series(i)))
+        .collect();
+    let key_w = legend_width(entries.iter().map(|e| e.0.as_str()), 15);
+    render!(path, format, (SIZE.0 + key_w, SIZE.1), |root| {
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
+        let (plot, key) = root.split_horizontally(SIZE.0);
+        let mut chart = ChartBuilder::on(&plot)
             .caption(
                 "Response time tail: P(latency > x), all replications merged",
                 ("sans-serif", 22),
@@ -403,7 +543,7 @@ pub fn latency_ccdf(
             .build_cartesian_2d(x_range.clone().log_scale(), y_range.clone().log_scale())?;
         chart
             .configure_mesh()
-            .x_desc("response time (ms, log scale)")
+            .x_desc(format!("response time ({unit}, log scale)"))
             .y_desc("fraction of requests slower (log scale)")
             .x_label_formatter(&|v| tick(*v))
             .y_label_formatter(&|v| percent_tick(*v))
@@ -413,38 +553,39 @@ pub fn latency_ccdf(
             .draw()?;
         for (p, name) in [(0.01, "p99"), (0.001, "p99.9")] {
             if p > y_range.start {
-                let grey = RGBColor(150, 150, 150);
                 chart.draw_series(DashedLineSeries::new(
                     [(x_range.start, p), (x_range.end, p)],
                     4,
                     4,
-                    grey.stroke_width(1),
+                    GUIDE.stroke_width(1),
                 ))?;
                 chart.draw_series(std::iter::once(Text::new(
                     name,
                     (x_range.start * 1.05, p * 1.15),
-                    ("sans-serif", 14).into_font().color(&grey),
+                    ("sans-serif", 14).into_font().color(&GUIDE),
                 )))?;
             }
         }
-        for (i, (label, pts)) in series.iter().enumerate() {
-            draw_series(&mut chart, i, label, pts, 12)?;
+        for (i, (_, pts)) in series.iter().enumerate() {
+            draw_series(&mut chart, i, pts, 12)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(("sans-serif", 15))
-            .legend_area_size(34)
-            .draw()?;
+        legend(&key.margin(60, 0, 0, 0), &entries, 15, false)?;
         root.present()?;
         Ok(())
     })
 }
 
+/// Server labels of [`server_bars`]: every `step`-th server is labelled so that labels
+/// (about 0.6 em a character at `font` px) fit in `slot` pixels per server.
+pub fn server_label_step(names: &[&str], slot: f64, font: u32) -> usize {
+    let widest = names.iter().map(|n| text_width(n, font)).max().unwrap_or(0) as f64 + 8.0;
+    ((widest / slot.max(1.0)).ceil() as usize).max(1)
+}
+
 /// Grouped bars: per server (x), one bar per strategy, for the share of requests (top)
-/// and the utilisation (bottom), with 95% CI whiskers.
+/// and the utilisation (bottom), with 95% CI whiskers (capped, so that narrow intervals
+/// still show). The figure widens with the servers (up to 4000 px; past that only every
+/// k-th server is labelled), and the legend sits beside the charts.
 pub fn server_bars(
     path: &Path,
     scenario: &Scenario,
@@ -478,14 +619,29 @@ pub fn server_bars(
         "share of requests (%)",
         "utilisation (% of worker time busy)",
     ];
+    const FONT: u32 = 14;
+    let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+    let entries: Vec<(String, Swatch)> = results
+        .strategies
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.label.clone(), Swatch::Bar(colour(i))))
+        .collect();
+    let key_w = legend_width(entries.iter().map(|e| e.0.as_str()), FONT);
+    // Room per server for its label and for bars at least 8 px wide.
+    let widest = names.iter().map(|n| text_width(n, FONT)).max().unwrap_or(0) + 12;
+    let slot = widest.max(10 * n_strat as u32 + 12);
+    let plot_w = (90 + slot * n_servers as u32).clamp(SIZE.0, 4000);
+    let step = server_label_step(&names, (plot_w - 90) as f64 / n_servers.max(1) as f64, FONT);
     let height = 420 * 2 + 60;
-    render!(path, format, (SIZE.0, height), |root| {
+    render!(path, format, (plot_w + key_w, height), |root| {
         root.fill(&WHITE)?;
         let root = root.titled(
             "Per-server load by strategy (mean over replications, whiskers: 95% CI)",
             ("sans-serif", 22),
         )?;
-        let areas = root.split_evenly((2, 1));
+        let (plots, key) = root.split_horizontally(plot_w);
+        let areas = plots.split_evenly((2, 1));
         for (pi, (area, panel)) in areas.iter().zip(&panels).enumerate() {
             let top = panel
                 .iter()
@@ -493,13 +649,7 @@ pub fn server_bars(
                 .map(|v| if v.2.is_finite() { v.2 } else { v.0 })
                 .fold(0.0f64, f64::max)
                 * 100.0;
-            // The top panel keeps headroom for the legend (one line per strategy).
-            let headroom = if pi == 0 {
-                1.2 + 0.07 * n_strat as f64
-            } else {
-                1.15
-            };
-            let y_max = (top * headroom).max(1.0);
+            let y_max = (top * 1.1).max(1.0);
             let mut chart = ChartBuilder::on(area)
                 .margin(12)
                 .x_label_area_size(40)
@@ -511,7 +661,8 @@ pub fn server_bars(
                 .x_labels(n_servers.max(1) * 2 + 1)
                 .x_label_formatter(&|x| {
                     let i = x.floor() as usize;
-                    if (x - x.floor() - 0.5).abs() < 1e-6 && i < n_servers {
+                    if (x - x.floor() - 0.5).abs() < 1e-6 && i < n_servers && i.is_multiple_of(step)
+                    {
                         servers[i].name.clone()
                     } else {
                         String::new()
@@ -521,47 +672,43 @@ pub fn server_bars(
                 .y_label_formatter(&|v| tick(*v))
                 .x_desc("server")
                 .y_desc(titles[pi])
-                .label_style(("sans-serif", 15))
+                .label_style(("sans-serif", FONT))
                 .axis_desc_style(("sans-serif", 17))
                 .draw()?;
+            // A faint line between server groups.
+            for i in 1..n_servers {
+                if servers[i].group != servers[i - 1].group {
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        vec![(i as f64, 0.0), (i as f64, y_max)],
+                        GUIDE.mix(0.6).stroke_width(1),
+                    )))?;
+                }
+            }
             let width = 0.8 / n_strat.max(1) as f64;
             for (si, per_server) in panel.iter().enumerate() {
                 let fill = colour(si).mix(0.85).filled();
                 let x0 = |i: usize| i as f64 + 0.1 + si as f64 * width;
-                let anno = chart.draw_series(per_server.iter().enumerate().map(|(i, v)| {
+                chart.draw_series(per_server.iter().enumerate().map(|(i, v)| {
                     Rectangle::new([(x0(i), 0.0), (x0(i) + width * 0.92, v.0 * 100.0)], fill)
                 }))?;
-                if pi == 0 {
-                    let c = colour(si);
-                    anno.label(&results.strategies[si].label)
-                        .legend(move |(x, y)| {
-                            Rectangle::new([(x, y - 6), (x + 16, y + 6)], c.filled())
-                        });
+                let whisker = BLACK.stroke_width(1);
+                for (i, v) in per_server
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| v.1.is_finite())
+                {
+                    let xm = x0(i) + width * 0.46;
+                    let cap = width * 0.3;
+                    let (lo, hi) = (v.1 * 100.0, v.2 * 100.0);
+                    chart.draw_series([
+                        PathElement::new(vec![(xm, lo), (xm, hi)], whisker),
+                        PathElement::new(vec![(xm - cap, lo), (xm + cap, lo)], whisker),
+                        PathElement::new(vec![(xm - cap, hi), (xm + cap, hi)], whisker),
+                    ])?;
                 }
-                chart.draw_series(
-                    per_server
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, v)| v.1.is_finite())
-                        .map(|(i, v)| {
-                            let xm = x0(i) + width * 0.46;
-                            PathElement::new(
-                                vec![(xm, v.1 * 100.0), (xm, v.2 * 100.0)],
-                                BLACK.stroke_width(1),
-                            )
-                        }),
-                )?;
-            }
-            if pi == 0 {
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK.mix(0.4))
-                    .label_font(("sans-serif", 14))
-                    .draw()?;
             }
         }
+        legend(&key.margin(40, 0, 0, 0), &entries, FONT, false)?;
         root.present()?;
         Ok(())
     })
@@ -578,8 +725,17 @@ pub fn sweep_plot(
 ) -> Result<(), ReportError> {
     let k = metric_index(metric).unwrap_or(0);
     let def = METRICS[k];
-    let scale = if def.unit == "s" { 1e3 } else { 1.0 };
-    let unit = if def.unit == "s" { "ms" } else { def.unit };
+    let top = sweep
+        .points
+        .iter()
+        .flat_map(|p| p.results.strategies.iter().map(|s| s.estimate(k).high))
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
+    let (scale, unit) = if def.unit == "s" {
+        time_axis(top)
+    } else {
+        (1.0, def.unit)
+    };
     let labels: Vec<String> = sweep
         .points
         .first()
@@ -656,15 +812,23 @@ pub fn sweep_plot(
     } else {
         ((480 * cols as u32).max(SIZE.0), 50 + 430 * rows as u32)
     };
-    render!(path, format, size, |root| {
+    let entries: Vec<(String, Swatch)> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.clone(), Swatch::Series(i)))
+        .collect();
+    let key_w = legend_width(labels.iter().map(String::as_str), 15);
+    render!(path, format, (size.0 + key_w, size.1), |root| {
         root.fill(&WHITE)?;
+        let (plots, key) = root.split_horizontally(size.0);
         let areas = if sweep.by.is_none() {
-            vec![root.clone()]
+            vec![plots.clone()]
         } else {
-            root.titled(&title, ("sans-serif", 22))?
+            plots
+                .titled(&title, ("sans-serif", 22))?
                 .split_evenly((rows, cols))
         };
-        for (pi, ((caption, series), area)) in panels.iter().zip(&areas).enumerate() {
+        for ((caption, series), area) in panels.iter().zip(&areas) {
             let (caption, size) = match caption {
                 Some(c) => (c.as_str(), 18),
                 None => (title.as_str(), 22),
@@ -685,7 +849,7 @@ pub fn sweep_plot(
                 .y_desc(format!("{} ({unit}, log scale)", def.name))
                 .x_label_formatter(&|v| tick(*v))
                 .y_label_formatter(&|v| {
-                    if small && !is_1_2_5(*v) {
+                    if (small || y_range.end / y_range.start > 20.0) && !is_1_2_5(*v) {
                         String::new()
                     } else {
                         tick(*v)
@@ -702,20 +866,11 @@ pub fn sweep_plot(
             }
             for (i, pts) in series.iter().enumerate() {
                 let line: Vec<(f64, f64)> = pts.iter().map(|v| (v.0, v.1)).collect();
-                draw_series(&mut chart, i, &labels[i], &line, 1)?;
-            }
-            // One legend, in the first panel: every panel has the same strategies.
-            if pi == 0 {
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperLeft)
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK.mix(0.4))
-                    .label_font(("sans-serif", 15))
-                    .legend_area_size(34)
-                    .draw()?;
+                draw_series(&mut chart, i, &line, 1)?;
             }
         }
+        // One legend beside every panel: they have the same strategies.
+        legend(&key.margin(60, 0, 0, 0), &entries, 15, false)?;
         root.present()?;
         Ok(())
     })

@@ -1,6 +1,12 @@
 //! `timeseries.csv` and the queue-over-time plot: every server's queue length, requests in
 //! service and the balancer's in-flight count, sampled over time in replication 0 of each
 //! strategy (the same requests for every strategy).
+//!
+//! `lbsim run` records replication 0 while it runs it (a [`crate::runner::TraceSink`]
+//! in the run options, handed here with [`Timeseries::recorded`]), so the time series
+//! costs no second simulation; a report given no recording (e.g. `lbsim merge`, whose
+//! replications ran elsewhere) simulates replication 0 once more, which gives the same
+//! trace bit for bit.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +14,8 @@ use serde::Serialize;
 
 use super::plots::queue_over_time;
 use super::{Report, ReportError, ReportInput, csv_writer, finish_csv};
-use crate::sim::{Sample, simulate_traced};
+use crate::scenario::Scenario;
+use crate::sim::{Trace, TraceSpec, simulate_traced};
 use crate::time::Nanos;
 
 /// Samples per strategy over the run: enough to see bursts, few enough that the CSV stays
@@ -36,21 +43,91 @@ pub struct TimeseriesRow<'a> {
     pub in_flight: u32,
 }
 
-/// The sampled state of each strategy's replication 0, as (label, samples).
-pub fn trace_all(input: &ReportInput<'_>) -> Vec<(String, Vec<Sample>)> {
+/// Most servers the time series shows unless asked for all (`--full-timeseries`): a larger
+/// cluster shows a sample of each group, so that `timeseries.csv` and the plot stay
+/// readable and bounded (at 10,000 servers, every server is 2 million rows per strategy).
+pub const MAX_SERVERS: usize = 64;
+
+/// What the time series records of `scenario`: [`SAMPLES`] points over the run; every
+/// server when `full` or when there are at most [`MAX_SERVERS`], else [`sample_servers`].
+pub fn trace_spec(scenario: &Scenario, full: bool) -> TraceSpec {
+    let groups: Vec<usize> = scenario.servers().iter().map(|s| s.group).collect();
+    TraceSpec {
+        every: Nanos((Nanos::from_secs_f64(scenario.end()).0 / SAMPLES).max(1)),
+        servers: if full || groups.len() <= MAX_SERVERS {
+            (0..groups.len()).collect()
+        } else {
+            sample_servers(&groups, MAX_SERVERS)
+        },
+    }
+}
+
+/// About `max` servers, ascending, given each server's group: every group gets its share
+/// of `max` in proportion to its size (at least one server), evenly spaced through the
+/// group and starting with its first server.
+pub fn sample_servers(groups: &[usize], max: usize) -> Vec<usize> {
+    let n = groups.len();
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    for (i, &g) in groups.iter().enumerate() {
+        if members.len() <= g {
+            members.resize_with(g + 1, Vec::new);
+        }
+        members[g].push(i);
+    }
+    let mut picked: Vec<usize> = members
+        .iter()
+        .filter(|m| !m.is_empty())
+        .flat_map(|m| {
+            let c = m.len();
+            let k = ((max * c + n / 2) / n).clamp(1, c);
+            (0..k).map(move |j| m[j * c / k])
+        })
+        .collect();
+    picked.sort_unstable();
+    picked
+}
+
+/// The sampled state of each strategy's replication 0, as (label, trace): the ones in
+/// `recorded` (by strategy index) where present, the others simulated now (`full`: of
+/// every server, see [`trace_spec`]).
+pub fn trace_all(
+    input: &ReportInput<'_>,
+    recorded: &[Option<Trace>],
+    full: bool,
+) -> Vec<(String, Trace)> {
     let s = input.scenario;
-    let every = Nanos((Nanos::from_secs_f64(s.end()).0 / SAMPLES).max(1));
+    let spec = trace_spec(s, full);
     s.strategies
         .iter()
-        .map(|e| {
-            let (_, samples) = simulate_traced(s, &e.spec, 0, input.results.seed, every);
-            (e.label(), samples)
+        .enumerate()
+        .map(|(k, e)| {
+            let trace = match recorded.get(k).cloned().flatten() {
+                Some(t) => t,
+                None => simulate_traced(s, &e.spec, 0, input.results.seed, &spec).1,
+            };
+            (e.label(), trace)
         })
         .collect()
 }
 
 /// Writes `timeseries.csv` and `queue_over_time.{svg,png}`.
-pub struct Timeseries;
+#[derive(Debug, Default)]
+pub struct Timeseries {
+    recorded: Vec<Option<Trace>>,
+    full: bool,
+}
+
+impl Timeseries {
+    /// A report of the traces recorded during the run, by strategy index (see
+    /// [`crate::runner::TraceSink::take`]), recorded with `trace_spec(scenario, full)`;
+    /// strategies without one are simulated again.
+    pub fn recorded(traces: Vec<Option<Trace>>, full: bool) -> Timeseries {
+        Timeseries {
+            recorded: traces,
+            full,
+        }
+    }
+}
 
 impl Report for Timeseries {
     fn name(&self) -> &'static str {
@@ -58,22 +135,23 @@ impl Report for Timeseries {
     }
 
     fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
-        let traces = trace_all(input);
+        let traces = trace_all(input, &self.recorded, self.full);
         let servers = input.scenario.servers();
         let path = dir.join("timeseries.csv");
         let mut w = csv_writer(&path)?;
-        for (label, samples) in &traces {
-            for sample in samples {
-                for (i, info) in servers.iter().enumerate() {
+        for (label, trace) in &traces {
+            for sample in &trace.samples {
+                for (k, &i) in trace.servers.iter().enumerate() {
+                    let info = &servers[i];
                     w.serialize(TimeseriesRow {
                         scenario: &input.scenario.name,
                         strategy: label,
                         replication: 0,
                         time: sample.time.as_secs_f64(),
                         server: &info.name,
-                        queued: sample.queued[i],
-                        in_service: sample.in_service[i],
-                        in_flight: sample.in_flight[i],
+                        queued: sample.queued[k],
+                        in_service: sample.in_service[k],
+                        in_flight: sample.in_flight[k],
                     })
                     .map_err(|source| ReportError::Csv {
                         path: path.clone(),
@@ -86,5 +164,25 @@ impl Report for Timeseries {
         let plot = dir.join(format!("queue_over_time.{}", input.format.ext()));
         queue_over_time(&plot, input.scenario, &traces, input.format)?;
         Ok(vec![path, plot])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_every_group_in_proportion() {
+        // 10,000 servers: 9,990 of group 0, then 10 of group 1.
+        let groups: Vec<usize> = (0..10_000).map(|i| usize::from(i >= 9_990)).collect();
+        let picked = sample_servers(&groups, MAX_SERVERS);
+        assert!(picked.windows(2).all(|w| w[0] < w[1]), "{picked:?}");
+        let small = picked.iter().filter(|&&i| i >= 9_990).count();
+        assert_eq!(small, 1, "{picked:?}");
+        assert_eq!(picked.len(), 65);
+        // Each group starts with its first server (the plot's legend hangs on it).
+        assert!(picked.contains(&0) && picked.contains(&9_990));
+        // A small cluster is shown whole.
+        assert_eq!(sample_servers(&[0, 0, 1], 64), vec![0, 1, 2]);
     }
 }

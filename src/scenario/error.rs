@@ -101,6 +101,10 @@ pub fn locate(source: &str, field: &str) -> Option<usize> {
         }
         if let Some(h) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
             current_table = Some(h.trim().to_string());
+            // A whole table (`arrivals`, e.g. an unstable rate): its header.
+            if table.is_none() && parts.len() == 1 && h.trim() == parts[0] {
+                return Some(n + 1);
+            }
             // `[sweep]` and `[sweep.by]` both head `sweep.by.load`; the deeper one wins.
             if head_table
                 .is_some_and(|t| h.trim() == t || full.starts_with(&format!("{}.", h.trim())))
@@ -152,5 +156,18 @@ mod tests {
         assert_eq!(locate(src, "sweep.by.balancers"), Some(5));
         // Missing key: the nested table's header.
         assert_eq!(locate(src, "sweep.by.count"), Some(4));
+    }
+
+    #[test]
+    fn a_whole_table_is_located_at_its_header_not_line_1() {
+        // The stability error names the field `arrivals`.
+        assert_eq!(locate(SRC, "arrivals"), Some(4));
+        assert_eq!(
+            locate(
+                "# comment\narrivals = { process = \"poisson\" }\n",
+                "arrivals"
+            ),
+            Some(2)
+        );
     }
 }

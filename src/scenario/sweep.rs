@@ -207,6 +207,52 @@ impl Scenario {
         }
         s
     }
+
+    /// Keeps only the strategies labelled `labels` (in the file's order), for the
+    /// command line's `--strategy LABEL`; no label keeps them all. A strategy-parameter
+    /// sweep keeps its points for the strategies that remain. A kept strategy's results do
+    /// not change: its random stream derives from the seed, replication and balancer, not
+    /// from its position. Returns the first label that names no strategy.
+    pub fn keep_strategies(&mut self, labels: &[String]) -> Result<(), String> {
+        if labels.is_empty() {
+            return Ok(());
+        }
+        if let Some(l) = labels
+            .iter()
+            .find(|l| !self.strategies.iter().any(|e| &e.label() == *l))
+        {
+            return Err(l.clone());
+        }
+        let mut next = 0;
+        let new_index: Vec<Option<usize>> = self
+            .strategies
+            .iter()
+            .map(|e| {
+                labels.contains(&e.label()).then(|| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect();
+        if let Some(sweep) = &mut self.sweep {
+            for axis in std::iter::once(&mut sweep.first).chain(sweep.by.as_mut()) {
+                if let SweepParameter::Strategy {
+                    labels: l, points, ..
+                } = &mut axis.parameter
+                {
+                    l.retain(|x| labels.contains(x));
+                    for point in points {
+                        *point = point
+                            .drain(..)
+                            .filter_map(|(i, e)| new_index[i].map(|n| (n, e)))
+                            .collect();
+                    }
+                }
+            }
+        }
+        self.strategies.retain(|e| labels.contains(&e.label()));
+        Ok(())
+    }
 }
 
 impl Validator<'_> {
@@ -507,6 +553,31 @@ mod tests {
         assert!((p.mean_rate() - 20.0).abs() < 1e-9, "{}", p.mean_rate());
         assert!(p.sweep.is_none());
         assert_eq!(s.sweep.as_ref().unwrap().first.name(), "load");
+    }
+
+    #[test]
+    fn keeping_some_strategies_remaps_a_strategy_sweep() {
+        let src = format!(
+            "{BASE}[[strategies]]\nkind = \"power_of_d\"\n[[strategies]]\nlabel = \"p1\"\nkind = \"power_of_d\"\nd = 1\n[sweep]\nparameter = \"d\"\nvalues = [2, 1]\n"
+        );
+        let mut s = Scenario::from_source(Path::new("t.toml"), &src).unwrap();
+        assert_eq!(s.keep_strategies(&["nope".into()]), Err("nope".into()));
+        assert_eq!(s.strategies.len(), 3, "nothing dropped on a bad label");
+        s.keep_strategies(&["p1".into()]).unwrap();
+        assert_eq!(s.strategies.len(), 1);
+        // The sweep still sets `d` of the one strategy left, now at index 0.
+        for (p, d) in [(0, 2), (1, 1)] {
+            let at = s.at_sweep_point(p);
+            assert_eq!(at.strategies.len(), 1);
+            assert_eq!(at.strategies[0].label(), "p1");
+            assert_eq!(
+                at.strategies[0].spec,
+                crate::strategy::StrategySpec::PowerOfD {
+                    d,
+                    replacement: false
+                }
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::server::{Admission, Job, Server};
 use crate::metrics::RunMetrics;
 use crate::rng::{SimRng, Stream, stream_rng};
 use crate::scenario::{FaultKind, Scenario};
-use crate::strategy::{Balancer, Outcome, StrategySpec};
+use crate::strategy::{Balancer, LoadTable, Outcome, StrategySpec};
 use crate::time::Nanos;
 use crate::workload::{Dist, Request, RequestStream};
 
@@ -88,6 +88,9 @@ struct Sim<'a> {
     /// Whether server load reports are kept exact after every change (the strategy reads
     /// them and no `load_report_interval` is set).
     exact_reports: bool,
+    /// Servers' load reports, one table every balancer reads (when the strategy reads
+    /// them): a publication costs O(1) whatever the number of balancers.
+    loads: Option<LoadTable>,
     conns: Option<Connections>,
 }
 
@@ -104,47 +107,66 @@ pub fn simulate(
     sim.finish()
 }
 
-/// The state of every server at one instant, as sampled by [`simulate_traced`].
+/// What to record of a run over time (see [`simulate_traced`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceSpec {
+    /// Sampling period (at least 1 ns).
+    pub every: Nanos,
+    /// The servers recorded, by index, ascending: all of them, or a bounded selection
+    /// when the cluster is large (the report decides).
+    pub servers: Vec<usize>,
+}
+
+/// The sampled state of the recorded servers at one instant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     /// When.
     pub time: Nanos,
-    /// Requests waiting, per server.
+    /// Requests waiting, per recorded server (in the order of [`Trace::servers`]).
     pub queued: Vec<u32>,
-    /// Requests in service, per server.
+    /// Requests in service, per recorded server.
     pub in_service: Vec<u32>,
-    /// Requests in flight to each server as the first balancer sees them (for connection
-    /// level: connections open to it).
+    /// Requests in flight to each recorded server as the first balancer sees them (for
+    /// connection level: connections open to it).
     pub in_flight: Vec<u32>,
 }
 
-/// Like [`simulate`], and also samples every server's state every `every` over the whole
-/// run (warm-up included), up to the end of the measured window. Memory grows with the
-/// number of samples, not with the run: pick `every` from the run length.
+/// A run's state over time: [`Sample`]s of the servers of a [`TraceSpec`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trace {
+    /// The servers recorded, by index; the samples' vectors follow this order.
+    pub servers: Vec<usize>,
+    /// One per grid point `0, every, 2·every, …` up to the end of the measured window.
+    pub samples: Vec<Sample>,
+}
+
+/// Like [`simulate`], and also samples the state of the servers of `spec` every
+/// `spec.every` over the whole run (warm-up included), up to the end of the measured
+/// window. The run itself is the same as [`simulate`]'s, bit for bit: recording only
+/// reads. Memory grows with samples × recorded servers, not with the run: pick `every`
+/// from the run length.
 pub fn simulate_traced(
     scenario: &Scenario,
     strategy: &StrategySpec,
     replication: u64,
     seed: u64,
-    every: Nanos,
-) -> (RunMetrics, Vec<Sample>) {
-    let every = every.max(Nanos(1));
+    spec: &TraceSpec,
+) -> (RunMetrics, Trace) {
+    let every = spec.every.max(Nanos(1));
     let mut sim = Sim::new(scenario, strategy, replication, seed);
+    let ids = &spec.servers;
     let mut samples = Vec::new();
     let mut next = Nanos::ZERO;
     let mut sample_until = |sim: &Sim<'_>, t: Nanos, samples: &mut Vec<Sample>| {
         // The state between events holds until the next one: sample it at every grid
         // point before `t`.
         while next < t && next <= sim.to {
+            let view = sim.balancers[0].backends();
             samples.push(Sample {
                 time: next,
-                queued: sim.servers.iter().map(|s| s.queued()).collect(),
-                in_service: sim.servers.iter().map(|s| s.busy()).collect(),
-                in_flight: sim.balancers[0]
-                    .backends()
-                    .iter()
-                    .map(|b| b.in_flight)
-                    .collect(),
+                queued: ids.iter().map(|&i| sim.servers[i].queued()).collect(),
+                in_service: ids.iter().map(|&i| sim.servers[i].busy()).collect(),
+                in_flight: ids.iter().map(|&i| view[i].in_flight).collect(),
             });
             next += every;
         }
@@ -154,7 +176,11 @@ pub fn simulate_traced(
         sim.step();
     }
     sample_until(&sim, Nanos::MAX, &mut samples);
-    (sim.finish(), samples)
+    let trace = Trace {
+        servers: ids.clone(),
+        samples,
+    };
+    (sim.finish(), trace)
 }
 
 impl<'a> Sim<'a> {
@@ -204,6 +230,14 @@ impl<'a> Sim<'a> {
                 .map(Nanos::from_secs_f64)
                 .filter(|_| strategy.reads_load_reports()),
             exact_reports: scenario.load_report_interval.is_none() && strategy.reads_load_reports(),
+            loads: strategy.reads_load_reports().then(|| {
+                let n = scenario.servers().len();
+                if strategy.indexes_load_reports() {
+                    LoadTable::with_queue_index(n)
+                } else {
+                    LoadTable::new(n)
+                }
+            }),
             conns: None,
         };
         if let Some(r) = sim.requests.next() {
@@ -309,6 +343,9 @@ impl<'a> Sim<'a> {
                 for b in &mut self.balancers {
                     b.set_up(server as usize, up);
                 }
+                if let Some(t) = &mut self.loads {
+                    t.set_up(server as usize, up);
+                }
             }
         }
     }
@@ -327,7 +364,10 @@ impl<'a> Sim<'a> {
                 } else {
                     self.routing.random_range(0..self.balancers.len())
                 };
-                (b, self.balancers[b].route(now, req.key))
+                (
+                    b,
+                    self.balancers[b].route_with(now, req.key, self.loads.as_ref()),
+                )
             }
             true => self.connection_for(now),
         };
@@ -412,9 +452,8 @@ impl<'a> Sim<'a> {
     }
 
     fn publish_load(&mut self, i: usize, now: Nanos) {
-        let report = self.servers[i].report(now);
-        for b in &mut self.balancers {
-            b.set_load(i, report);
+        if let Some(t) = &mut self.loads {
+            t.publish(i, self.servers[i].report(now));
         }
     }
 
@@ -488,7 +527,7 @@ impl<'a> Sim<'a> {
         let client = (slot / conns.pool) as usize;
         let b = client % self.balancers.len();
         // The key of a connection is its slot: hashing strategies pin clients to servers.
-        let server = self.balancers[b].route(now, u64::from(slot));
+        let server = self.balancers[b].route_with(now, u64::from(slot), self.loads.as_ref());
         conns.server[slot as usize] = server;
         conns.opened[slot as usize] = now;
         conns.generation[slot as usize] += 1;

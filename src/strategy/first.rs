@@ -22,20 +22,20 @@ impl First {
         First { maxconn }
     }
 
-    fn slots(&self, b: &Backend) -> u32 {
+    fn slots(&self, i: usize, ctx: &PickContext<'_>) -> u32 {
         self.maxconn
-            .unwrap_or_else(|| b.load.map_or(1, |l| l.workers.max(1)))
+            .unwrap_or_else(|| ctx.load(i).map_or(1, |l| l.workers.max(1)))
     }
 }
 
 impl Strategy for First {
-    fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
         let mut least: Option<usize> = None;
         for (i, b) in backends.iter().enumerate() {
             if !b.up {
                 continue;
             }
-            if b.in_flight < self.slots(b) {
+            if b.in_flight < self.slots(i, ctx) {
                 return Some(i);
             }
             if least.is_none_or(|j| b.in_flight < backends[j].in_flight) {

@@ -82,11 +82,12 @@ impl GrpcWeightedRoundRobin {
         &self.weights
     }
 
-    fn update(&mut self, backends: &[Backend], now: Nanos) {
+    fn update(&mut self, backends: &[Backend], ctx: &PickContext<'_>) {
+        let now = ctx.now;
         let c = self.config;
         self.hosts.resize(backends.len(), HostWeight::default());
-        for (h, b) in self.hosts.iter_mut().zip(backends) {
-            let Some(r) = b.load else { continue };
+        for (i, h) in self.hosts.iter_mut().enumerate() {
+            let Some(r) = ctx.load(i) else { continue };
             match h.last_report {
                 Some(prev) if r.at > prev.at => {
                     let dt = (r.at - prev.at).0 as f64;
@@ -145,7 +146,7 @@ impl GrpcWeightedRoundRobin {
 impl Strategy for GrpcWeightedRoundRobin {
     fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
         if self.next_update.is_none_or(|t| ctx.now >= t) || self.weights.len() != backends.len() {
-            self.update(backends, ctx.now);
+            self.update(backends, ctx);
         }
         let weights = &self.weights;
         self.edf.pick_and_add(backends, |j| weights[j])

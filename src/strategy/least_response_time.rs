@@ -6,16 +6,50 @@
 //! is `ewma × (in_flight + 1)` and the full scan picks the lowest. A backend with no sample
 //! yet costs 0 (it is tried first, as a new NGINX Plus peer); ties go to the lowest index
 //! after the last pick (round robin among equals).
+//!
+//! The picks are those of the full scan, exactly, but come from an index of the view kept
+//! as it changes ([`Strategy::on_view`]): the up backends ordered by (cost, index), so the
+//! lowest cost is the first entry and "the first at that cost from the last pick on" one
+//! range query — O(log n) per pick, dispatch and completion. The scan is kept in the tests
+//! as the oracle.
+
+use std::collections::BTreeSet;
 
 use super::{Backend, Outcome, PickContext, Strategy};
 use crate::time::Nanos;
 
-/// Least response time (EWMA latency × (in flight + 1)), full scan.
+/// Least response time (EWMA latency × (in flight + 1)).
 #[derive(Debug)]
 pub struct LeastResponseTime {
     alpha: f64,
     ewma: Vec<Option<f64>>,
     next: usize,
+    index: Option<CostIndex>,
+}
+
+/// The up backends ordered by (cost, index).
+#[derive(Debug)]
+struct CostIndex {
+    flight: Vec<u32>,
+    up: Vec<bool>,
+    /// The key each backend is filed under (see [`cost_key`]).
+    key: Vec<u64>,
+    order: BTreeSet<(u64, u32)>,
+}
+
+/// A non-negative cost as an integer of the same order (`0.0` and `-0.0` alike).
+fn cost_key(cost: f64) -> u64 {
+    if cost == 0.0 {
+        0
+    } else {
+        let bits = cost.to_bits();
+        // The usual total order of IEEE doubles, exact for every non-NaN value.
+        if bits >> 63 == 1 {
+            !bits
+        } else {
+            bits | (1 << 63)
+        }
+    }
 }
 
 impl LeastResponseTime {
@@ -25,32 +59,74 @@ impl LeastResponseTime {
             alpha,
             ewma: Vec::new(),
             next: 0,
+            index: None,
         }
     }
 
-    fn cost(&self, i: usize, b: &Backend) -> f64 {
-        self.ewma.get(i).copied().flatten().unwrap_or(0.0) * f64::from(b.in_flight + 1)
+    fn cost(ewma: &[Option<f64>], i: usize, in_flight: u32) -> f64 {
+        ewma.get(i).copied().flatten().unwrap_or(0.0) * f64::from(in_flight + 1)
+    }
+
+    /// Files backend `i` again after its cost or state changed.
+    fn refile(&mut self, i: usize) {
+        let Some(index) = &mut self.index else {
+            return;
+        };
+        if i >= index.up.len() {
+            return;
+        }
+        index.order.remove(&(index.key[i], i as u32));
+        index.key[i] = cost_key(Self::cost(&self.ewma, i, index.flight[i]));
+        if index.up[i] {
+            index.order.insert((index.key[i], i as u32));
+        }
     }
 }
 
 impl Strategy for LeastResponseTime {
     fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
-        let n = backends.len();
-        let mut best: Option<(usize, f64)> = None;
-        for k in 0..n {
-            let i = (self.next + k) % n;
-            let b = &backends[i];
-            if !b.up {
-                continue;
-            }
-            let c = self.cost(i, b);
-            if best.is_none_or(|(_, bc)| c < bc) {
-                best = Some((i, c));
-            }
+        if self
+            .index
+            .as_ref()
+            .is_none_or(|x| x.up.len() != backends.len())
+        {
+            let key: Vec<u64> = (0..backends.len())
+                .map(|i| cost_key(Self::cost(&self.ewma, i, backends[i].in_flight)))
+                .collect();
+            self.index = Some(CostIndex {
+                flight: backends.iter().map(|b| b.in_flight).collect(),
+                up: backends.iter().map(|b| b.up).collect(),
+                order: (0..backends.len())
+                    .filter(|&i| backends[i].up)
+                    .map(|i| (key[i], i as u32))
+                    .collect(),
+                key,
+            });
         }
-        let (i, _) = best?;
+        let order = &self.index.as_ref()?.order;
+        let &(lowest, first) = order.first()?;
+        // The first backend at the lowest cost from the last pick on, wrapping.
+        let i = order
+            .range((lowest, self.next.min(u32::MAX as usize) as u32)..)
+            .next()
+            .filter(|(k, _)| *k == lowest)
+            .map_or(first, |&(_, i)| i) as usize;
         self.next = i + 1;
         Some(i)
+    }
+
+    fn indexes_view(&self) -> bool {
+        true
+    }
+
+    fn on_view(&mut self, backend: usize, view: &Backend) {
+        if let Some(index) = &mut self.index
+            && backend < index.up.len()
+        {
+            index.flight[backend] = view.in_flight;
+            index.up[backend] = view.up;
+            self.refile(backend);
+        }
     }
 
     fn on_complete(&mut self, backend: usize, latency: Nanos, outcome: Outcome, _now: Nanos) {
@@ -66,6 +142,7 @@ impl Strategy for LeastResponseTime {
             None => x,
             Some(v) => v + self.alpha * (x - v),
         });
+        self.refile(backend);
     }
 }
 
@@ -73,7 +150,58 @@ impl Strategy for LeastResponseTime {
 mod tests {
     use super::*;
     use crate::strategy::Balancer;
-    use crate::strategy::testing::picks;
+    use crate::strategy::Strategy;
+    use crate::strategy::testing::{both, op, picks};
+    use proptest::prelude::*;
+
+    /// The reference: the full scan, as this strategy was first written.
+    struct Scan(LeastResponseTime);
+
+    impl Strategy for Scan {
+        fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+            let s = &mut self.0;
+            let n = backends.len();
+            let mut best: Option<(usize, f64)> = None;
+            for k in 0..n {
+                let i = (s.next + k) % n;
+                let b = &backends[i];
+                if !b.up {
+                    continue;
+                }
+                let c = LeastResponseTime::cost(&s.ewma, i, b.in_flight);
+                if best.is_none_or(|(_, bc)| c < bc) {
+                    best = Some((i, c));
+                }
+            }
+            let (i, _) = best?;
+            s.next = i + 1;
+            Some(i)
+        }
+
+        fn on_complete(&mut self, backend: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
+            // No index is ever built: this only updates the averages.
+            self.0.on_complete(backend, latency, outcome, now);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn index_picks_what_the_scan_picks(
+            alpha in prop_oneof![Just(1.0), Just(0.5), 0.01f64..1.0],
+            n in 1usize..12,
+            ops in proptest::collection::vec(op(), 1..300),
+        ) {
+            let (fast, oracle) = both(
+                Box::new(LeastResponseTime::new(alpha)),
+                Box::new(Scan(LeastResponseTime::new(alpha))),
+                &vec![1; n],
+                &ops,
+            );
+            prop_assert_eq!(fast, oracle);
+        }
+    }
 
     #[test]
     fn unsampled_first_then_fastest() {

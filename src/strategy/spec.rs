@@ -79,8 +79,14 @@ pub enum StrategySpec {
         #[serde(default = "default_rtt")]
         default_rtt: f64,
     },
-    /// See [`ShortestQueue`]: join the shortest queue, full scan.
-    Jsq,
+    /// See [`ShortestQueue`]: join the shortest queue.
+    Jsq {
+        /// Pick among tied backends with one draw from an index of the queues kept as the
+        /// view changes (O(1) per pick), rather than by reservoir sampling over a full scan
+        /// (the default). Same distribution, other draws. Default false.
+        #[serde(default, skip_serializing_if = "is_false")]
+        indexed: bool,
+    },
     /// See [`LeastResponseTime`] (NGINX Plus `least_time`-like).
     LeastResponseTime {
         /// EWMA smoothing factor of latencies, in (0, 1]. Default 0.1.
@@ -151,6 +157,9 @@ pub enum StrategySpec {
     },
 }
 
+fn is_false(b: &bool) -> bool {
+    !b
+}
 fn two() -> usize {
     2
 }
@@ -253,7 +262,8 @@ pub struct StrategyInfo {
     pub weighted: bool,
 }
 
-/// Every strategy kind lbsim knows.
+/// Every strategy kind lbsim knows. `params` gives each parameter's default *with its
+/// unit* (seconds are written `s`; a scenario file gives the bare number).
 pub const CATALOGUE: &[StrategyInfo] = &[
     StrategyInfo {
         kind: "round_robin",
@@ -287,31 +297,31 @@ pub const CATALOGUE: &[StrategyInfo] = &[
     },
     StrategyInfo {
         kind: "power_of_d",
-        params: "d = 2, replacement = false",
+        params: "d = 2 (backends sampled), replacement = false",
         follows: "power of d choices, fewest in flight: Finagle/tower/Linkerd (distinct), Envoy/gRPC (replacement)",
         weighted: false,
     },
     StrategyInfo {
         kind: "least_request",
-        params: "choice_count = 2, active_request_bias = 1.0",
+        params: "choice_count = 2 (backends sampled), active_request_bias = 1.0 (exponent)",
         follows: "Envoy LEAST_REQUEST (P2C with replacement; weight/(active+1)^bias EDF if weights differ)",
         weighted: true,
     },
     StrategyInfo {
         kind: "peak_ewma",
-        params: "decay_time = 10, default_rtt = 0.030",
+        params: "decay_time = 10 s, default_rtt = 0.030 s",
         follows: "Finagle p2cPeakEwma / tower PeakEwma / Linkerd: P2C on rtt estimate x (in flight + 1)",
         weighted: false,
     },
     StrategyInfo {
         kind: "jsq",
-        params: "",
-        follows: "join the shortest queue: full scan of server-reported queue (else in flight), random ties",
+        params: "indexed = false",
+        follows: "join the shortest queue: full scan of server-reported queue (else in flight), random ties (indexed: O(1) picks, other draws)",
         weighted: false,
     },
     StrategyInfo {
         kind: "least_response_time",
-        params: "alpha = 0.1",
+        params: "alpha = 0.1 (EWMA weight of each new latency, in (0, 1])",
         follows: "NGINX Plus least_time-like: lowest EWMA latency x (in flight + 1), full scan",
         weighted: false,
     },
@@ -323,25 +333,25 @@ pub const CATALOGUE: &[StrategyInfo] = &[
     },
     StrategyInfo {
         kind: "ring_hash",
-        params: "min_ring_size = 1024, max_ring_size = 8388608",
+        params: "min_ring_size = 1024 points, max_ring_size = 8388608 points",
         follows: "Ketama / Envoy RING_HASH on the request key",
         weighted: true,
     },
     StrategyInfo {
         kind: "maglev",
-        params: "table_size = 65537",
+        params: "table_size = 65537 entries (a prime)",
         follows: "Maglev (NSDI 2016) / Envoy MAGLEV on the request key",
         weighted: true,
     },
     StrategyInfo {
         kind: "bounded_load_hash",
-        params: "hash_balance_factor = 125, min_ring_size = 1024",
+        params: "hash_balance_factor = 125 (% of the mean load a server may take), min_ring_size = 1024 points",
         follows: "HAProxy hash-balance-factor: consistent hashing with bounded loads",
         weighted: true,
     },
     StrategyInfo {
         kind: "first",
-        params: "maxconn = workers",
+        params: "maxconn = workers (requests in flight per server)",
         follows: "HAProxy balance first: fill servers in order up to maxconn",
         weighted: false,
     },
@@ -353,13 +363,13 @@ pub const CATALOGUE: &[StrategyInfo] = &[
     },
     StrategyInfo {
         kind: "grpc_wrr",
-        params: "weight_update_period = 1, blackout_period = 10, weight_expiration_period = 180",
+        params: "weight_update_period = 1 s, blackout_period = 10 s, weight_expiration_period = 180 s",
         follows: "gRPC weighted_round_robin (gRFC A58): weight = qps / utilization from server reports",
         weighted: false,
     },
     StrategyInfo {
         kind: "aperture",
-        params: "low_load = 0.5, high_load = 2.0, min_aperture = 1, smooth_win = 5",
+        params: "low_load = 0.5, high_load = 2.0 (requests in flight per backend in the aperture), min_aperture = 1 backend, smooth_win = 5 s",
         follows: "Finagle aperture (deterministic window, P2C least loaded inside)",
         weighted: false,
     },
@@ -383,7 +393,7 @@ impl StrategySpec {
             StrategySpec::PowerOfD { .. } => "power_of_d",
             StrategySpec::LeastRequest { .. } => "least_request",
             StrategySpec::PeakEwma { .. } => "peak_ewma",
-            StrategySpec::Jsq => "jsq",
+            StrategySpec::Jsq { .. } => "jsq",
             StrategySpec::LeastResponseTime { .. } => "least_response_time",
             StrategySpec::Jiq => "jiq",
             StrategySpec::RingHash { .. } => "ring_hash",
@@ -419,8 +429,14 @@ impl StrategySpec {
     pub fn reads_load_reports(&self) -> bool {
         matches!(
             self,
-            StrategySpec::Jsq | StrategySpec::First { .. } | StrategySpec::GrpcWrr { .. }
+            StrategySpec::Jsq { .. } | StrategySpec::First { .. } | StrategySpec::GrpcWrr { .. }
         )
+    }
+
+    /// Whether the strategy wants the simulator's table of load reports indexed by queue
+    /// length ([`super::LoadTable::with_queue_index`]): indexed JSQ.
+    pub fn indexes_load_reports(&self) -> bool {
+        matches!(self, StrategySpec::Jsq { indexed: true })
     }
 
     /// Whether the strategy reads backend weights.
@@ -595,7 +611,8 @@ impl StrategySpec {
                 n,
                 rng,
             )),
-            StrategySpec::Jsq => Box::new(ShortestQueue::new(rng)),
+            StrategySpec::Jsq { indexed: false } => Box::new(ShortestQueue::new(rng)),
+            StrategySpec::Jsq { indexed: true } => Box::new(ShortestQueue::indexed(rng)),
             StrategySpec::LeastResponseTime { alpha } => Box::new(LeastResponseTime::new(*alpha)),
             StrategySpec::Jiq => Box::new(JoinIdleQueue::new(n, rng)),
             StrategySpec::RingHash {

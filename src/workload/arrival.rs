@@ -135,22 +135,50 @@ impl ArrivalSpec {
         }
     }
 
-    /// The highest arrival rate over `[0, horizon]` (requests per second): the burst rate
-    /// of MMPP and on/off processes, the peak of a piecewise schedule; the mean for
-    /// renewal processes and traces.
-    pub fn peak_rate(&self, horizon: f64, trace: Option<&Trace>) -> f64 {
+    /// The highest rate of a time-varying process over `[0, horizon]`, as (requests per
+    /// second, when in seconds if it has a time); `None` for a constant rate. MMPP and on-off
+    /// processes peak in their high state (at no fixed time); a trace at its busiest
+    /// one-second window (the time is the window's start).
+    pub fn peak_rate(&self, horizon: f64, trace: Option<&Trace>) -> Option<(f64, Option<f64>)> {
         match self {
-            ArrivalSpec::Mmpp { rates, .. } => rates[0].max(rates[1]),
-            ArrivalSpec::OnOff { rate, .. } => *rate,
+            ArrivalSpec::Poisson { .. }
+            | ArrivalSpec::Deterministic { .. }
+            | ArrivalSpec::Renewal { .. } => None,
+            ArrivalSpec::Mmpp { rates, .. } => Some((rates[0].max(rates[1]), None)),
+            ArrivalSpec::OnOff { rate, .. } => Some((*rate, None)),
             ArrivalSpec::Piecewise {
                 points,
                 interpolation,
-            } => points
-                .iter()
-                .filter(|p| p.at <= horizon)
-                .map(|p| p.rate)
-                .fold(piecewise_rate(points, *interpolation, horizon), f64::max),
-            _ => self.mean_rate(horizon, trace),
+            } => {
+                // The rate is piecewise linear (or constant): its maximum is at a point, or
+                // at an end of the run.
+                let times = points
+                    .iter()
+                    .map(|p| p.at)
+                    .filter(|&t| (0.0..=horizon).contains(&t))
+                    .chain([0.0, horizon]);
+                times
+                    .map(|t| (piecewise_rate(points, *interpolation, t), t))
+                    .fold(None, |best: Option<(f64, f64)>, (r, t)| match best {
+                        Some((b, _)) if b >= r => best,
+                        _ => Some((r, t)),
+                    })
+                    .map(|(r, t)| (r, Some(t)))
+            }
+            ArrivalSpec::Trace { .. } => {
+                let times = &trace?.times;
+                // Sliding one-second window over the sorted arrival times.
+                let (mut best, mut at, mut lo) = (0usize, 0.0, 0usize);
+                for (hi, &t) in times.iter().enumerate().take_while(|(_, t)| **t <= horizon) {
+                    while times[lo] < t - 1.0 {
+                        lo += 1;
+                    }
+                    if hi + 1 - lo > best {
+                        (best, at) = (hi + 1 - lo, (t - 1.0).max(0.0));
+                    }
+                }
+                Some((best as f64 / 1.0f64.min(horizon), Some(at)))
+            }
         }
     }
 
@@ -434,6 +462,59 @@ mod tests {
             n += 1;
         }
         n
+    }
+
+    #[test]
+    fn peak_rate_of_time_varying_processes() {
+        assert_eq!(
+            ArrivalSpec::Poisson { rate: 10.0 }.peak_rate(10.0, None),
+            None
+        );
+        let spike = |interpolation| ArrivalSpec::Piecewise {
+            points: vec![
+                RatePoint {
+                    at: 0.0,
+                    rate: 100.0,
+                },
+                RatePoint {
+                    at: 4.0,
+                    rate: 300.0,
+                },
+                RatePoint {
+                    at: 5.0,
+                    rate: 100.0,
+                },
+                RatePoint {
+                    at: 50.0,
+                    rate: 900.0,
+                },
+            ],
+            interpolation,
+        };
+        // The point at 50 s lies beyond a 10 s run: the rate at 10 s counts, not 900.
+        assert_eq!(
+            spike(Interpolation::Step).peak_rate(10.0, None),
+            Some((300.0, Some(4.0)))
+        );
+        let (r, t) = spike(Interpolation::Linear).peak_rate(10.0, None).unwrap();
+        assert!((r - 300.0).abs() < 1e-9 && t == Some(4.0), "{r} {t:?}");
+        let (r, t) = spike(Interpolation::Linear).peak_rate(60.0, None).unwrap();
+        assert!((r - 900.0).abs() < 1e-9 && t == Some(50.0), "{r} {t:?}");
+        let mmpp = ArrivalSpec::Mmpp {
+            rates: [5.0, 25.0],
+            mean_sojourn: [2.0, 1.0],
+        };
+        assert_eq!(mmpp.peak_rate(10.0, None), Some((25.0, None)));
+        let trace = Trace {
+            times: vec![0.1, 0.2, 2.0, 2.1, 2.2, 2.3, 5.0],
+            work: None,
+        };
+        let spec = ArrivalSpec::Trace {
+            path: "t.csv".into(),
+        };
+        let (r, t) = spec.peak_rate(10.0, Some(&trace)).unwrap();
+        assert_eq!(r, 4.0);
+        assert!((t.unwrap() - 1.3).abs() < 1e-9, "{t:?}");
     }
 
     /// Each process's empirical rate is within 4 standard errors of its mean rate.
