@@ -211,7 +211,7 @@ pub fn headline(results: &RunResults, metric: usize) -> Option<String> {
 
 fn ranking_table(out: &mut String, results: &RunResults, r: &Ranking) {
     let def = METRICS[r.metric];
-    out.push_str("| rank | strategy | mean [95% CI] | vs best, paired [95% CI] |\n");
+    out.push_str("| rank | strategy | estimate [95% CI] | vs best, paired [95% CI] |\n");
     out.push_str("|---:|---|---:|---:|\n");
     for (pos, e) in r.entries.iter().enumerate() {
         let tie = if e.rank == 1 && pos > 0 { " ≈" } else { "" };
