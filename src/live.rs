@@ -14,6 +14,7 @@ pub mod calibrate;
 pub mod client;
 pub mod cluster;
 pub mod driver;
+pub mod l4;
 mod plot;
 mod pool;
 #[allow(
@@ -24,6 +25,7 @@ mod pool;
     clippy::pedantic
 )]
 pub mod proto;
+pub mod proxy;
 pub mod server;
 pub mod transport;
 pub mod verdict;
@@ -32,7 +34,8 @@ mod wire;
 pub use calibrate::Calibration;
 pub use client::{CallOutcome, ClientConfig, ClientError, Connection, PingReply};
 pub use cluster::{Cluster, ClusterError};
-pub use driver::{LiveError, LiveOptions, LiveRun, StrategyReplay, replay};
+pub use driver::{LiveError, LiveOptions, LiveRun, StrategyReplay, replay, replay_via};
+pub use proxy::{ProxyError, ProxyKind};
 pub use server::{ServerConfig, ServerError, ServerHandle, ServerStats};
 pub use transport::{ParseWireError, Protocol, Transport};
 pub use verdict::{CompareOptions, Reference, Tolerances, Verdict, VerdictError, compare};

@@ -12,7 +12,9 @@ use clap::Args;
 
 use lbsim::live::server::{self, ServerConfig};
 use lbsim::live::verdict::{self, CompareOptions, Reference, Tolerances};
-use lbsim::live::{Cluster, LiveError, LiveOptions, Protocol, Transport, replay};
+use lbsim::live::{
+    Cluster, LiveError, LiveOptions, Protocol, ProxyError, ProxyKind, Transport, replay_via,
+};
 use lbsim::report::ImageFormat;
 
 use super::{EXIT_BAD_INPUT, load};
@@ -115,6 +117,15 @@ pub struct LiveArgs {
     /// not depend on it.
     #[arg(long)]
     threads: Option<usize>,
+    /// Send every connection through a real proxy started on loopback, `nginx` (stream
+    /// module) or `haproxy` (mode tcp), configured from the scenario; needs a
+    /// `[connections]` scenario. Its files go to OUT/proxy/<strategy>/.
+    #[arg(long, value_parser = parse_proxy)]
+    via: Option<ProxyKind>,
+}
+
+fn parse_proxy(s: &str) -> Result<ProxyKind, String> {
+    s.parse().map_err(|e: ProxyError| e.to_string())
 }
 
 /// Exit status of `lbsim live` when no verdict can be given: the driver could not keep to
@@ -232,14 +243,32 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
         a.time_scale,
         scenario.end() * a.time_scale
     );
-    let run = match replay(&scenario, &opts) {
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name).join("live"));
+    let proxy_dir = out.join("proxy");
+    let via = a.via.map(|kind| (kind, proxy_dir.as_path()));
+    if let Some(kind) = a.via {
+        eprintln!(
+            "through {kind} on loopback (configuration and logs in {})",
+            proxy_dir.display()
+        );
+    }
+    let run = match replay_via(&scenario, &opts, via) {
         Ok(run) => run,
         Err(
             e @ (LiveError::Unreachable { .. }
             | LiveError::BackendCount { .. }
             | LiveError::TimeScale(_)
             | LiveError::NoStrategy(_)
-            | LiveError::Unsupported(_)),
+            | LiveError::Unsupported(_)
+            | LiveError::Proxy(
+                ProxyError::UnknownProxy(_)
+                | ProxyError::NotInstalled { .. }
+                | ProxyError::NotConnectionLevel { .. }
+                | ProxyError::NoEquivalent { .. },
+            )),
         ) => {
             eprintln!("error: {e}");
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
@@ -319,10 +348,6 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
             threads: a.threads,
         },
     )?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name).join("live"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create `{}`", out.display()))?;
     print!("{}", verdict::table(&verdict));
     let format = if a.png {

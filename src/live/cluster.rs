@@ -33,7 +33,9 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts every server of `scenario` on `ip`: server `i` on port `port_base + i`, or
-    /// on a free port each when `port_base` is `None`.
+    /// on a free port each when `port_base` is `None`. Servers of a connection-level
+    /// scenario (`[connections]`) serve each connection's calls concurrently
+    /// ([`ServerConfig::pipelined`]).
     pub fn start(
         scenario: &Scenario,
         ip: IpAddr,
@@ -61,6 +63,8 @@ impl Cluster {
                 queue_capacity: g.queue_capacity,
                 protocol,
                 transport,
+                // Clients pipeline calls on their persistent connections (L4 topology).
+                pipelined: scenario.connections.is_some(),
             };
             let handle = server::spawn(addr, cfg).map_err(|source| ClusterError {
                 server: info.name.clone(),

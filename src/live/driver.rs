@@ -125,7 +125,7 @@ pub enum LiveError {
     TimeScale(f64),
     /// The scenario uses something live mode cannot reproduce.
     #[error(
-        "live mode cannot replay this scenario: {0}\n  fix: replay a copy without it (live mode replays request-level scenarios with one balancer and no faults)"
+        "live mode cannot replay this scenario: {0}\n  fix: replay a copy without it (live mode replays scenarios with one balancer and no faults)"
     )]
     Unsupported(String),
     /// No strategy left to replay.
@@ -136,6 +136,9 @@ pub enum LiveError {
     /// The scenario's servers could not be started.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// A proxy (`--via`) cannot be used for this replay.
+    #[error(transparent)]
+    Proxy(#[from] super::proxy::ProxyError),
     /// Calls neither answered nor failed within the I/O timeout (a bug: sockets time out).
     #[error("{in_flight} calls still unanswered {waited:?} after the last request was sent")]
     Stuck {
@@ -198,16 +201,25 @@ pub struct LiveRun {
 
 /// Replays every strategy of `scenario` (or those in `opts.only`).
 pub fn replay(scenario: &Scenario, opts: &LiveOptions) -> Result<LiveRun, LiveError> {
+    replay_via(scenario, opts, None)
+}
+
+/// Like [`replay`]; with `via`, every connection goes through that proxy, whose
+/// configuration, pid and logs are kept in the folder given (see [`super::proxy`]).
+/// Connection-level scenarios (`[connections]`) are replayed by [`super::l4`].
+pub fn replay_via(
+    scenario: &Scenario,
+    opts: &LiveOptions,
+    via: Option<(super::proxy::ProxyKind, &std::path::Path)>,
+) -> Result<LiveRun, LiveError> {
     if !(opts.time_scale.is_finite() && opts.time_scale > 0.0) {
         return Err(LiveError::TimeScale(opts.time_scale));
     }
     if !scenario.faults.is_empty() {
         return Err(LiveError::Unsupported("it has [[faults]]".into()));
     }
-    if scenario.connections.is_some() {
-        return Err(LiveError::Unsupported(
-            "it balances connections ([connections])".into(),
-        ));
+    if let (Some((proxy, _)), None) = (via, &scenario.connections) {
+        return Err(super::proxy::ProxyError::NotConnectionLevel { proxy }.into());
     }
     if scenario.balancers != 1 {
         return Err(LiveError::Unsupported(format!(
@@ -247,6 +259,9 @@ pub fn replay(scenario: &Scenario, opts: &LiveOptions) -> Result<LiveRun, LiveEr
             cluster.addrs()
         }
     };
+    if scenario.connections.is_some() {
+        return super::l4::replay(scenario, opts, addrs, &strategies, via);
+    }
     let cfg = ClientConfig {
         io_timeout: Some(opts.io_timeout),
         ..ClientConfig::new(opts.protocol, opts.transport)

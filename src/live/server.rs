@@ -27,6 +27,8 @@ use thrift::{ApplicationError, ApplicationErrorKind};
 use super::proto::{BackendSyncHandler, BackendSyncProcessor, Call, Pong, Rejected, Reply};
 use super::transport::{Protocol, Transport, protocol_stack};
 
+mod pipelined;
+
 /// Stack size of connection threads: they only decode small messages.
 const CONNECTION_STACK: usize = 256 * 1024;
 
@@ -45,6 +47,11 @@ pub struct ServerConfig {
     pub protocol: Protocol,
     /// Thrift transport spoken on every connection.
     pub transport: Transport,
+    /// Serve the calls of one connection concurrently and answer each as it finishes
+    /// (out of order, by sequence number) instead of one at a time; see
+    /// `server/pipelined.rs`. Needed where clients pipeline calls on persistent
+    /// connections (the `[connections]` topology).
+    pub pipelined: bool,
 }
 
 impl ServerConfig {
@@ -57,6 +64,7 @@ impl ServerConfig {
             queue_capacity: None,
             protocol: Protocol::Binary,
             transport: Transport::Framed,
+            pipelined: false,
         }
     }
 
@@ -273,6 +281,8 @@ struct Shared {
     served: AtomicU64,
     rejected: AtomicU64,
     connections: AtomicU64,
+    /// Connections are served pipelined ([`ServerConfig::pipelined`]).
+    pipelined: bool,
     /// Open connections (so shutdown can close them) and their threads.
     open: Mutex<OpenConnections>,
 }
@@ -375,6 +385,7 @@ pub fn spawn(addr: SocketAddr, cfg: ServerConfig) -> io::Result<ServerHandle> {
         served: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
         connections: AtomicU64::new(0),
+        pipelined: cfg.pipelined,
         open: Mutex::new(OpenConnections::default()),
     });
     let processor = Arc::new(BackendSyncProcessor::new(Handler(Arc::clone(&shared))));
@@ -439,7 +450,11 @@ fn accept_loop(
                 .stack_size(CONNECTION_STACK)
                 .spawn(move || {
                     precise_sleeps();
-                    serve_connection(&stream, &processor, protocol, transport);
+                    if shared.pipelined {
+                        pipelined::serve(&stream, &shared, protocol, transport);
+                    } else {
+                        serve_connection(&stream, &processor, protocol, transport);
+                    }
                     shared.open().streams.remove(&conn_id);
                 })
         };

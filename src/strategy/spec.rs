@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     Aperture, ApertureConfig, BoundedLoadHash, EdfWeightedRoundRobin, First,
     GrpcWeightedRoundRobin, GrpcWrrConfig, JoinIdleQueue, LeastConnections, LeastRequest,
-    LeastResponseTime, Maglev, PeakEwmaP2c, PowerOfD, RandomChoice, RingHash, RoundRobin,
-    ShortestQueue, SmoothWeightedRoundRobin, Strategy, WeightedRandom,
+    LeastResponseTime, Leastconn, Maglev, PeakEwmaP2c, PowerOfD, RandomChoice, RingHash,
+    RoundRobin, ShortestQueue, SmoothWeightedRoundRobin, StaticRr, Strategy, WeightedRandom,
 };
 use crate::rng::SimRng;
 use crate::time::Nanos;
@@ -140,6 +140,14 @@ pub enum StrategySpec {
         #[serde(default = "expiration")]
         weight_expiration_period: f64,
     },
+    /// See [`Leastconn`] (HAProxy `balance leastconn`).
+    Leastconn {
+        /// Use the backends' weights; false counts every weight as 1. Default false.
+        #[serde(default)]
+        weighted: bool,
+    },
+    /// See [`StaticRr`] (HAProxy `balance static-rr`).
+    StaticRr,
     /// See [`Aperture`] (Finagle aperture).
     Aperture {
         /// Narrow the aperture at or below this load per member. Default 0.5.
@@ -373,6 +381,18 @@ pub const CATALOGUE: &[StrategyInfo] = &[
         follows: "Finagle aperture (deterministic window, P2C least loaded inside)",
         weighted: false,
     },
+    StrategyInfo {
+        kind: "leastconn",
+        params: "weighted = false",
+        follows: "HAProxy balance leastconn (idle first, then (conns+1)/weight; ties to the least recently re-queued)",
+        weighted: false,
+    },
+    StrategyInfo {
+        kind: "static_rr",
+        params: "",
+        follows: "HAProxy balance static-rr (HAProxy's static weighted map, walked in a circle)",
+        weighted: true,
+    },
 ];
 
 impl StrategySpec {
@@ -403,6 +423,8 @@ impl StrategySpec {
             StrategySpec::EdfWrr => "edf_wrr",
             StrategySpec::GrpcWrr { .. } => "grpc_wrr",
             StrategySpec::Aperture { .. } => "aperture",
+            StrategySpec::Leastconn { .. } => "leastconn",
+            StrategySpec::StaticRr => "static_rr",
         }
     }
 
@@ -415,7 +437,8 @@ impl StrategySpec {
             StrategySpec::RoundRobin | StrategySpec::Random => Some(vec![1.0 / n; weights.len()]),
             StrategySpec::SmoothWeightedRoundRobin
             | StrategySpec::WeightedRandom
-            | StrategySpec::EdfWrr => {
+            | StrategySpec::EdfWrr
+            | StrategySpec::StaticRr => {
                 let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
                 Some(weights.iter().map(|&w| f64::from(w) / total).collect())
             }
@@ -442,7 +465,9 @@ impl StrategySpec {
     /// Whether the strategy reads backend weights.
     pub fn uses_weights(&self) -> bool {
         match self {
-            StrategySpec::LeastConnections { weighted } => *weighted,
+            StrategySpec::LeastConnections { weighted } | StrategySpec::Leastconn { weighted } => {
+                *weighted
+            }
             other => CATALOGUE
                 .iter()
                 .any(|info| info.kind == other.kind() && info.weighted),
@@ -625,6 +650,8 @@ impl StrategySpec {
                 min_ring_size,
             } => Box::new(BoundedLoadHash::new(*hash_balance_factor, *min_ring_size)),
             StrategySpec::First { maxconn } => Box::new(First::new(*maxconn)),
+            StrategySpec::Leastconn { weighted } => Box::new(Leastconn::new(*weighted)),
+            StrategySpec::StaticRr => Box::new(StaticRr::default()),
             StrategySpec::EdfWrr => Box::new(EdfWeightedRoundRobin::default()),
             StrategySpec::GrpcWrr {
                 weight_update_period,
@@ -742,6 +769,8 @@ mod tests {
             "edf_wrr",
             "grpc_wrr",
             "aperture",
+            "leastconn",
+            "static_rr",
         ]
         .iter()
         .map(|k| {

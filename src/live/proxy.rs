@@ -1,0 +1,720 @@
+//! Real L4 proxies in front of the backends: `lbsim live SCENARIO --via nginx|haproxy`.
+//!
+//! The topology lbsim started from: Thrift servers behind nginx (`stream`) or HAProxy
+//! (`mode tcp`), clients holding persistent connections. These proxies balance
+//! *connections*: the algorithm picks a server when a connection opens and every call on
+//! it goes there. So a scenario replayed through a proxy must be connection-level
+//! (`[connections]`), and it is compared with the simulator's connection-level run of the
+//! strategy whose semantics the proxy's algorithm follows:
+//!
+//! | lbsim strategy | nginx `stream` upstream | HAProxy `mode tcp` backend |
+//! | --- | --- | --- |
+//! | `round_robin` | round robin, weights 1 | `roundrobin`, weights 1 |
+//! | `smooth_weighted_round_robin` | round robin with weights (the same algorithm) | none |
+//! | `static_rr` | none | `static-rr` with weights (the same map) |
+//! | `least_connections` (`weighted`) | `least_conn` (weights 1, or the scenario's) | none |
+//! | `leastconn` (`weighted`) | none | `leastconn` (weights 1, or the scenario's) |
+//! | `random` / `weighted_random` | `random` (weights 1 / the scenario's) | `random(1)` (idem) |
+//! | `power_of_d`, d = 2 (HAProxy: any d) | `random two least_conn` | `random(d)` |
+//! | `first` | none | `first`, `maxconn` = the strategy's (or workers) |
+//!
+//! "None" is refused with the lbsim strategy that does follow the proxy. Random
+//! algorithms draw their own random numbers, so their runs are comparable with the
+//! simulated mean (`--against mean`), not with the replayed replication.
+//!
+//! Hashing strategies are refused: the proxies hash the client's address and port, the
+//! simulator the connection's slot, with other hash functions, so the servers connections
+//! land on differ and per-server figures cannot be compared.
+//!
+//! The proxy is a child process on loopback with its own folder (configuration, pid, logs)
+//! under the output folder; nothing is installed here (`scripts/install-proxies.sh` does
+//! that). It runs in the foreground (no daemon), with one nginx worker process and a
+//! shared `zone` (so connection counts are those of one balancer, as simulated) or one
+//! HAProxy thread; it is stopped when the replay ends, fails or is dropped, and on Linux
+//! it is started under `setpriv --pdeathsig` so that it dies with the thread that
+//! started it even if lbsim is killed.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use crate::scenario::Scenario;
+use crate::strategy::{StrategyEntry, StrategySpec};
+
+/// Which proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyKind {
+    /// nginx with the `stream` module.
+    Nginx,
+    /// HAProxy in `mode tcp`.
+    Haproxy,
+}
+
+impl ProxyKind {
+    /// Both, in the order of the README's table.
+    pub const ALL: [ProxyKind; 2] = [ProxyKind::Nginx, ProxyKind::Haproxy];
+
+    /// Name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyKind::Nginx => "nginx",
+            ProxyKind::Haproxy => "haproxy",
+        }
+    }
+
+    /// Name of the generated configuration file.
+    pub fn config_file(self) -> &'static str {
+        match self {
+            ProxyKind::Nginx => "nginx.conf",
+            ProxyKind::Haproxy => "haproxy.cfg",
+        }
+    }
+}
+
+impl fmt::Display for ProxyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ProxyKind {
+    type Err = ProxyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "nginx" => Ok(ProxyKind::Nginx),
+            "haproxy" => Ok(ProxyKind::Haproxy),
+            _ => Err(ProxyError::UnknownProxy(s.to_string())),
+        }
+    }
+}
+
+/// Why a replay through a proxy cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// `--via` names no supported proxy.
+    #[error("unknown proxy {0:?}\n  fix: use --via nginx or --via haproxy")]
+    UnknownProxy(String),
+    /// The proxy's binary (or nginx's stream module) is missing.
+    #[error(
+        "{proxy} is not installed: {detail}\n  fix: run scripts/install-proxies.sh (Debian's nginx with the stream module, and haproxy)"
+    )]
+    NotInstalled {
+        /// The proxy.
+        proxy: ProxyKind,
+        /// What is missing.
+        detail: String,
+    },
+    /// The scenario is request-level.
+    #[error(
+        "--via {proxy}: the scenario balances requests, but {proxy} balances TCP connections\n  fix: add a [connections] table (clients, pool_size, lifetime) to the scenario, e.g. scenarios/l4-persistent-connections.toml"
+    )]
+    NotConnectionLevel {
+        /// The proxy.
+        proxy: ProxyKind,
+    },
+    /// A strategy has no equivalent algorithm in the proxy.
+    #[error(
+        "strategy {label:?} has no {proxy} equivalent: {why}\n  fix: replay it without --via, or choose strategies with --strategy (the README's proxy table lists what each proxy can replay)"
+    )]
+    NoEquivalent {
+        /// The proxy.
+        proxy: ProxyKind,
+        /// Strategy label.
+        label: String,
+        /// Why.
+        why: String,
+    },
+    /// A file of the proxy's folder could not be written.
+    #[error("cannot write `{}`: {source}", .path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// The proxy did not start, or did not listen in time.
+    #[error("{proxy} did not start: {detail}\n  its configuration and log: {}", .dir.display())]
+    Start {
+        /// The proxy.
+        proxy: ProxyKind,
+        /// What happened (with the end of its log).
+        detail: String,
+        /// Its folder.
+        dir: PathBuf,
+    },
+}
+
+/// The balancing directives for one strategy: the algorithm line(s) and whether server
+/// weights are written (`false`: every server has weight 1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Algorithm {
+    /// nginx: lines inside `upstream`; HAProxy: the `balance` line.
+    pub directive: String,
+    /// Whether the scenario's weights are used.
+    pub weighted: bool,
+    /// HAProxy `first`: `maxconn` of each server.
+    pub maxconn: Option<Vec<u32>>,
+}
+
+/// The proxy algorithm that follows `entry`'s strategy, or why there is none.
+pub fn algorithm(
+    kind: ProxyKind,
+    scenario: &Scenario,
+    entry: &StrategyEntry,
+) -> Result<Algorithm, ProxyError> {
+    let none = |why: &str| ProxyError::NoEquivalent {
+        proxy: kind,
+        label: entry.label(),
+        why: why.to_string(),
+    };
+    let plain = |directive: &str, weighted: bool| Algorithm {
+        directive: directive.to_string(),
+        weighted,
+        maxconn: None,
+    };
+    let hashing = "the proxy hashes the client's address and port, the simulator the connection's slot (with other hash functions): connections land on other servers, so per-server figures cannot be compared";
+    let nginx = kind == ProxyKind::Nginx;
+    let weighted_rr = if nginx {
+        "nginx's weighted round robin is smooth_weighted_round_robin"
+    } else {
+        "HAProxy's weighted `roundrobin` interleaves servers in another order, and `static-rr` is lbsim's static_rr"
+    };
+    Ok(match (&entry.spec, kind) {
+        // Equal weights: both proxies take the servers in declaration order.
+        (StrategySpec::RoundRobin, ProxyKind::Nginx) => plain("", false),
+        (StrategySpec::RoundRobin, ProxyKind::Haproxy) => plain("roundrobin", false),
+        (StrategySpec::SmoothWeightedRoundRobin, ProxyKind::Nginx) => plain("", true),
+        (StrategySpec::StaticRr, ProxyKind::Haproxy) => plain("static-rr", true),
+        (StrategySpec::LeastConnections { weighted }, ProxyKind::Nginx) => {
+            plain("least_conn;", *weighted)
+        }
+        (StrategySpec::Leastconn { weighted }, ProxyKind::Haproxy) => plain("leastconn", *weighted),
+        (StrategySpec::Random, _) => plain(if nginx { "random;" } else { "random(1)" }, false),
+        (StrategySpec::WeightedRandom, _) => {
+            plain(if nginx { "random;" } else { "random(1)" }, true)
+        }
+        (StrategySpec::PowerOfD { d: 2, .. }, ProxyKind::Nginx) => {
+            plain("random two least_conn;", false)
+        }
+        (StrategySpec::PowerOfD { d, .. }, ProxyKind::Haproxy) => {
+            plain(&format!("random({d})"), false)
+        }
+        (StrategySpec::PowerOfD { .. }, ProxyKind::Nginx) => {
+            return Err(none(
+                "nginx draws two servers (`random two`); only d = 2 has an equivalent",
+            ));
+        }
+        (StrategySpec::First { maxconn }, ProxyKind::Haproxy) => {
+            let maxconn: Vec<u32> = scenario
+                .servers()
+                .iter()
+                .map(|s| maxconn.unwrap_or(scenario.groups[s.group].workers))
+                .collect();
+            let slots: u64 = maxconn.iter().map(|&m| u64::from(m)).sum();
+            let conns = scenario
+                .connections
+                .as_ref()
+                .map_or(0, |c| u64::from(c.clients) * u64::from(c.pool_size));
+            if conns > slots {
+                return Err(none(&format!(
+                    "HAProxy queues a connection when every server has maxconn connections, and {conns} connections exceed the {slots} slots, while the simulator sends it to the least loaded server"
+                )));
+            }
+            Algorithm {
+                directive: "first".into(),
+                weighted: false,
+                maxconn: Some(maxconn),
+            }
+        }
+        (StrategySpec::SmoothWeightedRoundRobin | StrategySpec::EdfWrr, ProxyKind::Haproxy) => {
+            return Err(none(weighted_rr));
+        }
+        (StrategySpec::EdfWrr | StrategySpec::StaticRr, ProxyKind::Nginx) => {
+            return Err(none(weighted_rr));
+        }
+        (StrategySpec::LeastConnections { .. }, ProxyKind::Haproxy) => {
+            return Err(none(
+                "HAProxy's leastconn breaks ties by the least recently used server and compares (conns + 1) / weight: its lbsim strategy is `leastconn`",
+            ));
+        }
+        (StrategySpec::Leastconn { .. }, ProxyKind::Nginx) => {
+            return Err(none(
+                "nginx's least_conn breaks ties by weighted round robin: its lbsim strategy is `least_connections`",
+            ));
+        }
+        (StrategySpec::First { .. }, ProxyKind::Nginx) => {
+            return Err(none("nginx has no `first` algorithm"));
+        }
+        (
+            StrategySpec::RingHash { .. }
+            | StrategySpec::Maglev { .. }
+            | StrategySpec::BoundedLoadHash { .. },
+            _,
+        ) => return Err(none(hashing)),
+        _ => {
+            return Err(none(
+                "it needs per-request information (latencies, load reports, requests in flight) that an L4 proxy does not have; see the README's proxy table",
+            ));
+        }
+    })
+}
+
+/// Whether the proxy algorithm that follows `spec` reads connection counts (nginx
+/// `least_conn`, `random two least_conn`; HAProxy `leastconn`, `random(2)`, `first`).
+/// A proxy counts a connection until it is closed, while the simulator stops counting an
+/// expired connection at once: the driver then closes an expired connection at its next
+/// idle moment, before opening its replacement (see [`super::l4`]).
+pub fn counts_connections(spec: &StrategySpec) -> bool {
+    matches!(
+        spec,
+        StrategySpec::LeastConnections { .. }
+            | StrategySpec::Leastconn { .. }
+            | StrategySpec::PowerOfD { .. }
+            | StrategySpec::First { .. }
+    )
+}
+
+/// Where the nginx `stream` module is when it is a loadable module (Debian).
+const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+/// The configuration file of `kind` for one strategy: listening on `listen`, balancing
+/// over `backends` (scenario server order), with pid and logs in `dir`.
+pub fn config(
+    kind: ProxyKind,
+    scenario: &Scenario,
+    entry: &StrategyEntry,
+    backends: &[SocketAddr],
+    listen: SocketAddr,
+    dir: &Path,
+) -> Result<String, ProxyError> {
+    let algo = algorithm(kind, scenario, entry)?;
+    let weights = scenario.weights();
+    let servers = scenario.servers();
+    let dir = dir.display();
+    let mut out = format!(
+        "# Generated by lbsim for scenario {:?}, strategy {:?}: the simulator's\n# connection-level {:?} is compared with this {kind} run.\n",
+        scenario.name,
+        entry.label(),
+        entry.label()
+    );
+    let weight = |i: usize| if algo.weighted { weights[i] } else { 1 };
+    match kind {
+        ProxyKind::Nginx => {
+            if Path::new(NGINX_STREAM_MODULE).exists() {
+                out += &format!("load_module {NGINX_STREAM_MODULE};\n");
+            }
+            out += &format!(
+                "# One worker: its connection counts are the whole proxy's, as one simulated balancer.\nworker_processes 1;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log notice;\n\nevents {{\n    worker_connections 4096;\n}}\n\nstream {{\n    upstream lbsim {{\n        # Shared by every worker, should there be several: counts are not per worker.\n        zone lbsim 64k;\n"
+            );
+            if !algo.directive.is_empty() {
+                out += &format!("        {}\n", algo.directive);
+            }
+            for (i, (addr, info)) in backends.iter().zip(&servers).enumerate() {
+                out += &format!(
+                    "        server {addr} weight={};  # {}\n",
+                    weight(i),
+                    info.name
+                );
+            }
+            out += &format!(
+                "    }}\n\n    server {{\n        listen {listen};\n        proxy_pass lbsim;\n        proxy_connect_timeout 5s;\n        proxy_timeout 1h;\n    }}\n}}\n"
+            );
+        }
+        ProxyKind::Haproxy => {
+            out += &format!(
+                "global\n    # One thread: one balancer's view, as simulated.\n    nbthread 1\n    maxconn 8192\n    pidfile {dir}/haproxy.pid\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n\nfrontend lbsim\n    bind {listen}\n    default_backend lbsim\n\nbackend lbsim\n    balance {}\n",
+                algo.directive
+            );
+            for (i, (addr, info)) in backends.iter().zip(&servers).enumerate() {
+                out += &format!("    server {} {addr} weight {}", info.name, weight(i));
+                if let Some(m) = &algo.maxconn {
+                    out += &format!(" maxconn {}", m[i]);
+                }
+                out += "\n";
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Finds `name` on `PATH` or in the usual system folders (`/usr/sbin` is not on every
+/// user's `PATH`).
+fn find_binary(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The proxy's binary, or why it cannot be used.
+pub fn binary(kind: ProxyKind) -> Result<PathBuf, ProxyError> {
+    let bin = find_binary(kind.name()).ok_or_else(|| ProxyError::NotInstalled {
+        proxy: kind,
+        detail: format!("no `{}` on PATH or in /usr/sbin", kind.name()),
+    })?;
+    if kind == ProxyKind::Nginx && !Path::new(NGINX_STREAM_MODULE).exists() {
+        // Not Debian's layout: the module must be built in.
+        let v = Command::new(&bin)
+            .arg("-V")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .unwrap_or_default();
+        if !v.contains("--with-stream") || v.contains("--with-stream=dynamic") {
+            return Err(ProxyError::NotInstalled {
+                proxy: kind,
+                detail: format!(
+                    "nginx has no stream module ({NGINX_STREAM_MODULE} is missing and `nginx -V` does not list --with-stream)"
+                ),
+            });
+        }
+    }
+    Ok(bin)
+}
+
+/// A free loopback port (bound then released: the proxy binds it right after).
+fn free_port() -> io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// Whether something listens on `addr`. On Linux this reads `/proc/net/tcp` rather than
+/// connecting: a test connection would be balanced like any other and move the proxy's
+/// round-robin position or connection counts before the replay starts.
+fn listening(addr: SocketAddr) -> bool {
+    #[cfg(target_os = "linux")]
+    if let (SocketAddr::V4(v4), Ok(table)) = (addr, fs::read_to_string("/proc/net/tcp")) {
+        // `local_address` is the IPv4 address as a little-endian hex word, then the port;
+        // state 0A is LISTEN.
+        let want = format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        );
+        return table.lines().skip(1).any(|line| {
+            let mut f = line.split_whitespace();
+            f.nth(1) == Some(want.as_str()) && f.nth(1) == Some("0A")
+        });
+    }
+    TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+}
+
+/// A running proxy; stopped when dropped.
+#[derive(Debug)]
+pub struct RunningProxy {
+    kind: ProxyKind,
+    child: Option<Child>,
+    listen: SocketAddr,
+    dir: PathBuf,
+}
+
+impl RunningProxy {
+    /// Writes the configuration for `entry` into `dir` and starts the proxy; returns
+    /// once it accepts connections, or fails within `wait`.
+    pub fn start(
+        kind: ProxyKind,
+        scenario: &Scenario,
+        entry: &StrategyEntry,
+        backends: &[SocketAddr],
+        dir: &Path,
+        wait: Duration,
+    ) -> Result<RunningProxy, ProxyError> {
+        let bin = binary(kind)?;
+        let write_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ProxyError::Write { path, source }
+        };
+        fs::create_dir_all(dir).map_err(write_err(dir))?;
+        let dir = fs::canonicalize(dir).map_err(write_err(dir))?;
+        // A port freed an instant before can be taken by someone else: retry then.
+        let mut last = None;
+        for _ in 0..3 {
+            let listen = free_port().map_err(write_err(&dir))?;
+            let text = config(kind, scenario, entry, backends, listen, &dir)?;
+            let path = dir.join(kind.config_file());
+            fs::write(&path, text).map_err(write_err(&path))?;
+            match Self::spawn(kind, &bin, &path, listen, &dir, wait) {
+                Ok(p) => return Ok(p),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("three attempts"))
+    }
+
+    fn spawn(
+        kind: ProxyKind,
+        bin: &Path,
+        config: &Path,
+        listen: SocketAddr,
+        dir: &Path,
+        wait: Duration,
+    ) -> Result<RunningProxy, ProxyError> {
+        let log = dir.join("proxy.log");
+        let start_err = |detail: String| ProxyError::Start {
+            proxy: kind,
+            detail,
+            dir: dir.to_path_buf(),
+        };
+        let file = File::create(&log).map_err(|source| ProxyError::Write {
+            path: log.clone(),
+            source,
+        })?;
+        let err_file = file.try_clone().map_err(|source| ProxyError::Write {
+            path: log.clone(),
+            source,
+        })?;
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        match kind {
+            ProxyKind::Nginx => {
+                args.extend(["-p".into(), dir.as_os_str().to_owned()]);
+                args.extend(["-c".into(), config.as_os_str().to_owned()]);
+                // Before the configuration is read, nginx logs here (not /var/log).
+                args.extend(["-e".into(), dir.join("error.log").into_os_string()]);
+            }
+            ProxyKind::Haproxy => {
+                args.extend(["-f".into(), config.as_os_str().to_owned()]);
+                // Foreground, no daemon.
+                args.push("-db".into());
+            }
+        }
+        // Dies with the thread that started it, even if lbsim is killed (Linux).
+        let mut cmd = match find_binary("setpriv") {
+            Some(setpriv) if cfg!(target_os = "linux") => {
+                let mut c = Command::new(setpriv);
+                c.args(["--pdeathsig", "TERM", "--"]).arg(bin);
+                c
+            }
+            _ => Command::new(bin),
+        };
+        cmd.args(&args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err_file);
+        let child = cmd
+            .spawn()
+            .map_err(|e| start_err(format!("cannot run {}: {e}", bin.display())))?;
+        let mut proxy = RunningProxy {
+            kind,
+            child: Some(child),
+            listen,
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(Ok(Some(status))) = proxy.child.as_mut().map(Child::try_wait) {
+                proxy.child = None;
+                return Err(start_err(format!(
+                    "it exited ({status}) before listening on {listen}; log: {}",
+                    proxy.log_tail()
+                )));
+            }
+            if listening(listen) {
+                return Ok(proxy);
+            }
+            if Instant::now() >= deadline {
+                let tail = proxy.log_tail();
+                proxy.stop();
+                return Err(start_err(format!(
+                    "not listening on {listen} after {wait:?}; log: {tail}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Address the proxy listens on.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Its folder (configuration, pid, logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The last lines of its logs.
+    fn log_tail(&self) -> String {
+        let mut text = String::new();
+        for name in ["proxy.log", "error.log"] {
+            if let Ok(mut f) = File::open(self.dir.join(name)) {
+                let _ = f.read_to_string(&mut text);
+            }
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    }
+
+    /// Stops the proxy: SIGTERM (nginx's master stops its worker), then SIGKILL after 3 s.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        #[cfg(target_os = "linux")]
+        {
+            if let Some(pid) = i32::try_from(child.id())
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = self.kind;
+    }
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario() -> Scenario {
+        let text = r#"
+name = "t"
+duration = 1.0
+warmup = 0.1
+[arrivals]
+process = "poisson"
+rate = 100.0
+[connections]
+clients = 4
+pool_size = 2
+[[servers]]
+name = "fast"
+count = 1
+workers = 4
+speed = 2.0
+weight = 3
+service = { dist = "exponential", mean = 0.01 }
+[[servers]]
+name = "slow"
+count = 2
+workers = 4
+weight = 1
+service = { dist = "exponential", mean = 0.01 }
+[[strategies]]
+kind = "least_connections"
+weighted = true
+[[strategies]]
+kind = "ring_hash"
+[[strategies]]
+kind = "peak_ewma"
+[[strategies]]
+kind = "first"
+maxconn = 1
+[[strategies]]
+kind = "leastconn"
+weighted = true
+"#;
+        Scenario::from_source(Path::new("t.toml"), text).expect("valid scenario")
+    }
+
+    fn addrs() -> Vec<SocketAddr> {
+        (0..3)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
+            .collect()
+    }
+
+    #[test]
+    fn nginx_config_has_the_algorithm_weights_and_a_shared_zone() {
+        let s = scenario();
+        let listen = SocketAddr::from(([127, 0, 0, 1], 8000));
+        let c = config(
+            ProxyKind::Nginx,
+            &s,
+            &s.strategies[0],
+            &addrs(),
+            listen,
+            Path::new("/tmp/x"),
+        )
+        .unwrap();
+        for want in [
+            "worker_processes 1;",
+            "daemon off;",
+            "zone lbsim 64k;",
+            "least_conn;",
+            "server 127.0.0.1:9000 weight=3;  # fast-0",
+            "server 127.0.0.1:9002 weight=1;  # slow-1",
+            "listen 127.0.0.1:8000;",
+            "pid /tmp/x/nginx.pid;",
+        ] {
+            assert!(c.contains(want), "missing {want:?} in\n{c}");
+        }
+    }
+
+    #[test]
+    fn haproxy_config_has_the_algorithm_and_weights() {
+        let s = scenario();
+        let listen = SocketAddr::from(([127, 0, 0, 1], 8000));
+        let c = config(
+            ProxyKind::Haproxy,
+            &s,
+            &s.strategies[4],
+            &addrs(),
+            listen,
+            Path::new("/tmp/x"),
+        )
+        .unwrap();
+        for want in [
+            "mode tcp",
+            "nbthread 1",
+            "balance leastconn",
+            "server fast-0 127.0.0.1:9000 weight 3",
+            "bind 127.0.0.1:8000",
+        ] {
+            assert!(c.contains(want), "missing {want:?} in\n{c}");
+        }
+    }
+
+    #[test]
+    fn strategies_without_an_equivalent_are_refused_with_a_reason() {
+        let s = scenario();
+        for kind in ProxyKind::ALL {
+            for entry in &s.strategies[1..3] {
+                let e = algorithm(kind, &s, entry).unwrap_err().to_string();
+                assert!(e.contains("has no") && e.contains("fix:"), "{e}");
+            }
+        }
+        // `first` with 3 slots for 8 connections: HAProxy would queue connections.
+        let e = algorithm(ProxyKind::Haproxy, &s, &s.strategies[3])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("8 connections exceed the 3 slots"), "{e}");
+        assert!(algorithm(ProxyKind::Nginx, &s, &s.strategies[3]).is_err());
+        // Each proxy's least-connections has its own lbsim strategy; the other's is
+        // refused, naming the right one.
+        let e = algorithm(ProxyKind::Haproxy, &s, &s.strategies[0])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`leastconn`"), "{e}");
+        let e = algorithm(ProxyKind::Nginx, &s, &s.strategies[4])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`least_connections`"), "{e}");
+    }
+
+    #[test]
+    fn proxy_names_parse() {
+        assert_eq!("nginx".parse::<ProxyKind>().unwrap(), ProxyKind::Nginx);
+        assert_eq!("haproxy".parse::<ProxyKind>().unwrap(), ProxyKind::Haproxy);
+        assert!("envoy".parse::<ProxyKind>().is_err());
+    }
+}
