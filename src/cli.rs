@@ -129,6 +129,10 @@ pub fn check_threads(path: &Path, threads: Option<usize>) -> anyhow::Result<()> 
     }
 }
 
+/// Exit status of `lbsim run --precision` when the target was not reached within
+/// `--max-replications` (the reports are written all the same).
+pub const EXIT_PRECISION_MISSED: u8 = 3;
+
 /// Loads and validates a scenario, printing its warnings.
 pub fn load(path: &Path) -> anyhow::Result<Scenario> {
     let scenario = Scenario::load(path)?;

@@ -21,6 +21,8 @@
 //! - [`stats`]: confidence intervals over replications.
 //! - [`runner`]: Monte Carlo replications in parallel, deterministic.
 //! - [`sequential`]: adding replications until a CI is narrow enough.
+//! - [`steady`]: is the warm-up long enough, the window long enough (MSER, batch means).
+//! - [`stability`]: strategies whose backlog grows, marked `unstable` everywhere.
 //! - [`shard`]: slices of the replications on many machines, merged bit for bit.
 //! - [`sweep`]: running a scenario's `[sweep]`, point by point.
 //! - [`report`]: terminal table, CSV files, plots, `report.md`, regression checks.
@@ -39,7 +41,9 @@ pub mod scenario;
 pub mod sequential;
 pub mod shard;
 pub mod sim;
+pub mod stability;
 pub mod stats;
+pub mod steady;
 pub mod strategy;
 pub mod sweep;
 pub mod time;

@@ -102,6 +102,9 @@ enum Command {
         replications: Option<u32>,
         #[command(flatten)]
         cost: CostFlags,
+        /// Exit with status 1 on any warning (for CI), not only on errors.
+        #[arg(long)]
+        strict: bool,
     },
     /// List the strategies, their parameters (defaults, with units) and the system each
     /// follows.
@@ -211,7 +214,8 @@ fn main() -> ExitCode {
             scenarios,
             replications,
             cost,
-        } => cmd_validate(&scenarios, replications, &cost),
+            strict,
+        } => cmd_validate(&scenarios, replications, &cost, strict),
         Command::Merge {
             shards,
             scenario,

@@ -3,10 +3,12 @@
 //! Memory does not grow with run length: latencies go into an HDR histogram, queue lengths
 //! and utilisation into time integrals. [`RunMetrics::summarize`] reduces a run to the
 //! figures listed in [`METRICS`], which the statistics layer then combines across
-//! replications.
+//! replications: means as the mean of per-replication values, percentiles from the pooled
+//! distribution of every replication ([`Estimator`]).
 
 use hdrhistogram::Histogram;
 
+use crate::stats::quantile::Cdf;
 use crate::time::Nanos;
 
 /// Which direction of a metric is better (used by comparisons and regression checks).
@@ -31,7 +33,32 @@ pub struct MetricDef {
     pub doc: &'static str,
     /// Which direction is better.
     pub better: Better,
+    /// How replications combine into the reported figure.
+    pub estimator: Estimator,
 }
+
+/// How a metric's replications combine.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Estimator {
+    /// The mean of per-replication values, with a Student-t interval.
+    Mean,
+    /// The `p` quantile of a pooled distribution (one of [`RunMetrics::sources`], by
+    /// index), with the interval of [`crate::stats::quantile`].
+    Pooled {
+        /// Index of the distribution: [`SOURCE_LATENCY`], [`SOURCE_WAIT`], or
+        /// [`SOURCE_SERVERS`] + server.
+        source: usize,
+        /// The quantile.
+        p: f64,
+    },
+}
+
+/// Pooled distribution of response times (see [`RunMetrics::sources`]).
+pub const SOURCE_LATENCY: usize = 0;
+/// Pooled distribution of waiting times.
+pub const SOURCE_WAIT: usize = 1;
+/// Pooled distribution of server `i`'s response times is source `SOURCE_SERVERS + i`.
+pub const SOURCE_SERVERS: usize = 2;
 
 const fn def(
     name: &'static str,
@@ -44,6 +71,17 @@ const fn def(
         unit,
         doc,
         better,
+        estimator: Estimator::Mean,
+    }
+}
+
+const fn pooled(name: &'static str, doc: &'static str, source: usize, p: f64) -> MetricDef {
+    MetricDef {
+        name,
+        unit: "s",
+        doc,
+        better: Better::Lower,
+        estimator: Estimator::Pooled { source, p },
     }
 }
 
@@ -55,26 +93,60 @@ pub const METRICS: &[MetricDef] = &[
         "mean response time (queueing + service) of requests served",
         Better::Lower,
     ),
-    def("latency_p50", "s", "median response time", Better::Lower),
-    def(
+    pooled(
+        "latency_p50",
+        "median response time (of all replications' requests pooled)",
+        SOURCE_LATENCY,
+        0.5,
+    ),
+    pooled(
         "latency_p90",
-        "s",
-        "90th percentile response time",
-        Better::Lower,
+        "90th percentile response time (pooled)",
+        SOURCE_LATENCY,
+        0.9,
     ),
-    def(
+    pooled(
+        "latency_p95",
+        "95th percentile response time (pooled)",
+        SOURCE_LATENCY,
+        0.95,
+    ),
+    pooled(
         "latency_p99",
+        "99th percentile response time (pooled)",
+        SOURCE_LATENCY,
+        0.99,
+    ),
+    pooled(
+        "latency_p999",
+        "99.9th percentile response time (pooled)",
+        SOURCE_LATENCY,
+        0.999,
+    ),
+    def(
+        "latency_max",
         "s",
-        "99th percentile response time",
+        "largest response time (mean over replications of each one's largest)",
         Better::Lower,
     ),
     def(
-        "latency_p999",
+        "wait_mean",
         "s",
-        "99.9th percentile response time",
+        "mean waiting time (queueing before service starts) of requests served",
         Better::Lower,
     ),
-    def("latency_max", "s", "largest response time", Better::Lower),
+    pooled(
+        "wait_p99",
+        "99th percentile waiting time (pooled)",
+        SOURCE_WAIT,
+        0.99,
+    ),
+    def(
+        "waited_fraction",
+        "1",
+        "fraction of served requests that waited for a worker, P(wait > 0)",
+        Better::Lower,
+    ),
     def(
         "throughput",
         "req/s",
@@ -147,7 +219,20 @@ pub const METRICS: &[MetricDef] = &[
         "requests accepted per second of window, λ in Little's law",
         Better::Neither,
     ),
+    def(
+        "in_system_growth",
+        "requests",
+        "growth of the number in system over the window (least-squares line through its time-average in 10 equal slices, end minus start): near 0 in steady state, about the excess arrival rate × window when unstable",
+        Better::Neither,
+    ),
 ];
+
+/// Slices of the window for [`ServerAccumulator::slices`] (the drift test).
+pub const SLICES: usize = 10;
+
+/// Batches of the window, by arrival time, for [`RunMetrics::batches`] (steady-state
+/// diagnostics: MSER truncation and the correlation of batch means).
+pub const BATCHES: usize = 100;
 
 /// Index of a metric in [`METRICS`] by name.
 pub fn metric_index(name: &str) -> Option<usize> {
@@ -161,12 +246,18 @@ pub struct ServerAccumulator {
     pub workers: u32,
     /// Measured requests accepted by this server.
     pub requests: u64,
+    /// Measured requests it served.
+    pub served: u64,
+    /// Sum of their response times (seconds).
+    pub latency_sum: f64,
     /// ∫ busy workers dt over the window (worker-nanoseconds).
     pub busy_area: f64,
     /// ∫ queue length dt over the window (request-nanoseconds).
     pub queue_area: f64,
     /// Largest queue length seen during the window.
     pub queue_max: u32,
+    /// ∫ (busy + queued) dt over each of [`SLICES`] equal slices of the window.
+    pub slices: [f64; SLICES],
     last: Nanos,
 }
 
@@ -189,6 +280,21 @@ impl ServerAccumulator {
             let dt = (b.0 - a.0) as f64;
             self.busy_area += f64::from(busy) * dt;
             self.queue_area += f64::from(queued) * dt;
+            let n = f64::from(busy + queued);
+            if n > 0.0 {
+                let len = ((to.0 - from.0) / SLICES as u64).max(1);
+                let mut t = a.0;
+                while t < b.0 {
+                    let k = (((t - from.0) / len) as usize).min(SLICES - 1);
+                    let end = if k == SLICES - 1 {
+                        b.0
+                    } else {
+                        (from.0 + (k as u64 + 1) * len).min(b.0)
+                    };
+                    self.slices[k] += n * (end - t) as f64;
+                    t = end;
+                }
+            }
         }
         if now > from && self.last < to && queued > self.queue_max {
             self.queue_max = queued;
@@ -206,6 +312,18 @@ pub struct RunMetrics {
     pub latency_sum: f64,
     /// Largest measured response time.
     pub latency_max: Nanos,
+    /// Waiting times (arrival to start of service) of measured requests, where known (the
+    /// simulator; live mode sees only response times).
+    pub wait: Histogram<u64>,
+    /// Exact sum of measured waiting times (seconds).
+    pub wait_sum: f64,
+    /// Measured requests that waited (wait > 0).
+    pub waited: u64,
+    /// Per server: response times of the measured requests it served.
+    pub server_latency: Vec<Histogram<u64>>,
+    /// Per batch of [`BATCHES`] equal slices of the window, by arrival time: the sum of
+    /// the response times (seconds) of the measured requests served, and their number.
+    pub batches: Vec<[f64; 2]>,
     /// Requests that arrived in the window.
     pub arrived: u64,
     /// Of those, refused because the chosen server's queue was full.
@@ -222,6 +340,12 @@ pub struct RunMetrics {
     pub to: Nanos,
 }
 
+/// Most servers whose response times get a histogram of their own (for the per-server
+/// p99 in `servers.csv`). One histogram takes about 250 kB, and every run of every
+/// replication in flight holds one per server: beyond this many servers the per-server
+/// p99 is not measured (reported as NaN), so memory stays bounded at 10,000 servers.
+pub const MAX_SERVER_HISTOGRAMS: usize = 256;
+
 /// Largest latency the histogram resolves (about 73 minutes); longer ones saturate.
 pub const LATENCY_HIGH_NS: u64 = 1 << 42;
 
@@ -237,6 +361,15 @@ impl RunMetrics {
             latency: latency_histogram(),
             latency_sum: 0.0,
             latency_max: Nanos::ZERO,
+            wait: latency_histogram(),
+            wait_sum: 0.0,
+            waited: 0,
+            server_latency: if workers.len() <= MAX_SERVER_HISTOGRAMS {
+                workers.iter().map(|_| latency_histogram()).collect()
+            } else {
+                Vec::new()
+            },
+            batches: vec![[0.0; 2]; BATCHES],
             arrived: 0,
             rejected: 0,
             unroutable: 0,
@@ -255,11 +388,61 @@ impl RunMetrics {
         self.latency_max = self.latency_max.max(latency);
     }
 
+    /// Records what only the simulator knows of a measured request served by `server`
+    /// (besides [`RunMetrics::record_latency`]): its waiting time and which server served it.
+    #[inline]
+    pub fn record_service(&mut self, server: usize, arrival: Nanos, latency: Nanos, wait: Nanos) {
+        let len = ((self.to.0 - self.from.0) / BATCHES as u64).max(1);
+        let k = ((arrival.0.saturating_sub(self.from.0) / len) as usize).min(BATCHES - 1);
+        self.batches[k][0] += latency.as_secs_f64();
+        self.batches[k][1] += 1.0;
+        self.wait.saturating_record(wait.0.max(1));
+        self.wait_sum += wait.as_secs_f64();
+        self.waited += u64::from(wait > Nanos::ZERO);
+        if let Some(h) = self.server_latency.get_mut(server) {
+            h.saturating_record(latency.0.max(1));
+        }
+        let s = &mut self.servers[server];
+        s.served += 1;
+        s.latency_sum += latency.as_secs_f64();
+    }
+
+    /// The distributions that percentiles pool across replications, indexed as
+    /// [`SOURCE_LATENCY`], [`SOURCE_WAIT`] and [`SOURCE_SERVERS`] + server.
+    pub fn sources(&self) -> Vec<&Histogram<u64>> {
+        [&self.latency, &self.wait]
+            .into_iter()
+            .chain(&self.server_latency)
+            .collect()
+    }
+
+    /// Least-squares growth of the number in system across the window's [`SLICES`] slices
+    /// (fitted end minus fitted start).
+    pub fn in_system_growth(&self) -> f64 {
+        let len = ((self.to.0 - self.from.0) / SLICES as u64).max(1);
+        let last = (self.to.0 - self.from.0) - len * (SLICES as u64 - 1);
+        let y: Vec<f64> = (0..SLICES)
+            .map(|k| {
+                let width = if k == SLICES - 1 { last } else { len };
+                self.servers.iter().map(|s| s.slices[k]).sum::<f64>() / width.max(1) as f64
+            })
+            .collect();
+        let n = SLICES as f64;
+        let xm = (n - 1.0) / 2.0;
+        let ym = y.iter().sum::<f64>() / n;
+        let (sxy, sxx) = y.iter().enumerate().fold((0.0, 0.0), |(a, b), (k, v)| {
+            let dx = k as f64 - xm;
+            (a + dx * (v - ym), b + dx * dx)
+        });
+        sxy / sxx * (n - 1.0)
+    }
+
     /// Reduces the run to its figures.
     pub fn summarize(&self) -> RunSummary {
         let window = (self.to - self.from).as_secs_f64();
         let window_ns = (self.to - self.from).0 as f64;
         let served = self.latency.len();
+        let waits = self.wait.len();
         let q = |p: f64| {
             if served == 0 {
                 f64::NAN
@@ -297,12 +480,28 @@ impl RunMetrics {
             },
             q(0.5),
             q(0.9),
+            q(0.95),
             q(0.99),
             q(0.999),
             if served == 0 {
                 f64::NAN
             } else {
                 self.latency_max.as_secs_f64()
+            },
+            if waits == 0 {
+                f64::NAN
+            } else {
+                self.wait_sum / waits as f64
+            },
+            if waits == 0 {
+                f64::NAN
+            } else {
+                self.wait.value_at_quantile(0.99) as f64 * 1e-9
+            },
+            if waits == 0 {
+                f64::NAN
+            } else {
+                self.waited as f64 / waits as f64
             },
             served as f64 / window,
             if self.arrived == 0 {
@@ -332,13 +531,16 @@ impl RunMetrics {
             f64::from(self.servers.iter().map(|s| s.queue_max).max().unwrap_or(0)),
             in_system,
             accepted as f64 / window,
+            self.in_system_growth(),
         ];
         debug_assert_eq!(values.len(), METRICS.len());
         let servers = self
             .servers
             .iter()
             .zip(&utils)
-            .map(|(s, &u)| ServerSummary {
+            .enumerate()
+            .map(|(i, (s, &u))| (s, u, self.server_latency.get(i)))
+            .map(|(s, u, h)| ServerSummary {
                 requests: s.requests as f64,
                 share: if accepted == 0 {
                     0.0
@@ -348,9 +550,27 @@ impl RunMetrics {
                 utilization: u,
                 queue_mean: s.queue_area / window_ns,
                 queue_max: f64::from(s.queue_max),
+                latency_mean: if s.served == 0 {
+                    f64::NAN
+                } else {
+                    s.latency_sum / s.served as f64
+                },
+                latency_p99: match h {
+                    Some(h) if !h.is_empty() => h.value_at_quantile(0.99) as f64 * 1e-9,
+                    _ => f64::NAN,
+                },
             })
             .collect();
-        RunSummary { values, servers }
+        RunSummary {
+            values,
+            servers,
+            cdfs: self
+                .sources()
+                .into_iter()
+                .map(Cdf::from_histogram)
+                .collect(),
+            batches: self.batches.clone(),
+        }
     }
 }
 
@@ -361,6 +581,10 @@ pub struct RunSummary {
     pub values: Vec<f64>,
     /// Per server, in server order.
     pub servers: Vec<ServerSummary>,
+    /// Each of [`RunMetrics::sources`], compactly, for the intervals of pooled percentiles.
+    pub cdfs: Vec<Cdf>,
+    /// [`RunMetrics::batches`] (empty where not measured, e.g. live mode).
+    pub batches: Vec<[f64; 2]>,
 }
 
 /// The figures of one server in one run.
@@ -376,27 +600,57 @@ pub struct ServerSummary {
     pub queue_mean: f64,
     /// Largest number waiting.
     pub queue_max: f64,
+    /// Mean response time of the measured requests it served (seconds).
+    pub latency_mean: f64,
+    /// Their 99th percentile (this replication's; reports pool replications).
+    pub latency_p99: f64,
 }
 
 /// Names of the per-server figures, in the order of [`ServerSummary::as_array`].
-pub const SERVER_METRICS: [&str; 5] = [
+pub const SERVER_METRICS: [&str; 7] = [
     "requests",
     "share",
     "utilization",
     "queue_mean",
     "queue_max",
+    "latency_mean",
+    "latency_p99",
 ];
 
 impl ServerSummary {
     /// The figures in the order of [`SERVER_METRICS`].
-    pub fn as_array(&self) -> [f64; 5] {
+    pub fn as_array(&self) -> [f64; 7] {
         [
             self.requests,
             self.share,
             self.utilization,
             self.queue_mean,
             self.queue_max,
+            self.latency_mean,
+            self.latency_p99,
         ]
+    }
+
+    /// The inverse of [`ServerSummary::as_array`].
+    pub fn from_array(a: [f64; 7]) -> ServerSummary {
+        let [
+            requests,
+            share,
+            utilization,
+            queue_mean,
+            queue_max,
+            latency_mean,
+            latency_p99,
+        ] = a;
+        ServerSummary {
+            requests,
+            share,
+            utilization,
+            queue_mean,
+            queue_max,
+            latency_mean,
+            latency_p99,
+        }
     }
 }
 
@@ -415,6 +669,28 @@ mod tests {
         assert_eq!(a.busy_area, 2.0 * 5.0 + 5.0);
         assert_eq!(a.queue_area, 3.0 * 5.0);
         assert_eq!(a.queue_max, 3);
+        // 5 in system on [10, 15) → slices 0–4 of width 1; 1 on [15, 20) → slices 5–9.
+        assert_eq!(a.slices, [5.0, 5.0, 5.0, 5.0, 5.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn growth_of_a_linear_backlog() {
+        let mut m = RunMetrics::new(&[1], Nanos(0), Nanos(1_000));
+        // One more request in system every 100 ns: 0, 1, ..., 9 over the ten slices.
+        for k in 0..10u64 {
+            m.servers[0].advance(
+                Nanos(100 * (k + 1)),
+                1.min(k as u32),
+                (k as u32).saturating_sub(1),
+                Nanos(0),
+                Nanos(1_000),
+            );
+        }
+        assert!(
+            (m.in_system_growth() - 9.0).abs() < 1e-9,
+            "{}",
+            m.in_system_growth()
+        );
     }
 
     #[test]

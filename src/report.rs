@@ -18,7 +18,10 @@ pub mod timeseries;
 use std::path::{Path, PathBuf};
 
 pub use comparisons::{ComparisonsCsv, PairComparison, Ranking, compare, rank};
-pub use csv_files::{ServersCsv, SummaryCsv, write_servers_csv, write_summary_csv};
+pub use csv_files::{
+    ReplicationsCsv, ServersCsv, SummaryCsv, write_replications_csv, write_servers_csv,
+    write_summary_csv,
+};
 pub use markdown::MarkdownReport;
 pub use plots::{ImageFormat, Plots};
 pub use table::summary_table;
@@ -89,6 +92,7 @@ pub fn standard_reports_with(timeseries: timeseries::Timeseries) -> Vec<Box<dyn 
     vec![
         Box::new(SummaryCsv),
         Box::new(ServersCsv),
+        Box::new(ReplicationsCsv),
         Box::new(ComparisonsCsv),
         Box::new(sweep::SweepCsv),
         Box::new(Plots),

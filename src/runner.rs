@@ -2,8 +2,9 @@
 //! parallel with rayon, with results that do not depend on the thread count.
 //!
 //! A replication runs every strategy on the same request stream (common random numbers).
-//! Replications are collected in index order; latency histograms merge by adding counts,
-//! which is order-independent, so output is bit-identical for any `--threads`.
+//! Replications are collected in index order; the pooled histograms (response time, waiting
+//! time, per server) merge by adding counts, which is order-independent, so output is
+//! bit-identical for any `--threads`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,11 +12,12 @@ use std::sync::{Arc, Mutex};
 use hdrhistogram::Histogram;
 use rayon::prelude::*;
 
-use crate::metrics::{RunSummary, latency_histogram};
-use crate::scenario::Scenario;
+use crate::metrics::{Estimator, METRICS, RunMetrics, RunSummary, latency_histogram};
+use crate::scenario::{Scenario, ScenarioError};
 use crate::sim::{
     Trace, TraceSpec, simulate, simulate_cancellable, simulate_traced, simulate_traced_cancellable,
 };
+use crate::stats::quantile::{Cdf, quantile_estimate};
 use crate::stats::{Estimate, estimate};
 
 /// How to run a scenario.
@@ -82,19 +84,83 @@ pub struct StrategyResult {
     pub label: String,
     /// Per finished replication, in replication order.
     pub runs: Vec<RunSummary>,
-    /// Latencies of all finished replications (nanoseconds), merged.
-    pub latency: Histogram<u64>,
+    /// The distributions of [`RunMetrics::sources`] (nanoseconds), merged over all
+    /// finished replications.
+    pub pooled: Vec<Histogram<u64>>,
+    /// Why the strategy has no steady state, when it has none ([`crate::stability`]):
+    /// it is then left out of "best" and ranks.
+    pub unstable: Option<String>,
+}
+
+/// Empty pooled histograms for `servers` servers.
+pub fn empty_pooled(servers: usize) -> Vec<Histogram<u64>> {
+    let per_server = if servers <= crate::metrics::MAX_SERVER_HISTOGRAMS {
+        servers
+    } else {
+        0
+    };
+    (0..crate::metrics::SOURCE_SERVERS + per_server)
+        .map(|_| latency_histogram())
+        .collect()
+}
+
+/// Adds a run's distributions to pooled histograms.
+pub fn pool(pooled: &mut [Histogram<u64>], m: &RunMetrics) {
+    for (p, h) in pooled.iter_mut().zip(m.sources()) {
+        // Same bounds on both sides: addition cannot fail.
+        let _ = p.add(h);
+    }
 }
 
 impl StrategyResult {
-    /// The values of metric `index` (see [`crate::metrics::METRICS`]) across replications.
+    /// The result of the given runs (in replication order).
+    pub fn from_runs(label: String, runs: &[RunMetrics]) -> StrategyResult {
+        let mut pooled = empty_pooled(runs.first().map_or(0, |m| m.servers.len()));
+        for m in runs {
+            pool(&mut pooled, m);
+        }
+        StrategyResult {
+            label,
+            runs: runs.iter().map(RunMetrics::summarize).collect(),
+            pooled,
+            unstable: None,
+        }
+    }
+
+    /// Response times of every finished replication (nanoseconds), merged.
+    pub fn latency(&self) -> &Histogram<u64> {
+        &self.pooled[crate::metrics::SOURCE_LATENCY]
+    }
+
+    /// The values of metric `index` (see [`crate::metrics::METRICS`]) across replications
+    /// (each replication's own value, also for percentiles).
     pub fn metric(&self, index: usize) -> Vec<f64> {
         self.runs.iter().map(|r| r.values[index]).collect()
     }
 
-    /// Mean and CI of metric `index`.
+    /// Every replication's compact distribution of pooled source `source`.
+    pub fn cdfs(&self, source: usize) -> Vec<&Cdf> {
+        self.runs
+            .iter()
+            .filter_map(|r| r.cdfs.get(source))
+            .collect()
+    }
+
+    /// The reported figure of metric `index` with its 95% CI: the mean over replications,
+    /// or for percentiles the pooled quantile with its interval.
     pub fn estimate(&self, index: usize) -> Estimate {
-        estimate(&self.metric(index))
+        match METRICS[index].estimator {
+            Estimator::Mean => estimate(&self.metric(index)),
+            Estimator::Pooled { source, p } => self.pooled_estimate(source, p),
+        }
+    }
+
+    /// The `p` quantile of pooled source `source`, in seconds, with its 95% CI.
+    pub fn pooled_estimate(&self, source: usize, p: f64) -> Estimate {
+        match self.pooled.get(source) {
+            Some(h) => quantile_estimate(h, &self.cdfs(source), p, 1e-9),
+            None => estimate(&[]),
+        }
     }
 }
 
@@ -136,7 +202,7 @@ struct Staged {
     /// Strategies finished.
     done: usize,
     summaries: Vec<Option<RunSummary>>,
-    latency: Vec<Option<Histogram<u64>>>,
+    metrics: Vec<Option<RunMetrics>>,
 }
 
 impl Staged {
@@ -144,7 +210,7 @@ impl Staged {
         Staged {
             done: 0,
             summaries: vec![None; strategies],
-            latency: vec![None; strategies],
+            metrics: vec![None; strategies],
         }
     }
 }
@@ -157,8 +223,9 @@ pub fn run_replications(
 ) -> Result<RunResults, RunError> {
     let seed = opts.seed.unwrap_or(scenario.seed);
     let n_strategies = scenario.strategies.len();
-    let merged: Mutex<Vec<Histogram<u64>>> =
-        Mutex::new((0..n_strategies).map(|_| latency_histogram()).collect());
+    let n_servers = scenario.servers().len();
+    let merged: Mutex<Vec<Vec<Histogram<u64>>>> =
+        Mutex::new((0..n_strategies).map(|_| empty_pooled(n_servers)).collect());
     // One task per (replication, strategy), so that the last replications' strategies run
     // in parallel too and no thread idles at the end (the serial tail of one task per
     // replication). A replication counts once all its strategies ran; its histograms are
@@ -222,14 +289,13 @@ pub fn run_replications(
                 let summary = m.summarize();
                 let mut st = staged[pos].lock().unwrap_or_else(|e| e.into_inner());
                 st.summaries[k] = Some(summary);
-                st.latency[k] = Some(m.latency);
+                st.metrics[k] = Some(m);
                 st.done += 1;
                 if st.done == n_strategies {
                     let mut all = merged.lock().unwrap_or_else(|e| e.into_inner());
-                    for (acc, h) in all.iter_mut().zip(st.latency.iter_mut()) {
-                        if let Some(h) = h.take() {
-                            // Same bounds on both sides: addition cannot fail.
-                            let _ = acc.add(&h);
+                    for (acc, m) in all.iter_mut().zip(st.metrics.iter_mut()) {
+                        if let Some(m) = m.take() {
+                            pool(acc, &m);
                         }
                     }
                     drop(all);
@@ -257,10 +323,11 @@ pub fn run_replications(
         .strategies
         .iter()
         .zip(latency)
-        .map(|(e, latency)| StrategyResult {
+        .map(|(e, pooled)| StrategyResult {
             label: e.label(),
             runs: Vec::new(),
-            latency,
+            pooled,
+            unstable: None,
         })
         .collect();
     let mut finished = Vec::new();
@@ -270,12 +337,73 @@ pub fn run_replications(
             s.runs.push(summary);
         }
     }
-    Ok(RunResults {
+    let mut results = RunResults {
         seed,
         requested: indices.len() as u32,
         finished,
         strategies,
-    })
+    };
+    crate::stability::assess(scenario, &mut results);
+    Ok(results)
+}
+
+/// Fails closed when a run measured nothing its figures could describe: no request arrived
+/// in the measured window, none was served, or no server was ever busy. Such runs would
+/// otherwise publish NaN figures over zero replications. The error names the scenario
+/// file, the field to change and how.
+pub fn check_measured(scenario: &Scenario, results: &RunResults) -> Result<(), ScenarioError> {
+    let runs = || results.strategies.iter().flat_map(|s| s.runs.iter());
+    if runs().next().is_none() {
+        return Ok(());
+    }
+    let value = |r: &RunSummary, name: &str| {
+        r.values[crate::metrics::metric_index(name).expect("metric exists")]
+    };
+    let invalid = |field: &str, problem: String, fix: &str| ScenarioError::Invalid {
+        path: scenario.path.clone(),
+        line: None,
+        field: field.into(),
+        problem,
+        fix: fix.into(),
+    };
+    let (from, to) = (scenario.warmup, scenario.end());
+    let arrived = runs().any(|r| {
+        value(r, "accepted_rate") > 0.0
+            || value(r, "rejected_fraction") > 0.0
+            || value(r, "error_fraction") > 0.0
+    });
+    if !arrived {
+        let trace = matches!(
+            scenario.workload.arrivals,
+            crate::workload::ArrivalSpec::Trace { .. }
+        );
+        return Err(invalid(
+            if trace { "warmup" } else { "duration" },
+            format!(
+                "nothing measured: no request arrived in the measured window [{from}, {to}) s in any replication"
+            ),
+            if trace {
+                "the trace's arrivals all fall outside the window: shorten `warmup` (arrivals before it are not measured) or lengthen `duration` to cover the trace's times"
+            } else {
+                "lengthen `duration` or raise the arrival rate so that requests arrive after the warm-up"
+            },
+        ));
+    }
+    if !runs().any(|r| value(r, "latency_mean").is_finite()) {
+        return Err(invalid(
+            "servers",
+            "nothing measured: every request that arrived in the window was refused or failed, for every strategy".into(),
+            "check `queue_capacity` (0 refuses everything) and `[[faults]]` (servers down for the whole window)",
+        ));
+    }
+    if !runs().any(|r| value(r, "utilization_mean") > 0.0) {
+        return Err(invalid(
+            "servers.service",
+            "nothing measured: no server was ever busy (service times round to 0 ns), so nothing queues and utilisation figures are undefined".into(),
+            "service times are in seconds: e.g. `mean = 0.001` for 1 ms",
+        ));
+    }
+    Ok(())
 }
 
 /// Runs every replication of every strategy in `scenario`.

@@ -226,9 +226,13 @@ impl Scenario {
     /// Offered load per group for a strategy whose split is static (weights only), or
     /// `None` for adaptive strategies.
     pub fn group_loads(&self, entry: &StrategyEntry) -> Option<Vec<GroupLoad>> {
+        self.group_loads_at(entry, self.mean_rate())
+    }
+
+    /// [`Scenario::group_loads`] at arrival rate `rate`.
+    pub fn group_loads_at(&self, entry: &StrategyEntry, rate: f64) -> Option<Vec<GroupLoad>> {
         let shares = entry.spec.static_shares(&self.weights())?;
         let servers = self.servers();
-        let rate = self.mean_rate();
         Some(
             self.groups
                 .iter()
@@ -252,9 +256,34 @@ impl Scenario {
         )
     }
 
-    /// Human-readable warnings: strategies whose static split overloads a group.
+    /// Human-readable warnings: strategies whose static split overloads a group (at the
+    /// mean rate, or at the peak of a time-varying rate), and a peak rate above capacity.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let (mean, capacity) = (self.mean_rate(), self.capacity());
+        let peak = self.peak_rate().map_or(mean, |p| p.0);
+        if peak > mean * (1.0 + 1e-9) {
+            if peak >= capacity {
+                out.push(format!(
+                    "at its peak the arrival rate ({peak:.1} req/s) exceeds what the servers together serve ({capacity:.1} req/s): queues grow while the peak lasts"
+                ));
+            }
+            for entry in &self.strategies {
+                let mean_ok = self
+                    .group_loads(entry)
+                    .is_some_and(|l| l.iter().all(|g| g.utilization < 1.0));
+                for load in self.group_loads_at(entry, peak).unwrap_or_default() {
+                    if mean_ok && load.utilization >= 1.0 {
+                        out.push(format!(
+                            "strategy `{}` would send group `{}` {:.0}% of what it can serve at the peak arrival rate ({peak:.1} req/s): its queues grow while the peak lasts",
+                            entry.label(),
+                            load.group,
+                            100.0 * load.utilization
+                        ));
+                    }
+                }
+            }
+        }
         for entry in &self.strategies {
             for load in self.group_loads(entry).unwrap_or_default() {
                 if load.utilization >= 1.0 {
@@ -412,13 +441,8 @@ impl Validator<'_> {
                 "set warmup to 0 or a positive number of seconds",
             ));
         }
-        if f.warmup >= f.duration {
-            return Err(self.invalid(
-                "warmup",
-                format!("warmup ({}) is not shorter than duration ({})", f.warmup, f.duration),
-                "`duration` is the measured time after the warm-up; make warmup shorter than duration (e.g. a tenth)",
-            ));
-        }
+        // `duration` is the measured time *after* the warm-up, so any warm-up goes: a long
+        // warm-up before a short window is how slow-mixing queues are measured.
         self.at_most("duration", f.duration, cost::MAX_TIME)?;
         if f.warmup.is_finite() && f.warmup + f.duration > cost::MAX_TIME {
             return Err(self.invalid(
@@ -943,8 +967,14 @@ impl Validator<'_> {
             let Some(spec) = crate::strategy::StrategySpec::with_defaults(kind) else {
                 continue;
             };
-            // The parameters a kind has are the fields of its defaults.
-            let known = serde_json::to_value(&spec).unwrap_or_default();
+            // The parameters a kind has are the fields of its defaults, plus those that are
+            // not serialized at their default value.
+            let mut known = serde_json::to_value(&spec).unwrap_or_default();
+            if let Some(o) = known.as_object_mut() {
+                for key in crate::strategy::StrategySpec::optional_keys(kind) {
+                    o.insert((*key).to_string(), serde_json::Value::Null);
+                }
+            }
             for key in entry.keys() {
                 if key != "label" && known.get(key).is_none() {
                     let params: Vec<&str> = known

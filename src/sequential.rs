@@ -36,6 +36,12 @@ pub struct SequentialRun {
 
 /// The largest relative half-width of `metric` over the strategies (∞ if undefined).
 pub fn worst_relative_half_width(results: &RunResults, metric: usize) -> f64 {
+    worst_strategy(results, metric).map_or(0.0, |w| w.1)
+}
+
+/// The strategy (index) with the largest relative half-width of `metric`, and that
+/// half-width (∞ if undefined): the one holding a sequential run back.
+pub fn worst_strategy(results: &RunResults, metric: usize) -> Option<(usize, f64)> {
     results
         .strategies
         .iter()
@@ -48,7 +54,11 @@ pub fn worst_relative_half_width(results: &RunResults, metric: usize) -> f64 {
                 if r.is_nan() { f64::INFINITY } else { r }
             }
         })
-        .fold(0.0, f64::max)
+        .enumerate()
+        .fold(None, |acc: Option<(usize, f64)>, (k, r)| match acc {
+            Some((_, w)) if w >= r => acc,
+            _ => Some((k, r)),
+        })
 }
 
 /// Runs `scenario` until `precision` is met. Starts with `opts.replications` (default:
@@ -84,6 +94,7 @@ pub fn run_to_precision(
         let more: Vec<u64> = (u64::from(n)..u64::from(next)).collect();
         let extra = run_replications(scenario, &more, opts)?;
         results = combine(vec![results, extra]);
+        crate::stability::assess(scenario, &mut results);
         n = next;
         batches.push(results.finished.len());
     }

@@ -1,8 +1,9 @@
 //! Shards: a deterministic slice of a run's replications (`--shard K/N` runs indices `i`
 //! with `i % N == K`), saved as a JSON file, and [`merge`] which combines shards into the
 //! [`RunResults`] a single run would have produced — bit for bit, since per-replication
-//! figures are stored as exact f64 bits and merged in replication order, and histogram
-//! counts add the same in any order.
+//! figures are stored as exact f64 bits and merged in replication order, histogram
+//! counts add the same in any order, and each replication's compact distributions (for the
+//! intervals of pooled percentiles) are stored whole.
 //!
 //! Also [`combine`], which appends the results of further replications (used by
 //! sequential stopping).
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::{METRICS, RunSummary, ServerSummary, latency_histogram};
 use crate::runner::{RunResults, StrategyResult};
 use crate::scenario::cost::MAX_REPLICATIONS;
+use crate::stats::quantile::Cdf;
 
 /// An error reading, writing or merging shards.
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +56,9 @@ pub enum ShardError {
     Empty(String),
 }
 
-/// The format of shard files (`format` field). Version 2 added the scenario fingerprint.
-pub const FORMAT: &str = "lbsim-shard-2";
+/// The format of shard files (`format` field). Version 2 added the scenario fingerprint,
+/// version 3 the per-replication distributions of pooled percentiles.
+pub const FORMAT: &str = "lbsim-shard-3";
 /// Longest hex-encoded latency histogram a shard may hold (16 MB of text).
 const MAX_HISTOGRAM_HEX: usize = 16 << 20;
 
@@ -139,10 +142,15 @@ pub struct ShardStrategy {
     /// Per finished replication: metric values as f64 bit patterns (exact, NaN-safe).
     pub values: Vec<Vec<u64>>,
     /// Per finished replication and server: the [`ServerSummary`] figures as f64 bits.
-    pub servers: Vec<Vec<[u64; 5]>>,
-    /// The merged latency histogram, V2 + deflate encoded (HdrHistogram's interchange
-    /// format), in hexadecimal.
-    pub latency: String,
+    pub servers: Vec<Vec<[u64; 7]>>,
+    /// Per finished replication and pooled source: its compact distribution
+    /// ([`Cdf::to_pairs`]).
+    pub cdfs: Vec<Vec<Vec<[u64; 2]>>>,
+    /// Per finished replication: its batches ([`RunSummary::batches`]) as f64 bits.
+    pub batches: Vec<Vec<[u64; 2]>>,
+    /// The merged histograms of the pooled sources (response time, waiting time, per
+    /// server), V2 + deflate encoded (HdrHistogram's interchange format), in hexadecimal.
+    pub pooled: Vec<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -182,9 +190,16 @@ impl ShardFile {
                 .strategies
                 .iter()
                 .map(|s| {
-                    let mut bytes = Vec::new();
-                    // Serialising to memory cannot fail for a valid histogram.
-                    let _ = V2DeflateSerializer::new().serialize(&s.latency, &mut bytes);
+                    let pooled = s
+                        .pooled
+                        .iter()
+                        .map(|h| {
+                            let mut bytes = Vec::new();
+                            // Serialising to memory cannot fail for a valid histogram.
+                            let _ = V2DeflateSerializer::new().serialize(h, &mut bytes);
+                            hex(&bytes)
+                        })
+                        .collect();
                     ShardStrategy {
                         label: s.label.clone(),
                         values: s
@@ -202,7 +217,17 @@ impl ShardFile {
                                     .collect()
                             })
                             .collect(),
-                        latency: hex(&bytes),
+                        batches: s
+                            .runs
+                            .iter()
+                            .map(|r| r.batches.iter().map(|b| b.map(f64::to_bits)).collect())
+                            .collect(),
+                        cdfs: s
+                            .runs
+                            .iter()
+                            .map(|r| r.cdfs.iter().map(Cdf::to_pairs).collect())
+                            .collect(),
+                        pooled,
                     }
                 })
                 .collect(),
@@ -325,9 +350,16 @@ impl ShardFile {
                     s.label
                 ));
             }
-            if s.latency.len() > MAX_HISTOGRAM_HEX {
+            if s.cdfs.len() != s.values.len() || s.batches.len() != s.values.len() {
                 return bad(format!(
-                    "strategy `{}`: latency histogram too large",
+                    "strategy `{}`: distributions or batches for other than {} runs",
+                    s.label,
+                    s.values.len()
+                ));
+            }
+            if s.pooled.iter().any(|h| h.len() > MAX_HISTOGRAM_HEX) {
+                return bad(format!(
+                    "strategy `{}`: a pooled histogram is too large",
                     s.label
                 ));
             }
@@ -381,43 +413,56 @@ impl ShardFile {
         };
         let mut strategies = Vec::new();
         for s in &self.strategies {
-            let bytes = unhex(&s.latency).ok_or_else(|| bad("latency is not hex".into()))?;
-            let h: Histogram<u64> = Deserializer::new()
-                .deserialize(&mut Cursor::new(bytes))
-                .map_err(|e| bad(format!("latency histogram: {e:?}")))?;
-            let mut latency = latency_histogram();
-            latency
-                .add(&h)
-                .map_err(|e| bad(format!("latency histogram: {e:?}")))?;
-            if s.values.len() != self.finished.len() || s.servers.len() != self.finished.len() {
+            let mut pooled = Vec::new();
+            for text in &s.pooled {
+                let bytes = unhex(text).ok_or_else(|| bad("histogram is not hex".into()))?;
+                let h: Histogram<u64> = Deserializer::new()
+                    .deserialize(&mut Cursor::new(bytes))
+                    .map_err(|e| bad(format!("histogram: {e:?}")))?;
+                let mut merged = latency_histogram();
+                merged
+                    .add(&h)
+                    .map_err(|e| bad(format!("histogram: {e:?}")))?;
+                pooled.push(merged);
+            }
+            let runs_ok = |n: usize| n == self.finished.len();
+            if !runs_ok(s.values.len())
+                || !runs_ok(s.servers.len())
+                || !runs_ok(s.cdfs.len())
+                || !runs_ok(s.batches.len())
+            {
                 return Err(bad(format!("strategy `{}`: wrong number of runs", s.label)));
             }
-            let runs = s
-                .values
-                .iter()
-                .zip(&s.servers)
-                .map(|(v, sv)| RunSummary {
+            let mut runs = Vec::new();
+            for (((v, sv), c), bt) in s.values.iter().zip(&s.servers).zip(&s.cdfs).zip(&s.batches) {
+                let cdfs = c
+                    .iter()
+                    .map(|pairs| Cdf::from_pairs(pairs))
+                    .collect::<Option<Vec<Cdf>>>()
+                    .ok_or_else(|| bad(format!("strategy `{}`: bad distribution", s.label)))?;
+                if cdfs.len() != pooled.len() {
+                    return Err(bad(format!(
+                        "strategy `{}`: {} distributions per run, {} pooled",
+                        s.label,
+                        cdfs.len(),
+                        pooled.len()
+                    )));
+                }
+                runs.push(RunSummary {
                     values: v.iter().map(|&b| f64::from_bits(b)).collect(),
                     servers: sv
                         .iter()
-                        .map(|a| {
-                            let [requests, share, utilization, queue_mean, queue_max] =
-                                a.map(f64::from_bits);
-                            ServerSummary {
-                                requests,
-                                share,
-                                utilization,
-                                queue_mean,
-                                queue_max,
-                            }
-                        })
+                        .map(|a| ServerSummary::from_array(a.map(f64::from_bits)))
                         .collect(),
-                })
-                .collect();
+                    cdfs,
+                    batches: bt.iter().map(|b| b.map(f64::from_bits)).collect(),
+                });
+            }
             strategies.push(StrategyResult {
                 label: s.label.clone(),
                 runs,
-                latency,
+                pooled,
+                unstable: None,
             });
         }
         Ok(RunResults {
@@ -430,7 +475,8 @@ impl ShardFile {
 }
 
 /// Combines results of disjoint replication sets of the same scenario and seed: runs
-/// sorted by replication index, histograms added, `requested` summed.
+/// sorted by replication index, histograms added, `requested` summed. Stability is the
+/// first part's: call [`crate::stability::assess`] on the result.
 pub fn combine(parts: Vec<RunResults>) -> RunResults {
     let mut parts = parts.into_iter();
     let Some(first) = parts.next() else {
@@ -458,15 +504,18 @@ pub fn combine(parts: Vec<RunResults>) -> RunResults {
         .map(|s| StrategyResult {
             label: s.label,
             runs: Vec::new(),
-            latency: s.latency,
+            pooled: s.pooled,
+            unstable: s.unstable,
         })
         .collect();
     for r in parts {
         requested += r.requested;
         push_runs(&mut tagged, &r);
         for (s, o) in strategies.iter_mut().zip(&r.strategies) {
-            // Same bounds on both sides: addition cannot fail.
-            let _ = s.latency.add(&o.latency);
+            for (p, h) in s.pooled.iter_mut().zip(&o.pooled) {
+                // Same bounds on both sides: addition cannot fail.
+                let _ = p.add(h);
+            }
         }
     }
     tagged.sort_by_key(|t| t.0);

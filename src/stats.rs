@@ -5,6 +5,11 @@
 //! differences (two strategies, same replications, common random numbers) use the same
 //! interval on the per-replication differences, which is much narrower than comparing two
 //! independent intervals.
+//!
+//! Percentiles are the exception: they come from the pooled distribution of every
+//! replication, with the intervals of [`quantile`].
+
+pub mod quantile;
 
 use statrs::distribution::{ContinuousCDF, StudentsT};
 

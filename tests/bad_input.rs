@@ -138,11 +138,20 @@ fn all_weights_zero() {
 }
 
 #[test]
-fn warmup_not_shorter_than_duration() {
+fn negative_warmup() {
     refused(
-        &GOOD.replace("warmup = 0.5", "warmup = 2"),
+        &GOOD.replace("warmup = 0.5", "warmup = -1"),
         &["warmup", "case.toml:3"],
     );
+}
+
+#[test]
+fn warmup_longer_than_the_measured_window_is_accepted() {
+    // `duration` is measured after the warm-up: a long warm-up before a short window is
+    // legitimate (issue 9).
+    let src = GOOD.replace("warmup = 0.5", "warmup = 20");
+    lbsim::scenario::Scenario::from_source(std::path::Path::new("case.toml"), &src)
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]

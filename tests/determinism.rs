@@ -40,7 +40,7 @@ fn bit_identical_across_thread_counts() {
     assert_eq!(bits(&one), bits(&three));
     for (a, b) in one.strategies.iter().zip(&two.strategies) {
         assert_eq!(
-            a.latency, b.latency,
+            a.pooled, b.pooled,
             "merged histograms differ for {}",
             a.label
         );

@@ -108,12 +108,13 @@ fn interrupted_run_writes_the_replications_that_finished() {
         "{stderr}"
     );
     let summary = std::fs::read_to_string(dir.path().join("summary.csv")).unwrap();
+    // scenario,strategy,metric,unit,mean,ci95_low,ci95_high,replications,unstable
     let reps: usize = summary
         .lines()
         .nth(1)
         .unwrap()
-        .rsplit(',')
-        .next()
+        .split(',')
+        .nth(7)
         .unwrap()
         .parse()
         .unwrap();

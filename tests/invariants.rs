@@ -111,7 +111,8 @@ proptest! {
         for sv in &summary.servers {
             prop_assert!((-1e-9..=1.0 + 1e-9).contains(&sv.utilization), "utilisation {}", sv.utilization);
         }
-        // Reproducible.
-        prop_assert_eq!(summary, simulate(&s, &s.strategies[0].spec, 0, s.seed).summarize());
+        // Reproducible (compared as text: a server that served nothing has NaN latencies).
+        let again = simulate(&s, &s.strategies[0].spec, 0, s.seed).summarize();
+        prop_assert_eq!(format!("{summary:?}"), format!("{again:?}"));
     }
 }

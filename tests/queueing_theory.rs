@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_agrees, run_default, scenario, values};
+use common::{assert_agrees, assert_covers, reported, run_default, scenario, values};
 use lbsim::stats::{estimate, paired_difference};
 
 /// A one-group scenario with Poisson arrivals.
@@ -114,6 +114,49 @@ fn mmc_with_four_workers_matches_erlang_c() {
     let r = run_default(&s);
     let w = erlang_c(c, lambda / mu) / (f64::from(c) * mu - lambda) + 1.0 / mu;
     assert_agrees("M/M/4 mean (Erlang C)", &values(&r, 0, "latency_mean"), w);
+    // P(wait) is Erlang C itself (0.5964 here); the mean wait is C / (cμ − λ).
+    assert_agrees(
+        "M/M/4 P(wait) (Erlang C)",
+        &values(&r, 0, "waited_fraction"),
+        erlang_c(c, lambda / mu),
+    );
+    assert_agrees(
+        "M/M/4 mean wait",
+        &values(&r, 0, "wait_mean"),
+        erlang_c(c, lambda / mu) / (f64::from(c) * mu - lambda),
+    );
+}
+
+#[test]
+fn mm1_waiting_time_tail() {
+    // M/M/1, λ = 900/s, μ = 1000/s: P(W > t) = ρ·e^{−(μ−λ)t}, so P(wait) = ρ = 0.9 and the
+    // p99 of the waiting time is ln(100ρ)/(μ − λ) = 45.0 ms; response time T ~ Exp(μ − λ),
+    // p95 = ln(20)/(μ − λ). Percentiles are judged by their own (pooled) interval.
+    let s = scenario(&single_group(
+        900.0,
+        1,
+        1,
+        EXP_1MS,
+        "round_robin",
+        50.0,
+        5.0,
+    ));
+    let r = run_default(&s);
+    assert_agrees(
+        "M/M/1 ρ=0.9 P(wait)",
+        &values(&r, 0, "waited_fraction"),
+        0.9,
+    );
+    assert_covers(
+        "M/M/1 ρ=0.9 wait p99",
+        &reported(&r, 0, "wait_p99"),
+        90f64.ln() / 100.0,
+    );
+    assert_covers(
+        "M/M/1 ρ=0.9 p95",
+        &reported(&r, 0, "latency_p95"),
+        20f64.ln() / 100.0,
+    );
 }
 
 #[test]

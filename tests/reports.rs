@@ -273,3 +273,41 @@ fn timeseries_samples_every_server_and_agrees_with_the_balancer_view() {
         );
     }
 }
+
+#[test]
+fn replications_csv_has_every_replication_strategy_and_metric() {
+    let (dir, s) = write(ImageFormat::Svg);
+    let mut reader = csv::Reader::from_path(dir.path().join("replications.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    assert_eq!(
+        headers.iter().collect::<Vec<_>>(),
+        [
+            "scenario",
+            "strategy",
+            "replication",
+            "metric",
+            "unit",
+            "value"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(
+        rows.len(),
+        s.strategies.len() * 4 * lbsim::metrics::METRICS.len()
+    );
+    // Means in summary.csv are the means of these rows.
+    let first = s.strategies[0].label();
+    let values: Vec<f64> = rows
+        .iter()
+        .filter(|r| &r[1] == first.as_str() && &r[3] == "latency_mean")
+        .map(|r| r[5].parse().unwrap())
+        .collect();
+    assert_eq!(values.len(), 4);
+    let summary = std::fs::read_to_string(dir.path().join("summary.csv")).unwrap();
+    let line = summary
+        .lines()
+        .find(|l| l.contains(&format!(",{first},latency_mean,")))
+        .unwrap();
+    let mean: f64 = line.split(',').nth(4).unwrap().parse().unwrap();
+    assert!((mean - values.iter().sum::<f64>() / 4.0).abs() < 1e-12);
+}

@@ -47,6 +47,7 @@ fn merged_shards_are_bit_identical_to_a_single_run() {
     for f in [
         "summary.csv",
         "servers.csv",
+        "replications.csv",
         "comparisons.csv",
         "latency_ccdf.svg",
     ] {
@@ -98,7 +99,7 @@ fn sequential_stopping_reports_replications_needed() {
         "--replications",
         "3",
         "--precision",
-        "0.05",
+        "0.1",
         "--metric",
         "latency_mean",
         "--max-replications",

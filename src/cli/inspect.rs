@@ -14,11 +14,12 @@ use super::{CostFlags, EXIT_BAD_INPUT, bad_flag, check_cost, load};
 
 /// `lbsim validate FILE...`: every file is checked, and the cost of running it estimated;
 /// the exit status is 2 when any is invalid or beyond the cost limits (each error is
-/// printed, then the next file is checked).
+/// printed, then the next file is checked), and with `strict` 1 when any has a warning.
 pub fn cmd_validate(
     paths: &[PathBuf],
     replications: Option<u32>,
     cost: &CostFlags,
+    strict: bool,
 ) -> anyhow::Result<ExitCode> {
     if let (Some(0), Some(first)) = (replications, paths.first()) {
         return Err(bad_flag(
@@ -28,7 +29,7 @@ pub fn cmd_validate(
             "use 2 or more replications",
         ));
     }
-    let mut bad = 0;
+    let (mut bad, mut warnings) = (0, 0);
     for path in paths {
         let checked = load(path).and_then(|scenario| {
             let reps = replications.unwrap_or(scenario.replications);
@@ -37,7 +38,7 @@ pub fn cmd_validate(
         });
         match checked {
             Ok((scenario, estimate)) => {
-                describe(path, &scenario);
+                warnings += describe(path, &scenario);
                 println!("  estimated cost: {}", estimate.describe());
             }
             Err(e) => {
@@ -52,13 +53,35 @@ pub fn cmd_validate(
         }
         return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }
+    if strict && warnings > 0 {
+        eprintln!("--strict: {warnings} warning(s) above; exit status 1");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe(path: &Path, scenario: &Scenario) {
+/// Prints what `scenario` offers each group; returns its number of warnings. The verdict
+/// line says `unstable` when a strategy's static split overloads a group.
+fn describe(path: &Path, scenario: &Scenario) -> usize {
     let rate = scenario.mean_rate();
     let capacity = scenario.capacity();
-    println!("{}: valid", path.display());
+    let unstable: Vec<String> = (0..scenario.strategies.len())
+        .filter_map(|k| {
+            lbsim::stability::static_overload(scenario, k)
+                .map(|why| format!("`{}` {why}", scenario.strategies[k].label()))
+        })
+        .collect();
+    let warnings = scenario.warnings().len();
+    println!(
+        "{}: valid{}",
+        path.display(),
+        match (unstable.is_empty(), warnings) {
+            (false, _) => format!(", but unstable: {}", unstable.join("; ")),
+            (true, 0) => String::new(),
+            (true, 1) => " (1 warning)".to_string(),
+            (true, n) => format!(" ({n} warnings)"),
+        }
+    );
     println!(
         "  {} server{} in {} group{}, mean arrival rate {:.1} req/s, capacity {:.1} req/s (overall load {:.0}%)",
         scenario.servers().len(),
@@ -122,6 +145,7 @@ fn describe(path: &Path, scenario: &Scenario) {
                 .map_or(String::new(), |b| format!(" × {}", b.name()))
         );
     }
+    warnings
 }
 
 /// `lbsim man`: the man page on standard output, or every page into `out`.

@@ -20,7 +20,10 @@ use lbsim::sweep::SweepResults;
 use lbsim::sweep::run_sweep;
 
 use super::signals::Interrupt;
-use super::{CostFlags, bad_flag, check_cost, check_out, check_threads, load, load_selected};
+use super::{
+    CostFlags, EXIT_PRECISION_MISSED, bad_flag, check_cost, check_out, check_threads, load,
+    load_selected,
+};
 use lbsim::scenario::cost::MAX_REPLICATIONS;
 
 /// `lbsim run` flags beyond the run options.
@@ -180,6 +183,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         });
     }
 
+    let mut missed = None;
     // Replication 0's time series is recorded while it runs (no second simulation).
     let sink = TraceSink::new(trace_spec(&scenario, flags.full_timeseries));
     opts.trace = Some(sink.clone());
@@ -214,6 +218,21 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
                     )
                 }
             );
+            if !seq.reached && !seq.results.is_partial() {
+                let (k, w) = lbsim::sequential::worst_strategy(&seq.results, metric)
+                    .unwrap_or((0, f64::INFINITY));
+                missed = Some(format!(
+                    "precision target missed: `{}` holds {} at ±{:.2}% (target ±{}%) after {} replications; raise --max-replications, or lengthen `duration` to narrow each replication's spread (exit status {EXIT_PRECISION_MISSED})",
+                    seq.results
+                        .strategies
+                        .get(k)
+                        .map_or("?", |s| s.label.as_str()),
+                    flags.metric,
+                    100.0 * w,
+                    100.0 * target,
+                    seq.results.finished.len()
+                ));
+            }
             seq.results
         }
         None => run(&scenario, &opts)?,
@@ -224,6 +243,15 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         }
         eprintln!("interrupted before any replication finished: nothing to write");
         return Ok(interrupt.exit_code());
+    }
+    lbsim::runner::check_measured(&scenario, &results)?;
+    for w in lbsim::steady::warnings(&scenario, &results) {
+        eprintln!("warning: {w}");
+    }
+    if results.finished.len() == 1 {
+        eprintln!(
+            "note: one replication: figures without confidence intervals, strategies not told apart; run 2 or more (--replications) for intervals"
+        );
     }
     let sweep_opts = RunOptions {
         replications: Some(results.finished.len().max(2) as u32),
@@ -280,6 +308,10 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         );
         return Ok(interrupt.exit_code());
     }
+    if let Some(m) = missed {
+        eprintln!("{m}");
+        return Ok(ExitCode::from(EXIT_PRECISION_MISSED));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -318,9 +350,10 @@ pub fn cmd_merge(
     out: Option<PathBuf>,
     png: bool,
 ) -> anyhow::Result<ExitCode> {
-    let (results, head, missing) = shard::merge(shards)?;
+    let (mut results, head, missing) = shard::merge(shards)?;
     let path = scenario.unwrap_or_else(|| head.scenario_path.clone());
     let scenario = load(&path)?;
+    lbsim::stability::assess(&scenario, &mut results);
     if scenario.name != head.scenario {
         return Err(shard::ShardError::Mismatch(format!(
             "{} is scenario `{}` but the shards are of `{}`; pass the scenario the shards were run from with --scenario",

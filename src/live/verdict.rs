@@ -284,11 +284,7 @@ pub fn compare(
         strategies: live
             .strategies
             .iter()
-            .map(|s| StrategyResult {
-                label: s.label.clone(),
-                runs: vec![s.metrics.summarize()],
-                latency: s.metrics.latency.clone(),
-            })
+            .map(|s| StrategyResult::from_runs(s.label.clone(), std::slice::from_ref(&s.metrics)))
             .collect(),
     };
     let tol = opts.tolerances;
@@ -439,7 +435,7 @@ pub fn write_reports(
         .strategies
         .iter()
         .zip(&verdict.sim_replayed)
-        .map(|(l, s)| (l.label.as_str(), &s.latency, &l.latency))
+        .map(|(l, s)| (l.label.as_str(), &s.latency, l.latency()))
         .collect();
     super::plot::cdf_plot(&svg, format, &scenario.name, &curves).map_err(|message| {
         VerdictError::Plot {

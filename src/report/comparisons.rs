@@ -6,15 +6,17 @@
 //! difference `b − a` removes the noise both share; its Student-t interval is valid (the
 //! differences are i.i.d. across replications) and much narrower than comparing two
 //! independent intervals. The unpaired (Welch) half-width is written beside it to show
-//! what pairing buys.
+//! what pairing buys. Percentiles compare pooled quantiles, with the paired interval of
+//! their Bahadur representation ([`crate::stats::quantile`]).
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::{Report, ReportError, ReportInput, csv_writer, finish_csv};
-use crate::metrics::{Better, METRICS};
+use crate::metrics::{Better, Estimator, METRICS};
 use crate::runner::RunResults;
+use crate::stats::quantile::quantile_difference;
 use crate::stats::{Estimate, paired_difference, unpaired_difference};
 
 /// The difference of one metric between two strategies.
@@ -26,9 +28,9 @@ pub struct PairComparison {
     pub a: usize,
     /// Second strategy.
     pub b: usize,
-    /// Mean of `a` over replications.
+    /// Reported figure of `a` (mean over replications, or pooled percentile).
     pub mean_a: f64,
-    /// Mean of `b` over replications.
+    /// Reported figure of `b`.
     pub mean_b: f64,
     /// Paired difference `b − a` with its 95% CI.
     pub diff: Estimate,
@@ -69,6 +71,25 @@ impl PairComparison {
 
 /// Compares strategies `a` and `b` of `results` on metric `metric`.
 pub fn compare(results: &RunResults, metric: usize, a: usize, b: usize) -> PairComparison {
+    if let Estimator::Pooled { source, p } = METRICS[metric].estimator {
+        let (sa, sb) = (&results.strategies[a], &results.strategies[b]);
+        let (ca, cb) = (sa.cdfs(source), sb.cdfs(source));
+        let (diff, unpaired_half_width) = quantile_difference(
+            (&sa.pooled[source], &ca),
+            (&sb.pooled[source], &cb),
+            p,
+            1e-9,
+        );
+        return PairComparison {
+            metric,
+            a,
+            b,
+            mean_a: sa.estimate(metric).mean,
+            mean_b: sb.estimate(metric).mean,
+            diff,
+            unpaired_half_width,
+        };
+    }
     let (xa, xb) = (
         results.strategies[a].metric(metric),
         results.strategies[b].metric(metric),
@@ -93,6 +114,7 @@ pub struct Ranked {
     /// Its estimate of the metric.
     pub estimate: Estimate,
     /// Competition rank (1 = best); strategies the data cannot tell apart share a rank.
+    /// 0 for an unstable strategy ([`crate::stability`]): it is listed last, unranked.
     pub rank: usize,
     /// This strategy against the best one (`this − best`), paired.
     pub vs_best: PairComparison,
@@ -127,7 +149,8 @@ impl Ranking {
 /// Strategies are sorted by mean; walking down the list, a strategy shares the rank of
 /// the current group's leader when their paired 95% CI contains 0, and starts a new group
 /// (rank = its position) otherwise. In particular every strategy indistinguishable from
-/// the best has rank 1.
+/// the best has rank 1. Unstable strategies come last with rank 0: they can be neither
+/// best nor ranked, their figures depending on the run length.
 pub fn rank(results: &RunResults, metric: usize) -> Option<Ranking> {
     let sign = match METRICS[metric].better {
         Better::Lower => 1.0,
@@ -137,22 +160,28 @@ pub fn rank(results: &RunResults, metric: usize) -> Option<Ranking> {
     let means: Vec<f64> = (0..results.strategies.len())
         .map(|s| results.strategies[s].estimate(metric).mean)
         .collect();
+    let unstable = |s: usize| results.strategies[s].unstable.is_some();
     let mut order: Vec<usize> = (0..means.len()).collect();
-    // Undefined means go last; ties keep scenario order (stable sort).
+    // Unstable strategies, then undefined means go last; ties keep scenario order (stable
+    // sort).
     order.sort_by(|&x, &y| {
         let (a, b) = (sign * means[x], sign * means[y]);
-        match (a.is_nan(), b.is_nan()) {
-            (true, true) => std::cmp::Ordering::Equal,
-            (true, false) => std::cmp::Ordering::Greater,
-            (false, true) => std::cmp::Ordering::Less,
-            (false, false) => a.total_cmp(&b),
-        }
+        unstable(x)
+            .cmp(&unstable(y))
+            .then(match (a.is_nan(), b.is_nan()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                (false, false) => a.total_cmp(&b),
+            })
     });
     let best = *order.first()?;
     let mut entries = Vec::with_capacity(order.len());
     let (mut leader, mut leader_rank) = (best, 1);
     for (pos, &s) in order.iter().enumerate() {
-        let rank = if s == leader || compare(results, metric, leader, s).indistinguishable() {
+        let rank = if unstable(s) {
+            0
+        } else if s == leader || compare(results, metric, leader, s).indistinguishable() {
             leader_rank
         } else {
             leader = s;
@@ -200,10 +229,15 @@ pub struct ComparisonRow<'a> {
     pub unpaired_ci95_half_width: f64,
     /// The paired CI contains 0.
     pub indistinguishable: bool,
-    /// `a`, `b`, `tie` (indistinguishable) or empty (no better direction).
+    /// `a`, `b`, `tie` (indistinguishable), `unstable` (either has no steady state, so
+    /// their figures do not compare) or empty (no better direction).
     pub better_strategy: &'a str,
     /// Replications (pairs) behind the difference.
     pub replications: usize,
+    /// `a` has no steady state (its figures grow with the run length).
+    pub unstable_a: bool,
+    /// `b` has no steady state.
+    pub unstable_b: bool,
 }
 
 /// Writes `comparisons.csv`: every metric, every unordered pair of strategies (in
@@ -225,8 +259,11 @@ impl Report for ComparisonsCsv {
                 for b in a + 1..n {
                     let c = compare(r, k, a, b);
                     let (la, lb) = (&r.strategies[a].label, &r.strategies[b].label);
+                    let either_unstable =
+                        r.strategies[a].unstable.is_some() || r.strategies[b].unstable.is_some();
                     let better_strategy = match (m.better, c.b_is_better()) {
                         (Better::Neither, _) => "",
+                        _ if either_unstable => "unstable",
                         (_, None) => "tie",
                         (_, Some(true)) => lb.as_str(),
                         (_, Some(false)) => la.as_str(),
@@ -252,6 +289,8 @@ impl Report for ComparisonsCsv {
                         indistinguishable: c.indistinguishable(),
                         better_strategy,
                         replications: c.diff.n,
+                        unstable_a: r.strategies[a].unstable.is_some(),
+                        unstable_b: r.strategies[b].unstable.is_some(),
                     })
                     .map_err(|source| ReportError::Csv {
                         path: path.clone(),
@@ -268,8 +307,8 @@ impl Report for ComparisonsCsv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{RunSummary, latency_histogram, metric_index};
-    use crate::runner::StrategyResult;
+    use crate::metrics::{RunSummary, metric_index};
+    use crate::runner::{StrategyResult, empty_pooled};
 
     /// Results where every metric of strategy `s` in replication `r` is `f(s, r)`.
     pub(crate) fn synthetic(f: impl Fn(usize, usize) -> f64, strategies: usize) -> RunResults {
@@ -284,9 +323,12 @@ mod tests {
                         .map(|r| RunSummary {
                             values: vec![f(s, r); METRICS.len()],
                             servers: vec![],
+                            cdfs: vec![],
+                            batches: vec![],
                         })
                         .collect(),
-                    latency: latency_histogram(),
+                    pooled: empty_pooled(0),
+                    unstable: None,
                 })
                 .collect(),
         }
@@ -304,7 +346,7 @@ mod tests {
             },
             3,
         );
-        let k = metric_index("latency_p99").unwrap();
+        let k = metric_index("latency_mean").unwrap();
         let ranking = rank(&res, k).unwrap();
         assert_eq!(ranking.rank_of(0), 1);
         assert_eq!(ranking.rank_of(1), 1);
@@ -314,6 +356,16 @@ mod tests {
         let j = metric_index("jain_index").unwrap();
         assert_eq!(rank(&res, j).unwrap().rank_of(2), 1);
         assert!(rank(&res, metric_index("in_system_mean").unwrap()).is_none());
+    }
+
+    #[test]
+    fn unstable_strategies_are_neither_best_nor_ranked() {
+        let mut res = synthetic(|s, r| (r * r) as f64 + s as f64, 3);
+        res.strategies[0].unstable = Some("grows".into());
+        let ranking = rank(&res, 0).unwrap();
+        assert_eq!(ranking.rank_of(0), 0);
+        assert_eq!(ranking.rank_of(1), 1);
+        assert_eq!(ranking.entries.last().unwrap().strategy, 0);
     }
 
     #[test]

@@ -244,6 +244,12 @@ pub fn headline(results: &RunResults, metric: usize) -> Option<String> {
         .find(|m| m.0 == METRICS[metric].name)
         .map_or(METRICS[metric].name.to_string(), |m| m.1.to_lowercase());
     let best = r.entries.first()?;
+    if best.rank == 0 {
+        return Some(
+            "**No strategy reached a steady state**: every one is unstable (see above), so none is ranked."
+                .to_string(),
+        );
+    }
     let def = METRICS[metric];
     let word = match def.better {
         Better::Higher => "highest",
@@ -300,7 +306,7 @@ pub fn headline(results: &RunResults, metric: usize) -> Option<String> {
 
 fn ranking_table(out: &mut String, results: &RunResults, r: &Ranking) {
     let def = METRICS[r.metric];
-    out.push_str("| rank | strategy | mean [95% CI] | vs best, paired [95% CI] |\n");
+    out.push_str("| rank | strategy | estimate [95% CI] | vs best, paired [95% CI] |\n");
     out.push_str("|---:|---|---:|---:|\n");
     for (pos, e) in r.entries.iter().enumerate() {
         let tie = if e.rank == 1 && pos > 0 { " ≈" } else { "" };
@@ -321,10 +327,14 @@ fn ranking_table(out: &mut String, results: &RunResults, r: &Ranking) {
                 }
             )
         };
+        let rank = if e.rank == 0 {
+            "unstable".to_string()
+        } else {
+            e.rank.to_string()
+        };
         let _ = writeln!(
             out,
-            "| {}{tie} | {} | {} | {vs} |",
-            e.rank,
+            "| {rank}{tie} | {} | {} | {vs} |",
             results.strategies[e.strategy].label,
             with_ci(e.estimate.mean, e.estimate.low, e.estimate.high, def.unit),
         );
@@ -343,6 +353,23 @@ pub fn render(input: &ReportInput<'_>) -> String {
             "> **Interrupted:** {} of {} replications finished; the figures below use those.\n",
             results.finished.len(),
             results.requested
+        );
+    }
+    for st in &results.strategies {
+        if let Some(why) = &st.unstable {
+            let _ = writeln!(
+                out,
+                "> **Unstable: {}** {why}. Its backlog grows with the run, so its figures describe this run length only; it is listed last and not ranked.\n",
+                st.label
+            );
+        }
+    }
+    for w in crate::steady::warnings(s, results) {
+        let _ = writeln!(out, "> **Steady state:** {w}.\n");
+    }
+    if results.finished.len() == 1 {
+        out.push_str(
+            "> **One replication:** the figures below have no confidence intervals and strategies are not told apart; run 2 or more replications for intervals and ranks.\n\n",
         );
     }
     if let Some(h) = metric_index("latency_p99").and_then(|k| headline(results, k)) {

@@ -500,7 +500,7 @@ pub fn latency_ccdf(
     let raw: Vec<(String, Vec<(f64, f64)>)> = results
         .strategies
         .iter()
-        .map(|s| (s.label.clone(), ccdf_points(&s.latency)))
+        .map(|s| (s.label.clone(), ccdf_points(s.latency())))
         .collect();
     let top = raw
         .iter()

@@ -54,8 +54,11 @@ pub fn summary_table(results: &RunResults) -> String {
     for (i, s) in results.strategies.iter().enumerate() {
         let mut row = vec![
             s.label.clone(),
-            p99.as_ref()
-                .map_or(String::new(), |r| r.rank_of(i).to_string()),
+            match p99.as_ref().map(|r| r.rank_of(i)) {
+                _ if s.unstable.is_some() => "unstable".to_string(),
+                Some(rank) => rank.to_string(),
+                None => String::new(),
+            },
         ];
         for (&(_, metric, scale, dec), ranking) in COLUMNS.iter().zip(&rankings) {
             let k = metric_index(metric).expect("table metric exists");
@@ -95,5 +98,16 @@ pub fn summary_table(results: &RunResults) -> String {
     out.push_str(
         "* best, or statistically indistinguishable from the best (paired 95% CI of the difference contains 0)\n",
     );
+    for s in &results.strategies {
+        if let Some(why) = &s.unstable {
+            out.push_str(&format!(
+                "unstable: {} {why}; its figures grow with the run length, so it is not ranked\n",
+                s.label
+            ));
+        }
+    }
+    if results.finished.len() == 1 {
+        out.push_str("one replication: figures without confidence intervals (run 2 or more for intervals and ranks)\n");
+    }
     out
 }

@@ -456,6 +456,7 @@ impl<'a> Sim<'a> {
             work: req.size.work(&self.dists[server.group]),
             balancer: b as u32,
             measured,
+            start: now,
         };
         self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
         let admission = server.admit(job, now);
@@ -513,6 +514,8 @@ impl<'a> Sim<'a> {
         let latency = now - job.arrival + self.extra_latency;
         if job.measured {
             self.m.record_latency(latency);
+            self.m
+                .record_service(i, job.arrival, latency, job.start - job.arrival);
         }
         if self.conns.is_none() {
             self.balancers[job.balancer as usize].complete(i, latency, Outcome::Ok, now);

@@ -20,6 +20,8 @@ pub struct Job {
     pub balancer: u32,
     /// Whether it arrived inside the measured window.
     pub measured: bool,
+    /// When a worker started serving it (set by the server).
+    pub start: Nanos,
 }
 
 /// What happened to a request offered to a server.
@@ -117,11 +119,12 @@ impl Server {
 
     /// Offers a request at time `now`.
     #[inline]
-    pub fn admit(&mut self, job: Job, now: Nanos) -> Admission {
+    pub fn admit(&mut self, mut job: Job, now: Nanos) -> Admission {
         if self.down {
             Admission::Down
         } else if self.busy() < self.workers {
             self.touch(now);
+            job.start = now;
             self.in_service.push(job);
             Admission::Started(self.service_time(&job))
         } else if self
@@ -145,7 +148,8 @@ impl Server {
         self.touch(now);
         self.completed += 1;
         let done = self.in_service.swap_remove(pos);
-        let next = self.queue.pop_front().map(|j| {
+        let next = self.queue.pop_front().map(|mut j| {
+            j.start = now;
             self.in_service.push(j);
             (j, self.service_time(&j))
         });
@@ -179,6 +183,7 @@ mod tests {
             work: 1e-9,
             balancer: 0,
             measured: true,
+            start: Nanos::ZERO,
         }
     }
 
@@ -193,7 +198,12 @@ mod tests {
         let (done, next) = s.finish(1, Nanos(10));
         assert_eq!((done.unwrap().id, next.unwrap().0.id), (1, 2));
         assert_eq!(s.finish(2, Nanos(20)).1.unwrap().0.id, 3);
-        assert_eq!(s.finish(3, Nanos(30)), (Some(job(3)), None));
+        // Job 3 waited until job 2 finished at 20.
+        let started = Job {
+            start: Nanos(20),
+            ..job(3)
+        };
+        assert_eq!(s.finish(3, Nanos(30)), (Some(started), None));
         assert_eq!(s.busy(), 0);
         let r = s.report(Nanos(40));
         assert_eq!((r.completed, r.busy_time, r.in_system), (3, 29, 0));

@@ -400,6 +400,15 @@ pub const CATALOGUE: &[StrategyInfo] = &[
 ];
 
 impl StrategySpec {
+    /// Parameters of `kind` left out of its serialized form at their default value
+    /// (`skip_serializing_if`), so that scenario validation still knows them.
+    pub fn optional_keys(kind: &str) -> &'static [&'static str] {
+        match kind {
+            "jsq" => &["indexed"],
+            _ => &[],
+        }
+    }
+
     /// The strategy of kind `kind` with every parameter at its default, as a scenario file
     /// with only `kind = "..."` gives it; `None` for an unknown kind.
     pub fn with_defaults(kind: &str) -> Option<StrategySpec> {

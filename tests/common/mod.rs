@@ -46,3 +46,31 @@ pub fn assert_agrees(what: &str, values: &[f64], theory: f64) {
         e.mean
     );
 }
+
+/// Asserts that `theory` lies within an estimate's own interval widened from 95% to 99.9%
+/// (each side scaled by t(0.9995)/t(0.975), so asymmetric intervals stay asymmetric). For
+/// figures whose interval is not a mean's, such as pooled percentiles.
+pub fn assert_covers(what: &str, e: &lbsim::stats::Estimate, theory: f64) {
+    let k = t_quantile(0.9995, e.n - 1) / t_quantile(0.975, e.n - 1);
+    let (low, high) = (
+        e.mean - k * (e.mean - e.low),
+        e.mean + k * (e.high - e.mean),
+    );
+    println!(
+        "{what}: simulated {:.6} [{:.6}, {:.6}] (95%) [{low:.6}, {high:.6}] (99.9%), theory {theory:.6}, deviation {:.2}%",
+        e.mean,
+        e.low,
+        e.high,
+        100.0 * (e.mean - theory) / theory
+    );
+    assert!(
+        low <= theory && theory <= high,
+        "{what}: theory {theory} outside the 99.9% interval [{low}, {high}] of {}",
+        e.mean
+    );
+}
+
+/// The reported estimate (pooled for percentiles) of `metric` for strategy `k`.
+pub fn reported(r: &RunResults, k: usize, metric: &str) -> lbsim::stats::Estimate {
+    r.strategies[k].estimate(metric_index(metric).expect("metric exists"))
+}
