@@ -59,12 +59,18 @@ fn interrupt_after(cmd: Command, after: Duration) -> (i32, String) {
 /// The replications column of the first row of `summary.csv`.
 fn replications_written(dir: &Path) -> usize {
     let summary = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
-    summary
-        .lines()
-        .nth(1)
-        .unwrap()
-        .rsplit(',')
+    let mut lines = summary.lines();
+    let column = lines
         .next()
+        .unwrap()
+        .split(',')
+        .position(|c| c == "replications")
+        .expect("a replications column");
+    lines
+        .next()
+        .unwrap()
+        .split(',')
+        .nth(column)
         .unwrap()
         .parse()
         .unwrap()

@@ -215,7 +215,7 @@ fn merge_refuses_edited_scenarios_and_corrupted_shards() {
         ),
         (
             "bad histogram",
-            Box::new(|v| v["strategies"][0]["latency"] = "zz".into()),
+            Box::new(|v| v["strategies"][0]["pooled"][0] = "zz".into()),
         ),
         (
             "no fingerprint",

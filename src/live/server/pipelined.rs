@@ -78,13 +78,14 @@ pub(super) fn serve(
                         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
                         .is_ok();
                     if !promised {
-                        let spawned = spawn_worker(shared, &output, &work_rx, &idle);
-                        match spawned {
-                            Ok(handle) => {
-                                workers.retain(|w| !w.is_finished());
-                                workers.push(handle);
+                        workers.retain(|w| !w.is_finished());
+                        // Bounded: beyond MAX_CALL_THREADS calls in service at once on one
+                        // connection, a call waits in this connection for a free thread.
+                        if workers.len() < MAX_CALL_THREADS {
+                            match spawn_worker(shared, &output, &work_rx, &idle) {
+                                Ok(handle) => workers.push(handle),
+                                Err(_) => break,
                             }
-                            Err(_) => break,
                         }
                     }
                     work_tx.send(Work { seq, call }).is_ok()
@@ -137,6 +138,11 @@ pub(super) fn serve(
     }
     let _ = stream.shutdown(Shutdown::Both);
 }
+
+/// Most threads serving the calls of one pipelined connection at once: a hostile client
+/// pipelining thousands of calls costs the server at most this many threads per connection
+/// (and the connection limit bounds connections).
+pub(crate) const MAX_CALL_THREADS: usize = 64;
 
 fn spawn_worker(
     shared: &Arc<Shared>,
