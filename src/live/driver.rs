@@ -40,7 +40,7 @@ use crate::rng::{Stream, stream_rng};
 use crate::scenario::Scenario;
 use crate::strategy::{Balancer, Outcome};
 use crate::time::Nanos;
-use crate::workload::RequestStream;
+use crate::workload::{Dist, RequestStream};
 
 /// How to replay a scenario.
 #[derive(Clone, Debug)]
@@ -456,6 +456,42 @@ impl Replay {
     }
 }
 
+/// What every replay of a strategy starts from, request-level or connection-level: the
+/// balancer built exactly as the simulator builds balancer 0 of this replication, each
+/// server's workers and service distribution, and the measured window.
+pub(super) struct ReplayStart {
+    pub balancer: Balancer,
+    pub workers: Vec<u32>,
+    pub dists: Vec<Dist>,
+    pub from: Nanos,
+    pub to: Nanos,
+}
+
+impl ReplayStart {
+    pub(super) fn new(
+        scenario: &Scenario,
+        entry: &crate::strategy::StrategyEntry,
+        seed: u64,
+        opts: &LiveOptions,
+    ) -> ReplayStart {
+        let servers = scenario.servers();
+        let rng = stream_rng(seed, opts.replication, Stream::Strategy, 0);
+        ReplayStart {
+            balancer: Balancer::new(entry.spec.build(servers.len(), rng), &scenario.weights()),
+            workers: servers
+                .iter()
+                .map(|s| scenario.groups[s.group].workers)
+                .collect(),
+            dists: servers
+                .iter()
+                .map(|s| scenario.groups[s.group].service.clone())
+                .collect(),
+            from: Nanos::from_secs_f64(scenario.warmup),
+            to: Nanos::from_secs_f64(scenario.end()),
+        }
+    }
+}
+
 /// Replays one strategy; `None` if interrupted.
 fn dispatch(
     scenario: &Scenario,
@@ -465,21 +501,13 @@ fn dispatch(
     opts: &LiveOptions,
 ) -> Result<Option<StrategyReplay>, LiveError> {
     super::server::precise_sleeps();
-    let servers = scenario.servers();
-    let n = servers.len();
-    // Exactly as the simulator builds balancer 0 of this replication.
-    let rng = stream_rng(seed, opts.replication, Stream::Strategy, 0);
-    let balancer = Balancer::new(entry.spec.build(n, rng), &scenario.weights());
-    let workers: Vec<u32> = servers
-        .iter()
-        .map(|s| scenario.groups[s.group].workers)
-        .collect();
-    let from = Nanos::from_secs_f64(scenario.warmup);
-    let to = Nanos::from_secs_f64(scenario.end());
-    let dists: Vec<_> = servers
-        .iter()
-        .map(|s| scenario.groups[s.group].service.clone())
-        .collect();
+    let ReplayStart {
+        balancer,
+        workers,
+        dists,
+        from,
+        to,
+    } = ReplayStart::new(scenario, entry, seed, opts);
     // A short lead so the first request is not late because of the set-up.
     let clock = Clock {
         start: Instant::now() + Duration::from_millis(20),
@@ -491,7 +519,7 @@ fn dispatch(
         metrics: RunMetrics::new(&workers, from, to),
         lag: latency_histogram(),
         errors: 0,
-        errors_per_backend: vec![0; n],
+        errors_per_backend: vec![0; workers.len()],
         marked_down: Vec::new(),
         workers,
         first_error: None,

@@ -59,8 +59,8 @@ use thrift::{ProtocolError, ProtocolErrorKind};
 
 use super::calibrate::{BackendCalibration, Calibration};
 use super::client::{CallOutcome, ClientConfig, ClientError, classify};
-use super::driver::{Clock, LiveError, LiveOptions, LiveRun, StrategyReplay};
-use super::proto::{Call, Pong, Rejected, Reply};
+use super::driver::{Clock, LiveError, LiveOptions, LiveRun, ReplayStart, StrategyReplay};
+use super::proto::{Call, Pong};
 use super::proxy::{self, ProxyKind, RunningProxy};
 use super::transport::{InputProtocol, OutputProtocol, protocol_stack};
 use crate::metrics::{RunMetrics, latency_histogram};
@@ -383,41 +383,11 @@ fn read_answer(inp: &mut dyn TInputProtocol) -> thrift::Result<Answer> {
         inp.read_message_end()?;
         return Ok((seq, Err(thrift::Error::Application(e))));
     }
-    inp.read_struct_begin()?;
-    let (mut reply, mut rejected) = (None, None);
-    loop {
-        let field = inp.read_field_begin()?;
-        if field.field_type == TType::Stop {
-            break;
-        }
-        match field.id {
-            Some(0) => reply = Some(Reply::read_from_in_protocol(inp)?),
-            Some(1) => rejected = Some(Rejected::read_from_in_protocol(inp)?),
-            _ => inp.skip(field.field_type)?,
-        }
-        inp.read_field_end()?;
-    }
-    inp.read_struct_end()?;
-    inp.read_message_end()?;
     Ok((
         seq,
-        match (reply, rejected) {
-            (Some(r), _) => Ok((
-                r.id,
-                CallOutcome::Served {
-                    server_id: r.server_id,
-                    queued_ns: u64::try_from(r.queued_ns).unwrap_or(0),
-                    served_ns: u64::try_from(r.served_ns).unwrap_or(0),
-                },
-            )),
-            (None, Some(rej)) => Ok((
-                -1,
-                CallOutcome::Rejected {
-                    server_id: rej.server_id,
-                    queue_len: u32::try_from(rej.queue_len).unwrap_or(0),
-                },
-            )),
-            (None, None) => Err(protocol_error("call answered with no result".into())),
+        match super::wire::read_call_result(inp)? {
+            Some((id, outcome)) => Ok((id.unwrap_or(-1), outcome)),
+            None => Err(protocol_error("call answered with no result".into())),
         },
     ))
 }
@@ -885,18 +855,13 @@ pub(crate) fn replay_strategy(
     let servers = scenario.servers();
     let n = servers.len();
     let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
-    let rng = stream_rng(seed, opts.replication, Stream::Strategy, 0);
-    let balancer = Balancer::new(entry.spec.build(n, rng), &scenario.weights());
-    let workers: Vec<u32> = servers
-        .iter()
-        .map(|s| scenario.groups[s.group].workers)
-        .collect();
-    let from = Nanos::from_secs_f64(scenario.warmup);
-    let to = Nanos::from_secs_f64(scenario.end());
-    let dists: Vec<_> = servers
-        .iter()
-        .map(|s| scenario.groups[s.group].service.clone())
-        .collect();
+    let ReplayStart {
+        balancer,
+        workers,
+        dists,
+        from,
+        to,
+    } = ReplayStart::new(scenario, entry, seed, opts);
     let clients = spec.clients as usize;
     let pool = spec.pool_size as usize;
     let slots = clients * pool;

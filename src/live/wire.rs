@@ -56,6 +56,21 @@ pub(crate) fn read_call_answer(
         inp.read_message_end()?;
         return Err(thrift::Error::Application(e));
     }
+    match read_call_result(inp)? {
+        Some((Some(reply_id), _)) if reply_id != id => Err(protocol_error(format!(
+            "reply for call {reply_id} received for call {id}"
+        ))),
+        Some((_, outcome)) => Ok(outcome),
+        None => Err(protocol_error("call answered with no result".to_string())),
+    }
+}
+
+/// Reads the result struct of a `call` answer and the message end: the outcome, with the
+/// id of the call a `Reply` answers (`None` for a rejection); `None` when the answer holds
+/// no result (an error for that call only: the stream stays usable).
+pub(crate) fn read_call_result(
+    inp: &mut dyn TInputProtocol,
+) -> thrift::Result<Option<(Option<i64>, CallOutcome)>> {
     inp.read_struct_begin()?;
     let (mut reply, mut rejected) = (None, None);
     loop {
@@ -73,19 +88,21 @@ pub(crate) fn read_call_answer(
     inp.read_struct_end()?;
     inp.read_message_end()?;
     match (reply, rejected) {
-        (Some(r), _) if r.id == id => Ok(CallOutcome::Served {
-            server_id: r.server_id,
-            queued_ns: u64::try_from(r.queued_ns).unwrap_or(0),
-            served_ns: u64::try_from(r.served_ns).unwrap_or(0),
-        }),
-        (Some(r), _) => Err(protocol_error(format!(
-            "reply for call {} received for call {id}",
-            r.id
+        (Some(r), _) => Ok(Some((
+            Some(r.id),
+            CallOutcome::Served {
+                server_id: r.server_id,
+                queued_ns: u64::try_from(r.queued_ns).unwrap_or(0),
+                served_ns: u64::try_from(r.served_ns).unwrap_or(0),
+            },
         ))),
-        (None, Some(rej)) => Ok(CallOutcome::Rejected {
-            server_id: rej.server_id,
-            queue_len: u32::try_from(rej.queue_len).unwrap_or(0),
-        }),
-        (None, None) => Err(protocol_error("call answered with no result".to_string())),
+        (None, Some(rej)) => Ok(Some((
+            None,
+            CallOutcome::Rejected {
+                server_id: rej.server_id,
+                queue_len: u32::try_from(rej.queue_len).unwrap_or(0),
+            },
+        ))),
+        (None, None) => Ok(None),
     }
 }

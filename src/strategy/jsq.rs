@@ -135,12 +135,11 @@ mod tests {
     use crate::time::Nanos;
     use proptest::prelude::*;
 
-    #[test]
-    fn picks_shortest_and_breaks_ties_uniformly() {
-        let rng = stream_rng(1, 0, Stream::Strategy, 0);
-        let mut b = Balancer::new(Box::new(ShortestQueue::new(rng)), &[1, 1, 1, 1]);
+    /// One backend busy, three tied at 0: the busy one is never picked and the tie is
+    /// split evenly. Binomial(30000, 1/3): sd 81.6, so ±410 is 5 sd.
+    fn check_ties_uniform(strategy: ShortestQueue) {
+        let mut b = Balancer::new(Box::new(strategy), &[1, 1, 1, 1]);
         b.route(Nanos(0), 0).unwrap();
-        // One backend has 1 in flight; the others tie at 0.
         let busy = b.backends().iter().position(|x| x.in_flight == 1).unwrap();
         let mut p = Vec::new();
         for _ in 0..30_000 {
@@ -158,25 +157,18 @@ mod tests {
     }
 
     #[test]
+    fn picks_shortest_and_breaks_ties_uniformly() {
+        check_ties_uniform(ShortestQueue::new(stream_rng(1, 0, Stream::Strategy, 0)));
+    }
+
+    #[test]
     fn indexed_picks_shortest_and_breaks_ties_uniformly() {
-        let rng = stream_rng(1, 0, Stream::Strategy, 0);
-        let mut b = Balancer::new(Box::new(ShortestQueue::indexed(rng)), &[1, 1, 1, 1]);
-        b.route(Nanos(0), 0).unwrap();
-        let busy = b.backends().iter().position(|x| x.in_flight == 1).unwrap();
-        let mut p = Vec::new();
-        for _ in 0..30_000 {
-            let i = b.route(Nanos(0), 0).unwrap();
-            b.complete(i, Nanos(1), crate::strategy::Outcome::Ok, Nanos(0));
-            p.push(i);
-        }
-        let c = counts(&p, 4);
-        assert_eq!(c[busy], 0);
-        // Binomial(30000, 1/3): sd 81.6, so ±410 is 5 sd.
-        for (i, &k) in c.iter().enumerate() {
-            if i != busy {
-                assert!((k as f64 - 10_000.0).abs() < 410.0, "{c:?}");
-            }
-        }
+        check_ties_uniform(ShortestQueue::indexed(stream_rng(
+            1,
+            0,
+            Stream::Strategy,
+            0,
+        )));
     }
 
     proptest! {
