@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{METRICS, RunSummary, ServerSummary, latency_histogram};
+use crate::metrics::{Metric, PerMetric, RunSummary, ServerSummary, latency_histogram};
 use crate::runner::{RunResults, StrategyResult};
 use crate::scenario::cost::MAX_REPLICATIONS;
 use crate::stats::quantile::Cdf;
@@ -205,7 +205,7 @@ impl ShardFile {
                         values: s
                             .runs
                             .iter()
-                            .map(|r| r.values.iter().map(|v| v.to_bits()).collect())
+                            .map(|r| r.values.values().map(|v| v.to_bits()).collect())
                             .collect(),
                         servers: s
                             .runs
@@ -336,11 +336,11 @@ impl ShardFile {
             if s.values.len() != runs || s.servers.len() != runs {
                 return bad(format!("strategy `{}`: wrong number of runs", s.label));
             }
-            if s.values.iter().any(|v| v.len() != METRICS.len()) {
+            if s.values.iter().any(|v| v.len() != Metric::COUNT) {
                 return bad(format!(
                     "strategy `{}`: a run has other than {} metrics",
                     s.label,
-                    METRICS.len()
+                    Metric::COUNT
                 ));
             }
             let servers = s.servers.first().map_or(0, Vec::len);
@@ -448,8 +448,15 @@ impl ShardFile {
                         pooled.len()
                     )));
                 }
+                let values = v.iter().map(|&b| f64::from_bits(b)).collect::<Vec<_>>();
                 runs.push(RunSummary {
-                    values: v.iter().map(|&b| f64::from_bits(b)).collect(),
+                    values: PerMetric::from_slice(&values).ok_or_else(|| {
+                        bad(format!(
+                            "strategy `{}`: a run has other than {} metrics",
+                            s.label,
+                            Metric::COUNT
+                        ))
+                    })?,
                     servers: sv
                         .iter()
                         .map(|a| ServerSummary::from_array(a.map(f64::from_bits)))

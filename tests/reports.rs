@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use lbsim::metrics::metric_index;
+use lbsim::metrics::Metric;
 use lbsim::report::{ImageFormat, ReportInput, compare, standard_reports, write_reports};
 use lbsim::runner::{RunOptions, run};
 use lbsim::scenario::Scenario;
@@ -93,8 +93,7 @@ fn png_plots_decode() {
 #[test]
 fn paired_ci_is_narrower_than_unpaired_on_heterogeneous() {
     let (_, r) = heterogeneous(10);
-    let k = metric_index("latency_p99").unwrap();
-    let c = compare(&r, k, 2, 3); // least_connections vs weighted_least_connections
+    let c = compare(&r, Metric::LatencyP99, 2, 3); // least_connections vs weighted_least_connections
     assert!(c.diff.half_width() < 0.5 * c.unpaired_half_width, "{c:?}");
 }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use lbsim::metrics::metric_index;
+use lbsim::metrics::Metric;
 use lbsim::report::timeseries::{Timeseries, trace_spec};
 use lbsim::report::{
     ImageFormat, ReportInput, standard_reports_with, summary_table, write_reports,
@@ -50,12 +50,12 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
             "use 2 or more replications",
         ));
     }
-    let metric = metric_index(&flags.metric).ok_or_else(|| {
+    let metric = Metric::from_name(&flags.metric).map_err(|e| {
         bad_flag(
             path,
             "--metric",
-            &format!("no metric `{}`", flags.metric),
-            "use a column of summary.csv, e.g. latency_p99 or latency_mean",
+            &e.to_string(),
+            "use one of those names (columns of summary.csv), e.g. latency_p99",
         )
     })?;
     if let Some(p) = flags.precision {
@@ -404,12 +404,13 @@ pub fn cmd_merge(
 /// Says when response times went beyond the latency histogram's range: percentiles above
 /// it are reported at the range's top, while the mean and the maximum stay exact.
 fn warn_clamped(name: &str, results: &RunResults) {
-    let Some(k) = metric_index("latency_max") else {
-        return;
-    };
     let top = lbsim::metrics::LATENCY_HIGH_NS as f64 * 1e-9;
     for s in &results.strategies {
-        let max = s.runs.iter().map(|r| r.values[k]).fold(0.0, f64::max);
+        let max = s
+            .runs
+            .iter()
+            .map(|r| r.values[Metric::LatencyMax])
+            .fold(0.0, f64::max);
         if max > top {
             eprintln!(
                 "warning: {name}: strategy `{}`: response times reach {max:.0} s, beyond the {top:.0} s range of the latency histogram: percentiles above {top:.0} s are reported as {top:.0} s (latency_mean and latency_max are exact)",
