@@ -154,6 +154,11 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         scenario.warmup
     );
 
+    // Replication 0's time series is recorded while it runs (no second simulation, and
+    // reports never simulate): by a single run, or by the shard that runs replication 0,
+    // which stores it for `lbsim merge`.
+    let sink = TraceSink::new(trace_spec(&scenario, flags.full_timeseries));
+    opts.trace = Some(sink.clone());
     if let (Some(spec), Some(indices)) = (flags.shard, &shard_indices) {
         let results = run_replications(&scenario, indices, &opts)?;
         if let Some(bar) = &opts.progress {
@@ -165,7 +170,9 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
             );
             return Ok(interrupt.exit_code());
         }
-        let file = ShardFile::new(&results, &scenario, replications, spec).write(&out)?;
+        let file = ShardFile::new(&results, &scenario, replications, spec)
+            .with_timeseries(&sink.take())
+            .write(&out)?;
         println!(
             "wrote {} ({} replications); combine the shards with `lbsim merge`",
             file.display(),
@@ -184,9 +191,6 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
     }
 
     let mut missed = None;
-    // Replication 0's time series is recorded while it runs (no second simulation).
-    let sink = TraceSink::new(trace_spec(&scenario, flags.full_timeseries));
-    opts.trace = Some(sink.clone());
     let results = match flags.precision {
         Some(target) => {
             let seq = run_to_precision(
@@ -292,7 +296,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         sweep.as_ref(),
         &command,
         flags.png,
-        Timeseries::recorded(sink.take(), flags.full_timeseries),
+        Timeseries::recorded(sink.take()),
     )?;
     if results.is_partial() || interrupt.is_set() {
         eprintln!(
@@ -350,7 +354,12 @@ pub fn cmd_merge(
     out: Option<PathBuf>,
     png: bool,
 ) -> anyhow::Result<ExitCode> {
-    let (mut results, head, missing) = shard::merge(shards)?;
+    let shard::Merged {
+        mut results,
+        head,
+        missing,
+        timeseries,
+    } = shard::merge(shards)?;
     let path = scenario.unwrap_or_else(|| head.scenario_path.clone());
     let scenario = load(&path)?;
     lbsim::stability::assess(&scenario, &mut results);
@@ -377,7 +386,7 @@ pub fn cmd_merge(
     check_out(&path, "--out", &out)?;
     print!("{}", summary_table(&results));
     warn_clamped(&scenario.name, &results);
-    // The replications ran elsewhere: the time series simulates replication 0 again.
+    // Replication 0's time series comes from the shard that ran it: nothing simulates.
     write_all(
         &out,
         &scenario,
@@ -385,7 +394,7 @@ pub fn cmd_merge(
         None,
         &command,
         png,
-        Timeseries::default(),
+        Timeseries::recorded(timeseries),
     )?;
     if !missing.is_empty() || results.is_partial() {
         eprintln!(

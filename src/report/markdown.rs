@@ -36,7 +36,9 @@ impl Report for MarkdownReport {
 
     fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
         let path = dir.join("report.md");
-        write_text(&path, &render(input))?;
+        // Written after the plots: link only those written (the queue-over-time plot
+        // needs a recorded time series).
+        write_text(&path, &render_linking(input, |f| dir.join(f).exists()))?;
         Ok(vec![path])
     }
 }
@@ -344,8 +346,13 @@ fn ranking_table(out: &mut String, results: &RunResults, r: &Ranking) {
     }
 }
 
-/// The whole of `report.md`.
+/// The whole of `report.md`, linking every plot of [`plot_files`].
 pub fn render(input: &ReportInput<'_>) -> String {
+    render_linking(input, |_| true)
+}
+
+/// The whole of `report.md`, linking the plots of [`plot_files`] for which `written` holds.
+pub fn render_linking(input: &ReportInput<'_>, written: impl Fn(&str) -> bool) -> String {
     let (s, results) = (input.scenario, input.results);
     let mut out = String::new();
     let _ = writeln!(out, "# {}: load-balancing strategies compared\n", s.name);
@@ -482,7 +489,7 @@ pub fn render(input: &ReportInput<'_>) -> String {
         }
     }
     out.push_str("## Plots\n\n");
-    for (title, file) in plot_files(input) {
+    for (title, file) in plot_files(input).into_iter().filter(|p| written(&p.1)) {
         let _ = writeln!(out, "- [{title}]({file})\n\n  ![{title}]({file})\n");
     }
     out.push_str("## Data\n\n`summary.csv` (every metric with its 95% CI), `servers.csv` (per server), `comparisons.csv` (every pair of strategies, paired differences)");
