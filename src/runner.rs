@@ -14,9 +14,7 @@ use rayon::prelude::*;
 
 use crate::metrics::{Estimator, Metric, RunMetrics, RunSummary, latency_histogram};
 use crate::scenario::{Scenario, ScenarioError};
-use crate::sim::{
-    Trace, TraceSpec, simulate, simulate_cancellable, simulate_traced, simulate_traced_cancellable,
-};
+use crate::sim::{Overheads, Trace, TraceSpec, simulate_run};
 use crate::stats::quantile::{Cdf, quantile_estimate};
 use crate::stats::{Estimate, estimate};
 
@@ -37,6 +35,8 @@ pub struct RunOptions {
     /// Where to record replication 0's state over time, while it runs (the time series
     /// of the reports), so that no replication is simulated twice.
     pub trace: Option<TraceSink>,
+    /// Live mode's calibrated overheads, passed to the engine (none by default).
+    pub overheads: Overheads,
 }
 
 /// Collects replication 0's [`Trace`] of every strategy during a run: the replication is
@@ -253,39 +253,22 @@ pub fn run_replications(
                     return;
                 }
                 let entry = &scenario.strategies[k];
-                let cancel = opts.cancel.as_deref();
-                let m = match (opts.trace.as_ref().filter(|_| rep == 0), cancel) {
-                    (Some(sink), cancel) => {
-                        let run = match cancel {
-                            Some(c) => simulate_traced_cancellable(
-                                scenario,
-                                &entry.spec,
-                                rep,
-                                seed,
-                                sink.spec(),
-                                c,
-                            ),
-                            None => Some(simulate_traced(
-                                scenario,
-                                &entry.spec,
-                                rep,
-                                seed,
-                                sink.spec(),
-                            )),
-                        };
-                        let Some((m, trace)) = run else { return };
-                        sink.put(k, trace);
-                        m
-                    }
-                    (None, Some(c)) => {
-                        let Some(m) = simulate_cancellable(scenario, &entry.spec, rep, seed, c)
-                        else {
-                            return;
-                        };
-                        m
-                    }
-                    (None, None) => simulate(scenario, &entry.spec, rep, seed),
+                let never = AtomicBool::new(false);
+                let sink = opts.trace.as_ref().filter(|_| rep == 0);
+                let Some((m, trace)) = simulate_run(
+                    scenario,
+                    &entry.spec,
+                    rep,
+                    seed,
+                    &opts.overheads,
+                    sink.map(TraceSink::spec),
+                    opts.cancel.as_deref().unwrap_or(&never),
+                ) else {
+                    return;
                 };
+                if let (Some(sink), Some(trace)) = (sink, trace) {
+                    sink.put(k, trace);
+                }
                 let summary = m.summarize();
                 let mut st = staged[pos].lock().unwrap_or_else(|e| e.into_inner());
                 st.summaries[k] = Some(summary);

@@ -54,13 +54,6 @@ pub struct Scenario {
     pub faults: Vec<Fault>,
     /// The `[sweep]`, if any (see [`sweep`]).
     pub sweep: Option<Sweep>,
-    /// Constant added to every service time (seconds): per-request server overhead that
-    /// occupies a worker, such as a sleep's overshoot. Not in scenario files: live mode
-    /// sets it from a calibration so that the simulator models what real servers add. 0 by default.
-    pub service_overhead: f64,
-    /// Constant added to every response time (seconds), not occupying any server: the
-    /// network round trip and client overhead measured by live mode's calibration. 0 by default.
-    pub extra_latency: f64,
 }
 
 /// A fault resolved against the scenario's servers.
@@ -168,7 +161,7 @@ impl Scenario {
         let mut h = Fnv(0xcbf2_9ce4_8422_2325);
         let _ = write!(
             h,
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.name,
             self.duration.to_bits(),
             self.warmup.to_bits(),
@@ -181,8 +174,6 @@ impl Scenario {
             self.connections,
             self.faults,
             self.sweep,
-            self.service_overhead.to_bits(),
-            self.extra_latency.to_bits(),
         );
         if let Some(t) = &self.workload.trace {
             for x in &t.times {
@@ -518,8 +509,6 @@ impl Validator<'_> {
             connections: f.connections,
             faults,
             sweep,
-            service_overhead: 0.0,
-            extra_latency: 0.0,
         };
         sweep::check_points(self, &scenario)?;
         let (rate, capacity) = (scenario.mean_rate(), scenario.capacity());

@@ -2,9 +2,12 @@
 
 pub mod engine;
 pub mod event_queue;
+pub mod overheads;
 pub mod server;
 
+pub use overheads::Overheads;
+
 pub use engine::{
-    Sample, Trace, TraceSpec, simulate, simulate_cancellable, simulate_traced,
-    simulate_traced_cancellable,
+    Sample, Trace, TraceSpec, simulate, simulate_calibrated, simulate_cancellable, simulate_run,
+    simulate_traced, simulate_traced_cancellable,
 };

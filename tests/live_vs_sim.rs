@@ -355,12 +355,17 @@ service = { dist = "deterministic", value = 0.010 }
 [[strategies]]
 kind = "round_robin"
 "#;
-    let mut s = Scenario::from_source(Path::new("shift.toml"), src).unwrap();
+    let s = Scenario::from_source(Path::new("shift.toml"), src).unwrap();
     let spec = s.strategies[0].spec.clone();
     let base = lbsim::sim::simulate(&s, &spec, 0, 1).summarize();
-    s.service_overhead = 0.000_050;
-    s.extra_latency = 0.000_100;
-    let shifted = lbsim::sim::simulate(&s, &spec, 0, 1).summarize();
+    // Passed to the engine with the run: the scenario stays as written.
+    let overheads = lbsim::sim::Overheads {
+        service: 0.000_050,
+        extra_latency: 0.000_100,
+    };
+    let shifted = lbsim::sim::simulate_calibrated(&s, &spec, 0, 1, &overheads).summarize();
+    let none = lbsim::sim::simulate_calibrated(&s, &spec, 0, 1, &Default::default());
+    assert_eq!(none.summarize(), base, "no overheads is the plain run");
     let m = lbsim::metrics::Metric::LatencyMean;
     assert!((base.values[m] - 0.010).abs() < 1e-9, "{}", base.values[m]);
     assert!(

@@ -5,12 +5,13 @@
 //! - **service overhead**: how much longer than `work / speed` a call is in service
 //!   (`served_ns` reported by the backend minus the asked service time). On the Rust
 //!   backend this is the sleep's overshoot, ~35 µs. It occupies a worker, so the simulator
-//!   adds it to every service time (`Scenario::service_overhead`).
+//!   adds it to every service time ([`Overheads::service`]).
 //! - **extra latency**: the rest of the response time, which no server queue sees —
 //!   schedule lag, encoding, the reader thread's wake-up, the loopback round trip
 //!   both ways and the server's decoding and admission: latency from the scheduled time
 //!   minus `queued_ns + served_ns`. The simulator adds it to every response time
-//!   (`Scenario::extra_latency`).
+//!   ([`Overheads::extra_latency`]). Both are passed to the engine with the run
+//!   ([`Calibration::overheads`]), never stored on the scenario.
 //!
 //! Calls go through the same pool and the same wait-until-due path as the replay, one at
 //! a time on an idle backend (so nothing queues), with a service time close to the
@@ -24,6 +25,7 @@ use super::client::{CallOutcome, ClientConfig, ClientError, Connection};
 use super::driver::{LiveError, LiveOptions, wait_until};
 use super::pool::{Job, Pool};
 use crate::scenario::Scenario;
+use crate::sim::Overheads;
 
 /// Calibration of one backend (wall-clock nanoseconds).
 #[derive(Clone, Debug, PartialEq)]
@@ -52,13 +54,13 @@ pub struct Calibration {
 }
 
 impl Calibration {
-    /// A copy of `scenario` whose simulator models the calibrated overheads, in scenario
-    /// units (wall-clock divided by `time_scale`).
-    pub fn apply(&self, scenario: &Scenario, time_scale: f64) -> Scenario {
-        let mut s = scenario.clone();
-        s.extra_latency = self.extra_latency_ns * 1e-9 / time_scale;
-        s.service_overhead = self.service_overhead_ns * 1e-9 / time_scale;
-        s
+    /// The calibrated overheads for the simulator, in scenario units (wall-clock divided
+    /// by `time_scale`).
+    pub fn overheads(&self, time_scale: f64) -> Overheads {
+        Overheads {
+            service: self.service_overhead_ns * 1e-9 / time_scale,
+            extra_latency: self.extra_latency_ns * 1e-9 / time_scale,
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The verdict: does the live replay agree with the simulation, metric by metric?
 //!
-//! The simulated side runs the scenario with the calibrated overheads
-//! ([`Calibration::apply`](super::calibrate::Calibration::apply)), same seed: every
+//! The simulated side runs the scenario with the calibrated overheads passed to the engine
+//! ([`Calibration::overheads`](super::calibrate::Calibration::overheads)), same seed: every
 //! replication for the mean and its 95% CI, and the replayed replication on its own. Live
 //! replays exactly that replication's requests (common random numbers), so by default the
 //! live value is compared with the simulated value *of the same replication*
@@ -29,7 +29,7 @@ use crate::metrics::{Metric, RunMetrics};
 use crate::report::{ReportError, write_servers_csv, write_summary_csv};
 use crate::runner::{RunError, RunOptions, RunResults, StrategyResult, run};
 use crate::scenario::Scenario;
-use crate::sim::simulate;
+use crate::sim::simulate_calibrated;
 use crate::stats::{Estimate, estimate};
 
 /// What the live value is compared with.
@@ -206,7 +206,8 @@ pub struct LagCheck {
 /// The outcome of a comparison.
 #[derive(Clone, Debug)]
 pub struct Verdict {
-    /// The calibrated scenario the simulator ran.
+    /// The scenario the simulator ran (the replayed strategies), with the calibrated
+    /// overheads.
     pub calibrated: Scenario,
     /// Simulated replications (calibrated), replayed strategies only.
     pub sim: RunResults,
@@ -258,7 +259,8 @@ pub fn compare(
     live: &LiveRun,
     opts: &CompareOptions,
 ) -> Result<Verdict, VerdictError> {
-    let mut calibrated = live.calibration.apply(scenario, live.time_scale);
+    let overheads = live.calibration.overheads(live.time_scale);
+    let mut calibrated = scenario.clone();
     let labels: Vec<&str> = live.strategies.iter().map(|s| s.label.as_str()).collect();
     calibrated
         .strategies
@@ -269,13 +271,22 @@ pub fn compare(
             replications: opts.replications,
             seed: Some(live.seed),
             threads: opts.threads,
+            overheads,
             ..Default::default()
         },
     )?;
     let sim_replayed: Vec<RunMetrics> = calibrated
         .strategies
         .iter()
-        .map(|e| simulate(&calibrated, &e.spec, live.replication, live.seed))
+        .map(|e| {
+            simulate_calibrated(
+                &calibrated,
+                &e.spec,
+                live.replication,
+                live.seed,
+                &overheads,
+            )
+        })
         .collect();
     let live_results = RunResults {
         seed: live.seed,

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rand::RngExt;
 
+use super::Overheads;
 use super::event_queue::EventQueue;
 use super::server::{Admission, Job, Server};
 use crate::metrics::RunMetrics;
@@ -200,6 +201,50 @@ pub fn simulate_traced_cancellable(
     Some((sim.finish(), trace))
 }
 
+/// Like [`simulate`], with live mode's calibrated `overheads` passed to the engine.
+pub fn simulate_calibrated(
+    scenario: &Scenario,
+    strategy: &StrategySpec,
+    replication: u64,
+    seed: u64,
+    overheads: &Overheads,
+) -> RunMetrics {
+    static NEVER: AtomicBool = AtomicBool::new(false);
+    let mut sim = Sim::new(scenario, strategy, replication, seed);
+    sim.calibrate(overheads);
+    let finished = sim.run(&NEVER);
+    debug_assert!(finished);
+    sim.finish()
+}
+
+/// Every variant in one: replication `replication` of `scenario` under `strategy` with live
+/// mode's calibrated `overheads` ([`Overheads::NONE`] for scenario files), sampling the
+/// state of the servers of `trace` if given (see [`simulate_traced`]), and giving up
+/// (`None`) soon after `cancel` is set. With no overheads, no trace and a flag never set,
+/// it is [`simulate`] bit for bit.
+pub fn simulate_run(
+    scenario: &Scenario,
+    strategy: &StrategySpec,
+    replication: u64,
+    seed: u64,
+    overheads: &Overheads,
+    trace: Option<&TraceSpec>,
+    cancel: &AtomicBool,
+) -> Option<(RunMetrics, Option<Trace>)> {
+    let mut sim = Sim::new(scenario, strategy, replication, seed);
+    sim.calibrate(overheads);
+    let trace = match trace {
+        Some(spec) => Some(record(&mut sim, spec, cancel)?),
+        None => {
+            if !sim.run(cancel) {
+                return None;
+            }
+            None
+        }
+    };
+    Some((sim.finish(), trace))
+}
+
 /// Runs every event of `sim`, sampling the servers of `spec`; `None` if `cancel` was set
 /// first (checked every [`CANCEL_CHECK_EVERY`] events).
 fn record(sim: &mut Sim<'_>, spec: &TraceSpec, cancel: &AtomicBool) -> Option<Trace> {
@@ -252,10 +297,7 @@ impl<'a> Sim<'a> {
             .iter()
             .map(|s| {
                 let g = &scenario.groups[s.group];
-                let mut server = Server::new(g.workers, g.speed, g.queue_capacity, s.group);
-                // Live mode's calibrated overhead (0 for scenarios read from files).
-                server.overhead = scenario.service_overhead.max(0.0);
-                server
+                Server::new(g.workers, g.speed, g.queue_capacity, s.group)
             })
             .collect();
         let weights = scenario.weights();
@@ -277,7 +319,7 @@ impl<'a> Sim<'a> {
             routing: stream_rng(seed, replication, Stream::Routing, 0),
             events: EventQueue::default(),
             pending: None,
-            extra_latency: Nanos::from_secs_f64(scenario.extra_latency),
+            extra_latency: Nanos::ZERO,
             requests: RequestStream::new(&scenario.workload, seed, replication),
             m: RunMetrics::new(&workers, from, to),
             from,
@@ -523,6 +565,14 @@ impl<'a> Sim<'a> {
         if self.exact_reports {
             self.publish_load(i, now);
         }
+    }
+
+    /// Models live mode's calibrated overheads (before the run: no service has started).
+    fn calibrate(&mut self, o: &Overheads) {
+        for s in &mut self.servers {
+            s.overhead = o.service.max(0.0);
+        }
+        self.extra_latency = Nanos::from_secs_f64(o.extra_latency);
     }
 
     fn publish_load(&mut self, i: usize, now: Nanos) {
