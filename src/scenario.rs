@@ -19,7 +19,7 @@ pub use sweep::{Sweep, SweepFile, SweepParameter};
 
 use crate::strategy::StrategyEntry;
 use crate::workload::arrival::{ArrivalSpec, Trace};
-use crate::workload::{KeySpec, Workload};
+use crate::workload::{Dist, KeySpec, Workload};
 
 /// A validated scenario.
 #[derive(Clone, Debug)]
@@ -44,7 +44,8 @@ pub struct Scenario {
     pub load_report_interval: Option<f64>,
     /// The request stream definition.
     pub workload: Workload,
-    /// Server groups, as written.
+    /// Server groups, as written. [`Scenario::servers`] is derived from them at
+    /// validation (and again by sweeps that change a group's count).
     pub groups: Vec<ServerGroup>,
     /// Strategies, as written.
     pub strategies: Vec<StrategyEntry>,
@@ -54,6 +55,8 @@ pub struct Scenario {
     pub faults: Vec<Fault>,
     /// The `[sweep]`, if any (see [`sweep`]).
     pub sweep: Option<Sweep>,
+    /// Every server with its group's properties resolved, built once from `groups`.
+    servers: Vec<ServerInfo>,
 }
 
 /// A fault resolved against the scenario's servers.
@@ -73,13 +76,50 @@ pub struct Fault {
     pub detection: f64,
 }
 
-/// One server, after expanding groups.
+/// One server, after expanding groups: its group's properties resolved, so that nothing
+/// downstream looks them up in [`Scenario::groups`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServerInfo {
     /// `<group>-<i>`.
     pub name: String,
     /// Index of its group in [`Scenario::groups`].
     pub group: usize,
+    /// Its group's name.
+    pub group_name: Arc<str>,
+    /// Requests it serves at once (worker threads).
+    pub workers: u32,
+    /// Speed factor: a request of work `w` takes `w / speed` seconds.
+    pub speed: f64,
+    /// Requests that may wait for a worker (`None`: unbounded).
+    pub queue_capacity: Option<u32>,
+    /// Balancing weight.
+    pub weight: u32,
+    /// Service demand at speed 1 (seconds), shared by the servers of its group.
+    pub service: Arc<Dist>,
+}
+
+/// Every server of `groups`, in order: group by group.
+fn expand_servers(groups: &[ServerGroup]) -> Vec<ServerInfo> {
+    groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, group)| {
+            let (group_name, service) = (
+                Arc::<str>::from(group.name.as_str()),
+                Arc::new(group.service.clone()),
+            );
+            (0..group.count).map(move |i| ServerInfo {
+                name: format!("{}-{}", group.name, i),
+                group: g,
+                group_name: group_name.clone(),
+                workers: group.workers,
+                speed: group.speed,
+                queue_capacity: group.queue_capacity,
+                weight: group.weight,
+                service: service.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Offered load on one server group under a strategy with a static split.
@@ -120,26 +160,19 @@ impl Scenario {
         v.validate(file)
     }
 
-    /// Every server, in order: group by group.
-    pub fn servers(&self) -> Vec<ServerInfo> {
-        self.groups
-            .iter()
-            .enumerate()
-            .flat_map(|(g, group)| {
-                (0..group.count).map(move |i| ServerInfo {
-                    name: format!("{}-{}", group.name, i),
-                    group: g,
-                })
-            })
-            .collect()
+    /// Every server, in order (group by group), with its group's properties.
+    pub fn servers(&self) -> &[ServerInfo] {
+        &self.servers
+    }
+
+    /// Rebuilds [`Scenario::servers`] after `groups` changed (sweeps).
+    pub(crate) fn expand_servers(&mut self) {
+        self.servers = expand_servers(&self.groups);
     }
 
     /// Each server's weight, in server order.
     pub fn weights(&self) -> Vec<u32> {
-        self.servers()
-            .iter()
-            .map(|s| self.groups[s.group].weight)
-            .collect()
+        self.servers.iter().map(|s| s.weight).collect()
     }
 
     /// Changes the warm-up and the measured duration (seconds), keeping the request
@@ -504,6 +537,7 @@ impl Validator<'_> {
                 keys: f.keys,
                 horizon,
             },
+            servers: expand_servers(&f.servers),
             groups: f.servers,
             strategies: f.strategies,
             connections: f.connections,
@@ -1072,6 +1106,29 @@ kind = "round_robin"
 
     fn load(src: &str) -> Result<Scenario, ScenarioError> {
         Scenario::from_source(Path::new("test.toml"), src)
+    }
+
+    #[test]
+    fn servers_carry_their_groups_properties() {
+        let src = MINIMAL.replace(
+            "[[strategies]]",
+            "[[servers]]\nname = \"big\"\ncount = 3\nworkers = 4\nspeed = 2.5\nweight = 7\nqueue_capacity = 9\nservice = { dist = \"deterministic\", value = 0.01 }\n[[strategies]]",
+        );
+        let s = load(&src).unwrap();
+        let v = s.servers();
+        assert_eq!(v.len(), 5);
+        let big = &v[2];
+        assert_eq!((big.name.as_str(), &*big.group_name), ("big-0", "big"));
+        assert_eq!((big.group, big.workers, big.weight), (1, 4, 7));
+        assert_eq!((big.speed, big.queue_capacity), (2.5, Some(9)));
+        assert_eq!(big.service.mean(), 0.01);
+        assert_eq!(
+            (v[0].workers, v[0].speed, v[0].queue_capacity),
+            (1, 1.0, None)
+        );
+        assert_eq!(s.weights(), vec![1, 1, 7, 7, 7]);
+        // Every server of a group shares one distribution.
+        assert!(Arc::ptr_eq(&v[2].service, &v[4].service));
     }
 
     #[test]

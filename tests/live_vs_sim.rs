@@ -249,14 +249,13 @@ fn thriftpy2_backends_driven_with_backends_flag() {
         .servers()
         .iter()
         .map(|s| {
-            let g = &scenario.groups[s.group];
             python_peer(&[
                 "--id",
                 &s.name,
                 "--workers",
-                &g.workers.to_string(),
+                &s.workers.to_string(),
                 "--speed",
-                &g.speed.to_string(),
+                &s.speed.to_string(),
                 "--protocol",
                 "compact",
                 "--transport",

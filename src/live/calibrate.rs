@@ -93,7 +93,6 @@ pub(crate) fn calibrate(
     super::server::precise_sleeps();
     let (mut all_extra, mut all_over) = (Vec::new(), Vec::new());
     for (i, info) in servers.iter().enumerate() {
-        let g = &scenario.groups[info.group];
         let addr = pool.addrs()[i];
         let unreachable = |source: ClientError| LiveError::Unreachable {
             addr,
@@ -108,7 +107,7 @@ pub(crate) fn calibrate(
         drop(conn);
         // A service time like the scenario's (the overshoot of a sleep barely depends on
         // its length past a few µs), capped so calibration stays short.
-        let probe_ns = (g.service.mean() * 1e9 * opts.time_scale).clamp(100e3, 2e6);
+        let probe_ns = (info.service.mean() * 1e9 * opts.time_scale).clamp(100e3, 2e6);
         let (mut extra, mut over) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
         for k in 0..calls {
             let due = Instant::now() + Duration::from_micros(300);
@@ -117,7 +116,7 @@ pub(crate) fn calibrate(
                 id: k as u64,
                 backend: i,
                 scheduled: due,
-                work_ns: (probe_ns * g.speed).round() as i64,
+                work_ns: (probe_ns * info.speed).round() as i64,
                 key: None,
                 tag: 0,
             });

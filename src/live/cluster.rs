@@ -64,8 +64,7 @@ impl Cluster {
     ) -> Result<Cluster, ClusterError> {
         let mut servers = Vec::new();
         let mut names = Vec::new();
-        for (i, info) in scenario.servers().into_iter().enumerate() {
-            let g = &scenario.groups[info.group];
+        for (i, info) in scenario.servers().iter().enumerate() {
             let port = match port_base {
                 Some(base) => u16::try_from(usize::from(base) + i).map_err(|_| ClusterError {
                     server: info.name.clone(),
@@ -77,9 +76,9 @@ impl Cluster {
             let addr = SocketAddr::new(ip, port);
             let cfg = ServerConfig {
                 id: info.name.clone(),
-                workers: g.workers,
-                speed: g.speed,
-                queue_capacity: g.queue_capacity,
+                workers: info.workers,
+                speed: info.speed,
+                queue_capacity: info.queue_capacity,
                 protocol,
                 transport,
                 limits,
@@ -92,7 +91,7 @@ impl Cluster {
                 source,
             })?;
             servers.push(handle);
-            names.push(info.name);
+            names.push(info.name.clone());
         }
         Ok(Cluster { servers, names })
     }

@@ -241,7 +241,7 @@ pub fn replay_via(
             scenario.balancers
         )));
     }
-    let names: Vec<String> = scenario.servers().into_iter().map(|s| s.name).collect();
+    let names: Vec<String> = scenario.servers().iter().map(|s| s.name.clone()).collect();
     let strategies: Vec<_> = scenario
         .strategies
         .iter()
@@ -283,7 +283,7 @@ pub fn replay_via(
     let mut pool = Pool::new(addrs.clone(), cfg, opts.max_connections_per_backend);
     for (i, info) in scenario.servers().iter().enumerate() {
         // Enough connections for the usual number in flight; more open on demand.
-        let n = scenario.groups[info.group].workers.clamp(1, 8) as usize + 1;
+        let n = info.workers.clamp(1, 8) as usize + 1;
         pool.warm(i, n).map_err(|source| LiveError::Unreachable {
             addr: addrs[i],
             server: names[i].clone(),
@@ -478,14 +478,8 @@ impl ReplayStart {
         let rng = stream_rng(seed, opts.replication, Stream::Strategy, 0);
         ReplayStart {
             balancer: Balancer::new(entry.spec.build(servers.len(), rng), &scenario.weights()),
-            workers: servers
-                .iter()
-                .map(|s| scenario.groups[s.group].workers)
-                .collect(),
-            dists: servers
-                .iter()
-                .map(|s| scenario.groups[s.group].service.clone())
-                .collect(),
+            workers: servers.iter().map(|s| s.workers).collect(),
+            dists: servers.iter().map(|s| (*s.service).clone()).collect(),
             from: Nanos::from_secs_f64(scenario.warmup),
             to: Nanos::from_secs_f64(scenario.end()),
         }

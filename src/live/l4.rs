@@ -510,11 +510,11 @@ fn time_calls(
     calls: usize,
     opts: &LiveOptions,
 ) -> Result<(f64, f64, f64, usize), ClientError> {
-    let names: Vec<String> = scenario.servers().into_iter().map(|s| s.name).collect();
+    let names: Vec<String> = scenario.servers().iter().map(|s| s.name.clone()).collect();
     let mut conns = Conns::new(cfg, names);
     let c = conns.open(addr, backend)?;
     let reached = conns.conns[c].as_ref().map_or(0, |conn| conn.backend);
-    let g = &scenario.groups[scenario.servers()[reached].group];
+    let g = &scenario.servers()[reached];
     // As in the request-level calibration: a service time like the scenario's, capped.
     let probe_ns = (g.service.mean() * 1e9 * opts.time_scale).clamp(100e3, 2e6);
     let (mut extra, mut over) = (Vec::with_capacity(calls), Vec::with_capacity(calls));

@@ -213,7 +213,7 @@ pub fn algorithm(
             let maxconn: Vec<u32> = scenario
                 .servers()
                 .iter()
-                .map(|s| maxconn.unwrap_or(scenario.groups[s.group].workers))
+                .map(|s| maxconn.unwrap_or(s.workers))
                 .collect();
             let slots: u64 = maxconn.iter().map(|&m| u64::from(m)).sum();
             let conns = scenario
@@ -314,7 +314,7 @@ pub fn config(
             if !algo.directive.is_empty() {
                 out += &format!("        {}\n", algo.directive);
             }
-            for (i, (addr, info)) in backends.iter().zip(&servers).enumerate() {
+            for (i, (addr, info)) in backends.iter().zip(servers).enumerate() {
                 out += &format!(
                     "        server {addr} weight={};  # {}\n",
                     weight(i),
@@ -330,7 +330,7 @@ pub fn config(
                 "global\n    # One thread: one balancer's view, as simulated.\n    nbthread 1\n    maxconn 8192\n    pidfile {dir}/haproxy.pid\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n\nfrontend lbsim\n    bind {listen}\n    default_backend lbsim\n\nbackend lbsim\n    balance {}\n",
                 algo.directive
             );
-            for (i, (addr, info)) in backends.iter().zip(&servers).enumerate() {
+            for (i, (addr, info)) in backends.iter().zip(servers).enumerate() {
                 out += &format!("    server {} {addr} weight {}", info.name, weight(i));
                 if let Some(m) = &algo.maxconn {
                     out += &format!(" maxconn {}", m[i]);

@@ -155,7 +155,7 @@ pub fn write_servers_csv(
                 scenario: &scenario.name,
                 strategy: &s.label,
                 server: &info.name,
-                group: &scenario.groups[info.group].name,
+                group: &info.group_name,
                 requests: req.mean,
                 requests_ci95_low: req.low,
                 requests_ci95_high: req.high,

@@ -174,7 +174,10 @@ impl SweepAxis {
                 let factor = v * s.capacity() / s.mean_rate();
                 s.workload.arrivals = s.workload.arrivals.scaled(factor);
             }
-            SweepParameter::Count { index, .. } => s.groups[*index].count = v as u32,
+            SweepParameter::Count { index, .. } => {
+                s.groups[*index].count = v as u32;
+                s.expand_servers();
+            }
             SweepParameter::Balancers => s.balancers = v as u32,
             SweepParameter::LoadReportInterval => s.load_report_interval = Some(v),
             SweepParameter::Strategy { points, .. } => {

@@ -295,10 +295,7 @@ impl<'a> Sim<'a> {
         let servers: Vec<Server> = scenario
             .servers()
             .iter()
-            .map(|s| {
-                let g = &scenario.groups[s.group];
-                Server::new(g.workers, g.speed, g.queue_capacity, s.group)
-            })
+            .map(|s| Server::new(s.workers, s.speed, s.queue_capacity, s.group))
             .collect();
         let weights = scenario.weights();
         let balancers = (0..scenario.balancers)
