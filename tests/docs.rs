@@ -1,9 +1,11 @@
 //! The documentation says what the code does: the strategy registry's table, with each
 //! kind's parameters and units, is in README.md and scenarios/README.md; the default check
-//! tolerances read the same in `check --help`, the README and the code.
+//! tolerances read the same in `check --help`, the README and the code; the README's metric
+//! table is the one generated from the metric definitions.
 
 use std::process::Command;
 
+use lbsim::metrics::markdown_table;
 use lbsim::report::check::DEFAULT_TOLERANCES;
 use lbsim::strategy::{STRATEGIES, registry};
 
@@ -23,6 +25,15 @@ fn both_readmes_hold_the_generated_strategy_table() {
              `lbsim strategies --markdown`:\n{table}"
         );
     }
+}
+
+#[test]
+fn readme_metric_table_is_generated_from_the_definitions() {
+    let table = markdown_table();
+    assert!(
+        read("README.md").contains(&table),
+        "README.md's metric table is stale; replace it with\n{table}(from lbsim::metrics::markdown_table)"
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::path::Path;
 
-use lbsim::metrics::metric_index;
+use lbsim::metrics::Metric;
 use lbsim::rng::{Stream, stream_rng};
 use lbsim::scenario::Scenario;
 use lbsim::sim::simulate;
@@ -162,10 +162,9 @@ kind = "random"
     Scenario::from_source(Path::new("theory.toml"), &src).unwrap()
 }
 
-fn replications(s: &Scenario, spec: &StrategySpec, metric: &str) -> Vec<f64> {
-    let m = metric_index(metric).unwrap();
+fn replications(s: &Scenario, spec: &StrategySpec, metric: Metric) -> Vec<f64> {
     (0..u64::from(s.replications))
-        .map(|r| simulate(s, spec, r, s.seed).summarize().values[m])
+        .map(|r| simulate(s, spec, r, s.seed).summarize().values[metric])
         .collect()
 }
 
@@ -189,7 +188,7 @@ fn power_of_d_approaches_the_supermarket_fixed_point() {
         let mut errors = Vec::new();
         for n in [10u32, 100] {
             let s = queueing_scenario(n, lambda, 2_000.0, "");
-            let per_server: Vec<f64> = replications(&s, &spec, "in_system_mean")
+            let per_server: Vec<f64> = replications(&s, &spec, Metric::InSystemMean)
                 .iter()
                 .map(|x| x / f64::from(n))
                 .collect();
@@ -211,13 +210,13 @@ fn jsq_beats_power_of_two_which_beats_random_paired() {
     let jsq = replications(
         &s,
         &StrategySpec::new::<ShortestQueue>(JsqParams { indexed: false }),
-        "latency_mean",
+        Metric::LatencyMean,
     );
-    let p2c = replications(&s, &StrategySpec::default_of::<PowerOfD>(), "latency_mean");
+    let p2c = replications(&s, &StrategySpec::default_of::<PowerOfD>(), Metric::LatencyMean);
     let random = replications(
         &s,
         &StrategySpec::default_of::<RandomChoice>(),
-        "latency_mean",
+        Metric::LatencyMean,
     );
     // Same seed and replications: the differences are paired (common random numbers).
     let p2c_minus_jsq = paired_difference(&jsq, &p2c);
@@ -237,17 +236,17 @@ fn stale_load_reports_make_jsq_herd() {
     let jsq_exact = replications(
         &exact,
         &StrategySpec::new::<ShortestQueue>(JsqParams { indexed: false }),
-        "latency_mean",
+        Metric::LatencyMean,
     );
     let jsq_stale = replications(
         &stale,
         &StrategySpec::new::<ShortestQueue>(JsqParams { indexed: false }),
-        "latency_mean",
+        Metric::LatencyMean,
     );
     let p2c = replications(
         &stale,
         &StrategySpec::default_of::<PowerOfD>(),
-        "latency_mean",
+        Metric::LatencyMean,
     );
     let worse = paired_difference(&jsq_exact, &jsq_stale);
     assert!(worse.low > 0.0, "stale JSQ should be worse: {worse:?}");
