@@ -212,7 +212,11 @@ fn jsq_beats_power_of_two_which_beats_random_paired() {
         &StrategySpec::new::<ShortestQueue>(JsqParams { indexed: false }),
         Metric::LatencyMean,
     );
-    let p2c = replications(&s, &StrategySpec::default_of::<PowerOfD>(), Metric::LatencyMean);
+    let p2c = replications(
+        &s,
+        &StrategySpec::default_of::<PowerOfD>(),
+        Metric::LatencyMean,
+    );
     let random = replications(
         &s,
         &StrategySpec::default_of::<RandomChoice>(),
