@@ -239,6 +239,47 @@ pub fn metric_index(name: &str) -> Option<usize> {
     METRICS.iter().position(|m| m.name == name)
 }
 
+/// A divisor fixed for a whole run, with its reciprocal, so that the per-event slice and
+/// batch indices cost a multiplication instead of a hardware division (tens of cycles,
+/// several times per request). [`Divisor::quotient`] is exact: the float estimate is
+/// corrected to `x / d`.
+#[derive(Clone, Copy, Debug)]
+struct Divisor {
+    d: u64,
+    inv: f64,
+}
+
+impl Divisor {
+    fn new(d: u64) -> Divisor {
+        let d = d.max(1);
+        Divisor {
+            d,
+            inv: 1.0 / d as f64,
+        }
+    }
+
+    /// `x / d`, rounded down, exactly.
+    #[inline]
+    fn quotient(self, x: u64) -> u64 {
+        // Within one of the truth while `x` < 2^53 (runs are at most 1e9 s = 1e18 ns, so
+        // the loops also cover the rest).
+        let mut q = (x as f64 * self.inv) as u64;
+        while q > 0 && q.saturating_mul(self.d) > x {
+            q -= 1;
+        }
+        while (q + 1).checked_mul(self.d).is_some_and(|m| m <= x) {
+            q += 1;
+        }
+        q
+    }
+}
+
+impl Default for Divisor {
+    fn default() -> Divisor {
+        Divisor::new(1)
+    }
+}
+
 /// Time integrals of one server over the measured window.
 #[derive(Clone, Debug, Default)]
 pub struct ServerAccumulator {
@@ -259,6 +300,10 @@ pub struct ServerAccumulator {
     /// ∫ (busy + queued) dt over each of [`SLICES`] equal slices of the window.
     pub slices: [f64; SLICES],
     last: Nanos,
+    /// The slice length of the window `window` (set by [`ServerAccumulator::advance`] when
+    /// it sees a new window).
+    slice: Divisor,
+    window: (Nanos, Nanos),
 }
 
 impl ServerAccumulator {
@@ -282,10 +327,14 @@ impl ServerAccumulator {
             self.queue_area += f64::from(queued) * dt;
             let n = f64::from(busy + queued);
             if n > 0.0 {
-                let len = ((to.0 - from.0) / SLICES as u64).max(1);
+                if self.window != (from, to) {
+                    self.window = (from, to);
+                    self.slice = Divisor::new((to.0 - from.0) / SLICES as u64);
+                }
+                let len = self.slice.d;
                 let mut t = a.0;
                 while t < b.0 {
-                    let k = (((t - from.0) / len) as usize).min(SLICES - 1);
+                    let k = (self.slice.quotient(t - from.0) as usize).min(SLICES - 1);
                     let end = if k == SLICES - 1 {
                         b.0
                     } else {
@@ -338,6 +387,11 @@ pub struct RunMetrics {
     pub from: Nanos,
     /// End of the window.
     pub to: Nanos,
+    /// The length of a batch of [`RunMetrics::batches`].
+    batch: Divisor,
+    /// Measured requests that did not wait, not yet in [`RunMetrics::wait`] (see
+    /// [`RunMetrics::flush`]).
+    unrecorded_zero_waits: u64,
 }
 
 /// Most servers whose response times get a histogram of their own (for the per-server
@@ -377,6 +431,8 @@ impl RunMetrics {
             servers: workers.iter().map(|&w| ServerAccumulator::new(w)).collect(),
             from,
             to,
+            batch: Divisor::new((to.0.saturating_sub(from.0)) / BATCHES as u64),
+            unrecorded_zero_waits: 0,
         }
     }
 
@@ -390,21 +446,39 @@ impl RunMetrics {
 
     /// Records what only the simulator knows of a measured request served by `server`
     /// (besides [`RunMetrics::record_latency`]): its waiting time and which server served it.
+    /// The waits of 0 are counted here and recorded into [`RunMetrics::wait`] (at 1 ns) by
+    /// [`RunMetrics::flush`], all at once: the same histogram, one record fewer for every
+    /// request that found a free worker.
     #[inline]
     pub fn record_service(&mut self, server: usize, arrival: Nanos, latency: Nanos, wait: Nanos) {
-        let len = ((self.to.0 - self.from.0) / BATCHES as u64).max(1);
-        let k = ((arrival.0.saturating_sub(self.from.0) / len) as usize).min(BATCHES - 1);
-        self.batches[k][0] += latency.as_secs_f64();
+        let secs = latency.as_secs_f64();
+        let k =
+            (self.batch.quotient(arrival.0.saturating_sub(self.from.0)) as usize).min(BATCHES - 1);
+        self.batches[k][0] += secs;
         self.batches[k][1] += 1.0;
-        self.wait.saturating_record(wait.0.max(1));
-        self.wait_sum += wait.as_secs_f64();
-        self.waited += u64::from(wait > Nanos::ZERO);
+        if wait > Nanos::ZERO {
+            self.wait.saturating_record(wait.0);
+            self.wait_sum += wait.as_secs_f64();
+            self.waited += 1;
+        } else {
+            self.unrecorded_zero_waits += 1;
+        }
         if let Some(h) = self.server_latency.get_mut(server) {
             h.saturating_record(latency.0.max(1));
         }
         let s = &mut self.servers[server];
         s.served += 1;
-        s.latency_sum += latency.as_secs_f64();
+        s.latency_sum += secs;
+    }
+
+    /// Records what [`RunMetrics::record_service`] deferred. The simulator calls it when a
+    /// run ends; call it before reading [`RunMetrics::wait`] after recording by hand.
+    pub fn flush(&mut self) {
+        let zeros = std::mem::take(&mut self.unrecorded_zero_waits);
+        if zeros > 0 {
+            // 1 ns is the histogram's lowest value: the same as recording each 0 as 1 ns.
+            let _ = self.wait.record_n(1, zeros);
+        }
     }
 
     /// The distributions that percentiles pool across replications, indexed as
@@ -657,6 +731,41 @@ impl ServerSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn divisor_quotient_is_exact(x in 0u64..(1 << 62), d in 1u64..(1 << 40)) {
+            proptest::prop_assert_eq!(Divisor::new(d).quotient(x), x / d);
+        }
+    }
+
+    #[test]
+    fn divisor_at_slice_edges() {
+        for d in [1u64, 3, 7, 1000, 2_000_000_000, (1 << 40) + 1] {
+            let div = Divisor::new(d);
+            for k in [0u64, 1, 2, 9, 99, 1 << 20] {
+                for x in [k * d, (k * d).saturating_sub(1), k * d + 1] {
+                    assert_eq!(div.quotient(x), x / d, "{x} / {d}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn deferred_zero_waits_make_the_same_histogram() {
+        let mut m = RunMetrics::new(&[1], Nanos(0), Nanos(1_000));
+        let mut direct = latency_histogram();
+        for (i, w) in [0u64, 5, 0, 0, 17, 0].into_iter().enumerate() {
+            m.record_service(0, Nanos(i as u64 * 100), Nanos(50 + w), Nanos(w));
+            direct.record(w.max(1)).unwrap();
+        }
+        m.flush();
+        assert_eq!(m.wait, direct);
+        assert_eq!(m.waited, 2);
+        assert_eq!(m.wait_sum, 22e-9);
+        m.flush();
+        assert_eq!(m.wait.len(), 6);
+    }
 
     #[test]
     fn accumulator_clips_to_window() {
