@@ -43,7 +43,7 @@
 mod common;
 
 use common::{scenario, values};
-use lbsim::metrics::metric_index;
+use lbsim::metrics::Metric;
 use lbsim::runner::{RunOptions, run};
 use lbsim::stats::estimate;
 
@@ -78,7 +78,7 @@ kind = "round_robin"
                 },
             )
             .unwrap();
-            estimate(&values(&r, 0, "latency_mean")).contains(truth)
+            estimate(&values(&r, 0, Metric::LatencyMean)).contains(truth)
         })
         .count();
     println!("the 95% CI covered the true mean in {covered} of {runs} runs");
@@ -104,7 +104,6 @@ kind = "round_robin"
 "#,
     );
     let truth = 100f64.ln() / 500.0;
-    let k = metric_index("latency_p99").unwrap();
     let runs = 1000;
     let covered = (0..runs)
         .filter(|&seed| {
@@ -116,7 +115,7 @@ kind = "round_robin"
                 },
             )
             .unwrap();
-            r.strategies[0].estimate(k).contains(truth)
+            r.strategies[0].estimate(Metric::LatencyP99).contains(truth)
         })
         .count();
     println!("the pooled p99's 95% interval covered the truth in {covered} of {runs} runs");
@@ -147,7 +146,6 @@ kind = "round_robin"
 "#,
     );
     let truth = 100f64.ln() / 100.0;
-    let k = metric_index("latency_p99").unwrap();
     let runs = 150;
     let covered = (0..runs)
         .filter(|&seed| {
@@ -159,7 +157,7 @@ kind = "round_robin"
                 },
             )
             .unwrap();
-            r.strategies[0].estimate(k).contains(truth)
+            r.strategies[0].estimate(Metric::LatencyP99).contains(truth)
         })
         .count();
     println!(

@@ -11,6 +11,7 @@
 mod common;
 
 use common::{assert_agrees, scenario, values};
+use lbsim::metrics::Metric;
 use lbsim::runner::{RunOptions, run};
 use lbsim::scenario::Scenario;
 use lbsim::stats::estimate;
@@ -44,7 +45,7 @@ fn auto_warmup_cuts_a_built_in_transient() {
     let truth = 0.010;
     // Warm-up 0: the drain is measured, and the mean is far above the truth.
     let fixed = run(&backlog("0", 50.0), &RunOptions::default()).unwrap();
-    let biased = estimate(&values(&fixed, 0, "latency_mean"));
+    let biased = estimate(&values(&fixed, 0, Metric::LatencyMean));
     println!("warmup = 0: latency_mean {biased:?}");
     assert!(biased.low > 2.0 * truth, "{biased:?}");
 
@@ -69,7 +70,7 @@ fn auto_warmup_cuts_a_built_in_transient() {
     for k in 0..2 {
         assert_agrees(
             &format!("auto warm-up, strategy {k}: latency_mean"),
-            &values(&r, k, "latency_mean"),
+            &values(&r, k, Metric::LatencyMean),
             truth,
         );
     }
@@ -88,8 +89,8 @@ fn auto_warmup_cuts_a_built_in_transient() {
     )
     .unwrap();
     assert_eq!(
-        values(&again, 0, "latency_mean"),
-        values(&r, 0, "latency_mean")
+        values(&again, 0, Metric::LatencyMean),
+        values(&r, 0, Metric::LatencyMean)
     );
 }
 
