@@ -596,12 +596,6 @@ impl Divisor {
     }
 }
 
-impl Default for Divisor {
-    fn default() -> Divisor {
-        Divisor::new(1)
-    }
-}
-
 /// Time integrals of one server over the measured window.
 #[derive(Clone, Debug, Default)]
 pub struct ServerAccumulator {
@@ -622,9 +616,10 @@ pub struct ServerAccumulator {
     /// ∫ (busy + queued) dt over each of [`SLICES`] equal slices of the window.
     pub slices: [f64; SLICES],
     last: Nanos,
-    /// The slice length of the window `window` (set by [`ServerAccumulator::advance`] when
-    /// it sees a new window).
-    slice: Divisor,
+    /// The slice of `last`, and the slice length of the window `window` (set by
+    /// [`ServerAccumulator::advance`] when it sees a new window).
+    slice: usize,
+    slice_len: u64,
     window: (Nanos, Nanos),
 }
 
@@ -651,19 +646,30 @@ impl ServerAccumulator {
             if n > 0.0 {
                 if self.window != (from, to) {
                     self.window = (from, to);
-                    self.slice = Divisor::new((to.0 - from.0) / SLICES as u64);
+                    self.slice_len = ((to.0 - from.0) / SLICES as u64).max(1);
+                    self.slice = 0;
                 }
-                let len = self.slice.d;
+                // Slice `k` ends at `from + (k + 1)·len` (the last one at `to`). `a` never
+                // decreases from call to call (event times are monotone), so the current
+                // slice only moves forward: no division per event.
+                let len = self.slice_len;
+                let slice_end = |k: usize| from.0 + (k as u64 + 1) * len;
+                while self.slice < SLICES - 1 && a.0 >= slice_end(self.slice) {
+                    self.slice += 1;
+                }
                 let mut t = a.0;
                 while t < b.0 {
-                    let k = (self.slice.quotient(t - from.0) as usize).min(SLICES - 1);
+                    let k = self.slice;
                     let end = if k == SLICES - 1 {
                         b.0
                     } else {
-                        (from.0 + (k as u64 + 1) * len).min(b.0)
+                        slice_end(k).min(b.0)
                     };
                     self.slices[k] += n * (end - t) as f64;
                     t = end;
+                    if t < b.0 {
+                        self.slice += 1;
+                    }
                 }
             }
         }
@@ -1042,6 +1048,55 @@ mod tests {
         #[test]
         fn divisor_quotient_is_exact(x in 0u64..(1 << 62), d in 1u64..(1 << 40)) {
             proptest::prop_assert_eq!(Divisor::new(d).quotient(x), x / d);
+        }
+    }
+
+    /// The slices as the accumulator computed them with a division per event.
+    fn slices_by_division(steps: &[(u64, u32)], from: u64, to: u64) -> [f64; SLICES] {
+        let mut slices = [0.0; SLICES];
+        let mut last = 0;
+        for &(now, n) in steps {
+            let (a, b) = (last.max(from), now.min(to));
+            if b > a && n > 0 {
+                let len = ((to - from) / SLICES as u64).max(1);
+                let mut t = a;
+                while t < b {
+                    let k = (((t - from) / len) as usize).min(SLICES - 1);
+                    let end = if k == SLICES - 1 {
+                        b
+                    } else {
+                        (from + (k as u64 + 1) * len).min(b)
+                    };
+                    slices[k] += f64::from(n) * (end - t) as f64;
+                    t = end;
+                }
+            }
+            last = now;
+        }
+        slices
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn slices_without_division_are_the_same(
+            from in 0u64..1000,
+            width in 1u64..5000,
+            gaps in proptest::collection::vec((0u64..700, 0u32..4), 1..60),
+        ) {
+            let to = from + width;
+            let mut now = 0;
+            let steps: Vec<(u64, u32)> = gaps.iter().map(|&(g, n)| { now += g; (now, n) }).collect();
+            let mut acc = ServerAccumulator::new(1);
+            let mut state = 0u32;
+            for &(t, n) in &steps {
+                // `n` held since the previous call: the accumulator is told the old state.
+                acc.advance(Nanos(t), state, 0, Nanos(from), Nanos(to));
+                state = n;
+            }
+            // The reference takes the state that held until each time.
+            let mut prev = 0u32;
+            let shifted: Vec<(u64, u32)> = steps.iter().map(|&(t, n)| { let s = (t, prev); prev = n; s }).collect();
+            proptest::prop_assert_eq!(acc.slices, slices_by_division(&shifted, from, to));
         }
     }
 
