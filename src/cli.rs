@@ -116,6 +116,31 @@ pub fn check_cost(
     Ok(cost)
 }
 
+/// With `warmup = "auto"`, chooses the warm-up from pilot runs (with the run's seed and
+/// threads) and says what it chose on stderr, with the warnings of strategies that never
+/// settled; a scenario where none settles is bad input (exit status 2).
+pub fn resolve_warmup(
+    scenario: &mut Scenario,
+    opts: &lbsim::runner::RunOptions,
+) -> anyhow::Result<()> {
+    if !scenario.warmup_auto || scenario.auto_warmup.is_some() {
+        return Ok(());
+    }
+    let seed = opts.seed.unwrap_or(scenario.seed);
+    match lbsim::steady::resolve_warmup(scenario, seed, opts.threads, opts.cancel.as_deref()) {
+        Ok(()) => {}
+        Err(lbsim::runner::RunError::Scenario(e)) => return Err(e.into()),
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(a) = &scenario.auto_warmup {
+        eprintln!("{}: {}", scenario.name, a.describe());
+        for w in a.warnings() {
+            eprintln!("warning: {w}");
+        }
+    }
+    Ok(())
+}
+
 /// Refuses `--threads 0` and absurd thread counts.
 pub fn check_threads(path: &Path, threads: Option<usize>) -> anyhow::Result<()> {
     match threads {

@@ -561,6 +561,41 @@ pub const SLICES: usize = 10;
 /// diagnostics: MSER truncation and the correlation of batch means).
 pub const BATCHES: usize = 100;
 
+/// A divisor fixed for a whole run, with its reciprocal, so that the per-event slice and
+/// batch indices cost a multiplication instead of a hardware division (tens of cycles,
+/// several times per request). [`Divisor::quotient`] is exact: the float estimate is
+/// corrected to `x / d`.
+#[derive(Clone, Copy, Debug)]
+struct Divisor {
+    d: u64,
+    inv: f64,
+}
+
+impl Divisor {
+    fn new(d: u64) -> Divisor {
+        let d = d.max(1);
+        Divisor {
+            d,
+            inv: 1.0 / d as f64,
+        }
+    }
+
+    /// `x / d`, rounded down, exactly.
+    #[inline]
+    fn quotient(self, x: u64) -> u64 {
+        // Within one of the truth while `x` < 2^53 (runs are at most 1e9 s = 1e18 ns, so
+        // the loops also cover the rest).
+        let mut q = (x as f64 * self.inv) as u64;
+        while q > 0 && q.saturating_mul(self.d) > x {
+            q -= 1;
+        }
+        while (q + 1).checked_mul(self.d).is_some_and(|m| m <= x) {
+            q += 1;
+        }
+        q
+    }
+}
+
 /// Time integrals of one server over the measured window.
 #[derive(Clone, Debug, Default)]
 pub struct ServerAccumulator {
@@ -581,6 +616,11 @@ pub struct ServerAccumulator {
     /// ∫ (busy + queued) dt over each of [`SLICES`] equal slices of the window.
     pub slices: [f64; SLICES],
     last: Nanos,
+    /// The slice of `last`, and the slice length of the window `window` (set by
+    /// [`ServerAccumulator::advance`] when it sees a new window).
+    slice: usize,
+    slice_len: u64,
+    window: (Nanos, Nanos),
 }
 
 impl ServerAccumulator {
@@ -604,17 +644,32 @@ impl ServerAccumulator {
             self.queue_area += f64::from(queued) * dt;
             let n = f64::from(busy + queued);
             if n > 0.0 {
-                let len = ((to.0 - from.0) / SLICES as u64).max(1);
+                if self.window != (from, to) {
+                    self.window = (from, to);
+                    self.slice_len = ((to.0 - from.0) / SLICES as u64).max(1);
+                    self.slice = 0;
+                }
+                // Slice `k` ends at `from + (k + 1)·len` (the last one at `to`). `a` never
+                // decreases from call to call (event times are monotone), so the current
+                // slice only moves forward: no division per event.
+                let len = self.slice_len;
+                let slice_end = |k: usize| from.0 + (k as u64 + 1) * len;
+                while self.slice < SLICES - 1 && a.0 >= slice_end(self.slice) {
+                    self.slice += 1;
+                }
                 let mut t = a.0;
                 while t < b.0 {
-                    let k = (((t - from.0) / len) as usize).min(SLICES - 1);
+                    let k = self.slice;
                     let end = if k == SLICES - 1 {
                         b.0
                     } else {
-                        (from.0 + (k as u64 + 1) * len).min(b.0)
+                        slice_end(k).min(b.0)
                     };
                     self.slices[k] += n * (end - t) as f64;
                     t = end;
+                    if t < b.0 {
+                        self.slice += 1;
+                    }
                 }
             }
         }
@@ -660,6 +715,11 @@ pub struct RunMetrics {
     pub from: Nanos,
     /// End of the window.
     pub to: Nanos,
+    /// The length of a batch of [`RunMetrics::batches`].
+    batch: Divisor,
+    /// Measured requests that did not wait, not yet in [`RunMetrics::wait`] (see
+    /// [`RunMetrics::flush`]).
+    unrecorded_zero_waits: u64,
 }
 
 /// Most servers whose response times get a histogram of their own (for the per-server
@@ -699,6 +759,8 @@ impl RunMetrics {
             servers: workers.iter().map(|&w| ServerAccumulator::new(w)).collect(),
             from,
             to,
+            batch: Divisor::new((to.0.saturating_sub(from.0)) / BATCHES as u64),
+            unrecorded_zero_waits: 0,
         }
     }
 
@@ -712,21 +774,39 @@ impl RunMetrics {
 
     /// Records what only the simulator knows of a measured request served by `server`
     /// (besides [`RunMetrics::record_latency`]): its waiting time and which server served it.
+    /// The waits of 0 are counted here and recorded into [`RunMetrics::wait`] (at 1 ns) by
+    /// [`RunMetrics::flush`], all at once: the same histogram, one record fewer for every
+    /// request that found a free worker.
     #[inline]
     pub fn record_service(&mut self, server: usize, arrival: Nanos, latency: Nanos, wait: Nanos) {
-        let len = ((self.to.0 - self.from.0) / BATCHES as u64).max(1);
-        let k = ((arrival.0.saturating_sub(self.from.0) / len) as usize).min(BATCHES - 1);
-        self.batches[k][0] += latency.as_secs_f64();
+        let secs = latency.as_secs_f64();
+        let k =
+            (self.batch.quotient(arrival.0.saturating_sub(self.from.0)) as usize).min(BATCHES - 1);
+        self.batches[k][0] += secs;
         self.batches[k][1] += 1.0;
-        self.wait.saturating_record(wait.0.max(1));
-        self.wait_sum += wait.as_secs_f64();
-        self.waited += u64::from(wait > Nanos::ZERO);
+        if wait > Nanos::ZERO {
+            self.wait.saturating_record(wait.0);
+            self.wait_sum += wait.as_secs_f64();
+            self.waited += 1;
+        } else {
+            self.unrecorded_zero_waits += 1;
+        }
         if let Some(h) = self.server_latency.get_mut(server) {
             h.saturating_record(latency.0.max(1));
         }
         let s = &mut self.servers[server];
         s.served += 1;
-        s.latency_sum += latency.as_secs_f64();
+        s.latency_sum += secs;
+    }
+
+    /// Records what [`RunMetrics::record_service`] deferred. The simulator calls it when a
+    /// run ends; call it before reading [`RunMetrics::wait`] after recording by hand.
+    pub fn flush(&mut self) {
+        let zeros = std::mem::take(&mut self.unrecorded_zero_waits);
+        if zeros > 0 {
+            // 1 ns is the histogram's lowest value: the same as recording each 0 as 1 ns.
+            let _ = self.wait.record_n(1, zeros);
+        }
     }
 
     /// The distributions that percentiles pool across replications, indexed as
@@ -963,6 +1043,90 @@ impl ServerSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn divisor_quotient_is_exact(x in 0u64..(1 << 62), d in 1u64..(1 << 40)) {
+            proptest::prop_assert_eq!(Divisor::new(d).quotient(x), x / d);
+        }
+    }
+
+    /// The slices as the accumulator computed them with a division per event.
+    fn slices_by_division(steps: &[(u64, u32)], from: u64, to: u64) -> [f64; SLICES] {
+        let mut slices = [0.0; SLICES];
+        let mut last = 0;
+        for &(now, n) in steps {
+            let (a, b) = (last.max(from), now.min(to));
+            if b > a && n > 0 {
+                let len = ((to - from) / SLICES as u64).max(1);
+                let mut t = a;
+                while t < b {
+                    let k = (((t - from) / len) as usize).min(SLICES - 1);
+                    let end = if k == SLICES - 1 {
+                        b
+                    } else {
+                        (from + (k as u64 + 1) * len).min(b)
+                    };
+                    slices[k] += f64::from(n) * (end - t) as f64;
+                    t = end;
+                }
+            }
+            last = now;
+        }
+        slices
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn slices_without_division_are_the_same(
+            from in 0u64..1000,
+            width in 1u64..5000,
+            gaps in proptest::collection::vec((0u64..700, 0u32..4), 1..60),
+        ) {
+            let to = from + width;
+            let mut now = 0;
+            let steps: Vec<(u64, u32)> = gaps.iter().map(|&(g, n)| { now += g; (now, n) }).collect();
+            let mut acc = ServerAccumulator::new(1);
+            let mut state = 0u32;
+            for &(t, n) in &steps {
+                // `n` held since the previous call: the accumulator is told the old state.
+                acc.advance(Nanos(t), state, 0, Nanos(from), Nanos(to));
+                state = n;
+            }
+            // The reference takes the state that held until each time.
+            let mut prev = 0u32;
+            let shifted: Vec<(u64, u32)> = steps.iter().map(|&(t, n)| { let s = (t, prev); prev = n; s }).collect();
+            proptest::prop_assert_eq!(acc.slices, slices_by_division(&shifted, from, to));
+        }
+    }
+
+    #[test]
+    fn divisor_at_slice_edges() {
+        for d in [1u64, 3, 7, 1000, 2_000_000_000, (1 << 40) + 1] {
+            let div = Divisor::new(d);
+            for k in [0u64, 1, 2, 9, 99, 1 << 20] {
+                for x in [k * d, (k * d).saturating_sub(1), k * d + 1] {
+                    assert_eq!(div.quotient(x), x / d, "{x} / {d}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn deferred_zero_waits_make_the_same_histogram() {
+        let mut m = RunMetrics::new(&[1], Nanos(0), Nanos(1_000));
+        let mut direct = latency_histogram();
+        for (i, w) in [0u64, 5, 0, 0, 17, 0].into_iter().enumerate() {
+            m.record_service(0, Nanos(i as u64 * 100), Nanos(50 + w), Nanos(w));
+            direct.record(w.max(1)).unwrap();
+        }
+        m.flush();
+        assert_eq!(m.wait, direct);
+        assert_eq!(m.waited, 2);
+        assert_eq!(m.wait_sum, 22e-9);
+        m.flush();
+        assert_eq!(m.wait.len(), 6);
+    }
 
     #[test]
     fn every_metric_parses_from_its_unique_name() {

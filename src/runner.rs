@@ -195,6 +195,24 @@ pub enum RunError {
         /// Cause.
         source: rayon::ThreadPoolBuildError,
     },
+    /// The scenario cannot be run as written (e.g. `warmup = "auto"` found no steady state).
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+}
+
+/// Runs `f` on `threads` worker threads (rayon's global pool when `None`).
+pub fn in_pool<R: Send>(
+    threads: Option<usize>,
+    f: impl FnOnce() -> R + Send,
+) -> Result<R, RunError> {
+    match threads {
+        Some(threads) => Ok(rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|source| RunError::Threads { threads, source })?
+            .install(f)),
+        None => Ok(f()),
+    }
 }
 
 /// One replication's results while its strategies run.
@@ -222,6 +240,17 @@ pub fn run_replications(
     opts: &RunOptions,
 ) -> Result<RunResults, RunError> {
     let seed = opts.seed.unwrap_or(scenario.seed);
+    // `warmup = "auto"` not chosen yet (callers that report it choose it first, see
+    // `crate::steady::resolve_warmup`): choose it now, the same way.
+    let resolved;
+    let scenario = if scenario.warmup_auto && scenario.auto_warmup.is_none() {
+        let mut s = scenario.clone();
+        crate::steady::resolve_warmup(&mut s, seed, opts.threads, opts.cancel.as_deref())?;
+        resolved = s;
+        &resolved
+    } else {
+        scenario
+    };
     let n_strategies = scenario.strategies.len();
     let n_servers = scenario.servers().len();
     let merged: Mutex<Vec<Vec<Histogram<u64>>>> =
@@ -288,14 +317,7 @@ pub fn run_replications(
                 }
             })
     };
-    match opts.threads {
-        Some(threads) => rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|source| RunError::Threads { threads, source })?
-            .install(work),
-        None => work(),
-    };
+    in_pool(opts.threads, work)?;
     let per_rep = indices.iter().zip(staged).map(|(&rep, st)| {
         let st = st.into_inner().unwrap_or_else(|e| e.into_inner());
         (st.done == n_strategies)

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 pub use cost::{Cost, CostError, Limits};
 pub use error::ScenarioError;
-pub use file::{ConnectionSpec, FaultKind, FaultSpec, ScenarioFile, ServerGroup};
+pub use file::{ConnectionSpec, FaultKind, FaultSpec, ScenarioFile, ServerGroup, WarmupSetting};
 pub use sweep::{Sweep, SweepFile, SweepParameter};
 
 use crate::strategy::StrategyEntry;
@@ -36,8 +36,13 @@ pub struct Scenario {
     pub replications: u32,
     /// Measured simulated time (seconds).
     pub duration: f64,
-    /// Warm-up (seconds).
+    /// Warm-up (seconds). With `warmup = "auto"`, 0 until [`crate::steady::resolve_warmup`]
+    /// sets the chosen value.
     pub warmup: f64,
+    /// Whether the file says `warmup = "auto"`.
+    pub warmup_auto: bool,
+    /// With `warmup = "auto"`, the choice once made (see [`crate::steady::choose_warmup`]).
+    pub auto_warmup: Option<crate::steady::AutoWarmup>,
     /// Number of client-side balancers.
     pub balancers: u32,
     /// Seconds between load reports (`None`: exact, continuous).
@@ -179,6 +184,8 @@ impl Scenario {
     /// stream's horizon (`warmup + duration`) consistent with them. For quick variants of a
     /// shipped scenario, e.g. in tests.
     pub fn set_run_length(&mut self, warmup: f64, duration: f64) {
+        self.warmup_auto = false;
+        self.auto_warmup = None;
         self.warmup = warmup;
         self.duration = duration;
         self.workload.horizon = warmup + duration;
@@ -208,6 +215,10 @@ impl Scenario {
             self.faults,
             self.sweep,
         );
+        if self.warmup_auto {
+            // The chosen warm-up is in `warmup` above once resolved.
+            let _ = write!(h, "|warmup=auto");
+        }
         if let Some(t) = &self.workload.trace {
             for x in &t.times {
                 let _ = write!(h, "{},", x.to_bits());
@@ -458,20 +469,30 @@ impl Validator<'_> {
             ));
         }
         self.positive("duration", f.duration)?;
-        if !(f.warmup.is_finite() && f.warmup >= 0.0) {
+        let (warmup, warmup_auto) = match f.warmup {
+            WarmupSetting::Seconds(w) => (w, false),
+            WarmupSetting::Auto => (0.0, true),
+        };
+        if !(warmup.is_finite() && warmup >= 0.0) {
             return Err(self.invalid(
                 "warmup",
-                format!("must be 0 or more, got {}", f.warmup),
-                "set warmup to 0 or a positive number of seconds",
+                format!("must be 0 or more, got {warmup}"),
+                "set warmup to 0 or a positive number of seconds, or to \"auto\"",
             ));
         }
         // `duration` is the measured time *after* the warm-up, so any warm-up goes: a long
         // warm-up before a short window is how slow-mixing queues are measured.
         self.at_most("duration", f.duration, cost::MAX_TIME)?;
-        if f.warmup.is_finite() && f.warmup + f.duration > cost::MAX_TIME {
+        // An automatic warm-up is at most twice the window (half of the longest pilot).
+        let longest = if warmup_auto {
+            3.0 * f.duration
+        } else {
+            warmup + f.duration
+        };
+        if longest > cost::MAX_TIME {
             return Err(self.invalid(
                 "warmup",
-                format!("warmup + duration is {} s, above {:e} s", f.warmup + f.duration, cost::MAX_TIME),
+                format!("warmup + duration is {longest} s, above {:e} s", cost::MAX_TIME),
                 "shorten the run: the simulated clock counts nanoseconds and must cover the run and its drain",
             ));
         }
@@ -493,7 +514,7 @@ impl Validator<'_> {
         self.servers(&f.servers)?;
         self.strategies(&f)?;
         let sweep = self.sweep(&f)?;
-        let horizon = f.warmup + f.duration;
+        let horizon = warmup + f.duration;
         let faults = self.faults(&f)?;
         if let Some(c) = &f.connections {
             if c.clients == 0 {
@@ -528,7 +549,9 @@ impl Validator<'_> {
             seed: f.seed,
             replications: f.replications,
             duration: f.duration,
-            warmup: f.warmup,
+            warmup,
+            warmup_auto,
+            auto_warmup: None,
             balancers: f.balancers,
             load_report_interval: f.load_report_interval,
             workload: Workload {

@@ -58,6 +58,16 @@ fn pooled_percentiles_converge_at_a_short_window() {
             P50,
         );
         half_widths.push(e.half_width());
+        // The window is short against the correlation time: the run says so, and, with
+        // fewer than 400 replications, that the percentiles' intervals are not reliable
+        // there (`tests/coverage.rs` measures why).
+        let warnings = lbsim::steady::warnings(&mm1(1.0, 5.0, b), &r).join("\n");
+        assert!(warnings.contains("strongly correlated"), "{warnings}");
+        assert_eq!(
+            warnings.contains("intervals are not reliable"),
+            b < 400,
+            "{b}: {warnings}"
+        );
         if b == 1600 {
             // The old estimator (mean of per-window p99s) is far off here, so this window
             // is short enough to tell the two apart.

@@ -66,7 +66,9 @@ pub fn cmd_check(
     }
     let mut findings = Vec::new();
     let mut ran = Vec::new();
-    for scenario in &scenarios {
+    for scenario in &mut scenarios {
+        super::resolve_warmup(scenario, &opts)?;
+        let scenario = &*scenario;
         let results = run(scenario, &opts)?;
         ran.push(CheckedScenario {
             name: scenario.name.clone(),

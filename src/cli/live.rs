@@ -267,6 +267,16 @@ fn resolve(list: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
 
 pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
     let scenario = load(&a.scenario)?;
+    if scenario.warmup_auto {
+        return Err(lbsim::scenario::ScenarioError::Invalid {
+            path: a.scenario.clone(),
+            line: None,
+            field: "warmup".into(),
+            problem: "`warmup = \"auto\"` chooses the warm-up from simulated pilot runs; a live replay needs it fixed".into(),
+            fix: "set `warmup` to a number of seconds, e.g. the one `lbsim run` chose for this scenario (it prints it)".into(),
+        }
+        .into());
+    }
     // An unwritable --out fails now, not after the whole replay.
     super::check_out(
         &a.scenario,

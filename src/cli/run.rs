@@ -41,7 +41,7 @@ pub struct RunFlags {
 }
 
 pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Result<ExitCode> {
-    let scenario = load_selected(path, &flags.strategies)?;
+    let mut scenario = load_selected(path, &flags.strategies)?;
     if opts.replications == Some(0) {
         return Err(bad_flag(
             path,
@@ -123,6 +123,11 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
     // ones that finished are written, and the exit status is 130 / 143.
     let interrupt = Interrupt::install("stopping; writing the replications that finished")?;
     opts.cancel = Some(interrupt.flag());
+    super::resolve_warmup(&mut scenario, &opts)?;
+    if interrupt.is_set() {
+        eprintln!("interrupted while choosing the warm-up: nothing to write");
+        return Ok(interrupt.exit_code());
+    }
     if std::io::stderr().is_terminal() {
         let first = shard_indices
             .as_ref()
@@ -361,7 +366,16 @@ pub fn cmd_merge(
         timeseries,
     } = shard::merge(shards)?;
     let path = scenario.unwrap_or_else(|| head.scenario_path.clone());
-    let scenario = load(&path)?;
+    let mut scenario = load(&path)?;
+    // The shards chose an automatic warm-up from the same pilots: choose it again (same
+    // seed, same result) so that the fingerprints match and the reports say it.
+    super::resolve_warmup(
+        &mut scenario,
+        &RunOptions {
+            seed: Some(results.seed),
+            ..Default::default()
+        },
+    )?;
     lbsim::stability::assess(&scenario, &mut results);
     if scenario.name != head.scenario {
         return Err(shard::ShardError::Mismatch(format!(

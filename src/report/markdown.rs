@@ -181,7 +181,7 @@ pub fn scenario_paragraph(s: &Scenario, replications: usize) -> String {
     }
     let _ = write!(
         p,
-        "{servers} server{} in {} group{}: {}. Arrivals: {}, {} req/s on average, {:.0}% of the cluster's capacity of {} req/s. {} balancer{}, {}. Each replication measures {} s of simulated time after a {} s warm-up; {replications} replications with seed {}; every strategy sees the same requests in a replication (common random numbers), so differences are paired.",
+        "{servers} server{} in {} group{}: {}. Arrivals: {}, {} req/s on average, {:.0}% of the cluster's capacity of {} req/s. {} balancer{}, {}. Each replication measures {} s of simulated time after a {} s warm-up{}; {replications} replications with seed {}; every strategy sees the same requests in a replication (common random numbers), so differences are paired.",
         if servers == 1 { "" } else { "s" },
         s.groups.len(),
         if s.groups.len() == 1 { "" } else { "s" },
@@ -198,6 +198,22 @@ pub fn scenario_paragraph(s: &Scenario, replications: usize) -> String {
         },
         sig(s.duration),
         sig(s.warmup),
+        match &s.auto_warmup {
+            Some(a) => format!(
+                " (`warmup = \"auto\"`: the largest MSER truncation of the mean response time over {} pilot replications per strategy, from an empty system; per strategy: {})",
+                crate::steady::PILOTS,
+                a.strategies
+                    .iter()
+                    .map(|c| match c.truncation {
+                        Some(t) => format!("{} {} s", c.label, sig(t)),
+                        None =>
+                            format!("{} no end to its transient in {} s", c.label, sig(c.pilot)),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => String::new(),
+        },
         s.seed,
     );
     p

@@ -195,6 +195,15 @@ impl Scenario {
                 + p.strategies.len() as f64 * HISTOGRAM_BYTES;
             total.memory = total.memory.max(concurrent * one.memory + kept);
         }
+        if self.warmup_auto && self.auto_warmup.is_none() {
+            // The pilots of `warmup = "auto"` (crate::steady): every strategy over the
+            // pilot lengths in the worst case.
+            let mut pilot = self.clone();
+            pilot.sweep = None;
+            let windows: f64 = crate::steady::PILOT_LENGTHS.iter().sum();
+            pilot.set_run_length(0.0, windows * self.duration);
+            total.events += pilot.replication_cost().events * crate::steady::PILOTS as f64;
+        }
         if let Some(t) = &self.workload.trace {
             let per = if t.work.is_some() { 16.0 } else { 8.0 };
             total.memory += per * t.times.len() as f64;
@@ -210,7 +219,14 @@ impl Scenario {
     /// Events and memory of one replication of every strategy (memory: the largest
     /// strategy, since a replication runs its strategies one after the other).
     fn replication_cost(&self) -> Cost {
-        let horizon = self.end();
+        // `warmup = "auto"` not chosen yet: at most twice the window (half of the
+        // longest pilot).
+        let horizon = if self.warmup_auto && self.auto_warmup.is_none() {
+            let longest = crate::steady::PILOT_LENGTHS[crate::steady::PILOT_LENGTHS.len() - 1];
+            (1.0 + longest / 2.0) * self.duration
+        } else {
+            self.end()
+        };
         let n = self.server_count() as f64;
         let balancers = f64::from(self.balancers);
         let requests = match &self.workload.arrivals {

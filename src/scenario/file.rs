@@ -25,9 +25,10 @@ pub struct ScenarioFile {
     pub replications: u32,
     /// Measured simulated time (seconds), after the warm-up.
     pub duration: f64,
-    /// Simulated time discarded before measuring (seconds).
+    /// Simulated time discarded before measuring: seconds, or `"auto"` to choose it from
+    /// pilot runs ([`crate::steady::choose_warmup`]).
     #[serde(default)]
-    pub warmup: f64,
+    pub warmup: WarmupSetting,
     /// Number of independent client-side balancers the arrivals are split among.
     #[serde(default = "default_balancers")]
     pub balancers: u32,
@@ -54,6 +55,61 @@ pub struct ScenarioFile {
     /// Faults injected during the run.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
+}
+
+/// `warmup` as written: a number of seconds or the word `"auto"`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WarmupSetting {
+    /// Seconds of simulated time discarded before measuring.
+    Seconds(f64),
+    /// Chosen from the data (MSER on pilot runs' batch means).
+    Auto,
+}
+
+impl Default for WarmupSetting {
+    fn default() -> WarmupSetting {
+        WarmupSetting::Seconds(0.0)
+    }
+}
+
+impl Serialize for WarmupSetting {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            WarmupSetting::Seconds(v) => s.serialize_f64(*v),
+            WarmupSetting::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WarmupSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<WarmupSetting, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = WarmupSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of seconds (e.g. `warmup = 5`) or `warmup = \"auto\"`")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<WarmupSetting, E> {
+                Ok(WarmupSetting::Seconds(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<WarmupSetting, E> {
+                Ok(WarmupSetting::Seconds(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<WarmupSetting, E> {
+                Ok(WarmupSetting::Seconds(v as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WarmupSetting, E> {
+                if v == "auto" {
+                    Ok(WarmupSetting::Auto)
+                } else {
+                    Err(E::custom(format!(
+                        "`{v}` is neither a number of seconds nor \"auto\": write e.g. `warmup = 5` (seconds) or `warmup = \"auto\"` (chosen from the data)"
+                    )))
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// Persistent connections (`[connections]`), as behind an L4 proxy (nginx `stream`, HAProxy

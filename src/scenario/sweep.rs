@@ -194,6 +194,12 @@ impl Scenario {
     pub fn at_sweep_point(&self, p: usize) -> Scenario {
         let mut s = self.clone();
         s.sweep = None;
+        if s.warmup_auto && self.sweep.is_some() {
+            // Each point's transient is its own: the runner chooses its warm-up anew.
+            s.auto_warmup = None;
+            s.warmup = 0.0;
+            s.workload.horizon = s.duration;
+        }
         let Some(sweep) = &self.sweep else {
             return s;
         };

@@ -695,6 +695,7 @@ impl<'a> Sim<'a> {
         for (acc, s) in self.m.servers.iter_mut().zip(&self.servers) {
             acc.advance(self.to, s.busy(), s.queued(), self.from, self.to);
         }
+        self.m.flush();
         self.m
     }
 }
