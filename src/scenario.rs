@@ -54,13 +54,15 @@ pub struct Scenario {
     pub faults: Vec<Fault>,
     /// The `[sweep]`, if any (see [`sweep`]).
     pub sweep: Option<Sweep>,
-    /// Constant added to every service time (seconds): per-request server overhead that
-    /// occupies a worker, such as a sleep's overshoot. Not in scenario files: live mode
-    /// sets it from a calibration so that the simulator models what real servers add. 0 by default.
-    pub service_overhead: f64,
-    /// Constant added to every response time (seconds), not occupying any server: the
-    /// network round trip and client overhead measured by live mode's calibration. 0 by default.
-    pub extra_latency: f64,
+    /// Per server, a constant added to every service time (seconds): per-request server
+    /// overhead that occupies a worker, such as a sleep's overshoot. Not in scenario files:
+    /// live mode sets it from each backend's calibration so that the simulator models what
+    /// that real server adds. Empty (no overhead) by default; a missing entry is 0.
+    pub service_overhead: Vec<f64>,
+    /// Per server, a constant added to the response time of every request it serves
+    /// (seconds), not occupying it: the network round trip and client overhead measured by
+    /// live mode's calibration of that backend. Empty (none) by default.
+    pub extra_latency: Vec<f64>,
 }
 
 /// A fault resolved against the scenario's servers.
@@ -164,6 +166,15 @@ impl Scenario {
     /// record those separately). 16 hex digits of a 64-bit FNV-1a hash: stable across runs
     /// and machines, so shards and `lbsim merge` can tell an edited scenario.
     pub fn fingerprint(&self) -> String {
+        // No calibration hashes as the single 0.0 it used to be, so fingerprints of
+        // scenarios read from files are unchanged.
+        fn calibration_bits(v: &[f64]) -> String {
+            if v.iter().all(|&x| x == 0.0) {
+                "0".into()
+            } else {
+                format!("{:?}", v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+            }
+        }
         use std::fmt::Write as _;
         let mut h = Fnv(0xcbf2_9ce4_8422_2325);
         let _ = write!(
@@ -181,8 +192,8 @@ impl Scenario {
             self.connections,
             self.faults,
             self.sweep,
-            self.service_overhead.to_bits(),
-            self.extra_latency.to_bits(),
+            calibration_bits(&self.service_overhead),
+            calibration_bits(&self.extra_latency),
         );
         if let Some(t) = &self.workload.trace {
             for x in &t.times {
@@ -518,8 +529,8 @@ impl Validator<'_> {
             connections: f.connections,
             faults,
             sweep,
-            service_overhead: 0.0,
-            extra_latency: 0.0,
+            service_overhead: Vec::new(),
+            extra_latency: Vec::new(),
         };
         sweep::check_points(self, &scenario)?;
         let (rate, capacity) = (scenario.mean_rate(), scenario.capacity());

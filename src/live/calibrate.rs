@@ -1,22 +1,36 @@
 //! Calibration: what a real backend adds to the simulator's model, measured before a
-//! replay so that the simulated side of the comparison includes it.
+//! replay so that the simulated side of the comparison includes it — within a bound.
 //!
-//! Two constants, both medians over every backend's calibration calls:
+//! Two constants **per backend**, each the median over that backend's calibration calls
+//! (never pooled across backends: one slow backend must not move its delay onto the
+//! others, nor the healthy ones' figures onto it):
 //! - **service overhead**: how much longer than `work / speed` a call is in service
 //!   (`served_ns` reported by the backend minus the asked service time). On the Rust
 //!   backend this is the sleep's overshoot, ~35 µs. It occupies a worker, so the simulator
-//!   adds it to every service time (`Scenario::service_overhead`).
+//!   adds it to that server's service times (`Scenario::service_overhead`).
 //! - **extra latency**: the rest of the response time, which no server queue sees —
 //!   schedule lag, encoding, the reader thread's wake-up, the loopback round trip
 //!   both ways and the server's decoding and admission: latency from the scheduled time
-//!   minus `queued_ns + served_ns`. The simulator adds it to every response time
-//!   (`Scenario::extra_latency`).
+//!   minus `queued_ns + served_ns`. The simulator adds it to the response times of that
+//!   server (`Scenario::extra_latency`).
+//!
+//! **What calibration may absorb is bounded**: at most `bound` (default
+//! [`DEFAULT_BOUND`], 10%) of the backend's *declared* mean service time (mean work /
+//! speed, in wall-clock time at the replay's time scale), overhead and extra latency
+//! together. Beyond it [`Calibration::apply`] adds only the bound, and the verdict fails
+//! the backend's `calibration:<server>` row: a model that holds only after adding 8 ms
+//! per request is a wrong model, not a calibrated one. Because a time scale stretches
+//! service times but not a backend's fixed wall-clock costs, the same bound is what
+//! `--time-scale auto` aims under ([`auto_time_scale`]).
 //!
 //! Calls go through the same pool and the same wait-until-due path as the replay, one at
 //! a time on an idle backend (so nothing queues), with a service time close to the
 //! scenario's. Pings (`ping` in the IDL) are also timed per backend, for the report.
 //! Medians, not means: a calibration call that a descheduled thread delays by a
-//! millisecond would otherwise move the constant by tens of microseconds.
+//! millisecond would otherwise move the constant by tens of microseconds. What a backend
+//! adds *under load* (a cost that grows with concurrency, invisible here) is measured
+//! during the replay itself ([`StrategyReplay::under_load`](super::driver::StrategyReplay))
+//! and judged against the same bound.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +39,8 @@ use super::driver::{LiveError, LiveOptions, wait_until};
 use super::pool::{Job, Pool};
 use crate::scenario::Scenario;
 
+pub use crate::report::live::DEFAULT_CALIBRATION_BOUND as DEFAULT_BOUND;
+
 /// Calibration of one backend (wall-clock nanoseconds).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BackendCalibration {
@@ -32,12 +48,27 @@ pub struct BackendCalibration {
     pub server: String,
     /// Median ping round trip.
     pub ping_rtt_ns: f64,
-    /// Median of latency − (queued + served) over calibration calls.
+    /// Median of latency − (queued + served) over calibration calls (≥ 0).
     pub extra_latency_ns: f64,
-    /// Median of served − asked service time.
+    /// Median of served − asked service time (≥ 0).
     pub service_overhead_ns: f64,
     /// Service time asked of each calibration call.
     pub probe_ns: f64,
+    /// The server's declared mean service time (mean work / speed), wall-clock at the
+    /// calibration's time scale.
+    pub declared_service_ns: f64,
+}
+
+impl BackendCalibration {
+    /// What this backend adds per request beyond the declared scenario (wall-clock ns).
+    pub fn absorbed_ns(&self) -> f64 {
+        self.service_overhead_ns + self.extra_latency_ns
+    }
+
+    /// [`BackendCalibration::absorbed_ns`] as a fraction of the declared mean service time.
+    pub fn fraction(&self) -> f64 {
+        self.absorbed_ns() / self.declared_service_ns
+    }
 }
 
 /// What the calibration measured.
@@ -45,24 +76,59 @@ pub struct BackendCalibration {
 pub struct Calibration {
     /// Per backend, in scenario server order.
     pub backends: Vec<BackendCalibration>,
-    /// Median over all calls of the extra latency (wall-clock ns).
-    pub extra_latency_ns: f64,
-    /// Median over all calls of the service overhead (wall-clock ns).
-    pub service_overhead_ns: f64,
 }
 
 impl Calibration {
-    /// A copy of `scenario` whose simulator models the calibrated overheads, in scenario
-    /// units (wall-clock divided by `time_scale`).
-    pub fn apply(&self, scenario: &Scenario, time_scale: f64) -> Scenario {
+    /// A copy of `scenario` whose simulator models each backend's calibrated overheads, in
+    /// scenario units (wall-clock divided by `time_scale`), each backend's total capped at
+    /// `bound` × its declared mean service time (both parts scaled down alike).
+    pub fn apply(&self, scenario: &Scenario, time_scale: f64, bound: f64) -> Scenario {
         let mut s = scenario.clone();
-        s.extra_latency = self.extra_latency_ns * 1e-9 / time_scale;
-        s.service_overhead = self.service_overhead_ns * 1e-9 / time_scale;
+        let (mut over, mut extra) = (Vec::new(), Vec::new());
+        for b in &self.backends {
+            let cap = bound.max(0.0) * b.declared_service_ns;
+            let total = b.absorbed_ns();
+            let k = if total > cap { cap / total } else { 1.0 };
+            over.push(b.service_overhead_ns * k * 1e-9 / time_scale);
+            extra.push(b.extra_latency_ns * k * 1e-9 / time_scale);
+        }
+        s.service_overhead = over;
+        s.extra_latency = extra;
         s
+    }
+
+    /// Each backend's absorbed fraction, capped by `bound`: what the simulated side added.
+    pub fn applied_fraction(&self, server: usize, bound: f64) -> f64 {
+        self.backends
+            .get(server)
+            .map_or(0.0, |b| b.fraction().min(bound))
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The time scale at which every backend's calibrated overhead is at most half of `bound`
+/// of its declared mean service time, given a calibration made at `measured_at`: fixed
+/// wall-clock costs shrink against service times as the scale grows. At least 1, rounded
+/// up to a whole number; `None` when nothing was calibrated.
+pub fn auto_time_scale(c: &Calibration, measured_at: f64, bound: f64) -> Option<f64> {
+    let need = c
+        .backends
+        .iter()
+        .map(|b| {
+            // The declared service time at scale 1, wall-clock.
+            let declared_1 = b.declared_service_ns / measured_at;
+            b.absorbed_ns() / (0.5 * bound * declared_1)
+        })
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))?;
+    Some(need.max(1.0).ceil().min(1000.0))
+}
+
+/// The declared mean service time of server `i` (wall-clock ns at `time_scale`).
+pub(crate) fn declared_service_ns(scenario: &Scenario, i: usize, time_scale: f64) -> f64 {
+    let g = &scenario.groups[scenario.servers()[i].group];
+    g.service.mean() / g.speed * 1e9 * time_scale
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
@@ -89,7 +155,6 @@ pub(crate) fn calibrate(
         return Ok(out);
     }
     super::server::precise_sleeps();
-    let (mut all_extra, mut all_over) = (Vec::new(), Vec::new());
     for (i, info) in servers.iter().enumerate() {
         let g = &scenario.groups[info.group];
         let addr = pool.addrs()[i];
@@ -142,29 +207,77 @@ pub(crate) fn calibrate(
                 Err(e) => return Err(unreachable(e)),
             }
         }
-        all_extra.extend_from_slice(&extra);
-        all_over.extend_from_slice(&over);
         out.backends.push(BackendCalibration {
             server: info.name.clone(),
             ping_rtt_ns: median(rtts),
-            extra_latency_ns: median(extra),
-            service_overhead_ns: median(over),
+            extra_latency_ns: median(extra).max(0.0),
+            service_overhead_ns: median(over).max(0.0),
             probe_ns,
+            declared_service_ns: declared_service_ns(scenario, i, opts.time_scale),
         });
     }
-    out.extra_latency_ns = median(all_extra).max(0.0);
-    out.service_overhead_ns = median(all_over).max(0.0);
     Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::*;
 
     #[test]
     fn median_of_odd_and_even_samples() {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(Vec::new()), 0.0);
+    }
+
+    fn backend(over: f64, extra: f64, declared: f64) -> BackendCalibration {
+        BackendCalibration {
+            server: "s".into(),
+            ping_rtt_ns: 0.0,
+            extra_latency_ns: extra,
+            service_overhead_ns: over,
+            probe_ns: declared,
+            declared_service_ns: declared,
+        }
+    }
+
+    #[test]
+    fn apply_is_per_backend_and_capped_by_the_bound() {
+        let src = r#"
+name = "two"
+duration = 1.0
+[arrivals]
+process = "poisson"
+rate = 10.0
+[[servers]]
+name = "a"
+count = 2
+service = { dist = "deterministic", value = 0.004 }
+[[strategies]]
+kind = "round_robin"
+"#;
+        let s = Scenario::from_source(std::path::Path::new("t.toml"), src).unwrap();
+        // Backend 0 adds 100 µs of a 4 ms service (2.5%); backend 1 adds 2 ms (50%).
+        let c = Calibration {
+            backends: vec![backend(40e3, 60e3, 4e6), backend(1.9e6, 0.1e6, 4e6)],
+        };
+        let a = c.apply(&s, 1.0, 0.10);
+        assert!((a.service_overhead[0] - 40e-6).abs() < 1e-12);
+        assert!((a.extra_latency[0] - 60e-6).abs() < 1e-12);
+        // Capped at 10% of 4 ms = 400 µs, split in the measured proportions.
+        assert!((a.service_overhead[1] + a.extra_latency[1] - 400e-6).abs() < 1e-12);
+        assert!((a.service_overhead[1] - 380e-6).abs() < 1e-12);
+        assert!((c.applied_fraction(1, 0.1) - 0.1).abs() < 1e-12);
+        // Time scale 2: the same wall-clock costs are half as long in scenario time.
+        let b = c.apply(&s, 2.0, 0.10);
+        assert!((b.service_overhead[0] - 20e-6).abs() < 1e-12);
+        // Auto: backend 1 needs 0.5 / 0.05 = 10× to fall under half the bound.
+        assert_eq!(auto_time_scale(&c, 1.0, 0.10), Some(10.0));
+        let idle = Calibration {
+            backends: vec![backend(1e3, 1e3, 4e6)],
+        };
+        assert_eq!(auto_time_scale(&idle, 1.0, 0.10), Some(1.0));
+        assert_eq!(auto_time_scale(&Calibration::default(), 1.0, 0.1), None);
+        assert!((declared_service_ns(&s, 1, 3.0) - 12e6).abs() < 1e-3);
     }
 }

@@ -180,33 +180,22 @@ pub fn default_tolerance(metric: usize) -> f64 {
 /// (`metric=fraction,...`; `*=fraction` sets every metric).
 pub fn tolerances(spec: &[String]) -> Result<Vec<f64>, CheckError> {
     let mut t: Vec<f64> = (0..METRICS.len()).map(default_tolerance).collect();
-    for entry in spec.iter().flat_map(|s| s.split(',')).map(str::trim) {
-        if entry.is_empty() {
-            continue;
-        }
-        let bad = |problem: String| CheckError::BadTolerance {
-            entry: entry.to_string(),
-            problem,
-        };
-        let (name, value) = entry.split_once('=').ok_or_else(|| bad("no `=`".into()))?;
-        let value: f64 = value
-            .trim()
-            .trim_end_matches('%')
-            .parse()
-            .map_err(|_| bad(format!("`{value}` is not a number")))?;
-        let value = if entry.ends_with('%') {
-            value / 100.0
-        } else {
-            value
-        };
-        if !(value.is_finite() && value >= 0.0) {
-            return Err(bad("must be 0 or more".into()));
-        }
-        match name.trim() {
-            "*" => t.iter_mut().for_each(|x| *x = value),
+    let entries = super::tolerance::parse_entries(spec).map_err(|e| CheckError::BadTolerance {
+        entry: e.entry,
+        problem: e.problem,
+    })?;
+    for e in entries {
+        match e.name.as_str() {
+            "*" => t.iter_mut().for_each(|x| *x = e.value),
             n => {
-                let k = metric_index(n).ok_or_else(|| bad(format!("no metric `{n}`")))?;
-                t[k] = value;
+                let k = metric_index(n).ok_or_else(|| {
+                    let bad = e.bad(format!("no metric `{n}`"));
+                    CheckError::BadTolerance {
+                        entry: bad.entry,
+                        problem: bad.problem,
+                    }
+                })?;
+                t[k] = e.value;
             }
         }
     }

@@ -77,9 +77,10 @@ struct Sim<'a> {
     balancers: Vec<Balancer>,
     routing: SimRng,
     events: EventQueue<Event>,
-    /// Live mode's calibrated round trip, added to every response time (zero otherwise);
-    /// converted once here rather than at every completion.
-    extra_latency: Nanos,
+    /// Live mode's calibrated round trip per server, added to the response time of every
+    /// request it serves (empty otherwise); converted once here rather than at every
+    /// completion.
+    extra_latency: Vec<Nanos>,
     /// The next arrival: (time, scheduling sequence, request).
     pending: Option<(Nanos, u64, Request)>,
     requests: RequestStream,
@@ -250,11 +251,17 @@ impl<'a> Sim<'a> {
         let servers: Vec<Server> = scenario
             .servers()
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(i, s)| {
                 let g = &scenario.groups[s.group];
                 let mut server = Server::new(g.workers, g.speed, g.queue_capacity, s.group);
                 // Live mode's calibrated overhead (0 for scenarios read from files).
-                server.overhead = scenario.service_overhead.max(0.0);
+                server.overhead = scenario
+                    .service_overhead
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0.0)
+                    .max(0.0);
                 server
             })
             .collect();
@@ -277,7 +284,11 @@ impl<'a> Sim<'a> {
             routing: stream_rng(seed, replication, Stream::Routing, 0),
             events: EventQueue::default(),
             pending: None,
-            extra_latency: Nanos::from_secs_f64(scenario.extra_latency),
+            extra_latency: scenario
+                .extra_latency
+                .iter()
+                .map(|&x| Nanos::from_secs_f64(x.max(0.0)))
+                .collect(),
             requests: RequestStream::new(&scenario.workload, seed, replication),
             m: RunMetrics::new(&workers, from, to),
             from,
@@ -511,7 +522,7 @@ impl<'a> Sim<'a> {
             );
         }
         // Plus live mode's calibrated round trip (0 for scenarios read from files).
-        let latency = now - job.arrival + self.extra_latency;
+        let latency = now - job.arrival + self.extra_latency.get(i).copied().unwrap_or_default();
         if job.measured {
             self.m.record_latency(latency);
             self.m
