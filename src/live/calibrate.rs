@@ -27,16 +27,22 @@
 //! a time on an idle backend (so nothing queues), with a service time close to the
 //! scenario's. Pings (`ping` in the IDL) are also timed per backend, for the report.
 //! Medians, not means: a calibration call that a descheduled thread delays by a
-//! millisecond would otherwise move the constant by tens of microseconds. What a backend
-//! adds *under load* (a cost that grows with concurrency, invisible here) is measured
-//! during the replay itself ([`StrategyReplay::under_load`](super::driver::StrategyReplay))
-//! and judged against the same bound.
+//! millisecond would otherwise move the constant by tens of microseconds.
+//!
+//! What a backend adds *under load* (a cost that grows with concurrency, as a Python
+//! server's does, invisible to the idle calls) is measured on the replay's own calls
+//! ([`LoadedCost`], [`StrategyReplay::under_load`](super::driver::StrategyReplay)), judged
+//! against the same bound, and it is what the simulated side of that strategy adds
+//! ([`Calibration::under_load`]), capped alike.
 
 use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
 
 use super::client::{CallOutcome, ClientConfig, ClientError, Connection};
 use super::driver::{LiveError, LiveOptions, wait_until};
 use super::pool::{Job, Pool};
+use crate::metrics::latency_histogram;
 use crate::scenario::Scenario;
 
 pub use crate::report::live::DEFAULT_CALIBRATION_BOUND as DEFAULT_BOUND;
@@ -71,6 +77,33 @@ impl BackendCalibration {
     }
 }
 
+/// What one backend added to the calls of a replay, under its load (wall-clock ns; values
+/// below 1 ns recorded as 1): the same two parts as the idle calibration.
+#[derive(Clone, Debug)]
+pub struct LoadedCost {
+    /// served − declared service (work / declared speed).
+    pub overhead: Histogram<u64>,
+    /// response time from the scheduled time − queued − served.
+    pub extra: Histogram<u64>,
+}
+
+impl Default for LoadedCost {
+    fn default() -> Self {
+        LoadedCost {
+            overhead: latency_histogram(),
+            extra: latency_histogram(),
+        }
+    }
+}
+
+impl LoadedCost {
+    /// Records one served call.
+    pub(crate) fn record(&mut self, overhead_ns: f64, extra_ns: f64) {
+        self.overhead.saturating_record(overhead_ns.max(1.0) as u64);
+        self.extra.saturating_record(extra_ns.max(1.0) as u64);
+    }
+}
+
 /// What the calibration measured.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Calibration {
@@ -95,6 +128,19 @@ impl Calibration {
         s.service_overhead = over;
         s.extra_latency = extra;
         s
+    }
+
+    /// The calibration under a replay's load: each backend's medians of `loaded` where it
+    /// served calls, its idle calibration otherwise (or if `loaded` is empty).
+    pub fn under_load(&self, loaded: &[LoadedCost]) -> Calibration {
+        let mut c = self.clone();
+        for (b, l) in c.backends.iter_mut().zip(loaded) {
+            if !l.overhead.is_empty() {
+                b.service_overhead_ns = l.overhead.value_at_quantile(0.5) as f64;
+                b.extra_latency_ns = l.extra.value_at_quantile(0.5) as f64;
+            }
+        }
+        c
     }
 
     /// Each backend's absorbed fraction, capped by `bound`: what the simulated side added.

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::calibrate::{Calibration, calibrate};
+use super::calibrate::{Calibration, LoadedCost, calibrate};
 use super::client::{CallOutcome, ClientConfig, ClientError};
 use super::cluster::{Cluster, ClusterError};
 use super::pool::{DEFAULT_MAX_PER_BACKEND, Done, Job, Pool};
@@ -212,12 +212,10 @@ pub struct StrategyReplay {
     pub first_error: Option<String>,
     /// Whether the dispatcher ran at real-time priority ([`LiveOptions::realtime`]).
     pub realtime: bool,
-    /// Per backend, what it added to each served call *under the replay's load*
-    /// (wall-clock ns): response time from the scheduled time minus the time queued for a
-    /// worker minus the declared service (work / speed) — the idle calibration's
-    /// overhead + extra latency, measured under load. Empty where not measured
-    /// (connection-level replays).
-    pub under_load: Vec<Histogram<u64>>,
+    /// Per backend, what it added to each served call *under the replay's load*: the
+    /// idle calibration's service overhead and extra latency, measured on the replay's
+    /// calls. Empty where not measured (connection-level replays).
+    pub under_load: Vec<LoadedCost>,
 }
 
 /// The replay of every strategy.
@@ -498,7 +496,7 @@ struct Replay {
     workers: Vec<u32>,
     /// Declared speed per backend, for the declared service of a call.
     speeds: Vec<f64>,
-    under_load: Vec<Histogram<u64>>,
+    under_load: Vec<LoadedCost>,
     first_error: Option<String>,
 }
 
@@ -529,8 +527,8 @@ impl Replay {
                     .saturating_duration_since(job.scheduled)
                     .as_nanos();
                 let declared = job.work_ns as f64 / self.speeds[i];
-                let added = wall as f64 - queued_ns as f64 - declared;
-                self.under_load[i].saturating_record(added.max(1.0) as u64);
+                let (queued, served) = (queued_ns as f64, served_ns as f64);
+                self.under_load[i].record(served - declared, wall as f64 - queued - served);
                 self.balancer.complete(i, latency, Outcome::Ok, now);
                 if measured {
                     self.metrics.record_latency(latency);
@@ -630,7 +628,7 @@ fn dispatch(
         errors: 0,
         errors_per_backend: vec![0; workers.len()],
         marked_down: Vec::new(),
-        under_load: workers.iter().map(|_| latency_histogram()).collect(),
+        under_load: vec![LoadedCost::default(); workers.len()],
         speeds: scenario
             .servers()
             .iter()

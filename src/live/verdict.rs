@@ -71,20 +71,34 @@ pub fn compare(
     calibrated
         .strategies
         .retain(|e| labels.contains(&e.label().as_str()));
-    let sim = run(
-        &calibrated,
-        &RunOptions {
-            replications: opts.replications,
-            seed: Some(live.seed),
-            threads: opts.threads,
-            ..Default::default()
-        },
-    )?;
-    let sim_replayed: Vec<RunMetrics> = calibrated
-        .strategies
-        .iter()
-        .map(|e| simulate(&calibrated, &e.spec, live.replication, live.seed))
-        .collect();
+    // Each strategy is simulated with what the backends added under *its* replay's load
+    // (the idle calibration where that was not measured), capped by the bound.
+    let mut sim = RunResults {
+        seed: live.seed,
+        requested: 0,
+        finished: Vec::new(),
+        strategies: Vec::new(),
+    };
+    let mut sim_replayed = Vec::new();
+    for (replay, entry) in live.strategies.iter().zip(&calibrated.strategies) {
+        let mut one =
+            live.calibration
+                .under_load(&replay.under_load)
+                .apply(scenario, live.time_scale, bound);
+        one.strategies = vec![entry.clone()];
+        let r = run(
+            &one,
+            &RunOptions {
+                replications: opts.replications,
+                seed: Some(live.seed),
+                threads: opts.threads,
+                ..Default::default()
+            },
+        )?;
+        (sim.requested, sim.finished) = (r.requested, r.finished);
+        sim.strategies.extend(r.strategies);
+        sim_replayed.push(simulate(&one, &entry.spec, live.replication, live.seed));
+    }
     let live_results = RunResults {
         seed: live.seed,
         requested: 1,
@@ -106,13 +120,14 @@ pub fn compare(
             s.under_load
                 .iter()
                 .enumerate()
-                .map(|(i, h)| {
+                .map(|(i, l)| {
                     let declared =
                         super::calibrate::declared_service_ns(scenario, i, live.time_scale);
-                    if h.is_empty() {
+                    if l.overhead.is_empty() {
                         f64::NAN
                     } else {
-                        h.value_at_quantile(0.5) as f64 / declared
+                        (l.overhead.value_at_quantile(0.5) + l.extra.value_at_quantile(0.5)) as f64
+                            / declared
                     }
                 })
                 .collect()

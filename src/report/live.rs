@@ -741,15 +741,17 @@ pub fn table(verdict: &Verdict) -> String {
     );
     for r in &verdict.rows {
         let unit = r.figure.unit();
-        let (diff, allowed) = match r.figure.kind() {
-            Kind::Relative => (
+        // Relative to a simulated 0 (an empty queue) means nothing: show the absolute floor.
+        let relative = r.figure.kind() == Kind::Relative && r.base() != 0.0;
+        let (diff, allowed) = match relative {
+            true => (
                 format!("{:+.1}%", 100.0 * r.relative_difference()),
                 format!(
                     "{:.1}%",
                     100.0 * r.tolerance.allowed(r.base()) / r.base().abs()
                 ),
             ),
-            Kind::Absolute => (
+            false => (
                 show(r.difference(), unit),
                 show(r.tolerance.allowed(r.base()), unit),
             ),
