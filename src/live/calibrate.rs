@@ -151,21 +151,47 @@ impl Calibration {
     }
 }
 
+/// Largest time scale `auto` picks: 50 turns a 6 s scenario into 5 minutes per strategy.
+pub const MAX_AUTO_TIME_SCALE: f64 = 50.0;
+
 /// The time scale at which every backend's calibrated overhead is at most half of `bound`
-/// of its declared mean service time, given a calibration made at `measured_at`: fixed
-/// wall-clock costs shrink against service times as the scale grows. At least 1, rounded
-/// up to a whole number; `None` when nothing was calibrated.
-pub fn auto_time_scale(c: &Calibration, measured_at: f64, bound: f64) -> Option<f64> {
-    let need = c
+/// of its declared mean service time, from two calibrations of the same backends with
+/// different probe sizes, `a` and `b`, made at time scales `a_at` and `b_at`.
+///
+/// Per backend, what calibration absorbed is fitted as `fixed + proportional × probe`:
+/// only the fixed wall-clock part (round trips, decoding, wake-ups) shrinks against
+/// service times as the scale grows; a proportional part (a backend slower than declared)
+/// does not, so the scale is chosen to bring the fixed part under what the bound leaves
+/// (at least a quarter of it), and the proportional part is left for the verdict to judge.
+/// When both probes were the same size, everything counts as fixed. Rounded up to a whole
+/// number, within 1 and [`MAX_AUTO_TIME_SCALE`]; `None` when nothing was calibrated.
+pub fn auto_time_scale(
+    a: &Calibration,
+    a_at: f64,
+    b: &Calibration,
+    b_at: f64,
+    bound: f64,
+) -> Option<f64> {
+    let need = a
         .backends
         .iter()
-        .map(|b| {
+        .zip(&b.backends)
+        .map(|(x, y)| {
+            let (px, py) = (x.probe_ns, y.probe_ns);
+            let slope = if (px - py).abs() > 1.0 {
+                ((x.absorbed_ns() - y.absorbed_ns()) / (px - py)).max(0.0)
+            } else {
+                0.0
+            };
+            let fixed = (x.absorbed_ns() - slope * px).max(0.0);
             // The declared service time at scale 1, wall-clock.
-            let declared_1 = b.declared_service_ns / measured_at;
-            b.absorbed_ns() / (0.5 * bound * declared_1)
+            let declared_1 = x.declared_service_ns / a_at;
+            debug_assert!((y.declared_service_ns / b_at - declared_1).abs() <= 1e-6 * declared_1);
+            let room = (0.5 * bound - slope).max(0.25 * bound);
+            fixed / (room * declared_1)
         })
         .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))?;
-    Some(need.max(1.0).ceil().min(1000.0))
+    Some(need.max(1.0).ceil().min(MAX_AUTO_TIME_SCALE))
 }
 
 /// The declared mean service time of server `i` (wall-clock ns at `time_scale`).
@@ -317,13 +343,27 @@ kind = "round_robin"
         // Time scale 2: the same wall-clock costs are half as long in scenario time.
         let b = c.apply(&s, 2.0, 0.10);
         assert!((b.service_overhead[0] - 20e-6).abs() < 1e-12);
-        // Auto: backend 1 needs 0.5 / 0.05 = 10× to fall under half the bound.
-        assert_eq!(auto_time_scale(&c, 1.0, 0.10), Some(10.0));
+        // Auto, probes of one size: backend 1's 2 ms count as fixed and need 0.5 / 0.05
+        // = 10× to fall under half the bound.
+        assert_eq!(auto_time_scale(&c, 1.0, &c, 1.0, 0.10), Some(10.0));
         let idle = Calibration {
             backends: vec![backend(1e3, 1e3, 4e6)],
         };
-        assert_eq!(auto_time_scale(&idle, 1.0, 0.10), Some(1.0));
-        assert_eq!(auto_time_scale(&Calibration::default(), 1.0, 0.1), None);
+        assert_eq!(auto_time_scale(&idle, 1.0, &idle, 1.0, 0.10), Some(1.0));
+        let none = Calibration::default();
+        assert_eq!(auto_time_scale(&none, 1.0, &none, 1.0, 0.1), None);
+        // A backend 30% slower than declared: its overhead grows with the probe (0.3 ×
+        // probe) on top of 200 µs fixed. Scaling cannot remove the 30%: the scale only
+        // brings the fixed part under a quarter of the bound (200 µs / (2.5% of 4 ms) = 2).
+        let probe = |p: f64| {
+            let mut b = backend(200e3 + 0.3 * p, 0.0, 4e6);
+            b.probe_ns = p;
+            Calibration { backends: vec![b] }
+        };
+        assert_eq!(
+            auto_time_scale(&probe(2e6), 1.0, &probe(1e6), 1.0, 0.10),
+            Some(2.0)
+        );
         assert!((declared_service_ns(&s, 1, 3.0) - 12e6).abs() < 1e-3);
     }
 }

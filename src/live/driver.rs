@@ -301,11 +301,19 @@ pub fn replay_via(
     };
     let chosen;
     let opts = if opts.auto_time_scale {
-        // A first calibration, direct to each backend, at the given scale.
-        let first = super::l4::calibrate(scenario, cfg, &addrs, None, opts)?;
+        // Two first calibrations, direct to each backend, with probes of different sizes
+        // (time scales 1/4 and 1 of the given one), to tell fixed costs from
+        // proportional ones.
+        let at = |k: f64| LiveOptions {
+            time_scale: k,
+            ..opts.clone()
+        };
+        let (k_small, k) = (opts.time_scale / 4.0, opts.time_scale);
+        let small = super::l4::calibrate(scenario, cfg, &addrs, None, &at(k_small))?;
+        let large = super::l4::calibrate(scenario, cfg, &addrs, None, &at(k))?;
         let scale =
-            super::calibrate::auto_time_scale(&first, opts.time_scale, opts.calibration_bound)
-                .map_or(opts.time_scale, |k| k.max(opts.time_scale));
+            super::calibrate::auto_time_scale(&large, k, &small, k_small, opts.calibration_bound)
+                .map_or(opts.time_scale, |s| s.max(opts.time_scale));
         chosen = LiveOptions {
             time_scale: scale,
             auto_time_scale: false,
