@@ -146,7 +146,7 @@ pub fn compare(
         &opts.tolerances,
         opts.reference,
     );
-    let p50 = crate::metrics::metric_index("latency_p50").expect("p50 exists");
+    let p50 = crate::metrics::Metric::LatencyP50;
     let lag = live
         .strategies
         .iter()

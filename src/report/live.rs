@@ -33,7 +33,7 @@ use serde::Serialize;
 
 use super::tolerance::{BadEntry, parse_entries};
 use super::{ImageFormat, ReportError, write_servers_csv, write_summary_csv};
-use crate::metrics::{RunMetrics, RunSummary, metric_index};
+use crate::metrics::{Metric, RunMetrics, RunSummary};
 use crate::runner::RunResults;
 use crate::scenario::Scenario;
 use crate::stats::{Estimate, estimate};
@@ -136,11 +136,14 @@ impl Figure {
 
     /// Name in `comparison.csv` (before `:server`) and in `--tolerance`.
     pub fn name(self) -> &'static str {
+        if let Some(m) = self.metric() {
+            return m.name();
+        }
         match self {
-            Figure::LatencyMean => "latency_mean",
-            Figure::LatencyP50 => "latency_p50",
-            Figure::LatencyP99 => "latency_p99",
-            Figure::ErrorFraction => "error_fraction",
+            Figure::LatencyMean
+            | Figure::LatencyP50
+            | Figure::LatencyP99
+            | Figure::ErrorFraction => unreachable!("cluster figures are metrics"),
             Figure::Share => "share",
             Figure::ServerUtilization => "server_utilization",
             Figure::ServerQueueMean => "server_queue_mean",
@@ -150,24 +153,31 @@ impl Figure {
         }
     }
 
+    /// The cluster metric it compares, for the cluster figures (whose name and unit are
+    /// that metric's).
+    pub fn metric(self) -> Option<Metric> {
+        match self {
+            Figure::LatencyMean => Some(Metric::LatencyMean),
+            Figure::LatencyP50 => Some(Metric::LatencyP50),
+            Figure::LatencyP99 => Some(Metric::LatencyP99),
+            Figure::ErrorFraction => Some(Metric::ErrorFraction),
+            _ => None,
+        }
+    }
+
     /// Unit of its values.
     pub fn unit(self) -> &'static str {
-        match self {
-            Figure::LatencyMean
-            | Figure::LatencyP50
-            | Figure::LatencyP99
-            | Figure::ServerLatencyMean => "s",
-            Figure::ServerQueueMean => "requests",
+        match (self.metric(), self) {
+            (Some(m), _) => m.unit(),
+            (None, Figure::ServerLatencyMean) => "s",
+            (None, Figure::ServerQueueMean) => "requests",
             _ => "1",
         }
     }
 
     /// One value per server (else one for the cluster).
     pub fn per_server(self) -> bool {
-        !matches!(
-            self,
-            Figure::LatencyMean | Figure::LatencyP50 | Figure::LatencyP99 | Figure::ErrorFraction
-        )
+        self.metric().is_none()
     }
 
     /// Whether `--tolerance NAME=x` is relative or absolute.
@@ -492,10 +502,7 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
         let replayed = &j.sim_replayed[k];
         let live = &j.live.strategies[k].runs[0];
         for figure in Figure::ALL {
-            if figure.per_server() {
-                continue;
-            }
-            let m = metric_index(figure.name()).expect("cluster figures are metrics");
+            let Some(m) = figure.metric() else { continue };
             push(
                 label,
                 figure,
