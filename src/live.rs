@@ -15,7 +15,6 @@ pub mod client;
 pub mod cluster;
 pub mod driver;
 pub mod l4;
-mod plot;
 mod pool;
 #[allow(
     missing_docs,

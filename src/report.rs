@@ -8,12 +8,14 @@
 pub mod check;
 pub mod comparisons;
 pub mod csv_files;
+pub mod live;
 pub mod markdown;
 pub mod output;
 pub mod plots;
 pub mod sweep;
 pub mod table;
 pub mod timeseries;
+pub mod tolerance;
 
 use std::path::{Path, PathBuf};
 

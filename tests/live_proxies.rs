@@ -26,7 +26,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lbsim::live::verdict::{self, CompareOptions, Verdict};
+use lbsim::live::verdict::{self, CompareOptions, Figure, Verdict};
 use lbsim::live::{LiveError, LiveOptions, LiveRun, ProxyKind, replay_via};
 use lbsim::scenario::Scenario;
 
@@ -139,11 +139,18 @@ fn assert_passes(v: &Verdict) {
     let failed: Vec<String> = v
         .rows
         .iter()
-        .filter(|r| r.verdict != "pass" && (refused.is_none() || !r.metric.starts_with("latency")))
+        .filter(|r| {
+            !r.passed()
+                && (refused.is_none() || matches!(r.figure, Figure::Share | Figure::ErrorFraction))
+        })
         .map(|r| {
             format!(
-                "{} {}: sim {:.4} live {:.4} ({:+.3})",
-                r.strategy, r.metric, r.sim_replayed, r.live, r.difference
+                "{} {}: sim {:.4} live {:.4} ({:+.4})",
+                r.strategy,
+                r.metric(),
+                r.sim_replayed,
+                r.live,
+                r.difference()
             )
         })
         .collect();

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use lbsim::live::server::{self, ServerConfig, ServerLimits};
-use lbsim::live::verdict::{self, CompareOptions, Reference, Tolerances};
+use lbsim::live::verdict::{self, CompareOptions, Outcome, Reference, Tolerances};
 use lbsim::live::{
     Cluster, LiveError, LiveOptions, Protocol, ProxyError, ProxyKind, Transport, replay_via,
 };
@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// of a `[connections]` scenario always do), for clients that pipeline calls.
     #[arg(long, conflicts_with = "scenario")]
     pipelined: bool,
+    /// Seconds added to every call's service inside its worker slot: a backend costlier
+    /// than declared, to check that `lbsim live` fails it.
+    #[arg(long, default_value_t = 0.0, conflicts_with = "scenario")]
+    extra_delay: f64,
     /// Thrift protocol: binary or compact.
     #[arg(long, default_value = "binary")]
     protocol: Protocol,
@@ -108,9 +112,10 @@ pub struct LiveArgs {
     #[arg(long, value_delimiter = ',')]
     backends: Option<Vec<String>>,
     /// Stretch every scenario time by this factor on the wire (reports stay in
-    /// scenario units).
-    #[arg(long, default_value_t = 1.0)]
-    time_scale: f64,
+    /// scenario units); `auto` picks the smallest whole factor at which every backend's
+    /// calibrated overhead is at most half the calibration bound.
+    #[arg(long, default_value = "1", value_parser = parse_time_scale)]
+    time_scale: TimeScale,
     /// Output folder [default: reports/<scenario name>/live/].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -132,9 +137,11 @@ pub struct LiveArgs {
     /// Thrift transport: framed or buffered.
     #[arg(long, default_value = "framed")]
     transport: Transport,
-    /// Tolerances, e.g. latency_mean=0.1,latency_p50=0.1,latency_p99=0.2,share=0.02.
+    /// Tolerances, as for `check`: name=fraction or name=percent, e.g.
+    /// latency_p99=20%,share=0.02,calibration=10% (names: the `metric` column of
+    /// comparison.csv before any `:server`); repeatable.
     #[arg(long)]
-    tolerance: Option<String>,
+    tolerance: Vec<String>,
     /// Compare live values with the simulated `replayed` replication or the `mean`.
     #[arg(long, default_value = "replayed")]
     against: String,
@@ -158,6 +165,11 @@ pub struct LiveArgs {
     /// one, so a frozen backend costs no more than this.
     #[arg(long, default_value_t = 64)]
     max_connections_per_backend: usize,
+    /// Keep the dispatcher at normal priority (by default it asks for real-time priority,
+    /// `SCHED_FIFO` 10 through `chrt`, where permitted, so that a loaded machine delays
+    /// its sends less).
+    #[arg(long)]
+    no_realtime: bool,
     /// Draw the CDF plot as PNG instead of SVG.
     #[arg(long)]
     png: bool,
@@ -170,6 +182,24 @@ pub struct LiveArgs {
     /// `[connections]` scenario. Its files go to OUT/proxy/<strategy>/.
     #[arg(long, value_parser = parse_proxy)]
     via: Option<ProxyKind>,
+}
+
+/// `--time-scale`: a factor, or `auto`.
+#[derive(Clone, Copy, Debug)]
+pub enum TimeScale {
+    /// This factor.
+    Fixed(f64),
+    /// Chosen from calibration.
+    Auto,
+}
+
+fn parse_time_scale(s: &str) -> Result<TimeScale, String> {
+    if s == "auto" {
+        return Ok(TimeScale::Auto);
+    }
+    s.parse()
+        .map(TimeScale::Fixed)
+        .map_err(|_| format!("`{s}` is neither a number nor `auto`"))
 }
 
 fn parse_proxy(s: &str) -> Result<ProxyKind, String> {
@@ -235,6 +265,16 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
         transport: a.transport,
         limits,
         pipelined: a.pipelined,
+        extra_delay: match Duration::try_from_secs_f64(a.extra_delay) {
+            Ok(d) => d,
+            Err(_) => {
+                eprintln!(
+                    "error: --extra-delay must be a number of seconds, 0 or more, got {}",
+                    a.extra_delay
+                );
+                return Ok(ExitCode::from(EXIT_BAD_INPUT));
+            }
+        },
         ..ServerConfig::new(a.id.clone())
     };
     if let Err(e) = cfg.validate() {
@@ -289,11 +329,18 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
     // is dropped; the strategies replayed before it are compared and written.
     let interrupt =
         Interrupt::install("stopping the replay; writing the strategies that finished")?;
-    let tolerances = Tolerances::default().with_overrides(a.tolerance.as_deref().unwrap_or(""))?;
+    let tolerances = Tolerances::parse(&a.tolerance)?;
     let reference: Reference = a.against.parse()?;
+    let (time_scale, auto_time_scale) = match a.time_scale {
+        TimeScale::Fixed(k) => (k, false),
+        TimeScale::Auto => (1.0, true),
+    };
     let opts = LiveOptions {
         backends: a.backends.as_deref().map(resolve).transpose()?,
-        time_scale: a.time_scale,
+        time_scale,
+        auto_time_scale,
+        calibration_bound: tolerances.calibration_bound(),
+        realtime: !a.no_realtime,
         replication: a.replication,
         seed: a.seed,
         protocol: a.protocol,
@@ -306,7 +353,7 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
         max_connections_per_backend: a.max_connections_per_backend,
     };
     eprintln!(
-        "{}: replaying replication {} of {} strategies at time scale {} ({:.0} s of wall-clock time each)",
+        "{}: replaying replication {} of {} strategies at time scale {} ({:.0} s of wall-clock time each at that scale)",
         scenario.name,
         a.replication,
         if a.strategies.is_empty() {
@@ -314,8 +361,12 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
         } else {
             a.strategies.len()
         },
-        a.time_scale,
-        scenario.end() * a.time_scale
+        if auto_time_scale {
+            "auto".to_string()
+        } else {
+            time_scale.to_string()
+        },
+        scenario.end() * time_scale
     );
     let out = a
         .out
@@ -353,18 +404,9 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
         eprintln!("interrupted before any strategy finished: nothing to write");
         return Ok(interrupt.exit_code());
     }
-    let c = &run.calibration;
-    println!(
-        "calibration: extra latency {:.1} µs, service overhead {:.1} µs (wall-clock, medians); ping {}",
-        c.extra_latency_ns * 1e-3,
-        c.service_overhead_ns * 1e-3,
-        c.backends
-            .iter()
-            .map(|b| format!("{:.0}", b.ping_rtt_ns * 1e-3))
-            .collect::<Vec<_>>()
-            .join("/")
-            + " µs"
-    );
+    if auto_time_scale {
+        println!("time scale {} (auto, from calibration)", run.time_scale);
+    }
     for s in &run.strategies {
         let served = s.metrics.latency.len();
         let down: Vec<String> = s
@@ -373,7 +415,7 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
             .map(|&i| scenario.servers()[i].name.clone())
             .collect();
         println!(
-            "{:<20} sent {}, served (measured) {}, errors {}{}, {:.1} s wall, {} connections{}",
+            "{:<20} sent {}, served (measured) {}, errors {}{}, {:.1} s wall, {} connections{}; dispatcher at {} priority",
             s.label,
             s.sent,
             served,
@@ -389,7 +431,8 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
                 format!(", {} requests waited for a connection", s.connection_waits)
             } else {
                 String::new()
-            }
+            },
+            if s.realtime { "real-time" } else { "normal" }
         );
         if let Some(e) = &s.first_error {
             println!("{:<20} first error: {e}", "");
@@ -458,19 +501,25 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(interrupt.exit_code());
     }
-    if let Some(why) = verdict.refusal() {
-        eprintln!("{why}");
-        eprintln!(
-            "  exit status {EXIT_NO_VERDICT}: no verdict (not a disagreement); `--report-lag` shows the lag, `--strategy LABEL` replays fewer strategies, `chrt -f 10 lbsim live ...` shields the driver"
-        );
-        return Ok(ExitCode::from(EXIT_NO_VERDICT));
-    }
-    if verdict.passed() {
-        println!("verdict: live agrees with the simulation within tolerance");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        let failed = verdict.rows.iter().filter(|r| r.verdict != "pass").count();
-        println!("verdict: {failed} comparison(s) outside tolerance");
-        Ok(ExitCode::from(1))
+    match verdict.outcome() {
+        Outcome::NoVerdict { reason } => {
+            eprintln!("{reason}");
+            eprintln!(
+                "  exit status {EXIT_NO_VERDICT}: no verdict (not a disagreement); `--report-lag` shows the lag, `--strategy LABEL` replays fewer strategies, `chrt -f 10 lbsim live ...` shields the driver"
+            );
+            Ok(ExitCode::from(EXIT_NO_VERDICT))
+        }
+        Outcome::Pass => {
+            println!("verdict: pass — live agrees with the simulation within tolerance");
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Fail { failed } => {
+            println!(
+                "verdict: FAIL — {} comparison(s) outside tolerance: {}",
+                failed.len(),
+                failed.join(", ")
+            );
+            Ok(ExitCode::from(1))
+        }
     }
 }

@@ -1,31 +1,53 @@
 //! Calibration: what a real backend adds to the simulator's model, measured before a
-//! replay so that the simulated side of the comparison includes it.
+//! replay so that the simulated side of the comparison includes it — within a bound.
 //!
-//! Two constants, both medians over every backend's calibration calls:
+//! Two constants **per backend**, each the median over that backend's calibration calls
+//! (never pooled across backends: one slow backend must not move its delay onto the
+//! others, nor the healthy ones' figures onto it):
 //! - **service overhead**: how much longer than `work / speed` a call is in service
 //!   (`served_ns` reported by the backend minus the asked service time). On the Rust
 //!   backend this is the sleep's overshoot, ~35 µs. It occupies a worker, so the simulator
-//!   adds it to every service time ([`Overheads::service`]).
+//!   adds it to that server's service times ([`Overheads::service`]).
 //! - **extra latency**: the rest of the response time, which no server queue sees —
 //!   schedule lag, encoding, the reader thread's wake-up, the loopback round trip
 //!   both ways and the server's decoding and admission: latency from the scheduled time
-//!   minus `queued_ns + served_ns`. The simulator adds it to every response time
-//!   ([`Overheads::extra_latency`]). Both are passed to the engine with the run
+//!   minus `queued_ns + served_ns`. The simulator adds it to the response times of that
+//!   server ([`Overheads::extra_latency`]). Both are passed to the engine with the run
 //!   ([`Calibration::overheads`]), never stored on the scenario.
+//!
+//! **What calibration may absorb is bounded**: at most `bound` (default
+//! [`DEFAULT_BOUND`], 10%) of the backend's *declared* mean service time (mean work /
+//! speed, in wall-clock time at the replay's time scale), overhead and extra latency
+//! together. Beyond it [`Calibration::overheads`] adds only the bound, and the verdict fails
+//! the backend's `calibration:<server>` row: a model that holds only after adding 8 ms
+//! per request is a wrong model, not a calibrated one. Because a time scale stretches
+//! service times but not a backend's fixed wall-clock costs, the same bound is what
+//! `--time-scale auto` aims under ([`auto_time_scale`]).
 //!
 //! Calls go through the same pool and the same wait-until-due path as the replay, one at
 //! a time on an idle backend (so nothing queues), with a service time close to the
 //! scenario's. Pings (`ping` in the IDL) are also timed per backend, for the report.
 //! Medians, not means: a calibration call that a descheduled thread delays by a
 //! millisecond would otherwise move the constant by tens of microseconds.
+//!
+//! What a backend adds *under load* (a cost that grows with concurrency, as a Python
+//! server's does, invisible to the idle calls) is measured on the replay's own calls
+//! ([`LoadedCost`], [`StrategyReplay::under_load`](super::driver::StrategyReplay)), judged
+//! against the same bound, and it is what the simulated side of that strategy adds
+//! ([`Calibration::under_load`]), capped alike.
 
 use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
 
 use super::client::{CallOutcome, ClientConfig, ClientError, Connection};
 use super::driver::{LiveError, LiveOptions, wait_until};
 use super::pool::{Job, Pool};
+use crate::metrics::latency_histogram;
 use crate::scenario::Scenario;
 use crate::sim::Overheads;
+
+pub use crate::report::live::DEFAULT_CALIBRATION_BOUND as DEFAULT_BOUND;
 
 /// Calibration of one backend (wall-clock nanoseconds).
 #[derive(Clone, Debug, PartialEq)]
@@ -34,12 +56,54 @@ pub struct BackendCalibration {
     pub server: String,
     /// Median ping round trip.
     pub ping_rtt_ns: f64,
-    /// Median of latency − (queued + served) over calibration calls.
+    /// Median of latency − (queued + served) over calibration calls (≥ 0).
     pub extra_latency_ns: f64,
-    /// Median of served − asked service time.
+    /// Median of served − asked service time (≥ 0).
     pub service_overhead_ns: f64,
     /// Service time asked of each calibration call.
     pub probe_ns: f64,
+    /// The server's declared mean service time (mean work / speed), wall-clock at the
+    /// calibration's time scale.
+    pub declared_service_ns: f64,
+}
+
+impl BackendCalibration {
+    /// What this backend adds per request beyond the declared scenario (wall-clock ns).
+    pub fn absorbed_ns(&self) -> f64 {
+        self.service_overhead_ns + self.extra_latency_ns
+    }
+
+    /// [`BackendCalibration::absorbed_ns`] as a fraction of the declared mean service time.
+    pub fn fraction(&self) -> f64 {
+        self.absorbed_ns() / self.declared_service_ns
+    }
+}
+
+/// What one backend added to the calls of a replay, under its load (wall-clock ns; values
+/// below 1 ns recorded as 1): the same two parts as the idle calibration.
+#[derive(Clone, Debug)]
+pub struct LoadedCost {
+    /// served − declared service (work / declared speed).
+    pub overhead: Histogram<u64>,
+    /// response time from the scheduled time − queued − served.
+    pub extra: Histogram<u64>,
+}
+
+impl Default for LoadedCost {
+    fn default() -> Self {
+        LoadedCost {
+            overhead: latency_histogram(),
+            extra: latency_histogram(),
+        }
+    }
+}
+
+impl LoadedCost {
+    /// Records one served call.
+    pub(crate) fn record(&mut self, overhead_ns: f64, extra_ns: f64) {
+        self.overhead.saturating_record(overhead_ns.max(1.0) as u64);
+        self.extra.saturating_record(extra_ns.max(1.0) as u64);
+    }
 }
 
 /// What the calibration measured.
@@ -47,24 +111,98 @@ pub struct BackendCalibration {
 pub struct Calibration {
     /// Per backend, in scenario server order.
     pub backends: Vec<BackendCalibration>,
-    /// Median over all calls of the extra latency (wall-clock ns).
-    pub extra_latency_ns: f64,
-    /// Median over all calls of the service overhead (wall-clock ns).
-    pub service_overhead_ns: f64,
 }
 
 impl Calibration {
-    /// The calibrated overheads for the simulator, in scenario units (wall-clock divided
-    /// by `time_scale`).
-    pub fn overheads(&self, time_scale: f64) -> Overheads {
-        Overheads {
-            service: self.service_overhead_ns * 1e-9 / time_scale,
-            extra_latency: self.extra_latency_ns * 1e-9 / time_scale,
+    /// The overheads the simulator models for each backend, passed to the engine with the
+    /// run (the scenario stays as written), in scenario units (wall-clock divided by
+    /// `time_scale`), each backend's total capped at `bound` × its declared mean service
+    /// time (both parts scaled down alike).
+    pub fn overheads(&self, time_scale: f64, bound: f64) -> Overheads {
+        let mut o = Overheads::NONE;
+        for b in &self.backends {
+            let cap = bound.max(0.0) * b.declared_service_ns;
+            let total = b.absorbed_ns();
+            let k = if total > cap { cap / total } else { 1.0 };
+            o.service
+                .push(b.service_overhead_ns * k * 1e-9 / time_scale);
+            o.extra_latency
+                .push(b.extra_latency_ns * k * 1e-9 / time_scale);
         }
+        o
+    }
+
+    /// The calibration under a replay's load: each backend's medians of `loaded` where it
+    /// served calls, its idle calibration otherwise (or if `loaded` is empty).
+    pub fn under_load(&self, loaded: &[LoadedCost]) -> Calibration {
+        let mut c = self.clone();
+        for (b, l) in c.backends.iter_mut().zip(loaded) {
+            if !l.overhead.is_empty() {
+                b.service_overhead_ns = l.overhead.value_at_quantile(0.5) as f64;
+                b.extra_latency_ns = l.extra.value_at_quantile(0.5) as f64;
+            }
+        }
+        c
+    }
+
+    /// Each backend's absorbed fraction, capped by `bound`: what the simulated side added.
+    pub fn applied_fraction(&self, server: usize, bound: f64) -> f64 {
+        self.backends
+            .get(server)
+            .map_or(0.0, |b| b.fraction().min(bound))
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// Largest time scale `auto` picks: 50 turns a 6 s scenario into 5 minutes per strategy.
+pub const MAX_AUTO_TIME_SCALE: f64 = 50.0;
+
+/// The time scale at which every backend's calibrated overhead is at most half of `bound`
+/// of its declared mean service time, from two calibrations of the same backends with
+/// different probe sizes, `a` and `b`, made at time scales `a_at` and `b_at`.
+///
+/// Per backend, what calibration absorbed is fitted as `fixed + proportional × probe`:
+/// only the fixed wall-clock part (round trips, decoding, wake-ups) shrinks against
+/// service times as the scale grows; a proportional part (a backend slower than declared)
+/// does not, so the scale is chosen to bring the fixed part under what the bound leaves
+/// (at least a quarter of it), and the proportional part is left for the verdict to judge.
+/// When both probes were the same size, everything counts as fixed. Rounded up to a whole
+/// number, within 1 and [`MAX_AUTO_TIME_SCALE`]; `None` when nothing was calibrated.
+pub fn auto_time_scale(
+    a: &Calibration,
+    a_at: f64,
+    b: &Calibration,
+    b_at: f64,
+    bound: f64,
+) -> Option<f64> {
+    let need = a
+        .backends
+        .iter()
+        .zip(&b.backends)
+        .map(|(x, y)| {
+            let (px, py) = (x.probe_ns, y.probe_ns);
+            let slope = if (px - py).abs() > 1.0 {
+                ((x.absorbed_ns() - y.absorbed_ns()) / (px - py)).max(0.0)
+            } else {
+                0.0
+            };
+            let fixed = (x.absorbed_ns() - slope * px).max(0.0);
+            // The declared service time at scale 1, wall-clock.
+            let declared_1 = x.declared_service_ns / a_at;
+            debug_assert!((y.declared_service_ns / b_at - declared_1).abs() <= 1e-6 * declared_1);
+            let room = (0.5 * bound - slope).max(0.25 * bound);
+            fixed / (room * declared_1)
+        })
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))?;
+    Some(need.max(1.0).ceil().min(MAX_AUTO_TIME_SCALE))
+}
+
+/// The declared mean service time of server `i` (wall-clock ns at `time_scale`).
+pub(crate) fn declared_service_ns(scenario: &Scenario, i: usize, time_scale: f64) -> f64 {
+    let g = &scenario.groups[scenario.servers()[i].group];
+    g.service.mean() / g.speed * 1e9 * time_scale
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
@@ -91,8 +229,8 @@ pub(crate) fn calibrate(
         return Ok(out);
     }
     super::server::precise_sleeps();
-    let (mut all_extra, mut all_over) = (Vec::new(), Vec::new());
     for (i, info) in servers.iter().enumerate() {
+        let g = &scenario.groups[info.group];
         let addr = pool.addrs()[i];
         let unreachable = |source: ClientError| LiveError::Unreachable {
             addr,
@@ -107,7 +245,7 @@ pub(crate) fn calibrate(
         drop(conn);
         // A service time like the scenario's (the overshoot of a sleep barely depends on
         // its length past a few µs), capped so calibration stays short.
-        let probe_ns = (info.service.mean() * 1e9 * opts.time_scale).clamp(100e3, 2e6);
+        let probe_ns = (g.service.mean() * 1e9 * opts.time_scale).clamp(100e3, 2e6);
         let (mut extra, mut over) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
         for k in 0..calls {
             let due = Instant::now() + Duration::from_micros(300);
@@ -116,7 +254,7 @@ pub(crate) fn calibrate(
                 id: k as u64,
                 backend: i,
                 scheduled: due,
-                work_ns: (probe_ns * info.speed).round() as i64,
+                work_ns: (probe_ns * g.speed).round() as i64,
                 key: None,
                 tag: 0,
             });
@@ -143,29 +281,91 @@ pub(crate) fn calibrate(
                 Err(e) => return Err(unreachable(e)),
             }
         }
-        all_extra.extend_from_slice(&extra);
-        all_over.extend_from_slice(&over);
         out.backends.push(BackendCalibration {
             server: info.name.clone(),
             ping_rtt_ns: median(rtts),
-            extra_latency_ns: median(extra),
-            service_overhead_ns: median(over),
+            extra_latency_ns: median(extra).max(0.0),
+            service_overhead_ns: median(over).max(0.0),
             probe_ns,
+            declared_service_ns: declared_service_ns(scenario, i, opts.time_scale),
         });
     }
-    out.extra_latency_ns = median(all_extra).max(0.0);
-    out.service_overhead_ns = median(all_over).max(0.0);
     Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::*;
 
     #[test]
     fn median_of_odd_and_even_samples() {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(Vec::new()), 0.0);
+    }
+
+    fn backend(over: f64, extra: f64, declared: f64) -> BackendCalibration {
+        BackendCalibration {
+            server: "s".into(),
+            ping_rtt_ns: 0.0,
+            extra_latency_ns: extra,
+            service_overhead_ns: over,
+            probe_ns: declared,
+            declared_service_ns: declared,
+        }
+    }
+
+    #[test]
+    fn apply_is_per_backend_and_capped_by_the_bound() {
+        let src = r#"
+name = "two"
+duration = 1.0
+[arrivals]
+process = "poisson"
+rate = 10.0
+[[servers]]
+name = "a"
+count = 2
+service = { dist = "deterministic", value = 0.004 }
+[[strategies]]
+kind = "round_robin"
+"#;
+        let s = Scenario::from_source(std::path::Path::new("t.toml"), src).unwrap();
+        // Backend 0 adds 100 µs of a 4 ms service (2.5%); backend 1 adds 2 ms (50%).
+        let c = Calibration {
+            backends: vec![backend(40e3, 60e3, 4e6), backend(1.9e6, 0.1e6, 4e6)],
+        };
+        let a = c.overheads(1.0, 0.10);
+        assert!((a.service[0] - 40e-6).abs() < 1e-12);
+        assert!((a.extra_latency[0] - 60e-6).abs() < 1e-12);
+        // Capped at 10% of 4 ms = 400 µs, split in the measured proportions.
+        assert!((a.service[1] + a.extra_latency[1] - 400e-6).abs() < 1e-12);
+        assert!((a.service[1] - 380e-6).abs() < 1e-12);
+        assert!((c.applied_fraction(1, 0.1) - 0.1).abs() < 1e-12);
+        // Time scale 2: the same wall-clock costs are half as long in scenario time.
+        let b = c.overheads(2.0, 0.10);
+        assert!((b.service[0] - 20e-6).abs() < 1e-12);
+        // Auto, probes of one size: backend 1's 2 ms count as fixed and need 0.5 / 0.05
+        // = 10× to fall under half the bound.
+        assert_eq!(auto_time_scale(&c, 1.0, &c, 1.0, 0.10), Some(10.0));
+        let idle = Calibration {
+            backends: vec![backend(1e3, 1e3, 4e6)],
+        };
+        assert_eq!(auto_time_scale(&idle, 1.0, &idle, 1.0, 0.10), Some(1.0));
+        let none = Calibration::default();
+        assert_eq!(auto_time_scale(&none, 1.0, &none, 1.0, 0.1), None);
+        // A backend 30% slower than declared: its overhead grows with the probe (0.3 ×
+        // probe) on top of 200 µs fixed. Scaling cannot remove the 30%: the scale only
+        // brings the fixed part under a quarter of the bound (200 µs / (2.5% of 4 ms) = 2).
+        let probe = |p: f64| {
+            let mut b = backend(200e3 + 0.3 * p, 0.0, 4e6);
+            b.probe_ns = p;
+            Calibration { backends: vec![b] }
+        };
+        assert_eq!(
+            auto_time_scale(&probe(2e6), 1.0, &probe(1e6), 1.0, 0.10),
+            Some(2.0)
+        );
+        assert!((declared_service_ns(&s, 1, 3.0) - 12e6).abs() < 1e-3);
     }
 }

@@ -84,6 +84,7 @@ impl Cluster {
                 limits,
                 // Clients pipeline calls on their persistent connections (L4 topology).
                 pipelined: scenario.connections.is_some(),
+                extra_delay: std::time::Duration::ZERO,
             };
             let handle = server::spawn(addr, cfg).map_err(|source| ClusterError {
                 server: info.name.clone(),

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::calibrate::{Calibration, calibrate};
+use super::calibrate::{Calibration, LoadedCost, calibrate};
 use super::client::{CallOutcome, ClientConfig, ClientError};
 use super::cluster::{Cluster, ClusterError};
 use super::pool::{DEFAULT_MAX_PER_BACKEND, Done, Job, Pool};
@@ -78,6 +78,19 @@ pub struct LiveOptions {
     /// Most connections (open or being opened) to one backend; requests beyond wait for
     /// one of them. Bounds the sockets and threads a frozen backend can cost.
     pub max_connections_per_backend: usize,
+    /// Pick the time scale from a first calibration instead of using `time_scale`: the
+    /// smallest whole scale (≥ `time_scale`) at which every backend's calibrated overhead
+    /// is at most half of `calibration_bound` of its declared service time
+    /// ([`super::calibrate::auto_time_scale`]). The scale used is [`LiveRun::time_scale`].
+    pub auto_time_scale: bool,
+    /// Largest fraction of a backend's declared mean service time that calibration may
+    /// absorb ([`super::calibrate::DEFAULT_BOUND`]); used here by `auto_time_scale`, and by
+    /// the verdict.
+    pub calibration_bound: f64,
+    /// Run the dispatcher at real-time priority (`SCHED_FIFO` 10) where the system
+    /// permits ([`Realtime`]): on a loaded machine an ordinary thread is descheduled for
+    /// milliseconds now and then, and every request due meanwhile is sent late.
+    pub realtime: bool,
 }
 
 /// Longest the dispatcher sleeps without looking at the cancel flag.
@@ -98,6 +111,9 @@ impl Default for LiveOptions {
             spin: Duration::from_micros(50),
             cancel: None,
             max_connections_per_backend: DEFAULT_MAX_PER_BACKEND,
+            auto_time_scale: false,
+            calibration_bound: super::calibrate::DEFAULT_BOUND,
+            realtime: true,
         }
     }
 }
@@ -194,6 +210,12 @@ pub struct StrategyReplay {
     pub connection_waits: u64,
     /// The first error seen, for the report.
     pub first_error: Option<String>,
+    /// Whether the dispatcher ran at real-time priority ([`LiveOptions::realtime`]).
+    pub realtime: bool,
+    /// Per backend, what it added to each served call *under the replay's load*: the
+    /// idle calibration's service overhead and extra latency, measured on the replay's
+    /// calls. Empty where not measured (connection-level replays).
+    pub under_load: Vec<LoadedCost>,
 }
 
 /// The replay of every strategy.
@@ -273,13 +295,37 @@ pub fn replay_via(
             cluster.addrs()
         }
     };
-    if scenario.connections.is_some() {
-        return super::l4::replay(scenario, opts, addrs, &strategies, via);
-    }
     let cfg = ClientConfig {
         io_timeout: Some(opts.io_timeout),
         ..ClientConfig::new(opts.protocol, opts.transport)
     };
+    let chosen;
+    let opts = if opts.auto_time_scale {
+        // Two first calibrations, direct to each backend, with probes of different sizes
+        // (time scales 1/4 and 1 of the given one), to tell fixed costs from
+        // proportional ones.
+        let at = |k: f64| LiveOptions {
+            time_scale: k,
+            ..opts.clone()
+        };
+        let (k_small, k) = (opts.time_scale / 4.0, opts.time_scale);
+        let small = super::l4::calibrate(scenario, cfg, &addrs, None, &at(k_small))?;
+        let large = super::l4::calibrate(scenario, cfg, &addrs, None, &at(k))?;
+        let scale =
+            super::calibrate::auto_time_scale(&large, k, &small, k_small, opts.calibration_bound)
+                .map_or(opts.time_scale, |s| s.max(opts.time_scale));
+        chosen = LiveOptions {
+            time_scale: scale,
+            auto_time_scale: false,
+            ..opts.clone()
+        };
+        &chosen
+    } else {
+        opts
+    };
+    if scenario.connections.is_some() {
+        return super::l4::replay(scenario, opts, addrs, &strategies, via);
+    }
     let mut pool = Pool::new(addrs.clone(), cfg, opts.max_connections_per_backend);
     for (i, info) in scenario.servers().iter().enumerate() {
         // Enough connections for the usual number in flight; more open on demand.
@@ -356,6 +402,59 @@ impl Clock {
     }
 }
 
+/// Real-time scheduling of the calling thread for as long as the value lives.
+///
+/// Best effort and without `unsafe`: asks `chrt` (util-linux) to give this thread
+/// `SCHED_FIFO` priority 10, and back to `SCHED_OTHER` on drop. Refused without the
+/// privilege (`CAP_SYS_NICE`, or an `RLIMIT_RTPRIO` allowance) or without `chrt`; the
+/// replay then runs at normal priority and the lag gate judges the result. The dispatcher
+/// sleeps between requests and spins at most a quarter of each gap, and the kernel's
+/// real-time throttling keeps 5% of every core for other threads, so it cannot starve the
+/// machine.
+pub(crate) struct Realtime {
+    tid: Option<String>,
+}
+
+impl Realtime {
+    /// Raises this thread's priority if `wanted` and permitted.
+    pub(crate) fn enter(wanted: bool) -> Realtime {
+        #[cfg(target_os = "linux")]
+        {
+            if wanted {
+                let tid = rustix::thread::gettid().as_raw_nonzero().to_string();
+                if chrt(&["-f", "-p", "10", &tid]) {
+                    return Realtime { tid: Some(tid) };
+                }
+            }
+        }
+        let _ = wanted;
+        Realtime { tid: None }
+    }
+
+    /// Whether this thread runs at real-time priority.
+    pub(crate) fn active(&self) -> bool {
+        self.tid.is_some()
+    }
+}
+
+impl Drop for Realtime {
+    fn drop(&mut self) {
+        if let Some(tid) = &self.tid {
+            chrt(&["-o", "-p", "0", tid]);
+        }
+    }
+}
+
+fn chrt(args: &[&str]) -> bool {
+    std::process::Command::new("chrt")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Whether the run was asked to stop.
 fn cancelled(opts: &LiveOptions) -> bool {
     opts.cancel
@@ -403,6 +502,9 @@ struct Replay {
     errors_per_backend: Vec<u64>,
     marked_down: Vec<usize>,
     workers: Vec<u32>,
+    /// Declared speed per backend, for the declared service of a call.
+    speeds: Vec<f64>,
+    under_load: Vec<LoadedCost>,
     first_error: Option<String>,
 }
 
@@ -428,11 +530,23 @@ impl Replay {
                 served_ns,
                 ..
             }) => {
+                let wall = done
+                    .finished
+                    .saturating_duration_since(job.scheduled)
+                    .as_nanos();
+                let declared = job.work_ns as f64 / self.speeds[i];
+                let (queued, served) = (queued_ns as f64, served_ns as f64);
+                self.under_load[i].record(served - declared, wall as f64 - queued - served);
                 self.balancer.complete(i, latency, Outcome::Ok, now);
                 if measured {
                     self.metrics.record_latency(latency);
+                    if let Some(h) = self.metrics.server_latency.get_mut(i) {
+                        h.saturating_record(latency.0.max(1));
+                    }
                     let s = &mut self.metrics.servers[i];
                     s.requests += 1;
+                    s.served += 1;
+                    s.latency_sum += latency.as_secs_f64();
                     s.busy_area += self.clock.scenario(Duration::from_nanos(served_ns)).0 as f64;
                     s.queue_area += self.clock.scenario(Duration::from_nanos(queued_ns)).0 as f64;
                 }
@@ -495,6 +609,7 @@ fn dispatch(
     opts: &LiveOptions,
 ) -> Result<Option<StrategyReplay>, LiveError> {
     super::server::precise_sleeps();
+    let realtime = Realtime::enter(opts.realtime);
     let ReplayStart {
         balancer,
         workers,
@@ -515,6 +630,12 @@ fn dispatch(
         errors: 0,
         errors_per_backend: vec![0; workers.len()],
         marked_down: Vec::new(),
+        under_load: vec![LoadedCost::default(); workers.len()],
+        speeds: scenario
+            .servers()
+            .iter()
+            .map(|s| scenario.groups[s.group].speed)
+            .collect(),
         workers,
         first_error: None,
     };
@@ -594,5 +715,7 @@ fn dispatch(
         connections: pool.opened(),
         connection_waits: pool.waited() - waits_before,
         first_error: r.first_error,
+        realtime: realtime.active(),
+        under_load: r.under_load,
     }))
 }

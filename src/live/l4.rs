@@ -57,7 +57,7 @@ use thrift::protocol::{
 };
 use thrift::{ProtocolError, ProtocolErrorKind};
 
-use super::calibrate::{BackendCalibration, Calibration};
+use super::calibrate::{BackendCalibration, Calibration, median};
 use super::client::{CallOutcome, ClientConfig, ClientError, classify};
 use super::driver::{Clock, LiveError, LiveOptions, LiveRun, ReplayStart, StrategyReplay};
 use super::proto::{Call, Pong};
@@ -484,20 +484,6 @@ fn wait_until(conns: &mut Conns, due: Instant, spin: Duration, mut on_done: impl
     }
 }
 
-/// Median of a sample (0 if empty).
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
-
 /// Times `calls` calls, one at a time, on one connection to `addr` (through the proxy when
 /// `backend` is `None`): the medians of (latency − queued − served) and (served − asked),
 /// and the median ping-free round trip is not measured here. Returns `(extra, overhead,
@@ -555,7 +541,7 @@ fn time_calls(
 /// Calibration over the L4 path: per backend, calls one at a time on a direct
 /// connection; the extra latency is measured over the path the replay uses (through the
 /// proxy, if any, which adds its hop).
-pub(crate) fn calibrate(
+pub(super) fn calibrate(
     scenario: &Scenario,
     cfg: ClientConfig,
     backends: &[SocketAddr],
@@ -569,7 +555,6 @@ pub(crate) fn calibrate(
     }
     super::server::precise_sleeps();
     let servers = scenario.servers();
-    let (mut extras, mut overs) = (Vec::new(), Vec::new());
     for (i, info) in servers.iter().enumerate() {
         let unreachable = |source| LiveError::Unreachable {
             addr: backends[i],
@@ -588,32 +573,33 @@ pub(crate) fn calibrate(
         };
         let (extra, over, probe_ns, _) =
             time_calls(scenario, cfg, backends[i], Some(i), calls, opts).map_err(unreachable)?;
-        extras.push(extra);
-        overs.push(over);
         out.backends.push(BackendCalibration {
             server: info.name.clone(),
             ping_rtt_ns: rtt,
-            extra_latency_ns: extra,
-            service_overhead_ns: over,
+            extra_latency_ns: extra.max(0.0),
+            service_overhead_ns: over.max(0.0),
             probe_ns,
+            declared_service_ns: super::calibrate::declared_service_ns(
+                scenario,
+                i,
+                opts.time_scale,
+            ),
         });
     }
-    out.service_overhead_ns = median(overs).max(0.0);
-    out.extra_latency_ns = match proxy {
-        None => median(extras),
-        Some(addr) => {
-            let (extra, ..) =
-                time_calls(scenario, cfg, addr, None, calls, opts).map_err(|source| {
-                    LiveError::Unreachable {
-                        addr,
-                        server: "(the proxy)".into(),
-                        source,
-                    }
-                })?;
-            extra
+    // Through a proxy every backend is reached over the proxy's hop: its extra latency is
+    // measured over that path (the proxy picks the backend, so per backend it cannot be).
+    if let Some(addr) = proxy {
+        let (extra, ..) = time_calls(scenario, cfg, addr, None, calls, opts).map_err(|source| {
+            LiveError::Unreachable {
+                addr,
+                server: "(the proxy)".into(),
+                source,
+            }
+        })?;
+        for b in &mut out.backends {
+            b.extra_latency_ns = extra.max(0.0);
         }
     }
-    .max(0.0);
     Ok(out)
 }
 
@@ -722,8 +708,13 @@ impl Replay<'_> {
                 if measured {
                     self.metrics.record_latency(latency);
                     if let Some(i) = self.conns.names.iter().position(|n| *n == server_id) {
+                        if let Some(h) = self.metrics.server_latency.get_mut(i) {
+                            h.saturating_record(latency.0.max(1));
+                        }
                         let s = &mut self.metrics.servers[i];
                         s.requests += 1;
+                        s.served += 1;
+                        s.latency_sum += latency.as_secs_f64();
                         s.busy_area +=
                             self.clock.scenario(Duration::from_nanos(served_ns)).0 as f64;
                         s.queue_area +=
@@ -852,6 +843,7 @@ pub(crate) fn replay_strategy(
         ));
     };
     super::server::precise_sleeps();
+    let realtime = super::driver::Realtime::enter(opts.realtime);
     let servers = scenario.servers();
     let n = servers.len();
     let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
@@ -991,6 +983,8 @@ pub(crate) fn replay_strategy(
         connections,
         connection_waits: 0,
         first_error: r.first_error,
+        realtime: realtime.active(),
+        under_load: Vec::new(),
     })
 }
 

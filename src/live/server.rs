@@ -114,6 +114,11 @@ pub struct ServerConfig {
     /// `server/pipelined.rs`. Needed where clients pipeline calls on persistent
     /// connections (the `[connections]` topology).
     pub pipelined: bool,
+    /// Fixed time added to every call's service, inside its worker slot (a per-request
+    /// cost the scenario does not declare: a backend that does more than it should).
+    /// Zero by default; `lbsim serve --extra-delay` sets it to test that the live verdict
+    /// catches such a backend.
+    pub extra_delay: Duration,
 }
 
 impl ServerConfig {
@@ -129,6 +134,7 @@ impl ServerConfig {
             transport: Transport::Framed,
             limits: ServerLimits::default(),
             pipelined: false,
+            extra_delay: Duration::ZERO,
         }
     }
 
@@ -374,6 +380,7 @@ impl StopSignal {
 struct Shared {
     id: String,
     speed: f64,
+    extra_delay: Duration,
     workers: u32,
     limits: ServerLimits,
     admission: Admission,
@@ -487,7 +494,7 @@ impl Shared {
                 self.speed
             ));
         }
-        Ok(Duration::from_secs_f64(seconds))
+        Ok(Duration::from_secs_f64(seconds) + self.extra_delay)
     }
 
     /// Estimated wait of a new call for a worker: the service asked by the calls in
@@ -602,6 +609,7 @@ pub fn spawn(addr: SocketAddr, cfg: ServerConfig) -> io::Result<ServerHandle> {
     let shared = Arc::new(Shared {
         id: cfg.id.clone(),
         speed: cfg.speed,
+        extra_delay: cfg.extra_delay,
         workers: cfg.workers,
         limits: cfg.limits,
         admission: Admission::new(cfg.workers, cfg.queue_capacity),

@@ -166,31 +166,23 @@ pub const DEFAULT_TOLERANCES: &str = "latency_max 25%, latency_p999 10%, other l
 /// `spec` (`metric=fraction,...`; `*=fraction` sets every metric).
 pub fn tolerances(spec: &[String]) -> Result<PerMetric<f64>, CheckError> {
     let mut t = PerMetric::from_fn(Metric::tolerance);
-    for entry in spec.iter().flat_map(|s| s.split(',')).map(str::trim) {
-        if entry.is_empty() {
-            continue;
-        }
-        let bad = |problem: String| CheckError::BadTolerance {
-            entry: entry.to_string(),
-            problem,
-        };
-        let (name, value) = entry.split_once('=').ok_or_else(|| bad("no `=`".into()))?;
-        let value: f64 = value
-            .trim()
-            .trim_end_matches('%')
-            .parse()
-            .map_err(|_| bad(format!("`{value}` is not a number")))?;
-        let value = if entry.ends_with('%') {
-            value / 100.0
-        } else {
-            value
-        };
-        if !(value.is_finite() && value >= 0.0) {
-            return Err(bad("must be 0 or more".into()));
-        }
-        match name.trim() {
-            "*" => t = PerMetric([value; Metric::COUNT]),
-            n => t[Metric::from_name(n).map_err(|e| bad(e.to_string()))?] = value,
+    let entries = super::tolerance::parse_entries(spec).map_err(|e| CheckError::BadTolerance {
+        entry: e.entry,
+        problem: e.problem,
+    })?;
+    for e in entries {
+        match e.name.as_str() {
+            "*" => t = PerMetric([e.value; Metric::COUNT]),
+            n => {
+                let m = Metric::from_name(n).map_err(|why| {
+                    let bad = e.bad(why.to_string());
+                    CheckError::BadTolerance {
+                        entry: bad.entry,
+                        problem: bad.problem,
+                    }
+                })?;
+                t[m] = e.value;
+            }
         }
     }
     Ok(t)

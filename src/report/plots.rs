@@ -892,6 +892,99 @@ pub fn sweep_plot(
     })
 }
 
+/// The live verdict's plot: per replayed strategy, one panel with the simulated (replayed
+/// replication) and live response-time tails, P(latency > x) on log axes, drawn like
+/// [`latency_ccdf`]. `curves` holds `(label, simulated, live)` histograms in ns of
+/// scenario time.
+pub fn live_latency_ccdf(
+    path: &Path,
+    format: ImageFormat,
+    title: &str,
+    curves: &[(&str, &Histogram<u64>, &Histogram<u64>)],
+) -> Result<(), ReportError> {
+    let panels = curves.len().max(1);
+    let series: Vec<[Vec<(f64, f64)>; 2]> = curves
+        .iter()
+        .map(|(_, sim, live)| [ccdf_points(sim), ccdf_points(live)])
+        .collect();
+    let top = series
+        .iter()
+        .flatten()
+        .flat_map(|pts| pts.iter().map(|p| p.0))
+        .fold(0.0f64, f64::max);
+    let (scale, unit) = time_axis(top);
+    let entries = vec![
+        (
+            "simulated (replayed replication)".to_string(),
+            Swatch::Series(0),
+        ),
+        ("live".to_string(), Swatch::Series(1)),
+    ];
+    let key_w = legend_width(entries.iter().map(|e| e.0.as_str()), 15);
+    let panel_h = SIZE.1 * 3 / 4;
+    let size = (SIZE.0 + key_w, panel_h * u32::try_from(panels).unwrap_or(1));
+    render!(path, format, size, |root| {
+        root.fill(&WHITE)?;
+        let (plots, key) = root.split_horizontally(SIZE.0);
+        for (area, ((label, ..), pts)) in plots
+            .split_evenly((panels, 1))
+            .iter()
+            .zip(curves.iter().zip(&series))
+        {
+            let scaled: Vec<Vec<(f64, f64)>> = pts
+                .iter()
+                .map(|p| p.iter().map(|&(x, q)| (x * scale, q)).collect())
+                .collect();
+            let (mut x_lo, mut x_hi, mut p_lo) = (f64::INFINITY, 0.0f64, 1.0f64);
+            for &(x, p) in scaled.iter().flatten() {
+                x_lo = x_lo.min(x);
+                x_hi = x_hi.max(x);
+                p_lo = p_lo.min(p);
+            }
+            if !x_lo.is_finite() || x_lo <= 0.0 {
+                (x_lo, x_hi, p_lo) = (0.1, 1.0, 0.01);
+            }
+            let x_range = (x_lo * 0.8)..(x_hi * 1.25);
+            let y_range = (p_lo * 0.5)..1.0;
+            let mut chart = ChartBuilder::on(area)
+                .caption(
+                    format!("{title} — {label}: P(latency > x)"),
+                    ("sans-serif", 20),
+                )
+                .margin(15)
+                .x_label_area_size(50)
+                .y_label_area_size(80)
+                .build_cartesian_2d(x_range.clone().log_scale(), y_range.clone().log_scale())?;
+            chart
+                .configure_mesh()
+                .x_desc(format!(
+                    "response time ({unit} of scenario time, log scale)"
+                ))
+                .y_desc("fraction slower (log scale)")
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| percent_tick(*v))
+                .label_style(("sans-serif", 15))
+                .axis_desc_style(("sans-serif", 17))
+                .light_line_style(WHITE.mix(0.0))
+                .draw()?;
+            if 0.01 > y_range.start {
+                chart.draw_series(DashedLineSeries::new(
+                    [(x_range.start, 0.01), (x_range.end, 0.01)],
+                    4,
+                    4,
+                    GUIDE.stroke_width(1),
+                ))?;
+            }
+            for (i, pts) in scaled.iter().enumerate() {
+                draw_series(&mut chart, i, pts, 12)?;
+            }
+        }
+        legend(&key.margin(60, 0, 0, 0), &entries, 15, false)?;
+        root.present()?;
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,9 +78,10 @@ struct Sim<'a> {
     balancers: Vec<Balancer>,
     routing: SimRng,
     events: EventQueue<Event>,
-    /// Live mode's calibrated round trip, added to every response time (zero otherwise);
-    /// converted once here rather than at every completion.
-    extra_latency: Nanos,
+    /// Live mode's calibrated round trip per server, added to the response time of every
+    /// request it serves (empty otherwise); converted once here rather than at every
+    /// completion.
+    extra_latency: Vec<Nanos>,
     /// The next arrival: (time, scheduling sequence, request).
     pending: Option<(Nanos, u64, Request)>,
     requests: RequestStream,
@@ -316,7 +317,7 @@ impl<'a> Sim<'a> {
             routing: stream_rng(seed, replication, Stream::Routing, 0),
             events: EventQueue::default(),
             pending: None,
-            extra_latency: Nanos::ZERO,
+            extra_latency: Vec::new(),
             requests: RequestStream::new(&scenario.workload, seed, replication),
             m: RunMetrics::new(&workers, from, to),
             from,
@@ -550,7 +551,7 @@ impl<'a> Sim<'a> {
             );
         }
         // Plus live mode's calibrated round trip (0 for scenarios read from files).
-        let latency = now - job.arrival + self.extra_latency;
+        let latency = now - job.arrival + self.extra_latency.get(i).copied().unwrap_or_default();
         if job.measured {
             self.m.record_latency(latency);
             self.m
@@ -566,10 +567,12 @@ impl<'a> Sim<'a> {
 
     /// Models live mode's calibrated overheads (before the run: no service has started).
     fn calibrate(&mut self, o: &Overheads) {
-        for s in &mut self.servers {
-            s.overhead = o.service.max(0.0);
+        for (i, s) in self.servers.iter_mut().enumerate() {
+            s.overhead = o.service(i);
         }
-        self.extra_latency = Nanos::from_secs_f64(o.extra_latency);
+        self.extra_latency = (0..self.servers.len())
+            .map(|i| Nanos::from_secs_f64(o.extra_latency(i)))
+            .collect();
     }
 
     fn publish_load(&mut self, i: usize, now: Nanos) {

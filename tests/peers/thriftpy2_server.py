@@ -83,10 +83,11 @@ class Admission:
 
 
 class Handler:
-    def __init__(self, server_id, speed, admission):
+    def __init__(self, server_id, speed, admission, extra_delay=0.0):
         self.server_id = server_id
         self.speed = speed
         self.admission = admission
+        self.extra_delay = extra_delay
 
     def call(self, req):
         arrived = time.perf_counter_ns()
@@ -95,7 +96,7 @@ class Handler:
             raise lbsim.Rejected(server_id=self.server_id, queue_len=queue_len)
         started = time.perf_counter_ns()
         try:
-            time.sleep(max(req.work_ns, 0) / self.speed / 1e9)
+            time.sleep(max(req.work_ns, 0) / self.speed / 1e9 + self.extra_delay)
         finally:
             self.admission.release()
         finished = time.perf_counter_ns()
@@ -138,6 +139,12 @@ def main():
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--queue-capacity", type=int, default=None)
+    parser.add_argument(
+        "--extra-delay",
+        type=float,
+        default=0.0,
+        help="seconds added to every call's service inside its worker slot (as lbsim serve --extra-delay)",
+    )
     parser.add_argument("--protocol", choices=["binary", "compact"], default="binary")
     parser.add_argument("--transport", choices=["framed", "buffered"], default="framed")
     parser.add_argument("--exit-on-stdin-eof", action="store_true")
@@ -146,10 +153,14 @@ def main():
         parser.error("--workers must be at least 1")
     if not args.speed > 0:
         parser.error("--speed must be above 0")
+    if not args.extra_delay >= 0:
+        parser.error("--extra-delay must be 0 or more")
     if args.queue_capacity is not None and args.queue_capacity < 0:
         parser.error("--queue-capacity must be at least 0")
 
-    handler = Handler(args.id, args.speed, Admission(args.workers, args.queue_capacity))
+    handler = Handler(
+        args.id, args.speed, Admission(args.workers, args.queue_capacity), args.extra_delay
+    )
     processor = TProcessor(lbsim.Backend, handler)
     trans_factory = (
         TFramedTransportFactory() if args.transport == "framed" else TBufferedTransportFactory()

@@ -1,0 +1,914 @@
+//! The live verdict as a report: does a live replay agree with the simulation, figure by
+//! figure, and with the *declared* scenario?
+//!
+//! [`crate::live::verdict::compare`] runs the simulator (with the calibrated overheads,
+//! each capped by the calibration bound) and hands this module what to judge; nothing
+//! here simulates. Every comparison is a [`Comparison`] of one [`Figure`]: the cluster's
+//! response-time mean, median and 99th percentile and its error fraction; per server its
+//! share of requests, utilisation, mean queue and mean response time (so a 30%-slower
+//! server or a missing worker fails even where global latency barely moves); and per
+//! backend what calibration absorbed, idle and under the replay's load, against the
+//! declared scenario (which adds nothing: the fraction of the declared service time must
+//! stay within the bound). The outcome is an [`Outcome`]: pass, fail (naming each figure),
+//! or no verdict (with the reason), which `lbsim live` maps to exit statuses 0, 1 and 3.
+//!
+//! The driver's schedule lag is checked beside the verdict ([`LagCheck`]): a send that is
+//! late by a sizeable fraction of a response time makes live response times wrong whatever
+//! the model, so a strategy's response times are not judged when its lag p99 exceeds
+//! `max_lag_fraction` (5%) of the simulated median response time (scaled to wall-clock
+//! time). At 5% of the median, lag can move the mean and median by at most half of their
+//! 10% tolerance, and the 99th percentile (≥ the median) by at most a quarter of its 20%.
+//! The figures the lag does not move ([`Figure::timed_by_driver`]) are judged anyway: one
+//! outside tolerance fails the run; if they all pass and some response times could not be
+//! judged, the outcome is "no verdict".
+//!
+//! Tolerances use `check`'s syntax ([`super::tolerance`]); each figure has one primary
+//! tolerance (relative or absolute) and per-server queues also an absolute floor.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use super::tolerance::{BadEntry, parse_entries};
+use super::{ImageFormat, ReportError, write_servers_csv, write_summary_csv};
+use crate::metrics::{Metric, RunMetrics, RunSummary};
+use crate::runner::RunResults;
+use crate::scenario::Scenario;
+use crate::stats::{Estimate, estimate};
+
+/// Default largest fraction of a backend's declared mean service time that calibration
+/// may absorb (service overhead + extra latency): 10%. Loopback round trips and a sleep's
+/// overshoot are 1–3% of the millisecond service times the live scenarios declare (or
+/// become so at a time scale), while a backend 2 ms costlier on 8 ms is 25% — and a
+/// scenario that holds only after adding 10% to every service time does not describe its
+/// servers. The same fraction is applied under load. `--tolerance calibration=X` sets it.
+pub const DEFAULT_CALIBRATION_BOUND: f64 = 0.10;
+
+/// What the live value is compared with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reference {
+    /// The simulated value of the replayed replication (same requests).
+    #[default]
+    Replayed,
+    /// The simulated mean over replications.
+    Mean,
+}
+
+impl Reference {
+    /// As written on the command line and in `comparison.csv`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reference::Replayed => "replayed",
+            Reference::Mean => "mean",
+        }
+    }
+}
+
+/// An unknown `--against`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown reference {0:?}\n  fix: use `replayed` or `mean`")]
+pub struct BadReference(pub String);
+
+impl FromStr for Reference {
+    type Err = BadReference;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "replayed" => Ok(Reference::Replayed),
+            "mean" => Ok(Reference::Mean),
+            _ => Err(BadReference(s.to_string())),
+        }
+    }
+}
+
+/// A figure the live verdict judges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Figure {
+    /// Mean response time of the cluster.
+    LatencyMean,
+    /// Median response time.
+    LatencyP50,
+    /// 99th percentile response time.
+    LatencyP99,
+    /// Measured requests that failed, over those that arrived (the simulated scenario has
+    /// no failures, so any is a disagreement).
+    ErrorFraction,
+    /// A server's share of the requests.
+    Share,
+    /// A server's utilisation (busy worker-time over workers × window; live from the
+    /// backend's own service times).
+    ServerUtilization,
+    /// A server's time-average number waiting for a worker.
+    ServerQueueMean,
+    /// A server's mean response time.
+    ServerLatencyMean,
+    /// What calibration measured on an idle backend beyond the declared scenario
+    /// (service overhead + extra latency), as a fraction of its declared mean service time.
+    Calibration,
+    /// The same, measured on the replay's own calls, under load.
+    CalibrationUnderLoad,
+}
+
+/// Whether a figure's primary tolerance is relative to the reference or absolute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// |live − reference| ≤ tolerance × |reference|.
+    Relative,
+    /// |live − reference| ≤ tolerance.
+    Absolute,
+}
+
+impl Figure {
+    /// Every figure, in the order rows are written.
+    pub const ALL: [Figure; 10] = [
+        Figure::LatencyMean,
+        Figure::LatencyP50,
+        Figure::LatencyP99,
+        Figure::ErrorFraction,
+        Figure::Share,
+        Figure::ServerUtilization,
+        Figure::ServerQueueMean,
+        Figure::ServerLatencyMean,
+        Figure::Calibration,
+        Figure::CalibrationUnderLoad,
+    ];
+
+    /// Name in `comparison.csv` (before `:server`) and in `--tolerance`.
+    pub fn name(self) -> &'static str {
+        if let Some(m) = self.metric() {
+            return m.name();
+        }
+        match self {
+            Figure::LatencyMean
+            | Figure::LatencyP50
+            | Figure::LatencyP99
+            | Figure::ErrorFraction => unreachable!("cluster figures are metrics"),
+            Figure::Share => "share",
+            Figure::ServerUtilization => "server_utilization",
+            Figure::ServerQueueMean => "server_queue_mean",
+            Figure::ServerLatencyMean => "server_latency_mean",
+            Figure::Calibration => "calibration",
+            Figure::CalibrationUnderLoad => "calibration_under_load",
+        }
+    }
+
+    /// The cluster metric it compares, for the cluster figures (whose name and unit are
+    /// that metric's).
+    pub fn metric(self) -> Option<Metric> {
+        match self {
+            Figure::LatencyMean => Some(Metric::LatencyMean),
+            Figure::LatencyP50 => Some(Metric::LatencyP50),
+            Figure::LatencyP99 => Some(Metric::LatencyP99),
+            Figure::ErrorFraction => Some(Metric::ErrorFraction),
+            _ => None,
+        }
+    }
+
+    /// Unit of its values.
+    pub fn unit(self) -> &'static str {
+        match (self.metric(), self) {
+            (Some(m), _) => m.unit(),
+            (None, Figure::ServerLatencyMean) => "s",
+            (None, Figure::ServerQueueMean) => "requests",
+            _ => "1",
+        }
+    }
+
+    /// One value per server (else one for the cluster).
+    pub fn per_server(self) -> bool {
+        self.metric().is_none()
+    }
+
+    /// Whether `--tolerance NAME=x` is relative or absolute.
+    pub fn kind(self) -> Kind {
+        match self {
+            Figure::LatencyMean
+            | Figure::LatencyP50
+            | Figure::LatencyP99
+            | Figure::ServerUtilization
+            | Figure::ServerQueueMean
+            | Figure::ServerLatencyMean => Kind::Relative,
+            _ => Kind::Absolute,
+        }
+    }
+
+    /// The default tolerance, and why (for the README).
+    pub fn default_tolerance(self) -> Tolerance {
+        let rel = |r| Tolerance {
+            relative: r,
+            absolute: 0.0,
+        };
+        let abs = |a| Tolerance {
+            relative: 0.0,
+            absolute: a,
+        };
+        match self {
+            Figure::LatencyMean | Figure::LatencyP50 => rel(0.10),
+            Figure::LatencyP99 => rel(0.20),
+            Figure::ErrorFraction => abs(0.0),
+            Figure::Share => abs(0.02),
+            Figure::ServerUtilization => rel(0.10),
+            // A queue that is nearly empty in the model has no meaningful relative error:
+            // below 0.05 requests waiting on average the floor decides.
+            Figure::ServerQueueMean => Tolerance {
+                relative: 0.25,
+                absolute: 0.05,
+            },
+            Figure::ServerLatencyMean => rel(0.15),
+            Figure::Calibration | Figure::CalibrationUnderLoad => abs(DEFAULT_CALIBRATION_BOUND),
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Figure> {
+        Figure::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// How far a live value may be from its reference: the larger of `relative` × |reference|
+/// and `absolute`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Tolerance {
+    /// Relative part.
+    pub relative: f64,
+    /// Absolute part (in the figure's unit).
+    pub absolute: f64,
+}
+
+impl Tolerance {
+    /// Largest accepted |live − reference|.
+    pub fn allowed(self, reference: f64) -> f64 {
+        (self.relative * reference.abs()).max(self.absolute)
+    }
+}
+
+/// Tolerances of every [`Figure`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tolerances(Vec<(Figure, Tolerance)>);
+
+impl Default for Tolerances {
+    fn default() -> Self {
+        Tolerances(
+            Figure::ALL
+                .into_iter()
+                .map(|f| (f, f.default_tolerance()))
+                .collect(),
+        )
+    }
+}
+
+/// A `--tolerance` of `lbsim live` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--tolerance `{}`: {}\n  fix: write name=value pairs separated by commas, values fractions or percentages (e.g. latency_p99=20%,share=0.02); names: {}",
+    .0.entry, .0.problem, Figure::ALL.map(Figure::name).join(", ")
+)]
+pub struct BadTolerance(pub BadEntry);
+
+impl Tolerances {
+    /// The defaults overridden by `spec` (the syntax of `check --tolerance`): each name
+    /// sets its figure's primary part ([`Figure::kind`]); `*` sets every figure's.
+    pub fn parse(spec: &[String]) -> Result<Tolerances, BadTolerance> {
+        let mut t = Tolerances::default();
+        for e in parse_entries(spec).map_err(BadTolerance)? {
+            let figures: Vec<Figure> = if e.name == "*" {
+                Figure::ALL.to_vec()
+            } else {
+                vec![
+                    Figure::from_name(&e.name)
+                        .ok_or_else(|| BadTolerance(e.bad(format!("no figure `{}`", e.name))))?,
+                ]
+            };
+            for f in figures {
+                t.set(f, e.value);
+            }
+        }
+        Ok(t)
+    }
+
+    /// Sets the primary part of `figure`'s tolerance.
+    pub fn set(&mut self, figure: Figure, value: f64) {
+        for (f, t) in &mut self.0 {
+            if *f == figure {
+                match f.kind() {
+                    Kind::Relative => t.relative = value,
+                    Kind::Absolute => t.absolute = value,
+                }
+            }
+        }
+    }
+
+    /// The tolerance of `figure`.
+    pub fn get(&self, figure: Figure) -> Tolerance {
+        self.0
+            .iter()
+            .find(|(f, _)| *f == figure)
+            .map_or(figure.default_tolerance(), |(_, t)| *t)
+    }
+
+    /// The calibration bound: the largest fraction of a backend's declared mean service
+    /// time that calibration may absorb.
+    pub fn calibration_bound(&self) -> f64 {
+        self.get(Figure::Calibration).absolute
+    }
+}
+
+/// One judged comparison.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Comparison {
+    /// Strategy label (`calibration` for the idle calibration rows, which precede every
+    /// strategy).
+    pub strategy: String,
+    /// What is compared.
+    pub figure: Figure,
+    /// The server, for per-server figures.
+    pub server: Option<String>,
+    /// Simulated mean over replications and its 95% CI (the declared 0 for calibration).
+    pub sim: Estimate,
+    /// Simulated value of the replayed replication.
+    pub sim_replayed: f64,
+    /// Live value.
+    pub live: f64,
+    /// What `live` is compared with.
+    pub reference: Reference,
+    /// Accepted distance.
+    pub tolerance: Tolerance,
+}
+
+impl Comparison {
+    /// `figure` or `figure:server`.
+    pub fn metric(&self) -> String {
+        match &self.server {
+            Some(s) => format!("{}:{s}", self.figure.name()),
+            None => self.figure.name().to_string(),
+        }
+    }
+
+    /// The simulated value compared with.
+    pub fn base(&self) -> f64 {
+        match self.reference {
+            Reference::Replayed => self.sim_replayed,
+            Reference::Mean => self.sim.mean,
+        }
+    }
+
+    /// live − base.
+    pub fn difference(&self) -> f64 {
+        self.live - self.base()
+    }
+
+    /// (live − base) / base (NaN or infinite when the base is 0).
+    pub fn relative_difference(&self) -> f64 {
+        self.difference() / self.base()
+    }
+
+    /// Within tolerance (NaN — nothing served on one side — fails).
+    pub fn passed(&self) -> bool {
+        self.difference().abs() <= self.tolerance.allowed(self.base())
+    }
+}
+
+/// The schedule lag of one strategy's replay against its threshold.
+#[derive(Clone, Debug, Serialize)]
+pub struct LagCheck {
+    /// Strategy label.
+    pub strategy: String,
+    /// Median lag (wall-clock seconds).
+    pub p50: f64,
+    /// 99th percentile lag (wall-clock seconds).
+    pub p99: f64,
+    /// Largest lag (wall-clock seconds).
+    pub max: f64,
+    /// Largest accepted p99 (wall-clock seconds).
+    pub threshold: f64,
+    /// Whether p99 ≤ threshold.
+    pub ok: bool,
+}
+
+/// What calibration measured on one backend and what the simulated side added (a row of
+/// `calibration.csv`; wall-clock seconds).
+#[derive(Clone, Debug, Serialize)]
+pub struct CalibrationRow {
+    /// Scenario server.
+    pub server: String,
+    /// Median ping round trip.
+    pub ping_rtt: f64,
+    /// Service overhead (occupies a worker).
+    pub service_overhead: f64,
+    /// Extra latency (occupies nothing).
+    pub extra_latency: f64,
+    /// Declared mean service time at the replay's time scale.
+    pub declared_service: f64,
+    /// (overhead + extra) / declared.
+    pub fraction: f64,
+    /// The bound on `fraction`.
+    pub bound: f64,
+    /// What the simulated side added, as a fraction of the declared service (≤ bound).
+    pub applied_fraction: f64,
+}
+
+/// The outcome of a live comparison.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every comparison within tolerance.
+    Pass,
+    /// Some comparisons outside tolerance: `strategy metric` of each.
+    Fail {
+        /// The failed comparisons.
+        failed: Vec<String>,
+    },
+    /// The measurement cannot be trusted, so nothing is judged.
+    NoVerdict {
+        /// Why, and what to do.
+        reason: String,
+    },
+}
+
+/// Everything a live comparison produced.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    /// The calibrated scenario the simulator ran.
+    pub calibrated: Scenario,
+    /// Simulated replications (calibrated), replayed strategies only.
+    pub sim: RunResults,
+    /// Simulated replayed replication, per replayed strategy.
+    pub sim_replayed: Vec<RunMetrics>,
+    /// Live figures as a one-replication run (for the simulator's CSV schema).
+    pub live: RunResults,
+    /// Every comparison.
+    pub rows: Vec<Comparison>,
+    /// Lag checks, one per strategy.
+    pub lag: Vec<LagCheck>,
+    /// Live requests that failed, per strategy.
+    pub errors: Vec<u64>,
+    /// Per backend: what calibration measured and what was applied.
+    pub calibration: Vec<CalibrationRow>,
+    /// Time scale of the replay.
+    pub time_scale: f64,
+}
+
+/// What [`judge`] compares: the simulated and live results of the replayed strategies (in
+/// the same order) and the fractions calibration measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Judged<'a> {
+    /// The scenario (its servers name the per-server rows).
+    pub scenario: &'a Scenario,
+    /// Simulated replications.
+    pub sim: &'a RunResults,
+    /// The simulated replayed replication, summarised, per strategy.
+    pub sim_replayed: &'a [RunSummary],
+    /// Live, one replication per strategy.
+    pub live: &'a RunResults,
+    /// Per backend, the idle calibration's fraction of the declared service time.
+    pub idle: &'a [f64],
+    /// Per strategy, per backend, the same under load (empty: not measured).
+    pub under_load: &'a [Vec<f64>],
+}
+
+/// The comparisons of `j` with tolerances `tol` against `reference`.
+pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comparison> {
+    let servers = j.scenario.servers();
+    let declared = Estimate {
+        mean: 0.0,
+        low: 0.0,
+        high: 0.0,
+        n: 1,
+    };
+    let mut rows = Vec::new();
+    let mut push = |strategy: &str, figure, server: Option<usize>, sim, replayed, live| {
+        rows.push(Comparison {
+            strategy: strategy.to_string(),
+            figure,
+            server: server.map(|i| servers[i].name.clone()),
+            sim,
+            sim_replayed: replayed,
+            live,
+            reference,
+            tolerance: tol.get(figure),
+        });
+    };
+    for (i, &f) in j.idle.iter().enumerate() {
+        push(
+            "calibration",
+            Figure::Calibration,
+            Some(i),
+            declared,
+            0.0,
+            f,
+        );
+    }
+    for (k, sim_k) in j.sim.strategies.iter().enumerate() {
+        let label = sim_k.label.as_str();
+        let replayed = &j.sim_replayed[k];
+        let live = &j.live.strategies[k].runs[0];
+        for figure in Figure::ALL {
+            let Some(m) = figure.metric() else { continue };
+            push(
+                label,
+                figure,
+                None,
+                sim_k.estimate(m),
+                replayed.values[m],
+                live.values[m],
+            );
+        }
+        for i in 0..servers.len() {
+            for figure in [
+                Figure::Share,
+                Figure::ServerUtilization,
+                Figure::ServerQueueMean,
+                Figure::ServerLatencyMean,
+            ] {
+                let get = |s: &crate::metrics::ServerSummary| match figure {
+                    Figure::Share => s.share,
+                    Figure::ServerUtilization => s.utilization,
+                    Figure::ServerQueueMean => s.queue_mean,
+                    _ => s.latency_mean,
+                };
+                let runs: Vec<f64> = sim_k.runs.iter().map(|r| get(&r.servers[i])).collect();
+                push(
+                    label,
+                    figure,
+                    Some(i),
+                    estimate(&runs),
+                    get(&replayed.servers[i]),
+                    get(&live.servers[i]),
+                );
+            }
+        }
+        if let Some(loaded) = j.under_load.get(k).filter(|v| !v.is_empty()) {
+            for (i, &f) in loaded.iter().enumerate() {
+                push(
+                    label,
+                    Figure::CalibrationUnderLoad,
+                    Some(i),
+                    declared,
+                    0.0,
+                    f,
+                );
+            }
+        }
+    }
+    rows
+}
+
+impl Figure {
+    /// Whether the driver's schedule lag moves it: response times are measured from the
+    /// scheduled time, so a late send adds to them. Shares, utilisations, queues (from the
+    /// backends' own times), errors and the idle calibration do not depend on it.
+    pub fn timed_by_driver(self) -> bool {
+        matches!(
+            self,
+            Figure::LatencyMean
+                | Figure::LatencyP50
+                | Figure::LatencyP99
+                | Figure::ServerLatencyMean
+                | Figure::CalibrationUnderLoad
+        )
+    }
+}
+
+impl Verdict {
+    /// Why the response times of some strategies cannot be judged (the driver lagged
+    /// too much), if so.
+    pub fn refusal(&self) -> Option<String> {
+        let late: Vec<String> = self
+            .lag
+            .iter()
+            .filter(|l| !l.ok)
+            .map(|l| {
+                format!(
+                    "{}: lag p99 {:.0} µs > {:.0} µs",
+                    l.strategy,
+                    l.p99 * 1e6,
+                    l.threshold * 1e6
+                )
+            })
+            .collect();
+        (!late.is_empty()).then(|| {
+            format!(
+                "no verdict: the driver could not keep to the schedule ({}); response times measured are not the servers'.\n  fix: run on a quieter machine, raise --time-scale (or use --time-scale auto), or lower the load",
+                late.join("; ")
+            )
+        })
+    }
+
+    /// Whether row `r` is judged: not when it is a response time of a strategy whose
+    /// replay lagged beyond the gate.
+    pub fn judged(&self, r: &Comparison) -> bool {
+        !r.figure.timed_by_driver() || self.lag.iter().all(|l| l.strategy != r.strategy || l.ok)
+    }
+
+    /// The judged comparisons outside tolerance.
+    pub fn failures(&self) -> impl Iterator<Item = &Comparison> {
+        self.rows.iter().filter(|r| self.judged(r) && !r.passed())
+    }
+
+    /// Whether every judged comparison passes (see [`Verdict::outcome`]).
+    pub fn passed(&self) -> bool {
+        self.failures().next().is_none()
+    }
+
+    /// Fail if any judged comparison is outside tolerance (naming each): a lag-free figure
+    /// that disagrees is a disagreement whatever the lag. Otherwise no verdict if the lag
+    /// kept some response times from being judged, else pass.
+    pub fn outcome(&self) -> Outcome {
+        let failed: Vec<String> = self
+            .failures()
+            .map(|r| format!("{} {}", r.strategy, r.metric()))
+            .collect();
+        if !failed.is_empty() {
+            return Outcome::Fail { failed };
+        }
+        match self.refusal() {
+            Some(reason) => Outcome::NoVerdict { reason },
+            None => Outcome::Pass,
+        }
+    }
+
+    /// The comparison of `strategy`'s `metric` (as in `comparison.csv`).
+    pub fn row(&self, strategy: &str, metric: &str) -> Option<&Comparison> {
+        self.rows
+            .iter()
+            .find(|r| r.strategy == strategy && r.metric() == metric)
+    }
+}
+
+/// A row of `comparison.csv`.
+#[derive(Serialize)]
+struct ComparisonRow<'a> {
+    strategy: &'a str,
+    /// `figure` or `figure:server`.
+    metric: String,
+    unit: &'static str,
+    sim_mean: f64,
+    sim_ci95_low: f64,
+    sim_ci95_high: f64,
+    sim_replayed: f64,
+    live: f64,
+    against: &'static str,
+    difference: f64,
+    relative_difference: f64,
+    tolerance_relative: f64,
+    tolerance_absolute: f64,
+    allowed: f64,
+    verdict: &'static str,
+}
+
+impl<'a> From<&'a Comparison> for ComparisonRow<'a> {
+    fn from(c: &'a Comparison) -> Self {
+        ComparisonRow {
+            strategy: &c.strategy,
+            metric: c.metric(),
+            unit: c.figure.unit(),
+            sim_mean: c.sim.mean,
+            sim_ci95_low: c.sim.low,
+            sim_ci95_high: c.sim.high,
+            sim_replayed: c.sim_replayed,
+            live: c.live,
+            against: c.reference.name(),
+            difference: c.difference(),
+            relative_difference: c.relative_difference(),
+            tolerance_relative: c.tolerance.relative,
+            tolerance_absolute: c.tolerance.absolute,
+            allowed: c.tolerance.allowed(c.base()),
+            verdict: if c.passed() { "pass" } else { "fail" },
+        }
+    }
+}
+
+/// Writes `summary.csv` and `servers.csv` (live, simulator schema), `sim/summary.csv` and
+/// `sim/servers.csv` (calibrated simulation), `comparison.csv`, `calibration.csv`,
+/// `lag.csv` and `cdf.svg` (or `.png`) into `dir`; returns the paths written.
+pub fn write_reports(
+    dir: &Path,
+    scenario: &Scenario,
+    verdict: &Verdict,
+    format: ImageFormat,
+) -> Result<Vec<PathBuf>, ReportError> {
+    let mut written = vec![
+        write_summary_csv(dir, scenario, &verdict.live)?,
+        write_servers_csv(dir, scenario, &verdict.live)?,
+        write_summary_csv(&dir.join("sim"), &verdict.calibrated, &verdict.sim)?,
+        write_servers_csv(&dir.join("sim"), &verdict.calibrated, &verdict.sim)?,
+    ];
+    let rows: Vec<ComparisonRow<'_>> = verdict.rows.iter().map(ComparisonRow::from).collect();
+    written.push(write_rows(&dir.join("comparison.csv"), &rows)?);
+    written.push(write_rows(
+        &dir.join("calibration.csv"),
+        &verdict.calibration,
+    )?);
+    written.push(write_rows(&dir.join("lag.csv"), &verdict.lag)?);
+    let plot = dir.join(format!("cdf.{}", format.ext()));
+    let curves: Vec<_> = verdict
+        .live
+        .strategies
+        .iter()
+        .zip(&verdict.sim_replayed)
+        .map(|(l, s)| (l.label.as_str(), &s.latency, l.latency()))
+        .collect();
+    super::plots::live_latency_ccdf(&plot, format, &scenario.name, &curves)?;
+    written.push(plot);
+    Ok(written)
+}
+
+fn write_rows<T: Serialize>(path: &Path, rows: &[T]) -> Result<PathBuf, ReportError> {
+    let csv_err = |source| ReportError::Csv {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut w = csv::Writer::from_path(path).map_err(csv_err)?;
+    for r in rows {
+        w.serialize(r).map_err(csv_err)?;
+    }
+    w.flush().map_err(|source| ReportError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(path.to_path_buf())
+}
+
+/// A value of `unit` for the terminal: times in ms, fractions in %.
+fn show(v: f64, unit: &str) -> String {
+    match unit {
+        "s" => format!("{:.3}", v * 1e3),
+        "1" => format!("{:.2}", v * 1e2),
+        _ => format!("{v:.3}"),
+    }
+}
+
+/// A compact terminal table of the comparison (times in ms of scenario time, fractions
+/// in %), then the calibration and the schedule lag beside the verdict.
+pub fn table(verdict: &Verdict) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:<30} {:>16} {:>10} {:>10} {:>8} {:>8}  verdict",
+        "strategy", "metric", "sim mean ±95%", "sim rep.", "live", "diff", "allowed"
+    );
+    for r in &verdict.rows {
+        let unit = r.figure.unit();
+        // Relative to a simulated 0 (an empty queue) means nothing: show the absolute floor.
+        let relative = r.figure.kind() == Kind::Relative && r.base() != 0.0;
+        let (diff, allowed) = match relative {
+            true => (
+                format!("{:+.1}%", 100.0 * r.relative_difference()),
+                format!(
+                    "{:.1}%",
+                    100.0 * r.tolerance.allowed(r.base()) / r.base().abs()
+                ),
+            ),
+            false => (
+                show(r.difference(), unit),
+                show(r.tolerance.allowed(r.base()), unit),
+            ),
+        };
+        let half = 0.5 * (r.sim.high - r.sim.low);
+        let _ = writeln!(
+            out,
+            "{:<20} {:<30} {:>16} {:>10} {:>10} {:>8} {:>8}  {}",
+            r.strategy,
+            r.metric(),
+            format!("{}±{}", show(r.sim.mean, unit), show(half, unit)),
+            show(r.sim_replayed, unit),
+            show(r.live, unit),
+            diff,
+            allowed,
+            match (verdict.judged(r), r.passed()) {
+                (false, _) => "not judged (lag)",
+                (true, true) => "ok",
+                (true, false) => "FAIL",
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "(latencies in ms of scenario time, shares, utilisations and calibration in %, queues in requests)"
+    );
+    let _ = writeln!(
+        out,
+        "calibration at time scale {} (wall-clock µs; the simulated side adds at most {:.0}% of each server's declared service time):",
+        verdict.time_scale,
+        100.0 * verdict.calibration.first().map_or(0.0, |c| c.bound)
+    );
+    for c in &verdict.calibration {
+        let _ = writeln!(
+            out,
+            "  {:<18} overhead {:.1}, extra latency {:.1}, ping {:.1} = {:.1}% of {:.0} µs declared; applied {:.1}%",
+            c.server,
+            c.service_overhead * 1e6,
+            c.extra_latency * 1e6,
+            c.ping_rtt * 1e6,
+            100.0 * c.fraction,
+            c.declared_service * 1e6,
+            100.0 * c.applied_fraction
+        );
+    }
+    if verdict.time_scale > 1.0 {
+        let _ = writeln!(
+            out,
+            "time scale {}: a backend's fixed wall-clock cost per request shows as 1/{} of it in scenario time; a cost the bound lets through at this scale is up to {:.0} µs wall-clock per request",
+            verdict.time_scale,
+            verdict.time_scale,
+            verdict
+                .calibration
+                .iter()
+                .map(|c| c.bound * c.declared_service)
+                .fold(0.0, f64::max)
+                * 1e6
+        );
+    }
+    for (l, errors) in verdict.lag.iter().zip(&verdict.errors) {
+        let _ = writeln!(
+            out,
+            "{:<20} schedule lag p50 {:.0} µs, p99 {:.0} µs (limit {:.0} µs{}), max {:.2} ms; errors {}",
+            l.strategy,
+            l.p50 * 1e6,
+            l.p99 * 1e6,
+            l.threshold * 1e6,
+            if l.ok { "" } else { ": EXCEEDED" },
+            l.max * 1e3,
+            errors
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(figure: Figure, sim: f64, replayed: f64, live: f64, reference: Reference) -> Comparison {
+        Comparison {
+            strategy: "s".into(),
+            figure,
+            server: None,
+            sim: Estimate {
+                mean: sim,
+                low: sim * 0.9,
+                high: sim * 1.1,
+                n: 10,
+            },
+            sim_replayed: replayed,
+            live,
+            reference,
+            tolerance: figure.default_tolerance(),
+        }
+    }
+
+    #[test]
+    fn tolerances_take_checks_syntax() {
+        let t = Tolerances::parse(&["latency_p99=30%, share=0.05".into()]).unwrap();
+        assert_eq!(t.get(Figure::LatencyP99).relative, 0.3);
+        assert_eq!(t.get(Figure::Share).absolute, 0.05);
+        assert_eq!(t.get(Figure::LatencyMean).relative, 0.1);
+        let t = Tolerances::parse(&["calibration=5%".into()]).unwrap();
+        assert!((t.calibration_bound() - 0.05).abs() < 1e-15);
+        for bad in ["latency_p99", "p99=0.1", "share=-1", "share=x"] {
+            let e = Tolerances::parse(&[bad.into()]).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("fix:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn rows_compare_against_the_chosen_reference() {
+        let r = row(Figure::LatencyMean, 1.0, 2.0, 2.1, Reference::Replayed);
+        assert!((r.relative_difference() - 0.05).abs() < 1e-12 && r.passed());
+        let r = row(Figure::LatencyMean, 1.0, 2.0, 2.1, Reference::Mean);
+        assert!(!r.passed());
+        let r = row(Figure::Share, 0.25, 0.25, 0.26, Reference::Replayed);
+        assert!((r.difference() - 0.01).abs() < 1e-12 && r.passed());
+        let r = row(Figure::Share, 0.25, f64::NAN, 0.26, Reference::Replayed);
+        assert!(!r.passed());
+    }
+
+    #[test]
+    fn queue_has_a_floor_and_calibration_a_bound() {
+        // 0.0014 simulated, 0.111 live: beyond the 0.05 floor.
+        assert!(
+            !row(
+                Figure::ServerQueueMean,
+                0.0014,
+                0.0014,
+                0.111,
+                Reference::Replayed
+            )
+            .passed()
+        );
+        assert!(
+            row(
+                Figure::ServerQueueMean,
+                0.0014,
+                0.0014,
+                0.04,
+                Reference::Replayed
+            )
+            .passed()
+        );
+        // 1.0 vs 1.2 is within 25%.
+        assert!(row(Figure::ServerQueueMean, 1.0, 1.0, 1.2, Reference::Replayed).passed());
+        // Calibration against the declared 0: 3% passes, 25% (2 ms on 8 ms) fails.
+        assert!(row(Figure::Calibration, 0.0, 0.0, 0.03, Reference::Replayed).passed());
+        assert!(!row(Figure::Calibration, 0.0, 0.0, 0.25, Reference::Replayed).passed());
+    }
+}

@@ -1,0 +1,255 @@
+//! The live verdict has power: a matched cluster passes, and each of four mismatched
+//! clusters fails *on the figure the mismatch moves* (issue 13, "a verdict with power").
+//!
+//! The scenario is `scenarios/live-smoke.toml` (one fast server at speed 2, three slow ones,
+//! two workers each, 4 ms lognormal work) shortened to 1.5 measured seconds, round robin
+//! only, replayed at time scale 2 against backends started in this process from the
+//! scenario — then made to disagree with it:
+//! - `fast-0` 30% slower (speed 2 / 1.3): global latency moves by a few %, but its
+//!   utilisation by +30% → `server_utilization:fast-0` fails;
+//! - `slow-0` with one worker instead of two (offered 1.1 erlangs: it saturates) →
+//!   `server_queue_mean:slow-0` fails;
+//! - `slow-0` adding 2 ms of scenario time to every call inside its worker slot →
+//!   `calibration:slow-0` fails (50% of its 4 ms declared service time; bound 10%) and
+//!   the other backends' calibration rows pass (calibration is per backend);
+//! - every backend adding 2 ms → every `calibration:` row fails (25–50%), which a
+//!   cluster-wide calibration used to absorb into a pass.
+//!
+//! Each mismatch test also shows that the matched cluster passes the same figure (the
+//! first test), so no test can pass by construction. Timing: the comparison is paired
+//! (live against the simulation of the same replication), the failing figures are read
+//! from the backends' own service and queue times and from idle calibration, which the
+//! driver's schedule lag does not move (`Figure::timed_by_driver`), so they are judged
+//! even when the lag gate keeps response times from being judged; a run whose response
+//! times are not judged is retried twice, and the matched test then accepts "no verdict"
+//! for them with a message (every other row must still pass). About 6–12 s each.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, mpsc};
+use std::thread;
+use std::time::Duration;
+
+use lbsim::live::server::{self, ServerConfig, ServerHandle};
+use lbsim::live::verdict::{self, CompareOptions, Outcome, Verdict};
+use lbsim::live::{LiveOptions, replay};
+use lbsim::scenario::Scenario;
+
+const TIME_SCALE: f64 = 2.0;
+
+/// Serialises the timing-sensitive tests of this binary.
+fn timing_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn smoke() -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/live-smoke.toml");
+    let src = std::fs::read_to_string(&path)
+        .expect("read live-smoke")
+        .replace("duration = 5.0", "duration = 1.5")
+        .replace("warmup = 1.0", "warmup = 0.5");
+    let mut s = Scenario::from_source(&path, &src).unwrap_or_else(|e| panic!("{e}"));
+    s.strategies.retain(|e| e.label() == "round_robin");
+    s
+}
+
+/// The scenario's servers, each as declared, then changed by `mismatch(index, config)`.
+fn backends(scenario: &Scenario, mismatch: impl Fn(usize, &mut ServerConfig)) -> Vec<ServerHandle> {
+    scenario
+        .servers()
+        .iter()
+        .enumerate()
+        .map(|(i, info)| {
+            let g = &scenario.groups[info.group];
+            let mut cfg = ServerConfig {
+                workers: g.workers,
+                speed: g.speed,
+                queue_capacity: g.queue_capacity,
+                ..ServerConfig::new(info.name.clone())
+            };
+            mismatch(i, &mut cfg);
+            server::spawn(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), cfg)
+                .expect("start a backend")
+        })
+        .collect()
+}
+
+/// Replays `scenario` against `servers` and judges it; retries (twice) a verdict refused
+/// for schedule lag.
+fn judged(scenario: &Scenario, servers: &[ServerHandle]) -> Verdict {
+    let opts = LiveOptions {
+        backends: Some(servers.iter().map(ServerHandle::local_addr).collect()),
+        time_scale: TIME_SCALE,
+        io_timeout: Duration::from_secs(5),
+        ..LiveOptions::default()
+    };
+    let mut last = None;
+    for attempt in 0..3 {
+        let (tx, rx) = mpsc::channel();
+        let (s, o) = (scenario.clone(), opts.clone());
+        thread::spawn(move || {
+            let _ = tx.send(replay(&s, &o));
+        });
+        let run = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the replay did not finish within 60 s")
+            .expect("replay");
+        let v = verdict::compare(
+            scenario,
+            &run,
+            &CompareOptions {
+                replications: Some(10),
+                ..CompareOptions::default()
+            },
+        )
+        .expect("compare");
+        print!(
+            "attempt {attempt}: {:?}\n{}",
+            v.outcome(),
+            verdict::table(&v)
+        );
+        let refused = v.refusal().is_some();
+        last = Some(v);
+        if !refused {
+            break;
+        }
+    }
+    last.expect("one attempt ran")
+}
+
+/// `metric` of round robin fails, and the outcome (unless refused for lag) names it.
+fn assert_fails_on(v: &Verdict, metric: &str) {
+    let row = v
+        .row("round_robin", metric)
+        .or_else(|| v.row("calibration", metric))
+        .unwrap_or_else(|| panic!("no row {metric}"));
+    assert!(
+        !row.passed(),
+        "{metric} passed: sim {} live {} (allowed ±{})",
+        row.base(),
+        row.live,
+        row.tolerance.allowed(row.base())
+    );
+    // The figures these tests fail on are judged whatever the driver's lag.
+    assert!(!row.figure.timed_by_driver() && v.judged(row));
+    match v.outcome() {
+        Outcome::Fail { failed } => assert!(
+            failed.iter().any(|f| f.ends_with(&format!(" {metric}"))),
+            "{failed:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn matched_cluster_passes() {
+    let _guard = timing_lock();
+    let scenario = smoke();
+    let servers = backends(&scenario, |_, _| {});
+    let v = judged(&scenario, &servers);
+    assert!(v.errors.iter().all(|&e| e == 0), "errors {:?}", v.errors);
+    // Response times lagged beyond the gate are not judged (the outcome is then "no
+    // verdict", with a message); every other row is.
+    let failed: Vec<String> = v
+        .failures()
+        .map(|r| {
+            format!(
+                "{} {}: sim {} live {}",
+                r.strategy,
+                r.metric(),
+                r.base(),
+                r.live
+            )
+        })
+        .collect();
+    assert!(failed.is_empty(), "matched cluster failed: {failed:#?}");
+    let judged = v.rows.iter().filter(|r| v.judged(r)).count();
+    println!("{judged} of {} rows judged", v.rows.len());
+    // Every kind of figure was judged: per server, calibration idle and under load.
+    for metric in [
+        "server_utilization:fast-0",
+        "server_queue_mean:slow-0",
+        "server_latency_mean:slow-2",
+        "calibration_under_load:slow-1",
+    ] {
+        assert!(v.row("round_robin", metric).is_some(), "no {metric}");
+    }
+    assert!(v.row("calibration", "calibration:slow-0").is_some());
+    match v.outcome() {
+        Outcome::Pass => {}
+        Outcome::NoVerdict { reason } => {
+            println!("SKIPPED response-time rows (the machine is too busy to measure): {reason}");
+        }
+        Outcome::Fail { failed } => panic!("{failed:?}"),
+    }
+}
+
+#[test]
+fn one_backend_30_percent_slower_fails_its_utilisation() {
+    let _guard = timing_lock();
+    let scenario = smoke();
+    let servers = backends(&scenario, |i, cfg| {
+        if i == 0 {
+            cfg.speed /= 1.3;
+        }
+    });
+    let v = judged(&scenario, &servers);
+    assert_fails_on(&v, "server_utilization:fast-0");
+}
+
+#[test]
+fn one_backend_with_fewer_workers_fails_its_queue() {
+    let _guard = timing_lock();
+    let scenario = smoke();
+    let servers = backends(&scenario, |i, cfg| {
+        if i == 1 {
+            cfg.workers = 1;
+        }
+    });
+    let v = judged(&scenario, &servers);
+    assert_fails_on(&v, "server_queue_mean:slow-0");
+}
+
+/// 2 ms of scenario time inside the worker slot.
+fn two_ms() -> Duration {
+    Duration::from_secs_f64(0.002 * TIME_SCALE)
+}
+
+#[test]
+fn one_backend_adding_2_ms_fails_its_calibration_only() {
+    let _guard = timing_lock();
+    let scenario = smoke();
+    let servers = backends(&scenario, |i, cfg| {
+        if i == 1 {
+            cfg.extra_delay = two_ms();
+        }
+    });
+    let v = judged(&scenario, &servers);
+    assert_fails_on(&v, "calibration:slow-0");
+    // Per backend: the healthy ones keep their own small calibration.
+    for other in ["fast-0", "slow-1", "slow-2"] {
+        let r = v
+            .row("calibration", &format!("calibration:{other}"))
+            .unwrap();
+        assert!(r.passed(), "{other}: {}", r.live);
+    }
+}
+
+#[test]
+fn every_backend_adding_2_ms_fails_every_calibration() {
+    let _guard = timing_lock();
+    let scenario = smoke();
+    let servers = backends(&scenario, |_, cfg| cfg.extra_delay = two_ms());
+    let v = judged(&scenario, &servers);
+    for server in ["fast-0", "slow-0", "slow-1", "slow-2"] {
+        assert_fails_on(&v, &format!("calibration:{server}"));
+    }
+    // The simulated side added no more than the bound.
+    for c in &v.calibration {
+        assert!(
+            c.fraction > 0.2 && c.applied_fraction <= c.bound + 1e-12,
+            "{c:?}"
+        );
+    }
+}
