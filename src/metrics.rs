@@ -225,7 +225,24 @@ pub const METRICS: &[MetricDef] = &[
         "growth of the number in system over the window (least-squares line through its time-average in 10 equal slices, end minus start): near 0 in steady state, about the excess arrival rate × window when unstable",
         Better::Neither,
     ),
+    def(
+        "probes_per_request",
+        "1",
+        "probes sent in the measured window per request arrived (strategies that probe servers, such as prequal; see `[probes]`)",
+        Better::Lower,
+    ),
 ];
+
+/// Metrics only some strategies produce (probes): `summary.csv` and `check` leave a
+/// strategy's row out when its value is exactly 0, so that strategies which never probe
+/// have the same rows as before the metric existed.
+pub const OPTIONAL_METRICS: &[&str] = &["probes_per_request"];
+
+/// Whether metric `k` is reported for a strategy whose estimate (mean over
+/// replications) is `mean`: always, except an optional metric at exactly 0.
+pub fn reported(k: usize, mean: f64) -> bool {
+    !(mean == 0.0 && OPTIONAL_METRICS.contains(&METRICS[k].name))
+}
 
 /// Slices of the window for [`ServerAccumulator::slices`] (the drift test).
 pub const SLICES: usize = 10;
@@ -332,6 +349,8 @@ pub struct RunMetrics {
     pub unroutable: u64,
     /// Of those, failed because their server crashed (or was down when they reached it).
     pub failed: u64,
+    /// Probes sent in the window ([`crate::strategy::Strategy::probes`]).
+    pub probes: u64,
     /// Per server.
     pub servers: Vec<ServerAccumulator>,
     /// Start of the window.
@@ -374,6 +393,7 @@ impl RunMetrics {
             rejected: 0,
             unroutable: 0,
             failed: 0,
+            probes: 0,
             servers: workers.iter().map(|&w| ServerAccumulator::new(w)).collect(),
             from,
             to,
@@ -532,6 +552,11 @@ impl RunMetrics {
             in_system,
             accepted as f64 / window,
             self.in_system_growth(),
+            if self.arrived == 0 {
+                0.0
+            } else {
+                self.probes as f64 / self.arrived as f64
+            },
         ];
         debug_assert_eq!(values.len(), METRICS.len());
         let servers = self

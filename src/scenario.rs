@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 pub use cost::{Cost, CostError, Limits};
 pub use error::ScenarioError;
-pub use file::{ConnectionSpec, FaultKind, FaultSpec, ScenarioFile, ServerGroup};
+pub use file::{ConnectionSpec, FaultKind, FaultSpec, ProbeSpec, ScenarioFile, ServerGroup};
 pub use sweep::{Sweep, SweepFile, SweepParameter};
 
 use crate::strategy::StrategyEntry;
@@ -61,6 +61,8 @@ pub struct Scenario {
     /// Constant added to every response time (seconds), not occupying any server: the
     /// network round trip and client overhead measured by live mode's calibration. 0 by default.
     pub extra_latency: f64,
+    /// How probes travel and what they cost (`[probes]`; zeros when absent).
+    pub probes: ProbeSpec,
 }
 
 /// A fault resolved against the scenario's servers.
@@ -184,6 +186,15 @@ impl Scenario {
             self.service_overhead.to_bits(),
             self.extra_latency.to_bits(),
         );
+        // Only when set, so that scenarios without `[probes]` keep their fingerprints.
+        if self.probes != ProbeSpec::default() {
+            let _ = write!(
+                h,
+                "|probes {:?} {:?}",
+                self.probes.delay.to_bits(),
+                self.probes.cost.to_bits()
+            );
+        }
         if let Some(t) = &self.workload.trace {
             for x in &t.times {
                 let _ = write!(h, "{},", x.to_bits());
@@ -464,6 +475,13 @@ impl Validator<'_> {
         if let Some(dt) = f.load_report_interval {
             self.interval("load_report_interval", dt)?;
         }
+        let probes = f.probes.clone().unwrap_or_default();
+        if probes.delay != 0.0 {
+            self.interval("probes.delay", probes.delay)?;
+        }
+        if probes.cost != 0.0 {
+            self.interval("probes.cost", probes.cost)?;
+        }
         let trace = self.arrivals(&f.arrivals)?;
         self.keys(&f.keys)?;
         self.servers(&f.servers)?;
@@ -520,6 +538,7 @@ impl Validator<'_> {
             sweep,
             service_overhead: 0.0,
             extra_latency: 0.0,
+            probes,
         };
         sweep::check_points(self, &scenario)?;
         let (rate, capacity) = (scenario.mean_rate(), scenario.capacity());

@@ -2,6 +2,7 @@
 
 pub mod engine;
 pub mod event_queue;
+pub mod probe;
 pub mod server;
 
 pub use engine::{

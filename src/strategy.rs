@@ -8,6 +8,7 @@
 mod aperture;
 mod bounded_load;
 mod buckets;
+mod c3;
 mod edf;
 mod edf_wrr;
 mod first;
@@ -23,6 +24,7 @@ pub mod load;
 mod maglev;
 mod peak_ewma;
 mod power_of_d;
+mod prequal;
 mod random;
 pub mod reports;
 mod ring_hash;
@@ -35,6 +37,7 @@ mod weighted_random;
 
 pub use aperture::{Aperture, ApertureConfig};
 pub use bounded_load::BoundedLoadHash;
+pub use c3::{C3, C3Config};
 pub use edf::EdfScheduler;
 pub use edf_wrr::EdfWeightedRoundRobin;
 pub use first::First;
@@ -49,6 +52,7 @@ pub use load::{Load, PendingRequests};
 pub use maglev::Maglev;
 pub use peak_ewma::{PeakEwma, PeakEwmaP2c};
 pub use power_of_d::PowerOfD;
+pub use prequal::{Prequal, PrequalConfig};
 pub use random::RandomChoice;
 pub use reports::LoadTable;
 pub use ring_hash::RingHash;
@@ -134,6 +138,36 @@ impl PickContext<'_> {
     }
 }
 
+/// What a server says of its own load out of band: in answer to a probe
+/// ([`Strategy::probes`], Prequal), or carried on the reply to a request (a per-request
+/// load report, as gRPC's ORCA or C3's piggybacked feedback). The same value in the
+/// simulator and in live mode (the Thrift `probe` call and the reply's optional fields).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerLoad {
+    /// Requests at the server (waiting + in service, from every balancer): requests in
+    /// flight (RIF) as the server counts them.
+    pub in_flight: u32,
+    /// Of those, waiting for a worker.
+    pub queued: u32,
+    /// Service time: on a reply, the time the server spent serving that request; in a
+    /// probe answer, the server's recent mean service time (an EWMA).
+    pub service_time: Nanos,
+    /// The server's estimate of the response time of a request arriving now (waiting
+    /// plus service), from its recent mean service time and its queue.
+    pub latency: Nanos,
+}
+
+/// The out-of-band signals a strategy wants ([`Strategy::signals`]); the simulator and the
+/// live driver produce only those asked for, so other strategies pay nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Signals {
+    /// It sends probes ([`Strategy::probes`]) and wants their answers
+    /// ([`Strategy::on_probe`]).
+    pub probes: bool,
+    /// It wants the load report carried on each reply ([`Strategy::on_reply_load`]).
+    pub reply_loads: bool,
+}
+
 /// How a request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -166,6 +200,25 @@ pub trait Strategy: Send {
     /// of the view and pick in O(log n) instead of scanning it. Called only when
     /// [`Strategy::indexes_view`] says so.
     fn on_view(&mut self, _backend: usize, _view: &Backend) {}
+
+    /// The out-of-band signals this strategy wants (asked once, when its balancer is
+    /// built). Default: none.
+    fn signals(&self) -> Signals {
+        Signals::default()
+    }
+
+    /// Probes to send now: pushes the backends to probe onto `out` (a backend may appear
+    /// more than once). Asked after every dispatch when [`Signals::probes`] is set. The
+    /// answers come later, after the network delay, through [`Strategy::on_probe`]; a
+    /// probe of a down server is never answered.
+    fn probes(&mut self, _now: Nanos, _out: &mut Vec<usize>) {}
+
+    /// The answer of `backend` to a probe sent at `sent`, received at `now`.
+    fn on_probe(&mut self, _backend: usize, _load: &ServerLoad, _sent: Nanos, _now: Nanos) {}
+
+    /// The load report carried on the reply of a request to `backend`, told just before
+    /// that request's [`Strategy::on_complete`]. Only when [`Signals::reply_loads`] is set.
+    fn on_reply_load(&mut self, _backend: usize, _load: &ServerLoad, _now: Nanos) {}
 }
 
 /// A strategy with its view of the backends: what one client-side balancer holds.
@@ -179,6 +232,10 @@ pub struct Balancer {
     own_loads: Option<LoadTable>,
     /// Whether the strategy indexes the view ([`Strategy::indexes_view`]).
     indexed: bool,
+    /// The signals the strategy wants ([`Strategy::signals`]).
+    signals: Signals,
+    /// Probes asked for and not yet taken by the engine ([`Balancer::take_probes`]).
+    probes: Vec<usize>,
 }
 
 impl Balancer {
@@ -186,6 +243,8 @@ impl Balancer {
     pub fn new(strategy: Box<dyn Strategy>, weights: &[u32]) -> Balancer {
         Balancer {
             indexed: strategy.indexes_view(),
+            signals: strategy.signals(),
+            probes: Vec::new(),
             own_loads: None,
             strategy,
             backends: weights.iter().map(|&w| Backend::new(w)).collect(),
@@ -217,7 +276,32 @@ impl Balancer {
         self.backends[i].in_flight += 1;
         self.told(i);
         self.strategy.on_dispatch(i, now);
+        if self.signals.probes {
+            self.strategy.probes(now, &mut self.probes);
+        }
         Some(i)
+    }
+
+    /// The out-of-band signals the strategy wants.
+    pub fn signals(&self) -> Signals {
+        self.signals
+    }
+
+    /// Moves the probes the strategy asked for since the last call onto `out` (backend
+    /// indices, in the order asked): the engine or live driver sends them.
+    pub fn take_probes(&mut self, out: &mut Vec<usize>) {
+        out.append(&mut self.probes);
+    }
+
+    /// Gives the strategy `backend`'s answer to a probe sent at `sent`.
+    pub fn probe_answer(&mut self, backend: usize, load: &ServerLoad, sent: Nanos, now: Nanos) {
+        self.strategy.on_probe(backend, load, sent, now);
+    }
+
+    /// Gives the strategy the load report carried on a reply from `backend`; call before
+    /// [`Balancer::complete`] of that request.
+    pub fn reply_load(&mut self, backend: usize, load: &ServerLoad, now: Nanos) {
+        self.strategy.on_reply_load(backend, load, now);
     }
 
     /// Records the end of a request previously routed to `backend`.

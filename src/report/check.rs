@@ -272,6 +272,9 @@ pub fn compare_with_baseline(
     for s in &results.strategies {
         for (k, m) in METRICS.iter().enumerate() {
             let e = s.estimate(k);
+            if !crate::metrics::reported(k, e.mean) {
+                continue;
+            }
             let new = [e.mean, e.low, e.high];
             let base = baseline
                 .iter()

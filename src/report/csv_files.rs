@@ -115,6 +115,9 @@ pub fn write_summary_csv(
     for s in &results.strategies {
         for (k, m) in METRICS.iter().enumerate() {
             let e = s.estimate(k);
+            if !crate::metrics::reported(k, e.mean) {
+                continue;
+            }
             w.serialize(SummaryRow {
                 scenario: &scenario.name,
                 strategy: &s.label,

@@ -4,10 +4,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Aperture, ApertureConfig, BoundedLoadHash, EdfWeightedRoundRobin, First,
+    Aperture, ApertureConfig, BoundedLoadHash, C3, C3Config, EdfWeightedRoundRobin, First,
     GrpcWeightedRoundRobin, GrpcWrrConfig, JoinIdleQueue, LeastConnections, LeastRequest,
-    LeastResponseTime, Leastconn, Maglev, PeakEwmaP2c, PowerOfD, RandomChoice, RingHash,
-    RoundRobin, ShortestQueue, SmoothWeightedRoundRobin, StaticRr, Strategy, WeightedRandom,
+    LeastResponseTime, Leastconn, Maglev, PeakEwmaP2c, PowerOfD, Prequal, PrequalConfig,
+    RandomChoice, RingHash, RoundRobin, ShortestQueue, SmoothWeightedRoundRobin, StaticRr,
+    Strategy, WeightedRandom,
 };
 use crate::rng::SimRng;
 use crate::time::Nanos;
@@ -163,6 +164,85 @@ pub enum StrategySpec {
         #[serde(default = "smooth_win")]
         smooth_win: f64,
     },
+    /// See [`Prequal`] (Wydrowski et al., NSDI 2024): probes, hot-cold lexicographic.
+    Prequal {
+        /// Most probes in the pool. Default 16.
+        #[serde(default = "sixteen")]
+        pool_size: usize,
+        /// Probes sent per query (r_probe). Default 3.
+        #[serde(default = "three")]
+        probe_rate: f64,
+        /// Worst probes removed per query (r_remove). Default 1.
+        #[serde(default = "one_f64")]
+        remove_rate: f64,
+        /// Probes older than this are dropped, seconds. Default 1.
+        #[serde(default = "one_f64")]
+        max_age: f64,
+        /// Queries one probe may serve (b_reuse). Default ⌈1 / (probe_rate − remove_rate)⌉.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reuse: Option<u32>,
+        /// Quantile of recent probes' RIF above which a probe is hot. Default 0.8.
+        #[serde(default = "q_rif")]
+        q_rif: f64,
+    },
+    /// See [`C3`] (Suresh et al., NSDI 2015): cubic replica ranking and rate control.
+    C3 {
+        /// Weight of the history in each EWMA. Default 0.9.
+        #[serde(default = "c3_alpha")]
+        alpha: f64,
+        /// Clients sharing the servers (n in q̂ = 1 + os·n + q). Default 1.
+        #[serde(default = "one_u32")]
+        clients: u32,
+        /// Cubic rate control on. Default true.
+        #[serde(default = "yes")]
+        rate_control: bool,
+        /// Rate interval δ, seconds. Default 0.02.
+        #[serde(default = "rate_interval")]
+        rate_interval: f64,
+        /// Multiplicative decrease β, in (0, 1). Default 0.2.
+        #[serde(default = "beta")]
+        beta: f64,
+        /// Cubic growth γ, requests per interval per ms³. Default 4e-6.
+        #[serde(default = "gamma")]
+        gamma: f64,
+        /// Largest rate increase per step, requests per interval. Default 10.
+        #[serde(default = "ten")]
+        s_max: f64,
+        /// Least time between two decreases, seconds. Default 0.04.
+        #[serde(default = "hysteresis")]
+        hysteresis: f64,
+    },
+}
+
+fn sixteen() -> usize {
+    16
+}
+fn three() -> f64 {
+    3.0
+}
+fn q_rif() -> f64 {
+    0.8
+}
+fn c3_alpha() -> f64 {
+    0.9
+}
+fn one_u32() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn rate_interval() -> f64 {
+    0.020
+}
+fn beta() -> f64 {
+    0.2
+}
+fn gamma() -> f64 {
+    4e-6
+}
+fn hysteresis() -> f64 {
+    0.040
 }
 
 fn is_false(b: &bool) -> bool {
@@ -397,6 +477,18 @@ pub const CATALOGUE: &[StrategyInfo] = &[
         follows: "HAProxy balance static-rr (HAProxy's static weighted map, walked in a circle)",
         weighted: true,
     },
+    StrategyInfo {
+        kind: "prequal",
+        params: "pool_size = 16 probes, probe_rate = 3 (probes per query), remove_rate = 1 (probes per query), max_age = 1 s, reuse = ⌈1/(probe_rate − remove_rate)⌉ queries, q_rif = 0.8 (quantile)",
+        follows: "Prequal (Wydrowski, Kleinberg, Rumble, NSDI 2024): asynchronous reusable probes of RIF and latency, hot-cold lexicographic pick",
+        weighted: false,
+    },
+    StrategyInfo {
+        kind: "c3",
+        params: "alpha = 0.9 (EWMA history weight), clients = 1, rate_control = true, rate_interval = 0.02 s, beta = 0.2, gamma = 4e-6 (per ms³), s_max = 10 (requests per interval), hysteresis = 0.04 s",
+        follows: "C3 (Suresh et al., NSDI 2015): rank by R − 1/μ + (1 + os·n + q)³/μ from reply feedback, cubic rate control per server",
+        weighted: false,
+    },
 ];
 
 impl StrategySpec {
@@ -405,6 +497,7 @@ impl StrategySpec {
     pub fn optional_keys(kind: &str) -> &'static [&'static str] {
         match kind {
             "jsq" => &["indexed"],
+            "prequal" => &["reuse"],
             _ => &[],
         }
     }
@@ -438,6 +531,8 @@ impl StrategySpec {
             StrategySpec::Aperture { .. } => "aperture",
             StrategySpec::Leastconn { .. } => "leastconn",
             StrategySpec::StaticRr => "static_rr",
+            StrategySpec::Prequal { .. } => "prequal",
+            StrategySpec::C3 { .. } => "c3",
         }
     }
 
@@ -625,6 +720,99 @@ impl StrategySpec {
                 }
                 seconds("smooth_win", smooth_win, false)
             }
+            StrategySpec::Prequal {
+                pool_size,
+                probe_rate,
+                remove_rate,
+                max_age,
+                reuse,
+                q_rif,
+            } => {
+                if !(1..=1024).contains(&pool_size) {
+                    return Err(bad(
+                        "pool_size",
+                        format!("is {pool_size}"),
+                        "use 1 to 1024 probes (16 is the paper's)",
+                    ));
+                }
+                for (field, v) in [("probe_rate", probe_rate), ("remove_rate", remove_rate)] {
+                    if !(v.is_finite() && (0.0..=100.0).contains(&v)) {
+                        return Err(bad(
+                            field,
+                            format!("is {v}"),
+                            format!("give `{field}` in probes per query, 0 to 100"),
+                        ));
+                    }
+                }
+                if probe_rate == 0.0 {
+                    return Err(bad(
+                        "probe_rate",
+                        "is 0: prequal would never probe and pick at random",
+                        "use a positive rate, e.g. 3 probes per query",
+                    ));
+                }
+                if reuse == Some(0) {
+                    return Err(bad(
+                        "reuse",
+                        "is 0: no probe could be used",
+                        "use 1 or more, or remove it for the balanced budget",
+                    ));
+                }
+                if !(q_rif.is_finite() && q_rif > 0.0 && q_rif <= 1.0) {
+                    return Err(bad(
+                        "q_rif",
+                        format!("is {q_rif}"),
+                        "use a quantile in (0, 1], e.g. 0.8 (the paper recommends 0.6 to 0.9)",
+                    ));
+                }
+                seconds("max_age", max_age, false)
+            }
+            StrategySpec::C3 {
+                alpha,
+                clients,
+                rate_control: _,
+                rate_interval,
+                beta,
+                gamma,
+                s_max,
+                hysteresis,
+            } => {
+                if !(0.0..1.0).contains(&alpha) {
+                    return Err(bad(
+                        "alpha",
+                        format!("is {alpha}"),
+                        "use a weight in [0, 1), e.g. 0.9 (the paper's)",
+                    ));
+                }
+                if clients == 0 {
+                    return Err(bad("clients", "is 0", "use 1 or more clients"));
+                }
+                if !(beta > 0.0 && beta < 1.0) {
+                    return Err(bad(
+                        "beta",
+                        format!("is {beta}"),
+                        "use a decrease in (0, 1), e.g. 0.2 (the paper's)",
+                    ));
+                }
+                for (field, v) in [("gamma", gamma), ("s_max", s_max)] {
+                    if !(v.is_finite() && v > 0.0 && v <= 1e9) {
+                        return Err(bad(
+                            field,
+                            format!("is {v}"),
+                            format!("use a positive `{field}` (defaults: gamma 4e-6, s_max 10)"),
+                        ));
+                    }
+                }
+                seconds("rate_interval", rate_interval, false)?;
+                if rate_interval < crate::scenario::cost::MIN_INTERVAL {
+                    return Err(bad(
+                        "rate_interval",
+                        format!("is {rate_interval}"),
+                        "use 1e-6 s or more (the paper's is 0.02)",
+                    ));
+                }
+                seconds("hysteresis", hysteresis, true)
+            }
             _ => Ok(()),
         }
     }
@@ -694,6 +882,47 @@ impl StrategySpec {
                     high_load: *high_load,
                     min_aperture: *min_aperture,
                     smooth_win: Nanos::from_secs_f64(*smooth_win),
+                },
+                n,
+                rng,
+            )),
+            StrategySpec::Prequal {
+                pool_size,
+                probe_rate,
+                remove_rate,
+                max_age,
+                reuse,
+                q_rif,
+            } => Box::new(Prequal::new(
+                PrequalConfig {
+                    pool_size: *pool_size,
+                    probe_rate: *probe_rate,
+                    remove_rate: *remove_rate,
+                    max_age: Nanos::from_secs_f64(*max_age),
+                    reuse: *reuse,
+                    q_rif: *q_rif,
+                },
+                rng,
+            )),
+            StrategySpec::C3 {
+                alpha,
+                clients,
+                rate_control,
+                rate_interval,
+                beta,
+                gamma,
+                s_max,
+                hysteresis,
+            } => Box::new(C3::new(
+                C3Config {
+                    alpha: *alpha,
+                    clients: *clients,
+                    rate_control: *rate_control,
+                    rate_interval: Nanos::from_secs_f64(*rate_interval),
+                    beta: *beta,
+                    gamma: *gamma,
+                    s_max: *s_max,
+                    hysteresis: Nanos::from_secs_f64(*hysteresis),
                 },
                 n,
                 rng,
@@ -792,6 +1021,8 @@ mod tests {
             "aperture",
             "leastconn",
             "static_rr",
+            "prequal",
+            "c3",
         ]
         .iter()
         .map(|k| {
