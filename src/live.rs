@@ -17,6 +17,7 @@ pub mod driver;
 pub mod l4;
 mod plot;
 mod pool;
+mod probe;
 #[allow(
     missing_docs,
     unused_imports,

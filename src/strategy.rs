@@ -63,6 +63,7 @@ pub use spec::{CATALOGUE, SpecError, StrategyEntry, StrategyInfo, StrategySpec};
 pub use static_rr::StaticRr;
 pub use weighted_random::WeightedRandom;
 
+use crate::rng::SimRng;
 use crate::time::Nanos;
 
 /// What a strategy may see of one backend, from the point of view of its balancer: 12
@@ -219,6 +220,68 @@ pub trait Strategy: Send {
     /// The load report carried on the reply of a request to `backend`, told just before
     /// that request's [`Strategy::on_complete`]. Only when [`Signals::reply_loads`] is set.
     fn on_reply_load(&mut self, _backend: usize, _load: &ServerLoad, _now: Nanos) {}
+}
+
+/// How the simulator gets a strategy: one instance per balancer, and what the strategy
+/// reads of servers' load reports. Implemented by [`StrategySpec`] (the catalogue, as
+/// written in scenario files) and by any closure `Fn(usize, SimRng) -> Box<dyn Strategy>`,
+/// which is how a strategy written outside this crate runs on a scenario
+/// ([`crate::sim::simulate_with`]).
+///
+/// ```
+/// use lbsim::rng::SimRng;
+/// use lbsim::strategy::{Backend, PickContext, Strategy, StrategyFactory};
+///
+/// /// Always the first backend that is up.
+/// struct FirstUp;
+/// impl Strategy for FirstUp {
+///     fn pick(&mut self, backends: &[Backend], _ctx: &PickContext<'_>) -> Option<usize> {
+///         backends.iter().position(|b| b.up)
+///     }
+/// }
+///
+/// let factory = |_n: usize, _rng: SimRng| Box::new(FirstUp) as Box<dyn Strategy>;
+/// assert!(!factory.reads_load_reports());
+/// let mut one = factory.build(3, lbsim::rng::stream_rng(1, 0, lbsim::rng::Stream::Strategy, 0));
+/// let mut view = vec![Backend::new(1); 3];
+/// view[0].up = false;
+/// assert_eq!(one.pick(&view, &PickContext::new(lbsim::time::Nanos(0), 0)), Some(1));
+/// ```
+pub trait StrategyFactory: Sync {
+    /// A running instance over `n` backends with its own random stream.
+    fn build(&self, n: usize, rng: SimRng) -> Box<dyn Strategy>;
+
+    /// Whether it reads servers' load reports ([`PickContext::load`]): the simulator
+    /// maintains them only then. Default false.
+    fn reads_load_reports(&self) -> bool {
+        false
+    }
+
+    /// Whether it wants the report table indexed by queue length. Default false.
+    fn indexes_load_reports(&self) -> bool {
+        false
+    }
+}
+
+impl StrategyFactory for StrategySpec {
+    fn build(&self, n: usize, rng: SimRng) -> Box<dyn Strategy> {
+        StrategySpec::build(self, n, rng)
+    }
+    fn reads_load_reports(&self) -> bool {
+        StrategySpec::reads_load_reports(self)
+    }
+    fn indexes_load_reports(&self) -> bool {
+        StrategySpec::indexes_load_reports(self)
+    }
+}
+
+impl<F> StrategyFactory for F
+where
+    F: Fn(usize, SimRng) -> Box<dyn Strategy> + Sync,
+{
+    fn build(&self, n: usize, rng: SimRng) -> Box<dyn Strategy> {
+        self(n, rng)
+    }
 }
 
 /// A strategy with its view of the backends: what one client-side balancer holds.

@@ -139,15 +139,34 @@ pub struct Reply {
     pub server_id: String,
     pub queued_ns: i64,
     pub served_ns: i64,
+    pub in_flight: Option<i32>,
+    pub queued: Option<i32>,
+    pub latency_ns: Option<i64>,
 }
 
 impl Reply {
-    pub fn new(id: i64, server_id: String, queued_ns: i64, served_ns: i64) -> Reply {
+    pub fn new<F5, F6, F7>(
+        id: i64,
+        server_id: String,
+        queued_ns: i64,
+        served_ns: i64,
+        in_flight: F5,
+        queued: F6,
+        latency_ns: F7,
+    ) -> Reply
+    where
+        F5: Into<Option<i32>>,
+        F6: Into<Option<i32>>,
+        F7: Into<Option<i64>>,
+    {
         Reply {
             id,
             server_id,
             queued_ns,
             served_ns,
+            in_flight: in_flight.into(),
+            queued: queued.into(),
+            latency_ns: latency_ns.into(),
         }
     }
 }
@@ -159,6 +178,9 @@ impl TSerializable for Reply {
         let mut f_2: Option<String> = None;
         let mut f_3: Option<i64> = None;
         let mut f_4: Option<i64> = None;
+        let mut f_5: Option<i32> = None;
+        let mut f_6: Option<i32> = None;
+        let mut f_7: Option<i64> = None;
         loop {
             let field_ident = i_prot.read_field_begin()?;
             if field_ident.field_type == TType::Stop {
@@ -182,6 +204,18 @@ impl TSerializable for Reply {
                     let val = i_prot.read_i64()?;
                     f_4 = Some(val);
                 }
+                5 => {
+                    let val = i_prot.read_i32()?;
+                    f_5 = Some(val);
+                }
+                6 => {
+                    let val = i_prot.read_i32()?;
+                    f_6 = Some(val);
+                }
+                7 => {
+                    let val = i_prot.read_i64()?;
+                    f_7 = Some(val);
+                }
                 _ => {
                     i_prot.skip(field_ident.field_type)?;
                 }
@@ -202,6 +236,9 @@ impl TSerializable for Reply {
                 .expect("auto-generated code should have checked for presence of required fields"),
             served_ns: f_4
                 .expect("auto-generated code should have checked for presence of required fields"),
+            in_flight: f_5,
+            queued: f_6,
+            latency_ns: f_7,
         };
         Ok(ret)
     }
@@ -220,6 +257,21 @@ impl TSerializable for Reply {
         o_prot.write_field_begin(&TFieldIdentifier::new("served_ns", TType::I64, 4))?;
         o_prot.write_i64(self.served_ns)?;
         o_prot.write_field_end()?;
+        if let Some(fld_var) = self.in_flight {
+            o_prot.write_field_begin(&TFieldIdentifier::new("in_flight", TType::I32, 5))?;
+            o_prot.write_i32(fld_var)?;
+            o_prot.write_field_end()?
+        }
+        if let Some(fld_var) = self.queued {
+            o_prot.write_field_begin(&TFieldIdentifier::new("queued", TType::I32, 6))?;
+            o_prot.write_i32(fld_var)?;
+            o_prot.write_field_end()?
+        }
+        if let Some(fld_var) = self.latency_ns {
+            o_prot.write_field_begin(&TFieldIdentifier::new("latency_ns", TType::I64, 7))?;
+            o_prot.write_i64(fld_var)?;
+            o_prot.write_field_end()?
+        }
         o_prot.write_field_stop()?;
         o_prot.write_struct_end()
     }
@@ -377,12 +429,142 @@ impl TSerializable for Pong {
 }
 
 //
+// Load
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct Load {
+    pub server_id: String,
+    pub sent_ns: i64,
+    pub in_flight: i32,
+    pub queued: i32,
+    pub service_ns: i64,
+    pub latency_ns: i64,
+}
+
+impl Load {
+    pub fn new(
+        server_id: String,
+        sent_ns: i64,
+        in_flight: i32,
+        queued: i32,
+        service_ns: i64,
+        latency_ns: i64,
+    ) -> Load {
+        Load {
+            server_id,
+            sent_ns,
+            in_flight,
+            queued,
+            service_ns,
+            latency_ns,
+        }
+    }
+}
+
+impl TSerializable for Load {
+    fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<Load> {
+        i_prot.read_struct_begin()?;
+        let mut f_1: Option<String> = None;
+        let mut f_2: Option<i64> = None;
+        let mut f_3: Option<i32> = None;
+        let mut f_4: Option<i32> = None;
+        let mut f_5: Option<i64> = None;
+        let mut f_6: Option<i64> = None;
+        loop {
+            let field_ident = i_prot.read_field_begin()?;
+            if field_ident.field_type == TType::Stop {
+                break;
+            }
+            let field_id = field_id(&field_ident)?;
+            match field_id {
+                1 => {
+                    let val = i_prot.read_string()?;
+                    f_1 = Some(val);
+                }
+                2 => {
+                    let val = i_prot.read_i64()?;
+                    f_2 = Some(val);
+                }
+                3 => {
+                    let val = i_prot.read_i32()?;
+                    f_3 = Some(val);
+                }
+                4 => {
+                    let val = i_prot.read_i32()?;
+                    f_4 = Some(val);
+                }
+                5 => {
+                    let val = i_prot.read_i64()?;
+                    f_5 = Some(val);
+                }
+                6 => {
+                    let val = i_prot.read_i64()?;
+                    f_6 = Some(val);
+                }
+                _ => {
+                    i_prot.skip(field_ident.field_type)?;
+                }
+            };
+            i_prot.read_field_end()?;
+        }
+        i_prot.read_struct_end()?;
+        verify_required_field_exists("Load.server_id", &f_1)?;
+        verify_required_field_exists("Load.sent_ns", &f_2)?;
+        verify_required_field_exists("Load.in_flight", &f_3)?;
+        verify_required_field_exists("Load.queued", &f_4)?;
+        verify_required_field_exists("Load.service_ns", &f_5)?;
+        verify_required_field_exists("Load.latency_ns", &f_6)?;
+        let ret = Load {
+            server_id: f_1
+                .expect("auto-generated code should have checked for presence of required fields"),
+            sent_ns: f_2
+                .expect("auto-generated code should have checked for presence of required fields"),
+            in_flight: f_3
+                .expect("auto-generated code should have checked for presence of required fields"),
+            queued: f_4
+                .expect("auto-generated code should have checked for presence of required fields"),
+            service_ns: f_5
+                .expect("auto-generated code should have checked for presence of required fields"),
+            latency_ns: f_6
+                .expect("auto-generated code should have checked for presence of required fields"),
+        };
+        Ok(ret)
+    }
+    fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+        let struct_ident = TStructIdentifier::new("Load");
+        o_prot.write_struct_begin(&struct_ident)?;
+        o_prot.write_field_begin(&TFieldIdentifier::new("server_id", TType::String, 1))?;
+        o_prot.write_string(&self.server_id)?;
+        o_prot.write_field_end()?;
+        o_prot.write_field_begin(&TFieldIdentifier::new("sent_ns", TType::I64, 2))?;
+        o_prot.write_i64(self.sent_ns)?;
+        o_prot.write_field_end()?;
+        o_prot.write_field_begin(&TFieldIdentifier::new("in_flight", TType::I32, 3))?;
+        o_prot.write_i32(self.in_flight)?;
+        o_prot.write_field_end()?;
+        o_prot.write_field_begin(&TFieldIdentifier::new("queued", TType::I32, 4))?;
+        o_prot.write_i32(self.queued)?;
+        o_prot.write_field_end()?;
+        o_prot.write_field_begin(&TFieldIdentifier::new("service_ns", TType::I64, 5))?;
+        o_prot.write_i64(self.service_ns)?;
+        o_prot.write_field_end()?;
+        o_prot.write_field_begin(&TFieldIdentifier::new("latency_ns", TType::I64, 6))?;
+        o_prot.write_i64(self.latency_ns)?;
+        o_prot.write_field_end()?;
+        o_prot.write_field_stop()?;
+        o_prot.write_struct_end()
+    }
+}
+
+//
 // Backend service client
 //
 
 pub trait TBackendSyncClient {
     fn call(&mut self, req: Call) -> thrift::Result<Reply>;
     fn ping(&mut self, sent_ns: i64) -> thrift::Result<Pong>;
+    fn probe(&mut self, sent_ns: i64) -> thrift::Result<Load>;
 }
 
 pub trait TBackendSyncClientMarker {}
@@ -493,6 +675,33 @@ impl<C: TThriftClient + TBackendSyncClientMarker> TBackendSyncClient for C {
             result.ok_or()
         }
     }
+    fn probe(&mut self, sent_ns: i64) -> thrift::Result<Load> {
+        ({
+            self.increment_sequence_number();
+            let message_ident =
+                TMessageIdentifier::new("probe", TMessageType::Call, self.sequence_number());
+            let call_args = BackendProbeArgs { sent_ns };
+            self.o_prot_mut().write_message_begin(&message_ident)?;
+            call_args.write_to_out_protocol(self.o_prot_mut())?;
+            self.o_prot_mut().write_message_end()?;
+            self.o_prot_mut().flush()
+        })?;
+        {
+            let message_ident = self.i_prot_mut().read_message_begin()?;
+            verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+            verify_expected_service_call("probe", &message_ident.name)?;
+            if message_ident.message_type == TMessageType::Exception {
+                let remote_error =
+                    thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+                self.i_prot_mut().read_message_end()?;
+                return Err(thrift::Error::Application(remote_error));
+            }
+            verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+            let result = BackendProbeResult::read_from_in_protocol(self.i_prot_mut())?;
+            self.i_prot_mut().read_message_end()?;
+            result.ok_or()
+        }
+    }
 }
 
 //
@@ -502,6 +711,7 @@ impl<C: TThriftClient + TBackendSyncClientMarker> TBackendSyncClient for C {
 pub trait BackendSyncHandler {
     fn handle_call(&self, req: Call) -> thrift::Result<Reply>;
     fn handle_ping(&self, sent_ns: i64) -> thrift::Result<Pong>;
+    fn handle_probe(&self, sent_ns: i64) -> thrift::Result<Load>;
 }
 
 pub struct BackendSyncProcessor<H: BackendSyncHandler> {
@@ -532,6 +742,19 @@ impl<H: BackendSyncHandler> BackendSyncProcessor<H> {
         o_prot: &mut dyn TOutputProtocol,
     ) -> thrift::Result<()> {
         TBackendProcessFunctions::process_ping(
+            &self.handler,
+            incoming_sequence_number,
+            i_prot,
+            o_prot,
+        )
+    }
+    fn process_probe(
+        &self,
+        incoming_sequence_number: i32,
+        i_prot: &mut dyn TInputProtocol,
+        o_prot: &mut dyn TOutputProtocol,
+    ) -> thrift::Result<()> {
+        TBackendProcessFunctions::process_probe(
             &self.handler,
             incoming_sequence_number,
             i_prot,
@@ -674,6 +897,53 @@ impl TBackendProcessFunctions {
             },
         }
     }
+    pub fn process_probe<H: BackendSyncHandler>(
+        handler: &H,
+        incoming_sequence_number: i32,
+        i_prot: &mut dyn TInputProtocol,
+        o_prot: &mut dyn TOutputProtocol,
+    ) -> thrift::Result<()> {
+        let args = BackendProbeArgs::read_from_in_protocol(i_prot)?;
+        match handler.handle_probe(args.sent_ns) {
+            Ok(handler_return) => {
+                let message_ident =
+                    TMessageIdentifier::new("probe", TMessageType::Reply, incoming_sequence_number);
+                o_prot.write_message_begin(&message_ident)?;
+                let ret = BackendProbeResult {
+                    result_value: Some(handler_return),
+                };
+                ret.write_to_out_protocol(o_prot)?;
+                o_prot.write_message_end()?;
+                o_prot.flush()
+            }
+            Err(e) => match e {
+                thrift::Error::Application(app_err) => {
+                    let message_ident = TMessageIdentifier::new(
+                        "probe",
+                        TMessageType::Exception,
+                        incoming_sequence_number,
+                    );
+                    o_prot.write_message_begin(&message_ident)?;
+                    thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+                    o_prot.write_message_end()?;
+                    o_prot.flush()
+                }
+                _ => {
+                    let ret_err =
+                        { ApplicationError::new(ApplicationErrorKind::Unknown, e.to_string()) };
+                    let message_ident = TMessageIdentifier::new(
+                        "probe",
+                        TMessageType::Exception,
+                        incoming_sequence_number,
+                    );
+                    o_prot.write_message_begin(&message_ident)?;
+                    thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+                    o_prot.write_message_end()?;
+                    o_prot.flush()
+                }
+            },
+        }
+    }
 }
 
 impl<H: BackendSyncHandler> TProcessor for BackendSyncProcessor<H> {
@@ -686,6 +956,7 @@ impl<H: BackendSyncHandler> TProcessor for BackendSyncProcessor<H> {
         let res = match &*message_ident.name {
             "call" => self.process_call(message_ident.sequence_number, i_prot, o_prot),
             "ping" => self.process_ping(message_ident.sequence_number, i_prot, o_prot),
+            "probe" => self.process_probe(message_ident.sequence_number, i_prot, o_prot),
             method => Err(thrift::Error::Application(ApplicationError::new(
                 ApplicationErrorKind::UnknownMethod,
                 format!("unknown method {}", method),
@@ -912,6 +1183,114 @@ impl BackendPingResult {
     }
     fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
         let struct_ident = TStructIdentifier::new("BackendPingResult");
+        o_prot.write_struct_begin(&struct_ident)?;
+        if let Some(ref fld_var) = self.result_value {
+            o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+            fld_var.write_to_out_protocol(o_prot)?;
+            o_prot.write_field_end()?
+        }
+        o_prot.write_field_stop()?;
+        o_prot.write_struct_end()
+    }
+}
+
+//
+// BackendProbeArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct BackendProbeArgs {
+    sent_ns: i64,
+}
+
+impl BackendProbeArgs {
+    fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<BackendProbeArgs> {
+        i_prot.read_struct_begin()?;
+        let mut f_1: Option<i64> = None;
+        loop {
+            let field_ident = i_prot.read_field_begin()?;
+            if field_ident.field_type == TType::Stop {
+                break;
+            }
+            let field_id = field_id(&field_ident)?;
+            match field_id {
+                1 => {
+                    let val = i_prot.read_i64()?;
+                    f_1 = Some(val);
+                }
+                _ => {
+                    i_prot.skip(field_ident.field_type)?;
+                }
+            };
+            i_prot.read_field_end()?;
+        }
+        i_prot.read_struct_end()?;
+        verify_required_field_exists("BackendProbeArgs.sent_ns", &f_1)?;
+        let ret = BackendProbeArgs {
+            sent_ns: f_1
+                .expect("auto-generated code should have checked for presence of required fields"),
+        };
+        Ok(ret)
+    }
+    fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+        let struct_ident = TStructIdentifier::new("probe_args");
+        o_prot.write_struct_begin(&struct_ident)?;
+        o_prot.write_field_begin(&TFieldIdentifier::new("sent_ns", TType::I64, 1))?;
+        o_prot.write_i64(self.sent_ns)?;
+        o_prot.write_field_end()?;
+        o_prot.write_field_stop()?;
+        o_prot.write_struct_end()
+    }
+}
+
+//
+// BackendProbeResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct BackendProbeResult {
+    result_value: Option<Load>,
+}
+
+impl BackendProbeResult {
+    fn ok_or(self) -> thrift::Result<Load> {
+        if self.result_value.is_some() {
+            Ok(self.result_value.unwrap())
+        } else {
+            Err(thrift::Error::Application(ApplicationError::new(
+                ApplicationErrorKind::MissingResult,
+                "no result received for BackendProbe",
+            )))
+        }
+    }
+    fn read_from_in_protocol(
+        i_prot: &mut dyn TInputProtocol,
+    ) -> thrift::Result<BackendProbeResult> {
+        i_prot.read_struct_begin()?;
+        let mut f_0: Option<Load> = None;
+        loop {
+            let field_ident = i_prot.read_field_begin()?;
+            if field_ident.field_type == TType::Stop {
+                break;
+            }
+            let field_id = field_id(&field_ident)?;
+            match field_id {
+                0 => {
+                    let val = Load::read_from_in_protocol(i_prot)?;
+                    f_0 = Some(val);
+                }
+                _ => {
+                    i_prot.skip(field_ident.field_type)?;
+                }
+            };
+            i_prot.read_field_end()?;
+        }
+        i_prot.read_struct_end()?;
+        let ret = BackendProbeResult { result_value: f_0 };
+        Ok(ret)
+    }
+    fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+        let struct_ident = TStructIdentifier::new("BackendProbeResult");
         o_prot.write_struct_begin(&struct_ident)?;
         if let Some(ref fld_var) = self.result_value {
             o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
