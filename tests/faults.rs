@@ -3,6 +3,7 @@
 mod common;
 
 use common::{run_default, scenario, values};
+use lbsim::metrics::Metric;
 use lbsim::sim::simulate;
 use lbsim::stats::estimate;
 
@@ -34,7 +35,7 @@ fn a_crash_fails_what_the_server_held_and_traffic_moves_away() {
     let s = scenario(&src);
     let r = run_default(&s);
     for k in 0..2 {
-        let err = estimate(&values(&r, k, "error_fraction"));
+        let err = estimate(&values(&r, k, Metric::ErrorFraction));
         // Round robin keeps sending a quarter of the traffic to the dead server until the
         // health check notices (0.5 s): about 0.25 × 1000 × 0.5 = 125 failures out of 20 000.
         assert!(

@@ -13,7 +13,7 @@ use lbsim::live::server::{self, ServerConfig};
 use lbsim::live::{
     CallOutcome, ClientConfig, Connection, LiveOptions, Protocol, Transport, replay,
 };
-use lbsim::metrics::metric_index;
+use lbsim::metrics::Metric;
 use lbsim::scenario::Scenario;
 
 const MS: i64 = 1_000_000;
@@ -129,8 +129,8 @@ fn prequal_and_c3_replay_live() {
             r.label
         );
         let summary = m.summarize();
-        let probes = summary.values[metric_index("probes_per_request").unwrap()];
-        let mean = summary.values[metric_index("latency_mean").unwrap()];
+        let probes = summary.values[Metric::ProbesPerRequest];
+        let mean = summary.values[Metric::LatencyMean];
         match r.label.as_str() {
             "prequal" => assert!((probes - 3.0).abs() < 0.01, "prequal: {probes}"),
             _ => assert_eq!(probes, 0.0),

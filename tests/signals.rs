@@ -6,7 +6,7 @@
 mod common;
 
 use common::{scenario, values};
-use lbsim::metrics::metric_index;
+use lbsim::metrics::Metric;
 use lbsim::runner::{RunOptions, run};
 use lbsim::sim::simulate;
 
@@ -39,14 +39,14 @@ fn probes_are_counted_and_cost_server_time() {
     let s = scenario(&small("kind = \"prequal\"\nprobe_rate = 3", probes));
     let r = run(&s, &RunOptions::default()).unwrap();
     // Three probes per request, sent while routing each measured request.
-    for v in values(&r, 0, "probes_per_request") {
+    for v in values(&r, 0, Metric::ProbesPerRequest) {
         assert!((v - 3.0).abs() < 1e-3, "{v}");
     }
     // Utilisation: requests 100/s × 10 ms / 2 workers = 0.5, probes 300/s × 1 ms / 2 =
     // 0.15. The 99.9% interval of the replications' mean must hold 0.65.
     common::assert_agrees(
         "utilization with probe cost",
-        &values(&r, 0, "utilization_mean"),
+        &values(&r, 0, Metric::UtilizationMean),
         0.65,
     );
     // Free probes: the requests' 0.5 alone.
@@ -57,7 +57,7 @@ fn probes_are_counted_and_cost_server_time() {
     let r = run(&free, &RunOptions::default()).unwrap();
     common::assert_agrees(
         "utilization with free probes",
-        &values(&r, 0, "utilization_mean"),
+        &values(&r, 0, Metric::UtilizationMean),
         0.5,
     );
 }
@@ -77,8 +77,7 @@ fn strategies_that_do_not_probe_run_as_before_with_probes_configured() {
         let a = simulate(&plain, &plain.strategies[0].spec, 0, 11).summarize();
         let b = simulate(&probed, &probed.strategies[0].spec, 0, 11).summarize();
         assert_eq!(format!("{a:?}"), format!("{b:?}"), "{kind}");
-        let k = metric_index("probes_per_request").unwrap();
-        assert_eq!(a.values[k], 0.0);
+        assert_eq!(a.values[Metric::ProbesPerRequest], 0.0);
     }
     // The fingerprint of a scenario without `[probes]` is what it was before the table
     // existed; with it, another.
@@ -117,7 +116,7 @@ fn prequal_and_c3_beat_p2c_under_antagonists() {
             .iter()
             .position(|e| e.label() == label)
             .unwrap();
-        let v = values(&r, k, "latency_p99");
+        let v = values(&r, k, Metric::LatencyP99);
         v.iter().sum::<f64>() / v.len() as f64
     };
     let p2c = p99("p2c");

@@ -12,6 +12,7 @@
 //!   [`Limits`] (`--max-events`, `--max-memory` raise them).
 
 use crate::strategy::StrategySpec;
+use crate::strategy::registry::{Scanned, Table};
 use crate::workload::ArrivalSpec;
 
 use super::Scenario;
@@ -285,6 +286,15 @@ impl Scenario {
                     None => 2.0 * requests * balancers / BACKENDS_PER_EVENT,
                 };
             }
+            if spec.reads().probes {
+                // Each probe reaches its server and comes back (and, when probes cost
+                // server time, ends its work): prequal's rate, else one per pick.
+                let rate = spec
+                    .params::<crate::strategy::Prequal>()
+                    .map_or(1.0, |p| p.probe_rate);
+                let per_probe = if self.probes.cost > 0.0 { 3.0 } else { 2.0 };
+                events += picks * rate * per_probe;
+            }
             cost.events += events;
             let memory = n * SERVER_BYTES
                 + workers * JOB_BYTES
@@ -320,17 +330,9 @@ fn truncated_mean(d: &crate::workload::Dist, t: f64) -> f64 {
 
 /// Events' worth of work a strategy spends per pick beyond the pick itself.
 fn scan_events(spec: &StrategySpec, n: f64) -> f64 {
-    match spec {
-        StrategySpec::LeastConnections { .. }
-        | StrategySpec::Jsq { .. }
-        | StrategySpec::LeastResponseTime { .. }
-        | StrategySpec::First { .. } => n / BACKENDS_PER_EVENT,
-        StrategySpec::PowerOfD { d, .. } => *d as f64 / BACKENDS_PER_EVENT,
-        StrategySpec::LeastRequest { choice_count, .. } => {
-            *choice_count as f64 / BACKENDS_PER_EVENT
-        }
-        StrategySpec::BoundedLoadHash { .. } => n / BACKENDS_PER_EVENT,
-        _ => 0.0,
+    match spec.cost().scanned {
+        Scanned::All => n / BACKENDS_PER_EVENT,
+        Scanned::Few(k) => k as f64 / BACKENDS_PER_EVENT,
     }
 }
 
@@ -357,13 +359,12 @@ fn table_bytes(spec: &StrategySpec, s: &Scenario) -> f64 {
         };
         16.0 * (scale + s.server_count() as f64)
     };
-    match spec {
-        StrategySpec::RingHash {
-            min_ring_size,
-            max_ring_size,
-        } => ring(*min_ring_size, *max_ring_size),
-        StrategySpec::BoundedLoadHash { min_ring_size, .. } => ring(*min_ring_size, 8 << 20),
-        StrategySpec::Maglev { table_size } => 8.0 * *table_size as f64,
-        _ => 0.0,
+    match spec.cost().table {
+        Some(Table::Ring {
+            min_points,
+            max_points,
+        }) => ring(min_points, max_points),
+        Some(Table::Slots(slots)) => 8.0 * slots as f64,
+        None => 0.0,
     }
 }

@@ -33,6 +33,8 @@
 
 use rand::RngExt;
 
+use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
+use super::spec::SpecError;
 use super::{Backend, Outcome, PickContext, ServerLoad, Signals, Strategy};
 use crate::rng::SimRng;
 use crate::time::Nanos;
@@ -276,6 +278,124 @@ impl Strategy for C3 {
         let first = !f.seen;
         f.service = ewma(f.service, load.service_time.0 as f64, alpha, first);
         f.queue = ewma(f.queue, f64::from(load.queued), alpha, first);
+    }
+}
+
+/// Parameters of `kind = "c3"` (see the module documentation for their sources).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct C3Params {
+    /// Weight of the history in each EWMA. Default 0.9 (the paper's).
+    pub alpha: f64,
+    /// Clients sharing the servers (n in q̂ = 1 + os·n + q). Default 1.
+    pub clients: u32,
+    /// Cubic rate control on. Default true.
+    pub rate_control: bool,
+    /// Rate interval δ, seconds. Default 0.02 (the paper's).
+    pub rate_interval: f64,
+    /// Multiplicative decrease β, in (0, 1). Default 0.2 (the paper's).
+    pub beta: f64,
+    /// Cubic growth γ, requests per interval per ms³. Default 4e-6.
+    pub gamma: f64,
+    /// Largest rate increase per step, requests per interval. Default 10 (the paper's).
+    pub s_max: f64,
+    /// Least time between two decreases, seconds. Default 0.04.
+    pub hysteresis: f64,
+}
+
+impl Default for C3Params {
+    fn default() -> C3Params {
+        let c = C3Config::default();
+        C3Params {
+            alpha: c.alpha,
+            clients: c.clients,
+            rate_control: c.rate_control,
+            rate_interval: c.rate_interval.as_secs_f64(),
+            beta: c.beta,
+            gamma: c.gamma,
+            s_max: c.s_max,
+            hysteresis: c.hysteresis.as_secs_f64(),
+        }
+    }
+}
+
+impl Kind for C3 {
+    type Params = C3Params;
+    const ABOUT: About = About {
+        kind: "c3",
+        aliases: &[],
+        follows: "C3 (Suresh et al., NSDI 2015): rank by R − 1/μ + (1 + os·n + q)³/μ from reply feedback, cubic rate control per server",
+        knobs: &[
+            Knob::new("alpha", Ty::Float).meaning("EWMA history weight"),
+            Knob::new("clients", Ty::Int),
+            Knob::new("rate_control", Ty::Bool),
+            Knob::seconds("rate_interval"),
+            Knob::new("beta", Ty::Float),
+            Knob::new("gamma", Ty::Float).meaning("per ms³"),
+            Knob::new("s_max", Ty::Float).meaning("requests per interval"),
+            Knob::seconds("hysteresis"),
+        ],
+        reads: Reads {
+            reply_loads: true,
+            ..Reads::NOTHING
+        },
+        split: Split::Dynamic,
+    };
+    fn validate(p: &C3Params, _: usize) -> Result<(), SpecError> {
+        if !(0.0..1.0).contains(&p.alpha) {
+            return Err(SpecError::new(
+                "alpha",
+                format!("is {}", p.alpha),
+                "use a weight in [0, 1), e.g. 0.9 (the paper's)",
+            ));
+        }
+        if p.clients == 0 {
+            return Err(SpecError::new("clients", "is 0", "use 1 or more clients"));
+        }
+        if !(p.beta > 0.0 && p.beta < 1.0) {
+            return Err(SpecError::new(
+                "beta",
+                format!("is {}", p.beta),
+                "use a decrease in (0, 1), e.g. 0.2 (the paper's)",
+            ));
+        }
+        for (field, v) in [("gamma", p.gamma), ("s_max", p.s_max)] {
+            if !(v.is_finite() && v > 0.0 && v <= 1e9) {
+                return Err(SpecError::new(
+                    field,
+                    format!("is {v}"),
+                    format!("use a positive `{field}` up to 1e9 (defaults: gamma 4e-6, s_max 10)"),
+                ));
+            }
+        }
+        SpecError::seconds("rate_interval", p.rate_interval, false)?;
+        if p.rate_interval < crate::scenario::cost::MIN_INTERVAL {
+            return Err(SpecError::new(
+                "rate_interval",
+                format!("is {}", p.rate_interval),
+                "use 1e-6 s or more (the paper's is 0.02)",
+            ));
+        }
+        SpecError::seconds("hysteresis", p.hysteresis, true)
+    }
+    fn build(p: &C3Params, n: usize, rng: SimRng) -> C3 {
+        C3::new(
+            C3Config {
+                alpha: p.alpha,
+                clients: p.clients,
+                rate_control: p.rate_control,
+                rate_interval: Nanos::from_secs_f64(p.rate_interval),
+                beta: p.beta,
+                gamma: p.gamma,
+                s_max: p.s_max,
+                hysteresis: Nanos::from_secs_f64(p.hysteresis),
+            },
+            n,
+            rng,
+        )
+    }
+    fn cost(_: &C3Params) -> PickCost {
+        PickCost::SCAN
     }
 }
 

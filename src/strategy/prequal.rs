@@ -32,6 +32,8 @@
 use rand::RngExt;
 
 use super::random::uniform_up;
+use super::registry::{About, Kind, Knob, PickCost, Reads, Scanned, Split, Ty};
+use super::spec::SpecError;
 use super::{Backend, PickContext, ServerLoad, Signals, Strategy};
 use crate::rng::SimRng;
 use crate::time::Nanos;
@@ -267,6 +269,123 @@ impl Strategy for Prequal {
             sent,
             uses: 0,
         });
+    }
+}
+
+/// Parameters of `kind = "prequal"` (see the module documentation for their sources).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrequalParams {
+    /// Most probes in the pool. Default 16 (the paper's).
+    pub pool_size: usize,
+    /// Probes sent per query (r_probe). Default 3.
+    pub probe_rate: f64,
+    /// Worst probes removed per query (r_remove). Default 1.
+    pub remove_rate: f64,
+    /// Probes older than this are dropped, seconds. Default 1.
+    pub max_age: f64,
+    /// Queries one probe may serve (b_reuse). Default ⌈1 / (probe_rate − remove_rate)⌉.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<u32>,
+    /// Quantile of recent probes' RIF above which a probe is hot. Default 0.8.
+    pub q_rif: f64,
+}
+
+impl Default for PrequalParams {
+    fn default() -> PrequalParams {
+        let c = PrequalConfig::default();
+        PrequalParams {
+            pool_size: c.pool_size,
+            probe_rate: c.probe_rate,
+            remove_rate: c.remove_rate,
+            max_age: c.max_age.as_secs_f64(),
+            reuse: c.reuse,
+            q_rif: c.q_rif,
+        }
+    }
+}
+
+impl Kind for Prequal {
+    type Params = PrequalParams;
+    const ABOUT: About = About {
+        kind: "prequal",
+        aliases: &[],
+        follows: "Prequal (Wydrowski, Kleinberg, Rumble, NSDI 2024): asynchronous reusable probes of RIF and latency, hot-cold lexicographic pick",
+        knobs: &[
+            Knob::new("pool_size", Ty::Int).unit("probes"),
+            Knob::new("probe_rate", Ty::Float).meaning("probes per query"),
+            Knob::new("remove_rate", Ty::Float).meaning("probes removed per query"),
+            Knob::seconds("max_age"),
+            Knob::new("reuse", Ty::Int)
+                .unset("⌈1/(probe_rate − remove_rate)⌉")
+                .meaning("queries per probe"),
+            Knob::new("q_rif", Ty::Float).meaning("quantile of recent RIFs"),
+        ],
+        reads: Reads {
+            probes: true,
+            ..Reads::NOTHING
+        },
+        split: Split::Dynamic,
+    };
+    fn validate(p: &PrequalParams, _: usize) -> Result<(), SpecError> {
+        if !(1..=1024).contains(&p.pool_size) {
+            return Err(SpecError::new(
+                "pool_size",
+                format!("is {}", p.pool_size),
+                "use 1 to 1024 probes (16 is the paper's)",
+            ));
+        }
+        for (field, v) in [("probe_rate", p.probe_rate), ("remove_rate", p.remove_rate)] {
+            if !(v.is_finite() && (0.0..=100.0).contains(&v)) {
+                return Err(SpecError::new(
+                    field,
+                    format!("is {v}"),
+                    format!("give `{field}` in probes per query, 0 to 100"),
+                ));
+            }
+        }
+        if p.probe_rate == 0.0 {
+            return Err(SpecError::new(
+                "probe_rate",
+                "is 0: prequal would never probe and would pick at random",
+                "use a positive rate, e.g. 3 probes per query",
+            ));
+        }
+        if p.reuse == Some(0) {
+            return Err(SpecError::new(
+                "reuse",
+                "is 0: no probe could be used",
+                "use 1 or more, or remove it for the balanced budget",
+            ));
+        }
+        if !(p.q_rif.is_finite() && p.q_rif > 0.0 && p.q_rif <= 1.0) {
+            return Err(SpecError::new(
+                "q_rif",
+                format!("is {}", p.q_rif),
+                "use a quantile in (0, 1], e.g. 0.8 (the paper recommends 0.6 to 0.9)",
+            ));
+        }
+        SpecError::seconds("max_age", p.max_age, false)
+    }
+    fn build(p: &PrequalParams, _n: usize, rng: SimRng) -> Prequal {
+        Prequal::new(
+            PrequalConfig {
+                pool_size: p.pool_size,
+                probe_rate: p.probe_rate,
+                remove_rate: p.remove_rate,
+                max_age: Nanos::from_secs_f64(p.max_age),
+                reuse: p.reuse,
+                q_rif: p.q_rif,
+            },
+            rng,
+        )
+    }
+    fn cost(p: &PrequalParams) -> PickCost {
+        // Scans its pool (and sorts the recent RIFs, 4 × pool_size of them).
+        PickCost {
+            scanned: Scanned::Few(5 * p.pool_size),
+            table: None,
+        }
     }
 }
 
