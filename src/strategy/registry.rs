@@ -54,6 +54,15 @@ pub static STRATEGIES: &[&dyn StrategyDef] = &[
 ];
 
 /// The registered kind named `kind` (or one of its aliases).
+///
+/// ```
+/// use lbsim::strategy::registry;
+/// let def = registry::find("prequal").expect("registered");
+/// assert!(def.about().reads.probes);
+/// let spec = def.defaults();
+/// assert_eq!((spec.kind(), spec.validate(4)), ("prequal", Ok(())));
+/// assert!(registry::find("no_such_kind").is_none());
+/// ```
 pub fn find(kind: &str) -> Option<&'static dyn StrategyDef> {
     STRATEGIES
         .iter()
