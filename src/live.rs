@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod driver;
 pub mod l4;
 mod pool;
+mod probe;
 #[allow(
     missing_docs,
     unused_imports,

@@ -92,6 +92,8 @@ pub enum Metric {
     AcceptedRate,
     /// `in_system_growth`.
     InSystemGrowth,
+    /// `probes_per_request` (optional: see [`Metric::reported`]).
+    ProbesPerRequest,
 }
 
 /// The definition of a [`Metric`].
@@ -363,6 +365,14 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             0.05,
             "growth of the number in system over the window (least-squares line through its time-average in 10 equal slices, end minus start): near 0 in steady state, about the excess arrival rate × window when unstable",
         ),
+        def(
+            ProbesPerRequest,
+            "probes_per_request",
+            "1",
+            Lower,
+            0.05,
+            "probes sent in the measured window per request arrived (strategies that probe servers, such as prequal; reported only for them)",
+        ),
     ]
 };
 
@@ -381,7 +391,7 @@ const _: () = {
 
 impl Metric {
     /// How many metrics there are.
-    pub const COUNT: usize = Metric::InSystemGrowth as usize + 1;
+    pub const COUNT: usize = Metric::ProbesPerRequest as usize + 1;
 
     /// Every metric, in the order of every CSV.
     pub const ALL: [Metric; Metric::COUNT] = {
@@ -410,6 +420,7 @@ impl Metric {
             InSystemMean,
             AcceptedRate,
             InSystemGrowth,
+            ProbesPerRequest,
         ]
     };
 
@@ -459,6 +470,14 @@ impl Metric {
             .into_iter()
             .find(|m| m.name() == name)
             .ok_or_else(|| UnknownMetric(name.to_string()))
+    }
+
+    /// Whether this metric is reported for a strategy whose estimate (mean over
+    /// replications) is `mean`: always, except `probes_per_request` at exactly 0, which
+    /// `summary.csv` and `check` leave out so that strategies which never probe have the
+    /// same rows as before the metric existed.
+    pub fn reported(self, mean: f64) -> bool {
+        !(self == Metric::ProbesPerRequest && mean == 0.0)
     }
 
     /// Every metric's name, comma-separated (for error messages and help).
@@ -709,6 +728,8 @@ pub struct RunMetrics {
     pub unroutable: u64,
     /// Of those, failed because their server crashed (or was down when they reached it).
     pub failed: u64,
+    /// Probes sent in the window ([`crate::strategy::Strategy::probes`]).
+    pub probes: u64,
     /// Per server.
     pub servers: Vec<ServerAccumulator>,
     /// Start of the window.
@@ -756,6 +777,7 @@ impl RunMetrics {
             rejected: 0,
             unroutable: 0,
             failed: 0,
+            probes: 0,
             servers: workers.iter().map(|&w| ServerAccumulator::new(w)).collect(),
             from,
             to,
@@ -919,6 +941,13 @@ impl RunMetrics {
             Metric::InSystemMean => in_system,
             Metric::AcceptedRate => accepted as f64 / window,
             Metric::InSystemGrowth => self.in_system_growth(),
+            Metric::ProbesPerRequest => {
+                if self.arrived == 0 {
+                    0.0
+                } else {
+                    self.probes as f64 / self.arrived as f64
+                }
+            }
         });
         let servers = self
             .servers

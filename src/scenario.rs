@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 pub use cost::{Cost, CostError, Limits};
 pub use error::ScenarioError;
-pub use file::{ConnectionSpec, FaultKind, FaultSpec, ScenarioFile, ServerGroup, WarmupSetting};
+pub use file::{
+    ConnectionSpec, FaultKind, FaultSpec, ProbeSpec, ScenarioFile, ServerGroup, WarmupSetting,
+};
 pub use sweep::{Sweep, SweepFile, SweepParameter};
 
 use crate::strategy::StrategyEntry;
@@ -62,6 +64,8 @@ pub struct Scenario {
     pub sweep: Option<Sweep>,
     /// Every server with its group's properties resolved, built once from `groups`.
     servers: Vec<ServerInfo>,
+    /// How probes travel and what they cost (`[probes]`; zeros when absent).
+    pub probes: ProbeSpec,
 }
 
 /// A fault resolved against the scenario's servers.
@@ -218,6 +222,15 @@ impl Scenario {
         if self.warmup_auto {
             // The chosen warm-up is in `warmup` above once resolved.
             let _ = write!(h, "|warmup=auto");
+        }
+        // Only when set, so that scenarios without `[probes]` keep their fingerprints.
+        if self.probes != ProbeSpec::default() {
+            let _ = write!(
+                h,
+                "|probes {:?} {:?}",
+                self.probes.delay.to_bits(),
+                self.probes.cost.to_bits()
+            );
         }
         if let Some(t) = &self.workload.trace {
             for x in &t.times {
@@ -509,6 +522,13 @@ impl Validator<'_> {
         if let Some(dt) = f.load_report_interval {
             self.interval("load_report_interval", dt)?;
         }
+        let probes = f.probes.clone().unwrap_or_default();
+        if probes.delay != 0.0 {
+            self.interval("probes.delay", probes.delay)?;
+        }
+        if probes.cost != 0.0 {
+            self.interval("probes.cost", probes.cost)?;
+        }
         let trace = self.arrivals(&f.arrivals)?;
         self.keys(&f.keys)?;
         self.servers(&f.servers)?;
@@ -566,6 +586,7 @@ impl Validator<'_> {
             connections: f.connections,
             faults,
             sweep,
+            probes,
         };
         sweep::check_points(self, &scenario)?;
         let (rate, capacity) = (scenario.mean_rate(), scenario.capacity());

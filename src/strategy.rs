@@ -8,6 +8,7 @@
 mod aperture;
 mod bounded_load;
 mod buckets;
+mod c3;
 mod edf;
 mod edf_wrr;
 mod first;
@@ -23,6 +24,7 @@ pub mod load;
 mod maglev;
 mod peak_ewma;
 mod power_of_d;
+mod prequal;
 mod random;
 pub mod registry;
 pub mod reports;
@@ -36,6 +38,7 @@ mod weighted_random;
 
 pub use aperture::{Aperture, ApertureConfig, ApertureParams};
 pub use bounded_load::{BoundedLoadHash, BoundedLoadHashParams};
+pub use c3::{C3, C3Config, C3Params};
 pub use edf::EdfScheduler;
 pub use edf_wrr::EdfWeightedRoundRobin;
 pub use first::{First, FirstParams};
@@ -50,6 +53,7 @@ pub use load::{Load, PendingRequests};
 pub use maglev::{Maglev, MaglevParams};
 pub use peak_ewma::{PeakEwma, PeakEwmaP2c, PeakEwmaParams};
 pub use power_of_d::{PowerOfD, PowerOfDParams};
+pub use prequal::{Prequal, PrequalConfig, PrequalParams};
 pub use random::RandomChoice;
 pub use registry::{Kind, NoParams, STRATEGIES, StrategyDef};
 pub use reports::LoadTable;
@@ -61,6 +65,7 @@ pub use spec::{SpecError, StrategyEntry, StrategySpec};
 pub use static_rr::StaticRr;
 pub use weighted_random::WeightedRandom;
 
+use crate::rng::SimRng;
 use crate::time::Nanos;
 
 /// What a strategy may see of one backend, from the point of view of its balancer: 12
@@ -136,6 +141,36 @@ impl PickContext<'_> {
     }
 }
 
+/// What a server says of its own load out of band: in answer to a probe
+/// ([`Strategy::probes`], Prequal), or carried on the reply to a request (a per-request
+/// load report, as gRPC's ORCA or C3's piggybacked feedback). The same value in the
+/// simulator and in live mode (the Thrift `probe` call and the reply's optional fields).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerLoad {
+    /// Requests at the server (waiting + in service, from every balancer): requests in
+    /// flight (RIF) as the server counts them.
+    pub in_flight: u32,
+    /// Of those, waiting for a worker.
+    pub queued: u32,
+    /// Service time: on a reply, the time the server spent serving that request; in a
+    /// probe answer, the server's recent mean service time (an EWMA).
+    pub service_time: Nanos,
+    /// The server's estimate of the response time of a request arriving now (waiting
+    /// plus service), from its recent mean service time and its queue.
+    pub latency: Nanos,
+}
+
+/// The out-of-band signals a strategy wants ([`Strategy::signals`]); the simulator and the
+/// live driver produce only those asked for, so other strategies pay nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Signals {
+    /// It sends probes ([`Strategy::probes`]) and wants their answers
+    /// ([`Strategy::on_probe`]).
+    pub probes: bool,
+    /// It wants the load report carried on each reply ([`Strategy::on_reply_load`]).
+    pub reply_loads: bool,
+}
+
 /// How a request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -168,6 +203,87 @@ pub trait Strategy: Send {
     /// of the view and pick in O(log n) instead of scanning it. Called only when
     /// [`Strategy::indexes_view`] says so.
     fn on_view(&mut self, _backend: usize, _view: &Backend) {}
+
+    /// The out-of-band signals this strategy wants (asked once, when its balancer is
+    /// built). Default: none.
+    fn signals(&self) -> Signals {
+        Signals::default()
+    }
+
+    /// Probes to send now: pushes the backends to probe onto `out` (a backend may appear
+    /// more than once). Asked after every dispatch when [`Signals::probes`] is set. The
+    /// answers come later, after the network delay, through [`Strategy::on_probe`]; a
+    /// probe of a down server is never answered.
+    fn probes(&mut self, _now: Nanos, _out: &mut Vec<usize>) {}
+
+    /// The answer of `backend` to a probe sent at `sent`, received at `now`.
+    fn on_probe(&mut self, _backend: usize, _load: &ServerLoad, _sent: Nanos, _now: Nanos) {}
+
+    /// The load report carried on the reply of a request to `backend`, told just before
+    /// that request's [`Strategy::on_complete`]. Only when [`Signals::reply_loads`] is set.
+    fn on_reply_load(&mut self, _backend: usize, _load: &ServerLoad, _now: Nanos) {}
+}
+
+/// How the simulator gets a strategy: one instance per balancer, and what the strategy
+/// reads of servers' load reports. Implemented by [`StrategySpec`] (the catalogue, as
+/// written in scenario files) and by any closure `Fn(usize, SimRng) -> Box<dyn Strategy>`,
+/// which is how a strategy written outside this crate runs on a scenario
+/// ([`crate::sim::simulate_with`]).
+///
+/// ```
+/// use lbsim::rng::SimRng;
+/// use lbsim::strategy::{Backend, PickContext, Strategy, StrategyFactory};
+///
+/// /// Always the first backend that is up.
+/// struct FirstUp;
+/// impl Strategy for FirstUp {
+///     fn pick(&mut self, backends: &[Backend], _ctx: &PickContext<'_>) -> Option<usize> {
+///         backends.iter().position(|b| b.up)
+///     }
+/// }
+///
+/// let factory = |_n: usize, _rng: SimRng| Box::new(FirstUp) as Box<dyn Strategy>;
+/// assert!(!factory.reads_load_reports());
+/// let mut one = factory.build(3, lbsim::rng::stream_rng(1, 0, lbsim::rng::Stream::Strategy, 0));
+/// let mut view = vec![Backend::new(1); 3];
+/// view[0].up = false;
+/// assert_eq!(one.pick(&view, &PickContext::new(lbsim::time::Nanos(0), 0)), Some(1));
+/// ```
+pub trait StrategyFactory: Sync {
+    /// A running instance over `n` backends with its own random stream.
+    fn build(&self, n: usize, rng: SimRng) -> Box<dyn Strategy>;
+
+    /// Whether it reads servers' load reports ([`PickContext::load`]): the simulator
+    /// maintains them only then. Default false.
+    fn reads_load_reports(&self) -> bool {
+        false
+    }
+
+    /// Whether it wants the report table indexed by queue length. Default false.
+    fn indexes_load_reports(&self) -> bool {
+        false
+    }
+}
+
+impl StrategyFactory for StrategySpec {
+    fn build(&self, n: usize, rng: SimRng) -> Box<dyn Strategy> {
+        StrategySpec::build(self, n, rng)
+    }
+    fn reads_load_reports(&self) -> bool {
+        StrategySpec::reads_load_reports(self)
+    }
+    fn indexes_load_reports(&self) -> bool {
+        StrategySpec::indexes_load_reports(self)
+    }
+}
+
+impl<F> StrategyFactory for F
+where
+    F: Fn(usize, SimRng) -> Box<dyn Strategy> + Sync,
+{
+    fn build(&self, n: usize, rng: SimRng) -> Box<dyn Strategy> {
+        self(n, rng)
+    }
 }
 
 /// A strategy with its view of the backends: what one client-side balancer holds.
@@ -181,6 +297,10 @@ pub struct Balancer {
     own_loads: Option<LoadTable>,
     /// Whether the strategy indexes the view ([`Strategy::indexes_view`]).
     indexed: bool,
+    /// The signals the strategy wants ([`Strategy::signals`]).
+    signals: Signals,
+    /// Probes asked for and not yet taken by the engine ([`Balancer::take_probes`]).
+    probes: Vec<usize>,
 }
 
 impl Balancer {
@@ -188,6 +308,8 @@ impl Balancer {
     pub fn new(strategy: Box<dyn Strategy>, weights: &[u32]) -> Balancer {
         Balancer {
             indexed: strategy.indexes_view(),
+            signals: strategy.signals(),
+            probes: Vec::new(),
             own_loads: None,
             strategy,
             backends: weights.iter().map(|&w| Backend::new(w)).collect(),
@@ -219,7 +341,32 @@ impl Balancer {
         self.backends[i].in_flight += 1;
         self.told(i);
         self.strategy.on_dispatch(i, now);
+        if self.signals.probes {
+            self.strategy.probes(now, &mut self.probes);
+        }
         Some(i)
+    }
+
+    /// The out-of-band signals the strategy wants.
+    pub fn signals(&self) -> Signals {
+        self.signals
+    }
+
+    /// Moves the probes the strategy asked for since the last call onto `out` (backend
+    /// indices, in the order asked): the engine or live driver sends them.
+    pub fn take_probes(&mut self, out: &mut Vec<usize>) {
+        out.append(&mut self.probes);
+    }
+
+    /// Gives the strategy `backend`'s answer to a probe sent at `sent`.
+    pub fn probe_answer(&mut self, backend: usize, load: &ServerLoad, sent: Nanos, now: Nanos) {
+        self.strategy.on_probe(backend, load, sent, now);
+    }
+
+    /// Gives the strategy the load report carried on a reply from `backend`; call before
+    /// [`Balancer::complete`] of that request.
+    pub fn reply_load(&mut self, backend: usize, load: &ServerLoad, now: Nanos) {
+        self.strategy.on_reply_load(backend, load, now);
     }
 
     /// Records the end of a request previously routed to `backend`.

@@ -91,6 +91,10 @@ fn source(c: &Case) -> String {
     if c.crash {
         s += "[[faults]]\nserver = \"g0\"\nkind = \"crash\"\nat = 1.0\nduration = 1.0\ndetection = 0.1\n";
     }
+    if c.seed.is_multiple_of(2) {
+        // Probes that take time to travel and cost servers work (for strategies that probe).
+        s += "[probes]\ndelay = 0.002\ncost = 0.001\n";
+    }
     s
 }
 

@@ -51,6 +51,7 @@ fn served(outcome: CallOutcome, server_id: &str) -> (u64, u64) {
             server_id: id,
             queued_ns,
             served_ns,
+            ..
         } => {
             assert_eq!(id, server_id);
             (queued_ns, served_ns)

@@ -14,7 +14,7 @@ use lbsim::stats::{estimate, paired_difference};
 use lbsim::strategy::{
     Balancer, JsqParams, LoadReport, Maglev, MaglevParams, Outcome, PeakEwmaP2c, PeakEwmaParams,
     PowerOfD, PowerOfDParams, RandomChoice, RingHash, RingHashParams, RoundRobin, STRATEGIES,
-    ShortestQueue, StrategySpec,
+    ServerLoad, ShortestQueue, StrategySpec,
 };
 use lbsim::time::Nanos;
 use proptest::prelude::*;
@@ -35,6 +35,8 @@ enum Op {
     Complete(usize, u64),
     Toggle(usize),
     Report(usize, u32),
+    /// Answer the probes asked for so far, each with this RIF and latency (ns).
+    Answer(u32, u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -43,6 +45,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (any::<usize>(), 0u64..50_000_000).prop_map(|(i, l)| Op::Complete(i, l)),
         1 => any::<usize>().prop_map(Op::Toggle),
         1 => (any::<usize>(), 0u32..10).prop_map(|(i, q)| Op::Report(i, q)),
+        2 => (0u32..20, 0u64..50_000_000).prop_map(|(q, l)| Op::Answer(q, l)),
     ]
 }
 
@@ -81,6 +84,13 @@ proptest! {
                     }
                     Op::Complete(k, latency) if !live.is_empty() => {
                         let i = live.swap_remove(k % live.len());
+                        let load = ServerLoad {
+                            in_flight: live.len() as u32,
+                            queued: (latency % 5) as u32,
+                            service_time: Nanos(latency / 2),
+                            latency: Nanos(latency),
+                        };
+                        b.reply_load(i, &load, Nanos(now));
                         b.complete(i, Nanos(latency), Outcome::Ok, Nanos(now));
                     }
                     Op::Complete(..) => {}
@@ -92,6 +102,20 @@ proptest! {
                         i % n,
                         LoadReport { at: Nanos(now), in_system: q, workers: 2, completed: now / 1000, busy_time: now / 2 },
                     ),
+                    Op::Answer(rif, latency) => {
+                        let mut asked = Vec::new();
+                        b.take_probes(&mut asked);
+                        prop_assert!(asked.iter().all(|&i| i < n), "{} probed {asked:?}", spec.kind());
+                        for (k, &i) in asked.iter().enumerate() {
+                            let load = ServerLoad {
+                                in_flight: rif + k as u32,
+                                queued: rif / 2,
+                                service_time: Nanos(latency / 3),
+                                latency: Nanos(latency + k as u64),
+                            };
+                            b.probe_answer(i, &load, Nanos(now.saturating_sub(500_000)), Nanos(now));
+                        }
+                    }
                 }
             }
             for i in 0..n {
@@ -383,5 +407,72 @@ fn strategies_that_do_not_declare_load_reports_ignore_them() {
                 reported.complete(i, latency, Outcome::Ok, now);
             }
         }
+    }
+}
+
+/// Probes and reply loads reach only strategies that ask for them
+/// ([`lbsim::strategy::Strategy::signals`]): every other strategy picks exactly the same
+/// backends whether or not they are given, and asks for no probe.
+#[test]
+fn strategies_that_do_not_ask_for_signals_ignore_them() {
+    let weights = [3, 1, 2, 1, 1, 2];
+    for spec in every_kind() {
+        let mut plain = balancer(&spec, &weights, 5);
+        let wanted = plain.signals();
+        if wanted.probes || wanted.reply_loads {
+            continue;
+        }
+        let mut signalled = balancer(&spec, &weights, 5);
+        let mut in_flight: Vec<(usize, u64)> = Vec::new();
+        for k in 0..2_000u64 {
+            let now = Nanos(k * 1_000_000);
+            for i in 0..weights.len() {
+                let load = ServerLoad {
+                    in_flight: ((k as usize * 7 + i * 3) % 11) as u32,
+                    queued: (i % 3) as u32,
+                    service_time: Nanos(1_000_000 + 1000 * i as u64),
+                    latency: Nanos(k * 1000 + i as u64),
+                };
+                signalled.probe_answer(i, &load, now, now);
+                signalled.reply_load(i, &load, now);
+            }
+            let a = plain.route(now, k.wrapping_mul(0x9E37_79B9));
+            let b = signalled.route(now, k.wrapping_mul(0x9E37_79B9));
+            assert_eq!(
+                a,
+                b,
+                "{}: pick {k} differs when signals are given",
+                spec.kind()
+            );
+            let mut asked = Vec::new();
+            signalled.take_probes(&mut asked);
+            assert!(asked.is_empty(), "{} asked for probes", spec.kind());
+            if let Some(i) = a {
+                in_flight.push((i, k));
+            }
+            if k % 2 == 1 && !in_flight.is_empty() {
+                let (i, started) = in_flight.remove(0);
+                let latency = Nanos((k - started + 1) * 700_000 + (i as u64) * 300_000);
+                plain.complete(i, latency, Outcome::Ok, now);
+                signalled.complete(i, latency, Outcome::Ok, now);
+            }
+        }
+    }
+}
+
+/// What the registry says a kind reads (`Reads::probes`, `Reads::reply_loads`) is what its
+/// running strategy asks the engine for (`Strategy::signals`).
+#[test]
+fn declared_signals_match_the_strategies() {
+    for def in STRATEGIES {
+        let spec = def.defaults();
+        let b = balancer(&spec, &[1, 1, 1], 1);
+        let (reads, wants) = (spec.reads(), b.signals());
+        assert_eq!(
+            (reads.probes, reads.reply_loads),
+            (wants.probes, wants.reply_loads),
+            "{}",
+            spec.kind()
+        );
     }
 }

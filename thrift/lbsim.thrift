@@ -30,6 +30,12 @@ struct Reply {
   3: required i64 queued_ns,
   // Time spent in service (the emulated work).
   4: required i64 served_ns,
+  // Load report carried on the reply (ORCA-style), for strategies that read it:
+  // requests at the server (waiting + in service) and waiting, as the call ends,
+  // and the server's estimate of the response time of a call arriving now.
+  5: optional i32 in_flight,
+  6: optional i32 queued,
+  7: optional i64 latency_ns,
 }
 
 // Raised when the call arrives to a full waiting queue.
@@ -45,7 +51,24 @@ struct Pong {
   2: required i64 sent_ns,
 }
 
+// A server's answer to a probe: its load now, for balancers that probe
+// (prequal). Costs the server no emulated work.
+struct Load {
+  1: required string server_id,
+  // `sent_ns` copied from the probe.
+  2: required i64 sent_ns,
+  // Requests at the server: waiting + in service.
+  3: required i32 in_flight,
+  // Of those, waiting for a worker.
+  4: required i32 queued,
+  // Recent mean service time (an EWMA over calls served).
+  5: required i64 service_ns,
+  // Estimated response time of a call arriving now.
+  6: required i64 latency_ns,
+}
+
 service Backend {
   Reply call(1: Call req) throws (1: Rejected rej),
   Pong ping(1: i64 sent_ns),
+  Load probe(1: i64 sent_ns),
 }

@@ -65,6 +65,8 @@ pub enum CallOutcome {
         queued_ns: u64,
         /// Time the call spent in service.
         served_ns: u64,
+        /// The load report the reply carried, if the backend sends one.
+        load: Option<ReplyLoad>,
     },
     /// The backend's queue was full.
     Rejected {
@@ -73,6 +75,31 @@ pub enum CallOutcome {
         /// Calls waiting in its queue at that moment.
         queue_len: u32,
     },
+}
+
+/// A backend's load as a reply or a probe answer reports it (wall-clock nanoseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyLoad {
+    /// Calls at the backend (waiting + in service), not counting the one answered.
+    pub in_flight: u32,
+    /// Of those, waiting for a worker.
+    pub queued: u32,
+    /// The backend's recent mean service time (probe answers; 0 on replies).
+    pub service_ns: u64,
+    /// The backend's estimate of the response time of a call arriving now.
+    pub latency_ns: u64,
+}
+
+impl ReplyLoad {
+    /// The load report of a reply, when it carries one (every field present).
+    pub(crate) fn of_reply(r: &proto::Reply) -> Option<ReplyLoad> {
+        Some(ReplyLoad {
+            in_flight: u32::try_from(r.in_flight?).unwrap_or(0),
+            queued: u32::try_from(r.queued?).unwrap_or(0),
+            service_ns: 0,
+            latency_ns: u64::try_from(r.latency_ns?).unwrap_or(0),
+        })
+    }
 }
 
 /// Answer to a ping.
@@ -251,6 +278,7 @@ impl Connection {
             .call(proto::Call::new(id, work_ns, key, payload))
         {
             Ok(reply) if reply.id == id => Ok(CallOutcome::Served {
+                load: ReplyLoad::of_reply(&reply),
                 server_id: reply.server_id,
                 queued_ns: u64::try_from(reply.queued_ns).unwrap_or(0),
                 served_ns: u64::try_from(reply.served_ns).unwrap_or(0),
@@ -284,6 +312,25 @@ impl Connection {
                 Err(self
                     .protocol_error(format!("ping echoed {} instead of {sent_ns}", pong.sent_ns)))
             }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Probes the backend (prequal): its load now.
+    pub fn probe(&mut self) -> Result<ReplyLoad, ClientError> {
+        self.check_usable()?;
+        let sent_ns = i64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(i64::MAX);
+        match self.client.probe(sent_ns) {
+            Ok(load) if load.sent_ns == sent_ns => Ok(ReplyLoad {
+                in_flight: u32::try_from(load.in_flight).unwrap_or(0),
+                queued: u32::try_from(load.queued).unwrap_or(0),
+                service_ns: u64::try_from(load.service_ns).unwrap_or(0),
+                latency_ns: u64::try_from(load.latency_ns).unwrap_or(0),
+            }),
+            Ok(load) => Err(self.protocol_error(format!(
+                "probe echoed {} instead of {sent_ns}",
+                load.sent_ns
+            ))),
             Err(e) => Err(self.fail(e)),
         }
     }

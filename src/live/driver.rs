@@ -38,7 +38,7 @@ use super::transport::{Protocol, Transport};
 use crate::metrics::{RunMetrics, latency_histogram};
 use crate::rng::{Stream, stream_rng};
 use crate::scenario::Scenario;
-use crate::strategy::{Balancer, Outcome};
+use crate::strategy::{Balancer, Outcome, ServerLoad};
 use crate::time::Nanos;
 use crate::workload::{Dist, RequestStream};
 
@@ -509,6 +509,21 @@ struct Replay {
 }
 
 impl Replay {
+    /// Gives the strategy the probe answers that have come back.
+    fn on_probes(&mut self, prober: Option<&super::probe::Prober>) {
+        let Some(p) = prober else { return };
+        while let Some((i, sent, at, l)) = p.try_recv() {
+            let load = ServerLoad {
+                in_flight: l.in_flight,
+                queued: l.queued,
+                service_time: self.clock.scenario(Duration::from_nanos(l.service_ns)),
+                latency: self.clock.scenario(Duration::from_nanos(l.latency_ns)),
+            };
+            let (sent, now) = (self.clock.now(sent), self.clock.now(at));
+            self.balancer.probe_answer(i, &load, sent, now);
+        }
+    }
+
     fn on_done(&mut self, done: Done) {
         let job = done.job;
         let i = job.backend;
@@ -528,6 +543,7 @@ impl Replay {
             Ok(CallOutcome::Served {
                 queued_ns,
                 served_ns,
+                load,
                 ..
             }) => {
                 let wall = done
@@ -537,6 +553,15 @@ impl Replay {
                 let declared = job.work_ns as f64 / self.speeds[i];
                 let (queued, served) = (queued_ns as f64, served_ns as f64);
                 self.under_load[i].record(served - declared, wall as f64 - queued - served);
+                if let Some(l) = load.filter(|_| self.balancer.signals().reply_loads) {
+                    let load = ServerLoad {
+                        in_flight: l.in_flight,
+                        queued: l.queued,
+                        service_time: self.clock.scenario(Duration::from_nanos(served_ns)),
+                        latency: self.clock.scenario(Duration::from_nanos(l.latency_ns)),
+                    };
+                    self.balancer.reply_load(i, &load, now);
+                }
                 self.balancer.complete(i, latency, Outcome::Ok, now);
                 if measured {
                     self.metrics.record_latency(latency);
@@ -644,20 +669,40 @@ fn dispatch(
     let mean_gap = Duration::from_secs_f64(opts.time_scale / scenario.mean_rate().max(1e-9));
     let spin = opts.spin.min(mean_gap / 4);
     let waits_before = pool.waited();
+    let prober = r.balancer.signals().probes.then(|| {
+        let cfg = ClientConfig {
+            io_timeout: Some(opts.io_timeout),
+            ..ClientConfig::new(opts.protocol, opts.transport)
+        };
+        super::probe::Prober::new(pool.addrs(), &cfg)
+    });
+    let mut asked = Vec::new();
     for req in RequestStream::new(&scenario.workload, seed, opts.replication) {
         let due = clock.at(req.arrival);
         if !wait_until(pool, due, spin, opts.cancel.as_deref(), |_, done| {
             r.on_done(done);
+            r.on_probes(prober.as_ref());
         }) {
             return Ok(None);
         }
+        r.on_probes(prober.as_ref());
         let woke = Instant::now();
         let late = woke.saturating_duration_since(due).as_nanos();
         dispatch_lag.saturating_record(u64::try_from(late).unwrap_or(u64::MAX).max(1));
         let now = clock.now(woke);
         let measured = req.arrival >= from && req.arrival < to;
         r.metrics.arrived += u64::from(measured);
-        let Some(i) = r.balancer.route(now, req.key) else {
+        let routed = r.balancer.route(now, req.key);
+        if let Some(p) = &prober {
+            r.balancer.take_probes(&mut asked);
+            let at = Instant::now();
+            for &b in &asked {
+                p.send(b, at);
+                r.metrics.probes += u64::from(measured);
+            }
+            asked.clear();
+        }
+        let Some(i) = routed else {
             r.metrics.unroutable += u64::from(measured);
             continue;
         };

@@ -704,6 +704,7 @@ impl Replay<'_> {
                 server_id,
                 queued_ns,
                 served_ns,
+                ..
             }) => {
                 if measured {
                     self.metrics.record_latency(latency);

@@ -34,7 +34,7 @@ use thrift::protocol::{TMessageIdentifier, TMessageType, TType};
 use thrift::server::TProcessor;
 use thrift::{ApplicationError, ApplicationErrorKind, ProtocolErrorKind};
 
-use super::proto::{BackendSyncHandler, BackendSyncProcessor, Call, Pong, Rejected, Reply};
+use super::proto::{BackendSyncHandler, BackendSyncProcessor, Call, Load, Pong, Rejected, Reply};
 use super::transport::{
     DEFAULT_MAX_MESSAGE_BYTES, MessageGuard, Phase, Protocol, Transport, Tripped,
     protocol_stack_guarded,
@@ -396,6 +396,12 @@ struct Shared {
     /// Service (ns) asked by the calls in service and waiting, for `ping`'s estimate of
     /// the wait a new call would have.
     backlog_ns: AtomicU64,
+    /// Calls in service and waiting (requests in flight at this server), for the load
+    /// reports on replies and probe answers.
+    backlog_calls: AtomicU64,
+    /// Recent mean service time (ns, an `f64`'s bits): an EWMA over calls served, weight
+    /// [`crate::sim::probe::SERVICE_EWMA_WEIGHT`] on each, as the simulator's servers keep.
+    mean_service: AtomicU64,
     /// Refused connections being answered.
     refusers: AtomicUsize,
     /// Connections are served pipelined ([`ServerConfig::pipelined`]).
@@ -464,6 +470,7 @@ impl<'a> Backlog<'a> {
     fn add(shared: &'a Shared, service: Duration) -> Self {
         let ns = u64::try_from(service.as_nanos()).unwrap_or(u64::MAX);
         shared.backlog_ns.fetch_add(ns, Ordering::Relaxed);
+        shared.backlog_calls.fetch_add(1, Ordering::Relaxed);
         Backlog { shared, ns }
     }
 }
@@ -471,6 +478,7 @@ impl<'a> Backlog<'a> {
 impl Drop for Backlog<'_> {
     fn drop(&mut self) {
         self.shared.backlog_ns.fetch_sub(self.ns, Ordering::Relaxed);
+        self.shared.backlog_calls.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -495,6 +503,43 @@ impl Shared {
             ));
         }
         Ok(Duration::from_secs_f64(seconds) + self.extra_delay)
+    }
+
+    /// Folds a served call's service time into the mean.
+    fn served_for(&self, service: Duration) {
+        let s = service.as_nanos() as f64;
+        let w = crate::sim::probe::SERVICE_EWMA_WEIGHT;
+        let _ = self
+            .mean_service
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                let m = f64::from_bits(bits);
+                Some(if m == 0.0 { s } else { m + w * (s - m) }.to_bits())
+            });
+    }
+
+    /// This server's load now, not counting `own`, the call being answered (its service
+    /// time): requests in flight, waiting, its mean service time and the estimated
+    /// response time of a call arriving now (the backlog of the others spread over the
+    /// workers, plus the mean service time).
+    fn load(&self, own: Option<Duration>) -> (i32, i32, i64, i64) {
+        let own_ns = own.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let in_flight = self
+            .backlog_calls
+            .load(Ordering::Relaxed)
+            .saturating_sub(u64::from(own.is_some()));
+        let queued = self.admission.waiting();
+        let mean = f64::from_bits(self.mean_service.load(Ordering::Relaxed));
+        let backlog = self
+            .backlog_ns
+            .load(Ordering::Relaxed)
+            .saturating_sub(own_ns);
+        let latency = (backlog / u64::from(self.workers.max(1))) as f64 + mean;
+        (
+            i32::try_from(in_flight).unwrap_or(i32::MAX),
+            i32::try_from(queued).unwrap_or(i32::MAX),
+            mean.round() as i64,
+            latency.round().min(i64::MAX as f64) as i64,
+        )
     }
 
     /// Estimated wait of a new call for a worker: the service asked by the calls in
@@ -552,11 +597,16 @@ impl BackendSyncHandler for Handler {
                     return Err(shutting_down());
                 }
                 shared.served.fetch_add(1, Ordering::Relaxed);
+                shared.served_for(finished - started);
+                let (in_flight, queued, _, latency) = shared.load(Some(service));
                 Ok(Reply::new(
                     req.id,
                     shared.id.clone(),
                     saturating_ns(started - arrived),
                     saturating_ns(finished - started),
+                    in_flight,
+                    queued,
+                    latency,
                 ))
             }
         }
@@ -581,6 +631,24 @@ impl BackendSyncHandler for Handler {
             )));
         }
         Ok(Pong::new(shared.id.clone(), sent_ns))
+    }
+
+    /// A probe (prequal): the server's load now. Answered at once, whatever the load,
+    /// while the server is not shutting down.
+    fn handle_probe(&self, sent_ns: i64) -> thrift::Result<Load> {
+        let shared = &self.0;
+        if shared.stop.is_stopped() {
+            return Err(shutting_down());
+        }
+        let (in_flight, queued, service, latency) = shared.load(None);
+        Ok(Load::new(
+            shared.id.clone(),
+            sent_ns,
+            in_flight,
+            queued,
+            service,
+            latency,
+        ))
     }
 }
 
@@ -623,6 +691,8 @@ pub fn spawn(addr: SocketAddr, cfg: ServerConfig) -> io::Result<ServerHandle> {
         oversized: AtomicU64::new(0),
         invalid: AtomicU64::new(0),
         backlog_ns: AtomicU64::new(0),
+        backlog_calls: AtomicU64::new(0),
+        mean_service: AtomicU64::new(0),
         refusers: AtomicUsize::new(0),
         pipelined: cfg.pipelined,
         open: Mutex::new(OpenConnections::default()),
@@ -1091,6 +1161,7 @@ mod tests {
             server_id,
             queued_ns,
             served_ns,
+            ..
         } = outcome
         else {
             panic!("rejected: {outcome:?}");

@@ -91,6 +91,7 @@ pub(crate) fn read_call_result(
         (Some(r), _) => Ok(Some((
             Some(r.id),
             CallOutcome::Served {
+                load: super::client::ReplyLoad::of_reply(&r),
                 server_id: r.server_id,
                 queued_ns: u64::try_from(r.queued_ns).unwrap_or(0),
                 served_ns: u64::try_from(r.served_ns).unwrap_or(0),

@@ -247,6 +247,9 @@ pub fn compare_with_baseline(
     for s in &results.strategies {
         for m in Metric::ALL {
             let e = s.estimate(m);
+            if !m.reported(e.mean) {
+                continue;
+            }
             let new = [e.mean, e.low, e.high];
             let base = baseline
                 .iter()

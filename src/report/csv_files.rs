@@ -115,6 +115,9 @@ pub fn write_summary_csv(
     for s in &results.strategies {
         for m in Metric::ALL {
             let e = s.estimate(m);
+            if !m.reported(e.mean) {
+                continue;
+            }
             w.serialize(SummaryRow {
                 scenario: &scenario.name,
                 strategy: &s.label,

@@ -302,6 +302,15 @@ impl Scenario {
                     None => 2.0 * requests * balancers / BACKENDS_PER_EVENT,
                 };
             }
+            if spec.reads().probes {
+                // Each probe reaches its server and comes back (and, when probes cost
+                // server time, ends its work): prequal's rate, else one per pick.
+                let rate = spec
+                    .params::<crate::strategy::Prequal>()
+                    .map_or(1.0, |p| p.probe_rate);
+                let per_probe = if self.probes.cost > 0.0 { 3.0 } else { 2.0 };
+                events += picks * rate * per_probe;
+            }
             cost.events += events;
             let memory = n * SERVER_BYTES
                 + workers * JOB_BYTES

@@ -55,6 +55,24 @@ pub struct ScenarioFile {
     /// Faults injected during the run.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
+    /// How probes of strategies that send them travel and what they cost servers.
+    #[serde(default)]
+    pub probes: Option<ProbeSpec>,
+}
+
+/// Probes (`[probes]`): out-of-band questions a strategy (prequal) sends servers about
+/// their load. Absent: probes are answered at once and cost servers nothing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSpec {
+    /// Round trip of a probe (seconds): the server answers after half of it, and the
+    /// balancer reads the answer after the other half. Default 0.
+    #[serde(default)]
+    pub delay: f64,
+    /// Server time one probe takes (seconds of work at speed 1): it occupies a worker, and
+    /// waits behind requests when every worker is busy. Default 0: free.
+    #[serde(default)]
+    pub cost: f64,
 }
 
 /// `warmup` as written: a number of seconds or the word `"auto"`.

@@ -20,11 +20,12 @@ use rand::RngExt;
 
 use super::Overheads;
 use super::event_queue::EventQueue;
+use super::probe::{PROBE_JOB_BASE, Signals};
 use super::server::{Admission, Job, Server};
 use crate::metrics::RunMetrics;
 use crate::rng::{SimRng, Stream, stream_rng};
 use crate::scenario::{FaultKind, Scenario};
-use crate::strategy::{Balancer, LoadTable, Outcome, StrategySpec};
+use crate::strategy::{Balancer, LoadTable, Outcome, StrategyFactory, StrategySpec};
 use crate::time::Nanos;
 use crate::workload::{Dist, Request, RequestStream};
 
@@ -52,6 +53,14 @@ enum Event {
     Health {
         server: u32,
         up: bool,
+    },
+    /// Probe `slot` reaches its server (see [`super::probe`]).
+    ProbeAtServer {
+        slot: u32,
+    },
+    /// The answer to probe `slot` reaches its balancer.
+    ProbeBack {
+        slot: u32,
     },
 }
 
@@ -96,6 +105,8 @@ struct Sim<'a> {
     /// them): a publication costs O(1) whatever the number of balancers.
     loads: Option<LoadTable>,
     conns: Option<Connections>,
+    /// Probes and reply loads, when the strategy asks for them ([`super::probe`]).
+    signals: Option<Signals>,
 }
 
 /// Simulates replication `replication` of `scenario` under `strategy`, with master seed
@@ -112,6 +123,50 @@ pub fn simulate(
     // measures what the cancel check costs.
     let finished = sim.run(&NEVER);
     debug_assert!(finished);
+    sim.finish()
+}
+
+/// Like [`simulate`], for any [`StrategyFactory`]: a strategy written outside this crate
+/// (a closure building it) runs on a scenario exactly as a catalogue one does.
+///
+/// ```
+/// use lbsim::rng::SimRng;
+/// use lbsim::scenario::Scenario;
+/// use lbsim::sim::{simulate, simulate_with};
+/// use lbsim::strategy::{Backend, PickContext, RoundRobin, Strategy};
+///
+/// let s = Scenario::from_source(
+///     "doc.toml".as_ref(),
+///     r#"
+///     duration = 5
+///     [arrivals]
+///     process = "poisson"
+///     rate = 50
+///     [[servers]]
+///     name = "s"
+///     count = 2
+///     service = { dist = "exponential", mean = 0.01 }
+///     [[strategies]]
+///     kind = "round_robin"
+///     "#,
+/// )
+/// .unwrap();
+/// // The catalogue's round robin, built by hand, runs bit for bit as `kind = "round_robin"`.
+/// let custom = |_n: usize, _rng: SimRng| Box::new(RoundRobin::default()) as Box<dyn Strategy>;
+/// let a = simulate_with(&s, &custom, 0, s.seed);
+/// let b = simulate(&s, &s.strategies[0].spec, 0, s.seed);
+/// assert_eq!(a.latency_sum, b.latency_sum);
+/// assert!(a.arrived > 150 && a.latency.len() == a.arrived);
+/// ```
+pub fn simulate_with(
+    scenario: &Scenario,
+    strategy: &dyn StrategyFactory,
+    replication: u64,
+    seed: u64,
+) -> RunMetrics {
+    static NEVER: AtomicBool = AtomicBool::new(false);
+    let mut sim = Sim::new(scenario, strategy, replication, seed);
+    sim.run(&NEVER);
     sim.finish()
 }
 
@@ -289,7 +344,7 @@ fn record(sim: &mut Sim<'_>, spec: &TraceSpec, cancel: &AtomicBool) -> Option<Tr
 impl<'a> Sim<'a> {
     fn new(
         scenario: &'a Scenario,
-        strategy: &StrategySpec,
+        strategy: &dyn StrategyFactory,
         replication: u64,
         seed: u64,
     ) -> Sim<'a> {
@@ -299,12 +354,22 @@ impl<'a> Sim<'a> {
             .map(|s| Server::new(s.workers, s.speed, s.queue_capacity, s.group))
             .collect();
         let weights = scenario.weights();
-        let balancers = (0..scenario.balancers)
+        let balancers: Vec<Balancer> = (0..scenario.balancers)
             .map(|b| {
                 let rng = stream_rng(seed, replication, Stream::Strategy, u64::from(b));
                 Balancer::new(strategy.build(servers.len(), rng), &weights)
             })
             .collect();
+        let wanted = balancers[0].signals();
+        let signals = (wanted.probes || wanted.reply_loads).then(|| {
+            Signals::new(
+                servers.len(),
+                scenario.probes.delay,
+                scenario.probes.cost,
+                wanted.probes,
+                wanted.reply_loads,
+            )
+        });
         let from = Nanos::from_secs_f64(scenario.warmup);
         let to = Nanos::from_secs_f64(scenario.end());
         let workers: Vec<u32> = servers.iter().map(|s| s.workers).collect();
@@ -336,6 +401,7 @@ impl<'a> Sim<'a> {
                 }
             }),
             conns: None,
+            signals,
         };
         if let Some(r) = sim.requests.next() {
             let seq = sim.events.reserve_seq();
@@ -453,6 +519,18 @@ impl<'a> Sim<'a> {
                 }
             }
             Event::Fault { index, start } => self.fault(now, index as usize, start),
+            Event::ProbeAtServer { slot } => self.probe_at_server(now, slot),
+            Event::ProbeBack { slot } => {
+                if let Some(s) = &mut self.signals {
+                    let p = s.release(slot);
+                    self.balancers[p.balancer as usize].probe_answer(
+                        p.server as usize,
+                        &p.answer,
+                        p.sent,
+                        now,
+                    );
+                }
+            }
             Event::Health { server, up } => {
                 for b in &mut self.balancers {
                     b.set_up(server as usize, up);
@@ -478,10 +556,9 @@ impl<'a> Sim<'a> {
                 } else {
                     self.routing.random_range(0..self.balancers.len())
                 };
-                (
-                    b,
-                    self.balancers[b].route_with(now, req.key, self.loads.as_ref()),
-                )
+                let target = self.balancers[b].route_with(now, req.key, self.loads.as_ref());
+                self.send_probes(b, now);
+                (b, target)
             }
             true => self.connection_for(now),
         };
@@ -511,6 +588,9 @@ impl<'a> Sim<'a> {
                     },
                 );
                 self.m.servers[i].requests += u64::from(measured);
+                if let Some(s) = &mut self.signals {
+                    s.started(i, service);
+                }
             }
             Admission::Queued => self.m.servers[i].requests += u64::from(measured),
             Admission::Rejected => {
@@ -549,6 +629,18 @@ impl<'a> Sim<'a> {
                     job: next.id,
                 },
             );
+            if let Some(s) = &mut self.signals
+                && next.id < PROBE_JOB_BASE
+            {
+                s.started(i, service);
+            }
+        }
+        if job.id >= PROBE_JOB_BASE {
+            // The server time a probe cost: no request ends.
+            if self.exact_reports {
+                self.publish_load(i, now);
+            }
+            return;
         }
         // Plus live mode's calibrated round trip (0 for scenarios read from files).
         let latency = now - job.arrival + self.extra_latency.get(i).copied().unwrap_or_default();
@@ -558,7 +650,19 @@ impl<'a> Sim<'a> {
                 .record_service(i, job.arrival, latency, job.start - job.arrival);
         }
         if self.conns.is_none() {
-            self.balancers[job.balancer as usize].complete(i, latency, Outcome::Ok, now);
+            let b = job.balancer as usize;
+            if let Some(s) = self.signals.as_ref().filter(|s| s.reply_loads) {
+                let server = &self.servers[i];
+                let load = s.load(
+                    i,
+                    server.workers,
+                    server.busy(),
+                    server.queued(),
+                    Some(now - job.start),
+                );
+                self.balancers[b].reply_load(i, &load, now);
+            }
+            self.balancers[b].complete(i, latency, Outcome::Ok, now);
         }
         if self.exact_reports {
             self.publish_load(i, now);
@@ -593,7 +697,7 @@ impl<'a> Sim<'a> {
                 (FaultKind::Crash, true) => {
                     for job in server.crash(now) {
                         self.m.failed += u64::from(job.measured);
-                        if self.conns.is_none() {
+                        if self.conns.is_none() && job.id < PROBE_JOB_BASE {
                             self.balancers[job.balancer as usize].complete(
                                 i,
                                 now - job.arrival,
@@ -652,6 +756,10 @@ impl<'a> Sim<'a> {
         let b = client % self.balancers.len();
         // The key of a connection is its slot: hashing strategies pin clients to servers.
         let server = self.balancers[b].route_with(now, u64::from(slot), self.loads.as_ref());
+        self.send_probes(b, now);
+        let Some(conns) = self.conns.as_mut() else {
+            return;
+        };
         conns.server[slot as usize] = server;
         conns.opened[slot as usize] = now;
         conns.generation[slot as usize] += 1;
@@ -691,6 +799,68 @@ impl<'a> Sim<'a> {
             .collect();
         for slot in broken {
             self.close_connection(slot, now, Outcome::Failed);
+        }
+    }
+
+    /// Sends the probes balancer `b`'s strategy asked for: each reaches its server after
+    /// half the round trip.
+    fn send_probes(&mut self, b: usize, now: Nanos) {
+        let Some(s) = self.signals.as_mut().filter(|s| s.probes) else {
+            return;
+        };
+        let mut asked = std::mem::take(&mut s.asked);
+        self.balancers[b].take_probes(&mut asked);
+        let measured = now >= self.from && now < self.to;
+        for &i in &asked {
+            if i < self.servers.len() {
+                let slot = s.send(b, i, now);
+                self.events
+                    .push(now + s.half_delay, Event::ProbeAtServer { slot });
+                self.m.probes += u64::from(measured);
+            }
+        }
+        asked.clear();
+        s.asked = asked;
+    }
+
+    /// Probe `slot` reaches its server: the server answers (unless it is down: then the
+    /// answer never comes) and, if probes cost server time, queues that work.
+    fn probe_at_server(&mut self, now: Nanos, slot: u32) {
+        let Some(s) = self.signals.as_mut() else {
+            return;
+        };
+        let p = *s.get_mut(slot);
+        let i = p.server as usize;
+        let server = &mut self.servers[i];
+        if server.down {
+            s.release(slot);
+            return;
+        }
+        s.get_mut(slot).answer = s.load(i, server.workers, server.busy(), server.queued(), None);
+        self.events
+            .push(now + s.half_delay, Event::ProbeBack { slot });
+        if s.cost > 0.0 {
+            let job = Job {
+                id: s.job_id(),
+                arrival: now,
+                work: s.cost,
+                balancer: p.balancer,
+                measured: false,
+                start: now,
+            };
+            self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
+            if let Admission::Started(service) = server.admit(job, now) {
+                self.events.push(
+                    now + service,
+                    Event::Done {
+                        server: i as u32,
+                        job: job.id,
+                    },
+                );
+            }
+            if self.exact_reports {
+                self.publish_load(i, now);
+            }
         }
     }
 

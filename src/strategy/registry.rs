@@ -19,10 +19,10 @@ use serde::de::DeserializeOwned;
 
 use super::spec::{SpecError, StrategySpec};
 use super::{
-    Aperture, BoundedLoadHash, EdfWeightedRoundRobin, First, GrpcWeightedRoundRobin, JoinIdleQueue,
-    LeastConnections, LeastRequest, LeastResponseTime, Leastconn, Maglev, PeakEwmaP2c, PowerOfD,
-    RandomChoice, RingHash, RoundRobin, ShortestQueue, SmoothWeightedRoundRobin, StaticRr,
-    Strategy, WeightedRandom,
+    Aperture, BoundedLoadHash, C3, EdfWeightedRoundRobin, First, GrpcWeightedRoundRobin,
+    JoinIdleQueue, LeastConnections, LeastRequest, LeastResponseTime, Leastconn, Maglev,
+    PeakEwmaP2c, PowerOfD, Prequal, RandomChoice, RingHash, RoundRobin, ShortestQueue,
+    SmoothWeightedRoundRobin, StaticRr, Strategy, WeightedRandom,
 };
 use crate::rng::SimRng;
 
@@ -49,9 +49,20 @@ pub static STRATEGIES: &[&dyn StrategyDef] = &[
     &Aperture::DEF,
     &Leastconn::DEF,
     &StaticRr::DEF,
+    &Prequal::DEF,
+    &C3::DEF,
 ];
 
 /// The registered kind named `kind` (or one of its aliases).
+///
+/// ```
+/// use lbsim::strategy::registry;
+/// let def = registry::find("prequal").expect("registered");
+/// assert!(def.about().reads.probes);
+/// let spec = def.defaults();
+/// assert_eq!((spec.kind(), spec.validate(4)), ("prequal", Ok(())));
+/// assert!(registry::find("no_such_kind").is_none());
+/// ```
 pub fn find(kind: &str) -> Option<&'static dyn StrategyDef> {
     STRATEGIES
         .iter()
@@ -200,8 +211,10 @@ pub struct Reads {
     pub load_reports: bool,
     /// Load reports indexed by queue length ([`super::LoadTable::with_queue_index`]).
     pub indexed_reports: bool,
-    /// Answers to probes it sends to servers.
+    /// Answers to probes it sends to servers ([`super::Strategy::probes`]).
     pub probes: bool,
+    /// Load reports carried on replies ([`super::Strategy::on_reply_load`]).
+    pub reply_loads: bool,
 }
 
 impl Reads {
@@ -211,6 +224,7 @@ impl Reads {
         load_reports: false,
         indexed_reports: false,
         probes: false,
+        reply_loads: false,
     };
     /// Backend weights.
     pub const WEIGHTS: Reads = Reads {
@@ -404,6 +418,7 @@ impl dyn StrategyDef {
             (r.weights, "weights"),
             (r.load_reports, "load reports"),
             (r.probes, "probes"),
+            (r.reply_loads, "reply loads"),
         ]
         .iter()
         .filter(|(on, _)| *on)

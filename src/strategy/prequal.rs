@@ -1,0 +1,576 @@
+//! Prequal: Wydrowski, Kleinberg, Rumble, "Load is not what you should balance:
+//! Introducing Prequal", NSDI 2024 (arXiv:2312.10172), YouTube's load balancer.
+//!
+//! Power of d choices with *asynchronous, reusable* probes: the balancer keeps a pool of
+//! recent probe answers, each giving a server's requests in flight (RIF) and its estimate
+//! of the latency a new request would see, and picks from the pool without waiting for a
+//! probe on the request's path. The rule, as the paper gives it:
+//!
+//! - **Probing.** Each query triggers `probe_rate` probes (r_probe; fractional rates
+//!   accumulate) of servers drawn uniformly at random; answers join the pool when they
+//!   arrive (after the scenario's `[probes] delay`).
+//! - **Pool.** At most `pool_size` probes (16 in the paper); a new answer evicts the
+//!   oldest when full. A probe older than `max_age` is dropped. A probe serves at most
+//!   `reuse` queries (b_reuse); each use adds one to its RIF, since the query just sent is
+//!   now in flight there. Each query also removes `remove_rate` (r_remove) of the worst
+//!   probes: the hottest (highest RIF) when any probe is hot, else the slowest.
+//! - **Hot-cold lexicographic (HCL) selection.** A probe is *hot* when its RIF exceeds the
+//!   `q_rif` quantile of the RIF of recent probe answers (the last `4 × pool_size`). If
+//!   every probe in the pool is hot, pick the one of lowest RIF; otherwise the cold probe
+//!   of lowest estimated latency. Ties go to the oldest probe in the pool.
+//! - **Fallback.** With no usable probe, a server drawn uniformly among those up.
+//!
+//! Defaults: `pool_size` = 16 is the paper's; `probe_rate` = 3, `remove_rate` = 1,
+//! `q_rif` = 0.8 (inside the 0.6–0.9 range the paper recommends) and `max_age` = 1 s are
+//! lbsim's choices among the values the paper explores, and `reuse` defaults to the
+//! budget that keeps the pool's inflow and outflow in balance,
+//! `max(1, ⌈1 / (probe_rate − remove_rate)⌉)` (unbounded when `probe_rate ≤ remove_rate`).
+//! Left out: probing when idle (the paper also probes on a timer when queries are rare),
+//! and the server's latency estimate is lbsim's model (see [`crate::sim::probe`]), not
+//! the paper's per-RIF latency histogram.
+
+use rand::RngExt;
+
+use super::random::uniform_up;
+use super::registry::{About, Kind, Knob, PickCost, Reads, Scanned, Split, Ty};
+use super::spec::SpecError;
+use super::{Backend, PickContext, ServerLoad, Signals, Strategy};
+use crate::rng::SimRng;
+use crate::time::Nanos;
+
+/// Prequal's knobs (see the module documentation for their sources).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PrequalConfig {
+    /// Most probes in the pool.
+    pub pool_size: usize,
+    /// Probes sent per query (r_probe).
+    pub probe_rate: f64,
+    /// Worst probes removed per query (r_remove).
+    pub remove_rate: f64,
+    /// Probes older than this are dropped.
+    pub max_age: Nanos,
+    /// Queries one probe may serve (b_reuse); `None`: the balanced budget.
+    pub reuse: Option<u32>,
+    /// Quantile of recent probes' RIF above which a probe is hot.
+    pub q_rif: f64,
+}
+
+impl Default for PrequalConfig {
+    fn default() -> Self {
+        PrequalConfig {
+            pool_size: 16,
+            probe_rate: 3.0,
+            remove_rate: 1.0,
+            max_age: Nanos::from_secs_f64(1.0),
+            reuse: None,
+            q_rif: 0.8,
+        }
+    }
+}
+
+impl PrequalConfig {
+    /// The reuse budget: `reuse` if given, otherwise `⌈1 / (probe_rate − remove_rate)⌉`
+    /// (at least 1), the number of uses that makes probes leave the pool as fast as they
+    /// come in; unbounded when probes come no faster than they are removed.
+    pub fn reuse_budget(&self) -> u32 {
+        match self.reuse {
+            Some(b) => b.max(1),
+            None if self.probe_rate > self.remove_rate => {
+                (1.0 / (self.probe_rate - self.remove_rate)).ceil().max(1.0) as u32
+            }
+            None => u32::MAX,
+        }
+    }
+}
+
+/// One probe answer in the pool.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Probe {
+    backend: usize,
+    /// RIF the server reported, plus the queries sent on this probe since.
+    rif: u32,
+    latency: Nanos,
+    /// When the probe was sent (its age counts from there).
+    sent: Nanos,
+    uses: u32,
+}
+
+/// The Prequal balancer of one client.
+#[derive(Debug)]
+pub struct Prequal {
+    cfg: PrequalConfig,
+    reuse: u32,
+    pool: Vec<Probe>,
+    /// RIF of the latest answers, a ring of `4 × pool_size`.
+    history: Vec<u32>,
+    next_history: usize,
+    /// Fractional probes and removals owed.
+    probe_credit: f64,
+    remove_credit: f64,
+    backends: usize,
+    rng: SimRng,
+    sorted: Vec<u32>,
+}
+
+impl Prequal {
+    /// Prequal with the given knobs, drawing probe targets and fallbacks from `rng`.
+    pub fn new(cfg: PrequalConfig, rng: SimRng) -> Prequal {
+        Prequal {
+            reuse: cfg.reuse_budget(),
+            pool: Vec::with_capacity(cfg.pool_size),
+            history: Vec::with_capacity(4 * cfg.pool_size),
+            next_history: 0,
+            probe_credit: 0.0,
+            remove_credit: 0.0,
+            backends: 0,
+            rng,
+            sorted: Vec::new(),
+            cfg,
+        }
+    }
+
+    /// The RIF above which a probe is hot: the `q_rif` quantile of recent answers
+    /// (nearest rank), or `None` before any answer.
+    fn hot_threshold(&mut self) -> Option<u32> {
+        if self.history.is_empty() {
+            return None;
+        }
+        self.sorted.clear();
+        self.sorted.extend_from_slice(&self.history);
+        self.sorted.sort_unstable();
+        let k = ((self.cfg.q_rif * self.sorted.len() as f64).ceil() as usize)
+            .clamp(1, self.sorted.len());
+        Some(self.sorted[k - 1])
+    }
+
+    /// Index in the pool of the probe HCL selects among those of up backends.
+    fn select(&mut self, backends: &[Backend]) -> Option<usize> {
+        let threshold = self.hot_threshold()?;
+        let usable = |p: &Probe| backends.get(p.backend).is_some_and(|b| b.up);
+        let cold = self
+            .pool
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| usable(p) && p.rif <= threshold)
+            .min_by_key(|(_, p)| p.latency)
+            .map(|(k, _)| k);
+        cold.or_else(|| {
+            self.pool
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| usable(p))
+                .min_by_key(|(_, p)| p.rif)
+                .map(|(k, _)| k)
+        })
+    }
+
+    /// Removes the worst probe: the hottest if any is hot, else the slowest.
+    fn remove_worst(&mut self) {
+        let Some(threshold) = self.hot_threshold() else {
+            return;
+        };
+        let worst = if self.pool.iter().any(|p| p.rif > threshold) {
+            self.pool
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, p)| p.rif)
+                .map(|(k, _)| k)
+        } else {
+            self.pool
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, p)| p.latency)
+                .map(|(k, _)| k)
+        };
+        if let Some(k) = worst {
+            self.pool.remove(k);
+        }
+    }
+
+    /// Probes in the pool, as (backend, RIF, uses), oldest first (for tests and traces).
+    pub fn pool(&self) -> Vec<(usize, u32, u32)> {
+        self.pool
+            .iter()
+            .map(|p| (p.backend, p.rif, p.uses))
+            .collect()
+    }
+}
+
+impl Strategy for Prequal {
+    fn pick(&mut self, backends: &[Backend], ctx: &PickContext<'_>) -> Option<usize> {
+        self.backends = backends.len();
+        let max_age = self.cfg.max_age;
+        self.pool
+            .retain(|p| ctx.now.saturating_sub(p.sent) <= max_age);
+        let picked = match self.select(backends) {
+            Some(k) => {
+                let p = &mut self.pool[k];
+                p.uses += 1;
+                p.rif = p.rif.saturating_add(1);
+                let backend = p.backend;
+                if p.uses >= self.reuse {
+                    self.pool.remove(k);
+                }
+                Some(backend)
+            }
+            None => uniform_up(backends, &mut self.rng),
+        };
+        self.remove_credit += self.cfg.remove_rate;
+        while self.remove_credit >= 1.0 {
+            self.remove_credit -= 1.0;
+            self.remove_worst();
+        }
+        picked
+    }
+
+    fn signals(&self) -> Signals {
+        Signals {
+            probes: true,
+            reply_loads: false,
+        }
+    }
+
+    fn probes(&mut self, _now: Nanos, out: &mut Vec<usize>) {
+        if self.backends == 0 {
+            return;
+        }
+        self.probe_credit += self.cfg.probe_rate;
+        while self.probe_credit >= 1.0 {
+            self.probe_credit -= 1.0;
+            out.push(self.rng.random_range(0..self.backends));
+        }
+    }
+
+    fn on_probe(&mut self, backend: usize, load: &ServerLoad, sent: Nanos, now: Nanos) {
+        if now.saturating_sub(sent) > self.cfg.max_age {
+            return;
+        }
+        let cap = 4 * self.cfg.pool_size.max(1);
+        if self.history.len() < cap {
+            self.history.push(load.in_flight);
+        } else {
+            self.history[self.next_history] = load.in_flight;
+        }
+        self.next_history = (self.next_history + 1) % cap;
+        if self.cfg.pool_size == 0 {
+            return;
+        }
+        if self.pool.len() >= self.cfg.pool_size {
+            // Oldest first: evict the oldest.
+            let oldest = (0..self.pool.len())
+                .min_by_key(|&k| self.pool[k].sent)
+                .unwrap_or(0);
+            self.pool.remove(oldest);
+        }
+        self.pool.push(Probe {
+            backend,
+            rif: load.in_flight,
+            latency: load.latency,
+            sent,
+            uses: 0,
+        });
+    }
+}
+
+/// Parameters of `kind = "prequal"` (see the module documentation for their sources).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrequalParams {
+    /// Most probes in the pool. Default 16 (the paper's).
+    pub pool_size: usize,
+    /// Probes sent per query (r_probe). Default 3.
+    pub probe_rate: f64,
+    /// Worst probes removed per query (r_remove). Default 1.
+    pub remove_rate: f64,
+    /// Probes older than this are dropped, seconds. Default 1.
+    pub max_age: f64,
+    /// Queries one probe may serve (b_reuse). Default ⌈1 / (probe_rate − remove_rate)⌉.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<u32>,
+    /// Quantile of recent probes' RIF above which a probe is hot. Default 0.8.
+    pub q_rif: f64,
+}
+
+impl Default for PrequalParams {
+    fn default() -> PrequalParams {
+        let c = PrequalConfig::default();
+        PrequalParams {
+            pool_size: c.pool_size,
+            probe_rate: c.probe_rate,
+            remove_rate: c.remove_rate,
+            max_age: c.max_age.as_secs_f64(),
+            reuse: c.reuse,
+            q_rif: c.q_rif,
+        }
+    }
+}
+
+impl Kind for Prequal {
+    type Params = PrequalParams;
+    const ABOUT: About = About {
+        kind: "prequal",
+        aliases: &[],
+        follows: "Prequal (Wydrowski, Kleinberg, Rumble, NSDI 2024): asynchronous reusable probes of RIF and latency, hot-cold lexicographic pick",
+        knobs: &[
+            Knob::new("pool_size", Ty::Int).unit("probes"),
+            Knob::new("probe_rate", Ty::Float).meaning("probes per query"),
+            Knob::new("remove_rate", Ty::Float).meaning("probes removed per query"),
+            Knob::seconds("max_age"),
+            Knob::new("reuse", Ty::Int)
+                .unset("⌈1/(probe_rate − remove_rate)⌉")
+                .meaning("queries per probe"),
+            Knob::new("q_rif", Ty::Float).meaning("quantile of recent RIFs"),
+        ],
+        reads: Reads {
+            probes: true,
+            ..Reads::NOTHING
+        },
+        split: Split::Dynamic,
+    };
+    fn validate(p: &PrequalParams, _: usize) -> Result<(), SpecError> {
+        if !(1..=1024).contains(&p.pool_size) {
+            return Err(SpecError::new(
+                "pool_size",
+                format!("is {}", p.pool_size),
+                "use 1 to 1024 probes (16 is the paper's)",
+            ));
+        }
+        for (field, v) in [("probe_rate", p.probe_rate), ("remove_rate", p.remove_rate)] {
+            if !(v.is_finite() && (0.0..=100.0).contains(&v)) {
+                return Err(SpecError::new(
+                    field,
+                    format!("is {v}"),
+                    format!("give `{field}` in probes per query, 0 to 100"),
+                ));
+            }
+        }
+        if p.probe_rate == 0.0 {
+            return Err(SpecError::new(
+                "probe_rate",
+                "is 0: prequal would never probe and would pick at random",
+                "use a positive rate, e.g. 3 probes per query",
+            ));
+        }
+        if p.reuse == Some(0) {
+            return Err(SpecError::new(
+                "reuse",
+                "is 0: no probe could be used",
+                "use 1 or more, or remove it for the balanced budget",
+            ));
+        }
+        if !(p.q_rif.is_finite() && p.q_rif > 0.0 && p.q_rif <= 1.0) {
+            return Err(SpecError::new(
+                "q_rif",
+                format!("is {}", p.q_rif),
+                "use a quantile in (0, 1], e.g. 0.8 (the paper recommends 0.6 to 0.9)",
+            ));
+        }
+        SpecError::seconds("max_age", p.max_age, false)
+    }
+    fn build(p: &PrequalParams, _n: usize, rng: SimRng) -> Prequal {
+        Prequal::new(
+            PrequalConfig {
+                pool_size: p.pool_size,
+                probe_rate: p.probe_rate,
+                remove_rate: p.remove_rate,
+                max_age: Nanos::from_secs_f64(p.max_age),
+                reuse: p.reuse,
+                q_rif: p.q_rif,
+            },
+            rng,
+        )
+    }
+    fn cost(p: &PrequalParams) -> PickCost {
+        // Scans its pool (and sorts the recent RIFs, 4 × pool_size of them).
+        PickCost {
+            scanned: Scanned::Few(5 * p.pool_size),
+            table: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{Stream, stream_rng};
+    use crate::strategy::Balancer;
+
+    fn prequal(cfg: PrequalConfig) -> Prequal {
+        Prequal::new(cfg, stream_rng(1, 0, Stream::Strategy, 0))
+    }
+
+    fn answer(p: &mut Prequal, backend: usize, rif: u32, latency_us: u64, t: u64) {
+        let load = ServerLoad {
+            in_flight: rif,
+            queued: 0,
+            service_time: Nanos(1000),
+            latency: Nanos(latency_us * 1000),
+        };
+        p.on_probe(backend, &load, Nanos(t), Nanos(t));
+    }
+
+    fn up(n: usize) -> Vec<Backend> {
+        vec![Backend::new(1); n]
+    }
+
+    fn once(cfg: PrequalConfig) -> PrequalConfig {
+        PrequalConfig {
+            reuse: Some(1),
+            remove_rate: 0.0,
+            ..cfg
+        }
+    }
+
+    #[test]
+    fn cold_probe_of_lowest_latency_wins_over_a_faster_hot_one() {
+        let mut p = prequal(once(PrequalConfig::default()));
+        // RIFs 1, 2, 2, 3, 9: the 0.8 quantile of five is the 4th smallest, 3, so only
+        // backend 4 (RIF 9) is hot, though its latency is the lowest.
+        for (b, rif, lat) in [
+            (0, 1, 900),
+            (1, 2, 500),
+            (2, 2, 700),
+            (3, 3, 800),
+            (4, 9, 100),
+        ] {
+            answer(&mut p, b, rif, lat, 10);
+        }
+        let ctx = PickContext::new(Nanos(20), 0);
+        assert_eq!(p.pick(&up(5), &ctx), Some(1));
+        // Used once (reuse 1): gone; next best cold is backend 2.
+        assert_eq!(p.pick(&up(5), &ctx), Some(2));
+    }
+
+    #[test]
+    fn all_hot_picks_the_lowest_rif() {
+        let mut p = prequal(PrequalConfig {
+            pool_size: 2,
+            reuse: Some(100),
+            remove_rate: 0.0,
+            ..PrequalConfig::default()
+        });
+        // Six answers of RIF 1 (the pool keeps the last two), then 3 and 2: recent RIFs
+        // 1 ×6, 2, 3, whose 0.8 quantile (7th of 8) is 2.
+        for b in 0..6 {
+            answer(&mut p, b, 1, 100, 1);
+        }
+        answer(&mut p, 6, 3, 100, 5);
+        answer(&mut p, 7, 2, 900, 6);
+        assert_eq!(p.pool(), vec![(6, 3, 0), (7, 2, 0)]);
+        let ctx = PickContext::new(Nanos(7), 0);
+        // Backend 7 is the only cold probe, slow as it is; its RIF becomes 3.
+        assert_eq!(p.pick(&up(8), &ctx), Some(7));
+        // Both hot now: lowest RIF, the tie to the older probe (backend 6), whose RIF
+        // becomes 4; then backend 7 has the lowest.
+        assert_eq!(p.pick(&up(8), &ctx), Some(6));
+        assert_eq!(p.pick(&up(8), &ctx), Some(7));
+        assert_eq!(p.pool(), vec![(6, 4, 1), (7, 4, 2)]);
+    }
+
+    #[test]
+    fn reuse_budget_and_rif_increment() {
+        let mut p = prequal(PrequalConfig {
+            reuse: Some(2),
+            remove_rate: 0.0,
+            ..PrequalConfig::default()
+        });
+        answer(&mut p, 3, 0, 100, 0);
+        let ctx = PickContext::new(Nanos(1), 0);
+        assert_eq!(p.pick(&up(4), &ctx), Some(3));
+        assert_eq!(p.pool(), vec![(3, 1, 1)]);
+        assert_eq!(p.pick(&up(4), &ctx), Some(3));
+        assert!(p.pool().is_empty(), "used twice: removed");
+        assert_eq!(PrequalConfig::default().reuse_budget(), 1);
+        let slow = PrequalConfig {
+            probe_rate: 1.25,
+            ..PrequalConfig::default()
+        };
+        assert_eq!(slow.reuse_budget(), 4);
+        let none = PrequalConfig {
+            probe_rate: 1.0,
+            ..PrequalConfig::default()
+        };
+        assert_eq!(none.reuse_budget(), u32::MAX);
+    }
+
+    #[test]
+    fn old_probes_and_down_backends_are_not_used() {
+        let mut p = prequal(once(PrequalConfig::default()));
+        answer(&mut p, 1, 0, 100, 0);
+        answer(&mut p, 2, 0, 100, 0);
+        let mut b = up(3);
+        b[2].up = false;
+        // Backend 2 is down; backend 1's probe is fresh.
+        assert_eq!(p.pick(&b, &PickContext::new(Nanos(5), 0)), Some(1));
+        // Two seconds later backend 2's probe is too old: random among up backends.
+        let late = Nanos::from_secs_f64(2.0);
+        for _ in 0..20 {
+            let got = p.pick(&b, &PickContext::new(late, 0)).unwrap();
+            assert!(got < 2);
+        }
+        assert!(p.pool().is_empty());
+    }
+
+    #[test]
+    fn removal_takes_the_hottest_then_the_slowest() {
+        let mut p = prequal(PrequalConfig {
+            reuse: Some(100),
+            remove_rate: 1.0,
+            ..PrequalConfig::default()
+        });
+        for (b, rif, lat) in [
+            (0, 1, 100),
+            (1, 1, 300),
+            (2, 1, 200),
+            (3, 1, 250),
+            (4, 8, 50),
+        ] {
+            answer(&mut p, b, rif, lat, 0);
+        }
+        let ctx = PickContext::new(Nanos(1), 0);
+        // Picks backend 0 (cold, fastest), then removes the hot backend 4.
+        assert_eq!(p.pick(&up(5), &ctx), Some(0));
+        let left: Vec<usize> = p.pool().iter().map(|x| x.0).collect();
+        assert_eq!(left, vec![0, 1, 2, 3]);
+        // Nothing hot (recent RIFs 0, 1, 1: threshold 1; the used probe's RIF becomes
+        // 1): the slowest (backend 1) goes.
+        let mut p = prequal(PrequalConfig {
+            reuse: Some(100),
+            remove_rate: 1.0,
+            ..PrequalConfig::default()
+        });
+        for (b, rif, lat) in [(0, 0, 100), (1, 1, 300), (2, 1, 200)] {
+            answer(&mut p, b, rif, lat, 0);
+        }
+        assert_eq!(p.pick(&up(3), &ctx), Some(0));
+        assert_eq!(p.pool(), vec![(0, 1, 1), (2, 1, 0)]);
+    }
+
+    #[test]
+    fn probes_per_query_follow_the_rate_and_a_full_pool_drops_the_oldest() {
+        let mut bal = Balancer::new(
+            Box::new(prequal(PrequalConfig {
+                probe_rate: 1.5,
+                pool_size: 2,
+                ..PrequalConfig::default()
+            })),
+            &[1; 4],
+        );
+        let mut asked = Vec::new();
+        for k in 0..10 {
+            let i = bal.route(Nanos(k), 0).unwrap();
+            bal.complete(i, Nanos(1), crate::strategy::Outcome::Ok, Nanos(k));
+        }
+        bal.take_probes(&mut asked);
+        assert_eq!(asked.len(), 15);
+        assert!(asked.iter().all(|&i| i < 4));
+        let mut p = prequal(PrequalConfig {
+            pool_size: 2,
+            ..PrequalConfig::default()
+        });
+        answer(&mut p, 0, 0, 1, 1);
+        answer(&mut p, 1, 0, 1, 2);
+        answer(&mut p, 2, 0, 1, 3);
+        assert_eq!(p.pool(), vec![(1, 0, 0), (2, 0, 0)]);
+    }
+}

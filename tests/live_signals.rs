@@ -1,0 +1,141 @@
+//! Out-of-band signals in live mode: the `probe` call and the load report on replies of
+//! `thrift/lbsim.thrift`, answered by `lbsim serve`'s server, and prequal and C3 replayed
+//! against real backends through the same `Balancer` code as the simulator.
+//!
+//! Bounded in time: every client has an I/O timeout and every replay a deadline.
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lbsim::live::server::{self, ServerConfig};
+use lbsim::live::{
+    CallOutcome, ClientConfig, Connection, LiveOptions, Protocol, Transport, replay,
+};
+use lbsim::metrics::Metric;
+use lbsim::scenario::Scenario;
+
+const MS: i64 = 1_000_000;
+
+fn cfg() -> ClientConfig {
+    ClientConfig {
+        io_timeout: Some(Duration::from_secs(5)),
+        ..ClientConfig::new(Protocol::Binary, Transport::Framed)
+    }
+}
+
+/// Waits until `cond` holds (at most 5 s).
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn probes_and_replies_report_the_servers_load() {
+    let s = server::spawn(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        ServerConfig {
+            workers: 1,
+            ..ServerConfig::new("p0")
+        },
+    )
+    .unwrap();
+    let addr = s.local_addr();
+    let mut probe = Connection::connect(addr, &cfg()).unwrap();
+    let idle = probe.probe().unwrap();
+    assert_eq!((idle.in_flight, idle.queued), (0, 0));
+    // Three calls of 200 ms on one worker: one in service, two waiting.
+    let (tx, rx) = mpsc::channel();
+    for id in 0..3 {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            let mut c = Connection::connect(addr, &cfg()).unwrap();
+            let _ = tx.send(c.call(id, 200 * MS, None).unwrap());
+        });
+    }
+    eventually("three calls at the server", || {
+        probe.probe().unwrap().in_flight == 3
+    });
+    let busy = probe.probe().unwrap();
+    assert_eq!(busy.queued, 2);
+    // The estimate: the backlog (3 × 200 ms on 1 worker), plus the mean service time
+    // (none served yet: 0).
+    assert!(
+        busy.latency_ns >= 590 * MS as u64 && busy.latency_ns <= 610 * MS as u64,
+        "{busy:?}"
+    );
+    // The first reply carries the load as the call ends: two others left, one waiting.
+    let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let CallOutcome::Served {
+        load, served_ns, ..
+    } = first
+    else {
+        panic!("{first:?}")
+    };
+    let load = load.expect("the rust server reports its load on replies");
+    assert_eq!((load.in_flight, load.queued), (2, 1), "{load:?}");
+    // Then: wait 400 ms of backlog, plus the mean service time, one call's 200 ms.
+    assert!(
+        load.latency_ns >= 390 * MS as u64 + served_ns
+            && load.latency_ns <= 420 * MS as u64 + served_ns,
+        "{load:?}"
+    );
+    for _ in 0..2 {
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    }
+    let after = probe.probe().unwrap();
+    assert_eq!((after.in_flight, after.queued), (0, 0));
+    assert!(after.service_ns >= 200 * MS as u64, "{after:?}");
+}
+
+/// live-smoke, shortened, with prequal and C3: every request is served, prequal's probes
+/// are sent and answered (counted in `probes_per_request`), and both keep a latency of
+/// the simulator's order.
+#[test]
+fn prequal_and_c3_replay_live() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/live-smoke.toml");
+    let src = std::fs::read_to_string(&path).unwrap();
+    let head = &src[..src.find("[[strategies]]").unwrap()];
+    let src = head
+        .replace("duration = 5.0", "duration = 1.5")
+        .replace("warmup = 1.0", "warmup = 0.3")
+        + "[[strategies]]\nkind = \"prequal\"\n[[strategies]]\nkind = \"c3\"\n";
+    let scenario = Scenario::from_source(&path, &src).unwrap();
+    let opts = LiveOptions {
+        io_timeout: Duration::from_secs(5),
+        ..LiveOptions::default()
+    };
+    let (tx, rx) = mpsc::channel();
+    let (s, o) = (scenario.clone(), opts.clone());
+    thread::spawn(move || {
+        let _ = tx.send(replay(&s, &o));
+    });
+    let run = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("replay within 2 minutes")
+        .expect("replay");
+    assert_eq!(run.strategies.len(), 2);
+    for r in &run.strategies {
+        assert_eq!(r.errors, 0, "{}: {:?}", r.label, r.first_error);
+        let m = &r.metrics;
+        assert_eq!(
+            m.arrived,
+            m.latency.len(),
+            "{}: every request served",
+            r.label
+        );
+        let summary = m.summarize();
+        let probes = summary.values[Metric::ProbesPerRequest];
+        let mean = summary.values[Metric::LatencyMean];
+        match r.label.as_str() {
+            "prequal" => assert!((probes - 3.0).abs() < 0.01, "prequal: {probes}"),
+            _ => assert_eq!(probes, 0.0),
+        }
+        // Service is 4 ms at speed 1 (2 ms on the fast server) at 44% load.
+        assert!(mean > 0.001 && mean < 0.05, "{}: mean {mean}", r.label);
+    }
+}
