@@ -132,13 +132,16 @@ impl Calibration {
         o
     }
 
-    /// The calibration under a replay's load: each backend's medians of `loaded` where it
-    /// served calls, its idle calibration otherwise (or if `loaded` is empty).
+    /// The calibration under a replay's load: each backend's mean overhead and median extra
+    /// latency of `loaded` where it served calls, its idle calibration otherwise (or if
+    /// `loaded` is empty).
     pub fn under_load(&self, loaded: &[LoadedCost]) -> Calibration {
         let mut c = self.clone();
         for (b, l) in c.backends.iter_mut().zip(loaded) {
             if !l.overhead.is_empty() {
-                b.service_overhead_ns = l.overhead.value_at_quantile(0.5) as f64;
+                // The mean, not the median: under load a worker held longer now and then
+                // (a descheduled sleeper) is a real cost, and queues grow with the mean.
+                b.service_overhead_ns = l.overhead.mean();
                 b.extra_latency_ns = l.extra.value_at_quantile(0.5) as f64;
             }
         }
