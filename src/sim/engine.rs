@@ -54,6 +54,15 @@ enum Event {
     },
 }
 
+/// How requests reach servers: the one place the two topologies differ.
+enum Topology {
+    /// Each request is routed by a balancer, which sees it dispatched and completed.
+    Requests,
+    /// Each request goes over a persistent connection, which the balancer routed when it
+    /// opened: the balancer sees connections open and close, not requests.
+    Connections(Connections),
+}
+
 /// Persistent connections of the connection-level topology.
 struct Connections {
     pool: u32,
@@ -93,7 +102,7 @@ struct Sim<'a> {
     /// Servers' load reports, one table every balancer reads (when the strategy reads
     /// them): a publication costs O(1) whatever the number of balancers.
     loads: Option<LoadTable>,
-    conns: Option<Connections>,
+    topology: Topology,
 }
 
 /// Simulates replication `replication` of `scenario` under `strategy`, with master seed
@@ -295,7 +304,7 @@ impl<'a> Sim<'a> {
                     LoadTable::new(n)
                 }
             }),
-            conns: None,
+            topology: Topology::Requests,
         };
         if let Some(r) = sim.requests.next() {
             let seq = sim.events.reserve_seq();
@@ -322,7 +331,7 @@ impl<'a> Sim<'a> {
         }
         if let Some(spec) = &scenario.connections {
             let slots = (spec.clients * spec.pool_size) as usize;
-            sim.conns = Some(Connections {
+            sim.topology = Topology::Connections(Connections {
                 pool: spec.pool_size,
                 server: vec![None; slots],
                 opened: vec![Nanos::ZERO; slots],
@@ -403,10 +412,7 @@ impl<'a> Sim<'a> {
                 }
             }
             Event::ConnExpire { slot, generation } => {
-                if self
-                    .conns
-                    .as_ref()
-                    .is_some_and(|c| c.generation[slot as usize] == generation)
+                if matches!(&self.topology, Topology::Connections(c) if c.generation[slot as usize] == generation)
                 {
                     self.close_connection(slot, now, Outcome::Ok);
                     self.open_connection(slot, now);
@@ -431,19 +437,15 @@ impl<'a> Sim<'a> {
     fn arrival(&mut self, now: Nanos, req: Request) {
         let measured = self.measured(now);
         self.m.arrived += u64::from(measured);
-        let (b, target) = match self.conns.is_some() {
-            false => {
-                let b = if self.balancers.len() == 1 {
-                    0
-                } else {
-                    self.routing.random_range(0..self.balancers.len())
-                };
+        let (b, target) = match self.topology {
+            Topology::Requests => {
+                let b = self.pick_balancer();
                 (
                     b,
                     self.balancers[b].route_with(now, req.key, self.loads.as_ref()),
                 )
             }
-            true => self.connection_for(now),
+            Topology::Connections(_) => self.connection_for(now),
         };
         let Some(i) = target else {
             self.m.unroutable += u64::from(measured);
@@ -460,7 +462,6 @@ impl<'a> Sim<'a> {
         };
         self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
         let admission = server.admit(job, now);
-        let request_level = self.conns.is_none();
         match admission {
             Admission::Started(service) => {
                 self.events.push(
@@ -475,18 +476,13 @@ impl<'a> Sim<'a> {
             Admission::Queued => self.m.servers[i].requests += u64::from(measured),
             Admission::Rejected => {
                 self.m.rejected += u64::from(measured);
-                if request_level {
-                    self.balancers[b].complete(i, Nanos::ZERO, Outcome::Rejected, now);
-                }
+                self.request_ended(b, i, Nanos::ZERO, Outcome::Rejected, now);
             }
             Admission::Down => {
                 self.m.failed += u64::from(measured);
-                if request_level {
-                    self.balancers[b].complete(i, Nanos::ZERO, Outcome::Failed, now);
-                } else {
-                    // The connection is broken: the client reconnects.
-                    self.reconnect_broken(i, now);
-                }
+                self.request_ended(b, i, Nanos::ZERO, Outcome::Failed, now);
+                // At connection level the connection is broken: the client reconnects.
+                self.connections_broken(i, now);
             }
         }
         if self.exact_reports {
@@ -517,9 +513,7 @@ impl<'a> Sim<'a> {
             self.m
                 .record_service(i, job.arrival, latency, job.start - job.arrival);
         }
-        if self.conns.is_none() {
-            self.balancers[job.balancer as usize].complete(i, latency, Outcome::Ok, now);
-        }
+        self.request_ended(job.balancer as usize, i, latency, Outcome::Ok, now);
         if self.exact_reports {
             self.publish_load(i, now);
         }
@@ -543,18 +537,15 @@ impl<'a> Sim<'a> {
                 (FaultKind::Crash, true) => {
                     for job in server.crash(now) {
                         self.m.failed += u64::from(job.measured);
-                        if self.conns.is_none() {
-                            self.balancers[job.balancer as usize].complete(
-                                i,
-                                now - job.arrival,
-                                Outcome::Failed,
-                                now,
-                            );
-                        }
+                        self.request_ended(
+                            job.balancer as usize,
+                            i,
+                            now - job.arrival,
+                            Outcome::Failed,
+                            now,
+                        );
                     }
-                    if self.conns.is_some() {
-                        self.reconnect_broken(i, now);
-                    }
+                    self.connections_broken(i, now);
                     self.events.push(
                         now + detection,
                         Event::Health {
@@ -580,9 +571,31 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// The balancer an arriving request goes through (request level): chosen uniformly
+    /// when there are several.
+    #[inline]
+    fn pick_balancer(&mut self) -> usize {
+        if self.balancers.len() == 1 {
+            0
+        } else {
+            self.routing.random_range(0..self.balancers.len())
+        }
+    }
+
+    /// Tells balancer `b` that a request it sent to server `i` ended — at request level
+    /// only: at connection level balancers see connections, not requests.
+    #[inline]
+    fn request_ended(&mut self, b: usize, i: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
+        if let Topology::Requests = self.topology {
+            self.balancers[b].complete(i, latency, outcome, now);
+        }
+    }
+
     /// The connection a client's next request uses: (balancer, server).
     fn connection_for(&mut self, now: Nanos) -> (usize, Option<usize>) {
-        let conns = self.conns.as_mut().expect("connection-level topology");
+        let Topology::Connections(conns) = &mut self.topology else {
+            unreachable!("connection_for is called at connection level only")
+        };
         let client = self.routing.random_range(0..conns.next.len());
         let k = conns.next[client];
         conns.next[client] = (k + 1) % conns.pool;
@@ -591,11 +604,15 @@ impl<'a> Sim<'a> {
             self.open_connection(slot, now);
         }
         let b = client % self.balancers.len();
-        (b, self.conns.as_ref().and_then(|c| c.server[slot as usize]))
+        let server = match &self.topology {
+            Topology::Connections(c) => c.server[slot as usize],
+            Topology::Requests => None,
+        };
+        (b, server)
     }
 
     fn open_connection(&mut self, slot: u32, now: Nanos) {
-        let Some(conns) = self.conns.as_mut() else {
+        let Topology::Connections(conns) = &mut self.topology else {
             return;
         };
         let client = (slot / conns.pool) as usize;
@@ -620,7 +637,7 @@ impl<'a> Sim<'a> {
     }
 
     fn close_connection(&mut self, slot: u32, now: Nanos, outcome: Outcome) {
-        let Some(conns) = self.conns.as_mut() else {
+        let Topology::Connections(conns) = &mut self.topology else {
             return;
         };
         let client = (slot / conns.pool) as usize;
@@ -631,9 +648,10 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Closes every connection to server `i` (it crashed); they reopen on next use.
-    fn reconnect_broken(&mut self, i: usize, now: Nanos) {
-        let Some(conns) = self.conns.as_ref() else {
+    /// At connection level, closes every connection to server `i` (it crashed); they
+    /// reopen on next use. Nothing at request level.
+    fn connections_broken(&mut self, i: usize, now: Nanos) {
+        let Topology::Connections(conns) = &self.topology else {
             return;
         };
         let broken: Vec<u32> = (0..conns.server.len() as u32)
