@@ -334,10 +334,35 @@ pub struct RunMetrics {
     pub failed: u64,
     /// Per server.
     pub servers: Vec<ServerAccumulator>,
+    /// What client policies did (all zero without a policy).
+    pub client: ClientCounters,
     /// Start of the window.
     pub from: Nanos,
     /// End of the window.
     pub to: Nanos,
+}
+
+/// What client policies (timeouts, retries, hedging) did in one run, counted over the
+/// requests that arrived in the measured window. A request ends exactly once: served
+/// (its latency is recorded), rejected, unroutable, failed, or timed out.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClientCounters {
+    /// Attempts sent (the first included; every retry and hedge adds one).
+    pub attempts: u64,
+    /// Of those, retries.
+    pub retries: u64,
+    /// Of those, hedges (copies sent while an earlier one was still out).
+    pub hedges: u64,
+    /// Requests that ended by a timeout (per-try or overall) without being served.
+    pub timed_out: u64,
+    /// Attempts the client stopped waiting for (timed out, or lost a hedge race).
+    pub abandoned: u64,
+    /// Of those, withdrawn from their server before they finished.
+    pub cancelled: u64,
+    /// Worker time spent serving these requests' attempts (seconds).
+    pub work: f64,
+    /// Of that, time spent on attempts nobody waited for any more (seconds).
+    pub wasted: f64,
 }
 
 /// Most servers whose response times get a histogram of their own (for the per-server
@@ -374,6 +399,7 @@ impl RunMetrics {
             rejected: 0,
             unroutable: 0,
             failed: 0,
+            client: ClientCounters::default(),
             servers: workers.iter().map(|&w| ServerAccumulator::new(w)).collect(),
             from,
             to,

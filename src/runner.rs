@@ -15,7 +15,8 @@ use rayon::prelude::*;
 use crate::metrics::{Estimator, METRICS, RunMetrics, RunSummary, latency_histogram};
 use crate::scenario::{Scenario, ScenarioError};
 use crate::sim::{
-    Trace, TraceSpec, simulate, simulate_cancellable, simulate_traced, simulate_traced_cancellable,
+    Trace, TraceSpec, simulate_cancellable, simulate_traced, simulate_traced_cancellable,
+    simulate_with,
 };
 use crate::stats::quantile::{Cdf, quantile_estimate};
 use crate::stats::{Estimate, estimate};
@@ -260,6 +261,7 @@ pub fn run_replications(
                             Some(c) => simulate_traced_cancellable(
                                 scenario,
                                 &entry.spec,
+                                entry.policy.as_ref(),
                                 rep,
                                 seed,
                                 sink.spec(),
@@ -268,6 +270,7 @@ pub fn run_replications(
                             None => Some(simulate_traced(
                                 scenario,
                                 &entry.spec,
+                                entry.policy.as_ref(),
                                 rep,
                                 seed,
                                 sink.spec(),
@@ -278,13 +281,21 @@ pub fn run_replications(
                         m
                     }
                     (None, Some(c)) => {
-                        let Some(m) = simulate_cancellable(scenario, &entry.spec, rep, seed, c)
-                        else {
+                        let Some(m) = simulate_cancellable(
+                            scenario,
+                            &entry.spec,
+                            entry.policy.as_ref(),
+                            rep,
+                            seed,
+                            c,
+                        ) else {
                             return;
                         };
                         m
                     }
-                    (None, None) => simulate(scenario, &entry.spec, rep, seed),
+                    (None, None) => {
+                        simulate_with(scenario, &entry.spec, entry.policy.as_ref(), rep, seed)
+                    }
                 };
                 let summary = m.summarize();
                 let mut st = staged[pos].lock().unwrap_or_else(|e| e.into_inner());

@@ -976,7 +976,7 @@ impl Validator<'_> {
                 }
             }
             for key in entry.keys() {
-                if key != "label" && known.get(key).is_none() {
+                if key != "label" && key != "policy" && known.get(key).is_none() {
                     let params: Vec<&str> = known
                         .as_object()
                         .map(|o| {
@@ -1049,6 +1049,22 @@ impl Validator<'_> {
             s.spec.validate(n).map_err(|e| {
                 self.invalid(&format!("strategies[{i}].{}", e.field), e.problem, e.fix)
             })?;
+            if let Some(p) = &s.policy {
+                p.check().map_err(|e| {
+                    self.invalid(
+                        &format!("strategies[{i}].policy.{}", e.field),
+                        e.problem,
+                        e.fix,
+                    )
+                })?;
+                if f.connections.is_some() {
+                    return Err(self.invalid(
+                        &format!("strategies[{i}].policy"),
+                        "client policies apply to request-level balancing, and this scenario has [connections]",
+                        "remove [strategies.policy], or remove [connections] to balance each request",
+                    ));
+                }
+            }
         }
         let any_weighted = f.strategies.iter().any(|s| s.spec.uses_weights());
         if any_weighted && f.servers.iter().all(|g| g.weight == 0) {

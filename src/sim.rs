@@ -6,5 +6,5 @@ pub mod server;
 
 pub use engine::{
     Sample, Trace, TraceSpec, simulate, simulate_cancellable, simulate_traced,
-    simulate_traced_cancellable,
+    simulate_traced_cancellable, simulate_with,
 };

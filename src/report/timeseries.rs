@@ -103,7 +103,9 @@ pub fn trace_all(
         .map(|(k, e)| {
             let trace = match recorded.get(k).cloned().flatten() {
                 Some(t) => t,
-                None => simulate_traced(s, &e.spec, 0, input.results.seed, &spec).1,
+                None => {
+                    simulate_traced(s, &e.spec, e.policy.as_ref(), 0, input.results.seed, &spec).1
+                }
             };
             (e.label(), trace)
         })

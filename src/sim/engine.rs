@@ -18,9 +18,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rand::RngExt;
 
+mod client;
+
 use super::event_queue::EventQueue;
 use super::server::{Admission, Job, Server};
 use crate::metrics::RunMetrics;
+use crate::policy::PolicySpec;
 use crate::rng::{SimRng, Stream, stream_rng};
 use crate::scenario::{FaultKind, Scenario};
 use crate::strategy::{Balancer, LoadTable, Outcome, StrategySpec};
@@ -51,6 +54,14 @@ enum Event {
     Health {
         server: u32,
         up: bool,
+    },
+    /// A client-policy timer (see [`client`]): an attempt's timeout (`slot` is the
+    /// attempt's), a retry's back-off or a hedge's delay (`slot` is the request's).
+    /// `generation` tells a timer of a slot since reused.
+    Policy {
+        timer: client::Timer,
+        slot: u32,
+        generation: u32,
     },
 }
 
@@ -103,6 +114,9 @@ struct Sim<'a> {
     /// them): a publication costs O(1) whatever the number of balancers.
     loads: Option<LoadTable>,
     topology: Topology,
+    /// Client policies' state; `None` without a policy, so that the common path is the
+    /// one-attempt path of before, at the cost of one branch per arrival and completion.
+    client: Option<Box<client::Client>>,
 }
 
 /// Simulates replication `replication` of `scenario` under `strategy`, with master seed
@@ -114,9 +128,25 @@ pub fn simulate(
     seed: u64,
 ) -> RunMetrics {
     static NEVER: AtomicBool = AtomicBool::new(false);
-    let mut sim = Sim::new(scenario, strategy, replication, seed);
+    let mut sim = Sim::new(scenario, strategy, None, replication, seed);
     // The loop of a cancellable run with a flag never set, so that the engine bench
     // measures what the cancel check costs.
+    let finished = sim.run(&NEVER);
+    debug_assert!(finished);
+    sim.finish()
+}
+
+/// Like [`simulate`], with the client policy `policy` (timeouts, retries, budgets,
+/// hedging) in every balancer. `None` is exactly [`simulate`].
+pub fn simulate_with(
+    scenario: &Scenario,
+    strategy: &StrategySpec,
+    policy: Option<&PolicySpec>,
+    replication: u64,
+    seed: u64,
+) -> RunMetrics {
+    static NEVER: AtomicBool = AtomicBool::new(false);
+    let mut sim = Sim::new(scenario, strategy, policy, replication, seed);
     let finished = sim.run(&NEVER);
     debug_assert!(finished);
     sim.finish()
@@ -132,11 +162,12 @@ const CANCEL_CHECK_EVERY: u32 = 4096;
 pub fn simulate_cancellable(
     scenario: &Scenario,
     strategy: &StrategySpec,
+    policy: Option<&PolicySpec>,
     replication: u64,
     seed: u64,
     cancel: &AtomicBool,
 ) -> Option<RunMetrics> {
-    let mut sim = Sim::new(scenario, strategy, replication, seed);
+    let mut sim = Sim::new(scenario, strategy, policy, replication, seed);
     sim.run(cancel).then(|| sim.finish())
 }
 
@@ -181,12 +212,13 @@ pub struct Trace {
 pub fn simulate_traced(
     scenario: &Scenario,
     strategy: &StrategySpec,
+    policy: Option<&PolicySpec>,
     replication: u64,
     seed: u64,
     spec: &TraceSpec,
 ) -> (RunMetrics, Trace) {
     static NEVER: AtomicBool = AtomicBool::new(false);
-    let mut sim = Sim::new(scenario, strategy, replication, seed);
+    let mut sim = Sim::new(scenario, strategy, policy, replication, seed);
     // Never cancelled, so the trace is always there; the fallback only keeps this total.
     let trace = record(&mut sim, spec, &NEVER).unwrap_or_else(|| Trace {
         servers: spec.servers.clone(),
@@ -199,12 +231,13 @@ pub fn simulate_traced(
 pub fn simulate_traced_cancellable(
     scenario: &Scenario,
     strategy: &StrategySpec,
+    policy: Option<&PolicySpec>,
     replication: u64,
     seed: u64,
     spec: &TraceSpec,
     cancel: &AtomicBool,
 ) -> Option<(RunMetrics, Trace)> {
-    let mut sim = Sim::new(scenario, strategy, replication, seed);
+    let mut sim = Sim::new(scenario, strategy, policy, replication, seed);
     let trace = record(&mut sim, spec, cancel)?;
     Some((sim.finish(), trace))
 }
@@ -253,6 +286,7 @@ impl<'a> Sim<'a> {
     fn new(
         scenario: &'a Scenario,
         strategy: &StrategySpec,
+        policy: Option<&PolicySpec>,
         replication: u64,
         seed: u64,
     ) -> Sim<'a> {
@@ -305,6 +339,13 @@ impl<'a> Sim<'a> {
                 }
             }),
             topology: Topology::Requests,
+            client: policy.map(|p| {
+                Box::new(client::Client::new(
+                    p,
+                    scenario.balancers as usize,
+                    stream_rng(seed, replication, Stream::Policy, 0),
+                ))
+            }),
         };
         if let Some(r) = sim.requests.next() {
             let seq = sim.events.reserve_seq();
@@ -419,6 +460,11 @@ impl<'a> Sim<'a> {
                 }
             }
             Event::Fault { index, start } => self.fault(now, index as usize, start),
+            Event::Policy {
+                timer,
+                slot,
+                generation,
+            } => self.policy_timer(now, timer, slot, generation),
             Event::Health { server, up } => {
                 for b in &mut self.balancers {
                     b.set_up(server as usize, up);
@@ -435,6 +481,9 @@ impl<'a> Sim<'a> {
     }
 
     fn arrival(&mut self, now: Nanos, req: Request) {
+        if self.client.is_some() {
+            return self.arrival_with_policy(now, req);
+        }
         let measured = self.measured(now);
         self.m.arrived += u64::from(measured);
         let (b, target) = match self.topology {
@@ -491,6 +540,9 @@ impl<'a> Sim<'a> {
     }
 
     fn done(&mut self, now: Nanos, i: usize, id: u64) {
+        if self.client.is_some() {
+            return self.attempt_done(now, i, id);
+        }
         let server = &mut self.servers[i];
         let (busy, queued) = (server.busy(), server.queued());
         let (finished, next) = server.finish(id, now);
@@ -535,15 +587,11 @@ impl<'a> Sim<'a> {
                 (FaultKind::Slow, true) => server.speed = self.base_speed[i] / fault.factor,
                 (FaultKind::Slow, false) => server.speed = self.base_speed[i],
                 (FaultKind::Crash, true) => {
-                    for job in server.crash(now) {
-                        self.m.failed += u64::from(job.measured);
-                        self.request_ended(
-                            job.balancer as usize,
-                            i,
-                            now - job.arrival,
-                            Outcome::Failed,
-                            now,
-                        );
+                    let lost = server.crash(now);
+                    if self.client.is_some() {
+                        self.attempts_lost(now, i, lost);
+                    } else {
+                        self.requests_lost(now, i, lost);
                     }
                     self.connections_broken(i, now);
                     self.events.push(
@@ -568,6 +616,20 @@ impl<'a> Sim<'a> {
             if self.exact_reports {
                 self.publish_load(i, now);
             }
+        }
+    }
+
+    /// Requests held by server `i` when it crashed (no client policy): each fails.
+    fn requests_lost(&mut self, now: Nanos, i: usize, lost: Vec<Job>) {
+        for job in lost {
+            self.m.failed += u64::from(job.measured);
+            self.request_ended(
+                job.balancer as usize,
+                i,
+                now - job.arrival,
+                Outcome::Failed,
+                now,
+            );
         }
     }
 

@@ -37,6 +37,9 @@ pub enum Admission {
     Down,
 }
 
+/// A waiting request a freed worker starts serving, with its service time.
+pub type Started = (Job, Nanos);
+
 /// One server's state.
 #[derive(Clone, Debug)]
 pub struct Server {
@@ -156,6 +159,24 @@ impl Server {
         (Some(done), next)
     }
 
+    /// Withdraws request `id` at `now` (its client cancelled it): returns it and whether it
+    /// was in service, and — when it freed a worker — the next waiting request with its
+    /// service time, which the worker starts serving. `None` if the server does not hold it.
+    pub fn cancel(&mut self, id: u64, now: Nanos) -> Option<(Job, bool, Option<Started>)> {
+        if let Some(pos) = self.queue.iter().position(|j| j.id == id) {
+            return self.queue.remove(pos).map(|j| (j, false, None));
+        }
+        let pos = self.in_service.iter().position(|j| j.id == id)?;
+        self.touch(now);
+        let gone = self.in_service.swap_remove(pos);
+        let next = self.queue.pop_front().map(|mut j| {
+            j.start = now;
+            self.in_service.push(j);
+            (j, self.service_time(&j))
+        });
+        Some((gone, true, next))
+    }
+
     /// Crashes the server at `now`: every request it holds is lost and returned.
     pub fn crash(&mut self, now: Nanos) -> Vec<Job> {
         self.touch(now);
@@ -207,6 +228,25 @@ mod tests {
         assert_eq!(s.busy(), 0);
         let r = s.report(Nanos(40));
         assert_eq!((r.completed, r.busy_time, r.in_system), (3, 29, 0));
+    }
+
+    #[test]
+    fn cancel_withdraws_from_queue_or_worker() {
+        let mut s = Server::new(1, 1.0, None, 0);
+        s.admit(job(1), Nanos(0));
+        s.admit(job(2), Nanos(0));
+        s.admit(job(3), Nanos(0));
+        // Queued: leaves the queue, no worker freed.
+        let (j, in_service, next) = s.cancel(3, Nanos(1)).unwrap();
+        assert_eq!((j.id, in_service, next), (3, false, None));
+        // In service: the worker takes the next waiting request.
+        let (j, in_service, next) = s.cancel(1, Nanos(2)).unwrap();
+        assert_eq!((j.id, in_service), (1, true));
+        assert_eq!(next.unwrap().0.id, 2);
+        assert_eq!((s.busy(), s.queued()), (1, 0));
+        assert!(s.cancel(1, Nanos(3)).is_none());
+        // Busy time counts the cancelled request's 2 ns of service.
+        assert_eq!(s.report(Nanos(2)).busy_time, 2);
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub struct StrategyEntry {
     /// The strategy and its parameters.
     #[serde(flatten)]
     pub spec: StrategySpec,
+    /// The client policy of every balancer running this entry (`[strategies.policy]`):
+    /// timeouts, retries, budgets, hedging. Absent: none (one attempt, no timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::PolicySpec>,
 }
 
 impl StrategyEntry {
