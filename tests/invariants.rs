@@ -1,10 +1,12 @@
 //! Property tests over random small scenarios: no request is lost, shares sum to one,
-//! utilisations stay in [0, 1], and runs are reproducible.
+//! utilisations stay in [0, 1], and runs are reproducible — also under client policies
+//! (retries, budgets, hedges, timeouts, cancellations), where every request still ends
+//! exactly once.
 
 use std::path::Path;
 
 use lbsim::scenario::Scenario;
-use lbsim::sim::simulate;
+use lbsim::sim::simulate_with;
 use proptest::prelude::*;
 
 use lbsim::strategy::CATALOGUE;
@@ -20,8 +22,22 @@ struct Case {
     balancers: u32,
     l4: Option<(u32, u32)>,
     crash: bool,
+    /// Index into [`POLICIES`] (request level only).
+    policy: Option<usize>,
     seed: u64,
 }
+
+/// Client policies the property test draws from: each exercises a different path
+/// (retries with back-off and a budget, timeouts with and without cancellation, hedges
+/// whose losers run on or are cancelled, retries to other hosts).
+const POLICIES: &[&str] = &[
+    "[strategies.policy.retry]\nmax_attempts = 3\nbase_interval = 0.001\n",
+    "[strategies.policy]\ntimeout = 0.05\nper_try_timeout = 0.015\n[strategies.policy.retry]\nmax_attempts = 4\nprevious_hosts = true\n[strategies.policy.budget]\nkind = \"finagle\"\nmin_retries_per_sec = 1\n",
+    "[strategies.policy]\nper_try_timeout = 0.01\ncancel = true\n[strategies.policy.retry]\nmax_attempts = 2\n[strategies.policy.budget]\nkind = \"grpc\"\n",
+    "[strategies.policy.hedge]\ndelay = 0.005\nmax_attempts = 3\n",
+    "[strategies.policy]\ntimeout = 0.03\n[strategies.policy.hedge]\ndelay = 0.0\ncancel_losers = false\n[strategies.policy.budget]\nkind = \"envoy\"\n",
+    "[strategies.policy]\ntimeout = 0.02\ncancel = true\n",
+];
 
 fn case() -> impl Strategy<Value = Case> {
     (
@@ -38,9 +54,10 @@ fn case() -> impl Strategy<Value = Case> {
                 (
                     prop::option::of((1u32..6, 1u32..3)),
                     any::<bool>(),
+                    prop::option::of(0..POLICIES.len()),
                     any::<u64>(),
                 )
-                    .prop_map(move |(l4, crash, seed)| Case {
+                    .prop_map(move |(l4, crash, policy, seed)| Case {
                         servers,
                         workers,
                         weights: weights.clone(),
@@ -50,6 +67,8 @@ fn case() -> impl Strategy<Value = Case> {
                         balancers,
                         l4,
                         crash,
+                        // Policies apply to request-level balancing only.
+                        policy: policy.filter(|_| l4.is_none()),
                         seed,
                     })
             },
@@ -80,6 +99,9 @@ fn source(c: &Case) -> String {
         );
     }
     s += &format!("[[strategies]]\nkind = \"{}\"\n", CATALOGUE[c.kind].kind);
+    if let Some(p) = c.policy {
+        s += POLICIES[p];
+    }
     if let Some((clients, pool)) = c.l4 {
         s += &format!("[connections]\nclients = {clients}\npool_size = {pool}\nlifetime = 0.3\n");
     }
@@ -100,8 +122,25 @@ proptest! {
             // Overloaded with unbounded queues is refused by design; every other case loads.
             Err(e) => { prop_assert!(e.to_string().contains("unstable"), "{e}\n{src}"); return Ok(()); }
         };
-        let m = simulate(&s, &s.strategies[0].spec, 0, s.seed);
-        prop_assert_eq!(m.arrived, m.latency.len() + m.rejected + m.unroutable + m.failed, "{}", src);
+        let (spec, policy) = (&s.strategies[0].spec, s.strategies[0].policy.as_ref());
+        let m = simulate_with(&s, spec, policy, 0, s.seed);
+        // Every request ends exactly once: served, refused, unroutable, failed or timed out.
+        prop_assert_eq!(
+            m.arrived,
+            m.latency.len() + m.rejected + m.unroutable + m.failed + m.client.timed_out,
+            "{:?}\n{}", m.client, src
+        );
+        let c = &m.client;
+        match policy {
+            None => prop_assert_eq!(c, &lbsim::metrics::ClientCounters::default()),
+            Some(_) => {
+                // Every attempt is a first one, a retry or a hedge; cancellations are
+                // abandoned attempts; wasted work is part of the work.
+                prop_assert_eq!(c.attempts, m.arrived + c.retries + c.hedges, "{:?}", c);
+                prop_assert!(c.cancelled <= c.abandoned, "{:?}", c);
+                prop_assert!(c.wasted <= c.work * (1.0 + 1e-9) + 1e-12, "{:?}", c);
+            }
+        }
         let summary = m.summarize();
         let accepted: f64 = summary.servers.iter().map(|s| s.requests).sum();
         if accepted > 0.0 {
@@ -112,7 +151,7 @@ proptest! {
             prop_assert!((-1e-9..=1.0 + 1e-9).contains(&sv.utilization), "utilisation {}", sv.utilization);
         }
         // Reproducible (compared as text: a server that served nothing has NaN latencies).
-        let again = simulate(&s, &s.strategies[0].spec, 0, s.seed).summarize();
+        let again = simulate_with(&s, spec, policy, 0, s.seed).summarize();
         prop_assert_eq!(format!("{summary:?}"), format!("{again:?}"));
     }
 }
