@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 pub use cost::{Cost, CostError, Limits};
 pub use error::ScenarioError;
-pub use file::{ConnectionSpec, FaultKind, FaultSpec, ScenarioFile, ServerGroup};
+pub use file::{ConnectionSpec, ErrorStatus, FaultKind, FaultSpec, ScenarioFile, ServerGroup};
 pub use sweep::{Sweep, SweepFile, SweepParameter};
 
 use crate::strategy::StrategyEntry;
 use crate::workload::arrival::{ArrivalSpec, Trace};
-use crate::workload::{KeySpec, Workload};
+use crate::workload::{Dist, KeySpec, Workload};
 
 /// A validated scenario.
 #[derive(Clone, Debug)]
@@ -78,6 +78,21 @@ pub struct Fault {
     pub factor: f64,
     /// Health-check detection delay (seconds).
     pub detection: f64,
+    /// For `error` faults: what the server answers, and how.
+    pub error: Option<ErrorFault>,
+    /// For `pause` faults: (interval between pauses, pause length).
+    pub pauses: Option<(Dist, Dist)>,
+}
+
+/// How a server in an `error` fault answers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ErrorFault {
+    /// Fraction of requests answered with an error.
+    pub fraction: f64,
+    /// Seconds until the answer.
+    pub latency: f64,
+    /// Error or refusal.
+    pub status: ErrorStatus,
 }
 
 /// One server, after expanding groups.
@@ -826,14 +841,92 @@ impl Validator<'_> {
                         "add e.g. factor = 10.0 (service takes 10 times longer)",
                     ));
                 }
-                (FaultKind::Crash, None) => 1.0,
-                (FaultKind::Crash, Some(_)) => {
+                (_, None) => 1.0,
+                (_, Some(_)) => {
                     return Err(self.invalid(
                         &field("factor"),
-                        "a crash has no slow-down factor",
+                        "only a slow fault has a slow-down factor",
                         "remove `factor`, or use kind = \"slow\"",
                     ));
                 }
+            };
+            let misplaced = [
+                ("fraction", fault.fraction.is_some(), FaultKind::Error),
+                (
+                    "error_latency",
+                    fault.error_latency.is_some(),
+                    FaultKind::Error,
+                ),
+                ("status", fault.status.is_some(), FaultKind::Error),
+                ("interval", fault.interval.is_some(), FaultKind::Pause),
+                ("pause", fault.pause.is_some(), FaultKind::Pause),
+            ];
+            for (name, set, kind) in misplaced {
+                if set && fault.kind != kind {
+                    return Err(self.invalid(
+                        &field(name),
+                        format!("`{name}` belongs to {kind:?} faults, not {:?}", fault.kind)
+                            .to_lowercase(),
+                        format!("remove `{name}`"),
+                    ));
+                }
+            }
+            if fault.detection != 0.0 && fault.kind != FaultKind::Crash {
+                return Err(self.invalid(
+                    &field("detection"),
+                    "only a crash is detected by health checks",
+                    "remove `detection` (the server stays up for health checks)",
+                ));
+            }
+            let error = match fault.kind {
+                FaultKind::Error => {
+                    let fraction = fault.fraction.unwrap_or(1.0);
+                    if !(fraction > 0.0 && fraction <= 1.0) {
+                        return Err(self.invalid(
+                            &field("fraction"),
+                            format!("is {fraction}"),
+                            "use a fraction above 0 and at most 1 (1: every request)",
+                        ));
+                    }
+                    let latency = fault.error_latency.unwrap_or(0.001);
+                    if !(latency.is_finite() && (0.0..=cost::MAX_TIME).contains(&latency)) {
+                        return Err(self.invalid(
+                            &field("error_latency"),
+                            format!("is {latency}"),
+                            format!("use 0 to {:e} seconds", cost::MAX_TIME),
+                        ));
+                    }
+                    Some(ErrorFault {
+                        fraction,
+                        latency,
+                        status: fault.status.unwrap_or_default(),
+                    })
+                }
+                _ => None,
+            };
+            let pauses = match (fault.kind, &fault.interval, &fault.pause) {
+                (FaultKind::Pause, Some(interval), Some(pause)) => {
+                    for (name, d) in [("interval", interval), ("pause", pause)] {
+                        d.validate()
+                            .map_err(|e| self.invalid(&field(name), e.problem, e.fix))?;
+                    }
+                    if interval.mean() < 1e-6 {
+                        return Err(self.invalid(
+                            &field("interval"),
+                            format!("has a mean of {} s", interval.mean()),
+                            "use a mean interval of 1e-6 s or more (pauses follow each other, they do not overlap)",
+                        ));
+                    }
+                    Some((interval.clone(), pause.clone()))
+                }
+                (FaultKind::Pause, _, _) => {
+                    return Err(self.invalid(
+                        &field(if fault.interval.is_none() { "interval" } else { "pause" }),
+                        "a pause fault needs both `interval` and `pause` distributions",
+                        "add e.g. interval = { dist = \"exponential\", mean = 5.0 } and pause = { dist = \"uniform\", min = 0.05, max = 0.2 }",
+                    ));
+                }
+                _ => None,
             };
             out.push(Fault {
                 servers,
@@ -842,6 +935,8 @@ impl Validator<'_> {
                 until: fault.duration.map(|d| fault.at + d),
                 factor,
                 detection: fault.detection,
+                error,
+                pauses,
             });
         }
         Ok(out)

@@ -24,12 +24,21 @@ struct Case {
     crash: bool,
     /// Index into [`POLICIES`] (request level only).
     policy: Option<usize>,
+    /// Index into [`FAULTS`].
+    fault: Option<usize>,
     seed: u64,
 }
 
 /// Client policies the property test draws from: each exercises a different path
 /// (retries with back-off and a budget, timeouts with and without cancellation, hedges
 /// whose losers run on or are cancelled, retries to other hosts).
+/// Faults besides the crash: fail-fast errors, refusals, pauses of work in progress.
+const FAULTS: &[&str] = &[
+    "[[faults]]\nserver = \"g1\"\nkind = \"error\"\nat = 0.7\nduration = 1.5\n",
+    "[[faults]]\nserver = \"g0\"\nkind = \"error\"\nat = 0.0\nfraction = 0.3\nstatus = \"rejected\"\nerror_latency = 0.02\n",
+    "[[faults]]\nserver = \"g1\"\nkind = \"pause\"\nat = 0.2\ninterval = { dist = \"exponential\", mean = 0.3 }\npause = { dist = \"uniform\", min = 0.01, max = 0.08 }\n",
+];
+
 const POLICIES: &[&str] = &[
     "[strategies.policy.retry]\nmax_attempts = 3\nbase_interval = 0.001\n",
     "[strategies.policy]\ntimeout = 0.05\nper_try_timeout = 0.015\n[strategies.policy.retry]\nmax_attempts = 4\nprevious_hosts = true\n[strategies.policy.budget]\nkind = \"finagle\"\nmin_retries_per_sec = 1\n",
@@ -55,9 +64,10 @@ fn case() -> impl Strategy<Value = Case> {
                     prop::option::of((1u32..6, 1u32..3)),
                     any::<bool>(),
                     prop::option::of(0..POLICIES.len()),
+                    prop::option::of(0..FAULTS.len()),
                     any::<u64>(),
                 )
-                    .prop_map(move |(l4, crash, policy, seed)| Case {
+                    .prop_map(move |(l4, crash, policy, fault, seed)| Case {
                         servers,
                         workers,
                         weights: weights.clone(),
@@ -69,6 +79,7 @@ fn case() -> impl Strategy<Value = Case> {
                         crash,
                         // Policies apply to request-level balancing only.
                         policy: policy.filter(|_| l4.is_none()),
+                        fault,
                         seed,
                     })
             },
@@ -101,6 +112,9 @@ fn source(c: &Case) -> String {
     s += &format!("[[strategies]]\nkind = \"{}\"\n", CATALOGUE[c.kind].kind);
     if let Some(p) = c.policy {
         s += POLICIES[p];
+    }
+    if let Some(f) = c.fault {
+        s += FAULTS[f];
     }
     if let Some((clients, pool)) = c.l4 {
         s += &format!("[connections]\nclients = {clients}\npool_size = {pool}\nlifetime = 0.3\n");

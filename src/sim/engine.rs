@@ -25,9 +25,10 @@ use super::server::{Admission, Job, Server};
 use crate::metrics::RunMetrics;
 use crate::policy::PolicySpec;
 use crate::rng::{SimRng, Stream, stream_rng};
-use crate::scenario::{FaultKind, Scenario};
+use crate::scenario::{ErrorStatus, FaultKind, Scenario};
 use crate::strategy::{Balancer, LoadTable, Outcome, StrategySpec};
 use crate::time::Nanos;
+use crate::workload::dist::open_unit;
 use crate::workload::{Dist, Request, RequestStream};
 
 /// A scheduled event. Arrivals are not among them: the one pending arrival is kept beside
@@ -63,6 +64,30 @@ enum Event {
         slot: u32,
         generation: u32,
     },
+    /// An error answer (an `error` fault) reaches its client: entry `slot` of
+    /// [`Sim::errors`].
+    ErrorReply {
+        slot: u32,
+    },
+    /// Server `server` starts a pause of fault `fault`.
+    Pause {
+        server: u32,
+        fault: u32,
+    },
+}
+
+/// An error answer on its way back to its client (`error` faults).
+#[derive(Clone, Copy, Debug)]
+struct PendingError {
+    server: u32,
+    balancer: u32,
+    measured: bool,
+    /// When the request (or attempt) was sent.
+    sent: Nanos,
+    /// A refusal ("429") rather than an error.
+    rejected: bool,
+    /// Under a client policy: the attempt answered, as (slot, generation).
+    attempt: Option<(u32, u32)>,
 }
 
 /// How requests reach servers: the one place the two topologies differ.
@@ -117,6 +142,12 @@ struct Sim<'a> {
     /// Client policies' state; `None` without a policy, so that the common path is the
     /// one-attempt path of before, at the cost of one branch per arrival and completion.
     client: Option<Box<client::Client>>,
+    /// Error answers in flight (`error` faults), with free slots to reuse.
+    errors: Vec<PendingError>,
+    free_errors: Vec<u32>,
+    /// Draws of faults: which requests an `error` fault answers, pause lengths and
+    /// intervals. Used only by those faults, so other runs draw exactly as before.
+    fault_rng: SimRng,
 }
 
 /// Simulates replication `replication` of `scenario` under `strategy`, with master seed
@@ -339,6 +370,9 @@ impl<'a> Sim<'a> {
                 }
             }),
             topology: Topology::Requests,
+            errors: Vec::new(),
+            free_errors: Vec::new(),
+            fault_rng: stream_rng(seed, replication, Stream::Faults, 0),
             client: policy.map(|p| {
                 Box::new(client::Client::new(
                     p,
@@ -465,6 +499,8 @@ impl<'a> Sim<'a> {
                 slot,
                 generation,
             } => self.policy_timer(now, timer, slot, generation),
+            Event::ErrorReply { slot } => self.error_reply(now, slot),
+            Event::Pause { server, fault } => self.pause(now, server as usize, fault as usize),
             Event::Health { server, up } => {
                 for b in &mut self.balancers {
                     b.set_up(server as usize, up);
@@ -500,6 +536,9 @@ impl<'a> Sim<'a> {
             self.m.unroutable += u64::from(measured);
             return;
         };
+        if let Some(rejected) = self.answers_error(i) {
+            return self.send_error(now, i, b, measured, rejected, None);
+        }
         let server = &mut self.servers[i];
         let job = Job {
             id: req.id,
@@ -508,6 +547,7 @@ impl<'a> Sim<'a> {
             balancer: b as u32,
             measured,
             start: now,
+            end: Nanos::ZERO,
         };
         self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
         let admission = server.admit(job, now);
@@ -571,6 +611,108 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Whether server `i`, in an `error` fault, answers the request it is offered with an
+    /// error: `Some(refusal?)`, or `None` to serve it. A crashed server refuses first.
+    #[inline]
+    fn answers_error(&mut self, i: usize) -> Option<bool> {
+        let server = &self.servers[i];
+        let (fraction, _, rejected) = server.error.filter(|_| !server.down)?;
+        (fraction >= 1.0 || open_unit(self.fault_rng.random::<u64>()) < fraction)
+            .then_some(rejected)
+    }
+
+    /// Server `i` answers a request with an error, which reaches its client after the
+    /// fault's `error_latency`.
+    fn send_error(
+        &mut self,
+        now: Nanos,
+        i: usize,
+        balancer: usize,
+        measured: bool,
+        rejected: bool,
+        attempt: Option<(u32, u32)>,
+    ) {
+        let latency = self.servers[i].error.map_or(Nanos::ZERO, |e| e.1);
+        let pending = PendingError {
+            server: i as u32,
+            balancer: balancer as u32,
+            measured,
+            sent: now,
+            rejected,
+            attempt,
+        };
+        let slot = match self.free_errors.pop() {
+            Some(k) => {
+                self.errors[k as usize] = pending;
+                k
+            }
+            None => {
+                self.errors.push(pending);
+                (self.errors.len() - 1) as u32
+            }
+        };
+        self.events.push(now + latency, Event::ErrorReply { slot });
+    }
+
+    /// An error answer reaches its client.
+    fn error_reply(&mut self, now: Nanos, slot: u32) {
+        let e = self.errors[slot as usize];
+        self.free_errors.push(slot);
+        let (i, b) = (e.server as usize, e.balancer as usize);
+        if self.client.is_some() {
+            return self.attempt_error(now, e.attempt, e.rejected);
+        }
+        let outcome = if e.rejected {
+            self.m.rejected += u64::from(e.measured);
+            Outcome::Rejected
+        } else {
+            self.m.failed += u64::from(e.measured);
+            Outcome::Failed
+        };
+        self.request_ended(b, i, now - e.sent, outcome, now);
+    }
+
+    /// Server `i` starts a pause of fault `index` (if the fault still lasts), and the
+    /// next one is scheduled.
+    fn pause(&mut self, now: Nanos, i: usize, index: usize) {
+        let fault = &self.scenario.faults[index];
+        let until = fault
+            .until
+            .map_or(self.to, |u| Nanos::from_secs_f64(u).min(self.to));
+        let Some((interval, length)) = &fault.pauses else {
+            return;
+        };
+        if now >= until {
+            return;
+        }
+        let length =
+            Nanos::from_secs_f64(length.quantile(open_unit(self.fault_rng.random::<u64>())));
+        let server = &mut self.servers[i];
+        // Busy time integrates up to the pause; the workers stay held through it.
+        self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
+        for (job, end) in server.pause(now, length) {
+            self.events.push(
+                end,
+                Event::Done {
+                    server: i as u32,
+                    job,
+                },
+            );
+        }
+        let next = now
+            + length
+            + Nanos::from_secs_f64(interval.quantile(open_unit(self.fault_rng.random::<u64>())));
+        if next < until {
+            self.events.push(
+                next,
+                Event::Pause {
+                    server: i as u32,
+                    fault: index as u32,
+                },
+            );
+        }
+    }
+
     fn publish_load(&mut self, i: usize, now: Nanos) {
         if let Some(t) = &mut self.loads {
             t.publish(i, self.servers[i].report(now));
@@ -602,6 +744,31 @@ impl<'a> Sim<'a> {
                         },
                     );
                 }
+                (FaultKind::Error, true) => {
+                    server.error = fault.error.map(|e| {
+                        (
+                            e.fraction,
+                            Nanos::from_secs_f64(e.latency),
+                            e.status == ErrorStatus::Rejected,
+                        )
+                    });
+                }
+                (FaultKind::Error, false) => server.error = None,
+                (FaultKind::Pause, true) => {
+                    if let Some((interval, _)) = &fault.pauses {
+                        let first = Nanos::from_secs_f64(
+                            interval.quantile(open_unit(self.fault_rng.random::<u64>())),
+                        );
+                        self.events.push(
+                            now + first,
+                            Event::Pause {
+                                server: i as u32,
+                                fault: index as u32,
+                            },
+                        );
+                    }
+                }
+                (FaultKind::Pause, false) => {}
                 (FaultKind::Crash, false) => {
                     server.recover(now);
                     self.events.push(

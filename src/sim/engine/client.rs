@@ -266,6 +266,10 @@ impl Sim<'_> {
         c.requests[r as usize].sent.push((a, generation, i as u32));
         c.in_flight[b] += 1;
         c.extra_in_flight[b] += u32::from(extra);
+        if let Some(rejected) = self.answers_error(i) {
+            return self.send_error(now, i, b, measured, rejected, Some((a, generation)));
+        }
+        let c = self.client.as_mut().expect("policy path");
         let size = match key_size {
             Size::Quantile(_) if extra => Size::Quantile(open_unit(c.rng.random::<u64>())),
             s => s,
@@ -280,6 +284,7 @@ impl Sim<'_> {
             balancer: b as u32,
             measured,
             start: now,
+            end: Nanos::ZERO,
         };
         self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
         let admission = server.admit(job, now);
@@ -507,6 +512,29 @@ impl Sim<'_> {
         if self.exact_reports {
             self.publish_load(i, now);
         }
+    }
+
+    /// An error answer to attempt `attempt` reached its client (if the client still
+    /// waits for it: it may have timed out meanwhile).
+    pub(super) fn attempt_error(
+        &mut self,
+        now: Nanos,
+        attempt: Option<(u32, u32)>,
+        rejected: bool,
+    ) {
+        let Some((a, generation)) = attempt else {
+            return;
+        };
+        let att = &self.client().attempts[a as usize];
+        if att.generation != generation || !att.live {
+            return;
+        }
+        let cause = if rejected {
+            Cause::Rejected
+        } else {
+            Cause::Failed
+        };
+        self.attempt_failed(now, a, cause);
     }
 
     /// Attempts held by server `i` when it crashed: each live one fails (and may be
