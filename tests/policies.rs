@@ -247,3 +247,33 @@ fn policies_are_deterministic() {
         format!("{:?}", b.summarize())
     );
 }
+
+/// Goodput after the trigger over goodput before it, in one replication: requests served
+/// per 1 % slice of the window (by arrival) in the last 15 s, over the first 15 s (the
+/// slow-down runs from 15 to 20 s into the 60 s window).
+fn recovery(m: &RunMetrics) -> f64 {
+    let served = |r: std::ops::Range<usize>| m.batches[r].iter().map(|b| b[1]).sum::<f64>();
+    served(75..100) / served(0..25)
+}
+
+#[test]
+fn retry_storm_stays_collapsed_without_a_budget_and_recovers_with_one() {
+    let s = Scenario::load(std::path::Path::new("scenarios/retry-storm.toml")).unwrap();
+    let label = |k: usize| s.strategies[k].label();
+    let ratios = |k: usize| {
+        let v: Vec<f64> = (0..4).map(|rep| recovery(&sim(&s, k, rep))).collect();
+        let e = estimate(&v);
+        println!("{}: goodput after / before the trigger {e:?}", label(k));
+        e
+    };
+    // Without retries the backlog of the slow-down drains in seconds.
+    assert!(ratios(0).low > 0.95);
+    // Unbudgeted retries: still collapsed 25 s after the trigger ended.
+    let storm = ratios(1);
+    assert!(storm.high < 0.5, "{storm:?}");
+    // A Finagle budget and gRPC throttling recover to the goodput of before.
+    for k in [2, 3] {
+        let e = ratios(k);
+        assert!(e.low > 0.95, "{}: {e:?}", label(k));
+    }
+}
