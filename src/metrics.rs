@@ -363,6 +363,10 @@ pub struct ClientCounters {
     pub work: f64,
     /// Of that, time spent on attempts nobody waited for any more (seconds).
     pub wasted: f64,
+    /// Ejections by outlier detection (every balancer's, over the whole run).
+    pub ejections: u64,
+    /// Most servers one balancer had ejected at once.
+    pub max_ejected: u32,
 }
 
 /// Most servers whose response times get a histogram of their own (for the per-server

@@ -21,6 +21,7 @@
 
 pub mod budget;
 pub mod hedge;
+pub mod outlier;
 pub mod retry;
 pub mod timeout;
 
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use budget::{Budget, BudgetSpec};
 pub use hedge::{Hedge, HedgeSpec};
+pub use outlier::{Detector, Ejection, OutlierSpec};
 pub use retry::{Cause, MAX_ATTEMPTS, Retry, RetrySpec};
 pub use timeout::Timeouts;
 
@@ -58,6 +60,9 @@ pub struct PolicySpec {
     /// Hedged requests (`[strategies.policy.hedge]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hedge: Option<HedgeSpec>,
+    /// Outlier ejection (`[strategies.policy.outlier]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierSpec>,
 }
 
 /// A policy field that cannot be used: the field (relative to `policy`), what is wrong
@@ -166,6 +171,49 @@ impl PolicySpec {
                 ));
             }
         }
+        match &self.outlier {
+            Some(OutlierSpec::Envoy {
+                consecutive_5xx,
+                interval,
+                base_ejection_time,
+                max_ejection_percent,
+                max_ejection_time,
+            }) => {
+                if *consecutive_5xx == 0 {
+                    return Err(err(
+                        "outlier.consecutive_5xx",
+                        "is 0",
+                        "use 1 or more errors (Envoy's default is 5)",
+                    ));
+                }
+                seconds("outlier.interval", *interval, false)?;
+                seconds("outlier.base_ejection_time", *base_ejection_time, false)?;
+                seconds("outlier.max_ejection_time", *max_ejection_time, false)?;
+                if !(max_ejection_percent.is_finite()
+                    && (0.0..=100.0).contains(max_ejection_percent))
+                {
+                    return Err(err(
+                        "outlier.max_ejection_percent",
+                        format!("is {max_ejection_percent}"),
+                        "use a percentage from 0 to 100 (Envoy's default is 10)",
+                    ));
+                }
+            }
+            Some(OutlierSpec::Nginx {
+                max_fails,
+                fail_timeout,
+            }) => {
+                if *max_fails == 0 {
+                    return Err(err(
+                        "outlier.max_fails",
+                        "is 0, which nginx reads as \"never unavailable\"",
+                        "use 1 or more (nginx's default is 1), or remove [policy.outlier]",
+                    ));
+                }
+                seconds("outlier.fail_timeout", *fail_timeout, false)?;
+            }
+            None => {}
+        }
         match &self.budget {
             None => {}
             Some(_) if self.retry.is_none() && self.hedge.is_none() => {
@@ -247,6 +295,8 @@ pub struct Policy {
     pub hedge: Option<Hedge>,
     /// The budget each client starts with.
     pub budget: Option<BudgetSpec>,
+    /// Outlier ejection, if any.
+    pub outlier: Option<OutlierSpec>,
 }
 
 /// What to do after an attempt failed.
@@ -309,6 +359,7 @@ impl Policy {
             retry: s.retry.as_ref().map(Retry::from_spec),
             hedge: s.hedge.as_ref().map(Hedge::from_spec),
             budget: s.budget.clone(),
+            outlier: s.outlier.clone(),
         }
     }
 

@@ -1152,6 +1152,13 @@ impl Validator<'_> {
                         e.fix,
                     )
                 })?;
+                if p.outlier.is_some() && s.spec.indexes_load_reports() {
+                    return Err(self.invalid(
+                        &format!("strategies[{i}].policy.outlier"),
+                        "this strategy picks from the servers' shared load index, which per-balancer ejection cannot hide servers from",
+                        "set `indexed = false`, or remove [strategies.policy.outlier]",
+                    ));
+                }
                 if f.connections.is_some() {
                     return Err(self.invalid(
                         &format!("strategies[{i}].policy"),

@@ -46,6 +46,8 @@ const POLICIES: &[&str] = &[
     "[strategies.policy.hedge]\ndelay = 0.005\nmax_attempts = 3\n",
     "[strategies.policy]\ntimeout = 0.03\n[strategies.policy.hedge]\ndelay = 0.0\ncancel_losers = false\n[strategies.policy.budget]\nkind = \"envoy\"\n",
     "[strategies.policy]\ntimeout = 0.02\ncancel = true\n",
+    "[strategies.policy.retry]\nmax_attempts = 2\n[strategies.policy.outlier]\nkind = \"envoy\"\nconsecutive_5xx = 2\ninterval = 0.3\nbase_ejection_time = 0.2\nmax_ejection_percent = 50\n",
+    "[strategies.policy.outlier]\nkind = \"nginx\"\nfail_timeout = 0.2\n",
 ];
 
 fn case() -> impl Strategy<Value = Case> {
@@ -129,8 +131,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
-    fn no_request_is_lost_and_shares_sum_to_one(c in case()) {
-        let src = source(&c);
+    fn no_request_is_lost_and_shares_sum_to_one(case in case()) {
+        let src = source(&case);
         let s = match Scenario::from_source(Path::new("prop.toml"), &src) {
             Ok(s) => s,
             // Overloaded with unbounded queues is refused by design; every other case loads.
@@ -153,6 +155,14 @@ proptest! {
                 prop_assert_eq!(c.attempts, m.arrived + c.retries + c.hedges, "{:?}", c);
                 prop_assert!(c.cancelled <= c.abandoned, "{:?}", c);
                 prop_assert!(c.wasted <= c.work * (1.0 + 1e-9) + 1e-12, "{:?}", c);
+                // Ejection stays within its cap: Envoy's 50 % (at least one), and nginx
+                // never ejects the last server.
+                let n = case.servers as usize;
+                match case.policy {
+                    Some(6) => prop_assert!(c.max_ejected as usize <= (n / 2).max(1), "{:?}", c),
+                    Some(7) => prop_assert!((c.max_ejected as usize) < n, "{:?}", c),
+                    _ => {}
+                }
             }
         }
         let summary = m.summarize();

@@ -277,3 +277,77 @@ fn retry_storm_stays_collapsed_without_a_budget_and_recovers_with_one() {
         assert!(e.low > 0.95, "{}: {e:?}", label(k));
     }
 }
+
+#[test]
+fn ejection_removes_the_black_hole_within_max_ejection_percent() {
+    let s = Scenario::load(std::path::Path::new("scenarios/black-hole.toml")).unwrap();
+    let r = run_default(&s);
+    let err = |k: usize| {
+        let e = estimate(&common::values(&r, k, "error_fraction"));
+        println!("{}: error fraction {e:?}", s.strategies[k].label());
+        e
+    };
+    // Least connections sends the failing tenth of the cluster over a third of requests.
+    let (plain, ejecting) = (err(0), err(2));
+    assert!(plain.low > 0.3, "{plain:?}");
+    // Ejection takes it out after 5 errors (and again after each return).
+    assert!(ejecting.high < 0.001, "{ejecting:?}");
+    for rep in 0..3 {
+        let m = sim(&s, 2, rep);
+        assert_ends_once(&m);
+        assert!(m.client.ejections >= 1);
+        // 10 % of 10 servers: one at a time.
+        assert_eq!(m.client.max_ejected, 1, "{:?}", m.client);
+        // Retries are needed far less once the black hole is out.
+        let (with, without) = (sim(&s, 3, rep), sim(&s, 1, rep));
+        assert_ends_once(&with);
+        assert_ends_once(&without);
+        assert!(
+            with.client.retries * 20 < without.client.retries,
+            "{:?} vs {:?}",
+            with.client,
+            without.client
+        );
+    }
+}
+
+#[test]
+fn ejection_never_exceeds_max_ejection_percent() {
+    // Every server fails fast: only the cap stops ejections. 25 % of 10 servers is 2.
+    let src = |percent: f64| {
+        format!(
+            r#"
+name = "all-fail"
+duration = 60
+warmup = 0
+replications = 2
+[arrivals]
+process = "poisson"
+rate = 500
+[[servers]]
+name = "s"
+count = 10
+service = {{ dist = "exponential", mean = 0.005 }}
+[[faults]]
+server = "s"
+kind = "error"
+at = 0
+[[strategies]]
+kind = "round_robin"
+[strategies.policy.outlier]
+kind = "envoy"
+max_ejection_percent = {percent}
+base_ejection_time = 5
+interval = 2
+"#
+        )
+    };
+    for (percent, cap) in [(25.0, 2), (10.0, 1), (5.0, 1), (50.0, 5)] {
+        let s = scenario(&src(percent));
+        let m = sim(&s, 0, 0);
+        assert_ends_once(&m);
+        assert_eq!(m.client.max_ejected, cap, "{percent} %: {:?}", m.client);
+        // Hosts come back and are ejected again, within the cap each time.
+        assert!(m.client.ejections > u64::from(cap), "{:?}", m.client);
+    }
+}

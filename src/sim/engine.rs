@@ -342,6 +342,7 @@ impl<'a> Sim<'a> {
         let from = Nanos::from_secs_f64(scenario.warmup);
         let to = Nanos::from_secs_f64(scenario.end());
         let workers: Vec<u32> = servers.iter().map(|s| s.workers).collect();
+        let servers_count = servers.len();
         let mut sim = Sim {
             scenario,
             base_speed: servers.iter().map(|s| s.speed).collect(),
@@ -377,6 +378,7 @@ impl<'a> Sim<'a> {
                 Box::new(client::Client::new(
                     p,
                     scenario.balancers as usize,
+                    servers_count,
                     stream_rng(seed, replication, Stream::Policy, 0),
                 ))
             }),
@@ -388,6 +390,7 @@ impl<'a> Sim<'a> {
         if let Some(dt) = sim.report_every {
             sim.events.push(dt, Event::Report);
         }
+        sim.start_sweeps();
         for (index, fault) in scenario.faults.iter().enumerate() {
             let index = index as u32;
             sim.events.push(
@@ -502,8 +505,12 @@ impl<'a> Sim<'a> {
             Event::ErrorReply { slot } => self.error_reply(now, slot),
             Event::Pause { server, fault } => self.pause(now, server as usize, fault as usize),
             Event::Health { server, up } => {
-                for b in &mut self.balancers {
-                    b.set_up(server as usize, up);
+                if self.client.is_some() {
+                    self.health(server as usize, up);
+                } else {
+                    for b in &mut self.balancers {
+                        b.set_up(server as usize, up);
+                    }
                 }
                 if let Some(t) = &mut self.loads {
                     t.set_up(server as usize, up);

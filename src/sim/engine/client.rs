@@ -22,7 +22,9 @@
 use rand::RngExt;
 
 use super::{Event, Sim};
-use crate::policy::{Budget, Cause, ClientState, Next, Policy, PolicySpec, RequestState};
+use crate::policy::{
+    Budget, Cause, ClientState, Detector, Ejection, Next, Policy, PolicySpec, RequestState,
+};
 use crate::rng::SimRng;
 use crate::sim::server::{Admission, Job};
 use crate::strategy::Outcome;
@@ -39,6 +41,10 @@ pub(super) enum Timer {
     Retry,
     /// A hedge's delay is over.
     Hedge,
+    /// Envoy's outlier sweep of balancer `slot`.
+    Sweep,
+    /// nginx: server `generation`'s time out of balancer `slot` is over.
+    Uneject,
 }
 
 /// One request under a policy.
@@ -84,12 +90,21 @@ pub(super) struct Client {
     free_requests: Vec<u32>,
     attempts: Vec<Attempt>,
     free_attempts: Vec<u32>,
+    /// Per balancer, its outlier detector (empty without outlier ejection).
+    outliers: Vec<Detector>,
+    /// Per server, whether health checks see it up (ejection hides it on top of that).
+    healthy: Vec<bool>,
 }
 
 impl Client {
-    pub(super) fn new(spec: &PolicySpec, balancers: usize, rng: SimRng) -> Client {
+    pub(super) fn new(spec: &PolicySpec, balancers: usize, servers: usize, rng: SimRng) -> Client {
         let policy = Policy::from_spec(spec);
         Client {
+            outliers: match &policy.outlier {
+                Some(o) => (0..balancers).map(|_| Detector::new(o, servers)).collect(),
+                None => Vec::new(),
+            },
+            healthy: vec![true; servers],
             budgets: (0..balancers)
                 .map(|_| Budget::new(policy.budget.as_ref()))
                 .collect(),
@@ -337,6 +352,11 @@ impl Sim<'_> {
         self.balancers[b].complete(i, now - sent, outcome, now);
         c.in_flight[b] -= 1;
         c.extra_in_flight[b] -= u32::from(extra);
+        // Outlier detection counts errors and local failures (timeouts), not refusals.
+        let ejection = match (cause, c.outliers.get_mut(b)) {
+            (Cause::Failed | Cause::Timeout, Some(d)) => d.on_result(i, false, now),
+            _ => None,
+        };
         if cause == Cause::Timeout {
             self.m.client.abandoned += u64::from(req.measured);
         }
@@ -356,7 +376,64 @@ impl Sim<'_> {
             || open_unit(c.rng.random::<u64>()),
         );
         c.release_attempt(a);
+        if let Some(e) = ejection {
+            self.ejected(b, i, e);
+        }
         self.follow(now, r, next);
+    }
+
+    /// Balancer `b`'s detector ejected server `i`.
+    fn ejected(&mut self, b: usize, i: usize, e: Ejection) {
+        self.balancers[b].set_up(i, false);
+        let c = self.client.as_mut().expect("policy path");
+        self.m.client.ejections += 1;
+        self.m.client.max_ejected = self.m.client.max_ejected.max(c.outliers[b].ejected());
+        let Ejection::Until(until) = e;
+        if c.outliers[b].interval().is_none() {
+            self.events.push(
+                until,
+                Event::Policy {
+                    timer: Timer::Uneject,
+                    slot: b as u32,
+                    generation: i as u32,
+                },
+            );
+        }
+    }
+
+    /// Server `i` is back in balancer `b`'s view (as far as health checks allow).
+    fn unejected(&mut self, b: usize, i: usize) {
+        let up = self.client().healthy[i];
+        self.balancers[b].set_up(i, up);
+    }
+
+    /// Health checks see server `i` up or down: balancers that ejected it keep it out.
+    pub(super) fn health(&mut self, i: usize, up: bool) {
+        let c = self.client.as_mut().expect("policy path");
+        c.healthy[i] = up;
+        for (b, balancer) in self.balancers.iter_mut().enumerate() {
+            let ejected = c.outliers.get(b).is_some_and(|d| d.is_ejected(i));
+            balancer.set_up(i, up && !ejected);
+        }
+    }
+
+    /// Schedules every balancer's first outlier sweep (Envoy), one interval in.
+    pub(super) fn start_sweeps(&mut self) {
+        let Some(c) = self.client.as_ref() else {
+            return;
+        };
+        for (b, d) in c.outliers.iter().enumerate() {
+            if let Some(dt) = d.interval() {
+                self.events.push(
+                    dt,
+                    Event::Policy {
+                        timer: Timer::Sweep,
+                        slot: b as u32,
+                        generation: 0,
+                    },
+                );
+            }
+        }
     }
 
     /// Carries out a policy decision for request `r`.
@@ -496,6 +573,9 @@ impl Sim<'_> {
             c.in_flight[b] -= 1;
             c.extra_in_flight[b] -= u32::from(extra);
             c.budgets[b].on_attempt_end(true);
+            if let Some(d) = c.outliers.get_mut(b) {
+                d.on_result(i, true, now);
+            }
             c.release_attempt(a);
             let latency = now - arrival + extra_latency;
             if job.measured {
@@ -578,6 +658,31 @@ impl Sim<'_> {
                     self.end_request(now, slot, Some(Cause::Timeout));
                 } else {
                     self.send_attempt(now, slot, true);
+                }
+            }
+            Timer::Sweep => {
+                let b = slot as usize;
+                let back = c.outliers[b].sweep(now);
+                let (more, dt) = (c.outliers[b].ejected() > 0, c.outliers[b].interval());
+                for i in back {
+                    self.unejected(b, i);
+                }
+                // Sweeps go on while arrivals do, and after while a host is still out.
+                if let Some(dt) = dt.filter(|_| now < self.to || more) {
+                    self.events.push(
+                        now + dt,
+                        Event::Policy {
+                            timer: Timer::Sweep,
+                            slot,
+                            generation,
+                        },
+                    );
+                }
+            }
+            Timer::Uneject => {
+                let (b, i) = (slot as usize, generation as usize);
+                if c.outliers[b].on_timer(i, now) {
+                    self.unejected(b, i);
                 }
             }
             Timer::Hedge => {
