@@ -15,16 +15,18 @@ use lbsim::live::server::{self, ServerConfig};
 use lbsim::live::{ClientConfig, Connection};
 use lbsim::metrics::{RunMetrics, latency_histogram};
 use lbsim::rng::{Stream, stream_rng};
-use lbsim::strategy::{Balancer, Outcome, StrategySpec};
+use lbsim::strategy::{
+    Balancer, LeastConnections, Outcome, RandomChoice, RoundRobin, StrategySpec,
+};
 use lbsim::time::Nanos;
 
 /// What the dispatcher does per request besides I/O: route, complete, record latency and lag.
 fn bookkeeping(c: &mut Criterion) {
     let mut g = c.benchmark_group("client_overhead");
     for spec in [
-        StrategySpec::RoundRobin,
-        StrategySpec::LeastConnections { weighted: false },
-        StrategySpec::Random,
+        StrategySpec::default_of::<RoundRobin>(),
+        StrategySpec::default_of::<LeastConnections>(),
+        StrategySpec::default_of::<RandomChoice>(),
     ] {
         let rng = stream_rng(1, 0, Stream::Strategy, 0);
         let mut balancer = Balancer::new(spec.build(4, rng), &[1, 1, 1, 1]);

@@ -26,7 +26,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use lbsim::rng::{Stream, stream_rng};
 use lbsim::scenario::Scenario;
 use lbsim::sim::simulate;
-use lbsim::strategy::{Balancer, CATALOGUE, LoadReport, LoadTable, Outcome, StrategySpec};
+use lbsim::strategy::{Balancer, LoadReport, LoadTable, Outcome, STRATEGIES, StrategySpec};
 use lbsim::time::Nanos;
 use rand::RngExt;
 
@@ -58,9 +58,10 @@ fn requests(n: usize) -> u64 {
 
 /// Every strategy at its defaults, as (label, TOML lines), plus indexed JSQ.
 fn strategies() -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = CATALOGUE
+    let mut v: Vec<(String, String)> = STRATEGIES
         .iter()
-        .map(|i| (i.kind.to_string(), format!("kind = \"{}\"", i.kind)))
+        .map(|d| d.about().kind)
+        .map(|k| (k.to_string(), format!("kind = \"{k}\"")))
         .collect();
     v.push((
         "jsq_indexed".into(),

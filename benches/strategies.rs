@@ -8,14 +8,11 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use lbsim::rng::{Stream, stream_rng};
-use lbsim::strategy::{Balancer, CATALOGUE, LoadReport, Outcome, StrategySpec};
+use lbsim::strategy::{Balancer, LoadReport, Outcome, STRATEGIES, StrategySpec};
 use lbsim::time::Nanos;
 
 fn specs() -> Vec<StrategySpec> {
-    CATALOGUE
-        .iter()
-        .map(|info| StrategySpec::with_defaults(info.kind).expect("catalogue kinds parse"))
-        .collect()
+    STRATEGIES.iter().map(|d| d.defaults()).collect()
 }
 
 fn bench(c: &mut Criterion) {

@@ -106,9 +106,13 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
-    /// List the strategies, their parameters (defaults, with units) and the system each
-    /// follows.
-    Strategies,
+    /// List the strategies, their parameters (defaults, with units), what each reads and
+    /// the system each follows.
+    Strategies {
+        /// Print the Markdown table the READMEs hold (to regenerate them).
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Regression check for CI: run scenarios with their pinned seeds and compare every
     /// metric of every strategy with a baseline. Exit status: 0 pass, 1 regression,
     /// 2 bad input (no baseline, bad tolerance, bad scenario).
@@ -250,8 +254,8 @@ fn main() -> ExitCode {
                 ..Default::default()
             },
         ),
-        Command::Strategies => {
-            cmd_strategies();
+        Command::Strategies { markdown } => {
+            cmd_strategies(markdown);
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {

@@ -2,8 +2,8 @@
 //!
 //! Memory does not grow with run length: latencies go into an HDR histogram, queue lengths
 //! and utilisation into time integrals. [`RunMetrics::summarize`] reduces a run to the
-//! figures listed in [`METRICS`], which the statistics layer then combines across
-//! replications: means as the mean of per-replication values, percentiles from the pooled
+//! figures listed in [`METRICS`] (one definition per [`Metric`]), which the statistics
+//! layer then combines across replications: means as the mean of per-replication values, percentiles from the pooled
 //! distribution of every replication ([`Estimator`]).
 
 use hdrhistogram::Histogram;
@@ -22,10 +22,84 @@ pub enum Better {
     Neither,
 }
 
-/// A metric reported per strategy.
+impl Better {
+    /// The word used in reports and the README: `lower`, `higher` or `neither`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Better::Lower => "lower",
+            Better::Higher => "higher",
+            Better::Neither => "neither",
+        }
+    }
+}
+
+/// A metric reported per strategy. Each variant has one definition in [`METRICS`] (name,
+/// unit, meaning, better direction, how replications combine, default `check`
+/// tolerance); every CSV, plot, table, `check` and the live verdict read it from there.
+///
+/// ```
+/// use lbsim::metrics::{Better, Metric};
+/// let m: Metric = "latency_p99".parse().unwrap();
+/// assert_eq!(m, Metric::LatencyP99);
+/// assert_eq!((m.unit(), m.better()), ("s", Better::Lower));
+/// assert!("latency_p42".parse::<Metric>().unwrap_err().to_string().contains("latency_p99"));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Metric {
+    /// `latency_mean`.
+    LatencyMean,
+    /// `latency_p50`.
+    LatencyP50,
+    /// `latency_p90`.
+    LatencyP90,
+    /// `latency_p95`.
+    LatencyP95,
+    /// `latency_p99`.
+    LatencyP99,
+    /// `latency_p999`.
+    LatencyP999,
+    /// `latency_max`.
+    LatencyMax,
+    /// `wait_mean`.
+    WaitMean,
+    /// `wait_p99`.
+    WaitP99,
+    /// `waited_fraction`.
+    WaitedFraction,
+    /// `throughput`.
+    Throughput,
+    /// `rejected_fraction`.
+    RejectedFraction,
+    /// `error_fraction`.
+    ErrorFraction,
+    /// `utilization_mean`.
+    UtilizationMean,
+    /// `utilization_max`.
+    UtilizationMax,
+    /// `utilization_cv`.
+    UtilizationCv,
+    /// `utilization_max_over_mean`.
+    UtilizationMaxOverMean,
+    /// `jain_index`.
+    JainIndex,
+    /// `queue_mean`.
+    QueueMean,
+    /// `queue_max`.
+    QueueMax,
+    /// `in_system_mean`.
+    InSystemMean,
+    /// `accepted_rate`.
+    AcceptedRate,
+    /// `in_system_growth`.
+    InSystemGrowth,
+}
+
+/// The definition of a [`Metric`].
 #[derive(Clone, Copy, Debug)]
 pub struct MetricDef {
-    /// Name in CSV files.
+    /// The metric defined.
+    pub metric: Metric,
+    /// Name in CSV files, reports and flags.
     pub name: &'static str,
     /// Unit.
     pub unit: &'static str,
@@ -35,6 +109,8 @@ pub struct MetricDef {
     pub better: Better,
     /// How replications combine into the reported figure.
     pub estimator: Estimator,
+    /// Default relative tolerance of `lbsim check` (overridden by `--tolerance`).
+    pub tolerance: f64,
 }
 
 /// How a metric's replications combine.
@@ -61,171 +137,422 @@ pub const SOURCE_WAIT: usize = 1;
 pub const SOURCE_SERVERS: usize = 2;
 
 const fn def(
+    metric: Metric,
     name: &'static str,
     unit: &'static str,
-    doc: &'static str,
     better: Better,
+    tolerance: f64,
+    doc: &'static str,
 ) -> MetricDef {
     MetricDef {
+        metric,
         name,
         unit,
         doc,
         better,
         estimator: Estimator::Mean,
+        tolerance,
     }
 }
 
-const fn pooled(name: &'static str, doc: &'static str, source: usize, p: f64) -> MetricDef {
+const fn pooled(
+    metric: Metric,
+    name: &'static str,
+    source: usize,
+    p: f64,
+    tolerance: f64,
+    doc: &'static str,
+) -> MetricDef {
     MetricDef {
+        metric,
         name,
         unit: "s",
         doc,
         better: Better::Lower,
         estimator: Estimator::Pooled { source, p },
+        tolerance,
     }
 }
 
-/// Every metric of [`RunSummary::values`], in order.
-pub const METRICS: &[MetricDef] = &[
-    def(
-        "latency_mean",
-        "s",
-        "mean response time (queueing + service) of requests served",
-        Better::Lower,
-    ),
-    pooled(
-        "latency_p50",
-        "median response time (of all replications' requests pooled)",
-        SOURCE_LATENCY,
-        0.5,
-    ),
-    pooled(
-        "latency_p90",
-        "90th percentile response time (pooled)",
-        SOURCE_LATENCY,
-        0.9,
-    ),
-    pooled(
-        "latency_p95",
-        "95th percentile response time (pooled)",
-        SOURCE_LATENCY,
-        0.95,
-    ),
-    pooled(
-        "latency_p99",
-        "99th percentile response time (pooled)",
-        SOURCE_LATENCY,
-        0.99,
-    ),
-    pooled(
-        "latency_p999",
-        "99.9th percentile response time (pooled)",
-        SOURCE_LATENCY,
-        0.999,
-    ),
-    def(
-        "latency_max",
-        "s",
-        "largest response time (mean over replications of each one's largest)",
-        Better::Lower,
-    ),
-    def(
-        "wait_mean",
-        "s",
-        "mean waiting time (queueing before service starts) of requests served",
-        Better::Lower,
-    ),
-    pooled(
-        "wait_p99",
-        "99th percentile waiting time (pooled)",
-        SOURCE_WAIT,
-        0.99,
-    ),
-    def(
-        "waited_fraction",
-        "1",
-        "fraction of served requests that waited for a worker, P(wait > 0)",
-        Better::Lower,
-    ),
-    def(
-        "throughput",
-        "req/s",
-        "requests that arrived in the measured window and were served, per second",
-        Better::Higher,
-    ),
-    def(
-        "rejected_fraction",
-        "1",
-        "fraction of requests refused (queue full or no server up)",
-        Better::Lower,
-    ),
-    def(
-        "error_fraction",
-        "1",
-        "fraction of requests that failed (their server crashed, or was down and not yet detected)",
-        Better::Lower,
-    ),
-    def(
-        "utilization_mean",
-        "1",
-        "mean over servers of busy worker-time / (workers × window)",
-        Better::Neither,
-    ),
-    def(
-        "utilization_max",
-        "1",
-        "utilisation of the busiest server",
-        Better::Lower,
-    ),
-    def(
-        "utilization_cv",
-        "1",
-        "coefficient of variation of per-server utilisation (0 = even)",
-        Better::Lower,
-    ),
-    def(
-        "utilization_max_over_mean",
-        "1",
-        "busiest server's utilisation over the mean (1 = even)",
-        Better::Lower,
-    ),
-    def(
-        "jain_index",
-        "1",
-        "Jain's fairness index of per-server utilisation (1 = even, 1/n = one server does all)",
-        Better::Higher,
-    ),
-    def(
-        "queue_mean",
-        "requests",
-        "time-average number waiting, averaged over servers",
-        Better::Lower,
-    ),
-    def(
-        "queue_max",
-        "requests",
-        "largest number waiting at any server",
-        Better::Lower,
-    ),
-    def(
-        "in_system_mean",
-        "requests",
-        "time-average number in the whole system (waiting + in service), L in Little's law",
-        Better::Neither,
-    ),
-    def(
-        "accepted_rate",
-        "req/s",
-        "requests accepted per second of window, λ in Little's law",
-        Better::Neither,
-    ),
-    def(
-        "in_system_growth",
-        "requests",
-        "growth of the number in system over the window (least-squares line through its time-average in 10 equal slices, end minus start): near 0 in steady state, about the excess arrival rate × window when unstable",
-        Better::Neither,
-    ),
-];
+/// The definition of every [`Metric`], in the order of the enum (the order of every CSV).
+pub const METRICS: [MetricDef; Metric::COUNT] = {
+    use Better::{Higher, Lower, Neither};
+    use Metric::*;
+    [
+        def(
+            LatencyMean,
+            "latency_mean",
+            "s",
+            Lower,
+            0.05,
+            "mean response time (queueing + service) of requests served",
+        ),
+        pooled(
+            LatencyP50,
+            "latency_p50",
+            SOURCE_LATENCY,
+            0.5,
+            0.05,
+            "median response time (of all replications' requests pooled)",
+        ),
+        pooled(
+            LatencyP90,
+            "latency_p90",
+            SOURCE_LATENCY,
+            0.9,
+            0.05,
+            "90th percentile response time (pooled)",
+        ),
+        pooled(
+            LatencyP95,
+            "latency_p95",
+            SOURCE_LATENCY,
+            0.95,
+            0.05,
+            "95th percentile response time (pooled)",
+        ),
+        pooled(
+            LatencyP99,
+            "latency_p99",
+            SOURCE_LATENCY,
+            0.99,
+            0.05,
+            "99th percentile response time (pooled)",
+        ),
+        pooled(
+            LatencyP999,
+            "latency_p999",
+            SOURCE_LATENCY,
+            0.999,
+            0.10,
+            "99.9th percentile response time (pooled)",
+        ),
+        def(
+            LatencyMax,
+            "latency_max",
+            "s",
+            Lower,
+            0.25,
+            "largest response time (mean over replications of each one's largest)",
+        ),
+        def(
+            WaitMean,
+            "wait_mean",
+            "s",
+            Lower,
+            0.05,
+            "mean waiting time (queueing before service starts) of requests served",
+        ),
+        pooled(
+            WaitP99,
+            "wait_p99",
+            SOURCE_WAIT,
+            0.99,
+            0.05,
+            "99th percentile waiting time (pooled)",
+        ),
+        def(
+            WaitedFraction,
+            "waited_fraction",
+            "1",
+            Lower,
+            0.05,
+            "fraction of served requests that waited for a worker, P(wait > 0)",
+        ),
+        def(
+            Throughput,
+            "throughput",
+            "req/s",
+            Higher,
+            0.02,
+            "requests that arrived in the measured window and were served, per second",
+        ),
+        def(
+            RejectedFraction,
+            "rejected_fraction",
+            "1",
+            Lower,
+            0.10,
+            "fraction of requests refused (queue full or no server up)",
+        ),
+        def(
+            ErrorFraction,
+            "error_fraction",
+            "1",
+            Lower,
+            0.10,
+            "fraction of requests that failed (their server crashed, or was down and not yet detected)",
+        ),
+        def(
+            UtilizationMean,
+            "utilization_mean",
+            "1",
+            Neither,
+            0.05,
+            "mean over servers of busy worker-time / (workers × window)",
+        ),
+        def(
+            UtilizationMax,
+            "utilization_max",
+            "1",
+            Lower,
+            0.05,
+            "utilisation of the busiest server",
+        ),
+        def(
+            UtilizationCv,
+            "utilization_cv",
+            "1",
+            Lower,
+            0.05,
+            "coefficient of variation of per-server utilisation (0 = even)",
+        ),
+        def(
+            UtilizationMaxOverMean,
+            "utilization_max_over_mean",
+            "1",
+            Lower,
+            0.05,
+            "busiest server's utilisation over the mean (1 = even)",
+        ),
+        def(
+            JainIndex,
+            "jain_index",
+            "1",
+            Higher,
+            0.01,
+            "Jain's fairness index of per-server utilisation (1 = even, 1/n = one server does all)",
+        ),
+        def(
+            QueueMean,
+            "queue_mean",
+            "requests",
+            Lower,
+            0.10,
+            "time-average number waiting, averaged over servers",
+        ),
+        def(
+            QueueMax,
+            "queue_max",
+            "requests",
+            Lower,
+            0.10,
+            "largest number waiting at any server",
+        ),
+        def(
+            InSystemMean,
+            "in_system_mean",
+            "requests",
+            Neither,
+            0.05,
+            "time-average number in the whole system (waiting + in service), L in Little's law",
+        ),
+        def(
+            AcceptedRate,
+            "accepted_rate",
+            "req/s",
+            Neither,
+            0.02,
+            "requests accepted per second of window, λ in Little's law",
+        ),
+        def(
+            InSystemGrowth,
+            "in_system_growth",
+            "requests",
+            Neither,
+            0.05,
+            "growth of the number in system over the window (least-squares line through its time-average in 10 equal slices, end minus start): near 0 in steady state, about the excess arrival rate × window when unstable",
+        ),
+    ]
+};
+
+// The table is indexed by the enum: a definition out of place does not compile.
+const _: () = {
+    let mut k = 0;
+    while k < Metric::COUNT {
+        assert!(METRICS[k].metric as usize == k, "METRICS out of enum order");
+        assert!(
+            Metric::ALL[k] as usize == k,
+            "Metric::ALL out of enum order"
+        );
+        k += 1;
+    }
+};
+
+impl Metric {
+    /// How many metrics there are.
+    pub const COUNT: usize = Metric::InSystemGrowth as usize + 1;
+
+    /// Every metric, in the order of every CSV.
+    pub const ALL: [Metric; Metric::COUNT] = {
+        use Metric::*;
+        [
+            LatencyMean,
+            LatencyP50,
+            LatencyP90,
+            LatencyP95,
+            LatencyP99,
+            LatencyP999,
+            LatencyMax,
+            WaitMean,
+            WaitP99,
+            WaitedFraction,
+            Throughput,
+            RejectedFraction,
+            ErrorFraction,
+            UtilizationMean,
+            UtilizationMax,
+            UtilizationCv,
+            UtilizationMaxOverMean,
+            JainIndex,
+            QueueMean,
+            QueueMax,
+            InSystemMean,
+            AcceptedRate,
+            InSystemGrowth,
+        ]
+    };
+
+    /// Its definition.
+    pub const fn def(self) -> &'static MetricDef {
+        &METRICS[self as usize]
+    }
+
+    /// Its position in [`Metric::ALL`] and every CSV.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Name in CSV files, reports and flags, e.g. `latency_p99`.
+    pub const fn name(self) -> &'static str {
+        self.def().name
+    }
+
+    /// Unit (`s`, `1`, `req/s`, `requests`).
+    pub const fn unit(self) -> &'static str {
+        self.def().unit
+    }
+
+    /// What it measures.
+    pub const fn doc(self) -> &'static str {
+        self.def().doc
+    }
+
+    /// Which direction is better.
+    pub const fn better(self) -> Better {
+        self.def().better
+    }
+
+    /// How replications combine.
+    pub const fn estimator(self) -> Estimator {
+        self.def().estimator
+    }
+
+    /// Default relative tolerance of `lbsim check`.
+    pub const fn tolerance(self) -> f64 {
+        self.def().tolerance
+    }
+
+    /// The metric named `name`, or an error listing the valid names.
+    pub fn from_name(name: &str) -> Result<Metric, UnknownMetric> {
+        Metric::ALL
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| UnknownMetric(name.to_string()))
+    }
+
+    /// Every metric's name, comma-separated (for error messages and help).
+    pub fn names() -> String {
+        Metric::ALL.map(Metric::name).join(", ")
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = UnknownMetric;
+
+    fn from_str(s: &str) -> Result<Metric, UnknownMetric> {
+        Metric::from_name(s)
+    }
+}
+
+impl serde::Serialize for Metric {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// A metric name that lbsim does not compute.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no metric `{0}`; the metrics are {names}", names = Metric::names())]
+pub struct UnknownMetric(pub String);
+
+/// One value per [`Metric`], indexed by it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PerMetric<T>(pub [T; Metric::COUNT]);
+
+impl<T> PerMetric<T> {
+    /// The value of each metric, from `f`.
+    pub fn from_fn(mut f: impl FnMut(Metric) -> T) -> PerMetric<T> {
+        PerMetric(Metric::ALL.map(&mut f))
+    }
+
+    /// Each metric with its value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (Metric, &T)> {
+        Metric::ALL.into_iter().zip(&self.0)
+    }
+
+    /// The values in order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.0.iter()
+    }
+}
+
+impl<T: Copy> PerMetric<T> {
+    /// The values of a slice holding one per metric in order, or `None` when its length
+    /// is not [`Metric::COUNT`].
+    pub fn from_slice(values: &[T]) -> Option<PerMetric<T>> {
+        <[T; Metric::COUNT]>::try_from(values).ok().map(PerMetric)
+    }
+}
+
+impl<T> std::ops::Index<Metric> for PerMetric<T> {
+    type Output = T;
+
+    fn index(&self, m: Metric) -> &T {
+        &self.0[m as usize]
+    }
+}
+
+impl<T> std::ops::IndexMut<Metric> for PerMetric<T> {
+    fn index_mut(&mut self, m: Metric) -> &mut T {
+        &mut self.0[m as usize]
+    }
+}
+
+/// The README's metric table (Markdown), generated from [`METRICS`]; `tests/docs.rs` keeps
+/// the README in step.
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| metric | unit | better | `check` tolerance | meaning |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for d in &METRICS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {}% | {} |\n",
+            d.name,
+            d.unit,
+            d.better.word(),
+            (d.tolerance * 1000.0).round() / 10.0,
+            d.doc
+        ));
+    }
+    out
+}
 
 /// Slices of the window for [`ServerAccumulator::slices`] (the drift test).
 pub const SLICES: usize = 10;
@@ -233,11 +560,6 @@ pub const SLICES: usize = 10;
 /// Batches of the window, by arrival time, for [`RunMetrics::batches`] (steady-state
 /// diagnostics: MSER truncation and the correlation of batch means).
 pub const BATCHES: usize = 100;
-
-/// Index of a metric in [`METRICS`] by name.
-pub fn metric_index(name: &str) -> Option<usize> {
-    METRICS.iter().position(|m| m.name == name)
-}
 
 /// Time integrals of one server over the measured window.
 #[derive(Clone, Debug, Default)]
@@ -502,68 +824,52 @@ impl RunMetrics {
             .map(|s| s.busy_area + s.queue_area)
             .sum::<f64>()
             / window_ns;
-        let values = vec![
-            if served == 0 {
-                f64::NAN
-            } else {
-                self.latency_sum / served as f64
-            },
-            q(0.5),
-            q(0.9),
-            q(0.95),
-            q(0.99),
-            q(0.999),
-            if served == 0 {
-                f64::NAN
-            } else {
-                self.latency_max.as_secs_f64()
-            },
-            if waits == 0 {
-                f64::NAN
-            } else {
-                self.wait_sum / waits as f64
-            },
-            if waits == 0 {
-                f64::NAN
-            } else {
-                self.wait.value_at_quantile(0.99) as f64 * 1e-9
-            },
-            if waits == 0 {
-                f64::NAN
-            } else {
-                self.waited as f64 / waits as f64
-            },
-            served as f64 / window,
-            if self.arrived == 0 {
-                0.0
-            } else {
-                (self.rejected + self.unroutable) as f64 / self.arrived as f64
-            },
-            if self.arrived == 0 {
-                0.0
-            } else {
-                self.failed as f64 / self.arrived as f64
-            },
-            mean_u,
-            max_u,
-            if mean_u > 0.0 {
-                var_u.sqrt() / mean_u
-            } else {
-                f64::NAN
-            },
-            if mean_u > 0.0 {
-                max_u / mean_u
-            } else {
-                f64::NAN
-            },
-            jain,
-            self.servers.iter().map(|s| s.queue_area).sum::<f64>() / (n * window_ns),
-            f64::from(self.servers.iter().map(|s| s.queue_max).max().unwrap_or(0)),
-            in_system,
-            accepted as f64 / window,
-            self.in_system_growth(),
-        ];
-        debug_assert_eq!(values.len(), METRICS.len());
+        let undefined_unless = |defined: bool, v: f64| if defined { v } else { f64::NAN };
+        let values = PerMetric::from_fn(|m| match m {
+            Metric::LatencyMean => undefined_unless(served > 0, self.latency_sum / served as f64),
+            Metric::LatencyP50 => q(0.5),
+            Metric::LatencyP90 => q(0.9),
+            Metric::LatencyP95 => q(0.95),
+            Metric::LatencyP99 => q(0.99),
+            Metric::LatencyP999 => q(0.999),
+            Metric::LatencyMax => undefined_unless(served > 0, self.latency_max.as_secs_f64()),
+            Metric::WaitMean => undefined_unless(waits > 0, self.wait_sum / waits as f64),
+            Metric::WaitP99 => {
+                undefined_unless(waits > 0, self.wait.value_at_quantile(0.99) as f64 * 1e-9)
+            }
+            Metric::WaitedFraction => {
+                undefined_unless(waits > 0, self.waited as f64 / waits as f64)
+            }
+            Metric::Throughput => served as f64 / window,
+            Metric::RejectedFraction => {
+                if self.arrived == 0 {
+                    0.0
+                } else {
+                    (self.rejected + self.unroutable) as f64 / self.arrived as f64
+                }
+            }
+            Metric::ErrorFraction => {
+                if self.arrived == 0 {
+                    0.0
+                } else {
+                    self.failed as f64 / self.arrived as f64
+                }
+            }
+            Metric::UtilizationMean => mean_u,
+            Metric::UtilizationMax => max_u,
+            Metric::UtilizationCv => undefined_unless(mean_u > 0.0, var_u.sqrt() / mean_u),
+            Metric::UtilizationMaxOverMean => undefined_unless(mean_u > 0.0, max_u / mean_u),
+            Metric::JainIndex => jain,
+            Metric::QueueMean => {
+                self.servers.iter().map(|s| s.queue_area).sum::<f64>() / (n * window_ns)
+            }
+            Metric::QueueMax => {
+                f64::from(self.servers.iter().map(|s| s.queue_max).max().unwrap_or(0))
+            }
+            Metric::InSystemMean => in_system,
+            Metric::AcceptedRate => accepted as f64 / window,
+            Metric::InSystemGrowth => self.in_system_growth(),
+        });
         let servers = self
             .servers
             .iter()
@@ -607,8 +913,8 @@ impl RunMetrics {
 /// The figures of one run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunSummary {
-    /// One value per entry of [`METRICS`], in order (NaN when undefined, e.g. no request served).
-    pub values: Vec<f64>,
+    /// One value per metric (NaN when undefined, e.g. no request served).
+    pub values: PerMetric<f64>,
     /// Per server, in server order.
     pub servers: Vec<ServerSummary>,
     /// Each of [`RunMetrics::sources`], compactly, for the intervals of pooled percentiles.
@@ -689,6 +995,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_metric_parses_from_its_unique_name() {
+        for m in Metric::ALL {
+            assert_eq!(m.name().parse::<Metric>(), Ok(m));
+            assert_eq!(m.to_string(), m.name());
+            assert_eq!(METRICS[m.index()].metric, m);
+            assert!(m.tolerance() > 0.0 && m.tolerance() < 1.0, "{m}");
+        }
+        let mut names: Vec<_> = Metric::ALL.map(Metric::name).to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Metric::COUNT);
+    }
+
+    #[test]
+    fn unknown_names_are_errors_listing_every_metric() {
+        for bad in ["", "latency", "Latency_P99", "latency_p99 ", "p99"] {
+            let e = bad.parse::<Metric>().unwrap_err().to_string();
+            assert!(e.starts_with(&format!("no metric `{bad}`")), "{e}");
+            assert!(Metric::ALL.iter().all(|m| e.contains(m.name())), "{e}");
+        }
+    }
+
+    #[test]
+    fn per_metric_values_index_by_metric() {
+        let v = PerMetric::from_fn(|m| m.index() as f64);
+        assert_eq!(v[Metric::JainIndex], Metric::JainIndex.index() as f64);
+        assert!(v.iter().all(|(m, &x)| x == m.index() as f64));
+        assert_eq!(PerMetric::from_slice(&v.0), Some(v));
+        assert_eq!(PerMetric::<f64>::from_slice(&v.0[1..]), None);
+        assert_eq!(
+            serde_json::to_string(&Metric::LatencyP999).unwrap(),
+            "\"latency_p999\""
+        );
+    }
+
+    #[test]
     fn accumulator_clips_to_window() {
         let mut a = ServerAccumulator::new(2);
         let (from, to) = (Nanos(10), Nanos(20));
@@ -734,11 +1076,11 @@ mod tests {
         m.record_latency(Nanos(300));
         m.arrived = 10;
         let s = m.summarize();
-        let v = |name| s.values[metric_index(name).unwrap()];
-        assert!((v("latency_mean") - 200e-9).abs() < 1e-15);
-        assert_eq!(v("utilization_mean"), 0.5);
-        assert_eq!(v("jain_index"), 1.0);
-        assert_eq!(v("utilization_cv"), 0.0);
+        let v = |m| s.values[m];
+        assert!((v(Metric::LatencyMean) - 200e-9).abs() < 1e-15);
+        assert_eq!(v(Metric::UtilizationMean), 0.5);
+        assert_eq!(v(Metric::JainIndex), 1.0);
+        assert_eq!(v(Metric::UtilizationCv), 0.0);
         assert_eq!(s.servers[0].share, 0.5);
     }
 }

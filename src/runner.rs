@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use hdrhistogram::Histogram;
 use rayon::prelude::*;
 
-use crate::metrics::{Estimator, METRICS, RunMetrics, RunSummary, latency_histogram};
+use crate::metrics::{Estimator, Metric, RunMetrics, RunSummary, latency_histogram};
 use crate::scenario::{Scenario, ScenarioError};
 use crate::sim::{
     Trace, TraceSpec, simulate_cancellable, simulate_traced, simulate_traced_cancellable,
@@ -133,10 +133,10 @@ impl StrategyResult {
         &self.pooled[crate::metrics::SOURCE_LATENCY]
     }
 
-    /// The values of metric `index` (see [`crate::metrics::METRICS`]) across replications
-    /// (each replication's own value, also for percentiles).
-    pub fn metric(&self, index: usize) -> Vec<f64> {
-        self.runs.iter().map(|r| r.values[index]).collect()
+    /// The values of `metric` across replications (each replication's own value, also for
+    /// percentiles).
+    pub fn metric(&self, metric: Metric) -> Vec<f64> {
+        self.runs.iter().map(|r| r.values[metric]).collect()
     }
 
     /// Every replication's compact distribution of pooled source `source`.
@@ -147,11 +147,11 @@ impl StrategyResult {
             .collect()
     }
 
-    /// The reported figure of metric `index` with its 95% CI: the mean over replications,
-    /// or for percentiles the pooled quantile with its interval.
-    pub fn estimate(&self, index: usize) -> Estimate {
-        match METRICS[index].estimator {
-            Estimator::Mean => estimate(&self.metric(index)),
+    /// The reported figure of `metric` with its 95% CI: the mean over replications, or for
+    /// percentiles the pooled quantile with its interval.
+    pub fn estimate(&self, metric: Metric) -> Estimate {
+        match metric.estimator() {
+            Estimator::Mean => estimate(&self.metric(metric)),
             Estimator::Pooled { source, p } => self.pooled_estimate(source, p),
         }
     }
@@ -367,9 +367,7 @@ pub fn check_measured(scenario: &Scenario, results: &RunResults) -> Result<(), S
     if runs().next().is_none() {
         return Ok(());
     }
-    let value = |r: &RunSummary, name: &str| {
-        r.values[crate::metrics::metric_index(name).expect("metric exists")]
-    };
+    let value = |r: &RunSummary, m: Metric| r.values[m];
     let invalid = |field: &str, problem: String, fix: &str| ScenarioError::Invalid {
         path: scenario.path.clone(),
         line: None,
@@ -379,9 +377,9 @@ pub fn check_measured(scenario: &Scenario, results: &RunResults) -> Result<(), S
     };
     let (from, to) = (scenario.warmup, scenario.end());
     let arrived = runs().any(|r| {
-        value(r, "accepted_rate") > 0.0
-            || value(r, "rejected_fraction") > 0.0
-            || value(r, "error_fraction") > 0.0
+        value(r, Metric::AcceptedRate) > 0.0
+            || value(r, Metric::RejectedFraction) > 0.0
+            || value(r, Metric::ErrorFraction) > 0.0
     });
     if !arrived {
         let trace = matches!(
@@ -400,14 +398,14 @@ pub fn check_measured(scenario: &Scenario, results: &RunResults) -> Result<(), S
             },
         ));
     }
-    if !runs().any(|r| value(r, "latency_mean").is_finite()) {
+    if !runs().any(|r| value(r, Metric::LatencyMean).is_finite()) {
         return Err(invalid(
             "servers",
             "nothing measured: every request that arrived in the window was refused or failed, for every strategy".into(),
             "check `queue_capacity` (0 refuses everything) and `[[faults]]` (servers down for the whole window)",
         ));
     }
-    if !runs().any(|r| value(r, "utilization_mean") > 0.0) {
+    if !runs().any(|r| value(r, Metric::UtilizationMean) > 0.0) {
         return Err(invalid(
             "servers.service",
             "nothing measured: no server was ever busy (service times round to 0 ns), so nothing queues and utilisation figures are undefined".into(),

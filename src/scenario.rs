@@ -129,6 +129,8 @@ impl Scenario {
     /// Parses and validates scenario text; `path` names it in errors and anchors relative
     /// paths (traces).
     pub fn from_source(path: &Path, source: &str) -> Result<Scenario, ScenarioError> {
+        let v = Validator { path, source };
+        v.unknown_strategy_keys(source)?;
         let file: ScenarioFile = toml::from_str(source).map_err(|e| ScenarioError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
@@ -137,8 +139,6 @@ impl Scenario {
                   and `lbsim strategies` lists the strategy kinds"
                     .to_string(),
         })?;
-        let v = Validator { path, source };
-        v.unknown_strategy_keys(source)?;
         v.validate(file)
     }
 
@@ -1043,8 +1043,8 @@ impl Validator<'_> {
         Ok(())
     }
 
-    /// Rejects keys a strategy does not have. Serde cannot: a flattened, internally
-    /// tagged enum accepts (and drops) unknown keys, e.g. `d` on `jsq`.
+    /// Rejects keys a strategy does not have, before parsing, so that the error names the
+    /// line and the entry (`strategies[2].d`) and lists the keys the kind takes.
     fn unknown_strategy_keys(&self, source: &str) -> Result<(), ScenarioError> {
         let Ok(table) = source.parse::<toml::Table>() else {
             return Ok(());
@@ -1056,41 +1056,43 @@ impl Validator<'_> {
             let Some(entry) = entry.as_table() else {
                 continue;
             };
-            let Some(kind) = entry.get("kind").and_then(toml::Value::as_str) else {
+            let Some(def) = entry
+                .get("kind")
+                .and_then(toml::Value::as_str)
+                .and_then(crate::strategy::registry::find)
+            else {
                 continue;
             };
-            let Some(spec) = crate::strategy::StrategySpec::with_defaults(kind) else {
-                continue;
-            };
-            // The parameters a kind has are the fields of its defaults, plus those that are
-            // not serialized at their default value.
-            let mut known = serde_json::to_value(&spec).unwrap_or_default();
-            if let Some(o) = known.as_object_mut() {
-                for key in crate::strategy::StrategySpec::optional_keys(kind) {
-                    o.insert((*key).to_string(), serde_json::Value::Null);
-                }
-            }
+            let about = def.about();
+            let kind = about.kind;
             for key in entry.keys() {
-                if key != "label" && key != "policy" && known.get(key).is_none() {
-                    let params: Vec<&str> = known
-                        .as_object()
-                        .map(|o| {
-                            o.keys()
-                                .map(String::as_str)
-                                .filter(|k| *k != "kind")
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    return Err(self.invalid(
-                        &format!("strategies[{i}].{key}"),
-                        format!("`{kind}` has no parameter `{key}`"),
-                        if params.is_empty() {
-                            format!("remove `{key}`: `{kind}` takes no parameter (only `kind` and `label`)")
-                        } else {
-                            format!("remove `{key}`; `{kind}` takes: {}", params.join(", "))
-                        },
-                    ));
+                if key == "label"
+                    || key == "kind"
+                    || key == "policy"
+                    || about.knobs.iter().any(|k| k.name == key)
+                {
+                    continue;
                 }
+                let params: Vec<String> = about
+                    .knobs
+                    .iter()
+                    .map(|k| format!("`{}`", k.name))
+                    .collect();
+                let expected = match params.as_slice() {
+                    [] => String::new(),
+                    [one] => format!(", expected {one}"),
+                    [a, b] => format!(", expected {a} or {b}"),
+                    more => format!(", expected one of {}", more.join(", ")),
+                };
+                return Err(self.invalid(
+                    &format!("strategies[{i}].{key}"),
+                    format!("`{kind}` has no parameter `{key}`{expected}"),
+                    if params.is_empty() {
+                        format!("remove `{key}`: `{kind}` takes no parameter (only `kind` and `label`)")
+                    } else {
+                        format!("remove `{key}` or correct its name (`lbsim strategies` lists each kind's parameters)")
+                    },
+                ));
             }
         }
         Ok(())

@@ -6,6 +6,7 @@
 //! deterministic for any thread count. The next size extrapolates the half-width's
 //! `1/√n` law, `n' = n · (h/target)²`, clamped to `[n + 2, 4n]` and the cap.
 
+use crate::metrics::Metric;
 use crate::runner::{RunError, RunOptions, RunResults, run_replications};
 use crate::scenario::Scenario;
 use crate::shard::combine;
@@ -15,8 +16,8 @@ use crate::shard::combine;
 pub struct Precision {
     /// Target relative half-width (e.g. 0.01 for ±1%).
     pub target: f64,
-    /// Metric index in [`crate::metrics::METRICS`].
-    pub metric: usize,
+    /// The metric whose interval must narrow.
+    pub metric: Metric,
     /// Most replications to run.
     pub max_replications: u32,
 }
@@ -35,13 +36,13 @@ pub struct SequentialRun {
 }
 
 /// The largest relative half-width of `metric` over the strategies (∞ if undefined).
-pub fn worst_relative_half_width(results: &RunResults, metric: usize) -> f64 {
+pub fn worst_relative_half_width(results: &RunResults, metric: Metric) -> f64 {
     worst_strategy(results, metric).map_or(0.0, |w| w.1)
 }
 
 /// The strategy (index) with the largest relative half-width of `metric`, and that
 /// half-width (∞ if undefined): the one holding a sequential run back.
-pub fn worst_strategy(results: &RunResults, metric: usize) -> Option<(usize, f64)> {
+pub fn worst_strategy(results: &RunResults, metric: Metric) -> Option<(usize, f64)> {
     results
         .strategies
         .iter()
@@ -103,7 +104,6 @@ pub fn run_to_precision(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::metric_index;
     use std::path::Path;
 
     #[test]
@@ -123,10 +123,9 @@ service = { dist = "exponential", mean = 0.01 }
 kind = "round_robin"
 "#;
         let s = Scenario::from_source(Path::new("t.toml"), src).unwrap();
-        let k = metric_index("latency_mean").unwrap();
         let p = Precision {
             target: 0.02,
-            metric: k,
+            metric: Metric::LatencyMean,
             max_replications: 200,
         };
         let seq = run_to_precision(&s, &RunOptions::default(), p).unwrap();

@@ -15,10 +15,12 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{METRICS, RunSummary, ServerSummary, latency_histogram};
+use crate::metrics::{Metric, PerMetric, RunSummary, ServerSummary, latency_histogram};
 use crate::runner::{RunResults, StrategyResult};
 use crate::scenario::cost::MAX_REPLICATIONS;
+use crate::sim::{Sample, Trace};
 use crate::stats::quantile::Cdf;
+use crate::time::Nanos;
 
 /// An error reading, writing or merging shards.
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +59,9 @@ pub enum ShardError {
 }
 
 /// The format of shard files (`format` field). Version 2 added the scenario fingerprint,
-/// version 3 the per-replication distributions of pooled percentiles.
-pub const FORMAT: &str = "lbsim-shard-3";
+/// version 3 the per-replication distributions of pooled percentiles, version 4
+/// replication 0's time series.
+pub const FORMAT: &str = "lbsim-shard-4";
 /// Longest hex-encoded latency histogram a shard may hold (16 MB of text).
 const MAX_HISTOGRAM_HEX: usize = 16 << 20;
 
@@ -132,6 +135,82 @@ pub struct ShardFile {
     pub finished: Vec<u64>,
     /// Per strategy.
     pub strategies: Vec<ShardStrategy>,
+    /// Per strategy, replication 0's time series as recorded while it ran (only in the
+    /// shard that ran replication 0, and where it finished), so that `merge` writes the
+    /// time series without simulating.
+    #[serde(default)]
+    pub timeseries: Vec<Option<ShardTrace>>,
+}
+
+/// A [`Trace`] in a shard file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardTrace {
+    /// [`Trace::servers`].
+    pub servers: Vec<usize>,
+    /// [`Trace::samples`].
+    pub samples: Vec<ShardSample>,
+}
+
+/// A [`Sample`] in a shard file: (time in nanoseconds, queued, in service, in flight).
+pub type ShardSample = (u64, Vec<u32>, Vec<u32>, Vec<u32>);
+
+impl ShardTrace {
+    fn of(t: &Trace) -> ShardTrace {
+        ShardTrace {
+            servers: t.servers.clone(),
+            samples: t
+                .samples
+                .iter()
+                .map(|s| {
+                    (
+                        s.time.0,
+                        s.queued.clone(),
+                        s.in_service.clone(),
+                        s.in_flight.clone(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The trace, or `None` unless it fits a cluster of `servers` servers (indices in
+    /// range and ascending, one value per recorded server in every sample).
+    fn trace(&self, servers: usize) -> Option<Trace> {
+        let n = self.servers.len();
+        let fits = self.servers.iter().all(|&i| i < servers)
+            && self.servers.windows(2).all(|w| w[0] < w[1])
+            && self
+                .samples
+                .iter()
+                .all(|s| s.1.len() == n && s.2.len() == n && s.3.len() == n);
+        fits.then(|| Trace {
+            servers: self.servers.clone(),
+            samples: self
+                .samples
+                .iter()
+                .map(|(t, q, b, f)| Sample {
+                    time: Nanos(*t),
+                    queued: q.clone(),
+                    in_service: b.clone(),
+                    in_flight: f.clone(),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// What [`merge`] combines.
+#[derive(Clone, Debug)]
+pub struct Merged {
+    /// The results a single run would have produced.
+    pub results: RunResults,
+    /// The first shard file (its header describes the run).
+    pub head: ShardFile,
+    /// Shards missing, by index.
+    pub missing: Vec<u32>,
+    /// Per strategy, replication 0's time series from the shard that ran it (`None`
+    /// where none did).
+    pub timeseries: Vec<Option<Trace>>,
 }
 
 /// One strategy in a shard file.
@@ -205,7 +284,7 @@ impl ShardFile {
                         values: s
                             .runs
                             .iter()
-                            .map(|r| r.values.iter().map(|v| v.to_bits()).collect())
+                            .map(|r| r.values.values().map(|v| v.to_bits()).collect())
                             .collect(),
                         servers: s
                             .runs
@@ -231,7 +310,18 @@ impl ShardFile {
                     }
                 })
                 .collect(),
+            timeseries: Vec::new(),
         }
+    }
+
+    /// With replication 0's time series of each strategy, by strategy index (see
+    /// [`crate::runner::TraceSink::take`]; empty unless this shard ran replication 0).
+    pub fn with_timeseries(mut self, traces: &[Option<Trace>]) -> ShardFile {
+        self.timeseries = traces
+            .iter()
+            .map(|t| t.as_ref().map(ShardTrace::of))
+            .collect();
+        self
     }
 
     /// Writes the file into `dir` and returns its path.
@@ -336,11 +426,11 @@ impl ShardFile {
             if s.values.len() != runs || s.servers.len() != runs {
                 return bad(format!("strategy `{}`: wrong number of runs", s.label));
             }
-            if s.values.iter().any(|v| v.len() != METRICS.len()) {
+            if s.values.iter().any(|v| v.len() != Metric::COUNT) {
                 return bad(format!(
                     "strategy `{}`: a run has other than {} metrics",
                     s.label,
-                    METRICS.len()
+                    Metric::COUNT
                 ));
             }
             let servers = s.servers.first().map_or(0, Vec::len);
@@ -448,8 +538,15 @@ impl ShardFile {
                         pooled.len()
                     )));
                 }
+                let values = v.iter().map(|&b| f64::from_bits(b)).collect::<Vec<_>>();
                 runs.push(RunSummary {
-                    values: v.iter().map(|&b| f64::from_bits(b)).collect(),
+                    values: PerMetric::from_slice(&values).ok_or_else(|| {
+                        bad(format!(
+                            "strategy `{}`: a run has other than {} metrics",
+                            s.label,
+                            Metric::COUNT
+                        ))
+                    })?,
                     servers: sv
                         .iter()
                         .map(|a| ServerSummary::from_array(a.map(f64::from_bits)))
@@ -536,7 +633,7 @@ pub fn combine(parts: Vec<RunResults>) -> RunResults {
 /// Reads every `shard-*-of-*.json` in `dirs` (or the files themselves), checks they
 /// belong to one run, and merges them. Returns the merged results, a shard file (for the
 /// scenario path and totals) and the indices of shards that are missing.
-pub fn merge(dirs: &[PathBuf]) -> Result<(RunResults, ShardFile, Vec<u32>), ShardError> {
+pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ShardError> {
     let mut files = Vec::new();
     for d in dirs {
         if d.is_file() {
@@ -571,6 +668,7 @@ pub fn merge(dirs: &[PathBuf]) -> Result<(RunResults, ShardFile, Vec<u32>), Shar
     // A set, not a vector of N flags: N comes from the file.
     let mut seen = std::collections::BTreeSet::new();
     let mut parts = Vec::new();
+    let mut timeseries = Vec::new();
     for (s, path) in &shards {
         let labels = |f: &ShardFile| {
             f.strategies
@@ -613,11 +711,35 @@ pub fn merge(dirs: &[PathBuf]) -> Result<(RunResults, ShardFile, Vec<u32>), Shar
             )));
         }
         parts.push(s.results(path)?);
+        if !s.timeseries.is_empty() {
+            let servers = s.strategies[0].servers.first().map_or(0, Vec::len);
+            let bad = || ShardError::Format {
+                path: path.clone(),
+                message: "`timeseries` does not fit the shard's strategies and servers".into(),
+            };
+            if s.timeseries.len() != s.strategies.len() {
+                return Err(bad());
+            }
+            timeseries = s
+                .timeseries
+                .iter()
+                .map(|t| {
+                    t.as_ref()
+                        .map(|t| t.trace(servers).ok_or_else(bad))
+                        .transpose()
+                })
+                .collect::<Result<_, _>>()?;
+        }
     }
     let missing = (0..head.shards).filter(|k| !seen.contains(k)).collect();
-    let mut merged = combine(parts);
-    merged.requested = head.replications;
-    Ok((merged, head, missing))
+    let mut results = combine(parts);
+    results.requested = head.replications;
+    Ok(Merged {
+        results,
+        head,
+        missing,
+        timeseries,
+    })
 }
 
 #[cfg(test)]

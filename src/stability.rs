@@ -14,7 +14,7 @@
 //!   queue's growth is noise around 0; one whose warm-up was too short rises towards its
 //!   level but not by that much that fast, which the warm-up checks report instead.
 
-use crate::metrics::metric_index;
+use crate::metrics::Metric;
 use crate::runner::{RunResults, StrategyResult};
 use crate::scenario::Scenario;
 use crate::stats::{estimate, t_quantile};
@@ -46,10 +46,9 @@ pub fn static_overload(scenario: &Scenario, index: usize) -> Option<String> {
 /// Why the replications of `s` (windows of `window` seconds) show a growing backlog, if
 /// they do.
 pub fn drift(s: &StrategyResult, window: f64) -> Option<String> {
-    let col = |name: &str| s.metric(metric_index(name).expect("metric exists"));
-    let growth = estimate(&col("in_system_growth"));
-    let level = estimate(&col("in_system_mean")).mean;
-    let rate = estimate(&col("accepted_rate")).mean;
+    let growth = estimate(&s.metric(Metric::InSystemGrowth));
+    let level = estimate(&s.metric(Metric::InSystemMean)).mean;
+    let rate = estimate(&s.metric(Metric::AcceptedRate)).mean;
     if !(growth.mean.is_finite() && level.is_finite()) {
         return None;
     }

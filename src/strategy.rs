@@ -24,6 +24,7 @@ mod maglev;
 mod peak_ewma;
 mod power_of_d;
 mod random;
+pub mod registry;
 pub mod reports;
 mod ring_hash;
 mod round_robin;
@@ -33,29 +34,30 @@ mod spec;
 mod static_rr;
 mod weighted_random;
 
-pub use aperture::{Aperture, ApertureConfig};
-pub use bounded_load::BoundedLoadHash;
+pub use aperture::{Aperture, ApertureConfig, ApertureParams};
+pub use bounded_load::{BoundedLoadHash, BoundedLoadHashParams};
 pub use edf::EdfScheduler;
 pub use edf_wrr::EdfWeightedRoundRobin;
-pub use first::First;
-pub use grpc_wrr::{GrpcWeightedRoundRobin, GrpcWrrConfig};
+pub use first::{First, FirstParams};
+pub use grpc_wrr::{GrpcWeightedRoundRobin, GrpcWrrConfig, GrpcWrrParams};
 pub use jiq::JoinIdleQueue;
-pub use jsq::ShortestQueue;
-pub use least_conn::LeastConnections;
-pub use least_request::LeastRequest;
-pub use least_response_time::LeastResponseTime;
-pub use leastconn::Leastconn;
+pub use jsq::{JsqParams, ShortestQueue};
+pub use least_conn::{LeastConnections, LeastConnectionsParams};
+pub use least_request::{LeastRequest, LeastRequestParams};
+pub use least_response_time::{LeastResponseTime, LeastResponseTimeParams};
+pub use leastconn::{Leastconn, LeastconnParams};
 pub use load::{Load, PendingRequests};
-pub use maglev::Maglev;
-pub use peak_ewma::{PeakEwma, PeakEwmaP2c};
-pub use power_of_d::PowerOfD;
+pub use maglev::{Maglev, MaglevParams};
+pub use peak_ewma::{PeakEwma, PeakEwmaP2c, PeakEwmaParams};
+pub use power_of_d::{PowerOfD, PowerOfDParams};
 pub use random::RandomChoice;
+pub use registry::{Kind, NoParams, STRATEGIES, StrategyDef};
 pub use reports::LoadTable;
-pub use ring_hash::RingHash;
+pub use ring_hash::{RingHash, RingHashParams};
 pub use round_robin::RoundRobin;
 pub use sample::Sampler;
 pub use smooth_wrr::SmoothWeightedRoundRobin;
-pub use spec::{CATALOGUE, SpecError, StrategyEntry, StrategyInfo, StrategySpec};
+pub use spec::{SpecError, StrategyEntry, StrategySpec};
 pub use static_rr::StaticRr;
 pub use weighted_random::WeightedRandom;
 
@@ -127,7 +129,7 @@ impl PickContext<'_> {
     /// Backend `i`'s own report of its load (all balancers' requests), as of `load.at`.
     /// Exact when the scenario has no `load_report_interval`, otherwise refreshed every
     /// interval (stale in between). `None` until the first report, in live mode, and for
-    /// strategies that do not read reports (`StrategySpec::reads_load_reports`).
+    /// strategies that do not read reports ([`registry::Reads::load_reports`]).
     #[inline]
     pub fn load(&self, i: usize) -> Option<LoadReport> {
         self.loads.and_then(|t| t.get(i))

@@ -188,3 +188,21 @@ fn a_failed_update_leaves_the_old_baseline() {
     let (code, out) = check(&good, &base, &[]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// Issue 8: an unknown metric in `--tolerance` is bad input (exit 2) listing the valid
+/// names, before anything runs.
+#[test]
+fn unknown_tolerance_metric_lists_the_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = scenario(tmp.path(), |s| s);
+    let (code, out) = check(
+        &good,
+        &tmp.path().join("none"),
+        &["--tolerance", "latency_p98=0.1"],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no metric `latency_p98`"), "{out}");
+    for m in lbsim::metrics::Metric::ALL {
+        assert!(out.contains(m.name()), "{m} not listed: {out}");
+    }
+}

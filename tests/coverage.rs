@@ -16,7 +16,7 @@
 mod common;
 
 use common::{scenario, values};
-use lbsim::metrics::metric_index;
+use lbsim::metrics::Metric;
 use lbsim::runner::{RunOptions, run};
 use lbsim::stats::estimate;
 
@@ -51,7 +51,7 @@ kind = "round_robin"
                 },
             )
             .unwrap();
-            estimate(&values(&r, 0, "latency_mean")).contains(truth)
+            estimate(&values(&r, 0, Metric::LatencyMean)).contains(truth)
         })
         .count();
     println!("the 95% CI covered the true mean in {covered} of {runs} runs");
@@ -77,7 +77,6 @@ kind = "round_robin"
 "#,
     );
     let truth = 100f64.ln() / 500.0;
-    let k = metric_index("latency_p99").unwrap();
     let runs = 1000;
     let covered = (0..runs)
         .filter(|&seed| {
@@ -89,7 +88,7 @@ kind = "round_robin"
                 },
             )
             .unwrap();
-            r.strategies[0].estimate(k).contains(truth)
+            r.strategies[0].estimate(Metric::LatencyP99).contains(truth)
         })
         .count();
     println!("the pooled p99's 95% interval covered the truth in {covered} of {runs} runs");

@@ -16,7 +16,7 @@ fn bits(r: &lbsim::runner::RunResults) -> Vec<u64> {
         .flat_map(|s| s.runs.iter())
         .flat_map(|run| {
             run.values
-                .iter()
+                .values()
                 .copied()
                 .chain(run.servers.iter().flat_map(|sv| sv.as_array()))
                 .map(f64::to_bits)

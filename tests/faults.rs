@@ -3,6 +3,7 @@
 mod common;
 
 use common::{run_default, scenario, values};
+use lbsim::metrics::Metric;
 use lbsim::sim::simulate;
 use lbsim::stats::estimate;
 
@@ -34,7 +35,7 @@ fn a_crash_fails_what_the_server_held_and_traffic_moves_away() {
     let s = scenario(&src);
     let r = run_default(&s);
     for k in 0..2 {
-        let err = estimate(&values(&r, k, "error_fraction"));
+        let err = estimate(&values(&r, k, Metric::ErrorFraction));
         // Round robin keeps sending a quarter of the traffic to the dead server until the
         // health check notices (0.5 s): about 0.25 × 1000 × 0.5 = 125 failures out of 20 000.
         assert!(
@@ -110,8 +111,8 @@ fn a_fail_fast_node_draws_more_traffic_under_least_connections() {
     );
     let s = scenario(&src);
     let r = run_default(&s);
-    let rr = estimate(&values(&r, 0, "error_fraction"));
-    let lc = estimate(&values(&r, 1, "error_fraction"));
+    let rr = estimate(&values(&r, 0, Metric::ErrorFraction));
+    let lc = estimate(&values(&r, 1, Metric::ErrorFraction));
     println!("errors: round robin {rr:?}, least connections {lc:?}");
     assert!(rr.low < 0.25 && 0.25 < rr.high, "{rr:?}");
     assert!(
@@ -136,9 +137,9 @@ fn a_rate_limiting_node_refuses_a_fraction() {
     );
     let r = run_default(&scenario(&src));
     // Round robin: a quarter of requests reach s-1 and half of those are refused.
-    let rej = estimate(&values(&r, 0, "rejected_fraction"));
+    let rej = estimate(&values(&r, 0, Metric::RejectedFraction));
     assert!(rej.low < 0.125 && 0.125 < rej.high, "{rej:?}");
-    assert_eq!(estimate(&values(&r, 0, "error_fraction")).mean, 0.0);
+    assert_eq!(estimate(&values(&r, 0, Metric::ErrorFraction)).mean, 0.0);
 }
 
 #[test]
@@ -152,11 +153,11 @@ fn gc_pauses_stall_work_in_progress() {
     let paused = run_default(&paused_s);
     for k in 0..2 {
         let (a, b) = (
-            common::reported(&plain, k, "latency_p99"),
-            common::reported(&paused, k, "latency_p99"),
+            common::reported(&plain, k, Metric::LatencyP99),
+            common::reported(&paused, k, Metric::LatencyP99),
         );
         assert!(b.low > a.high, "p99 {b:?} vs {a:?}");
-        let max = estimate(&values(&paused, k, "latency_max"));
+        let max = estimate(&values(&paused, k, Metric::LatencyMax));
         assert!(max.mean > 0.05, "{max:?}");
         let m = simulate(&paused_s, &paused_s.strategies[k].spec, 0, paused_s.seed);
         assert_eq!(m.arrived, m.latency.len() + m.rejected + m.failed);

@@ -90,13 +90,28 @@ fn lbsim() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lbsim"))
 }
 
+/// `scenarios/heterogeneous.toml` with a 2 s window after a 0.5 s warm-up: a replication
+/// takes milliseconds, so a signal 1.5 s in finds some finished even on a loaded machine
+/// (with the shipped 60 s window none had finished at a load average of 13).
+fn short_heterogeneous(dir: &Path) -> String {
+    let text = std::fs::read_to_string("scenarios/heterogeneous.toml").unwrap();
+    let short = text
+        .replace("duration = 60.0 ", "duration = 2.0 ")
+        .replace("warmup = 10.0 ", "warmup = 0.5 ");
+    assert!(short.contains("duration = 2.0 ") && short.contains("warmup = 0.5 "));
+    let path = dir.join("heterogeneous-short.toml");
+    std::fs::write(&path, short).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
 #[test]
 fn interrupted_run_writes_the_replications_that_finished() {
     let dir = tempfile::tempdir().unwrap();
+    let scenario = short_heterogeneous(dir.path());
     let mut cmd = lbsim();
     cmd.args([
         "run",
-        "scenarios/heterogeneous.toml",
+        &scenario,
         "--replications",
         "100000",
         "--threads",
@@ -194,10 +209,11 @@ fn sigterm_stops_inside_a_replication() {
 #[test]
 fn sigterm_writes_the_replications_that_finished() {
     let dir = tempfile::tempdir().unwrap();
+    let scenario = short_heterogeneous(dir.path());
     let mut cmd = lbsim();
     cmd.args([
         "run",
-        "scenarios/heterogeneous.toml",
+        &scenario,
         "--replications",
         "100000",
         // 100,000 replications exceed the default cost limit on purpose.
@@ -227,10 +243,11 @@ fn sigterm_writes_the_replications_that_finished() {
 #[test]
 fn sigterm_on_a_shard_writes_its_finished_replications() {
     let dir = tempfile::tempdir().unwrap();
+    let scenario = short_heterogeneous(dir.path());
     let mut cmd = lbsim();
     cmd.args([
         "run",
-        "scenarios/heterogeneous.toml",
+        &scenario,
         "--replications",
         "100000",
         // 100,000 replications exceed the default cost limit on purpose.
@@ -272,10 +289,11 @@ fn sigterm_on_a_shard_writes_its_finished_replications() {
 #[test]
 fn second_ctrl_c_keeps_what_finished() {
     let dir = tempfile::tempdir().unwrap();
+    let scenario = short_heterogeneous(dir.path());
     let mut cmd = lbsim();
     cmd.args([
         "run",
-        "scenarios/heterogeneous.toml",
+        &scenario,
         "--replications",
         "100000",
         // 100,000 replications exceed the default cost limit on purpose.

@@ -9,7 +9,7 @@ use lbsim::scenario::Scenario;
 use lbsim::sim::simulate_with;
 use proptest::prelude::*;
 
-use lbsim::strategy::CATALOGUE;
+use lbsim::strategy::STRATEGIES;
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -18,7 +18,7 @@ struct Case {
     weights: Vec<u32>,
     queue: Option<u32>,
     load: f64,
-    kind: usize,
+    kind: &'static str,
     balancers: u32,
     l4: Option<(u32, u32)>,
     crash: bool,
@@ -57,7 +57,12 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec(1u32..4, 4),
         prop::option::of(0u32..5),
         0.2f64..1.3,
-        0..CATALOGUE.len(),
+        prop::sample::select(
+            STRATEGIES
+                .iter()
+                .map(|d| d.about().kind)
+                .collect::<Vec<_>>(),
+        ),
         1u32..4,
     )
         .prop_flat_map(
@@ -111,7 +116,7 @@ fn source(c: &Case) -> String {
             0.5 + f64::from(c.weights[i as usize % 4]) / 2.0
         );
     }
-    s += &format!("[[strategies]]\nkind = \"{}\"\n", CATALOGUE[c.kind].kind);
+    s += &format!("[[strategies]]\nkind = \"{}\"\n", c.kind);
     if let Some(p) = c.policy {
         s += POLICIES[p];
     }

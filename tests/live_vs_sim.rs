@@ -361,7 +361,7 @@ kind = "round_robin"
     s.service_overhead = 0.000_050;
     s.extra_latency = 0.000_100;
     let shifted = lbsim::sim::simulate(&s, &spec, 0, 1).summarize();
-    let m = lbsim::metrics::metric_index("latency_mean").unwrap();
+    let m = lbsim::metrics::Metric::LatencyMean;
     assert!((base.values[m] - 0.010).abs() < 1e-9, "{}", base.values[m]);
     assert!(
         (shifted.values[m] - 0.010_150).abs() < 1e-9,
@@ -369,7 +369,7 @@ kind = "round_robin"
         shifted.values[m]
     );
     // The overhead occupies the worker; the extra latency does not.
-    let u = lbsim::metrics::metric_index("utilization_mean").unwrap();
+    let u = lbsim::metrics::Metric::UtilizationMean;
     assert!(
         shifted.values[u] > base.values[u] * 1.004,
         "{} vs {}",

@@ -131,3 +131,20 @@ fn missed_precision_target_exits_3_naming_strategy_and_metric() {
     );
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// Issue 8: a metric the user names must exist; the error lists the valid names.
+#[test]
+fn unknown_precision_metric_is_bad_input_listing_the_metrics() {
+    let (code, _, stderr, dir) = run(
+        BASE,
+        &[],
+        &["--precision", "0.1", "--metric", "latency_p98"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--metric"), "{stderr}");
+    assert!(stderr.contains("no metric `latency_p98`"), "{stderr}");
+    for m in lbsim::metrics::Metric::ALL {
+        assert!(stderr.contains(m.name()), "{m} not listed: {stderr}");
+    }
+    assert!(!dir.path().join("out/summary.csv").exists(), "nothing ran");
+}

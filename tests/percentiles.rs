@@ -14,6 +14,7 @@
 mod common;
 
 use common::{assert_covers, reported, scenario, values};
+use lbsim::metrics::Metric;
 use lbsim::runner::{RunOptions, run};
 use lbsim::stats::estimate;
 
@@ -49,18 +50,18 @@ fn pooled_percentiles_converge_at_a_short_window() {
     let mut half_widths = Vec::new();
     for b in [100, 1600] {
         let r = run(&mm1(1.0, 5.0, b), &RunOptions::default()).unwrap();
-        let e = reported(&r, 0, "latency_p99");
+        let e = reported(&r, 0, Metric::LatencyP99);
         assert_covers(&format!("p99, {b} windows of 1 s"), &e, p99());
         assert_covers(
             &format!("p50, {b} windows of 1 s"),
-            &reported(&r, 0, "latency_p50"),
+            &reported(&r, 0, Metric::LatencyP50),
             P50,
         );
         half_widths.push(e.half_width());
         if b == 1600 {
             // The old estimator (mean of per-window p99s) is far off here, so this window
             // is short enough to tell the two apart.
-            let old = estimate(&values(&r, 0, "latency_p99"));
+            let old = estimate(&values(&r, 0, Metric::LatencyP99));
             println!("mean of per-window p99: {old:?}");
             assert!(old.high < 0.8 * p99(), "{old:?}");
         }
@@ -76,12 +77,12 @@ fn pooled_percentiles_at_a_long_window() {
     let r = run(&mm1(50.0, 5.0, 20), &RunOptions::default()).unwrap();
     assert_covers(
         "p99, 20 windows of 50 s",
-        &reported(&r, 0, "latency_p99"),
+        &reported(&r, 0, Metric::LatencyP99),
         p99(),
     );
     assert_covers(
         "p50, 20 windows of 50 s",
-        &reported(&r, 0, "latency_p50"),
+        &reported(&r, 0, Metric::LatencyP50),
         P50,
     );
 }

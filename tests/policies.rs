@@ -5,7 +5,7 @@
 mod common;
 
 use common::{reported, run_default, scenario};
-use lbsim::metrics::RunMetrics;
+use lbsim::metrics::{Metric, RunMetrics};
 use lbsim::scenario::Scenario;
 use lbsim::sim::simulate_with;
 use lbsim::stats::estimate;
@@ -156,8 +156,8 @@ fn hedging_lowers_p99_on_heavy_tailed_servers_at_a_measured_load_cost() {
     let s = heavy_tail();
     let r = run_default(&s);
     let (plain, hedged) = (
-        reported(&r, 0, "latency_p99"),
-        reported(&r, 1, "latency_p99"),
+        reported(&r, 0, Metric::LatencyP99),
+        reported(&r, 1, Metric::LatencyP99),
     );
     println!("p99 plain {plain:?}\np99 hedged {hedged:?}");
     assert!(
@@ -166,8 +166,8 @@ fn hedging_lowers_p99_on_heavy_tailed_servers_at_a_measured_load_cost() {
     );
     // The cost: losers run to the end (cancel_losers = false), so servers work more.
     let (u0, u1) = (
-        reported(&r, 0, "utilization_mean"),
-        reported(&r, 1, "utilization_mean"),
+        reported(&r, 0, Metric::UtilizationMean),
+        reported(&r, 1, Metric::UtilizationMean),
     );
     println!("utilisation plain {u0:?}\nutilisation hedged {u1:?}");
     assert!(u1.low > u0.high, "hedging costs load: {u1:?} vs {u0:?}");
@@ -283,7 +283,7 @@ fn ejection_removes_the_black_hole_within_max_ejection_percent() {
     let s = Scenario::load(std::path::Path::new("scenarios/black-hole.toml")).unwrap();
     let r = run_default(&s);
     let err = |k: usize| {
-        let e = estimate(&common::values(&r, k, "error_fraction"));
+        let e = estimate(&common::values(&r, k, Metric::ErrorFraction));
         println!("{}: error fraction {e:?}", s.strategies[k].label());
         e
     };

@@ -8,6 +8,7 @@
 mod common;
 
 use common::{assert_agrees, assert_covers, reported, run_default, scenario, values};
+use lbsim::metrics::Metric;
 use lbsim::stats::{estimate, paired_difference};
 
 /// A one-group scenario with Poisson arrivals.
@@ -57,15 +58,19 @@ fn mm1_at_half_load() {
         2.0,
     ));
     let r = run_default(&s);
-    assert_agrees("M/M/1 ρ=0.5 mean", &values(&r, 0, "latency_mean"), 0.002);
+    assert_agrees(
+        "M/M/1 ρ=0.5 mean",
+        &values(&r, 0, Metric::LatencyMean),
+        0.002,
+    );
     assert_agrees(
         "M/M/1 ρ=0.5 p99",
-        &values(&r, 0, "latency_p99"),
+        &values(&r, 0, Metric::LatencyP99),
         100f64.ln() * 0.002,
     );
     assert_agrees(
         "M/M/1 ρ=0.5 utilisation",
-        &values(&r, 0, "utilization_mean"),
+        &values(&r, 0, Metric::UtilizationMean),
         0.5,
     );
 }
@@ -83,7 +88,11 @@ fn mm1_at_ninety_percent_load() {
         10.0,
     ));
     let r = run_default(&s);
-    assert_agrees("M/M/1 ρ=0.9 mean", &values(&r, 0, "latency_mean"), 0.010);
+    assert_agrees(
+        "M/M/1 ρ=0.9 mean",
+        &values(&r, 0, Metric::LatencyMean),
+        0.010,
+    );
 }
 
 /// Erlang C: probability that an arrival waits in M/M/c with offered load `a = λ/μ`.
@@ -113,16 +122,20 @@ fn mmc_with_four_workers_matches_erlang_c() {
     ));
     let r = run_default(&s);
     let w = erlang_c(c, lambda / mu) / (f64::from(c) * mu - lambda) + 1.0 / mu;
-    assert_agrees("M/M/4 mean (Erlang C)", &values(&r, 0, "latency_mean"), w);
+    assert_agrees(
+        "M/M/4 mean (Erlang C)",
+        &values(&r, 0, Metric::LatencyMean),
+        w,
+    );
     // P(wait) is Erlang C itself (0.5964 here); the mean wait is C / (cμ − λ).
     assert_agrees(
         "M/M/4 P(wait) (Erlang C)",
-        &values(&r, 0, "waited_fraction"),
+        &values(&r, 0, Metric::WaitedFraction),
         erlang_c(c, lambda / mu),
     );
     assert_agrees(
         "M/M/4 mean wait",
-        &values(&r, 0, "wait_mean"),
+        &values(&r, 0, Metric::WaitMean),
         erlang_c(c, lambda / mu) / (f64::from(c) * mu - lambda),
     );
 }
@@ -144,17 +157,17 @@ fn mm1_waiting_time_tail() {
     let r = run_default(&s);
     assert_agrees(
         "M/M/1 ρ=0.9 P(wait)",
-        &values(&r, 0, "waited_fraction"),
+        &values(&r, 0, Metric::WaitedFraction),
         0.9,
     );
     assert_covers(
         "M/M/1 ρ=0.9 wait p99",
-        &reported(&r, 0, "wait_p99"),
+        &reported(&r, 0, Metric::WaitP99),
         90f64.ln() / 100.0,
     );
     assert_covers(
         "M/M/1 ρ=0.9 p95",
-        &reported(&r, 0, "latency_p95"),
+        &reported(&r, 0, Metric::LatencyP95),
         20f64.ln() / 100.0,
     );
 }
@@ -172,7 +185,7 @@ fn md1_matches_pollaczek_khinchine() {
         2.0,
     ));
     let r = run_default(&s);
-    assert_agrees("M/D/1 mean", &values(&r, 0, "latency_mean"), 0.003);
+    assert_agrees("M/D/1 mean", &values(&r, 0, Metric::LatencyMean), 0.003);
 }
 
 #[test]
@@ -192,7 +205,11 @@ fn mg1_lognormal_matches_pollaczek_khinchine() {
     let rho = lambda * m;
     let es2 = m * m * (1.0 + cv * cv);
     let w = lambda * es2 / (2.0 * (1.0 - rho)) + m;
-    assert_agrees("M/G/1 lognormal mean", &values(&r, 0, "latency_mean"), w);
+    assert_agrees(
+        "M/G/1 lognormal mean",
+        &values(&r, 0, Metric::LatencyMean),
+        w,
+    );
 }
 
 #[test]
@@ -211,7 +228,7 @@ fn mg1_gamma_matches_pollaczek_khinchine() {
     ));
     let r = run_default(&s);
     let w = lambda * m * m * (1.0 + cv * cv) / (2.0 * (1.0 - lambda * m)) + m;
-    assert_agrees("M/G/1 gamma mean", &values(&r, 0, "latency_mean"), w);
+    assert_agrees("M/G/1 gamma mean", &values(&r, 0, Metric::LatencyMean), w);
 }
 
 #[test]
@@ -223,7 +240,7 @@ fn random_split_is_independent_mm1_queues() {
     let w = 1.0 / (1000.0 - lambda / f64::from(n));
     assert_agrees(
         "random to 4 × M/M/1 mean",
-        &values(&r, 0, "latency_mean"),
+        &values(&r, 0, Metric::LatencyMean),
         w,
     );
 }
@@ -241,9 +258,9 @@ fn littles_law_holds_on_every_run() {
     };
     let r = lbsim::runner::run(&s, &opts).unwrap();
     for (k, st) in r.strategies.iter().enumerate() {
-        let l = values(&r, k, "in_system_mean");
-        let lambda = values(&r, k, "accepted_rate");
-        let w = values(&r, k, "latency_mean");
+        let l = values(&r, k, Metric::InSystemMean);
+        let lambda = values(&r, k, Metric::AcceptedRate);
+        let w = values(&r, k, Metric::LatencyMean);
         for i in 0..l.len() {
             let rel = (l[i] - lambda[i] * w[i]).abs() / l[i];
             assert!(

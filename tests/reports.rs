@@ -3,27 +3,39 @@
 
 use std::path::Path;
 
-use lbsim::metrics::metric_index;
-use lbsim::report::{ImageFormat, ReportInput, compare, standard_reports, write_reports};
-use lbsim::runner::{RunOptions, run};
+use lbsim::metrics::Metric;
+use lbsim::report::timeseries::{Timeseries, trace_spec};
+use lbsim::report::{
+    ImageFormat, ReportInput, compare, standard_reports, standard_reports_with, write_reports,
+};
+use lbsim::runner::{RunOptions, TraceSink, run};
 use lbsim::scenario::Scenario;
 
 fn heterogeneous(reps: u32) -> (Scenario, lbsim::runner::RunResults) {
+    let (s, r, _) = heterogeneous_recorded(reps);
+    (s, r)
+}
+
+/// [`heterogeneous`], with replication 0's time series recorded while it runs (reports
+/// never simulate: the time series exists only if recorded).
+fn heterogeneous_recorded(reps: u32) -> (Scenario, lbsim::runner::RunResults, Timeseries) {
     let mut s = Scenario::load(Path::new("scenarios/heterogeneous.toml")).unwrap();
     s.set_run_length(2.0, 10.0);
+    let sink = TraceSink::new(trace_spec(&s, false));
     let r = run(
         &s,
         &RunOptions {
             replications: Some(reps),
+            trace: Some(sink.clone()),
             ..Default::default()
         },
     )
     .unwrap();
-    (s, r)
+    (s, r, Timeseries::recorded(sink.take()))
 }
 
 fn write(format: ImageFormat) -> (tempfile::TempDir, Scenario) {
-    let (s, r) = heterogeneous(4);
+    let (s, r, timeseries) = heterogeneous_recorded(4);
     let dir = tempfile::tempdir().unwrap();
     let input = ReportInput {
         scenario: &s,
@@ -32,7 +44,7 @@ fn write(format: ImageFormat) -> (tempfile::TempDir, Scenario) {
         format,
         sweep: None,
     };
-    let files = write_reports(dir.path(), &input, &standard_reports()).unwrap();
+    let files = write_reports(dir.path(), &input, &standard_reports_with(timeseries)).unwrap();
     assert!(files.iter().all(|f| f.exists()));
     (dir, s)
 }
@@ -90,11 +102,40 @@ fn png_plots_decode() {
     }
 }
 
+/// Issue 8: reports never simulate. Without a time series recorded during the run there
+/// is no `timeseries.csv` nor queue-over-time plot (none is simulated after the fact), and
+/// `report.md` links only the plots written.
+#[test]
+fn reports_without_a_recording_simulate_nothing() {
+    let (s, r) = heterogeneous(2);
+    let dir = tempfile::tempdir().unwrap();
+    let input = ReportInput {
+        scenario: &s,
+        results: &r,
+        command: "lbsim run",
+        format: ImageFormat::Svg,
+        sweep: None,
+    };
+    let files = write_reports(dir.path(), &input, &standard_reports()).unwrap();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.contains(&"summary.csv".to_string()), "{names:?}");
+    assert!(
+        !dir.path().join("timeseries.csv").exists()
+            && !dir.path().join("queue_over_time.svg").exists(),
+        "{names:?}"
+    );
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("](latency_ccdf.svg)"), "{md}");
+    assert!(!md.contains("queue_over_time"), "{md}");
+}
+
 #[test]
 fn paired_ci_is_narrower_than_unpaired_on_heterogeneous() {
     let (_, r) = heterogeneous(10);
-    let k = metric_index("latency_p99").unwrap();
-    let c = compare(&r, k, 2, 3); // least_connections vs weighted_least_connections
+    let c = compare(&r, Metric::LatencyP99, 2, 3); // least_connections vs weighted_least_connections
     assert!(c.diff.half_width() < 0.5 * c.unpaired_half_width, "{c:?}");
 }
 

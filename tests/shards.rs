@@ -50,6 +50,8 @@ fn merged_shards_are_bit_identical_to_a_single_run() {
         "replications.csv",
         "comparisons.csv",
         "latency_ccdf.svg",
+        "timeseries.csv",
+        "queue_over_time.svg",
     ] {
         let a = std::fs::read(tmp.path().join("single").join(f)).unwrap();
         let b = std::fs::read(tmp.path().join("merged").join(f)).unwrap();
@@ -63,6 +65,51 @@ fn merged_shards_are_bit_identical_to_a_single_run() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("shard missing"));
+}
+
+/// Issue 8: reports never simulate. `merge` writes the time series that the shard running
+/// replication 0 recorded: an edit of the shard's recording shows up in `timeseries.csv`.
+#[test]
+fn merge_takes_the_time_series_from_the_shard_without_simulating() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = short_scenario(tmp.path());
+    let d = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
+    for k in ["0/2", "1/2"] {
+        lbsim(&[
+            "run",
+            &s,
+            "--replications",
+            "2",
+            "--shard",
+            k,
+            "--out",
+            &d("shards"),
+        ]);
+    }
+    let file = tmp.path().join("shards/shard-0-of-2.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let other: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("shards/shard-1-of-2.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        other["timeseries"],
+        serde_json::json!([]),
+        "shard 1 ran no replication 0"
+    );
+    let strategies = v["strategies"].as_array().unwrap().len();
+    assert_eq!(v["timeseries"].as_array().unwrap().len(), strategies);
+    // Sample 0 of the first strategy: (time, queued, in service, in flight).
+    v["timeseries"][0]["samples"][0][1][0] = 424_242.into();
+    std::fs::write(&file, v.to_string()).unwrap();
+    lbsim(&["merge", &d("shards"), "--out", &d("merged")]);
+    let csv = std::fs::read_to_string(tmp.path().join("merged/timeseries.csv")).unwrap();
+    assert!(
+        csv.contains(",424242,"),
+        "the recorded sample is written as read"
+    );
+    assert!(tmp.path().join("merged/queue_over_time.svg").exists());
 }
 
 #[test]
@@ -226,6 +273,14 @@ fn merge_refuses_edited_scenarios_and_corrupted_shards() {
         (
             "other fingerprint",
             Box::new(|v| v["fingerprint"] = "0123456789abcdef".into()),
+        ),
+        (
+            "time series of a server that does not exist",
+            Box::new(|v| {
+                let n = v["strategies"].as_array().unwrap().len();
+                v["timeseries"] =
+                    vec![serde_json::json!({"servers": [99_999], "samples": []}); n].into();
+            }),
         ),
     ];
     for (what, edit) in edits {

@@ -6,21 +6,22 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::path::Path;
 
-use lbsim::metrics::metric_index;
+use lbsim::metrics::Metric;
 use lbsim::rng::{Stream, stream_rng};
 use lbsim::scenario::Scenario;
 use lbsim::sim::simulate;
 use lbsim::stats::{estimate, paired_difference};
-use lbsim::strategy::{Balancer, CATALOGUE, LoadReport, Outcome, StrategySpec};
+use lbsim::strategy::{
+    Balancer, JsqParams, LoadReport, Maglev, MaglevParams, Outcome, PeakEwmaP2c, PeakEwmaParams,
+    PowerOfD, PowerOfDParams, RandomChoice, RingHash, RingHashParams, RoundRobin, STRATEGIES,
+    ShortestQueue, StrategySpec,
+};
 use lbsim::time::Nanos;
 use proptest::prelude::*;
 
-/// Every catalogue kind with its defaults.
+/// Every registered kind with its defaults.
 fn every_kind() -> Vec<StrategySpec> {
-    CATALOGUE
-        .iter()
-        .map(|info| StrategySpec::with_defaults(info.kind).expect("catalogue kinds parse"))
-        .collect()
+    STRATEGIES.iter().map(|d| d.defaults()).collect()
 }
 
 fn balancer(spec: &StrategySpec, weights: &[u32], seed: u64) -> Balancer {
@@ -114,11 +115,11 @@ fn remapped(spec: &StrategySpec, n: usize, removed: usize, keys: u64) -> (f64, f
 
 #[test]
 fn removing_one_of_n_backends_remaps_about_one_nth_of_keys() {
-    let ring = StrategySpec::RingHash {
+    let ring = StrategySpec::new::<RingHash>(RingHashParams {
         min_ring_size: 1024,
         max_ring_size: 8 << 20,
-    };
-    let maglev = StrategySpec::Maglev { table_size: 65537 };
+    });
+    let maglev = StrategySpec::new::<Maglev>(MaglevParams { table_size: 65537 });
     for n in [5usize, 10, 20, 50, 100] {
         for removed in [0, n / 2] {
             let (moved, owned) = remapped(&ring, n, removed, 100_000);
@@ -161,10 +162,9 @@ kind = "random"
     Scenario::from_source(Path::new("theory.toml"), &src).unwrap()
 }
 
-fn replications(s: &Scenario, spec: &StrategySpec, metric: &str) -> Vec<f64> {
-    let m = metric_index(metric).unwrap();
+fn replications(s: &Scenario, spec: &StrategySpec, metric: Metric) -> Vec<f64> {
     (0..u64::from(s.replications))
-        .map(|r| simulate(s, spec, r, s.seed).summarize().values[m])
+        .map(|r| simulate(s, spec, r, s.seed).summarize().values[metric])
         .collect()
 }
 
@@ -181,14 +181,14 @@ fn power_of_d_approaches_the_supermarket_fixed_point() {
     let lambda = 0.9;
     for d in [2usize, 3] {
         let theory = supermarket_mean(lambda, d as i32);
-        let spec = StrategySpec::PowerOfD {
+        let spec = StrategySpec::new::<PowerOfD>(PowerOfDParams {
             d,
             replacement: true,
-        };
+        });
         let mut errors = Vec::new();
         for n in [10u32, 100] {
             let s = queueing_scenario(n, lambda, 2_000.0, "");
-            let per_server: Vec<f64> = replications(&s, &spec, "in_system_mean")
+            let per_server: Vec<f64> = replications(&s, &spec, Metric::InSystemMean)
                 .iter()
                 .map(|x| x / f64::from(n))
                 .collect();
@@ -207,16 +207,21 @@ fn power_of_d_approaches_the_supermarket_fixed_point() {
 fn jsq_beats_power_of_two_which_beats_random_paired() {
     // JSQ reads the servers' own reports, exact here (no `load_report_interval`).
     let s = queueing_scenario(20, 0.9, 500.0, "");
-    let jsq = replications(&s, &StrategySpec::Jsq { indexed: false }, "latency_mean");
+    let jsq = replications(
+        &s,
+        &StrategySpec::new::<ShortestQueue>(JsqParams { indexed: false }),
+        Metric::LatencyMean,
+    );
     let p2c = replications(
         &s,
-        &StrategySpec::PowerOfD {
-            d: 2,
-            replacement: false,
-        },
-        "latency_mean",
+        &StrategySpec::default_of::<PowerOfD>(),
+        Metric::LatencyMean,
     );
-    let random = replications(&s, &StrategySpec::Random, "latency_mean");
+    let random = replications(
+        &s,
+        &StrategySpec::default_of::<RandomChoice>(),
+        Metric::LatencyMean,
+    );
     // Same seed and replications: the differences are paired (common random numbers).
     let p2c_minus_jsq = paired_difference(&jsq, &p2c);
     let random_minus_p2c = paired_difference(&p2c, &random);
@@ -234,21 +239,18 @@ fn stale_load_reports_make_jsq_herd() {
     let stale = queueing_scenario(20, 0.9, 500.0, "load_report_interval = 2.0");
     let jsq_exact = replications(
         &exact,
-        &StrategySpec::Jsq { indexed: false },
-        "latency_mean",
+        &StrategySpec::new::<ShortestQueue>(JsqParams { indexed: false }),
+        Metric::LatencyMean,
     );
     let jsq_stale = replications(
         &stale,
-        &StrategySpec::Jsq { indexed: false },
-        "latency_mean",
+        &StrategySpec::new::<ShortestQueue>(JsqParams { indexed: false }),
+        Metric::LatencyMean,
     );
     let p2c = replications(
         &stale,
-        &StrategySpec::PowerOfD {
-            d: 2,
-            replacement: false,
-        },
-        "latency_mean",
+        &StrategySpec::default_of::<PowerOfD>(),
+        Metric::LatencyMean,
     );
     let worse = paired_difference(&jsq_exact, &jsq_stale);
     assert!(worse.low > 0.0, "stale JSQ should be worse: {worse:?}");
@@ -297,10 +299,10 @@ fn peak_ewma_moves_traffic_away_from_a_server_made_ten_times_slower() {
             after as f64 / tot_after as f64,
         )
     };
-    let peak = StrategySpec::PeakEwma {
+    let peak = StrategySpec::new::<PeakEwmaP2c>(PeakEwmaParams {
         decay_time: 1.0,
         default_rtt: 0.030,
-    };
+    });
     let (before, after) = run(&peak);
     assert!((before - 0.25).abs() < 0.03, "{before}");
     assert!(
@@ -308,7 +310,7 @@ fn peak_ewma_moves_traffic_away_from_a_server_made_ten_times_slower() {
         "share of the slow server 3 decay times later: {after}"
     );
     // Round robin keeps sending it a quarter.
-    let (_, rr_after) = run(&StrategySpec::RoundRobin);
+    let (_, rr_after) = run(&StrategySpec::default_of::<RoundRobin>());
     assert!((rr_after - 0.25).abs() < 0.01);
 }
 

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{run_default, scenario, values};
+use lbsim::metrics::Metric;
 use lbsim::sim::simulate;
 use lbsim::stats::paired_difference;
 
@@ -42,8 +43,8 @@ fn long_lived_connections_defeat_least_connections() {
     let l4 = run_default(&scenario(&format!(
         "{HETERO}\n[connections]\nclients = 16\npool_size = 2\n"
     )));
-    let a = values(&request_level, 0, "latency_p99");
-    let b = values(&l4, 0, "latency_p99");
+    let a = values(&request_level, 0, Metric::LatencyP99);
+    let b = values(&l4, 0, Metric::LatencyP99);
     let d = paired_difference(&a, &b);
     println!(
         "p99 request level {:?}\np99 L4 {:?}\ndifference {d:?}",
@@ -91,8 +92,8 @@ fn many_balancers_with_partial_views_balance_worse() {
         &HETERO.replace("warmup = 2\n", "warmup = 2\nbalancers = 16\n"),
     ));
     let d = paired_difference(
-        &values(&one, 0, "latency_mean"),
-        &values(&many, 0, "latency_mean"),
+        &values(&one, 0, Metric::LatencyMean),
+        &values(&many, 0, Metric::LatencyMean),
     );
     assert!(d.low > 0.0, "many balancers should be worse: {d:?}");
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use lbsim::metrics::METRICS;
+use lbsim::metrics::Metric;
 use lbsim::report::check::CheckedScenario;
 use lbsim::report::{check, write_summary_csv};
 use lbsim::runner::{RunOptions, run};
@@ -107,10 +107,9 @@ pub fn cmd_check(
             "passed": !failed,
             "scenarios": ran,
             "sweep_points_checked": false,
-            "tolerances": METRICS
-                .iter()
-                .zip(&tolerance)
-                .map(|(m, t)| (m.name.to_string(), serde_json::json!(t)))
+            "tolerances": Metric::ALL
+                .into_iter()
+                .map(|m| (m.name().to_string(), serde_json::json!(tolerance[m])))
                 .collect::<serde_json::Map<_, _>>(),
             "findings": findings,
         });

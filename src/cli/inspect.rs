@@ -1,4 +1,4 @@
-//! `lbsim validate` and `lbsim strategies`: look at a scenario or the catalogue without
+//! `lbsim validate` and `lbsim strategies`: look at a scenario or the strategy registry without
 //! running anything.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use lbsim::report::plots::tick;
 use lbsim::scenario::Scenario;
-use lbsim::strategy::CATALOGUE;
+use lbsim::strategy::registry;
 
 use super::{CostFlags, EXIT_BAD_INPUT, bad_flag, check_cost, load};
 
@@ -163,15 +163,10 @@ pub fn cmd_man(cmd: clap::Command, out: Option<&Path>) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn cmd_strategies() {
-    for s in CATALOGUE {
-        println!("{}", s.kind);
-        println!("    follows:    {}", s.follows);
-        if !s.params.is_empty() {
-            println!("    parameters: {}", s.params);
-        }
+pub fn cmd_strategies(markdown: bool) {
+    if markdown {
+        print!("{}", registry::markdown_table());
+    } else {
+        print!("{}", registry::listing());
     }
-    println!(
-        "\nUse in a scenario: [[strategies]] kind = \"<kind>\" plus parameters (see scenarios/README.md);\nwrite durations as bare numbers of seconds (decay_time = 10 means 10 s)."
-    );
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use lbsim::metrics::metric_index;
+use lbsim::metrics::Metric;
 use lbsim::report::timeseries::{Timeseries, trace_spec};
 use lbsim::report::{
     ImageFormat, ReportInput, standard_reports_with, summary_table, write_reports,
@@ -50,12 +50,12 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
             "use 2 or more replications",
         ));
     }
-    let metric = metric_index(&flags.metric).ok_or_else(|| {
+    let metric = Metric::from_name(&flags.metric).map_err(|e| {
         bad_flag(
             path,
             "--metric",
-            &format!("no metric `{}`", flags.metric),
-            "use a column of summary.csv, e.g. latency_p99 or latency_mean",
+            &e.to_string(),
+            "use one of those names (columns of summary.csv), e.g. latency_p99",
         )
     })?;
     if let Some(p) = flags.precision {
@@ -154,6 +154,11 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         scenario.warmup
     );
 
+    // Replication 0's time series is recorded while it runs (no second simulation, and
+    // reports never simulate): by a single run, or by the shard that runs replication 0,
+    // which stores it for `lbsim merge`.
+    let sink = TraceSink::new(trace_spec(&scenario, flags.full_timeseries));
+    opts.trace = Some(sink.clone());
     if let (Some(spec), Some(indices)) = (flags.shard, &shard_indices) {
         let results = run_replications(&scenario, indices, &opts)?;
         if let Some(bar) = &opts.progress {
@@ -165,7 +170,9 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
             );
             return Ok(interrupt.exit_code());
         }
-        let file = ShardFile::new(&results, &scenario, replications, spec).write(&out)?;
+        let file = ShardFile::new(&results, &scenario, replications, spec)
+            .with_timeseries(&sink.take())
+            .write(&out)?;
         println!(
             "wrote {} ({} replications); combine the shards with `lbsim merge`",
             file.display(),
@@ -184,9 +191,6 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
     }
 
     let mut missed = None;
-    // Replication 0's time series is recorded while it runs (no second simulation).
-    let sink = TraceSink::new(trace_spec(&scenario, flags.full_timeseries));
-    opts.trace = Some(sink.clone());
     let results = match flags.precision {
         Some(target) => {
             let seq = run_to_precision(
@@ -292,7 +296,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
         sweep.as_ref(),
         &command,
         flags.png,
-        Timeseries::recorded(sink.take(), flags.full_timeseries),
+        Timeseries::recorded(sink.take()),
     )?;
     if results.is_partial() || interrupt.is_set() {
         eprintln!(
@@ -350,7 +354,12 @@ pub fn cmd_merge(
     out: Option<PathBuf>,
     png: bool,
 ) -> anyhow::Result<ExitCode> {
-    let (mut results, head, missing) = shard::merge(shards)?;
+    let shard::Merged {
+        mut results,
+        head,
+        missing,
+        timeseries,
+    } = shard::merge(shards)?;
     let path = scenario.unwrap_or_else(|| head.scenario_path.clone());
     let scenario = load(&path)?;
     lbsim::stability::assess(&scenario, &mut results);
@@ -377,7 +386,7 @@ pub fn cmd_merge(
     check_out(&path, "--out", &out)?;
     print!("{}", summary_table(&results));
     warn_clamped(&scenario.name, &results);
-    // The replications ran elsewhere: the time series simulates replication 0 again.
+    // Replication 0's time series comes from the shard that ran it: nothing simulates.
     write_all(
         &out,
         &scenario,
@@ -385,7 +394,7 @@ pub fn cmd_merge(
         None,
         &command,
         png,
-        Timeseries::default(),
+        Timeseries::recorded(timeseries),
     )?;
     if !missing.is_empty() || results.is_partial() {
         eprintln!(
@@ -404,12 +413,13 @@ pub fn cmd_merge(
 /// Says when response times went beyond the latency histogram's range: percentiles above
 /// it are reported at the range's top, while the mean and the maximum stay exact.
 fn warn_clamped(name: &str, results: &RunResults) {
-    let Some(k) = metric_index("latency_max") else {
-        return;
-    };
     let top = lbsim::metrics::LATENCY_HIGH_NS as f64 * 1e-9;
     for s in &results.strategies {
-        let max = s.runs.iter().map(|r| r.values[k]).fold(0.0, f64::max);
+        let max = s
+            .runs
+            .iter()
+            .map(|r| r.values[Metric::LatencyMax])
+            .fold(0.0, f64::max);
         if max > top {
             eprintln!(
                 "warning: {name}: strategy `{}`: response times reach {max:.0} s, beyond the {top:.0} s range of the latency histogram: percentiles above {top:.0} s are reported as {top:.0} s (latency_mean and latency_max are exact)",

@@ -44,7 +44,11 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use crate::scenario::Scenario;
-use crate::strategy::{StrategyEntry, StrategySpec};
+use crate::strategy::{
+    BoundedLoadHash, EdfWeightedRoundRobin, First, LeastConnections, Leastconn, Maglev, PowerOfD,
+    RandomChoice, RingHash, RoundRobin, SmoothWeightedRoundRobin, StaticRr, StrategyEntry,
+    StrategySpec, WeightedRandom,
+};
 
 /// Which proxy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,84 +188,89 @@ pub fn algorithm(
     } else {
         "HAProxy's weighted `roundrobin` interleaves servers in another order, and `static-rr` is lbsim's static_rr"
     };
-    Ok(match (&entry.spec, kind) {
+    let spec = &entry.spec;
+    let haproxy = !nginx;
+    let random = if nginx { "random;" } else { "random(1)" };
+    if spec.is::<RoundRobin>() {
         // Equal weights: both proxies take the servers in declaration order.
-        (StrategySpec::RoundRobin, ProxyKind::Nginx) => plain("", false),
-        (StrategySpec::RoundRobin, ProxyKind::Haproxy) => plain("roundrobin", false),
-        (StrategySpec::SmoothWeightedRoundRobin, ProxyKind::Nginx) => plain("", true),
-        (StrategySpec::StaticRr, ProxyKind::Haproxy) => plain("static-rr", true),
-        (StrategySpec::LeastConnections { weighted }, ProxyKind::Nginx) => {
-            plain("least_conn;", *weighted)
-        }
-        (StrategySpec::Leastconn { weighted }, ProxyKind::Haproxy) => plain("leastconn", *weighted),
-        (StrategySpec::Random, _) => plain(if nginx { "random;" } else { "random(1)" }, false),
-        (StrategySpec::WeightedRandom, _) => {
-            plain(if nginx { "random;" } else { "random(1)" }, true)
-        }
-        (StrategySpec::PowerOfD { d: 2, .. }, ProxyKind::Nginx) => {
-            plain("random two least_conn;", false)
-        }
-        (StrategySpec::PowerOfD { d, .. }, ProxyKind::Haproxy) => {
-            plain(&format!("random({d})"), false)
-        }
-        (StrategySpec::PowerOfD { .. }, ProxyKind::Nginx) => {
-            return Err(none(
-                "nginx draws two servers (`random two`); only d = 2 has an equivalent",
-            ));
-        }
-        (StrategySpec::First { maxconn }, ProxyKind::Haproxy) => {
-            let maxconn: Vec<u32> = scenario
-                .servers()
-                .iter()
-                .map(|s| maxconn.unwrap_or(scenario.groups[s.group].workers))
-                .collect();
-            let slots: u64 = maxconn.iter().map(|&m| u64::from(m)).sum();
-            let conns = scenario
-                .connections
-                .as_ref()
-                .map_or(0, |c| u64::from(c.clients) * u64::from(c.pool_size));
-            if conns > slots {
-                return Err(none(&format!(
-                    "HAProxy queues a connection when every server has maxconn connections, and {conns} connections exceed the {slots} slots, while the simulator sends it to the least loaded server"
-                )));
-            }
-            Algorithm {
-                directive: "first".into(),
-                weighted: false,
-                maxconn: Some(maxconn),
-            }
-        }
-        (StrategySpec::SmoothWeightedRoundRobin | StrategySpec::EdfWrr, ProxyKind::Haproxy) => {
-            return Err(none(weighted_rr));
-        }
-        (StrategySpec::EdfWrr | StrategySpec::StaticRr, ProxyKind::Nginx) => {
-            return Err(none(weighted_rr));
-        }
-        (StrategySpec::LeastConnections { .. }, ProxyKind::Haproxy) => {
-            return Err(none(
+        return Ok(plain(if nginx { "" } else { "roundrobin" }, false));
+    }
+    if spec.is::<SmoothWeightedRoundRobin>() && nginx {
+        return Ok(plain("", true));
+    }
+    if spec.is::<StaticRr>() && haproxy {
+        return Ok(plain("static-rr", true));
+    }
+    if spec.is::<SmoothWeightedRoundRobin>()
+        || spec.is::<EdfWeightedRoundRobin>()
+        || spec.is::<StaticRr>()
+    {
+        return Err(none(weighted_rr));
+    }
+    if let Some(p) = spec.params::<LeastConnections>() {
+        return if nginx {
+            Ok(plain("least_conn;", p.weighted))
+        } else {
+            Err(none(
                 "HAProxy's leastconn breaks ties by the least recently used server and compares (conns + 1) / weight: its lbsim strategy is `leastconn`",
-            ));
-        }
-        (StrategySpec::Leastconn { .. }, ProxyKind::Nginx) => {
-            return Err(none(
+            ))
+        };
+    }
+    if let Some(p) = spec.params::<Leastconn>() {
+        return if haproxy {
+            Ok(plain("leastconn", p.weighted))
+        } else {
+            Err(none(
                 "nginx's least_conn breaks ties by weighted round robin: its lbsim strategy is `least_connections`",
-            ));
-        }
-        (StrategySpec::First { .. }, ProxyKind::Nginx) => {
+            ))
+        };
+    }
+    if spec.is::<RandomChoice>() {
+        return Ok(plain(random, false));
+    }
+    if spec.is::<WeightedRandom>() {
+        return Ok(plain(random, true));
+    }
+    if let Some(p) = spec.params::<PowerOfD>() {
+        return match (p.d, nginx) {
+            (2, true) => Ok(plain("random two least_conn;", false)),
+            (d, false) => Ok(plain(&format!("random({d})"), false)),
+            (_, true) => Err(none(
+                "nginx draws two servers (`random two`); only d = 2 has an equivalent",
+            )),
+        };
+    }
+    if let Some(p) = spec.params::<First>() {
+        if nginx {
             return Err(none("nginx has no `first` algorithm"));
         }
-        (
-            StrategySpec::RingHash { .. }
-            | StrategySpec::Maglev { .. }
-            | StrategySpec::BoundedLoadHash { .. },
-            _,
-        ) => return Err(none(hashing)),
-        _ => {
-            return Err(none(
-                "it needs per-request information (latencies, load reports, requests in flight) that an L4 proxy does not have; see the README's proxy table",
-            ));
+        let maxconn: Vec<u32> = scenario
+            .servers()
+            .iter()
+            .map(|s| p.maxconn.unwrap_or(scenario.groups[s.group].workers))
+            .collect();
+        let slots: u64 = maxconn.iter().map(|&m| u64::from(m)).sum();
+        let conns = scenario
+            .connections
+            .as_ref()
+            .map_or(0, |c| u64::from(c.clients) * u64::from(c.pool_size));
+        if conns > slots {
+            return Err(none(&format!(
+                "HAProxy queues a connection when every server has maxconn connections, and {conns} connections exceed the {slots} slots, while the simulator sends it to the least loaded server"
+            )));
         }
-    })
+        return Ok(Algorithm {
+            directive: "first".into(),
+            weighted: false,
+            maxconn: Some(maxconn),
+        });
+    }
+    if spec.is::<RingHash>() || spec.is::<Maglev>() || spec.is::<BoundedLoadHash>() {
+        return Err(none(hashing));
+    }
+    Err(none(
+        "it needs per-request information (latencies, load reports, requests in flight) that an L4 proxy does not have; see the README's proxy table",
+    ))
 }
 
 /// Whether the proxy algorithm that follows `spec` reads connection counts (nginx
@@ -270,13 +279,10 @@ pub fn algorithm(
 /// expired connection at once: the driver then closes an expired connection at its next
 /// idle moment, before opening its replacement (see [`super::l4`]).
 pub fn counts_connections(spec: &StrategySpec) -> bool {
-    matches!(
-        spec,
-        StrategySpec::LeastConnections { .. }
-            | StrategySpec::Leastconn { .. }
-            | StrategySpec::PowerOfD { .. }
-            | StrategySpec::First { .. }
-    )
+    spec.is::<LeastConnections>()
+        || spec.is::<Leastconn>()
+        || spec.is::<PowerOfD>()
+        || spec.is::<First>()
 }
 
 /// Where the nginx `stream` module is when it is a loadable module (Debian).

@@ -25,7 +25,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::driver::LiveRun;
-use crate::metrics::{RunMetrics, metric_index};
+use crate::metrics::{Metric, RunMetrics};
 use crate::report::{ReportError, write_servers_csv, write_summary_csv};
 use crate::runner::{RunError, RunOptions, RunResults, StrategyResult, run};
 use crate::scenario::Scenario;
@@ -295,16 +295,15 @@ pub fn compare(
         let sim_k = &sim.strategies[k];
         let replayed = sim_replayed[k].summarize();
         let live_k = &live_results.strategies[k].runs[0];
-        for (name, t) in [
-            ("latency_mean", tol.latency_mean),
-            ("latency_p50", tol.latency_p50),
-            ("latency_p99", tol.latency_p99),
+        for (m, t) in [
+            (Metric::LatencyMean, tol.latency_mean),
+            (Metric::LatencyP50, tol.latency_p50),
+            (Metric::LatencyP99, tol.latency_p99),
         ] {
-            let m = metric_index(name).expect("latency metrics exist");
             rows.push(row(
                 &replay.label,
-                name.to_string(),
-                "s",
+                m.name().to_string(),
+                m.unit(),
                 sim_k.estimate(m),
                 replayed.values[m],
                 live_k.values[m],
@@ -328,11 +327,11 @@ pub fn compare(
             ));
         }
         // The simulated scenario has no failures: any live error is a disagreement.
-        let e = metric_index("error_fraction").expect("error_fraction exists");
+        let e = Metric::ErrorFraction;
         rows.push(row(
             &replay.label,
-            "error_fraction".to_string(),
-            "1",
+            e.name().to_string(),
+            e.unit(),
             sim_k.estimate(e),
             replayed.values[e],
             live_k.values[e],
@@ -340,7 +339,7 @@ pub fn compare(
             0.0,
             false,
         ));
-        let p50 = sim_k.estimate(metric_index("latency_p50").expect("p50 exists"));
+        let p50 = sim_k.estimate(Metric::LatencyP50);
         let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 * 1e-9;
         let p99 = q(&replay.lag, 0.99);
         let threshold = opts.max_lag_fraction * p50.mean * live.time_scale;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{Better, METRICS, metric_index};
+use crate::metrics::{Better, Metric, PerMetric};
 use crate::runner::RunResults;
 use crate::scenario::Scenario;
 
@@ -48,7 +48,7 @@ pub enum CheckError {
     },
     /// A `--tolerance` entry cannot be used.
     #[error(
-        "--tolerance `{entry}`: {problem}\n  fix: write metric=fraction pairs separated by commas, e.g. latency_p99=0.1,throughput=0.02 (metrics: the `metric` column of summary.csv)"
+        "--tolerance `{entry}`: {problem}\n  fix: write metric=fraction pairs separated by commas, e.g. latency_p99=0.1,throughput=0.02 (metrics: {names})", names = Metric::names()
     )]
     BadTolerance {
         /// The entry as written.
@@ -113,11 +113,11 @@ pub fn read_baseline(dir: &Path, scenario: &str) -> Result<Vec<BaselineRow>, Che
             row.scenario
         )));
     }
-    if let Some(row) = rows.iter().find(|b| metric_index(&b.metric).is_none()) {
-        return Err(incomplete(format!(
-            "metric `{}` (strategy `{}`) is not one lbsim computes",
-            row.metric, row.strategy
-        )));
+    if let Some((row, e)) = rows
+        .iter()
+        .find_map(|b| Metric::from_name(&b.metric).err().map(|e| (b, e)))
+    {
+        return Err(incomplete(format!("strategy `{}`: {e}", row.strategy)));
     }
     Ok(rows)
 }
@@ -158,28 +158,14 @@ pub fn baseline_path(dir: &Path, scenario: &str) -> PathBuf {
     dir.join(scenario).join("summary.csv")
 }
 
-/// The defaults of [`default_tolerance`] in words, for `check --help` and the README (a
+/// The defaults of [`Metric::tolerance`] in words, for `check --help` and the README (a
 /// test keeps the three in step).
 pub const DEFAULT_TOLERANCES: &str = "latency_max 25%, latency_p999 10%, other latencies 5%; throughput and accepted_rate 2%; rejected_fraction and error_fraction 10%; jain_index 1%; queue_mean and queue_max 10%; every other metric 5%";
 
-/// Default relative tolerance of each metric (index in [`METRICS`]).
-pub fn default_tolerance(metric: usize) -> f64 {
-    match METRICS[metric].name {
-        "latency_max" => 0.25,
-        "latency_p999" => 0.10,
-        n if n.starts_with("latency_") => 0.05,
-        "throughput" | "accepted_rate" => 0.02,
-        "rejected_fraction" | "error_fraction" => 0.10,
-        "jain_index" => 0.01,
-        n if n.starts_with("queue_") => 0.10,
-        _ => 0.05,
-    }
-}
-
-/// Relative tolerances per metric: the defaults overridden by `spec`
-/// (`metric=fraction,...`; `*=fraction` sets every metric).
-pub fn tolerances(spec: &[String]) -> Result<Vec<f64>, CheckError> {
-    let mut t: Vec<f64> = (0..METRICS.len()).map(default_tolerance).collect();
+/// Relative tolerances per metric: the defaults ([`Metric::tolerance`]) overridden by
+/// `spec` (`metric=fraction,...`; `*=fraction` sets every metric).
+pub fn tolerances(spec: &[String]) -> Result<PerMetric<f64>, CheckError> {
+    let mut t = PerMetric::from_fn(Metric::tolerance);
     for entry in spec.iter().flat_map(|s| s.split(',')).map(str::trim) {
         if entry.is_empty() {
             continue;
@@ -203,11 +189,8 @@ pub fn tolerances(spec: &[String]) -> Result<Vec<f64>, CheckError> {
             return Err(bad("must be 0 or more".into()));
         }
         match name.trim() {
-            "*" => t.iter_mut().for_each(|x| *x = value),
-            n => {
-                let k = metric_index(n).ok_or_else(|| bad(format!("no metric `{n}`")))?;
-                t[k] = value;
-            }
+            "*" => t = PerMetric([value; Metric::COUNT]),
+            n => t[Metric::from_name(n).map_err(|e| bad(e.to_string()))?] = value,
         }
     }
     Ok(t)
@@ -238,8 +221,8 @@ pub struct Finding {
     pub scenario: String,
     /// Strategy label.
     pub strategy: String,
-    /// Metric name.
-    pub metric: &'static str,
+    /// Metric.
+    pub metric: Metric,
     /// Unit.
     pub unit: &'static str,
     /// Baseline mean and 95% CI.
@@ -266,34 +249,34 @@ pub fn compare_with_baseline(
     scenario: &Scenario,
     results: &RunResults,
     baseline: &[BaselineRow],
-    tolerance: &[f64],
+    tolerance: &PerMetric<f64>,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     for s in &results.strategies {
-        for (k, m) in METRICS.iter().enumerate() {
-            let e = s.estimate(k);
+        for m in Metric::ALL {
+            let e = s.estimate(m);
             let new = [e.mean, e.low, e.high];
             let base = baseline
                 .iter()
-                .find(|b| b.strategy == s.label && b.metric == m.name);
+                .find(|b| b.strategy == s.label && b.metric == m.name());
             let mut f = Finding {
                 scenario: scenario.name.clone(),
                 strategy: s.label.clone(),
-                metric: m.name,
-                unit: m.unit,
+                metric: m,
+                unit: m.unit(),
                 baseline: base.map(|b| [b.mean, b.ci95_low, b.ci95_high]),
                 new: Some(new),
                 relative_change: f64::NAN,
-                tolerance: tolerance[k],
+                tolerance: tolerance[m],
                 status: Status::New,
             };
             if let Some(b) = base {
                 f.relative_change = relative(b.mean, e.mean);
                 f.status = verdict(
-                    m.better,
+                    m.better(),
                     [b.mean, b.ci95_low, b.ci95_high],
                     new,
-                    tolerance[k],
+                    tolerance[m],
                 );
             }
             out.push(f);
@@ -301,20 +284,18 @@ pub fn compare_with_baseline(
     }
     for b in baseline {
         let known = results.strategies.iter().any(|s| s.label == b.strategy);
-        if let (false, Some(k)) = (known, metric_index(&b.metric)) {
-            {
-                out.push(Finding {
-                    scenario: scenario.name.clone(),
-                    strategy: b.strategy.clone(),
-                    metric: METRICS[k].name,
-                    unit: METRICS[k].unit,
-                    baseline: Some([b.mean, b.ci95_low, b.ci95_high]),
-                    new: None,
-                    relative_change: f64::NAN,
-                    tolerance: tolerance[k],
-                    status: Status::Missing,
-                });
-            }
+        if let (false, Ok(m)) = (known, Metric::from_name(&b.metric)) {
+            out.push(Finding {
+                scenario: scenario.name.clone(),
+                strategy: b.strategy.clone(),
+                metric: m,
+                unit: m.unit(),
+                baseline: Some([b.mean, b.ci95_low, b.ci95_high]),
+                new: None,
+                relative_change: f64::NAN,
+                tolerance: tolerance[m],
+                status: Status::Missing,
+            });
         }
     }
     out
@@ -383,13 +364,13 @@ pub struct CheckedScenario {
 }
 
 /// Metrics named first in a strategy's summary line, in this order.
-const LEAD_METRICS: &[&str] = &[
-    "latency_p99",
-    "latency_mean",
-    "latency_p999",
-    "throughput",
-    "rejected_fraction",
-    "error_fraction",
+const LEAD_METRICS: &[Metric] = &[
+    Metric::LatencyP99,
+    Metric::LatencyMean,
+    Metric::LatencyP999,
+    Metric::Throughput,
+    Metric::RejectedFraction,
+    Metric::ErrorFraction,
 ];
 
 /// How a passing metric moved: not at all, within its tolerance, or beyond it but within
@@ -398,8 +379,8 @@ fn movement(f: &Finding) -> Option<&'static str> {
     if f.status != Status::Pass || f.relative_change == 0.0 || f.relative_change.is_nan() {
         return None;
     }
-    let sign = match metric_index(f.metric).map(|k| METRICS[k].better) {
-        Some(Better::Higher) => -1.0,
+    let sign = match f.metric.better() {
+        Better::Higher => -1.0,
         _ => 1.0,
     };
     Some(if sign * f.relative_change > f.tolerance {
@@ -730,8 +711,8 @@ mod tests {
         );
     }
 
-    fn finding(strategy: &str, metric: &'static str, base: f64, new: f64) -> Finding {
-        let k = metric_index(metric).unwrap();
+    fn finding(strategy: &str, metric: &str, base: f64, new: f64) -> Finding {
+        let k = Metric::from_name(metric).unwrap();
         let (b, n) = (
             [base, base * 0.99, base * 1.01],
             [new, new * 0.99, new * 1.01],
@@ -739,13 +720,13 @@ mod tests {
         Finding {
             scenario: "het".into(),
             strategy: strategy.into(),
-            metric,
-            unit: METRICS[k].unit,
+            metric: k,
+            unit: k.unit(),
             baseline: Some(b),
             new: Some(n),
             relative_change: relative(base, new),
-            tolerance: default_tolerance(k),
-            status: verdict(METRICS[k].better, b, n, default_tolerance(k)),
+            tolerance: k.tolerance(),
+            status: verdict(k.better(), b, n, k.tolerance()),
         }
     }
 
@@ -812,13 +793,13 @@ mod tests {
                 "every other metric" => other = Some(v),
                 _ => {
                     for n in names.split(" and ") {
-                        assert!(metric_index(n).is_some(), "no metric `{n}`");
+                        assert!(Metric::from_name(n).is_ok(), "no metric `{n}`");
                         named.insert(n, v);
                     }
                 }
             }
         }
-        for (k, m) in METRICS.iter().enumerate() {
+        for m in crate::metrics::METRICS {
             let expected = named
                 .get(m.name)
                 .copied()
@@ -826,10 +807,10 @@ mod tests {
                 .or(other)
                 .unwrap();
             assert!(
-                (default_tolerance(k) - expected).abs() < 1e-12,
+                (m.tolerance - expected).abs() < 1e-12,
                 "{}: rule {} vs text {expected}",
                 m.name,
-                default_tolerance(k)
+                m.tolerance
             );
         }
     }
@@ -837,11 +818,14 @@ mod tests {
     #[test]
     fn tolerance_flags_override_defaults() {
         let t = tolerances(&["latency_p99=0.2, throughput=1%".into()]).unwrap();
-        assert_eq!(t[metric_index("latency_p99").unwrap()], 0.2);
-        assert!((t[metric_index("throughput").unwrap()] - 0.01).abs() < 1e-12);
-        assert_eq!(t[metric_index("latency_mean").unwrap()], 0.05);
+        assert_eq!(t[Metric::LatencyP99], 0.2);
+        assert!((t[Metric::Throughput] - 0.01).abs() < 1e-12);
+        assert_eq!(t[Metric::LatencyMean], 0.05);
         let e = tolerances(&["nope=1".into()]).unwrap_err().to_string();
-        assert!(e.contains("no metric `nope`") && e.contains("fix:"), "{e}");
+        assert!(
+            e.contains("no metric `nope`") && e.contains("fix:") && e.contains("jain_index"),
+            "{e}"
+        );
         assert!(tolerances(&["latency_p99".into()]).is_err());
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{Report, ReportError, ReportInput, csv_writer, finish_csv};
-use crate::metrics::{Better, Estimator, METRICS};
+use crate::metrics::{Better, Estimator, Metric};
 use crate::runner::RunResults;
 use crate::stats::quantile::quantile_difference;
 use crate::stats::{Estimate, paired_difference, unpaired_difference};
@@ -22,8 +22,8 @@ use crate::stats::{Estimate, paired_difference, unpaired_difference};
 /// The difference of one metric between two strategies.
 #[derive(Clone, Copy, Debug)]
 pub struct PairComparison {
-    /// Metric index in [`METRICS`].
-    pub metric: usize,
+    /// The metric compared.
+    pub metric: Metric,
     /// First strategy (index in the results).
     pub a: usize,
     /// Second strategy.
@@ -61,7 +61,7 @@ impl PairComparison {
         if self.indistinguishable() {
             return None;
         }
-        match METRICS[self.metric].better {
+        match self.metric.better() {
             Better::Lower => Some(self.diff.mean < 0.0),
             Better::Higher => Some(self.diff.mean > 0.0),
             Better::Neither => None,
@@ -70,8 +70,8 @@ impl PairComparison {
 }
 
 /// Compares strategies `a` and `b` of `results` on metric `metric`.
-pub fn compare(results: &RunResults, metric: usize, a: usize, b: usize) -> PairComparison {
-    if let Estimator::Pooled { source, p } = METRICS[metric].estimator {
+pub fn compare(results: &RunResults, metric: Metric, a: usize, b: usize) -> PairComparison {
+    if let Estimator::Pooled { source, p } = metric.estimator() {
         let (sa, sb) = (&results.strategies[a], &results.strategies[b]);
         let (ca, cb) = (sa.cdfs(source), sb.cdfs(source));
         let (diff, unpaired_half_width) = quantile_difference(
@@ -123,8 +123,8 @@ pub struct Ranked {
 /// Strategies ordered from best to worst on one metric, with ties.
 #[derive(Clone, Debug)]
 pub struct Ranking {
-    /// Metric index in [`METRICS`].
-    pub metric: usize,
+    /// The metric ranked.
+    pub metric: Metric,
     /// Best first.
     pub entries: Vec<Ranked>,
 }
@@ -151,8 +151,8 @@ impl Ranking {
 /// (rank = its position) otherwise. In particular every strategy indistinguishable from
 /// the best has rank 1. Unstable strategies come last with rank 0: they can be neither
 /// best nor ranked, their figures depending on the run length.
-pub fn rank(results: &RunResults, metric: usize) -> Option<Ranking> {
-    let sign = match METRICS[metric].better {
+pub fn rank(results: &RunResults, metric: Metric) -> Option<Ranking> {
+    let sign = match metric.better() {
         Better::Lower => 1.0,
         Better::Higher => -1.0,
         Better::Neither => return None,
@@ -204,7 +204,7 @@ pub struct ComparisonRow<'a> {
     /// Scenario name.
     pub scenario: &'a str,
     /// Metric name.
-    pub metric: &'static str,
+    pub metric: Metric,
     /// Unit of the metric and of the difference.
     pub unit: &'static str,
     /// `lower`, `higher` or `neither`: which direction is better.
@@ -254,14 +254,14 @@ impl Report for ComparisonsCsv {
         let mut w = csv_writer(&path)?;
         let r = input.results;
         let n = r.strategies.len();
-        for (k, m) in METRICS.iter().enumerate() {
+        for m in Metric::ALL {
             for a in 0..n {
                 for b in a + 1..n {
-                    let c = compare(r, k, a, b);
+                    let c = compare(r, m, a, b);
                     let (la, lb) = (&r.strategies[a].label, &r.strategies[b].label);
                     let either_unstable =
                         r.strategies[a].unstable.is_some() || r.strategies[b].unstable.is_some();
-                    let better_strategy = match (m.better, c.b_is_better()) {
+                    let better_strategy = match (m.better(), c.b_is_better()) {
                         (Better::Neither, _) => "",
                         _ if either_unstable => "unstable",
                         (_, None) => "tie",
@@ -270,13 +270,9 @@ impl Report for ComparisonsCsv {
                     };
                     w.serialize(ComparisonRow {
                         scenario: &input.scenario.name,
-                        metric: m.name,
-                        unit: m.unit,
-                        better: match m.better {
-                            Better::Lower => "lower",
-                            Better::Higher => "higher",
-                            Better::Neither => "neither",
-                        },
+                        metric: m,
+                        unit: m.unit(),
+                        better: m.better().word(),
                         strategy_a: la,
                         strategy_b: lb,
                         mean_a: c.mean_a,
@@ -307,7 +303,7 @@ impl Report for ComparisonsCsv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{RunSummary, metric_index};
+    use crate::metrics::{PerMetric, RunSummary};
     use crate::runner::{StrategyResult, empty_pooled};
 
     /// Results where every metric of strategy `s` in replication `r` is `f(s, r)`.
@@ -321,7 +317,7 @@ mod tests {
                     label: format!("s{s}"),
                     runs: (0..10)
                         .map(|r| RunSummary {
-                            values: vec![f(s, r); METRICS.len()],
+                            values: PerMetric([f(s, r); Metric::COUNT]),
                             servers: vec![],
                             cdfs: vec![],
                             batches: vec![],
@@ -346,23 +342,21 @@ mod tests {
             },
             3,
         );
-        let k = metric_index("latency_mean").unwrap();
-        let ranking = rank(&res, k).unwrap();
+        let ranking = rank(&res, Metric::LatencyMean).unwrap();
         assert_eq!(ranking.rank_of(0), 1);
         assert_eq!(ranking.rank_of(1), 1);
         assert_eq!(ranking.rank_of(2), 3);
         assert_eq!(ranking.tied_best(), 2);
         // Higher-is-better metrics rank the other way round.
-        let j = metric_index("jain_index").unwrap();
-        assert_eq!(rank(&res, j).unwrap().rank_of(2), 1);
-        assert!(rank(&res, metric_index("in_system_mean").unwrap()).is_none());
+        assert_eq!(rank(&res, Metric::JainIndex).unwrap().rank_of(2), 1);
+        assert!(rank(&res, Metric::InSystemMean).is_none());
     }
 
     #[test]
     fn unstable_strategies_are_neither_best_nor_ranked() {
         let mut res = synthetic(|s, r| (r * r) as f64 + s as f64, 3);
         res.strategies[0].unstable = Some("grows".into());
-        let ranking = rank(&res, 0).unwrap();
+        let ranking = rank(&res, Metric::LatencyMean).unwrap();
         assert_eq!(ranking.rank_of(0), 0);
         assert_eq!(ranking.rank_of(1), 1);
         assert_eq!(ranking.entries.last().unwrap().strategy, 0);
@@ -371,7 +365,7 @@ mod tests {
     #[test]
     fn pairing_is_narrower_than_unpaired() {
         let res = synthetic(|s, r| (r * r) as f64 + s as f64 + 0.01 * (r % 3) as f64, 2);
-        let c = compare(&res, 0, 0, 1);
+        let c = compare(&res, Metric::LatencyMean, 0, 1);
         assert!((c.diff.mean - 1.0).abs() < 0.02);
         assert!(!c.indistinguishable());
         assert!(c.unpaired_half_width > 100.0 * c.diff.half_width());

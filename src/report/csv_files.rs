@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{Report, ReportError, ReportInput};
-use crate::metrics::{METRICS, SERVER_METRICS, SOURCE_SERVERS};
+use crate::metrics::{Metric, SERVER_METRICS, SOURCE_SERVERS};
 use crate::runner::RunResults;
 use crate::scenario::Scenario;
 use crate::stats::estimate;
@@ -19,8 +19,8 @@ pub struct SummaryRow<'a> {
     pub scenario: &'a str,
     /// Strategy label.
     pub strategy: &'a str,
-    /// Metric name (see `METRICS`).
-    pub metric: &'static str,
+    /// Metric name.
+    pub metric: Metric,
     /// Unit of the metric.
     pub unit: &'static str,
     /// Mean over replications.
@@ -113,13 +113,13 @@ pub fn write_summary_csv(
     let path = dir.join("summary.csv");
     let mut w = create(&path)?;
     for s in &results.strategies {
-        for (k, m) in METRICS.iter().enumerate() {
-            let e = s.estimate(k);
+        for m in Metric::ALL {
+            let e = s.estimate(m);
             w.serialize(SummaryRow {
                 scenario: &scenario.name,
                 strategy: &s.label,
-                metric: m.name,
-                unit: m.unit,
+                metric: m,
+                unit: m.unit(),
                 mean: e.mean,
                 ci95_low: e.low,
                 ci95_high: e.high,
@@ -197,7 +197,7 @@ pub struct ReplicationRow<'a> {
     /// strategy of a replication saw the same requests).
     pub replication: u64,
     /// Metric name.
-    pub metric: &'static str,
+    pub metric: Metric,
     /// Unit of the metric.
     pub unit: &'static str,
     /// This replication's value (percentiles: of this replication's requests alone; empty
@@ -215,13 +215,13 @@ pub fn write_replications_csv(
     let mut w = create(&path)?;
     for s in &results.strategies {
         for (run, &replication) in s.runs.iter().zip(&results.finished) {
-            for (m, &v) in METRICS.iter().zip(&run.values) {
+            for (m, &v) in run.values.iter() {
                 w.serialize(ReplicationRow {
                     scenario: &scenario.name,
                     strategy: &s.label,
                     replication,
-                    metric: m.name,
-                    unit: m.unit,
+                    metric: m,
+                    unit: m.unit(),
                     value: v.is_finite().then_some(v),
                 })
                 .map_err(csv_err(&path))?;

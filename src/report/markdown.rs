@@ -8,19 +8,22 @@ use std::path::{Path, PathBuf};
 use super::comparisons::{Ranking, compare, rank};
 use super::plots::plot_files;
 use super::{Report, ReportError, ReportInput, human, sig, write_text};
-use crate::metrics::{Better, METRICS, metric_index};
+use crate::metrics::{Better, Metric};
 use crate::runner::RunResults;
 use crate::scenario::Scenario;
 
 /// Metrics that get a ranking table, with their titles.
-pub const KEY_METRICS: &[(&str, &str)] = &[
-    ("latency_p99", "p99 response time"),
-    ("latency_mean", "Mean response time"),
-    ("latency_p999", "p99.9 response time"),
-    ("utilization_cv", "Imbalance: CV of server utilisation"),
-    ("jain_index", "Fairness: Jain's index of server utilisation"),
-    ("rejected_fraction", "Rejected requests (fraction)"),
-    ("error_fraction", "Failed requests (fraction)"),
+pub const KEY_METRICS: &[(Metric, &str)] = &[
+    (Metric::LatencyP99, "p99 response time"),
+    (Metric::LatencyMean, "Mean response time"),
+    (Metric::LatencyP999, "p99.9 response time"),
+    (Metric::UtilizationCv, "Imbalance: CV of server utilisation"),
+    (
+        Metric::JainIndex,
+        "Fairness: Jain's index of server utilisation",
+    ),
+    (Metric::RejectedFraction, "Rejected requests (fraction)"),
+    (Metric::ErrorFraction, "Failed requests (fraction)"),
 ];
 
 /// `report.md` as a [`Report`].
@@ -33,7 +36,9 @@ impl Report for MarkdownReport {
 
     fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
         let path = dir.join("report.md");
-        write_text(&path, &render(input))?;
+        // Written after the plots: link only those written (the queue-over-time plot
+        // needs a recorded time series).
+        write_text(&path, &render_linking(input, |f| dir.join(f).exists()))?;
         Ok(vec![path])
     }
 }
@@ -237,12 +242,12 @@ fn signed(v: f64, like: f64, unit: &str) -> String {
 }
 
 /// The headline sentence on `metric` (`latency_p99` in `report.md`).
-pub fn headline(results: &RunResults, metric: usize) -> Option<String> {
+pub fn headline(results: &RunResults, metric: Metric) -> Option<String> {
     let r = rank(results, metric)?;
     let title = KEY_METRICS
         .iter()
-        .find(|m| m.0 == METRICS[metric].name)
-        .map_or(METRICS[metric].name.to_string(), |m| m.1.to_lowercase());
+        .find(|m| m.0 == metric)
+        .map_or(metric.name().to_string(), |m| m.1.to_lowercase());
     let best = r.entries.first()?;
     if best.rank == 0 {
         return Some(
@@ -250,7 +255,7 @@ pub fn headline(results: &RunResults, metric: usize) -> Option<String> {
                 .to_string(),
         );
     }
-    let def = METRICS[metric];
+    let def = metric.def();
     let word = match def.better {
         Better::Higher => "highest",
         _ => "lowest",
@@ -305,7 +310,7 @@ pub fn headline(results: &RunResults, metric: usize) -> Option<String> {
 }
 
 fn ranking_table(out: &mut String, results: &RunResults, r: &Ranking) {
-    let def = METRICS[r.metric];
+    let def = r.metric.def();
     out.push_str("| rank | strategy | estimate [95% CI] | vs best, paired [95% CI] |\n");
     out.push_str("|---:|---|---:|---:|\n");
     for (pos, e) in r.entries.iter().enumerate() {
@@ -341,8 +346,13 @@ fn ranking_table(out: &mut String, results: &RunResults, r: &Ranking) {
     }
 }
 
-/// The whole of `report.md`.
+/// The whole of `report.md`, linking every plot of [`plot_files`].
 pub fn render(input: &ReportInput<'_>) -> String {
+    render_linking(input, |_| true)
+}
+
+/// The whole of `report.md`, linking the plots of [`plot_files`] for which `written` holds.
+pub fn render_linking(input: &ReportInput<'_>, written: impl Fn(&str) -> bool) -> String {
     let (s, results) = (input.scenario, input.results);
     let mut out = String::new();
     let _ = writeln!(out, "# {}: load-balancing strategies compared\n", s.name);
@@ -372,7 +382,7 @@ pub fn render(input: &ReportInput<'_>) -> String {
             "> **One replication:** the figures below have no confidence intervals and strategies are not told apart; run 2 or more replications for intervals and ranks.\n\n",
         );
     }
-    if let Some(h) = metric_index("latency_p99").and_then(|k| headline(results, k)) {
+    if let Some(h) = headline(results, Metric::LatencyP99) {
         let _ = writeln!(out, "{h}\n");
     }
     out.push_str("## Rankings\n\n");
@@ -382,41 +392,34 @@ pub fn render(input: &ReportInput<'_>) -> String {
          Differences are *this − best* over the same replications.\n\n",
     );
     let mut all_zero = Vec::new();
-    for &(name, title) in KEY_METRICS {
-        let Some(k) = metric_index(name) else {
-            continue;
-        };
+    for &(k, title) in KEY_METRICS {
         // A table of zeros says nothing: one line below instead.
-        if matches!(name, "rejected_fraction" | "error_fraction")
+        if matches!(k, Metric::RejectedFraction | Metric::ErrorFraction)
             && results
                 .strategies
                 .iter()
                 .all(|st| st.metric(k).iter().all(|&v| v == 0.0))
         {
-            all_zero.push(name);
+            all_zero.push(k);
             continue;
         }
         let Some(r) = rank(results, k) else { continue };
-        let def = METRICS[k];
+        let def = k.def();
         let _ = writeln!(
             out,
             "### {title}\n\n`{}`, {} is better: {}.\n",
             def.name,
-            if def.better == Better::Higher {
-                "higher"
-            } else {
-                "lower"
-            },
+            def.better.word(),
             def.doc
         );
         ranking_table(&mut out, results, &r);
         out.push('\n');
     }
     if !all_zero.is_empty() {
-        let names = &all_zero;
-        let what = match names.as_slice() {
+        let names: Vec<&str> = all_zero.iter().map(|m| m.name()).collect();
+        let what = match all_zero.as_slice() {
             [_, _] => "was rejected or failed",
-            ["rejected_fraction"] => "was rejected",
+            [Metric::RejectedFraction] => "was rejected",
             _ => "failed",
         };
         let _ = writeln!(
@@ -427,7 +430,8 @@ pub fn render(input: &ReportInput<'_>) -> String {
             if names.len() == 2 { "tables" } else { "table" },
         );
     }
-    if let (Some(sweep), Some(k)) = (input.sweep, metric_index("latency_p99")) {
+    if let Some(sweep) = input.sweep {
+        let k = Metric::LatencyP99;
         {
             let by = sweep
                 .by
@@ -485,7 +489,7 @@ pub fn render(input: &ReportInput<'_>) -> String {
         }
     }
     out.push_str("## Plots\n\n");
-    for (title, file) in plot_files(input) {
+    for (title, file) in plot_files(input).into_iter().filter(|p| written(&p.1)) {
         let _ = writeln!(out, "- [{title}]({file})\n\n  ![{title}]({file})\n");
     }
     out.push_str("## Data\n\n`summary.csv` (every metric with its 95% CI), `servers.csv` (per server), `comparisons.csv` (every pair of strategies, paired differences)");

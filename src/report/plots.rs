@@ -16,7 +16,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{Report, ReportError, ReportInput, create_parent};
-use crate::metrics::{METRICS, metric_index};
+use crate::metrics::Metric;
 use crate::runner::RunResults;
 use crate::scenario::Scenario;
 use crate::stats::estimate;
@@ -103,7 +103,7 @@ impl Report for Plots {
         out.push(p);
         if let Some(sweep) = input.sweep {
             let p = dir.join(&files[2].1);
-            sweep_plot(&p, sweep, "latency_p99", input.format)?;
+            sweep_plot(&p, sweep, Metric::LatencyP99, input.format)?;
             out.push(p);
         }
         Ok(out)
@@ -736,11 +736,11 @@ pub fn server_bars(
 pub fn sweep_plot(
     path: &Path,
     sweep: &SweepResults,
-    metric: &str,
+    metric: Metric,
     format: ImageFormat,
 ) -> Result<(), ReportError> {
-    let k = metric_index(metric).unwrap_or(0);
-    let def = METRICS[k];
+    let k = metric;
+    let def = metric.def();
     let top = sweep
         .points
         .iter()

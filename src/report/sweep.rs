@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::comparisons::rank;
 use super::{Report, ReportError, ReportInput, csv_writer, finish_csv};
-use crate::metrics::METRICS;
+use crate::metrics::{Metric, PerMetric};
 
 /// A row of `sweep.csv`.
 #[derive(Debug, Serialize)]
@@ -25,7 +25,7 @@ pub struct SweepRow<'a> {
     /// Strategy label.
     pub strategy: &'a str,
     /// Metric name.
-    pub metric: &'static str,
+    pub metric: Metric,
     /// Unit.
     pub unit: &'static str,
     /// Mean over replications.
@@ -59,22 +59,22 @@ impl Report for SweepCsv {
         let path = dir.join("sweep.csv");
         let mut w = csv_writer(&path)?;
         for p in &sweep.points {
-            let ranks: Vec<_> = (0..METRICS.len()).map(|k| rank(&p.results, k)).collect();
+            let ranks = PerMetric::from_fn(|m| rank(&p.results, m));
             for (si, s) in p.results.strategies.iter().enumerate() {
-                for (k, m) in METRICS.iter().enumerate() {
-                    let e = s.estimate(k);
+                for m in Metric::ALL {
+                    let e = s.estimate(m);
                     w.serialize(SweepRow {
                         scenario: &input.scenario.name,
                         parameter: &sweep.parameter,
                         value: p.x,
                         offered_load: p.offered_load,
                         strategy: &s.label,
-                        metric: m.name,
-                        unit: m.unit,
+                        metric: m,
+                        unit: m.unit(),
                         mean: e.mean,
                         ci95_low: e.low,
                         ci95_high: e.high,
-                        rank: ranks[k].as_ref().map(|r| r.rank_of(si)),
+                        rank: ranks[m].as_ref().map(|r| r.rank_of(si)),
                         replications: e.n,
                         parameter2: sweep.by.as_ref().map(|b| b.parameter.as_str()),
                         value2: p.by,

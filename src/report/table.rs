@@ -3,22 +3,22 @@
 //! indistinguishable from the best (paired 95% CI of the difference contains 0).
 
 use super::comparisons::rank;
-use crate::metrics::metric_index;
+use crate::metrics::Metric;
 use crate::runner::RunResults;
 use crate::stats::Estimate;
 
 /// Columns of the table: (header, metric, scale, decimals).
-const COLUMNS: &[(&str, &str, f64, usize)] = &[
-    ("mean ms", "latency_mean", 1e3, 2),
-    ("p50 ms", "latency_p50", 1e3, 2),
-    ("p99 ms", "latency_p99", 1e3, 2),
-    ("p99.9 ms", "latency_p999", 1e3, 1),
-    ("req/s", "throughput", 1.0, 0),
-    ("rejected %", "rejected_fraction", 100.0, 2),
-    ("errors %", "error_fraction", 100.0, 2),
-    ("util max", "utilization_max", 1.0, 3),
-    ("util CV", "utilization_cv", 1.0, 3),
-    ("Jain", "jain_index", 1.0, 3),
+const COLUMNS: &[(&str, Metric, f64, usize)] = &[
+    ("mean ms", Metric::LatencyMean, 1e3, 2),
+    ("p50 ms", Metric::LatencyP50, 1e3, 2),
+    ("p99 ms", Metric::LatencyP99, 1e3, 2),
+    ("p99.9 ms", Metric::LatencyP999, 1e3, 1),
+    ("req/s", Metric::Throughput, 1.0, 0),
+    ("rejected %", Metric::RejectedFraction, 100.0, 2),
+    ("errors %", Metric::ErrorFraction, 100.0, 2),
+    ("util max", Metric::UtilizationMax, 1.0, 3),
+    ("util CV", Metric::UtilizationCv, 1.0, 3),
+    ("Jain", Metric::JainIndex, 1.0, 3),
 ];
 
 fn cell(e: &Estimate, scale: f64, decimals: usize) -> String {
@@ -46,11 +46,8 @@ pub fn summary_table(results: &RunResults) -> String {
             .chain(COLUMNS.iter().map(|c| c.0.to_string()))
             .collect(),
     ];
-    let rankings: Vec<_> = COLUMNS
-        .iter()
-        .map(|c| rank(results, metric_index(c.1).expect("table metric exists")))
-        .collect();
-    let p99 = rank(results, metric_index("latency_p99").expect("p99 exists"));
+    let rankings: Vec<_> = COLUMNS.iter().map(|c| rank(results, c.1)).collect();
+    let p99 = rank(results, Metric::LatencyP99);
     for (i, s) in results.strategies.iter().enumerate() {
         let mut row = vec![
             s.label.clone(),
@@ -61,11 +58,10 @@ pub fn summary_table(results: &RunResults) -> String {
             },
         ];
         for (&(_, metric, scale, dec), ranking) in COLUMNS.iter().zip(&rankings) {
-            let k = metric_index(metric).expect("table metric exists");
             let best = ranking
                 .as_ref()
                 .is_some_and(|r| r.rank_of(i) == 1 && r.tied_best() < results.strategies.len());
-            let mut c = cell(&s.estimate(k), scale, dec);
+            let mut c = cell(&s.estimate(metric), scale, dec);
             c.push(if best { '*' } else { ' ' });
             row.push(c);
         }

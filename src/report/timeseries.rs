@@ -2,11 +2,11 @@
 //! service and the balancer's in-flight count, sampled over time in replication 0 of each
 //! strategy (the same requests for every strategy).
 //!
-//! `lbsim run` records replication 0 while it runs it (a [`crate::runner::TraceSink`]
-//! in the run options, handed here with [`Timeseries::recorded`]), so the time series
-//! costs no second simulation; a report given no recording (e.g. `lbsim merge`, whose
-//! replications ran elsewhere) simulates replication 0 once more, which gives the same
-//! trace bit for bit.
+//! Reports never simulate: the engine records replication 0 while it runs it (a
+//! [`crate::runner::TraceSink`] in the run options, handed here with
+//! [`Timeseries::recorded`]); `lbsim merge` reads it from the shard that ran replication 0.
+//! A strategy without a recording (a run interrupted before its replication 0 finished,
+//! a merge without shard 0) is left out, and without any recording nothing is written.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::plots::queue_over_time;
 use super::{Report, ReportError, ReportInput, csv_writer, finish_csv};
 use crate::scenario::Scenario;
-use crate::sim::{Trace, TraceSpec, simulate_traced};
+use crate::sim::{Trace, TraceSpec};
 use crate::time::Nanos;
 
 /// Samples per strategy over the run: enough to see bursts, few enough that the CSV stays
@@ -87,47 +87,33 @@ pub fn sample_servers(groups: &[usize], max: usize) -> Vec<usize> {
     picked
 }
 
-/// The sampled state of each strategy's replication 0, as (label, trace): the ones in
-/// `recorded` (by strategy index) where present, the others simulated now (`full`: of
-/// every server, see [`trace_spec`]).
-pub fn trace_all(
+/// The recorded state of each strategy's replication 0, as (label, trace), in scenario
+/// order; strategies without a recording in `recorded` (by strategy index) are left out.
+pub fn recorded_traces(
     input: &ReportInput<'_>,
     recorded: &[Option<Trace>],
-    full: bool,
 ) -> Vec<(String, Trace)> {
-    let s = input.scenario;
-    let spec = trace_spec(s, full);
-    s.strategies
+    input
+        .scenario
+        .strategies
         .iter()
-        .enumerate()
-        .map(|(k, e)| {
-            let trace = match recorded.get(k).cloned().flatten() {
-                Some(t) => t,
-                None => {
-                    simulate_traced(s, &e.spec, e.policy.as_ref(), 0, input.results.seed, &spec).1
-                }
-            };
-            (e.label(), trace)
-        })
+        .zip(recorded)
+        .filter_map(|(e, t)| Some((e.label(), t.clone()?)))
         .collect()
 }
 
-/// Writes `timeseries.csv` and `queue_over_time.{svg,png}`.
+/// Writes `timeseries.csv` and `queue_over_time.{svg,png}` from recorded traces; never
+/// simulates.
 #[derive(Debug, Default)]
 pub struct Timeseries {
     recorded: Vec<Option<Trace>>,
-    full: bool,
 }
 
 impl Timeseries {
     /// A report of the traces recorded during the run, by strategy index (see
-    /// [`crate::runner::TraceSink::take`]), recorded with `trace_spec(scenario, full)`;
-    /// strategies without one are simulated again.
-    pub fn recorded(traces: Vec<Option<Trace>>, full: bool) -> Timeseries {
-        Timeseries {
-            recorded: traces,
-            full,
-        }
+    /// [`crate::runner::TraceSink::take`]).
+    pub fn recorded(traces: Vec<Option<Trace>>) -> Timeseries {
+        Timeseries { recorded: traces }
     }
 }
 
@@ -137,7 +123,10 @@ impl Report for Timeseries {
     }
 
     fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
-        let traces = trace_all(input, &self.recorded, self.full);
+        let traces = recorded_traces(input, &self.recorded);
+        if traces.is_empty() {
+            return Ok(Vec::new());
+        }
         let servers = input.scenario.servers();
         let path = dir.join("timeseries.csv");
         let mut w = csv_writer(&path)?;

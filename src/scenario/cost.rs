@@ -12,6 +12,7 @@
 //!   [`Limits`] (`--max-events`, `--max-memory` raise them).
 
 use crate::strategy::StrategySpec;
+use crate::strategy::registry::{Scanned, Table};
 use crate::workload::ArrivalSpec;
 
 use super::Scenario;
@@ -320,17 +321,9 @@ fn truncated_mean(d: &crate::workload::Dist, t: f64) -> f64 {
 
 /// Events' worth of work a strategy spends per pick beyond the pick itself.
 fn scan_events(spec: &StrategySpec, n: f64) -> f64 {
-    match spec {
-        StrategySpec::LeastConnections { .. }
-        | StrategySpec::Jsq { .. }
-        | StrategySpec::LeastResponseTime { .. }
-        | StrategySpec::First { .. } => n / BACKENDS_PER_EVENT,
-        StrategySpec::PowerOfD { d, .. } => *d as f64 / BACKENDS_PER_EVENT,
-        StrategySpec::LeastRequest { choice_count, .. } => {
-            *choice_count as f64 / BACKENDS_PER_EVENT
-        }
-        StrategySpec::BoundedLoadHash { .. } => n / BACKENDS_PER_EVENT,
-        _ => 0.0,
+    match spec.cost().scanned {
+        Scanned::All => n / BACKENDS_PER_EVENT,
+        Scanned::Few(k) => k as f64 / BACKENDS_PER_EVENT,
     }
 }
 
@@ -357,13 +350,12 @@ fn table_bytes(spec: &StrategySpec, s: &Scenario) -> f64 {
         };
         16.0 * (scale + s.server_count() as f64)
     };
-    match spec {
-        StrategySpec::RingHash {
-            min_ring_size,
-            max_ring_size,
-        } => ring(*min_ring_size, *max_ring_size),
-        StrategySpec::BoundedLoadHash { min_ring_size, .. } => ring(*min_ring_size, 8 << 20),
-        StrategySpec::Maglev { table_size } => 8.0 * *table_size as f64,
-        _ => 0.0,
+    match spec.cost().table {
+        Some(Table::Ring {
+            min_points,
+            max_points,
+        }) => ring(min_points, max_points),
+        Some(Table::Slots(slots)) => 8.0 * slots as f64,
+        None => 0.0,
     }
 }

@@ -472,13 +472,22 @@ impl Validator<'_> {
         values: &[f64],
         only: Option<&str>,
     ) -> Result<SweepParameter, ScenarioError> {
-        let as_json = |e: &StrategyEntry| serde_json::to_value(e).unwrap_or_default();
+        use crate::strategy::registry::Ty;
+        // The knob `name` of each entry, with the type its values take.
+        let knob = |e: &StrategyEntry| {
+            e.spec
+                .about()
+                .knobs
+                .iter()
+                .find(|k| k.name == name)
+                .map(|k| k.ty)
+        };
         let targets: Vec<usize> = f
             .strategies
             .iter()
             .enumerate()
             .filter(|(_, e)| only.is_none_or(|l| e.label() == l))
-            .filter(|(_, e)| as_json(e).get(name).is_some())
+            .filter(|(_, e)| knob(e).is_some())
             .map(|(i, _)| i)
             .collect();
         if targets.is_empty() {
@@ -495,31 +504,37 @@ impl Validator<'_> {
         for &v in values {
             let mut entries = Vec::with_capacity(targets.len());
             for &i in &targets {
-                let mut j = as_json(&f.strategies[i]);
-                let old = j.get(name).cloned().unwrap_or_default();
-                let new = if old.is_u64() || old.is_i64() {
-                    if v.fract() != 0.0 || v < 0.0 {
-                        return Err(self.invalid(
-                            &format!("{at}.values"),
-                            format!("`{name}` takes whole numbers, got {v}"),
-                            "list whole numbers",
-                        ));
+                let entry = &f.strategies[i];
+                // The value in the knob's own type: sweeps set typed fields.
+                let value = match knob(entry) {
+                    Some(Ty::Int) => {
+                        if v.fract() != 0.0 || !(0.0..=i64::MAX as f64).contains(&v) {
+                            return Err(self.invalid(
+                                &format!("{at}.values"),
+                                format!("`{name}` takes whole numbers, got {v}"),
+                                "list whole numbers",
+                            ));
+                        }
+                        toml::Value::Integer(v as i64)
                     }
-                    serde_json::json!(v as u64)
-                } else if old.is_boolean() {
-                    serde_json::json!(v != 0.0)
-                } else {
-                    serde_json::json!(v)
+                    Some(Ty::Bool) => toml::Value::Boolean(v != 0.0),
+                    _ => toml::Value::Float(v),
                 };
-                j[name] = new;
-                let entry: StrategyEntry = serde_json::from_value(j).map_err(|e| {
+                let spec = entry.spec.with_param(name, value).map_err(|e| {
                     self.invalid(
                         &format!("{at}.values"),
                         format!("{name} = {v}: {e}"),
                         "use values the parameter accepts",
                     )
                 })?;
-                entries.push((i, entry));
+                entries.push((
+                    i,
+                    StrategyEntry {
+                        label: entry.label.clone(),
+                        spec,
+                        policy: entry.policy.clone(),
+                    },
+                ));
             }
             points.push(entries);
         }
@@ -618,13 +633,8 @@ mod tests {
             let at = s.at_sweep_point(p);
             assert_eq!(at.strategies.len(), 1);
             assert_eq!(at.strategies[0].label(), "p1");
-            assert_eq!(
-                at.strategies[0].spec,
-                crate::strategy::StrategySpec::PowerOfD {
-                    d,
-                    replacement: false
-                }
-            );
+            let p = at.strategies[0].spec.params::<crate::strategy::PowerOfD>();
+            assert_eq!(p.map(|p| (p.d, p.replacement)), Some((d, false)));
         }
     }
 
@@ -665,7 +675,13 @@ mod tests {
         )
         .unwrap();
         let p = s.at_sweep_point(0);
-        assert!(format!("{:?}", p.strategies[1].spec).contains("d: 1"));
+        assert_eq!(
+            p.strategies[1]
+                .spec
+                .params::<crate::strategy::PowerOfD>()
+                .map(|p| p.d),
+            Some(1)
+        );
         assert_eq!(p.strategies[0], s.strategies[0]);
         assert!(
             s.sweep
@@ -687,6 +703,58 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no strategy has a parameter `d`"), "{e}");
+    }
+
+    /// Sweeps set typed fields: `first`'s `maxconn` is an optional integer, unset in the
+    /// file (it used to fail: "invalid type: floating point `1.0`, expected u32").
+    #[test]
+    fn sweeping_an_optional_integer_knob_sets_it() {
+        use crate::strategy::{First, LeastResponseTime};
+        let src = BASE.replace(
+            "kind = \"round_robin\"",
+            "kind = \"first\"\n[[strategies]]\nkind = \"least_response_time\"",
+        );
+        let s = Scenario::from_source(
+            Path::new("t.toml"),
+            &format!("{src}[sweep]\nparameter = \"maxconn\"\nvalues = [1, 4]\n"),
+        )
+        .unwrap();
+        for (p, m) in [(0, 1), (1, 4)] {
+            let at = s.at_sweep_point(p);
+            let first = at.strategies[0].spec.params::<First>().unwrap();
+            assert_eq!(first.maxconn, Some(m));
+            assert!(at.strategies[1].spec.is::<LeastResponseTime>());
+        }
+        // A float knob takes whole numbers too; an integer knob refuses fractions.
+        let s = Scenario::from_source(
+            Path::new("t.toml"),
+            &format!("{src}[sweep]\nparameter = \"alpha\"\nvalues = [1]\n"),
+        )
+        .unwrap();
+        let at = s.at_sweep_point(0);
+        let alpha = at.strategies[1]
+            .spec
+            .params::<LeastResponseTime>()
+            .unwrap()
+            .alpha;
+        assert_eq!(alpha, 1.0);
+        let e = Scenario::from_source(
+            Path::new("t.toml"),
+            &format!("{src}[sweep]\nparameter = \"maxconn\"\nvalues = [1.5]\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("whole numbers") && e.contains("sweep.values"),
+            "{e}"
+        );
+        let e = Scenario::from_source(
+            Path::new("t.toml"),
+            &format!("{src}[sweep]\nparameter = \"maxconn\"\nvalues = [0]\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("maxconn") && e.contains("fix:"), "{e}");
     }
 
     #[test]

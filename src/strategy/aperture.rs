@@ -17,6 +17,8 @@
 
 use rand::RngExt;
 
+use super::SpecError;
+use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
 use super::{Backend, Outcome, PickContext, Strategy};
 use crate::rng::SimRng;
 use crate::time::Nanos;
@@ -146,6 +148,82 @@ impl Strategy for Aperture {
     fn on_complete(&mut self, _backend: usize, _latency: Nanos, _outcome: Outcome, now: Nanos) {
         self.total = self.total.saturating_sub(1);
         self.adjust(now);
+    }
+}
+
+/// Parameters of `kind = "aperture"`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApertureParams {
+    /// Narrow the aperture at or below this load per member. Default 0.5.
+    pub low_load: f64,
+    /// Widen the aperture at or above this load per member. Default 2.0.
+    pub high_load: f64,
+    /// Smallest aperture. Default 1.
+    pub min_aperture: usize,
+    /// Time constant of the load average, seconds. Default 5 (Finagle).
+    pub smooth_win: f64,
+}
+
+impl Default for ApertureParams {
+    fn default() -> ApertureParams {
+        ApertureParams {
+            low_load: 0.5,
+            high_load: 2.0,
+            min_aperture: 1,
+            smooth_win: 5.0,
+        }
+    }
+}
+
+impl Kind for Aperture {
+    type Params = ApertureParams;
+    const ABOUT: About = About {
+        kind: "aperture",
+        aliases: &[],
+        follows: "Finagle aperture (deterministic window, P2C least loaded inside)",
+        knobs: &[
+            Knob::new("low_load", Ty::Float),
+            Knob::new("high_load", Ty::Float)
+                .meaning("requests in flight per backend in the aperture"),
+            Knob::new("min_aperture", Ty::Int).unit("backends"),
+            Knob::seconds("smooth_win"),
+        ],
+        reads: Reads::NOTHING,
+        split: Split::Dynamic,
+    };
+    fn validate(p: &ApertureParams, n: usize) -> Result<(), SpecError> {
+        let (low, high) = (p.low_load, p.high_load);
+        if !(low.is_finite() && high.is_finite() && 0.0 <= low && low < high) {
+            return Err(SpecError::new(
+                "low_load",
+                format!("low_load {low}, high_load {high}"),
+                "use 0 ≤ low_load < high_load (Finagle: 0.5 and 2.0)",
+            ));
+        }
+        if p.min_aperture == 0 || p.min_aperture > n {
+            return Err(SpecError::new(
+                "min_aperture",
+                format!("is {} with {n} backends", p.min_aperture),
+                format!("use 1 ≤ min_aperture ≤ {n}"),
+            ));
+        }
+        SpecError::seconds("smooth_win", p.smooth_win, false)
+    }
+    fn build(p: &ApertureParams, n: usize, rng: SimRng) -> Aperture {
+        Aperture::new(
+            ApertureConfig {
+                low_load: p.low_load,
+                high_load: p.high_load,
+                min_aperture: p.min_aperture,
+                smooth_win: Nanos::from_secs_f64(p.smooth_win),
+            },
+            n,
+            rng,
+        )
+    }
+    fn cost(_: &ApertureParams) -> PickCost {
+        PickCost::CONSTANT
     }
 }
 

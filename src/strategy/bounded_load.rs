@@ -11,7 +11,9 @@
 //! exceed 100). The ring is Envoy's ([`super::hash::Ring`], `min_ring_size` 1024), built
 //! over the up backends; a backend's points are passed over when it is full.
 
+use super::SpecError;
 use super::hash::{Membership, Ring, key_hash};
+use super::registry::{About, Kind, Knob, PickCost, Reads, Scanned, Split, Table, Ty};
 use super::{Backend, Outcome, PickContext, Strategy};
 use crate::time::Nanos;
 
@@ -84,6 +86,70 @@ impl Strategy for BoundedLoadHash {
 
     fn on_complete(&mut self, _backend: usize, _latency: Nanos, _outcome: Outcome, _now: Nanos) {
         self.total_in_flight = self.total_in_flight.saturating_sub(1);
+    }
+}
+
+/// Parameters of `kind = "bounded_load_hash"`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BoundedLoadHashParams {
+    /// Most load a server may take, in percent of the average (> 100). Default 125.
+    pub hash_balance_factor: u32,
+    /// Fewest points on the ring. Default 1024.
+    pub min_ring_size: u64,
+}
+
+impl Default for BoundedLoadHashParams {
+    fn default() -> BoundedLoadHashParams {
+        BoundedLoadHashParams {
+            hash_balance_factor: 125,
+            min_ring_size: 1024,
+        }
+    }
+}
+
+impl Kind for BoundedLoadHash {
+    type Params = BoundedLoadHashParams;
+    const ABOUT: About = About {
+        kind: "bounded_load_hash",
+        aliases: &[],
+        follows: "HAProxy hash-balance-factor: consistent hashing with bounded loads",
+        knobs: &[
+            Knob::new("hash_balance_factor", Ty::Int)
+                .meaning("% of the mean load a server may take"),
+            Knob::new("min_ring_size", Ty::Int).unit("points"),
+        ],
+        reads: Reads::WEIGHTS,
+        split: Split::Dynamic,
+    };
+    fn validate(p: &BoundedLoadHashParams, _: usize) -> Result<(), SpecError> {
+        if p.hash_balance_factor <= 100 {
+            return Err(SpecError::new(
+                "hash_balance_factor",
+                format!("is {}", p.hash_balance_factor),
+                "use a percentage above 100, e.g. 125 (a server may take 25% more than the average)",
+            ));
+        }
+        if p.min_ring_size == 0 || p.min_ring_size > super::ring_hash::MAX_RING_SIZE {
+            return Err(SpecError::new(
+                "min_ring_size",
+                format!("is {}", p.min_ring_size),
+                "use 1 to 8388608 (1024 is Envoy's default)",
+            ));
+        }
+        Ok(())
+    }
+    fn build(p: &BoundedLoadHashParams, _: usize, _: crate::rng::SimRng) -> BoundedLoadHash {
+        BoundedLoadHash::new(p.hash_balance_factor, p.min_ring_size)
+    }
+    fn cost(p: &BoundedLoadHashParams) -> PickCost {
+        PickCost {
+            scanned: Scanned::All,
+            table: Some(Table::Ring {
+                min_points: p.min_ring_size,
+                max_points: super::ring_hash::MAX_RING_SIZE,
+            }),
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 //! schedule and is skipped. Envoy's random initial offset is left out (the schedule
 //! starts at backend 0), so runs compare picks one for one.
 
+use super::SpecError;
 use super::edf::{EdfScheduler, WeightsSeen};
+use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
 use super::{Backend, PickContext, Strategy};
 
 /// Envoy EDF weighted round robin.
@@ -43,6 +45,28 @@ impl Strategy for EdfWeightedRoundRobin {
             self.rebuild(backends);
         }
         None
+    }
+}
+
+/// `kind = "edf_wrr"`: no parameters.
+impl Kind for EdfWeightedRoundRobin {
+    type Params = NoParams;
+    const ABOUT: About = About {
+        kind: "edf_wrr",
+        aliases: &[],
+        follows: "Envoy ROUND_ROBIN with weights (EDF schedule)",
+        knobs: &[],
+        reads: Reads::WEIGHTS,
+        split: Split::Weights,
+    };
+    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
+        Ok(())
+    }
+    fn build(_: &NoParams, _: usize, _: crate::rng::SimRng) -> EdfWeightedRoundRobin {
+        EdfWeightedRoundRobin::default()
+    }
+    fn cost(_: &NoParams) -> PickCost {
+        PickCost::CONSTANT
     }
 }
 

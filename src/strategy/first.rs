@@ -8,6 +8,8 @@
 //! choose at once, so it takes the up server with the fewest in flight (lowest index on
 //! ties) — the one that would free a slot first under equal service rates.
 
+use super::SpecError;
+use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
 use super::{Backend, PickContext, Strategy};
 
 /// HAProxy `first`.
@@ -43,6 +45,46 @@ impl Strategy for First {
             }
         }
         least
+    }
+}
+
+/// Parameters of `kind = "first"`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FirstParams {
+    /// Requests each server takes before the next one is used. Default: the server's
+    /// reported worker count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maxconn: Option<u32>,
+}
+
+impl Kind for First {
+    type Params = FirstParams;
+    const ABOUT: About = About {
+        kind: "first",
+        aliases: &[],
+        follows: "HAProxy balance first: fill servers in order up to maxconn",
+        knobs: &[Knob::new("maxconn", Ty::Int)
+            .unset("workers")
+            .meaning("requests in flight per server")],
+        reads: Reads::LOAD_REPORTS,
+        split: Split::Dynamic,
+    };
+    fn validate(p: &FirstParams, _: usize) -> Result<(), SpecError> {
+        if p.maxconn == Some(0) {
+            return Err(SpecError::new(
+                "maxconn",
+                "is 0: no server could take a request",
+                "use 1 or more, or remove it to use each server's worker count",
+            ));
+        }
+        Ok(())
+    }
+    fn build(p: &FirstParams, _: usize, _: crate::rng::SimRng) -> First {
+        First::new(p.maxconn)
+    }
+    fn cost(_: &FirstParams) -> PickCost {
+        PickCost::SCAN
     }
 }
 

@@ -18,7 +18,9 @@
 //! The schedule is rebuilt at each update (A58 rebuilds its scheduler on every weight
 //! update timer). Time comes only from `PickContext::now`.
 
+use super::SpecError;
 use super::edf::EdfScheduler;
+use super::registry::{About, Kind, Knob, PickCost, Reads, Split};
 use super::{Backend, LoadReport, PickContext, Strategy};
 use crate::time::Nanos;
 
@@ -150,6 +152,70 @@ impl Strategy for GrpcWeightedRoundRobin {
         }
         let weights = &self.weights;
         self.edf.pick_and_add(backends, |j| weights[j])
+    }
+}
+
+/// Parameters of `kind = "grpc_wrr"` (seconds).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcWrrParams {
+    /// Seconds between weight recomputations (≥ 0.1). Default 1.
+    pub weight_update_period: f64,
+    /// Seconds a backend must report load before its weight counts. Default 10.
+    pub blackout_period: f64,
+    /// Seconds a weight stays valid without a new report. Default 180.
+    pub weight_expiration_period: f64,
+}
+
+impl Default for GrpcWrrParams {
+    fn default() -> GrpcWrrParams {
+        GrpcWrrParams {
+            weight_update_period: 1.0,
+            blackout_period: 10.0,
+            weight_expiration_period: 180.0,
+        }
+    }
+}
+
+impl Kind for GrpcWeightedRoundRobin {
+    type Params = GrpcWrrParams;
+    const ABOUT: About = About {
+        kind: "grpc_wrr",
+        aliases: &[],
+        follows: "gRPC weighted_round_robin (gRFC A58): weight = qps / utilization from server reports",
+        knobs: &[
+            Knob::seconds("weight_update_period"),
+            Knob::seconds("blackout_period"),
+            Knob::seconds("weight_expiration_period"),
+        ],
+        reads: Reads::LOAD_REPORTS,
+        split: Split::Dynamic,
+    };
+    fn validate(p: &GrpcWrrParams, _: usize) -> Result<(), SpecError> {
+        let period = p.weight_update_period;
+        if !(period.is_finite() && (0.1..=super::spec::MAX_SECONDS).contains(&period)) {
+            return Err(SpecError::new(
+                "weight_update_period",
+                format!("is {period}"),
+                "use 0.1 s or more (gRFC A58's minimum; default 1)",
+            ));
+        }
+        SpecError::seconds("blackout_period", p.blackout_period, true)?;
+        SpecError::seconds(
+            "weight_expiration_period",
+            p.weight_expiration_period,
+            false,
+        )
+    }
+    fn build(p: &GrpcWrrParams, _: usize, _: crate::rng::SimRng) -> GrpcWeightedRoundRobin {
+        GrpcWeightedRoundRobin::new(GrpcWrrConfig {
+            weight_update_period: Nanos::from_secs_f64(p.weight_update_period),
+            blackout_period: Nanos::from_secs_f64(p.blackout_period),
+            weight_expiration_period: Nanos::from_secs_f64(p.weight_expiration_period),
+        })
+    }
+    fn cost(_: &GrpcWrrParams) -> PickCost {
+        PickCost::CONSTANT
     }
 }
 

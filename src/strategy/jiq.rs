@@ -10,6 +10,8 @@
 
 use std::collections::VecDeque;
 
+use super::SpecError;
+use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
 use super::{Backend, Outcome, PickContext, Strategy};
 use crate::rng::SimRng;
 use crate::time::Nanos;
@@ -78,6 +80,28 @@ impl Strategy for JoinIdleQueue {
             self.queued[backend] = true;
             self.idle.push_back(backend);
         }
+    }
+}
+
+/// `kind = "jiq"`: no parameters.
+impl Kind for JoinIdleQueue {
+    type Params = NoParams;
+    const ABOUT: About = About {
+        kind: "jiq",
+        aliases: &[],
+        follows: "join the idle queue (Lu et al. 2011): idle servers first, else random",
+        knobs: &[],
+        reads: Reads::NOTHING,
+        split: Split::Dynamic,
+    };
+    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
+        Ok(())
+    }
+    fn build(_: &NoParams, n: usize, rng: crate::rng::SimRng) -> JoinIdleQueue {
+        JoinIdleQueue::new(n, rng)
+    }
+    fn cost(_: &NoParams) -> PickCost {
+        PickCost::CONSTANT
     }
 }
 

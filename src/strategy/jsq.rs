@@ -13,7 +13,9 @@
 
 use rand::RngExt;
 
+use super::SpecError;
 use super::buckets::Buckets;
+use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
 use super::{Backend, LoadReport, PickContext, Strategy};
 use crate::rng::SimRng;
 
@@ -122,6 +124,47 @@ impl Strategy for ShortestQueue {
             && backend < b.len()
         {
             b.set(backend, view.up, view.in_flight);
+        }
+    }
+}
+
+/// Parameters of `kind = "jsq"`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JsqParams {
+    /// Pick among tied backends with one draw from an index of the queues kept as the
+    /// view changes (O(1) per pick), rather than by reservoir sampling over a full scan
+    /// (the default). Same distribution, other draws. Default false.
+    pub indexed: bool,
+}
+
+impl Kind for ShortestQueue {
+    type Params = JsqParams;
+    const ABOUT: About = About {
+        kind: "jsq",
+        aliases: &[],
+        follows: "join the shortest queue: full scan of server-reported queue (else in flight), random ties (indexed: O(1) picks, other draws)",
+        knobs: &[Knob::new("indexed", Ty::Bool)],
+        reads: Reads::LOAD_REPORTS,
+        split: Split::Dynamic,
+    };
+    fn validate(_: &JsqParams, _: usize) -> Result<(), SpecError> {
+        Ok(())
+    }
+    fn build(p: &JsqParams, _: usize, rng: SimRng) -> ShortestQueue {
+        if p.indexed {
+            ShortestQueue::indexed(rng)
+        } else {
+            ShortestQueue::new(rng)
+        }
+    }
+    fn cost(_: &JsqParams) -> PickCost {
+        PickCost::SCAN
+    }
+    fn reads(p: &JsqParams) -> Reads {
+        Reads {
+            indexed_reports: p.indexed,
+            ..Reads::LOAD_REPORTS
         }
     }
 }

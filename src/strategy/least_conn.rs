@@ -20,6 +20,8 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
+use super::SpecError;
+use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
 use super::{Backend, PickContext, Strategy};
 
 /// Up to this many backends the two scans are faster than the index (measured in
@@ -486,6 +488,41 @@ impl FlatIndex {
         self.current[i] -= total;
         self.detached = Some(i);
         Some(i)
+    }
+}
+
+/// Parameters of `kind = "least_connections"`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeastConnectionsParams {
+    /// Compare `in_flight / weight` (nginx `least_conn` with weights). Default false.
+    pub weighted: bool,
+}
+
+impl Kind for LeastConnections {
+    type Params = LeastConnectionsParams;
+    const ABOUT: About = About {
+        kind: "least_connections",
+        aliases: &[],
+        follows: "nginx least_conn (ties by weighted round robin)",
+        knobs: &[Knob::new("weighted", Ty::Bool)],
+        reads: Reads::NOTHING,
+        split: Split::Dynamic,
+    };
+    fn validate(_: &LeastConnectionsParams, _: usize) -> Result<(), SpecError> {
+        Ok(())
+    }
+    fn build(p: &LeastConnectionsParams, n: usize, _: crate::rng::SimRng) -> LeastConnections {
+        LeastConnections::for_backends(p.weighted, n)
+    }
+    fn cost(_: &LeastConnectionsParams) -> PickCost {
+        PickCost::SCAN
+    }
+    fn reads(p: &LeastConnectionsParams) -> Reads {
+        Reads {
+            weights: p.weighted,
+            ..Reads::NOTHING
+        }
     }
 }
 

@@ -9,8 +9,10 @@
 //!   host is picked. Zero-weight hosts are never picked. Envoy's random number of
 //!   initial picks (to desynchronise proxies) is left out: the schedule starts in order.
 
+use super::SpecError;
 use super::edf::{EdfScheduler, WeightsSeen};
 use super::power_of_d::PowerOfD;
+use super::registry::{About, Kind, Knob, PickCost, Reads, Scanned, Split, Ty};
 use super::{Backend, Outcome, PickContext, Strategy};
 use crate::rng::SimRng;
 use crate::time::Nanos;
@@ -90,6 +92,68 @@ impl Strategy for LeastRequest {
 
     fn on_complete(&mut self, backend: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
         self.unweighted.on_complete(backend, latency, outcome, now);
+    }
+}
+
+/// Parameters of `kind = "least_request"`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeastRequestParams {
+    /// Hosts drawn per pick with equal weights (≥ 2). Default 2.
+    pub choice_count: usize,
+    /// Exponent of `(active + 1)` dividing the weight with unequal weights. Default 1.0.
+    pub active_request_bias: f64,
+}
+
+impl Default for LeastRequestParams {
+    fn default() -> LeastRequestParams {
+        LeastRequestParams {
+            choice_count: 2,
+            active_request_bias: 1.0,
+        }
+    }
+}
+
+impl Kind for LeastRequest {
+    type Params = LeastRequestParams;
+    const ABOUT: About = About {
+        kind: "least_request",
+        aliases: &[],
+        follows: "Envoy LEAST_REQUEST (P2C with replacement; weight/(active+1)^bias EDF if weights differ)",
+        knobs: &[
+            Knob::new("choice_count", Ty::Int).meaning("backends sampled"),
+            Knob::new("active_request_bias", Ty::Float).meaning("exponent"),
+        ],
+        reads: Reads::WEIGHTS,
+        split: Split::Dynamic,
+    };
+    fn validate(p: &LeastRequestParams, _: usize) -> Result<(), SpecError> {
+        let most = crate::scenario::cost::MAX_CHOICES;
+        if !(2..=most).contains(&p.choice_count) {
+            return Err(SpecError::new(
+                "choice_count",
+                format!("is {}", p.choice_count),
+                format!("Envoy requires choice_count ≥ 2 (default 2); lbsim allows at most {most}"),
+            ));
+        }
+        let bias = p.active_request_bias;
+        if !(bias.is_finite() && bias >= 0.0) {
+            return Err(SpecError::new(
+                "active_request_bias",
+                format!("is {bias}"),
+                "use 0 or more (1.0 is Envoy's default, 0 ignores active requests)",
+            ));
+        }
+        Ok(())
+    }
+    fn build(p: &LeastRequestParams, _: usize, rng: SimRng) -> LeastRequest {
+        LeastRequest::new(p.choice_count, p.active_request_bias, rng)
+    }
+    fn cost(p: &LeastRequestParams) -> PickCost {
+        PickCost {
+            scanned: Scanned::Few(p.choice_count),
+            table: None,
+        }
     }
 }
 

@@ -15,6 +15,8 @@
 
 use std::collections::BTreeSet;
 
+use super::SpecError;
+use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
 use super::{Backend, Outcome, PickContext, Strategy};
 use crate::time::Nanos;
 
@@ -182,6 +184,50 @@ impl Strategy for LeastResponseTime {
             Some(v) => v + self.alpha * (x - v),
         });
         self.refile(backend);
+    }
+}
+
+/// Parameters of `kind = "least_response_time"`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeastResponseTimeParams {
+    /// EWMA smoothing factor of latencies, in (0, 1]. Default 0.1.
+    pub alpha: f64,
+}
+
+impl Default for LeastResponseTimeParams {
+    fn default() -> LeastResponseTimeParams {
+        LeastResponseTimeParams { alpha: 0.1 }
+    }
+}
+
+impl Kind for LeastResponseTime {
+    type Params = LeastResponseTimeParams;
+    const ABOUT: About = About {
+        kind: "least_response_time",
+        aliases: &[],
+        follows: "NGINX Plus least_time-like: lowest EWMA latency x (in flight + 1), full scan",
+        knobs: &[
+            Knob::new("alpha", Ty::Float).meaning("EWMA weight of each new latency, in (0, 1]")
+        ],
+        reads: Reads::NOTHING,
+        split: Split::Dynamic,
+    };
+    fn validate(p: &LeastResponseTimeParams, _: usize) -> Result<(), SpecError> {
+        if !(p.alpha > 0.0 && p.alpha <= 1.0) {
+            return Err(SpecError::new(
+                "alpha",
+                format!("is {}", p.alpha),
+                "use a smoothing factor in (0, 1], e.g. 0.1",
+            ));
+        }
+        Ok(())
+    }
+    fn build(p: &LeastResponseTimeParams, n: usize, _: crate::rng::SimRng) -> LeastResponseTime {
+        LeastResponseTime::for_backends(p.alpha, n)
+    }
+    fn cost(_: &LeastResponseTimeParams) -> PickCost {
+        PickCost::SCAN
     }
 }
 

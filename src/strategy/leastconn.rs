@@ -9,6 +9,8 @@
 //! `(in_flight + 1) / weight`, not `in_flight / weight`, while any idle server comes first.
 //! With `weighted = false` every weight counts as 1.
 
+use super::SpecError;
+use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
 use super::{Backend, PickContext, Strategy};
 use crate::time::Nanos;
 
@@ -78,6 +80,41 @@ impl Strategy for Leastconn {
         _now: Nanos,
     ) {
         self.requeue(backend);
+    }
+}
+
+/// Parameters of `kind = "leastconn"`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeastconnParams {
+    /// Use the backends' weights; false counts every weight as 1. Default false.
+    pub weighted: bool,
+}
+
+impl Kind for Leastconn {
+    type Params = LeastconnParams;
+    const ABOUT: About = About {
+        kind: "leastconn",
+        aliases: &[],
+        follows: "HAProxy balance leastconn (idle first, then (conns+1)/weight; ties to the least recently re-queued)",
+        knobs: &[Knob::new("weighted", Ty::Bool)],
+        reads: Reads::NOTHING,
+        split: Split::Dynamic,
+    };
+    fn validate(_: &LeastconnParams, _: usize) -> Result<(), SpecError> {
+        Ok(())
+    }
+    fn build(p: &LeastconnParams, _: usize, _: crate::rng::SimRng) -> Leastconn {
+        Leastconn::new(p.weighted)
+    }
+    fn cost(_: &LeastconnParams) -> PickCost {
+        PickCost::CONSTANT
+    }
+    fn reads(p: &LeastconnParams) -> Reads {
+        Reads {
+            weights: p.weighted,
+            ..Reads::NOTHING
+        }
     }
 }
 

@@ -10,7 +10,9 @@
 //! per round, as in the paper, and owns ⌊M/N⌋ or ⌈M/N⌉ entries. The table is built over
 //! the up backends and rebuilt when that set changes, as Envoy rebuilds on host changes.
 
+use super::SpecError;
 use super::hash::{Membership, key_hash, point_hash};
+use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Table, Ty};
 use super::{Backend, PickContext, Strategy};
 
 const OFFSET_SALT: u64 = 0x6d61_676c_6576_5f6f;
@@ -117,6 +119,63 @@ impl Strategy for Maglev {
             self.rebuild(backends);
         }
         None
+    }
+}
+
+/// Parameters of `kind = "maglev"`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaglevParams {
+    /// Lookup table size, a prime. Default 65537 (Envoy).
+    pub table_size: u64,
+}
+
+impl Default for MaglevParams {
+    fn default() -> MaglevParams {
+        MaglevParams { table_size: 65537 }
+    }
+}
+
+fn is_prime(m: u64) -> bool {
+    m >= 2
+        && (2..)
+            .take_while(|d| d * d <= m)
+            .all(|d| !m.is_multiple_of(d))
+}
+
+impl Kind for Maglev {
+    type Params = MaglevParams;
+    const ABOUT: About = About {
+        kind: "maglev",
+        aliases: &[],
+        follows: "Maglev (NSDI 2016) / Envoy MAGLEV on the request key",
+        knobs: &[Knob::new("table_size", Ty::Int)
+            .unit("entries")
+            .meaning("a prime")],
+        reads: Reads::WEIGHTS,
+        split: Split::Dynamic,
+    };
+    fn validate(p: &MaglevParams, n: usize) -> Result<(), SpecError> {
+        let m = p.table_size;
+        // Size first: testing a huge number for primality takes minutes.
+        if m > 5_000_011 || (m as usize) < n || !is_prime(m) {
+            return Err(SpecError::new(
+                "table_size",
+                format!("is {m} with {n} backends"),
+                "use a prime at least the number of backends and at most 5000011 \
+                 (65537 is Envoy's default; Maglev wants M ≫ N, e.g. M > 100 N)",
+            ));
+        }
+        Ok(())
+    }
+    fn build(p: &MaglevParams, _: usize, _: crate::rng::SimRng) -> Maglev {
+        Maglev::new(p.table_size as usize)
+    }
+    fn cost(p: &MaglevParams) -> PickCost {
+        PickCost {
+            table: Some(Table::Slots(p.table_size)),
+            ..PickCost::CONSTANT
+        }
     }
 }
 

@@ -9,8 +9,10 @@
 //! estimate fades; every completion (whatever its outcome, as in tower and Finagle) is a
 //! sample of `latency`. Time comes only from the `now` values passed in.
 
+use super::SpecError;
 use super::load::Load;
 use super::power_of_d::PowerOfD;
+use super::registry::{About, Kind, Knob, PickCost, Reads, Split};
 use super::{Backend, Outcome};
 use crate::rng::SimRng;
 use crate::time::Nanos;
@@ -114,6 +116,52 @@ impl Load for PeakEwma {
 
     fn on_complete(&mut self, i: usize, latency: Nanos, _outcome: Outcome, now: Nanos) {
         self.observe(i, latency.0 as f64, now);
+    }
+}
+
+/// Parameters of `kind = "peak_ewma"`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeakEwmaParams {
+    /// Decay time of the RTT estimate, seconds. Default 10 (Finagle).
+    pub decay_time: f64,
+    /// RTT estimate before the first sample, seconds. Default 0.030 (Linkerd).
+    pub default_rtt: f64,
+}
+
+impl Default for PeakEwmaParams {
+    fn default() -> PeakEwmaParams {
+        PeakEwmaParams {
+            decay_time: 10.0,
+            default_rtt: 0.030,
+        }
+    }
+}
+
+impl Kind for PeakEwmaP2c {
+    type Params = PeakEwmaParams;
+    const ABOUT: About = About {
+        kind: "peak_ewma",
+        aliases: &[],
+        follows: "Finagle p2cPeakEwma / tower PeakEwma / Linkerd: P2C on rtt estimate x (in flight + 1)",
+        knobs: &[Knob::seconds("decay_time"), Knob::seconds("default_rtt")],
+        reads: Reads::NOTHING,
+        split: Split::Dynamic,
+    };
+    fn validate(p: &PeakEwmaParams, _: usize) -> Result<(), SpecError> {
+        SpecError::seconds("decay_time", p.decay_time, false)?;
+        SpecError::seconds("default_rtt", p.default_rtt, true)
+    }
+    fn build(p: &PeakEwmaParams, n: usize, rng: SimRng) -> PeakEwmaP2c {
+        PeakEwmaP2c::peak_ewma(
+            Nanos::from_secs_f64(p.decay_time),
+            Nanos::from_secs_f64(p.default_rtt),
+            n,
+            rng,
+        )
+    }
+    fn cost(_: &PeakEwmaParams) -> PickCost {
+        PickCost::CONSTANT
     }
 }
 

@@ -8,7 +8,9 @@
 //! balancer's in-flight count unless another [`Load`] measure is plugged in (peak EWMA).
 //! Ties go to the candidate drawn first, that is at random.
 
+use super::SpecError;
 use super::load::{Load, PendingRequests};
+use super::registry::{About, Kind, Knob, PickCost, Reads, Scanned, Split, Ty};
 use super::sample::{Sampler, least_cost};
 use super::{Backend, Outcome, PickContext, Strategy};
 use crate::rng::SimRng;
@@ -59,6 +61,60 @@ impl<L: Load> Strategy for PowerOfD<L> {
 
     fn on_complete(&mut self, backend: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
         self.load.on_complete(backend, latency, outcome, now);
+    }
+}
+
+/// Parameters of `kind = "power_of_d"`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PowerOfDParams {
+    /// Candidates per pick (1 ≤ d ≤ backends). Default 2.
+    pub d: usize,
+    /// Draw candidates with replacement (Envoy, gRPC) rather than distinct (Finagle,
+    /// tower, Linkerd). Default false.
+    pub replacement: bool,
+}
+
+impl Default for PowerOfDParams {
+    fn default() -> PowerOfDParams {
+        PowerOfDParams {
+            d: 2,
+            replacement: false,
+        }
+    }
+}
+
+impl Kind for PowerOfD {
+    type Params = PowerOfDParams;
+    const ABOUT: About = About {
+        kind: "power_of_d",
+        aliases: &[],
+        follows: "power of d choices, fewest in flight: Finagle/tower/Linkerd (distinct), Envoy/gRPC (replacement)",
+        knobs: &[
+            Knob::new("d", Ty::Int).meaning("backends sampled"),
+            Knob::new("replacement", Ty::Bool),
+        ],
+        reads: Reads::NOTHING,
+        split: Split::Dynamic,
+    };
+    fn validate(p: &PowerOfDParams, n: usize) -> Result<(), SpecError> {
+        if p.d == 0 || p.d > n {
+            return Err(SpecError::new(
+                "d",
+                format!("is {} with {n} backends", p.d),
+                format!("use 1 ≤ d ≤ {n} (2 is the classic power of two choices)"),
+            ));
+        }
+        Ok(())
+    }
+    fn build(p: &PowerOfDParams, _: usize, rng: SimRng) -> PowerOfD {
+        PowerOfD::new(p.d, p.replacement, rng)
+    }
+    fn cost(p: &PowerOfDParams) -> PickCost {
+        PickCost {
+            scanned: Scanned::Few(p.d),
+            table: None,
+        }
     }
 }
 

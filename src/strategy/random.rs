@@ -3,6 +3,8 @@
 
 use rand::RngExt;
 
+use super::SpecError;
+use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
 use super::{Backend, PickContext, Strategy, up_from};
 use crate::rng::SimRng;
 
@@ -42,6 +44,28 @@ pub(crate) fn uniform_up(backends: &[Backend], rng: &mut SimRng) -> Option<usize
     }
     let k = rng.random_range(0..up);
     up_from(backends, 0).nth(k)
+}
+
+/// `kind = "random"`: no parameters.
+impl Kind for RandomChoice {
+    type Params = NoParams;
+    const ABOUT: About = About {
+        kind: "random",
+        aliases: &[],
+        follows: "Envoy RANDOM / HAProxy random, equal weights",
+        knobs: &[],
+        reads: Reads::NOTHING,
+        split: Split::Equal,
+    };
+    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
+        Ok(())
+    }
+    fn build(_: &NoParams, _: usize, rng: crate::rng::SimRng) -> RandomChoice {
+        RandomChoice::new(rng)
+    }
+    fn cost(_: &NoParams) -> PickCost {
+        PickCost::CONSTANT
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //! removing one of N backends moves its own keys plus the few taken by the survivors'
 //! extra points. See [`super::hash`] for the hash function.
 
+use super::SpecError;
 use super::hash::{Membership, Ring, key_hash};
+use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Table, Ty};
 use super::{Backend, PickContext, Strategy};
 
 /// Envoy ring hash.
@@ -52,6 +54,66 @@ impl Strategy for RingHash {
             self.rebuild(backends);
         }
         None
+    }
+}
+
+/// Parameters of `kind = "ring_hash"`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RingHashParams {
+    /// Fewest points on the ring. Default 1024 (Envoy).
+    pub min_ring_size: u64,
+    /// Most points on the ring. Default 8388608 (Envoy).
+    pub max_ring_size: u64,
+}
+
+impl Default for RingHashParams {
+    fn default() -> RingHashParams {
+        RingHashParams {
+            min_ring_size: 1024,
+            max_ring_size: MAX_RING_SIZE,
+        }
+    }
+}
+
+/// Envoy's largest ring (points).
+pub const MAX_RING_SIZE: u64 = 8 << 20;
+
+impl Kind for RingHash {
+    type Params = RingHashParams;
+    const ABOUT: About = About {
+        kind: "ring_hash",
+        aliases: &[],
+        follows: "Ketama / Envoy RING_HASH on the request key",
+        knobs: &[
+            Knob::new("min_ring_size", Ty::Int).unit("points"),
+            Knob::new("max_ring_size", Ty::Int).unit("points"),
+        ],
+        reads: Reads::WEIGHTS,
+        split: Split::Dynamic,
+    };
+    fn validate(p: &RingHashParams, _: usize) -> Result<(), SpecError> {
+        let (min, max) = (p.min_ring_size, p.max_ring_size);
+        if min == 0 || min > max || max > MAX_RING_SIZE {
+            return Err(SpecError::new(
+                "min_ring_size",
+                format!("min_ring_size {min}, max_ring_size {max}"),
+                "use 1 ≤ min_ring_size ≤ max_ring_size ≤ 8388608 (Envoy's bounds)",
+            ));
+        }
+        Ok(())
+    }
+    fn build(p: &RingHashParams, _: usize, _: crate::rng::SimRng) -> RingHash {
+        RingHash::new(p.min_ring_size, p.max_ring_size)
+    }
+    fn cost(p: &RingHashParams) -> PickCost {
+        PickCost {
+            table: Some(Table::Ring {
+                min_points: p.min_ring_size,
+                max_points: p.max_ring_size,
+            }),
+            ..PickCost::CONSTANT
+        }
     }
 }
 

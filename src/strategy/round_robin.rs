@@ -1,6 +1,8 @@
 //! Round robin: backends in turn, skipping those that are down (nginx, HAProxy `roundrobin`
 //! with equal weights).
 
+use super::SpecError;
+use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
 use super::{Backend, PickContext, Strategy, up_from};
 
 /// Plain round robin; ignores weights.
@@ -14,6 +16,28 @@ impl Strategy for RoundRobin {
         let i = up_from(backends, self.next % backends.len().max(1)).next()?;
         self.next = i + 1;
         Some(i)
+    }
+}
+
+/// `kind = "round_robin"`: no parameters.
+impl Kind for RoundRobin {
+    type Params = NoParams;
+    const ABOUT: About = About {
+        kind: "round_robin",
+        aliases: &[],
+        follows: "nginx / HAProxy roundrobin with equal weights",
+        knobs: &[],
+        reads: Reads::NOTHING,
+        split: Split::Equal,
+    };
+    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
+        Ok(())
+    }
+    fn build(_: &NoParams, _: usize, _: crate::rng::SimRng) -> RoundRobin {
+        RoundRobin::default()
+    }
+    fn cost(_: &NoParams) -> PickCost {
+        PickCost::CONSTANT
     }
 }
 

@@ -3,6 +3,8 @@
 //! weight, takes the peer with the largest current weight (the first one on ties) and
 //! subtracts the total weight from it. Weights {5, 1, 1} give `a a b a c a a`.
 
+use super::SpecError;
+use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
 use super::{Backend, PickContext, Strategy};
 
 /// nginx smooth weighted round robin. Backends of weight 0 are never picked.
@@ -44,6 +46,28 @@ impl SmoothWeightedRoundRobin {
 impl Strategy for SmoothWeightedRoundRobin {
     fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
         Self::step(&mut self.current, backends, |i| backends[i].weight)
+    }
+}
+
+/// `kind = "smooth_weighted_round_robin"`: no parameters.
+impl Kind for SmoothWeightedRoundRobin {
+    type Params = NoParams;
+    const ABOUT: About = About {
+        kind: "smooth_weighted_round_robin",
+        aliases: &["weighted_round_robin"],
+        follows: "nginx smooth weighted round robin (upstream default)",
+        knobs: &[],
+        reads: Reads::WEIGHTS,
+        split: Split::Weights,
+    };
+    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
+        Ok(())
+    }
+    fn build(_: &NoParams, _: usize, _: crate::rng::SimRng) -> SmoothWeightedRoundRobin {
+        SmoothWeightedRoundRobin::default()
+    }
+    fn cost(_: &NoParams) -> PickCost {
+        PickCost::CONSTANT
     }
 }
 

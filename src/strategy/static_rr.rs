@@ -7,6 +7,8 @@
 //! `a b c d e a b f g h c a b d e f g h`, where smooth WRR gives `a b c … h a b c … h a b`.
 //! Servers that are down are skipped (HAProxy rebuilds the map without them).
 
+use super::SpecError;
+use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
 use super::{Backend, PickContext, Strategy};
 
 /// HAProxy `static-rr`.
@@ -64,6 +66,28 @@ impl Strategy for StaticRr {
                 self.next = (pos + 1) % len;
                 self.map[pos]
             })
+    }
+}
+
+/// `kind = "static_rr"`: no parameters.
+impl Kind for StaticRr {
+    type Params = NoParams;
+    const ABOUT: About = About {
+        kind: "static_rr",
+        aliases: &[],
+        follows: "HAProxy balance static-rr (HAProxy's static weighted map, walked in a circle)",
+        knobs: &[],
+        reads: Reads::WEIGHTS,
+        split: Split::Weights,
+    };
+    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
+        Ok(())
+    }
+    fn build(_: &NoParams, _: usize, _: crate::rng::SimRng) -> StaticRr {
+        StaticRr::default()
+    }
+    fn cost(_: &NoParams) -> PickCost {
+        PickCost::CONSTANT
     }
 }
 

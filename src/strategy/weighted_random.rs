@@ -4,6 +4,8 @@
 use rand::distr::Distribution;
 use rand::distr::weighted::WeightedIndex;
 
+use super::SpecError;
+use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
 use super::{Backend, PickContext, Strategy};
 use crate::rng::SimRng;
 
@@ -42,6 +44,28 @@ impl Strategy for WeightedRandom {
         }
         let (_, index) = self.cache.as_ref()?;
         Some(index.sample(&mut self.rng))
+    }
+}
+
+/// `kind = "weighted_random"`: no parameters.
+impl Kind for WeightedRandom {
+    type Params = NoParams;
+    const ABOUT: About = About {
+        kind: "weighted_random",
+        aliases: &[],
+        follows: "HAProxy random with weights",
+        knobs: &[],
+        reads: Reads::WEIGHTS,
+        split: Split::Weights,
+    };
+    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
+        Ok(())
+    }
+    fn build(_: &NoParams, _: usize, rng: crate::rng::SimRng) -> WeightedRandom {
+        WeightedRandom::new(rng)
+    }
+    fn cost(_: &NoParams) -> PickCost {
+        PickCost::CONSTANT
     }
 }
 

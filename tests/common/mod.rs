@@ -5,7 +5,7 @@ pub mod peer;
 
 use std::path::Path;
 
-use lbsim::metrics::metric_index;
+use lbsim::metrics::Metric;
 use lbsim::runner::{RunOptions, RunResults, run};
 use lbsim::scenario::Scenario;
 use lbsim::stats::{estimate, t_quantile};
@@ -21,8 +21,8 @@ pub fn run_default(s: &Scenario) -> RunResults {
 }
 
 /// Values of `metric` across replications for strategy `k`.
-pub fn values(r: &RunResults, k: usize, metric: &str) -> Vec<f64> {
-    r.strategies[k].metric(metric_index(metric).expect("metric exists"))
+pub fn values(r: &RunResults, k: usize, metric: Metric) -> Vec<f64> {
+    r.strategies[k].metric(metric)
 }
 
 /// Asserts that `theory` lies within the two-sided 99.9% Student-t confidence interval of the
@@ -71,6 +71,6 @@ pub fn assert_covers(what: &str, e: &lbsim::stats::Estimate, theory: f64) {
 }
 
 /// The reported estimate (pooled for percentiles) of `metric` for strategy `k`.
-pub fn reported(r: &RunResults, k: usize, metric: &str) -> lbsim::stats::Estimate {
-    r.strategies[k].estimate(metric_index(metric).expect("metric exists"))
+pub fn reported(r: &RunResults, k: usize, metric: Metric) -> lbsim::stats::Estimate {
+    r.strategies[k].estimate(metric)
 }
