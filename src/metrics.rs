@@ -92,6 +92,18 @@ pub enum Metric {
     AcceptedRate,
     /// `in_system_growth`.
     InSystemGrowth,
+    /// `success_rate`.
+    SuccessRate,
+    /// `attempts_per_request`.
+    AttemptsPerRequest,
+    /// `retry_rate`.
+    RetryRate,
+    /// `hedge_rate`.
+    HedgeRate,
+    /// `timeout_fraction`.
+    TimeoutFraction,
+    /// `wasted_fraction`.
+    WastedFraction,
 }
 
 /// The definition of a [`Metric`].
@@ -363,6 +375,54 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             0.05,
             "growth of the number in system over the window (least-squares line through its time-average in 10 equal slices, end minus start): near 0 in steady state, about the excess arrival rate × window when unstable",
         ),
+        def(
+            SuccessRate,
+            "success_rate",
+            "1",
+            Higher,
+            0.02,
+            "fraction of requests served (goodput over offered load); reported when a strategy has a client policy",
+        ),
+        def(
+            AttemptsPerRequest,
+            "attempts_per_request",
+            "1",
+            Lower,
+            0.05,
+            "attempts sent per request, retries and hedges included (amplification); reported with client policies",
+        ),
+        def(
+            RetryRate,
+            "retry_rate",
+            "1",
+            Lower,
+            0.10,
+            "retries per request; reported with client policies",
+        ),
+        def(
+            HedgeRate,
+            "hedge_rate",
+            "1",
+            Neither,
+            0.10,
+            "hedged copies per request; reported with client policies",
+        ),
+        def(
+            TimeoutFraction,
+            "timeout_fraction",
+            "1",
+            Lower,
+            0.10,
+            "fraction of requests that ended timed out (per-try or overall deadline); reported with client policies",
+        ),
+        def(
+            WastedFraction,
+            "wasted_fraction",
+            "1",
+            Lower,
+            0.10,
+            "share of the server time spent on attempts nobody waited for any more (timed out, or lost a hedge race); reported with client policies",
+        ),
     ]
 };
 
@@ -381,7 +441,7 @@ const _: () = {
 
 impl Metric {
     /// How many metrics there are.
-    pub const COUNT: usize = Metric::InSystemGrowth as usize + 1;
+    pub const COUNT: usize = Metric::WastedFraction as usize + 1;
 
     /// Every metric, in the order of every CSV.
     pub const ALL: [Metric; Metric::COUNT] = {
@@ -410,8 +470,28 @@ impl Metric {
             InSystemMean,
             AcceptedRate,
             InSystemGrowth,
+            SuccessRate,
+            AttemptsPerRequest,
+            RetryRate,
+            HedgeRate,
+            TimeoutFraction,
+            WastedFraction,
         ]
     };
+
+    /// Whether this metric describes client policies, and is reported only for scenarios
+    /// where some strategy has one (so that other scenarios' outputs stay as they were).
+    pub const fn of_client_policies(self) -> bool {
+        self as usize >= Metric::SuccessRate as usize
+    }
+
+    /// The metrics reported for a scenario: all, or all but those of client policies when
+    /// no strategy has one.
+    pub fn reported(with_policies: bool) -> impl Iterator<Item = Metric> {
+        Metric::ALL
+            .into_iter()
+            .filter(move |m| with_policies || !m.of_client_policies())
+    }
 
     /// Its definition.
     pub const fn def(self) -> &'static MetricDef {
@@ -825,6 +905,7 @@ impl RunMetrics {
             .sum::<f64>()
             / window_ns;
         let undefined_unless = |defined: bool, v: f64| if defined { v } else { f64::NAN };
+        let arrived = self.arrived as f64;
         let values = PerMetric::from_fn(|m| match m {
             Metric::LatencyMean => undefined_unless(served > 0, self.latency_sum / served as f64),
             Metric::LatencyP50 => q(0.5),
@@ -869,6 +950,26 @@ impl RunMetrics {
             Metric::InSystemMean => in_system,
             Metric::AcceptedRate => accepted as f64 / window,
             Metric::InSystemGrowth => self.in_system_growth(),
+            Metric::SuccessRate => undefined_unless(self.arrived > 0, served as f64 / arrived),
+            Metric::AttemptsPerRequest => {
+                undefined_unless(self.arrived > 0, self.client.attempts as f64 / arrived)
+            }
+            Metric::RetryRate => {
+                undefined_unless(self.arrived > 0, self.client.retries as f64 / arrived)
+            }
+            Metric::HedgeRate => {
+                undefined_unless(self.arrived > 0, self.client.hedges as f64 / arrived)
+            }
+            Metric::TimeoutFraction => {
+                undefined_unless(self.arrived > 0, self.client.timed_out as f64 / arrived)
+            }
+            Metric::WastedFraction => {
+                if self.client.wasted == 0.0 {
+                    0.0
+                } else {
+                    self.client.wasted / self.client.work
+                }
+            }
         });
         let servers = self
             .servers

@@ -210,6 +210,12 @@ impl Scenario {
         format!("{:016x}", h.0)
     }
 
+    /// Whether some strategy entry has a client policy (`[strategies.policy]`): the
+    /// metrics of client policies are reported only then.
+    pub fn has_policies(&self) -> bool {
+        self.strategies.iter().any(|e| e.policy.is_some())
+    }
+
     /// Time at which measurement ends and arrivals stop (seconds).
     pub fn end(&self) -> f64 {
         self.warmup + self.duration

@@ -253,7 +253,7 @@ pub fn compare_with_baseline(
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     for s in &results.strategies {
-        for m in Metric::ALL {
+        for m in Metric::reported(scenario.has_policies()) {
             let e = s.estimate(m);
             let new = [e.mean, e.low, e.high];
             let base = baseline

@@ -899,6 +899,10 @@ impl<'a> Sim<'a> {
     }
 
     fn finish(mut self) -> RunMetrics {
+        if self.client.is_none() {
+            // One attempt per request without a policy.
+            self.m.client.attempts = self.m.arrived;
+        }
         for (acc, s) in self.m.servers.iter_mut().zip(&self.servers) {
             acc.advance(self.to, s.busy(), s.queued(), self.from, self.to);
         }
