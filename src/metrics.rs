@@ -380,7 +380,7 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             "success_rate",
             "1",
             Higher,
-            0.02,
+            0.05,
             "fraction of requests served (goodput over offered load); reported when a strategy has a client policy",
         ),
         def(
@@ -396,7 +396,7 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             "retry_rate",
             "1",
             Lower,
-            0.10,
+            0.05,
             "retries per request; reported with client policies",
         ),
         def(
@@ -404,7 +404,7 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             "hedge_rate",
             "1",
             Neither,
-            0.10,
+            0.05,
             "hedged copies per request; reported with client policies",
         ),
         def(
@@ -412,7 +412,7 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             "timeout_fraction",
             "1",
             Lower,
-            0.10,
+            0.05,
             "fraction of requests that ended timed out (per-try or overall deadline); reported with client policies",
         ),
         def(
@@ -420,7 +420,7 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             "wasted_fraction",
             "1",
             Lower,
-            0.10,
+            0.05,
             "share of the server time spent on attempts nobody waited for any more (timed out, or lost a hedge race); reported with client policies",
         ),
     ]
