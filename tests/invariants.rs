@@ -153,7 +153,14 @@ proptest! {
         );
         let c = &m.client;
         match policy {
-            None => prop_assert_eq!(c, &lbsim::metrics::ClientCounters::default()),
+            // Without a policy, one attempt per request and nothing else.
+            None => prop_assert_eq!(
+                c,
+                &lbsim::metrics::ClientCounters {
+                    attempts: m.arrived,
+                    ..Default::default()
+                }
+            ),
             Some(_) => {
                 // Every attempt is a first one, a retry or a hedge; cancellations are
                 // abandoned attempts; wasted work is part of the work.
