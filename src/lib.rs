@@ -17,6 +17,7 @@
 //! - [`workload`]: arrival processes, request sizes and keys (common random numbers).
 //! - [`strategy`]: the `Strategy` trait and one file per strategy.
 //! - [`sim`]: the discrete-event engine.
+//! - [`policy`]: client policies (timeouts, retries, budgets, hedging), pure state machines.
 //! - [`metrics`]: streaming per-run metrics (HDR histograms).
 //! - [`stats`]: confidence intervals over replications.
 //! - [`runner`]: Monte Carlo replications in parallel, deterministic.
@@ -34,6 +35,7 @@
 
 pub mod live;
 pub mod metrics;
+pub mod policy;
 pub mod report;
 pub mod rng;
 pub mod runner;

@@ -94,6 +94,18 @@ pub enum Metric {
     InSystemGrowth,
     /// `probes_per_request` (optional: see [`Metric::reported`]).
     ProbesPerRequest,
+    /// `success_rate`.
+    SuccessRate,
+    /// `attempts_per_request`.
+    AttemptsPerRequest,
+    /// `retry_rate`.
+    RetryRate,
+    /// `hedge_rate`.
+    HedgeRate,
+    /// `timeout_fraction`.
+    TimeoutFraction,
+    /// `wasted_fraction`.
+    WastedFraction,
 }
 
 /// The definition of a [`Metric`].
@@ -373,6 +385,54 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             0.05,
             "probes sent in the measured window per request arrived (strategies that probe servers, such as prequal; reported only for them)",
         ),
+        def(
+            SuccessRate,
+            "success_rate",
+            "1",
+            Higher,
+            0.05,
+            "fraction of requests served (goodput over offered load); reported when a strategy has a client policy",
+        ),
+        def(
+            AttemptsPerRequest,
+            "attempts_per_request",
+            "1",
+            Lower,
+            0.05,
+            "attempts sent per request, retries and hedges included (amplification); reported with client policies",
+        ),
+        def(
+            RetryRate,
+            "retry_rate",
+            "1",
+            Lower,
+            0.05,
+            "retries per request; reported with client policies",
+        ),
+        def(
+            HedgeRate,
+            "hedge_rate",
+            "1",
+            Neither,
+            0.05,
+            "hedged copies per request; reported with client policies",
+        ),
+        def(
+            TimeoutFraction,
+            "timeout_fraction",
+            "1",
+            Lower,
+            0.05,
+            "fraction of requests that ended timed out (per-try or overall deadline); reported with client policies",
+        ),
+        def(
+            WastedFraction,
+            "wasted_fraction",
+            "1",
+            Lower,
+            0.05,
+            "share of the server time spent on attempts nobody waited for any more (timed out, or lost a hedge race); reported with client policies",
+        ),
     ]
 };
 
@@ -391,7 +451,7 @@ const _: () = {
 
 impl Metric {
     /// How many metrics there are.
-    pub const COUNT: usize = Metric::ProbesPerRequest as usize + 1;
+    pub const COUNT: usize = Metric::WastedFraction as usize + 1;
 
     /// Every metric, in the order of every CSV.
     pub const ALL: [Metric; Metric::COUNT] = {
@@ -421,8 +481,28 @@ impl Metric {
             AcceptedRate,
             InSystemGrowth,
             ProbesPerRequest,
+            SuccessRate,
+            AttemptsPerRequest,
+            RetryRate,
+            HedgeRate,
+            TimeoutFraction,
+            WastedFraction,
         ]
     };
+
+    /// Whether this metric describes client policies, and is reported only for scenarios
+    /// where some strategy has one (so that other scenarios' outputs stay as they were).
+    pub const fn of_client_policies(self) -> bool {
+        self as usize >= Metric::SuccessRate as usize
+    }
+
+    /// The metrics reported for a scenario: all, or all but those of client policies when
+    /// no strategy has one.
+    pub fn listed(with_policies: bool) -> impl Iterator<Item = Metric> {
+        Metric::ALL
+            .into_iter()
+            .filter(move |m| with_policies || !m.of_client_policies())
+    }
 
     /// Its definition.
     pub const fn def(self) -> &'static MetricDef {
@@ -732,6 +812,8 @@ pub struct RunMetrics {
     pub probes: u64,
     /// Per server.
     pub servers: Vec<ServerAccumulator>,
+    /// What client policies did (all zero without a policy).
+    pub client: ClientCounters,
     /// Start of the window.
     pub from: Nanos,
     /// End of the window.
@@ -741,6 +823,33 @@ pub struct RunMetrics {
     /// Measured requests that did not wait, not yet in [`RunMetrics::wait`] (see
     /// [`RunMetrics::flush`]).
     unrecorded_zero_waits: u64,
+}
+
+/// What client policies (timeouts, retries, hedging) did in one run, counted over the
+/// requests that arrived in the measured window. A request ends exactly once: served
+/// (its latency is recorded), rejected, unroutable, failed, or timed out.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClientCounters {
+    /// Attempts sent (the first included; every retry and hedge adds one).
+    pub attempts: u64,
+    /// Of those, retries.
+    pub retries: u64,
+    /// Of those, hedges (copies sent while an earlier one was still out).
+    pub hedges: u64,
+    /// Requests that ended by a timeout (per-try or overall) without being served.
+    pub timed_out: u64,
+    /// Attempts the client stopped waiting for (timed out, or lost a hedge race).
+    pub abandoned: u64,
+    /// Of those, withdrawn from their server before they finished.
+    pub cancelled: u64,
+    /// Worker time spent serving these requests' attempts (seconds).
+    pub work: f64,
+    /// Of that, time spent on attempts nobody waited for any more (seconds).
+    pub wasted: f64,
+    /// Ejections by outlier detection (every balancer's, over the whole run).
+    pub ejections: u64,
+    /// Most servers one balancer had ejected at once.
+    pub max_ejected: u32,
 }
 
 /// Most servers whose response times get a histogram of their own (for the per-server
@@ -778,6 +887,7 @@ impl RunMetrics {
             unroutable: 0,
             failed: 0,
             probes: 0,
+            client: ClientCounters::default(),
             servers: workers.iter().map(|&w| ServerAccumulator::new(w)).collect(),
             from,
             to,
@@ -897,6 +1007,7 @@ impl RunMetrics {
             .sum::<f64>()
             / window_ns;
         let undefined_unless = |defined: bool, v: f64| if defined { v } else { f64::NAN };
+        let arrived = self.arrived as f64;
         let values = PerMetric::from_fn(|m| match m {
             Metric::LatencyMean => undefined_unless(served > 0, self.latency_sum / served as f64),
             Metric::LatencyP50 => q(0.5),
@@ -946,6 +1057,26 @@ impl RunMetrics {
                     0.0
                 } else {
                     self.probes as f64 / self.arrived as f64
+                }
+            }
+            Metric::SuccessRate => undefined_unless(self.arrived > 0, served as f64 / arrived),
+            Metric::AttemptsPerRequest => {
+                undefined_unless(self.arrived > 0, self.client.attempts as f64 / arrived)
+            }
+            Metric::RetryRate => {
+                undefined_unless(self.arrived > 0, self.client.retries as f64 / arrived)
+            }
+            Metric::HedgeRate => {
+                undefined_unless(self.arrived > 0, self.client.hedges as f64 / arrived)
+            }
+            Metric::TimeoutFraction => {
+                undefined_unless(self.arrived > 0, self.client.timed_out as f64 / arrived)
+            }
+            Metric::WastedFraction => {
+                if self.client.wasted == 0.0 {
+                    0.0
+                } else {
+                    self.client.wasted / self.client.work
                 }
             }
         });

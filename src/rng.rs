@@ -27,6 +27,9 @@ pub enum Stream {
     Routing = 5,
     /// Fault injection.
     Faults = 6,
+    /// Client policies' draws (retry back-off jitter), offset by the balancer's index: a
+    /// stream of its own, so that runs without policies draw exactly as before.
+    Policy = 7,
 }
 
 /// SplitMix64 finaliser: a bijective mixer with good avalanche, used to derive seeds.

@@ -287,6 +287,7 @@ pub fn run_replications(
                 let Some((m, trace)) = simulate_run(
                     scenario,
                     &entry.spec,
+                    entry.policy.as_ref(),
                     rep,
                     seed,
                     &opts.overheads,

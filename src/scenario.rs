@@ -15,7 +15,8 @@ use std::sync::Arc;
 pub use cost::{Cost, CostError, Limits};
 pub use error::ScenarioError;
 pub use file::{
-    ConnectionSpec, FaultKind, FaultSpec, ProbeSpec, ScenarioFile, ServerGroup, WarmupSetting,
+    ConnectionSpec, ErrorStatus, FaultKind, FaultSpec, ProbeSpec, ScenarioFile, ServerGroup,
+    WarmupSetting,
 };
 pub use sweep::{Sweep, SweepFile, SweepParameter};
 
@@ -83,6 +84,21 @@ pub struct Fault {
     pub factor: f64,
     /// Health-check detection delay (seconds).
     pub detection: f64,
+    /// For `error` faults: what the server answers, and how.
+    pub error: Option<ErrorFault>,
+    /// For `pause` faults: (interval between pauses, pause length).
+    pub pauses: Option<(Dist, Dist)>,
+}
+
+/// How a server in an `error` fault answers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ErrorFault {
+    /// Fraction of requests answered with an error.
+    pub fraction: f64,
+    /// Seconds until the answer.
+    pub latency: f64,
+    /// Error or refusal.
+    pub status: ErrorStatus,
 }
 
 /// One server, after expanding groups: its group's properties resolved, so that nothing
@@ -241,6 +257,12 @@ impl Scenario {
             }
         }
         format!("{:016x}", h.0)
+    }
+
+    /// Whether some strategy entry has a client policy (`[strategies.policy]`): the
+    /// metrics of client policies are reported only then.
+    pub fn has_policies(&self) -> bool {
+        self.strategies.iter().any(|e| e.policy.is_some())
     }
 
     /// Time at which measurement ends and arrivals stop (seconds).
@@ -893,14 +915,92 @@ impl Validator<'_> {
                         "add e.g. factor = 10.0 (service takes 10 times longer)",
                     ));
                 }
-                (FaultKind::Crash, None) => 1.0,
-                (FaultKind::Crash, Some(_)) => {
+                (_, None) => 1.0,
+                (_, Some(_)) => {
                     return Err(self.invalid(
                         &field("factor"),
-                        "a crash has no slow-down factor",
+                        "only a slow fault has a slow-down factor",
                         "remove `factor`, or use kind = \"slow\"",
                     ));
                 }
+            };
+            let misplaced = [
+                ("fraction", fault.fraction.is_some(), FaultKind::Error),
+                (
+                    "error_latency",
+                    fault.error_latency.is_some(),
+                    FaultKind::Error,
+                ),
+                ("status", fault.status.is_some(), FaultKind::Error),
+                ("interval", fault.interval.is_some(), FaultKind::Pause),
+                ("pause", fault.pause.is_some(), FaultKind::Pause),
+            ];
+            for (name, set, kind) in misplaced {
+                if set && fault.kind != kind {
+                    return Err(self.invalid(
+                        &field(name),
+                        format!("`{name}` belongs to {kind:?} faults, not {:?}", fault.kind)
+                            .to_lowercase(),
+                        format!("remove `{name}`"),
+                    ));
+                }
+            }
+            if fault.detection != 0.0 && fault.kind != FaultKind::Crash {
+                return Err(self.invalid(
+                    &field("detection"),
+                    "only a crash is detected by health checks",
+                    "remove `detection` (the server stays up for health checks)",
+                ));
+            }
+            let error = match fault.kind {
+                FaultKind::Error => {
+                    let fraction = fault.fraction.unwrap_or(1.0);
+                    if !(fraction > 0.0 && fraction <= 1.0) {
+                        return Err(self.invalid(
+                            &field("fraction"),
+                            format!("is {fraction}"),
+                            "use a fraction above 0 and at most 1 (1: every request)",
+                        ));
+                    }
+                    let latency = fault.error_latency.unwrap_or(0.001);
+                    if !(latency.is_finite() && (0.0..=cost::MAX_TIME).contains(&latency)) {
+                        return Err(self.invalid(
+                            &field("error_latency"),
+                            format!("is {latency}"),
+                            format!("use 0 to {:e} seconds", cost::MAX_TIME),
+                        ));
+                    }
+                    Some(ErrorFault {
+                        fraction,
+                        latency,
+                        status: fault.status.unwrap_or_default(),
+                    })
+                }
+                _ => None,
+            };
+            let pauses = match (fault.kind, &fault.interval, &fault.pause) {
+                (FaultKind::Pause, Some(interval), Some(pause)) => {
+                    for (name, d) in [("interval", interval), ("pause", pause)] {
+                        d.validate()
+                            .map_err(|e| self.invalid(&field(name), e.problem, e.fix))?;
+                    }
+                    if interval.mean() < 1e-6 {
+                        return Err(self.invalid(
+                            &field("interval"),
+                            format!("has a mean of {} s", interval.mean()),
+                            "use a mean interval of 1e-6 s or more (pauses follow each other, they do not overlap)",
+                        ));
+                    }
+                    Some((interval.clone(), pause.clone()))
+                }
+                (FaultKind::Pause, _, _) => {
+                    return Err(self.invalid(
+                        &field(if fault.interval.is_none() { "interval" } else { "pause" }),
+                        "a pause fault needs both `interval` and `pause` distributions",
+                        "add e.g. interval = { dist = \"exponential\", mean = 5.0 } and pause = { dist = \"uniform\", min = 0.05, max = 0.2 }",
+                    ));
+                }
+                _ => None,
             };
             out.push(Fault {
                 servers,
@@ -909,6 +1009,8 @@ impl Validator<'_> {
                 until: fault.duration.map(|d| fault.at + d),
                 factor,
                 detection: fault.detection,
+                error,
+                pauses,
             });
         }
         Ok(out)
@@ -1038,7 +1140,11 @@ impl Validator<'_> {
             let about = def.about();
             let kind = about.kind;
             for key in entry.keys() {
-                if key == "label" || key == "kind" || about.knobs.iter().any(|k| k.name == key) {
+                if key == "label"
+                    || key == "kind"
+                    || key == "policy"
+                    || about.knobs.iter().any(|k| k.name == key)
+                {
                     continue;
                 }
                 let params: Vec<String> = about
@@ -1114,6 +1220,29 @@ impl Validator<'_> {
             s.spec.validate(n).map_err(|e| {
                 self.invalid(&format!("strategies[{i}].{}", e.field), e.problem, e.fix)
             })?;
+            if let Some(p) = &s.policy {
+                p.check().map_err(|e| {
+                    self.invalid(
+                        &format!("strategies[{i}].policy.{}", e.field),
+                        e.problem,
+                        e.fix,
+                    )
+                })?;
+                if p.outlier.is_some() && s.spec.indexes_load_reports() {
+                    return Err(self.invalid(
+                        &format!("strategies[{i}].policy.outlier"),
+                        "this strategy picks from the servers' shared load index, which per-balancer ejection cannot hide servers from",
+                        "set `indexed = false`, or remove [strategies.policy.outlier]",
+                    ));
+                }
+                if f.connections.is_some() {
+                    return Err(self.invalid(
+                        &format!("strategies[{i}].policy"),
+                        "client policies apply to request-level balancing, and this scenario has [connections]",
+                        "remove [strategies.policy], or remove [connections] to balance each request",
+                    ));
+                }
+            }
         }
         let any_weighted = f.strategies.iter().any(|s| s.spec.uses_weights());
         if any_weighted && f.servers.iter().all(|g| g.weight == 0) {

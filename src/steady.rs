@@ -43,7 +43,7 @@ use rayon::prelude::*;
 use crate::metrics::BATCHES;
 use crate::runner::{RunError, RunResults, StrategyResult, in_pool};
 use crate::scenario::{Scenario, ScenarioError};
-use crate::sim::{simulate, simulate_cancellable};
+use crate::sim::{simulate_cancellable, simulate_with_policy};
 
 /// The MSER truncation point of `x`: the `d` in `0..=n/2` minimising the squared standard
 /// error of the mean of `x[d..]`, `Σ (x_i − x̄_d)² / (n − d)²`.
@@ -225,10 +225,11 @@ pub fn choose_warmup(
             tasks
                 .par_iter()
                 .map(|&(k, rep)| {
-                    let spec = &pilot.strategies[k].spec;
+                    let entry = &pilot.strategies[k];
+                    let policy = entry.policy.as_ref();
                     let m = match cancel {
-                        Some(c) => simulate_cancellable(&pilot, spec, rep, seed, c)?,
-                        None => simulate(&pilot, spec, rep, seed),
+                        Some(c) => simulate_cancellable(&pilot, &entry.spec, policy, rep, seed, c)?,
+                        None => simulate_with_policy(&pilot, &entry.spec, policy, rep, seed),
                     };
                     Some(m.batches)
                 })

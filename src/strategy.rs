@@ -369,6 +369,32 @@ impl Balancer {
         self.strategy.on_reply_load(backend, load, now);
     }
 
+    /// Like [`Balancer::route_with`], but while the pick is a backend that `avoid` rejects,
+    /// picks again, at most `repicks` times; the last pick is used anyway. This is Envoy's
+    /// retry host predicate (`previous_hosts`) with `host_selection_retry_max_attempts`.
+    pub fn route_avoiding(
+        &mut self,
+        now: Nanos,
+        key: u64,
+        loads: Option<&LoadTable>,
+        avoid: impl Fn(usize) -> bool,
+        repicks: u32,
+    ) -> Option<usize> {
+        let ctx = PickContext { now, key, loads };
+        let mut i = self.strategy.pick(&self.backends, &ctx)?;
+        for _ in 0..repicks {
+            if !avoid(i) {
+                break;
+            }
+            i = self.strategy.pick(&self.backends, &ctx)?;
+        }
+        debug_assert!(self.backends[i].up, "strategy picked a down backend");
+        self.backends[i].in_flight += 1;
+        self.told(i);
+        self.strategy.on_dispatch(i, now);
+        Some(i)
+    }
+
     /// Records the end of a request previously routed to `backend`.
     pub fn complete(&mut self, backend: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
         let b = &mut self.backends[backend];

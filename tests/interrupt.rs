@@ -342,7 +342,7 @@ fn cancellable_simulation_matches_and_stops() {
     let scenario = Scenario::load(Path::new("scenarios/mm1.toml")).unwrap();
     let spec = &scenario.strategies[0].spec;
     let never = AtomicBool::new(false);
-    let full = simulate_cancellable(&scenario, spec, 3, scenario.seed, &never).unwrap();
+    let full = simulate_cancellable(&scenario, spec, None, 3, scenario.seed, &never).unwrap();
     assert_eq!(
         full.summarize().values,
         simulate(&scenario, spec, 3, scenario.seed)
@@ -350,5 +350,5 @@ fn cancellable_simulation_matches_and_stops() {
             .values
     );
     let set = AtomicBool::new(true);
-    assert!(simulate_cancellable(&scenario, spec, 3, scenario.seed, &set).is_none());
+    assert!(simulate_cancellable(&scenario, spec, None, 3, scenario.seed, &set).is_none());
 }

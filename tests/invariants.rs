@@ -1,10 +1,12 @@
 //! Property tests over random small scenarios: no request is lost, shares sum to one,
-//! utilisations stay in [0, 1], and runs are reproducible.
+//! utilisations stay in [0, 1], and runs are reproducible — also under client policies
+//! (retries, budgets, hedges, timeouts, cancellations), where every request still ends
+//! exactly once.
 
 use std::path::Path;
 
 use lbsim::scenario::Scenario;
-use lbsim::sim::simulate;
+use lbsim::sim::simulate_with_policy;
 use proptest::prelude::*;
 
 use lbsim::strategy::STRATEGIES;
@@ -20,8 +22,33 @@ struct Case {
     balancers: u32,
     l4: Option<(u32, u32)>,
     crash: bool,
+    /// Index into [`POLICIES`] (request level only).
+    policy: Option<usize>,
+    /// Index into [`FAULTS`].
+    fault: Option<usize>,
     seed: u64,
 }
+
+/// Client policies the property test draws from: each exercises a different path
+/// (retries with back-off and a budget, timeouts with and without cancellation, hedges
+/// whose losers run on or are cancelled, retries to other hosts).
+/// Faults besides the crash: fail-fast errors, refusals, pauses of work in progress.
+const FAULTS: &[&str] = &[
+    "[[faults]]\nserver = \"g1\"\nkind = \"error\"\nat = 0.7\nduration = 1.5\n",
+    "[[faults]]\nserver = \"g0\"\nkind = \"error\"\nat = 0.0\nfraction = 0.3\nstatus = \"rejected\"\nerror_latency = 0.02\n",
+    "[[faults]]\nserver = \"g1\"\nkind = \"pause\"\nat = 0.2\ninterval = { dist = \"exponential\", mean = 0.3 }\npause = { dist = \"uniform\", min = 0.01, max = 0.08 }\n",
+];
+
+const POLICIES: &[&str] = &[
+    "[strategies.policy.retry]\nmax_attempts = 3\nbase_interval = 0.001\n",
+    "[strategies.policy]\ntimeout = 0.05\nper_try_timeout = 0.015\n[strategies.policy.retry]\nmax_attempts = 4\nprevious_hosts = true\n[strategies.policy.budget]\nkind = \"finagle\"\nmin_retries_per_sec = 1\n",
+    "[strategies.policy]\nper_try_timeout = 0.01\ncancel = true\n[strategies.policy.retry]\nmax_attempts = 2\n[strategies.policy.budget]\nkind = \"grpc\"\n",
+    "[strategies.policy.hedge]\ndelay = 0.005\nmax_attempts = 3\n",
+    "[strategies.policy]\ntimeout = 0.03\n[strategies.policy.hedge]\ndelay = 0.0\ncancel_losers = false\n[strategies.policy.budget]\nkind = \"envoy\"\n",
+    "[strategies.policy]\ntimeout = 0.02\ncancel = true\n",
+    "[strategies.policy.retry]\nmax_attempts = 2\n[strategies.policy.outlier]\nkind = \"envoy\"\nconsecutive_5xx = 2\ninterval = 0.3\nbase_ejection_time = 0.2\nmax_ejection_percent = 50\n",
+    "[strategies.policy.outlier]\nkind = \"nginx\"\nfail_timeout = 0.2\n",
+];
 
 fn case() -> impl Strategy<Value = Case> {
     (
@@ -43,9 +70,11 @@ fn case() -> impl Strategy<Value = Case> {
                 (
                     prop::option::of((1u32..6, 1u32..3)),
                     any::<bool>(),
+                    prop::option::of(0..POLICIES.len()),
+                    prop::option::of(0..FAULTS.len()),
                     any::<u64>(),
                 )
-                    .prop_map(move |(l4, crash, seed)| Case {
+                    .prop_map(move |(l4, crash, policy, fault, seed)| Case {
                         servers,
                         workers,
                         weights: weights.clone(),
@@ -55,6 +84,9 @@ fn case() -> impl Strategy<Value = Case> {
                         balancers,
                         l4,
                         crash,
+                        // Policies apply to request-level balancing only.
+                        policy: policy.filter(|_| l4.is_none()),
+                        fault,
                         seed,
                     })
             },
@@ -85,6 +117,12 @@ fn source(c: &Case) -> String {
         );
     }
     s += &format!("[[strategies]]\nkind = \"{}\"\n", c.kind);
+    if let Some(p) = c.policy {
+        s += POLICIES[p];
+    }
+    if let Some(f) = c.fault {
+        s += FAULTS[f];
+    }
     if let Some((clients, pool)) = c.l4 {
         s += &format!("[connections]\nclients = {clients}\npool_size = {pool}\nlifetime = 0.3\n");
     }
@@ -102,15 +140,47 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
-    fn no_request_is_lost_and_shares_sum_to_one(c in case()) {
-        let src = source(&c);
+    fn no_request_is_lost_and_shares_sum_to_one(case in case()) {
+        let src = source(&case);
         let s = match Scenario::from_source(Path::new("prop.toml"), &src) {
             Ok(s) => s,
             // Overloaded with unbounded queues is refused by design; every other case loads.
             Err(e) => { prop_assert!(e.to_string().contains("unstable"), "{e}\n{src}"); return Ok(()); }
         };
-        let m = simulate(&s, &s.strategies[0].spec, 0, s.seed);
-        prop_assert_eq!(m.arrived, m.latency.len() + m.rejected + m.unroutable + m.failed, "{}", src);
+        let (spec, policy) = (&s.strategies[0].spec, s.strategies[0].policy.as_ref());
+        let m = simulate_with_policy(&s, spec, policy, 0, s.seed);
+        // Every request ends exactly once: served, refused, unroutable, failed or timed out.
+        prop_assert_eq!(
+            m.arrived,
+            m.latency.len() + m.rejected + m.unroutable + m.failed + m.client.timed_out,
+            "{:?}\n{}", m.client, src
+        );
+        let c = &m.client;
+        match policy {
+            // Without a policy, one attempt per request and nothing else.
+            None => prop_assert_eq!(
+                c,
+                &lbsim::metrics::ClientCounters {
+                    attempts: m.arrived,
+                    ..Default::default()
+                }
+            ),
+            Some(_) => {
+                // Every attempt is a first one, a retry or a hedge; cancellations are
+                // abandoned attempts; wasted work is part of the work.
+                prop_assert_eq!(c.attempts, m.arrived + c.retries + c.hedges, "{:?}", c);
+                prop_assert!(c.cancelled <= c.abandoned, "{:?}", c);
+                prop_assert!(c.wasted <= c.work * (1.0 + 1e-9) + 1e-12, "{:?}", c);
+                // Ejection stays within its cap: Envoy's 50 % (at least one), and nginx
+                // never ejects the last server.
+                let n = case.servers as usize;
+                match case.policy {
+                    Some(6) => prop_assert!(c.max_ejected as usize <= (n / 2).max(1), "{:?}", c),
+                    Some(7) => prop_assert!((c.max_ejected as usize) < n, "{:?}", c),
+                    _ => {}
+                }
+            }
+        }
         let summary = m.summarize();
         let accepted: f64 = summary.servers.iter().map(|s| s.requests).sum();
         if accepted > 0.0 {
@@ -121,7 +191,7 @@ proptest! {
             prop_assert!((-1e-9..=1.0 + 1e-9).contains(&sv.utilization), "utilisation {}", sv.utilization);
         }
         // Reproducible (compared as text: a server that served nothing has NaN latencies).
-        let again = simulate(&s, &s.strategies[0].spec, 0, s.seed).summarize();
+        let again = simulate_with_policy(&s, spec, policy, 0, s.seed).summarize();
         prop_assert_eq!(format!("{summary:?}"), format!("{again:?}"));
     }
 }

@@ -81,7 +81,7 @@ fn svg_plots_have_one_series_per_strategy() {
     let n = s.strategies.len();
     assert_eq!(
         csv.lines().count(),
-        1 + lbsim::metrics::METRICS.len() * n * (n - 1) / 2
+        1 + lbsim::metrics::Metric::listed(false).count() * n * (n - 1) / 2
     );
 }
 
@@ -163,7 +163,7 @@ fn sweep_writes_csv_and_p99_plot_with_bands() {
     let csv = std::fs::read_to_string(dir.path().join("sweep.csv")).unwrap();
     assert_eq!(
         csv.lines().count(),
-        1 + 5 * s.strategies.len() * lbsim::metrics::METRICS.len()
+        1 + 5 * s.strategies.len() * lbsim::metrics::Metric::listed(false).count()
     );
     let svg = std::fs::read_to_string(dir.path().join("sweep_p99.svg")).unwrap();
     assert_eq!(
@@ -205,7 +205,7 @@ fn two_parameter_sweep_writes_every_point_and_one_panel_per_second_value() {
     let n_strat = s.strategies.len();
     assert_eq!(
         csv.lines().count(),
-        1 + loads * balancers * n_strat * lbsim::metrics::METRICS.len()
+        1 + loads * balancers * n_strat * lbsim::metrics::Metric::listed(false).count()
     );
     let mut lines = csv.lines();
     let header = lines.next().unwrap();
@@ -334,7 +334,7 @@ fn replications_csv_has_every_replication_strategy_and_metric() {
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(
         rows.len(),
-        s.strategies.len() * 4 * lbsim::metrics::METRICS.len()
+        s.strategies.len() * 4 * lbsim::metrics::Metric::listed(false).count()
     );
     // Means in summary.csv are the means of these rows.
     let first = s.strategies[0].label();

@@ -152,7 +152,7 @@ pub enum LiveError {
     TimeScale(f64),
     /// The scenario uses something live mode cannot reproduce.
     #[error(
-        "live mode cannot replay this scenario: {0}\n  fix: replay a copy without it (live mode replays scenarios with one balancer and no faults)"
+        "live mode cannot replay this scenario: {0}\n  fix: replay a copy without it (live mode replays scenarios with one balancer, no faults and no client policies)"
     )]
     Unsupported(String),
     /// No strategy left to replay.
@@ -253,6 +253,14 @@ pub fn replay_via(
     }
     if !scenario.faults.is_empty() {
         return Err(LiveError::Unsupported("it has [[faults]]".into()));
+    }
+    if let Some(e) = scenario.strategies.iter().find(|e| e.policy.is_some()) {
+        // Client policies run in the simulator only, so far: refuse rather than replay
+        // without them and compare unlike with unlike.
+        return Err(LiveError::Unsupported(format!(
+            "strategy `{}` has a client policy ([strategies.policy]), which live mode does not apply yet",
+            e.label()
+        )));
     }
     if let (Some((proxy, _)), None) = (via, &scenario.connections) {
         return Err(super::proxy::ProxyError::NotConnectionLevel { proxy }.into());

@@ -113,7 +113,7 @@ pub fn write_summary_csv(
     let path = dir.join("summary.csv");
     let mut w = create(&path)?;
     for s in &results.strategies {
-        for m in Metric::ALL {
+        for m in Metric::listed(scenario.has_policies()) {
             let e = s.estimate(m);
             if !m.reported(e.mean) {
                 continue;
@@ -219,6 +219,9 @@ pub fn write_replications_csv(
     for s in &results.strategies {
         for (run, &replication) in s.runs.iter().zip(&results.finished) {
             for (m, &v) in run.values.iter() {
+                if m.of_client_policies() && !scenario.has_policies() {
+                    continue;
+                }
                 w.serialize(ReplicationRow {
                     scenario: &scenario.name,
                     strategy: &s.label,

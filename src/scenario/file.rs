@@ -154,6 +154,25 @@ pub enum FaultKind {
     Crash,
     /// The server serves `factor` times slower.
     Slow,
+    /// The server answers a `fraction` of requests (all by default) with an error after
+    /// `error_latency`, without serving them: a black hole that fails fast, or with
+    /// `status = "rejected"` a rate limiter answering "429".
+    Error,
+    /// Stop-the-world pauses (garbage collection): every `interval` (a distribution) the
+    /// server stalls for `pause` (a distribution); work in progress stalls with it.
+    Pause,
+}
+
+/// How a fail-fast error is answered (`status` of an `error` fault).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorStatus {
+    /// A server error ("5xx", Thrift `TApplicationException`): counted in `error_fraction`.
+    #[default]
+    Failed,
+    /// A refusal ("429 Too Many Requests", "503 overloaded"): counted in
+    /// `rejected_fraction`.
+    Rejected,
 }
 
 /// A fault (`[[faults]]`).
@@ -176,6 +195,21 @@ pub struct FaultSpec {
     /// recovery, up again). Default 0: at once.
     #[serde(default)]
     pub detection: f64,
+    /// For `error`: the fraction of requests answered with an error (0 to 1). Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    /// For `error`: seconds until the error answer. Default 0.001.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_latency: Option<f64>,
+    /// For `error`: `"failed"` (default) or `"rejected"` (a 429-style refusal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ErrorStatus>,
+    /// For `pause`: time from the end of one pause to the start of the next (seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Dist>,
+    /// For `pause`: how long each pause lasts (seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Dist>,
 }
 
 /// A group of identical servers (`[[servers]]`).

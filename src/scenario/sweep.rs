@@ -541,6 +541,7 @@ impl Validator<'_> {
                     StrategyEntry {
                         label: entry.label.clone(),
                         spec,
+                        policy: entry.policy.clone(),
                     },
                 ));
             }

@@ -19,14 +19,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rand::RngExt;
 
 use super::Overheads;
+mod client;
+
 use super::event_queue::EventQueue;
 use super::probe::{PROBE_JOB_BASE, Signals};
 use super::server::{Admission, Job, Server};
 use crate::metrics::RunMetrics;
+use crate::policy::PolicySpec;
 use crate::rng::{SimRng, Stream, stream_rng};
-use crate::scenario::{FaultKind, Scenario};
+use crate::scenario::{ErrorStatus, FaultKind, Scenario};
 use crate::strategy::{Balancer, LoadTable, Outcome, StrategyFactory, StrategySpec};
 use crate::time::Nanos;
+use crate::workload::dist::open_unit;
 use crate::workload::{Dist, Request, RequestStream};
 
 /// A scheduled event. Arrivals are not among them: the one pending arrival is kept beside
@@ -62,6 +66,47 @@ enum Event {
     ProbeBack {
         slot: u32,
     },
+    /// A client-policy timer (see [`client`]): an attempt's timeout (`slot` is the
+    /// attempt's), a retry's back-off or a hedge's delay (`slot` is the request's).
+    /// `generation` tells a timer of a slot since reused.
+    Policy {
+        timer: client::Timer,
+        slot: u32,
+        generation: u32,
+    },
+    /// An error answer (an `error` fault) reaches its client: entry `slot` of
+    /// [`Sim::errors`].
+    ErrorReply {
+        slot: u32,
+    },
+    /// Server `server` starts a pause of fault `fault`.
+    Pause {
+        server: u32,
+        fault: u32,
+    },
+}
+
+/// An error answer on its way back to its client (`error` faults).
+#[derive(Clone, Copy, Debug)]
+struct PendingError {
+    server: u32,
+    balancer: u32,
+    measured: bool,
+    /// When the request (or attempt) was sent.
+    sent: Nanos,
+    /// A refusal ("429") rather than an error.
+    rejected: bool,
+    /// Under a client policy: the attempt answered, as (slot, generation).
+    attempt: Option<(u32, u32)>,
+}
+
+/// How requests reach servers: the one place the two topologies differ.
+enum Topology {
+    /// Each request is routed by a balancer, which sees it dispatched and completed.
+    Requests,
+    /// Each request goes over a persistent connection, which the balancer routed when it
+    /// opened: the balancer sees connections open and close, not requests.
+    Connections(Connections),
 }
 
 /// Persistent connections of the connection-level topology.
@@ -104,7 +149,16 @@ struct Sim<'a> {
     /// Servers' load reports, one table every balancer reads (when the strategy reads
     /// them): a publication costs O(1) whatever the number of balancers.
     loads: Option<LoadTable>,
-    conns: Option<Connections>,
+    topology: Topology,
+    /// Client policies' state; `None` without a policy, so that the common path is the
+    /// one-attempt path of before, at the cost of one branch per arrival and completion.
+    client: Option<Box<client::Client>>,
+    /// Error answers in flight (`error` faults), with free slots to reuse.
+    errors: Vec<PendingError>,
+    free_errors: Vec<u32>,
+    /// Draws of faults: which requests an `error` fault answers, pause lengths and
+    /// intervals. Used only by those faults, so other runs draw exactly as before.
+    fault_rng: SimRng,
     /// Probes and reply loads, when the strategy asks for them ([`super::probe`]).
     signals: Option<Signals>,
 }
@@ -118,7 +172,7 @@ pub fn simulate(
     seed: u64,
 ) -> RunMetrics {
     static NEVER: AtomicBool = AtomicBool::new(false);
-    let mut sim = Sim::new(scenario, strategy, replication, seed);
+    let mut sim = Sim::new(scenario, strategy, None, replication, seed);
     // The loop of a cancellable run with a flag never set, so that the engine bench
     // measures what the cancel check costs.
     let finished = sim.run(&NEVER);
@@ -165,8 +219,25 @@ pub fn simulate_with(
     seed: u64,
 ) -> RunMetrics {
     static NEVER: AtomicBool = AtomicBool::new(false);
-    let mut sim = Sim::new(scenario, strategy, replication, seed);
-    sim.run(&NEVER);
+    let mut sim = Sim::new(scenario, strategy, None, replication, seed);
+    let finished = sim.run(&NEVER);
+    debug_assert!(finished);
+    sim.finish()
+}
+
+/// Like [`simulate`], with the client policy `policy` (timeouts, retries, budgets,
+/// hedging) in every balancer. `None` is exactly [`simulate`].
+pub fn simulate_with_policy(
+    scenario: &Scenario,
+    strategy: &StrategySpec,
+    policy: Option<&PolicySpec>,
+    replication: u64,
+    seed: u64,
+) -> RunMetrics {
+    static NEVER: AtomicBool = AtomicBool::new(false);
+    let mut sim = Sim::new(scenario, strategy, policy, replication, seed);
+    let finished = sim.run(&NEVER);
+    debug_assert!(finished);
     sim.finish()
 }
 
@@ -180,11 +251,12 @@ const CANCEL_CHECK_EVERY: u32 = 4096;
 pub fn simulate_cancellable(
     scenario: &Scenario,
     strategy: &StrategySpec,
+    policy: Option<&PolicySpec>,
     replication: u64,
     seed: u64,
     cancel: &AtomicBool,
 ) -> Option<RunMetrics> {
-    let mut sim = Sim::new(scenario, strategy, replication, seed);
+    let mut sim = Sim::new(scenario, strategy, policy, replication, seed);
     sim.run(cancel).then(|| sim.finish())
 }
 
@@ -229,12 +301,13 @@ pub struct Trace {
 pub fn simulate_traced(
     scenario: &Scenario,
     strategy: &StrategySpec,
+    policy: Option<&PolicySpec>,
     replication: u64,
     seed: u64,
     spec: &TraceSpec,
 ) -> (RunMetrics, Trace) {
     static NEVER: AtomicBool = AtomicBool::new(false);
-    let mut sim = Sim::new(scenario, strategy, replication, seed);
+    let mut sim = Sim::new(scenario, strategy, policy, replication, seed);
     // Never cancelled, so the trace is always there; the fallback only keeps this total.
     let trace = record(&mut sim, spec, &NEVER).unwrap_or_else(|| Trace {
         servers: spec.servers.clone(),
@@ -247,12 +320,13 @@ pub fn simulate_traced(
 pub fn simulate_traced_cancellable(
     scenario: &Scenario,
     strategy: &StrategySpec,
+    policy: Option<&PolicySpec>,
     replication: u64,
     seed: u64,
     spec: &TraceSpec,
     cancel: &AtomicBool,
 ) -> Option<(RunMetrics, Trace)> {
-    let mut sim = Sim::new(scenario, strategy, replication, seed);
+    let mut sim = Sim::new(scenario, strategy, policy, replication, seed);
     let trace = record(&mut sim, spec, cancel)?;
     Some((sim.finish(), trace))
 }
@@ -266,7 +340,7 @@ pub fn simulate_calibrated(
     overheads: &Overheads,
 ) -> RunMetrics {
     static NEVER: AtomicBool = AtomicBool::new(false);
-    let mut sim = Sim::new(scenario, strategy, replication, seed);
+    let mut sim = Sim::new(scenario, strategy, None, replication, seed);
     sim.calibrate(overheads);
     let finished = sim.run(&NEVER);
     debug_assert!(finished);
@@ -276,18 +350,20 @@ pub fn simulate_calibrated(
 /// Every variant in one: replication `replication` of `scenario` under `strategy` with live
 /// mode's calibrated `overheads` ([`Overheads::NONE`] for scenario files), sampling the
 /// state of the servers of `trace` if given (see [`simulate_traced`]), and giving up
-/// (`None`) soon after `cancel` is set. With no overheads, no trace and a flag never set,
-/// it is [`simulate`] bit for bit.
+/// (`None`) soon after `cancel` is set, under the client policy `policy` if any. With no
+/// policy, no overheads, no trace and a flag never set, it is [`simulate`] bit for bit.
+#[allow(clippy::too_many_arguments)]
 pub fn simulate_run(
     scenario: &Scenario,
     strategy: &StrategySpec,
+    policy: Option<&PolicySpec>,
     replication: u64,
     seed: u64,
     overheads: &Overheads,
     trace: Option<&TraceSpec>,
     cancel: &AtomicBool,
 ) -> Option<(RunMetrics, Option<Trace>)> {
-    let mut sim = Sim::new(scenario, strategy, replication, seed);
+    let mut sim = Sim::new(scenario, strategy, policy, replication, seed);
     sim.calibrate(overheads);
     let trace = match trace {
         Some(spec) => Some(record(&mut sim, spec, cancel)?),
@@ -345,6 +421,7 @@ impl<'a> Sim<'a> {
     fn new(
         scenario: &'a Scenario,
         strategy: &dyn StrategyFactory,
+        policy: Option<&PolicySpec>,
         replication: u64,
         seed: u64,
     ) -> Sim<'a> {
@@ -373,6 +450,7 @@ impl<'a> Sim<'a> {
         let from = Nanos::from_secs_f64(scenario.warmup);
         let to = Nanos::from_secs_f64(scenario.end());
         let workers: Vec<u32> = servers.iter().map(|s| s.workers).collect();
+        let servers_count = servers.len();
         let mut sim = Sim {
             scenario,
             base_speed: servers.iter().map(|s| s.speed).collect(),
@@ -400,7 +478,18 @@ impl<'a> Sim<'a> {
                     LoadTable::new(n)
                 }
             }),
-            conns: None,
+            topology: Topology::Requests,
+            errors: Vec::new(),
+            free_errors: Vec::new(),
+            fault_rng: stream_rng(seed, replication, Stream::Faults, 0),
+            client: policy.map(|p| {
+                Box::new(client::Client::new(
+                    p,
+                    scenario.balancers as usize,
+                    servers_count,
+                    stream_rng(seed, replication, Stream::Policy, 0),
+                ))
+            }),
             signals,
         };
         if let Some(r) = sim.requests.next() {
@@ -410,6 +499,7 @@ impl<'a> Sim<'a> {
         if let Some(dt) = sim.report_every {
             sim.events.push(dt, Event::Report);
         }
+        sim.start_sweeps();
         for (index, fault) in scenario.faults.iter().enumerate() {
             let index = index as u32;
             sim.events.push(
@@ -428,7 +518,7 @@ impl<'a> Sim<'a> {
         }
         if let Some(spec) = &scenario.connections {
             let slots = (spec.clients * spec.pool_size) as usize;
-            sim.conns = Some(Connections {
+            sim.topology = Topology::Connections(Connections {
                 pool: spec.pool_size,
                 server: vec![None; slots],
                 opened: vec![Nanos::ZERO; slots],
@@ -509,10 +599,7 @@ impl<'a> Sim<'a> {
                 }
             }
             Event::ConnExpire { slot, generation } => {
-                if self
-                    .conns
-                    .as_ref()
-                    .is_some_and(|c| c.generation[slot as usize] == generation)
+                if matches!(&self.topology, Topology::Connections(c) if c.generation[slot as usize] == generation)
                 {
                     self.close_connection(slot, now, Outcome::Ok);
                     self.open_connection(slot, now);
@@ -531,9 +618,20 @@ impl<'a> Sim<'a> {
                     );
                 }
             }
+            Event::Policy {
+                timer,
+                slot,
+                generation,
+            } => self.policy_timer(now, timer, slot, generation),
+            Event::ErrorReply { slot } => self.error_reply(now, slot),
+            Event::Pause { server, fault } => self.pause(now, server as usize, fault as usize),
             Event::Health { server, up } => {
-                for b in &mut self.balancers {
-                    b.set_up(server as usize, up);
+                if self.client.is_some() {
+                    self.health(server as usize, up);
+                } else {
+                    for b in &mut self.balancers {
+                        b.set_up(server as usize, up);
+                    }
                 }
                 if let Some(t) = &mut self.loads {
                     t.set_up(server as usize, up);
@@ -547,25 +645,27 @@ impl<'a> Sim<'a> {
     }
 
     fn arrival(&mut self, now: Nanos, req: Request) {
+        if self.client.is_some() {
+            return self.arrival_with_policy(now, req);
+        }
         let measured = self.measured(now);
         self.m.arrived += u64::from(measured);
-        let (b, target) = match self.conns.is_some() {
-            false => {
-                let b = if self.balancers.len() == 1 {
-                    0
-                } else {
-                    self.routing.random_range(0..self.balancers.len())
-                };
+        let (b, target) = match self.topology {
+            Topology::Requests => {
+                let b = self.pick_balancer();
                 let target = self.balancers[b].route_with(now, req.key, self.loads.as_ref());
                 self.send_probes(b, now);
                 (b, target)
             }
-            true => self.connection_for(now),
+            Topology::Connections(_) => self.connection_for(now),
         };
         let Some(i) = target else {
             self.m.unroutable += u64::from(measured);
             return;
         };
+        if let Some(rejected) = self.answers_error(i) {
+            return self.send_error(now, i, b, measured, rejected, None);
+        }
         let server = &mut self.servers[i];
         let job = Job {
             id: req.id,
@@ -574,10 +674,10 @@ impl<'a> Sim<'a> {
             balancer: b as u32,
             measured,
             start: now,
+            end: Nanos::ZERO,
         };
         self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
         let admission = server.admit(job, now);
-        let request_level = self.conns.is_none();
         match admission {
             Admission::Started(service) => {
                 self.events.push(
@@ -595,18 +695,13 @@ impl<'a> Sim<'a> {
             Admission::Queued => self.m.servers[i].requests += u64::from(measured),
             Admission::Rejected => {
                 self.m.rejected += u64::from(measured);
-                if request_level {
-                    self.balancers[b].complete(i, Nanos::ZERO, Outcome::Rejected, now);
-                }
+                self.request_ended(b, i, Nanos::ZERO, Outcome::Rejected, now);
             }
             Admission::Down => {
                 self.m.failed += u64::from(measured);
-                if request_level {
-                    self.balancers[b].complete(i, Nanos::ZERO, Outcome::Failed, now);
-                } else {
-                    // The connection is broken: the client reconnects.
-                    self.reconnect_broken(i, now);
-                }
+                self.request_ended(b, i, Nanos::ZERO, Outcome::Failed, now);
+                // At connection level the connection is broken: the client reconnects.
+                self.connections_broken(i, now);
             }
         }
         if self.exact_reports {
@@ -615,6 +710,9 @@ impl<'a> Sim<'a> {
     }
 
     fn done(&mut self, now: Nanos, i: usize, id: u64) {
+        if self.client.is_some() {
+            return self.attempt_done(now, i, id);
+        }
         let server = &mut self.servers[i];
         let (busy, queued) = (server.busy(), server.queued());
         let (finished, next) = server.finish(id, now);
@@ -649,21 +747,20 @@ impl<'a> Sim<'a> {
             self.m
                 .record_service(i, job.arrival, latency, job.start - job.arrival);
         }
-        if self.conns.is_none() {
-            let b = job.balancer as usize;
-            if let Some(s) = self.signals.as_ref().filter(|s| s.reply_loads) {
-                let server = &self.servers[i];
-                let load = s.load(
-                    i,
-                    server.workers,
-                    server.busy(),
-                    server.queued(),
-                    Some(now - job.start),
-                );
-                self.balancers[b].reply_load(i, &load, now);
-            }
-            self.balancers[b].complete(i, latency, Outcome::Ok, now);
+        if let Topology::Requests = self.topology
+            && let Some(s) = self.signals.as_ref().filter(|s| s.reply_loads)
+        {
+            let server = &self.servers[i];
+            let load = s.load(
+                i,
+                server.workers,
+                server.busy(),
+                server.queued(),
+                Some(now - job.start),
+            );
+            self.balancers[job.balancer as usize].reply_load(i, &load, now);
         }
+        self.request_ended(job.balancer as usize, i, latency, Outcome::Ok, now);
         if self.exact_reports {
             self.publish_load(i, now);
         }
@@ -677,6 +774,108 @@ impl<'a> Sim<'a> {
         self.extra_latency = (0..self.servers.len())
             .map(|i| Nanos::from_secs_f64(o.extra_latency(i)))
             .collect();
+    }
+
+    /// Whether server `i`, in an `error` fault, answers the request it is offered with an
+    /// error: `Some(refusal?)`, or `None` to serve it. A crashed server refuses first.
+    #[inline]
+    fn answers_error(&mut self, i: usize) -> Option<bool> {
+        let server = &self.servers[i];
+        let (fraction, _, rejected) = server.error.filter(|_| !server.down)?;
+        (fraction >= 1.0 || open_unit(self.fault_rng.random::<u64>()) < fraction)
+            .then_some(rejected)
+    }
+
+    /// Server `i` answers a request with an error, which reaches its client after the
+    /// fault's `error_latency`.
+    fn send_error(
+        &mut self,
+        now: Nanos,
+        i: usize,
+        balancer: usize,
+        measured: bool,
+        rejected: bool,
+        attempt: Option<(u32, u32)>,
+    ) {
+        let latency = self.servers[i].error.map_or(Nanos::ZERO, |e| e.1);
+        let pending = PendingError {
+            server: i as u32,
+            balancer: balancer as u32,
+            measured,
+            sent: now,
+            rejected,
+            attempt,
+        };
+        let slot = match self.free_errors.pop() {
+            Some(k) => {
+                self.errors[k as usize] = pending;
+                k
+            }
+            None => {
+                self.errors.push(pending);
+                (self.errors.len() - 1) as u32
+            }
+        };
+        self.events.push(now + latency, Event::ErrorReply { slot });
+    }
+
+    /// An error answer reaches its client.
+    fn error_reply(&mut self, now: Nanos, slot: u32) {
+        let e = self.errors[slot as usize];
+        self.free_errors.push(slot);
+        let (i, b) = (e.server as usize, e.balancer as usize);
+        if self.client.is_some() {
+            return self.attempt_error(now, e.attempt, e.rejected);
+        }
+        let outcome = if e.rejected {
+            self.m.rejected += u64::from(e.measured);
+            Outcome::Rejected
+        } else {
+            self.m.failed += u64::from(e.measured);
+            Outcome::Failed
+        };
+        self.request_ended(b, i, now - e.sent, outcome, now);
+    }
+
+    /// Server `i` starts a pause of fault `index` (if the fault still lasts), and the
+    /// next one is scheduled.
+    fn pause(&mut self, now: Nanos, i: usize, index: usize) {
+        let fault = &self.scenario.faults[index];
+        let until = fault
+            .until
+            .map_or(self.to, |u| Nanos::from_secs_f64(u).min(self.to));
+        let Some((interval, length)) = &fault.pauses else {
+            return;
+        };
+        if now >= until {
+            return;
+        }
+        let length =
+            Nanos::from_secs_f64(length.quantile(open_unit(self.fault_rng.random::<u64>())));
+        let server = &mut self.servers[i];
+        // Busy time integrates up to the pause; the workers stay held through it.
+        self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
+        for (job, end) in server.pause(now, length) {
+            self.events.push(
+                end,
+                Event::Done {
+                    server: i as u32,
+                    job,
+                },
+            );
+        }
+        let next = now
+            + length
+            + Nanos::from_secs_f64(interval.quantile(open_unit(self.fault_rng.random::<u64>())));
+        if next < until {
+            self.events.push(
+                next,
+                Event::Pause {
+                    server: i as u32,
+                    fault: index as u32,
+                },
+            );
+        }
     }
 
     fn publish_load(&mut self, i: usize, now: Nanos) {
@@ -695,20 +894,18 @@ impl<'a> Sim<'a> {
                 (FaultKind::Slow, true) => server.speed = self.base_speed[i] / fault.factor,
                 (FaultKind::Slow, false) => server.speed = self.base_speed[i],
                 (FaultKind::Crash, true) => {
-                    for job in server.crash(now) {
-                        self.m.failed += u64::from(job.measured);
-                        if self.conns.is_none() && job.id < PROBE_JOB_BASE {
-                            self.balancers[job.balancer as usize].complete(
-                                i,
-                                now - job.arrival,
-                                Outcome::Failed,
-                                now,
-                            );
-                        }
+                    // Probe work is nobody's request: it is dropped with the server.
+                    let lost: Vec<Job> = server
+                        .crash(now)
+                        .into_iter()
+                        .filter(|j| j.id < PROBE_JOB_BASE)
+                        .collect();
+                    if self.client.is_some() {
+                        self.attempts_lost(now, i, lost);
+                    } else {
+                        self.requests_lost(now, i, lost);
                     }
-                    if self.conns.is_some() {
-                        self.reconnect_broken(i, now);
-                    }
+                    self.connections_broken(i, now);
                     self.events.push(
                         now + detection,
                         Event::Health {
@@ -717,6 +914,31 @@ impl<'a> Sim<'a> {
                         },
                     );
                 }
+                (FaultKind::Error, true) => {
+                    server.error = fault.error.map(|e| {
+                        (
+                            e.fraction,
+                            Nanos::from_secs_f64(e.latency),
+                            e.status == ErrorStatus::Rejected,
+                        )
+                    });
+                }
+                (FaultKind::Error, false) => server.error = None,
+                (FaultKind::Pause, true) => {
+                    if let Some((interval, _)) = &fault.pauses {
+                        let first = Nanos::from_secs_f64(
+                            interval.quantile(open_unit(self.fault_rng.random::<u64>())),
+                        );
+                        self.events.push(
+                            now + first,
+                            Event::Pause {
+                                server: i as u32,
+                                fault: index as u32,
+                            },
+                        );
+                    }
+                }
+                (FaultKind::Pause, false) => {}
                 (FaultKind::Crash, false) => {
                     server.recover(now);
                     self.events.push(
@@ -734,9 +956,45 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Requests held by server `i` when it crashed (no client policy): each fails.
+    fn requests_lost(&mut self, now: Nanos, i: usize, lost: Vec<Job>) {
+        for job in lost {
+            self.m.failed += u64::from(job.measured);
+            self.request_ended(
+                job.balancer as usize,
+                i,
+                now - job.arrival,
+                Outcome::Failed,
+                now,
+            );
+        }
+    }
+
+    /// The balancer an arriving request goes through (request level): chosen uniformly
+    /// when there are several.
+    #[inline]
+    fn pick_balancer(&mut self) -> usize {
+        if self.balancers.len() == 1 {
+            0
+        } else {
+            self.routing.random_range(0..self.balancers.len())
+        }
+    }
+
+    /// Tells balancer `b` that a request it sent to server `i` ended — at request level
+    /// only: at connection level balancers see connections, not requests.
+    #[inline]
+    fn request_ended(&mut self, b: usize, i: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
+        if let Topology::Requests = self.topology {
+            self.balancers[b].complete(i, latency, outcome, now);
+        }
+    }
+
     /// The connection a client's next request uses: (balancer, server).
     fn connection_for(&mut self, now: Nanos) -> (usize, Option<usize>) {
-        let conns = self.conns.as_mut().expect("connection-level topology");
+        let Topology::Connections(conns) = &mut self.topology else {
+            unreachable!("connection_for is called at connection level only")
+        };
         let client = self.routing.random_range(0..conns.next.len());
         let k = conns.next[client];
         conns.next[client] = (k + 1) % conns.pool;
@@ -745,11 +1003,15 @@ impl<'a> Sim<'a> {
             self.open_connection(slot, now);
         }
         let b = client % self.balancers.len();
-        (b, self.conns.as_ref().and_then(|c| c.server[slot as usize]))
+        let server = match &self.topology {
+            Topology::Connections(c) => c.server[slot as usize],
+            Topology::Requests => None,
+        };
+        (b, server)
     }
 
     fn open_connection(&mut self, slot: u32, now: Nanos) {
-        let Some(conns) = self.conns.as_mut() else {
+        let Topology::Connections(conns) = &mut self.topology else {
             return;
         };
         let client = (slot / conns.pool) as usize;
@@ -757,7 +1019,7 @@ impl<'a> Sim<'a> {
         // The key of a connection is its slot: hashing strategies pin clients to servers.
         let server = self.balancers[b].route_with(now, u64::from(slot), self.loads.as_ref());
         self.send_probes(b, now);
-        let Some(conns) = self.conns.as_mut() else {
+        let Topology::Connections(conns) = &mut self.topology else {
             return;
         };
         conns.server[slot as usize] = server;
@@ -778,7 +1040,7 @@ impl<'a> Sim<'a> {
     }
 
     fn close_connection(&mut self, slot: u32, now: Nanos, outcome: Outcome) {
-        let Some(conns) = self.conns.as_mut() else {
+        let Topology::Connections(conns) = &mut self.topology else {
             return;
         };
         let client = (slot / conns.pool) as usize;
@@ -789,9 +1051,10 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Closes every connection to server `i` (it crashed); they reopen on next use.
-    fn reconnect_broken(&mut self, i: usize, now: Nanos) {
-        let Some(conns) = self.conns.as_ref() else {
+    /// At connection level, closes every connection to server `i` (it crashed); they
+    /// reopen on next use. Nothing at request level.
+    fn connections_broken(&mut self, i: usize, now: Nanos) {
+        let Topology::Connections(conns) = &self.topology else {
             return;
         };
         let broken: Vec<u32> = (0..conns.server.len() as u32)
@@ -847,6 +1110,7 @@ impl<'a> Sim<'a> {
                 balancer: p.balancer,
                 measured: false,
                 start: now,
+                end: now,
             };
             self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
             if let Admission::Started(service) = server.admit(job, now) {
@@ -865,6 +1129,10 @@ impl<'a> Sim<'a> {
     }
 
     fn finish(mut self) -> RunMetrics {
+        if self.client.is_none() {
+            // One attempt per request without a policy.
+            self.m.client.attempts = self.m.arrived;
+        }
         for (acc, s) in self.m.servers.iter_mut().zip(&self.servers) {
             acc.advance(self.to, s.busy(), s.queued(), self.from, self.to);
         }

@@ -22,6 +22,8 @@ pub struct Job {
     pub measured: bool,
     /// When a worker started serving it (set by the server).
     pub start: Nanos,
+    /// When its service ends (set by the server when it starts; pushed back by pauses).
+    pub end: Nanos,
 }
 
 /// What happened to a request offered to a server.
@@ -36,6 +38,9 @@ pub enum Admission {
     /// The server is down (crashed): the connection is refused.
     Down,
 }
+
+/// A waiting request a freed worker starts serving, with its service time.
+pub type Started = (Job, Nanos);
 
 /// One server's state.
 #[derive(Clone, Debug)]
@@ -63,6 +68,11 @@ pub struct Server {
     /// Seconds added to every service time, whatever the speed (live mode's calibrated
     /// per-request server overhead; 0 otherwise).
     pub overhead: f64,
+    /// Until when the server is paused (stop-the-world): no work progresses before.
+    pub paused_until: Nanos,
+    /// While an `error` fault lasts: the fraction of requests answered with an error,
+    /// the time to answer, and whether the answer is a refusal.
+    pub error: Option<(f64, Nanos, bool)>,
 }
 
 impl Server {
@@ -80,6 +90,8 @@ impl Server {
             busy_time: 0,
             last_change: Nanos::ZERO,
             overhead: 0.0,
+            paused_until: Nanos::ZERO,
+            error: None,
         }
     }
 
@@ -102,8 +114,14 @@ impl Server {
         self.last_change = now;
     }
 
-    fn service_time(&self, job: &Job) -> Nanos {
-        Nanos::from_secs_f64(job.work / self.speed + self.overhead)
+    /// Starts serving `job` at `now`: sets its start and end (after any pause under way)
+    /// and returns the time until it ends.
+    #[inline]
+    fn start(&self, job: &mut Job, now: Nanos) -> Nanos {
+        job.start = now;
+        job.end = now.max(self.paused_until)
+            + Nanos::from_secs_f64(job.work / self.speed + self.overhead);
+        job.end - now
     }
 
     /// The server's load report at `now`.
@@ -124,9 +142,9 @@ impl Server {
             Admission::Down
         } else if self.busy() < self.workers {
             self.touch(now);
-            job.start = now;
+            let service = self.start(&mut job, now);
             self.in_service.push(job);
-            Admission::Started(self.service_time(&job))
+            Admission::Started(service)
         } else if self
             .queue_capacity
             .is_some_and(|c| self.queue.len() >= c as usize)
@@ -142,18 +160,62 @@ impl Server {
     /// service time, which a worker starts serving.
     #[inline]
     pub fn finish(&mut self, id: u64, now: Nanos) -> (Option<Job>, Option<(Job, Nanos)>) {
-        let Some(pos) = self.in_service.iter().position(|j| j.id == id) else {
+        // A completion scheduled before a pause pushed the job's end back finds it still
+        // running (`end` differs), one scheduled before a crash or cancellation finds nothing.
+        let Some(pos) = self
+            .in_service
+            .iter()
+            .position(|j| j.id == id && j.end == now)
+        else {
             return (None, None);
         };
         self.touch(now);
         self.completed += 1;
         let done = self.in_service.swap_remove(pos);
         let next = self.queue.pop_front().map(|mut j| {
-            j.start = now;
+            let service = self.start(&mut j, now);
             self.in_service.push(j);
-            (j, self.service_time(&j))
+            (j, service)
         });
         (Some(done), next)
+    }
+
+    /// Withdraws request `id` at `now` (its client cancelled it): returns it and whether it
+    /// was in service, and — when it freed a worker — the next waiting request with its
+    /// service time, which the worker starts serving. `None` if the server does not hold it.
+    pub fn cancel(&mut self, id: u64, now: Nanos) -> Option<(Job, bool, Option<Started>)> {
+        if let Some(pos) = self.queue.iter().position(|j| j.id == id) {
+            return self.queue.remove(pos).map(|j| (j, false, None));
+        }
+        let pos = self.in_service.iter().position(|j| j.id == id)?;
+        self.touch(now);
+        let gone = self.in_service.swap_remove(pos);
+        let next = self.queue.pop_front().map(|mut j| {
+            let service = self.start(&mut j, now);
+            self.in_service.push(j);
+            (j, service)
+        });
+        Some((gone, true, next))
+    }
+
+    /// Pauses the server from `now` for `length` (stop the world): work in service stops
+    /// and resumes after the pause, so its end moves back by the part of the pause not
+    /// already under way. Returns the requests in service with their new ends, whose
+    /// completions the caller schedules again.
+    pub fn pause(&mut self, now: Nanos, length: Nanos) -> Vec<(u64, Nanos)> {
+        let until = now + length;
+        let extra = until.saturating_sub(now.max(self.paused_until));
+        self.paused_until = self.paused_until.max(until);
+        if extra == Nanos::ZERO {
+            return Vec::new();
+        }
+        self.in_service
+            .iter_mut()
+            .map(|j| {
+                j.end += extra;
+                (j.id, j.end)
+            })
+            .collect()
     }
 
     /// Crashes the server at `now`: every request it holds is lost and returned.
@@ -184,29 +246,81 @@ mod tests {
             balancer: 0,
             measured: true,
             start: Nanos::ZERO,
+            end: Nanos::ZERO,
         }
     }
 
     #[test]
     fn fifo_with_bounded_queue() {
-        let mut s = Server::new(1, 1.0, Some(2), 0);
-        assert_eq!(s.admit(job(1), Nanos(1)), Admission::Started(Nanos(1)));
-        assert_eq!(s.admit(job(2), Nanos(2)), Admission::Queued);
-        assert_eq!(s.admit(job(3), Nanos(3)), Admission::Queued);
-        assert_eq!(s.admit(job(4), Nanos(4)), Admission::Rejected);
-        assert_eq!(s.report(Nanos(5)).in_system, 3);
-        let (done, next) = s.finish(1, Nanos(10));
-        assert_eq!((done.unwrap().id, next.unwrap().0.id), (1, 2));
-        assert_eq!(s.finish(2, Nanos(20)).1.unwrap().0.id, 3);
-        // Job 3 waited until job 2 finished at 20.
-        let started = Job {
-            start: Nanos(20),
-            ..job(3)
+        // Work of 10 ns at speed 1; completions come at each job's end, as the engine
+        // schedules them.
+        let ten = |id| Job {
+            work: 10e-9,
+            ..job(id)
         };
-        assert_eq!(s.finish(3, Nanos(30)), (Some(started), None));
+        let mut s = Server::new(1, 1.0, Some(2), 0);
+        assert_eq!(s.admit(ten(1), Nanos(1)), Admission::Started(Nanos(10)));
+        assert_eq!(s.admit(ten(2), Nanos(2)), Admission::Queued);
+        assert_eq!(s.admit(ten(3), Nanos(3)), Admission::Queued);
+        assert_eq!(s.admit(ten(4), Nanos(4)), Admission::Rejected);
+        assert_eq!(s.report(Nanos(5)).in_system, 3);
+        // Not yet its end: nothing finishes.
+        assert_eq!(s.finish(1, Nanos(10)), (None, None));
+        let (done, next) = s.finish(1, Nanos(11));
+        assert_eq!((done.unwrap().id, next.unwrap().0.id), (1, 2));
+        assert_eq!(s.finish(2, Nanos(21)).1.unwrap().0.id, 3);
+        // Job 3 waited until job 2 finished at 21.
+        let started = Job {
+            start: Nanos(21),
+            end: Nanos(31),
+            ..ten(3)
+        };
+        assert_eq!(s.finish(3, Nanos(31)), (Some(started), None));
         assert_eq!(s.busy(), 0);
         let r = s.report(Nanos(40));
-        assert_eq!((r.completed, r.busy_time, r.in_system), (3, 29, 0));
+        assert_eq!((r.completed, r.busy_time, r.in_system), (3, 30, 0));
+    }
+
+    #[test]
+    fn cancel_withdraws_from_queue_or_worker() {
+        let mut s = Server::new(1, 1.0, None, 0);
+        s.admit(job(1), Nanos(0));
+        s.admit(job(2), Nanos(0));
+        s.admit(job(3), Nanos(0));
+        // Queued: leaves the queue, no worker freed.
+        let (j, in_service, next) = s.cancel(3, Nanos(1)).unwrap();
+        assert_eq!((j.id, in_service, next), (3, false, None));
+        // In service: the worker takes the next waiting request.
+        let (j, in_service, next) = s.cancel(1, Nanos(2)).unwrap();
+        assert_eq!((j.id, in_service), (1, true));
+        assert_eq!(next.unwrap().0.id, 2);
+        assert_eq!((s.busy(), s.queued()), (1, 0));
+        assert!(s.cancel(1, Nanos(3)).is_none());
+        // Busy time counts the cancelled request's 2 ns of service.
+        assert_eq!(s.report(Nanos(2)).busy_time, 2);
+    }
+
+    #[test]
+    fn a_pause_stalls_work_in_service_and_delays_new_work() {
+        // Work of 10 ns at speed 1.
+        let big = |id| Job {
+            work: 10e-9,
+            ..job(id)
+        };
+        let mut s = Server::new(2, 1.0, None, 0);
+        assert_eq!(s.admit(big(1), Nanos(0)), Admission::Started(Nanos(10)));
+        // Paused at 4 for 5: job 1 ends at 15; its completion at 10 finds it running.
+        assert_eq!(s.pause(Nanos(4), Nanos(5)), vec![(1, Nanos(15))]);
+        assert_eq!(s.finish(1, Nanos(10)), (None, None));
+        // A job started during the pause starts its work when the pause ends (9).
+        assert_eq!(s.admit(big(2), Nanos(6)), Admission::Started(Nanos(13)));
+        // A second pause overlapping the first only adds its own new part (9 to 11).
+        assert_eq!(
+            s.pause(Nanos(7), Nanos(4)),
+            vec![(1, Nanos(17)), (2, Nanos(21))]
+        );
+        assert_eq!(s.finish(1, Nanos(17)).0.map(|j| j.id), Some(1));
+        assert_eq!(s.finish(2, Nanos(21)).0.map(|j| j.id), Some(2));
     }
 
     #[test]
@@ -218,7 +332,7 @@ mod tests {
         assert_eq!(lost.iter().map(|j| j.id).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(s.admit(job(3), Nanos(6)), Admission::Down);
         // A completion scheduled before the crash finds nothing.
-        assert_eq!(s.finish(1, Nanos(7)), (None, None));
+        assert_eq!(s.finish(1, Nanos(1)), (None, None));
         s.recover(Nanos(8));
         assert!(matches!(s.admit(job(4), Nanos(9)), Admission::Started(_)));
     }

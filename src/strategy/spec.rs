@@ -20,6 +20,10 @@ pub struct StrategyEntry {
     pub label: Option<String>,
     /// The strategy and its parameters.
     pub spec: StrategySpec,
+    /// The client policy of every balancer running this entry (`[strategies.policy]`):
+    /// timeouts, retries, budgets, hedging, ejection. Absent: none (one attempt, no
+    /// timeout).
+    pub policy: Option<crate::policy::PolicySpec>,
 }
 
 impl StrategyEntry {
@@ -58,12 +62,13 @@ impl<'de> Visitor<'de> for EntryVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrategyEntry, A::Error> {
-        let (mut label, mut kind) = (None, None);
+        let (mut label, mut kind, mut policy) = (None, None, None);
         let mut params = toml::Table::new();
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "label" => label = Some(map.next_value::<String>()?),
                 "kind" => kind = Some(map.next_value::<String>()?),
+                "policy" => policy = Some(map.next_value::<crate::policy::PolicySpec>()?),
                 _ => {
                     params.insert(key, map.next_value::<toml::Value>()?);
                 }
@@ -82,7 +87,11 @@ impl<'de> Visitor<'de> for EntryVisitor {
             )));
         };
         match def.parse(params.clone()) {
-            Ok(spec) => Ok(StrategyEntry { label, spec }),
+            Ok(spec) => Ok(StrategyEntry {
+                label,
+                spec,
+                policy,
+            }),
             Err(e) => {
                 // Name the parameter: the first key whose value alone is refused.
                 let key = params.iter().find(|(k, v)| {
@@ -107,6 +116,10 @@ impl Serialize for StrategyEntry {
         }
         t.insert("kind".into(), toml::Value::String(self.spec.kind().into()));
         t.extend(self.spec.to_table());
+        if let Some(p) = &self.policy {
+            let p = toml::Value::try_from(p).map_err(serde::ser::Error::custom)?;
+            t.insert("policy".into(), p);
+        }
         t.serialize(s)
     }
 }
@@ -393,10 +406,19 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(b.params::<PowerOfD>().unwrap().d, 3);
         assert_ne!(a, StrategySpec::with_defaults("jsq").unwrap());
-        let entry = StrategyEntry {
+        let mut entry = StrategyEntry {
             label: Some("p3".into()),
             spec: b.clone(),
+            policy: None,
         };
+        let text = toml::to_string(&entry).unwrap();
+        let back: StrategyEntry = toml::from_str(&text).unwrap();
+        assert_eq!(back, entry, "{text}");
+        // With a client policy too.
+        entry.policy = Some(
+            toml::from_str("timeout = 1.0\n[retry]\nmax_attempts = 3\n[budget]\nkind = \"grpc\"\n")
+                .unwrap(),
+        );
         let text = toml::to_string(&entry).unwrap();
         let back: StrategyEntry = toml::from_str(&text).unwrap();
         assert_eq!(back, entry, "{text}");
