@@ -463,6 +463,21 @@ fn chrt(args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Adds a served call's time in service and time queued to server `i`'s integrals, as
+/// the simulator integrates them: whatever request it was, only the part inside the
+/// measured window (its service ended at about `end`, the answer's arrival; times in
+/// scenario units). A saturated server's backlog served after the window therefore does
+/// not count, and its utilisation stays at most 1.
+pub(crate) fn add_service(m: &mut RunMetrics, i: usize, end: Nanos, queued: Nanos, served: Nanos) {
+    let (from, to) = (m.from.0 as f64, m.to.0 as f64);
+    let overlap = |a: f64, b: f64| (b.min(to) - a.max(from)).max(0.0);
+    let end = end.0 as f64;
+    let start = end - served.0 as f64;
+    let s = &mut m.servers[i];
+    s.busy_area += overlap(start, end);
+    s.queue_area += overlap(start - queued.0 as f64, start);
+}
+
 /// Whether the run was asked to stop.
 fn cancelled(opts: &LiveOptions) -> bool {
     opts.cancel
@@ -580,9 +595,12 @@ impl Replay {
                     s.requests += 1;
                     s.served += 1;
                     s.latency_sum += latency.as_secs_f64();
-                    s.busy_area += self.clock.scenario(Duration::from_nanos(served_ns)).0 as f64;
-                    s.queue_area += self.clock.scenario(Duration::from_nanos(queued_ns)).0 as f64;
                 }
+                let (served, queued) = (
+                    self.clock.scenario(Duration::from_nanos(served_ns)),
+                    self.clock.scenario(Duration::from_nanos(queued_ns)),
+                );
+                add_service(&mut self.metrics, i, now, queued, served);
             }
             Ok(CallOutcome::Rejected { .. }) => {
                 self.balancer.complete(i, latency, Outcome::Rejected, now);

@@ -716,11 +716,15 @@ impl Replay<'_> {
                         s.requests += 1;
                         s.served += 1;
                         s.latency_sum += latency.as_secs_f64();
-                        s.busy_area +=
-                            self.clock.scenario(Duration::from_nanos(served_ns)).0 as f64;
-                        s.queue_area +=
-                            self.clock.scenario(Duration::from_nanos(queued_ns)).0 as f64;
                     }
+                }
+                if let Some(i) = self.conns.names.iter().position(|n| *n == server_id) {
+                    let (served, queued) = (
+                        self.clock.scenario(Duration::from_nanos(served_ns)),
+                        self.clock.scenario(Duration::from_nanos(queued_ns)),
+                    );
+                    let end = self.clock.now(done.finished);
+                    super::driver::add_service(&mut self.metrics, i, end, queued, served);
                 }
             }
             Ok(CallOutcome::Rejected { .. }) => self.metrics.rejected += u64::from(measured),
