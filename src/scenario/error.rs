@@ -55,81 +55,52 @@ impl fmt::Display for Line {
 }
 
 /// Finds the 1-based line where a dotted field path such as `servers[1].service.mean` is
-/// written in a TOML source, falling back to the enclosing table's header.
+/// written in a TOML source, from the spans the `toml` parser gives every key and value;
+/// for a key that is not written (a missing or defaulted field), the line of the deepest
+/// enclosing table that is (e.g. its `[[servers]]` header). `None` if the source does not
+/// parse or the first key is absent.
 pub fn locate(source: &str, field: &str) -> Option<usize> {
-    // Split "servers[1].service.mean" into table "servers", index 1, keys ["service", "mean"].
-    let mut parts: Vec<&str> = field.split('.').collect();
-    let (table, index) = match parts.first() {
-        Some(first) if first.contains('[') => {
-            let (name, rest) = first.split_once('[')?;
-            let idx: usize = rest.trim_end_matches(']').parse().ok()?;
-            (Some(name), idx)
-        }
-        _ => (None, 0),
-    };
-    if table.is_some() {
-        parts.remove(0);
-    }
-    let mut section_start = 0usize;
-    let mut in_section = table.is_none();
-    let mut seen = 0usize;
-    let mut current_table: Option<String> = None;
-    let lines: Vec<&str> = source.lines().collect();
-    let full = parts.join(".");
-    // Keys may live in a [table] of their own (e.g. [arrivals]) when the path has no index.
-    let head_table = if table.is_none() && parts.len() > 1 {
-        Some(parts[0])
-    } else {
-        None
-    };
-    for (n, raw) in lines.iter().enumerate() {
-        let line = raw.trim();
-        if let Some(h) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
-            current_table = Some(h.trim().to_string());
-            if Some(h.trim()) == table {
-                if seen == index {
-                    in_section = true;
-                    section_start = n;
-                } else if in_section {
-                    break;
-                }
-                seen += 1;
-            } else if in_section && table.is_some() {
-                break;
-            }
-            continue;
-        }
-        if let Some(h) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            current_table = Some(h.trim().to_string());
-            // A whole table (`arrivals`, e.g. an unstable rate): its header.
-            if table.is_none() && parts.len() == 1 && h.trim() == parts[0] {
-                return Some(n + 1);
-            }
-            // `[sweep]` and `[sweep.by]` both head `sweep.by.load`; the deeper one wins.
-            if head_table
-                .is_some_and(|t| h.trim() == t || full.starts_with(&format!("{}.", h.trim())))
-            {
-                section_start = n;
-            }
-            continue;
-        }
-        let key = line.split('=').next().unwrap_or("").trim();
-        let wanted = match (table, head_table) {
-            (Some(_), _) => in_section && parts.first() == Some(&key),
-            (None, Some(t)) => {
-                (current_table.as_deref() == Some(t) && parts.get(1) == Some(&key))
-                    || (current_table.is_none() && key == t)
-                    || current_table
-                        .as_deref()
-                        .is_some_and(|c| full == format!("{c}.{key}"))
-            }
-            (None, None) => current_table.is_none() && parts.first() == Some(&key),
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(source).ok()?;
+    let mut table: &DeTable<'_> = doc.get_ref();
+    let mut at: Option<usize> = None;
+    for part in field.split('.') {
+        // "servers[1]": key `servers`, element 1 of its array.
+        let (name, index) = match part.split_once('[') {
+            Some((name, rest)) => (
+                name,
+                Some(rest.trim_end_matches(']').parse::<usize>().ok()?),
+            ),
+            None => (part, None),
         };
-        if wanted && line.contains('=') {
-            return Some(n + 1);
+        let Some((key, mut value)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == name)
+        else {
+            break;
+        };
+        at = Some(key.span().start);
+        if let Some(i) = index {
+            let DeValue::Array(items) = value.get_ref() else {
+                break;
+            };
+            let Some(item) = items.get(i) else {
+                break;
+            };
+            at = Some(item.span().start);
+            value = item;
         }
+        let DeValue::Table(inner) = value.get_ref() else {
+            break;
+        };
+        table = inner;
     }
-    (in_section || head_table.is_some()).then_some(section_start + 1)
+    let bytes = source.as_bytes();
+    at.map(|offset| {
+        bytes[..offset.min(bytes.len())]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    })
 }
 
 #[cfg(test)]
@@ -156,6 +127,18 @@ mod tests {
         assert_eq!(locate(src, "sweep.by.balancers"), Some(5));
         // Missing key: the nested table's header.
         assert_eq!(locate(src, "sweep.by.count"), Some(4));
+    }
+
+    /// What a line scanner missed: quoted and dotted keys, a header inside a string, and
+    /// keys after a multi-line array are located by the parser's spans.
+    #[test]
+    fn quoted_dotted_and_multiline_keys_are_located() {
+        let src = "name = \"[[servers]]\"\n[[servers]]\nname = \"a\"\nx = [\n  1,\n  2,\n]\n\"workers\" = 0\nservice.mean = 0\n";
+        assert_eq!(locate(src, "servers[0].workers"), Some(8));
+        assert_eq!(locate(src, "servers[0].service.mean"), Some(9));
+        assert_eq!(locate(src, "servers[0].speed"), Some(2));
+        assert_eq!(locate(src, "name"), Some(1));
+        assert_eq!(locate("not = [toml", "not"), None);
     }
 
     #[test]
