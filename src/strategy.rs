@@ -228,7 +228,7 @@ pub trait Strategy: Send {
 /// reads of servers' load reports. Implemented by [`StrategySpec`] (the catalogue, as
 /// written in scenario files) and by any closure `Fn(usize, SimRng) -> Box<dyn Strategy>`,
 /// which is how a strategy written outside this crate runs on a scenario
-/// ([`crate::sim::simulate_with`]).
+/// ([`crate::sim::Run::new`]).
 ///
 /// ```
 /// use lbsim::rng::SimRng;
