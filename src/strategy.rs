@@ -436,7 +436,10 @@ impl Balancer {
     /// Asks the strategy to apply slow start ([`Strategy::set_slow_start`]); returns
     /// whether it does.
     pub fn set_slow_start(&mut self, ramp: Ramp) -> bool {
-        self.strategy.set_slow_start(ramp)
+        let applied = self.strategy.set_slow_start(ramp);
+        // A strategy may stop indexing its view once weights vary with time.
+        self.indexed = self.strategy.indexes_view();
+        applied
     }
 
     /// Tells the strategy that `backend` became available at `now`
