@@ -3,20 +3,34 @@
 //! weight, takes the peer with the largest current weight (the first one on ties) and
 //! subtracts the total weight from it. Weights {5, 1, 1} give `a a b a c a a`.
 //!
+//! nginx's `slow_start` ([`super::slow_start`]): a server that becomes available has its
+//! weight grow linearly from zero to nominal over the window. To ramp in small steps the
+//! weights are then counted in thousandths (which leaves the sequence of picks unchanged:
+//! scaling every weight scales every current weight alike), a ramping server's weight
+//! rounded and at least one thousandth, so that a lone server is still picked.
+//!
 //! nginx scans every peer at each pick; above [`super::least_conn::SCAN_UP_TO`] backends
 //! the same picks come from an index kept as the view changes (members grouped by weight,
 //! ordered by their counter less `weight ×` the picks made: an order no pick changes), in
-//! O(log n) per distinct weight. The property tests compare it with the scan.
+//! O(log n) per distinct weight. The property tests compare it with the scan. Slow start
+//! varies weights with time, so a balancer with slow start always scans.
 
 use super::SpecError;
 use super::least_conn::{SCAN_UP_TO, SmoothIndex};
 use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
+use super::slow_start::{Ramp, RampKind, SlowStart};
 use super::{Backend, PickContext, Strategy};
+use crate::time::Nanos;
+
+/// Weight units per unit of configured weight under slow start.
+const SCALE: f64 = 1000.0;
 
 /// nginx smooth weighted round robin. Backends of weight 0 are never picked.
 #[derive(Debug, Default)]
 pub struct SmoothWeightedRoundRobin {
     current: Vec<i64>,
+    /// nginx's slow start, if the balancer's policy asks for it.
+    slow: Option<SlowStart>,
     /// Pick from the index (built at the first pick) rather than by the scan.
     indexed: bool,
     index: Option<SmoothIndex>,
@@ -42,11 +56,11 @@ impl SmoothWeightedRoundRobin {
     }
 
     /// Runs one smooth-WRR step over the backends that are up, with `weight(i)` as backend
-    /// `i`'s effective weight (0 excludes it).
+    /// `i`'s effective weight (0 excludes it; at most `u32::MAX × 1000`).
     pub(crate) fn step(
         current: &mut Vec<i64>,
         backends: &[Backend],
-        weight: impl Fn(usize) -> u32,
+        weight: impl Fn(usize) -> i64,
     ) -> Option<usize> {
         if current.len() != backends.len() {
             current.resize(backends.len(), 0);
@@ -54,7 +68,7 @@ impl SmoothWeightedRoundRobin {
         let mut total = 0i64;
         let mut best: Option<usize> = None;
         for (i, b) in backends.iter().enumerate() {
-            let w = i64::from(weight(i));
+            let w = weight(i);
             if !b.up || w == 0 {
                 continue;
             }
@@ -71,15 +85,44 @@ impl SmoothWeightedRoundRobin {
 }
 
 impl Strategy for SmoothWeightedRoundRobin {
-    fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
-        if self.indexed {
-            let index = match &mut self.index {
-                Some(index) if index.len() == backends.len() => index,
-                stale => stale.insert(SmoothIndex::new(backends)),
-            };
-            return index.pick();
+    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+        match &self.slow {
+            Some(s) => Self::step(&mut self.current, backends, |i| {
+                let w = backends[i].weight;
+                if w == 0 {
+                    return 0;
+                }
+                let scaled = f64::from(w) * SCALE * s.factor(i, ctx.now);
+                (scaled.round() as i64).max(1)
+            }),
+            None if self.indexed => {
+                let index = match &mut self.index {
+                    Some(index) if index.len() == backends.len() => index,
+                    stale => stale.insert(SmoothIndex::new(backends)),
+                };
+                index.pick()
+            }
+            None => Self::step(&mut self.current, backends, |i| {
+                i64::from(backends[i].weight)
+            }),
         }
-        Self::step(&mut self.current, backends, |i| backends[i].weight)
+    }
+
+    fn set_slow_start(&mut self, ramp: Ramp) -> bool {
+        if ramp.kind() != RampKind::Nginx {
+            return false;
+        }
+        self.slow = Some(SlowStart::new(ramp));
+        // Weights now vary with time: the index (ordered by fixed weights) no longer holds.
+        self.indexed = false;
+        self.index = None;
+        true
+    }
+
+    fn on_available(&mut self, backend: usize, now: Nanos) {
+        if let Some(s) = &mut self.slow {
+            s.start(backend, now);
+        }
     }
 
     fn indexes_view(&self) -> bool {
@@ -103,7 +146,10 @@ impl Kind for SmoothWeightedRoundRobin {
         aliases: &["weighted_round_robin"],
         follows: "nginx smooth weighted round robin (upstream default)",
         knobs: &[],
-        reads: Reads::WEIGHTS,
+        reads: Reads {
+            slow_start: Some(RampKind::Nginx),
+            ..Reads::WEIGHTS
+        },
         split: Split::Weights,
     };
     fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
