@@ -125,6 +125,9 @@ const KEYS: &[&str] = &[
     "points",
     "interpolation",
     "cv",
+    "slow_start_window",
+    "aggression",
+    "min_weight_percent",
     "bogus",
 ];
 
@@ -165,6 +168,10 @@ const SNIPPETS: &[&str] = &[
     "[[servers]]\nname = \"m\"\nspeed = 1e300\nservice = { dist = \"mixture\", components = [{ weight = 1e300, dist = { dist = \"pareto\", shape = 1.01, scale = 1e-3 } }, { weight = 1e-300, dist = { dist = \"lognormal\", mean = 1e9, cv = 100 } }] }\n",
     "[[faults]]\nserver = \"fast\"\nkind = \"crash\"\nat = 0\ndetection = 1e9\n",
     "[[faults]]\nserver = \"s-0\"\nkind = \"crash\"\nat = 0\nduration = 1e-300\n",
+    "[[strategies]]\nkind = \"edf_wrr\"\n[strategies.policy.slow_start]\nkind = \"envoy\"\nslow_start_window = 1e-300\naggression = 1e300\n",
+    "[[strategies]]\nkind = \"least_request\"\n[strategies.policy.slow_start]\nkind = \"envoy\"\nslow_start_window = 0.001\naggression = 1e-300\nmin_weight_percent = 0\n",
+    "[[strategies]]\nkind = \"smooth_weighted_round_robin\"\n[strategies.policy.slow_start]\nkind = \"nginx\"\nwindow = 1e-9\n[[faults]]\nserver = \"s-0\"\nkind = \"crash\"\nat = 0.5\nduration = 0.5\n",
+    "[[strategies]]\nkind = \"jsq\"\n[strategies.policy.slow_start]\nkind = \"nginx\"\nwindow = 86400\n",
 ];
 
 /// Arrival sections swapped in whole.

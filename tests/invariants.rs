@@ -1,6 +1,6 @@
 //! Property tests over random small scenarios: no request is lost, shares sum to one,
 //! utilisations stay in [0, 1], and runs are reproducible — also under client policies
-//! (retries, budgets, hedges, timeouts, cancellations), where every request still ends
+//! (retries, budgets, hedges, timeouts, cancellations, slow start), where every request still ends
 //! exactly once.
 
 use std::path::Path;
@@ -9,7 +9,7 @@ use lbsim::scenario::Scenario;
 use lbsim::sim::Run;
 use proptest::prelude::*;
 
-use lbsim::strategy::STRATEGIES;
+use lbsim::strategy::{RampKind, STRATEGIES, registry};
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -119,6 +119,19 @@ fn source(c: &Case) -> String {
     s += &format!("[[strategies]]\nkind = \"{}\"\n", c.kind);
     if let Some(p) = c.policy {
         s += POLICIES[p];
+    }
+    // Slow start (alone or with the policy), for the kinds that ramp weights: the crash
+    // below brings `g0` back into a ramp.
+    if c.l4.is_none() && c.seed % 3 == 1 {
+        match registry::find(c.kind).and_then(|d| d.about().reads.slow_start) {
+            Some(RampKind::Envoy) => {
+                s += "[strategies.policy.slow_start]\nkind = \"envoy\"\nslow_start_window = 0.5\naggression = 1.5\n";
+            }
+            Some(RampKind::Nginx) => {
+                s += "[strategies.policy.slow_start]\nkind = \"nginx\"\nwindow = 0.5\n";
+            }
+            None => {}
+        }
     }
     if let Some(f) = c.fault {
         s += FAULTS[f];

@@ -857,6 +857,19 @@ impl Validator<'_> {
                         "set `indexed = false`, or remove [strategies.policy.outlier]",
                     ));
                 }
+                if let Some(ramp) = &p.slow_start
+                    && s.spec.reads().slow_start != Some(ramp.kind())
+                {
+                    return Err(self.invalid(
+                        &format!("strategies[{i}].policy.slow_start"),
+                        format!(
+                            "`{}` does not apply {} slow start",
+                            s.spec.kind(),
+                            slow_start_name(ramp.kind())
+                        ),
+                        slow_start_fix(),
+                    ));
+                }
                 if f.connections.is_some() {
                     return Err(self.invalid(
                         &format!("strategies[{i}].policy"),
@@ -876,4 +889,30 @@ impl Validator<'_> {
         }
         Ok(())
     }
+}
+
+/// The system a slow start follows, as the `kind` of `[strategies.policy.slow_start]`.
+fn slow_start_name(kind: crate::strategy::RampKind) -> &'static str {
+    match kind {
+        crate::strategy::RampKind::Envoy => "\"envoy\"",
+        crate::strategy::RampKind::Nginx => "\"nginx\"",
+    }
+}
+
+/// How to fix a slow start the strategy does not apply: the kinds that apply each, from
+/// the registry.
+fn slow_start_fix() -> String {
+    let kinds: Vec<String> = crate::strategy::STRATEGIES
+        .iter()
+        .filter_map(|d| {
+            let a = d.about();
+            a.reads
+                .slow_start
+                .map(|k| format!("`{}` ({})", a.kind, slow_start_name(k)))
+        })
+        .collect();
+    format!(
+        "slow start ramps weights, and only these kinds apply it (with this `kind` of slow start): {}; use one of them, or remove [strategies.policy.slow_start]",
+        kinds.join(", ")
+    )
 }

@@ -501,7 +501,7 @@ impl<'a> Sim<'a> {
         if let Some(dt) = sim.report_every {
             sim.events.push(dt, Event::Report);
         }
-        sim.start_sweeps();
+        sim.start_policy();
         for (index, fault) in scenario.faults.iter().enumerate() {
             let index = index as u32;
             sim.events.push(
@@ -629,7 +629,7 @@ impl<'a> Sim<'a> {
             Event::Pause { server, fault } => self.pause(now, server as usize, fault as usize),
             Event::Health { server, up } => {
                 if self.client.is_some() {
-                    self.health(server as usize, up);
+                    self.health(server as usize, up, now);
                 } else {
                     for b in &mut self.balancers {
                         b.set_up(server as usize, up);
