@@ -55,6 +55,14 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 /// Most worker threads `--threads` may ask for.
 pub const MAX_THREADS: usize = 1024;
 
+/// `--threads`, shared by the commands that simulate.
+#[derive(Args, Clone, Copy, Debug)]
+pub struct ThreadFlags {
+    /// Worker threads [default: one per core]. Results do not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
 /// Limits on what a run may cost (see `lbsim::scenario::cost`).
 #[derive(Args, Clone, Copy, Debug)]
 pub struct CostFlags {

@@ -33,6 +33,32 @@ impl Better {
     }
 }
 
+/// Declares the [`Metric`] enum and, from the same list, [`Metric::ALL`] (every variant, in
+/// order) and [`Metric::COUNT`]: a metric added to the list is in both, with no second list
+/// to keep in step.
+macro_rules! metric_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident, )+
+        }
+    ) => {
+        $(#[$meta])*
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// How many metrics there are.
+            pub const COUNT: usize = [$( $name::$variant ),+].len();
+
+            /// Every metric, in the order of every CSV.
+            pub const ALL: [$name; $name::COUNT] = [$( $name::$variant ),+];
+        }
+    };
+}
+
+metric_enum! {
 /// A metric reported per strategy. Each variant has one definition in [`METRICS`] (name,
 /// unit, meaning, better direction, how replications combine, default `check`
 /// tolerance); every CSV, plot, table, `check` and the live verdict read it from there.
@@ -107,6 +133,7 @@ pub enum Metric {
     /// `wasted_fraction`.
     WastedFraction,
 }
+}
 
 /// The definition of a [`Metric`].
 #[derive(Clone, Copy, Debug)]
@@ -125,6 +152,28 @@ pub struct MetricDef {
     pub estimator: Estimator,
     /// Default relative tolerance of `lbsim check` (overridden by `--tolerance`).
     pub tolerance: f64,
+    /// Where it is reported (CSV files, tables, plots and `check`).
+    pub shown: Shown,
+}
+
+impl MetricDef {
+    /// The same definition, reported only where `shown` says.
+    const fn shown(self, shown: Shown) -> MetricDef {
+        MetricDef { shown, ..self }
+    }
+}
+
+/// Where a metric is reported: the one rule behind [`Metric::listed`] and
+/// [`Metric::reported`], so that a metric added later keeps other outputs as they were.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shown {
+    /// For every scenario and strategy.
+    Always,
+    /// For scenarios where some strategy has a client policy.
+    WithPolicies,
+    /// For strategies whose estimate is not exactly 0 (e.g. probes: strategies that never
+    /// probe keep the rows they had before the metric existed).
+    WhenNonZero,
 }
 
 /// How a metric's replications combine.
@@ -166,6 +215,7 @@ const fn def(
         better,
         estimator: Estimator::Mean,
         tolerance,
+        shown: Shown::Always,
     }
 }
 
@@ -185,6 +235,7 @@ const fn pooled(
         better: Better::Lower,
         estimator: Estimator::Pooled { source, p },
         tolerance,
+        shown: Shown::Always,
     }
 }
 
@@ -384,7 +435,8 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             Lower,
             0.05,
             "probes sent in the measured window per request arrived (strategies that probe servers, such as prequal; reported only for them)",
-        ),
+        )
+        .shown(Shown::WhenNonZero),
         def(
             SuccessRate,
             "success_rate",
@@ -392,7 +444,8 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             Higher,
             0.05,
             "fraction of requests served (goodput over offered load); reported when a strategy has a client policy",
-        ),
+        )
+        .shown(Shown::WithPolicies),
         def(
             AttemptsPerRequest,
             "attempts_per_request",
@@ -400,7 +453,8 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             Lower,
             0.05,
             "attempts sent per request, retries and hedges included (amplification); reported with client policies",
-        ),
+        )
+        .shown(Shown::WithPolicies),
         def(
             RetryRate,
             "retry_rate",
@@ -408,7 +462,8 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             Lower,
             0.05,
             "retries per request; reported with client policies",
-        ),
+        )
+        .shown(Shown::WithPolicies),
         def(
             HedgeRate,
             "hedge_rate",
@@ -416,7 +471,8 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             Neither,
             0.05,
             "hedged copies per request; reported with client policies",
-        ),
+        )
+        .shown(Shown::WithPolicies),
         def(
             TimeoutFraction,
             "timeout_fraction",
@@ -424,7 +480,8 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             Lower,
             0.05,
             "fraction of requests that ended timed out (per-try or overall deadline); reported with client policies",
-        ),
+        )
+        .shown(Shown::WithPolicies),
         def(
             WastedFraction,
             "wasted_fraction",
@@ -432,7 +489,8 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             Lower,
             0.05,
             "share of the server time spent on attempts nobody waited for any more (timed out, or lost a hedge race); reported with client policies",
-        ),
+        )
+        .shown(Shown::WithPolicies),
     ]
 };
 
@@ -441,59 +499,15 @@ const _: () = {
     let mut k = 0;
     while k < Metric::COUNT {
         assert!(METRICS[k].metric as usize == k, "METRICS out of enum order");
-        assert!(
-            Metric::ALL[k] as usize == k,
-            "Metric::ALL out of enum order"
-        );
         k += 1;
     }
 };
 
 impl Metric {
-    /// How many metrics there are.
-    pub const COUNT: usize = Metric::WastedFraction as usize + 1;
-
-    /// Every metric, in the order of every CSV.
-    pub const ALL: [Metric; Metric::COUNT] = {
-        use Metric::*;
-        [
-            LatencyMean,
-            LatencyP50,
-            LatencyP90,
-            LatencyP95,
-            LatencyP99,
-            LatencyP999,
-            LatencyMax,
-            WaitMean,
-            WaitP99,
-            WaitedFraction,
-            Throughput,
-            RejectedFraction,
-            ErrorFraction,
-            UtilizationMean,
-            UtilizationMax,
-            UtilizationCv,
-            UtilizationMaxOverMean,
-            JainIndex,
-            QueueMean,
-            QueueMax,
-            InSystemMean,
-            AcceptedRate,
-            InSystemGrowth,
-            ProbesPerRequest,
-            SuccessRate,
-            AttemptsPerRequest,
-            RetryRate,
-            HedgeRate,
-            TimeoutFraction,
-            WastedFraction,
-        ]
-    };
-
     /// Whether this metric describes client policies, and is reported only for scenarios
     /// where some strategy has one (so that other scenarios' outputs stay as they were).
     pub const fn of_client_policies(self) -> bool {
-        self as usize >= Metric::SuccessRate as usize
+        matches!(self.def().shown, Shown::WithPolicies)
     }
 
     /// The metrics reported for a scenario: all, or all but those of client policies when
@@ -553,11 +567,11 @@ impl Metric {
     }
 
     /// Whether this metric is reported for a strategy whose estimate (mean over
-    /// replications) is `mean`: always, except `probes_per_request` at exactly 0, which
-    /// `summary.csv` and `check` leave out so that strategies which never probe have the
-    /// same rows as before the metric existed.
+    /// replications) is `mean`: always, except a [`Shown::WhenNonZero`] metric
+    /// (`probes_per_request`) at exactly 0, which `summary.csv` and `check` leave out so
+    /// that strategies which never probe have the same rows as before the metric existed.
     pub fn reported(self, mean: f64) -> bool {
-        !(self == Metric::ProbesPerRequest && mean == 0.0)
+        !(self.def().shown == Shown::WhenNonZero && mean == 0.0)
     }
 
     /// Every metric's name, comma-separated (for error messages and help).

@@ -51,7 +51,7 @@ fn shares(s: &Scenario) -> Vec<f64> {
     let e = &s.strategies[0];
     (0..u64::from(s.replications))
         .map(|rep| {
-            let m = Run::entry(s, e, rep).seed(s.seed).metrics();
+            let m = Run::entry(s, e, rep).metrics();
             let all: u64 = m.servers.iter().map(|v| v.requests).sum();
             m.servers[0].requests as f64 / all as f64
         })

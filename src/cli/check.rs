@@ -3,35 +3,67 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::Args;
 use lbsim::metrics::Metric;
 use lbsim::report::check::CheckedScenario;
 use lbsim::report::{check, write_summary_csv};
 use lbsim::runner::{RunOptions, run};
 
-use super::{CostFlags, bad_flag, check_cost, check_out, check_threads, load_selected};
+use super::{
+    CostFlags, ThreadFlags, bad_flag, check_cost, check_out, check_threads, load_selected,
+};
 
-/// `lbsim check` flags beyond the run options.
-pub struct CheckFlags {
-    /// Rewrite the baseline instead of comparing.
+/// `lbsim check`'s arguments.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Scenario files (TOML).
+    #[arg(required = true)]
+    pub scenarios: Vec<PathBuf>,
+    /// Baseline folder, holding `<scenario name>/summary.csv`.
+    #[arg(long, default_value = "reports/baseline")]
+    pub baseline: PathBuf,
+    /// Rewrite the baseline from this run instead of comparing.
+    #[arg(long)]
     pub update: bool,
-    /// JSON instead of Markdown.
+    /// Print JSON (every finding) instead of Markdown.
+    #[arg(long)]
     pub json: bool,
-    /// `--tolerance` entries.
-    pub tolerance: Vec<String>,
-    /// `--strategy` labels (empty: all).
-    pub strategies: Vec<String>,
-    /// Accept figures the baseline has no row for (else an error).
+    /// Accept strategies and metrics the baseline has no row for (listed as new);
+    /// without it they are an error (exit 2), since nothing would be compared.
+    #[arg(long)]
     pub allow_new: bool,
-    /// `--max-events`, `--max-memory`.
+    /// Relative tolerances, e.g. `latency_p99=0.1,throughput=2%` (`*=0.1` for all).
+    #[arg(long, long_help = tolerance_help())]
+    pub tolerance: Vec<String>,
+    /// Replications per scenario [default: the scenario's]. Use the same number for
+    /// the baseline and the check.
+    #[arg(long)]
+    pub replications: Option<u32>,
+    #[command(flatten)]
+    pub threads: ThreadFlags,
+    /// Check only the strategy with this label; repeat for several [default: all].
+    /// Baseline rows of the other strategies are then not reported missing.
+    #[arg(long = "strategy", value_name = "LABEL")]
+    pub strategies: Vec<String>,
+    #[command(flatten)]
     pub cost: CostFlags,
 }
 
-pub fn cmd_check(
-    paths: &[PathBuf],
-    baseline: &Path,
-    flags: CheckFlags,
-    opts: RunOptions,
-) -> anyhow::Result<ExitCode> {
+/// `check --tolerance`'s long help, from the same rules the check applies.
+fn tolerance_help() -> String {
+    format!(
+        "Relative tolerances, e.g. `latency_p99=0.1,throughput=2%` (`*=0.1` for all).\n\nDefaults: {}.",
+        check::DEFAULT_TOLERANCES
+    )
+}
+
+pub fn cmd_check(flags: CheckArgs) -> anyhow::Result<ExitCode> {
+    let (paths, baseline) = (flags.scenarios.as_slice(), flags.baseline.as_path());
+    let opts = RunOptions {
+        replications: flags.replications,
+        threads: flags.threads.threads,
+        ..Default::default()
+    };
     let tolerance = check::tolerances(&flags.tolerance)?;
     if let (true, Some(first)) = (flags.update && !flags.strategies.is_empty(), paths.first()) {
         return Err(bad_flag(

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::Args;
 
 use lbsim::report::plots::tick;
 use lbsim::scenario::Scenario;
@@ -12,15 +13,55 @@ use lbsim::strategy::registry;
 
 use super::{CostFlags, EXIT_BAD_INPUT, bad_flag, check_cost, load};
 
+/// `lbsim validate`'s arguments.
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// Scenario files (TOML).
+    #[arg(required = true)]
+    pub scenarios: Vec<PathBuf>,
+    /// Replications to estimate the cost of [default: each scenario's].
+    #[arg(long)]
+    pub replications: Option<u32>,
+    #[command(flatten)]
+    pub cost: CostFlags,
+    /// Exit with status 1 on any warning (for CI), not only on errors.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// `lbsim strategies`' arguments.
+#[derive(Args, Debug)]
+pub struct StrategiesArgs {
+    /// Print the Markdown table the READMEs hold (to regenerate them).
+    #[arg(long)]
+    pub markdown: bool,
+}
+
+/// `lbsim completions`' arguments.
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// Shell: bash, elvish, fish, powershell or zsh.
+    pub shell: clap_complete::Shell,
+}
+
+/// `lbsim man`'s arguments.
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Folder to write `lbsim.1` and `lbsim-<subcommand>.1` into.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
 /// `lbsim validate FILE...`: every file is checked, and the cost of running it estimated;
 /// the exit status is 2 when any is invalid or beyond the cost limits (each error is
 /// printed, then the next file is checked), and with `strict` 1 when any has a warning.
-pub fn cmd_validate(
-    paths: &[PathBuf],
-    replications: Option<u32>,
-    cost: &CostFlags,
-    strict: bool,
-) -> anyhow::Result<ExitCode> {
+pub fn cmd_validate(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
+    let (paths, replications, cost, strict) = (
+        args.scenarios.as_slice(),
+        args.replications,
+        &args.cost,
+        args.strict,
+    );
     if let (Some(0), Some(first)) = (replications, paths.first()) {
         return Err(bad_flag(
             first,
@@ -149,8 +190,8 @@ fn describe(path: &Path, scenario: &Scenario) -> usize {
 }
 
 /// `lbsim man`: the man page on standard output, or every page into `out`.
-pub fn cmd_man(cmd: clap::Command, out: Option<&Path>) -> anyhow::Result<ExitCode> {
-    match out {
+pub fn cmd_man(cmd: clap::Command, args: &ManArgs) -> anyhow::Result<ExitCode> {
+    match args.out.as_deref() {
         None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
         Some(dir) => {
             std::fs::create_dir_all(dir)
@@ -163,8 +204,9 @@ pub fn cmd_man(cmd: clap::Command, out: Option<&Path>) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn cmd_strategies(markdown: bool) {
-    if markdown {
+/// `lbsim strategies`: the registry, as a listing or as the READMEs' Markdown table.
+pub fn cmd_strategies(args: &StrategiesArgs) {
+    if args.markdown {
         print!("{}", registry::markdown_table());
     } else {
         print!("{}", registry::listing());

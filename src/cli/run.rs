@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use lbsim::metrics::Metric;
@@ -21,26 +22,81 @@ use lbsim::sweep::run_sweep;
 
 use super::signals::Interrupt;
 use super::{
-    CostFlags, EXIT_PRECISION_MISSED, bad_flag, check_cost, check_out, check_threads, load,
-    load_selected,
+    CostFlags, EXIT_PRECISION_MISSED, ThreadFlags, bad_flag, check_cost, check_out, check_threads,
+    load, load_selected,
 };
 use lbsim::scenario::cost::MAX_REPLICATIONS;
 
-/// `lbsim run` flags beyond the run options.
-pub struct RunFlags {
+/// `lbsim run`'s arguments.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Scenario file (TOML).
+    pub scenario: PathBuf,
+    /// Output folder [default: reports/<scenario name>/].
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replications per strategy [default: the scenario's].
+    #[arg(long)]
+    pub replications: Option<u32>,
+    /// Master seed [default: the scenario's].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub threads: ThreadFlags,
+    /// Draw plots as PNG instead of SVG.
+    #[arg(long)]
     pub png: bool,
+    /// Sequential stopping: add replications until the 95% CI half-width of --metric
+    /// is below this fraction of the mean for every strategy (e.g. 0.01).
+    #[arg(long)]
     pub precision: Option<f64>,
+    /// Metric for --precision.
+    #[arg(long, default_value = "latency_p99")]
     pub metric: String,
+    /// Cap on replications for --precision.
+    #[arg(long, default_value_t = 1000)]
     pub max_replications: u32,
+    /// Run only replications i with i % N == K and write `shard-K-of-N.json` into
+    /// --out; combine the shards with `lbsim merge`.
+    #[arg(long, value_name = "K/N")]
     pub shard: Option<ShardSpec>,
-    /// `--strategy` labels (empty: all).
+    /// Run only the strategy with this label; repeat for several [default: all].
+    /// A strategy's figures do not depend on which others run.
+    #[arg(long = "strategy", value_name = "LABEL")]
     pub strategies: Vec<String>,
+    /// Record every server in `timeseries.csv` and the queue-over-time plot; by default
+    /// a cluster of more than 64 servers shows a sample of each group.
+    #[arg(long)]
     pub full_timeseries: bool,
+    #[command(flatten)]
     pub cost: CostFlags,
 }
 
-pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Result<ExitCode> {
+/// `lbsim merge`'s arguments.
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// Folders holding shard-K-of-N.json files (or the files).
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
+    /// Scenario file [default: the path recorded in the shards].
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Output folder [default: reports/<scenario name>/].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Draw plots as PNG instead of SVG.
+    #[arg(long)]
+    pub png: bool,
+}
+
+pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
+    let path = flags.scenario.as_path();
+    let mut opts = RunOptions {
+        replications: flags.replications,
+        seed: flags.seed,
+        threads: flags.threads.threads,
+        ..Default::default()
+    };
     let mut scenario = load_selected(path, &flags.strategies)?;
     if opts.replications == Some(0) {
         return Err(bad_flag(
@@ -353,12 +409,14 @@ fn write_all(
     Ok(())
 }
 
-pub fn cmd_merge(
-    shards: &[PathBuf],
-    scenario: Option<PathBuf>,
-    out: Option<PathBuf>,
-    png: bool,
-) -> anyhow::Result<ExitCode> {
+pub fn cmd_merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    let MergeArgs {
+        shards,
+        scenario,
+        out,
+        png,
+    } = args;
+    let shards = shards.as_slice();
     let shard::Merged {
         mut results,
         head,

@@ -52,6 +52,24 @@ impl ClientConfig {
             ..Self::default()
         }
     }
+
+    /// Opens a TCP connection to `addr` as every client of live mode does: the handshake
+    /// within [`ClientConfig::connect_timeout`], Nagle's algorithm off (calls are small
+    /// and latency is what is measured), and [`ClientConfig::io_timeout`] on every read
+    /// and write.
+    pub(crate) fn dial(&self, addr: SocketAddr) -> Result<TcpStream, ClientError> {
+        let connect_err = |source| ClientError::Connect { addr, source };
+        let stream =
+            TcpStream::connect_timeout(&addr, self.connect_timeout).map_err(connect_err)?;
+        stream.set_nodelay(true).map_err(connect_err)?;
+        stream
+            .set_read_timeout(self.io_timeout)
+            .map_err(connect_err)?;
+        stream
+            .set_write_timeout(self.io_timeout)
+            .map_err(connect_err)?;
+        Ok(stream)
+    }
 }
 
 /// What became of a call that got an answer.
@@ -223,16 +241,7 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// Opens a connection to the backend at `addr`.
     pub fn connect(addr: SocketAddr, cfg: &ClientConfig) -> Result<Self, ClientError> {
-        let connect_err = |source| ClientError::Connect { addr, source };
-        let stream = TcpStream::connect_timeout(&addr, cfg.connect_timeout).map_err(connect_err)?;
-        stream.set_nodelay(true).map_err(connect_err)?;
-        stream
-            .set_read_timeout(cfg.io_timeout)
-            .map_err(connect_err)?;
-        stream
-            .set_write_timeout(cfg.io_timeout)
-            .map_err(connect_err)?;
-        let stream = Arc::new(stream);
+        let stream = Arc::new(cfg.dial(addr)?);
         let (input, output) = protocol_stack(&stream, cfg.protocol, cfg.transport);
         Ok(Self {
             addr,

@@ -191,11 +191,9 @@ impl Conns {
     fn open(&mut self, addr: SocketAddr, backend: Option<usize>) -> Result<usize, ClientError> {
         let cfg = self.cfg;
         let connect_err = |source| ClientError::Connect { addr, source };
-        let stream = TcpStream::connect_timeout(&addr, cfg.connect_timeout).map_err(connect_err)?;
-        stream.set_nodelay(true).map_err(connect_err)?;
-        stream
-            .set_write_timeout(cfg.io_timeout)
-            .map_err(connect_err)?;
+        // Reads time out only while asking a proxy which backend it reached (below).
+        let stream = cfg.dial(addr)?;
+        stream.set_read_timeout(None).map_err(connect_err)?;
         // The protocol stack's halves share a clone (socket options are the socket's).
         let shared = std::sync::Arc::new(stream.try_clone().map_err(connect_err)?);
         let (mut input, mut out) = protocol_stack(&shared, cfg.protocol, cfg.transport);

@@ -18,7 +18,6 @@
 //! `max_per_backend` sockets and threads and one I/O timeout.
 
 use std::collections::VecDeque;
-use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -440,16 +439,7 @@ fn dial(
     cfg: ClientConfig,
     backend: usize,
 ) -> Result<(Conn, ReadHalf), ClientError> {
-    let connect_err = |source: io::Error| ClientError::Connect { addr, source };
-    let stream = TcpStream::connect_timeout(&addr, cfg.connect_timeout).map_err(connect_err)?;
-    stream.set_nodelay(true).map_err(connect_err)?;
-    stream
-        .set_read_timeout(cfg.io_timeout)
-        .map_err(connect_err)?;
-    stream
-        .set_write_timeout(cfg.io_timeout)
-        .map_err(connect_err)?;
-    let stream = Arc::new(stream);
+    let stream = Arc::new(cfg.dial(addr)?);
     let (input, out) = protocol_stack(&stream, cfg.protocol, cfg.transport);
     let (pending, pending_rx) = mpsc::channel();
     let conn = Conn {

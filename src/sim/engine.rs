@@ -711,15 +711,17 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn done(&mut self, now: Nanos, i: usize, id: u64) {
-        if self.client.is_some() {
-            return self.attempt_done(now, i, id);
-        }
+    /// Server `i` finished job `id`: its busy and queue integrals advance and its next job,
+    /// if any, starts. Returns the finished job, or `None` when nothing ends: a completion
+    /// scheduled before a crash or a cancellation finds nothing, and a probe cost only
+    /// server time (its load is then published). Shared by the one-attempt path
+    /// ([`Sim::done`]) and the policy path (`attempt_done`).
+    #[inline]
+    fn finish_job(&mut self, now: Nanos, i: usize, id: u64) -> Option<Job> {
         let server = &mut self.servers[i];
         let (busy, queued) = (server.busy(), server.queued());
         let (finished, next) = server.finish(id, now);
-        // A completion scheduled before a crash finds nothing: the request already failed.
-        let Some(job) = finished else { return };
+        let job = finished?;
         self.m.servers[i].advance(now, busy, queued, self.from, self.to);
         if let Some((next, service)) = next {
             self.events.push(
@@ -729,19 +731,31 @@ impl<'a> Sim<'a> {
                     job: next.id,
                 },
             );
-            if let Some(s) = &mut self.signals
+            // Service times feed the signals' estimates on the one-attempt path only, as
+            // `attempt` does not report starts either.
+            if self.client.is_none()
+                && let Some(s) = &mut self.signals
                 && next.id < PROBE_JOB_BASE
             {
                 s.started(i, service);
             }
         }
         if job.id >= PROBE_JOB_BASE {
-            // The server time a probe cost: no request ends.
             if self.exact_reports {
                 self.publish_load(i, now);
             }
-            return;
+            return None;
         }
+        Some(job)
+    }
+
+    fn done(&mut self, now: Nanos, i: usize, id: u64) {
+        if self.client.is_some() {
+            return self.attempt_done(now, i, id);
+        }
+        let Some(job) = self.finish_job(now, i, id) else {
+            return;
+        };
         // Plus live mode's calibrated round trip (0 for scenarios read from files).
         let latency = now - job.arrival + self.extra_latency.get(i).copied().unwrap_or_default();
         if job.measured {

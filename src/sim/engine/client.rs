@@ -564,28 +564,9 @@ impl Sim<'_> {
 
     /// Server `i` finished job `id` (policy path).
     pub(super) fn attempt_done(&mut self, now: Nanos, i: usize, id: u64) {
-        let server = &mut self.servers[i];
-        let (busy, queued) = (server.busy(), server.queued());
-        let (finished, next) = server.finish(id, now);
-        // A completion scheduled before a crash or a cancellation finds nothing.
-        let Some(job) = finished else { return };
-        self.m.servers[i].advance(now, busy, queued, self.from, self.to);
-        if let Some((next, service)) = next {
-            self.events.push(
-                now + service,
-                Event::Done {
-                    server: i as u32,
-                    job: next.id,
-                },
-            );
-        }
-        if job.id >= super::PROBE_JOB_BASE {
-            // The server time a probe cost: no attempt ends.
-            if self.exact_reports {
-                self.publish_load(i, now);
-            }
+        let Some(job) = self.finish_job(now, i, id) else {
             return;
-        }
+        };
         let service = (now - job.start).as_secs_f64();
         if job.measured {
             self.m.client.work += service;
