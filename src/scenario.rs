@@ -6,6 +6,7 @@
 
 pub mod cost;
 pub mod error;
+mod fault_check;
 pub mod file;
 pub mod sweep;
 
@@ -88,6 +89,26 @@ pub struct Fault {
     pub error: Option<ErrorFault>,
     /// For `pause` faults: (interval between pauses, pause length).
     pub pauses: Option<(Dist, Dist)>,
+    /// Cold start: for `cold` faults, and servers that join or come back (`join`,
+    /// `leave` with a duration, `deploy`, `crash`) when `warmup` is set.
+    pub cold: Option<ColdStart>,
+    /// For `join`, `leave` and `deploy`: longest drain (seconds), after which what a
+    /// leaving server still holds fails.
+    pub drain_timeout: f64,
+    /// For `deploy`: seconds each server is down between its drain and its return.
+    pub restart: f64,
+    /// For `delay`: seconds added to the round trip of each answer (0 otherwise).
+    pub delay: f64,
+}
+
+/// A cold start: the speed of a server starts at `fraction` of its own and rises linearly
+/// to all of it over `warmup` seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ColdStart {
+    /// Fraction of its speed a cold server starts at, in (0, 1].
+    pub fraction: f64,
+    /// Seconds until it is warm.
+    pub warmup: f64,
 }
 
 /// How a server in an `error` fault answers.
@@ -924,28 +945,11 @@ impl Validator<'_> {
                     ));
                 }
             };
-            let misplaced = [
-                ("fraction", fault.fraction.is_some(), FaultKind::Error),
-                (
-                    "error_latency",
-                    fault.error_latency.is_some(),
-                    FaultKind::Error,
-                ),
-                ("status", fault.status.is_some(), FaultKind::Error),
-                ("interval", fault.interval.is_some(), FaultKind::Pause),
-                ("pause", fault.pause.is_some(), FaultKind::Pause),
-            ];
-            for (name, set, kind) in misplaced {
-                if set && fault.kind != kind {
-                    return Err(self.invalid(
-                        &field(name),
-                        format!("`{name}` belongs to {kind:?} faults, not {:?}", fault.kind)
-                            .to_lowercase(),
-                        format!("remove `{name}`"),
-                    ));
-                }
-            }
-            if fault.detection != 0.0 && fault.kind != FaultKind::Crash {
+            self.fault_fields_belong(k, fault)?;
+            let extras = self.fault_extras(k, fault)?;
+            if fault.detection != 0.0
+                && !matches!(fault.kind, FaultKind::Crash | FaultKind::Unreachable)
+            {
                 return Err(self.invalid(
                     &field("detection"),
                     "only a crash is detected by health checks",
@@ -953,6 +957,11 @@ impl Validator<'_> {
                 ));
             }
             let error = match fault.kind {
+                FaultKind::Unreachable => Some(ErrorFault {
+                    fraction: 1.0,
+                    latency: extras.connect_timeout,
+                    status: ErrorStatus::Failed,
+                }),
                 FaultKind::Error => {
                     let fraction = fault.fraction.unwrap_or(1.0);
                     if !(fraction > 0.0 && fraction <= 1.0) {
@@ -1011,6 +1020,10 @@ impl Validator<'_> {
                 detection: fault.detection,
                 error,
                 pauses,
+                cold: extras.cold,
+                drain_timeout: extras.drain_timeout,
+                restart: extras.restart,
+                delay: extras.delay,
             });
         }
         Ok(out)

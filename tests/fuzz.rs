@@ -108,6 +108,12 @@ const STRINGS: &[&str] = &[
     "mixture",
     "crash",
     "slow",
+    "cold",
+    "join",
+    "leave",
+    "deploy",
+    "delay",
+    "unreachable",
 ];
 const KEYS: &[&str] = &[
     "d",
@@ -125,6 +131,11 @@ const KEYS: &[&str] = &[
     "points",
     "interpolation",
     "cv",
+    "warmup",
+    "drain_timeout",
+    "restart",
+    "delay",
+    "connect_timeout",
     "bogus",
 ];
 
@@ -165,6 +176,12 @@ const SNIPPETS: &[&str] = &[
     "[[servers]]\nname = \"m\"\nspeed = 1e300\nservice = { dist = \"mixture\", components = [{ weight = 1e300, dist = { dist = \"pareto\", shape = 1.01, scale = 1e-3 } }, { weight = 1e-300, dist = { dist = \"lognormal\", mean = 1e9, cv = 100 } }] }\n",
     "[[faults]]\nserver = \"fast\"\nkind = \"crash\"\nat = 0\ndetection = 1e9\n",
     "[[faults]]\nserver = \"s-0\"\nkind = \"crash\"\nat = 0\nduration = 1e-300\n",
+    "[[faults]]\nserver = \"fast\"\nkind = \"deploy\"\nat = 0\nrestart = 0\ndrain_timeout = 0\nwarmup = 1e-300\nfraction = 1e-300\n",
+    "[[faults]]\nserver = \"fast\"\nkind = \"join\"\nat = 1e300\nwarmup = 1e300\n",
+    "[[faults]]\nserver = \"fast-0\"\nkind = \"leave\"\nat = 0\nduration = 1e-300\ndrain_timeout = 1e300\n",
+    "[[faults]]\nserver = \"slow\"\nkind = \"delay\"\nat = 0\ndelay = 1e300\n",
+    "[[faults]]\nserver = \"slow\"\nkind = \"unreachable\"\nat = 0\nconnect_timeout = 0\ndetection = 1e9\n",
+    "[[faults]]\nserver = \"fast\"\nkind = \"cold\"\nat = 0\nwarmup = 1e-9\nfraction = 1e-300\n",
 ];
 
 /// Arrival sections swapped in whole.

@@ -161,6 +161,24 @@ pub enum FaultKind {
     /// Stop-the-world pauses (garbage collection): every `interval` (a distribution) the
     /// server stalls for `pause` (a distribution); work in progress stalls with it.
     Pause,
+    /// Cold start: the server's speed drops to `fraction` of its own and warms up linearly
+    /// back to it over `warmup` seconds (JIT compilation, empty caches, connection pools).
+    Cold,
+    /// The server is absent from the start of the run until `at` (scale out), then joins,
+    /// cold when `warmup` is set; with `duration` it leaves again, draining.
+    Join,
+    /// The server leaves at `at` (scale in): balancers stop sending to it, the requests it
+    /// holds finish (drain, at most `drain_timeout`); with `duration` it joins again.
+    Leave,
+    /// A rolling deploy over the servers named: one at a time, each is drained, down for
+    /// `restart` seconds and back (cold when `warmup` is set), before the next one starts.
+    Deploy,
+    /// Network delay: every answer of the server reaches its client `delay` seconds later
+    /// (an added round trip).
+    Delay,
+    /// The server cannot be reached: a connection attempt fails after `connect_timeout`;
+    /// health checks mark it down after `detection`.
+    Unreachable,
 }
 
 /// How a fail-fast error is answered (`status` of an `error` fault).
@@ -210,6 +228,24 @@ pub struct FaultSpec {
     /// For `pause`: how long each pause lasts (seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<Dist>,
+    /// Cold start (seconds over which the speed rises linearly from `fraction` of the
+    /// server's own to all of it): required for `cold`; for `join`, `leave`, `deploy` and
+    /// `crash`, the servers come back cold when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<f64>,
+    /// For `join`, `leave` and `deploy`: seconds a leaving server may take to finish what it
+    /// holds (Kubernetes `terminationGracePeriodSeconds`, default 30); what is left then fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<f64>,
+    /// For `deploy`: seconds each server is down between its drain and its return (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<f64>,
+    /// For `delay`: seconds added to the round trip of every request the server answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<f64>,
+    /// For `unreachable`: seconds until a connection attempt fails (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<f64>,
 }
 
 /// A group of identical servers (`[[servers]]`).
