@@ -68,6 +68,34 @@ pub struct Scenario {
     servers: Vec<ServerInfo>,
     /// How probes travel and what they cost (`[probes]`; zeros when absent).
     pub probes: ProbeSpec,
+    /// The `[autoscaler]`, if any.
+    pub autoscaler: Option<Autoscaler>,
+}
+
+/// A validated `[autoscaler]`: the Kubernetes HPA loop over one group (see
+/// [`file::AutoscalerSpec`] for the fields' meaning and defaults).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Autoscaler {
+    /// The group's servers, by index, in order: the first `initial` start as members.
+    pub servers: Vec<usize>,
+    /// Target mean utilisation.
+    pub target: f64,
+    /// Fewest replicas.
+    pub min_replicas: u32,
+    /// Replicas at the start.
+    pub initial: u32,
+    /// Seconds between decisions.
+    pub sync_period: f64,
+    /// Tolerance on utilisation / target.
+    pub tolerance: f64,
+    /// Scale-down stabilisation window (seconds).
+    pub stabilization: f64,
+    /// Seconds from a scale-up decision until the server joins.
+    pub startup: f64,
+    /// Cold start of new servers.
+    pub cold: Option<ColdStart>,
+    /// Longest drain of a server scaled in (seconds).
+    pub drain_timeout: f64,
 }
 
 /// A fault resolved against the scenario's servers.
@@ -268,6 +296,10 @@ impl Scenario {
                 self.probes.delay.to_bits(),
                 self.probes.cost.to_bits()
             );
+        }
+        // Only when set, so that other scenarios keep their fingerprints.
+        if let Some(a) = &self.autoscaler {
+            let _ = write!(h, "|autoscaler {a:?}");
         }
         if let Some(t) = &self.workload.trace {
             for x in &t.times {
@@ -579,6 +611,7 @@ impl Validator<'_> {
         let sweep = self.sweep(&f)?;
         let horizon = warmup + f.duration;
         let faults = self.faults(&f)?;
+        let autoscaler = self.autoscaler(&f)?;
         if let Some(c) = &f.connections {
             if c.clients == 0 {
                 return Err(self.invalid("connections.clients", "is 0", "use 1 or more clients"));
@@ -630,6 +663,7 @@ impl Validator<'_> {
             faults,
             sweep,
             probes,
+            autoscaler,
         };
         sweep::check_points(self, &scenario)?;
         let (rate, capacity) = (scenario.mean_rate(), scenario.capacity());

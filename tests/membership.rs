@@ -320,3 +320,60 @@ fn new_fault_fields_are_checked_and_named() {
         assert!(e.contains(field) && e.contains("fix"), "{extra}: {e}");
     }
 }
+
+#[test]
+fn the_autoscaler_converges_to_the_hpa_replica_count_and_stabilises_scale_down() {
+    // 380 requests/s of 10 ms: 3.8 servers' worth of work. At a 50% target the HPA wants
+    // ceil(3.8 / 0.5) = 8 replicas: from 2 (overloaded, 100% busy) it goes to 4, then 8 or
+    // more (the backlog inflates the first measurement), then back to 8 (at 9 the ratio
+    // 3.8 / 9 / 0.5 = 0.84 is outside the 10% tolerance, at 8 it is 0.95, inside). At 200 s
+    // the rate drops to 90/s: it wants ceil(0.9 / 0.5) = 2, but only once the 60 s scale-down
+    // stabilisation window has forgotten the recommendations of 8.
+    let src = r#"
+seed = 9
+replications = 4
+warmup = 0
+duration = 360
+[arrivals]
+process = "piecewise"
+interpolation = "step"
+points = [{ at = 0, rate = 380 }, { at = 200, rate = 90 }]
+[[servers]]
+name = "app"
+count = 10
+queue_capacity = 5
+service = { dist = "exponential", mean = 0.01 }
+[[strategies]]
+kind = "least_request"
+[autoscaler]
+group = "app"
+target = 0.5
+min_replicas = 2
+stabilization = 60
+startup = 5
+"#;
+    let s = scenario(src);
+    let members = |from: f64, to: f64| -> Vec<Vec<bool>> {
+        let mut w = s.clone();
+        w.set_run_length(from, to - from);
+        let r = run_default(&w);
+        r.strategies[0]
+            .runs
+            .iter()
+            .map(|run| run.servers.iter().map(|sv| sv.requests > 0.0).collect())
+            .collect()
+    };
+    // Settled at 8 before the drop.
+    for run in members(150.0, 200.0) {
+        assert_eq!(run, [[true; 8].as_slice(), &[false; 2]].concat(), "{run:?}");
+    }
+    // Still 8 within the stabilisation window after the drop (decisions at 210, 225,
+    // ..., 255 recommend 2 but the window holds 8 until 60 s after the last 8).
+    for run in members(200.0, 250.0) {
+        assert_eq!(run.iter().filter(|&&b| b).count(), 8, "{run:?}");
+    }
+    // Down to 2 (the minimum) once the window has passed.
+    for run in members(300.0, 360.0) {
+        assert_eq!(run, [[true; 2].as_slice(), &[false; 8]].concat(), "{run:?}");
+    }
+}

@@ -218,3 +218,148 @@ impl Validator<'_> {
         })
     }
 }
+
+impl Validator<'_> {
+    /// Checks `[autoscaler]` and resolves it against the server groups.
+    pub(super) fn autoscaler(
+        &self,
+        f: &super::file::ScenarioFile,
+    ) -> Result<Option<super::Autoscaler>, ScenarioError> {
+        let Some(a) = &f.autoscaler else {
+            return Ok(None);
+        };
+        let Some(g) = f.servers.iter().position(|g| g.name == a.group) else {
+            return Err(self.invalid(
+                "autoscaler.group",
+                format!("no server group is named `{}`", a.group),
+                format!(
+                    "use the name of a `[[servers]]` group, e.g. `{}`",
+                    f.servers.first().map_or("app", |g| g.name.as_str())
+                ),
+            ));
+        };
+        let first: usize = f.servers[..g].iter().map(|g| g.count as usize).sum();
+        let count = f.servers[g].count;
+        let servers: Vec<usize> = (first..first + count as usize).collect();
+        if !(a.target > 0.0 && a.target <= 1.0) {
+            return Err(self.invalid(
+                "autoscaler.target",
+                format!("is {}", a.target),
+                "use a target utilisation above 0 and at most 1, e.g. target = 0.6",
+            ));
+        }
+        let min_replicas = a.min_replicas.unwrap_or(1);
+        if min_replicas == 0 || min_replicas > count {
+            return Err(self.invalid(
+                "autoscaler.min_replicas",
+                format!(
+                    "is {min_replicas}, with {count} servers in group `{}`",
+                    a.group
+                ),
+                format!("use 1 to {count} (the group's `count` is the most replicas)"),
+            ));
+        }
+        let initial = a.initial.unwrap_or(min_replicas);
+        if initial < min_replicas || initial > count {
+            return Err(self.invalid(
+                "autoscaler.initial",
+                format!("is {initial}"),
+                format!("use {min_replicas} (min_replicas) to {count} (the group's count)"),
+            ));
+        }
+        let sync_period = a.sync_period.unwrap_or(15.0);
+        self.interval("autoscaler.sync_period", sync_period)?;
+        let tolerance = a.tolerance.unwrap_or(0.1);
+        if !(0.0..1.0).contains(&tolerance) {
+            return Err(self.invalid(
+                "autoscaler.tolerance",
+                format!("is {tolerance}"),
+                "use 0 or more and below 1 (Kubernetes: 0.1)",
+            ));
+        }
+        let seconds = |name: &str, v: Option<f64>, default: f64| -> Result<f64, ScenarioError> {
+            let v = v.unwrap_or(default);
+            if !(v.is_finite() && (0.0..=cost::MAX_TIME).contains(&v)) {
+                return Err(self.invalid(
+                    &format!("autoscaler.{name}"),
+                    format!("is {v}"),
+                    format!("use 0 to {:e} seconds", cost::MAX_TIME),
+                ));
+            }
+            Ok(v)
+        };
+        let stabilization = seconds("stabilization", a.stabilization, 300.0)?;
+        let startup = seconds("startup", a.startup, 10.0)?;
+        let drain_timeout = seconds("drain_timeout", a.drain_timeout, DEFAULT_DRAIN_TIMEOUT)?;
+        let cold = match a.warmup {
+            Some(w) => {
+                self.positive("autoscaler.warmup", w)?;
+                self.at_most("autoscaler.warmup", w, cost::MAX_TIME)?;
+                let fraction = a.fraction.unwrap_or(DEFAULT_COLD_FRACTION);
+                if !(fraction > 0.0 && fraction <= 1.0) {
+                    return Err(self.invalid(
+                        "autoscaler.fraction",
+                        format!("is {fraction}"),
+                        "use the fraction of its speed a new server starts at: above 0 and at most 1",
+                    ));
+                }
+                Some(ColdStart {
+                    fraction,
+                    warmup: w,
+                })
+            }
+            None if a.fraction.is_some() => {
+                return Err(self.invalid(
+                    "autoscaler.fraction",
+                    "`fraction` is the speed new servers start at, but there is no `warmup`",
+                    "add `warmup` (seconds to warm up), or remove `fraction`",
+                ));
+            }
+            None => None,
+        };
+        for (k, fault) in f.faults.iter().enumerate() {
+            let membership = matches!(
+                fault.kind,
+                FaultKind::Join | FaultKind::Leave | FaultKind::Deploy
+            );
+            let ours = fault.server == a.group
+                || fault
+                    .server
+                    .rsplit_once('-')
+                    .is_some_and(|(group, _)| group == a.group);
+            if membership && ours {
+                return Err(self.invalid(
+                    &format!("faults[{k}].kind"),
+                    format!(
+                        "group `{}` is scaled by the autoscaler, which decides which of its servers are members",
+                        a.group
+                    ),
+                    "remove this fault, or scale another group",
+                ));
+            }
+        }
+        let mut sweep = f.sweep.as_ref();
+        while let Some(s) = sweep {
+            if s.group.is_some() {
+                return Err(self.invalid(
+                    "sweep.group",
+                    "a sweep of a group's count and an autoscaler do not mix",
+                    "remove `[autoscaler]` or sweep another parameter",
+                ));
+            }
+            sweep = s.by.as_deref();
+        }
+        Ok(Some(super::Autoscaler {
+            servers,
+            target: a.target,
+            min_replicas,
+            initial,
+            sync_period,
+            tolerance,
+            stabilization,
+            startup,
+            cold,
+            drain_timeout,
+        }))
+    }
+}

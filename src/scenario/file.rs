@@ -58,6 +58,51 @@ pub struct ScenarioFile {
     /// How probes of strategies that send them travel and what they cost servers.
     #[serde(default)]
     pub probes: Option<ProbeSpec>,
+    /// A Kubernetes HPA-style control loop scaling one server group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<AutoscalerSpec>,
+}
+
+/// `[autoscaler]`: the Kubernetes Horizontal Pod Autoscaler's loop over one group, whose
+/// `count` is the maximum number of replicas. Defaults are Kubernetes' (see
+/// <https://kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale/>).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscalerSpec {
+    /// The group scaled.
+    pub group: String,
+    /// Target mean utilisation of its servers' workers, in (0, 1].
+    pub target: f64,
+    /// Fewest replicas (`minReplicas`, default 1).
+    #[serde(default)]
+    pub min_replicas: Option<u32>,
+    /// Replicas at the start of the run (default `min_replicas`).
+    #[serde(default)]
+    pub initial: Option<u32>,
+    /// Seconds between two decisions (`--horizontal-pod-autoscaler-sync-period`, 15).
+    #[serde(default)]
+    pub sync_period: Option<f64>,
+    /// No change while |utilisation / target − 1| is at most this
+    /// (`--horizontal-pod-autoscaler-tolerance`, 0.1).
+    #[serde(default)]
+    pub tolerance: Option<f64>,
+    /// Scale-down stabilisation window, seconds (`behavior.scaleDown.stabilizationWindowSeconds`,
+    /// 300): the largest recommendation of the window is used.
+    #[serde(default)]
+    pub stabilization: Option<f64>,
+    /// Seconds from a scale-up decision until the new server is ready and joins (pod
+    /// scheduling, image pull, start-up, readiness probe; default 10).
+    #[serde(default)]
+    pub startup: Option<f64>,
+    /// Cold start of new servers: seconds to warm up (absent: they join warm).
+    #[serde(default)]
+    pub warmup: Option<f64>,
+    /// Fraction of its speed a new server starts at (with `warmup`, default 0.1).
+    #[serde(default)]
+    pub fraction: Option<f64>,
+    /// Longest drain of a server scaled in (default 30 s).
+    #[serde(default)]
+    pub drain_timeout: Option<f64>,
 }
 
 /// Probes (`[probes]`): out-of-band questions a strategy (prequal) sends servers about

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rand::RngExt;
 
 use super::Overheads;
+mod autoscaler;
 mod client;
 mod membership;
 mod network;

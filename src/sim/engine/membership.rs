@@ -20,7 +20,7 @@
 //! reconnects elsewhere), and a late health-check event cannot bring it back.
 
 use super::{Event, Sim};
-use crate::scenario::FaultKind;
+use crate::scenario::{ColdStart, FaultKind};
 use crate::sim::probe::PROBE_JOB_BASE;
 use crate::sim::server::{Job, Warmup};
 use crate::strategy::Outcome;
@@ -35,11 +35,15 @@ pub(super) enum Step {
     DrainTimeout,
     /// The restart of a deploy (fault `arg`) is over: the server is back.
     Back,
+    /// The autoscaler decides (see [`super::autoscaler`]).
+    Sync,
+    /// A server the autoscaler started (its start `arg`) is ready and joins.
+    Ready,
 }
 
 /// What follows a drain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum After {
+pub(super) enum After {
     /// The server stays out.
     Gone,
     /// The server restarts (deploy fault `fault`, its `pos`-th server).
@@ -59,6 +63,8 @@ pub(super) struct Members {
     generation: Vec<u32>,
     /// Per deploy fault: position of the server being restarted.
     deploy_pos: Vec<u32>,
+    /// The autoscaler's state, if the scenario has one.
+    pub(super) hpa: Option<super::autoscaler::Hpa>,
 }
 
 impl Members {
@@ -66,12 +72,13 @@ impl Members {
     /// that a scenario without such faults pays nothing.
     pub(super) fn new(scenario: &crate::scenario::Scenario) -> Option<Box<Members>> {
         let n = scenario.servers().len();
-        let changes = scenario.faults.iter().any(|f| {
-            matches!(
-                f.kind,
-                FaultKind::Join | FaultKind::Leave | FaultKind::Deploy
-            )
-        });
+        let changes = scenario.autoscaler.is_some()
+            || scenario.faults.iter().any(|f| {
+                matches!(
+                    f.kind,
+                    FaultKind::Join | FaultKind::Leave | FaultKind::Deploy
+                )
+            });
         changes.then(|| {
             let mut m = Members {
                 absent: vec![false; n],
@@ -79,7 +86,16 @@ impl Members {
                 draining: vec![false; n],
                 generation: vec![0; n],
                 deploy_pos: vec![0; scenario.faults.len()],
+                hpa: scenario
+                    .autoscaler
+                    .as_ref()
+                    .map(|a| super::autoscaler::Hpa::new(a, n)),
             };
+            if let Some(a) = &scenario.autoscaler {
+                for &i in &a.servers[a.initial as usize..] {
+                    m.absent[i] = true;
+                }
+            }
             for f in &scenario.faults {
                 if f.kind == FaultKind::Join {
                     for &i in &f.servers {
@@ -99,9 +115,11 @@ impl Members {
 }
 
 impl Sim<'_> {
-    /// Marks the servers absent at the start (those that join later) down in every view,
-    /// before the first event.
+    /// Marks the servers absent at the start (those that join later, those the
+    /// autoscaler has not started) down in every view, before the first event, and
+    /// schedules the autoscaler's first decision.
     pub(super) fn initial_membership(&mut self) {
+        self.start_autoscaler();
         let Some(m) = self.members.as_ref() else {
             return;
         };
@@ -138,7 +156,10 @@ impl Sim<'_> {
                 }
             }
             (FaultKind::Cold, false) => {}
-            (FaultKind::Join, true) | (FaultKind::Leave, false) => self.join(now, index, i),
+            (FaultKind::Join, true) | (FaultKind::Leave, false) => {
+                let cold = fault.cold;
+                self.join(now, i, cold);
+            }
             (FaultKind::Join, false) | (FaultKind::Leave, true) => {
                 self.leave(now, i, After::Gone);
             }
@@ -152,9 +173,9 @@ impl Sim<'_> {
         }
     }
 
-    /// Server `i` becomes a member at `now` (fault `index` says how: cold or not) and is
-    /// made available to balancers through the health-check path.
-    fn join(&mut self, now: Nanos, index: usize, i: usize) {
+    /// Server `i` becomes a member at `now` (`cold`: starting cold) and is made available
+    /// to balancers through the health-check path.
+    pub(super) fn join(&mut self, now: Nanos, i: usize, cold: Option<ColdStart>) {
         let Some(m) = self.members.as_mut() else {
             return;
         };
@@ -168,7 +189,7 @@ impl Sim<'_> {
         let server = &mut self.servers[i];
         self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
         server.recover(now);
-        if let Some(c) = self.scenario.faults[index].cold {
+        if let Some(c) = cold {
             server.warm = Some(Warmup::new(now, c.warmup, c.fraction));
         }
         self.events.push(
@@ -182,7 +203,7 @@ impl Sim<'_> {
 
     /// Server `i` leaves at `now`: balancers stop sending to it (the health-check path),
     /// then it drains; `after` says what follows.
-    fn leave(&mut self, now: Nanos, i: usize, after: After) {
+    pub(super) fn leave(&mut self, now: Nanos, i: usize, after: After) {
         let Some(m) = self.members.as_mut() else {
             return;
         };
@@ -280,10 +301,12 @@ impl Sim<'_> {
             }
             Step::Back => {
                 let index = arg as usize;
-                self.join(now, index, i);
+                self.join(now, i, self.scenario.faults[index].cold);
                 let pos = self.members.as_ref().map_or(0, |m| m.deploy_pos[index]);
                 self.deploy_from(now, index, pos as usize + 1);
             }
+            Step::Sync => return self.autoscale(now),
+            Step::Ready => return self.ready(now, i, arg),
         }
         if self.exact_reports {
             self.publish_load(i, now);
@@ -303,6 +326,13 @@ impl Sim<'_> {
                 ) && f.servers.contains(&i)
             })
             .map(|f| f.drain_timeout)
+            .chain(
+                self.scenario
+                    .autoscaler
+                    .as_ref()
+                    .filter(|a| a.servers.contains(&i))
+                    .map(|a| a.drain_timeout),
+            )
             .fold(0.0, f64::max)
     }
 
