@@ -17,12 +17,14 @@
 //! Every system followed is cited in its file: [`retry`] (Envoy `retry_policy`, gRPC
 //! `retryPolicy`), [`budget`] (Finagle `RetryBudget`, Envoy retry budget, gRPC retry
 //! throttling), [`hedge`] (Dean & Barroso, gRPC `hedgingPolicy`), [`timeout`] (Envoy
-//! route and per-try timeouts, gRPC deadlines).
+//! route and per-try timeouts, gRPC deadlines), [`outlier`] (Envoy outlier detection,
+//! nginx passive checks), [`slow_start`] (Envoy `slow_start_config`, nginx `slow_start`).
 
 pub mod budget;
 pub mod hedge;
 pub mod outlier;
 pub mod retry;
+pub mod slow_start;
 pub mod timeout;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +33,7 @@ pub use budget::{Budget, BudgetSpec};
 pub use hedge::{Hedge, HedgeSpec};
 pub use outlier::{Detector, Ejection, OutlierSpec};
 pub use retry::{Cause, MAX_ATTEMPTS, Retry, RetrySpec};
+pub use slow_start::SlowStartSpec;
 pub use timeout::Timeouts;
 
 use crate::time::Nanos;
@@ -63,6 +66,9 @@ pub struct PolicySpec {
     /// Outlier ejection (`[strategies.policy.outlier]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier: Option<OutlierSpec>,
+    /// Slow start of servers that become available (`[strategies.policy.slow_start]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<SlowStartSpec>,
 }
 
 /// A policy field that cannot be used: the field (relative to `policy`), what is wrong
@@ -214,6 +220,41 @@ impl PolicySpec {
             }
             None => {}
         }
+        match &self.slow_start {
+            Some(SlowStartSpec::Envoy {
+                slow_start_window,
+                aggression,
+                min_weight_percent,
+            }) => {
+                if !(slow_start_window.is_finite()
+                    && (0.001..=MAX_SECONDS).contains(slow_start_window))
+                {
+                    return Err(err(
+                        "slow_start.slow_start_window",
+                        format!("is {slow_start_window}"),
+                        format!(
+                            "use 0.001 to {MAX_SECONDS} seconds (Envoy counts whole milliseconds; no default)"
+                        ),
+                    ));
+                }
+                if !(aggression.is_finite() && *aggression > 0.0 && *aggression <= 1000.0) {
+                    return Err(err(
+                        "slow_start.aggression",
+                        format!("is {aggression}"),
+                        "use a number above 0 and at most 1000, as Envoy requires (default 1.0: linear)",
+                    ));
+                }
+                if !(min_weight_percent.is_finite() && (0.0..=100.0).contains(min_weight_percent)) {
+                    return Err(err(
+                        "slow_start.min_weight_percent",
+                        format!("is {min_weight_percent}"),
+                        "use a percentage from 0 to 100 (Envoy's default is 10)",
+                    ));
+                }
+            }
+            Some(SlowStartSpec::Nginx { window }) => seconds("slow_start.window", *window, false)?,
+            None => {}
+        }
         match &self.budget {
             None => {}
             Some(_) if self.retry.is_none() && self.hedge.is_none() => {
@@ -297,6 +338,8 @@ pub struct Policy {
     pub budget: Option<BudgetSpec>,
     /// Outlier ejection, if any.
     pub outlier: Option<OutlierSpec>,
+    /// Slow start, if any.
+    pub slow_start: Option<crate::strategy::Ramp>,
 }
 
 /// What to do after an attempt failed.
@@ -360,6 +403,7 @@ impl Policy {
             hedge: s.hedge.as_ref().map(Hedge::from_spec),
             budget: s.budget.clone(),
             outlier: s.outlier.clone(),
+            slow_start: s.slow_start.as_ref().map(SlowStartSpec::ramp),
         }
     }
 
@@ -546,6 +590,31 @@ mod tests {
         assert_eq!(check("timeout = -1\n"), "timeout");
         assert_eq!(check("[hedge]\ndelay = 0.1\n[retry]\n"), "hedge");
         assert_eq!(check("[budget]\nkind = \"grpc\"\n"), "budget");
+        assert_eq!(
+            check("[slow_start]\nkind = \"envoy\"\nslow_start_window = 0\n"),
+            "slow_start.slow_start_window"
+        );
+        assert_eq!(
+            check("[slow_start]\nkind = \"envoy\"\nslow_start_window = 5\naggression = 0\n"),
+            "slow_start.aggression"
+        );
+        assert_eq!(
+            check(
+                "[slow_start]\nkind = \"envoy\"\nslow_start_window = 5\nmin_weight_percent = 101\n"
+            ),
+            "slow_start.min_weight_percent"
+        );
+        assert_eq!(
+            check("[slow_start]\nkind = \"nginx\"\nwindow = -1\n"),
+            "slow_start.window"
+        );
+        assert!(toml::from_str::<PolicySpec>("[slow_start]\nkind = \"envoy\"\n").is_err());
+        assert!(
+            toml::from_str::<PolicySpec>(
+                "[slow_start]\nkind = \"nginx\"\nwindow = 1\naggression = 2\n"
+            )
+            .is_err()
+        );
         assert_eq!(
             check("[retry]\n[budget]\nkind = \"finagle\"\nttl = 100\n"),
             "budget.ttl"

@@ -31,6 +31,7 @@ pub mod reports;
 mod ring_hash;
 mod round_robin;
 pub mod sample;
+pub mod slow_start;
 mod smooth_wrr;
 mod spec;
 mod static_rr;
@@ -60,6 +61,7 @@ pub use reports::LoadTable;
 pub use ring_hash::{RingHash, RingHashParams};
 pub use round_robin::RoundRobin;
 pub use sample::Sampler;
+pub use slow_start::{Ramp, RampKind, SlowStart};
 pub use smooth_wrr::SmoothWeightedRoundRobin;
 pub use spec::{SpecError, StrategyEntry, StrategySpec};
 pub use static_rr::StaticRr;
@@ -222,13 +224,27 @@ pub trait Strategy: Send {
     /// The load report carried on the reply of a request to `backend`, told just before
     /// that request's [`Strategy::on_complete`]. Only when [`Signals::reply_loads`] is set.
     fn on_reply_load(&mut self, _backend: usize, _load: &ServerLoad, _now: Nanos) {}
+
+    /// Ramps the weight of every backend that becomes available from now on ([`Ramp`]:
+    /// Envoy's or nginx's slow start). Returns whether the strategy applies it: only kinds
+    /// whose registry entry declares it ([`registry::Reads::slow_start`]) do, and a
+    /// scenario asking another kind for slow start is refused at validation. Asked once,
+    /// when its balancer is built. Default: not applied.
+    fn set_slow_start(&mut self, _ramp: Ramp) -> bool {
+        false
+    }
+
+    /// Backend `backend` became available at `now` (its health check passed again, it
+    /// joined, or — nginx — its time out of the rotation is over): under slow start its
+    /// weight ramps up from now. Told after the view shows it up.
+    fn on_available(&mut self, _backend: usize, _now: Nanos) {}
 }
 
 /// How the simulator gets a strategy: one instance per balancer, and what the strategy
 /// reads of servers' load reports. Implemented by [`StrategySpec`] (the catalogue, as
 /// written in scenario files) and by any closure `Fn(usize, SimRng) -> Box<dyn Strategy>`,
 /// which is how a strategy written outside this crate runs on a scenario
-/// ([`crate::sim::simulate_with`]).
+/// ([`crate::sim::Run::new`]).
 ///
 /// ```
 /// use lbsim::rng::SimRng;
@@ -415,6 +431,21 @@ impl Balancer {
     /// The reports given with [`Balancer::set_load`].
     pub fn own_loads(&self) -> Option<&LoadTable> {
         self.own_loads.as_ref()
+    }
+
+    /// Asks the strategy to apply slow start ([`Strategy::set_slow_start`]); returns
+    /// whether it does.
+    pub fn set_slow_start(&mut self, ramp: Ramp) -> bool {
+        let applied = self.strategy.set_slow_start(ramp);
+        // A strategy may stop indexing its view once weights vary with time.
+        self.indexed = self.strategy.indexes_view();
+        applied
+    }
+
+    /// Tells the strategy that `backend` became available at `now`
+    /// ([`Strategy::on_available`]); call after marking it up.
+    pub fn available(&mut self, backend: usize, now: Nanos) {
+        self.strategy.on_available(backend, now);
     }
 
     /// Marks a backend up or down.

@@ -136,6 +136,9 @@ const KEYS: &[&str] = &[
     "restart",
     "delay",
     "connect_timeout",
+    "slow_start_window",
+    "aggression",
+    "min_weight_percent",
     "bogus",
 ];
 
@@ -182,6 +185,10 @@ const SNIPPETS: &[&str] = &[
     "[[faults]]\nserver = \"slow\"\nkind = \"delay\"\nat = 0\ndelay = 1e300\n",
     "[[faults]]\nserver = \"slow\"\nkind = \"unreachable\"\nat = 0\nconnect_timeout = 0\ndetection = 1e9\n",
     "[[faults]]\nserver = \"fast\"\nkind = \"cold\"\nat = 0\nwarmup = 1e-9\nfraction = 1e-300\n",
+    "[[strategies]]\nkind = \"edf_wrr\"\n[strategies.policy.slow_start]\nkind = \"envoy\"\nslow_start_window = 1e-300\naggression = 1e300\n",
+    "[[strategies]]\nkind = \"least_request\"\n[strategies.policy.slow_start]\nkind = \"envoy\"\nslow_start_window = 0.001\naggression = 1e-300\nmin_weight_percent = 0\n",
+    "[[strategies]]\nkind = \"smooth_weighted_round_robin\"\n[strategies.policy.slow_start]\nkind = \"nginx\"\nwindow = 1e-9\n[[faults]]\nserver = \"s-0\"\nkind = \"crash\"\nat = 0.5\nduration = 0.5\n",
+    "[[strategies]]\nkind = \"jsq\"\n[strategies.policy.slow_start]\nkind = \"nginx\"\nwindow = 86400\n",
 ];
 
 /// Arrival sections swapped in whole.

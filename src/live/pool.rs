@@ -29,6 +29,7 @@ use super::client::{CallOutcome, ClientConfig, ClientError, classify};
 use super::proto::Call;
 use super::transport::{InputProtocol, OutputProtocol, protocol_stack};
 use super::wire::{read_call_answer, write_call};
+use crate::cancel::Cancel;
 
 /// Stack size of reader threads: they only decode small messages.
 const READER_STACK: usize = 256 * 1024;
@@ -529,6 +530,39 @@ fn reader(id: usize, addr: SocketAddr, cfg: ClientConfig, half: ReadHalf, done: 
     }
     // Closes the connection now, so the backend's connection thread ends too.
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Longest the dispatcher sleeps without looking at the cancel flag.
+pub const CANCEL_POLL: Duration = Duration::from_millis(20);
+
+/// Handles completions until `due`, sleeping on the completion channel in between, and
+/// spinning for the last `spin`. Returns false, early, if `cancel` is set (looked at
+/// every [`CANCEL_POLL`] at least).
+pub(crate) fn wait_until(
+    pool: &mut Pool,
+    due: Instant,
+    spin: Duration,
+    cancel: Option<&Cancel>,
+    mut on_done: impl FnMut(&mut Pool, Done),
+) -> bool {
+    loop {
+        while let Some(done) = pool.try_recv() {
+            on_done(pool, done);
+        }
+        if cancel.is_some_and(Cancel::is_cancelled) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= due {
+            return true;
+        }
+        let left = due - now;
+        if left <= spin {
+            std::hint::spin_loop();
+        } else if let Some(done) = pool.recv_timeout((left - spin).min(CANCEL_POLL)) {
+            on_done(pool, done);
+        }
+    }
 }
 
 #[cfg(test)]

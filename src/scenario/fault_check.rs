@@ -4,7 +4,8 @@
 
 use super::cost;
 use super::file::{FaultKind, FaultSpec};
-use super::{ColdStart, ScenarioError, Validator};
+use super::validate::Validator;
+use super::{ColdStart, ScenarioError};
 
 /// Default fraction of its speed a cold server starts at.
 pub const DEFAULT_COLD_FRACTION: f64 = 0.1;

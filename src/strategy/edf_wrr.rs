@@ -5,46 +5,85 @@
 //! weight. Zero-weight hosts are never picked; a down host keeps its place in the
 //! schedule and is skipped. Envoy's random initial offset is left out (the schedule
 //! starts at backend 0), so runs compare picks one for one.
+//!
+//! Under Envoy's slow start ([`super::slow_start`]) a host's weight is multiplied by its
+//! ramp factor whenever it (re-)enters the schedule, and the schedule is rebuilt when a
+//! host becomes available, as Envoy refreshes its schedulers on every host-set change.
 
 use super::SpecError;
 use super::edf::{EdfScheduler, WeightsSeen};
 use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
+use super::slow_start::{Ramp, RampKind, SlowStart};
 use super::{Backend, PickContext, Strategy};
+use crate::time::Nanos;
 
 /// Envoy EDF weighted round robin.
 #[derive(Debug, Default)]
 pub struct EdfWeightedRoundRobin {
     edf: EdfScheduler,
     seen: WeightsSeen,
+    /// Envoy's slow start, if the balancer's policy asks for it.
+    slow: Option<SlowStart>,
+    /// A backend became available: Envoy rebuilds its schedulers on every host-set change.
+    refresh: bool,
 }
 
 impl EdfWeightedRoundRobin {
-    fn rebuild(&mut self, backends: &[Backend]) {
+    /// Backend `i`'s weight at `now`: its configured weight, times its slow-start factor
+    /// (Envoy's `hostWeight` with `applySlowStartFactor`).
+    #[inline]
+    fn weight(slow: Option<&SlowStart>, backends: &[Backend], i: usize, now: Nanos) -> f64 {
+        let w = f64::from(backends[i].weight.max(1));
+        match slow {
+            Some(s) => w * s.factor(i, now),
+            None => w,
+        }
+    }
+
+    fn rebuild(&mut self, backends: &[Backend], now: Nanos) {
         self.seen.record(backends);
+        self.refresh = false;
         self.edf.clear();
         for (i, b) in backends.iter().enumerate() {
             if b.weight > 0 {
-                self.edf.add(i, f64::from(b.weight));
+                self.edf
+                    .add(i, Self::weight(self.slow.as_ref(), backends, i, now));
             }
         }
     }
 }
 
 impl Strategy for EdfWeightedRoundRobin {
-    fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
-        if self.seen.stale(backends) {
-            self.rebuild(backends);
+    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+        if self.refresh || self.seen.stale(backends) {
+            self.rebuild(backends, ctx.now);
         }
         for _ in 0..2 {
+            let slow = self.slow.as_ref();
             let i = self
                 .edf
-                .pick_and_add(backends, |j| f64::from(backends[j].weight.max(1)))?;
+                .pick_and_add(backends, |j| Self::weight(slow, backends, j, ctx.now))?;
             if !self.seen.changed(backends, i) {
                 return Some(i);
             }
-            self.rebuild(backends);
+            self.rebuild(backends, ctx.now);
         }
         None
+    }
+
+    fn set_slow_start(&mut self, ramp: Ramp) -> bool {
+        if ramp.kind() != RampKind::Envoy {
+            return false;
+        }
+        self.slow = Some(SlowStart::new(ramp));
+        true
+    }
+
+    fn on_available(&mut self, backend: usize, now: Nanos) {
+        if let Some(s) = &mut self.slow {
+            s.start(backend, now);
+            self.refresh = true;
+        }
     }
 }
 
@@ -56,7 +95,10 @@ impl Kind for EdfWeightedRoundRobin {
         aliases: &[],
         follows: "Envoy ROUND_ROBIN with weights (EDF schedule)",
         knobs: &[],
-        reads: Reads::WEIGHTS,
+        reads: Reads {
+            slow_start: Some(RampKind::Envoy),
+            ..Reads::WEIGHTS
+        },
         split: Split::Weights,
     };
     fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {

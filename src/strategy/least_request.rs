@@ -8,11 +8,18 @@
 //!   bias 1.0; bias 0 is plain weighted round robin), the active count read when the
 //!   host is picked. Zero-weight hosts are never picked. Envoy's random number of
 //!   initial picks (to desynchronise proxies) is left out: the schedule starts in order.
+//! - Slow start (Envoy `slow_start_config`, [`super::slow_start`]): while some host is in
+//!   its window the EDF path is taken even with equal weights (Envoy's
+//!   `noHostsAreInSlowStart()` check), each host's effective weight multiplied by its ramp
+//!   factor; the schedule is rebuilt when a host becomes available. Envoy keeps its EDF
+//!   until the next host-set change after the window; here picks return to the
+//!   two-choice path as soon as no host ramps.
 
 use super::SpecError;
 use super::edf::{EdfScheduler, WeightsSeen};
 use super::power_of_d::PowerOfD;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Scanned, Split, Ty};
+use super::slow_start::{Ramp, RampKind, SlowStart};
 use super::{Backend, Outcome, PickContext, Strategy};
 use crate::rng::SimRng;
 use crate::time::Nanos;
@@ -25,6 +32,10 @@ pub struct LeastRequest {
     edf: EdfScheduler,
     seen: WeightsSeen,
     all_equal: bool,
+    /// Envoy's slow start, if the balancer's policy asks for it.
+    slow: Option<SlowStart>,
+    /// A backend became available: the schedule is rebuilt before the next pick.
+    refresh: bool,
 }
 
 impl LeastRequest {
@@ -36,6 +47,24 @@ impl LeastRequest {
             edf: EdfScheduler::default(),
             seen: WeightsSeen::default(),
             all_equal: true,
+            slow: None,
+            refresh: false,
+        }
+    }
+
+    /// Backend `i`'s EDF weight at `now`: the effective weight times its slow-start factor.
+    #[inline]
+    fn weight(
+        bias: f64,
+        slow: Option<&SlowStart>,
+        backends: &[Backend],
+        i: usize,
+        now: Nanos,
+    ) -> f64 {
+        let w = Self::effective_weight(bias, &backends[i]);
+        match slow {
+            Some(s) => w * s.factor(i, now),
+            None => w,
         }
     }
 
@@ -51,15 +80,19 @@ impl LeastRequest {
         }
     }
 
-    fn rebuild(&mut self, backends: &[Backend]) {
+    fn rebuild(&mut self, backends: &[Backend], now: Nanos) {
         self.seen.record(backends);
+        self.refresh = false;
         // The unweighted path ignores weights, so it is taken only when no weight is 0.
         let first = backends.first().map_or(0, |b| b.weight);
         self.all_equal = first > 0 && backends.iter().all(|b| b.weight == first);
         self.edf.clear();
         for (i, b) in backends.iter().enumerate() {
             if b.weight > 0 {
-                self.edf.add(i, Self::effective_weight(self.bias, b));
+                self.edf.add(
+                    i,
+                    Self::weight(self.bias, self.slow.as_ref(), backends, i, now),
+                );
             }
         }
     }
@@ -67,23 +100,39 @@ impl LeastRequest {
 
 impl Strategy for LeastRequest {
     fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
-        if self.seen.stale(backends) {
-            self.rebuild(backends);
+        if self.refresh || self.seen.stale(backends) {
+            self.rebuild(backends, ctx.now);
         }
-        if self.all_equal {
+        let ramping = self.slow.as_ref().is_some_and(|s| s.active(ctx.now));
+        if self.all_equal && !ramping {
             return self.unweighted.pick(backends, ctx);
         }
         for _ in 0..2 {
-            let bias = self.bias;
+            let (bias, slow) = (self.bias, self.slow.as_ref());
             let i = self
                 .edf
-                .pick_and_add(backends, |j| Self::effective_weight(bias, &backends[j]))?;
+                .pick_and_add(backends, |j| Self::weight(bias, slow, backends, j, ctx.now))?;
             if !self.seen.changed(backends, i) {
                 return Some(i);
             }
-            self.rebuild(backends);
+            self.rebuild(backends, ctx.now);
         }
         None
+    }
+
+    fn set_slow_start(&mut self, ramp: Ramp) -> bool {
+        if ramp.kind() != RampKind::Envoy {
+            return false;
+        }
+        self.slow = Some(SlowStart::new(ramp));
+        true
+    }
+
+    fn on_available(&mut self, backend: usize, now: Nanos) {
+        if let Some(s) = &mut self.slow {
+            s.start(backend, now);
+            self.refresh = true;
+        }
     }
 
     fn on_dispatch(&mut self, backend: usize, now: Nanos) {
@@ -124,7 +173,10 @@ impl Kind for LeastRequest {
             Knob::new("choice_count", Ty::Int).meaning("backends sampled"),
             Knob::new("active_request_bias", Ty::Float).meaning("exponent"),
         ],
-        reads: Reads::WEIGHTS,
+        reads: Reads {
+            slow_start: Some(RampKind::Envoy),
+            ..Reads::WEIGHTS
+        },
         split: Split::Dynamic,
     };
     fn validate(p: &LeastRequestParams, _: usize) -> Result<(), SpecError> {

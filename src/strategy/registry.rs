@@ -215,6 +215,9 @@ pub struct Reads {
     pub probes: bool,
     /// Load reports carried on replies ([`super::Strategy::on_reply_load`]).
     pub reply_loads: bool,
+    /// The slow start it applies to its weights ([`super::Strategy::set_slow_start`]),
+    /// if any: a policy's `slow_start` must be of this system.
+    pub slow_start: Option<super::RampKind>,
 }
 
 impl Reads {
@@ -225,6 +228,7 @@ impl Reads {
         indexed_reports: false,
         probes: false,
         reply_loads: false,
+        slow_start: None,
     };
     /// Backend weights.
     pub const WEIGHTS: Reads = Reads {

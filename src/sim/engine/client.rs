@@ -27,7 +27,7 @@ use crate::policy::{
 };
 use crate::rng::SimRng;
 use crate::sim::server::{Admission, Job};
-use crate::strategy::Outcome;
+use crate::strategy::{Outcome, RampKind};
 use crate::time::Nanos;
 use crate::workload::dist::open_unit;
 use crate::workload::{Request, Size};
@@ -402,27 +402,53 @@ impl Sim<'_> {
         }
     }
 
-    /// Server `i` is back in balancer `b`'s view (as far as health checks allow).
-    fn unejected(&mut self, b: usize, i: usize) {
-        let up = self.client().healthy[i];
+    /// Server `i` is back in balancer `b`'s view at `now` (as far as health checks
+    /// allow). nginx's slow start ramps a server back from a time out ("when the server
+    /// becomes available after a period of time it was considered unavailable"); Envoy's
+    /// counts from the last health-check pass, which an ejection does not change.
+    fn unejected(&mut self, b: usize, i: usize, now: Nanos) {
+        let c = self.client();
+        let up = c.healthy[i];
+        let ramp = c
+            .policy
+            .slow_start
+            .is_some_and(|r| r.kind() == RampKind::Nginx);
         self.balancers[b].set_up(i, up);
-    }
-
-    /// Health checks see server `i` up or down: balancers that ejected it keep it out.
-    pub(super) fn health(&mut self, i: usize, up: bool) {
-        let c = self.client.as_mut().expect("policy path");
-        c.healthy[i] = up;
-        for (b, balancer) in self.balancers.iter_mut().enumerate() {
-            let ejected = c.outliers.get(b).is_some_and(|d| d.is_ejected(i));
-            balancer.set_up(i, up && !ejected);
+        if up && ramp {
+            self.balancers[b].available(i, now);
         }
     }
 
-    /// Schedules every balancer's first outlier sweep (Envoy), one interval in.
-    pub(super) fn start_sweeps(&mut self) {
+    /// Health checks see server `i` up or down at `now`: balancers that ejected it keep
+    /// it out. A server that comes back up starts its slow start, if any, in every
+    /// balancer (Envoy: from the health-check pass, even while ejected).
+    pub(super) fn health(&mut self, i: usize, up: bool, now: Nanos) {
+        let c = self.client.as_mut().expect("policy path");
+        let back = up && !c.healthy[i];
+        c.healthy[i] = up;
+        let ramp = c.policy.slow_start.is_some();
+        for (b, balancer) in self.balancers.iter_mut().enumerate() {
+            let ejected = c.outliers.get(b).is_some_and(|d| d.is_ejected(i));
+            balancer.set_up(i, up && !ejected);
+            if back && ramp {
+                balancer.available(i, now);
+            }
+        }
+    }
+
+    /// Sets up what a policy needs in the balancers before the run: slow start in every
+    /// balancer (validation made sure the strategy applies it), and every balancer's first
+    /// outlier sweep (Envoy), one interval in.
+    pub(super) fn start_policy(&mut self) {
         let Some(c) = self.client.as_ref() else {
             return;
         };
+        if let Some(ramp) = c.policy.slow_start {
+            for b in &mut self.balancers {
+                let applied = b.set_slow_start(ramp);
+                debug_assert!(applied, "validation refuses slow start for this strategy");
+            }
+        }
         for (b, d) in c.outliers.iter().enumerate() {
             if let Some(dt) = d.interval() {
                 self.events.push(
@@ -700,7 +726,7 @@ impl Sim<'_> {
                 let back = c.outliers[b].sweep(now);
                 let (more, dt) = (c.outliers[b].ejected() > 0, c.outliers[b].interval());
                 for i in back {
-                    self.unejected(b, i);
+                    self.unejected(b, i, now);
                 }
                 // Sweeps go on while arrivals do, and after while a host is still out.
                 if let Some(dt) = dt.filter(|_| now < self.to || more) {
@@ -717,7 +743,7 @@ impl Sim<'_> {
             Timer::Uneject => {
                 let (b, i) = (slot as usize, generation as usize);
                 if c.outliers[b].on_timer(i, now) {
-                    self.unejected(b, i);
+                    self.unejected(b, i, now);
                 }
             }
             Timer::Hedge => {

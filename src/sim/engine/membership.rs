@@ -134,7 +134,7 @@ impl Sim<'_> {
     /// health-check event makes them.
     fn set_view(&mut self, i: usize, up: bool) {
         if self.client.is_some() {
-            self.health(i, up);
+            self.health(i, up, Nanos::ZERO);
         } else {
             for b in &mut self.balancers {
                 b.set_up(i, up);
