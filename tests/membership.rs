@@ -6,7 +6,7 @@ mod common;
 
 use common::{assert_agrees, run_default, scenario, values};
 use lbsim::metrics::Metric;
-use lbsim::sim::simulate_with_policy;
+use lbsim::sim::Run;
 use lbsim::stats::estimate;
 
 /// One saturated server (deterministic 1 ms of work, 20 arrivals per millisecond of work,
@@ -162,7 +162,10 @@ fn joins_and_leaves_move_traffic_and_lose_nothing() {
     assert!(share.low < 0.125 && 0.125 < share.high, "{share:?}");
     for (k, entry) in s.strategies.iter().enumerate() {
         assert_eq!(estimate(&values(&r, k, Metric::ErrorFraction)).mean, 0.0);
-        let m = simulate_with_policy(&s, &entry.spec, entry.policy.as_ref(), 1, s.seed);
+        let m = Run::new(&s, &entry.spec, 1)
+            .seed(s.seed)
+            .policy(entry.policy.as_ref())
+            .metrics();
         assert_eq!(
             m.arrived,
             m.latency.len() + m.rejected + m.unroutable + m.failed
