@@ -6,6 +6,7 @@
 
 pub mod cost;
 pub mod error;
+mod fault_check;
 pub mod file;
 pub mod sweep;
 mod validate;
@@ -68,6 +69,34 @@ pub struct Scenario {
     servers: Vec<ServerInfo>,
     /// How probes travel and what they cost (`[probes]`; zeros when absent).
     pub probes: ProbeSpec,
+    /// The `[autoscaler]`, if any.
+    pub autoscaler: Option<Autoscaler>,
+}
+
+/// A validated `[autoscaler]`: the Kubernetes HPA loop over one group (see
+/// [`file::AutoscalerSpec`] for the fields' meaning and defaults).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Autoscaler {
+    /// The group's servers, by index, in order: the first `initial` start as members.
+    pub servers: Vec<usize>,
+    /// Target mean utilisation.
+    pub target: f64,
+    /// Fewest replicas.
+    pub min_replicas: u32,
+    /// Replicas at the start.
+    pub initial: u32,
+    /// Seconds between decisions.
+    pub sync_period: f64,
+    /// Tolerance on utilisation / target.
+    pub tolerance: f64,
+    /// Scale-down stabilisation window (seconds).
+    pub stabilization: f64,
+    /// Seconds from a scale-up decision until the server joins.
+    pub startup: f64,
+    /// Cold start of new servers.
+    pub cold: Option<ColdStart>,
+    /// Longest drain of a server scaled in (seconds).
+    pub drain_timeout: f64,
 }
 
 /// A fault resolved against the scenario's servers.
@@ -89,6 +118,26 @@ pub struct Fault {
     pub error: Option<ErrorFault>,
     /// For `pause` faults: (interval between pauses, pause length).
     pub pauses: Option<(Dist, Dist)>,
+    /// Cold start: for `cold` faults, and servers that join or come back (`join`,
+    /// `leave` with a duration, `deploy`, `crash`) when `warmup` is set.
+    pub cold: Option<ColdStart>,
+    /// For `join`, `leave` and `deploy`: longest drain (seconds), after which what a
+    /// leaving server still holds fails.
+    pub drain_timeout: f64,
+    /// For `deploy`: seconds each server is down between its drain and its return.
+    pub restart: f64,
+    /// For `delay`: seconds added to the round trip of each answer (0 otherwise).
+    pub delay: f64,
+}
+
+/// A cold start: the speed of a server starts at `fraction` of its own and rises linearly
+/// to all of it over `warmup` seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ColdStart {
+    /// Fraction of its speed a cold server starts at, in (0, 1].
+    pub fraction: f64,
+    /// Seconds until it is warm.
+    pub warmup: f64,
 }
 
 /// How a server in an `error` fault answers.
@@ -248,6 +297,10 @@ impl Scenario {
                 self.probes.delay.to_bits(),
                 self.probes.cost.to_bits()
             );
+        }
+        // Only when set, so that other scenarios keep their fingerprints.
+        if let Some(a) = &self.autoscaler {
+            let _ = write!(h, "|autoscaler {a:?}");
         }
         if let Some(t) = &self.workload.trace {
             for x in &t.times {

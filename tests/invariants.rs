@@ -32,8 +32,16 @@ struct Case {
 /// Client policies the property test draws from: each exercises a different path
 /// (retries with back-off and a budget, timeouts with and without cancellation, hedges
 /// whose losers run on or are cancelled, retries to other hosts).
-/// Faults besides the crash: fail-fast errors, refusals, pauses of work in progress.
+/// Faults besides the crash: fail-fast errors, refusals, pauses of work in progress, and
+/// membership changes (joins, leaves and deploys that drain, some with a grace period
+/// shorter than the work), cold starts, network delay, unreachable servers.
 const FAULTS: &[&str] = &[
+    "[[faults]]\nserver = \"g1\"\nkind = \"join\"\nat = 0.8\nduration = 1.2\nwarmup = 0.5\ndrain_timeout = 0.005\n",
+    "[[faults]]\nserver = \"g0\"\nkind = \"leave\"\nat = 1.2\nduration = 0.6\nwarmup = 0.3\nfraction = 0.3\n",
+    "[[faults]]\nserver = \"g1\"\nkind = \"deploy\"\nat = 0.9\nrestart = 0.2\ndrain_timeout = 0.02\nwarmup = 0.4\n",
+    "[[faults]]\nserver = \"g0\"\nkind = \"delay\"\nat = 0.5\nduration = 1.0\ndelay = 0.02\n",
+    "[[faults]]\nserver = \"g1\"\nkind = \"unreachable\"\nat = 0.6\nduration = 1.0\ndetection = 0.1\nconnect_timeout = 0.05\n",
+    "[[faults]]\nserver = \"g0\"\nkind = \"cold\"\nat = 0.5\nwarmup = 1.0\nfraction = 0.2\n",
     "[[faults]]\nserver = \"g1\"\nkind = \"error\"\nat = 0.7\nduration = 1.5\n",
     "[[faults]]\nserver = \"g0\"\nkind = \"error\"\nat = 0.0\nfraction = 0.3\nstatus = \"rejected\"\nerror_latency = 0.02\n",
     "[[faults]]\nserver = \"g1\"\nkind = \"pause\"\nat = 0.2\ninterval = { dist = \"exponential\", mean = 0.3 }\npause = { dist = \"uniform\", min = 0.01, max = 0.08 }\n",

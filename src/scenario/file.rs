@@ -58,6 +58,51 @@ pub struct ScenarioFile {
     /// How probes of strategies that send them travel and what they cost servers.
     #[serde(default)]
     pub probes: Option<ProbeSpec>,
+    /// A Kubernetes HPA-style control loop scaling one server group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<AutoscalerSpec>,
+}
+
+/// `[autoscaler]`: the Kubernetes Horizontal Pod Autoscaler's loop over one group, whose
+/// `count` is the maximum number of replicas. Defaults are Kubernetes' (see
+/// <https://kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale/>).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscalerSpec {
+    /// The group scaled.
+    pub group: String,
+    /// Target mean utilisation of its servers' workers, in (0, 1].
+    pub target: f64,
+    /// Fewest replicas (`minReplicas`, default 1).
+    #[serde(default)]
+    pub min_replicas: Option<u32>,
+    /// Replicas at the start of the run (default `min_replicas`).
+    #[serde(default)]
+    pub initial: Option<u32>,
+    /// Seconds between two decisions (`--horizontal-pod-autoscaler-sync-period`, 15).
+    #[serde(default)]
+    pub sync_period: Option<f64>,
+    /// No change while |utilisation / target − 1| is at most this
+    /// (`--horizontal-pod-autoscaler-tolerance`, 0.1).
+    #[serde(default)]
+    pub tolerance: Option<f64>,
+    /// Scale-down stabilisation window, seconds (`behavior.scaleDown.stabilizationWindowSeconds`,
+    /// 300): the largest recommendation of the window is used.
+    #[serde(default)]
+    pub stabilization: Option<f64>,
+    /// Seconds from a scale-up decision until the new server is ready and joins (pod
+    /// scheduling, image pull, start-up, readiness probe; default 10).
+    #[serde(default)]
+    pub startup: Option<f64>,
+    /// Cold start of new servers: seconds to warm up (absent: they join warm).
+    #[serde(default)]
+    pub warmup: Option<f64>,
+    /// Fraction of its speed a new server starts at (with `warmup`, default 0.1).
+    #[serde(default)]
+    pub fraction: Option<f64>,
+    /// Longest drain of a server scaled in (default 30 s).
+    #[serde(default)]
+    pub drain_timeout: Option<f64>,
 }
 
 /// Probes (`[probes]`): out-of-band questions a strategy (prequal) sends servers about
@@ -161,6 +206,24 @@ pub enum FaultKind {
     /// Stop-the-world pauses (garbage collection): every `interval` (a distribution) the
     /// server stalls for `pause` (a distribution); work in progress stalls with it.
     Pause,
+    /// Cold start: the server's speed drops to `fraction` of its own and warms up linearly
+    /// back to it over `warmup` seconds (JIT compilation, empty caches, connection pools).
+    Cold,
+    /// The server is absent from the start of the run until `at` (scale out), then joins,
+    /// cold when `warmup` is set; with `duration` it leaves again, draining.
+    Join,
+    /// The server leaves at `at` (scale in): balancers stop sending to it, the requests it
+    /// holds finish (drain, at most `drain_timeout`); with `duration` it joins again.
+    Leave,
+    /// A rolling deploy over the servers named: one at a time, each is drained, down for
+    /// `restart` seconds and back (cold when `warmup` is set), before the next one starts.
+    Deploy,
+    /// Network delay: every answer of the server reaches its client `delay` seconds later
+    /// (an added round trip).
+    Delay,
+    /// The server cannot be reached: a connection attempt fails after `connect_timeout`;
+    /// health checks mark it down after `detection`.
+    Unreachable,
 }
 
 /// How a fail-fast error is answered (`status` of an `error` fault).
@@ -210,6 +273,24 @@ pub struct FaultSpec {
     /// For `pause`: how long each pause lasts (seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<Dist>,
+    /// Cold start (seconds over which the speed rises linearly from `fraction` of the
+    /// server's own to all of it): required for `cold`; for `join`, `leave`, `deploy` and
+    /// `crash`, the servers come back cold when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<f64>,
+    /// For `join`, `leave` and `deploy`: seconds a leaving server may take to finish what it
+    /// holds (Kubernetes `terminationGracePeriodSeconds`, default 30); what is left then fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<f64>,
+    /// For `deploy`: seconds each server is down between its drain and its return (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<f64>,
+    /// For `delay`: seconds added to the round trip of every request the server answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<f64>,
+    /// For `unreachable`: seconds until a connection attempt fails (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<f64>,
 }
 
 /// A group of identical servers (`[[servers]]`).

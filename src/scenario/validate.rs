@@ -175,6 +175,7 @@ impl Validator<'_> {
         let sweep = self.sweep(&f)?;
         let horizon = warmup + f.duration;
         let faults = self.faults(&f)?;
+        let autoscaler = self.autoscaler(&f)?;
         if let Some(c) = &f.connections {
             if c.clients == 0 {
                 return Err(self.invalid("connections.clients", "is 0", "use 1 or more clients"));
@@ -226,6 +227,7 @@ impl Validator<'_> {
             faults,
             sweep,
             probes,
+            autoscaler,
         };
         sweep::check_points(self, &scenario)?;
         let (rate, capacity) = (scenario.mean_rate(), scenario.capacity());
@@ -546,28 +548,11 @@ impl Validator<'_> {
                     ));
                 }
             };
-            let misplaced = [
-                ("fraction", fault.fraction.is_some(), FaultKind::Error),
-                (
-                    "error_latency",
-                    fault.error_latency.is_some(),
-                    FaultKind::Error,
-                ),
-                ("status", fault.status.is_some(), FaultKind::Error),
-                ("interval", fault.interval.is_some(), FaultKind::Pause),
-                ("pause", fault.pause.is_some(), FaultKind::Pause),
-            ];
-            for (name, set, kind) in misplaced {
-                if set && fault.kind != kind {
-                    return Err(self.invalid(
-                        &field(name),
-                        format!("`{name}` belongs to {kind:?} faults, not {:?}", fault.kind)
-                            .to_lowercase(),
-                        format!("remove `{name}`"),
-                    ));
-                }
-            }
-            if fault.detection != 0.0 && fault.kind != FaultKind::Crash {
+            self.fault_fields_belong(k, fault)?;
+            let extras = self.fault_extras(k, fault)?;
+            if fault.detection != 0.0
+                && !matches!(fault.kind, FaultKind::Crash | FaultKind::Unreachable)
+            {
                 return Err(self.invalid(
                     &field("detection"),
                     "only a crash is detected by health checks",
@@ -575,6 +560,11 @@ impl Validator<'_> {
                 ));
             }
             let error = match fault.kind {
+                FaultKind::Unreachable => Some(ErrorFault {
+                    fraction: 1.0,
+                    latency: extras.connect_timeout,
+                    status: super::ErrorStatus::Failed,
+                }),
                 FaultKind::Error => {
                     let fraction = fault.fraction.unwrap_or(1.0);
                     if !(fraction > 0.0 && fraction <= 1.0) {
@@ -633,6 +623,10 @@ impl Validator<'_> {
                 detection: fault.detection,
                 error,
                 pauses,
+                cold: extras.cold,
+                drain_timeout: extras.drain_timeout,
+                restart: extras.restart,
+                delay: extras.delay,
             });
         }
         Ok(out)

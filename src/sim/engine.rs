@@ -17,11 +17,14 @@
 use rand::RngExt;
 
 use super::Overheads;
+mod autoscaler;
 mod client;
+mod membership;
+mod network;
 
 use super::event_queue::EventQueue;
 use super::probe::{PROBE_JOB_BASE, Signals};
-use super::server::{Admission, Job, Server};
+use super::server::{Admission, Job, Server, Warmup};
 use crate::cancel::Cancel;
 use crate::metrics::RunMetrics;
 use crate::policy::PolicySpec;
@@ -82,6 +85,16 @@ enum Event {
     Pause {
         server: u32,
         fault: u32,
+    },
+    /// A membership step of server `server` (joins, leaves, deploys: see [`membership`]).
+    Member {
+        server: u32,
+        step: membership::Step,
+        arg: u32,
+    },
+    /// An answer delayed by the network reaches its client (see [`network`]).
+    Reply {
+        slot: u32,
     },
 }
 
@@ -160,6 +173,10 @@ struct Sim<'a> {
     fault_rng: SimRng,
     /// Probes and reply loads, when the strategy asks for them ([`super::probe`]).
     signals: Option<Signals>,
+    /// Cluster membership, when faults change it ([`membership`]); `None` otherwise.
+    members: Option<Box<membership::Members>>,
+    /// Answers delayed by the network (`delay` faults).
+    replies: network::Replies,
 }
 
 /// One replication of one strategy on a scenario, configured by its options and run by
@@ -493,7 +510,10 @@ impl<'a> Sim<'a> {
                 ))
             }),
             signals,
+            members: membership::Members::new(scenario),
+            replies: network::Replies::default(),
         };
+        sim.initial_membership();
         if let Some(r) = sim.requests.next() {
             let seq = sim.events.reserve_seq();
             sim.pending = Some((r.arrival, seq, r));
@@ -627,7 +647,20 @@ impl<'a> Sim<'a> {
             } => self.policy_timer(now, timer, slot, generation),
             Event::ErrorReply { slot } => self.error_reply(now, slot),
             Event::Pause { server, fault } => self.pause(now, server as usize, fault as usize),
+            Event::Member { server, step, arg } => {
+                self.member_step(now, server as usize, step, arg);
+            }
+            Event::Reply { slot } => self.reply(now, slot),
             Event::Health { server, up } => {
+                // A late health check never brings back a server that left.
+                if up
+                    && self
+                        .members
+                        .as_ref()
+                        .is_some_and(|m| m.absent(server as usize))
+                {
+                    return;
+                }
                 if self.client.is_some() {
                     self.health(server as usize, up, now);
                 } else {
@@ -740,6 +773,9 @@ impl<'a> Sim<'a> {
                 s.started(i, service);
             }
         }
+        if self.members.is_some() {
+            self.drained_if_empty(now, i);
+        }
         if job.id >= PROBE_JOB_BASE {
             if self.exact_reports {
                 self.publish_load(i, now);
@@ -756,6 +792,19 @@ impl<'a> Sim<'a> {
         let Some(job) = self.finish_job(now, i, id) else {
             return;
         };
+        let delay = self.servers[i].delay;
+        if delay != Nanos::ZERO {
+            self.delay_reply(now, i, job, delay);
+            if self.exact_reports {
+                self.publish_load(i, now);
+            }
+            return;
+        }
+        self.served(now, i, job);
+    }
+
+    /// The answer to `job`, served by server `i`, reaches its client (no client policy).
+    fn served(&mut self, now: Nanos, i: usize, job: Job) {
         // Plus live mode's calibrated round trip (0 for scenarios read from files).
         let latency = now - job.arrival + self.extra_latency.get(i).copied().unwrap_or_default();
         if job.measured {
@@ -772,7 +821,7 @@ impl<'a> Sim<'a> {
                 server.workers,
                 server.busy(),
                 server.queued(),
-                Some(now - job.start),
+                Some(job.end - job.start),
             );
             self.balancers[job.balancer as usize].reply_load(i, &load, now);
         }
@@ -813,7 +862,7 @@ impl<'a> Sim<'a> {
         rejected: bool,
         attempt: Option<(u32, u32)>,
     ) {
-        let latency = self.servers[i].error.map_or(Nanos::ZERO, |e| e.1);
+        let latency = self.servers[i].error.map_or(Nanos::ZERO, |e| e.1) + self.servers[i].delay;
         let pending = PendingError {
             server: i as u32,
             balancer: balancer as u32,
@@ -930,7 +979,7 @@ impl<'a> Sim<'a> {
                         },
                     );
                 }
-                (FaultKind::Error, true) => {
+                (FaultKind::Error | FaultKind::Unreachable, true) => {
                     server.error = fault.error.map(|e| {
                         (
                             e.fraction,
@@ -938,8 +987,28 @@ impl<'a> Sim<'a> {
                             e.status == ErrorStatus::Rejected,
                         )
                     });
+                    if fault.kind == FaultKind::Unreachable {
+                        // Health checks fail too: balancers see it down after `detection`.
+                        self.events.push(
+                            now + detection,
+                            Event::Health {
+                                server: i as u32,
+                                up: false,
+                            },
+                        );
+                    }
                 }
                 (FaultKind::Error, false) => server.error = None,
+                (FaultKind::Unreachable, false) => {
+                    server.error = None;
+                    self.events.push(
+                        now + detection,
+                        Event::Health {
+                            server: i as u32,
+                            up: true,
+                        },
+                    );
+                }
                 (FaultKind::Pause, true) => {
                     if let Some((interval, _)) = &fault.pauses {
                         let first = Nanos::from_secs_f64(
@@ -957,13 +1026,31 @@ impl<'a> Sim<'a> {
                 (FaultKind::Pause, false) => {}
                 (FaultKind::Crash, false) => {
                     server.recover(now);
-                    self.events.push(
-                        now + detection,
-                        Event::Health {
-                            server: i as u32,
-                            up: true,
-                        },
-                    );
+                    if let Some(c) = fault.cold {
+                        server.warm = Some(Warmup::new(now, c.warmup, c.fraction));
+                    }
+                    // A server that left meanwhile stays out.
+                    if self.members.as_ref().is_some_and(|m| m.absent(i)) {
+                        server.down = true;
+                    } else {
+                        self.events.push(
+                            now + detection,
+                            Event::Health {
+                                server: i as u32,
+                                up: true,
+                            },
+                        );
+                    }
+                }
+                (
+                    FaultKind::Cold
+                    | FaultKind::Join
+                    | FaultKind::Leave
+                    | FaultKind::Deploy
+                    | FaultKind::Delay,
+                    _,
+                ) => {
+                    self.membership_fault(now, index, i, start);
                 }
             }
             if self.exact_reports {

@@ -73,6 +73,42 @@ pub struct Server {
     /// While an `error` fault lasts: the fraction of requests answered with an error,
     /// the time to answer, and whether the answer is a refusal.
     pub error: Option<(f64, Nanos, bool)>,
+    /// While the server warms up after a cold start: its speed factor over time.
+    pub warm: Option<Warmup>,
+    /// Added round trip (`delay` faults): each answer reaches its client this much later.
+    pub delay: Nanos,
+}
+
+/// A linear warm-up: from `from` to `until` the server runs at `fraction` of its speed,
+/// rising linearly to all of it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Warmup {
+    /// When the cold start began.
+    pub from: Nanos,
+    /// When the server is warm.
+    pub until: Nanos,
+    /// Speed factor at `from`.
+    pub fraction: f64,
+}
+
+impl Warmup {
+    /// A warm-up starting at `from`, lasting `secs`, from `fraction` of the speed.
+    pub fn new(from: Nanos, secs: f64, fraction: f64) -> Warmup {
+        Warmup {
+            from,
+            until: from + Nanos::from_secs_f64(secs),
+            fraction,
+        }
+    }
+
+    /// The speed factor at `now`: `fraction` at `from`, 1 from `until` on, linear between.
+    pub fn factor(&self, now: Nanos) -> f64 {
+        if now >= self.until {
+            return 1.0;
+        }
+        let done = (now.saturating_sub(self.from)).0 as f64 / (self.until - self.from).0 as f64;
+        self.fraction + (1.0 - self.fraction) * done
+    }
 }
 
 impl Server {
@@ -92,6 +128,8 @@ impl Server {
             overhead: 0.0,
             paused_until: Nanos::ZERO,
             error: None,
+            warm: None,
+            delay: Nanos::ZERO,
         }
     }
 
@@ -119,8 +157,13 @@ impl Server {
     #[inline]
     fn start(&self, job: &mut Job, now: Nanos) -> Nanos {
         job.start = now;
-        job.end = now.max(self.paused_until)
-            + Nanos::from_secs_f64(job.work / self.speed + self.overhead);
+        // A cold server serves at the speed of the moment service starts.
+        let speed = match &self.warm {
+            None => self.speed,
+            Some(w) => self.speed * w.factor(now),
+        };
+        job.end =
+            now.max(self.paused_until) + Nanos::from_secs_f64(job.work / speed + self.overhead);
         job.end - now
     }
 

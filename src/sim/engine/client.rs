@@ -557,6 +557,9 @@ impl Sim<'_> {
                 self.m.client.wasted += spent;
             }
         }
+        if self.members.is_some() {
+            self.drained_if_empty(now, i);
+        }
         if self.exact_reports {
             self.publish_load(i, now);
         }
@@ -564,6 +567,7 @@ impl Sim<'_> {
 
     /// Server `i` finished job `id` (policy path).
     pub(super) fn attempt_done(&mut self, now: Nanos, i: usize, id: u64) {
+        // A completion scheduled before a crash or a cancellation finds nothing.
         let Some(job) = self.finish_job(now, i, id) else {
             return;
         };
@@ -571,13 +575,37 @@ impl Sim<'_> {
         if job.measured {
             self.m.client.work += service;
         }
-        let extra_latency = self.extra_latency.get(i).copied().unwrap_or_default();
         let c = self.client.as_mut().expect("policy path");
         let a = c
             .attempt_of(id)
             .expect("a job held by a server is a known attempt");
         let att = &mut c.attempts[a as usize];
         att.at_server = false;
+        let delay = self.servers[i].delay;
+        if delay != Nanos::ZERO && att.live {
+            self.delay_reply(now, i, job, delay);
+        } else {
+            self.attempt_answered(now, i, job);
+        }
+        if self.exact_reports {
+            self.publish_load(i, now);
+        }
+    }
+
+    /// The answer to attempt `job`, served by server `i`, reaches its client: the request
+    /// is served if the client still waits for it; otherwise the work was wasted.
+    pub(super) fn attempt_answered(&mut self, now: Nanos, i: usize, job: Job) {
+        let service = (job.end - job.start).as_secs_f64();
+        let extra_latency = self.extra_latency.get(i).copied().unwrap_or_default();
+        let c = self.client.as_mut().expect("policy path");
+        // An answer delayed on the wire may find its attempt given up (and its slot reused).
+        let Some(a) = c.attempt_of(job.id) else {
+            if job.measured {
+                self.m.client.wasted += service;
+            }
+            return;
+        };
+        let att = &mut c.attempts[a as usize];
         if att.live {
             att.live = false;
             let (r, sent, extra) = (att.request, att.sent, att.extra);
@@ -603,9 +631,6 @@ impl Sim<'_> {
                 self.m.client.wasted += service;
             }
             c.release_attempt(a);
-        }
-        if self.exact_reports {
-            self.publish_load(i, now);
         }
     }
 
