@@ -459,6 +459,16 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    for s in run.strategies.iter().filter(|s| !s.faults.is_empty()) {
+        // Every fault action and health change, with how late it reached the backends
+        // or the balancer: the timing the per-phase verdict relies on.
+        let events: Vec<String> = s
+            .faults
+            .iter()
+            .map(|e| format!("{:.3} s {} (+{:.0} µs)", e.at, e.what, e.late * 1e6))
+            .collect();
+        println!("{:<20} faults: {}", s.label, events.join("; "));
+    }
     let verdict = verdict::compare(
         &scenario,
         &run,
