@@ -612,6 +612,8 @@ impl Replay {
                 }
                 self.balancer.complete(i, latency, Outcome::Ok, now);
                 if measured {
+                    let arrival = self.clock.now(job.scheduled);
+                    self.metrics.phase_served(arrival, latency);
                     self.metrics.record_latency(latency);
                     if let Some(h) = self.metrics.server_latency.get_mut(i) {
                         h.saturating_record(latency.0.max(1));
@@ -630,11 +632,17 @@ impl Replay {
             Ok(CallOutcome::Rejected { .. }) => {
                 self.balancer.complete(i, latency, Outcome::Rejected, now);
                 self.metrics.rejected += u64::from(measured);
+                if measured {
+                    self.metrics.phase_unserved(self.clock.now(job.scheduled));
+                }
             }
             Err(e) => {
                 self.first_error.get_or_insert_with(|| e.to_string());
                 self.errors += 1;
                 self.metrics.failed += u64::from(measured);
+                if measured {
+                    self.metrics.phase_unserved(self.clock.now(job.scheduled));
+                }
                 self.errors_per_backend[i] += 1;
                 self.balancer.complete(i, latency, Outcome::Failed, now);
                 if self.down_on_error && self.balancer.backends()[i].up {
@@ -702,7 +710,8 @@ fn dispatch(
     let mut r = Replay {
         clock,
         balancer,
-        metrics: RunMetrics::new(&workers, from, to),
+        metrics: RunMetrics::new(&workers, from, to)
+            .with_phases(&crate::metrics::phase_edges(scenario)),
         lag: latency_histogram(),
         errors: 0,
         errors_per_backend: vec![0; workers.len()],
@@ -779,6 +788,9 @@ fn dispatch(
         let now = clock.now(woke);
         let measured = req.arrival >= from && req.arrival < to;
         r.metrics.arrived += u64::from(measured);
+        if measured {
+            r.metrics.phase_arrived(req.arrival);
+        }
         let routed = r.balancer.route(now, req.key);
         if let Some(p) = &prober {
             r.balancer.take_probes(&mut asked);
@@ -791,6 +803,9 @@ fn dispatch(
         }
         let Some(i) = routed else {
             r.metrics.unroutable += u64::from(measured);
+            if measured {
+                r.metrics.phase_unserved(req.arrival);
+            }
             continue;
         };
         if measured {

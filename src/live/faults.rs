@@ -402,11 +402,12 @@ impl Health {
     fn start(watched: Vec<(usize, SocketAddr)>, cfg: ClientConfig, every: Duration) -> Health {
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        // A health check fails fast: a crashed backend closes the connection at once, and
-        // one that does not answer within a few intervals counts as down.
+        // A crashed backend closes the connection at once, so a crash is seen within an
+        // interval; a silent one counts as down after a second, long enough that a loaded
+        // machine's scheduling stalls (tens, even hundreds of ms) do not fake a crash.
         let cfg = ClientConfig {
-            connect_timeout: (every * 5).max(Duration::from_millis(50)),
-            io_timeout: Some((every * 5).max(Duration::from_millis(50))),
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Some(Duration::from_secs(1)),
             ..cfg
         };
         let thread = {
