@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod driver;
 pub mod faults;
 pub mod l4;
+mod options;
 mod pool;
 mod probe;
 #[allow(
@@ -27,6 +28,7 @@ mod probe;
 )]
 pub mod proto;
 pub mod proxy;
+mod run;
 pub mod server;
 pub mod transport;
 pub mod verdict;

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::client::{ClientConfig, Connection};
-use super::driver::Clock;
+use super::run::Clock;
 use super::server::{ErrorMode, FaultControl};
 use crate::rng::{SimRng, Stream, stream_rng};
 use crate::scenario::{ErrorStatus, Fault, FaultKind, Scenario};
