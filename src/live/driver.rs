@@ -390,6 +390,7 @@ fn dispatch(
             seed,
             opts.replication,
             opts.time_scale,
+            opts.fault_delay,
         )
     });
     let mut sent = 0u64;

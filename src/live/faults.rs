@@ -113,7 +113,9 @@ pub(crate) struct FaultPlayer<'a> {
 
 impl<'a> FaultPlayer<'a> {
     /// A player for `scenario`'s faults on the backends `controls` (scenario order) at
-    /// `addrs`, replaying replication `replication` with master seed `seed`.
+    /// `addrs`, replaying replication `replication` with master seed `seed`; every fault
+    /// `delay` seconds late ([`super::LiveOptions::fault_delay`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         scenario: &'a Scenario,
         controls: Vec<FaultControl>,
@@ -122,6 +124,7 @@ impl<'a> FaultPlayer<'a> {
         seed: u64,
         replication: u64,
         scale: f64,
+        delay: f64,
     ) -> FaultPlayer<'a> {
         let n = scenario.servers().len();
         let mut detection: Vec<Option<Nanos>> = vec![None; n];
@@ -164,14 +167,12 @@ impl<'a> FaultPlayer<'a> {
             log: Vec::new(),
         };
         // As the simulator schedules them: every start, then its end, in file order.
+        let late = |t: f64| Nanos::from_secs_f64(t + delay.max(0.0));
         for (index, f) in scenario.faults.iter().enumerate() {
-            p.push(
-                Nanos::from_secs_f64(f.at),
-                Action::Fault { index, start: true },
-            );
+            p.push(late(f.at), Action::Fault { index, start: true });
             if let Some(until) = f.until {
                 p.push(
-                    Nanos::from_secs_f64(until),
+                    late(until),
                     Action::Fault {
                         index,
                         start: false,

@@ -62,6 +62,11 @@ pub struct LiveOptions {
     /// permits (`Realtime`, in `run.rs`): on a loaded machine an ordinary thread is descheduled for
     /// milliseconds now and then, and every request due meanwhile is sent late.
     pub realtime: bool,
+    /// Apply every fault this many seconds of scenario time late (0 by default): a
+    /// backend that crashes (or slows, errs, pauses) later than the scenario says, to
+    /// check that the verdict catches it, as `lbsim serve --extra-delay` makes a backend
+    /// slower than declared. Health checks are not shifted: they see what happens.
+    pub fault_delay: f64,
 }
 
 impl Default for LiveOptions {
@@ -82,6 +87,7 @@ impl Default for LiveOptions {
             auto_time_scale: false,
             calibration_bound: DEFAULT_CALIBRATION_BOUND,
             realtime: true,
+            fault_delay: 0.0,
         }
     }
 }
