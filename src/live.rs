@@ -14,6 +14,7 @@ pub mod calibrate;
 pub mod client;
 pub mod cluster;
 pub mod driver;
+pub mod faults;
 pub mod l4;
 mod options;
 mod pool;

@@ -828,6 +828,11 @@ pub struct RunMetrics {
     pub servers: Vec<ServerAccumulator>,
     /// What client policies did (all zero without a policy).
     pub client: ClientCounters,
+    /// Per phase of the window (before, during and after fault windows), by arrival
+    /// time; empty unless set with [`RunMetrics::with_phases`].
+    pub phases: Vec<PhaseAccumulator>,
+    /// Where phases start, after the first (strictly inside the window, increasing).
+    phase_edges: Vec<Nanos>,
     /// Start of the window.
     pub from: Nanos,
     /// End of the window.
@@ -902,12 +907,83 @@ impl RunMetrics {
             failed: 0,
             probes: 0,
             client: ClientCounters::default(),
+            phases: Vec::new(),
+            phase_edges: Vec::new(),
             servers: workers.iter().map(|&w| ServerAccumulator::new(w)).collect(),
             from,
             to,
             batch: Divisor::new((to.0.saturating_sub(from.0)) / BATCHES as u64),
             unrecorded_zero_waits: 0,
         }
+    }
+
+    /// Records per phase too: phases start at the window's start and at each of `edges`
+    /// (those strictly inside the window count; see [`phase_edges`]).
+    pub fn with_phases(mut self, edges: &[Nanos]) -> RunMetrics {
+        self.phase_edges = edges
+            .iter()
+            .copied()
+            .filter(|&e| e > self.from && e < self.to)
+            .collect();
+        self.phase_edges.sort_unstable();
+        self.phase_edges.dedup();
+        self.phases = if self.phase_edges.is_empty() {
+            Vec::new()
+        } else {
+            (0..=self.phase_edges.len())
+                .map(|_| PhaseAccumulator::default())
+                .collect()
+        };
+        self
+    }
+
+    /// The phase of a request that arrived at `arrival`, if phases are recorded.
+    #[inline]
+    fn phase(&mut self, arrival: Nanos) -> Option<&mut PhaseAccumulator> {
+        if self.phases.is_empty() {
+            return None;
+        }
+        let k = self.phase_edges.partition_point(|&e| e <= arrival);
+        self.phases.get_mut(k)
+    }
+
+    /// A measured request arrived at `arrival` (per phase; [`RunMetrics::arrived`] is
+    /// counted by the caller).
+    #[inline]
+    pub fn phase_arrived(&mut self, arrival: Nanos) {
+        if let Some(p) = self.phase(arrival) {
+            p.arrived += 1;
+        }
+    }
+
+    /// A measured request that arrived at `arrival` ended unserved: failed, rejected,
+    /// unroutable or timed out (per phase; the cluster counters are the caller's).
+    #[inline]
+    pub fn phase_unserved(&mut self, arrival: Nanos) {
+        if let Some(p) = self.phase(arrival) {
+            p.unserved += 1;
+        }
+    }
+
+    /// A measured request that arrived at `arrival` was served in `latency` (per phase;
+    /// [`RunMetrics::record_service`] calls it).
+    #[inline]
+    pub fn phase_served(&mut self, arrival: Nanos, latency: Nanos) {
+        if let Some(p) = self.phase(arrival) {
+            p.latency.saturating_record(latency.0.max(1));
+            p.latency_sum += latency.as_secs_f64();
+        }
+    }
+
+    /// The phases' bounds: `(start, end)` of each, in order (empty without phases).
+    pub fn phase_bounds(&self) -> Vec<(Nanos, Nanos)> {
+        if self.phases.is_empty() {
+            return Vec::new();
+        }
+        let mut cuts = vec![self.from];
+        cuts.extend(&self.phase_edges);
+        cuts.push(self.to);
+        cuts.windows(2).map(|w| (w[0], w[1])).collect()
     }
 
     /// Records a measured request's response time.
@@ -925,6 +1001,7 @@ impl RunMetrics {
     /// request that found a free worker.
     #[inline]
     pub fn record_service(&mut self, server: usize, arrival: Nanos, latency: Nanos, wait: Nanos) {
+        self.phase_served(arrival, latency);
         let secs = latency.as_secs_f64();
         let k =
             (self.batch.quotient(arrival.0.saturating_sub(self.from.0)) as usize).min(BATCHES - 1);
@@ -1130,8 +1207,94 @@ impl RunMetrics {
                 .map(Cdf::from_histogram)
                 .collect(),
             batches: self.batches.clone(),
+            phases: self
+                .phases
+                .iter()
+                .map(PhaseAccumulator::summarize)
+                .collect(),
         }
     }
+}
+
+/// Where a scenario's phases start (besides the window's start): every fault's start and
+/// end. The phases are then before, during and after each fault window, so that a
+/// disagreement during a fault is not averaged away over the run (the live verdict
+/// compares them one by one).
+pub fn phase_edges(scenario: &crate::scenario::Scenario) -> Vec<Nanos> {
+    scenario
+        .faults
+        .iter()
+        .flat_map(|f| std::iter::once(f.at).chain(f.until))
+        .map(Nanos::from_secs_f64)
+        .collect()
+}
+
+/// What one phase of a run recorded (requests by arrival time in the phase).
+#[derive(Clone, Debug)]
+pub struct PhaseAccumulator {
+    /// Measured requests that arrived.
+    pub arrived: u64,
+    /// Of those, ended unserved (failed, rejected, unroutable, timed out).
+    pub unserved: u64,
+    /// Response times of those served.
+    pub latency: Histogram<u64>,
+    /// Exact sum of those response times (seconds).
+    pub latency_sum: f64,
+}
+
+impl Default for PhaseAccumulator {
+    fn default() -> Self {
+        PhaseAccumulator {
+            arrived: 0,
+            unserved: 0,
+            latency: latency_histogram(),
+            latency_sum: 0.0,
+        }
+    }
+}
+
+impl PhaseAccumulator {
+    /// Its figures.
+    pub fn summarize(&self) -> PhaseSummary {
+        let served = self.latency.len();
+        let q = |p: f64| {
+            if served == 0 {
+                f64::NAN
+            } else {
+                self.latency.value_at_quantile(p) as f64 * 1e-9
+            }
+        };
+        PhaseSummary {
+            arrived: self.arrived as f64,
+            latency_mean: if served == 0 {
+                f64::NAN
+            } else {
+                self.latency_sum / served as f64
+            },
+            latency_p50: q(0.5),
+            latency_p99: q(0.99),
+            error_fraction: if self.arrived == 0 {
+                f64::NAN
+            } else {
+                self.unserved as f64 / self.arrived as f64
+            },
+        }
+    }
+}
+
+/// The figures of one phase of one run (seconds, fractions).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PhaseSummary {
+    /// Measured requests that arrived in it.
+    pub arrived: f64,
+    /// Mean response time of those served.
+    pub latency_mean: f64,
+    /// Their median response time.
+    pub latency_p50: f64,
+    /// Their 99th percentile response time.
+    pub latency_p99: f64,
+    /// Fraction of those arrived that ended unserved.
+    pub error_fraction: f64,
 }
 
 /// The figures of one run.
@@ -1145,6 +1308,8 @@ pub struct RunSummary {
     pub cdfs: Vec<Cdf>,
     /// [`RunMetrics::batches`] (empty where not measured, e.g. live mode).
     pub batches: Vec<[f64; 2]>,
+    /// Per phase ([`RunMetrics::with_phases`]; empty without phases).
+    pub phases: Vec<PhaseSummary>,
 }
 
 /// The figures of one server in one run.

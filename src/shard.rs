@@ -553,6 +553,8 @@ impl ShardFile {
                         .collect(),
                     cdfs,
                     batches: bt.iter().map(|b| b.map(f64::from_bits)).collect(),
+                    // Phases feed only the live verdict, which never reads shards.
+                    phases: Vec::new(),
                 });
             }
             strategies.push(StrategyResult {

@@ -170,6 +170,11 @@ pub struct LiveArgs {
     /// its sends less).
     #[arg(long)]
     no_realtime: bool,
+    /// Apply every fault of the scenario this many seconds (scenario time) late: a
+    /// backend that crashes later than declared, to check that the verdict catches it
+    /// [default: 0].
+    #[arg(long, default_value_t = 0.0)]
+    fault_delay: f64,
     /// Draw the CDF plot as PNG instead of SVG.
     #[arg(long)]
     png: bool,
@@ -335,6 +340,11 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
         TimeScale::Fixed(k) => (k, false),
         TimeScale::Auto => (1.0, true),
     };
+    anyhow::ensure!(
+        a.fault_delay.is_finite() && a.fault_delay >= 0.0,
+        "--fault-delay must be a number of seconds, 0 or more, got {}\n  fix: use e.g. --fault-delay 2",
+        a.fault_delay
+    );
     let opts = LiveOptions {
         backends: a.backends.as_deref().map(resolve).transpose()?,
         time_scale,
@@ -351,6 +361,7 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
         spin: Duration::from_micros(a.spin_us),
         cancel: interrupt.flag(),
         max_connections_per_backend: a.max_connections_per_backend,
+        fault_delay: a.fault_delay,
     };
     eprintln!(
         "{}: replaying replication {} of {} strategies at time scale {} ({:.0} s of wall-clock time each at that scale)",
@@ -458,6 +469,16 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
                 d(0.99)
             );
         }
+    }
+    for s in run.strategies.iter().filter(|s| !s.faults.is_empty()) {
+        // Every fault action and health change, with how late it reached the backends
+        // or the balancer: the timing the per-phase verdict relies on.
+        let events: Vec<String> = s
+            .faults
+            .iter()
+            .map(|e| format!("{:.3} s {} (+{:.0} µs)", e.at, e.what, e.late * 1e6))
+            .collect();
+        println!("{:<20} faults: {}", s.label, events.join("; "));
     }
     let verdict = verdict::compare(
         &scenario,

@@ -58,7 +58,17 @@ pub fn replay_via(
         return Err(LiveError::TimeScale(opts.time_scale));
     }
     if !scenario.faults.is_empty() {
-        return Err(LiveError::Unsupported("it has [[faults]]".into()));
+        // Faults are injected through in-process controls (see `super::faults`).
+        if opts.backends.is_some() {
+            return Err(LiveError::Unsupported(
+                "it has [[faults]], which live mode injects only into the backends it starts itself (no --backends): nothing on the network can crash or slow a backend".into(),
+            ));
+        }
+        if scenario.connections.is_some() || via.is_some() {
+            return Err(LiveError::Unsupported(
+                "it has [[faults]] and connection-level balancing ([connections] or --via), which live mode does not combine yet".into(),
+            ));
+        }
     }
     if let Some(e) = scenario.strategies.iter().find(|e| e.policy.is_some()) {
         // Client policies run in the simulator only, so far: refuse rather than replay
@@ -86,7 +96,7 @@ pub fn replay_via(
     if strategies.is_empty() {
         return Err(LiveError::NoStrategy(opts.only.clone()));
     }
-    let cluster;
+    let mut cluster = None;
     let addrs = match &opts.backends {
         Some(list) => {
             if list.len() != names.len() {
@@ -99,14 +109,14 @@ pub fn replay_via(
             list.clone()
         }
         None => {
-            cluster = Cluster::start(
+            let started = Cluster::start(
                 scenario,
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
                 None,
                 opts.protocol,
                 opts.transport,
             )?;
-            cluster.addrs()
+            cluster.insert(started).addrs()
         }
     };
     let cfg = ClientConfig {
@@ -152,23 +162,30 @@ pub fn replay_via(
     }
     let calibration = calibrate(scenario, &mut pool, &cfg, opts)?;
     let seed = opts.seed.unwrap_or(scenario.seed);
+    // The fault controls of the backends started here (faults need them: checked above).
+    let controls: Vec<_> = match &cluster {
+        Some(c) if !scenario.faults.is_empty() => c.servers.iter().map(|h| h.faults()).collect(),
+        _ => Vec::new(),
+    };
     let mut out = Vec::new();
     for entry in strategies {
         if opts.cancel.is_cancelled() {
             break;
         }
         let run = thread::scope(|s| {
-            let pool = &mut pool;
+            let (pool, controls) = (&mut pool, &controls);
             thread::Builder::new()
                 .name("lbsim-dispatch".into())
-                .spawn_scoped(s, move || dispatch(scenario, entry, pool, seed, opts))
+                .spawn_scoped(s, move || {
+                    dispatch(scenario, entry, pool, seed, opts, controls)
+                })
                 .map(|h| h.join())
         });
         let replayed = match run {
             Ok(Ok(result)) => result?,
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
             // No thread for the dispatcher: run it on this one (less precise sleeps).
-            Err(_) => dispatch(scenario, entry, &mut pool, seed, opts)?,
+            Err(_) => dispatch(scenario, entry, &mut pool, seed, opts, &controls)?,
         };
         // `None`: interrupted; the strategy is dropped and the pool closes its calls.
         let Some(replayed) = replayed else { break };
@@ -206,6 +223,10 @@ struct Replay {
     speeds: Vec<f64>,
     under_load: Vec<LoadedCost>,
     first_error: Option<String>,
+    /// Mark a backend down at its first failed call (scenarios without faults, where
+    /// any failure is a backend gone); with faults, health checks do, as in the
+    /// simulator ([`super::faults`]).
+    down_on_error: bool,
 }
 
 impl Replay {
@@ -264,6 +285,8 @@ impl Replay {
                 }
                 self.balancer.complete(i, latency, Outcome::Ok, now);
                 if measured {
+                    let arrival = self.clock.now(job.scheduled);
+                    self.metrics.phase_served(arrival, latency);
                     self.metrics.record_latency(latency);
                     if let Some(h) = self.metrics.server_latency.get_mut(i) {
                         h.saturating_record(latency.0.max(1));
@@ -282,14 +305,20 @@ impl Replay {
             Ok(CallOutcome::Rejected { .. }) => {
                 self.balancer.complete(i, latency, Outcome::Rejected, now);
                 self.metrics.rejected += u64::from(measured);
+                if measured {
+                    self.metrics.phase_unserved(self.clock.now(job.scheduled));
+                }
             }
             Err(e) => {
                 self.first_error.get_or_insert_with(|| e.to_string());
                 self.errors += 1;
                 self.metrics.failed += u64::from(measured);
+                if measured {
+                    self.metrics.phase_unserved(self.clock.now(job.scheduled));
+                }
                 self.errors_per_backend[i] += 1;
                 self.balancer.complete(i, latency, Outcome::Failed, now);
-                if self.balancer.backends()[i].up {
+                if self.down_on_error && self.balancer.backends()[i].up {
                     self.balancer.set_up(i, false);
                     self.marked_down.push(i);
                 }
@@ -305,6 +334,7 @@ fn dispatch(
     pool: &mut Pool,
     seed: u64,
     opts: &LiveOptions,
+    controls: &[super::server::FaultControl],
 ) -> Result<Option<StrategyReplay>, LiveError> {
     super::server::precise_sleeps();
     let realtime = Realtime::enter(opts.realtime);
@@ -323,7 +353,8 @@ fn dispatch(
     let mut r = Replay {
         clock,
         balancer,
-        metrics: RunMetrics::new(&workers, from, to),
+        metrics: RunMetrics::new(&workers, from, to)
+            .with_phases(&crate::metrics::phase_edges(scenario)),
         lag: latency_histogram(),
         errors: 0,
         errors_per_backend: vec![0; workers.len()],
@@ -336,7 +367,24 @@ fn dispatch(
             .collect(),
         workers,
         first_error: None,
+        down_on_error: scenario.faults.is_empty(),
     };
+    let mut faults = (!controls.is_empty()).then(|| {
+        let cfg = ClientConfig {
+            io_timeout: Some(opts.io_timeout),
+            ..ClientConfig::new(opts.protocol, opts.transport)
+        };
+        super::faults::FaultPlayer::new(
+            scenario,
+            controls.to_vec(),
+            pool.addrs(),
+            cfg,
+            seed,
+            opts.replication,
+            opts.time_scale,
+            opts.fault_delay,
+        )
+    });
     let mut sent = 0u64;
     let mut dispatch_lag = latency_histogram();
     let mean_gap = Duration::from_secs_f64(opts.time_scale / scenario.mean_rate().max(1e-9));
@@ -351,6 +399,25 @@ fn dispatch(
     });
     let mut asked = Vec::new();
     for req in RequestStream::new(&scenario.workload, seed, opts.replication) {
+        // Fault actions due first, each at its own time.
+        if let Some(f) = &mut faults {
+            f.poll_health(&clock);
+            while let Some(t) = f.next_due().filter(|&t| t <= req.arrival) {
+                if !wait_until(
+                    pool,
+                    clock.at(t),
+                    spin,
+                    opts.cancel.as_deref(),
+                    |_, done| {
+                        r.on_done(done);
+                    },
+                ) {
+                    return Ok(None);
+                }
+                f.poll_health(&clock);
+                f.apply_due(t, &clock, &mut r.balancer, &mut r.marked_down);
+            }
+        }
         let due = clock.at(req.arrival);
         if !wait_until(pool, due, spin, Some(&opts.cancel), |_, done| {
             r.on_done(done);
@@ -365,6 +432,9 @@ fn dispatch(
         let now = clock.now(woke);
         let measured = req.arrival >= from && req.arrival < to;
         r.metrics.arrived += u64::from(measured);
+        if measured {
+            r.metrics.phase_arrived(req.arrival);
+        }
         let routed = r.balancer.route(now, req.key);
         if let Some(p) = &prober {
             r.balancer.take_probes(&mut asked);
@@ -377,6 +447,9 @@ fn dispatch(
         }
         let Some(i) = routed else {
             r.metrics.unroutable += u64::from(measured);
+            if measured {
+                r.metrics.phase_unserved(req.arrival);
+            }
             continue;
         };
         if measured {
@@ -408,7 +481,17 @@ fn dispatch(
             return Ok(None);
         }
         let left = limit.saturating_sub(waited_from.elapsed());
-        match pool.recv_timeout(left.min(CANCEL_POLL)) {
+        let mut wait = left.min(CANCEL_POLL);
+        if let Some(f) = &mut faults {
+            // Faults go on while calls drain (a recovery, a pause), as in the simulator.
+            f.poll_health(&clock);
+            let now = clock.now(Instant::now());
+            f.apply_due(now, &clock, &mut r.balancer, &mut r.marked_down);
+            if let Some(t) = f.next_due() {
+                wait = wait.min(clock.at(t).saturating_duration_since(Instant::now()));
+            }
+        }
+        match pool.recv_timeout(wait) {
             Some(done) => r.on_done(done),
             None if waited_from.elapsed() < limit => {}
             None => {
@@ -420,6 +503,9 @@ fn dispatch(
         }
     }
     let wall = Instant::now().saturating_duration_since(clock.start);
+    let fault_log = faults
+        .map(|mut f| std::mem::take(&mut f.log))
+        .unwrap_or_default();
     Ok(Some(StrategyReplay {
         label: entry.label(),
         metrics: r.metrics,
@@ -435,5 +521,6 @@ fn dispatch(
         first_error: r.first_error,
         realtime: realtime.active(),
         under_load: r.under_load,
+        faults: fault_log,
     }))
 }

@@ -989,6 +989,7 @@ pub(crate) fn replay_strategy(
         first_error: r.first_error,
         realtime: realtime.active(),
         under_load: Vec::new(),
+        faults: Vec::new(),
     })
 }
 

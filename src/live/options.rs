@@ -61,6 +61,11 @@ pub struct LiveOptions {
     /// permits (`Realtime`, in `run.rs`): on a loaded machine an ordinary thread is descheduled for
     /// milliseconds now and then, and every request due meanwhile is sent late.
     pub realtime: bool,
+    /// Apply every fault this many seconds of scenario time late (0 by default): a
+    /// backend that crashes (or slows, errs, pauses) later than the scenario says, to
+    /// check that the verdict catches it, as `lbsim serve --extra-delay` makes a backend
+    /// slower than declared. Health checks are not shifted: they see what happens.
+    pub fault_delay: f64,
 }
 
 impl Default for LiveOptions {
@@ -81,6 +86,7 @@ impl Default for LiveOptions {
             auto_time_scale: false,
             calibration_bound: DEFAULT_CALIBRATION_BOUND,
             realtime: true,
+            fault_delay: 0.0,
         }
     }
 }
@@ -119,7 +125,7 @@ pub enum LiveError {
     TimeScale(f64),
     /// The scenario uses something live mode cannot reproduce.
     #[error(
-        "live mode cannot replay this scenario: {0}\n  fix: replay a copy without it (live mode replays scenarios with one balancer, no faults and no client policies)"
+        "live mode cannot replay this scenario: {0}\n  fix: replay a copy without it (live mode replays scenarios with one balancer and no client policies, and faults only on the backends it starts)"
     )]
     Unsupported(String),
     /// No strategy left to replay.

@@ -57,6 +57,10 @@ pub struct StrategyReplay {
     /// idle calibration's service overhead and extra latency, measured on the replay's
     /// calls. Empty where not measured (connection-level replays).
     pub under_load: Vec<LoadedCost>,
+    /// Fault actions applied to the backends and health changes seen by the balancer,
+    /// in order, each with how late it was applied ([`super::faults`]); empty without
+    /// faults.
+    pub faults: Vec<super::faults::FaultEvent>,
 }
 
 /// The replay of every strategy.

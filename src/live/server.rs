@@ -40,7 +40,10 @@ use super::transport::{
     protocol_stack_guarded,
 };
 
+mod faults;
 mod pipelined;
+
+pub use faults::{ErrorMode, FaultControl};
 
 /// Stack size of connection threads: they only decode small messages.
 const CONNECTION_STACK: usize = 256 * 1024;
@@ -333,42 +336,60 @@ impl Admission {
     }
 }
 
-/// A stop flag that sleeping calls can be woken from.
+/// A stop flag that sleeping calls can be woken from, with a count of crashes: a crash
+/// wakes every sleeping call, and a call that began before it is abandoned.
 #[derive(Debug, Default)]
 struct StopSignal {
-    stopped: Mutex<bool>,
+    state: Mutex<SignalState>,
     wake: Condvar,
 }
 
+#[derive(Debug, Default)]
+struct SignalState {
+    stopped: bool,
+    crashes: u64,
+}
+
 impl StopSignal {
-    fn lock(&self) -> MutexGuard<'_, bool> {
-        self.stopped.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, SignalState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn stop(&self) {
-        *self.lock() = true;
+        self.lock().stopped = true;
         self.wake.notify_all();
     }
 
     fn is_stopped(&self) -> bool {
-        *self.lock()
+        self.lock().stopped
     }
 
-    /// Sleeps for `duration`; returns false if stopped first.
-    fn sleep(&self, duration: Duration) -> bool {
-        let deadline = Instant::now() + duration;
-        let mut stopped = self.lock();
+    /// Crashes so far: a call remembers it when it arrives.
+    fn crashes(&self) -> u64 {
+        self.lock().crashes
+    }
+
+    /// A crash: every call sleeping now is abandoned.
+    fn crash(&self) {
+        self.lock().crashes += 1;
+        self.wake.notify_all();
+    }
+
+    /// Sleeps until `deadline`; returns false, early, if the server stops or crashes
+    /// (after crash count `crashes`).
+    fn sleep_until(&self, deadline: Instant, crashes: u64) -> bool {
+        let mut state = self.lock();
         loop {
-            if *stopped {
+            if state.stopped || state.crashes != crashes {
                 return false;
             }
             let now = Instant::now();
             if now >= deadline {
                 return true;
             }
-            stopped = self
+            state = self
                 .wake
-                .wait_timeout(stopped, deadline - now)
+                .wait_timeout(state, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
@@ -408,6 +429,8 @@ struct Shared {
     pipelined: bool,
     /// Open connections (so shutdown can close them) and their threads.
     open: Mutex<OpenConnections>,
+    /// Injected faults ([`faults`]).
+    faults: faults::FaultState,
 }
 
 /// An open connection as the accept loop sees it.
@@ -487,6 +510,18 @@ impl Shared {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A crash ([`FaultControl::crash`]): under the lock the accept loop registers with,
+    /// so no connection slips past it, every open connection closes and only then are
+    /// the calls in service and waiting woken and abandoned, so none can answer.
+    fn crash(&self) {
+        let open = self.open();
+        self.faults.set_crashed(true);
+        for c in open.conns.values() {
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
+        self.stop.crash();
+    }
+
     /// Sleep time for `work_ns` of work, or why the call is refused: negative work, or
     /// more service than `max_service`.
     fn service_time(&self, work_ns: i64) -> Result<Duration, String> {
@@ -561,6 +596,15 @@ fn shutting_down() -> thrift::Error {
     ))
 }
 
+/// What a call abandoned by a crash returns: nothing reaches the client, whose
+/// connection the crash has closed.
+fn crashed() -> thrift::Error {
+    thrift::Error::Application(ApplicationError::new(
+        ApplicationErrorKind::InternalError,
+        "server crashed",
+    ))
+}
+
 fn saturating_ns(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
@@ -569,7 +613,11 @@ impl BackendSyncHandler for Handler {
     fn handle_call(&self, req: Call) -> thrift::Result<Reply> {
         let shared = &self.0;
         let arrived = Instant::now();
+        let crashes = shared.stop.crashes();
         mark_in_call();
+        if shared.faults.crashed() {
+            return Err(crashed());
+        }
         let service = match shared.service_time(req.work_ns) {
             Ok(service) => service,
             Err(why) => {
@@ -580,6 +628,20 @@ impl BackendSyncHandler for Handler {
                 )));
             }
         };
+        if let Some(mode) = shared.faults.error_for_next() {
+            // A fail-fast answer: after its latency, without a worker.
+            if !shared.stop.sleep_until(arrived + mode.latency, crashes) {
+                return Err(crashed());
+            }
+            if mode.rejected {
+                shared.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(Rejected::new(shared.id.clone(), 0).into());
+            }
+            return Err(thrift::Error::Application(ApplicationError::new(
+                ApplicationErrorKind::InternalError,
+                format!("server {}: injected error (error fault)", shared.id),
+            )));
+        }
         let _backlog = Backlog::add(shared, service);
         match shared.admission.acquire() {
             Admit::Closed => Err(shutting_down()),
@@ -590,11 +652,36 @@ impl BackendSyncHandler for Handler {
             }
             Admit::Admitted(permit) => {
                 let started = Instant::now();
-                let completed = shared.stop.sleep(service);
+                // A slow fault sets the service a call starts with; a pause under way
+                // delays its start, and one starting later pushes its end back.
+                let factor = shared.faults.slow();
+                let service = if factor == 1.0 {
+                    service
+                } else {
+                    service.mul_f64(factor)
+                };
+                let before = shared.faults.pauses();
+                let begin = before.until.map_or(started, |u| u.max(started));
+                let mut end = begin + service;
+                let completed = loop {
+                    if !shared.stop.sleep_until(end, crashes) {
+                        break false;
+                    }
+                    let pushed = shared.faults.pauses().pushed - before.pushed;
+                    let due = begin + service + pushed;
+                    if Instant::now() >= due {
+                        break true;
+                    }
+                    end = due;
+                };
                 let finished = Instant::now();
                 drop(permit);
                 if !completed {
-                    return Err(shutting_down());
+                    return Err(if shared.stop.is_stopped() {
+                        shutting_down()
+                    } else {
+                        crashed()
+                    });
                 }
                 shared.served.fetch_add(1, Ordering::Relaxed);
                 shared.served_for(finished - started);
@@ -696,6 +783,7 @@ pub fn spawn(addr: SocketAddr, cfg: ServerConfig) -> io::Result<ServerHandle> {
         refusers: AtomicUsize::new(0),
         pipelined: cfg.pipelined,
         open: Mutex::new(OpenConnections::default()),
+        faults: faults::FaultState::default(),
     });
     let processor = Arc::new(BackendSyncProcessor::new(Handler(Arc::clone(&shared))));
     let accept = {
@@ -746,6 +834,11 @@ fn accept_loop(
         if shared.stop.is_stopped() {
             let _ = stream.shutdown(Shutdown::Both);
             break;
+        }
+        // A crashed server answers nothing: the connection closes at once.
+        if shared.faults.crashed() {
+            let _ = stream.shutdown(Shutdown::Both);
+            continue;
         }
         open.threads.retain(|t| !t.is_finished());
         if open.conns.len() >= shared.limits.max_connections {
@@ -971,6 +1064,12 @@ impl ServerHandle {
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
         self.shared.open().conns.len()
+    }
+
+    /// The control that injects faults into this server (crash, slow-down, errors,
+    /// pauses). In-process only: no call on the network reaches it.
+    pub fn faults(&self) -> FaultControl {
+        FaultControl(Arc::clone(&self.shared))
     }
 
     /// Calls currently waiting for a worker.

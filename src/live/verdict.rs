@@ -149,6 +149,11 @@ pub fn compare(
             live: &live_results,
             idle: &idle,
             under_load: &under_load,
+            phases: &live
+                .strategies
+                .first()
+                .map(|s| s.metrics.phase_bounds())
+                .unwrap_or_default(),
         },
         &opts.tolerances,
         opts.reference,

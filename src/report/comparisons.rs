@@ -321,6 +321,7 @@ mod tests {
                             servers: vec![],
                             cdfs: vec![],
                             batches: vec![],
+                            phases: vec![],
                         })
                         .collect(),
                     pooled: empty_pooled(0),

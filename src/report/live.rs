@@ -91,8 +91,8 @@ pub enum Figure {
     LatencyP50,
     /// 99th percentile response time.
     LatencyP99,
-    /// Measured requests that failed, over those that arrived (the simulated scenario has
-    /// no failures, so any is a disagreement).
+    /// Measured requests that failed, over those that arrived (without faults the
+    /// simulated scenario has no failures, so any is a disagreement).
     ErrorFraction,
     /// A server's share of the requests.
     Share,
@@ -108,6 +108,15 @@ pub enum Figure {
     Calibration,
     /// The same, measured on the replay's own calls, under load.
     CalibrationUnderLoad,
+    /// Mean response time of the requests that arrived in one phase of a scenario with
+    /// faults (before, during, after each fault window; see
+    /// [`crate::metrics::phase_edges`]), so that a disagreement during a fault is not
+    /// averaged away over the run.
+    PhaseLatencyMean,
+    /// 99th percentile response time of one phase's requests.
+    PhaseLatencyP99,
+    /// Fraction of one phase's requests that ended unserved.
+    PhaseErrorFraction,
 }
 
 /// Whether a figure's primary tolerance is relative to the reference or absolute.
@@ -121,7 +130,7 @@ pub enum Kind {
 
 impl Figure {
     /// Every figure, in the order rows are written.
-    pub const ALL: [Figure; 10] = [
+    pub const ALL: [Figure; 13] = [
         Figure::LatencyMean,
         Figure::LatencyP50,
         Figure::LatencyP99,
@@ -132,6 +141,9 @@ impl Figure {
         Figure::ServerLatencyMean,
         Figure::Calibration,
         Figure::CalibrationUnderLoad,
+        Figure::PhaseLatencyMean,
+        Figure::PhaseLatencyP99,
+        Figure::PhaseErrorFraction,
     ];
 
     /// Name in `comparison.csv` (before `:server`) and in `--tolerance`.
@@ -150,6 +162,9 @@ impl Figure {
             Figure::ServerLatencyMean => "server_latency_mean",
             Figure::Calibration => "calibration",
             Figure::CalibrationUnderLoad => "calibration_under_load",
+            Figure::PhaseLatencyMean => "phase_latency_mean",
+            Figure::PhaseLatencyP99 => "phase_latency_p99",
+            Figure::PhaseErrorFraction => "phase_error_fraction",
         }
     }
 
@@ -169,15 +184,26 @@ impl Figure {
     pub fn unit(self) -> &'static str {
         match (self.metric(), self) {
             (Some(m), _) => m.unit(),
-            (None, Figure::ServerLatencyMean) => "s",
+            (
+                None,
+                Figure::ServerLatencyMean | Figure::PhaseLatencyMean | Figure::PhaseLatencyP99,
+            ) => "s",
             (None, Figure::ServerQueueMean) => "requests",
             _ => "1",
         }
     }
 
-    /// One value per server (else one for the cluster).
+    /// One value per server (else one for the cluster, or per phase).
     pub fn per_server(self) -> bool {
-        self.metric().is_none()
+        self.metric().is_none() && !self.per_phase()
+    }
+
+    /// One value per phase of a scenario with faults ([`crate::metrics::phase_edges`]).
+    pub fn per_phase(self) -> bool {
+        matches!(
+            self,
+            Figure::PhaseLatencyMean | Figure::PhaseLatencyP99 | Figure::PhaseErrorFraction
+        )
     }
 
     /// Whether `--tolerance NAME=x` is relative or absolute.
@@ -188,7 +214,9 @@ impl Figure {
             | Figure::LatencyP99
             | Figure::ServerUtilization
             | Figure::ServerQueueMean
-            | Figure::ServerLatencyMean => Kind::Relative,
+            | Figure::ServerLatencyMean
+            | Figure::PhaseLatencyMean
+            | Figure::PhaseLatencyP99 => Kind::Relative,
             _ => Kind::Absolute,
         }
     }
@@ -206,7 +234,14 @@ impl Figure {
         match self {
             Figure::LatencyMean | Figure::LatencyP50 => rel(0.10),
             Figure::LatencyP99 => rel(0.20),
-            Figure::ErrorFraction => abs(0.0),
+            // Without faults the simulated fraction is 0 and any failure disagrees. With
+            // them, 10% of the simulated fraction: a call failing fast takes a loopback
+            // round trip live (~0.1 ms) and no time simulated, so strategies that count
+            // requests in flight see the failing backend slightly busier live.
+            Figure::ErrorFraction => Tolerance {
+                relative: 0.10,
+                absolute: 0.0,
+            },
             Figure::Share => abs(0.02),
             Figure::ServerUtilization => rel(0.10),
             // A queue that is nearly empty in the model has no meaningful relative error:
@@ -217,6 +252,17 @@ impl Figure {
             },
             Figure::ServerLatencyMean => rel(0.15),
             Figure::Calibration | Figure::CalibrationUnderLoad => abs(DEFAULT_CALIBRATION_BOUND),
+            // A phase is a fraction of the run, so its figures are noisier than the run's:
+            // the run's tolerances, half as wide again.
+            Figure::PhaseLatencyMean => rel(0.15),
+            Figure::PhaseLatencyP99 => rel(0.30),
+            // Plus a floor of 0.2%: the requests a crash catches in flight are a handful
+            // (one is 0.06% of a 3 s phase at 560 req/s), and which of them are still in
+            // flight at the instant of the crash is timing, not model.
+            Figure::PhaseErrorFraction => Tolerance {
+                relative: 0.15,
+                absolute: 0.002,
+            },
         }
     }
 
@@ -321,7 +367,8 @@ pub struct Comparison {
     pub strategy: String,
     /// What is compared.
     pub figure: Figure,
-    /// The server, for per-server figures.
+    /// The server, for per-server figures; the phase (e.g. `during[20-35s]`), for
+    /// per-phase ones.
     pub server: Option<String>,
     /// Simulated mean over replications and its 95% CI (the declared 0 for calibration).
     pub sim: Estimate,
@@ -463,6 +510,46 @@ pub struct Judged<'a> {
     pub idle: &'a [f64],
     /// Per strategy, per backend, the same under load (empty: not measured).
     pub under_load: &'a [Vec<f64>],
+    /// The phases' bounds (scenario time), in order; empty without faults
+    /// ([`RunMetrics::phase_bounds`]).
+    pub phases: &'a [(crate::time::Nanos, crate::time::Nanos)],
+}
+
+/// Names of phases with bounds `bounds`: `before`, `during` or `after` the scenario's
+/// fault windows (`between` two of them), with the phase's span in seconds, e.g.
+/// `during[20-35s]`.
+pub fn phase_names(
+    scenario: &Scenario,
+    bounds: &[(crate::time::Nanos, crate::time::Nanos)],
+) -> Vec<String> {
+    let windows: Vec<(f64, f64)> = scenario
+        .faults
+        .iter()
+        .map(|f| (f.at, f.until.unwrap_or(f64::INFINITY)))
+        .collect();
+    bounds
+        .iter()
+        .map(|&(a, b)| {
+            let (a, b) = (a.as_secs_f64(), b.as_secs_f64());
+            let mid = 0.5 * (a + b);
+            let kind = if windows.iter().any(|&(s, e)| s <= mid && mid < e) {
+                "during"
+            } else if windows.iter().all(|&(s, _)| mid < s) {
+                "before"
+            } else if windows.iter().all(|&(_, e)| mid >= e) {
+                "after"
+            } else {
+                "between"
+            };
+            format!("{kind}[{}-{}s]", trim(a), trim(b))
+        })
+        .collect()
+}
+
+/// A number of seconds as short as exact: `20`, `2.5`.
+fn trim(x: f64) -> String {
+    let s = format!("{x:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// The comparisons of `j` with tolerances `tol` against `reference`.
@@ -475,11 +562,11 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
         n: 1,
     };
     let mut rows = Vec::new();
-    let mut push = |strategy: &str, figure, server: Option<usize>, sim, replayed, live| {
+    let mut push = |strategy: &str, figure, server: Option<String>, sim, replayed, live| {
         rows.push(Comparison {
             strategy: strategy.to_string(),
             figure,
-            server: server.map(|i| servers[i].name.clone()),
+            server,
             sim,
             sim_replayed: replayed,
             live,
@@ -491,7 +578,7 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
         push(
             "calibration",
             Figure::Calibration,
-            Some(i),
+            Some(servers[i].name.clone()),
             declared,
             0.0,
             f,
@@ -512,7 +599,7 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
                 live.values[m],
             );
         }
-        for i in 0..servers.len() {
+        for (i, server) in servers.iter().enumerate() {
             for figure in [
                 Figure::Share,
                 Figure::ServerUtilization,
@@ -529,10 +616,35 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
                 push(
                     label,
                     figure,
-                    Some(i),
+                    Some(server.name.clone()),
                     estimate(&runs),
                     get(&replayed.servers[i]),
                     get(&live.servers[i]),
+                );
+            }
+        }
+        let bounds = j.phases;
+        for (p, name) in phase_names(j.scenario, bounds).into_iter().enumerate() {
+            for figure in [
+                Figure::PhaseLatencyMean,
+                Figure::PhaseLatencyP99,
+                Figure::PhaseErrorFraction,
+            ] {
+                let get = |r: &RunSummary| {
+                    r.phases.get(p).map_or(f64::NAN, |s| match figure {
+                        Figure::PhaseLatencyMean => s.latency_mean,
+                        Figure::PhaseLatencyP99 => s.latency_p99,
+                        _ => s.error_fraction,
+                    })
+                };
+                let runs: Vec<f64> = sim_k.runs.iter().map(get).collect();
+                push(
+                    label,
+                    figure,
+                    Some(name.clone()),
+                    estimate(&runs),
+                    get(replayed),
+                    get(live),
                 );
             }
         }
@@ -541,7 +653,7 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
                 push(
                     label,
                     Figure::CalibrationUnderLoad,
-                    Some(i),
+                    Some(servers[i].name.clone()),
                     declared,
                     0.0,
                     f,
@@ -564,6 +676,8 @@ impl Figure {
                 | Figure::LatencyP99
                 | Figure::ServerLatencyMean
                 | Figure::CalibrationUnderLoad
+                | Figure::PhaseLatencyMean
+                | Figure::PhaseLatencyP99
         )
     }
 }
@@ -595,8 +709,16 @@ impl Verdict {
 
     /// Whether row `r` is judged: not when it is a response time of a strategy whose
     /// replay lagged beyond the gate.
+    ///
+    /// An error fraction the simulation expects above 0 (a scenario with faults) is timed
+    /// too: how many requests a strategy sends to a failing backend depends on how fast
+    /// failures come back, which a late driver changes. One the simulation expects at 0
+    /// is judged whatever the lag: any failure disagrees.
     pub fn judged(&self, r: &Comparison) -> bool {
-        !r.figure.timed_by_driver() || self.lag.iter().all(|l| l.strategy != r.strategy || l.ok)
+        let timed = r.figure.timed_by_driver()
+            || (matches!(r.figure, Figure::ErrorFraction | Figure::PhaseErrorFraction)
+                && r.base() > 0.0);
+        !timed || self.lag.iter().all(|l| l.strategy != r.strategy || l.ok)
     }
 
     /// The judged comparisons outside tolerance.

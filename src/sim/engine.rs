@@ -481,7 +481,8 @@ impl<'a> Sim<'a> {
             pending: None,
             extra_latency: Vec::new(),
             requests: RequestStream::new(&scenario.workload, seed, replication),
-            m: RunMetrics::new(&workers, from, to),
+            m: RunMetrics::new(&workers, from, to)
+                .with_phases(&crate::metrics::phase_edges(scenario)),
             from,
             to,
             report_every: scenario
@@ -685,6 +686,9 @@ impl<'a> Sim<'a> {
         }
         let measured = self.measured(now);
         self.m.arrived += u64::from(measured);
+        if measured {
+            self.m.phase_arrived(now);
+        }
         let (b, target) = match self.topology {
             Topology::Requests => {
                 let b = self.pick_balancer();
@@ -696,6 +700,9 @@ impl<'a> Sim<'a> {
         };
         let Some(i) = target else {
             self.m.unroutable += u64::from(measured);
+            if measured {
+                self.m.phase_unserved(now);
+            }
             return;
         };
         if let Some(rejected) = self.answers_error(i) {
@@ -730,10 +737,16 @@ impl<'a> Sim<'a> {
             Admission::Queued => self.m.servers[i].requests += u64::from(measured),
             Admission::Rejected => {
                 self.m.rejected += u64::from(measured);
+                if measured {
+                    self.m.phase_unserved(now);
+                }
                 self.request_ended(b, i, Nanos::ZERO, Outcome::Rejected, now);
             }
             Admission::Down => {
                 self.m.failed += u64::from(measured);
+                if measured {
+                    self.m.phase_unserved(now);
+                }
                 self.request_ended(b, i, Nanos::ZERO, Outcome::Failed, now);
                 // At connection level the connection is broken: the client reconnects.
                 self.connections_broken(i, now);
@@ -899,6 +912,10 @@ impl<'a> Sim<'a> {
             self.m.failed += u64::from(e.measured);
             Outcome::Failed
         };
+        if e.measured {
+            // Without a policy the error is sent as the request arrives.
+            self.m.phase_unserved(e.sent);
+        }
         self.request_ended(b, i, now - e.sent, outcome, now);
     }
 
@@ -1063,6 +1080,9 @@ impl<'a> Sim<'a> {
     fn requests_lost(&mut self, now: Nanos, i: usize, lost: Vec<Job>) {
         for job in lost {
             self.m.failed += u64::from(job.measured);
+            if job.measured {
+                self.m.phase_unserved(job.arrival);
+            }
             self.request_ended(
                 job.balancer as usize,
                 i,

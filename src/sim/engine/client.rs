@@ -211,6 +211,9 @@ impl Sim<'_> {
     pub(super) fn arrival_with_policy(&mut self, now: Nanos, req: Request) {
         let measured = self.measured(now);
         self.m.arrived += u64::from(measured);
+        if measured {
+            self.m.phase_arrived(now);
+        }
         let b = self.pick_balancer();
         let c = self.client();
         let r = c.new_request(now, &req, b as u32, measured);
@@ -494,6 +497,9 @@ impl Sim<'_> {
         debug_assert!(!req.st.done, "a request ends once");
         req.st.done = true;
         let (b, measured) = (req.balancer as usize, u64::from(req.measured));
+        if cause.is_some() && req.measured {
+            self.m.phase_unserved(req.st.arrival);
+        }
         match cause {
             None => {}
             Some(Cause::Timeout) => self.m.client.timed_out += measured,
