@@ -27,8 +27,10 @@ mod probe;
 pub mod proto;
 pub mod proxy;
 pub mod server;
+mod support;
 pub mod transport;
 pub mod verdict;
+mod views;
 mod wire;
 
 pub use calibrate::Calibration;

@@ -317,18 +317,68 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
         }
         .into());
     }
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name).join("live"));
     // An unwritable --out fails now, not after the whole replay.
-    super::check_out(
-        &a.scenario,
-        "--out",
-        &a.out
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name).join("live")),
-    )?;
+    super::check_out(&a.scenario, "--out", &out)?;
     // SIGINT / SIGTERM: the strategy being replayed stops within a few milliseconds and
     // is dropped; the strategies replayed before it are compared and written.
     let interrupt =
         Interrupt::install("stopping the replay; writing the strategies that finished")?;
+    let Some(sweep) = &scenario.sweep else {
+        return replay_one(a, &scenario, out, &interrupt).map(ExitCode::from);
+    };
+    // A sweep is one scenario per point: every point is replayed and judged on its own,
+    // into OUT/point-J/; the exit status is the worst (bad input 2, fail 1, no verdict 3).
+    let mut worst = 0u8;
+    for j in 0..sweep.len() {
+        let point = scenario.at_sweep_point(j);
+        let dir = out.join(format!("point-{j}"));
+        println!(
+            "sweep point {} of {}: {} ({})",
+            j + 1,
+            sweep.len(),
+            sweep.describe(j),
+            dir.display()
+        );
+        let status = replay_one(a, &point, dir, &interrupt)?;
+        let rank = |s: u8| match s {
+            0 => 0,
+            3 => 1,
+            1 => 2,
+            2 => 3,
+            _ => 4,
+        };
+        if rank(status) > rank(worst) {
+            worst = status;
+        }
+        if interrupt.is_set() || status == EXIT_BAD_INPUT {
+            // Stopped, or the scenario cannot be replayed: the other points cannot either.
+            return Ok(ExitCode::from(status));
+        }
+    }
+    println!(
+        "sweep: {} points replayed; {}",
+        sweep.len(),
+        match worst {
+            0 => "every point passes".to_string(),
+            1 => "some point FAILS (see each point's verdict above)".to_string(),
+            s => format!("exit status {s} (see each point's verdict above)"),
+        }
+    );
+    Ok(ExitCode::from(worst))
+}
+
+/// Replays one scenario (one sweep point) into `out`; the exit status.
+fn replay_one(
+    a: &LiveArgs,
+    scenario: &lbsim::scenario::Scenario,
+    out: PathBuf,
+    interrupt: &Interrupt,
+) -> anyhow::Result<u8> {
+    let scenario = scenario.clone();
     let tolerances = Tolerances::parse(&a.tolerance)?;
     let reference: Reference = a.against.parse()?;
     let (time_scale, auto_time_scale) = match a.time_scale {
@@ -368,10 +418,6 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
         },
         scenario.end() * time_scale
     );
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name).join("live"));
     let proxy_dir = out.join("proxy");
     let via = a.via.map(|kind| (kind, proxy_dir.as_path()));
     if let Some(kind) = a.via {
@@ -396,13 +442,13 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
             )),
         ) => {
             eprintln!("error: {e}");
-            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+            return Ok(EXIT_BAD_INPUT);
         }
         Err(e) => return Err(e.into()),
     };
     if run.strategies.is_empty() {
         eprintln!("interrupted before any strategy finished: nothing to write");
-        return Ok(interrupt.exit_code());
+        return Ok(interrupt.status());
     }
     if auto_time_scale {
         println!("time scale {} (auto, from calibration)", run.time_scale);
@@ -499,7 +545,7 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
                 a.strategies.len()
             }
         );
-        return Ok(interrupt.exit_code());
+        return Ok(interrupt.status());
     }
     match verdict.outcome() {
         Outcome::NoVerdict { reason } => {
@@ -507,11 +553,11 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "  exit status {EXIT_NO_VERDICT}: no verdict (not a disagreement); `--report-lag` shows the lag, `--strategy LABEL` replays fewer strategies, `chrt -f 10 lbsim live ...` shields the driver"
             );
-            Ok(ExitCode::from(EXIT_NO_VERDICT))
+            Ok(EXIT_NO_VERDICT)
         }
         Outcome::Pass => {
             println!("verdict: pass — live agrees with the simulation within tolerance");
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         Outcome::Fail { failed } => {
             println!(
@@ -519,7 +565,7 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
                 failed.len(),
                 failed.join(", ")
             );
-            Ok(ExitCode::from(1))
+            Ok(1)
         }
     }
 }

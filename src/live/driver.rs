@@ -35,6 +35,7 @@ use super::client::{CallOutcome, ClientConfig, ClientError};
 use super::cluster::{Cluster, ClusterError};
 use super::pool::{DEFAULT_MAX_PER_BACKEND, Done, Job, Pool};
 use super::transport::{Protocol, Transport};
+use super::views::Views;
 use crate::metrics::{RunMetrics, latency_histogram};
 use crate::rng::{Stream, stream_rng};
 use crate::scenario::Scenario;
@@ -151,9 +152,7 @@ pub enum LiveError {
     )]
     TimeScale(f64),
     /// The scenario uses something live mode cannot reproduce.
-    #[error(
-        "live mode cannot replay this scenario: {0}\n  fix: replay a copy without it (live mode replays scenarios with one balancer, no faults and no client policies)"
-    )]
+    #[error("live mode cannot replay this scenario: {0}")]
     Unsupported(String),
     /// No strategy left to replay.
     #[error(
@@ -252,25 +251,22 @@ pub fn replay_via(
         return Err(LiveError::TimeScale(opts.time_scale));
     }
     if !scenario.faults.is_empty() {
-        return Err(LiveError::Unsupported("it has [[faults]]".into()));
+        return Err(LiveError::Unsupported(
+            "it has [[faults]]\n  fix: replay a copy without them".into(),
+        ));
     }
     if let Some(e) = scenario.strategies.iter().find(|e| e.policy.is_some()) {
         // Client policies run in the simulator only, so far: refuse rather than replay
         // without them and compare unlike with unlike.
         return Err(LiveError::Unsupported(format!(
-            "strategy `{}` has a client policy ([strategies.policy]), which live mode does not apply yet",
+            "strategy `{}` has a client policy ([strategies.policy]), which live mode does not apply yet\n  fix: replay a copy without it",
             e.label()
         )));
     }
     if let (Some((proxy, _)), None) = (via, &scenario.connections) {
         return Err(super::proxy::ProxyError::NotConnectionLevel { proxy }.into());
     }
-    if scenario.balancers != 1 {
-        return Err(LiveError::Unsupported(format!(
-            "it has {} balancers; the driver is one client",
-            scenario.balancers
-        )));
-    }
+    super::support::check_scenario(scenario)?;
     let names: Vec<String> = scenario.servers().iter().map(|s| s.name.clone()).collect();
     let strategies: Vec<_> = scenario
         .strategies
@@ -279,6 +275,9 @@ pub fn replay_via(
         .collect();
     if strategies.is_empty() {
         return Err(LiveError::NoStrategy(opts.only.clone()));
+    }
+    for entry in &strategies {
+        super::support::check_strategy(scenario, entry, via.map(|(kind, _)| kind))?;
     }
     let cluster;
     let addrs = match &opts.backends {
@@ -307,6 +306,9 @@ pub fn replay_via(
         io_timeout: Some(opts.io_timeout),
         ..ClientConfig::new(opts.protocol, opts.transport)
     };
+    if via.is_none() {
+        super::support::check_backends(&strategies, &addrs, &names, &cfg)?;
+    }
     let chosen;
     let opts = if opts.auto_time_scale {
         // Two first calibrations, direct to each backend, with probes of different sizes
@@ -518,7 +520,8 @@ pub(crate) fn wait_until(
 /// State of one strategy's replay, owned by the dispatcher thread.
 struct Replay {
     clock: Clock,
-    balancer: Balancer,
+    /// The scenario's balancers and the load reports they read.
+    views: Views,
     metrics: RunMetrics,
     lag: Histogram<u64>,
     errors: u64,
@@ -535,7 +538,7 @@ impl Replay {
     /// Gives the strategy the probe answers that have come back.
     fn on_probes(&mut self, prober: Option<&super::probe::Prober>) {
         let Some(p) = prober else { return };
-        while let Some((i, sent, at, l)) = p.try_recv() {
+        while let Some((i, b, sent, at, l)) = p.try_recv() {
             let load = ServerLoad {
                 in_flight: l.in_flight,
                 queued: l.queued,
@@ -543,14 +546,14 @@ impl Replay {
                 latency: self.clock.scenario(Duration::from_nanos(l.latency_ns)),
             };
             let (sent, now) = (self.clock.now(sent), self.clock.now(at));
-            self.balancer.probe_answer(i, &load, sent, now);
+            self.views.get(b).probe_answer(i, &load, sent, now);
         }
     }
 
     fn on_done(&mut self, done: Done) {
         let job = done.job;
         let i = job.backend;
-        let measured = job.tag == 1;
+        let (measured, b) = (job.tag & 1 == 1, (job.tag >> 1) as usize);
         let latency = self
             .clock
             .scenario(done.finished.saturating_duration_since(job.scheduled));
@@ -576,16 +579,18 @@ impl Replay {
                 let declared = job.work_ns as f64 / self.speeds[i];
                 let (queued, served) = (queued_ns as f64, served_ns as f64);
                 self.under_load[i].record(served - declared, wall as f64 - queued - served);
-                if let Some(l) = load.filter(|_| self.balancer.signals().reply_loads) {
+                if let Some(l) = load.filter(|_| self.views.signals().reply_loads) {
                     let load = ServerLoad {
                         in_flight: l.in_flight,
                         queued: l.queued,
                         service_time: self.clock.scenario(Duration::from_nanos(served_ns)),
                         latency: self.clock.scenario(Duration::from_nanos(l.latency_ns)),
                     };
-                    self.balancer.reply_load(i, &load, now);
+                    self.views.get(b).reply_load(i, &load, now);
                 }
-                self.balancer.complete(i, latency, Outcome::Ok, now);
+                let served_scenario = self.clock.scenario(Duration::from_nanos(served_ns));
+                self.views
+                    .complete(b, i, latency, Outcome::Ok, Some(served_scenario), now);
                 if measured {
                     self.metrics.record_latency(latency);
                     if let Some(h) = self.metrics.server_latency.get_mut(i) {
@@ -603,7 +608,8 @@ impl Replay {
                 add_service(&mut self.metrics, i, now, queued, served);
             }
             Ok(CallOutcome::Rejected { .. }) => {
-                self.balancer.complete(i, latency, Outcome::Rejected, now);
+                self.views
+                    .complete(b, i, latency, Outcome::Rejected, None, now);
                 self.metrics.rejected += u64::from(measured);
             }
             Err(e) => {
@@ -611,9 +617,9 @@ impl Replay {
                 self.errors += 1;
                 self.metrics.failed += u64::from(measured);
                 self.errors_per_backend[i] += 1;
-                self.balancer.complete(i, latency, Outcome::Failed, now);
-                if self.balancer.backends()[i].up {
-                    self.balancer.set_up(i, false);
+                self.views
+                    .complete(b, i, latency, Outcome::Failed, None, now);
+                if self.views.set_down(i) {
                     self.marked_down.push(i);
                 }
             }
@@ -662,11 +668,11 @@ fn dispatch(
     super::server::precise_sleeps();
     let realtime = Realtime::enter(opts.realtime);
     let ReplayStart {
-        balancer,
         workers,
         dists,
         from,
         to,
+        ..
     } = ReplayStart::new(scenario, entry, seed, opts);
     // A short lead so the first request is not late because of the set-up.
     let clock = Clock {
@@ -675,7 +681,7 @@ fn dispatch(
     };
     let mut r = Replay {
         clock,
-        balancer,
+        views: Views::new(scenario, entry, seed, opts.replication),
         metrics: RunMetrics::new(&workers, from, to),
         lag: latency_histogram(),
         errors: 0,
@@ -695,7 +701,7 @@ fn dispatch(
     let mean_gap = Duration::from_secs_f64(opts.time_scale / scenario.mean_rate().max(1e-9));
     let spin = opts.spin.min(mean_gap / 4);
     let waits_before = pool.waited();
-    let prober = r.balancer.signals().probes.then(|| {
+    let prober = r.views.signals().probes.then(|| {
         let cfg = ClientConfig {
             io_timeout: Some(opts.io_timeout),
             ..ClientConfig::new(opts.protocol, opts.transport)
@@ -718,12 +724,12 @@ fn dispatch(
         let now = clock.now(woke);
         let measured = req.arrival >= from && req.arrival < to;
         r.metrics.arrived += u64::from(measured);
-        let routed = r.balancer.route(now, req.key);
+        let (b, routed) = r.views.route(now, req.key);
         if let Some(p) = &prober {
-            r.balancer.take_probes(&mut asked);
+            r.views.get(b).take_probes(&mut asked);
             let at = Instant::now();
-            for &b in &asked {
-                p.send(b, at);
+            for &i in &asked {
+                p.send(i, b, at);
                 r.metrics.probes += u64::from(measured);
             }
             asked.clear();
@@ -733,9 +739,14 @@ fn dispatch(
             continue;
         };
         if measured {
-            let waiting = r.balancer.backends()[i]
-                .in_flight
-                .saturating_sub(r.workers[i]);
+            // Calls at the server from every balancer, beyond its workers.
+            let in_flight: u32 = r
+                .views
+                .all()
+                .iter()
+                .map(|v| v.backends()[i].in_flight)
+                .sum();
+            let waiting = in_flight.saturating_sub(r.workers[i]);
             let q = &mut r.metrics.servers[i].queue_max;
             *q = (*q).max(waiting);
         }
@@ -746,7 +757,7 @@ fn dispatch(
             scheduled: due,
             work_ns: work.round().min(i64::MAX as f64) as i64,
             key: Some(req.key as i64),
-            tag: u64::from(measured),
+            tag: u64::from(measured) | (b as u64) << 1,
         });
         sent += 1;
     }

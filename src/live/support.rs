@@ -1,0 +1,128 @@
+//! What live mode can replay comparably, checked before anything is sent: every refusal
+//! names the reason and the way out, never a silent fallback that would compare unlike
+//! with unlike.
+//!
+//! - A scenario with `[sweep]` is one scenario per point: the library replays one
+//!   ([`crate::scenario::Scenario::at_sweep_point`]); `lbsim live` replays every point.
+//! - At connection level (`[connections]`) the driver's balancer picks per connection and
+//!   sees no load reports, probes or reply loads, and holds one balancer's view: strategies
+//!   reading those, and `balancers > 1`, are refused there (a proxy's own algorithm is
+//!   judged by [`super::proxy`]).
+//! - Strategies that probe servers (prequal) need backends that answer the `probe` call;
+//!   strategies that read the load carried on replies (c3) need replies that carry it.
+//!   The thriftpy2 peer and pipelined `lbsim serve` backends do neither: each backend is
+//!   asked once before the replay, and a backend without the signal refuses the replay.
+
+use std::net::SocketAddr;
+
+use super::client::{CallOutcome, ClientConfig, Connection};
+use super::driver::LiveError;
+use super::proxy::ProxyKind;
+use crate::scenario::Scenario;
+use crate::strategy::StrategyEntry;
+
+/// Refuses what no strategy of `scenario` can replay comparably.
+pub(crate) fn check_scenario(scenario: &Scenario) -> Result<(), LiveError> {
+    if let Some(sweep) = &scenario.sweep {
+        return Err(LiveError::Unsupported(format!(
+            "it has a [sweep] of {} points, each a scenario of its own\n  fix: replay each point (`lbsim live` does; in the library, `Scenario::at_sweep_point`)",
+            sweep.len()
+        )));
+    }
+    if scenario.connections.is_some() && scenario.balancers > 1 {
+        return Err(LiveError::Unsupported(format!(
+            "it has {} balancers at connection level ([connections]); the connection-level driver holds one balancer's view\n  fix: set `balancers = 1`, or replay it at request level (without [connections])",
+            scenario.balancers
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a strategy whose live replay would not be the simulated one; `via`: replayed
+/// through that proxy (the proxy's algorithm, not the strategy, picks; see
+/// [`super::proxy`]).
+pub(crate) fn check_strategy(
+    scenario: &Scenario,
+    entry: &StrategyEntry,
+    via: Option<ProxyKind>,
+) -> Result<(), LiveError> {
+    if scenario.connections.is_none() || via.is_some() {
+        return Ok(());
+    }
+    let reads = entry.spec.about().reads;
+    let what = [
+        (reads.load_reports, "servers' load reports"),
+        (reads.probes, "answers to probes"),
+        (reads.reply_loads, "the load carried on replies"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, w)| *w)
+    .collect::<Vec<_>>();
+    if what.is_empty() {
+        return Ok(());
+    }
+    Err(LiveError::Unsupported(format!(
+        "strategy `{}` ({}) reads {}, which the connection-level driver does not give it (it picks per connection on its own counts); live it would silently run on other information than simulated\n  fix: replay it at request level (without [connections]), or leave it out with --strategy",
+        entry.label(),
+        entry.spec.kind(),
+        what.join(" and ")
+    )))
+}
+
+/// Asks every backend once for the signals the strategies read (the `probe` call, the
+/// load carried on a reply) and refuses the replay if one does not give them.
+pub(crate) fn check_backends(
+    strategies: &[&StrategyEntry],
+    addrs: &[SocketAddr],
+    names: &[String],
+    cfg: &ClientConfig,
+) -> Result<(), LiveError> {
+    let about = |want: fn(&crate::strategy::registry::Reads) -> bool| {
+        strategies
+            .iter()
+            .find(|e| want(&e.spec.about().reads))
+            .map(|e| (e.label(), e.spec.kind().to_string()))
+    };
+    let probes = about(|r| r.probes);
+    let replies = about(|r| r.reply_loads);
+    if probes.is_none() && replies.is_none() {
+        return Ok(());
+    }
+    for (i, &addr) in addrs.iter().enumerate() {
+        let name = &names[i];
+        let mut conn = Connection::connect(addr, cfg).map_err(|source| LiveError::Unreachable {
+            addr,
+            server: name.clone(),
+            source,
+        })?;
+        if let Some((label, kind)) = &probes
+            && let Err(e) = conn.probe()
+        {
+            return Err(LiveError::Unsupported(format!(
+                "strategy `{label}` ({kind}) probes servers with the `probe` call of thrift/lbsim.thrift, which backend {addr} ({name}) does not answer ({e}); simulated probes are answered, so the runs would not be comparable\n  fix: use backends that answer `probe` (lbsim serve without --pipelined, or in-process), or leave the strategy out with --strategy"
+            )));
+        }
+        if let Some((label, kind)) = &replies {
+            if conn.is_broken() {
+                conn = Connection::connect(addr, cfg).map_err(|source| LiveError::Unreachable {
+                    addr,
+                    server: name.clone(),
+                    source,
+                })?;
+            }
+            let carried = match conn.call(0, 0, None) {
+                Ok(CallOutcome::Served { load, .. }) => load.is_some(),
+                // A full queue says nothing of the replies: judged on the run.
+                Ok(CallOutcome::Rejected { .. }) => true,
+                Err(_) => false,
+            };
+            if !carried {
+                return Err(LiveError::Unsupported(format!(
+                    "strategy `{label}` ({kind}) reads the load carried on replies (`in_flight`, `queued`, `latency_ns` of Reply in thrift/lbsim.thrift), which backend {addr} ({name}) does not send; in the simulation every reply carries it, so the runs would not be comparable\n  fix: use backends that send it (lbsim serve, or in-process), or leave the strategy out with --strategy"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
