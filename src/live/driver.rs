@@ -336,7 +336,20 @@ pub fn replay_via(
     if scenario.connections.is_some() {
         return super::l4::replay(scenario, opts, addrs, &strategies, via);
     }
-    let mut pool = Pool::new(addrs.clone(), cfg, opts.max_connections_per_backend);
+    // A call occupies its connection until answered, so a server holding W + Q calls
+    // (workers and a bounded queue, full under a hashing strategy's hot key) needs that
+    // many connections, or calls wait for one in the driver instead of in its queue.
+    let held = scenario
+        .servers()
+        .iter()
+        .filter_map(|s| Some((s.workers + s.queue_capacity?) as usize + 1))
+        .max()
+        .unwrap_or(0);
+    let mut pool = Pool::new(
+        addrs.clone(),
+        cfg,
+        opts.max_connections_per_backend.max(held),
+    );
     for (i, info) in scenario.servers().iter().enumerate() {
         // Enough connections for the usual number in flight; more open on demand.
         let n = info.workers.clamp(1, 8) as usize + 1;

@@ -2,6 +2,7 @@
 //! names the reason and the way out, never a silent fallback that would compare unlike
 //! with unlike.
 //!
+//! - More than [`MAX_SERVERS`] servers: each is a real backend with its own threads.
 //! - A scenario with `[sweep]` is one scenario per point: the library replays one
 //!   ([`crate::scenario::Scenario::at_sweep_point`]); `lbsim live` replays every point.
 //! - At connection level (`[connections]`) the driver's balancer picks per connection and
@@ -21,12 +22,21 @@ use super::proxy::ProxyKind;
 use crate::scenario::Scenario;
 use crate::strategy::StrategyEntry;
 
+/// Most servers a scenario replayed live may have.
+pub(crate) const MAX_SERVERS: usize = 512;
+
 /// Refuses what no strategy of `scenario` can replay comparably.
 pub(crate) fn check_scenario(scenario: &Scenario) -> Result<(), LiveError> {
     if let Some(sweep) = &scenario.sweep {
         return Err(LiveError::Unsupported(format!(
             "it has a [sweep] of {} points, each a scenario of its own\n  fix: replay each point (`lbsim live` does; in the library, `Scenario::at_sweep_point`)",
             sweep.len()
+        )));
+    }
+    let n = scenario.servers().len();
+    if n > MAX_SERVERS {
+        return Err(LiveError::Unsupported(format!(
+            "it has {n} servers; live, each is a backend with its own port, workers and connections, and the driver holds a connection and a reader thread per call in flight, so more than {MAX_SERVERS} servers exceed what one machine replays faithfully\n  fix: replay a copy with fewer servers (the same per-server load), e.g. `count = {MAX_SERVERS}` or less"
         )));
     }
     if scenario.connections.is_some() && scenario.balancers > 1 {
