@@ -142,6 +142,25 @@ pub fn replay_via(
     } else {
         opts
     };
+    // A call may legitimately wait for a full bounded queue to drain (slow-server's slow
+    // host: 104 calls of 200 ms on 4 workers, 5 s of scenario time): the I/O timeout is
+    // raised to 4 times that, wall-clock at the scale, so that such a call is not counted
+    // failed (and its backend marked down) where the simulation serves it.
+    let longer;
+    let opts = match super::support::longest_wait(scenario, opts.time_scale) {
+        Some(wait) if 4 * wait > opts.io_timeout => {
+            longer = LiveOptions {
+                io_timeout: 4 * wait,
+                ..opts.clone()
+            };
+            &longer
+        }
+        _ => opts,
+    };
+    let cfg = ClientConfig {
+        io_timeout: Some(opts.io_timeout),
+        ..cfg
+    };
     if scenario.connections.is_some() {
         return super::l4::replay(scenario, opts, addrs, &strategies, via);
     }

@@ -136,3 +136,21 @@ pub(crate) fn check_backends(
     }
     Ok(())
 }
+
+/// The longest a served call can wait and be served at a server with a bounded queue: a
+/// full queue drained by its workers, plus its own service, at the mean service time
+/// (wall-clock at `time_scale`); `None` when no queue is bounded.
+pub(crate) fn longest_wait(scenario: &Scenario, time_scale: f64) -> Option<std::time::Duration> {
+    scenario
+        .servers()
+        .iter()
+        .filter_map(|s| {
+            let q = f64::from(s.queue_capacity?);
+            let w = f64::from(s.workers.max(1));
+            let service = s.service.mean() / s.speed;
+            Some((q + w) / w * service * time_scale)
+        })
+        .filter(|secs| secs.is_finite())
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+        .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
+}
