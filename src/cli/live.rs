@@ -608,6 +608,15 @@ fn rescale(v: &verdict::Verdict, scale: f64, bound: f64) -> Option<(f64, f64)> {
         .map(|r| r.live)
         .fold(0.0f64, f64::max);
     let max = lbsim::live::calibrate::MAX_AUTO_TIME_SCALE;
-    (worst > 0.5 * bound && scale < max)
-        .then(|| ((scale * worst / (0.5 * bound)).ceil().min(max), worst))
+    // At most 4 times larger: a cost far beyond the bound (calls that waited for a
+    // connection behind a stalled backend) is not a fixed cost that a scale hides.
+    (worst > 0.5 * bound && scale < max).then(|| {
+        (
+            (scale * worst / (0.5 * bound))
+                .ceil()
+                .min(4.0 * scale)
+                .min(max),
+            worst,
+        )
+    })
 }

@@ -154,3 +154,74 @@ pub(crate) fn longest_wait(scenario: &Scenario, time_scale: f64) -> Option<std::
         .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
         .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(servers: &str) -> Scenario {
+        Scenario::from_source(
+            "support.toml".as_ref(),
+            &format!(
+                r#"
+                duration = 5
+                [arrivals]
+                process = "poisson"
+                rate = 10
+                {servers}
+                [[strategies]]
+                kind = "round_robin"
+                "#
+            ),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_longest_wait_is_a_full_queue_drained_at_the_slowest_server() {
+        // slow-server's slow host: (100 + 4) / 4 services of 20 ms at speed 0.1 = 5.2 s.
+        let s = scenario(
+            r#"
+            [[servers]]
+            name = "ok"
+            count = 2
+            workers = 4
+            queue_capacity = 100
+            service = { dist = "exponential", mean = 0.020 }
+            [[servers]]
+            name = "slow"
+            workers = 4
+            speed = 0.1
+            queue_capacity = 100
+            service = { dist = "exponential", mean = 0.020 }
+            "#,
+        );
+        let w = longest_wait(&s, 2.0).unwrap().as_secs_f64();
+        assert!((w - 10.4).abs() < 1e-9, "{w}");
+        // Unbounded queues: no bound to give.
+        let s = scenario(
+            r#"
+            [[servers]]
+            name = "s"
+            service = { dist = "exponential", mean = 0.020 }
+            "#,
+        );
+        assert_eq!(longest_wait(&s, 1.0), None);
+    }
+
+    #[test]
+    fn too_many_servers_are_refused_with_the_reason() {
+        let s = scenario(&format!(
+            "[[servers]]\nname = \"s\"\ncount = {}\nservice = {{ dist = \"exponential\", mean = 0.020 }}",
+            MAX_SERVERS + 1
+        ));
+        let Err(LiveError::Unsupported(why)) = check_scenario(&s) else {
+            panic!("accepted {} servers", MAX_SERVERS + 1)
+        };
+        assert!(why.contains("513 servers") && why.contains("fix:"), "{why}");
+        let s = scenario(&format!(
+            "[[servers]]\nname = \"s\"\ncount = {MAX_SERVERS}\nservice = {{ dist = \"exponential\", mean = 0.020 }}"
+        ));
+        assert!(check_scenario(&s).is_ok());
+    }
+}
