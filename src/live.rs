@@ -30,8 +30,10 @@ pub mod proto;
 pub mod proxy;
 mod run;
 pub mod server;
+mod support;
 pub mod transport;
 pub mod verdict;
+mod views;
 mod wire;
 
 pub use calibrate::Calibration;

@@ -94,7 +94,12 @@ impl Interrupt {
     /// 128 + the first signal's number (130 for SIGINT, 143 for SIGTERM), as a shell
     /// reports a process killed by it.
     pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.status())
+    }
+
+    /// [`Interrupt::exit_code`] as a number.
+    pub fn status(&self) -> u8 {
         let sig = self.signal.load(Ordering::SeqCst);
-        ExitCode::from(u8::try_from(128 + sig).unwrap_or(130))
+        u8::try_from(128 + sig).unwrap_or(130)
     }
 }

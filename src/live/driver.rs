@@ -1,5 +1,5 @@
 //! The live driver: replays one replication of a scenario, open loop, against real
-//! Thrift backends, through the same [`Balancer`] code as the simulator.
+//! Thrift backends, through the same [`Balancer`](crate::strategy::Balancer) code as the simulator.
 //!
 //! ```text
 //!  RequestStream ──► dispatcher thread ──────────────► connection (idle one reused, new one
@@ -36,9 +36,10 @@ pub use super::pool::CANCEL_POLL;
 use super::pool::{Done, Job, Pool, wait_until};
 use super::run::{Clock, Realtime, ReplayStart, add_service};
 pub use super::run::{LiveRun, StrategyReplay};
+use super::views::Views;
 use crate::metrics::{RunMetrics, latency_histogram};
 use crate::scenario::Scenario;
-use crate::strategy::{Balancer, Outcome, ServerLoad};
+use crate::strategy::{Outcome, ServerLoad};
 use crate::workload::RequestStream;
 
 /// Replays every strategy of `scenario` (or those in `opts.only`).
@@ -58,7 +59,14 @@ pub fn replay_via(
         return Err(LiveError::TimeScale(opts.time_scale));
     }
     if !scenario.faults.is_empty() {
-        // Faults are injected through in-process controls (see `super::faults`).
+        // Faults are injected through in-process controls (see `super::faults`), for the
+        // kinds those controls implement; the others run in the simulator only.
+        if let Some(f) = scenario.faults.iter().find(|f| !super::faults::injects(f.kind)) {
+            return Err(LiveError::Unsupported(format!(
+                "it has a `{}` fault, which live mode does not inject yet (it injects crash, slow, error and pause)\n  fix: replay a copy without that [[faults]] entry",
+                f.kind.name()
+            )));
+        }
         if opts.backends.is_some() {
             return Err(LiveError::Unsupported(
                 "it has [[faults]], which live mode injects only into the backends it starts itself (no --backends): nothing on the network can crash or slow a backend".into(),
@@ -74,19 +82,14 @@ pub fn replay_via(
         // Client policies run in the simulator only, so far: refuse rather than replay
         // without them and compare unlike with unlike.
         return Err(LiveError::Unsupported(format!(
-            "strategy `{}` has a client policy ([strategies.policy]), which live mode does not apply yet",
+            "strategy `{}` has a client policy ([strategies.policy]), which live mode does not apply yet\n  fix: replay a copy without it",
             e.label()
         )));
     }
     if let (Some((proxy, _)), None) = (via, &scenario.connections) {
         return Err(super::proxy::ProxyError::NotConnectionLevel { proxy }.into());
     }
-    if scenario.balancers != 1 {
-        return Err(LiveError::Unsupported(format!(
-            "it has {} balancers; the driver is one client",
-            scenario.balancers
-        )));
-    }
+    super::support::check_scenario(scenario)?;
     let names: Vec<String> = scenario.servers().iter().map(|s| s.name.clone()).collect();
     let strategies: Vec<_> = scenario
         .strategies
@@ -95,6 +98,9 @@ pub fn replay_via(
         .collect();
     if strategies.is_empty() {
         return Err(LiveError::NoStrategy(opts.only.clone()));
+    }
+    for entry in &strategies {
+        super::support::check_strategy(scenario, entry, via.map(|(kind, _)| kind))?;
     }
     let mut cluster = None;
     let addrs = match &opts.backends {
@@ -123,6 +129,9 @@ pub fn replay_via(
         io_timeout: Some(opts.io_timeout),
         ..ClientConfig::new(opts.protocol, opts.transport)
     };
+    if via.is_none() {
+        super::support::check_backends(&strategies, &addrs, &names, &cfg)?;
+    }
     let chosen;
     let opts = if opts.auto_time_scale {
         // Two first calibrations, direct to each backend, with probes of different sizes
@@ -147,10 +156,42 @@ pub fn replay_via(
     } else {
         opts
     };
+    // A call may legitimately wait for a full bounded queue to drain (slow-server's slow
+    // host: 104 calls of 200 ms on 4 workers, 5 s of scenario time): the I/O timeout is
+    // raised to 4 times that, wall-clock at the scale, so that such a call is not counted
+    // failed (and its backend marked down) where the simulation serves it.
+    let longer;
+    let opts = match super::support::longest_wait(scenario, opts.time_scale) {
+        Some(wait) if 4 * wait > opts.io_timeout => {
+            longer = LiveOptions {
+                io_timeout: 4 * wait,
+                ..opts.clone()
+            };
+            &longer
+        }
+        _ => opts,
+    };
+    let cfg = ClientConfig {
+        io_timeout: Some(opts.io_timeout),
+        ..cfg
+    };
     if scenario.connections.is_some() {
         return super::l4::replay(scenario, opts, addrs, &strategies, via);
     }
-    let mut pool = Pool::new(addrs.clone(), cfg, opts.max_connections_per_backend);
+    // A call occupies its connection until answered, so a server holding W + Q calls
+    // (workers and a bounded queue, full under a hashing strategy's hot key) needs that
+    // many connections, or calls wait for one in the driver instead of in its queue.
+    let held = scenario
+        .servers()
+        .iter()
+        .filter_map(|s| Some((s.workers + s.queue_capacity?) as usize + 1))
+        .max()
+        .unwrap_or(0);
+    let mut pool = Pool::new(
+        addrs.clone(),
+        cfg,
+        opts.max_connections_per_backend.max(held),
+    );
     for (i, info) in scenario.servers().iter().enumerate() {
         // Enough connections for the usual number in flight; more open on demand.
         let n = info.workers.clamp(1, 8) as usize + 1;
@@ -212,7 +253,8 @@ pub fn replay_via(
 /// State of one strategy's replay, owned by the dispatcher thread.
 struct Replay {
     clock: Clock,
-    balancer: Balancer,
+    /// The scenario's balancers and the load reports they read.
+    views: Views,
     metrics: RunMetrics,
     lag: Histogram<u64>,
     errors: u64,
@@ -233,7 +275,7 @@ impl Replay {
     /// Gives the strategy the probe answers that have come back.
     fn on_probes(&mut self, prober: Option<&super::probe::Prober>) {
         let Some(p) = prober else { return };
-        while let Some((i, sent, at, l)) = p.try_recv() {
+        while let Some((i, b, sent, at, l)) = p.try_recv() {
             let load = ServerLoad {
                 in_flight: l.in_flight,
                 queued: l.queued,
@@ -241,14 +283,14 @@ impl Replay {
                 latency: self.clock.scenario(Duration::from_nanos(l.latency_ns)),
             };
             let (sent, now) = (self.clock.now(sent), self.clock.now(at));
-            self.balancer.probe_answer(i, &load, sent, now);
+            self.views.get(b).probe_answer(i, &load, sent, now);
         }
     }
 
     fn on_done(&mut self, done: Done) {
         let job = done.job;
         let i = job.backend;
-        let measured = job.tag == 1;
+        let (measured, b) = (job.tag & 1 == 1, (job.tag >> 1) as usize);
         let latency = self
             .clock
             .scenario(done.finished.saturating_duration_since(job.scheduled));
@@ -274,16 +316,18 @@ impl Replay {
                 let declared = job.work_ns as f64 / self.speeds[i];
                 let (queued, served) = (queued_ns as f64, served_ns as f64);
                 self.under_load[i].record(served - declared, wall as f64 - queued - served);
-                if let Some(l) = load.filter(|_| self.balancer.signals().reply_loads) {
+                if let Some(l) = load.filter(|_| self.views.signals().reply_loads) {
                     let load = ServerLoad {
                         in_flight: l.in_flight,
                         queued: l.queued,
                         service_time: self.clock.scenario(Duration::from_nanos(served_ns)),
                         latency: self.clock.scenario(Duration::from_nanos(l.latency_ns)),
                     };
-                    self.balancer.reply_load(i, &load, now);
+                    self.views.get(b).reply_load(i, &load, now);
                 }
-                self.balancer.complete(i, latency, Outcome::Ok, now);
+                let served_scenario = self.clock.scenario(Duration::from_nanos(served_ns));
+                self.views
+                    .complete(b, i, latency, Outcome::Ok, Some(served_scenario), now);
                 if measured {
                     let arrival = self.clock.now(job.scheduled);
                     self.metrics.phase_served(arrival, latency);
@@ -303,7 +347,8 @@ impl Replay {
                 add_service(&mut self.metrics, i, now, queued, served);
             }
             Ok(CallOutcome::Rejected { .. }) => {
-                self.balancer.complete(i, latency, Outcome::Rejected, now);
+                self.views
+                    .complete(b, i, latency, Outcome::Rejected, None, now);
                 self.metrics.rejected += u64::from(measured);
                 if measured {
                     self.metrics.phase_unserved(self.clock.now(job.scheduled));
@@ -317,9 +362,9 @@ impl Replay {
                     self.metrics.phase_unserved(self.clock.now(job.scheduled));
                 }
                 self.errors_per_backend[i] += 1;
-                self.balancer.complete(i, latency, Outcome::Failed, now);
-                if self.down_on_error && self.balancer.backends()[i].up {
-                    self.balancer.set_up(i, false);
+                self.views
+                    .complete(b, i, latency, Outcome::Failed, None, now);
+                if self.down_on_error && self.views.set_down(i) {
                     self.marked_down.push(i);
                 }
             }
@@ -339,11 +384,11 @@ fn dispatch(
     super::server::precise_sleeps();
     let realtime = Realtime::enter(opts.realtime);
     let ReplayStart {
-        balancer,
         workers,
         dists,
         from,
         to,
+        ..
     } = ReplayStart::new(scenario, entry, seed, opts);
     // A short lead so the first request is not late because of the set-up.
     let clock = Clock {
@@ -352,7 +397,7 @@ fn dispatch(
     };
     let mut r = Replay {
         clock,
-        balancer,
+        views: Views::new(scenario, entry, seed, opts.replication),
         metrics: RunMetrics::new(&workers, from, to)
             .with_phases(&crate::metrics::phase_edges(scenario)),
         lag: latency_histogram(),
@@ -390,7 +435,7 @@ fn dispatch(
     let mean_gap = Duration::from_secs_f64(opts.time_scale / scenario.mean_rate().max(1e-9));
     let spin = opts.spin.min(mean_gap / 4);
     let waits_before = pool.waited();
-    let prober = r.balancer.signals().probes.then(|| {
+    let prober = r.views.signals().probes.then(|| {
         let cfg = ClientConfig {
             io_timeout: Some(opts.io_timeout),
             ..ClientConfig::new(opts.protocol, opts.transport)
@@ -407,7 +452,7 @@ fn dispatch(
                     pool,
                     clock.at(t),
                     spin,
-                    opts.cancel.as_deref(),
+                    Some(&opts.cancel),
                     |_, done| {
                         r.on_done(done);
                     },
@@ -415,7 +460,7 @@ fn dispatch(
                     return Ok(None);
                 }
                 f.poll_health(&clock);
-                f.apply_due(t, &clock, &mut r.balancer, &mut r.marked_down);
+                f.apply_due(t, &clock, &mut r.views, &mut r.marked_down);
             }
         }
         let due = clock.at(req.arrival);
@@ -435,12 +480,12 @@ fn dispatch(
         if measured {
             r.metrics.phase_arrived(req.arrival);
         }
-        let routed = r.balancer.route(now, req.key);
+        let (b, routed) = r.views.route(now, req.key);
         if let Some(p) = &prober {
-            r.balancer.take_probes(&mut asked);
+            r.views.get(b).take_probes(&mut asked);
             let at = Instant::now();
-            for &b in &asked {
-                p.send(b, at);
+            for &i in &asked {
+                p.send(i, b, at);
                 r.metrics.probes += u64::from(measured);
             }
             asked.clear();
@@ -453,9 +498,14 @@ fn dispatch(
             continue;
         };
         if measured {
-            let waiting = r.balancer.backends()[i]
-                .in_flight
-                .saturating_sub(r.workers[i]);
+            // Calls at the server from every balancer, beyond its workers.
+            let in_flight: u32 = r
+                .views
+                .all()
+                .iter()
+                .map(|v| v.backends()[i].in_flight)
+                .sum();
+            let waiting = in_flight.saturating_sub(r.workers[i]);
             let q = &mut r.metrics.servers[i].queue_max;
             *q = (*q).max(waiting);
         }
@@ -466,7 +516,7 @@ fn dispatch(
             scheduled: due,
             work_ns: work.round().min(i64::MAX as f64) as i64,
             key: Some(req.key as i64),
-            tag: u64::from(measured),
+            tag: u64::from(measured) | (b as u64) << 1,
         });
         sent += 1;
     }
@@ -486,7 +536,7 @@ fn dispatch(
             // Faults go on while calls drain (a recovery, a pause), as in the simulator.
             f.poll_health(&clock);
             let now = clock.now(Instant::now());
-            f.apply_due(now, &clock, &mut r.balancer, &mut r.marked_down);
+            f.apply_due(now, &clock, &mut r.views, &mut r.marked_down);
             if let Some(t) = f.next_due() {
                 wait = wait.min(clock.at(t).saturating_duration_since(Instant::now()));
             }

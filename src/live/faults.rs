@@ -49,7 +49,7 @@ use super::run::Clock;
 use super::server::{ErrorMode, FaultControl};
 use crate::rng::{SimRng, Stream, stream_rng};
 use crate::scenario::{ErrorStatus, Fault, FaultKind, Scenario};
-use crate::strategy::Balancer;
+use super::views::Views;
 use crate::time::Nanos;
 use crate::workload::dist::open_unit;
 
@@ -220,13 +220,13 @@ impl<'a> FaultPlayer<'a> {
     }
 
     /// Applies every action due at or before `now` (scenario time) in order; `now_wall`
-    /// is the wall-clock instant, for the lateness. Health changes go to `balancer`, and
-    /// servers marked down to `marked_down`.
+    /// is the wall-clock instant, for the lateness. Health changes go to every balancer's
+    /// view in `views`, and servers marked down to `marked_down`.
     pub(crate) fn apply_due(
         &mut self,
         now: Nanos,
         clock: &Clock,
-        balancer: &mut Balancer,
+        views: &mut Views,
         marked_down: &mut Vec<usize>,
     ) {
         while let Some(&Reverse((t, _, action))) = self.queue.peek() {
@@ -258,10 +258,9 @@ impl<'a> FaultPlayer<'a> {
                             continue;
                         }
                     }
-                    if balancer.backends()[server].up == up {
+                    if !views.set_health(server, up) {
                         continue;
                     }
-                    balancer.set_up(server, up);
                     if !up {
                         marked_down.push(server);
                     }
@@ -329,6 +328,7 @@ impl<'a> FaultPlayer<'a> {
                     }
                 }
                 (FaultKind::Pause, false) => {}
+                (kind, _) => unreachable!("`{kind:?}` faults are refused by `replay_via`"),
             }
         }
         let who: Vec<&str> = f.servers.iter().map(|&i| self.names[i].as_str()).collect();
@@ -339,6 +339,7 @@ impl<'a> FaultPlayer<'a> {
             (FaultKind::Error, true) => "error",
             (FaultKind::Pause, true) => "pauses",
             (_, false) => "end",
+            (kind, true) => unreachable!("`{kind:?}` faults are refused by `replay_via`"),
         };
         format!("{kind} {}", who.join(","))
     }
@@ -457,4 +458,13 @@ impl Drop for Health {
             let _ = t.join();
         }
     }
+}
+
+/// Whether live mode injects faults of this kind into the backends it starts; the others
+/// (membership, network and cold-start faults) run in the simulator only.
+pub(crate) fn injects(kind: FaultKind) -> bool {
+    matches!(
+        kind,
+        FaultKind::Crash | FaultKind::Slow | FaultKind::Error | FaultKind::Pause
+    )
 }

@@ -843,7 +843,7 @@ pub(crate) fn replay_strategy(
 ) -> Result<StrategyReplay, LiveError> {
     let Some(spec) = &scenario.connections else {
         return Err(LiveError::Unsupported(
-            "it has no [connections] table: proxies balance connections".into(),
+            "it has no [connections] table: proxies balance connections\n  fix: add a [connections] table".into(),
         ));
     };
     super::server::precise_sleeps();

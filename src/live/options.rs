@@ -124,9 +124,7 @@ pub enum LiveError {
     )]
     TimeScale(f64),
     /// The scenario uses something live mode cannot reproduce.
-    #[error(
-        "live mode cannot replay this scenario: {0}\n  fix: replay a copy without it (live mode replays scenarios with one balancer and no client policies, and faults only on the backends it starts)"
-    )]
+    #[error("live mode cannot replay this scenario: {0}")]
     Unsupported(String),
     /// No strategy left to replay.
     #[error(

@@ -18,12 +18,13 @@ use std::time::Instant;
 
 use super::client::{ClientConfig, Connection, ReplyLoad};
 
-/// A probe's answer: backend, when it was sent, when the answer came, the load.
-pub(crate) type Answer = (usize, Instant, Instant, ReplyLoad);
+/// A probe's answer: backend, the balancer that sent the probe, when it was sent, when
+/// the answer came, the load.
+pub(crate) type Answer = (usize, usize, Instant, Instant, ReplyLoad);
 
 /// One prober thread per backend.
 pub(crate) struct Prober {
-    ask: Vec<Sender<Instant>>,
+    ask: Vec<Sender<(usize, Instant)>>,
     answers: Receiver<Answer>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -35,7 +36,7 @@ impl Prober {
         let mut ask = Vec::new();
         let mut threads = Vec::new();
         for (i, &addr) in addrs.iter().enumerate() {
-            let (atx, arx) = mpsc::channel::<Instant>();
+            let (atx, arx) = mpsc::channel::<(usize, Instant)>();
             let tx = tx.clone();
             let cfg = *cfg;
             let spawned = thread::Builder::new()
@@ -55,10 +56,10 @@ impl Prober {
         }
     }
 
-    /// Sends a probe of `backend` now.
-    pub(crate) fn send(&self, backend: usize, now: Instant) {
+    /// Sends a probe of `backend` now, for balancer `balancer`.
+    pub(crate) fn send(&self, backend: usize, balancer: usize, now: Instant) {
         if let Some(a) = self.ask.get(backend) {
-            let _ = a.send(now);
+            let _ = a.send((balancer, now));
         }
     }
 
@@ -81,17 +82,17 @@ fn probe_loop(
     i: usize,
     addr: SocketAddr,
     cfg: &ClientConfig,
-    asked: &Receiver<Instant>,
+    asked: &Receiver<(usize, Instant)>,
     answers: &Sender<Answer>,
 ) {
     let mut conn: Option<Connection> = None;
-    while let Ok(sent) = asked.recv() {
+    while let Ok((b, sent)) = asked.recv() {
         if conn.as_ref().is_none_or(Connection::is_broken) {
             conn = Connection::connect(addr, cfg).ok();
         }
         let Some(c) = conn.as_mut() else { continue };
         if let Ok(load) = c.probe()
-            && answers.send((i, sent, Instant::now(), load)).is_err()
+            && answers.send((i, b, sent, Instant::now(), load)).is_err()
         {
             return;
         }

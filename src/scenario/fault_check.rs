@@ -38,23 +38,8 @@ pub(super) struct FaultExtras {
     pub connect_timeout: f64,
 }
 
-fn kind_name(k: FaultKind) -> &'static str {
-    match k {
-        FaultKind::Crash => "crash",
-        FaultKind::Slow => "slow",
-        FaultKind::Error => "error",
-        FaultKind::Pause => "pause",
-        FaultKind::Cold => "cold",
-        FaultKind::Join => "join",
-        FaultKind::Leave => "leave",
-        FaultKind::Deploy => "deploy",
-        FaultKind::Delay => "delay",
-        FaultKind::Unreachable => "unreachable",
-    }
-}
-
 fn names(kinds: &[FaultKind]) -> String {
-    let n: Vec<&str> = kinds.iter().map(|&k| kind_name(k)).collect();
+    let n: Vec<&str> = kinds.iter().map(|&k| k.name()).collect();
     match n.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
         _ => n.concat(),
@@ -113,12 +98,12 @@ impl Validator<'_> {
                     format!(
                         "`{name}` belongs to {} faults, not {}",
                         names(kinds),
-                        kind_name(f.kind)
+                        FaultKind::name(f.kind)
                     ),
                     if name == "duration" {
                         format!(
                             "remove `duration`: a {} fault has no end",
-                            kind_name(f.kind)
+                            FaultKind::name(f.kind)
                         )
                     } else {
                         format!("remove `{name}`")
@@ -135,7 +120,7 @@ impl Validator<'_> {
                 &format!("faults[{k}].fraction"),
                 format!(
                     "a {} fault's `fraction` is the speed it comes back at, but it has no `warmup`",
-                    kind_name(f.kind)
+                    FaultKind::name(f.kind)
                 ),
                 "add `warmup` (seconds to warm up), or remove `fraction`",
             ));

@@ -226,6 +226,24 @@ pub enum FaultKind {
     Unreachable,
 }
 
+impl FaultKind {
+    /// The kind as written in a scenario file (`kind = "..."`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Crash => "crash",
+            FaultKind::Slow => "slow",
+            FaultKind::Error => "error",
+            FaultKind::Pause => "pause",
+            FaultKind::Cold => "cold",
+            FaultKind::Join => "join",
+            FaultKind::Leave => "leave",
+            FaultKind::Deploy => "deploy",
+            FaultKind::Delay => "delay",
+            FaultKind::Unreachable => "unreachable",
+        }
+    }
+}
+
 /// How a fail-fast error is answered (`status` of an `error` fault).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
