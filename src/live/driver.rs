@@ -61,7 +61,11 @@ pub fn replay_via(
     if !scenario.faults.is_empty() {
         // Faults are injected through in-process controls (see `super::faults`), for the
         // kinds those controls implement; the others run in the simulator only.
-        if let Some(f) = scenario.faults.iter().find(|f| !super::faults::injects(f.kind)) {
+        if let Some(f) = scenario
+            .faults
+            .iter()
+            .find(|f| !super::faults::injects(f.kind))
+        {
             return Err(LiveError::Unsupported(format!(
                 "it has a `{}` fault, which live mode does not inject yet (it injects crash, slow, error and pause)\n  fix: replay a copy without that [[faults]] entry",
                 f.kind.name()
@@ -448,15 +452,9 @@ fn dispatch(
         if let Some(f) = &mut faults {
             f.poll_health(&clock);
             while let Some(t) = f.next_due().filter(|&t| t <= req.arrival) {
-                if !wait_until(
-                    pool,
-                    clock.at(t),
-                    spin,
-                    Some(&opts.cancel),
-                    |_, done| {
-                        r.on_done(done);
-                    },
-                ) {
+                if !wait_until(pool, clock.at(t), spin, Some(&opts.cancel), |_, done| {
+                    r.on_done(done);
+                }) {
                     return Ok(None);
                 }
                 f.poll_health(&clock);

@@ -47,9 +47,9 @@ use rand::RngExt;
 use super::client::{ClientConfig, Connection};
 use super::run::Clock;
 use super::server::{ErrorMode, FaultControl};
+use super::views::Views;
 use crate::rng::{SimRng, Stream, stream_rng};
 use crate::scenario::{ErrorStatus, Fault, FaultKind, Scenario};
-use super::views::Views;
 use crate::time::Nanos;
 use crate::workload::dist::open_unit;
 
