@@ -334,8 +334,11 @@ fn thriftpy2_backends_driven_with_backends_flag() {
     // 0: agrees; 3: no verdict (the lag gate kept response times from being judged).
     assert!(matches!(status, Some(0 | 3)), "status {status:?}");
     assert!(stdout.contains("(auto, from calibration)"), "{stdout}");
-    // One summary line per strategy: "sent N, served (measured) M, errors 0, ...".
-    assert_eq!(stdout.matches(", errors 0,").count(), 2, "{stdout}");
+    // One summary line per strategy and replay ("sent N, served (measured) M, errors 0,
+    // ..."; `auto` may replay once more at a larger scale), each without errors.
+    let summaries = stdout.matches(", served (measured) ").count();
+    assert!(summaries == 2 || summaries == 4, "{stdout}");
+    assert_eq!(stdout.matches(", errors 0,").count(), summaries, "{stdout}");
     // Requests were served and the shares are sane: every peer got some, round robin exactly a quarter.
     let mut reader = csv::Reader::from_path(out_dir.join("servers.csv")).expect("servers.csv");
     let headers = reader.headers().unwrap().clone();

@@ -666,8 +666,11 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
 
 impl Figure {
     /// Whether the driver's schedule lag moves it: response times are measured from the
-    /// scheduled time, so a late send adds to them. Shares, utilisations, queues (from the
-    /// backends' own times), errors and the idle calibration do not depend on it.
+    /// scheduled time, so a late send adds to them; and sends that fall behind leave in a
+    /// bunch, which lengthens the backends' queues (a queue is measured on the backend's
+    /// own clock, but what it measures is the arrivals the driver made). Shares,
+    /// utilisations (the work is the same, whenever it arrives), errors and the idle
+    /// calibration do not depend on it.
     pub fn timed_by_driver(self) -> bool {
         matches!(
             self,
@@ -675,6 +678,7 @@ impl Figure {
                 | Figure::LatencyP50
                 | Figure::LatencyP99
                 | Figure::ServerLatencyMean
+                | Figure::ServerQueueMean
                 | Figure::CalibrationUnderLoad
                 | Figure::PhaseLatencyMean
                 | Figure::PhaseLatencyP99
