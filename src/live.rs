@@ -15,6 +15,7 @@ pub mod client;
 pub mod cluster;
 pub mod driver;
 pub mod l4;
+mod options;
 mod pool;
 mod probe;
 #[allow(
@@ -26,6 +27,7 @@ mod probe;
 )]
 pub mod proto;
 pub mod proxy;
+mod run;
 pub mod server;
 pub mod transport;
 pub mod verdict;

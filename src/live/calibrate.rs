@@ -32,7 +32,7 @@
 //!
 //! What a backend adds *under load* (a cost that grows with concurrency, as a Python
 //! server's does, invisible to the idle calls) is measured on the replay's own calls
-//! ([`LoadedCost`], [`StrategyReplay::under_load`](super::driver::StrategyReplay)), judged
+//! ([`LoadedCost`], [`StrategyReplay::under_load`](super::run::StrategyReplay)), judged
 //! against the same bound, and it is what the simulated side of that strategy adds
 //! ([`Calibration::under_load`]), capped alike.
 
@@ -41,8 +41,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::client::{CallOutcome, ClientConfig, ClientError, Connection};
-use super::driver::{LiveError, LiveOptions, wait_until};
-use super::pool::{Job, Pool};
+use super::options::{LiveError, LiveOptions};
+use super::pool::{Job, Pool, wait_until};
 use crate::metrics::latency_histogram;
 use crate::scenario::Scenario;
 use crate::sim::Overheads;

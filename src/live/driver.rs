@@ -22,218 +22,25 @@
 //! and work), and everything measured is divided by it again, so reports are in scenario
 //! units. The balancer, too, sees scenario time.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::calibrate::{Calibration, LoadedCost, calibrate};
-use super::client::{CallOutcome, ClientConfig, ClientError};
-use super::cluster::{Cluster, ClusterError};
-use super::pool::{DEFAULT_MAX_PER_BACKEND, Done, Job, Pool};
-use super::transport::{Protocol, Transport};
+use super::calibrate::{LoadedCost, calibrate};
+use super::client::{CallOutcome, ClientConfig};
+use super::cluster::Cluster;
+pub use super::options::{LiveError, LiveOptions};
+pub use super::pool::CANCEL_POLL;
+use super::pool::{Done, Job, Pool, wait_until};
+use super::run::{Clock, Realtime, ReplayStart, add_service};
+pub use super::run::{LiveRun, StrategyReplay};
 use crate::metrics::{RunMetrics, latency_histogram};
-use crate::rng::{Stream, stream_rng};
 use crate::scenario::Scenario;
 use crate::strategy::{Balancer, Outcome, ServerLoad};
-use crate::time::Nanos;
-use crate::workload::{Dist, RequestStream};
-
-/// How to replay a scenario.
-#[derive(Clone, Debug)]
-pub struct LiveOptions {
-    /// Running backends, mapped in order to the scenario's servers; `None` starts the
-    /// scenario's servers in this process on loopback.
-    pub backends: Option<Vec<SocketAddr>>,
-    /// Factor applied to every scenario time on the wire (≥ 1 makes timer jitter smaller
-    /// relative to service times).
-    pub time_scale: f64,
-    /// Which replication's request stream to replay.
-    pub replication: u64,
-    /// Master seed (default: the scenario's).
-    pub seed: Option<u64>,
-    /// Thrift protocol.
-    pub protocol: Protocol,
-    /// Thrift transport.
-    pub transport: Transport,
-    /// Longest wait for one answer; a backend silent for longer counts as failed.
-    pub io_timeout: Duration,
-    /// Calibration calls per backend (0 skips calibration: no overhead modelled).
-    pub calibration_calls: usize,
-    /// Strategies to replay (labels); empty means all.
-    pub only: Vec<String>,
-    /// The dispatcher sleeps until this long before a request is due and spins (draining
-    /// completions) for the rest, because a timed sleep wakes late by tens of µs. Capped
-    /// at a quarter of the mean gap between requests, so spinning never costs more than a
-    /// quarter of a core. Zero disables spinning.
-    pub spin: Duration,
-    /// Set (by Ctrl-C or SIGTERM) to stop: the strategy being replayed stops within
-    /// [`CANCEL_POLL`] and is dropped (its calls in flight are abandoned), no other
-    /// starts, and the strategies already replayed are returned, so what finished is
-    /// still written.
-    pub cancel: Option<Arc<AtomicBool>>,
-    /// Most connections (open or being opened) to one backend; requests beyond wait for
-    /// one of them. Bounds the sockets and threads a frozen backend can cost.
-    pub max_connections_per_backend: usize,
-    /// Pick the time scale from a first calibration instead of using `time_scale`: the
-    /// smallest whole scale (≥ `time_scale`) at which every backend's calibrated overhead
-    /// is at most half of `calibration_bound` of its declared service time
-    /// ([`super::calibrate::auto_time_scale`]). The scale used is [`LiveRun::time_scale`].
-    pub auto_time_scale: bool,
-    /// Largest fraction of a backend's declared mean service time that calibration may
-    /// absorb ([`super::calibrate::DEFAULT_BOUND`]); used here by `auto_time_scale`, and by
-    /// the verdict.
-    pub calibration_bound: f64,
-    /// Run the dispatcher at real-time priority (`SCHED_FIFO` 10) where the system
-    /// permits ([`Realtime`]): on a loaded machine an ordinary thread is descheduled for
-    /// milliseconds now and then, and every request due meanwhile is sent late.
-    pub realtime: bool,
-}
-
-/// Longest the dispatcher sleeps without looking at the cancel flag.
-pub const CANCEL_POLL: Duration = Duration::from_millis(20);
-
-impl Default for LiveOptions {
-    fn default() -> Self {
-        LiveOptions {
-            backends: None,
-            time_scale: 1.0,
-            replication: 0,
-            seed: None,
-            protocol: Protocol::Binary,
-            transport: Transport::Framed,
-            io_timeout: Duration::from_secs(10),
-            calibration_calls: 40,
-            only: Vec::new(),
-            spin: Duration::from_micros(50),
-            cancel: None,
-            max_connections_per_backend: DEFAULT_MAX_PER_BACKEND,
-            auto_time_scale: false,
-            calibration_bound: super::calibrate::DEFAULT_BOUND,
-            realtime: true,
-        }
-    }
-}
-
-/// Why a replay could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum LiveError {
-    /// A backend refused the connection (or did not answer) before the run.
-    #[error(
-        "backend {addr} (scenario server {server}) is unreachable: {source}\n  fix: start it (e.g. `lbsim serve SCENARIO`) or correct --backends"
-    )]
-    Unreachable {
-        /// Its address.
-        addr: SocketAddr,
-        /// The scenario server it stands for.
-        server: String,
-        /// The connection error.
-        source: ClientError,
-    },
-    /// `--backends` does not list one address per scenario server.
-    #[error(
-        "--backends lists {given} addresses but the scenario has {expected} servers ({names})\n  fix: give one HOST:PORT per server, in the scenario's order"
-    )]
-    BackendCount {
-        /// Addresses given.
-        given: usize,
-        /// Servers in the scenario.
-        expected: usize,
-        /// Their names.
-        names: String,
-    },
-    /// `time_scale` is not a finite number above 0.
-    #[error(
-        "--time-scale must be a finite number above 0, got {0}\n  fix: use e.g. --time-scale 1 or 10"
-    )]
-    TimeScale(f64),
-    /// The scenario uses something live mode cannot reproduce.
-    #[error(
-        "live mode cannot replay this scenario: {0}\n  fix: replay a copy without it (live mode replays scenarios with one balancer, no faults and no client policies)"
-    )]
-    Unsupported(String),
-    /// No strategy left to replay.
-    #[error(
-        "no strategy of the scenario is labelled {0:?}\n  fix: use labels that `lbsim run` prints"
-    )]
-    NoStrategy(Vec<String>),
-    /// The scenario's servers could not be started.
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    /// A proxy (`--via`) cannot be used for this replay.
-    #[error(transparent)]
-    Proxy(#[from] super::proxy::ProxyError),
-    /// Calls neither answered nor failed within the I/O timeout (a bug: sockets time out).
-    #[error("{in_flight} calls still unanswered {waited:?} after the last request was sent")]
-    Stuck {
-        /// Calls outstanding.
-        in_flight: usize,
-        /// How long the driver waited.
-        waited: Duration,
-    },
-}
-
-/// What was measured replaying one strategy.
-#[derive(Clone, Debug)]
-pub struct StrategyReplay {
-    /// Strategy label.
-    pub label: String,
-    /// Figures in scenario units, as the simulator reports them. Per-server busy and
-    /// queue integrals come from the backends' own reports (time in service and time
-    /// queued of each measured request); `queue_max` is the client's estimate (requests
-    /// in flight beyond the workers).
-    pub metrics: RunMetrics,
-    /// Requests that failed (connection closed or reset, timeout): counted as
-    /// `Outcome::Failed` to the balancer, which then marks the backend down.
-    pub errors: u64,
-    /// Requests sent.
-    pub sent: u64,
-    /// Schedule lag of every send (wall-clock nanoseconds, not scaled): from the scheduled
-    /// time to the dispatcher starting to write the call.
-    pub lag: Histogram<u64>,
-    /// The dispatcher's wake-up part of the lag: from the scheduled time to the routing
-    /// decision; the rest of `lag` is routing and encoding.
-    pub dispatch_lag: Histogram<u64>,
-    /// Wall-clock time from the first scheduled request to the last answer.
-    pub wall: Duration,
-    /// Backends marked down during the run (index), in the order they failed.
-    pub marked_down: Vec<usize>,
-    /// Per backend: requests that failed on it.
-    pub errors_per_backend: Vec<u64>,
-    /// Connections opened in total by the end of this strategy.
-    pub connections: usize,
-    /// Requests of this strategy that found no idle connection to their backend and
-    /// waited for one to open or free up (the wait counts in their latency).
-    pub connection_waits: u64,
-    /// The first error seen, for the report.
-    pub first_error: Option<String>,
-    /// Whether the dispatcher ran at real-time priority ([`LiveOptions::realtime`]).
-    pub realtime: bool,
-    /// Per backend, what it added to each served call *under the replay's load*: the
-    /// idle calibration's service overhead and extra latency, measured on the replay's
-    /// calls. Empty where not measured (connection-level replays).
-    pub under_load: Vec<LoadedCost>,
-}
-
-/// The replay of every strategy.
-#[derive(Clone, Debug)]
-pub struct LiveRun {
-    /// Seed used.
-    pub seed: u64,
-    /// Replication replayed.
-    pub replication: u64,
-    /// Time scale used.
-    pub time_scale: f64,
-    /// Backend addresses, in scenario server order.
-    pub backends: Vec<SocketAddr>,
-    /// What the calibration measured.
-    pub calibration: Calibration,
-    /// One per replayed strategy, in scenario order.
-    pub strategies: Vec<StrategyReplay>,
-}
+use crate::workload::RequestStream;
 
 /// Replays every strategy of `scenario` (or those in `opts.only`).
 pub fn replay(scenario: &Scenario, opts: &LiveOptions) -> Result<LiveRun, LiveError> {
@@ -386,133 +193,11 @@ pub fn replay_via(
     })
 }
 
-/// Converts between wall-clock and scenario time.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock {
-    pub start: Instant,
-    pub scale: f64,
-}
-
-impl Clock {
-    /// Wall-clock instant of scenario time `t`.
-    pub fn at(&self, t: Nanos) -> Instant {
-        self.start + Duration::from_nanos((t.0 as f64 * self.scale).round() as u64)
-    }
-
-    /// A wall-clock duration in scenario units.
-    pub fn scenario(&self, d: Duration) -> Nanos {
-        Nanos((d.as_nanos() as f64 / self.scale).round() as u64)
-    }
-
-    /// Scenario time of a wall-clock instant.
-    pub fn now(&self, t: Instant) -> Nanos {
-        self.scenario(t.saturating_duration_since(self.start))
-    }
-}
-
-/// Real-time scheduling of the calling thread for as long as the value lives.
-///
-/// Best effort and without `unsafe`: asks `chrt` (util-linux) to give this thread
-/// `SCHED_FIFO` priority 10, and back to `SCHED_OTHER` on drop. Refused without the
-/// privilege (`CAP_SYS_NICE`, or an `RLIMIT_RTPRIO` allowance) or without `chrt`; the
-/// replay then runs at normal priority and the lag gate judges the result. The dispatcher
-/// sleeps between requests and spins at most a quarter of each gap, and the kernel's
-/// real-time throttling keeps 5% of every core for other threads, so it cannot starve the
-/// machine.
-pub(crate) struct Realtime {
-    tid: Option<String>,
-}
-
-impl Realtime {
-    /// Raises this thread's priority if `wanted` and permitted.
-    pub(crate) fn enter(wanted: bool) -> Realtime {
-        #[cfg(target_os = "linux")]
-        {
-            if wanted {
-                let tid = rustix::thread::gettid().as_raw_nonzero().to_string();
-                if chrt(&["-f", "-p", "10", &tid]) {
-                    return Realtime { tid: Some(tid) };
-                }
-            }
-        }
-        let _ = wanted;
-        Realtime { tid: None }
-    }
-
-    /// Whether this thread runs at real-time priority.
-    pub(crate) fn active(&self) -> bool {
-        self.tid.is_some()
-    }
-}
-
-impl Drop for Realtime {
-    fn drop(&mut self) {
-        if let Some(tid) = &self.tid {
-            chrt(&["-o", "-p", "0", tid]);
-        }
-    }
-}
-
-fn chrt(args: &[&str]) -> bool {
-    std::process::Command::new("chrt")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Adds a served call's time in service and time queued to server `i`'s integrals, as
-/// the simulator integrates them: whatever request it was, only the part inside the
-/// measured window (its service ended at about `end`, the answer's arrival; times in
-/// scenario units). A saturated server's backlog served after the window therefore does
-/// not count, and its utilisation stays at most 1.
-pub(crate) fn add_service(m: &mut RunMetrics, i: usize, end: Nanos, queued: Nanos, served: Nanos) {
-    let (from, to) = (m.from.0 as f64, m.to.0 as f64);
-    let overlap = |a: f64, b: f64| (b.min(to) - a.max(from)).max(0.0);
-    let end = end.0 as f64;
-    let start = end - served.0 as f64;
-    let s = &mut m.servers[i];
-    s.busy_area += overlap(start, end);
-    s.queue_area += overlap(start - queued.0 as f64, start);
-}
-
 /// Whether the run was asked to stop.
 fn cancelled(opts: &LiveOptions) -> bool {
     opts.cancel
         .as_ref()
         .is_some_and(|c| c.load(Ordering::Relaxed))
-}
-
-/// Handles completions until `due`, sleeping on the completion channel in between, and
-/// spinning for the last `spin`. Returns false, early, if `cancel` is set (looked at
-/// every [`CANCEL_POLL`] at least).
-pub(crate) fn wait_until(
-    pool: &mut Pool,
-    due: Instant,
-    spin: Duration,
-    cancel: Option<&AtomicBool>,
-    mut on_done: impl FnMut(&mut Pool, Done),
-) -> bool {
-    loop {
-        while let Some(done) = pool.try_recv() {
-            on_done(pool, done);
-        }
-        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            return false;
-        }
-        let now = Instant::now();
-        if now >= due {
-            return true;
-        }
-        let left = due - now;
-        if left <= spin {
-            std::hint::spin_loop();
-        } else if let Some(done) = pool.recv_timeout((left - spin).min(CANCEL_POLL)) {
-            on_done(pool, done);
-        }
-    }
 }
 
 /// State of one strategy's replay, owned by the dispatcher thread.
@@ -617,36 +302,6 @@ impl Replay {
                     self.marked_down.push(i);
                 }
             }
-        }
-    }
-}
-
-/// What every replay of a strategy starts from, request-level or connection-level: the
-/// balancer built exactly as the simulator builds balancer 0 of this replication, each
-/// server's workers and service distribution, and the measured window.
-pub(super) struct ReplayStart {
-    pub balancer: Balancer,
-    pub workers: Vec<u32>,
-    pub dists: Vec<Dist>,
-    pub from: Nanos,
-    pub to: Nanos,
-}
-
-impl ReplayStart {
-    pub(super) fn new(
-        scenario: &Scenario,
-        entry: &crate::strategy::StrategyEntry,
-        seed: u64,
-        opts: &LiveOptions,
-    ) -> ReplayStart {
-        let servers = scenario.servers();
-        let rng = stream_rng(seed, opts.replication, Stream::Strategy, 0);
-        ReplayStart {
-            balancer: Balancer::new(entry.spec.build(servers.len(), rng), &scenario.weights()),
-            workers: servers.iter().map(|s| s.workers).collect(),
-            dists: servers.iter().map(|s| (*s.service).clone()).collect(),
-            from: Nanos::from_secs_f64(scenario.warmup),
-            to: Nanos::from_secs_f64(scenario.end()),
         }
     }
 }

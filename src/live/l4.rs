@@ -59,9 +59,10 @@ use thrift::{ProtocolError, ProtocolErrorKind};
 
 use super::calibrate::{BackendCalibration, Calibration, median};
 use super::client::{CallOutcome, ClientConfig, ClientError, classify};
-use super::driver::{Clock, LiveError, LiveOptions, LiveRun, ReplayStart, StrategyReplay};
+use super::options::{LiveError, LiveOptions};
 use super::proto::{Call, Pong};
 use super::proxy::{self, ProxyKind, RunningProxy};
+use super::run::{Clock, LiveRun, Realtime, ReplayStart, StrategyReplay, add_service};
 use super::transport::{InputProtocol, OutputProtocol, protocol_stack};
 use crate::metrics::{RunMetrics, latency_histogram};
 use crate::rng::{SimRng, Stream, stream_rng};
@@ -724,7 +725,7 @@ impl Replay<'_> {
                         self.clock.scenario(Duration::from_nanos(queued_ns)),
                     );
                     let end = self.clock.now(done.finished);
-                    super::driver::add_service(&mut self.metrics, i, end, queued, served);
+                    add_service(&mut self.metrics, i, end, queued, served);
                 }
             }
             Ok(CallOutcome::Rejected { .. }) => self.metrics.rejected += u64::from(measured),
@@ -848,7 +849,7 @@ pub(crate) fn replay_strategy(
         ));
     };
     super::server::precise_sleeps();
-    let realtime = super::driver::Realtime::enter(opts.realtime);
+    let realtime = Realtime::enter(opts.realtime);
     let servers = scenario.servers();
     let n = servers.len();
     let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();

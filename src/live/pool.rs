@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -529,6 +530,39 @@ fn reader(id: usize, addr: SocketAddr, cfg: ClientConfig, half: ReadHalf, done: 
     }
     // Closes the connection now, so the backend's connection thread ends too.
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Longest the dispatcher sleeps without looking at the cancel flag.
+pub const CANCEL_POLL: Duration = Duration::from_millis(20);
+
+/// Handles completions until `due`, sleeping on the completion channel in between, and
+/// spinning for the last `spin`. Returns false, early, if `cancel` is set (looked at
+/// every [`CANCEL_POLL`] at least).
+pub(crate) fn wait_until(
+    pool: &mut Pool,
+    due: Instant,
+    spin: Duration,
+    cancel: Option<&AtomicBool>,
+    mut on_done: impl FnMut(&mut Pool, Done),
+) -> bool {
+    loop {
+        while let Some(done) = pool.try_recv() {
+            on_done(pool, done);
+        }
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= due {
+            return true;
+        }
+        let left = due - now;
+        if left <= spin {
+            std::hint::spin_loop();
+        } else if let Some(done) = pool.recv_timeout((left - spin).min(CANCEL_POLL)) {
+            on_done(pool, done);
+        }
+    }
 }
 
 #[cfg(test)]

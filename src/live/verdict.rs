@@ -13,7 +13,7 @@
 
 use hdrhistogram::Histogram;
 
-use super::driver::LiveRun;
+use super::run::LiveRun;
 use crate::metrics::RunMetrics;
 pub use crate::report::live::{
     BadReference, BadTolerance, CalibrationRow, Comparison, Figure, LagCheck, Outcome, Reference,

@@ -1,0 +1,199 @@
+//! What a live replay produces ([`StrategyReplay`], [`LiveRun`]) and what the request-level
+//! driver and the connection-level replay ([`super::l4`]) share to produce it: the
+//! wall-clock ↔ scenario [`Clock`], the balancer each replay starts from, real-time
+//! priority and the per-server service integrals.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::calibrate::{Calibration, LoadedCost};
+use super::options::LiveOptions;
+use crate::metrics::RunMetrics;
+use crate::rng::{Stream, stream_rng};
+use crate::scenario::Scenario;
+use crate::strategy::Balancer;
+use crate::time::Nanos;
+use crate::workload::Dist;
+
+/// What was measured replaying one strategy.
+#[derive(Clone, Debug)]
+pub struct StrategyReplay {
+    /// Strategy label.
+    pub label: String,
+    /// Figures in scenario units, as the simulator reports them. Per-server busy and
+    /// queue integrals come from the backends' own reports (time in service and time
+    /// queued of each measured request); `queue_max` is the client's estimate (requests
+    /// in flight beyond the workers).
+    pub metrics: RunMetrics,
+    /// Requests that failed (connection closed or reset, timeout): counted as
+    /// `Outcome::Failed` to the balancer, which then marks the backend down.
+    pub errors: u64,
+    /// Requests sent.
+    pub sent: u64,
+    /// Schedule lag of every send (wall-clock nanoseconds, not scaled): from the scheduled
+    /// time to the dispatcher starting to write the call.
+    pub lag: Histogram<u64>,
+    /// The dispatcher's wake-up part of the lag: from the scheduled time to the routing
+    /// decision; the rest of `lag` is routing and encoding.
+    pub dispatch_lag: Histogram<u64>,
+    /// Wall-clock time from the first scheduled request to the last answer.
+    pub wall: Duration,
+    /// Backends marked down during the run (index), in the order they failed.
+    pub marked_down: Vec<usize>,
+    /// Per backend: requests that failed on it.
+    pub errors_per_backend: Vec<u64>,
+    /// Connections opened in total by the end of this strategy.
+    pub connections: usize,
+    /// Requests of this strategy that found no idle connection to their backend and
+    /// waited for one to open or free up (the wait counts in their latency).
+    pub connection_waits: u64,
+    /// The first error seen, for the report.
+    pub first_error: Option<String>,
+    /// Whether the dispatcher ran at real-time priority ([`LiveOptions::realtime`]).
+    pub realtime: bool,
+    /// Per backend, what it added to each served call *under the replay's load*: the
+    /// idle calibration's service overhead and extra latency, measured on the replay's
+    /// calls. Empty where not measured (connection-level replays).
+    pub under_load: Vec<LoadedCost>,
+}
+
+/// The replay of every strategy.
+#[derive(Clone, Debug)]
+pub struct LiveRun {
+    /// Seed used.
+    pub seed: u64,
+    /// Replication replayed.
+    pub replication: u64,
+    /// Time scale used.
+    pub time_scale: f64,
+    /// Backend addresses, in scenario server order.
+    pub backends: Vec<SocketAddr>,
+    /// What the calibration measured.
+    pub calibration: Calibration,
+    /// One per replayed strategy, in scenario order.
+    pub strategies: Vec<StrategyReplay>,
+}
+
+/// Converts between wall-clock and scenario time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    pub start: Instant,
+    pub scale: f64,
+}
+
+impl Clock {
+    /// Wall-clock instant of scenario time `t`.
+    pub fn at(&self, t: Nanos) -> Instant {
+        self.start + Duration::from_nanos((t.0 as f64 * self.scale).round() as u64)
+    }
+
+    /// A wall-clock duration in scenario units.
+    pub fn scenario(&self, d: Duration) -> Nanos {
+        Nanos((d.as_nanos() as f64 / self.scale).round() as u64)
+    }
+
+    /// Scenario time of a wall-clock instant.
+    pub fn now(&self, t: Instant) -> Nanos {
+        self.scenario(t.saturating_duration_since(self.start))
+    }
+}
+
+/// Real-time scheduling of the calling thread for as long as the value lives.
+///
+/// Best effort and without `unsafe`: asks `chrt` (util-linux) to give this thread
+/// `SCHED_FIFO` priority 10, and back to `SCHED_OTHER` on drop. Refused without the
+/// privilege (`CAP_SYS_NICE`, or an `RLIMIT_RTPRIO` allowance) or without `chrt`; the
+/// replay then runs at normal priority and the lag gate judges the result. The dispatcher
+/// sleeps between requests and spins at most a quarter of each gap, and the kernel's
+/// real-time throttling keeps 5% of every core for other threads, so it cannot starve the
+/// machine.
+pub(crate) struct Realtime {
+    tid: Option<String>,
+}
+
+impl Realtime {
+    /// Raises this thread's priority if `wanted` and permitted.
+    pub(crate) fn enter(wanted: bool) -> Realtime {
+        #[cfg(target_os = "linux")]
+        {
+            if wanted {
+                let tid = rustix::thread::gettid().as_raw_nonzero().to_string();
+                if chrt(&["-f", "-p", "10", &tid]) {
+                    return Realtime { tid: Some(tid) };
+                }
+            }
+        }
+        let _ = wanted;
+        Realtime { tid: None }
+    }
+
+    /// Whether this thread runs at real-time priority.
+    pub(crate) fn active(&self) -> bool {
+        self.tid.is_some()
+    }
+}
+
+impl Drop for Realtime {
+    fn drop(&mut self) {
+        if let Some(tid) = &self.tid {
+            chrt(&["-o", "-p", "0", tid]);
+        }
+    }
+}
+
+fn chrt(args: &[&str]) -> bool {
+    std::process::Command::new("chrt")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Adds a served call's time in service and time queued to server `i`'s integrals, as
+/// the simulator integrates them: whatever request it was, only the part inside the
+/// measured window (its service ended at about `end`, the answer's arrival; times in
+/// scenario units). A saturated server's backlog served after the window therefore does
+/// not count, and its utilisation stays at most 1.
+pub(crate) fn add_service(m: &mut RunMetrics, i: usize, end: Nanos, queued: Nanos, served: Nanos) {
+    let (from, to) = (m.from.0 as f64, m.to.0 as f64);
+    let overlap = |a: f64, b: f64| (b.min(to) - a.max(from)).max(0.0);
+    let end = end.0 as f64;
+    let start = end - served.0 as f64;
+    let s = &mut m.servers[i];
+    s.busy_area += overlap(start, end);
+    s.queue_area += overlap(start - queued.0 as f64, start);
+}
+
+/// What every replay of a strategy starts from, request-level or connection-level: the
+/// balancer built exactly as the simulator builds balancer 0 of this replication, each
+/// server's workers and service distribution, and the measured window.
+pub(super) struct ReplayStart {
+    pub balancer: Balancer,
+    pub workers: Vec<u32>,
+    pub dists: Vec<Dist>,
+    pub from: Nanos,
+    pub to: Nanos,
+}
+
+impl ReplayStart {
+    pub(super) fn new(
+        scenario: &Scenario,
+        entry: &crate::strategy::StrategyEntry,
+        seed: u64,
+        opts: &LiveOptions,
+    ) -> ReplayStart {
+        let servers = scenario.servers();
+        let rng = stream_rng(seed, opts.replication, Stream::Strategy, 0);
+        ReplayStart {
+            balancer: Balancer::new(entry.spec.build(servers.len(), rng), &scenario.weights()),
+            workers: servers.iter().map(|s| s.workers).collect(),
+            dists: servers.iter().map(|s| (*s.service).clone()).collect(),
+            from: Nanos::from_secs_f64(scenario.warmup),
+            to: Nanos::from_secs_f64(scenario.end()),
+        }
+    }
+}
