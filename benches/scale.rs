@@ -9,8 +9,11 @@
 //! - `size/<strategy>/<servers>`: simulated requests per second on one core at 10, 100,
 //!   1,000 and 10,000 servers, for every strategy of the catalogue (plus indexed JSQ),
 //!   offered load 0.8; round robin is the yardstick of cost per request at each size.
+//!   Each engine measurement is followed at once by the bare loop's on the same cluster
+//!   (`size/<strategy>/bare/<servers>`), so each pair shares the machine's state.
 //! - `balancers/<strategy>/<balancers>`: P2C over 1,000 servers and JSQ on exact load
-//!   reports over 100 servers, with 1, 10, 100 and 1,000 balancers.
+//!   reports over 100 servers, with 1, 10, 100 and 1,000 balancers (arrivals split
+//!   uniformly), each followed by the bare loop with as many balancers.
 //!
 //! Every figure is requests/s (`Throughput::Elements`). The full grid takes a while:
 //! filter, e.g. `cargo bench --bench scale -- 'size/.*/10000'`. The machine matters:
@@ -56,6 +59,17 @@ fn requests(n: usize) -> u64 {
     (20 * n as u64).max(50_000)
 }
 
+/// Like [`requests`], but fewer for a strategy that scans every server at each pick
+/// (JSQ's exact reservoir sampling costs milliseconds a pick at 10,000 servers): its cost
+/// per request is the scan's, whatever the cluster's fill.
+fn requests_for(label: &str, n: usize) -> u64 {
+    if label == "jsq" && n >= 1000 {
+        20_000
+    } else {
+        requests(n)
+    }
+}
+
 /// Every strategy at its defaults, as (label, TOML lines), plus indexed JSQ.
 fn strategies() -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = STRATEGIES
@@ -70,18 +84,28 @@ fn strategies() -> Vec<(String, String)> {
     v
 }
 
-/// The bare loop: returns the number of requests served (to keep it observable).
-fn bare(n: usize, spec: &StrategySpec, requests: u64) -> u64 {
+/// A completion in the bare loop: (time, sequence, server, balancer, arrival time).
+type Completion = (u64, u64, u32, u32, u64);
+
+/// The bare loop over `n` servers and `balancers` balancers (an arrival goes to one drawn
+/// uniformly): returns the number of requests served (to keep it observable).
+fn bare(n: usize, balancers: usize, spec: &StrategySpec, requests: u64) -> u64 {
     let rate = LOAD * n as f64 / SERVICE;
     let mut rng = stream_rng(1, 0, Stream::Arrivals, 0);
     let mut exp = move |mean: f64| -> u64 {
         let u: f64 = rng.random::<f64>();
         (-mean * (1.0 - u).ln() * 1e9) as u64
     };
-    let mut b = Balancer::new(
-        spec.build(n, stream_rng(1, 0, Stream::Strategy, 0)),
-        &vec![1; n],
-    );
+    let weights = vec![1; n];
+    let mut b: Vec<Balancer> = (0..balancers)
+        .map(|k| {
+            Balancer::new(
+                spec.build(n, stream_rng(1, 0, Stream::Strategy, k as u64)),
+                &weights,
+            )
+        })
+        .collect();
+    let mut routing = stream_rng(1, 0, Stream::Routing, 0);
     let mut table = spec.reads_load_reports().then(|| {
         if spec.indexes_load_reports() {
             LoadTable::with_queue_index(n)
@@ -90,14 +114,13 @@ fn bare(n: usize, spec: &StrategySpec, requests: u64) -> u64 {
         }
     });
     let mut in_system = vec![0u32; n];
-    // Completions: (time, sequence, server, arrival time).
-    let mut heap: BinaryHeap<Reverse<(u64, u64, u32, u64)>> = BinaryHeap::new();
+    let mut heap: BinaryHeap<Reverse<Completion>> = BinaryHeap::new();
     let (mut seq, mut served) = (0u64, 0u64);
     let mut next_arrival = exp(1.0 / rate);
     let mut arrived = 0u64;
     // Per server, arrival times waiting (FIFO): only the count matters without metrics,
     // but the latency reported to the balancer needs the arrival time.
-    let mut waiting: Vec<std::collections::VecDeque<u64>> = vec![Default::default(); n];
+    let mut waiting: Vec<std::collections::VecDeque<(u32, u64)>> = vec![Default::default(); n];
     let publish = |table: &mut Option<LoadTable>, i: usize, q: u32, now: u64| {
         if let Some(t) = table {
             t.publish(
@@ -118,24 +141,29 @@ fn bare(n: usize, spec: &StrategySpec, requests: u64) -> u64 {
             let now = next_arrival;
             arrived += 1;
             next_arrival += exp(1.0 / rate);
-            let Some(i) = b.route_with(Nanos(now), arrived, table.as_ref()) else {
+            let k = if balancers == 1 {
+                0
+            } else {
+                routing.random_range(0..balancers)
+            };
+            let Some(i) = b[k].route_with(Nanos(now), arrived, table.as_ref()) else {
                 continue;
             };
             in_system[i] += 1;
             if in_system[i] == 1 {
-                heap.push(Reverse((now + exp(SERVICE), seq, i as u32, now)));
+                heap.push(Reverse((now + exp(SERVICE), seq, i as u32, k as u32, now)));
                 seq += 1;
             } else {
-                waiting[i].push_back(now);
+                waiting[i].push_back((k as u32, now));
             }
             publish(&mut table, i, in_system[i], now);
-        } else if let Some(Reverse((now, _, i, arrival))) = heap.pop() {
+        } else if let Some(Reverse((now, _, i, k, arrival))) = heap.pop() {
             let i = i as usize;
             in_system[i] -= 1;
             served += 1;
-            b.complete(i, Nanos(now - arrival), Outcome::Ok, Nanos(now));
-            if let Some(a) = waiting[i].pop_front() {
-                heap.push(Reverse((now + exp(SERVICE), seq, i as u32, a)));
+            b[k as usize].complete(i, Nanos(now - arrival), Outcome::Ok, Nanos(now));
+            if let Some((k, a)) = waiting[i].pop_front() {
+                heap.push(Reverse((now + exp(SERVICE), seq, i as u32, k, a)));
                 seq += 1;
             }
             publish(&mut table, i, in_system[i], now);
@@ -172,24 +200,27 @@ fn limit(c: &mut Criterion) {
                 b.iter(|| black_box(simulate(&s, &spec, 0, 1).arrived))
             });
             g.bench_function(BenchmarkId::new(format!("limit/bare/{kind}"), n), |b| {
-                b.iter(|| black_box(bare(n, &spec, requests)))
+                b.iter(|| black_box(bare(n, 1, &spec, requests)))
             });
         }
     }
     g.finish();
 }
 
-/// Every strategy at every size.
+/// Every strategy at every size, each engine measurement paired with the bare loop's.
 fn size(c: &mut Criterion) {
     let mut g = quick(c);
     for (label, toml) in strategies() {
         for n in [10usize, 100, 1000, 10_000] {
-            let requests = requests(n);
+            let requests = requests_for(&label, n);
             let s = scenario(n, 1, requests, &toml);
             let spec = s.strategies[0].spec.clone();
             g.throughput(Throughput::Elements(requests));
             g.bench_function(BenchmarkId::new(format!("size/{label}"), n), |b| {
                 b.iter(|| black_box(simulate(&s, &spec, 0, 1).arrived))
+            });
+            g.bench_function(BenchmarkId::new(format!("size/{label}/bare"), n), |b| {
+                b.iter(|| black_box(bare(n, 1, &spec, requests)))
             });
         }
     }
@@ -211,6 +242,10 @@ fn balancers(c: &mut Criterion) {
             g.bench_function(
                 BenchmarkId::new(format!("balancers/{label}/{n}_servers"), b),
                 |bench| bench.iter(|| black_box(simulate(&s, &spec, 0, 1).arrived)),
+            );
+            g.bench_function(
+                BenchmarkId::new(format!("balancers/{label}/{n}_servers/bare"), b),
+                |bench| bench.iter(|| black_box(bare(n, b, &spec, requests))),
             );
         }
     }

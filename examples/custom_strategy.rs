@@ -18,7 +18,7 @@ use std::path::Path;
 
 use lbsim::rng::SimRng;
 use lbsim::scenario::Scenario;
-use lbsim::sim::{simulate, simulate_with};
+use lbsim::sim::{Run, simulate};
 use lbsim::stats::{Estimate, estimate, paired_difference};
 use lbsim::strategy::{Backend, PickContext, ServerLoad, Signals, Strategy};
 use rand::RngExt;
@@ -110,7 +110,7 @@ fn compare(s: &Scenario, replications: u64) -> Vec<Row> {
         .collect();
     let custom = |n: usize, rng: SimRng| Box::new(ReportedP2c::new(n, rng)) as Box<dyn Strategy>;
     let runs = (0..replications)
-        .map(|r| simulate_with(s, &custom, r, s.seed))
+        .map(|r| Run::new(s, &custom, r).metrics())
         .collect();
     rows.push(figures("reported_p2c (custom)", runs));
     rows
@@ -167,12 +167,9 @@ mod tests {
         assert!(custom.mean.iter().all(|m| m.is_finite() && *m > 0.0));
         let d = paired_difference(&custom.p99, &p2c.p99);
         assert!(d.mean > 0.0, "p2c − custom p99: {d:?}");
-        let m = simulate_with(
-            &s,
-            &|n: usize, rng: SimRng| Box::new(ReportedP2c::new(n, rng)) as Box<dyn Strategy>,
-            0,
-            s.seed,
-        );
+        let custom =
+            |n: usize, rng: SimRng| Box::new(ReportedP2c::new(n, rng)) as Box<dyn Strategy>;
+        let m = Run::new(&s, &custom, 0).metrics();
         assert_eq!(m.arrived, m.latency.len() + m.rejected + m.failed);
     }
 }

@@ -127,7 +127,7 @@ pub fn resolve_warmup(
         return Ok(());
     }
     let seed = opts.seed.unwrap_or(scenario.seed);
-    match lbsim::steady::resolve_warmup(scenario, seed, opts.threads, opts.cancel.as_deref()) {
+    match lbsim::steady::resolve_warmup(scenario, seed, opts.threads, Some(&opts.cancel)) {
         Ok(()) => {}
         Err(lbsim::runner::RunError::Scenario(e)) => return Err(e.into()),
         Err(e) => return Err(e.into()),

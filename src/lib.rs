@@ -29,11 +29,13 @@
 //! - [`sweep`]: running a scenario's `[sweep]`, point by point.
 //! - [`report`]: terminal table, CSV files, plots, `report.md`, regression checks.
 //! - [`live`]: real Thrift backends and clients over TCP, for replaying a scenario.
+//! - [`cancel`]: the one cancel flag that Ctrl-C sets and long runs poll.
 //! - [`rng`], [`time`]: seeded random streams per (seed, replication, purpose), and
 //!   integer-nanosecond time passed explicitly (no clock in a strategy).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cancel;
 pub mod live;
 pub mod metrics;
 pub mod policy;

@@ -6,15 +6,15 @@
 //! time, per server) merge by adding counts, which is order-independent, so output is
 //! bit-identical for any `--threads`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
 use rayon::prelude::*;
 
+use crate::cancel::Cancel;
 use crate::metrics::{Estimator, Metric, RunMetrics, RunSummary, latency_histogram};
 use crate::scenario::{Scenario, ScenarioError};
-use crate::sim::{Overheads, Trace, TraceSpec, simulate_run};
+use crate::sim::{Overheads, Run, Simulated, Trace, TraceSpec};
 use crate::stats::quantile::{Cdf, quantile_estimate};
 use crate::stats::{Estimate, estimate};
 
@@ -29,7 +29,7 @@ pub struct RunOptions {
     pub threads: Option<usize>,
     /// Set (Ctrl-C, SIGTERM) to stop: replications under way stop within about a
     /// millisecond and are dropped; finished ones are kept.
-    pub cancel: Option<Arc<AtomicBool>>,
+    pub cancel: Cancel,
     /// Progress bar, advanced once per finished replication.
     pub progress: Option<indicatif::ProgressBar>,
     /// Where to record replication 0's state over time, while it runs (the time series
@@ -245,7 +245,7 @@ pub fn run_replications(
     let resolved;
     let scenario = if scenario.warmup_auto && scenario.auto_warmup.is_none() {
         let mut s = scenario.clone();
-        crate::steady::resolve_warmup(&mut s, seed, opts.threads, opts.cancel.as_deref())?;
+        crate::steady::resolve_warmup(&mut s, seed, opts.threads, Some(&opts.cancel))?;
         resolved = s;
         &resolved
     } else {
@@ -264,11 +264,6 @@ pub fn run_replications(
         .iter()
         .map(|_| Mutex::new(Staged::new(n_strategies)))
         .collect();
-    let cancelled = || {
-        opts.cancel
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
-    };
     let work = || {
         (0..indices.len() * n_strategies)
             .into_par_iter()
@@ -278,22 +273,18 @@ pub fn run_replications(
                 // After a cancel nothing starts, and a simulation under way stops within
                 // a millisecond or so: its replication is then dropped whole (it counts
                 // only once every strategy ran it).
-                if cancelled() {
+                if opts.cancel.is_cancelled() {
                     return;
                 }
                 let entry = &scenario.strategies[k];
-                let never = AtomicBool::new(false);
                 let sink = opts.trace.as_ref().filter(|_| rep == 0);
-                let Some((m, trace)) = simulate_run(
-                    scenario,
-                    &entry.spec,
-                    entry.policy.as_ref(),
-                    rep,
-                    seed,
-                    &opts.overheads,
-                    sink.map(TraceSink::spec),
-                    opts.cancel.as_deref().unwrap_or(&never),
-                ) else {
+                let Some(Simulated { metrics: m, trace }) = Run::entry(scenario, entry, rep)
+                    .seed(seed)
+                    .overheads(&opts.overheads)
+                    .trace(sink.map(TraceSink::spec))
+                    .cancel(&opts.cancel)
+                    .simulate()
+                else {
                     return;
                 };
                 if let (Some(sink), Some(trace)) = (sink, trace) {

@@ -8,7 +8,4 @@ pub mod server;
 
 pub use overheads::Overheads;
 
-pub use engine::{
-    Sample, Trace, TraceSpec, simulate, simulate_calibrated, simulate_cancellable, simulate_run,
-    simulate_traced, simulate_traced_cancellable, simulate_with, simulate_with_policy,
-};
+pub use engine::{Run, Sample, Simulated, Trace, TraceSpec, simulate};

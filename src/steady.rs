@@ -36,14 +36,13 @@
 //!   long bursts, the replications' exceedance counts are then few and very skewed, and a
 //!   95% interval from a handful of them undercovers (measured in `tests/coverage.rs`).
 
-use std::sync::atomic::AtomicBool;
-
 use rayon::prelude::*;
 
+use crate::cancel::Cancel;
 use crate::metrics::BATCHES;
 use crate::runner::{RunError, RunResults, StrategyResult, in_pool};
 use crate::scenario::{Scenario, ScenarioError};
-use crate::sim::{simulate_cancellable, simulate_with_policy};
+use crate::sim::Run;
 
 /// The MSER truncation point of `x`: the `d` in `0..=n/2` minimising the squared standard
 /// error of the mean of `x[d..]`, `Σ (x_i − x̄_d)² / (n − d)²`.
@@ -195,7 +194,7 @@ pub fn choose_warmup(
     scenario: &Scenario,
     seed: u64,
     threads: Option<usize>,
-    cancel: Option<&AtomicBool>,
+    cancel: Option<&Cancel>,
 ) -> Result<AutoWarmup, RunError> {
     let n = scenario.strategies.len();
     let mut choices: Vec<PilotChoice> = scenario
@@ -225,13 +224,11 @@ pub fn choose_warmup(
             tasks
                 .par_iter()
                 .map(|&(k, rep)| {
-                    let entry = &pilot.strategies[k];
-                    let policy = entry.policy.as_ref();
-                    let m = match cancel {
-                        Some(c) => simulate_cancellable(&pilot, &entry.spec, policy, rep, seed, c)?,
-                        None => simulate_with_policy(&pilot, &entry.spec, policy, rep, seed),
-                    };
-                    Some(m.batches)
+                    let mut run = Run::entry(&pilot, &pilot.strategies[k], rep).seed(seed);
+                    if let Some(c) = cancel {
+                        run = run.cancel(c);
+                    }
+                    Some(run.simulate()?.metrics.batches)
                 })
                 .collect()
         })?;
@@ -274,7 +271,7 @@ pub fn resolve_warmup(
     scenario: &mut Scenario,
     seed: u64,
     threads: Option<usize>,
-    cancel: Option<&AtomicBool>,
+    cancel: Option<&Cancel>,
 ) -> Result<(), RunError> {
     if !scenario.warmup_auto || scenario.auto_warmup.is_some() {
         return Ok(());

@@ -244,7 +244,7 @@ pub trait Strategy: Send {
 /// reads of servers' load reports. Implemented by [`StrategySpec`] (the catalogue, as
 /// written in scenario files) and by any closure `Fn(usize, SimRng) -> Box<dyn Strategy>`,
 /// which is how a strategy written outside this crate runs on a scenario
-/// ([`crate::sim::simulate_with`]).
+/// ([`crate::sim::Run::new`]).
 ///
 /// ```
 /// use lbsim::rng::SimRng;
@@ -436,7 +436,10 @@ impl Balancer {
     /// Asks the strategy to apply slow start ([`Strategy::set_slow_start`]); returns
     /// whether it does.
     pub fn set_slow_start(&mut self, ramp: Ramp) -> bool {
-        self.strategy.set_slow_start(ramp)
+        let applied = self.strategy.set_slow_start(ramp);
+        // A strategy may stop indexing its view once weights vary with time.
+        self.indexed = self.strategy.indexes_view();
+        applied
     }
 
     /// Tells the strategy that `backend` became available at `now`

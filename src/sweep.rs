@@ -83,11 +83,7 @@ pub fn run_sweep(scenario: &Scenario, opts: &RunOptions) -> Result<Option<SweepR
     };
     let mut points = Vec::with_capacity(sweep.len());
     for j in 0..sweep.len() {
-        if opts
-            .cancel
-            .as_ref()
-            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
-        {
+        if opts.cancel.is_cancelled() {
             break;
         }
         let s = scenario.at_sweep_point(j);

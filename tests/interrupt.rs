@@ -7,12 +7,12 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::AtomicBool;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use lbsim::cancel::Cancel;
 use lbsim::scenario::Scenario;
-use lbsim::sim::{simulate, simulate_cancellable};
+use lbsim::sim::{Run, simulate};
 
 /// Sends `signals` (kill names, e.g. "INT") `after` the start, 20 ms apart, and waits;
 /// fails unless the process ends within `bound` of the first signal. Returns the exit
@@ -341,14 +341,20 @@ fn closed_stdout_neither_panics_nor_stops_the_files() {
 fn cancellable_simulation_matches_and_stops() {
     let scenario = Scenario::load(Path::new("scenarios/mm1.toml")).unwrap();
     let spec = &scenario.strategies[0].spec;
-    let never = AtomicBool::new(false);
-    let full = simulate_cancellable(&scenario, spec, None, 3, scenario.seed, &never).unwrap();
+    let never = Cancel::default();
+    let full = Run::new(&scenario, spec, 3).cancel(&never).simulate();
     assert_eq!(
-        full.summarize().values,
+        full.unwrap().metrics.summarize().values,
         simulate(&scenario, spec, 3, scenario.seed)
             .summarize()
             .values
     );
-    let set = AtomicBool::new(true);
-    assert!(simulate_cancellable(&scenario, spec, None, 3, scenario.seed, &set).is_none());
+    let set = Cancel::default();
+    set.cancel();
+    assert!(
+        Run::new(&scenario, spec, 3)
+            .cancel(&set)
+            .simulate()
+            .is_none()
+    );
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use lbsim::scenario::Scenario;
-use lbsim::sim::simulate_with_policy;
+use lbsim::sim::Run;
 use proptest::prelude::*;
 
 use lbsim::strategy::{RampKind, STRATEGIES, registry};
@@ -163,7 +163,7 @@ proptest! {
             Err(e) => { prop_assert!(e.to_string().contains("unstable"), "{e}\n{src}"); return Ok(()); }
         };
         let (spec, policy) = (&s.strategies[0].spec, s.strategies[0].policy.as_ref());
-        let m = simulate_with_policy(&s, spec, policy, 0, s.seed);
+        let m = Run::new(&s, spec, 0).policy(policy).metrics();
         // Every request ends exactly once: served, refused, unroutable, failed or timed out.
         prop_assert_eq!(
             m.arrived,
@@ -206,7 +206,7 @@ proptest! {
             prop_assert!((-1e-9..=1.0 + 1e-9).contains(&sv.utilization), "utilisation {}", sv.utilization);
         }
         // Reproducible (compared as text: a server that served nothing has NaN latencies).
-        let again = simulate_with_policy(&s, spec, policy, 0, s.seed).summarize();
+        let again = Run::new(&s, spec, 0).policy(policy).metrics().summarize();
         prop_assert_eq!(format!("{summary:?}"), format!("{again:?}"));
     }
 }

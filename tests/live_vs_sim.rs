@@ -407,8 +407,14 @@ kind = "round_robin"
     let base = lbsim::sim::simulate(&s, &spec, 0, 1).summarize();
     // Passed to the engine with the run: the scenario stays as written.
     let overheads = lbsim::sim::Overheads::uniform(1, 0.000_050, 0.000_100);
-    let shifted = lbsim::sim::simulate_calibrated(&s, &spec, 0, 1, &overheads).summarize();
-    let none = lbsim::sim::simulate_calibrated(&s, &spec, 0, 1, &Default::default());
+    let calibrated = |o| {
+        lbsim::sim::Run::new(&s, &spec, 0)
+            .seed(1)
+            .overheads(o)
+            .metrics()
+    };
+    let shifted = calibrated(&overheads).summarize();
+    let none = calibrated(&Default::default());
     assert_eq!(none.summarize(), base, "no overheads is the plain run");
     let m = lbsim::metrics::Metric::LatencyMean;
     assert!((base.values[m] - 0.010).abs() < 1e-9, "{}", base.values[m]);

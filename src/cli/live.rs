@@ -349,7 +349,7 @@ pub fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
         calibration_calls: a.calibration_calls,
         only: a.strategies.clone(),
         spin: Duration::from_micros(a.spin_us),
-        cancel: Some(interrupt.flag()),
+        cancel: interrupt.flag(),
         max_connections_per_backend: a.max_connections_per_backend,
     };
     eprintln!(

@@ -122,7 +122,7 @@ pub fn cmd_run(path: &Path, flags: RunFlags, mut opts: RunOptions) -> anyhow::Re
     // SIGINT / SIGTERM: replications under way stop within a millisecond or so; the
     // ones that finished are written, and the exit status is 130 / 143.
     let interrupt = Interrupt::install("stopping; writing the replications that finished")?;
-    opts.cancel = Some(interrupt.flag());
+    opts.cancel = interrupt.flag();
     super::resolve_warmup(&mut scenario, &opts)?;
     if interrupt.is_set() {
         eprintln!("interrupted while choosing the warm-up: nothing to write");

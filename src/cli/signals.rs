@@ -9,11 +9,12 @@
 //! status, for when writing itself hangs (a dead network file system).
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context;
+use lbsim::cancel::Cancel;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -22,7 +23,7 @@ const STOPPING: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
 
 /// A handle on the stop signals, installed once per command.
 pub struct Interrupt {
-    flag: Arc<AtomicBool>,
+    flag: Cancel,
     signal: Arc<AtomicI32>,
     first: Mutex<Receiver<()>>,
 }
@@ -40,11 +41,11 @@ impl Interrupt {
     /// Handles SIGINT, SIGTERM and SIGHUP from now on. `stopping` says what the first
     /// signal does, e.g. "stopping; writing the replications that finished".
     pub fn install(stopping: &'static str) -> anyhow::Result<Interrupt> {
-        let flag = Arc::new(AtomicBool::new(false));
+        let flag = Cancel::default();
         let signal = Arc::new(AtomicI32::new(0));
         let (tx, rx) = mpsc::channel();
         let mut signals = Signals::new(STOPPING).context("cannot install signal handlers")?;
-        let (f, s) = (Arc::clone(&flag), Arc::clone(&signal));
+        let (f, s) = (flag.clone(), Arc::clone(&signal));
         std::thread::Builder::new()
             .name("lbsim-signals".into())
             .spawn(move || {
@@ -54,7 +55,7 @@ impl Interrupt {
                     match seen {
                         1 => {
                             s.store(sig, Ordering::SeqCst);
-                            f.store(true, Ordering::SeqCst);
+                            f.cancel();
                             let _ = tx.send(());
                             eprintln!("\n{}: {stopping}", name(sig));
                         }
@@ -75,13 +76,13 @@ impl Interrupt {
     }
 
     /// The flag the first signal sets, for `RunOptions::cancel` and `LiveOptions::cancel`.
-    pub fn flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.flag)
+    pub fn flag(&self) -> Cancel {
+        self.flag.clone()
     }
 
     /// Whether a stop signal has come.
     pub fn is_set(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
+        self.flag.is_cancelled()
     }
 
     /// Blocks until the first stop signal.

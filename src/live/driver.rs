@@ -23,7 +23,6 @@
 //! units. The balancer, too, sees scenario time.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -155,7 +154,7 @@ pub fn replay_via(
     let seed = opts.seed.unwrap_or(scenario.seed);
     let mut out = Vec::new();
     for entry in strategies {
-        if cancelled(opts) {
+        if opts.cancel.is_cancelled() {
             break;
         }
         let run = thread::scope(|s| {
@@ -191,13 +190,6 @@ pub fn replay_via(
         calibration,
         strategies: out,
     })
-}
-
-/// Whether the run was asked to stop.
-fn cancelled(opts: &LiveOptions) -> bool {
-    opts.cancel
-        .as_ref()
-        .is_some_and(|c| c.load(Ordering::Relaxed))
 }
 
 /// State of one strategy's replay, owned by the dispatcher thread.
@@ -360,7 +352,7 @@ fn dispatch(
     let mut asked = Vec::new();
     for req in RequestStream::new(&scenario.workload, seed, opts.replication) {
         let due = clock.at(req.arrival);
-        if !wait_until(pool, due, spin, opts.cancel.as_deref(), |_, done| {
+        if !wait_until(pool, due, spin, Some(&opts.cancel), |_, done| {
             r.on_done(done);
             r.on_probes(prober.as_ref());
         }) {
@@ -412,7 +404,7 @@ fn dispatch(
     let limit =
         2 * opts.io_timeout + ClientConfig::default().connect_timeout + Duration::from_secs(5);
     while pool.in_flight() > 0 {
-        if cancelled(opts) {
+        if opts.cancel.is_cancelled() {
             return Ok(None);
         }
         let left = limit.saturating_sub(waited_from.elapsed());

@@ -1038,11 +1038,7 @@ pub(crate) fn replay(
     let mut calibration = None;
     let mut out = Vec::new();
     for entry in strategies {
-        if opts
-            .cancel
-            .as_ref()
-            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
-        {
+        if opts.cancel.is_cancelled() {
             break;
         }
         let result = match via {

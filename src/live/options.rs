@@ -3,14 +3,13 @@
 //! ([`super::l4`]) and calibration, which is why they live apart from all three.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::client::ClientError;
 use super::cluster::ClusterError;
 use super::pool::DEFAULT_MAX_PER_BACKEND;
 use super::transport::{Protocol, Transport};
+use crate::cancel::Cancel;
 use crate::report::live::DEFAULT_CALIBRATION_BOUND;
 
 /// How to replay a scenario.
@@ -45,7 +44,7 @@ pub struct LiveOptions {
     /// [`CANCEL_POLL`](super::pool::CANCEL_POLL) and is dropped (its calls in flight are abandoned), no other
     /// starts, and the strategies already replayed are returned, so what finished is
     /// still written.
-    pub cancel: Option<Arc<AtomicBool>>,
+    pub cancel: Cancel,
     /// Most connections (open or being opened) to one backend; requests beyond wait for
     /// one of them. Bounds the sockets and threads a frozen backend can cost.
     pub max_connections_per_backend: usize,
@@ -77,7 +76,7 @@ impl Default for LiveOptions {
             calibration_calls: 40,
             only: Vec::new(),
             spin: Duration::from_micros(50),
-            cancel: None,
+            cancel: Cancel::default(),
             max_connections_per_backend: DEFAULT_MAX_PER_BACKEND,
             auto_time_scale: false,
             calibration_bound: DEFAULT_CALIBRATION_BOUND,

@@ -21,7 +21,6 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -30,6 +29,7 @@ use super::client::{CallOutcome, ClientConfig, ClientError, classify};
 use super::proto::Call;
 use super::transport::{InputProtocol, OutputProtocol, protocol_stack};
 use super::wire::{read_call_answer, write_call};
+use crate::cancel::Cancel;
 
 /// Stack size of reader threads: they only decode small messages.
 const READER_STACK: usize = 256 * 1024;
@@ -542,14 +542,14 @@ pub(crate) fn wait_until(
     pool: &mut Pool,
     due: Instant,
     spin: Duration,
-    cancel: Option<&AtomicBool>,
+    cancel: Option<&Cancel>,
     mut on_done: impl FnMut(&mut Pool, Done),
 ) -> bool {
     loop {
         while let Some(done) = pool.try_recv() {
             on_done(pool, done);
         }
-        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        if cancel.is_some_and(Cancel::is_cancelled) {
             return false;
         }
         let now = Instant::now();

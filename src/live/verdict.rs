@@ -22,7 +22,7 @@ pub use crate::report::live::{
 use crate::report::live::{Judged, judge};
 use crate::runner::{RunError, RunOptions, RunResults, StrategyResult, run};
 use crate::scenario::Scenario;
-use crate::sim::simulate_calibrated;
+use crate::sim::Run;
 
 /// How to compare.
 #[derive(Clone, Debug)]
@@ -99,13 +99,12 @@ pub fn compare(
         )?;
         (sim.requested, sim.finished) = (r.requested, r.finished);
         sim.strategies.extend(r.strategies);
-        sim_replayed.push(simulate_calibrated(
-            &one,
-            &entry.spec,
-            live.replication,
-            live.seed,
-            &overheads,
-        ));
+        sim_replayed.push(
+            Run::new(&one, &entry.spec, live.replication)
+                .seed(live.seed)
+                .overheads(&overheads)
+                .metrics(),
+        );
     }
     let live_results = RunResults {
         seed: live.seed,

@@ -14,8 +14,6 @@
 //! Arrivals stop at the end of the measured window and the system then drains, so every
 //! measured request completes. Events at the same nanosecond run in scheduling order.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use rand::RngExt;
 
 use super::Overheads;
@@ -24,11 +22,12 @@ mod client;
 use super::event_queue::EventQueue;
 use super::probe::{PROBE_JOB_BASE, Signals};
 use super::server::{Admission, Job, Server};
+use crate::cancel::Cancel;
 use crate::metrics::RunMetrics;
 use crate::policy::PolicySpec;
 use crate::rng::{SimRng, Stream, stream_rng};
 use crate::scenario::{ErrorStatus, FaultKind, Scenario};
-use crate::strategy::{Balancer, LoadTable, Outcome, StrategyFactory, StrategySpec};
+use crate::strategy::{Balancer, LoadTable, Outcome, StrategyEntry, StrategyFactory, StrategySpec};
 use crate::time::Nanos;
 use crate::workload::dist::open_unit;
 use crate::workload::{Dist, Request, RequestStream};
@@ -163,30 +162,20 @@ struct Sim<'a> {
     signals: Option<Signals>,
 }
 
-/// Simulates replication `replication` of `scenario` under `strategy`, with master seed
-/// `seed`, and returns what was measured.
-pub fn simulate(
-    scenario: &Scenario,
-    strategy: &StrategySpec,
-    replication: u64,
-    seed: u64,
-) -> RunMetrics {
-    static NEVER: AtomicBool = AtomicBool::new(false);
-    let mut sim = Sim::new(scenario, strategy, None, replication, seed);
-    // The loop of a cancellable run with a flag never set, so that the engine bench
-    // measures what the cancel check costs.
-    let finished = sim.run(&NEVER);
-    debug_assert!(finished);
-    sim.finish()
-}
-
-/// Like [`simulate`], for any [`StrategyFactory`]: a strategy written outside this crate
-/// (a closure building it) runs on a scenario exactly as a catalogue one does.
+/// One replication of one strategy on a scenario, configured by its options and run by
+/// [`Run::simulate`]: the one entry point of the engine.
+///
+/// By default the run uses the scenario's seed, no client policy, no calibrated
+/// overheads, records no trace and cannot be cancelled. Each option changes only what it
+/// names: with none set, a run is [`simulate`]'s, bit for bit.
+///
+/// Any [`StrategyFactory`] runs, so a strategy written outside this crate (a closure
+/// building it) runs on a scenario exactly as a catalogue one does:
 ///
 /// ```
 /// use lbsim::rng::SimRng;
 /// use lbsim::scenario::Scenario;
-/// use lbsim::sim::{simulate, simulate_with};
+/// use lbsim::sim::{Run, simulate};
 /// use lbsim::strategy::{Backend, PickContext, RoundRobin, Strategy};
 ///
 /// let s = Scenario::from_source(
@@ -207,38 +196,149 @@ pub fn simulate(
 /// .unwrap();
 /// // The catalogue's round robin, built by hand, runs bit for bit as `kind = "round_robin"`.
 /// let custom = |_n: usize, _rng: SimRng| Box::new(RoundRobin::default()) as Box<dyn Strategy>;
-/// let a = simulate_with(&s, &custom, 0, s.seed);
+/// let a = Run::new(&s, &custom, 0).metrics();
 /// let b = simulate(&s, &s.strategies[0].spec, 0, s.seed);
 /// assert_eq!(a.latency_sum, b.latency_sum);
 /// assert!(a.arrived > 150 && a.latency.len() == a.arrived);
 /// ```
-pub fn simulate_with(
-    scenario: &Scenario,
-    strategy: &dyn StrategyFactory,
+#[must_use = "a run does nothing until `simulate` or `metrics`"]
+pub struct Run<'a> {
+    scenario: &'a Scenario,
+    strategy: &'a dyn StrategyFactory,
+    policy: Option<&'a PolicySpec>,
     replication: u64,
     seed: u64,
-) -> RunMetrics {
-    static NEVER: AtomicBool = AtomicBool::new(false);
-    let mut sim = Sim::new(scenario, strategy, None, replication, seed);
-    let finished = sim.run(&NEVER);
-    debug_assert!(finished);
-    sim.finish()
+    overheads: Option<&'a Overheads>,
+    trace: Option<&'a TraceSpec>,
+    cancel: Option<&'a Cancel>,
 }
 
-/// Like [`simulate`], with the client policy `policy` (timeouts, retries, budgets,
-/// hedging) in every balancer. `None` is exactly [`simulate`].
-pub fn simulate_with_policy(
+/// What a [`Run`] produced.
+#[derive(Clone, Debug)]
+pub struct Simulated {
+    /// What was measured.
+    pub metrics: RunMetrics,
+    /// The servers' state over time, when [`Run::trace`] asked for it.
+    pub trace: Option<Trace>,
+}
+
+impl<'a> Run<'a> {
+    /// Replication `replication` of `scenario` under `strategy` (a [`StrategySpec`] or any
+    /// other [`StrategyFactory`]), with the scenario's seed and no client policy.
+    pub fn new(
+        scenario: &'a Scenario,
+        strategy: &'a dyn StrategyFactory,
+        replication: u64,
+    ) -> Run<'a> {
+        Run {
+            scenario,
+            strategy,
+            policy: None,
+            replication,
+            seed: scenario.seed,
+            overheads: None,
+            trace: None,
+            cancel: None,
+        }
+    }
+
+    /// Replication `replication` of a strategy entry of the scenario: its strategy under
+    /// its client policy, if any.
+    pub fn entry(scenario: &'a Scenario, entry: &'a StrategyEntry, replication: u64) -> Run<'a> {
+        Run::new(scenario, &entry.spec, replication).policy(entry.policy.as_ref())
+    }
+
+    /// Master seed `seed` instead of the scenario's.
+    pub fn seed(mut self, seed: u64) -> Run<'a> {
+        self.seed = seed;
+        self
+    }
+
+    /// The client policy `policy` (timeouts, retries, budgets, hedging) in every
+    /// balancer; `None` is none.
+    pub fn policy(mut self, policy: Option<&'a PolicySpec>) -> Run<'a> {
+        self.policy = policy;
+        self
+    }
+
+    /// Live mode's calibrated `overheads`, modelled by the engine.
+    pub fn overheads(mut self, overheads: &'a Overheads) -> Run<'a> {
+        self.overheads = Some(overheads);
+        self
+    }
+
+    /// Also samples the state of the servers of `spec` every `spec.every` over the whole
+    /// run (warm-up included), up to the end of the measured window ([`Simulated::trace`]).
+    /// The run itself is the same, bit for bit: recording only reads. Memory grows with
+    /// samples × recorded servers, not with the run: pick `every` from the run length.
+    pub fn trace(mut self, spec: Option<&'a TraceSpec>) -> Run<'a> {
+        self.trace = spec;
+        self
+    }
+
+    /// Gives up soon after `cancel` is set (it is looked at every few thousand events, so
+    /// a cancelled replication stops within about a millisecond).
+    pub fn cancel(mut self, cancel: &'a Cancel) -> Run<'a> {
+        self.cancel = Some(cancel);
+        self
+    }
+
+    /// Runs it: `None` if cancelled first.
+    pub fn simulate(self) -> Option<Simulated> {
+        let mut sim = Sim::new(
+            self.scenario,
+            self.strategy,
+            self.policy,
+            self.replication,
+            self.seed,
+        );
+        if let Some(o) = self.overheads {
+            sim.calibrate(o);
+        }
+        // Without a flag, the loop of a cancellable run with a flag never set, so that the
+        // engine bench measures what the cancel check costs.
+        let never = Cancel::default();
+        let cancel = self.cancel.unwrap_or(&never);
+        let trace = match self.trace {
+            Some(spec) => Some(record(&mut sim, spec, cancel)?),
+            None => {
+                if !sim.run(cancel) {
+                    return None;
+                }
+                None
+            }
+        };
+        Some(Simulated {
+            metrics: sim.finish(),
+            trace,
+        })
+    }
+
+    /// Runs it to the end and returns what was measured.
+    ///
+    /// # Panics
+    ///
+    /// If a [`Run::cancel`] flag was set: a run that may be cancelled uses
+    /// [`Run::simulate`].
+    pub fn metrics(self) -> RunMetrics {
+        self.simulate()
+            .expect("a run without a cancel flag set runs to the end")
+            .metrics
+    }
+}
+
+/// Simulates replication `replication` of `scenario` under `strategy`, with master seed
+/// `seed`, and returns what was measured: [`Run`] with only a seed, for the many tests
+/// and benches that need no more.
+pub fn simulate(
     scenario: &Scenario,
     strategy: &StrategySpec,
-    policy: Option<&PolicySpec>,
     replication: u64,
     seed: u64,
 ) -> RunMetrics {
-    static NEVER: AtomicBool = AtomicBool::new(false);
-    let mut sim = Sim::new(scenario, strategy, policy, replication, seed);
-    let finished = sim.run(&NEVER);
-    debug_assert!(finished);
-    sim.finish()
+    Run::new(scenario, strategy, replication)
+        .seed(seed)
+        .metrics()
 }
 
 /// Events run between two looks at the cancel flag: at about 100 ns an event, a
@@ -246,21 +346,7 @@ pub fn simulate_with_policy(
 /// events costs nothing measurable.
 const CANCEL_CHECK_EVERY: u32 = 4096;
 
-/// Like [`simulate`], but gives up (returning `None`) soon after `cancel` is set, so that
-/// Ctrl-C or SIGTERM stops a long replication within a bounded time.
-pub fn simulate_cancellable(
-    scenario: &Scenario,
-    strategy: &StrategySpec,
-    policy: Option<&PolicySpec>,
-    replication: u64,
-    seed: u64,
-    cancel: &AtomicBool,
-) -> Option<RunMetrics> {
-    let mut sim = Sim::new(scenario, strategy, policy, replication, seed);
-    sim.run(cancel).then(|| sim.finish())
-}
-
-/// What to record of a run over time (see [`simulate_traced`]).
+/// What to record of a run over time (see [`Run::trace`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TraceSpec {
     /// Sampling period (at least 1 ns).
@@ -293,93 +379,9 @@ pub struct Trace {
     pub samples: Vec<Sample>,
 }
 
-/// Like [`simulate`], and also samples the state of the servers of `spec` every
-/// `spec.every` over the whole run (warm-up included), up to the end of the measured
-/// window. The run itself is the same as [`simulate`]'s, bit for bit: recording only
-/// reads. Memory grows with samples × recorded servers, not with the run: pick `every`
-/// from the run length.
-pub fn simulate_traced(
-    scenario: &Scenario,
-    strategy: &StrategySpec,
-    policy: Option<&PolicySpec>,
-    replication: u64,
-    seed: u64,
-    spec: &TraceSpec,
-) -> (RunMetrics, Trace) {
-    static NEVER: AtomicBool = AtomicBool::new(false);
-    let mut sim = Sim::new(scenario, strategy, policy, replication, seed);
-    // Never cancelled, so the trace is always there; the fallback only keeps this total.
-    let trace = record(&mut sim, spec, &NEVER).unwrap_or_else(|| Trace {
-        servers: spec.servers.clone(),
-        samples: Vec::new(),
-    });
-    (sim.finish(), trace)
-}
-
-/// Like [`simulate_traced`], but gives up (returning `None`) soon after `cancel` is set.
-pub fn simulate_traced_cancellable(
-    scenario: &Scenario,
-    strategy: &StrategySpec,
-    policy: Option<&PolicySpec>,
-    replication: u64,
-    seed: u64,
-    spec: &TraceSpec,
-    cancel: &AtomicBool,
-) -> Option<(RunMetrics, Trace)> {
-    let mut sim = Sim::new(scenario, strategy, policy, replication, seed);
-    let trace = record(&mut sim, spec, cancel)?;
-    Some((sim.finish(), trace))
-}
-
-/// Like [`simulate`], with live mode's calibrated `overheads` passed to the engine.
-pub fn simulate_calibrated(
-    scenario: &Scenario,
-    strategy: &StrategySpec,
-    replication: u64,
-    seed: u64,
-    overheads: &Overheads,
-) -> RunMetrics {
-    static NEVER: AtomicBool = AtomicBool::new(false);
-    let mut sim = Sim::new(scenario, strategy, None, replication, seed);
-    sim.calibrate(overheads);
-    let finished = sim.run(&NEVER);
-    debug_assert!(finished);
-    sim.finish()
-}
-
-/// Every variant in one: replication `replication` of `scenario` under `strategy` with live
-/// mode's calibrated `overheads` ([`Overheads::NONE`] for scenario files), sampling the
-/// state of the servers of `trace` if given (see [`simulate_traced`]), and giving up
-/// (`None`) soon after `cancel` is set, under the client policy `policy` if any. With no
-/// policy, no overheads, no trace and a flag never set, it is [`simulate`] bit for bit.
-#[allow(clippy::too_many_arguments)]
-pub fn simulate_run(
-    scenario: &Scenario,
-    strategy: &StrategySpec,
-    policy: Option<&PolicySpec>,
-    replication: u64,
-    seed: u64,
-    overheads: &Overheads,
-    trace: Option<&TraceSpec>,
-    cancel: &AtomicBool,
-) -> Option<(RunMetrics, Option<Trace>)> {
-    let mut sim = Sim::new(scenario, strategy, policy, replication, seed);
-    sim.calibrate(overheads);
-    let trace = match trace {
-        Some(spec) => Some(record(&mut sim, spec, cancel)?),
-        None => {
-            if !sim.run(cancel) {
-                return None;
-            }
-            None
-        }
-    };
-    Some((sim.finish(), trace))
-}
-
 /// Runs every event of `sim`, sampling the servers of `spec`; `None` if `cancel` was set
 /// first (checked every [`CANCEL_CHECK_EVERY`] events).
-fn record(sim: &mut Sim<'_>, spec: &TraceSpec, cancel: &AtomicBool) -> Option<Trace> {
+fn record(sim: &mut Sim<'_>, spec: &TraceSpec, cancel: &Cancel) -> Option<Trace> {
     let every = spec.every.max(Nanos(1));
     let ids = &spec.servers;
     let mut samples = Vec::new();
@@ -404,7 +406,7 @@ fn record(sim: &mut Sim<'_>, spec: &TraceSpec, cancel: &AtomicBool) -> Option<Tr
         sim.step();
         countdown -= 1;
         if countdown == 0 {
-            if cancel.load(Ordering::Relaxed) {
+            if cancel.is_cancelled() {
                 return None;
             }
             countdown = CANCEL_CHECK_EVERY;
@@ -556,12 +558,12 @@ impl<'a> Sim<'a> {
     /// Runs every event; returns false if `cancel` was set first (checked every
     /// [`CANCEL_CHECK_EVERY`] events).
     #[inline]
-    fn run(&mut self, cancel: &AtomicBool) -> bool {
+    fn run(&mut self, cancel: &Cancel) -> bool {
         let mut countdown = CANCEL_CHECK_EVERY;
         while self.step().is_some() {
             countdown -= 1;
             if countdown == 0 {
-                if cancel.load(Ordering::Relaxed) {
+                if cancel.is_cancelled() {
                     return false;
                 }
                 countdown = CANCEL_CHECK_EVERY;

@@ -8,12 +8,11 @@
 //! after the last pick (round robin among equals).
 //!
 //! The picks are those of the full scan, exactly, but come from an index of the view kept
-//! as it changes ([`Strategy::on_view`]): the up backends ordered by (cost, index), so the
-//! lowest cost is the first entry and "the first at that cost from the last pick on" one
-//! range query — O(log n) per pick, dispatch and completion. The scan is kept in the tests
-//! as the oracle.
-
-use std::collections::BTreeSet;
+//! as it changes ([`Strategy::on_view`]): a segment tree of costs over the backends (a
+//! flat array, each node the lowest cost below it, down backends at `u64::MAX`), so the
+//! lowest cost is the root and "the first backend at that cost from the last pick on" one
+//! walk up and down the tree — O(log n) per pick, dispatch and completion, with no
+//! allocation. The scan is kept in the tests as the oracle.
 
 use super::SpecError;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
@@ -35,14 +34,110 @@ pub struct LeastResponseTime {
 /// `benches/scale.rs`); both pick the same.
 pub const SCAN_UP_TO: usize = 48;
 
-/// The up backends ordered by (cost, index).
+/// The backends' costs in a segment tree: leaves `size..size + n` hold each backend's cost
+/// key ([`cost_key`], `u64::MAX` when down, and for the padding), node `k` the lowest of
+/// nodes `2k` and `2k + 1`.
 #[derive(Debug)]
 struct CostIndex {
     flight: Vec<u32>,
     up: Vec<bool>,
-    /// The key each backend is filed under (see [`cost_key`]).
-    key: Vec<u64>,
-    order: BTreeSet<(u64, u32)>,
+    /// Leaves: a power of two at least the number of backends.
+    size: usize,
+    tree: Vec<u64>,
+    /// A backend whose view changed, refiled at the next event (a completion changes the
+    /// view and then the EWMA: one refiling instead of two).
+    pending: Option<usize>,
+}
+
+impl CostIndex {
+    fn new(backends: &[Backend], ewma: &[Option<f64>]) -> CostIndex {
+        let n = backends.len();
+        let size = n.next_power_of_two().max(1);
+        let mut tree = vec![u64::MAX; 2 * size];
+        for (i, b) in backends.iter().enumerate() {
+            if b.up {
+                tree[size + i] = cost_key(LeastResponseTime::cost(ewma, i, b.in_flight));
+            }
+        }
+        for k in (1..size).rev() {
+            tree[k] = tree[2 * k].min(tree[2 * k + 1]);
+        }
+        CostIndex {
+            flight: backends.iter().map(|b| b.in_flight).collect(),
+            up: backends.iter().map(|b| b.up).collect(),
+            size,
+            tree,
+            pending: None,
+        }
+    }
+
+    /// Sets backend `i`'s cost from its state.
+    fn refile(&mut self, i: usize, ewma: &[Option<f64>]) {
+        let key = if self.up[i] {
+            cost_key(LeastResponseTime::cost(ewma, i, self.flight[i]))
+        } else {
+            u64::MAX
+        };
+        let mut k = self.size + i;
+        if self.tree[k] == key {
+            return;
+        }
+        self.tree[k] = key;
+        while k > 1 {
+            k /= 2;
+            let m = self.tree[2 * k].min(self.tree[2 * k + 1]);
+            if self.tree[k] == m {
+                break;
+            }
+            self.tree[k] = m;
+        }
+    }
+
+    /// Refiles the pending backend, if any.
+    fn flush(&mut self, ewma: &[Option<f64>]) {
+        if let Some(i) = self.pending.take() {
+            self.refile(i, ewma);
+        }
+    }
+
+    /// The first backend at index `from` or after whose key is at most `m`.
+    fn first_at_most(&self, from: usize, m: u64) -> Option<usize> {
+        if from >= self.size {
+            return None;
+        }
+        let mut k = self.size + from;
+        if self.tree[k] > m {
+            // Up until a right sibling holds one, then down to its leftmost.
+            loop {
+                if k == 1 {
+                    return None;
+                }
+                if k.is_multiple_of(2) && self.tree[k + 1] <= m {
+                    k += 1;
+                    break;
+                }
+                k /= 2;
+            }
+            while k < self.size {
+                k *= 2;
+                if self.tree[k] > m {
+                    k += 1;
+                }
+            }
+        }
+        Some(k - self.size)
+    }
+
+    /// The first backend at the lowest cost from `next` on, wrapping; `None` if all are
+    /// down.
+    fn pick(&self, next: usize) -> Option<usize> {
+        let lowest = self.tree[1];
+        if lowest == u64::MAX {
+            return None;
+        }
+        self.first_at_most(next, lowest)
+            .or_else(|| self.first_at_most(0, lowest))
+    }
 }
 
 /// A non-negative cost as an integer of the same order (`0.0` and `-0.0` alike).
@@ -104,21 +199,6 @@ impl LeastResponseTime {
     fn cost(ewma: &[Option<f64>], i: usize, in_flight: u32) -> f64 {
         ewma.get(i).copied().flatten().unwrap_or(0.0) * f64::from(in_flight + 1)
     }
-
-    /// Files backend `i` again after its cost or state changed.
-    fn refile(&mut self, i: usize) {
-        let Some(index) = &mut self.index else {
-            return;
-        };
-        if i >= index.up.len() {
-            return;
-        }
-        index.order.remove(&(index.key[i], i as u32));
-        index.key[i] = cost_key(Self::cost(&self.ewma, i, index.flight[i]));
-        if index.up[i] {
-            index.order.insert((index.key[i], i as u32));
-        }
-    }
 }
 
 impl Strategy for LeastResponseTime {
@@ -126,32 +206,12 @@ impl Strategy for LeastResponseTime {
         if self.scan {
             return self.scan(backends);
         }
-        if self
-            .index
-            .as_ref()
-            .is_none_or(|x| x.up.len() != backends.len())
-        {
-            let key: Vec<u64> = (0..backends.len())
-                .map(|i| cost_key(Self::cost(&self.ewma, i, backends[i].in_flight)))
-                .collect();
-            self.index = Some(CostIndex {
-                flight: backends.iter().map(|b| b.in_flight).collect(),
-                up: backends.iter().map(|b| b.up).collect(),
-                order: (0..backends.len())
-                    .filter(|&i| backends[i].up)
-                    .map(|i| (key[i], i as u32))
-                    .collect(),
-                key,
-            });
-        }
-        let order = &self.index.as_ref()?.order;
-        let &(lowest, first) = order.first()?;
-        // The first backend at the lowest cost from the last pick on, wrapping.
-        let i = order
-            .range((lowest, self.next.min(u32::MAX as usize) as u32)..)
-            .next()
-            .filter(|(k, _)| *k == lowest)
-            .map_or(first, |&(_, i)| i) as usize;
+        let index = match &mut self.index {
+            Some(index) if index.up.len() == backends.len() => index,
+            stale => stale.insert(CostIndex::new(backends, &self.ewma)),
+        };
+        index.flush(&self.ewma);
+        let i = index.pick(self.next)?;
         self.next = i + 1;
         Some(i)
     }
@@ -164,9 +224,12 @@ impl Strategy for LeastResponseTime {
         if let Some(index) = &mut self.index
             && backend < index.up.len()
         {
+            if index.pending != Some(backend) {
+                index.flush(&self.ewma);
+            }
             index.flight[backend] = view.in_flight;
             index.up[backend] = view.up;
-            self.refile(backend);
+            index.pending = Some(backend);
         }
     }
 
@@ -183,7 +246,14 @@ impl Strategy for LeastResponseTime {
             None => x,
             Some(v) => v + self.alpha * (x - v),
         });
-        self.refile(backend);
+        if let Some(index) = &mut self.index
+            && backend < index.up.len()
+        {
+            if index.pending != Some(backend) {
+                index.flush(&self.ewma);
+            }
+            index.pending = Some(backend);
+        }
     }
 }
 
@@ -254,6 +324,35 @@ mod tests {
                 &ops,
             );
             prop_assert_eq!(fast, oracle);
+        }
+    }
+
+    /// A long random workout of larger clusters (deeper trees, padded leaves, many ties
+    /// among unsampled and among equal latencies).
+    #[test]
+    fn long_runs_pick_what_the_scan_picks() {
+        use crate::strategy::testing::Op;
+        use rand::{RngExt, SeedableRng};
+        let mut rng = crate::rng::SimRng::seed_from_u64(5);
+        for (alpha, n) in [(0.1, 1000), (1.0, 200), (0.5, 37), (0.3, 1)] {
+            let ops: Vec<Op> = (0..20_000)
+                .map(|_| match rng.random_range(0..100) {
+                    0..52 => Op::Route,
+                    52..99 => Op::Complete(
+                        rng.random::<u32>() as usize,
+                        rng.random(),
+                        rng.random_range(0..10) == 0,
+                    ),
+                    _ => Op::SetUp(rng.random::<u32>() as usize, rng.random_range(0..3) > 0),
+                })
+                .collect();
+            let (fast, oracle) = both(
+                Box::new(LeastResponseTime::new(alpha)),
+                Box::new(LeastResponseTime::for_backends(alpha, 0)),
+                &vec![1; n],
+                &ops,
+            );
+            assert_eq!(fast, oracle, "alpha {alpha}, {n} backends");
         }
     }
 

@@ -8,11 +8,28 @@
 //! are not broken by weighted round robin, and with weights the key is
 //! `(in_flight + 1) / weight`, not `in_flight / weight`, while any idle server comes first.
 //! With `weighted = false` every weight counts as 1.
+//!
+//! HAProxy walks an ebtree; the scan here finds the same server in O(n). Beyond
+//! [`SCAN_UP_TO`] backends the picks come from an index of the view kept as it changes
+//! ([`Strategy::on_view`]) — exactly the scan's picks, which the property tests check.
+//! Servers of one key are ordered by when they were re-queued, and a re-queue always
+//! files a server last among its key (the clock only grows): each key is a FIFO queue
+//! with lazy deletion, the keys an ordered map (few distinct keys: in-flight counts).
+//! A pick reads the front of the first queue, a dispatch or a completion moves one
+//! server to the back of another: O(log k) for k distinct keys, O(1) amortised within
+//! a key. Only a server coming back up is filed in the middle of its queue (by binary
+//! search, O(queue)).
+
+use std::collections::{BTreeMap, VecDeque};
 
 use super::SpecError;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
 use super::{Backend, PickContext, Strategy};
 use crate::time::Nanos;
+
+/// Up to this many backends the scan is faster than the index (as for
+/// [`super::LeastConnections`]); both pick the same.
+pub const SCAN_UP_TO: usize = 48;
 
 /// HAProxy `leastconn`.
 #[derive(Debug, Default)]
@@ -21,16 +38,41 @@ pub struct Leastconn {
     /// When each backend was last re-queued (its place among equal keys).
     queued_at: Vec<u64>,
     clock: u64,
+    /// Pick by the scan (small clusters) rather than from the index.
+    scan: bool,
+    /// The index (built at the first pick when not scanning).
+    index: Option<Queues>,
+}
+
+/// A backend's place in the tree: `None` when it cannot be picked (down, or weight 0),
+/// else 0 when idle and `(in_flight + 1) × 256 / weight` otherwise.
+fn key(weighted: bool, b: &Backend) -> Option<u64> {
+    let w = if weighted { u64::from(b.weight) } else { 1 };
+    if !b.up || w == 0 {
+        return None;
+    }
+    Some(match u64::from(b.in_flight) {
+        0 => 0,
+        n => (n + 1) * 256 / w,
+    })
 }
 
 impl Leastconn {
     /// `leastconn`; `weighted` uses the backends' weights (HAProxy always does; `false`
-    /// models servers of weight 1).
+    /// models servers of weight 1). Picks from the index.
     pub fn new(weighted: bool) -> Leastconn {
         Leastconn {
             weighted,
-            queued_at: Vec::new(),
-            clock: 0,
+            ..Default::default()
+        }
+    }
+
+    /// `leastconn` over `n` backends: the scan up to [`SCAN_UP_TO`] backends, the index
+    /// beyond. The same picks either way.
+    pub fn for_backends(weighted: bool, n: usize) -> Leastconn {
+        Leastconn {
+            scan: n <= SCAN_UP_TO,
+            ..Leastconn::new(weighted)
         }
     }
 
@@ -38,6 +80,9 @@ impl Leastconn {
         if let Some(t) = self.queued_at.get_mut(backend) {
             self.clock += 1;
             *t = self.clock;
+            if let Some(q) = &mut self.index {
+                q.requeue(backend, self.clock);
+            }
         }
     }
 }
@@ -48,24 +93,28 @@ impl Strategy for Leastconn {
             // Queued in declaration order at start.
             self.queued_at = (0..backends.len() as u64).collect();
             self.clock = backends.len() as u64;
+            self.index = (!self.scan).then(|| Queues::new(backends, self.weighted));
+        }
+        if let Some(q) = &mut self.index {
+            return q.pick();
         }
         let weighted = self.weighted;
-        let key = |b: &Backend| -> Option<u64> {
-            let w = if weighted { u64::from(b.weight) } else { 1 };
-            if !b.up || w == 0 {
-                return None;
-            }
-            Some(match u64::from(b.in_flight) {
-                0 => 0,
-                n => (n + 1) * 256 / w,
-            })
-        };
         backends
             .iter()
             .enumerate()
-            .filter_map(|(i, b)| key(b).map(|k| (k, self.queued_at[i], i)))
+            .filter_map(|(i, b)| key(weighted, b).map(|k| (k, self.queued_at[i], i)))
             .min()
             .map(|(_, _, i)| i)
+    }
+
+    fn indexes_view(&self) -> bool {
+        !self.scan
+    }
+
+    fn on_view(&mut self, backend: usize, view: &Backend) {
+        if let Some(q) = &mut self.index {
+            q.update(backend, view);
+        }
     }
 
     fn on_dispatch(&mut self, backend: usize, _now: Nanos) {
@@ -80,6 +129,140 @@ impl Strategy for Leastconn {
         _now: Nanos,
     ) {
         self.requeue(backend);
+    }
+}
+
+/// The servers of one key, by when they were re-queued: (queued at, backend,
+/// generation); an entry is live while its backend's generation matches.
+#[derive(Debug, Default)]
+struct Fifo {
+    live: usize,
+    entries: VecDeque<(u64, u32, u32)>,
+}
+
+/// The pickable backends by (key, queued at): one FIFO per key in an ordered map.
+#[derive(Debug)]
+struct Queues {
+    weighted: bool,
+    /// The key each backend is filed under, if filed.
+    filed: Vec<Option<u64>>,
+    /// When each backend was re-queued (mirrors [`Leastconn::queued_at`]).
+    queued_at: Vec<u64>,
+    /// Bumped at every filing and unfiling: entries of older generations are dead.
+    generation: Vec<u32>,
+    /// Each backend's view as last told.
+    view: Vec<Backend>,
+    by_key: BTreeMap<u64, Fifo>,
+    /// A backend whose view changed and whose re-queue is expected next (a dispatch or a
+    /// completion): filed then, at the back, instead of twice.
+    pending: Option<usize>,
+}
+
+impl Queues {
+    fn new(backends: &[Backend], weighted: bool) -> Queues {
+        let n = backends.len();
+        let mut q = Queues {
+            weighted,
+            filed: vec![None; n],
+            queued_at: (0..n as u64).collect(),
+            generation: vec![0; n],
+            view: backends.to_vec(),
+            by_key: BTreeMap::new(),
+            pending: None,
+        };
+        for i in 0..n {
+            q.file(i);
+        }
+        q
+    }
+
+    /// Files backend `i` under its key, in its place among that key's servers.
+    fn file(&mut self, i: usize) {
+        let Some(k) = key(self.weighted, &self.view[i]) else {
+            return;
+        };
+        self.generation[i] = self.generation[i].wrapping_add(1);
+        let entry = (self.queued_at[i], i as u32, self.generation[i]);
+        let fifo = self.by_key.entry(k).or_default();
+        if fifo.entries.back().is_none_or(|&(t, ..)| t < entry.0) {
+            fifo.entries.push_back(entry);
+        } else {
+            // Back up after a while down: its place is among the others.
+            let at = fifo.entries.partition_point(|&(t, ..)| t < entry.0);
+            fifo.entries.insert(at, entry);
+        }
+        fifo.live += 1;
+        if fifo.entries.len() > 2 * fifo.live + 32 {
+            // Drop dead entries: memory stays within twice the members.
+            let (filed, generation) = (&self.filed, &self.generation);
+            fifo.entries.retain(|&(_, j, g)| {
+                let j = j as usize;
+                (j == i || filed[j] == Some(k)) && generation[j] == g
+            });
+        }
+        self.filed[i] = Some(k);
+    }
+
+    /// Takes backend `i` out of its queue, if filed.
+    fn unfile(&mut self, i: usize) {
+        let Some(k) = self.filed[i].take() else {
+            return;
+        };
+        self.generation[i] = self.generation[i].wrapping_add(1);
+        if let Some(fifo) = self.by_key.get_mut(&k) {
+            fifo.live -= 1;
+            if fifo.live == 0 {
+                self.by_key.remove(&k);
+            }
+        }
+    }
+
+    /// Files the pending backend, if any.
+    fn flush(&mut self) {
+        if let Some(j) = self.pending.take() {
+            self.file(j);
+        }
+    }
+
+    fn update(&mut self, i: usize, view: &Backend) {
+        if i >= self.view.len() {
+            return;
+        }
+        if self.pending != Some(i) {
+            self.flush();
+        }
+        self.unfile(i);
+        self.view[i] = *view;
+        self.pending = Some(i);
+    }
+
+    fn requeue(&mut self, i: usize, at: u64) {
+        if i >= self.view.len() {
+            return;
+        }
+        if self.pending == Some(i) {
+            self.pending = None;
+        } else {
+            self.flush();
+            self.unfile(i);
+        }
+        self.queued_at[i] = at;
+        self.file(i);
+    }
+
+    fn pick(&mut self) -> Option<usize> {
+        self.flush();
+        let (filed, generation) = (&self.filed, &self.generation);
+        let (&k, fifo) = self.by_key.iter_mut().next()?;
+        // The oldest live entry of the lowest key (there is one: `live` > 0).
+        while let Some(&(_, j, g)) = fifo.entries.front() {
+            let j = j as usize;
+            if filed[j] == Some(k) && generation[j] == g {
+                return Some(j);
+            }
+            fifo.entries.pop_front();
+        }
+        None
     }
 }
 
@@ -104,8 +287,8 @@ impl Kind for Leastconn {
     fn validate(_: &LeastconnParams, _: usize) -> Result<(), SpecError> {
         Ok(())
     }
-    fn build(p: &LeastconnParams, _: usize, _: crate::rng::SimRng) -> Leastconn {
-        Leastconn::new(p.weighted)
+    fn build(p: &LeastconnParams, n: usize, _: crate::rng::SimRng) -> Leastconn {
+        Leastconn::for_backends(p.weighted, n)
     }
     fn cost(_: &LeastconnParams) -> PickCost {
         PickCost::CONSTANT
@@ -121,7 +304,53 @@ impl Kind for Leastconn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategy::testing::{Op, both, op};
     use crate::strategy::{Balancer, Outcome};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn index_picks_what_the_scan_picks(
+            weighted in any::<bool>(),
+            weights in proptest::collection::vec(0u32..5, 1..12),
+            ops in proptest::collection::vec(op(), 1..300),
+        ) {
+            let (fast, oracle) = both(
+                Box::new(Leastconn::new(weighted)),
+                Box::new(Leastconn::for_backends(weighted, 0)),
+                &weights,
+                &ops,
+            );
+            prop_assert_eq!(fast, oracle);
+        }
+    }
+
+    /// A long random workout of a larger cluster: the queues compact many times and
+    /// servers come back up into the middle of theirs.
+    #[test]
+    fn long_runs_pick_what_the_scan_picks() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = crate::rng::SimRng::seed_from_u64(11);
+        for (weighted, n) in [(false, 200), (true, 200), (false, 60), (true, 1000)] {
+            let weights: Vec<u32> = (0..n).map(|_| rng.random_range(0..4)).collect();
+            let ops: Vec<Op> = (0..20_000)
+                .map(|_| match rng.random_range(0..100) {
+                    0..52 => Op::Route,
+                    52..99 => Op::Complete(rng.random::<u32>() as usize, 1, false),
+                    _ => Op::SetUp(rng.random::<u32>() as usize, rng.random_range(0..3) > 0),
+                })
+                .collect();
+            let (fast, oracle) = both(
+                Box::new(Leastconn::new(weighted)),
+                Box::new(Leastconn::for_backends(weighted, 0)),
+                &weights,
+                &ops,
+            );
+            assert_eq!(fast, oracle, "weighted {weighted}, {n} backends");
+        }
+    }
 
     /// `n` picks that stay in flight, as letters.
     fn picks(b: &mut Balancer, n: usize) -> String {

@@ -8,8 +8,15 @@
 //! weights are then counted in thousandths (which leaves the sequence of picks unchanged:
 //! scaling every weight scales every current weight alike), a ramping server's weight
 //! rounded and at least one thousandth, so that a lone server is still picked.
+//!
+//! nginx scans every peer at each pick; above [`super::least_conn::SCAN_UP_TO`] backends
+//! the same picks come from an index kept as the view changes (members grouped by weight,
+//! ordered by their counter less `weight ×` the picks made: an order no pick changes), in
+//! O(log n) per distinct weight. The property tests compare it with the scan. Slow start
+//! varies weights with time, so a balancer with slow start always scans.
 
 use super::SpecError;
+use super::least_conn::{SCAN_UP_TO, SmoothIndex};
 use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
 use super::slow_start::{Ramp, RampKind, SlowStart};
 use super::{Backend, PickContext, Strategy};
@@ -24,9 +31,30 @@ pub struct SmoothWeightedRoundRobin {
     current: Vec<i64>,
     /// nginx's slow start, if the balancer's policy asks for it.
     slow: Option<SlowStart>,
+    /// Pick from the index (built at the first pick) rather than by the scan.
+    indexed: bool,
+    index: Option<SmoothIndex>,
 }
 
 impl SmoothWeightedRoundRobin {
+    /// Smooth WRR picking from an index of the view.
+    pub fn indexed() -> SmoothWeightedRoundRobin {
+        SmoothWeightedRoundRobin {
+            indexed: true,
+            ..Default::default()
+        }
+    }
+
+    /// Smooth WRR over `n` backends: nginx's scan up to [`SCAN_UP_TO`] backends, the
+    /// index beyond. The same picks either way.
+    pub fn for_backends(n: usize) -> SmoothWeightedRoundRobin {
+        if n <= SCAN_UP_TO {
+            SmoothWeightedRoundRobin::default()
+        } else {
+            SmoothWeightedRoundRobin::indexed()
+        }
+    }
+
     /// Runs one smooth-WRR step over the backends that are up, with `weight(i)` as backend
     /// `i`'s effective weight (0 excludes it; at most `u32::MAX × 1000`).
     pub(crate) fn step(
@@ -59,9 +87,6 @@ impl SmoothWeightedRoundRobin {
 impl Strategy for SmoothWeightedRoundRobin {
     fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
         match &self.slow {
-            None => Self::step(&mut self.current, backends, |i| {
-                i64::from(backends[i].weight)
-            }),
             Some(s) => Self::step(&mut self.current, backends, |i| {
                 let w = backends[i].weight;
                 if w == 0 {
@@ -69,6 +94,16 @@ impl Strategy for SmoothWeightedRoundRobin {
                 }
                 let scaled = f64::from(w) * SCALE * s.factor(i, ctx.now);
                 (scaled.round() as i64).max(1)
+            }),
+            None if self.indexed => {
+                let index = match &mut self.index {
+                    Some(index) if index.len() == backends.len() => index,
+                    stale => stale.insert(SmoothIndex::new(backends)),
+                };
+                index.pick()
+            }
+            None => Self::step(&mut self.current, backends, |i| {
+                i64::from(backends[i].weight)
             }),
         }
     }
@@ -78,12 +113,27 @@ impl Strategy for SmoothWeightedRoundRobin {
             return false;
         }
         self.slow = Some(SlowStart::new(ramp));
+        // Weights now vary with time: the index (ordered by fixed weights) no longer holds.
+        self.indexed = false;
+        self.index = None;
         true
     }
 
     fn on_available(&mut self, backend: usize, now: Nanos) {
         if let Some(s) = &mut self.slow {
             s.start(backend, now);
+        }
+    }
+
+    fn indexes_view(&self) -> bool {
+        self.indexed
+    }
+
+    fn on_view(&mut self, backend: usize, view: &Backend) {
+        if let Some(index) = &mut self.index
+            && backend < index.len()
+        {
+            index.update(backend, view);
         }
     }
 }
@@ -105,8 +155,8 @@ impl Kind for SmoothWeightedRoundRobin {
     fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
         Ok(())
     }
-    fn build(_: &NoParams, _: usize, _: crate::rng::SimRng) -> SmoothWeightedRoundRobin {
-        SmoothWeightedRoundRobin::default()
+    fn build(_: &NoParams, n: usize, _: crate::rng::SimRng) -> SmoothWeightedRoundRobin {
+        SmoothWeightedRoundRobin::for_backends(n)
     }
     fn cost(_: &NoParams) -> PickCost {
         PickCost::CONSTANT
@@ -117,8 +167,51 @@ impl Kind for SmoothWeightedRoundRobin {
 mod tests {
     use super::*;
     use crate::strategy::Balancer;
-    use crate::strategy::testing::{counts, picks};
+    use crate::strategy::testing::{both, counts, op, picks};
     use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn index_picks_what_the_scan_picks(
+            weights in proptest::collection::vec(0u32..5, 1..12),
+            ops in proptest::collection::vec(op(), 1..300),
+        ) {
+            let (fast, oracle) = both(
+                Box::new(SmoothWeightedRoundRobin::indexed()),
+                Box::new(SmoothWeightedRoundRobin::default()),
+                &weights,
+                &ops,
+            );
+            prop_assert_eq!(fast, oracle);
+        }
+    }
+
+    /// Larger clusters with many distinct weights, backends going down and up.
+    #[test]
+    fn long_runs_pick_what_the_scan_picks() {
+        use crate::strategy::testing::Op;
+        use rand::{RngExt, SeedableRng};
+        let mut rng = crate::rng::SimRng::seed_from_u64(3);
+        for (n, max_weight) in [(300, 2), (1000, 8), (60, 100)] {
+            let weights: Vec<u32> = (0..n).map(|_| rng.random_range(0..max_weight)).collect();
+            let ops: Vec<Op> = (0..20_000)
+                .map(|_| match rng.random_range(0..100) {
+                    0..60 => Op::Route,
+                    60..99 => Op::Complete(rng.random::<u32>() as usize, 1, false),
+                    _ => Op::SetUp(rng.random::<u32>() as usize, rng.random_range(0..3) > 0),
+                })
+                .collect();
+            let (fast, oracle) = both(
+                Box::new(SmoothWeightedRoundRobin::indexed()),
+                Box::new(SmoothWeightedRoundRobin::default()),
+                &weights,
+                &ops,
+            );
+            assert_eq!(fast, oracle, "{n} backends, weights below {max_weight}");
+        }
+    }
 
     #[test]
     fn nginx_sequence_for_5_1_1() {

@@ -15,12 +15,19 @@ pub struct WeightedRandom {
     rng: SimRng,
     /// Cached sampler, rebuilt when the weights or the set of backends up change.
     cache: Option<(Vec<u32>, WeightedIndex<u64>)>,
+    /// Whether a view entry's effective weight changed since the sampler was built (told
+    /// by [`Strategy::on_view`], so a pick need not compare every weight).
+    stale: bool,
 }
 
 impl WeightedRandom {
     /// Weighted random choice driven by `rng`.
     pub fn new(rng: SimRng) -> WeightedRandom {
-        WeightedRandom { rng, cache: None }
+        WeightedRandom {
+            rng,
+            cache: None,
+            stale: true,
+        }
     }
 }
 
@@ -31,12 +38,12 @@ fn effective(b: &Backend) -> u32 {
 impl Strategy for WeightedRandom {
     fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
         let stale = match &self.cache {
-            Some((w, _)) => {
-                w.len() != backends.len() || w.iter().zip(backends).any(|(&w, b)| w != effective(b))
-            }
+            Some((w, _)) => self.stale || w.len() != backends.len(),
             None => true,
         };
         if stale {
+            self.stale = false;
+            self.cache = None;
             let w: Vec<u32> = backends.iter().map(effective).collect();
             // All weights zero (or everything down): nothing to pick.
             let index = WeightedIndex::new(w.iter().map(|&x| u64::from(x))).ok()?;
@@ -44,6 +51,18 @@ impl Strategy for WeightedRandom {
         }
         let (_, index) = self.cache.as_ref()?;
         Some(index.sample(&mut self.rng))
+    }
+
+    fn indexes_view(&self) -> bool {
+        true
+    }
+
+    fn on_view(&mut self, backend: usize, view: &Backend) {
+        if let Some((w, _)) = &self.cache
+            && w.get(backend).is_some_and(|&w| w != effective(view))
+        {
+            self.stale = true;
+        }
     }
 }
 
@@ -74,7 +93,37 @@ mod tests {
     use super::*;
     use crate::rng::{Stream, stream_rng};
     use crate::strategy::Balancer;
-    use crate::strategy::testing::{counts, picks};
+    use crate::strategy::testing::{both, counts, op, picks};
+    use proptest::prelude::*;
+
+    /// The sampler rebuilt at every pick: the oracle of the cache's invalidation.
+    struct Rebuilt(WeightedRandom);
+
+    impl super::Strategy for Rebuilt {
+        fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+            self.0.cache = None;
+            self.0.pick(backends, ctx)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn cached_sampler_picks_what_a_fresh_one_picks(
+            weights in proptest::collection::vec(0u32..4, 1..12),
+            ops in proptest::collection::vec(op(), 1..300),
+        ) {
+            let rng = || stream_rng(1, 0, Stream::Strategy, 0);
+            let (fast, oracle) = both(
+                Box::new(WeightedRandom::new(rng())),
+                Box::new(Rebuilt(WeightedRandom::new(rng()))),
+                &weights,
+                &ops,
+            );
+            prop_assert_eq!(fast, oracle);
+        }
+    }
 
     #[test]
     fn shares_follow_weights() {
