@@ -8,12 +8,11 @@ mod common;
 use common::{run_default, scenario};
 use lbsim::metrics::{Metric, RunMetrics};
 use lbsim::scenario::Scenario;
-use lbsim::sim::simulate_with_policy;
+use lbsim::sim::Run;
 use lbsim::stats::estimate;
 
 fn sim(s: &Scenario, k: usize, rep: u64) -> RunMetrics {
-    let e = &s.strategies[k];
-    simulate_with_policy(s, &e.spec, e.policy.as_ref(), rep, s.seed)
+    Run::entry(s, &s.strategies[k], rep).metrics()
 }
 
 fn assert_ends_once(m: &RunMetrics) {

@@ -8,7 +8,7 @@ mod common;
 
 use common::scenario;
 use lbsim::scenario::Scenario;
-use lbsim::sim::simulate_with_policy;
+use lbsim::sim::Run;
 use lbsim::stats::estimate;
 
 /// Health checks see `s-0` up again at this time (s): it crashes at 1 s, recovers at 2 s,
@@ -51,7 +51,7 @@ fn shares(s: &Scenario) -> Vec<f64> {
     let e = &s.strategies[0];
     (0..u64::from(s.replications))
         .map(|rep| {
-            let m = simulate_with_policy(s, &e.spec, e.policy.as_ref(), rep, s.seed);
+            let m = Run::entry(s, e, rep).metrics();
             let all: u64 = m.servers.iter().map(|v| v.requests).sum();
             m.servers[0].requests as f64 / all as f64
         })
