@@ -17,7 +17,8 @@
 //! - [`workload`]: arrival processes, request sizes and keys (common random numbers).
 //! - [`strategy`]: the `Strategy` trait and one file per strategy.
 //! - [`sim`]: the discrete-event engine.
-//! - [`policy`]: client policies (timeouts, retries, budgets, hedging), pure state machines.
+//! - [`policy`]: client policies (timeouts, retries, budgets, hedging, outlier ejection, slow
+//!   start), pure state machines.
 //! - [`metrics`]: streaming per-run metrics (HDR histograms).
 //! - [`stats`]: confidence intervals over replications.
 //! - [`runner`]: Monte Carlo replications in parallel, deterministic.

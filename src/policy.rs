@@ -184,7 +184,65 @@ impl PolicySpec {
                 base_ejection_time,
                 max_ejection_percent,
                 max_ejection_time,
+                enforcing_consecutive_5xx,
+                enforcing_success_rate,
+                success_rate_minimum_hosts: _,
+                success_rate_request_volume,
+                success_rate_stdev_factor,
+                enforcing_failure_percentage,
+                failure_percentage_threshold,
+                failure_percentage_minimum_hosts: _,
+                failure_percentage_request_volume,
             }) => {
+                for (field, v, default) in [
+                    (
+                        "enforcing_consecutive_5xx",
+                        enforcing_consecutive_5xx,
+                        "100",
+                    ),
+                    (
+                        "enforcing_success_rate",
+                        enforcing_success_rate,
+                        "0 here, 100 in Envoy",
+                    ),
+                    (
+                        "enforcing_failure_percentage",
+                        enforcing_failure_percentage,
+                        "0",
+                    ),
+                    (
+                        "failure_percentage_threshold",
+                        failure_percentage_threshold,
+                        "85",
+                    ),
+                ] {
+                    if !(v.is_finite() && (0.0..=100.0).contains(v)) {
+                        return Err(err(
+                            &format!("outlier.{field}"),
+                            format!("is {v}"),
+                            format!("use a percentage from 0 to 100 (default {default})"),
+                        ));
+                    }
+                }
+                if *success_rate_request_volume == 0 || *failure_percentage_request_volume == 0 {
+                    let field = if *success_rate_request_volume == 0 {
+                        "success_rate_request_volume"
+                    } else {
+                        "failure_percentage_request_volume"
+                    };
+                    return Err(err(
+                        &format!("outlier.{field}"),
+                        "is 0, so a host that answered nothing would have a rate",
+                        "use 1 or more requests per interval (Envoy's defaults are 100 and 50)",
+                    ));
+                }
+                if *success_rate_stdev_factor > 1_000_000 {
+                    return Err(err(
+                        "outlier.success_rate_stdev_factor",
+                        format!("is {success_rate_stdev_factor}"),
+                        "use 0 to 1000000 thousandths of a standard deviation (Envoy's default is 1900)",
+                    ));
+                }
                 if *consecutive_5xx == 0 {
                     return Err(err(
                         "outlier.consecutive_5xx",
@@ -217,6 +275,28 @@ impl PolicySpec {
                     ));
                 }
                 seconds("outlier.fail_timeout", *fail_timeout, false)?;
+            }
+            Some(OutlierSpec::Finagle {
+                consecutive_failures,
+                mark_dead_for,
+                max_mark_dead_for,
+            }) => {
+                if *consecutive_failures == 0 {
+                    return Err(err(
+                        "outlier.consecutive_failures",
+                        "is 0",
+                        "use 1 or more failures (Finagle's default is 5)",
+                    ));
+                }
+                seconds("outlier.mark_dead_for", *mark_dead_for, false)?;
+                seconds("outlier.max_mark_dead_for", *max_mark_dead_for, false)?;
+                if max_mark_dead_for < mark_dead_for {
+                    return Err(err(
+                        "outlier.max_mark_dead_for",
+                        format!("{max_mark_dead_for} s is below mark_dead_for ({mark_dead_for} s)"),
+                        "set max_mark_dead_for to mark_dead_for or more (Finagle's defaults are 5 s and 300 s)",
+                    ));
+                }
             }
             None => {}
         }

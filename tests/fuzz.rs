@@ -139,6 +139,9 @@ const KEYS: &[&str] = &[
     "slow_start_window",
     "aggression",
     "min_weight_percent",
+    "enforcing_success_rate",
+    "success_rate_stdev_factor",
+    "consecutive_failures",
     "bogus",
 ];
 
@@ -189,6 +192,8 @@ const SNIPPETS: &[&str] = &[
     "[[strategies]]\nkind = \"least_request\"\n[strategies.policy.slow_start]\nkind = \"envoy\"\nslow_start_window = 0.001\naggression = 1e-300\nmin_weight_percent = 0\n",
     "[[strategies]]\nkind = \"smooth_weighted_round_robin\"\n[strategies.policy.slow_start]\nkind = \"nginx\"\nwindow = 1e-9\n[[faults]]\nserver = \"s-0\"\nkind = \"crash\"\nat = 0.5\nduration = 0.5\n",
     "[[strategies]]\nkind = \"jsq\"\n[strategies.policy.slow_start]\nkind = \"nginx\"\nwindow = 86400\n",
+    "[[strategies]]\nkind = \"least_connections\"\n[strategies.policy.outlier]\nkind = \"finagle\"\nconsecutive_failures = 1\nmark_dead_for = 1e-9\nmax_mark_dead_for = 86400\n",
+    "[[strategies]]\nkind = \"round_robin\"\n[strategies.policy.outlier]\nkind = \"envoy\"\ninterval = 0.001\nenforcing_success_rate = 100\nsuccess_rate_minimum_hosts = 0\nsuccess_rate_request_volume = 1\nsuccess_rate_stdev_factor = 0\nenforcing_failure_percentage = 50\nfailure_percentage_threshold = 0\n",
 ];
 
 /// Arrival sections swapped in whole.

@@ -56,6 +56,8 @@ const POLICIES: &[&str] = &[
     "[strategies.policy]\ntimeout = 0.02\ncancel = true\n",
     "[strategies.policy.retry]\nmax_attempts = 2\n[strategies.policy.outlier]\nkind = \"envoy\"\nconsecutive_5xx = 2\ninterval = 0.3\nbase_ejection_time = 0.2\nmax_ejection_percent = 50\n",
     "[strategies.policy.outlier]\nkind = \"nginx\"\nfail_timeout = 0.2\n",
+    "[strategies.policy.retry]\nmax_attempts = 2\n[strategies.policy.outlier]\nkind = \"finagle\"\nconsecutive_failures = 2\nmark_dead_for = 0.1\nmax_mark_dead_for = 0.5\n",
+    "[strategies.policy.outlier]\nkind = \"envoy\"\ninterval = 0.2\nbase_ejection_time = 0.3\nmax_ejection_percent = 50\nenforcing_success_rate = 60\nenforcing_failure_percentage = 100\nsuccess_rate_minimum_hosts = 2\nsuccess_rate_request_volume = 5\nfailure_percentage_minimum_hosts = 1\nfailure_percentage_request_volume = 3\nfailure_percentage_threshold = 20\n",
 ];
 
 fn case() -> impl Strategy<Value = Case> {
@@ -196,8 +198,8 @@ proptest! {
                 // never ejects the last server.
                 let n = case.servers as usize;
                 match case.policy {
-                    Some(6) => prop_assert!(c.max_ejected as usize <= (n / 2).max(1), "{:?}", c),
-                    Some(7) => prop_assert!((c.max_ejected as usize) < n, "{:?}", c),
+                    Some(6 | 9) => prop_assert!(c.max_ejected as usize <= (n / 2).max(1), "{:?}", c),
+                    Some(7 | 8) => prop_assert!((c.max_ejected as usize) < n, "{:?}", c),
                     _ => {}
                 }
             }

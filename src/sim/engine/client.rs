@@ -278,6 +278,12 @@ impl Sim<'_> {
             return self.follow(now, r, next);
         };
         req.unroutable = false;
+        // Finagle's probe: a host that came back takes one request, then waits for it.
+        if let Some(d) = c.outliers.get_mut(b)
+            && d.on_dispatch(i)
+        {
+            self.balancers[b].set_up(i, false);
+        }
         let (arrival, key_size) = (req.st.arrival, req.size);
         let a = c.new_attempt(r, i as u32, now, extra);
         let generation = c.attempts[a as usize].generation;
@@ -357,8 +363,11 @@ impl Sim<'_> {
         c.in_flight[b] -= 1;
         c.extra_in_flight[b] -= u32::from(extra);
         // Outlier detection counts errors and local failures (timeouts), not refusals.
+        let rng = &mut c.rng;
         let ejection = match (cause, c.outliers.get_mut(b)) {
-            (Cause::Failed | Cause::Timeout, Some(d)) => d.on_result(i, false, now),
+            (Cause::Failed | Cause::Timeout, Some(d)) => {
+                d.on_result(i, false, now, &mut || open_unit(rng.random::<u64>()))
+            }
             _ => None,
         };
         if cause == Cause::Timeout {
@@ -381,18 +390,20 @@ impl Sim<'_> {
         );
         c.release_attempt(a);
         if let Some(e) = ejection {
-            self.ejected(b, i, e);
+            self.ejected(b, i, e, now);
         }
         self.follow(now, r, next);
     }
 
-    /// Balancer `b`'s detector ejected server `i`.
-    fn ejected(&mut self, b: usize, i: usize, e: Ejection) {
+    /// Balancer `b`'s detector ejected server `i` at `now` (or, Finagle, took it back).
+    fn ejected(&mut self, b: usize, i: usize, e: Ejection, now: Nanos) {
+        let Ejection::Until(until) = e else {
+            return self.unejected(b, i, now);
+        };
         self.balancers[b].set_up(i, false);
         let c = self.client.as_mut().expect("policy path");
         self.m.client.ejections += 1;
         self.m.client.max_ejected = self.m.client.max_ejected.max(c.outliers[b].ejected());
-        let Ejection::Until(until) = e;
         if c.outliers[b].interval().is_none() {
             self.events.push(
                 until,
@@ -622,10 +633,15 @@ impl Sim<'_> {
             c.in_flight[b] -= 1;
             c.extra_in_flight[b] -= u32::from(extra);
             c.budgets[b].on_attempt_end(true);
-            if let Some(d) = c.outliers.get_mut(b) {
-                d.on_result(i, true, now);
-            }
+            let rng = &mut c.rng;
+            let back = c
+                .outliers
+                .get_mut(b)
+                .and_then(|d| d.on_result(i, true, now, &mut || open_unit(rng.random::<u64>())));
             c.release_attempt(a);
+            if let Some(e) = back {
+                self.ejected(b, i, e, now);
+            }
             let latency = now - arrival + extra_latency;
             if job.measured {
                 self.m.record_latency(latency);
@@ -708,11 +724,18 @@ impl Sim<'_> {
             }
             Timer::Sweep => {
                 let b = slot as usize;
-                let back = c.outliers[b].sweep(now);
-                let (more, dt) = (c.outliers[b].ejected() > 0, c.outliers[b].interval());
+                let rng = &mut c.rng;
+                let mut out = Vec::new();
+                let back =
+                    c.outliers[b].sweep(now, &mut || open_unit(rng.random::<u64>()), &mut out);
                 for i in back {
                     self.unejected(b, i, now);
                 }
+                for (i, e, _) in out {
+                    self.ejected(b, i, e, now);
+                }
+                let c = self.client();
+                let (more, dt) = (c.outliers[b].ejected() > 0, c.outliers[b].interval());
                 // Sweeps go on while arrivals do, and after while a host is still out.
                 if let Some(dt) = dt.filter(|_| now < self.to || more) {
                     self.events.push(
