@@ -95,6 +95,9 @@ fn err(field: &str, problem: impl Into<String>, fix: impl Into<String>) -> Polic
 /// request by request, and small enough that sums of them stay exact in nanoseconds.
 const MAX_SECONDS: f64 = 86_400.0;
 
+/// The shortest outlier-detection sweep interval (seconds): each sweep visits every host.
+const MIN_SWEEP_INTERVAL: f64 = 1e-3;
+
 fn seconds(field: &str, v: f64, zero_ok: bool) -> Result<(), PolicyError> {
     let ok = v.is_finite() && v <= MAX_SECONDS && (v > 0.0 || (zero_ok && v == 0.0));
     if ok && (v == 0.0 || v >= 1e-9) {
@@ -251,6 +254,17 @@ impl PolicySpec {
                     ));
                 }
                 seconds("outlier.interval", *interval, false)?;
+                if *interval < MIN_SWEEP_INTERVAL {
+                    // Every host is swept at each interval: a tiny one floods the run with
+                    // sweeps (a hang in all but name).
+                    return Err(err(
+                        "outlier.interval",
+                        format!("is {interval} s, shorter than {MIN_SWEEP_INTERVAL} s"),
+                        format!(
+                            "use {MIN_SWEEP_INTERVAL} s or more between sweeps (Envoy's default is 10 s)"
+                        ),
+                    ));
+                }
                 seconds("outlier.base_ejection_time", *base_ejection_time, false)?;
                 seconds("outlier.max_ejection_time", *max_ejection_time, false)?;
                 if !(max_ejection_percent.is_finite()
@@ -668,6 +682,11 @@ mod tests {
             "retry.max_interval"
         );
         assert_eq!(check("timeout = -1\n"), "timeout");
+        // A sweep every nanosecond would never let a run finish.
+        assert_eq!(
+            check("[outlier]\nkind = \"envoy\"\ninterval = 1e-9\n"),
+            "outlier.interval"
+        );
         assert_eq!(check("[hedge]\ndelay = 0.1\n[retry]\n"), "hedge");
         assert_eq!(check("[budget]\nkind = \"grpc\"\n"), "budget");
         assert_eq!(
