@@ -131,8 +131,8 @@ fn assert_fails_on(v: &Verdict, metric: &str) {
         row.live,
         row.tolerance.allowed(row.base())
     );
-    // The figure is judged in this run: figures the driver's lag moves (response times,
-    // queues) only when the replay kept to its schedule, which `judged` retries for.
+    // The figure is judged in this run (queues are, unless the driver lagged far beyond
+    // the gate: `QUEUE_LAG_FACTOR`).
     assert!(
         v.judged(row),
         "{metric} not judged: the driver lagged in every attempt"
