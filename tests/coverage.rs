@@ -247,3 +247,61 @@ kind = "round_robin"
         "{missed_reachable} of {reachable} missed"
     );
 }
+
+/// The pooled p99's interval at ρ = 0.9 with windows of 1,000 service times (1 s) and 100
+/// replications, where the issue asks for about 95% (the run's warnings do not call these
+/// intervals unreliable from 100 replications on: `lbsim::steady::TAIL_REPLICATIONS`).
+///
+/// 120 runs (seeds 90,000…), each with a 2 s warm-up (5.2 relaxation times of 0.38 s:
+/// what is left of the empty start decays as e^(−5.2) ≈ 0.6%, against a half-width of
+/// about 35% of the truth; 3 s, as in the table above, costs a third more). A 95%
+/// interval covers Binomial(120, 0.95) times: 105 or fewer with probability 9.9·10⁻⁴, so
+/// the test accepts 106 to 120 and a true 95% interval passes with probability 0.999. An
+/// interval covering 85% passes with probability 0.19 (fails 0.81), 87% (Woodruff with
+/// `t(b − 1)` here) with 0.39, 90% with 0.78. 150 runs would fail the 85% one with 0.88
+/// and 200 with 0.96, but cost 25 s and 33 s on the loaded 2-core machine where 120 took
+/// about 20 s. The mean width must stay below the truth (0.71 of it here), so an
+/// interval cannot pass by being wide. Measured over 300 such runs (seeds 90,000…90,299):
+/// 289 covered (truth below 1, above 10); over these 120: 113 (below 0, above 7).
+#[test]
+fn pooled_p99_interval_covers_at_rho_0_9_over_many_short_windows() {
+    let s = scenario(
+        r#"
+name = "coverage-p99-100-short-windows"
+replications = 100
+duration = 1.0
+warmup = 2.0
+[arrivals]
+process = "poisson"
+rate = 900
+[[servers]]
+name = "s"
+service = { dist = "exponential", mean = 0.001 }
+[[strategies]]
+kind = "round_robin"
+"#,
+    );
+    let truth = 100f64.ln() / 100.0;
+    let runs = 120;
+    let (mut covered, mut below, mut above, mut width) = (0, 0, 0, 0.0);
+    for seed in 0..runs {
+        let r = run(
+            &s,
+            &RunOptions {
+                seed: Some(90_000 + seed),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let e = r.strategies[0].estimate(Metric::LatencyP99);
+        covered += usize::from(e.contains(truth));
+        below += usize::from(truth < e.low);
+        above += usize::from(truth > e.high);
+        width += (e.high - e.low) / truth / runs as f64;
+    }
+    println!(
+        "100 windows of 1,000 service times: covered {covered} of {runs} (truth below {below}, above {above}), mean width {width:.2} of the truth"
+    );
+    assert!((106..=120).contains(&covered), "coverage {covered}/{runs}");
+    assert!(width < 1.0, "mean width {width} of the truth");
+}
