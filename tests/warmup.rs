@@ -48,6 +48,14 @@ fn auto_warmup_cuts_a_built_in_transient() {
     let biased = estimate(&values(&fixed, 0, Metric::LatencyMean));
     println!("warmup = 0: latency_mean {biased:?}");
     assert!(biased.low > 2.0 * truth, "{biased:?}");
+    // A fixed warm-up shorter than the transient: the run's warnings say so (MSER on the
+    // measured batch means) and name the fix.
+    let warned = lbsim::steady::warnings(&backlog("0", 50.0), &fixed).join("\n");
+    println!("{warned}");
+    assert!(
+        warned.contains("settles only") && warned.contains("raise `warmup` to at least"),
+        "{warned}"
+    );
 
     let mut s = backlog("\"auto\"", 50.0);
     assert!(s.warmup_auto && s.auto_warmup.is_none());
@@ -67,6 +75,8 @@ fn auto_warmup_cuts_a_built_in_transient() {
             .reduce(f64::max)
     );
     let r = run(&s, &RunOptions::default()).unwrap();
+    let warned = lbsim::steady::warnings(&s, &r).join("\n");
+    assert!(!warned.contains("settles only"), "{warned}");
     for k in 0..2 {
         assert_agrees(
             &format!("auto warm-up, strategy {k}: latency_mean"),
