@@ -67,44 +67,23 @@
 
 mod common;
 
-use common::{scenario, values};
+use common::{mm1_toml, scenario, seeded_runs, values};
 use lbsim::metrics::Metric;
-use lbsim::runner::{RunOptions, run};
 use lbsim::stats::estimate;
+
+/// The true p99 response time of M/M/1 at ρ = 0.9 (λ = 900/s, μ = 1000/s): ln 100 / 100 s.
+fn p99_at_rho_0_9() -> f64 {
+    100f64.ln() / 100.0
+}
 
 #[test]
 fn ci95_covers_the_true_mm1_mean_about_95_percent_of_the_time() {
     // λ = 500/s, μ = 1000/s: W = 1/(μ − λ) = 2 ms. Short runs, so each CI is wide.
-    let s = scenario(
-        r#"
-name = "coverage"
-replications = 10
-duration = 2.0
-warmup = 0.2
-[arrivals]
-process = "poisson"
-rate = 500
-[[servers]]
-name = "s"
-service = { dist = "exponential", mean = 0.001 }
-[[strategies]]
-kind = "round_robin"
-"#,
-    );
+    let s = scenario(&mm1_toml("coverage", 500.0, 10, 2.0, "0.2"));
     let truth = 0.002;
     let runs = 1000;
-    let covered = (0..runs)
-        .filter(|&seed| {
-            let r = run(
-                &s,
-                &RunOptions {
-                    seed: Some(1_000 + seed),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            estimate(&values(&r, 0, Metric::LatencyMean)).contains(truth)
-        })
+    let covered = seeded_runs(&s, 1_000, runs)
+        .filter(|r| estimate(&values(r, 0, Metric::LatencyMean)).contains(truth))
         .count();
     println!("the 95% CI covered the true mean in {covered} of {runs} runs");
     assert!((929..=971).contains(&covered), "coverage {covered}/{runs}");
@@ -112,36 +91,11 @@ kind = "round_robin"
 
 #[test]
 fn pooled_p99_interval_covers_the_true_mm1_p99_about_95_percent_of_the_time() {
-    let s = scenario(
-        r#"
-name = "coverage-p99"
-replications = 10
-duration = 2.0
-warmup = 0.2
-[arrivals]
-process = "poisson"
-rate = 500
-[[servers]]
-name = "s"
-service = { dist = "exponential", mean = 0.001 }
-[[strategies]]
-kind = "round_robin"
-"#,
-    );
+    let s = scenario(&mm1_toml("coverage-p99", 500.0, 10, 2.0, "0.2"));
     let truth = 100f64.ln() / 500.0;
     let runs = 1000;
-    let covered = (0..runs)
-        .filter(|&seed| {
-            let r = run(
-                &s,
-                &RunOptions {
-                    seed: Some(1_000 + seed),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            r.strategies[0].estimate(Metric::LatencyP99).contains(truth)
-        })
+    let covered = seeded_runs(&s, 1_000, runs)
+        .filter(|r| r.strategies[0].estimate(Metric::LatencyP99).contains(truth))
         .count();
     println!("the pooled p99's 95% interval covered the truth in {covered} of {runs} runs");
     assert!((929..=971).contains(&covered), "coverage {covered}/{runs}");
@@ -154,36 +108,11 @@ kind = "round_robin"
 /// Measured 146 of 150 here.
 #[test]
 fn pooled_p99_interval_covers_at_rho_0_9_over_long_windows() {
-    let s = scenario(
-        r#"
-name = "coverage-p99-rho-0.9"
-replications = 10
-duration = 50.0
-warmup = 3.0
-[arrivals]
-process = "poisson"
-rate = 900
-[[servers]]
-name = "s"
-service = { dist = "exponential", mean = 0.001 }
-[[strategies]]
-kind = "round_robin"
-"#,
-    );
-    let truth = 100f64.ln() / 100.0;
+    let s = scenario(&mm1_toml("coverage-p99-rho-0.9", 900.0, 10, 50.0, "3.0"));
+    let truth = p99_at_rho_0_9();
     let runs = 150;
-    let covered = (0..runs)
-        .filter(|&seed| {
-            let r = run(
-                &s,
-                &RunOptions {
-                    seed: Some(50_000 + seed),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            r.strategies[0].estimate(Metric::LatencyP99).contains(truth)
-        })
+    let covered = seeded_runs(&s, 50_000, runs)
+        .filter(|r| r.strategies[0].estimate(Metric::LatencyP99).contains(truth))
         .count();
     println!(
         "at ρ = 0.9, the pooled p99's 95% interval covered the truth in {covered} of {runs} runs"
@@ -201,34 +130,17 @@ kind = "round_robin"
 /// 15 of them, and 4 or fewer has probability 10⁻³.
 #[test]
 fn pooled_p99_interval_at_a_short_window_misses_only_where_the_data_cannot_reach() {
-    let s = scenario(
-        r#"
-name = "coverage-p99-short-window"
-replications = 20
-duration = 1.0
-warmup = 3.0
-[arrivals]
-process = "poisson"
-rate = 900
-[[servers]]
-name = "s"
-service = { dist = "exponential", mean = 0.001 }
-[[strategies]]
-kind = "round_robin"
-"#,
-    );
-    let truth = 100f64.ln() / 100.0;
+    let s = scenario(&mm1_toml(
+        "coverage-p99-short-window",
+        900.0,
+        20,
+        1.0,
+        "3.0",
+    ));
+    let truth = p99_at_rho_0_9();
     let runs = 150;
     let (mut covered, mut reachable, mut missed_reachable) = (0, 0, 0);
-    for seed in 0..runs {
-        let r = run(
-            &s,
-            &RunOptions {
-                seed: Some(70_000 + seed),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    for r in seeded_runs(&s, 70_000, runs) {
         let st = &r.strategies[0];
         let hit = st.estimate(Metric::LatencyP99).contains(truth);
         let reaches = st.latency().max() as f64 * 1e-9 >= truth;
@@ -266,34 +178,17 @@ kind = "round_robin"
 /// 289 covered (truth below 1, above 10); over these 120: 113 (below 0, above 7).
 #[test]
 fn pooled_p99_interval_covers_at_rho_0_9_over_many_short_windows() {
-    let s = scenario(
-        r#"
-name = "coverage-p99-100-short-windows"
-replications = 100
-duration = 1.0
-warmup = 2.0
-[arrivals]
-process = "poisson"
-rate = 900
-[[servers]]
-name = "s"
-service = { dist = "exponential", mean = 0.001 }
-[[strategies]]
-kind = "round_robin"
-"#,
-    );
-    let truth = 100f64.ln() / 100.0;
+    let s = scenario(&mm1_toml(
+        "coverage-p99-100-short-windows",
+        900.0,
+        100,
+        1.0,
+        "2.0",
+    ));
+    let truth = p99_at_rho_0_9();
     let runs = 120;
     let (mut covered, mut below, mut above, mut width) = (0, 0, 0, 0.0);
-    for seed in 0..runs {
-        let r = run(
-            &s,
-            &RunOptions {
-                seed: Some(90_000 + seed),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    for r in seeded_runs(&s, 90_000, runs) {
         let e = r.strategies[0].estimate(Metric::LatencyP99);
         covered += usize::from(e.contains(truth));
         below += usize::from(truth < e.low);

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{assert_covers, reported, scenario, values};
+use common::{assert_covers, mm1_toml, reported, scenario, values};
 use lbsim::metrics::Metric;
 use lbsim::runner::{RunOptions, run};
 use lbsim::stats::estimate;
@@ -27,23 +27,14 @@ fn p99() -> f64 {
 
 /// M/M/1 at ρ = 0.9 with a window of `window` seconds (1,000 service times per second).
 fn mm1(window: f64, warmup: f64, replications: u32) -> lbsim::scenario::Scenario {
-    scenario(&format!(
-        r#"
-name = "mm1-window"
-seed = 5
-replications = {replications}
-duration = {window}
-warmup = {warmup}
-[arrivals]
-process = "poisson"
-rate = 900
-[[servers]]
-name = "s"
-service = {{ dist = "exponential", mean = 0.001 }}
-[[strategies]]
-kind = "round_robin"
-"#
-    ))
+    let toml = mm1_toml(
+        "mm1-window",
+        900.0,
+        replications,
+        window,
+        &warmup.to_string(),
+    );
+    scenario(&format!("seed = 5\n{toml}"))
 }
 
 #[test]

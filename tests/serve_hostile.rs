@@ -6,10 +6,11 @@
 //!
 //! Every loop here is bounded in count and in time; everything is on loopback.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -31,38 +32,13 @@ impl Drop for Served {
 
 /// Starts `lbsim serve --workers 2 --port 0 EXTRA...` and reads the address it prints.
 fn serve(extra: &[&str]) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lbsim"))
-        .args(["serve", "--workers", "2", "--port", "0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start lbsim serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("lbsim serve printed its address");
-    let addr = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let (child, addr) = common::process::spawn_serve(extra);
     Served { child, addr }
 }
 
 /// A field of /proc/PID/status (VmRSS in kB, Threads).
 fn status(pid: u32, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    text.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| rest.trim_start_matches(':').split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+    common::process::proc_status(&pid.to_string(), field)
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 

@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::process::Command;
-
+use common::process::lbsim_output as lbsim;
 use common::scenario;
 use lbsim::runner::{RunOptions, run};
 
@@ -33,18 +32,6 @@ kind = "round_robin"
 [[strategies]]
 kind = "least_connections"
 "#;
-
-fn lbsim(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lbsim"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn static_overload_is_marked_everywhere_and_never_best() {

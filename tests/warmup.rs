@@ -10,12 +10,28 @@
 
 mod common;
 
-use common::{assert_agrees, scenario, values};
+use common::{assert_agrees, mm1_toml, scenario, values};
 use lbsim::metrics::Metric;
 use lbsim::runner::{RunOptions, run};
 use lbsim::scenario::Scenario;
 use lbsim::stats::estimate;
 use lbsim::steady::resolve_warmup;
+
+/// A fault that makes the server of [`mm1_toml`] three times slower for its first second.
+const SLOW_FIRST_SECOND: &str = r#"[[faults]]
+server = "s"
+kind = "slow"
+at = 0
+duration = 1
+factor = 3
+"#;
+
+/// M/M/1 at ρ = 0.9 (1 s windows, `warmup = "auto"`) whose server runs three times slower
+/// for its first second: a backlog of about 570 requests, drained at 100/s until about
+/// 6.7 s. `name` as given (the scenario's name only labels reports).
+fn slow_start(name: &str) -> String {
+    mm1_toml(name, 900.0, 10, 1.0, "\"auto\"") + SLOW_FIRST_SECOND
+}
 
 fn backlog(warmup: &str, duration: f64) -> Scenario {
     scenario(&format!(
@@ -106,30 +122,8 @@ fn auto_warmup_cuts_a_built_in_transient() {
 
 #[test]
 fn auto_warmup_refuses_a_transient_longer_than_its_pilots() {
-    // The server runs 3 times slower for its first second (a backlog of about 570
-    // requests, drained at 100/s until about 6.7 s), and the window is 1 s: pilots of 1, 2
-    // and 4 s all end inside the drain.
-    let mut s = scenario(
-        r#"
-name = "slow-start"
-duration = 1
-warmup = "auto"
-[arrivals]
-process = "poisson"
-rate = 900
-[[servers]]
-name = "s"
-service = { dist = "exponential", mean = 0.001 }
-[[strategies]]
-kind = "round_robin"
-[[faults]]
-server = "s"
-kind = "slow"
-at = 0
-duration = 1
-factor = 3
-"#,
-    );
+    // The window is 1 s: pilots of 1, 2 and 4 s all end inside the drain.
+    let mut s = scenario(&slow_start("slow-start"));
     let e = resolve_warmup(&mut s, 3, None, None).unwrap_err();
     let msg = e.to_string();
     println!("{msg}");
@@ -204,28 +198,7 @@ kind = "round_robin"
     let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     assert!(report.contains("`warmup = \"auto\"`"), "{report}");
 
-    std::fs::write(
-        &file,
-        r#"
-duration = 1
-warmup = "auto"
-[arrivals]
-process = "poisson"
-rate = 900
-[[servers]]
-name = "s"
-service = { dist = "exponential", mean = 0.001 }
-[[strategies]]
-kind = "round_robin"
-[[faults]]
-server = "s"
-kind = "slow"
-at = 0
-duration = 1
-factor = 3
-"#,
-    )
-    .unwrap();
+    std::fs::write(&file, slow_start("auto")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbsim"))
         .args([
             "run",
