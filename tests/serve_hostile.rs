@@ -60,6 +60,15 @@ fn normal_call(addr: SocketAddr, transport: Transport) -> Result<Duration, Clien
     }
 }
 
+/// Asserts that a normal client's 1 ms call (`what`) is served within `ms` milliseconds.
+fn assert_served_within(addr: SocketAddr, transport: Transport, ms: u64, what: &str) {
+    let took = normal_call(addr, transport).expect(what);
+    assert!(
+        took < Duration::from_millis(ms),
+        "normal call ({what}) took {took:?}"
+    );
+}
+
 /// Waits (at most `within`) for the server to close `s`: a read returns 0 or an error.
 fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     let deadline = Instant::now() + within;
@@ -107,11 +116,7 @@ fn oversized_frames_and_strings_allocate_nothing() {
             "oversized frame left open"
         );
     }
-    let took = normal_call(framed.addr, Transport::Framed).expect("normal client served");
-    assert!(
-        took < Duration::from_millis(500),
-        "normal call took {took:?}"
-    );
+    assert_served_within(framed.addr, Transport::Framed, 500, "normal client served");
     let rss_after = status(pid, "VmRSS");
     assert!(
         rss_after < rss_before + 16 * 1024,
@@ -140,10 +145,11 @@ fn oversized_frames_and_strings_allocate_nothing() {
         }
     }
     assert!(closed_within(&mut s, Duration::from_secs(3)));
-    let took = normal_call(buffered.addr, Transport::Buffered).expect("normal client served");
-    assert!(
-        took < Duration::from_millis(500),
-        "normal call took {took:?}"
+    assert_served_within(
+        buffered.addr,
+        Transport::Buffered,
+        500,
+        "normal client served",
     );
     let rss_after = status(pid, "VmRSS");
     assert!(
@@ -186,11 +192,7 @@ fn idle_and_slow_connections_cannot_exhaust_the_server() {
     drop(flood);
     // Once the idle ones have been idle for a second, a normal client displaces one.
     thread::sleep(Duration::from_millis(1100));
-    let took = normal_call(served.addr, Transport::Framed).expect("served by eviction");
-    assert!(
-        took < Duration::from_millis(500),
-        "normal call took {took:?}"
-    );
+    assert_served_within(served.addr, Transport::Framed, 500, "served by eviction");
     // Slowloris: a frame trickling one byte every 100 ms is cut at the 0.5 s message
     // timeout, well before it completes.
     let mut slow = connect(served.addr);
@@ -222,11 +224,7 @@ fn idle_and_slow_connections_cannot_exhaust_the_server() {
             "idle connection kept"
         );
     }
-    let took = normal_call(served.addr, Transport::Framed).expect("normal client served");
-    assert!(
-        took < Duration::from_millis(500),
-        "normal call took {took:?}"
-    );
+    assert_served_within(served.addr, Transport::Framed, 500, "normal client served");
 }
 
 #[test]
@@ -252,11 +250,7 @@ fn enormous_or_negative_work_is_refused_and_counted() {
     }
     // The connection stays usable, workers are free, and the server is healthy.
     assert!(conn.ping().is_ok());
-    let took = normal_call(server.local_addr(), Transport::Framed).expect("served");
-    assert!(
-        took < Duration::from_millis(200),
-        "normal call took {took:?}"
-    );
+    assert_served_within(server.local_addr(), Transport::Framed, 200, "served");
     let stats = server.stats();
     assert_eq!(stats.invalid_calls, 4);
     assert_eq!(stats.served, 1);

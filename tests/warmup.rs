@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::process::lbsim_output;
 use common::{assert_agrees, mm1_toml, scenario, values};
 use lbsim::metrics::Metric;
 use lbsim::runner::{RunOptions, run};
@@ -182,35 +183,18 @@ kind = "round_robin"
     )
     .unwrap();
     let out_dir = dir.path().join("out");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbsim"))
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (file, out_dir) = (file.to_str().unwrap(), out_dir.to_str().unwrap());
+    let (code, _, stderr) = lbsim_output(&["run", file, "--out", out_dir]);
     println!("{stderr}");
-    assert!(out.status.success(), "{stderr}");
+    assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("chosen by MSER"), "{stderr}");
-    let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    let report = std::fs::read_to_string(std::path::Path::new(out_dir).join("report.md")).unwrap();
     assert!(report.contains("`warmup = \"auto\"`"), "{report}");
 
-    std::fs::write(&file, slow_start("auto")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbsim"))
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    std::fs::write(file, slow_start("auto")).unwrap();
+    let (code, _, stderr) = lbsim_output(&["run", file, "--out", out_dir]);
     println!("{stderr}");
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("warmup") && stderr.contains("no end to the transient"),
         "{stderr}"
