@@ -511,6 +511,26 @@ pub(crate) mod testing {
         ]
     }
 
+    /// A long random workout of 20,000 operations drawn from `rng`: `route_pct` % routes,
+    /// one in a hundred a backend going down or up, the rest completions of a random
+    /// outstanding request (after 1 ns and successful, or, `varied`, after a random
+    /// latency and failed one time in ten).
+    pub fn workout(rng: &mut crate::rng::SimRng, route_pct: u32, varied: bool) -> Vec<Op> {
+        use rand::RngExt;
+        (0..20_000)
+            .map(|_| match rng.random_range(0..100) {
+                r if r < route_pct => Op::Route,
+                0..99 if varied => Op::Complete(
+                    rng.random::<u32>() as usize,
+                    rng.random(),
+                    rng.random_range(0..10) == 0,
+                ),
+                0..99 => Op::Complete(rng.random::<u32>() as usize, 1, false),
+                _ => Op::SetUp(rng.random::<u32>() as usize, rng.random_range(0..3) > 0),
+            })
+            .collect()
+    }
+
     /// Runs `ops` on two balancers and returns every pick of each.
     pub fn both(
         fast: Box<dyn Strategy>,

@@ -9,6 +9,8 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use super::Backend;
+use super::slow_start::{Ramp, RampKind, SlowStart};
+use crate::time::Nanos;
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
@@ -131,6 +133,119 @@ impl WeightsSeen {
         self.zero.clear();
         self.zero
             .extend((0..backends.len()).filter(|&i| backends[i].weight == 0));
+    }
+}
+
+/// Envoy's EDF schedule of weighted hosts as its weighted round robin and its least
+/// request keep it: rebuilt when the weights change and, under slow start
+/// ([`super::slow_start`]), when a host becomes available (Envoy refreshes its schedulers on
+/// every host-set change), each host's weight multiplied by its ramp factor whenever it
+/// (re-)enters the schedule. What a balancer makes of a host's weight is its own (`weight`).
+#[derive(Debug)]
+pub(crate) struct EnvoySchedule {
+    edf: EdfScheduler,
+    seen: WeightsSeen,
+    /// Every weight equal and non-zero, as of the last build (Envoy's unweighted case).
+    all_equal: bool,
+    /// Envoy's slow start, if the balancer's policy asks for it.
+    slow: Option<SlowStart>,
+    /// A host became available: the schedule is rebuilt before the next pick.
+    refresh: bool,
+}
+
+impl Default for EnvoySchedule {
+    fn default() -> EnvoySchedule {
+        EnvoySchedule {
+            edf: EdfScheduler::default(),
+            seen: WeightsSeen::default(),
+            all_equal: true,
+            slow: None,
+            refresh: false,
+        }
+    }
+}
+
+impl EnvoySchedule {
+    /// Host `i`'s weight `w` at `now` times its slow-start factor (Envoy's
+    /// `applySlowStartFactor`).
+    #[inline]
+    fn ramped(slow: Option<&SlowStart>, w: f64, i: usize, now: Nanos) -> f64 {
+        match slow {
+            Some(s) => w * s.factor(i, now),
+            None => w,
+        }
+    }
+
+    /// Rebuilds the schedule if a host became available or the weights changed since.
+    #[inline]
+    pub fn refresh(&mut self, backends: &[Backend], now: Nanos, weight: impl Fn(&Backend) -> f64) {
+        if self.refresh || self.seen.stale(backends) {
+            self.rebuild(backends, now, weight);
+        }
+    }
+
+    fn rebuild(&mut self, backends: &[Backend], now: Nanos, weight: impl Fn(&Backend) -> f64) {
+        self.seen.record(backends);
+        self.refresh = false;
+        let first = backends.first().map_or(0, |b| b.weight);
+        self.all_equal = first > 0 && backends.iter().all(|b| b.weight == first);
+        self.edf.clear();
+        for (i, b) in backends.iter().enumerate() {
+            if b.weight > 0 {
+                self.edf
+                    .add(i, Self::ramped(self.slow.as_ref(), weight(b), i, now));
+            }
+        }
+    }
+
+    /// Whether every weight was equal and non-zero at the last build.
+    pub fn all_equal(&self) -> bool {
+        self.all_equal
+    }
+
+    /// Whether some host is in its slow-start window at `now`.
+    pub fn ramping(&self, now: Nanos) -> bool {
+        self.slow.as_ref().is_some_and(|s| s.active(now))
+    }
+
+    /// The earliest deadline that is up (call [`EnvoySchedule::refresh`] first); a host
+    /// whose weight changed since the build is not picked: the schedule is rebuilt and
+    /// picks again.
+    pub fn pick(
+        &mut self,
+        backends: &[Backend],
+        now: Nanos,
+        weight: impl Fn(&Backend) -> f64,
+    ) -> Option<usize> {
+        for _ in 0..2 {
+            let slow = self.slow.as_ref();
+            let i = self.edf.pick_and_add(backends, |j| {
+                Self::ramped(slow, weight(&backends[j]), j, now)
+            })?;
+            if !self.seen.changed(backends, i) {
+                return Some(i);
+            }
+            self.rebuild(backends, now, &weight);
+        }
+        None
+    }
+
+    /// Takes Envoy's slow start; `false` (refused) for another system's ramp.
+    pub fn set_slow_start(&mut self, ramp: Ramp) -> bool {
+        if ramp.kind() != RampKind::Envoy {
+            return false;
+        }
+        self.slow = Some(SlowStart::new(ramp));
+        true
+    }
+
+    /// Host `backend` became available at `now`: under slow start its ramp begins and the
+    /// schedule is rebuilt before the next pick.
+    pub fn on_available(&mut self, backend: usize, now: Nanos) {
+        if let Some(s) = &mut self.slow {
+            s.start(backend, now);
+            self.refresh = true;
+        }
     }
 }
 

@@ -11,79 +11,38 @@
 //! host becomes available, as Envoy refreshes its schedulers on every host-set change.
 
 use super::SpecError;
-use super::edf::{EdfScheduler, WeightsSeen};
+use super::edf::EnvoySchedule;
 use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
-use super::slow_start::{Ramp, RampKind, SlowStart};
+use super::slow_start::{Ramp, RampKind};
 use super::{Backend, PickContext, Strategy};
 use crate::time::Nanos;
 
 /// Envoy EDF weighted round robin.
 #[derive(Debug, Default)]
 pub struct EdfWeightedRoundRobin {
-    edf: EdfScheduler,
-    seen: WeightsSeen,
-    /// Envoy's slow start, if the balancer's policy asks for it.
-    slow: Option<SlowStart>,
-    /// A backend became available: Envoy rebuilds its schedulers on every host-set change.
-    refresh: bool,
+    schedule: EnvoySchedule,
 }
 
 impl EdfWeightedRoundRobin {
-    /// Backend `i`'s weight at `now`: its configured weight, times its slow-start factor
-    /// (Envoy's `hostWeight` with `applySlowStartFactor`).
+    /// A backend's configured weight (Envoy's `hostWeight`).
     #[inline]
-    fn weight(slow: Option<&SlowStart>, backends: &[Backend], i: usize, now: Nanos) -> f64 {
-        let w = f64::from(backends[i].weight.max(1));
-        match slow {
-            Some(s) => w * s.factor(i, now),
-            None => w,
-        }
-    }
-
-    fn rebuild(&mut self, backends: &[Backend], now: Nanos) {
-        self.seen.record(backends);
-        self.refresh = false;
-        self.edf.clear();
-        for (i, b) in backends.iter().enumerate() {
-            if b.weight > 0 {
-                self.edf
-                    .add(i, Self::weight(self.slow.as_ref(), backends, i, now));
-            }
-        }
+    fn weight(b: &Backend) -> f64 {
+        f64::from(b.weight.max(1))
     }
 }
 
 impl Strategy for EdfWeightedRoundRobin {
     fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
-        if self.refresh || self.seen.stale(backends) {
-            self.rebuild(backends, ctx.now);
-        }
-        for _ in 0..2 {
-            let slow = self.slow.as_ref();
-            let i = self
-                .edf
-                .pick_and_add(backends, |j| Self::weight(slow, backends, j, ctx.now))?;
-            if !self.seen.changed(backends, i) {
-                return Some(i);
-            }
-            self.rebuild(backends, ctx.now);
-        }
-        None
+        self.schedule.refresh(backends, ctx.now, Self::weight);
+        self.schedule.pick(backends, ctx.now, Self::weight)
     }
 
     fn set_slow_start(&mut self, ramp: Ramp) -> bool {
-        if ramp.kind() != RampKind::Envoy {
-            return false;
-        }
-        self.slow = Some(SlowStart::new(ramp));
-        true
+        self.schedule.set_slow_start(ramp)
     }
 
     fn on_available(&mut self, backend: usize, now: Nanos) {
-        if let Some(s) = &mut self.slow {
-            s.start(backend, now);
-            self.refresh = true;
-        }
+        self.schedule.on_available(backend, now);
     }
 }
 

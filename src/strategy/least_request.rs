@@ -16,10 +16,10 @@
 //!   two-choice path as soon as no host ramps.
 
 use super::SpecError;
-use super::edf::{EdfScheduler, WeightsSeen};
+use super::edf::EnvoySchedule;
 use super::power_of_d::PowerOfD;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Scanned, Split, Ty};
-use super::slow_start::{Ramp, RampKind, SlowStart};
+use super::slow_start::{Ramp, RampKind};
 use super::{Backend, Outcome, PickContext, Strategy};
 use crate::rng::SimRng;
 use crate::time::Nanos;
@@ -29,13 +29,7 @@ use crate::time::Nanos;
 pub struct LeastRequest {
     bias: f64,
     unweighted: PowerOfD,
-    edf: EdfScheduler,
-    seen: WeightsSeen,
-    all_equal: bool,
-    /// Envoy's slow start, if the balancer's policy asks for it.
-    slow: Option<SlowStart>,
-    /// A backend became available: the schedule is rebuilt before the next pick.
-    refresh: bool,
+    schedule: EnvoySchedule,
 }
 
 impl LeastRequest {
@@ -44,30 +38,12 @@ impl LeastRequest {
         LeastRequest {
             bias: active_request_bias,
             unweighted: PowerOfD::new(choice_count, true, rng),
-            edf: EdfScheduler::default(),
-            seen: WeightsSeen::default(),
-            all_equal: true,
-            slow: None,
-            refresh: false,
+            schedule: EnvoySchedule::default(),
         }
     }
 
-    /// Backend `i`'s EDF weight at `now`: the effective weight times its slow-start factor.
+    /// A backend's EDF weight before slow start: `weight / (active + 1)^bias`.
     #[inline]
-    fn weight(
-        bias: f64,
-        slow: Option<&SlowStart>,
-        backends: &[Backend],
-        i: usize,
-        now: Nanos,
-    ) -> f64 {
-        let w = Self::effective_weight(bias, &backends[i]);
-        match slow {
-            Some(s) => w * s.factor(i, now),
-            None => w,
-        }
-    }
-
     fn effective_weight(bias: f64, b: &Backend) -> f64 {
         let w = f64::from(b.weight);
         let active = f64::from(b.in_flight) + 1.0;
@@ -79,60 +55,26 @@ impl LeastRequest {
             w / active.powf(bias)
         }
     }
-
-    fn rebuild(&mut self, backends: &[Backend], now: Nanos) {
-        self.seen.record(backends);
-        self.refresh = false;
-        // The unweighted path ignores weights, so it is taken only when no weight is 0.
-        let first = backends.first().map_or(0, |b| b.weight);
-        self.all_equal = first > 0 && backends.iter().all(|b| b.weight == first);
-        self.edf.clear();
-        for (i, b) in backends.iter().enumerate() {
-            if b.weight > 0 {
-                self.edf.add(
-                    i,
-                    Self::weight(self.bias, self.slow.as_ref(), backends, i, now),
-                );
-            }
-        }
-    }
 }
 
 impl Strategy for LeastRequest {
     fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
-        if self.refresh || self.seen.stale(backends) {
-            self.rebuild(backends, ctx.now);
-        }
-        let ramping = self.slow.as_ref().is_some_and(|s| s.active(ctx.now));
-        if self.all_equal && !ramping {
+        let bias = self.bias;
+        let weight = |b: &Backend| Self::effective_weight(bias, b);
+        self.schedule.refresh(backends, ctx.now, weight);
+        // The unweighted path ignores weights, so it is taken only when no weight is 0.
+        if self.schedule.all_equal() && !self.schedule.ramping(ctx.now) {
             return self.unweighted.pick(backends, ctx);
         }
-        for _ in 0..2 {
-            let (bias, slow) = (self.bias, self.slow.as_ref());
-            let i = self
-                .edf
-                .pick_and_add(backends, |j| Self::weight(bias, slow, backends, j, ctx.now))?;
-            if !self.seen.changed(backends, i) {
-                return Some(i);
-            }
-            self.rebuild(backends, ctx.now);
-        }
-        None
+        self.schedule.pick(backends, ctx.now, weight)
     }
 
     fn set_slow_start(&mut self, ramp: Ramp) -> bool {
-        if ramp.kind() != RampKind::Envoy {
-            return false;
-        }
-        self.slow = Some(SlowStart::new(ramp));
-        true
+        self.schedule.set_slow_start(ramp)
     }
 
     fn on_available(&mut self, backend: usize, now: Nanos) {
-        if let Some(s) = &mut self.slow {
-            s.start(backend, now);
-            self.refresh = true;
-        }
+        self.schedule.on_available(backend, now);
     }
 
     fn on_dispatch(&mut self, backend: usize, now: Nanos) {

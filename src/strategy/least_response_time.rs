@@ -305,7 +305,7 @@ impl Kind for LeastResponseTime {
 mod tests {
     use super::*;
     use crate::strategy::Balancer;
-    use crate::strategy::testing::{both, op, picks};
+    use crate::strategy::testing::{both, op, picks, workout};
     use proptest::prelude::*;
 
     proptest! {
@@ -331,21 +331,10 @@ mod tests {
     /// among unsampled and among equal latencies).
     #[test]
     fn long_runs_pick_what_the_scan_picks() {
-        use crate::strategy::testing::Op;
-        use rand::{RngExt, SeedableRng};
+        use rand::SeedableRng;
         let mut rng = crate::rng::SimRng::seed_from_u64(5);
         for (alpha, n) in [(0.1, 1000), (1.0, 200), (0.5, 37), (0.3, 1)] {
-            let ops: Vec<Op> = (0..20_000)
-                .map(|_| match rng.random_range(0..100) {
-                    0..52 => Op::Route,
-                    52..99 => Op::Complete(
-                        rng.random::<u32>() as usize,
-                        rng.random(),
-                        rng.random_range(0..10) == 0,
-                    ),
-                    _ => Op::SetUp(rng.random::<u32>() as usize, rng.random_range(0..3) > 0),
-                })
-                .collect();
+            let ops = workout(&mut rng, 52, true);
             let (fast, oracle) = both(
                 Box::new(LeastResponseTime::new(alpha)),
                 Box::new(LeastResponseTime::for_backends(alpha, 0)),

@@ -304,7 +304,7 @@ impl Kind for Leastconn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::strategy::testing::{Op, both, op};
+    use crate::strategy::testing::{both, op, workout};
     use crate::strategy::{Balancer, Outcome};
     use proptest::prelude::*;
 
@@ -335,13 +335,7 @@ mod tests {
         let mut rng = crate::rng::SimRng::seed_from_u64(11);
         for (weighted, n) in [(false, 200), (true, 200), (false, 60), (true, 1000)] {
             let weights: Vec<u32> = (0..n).map(|_| rng.random_range(0..4)).collect();
-            let ops: Vec<Op> = (0..20_000)
-                .map(|_| match rng.random_range(0..100) {
-                    0..52 => Op::Route,
-                    52..99 => Op::Complete(rng.random::<u32>() as usize, 1, false),
-                    _ => Op::SetUp(rng.random::<u32>() as usize, rng.random_range(0..3) > 0),
-                })
-                .collect();
+            let ops = workout(&mut rng, 52, false);
             let (fast, oracle) = both(
                 Box::new(Leastconn::new(weighted)),
                 Box::new(Leastconn::for_backends(weighted, 0)),

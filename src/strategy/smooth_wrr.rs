@@ -167,7 +167,7 @@ impl Kind for SmoothWeightedRoundRobin {
 mod tests {
     use super::*;
     use crate::strategy::Balancer;
-    use crate::strategy::testing::{both, counts, op, picks};
+    use crate::strategy::testing::{both, counts, op, picks, workout};
     use proptest::prelude::*;
 
     proptest! {
@@ -191,18 +191,11 @@ mod tests {
     /// Larger clusters with many distinct weights, backends going down and up.
     #[test]
     fn long_runs_pick_what_the_scan_picks() {
-        use crate::strategy::testing::Op;
         use rand::{RngExt, SeedableRng};
         let mut rng = crate::rng::SimRng::seed_from_u64(3);
         for (n, max_weight) in [(300, 2), (1000, 8), (60, 100)] {
             let weights: Vec<u32> = (0..n).map(|_| rng.random_range(0..max_weight)).collect();
-            let ops: Vec<Op> = (0..20_000)
-                .map(|_| match rng.random_range(0..100) {
-                    0..60 => Op::Route,
-                    60..99 => Op::Complete(rng.random::<u32>() as usize, 1, false),
-                    _ => Op::SetUp(rng.random::<u32>() as usize, rng.random_range(0..3) > 0),
-                })
-                .collect();
+            let ops = workout(&mut rng, 60, false);
             let (fast, oracle) = both(
                 Box::new(SmoothWeightedRoundRobin::indexed()),
                 Box::new(SmoothWeightedRoundRobin::default()),
