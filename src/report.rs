@@ -127,6 +127,14 @@ pub(crate) fn csv_writer(path: &Path) -> Result<csv::Writer<output::AtomicFile>,
     Ok(csv::Writer::from_writer(output::AtomicFile::create(path)?))
 }
 
+/// The error of writing a row to the CSV file `path`.
+pub(crate) fn csv_err(path: &Path) -> impl Fn(csv::Error) -> ReportError + '_ {
+    move |source| ReportError::Csv {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Flushes a CSV writer and moves its file into place.
 pub(crate) fn finish_csv(
     w: csv::Writer<output::AtomicFile>,

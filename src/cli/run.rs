@@ -32,9 +32,8 @@ use lbsim::scenario::cost::MAX_REPLICATIONS;
 pub struct RunArgs {
     /// Scenario file (TOML).
     pub scenario: PathBuf,
-    /// Output folder [default: reports/<scenario name>/].
-    #[arg(long)]
-    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputFlags,
     /// Replications per strategy [default: the scenario's].
     #[arg(long)]
     pub replications: Option<u32>,
@@ -43,9 +42,6 @@ pub struct RunArgs {
     pub seed: Option<u64>,
     #[command(flatten)]
     pub threads: ThreadFlags,
-    /// Draw plots as PNG instead of SVG.
-    #[arg(long)]
-    pub png: bool,
     /// Sequential stopping: add replications until the 95% CI half-width of --metric
     /// is below this fraction of the mean for every strategy (e.g. 0.01).
     #[arg(long)]
@@ -81,12 +77,45 @@ pub struct MergeArgs {
     /// Scenario file [default: the path recorded in the shards].
     #[arg(long)]
     pub scenario: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputFlags,
+}
+
+/// `--out` and `--png`, shared by the commands that write a run's reports.
+#[derive(Args, Clone, Debug)]
+pub struct OutputFlags {
     /// Output folder [default: reports/<scenario name>/].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Draw plots as PNG instead of SVG.
     #[arg(long)]
     pub png: bool,
+}
+
+impl OutputFlags {
+    /// The folder the reports go to: `--out`, or `reports/<scenario name>/`.
+    fn dir(&self, scenario: &Scenario) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name))
+    }
+
+    /// These flags as they were typed, for the command line a report records.
+    fn typed(&self) -> String {
+        let out = self
+            .out
+            .as_ref()
+            .map_or(String::new(), |o| format!(" --out {}", o.display()));
+        out + if self.png { " --png" } else { "" }
+    }
+
+    fn format(&self) -> ImageFormat {
+        if self.png {
+            ImageFormat::Png
+        } else {
+            ImageFormat::Svg
+        }
+    }
 }
 
 pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
@@ -166,10 +195,7 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
             .map_or(replications, |s| s.indices(replications).len() as u32),
     };
     check_cost(&scenario, most, opts.threads, &flags.cost, true)?;
-    let out = flags
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
+    let out = flags.output.dir(&scenario);
     // An unwritable --out fails now, not after the simulation.
     check_out(path, "--out", &out)?;
     let points = scenario.sweep.as_ref().map_or(0, |s| s.len()) as u64;
@@ -328,15 +354,11 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
     }
     let command = format!(
-        "lbsim run {} --seed {} --replications {}{}{}{}{}",
+        "lbsim run {} --seed {} --replications {}{}{}{}",
         path.display(),
         results.seed,
         results.finished.len(),
-        flags
-            .out
-            .as_ref()
-            .map_or(String::new(), |o| format!(" --out {}", o.display())),
-        if flags.png { " --png" } else { "" },
+        flags.output.typed(),
         flags
             .strategies
             .iter()
@@ -348,15 +370,13 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
             ""
         },
     );
-    print!("{}", summary_table(&results));
-    warn_clamped(&scenario.name, &results);
     write_all(
         &out,
         &scenario,
         &results,
         sweep.as_ref(),
         &command,
-        flags.png,
+        flags.output.format(),
         Timeseries::recorded(sink.take()),
     )?;
     if results.is_partial() || interrupt.is_set() {
@@ -380,24 +400,24 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints the summary table (and warns of clamped values), then writes every report into
+/// `out`.
 fn write_all(
     out: &Path,
     scenario: &Scenario,
     results: &RunResults,
     sweep: Option<&SweepResults>,
     command: &str,
-    png: bool,
+    format: ImageFormat,
     timeseries: Timeseries,
 ) -> anyhow::Result<()> {
+    print!("{}", summary_table(results));
+    warn_clamped(&scenario.name, results);
     let input = ReportInput {
         scenario,
         results,
         command,
-        format: if png {
-            ImageFormat::Png
-        } else {
-            ImageFormat::Svg
-        },
+        format,
         sweep,
     };
     let files = write_reports(out, &input, &standard_reports_with(timeseries))?;
@@ -413,8 +433,7 @@ pub fn cmd_merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
     let MergeArgs {
         shards,
         scenario,
-        out,
-        png,
+        output,
     } = args;
     let shards = shards.as_slice();
     let shard::Merged {
@@ -446,18 +465,14 @@ pub fn cmd_merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
     }
     head.check_scenario(&scenario, &path)?;
     let command = format!(
-        "lbsim run {} --seed {} --replications {}{}{}",
+        "lbsim run {} --seed {} --replications {}{}",
         path.display(),
         results.seed,
         head.replications,
-        out.as_ref()
-            .map_or(String::new(), |o| format!(" --out {}", o.display())),
-        if png { " --png" } else { "" },
+        output.typed(),
     );
-    let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
+    let out = output.dir(&scenario);
     check_out(&path, "--out", &out)?;
-    print!("{}", summary_table(&results));
-    warn_clamped(&scenario.name, &results);
     // Replication 0's time series comes from the shard that ran it: nothing simulates.
     write_all(
         &out,
@@ -465,7 +480,7 @@ pub fn cmd_merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
         &results,
         None,
         &command,
-        png,
+        output.format(),
         Timeseries::recorded(timeseries),
     )?;
     if !missing.is_empty() || results.is_partial() {

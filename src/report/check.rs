@@ -671,39 +671,53 @@ mod tests {
     #[test]
     fn regression_needs_tolerance_and_separate_cis() {
         let base = [100.0, 98.0, 102.0];
-        // 10% worse, CIs apart: regressed.
-        assert_eq!(
-            verdict(Better::Lower, base, [110.0, 108.0, 112.0], 0.05),
-            Status::Regressed
-        );
-        // 10% worse but CIs overlap: noise.
-        assert_eq!(
-            verdict(Better::Lower, base, [110.0, 90.0, 130.0], 0.05),
-            Status::Pass
-        );
-        // 3% worse, CIs apart, within tolerance.
-        assert_eq!(
-            verdict(Better::Lower, base, [103.0, 102.5, 103.5], 0.05),
-            Status::Pass
-        );
-        // Higher is better: a drop regresses.
-        assert_eq!(
-            verdict(Better::Higher, base, [80.0, 79.0, 81.0], 0.05),
-            Status::Regressed
-        );
-        assert_eq!(
-            verdict(Better::Lower, base, [80.0, 79.0, 81.0], 0.05),
-            Status::Improved
-        );
-        assert_eq!(
-            verdict(Better::Neither, base, [80.0, 79.0, 81.0], 0.05),
-            Status::Info
-        );
-        // From zero rejections to some.
-        assert_eq!(
-            verdict(Better::Lower, [0.0; 3], [0.01, 0.005, 0.015], 0.1),
-            Status::Regressed
-        );
+        let worse = [80.0, 79.0, 81.0];
+        // (which way is better, baseline, new [mean, ci low, ci high], tolerance, status)
+        let cases = [
+            // 10% worse, CIs apart: regressed.
+            (
+                Better::Lower,
+                base,
+                [110.0, 108.0, 112.0],
+                0.05,
+                Status::Regressed,
+            ),
+            // 10% worse but CIs overlap: noise.
+            (
+                Better::Lower,
+                base,
+                [110.0, 90.0, 130.0],
+                0.05,
+                Status::Pass,
+            ),
+            // 3% worse, CIs apart, within tolerance.
+            (
+                Better::Lower,
+                base,
+                [103.0, 102.5, 103.5],
+                0.05,
+                Status::Pass,
+            ),
+            // Higher is better: a drop regresses.
+            (Better::Higher, base, worse, 0.05, Status::Regressed),
+            (Better::Lower, base, worse, 0.05, Status::Improved),
+            (Better::Neither, base, worse, 0.05, Status::Info),
+            // From zero rejections to some.
+            (
+                Better::Lower,
+                [0.0; 3],
+                [0.01, 0.005, 0.015],
+                0.1,
+                Status::Regressed,
+            ),
+        ];
+        for (better, base, new, tolerance, status) in cases {
+            assert_eq!(
+                verdict(better, base, new, tolerance),
+                status,
+                "{better:?} {base:?} -> {new:?}"
+            );
+        }
     }
 
     fn finding(strategy: &str, metric: &str, base: f64, new: f64) -> Finding {

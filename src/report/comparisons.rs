@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Report, ReportError, ReportInput, csv_writer, finish_csv};
+use super::{Report, ReportError, ReportInput, csv_err, csv_writer, finish_csv};
 use crate::metrics::{Better, Estimator, Metric};
 use crate::runner::RunResults;
 use crate::stats::quantile::quantile_difference;
@@ -288,10 +288,7 @@ impl Report for ComparisonsCsv {
                         unstable_a: r.strategies[a].unstable.is_some(),
                         unstable_b: r.strategies[b].unstable.is_some(),
                     })
-                    .map_err(|source| ReportError::Csv {
-                        path: path.clone(),
-                        source,
-                    })?;
+                    .map_err(csv_err(&path))?;
                 }
             }
         }

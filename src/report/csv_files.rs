@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Report, ReportError, ReportInput};
+use super::{Report, ReportError, ReportInput, csv_err};
 use crate::metrics::{Metric, SERVER_METRICS, SOURCE_SERVERS};
 use crate::runner::RunResults;
 use crate::scenario::Scenario;
@@ -91,13 +91,6 @@ pub struct ServerRow<'a> {
     pub latency_p99_ci95_high: f64,
     /// Replications behind the figures.
     pub replications: usize,
-}
-
-fn csv_err(path: &Path) -> impl Fn(csv::Error) -> ReportError + '_ {
-    move |source| ReportError::Csv {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 fn create(path: &Path) -> Result<csv::Writer<super::output::AtomicFile>, ReportError> {

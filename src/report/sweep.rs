@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::comparisons::rank;
-use super::{Report, ReportError, ReportInput, csv_writer, finish_csv};
+use super::{Report, ReportError, ReportInput, csv_err, csv_writer, finish_csv};
 use crate::metrics::{Metric, PerMetric};
 
 /// A row of `sweep.csv`.
@@ -79,10 +79,7 @@ impl Report for SweepCsv {
                         parameter2: sweep.by.as_ref().map(|b| b.parameter.as_str()),
                         value2: p.by,
                     })
-                    .map_err(|source| ReportError::Csv {
-                        path: path.clone(),
-                        source,
-                    })?;
+                    .map_err(csv_err(&path))?;
                 }
             }
         }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::plots::queue_over_time;
-use super::{Report, ReportError, ReportInput, csv_writer, finish_csv};
+use super::{Report, ReportError, ReportInput, csv_err, csv_writer, finish_csv};
 use crate::scenario::Scenario;
 use crate::sim::{Trace, TraceSpec};
 use crate::time::Nanos;
@@ -144,10 +144,7 @@ impl Report for Timeseries {
                         in_service: sample.in_service[k],
                         in_flight: sample.in_flight[k],
                     })
-                    .map_err(|source| ReportError::Csv {
-                        path: path.clone(),
-                        source,
-                    })?;
+                    .map_err(csv_err(&path))?;
                 }
             }
         }
