@@ -168,7 +168,12 @@ pub const MAX_AUTO_TIME_SCALE: f64 = 50.0;
 /// service times as the scale grows; a proportional part (a backend slower than declared)
 /// does not, so the scale is chosen to bring the fixed part under what the bound leaves
 /// (at least a quarter of it), and the proportional part is left for the verdict to judge.
-/// When both probes were the same size, everything counts as fixed. Rounded up to a whole
+/// When both probes were the same size (services of 2 ms or more are probed with 2 ms),
+/// everything counts as fixed, and it is the *smaller* of the two measurements: they
+/// measured the same thing, and a machine busy with other work can stall most of one
+/// calibration's calls (measured at load 16: one backend's median extra latency 10 ms in
+/// one calibration, 50 µs in the next, which made `bursty` replay at time scale 34 instead
+/// of 4). A fit through two probes already takes the smaller fixed part. Rounded up to a whole
 /// number, within 1 and [`MAX_AUTO_TIME_SCALE`]; `None` when nothing was calibrated.
 pub fn auto_time_scale(
     a: &Calibration,
@@ -183,12 +188,13 @@ pub fn auto_time_scale(
         .zip(&b.backends)
         .map(|(x, y)| {
             let (px, py) = (x.probe_ns, y.probe_ns);
-            let slope = if (px - py).abs() > 1.0 {
-                ((x.absorbed_ns() - y.absorbed_ns()) / (px - py)).max(0.0)
+            let (fixed, slope) = if (px - py).abs() > 1.0 {
+                let slope = ((x.absorbed_ns() - y.absorbed_ns()) / (px - py)).max(0.0);
+                (x.absorbed_ns() - slope * px, slope)
             } else {
-                0.0
+                (x.absorbed_ns().min(y.absorbed_ns()), 0.0)
             };
-            let fixed = (x.absorbed_ns() - slope * px).max(0.0);
+            let fixed = fixed.max(0.0);
             // The declared service time at scale 1, wall-clock.
             let declared_1 = x.declared_service_ns / a_at;
             debug_assert!((y.declared_service_ns / b_at - declared_1).abs() <= 1e-6 * declared_1);
@@ -355,6 +361,13 @@ kind = "round_robin"
             backends: vec![backend(1e3, 1e3, 4e6)],
         };
         assert_eq!(auto_time_scale(&idle, 1.0, &idle, 1.0, 0.10), Some(1.0));
+        // Probes of one size, one calibration stalled (backend 1 at 2 ms in `c`, 60 µs
+        // in the other): the smaller is the fixed cost.
+        let calm = Calibration {
+            backends: vec![backend(40e3, 60e3, 4e6), backend(40e3, 20e3, 4e6)],
+        };
+        assert_eq!(auto_time_scale(&c, 1.0, &calm, 1.0, 0.10), Some(1.0));
+        assert_eq!(auto_time_scale(&calm, 1.0, &c, 1.0, 0.10), Some(1.0));
         let none = Calibration::default();
         assert_eq!(auto_time_scale(&none, 1.0, &none, 1.0, 0.1), None);
         // A backend 30% slower than declared: its overhead grows with the probe (0.3 ×
