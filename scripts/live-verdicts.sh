@@ -17,9 +17,10 @@
 #   SWEEP_SHORT  the same for each point of a sweep (default SHORT): a sweep replays
 #             points × strategies × SWEEP_SHORT × scale seconds, so e.g. SWEEP_SHORT=3
 #             keeps load-by-balancers' 9 points × 5 strategies within minutes
-#   TIMEOUT   limit per scenario, and per sweep point, in seconds (default 3600; 600 with
-#             SHORT): at the limit `lbsim live` gets SIGINT and writes the strategies that
-#             finished (then SIGKILL 60 s later); the row says so
+#   TIMEOUT   limit per scenario in seconds (default 3600; 600 with SHORT): at the limit
+#             `lbsim live` gets SIGINT and writes the strategies that finished (then SIGKILL
+#             60 s later); the row says so
+#   SWEEP_TIMEOUT  limit per sweep point (default TIMEOUT): a sweep gets points × this
 #   EXTRA     more `lbsim live` flags, e.g. "--strategy round_robin"
 #   SCENARIOS files (default scenarios/*.toml)
 set -u
@@ -27,6 +28,7 @@ LBSIM=${LBSIM:-target/release/lbsim}
 OUT=${OUT:-reports/live-verdicts}
 if [ -n "${SHORT:-}" ]; then TIMEOUT=${TIMEOUT:-600}; else TIMEOUT=${TIMEOUT:-3600}; fi
 SWEEP_SHORT=${SWEEP_SHORT:-${SHORT:-}}
+SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-$TIMEOUT}
 EXTRA=${EXTRA:-}
 mkdir -p "$OUT"
 if [ ! -x "$LBSIM" ]; then
@@ -45,9 +47,11 @@ for file in ${SCENARIOS:-scenarios/*.toml}; do
   mkdir -p "$dir"
   src="$file"
   points=1
+  per_point=$TIMEOUT
   short=${SHORT:-}
   if grep -q '^\[sweep\]' "$file"; then
     short=$SWEEP_SHORT
+    per_point=$SWEEP_TIMEOUT
     # Points: the product of the lengths of the sweep's lists (`load = [..]`, `[sweep.by]`).
     points=$(awk '/^\[sweep/ { s = 1; next } /^\[/ { s = 0 }
       s && /= *\[/ { v = $0; sub(/#.*/, "", v); n = gsub(/,/, ",", v) + 1; p = (p ? p : 1) * n }
@@ -57,7 +61,7 @@ for file in ${SCENARIOS:-scenarios/*.toml}; do
     src="$dir/short.toml"
     sed -e "s/^duration = .*/duration = $short.0/" -e 's/^warmup = .*/warmup = 1.0/' "$file" > "$src"
   fi
-  limit=$(( TIMEOUT * points ))
+  limit=$(( per_point * points ))
   start=$(date +%s)
   # shellcheck disable=SC2086
   timeout -s INT -k 60 "$limit" "$LBSIM" live "$src" --time-scale auto --out "$dir/out" $EXTRA \
@@ -101,4 +105,4 @@ for file in ${SCENARIOS:-scenarios/*.toml}; do
 done
 echo
 echo "Run on $(nproc) cores, started $started, finished $(date -u '+%H:%M UTC'); load average (1, 5, 15 min) $load_before before, $(load) after;" \
-  "${SHORT:+each scenario shortened to 1 s warm-up and $SHORT s in all (sweep points $SWEEP_SHORT s); }--time-scale auto${EXTRA:+ $EXTRA}; limit ${TIMEOUT} s per scenario and per sweep point."
+  "${SHORT:+each scenario shortened to 1 s warm-up and $SHORT s in all (sweep points $SWEEP_SHORT s); }--time-scale auto${EXTRA:+ $EXTRA}; limit ${TIMEOUT} s per scenario, ${SWEEP_TIMEOUT} s per sweep point."
