@@ -2,7 +2,7 @@
 # Replays every shipped scenario live (`lbsim live --time-scale auto`) on this machine and
 # prints a Markdown table: scenario, verdict (pass / FAIL with the figures outside tolerance /
 # no verdict with the lag / the exact reason it cannot be replayed), time scale, wall-clock
-# time; then a caption line with the date, the settings and the machine's load average
+# time, the 1-minute load average as it started; then a caption line with the date, the settings and the machine's load average
 # before and after. A scenario with a [sweep] is replayed at every point (each point is a
 # scenario of its own, with its own time scale) and its cell gives each point's verdict.
 #
@@ -38,8 +38,8 @@ fi
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 load_before=$(load)
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
-echo "| scenario | live verdict | time scale | wall-clock |"
-echo "| --- | --- | --- | ---: |"
+echo "| scenario | live verdict | time scale | wall-clock | load |"
+echo "| --- | --- | --- | ---: | ---: |"
 for file in ${SCENARIOS:-scenarios/*.toml}; do
   name=$(basename "$file" .toml)
   dir="$OUT/$name"
@@ -62,6 +62,9 @@ for file in ${SCENARIOS:-scenarios/*.toml}; do
     sed -e "s/^duration = .*/duration = $short.0/" -e 's/^warmup = .*/warmup = 1.0/' "$file" > "$src"
   fi
   limit=$(( per_point * points ))
+  # The machine's 1-minute load average as the scenario starts: on a busy machine the
+  # backends' sleeps overshoot (calibration rows) and the driver lags.
+  load1=$(cut -d' ' -f1 /proc/loadavg)
   start=$(date +%s)
   # shellcheck disable=SC2086
   timeout -s INT -k 60 "$limit" "$LBSIM" live "$src" --time-scale auto --out "$dir/out" $EXTRA \
@@ -101,7 +104,7 @@ for file in ${SCENARIOS:-scenarios/*.toml}; do
   fi
   # Table cells cannot hold `|` or new lines.
   verdict=$(printf '%s' "$verdict" | tr '|\n' '/ ')
-  echo "| \`$name\` | $verdict | ${scale:--} | ${took} s |"
+  echo "| \`$name\` | $verdict | ${scale:--} | ${took} s | $load1 |"
 done
 echo
 echo "Run on $(nproc) cores, started $started, finished $(date -u '+%H:%M UTC'); load average (1, 5, 15 min) $load_before before, $(load) after;" \
