@@ -77,7 +77,10 @@ for file in ${SCENARIOS:-scenarios/*.toml}; do
   # refusal verbatim (with its fix), the failed figures of a FAIL (the first 8, then how
   # many; all are in out/…/comparison.csv), the lag of a "no verdict".
   verdict=$(awk -v limit="$limit" -v status="$status" '
-    function flush() { if (v != "") { out = out (out ? "; " : "") (p ? p ": " : "") v } v = ""; err = 0 }
+    function flush() { if (v != "") { out = out (out ? "; " : "") (p ? p ": " : "") v } v = ""; err = 0; nf = 0; lagged = 0 }
+    function list(n, a,   s, i) { s = a[1]; for (i = 2; i <= n && i <= 8; i++) s = s ", " a[i]; if (n > 8) s = s ", … (" n " in all; see comparison.csv)"; return s }
+    / FAIL$/ && NF >= 3 { f[++nf] = $1 " " $2 }
+    / not judged \(lag\)$/ { lagged = 1 }
     /^sweep point [0-9]+ of [0-9]+: / { flush(); p = $0; sub(/^sweep point /, "", p); sub(/ \(.*$/, "", p); sub(/^[0-9]+ of [0-9]+: /, "", p); next }
     /^error: / { v = "cannot be replayed: " substr($0, 8); err = 1; next }
     err && /^  / { s = $0; sub(/^ +/, "", s); v = v " — " s; next }
@@ -85,10 +88,11 @@ for file in ${SCENARIOS:-scenarios/*.toml}; do
     /^verdict: pass/ { v = "pass"; next }
     /^verdict: FAIL — / {
       s = $0; sub(/^verdict: FAIL — /, "", s)
-      n = split(s, a, ", "); if (n > 8) { s = a[1]; for (i = 2; i <= 8; i++) s = s ", " a[i]; s = s ", … (" n " in all; see comparison.csv)" }
-      v = "FAIL: " s; next }
+      n = split(s, a, ", "); v = "FAIL: " list(n, a); next }
     /^no verdict: / { v = $0; next }
-    /^interrupted: / { v = "stopped at the " limit " s limit: " substr($0, 14) " (no verdict)"; next }
+    /^interrupted: / {
+      s = substr($0, 14); sub(/;.*$/, "", s)
+      v = "stopped at the " limit " s limit after " s ", which " (nf ? "FAIL: " list(nf, f) : lagged ? "give no verdict (lag)" : "pass"); next }
     /^interrupted before any strategy finished/ { v = "stopped at the " limit " s limit before any strategy finished"; next }
     END { flush(); print out }' "$dir/log.txt")
   case $status in
