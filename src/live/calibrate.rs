@@ -28,7 +28,9 @@
 //! a time on an idle backend (so nothing queues), with a service time close to the
 //! scenario's. Pings (`ping` in the IDL) are also timed per backend, for the report.
 //! Medians, not means: a calibration call that a descheduled thread delays by a
-//! millisecond would otherwise move the constant by tens of microseconds.
+//! millisecond would otherwise move the constant by tens of microseconds. A backend whose
+//! median exceeds the bound is measured again, up to three rounds, and the smallest
+//! counts: a busy machine can stall a whole round, a real cost shows in every one.
 //!
 //! What a backend adds *under load* (a cost that grows with concurrency, as a Python
 //! server's does, invisible to the idle calls) is measured on the replay's own calls
@@ -280,48 +282,66 @@ pub(crate) fn calibrate(
         // A service time like the scenario's (the overshoot of a sleep barely depends on
         // its length past a few µs), capped so calibration stays short.
         let probe_ns = (g.service.mean() * 1e9 * opts.time_scale).clamp(100e3, 2e6);
-        let (mut extra, mut over) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
-        for k in 0..calls {
-            let due = Instant::now() + Duration::from_micros(300);
-            wait_until(pool, due, opts.spin, None, |_, _| {});
-            pool.send(Job {
-                id: k as u64,
-                backend: i,
-                scheduled: due,
-                work_ns: (probe_ns * g.speed).round() as i64,
-                key: None,
-                tag: 0,
-            });
-            let done = pool
-                .recv_timeout(opts.io_timeout + Duration::from_secs(1))
-                .ok_or_else(|| {
-                    unreachable(ClientError::Timeout {
-                        addr,
-                        timeout: opts.io_timeout,
-                    })
-                })?;
-            match done.result {
-                Ok(CallOutcome::Served {
-                    queued_ns,
-                    served_ns,
-                    ..
-                }) => {
-                    let latency = done.finished.saturating_duration_since(due).as_nanos() as f64;
-                    extra.push(latency - (queued_ns + served_ns) as f64);
-                    over.push(served_ns as f64 - probe_ns);
+        let declared = declared_service_ns(scenario, i, opts.time_scale);
+        // Up to three rounds while what it absorbed exceeds the bound; the smallest
+        // counts. A busy machine can stall a whole round of one backend (load 15-80:
+        // one backend of eight at 12% of its service, the others under 1.5%), which is
+        // not the backend's cost; a backend that really costs more (2 ms added to 4 ms)
+        // exceeds the bound in every round.
+        let mut best: Option<(f64, f64)> = None;
+        for _round in 0..3 {
+            let (mut extra, mut over) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+            for k in 0..calls {
+                let due = Instant::now() + Duration::from_micros(300);
+                wait_until(pool, due, opts.spin, None, |_, _| {});
+                pool.send(Job {
+                    id: k as u64,
+                    backend: i,
+                    scheduled: due,
+                    work_ns: (probe_ns * g.speed).round() as i64,
+                    key: None,
+                    tag: 0,
+                });
+                let done = pool
+                    .recv_timeout(opts.io_timeout + Duration::from_secs(1))
+                    .ok_or_else(|| {
+                        unreachable(ClientError::Timeout {
+                            addr,
+                            timeout: opts.io_timeout,
+                        })
+                    })?;
+                match done.result {
+                    Ok(CallOutcome::Served {
+                        queued_ns,
+                        served_ns,
+                        ..
+                    }) => {
+                        let latency =
+                            done.finished.saturating_duration_since(due).as_nanos() as f64;
+                        extra.push(latency - (queued_ns + served_ns) as f64);
+                        over.push(served_ns as f64 - probe_ns);
+                    }
+                    // An idle backend with a full queue: queue_capacity 0 and a straggler.
+                    Ok(CallOutcome::Rejected { .. }) => {}
+                    Err(e) => return Err(unreachable(e)),
                 }
-                // An idle backend with a full queue: queue_capacity 0 and a straggler.
-                Ok(CallOutcome::Rejected { .. }) => {}
-                Err(e) => return Err(unreachable(e)),
+            }
+            let (e, o) = (median(extra).max(0.0), median(over).max(0.0));
+            if best.is_none_or(|(be, bo)| e + o < be + bo) {
+                best = Some((e, o));
+            }
+            if e + o <= opts.calibration_bound * declared {
+                break;
             }
         }
+        let (extra_ns, over_ns) = best.unwrap_or((0.0, 0.0));
         out.backends.push(BackendCalibration {
             server: info.name.clone(),
             ping_rtt_ns: median(rtts),
-            extra_latency_ns: median(extra).max(0.0),
-            service_overhead_ns: median(over).max(0.0),
+            extra_latency_ns: extra_ns,
+            service_overhead_ns: over_ns,
             probe_ns,
-            declared_service_ns: declared_service_ns(scenario, i, opts.time_scale),
+            declared_service_ns: declared,
         });
     }
     Ok(out)
