@@ -82,7 +82,8 @@ for file in ${SCENARIOS:-scenarios/*.toml}; do
     / FAIL$/ && NF >= 3 { f[++nf] = $1 " " $2 }
     / not judged \(lag\)$/ { lagged = 1 }
     /^sweep point [0-9]+ of [0-9]+: / { flush(); p = $0; sub(/^sweep point /, "", p); sub(/ \(.*$/, "", p); sub(/^[0-9]+ of [0-9]+: /, "", p); next }
-    /^error: / { v = "cannot be replayed: " substr($0, 8); err = 1; next }
+    /^error: live mode cannot replay/ { v = "cannot be replayed: " substr($0, 8); err = 1; next }
+    /^error: / { v = "the replay failed: " substr($0, 8); err = 1; next }
     err && /^  / { s = $0; sub(/^ +/, "", s); v = v " — " s; next }
     { err = 0 }
     /^verdict: pass/ { v = "pass"; next }
