@@ -78,7 +78,7 @@ for file in ${SCENARIOS:-scenarios/*.toml}; do
   # many; all are in out/…/comparison.csv), the lag of a "no verdict".
   verdict=$(awk -v limit="$limit" -v status="$status" '
     function flush() { if (v != "") { out = out (out ? "; " : "") (p ? p ": " : "") v } v = ""; err = 0; nf = 0; lagged = 0 }
-    function list(n, a,   s, i) { s = a[1]; for (i = 2; i <= n && i <= 8; i++) s = s ", " a[i]; if (n > 8) s = s ", … (" n " in all; see comparison.csv)"; return s }
+    function list(n, a,   s, i) { s = a[1]; for (i = 2; i <= n && i <= 8; i++) s = s ", " a[i]; if (n > 8) s = s ", … (" n " in all, see comparison.csv)"; return s }
     / FAIL$/ && NF >= 3 { f[++nf] = $1 " " $2 }
     / not judged \(lag\)$/ { lagged = 1 }
     /^sweep point [0-9]+ of [0-9]+: / { flush(); p = $0; sub(/^sweep point /, "", p); sub(/ \(.*$/, "", p); sub(/^[0-9]+ of [0-9]+: /, "", p); next }
