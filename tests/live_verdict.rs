@@ -278,9 +278,11 @@ fn least_connections_with_fewer_workers_still_fails_its_queue() {
     let scenario = smoke_with("least_connections");
     let matched = backends(&scenario, |_, _| {});
     let v = judged(&scenario, &matched);
+    // The per-server figures the allowance widens (calibration rows measure the machine
+    // and are judged by the other tests).
     let failed: Vec<String> = v
         .failures()
-        .filter(|r| r.server.is_some())
+        .filter(|r| r.figure.per_server() && !r.figure.name().starts_with("calibration"))
         .map(|r| format!("{} sim {} live {}", r.metric(), r.base(), r.live))
         .collect();
     assert!(failed.is_empty(), "matched cluster failed: {failed:#?}");
