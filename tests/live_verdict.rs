@@ -44,13 +44,18 @@ fn timing_lock() -> MutexGuard<'static, ()> {
 }
 
 fn smoke() -> Scenario {
+    smoke_with("round_robin")
+}
+
+/// live-smoke, shortened, with only the strategy labelled `label`.
+fn smoke_with(label: &str) -> Scenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/live-smoke.toml");
     let src = std::fs::read_to_string(&path)
         .expect("read live-smoke")
         .replace("duration = 5.0", "duration = 1.5")
         .replace("warmup = 1.0", "warmup = 0.5");
     let mut s = Scenario::from_source(&path, &src).unwrap_or_else(|e| panic!("{e}"));
-    s.strategies.retain(|e| e.label() == "round_robin");
+    s.strategies.retain(|e| e.label() == label);
     s
 }
 
@@ -120,8 +125,13 @@ fn judged(scenario: &Scenario, servers: &[ServerHandle]) -> Verdict {
 
 /// `metric` of round robin fails, and the outcome (unless refused for lag) names it.
 fn assert_fails_on(v: &Verdict, metric: &str) {
+    assert_fails_on_with(v, "round_robin", metric);
+}
+
+/// `metric` of `strategy` fails, and the outcome names it.
+fn assert_fails_on_with(v: &Verdict, strategy: &str, metric: &str) {
     let row = v
-        .row("round_robin", metric)
+        .row(strategy, metric)
         .or_else(|| v.row("calibration", metric))
         .unwrap_or_else(|| panic!("no row {metric}"));
     assert!(
@@ -256,4 +266,41 @@ fn every_backend_adding_2_ms_fails_every_calibration() {
             "{c:?}"
         );
     }
+}
+
+/// Least connections reads load, so its per-server tolerances widen with the spread of
+/// the simulated replications (`report::live::spread_allowance`); the widening must not
+/// hide a missing worker: the matched cluster passes its per-server rows, and `slow-0`
+/// with one worker instead of two still fails on its queue.
+#[test]
+fn least_connections_with_fewer_workers_still_fails_its_queue() {
+    let _guard = timing_lock();
+    let scenario = smoke_with("least_connections");
+    let matched = backends(&scenario, |_, _| {});
+    let v = judged(&scenario, &matched);
+    // The per-server figures the allowance widens (calibration rows measure the machine
+    // and are judged by the other tests).
+    let failed: Vec<String> = v
+        .failures()
+        .filter(|r| r.figure.per_server() && !r.figure.name().starts_with("calibration"))
+        .map(|r| format!("{} sim {} live {}", r.metric(), r.base(), r.live))
+        .collect();
+    assert!(failed.is_empty(), "matched cluster failed: {failed:#?}");
+    drop(matched);
+    let servers = backends(&scenario, |i, cfg| {
+        if i == 1 {
+            cfg.workers = 1;
+        }
+    });
+    let v = judged(&scenario, &servers);
+    let row = v
+        .row("least_connections", "server_queue_mean:slow-0")
+        .unwrap();
+    println!(
+        "least_connections server_queue_mean:slow-0: sim {} live {} allowed ±{}",
+        row.base(),
+        row.live,
+        row.tolerance.allowed(row.base())
+    );
+    assert_fails_on_with(&v, "least_connections", "server_queue_mean:slow-0");
 }

@@ -545,14 +545,12 @@ fn replay_one(
         if auto_time_scale
             && !retried
             && !interrupt.is_set()
-            && let Some((scale, worst)) =
+            && let Some((scale, why)) =
                 rescale(&verdict, run.time_scale, tolerances.calibration_bound())
         {
             println!(
-                "time scale {}: calibration under load {:.1}% of a declared service time, above half the bound ({:.1}%); replaying at time scale {scale}",
+                "time scale {}: {why}; replaying at time scale {scale}",
                 run.time_scale,
-                worst * 100.0,
-                tolerances.calibration_bound() * 50.0
             );
             opts.time_scale = scale;
             opts.auto_time_scale = false;
@@ -618,26 +616,57 @@ fn replay_one(
     }
 }
 
-/// The larger time scale at which the worst per-call cost under load (a fraction of the
-/// declared service time, at `scale`) would be half of `bound`, if it is above that and
-/// the scale can still grow; with that cost.
-fn rescale(v: &verdict::Verdict, scale: f64, bound: f64) -> Option<(f64, f64)> {
+/// The larger time scale to replay at once more, if the scale can still grow, and why:
+/// the scale at which the worst per-call cost under load (a fraction of the declared
+/// service time, at `scale`) would be half of `bound`, if it is above that; and the scale
+/// at which the worst schedule lag p99 would be 4/5 of the lag gate, if a strategy's lag
+/// exceeded it (the driver's lag is wall-clock jitter, about the same at any scale, while
+/// the gate is a fraction of response times, which grow with the scale: a connection-level
+/// replay at load 15 lagged 1.8 ms against a 1.2 ms gate at scale 1). The larger of the two.
+fn rescale(v: &verdict::Verdict, scale: f64, bound: f64) -> Option<(f64, String)> {
+    let max = lbsim::live::calibrate::MAX_AUTO_TIME_SCALE;
+    if scale >= max {
+        return None;
+    }
     let worst = v
         .rows
         .iter()
         .filter(|r| r.figure == verdict::Figure::CalibrationUnderLoad && r.live.is_finite())
         .map(|r| r.live)
         .fold(0.0f64, f64::max);
-    let max = lbsim::live::calibrate::MAX_AUTO_TIME_SCALE;
-    // At most 4 times larger: a cost far beyond the bound (calls that waited for a
-    // connection behind a stalled backend) is not a fixed cost that a scale hides.
-    (worst > 0.5 * bound && scale < max).then(|| {
+    let cost = (worst > 0.5 * bound).then(|| {
         (
-            (scale * worst / (0.5 * bound))
-                .ceil()
-                .min(4.0 * scale)
-                .min(max),
-            worst,
+            scale * worst / (0.5 * bound),
+            format!(
+                "calibration under load {:.1}% of a declared service time, above half the bound ({:.1}%)",
+                worst * 100.0,
+                bound * 50.0
+            ),
         )
-    })
+    });
+    let late = v
+        .lag
+        .iter()
+        .filter(|l| !l.ok && l.threshold > 0.0 && l.p99.is_finite())
+        .max_by(|a, b| (a.p99 / a.threshold).total_cmp(&(b.p99 / b.threshold)));
+    let lag = late.map(|l| {
+        (
+            scale * l.p99 / (0.8 * l.threshold),
+            format!(
+                "{}: schedule lag p99 {:.0} µs above the gate ({:.0} µs)",
+                l.strategy,
+                l.p99 * 1e6,
+                l.threshold * 1e6
+            ),
+        )
+    });
+    // At most 4 times larger: a cost far beyond the bound (calls that waited for a
+    // connection behind a stalled backend) is not a fixed cost that a scale hides, nor is
+    // a driver stalled for seconds one that a scale outruns.
+    [cost, lag]
+        .into_iter()
+        .flatten()
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(s, why)| (s.ceil().min(4.0 * scale).min(max), why))
+        .filter(|&(s, _)| s > scale)
 }

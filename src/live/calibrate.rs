@@ -28,7 +28,9 @@
 //! a time on an idle backend (so nothing queues), with a service time close to the
 //! scenario's. Pings (`ping` in the IDL) are also timed per backend, for the report.
 //! Medians, not means: a calibration call that a descheduled thread delays by a
-//! millisecond would otherwise move the constant by tens of microseconds.
+//! millisecond would otherwise move the constant by tens of microseconds. A backend whose
+//! median exceeds the bound is measured again, up to three rounds, and the smallest
+//! counts: a busy machine can stall a whole round, a real cost shows in every one.
 //!
 //! What a backend adds *under load* (a cost that grows with concurrency, as a Python
 //! server's does, invisible to the idle calls) is measured on the replay's own calls
@@ -106,6 +108,31 @@ impl LoadedCost {
     }
 }
 
+/// Per server, the spans (scenario seconds) in which a fault of the scenario changes what
+/// it does: from a fault's start to its end (never, for one without an end), plus the
+/// cold-start warm-up that follows, if any. A call to a server that overlaps one of them
+/// is served as the fault says, not as declared (4× slower, paused, failing), so it says
+/// nothing of the backend's own cost under load and is left out of [`LoadedCost`]
+/// (otherwise `antagonists`' slowed servers showed a "cost" of 120–140% of the declared
+/// service time, and the simulated side added the bound's 10% to them for nothing).
+pub(crate) fn fault_spans(scenario: &Scenario) -> Vec<Vec<(f64, f64)>> {
+    let mut spans = vec![Vec::new(); scenario.servers().len()];
+    for f in &scenario.faults {
+        let end = f.until.unwrap_or(f64::INFINITY) + f.cold.map_or(0.0, |c| c.warmup);
+        for &i in &f.servers {
+            if let Some(v) = spans.get_mut(i) {
+                v.push((f.at, end));
+            }
+        }
+    }
+    spans
+}
+
+/// Whether `[from, to]` (scenario seconds) overlaps one of `spans`.
+pub(crate) fn overlaps(spans: &[(f64, f64)], from: f64, to: f64) -> bool {
+    spans.iter().any(|&(a, b)| from <= b && a <= to)
+}
+
 /// What the calibration measured.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Calibration {
@@ -168,7 +195,12 @@ pub const MAX_AUTO_TIME_SCALE: f64 = 50.0;
 /// service times as the scale grows; a proportional part (a backend slower than declared)
 /// does not, so the scale is chosen to bring the fixed part under what the bound leaves
 /// (at least a quarter of it), and the proportional part is left for the verdict to judge.
-/// When both probes were the same size, everything counts as fixed. Rounded up to a whole
+/// When both probes were the same size (services of 2 ms or more are probed with 2 ms),
+/// everything counts as fixed, and it is the *smaller* of the two measurements: they
+/// measured the same thing, and a machine busy with other work can stall most of one
+/// calibration's calls (measured at load 16: one backend's median extra latency 10 ms in
+/// one calibration, 50 µs in the next, which made `bursty` replay at time scale 34 instead
+/// of 4). A fit through two probes already takes the smaller fixed part. Rounded up to a whole
 /// number, within 1 and [`MAX_AUTO_TIME_SCALE`]; `None` when nothing was calibrated.
 pub fn auto_time_scale(
     a: &Calibration,
@@ -183,12 +215,13 @@ pub fn auto_time_scale(
         .zip(&b.backends)
         .map(|(x, y)| {
             let (px, py) = (x.probe_ns, y.probe_ns);
-            let slope = if (px - py).abs() > 1.0 {
-                ((x.absorbed_ns() - y.absorbed_ns()) / (px - py)).max(0.0)
+            let (fixed, slope) = if (px - py).abs() > 1.0 {
+                let slope = ((x.absorbed_ns() - y.absorbed_ns()) / (px - py)).max(0.0);
+                (x.absorbed_ns() - slope * px, slope)
             } else {
-                0.0
+                (x.absorbed_ns().min(y.absorbed_ns()), 0.0)
             };
-            let fixed = (x.absorbed_ns() - slope * px).max(0.0);
+            let fixed = fixed.max(0.0);
             // The declared service time at scale 1, wall-clock.
             let declared_1 = x.declared_service_ns / a_at;
             debug_assert!((y.declared_service_ns / b_at - declared_1).abs() <= 1e-6 * declared_1);
@@ -249,48 +282,66 @@ pub(crate) fn calibrate(
         // A service time like the scenario's (the overshoot of a sleep barely depends on
         // its length past a few µs), capped so calibration stays short.
         let probe_ns = (g.service.mean() * 1e9 * opts.time_scale).clamp(100e3, 2e6);
-        let (mut extra, mut over) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
-        for k in 0..calls {
-            let due = Instant::now() + Duration::from_micros(300);
-            wait_until(pool, due, opts.spin, None, |_, _| {});
-            pool.send(Job {
-                id: k as u64,
-                backend: i,
-                scheduled: due,
-                work_ns: (probe_ns * g.speed).round() as i64,
-                key: None,
-                tag: 0,
-            });
-            let done = pool
-                .recv_timeout(opts.io_timeout + Duration::from_secs(1))
-                .ok_or_else(|| {
-                    unreachable(ClientError::Timeout {
-                        addr,
-                        timeout: opts.io_timeout,
-                    })
-                })?;
-            match done.result {
-                Ok(CallOutcome::Served {
-                    queued_ns,
-                    served_ns,
-                    ..
-                }) => {
-                    let latency = done.finished.saturating_duration_since(due).as_nanos() as f64;
-                    extra.push(latency - (queued_ns + served_ns) as f64);
-                    over.push(served_ns as f64 - probe_ns);
+        let declared = declared_service_ns(scenario, i, opts.time_scale);
+        // Up to three rounds while what it absorbed exceeds the bound; the smallest
+        // counts. A busy machine can stall a whole round of one backend (load 15-80:
+        // one backend of eight at 12% of its service, the others under 1.5%), which is
+        // not the backend's cost; a backend that really costs more (2 ms added to 4 ms)
+        // exceeds the bound in every round.
+        let mut best: Option<(f64, f64)> = None;
+        for _round in 0..3 {
+            let (mut extra, mut over) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+            for k in 0..calls {
+                let due = Instant::now() + Duration::from_micros(300);
+                wait_until(pool, due, opts.spin, None, |_, _| {});
+                pool.send(Job {
+                    id: k as u64,
+                    backend: i,
+                    scheduled: due,
+                    work_ns: (probe_ns * g.speed).round() as i64,
+                    key: None,
+                    tag: 0,
+                });
+                let done = pool
+                    .recv_timeout(opts.io_timeout + Duration::from_secs(1))
+                    .ok_or_else(|| {
+                        unreachable(ClientError::Timeout {
+                            addr,
+                            timeout: opts.io_timeout,
+                        })
+                    })?;
+                match done.result {
+                    Ok(CallOutcome::Served {
+                        queued_ns,
+                        served_ns,
+                        ..
+                    }) => {
+                        let latency =
+                            done.finished.saturating_duration_since(due).as_nanos() as f64;
+                        extra.push(latency - (queued_ns + served_ns) as f64);
+                        over.push(served_ns as f64 - probe_ns);
+                    }
+                    // An idle backend with a full queue: queue_capacity 0 and a straggler.
+                    Ok(CallOutcome::Rejected { .. }) => {}
+                    Err(e) => return Err(unreachable(e)),
                 }
-                // An idle backend with a full queue: queue_capacity 0 and a straggler.
-                Ok(CallOutcome::Rejected { .. }) => {}
-                Err(e) => return Err(unreachable(e)),
+            }
+            let (e, o) = (median(extra).max(0.0), median(over).max(0.0));
+            if best.is_none_or(|(be, bo)| e + o < be + bo) {
+                best = Some((e, o));
+            }
+            if e + o <= opts.calibration_bound * declared {
+                break;
             }
         }
+        let (extra_ns, over_ns) = best.unwrap_or((0.0, 0.0));
         out.backends.push(BackendCalibration {
             server: info.name.clone(),
             ping_rtt_ns: median(rtts),
-            extra_latency_ns: median(extra).max(0.0),
-            service_overhead_ns: median(over).max(0.0),
+            extra_latency_ns: extra_ns,
+            service_overhead_ns: over_ns,
             probe_ns,
-            declared_service_ns: declared_service_ns(scenario, i, opts.time_scale),
+            declared_service_ns: declared,
         });
     }
     Ok(out)
@@ -316,6 +367,35 @@ mod tests {
             probe_ns: declared,
             declared_service_ns: declared,
         }
+    }
+
+    #[test]
+    fn calls_during_a_fault_are_not_a_cost_under_load() {
+        let src = r#"
+duration = 10.0
+[arrivals]
+process = "poisson"
+rate = 10.0
+[[servers]]
+name = "a"
+count = 2
+service = { dist = "exponential", mean = 0.01 }
+[[strategies]]
+kind = "round_robin"
+[[faults]]
+server = "a-1"
+kind = "slow"
+at = 2.0
+duration = 4.0
+factor = 4.0
+"#;
+        let s = Scenario::from_source(std::path::Path::new("t.toml"), src).unwrap();
+        let spans = fault_spans(&s);
+        assert!(spans[0].is_empty());
+        assert_eq!(spans[1], vec![(2.0, 6.0)]);
+        // A call from 1.9 s to 2.1 s overlaps the slow-down; one after it does not.
+        assert!(overlaps(&spans[1], 1.9, 2.1) && overlaps(&spans[1], 5.0, 7.0));
+        assert!(!overlaps(&spans[1], 6.1, 6.2) && !overlaps(&spans[0], 1.9, 2.1));
     }
 
     #[test]
@@ -355,6 +435,13 @@ kind = "round_robin"
             backends: vec![backend(1e3, 1e3, 4e6)],
         };
         assert_eq!(auto_time_scale(&idle, 1.0, &idle, 1.0, 0.10), Some(1.0));
+        // Probes of one size, one calibration stalled (backend 1 at 2 ms in `c`, 60 µs
+        // in the other): the smaller is the fixed cost.
+        let calm = Calibration {
+            backends: vec![backend(40e3, 60e3, 4e6), backend(40e3, 20e3, 4e6)],
+        };
+        assert_eq!(auto_time_scale(&c, 1.0, &calm, 1.0, 0.10), Some(1.0));
+        assert_eq!(auto_time_scale(&calm, 1.0, &c, 1.0, 0.10), Some(1.0));
         let none = Calibration::default();
         assert_eq!(auto_time_scale(&none, 1.0, &none, 1.0, 0.1), None);
         // A backend 30% slower than declared: its overhead grows with the probe (0.3 ×

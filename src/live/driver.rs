@@ -268,6 +268,8 @@ struct Replay {
     /// Declared speed per backend, for the declared service of a call.
     speeds: Vec<f64>,
     under_load: Vec<LoadedCost>,
+    /// Per backend, the spans its faults cover ([`super::calibrate::fault_spans`]).
+    fault_spans: Vec<Vec<(f64, f64)>>,
     first_error: Option<String>,
     /// Mark a backend down at its first failed call (scenarios without faults, where
     /// any failure is a backend gone); with faults, health checks do, as in the
@@ -319,7 +321,15 @@ impl Replay {
                     .as_nanos();
                 let declared = job.work_ns as f64 / self.speeds[i];
                 let (queued, served) = (queued_ns as f64, served_ns as f64);
-                self.under_load[i].record(served - declared, wall as f64 - queued - served);
+                // Not a call that a fault slowed, paused or delayed.
+                let span = (self.clock.now(job.scheduled), now);
+                if !super::calibrate::overlaps(
+                    &self.fault_spans[i],
+                    span.0.as_secs_f64(),
+                    span.1.as_secs_f64(),
+                ) {
+                    self.under_load[i].record(served - declared, wall as f64 - queued - served);
+                }
                 let served = self.clock.scenario_ns(served_ns);
                 if let Some(l) = load.filter(|_| self.views.signals().reply_loads) {
                     let load = ServerLoad {
@@ -399,6 +409,7 @@ fn dispatch(
         errors_per_backend: vec![0; workers.len()],
         marked_down: Vec::new(),
         under_load: vec![LoadedCost::default(); workers.len()],
+        fault_spans: super::calibrate::fault_spans(scenario),
         speeds: scenario
             .servers()
             .iter()

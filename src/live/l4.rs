@@ -57,7 +57,7 @@ use thrift::protocol::{
 };
 use thrift::{ProtocolError, ProtocolErrorKind};
 
-use super::calibrate::{BackendCalibration, Calibration, median};
+use super::calibrate::{BackendCalibration, Calibration, LoadedCost, median};
 use super::client::{CallOutcome, ClientConfig, ClientError, classify};
 use super::options::{LiveError, LiveOptions};
 use super::proto::{Call, Pong};
@@ -92,6 +92,8 @@ struct Pending {
     scheduled: Instant,
     sent: Instant,
     measured: bool,
+    /// Work asked (wall-clock ns at speed 1), for the cost under load.
+    work_ns: f64,
 }
 
 /// Calls in flight on one connection, shared by the dispatcher and the reader.
@@ -513,6 +515,7 @@ fn time_calls(
             scheduled: due,
             sent: Instant::now(),
             measured: false,
+            work_ns: probe_ns * g.speed,
         };
         conns.send(c, call, (probe_ns * g.speed).round() as i64, 0);
         let done = conns
@@ -647,6 +650,10 @@ struct Replay<'a> {
     lifetime: Option<f64>,
     life_rng: SimRng,
     to: Nanos,
+    /// Declared speed per backend, for the declared service of a call.
+    speeds: Vec<f64>,
+    /// Per backend, what it added to each served call under the replay's load.
+    under_load: Vec<LoadedCost>,
 }
 
 impl Replay<'_> {
@@ -702,6 +709,15 @@ impl Replay<'_> {
                     _ => {}
                 }
                 if let Some(i) = server {
+                    // As the request-level driver measures it: served beyond the declared
+                    // service, and the response time beyond queued + served.
+                    let wall = done
+                        .finished
+                        .saturating_duration_since(done.call.scheduled)
+                        .as_nanos() as f64;
+                    let (q, sv) = (queued_ns as f64, served_ns as f64);
+                    self.under_load[i]
+                        .record(sv - done.call.work_ns / self.speeds[i], wall - q - sv);
                     let (served, queued) = (
                         self.clock.scenario_ns(served_ns),
                         self.clock.scenario_ns(queued_ns),
@@ -874,6 +890,8 @@ pub(crate) fn replay_strategy(
         lifetime: spec.lifetime,
         life_rng: stream_rng(seed, opts.replication, Stream::Routing, 1),
         to,
+        speeds: servers.iter().map(|s| s.speed).collect(),
+        under_load: vec![LoadedCost::default(); n],
     };
     // Every connection opens at time 0, in slot order, before the first request; a
     // connection that cannot open now is a setup failure, not a measurement.
@@ -924,6 +942,7 @@ pub(crate) fn replay_strategy(
             scheduled: due,
             sent: due,
             measured,
+            work_ns: work,
         };
         r.conns
             .send(c, call, work.round().min(i64::MAX as f64) as i64, req.key);
@@ -972,7 +991,7 @@ pub(crate) fn replay_strategy(
         connection_waits: 0,
         first_error: r.first_error,
         realtime: realtime.active(),
-        under_load: Vec::new(),
+        under_load: r.under_load,
         faults: Vec::new(),
     })
 }

@@ -55,7 +55,7 @@ pub struct StrategyReplay {
     pub realtime: bool,
     /// Per backend, what it added to each served call *under the replay's load*: the
     /// idle calibration's service overhead and extra latency, measured on the replay's
-    /// calls. Empty where not measured (connection-level replays).
+    /// calls (request-level and connection-level replays alike).
     pub under_load: Vec<LoadedCost>,
     /// Fault actions applied to the backends and health changes seen by the balancer,
     /// in order, each with how late it was applied ([`super::faults`]); empty without

@@ -23,7 +23,11 @@
 //! judged, the outcome is "no verdict".
 //!
 //! Tolerances use `check`'s syntax ([`super::tolerance`]); each figure has one primary
-//! tolerance (relative or absolute) and per-server queues also an absolute floor.
+//! tolerance (relative or absolute) and per-server queues also an absolute floor. The
+//! per-server figures of a strategy whose picks depend on timing (it reads load) widen
+//! with the spread of the simulated replications ([`spread_allowance`]): live, such a
+//! strategy routes the replayed requests as another replication would, not as the
+//! simulated one did, so a fixed percentage would fail identical servers on chance.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -415,6 +419,47 @@ impl Comparison {
     }
 }
 
+/// How many standard deviations of the difference between two independent replications a
+/// per-server figure of an adaptive strategy may be from its reference, at least
+/// ([`spread_allowance`]).
+///
+/// The paired comparison replays the simulated replication's requests, so a strategy
+/// whose picks do not depend on timing (round robin, weighted, random, …: `Split::Equal`
+/// or `Split::Weights` in the registry) routes every request live exactly as simulated,
+/// and its per-server figures keep their fixed tolerances. A strategy that reads load
+/// (least connections, P2C, JSQ, peak EWMA, …) picks among near-equal servers on timing
+/// differences of microseconds, so live and simulated runs route the same requests
+/// differently: per server, the live run is at worst another replication of the same
+/// requests. Two independent replications differ by √2 × the standard deviation across
+/// replications (σ); the allowance is 3 × √2 × σ (a false alarm per row below 0.3% for a
+/// normal spread; the paired runs share arrivals and work, so they differ less).
+pub const SPREAD_FACTOR: f64 = 3.0;
+
+/// The absolute allowance a per-server figure of an adaptive strategy gets from the
+/// spread of its simulated replications `runs`: [`SPREAD_FACTOR`] × √2 × their sample
+/// standard deviation (0 with fewer than two finite values).
+pub fn spread_allowance(runs: &[f64]) -> f64 {
+    let finite: Vec<f64> = runs.iter().copied().filter(|v| v.is_finite()).collect();
+    let n = finite.len();
+    if n < 2 {
+        return 0.0;
+    }
+    let mean = finite.iter().sum::<f64>() / n as f64;
+    let var = finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    SPREAD_FACTOR * std::f64::consts::SQRT_2 * var.sqrt()
+}
+
+/// Whether the picks of the strategy labelled `label` in `scenario` depend on timing
+/// (load-aware or key-and-load strategies: `Split::Dynamic`), so that its per-server
+/// figures get [`spread_allowance`]. Unknown labels count as adaptive.
+pub fn adaptive(scenario: &Scenario, label: &str) -> bool {
+    scenario
+        .strategies
+        .iter()
+        .find(|e| e.label() == label)
+        .is_none_or(|e| e.spec.about().split == crate::strategy::registry::Split::Dynamic)
+}
+
 /// How far beyond the response-time lag gate a replay may lag before its servers' queues
 /// are not judged either. Sends that fall far behind leave in a bunch and lengthen the
 /// backends' queues (measured: 3–50× the simulated queues at a lag p99 of 6 ms, where the
@@ -569,18 +614,21 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
         n: 1,
     };
     let mut rows = Vec::new();
-    let mut push = |strategy: &str, figure, server: Option<String>, sim, replayed, live| {
-        rows.push(Comparison {
-            strategy: strategy.to_string(),
-            figure,
-            server,
-            sim,
-            sim_replayed: replayed,
-            live,
-            reference,
-            tolerance: tol.get(figure),
-        });
-    };
+    let mut push =
+        |strategy: &str, figure, server: Option<String>, sim, replayed, live, spread: f64| {
+            let mut tolerance = tol.get(figure);
+            tolerance.absolute = tolerance.absolute.max(spread);
+            rows.push(Comparison {
+                strategy: strategy.to_string(),
+                figure,
+                server,
+                sim,
+                sim_replayed: replayed,
+                live,
+                reference,
+                tolerance,
+            });
+        };
     for (i, &f) in j.idle.iter().enumerate() {
         push(
             "calibration",
@@ -589,6 +637,7 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
             declared,
             0.0,
             f,
+            0.0,
         );
     }
     for (k, sim_k) in j.sim.strategies.iter().enumerate() {
@@ -604,8 +653,10 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
                 sim_k.estimate(m),
                 replayed.values[m],
                 live.values[m],
+                0.0,
             );
         }
+        let adaptive = adaptive(j.scenario, label);
         for (i, server) in servers.iter().enumerate() {
             for figure in [
                 Figure::Share,
@@ -627,6 +678,11 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
                     estimate(&runs),
                     get(&replayed.servers[i]),
                     get(&live.servers[i]),
+                    if adaptive {
+                        spread_allowance(&runs)
+                    } else {
+                        0.0
+                    },
                 );
             }
         }
@@ -652,6 +708,7 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
                     estimate(&runs),
                     get(replayed),
                     get(live),
+                    0.0,
                 );
             }
         }
@@ -664,6 +721,7 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
                     declared,
                     0.0,
                     f,
+                    0.0,
                 );
             }
         }
@@ -1016,6 +1074,41 @@ mod tests {
         assert!((r.difference() - 0.01).abs() < 1e-12 && r.passed());
         let r = row(Figure::Share, 0.25, f64::NAN, 0.26, Reference::Replayed);
         assert!(!r.passed());
+    }
+
+    #[test]
+    fn adaptive_strategies_widen_per_server_tolerances_with_the_spread() {
+        // Fewer than two replications: no spread; identical values: none either.
+        assert_eq!(spread_allowance(&[0.3]), 0.0);
+        assert_eq!(spread_allowance(&[0.3, 0.3, f64::NAN, 0.3]), 0.0);
+        // Sample standard deviation of 0 and 2 is √2: 3 × √2 × √2 = 6.
+        assert!((spread_allowance(&[0.0, 2.0]) - 6.0).abs() < 1e-12);
+        let s = Scenario::from_source(
+            "t.toml".as_ref(),
+            r#"
+            duration = 5
+            [arrivals]
+            process = "poisson"
+            rate = 10
+            [[servers]]
+            name = "s"
+            count = 2
+            service = { dist = "exponential", mean = 0.01 }
+            [[strategies]]
+            kind = "round_robin"
+            [[strategies]]
+            kind = "weighted_random"
+            [[strategies]]
+            label = "lc"
+            kind = "least_connections"
+            [[strategies]]
+            kind = "power_of_d"
+            "#,
+        )
+        .unwrap();
+        // Timing decides the picks of load-aware strategies only.
+        assert!(!adaptive(&s, "round_robin") && !adaptive(&s, "weighted_random"));
+        assert!(adaptive(&s, "lc") && adaptive(&s, "power_of_d"));
     }
 
     #[test]
