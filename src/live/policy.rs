@@ -38,14 +38,13 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Duration;
 
 use rand::RngExt;
 
 use super::client::CallOutcome;
 use super::driver::Replay;
 use super::pool::{Done, Job, Pool};
-use super::run::add_service;
+use super::run::{add_service, record_served};
 use crate::policy::{
     Budget, Cause, ClientState, Detector, Ejection, Next, Policy, PolicySpec, RequestState,
 };
@@ -545,24 +544,25 @@ impl LiveClient {
                 let declared = job.work_ns as f64 / r.speeds[i];
                 let (q, s) = (queued_ns as f64, served_ns as f64);
                 r.under_load[i].record(s - declared, wall as f64 - q - s);
-                let served = r.clock.scenario(Duration::from_nanos(served_ns));
-                let queued = r.clock.scenario(Duration::from_nanos(queued_ns));
+                let served = r.clock.scenario_ns(served_ns);
+                let queued = r.clock.scenario_ns(queued_ns);
                 if let Some(l) = load.filter(|_| live && r.views.signals().reply_loads) {
                     let load = ServerLoad {
                         in_flight: l.in_flight,
                         queued: l.queued,
                         service_time: served,
-                        latency: r.clock.scenario(Duration::from_nanos(l.latency_ns)),
+                        latency: r.clock.scenario_ns(l.latency_ns),
                     };
                     r.views.get(b).reply_load(i, &load, now);
                 }
                 r.views.server_done(i, Some(served), now);
                 add_service(&mut r.metrics, i, now, queued, served);
                 if measured {
-                    // Counted where the simulator counts them: calls a worker took.
-                    r.metrics.servers[i].requests += 1;
                     r.metrics.client.work += served.as_secs_f64();
                     if !live {
+                        // Counted where the simulator counts them: calls a worker took
+                        // (the winner's in `record_served`).
+                        r.metrics.servers[i].requests += 1;
                         r.metrics.client.wasted += served.as_secs_f64();
                     }
                 }
@@ -619,13 +619,7 @@ impl LiveClient {
                 .clock
                 .scenario(at.saturating_duration_since(r.clock.at(arrival)));
             r.metrics.phase_served(arrival, latency);
-            r.metrics.record_latency(latency);
-            if let Some(h) = r.metrics.server_latency.get_mut(i) {
-                h.saturating_record(latency.0.max(1));
-            }
-            let s = &mut r.metrics.servers[i];
-            s.served += 1;
-            s.latency_sum += latency.as_secs_f64();
+            record_served(&mut r.metrics, i, latency);
         }
         self.end_request(r, now, k, None);
     }
