@@ -17,6 +17,7 @@ pub mod driver;
 pub mod faults;
 pub mod l4;
 mod options;
+mod policy;
 mod pool;
 mod probe;
 #[allow(

@@ -82,13 +82,15 @@ pub fn replay_via(
             ));
         }
     }
-    if let Some(e) = scenario.strategies.iter().find(|e| e.policy.is_some()) {
-        // Client policies run in the simulator only, so far: refuse rather than replay
-        // without them and compare unlike with unlike.
-        return Err(LiveError::Unsupported(format!(
-            "strategy `{}` has a client policy ([strategies.policy]), which live mode does not apply yet\n  fix: replay a copy without it",
-            e.label()
-        )));
+    // Client policies run live through the driver ([`super::policy`]), except what real
+    // Thrift cannot do (withdrawing a call from its server).
+    if let Some(reason) = scenario
+        .strategies
+        .iter()
+        .filter(|e| opts.only.is_empty() || opts.only.contains(&e.label()))
+        .find_map(super::policy::refusal)
+    {
+        return Err(LiveError::Unsupported(reason));
     }
     if let (Some((proxy, _)), None) = (via, &scenario.connections) {
         return Err(super::proxy::ProxyError::NotConnectionLevel { proxy }.into());
@@ -255,32 +257,108 @@ pub fn replay_via(
 }
 
 /// State of one strategy's replay, owned by the dispatcher thread.
-struct Replay {
-    clock: Clock,
+pub(super) struct Replay {
+    pub(super) clock: Clock,
     /// The scenario's balancers and the load reports they read.
-    views: Views,
-    metrics: RunMetrics,
+    pub(super) views: Views,
+    pub(super) metrics: RunMetrics,
     lag: Histogram<u64>,
-    errors: u64,
-    errors_per_backend: Vec<u64>,
-    marked_down: Vec<usize>,
+    pub(super) errors: u64,
+    pub(super) errors_per_backend: Vec<u64>,
+    pub(super) marked_down: Vec<usize>,
     workers: Vec<u32>,
     /// Declared speed per backend, for the declared service of a call.
-    speeds: Vec<f64>,
-    under_load: Vec<LoadedCost>,
+    pub(super) speeds: Vec<f64>,
+    pub(super) under_load: Vec<LoadedCost>,
     /// Per backend, the spans its faults cover ([`super::calibrate::fault_spans`]).
     fault_spans: Vec<Vec<(f64, f64)>>,
-    first_error: Option<String>,
+    pub(super) first_error: Option<String>,
     /// Mark a backend down at its first failed call (scenarios without faults, where
     /// any failure is a backend gone); with faults, health checks do, as in the
     /// simulator ([`super::faults`]).
-    down_on_error: bool,
+    pub(super) down_on_error: bool,
+    /// Each backend's service-time distribution (a call's work).
+    pub(super) dists: Vec<crate::workload::Dist>,
+    /// Calls sent.
+    pub(super) sent: u64,
+    /// Sends the probes the strategy asks for, if it reads probe answers.
+    prober: Option<super::probe::Prober>,
+    asked: Vec<usize>,
+    /// The strategy entry's client policy, if any ([`super::policy`]).
+    client: Option<super::policy::LiveClient>,
 }
 
 impl Replay {
+    /// Sends the probes balancer `b` asked for (counted when the request is measured).
+    pub(super) fn send_probes(&mut self, b: usize, measured: bool) {
+        let Some(p) = &self.prober else { return };
+        self.views.get(b).take_probes(&mut self.asked);
+        let at = Instant::now();
+        for &i in &self.asked {
+            p.send(i, b, at);
+            self.metrics.probes += u64::from(measured);
+        }
+        self.asked.clear();
+    }
+
+    /// Records the calls at server `i` beyond its workers (a measured request was just
+    /// sent to it), from every balancer.
+    pub(super) fn note_queue(&mut self, i: usize) {
+        let in_flight: u32 = self
+            .views
+            .all()
+            .iter()
+            .map(|v| v.backends()[i].in_flight)
+            .sum();
+        let waiting = in_flight.saturating_sub(self.workers[i]);
+        let q = &mut self.metrics.servers[i].queue_max;
+        *q = (*q).max(waiting);
+    }
+
+    /// A call ended: to the client policy if there is one, else as one request.
+    fn handle(&mut self, pool: &mut Pool, done: Done) {
+        if let Some(sent) = done.sent {
+            let lag = sent.saturating_duration_since(done.job.scheduled);
+            self.lag
+                .saturating_record(u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX).max(1));
+        }
+        match self.client.take() {
+            Some(mut c) => {
+                c.on_done(self, pool, done);
+                self.client = Some(c);
+            }
+            None => self.on_done(done),
+        }
+    }
+
+    /// Health checks saw servers come back: slow start under a policy.
+    fn health_changed(&mut self, now: crate::time::Nanos) {
+        let back = self.views.take_back();
+        if let Some(mut c) = self.client.take() {
+            for i in back {
+                c.back(self, i, now);
+            }
+            self.client = Some(c);
+        }
+    }
+
+    /// Fires the policy timers due by `until`.
+    fn timers(&mut self, pool: &mut Pool, until: crate::time::Nanos) {
+        if let Some(mut c) = self.client.take() {
+            let now = self.clock.now(Instant::now());
+            c.fire_due(self, pool, until, now);
+            self.client = Some(c);
+        }
+    }
+
+    /// When the next policy timer is due.
+    fn next_timer(&self) -> Option<crate::time::Nanos> {
+        self.client.as_ref().and_then(|c| c.next_timer())
+    }
+
     /// Gives the strategy the probe answers that have come back.
-    fn on_probes(&mut self, prober: Option<&super::probe::Prober>) {
-        let Some(p) = prober else { return };
+    fn on_probes(&mut self) {
+        let Some(p) = &self.prober else { return };
         while let Some((i, b, sent, at, l)) = p.try_recv() {
             let load = ServerLoad {
                 in_flight: l.in_flight,
@@ -301,13 +379,6 @@ impl Replay {
             .clock
             .scenario(done.finished.saturating_duration_since(job.scheduled));
         let now = self.clock.now(done.finished);
-        // Schedule lag of calls actually written (a call failed before it could be sent
-        // says nothing of the dispatcher).
-        if let Some(sent) = done.sent {
-            let lag = sent.saturating_duration_since(job.scheduled);
-            self.lag
-                .saturating_record(u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX).max(1));
-        }
         match done.result {
             Ok(CallOutcome::Served {
                 queued_ns,
@@ -399,9 +470,27 @@ fn dispatch(
         start: Instant::now() + Duration::from_millis(20),
         scale: opts.time_scale,
     };
+    let views = Views::new(scenario, entry, seed, opts.replication);
+    let prober = views.signals().probes.then(|| {
+        let cfg = ClientConfig {
+            io_timeout: Some(opts.io_timeout),
+            ..ClientConfig::new(opts.protocol, opts.transport)
+        };
+        super::probe::Prober::new(pool.addrs(), &cfg)
+    });
+    let client = entry.policy.as_ref().map(|p| {
+        super::policy::LiveClient::new(
+            p,
+            views.all().len(),
+            workers.len(),
+            seed,
+            opts.replication,
+            to,
+        )
+    });
     let mut r = Replay {
         clock,
-        views: Views::new(scenario, entry, seed, opts.replication),
+        views,
         metrics: RunMetrics::new(&workers, from, to)
             .with_phases(&crate::metrics::phase_edges(scenario)),
         lag: latency_histogram(),
@@ -418,7 +507,16 @@ fn dispatch(
         workers,
         first_error: None,
         down_on_error: scenario.faults.is_empty(),
+        dists,
+        sent: 0,
+        prober,
+        asked: Vec::new(),
+        client,
     };
+    if let Some(mut c) = r.client.take() {
+        c.start(&mut r);
+        r.client = Some(c);
+    }
     let mut faults = (!controls.is_empty()).then(|| {
         let cfg = ClientConfig {
             io_timeout: Some(opts.io_timeout),
@@ -435,41 +533,46 @@ fn dispatch(
             opts.fault_delay,
         )
     });
-    let mut sent = 0u64;
     let mut dispatch_lag = latency_histogram();
     let mean_gap = Duration::from_secs_f64(opts.time_scale / scenario.mean_rate().max(1e-9));
     let spin = opts.spin.min(mean_gap / 4);
     let waits_before = pool.waited();
-    let prober = r.views.signals().probes.then(|| {
-        let cfg = ClientConfig {
-            io_timeout: Some(opts.io_timeout),
-            ..ClientConfig::new(opts.protocol, opts.transport)
-        };
-        super::probe::Prober::new(pool.addrs(), &cfg)
-    });
-    let mut asked = Vec::new();
     for req in RequestStream::new(&scenario.workload, seed, opts.replication) {
-        // Fault actions due first, each at its own time.
-        if let Some(f) = &mut faults {
-            f.poll_health(&clock);
-            while let Some(t) = f.next_due().filter(|&t| t <= req.arrival) {
-                if !wait_until(pool, clock.at(t), spin, Some(&opts.cancel), |_, done| {
-                    r.on_done(done);
-                }) {
-                    return Ok(None);
-                }
+        // Fault actions and policy timers due first, each at its own time.
+        loop {
+            if let Some(f) = &mut faults {
+                f.poll_health(&clock);
+            }
+            let fault = faults.as_ref().and_then(|f| f.next_due());
+            let timer = r.next_timer();
+            let Some(t) = fault
+                .into_iter()
+                .chain(timer)
+                .min()
+                .filter(|&t| t <= req.arrival)
+            else {
+                break;
+            };
+            if !wait_until(pool, clock.at(t), spin, Some(&opts.cancel), |pool, done| {
+                r.handle(pool, done);
+            }) {
+                return Ok(None);
+            }
+            if let Some(f) = faults.as_mut().filter(|_| fault == Some(t)) {
                 f.poll_health(&clock);
                 f.apply_due(t, &clock, &mut r.views, &mut r.marked_down);
+                r.health_changed(t);
             }
+            r.timers(pool, t);
         }
         let due = clock.at(req.arrival);
-        if !wait_until(pool, due, spin, Some(&opts.cancel), |_, done| {
-            r.on_done(done);
-            r.on_probes(prober.as_ref());
+        if !wait_until(pool, due, spin, Some(&opts.cancel), |pool, done| {
+            r.handle(pool, done);
+            r.on_probes();
         }) {
             return Ok(None);
         }
-        r.on_probes(prober.as_ref());
+        r.on_probes();
         let woke = Instant::now();
         let late = woke.saturating_duration_since(due).as_nanos();
         dispatch_lag.saturating_record(u64::try_from(late).unwrap_or(u64::MAX).max(1));
@@ -479,16 +582,13 @@ fn dispatch(
         if measured {
             r.metrics.phase_arrived(req.arrival);
         }
-        let (b, routed) = r.views.route(now, req.key);
-        if let Some(p) = &prober {
-            r.views.get(b).take_probes(&mut asked);
-            let at = Instant::now();
-            for &i in &asked {
-                p.send(i, b, at);
-                r.metrics.probes += u64::from(measured);
-            }
-            asked.clear();
+        if let Some(mut c) = r.client.take() {
+            c.arrival(&mut r, pool, now, &req, measured);
+            r.client = Some(c);
+            continue;
         }
+        let (b, routed) = r.views.route(now, req.key);
+        r.send_probes(b, measured);
         let Some(i) = routed else {
             r.metrics.unroutable += u64::from(measured);
             if measured {
@@ -497,18 +597,9 @@ fn dispatch(
             continue;
         };
         if measured {
-            // Calls at the server from every balancer, beyond its workers.
-            let in_flight: u32 = r
-                .views
-                .all()
-                .iter()
-                .map(|v| v.backends()[i].in_flight)
-                .sum();
-            let waiting = in_flight.saturating_sub(r.workers[i]);
-            let q = &mut r.metrics.servers[i].queue_max;
-            *q = (*q).max(waiting);
+            r.note_queue(i);
         }
-        let work = req.size.work(&dists[i]) * 1e9 * opts.time_scale;
+        let work = req.size.work(&r.dists[i]) * 1e9 * opts.time_scale;
         pool.send(Job {
             id: req.id,
             backend: i,
@@ -517,15 +608,17 @@ fn dispatch(
             key: Some(req.key as i64),
             tag: u64::from(measured) | (b as u64) << 1,
         });
-        sent += 1;
+        r.sent += 1;
     }
     // Drain: every call ends within the I/O timeout (sockets time out) of being sent, and
     // one waiting for a connection is sent within a connect timeout or fails with the
-    // call it waits on; with a margin.
+    // call it waits on; with a margin. Under a policy, requests waiting out a retry's
+    // back-off have no call out: the drain goes on until every request has ended.
     let waited_from = Instant::now();
     let limit =
         2 * opts.io_timeout + ClientConfig::default().connect_timeout + Duration::from_secs(5);
-    while pool.in_flight() > 0 {
+    let open = |r: &Replay| r.client.as_ref().map_or(0, |c| c.open());
+    while pool.in_flight() > 0 || open(&r) > 0 {
         if opts.cancel.is_cancelled() {
             return Ok(None);
         }
@@ -536,20 +629,26 @@ fn dispatch(
             f.poll_health(&clock);
             let now = clock.now(Instant::now());
             f.apply_due(now, &clock, &mut r.views, &mut r.marked_down);
+            r.health_changed(now);
             if let Some(t) = f.next_due() {
                 wait = wait.min(clock.at(t).saturating_duration_since(Instant::now()));
             }
         }
+        if let Some(t) = r.next_timer() {
+            wait = wait.min(clock.at(t).saturating_duration_since(Instant::now()));
+        }
         match pool.recv_timeout(wait) {
-            Some(done) => r.on_done(done),
+            Some(done) => r.handle(pool, done),
             None if waited_from.elapsed() < limit => {}
             None => {
                 return Err(LiveError::Stuck {
-                    in_flight: pool.in_flight(),
+                    in_flight: pool.in_flight().max(open(&r)),
                     waited: waited_from.elapsed(),
                 });
             }
         }
+        let now = clock.now(Instant::now());
+        r.timers(pool, now);
     }
     let wall = Instant::now().saturating_duration_since(clock.start);
     let fault_log = faults
@@ -559,7 +658,7 @@ fn dispatch(
         label: entry.label(),
         metrics: r.metrics,
         errors: r.errors,
-        sent,
+        sent: r.sent,
         lag: r.lag,
         dispatch_lag,
         wall,

@@ -100,7 +100,7 @@ pub fn compare(
         (sim.requested, sim.finished) = (r.requested, r.finished);
         sim.strategies.extend(r.strategies);
         sim_replayed.push(
-            Run::new(&one, &entry.spec, live.replication)
+            Run::entry(&one, entry, live.replication)
                 .seed(live.seed)
                 .overheads(&overheads)
                 .metrics(),

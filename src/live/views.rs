@@ -50,6 +50,13 @@ pub(crate) struct Views {
     every: Option<Nanos>,
     /// When the next periodic report is due.
     next: Nanos,
+    /// Per server, whether health checks see it up.
+    healthy: Vec<bool>,
+    /// Per balancer, per server, whether its outlier detection ejected it (empty without
+    /// outlier ejection): a health change keeps an ejected server out of that view.
+    ejected: Vec<Vec<bool>>,
+    /// Servers that health checks saw come back since the last [`Views::take_back`].
+    back: Vec<usize>,
 }
 
 impl Views {
@@ -89,6 +96,9 @@ impl Views {
             workers: servers.iter().map(|s| s.workers).collect(),
             next: every.unwrap_or(Nanos::MAX),
             every,
+            healthy: vec![true; n],
+            ejected: Vec::new(),
+            back: Vec::new(),
         }
     }
 
@@ -156,18 +166,42 @@ impl Views {
     /// Routes a request arriving at `now`: the balancer it goes through (drawn as the
     /// simulator draws it) and the server picked, if any.
     pub(crate) fn route(&mut self, now: Nanos, key: u64) -> (usize, Option<usize>) {
-        self.tick(now);
-        let b = if self.balancers.len() == 1 {
+        let b = self.pick_balancer();
+        (b, self.route_in(b, now, key, None))
+    }
+
+    /// The balancer of an arriving request, drawn as the simulator draws it.
+    pub(crate) fn pick_balancer(&mut self) -> usize {
+        if self.balancers.len() == 1 {
             0
         } else {
             self.routing.random_range(0..self.balancers.len())
+        }
+    }
+
+    /// Routes one call through balancer `b` at `now`; with `avoid`, picks again (at most
+    /// its count of times) while the pick is a server it rejects (Envoy's
+    /// `previous_hosts`, [`Balancer::route_avoiding`]).
+    pub(crate) fn route_in(
+        &mut self,
+        b: usize,
+        now: Nanos,
+        key: u64,
+        avoid: Option<(&dyn Fn(usize) -> bool, u32)>,
+    ) -> Option<usize> {
+        self.tick(now);
+        let loads = self.loads.as_ref();
+        let picked = match avoid {
+            Some((avoid, repicks)) => {
+                self.balancers[b].route_avoiding(now, key, loads, avoid, repicks)
+            }
+            None => self.balancers[b].route_with(now, key, loads),
         };
-        let picked = self.balancers[b].route_with(now, key, self.loads.as_ref());
         if let Some(i) = picked {
             self.counts[i].in_system += 1;
             self.changed(i, now);
         }
-        (b, picked)
+        picked
     }
 
     /// A call to server `i` through balancer `b` ended at `now` after `latency`; `served`
@@ -181,6 +215,15 @@ impl Views {
         served: Option<Nanos>,
         now: Nanos,
     ) {
+        self.server_done(i, served, now);
+        self.balancers[b].complete(i, latency, outcome, now);
+    }
+
+    /// Server `i` answered a call at `now` (`served`: the service time its reply reports;
+    /// `None`: not served): its load report changes. The balancer is told apart, with
+    /// [`Views::tell`], when its client stops waiting (a client policy may give up on a
+    /// call before its server answers).
+    pub(crate) fn server_done(&mut self, i: usize, served: Option<Nanos>, now: Nanos) {
         self.tick(now);
         let c = &mut self.counts[i];
         c.in_system = c.in_system.saturating_sub(1);
@@ -189,7 +232,40 @@ impl Views {
             c.busy += s.0;
         }
         self.changed(i, now);
+    }
+
+    /// Balancer `b`'s call to server `i` ended for its client at `now`, after `latency`.
+    pub(crate) fn tell(
+        &mut self,
+        b: usize,
+        i: usize,
+        latency: Nanos,
+        outcome: Outcome,
+        now: Nanos,
+    ) {
+        self.tick(now);
         self.balancers[b].complete(i, latency, outcome, now);
+    }
+
+    /// Balancer `b`'s outlier detection ejects server `i` (`out`) or takes it back: the
+    /// server is in that view when health checks see it up and it is not ejected.
+    pub(crate) fn eject(&mut self, b: usize, i: usize, out: bool) {
+        if self.ejected.is_empty() {
+            self.ejected = vec![vec![false; self.counts.len()]; self.balancers.len()];
+        }
+        self.ejected[b][i] = out;
+        let up = self.healthy[i] && !out;
+        self.balancers[b].set_up(i, up);
+    }
+
+    /// Whether health checks see server `i` up.
+    pub(crate) fn healthy(&self, i: usize) -> bool {
+        self.healthy[i]
+    }
+
+    /// The servers health checks saw come back since the last call (for slow start).
+    pub(crate) fn take_back(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.back)
     }
 
     /// Marks server `i` down in every balancer's view (and the reports' index); whether
@@ -201,8 +277,15 @@ impl Views {
     /// Marks server `i` up or down in every balancer's view (and the reports' index), as
     /// health checks do; whether some balancer's view changed.
     pub(crate) fn set_health(&mut self, i: usize, up: bool) -> bool {
-        let mut changed = false;
-        for b in &mut self.balancers {
+        if up && !self.healthy[i] {
+            self.back.push(i);
+        }
+        // A change of health is a change even where ejection keeps the view as it was.
+        let mut changed = self.healthy[i] != up;
+        self.healthy[i] = up;
+        for (k, b) in self.balancers.iter_mut().enumerate() {
+            let ejected = self.ejected.get(k).is_some_and(|e| e[i]);
+            let up = up && !ejected;
             if b.backends()[i].up != up {
                 changed = true;
                 b.set_up(i, up);

@@ -121,6 +121,16 @@ pub enum Figure {
     PhaseLatencyP99,
     /// Fraction of one phase's requests that ended unserved.
     PhaseErrorFraction,
+    /// Attempts per request under a client policy (retries and hedges included).
+    AttemptsPerRequest,
+    /// Retries per request under a client policy.
+    RetryRate,
+    /// Hedged copies per request under a client policy.
+    HedgeRate,
+    /// Fraction of requests that ended timed out under a client policy.
+    TimeoutFraction,
+    /// Share of the server time spent on attempts nobody waited for any more.
+    WastedFraction,
 }
 
 /// Whether a figure's primary tolerance is relative to the reference or absolute.
@@ -134,7 +144,7 @@ pub enum Kind {
 
 impl Figure {
     /// Every figure, in the order rows are written.
-    pub const ALL: [Figure; 13] = [
+    pub const ALL: [Figure; 18] = [
         Figure::LatencyMean,
         Figure::LatencyP50,
         Figure::LatencyP99,
@@ -148,6 +158,11 @@ impl Figure {
         Figure::PhaseLatencyMean,
         Figure::PhaseLatencyP99,
         Figure::PhaseErrorFraction,
+        Figure::AttemptsPerRequest,
+        Figure::RetryRate,
+        Figure::HedgeRate,
+        Figure::TimeoutFraction,
+        Figure::WastedFraction,
     ];
 
     /// Name in `comparison.csv` (before `:server`) and in `--tolerance`.
@@ -159,7 +174,12 @@ impl Figure {
             Figure::LatencyMean
             | Figure::LatencyP50
             | Figure::LatencyP99
-            | Figure::ErrorFraction => unreachable!("cluster figures are metrics"),
+            | Figure::ErrorFraction
+            | Figure::AttemptsPerRequest
+            | Figure::RetryRate
+            | Figure::HedgeRate
+            | Figure::TimeoutFraction
+            | Figure::WastedFraction => unreachable!("cluster figures are metrics"),
             Figure::Share => "share",
             Figure::ServerUtilization => "server_utilization",
             Figure::ServerQueueMean => "server_queue_mean",
@@ -180,6 +200,11 @@ impl Figure {
             Figure::LatencyP50 => Some(Metric::LatencyP50),
             Figure::LatencyP99 => Some(Metric::LatencyP99),
             Figure::ErrorFraction => Some(Metric::ErrorFraction),
+            Figure::AttemptsPerRequest => Some(Metric::AttemptsPerRequest),
+            Figure::RetryRate => Some(Metric::RetryRate),
+            Figure::HedgeRate => Some(Metric::HedgeRate),
+            Figure::TimeoutFraction => Some(Metric::TimeoutFraction),
+            Figure::WastedFraction => Some(Metric::WastedFraction),
             _ => None,
         }
     }
@@ -220,7 +245,8 @@ impl Figure {
             | Figure::ServerQueueMean
             | Figure::ServerLatencyMean
             | Figure::PhaseLatencyMean
-            | Figure::PhaseLatencyP99 => Kind::Relative,
+            | Figure::PhaseLatencyP99
+            | Figure::AttemptsPerRequest => Kind::Relative,
             _ => Kind::Absolute,
         }
     }
@@ -267,6 +293,15 @@ impl Figure {
                 relative: 0.15,
                 absolute: 0.002,
             },
+            // Client policies: each row's tolerance is widened to the replications' spread
+            // (see [`POLICY_SPREAD`]); these are the floors. Attempts per request within 5%
+            // (a retry for one request in 20); rates within 0.02 per request, the wasted
+            // share within 0.02 of the server time.
+            Figure::AttemptsPerRequest => rel(0.05),
+            Figure::RetryRate
+            | Figure::HedgeRate
+            | Figure::TimeoutFraction
+            | Figure::WastedFraction => abs(0.02),
         }
     }
 
@@ -413,8 +448,13 @@ impl Comparison {
         self.difference() / self.base()
     }
 
-    /// Within tolerance (NaN — nothing served on one side — fails).
+    /// Within tolerance (NaN — nothing served on one side — fails; nothing served on
+    /// either side, e.g. the mean response time of a backend that fails every call under
+    /// an error fault, agrees).
     pub fn passed(&self) -> bool {
+        if self.live.is_nan() && self.base().is_nan() {
+            return true;
+        }
         self.difference().abs() <= self.tolerance.allowed(self.base())
     }
 }
@@ -604,6 +644,24 @@ fn trim(x: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// How many standard deviations of the simulated replications a client-policy figure's
+/// tolerance is widened to: a live run and the replayed simulated run are two runs, whose
+/// difference has a standard deviation of up to √2 of one run's, so 3 of them is about
+/// 2.1 standard deviations of the difference (a 4% chance of failing a matched pair by
+/// noise alone, per figure, with normal errors).
+pub const POLICY_SPREAD: f64 = 3.0;
+
+/// Sample standard deviation (0 with fewer than two values, or with NaNs).
+fn std_dev(x: &[f64]) -> f64 {
+    let x: Vec<f64> = x.iter().copied().filter(|v| v.is_finite()).collect();
+    if x.len() < 2 {
+        return 0.0;
+    }
+    let n = x.len() as f64;
+    let mean = x.iter().sum::<f64>() / n;
+    (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+}
+
 /// The comparisons of `j` with tolerances `tol` against `reference`.
 pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comparison> {
     let servers = j.scenario.servers();
@@ -614,23 +672,30 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
         n: 1,
     };
     let mut rows = Vec::new();
-    let mut push =
-        |strategy: &str, figure, server: Option<String>, sim, replayed, live, spread: f64| {
-            let mut tolerance = tol.get(figure);
-            tolerance.absolute = tolerance.absolute.max(spread);
-            rows.push(Comparison {
-                strategy: strategy.to_string(),
+    let push = |rows: &mut Vec<Comparison>,
+                strategy: &str,
                 figure,
-                server,
+                server: Option<String>,
                 sim,
-                sim_replayed: replayed,
+                replayed,
                 live,
-                reference,
-                tolerance,
-            });
-        };
+                spread: f64| {
+        let mut tolerance = tol.get(figure);
+        tolerance.absolute = tolerance.absolute.max(spread);
+        rows.push(Comparison {
+            strategy: strategy.to_string(),
+            figure,
+            server,
+            sim,
+            sim_replayed: replayed,
+            live,
+            reference,
+            tolerance,
+        });
+    };
     for (i, &f) in j.idle.iter().enumerate() {
         push(
+            &mut rows,
             "calibration",
             Figure::Calibration,
             Some(servers[i].name.clone()),
@@ -644,9 +709,18 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
         let label = sim_k.label.as_str();
         let replayed = &j.sim_replayed[k];
         let live = &j.live.strategies[k].runs[0];
+        let policy = j
+            .scenario
+            .strategies
+            .iter()
+            .any(|e| e.label() == label && e.policy.is_some());
         for figure in Figure::ALL {
             let Some(m) = figure.metric() else { continue };
+            if m.of_client_policies() && !policy {
+                continue;
+            }
             push(
+                &mut rows,
                 label,
                 figure,
                 None,
@@ -655,6 +729,20 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
                 live.values[m],
                 0.0,
             );
+            if m.of_client_policies() {
+                // One live run against one simulated one: they differ by about the
+                // spread of single runs, which the floor may not cover.
+                let runs: Vec<f64> = sim_k.runs.iter().map(|r| r.values[m]).collect();
+                let spread = POLICY_SPREAD * std_dev(&runs);
+                let last = rows.last_mut().expect("just pushed");
+                let t = &mut last.tolerance;
+                match figure.kind() {
+                    Kind::Relative if last.sim_replayed.abs() > 0.0 => {
+                        t.relative = t.relative.max(spread / last.sim_replayed.abs());
+                    }
+                    _ => t.absolute = t.absolute.max(spread),
+                }
+            }
         }
         let adaptive = adaptive(j.scenario, label);
         for (i, server) in servers.iter().enumerate() {
@@ -672,6 +760,7 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
                 };
                 let runs: Vec<f64> = sim_k.runs.iter().map(|r| get(&r.servers[i])).collect();
                 push(
+                    &mut rows,
                     label,
                     figure,
                     Some(server.name.clone()),
@@ -702,6 +791,7 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
                 };
                 let runs: Vec<f64> = sim_k.runs.iter().map(get).collect();
                 push(
+                    &mut rows,
                     label,
                     figure,
                     Some(name.clone()),
@@ -713,8 +803,11 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
             }
         }
         if let Some(loaded) = j.under_load.get(k).filter(|v| !v.is_empty()) {
-            for (i, &f) in loaded.iter().enumerate() {
+            // A backend that served nothing in the replay (every call failed) has nothing
+            // measured under load: no row, as for a replay that measures none.
+            for (i, &f) in loaded.iter().enumerate().filter(|(_, f)| !f.is_nan()) {
                 push(
+                    &mut rows,
                     label,
                     Figure::CalibrationUnderLoad,
                     Some(servers[i].name.clone()),
@@ -744,6 +837,9 @@ impl Figure {
                 | Figure::CalibrationUnderLoad
                 | Figure::PhaseLatencyMean
                 | Figure::PhaseLatencyP99
+                | Figure::HedgeRate
+                | Figure::TimeoutFraction
+                | Figure::WastedFraction
         )
     }
 }
