@@ -777,6 +777,11 @@ impl<'a> Sim<'a> {
                     job: next.id,
                 },
             );
+            if next.id < PROBE_JOB_BASE
+                && let Some(c) = self.client.as_mut()
+            {
+                c.started_from_queue(next.id);
+            }
             // Service times feed the signals' estimates on the one-attempt path only, as
             // `attempt` does not report starts either.
             if self.client.is_none()
