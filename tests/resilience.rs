@@ -231,3 +231,56 @@ fn a_bad_circuit_breaker_names_file_field_and_fix() {
             .contains("unstable")
     );
 }
+
+/// A scenario running `kind` twice: as is, and under a client policy that changes nothing
+/// (no retry, no timeout): every pick must be the same.
+fn with_and_without_policy(kind: &str) -> Scenario {
+    scenario(&format!(
+        r#"
+name = "feedback"
+duration = 20
+warmup = 1
+replications = 1
+balancers = 2
+[arrivals]
+process = "poisson"
+rate = 700
+[[servers]]
+name = "fast"
+count = 3
+service = {{ dist = "exponential", mean = 0.005 }}
+[[servers]]
+name = "slow"
+count = 2
+service = {{ dist = "lognormal", mean = 0.012, cv = 2 }}
+[probes]
+delay = 0.001
+cost = 0.0005
+[[strategies]]
+label = "plain"
+kind = "{kind}"
+[[strategies]]
+label = "policy"
+kind = "{kind}"
+[strategies.policy]
+cancel = false
+"#
+    ))
+}
+
+#[test]
+fn probing_and_feedback_strategies_pick_the_same_under_a_policy_that_does_nothing() {
+    // C3 reads reply loads and service starts, Prequal probes: under a policy they get
+    // the same feedback as without, so the same seed gives the same picks — every
+    // server's share and every latency.
+    for kind in ["c3", "prequal"] {
+        let s = with_and_without_policy(kind);
+        let (plain, policy) = (sim(&s, 0, 0), sim(&s, 1, 0));
+        assert_ends_once(&policy);
+        let shares = |m: &RunMetrics| m.servers.iter().map(|s| s.requests).collect::<Vec<_>>();
+        assert_eq!(shares(&plain), shares(&policy), "{kind}");
+        assert_eq!(plain.latency_sum, policy.latency_sum, "{kind}");
+        assert_eq!(plain.probes, policy.probes, "{kind}");
+        assert!(plain.probes > 0 || kind == "c3", "{kind} probes");
+    }
+}

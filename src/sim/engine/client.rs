@@ -369,6 +369,9 @@ impl Sim<'_> {
                             job: id,
                         },
                     );
+                    if let Some(s) = &mut self.signals {
+                        s.started(i, service);
+                    }
                 }
                 self.m.servers[i].requests += u64::from(measured);
                 let c = self.client();
@@ -687,6 +690,19 @@ impl Sim<'_> {
             let req = &c.requests[r as usize];
             let b = req.balancer as usize;
             let arrival = req.st.arrival;
+            // The load carried on the reply reaches the balancer before the completion,
+            // as on the one-attempt path.
+            if let Some(s) = self.signals.as_ref().filter(|s| s.reply_loads) {
+                let server = &self.servers[i];
+                let load = s.load(
+                    i,
+                    server.workers,
+                    server.busy(),
+                    server.queued(),
+                    Some(job.end - job.start),
+                );
+                self.balancers[b].reply_load(i, &load, now);
+            }
             self.balancers[b].complete(i, now - sent, Outcome::Ok, now);
             c.in_flight[b] -= 1;
             c.extra_in_flight[b] -= u32::from(extra);
