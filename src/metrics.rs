@@ -132,6 +132,8 @@ pub enum Metric {
     TimeoutFraction,
     /// `wasted_fraction`.
     WastedFraction,
+    /// `overflow_fraction` (optional: see [`Metric::reported`]).
+    OverflowFraction,
 }
 }
 
@@ -491,6 +493,15 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             "share of the server time spent on attempts nobody waited for any more (timed out, or lost a hedge race); reported with client policies",
         )
         .shown(Shown::WithPolicies),
+        def(
+            OverflowFraction,
+            "overflow_fraction",
+            "1",
+            Lower,
+            0.05,
+            "share of attempts the balancer's circuit breakers refused at once (Envoy's overflow: max_requests or max_pending_requests reached); reported for strategies whose breakers tripped",
+        )
+        .shown(Shown::WhenNonZero),
     ]
 };
 
@@ -869,6 +880,9 @@ pub struct ClientCounters {
     pub ejections: u64,
     /// Most servers one balancer had ejected at once.
     pub max_ejected: u32,
+    /// Attempts refused at once by the balancer's circuit breakers (counted in
+    /// `attempts`; a request whose only attempt overflowed ends refused).
+    pub overflowed: u64,
 }
 
 /// Most servers whose response times get a histogram of their own (for the per-server
@@ -1168,6 +1182,13 @@ impl RunMetrics {
                     0.0
                 } else {
                     self.client.wasted / self.client.work
+                }
+            }
+            Metric::OverflowFraction => {
+                if self.client.overflowed == 0 {
+                    0.0
+                } else {
+                    self.client.overflowed as f64 / self.client.attempts as f64
                 }
             }
         });

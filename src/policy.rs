@@ -18,9 +18,11 @@
 //! `retryPolicy`), [`budget`] (Finagle `RetryBudget`, Envoy retry budget, gRPC retry
 //! throttling), [`hedge`] (Dean & Barroso, gRPC `hedgingPolicy`), [`timeout`] (Envoy
 //! route and per-try timeouts, gRPC deadlines), [`outlier`] (Envoy outlier detection,
-//! nginx passive checks), [`slow_start`] (Envoy `slow_start_config`, nginx `slow_start`).
+//! nginx passive checks), [`slow_start`] (Envoy `slow_start_config`, nginx `slow_start`),
+//! [`circuit`] (Envoy `circuit_breakers`).
 
 pub mod budget;
+pub mod circuit;
 pub mod hedge;
 pub mod outlier;
 pub mod retry;
@@ -30,6 +32,7 @@ pub mod timeout;
 use serde::{Deserialize, Serialize};
 
 pub use budget::{Budget, BudgetSpec};
+pub use circuit::{CircuitSpec, Outstanding};
 pub use hedge::{Hedge, HedgeSpec};
 pub use outlier::{Detector, Ejection, OutlierSpec};
 pub use retry::{Cause, MAX_ATTEMPTS, Retry, RetrySpec};
@@ -69,6 +72,9 @@ pub struct PolicySpec {
     /// Slow start of servers that become available (`[strategies.policy.slow_start]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_start: Option<SlowStartSpec>,
+    /// Circuit breakers (`[strategies.policy.circuit_breakers]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breakers: Option<CircuitSpec>,
 }
 
 /// A policy field that cannot be used: the field (relative to `policy`), what is wrong
@@ -349,6 +355,15 @@ impl PolicySpec {
             Some(SlowStartSpec::Nginx { window }) => seconds("slow_start.window", *window, false)?,
             None => {}
         }
+        if let Some(c) = &self.circuit_breakers
+            && c.max_requests == 0
+        {
+            return Err(err(
+                "circuit_breakers.max_requests",
+                "is 0, so every attempt would overflow",
+                "use 1 or more requests in flight (Envoy's default is 1024)",
+            ));
+        }
         match &self.budget {
             None => {}
             Some(_) if self.retry.is_none() && self.hedge.is_none() => {
@@ -434,6 +449,8 @@ pub struct Policy {
     pub outlier: Option<OutlierSpec>,
     /// Slow start, if any.
     pub slow_start: Option<crate::strategy::Ramp>,
+    /// Circuit breakers, if any.
+    pub circuit: Option<CircuitSpec>,
 }
 
 /// What to do after an attempt failed.
@@ -498,6 +515,30 @@ impl Policy {
             budget: s.budget.clone(),
             outlier: s.outlier.clone(),
             slow_start: s.slow_start.as_ref().map(SlowStartSpec::ramp),
+            circuit: s.circuit_breakers,
+        }
+    }
+
+    /// Whether the circuit breakers let one more retry or hedge out while
+    /// `retries_in_flight` are (Envoy `max_retries`, which a retry budget of kind
+    /// `"envoy"` replaces).
+    fn retry_circuit_closed(&self, retries_in_flight: u32) -> bool {
+        match (&self.circuit, &self.budget) {
+            (_, Some(BudgetSpec::Envoy { .. })) | (None, _) => true,
+            (Some(c), _) => c.retry_allowed(retries_in_flight),
+        }
+    }
+
+    /// Attempt of a request not yet ended overflowed a circuit breaker: it ends at once
+    /// and is not retried (Envoy never retries an overflow); the request fails, refused,
+    /// unless another copy is still out.
+    pub fn on_overflow(&self, st: &mut RequestState) -> Next {
+        debug_assert!(!st.done && st.outstanding > 0);
+        st.outstanding -= 1;
+        if st.outstanding == 0 {
+            Next::Fail(Cause::Rejected)
+        } else {
+            Next::Wait
         }
     }
 
@@ -550,10 +591,15 @@ impl Policy {
         let more = st.sent < self.max_attempts();
         let send = match (&self.retry, &self.hedge) {
             (Some(r), _) => {
-                more && r.retries(cause) && budget.try_retry(now, in_flight, retries_in_flight)
+                more && r.retries(cause)
+                    && self.retry_circuit_closed(retries_in_flight)
+                    && budget.try_retry(now, in_flight, retries_in_flight)
             }
             // gRPC hedging: a non-fatal failure sends the next copy at once.
-            (None, Some(_)) => more && budget.try_retry(now, in_flight, retries_in_flight),
+            (None, Some(_)) => {
+                more && self.retry_circuit_closed(retries_in_flight)
+                    && budget.try_retry(now, in_flight, retries_in_flight)
+            }
             (None, None) => false,
         };
         match (send, &self.retry) {
@@ -576,6 +622,7 @@ impl Policy {
             && !st.done
             && st.sent < self.max_attempts()
             && !self.expired(st, now)
+            && self.retry_circuit_closed(retries_in_flight)
             && budget.try_retry(now, in_flight, retries_in_flight)
     }
 }
@@ -688,6 +735,11 @@ mod tests {
             "outlier.interval"
         );
         assert_eq!(check("[hedge]\ndelay = 0.1\n[retry]\n"), "hedge");
+        assert_eq!(
+            check("[circuit_breakers]\nmax_requests = 0\n"),
+            "circuit_breakers.max_requests"
+        );
+        assert!(toml::from_str::<PolicySpec>("[circuit_breakers]\nmax_requests = -1\n").is_err());
         assert_eq!(check("[budget]\nkind = \"grpc\"\n"), "budget");
         assert_eq!(
             check("[slow_start]\nkind = \"envoy\"\nslow_start_window = 0\n"),

@@ -142,6 +142,9 @@ const KEYS: &[&str] = &[
     "enforcing_success_rate",
     "success_rate_stdev_factor",
     "consecutive_failures",
+    "max_requests",
+    "max_pending_requests",
+    "max_retries",
     "bogus",
 ];
 
@@ -193,6 +196,9 @@ const SNIPPETS: &[&str] = &[
     "[[strategies]]\nkind = \"smooth_weighted_round_robin\"\n[strategies.policy.slow_start]\nkind = \"nginx\"\nwindow = 1e-9\n[[faults]]\nserver = \"s-0\"\nkind = \"crash\"\nat = 0.5\nduration = 0.5\n",
     "[[strategies]]\nkind = \"jsq\"\n[strategies.policy.slow_start]\nkind = \"nginx\"\nwindow = 86400\n",
     "[[strategies]]\nkind = \"least_connections\"\n[strategies.policy.outlier]\nkind = \"finagle\"\nconsecutive_failures = 1\nmark_dead_for = 1e-9\nmax_mark_dead_for = 86400\n",
+    "[[strategies]]\nkind = \"least_request\"\n[strategies.policy.circuit_breakers]\nmax_requests = 1\nmax_pending_requests = 0\nmax_retries = 4294967295\n[strategies.policy.retry]\nmax_attempts = 10\n",
+    "[[strategies]]\nkind = \"least_connections\"\n[strategies.policy.circuit_breakers]\nmax_requests = 0\n",
+    "[[strategies]]\nkind = \"round_robin\"\n[strategies.policy]\nper_try_timeout = 1e-9\ncancel = true\n[strategies.policy.circuit_breakers]\nmax_requests = 4294967295\nmax_retries = 0\n[strategies.policy.hedge]\ndelay = 0\nmax_attempts = 10\n",
     "[[strategies]]\nkind = \"round_robin\"\n[strategies.policy.outlier]\nkind = \"envoy\"\ninterval = 0.001\nenforcing_success_rate = 100\nsuccess_rate_minimum_hosts = 0\nsuccess_rate_request_volume = 1\nsuccess_rate_stdev_factor = 0\nenforcing_failure_percentage = 50\nfailure_percentage_threshold = 0\n",
 ];
 

@@ -58,6 +58,9 @@ const POLICIES: &[&str] = &[
     "[strategies.policy.outlier]\nkind = \"nginx\"\nfail_timeout = 0.2\n",
     "[strategies.policy.retry]\nmax_attempts = 2\n[strategies.policy.outlier]\nkind = \"finagle\"\nconsecutive_failures = 2\nmark_dead_for = 0.1\nmax_mark_dead_for = 0.5\n",
     "[strategies.policy.outlier]\nkind = \"envoy\"\ninterval = 0.2\nbase_ejection_time = 0.3\nmax_ejection_percent = 50\nenforcing_success_rate = 60\nenforcing_failure_percentage = 100\nsuccess_rate_minimum_hosts = 2\nsuccess_rate_request_volume = 5\nfailure_percentage_minimum_hosts = 1\nfailure_percentage_request_volume = 3\nfailure_percentage_threshold = 20\n",
+    // Circuit breakers: overflows end requests at once, alone or among retries and hedges.
+    "[strategies.policy]\nper_try_timeout = 0.015\ncancel = true\n[strategies.policy.circuit_breakers]\nmax_requests = 3\nmax_pending_requests = 1\nmax_retries = 1\n[strategies.policy.retry]\nmax_attempts = 3\nretry_on = [\"timeout\", \"rejected\", \"failed\"]\n",
+    "[strategies.policy.circuit_breakers]\nmax_requests = 2\nmax_pending_requests = 0\n[strategies.policy.hedge]\ndelay = 0.002\nmax_attempts = 3\n",
 ];
 
 fn case() -> impl Strategy<Value = Case> {
@@ -194,6 +197,8 @@ proptest! {
                 prop_assert_eq!(c.attempts, m.arrived + c.retries + c.hedges, "{:?}", c);
                 prop_assert!(c.cancelled <= c.abandoned, "{:?}", c);
                 prop_assert!(c.wasted <= c.work * (1.0 + 1e-9) + 1e-12, "{:?}", c);
+                // Overflows are attempts, and a request ended by one ended refused.
+                prop_assert!(c.overflowed <= m.rejected + c.attempts - m.arrived, "{:?}", c);
                 // Ejection stays within its cap: Envoy's 50 % (at least one), and nginx
                 // never ejects the last server.
                 let n = case.servers as usize;

@@ -245,7 +245,10 @@ impl Validator<'_> {
                 "raise the arrival rate or extend the trace",
             ));
         }
-        if rate >= capacity && scenario.groups.iter().all(|g| g.queue_capacity.is_none()) {
+        if rate >= capacity
+            && scenario.groups.iter().all(|g| g.queue_capacity.is_none())
+            && !scenario.strategies.iter().all(bounded_by_circuit_breakers)
+        {
             return Err(self.invalid(
                 "arrivals",
                 format!(
@@ -883,6 +886,18 @@ impl Validator<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether a strategy entry's circuit breakers bound what its balancers leave at the
+/// servers, so that overload cannot grow queues without bound: each balancer holds at
+/// most `max_requests` attempts, and every attempt it stops waiting for is withdrawn
+/// (none time out, or timed-out ones are cancelled; hedges that lose are cancelled).
+fn bounded_by_circuit_breakers(s: &crate::strategy::StrategyEntry) -> bool {
+    s.policy.as_ref().is_some_and(|p| {
+        p.circuit_breakers.is_some()
+            && (p.cancel || (p.timeout.is_none() && p.per_try_timeout.is_none()))
+            && p.hedge.as_ref().is_none_or(|h| h.cancel_losers)
+    })
 }
 
 /// The system a slow start follows, as the `kind` of `[strategies.policy.slow_start]`.

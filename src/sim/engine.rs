@@ -783,10 +783,14 @@ impl<'a> Sim<'a> {
                     job: next.id,
                 },
             );
-            // Service times feed the signals' estimates on the one-attempt path only, as
-            // `attempt` does not report starts either.
-            if self.client.is_none()
-                && let Some(s) = &mut self.signals
+            if next.id < PROBE_JOB_BASE
+                && let Some(c) = self.client.as_mut()
+            {
+                c.started_from_queue(next.id);
+            }
+            // Service times feed the signals' estimates (on both paths: the policy path's
+            // attempts are requests to their servers).
+            if let Some(s) = &mut self.signals
                 && next.id < PROBE_JOB_BASE
             {
                 s.started(i, service);

@@ -23,7 +23,8 @@ use rand::RngExt;
 
 use super::{Event, Sim};
 use crate::policy::{
-    Budget, Cause, ClientState, Detector, Ejection, Next, Policy, PolicySpec, RequestState,
+    Budget, Cause, ClientState, Detector, Ejection, Next, Outstanding, Policy, PolicySpec,
+    RequestState,
 };
 use crate::rng::SimRng;
 use crate::sim::server::{Admission, Job};
@@ -74,6 +75,8 @@ struct Attempt {
     live: bool,
     /// A server holds it.
     at_server: bool,
+    /// It waits in its server's queue (pending, for the circuit breakers).
+    queued: bool,
     generation: u32,
 }
 
@@ -94,6 +97,9 @@ pub(super) struct Client {
     outliers: Vec<Detector>,
     /// Per server, whether health checks see it up (ejection hides it on top of that).
     healthy: Vec<bool>,
+    /// Per balancer, its live attempts waiting in a server queue (Envoy's pending
+    /// requests, read by the circuit breakers).
+    pending: Vec<u32>,
 }
 
 impl Client {
@@ -110,6 +116,7 @@ impl Client {
                 .collect(),
             policy,
             in_flight: vec![0; balancers],
+            pending: vec![0; balancers],
             extra_in_flight: vec![0; balancers],
             rng,
             requests: Vec::new(),
@@ -159,6 +166,7 @@ impl Client {
             extra,
             live: true,
             at_server: false,
+            queued: false,
             generation,
         };
         match self.free_attempts.pop() {
@@ -192,6 +200,26 @@ impl Client {
     fn attempt_of(&self, id: u64) -> Option<u32> {
         let a = id as u32;
         (self.attempts.get(a as usize)?.generation == (id >> 32) as u32).then_some(a)
+    }
+
+    /// Attempt `a` no longer waits in its server's queue (it started, left the server, or
+    /// its client stopped waiting for it): it leaves its balancer's pending count.
+    fn leave_pending(&mut self, a: u32) {
+        let att = &mut self.attempts[a as usize];
+        if att.queued {
+            att.queued = false;
+            if att.live {
+                let b = self.requests[att.request as usize].balancer as usize;
+                self.pending[b] -= 1;
+            }
+        }
+    }
+
+    /// The server started job `id`, which waited in its queue (a probe's, or an attempt's).
+    pub(super) fn started_from_queue(&mut self, id: u64) {
+        if let Some(a) = self.attempt_of(id) {
+            self.leave_pending(a);
+        }
     }
 
     /// Request `r`'s state with what a policy decision reads of its balancer's client
@@ -287,6 +315,24 @@ impl Sim<'_> {
             return self.follow(now, r, next);
         };
         req.unroutable = false;
+        if let Some(cb) = c.policy.circuit {
+            let server = &self.servers[i];
+            let o = Outstanding {
+                requests: c.in_flight[b],
+                pending: c.pending[b],
+                would_wait: !server.down && server.busy() >= server.workers,
+            };
+            if cb.overflows(o) {
+                // Refused by the balancer itself, at once: the strategy saw its pick, and
+                // now a refusal; nothing reaches the server.
+                self.balancers[b].complete(i, Nanos::ZERO, Outcome::Rejected, now);
+                self.m.client.overflowed += u64::from(measured);
+                self.send_probes(b, now);
+                let c = self.client.as_mut().expect("policy path");
+                let next = c.policy.on_overflow(&mut c.requests[r as usize].st);
+                return self.follow(now, r, next);
+            }
+        }
         // Finagle's probe: a host that came back takes one request, then waits for it.
         if let Some(d) = c.outliers.get_mut(b)
             && d.on_dispatch(i)
@@ -315,7 +361,17 @@ impl Sim<'_> {
         let admission = self.offer(now, i, job);
         match admission {
             Admission::Started(_) | Admission::Queued => {
-                self.client().attempts[a as usize].at_server = true;
+                if let Admission::Started(service) = admission
+                    && let Some(s) = &mut self.signals
+                {
+                    s.started(i, service);
+                }
+                let c = self.client();
+                c.attempts[a as usize].at_server = true;
+                if admission == Admission::Queued {
+                    c.attempts[a as usize].queued = true;
+                    c.pending[b] += 1;
+                }
                 if let Some(t) = deadline {
                     self.events.push(
                         t,
@@ -339,6 +395,7 @@ impl Sim<'_> {
     /// what follows for its request.
     fn attempt_failed(&mut self, now: Nanos, a: u32, cause: Cause) {
         let c = self.client.as_mut().expect("policy path");
+        c.leave_pending(a);
         let att = &mut c.attempts[a as usize];
         debug_assert!(att.live);
         att.live = false;
@@ -502,10 +559,12 @@ impl Sim<'_> {
         let cancel = c.cancels_losers();
         for &(a, generation, i) in &sent {
             let c = self.client.as_mut().expect("policy path");
-            let att = &mut c.attempts[a as usize];
+            let att = &c.attempts[a as usize];
             if att.generation != generation || !att.live {
                 continue;
             }
+            c.leave_pending(a);
+            let att = &mut c.attempts[a as usize];
             att.live = false;
             self.balancers[b].complete(i as usize, now - att.sent, Outcome::Failed, now);
             c.in_flight[b] -= 1;
@@ -536,6 +595,10 @@ impl Sim<'_> {
             return;
         };
         att.at_server = false;
+        c.leave_pending(a);
+        if let Some((next, _)) = &next {
+            c.started_from_queue(next.id);
+        }
         self.m.servers[i].advance(now, busy, queued, self.from, self.to);
         if let Some((next, service)) = next {
             self.events.push(
@@ -609,6 +672,19 @@ impl Sim<'_> {
             let req = &c.requests[r as usize];
             let b = req.balancer as usize;
             let arrival = req.st.arrival;
+            // The load carried on the reply reaches the balancer before the completion,
+            // as on the one-attempt path.
+            if let Some(s) = self.signals.as_ref().filter(|s| s.reply_loads) {
+                let server = &self.servers[i];
+                let load = s.load(
+                    i,
+                    server.workers,
+                    server.busy(),
+                    server.queued(),
+                    Some(job.end - job.start),
+                );
+                self.balancers[b].reply_load(i, &load, now);
+            }
             self.balancers[b].complete(i, now - sent, Outcome::Ok, now);
             c.in_flight[b] -= 1;
             c.extra_in_flight[b] -= u32::from(extra);
