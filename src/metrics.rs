@@ -134,6 +134,12 @@ pub enum Metric {
     WastedFraction,
     /// `overflow_fraction` (optional: see [`Metric::reported`]).
     OverflowFraction,
+    /// `ejections` (optional: see [`Shown::WithOutlierDetection`]).
+    Ejections,
+    /// `time_to_recover` (optional: see [`Shown::AfterFaults`]).
+    TimeToRecover,
+    /// `recovered_fraction` (optional: see [`Shown::AfterFaults`]).
+    RecoveredFraction,
 }
 }
 
@@ -176,6 +182,36 @@ pub enum Shown {
     /// For strategies whose estimate is not exactly 0 (e.g. probes: strategies that never
     /// probe keep the rows they had before the metric existed).
     WhenNonZero,
+    /// For scenarios where some strategy has outlier detection (`[strategies.policy.outlier]`).
+    WithOutlierDetection,
+    /// For scenarios whose time to recover is defined ([`recovery_spec`]): every fault
+    /// ends inside the measured window, and the window has a fault-free start.
+    AfterFaults,
+}
+
+/// What a scenario has that decides which metrics apply to it ([`Shown`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applies {
+    /// Some strategy has a client policy.
+    pub policies: bool,
+    /// Some strategy has outlier detection.
+    pub outlier_detection: bool,
+    /// The time to recover is defined ([`recovery_spec`]).
+    pub recovery: bool,
+}
+
+impl Applies {
+    /// What `scenario` has.
+    pub fn of(scenario: &crate::scenario::Scenario) -> Applies {
+        Applies {
+            policies: scenario.has_policies(),
+            outlier_detection: scenario
+                .strategies
+                .iter()
+                .any(|e| e.policy.as_ref().is_some_and(|p| p.outlier.is_some())),
+            recovery: recovery_spec(scenario).is_some(),
+        }
+    }
 }
 
 /// How a metric's replications combine.
@@ -502,6 +538,32 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             "share of attempts the balancer's circuit breakers refused at once (Envoy's overflow: max_requests or max_pending_requests reached); reported for strategies whose breakers tripped",
         )
         .shown(Shown::WhenNonZero),
+            Ejections,
+            "ejections",
+            "1",
+            Neither,
+            0.10,
+            "hosts ejected by outlier detection over the whole run (warm-up included), every balancer's; reported when a strategy has outlier detection",
+        )
+        .shown(Shown::WithOutlierDetection),
+        def(
+            TimeToRecover,
+            "time_to_recover",
+            "s",
+            Lower,
+            0.25,
+            "from the end of the last fault until the end of the first time-series window (run length / 200, on the time series' grid) whose p99 response time, of the requests that arrived in it (unserved ones counting as slower than any served), is within 10% of the p99 before the first fault; a run that never recovers counts the time to its end (censored: the mean is then a lower bound, see recovered_fraction); reported when every fault ends inside the window after a fault-free start",
+        )
+        .shown(Shown::AfterFaults),
+        def(
+            RecoveredFraction,
+            "recovered_fraction",
+            "1",
+            Higher,
+            0.10,
+            "fraction of replications whose time_to_recover ended before the run did (1: recovered, 0: censored at run end); reported with time_to_recover",
+        )
+        .shown(Shown::AfterFaults),
     ]
 };
 
@@ -521,12 +583,29 @@ impl Metric {
         matches!(self.def().shown, Shown::WithPolicies)
     }
 
-    /// The metrics reported for a scenario: all, or all but those of client policies when
-    /// no strategy has one.
+    /// The metrics reported for a scenario without outlier detection or a time to recover:
+    /// all but those, and but those of client policies unless `with_policies`
+    /// ([`Metric::listed_in`] for any scenario).
     pub fn listed(with_policies: bool) -> impl Iterator<Item = Metric> {
-        Metric::ALL
-            .into_iter()
-            .filter(move |m| with_policies || !m.of_client_policies())
+        Metric::listed_in(Applies {
+            policies: with_policies,
+            ..Applies::default()
+        })
+    }
+
+    /// The metrics reported for a scenario that has what `applies` says (see [`Shown`]).
+    pub fn listed_in(applies: Applies) -> impl Iterator<Item = Metric> {
+        Metric::ALL.into_iter().filter(move |m| m.applies(applies))
+    }
+
+    /// Whether this metric is reported for a scenario that has what `applies` says.
+    pub const fn applies(self, applies: Applies) -> bool {
+        match self.def().shown {
+            Shown::Always | Shown::WhenNonZero => true,
+            Shown::WithPolicies => applies.policies,
+            Shown::WithOutlierDetection => applies.outlier_detection,
+            Shown::AfterFaults => applies.recovery,
+        }
     }
 
     /// Its definition.
@@ -844,6 +923,9 @@ pub struct RunMetrics {
     pub phases: Vec<PhaseAccumulator>,
     /// Where phases start, after the first (strictly inside the window, increasing).
     phase_edges: Vec<Nanos>,
+    /// The windows of the time to recover; `None` unless set with
+    /// [`RunMetrics::with_recovery`].
+    pub recovery: Option<Box<RecoveryAccumulator>>,
     /// Start of the window.
     pub from: Nanos,
     /// End of the window.
@@ -923,6 +1005,7 @@ impl RunMetrics {
             client: ClientCounters::default(),
             phases: Vec::new(),
             phase_edges: Vec::new(),
+            recovery: None,
             servers: workers.iter().map(|&w| ServerAccumulator::new(w)).collect(),
             from,
             to,
@@ -951,6 +1034,14 @@ impl RunMetrics {
         self
     }
 
+    /// Records the windows of the time to recover too (see [`recovery_spec`]; `None`
+    /// records nothing).
+    pub fn with_recovery(mut self, spec: Option<RecoverySpec>) -> RunMetrics {
+        self.recovery =
+            spec.map(|spec| Box::new(RecoveryAccumulator::new(spec, self.from, self.to)));
+        self
+    }
+
     /// The phase of a request that arrived at `arrival`, if phases are recorded.
     #[inline]
     fn phase(&mut self, arrival: Nanos) -> Option<&mut PhaseAccumulator> {
@@ -974,6 +1065,9 @@ impl RunMetrics {
     /// unroutable or timed out (per phase; the cluster counters are the caller's).
     #[inline]
     pub fn phase_unserved(&mut self, arrival: Nanos) {
+        if let Some(r) = self.recovery.as_deref_mut() {
+            r.unserved(arrival);
+        }
         if let Some(p) = self.phase(arrival) {
             p.unserved += 1;
         }
@@ -983,6 +1077,9 @@ impl RunMetrics {
     /// [`RunMetrics::record_service`] calls it).
     #[inline]
     pub fn phase_served(&mut self, arrival: Nanos, latency: Nanos) {
+        if let Some(r) = self.recovery.as_deref_mut() {
+            r.served(arrival, latency);
+        }
         if let Some(p) = self.phase(arrival) {
             p.latency.saturating_record(latency.0.max(1));
             p.latency_sum += latency.as_secs_f64();
@@ -1113,6 +1210,10 @@ impl RunMetrics {
             / window_ns;
         let undefined_unless = |defined: bool, v: f64| if defined { v } else { f64::NAN };
         let arrived = self.arrived as f64;
+        let recovery = self
+            .recovery
+            .as_ref()
+            .and_then(|r| r.time_to_recover(self.to));
         let values = PerMetric::from_fn(|m| match m {
             Metric::LatencyMean => undefined_unless(served > 0, self.latency_sum / served as f64),
             Metric::LatencyP50 => q(0.5),
@@ -1191,6 +1292,9 @@ impl RunMetrics {
                     self.client.overflowed as f64 / self.client.attempts as f64
                 }
             }
+            Metric::Ejections => self.client.ejections as f64,
+            Metric::TimeToRecover => recovery.map_or(f64::NAN, |r| r.0),
+            Metric::RecoveredFraction => recovery.map_or(f64::NAN, |r| f64::from(u8::from(r.1))),
         });
         let servers = self
             .servers
@@ -1248,6 +1352,170 @@ pub fn phase_edges(scenario: &crate::scenario::Scenario) -> Vec<Nanos> {
         .flat_map(|f| std::iter::once(f.at).chain(f.until))
         .map(Nanos::from_secs_f64)
         .collect()
+}
+
+/// The windows a scenario's time to recover is measured on ([`Metric::TimeToRecover`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecoverySpec {
+    /// Start of the first fault: the requests that arrived in the measured window before it
+    /// give the p99 to recover to.
+    pub fault_start: Nanos,
+    /// End of the last fault: the time to recover counts from here.
+    pub fault_end: Nanos,
+    /// Window length: the time series' sampling period (run length /
+    /// [`crate::report::timeseries::SAMPLES`]), windows lying on its grid `k × every`.
+    pub every: Nanos,
+}
+
+/// A window is recovered when its p99 is at most this many times the p99 before the fault.
+pub const RECOVERED_WITHIN: f64 = 1.1;
+
+/// Where `scenario`'s time to recover is measured, or `None` when it is not defined: no
+/// fault, a fault without an end (no `duration`, or `cold` and `deploy`, whose ends depend on
+/// the run), the first fault starting before the measured window does (no p99 before the
+/// fault to recover to), or the last ending less than one window before the run does.
+pub fn recovery_spec(scenario: &crate::scenario::Scenario) -> Option<RecoverySpec> {
+    let first = scenario.faults.iter().map(|f| f.at).reduce(f64::min)?;
+    let last = scenario
+        .faults
+        .iter()
+        .map(|f| f.until)
+        .try_fold(f64::NEG_INFINITY, |a, u| u.map(|u| a.max(u)))?;
+    let end = Nanos::from_secs_f64(scenario.end());
+    let every = Nanos((end.0 / crate::report::timeseries::SAMPLES).max(1));
+    let spec = RecoverySpec {
+        fault_start: Nanos::from_secs_f64(first),
+        fault_end: Nanos::from_secs_f64(last),
+        every,
+    };
+    let from = Nanos::from_secs_f64(scenario.warmup);
+    (spec.fault_start > from && spec.first_window() + every <= end).then_some(spec)
+}
+
+impl RecoverySpec {
+    /// Start of the first window: the first grid point at or after the fault's end.
+    pub fn first_window(&self) -> Nanos {
+        Nanos(self.fault_end.0.div_ceil(self.every.0) * self.every.0)
+    }
+}
+
+/// The requests of one window of [`RecoveryAccumulator`], by arrival time.
+#[derive(Clone, Debug)]
+pub struct WindowTail {
+    /// Requests that ended unserved (failed, refused, timed out).
+    pub unserved: u64,
+    /// Response times of those served (2 significant digits: a window is judged at 10%).
+    pub latency: Histogram<u32>,
+}
+
+impl WindowTail {
+    fn new() -> WindowTail {
+        WindowTail {
+            unserved: 0,
+            latency: Histogram::new_with_bounds(1_000, LATENCY_HIGH_NS, 2)
+                .expect("valid histogram bounds"),
+        }
+    }
+
+    /// The p99 response time of the requests that ended, those unserved counting as slower
+    /// than any served: infinite when more than 1% ended unserved, `None` when none ended.
+    pub fn p99(&self) -> Option<f64> {
+        let served = self.latency.len();
+        let ended = served + self.unserved;
+        if ended == 0 {
+            return None;
+        }
+        // The rank of the p99 among all that ended, 1-based.
+        let rank = (0.99 * ended as f64).ceil().max(1.0) as u64;
+        Some(if rank > served {
+            f64::INFINITY
+        } else {
+            self.latency
+                .value_at_quantile(rank as f64 / served as f64)
+                .max(1) as f64
+                * 1e-9
+        })
+    }
+}
+
+/// The requests of a run around its faults, for the time to recover: those that arrived
+/// in the measured window before the first fault, and those of each window from the end of
+/// the last fault to the end of the run. Memory: at most
+/// [`crate::report::timeseries::SAMPLES`] windows of about 14 kB, whatever the run length.
+#[derive(Clone, Debug)]
+pub struct RecoveryAccumulator {
+    spec: RecoverySpec,
+    from: Nanos,
+    first: Nanos,
+    /// Before the first fault.
+    pub before: WindowTail,
+    /// The windows after the last fault, in order.
+    pub windows: Vec<WindowTail>,
+}
+
+impl RecoveryAccumulator {
+    /// Empty windows for a run measuring `[from, to)`.
+    pub fn new(spec: RecoverySpec, from: Nanos, to: Nanos) -> RecoveryAccumulator {
+        let first = spec.first_window();
+        let n = to.0.saturating_sub(first.0) / spec.every.0;
+        RecoveryAccumulator {
+            spec,
+            from,
+            first,
+            before: WindowTail::new(),
+            windows: (0..n).map(|_| WindowTail::new()).collect(),
+        }
+    }
+
+    /// The window of a request that arrived at `arrival`, if any.
+    #[inline]
+    fn window(&mut self, arrival: Nanos) -> Option<&mut WindowTail> {
+        if arrival < self.spec.fault_start {
+            (arrival >= self.from).then_some(&mut self.before)
+        } else if arrival >= self.first {
+            let k = (arrival.0 - self.first.0) / self.spec.every.0;
+            self.windows.get_mut(k as usize)
+        } else {
+            None
+        }
+    }
+
+    /// A measured request that arrived at `arrival` ended unserved.
+    #[inline]
+    pub fn unserved(&mut self, arrival: Nanos) {
+        if let Some(w) = self.window(arrival) {
+            w.unserved += 1;
+        }
+    }
+
+    /// A measured request that arrived at `arrival` was served in `latency`.
+    #[inline]
+    pub fn served(&mut self, arrival: Nanos, latency: Nanos) {
+        if let Some(w) = self.window(arrival) {
+            w.latency.saturating_record(latency.0.max(1));
+        }
+    }
+
+    /// The time to recover (seconds) and whether the run recovered, for a run ending at
+    /// `to`; `None` when the p99 before the fault is not defined (no request ended before
+    /// it, or more than 1% unserved). Recovered: the end of the first window whose p99 is
+    /// at most [`RECOVERED_WITHIN`] × the p99 before the fault, minus the fault's end.
+    /// Never: `to` minus the fault's end (censored).
+    pub fn time_to_recover(&self, to: Nanos) -> Option<(f64, bool)> {
+        let before = self.before.p99().filter(|p| p.is_finite())?;
+        let end = self.spec.fault_end;
+        let recovered = self
+            .windows
+            .iter()
+            .position(|w| w.p99().is_some_and(|p| p <= RECOVERED_WITHIN * before));
+        Some(match recovered {
+            Some(k) => {
+                let window_end = self.first + Nanos(self.spec.every.0 * (k as u64 + 1));
+                ((window_end - end).as_secs_f64(), true)
+            }
+            None => ((to - end).as_secs_f64(), false),
+        })
+    }
 }
 
 /// What one phase of a run recorded (requests by arrival time in the phase).
@@ -1403,6 +1671,68 @@ impl ServerSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn window_p99_counts_unserved_as_slower_than_any_served() {
+        let mut w = WindowTail::new();
+        assert_eq!(w.p99(), None);
+        for k in 1..=99u64 {
+            w.latency.record(k * 1_000_000).unwrap();
+        }
+        // 100 requests, one unserved: the p99 is the 99th, the slowest served (99 ms).
+        w.unserved = 1;
+        let p = w.p99().unwrap();
+        assert!((p - 0.099).abs() < 0.099 * 0.01, "{p}");
+        // Two unserved of 101: the 100th of 101 is unserved, so the p99 is infinite.
+        w.unserved = 2;
+        assert_eq!(w.p99(), Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn time_to_recover_is_the_end_of_the_first_window_back_within_ten_percent() {
+        let spec = RecoverySpec {
+            fault_start: Nanos::from_secs_f64(10.0),
+            fault_end: Nanos::from_secs_f64(20.5),
+            every: Nanos::from_secs_f64(1.0),
+        };
+        assert_eq!(spec.first_window(), Nanos::from_secs_f64(21.0));
+        let (from, to) = (Nanos::from_secs_f64(5.0), Nanos::from_secs_f64(30.0));
+        let fill = |slow_until: f64| {
+            let mut r = RecoveryAccumulator::new(spec, from, to);
+            assert_eq!(r.windows.len(), 9);
+            // 50 ms before the fault (and in warm-up, which does not count), 500 ms until
+            // `slow_until`, then 54 ms (within 10%), one request every 10 ms.
+            for i in 0..3_000u64 {
+                let t = i as f64 * 0.01;
+                let latency = if t < 10.0 {
+                    if t < 5.0 { 9.0 } else { 0.05 }
+                } else if t < slow_until {
+                    0.5
+                } else {
+                    0.054
+                };
+                r.served(Nanos::from_secs_f64(t), Nanos::from_secs_f64(latency));
+            }
+            r
+        };
+        // Slow until 23.4 s: the window [23, 24) is not recovered, [24, 25) is: 25 − 20.5.
+        let (t, ok) = fill(23.4).time_to_recover(to).unwrap();
+        assert!(ok && (t - 4.5).abs() < 1e-9, "{t}");
+        // Back at once: the first window on the grid, [21, 22).
+        let (t, ok) = fill(20.5).time_to_recover(to).unwrap();
+        assert!(ok && (t - 1.5).abs() < 1e-9, "{t}");
+        // Never: censored at the end of the run.
+        let (t, ok) = fill(99.0).time_to_recover(to).unwrap();
+        assert!(!ok && (t - 9.5).abs() < 1e-9, "{t}");
+        // A window with 2% unserved is not recovered, whatever its served requests' p99.
+        let mut r = fill(20.5);
+        r.windows[0].unserved = 3;
+        assert!((r.time_to_recover(to).unwrap().0 - 2.5).abs() < 1e-9);
+        // No p99 before the fault (nothing ended, or over 1% unserved): undefined.
+        let mut r = fill(20.5);
+        r.before.unserved = 1_000;
+        assert_eq!(r.time_to_recover(to), None);
+    }
 
     proptest::proptest! {
         #[test]

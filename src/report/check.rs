@@ -245,7 +245,7 @@ pub fn compare_with_baseline(
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     for s in &results.strategies {
-        for m in Metric::listed(scenario.has_policies()) {
+        for m in Metric::listed_in(crate::metrics::Applies::of(scenario)) {
             let e = s.estimate(m);
             if !m.reported(e.mean) {
                 continue;

@@ -254,7 +254,7 @@ impl Report for ComparisonsCsv {
         let mut w = csv_writer(&path)?;
         let r = input.results;
         let n = r.strategies.len();
-        for m in Metric::listed(input.scenario.has_policies()) {
+        for m in Metric::listed_in(crate::metrics::Applies::of(input.scenario)) {
             for a in 0..n {
                 for b in a + 1..n {
                     let c = compare(r, m, a, b);

@@ -106,7 +106,7 @@ pub fn write_summary_csv(
     let path = dir.join("summary.csv");
     let mut w = create(&path)?;
     for s in &results.strategies {
-        for m in Metric::listed(scenario.has_policies()) {
+        for m in Metric::listed_in(crate::metrics::Applies::of(scenario)) {
             let e = s.estimate(m);
             if !m.reported(e.mean) {
                 continue;
@@ -209,10 +209,11 @@ pub fn write_replications_csv(
 ) -> Result<PathBuf, ReportError> {
     let path = dir.join("replications.csv");
     let mut w = create(&path)?;
+    let applies = crate::metrics::Applies::of(scenario);
     for s in &results.strategies {
         for (run, &replication) in s.runs.iter().zip(&results.finished) {
             for (m, &v) in run.values.iter() {
-                if m.of_client_policies() && !scenario.has_policies() {
+                if !m.applies(applies) {
                     continue;
                 }
                 w.serialize(ReplicationRow {

@@ -61,7 +61,7 @@ impl Report for SweepCsv {
         for p in &sweep.points {
             let ranks = PerMetric::from_fn(|m| rank(&p.results, m));
             for (si, s) in p.results.strategies.iter().enumerate() {
-                for m in Metric::listed(input.scenario.has_policies()) {
+                for m in Metric::listed_in(crate::metrics::Applies::of(input.scenario)) {
                     let e = s.estimate(m);
                     w.serialize(SweepRow {
                         scenario: &input.scenario.name,

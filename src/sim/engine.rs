@@ -482,7 +482,8 @@ impl<'a> Sim<'a> {
             extra_latency: Vec::new(),
             requests: RequestStream::new(&scenario.workload, seed, replication),
             m: RunMetrics::new(&workers, from, to)
-                .with_phases(&crate::metrics::phase_edges(scenario)),
+                .with_phases(&crate::metrics::phase_edges(scenario))
+                .with_recovery(crate::metrics::recovery_spec(scenario)),
             from,
             to,
             report_every: scenario
