@@ -31,6 +31,7 @@ use hdrhistogram::Histogram;
 use super::calibrate::{LoadedCost, calibrate};
 use super::client::{CallOutcome, ClientConfig};
 use super::cluster::Cluster;
+use super::control::{Injector, RemoteControl};
 pub use super::options::{LiveError, LiveOptions};
 pub use super::pool::CANCEL_POLL;
 use super::pool::{Done, Job, Pool, wait_until};
@@ -61,19 +62,19 @@ pub fn replay_via(
     if !scenario.faults.is_empty() {
         // Faults are injected through in-process controls (see `super::faults`), for the
         // kinds those controls implement; the others run in the simulator only.
-        if let Some(f) = scenario
+        if let Some((f, why)) = scenario
             .faults
             .iter()
-            .find(|f| !super::faults::injects(f.kind))
+            .find_map(|f| Some((f, f.kind.live_refusal()?)))
         {
             return Err(LiveError::Unsupported(format!(
-                "it has a `{}` fault, which live mode does not inject yet (it injects crash, slow, error and pause)\n  fix: replay a copy without that [[faults]] entry",
+                "it has a `{}` fault, which live mode does not inject: {why}\n  fix: replay a copy without that [[faults]] entry",
                 f.kind.name()
             )));
         }
-        if opts.backends.is_some() {
+        if opts.backends.is_some() && opts.fault_control.is_empty() {
             return Err(LiveError::Unsupported(
-                "it has [[faults]], which live mode injects only into the backends it starts itself (no --backends): nothing on the network can crash or slow a backend".into(),
+                "it has [[faults]], which live mode injects into backends it did not start only through their fault-control channel: nothing on the network can crash or slow a backend unless its operator enabled it\n  fix: start the backends with `lbsim serve … --fault-control PORT` and add `--fault-control 127.0.0.1:PORT,…`, or replay without --backends".into(),
             ));
         }
         if scenario.connections.is_some() || via.is_some() {
@@ -207,10 +208,24 @@ pub fn replay_via(
     }
     let calibration = calibrate(scenario, &mut pool, &cfg, opts)?;
     let seed = opts.seed.unwrap_or(scenario.seed);
-    // The fault controls of the backends started here (faults need them: checked above).
-    let controls: Vec<_> = match &cluster {
-        Some(c) if !scenario.faults.is_empty() => c.servers.iter().map(|h| h.faults()).collect(),
-        _ => Vec::new(),
+    // The fault controls: of the backends started here, or through the fault-control
+    // channels of those given (faults need one or the other: checked above).
+    let controls: Vec<Injector> = match &cluster {
+        _ if scenario.faults.is_empty() => Vec::new(),
+        Some(c) => c
+            .servers
+            .iter()
+            .map(|h| Injector::Local(h.faults()))
+            .collect(),
+        None => {
+            let needed: Vec<bool> = (0..names.len())
+                .map(|i| scenario.faults.iter().any(|f| f.servers.contains(&i)))
+                .collect();
+            RemoteControl::connect_all(&opts.fault_control, &names, &needed)?
+                .into_iter()
+                .map(|r| r.map_or(Injector::None, Injector::Remote))
+                .collect()
+        }
     };
     let mut out = Vec::new();
     for entry in strategies {
@@ -268,6 +283,9 @@ struct Replay {
     /// Declared speed per backend, for the declared service of a call.
     speeds: Vec<f64>,
     under_load: Vec<LoadedCost>,
+    /// Per backend, when faults alter its service ([`super::faults::altered_windows`]):
+    /// its cost under load is measured on the calls arriving outside them.
+    altered: Vec<Vec<(crate::time::Nanos, crate::time::Nanos)>>,
     first_error: Option<String>,
     /// Mark a backend down at its first failed call (scenarios without faults, where
     /// any failure is a backend gone); with faults, health checks do, as in the
@@ -319,7 +337,15 @@ impl Replay {
                     .as_nanos();
                 let declared = job.work_ns as f64 / self.speeds[i];
                 let (queued, served) = (queued_ns as f64, served_ns as f64);
-                self.under_load[i].record(served - declared, wall as f64 - queued - served);
+                // A call arriving while a fault alters its backend carries the fault
+                // (slower, paused, delayed): not a cost to calibrate away.
+                let arrival = self.clock.now(job.scheduled);
+                if !self.altered[i]
+                    .iter()
+                    .any(|&(a, b)| a <= arrival && arrival < b)
+                {
+                    self.under_load[i].record(served - declared, wall as f64 - queued - served);
+                }
                 if let Some(l) = load.filter(|_| self.views.signals().reply_loads) {
                     let load = ServerLoad {
                         in_flight: l.in_flight,
@@ -383,7 +409,7 @@ fn dispatch(
     pool: &mut Pool,
     seed: u64,
     opts: &LiveOptions,
-    controls: &[super::server::FaultControl],
+    controls: &[Injector],
 ) -> Result<Option<StrategyReplay>, LiveError> {
     super::server::precise_sleeps();
     let realtime = Realtime::enter(opts.realtime);
@@ -414,6 +440,7 @@ fn dispatch(
             .iter()
             .map(|s| scenario.groups[s.group].speed)
             .collect(),
+        altered: super::faults::altered_windows(scenario, opts.fault_delay),
         workers,
         first_error: None,
         down_on_error: scenario.faults.is_empty(),
@@ -459,6 +486,9 @@ fn dispatch(
                 }
                 f.poll_health(&clock);
                 f.apply_due(t, &clock, &mut r.views, &mut r.marked_down);
+                for i in f.take_stopped() {
+                    pool.close_idle(i);
+                }
             }
         }
         let due = clock.at(req.arrival);
@@ -535,6 +565,9 @@ fn dispatch(
             f.poll_health(&clock);
             let now = clock.now(Instant::now());
             f.apply_due(now, &clock, &mut r.views, &mut r.marked_down);
+            for i in f.take_stopped() {
+                pool.close_idle(i);
+            }
             if let Some(t) = f.next_due() {
                 wait = wait.min(clock.at(t).saturating_duration_since(Instant::now()));
             }
