@@ -489,3 +489,66 @@ fn a_rolling_deploy_replays_live_and_agrees_phase_by_phase() {
 fn a_rolling_deploy_absent_fails() {
     planted_by(DEPLOY, ABSENT, &format!("phase_latency_mean:{FROM}"));
 }
+
+/// The new controls on one backend, call by call: a delay holds the answer back but not
+/// the worker (the reply's service time is the work's), a cold start slows the calls
+/// starting during the warm-up by the speed of that instant, and an unreachable backend
+/// fails its health checks.
+#[test]
+fn delay_cold_and_unreachable_controls_act_on_one_backend() {
+    use lbsim::live::server::{self, ServerConfig};
+    use lbsim::live::{CallOutcome, ClientConfig, Connection};
+    use std::time::Instant;
+
+    let handle = server::spawn(
+        "127.0.0.1:0".parse().expect("addr"),
+        ServerConfig {
+            workers: 1,
+            ..ServerConfig::new("b")
+        },
+    )
+    .expect("spawn");
+    let c = handle.faults();
+    let cfg = ClientConfig::default();
+    let mut conn = Connection::connect(handle.local_addr(), &cfg).expect("connect");
+    let mut call = |id: i64, work: Duration| {
+        let t = Instant::now();
+        let out = conn.call(id, work.as_nanos() as i64, None).expect("call");
+        let CallOutcome::Served { served_ns, .. } = out else {
+            panic!("{out:?}")
+        };
+        (t.elapsed(), Duration::from_nanos(served_ns))
+    };
+    let work = Duration::from_millis(20);
+    let (plain, _) = call(1, work);
+    c.set_delay(Duration::from_millis(50));
+    let (delayed, served) = call(2, work);
+    assert!(
+        delayed >= plain + Duration::from_millis(45),
+        "{delayed:?} vs {plain:?}"
+    );
+    assert!(
+        served < work + Duration::from_millis(10),
+        "served {served:?}"
+    );
+    c.set_delay(Duration::ZERO);
+    // At 25% of its speed at first, warm after 10 s: the first call takes about 4×.
+    c.cold(Duration::from_secs(10), 0.25);
+    let (_, cold) = call(3, work);
+    assert!(
+        cold >= 3 * work && cold < 5 * work,
+        "a cold call served in {cold:?}"
+    );
+    c.cold(Duration::ZERO, 1.0);
+    let (_, warm) = call(4, work);
+    assert!(warm < 2 * work, "{warm:?}");
+    assert!(conn.ping().is_ok());
+    c.set_unreachable(true);
+    assert!(
+        conn.ping().is_err(),
+        "an unreachable backend answers its health check"
+    );
+    c.set_unreachable(false);
+    let mut fresh = Connection::connect(handle.local_addr(), &cfg).expect("connect");
+    assert!(fresh.ping().is_ok());
+}
