@@ -13,6 +13,7 @@
 pub mod calibrate;
 pub mod client;
 pub mod cluster;
+pub mod control;
 pub mod driver;
 pub mod faults;
 pub mod l4;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
+use lbsim::live::control::ControlServer;
 use lbsim::live::server::{self, ServerConfig, ServerLimits};
 use lbsim::live::verdict::{self, CompareOptions, Outcome, Reference, Tolerances};
 use lbsim::live::{
@@ -80,6 +81,12 @@ pub struct ServeArgs {
     /// seconds for a worker.
     #[arg(long, default_value_t = 60.0)]
     max_wait: f64,
+    /// Let `lbsim live --fault-control` inject faults (crash, slow, errors, pauses, cold
+    /// starts, delay, unreachable) into these servers through a line protocol on this
+    /// loopback port (0: a free one, printed as `fault-control ADDR`). Off by default:
+    /// only loopback can reach it, and any local user could then crash the servers.
+    #[arg(long)]
+    fault_control: Option<u16>,
 }
 
 impl ServeArgs {
@@ -175,6 +182,11 @@ pub struct LiveArgs {
     /// [default: 0].
     #[arg(long, default_value_t = 0.0)]
     fault_delay: f64,
+    /// Fault-control channels (HOST:PORT, comma-separated) of the `lbsim serve` processes
+    /// given to --backends, started with `--fault-control PORT`: how a scenario's
+    /// [[faults]] reach them. Each serves the servers whose ids match scenario names.
+    #[arg(long, value_delimiter = ',', requires = "backends")]
+    fault_control: Option<Vec<String>>,
     /// Draw the CDF plot as PNG instead of SVG.
     #[arg(long)]
     png: bool,
@@ -246,6 +258,18 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
         for (name, addr) in cluster.names.iter().zip(cluster.addrs()) {
             println!("{name} {addr}");
         }
+        let _control = match a.fault_control {
+            Some(port) => {
+                let controls = cluster
+                    .names
+                    .iter()
+                    .cloned()
+                    .zip(cluster.servers.iter().map(|h| h.faults()))
+                    .collect();
+                Some(start_control(port, controls)?)
+            }
+            None => None,
+        };
         eprintln!(
             "serving {} servers ({} protocol, {} transport); Ctrl-C stops",
             cluster.servers.len(),
@@ -292,10 +316,33 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
     let handle =
         server::spawn(addr, cfg).with_context(|| format!("cannot start a server on {addr}"))?;
     println!("{} {}", handle.id(), handle.local_addr());
+    let _control = match a.fault_control {
+        Some(port) => Some(start_control(
+            port,
+            vec![(handle.id().to_string(), handle.faults())],
+        )?),
+        None => None,
+    };
     eprintln!("serving; Ctrl-C stops");
     interrupt.wait();
     handle.shutdown();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the fault-control channel of `lbsim serve --fault-control PORT` and prints its
+/// address (`fault-control ADDR`).
+fn start_control(
+    port: u16,
+    controls: Vec<(String, server::FaultControl)>,
+) -> anyhow::Result<ControlServer> {
+    let c = ControlServer::start(port, controls)
+        .with_context(|| format!("cannot start the fault control on loopback port {port}"))?;
+    println!("fault-control {}", c.local_addr());
+    eprintln!(
+        "fault control enabled on {} (loopback only): `lbsim live --fault-control` may crash, slow or pause these servers",
+        c.local_addr()
+    );
+    Ok(c)
 }
 
 fn resolve(list: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
@@ -412,6 +459,12 @@ fn replay_one(
         cancel: interrupt.flag(),
         max_connections_per_backend: a.max_connections_per_backend,
         fault_delay: a.fault_delay,
+        fault_control: a
+            .fault_control
+            .as_deref()
+            .map(resolve)
+            .transpose()?
+            .unwrap_or_default(),
     };
     eprintln!(
         "{}: replaying replication {} of {} strategies at time scale {} ({:.0} s of wall-clock time each at that scale)",

@@ -108,31 +108,6 @@ impl LoadedCost {
     }
 }
 
-/// Per server, the spans (scenario seconds) in which a fault of the scenario changes what
-/// it does: from a fault's start to its end (never, for one without an end), plus the
-/// cold-start warm-up that follows, if any. A call to a server that overlaps one of them
-/// is served as the fault says, not as declared (4× slower, paused, failing), so it says
-/// nothing of the backend's own cost under load and is left out of [`LoadedCost`]
-/// (otherwise `antagonists`' slowed servers showed a "cost" of 120–140% of the declared
-/// service time, and the simulated side added the bound's 10% to them for nothing).
-pub(crate) fn fault_spans(scenario: &Scenario) -> Vec<Vec<(f64, f64)>> {
-    let mut spans = vec![Vec::new(); scenario.servers().len()];
-    for f in &scenario.faults {
-        let end = f.until.unwrap_or(f64::INFINITY) + f.cold.map_or(0.0, |c| c.warmup);
-        for &i in &f.servers {
-            if let Some(v) = spans.get_mut(i) {
-                v.push((f.at, end));
-            }
-        }
-    }
-    spans
-}
-
-/// Whether `[from, to]` (scenario seconds) overlaps one of `spans`.
-pub(crate) fn overlaps(spans: &[(f64, f64)], from: f64, to: f64) -> bool {
-    spans.iter().any(|&(a, b)| from <= b && a <= to)
-}
-
 /// What the calibration measured.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Calibration {
@@ -367,35 +342,6 @@ mod tests {
             probe_ns: declared,
             declared_service_ns: declared,
         }
-    }
-
-    #[test]
-    fn calls_during_a_fault_are_not_a_cost_under_load() {
-        let src = r#"
-duration = 10.0
-[arrivals]
-process = "poisson"
-rate = 10.0
-[[servers]]
-name = "a"
-count = 2
-service = { dist = "exponential", mean = 0.01 }
-[[strategies]]
-kind = "round_robin"
-[[faults]]
-server = "a-1"
-kind = "slow"
-at = 2.0
-duration = 4.0
-factor = 4.0
-"#;
-        let s = Scenario::from_source(std::path::Path::new("t.toml"), src).unwrap();
-        let spans = fault_spans(&s);
-        assert!(spans[0].is_empty());
-        assert_eq!(spans[1], vec![(2.0, 6.0)]);
-        // A call from 1.9 s to 2.1 s overlaps the slow-down; one after it does not.
-        assert!(overlaps(&spans[1], 1.9, 2.1) && overlaps(&spans[1], 5.0, 7.0));
-        assert!(!overlaps(&spans[1], 6.1, 6.2) && !overlaps(&spans[0], 1.9, 2.1));
     }
 
     #[test]

@@ -31,6 +31,7 @@ use hdrhistogram::Histogram;
 use super::calibrate::{LoadedCost, calibrate};
 use super::client::{CallOutcome, ClientConfig};
 use super::cluster::Cluster;
+use super::control::{Injector, RemoteControl};
 pub use super::options::{LiveError, LiveOptions};
 pub use super::pool::CANCEL_POLL;
 use super::pool::{Done, Job, Pool, wait_until};
@@ -61,19 +62,19 @@ pub fn replay_via(
     if !scenario.faults.is_empty() {
         // Faults are injected through in-process controls (see `super::faults`), for the
         // kinds those controls implement; the others run in the simulator only.
-        if let Some(f) = scenario
+        if let Some((f, why)) = scenario
             .faults
             .iter()
-            .find(|f| !super::faults::injects(f.kind))
+            .find_map(|f| Some((f, f.kind.live_refusal()?)))
         {
             return Err(LiveError::Unsupported(format!(
-                "it has a `{}` fault, which live mode does not inject yet (it injects crash, slow, error and pause)\n  fix: replay a copy without that [[faults]] entry",
+                "it has a `{}` fault, which live mode does not inject: {why}\n  fix: replay a copy without that [[faults]] entry",
                 f.kind.name()
             )));
         }
-        if opts.backends.is_some() {
+        if opts.backends.is_some() && opts.fault_control.is_empty() {
             return Err(LiveError::Unsupported(
-                "it has [[faults]], which live mode injects only into the backends it starts itself (no --backends): nothing on the network can crash or slow a backend".into(),
+                "it has [[faults]], which live mode injects into backends it did not start only through their fault-control channel: nothing on the network can crash or slow a backend unless its operator enabled it\n  fix: start the backends with `lbsim serve … --fault-control PORT` and add `--fault-control 127.0.0.1:PORT,…`, or replay without --backends".into(),
             ));
         }
         if scenario.connections.is_some() || via.is_some() {
@@ -209,10 +210,24 @@ pub fn replay_via(
     }
     let calibration = calibrate(scenario, &mut pool, &cfg, opts)?;
     let seed = opts.seed.unwrap_or(scenario.seed);
-    // The fault controls of the backends started here (faults need them: checked above).
-    let controls: Vec<_> = match &cluster {
-        Some(c) if !scenario.faults.is_empty() => c.servers.iter().map(|h| h.faults()).collect(),
-        _ => Vec::new(),
+    // The fault controls: of the backends started here, or through the fault-control
+    // channels of those given (faults need one or the other: checked above).
+    let controls: Vec<Injector> = match &cluster {
+        _ if scenario.faults.is_empty() => Vec::new(),
+        Some(c) => c
+            .servers
+            .iter()
+            .map(|h| Injector::Local(h.faults()))
+            .collect(),
+        None => {
+            let needed: Vec<bool> = (0..names.len())
+                .map(|i| scenario.faults.iter().any(|f| f.servers.contains(&i)))
+                .collect();
+            RemoteControl::connect_all(&opts.fault_control, &names, &needed)?
+                .into_iter()
+                .map(|r| r.map_or(Injector::None, Injector::Remote))
+                .collect()
+        }
     };
     let mut out = Vec::new();
     for entry in strategies {
@@ -270,8 +285,11 @@ pub(super) struct Replay {
     /// Declared speed per backend, for the declared service of a call.
     pub(super) speeds: Vec<f64>,
     pub(super) under_load: Vec<LoadedCost>,
-    /// Per backend, the spans its faults cover ([`super::calibrate::fault_spans`]).
-    fault_spans: Vec<Vec<(f64, f64)>>,
+    /// Per backend, when faults alter its service ([`super::faults::altered_windows`]):
+    /// its cost under load is measured on the calls that overlap none of them (a call
+    /// served slower, paused or delayed by a fault says nothing of the backend's own cost;
+    /// otherwise `antagonists`' slowed servers showed a "cost" of 120–140%).
+    altered: Vec<Vec<(crate::time::Nanos, crate::time::Nanos)>>,
     pub(super) first_error: Option<String>,
     /// Mark a backend down at its first failed call (scenarios without faults, where
     /// any failure is a backend gone); with faults, health checks do, as in the
@@ -392,13 +410,12 @@ impl Replay {
                     .as_nanos();
                 let declared = job.work_ns as f64 / self.speeds[i];
                 let (queued, served) = (queued_ns as f64, served_ns as f64);
-                // Not a call that a fault slowed, paused or delayed.
-                let span = (self.clock.now(job.scheduled), now);
-                if !super::calibrate::overlaps(
-                    &self.fault_spans[i],
-                    span.0.as_secs_f64(),
-                    span.1.as_secs_f64(),
-                ) {
+                // Not a call that a fault slowed, paused or delayed while it was out.
+                let arrival = self.clock.now(job.scheduled);
+                if !self.altered[i]
+                    .iter()
+                    .any(|&(a, b)| a <= now && arrival < b)
+                {
                     self.under_load[i].record(served - declared, wall as f64 - queued - served);
                 }
                 let served = self.clock.scenario_ns(served_ns);
@@ -454,7 +471,7 @@ fn dispatch(
     pool: &mut Pool,
     seed: u64,
     opts: &LiveOptions,
-    controls: &[super::server::FaultControl],
+    controls: &[Injector],
 ) -> Result<Option<StrategyReplay>, LiveError> {
     super::server::precise_sleeps();
     let realtime = Realtime::enter(opts.realtime);
@@ -498,12 +515,12 @@ fn dispatch(
         errors_per_backend: vec![0; workers.len()],
         marked_down: Vec::new(),
         under_load: vec![LoadedCost::default(); workers.len()],
-        fault_spans: super::calibrate::fault_spans(scenario),
         speeds: scenario
             .servers()
             .iter()
             .map(|s| scenario.groups[s.group].speed)
             .collect(),
+        altered: super::faults::altered_windows(scenario, opts.fault_delay),
         workers,
         first_error: None,
         down_on_error: scenario.faults.is_empty(),
@@ -562,6 +579,9 @@ fn dispatch(
                 f.poll_health(&clock);
                 f.apply_due(t, &clock, &mut r.views, &mut r.marked_down);
                 r.health_changed(t);
+                for i in f.take_stopped() {
+                    pool.close_idle(i);
+                }
             }
             r.timers(pool, t);
         }
@@ -630,6 +650,9 @@ fn dispatch(
             let now = clock.now(Instant::now());
             f.apply_due(now, &clock, &mut r.views, &mut r.marked_down);
             r.health_changed(now);
+            for i in f.take_stopped() {
+                pool.close_idle(i);
+            }
             if let Some(t) = f.next_due() {
                 wait = wait.min(clock.at(t).saturating_duration_since(Instant::now()));
             }

@@ -1,37 +1,51 @@
 //! Faults live: a scenario's `[[faults]]` applied to real backends at their scheduled
-//! (time-scaled) times, and health checking as the simulator models it.
+//! (time-scaled) times, and health checking and membership as the simulator models them.
 //!
 //! ```text
-//!  scenario faults ──► FaultPlayer (owned by the dispatcher thread) ──► FaultControl of each
-//!  (start, end,        applies every action when due, between          in-process backend
-//!   pauses drawn        requests, on the replay's clock                 (crash, slow, error,
-//!   as the simulator)        ▲                                          pause)
-//!                            └── Health thread: pings each backend that can crash; a change
-//!                                seen at t marks it down (or up) for the balancer at t + detection
+//!  scenario faults ──► FaultPlayer (owned by the dispatcher thread) ──► Injector of each backend
+//!  (start, end,        applies every action when due, between          (in-process, or `lbsim
+//!   pauses drawn        requests, on the replay's clock                 serve` through its fault-
+//!   as the simulator)        ▲                                          control channel)
+//!                            └── Health thread: pings each backend that can crash or become
+//!                                unreachable; a change seen at t marks it down (or up) for
+//!                                the balancer at t + detection
 //! ```
 //!
 //! - **Timing.** Every action runs on the dispatcher thread, which already sleeps until
 //!   each request is due: an action due before the next request is waited for exactly as a
 //!   request is, so a crash happens at its scaled time within the dispatcher's wake-up lag
 //!   (reported per replay as [`FaultEvent::late`]).
-//! - **Control.** Faults reach the backends through [`FaultControl`], an in-process handle
-//!   of the servers this process started: nothing on the network can crash or slow a
-//!   backend, so a hostile client cannot abuse it. Backends started elsewhere (`lbsim
-//!   serve`, `--backends`) cannot be faulted, and a scenario with faults is refused there.
+//! - **Control.** Faults reach the backends through an [`Injector`]: the in-process
+//!   [`FaultControl`](super::server::FaultControl) of the servers this process started, or,
+//!   for backends of `lbsim serve` processes (`--backends`), their fault-control channel
+//!   ([`super::control`]), which an operator must enable and which only loopback can reach:
+//!   nothing on the network can crash or slow a backend.
+//!   Which kinds live mode injects is declared on the kind ([`FaultKind::live_refusal`]).
 //! - **Pauses** are drawn from the fault stream of the replication (the simulator's
 //!   `fault_rng`), in the simulator's order (time, then scheduling order), so the live
 //!   backends pause at the simulated times and for the simulated lengths.
-//! - **Health checking.** As in the simulator, the balancer marks a crashed backend down
-//!   `detection` after the crash and up `detection` after it recovers — provided the
-//!   driver's health checks (pings every [`health_interval`]) agree by then. If they do
-//!   not (the backend is still answering at crash + detection, or still silent at
-//!   recovery + detection), nothing changes until they do, and the change reaches the
-//!   balancer `detection` after the checks see it; a change the schedule does not explain
-//!   (a backend failing on its own) too. So a backend that behaves as declared is marked
-//!   down and up at the simulated instants (same requests routed on both sides), and one
-//!   that crashes late (or never) is marked down late (or never). A failed call never
+//! - **Health checking.** As in the simulator, the balancer marks a crashed (or
+//!   unreachable) backend down `detection` after the fault and up `detection` after it
+//!   ends — provided the driver's health checks (pings every [`health_interval`]) agree by
+//!   then. If they do not (the backend is still answering at crash + detection, or still
+//!   silent at recovery + detection), nothing changes until they do, and the change reaches
+//!   the balancer `detection` after the checks see it; a change the schedule does not
+//!   explain (a backend failing on its own) too. So a backend that behaves as declared is
+//!   marked down and up at the simulated instants (same requests routed on both sides), and
+//!   one that crashes late (or never) is marked down late (or never). A failed call never
 //!   marks a backend down in a scenario with faults: failures are counted, as the
 //!   simulator counts them.
+//! - **Membership** (`join`, `leave`, `deploy`), as the simulator's
+//!   `sim/engine/membership.rs`: a server that joins later is down in every balancer's
+//!   view from the start (and its backend crashed: it answers nothing); at its join it
+//!   recovers (cold when `warmup` is set) and every view marks it up at once, through the
+//!   same path as a health check (so a balancer's slow start applies). A leaving server is
+//!   marked down in every view at once, then drains: the driver watches its calls in
+//!   flight (every [`DRAIN_POLL`] of scenario time) and, when none is left or
+//!   `drain_timeout` has passed, the backend is stopped (crashed: the calls it still holds
+//!   fail, as killed in the simulator). A rolling deploy restarts the servers of its
+//!   fault one at a time: drain, `restart` seconds down, back (cold when set), then the
+//!   next. A server that is not a member is never brought back by a health check.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -45,11 +59,12 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::client::{ClientConfig, Connection};
+use super::control::Injector;
 use super::run::Clock;
-use super::server::{ErrorMode, FaultControl};
+use super::server::ErrorMode;
 use super::views::Views;
 use crate::rng::{SimRng, Stream, stream_rng};
-use crate::scenario::{ErrorStatus, Fault, FaultKind, Scenario};
+use crate::scenario::{ColdStart, ErrorStatus, Fault, FaultKind, Scenario};
 use crate::time::Nanos;
 use crate::workload::dist::open_unit;
 
@@ -78,6 +93,42 @@ enum Action {
         up: bool,
         scheduled: bool,
     },
+    /// Server `server` is absent from the start (it joins later).
+    Absent { server: usize },
+    /// Whether the drain `generation` of `server` is over (nothing left in flight, or its
+    /// `drain_timeout` passed).
+    DrainCheck { server: usize, generation: u32 },
+    /// The restart of deploy fault `fault` is over: `server` is back.
+    Back { server: usize, fault: usize },
+}
+
+/// What follows a drain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum After {
+    /// The server stays out.
+    Gone,
+    /// The server restarts (deploy fault `fault`).
+    Restart { fault: usize },
+}
+
+/// How often a draining server's calls in flight are looked at (scenario time): the end
+/// of a drain is seen at most this late.
+pub const DRAIN_POLL: Nanos = Nanos(1_000_000);
+
+/// Every server's membership, as the simulator keeps it.
+#[derive(Debug, Default)]
+struct Members {
+    /// Not a member (before its join, after its leave): health checks cannot bring it
+    /// back.
+    absent: Vec<bool>,
+    /// While leaving: what follows its drain.
+    leaving: Vec<Option<After>>,
+    /// Draining now, since when.
+    draining: Vec<Option<Nanos>>,
+    /// Drains begun, so that a stale check is ignored.
+    generation: Vec<u32>,
+    /// Per deploy fault: position of the server being restarted.
+    deploy_pos: Vec<usize>,
 }
 
 /// Health-check interval for a detection delay (scenario time): a hundredth of it,
@@ -92,7 +143,7 @@ pub fn health_interval(detection: f64, scale: f64) -> Duration {
 pub(crate) struct FaultPlayer<'a> {
     faults: &'a [Fault],
     names: Vec<String>,
-    controls: Vec<FaultControl>,
+    controls: Vec<Injector>,
     queue: BinaryHeap<Reverse<(Nanos, u64, Action)>>,
     seq: u64,
     rng: SimRng,
@@ -106,7 +157,13 @@ pub(crate) struct FaultPlayer<'a> {
     /// checks agree then).
     scheduled: Vec<Option<bool>>,
     health: Option<Health>,
+    members: Members,
     scale: f64,
+    /// Scenario time and lateness of the action being applied, for the log.
+    applying: (Nanos, f64),
+    /// Servers stopped by a membership change since the driver last asked: their pooled
+    /// connections are dead ([`FaultPlayer::take_stopped`]).
+    stopped: Vec<usize>,
     /// Every action applied, in order.
     pub log: Vec<FaultEvent>,
 }
@@ -118,7 +175,7 @@ impl<'a> FaultPlayer<'a> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         scenario: &'a Scenario,
-        controls: Vec<FaultControl>,
+        controls: Vec<Injector>,
         addrs: &[SocketAddr],
         cfg: ClientConfig,
         seed: u64,
@@ -131,7 +188,7 @@ impl<'a> FaultPlayer<'a> {
         for f in scenario
             .faults
             .iter()
-            .filter(|f| f.kind == FaultKind::Crash)
+            .filter(|f| matches!(f.kind, FaultKind::Crash | FaultKind::Unreachable))
         {
             for &i in &f.servers {
                 let d = Nanos::from_secs_f64(f.detection);
@@ -163,9 +220,27 @@ impl<'a> FaultPlayer<'a> {
             seen_up: vec![true; n],
             scheduled: vec![None; n],
             health,
+            members: Members {
+                absent: vec![false; n],
+                leaving: vec![None; n],
+                draining: vec![None; n],
+                generation: vec![0; n],
+                deploy_pos: vec![0; scenario.faults.len()],
+            },
             scale,
+            applying: (Nanos::ZERO, 0.0),
+            stopped: Vec::new(),
             log: Vec::new(),
         };
+        // Servers that join later are absent from the start, before the first request.
+        for f in scenario.faults.iter().filter(|f| f.kind == FaultKind::Join) {
+            for &server in &f.servers {
+                if !p.members.absent[server] {
+                    p.members.absent[server] = true;
+                    p.push(Nanos::ZERO, Action::Absent { server });
+                }
+            }
+        }
         // As the simulator schedules them: every start, then its end, in file order.
         let late = |t: f64| Nanos::from_secs_f64(t + delay.max(0.0));
         for (index, f) in scenario.faults.iter().enumerate() {
@@ -204,7 +279,7 @@ impl<'a> FaultPlayer<'a> {
                 continue;
             }
             self.seen_up[i] = up;
-            if self.scheduled[i] == Some(up) {
+            if self.scheduled[i] == Some(up) || self.members.absent[i] {
                 continue;
             }
             let d = self.detection[i].unwrap_or_default();
@@ -237,13 +312,7 @@ impl<'a> FaultPlayer<'a> {
             let late = Instant::now()
                 .saturating_duration_since(clock.at(t))
                 .as_secs_f64();
-            let log = |p: &mut Self, what: String| {
-                p.log.push(FaultEvent {
-                    at: t.as_secs_f64(),
-                    late,
-                    what,
-                });
-            };
+            self.applying = (t, late);
             match action {
                 Action::Health {
                     server,
@@ -258,61 +327,226 @@ impl<'a> FaultPlayer<'a> {
                             continue;
                         }
                     }
-                    if !views.set_health(server, up) {
+                    // A server that is not a member stays out whatever the checks say.
+                    if self.members.absent[server] || !views.set_health(server, up) {
                         continue;
                     }
                     if !up {
                         marked_down.push(server);
                     }
                     let what = format!("{} {}", if up { "up" } else { "down" }, self.names[server]);
-                    log(self, what);
+                    self.note(what);
                 }
                 Action::Pause { server, fault } => {
                     if let Some(what) = self.pause(t, server, fault) {
-                        log(self, what);
+                        self.note(what);
                     }
                 }
-                Action::Fault { index, start } => {
-                    let what = self.fault(t, index, start);
-                    log(self, what);
+                Action::Fault { index, start } => self.fault(t, index, start, views),
+                Action::Absent { server } => {
+                    views.set_health(server, false);
+                    self.stop(server);
+                    let what = format!("absent {}", self.names[server]);
+                    self.note(what);
+                }
+                Action::DrainCheck { server, generation } => {
+                    self.drain_check(t, server, generation, views);
+                }
+                Action::Back { server, fault } => {
+                    self.join(server, self.faults[fault].cold, views);
+                    let pos = self.members.deploy_pos[fault];
+                    self.deploy_from(t, fault, pos + 1, views);
                 }
             }
         }
     }
 
+    /// Logs a control that failed (a fault channel to another process gone): the fault
+    /// was not applied, which the verdict will show.
+    fn check(&mut self, r: Result<(), String>) {
+        if let Err(e) = r {
+            self.note(format!("control failed: {e}"));
+        }
+    }
+
+    /// Logs `what` at the action being applied.
+    fn note(&mut self, what: String) {
+        let (at, late) = self.applying;
+        self.log.push(FaultEvent {
+            at: at.as_secs_f64(),
+            late,
+            what,
+        });
+    }
+
+    /// Servers stopped by a membership change (a drain's end, or absent from the start)
+    /// since the last call: the driver closes its idle connections to them, dead now.
+    pub(crate) fn take_stopped(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.stopped)
+    }
+
+    /// Stops backend `i` (a drain's end, or absent): it answers nothing until it joins.
+    fn stop(&mut self, i: usize) {
+        self.check(self.controls[i].crash());
+        self.stopped.push(i);
+    }
+
+    /// Server `i` becomes a member now (`cold`: starting cold) and every balancer's view
+    /// marks it up, as a health check does (slow start applies).
+    fn join(&mut self, i: usize, cold: Option<ColdStart>, views: &mut Views) {
+        let m = &mut self.members;
+        m.absent[i] = false;
+        m.leaving[i] = None;
+        if m.draining[i].take().is_some() {
+            // Back before its drain ended: the drain is over.
+            m.generation[i] = m.generation[i].wrapping_add(1);
+        }
+        let c = self.controls[i].clone();
+        self.check(c.recover());
+        if let Some(cold) = cold {
+            let warmup = Duration::from_secs_f64(cold.warmup * self.scale);
+            self.check(c.cold(warmup, cold.fraction));
+        }
+        views.set_health(i, true);
+        let what = format!("join {}", self.names[i]);
+        self.note(what);
+    }
+
+    /// Server `i` leaves at `t`: every view marks it down at once, then it drains; `after`
+    /// says what follows.
+    fn leave(&mut self, t: Nanos, i: usize, after: After, views: &mut Views) {
+        let m = &mut self.members;
+        if m.absent[i] {
+            return;
+        }
+        m.absent[i] = true;
+        m.leaving[i] = Some(after);
+        m.draining[i] = Some(t);
+        m.generation[i] = m.generation[i].wrapping_add(1);
+        let generation = m.generation[i];
+        views.set_health(i, false);
+        let what = format!("leave {}", self.names[i]);
+        self.note(what);
+        self.drain_check(t, i, generation, views);
+    }
+
+    /// Whether drain `generation` of server `i` is over at `t`: nothing in flight to it,
+    /// or its `drain_timeout` passed (what it holds is killed); else looked at again.
+    fn drain_check(&mut self, t: Nanos, i: usize, generation: u32, views: &mut Views) {
+        let m = &self.members;
+        let Some(since) = m.draining[i].filter(|_| m.generation[i] == generation) else {
+            return;
+        };
+        let held = views.in_system(i);
+        let deadline = since + Nanos::from_secs_f64(self.drain_timeout(i));
+        if held > 0 && t < deadline {
+            self.push(
+                (t + DRAIN_POLL).min(deadline),
+                Action::DrainCheck {
+                    server: i,
+                    generation,
+                },
+            );
+            return;
+        }
+        let m = &mut self.members;
+        m.draining[i] = None;
+        m.generation[i] = m.generation[i].wrapping_add(1);
+        self.stop(i);
+        let what = if held > 0 {
+            format!("killed {} ({held} in flight)", self.names[i])
+        } else {
+            format!("drained {}", self.names[i])
+        };
+        self.note(what);
+        if let Some(After::Restart { fault }) = self.members.leaving[i].take() {
+            let restart = Nanos::from_secs_f64(self.faults[fault].restart);
+            self.push(t + restart, Action::Back { server: i, fault });
+        }
+    }
+
+    /// The longest drain of server `i` among its membership faults (the simulator's).
+    fn drain_timeout(&self, i: usize) -> f64 {
+        self.faults
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f.kind,
+                    FaultKind::Join | FaultKind::Leave | FaultKind::Deploy
+                ) && f.servers.contains(&i)
+            })
+            .map(|f| f.drain_timeout)
+            .fold(0.0, f64::max)
+    }
+
+    /// Starts the rolling deploy of fault `index` at its `pos`-th server (skipping servers
+    /// that are not members), or ends it.
+    fn deploy_from(&mut self, t: Nanos, index: usize, pos: usize, views: &mut Views) {
+        let faults = self.faults;
+        let servers = &faults[index].servers;
+        let Some(k) = (pos..servers.len()).find(|&k| !self.members.absent[servers[k]]) else {
+            return;
+        };
+        self.members.deploy_pos[index] = k;
+        self.leave(t, servers[k], After::Restart { fault: index }, views);
+    }
+
     /// Fault `index` starts or ends at `t` on each of its servers.
-    fn fault(&mut self, t: Nanos, index: usize, start: bool) -> String {
-        let f = &self.faults[index];
+    fn fault(&mut self, t: Nanos, index: usize, start: bool, views: &mut Views) {
+        let faults = self.faults;
+        let f = &faults[index];
         let scale = self.scale;
-        for &i in &f.servers {
+        let who: Vec<&str> = f.servers.iter().map(|&i| self.names[i].as_str()).collect();
+        let kind = match (f.kind, start) {
+            (FaultKind::Crash, true) => "crash",
+            (FaultKind::Crash, false) => "recover",
+            (kind, true) => kind.name(),
+            (_, false) => "end",
+        };
+        // A join or leave logs its own steps (`join`, `leave`, `drained`).
+        if !matches!(f.kind, FaultKind::Join | FaultKind::Leave) {
+            let what = format!("{kind} {}", who.join(","));
+            self.note(what);
+        }
+        let wall = |secs: f64| Duration::from_secs_f64(secs * scale);
+        for k in 0..f.servers.len() {
+            let i = f.servers[k];
             let c = self.controls[i].clone();
             match (f.kind, start) {
                 (FaultKind::Crash, start) => {
                     let up = !start;
                     if start {
-                        c.crash();
+                        self.check(c.crash());
+                    } else if self.members.absent[i] {
+                        // A server that left meanwhile stays out.
+                        continue;
                     } else {
-                        c.recover();
+                        self.check(c.recover());
+                        if let Some(cold) = f.cold {
+                            self.check(c.cold(wall(cold.warmup), cold.fraction));
+                        }
                     }
-                    let d = self.detection[i].unwrap_or_default();
-                    self.scheduled[i] = Some(up);
-                    self.push(
-                        t + d,
-                        Action::Health {
-                            server: i,
-                            up,
-                            scheduled: true,
-                        },
-                    );
+                    self.health_after_detection(t, i, up);
                 }
-                (FaultKind::Slow, true) => c.set_slow(f.factor),
-                (FaultKind::Slow, false) => c.set_slow(1.0),
-                (FaultKind::Error, true) => c.set_error(f.error.map(|e| ErrorMode {
-                    fraction: e.fraction,
-                    latency: Duration::from_secs_f64(e.latency * scale),
-                    rejected: e.status == ErrorStatus::Rejected,
-                })),
-                (FaultKind::Error, false) => c.set_error(None),
+                (FaultKind::Slow, true) => self.check(c.set_slow(f.factor)),
+                (FaultKind::Slow, false) => self.check(c.set_slow(1.0)),
+                (FaultKind::Error | FaultKind::Unreachable, true) => {
+                    self.check(c.set_error(f.error.map(|e| ErrorMode {
+                        fraction: e.fraction,
+                        latency: wall(e.latency),
+                        rejected: e.status == ErrorStatus::Rejected,
+                    })));
+                    if f.kind == FaultKind::Unreachable {
+                        self.check(c.set_unreachable(true));
+                        self.health_after_detection(t, i, false);
+                    }
+                }
+                (FaultKind::Error, false) => self.check(c.set_error(None)),
+                (FaultKind::Unreachable, false) => {
+                    self.check(c.set_error(None));
+                    self.check(c.set_unreachable(false));
+                    self.health_after_detection(t, i, true);
+                }
                 (FaultKind::Pause, true) => {
                     if let Some((interval, _)) = &f.pauses {
                         let first = Nanos::from_secs_f64(
@@ -328,20 +562,46 @@ impl<'a> FaultPlayer<'a> {
                     }
                 }
                 (FaultKind::Pause, false) => {}
-                (kind, _) => unreachable!("`{kind:?}` faults are refused by `replay_via`"),
+                (FaultKind::Cold, true) => {
+                    if let Some(cold) = f.cold {
+                        self.check(c.cold(wall(cold.warmup), cold.fraction));
+                    }
+                }
+                (FaultKind::Cold, false) => {}
+                (FaultKind::Delay, true) => self.check(c.set_delay(wall(f.delay))),
+                (FaultKind::Delay, false) => self.check(c.set_delay(Duration::ZERO)),
+                (FaultKind::Join, true) | (FaultKind::Leave, false) => {
+                    if self.members.absent[i] {
+                        self.join(i, f.cold, views);
+                    }
+                }
+                (FaultKind::Join, false) | (FaultKind::Leave, true) => {
+                    self.leave(t, i, After::Gone, views);
+                }
+                // One server at a time, from the fault's first: started once per fault.
+                (FaultKind::Deploy, true) => {
+                    if k == 0 {
+                        self.deploy_from(t, index, 0, views);
+                    }
+                }
+                (FaultKind::Deploy, false) => {}
             }
         }
-        let who: Vec<&str> = f.servers.iter().map(|&i| self.names[i].as_str()).collect();
-        let kind = match (f.kind, start) {
-            (FaultKind::Crash, true) => "crash",
-            (FaultKind::Crash, false) => "recover",
-            (FaultKind::Slow, true) => "slow",
-            (FaultKind::Error, true) => "error",
-            (FaultKind::Pause, true) => "pauses",
-            (_, false) => "end",
-            (kind, true) => unreachable!("`{kind:?}` faults are refused by `replay_via`"),
-        };
-        format!("{kind} {}", who.join(","))
+    }
+
+    /// The balancer sees server `i` up (or down) `detection` after `t`, if the health
+    /// checks agree then ([`FaultPlayer::apply_due`]).
+    fn health_after_detection(&mut self, t: Nanos, i: usize, up: bool) {
+        let d = self.detection[i].unwrap_or_default();
+        self.scheduled[i] = Some(up);
+        self.push(
+            t + d,
+            Action::Health {
+                server: i,
+                up,
+                scheduled: true,
+            },
+        );
     }
 
     /// Server `i` pauses at `t` (fault `index`), and the next pause is scheduled: the
@@ -356,7 +616,9 @@ impl<'a> FaultPlayer<'a> {
             return None;
         }
         let length = Nanos::from_secs_f64(length.quantile(open_unit(self.rng.random::<u64>())));
-        self.controls[i].pause(Duration::from_secs_f64(length.as_secs_f64() * self.scale));
+        self.check(
+            self.controls[i].pause(Duration::from_secs_f64(length.as_secs_f64() * self.scale)),
+        );
         let next = t
             + length
             + Nanos::from_secs_f64(interval.quantile(open_unit(self.rng.random::<u64>())));
@@ -379,9 +641,16 @@ impl<'a> FaultPlayer<'a> {
     /// Ends every fault on every backend (the next replay starts from healthy servers).
     pub(crate) fn clear(&self) {
         for c in &self.controls {
-            c.recover();
-            c.set_slow(1.0);
-            c.set_error(None);
+            if matches!(c, Injector::None) {
+                continue;
+            }
+            // Best effort: a control channel gone now changes nothing measured.
+            let _ = c.recover();
+            let _ = c.set_slow(1.0);
+            let _ = c.set_error(None);
+            let _ = c.set_unreachable(false);
+            let _ = c.set_delay(Duration::ZERO);
+            let _ = c.cold(Duration::ZERO, 1.0);
         }
     }
 }
@@ -460,11 +729,41 @@ impl Drop for Health {
     }
 }
 
-/// Whether live mode injects faults of this kind into the backends it starts; the others
-/// (membership, network and cold-start faults) run in the simulator only.
-pub(crate) fn injects(kind: FaultKind) -> bool {
-    matches!(
-        kind,
-        FaultKind::Crash | FaultKind::Slow | FaultKind::Error | FaultKind::Pause
-    )
+/// Per backend, the windows of scenario time (faults applied `delay` seconds late) in
+/// which a fault changes how it serves (slow, paused, delayed, erring, unreachable,
+/// crashed, warming up after a cold start): its calls arriving then carry the fault, not
+/// a cost under load to calibrate away. A server that comes back cold from a `join`,
+/// `leave` or `deploy` (whose return time depends on its drain) counts from the fault's
+/// start to the end of the run.
+pub(crate) fn altered_windows(scenario: &Scenario, delay: f64) -> Vec<Vec<(Nanos, Nanos)>> {
+    let mut w = vec![Vec::new(); scenario.servers().len()];
+    let end = f64::INFINITY;
+    for f in &scenario.faults {
+        let at = f.at + delay.max(0.0);
+        let until = f.until.map_or(end, |u| u + delay.max(0.0));
+        let span = match f.kind {
+            FaultKind::Crash if f.cold.is_some() => Some((at, end)),
+            FaultKind::Crash
+            | FaultKind::Slow
+            | FaultKind::Error
+            | FaultKind::Pause
+            | FaultKind::Delay
+            | FaultKind::Unreachable => Some((at, until)),
+            FaultKind::Cold => f.cold.map(|c| (at, at + c.warmup)),
+            FaultKind::Join | FaultKind::Leave | FaultKind::Deploy => {
+                f.cold.is_some().then_some((at, end))
+            }
+        };
+        if let Some((a, b)) = span {
+            let b = if b.is_finite() {
+                Nanos::from_secs_f64(b)
+            } else {
+                Nanos(u64::MAX)
+            };
+            for &i in &f.servers {
+                w[i].push((Nanos::from_secs_f64(a), b));
+            }
+        }
+    }
+    w
 }

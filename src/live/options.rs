@@ -66,6 +66,11 @@ pub struct LiveOptions {
     /// check that the verdict catches it, as `lbsim serve --extra-delay` makes a backend
     /// slower than declared. Health checks are not shifted: they see what happens.
     pub fault_delay: f64,
+    /// Fault-control channels of the `lbsim serve` processes running `backends`
+    /// (`lbsim serve --fault-control PORT`, loopback only; see [`super::control`]): how a
+    /// scenario's `[[faults]]` reach backends this process did not start. Empty: faults
+    /// need the backends started here.
+    pub fault_control: Vec<SocketAddr>,
 }
 
 impl Default for LiveOptions {
@@ -87,6 +92,7 @@ impl Default for LiveOptions {
             calibration_bound: DEFAULT_CALIBRATION_BOUND,
             realtime: true,
             fault_delay: 0.0,
+            fault_control: Vec::new(),
         }
     }
 }
@@ -134,6 +140,9 @@ pub enum LiveError {
     /// The scenario's servers could not be started.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The fault-control channels cannot drive the backends' faults.
+    #[error(transparent)]
+    Control(#[from] super::control::ControlError),
     /// A proxy (`--via`) cannot be used for this replay.
     #[error(transparent)]
     Proxy(#[from] super::proxy::ProxyError),

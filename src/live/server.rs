@@ -629,8 +629,13 @@ impl BackendSyncHandler for Handler {
             }
         };
         if let Some(mode) = shared.faults.error_for_next() {
-            // A fail-fast answer: after its latency, without a worker.
-            if !shared.stop.sleep_until(arrived + mode.latency, crashes) {
+            // A fail-fast answer: after its latency (and any network delay), without a
+            // worker.
+            let delay = shared.faults.delay();
+            if !shared
+                .stop
+                .sleep_until(arrived + mode.latency + delay, crashes)
+            {
                 return Err(crashed());
             }
             if mode.rejected {
@@ -642,7 +647,7 @@ impl BackendSyncHandler for Handler {
                 format!("server {}: injected error (error fault)", shared.id),
             )));
         }
-        let _backlog = Backlog::add(shared, service);
+        let backlog = Backlog::add(shared, service);
         match shared.admission.acquire() {
             Admit::Closed => Err(shutting_down()),
             Admit::Rejected { queue_len } => {
@@ -652,9 +657,10 @@ impl BackendSyncHandler for Handler {
             }
             Admit::Admitted(permit) => {
                 let started = Instant::now();
-                // A slow fault sets the service a call starts with; a pause under way
-                // delays its start, and one starting later pushes its end back.
-                let factor = shared.faults.slow();
+                // A slow fault and a cold start set the service a call starts with; a
+                // pause under way delays its start, and one starting later pushes its
+                // end back.
+                let factor = shared.faults.slow() / shared.faults.warm_factor(started);
                 let service = if factor == 1.0 {
                     service
                 } else {
@@ -676,6 +682,12 @@ impl BackendSyncHandler for Handler {
                 };
                 let finished = Instant::now();
                 drop(permit);
+                let (in_flight, queued, _, latency) = shared.load(Some(service));
+                drop(backlog);
+                // A delay fault holds the answer back on the wire, the server done with it.
+                let delay = shared.faults.delay();
+                let completed = completed
+                    && (delay.is_zero() || shared.stop.sleep_until(finished + delay, crashes));
                 if !completed {
                     return Err(if shared.stop.is_stopped() {
                         shutting_down()
@@ -685,7 +697,6 @@ impl BackendSyncHandler for Handler {
                 }
                 shared.served.fetch_add(1, Ordering::Relaxed);
                 shared.served_for(finished - started);
-                let (in_flight, queued, _, latency) = shared.load(Some(service));
                 Ok(Reply::new(
                     req.id,
                     shared.id.clone(),
@@ -705,6 +716,14 @@ impl BackendSyncHandler for Handler {
         let shared = &self.0;
         if shared.stop.is_stopped() {
             return Err(shutting_down());
+        }
+        if shared.faults.unreachable() {
+            // An `unreachable` fault: health checks fail (calls get the error fault's
+            // answer after the connect timeout).
+            return Err(thrift::Error::Application(ApplicationError::new(
+                ApplicationErrorKind::InternalError,
+                format!("server {}: unreachable (unreachable fault)", shared.id),
+            )));
         }
         let wait = shared.estimated_wait();
         if wait > shared.limits.max_wait {

@@ -3,6 +3,7 @@
 //! with unlike.
 //!
 //! - More than [`MAX_SERVERS`] servers: each is a real backend with its own threads.
+//! - An `[autoscaler]`: its decisions run in the simulator only, so far.
 //! - A scenario with `[sweep]` is one scenario per point: the library replays one
 //!   ([`crate::scenario::Scenario::at_sweep_point`]); `lbsim live` replays every point.
 //! - At connection level (`[connections]`) the driver's balancer picks per connection and
@@ -31,6 +32,12 @@ pub(crate) fn check_scenario(scenario: &Scenario) -> Result<(), LiveError> {
         return Err(LiveError::Unsupported(format!(
             "it has a [sweep] of {} points, each a scenario of its own\n  fix: replay each point (`lbsim live` does; in the library, `Scenario::at_sweep_point`)",
             sweep.len()
+        )));
+    }
+    if let Some(a) = &scenario.autoscaler {
+        return Err(LiveError::Unsupported(format!(
+            "it has an [autoscaler] over {} servers, which live mode does not run (it would replay every server present from the start, unlike the simulation)\n  fix: replay a copy without [autoscaler] (scale out and in with `join` and `leave` faults, which live mode injects)",
+            a.servers.len()
         )));
     }
     let n = scenario.servers().len();

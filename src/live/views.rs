@@ -268,6 +268,11 @@ impl Views {
         std::mem::take(&mut self.back)
     }
 
+    /// Calls sent to server `i` and not yet answered, by every balancer.
+    pub(crate) fn in_system(&self, i: usize) -> u32 {
+        self.counts[i].in_system
+    }
+
     /// Marks server `i` down in every balancer's view (and the reports' index); whether
     /// some balancer still had it up.
     pub(crate) fn set_down(&mut self, i: usize) -> bool {

@@ -242,6 +242,23 @@ impl FaultKind {
             FaultKind::Unreachable => "unreachable",
         }
     }
+
+    /// Whether `lbsim live` injects this kind into the backends it starts (`None`), or why
+    /// not. Each kind says so here, so a new kind cannot be forgotten by live mode.
+    pub fn live_refusal(self) -> Option<&'static str> {
+        match self {
+            FaultKind::Crash
+            | FaultKind::Slow
+            | FaultKind::Error
+            | FaultKind::Pause
+            | FaultKind::Cold
+            | FaultKind::Join
+            | FaultKind::Leave
+            | FaultKind::Deploy
+            | FaultKind::Delay
+            | FaultKind::Unreachable => None,
+        }
+    }
 }
 
 /// How a fail-fast error is answered (`status` of an `error` fault).

@@ -1,6 +1,6 @@
 //! Faults injected into a running backend, as the simulator's servers undergo them
-//! (`[[faults]]`): crash and recovery, slow-down, fail-fast errors and stop-the-world
-//! pauses.
+//! (`[[faults]]`): crash and recovery, slow-down, fail-fast errors, stop-the-world
+//! pauses, cold starts, network delay and unreachability.
 //!
 //! The control is in-process only: a [`FaultControl`] is taken from the
 //! [`super::ServerHandle`] by whoever started the server (the live driver, which starts
@@ -23,6 +23,14 @@
 //! - **pause**: for `length`, no work progresses: calls in service end `length` later
 //!   (less what overlaps an earlier pause), and calls starting meanwhile start their
 //!   service when it ends, holding their worker through it.
+//! - **cold**: from [`FaultControl::cold`] the server's speed is `fraction` of its own,
+//!   rising linearly to it over `warmup`; a call runs at the speed of the instant its
+//!   service starts (the simulator's `Warmup`).
+//! - **delay**: each answer is held back by the delay after the service ended, its worker
+//!   already free (the delay is on the wire, not in the server); an error answer too.
+//! - **unreachable**: `ping` fails at once (a health check sees the server gone), and the
+//!   driver sets an error fault answering every call after the connect timeout, as the
+//!   simulator models an unreachable server.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -57,6 +65,12 @@ pub(super) struct FaultState {
     /// Calls offered to the error fault so far (for which ones err).
     offered: AtomicU64,
     pauses: Mutex<Pauses>,
+    /// Answers are held back this long (ns), 0 without a delay fault.
+    delay: AtomicU64,
+    /// Pings fail: the server cannot be reached by health checks.
+    unreachable: AtomicBool,
+    /// A cold start under way: since when, over how long, from which speed fraction.
+    warm: Mutex<Option<(Instant, Duration, f64)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -72,6 +86,9 @@ impl Default for FaultState {
             error: Mutex::new(None),
             offered: AtomicU64::new(0),
             pauses: Mutex::new(Pauses::default()),
+            delay: AtomicU64::new(0),
+            unreachable: AtomicBool::new(false),
+            warm: Mutex::new(None),
         }
     }
 }
@@ -120,6 +137,28 @@ impl FaultState {
     pub(super) fn pauses(&self) -> Pauses {
         *lock(&self.pauses)
     }
+
+    /// How long answers are held back now.
+    pub(super) fn delay(&self) -> Duration {
+        Duration::from_nanos(self.delay.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn unreachable(&self) -> bool {
+        self.unreachable.load(Ordering::SeqCst)
+    }
+
+    /// The speed factor of a service starting at `now`: `fraction` at the cold start, 1
+    /// once warm, linear between (the simulator's `Warmup::factor`).
+    pub(super) fn warm_factor(&self, now: Instant) -> f64 {
+        let Some((from, warmup, fraction)) = *lock(&self.warm) else {
+            return 1.0;
+        };
+        let done = now.saturating_duration_since(from);
+        if done >= warmup {
+            return 1.0;
+        }
+        fraction + (1.0 - fraction) * done.as_secs_f64() / warmup.as_secs_f64()
+    }
 }
 
 /// Applies faults to one running backend; taken from [`super::ServerHandle::faults`].
@@ -156,6 +195,31 @@ impl FaultControl {
     /// Stops all work for `length` from now.
     pub fn pause(&self, length: Duration) {
         self.0.faults.pause(Instant::now(), length);
+    }
+
+    /// The server starts cold now: its speed is `fraction` of its own, back to it
+    /// linearly over `warmup` (a zero `warmup` or a `fraction` outside `(0, 1]` ends a
+    /// cold start).
+    pub fn cold(&self, warmup: Duration, fraction: f64) {
+        let warm = (!warmup.is_zero() && fraction > 0.0 && fraction <= 1.0)
+            .then(|| (Instant::now(), warmup, fraction));
+        *lock(&self.0.faults.warm) = warm;
+    }
+
+    /// Answers (served or errors) from now are held back by `delay` after they are ready
+    /// (zero ends a delay fault).
+    pub fn set_delay(&self, delay: Duration) {
+        let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.0.faults.delay.store(ns, Ordering::Relaxed);
+    }
+
+    /// Health checks (`ping`) fail while `unreachable`; calls are answered as the error
+    /// fault set beside it says ([`FaultControl::set_error`]).
+    pub fn set_unreachable(&self, unreachable: bool) {
+        self.0
+            .faults
+            .unreachable
+            .store(unreachable, Ordering::SeqCst);
     }
 
     /// Whether the server is crashed now.
