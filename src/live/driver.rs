@@ -336,9 +336,7 @@ impl Replay {
                     let arrival = self.clock.now(job.scheduled);
                     self.metrics.phase_served(arrival, latency);
                     self.metrics.record_latency(latency);
-                    if let Some(h) = self.metrics.server_latency.get_mut(i) {
-                        h.saturating_record(latency.0.max(1));
-                    }
+                    self.metrics.record_server_latency(i, latency);
                     let s = &mut self.metrics.servers[i];
                     s.requests += 1;
                     s.served += 1;
