@@ -61,49 +61,29 @@
 //! skewness 3 over √20) the correction leaves the upper end unbounded (the width of the
 //! whole search range) and the lower end too high. At 50,000 × 20 every method covers 267
 //! to 282 of 300. A run with a window short against the correlation time and fewer than
-//! 400 replications also gets a warning that the percentiles' intervals are not reliable
-//! (`lbsim::steady::warnings`).
+//! 100 replications also gets a warning that the percentiles' intervals are not reliable
+//! (`lbsim::steady::warnings`); from 100 on the interval covers 95% (283 and 289 of 300
+//! runs; CI checks 120 runs below).
 
 mod common;
 
-use common::{scenario, values};
+use common::{mm1_toml, scenario, seeded_runs, values};
 use lbsim::metrics::Metric;
-use lbsim::runner::{RunOptions, run};
 use lbsim::stats::estimate;
+
+/// The true p99 response time of M/M/1 at ρ = 0.9 (λ = 900/s, μ = 1000/s): ln 100 / 100 s.
+fn p99_at_rho_0_9() -> f64 {
+    100f64.ln() / 100.0
+}
 
 #[test]
 fn ci95_covers_the_true_mm1_mean_about_95_percent_of_the_time() {
     // λ = 500/s, μ = 1000/s: W = 1/(μ − λ) = 2 ms. Short runs, so each CI is wide.
-    let s = scenario(
-        r#"
-name = "coverage"
-replications = 10
-duration = 2.0
-warmup = 0.2
-[arrivals]
-process = "poisson"
-rate = 500
-[[servers]]
-name = "s"
-service = { dist = "exponential", mean = 0.001 }
-[[strategies]]
-kind = "round_robin"
-"#,
-    );
+    let s = scenario(&mm1_toml("coverage", 500.0, 10, 2.0, "0.2"));
     let truth = 0.002;
     let runs = 1000;
-    let covered = (0..runs)
-        .filter(|&seed| {
-            let r = run(
-                &s,
-                &RunOptions {
-                    seed: Some(1_000 + seed),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            estimate(&values(&r, 0, Metric::LatencyMean)).contains(truth)
-        })
+    let covered = seeded_runs(&s, 1_000, runs)
+        .filter(|r| estimate(&values(r, 0, Metric::LatencyMean)).contains(truth))
         .count();
     println!("the 95% CI covered the true mean in {covered} of {runs} runs");
     assert!((929..=971).contains(&covered), "coverage {covered}/{runs}");
@@ -111,36 +91,11 @@ kind = "round_robin"
 
 #[test]
 fn pooled_p99_interval_covers_the_true_mm1_p99_about_95_percent_of_the_time() {
-    let s = scenario(
-        r#"
-name = "coverage-p99"
-replications = 10
-duration = 2.0
-warmup = 0.2
-[arrivals]
-process = "poisson"
-rate = 500
-[[servers]]
-name = "s"
-service = { dist = "exponential", mean = 0.001 }
-[[strategies]]
-kind = "round_robin"
-"#,
-    );
+    let s = scenario(&mm1_toml("coverage-p99", 500.0, 10, 2.0, "0.2"));
     let truth = 100f64.ln() / 500.0;
     let runs = 1000;
-    let covered = (0..runs)
-        .filter(|&seed| {
-            let r = run(
-                &s,
-                &RunOptions {
-                    seed: Some(1_000 + seed),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            r.strategies[0].estimate(Metric::LatencyP99).contains(truth)
-        })
+    let covered = seeded_runs(&s, 1_000, runs)
+        .filter(|r| r.strategies[0].estimate(Metric::LatencyP99).contains(truth))
         .count();
     println!("the pooled p99's 95% interval covered the truth in {covered} of {runs} runs");
     assert!((929..=971).contains(&covered), "coverage {covered}/{runs}");
@@ -153,36 +108,11 @@ kind = "round_robin"
 /// Measured 146 of 150 here.
 #[test]
 fn pooled_p99_interval_covers_at_rho_0_9_over_long_windows() {
-    let s = scenario(
-        r#"
-name = "coverage-p99-rho-0.9"
-replications = 10
-duration = 50.0
-warmup = 3.0
-[arrivals]
-process = "poisson"
-rate = 900
-[[servers]]
-name = "s"
-service = { dist = "exponential", mean = 0.001 }
-[[strategies]]
-kind = "round_robin"
-"#,
-    );
-    let truth = 100f64.ln() / 100.0;
+    let s = scenario(&mm1_toml("coverage-p99-rho-0.9", 900.0, 10, 50.0, "3.0"));
+    let truth = p99_at_rho_0_9();
     let runs = 150;
-    let covered = (0..runs)
-        .filter(|&seed| {
-            let r = run(
-                &s,
-                &RunOptions {
-                    seed: Some(50_000 + seed),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            r.strategies[0].estimate(Metric::LatencyP99).contains(truth)
-        })
+    let covered = seeded_runs(&s, 50_000, runs)
+        .filter(|r| r.strategies[0].estimate(Metric::LatencyP99).contains(truth))
         .count();
     println!(
         "at ρ = 0.9, the pooled p99's 95% interval covered the truth in {covered} of {runs} runs"
@@ -200,34 +130,17 @@ kind = "round_robin"
 /// 15 of them, and 4 or fewer has probability 10⁻³.
 #[test]
 fn pooled_p99_interval_at_a_short_window_misses_only_where_the_data_cannot_reach() {
-    let s = scenario(
-        r#"
-name = "coverage-p99-short-window"
-replications = 20
-duration = 1.0
-warmup = 3.0
-[arrivals]
-process = "poisson"
-rate = 900
-[[servers]]
-name = "s"
-service = { dist = "exponential", mean = 0.001 }
-[[strategies]]
-kind = "round_robin"
-"#,
-    );
-    let truth = 100f64.ln() / 100.0;
+    let s = scenario(&mm1_toml(
+        "coverage-p99-short-window",
+        900.0,
+        20,
+        1.0,
+        "3.0",
+    ));
+    let truth = p99_at_rho_0_9();
     let runs = 150;
     let (mut covered, mut reachable, mut missed_reachable) = (0, 0, 0);
-    for seed in 0..runs {
-        let r = run(
-            &s,
-            &RunOptions {
-                seed: Some(70_000 + seed),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    for r in seeded_runs(&s, 70_000, runs) {
         let st = &r.strategies[0];
         let hit = st.estimate(Metric::LatencyP99).contains(truth);
         let reaches = st.latency().max() as f64 * 1e-9 >= truth;
@@ -246,4 +159,45 @@ kind = "round_robin"
         missed_reachable <= 4,
         "{missed_reachable} of {reachable} missed"
     );
+}
+
+/// The pooled p99's interval at ρ = 0.9 with windows of 1,000 service times (1 s) and 100
+/// replications, where the issue asks for about 95% (the run's warnings do not call these
+/// intervals unreliable from 100 replications on: `lbsim::steady::TAIL_REPLICATIONS`).
+///
+/// 120 runs (seeds 90,000…), each with a 2 s warm-up (5.2 relaxation times of 0.38 s:
+/// what is left of the empty start decays as e^(−5.2) ≈ 0.6%, against a half-width of
+/// about 35% of the truth; 3 s, as in the table above, costs a third more). A 95%
+/// interval covers Binomial(120, 0.95) times: 105 or fewer with probability 9.9·10⁻⁴, so
+/// the test accepts 106 to 120 and a true 95% interval passes with probability 0.999. An
+/// interval covering 85% passes with probability 0.19 (fails 0.81), 87% (Woodruff with
+/// `t(b − 1)` here) with 0.39, 90% with 0.78. 150 runs would fail the 85% one with 0.88
+/// and 200 with 0.96, but cost 25 s and 33 s on the loaded 2-core machine where 120 took
+/// about 20 s. The mean width must stay below the truth (0.71 of it here), so an
+/// interval cannot pass by being wide. Measured over 300 such runs (seeds 90,000…90,299):
+/// 289 covered (truth below 1, above 10); over these 120: 113 (below 0, above 7).
+#[test]
+fn pooled_p99_interval_covers_at_rho_0_9_over_many_short_windows() {
+    let s = scenario(&mm1_toml(
+        "coverage-p99-100-short-windows",
+        900.0,
+        100,
+        1.0,
+        "2.0",
+    ));
+    let truth = p99_at_rho_0_9();
+    let runs = 120;
+    let (mut covered, mut below, mut above, mut width) = (0, 0, 0, 0.0);
+    for r in seeded_runs(&s, 90_000, runs) {
+        let e = r.strategies[0].estimate(Metric::LatencyP99);
+        covered += usize::from(e.contains(truth));
+        below += usize::from(truth < e.low);
+        above += usize::from(truth > e.high);
+        width += (e.high - e.low) / truth / runs as f64;
+    }
+    println!(
+        "100 windows of 1,000 service times: covered {covered} of {runs} (truth below {below}, above {above}), mean width {width:.2} of the truth"
+    );
+    assert!((106..=120).contains(&covered), "coverage {covered}/{runs}");
+    assert!(width < 1.0, "mean width {width} of the truth");
 }

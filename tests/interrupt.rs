@@ -5,56 +5,17 @@
 //! status 128 + the signal: 130 for SIGINT, 143 for SIGTERM. A second Ctrl-C loses
 //! nothing, and a closed stdout (`| head -1`) neither panics nor stops the files.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::process::{lbsim, signal_after};
 
 use lbsim::cancel::Cancel;
 use lbsim::scenario::Scenario;
 use lbsim::sim::{Run, simulate};
-
-/// Sends `signals` (kill names, e.g. "INT") `after` the start, 20 ms apart, and waits;
-/// fails unless the process ends within `bound` of the first signal. Returns the exit
-/// status and stderr.
-fn signal_after(
-    mut cmd: Command,
-    after: Duration,
-    signals: &[&str],
-    bound: Duration,
-) -> (i32, String) {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start lbsim");
-    sleep(after);
-    let started = Instant::now();
-    // One shell sends them all (`kill` is a shell builtin): 20 ms apart, well inside the
-    // time the command takes to write its files, whatever the machine's load.
-    let script = signals
-        .iter()
-        .map(|sig| format!("kill -{sig} {}", child.id()))
-        .collect::<Vec<_>>()
-        .join("; sleep 0.02; ");
-    let killed = Command::new("sh")
-        .args(["-c", &script])
-        .status()
-        .expect("sh");
-    assert!(killed.success(), "{script}");
-    let out = child.wait_with_output().expect("wait");
-    let took = started.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        took < bound,
-        "took {took:?} (more than {bound:?}) to stop after {signals:?}: {stderr}"
-    );
-    (out.status.code().unwrap_or(-1), stderr)
-}
-
-fn interrupt_after(cmd: Command, after: Duration) -> (i32, String) {
-    signal_after(cmd, after, &["INT"], Duration::from_secs(10))
-}
 
 /// The replications column of the first row of `summary.csv`.
 fn replications_written(dir: &Path) -> usize {
@@ -86,12 +47,8 @@ fn long_mm1(dir: &Path, duration: f64) -> std::path::PathBuf {
     path
 }
 
-fn lbsim() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lbsim"))
-}
-
 /// `scenarios/heterogeneous.toml` with a 2 s window after a 0.5 s warm-up: a replication
-/// takes milliseconds, so a signal 1.5 s in finds some finished even on a loaded machine
+/// takes milliseconds, so a signal 3 s in finds some finished even on a loaded machine
 /// (with the shipped 60 s window none had finished at a load average of 13).
 fn short_heterogeneous(dir: &Path) -> String {
     let text = std::fs::read_to_string("scenarios/heterogeneous.toml").unwrap();
@@ -104,43 +61,50 @@ fn short_heterogeneous(dir: &Path) -> String {
     path.to_str().unwrap().to_owned()
 }
 
-#[test]
-fn interrupted_run_writes_the_replications_that_finished() {
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = short_heterogeneous(dir.path());
+/// `lbsim run` of [`short_heterogeneous`] asking for 100,000 replications (far beyond the
+/// default cost limit on purpose: a signal stops it) with `extra` flags, writing into
+/// `dir`; `signals` are sent 3 s in, and it must stop within 10 s of the first. (At 1.5 s,
+/// with these tests in parallel at a load average of 13–15 on 2 cores, no replication had
+/// finished in about one run of three: "interrupted before any replication finished".)
+fn signal_a_long_run(dir: &Path, extra: &[&str], signals: &[&str]) -> (i32, String) {
+    let scenario = short_heterogeneous(dir);
     let mut cmd = lbsim();
     cmd.args([
         "run",
         &scenario,
         "--replications",
         "100000",
-        "--threads",
-        "1",
-        // Far beyond the default cost limit on purpose: the run is interrupted.
         "--max-events",
         "1e13",
-        "--out",
     ])
-    .arg(dir.path());
-    let (code, stderr) = interrupt_after(cmd, Duration::from_millis(1500));
+    .args(extra)
+    .arg("--out")
+    .arg(dir);
+    signal_after(
+        cmd,
+        Duration::from_secs(3),
+        signals,
+        Duration::from_secs(10),
+    )
+}
+
+/// Asserts that `dir` holds the reports of some, but not all, of `total` replications.
+fn assert_some_written(dir: &Path, total: usize) {
+    let reps = replications_written(dir);
+    assert!((1..total).contains(&reps), "{reps} of {total}");
+    assert!(dir.join("report.md").exists());
+}
+
+#[test]
+fn interrupted_run_writes_the_replications_that_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = signal_a_long_run(dir.path(), &["--threads", "1"], &["INT"]);
     assert_eq!(code, 130, "{stderr}");
     assert!(
         stderr.contains("interrupted:") && stderr.contains("of 100000 replications"),
         "{stderr}"
     );
-    let summary = std::fs::read_to_string(dir.path().join("summary.csv")).unwrap();
-    // scenario,strategy,metric,unit,mean,ci95_low,ci95_high,replications,unstable
-    let reps: usize = summary
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .nth(7)
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..100_000).contains(&reps), "{reps}");
-    assert!(dir.path().join("report.md").exists());
+    assert_some_written(dir.path(), 100_000);
 }
 
 #[test]
@@ -209,61 +173,19 @@ fn sigterm_stops_inside_a_replication() {
 #[test]
 fn sigterm_writes_the_replications_that_finished() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = short_heterogeneous(dir.path());
-    let mut cmd = lbsim();
-    cmd.args([
-        "run",
-        &scenario,
-        "--replications",
-        "100000",
-        // 100,000 replications exceed the default cost limit on purpose.
-        "--max-events",
-        "1e13",
-        "--threads",
-        "2",
-        "--out",
-    ])
-    .arg(dir.path());
-    let (code, stderr) = signal_after(
-        cmd,
-        Duration::from_millis(1500),
-        &["TERM"],
-        Duration::from_secs(10),
-    );
+    let (code, stderr) = signal_a_long_run(dir.path(), &["--threads", "2"], &["TERM"]);
     assert_eq!(code, 143, "{stderr}");
     assert!(
         stderr.contains("of 100000 replications finished"),
         "{stderr}"
     );
-    let reps = replications_written(dir.path());
-    assert!((1..100_000).contains(&reps), "{reps}");
-    assert!(dir.path().join("report.md").exists());
+    assert_some_written(dir.path(), 100_000);
 }
 
 #[test]
 fn sigterm_on_a_shard_writes_its_finished_replications() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = short_heterogeneous(dir.path());
-    let mut cmd = lbsim();
-    cmd.args([
-        "run",
-        &scenario,
-        "--replications",
-        "100000",
-        // 100,000 replications exceed the default cost limit on purpose.
-        "--max-events",
-        "1e13",
-        "--shard",
-        "1/2",
-        "--out",
-    ])
-    .arg(dir.path());
-    let (code, stderr) = signal_after(
-        cmd,
-        Duration::from_millis(1500),
-        &["TERM"],
-        Duration::from_secs(10),
-    );
+    let (code, stderr) = signal_a_long_run(dir.path(), &["--shard", "1/2"], &["TERM"]);
     assert_eq!(code, 143, "{stderr}");
     assert!(
         stderr.contains("of 50000 replications of this shard finished"),
@@ -282,39 +204,16 @@ fn sigterm_on_a_shard_writes_its_finished_replications() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("incomplete"), "{stderr}");
-    let reps = replications_written(&merged);
-    assert!((1..50_000).contains(&reps), "{reps}");
+    assert_some_written(&merged, 50_000);
 }
 
 #[test]
 fn second_ctrl_c_keeps_what_finished() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = short_heterogeneous(dir.path());
-    let mut cmd = lbsim();
-    cmd.args([
-        "run",
-        &scenario,
-        "--replications",
-        "100000",
-        // 100,000 replications exceed the default cost limit on purpose.
-        "--max-events",
-        "1e13",
-        "--threads",
-        "1",
-        "--out",
-    ])
-    .arg(dir.path());
-    let (code, stderr) = signal_after(
-        cmd,
-        Duration::from_millis(1500),
-        &["INT", "INT"],
-        Duration::from_secs(10),
-    );
+    let (code, stderr) = signal_a_long_run(dir.path(), &["--threads", "1"], &["INT", "INT"]);
     assert_eq!(code, 130, "{stderr}");
     assert!(stderr.contains("still stopping"), "{stderr}");
-    let reps = replications_written(dir.path());
-    assert!((1..100_000).contains(&reps), "{reps}");
-    assert!(dir.path().join("report.md").exists());
+    assert_some_written(dir.path(), 100_000);
 }
 
 #[test]

@@ -6,12 +6,13 @@
 //!
 //! Bounded in time (a few seconds); loopback only.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -54,27 +55,7 @@ fn kill(signal: &str, pid: u32) {
 
 impl Frozen {
     fn start() -> Frozen {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lbsim"))
-            .args(["serve", "--workers", "2", "--port", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start lbsim serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("lbsim serve printed its address");
-        let addr = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let (child, addr) = common::process::spawn_serve(&[]);
         // It answers before it is frozen.
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("serve is up");
         kill("-STOP", child.id());
@@ -91,14 +72,7 @@ impl Drop for Frozen {
 }
 
 fn threads_of_this_process() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
+    common::process::proc_status("self", "Threads").unwrap_or(0)
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{run_default, scenario};
+use common::{all_fail_toml, run_default, scenario};
 use lbsim::metrics::{Metric, RunMetrics};
 use lbsim::scenario::Scenario;
 use lbsim::sim::Run;
@@ -92,31 +92,7 @@ fn success_rate_and_failure_percentage_never_exceed_max_ejection_percent() {
     // Every server fails 90 % of requests: every one is an outlier by failure percentage,
     // only the cap stops ejections. 30 % of 10 servers is 3. Finagle, uncapped, keeps the
     // last one in (it fails open).
-    let src = |policy: &str| {
-        format!(
-            r#"
-name = "all-fail"
-duration = 30
-warmup = 0
-replications = 2
-[arrivals]
-process = "poisson"
-rate = 500
-[[servers]]
-name = "s"
-count = 10
-service = {{ dist = "exponential", mean = 0.005 }}
-[[faults]]
-server = "s"
-kind = "error"
-at = 0
-fraction = 0.9
-[[strategies]]
-kind = "round_robin"
-{policy}
-"#
-        )
-    };
+    let src = |policy: &str| all_fail_toml(30.0, Some(0.9), policy);
     for (policy, cap) in [
         (
             "[strategies.policy.outlier]\nkind = \"envoy\"\ninterval = 1\nconsecutive_5xx = 1000000\nmax_ejection_percent = 30\nenforcing_failure_percentage = 100\nbase_ejection_time = 2\n",

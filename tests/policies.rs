@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{reported, run_default, scenario};
+use common::{all_fail_toml, reported, run_default, scenario};
 use lbsim::metrics::{Metric, RunMetrics};
 use lbsim::scenario::Scenario;
 use lbsim::sim::Run;
@@ -314,31 +314,12 @@ fn ejection_removes_the_black_hole_within_max_ejection_percent() {
 fn ejection_never_exceeds_max_ejection_percent() {
     // Every server fails fast: only the cap stops ejections. 25 % of 10 servers is 2.
     let src = |percent: f64| {
-        format!(
-            r#"
-name = "all-fail"
-duration = 60
-warmup = 0
-replications = 2
-[arrivals]
-process = "poisson"
-rate = 500
-[[servers]]
-name = "s"
-count = 10
-service = {{ dist = "exponential", mean = 0.005 }}
-[[faults]]
-server = "s"
-kind = "error"
-at = 0
-[[strategies]]
-kind = "round_robin"
-[strategies.policy.outlier]
-kind = "envoy"
-max_ejection_percent = {percent}
-base_ejection_time = 5
-interval = 2
-"#
+        all_fail_toml(
+            60.0,
+            None,
+            &format!(
+                "[strategies.policy.outlier]\nkind = \"envoy\"\nmax_ejection_percent = {percent}\nbase_ejection_time = 5\ninterval = 2\n"
+            ),
         )
     };
     for (percent, cap) in [(25.0, 2), (10.0, 1), (5.0, 1), (50.0, 5)] {

@@ -243,6 +243,22 @@ fn random_split_is_independent_mm1_queues() {
         &values(&r, 0, Metric::LatencyMean),
         w,
     );
+    // Per server (`servers.csv`): each is M/M/1 with λ/N, so its response time is
+    // Exp(μ − λ/N): mean w and p99 ln(100)·w, the p99 judged by its pooled interval.
+    let st = &r.strategies[0];
+    for i in 0..n as usize {
+        let mean: Vec<f64> = st
+            .runs
+            .iter()
+            .map(|run| run.servers[i].latency_mean)
+            .collect();
+        assert_agrees(&format!("server {i} mean"), &mean, w);
+        assert_covers(
+            &format!("server {i} p99"),
+            &st.pooled_estimate(lbsim::metrics::SOURCE_SERVERS + i, 0.99),
+            100f64.ln() * w,
+        );
+    }
 }
 
 #[test]

@@ -352,3 +352,53 @@ fn replications_csv_has_every_replication_strategy_and_metric() {
     let mean: f64 = line.split(',').nth(4).unwrap().parse().unwrap();
     assert!((mean - values.iter().sum::<f64>() / 4.0).abs() < 1e-12);
 }
+
+/// `servers.csv` (issue 9): every figure with its 95% interval, including each server's
+/// mean response time and pooled p99, and intervals that hold their figure.
+#[test]
+fn servers_csv_gives_every_column_an_interval() {
+    let (dir, s) = write(ImageFormat::Svg);
+    let mut reader = csv::Reader::from_path(dir.path().join("servers.csv")).unwrap();
+    let headers: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let figures = [
+        "requests",
+        "share",
+        "utilization",
+        "queue_mean",
+        "queue_max",
+        "latency_mean",
+        "latency_p99",
+    ];
+    for f in figures {
+        for column in [
+            f.to_string(),
+            format!("{f}_ci95_low"),
+            format!("{f}_ci95_high"),
+        ] {
+            assert!(headers.contains(&column), "{column} missing: {headers:?}");
+        }
+    }
+    let at = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), s.strategies.len() * s.servers().len());
+    for row in &rows {
+        for f in figures {
+            let [v, low, high] = [
+                f.to_string(),
+                format!("{f}_ci95_low"),
+                format!("{f}_ci95_high"),
+            ]
+            .map(|c| row[at(&c)].parse::<f64>().unwrap());
+            assert!(
+                low <= v && v <= high,
+                "{f}: {v} not in [{low}, {high}] in {row:?}"
+            );
+        }
+        assert_eq!(&row[at("replications")], "4");
+    }
+}

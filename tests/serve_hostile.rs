@@ -6,10 +6,11 @@
 //!
 //! Every loop here is bounded in count and in time; everything is on loopback.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -31,38 +32,13 @@ impl Drop for Served {
 
 /// Starts `lbsim serve --workers 2 --port 0 EXTRA...` and reads the address it prints.
 fn serve(extra: &[&str]) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lbsim"))
-        .args(["serve", "--workers", "2", "--port", "0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start lbsim serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("lbsim serve printed its address");
-    let addr = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let (child, addr) = common::process::spawn_serve(extra);
     Served { child, addr }
 }
 
 /// A field of /proc/PID/status (VmRSS in kB, Threads).
 fn status(pid: u32, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    text.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| rest.trim_start_matches(':').split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+    common::process::proc_status(&pid.to_string(), field)
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
@@ -82,6 +58,15 @@ fn normal_call(addr: SocketAddr, transport: Transport) -> Result<Duration, Clien
         CallOutcome::Served { .. } => Ok(started.elapsed()),
         other => panic!("normal call not served: {other:?}"),
     }
+}
+
+/// Asserts that a normal client's 1 ms call (`what`) is served within `ms` milliseconds.
+fn assert_served_within(addr: SocketAddr, transport: Transport, ms: u64, what: &str) {
+    let took = normal_call(addr, transport).expect(what);
+    assert!(
+        took < Duration::from_millis(ms),
+        "normal call ({what}) took {took:?}"
+    );
 }
 
 /// Waits (at most `within`) for the server to close `s`: a read returns 0 or an error.
@@ -131,11 +116,7 @@ fn oversized_frames_and_strings_allocate_nothing() {
             "oversized frame left open"
         );
     }
-    let took = normal_call(framed.addr, Transport::Framed).expect("normal client served");
-    assert!(
-        took < Duration::from_millis(500),
-        "normal call took {took:?}"
-    );
+    assert_served_within(framed.addr, Transport::Framed, 500, "normal client served");
     let rss_after = status(pid, "VmRSS");
     assert!(
         rss_after < rss_before + 16 * 1024,
@@ -164,10 +145,11 @@ fn oversized_frames_and_strings_allocate_nothing() {
         }
     }
     assert!(closed_within(&mut s, Duration::from_secs(3)));
-    let took = normal_call(buffered.addr, Transport::Buffered).expect("normal client served");
-    assert!(
-        took < Duration::from_millis(500),
-        "normal call took {took:?}"
+    assert_served_within(
+        buffered.addr,
+        Transport::Buffered,
+        500,
+        "normal client served",
     );
     let rss_after = status(pid, "VmRSS");
     assert!(
@@ -210,11 +192,7 @@ fn idle_and_slow_connections_cannot_exhaust_the_server() {
     drop(flood);
     // Once the idle ones have been idle for a second, a normal client displaces one.
     thread::sleep(Duration::from_millis(1100));
-    let took = normal_call(served.addr, Transport::Framed).expect("served by eviction");
-    assert!(
-        took < Duration::from_millis(500),
-        "normal call took {took:?}"
-    );
+    assert_served_within(served.addr, Transport::Framed, 500, "served by eviction");
     // Slowloris: a frame trickling one byte every 100 ms is cut at the 0.5 s message
     // timeout, well before it completes.
     let mut slow = connect(served.addr);
@@ -246,11 +224,7 @@ fn idle_and_slow_connections_cannot_exhaust_the_server() {
             "idle connection kept"
         );
     }
-    let took = normal_call(served.addr, Transport::Framed).expect("normal client served");
-    assert!(
-        took < Duration::from_millis(500),
-        "normal call took {took:?}"
-    );
+    assert_served_within(served.addr, Transport::Framed, 500, "normal client served");
 }
 
 #[test]
@@ -276,11 +250,7 @@ fn enormous_or_negative_work_is_refused_and_counted() {
     }
     // The connection stays usable, workers are free, and the server is healthy.
     assert!(conn.ping().is_ok());
-    let took = normal_call(server.local_addr(), Transport::Framed).expect("served");
-    assert!(
-        took < Duration::from_millis(200),
-        "normal call took {took:?}"
-    );
+    assert_served_within(server.local_addr(), Transport::Framed, 200, "served");
     let stats = server.stats();
     assert_eq!(stats.invalid_calls, 4);
     assert_eq!(stats.served, 1);

@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::scenario;
+use common::process::lbsim_output as lbsim;
+use common::{mm1_toml, scenario};
 use lbsim::runner::{RunOptions, run};
 
 /// Round robin over a fast (speed 2) and a slow server at 240 req/s of 10 ms requests: the
@@ -33,18 +32,6 @@ kind = "round_robin"
 [[strategies]]
 kind = "least_connections"
 "#;
-
-fn lbsim(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lbsim"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn static_overload_is_marked_everywhere_and_never_best() {
@@ -145,23 +132,10 @@ kind = "least_connections"
 fn a_stable_queue_at_high_load_over_short_windows_is_not_flagged() {
     // M/M/1 at ρ = 0.9 (and 0.95), 40 windows of 1,000 service times: the backlog
     // fluctuates a lot within a window but does not grow.
-    for rate in [900, 950] {
+    for rate in [900.0, 950.0] {
         let s = scenario(&format!(
-            r#"
-name = "mm1"
-seed = 6
-replications = 40
-duration = 1
-warmup = 5
-[arrivals]
-process = "poisson"
-rate = {rate}
-[[servers]]
-name = "s"
-service = {{ dist = "exponential", mean = 0.001 }}
-[[strategies]]
-kind = "round_robin"
-"#
+            "seed = 6\n{}",
+            mm1_toml("mm1", rate, 40, 1.0, "5")
         ));
         let r = run(&s, &RunOptions::default()).unwrap();
         assert!(

@@ -10,12 +10,29 @@
 
 mod common;
 
-use common::{assert_agrees, scenario, values};
+use common::process::lbsim_output;
+use common::{assert_agrees, mm1_toml, scenario, values};
 use lbsim::metrics::Metric;
 use lbsim::runner::{RunOptions, run};
 use lbsim::scenario::Scenario;
 use lbsim::stats::estimate;
 use lbsim::steady::resolve_warmup;
+
+/// A fault that makes the server of [`mm1_toml`] three times slower for its first second.
+const SLOW_FIRST_SECOND: &str = r#"[[faults]]
+server = "s"
+kind = "slow"
+at = 0
+duration = 1
+factor = 3
+"#;
+
+/// M/M/1 at ρ = 0.9 (1 s windows, `warmup = "auto"`) whose server runs three times slower
+/// for its first second: a backlog of about 570 requests, drained at 100/s until about
+/// 6.7 s. `name` as given (the scenario's name only labels reports).
+fn slow_start(name: &str) -> String {
+    mm1_toml(name, 900.0, 10, 1.0, "\"auto\"") + SLOW_FIRST_SECOND
+}
 
 fn backlog(warmup: &str, duration: f64) -> Scenario {
     scenario(&format!(
@@ -48,6 +65,14 @@ fn auto_warmup_cuts_a_built_in_transient() {
     let biased = estimate(&values(&fixed, 0, Metric::LatencyMean));
     println!("warmup = 0: latency_mean {biased:?}");
     assert!(biased.low > 2.0 * truth, "{biased:?}");
+    // A fixed warm-up shorter than the transient: the run's warnings say so (MSER on the
+    // measured batch means) and name the fix.
+    let warned = lbsim::steady::warnings(&backlog("0", 50.0), &fixed).join("\n");
+    println!("{warned}");
+    assert!(
+        warned.contains("settles only") && warned.contains("raise `warmup` to at least"),
+        "{warned}"
+    );
 
     let mut s = backlog("\"auto\"", 50.0);
     assert!(s.warmup_auto && s.auto_warmup.is_none());
@@ -67,6 +92,8 @@ fn auto_warmup_cuts_a_built_in_transient() {
             .reduce(f64::max)
     );
     let r = run(&s, &RunOptions::default()).unwrap();
+    let warned = lbsim::steady::warnings(&s, &r).join("\n");
+    assert!(!warned.contains("settles only"), "{warned}");
     for k in 0..2 {
         assert_agrees(
             &format!("auto warm-up, strategy {k}: latency_mean"),
@@ -96,30 +123,8 @@ fn auto_warmup_cuts_a_built_in_transient() {
 
 #[test]
 fn auto_warmup_refuses_a_transient_longer_than_its_pilots() {
-    // The server runs 3 times slower for its first second (a backlog of about 570
-    // requests, drained at 100/s until about 6.7 s), and the window is 1 s: pilots of 1, 2
-    // and 4 s all end inside the drain.
-    let mut s = scenario(
-        r#"
-name = "slow-start"
-duration = 1
-warmup = "auto"
-[arrivals]
-process = "poisson"
-rate = 900
-[[servers]]
-name = "s"
-service = { dist = "exponential", mean = 0.001 }
-[[strategies]]
-kind = "round_robin"
-[[faults]]
-server = "s"
-kind = "slow"
-at = 0
-duration = 1
-factor = 3
-"#,
-    );
+    // The window is 1 s: pilots of 1, 2 and 4 s all end inside the drain.
+    let mut s = scenario(&slow_start("slow-start"));
     let e = resolve_warmup(&mut s, 3, None, None).unwrap_err();
     let msg = e.to_string();
     println!("{msg}");
@@ -178,56 +183,18 @@ kind = "round_robin"
     )
     .unwrap();
     let out_dir = dir.path().join("out");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbsim"))
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (file, out_dir) = (file.to_str().unwrap(), out_dir.to_str().unwrap());
+    let (code, _, stderr) = lbsim_output(&["run", file, "--out", out_dir]);
     println!("{stderr}");
-    assert!(out.status.success(), "{stderr}");
+    assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("chosen by MSER"), "{stderr}");
-    let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    let report = std::fs::read_to_string(std::path::Path::new(out_dir).join("report.md")).unwrap();
     assert!(report.contains("`warmup = \"auto\"`"), "{report}");
 
-    std::fs::write(
-        &file,
-        r#"
-duration = 1
-warmup = "auto"
-[arrivals]
-process = "poisson"
-rate = 900
-[[servers]]
-name = "s"
-service = { dist = "exponential", mean = 0.001 }
-[[strategies]]
-kind = "round_robin"
-[[faults]]
-server = "s"
-kind = "slow"
-at = 0
-duration = 1
-factor = 3
-"#,
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbsim"))
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    std::fs::write(file, slow_start("auto")).unwrap();
+    let (code, _, stderr) = lbsim_output(&["run", file, "--out", out_dir]);
     println!("{stderr}");
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("warmup") && stderr.contains("no end to the transient"),
         "{stderr}"

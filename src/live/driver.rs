@@ -34,7 +34,7 @@ use super::cluster::Cluster;
 pub use super::options::{LiveError, LiveOptions};
 pub use super::pool::CANCEL_POLL;
 use super::pool::{Done, Job, Pool, wait_until};
-use super::run::{Clock, Realtime, ReplayStart, add_service};
+use super::run::{Clock, Realtime, ReplayStart, add_service, record_served};
 pub use super::run::{LiveRun, StrategyReplay};
 use super::views::Views;
 use crate::metrics::{RunMetrics, latency_histogram};
@@ -320,32 +320,24 @@ impl Replay {
                 let declared = job.work_ns as f64 / self.speeds[i];
                 let (queued, served) = (queued_ns as f64, served_ns as f64);
                 self.under_load[i].record(served - declared, wall as f64 - queued - served);
+                let served = self.clock.scenario_ns(served_ns);
                 if let Some(l) = load.filter(|_| self.views.signals().reply_loads) {
                     let load = ServerLoad {
                         in_flight: l.in_flight,
                         queued: l.queued,
-                        service_time: self.clock.scenario(Duration::from_nanos(served_ns)),
-                        latency: self.clock.scenario(Duration::from_nanos(l.latency_ns)),
+                        service_time: served,
+                        latency: self.clock.scenario_ns(l.latency_ns),
                     };
                     self.views.get(b).reply_load(i, &load, now);
                 }
-                let served_scenario = self.clock.scenario(Duration::from_nanos(served_ns));
                 self.views
-                    .complete(b, i, latency, Outcome::Ok, Some(served_scenario), now);
+                    .complete(b, i, latency, Outcome::Ok, Some(served), now);
                 if measured {
                     let arrival = self.clock.now(job.scheduled);
                     self.metrics.phase_served(arrival, latency);
-                    self.metrics.record_latency(latency);
-                    self.metrics.record_server_latency(i, latency);
-                    let s = &mut self.metrics.servers[i];
-                    s.requests += 1;
-                    s.served += 1;
-                    s.latency_sum += latency.as_secs_f64();
+                    record_served(&mut self.metrics, i, latency);
                 }
-                let (served, queued) = (
-                    self.clock.scenario(Duration::from_nanos(served_ns)),
-                    self.clock.scenario(Duration::from_nanos(queued_ns)),
-                );
+                let queued = self.clock.scenario_ns(queued_ns);
                 add_service(&mut self.metrics, i, now, queued, served);
             }
             Ok(CallOutcome::Rejected { .. }) => {

@@ -62,7 +62,9 @@ use super::client::{CallOutcome, ClientConfig, ClientError, classify};
 use super::options::{LiveError, LiveOptions};
 use super::proto::{Call, Pong};
 use super::proxy::{self, ProxyKind, RunningProxy};
-use super::run::{Clock, LiveRun, Realtime, ReplayStart, StrategyReplay, add_service};
+use super::run::{
+    Clock, LiveRun, Realtime, ReplayStart, StrategyReplay, add_service, record_served,
+};
 use super::transport::{InputProtocol, OutputProtocol, protocol_stack};
 use crate::metrics::{RunMetrics, latency_histogram};
 use crate::rng::{SimRng, Stream, stream_rng};
@@ -461,24 +463,22 @@ fn reader(
     }
 }
 
-/// Handles completions until `due`, sleeping on the completion channel in between and
-/// spinning for the last `spin`.
-fn wait_until(conns: &mut Conns, due: Instant, spin: Duration, mut on_done: impl FnMut(Done)) {
+/// The next completion before `due`, sleeping on the completion channel in between and
+/// spinning for the last `spin`; `None` once `due` has passed with none waiting.
+fn next_done(rx: &Receiver<Done>, due: Instant, spin: Duration) -> Option<Done> {
     loop {
-        while let Ok(done) = conns.done_rx.try_recv() {
-            conns.finish(&done);
-            on_done(done);
+        if let Ok(done) = rx.try_recv() {
+            return Some(done);
         }
         let now = Instant::now();
         if now >= due {
-            return;
+            return None;
         }
         let left = due - now;
         if left <= spin {
             std::hint::spin_loop();
-        } else if let Ok(done) = conns.done_rx.recv_timeout(left - spin) {
-            conns.finish(&done);
-            on_done(done);
+        } else if let Ok(done) = rx.recv_timeout(left - spin) {
+            return Some(done);
         }
     }
 }
@@ -505,7 +505,9 @@ fn time_calls(
     let (mut extra, mut over) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
     for k in 0..calls {
         let due = Instant::now() + Duration::from_micros(300);
-        wait_until(&mut conns, due, opts.spin, |_| {});
+        while let Some(done) = next_done(&conns.done_rx, due, opts.spin) {
+            conns.finish(&done);
+        }
         let call = Pending {
             id: k as u64,
             scheduled: due,
@@ -651,20 +653,8 @@ impl Replay<'_> {
     /// Handles completions until `due`, sleeping on the completion channel in between
     /// and spinning for the last `spin`.
     fn wait_until(&mut self, due: Instant, spin: Duration) {
-        loop {
-            while let Ok(done) = self.conns.done_rx.try_recv() {
-                self.on_done(done);
-            }
-            let now = Instant::now();
-            if now >= due {
-                return;
-            }
-            let left = due - now;
-            if left <= spin {
-                std::hint::spin_loop();
-            } else if let Ok(done) = self.conns.done_rx.recv_timeout(left - spin) {
-                self.on_done(done);
-            }
+        while let Some(done) = next_done(&self.conns.done_rx, due, spin) {
+            self.on_done(done);
         }
     }
 
@@ -705,20 +695,16 @@ impl Replay<'_> {
                 served_ns,
                 ..
             }) => {
-                if measured {
-                    self.metrics.record_latency(latency);
-                    if let Some(i) = self.conns.names.iter().position(|n| *n == server_id) {
-                        self.metrics.record_server_latency(i, latency);
-                        let s = &mut self.metrics.servers[i];
-                        s.requests += 1;
-                        s.served += 1;
-                        s.latency_sum += latency.as_secs_f64();
-                    }
+                let server = self.conns.names.iter().position(|n| *n == server_id);
+                match server {
+                    Some(i) if measured => record_served(&mut self.metrics, i, latency),
+                    None if measured => self.metrics.record_latency(latency),
+                    _ => {}
                 }
-                if let Some(i) = self.conns.names.iter().position(|n| *n == server_id) {
+                if let Some(i) = server {
                     let (served, queued) = (
-                        self.clock.scenario(Duration::from_nanos(served_ns)),
-                        self.clock.scenario(Duration::from_nanos(queued_ns)),
+                        self.clock.scenario_ns(served_ns),
+                        self.clock.scenario_ns(queued_ns),
                     );
                     let end = self.clock.now(done.finished);
                     add_service(&mut self.metrics, i, end, queued, served);

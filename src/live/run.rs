@@ -98,6 +98,11 @@ impl Clock {
         Nanos((d.as_nanos() as f64 / self.scale).round() as u64)
     }
 
+    /// A wall-clock duration of `ns` nanoseconds (as a server reports it) in scenario units.
+    pub fn scenario_ns(&self, ns: u64) -> Nanos {
+        self.scenario(Duration::from_nanos(ns))
+    }
+
     /// Scenario time of a wall-clock instant.
     pub fn now(&self, t: Instant) -> Nanos {
         self.scenario(t.saturating_duration_since(self.start))
@@ -170,6 +175,19 @@ pub(crate) fn add_service(m: &mut RunMetrics, i: usize, end: Nanos, queued: Nano
     let s = &mut m.servers[i];
     s.busy_area += overlap(start, end);
     s.queue_area += overlap(start - queued.0 as f64, start);
+}
+
+/// Records a measured call that server `i` served, as live mode knows it from the answer:
+/// its response time, overall and on that server, and one more request served by `i`.
+/// (The simulator's [`RunMetrics::record_service`] knows the wait too; live mode takes the
+/// server's own figures into [`add_service`].)
+pub(crate) fn record_served(m: &mut RunMetrics, i: usize, latency: Nanos) {
+    m.record_latency(latency);
+    m.record_server_latency(i, latency);
+    let s = &mut m.servers[i];
+    s.requests += 1;
+    s.served += 1;
+    s.latency_sum += latency.as_secs_f64();
 }
 
 /// What every replay of a strategy starts from, request-level or connection-level: the

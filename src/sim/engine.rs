@@ -708,33 +708,15 @@ impl<'a> Sim<'a> {
         if let Some(rejected) = self.answers_error(i) {
             return self.send_error(now, i, b, measured, rejected, None);
         }
-        let server = &mut self.servers[i];
-        let job = Job {
-            id: req.id,
-            arrival: req.arrival,
-            work: req.size.work(&self.dists[server.group]),
-            balancer: b as u32,
-            measured,
-            start: now,
-            end: Nanos::ZERO,
-        };
-        self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
-        let admission = server.admit(job, now);
-        match admission {
+        let work = req.size.work(&self.dists[self.servers[i].group]);
+        let job = Job::sent(req.id, req.arrival, work, b as u32, measured, now);
+        match self.offer(now, i, job) {
             Admission::Started(service) => {
-                self.events.push(
-                    now + service,
-                    Event::Done {
-                        server: i as u32,
-                        job: job.id,
-                    },
-                );
-                self.m.servers[i].requests += u64::from(measured);
                 if let Some(s) = &mut self.signals {
                     s.started(i, service);
                 }
             }
-            Admission::Queued => self.m.servers[i].requests += u64::from(measured),
+            Admission::Queued => {}
             Admission::Rejected => {
                 self.m.rejected += u64::from(measured);
                 if measured {
@@ -755,6 +737,30 @@ impl<'a> Sim<'a> {
         if self.exact_reports {
             self.publish_load(i, now);
         }
+    }
+
+    /// Offers `job` to server `i` at `now`: the server's busy and queue integrals advance,
+    /// a job that starts has its completion scheduled, and one the server takes (started or
+    /// queued) counts as a request of that server if measured. Shared by the one-attempt
+    /// path ([`Sim::arrival`]), the policy path (`send_attempt`) and costed probes.
+    #[inline]
+    fn offer(&mut self, now: Nanos, i: usize, job: Job) -> Admission {
+        let server = &mut self.servers[i];
+        self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
+        let admission = server.admit(job, now);
+        if let Admission::Started(service) = admission {
+            self.events.push(
+                now + service,
+                Event::Done {
+                    server: i as u32,
+                    job: job.id,
+                },
+            );
+        }
+        if let Admission::Started(_) | Admission::Queued = admission {
+            self.m.servers[i].requests += u64::from(job.measured);
+        }
+        admission
     }
 
     /// Server `i` finished job `id`: its busy and queue integrals advance and its next job,
@@ -975,17 +981,7 @@ impl<'a> Sim<'a> {
                 (FaultKind::Slow, true) => server.speed = self.base_speed[i] / fault.factor,
                 (FaultKind::Slow, false) => server.speed = self.base_speed[i],
                 (FaultKind::Crash, true) => {
-                    // Probe work is nobody's request: it is dropped with the server.
-                    let lost: Vec<Job> = server
-                        .crash(now)
-                        .into_iter()
-                        .filter(|j| j.id < PROBE_JOB_BASE)
-                        .collect();
-                    if self.client.is_some() {
-                        self.attempts_lost(now, i, lost);
-                    } else {
-                        self.requests_lost(now, i, lost);
-                    }
+                    self.crash(now, i);
                     self.connections_broken(i, now);
                     self.events.push(
                         now + detection,
@@ -1072,6 +1068,21 @@ impl<'a> Sim<'a> {
             if self.exact_reports {
                 self.publish_load(i, now);
             }
+        }
+    }
+
+    /// Server `i` crashes (or is killed) at `now`: every request it holds is lost, and probe
+    /// work, nobody's request, is dropped with it.
+    fn crash(&mut self, now: Nanos, i: usize) {
+        let lost: Vec<Job> = self.servers[i]
+            .crash(now)
+            .into_iter()
+            .filter(|j| j.id < PROBE_JOB_BASE)
+            .collect();
+        if self.client.is_some() {
+            self.attempts_lost(now, i, lost);
+        } else {
+            self.requests_lost(now, i, lost);
         }
     }
 
@@ -1234,16 +1245,8 @@ impl<'a> Sim<'a> {
                 start: now,
                 end: now,
             };
-            self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
-            if let Admission::Started(service) = server.admit(job, now) {
-                self.events.push(
-                    now + service,
-                    Event::Done {
-                        server: i as u32,
-                        job: job.id,
-                    },
-                );
-            }
+            // A probe is never measured: it counts as no request of the server.
+            self.offer(now, i, job);
             if self.exact_reports {
                 self.publish_load(i, now);
             }

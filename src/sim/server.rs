@@ -26,6 +26,29 @@ pub struct Job {
     pub end: Nanos,
 }
 
+impl Job {
+    /// Request `id`'s job as balancer `balancer` sends it at `now`, before a server takes
+    /// it: the server sets `start` and `end` when a worker serves it.
+    pub fn sent(
+        id: u64,
+        arrival: Nanos,
+        work: f64,
+        balancer: u32,
+        measured: bool,
+        now: Nanos,
+    ) -> Job {
+        Job {
+            id,
+            arrival,
+            work,
+            balancer,
+            measured,
+            start: now,
+            end: Nanos::ZERO,
+        }
+    }
+}
+
 /// What happened to a request offered to a server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod peer;
+pub mod process;
 
 use std::path::Path;
 
@@ -73,4 +74,71 @@ pub fn assert_covers(what: &str, e: &lbsim::stats::Estimate, theory: f64) {
 /// The reported estimate (pooled for percentiles) of `metric` for strategy `k`.
 pub fn reported(r: &RunResults, k: usize, metric: Metric) -> lbsim::stats::Estimate {
     r.strategies[k].estimate(metric)
+}
+
+/// TOML of M/M/1 under round robin: Poisson arrivals at `rate` a second to one
+/// single-worker server with exponential service of mean 1 ms (μ = 1000/s). `warmup` is
+/// TOML (seconds, or `"\"auto\""`); tables such as `[[faults]]` may be appended, and
+/// top-level keys (`seed = …`) prepended.
+pub fn mm1_toml(name: &str, rate: f64, replications: u32, duration: f64, warmup: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+replications = {replications}
+duration = {duration}
+warmup = {warmup}
+[arrivals]
+process = "poisson"
+rate = {rate}
+[[servers]]
+name = "s"
+service = {{ dist = "exponential", mean = 0.001 }}
+[[strategies]]
+kind = "round_robin"
+"#
+    )
+}
+
+/// TOML of ten single-worker servers (exponential service of mean 5 ms) under 500 requests
+/// a second, every one failing `fraction` of its requests from the start (`None`: every
+/// request), with no warm-up, 2 replications and one round-robin strategy followed by
+/// `policy` (its `[strategies.policy.*]` tables): only an outlier detector's cap stops it
+/// from ejecting every server.
+pub fn all_fail_toml(duration: f64, fraction: Option<f64>, policy: &str) -> String {
+    let fraction = fraction.map_or(String::new(), |f| format!("fraction = {f}\n"));
+    format!(
+        r#"
+name = "all-fail"
+duration = {duration}
+warmup = 0
+replications = 2
+[arrivals]
+process = "poisson"
+rate = 500
+[[servers]]
+name = "s"
+count = 10
+service = {{ dist = "exponential", mean = 0.005 }}
+[[faults]]
+server = "s"
+kind = "error"
+at = 0
+{fraction}[[strategies]]
+kind = "round_robin"
+{policy}"#
+    )
+}
+
+/// Runs `s` once for each seed `first`, `first + 1`, … (`runs` independent runs, in order).
+pub fn seeded_runs(s: &Scenario, first: u64, runs: u64) -> impl Iterator<Item = RunResults> + '_ {
+    (0..runs).map(move |k| {
+        run(
+            s,
+            &RunOptions {
+                seed: Some(first + k),
+                ..Default::default()
+            },
+        )
+        .expect("run")
+    })
 }

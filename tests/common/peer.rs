@@ -1,12 +1,9 @@
 //! The thriftpy2 peer: an independent Python implementation of the backend IDL, started as a
 //! child process for interoperability tests.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 /// A thriftpy2 server process, killed on drop.
@@ -46,7 +43,7 @@ pub fn require_thriftpy2() {
 /// (at most 10 s) for it to say `READY <port>`.
 pub fn python_peer(args: &[&str]) -> PythonPeer {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/thriftpy2_server.py");
-    let mut child = Command::new("python3")
+    let child = Command::new("python3")
         .arg(script)
         .args(["--port", "0", "--exit-on-stdin-eof"])
         .args(args)
@@ -54,19 +51,12 @@ pub fn python_peer(args: &[&str]) -> PythonPeer {
         .stdout(Stdio::piped())
         .spawn()
         .expect("start python3");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
+    // Owned by the peer first, so that it is killed if it never says READY.
     let mut peer = PythonPeer {
         child,
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
     };
-    let line = rx
-        .recv_timeout(Duration::from_secs(10))
+    let line = super::process::first_line(&mut peer.child, Duration::from_secs(10))
         .expect("thriftpy2 peer did not print READY within 10 s");
     let port: u16 = line
         .strip_prefix("READY ")

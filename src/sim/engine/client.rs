@@ -194,6 +194,25 @@ impl Client {
         (self.attempts.get(a as usize)?.generation == (id >> 32) as u32).then_some(a)
     }
 
+    /// Request `r`'s state with what a policy decision reads of its balancer's client
+    /// (budget, attempts in flight) and the policy stream: split borrows of one client.
+    fn decision(&mut self, r: u32) -> (&Policy, &mut RequestState, ClientState<'_>, &mut SimRng) {
+        let req = &mut self.requests[r as usize];
+        let b = req.balancer as usize;
+        let client = ClientState {
+            budget: &mut self.budgets[b],
+            in_flight: self.in_flight[b],
+            retries_in_flight: self.extra_in_flight[b],
+        };
+        (&self.policy, &mut req.st, client, &mut self.rng)
+    }
+
+    /// What follows for request `r` when an attempt of it fails by `cause` at `now`.
+    fn on_failure(&mut self, r: u32, cause: Cause, now: Nanos) -> Next {
+        let (policy, st, client, rng) = self.decision(r);
+        policy.on_failure(st, cause, now, client, || open_unit(rng.random::<u64>()))
+    }
+
     /// Whether abandoned attempts of a request that ended are withdrawn from servers.
     fn cancels_losers(&self) -> bool {
         self.policy.timeouts.cancel || self.policy.hedge.is_some_and(|h| h.cancel_losers)
@@ -264,17 +283,7 @@ impl Sim<'_> {
         };
         let Some(i) = target else {
             req.unroutable = true;
-            let next = c.policy.on_failure(
-                &mut req.st,
-                Cause::Failed,
-                now,
-                ClientState {
-                    budget: &mut c.budgets[b],
-                    in_flight: c.in_flight[b],
-                    retries_in_flight: c.extra_in_flight[b],
-                },
-                || open_unit(c.rng.random::<u64>()),
-            );
+            let next = c.on_failure(r, Cause::Failed, now);
             return self.follow(now, r, next);
         };
         req.unroutable = false;
@@ -301,30 +310,11 @@ impl Sim<'_> {
         };
         let id = c.job_id(a);
         let deadline = c.policy.timeouts.attempt_deadline(arrival, now);
-        let server = &mut self.servers[i];
-        let job = Job {
-            id,
-            arrival,
-            work: size.work(&self.dists[server.group]),
-            balancer: b as u32,
-            measured,
-            start: now,
-            end: Nanos::ZERO,
-        };
-        self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
-        let admission = server.admit(job, now);
+        let work = size.work(&self.dists[self.servers[i].group]);
+        let job = Job::sent(id, arrival, work, b as u32, measured, now);
+        let admission = self.offer(now, i, job);
         match admission {
             Admission::Started(_) | Admission::Queued => {
-                if let Admission::Started(service) = admission {
-                    self.events.push(
-                        now + service,
-                        Event::Done {
-                            server: i as u32,
-                            job: id,
-                        },
-                    );
-                }
-                self.m.servers[i].requests += u64::from(measured);
                 self.client().attempts[a as usize].at_server = true;
                 if let Some(t) = deadline {
                     self.events.push(
@@ -377,17 +367,7 @@ impl Sim<'_> {
         if c.policy.retry.is_none_or(|p| p.retries(cause)) {
             c.budgets[b].on_attempt_end(false);
         }
-        let next = c.policy.on_failure(
-            &mut req.st,
-            cause,
-            now,
-            ClientState {
-                budget: &mut c.budgets[b],
-                in_flight: c.in_flight[b],
-                retries_in_flight: c.extra_in_flight[b],
-            },
-            || open_unit(c.rng.random::<u64>()),
-        );
+        let next = c.on_failure(r, cause, now);
         c.release_attempt(a);
         if let Some(e) = ejection {
             self.ejected(b, i, e, now);
@@ -759,17 +739,8 @@ impl Sim<'_> {
                 if req.generation != generation || req.st.done {
                     return;
                 }
-                let b = req.balancer as usize;
-                let go = c.policy.on_hedge_timer(
-                    &req.st,
-                    now,
-                    ClientState {
-                        budget: &mut c.budgets[b],
-                        in_flight: c.in_flight[b],
-                        retries_in_flight: c.extra_in_flight[b],
-                    },
-                );
-                if !go {
+                let (policy, st, client, _) = c.decision(slot);
+                if !policy.on_hedge_timer(st, now, client) {
                     return;
                 }
                 self.send_attempt(now, slot, true);

@@ -21,8 +21,7 @@
 
 use super::{Event, Sim};
 use crate::scenario::{ColdStart, FaultKind};
-use crate::sim::probe::PROBE_JOB_BASE;
-use crate::sim::server::{Job, Warmup};
+use crate::sim::server::Warmup;
 use crate::strategy::Outcome;
 use crate::time::Nanos;
 
@@ -287,16 +286,7 @@ impl Sim<'_> {
                 // Killed at the end of the grace period: what is left fails.
                 let server = &mut self.servers[i];
                 self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
-                let lost: Vec<Job> = server
-                    .crash(now)
-                    .into_iter()
-                    .filter(|j| j.id < PROBE_JOB_BASE)
-                    .collect();
-                if self.client.is_some() {
-                    self.attempts_lost(now, i, lost);
-                } else {
-                    self.requests_lost(now, i, lost);
-                }
+                self.crash(now, i);
                 self.drained(now, i);
             }
             Step::Back => {
