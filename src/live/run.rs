@@ -183,9 +183,7 @@ pub(crate) fn add_service(m: &mut RunMetrics, i: usize, end: Nanos, queued: Nano
 /// server's own figures into [`add_service`].)
 pub(crate) fn record_served(m: &mut RunMetrics, i: usize, latency: Nanos) {
     m.record_latency(latency);
-    if let Some(h) = m.server_latency.get_mut(i) {
-        h.saturating_record(latency.0.max(1));
-    }
+    m.record_server_latency(i, latency);
     let s = &mut m.servers[i];
     s.requests += 1;
     s.served += 1;

@@ -832,9 +832,8 @@ impl<'a> Sim<'a> {
         // Plus live mode's calibrated round trip (0 for scenarios read from files).
         let latency = now - job.arrival + self.extra_latency.get(i).copied().unwrap_or_default();
         if job.measured {
-            self.m.record_latency(latency);
             self.m
-                .record_service(i, job.arrival, latency, job.start - job.arrival);
+                .record_served(i, job.arrival, latency, job.start - job.arrival);
         }
         if let Topology::Requests = self.topology
             && let Some(s) = self.signals.as_ref().filter(|s| s.reply_loads)

@@ -33,6 +33,10 @@ pub fn point_hash(backend: usize, replica: u64, salt: u64) -> u64 {
 pub(crate) struct Membership {
     weights: Vec<u32>,
     excluded: Vec<usize>,
+    /// Sum of `weights`, kept at the build: bounded-load hashing reads it for every ring
+    /// point it passes over, and summing 10,000 weights each time made its picks 10×
+    /// round robin's at 10,000 servers.
+    total: u64,
 }
 
 impl Membership {
@@ -44,6 +48,7 @@ impl Membership {
         self.excluded.clear();
         self.excluded
             .extend((0..backends.len()).filter(|&i| self.weights[i] == 0));
+        self.total = self.weights.iter().map(|&w| u64::from(w)).sum();
         &self.weights
     }
 
@@ -63,9 +68,10 @@ impl Membership {
         !backends[i].up || backends[i].weight != self.weights[i]
     }
 
-    /// Sum of the weights built over.
+    /// Sum of the weights built over. O(1).
+    #[inline]
     pub fn total_weight(&self) -> u64 {
-        self.weights.iter().map(|&w| u64::from(w)).sum()
+        self.total
     }
 
     /// Weight of backend `i` at the build (0 if left out).
@@ -78,6 +84,13 @@ impl Membership {
 #[derive(Clone, Debug, Default)]
 pub struct Ring {
     points: Vec<(u64, u32)>,
+    /// For each value of a hash's top [`Ring::bits`] bits, the position of the first point
+    /// at or above the smallest hash with those bits: a lookup then searches only between
+    /// two neighbouring entries (about one point), not the whole ring, whose binary search
+    /// misses the cache at every step once the ring outgrows it (10,000 points at 10,000
+    /// servers). The same position as a search of the whole ring.
+    starts: Vec<u32>,
+    bits: u32,
 }
 
 const RING_SALT: u64 = 0x7269_6e67_5f68_6173; // "ring_has"
@@ -114,7 +127,28 @@ impl Ring {
             }
         }
         points.sort_unstable();
-        Ring { points }
+        // About one point per entry, at most 2^20 entries.
+        let bits = (points.len().max(1).next_power_of_two().trailing_zeros()).min(20);
+        let starts = if bits == 0 {
+            Vec::new()
+        } else {
+            let mut starts = Vec::with_capacity((1 << bits) + 1);
+            let mut p = 0;
+            for prefix in 0..(1u64 << bits) {
+                let low = prefix << (64 - bits);
+                while p < points.len() && points[p].0 < low {
+                    p += 1;
+                }
+                starts.push(p as u32);
+            }
+            starts.push(points.len() as u32);
+            starts
+        };
+        Ring {
+            points,
+            starts,
+            bits,
+        }
     }
 
     /// Number of points.
@@ -130,7 +164,18 @@ impl Ring {
     /// Position of the first point at or after hash `h`, wrapping (Ketama's lookup).
     #[inline]
     pub fn position(&self, h: u64) -> usize {
-        let p = self.points.partition_point(|&(x, _)| x < h);
+        let p = if self.bits == 0 {
+            self.points.partition_point(|&(x, _)| x < h)
+        } else {
+            // Every point below `lo` has a hash below `h`'s prefix, every point from `hi`
+            // on one above it: the first point at or after `h` is in `lo..=hi`.
+            let prefix = (h >> (64 - self.bits)) as usize;
+            let (lo, hi) = (
+                self.starts[prefix] as usize,
+                self.starts[prefix + 1] as usize,
+            );
+            lo + self.points[lo..hi].partition_point(|&(x, _)| x < h)
+        };
         if p == self.points.len() { 0 } else { p }
     }
 
@@ -157,6 +202,41 @@ mod tests {
         // The max ring size caps the scale.
         assert_eq!(Ring::build(&[1; 3], 10_000, 4096).len(), 4096);
         assert!(Ring::build(&[0, 0], 1024, 4096).is_empty());
+    }
+
+    proptest::proptest! {
+        /// The indexed lookup finds what a search of the whole ring finds.
+        #[test]
+        fn indexed_position_is_the_binary_search(
+            weights in proptest::collection::vec(0u32..4, 1..60),
+            min in 1u64..3000,
+            hashes in proptest::collection::vec(proptest::prelude::any::<u64>(), 1..50),
+        ) {
+            let r = Ring::build(&weights, min, 8 << 20);
+            let mut probes = hashes;
+            probes.extend(r.points.iter().flat_map(|p| [p.0, p.0.wrapping_sub(1), p.0.wrapping_add(1)]));
+            probes.extend([0, u64::MAX]);
+            for h in probes {
+                let p = r.points.partition_point(|&(x, _)| x < h);
+                let want = if p == r.points.len() { 0 } else { p };
+                proptest::prop_assert_eq!(r.position(h), want, "hash {}", h);
+            }
+        }
+    }
+
+    /// A planted bug: an index one point off (each entry past its first point) is told
+    /// from the search of the whole ring by the same comparison as the property test.
+    #[test]
+    fn an_index_one_point_off_is_caught() {
+        let mut r = Ring::build(&[1; 100], 1024, 8 << 20);
+        for s in &mut r.starts {
+            *s = (*s + 1).min(r.points.len() as u32);
+        }
+        let wrong = r.points.iter().any(|p| {
+            let want = r.points.partition_point(|&(x, _)| x < p.0) % r.points.len();
+            r.position(p.0) != want
+        });
+        assert!(wrong);
     }
 
     #[test]

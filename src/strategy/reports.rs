@@ -21,6 +21,9 @@ pub struct LoadTable {
     /// report), when asked for.
     by_queue: Option<Buckets>,
     up: Vec<bool>,
+    /// Changes of any server's worker count as a strategy sees it (at least 1; 1 before
+    /// its first report): see [`LoadTable::workers_epoch`].
+    workers_epoch: u64,
 }
 
 impl LoadTable {
@@ -30,6 +33,7 @@ impl LoadTable {
             reports: vec![None; n],
             by_queue: None,
             up: vec![true; n],
+            workers_epoch: 0,
         }
     }
 
@@ -69,12 +73,25 @@ impl LoadTable {
             self.reports.resize(i + 1, None);
             self.up.resize(i + 1, true);
         }
+        let before = self.reports[i].map_or(1, |r| r.workers.max(1));
+        if report.workers.max(1) != before {
+            self.workers_epoch += 1;
+        }
         self.reports[i] = Some(report);
         if let Some(b) = &mut self.by_queue
             && i < b.len()
         {
             b.set(i, self.up[i], report.in_system);
         }
+    }
+
+    /// How many times some server's worker count, at least 1 (1 before its first report),
+    /// changed: a strategy that keeps an index of per-server slots ([`super::First`])
+    /// rebuilds it when this moves, and otherwise reads no report. 0 while every server
+    /// counts 1.
+    #[inline]
+    pub fn workers_epoch(&self) -> u64 {
+        self.workers_epoch
     }
 
     /// Balancers' health checks now see server `i` up or down (for the queue index).
