@@ -538,6 +538,7 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             "share of attempts the balancer's circuit breakers refused at once (Envoy's overflow: max_requests or max_pending_requests reached); reported for strategies whose breakers tripped",
         )
         .shown(Shown::WhenNonZero),
+        def(
             Ejections,
             "ejections",
             "1",

@@ -389,6 +389,30 @@ impl Replay {
         }
     }
 
+    /// Backend `job.backend`'s cost under load, from one served call: what its service
+    /// took beyond the declared work, and what the round trip added beyond queue and
+    /// service. Not from a call that a fault slowed, paused or delayed while it was out.
+    pub(super) fn record_cost(
+        &mut self,
+        job: &Job,
+        finished: Instant,
+        queued_ns: u64,
+        served_ns: u64,
+    ) {
+        let i = job.backend;
+        let (arrival, now) = (self.clock.now(job.scheduled), self.clock.now(finished));
+        if self.altered[i]
+            .iter()
+            .any(|&(a, b)| a <= now && arrival < b)
+        {
+            return;
+        }
+        let wall = finished.saturating_duration_since(job.scheduled).as_nanos();
+        let declared = job.work_ns as f64 / self.speeds[i];
+        let (queued, served) = (queued_ns as f64, served_ns as f64);
+        self.under_load[i].record(served - declared, wall as f64 - queued - served);
+    }
+
     fn on_done(&mut self, done: Done) {
         let job = done.job;
         let i = job.backend;
@@ -404,20 +428,7 @@ impl Replay {
                 load,
                 ..
             }) => {
-                let wall = done
-                    .finished
-                    .saturating_duration_since(job.scheduled)
-                    .as_nanos();
-                let declared = job.work_ns as f64 / self.speeds[i];
-                let (queued, served) = (queued_ns as f64, served_ns as f64);
-                // Not a call that a fault slowed, paused or delayed while it was out.
-                let arrival = self.clock.now(job.scheduled);
-                if !self.altered[i]
-                    .iter()
-                    .any(|&(a, b)| a <= now && arrival < b)
-                {
-                    self.under_load[i].record(served - declared, wall as f64 - queued - served);
-                }
+                self.record_cost(&job, done.finished, queued_ns, served_ns);
                 let served = self.clock.scenario_ns(served_ns);
                 if let Some(l) = load.filter(|_| self.views.signals().reply_loads) {
                     let load = ServerLoad {

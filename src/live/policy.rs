@@ -57,6 +57,12 @@ use crate::workload::{Request, Size};
 /// Why live mode cannot apply `entry`'s policy as simulated, if it cannot.
 pub(crate) fn refusal(entry: &StrategyEntry) -> Option<String> {
     let p = entry.policy.as_ref()?;
+    if p.circuit_breakers.is_some() {
+        return Some(format!(
+            "strategy `{}` has a client policy with [strategies.policy.circuit_breakers], which the live driver does not apply yet (the simulator refuses overflowing attempts at the balancer; live would send them)\n  fix: replay a copy without circuit_breakers",
+            entry.label()
+        ));
+    }
     let hedge_cancels = p.hedge.as_ref().is_some_and(|h| h.cancel_losers);
     (p.cancel || hedge_cancels).then(|| {
         let field = if p.cancel {
@@ -537,13 +543,7 @@ impl LiveClient {
                 load,
                 ..
             }) => {
-                let wall = done
-                    .finished
-                    .saturating_duration_since(job.scheduled)
-                    .as_nanos();
-                let declared = job.work_ns as f64 / r.speeds[i];
-                let (q, s) = (queued_ns as f64, served_ns as f64);
-                r.under_load[i].record(s - declared, wall as f64 - q - s);
+                r.record_cost(&job, done.finished, queued_ns, served_ns);
                 let served = r.clock.scenario_ns(served_ns);
                 let queued = r.clock.scenario_ns(queued_ns);
                 if let Some(l) = load.filter(|_| live && r.views.signals().reply_loads) {
