@@ -697,8 +697,20 @@ impl serde::Serialize for Metric {
 pub struct UnknownMetric(pub String);
 
 /// One value per [`Metric`], indexed by it.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 pub struct PerMetric<T>(pub [T; Metric::COUNT]);
+
+/// Figures are equal when they are the same value, bit for bit: results are compared for
+/// determinism, and an undefined figure (NaN, e.g. `time_to_recover` in a run without
+/// faults) must equal itself for two identical runs to compare equal.
+impl PartialEq for PerMetric<f64> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+}
 
 impl<T> PerMetric<T> {
     /// The value of each metric, from `f`.

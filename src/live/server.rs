@@ -682,6 +682,12 @@ impl BackendSyncHandler for Handler {
                 };
                 let finished = Instant::now();
                 drop(permit);
+                if completed {
+                    // Served (a delay fault may still lose the answer on the wire): the
+                    // load the reply carries counts this call's service time.
+                    shared.served.fetch_add(1, Ordering::Relaxed);
+                    shared.served_for(finished - started);
+                }
                 let (in_flight, queued, _, latency) = shared.load(Some(service));
                 drop(backlog);
                 // A delay fault holds the answer back on the wire, the server done with it.
@@ -695,8 +701,6 @@ impl BackendSyncHandler for Handler {
                         crashed()
                     });
                 }
-                shared.served.fetch_add(1, Ordering::Relaxed);
-                shared.served_for(finished - started);
                 Ok(Reply::new(
                     req.id,
                     shared.id.clone(),
