@@ -227,8 +227,12 @@ fn matching(
         weighted,
         maxconn: None,
     };
-    let hashing = "the proxy hashes the client's address and port, the simulator the connection's slot (with other hash functions): connections land on other servers, so per-server figures cannot be compared";
     let nginx = kind == ProxyKind::Nginx;
+    let hashing = if nginx {
+        "the proxy hashes the client's address and port, the simulator the connection's slot (with other hash functions): connections land on other servers, so per-server figures cannot be compared"
+    } else {
+        "HAProxy's `balance source` hashes only the client's IPv4 address (the XOR of its 32-bit words, backend.c get_server_sh), then takes `hash % Σ weights` in the static-rr map (`hash-type map-based`) or the nearest of 16 × weight points at full_hash(server id × 4096 + i) (`consistent`, lb_chash.c); the driver's connections all come from 127.0.0.1, so HAProxy would send every one to the same server, while lbsim's hashing strategies hash the connection slot with Envoy's functions"
+    };
     let weighted_rr = if nginx {
         "nginx's weighted round robin is smooth_weighted_round_robin"
     } else {
