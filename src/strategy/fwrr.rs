@@ -26,6 +26,8 @@
 //! is placed at `curr_pos + (next_weight + curr_weight − curr_pos) / eweight`
 //! (`fwrr_set_server_status_up`). Changes are applied as the balancer's view reports them
 //! ([`Strategy::on_view`]), in event order, as HAProxy applies health-check transitions.
+//! The trees are built at the first pick from the view then: a server already down is left
+//! out, as a server HAProxy starts `disabled`.
 //! HAProxy's `maxconn` queueing and `backup` servers are not modelled (lbsim's generated
 //! configurations set neither). HAProxy accepts weights 0–256; beyond (which `--via haproxy`
 //! refuses) the same arithmetic continues in 64 bits. The sequences in the tests below were
