@@ -19,6 +19,12 @@
 //! driver cannot keep to the schedule the verdict is refused by design: the test retries
 //! once; refused again, it still judges shares and errors (independent of timing) and says
 //! that the latency comparisons were skipped, as `tests/live_vs_sim.rs` does.
+//!
+//! HAProxy's weighted `roundrobin` is lbsim's `fwrr`: judged the same way on a shorter run,
+//! and, like `static-rr` and `roundrobin`, checked connection by connection — connections
+//! opened one after the other through HAProxy started from the generated configuration
+//! reach exactly the servers the strategy picks, also while servers go down and up through
+//! HAProxy's admin socket.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,9 +32,16 @@ use std::sync::{Mutex, MutexGuard, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+
+use lbsim::live::proxy::RunningProxy;
 use lbsim::live::verdict::{self, CompareOptions, Figure, Verdict};
 use lbsim::live::{LiveError, LiveOptions, LiveRun, ProxyKind, replay_via};
 use lbsim::scenario::Scenario;
+use lbsim::strategy::Balancer;
+use lbsim::time::Nanos;
 
 /// Serialises the timing-sensitive tests.
 fn timing_lock() -> MutexGuard<'static, ()> {
@@ -58,11 +71,11 @@ fn install_proxies() {
 }
 
 /// The shipped L4 scenario, shortened, with the strategies given (labels), plus HAProxy's
-/// own weighted round robin and least connections (`static_rr`, `leastconn`).
+/// own weighted round robins and least connections (`static_rr`, `fwrr`, `leastconn`).
 fn l4(labels: &[&str]) -> Scenario {
     let path = repo("scenarios/l4-persistent-connections.toml");
     let src = std::fs::read_to_string(&path).expect("read the scenario")
-        + "\n[[strategies]]\nkind = \"static_rr\"\n\n[[strategies]]\nkind = \"leastconn\"\n";
+        + "\n[[strategies]]\nkind = \"static_rr\"\n\n[[strategies]]\nkind = \"fwrr\"\n\n[[strategies]]\nkind = \"leastconn\"\n";
     let mut s = Scenario::from_source(&path, &src).unwrap_or_else(|e| panic!("{e}"));
     s.set_run_length(1.0, 4.0);
     s.strategies
@@ -76,13 +89,14 @@ fn replay_within(
     scenario: &Scenario,
     via: Option<ProxyKind>,
     dir: &Path,
+    time_scale: f64,
     limit: Duration,
 ) -> Result<LiveRun, LiveError> {
     let (tx, rx) = mpsc::channel();
     let (scenario, dir) = (scenario.clone(), dir.to_path_buf());
     thread::spawn(move || {
         let opts = LiveOptions {
-            time_scale: TIME_SCALE,
+            time_scale,
             ..LiveOptions::default()
         };
         let _ = tx.send(replay_via(
@@ -97,13 +111,24 @@ fn replay_within(
 
 /// Replays and judges; retries once if the verdict is refused for schedule lag.
 fn judged(scenario: &Scenario, via: Option<ProxyKind>) -> (Verdict, PathBuf) {
+    judged_at(scenario, via, TIME_SCALE)
+}
+
+/// [`judged`] at another time scale.
+fn judged_at(scenario: &Scenario, via: Option<ProxyKind>, time_scale: f64) -> (Verdict, PathBuf) {
     let _lock = timing_lock();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.keep();
     for attempt in 0..2 {
         let started = Instant::now();
-        let run = replay_within(scenario, via, &dir.join("proxy"), Duration::from_secs(90))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let run = replay_within(
+            scenario,
+            via,
+            &dir.join("proxy"),
+            time_scale,
+            Duration::from_secs(90),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let v = verdict::compare(
             scenario,
             &run,
@@ -204,6 +229,297 @@ fn haproxy_roundrobin_static_rr_and_leastconn_agree_with_the_simulator() {
         conf.contains("balance roundrobin") && conf.contains("mode tcp"),
         "{conf}"
     );
+}
+
+/// HAProxy's weighted `roundrobin` through the generated configuration: per-server
+/// shares (and errors, and latencies when the schedule held) agree with the simulator's
+/// connection-level `fwrr` run. Kept short (0.5 s + 3 s at time scale 2: about 7 s of
+/// replay) since `fwrr`'s order itself is checked connection by connection below.
+#[test]
+fn haproxy_weighted_roundrobin_agrees_with_fwrr() {
+    install_proxies();
+    let mut s = l4(&["fwrr"]);
+    s.set_run_length(0.5, 3.0);
+    let started = Instant::now();
+    let (v, dir) = judged(&s, Some(ProxyKind::Haproxy));
+    eprintln!(
+        "fwrr via haproxy judged in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let shares = v
+        .rows
+        .iter()
+        .filter(|r| matches!(r.figure, Figure::Share))
+        .count();
+    assert_eq!(shares, 8, "one share row per server");
+    assert_passes(&v);
+    let conf = std::fs::read_to_string(dir.join("proxy/fwrr/haproxy.cfg")).expect("kept");
+    assert!(
+        conf.contains("balance roundrobin")
+            && conf.contains("weight 3")
+            && conf.contains("weight 2"),
+        "{conf}"
+    );
+}
+
+/// Backends that only record the order in which connections reach them: each accepts,
+/// reads one byte, notes its index, echoes the byte and closes.
+struct Recorders {
+    addrs: Vec<SocketAddr>,
+    order: Arc<Mutex<Vec<usize>>>,
+}
+
+impl Recorders {
+    fn start(n: usize) -> Recorders {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut addrs = Vec::new();
+        for i in 0..n {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+            addrs.push(l.local_addr().expect("addr"));
+            let order = Arc::clone(&order);
+            thread::spawn(move || {
+                for c in l.incoming() {
+                    let Ok(mut c) = c else { return };
+                    let mut byte = [0u8];
+                    if c.read_exact(&mut byte).is_ok() {
+                        order.lock().expect("order").push(i);
+                        let _ = c.write_all(&byte);
+                    }
+                }
+            });
+        }
+        Recorders { addrs, order }
+    }
+
+    /// Opens `n` connections through `proxy` one after the other (each answered before the
+    /// next opens) and returns the backend each reached.
+    fn through(&self, proxy: SocketAddr, n: usize) -> Vec<usize> {
+        self.order.lock().expect("order").clear();
+        for k in 0..n {
+            let mut c = TcpStream::connect(proxy).expect("connect to the proxy");
+            c.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            c.write_all(b"x").expect("write");
+            let mut byte = [0u8];
+            c.read_exact(&mut byte)
+                .unwrap_or_else(|e| panic!("connection {k}: no answer through the proxy: {e}"));
+        }
+        self.order.lock().expect("order").clone()
+    }
+}
+
+/// The order in which the lbsim strategy `label` of `scenario` picks servers for `n`
+/// connections (each closed before the next opens).
+fn simulated_order(scenario: &Scenario, label: &str, n: usize) -> Vec<usize> {
+    let entry = scenario
+        .strategies
+        .iter()
+        .find(|e| e.label() == label)
+        .expect("strategy in the scenario");
+    let weights = scenario.weights();
+    let rng = lbsim::rng::stream_rng(0, 0, lbsim::rng::Stream::Strategy, 0);
+    let mut b = Balancer::new(entry.spec.build(weights.len(), rng), &weights);
+    (0..n)
+        .map(|k| {
+            let i = b.route(Nanos(k as u64), k as u64).expect("a server is up");
+            b.complete(i, Nanos(1), lbsim::strategy::Outcome::Ok, Nanos(k as u64));
+            i
+        })
+        .collect()
+}
+
+/// A connection-level scenario with one server per weight (`s0-0`, `s1-0`, …) and the
+/// strategies `fwrr`, `static_rr` and `round_robin`.
+fn uneven(weights: &[u32]) -> Scenario {
+    let mut src = String::from(
+        "name = \"uneven\"\nduration = 1.0\nwarmup = 0.1\n[arrivals]\nprocess = \"poisson\"\nrate = 10.0\n[connections]\nclients = 1\npool_size = 1\n",
+    );
+    for (k, w) in weights.iter().enumerate() {
+        src += &format!(
+            "[[servers]]\nname = \"s{k}\"\ncount = 1\nworkers = 1\nweight = {w}\nservice = {{ dist = \"exponential\", mean = 0.01 }}\n"
+        );
+    }
+    src += "[[strategies]]\nkind = \"fwrr\"\n[[strategies]]\nkind = \"static_rr\"\n[[strategies]]\nkind = \"round_robin\"\n";
+    Scenario::from_source(Path::new("uneven.toml"), &src).expect("valid scenario")
+}
+
+/// Connection by connection, real HAProxy (2.6 on Debian 12) started from lbsim's generated
+/// configuration picks servers in exactly the order of lbsim's `fwrr`, `static_rr` and
+/// `round_robin`: for the L4 scenario's weights (3, 3, 2 × 6) and for uneven ones
+/// (1 to 256, as HAProxy allows). Under a second.
+#[test]
+fn haproxy_picks_servers_in_the_order_of_fwrr_static_rr_and_round_robin() {
+    install_proxies();
+    // Not while another test replays: its latencies would suffer.
+    let _lock = timing_lock();
+    let uneven = uneven(&[16, 2, 10, 256, 1, 16, 2, 7]);
+    let l4 = l4(&["round_robin", "static_rr", "fwrr"]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (scenario, n) in [(&l4, 150), (&uneven, 700)] {
+        let rec = Recorders::start(scenario.servers().len());
+        for entry in &scenario.strategies {
+            let label = entry.label();
+            let dir = tmp.path().join(&scenario.name).join(&label);
+            let proxy = RunningProxy::start(
+                ProxyKind::Haproxy,
+                scenario,
+                entry,
+                &rec.addrs,
+                &dir,
+                Duration::from_secs(5),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let real = rec.through(proxy.listen(), n);
+            drop(proxy);
+            let sim = simulated_order(scenario, &label, n);
+            let first = real.iter().zip(&sim).position(|(a, b)| a != b);
+            assert!(
+                first.is_none() && real.len() == n,
+                "{} {label}: HAProxy and lbsim part at connection {first:?}\n  haproxy {real:?}\n  lbsim   {sim:?}",
+                scenario.name
+            );
+        }
+    }
+}
+
+/// HAProxy started from lbsim's generated configuration plus an admin socket, so that a
+/// test can take servers down and up as health checks would.
+struct AdminHaproxy {
+    child: std::process::Child,
+    listen: SocketAddr,
+    socket: PathBuf,
+}
+
+impl AdminHaproxy {
+    fn start(scenario: &Scenario, label: &str, backends: &[SocketAddr], dir: &Path) -> Self {
+        let entry = scenario
+            .strategies
+            .iter()
+            .find(|e| e.label() == label)
+            .expect("strategy in the scenario");
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let listen = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port");
+        let socket = dir.join("admin.sock");
+        let text =
+            lbsim::live::proxy::config(ProxyKind::Haproxy, scenario, entry, backends, listen, dir)
+                .expect("config")
+                .replacen(
+                    "global\n",
+                    &format!(
+                        "global\n    stats socket {} level admin\n",
+                        socket.display()
+                    ),
+                    1,
+                );
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(&cfg, text).expect("write haproxy.cfg");
+        let bin = lbsim::live::proxy::binary(ProxyKind::Haproxy).expect("haproxy installed");
+        let child = Command::new(bin)
+            .arg("-f")
+            .arg(&cfg)
+            .arg("-db")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start haproxy");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // The admin socket, not a test connection (which would be balanced), says it is up.
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "haproxy did not start");
+            thread::sleep(Duration::from_millis(20));
+        }
+        AdminHaproxy {
+            child,
+            listen,
+            socket,
+        }
+    }
+
+    /// `disable server lbsim/NAME` or `enable server …`: HAProxy's LB takes the server out
+    /// of (or back into) its trees at once, as after a failed (or passed) health check.
+    fn set(&self, server: &str, up: bool) {
+        let mut c = std::os::unix::net::UnixStream::connect(&self.socket).expect("admin socket");
+        let verb = if up { "enable" } else { "disable" };
+        c.write_all(format!("{verb} server lbsim/{server}\n").as_bytes())
+            .expect("admin command");
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).expect("admin answer");
+        assert!(answer.trim().is_empty(), "{verb} {server}: {answer}");
+    }
+}
+
+impl Drop for AdminHaproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Servers going down and up between connections (HAProxy's admin socket on one side,
+/// the balancer's view on the other): HAProxy and lbsim's `fwrr` and `static_rr` still
+/// pick the same server for every connection — HAProxy rebuilds its `static-rr` map, and
+/// re-places a returning server in its FWRR trees, exactly as the strategies do. A few
+/// seconds.
+#[test]
+fn haproxy_and_the_strategies_agree_while_servers_go_down_and_up() {
+    install_proxies();
+    // Not while another test replays: its latencies would suffer.
+    let _lock = timing_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for weights in [vec![4, 1], vec![3, 2, 1], vec![16, 2, 10, 256, 1, 7]] {
+        let scenario = uneven(&weights);
+        let names: Vec<String> = scenario.servers().iter().map(|s| s.name.clone()).collect();
+        let rec = Recorders::start(names.len());
+        for label in ["fwrr", "static_rr"] {
+            let dir = tmp.path().join(format!("{}-{label}", names.len()));
+            let proxy = AdminHaproxy::start(&scenario, label, &rec.addrs, &dir);
+            let entry = scenario
+                .strategies
+                .iter()
+                .find(|e| e.label() == label)
+                .expect("strategy");
+            let rng = lbsim::rng::stream_rng(0, 0, lbsim::rng::Stream::Strategy, 0);
+            let mut b = Balancer::new(entry.spec.build(names.len(), rng), &scenario.weights());
+            // A fixed pseudo-random walk: one op in ten takes a server down or up (never
+            // the last one up: HAProxy would then refuse the connection).
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ weights.len() as u64;
+            let (mut real, mut sim) = (Vec::new(), Vec::new());
+            for k in 0..250u64 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x.is_multiple_of(10) {
+                    let i = (x / 10) as usize % names.len();
+                    let up = !b.backends()[i].up;
+                    if up || b.backends().iter().filter(|v| v.up).count() > 1 {
+                        proxy.set(&names[i], up);
+                        b.set_up(i, up);
+                        let mark = if up {
+                            usize::MAX - i
+                        } else {
+                            usize::MAX / 2 - i
+                        };
+                        real.push(mark);
+                        sim.push(mark);
+                        continue;
+                    }
+                }
+                real.extend(rec.through(proxy.listen, 1));
+                let i = b.route(Nanos(k), k).expect("a server is up");
+                b.complete(i, Nanos(1), lbsim::strategy::Outcome::Ok, Nanos(k));
+                sim.push(i);
+            }
+            let changes = real.iter().filter(|&&v| v > names.len()).count();
+            assert!(changes >= 5, "{weights:?} {label}: only {changes} changes");
+            let first = real.iter().zip(&sim).position(|(a, b)| a != b);
+            assert!(
+                first.is_none(),
+                "{weights:?} {label}: HAProxy and lbsim part at step {first:?}\n  haproxy {real:?}\n  lbsim   {sim:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -510,7 +510,8 @@ fn replay_one(
                     ProxyError::UnknownProxy(_)
                     | ProxyError::NotInstalled { .. }
                     | ProxyError::NotConnectionLevel { .. }
-                    | ProxyError::NoEquivalent { .. },
+                    | ProxyError::NoEquivalent { .. }
+                    | ProxyError::Weight { .. },
                 )),
             ) => {
                 eprintln!("error: {e}");

@@ -12,6 +12,7 @@
 //! | `round_robin` | round robin, weights 1 | `roundrobin`, weights 1 |
 //! | `smooth_weighted_round_robin` | round robin with weights (the same algorithm) | none |
 //! | `static_rr` | none | `static-rr` with weights (the same map) |
+//! | `fwrr` | none | `roundrobin` with weights (the same order) |
 //! | `least_connections` (`weighted`) | `least_conn` (weights 1, or the scenario's) | none |
 //! | `leastconn` (`weighted`) | none | `leastconn` (weights 1, or the scenario's) |
 //! | `random` / `weighted_random` | `random` (weights 1 / the scenario's) | `random(1)` (idem) |
@@ -45,9 +46,9 @@ use std::time::{Duration, Instant};
 
 use crate::scenario::Scenario;
 use crate::strategy::{
-    BoundedLoadHash, EdfWeightedRoundRobin, First, LeastConnections, Leastconn, Maglev, PowerOfD,
-    RandomChoice, RingHash, RoundRobin, SmoothWeightedRoundRobin, StaticRr, StrategyEntry,
-    StrategySpec, WeightedRandom,
+    BoundedLoadHash, EdfWeightedRoundRobin, First, Fwrr, LeastConnections, Leastconn, Maglev,
+    PowerOfD, RandomChoice, RingHash, RoundRobin, SmoothWeightedRoundRobin, StaticRr,
+    StrategyEntry, StrategySpec, WeightedRandom,
 };
 
 /// Which proxy.
@@ -133,6 +134,22 @@ pub enum ProxyError {
         /// Why.
         why: String,
     },
+    /// A server's weight is beyond what the proxy accepts.
+    #[error(
+        "{proxy} accepts server weights from 0 to {max}, and server {server:?} has weight {weight} (strategy {label:?} uses weights)\n  fix: scale the scenario's weights down to at most {max} (the same ratios give the same shares)"
+    )]
+    Weight {
+        /// The proxy.
+        proxy: ProxyKind,
+        /// Strategy label.
+        label: String,
+        /// The server.
+        server: String,
+        /// Its weight.
+        weight: u32,
+        /// The largest weight the proxy accepts.
+        max: u32,
+    },
     /// A file of the proxy's folder could not be written.
     #[error("cannot write `{}`: {source}", .path.display())]
     Write {
@@ -165,8 +182,37 @@ pub struct Algorithm {
     pub maxconn: Option<Vec<u32>>,
 }
 
-/// The proxy algorithm that follows `entry`'s strategy, or why there is none.
+/// HAProxy's largest server weight (`SRV_UWGHT_MAX`, `include/haproxy/server-t.h`).
+pub const HAPROXY_MAX_WEIGHT: u32 = 256;
+
+/// The proxy algorithm that follows `entry`'s strategy, or why there is none (including
+/// weights the proxy would refuse).
 pub fn algorithm(
+    kind: ProxyKind,
+    scenario: &Scenario,
+    entry: &StrategyEntry,
+) -> Result<Algorithm, ProxyError> {
+    let algo = matching(kind, scenario, entry)?;
+    if kind == ProxyKind::Haproxy
+        && algo.weighted
+        && let Some(s) = scenario
+            .servers()
+            .iter()
+            .find(|s| s.weight > HAPROXY_MAX_WEIGHT)
+    {
+        return Err(ProxyError::Weight {
+            proxy: kind,
+            label: entry.label(),
+            server: s.name.clone(),
+            weight: s.weight,
+            max: HAPROXY_MAX_WEIGHT,
+        });
+    }
+    Ok(algo)
+}
+
+/// The proxy algorithm whose semantics `entry`'s strategy follows.
+fn matching(
     kind: ProxyKind,
     scenario: &Scenario,
     entry: &StrategyEntry,
@@ -181,12 +227,16 @@ pub fn algorithm(
         weighted,
         maxconn: None,
     };
-    let hashing = "the proxy hashes the client's address and port, the simulator the connection's slot (with other hash functions): connections land on other servers, so per-server figures cannot be compared";
     let nginx = kind == ProxyKind::Nginx;
+    let hashing = if nginx {
+        "the proxy hashes the client's address and port, the simulator the connection's slot (with other hash functions): connections land on other servers, so per-server figures cannot be compared"
+    } else {
+        "HAProxy's `balance source` hashes only the client's IPv4 address (the XOR of its 32-bit words, backend.c get_server_sh), then takes `hash % Σ weights` in the static-rr map (`hash-type map-based`) or the nearest of 16 × weight points at full_hash(server id × 4096 + i) (`consistent`, lb_chash.c); the driver's connections all come from 127.0.0.1, so HAProxy would send every one to the same server, while lbsim's hashing strategies hash the connection slot with Envoy's functions"
+    };
     let weighted_rr = if nginx {
         "nginx's weighted round robin is smooth_weighted_round_robin"
     } else {
-        "HAProxy's weighted `roundrobin` interleaves servers in another order, and `static-rr` is lbsim's static_rr"
+        "HAProxy's weighted `roundrobin` is lbsim's `fwrr`, and `static-rr` is lbsim's `static_rr`"
     };
     let spec = &entry.spec;
     let haproxy = !nginx;
@@ -201,9 +251,13 @@ pub fn algorithm(
     if spec.is::<StaticRr>() && haproxy {
         return Ok(plain("static-rr", true));
     }
+    if spec.is::<Fwrr>() && haproxy {
+        return Ok(plain("roundrobin", true));
+    }
     if spec.is::<SmoothWeightedRoundRobin>()
         || spec.is::<EdfWeightedRoundRobin>()
         || spec.is::<StaticRr>()
+        || spec.is::<Fwrr>()
     {
         return Err(none(weighted_rr));
     }
@@ -629,6 +683,8 @@ maxconn = 1
 [[strategies]]
 kind = "leastconn"
 weighted = true
+[[strategies]]
+kind = "fwrr"
 "#;
         Scenario::from_source(Path::new("t.toml"), text).expect("valid scenario")
     }
@@ -715,6 +771,58 @@ weighted = true
             .unwrap_err()
             .to_string();
         assert!(e.contains("`least_connections`"), "{e}");
+    }
+
+    #[test]
+    fn haproxy_weighted_roundrobin_is_fwrr_with_the_weights() {
+        let s = scenario();
+        let listen = SocketAddr::from(([127, 0, 0, 1], 8000));
+        let c = config(
+            ProxyKind::Haproxy,
+            &s,
+            &s.strategies[5],
+            &addrs(),
+            listen,
+            Path::new("/tmp/x"),
+        )
+        .unwrap();
+        for want in [
+            "balance roundrobin",
+            "server fast-0 127.0.0.1:9000 weight 3",
+            "server slow-1 127.0.0.1:9002 weight 1",
+        ] {
+            assert!(c.contains(want), "missing {want:?} in\n{c}");
+        }
+        // nginx's weighted round robin is another order: refused, naming lbsim's.
+        let e = algorithm(ProxyKind::Nginx, &s, &s.strategies[5])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("smooth_weighted_round_robin"), "{e}");
+    }
+
+    #[test]
+    fn haproxy_refuses_weights_above_256_for_weighted_algorithms() {
+        let mut src = String::from(
+            "name = \"w\"\nduration = 1.0\nwarmup = 0.1\n[arrivals]\nprocess = \"poisson\"\nrate = 10.0\n[connections]\nclients = 1\npool_size = 1\n",
+        );
+        for (name, w) in [("big", 300), ("small", 1)] {
+            src += &format!(
+                "[[servers]]\nname = \"{name}\"\ncount = 1\nworkers = 1\nweight = {w}\nservice = {{ dist = \"exponential\", mean = 0.01 }}\n"
+            );
+        }
+        src += "[[strategies]]\nkind = \"fwrr\"\n[[strategies]]\nkind = \"round_robin\"\n";
+        let s = Scenario::from_source(Path::new("w.toml"), &src).expect("valid scenario");
+        let e = algorithm(ProxyKind::Haproxy, &s, &s.strategies[0])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("from 0 to 256")
+                && e.contains("\"big-0\" has weight 300")
+                && e.contains("fix:"),
+            "{e}"
+        );
+        // Round robin writes weights 1: accepted.
+        assert!(algorithm(ProxyKind::Haproxy, &s, &s.strategies[1]).is_ok());
     }
 
     #[test]

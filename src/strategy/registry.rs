@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 
 use super::spec::{SpecError, StrategySpec};
 use super::{
-    Aperture, BoundedLoadHash, C3, EdfWeightedRoundRobin, First, GrpcWeightedRoundRobin,
+    Aperture, BoundedLoadHash, C3, EdfWeightedRoundRobin, First, Fwrr, GrpcWeightedRoundRobin,
     JoinIdleQueue, LeastConnections, LeastRequest, LeastResponseTime, Leastconn, Maglev,
     PeakEwmaP2c, PowerOfD, Prequal, RandomChoice, RingHash, RoundRobin, ShortestQueue,
     SmoothWeightedRoundRobin, StaticRr, Strategy, WeightedRandom,
@@ -49,6 +49,7 @@ pub static STRATEGIES: &[&dyn StrategyDef] = &[
     &Aperture::DEF,
     &Leastconn::DEF,
     &StaticRr::DEF,
+    &Fwrr::DEF,
     &Prequal::DEF,
     &C3::DEF,
 ];

@@ -1,11 +1,19 @@
-//! HAProxy `balance static-rr` (`lb_map.c`): a static map of `Σ weights` slots, filled once
-//! by HAProxy's `recalc_server_map` — at each slot every server adds its weight to its
-//! score and the first server with the largest `(score + total) / total` (integer
-//! division) takes the slot and gives back `total` — then walked in a circle from the
-//! start. The proportions are the weights', as with nginx's smooth weighted round robin,
-//! but the interleaving differs: weights {3, 3, 2, 2, 2, 2, 2, 2} give
+//! HAProxy `balance static-rr` (HAProxy 2.6, `src/lb_map.c`): a static map of `Σ eweights`
+//! slots, filled by `recalc_server_map` — at each slot every usable server adds its
+//! effective weight to its score and the first server with the largest
+//! `(score + total) / total` (integer division) takes the slot and gives back `total` — and
+//! walked in a circle by `map_get_server_rr`. Effective weights are the weights divided by
+//! their greatest common divisor (`init_server_map`: `lbprm.wmult`, computed once over
+//! every server). The proportions are the weights', as with nginx's smooth weighted round
+//! robin, but the interleaving differs: weights {3, 3, 2, 2, 2, 2, 2, 2} give
 //! `a b c d e a b f g h c a b d e f g h`, where smooth WRR gives `a b c … h a b c … h a b`.
-//! Servers that are down are skipped (HAProxy rebuilds the map without them).
+//!
+//! A server going down or up makes HAProxy rebuild the map over the usable servers
+//! (`map_set_server_status_down`/`_up` → `recalc_server_map`) while the walk keeps its index
+//! (`lbprm.map.rr_idx`, back to 0 when beyond the new map): the map is rebuilt here at the
+//! next pick after such a change, so the order after a failure is HAProxy's, not the old
+//! map with the server skipped. The tests' sequences were confirmed against HAProxy
+//! 2.6.12's own picks.
 
 use super::SpecError;
 use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
@@ -15,12 +23,30 @@ use super::{Backend, PickContext, Strategy};
 #[derive(Debug, Default)]
 pub struct StaticRr {
     map: Vec<usize>,
-    weights: Vec<u32>,
+    /// The view the map was built for: (up, weight) of each backend.
+    built_for: Vec<(bool, u32)>,
+    /// `lbprm.wmult`: the weights' greatest common divisor, fixed at the first pick.
+    wmult: u32,
+    /// `lbprm.map.rr_idx`.
     next: usize,
 }
 
+/// Greatest common divisor (Euclid, as `init_server_map`); 1 when every weight is 0.
+fn gcd(weights: &[u32]) -> u32 {
+    let mut g = 0u32;
+    for &w in weights {
+        let (mut a, mut b) = (g, w);
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        g = a;
+    }
+    g.max(1)
+}
+
 impl StaticRr {
-    /// HAProxy's map for `weights` (servers of weight 0 get no slot).
+    /// HAProxy's map for `weights` (servers of weight 0 get no slot), without dividing
+    /// the weights by their common divisor (which only repeats the map).
     pub fn map(weights: &[u32]) -> Vec<usize> {
         let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
         let mut score = vec![0i64; weights.len()];
@@ -43,29 +69,57 @@ impl StaticRr {
         }
         map
     }
+
+    /// Rebuilds the map if the usable servers changed since it was built.
+    fn refresh(&mut self, backends: &[Backend]) {
+        let unchanged = self.built_for.len() == backends.len()
+            && self
+                .built_for
+                .iter()
+                .zip(backends)
+                .all(|(&(up, w), b)| up == b.up && w == b.weight);
+        if unchanged {
+            return;
+        }
+        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+        if self.built_for.len() != backends.len()
+            || self
+                .built_for
+                .iter()
+                .zip(&weights)
+                .any(|(&(_, old), &w)| old != w)
+        {
+            // New servers or weights: a new configuration, as at HAProxy's start.
+            self.wmult = gcd(&weights);
+            self.next = 0;
+        }
+        let eweights: Vec<u32> = backends
+            .iter()
+            .map(|b| {
+                if b.up {
+                    b.weight.div_ceil(self.wmult)
+                } else {
+                    0
+                }
+            })
+            .collect();
+        self.map = Self::map(&eweights);
+        self.built_for = backends.iter().map(|b| (b.up, b.weight)).collect();
+    }
 }
 
 impl Strategy for StaticRr {
     fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
-        if self.weights.len() != backends.len()
-            || self
-                .weights
-                .iter()
-                .zip(backends)
-                .any(|(&w, b)| w != b.weight)
-        {
-            self.weights = backends.iter().map(|b| b.weight).collect();
-            self.map = Self::map(&self.weights);
+        self.refresh(backends);
+        if self.map.is_empty() {
+            return None;
+        }
+        if self.next >= self.map.len() {
             self.next = 0;
         }
-        let len = self.map.len();
-        (0..len)
-            .map(|k| (self.next + k) % len)
-            .find(|&pos| backends[self.map[pos]].up)
-            .map(|pos| {
-                self.next = (pos + 1) % len;
-                self.map[pos]
-            })
+        let i = self.map[self.next];
+        self.next += 1;
+        Some(i)
     }
 }
 
@@ -75,7 +129,7 @@ impl Kind for StaticRr {
     const ABOUT: About = About {
         kind: "static_rr",
         aliases: &[],
-        follows: "HAProxy balance static-rr (HAProxy's static weighted map, walked in a circle)",
+        follows: "HAProxy balance static-rr (lb_map.c, HAProxy 2.6: the static weighted map walked in a circle, rebuilt when servers go down or up)",
         knobs: &[],
         reads: Reads::WEIGHTS,
         split: Split::Weights,
@@ -111,10 +165,38 @@ mod tests {
         assert_eq!(picks(&mut b, 7), first);
     }
 
+    /// Weights 3:2:1, 5 picks, a down, 4 picks, a up, 8 picks: HAProxy 2.6.12 gave
+    /// `aabab` `bbcb` `ababcaab` (the map rebuilt as `b b c`, then `a a b a b c` again,
+    /// the walk keeping its index).
     #[test]
-    fn down_servers_are_skipped() {
+    fn down_and_up_rebuild_the_map_and_keep_the_index() {
+        let mut b = Balancer::new(Box::new(StaticRr::default()), &[3, 2, 1]);
+        let mut seq = picks(&mut b, 5);
+        b.set_up(0, false);
+        seq.extend(picks(&mut b, 4));
+        b.set_up(0, true);
+        seq.extend(picks(&mut b, 8));
+        let s: String = seq.iter().map(|&i| char::from(b'a' + i as u8)).collect();
+        assert_eq!(s, "aababbbcbababcaab");
+    }
+
+    #[test]
+    fn down_servers_are_never_picked() {
         let mut b = Balancer::new(Box::new(StaticRr::default()), &[1, 1, 1]);
         b.set_up(1, false);
         assert_eq!(picks(&mut b, 4), [0, 2, 0, 2]);
+        b.set_up(0, false);
+        b.set_up(2, false);
+        assert_eq!(b.route(crate::time::Nanos(0), 0), None);
+    }
+
+    /// Weights are divided by their common divisor: {2, 4} walks a map of 3 slots, so the
+    /// index kept across a rebuild is the one HAProxy keeps (HAProxy 2.6.12: `abbabb`).
+    #[test]
+    fn weights_are_divided_by_their_common_divisor() {
+        assert_eq!(gcd(&[2, 4, 0, 6]), 2);
+        assert_eq!(gcd(&[0, 0]), 1);
+        let mut b = Balancer::new(Box::new(StaticRr::default()), &[2, 4]);
+        assert_eq!(picks(&mut b, 6), [0, 1, 1, 0, 1, 1]);
     }
 }
