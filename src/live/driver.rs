@@ -542,7 +542,7 @@ fn dispatch(
         client,
     };
     if let Some(mut c) = r.client.take() {
-        c.start(&mut r);
+        c.start(&mut r, pool);
         r.client = Some(c);
     }
     let mut faults = (!controls.is_empty()).then(|| {

@@ -164,7 +164,7 @@ struct Sim<'a> {
     topology: Topology,
     /// Client policies' state; `None` without a policy, so that the common path is the
     /// one-attempt path of before, at the cost of one branch per arrival and completion.
-    client: Option<Box<client::Client>>,
+    client: Option<Box<client::Clients>>,
     /// Error answers in flight (`error` faults), with free slots to reuse.
     errors: Vec<PendingError>,
     free_errors: Vec<u32>,
@@ -504,7 +504,7 @@ impl<'a> Sim<'a> {
             free_errors: Vec::new(),
             fault_rng: stream_rng(seed, replication, Stream::Faults, 0),
             client: policy.map(|p| {
-                Box::new(client::Client::new(
+                Box::new(client::Clients::new(
                     p,
                     scenario.balancers as usize,
                     servers_count,
