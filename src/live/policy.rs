@@ -38,10 +38,10 @@ use super::driver::Replay;
 use super::pool::{Done, Job, Pool};
 use super::run::{add_service, record_served};
 use crate::metrics::RunMetrics;
-use crate::policy::client::{self as core, Client, Dispatch, Dispatched, Host, Timer};
+use crate::policy::client::{self as core, Avoid, Client, Dispatch, Dispatched, Host, Timer};
 use crate::policy::{Cause, Policy, PolicySpec};
 use crate::rng::{Stream, stream_rng};
-use crate::strategy::{Outcome, Ramp, ServerLoad, StrategyEntry};
+use crate::strategy::{Outcome, Ramp, StrategyEntry};
 use crate::time::Nanos;
 use crate::workload::Request;
 
@@ -111,13 +111,7 @@ impl Host for Live<'_> {
         t.heap.push(Reverse((at, t.order, timer, slot, generation)));
     }
 
-    fn route(
-        &mut self,
-        b: usize,
-        now: Nanos,
-        key: u64,
-        avoid: Option<(&dyn Fn(usize) -> bool, u32)>,
-    ) -> Option<usize> {
+    fn route(&mut self, b: usize, now: Nanos, key: u64, avoid: Avoid<'_>) -> Option<usize> {
         self.r.views.route_in(b, now, key, avoid)
     }
 
@@ -275,15 +269,7 @@ impl LiveClient {
                 r.record_cost(&job, done.finished, queued_ns, served_ns);
                 let served = r.clock.scenario_ns(served_ns);
                 let queued = r.clock.scenario_ns(queued_ns);
-                if let Some(l) = load.filter(|_| live && r.views.signals().reply_loads) {
-                    let load = ServerLoad {
-                        in_flight: l.in_flight,
-                        queued: l.queued,
-                        service_time: served,
-                        latency: r.clock.scenario_ns(l.latency_ns),
-                    };
-                    r.views.get(b).reply_load(i, &load, now);
-                }
+                r.reply_load(b, i, load.filter(|_| live), served, now);
                 r.views.server_done(i, Some(served), now);
                 add_service(&mut r.metrics, i, now, queued, served);
                 if measured {

@@ -99,6 +99,10 @@ pub enum Dispatched {
     Answering,
 }
 
+/// Servers a retry avoids (Envoy's `previous_hosts`), with how many times the balancer
+/// may pick again; `None`: any server.
+pub type Avoid<'a> = Option<(&'a dyn Fn(usize) -> bool, u32)>;
+
 /// What differs between the simulator and the live driver: everything the core asks of
 /// the world around the client.
 pub trait Host {
@@ -110,13 +114,7 @@ pub trait Host {
     fn schedule(&mut self, at: Nanos, timer: Timer, slot: u32, generation: u32);
     /// Balancer `b` routes a request of key `key` at `now`; with `avoid`, it picks again
     /// (at most its count of times) while the pick is a server `avoid` rejects.
-    fn route(
-        &mut self,
-        b: usize,
-        now: Nanos,
-        key: u64,
-        avoid: Option<(&dyn Fn(usize) -> bool, u32)>,
-    ) -> Option<usize>;
+    fn route(&mut self, b: usize, now: Nanos, key: u64, avoid: Avoid<'_>) -> Option<usize>;
     /// Balancer `b` routed an attempt at `now`: probes it asked for go out.
     fn send_probes(&mut self, b: usize, now: Nanos, measured: bool);
     /// Whether a request sent to server `i` now would wait in its queue (circuit breakers).
@@ -795,6 +793,251 @@ pub fn timer<H: Host>(h: &mut H, now: Nanos, timer: Timer, slot: u32, generation
                 let delay = c.policy.hedge.map_or(Nanos::ZERO, |h| h.delay);
                 h.schedule(now + delay, Timer::Hedge, slot, generation);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::rng::{Stream, stream_rng};
+
+    /// A host of one balancer over `up.len()` servers that routes round robin and holds
+    /// every attempt until the test answers it.
+    struct Fake {
+        c: Client,
+        m: RunMetrics,
+        timers: Vec<(Nanos, u64, Timer, u32, u32)>,
+        order: u64,
+        up: Vec<bool>,
+        next: usize,
+        held: Vec<(u64, usize)>,
+        told: Vec<(usize, Outcome)>,
+        withdrawn: Vec<u64>,
+        served: u64,
+    }
+
+    impl Host for Fake {
+        fn client(&mut self) -> &mut Client {
+            &mut self.c
+        }
+        fn metrics(&mut self) -> &mut RunMetrics {
+            &mut self.m
+        }
+        fn schedule(&mut self, at: Nanos, timer: Timer, slot: u32, generation: u32) {
+            self.order += 1;
+            self.timers.push((at, self.order, timer, slot, generation));
+        }
+        fn route(&mut self, _b: usize, _now: Nanos, _key: u64, avoid: Avoid<'_>) -> Option<usize> {
+            let n = self.up.len();
+            let i = (0..n)
+                .map(|k| (self.next + k) % n)
+                .find(|&i| self.up[i] && !avoid.is_some_and(|(f, _)| f(i)))?;
+            self.next = i + 1;
+            Some(i)
+        }
+        fn send_probes(&mut self, _b: usize, _now: Nanos, _measured: bool) {}
+        fn would_wait(&self, _i: usize) -> bool {
+            false
+        }
+        fn dispatch(&mut self, _now: Nanos, d: Dispatch) -> Dispatched {
+            self.held.push((d.id, d.server));
+            Dispatched::Held { queued: false }
+        }
+        fn tell(&mut self, _b: usize, i: usize, _latency: Nanos, outcome: Outcome, _now: Nanos) {
+            self.told.push((i, outcome));
+        }
+        fn set_ejected(&mut self, _b: usize, i: usize, out: bool) -> bool {
+            self.up[i] = !out;
+            !out
+        }
+        fn available(&mut self, _b: usize, _i: usize, _now: Nanos) {}
+        fn balancers(&self) -> usize {
+            1
+        }
+        fn set_slow_start(&mut self, _b: usize, _ramp: Ramp) {}
+        fn withdraw(&mut self, _i: usize, id: u64, _now: Nanos) -> bool {
+            let Some(k) = self.held.iter().position(|h| h.0 == id) else {
+                return false;
+            };
+            self.held.remove(k);
+            self.withdrawn.push(id);
+            true
+        }
+        fn arrivals_end(&self) -> Nanos {
+            Nanos::from_secs_f64(1.0)
+        }
+    }
+
+    fn fake(policy: &str, servers: usize) -> Fake {
+        let spec: PolicySpec = toml::from_str(policy).unwrap();
+        spec.check().unwrap();
+        let workers = vec![1; servers];
+        let mut f = Fake {
+            c: Client::new(&spec, 1, servers, stream_rng(1, 0, Stream::Policy, 0)),
+            m: RunMetrics::new(&workers, Nanos::ZERO, Nanos::from_secs_f64(1e6)),
+            timers: Vec::new(),
+            order: 0,
+            up: vec![true; servers],
+            next: 0,
+            held: Vec::new(),
+            told: Vec::new(),
+            withdrawn: Vec::new(),
+            served: 0,
+        };
+        start(&mut f);
+        f
+    }
+
+    fn arrive(f: &mut Fake, id: u64, now: Nanos) {
+        let req = Request {
+            id,
+            arrival: now,
+            size: Size::Quantile(0.5),
+            key: id,
+        };
+        arrival(f, now, &req, 0, true);
+    }
+
+    /// The server holding `held[k]` answers at `now`, served or failed.
+    fn answer(f: &mut Fake, k: usize, ok: bool, now: Nanos) {
+        let (id, _) = f.held.remove(k);
+        let a = f.c.attempt_of(id).expect("a held attempt keeps its slot");
+        if !ok {
+            return lost(f, now, a, Cause::Failed);
+        }
+        f.c.off_server(a);
+        if f.c.attempt(a).live {
+            served(f, now, a, |f| f.served += 1);
+        } else {
+            f.c.release_attempt(a);
+        }
+    }
+
+    /// Fires the earliest timer, at `now` or its time if later; returns that time.
+    fn fire(f: &mut Fake, now: Nanos) -> Option<Nanos> {
+        let k = (0..f.timers.len()).min_by_key(|&k| (f.timers[k].0, f.timers[k].1))?;
+        let (at, _, t, slot, generation) = f.timers.remove(k);
+        let at = at.max(now);
+        timer(f, at, t, slot, generation);
+        Some(at)
+    }
+
+    fn ms(v: u64) -> Nanos {
+        Nanos(v * 1_000_000)
+    }
+
+    #[test]
+    fn a_failed_attempt_is_retried_on_another_host_and_the_request_ends_once() {
+        let mut f = fake("[retry]\nmax_attempts = 3\nprevious_hosts = true\n", 2);
+        arrive(&mut f, 0, Nanos::ZERO);
+        assert_eq!(f.held.len(), 1);
+        assert_eq!(f.held[0].1, 0);
+        answer(&mut f, 0, false, ms(1));
+        assert!(f.held.is_empty(), "the retry waits out its back-off");
+        fire(&mut f, ms(1)).expect("a retry timer");
+        assert_eq!(f.held[0].1, 1, "previous_hosts: the retry avoids server 0");
+        answer(&mut f, 0, true, ms(60));
+        assert_eq!(f.told, vec![(0, Outcome::Failed), (1, Outcome::Ok)]);
+        assert_eq!((f.m.client.attempts, f.m.client.retries), (2, 1));
+        assert_eq!((f.served, f.m.failed, f.c.open()), (1, 0, 0));
+        assert_eq!(f.c.in_flight[0] + f.c.extra_in_flight[0], 0);
+    }
+
+    #[test]
+    fn a_timed_out_attempt_ends_its_request_and_its_late_answer_is_wasted() {
+        let mut f = fake("per_try_timeout = 0.1\n", 1);
+        arrive(&mut f, 0, Nanos::ZERO);
+        let (id, _) = f.held[0];
+        assert_eq!(fire(&mut f, Nanos::ZERO), Some(ms(100)));
+        assert_eq!((f.m.client.timed_out, f.m.client.abandoned), (1, 1));
+        assert_eq!(f.c.open(), 0);
+        // The server still holds it: its slot is kept until the answer comes.
+        answer(&mut f, 0, true, ms(150));
+        assert_eq!(f.served, 0);
+        assert_eq!(f.c.attempt_of(id), None, "freed, under a new generation");
+        arrive(&mut f, 1, ms(200));
+        assert_ne!(f.held[0].0, id, "the reused slot has another id");
+    }
+
+    #[test]
+    fn the_first_answer_of_a_hedged_request_wins_and_the_loser_is_withdrawn() {
+        let mut f = fake("[hedge]\ndelay = 0.01\nmax_attempts = 2\n", 2);
+        arrive(&mut f, 0, Nanos::ZERO);
+        assert_eq!(fire(&mut f, Nanos::ZERO), Some(ms(10)));
+        assert_eq!(f.held.len(), 2);
+        let loser = f.held[0].0;
+        answer(&mut f, 1, true, ms(12));
+        assert_eq!(f.withdrawn, vec![loser], "cancel_losers is the default");
+        assert!(f.held.is_empty());
+        assert_eq!(
+            (f.m.client.hedges, f.m.client.abandoned, f.served),
+            (1, 1, 1)
+        );
+        assert!(f.timers.is_empty(), "no third copy after max_attempts");
+    }
+
+    /// Policies the property below drives.
+    const POLICIES: [&str; 7] = [
+        "[retry]\nmax_attempts = 3\n",
+        "per_try_timeout = 0.05\ntimeout = 0.2\n[retry]\nmax_attempts = 4\nprevious_hosts = true\n[budget]\nkind = \"grpc\"\n",
+        "timeout = 0.3\n[hedge]\ndelay = 0.01\nmax_attempts = 3\n",
+        "timeout = 0.3\n[hedge]\ndelay = 0.01\ncancel_losers = false\n",
+        "per_try_timeout = 0.05\ncancel = true\n[retry]\nmax_attempts = 2\n[outlier]\nkind = \"nginx\"\n",
+        "[retry]\n[outlier]\nkind = \"finagle\"\nconsecutive_failures = 1\n",
+        "[retry]\nmax_attempts = 3\n[circuit_breakers]\nmax_requests = 2\n[outlier]\nkind = \"envoy\"\nconsecutive_5xx = 1\ninterval = 0.05\n",
+    ];
+
+    proptest! {
+        /// Whatever answers, failures and timers come in whatever order, every request
+        /// ends exactly once, and nothing stays counted in flight.
+        #[test]
+        fn every_request_ends_exactly_once(
+            policy in 0..POLICIES.len(),
+            servers in 1usize..4,
+            ops in proptest::collection::vec((0u8..4, 0usize..8, 0u64..30), 1..120),
+        ) {
+            let mut f = fake(POLICIES[policy], servers);
+            let (mut now, mut arrived) = (Nanos::ZERO, 0u64);
+            for (op, k, dt) in ops {
+                now += ms(dt);
+                match op {
+                    0 => {
+                        arrive(&mut f, arrived, now);
+                        arrived += 1;
+                    }
+                    1 | 2 if !f.held.is_empty() => {
+                        let k = k % f.held.len();
+                        answer(&mut f, k, op == 1, now);
+                    }
+                    _ => {
+                        if let Some(at) = fire(&mut f, now) {
+                            now = at;
+                        }
+                    }
+                }
+            }
+            // Drain: servers answer, timers fire, until nothing is left.
+            for _ in 0..100_000 {
+                if !f.held.is_empty() {
+                    answer(&mut f, 0, true, now);
+                } else if let Some(at) = fire(&mut f, now) {
+                    now = at;
+                } else {
+                    break;
+                }
+            }
+            prop_assert!(f.held.is_empty() && f.timers.is_empty(), "drained");
+            let m = &f.m;
+            let ended = f.served + m.failed + m.rejected + m.unroutable + m.client.timed_out;
+            prop_assert_eq!(ended, arrived);
+            prop_assert_eq!(f.c.open(), 0);
+            prop_assert_eq!(f.c.in_flight[0], 0);
+            prop_assert_eq!(f.c.extra_in_flight[0], 0);
+            prop_assert_eq!(f.c.pending[0], 0);
+            prop_assert_eq!(f.c.free_attempts.len(), f.c.attempts.len(), "every attempt freed");
         }
     }
 }

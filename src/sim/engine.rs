@@ -764,17 +764,17 @@ impl<'a> Sim<'a> {
         admission
     }
 
-    /// Server `i` finished job `id`: its busy and queue integrals advance and its next job,
-    /// if any, starts. Returns the finished job, or `None` when nothing ends: a completion
-    /// scheduled before a crash or a cancellation finds nothing, and a probe cost only
-    /// server time (its load is then published). Shared by the one-attempt path
-    /// ([`Sim::done`]) and the policy path (`attempt_done`).
+    /// A job left server `i` at `now` (finished or withdrawn), which held `before` (busy,
+    /// queued) until then, and `next`, if any, started in its place: the server's integrals
+    /// advance and `next`'s completion is scheduled. Returns `next`.
     #[inline]
-    fn finish_job(&mut self, now: Nanos, i: usize, id: u64) -> Option<Job> {
-        let server = &mut self.servers[i];
-        let (busy, queued) = (server.busy(), server.queued());
-        let (finished, next) = server.finish(id, now);
-        let job = finished?;
+    pub(super) fn job_left(
+        &mut self,
+        now: Nanos,
+        i: usize,
+        (busy, queued): (u32, u32),
+        next: Option<(Job, Nanos)>,
+    ) -> Option<(Job, Nanos)> {
         self.m.servers[i].advance(now, busy, queued, self.from, self.to);
         if let Some((next, service)) = next {
             self.events.push(
@@ -784,6 +784,22 @@ impl<'a> Sim<'a> {
                     job: next.id,
                 },
             );
+        }
+        next
+    }
+
+    /// Server `i` finished job `id`: its busy and queue integrals advance and its next job,
+    /// if any, starts. Returns the finished job, or `None` when nothing ends: a completion
+    /// scheduled before a crash or a cancellation finds nothing, and a probe cost only
+    /// server time (its load is then published). Shared by the one-attempt path
+    /// ([`Sim::done`]) and the policy path (`attempt_done`).
+    #[inline]
+    fn finish_job(&mut self, now: Nanos, i: usize, id: u64) -> Option<Job> {
+        let server = &mut self.servers[i];
+        let before = (server.busy(), server.queued());
+        let (finished, next) = server.finish(id, now);
+        let job = finished?;
+        if let Some((next, service)) = self.job_left(now, i, before, next) {
             if next.id < PROBE_JOB_BASE
                 && let Some(c) = self.client.as_mut()
             {

@@ -14,7 +14,7 @@ use super::{Event, Sim};
 use crate::metrics::RunMetrics;
 use crate::policy::Cause;
 use crate::policy::PolicySpec;
-use crate::policy::client::{self as core, Client, Dispatch, Dispatched, Host};
+use crate::policy::client::{self as core, Avoid, Client, Dispatch, Dispatched, Host};
 use crate::rng::SimRng;
 use crate::sim::server::{Admission, Job};
 use crate::strategy::{Outcome, Ramp};
@@ -68,13 +68,7 @@ impl Host for Sim<'_> {
         );
     }
 
-    fn route(
-        &mut self,
-        b: usize,
-        now: Nanos,
-        key: u64,
-        avoid: Option<(&dyn Fn(usize) -> bool, u32)>,
-    ) -> Option<usize> {
+    fn route(&mut self, b: usize, now: Nanos, key: u64, avoid: Avoid<'_>) -> Option<usize> {
         let loads = self.loads.as_ref();
         match avoid {
             Some((avoid, repicks)) => {
@@ -148,7 +142,7 @@ impl Host for Sim<'_> {
     /// starts, and the time the job spent in service is wasted work.
     fn withdraw(&mut self, i: usize, id: u64, now: Nanos) -> bool {
         let server = &mut self.servers[i];
-        let (busy, queued) = (server.busy(), server.queued());
+        let before = (server.busy(), server.queued());
         let Some((job, in_service, next)) = server.cancel(id, now) else {
             return false;
         };
@@ -158,16 +152,7 @@ impl Host for Sim<'_> {
                 .expect("policy path")
                 .started_from_queue(next.id);
         }
-        self.m.servers[i].advance(now, busy, queued, self.from, self.to);
-        if let Some((next, service)) = next {
-            self.events.push(
-                now + service,
-                Event::Done {
-                    server: i as u32,
-                    job: next.id,
-                },
-            );
-        }
+        self.job_left(now, i, before, next);
         if job.measured {
             self.m.client.cancelled += 1;
             if in_service {
