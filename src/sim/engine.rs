@@ -788,6 +788,22 @@ impl<'a> Sim<'a> {
         next
     }
 
+    /// The load server `i` reports on its answer to `job` reaches balancer `b` at `now`,
+    /// if strategies read loads carried on replies (before the completion, on both paths).
+    pub(super) fn reply_load(&mut self, b: usize, i: usize, job: &Job, now: Nanos) {
+        if let Some(s) = self.signals.as_ref().filter(|s| s.reply_loads) {
+            let server = &self.servers[i];
+            let load = s.load(
+                i,
+                server.workers,
+                server.busy(),
+                server.queued(),
+                Some(job.end - job.start),
+            );
+            self.balancers[b].reply_load(i, &load, now);
+        }
+    }
+
     /// Server `i` finished job `id`: its busy and queue integrals advance and its next job,
     /// if any, starts. Returns the finished job, or `None` when nothing ends: a completion
     /// scheduled before a crash or a cancellation finds nothing, and a probe cost only
@@ -851,18 +867,8 @@ impl<'a> Sim<'a> {
             self.m
                 .record_served(i, job.arrival, latency, job.start - job.arrival);
         }
-        if let Topology::Requests = self.topology
-            && let Some(s) = self.signals.as_ref().filter(|s| s.reply_loads)
-        {
-            let server = &self.servers[i];
-            let load = s.load(
-                i,
-                server.workers,
-                server.busy(),
-                server.queued(),
-                Some(job.end - job.start),
-            );
-            self.balancers[job.balancer as usize].reply_load(i, &load, now);
+        if let Topology::Requests = self.topology {
+            self.reply_load(job.balancer as usize, i, &job, now);
         }
         self.request_ended(job.balancer as usize, i, latency, Outcome::Ok, now);
         if self.exact_reports {

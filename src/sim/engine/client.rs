@@ -260,19 +260,7 @@ impl Sim<'_> {
         let att = c.attempt(a);
         let (b, sent) = (att.balancer as usize, att.sent);
         let arrival = c.request(att.request).st.arrival;
-        // The load carried on the reply reaches the balancer before the completion, as on
-        // the one-attempt path.
-        if let Some(s) = self.signals.as_ref().filter(|s| s.reply_loads) {
-            let server = &self.servers[i];
-            let load = s.load(
-                i,
-                server.workers,
-                server.busy(),
-                server.queued(),
-                Some(job.end - job.start),
-            );
-            self.balancers[b].reply_load(i, &load, now);
-        }
+        self.reply_load(b, i, &job, now);
         core::served(self, now, a, |s| {
             let latency = now - arrival + extra_latency;
             if job.measured {
