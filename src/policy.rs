@@ -23,6 +23,7 @@
 
 pub mod budget;
 pub mod circuit;
+pub mod client;
 pub mod hedge;
 pub mod outlier;
 pub mod retry;

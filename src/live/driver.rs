@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::calibrate::{LoadedCost, calibrate};
-use super::client::{CallOutcome, ClientConfig};
+use super::client::{CallOutcome, ClientConfig, ReplyLoad};
 use super::cluster::Cluster;
 use super::control::{Injector, RemoteControl};
 pub use super::options::{LiveError, LiveOptions};
@@ -454,15 +454,7 @@ impl Replay {
             }) => {
                 self.record_cost(&job, done.finished, queued_ns, served_ns);
                 let served = self.clock.scenario_ns(served_ns);
-                if let Some(l) = load.filter(|_| self.views.signals().reply_loads) {
-                    let load = ServerLoad {
-                        in_flight: l.in_flight,
-                        queued: l.queued,
-                        service_time: served,
-                        latency: self.clock.scenario_ns(l.latency_ns),
-                    };
-                    self.views.get(b).reply_load(i, &load, now);
-                }
+                self.reply_load(b, i, load, served, now);
                 self.views
                     .complete(b, i, latency, Outcome::Ok, Some(served), now);
                 if measured {
@@ -495,6 +487,28 @@ impl Replay {
                     self.marked_down.push(i);
                 }
             }
+        }
+    }
+
+    /// The load report a reply of server `i` carried (if any, and if balancer `b`'s
+    /// strategy reads them) reaches the balancer at `now`; `served`: the call's service
+    /// time.
+    pub(super) fn reply_load(
+        &mut self,
+        b: usize,
+        i: usize,
+        load: Option<ReplyLoad>,
+        served: crate::time::Nanos,
+        now: crate::time::Nanos,
+    ) {
+        if let Some(l) = load.filter(|_| self.views.signals().reply_loads) {
+            let load = ServerLoad {
+                in_flight: l.in_flight,
+                queued: l.queued,
+                service_time: served,
+                latency: self.clock.scenario_ns(l.latency_ns),
+            };
+            self.views.get(b).reply_load(i, &load, now);
         }
     }
 }
@@ -566,7 +580,7 @@ fn dispatch(
         client,
     };
     if let Some(mut c) = r.client.take() {
-        c.start(&mut r);
+        c.start(&mut r, pool);
         r.client = Some(c);
     }
     let mut faults = (!controls.is_empty()).then(|| {

@@ -164,7 +164,7 @@ struct Sim<'a> {
     topology: Topology,
     /// Client policies' state; `None` without a policy, so that the common path is the
     /// one-attempt path of before, at the cost of one branch per arrival and completion.
-    client: Option<Box<client::Client>>,
+    client: Option<Box<client::Clients>>,
     /// Error answers in flight (`error` faults), with free slots to reuse.
     errors: Vec<PendingError>,
     free_errors: Vec<u32>,
@@ -504,7 +504,7 @@ impl<'a> Sim<'a> {
             free_errors: Vec::new(),
             fault_rng: stream_rng(seed, replication, Stream::Faults, 0),
             client: policy.map(|p| {
-                Box::new(client::Client::new(
+                Box::new(client::Clients::new(
                     p,
                     scenario.balancers as usize,
                     servers_count,
@@ -764,17 +764,17 @@ impl<'a> Sim<'a> {
         admission
     }
 
-    /// Server `i` finished job `id`: its busy and queue integrals advance and its next job,
-    /// if any, starts. Returns the finished job, or `None` when nothing ends: a completion
-    /// scheduled before a crash or a cancellation finds nothing, and a probe cost only
-    /// server time (its load is then published). Shared by the one-attempt path
-    /// ([`Sim::done`]) and the policy path (`attempt_done`).
+    /// A job left server `i` at `now` (finished or withdrawn), which held `before` (busy,
+    /// queued) until then, and `next`, if any, started in its place: the server's integrals
+    /// advance and `next`'s completion is scheduled. Returns `next`.
     #[inline]
-    fn finish_job(&mut self, now: Nanos, i: usize, id: u64) -> Option<Job> {
-        let server = &mut self.servers[i];
-        let (busy, queued) = (server.busy(), server.queued());
-        let (finished, next) = server.finish(id, now);
-        let job = finished?;
+    pub(super) fn job_left(
+        &mut self,
+        now: Nanos,
+        i: usize,
+        (busy, queued): (u32, u32),
+        next: Option<(Job, Nanos)>,
+    ) -> Option<(Job, Nanos)> {
         self.m.servers[i].advance(now, busy, queued, self.from, self.to);
         if let Some((next, service)) = next {
             self.events.push(
@@ -784,6 +784,38 @@ impl<'a> Sim<'a> {
                     job: next.id,
                 },
             );
+        }
+        next
+    }
+
+    /// The load server `i` reports on its answer to `job` reaches balancer `b` at `now`,
+    /// if strategies read loads carried on replies (before the completion, on both paths).
+    pub(super) fn reply_load(&mut self, b: usize, i: usize, job: &Job, now: Nanos) {
+        if let Some(s) = self.signals.as_ref().filter(|s| s.reply_loads) {
+            let server = &self.servers[i];
+            let load = s.load(
+                i,
+                server.workers,
+                server.busy(),
+                server.queued(),
+                Some(job.end - job.start),
+            );
+            self.balancers[b].reply_load(i, &load, now);
+        }
+    }
+
+    /// Server `i` finished job `id`: its busy and queue integrals advance and its next job,
+    /// if any, starts. Returns the finished job, or `None` when nothing ends: a completion
+    /// scheduled before a crash or a cancellation finds nothing, and a probe cost only
+    /// server time (its load is then published). Shared by the one-attempt path
+    /// ([`Sim::done`]) and the policy path (`attempt_done`).
+    #[inline]
+    fn finish_job(&mut self, now: Nanos, i: usize, id: u64) -> Option<Job> {
+        let server = &mut self.servers[i];
+        let before = (server.busy(), server.queued());
+        let (finished, next) = server.finish(id, now);
+        let job = finished?;
+        if let Some((next, service)) = self.job_left(now, i, before, next) {
             if next.id < PROBE_JOB_BASE
                 && let Some(c) = self.client.as_mut()
             {
@@ -835,18 +867,8 @@ impl<'a> Sim<'a> {
             self.m
                 .record_served(i, job.arrival, latency, job.start - job.arrival);
         }
-        if let Topology::Requests = self.topology
-            && let Some(s) = self.signals.as_ref().filter(|s| s.reply_loads)
-        {
-            let server = &self.servers[i];
-            let load = s.load(
-                i,
-                server.workers,
-                server.busy(),
-                server.queued(),
-                Some(job.end - job.start),
-            );
-            self.balancers[job.balancer as usize].reply_load(i, &load, now);
+        if let Topology::Requests = self.topology {
+            self.reply_load(job.balancer as usize, i, &job, now);
         }
         self.request_ended(job.balancer as usize, i, latency, Outcome::Ok, now);
         if self.exact_reports {
