@@ -110,6 +110,9 @@ impl Cdf {
                 cdf.cumulative.push(total);
             }
         }
+        // Kept for every replication until the end of the run: no spare capacity.
+        cdf.buckets.shrink_to_fit();
+        cdf.cumulative.shrink_to_fit();
         cdf
     }
 
