@@ -341,7 +341,9 @@ pub fn run_replications(
     // run), then its histograms are pooled into its thread's [`Pooled`] and its compact
     // summaries kept; they are put back in replication order at the end.
     let in_flight = InFlight::new(n_strategies);
-    let kept: Mutex<Vec<(usize, Vec<RunSummary>)>> = Mutex::default();
+    // Per strategy, the kept summaries with their replication's position.
+    let kept: Mutex<Vec<Vec<(usize, RunSummary)>>> =
+        Mutex::new((0..n_strategies).map(|_| Vec::new()).collect());
     let work = || {
         let per_thread: Vec<Mutex<Pooled>> = (0..rayon::current_num_threads())
             .map(|_| Mutex::default())
@@ -385,9 +387,11 @@ pub fn run_replications(
                     .unwrap_or_else(|e| e.into_inner())
                     .add_run(n_servers, &metrics);
                 drop(metrics);
-                kept.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((pos, summaries));
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                for (runs, summary) in kept.iter_mut().zip(summaries) {
+                    runs.push((pos, summary));
+                }
+                drop(kept);
                 if let Some(p) = &opts.progress {
                     p.inc(1);
                 }
@@ -400,26 +404,30 @@ pub fn run_replications(
     let pooled = in_pool(opts.threads, work)?
         .0
         .unwrap_or_else(|| (0..n_strategies).map(|_| empty_pooled(n_servers)).collect());
-    let mut kept = kept.into_inner().unwrap_or_else(|e| e.into_inner());
-    kept.sort_unstable_by_key(|&(pos, _)| pos);
-    let mut strategies: Vec<StrategyResult> = scenario
+    let kept = kept.into_inner().unwrap_or_else(|e| e.into_inner());
+    let finished: Vec<u64> = {
+        let mut positions: Vec<usize> = kept.first().map_or(Vec::new(), |runs| {
+            runs.iter().map(|&(pos, _)| pos).collect()
+        });
+        positions.sort_unstable();
+        positions.into_iter().map(|pos| indices[pos]).collect()
+    };
+    let strategies: Vec<StrategyResult> = scenario
         .strategies
         .iter()
         .zip(pooled)
-        .map(|(e, pooled)| StrategyResult {
-            label: e.label(),
-            runs: Vec::with_capacity(kept.len()),
-            pooled,
-            unstable: None,
+        .zip(kept)
+        .map(|((e, pooled), mut runs)| {
+            runs.sort_unstable_by_key(|&(pos, _)| pos);
+            StrategyResult {
+                label: e.label(),
+                // Moved in place: no second copy of every summary at the end of a run.
+                runs: runs.into_iter().map(|(_, summary)| summary).collect(),
+                pooled,
+                unstable: None,
+            }
         })
         .collect();
-    let mut finished = Vec::with_capacity(kept.len());
-    for (pos, summaries) in kept {
-        finished.push(indices[pos]);
-        for (s, summary) in strategies.iter_mut().zip(summaries) {
-            s.runs.push(summary);
-        }
-    }
     let mut results = RunResults {
         seed,
         requested: indices.len() as u32,
