@@ -75,12 +75,18 @@ pub struct ReportInput<'a> {
     pub sweep: Option<&'a crate::sweep::SweepResults>,
 }
 
-/// One output of a run.
-pub trait Report {
+/// One output of a run. Reports are written in parallel ([`write_reports`]), so each
+/// writes only its own files.
+pub trait Report: Send + Sync {
     /// Short name, for messages.
     fn name(&self) -> &'static str;
     /// Writes the output into `dir` and returns the files written.
     fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError>;
+    /// Whether the output reads what the other reports wrote into `dir` (`report.md` links
+    /// the plots that exist): it is then written after them.
+    fn reads_others(&self) -> bool {
+        false
+    }
 }
 
 /// The reports `lbsim run` writes, in order (plots before `report.md`, which links them).
@@ -103,7 +109,13 @@ pub fn standard_reports_with(timeseries: timeseries::Timeseries) -> Vec<Box<dyn 
     ]
 }
 
-/// Forwards `input` to every report in turn; returns every file written.
+/// Forwards `input` to every report; returns every file written, in the order of
+/// `reports`.
+///
+/// The reports are independent, so they are written in parallel (on the current rayon
+/// pool: `--threads` applies), those that [`Report::reads_others`] after the rest; each
+/// file's content does not depend on the order, and the first failure in the order of
+/// `reports` is the one returned.
 ///
 /// The reports are written into a staging folder inside `dir` and moved into `dir`
 /// together once all succeeded ([`output::publish`]): a failure leaves the previous
@@ -114,10 +126,25 @@ pub fn write_reports(
     input: &ReportInput<'_>,
     reports: &[Box<dyn Report>],
 ) -> Result<Vec<PathBuf>, ReportError> {
+    use rayon::prelude::*;
     let staging = output::Staging::new(dir)?;
+    let write = |last: bool| {
+        reports
+            .par_iter()
+            .map(|r| {
+                if r.reads_others() == last {
+                    r.write(&staging.dir, input).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    // Stop at the first failure, before the reports that read the others' files.
+    let first = write(false).into_iter().collect::<Result<Vec<_>, _>>()?;
     let mut files = Vec::new();
-    for r in reports {
-        files.extend(r.write(&staging.dir, input)?);
+    for (a, b) in first.into_iter().zip(write(true)) {
+        files.extend(a.into_iter().chain(b?).flatten());
     }
     output::publish(staging, &files)
 }

@@ -6,6 +6,7 @@
 //! time, per server) merge by adding counts, which is order-independent, so output is
 //! bit-identical for any `--threads`.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
@@ -215,7 +216,8 @@ pub fn in_pool<R: Send>(
     }
 }
 
-/// One replication's results while its strategies run.
+/// One replication's results while its strategies run: staged from its first finished
+/// strategy until its last, then pooled and kept (or dropped whole after a cancel).
 struct Staged {
     /// Strategies finished.
     done: usize,
@@ -229,6 +231,85 @@ impl Staged {
             done: 0,
             summaries: vec![None; strategies],
             metrics: vec![None; strategies],
+        }
+    }
+}
+
+/// The replications of a run that are under way: only those with some but not all of
+/// their strategies finished are held, so staging costs memory in proportion to the tasks
+/// in flight (a few per thread), whatever the number of replications.
+struct InFlight {
+    strategies: usize,
+    staged: Mutex<HashMap<usize, Staged>>,
+}
+
+impl InFlight {
+    fn new(strategies: usize) -> InFlight {
+        InFlight {
+            strategies,
+            staged: Mutex::default(),
+        }
+    }
+
+    /// Stages strategy `k` of the replication at position `pos`; returns the replication's
+    /// summaries and metrics (in strategy order) once this was its last strategy.
+    fn put(
+        &self,
+        pos: usize,
+        k: usize,
+        summary: RunSummary,
+        metrics: RunMetrics,
+    ) -> Option<(Vec<RunSummary>, Vec<RunMetrics>)> {
+        let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
+        let st = staged
+            .entry(pos)
+            .or_insert_with(|| Staged::new(self.strategies));
+        st.summaries[k] = Some(summary);
+        st.metrics[k] = Some(metrics);
+        st.done += 1;
+        if st.done < self.strategies {
+            return None;
+        }
+        let st = staged.remove(&pos)?;
+        drop(staged);
+        Some((
+            st.summaries.into_iter().flatten().collect(),
+            st.metrics.into_iter().flatten().collect(),
+        ))
+    }
+}
+
+/// What one worker thread of a run accumulates: the pooled histograms of the replications
+/// it completed (allocated at its first), merged with the other threads' at the end.
+/// Pooling adds integer counts, which is exact and order-independent, so the merged
+/// histograms do not depend on which thread completed which replication, and no lock
+/// shared by the threads serialises the pooling.
+#[derive(Default)]
+struct Pooled(Option<Vec<Vec<Histogram<u64>>>>);
+
+impl Pooled {
+    fn add_run(&mut self, servers: usize, runs: &[RunMetrics]) {
+        let acc = self
+            .0
+            .get_or_insert_with(|| runs.iter().map(|_| empty_pooled(servers)).collect());
+        for (acc, m) in acc.iter_mut().zip(runs) {
+            pool(acc, m);
+        }
+    }
+
+    fn merge(mut self, other: Pooled) -> Pooled {
+        match (&mut self.0, other.0) {
+            (Some(a), Some(b)) => {
+                for (a, b) in a.iter_mut().zip(&b) {
+                    for (a, b) in a.iter_mut().zip(b) {
+                        // Same bounds on both sides: addition cannot fail.
+                        let _ = a.add(b);
+                    }
+                }
+                self
+            }
+            (None, b) => Pooled(b),
+            (Some(_), None) => self,
         }
     }
 }
@@ -253,20 +334,26 @@ pub fn run_replications(
     };
     let n_strategies = scenario.strategies.len();
     let n_servers = scenario.servers().len();
-    let merged: Mutex<Vec<Vec<Histogram<u64>>>> =
-        Mutex::new((0..n_strategies).map(|_| empty_pooled(n_servers)).collect());
     // One task per (replication, strategy), so that the last replications' strategies run
     // in parallel too and no thread idles at the end (the serial tail of one task per
-    // replication). A replication counts once all its strategies ran; its histograms are
-    // merged into `merged` then, and staged until then (memory bounded by the tasks in
-    // flight, not by the run).
-    let staged: Vec<Mutex<Staged>> = indices
-        .iter()
-        .map(|_| Mutex::new(Staged::new(n_strategies)))
-        .collect();
+    // replication). A replication counts once all its strategies ran: its results are
+    // staged until then ([`InFlight`], memory bounded by the tasks in flight, not by the
+    // run), then its histograms are pooled into its thread's [`Pooled`] and its compact
+    // summaries kept; they are put back in replication order at the end.
+    let in_flight = InFlight::new(n_strategies);
+    // Per strategy, the kept summaries with their replication's position.
+    let kept: Mutex<Vec<Vec<(usize, RunSummary)>>> =
+        Mutex::new((0..n_strategies).map(|_| Vec::new()).collect());
     let work = || {
+        let per_thread: Vec<Mutex<Pooled>> = (0..rayon::current_num_threads())
+            .map(|_| Mutex::default())
+            .collect();
         (0..indices.len() * n_strategies)
             .into_par_iter()
+            // Every task its own piece of work to steal: a thread that runs out takes one
+            // simulation from another, never a batch of them, so the run ends within one
+            // simulation on every thread.
+            .with_max_len(1)
             .for_each(|task| {
                 let (pos, k) = (task / n_strategies, task % n_strategies);
                 let rep = indices[pos];
@@ -291,49 +378,56 @@ pub fn run_replications(
                     sink.put(k, trace);
                 }
                 let summary = m.summarize();
-                let mut st = staged[pos].lock().unwrap_or_else(|e| e.into_inner());
-                st.summaries[k] = Some(summary);
-                st.metrics[k] = Some(m);
-                st.done += 1;
-                if st.done == n_strategies {
-                    let mut all = merged.lock().unwrap_or_else(|e| e.into_inner());
-                    for (acc, m) in all.iter_mut().zip(st.metrics.iter_mut()) {
-                        if let Some(m) = m.take() {
-                            pool(acc, &m);
-                        }
-                    }
-                    drop(all);
-                    if let Some(p) = &opts.progress {
-                        p.inc(1);
-                    }
+                let Some((summaries, metrics)) = in_flight.put(pos, k, summary, m) else {
+                    return;
+                };
+                let slot = rayon::current_thread_index().unwrap_or(0) % per_thread.len();
+                per_thread[slot]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .add_run(n_servers, &metrics);
+                drop(metrics);
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                for (runs, summary) in kept.iter_mut().zip(summaries) {
+                    runs.push((pos, summary));
                 }
-            })
+                drop(kept);
+                if let Some(p) = &opts.progress {
+                    p.inc(1);
+                }
+            });
+        per_thread
+            .into_iter()
+            .map(|p| p.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .fold(Pooled::default(), Pooled::merge)
     };
-    in_pool(opts.threads, work)?;
-    let per_rep = indices.iter().zip(staged).map(|(&rep, st)| {
-        let st = st.into_inner().unwrap_or_else(|e| e.into_inner());
-        (st.done == n_strategies)
-            .then(|| (rep, st.summaries.into_iter().flatten().collect::<Vec<_>>()))
-    });
-    let latency = merged.into_inner().unwrap_or_else(|e| e.into_inner());
-    let mut strategies: Vec<StrategyResult> = scenario
+    let pooled = in_pool(opts.threads, work)?
+        .0
+        .unwrap_or_else(|| (0..n_strategies).map(|_| empty_pooled(n_servers)).collect());
+    let kept = kept.into_inner().unwrap_or_else(|e| e.into_inner());
+    let finished: Vec<u64> = {
+        let mut positions: Vec<usize> = kept.first().map_or(Vec::new(), |runs| {
+            runs.iter().map(|&(pos, _)| pos).collect()
+        });
+        positions.sort_unstable();
+        positions.into_iter().map(|pos| indices[pos]).collect()
+    };
+    let strategies: Vec<StrategyResult> = scenario
         .strategies
         .iter()
-        .zip(latency)
-        .map(|(e, pooled)| StrategyResult {
-            label: e.label(),
-            runs: Vec::new(),
-            pooled,
-            unstable: None,
+        .zip(pooled)
+        .zip(kept)
+        .map(|((e, pooled), mut runs)| {
+            runs.sort_unstable_by_key(|&(pos, _)| pos);
+            StrategyResult {
+                label: e.label(),
+                // Moved in place: no second copy of every summary at the end of a run.
+                runs: runs.into_iter().map(|(_, summary)| summary).collect(),
+                pooled,
+                unstable: None,
+            }
         })
         .collect();
-    let mut finished = Vec::new();
-    for (rep, summaries) in per_rep.flatten() {
-        finished.push(rep);
-        for (s, summary) in strategies.iter_mut().zip(summaries) {
-            s.runs.push(summary);
-        }
-    }
     let mut results = RunResults {
         seed,
         requested: indices.len() as u32,

@@ -62,7 +62,7 @@ fn short_heterogeneous(dir: &Path) -> String {
 }
 
 /// `lbsim run` of [`short_heterogeneous`] asking for 100,000 replications (far beyond the
-/// default cost limit on purpose: a signal stops it) with `extra` flags, writing into
+/// default cost limits, events and memory, on purpose: a signal stops it) with `extra` flags, writing into
 /// `dir`; `signals` are sent 3 s in, and it must stop within 10 s of the first. (At 1.5 s,
 /// with these tests in parallel at a load average of 13–15 on 2 cores, no replication had
 /// finished in about one run of three: "interrupted before any replication finished".)
@@ -76,6 +76,8 @@ fn signal_a_long_run(dir: &Path, extra: &[&str], signals: &[&str]) -> (i32, Stri
         "100000",
         "--max-events",
         "1e13",
+        "--max-memory",
+        "1000G",
     ])
     .args(extra)
     .arg("--out")

@@ -370,15 +370,18 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
             ""
         },
     );
-    write_all(
-        &out,
-        &scenario,
-        &results,
-        sweep.as_ref(),
-        &command,
-        flags.output.format(),
-        Timeseries::recorded(sink.take()),
-    )?;
+    // On the run's threads: the reports are written in parallel.
+    lbsim::runner::in_pool(opts.threads, || {
+        write_all(
+            &out,
+            &scenario,
+            &results,
+            sweep.as_ref(),
+            &command,
+            flags.output.format(),
+            Timeseries::recorded(sink.take()),
+        )
+    })??;
     if results.is_partial() || interrupt.is_set() {
         eprintln!(
             "interrupted: {} of {} replications finished{}; the files above hold those",
@@ -411,8 +414,6 @@ fn write_all(
     format: ImageFormat,
     timeseries: Timeseries,
 ) -> anyhow::Result<()> {
-    print!("{}", summary_table(results));
-    warn_clamped(&scenario.name, results);
     let input = ReportInput {
         scenario,
         results,
@@ -420,7 +421,15 @@ fn write_all(
         format,
         sweep,
     };
-    let files = write_reports(out, &input, &standard_reports_with(timeseries))?;
+    // The table is printed before the reports are written, as it is computed while they
+    // are (the two are independent).
+    let (table, files) = rayon::join(
+        || summary_table(results),
+        || write_reports(out, &input, &standard_reports_with(timeseries)),
+    );
+    print!("{table}");
+    warn_clamped(&scenario.name, results);
+    let files = files?;
     let names: Vec<String> = files
         .iter()
         .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))

@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::{Report, ReportError, ReportInput, csv_err, csv_writer, finish_csv};
@@ -254,43 +255,48 @@ impl Report for ComparisonsCsv {
         let mut w = csv_writer(&path)?;
         let r = input.results;
         let n = r.strategies.len();
-        for m in Metric::listed_in(crate::metrics::Applies::of(input.scenario)) {
-            for a in 0..n {
-                for b in a + 1..n {
-                    let c = compare(r, m, a, b);
-                    let (la, lb) = (&r.strategies[a].label, &r.strategies[b].label);
-                    let either_unstable =
-                        r.strategies[a].unstable.is_some() || r.strategies[b].unstable.is_some();
-                    let better_strategy = match (m.better(), c.b_is_better()) {
-                        (Better::Neither, _) => "",
-                        _ if either_unstable => "unstable",
-                        (_, None) => "tie",
-                        (_, Some(true)) => lb.as_str(),
-                        (_, Some(false)) => la.as_str(),
-                    };
-                    w.serialize(ComparisonRow {
-                        scenario: &input.scenario.name,
-                        metric: m,
-                        unit: m.unit(),
-                        better: m.better().word(),
-                        strategy_a: la,
-                        strategy_b: lb,
-                        mean_a: c.mean_a,
-                        mean_b: c.mean_b,
-                        diff: c.diff.mean,
-                        diff_ci95_low: c.diff.low,
-                        diff_ci95_high: c.diff.high,
-                        relative_diff: c.relative(),
-                        unpaired_ci95_half_width: c.unpaired_half_width,
-                        indistinguishable: c.indistinguishable(),
-                        better_strategy,
-                        replications: c.diff.n,
-                        unstable_a: r.strategies[a].unstable.is_some(),
-                        unstable_b: r.strategies[b].unstable.is_some(),
-                    })
-                    .map_err(csv_err(&path))?;
-                }
-            }
+        let pairs: Vec<(Metric, usize, usize)> =
+            Metric::listed_in(crate::metrics::Applies::of(input.scenario))
+                .flat_map(|m| (0..n).flat_map(move |a| (a + 1..n).map(move |b| (m, a, b))))
+                .collect();
+        // The comparisons (pooled percentiles' fits over every replication) are the cost of
+        // this report: computed in parallel, written in order.
+        let compared: Vec<PairComparison> = pairs
+            .par_iter()
+            .map(|&(m, a, b)| compare(r, m, a, b))
+            .collect();
+        for (&(m, a, b), c) in pairs.iter().zip(compared) {
+            let (la, lb) = (&r.strategies[a].label, &r.strategies[b].label);
+            let either_unstable =
+                r.strategies[a].unstable.is_some() || r.strategies[b].unstable.is_some();
+            let better_strategy = match (m.better(), c.b_is_better()) {
+                (Better::Neither, _) => "",
+                _ if either_unstable => "unstable",
+                (_, None) => "tie",
+                (_, Some(true)) => lb.as_str(),
+                (_, Some(false)) => la.as_str(),
+            };
+            w.serialize(ComparisonRow {
+                scenario: &input.scenario.name,
+                metric: m,
+                unit: m.unit(),
+                better: m.better().word(),
+                strategy_a: la,
+                strategy_b: lb,
+                mean_a: c.mean_a,
+                mean_b: c.mean_b,
+                diff: c.diff.mean,
+                diff_ci95_low: c.diff.low,
+                diff_ci95_high: c.diff.high,
+                relative_diff: c.relative(),
+                unpaired_ci95_half_width: c.unpaired_half_width,
+                indistinguishable: c.indistinguishable(),
+                better_strategy,
+                replications: c.diff.n,
+                unstable_a: r.strategies[a].unstable.is_some(),
+                unstable_b: r.strategies[b].unstable.is_some(),
+            })
+            .map_err(csv_err(&path))?;
         }
         finish_csv(w, &path)?;
         Ok(vec![path])

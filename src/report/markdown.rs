@@ -41,6 +41,10 @@ impl Report for MarkdownReport {
         write_text(&path, &render_linking(input, |f| dir.join(f).exists()))?;
         Ok(vec![path])
     }
+
+    fn reads_others(&self) -> bool {
+        true
+    }
 }
 
 /// Fields that hold seconds, in distributions and arrival processes.

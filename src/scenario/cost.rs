@@ -58,9 +58,19 @@ const SERVER_BYTES: f64 = 256.0;
 const BACKEND_BYTES: f64 = 96.0;
 /// Bytes of one latency histogram (1 ns to about 73 minutes, 3 significant digits).
 const HISTOGRAM_BYTES: f64 = 200_000.0;
-/// Bytes a finished replication keeps per strategy (metric values) and per server.
-const RUN_BYTES: f64 = 400.0;
-const RUN_SERVER_BYTES: f64 = 48.0;
+/// Bytes a finished replication keeps per strategy (metric values, 100 batch sums) and per
+/// server (its figures), beyond its compact distributions ([`cdf_bytes`]); allocator
+/// overhead included (checked against a measurement in the tests below).
+const RUN_BYTES: f64 = 3300.0;
+const RUN_SERVER_BYTES: f64 = 64.0;
+
+/// Bytes of one replication's compact distribution ([`crate::stats::quantile::Cdf`]) of
+/// `values` values: 2–3 bytes per non-empty bucket, at most 128 buckets an octave (1,500
+/// for twelve octaves, e.g. 0.1 ms to 0.4 s), plus its fixed part.
+fn cdf_bytes(values: f64) -> f64 {
+    130.0 + 2.5 * values.clamp(0.0, 1500.0)
+}
+
 /// A full scan of this many backends costs about one event (measured in
 /// `benches/strategies.rs`: ~2.5 ns per backend against ~60 ns per event).
 const BACKENDS_PER_EVENT: f64 = 25.0;
@@ -191,7 +201,14 @@ impl Scenario {
             total.events += one.events * reps;
             // Replications in progress hold their state; finished ones keep summaries.
             let servers = p.server_count() as f64;
-            let kept = reps * p.strategies.len() as f64 * (RUN_BYTES + RUN_SERVER_BYTES * servers)
+            // Each replication keeps the distributions of its response and waiting times
+            // and of each server's response times (up to the servers that have one).
+            let with_histogram = servers.min(crate::metrics::MAX_SERVER_HISTOGRAMS as f64);
+            let per_run = RUN_BYTES
+                + RUN_SERVER_BYTES * servers
+                + 2.0 * cdf_bytes(one.requests)
+                + with_histogram * cdf_bytes(one.requests / servers.max(1.0));
+            let kept = reps * p.strategies.len() as f64 * per_run
                 + p.strategies.len() as f64 * HISTOGRAM_BYTES;
             total.memory = total.memory.max(concurrent * one.memory + kept);
         }
@@ -382,5 +399,48 @@ fn table_bytes(spec: &StrategySpec, s: &Scenario) -> f64 {
         }) => ring(min_points, max_points),
         Some(Table::Slots(slots)) => 8.0 * slots as f64,
         None => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::scenario::Scenario;
+
+    /// 4 one-worker servers, 120 requests a replication, one strategy.
+    const SHORT_RUNS: &str = r#"
+name = "mem"
+seed = 7
+replications = 10
+duration = 0.5
+warmup = 0.1
+[arrivals]
+process = "poisson"
+rate = 200.0
+[[servers]]
+name = "s"
+count = 4
+service = { dist = "exponential", mean = 0.01 }
+[[strategies]]
+kind = "least_connections"
+"#;
+
+    #[test]
+    fn the_memory_estimate_covers_what_a_replication_keeps() {
+        let s = Scenario::from_source(Path::new("mem.toml"), SHORT_RUNS).unwrap();
+        let per_replication =
+            (s.cost(100_000, 2).memory - s.cost(1_000, 2).memory) / f64::from(99_000);
+        // `lbsim run` of this scenario peaked at 50.4 MB RSS with 10,000 replications and
+        // 383.8 MB with 100,000 (/usr/bin/time -v, 2026-11-26): 3.70 kB a replication,
+        // summaries, distributions and allocator overhead included (5.2 kB before the
+        // runner stopped copying them at the end of a run). The estimate it had before,
+        // 592 bytes, let runs 6–9 times larger than announced past `--max-memory`.
+        assert!(
+            (3_700.0..10_000.0).contains(&per_replication),
+            "{per_replication} bytes a replication"
+        );
+        // A million of them are refused at the default limit (4 GB).
+        assert!(s.cost(1_000_000, 2).memory > super::DEFAULT_MAX_MEMORY);
     }
 }

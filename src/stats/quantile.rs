@@ -55,7 +55,8 @@
 //! known only once every replication is in, so each replication keeps a compact [`Cdf`]:
 //! its counts in logarithmic buckets 1/128 of an octave wide (at most 0.8% of the value),
 //! read with linear interpolation inside a bucket. Its size is bounded by the octaves the
-//! values span (≤ 128 entries each), not by the run length.
+//! values span (≤ 128 entries each), not by the run length, and its entries are stored as
+//! varint deltas (2–3 bytes each): this is the memory a run keeps per replication.
 
 use hdrhistogram::Histogram;
 
@@ -88,61 +89,165 @@ fn bucket_range(i: u16) -> (f64, f64) {
 }
 
 /// One replication's distribution, compactly: cumulative counts per non-empty bucket.
+///
+/// Every replication keeps one per pooled source until the end of the run, so its size
+/// sets the run's memory per replication. The entries are stored as LEB128 varints of
+/// (bucket − previous bucket, count in the bucket), usually 2–3 bytes where the plain pair
+/// takes 10, with a checkpoint every [`CHECKPOINT_EVERY`] entries so that
+/// [`Cdf::count_le`] seeks by binary search and decodes at most that many entries. The
+/// encoding is lossless: every count read back is the one recorded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Cdf {
-    buckets: Vec<u16>,
-    cumulative: Vec<u64>,
+    /// The entries, encoded.
+    bytes: Vec<u8>,
+    /// Where entries `k · CHECKPOINT_EVERY` start.
+    checkpoints: Vec<Checkpoint>,
+    /// Number of values.
+    total: u64,
+    /// Entries encoded (for the checkpoints while building).
+    entries: u32,
+    /// Bucket of the last entry (while building).
+    last_bucket: u16,
+}
+
+/// Entries between two checkpoints of a [`Cdf`].
+const CHECKPOINT_EVERY: u32 = 32;
+
+/// The decoder's state at an entry of a [`Cdf`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Checkpoint {
+    /// Offset of the entry in the encoded bytes.
+    offset: u32,
+    /// Bucket of the entry before (0 for the first).
+    previous: u16,
+    /// Bucket of the entry.
+    bucket: u16,
+    /// Values in the buckets before it.
+    below: u64,
+}
+
+fn put_varint(bytes: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        bytes.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    bytes.push(v as u8);
+}
+
+/// The varint at `*at`, advancing `*at` (0 past the end: the encoder wrote every byte).
+fn get_varint(bytes: &[u8], at: &mut usize) -> u64 {
+    let (mut v, mut shift) = (0u64, 0u32);
+    while let Some(&b) = bytes.get(*at) {
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 || shift >= 63 {
+            break;
+        }
+        shift += 7;
+    }
+    v
 }
 
 impl Cdf {
+    /// Appends the entry of `bucket` (above every bucket so far) with `cumulative` values
+    /// at most its top (at least the total so far).
+    fn push(&mut self, bucket: u16, cumulative: u64) {
+        if self.entries.is_multiple_of(CHECKPOINT_EVERY) {
+            self.checkpoints.push(Checkpoint {
+                offset: self.bytes.len() as u32,
+                previous: self.last_bucket,
+                bucket,
+                below: self.total,
+            });
+        }
+        put_varint(
+            &mut self.bytes,
+            u64::from(bucket.wrapping_sub(self.last_bucket)),
+        );
+        put_varint(&mut self.bytes, cumulative - self.total);
+        self.entries += 1;
+        self.last_bucket = bucket;
+        self.total = cumulative;
+    }
+
+    /// Drops spare capacity: kept for every replication until the end of the run.
+    fn shrink(mut self) -> Cdf {
+        self.bytes.shrink_to_fit();
+        self.checkpoints.shrink_to_fit();
+        self
+    }
+
+    /// The entries from checkpoint `k` on, as `(bucket, values below it, values in it)`.
+    fn entries_from(&self, k: usize) -> impl Iterator<Item = (u16, u64, u64)> + '_ {
+        let c = self.checkpoints.get(k).copied().unwrap_or(Checkpoint {
+            offset: self.bytes.len() as u32,
+            ..Checkpoint::default()
+        });
+        let (mut at, mut bucket, mut below) = (c.offset as usize, c.previous, c.below);
+        std::iter::from_fn(move || {
+            if at >= self.bytes.len() {
+                return None;
+            }
+            bucket = bucket.wrapping_add(get_varint(&self.bytes, &mut at) as u16);
+            let count = get_varint(&self.bytes, &mut at);
+            let entry = (bucket, below, count);
+            below += count;
+            Some(entry)
+        })
+    }
+
     /// The distribution of the values recorded in `h` (each at its bucket's median
     /// equivalent value).
     pub fn from_histogram(h: &Histogram<u64>) -> Cdf {
         let mut cdf = Cdf::default();
+        let mut pending: Option<(u16, u64)> = None;
         let mut total = 0u64;
         for v in h.iter_recorded() {
             let b = bucket_of(h.median_equivalent(v.value_iterated_to()));
             total += v.count_at_value();
-            if cdf.buckets.last() == Some(&b) {
-                *cdf.cumulative.last_mut().expect("same length") = total;
-            } else {
-                cdf.buckets.push(b);
-                cdf.cumulative.push(total);
+            match pending {
+                Some((last, _)) if last == b => {}
+                Some((last, cumulative)) => cdf.push(last, cumulative),
+                None => {}
             }
+            pending = Some((b, total));
         }
-        cdf
+        if let Some((last, cumulative)) = pending {
+            cdf.push(last, cumulative);
+        }
+        cdf.shrink()
     }
 
     /// Number of values.
     pub fn total(&self) -> u64 {
-        self.cumulative.last().copied().unwrap_or(0)
+        self.total
     }
 
     /// Number of values at most `x`, interpolated linearly inside `x`'s bucket.
     pub fn count_le(&self, x: f64) -> f64 {
-        let pos = self.buckets.partition_point(|&b| bucket_range(b).1 <= x);
-        let below = if pos == 0 {
-            0
-        } else {
-            self.cumulative[pos - 1]
-        };
-        let Some(&b) = self.buckets.get(pos) else {
-            return below as f64;
-        };
-        let (lo, hi) = bucket_range(b);
-        if x < lo {
-            return below as f64;
+        // The last checkpoint whose bucket lies wholly at or below `x`: the first entry
+        // that does not is at it or after it.
+        let k = self
+            .checkpoints
+            .partition_point(|c| bucket_range(c.bucket).1 <= x)
+            .saturating_sub(1);
+        for (b, below, inside) in self.entries_from(k) {
+            let (lo, hi) = bucket_range(b);
+            if hi <= x {
+                continue;
+            }
+            if x < lo {
+                return below as f64;
+            }
+            return below as f64 + inside as f64 * ((x - lo) / (hi - lo)).clamp(0.0, 1.0);
         }
-        let inside = (self.cumulative[pos] - below) as f64;
-        below as f64 + inside * ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+        self.total as f64
     }
 
     /// `(bucket, cumulative count)` pairs, for storage (shard files).
     pub fn to_pairs(&self) -> Vec<[u64; 2]> {
-        self.buckets
-            .iter()
-            .zip(&self.cumulative)
-            .map(|(&b, &c)| [u64::from(b), c])
+        self.entries_from(0)
+            .map(|(b, below, inside)| [u64::from(b), below + inside])
             .collect()
     }
 
@@ -151,15 +256,12 @@ impl Cdf {
         let mut cdf = Cdf::default();
         for &[b, c] in pairs {
             let b = u16::try_from(b).ok()?;
-            if cdf.buckets.last().is_some_and(|&l| l >= b)
-                || cdf.cumulative.last().is_some_and(|&l| l > c)
-            {
+            if (cdf.entries > 0 && cdf.last_bucket >= b) || cdf.total > c {
                 return None;
             }
-            cdf.buckets.push(b);
-            cdf.cumulative.push(c);
+            cdf.push(b, c);
         }
-        Some(cdf)
+        Some(cdf.shrink())
     }
 }
 
@@ -375,6 +477,71 @@ mod tests {
         assert_eq!(Cdf::from_pairs(&c.to_pairs()).unwrap(), c);
         assert!(Cdf::from_pairs(&[[5, 3], [4, 4]]).is_none());
         assert!(Cdf::from_pairs(&[[4, 3], [5, 2]]).is_none());
+    }
+
+    /// The plain form the compact [`Cdf`] replaced: buckets and cumulative counts side by
+    /// side, read by binary search.
+    fn plain(h: &Histogram<u64>) -> (Vec<u16>, Vec<u64>) {
+        let (mut buckets, mut cumulative) = (Vec::<u16>::new(), Vec::<u64>::new());
+        let mut total = 0u64;
+        for v in h.iter_recorded() {
+            let b = bucket_of(h.median_equivalent(v.value_iterated_to()));
+            total += v.count_at_value();
+            if buckets.last() == Some(&b) {
+                *cumulative.last_mut().unwrap() = total;
+            } else {
+                buckets.push(b);
+                cumulative.push(total);
+            }
+        }
+        (buckets, cumulative)
+    }
+
+    fn plain_count_le((buckets, cumulative): &(Vec<u16>, Vec<u64>), x: f64) -> f64 {
+        let pos = buckets.partition_point(|&b| bucket_range(b).1 <= x);
+        let below = if pos == 0 { 0 } else { cumulative[pos - 1] };
+        let Some(&b) = buckets.get(pos) else {
+            return below as f64;
+        };
+        let (lo, hi) = bucket_range(b);
+        if x < lo {
+            return below as f64;
+        }
+        let inside = (cumulative[pos] - below) as f64;
+        below as f64 + inside * ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn compact_cdf_reads_exactly_as_the_plain_one(
+            values in proptest::collection::vec((1u64..1u64 << 36, 1u64..100_000), 0..400),
+            probes in proptest::collection::vec(0f64..1e11, 1..40),
+        ) {
+            let mut h = latency_histogram();
+            for &(v, n) in &values {
+                h.record_n(v.min(crate::metrics::LATENCY_HIGH_NS), n).unwrap();
+            }
+            let c = Cdf::from_histogram(&h);
+            let p = plain(&h);
+            proptest::prop_assert_eq!(c.total(), p.1.last().copied().unwrap_or(0));
+            let pairs: Vec<[u64; 2]> =
+                p.0.iter().zip(&p.1).map(|(&b, &n)| [u64::from(b), n]).collect();
+            proptest::prop_assert_eq!(&c.to_pairs(), &pairs);
+            proptest::prop_assert_eq!(&Cdf::from_pairs(&pairs).unwrap(), &c);
+            // Bucket edges, values recorded and random points, bit for bit.
+            let edges = p.0.iter().flat_map(|&b| {
+                let (lo, hi) = bucket_range(b);
+                [lo, hi, (lo + hi) / 2.0, hi - 1e-9]
+            });
+            let recorded = values.iter().map(|&(v, _)| v as f64);
+            for x in edges.chain(recorded).chain(probes.iter().copied()).chain([0.0, -1.0]) {
+                proptest::prop_assert_eq!(
+                    c.count_le(x).to_bits(),
+                    plain_count_le(&p, x).to_bits(),
+                    "at {}", x
+                );
+            }
+        }
     }
 
     /// Replication `r` of a synthetic output: uniform values, shifted by `r`'s own offset
