@@ -129,6 +129,16 @@ fn source(c: &Case) -> String {
             0.5 + f64::from(c.weights[i as usize % 4]) / 2.0
         );
     }
+    // Admission control on some cases' last group: dropped requests end refused (or
+    // are retried), whatever the order the queue serves in.
+    match c.seed % 7 {
+        2 => s += "[servers.admission]\nqueue_timeout = 0.015\n",
+        4 => {
+            s += "[servers.admission]\ncodel = { target = 0.002, interval = 0.02 }\nadaptive_lifo = { after = 0.01 }\n"
+        }
+        5 => s += "[servers.admission]\nqueue_timeout = 0.03\nadaptive_lifo = { after = 0 }\n",
+        _ => {}
+    }
     s += &format!("[[strategies]]\nkind = \"{}\"\n", c.kind);
     if let Some(p) = c.policy {
         s += POLICIES[p];

@@ -617,11 +617,28 @@ impl Sim<'_> {
                 self.m.client.wasted += spent;
             }
         }
+        self.shed_jobs(now, i);
         if self.members.is_some() {
             self.drained_if_empty(now, i);
         }
         if self.exact_reports {
             self.publish_load(i, now);
+        }
+    }
+
+    /// Server `i`'s admission control dropped job `id` (see `shed_jobs`): the attempt is
+    /// refused at once, if its client still waits for it.
+    pub(super) fn attempt_shed(&mut self, now: Nanos, id: u64) {
+        let c = self.client();
+        let Some(a) = c.attempt_of(id) else {
+            return;
+        };
+        c.attempts[a as usize].at_server = false;
+        c.leave_pending(a);
+        if c.attempts[a as usize].live {
+            self.attempt_failed(now, a, Cause::Rejected);
+        } else {
+            c.release_attempt(a);
         }
     }
 
