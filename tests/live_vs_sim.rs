@@ -312,7 +312,6 @@ fn live_against_thriftpy2(
 /// calibration (its per-request cost is ~0.2 ms of Python, which fails the calibration
 /// bound at scale 1), or gives no verdict if the machine is too busy — never fails.
 #[test]
-#[ignore = "fails here since this session's calibration changes: the Python backend's cost under load is 13% of a declared service at the auto time scale 6, over the 10% bound; run with --ignored once auto scales further"]
 fn thriftpy2_backends_driven_with_backends_flag() {
     require_thriftpy2();
     let _guard = timing_lock();

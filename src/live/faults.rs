@@ -164,6 +164,9 @@ pub(crate) struct FaultPlayer<'a> {
     /// Servers stopped by a membership change since the driver last asked: their pooled
     /// connections are dead ([`FaultPlayer::take_stopped`]).
     stopped: Vec<usize>,
+    /// Servers started again (a join, or a crash's recovery) since the driver last asked:
+    /// it opens their connections ahead of the calls ([`FaultPlayer::take_started`]).
+    started: Vec<usize>,
     /// Every action applied, in order.
     pub log: Vec<FaultEvent>,
 }
@@ -230,6 +233,7 @@ impl<'a> FaultPlayer<'a> {
             scale,
             applying: (Nanos::ZERO, 0.0),
             stopped: Vec::new(),
+            started: Vec::new(),
             log: Vec::new(),
         };
         // Servers that join later are absent from the start, before the first request.
@@ -385,6 +389,13 @@ impl<'a> FaultPlayer<'a> {
         std::mem::take(&mut self.stopped)
     }
 
+    /// Servers started again since the last call (a join, or a crash's recovery): the
+    /// driver opens connections to them before the calls that will need them, so that no
+    /// call waits for a connection to be opened (which the simulator does not model).
+    pub(crate) fn take_started(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.started)
+    }
+
     /// Stops backend `i` (a drain's end, or absent): it answers nothing until it joins.
     fn stop(&mut self, i: usize) {
         self.check(self.controls[i].crash());
@@ -403,6 +414,7 @@ impl<'a> FaultPlayer<'a> {
         }
         let c = self.controls[i].clone();
         self.check(c.recover());
+        self.started.push(i);
         if let Some(cold) = cold {
             let warmup = Duration::from_secs_f64(cold.warmup * self.scale);
             self.check(c.cold(warmup, cold.fraction));
@@ -522,6 +534,7 @@ impl<'a> FaultPlayer<'a> {
                         continue;
                     } else {
                         self.check(c.recover());
+                        self.started.push(i);
                         if let Some(cold) = f.cold {
                             self.check(c.cold(wall(cold.warmup), cold.fraction));
                         }

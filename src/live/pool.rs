@@ -185,6 +185,15 @@ impl Pool {
         Ok(())
     }
 
+    /// Has connections to `backend` opened, each on its own thread as [`Pool::send`] does,
+    /// until it has `n` open or opening (within the per-backend limit); returns at once.
+    /// For a backend that has just (re)started: its calls then find a connection ready.
+    pub(crate) fn prewarm(&mut self, backend: usize, n: usize) {
+        while self.live[backend] < n.min(self.max_per_backend) {
+            self.open_async(backend);
+        }
+    }
+
     /// Calls handed out and not yet reported.
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight
