@@ -100,6 +100,9 @@ pub(super) struct Client {
     /// Per balancer, its live attempts waiting in a server queue (Envoy's pending
     /// requests, read by the circuit breakers).
     pending: Vec<u32>,
+    /// Per balancer, its recent latencies when the hedge delay is a percentile of them
+    /// (empty otherwise).
+    hedge_windows: Vec<crate::policy::LatencyWindow>,
 }
 
 impl Client {
@@ -111,6 +114,10 @@ impl Client {
                 None => Vec::new(),
             },
             healthy: vec![true; servers],
+            hedge_windows: match policy.hedge.and_then(|h| h.percentile) {
+                Some(p) => vec![crate::policy::LatencyWindow::new(&p); balancers],
+                None => Vec::new(),
+            },
             budgets: (0..balancers)
                 .map(|_| Budget::new(policy.budget.as_ref()))
                 .collect(),
@@ -241,6 +248,16 @@ impl Client {
         policy.on_failure(st, cause, now, client, || open_unit(rng.random::<u64>()))
     }
 
+    /// The hedge delay balancer `b` applies at `now` (`None`: no copy), fixed or a
+    /// percentile of its recent latencies.
+    fn hedge_delay(&mut self, b: usize, now: Nanos) -> Option<Nanos> {
+        let h = self.policy.hedge?;
+        match self.hedge_windows.get_mut(b) {
+            Some(w) => w.delay(now),
+            None => Some(h.delay),
+        }
+    }
+
     /// Whether abandoned attempts of a request that ended are withdrawn from servers.
     fn cancels_losers(&self) -> bool {
         self.policy.timeouts.cancel || self.policy.hedge.is_some_and(|h| h.cancel_losers)
@@ -266,7 +283,7 @@ impl Sim<'_> {
         let r = c.new_request(now, &req, b as u32, measured);
         c.budgets[b].on_request(now);
         let generation = c.requests[r as usize].generation;
-        let hedge = c.policy.hedge.map(|h| h.delay);
+        let hedge = c.hedge_delay(b, now);
         self.send_attempt(now, r, false);
         if let Some(delay) = hedge {
             self.events.push(
@@ -703,6 +720,12 @@ impl Sim<'_> {
                 self.balancers[b].reply_load(i, &load, now);
             }
             self.balancers[b].complete(i, now - sent, Outcome::Ok, now);
+            if let Some(w) = c.hedge_windows.get_mut(b) {
+                // The request's latency, from its arrival: with a copy sent after d, the
+                // answer comes after min(L1, d + L2), beyond d exactly when the first
+                // attempt's L1 is, so the percentile tracked is the first attempts'.
+                w.record(now, now - req.st.arrival);
+            }
             c.in_flight[b] -= 1;
             c.extra_in_flight[b] -= u32::from(extra);
             c.budgets[b].on_attempt_end(true);
@@ -843,7 +866,10 @@ impl Sim<'_> {
                     && !req.st.done
                     && req.st.sent < c.policy.max_attempts()
                 {
-                    let delay = c.policy.hedge.map_or(Nanos::ZERO, |h| h.delay);
+                    let b = req.balancer as usize;
+                    let Some(delay) = c.hedge_delay(b, now) else {
+                        return;
+                    };
                     self.events.push(
                         now + delay,
                         Event::Policy {
