@@ -262,6 +262,16 @@ fn bad_admission_is_refused_naming_the_file_and_field() {
         )
         .is_ok()
     );
+    // So with load sweeps beyond capacity.
+    let swept = |admission: &str| {
+        Scenario::from_source(
+            std::path::Path::new("adm.toml"),
+            &format!("{}[sweep]\nload = [0.5, 1.5]\n", src(admission)),
+        )
+    };
+    assert!(swept("codel = {}").is_ok());
+    let e = swept("adaptive_lifo = {}").unwrap_err().to_string();
+    assert!(e.contains("sweep.load"), "{e}");
 }
 
 #[test]

@@ -293,7 +293,7 @@ impl Validator<'_> {
                 format!(
                     "unstable: requests arrive at {rate:.1}/s but the servers together serve at most {capacity:.1}/s, so queues grow without bound"
                 ),
-                "lower the arrival rate, add servers or workers, raise `speed`, or set `queue_capacity` to study overload",
+                "lower the arrival rate, add servers or workers, raise `speed`, or set `queue_capacity` (or a `queue_timeout` or `codel` under [servers.admission]) to study overload",
             ));
         }
         Ok(scenario)
