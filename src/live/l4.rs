@@ -575,19 +575,32 @@ pub(super) fn calibrate(
                     .map_err(unreachable)?,
             )
         };
-        let (extra, over, probe_ns, _) =
-            time_calls(scenario, cfg, backends[i], Some(i), calls, opts).map_err(unreachable)?;
+        let declared = super::calibrate::declared_service_ns(scenario, i, opts.time_scale);
+        // Up to three rounds while what it absorbed exceeds the bound, the smallest
+        // counting, as `calibrate::calibrate` does: a busy machine can stall a whole round
+        // of one backend (one of six at 10.1% at load 8, the others under 0.6%), which is
+        // not the backend's cost; a real cost exceeds the bound in every round.
+        let mut best: Option<(f64, f64, f64)> = None;
+        for _round in 0..3 {
+            let (extra, over, probe_ns, _) =
+                time_calls(scenario, cfg, backends[i], Some(i), calls, opts)
+                    .map_err(unreachable)?;
+            let (extra, over) = (extra.max(0.0), over.max(0.0));
+            if best.is_none_or(|(e, o, _)| extra + over < e + o) {
+                best = Some((extra, over, probe_ns));
+            }
+            if extra + over <= opts.calibration_bound * declared {
+                break;
+            }
+        }
+        let (extra, over, probe_ns) = best.expect("one round ran");
         out.backends.push(BackendCalibration {
             server: info.name.clone(),
             ping_rtt_ns: rtt,
-            extra_latency_ns: extra.max(0.0),
-            service_overhead_ns: over.max(0.0),
+            extra_latency_ns: extra,
+            service_overhead_ns: over,
             probe_ns,
-            declared_service_ns: super::calibrate::declared_service_ns(
-                scenario,
-                i,
-                opts.time_scale,
-            ),
+            declared_service_ns: declared,
         });
     }
     // Through a proxy every backend is reached over the proxy's hop: its extra latency is

@@ -267,7 +267,8 @@ impl Figure {
             // Without faults the simulated fraction is 0 and any failure disagrees. With
             // them, 10% of the simulated fraction: a call failing fast takes a loopback
             // round trip live (~0.1 ms) and no time simulated, so strategies that count
-            // requests in flight see the failing backend slightly busier live.
+            // requests in flight see the failing backend slightly busier live; and at
+            // least [`IN_FLIGHT_FLOOR`] (added where the scenario has faults).
             Figure::ErrorFraction => Tolerance {
                 relative: 0.10,
                 absolute: 0.0,
@@ -286,12 +287,10 @@ impl Figure {
             // the run's tolerances, half as wide again.
             Figure::PhaseLatencyMean => rel(0.15),
             Figure::PhaseLatencyP99 => rel(0.30),
-            // Plus a floor of 0.2%: the requests a crash catches in flight are a handful
-            // (one is 0.06% of a 3 s phase at 560 req/s), and which of them are still in
-            // flight at the instant of the crash is timing, not model.
+            // Plus a floor of 0.2% ([`IN_FLIGHT_FLOOR`]).
             Figure::PhaseErrorFraction => Tolerance {
                 relative: 0.15,
-                absolute: 0.002,
+                absolute: IN_FLIGHT_FLOOR,
             },
             // Client policies: each row's tolerance is widened to the replications' spread
             // (see [`POLICY_SPREAD`]); these are the floors. Attempts per request within 5%
@@ -499,6 +498,13 @@ pub fn adaptive(scenario: &Scenario, label: &str) -> bool {
         .find(|e| e.label() == label)
         .is_none_or(|e| e.spec.about().split == crate::strategy::registry::Split::Dynamic)
 }
+
+/// The absolute floor of an error fraction's tolerance where faults fail requests: the
+/// requests a crash or an error fault catches in flight (or that fail before an outlier
+/// detector ejects the backend) are a handful — one is 0.06% of a 3 s phase at 560 req/s;
+/// 5 simulated against 7 live of 1,547 in an Envoy ejection replay — and which of them are
+/// still in flight at the instant of the fault or of the ejection is timing, not model.
+pub const IN_FLIGHT_FLOOR: f64 = 0.002;
 
 /// How far beyond the response-time lag gate a replay may lag before its servers' queues
 /// are not judged either. Sends that fall far behind leave in a bunch and lengthen the
@@ -729,6 +735,10 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
                 live.values[m],
                 0.0,
             );
+            if figure == Figure::ErrorFraction && !j.scenario.faults.is_empty() {
+                let t = &mut rows.last_mut().expect("just pushed").tolerance;
+                t.absolute = t.absolute.max(IN_FLIGHT_FLOOR);
+            }
             if m.of_client_policies() {
                 // One live run against one simulated one: they differ by about the
                 // spread of single runs, which the floor may not cover.
