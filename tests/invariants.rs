@@ -61,6 +61,8 @@ const POLICIES: &[&str] = &[
     // Circuit breakers: overflows end requests at once, alone or among retries and hedges.
     "[strategies.policy]\nper_try_timeout = 0.015\ncancel = true\n[strategies.policy.circuit_breakers]\nmax_requests = 3\nmax_pending_requests = 1\nmax_retries = 1\n[strategies.policy.retry]\nmax_attempts = 3\nretry_on = [\"timeout\", \"rejected\", \"failed\"]\n",
     "[strategies.policy.circuit_breakers]\nmax_requests = 2\nmax_pending_requests = 0\n[strategies.policy.hedge]\ndelay = 0.002\nmax_attempts = 3\n",
+    // Hedging after a percentile of recent latencies (refreshed within the run).
+    "[strategies.policy]\nper_try_timeout = 0.04\n[strategies.policy.hedge]\ndelay = { percentile = 0.8, window = 0.6, refresh = 0.2 }\nmax_attempts = 3\n",
 ];
 
 fn case() -> impl Strategy<Value = Case> {
