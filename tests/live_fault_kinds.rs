@@ -7,7 +7,7 @@
 //! One small cluster for every kind: 4 servers of one worker, 10 ms lognormal work
 //! (cv 1), Poisson arrivals at 200/s (utilisation 0.5), round robin, 0.5 s of warm-up and
 //! 4 measured seconds, the fault on `node-1` (or the group) from 1.5 s to 2.5 s, at time
-//! scale 2 (9 s of wall-clock time per replay). Round robin's choices do not depend on
+//! scale 1 (4.5 s of wall-clock time per replay). Round robin's choices do not depend on
 //! timing, so a fault applied at the declared time sends the same requests to the same
 //! backends as the replayed simulated replication. Each fault is sized so that it moves
 //! the mean response time of its phase by about 25% or more (or fails a quarter of its
@@ -72,7 +72,7 @@ kind = "round_robin"
 /// Replays with every fault `delay` seconds late, within a minute.
 fn live(s: &Scenario, delay: f64) -> LiveRun {
     let opts = LiveOptions {
-        time_scale: 2.0,
+        time_scale: 1.0,
         io_timeout: Duration::from_secs(5),
         fault_delay: delay,
         ..LiveOptions::default()
