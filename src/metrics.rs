@@ -140,6 +140,8 @@ pub enum Metric {
     TimeToRecover,
     /// `recovered_fraction` (optional: see [`Shown::AfterFaults`]).
     RecoveredFraction,
+    /// `shed_fraction` (optional: see [`Shown::WithAdmission`]).
+    ShedFraction,
 }
 }
 
@@ -187,6 +189,9 @@ pub enum Shown {
     /// For scenarios whose time to recover is defined ([`recovery_spec`]): every fault
     /// ends inside the measured window, and the window has a fault-free start.
     AfterFaults,
+    /// For scenarios where some server group has admission control
+    /// (`[servers.admission]`).
+    WithAdmission,
 }
 
 /// What a scenario has that decides which metrics apply to it ([`Shown`]).
@@ -198,6 +203,8 @@ pub struct Applies {
     pub outlier_detection: bool,
     /// The time to recover is defined ([`recovery_spec`]).
     pub recovery: bool,
+    /// Some server group has admission control.
+    pub admission: bool,
 }
 
 impl Applies {
@@ -210,6 +217,7 @@ impl Applies {
                 .iter()
                 .any(|e| e.policy.as_ref().is_some_and(|p| p.outlier.is_some())),
             recovery: recovery_spec(scenario).is_some(),
+            admission: scenario.groups.iter().any(|g| g.admission.is_some()),
         }
     }
 }
@@ -565,6 +573,15 @@ pub const METRICS: [MetricDef; Metric::COUNT] = {
             "fraction of replications whose time_to_recover ended before the run did (1: recovered, 0: censored at run end); reported with time_to_recover",
         )
         .shown(Shown::AfterFaults),
+        def(
+            ShedFraction,
+            "shed_fraction",
+            "1",
+            Lower,
+            0.10,
+            "attempts dropped by their server's admission control (queue timeout or CoDel, `[servers.admission]`) per request arrived; without a client policy each is a refused request, counted in rejected_fraction too; reported when some server group has admission control",
+        )
+        .shown(Shown::WithAdmission),
     ]
 };
 
@@ -606,6 +623,7 @@ impl Metric {
             Shown::WithPolicies => applies.policies,
             Shown::WithOutlierDetection => applies.outlier_detection,
             Shown::AfterFaults => applies.recovery,
+            Shown::WithAdmission => applies.admission,
         }
     }
 
@@ -930,6 +948,10 @@ pub struct RunMetrics {
     pub unroutable: u64,
     /// Of those, failed because their server crashed (or was down when they reached it).
     pub failed: u64,
+    /// Attempts dropped by their server's admission control (`[servers.admission]`:
+    /// queue timeout or CoDel), as refusals: without a policy each is also counted in
+    /// `rejected`; under one, its request may be retried.
+    pub shed: u64,
     /// Probes sent in the window ([`crate::strategy::Strategy::probes`]).
     pub probes: u64,
     /// Per server.
@@ -1078,6 +1100,7 @@ impl RunMetrics {
             rejected: 0,
             unroutable: 0,
             failed: 0,
+            shed: 0,
             probes: 0,
             client: ClientCounters::default(),
             phases: Vec::new(),
@@ -1414,6 +1437,7 @@ impl RunMetrics {
             Metric::Ejections => self.client.ejections as f64,
             Metric::TimeToRecover => recovery.map_or(f64::NAN, |r| r.0),
             Metric::RecoveredFraction => recovery.map_or(f64::NAN, |r| f64::from(u8::from(r.1))),
+            Metric::ShedFraction => undefined_unless(self.arrived > 0, self.shed as f64 / arrived),
         });
         let servers = self
             .servers

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 pub use budget::{Budget, BudgetSpec};
 pub use circuit::{CircuitSpec, Outstanding};
-pub use hedge::{Hedge, HedgeSpec};
+pub use hedge::{Hedge, HedgeDelay, HedgeSpec, LatencyWindow, PercentileDelay};
 pub use outlier::{Detector, Ejection, OutlierSpec};
 pub use retry::{Cause, MAX_ATTEMPTS, Retry, RetrySpec};
 pub use slow_start::SlowStartSpec;
@@ -178,7 +178,31 @@ impl PolicySpec {
             }
         }
         if let Some(h) = &self.hedge {
-            seconds("hedge.delay", h.delay, true)?;
+            match h.delay {
+                HedgeDelay::Fixed(d) => seconds("hedge.delay", d, true)?,
+                HedgeDelay::Percentile(p) => {
+                    if !(p.percentile > 0.0 && p.percentile < 1.0) {
+                        return Err(err(
+                            "hedge.delay.percentile",
+                            format!("is {}", p.percentile),
+                            "use a fraction strictly between 0 and 1, e.g. 0.95 for the 95th percentile",
+                        ));
+                    }
+                    seconds("hedge.delay.window", p.window, false)?;
+                    seconds("hedge.delay.refresh", p.refresh, false)?;
+                    if p.window < 1e-3 || p.refresh < 1e-3 {
+                        return Err(err(
+                            if p.window < 1e-3 {
+                                "hedge.delay.window"
+                            } else {
+                                "hedge.delay.refresh"
+                            },
+                            "is below 1 ms",
+                            "use 0.001 s or more (Finagle: a window of 30 s refreshed every 3 s)",
+                        ));
+                    }
+                }
+            }
             if !(2..=MAX_ATTEMPTS).contains(&h.max_attempts) {
                 return Err(err(
                     "hedge.max_attempts",

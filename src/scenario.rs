@@ -17,8 +17,8 @@ use std::sync::Arc;
 pub use cost::{Cost, CostError, Limits};
 pub use error::ScenarioError;
 pub use file::{
-    ConnectionSpec, ErrorStatus, FaultKind, FaultSpec, ProbeSpec, ScenarioFile, ServerGroup,
-    WarmupSetting,
+    AdmissionSpec, CodelSpec, ConnectionSpec, ErrorStatus, FaultKind, FaultSpec, LifoSpec,
+    ProbeSpec, ScenarioFile, ServerGroup, WarmupSetting,
 };
 pub use sweep::{Sweep, SweepFile, SweepParameter};
 use validate::Validator;

@@ -145,6 +145,12 @@ const KEYS: &[&str] = &[
     "max_requests",
     "max_pending_requests",
     "max_retries",
+    "queue_timeout",
+    "codel",
+    "adaptive_lifo",
+    "after",
+    "percentile",
+    "refresh",
     "bogus",
 ];
 
@@ -198,6 +204,12 @@ const SNIPPETS: &[&str] = &[
     "[[strategies]]\nkind = \"least_connections\"\n[strategies.policy.outlier]\nkind = \"finagle\"\nconsecutive_failures = 1\nmark_dead_for = 1e-9\nmax_mark_dead_for = 86400\n",
     "[[strategies]]\nkind = \"least_request\"\n[strategies.policy.circuit_breakers]\nmax_requests = 1\nmax_pending_requests = 0\nmax_retries = 4294967295\n[strategies.policy.retry]\nmax_attempts = 10\n",
     "[[strategies]]\nkind = \"least_connections\"\n[strategies.policy.circuit_breakers]\nmax_requests = 0\n",
+    "[[servers]]\nname = \"q\"\nservice = { dist = \"exponential\", mean = 1 }\n[servers.admission]\nqueue_timeout = 1e-6\n",
+    "[[strategies]]\nkind = \"least_request\"\n[strategies.policy.hedge]\ndelay = { percentile = 0.999999, window = 0.001, refresh = 0.001 }\nmax_attempts = 10\n",
+    "[[strategies]]\nkind = \"round_robin\"\n[strategies.policy.hedge]\ndelay = { percentile = 1e-9, window = 1e9, refresh = 1e9 }\ncancel_losers = false\n",
+    "[[servers]]\nname = \"q\"\nservice = { dist = \"exponential\", mean = 1e-3 }\n[servers.admission]\nqueue_timeout = 1e300\n",
+    "[[servers]]\nname = \"q\"\nworkers = 3\nservice = { dist = \"pareto\", scale = 1e-3, shape = 1.1 }\n[servers.admission]\ncodel = { target = 1e-6, interval = 1e-6 }\nadaptive_lifo = { after = 0 }\n",
+    "[[servers]]\nname = \"q\"\nqueue_capacity = 0\nservice = { dist = \"deterministic\", value = 0.01 }\n[servers.admission]\nadaptive_lifo = {}\ncodel = {}\n",
     "[[strategies]]\nkind = \"round_robin\"\n[strategies.policy]\nper_try_timeout = 1e-9\ncancel = true\n[strategies.policy.circuit_breakers]\nmax_requests = 4294967295\nmax_retries = 0\n[strategies.policy.hedge]\ndelay = 0\nmax_attempts = 10\n",
     "[[strategies]]\nkind = \"round_robin\"\n[strategies.policy.outlier]\nkind = \"envoy\"\ninterval = 0.001\nenforcing_success_rate = 100\nsuccess_rate_minimum_hosts = 0\nsuccess_rate_request_volume = 1\nsuccess_rate_stdev_factor = 0\nenforcing_failure_percentage = 50\nfailure_percentage_threshold = 0\n",
 ];

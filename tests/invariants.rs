@@ -61,6 +61,8 @@ const POLICIES: &[&str] = &[
     // Circuit breakers: overflows end requests at once, alone or among retries and hedges.
     "[strategies.policy]\nper_try_timeout = 0.015\ncancel = true\n[strategies.policy.circuit_breakers]\nmax_requests = 3\nmax_pending_requests = 1\nmax_retries = 1\n[strategies.policy.retry]\nmax_attempts = 3\nretry_on = [\"timeout\", \"rejected\", \"failed\"]\n",
     "[strategies.policy.circuit_breakers]\nmax_requests = 2\nmax_pending_requests = 0\n[strategies.policy.hedge]\ndelay = 0.002\nmax_attempts = 3\n",
+    // Hedging after a percentile of recent latencies (refreshed within the run).
+    "[strategies.policy]\nper_try_timeout = 0.04\n[strategies.policy.hedge]\ndelay = { percentile = 0.8, window = 0.6, refresh = 0.2 }\nmax_attempts = 3\n",
 ];
 
 fn case() -> impl Strategy<Value = Case> {
@@ -128,6 +130,16 @@ fn source(c: &Case) -> String {
             c.weights[i as usize % 4],
             0.5 + f64::from(c.weights[i as usize % 4]) / 2.0
         );
+    }
+    // Admission control on some cases' last group: dropped requests end refused (or
+    // are retried), whatever the order the queue serves in.
+    match c.seed % 7 {
+        2 => s += "[servers.admission]\nqueue_timeout = 0.015\n",
+        4 => {
+            s += "[servers.admission]\ncodel = { target = 0.002, interval = 0.02 }\nadaptive_lifo = { after = 0.01 }\n"
+        }
+        5 => s += "[servers.admission]\nqueue_timeout = 0.03\nadaptive_lifo = { after = 0 }\n",
+        _ => {}
     }
     s += &format!("[[strategies]]\nkind = \"{}\"\n", c.kind);
     if let Some(p) = c.policy {

@@ -159,3 +159,57 @@ fn millisecond_latencies_stay_in_milliseconds() {
     let svg = read(tmp.path(), "latency_ccdf.svg");
     assert!(svg.contains("response time (ms, log scale)"));
 }
+
+/// Lines of `svg` drawing a fault window's translucent shading.
+fn shaded(svg: &str) -> usize {
+    svg.lines()
+        .filter(|l| l.starts_with("<rect") && l.contains("fill=\"#D62728\""))
+        .filter(|l| l.contains("opacity=\"0.12\""))
+        .count()
+}
+
+#[test]
+fn queue_over_time_shades_fault_windows() {
+    let tmp = tempfile::tempdir().unwrap();
+    // crash: one fault, three strategies: a box per panel and one in the legend.
+    let dir = tmp.path().join("crash");
+    run("scenarios/crash.toml", &dir);
+    let svg = read(&dir, "queue_over_time.svg");
+    assert_eq!(
+        shaded(&svg),
+        3 + 1,
+        "one shaded window per panel, one in the key"
+    );
+    assert!(labels(&svg).iter().any(|l| l.text == "fault window"));
+    // Each panel labels its window with the fault.
+    let named = labels(&svg)
+        .iter()
+        .filter(|l| l.text.starts_with("crash "))
+        .count();
+    assert_eq!(named, 3, "one fault label per panel");
+    // Each panel's box spans the crash, 20 s to 35 s of a 55 s axis: 15/55 of its width.
+    let widths: Vec<f64> = svg
+        .lines()
+        .filter(|l| l.starts_with("<rect") && l.contains("fill=\"#D62728\""))
+        .map(|l| {
+            let key = " width=\"";
+            let start = l.find(key).unwrap() + key.len();
+            l[start..]
+                .split('"')
+                .next()
+                .unwrap()
+                .parse::<f64>()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        widths.iter().filter(|&&w| w > 50.0).count() == 3,
+        "{widths:?}"
+    );
+    // Without faults: no shading and no key entry.
+    let dir = tmp.path().join("mm1");
+    run("scenarios/mm1.toml", &dir);
+    let svg = read(&dir, "queue_over_time.svg");
+    assert_eq!(shaded(&svg), 0);
+    assert!(!labels(&svg).iter().any(|l| l.text == "fault window"));
+}

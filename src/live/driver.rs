@@ -108,6 +108,19 @@ pub fn replay_via(
             ));
         }
     }
+    if let Some((k, g)) = scenario
+        .groups
+        .iter()
+        .enumerate()
+        .find(|(_, g)| g.admission.is_some())
+    {
+        // The live servers queue FIFO without shedding: refuse rather than replay
+        // without it and compare unlike with unlike.
+        return Err(LiveError::Unsupported(format!(
+            "server group `{}` has [servers.admission] (servers[{k}].admission), which live mode's servers do not apply yet (they serve their queue first in, first out and drop nothing)\n  fix: replay a copy without [servers.admission]",
+            g.name
+        )));
+    }
     // Client policies run live through the driver ([`super::policy`]), except what real
     // Thrift cannot do (withdrawing a call from its server).
     if let Some(reason) = scenario

@@ -48,6 +48,15 @@ use crate::workload::Request;
 /// Why live mode cannot apply `entry`'s policy as simulated, if it cannot.
 pub(crate) fn refusal(entry: &StrategyEntry) -> Option<String> {
     let p = entry.policy.as_ref()?;
+    if p.hedge
+        .as_ref()
+        .is_some_and(|h| matches!(h.delay, crate::policy::HedgeDelay::Percentile(_)))
+    {
+        return Some(format!(
+            "strategy `{}` has a client policy whose hedge.delay is a percentile of recent latencies, which the live driver does not track yet (it hedges after a fixed delay)\n  fix: replay a copy with a fixed hedge.delay in seconds",
+            entry.label()
+        ));
+    }
     if p.circuit_breakers.is_some() {
         return Some(format!(
             "strategy `{}` has a client policy with [strategies.policy.circuit_breakers], which the live driver does not apply yet (the simulator refuses overflowing attempts at the balancer; live would send them)\n  fix: replay a copy without circuit_breakers",

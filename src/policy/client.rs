@@ -207,6 +207,9 @@ pub struct Client {
     /// Per balancer, its live attempts waiting in a server queue (Envoy's pending
     /// requests, read by the circuit breakers).
     pending: Vec<u32>,
+    /// Per balancer, its recent latencies when the hedge delay is a percentile of them
+    /// (empty otherwise).
+    hedge_windows: Vec<crate::policy::LatencyWindow>,
     /// Requests not yet ended.
     open: usize,
 }
@@ -219,6 +222,10 @@ impl Client {
         Client {
             outliers: match &policy.outlier {
                 Some(o) => (0..balancers).map(|_| Detector::new(o, servers)).collect(),
+                None => Vec::new(),
+            },
+            hedge_windows: match policy.hedge.and_then(|h| h.percentile) {
+                Some(p) => vec![crate::policy::LatencyWindow::new(&p); balancers],
                 None => Vec::new(),
             },
             budgets: (0..balancers)
@@ -396,6 +403,16 @@ impl Client {
     }
 
     /// Whether abandoned attempts of a request that ended are withdrawn from servers.
+    /// The hedge delay balancer `b` applies at `now` (`None`: no copy), fixed or a
+    /// percentile of its recent latencies.
+    fn hedge_delay(&mut self, b: usize, now: Nanos) -> Option<Nanos> {
+        let h = self.policy.hedge?;
+        match self.hedge_windows.get_mut(b) {
+            Some(w) => w.delay(now),
+            None => Some(h.delay),
+        }
+    }
+
     fn cancels_losers(&self) -> bool {
         self.policy.timeouts.cancel || self.policy.hedge.is_some_and(|h| h.cancel_losers)
     }
@@ -430,7 +447,7 @@ pub fn arrival<H: Host>(h: &mut H, now: Nanos, req: &Request, b: usize, measured
     let r = c.new_request(req, b as u32, measured);
     c.budgets[b].on_request(now);
     let generation = c.requests[r as usize].generation;
-    let hedge = c.policy.hedge.map(|hedge| hedge.delay);
+    let hedge = c.hedge_delay(b, now);
     send_attempt(h, now, r, false);
     if let Some(delay) = hedge {
         h.schedule(req.arrival + delay, Timer::Hedge, r, generation);
@@ -603,6 +620,12 @@ pub fn served<H: Host>(h: &mut H, now: Nanos, a: u32, record: impl FnOnce(&mut H
     c.budgets[b].on_attempt_end(true);
     let back = c.detect(b, i, true, now);
     c.release_attempt(a);
+    if let Some(w) = c.hedge_windows.get_mut(b) {
+        // The request's latency, from its arrival: with a copy sent after d, the answer
+        // comes after min(L1, d + L2), beyond d exactly when the first attempt's L1 is,
+        // so the percentile tracked is the first attempts'.
+        w.record(now, now - c.requests[r as usize].st.arrival);
+    }
     if let Some(e) = back {
         ejected(h, b, i, e, now);
     }
@@ -790,7 +813,10 @@ pub fn timer<H: Host>(h: &mut H, now: Nanos, timer: Timer, slot: u32, generation
             let req = &c.requests[slot as usize];
             if req.generation == generation && !req.st.done && req.st.sent < c.policy.max_attempts()
             {
-                let delay = c.policy.hedge.map_or(Nanos::ZERO, |h| h.delay);
+                let b = req.balancer as usize;
+                let Some(delay) = c.hedge_delay(b, now) else {
+                    return;
+                };
                 h.schedule(now + delay, Timer::Hedge, slot, generation);
             }
         }

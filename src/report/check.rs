@@ -160,7 +160,7 @@ pub fn baseline_path(dir: &Path, scenario: &str) -> PathBuf {
 
 /// The defaults of [`Metric::tolerance`] in words, for `check --help` and the README (a
 /// test keeps the three in step).
-pub const DEFAULT_TOLERANCES: &str = "latency_max 25%, latency_p999 10%, other latencies 5%; throughput and accepted_rate 2%; rejected_fraction and error_fraction 10%; jain_index 1%; queue_mean and queue_max 10%; ejections and recovered_fraction 10%; time_to_recover 25%; every other metric 5%";
+pub const DEFAULT_TOLERANCES: &str = "latency_max 25%, latency_p999 10%, other latencies 5%; throughput and accepted_rate 2%; rejected_fraction and error_fraction 10%; shed_fraction 10%; jain_index 1%; queue_mean and queue_max 10%; ejections and recovered_fraction 10%; time_to_recover 25%; every other metric 5%";
 
 /// Relative tolerances per metric: the defaults ([`Metric::tolerance`]) overridden by
 /// `spec` (`metric=fraction,...`; `*=fraction` sets every metric).

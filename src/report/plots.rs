@@ -256,6 +256,8 @@ enum Swatch {
     Line(RGBColor),
     /// A dashed grey line (guides such as the end of the warm-up).
     Dashed,
+    /// A translucent box (a shaded span of time, such as a fault window).
+    Shade(RGBColor),
 }
 
 /// Approximate width in pixels of `text` at `font` px (about 0.6 em a character).
@@ -269,6 +271,36 @@ fn legend_width<'a>(labels: impl Iterator<Item = &'a str>, font: u32) -> u32 {
 }
 
 const GUIDE: RGBColor = RGBColor(150, 150, 150);
+
+/// Colour of a fault window's shading, drawn at [`FAULT_ALPHA`] opacity.
+pub const FAULT: RGBColor = RGBColor(214, 39, 40);
+
+/// Opacity of a fault window's shading: translucent, so the lines stay readable.
+pub const FAULT_ALPHA: f64 = 0.12;
+
+/// The spans of time `scenario`'s faults cover, as (start, end) in seconds from the start
+/// of the run with a label (the fault's kind and servers): `at` to the fault's end, or to
+/// `t_end` for a fault without one (`cold` and `deploy` faults, and those without
+/// `duration`).
+pub fn fault_windows(scenario: &Scenario, t_end: f64) -> Vec<(f64, f64, String)> {
+    let servers = scenario.servers();
+    scenario
+        .faults
+        .iter()
+        .map(|f| {
+            let on = match f.servers.as_slice() {
+                [i] => servers[*i].name.clone(),
+                many => format!("{} servers", many.len()),
+            };
+            (
+                f.at.min(t_end),
+                f.until.unwrap_or(t_end).min(t_end),
+                format!("{} {on}", f.kind.name()),
+            )
+        })
+        .filter(|(a, b, _)| b > a)
+        .collect()
+}
 
 /// Draws a legend into `area`, an area of its own beside (or above, `horizontal`) the
 /// charts, so that it never covers data.
@@ -295,6 +327,10 @@ where
             Swatch::Line(c) => area.draw(&PathElement::new(
                 vec![(x, y), (x + 24, y)],
                 c.stroke_width(2),
+            ))?,
+            Swatch::Shade(c) => area.draw(&Rectangle::new(
+                [(x, y - 6), (x + 24, y + 6)],
+                c.mix(FAULT_ALPHA).filled(),
             ))?,
             Swatch::Dashed => {
                 for a in [0, 8, 16] {
@@ -372,6 +408,10 @@ pub fn queue_over_time(
             Swatch::Dashed,
         ));
     }
+    let faults = fault_windows(scenario, t_end);
+    if !faults.is_empty() {
+        key.push(("fault window".into(), Swatch::Shade(FAULT)));
+    }
     render!(path, format, (SIZE.0, height), |root| {
         root.fill(&WHITE)?;
         let (title, body) = root.split_vertically(44);
@@ -408,6 +448,19 @@ pub fn queue_over_time(
                 .axis_desc_style(("sans-serif", 13))
                 .light_line_style(WHITE.mix(0.0))
                 .draw()?;
+            // Fault windows first, under the lines: one translucent box each, labelled
+            // with the fault at its top left (below the warm-up's label; overlapping
+            // faults' labels stack).
+            chart.draw_series(faults.iter().map(|(a, b, _)| {
+                Rectangle::new([(*a, 0.0), (*b, y_max)], FAULT.mix(FAULT_ALPHA).filled())
+            }))?;
+            let style = TextStyle::from(("sans-serif", 11).into_font())
+                .pos(Pos::new(HPos::Left, VPos::Top))
+                .color(&FAULT);
+            chart.draw_series(faults.iter().enumerate().map(|(k, (a, _, text))| {
+                EmptyElement::at((*a, y_max))
+                    + Text::new(text.clone(), (3, 14 + 12 * (k as i32 % 4)), style.clone())
+            }))?;
             if scenario.warmup > 0.0 {
                 chart.draw_series(DashedLineSeries::new(
                     [(scenario.warmup, 0.0), (scenario.warmup, y_max)],

@@ -329,7 +329,7 @@ pub struct FaultSpec {
 }
 
 /// A group of identical servers (`[[servers]]`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerGroup {
     /// Group name; servers are named `<name>-<i>`.
@@ -352,6 +352,96 @@ pub struct ServerGroup {
     pub weight: u32,
     /// Service demand at speed 1 (seconds).
     pub service: Dist,
+    /// Server-side admission control of the group's queues (`[servers.admission]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<AdmissionSpec>,
+}
+
+// By hand, to name `admission` only when set: scenario fingerprints hash this text, and
+// those of groups without admission control stay what they were before it existed.
+impl std::fmt::Debug for ServerGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("ServerGroup");
+        d.field("name", &self.name)
+            .field("count", &self.count)
+            .field("workers", &self.workers)
+            .field("speed", &self.speed)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("weight", &self.weight)
+            .field("service", &self.service);
+        if let Some(a) = &self.admission {
+            d.field("admission", a);
+        }
+        d.finish()
+    }
+}
+
+/// `[servers.admission]`: what a server does with requests that wait in its queue, as
+/// servers shed load they cannot serve in time. Each part is optional; at least one is
+/// set. Applied when a worker frees and takes its next request (as Thrift and Finagle
+/// servers check a queued task's deadline when they dequeue it), so a dropped request
+/// stays in the queue until then.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionSpec {
+    /// Queue timeout (seconds): a request that waited longer is dropped — answered at
+    /// once with a refusal instead of being served (Finagle's and gRPC's server-side
+    /// deadline, Thrift's task expiration; "Fail at Scale" (Maurer, ACM Queue 13(8),
+    /// 2015): drop work its client has given up on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_timeout: Option<f64>,
+    /// CoDel (`codel = { target, interval }`), in the variant Facebook runs (folly's
+    /// `Codel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codel: Option<CodelSpec>,
+    /// Adaptive LIFO (`adaptive_lifo = { after }`): newest first while the queue is
+    /// congested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_lifo: Option<LifoSpec>,
+}
+
+impl AdmissionSpec {
+    /// Whether it drops requests that wait too long, which bounds the queue under
+    /// overload (adaptive LIFO alone reorders, it drops nothing).
+    pub fn drops(&self) -> bool {
+        self.queue_timeout.is_some() || self.codel.is_some()
+    }
+}
+
+/// CoDel's parameters (Nichols & Jacobson, "Controlling Queue Delay", ACM Queue 10(5),
+/// 2012), as folly's `Codel` uses them: the queue is overloaded over an interval when no
+/// request of the previous interval waited less than `target`; while it is, requests that
+/// waited more than twice `target` are dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodelSpec {
+    /// Acceptable standing queue delay (seconds). Default 0.005 (folly
+    /// `codel_target_delay`, 5 ms).
+    #[serde(default = "codel_target")]
+    pub target: f64,
+    /// Window over which the smallest queue delay is tracked (seconds). Default 0.1
+    /// (folly `codel_interval`, 100 ms).
+    #[serde(default = "codel_interval")]
+    pub interval: f64,
+}
+
+/// Adaptive LIFO ("Fail at Scale"): first in, first out while the queue drains; once it
+/// has not been empty for `after`, the newest request is served first, as it is the one
+/// most likely still awaited.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifoSpec {
+    /// Seconds the queue must have been non-empty before service turns newest first.
+    /// Default 0.1 (the 100 ms of "Fail at Scale"'s controlled delay).
+    #[serde(default = "codel_interval")]
+    pub after: f64,
+}
+
+fn codel_target() -> f64 {
+    0.005
+}
+fn codel_interval() -> f64 {
+    0.1
 }
 
 fn default_seed() -> u64 {

@@ -362,7 +362,11 @@ impl Validator<'_> {
                 format!("sweep at most {most} points"),
             ));
         }
-        let bounded = f.servers.iter().any(|g| g.queue_capacity.is_some());
+        // Bounded queues, or admission control that drops what waited too long.
+        let bounded = f
+            .servers
+            .iter()
+            .any(|g| g.queue_capacity.is_some() || g.admission.is_some_and(|a| a.drops()));
         let (parameter, values, field): (SweepParameter, Vec<f64>, String) = if let Some(load) =
             &sw.load
         {
@@ -382,7 +386,7 @@ impl Validator<'_> {
                             if bounded {
                                 "use fractions of capacity greater than 0 (at most 10 with bounded queues)"
                             } else {
-                                "use fractions of capacity between 0 and 1 (set queue_capacity to study overload)"
+                                "use fractions of capacity between 0 and 1 (set queue_capacity, or a queue_timeout or codel under [servers.admission], to study overload)"
                             },
                         ));
                 }
@@ -560,7 +564,10 @@ pub(super) fn check_points(v: &Validator<'_>, scenario: &Scenario) -> Result<(),
     let Some(sweep) = &scenario.sweep else {
         return Ok(());
     };
-    let bounded = scenario.groups.iter().any(|g| g.queue_capacity.is_some());
+    let bounded = scenario
+        .groups
+        .iter()
+        .any(|g| g.queue_capacity.is_some() || g.admission.is_some_and(|a| a.drops()));
     for j in 0..sweep.len() {
         let p = scenario.at_sweep_point(j);
         // Strategy parameters may depend on the number of servers (e.g. d ≤ n).
@@ -599,7 +606,7 @@ pub(super) fn check_points(v: &Validator<'_>, scenario: &Scenario) -> Result<(),
                     "unstable at {}: requests arrive at {rate:.1}/s but the servers serve at most {cap:.1}/s",
                     sweep.describe(j)
                 ),
-                "drop that point, or set `queue_capacity` to study overload",
+                "drop that point, or set `queue_capacity` (or [servers.admission] queue_timeout or codel) to study overload",
             ));
         }
     }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::file::{FaultKind, ScenarioFile, ServerGroup, WarmupSetting};
+use super::file::{AdmissionSpec, FaultKind, ScenarioFile, ServerGroup, WarmupSetting};
 use super::{ErrorFault, Fault, Scenario, ScenarioError, cost, error, expand_servers, sweep};
 use crate::workload::arrival::{ArrivalSpec, Trace};
 use crate::workload::{KeySpec, Workload};
@@ -69,6 +69,42 @@ impl Validator<'_> {
             ));
         }
         self.at_most(field, v, cost::MAX_TIME)
+    }
+
+    /// `[servers.admission]` of a group (`at` names it, e.g. `servers[0].admission`).
+    fn admission(&self, at: &str, a: &AdmissionSpec) -> Result<(), ScenarioError> {
+        if *a
+            == (AdmissionSpec {
+                queue_timeout: None,
+                codel: None,
+                adaptive_lifo: None,
+            })
+        {
+            return Err(self.invalid(
+                at,
+                "sets nothing",
+                "set `queue_timeout`, `codel` or `adaptive_lifo`, or remove [servers.admission]",
+            ));
+        }
+        if let Some(t) = a.queue_timeout {
+            self.interval(&format!("{at}.queue_timeout"), t)?;
+        }
+        if let Some(c) = &a.codel {
+            self.interval(&format!("{at}.codel.target"), c.target)?;
+            self.interval(&format!("{at}.codel.interval"), c.interval)?;
+        }
+        if let Some(l) = &a.adaptive_lifo {
+            let field = format!("{at}.adaptive_lifo.after");
+            if !(l.after.is_finite() && l.after >= 0.0) {
+                return Err(self.invalid(
+                    &field,
+                    format!("is {}", l.after),
+                    "use a number of seconds ≥ 0 (0: newest first whenever a request waits)",
+                ));
+            }
+            self.at_most(&field, l.after, cost::MAX_TIME)?;
+        }
+        Ok(())
     }
 
     pub(super) fn validate(&self, f: ScenarioFile) -> Result<Scenario, ScenarioError> {
@@ -246,7 +282,10 @@ impl Validator<'_> {
             ));
         }
         if rate >= capacity
-            && scenario.groups.iter().all(|g| g.queue_capacity.is_none())
+            && scenario
+                .groups
+                .iter()
+                .all(|g| g.queue_capacity.is_none() && !g.admission.is_some_and(|a| a.drops()))
             && !scenario.strategies.iter().all(bounded_by_circuit_breakers)
         {
             return Err(self.invalid(
@@ -254,7 +293,7 @@ impl Validator<'_> {
                 format!(
                     "unstable: requests arrive at {rate:.1}/s but the servers together serve at most {capacity:.1}/s, so queues grow without bound"
                 ),
-                "lower the arrival rate, add servers or workers, raise `speed`, or set `queue_capacity` to study overload",
+                "lower the arrival rate, add servers or workers, raise `speed`, or set `queue_capacity` (or a `queue_timeout` or `codel` under [servers.admission]) to study overload",
             ));
         }
         Ok(scenario)
@@ -690,6 +729,9 @@ impl Validator<'_> {
                     "is 0",
                     "use 1 or more servers (remove the group to have none)",
                 ));
+            }
+            if let Some(a) = &g.admission {
+                self.admission(&field("admission"), a)?;
             }
             if g.workers == 0 {
                 return Err(self.invalid(

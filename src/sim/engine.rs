@@ -24,7 +24,7 @@ mod network;
 
 use super::event_queue::EventQueue;
 use super::probe::{PROBE_JOB_BASE, Signals};
-use super::server::{Admission, Job, Server, Warmup};
+use super::server::{Admission, Job, QueueControl, Server, Warmup};
 use crate::cancel::Cancel;
 use crate::metrics::RunMetrics;
 use crate::policy::PolicySpec;
@@ -515,6 +515,11 @@ impl<'a> Sim<'a> {
             members: membership::Members::new(scenario),
             replies: network::Replies::default(),
         };
+        for s in &mut sim.servers {
+            if let Some(a) = &scenario.groups[s.group].admission {
+                s.control = Some(Box::new(QueueControl::new(a)));
+            }
+        }
         sim.initial_membership();
         if let Some(r) = sim.requests.next() {
             let seq = sim.events.reserve_seq();
@@ -829,6 +834,7 @@ impl<'a> Sim<'a> {
                 s.started(i, service);
             }
         }
+        self.shed_jobs(now, i);
         if self.members.is_some() {
             self.drained_if_empty(now, i);
         }
@@ -839,6 +845,38 @@ impl<'a> Sim<'a> {
             return None;
         }
         Some(job)
+    }
+
+    /// Answers the requests server `i` just dropped by admission control
+    /// (`[servers.admission]`): each is refused at once, its wait counting in the latency
+    /// its balancer sees (a shedding server answers "overloaded" when it dequeues the
+    /// request); under a policy the attempt is refused and may be retried.
+    fn shed_jobs(&mut self, now: Nanos, i: usize) {
+        if self.servers[i].shed.is_empty() {
+            return;
+        }
+        let mut shed = std::mem::take(&mut self.servers[i].shed);
+        for job in shed.drain(..) {
+            // A probe's cost is nobody's request.
+            if job.id >= PROBE_JOB_BASE {
+                continue;
+            }
+            self.m.shed += u64::from(job.measured);
+            if self.client.is_some() {
+                self.attempt_shed(now, job.id);
+                continue;
+            }
+            self.m.rejected += u64::from(job.measured);
+            if job.measured {
+                self.m.phase_unserved(job.arrival);
+            }
+            let latency = now - job.arrival;
+            self.request_ended(job.balancer as usize, i, latency, Outcome::Rejected, now);
+        }
+        if self.servers[i].shed.is_empty() {
+            // Keep the buffer's allocation for the next drops.
+            self.servers[i].shed = shed;
+        }
     }
 
     fn done(&mut self, now: Nanos, i: usize, id: u64) {

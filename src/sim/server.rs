@@ -1,6 +1,11 @@
 //! A simulated Thrift server: `workers` requests in service at once, the rest waiting in
 //! FIFO order up to `queue_capacity`; a request of work `w` is served in `w / speed`.
 //! A server can crash (dropping every request it holds) and recover, or slow down.
+//!
+//! Admission control (`[servers.admission]`, [`QueueControl`]) sheds queued work when a
+//! worker frees and takes its next request: a queue timeout, CoDel as Facebook's servers
+//! run it, and adaptive LIFO. Dropped requests are left in [`Server::shed`] for the engine
+//! to answer.
 
 use std::collections::VecDeque;
 
@@ -100,6 +105,107 @@ pub struct Server {
     pub warm: Option<Warmup>,
     /// Added round trip (`delay` faults): each answer reaches its client this much later.
     pub delay: Nanos,
+    /// Admission control of the queue (`[servers.admission]`); `None`: plain FIFO.
+    pub control: Option<Box<QueueControl>>,
+    /// Requests dropped by admission control since the engine last took them.
+    pub shed: Vec<Job>,
+    /// Since when the queue has held someone (meaningful while it is not empty).
+    nonempty_since: Nanos,
+}
+
+/// Server-side admission control of one server's queue (`[servers.admission]`), applied
+/// as a freed worker takes its next request — where Thrift's `ThreadManager` checks a
+/// task's expiration and asks folly's `Codel` whether to shed it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueControl {
+    /// A request that waited longer is dropped (server-side deadline, "Fail at Scale").
+    pub queue_timeout: Option<Nanos>,
+    /// CoDel's state, when set.
+    pub codel: Option<Codel>,
+    /// Adaptive LIFO: newest first once the queue has not been empty for this long.
+    pub lifo_after: Option<Nanos>,
+}
+
+impl QueueControl {
+    /// The control a group's `[servers.admission]` asks for.
+    pub fn new(spec: &crate::scenario::AdmissionSpec) -> QueueControl {
+        QueueControl {
+            queue_timeout: spec.queue_timeout.map(Nanos::from_secs_f64),
+            codel: spec.codel.map(|c| {
+                Codel::new(
+                    Nanos::from_secs_f64(c.target),
+                    Nanos::from_secs_f64(c.interval),
+                )
+            }),
+            lifo_after: spec.adaptive_lifo.map(|l| Nanos::from_secs_f64(l.after)),
+        }
+    }
+}
+
+/// CoDel (Nichols & Jacobson, "Controlling Queue Delay", ACM Queue 10(5), 2012) in the
+/// variant of folly's `Codel` (`folly/executors/Codel.cpp`), which Thrift servers and
+/// "Fail at Scale" (Maurer, ACM Queue 13(8), 2015) use: time runs in intervals; the queue
+/// is *overloaded* during an interval when the smallest queueing delay seen in the
+/// previous one exceeded `target` (no request got through quickly: a standing queue, not
+/// a burst). While overloaded, a request that waited more than twice `target` (folly's
+/// slough timeout) is dropped. The first request of each interval is never dropped and
+/// starts its minimum. Unlike CoDel proper, there is no drop rate rising with the square
+/// root of the drop count: folly's authors found sloughing worked better for RPC servers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Codel {
+    target: Nanos,
+    interval: Nanos,
+    /// End of the current interval.
+    interval_end: Nanos,
+    /// Smallest delay seen in the current interval.
+    min_delay: Nanos,
+    /// The next delay seen starts a new minimum.
+    reset: bool,
+    overloaded: bool,
+}
+
+impl Codel {
+    /// CoDel with `target` and `interval`, before any request (at time 0: the first
+    /// interval ends at `interval`, where folly's ends at the first request after it is
+    /// built).
+    pub fn new(target: Nanos, interval: Nanos) -> Codel {
+        Codel {
+            target,
+            interval,
+            interval_end: interval,
+            min_delay: Nanos::ZERO,
+            reset: true,
+            overloaded: false,
+        }
+    }
+
+    /// A request that waited `delay` is about to be served at `now`: whether to drop it
+    /// instead (folly `Codel::overloaded`).
+    pub fn drops(&mut self, now: Nanos, delay: Nanos) -> bool {
+        if now > self.interval_end && !self.reset {
+            self.reset = true;
+            self.interval_end = now + self.interval;
+            self.overloaded = self.min_delay > self.target;
+        }
+        if self.reset {
+            self.reset = false;
+            self.min_delay = delay;
+            return false;
+        }
+        self.min_delay = self.min_delay.min(delay);
+        self.overloaded && delay > self.slough()
+    }
+
+    /// Whether a request that waited `delay` would be dropped now, without counting it
+    /// as seen: for work expired behind the newest under adaptive LIFO.
+    fn expired(&self, delay: Nanos) -> bool {
+        self.overloaded && delay > self.slough()
+    }
+
+    /// folly's slough timeout: twice the target.
+    fn slough(&self) -> Nanos {
+        Nanos(self.target.0.saturating_mul(2))
+    }
 }
 
 /// A linear warm-up: from `from` to `until` the server runs at `fraction` of its speed,
@@ -153,6 +259,50 @@ impl Server {
             error: None,
             warm: None,
             delay: Nanos::ZERO,
+            control: None,
+            shed: Vec::new(),
+            nonempty_since: Nanos::ZERO,
+        }
+    }
+
+    /// The next waiting request a freed worker serves at `now`, after admission control:
+    /// the oldest (or, under adaptive LIFO while the queue is congested, the newest) that
+    /// is not dropped. Dropped requests move to [`Server::shed`].
+    #[inline]
+    fn next_waiting(&mut self, now: Nanos) -> Option<Job> {
+        let Some(control) = self.control.as_deref_mut() else {
+            return self.queue.pop_front();
+        };
+        loop {
+            let lifo = control
+                .lifo_after
+                .is_some_and(|after| !self.queue.is_empty() && now - self.nonempty_since >= after);
+            if lifo {
+                // Expired work behind the newest is dropped as it expires, not left to
+                // wait until the congestion ends.
+                while let Some(j) = self.queue.front() {
+                    let delay = now - j.start;
+                    let expired = control.queue_timeout.is_some_and(|t| delay > t)
+                        || control.codel.as_ref().is_some_and(|c| c.expired(delay));
+                    if !expired {
+                        break;
+                    }
+                    self.shed.extend(self.queue.pop_front());
+                }
+            }
+            let j = if lifo {
+                self.queue.pop_back()
+            } else {
+                self.queue.pop_front()
+            }?;
+            let delay = now - j.start;
+            if control.queue_timeout.is_some_and(|t| delay > t)
+                || control.codel.as_mut().is_some_and(|c| c.drops(now, delay))
+            {
+                self.shed.push(j);
+                continue;
+            }
+            return Some(j);
         }
     }
 
@@ -207,6 +357,10 @@ impl Server {
         if self.down {
             Admission::Down
         } else if self.busy() < self.workers {
+            if let Some(c) = self.control.as_mut().and_then(|c| c.codel.as_mut()) {
+                // Served without waiting: CoDel sees a delay of 0 (not overloaded).
+                c.drops(now, Nanos::ZERO);
+            }
             self.touch(now);
             let service = self.start(&mut job, now);
             self.in_service.push(job);
@@ -217,6 +371,9 @@ impl Server {
         {
             Admission::Rejected
         } else {
+            if self.queue.is_empty() {
+                self.nonempty_since = now;
+            }
             self.queue.push_back(job);
             Admission::Queued
         }
@@ -238,7 +395,7 @@ impl Server {
         self.touch(now);
         self.completed += 1;
         let done = self.in_service.swap_remove(pos);
-        let next = self.queue.pop_front().map(|mut j| {
+        let next = self.next_waiting(now).map(|mut j| {
             let service = self.start(&mut j, now);
             self.in_service.push(j);
             (j, service)
@@ -256,7 +413,7 @@ impl Server {
         let pos = self.in_service.iter().position(|j| j.id == id)?;
         self.touch(now);
         let gone = self.in_service.swap_remove(pos);
-        let next = self.queue.pop_front().map(|mut j| {
+        let next = self.next_waiting(now).map(|mut j| {
             let service = self.start(&mut j, now);
             self.in_service.push(j);
             (j, service)
@@ -345,6 +502,117 @@ mod tests {
         assert_eq!(s.busy(), 0);
         let r = s.report(Nanos(40));
         assert_eq!((r.completed, r.busy_time, r.in_system), (3, 30, 0));
+    }
+
+    /// Job `id` of 10 ns of work, sent at `at`.
+    fn ten_at(id: u64, at: u64) -> Job {
+        Job {
+            work: 10e-9,
+            start: Nanos(at),
+            ..job(id)
+        }
+    }
+
+    fn controlled(control: QueueControl) -> Server {
+        let mut s = Server::new(1, 1.0, None, 0);
+        s.control = Some(Box::new(control));
+        s
+    }
+
+    #[test]
+    fn a_queue_timeout_drops_what_waited_too_long_when_a_worker_frees() {
+        let mut s = controlled(QueueControl {
+            queue_timeout: Some(Nanos(12)),
+            ..QueueControl::default()
+        });
+        assert_eq!(
+            s.admit(ten_at(1, 0), Nanos(0)),
+            Admission::Started(Nanos(10))
+        );
+        s.admit(ten_at(2, 0), Nanos(0));
+        s.admit(ten_at(3, 5), Nanos(5));
+        // At 10 job 2 has waited 10 ≤ 12: served.
+        assert_eq!(s.finish(1, Nanos(10)).1.unwrap().0.id, 2);
+        assert!(s.shed.is_empty());
+        // At 20 job 3 has waited 15 > 12: dropped; job 4 (waited 1) is served instead.
+        s.admit(ten_at(4, 19), Nanos(19));
+        let (done, next) = s.finish(2, Nanos(20));
+        assert_eq!((done.unwrap().id, next.unwrap().0.id), (2, 4));
+        assert_eq!(s.shed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![3]);
+        // A cancellation that frees the worker applies the timeout too.
+        s.shed.clear();
+        s.admit(ten_at(5, 21), Nanos(21));
+        let (_, _, next) = s.cancel(4, Nanos(40)).unwrap();
+        assert!(next.is_none());
+        assert_eq!(s.shed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![5]);
+    }
+
+    #[test]
+    fn codel_drops_beyond_twice_the_target_only_after_an_interval_without_short_waits() {
+        // folly's Codel: target 5, interval 100 (ns here).
+        let mut c = Codel::new(Nanos(5), Nanos(100));
+        // The first delay starts the interval's minimum; nothing is dropped while the
+        // previous interval's minimum is unknown or below the target.
+        assert!(!c.drops(Nanos(1), Nanos(50)));
+        assert!(!c.drops(Nanos(50), Nanos(30)));
+        // A new interval: the last one's minimum (30) exceeds 5, so the queue is
+        // overloaded; the first request of the interval still goes through.
+        assert!(!c.drops(Nanos(102), Nanos(40)));
+        assert!(c.overloaded);
+        assert!(c.drops(Nanos(103), Nanos(11)));
+        assert!(!c.drops(Nanos(104), Nanos(10)), "10 is not beyond 2 × 5");
+        // A short wait in this interval ends the overload at the next one.
+        assert!(!c.drops(Nanos(105), Nanos(2)));
+        assert!(!c.drops(Nanos(210), Nanos(90)));
+        assert!(!c.overloaded);
+        assert!(!c.drops(Nanos(211), Nanos(90)));
+    }
+
+    #[test]
+    fn adaptive_lifo_serves_the_newest_once_the_queue_stays_congested() {
+        let mut s = controlled(QueueControl {
+            lifo_after: Some(Nanos(15)),
+            ..QueueControl::default()
+        });
+        s.admit(ten_at(1, 0), Nanos(0));
+        // The queue holds someone from 1 on.
+        for (id, at) in [(2, 1), (3, 2), (4, 3)] {
+            s.admit(ten_at(id, at), Nanos(at));
+        }
+        // At 10 it has been non-empty for 9 < 15: oldest first.
+        assert_eq!(s.finish(1, Nanos(10)).1.unwrap().0.id, 2);
+        s.admit(ten_at(5, 12), Nanos(12));
+        // At 20, non-empty for 19 ≥ 15: newest first.
+        assert_eq!(s.finish(2, Nanos(20)).1.unwrap().0.id, 5);
+        assert_eq!(s.finish(5, Nanos(30)).1.unwrap().0.id, 4);
+        assert_eq!(s.finish(4, Nanos(40)).1.unwrap().0.id, 3);
+        // Empty, then refilled: first in, first out again until it stays congested.
+        assert_eq!(s.finish(3, Nanos(50)).1, None);
+        s.admit(ten_at(6, 51), Nanos(51));
+        s.admit(ten_at(7, 52), Nanos(52));
+        s.admit(ten_at(8, 53), Nanos(53));
+        assert_eq!(s.finish(6, Nanos(61)).1.unwrap().0.id, 7);
+        assert!(s.shed.is_empty());
+    }
+
+    #[test]
+    fn adaptive_lifo_drops_expired_work_behind_the_newest() {
+        let mut s = controlled(QueueControl {
+            queue_timeout: Some(Nanos(25)),
+            lifo_after: Some(Nanos(0)),
+            ..QueueControl::default()
+        });
+        s.admit(ten_at(1, 0), Nanos(0));
+        for (id, at) in [(2, 1), (3, 2), (4, 20)] {
+            s.admit(ten_at(id, at), Nanos(at));
+        }
+        // At 30 jobs 2 and 3 have waited more than 25: dropped though 4 is served first.
+        assert_eq!(s.finish(1, Nanos(10)).1.unwrap().0.id, 4);
+        assert!(s.shed.is_empty());
+        assert_eq!(s.finish(4, Nanos(20)).1.unwrap().0.id, 3);
+        s.admit(ten_at(5, 25), Nanos(25));
+        assert_eq!(s.finish(3, Nanos(30)).1.unwrap().0.id, 5);
+        assert_eq!(s.shed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![2]);
     }
 
     #[test]

@@ -161,6 +161,7 @@ impl Host for Sim<'_> {
                 self.m.client.wasted += spent;
             }
         }
+        self.shed_jobs(now, i);
         if self.members.is_some() {
             self.drained_if_empty(now, i);
         }
@@ -295,6 +296,14 @@ impl Sim<'_> {
 
     /// Attempts held by server `i` when it crashed: each live one fails (and may be
     /// retried); the others are forgotten.
+    /// Server `i`'s admission control dropped job `id` (see `shed_jobs`): the attempt is
+    /// refused at once, if its client still waits for it.
+    pub(super) fn attempt_shed(&mut self, now: Nanos, id: u64) {
+        if let Some(a) = self.client().attempt_of(id) {
+            core::lost(self, now, a, Cause::Rejected);
+        }
+    }
+
     pub(super) fn attempts_lost(&mut self, now: Nanos, _i: usize, lost: Vec<Job>) {
         for job in lost {
             if let Some(a) = self.client().attempt_of(job.id) {

@@ -1,0 +1,319 @@
+//! Server-side admission control (`[servers.admission]`, issue 11): a queue timeout drops
+//! what the M/M/1+D queue predicts, CoDel holds the standing queue delay near its target
+//! under overload, adaptive LIFO serves most requests fast where FIFO serves all late,
+//! every request still ends exactly once, and live mode refuses what it does not apply.
+
+mod common;
+
+use common::{assert_agrees, run_default, scenario, values};
+use lbsim::metrics::{Metric, RunMetrics};
+use lbsim::scenario::Scenario;
+use lbsim::sim::Run;
+
+/// Runs replication `rep` of strategy entry `k` (with its policy, if any).
+fn sim(s: &Scenario, k: usize, rep: u64) -> RunMetrics {
+    Run::entry(s, &s.strategies[k], rep).metrics()
+}
+
+/// Every measured request ended exactly one way.
+fn assert_ends_once(m: &RunMetrics) {
+    let ended = m.latency.len() + m.rejected + m.unroutable + m.failed + m.client.timed_out;
+    assert_eq!(m.arrived, ended, "arrived vs ended: {:?}", m.client);
+}
+
+/// One single-worker server (exponential service, mean 10 ms: μ = 100/s) at Poisson
+/// arrival rate `rate`, its queue under `admission` (the body of `[servers.admission]`),
+/// behind round robin followed by `policy`.
+fn one_server(rate: f64, admission: &str, policy: &str) -> Scenario {
+    server_of(0.01, rate, admission, policy)
+}
+
+/// [`one_server`] with a mean service time of `mean` seconds.
+fn server_of(mean: f64, rate: f64, admission: &str, policy: &str) -> Scenario {
+    scenario(&format!(
+        r#"
+name = "admission"
+duration = 200
+warmup = 5
+replications = 8
+[arrivals]
+process = "poisson"
+rate = {rate}
+[[servers]]
+name = "s"
+service = {{ dist = "exponential", mean = {mean} }}
+[servers.admission]
+{admission}
+[[strategies]]
+kind = "round_robin"
+{policy}
+"#
+    ))
+}
+
+/// M/M/1+D: one FIFO worker whose queued requests are dropped once they have waited `d`.
+/// Dropped requests take no service, so a request is served exactly when the work ahead
+/// of it at arrival (the virtual waiting time V) is at most `d`, as in the M/M/1 queue
+/// with deterministic impatience (Baccelli, Boyer & Hébuterne, J. Appl. Prob. 21(1),
+/// 1984); dropping when a worker would start it (as here) or at the deadline serves the
+/// same requests. Level crossing gives V's density π0 λ e^{−(μ−λ)x} below `d` and
+/// π0 λ e^{−(μ−λ)d} e^{−μ(x−d)} above, so by PASTA the dropped fraction is
+/// P(V > d) = π0 (λ/μ) e^{−(μ−λ)d}, with π0 from the normalisation. Valid for any ρ.
+fn mm1_plus_d_drop(lambda: f64, mu: f64, d: f64) -> f64 {
+    let a = mu - lambda;
+    let tail = (-a * d).exp();
+    let body = if a.abs() < 1e-12 {
+        lambda * d
+    } else {
+        lambda * (1.0 - tail) / a
+    };
+    let pi0 = 1.0 / (1.0 + body + lambda * tail / mu);
+    pi0 * lambda / mu * tail
+}
+
+#[test]
+fn queue_timeout_on_mm1_drops_what_mm1_plus_d_predicts() {
+    // Below, near and above capacity: the formula holds at any load.
+    for (rate, d) in [(80.0, 0.02), (100.0, 0.01), (150.0, 0.03)] {
+        let theory = mm1_plus_d_drop(rate, 100.0, d);
+        let s = one_server(rate, &format!("queue_timeout = {d}"), "");
+        let r = run_default(&s);
+        assert_agrees(
+            &format!("dropped at rho {} d {d}", rate / 100.0),
+            &values(&r, 0, Metric::ShedFraction),
+            theory,
+        );
+        // Conservation: every request arrived is served or dropped, and dropped ones are
+        // the only refusals.
+        let m = sim(&s, 0, 0);
+        assert_ends_once(&m);
+        assert_eq!(m.rejected, m.shed);
+        assert_eq!(m.arrived, m.latency.len() + m.shed);
+        // Served requests waited at most d (the wait histogram is exact to 3 digits).
+        assert!(m.wait.max() as f64 * 1e-9 <= d * 1.001, "{}", m.wait.max());
+        if rate < 100.0 {
+            // Fewer than M/M/1's share of waits beyond d, ρ e^{−(μ−λ)d}: dropping
+            // shortens the queue behind.
+            assert!(theory < rate / 100.0 * (-(100.0 - rate) * d).exp());
+        }
+        // Under a policy that adds nothing the same requests are dropped.
+        let p = one_server(
+            rate,
+            &format!("queue_timeout = {d}"),
+            "[strategies.policy]\ncancel = false\n",
+        );
+        let b = sim(&p, 0, 0);
+        assert_ends_once(&b);
+        assert_eq!((m.shed, m.latency_sum), (b.shed, b.latency_sum));
+    }
+}
+
+#[test]
+fn a_dropped_attempt_is_refused_and_may_be_retried() {
+    let s = one_server(
+        150.0,
+        "queue_timeout = 0.02",
+        "[strategies.policy.retry]\nmax_attempts = 2\nretry_on = [\"rejected\"]\nbase_interval = 0.001\n",
+    );
+    let m = sim(&s, 0, 0);
+    assert_ends_once(&m);
+    assert!(m.shed > 0 && m.client.retries > 0, "{:?}", m.client);
+    // Each request is dropped at most twice (two attempts), and only a request whose
+    // retry was dropped too ends refused.
+    assert!(m.rejected < m.shed && m.shed <= 2 * m.arrived);
+    assert_eq!(m.client.attempts, m.arrived + m.client.retries);
+}
+
+/// M/M/1 with μ = 10 000/s (service mean 0.1 ms) at ρ = 1.5, 4 replications of 20 s,
+/// its queue under `admission`.
+fn fast_overloaded(admission: &str) -> Scenario {
+    scenario(&format!(
+        r#"
+name = "codel"
+duration = 20
+warmup = 1
+replications = 4
+[arrivals]
+process = "poisson"
+rate = 15000
+[[servers]]
+name = "s"
+service = {{ dist = "exponential", mean = 0.0001 }}
+[servers.admission]
+{admission}
+[[strategies]]
+kind = "round_robin"
+"#
+    ))
+}
+
+#[test]
+fn codel_holds_the_standing_queue_delay_near_its_target_under_overload() {
+    // A queue timeout of 1 s alone lets every served request wait about 1 s. CoDel
+    // (folly's defaults: target 5 ms, interval 100 ms, here 50 service times) finds an
+    // interval's shortest wait above the target and sheds from the next on: a request
+    // that waited more than twice the target is dropped, so the head of the queue stays
+    // just under 10 ms old and every served request waited between the target (the
+    // standing queue) and twice it. The head's age is a random walk pushed back at
+    // 2 × target; CoDel keeps shedding only while its dips within an interval stay above
+    // the target, which needs a target of many service times: with 1 ms services and
+    // the same target the dips reach under 5 ms most intervals, shedding pauses every
+    // other interval, and served requests wait 18 ms on average (measured).
+    let t = run_default(&fast_overloaded("queue_timeout = 1"));
+    let codel = fast_overloaded("queue_timeout = 1\ncodel = { target = 0.005, interval = 0.1 }");
+    let c = run_default(&codel);
+    let est = |r, m| common::reported(r, 0, m);
+    let (tw, cw, c99) = (
+        est(&t, Metric::WaitMean),
+        est(&c, Metric::WaitMean),
+        est(&c, Metric::WaitP99),
+    );
+    println!("mean wait: timeout only {tw:?}, codel {cw:?}; codel p99 {c99:?}");
+    // (Less the first second after the warm-up, while the queue builds up.)
+    assert!(tw.low > 0.9, "{tw:?}");
+    assert!(cw.low > 0.005 && cw.high <= 0.010, "{cw:?}");
+    // Only the first request of each interval (1 in about 1000) may have waited longer.
+    assert!(c99.high <= 0.0101, "{c99:?}");
+    // The worker never idles: goodput is the capacity, 10 000/s (to 1%: requests of the
+    // window served in the drain after it add at most 10 ms of work).
+    let ct = est(&c, Metric::Throughput);
+    assert!((ct.mean / 10_000.0 - 1.0).abs() < 0.01, "{ct:?}");
+    let m = sim(&codel, 0, 0);
+    assert_ends_once(&m);
+    assert_eq!(m.rejected, m.shed);
+}
+
+#[test]
+fn adaptive_lifo_lowers_the_median_under_overload() {
+    // ρ = 1.2 with a 200 ms queue timeout: first in, first out, a served request has
+    // waited close to the timeout; newest first (once the queue has held someone for
+    // 50 ms), most are served at once and the oldest are the ones that expire.
+    let fifo = one_server(120.0, "queue_timeout = 0.2", "");
+    let lifo = one_server(
+        120.0,
+        "queue_timeout = 0.2\nadaptive_lifo = { after = 0.05 }",
+        "",
+    );
+    let (f, l) = (run_default(&fifo), run_default(&lifo));
+    let p50 = |r| common::reported(r, 0, Metric::LatencyP50);
+    let (fp, lp) = (p50(&f), p50(&l));
+    println!("p50 fifo {fp:?} lifo {lp:?}");
+    assert!(lp.high < fp.low / 4.0, "{lp:?} vs {fp:?}");
+    // The cost: what LIFO leaves behind all expires, so the queue runs empty now and
+    // then and the worker idles — a few percent of goodput here.
+    let tp = |r| common::reported(r, 0, Metric::Throughput);
+    let (ft, lt) = (tp(&f), tp(&l));
+    println!("throughput fifo {ft:?} lifo {lt:?}");
+    assert!(
+        lt.mean < ft.mean && lt.mean > 0.9 * ft.mean,
+        "{lt:?} vs {ft:?}"
+    );
+    for k in 0..2 {
+        assert_ends_once(&sim(&lifo, 0, k));
+    }
+}
+
+#[test]
+fn bad_admission_is_refused_naming_the_file_and_field() {
+    let src = |admission: &str| {
+        format!(
+            "duration = 5\n[arrivals]\nprocess = \"poisson\"\nrate = 10\n[[servers]]\nname = \"s\"\nservice = {{ dist = \"exponential\", mean = 0.01 }}\n[servers.admission]\n{admission}\n[[strategies]]\nkind = \"round_robin\"\n"
+        )
+    };
+    for (admission, field) in [
+        ("queue_timeout = -1", "servers[0].admission.queue_timeout"),
+        (
+            "queue_timeout = 1e-12",
+            "servers[0].admission.queue_timeout",
+        ),
+        ("", "servers[0].admission"),
+        (
+            "codel = { target = 0 }",
+            "servers[0].admission.codel.target",
+        ),
+        (
+            "codel = { interval = inf }",
+            "servers[0].admission.codel.interval",
+        ),
+        (
+            "adaptive_lifo = { after = -0.1 }",
+            "servers[0].admission.adaptive_lifo.after",
+        ),
+        ("lifo = true", "lifo"),
+    ] {
+        let e = Scenario::from_source(std::path::Path::new("adm.toml"), &src(admission))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("adm.toml") && e.contains(field),
+            "{admission}: {e}"
+        );
+    }
+    // Adaptive LIFO alone drops nothing: it does not make an overloaded queue stable.
+    let overloaded = src("adaptive_lifo = {}").replace("rate = 10", "rate = 150");
+    let e = Scenario::from_source(std::path::Path::new("adm.toml"), &overloaded)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unstable"), "{e}");
+    assert!(
+        Scenario::from_source(
+            std::path::Path::new("adm.toml"),
+            &src("queue_timeout = 0.1").replace("rate = 10", "rate = 150")
+        )
+        .is_ok()
+    );
+    // So with load sweeps beyond capacity.
+    let swept = |admission: &str| {
+        Scenario::from_source(
+            std::path::Path::new("adm.toml"),
+            &format!("{}[sweep]\nload = [0.5, 1.5]\n", src(admission)),
+        )
+    };
+    assert!(swept("codel = {}").is_ok());
+    let e = swept("adaptive_lifo = {}").unwrap_err().to_string();
+    assert!(e.contains("sweep.load"), "{e}");
+}
+
+#[test]
+fn live_mode_refuses_admission_control_with_the_reason() {
+    let s = one_server(50.0, "queue_timeout = 0.1", "");
+    let Err(e) = lbsim::live::replay(&s, &lbsim::live::LiveOptions::default()) else {
+        panic!("live mode replayed a scenario with [servers.admission]");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("[servers.admission]") && e.contains("fix"),
+        "{e}"
+    );
+}
+
+#[test]
+fn admission_control_runs_are_the_same_whatever_the_thread_count() {
+    let s = one_server(
+        130.0,
+        "queue_timeout = 0.05\ncodel = { target = 0.005, interval = 0.05 }\nadaptive_lifo = { after = 0.02 }",
+        "",
+    );
+    let runs: Vec<_> = [1, 3]
+        .into_iter()
+        .map(|threads| {
+            let r = lbsim::runner::run(
+                &s,
+                &lbsim::runner::RunOptions {
+                    threads: Some(threads),
+                    ..Default::default()
+                },
+            )
+            .expect("run");
+            let bits = |m| {
+                values(&r, 0, m)
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            (bits(Metric::ShedFraction), bits(Metric::LatencyMean))
+        })
+        .collect();
+    assert!(runs[0].0.iter().all(|&v| f64::from_bits(v) > 0.0));
+    assert_eq!(runs[0], runs[1]);
+}
