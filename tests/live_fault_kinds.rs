@@ -20,14 +20,15 @@
 //! The replays run one at a time (a lock): two at once on a small machine make the driver
 //! lag.
 
+mod common;
+
 use std::path::Path;
-use std::sync::{Mutex, mpsc};
-use std::thread;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use lbsim::live::faults::FaultEvent;
-use lbsim::live::verdict::{self, CompareOptions, Outcome, Verdict};
-use lbsim::live::{LiveOptions, LiveRun, replay};
+use lbsim::live::verdict::{Outcome, Verdict};
+use lbsim::live::{LiveOptions, LiveRun};
 use lbsim::scenario::Scenario;
 
 /// One replay at a time.
@@ -77,27 +78,11 @@ fn live(s: &Scenario, delay: f64) -> LiveRun {
         fault_delay: delay,
         ..LiveOptions::default()
     };
-    let (tx, rx) = mpsc::channel();
-    let (s, o) = (s.clone(), opts);
-    thread::spawn(move || {
-        let _ = tx.send(replay(&s, &o));
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the replay did not finish within 60 s")
-        .expect("replay")
+    common::replay_within(s, &opts, Duration::from_secs(60)).expect("replay")
 }
 
 fn judge(s: &Scenario, run: &LiveRun) -> Verdict {
-    let v = verdict::compare(
-        s,
-        run,
-        &CompareOptions {
-            replications: Some(10),
-            ..CompareOptions::default()
-        },
-    )
-    .expect("compare");
-    print!("{:?}\n{}", v.outcome(), verdict::table(&v));
+    let v = common::verdict_of(s, run, 10);
     for e in &run.strategies[0].faults {
         println!("{:.3} s {} (late {:.0} µs)", e.at, e.what, e.late * 1e6);
     }

@@ -16,13 +16,13 @@
 //! fail where the model has none (`phase_error_fraction:after[4-6s]`, a simulated 0,
 //! judged whatever the lag) and the "during" phase loses its failures.
 
+mod common;
+
 use std::path::Path;
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
-use lbsim::live::verdict::{self, CompareOptions, Outcome, Verdict};
-use lbsim::live::{LiveOptions, LiveRun, replay};
+use lbsim::live::verdict::{Outcome, Verdict};
+use lbsim::live::{LiveOptions, LiveRun};
 use lbsim::scenario::Scenario;
 
 const SCENARIO: &str = r#"
@@ -65,27 +65,11 @@ fn live(s: &Scenario, delay: f64) -> LiveRun {
         fault_delay: delay,
         ..LiveOptions::default()
     };
-    let (tx, rx) = mpsc::channel();
-    let (s, o) = (s.clone(), opts);
-    thread::spawn(move || {
-        let _ = tx.send(replay(&s, &o));
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the replay did not finish within 60 s")
-        .expect("replay")
+    common::replay_within(s, &opts, Duration::from_secs(60)).expect("replay")
 }
 
 fn judge(s: &Scenario, run: &LiveRun) -> Verdict {
-    let v = verdict::compare(
-        s,
-        run,
-        &CompareOptions {
-            replications: Some(10),
-            ..CompareOptions::default()
-        },
-    )
-    .expect("compare");
-    print!("{:?}\n{}", v.outcome(), verdict::table(&v));
+    let v = common::verdict_of(s, run, 10);
     for e in &run.strategies[0].faults {
         println!("{:.3} s {} (late {:.0} µs)", e.at, e.what, e.late * 1e6);
     }

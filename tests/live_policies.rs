@@ -14,13 +14,13 @@
 //! that retries more than the scenario says) and judges it against the declared scenario:
 //! the verdict must fail on the policy figures.
 
+mod common;
+
 use std::path::Path;
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
-use lbsim::live::verdict::{self, CompareOptions, Outcome, Verdict};
-use lbsim::live::{LiveError, LiveOptions, LiveRun, replay};
+use lbsim::live::verdict::{self, Outcome, Verdict};
+use lbsim::live::{LiveError, LiveOptions, LiveRun};
 use lbsim::scenario::Scenario;
 
 fn scenario(name: &str, text: &str) -> Scenario {
@@ -35,27 +35,11 @@ fn live(s: &Scenario) -> Result<LiveRun, LiveError> {
         io_timeout: Duration::from_secs(5),
         ..LiveOptions::default()
     };
-    let (tx, rx) = mpsc::channel();
-    let s = s.clone();
-    thread::spawn(move || {
-        let _ = tx.send(replay(&s, &opts));
-    });
-    rx.recv_timeout(Duration::from_secs(90))
-        .expect("the replay did not finish within 90 s")
+    common::replay_within(s, &opts, Duration::from_secs(90))
 }
 
 fn judge(s: &Scenario, run: &LiveRun) -> Verdict {
-    let v = verdict::compare(
-        s,
-        run,
-        &CompareOptions {
-            replications: Some(10),
-            ..CompareOptions::default()
-        },
-    )
-    .expect("compare");
-    print!("{:?}\n{}", v.outcome(), verdict::table(&v));
-    v
+    common::verdict_of(s, run, 10)
 }
 
 /// The row of `metric` for the only strategy, which must exist.

@@ -576,24 +576,12 @@ pub(super) fn calibrate(
             )
         };
         let declared = super::calibrate::declared_service_ns(scenario, i, opts.time_scale);
-        // Up to three rounds while what it absorbed exceeds the bound, the smallest
-        // counting, as `calibrate::calibrate` does: a busy machine can stall a whole round
-        // of one backend (one of six at 10.1% at load 8, the others under 0.6%), which is
-        // not the backend's cost; a real cost exceeds the bound in every round.
-        let mut best: Option<(f64, f64, f64)> = None;
-        for _round in 0..3 {
-            let (extra, over, probe_ns, _) =
+        let (extra, over, probe_ns) =
+            super::calibrate::best_of_rounds(opts.calibration_bound * declared, || {
                 time_calls(scenario, cfg, backends[i], Some(i), calls, opts)
-                    .map_err(unreachable)?;
-            let (extra, over) = (extra.max(0.0), over.max(0.0));
-            if best.is_none_or(|(e, o, _)| extra + over < e + o) {
-                best = Some((extra, over, probe_ns));
-            }
-            if extra + over <= opts.calibration_bound * declared {
-                break;
-            }
-        }
-        let (extra, over, probe_ns) = best.expect("one round ran");
+                    .map(|(extra, over, probe_ns, _)| (extra, over, probe_ns))
+            })
+            .map_err(unreachable)?;
         out.backends.push(BackendCalibration {
             server: info.name.clone(),
             ping_rtt_ns: rtt,

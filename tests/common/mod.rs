@@ -142,3 +142,40 @@ pub fn seeded_runs(s: &Scenario, first: u64, runs: u64) -> impl Iterator<Item = 
         .expect("run")
     })
 }
+
+/// Replays `s` with `opts` on a thread of its own; panics if it has not finished within
+/// `limit` (a hung replay fails its test instead of hanging the suite).
+pub fn replay_within(
+    s: &Scenario,
+    opts: &lbsim::live::LiveOptions,
+    limit: std::time::Duration,
+) -> Result<lbsim::live::LiveRun, lbsim::live::LiveError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (s, opts) = (s.clone(), opts.clone());
+    std::thread::spawn(move || {
+        let _ = tx.send(lbsim::live::replay(&s, &opts));
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("the replay did not finish within {limit:?}"))
+}
+
+/// The verdict on `run` against `replications` simulated replications, printed (outcome
+/// and table) for the test's output.
+pub fn verdict_of(
+    s: &Scenario,
+    run: &lbsim::live::LiveRun,
+    replications: u32,
+) -> lbsim::live::verdict::Verdict {
+    use lbsim::live::verdict::{self, CompareOptions};
+    let v = verdict::compare(
+        s,
+        run,
+        &CompareOptions {
+            replications: Some(replications),
+            ..CompareOptions::default()
+        },
+    )
+    .expect("compare");
+    print!("{:?}\n{}", v.outcome(), verdict::table(&v));
+    v
+}
