@@ -19,7 +19,7 @@
 //! | `power_of_d`, d = 2 (HAProxy: any d) | `random two least_conn` | `random(d)` |
 //! | `first` | none | `first`, `maxconn` = the strategy's (or workers) |
 //! | `nginx_hash` | `hash $remote_addr` with weights (the same hash) | none |
-//! | `haproxy_source` | none | `balance source`, `hash-type map-based`, with weights (the same map) |
+//! | `haproxy_source` | none | `balance source`, `hash-type map-based` or `consistent` (`avalanche`, `hash-balance-factor`), with weights (the same map or tree) |
 //!
 //! "None" is refused with the lbsim strategy that does follow the proxy. Random
 //! algorithms draw their own random numbers, so their runs are comparable with the
@@ -332,9 +332,22 @@ fn matching(
             ))
         };
     }
-    if spec.is::<HaproxySource>() {
+    if let Some(p) = spec.params::<HaproxySource>() {
         return if haproxy {
-            Ok(plain("source\n    hash-type map-based", true))
+            let mut directive = String::from(if p.consistent {
+                "source\n    hash-type consistent"
+            } else {
+                "source\n    hash-type map-based"
+            });
+            if p.avalanche {
+                // The function (sdbm, the default) must precede the modifier; `balance
+                // source` hashes no string with it.
+                directive += " sdbm avalanche";
+            }
+            if p.hash_balance_factor > 0 {
+                directive += &format!("\n    hash-balance-factor {}", p.hash_balance_factor);
+            }
+            Ok(plain(&directive, true))
         } else {
             Err(none(
                 "nginx's `hash $remote_addr` hashes the address's text with crc32 over the weighted peers: its lbsim strategy is `nginx_hash`",
