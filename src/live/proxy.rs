@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use crate::scenario::Scenario;
 use crate::strategy::{
-    BoundedLoadHash, EdfWeightedRoundRobin, First, Fwrr, HaproxySource, LeastConnections,
+    BoundedLoadHash, EdfWeightedRoundRobin, First, Fwrr, HaproxySource, IpvsSh, LeastConnections,
     Leastconn, Maglev, NginxHash, PowerOfD, RandomChoice, RingHash, RoundRobin,
     SmoothWeightedRoundRobin, StaticRr, StrategyEntry, StrategySpec, WeightedRandom,
 };
@@ -356,6 +356,11 @@ fn matching(
     }
     if spec.is::<RingHash>() || spec.is::<Maglev>() || spec.is::<BoundedLoadHash>() {
         return Err(none(hashing));
+    }
+    if spec.is::<IpvsSh>() {
+        return Err(none(
+            "IPVS schedules in the Linux kernel (root and the ip_vs module), not in a proxy live mode starts; replay it without --via, where the driver's own balancer runs the same table",
+        ));
     }
     Err(none(
         "it needs per-request information (latencies, load reports, requests in flight) that an L4 proxy does not have; see the README's proxy table",
