@@ -283,3 +283,74 @@ fn through_a_proxy_health_and_membership_faults_are_refused_with_the_knob_that_d
         }
     }
 }
+
+/// Installs the proxies through the repository's script (as `tests/live_proxies.rs`).
+fn install_proxies() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-proxies.sh");
+    let out = std::process::Command::new("sh")
+        .arg(&script)
+        .output()
+        .expect("run scripts/install-proxies.sh");
+    assert!(
+        out.status.success(),
+        "scripts/install-proxies.sh failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_slow_down_replays_through_haproxy_and_agrees_phase_by_phase() {
+    install_proxies();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // The slow-down alone: HAProxy forwards it unchanged.
+    let src = SCENARIO.replace(
+        "[[faults]]\nserver = \"slow-1\"\nkind = \"crash\"\nat = 2.5\nduration = 1.5\ndetection = 1.0\n",
+        "",
+    );
+    let s = Scenario::from_source(Path::new("l4-slow-live.toml"), &src)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.faults.len(), 1, "only the slow-down is left");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let opts = LiveOptions {
+        time_scale: 2.0,
+        io_timeout: Duration::from_secs(5),
+        ..LiveOptions::default()
+    };
+    let mut v = None;
+    for _ in 0..3 {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (s2, o2, dir) = (s.clone(), opts.clone(), tmp.path().join("proxy"));
+        std::thread::spawn(move || {
+            let _ = tx.send(lbsim::live::replay_via(
+                &s2,
+                &o2,
+                Some((ProxyKind::Haproxy, dir.as_path())),
+            ));
+        });
+        let run = rx
+            .recv_timeout(Duration::from_secs(90))
+            .expect("the replay finished within 90 s")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let what: Vec<&str> = run.strategies[0]
+            .faults
+            .iter()
+            .map(|e| e.what.as_str())
+            .collect();
+        assert_eq!(what, ["slow fast-0", "end fast-0"]);
+        assert_eq!(run.strategies[0].errors, 0);
+        let verdict = judge(&s, &run);
+        let retry = verdict.refusal().is_some();
+        v = Some(verdict);
+        if !retry {
+            break;
+        }
+    }
+    let v = v.expect("one attempt ran");
+    for p in PHASES {
+        let metric = format!("phase_latency_mean:{p}");
+        assert!(v.row("round_robin", &metric).is_some(), "no row {metric}");
+    }
+    let failed: Vec<String> = v.failures().map(|r| r.metric()).collect();
+    assert!(failed.is_empty(), "failed: {failed:?}");
+}
