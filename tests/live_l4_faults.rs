@@ -237,6 +237,49 @@ fn a_leave_and_a_join_replay_at_connection_level() {
 }
 
 #[test]
+fn an_error_fault_keeps_its_connections_at_connection_level() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Every call to `slow-1` answered with an error from 2.5 s to 4 s (every one: the
+    // simulator draws which calls err, the live backend takes an equidistributed
+    // sequence, so only a fraction of 1 is the same calls on both sides): an application
+    // error leaves the connection usable, so no slot re-picks (as simulated) and the
+    // connections reach the same servers as in the replayed replication.
+    let src = SCENARIO.replace(
+        "kind = \"crash\"\nat = 2.5\nduration = 1.5\ndetection = 1.0",
+        "kind = \"error\"\nat = 2.5\nduration = 1.5\nfraction = 1.0",
+    );
+    let s = Scenario::from_source(Path::new("l4-error-live.toml"), &src)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut v = None;
+    for _ in 0..3 {
+        let run = live(&s, 0.0);
+        let r = &run.strategies[0];
+        assert!(r.errors > 20, "errors answered: {}", r.errors);
+        assert_eq!(
+            r.errors_per_backend[3], r.errors,
+            "{:?}",
+            r.errors_per_backend
+        );
+        let verdict = judge(&s, &run);
+        let retry = verdict.refusal().is_some();
+        v = Some(verdict);
+        if !retry {
+            break;
+        }
+    }
+    let v = v.expect("one attempt ran");
+    for i in ["fast-0", "fast-1", "slow-0", "slow-1", "slow-2", "slow-3"] {
+        let share = v.row("round_robin", &format!("share:{i}")).expect("row");
+        assert!(
+            (share.live - share.sim_replayed).abs() < 0.5,
+            "the same connections: {share:?}"
+        );
+    }
+    let failed: Vec<String> = v.failures().map(|r| r.metric()).collect();
+    assert!(failed.is_empty(), "failed: {failed:?}");
+}
+
+#[test]
 fn faults_applied_late_at_connection_level_fail() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let s = scenario();
