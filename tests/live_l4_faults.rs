@@ -381,6 +381,22 @@ fn through_a_proxy_health_and_membership_faults_are_refused_with_the_knob_that_d
         Err(e) => assert!(e.to_string().contains("--via haproxy"), "{e}"),
         Ok(_) => panic!("replayed a crash through HAProxy"),
     }
+    // `lbsim live --via` refuses it as bad input: exit status 2.
+    let path = dir.with_extension("toml");
+    std::fs::write(&path, SCENARIO).expect("write the scenario");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbsim"))
+        .args(["live", path.to_str().unwrap(), "--via", "nginx", "--out"])
+        .arg(&dir)
+        .output()
+        .expect("run lbsim live");
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("does not replay") && stderr.contains("max_fails"),
+        "{stderr}"
+    );
     // Faults that only change how a backend serves pass through an L4 proxy unchanged.
     for (kind, extra) in [
         ("slow", "factor = 2.0"),
