@@ -126,6 +126,21 @@ pub enum ProxyError {
         /// The proxy.
         proxy: ProxyKind,
     },
+    /// A fault whose effect goes through the proxy's own health checking or membership,
+    /// which the generated configuration cannot make behave as simulated.
+    #[error(
+        "it has a `{kind}` fault (on {server}), which --via {proxy} does not replay: {why}\n  fix: replay it without --via (the driver's own balancer applies the simulator's health checks), or replay a copy through {proxy} keeping only `slow`, `pause`, `cold`, `delay` and `error` faults (the proxy forwards them unchanged)"
+    )]
+    Faults {
+        /// The proxy.
+        proxy: ProxyKind,
+        /// The fault's kind.
+        kind: &'static str,
+        /// The server (or group) it strikes.
+        server: String,
+        /// What the proxy does differently, knob by knob.
+        why: &'static str,
+    },
     /// A strategy has no equivalent algorithm in the proxy.
     #[error(
         "strategy {label:?} has no {proxy} equivalent: {why}\n  fix: replay it without --via, or choose strategies with --strategy (the README's proxy table lists what each proxy can replay)"
@@ -377,6 +392,55 @@ pub fn counts_connections(spec: &StrategySpec) -> bool {
         || spec.is::<Leastconn>()
         || spec.is::<PowerOfD>()
         || spec.is::<First>()
+}
+
+/// Refuses faults that the proxy would handle otherwise than simulated.
+///
+/// `slow`, `pause`, `cold`, `delay` and `error` change only how a backend serves: an L4
+/// proxy forwards the bytes unchanged, so they replay through it as directly. A `crash`
+/// or `unreachable` is met by the proxy's health checking, and `join`, `leave` and
+/// `deploy` change its server list: the simulator marks a server down exactly `detection`
+/// after a crash (connections opened to it before then fail) and up `detection` after it
+/// recovers, and takes a leaving server out at once; neither proxy's generated
+/// configuration does that (the reason says which knob differs).
+pub fn check_faults(kind: ProxyKind, scenario: &Scenario) -> Result<(), ProxyError> {
+    use crate::scenario::FaultKind;
+    let names: Vec<&str> = scenario.servers().iter().map(|s| s.name.as_str()).collect();
+    for f in &scenario.faults {
+        let health = matches!(f.kind, FaultKind::Crash | FaultKind::Unreachable);
+        let membership = matches!(
+            f.kind,
+            FaultKind::Join | FaultKind::Leave | FaultKind::Deploy
+        );
+        let why = match (kind, health, membership) {
+            (ProxyKind::Nginx, true, _) => {
+                "open-source nginx `stream` has only passive health checks (`health_check` is NGINX Plus): a server is taken out after `max_fails` failed connects within `fail_timeout` and tried again after `fail_timeout` whether or not it recovered, and a failed connect is retried on the next server (`proxy_next_upstream on`), so the client never sees the failures the simulator counts until `detection`; and a crashed lbsim backend accepts, then closes, connections: the connect itself succeeds"
+            }
+            (ProxyKind::Haproxy, true, _) => {
+                "HAProxy marks a server down after `fall` failed active checks every `inter` (a layer-4 `check` passes on a crashed lbsim backend, which accepts and closes connections; a Thrift `ping` would need `tcp-check send-binary` for the replay's protocol and transport), so the mark-down lands within one `inter` of `fall` x `inter` after the crash depending on the check's phase, and `rise` x `inter` after recovery: the simulator's exact `detection` is not generated yet"
+            }
+            (ProxyKind::Nginx, _, true) => {
+                "nginx's upstream servers are fixed by the generated configuration; adding or draining one means a reload, which starts new workers with fresh connection counts, unlike the simulated balancer that keeps counting"
+            }
+            (ProxyKind::Haproxy, _, true) => {
+                "HAProxy's servers are fixed by the generated configuration; joining or draining one at its time would need its runtime API (`set server ... state ready|drain|maint`), which lbsim does not drive yet"
+            }
+            _ => continue,
+        };
+        let server = f
+            .servers
+            .iter()
+            .map(|&i| names.get(i).copied().unwrap_or("?"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ProxyError::Faults {
+            proxy: kind,
+            kind: f.kind.name(),
+            server,
+            why,
+        });
+    }
+    Ok(())
 }
 
 /// Where the nginx `stream` module is when it is a loadable module (Debian).
