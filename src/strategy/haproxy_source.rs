@@ -200,7 +200,7 @@ impl Kind for HaproxySource {
             Knob::new("avalanche", Ty::Bool).meaning("full_hash the address first"),
             Knob::new("hash_balance_factor", Ty::Int)
                 .unit("%")
-                .unset("0: unbounded"),
+                .meaning("0: unbounded"),
         ],
         reads: Reads::WEIGHTS,
         split: Split::Dynamic,
