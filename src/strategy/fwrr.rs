@@ -36,8 +36,7 @@
 
 use std::collections::BTreeSet;
 
-use super::SpecError;
-use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
+use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::{Backend, PickContext, Strategy};
 
 /// `BE_WEIGHT_SCALE`: effective weight per unit of configured weight.
@@ -333,8 +332,7 @@ impl Strategy for Fwrr {
 }
 
 /// `kind = "fwrr"`: no parameters.
-impl Kind for Fwrr {
-    type Params = NoParams;
+impl Parameterless for Fwrr {
     const ABOUT: About = About {
         kind: "fwrr",
         aliases: &["haproxy_roundrobin"],
@@ -343,14 +341,9 @@ impl Kind for Fwrr {
         reads: Reads::WEIGHTS,
         split: Split::Weights,
     };
-    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
-        Ok(())
-    }
-    fn build(_: &NoParams, _: usize, _: crate::rng::SimRng) -> Fwrr {
+    const COST: PickCost = PickCost::CONSTANT;
+    fn start(_: usize, _: crate::rng::SimRng) -> Fwrr {
         Fwrr::default()
-    }
-    fn cost(_: &NoParams) -> PickCost {
-        PickCost::CONSTANT
     }
 }
 

@@ -101,6 +101,38 @@ pub trait Kind: Strategy + Sized + 'static {
     }
 }
 
+/// A kind that takes no parameters: its file implements this instead of [`Kind`], and
+/// states its description, its cost and how it starts; [`Kind`] follows (with
+/// [`NoParams`], which refuses every key, so there is no value to validate).
+///
+/// A kind with parameters cannot take this road: its `Params` would be [`NoParams`], so
+/// every parameter it meant to read would be refused by name in the scenario file. Its
+/// [`Kind::validate`] stays without a default.
+pub trait Parameterless: Strategy + Sized + 'static {
+    /// Name, followed system, what it reads (its `knobs` are empty).
+    const ABOUT: About;
+
+    /// The work of one pick and the table a balancer holds ([`Kind::cost`]).
+    const COST: PickCost;
+
+    /// A running instance over `n` backends, with its own random stream ([`Kind::build`]).
+    fn start(n: usize, rng: SimRng) -> Self;
+}
+
+impl<P: Parameterless> Kind for P {
+    type Params = NoParams;
+    const ABOUT: About = P::ABOUT;
+    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
+        Ok(())
+    }
+    fn build(_: &NoParams, n: usize, rng: SimRng) -> P {
+        P::start(n, rng)
+    }
+    fn cost(_: &NoParams) -> PickCost {
+        P::COST
+    }
+}
+
 /// What a strategy's parameter struct must be.
 pub trait Params:
     Clone + fmt::Debug + PartialEq + Default + Serialize + DeserializeOwned + Send + Sync + 'static

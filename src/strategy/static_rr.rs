@@ -15,8 +15,7 @@
 //! map with the server skipped. The tests' sequences were confirmed against HAProxy
 //! 2.6.12's own picks.
 
-use super::SpecError;
-use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
+use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::{Backend, PickContext, Strategy};
 
 /// HAProxy `static-rr`.
@@ -124,8 +123,7 @@ impl Strategy for StaticRr {
 }
 
 /// `kind = "static_rr"`: no parameters.
-impl Kind for StaticRr {
-    type Params = NoParams;
+impl Parameterless for StaticRr {
     const ABOUT: About = About {
         kind: "static_rr",
         aliases: &[],
@@ -134,14 +132,9 @@ impl Kind for StaticRr {
         reads: Reads::WEIGHTS,
         split: Split::Weights,
     };
-    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
-        Ok(())
-    }
-    fn build(_: &NoParams, _: usize, _: crate::rng::SimRng) -> StaticRr {
+    const COST: PickCost = PickCost::CONSTANT;
+    fn start(_: usize, _: crate::rng::SimRng) -> StaticRr {
         StaticRr::default()
-    }
-    fn cost(_: &NoParams) -> PickCost {
-        PickCost::CONSTANT
     }
 }
 
