@@ -574,6 +574,28 @@ pub(crate) mod testing {
         (pa, pb)
     }
 
+    /// Picks as letters, `a` for backend 0.
+    pub fn letters(picks: &[usize]) -> String {
+        picks.iter().map(|&i| char::from(b'a' + i as u8)).collect()
+    }
+
+    /// The picks, as letters, of `strategy` over `weights` while backend 0 goes down
+    /// after `before` picks and comes back after `during` more, then `after` more (as
+    /// HAProxy's `disable server` and `enable server` between connections).
+    pub fn down_and_up(
+        strategy: Box<dyn Strategy>,
+        weights: &[u32],
+        (before, during, after): (usize, usize, usize),
+    ) -> String {
+        let mut b = Balancer::new(strategy, weights);
+        let mut seq = picks(&mut b, before);
+        b.set_up(0, false);
+        seq.extend(picks(&mut b, during));
+        b.set_up(0, true);
+        seq.extend(picks(&mut b, after));
+        letters(&seq)
+    }
+
     /// A strategy with an index (`.0`) and the plain scan it must agree with (`.1`).
     pub type Pair = (Box<dyn Strategy>, Box<dyn Strategy>);
 

@@ -142,7 +142,7 @@ impl Parameterless for StaticRr {
 mod tests {
     use super::*;
     use crate::strategy::Balancer;
-    use crate::strategy::testing::picks;
+    use crate::strategy::testing::{down_and_up, picks};
 
     #[test]
     fn haproxy_map_for_the_l4_scenario_weights() {
@@ -163,13 +163,7 @@ mod tests {
     /// the walk keeping its index).
     #[test]
     fn down_and_up_rebuild_the_map_and_keep_the_index() {
-        let mut b = Balancer::new(Box::new(StaticRr::default()), &[3, 2, 1]);
-        let mut seq = picks(&mut b, 5);
-        b.set_up(0, false);
-        seq.extend(picks(&mut b, 4));
-        b.set_up(0, true);
-        seq.extend(picks(&mut b, 8));
-        let s: String = seq.iter().map(|&i| char::from(b'a' + i as u8)).collect();
+        let s = down_and_up(Box::new(StaticRr::default()), &[3, 2, 1], (5, 4, 8));
         assert_eq!(s, "aababbbcbababcaab");
     }
 

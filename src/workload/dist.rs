@@ -423,6 +423,17 @@ mod tests {
     use super::*;
     use statrs::distribution::{ContinuousCDF, Gamma};
 
+    /// A mixture of two fixed values, each `(weight, value)`.
+    fn two_values(a: (f64, f64), b: (f64, f64)) -> Dist {
+        let fixed = |(weight, value)| Component {
+            weight,
+            dist: Dist::Deterministic { value },
+        };
+        Dist::Mixture {
+            components: vec![fixed(a), fixed(b)],
+        }
+    }
+
     fn sample_mean(d: &Dist, n: usize) -> f64 {
         // Stratified quantiles: exact up to discretisation, no randomness.
         (0..n)
@@ -447,18 +458,7 @@ mod tests {
                 shape: 3.0,
                 scale: 1.0,
             },
-            Dist::Mixture {
-                components: vec![
-                    Component {
-                        weight: 0.95,
-                        dist: Dist::Deterministic { value: 1.0 },
-                    },
-                    Component {
-                        weight: 0.05,
-                        dist: Dist::Deterministic { value: 21.0 },
-                    },
-                ],
-            },
+            two_values((0.95, 1.0), (0.05, 21.0)),
             Dist::Empirical {
                 min: 0.0,
                 p50: 1.0,
@@ -503,18 +503,7 @@ mod tests {
 
     #[test]
     fn mixture_is_bimodal_in_proportion() {
-        let d = Dist::Mixture {
-            components: vec![
-                Component {
-                    weight: 95.0,
-                    dist: Dist::Deterministic { value: 1.0 },
-                },
-                Component {
-                    weight: 5.0,
-                    dist: Dist::Deterministic { value: 2.0 },
-                },
-            ],
-        };
+        let d = two_values((95.0, 1.0), (5.0, 2.0));
         assert_eq!(d.quantile(0.949), 1.0);
         assert_eq!(d.quantile(0.951), 2.0);
         assert!((d.mean() - 1.05).abs() < 1e-12);
