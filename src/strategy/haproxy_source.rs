@@ -11,9 +11,8 @@
 //! live mode opens from exactly that loopback address, so a replay `--via haproxy`
 //! (`balance source`) sends every connection where the simulator does.
 
-use super::SpecError;
 use super::hash::client_address;
-use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
+use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::{Backend, PickContext, StaticRr, Strategy};
 
 /// HAProxy `balance source`, map-based.
@@ -34,8 +33,7 @@ impl Strategy for HaproxySource {
 }
 
 /// `kind = "haproxy_source"`: no parameters.
-impl Kind for HaproxySource {
-    type Params = NoParams;
+impl Parameterless for HaproxySource {
     const ABOUT: About = About {
         kind: "haproxy_source",
         aliases: &[],
@@ -44,14 +42,9 @@ impl Kind for HaproxySource {
         reads: Reads::WEIGHTS,
         split: Split::Dynamic,
     };
-    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
-        Ok(())
-    }
-    fn build(_: &NoParams, _: usize, _: crate::rng::SimRng) -> HaproxySource {
+    const COST: PickCost = PickCost::SCAN;
+    fn start(_: usize, _: crate::rng::SimRng) -> HaproxySource {
         HaproxySource::default()
-    }
-    fn cost(_: &NoParams) -> PickCost {
-        PickCost::SCAN
     }
 }
 

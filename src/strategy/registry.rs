@@ -27,7 +27,7 @@ use super::{
 use crate::rng::SimRng;
 
 /// Every strategy kind, in the order `lbsim strategies` and the READMEs list them. Adding a
-/// strategy: implement [`Kind`] in its file and add its line here.
+/// strategy: implement [`Kind`] (or [`Parameterless`]) in its file and add its line here.
 pub static STRATEGIES: &[&dyn StrategyDef] = &[
     &RoundRobin::DEF,
     &SmoothWeightedRoundRobin::DEF,
