@@ -16,6 +16,7 @@ mod fwrr;
 mod grpc_wrr;
 mod haproxy_source;
 pub mod hash;
+mod ipvs_sh;
 mod jiq;
 mod jsq;
 mod least_conn;
@@ -48,7 +49,8 @@ pub use edf_wrr::EdfWeightedRoundRobin;
 pub use first::{First, FirstParams};
 pub use fwrr::Fwrr;
 pub use grpc_wrr::{GrpcWeightedRoundRobin, GrpcWrrConfig, GrpcWrrParams};
-pub use haproxy_source::HaproxySource;
+pub use haproxy_source::{HaproxySource, HaproxySourceParams};
+pub use ipvs_sh::IpvsSh;
 pub use jiq::JoinIdleQueue;
 pub use jsq::{JsqParams, ShortestQueue};
 pub use least_conn::{LeastConnections, LeastConnectionsParams};
@@ -467,6 +469,16 @@ impl Balancer {
             self.strategy.on_view(i, &self.backends[i]);
         }
     }
+}
+
+/// Whether `backends` still show the `(up, weight)` of each backend that a structure was
+/// built for (a map or table rebuilt when they change).
+pub(crate) fn same_view(built_for: &[(bool, u32)], backends: &[Backend]) -> bool {
+    built_for.len() == backends.len()
+        && built_for
+            .iter()
+            .zip(backends)
+            .all(|(&(up, w), b)| up == b.up && w == b.weight)
 }
 
 /// Iterates over the indices of backends that are up, starting at `start` and wrapping.

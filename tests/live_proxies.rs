@@ -311,6 +311,15 @@ struct Recorders {
 
 impl Recorders {
     fn start(n: usize) -> Recorders {
+        Recorders::started(n, false)
+    }
+
+    /// Recorders that keep every connection open (until the test ends).
+    fn holding(n: usize) -> Recorders {
+        Recorders::started(n, true)
+    }
+
+    fn started(n: usize, hold: bool) -> Recorders {
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut addrs = Vec::new();
         for i in 0..n {
@@ -318,12 +327,16 @@ impl Recorders {
             addrs.push(l.local_addr().expect("addr"));
             let order = Arc::clone(&order);
             thread::spawn(move || {
+                let mut held = Vec::new();
                 for c in l.incoming() {
                     let Ok(mut c) = c else { return };
                     let mut byte = [0u8];
                     if c.read_exact(&mut byte).is_ok() {
                         order.lock().expect("order").push(i);
                         let _ = c.write_all(&byte);
+                    }
+                    if hold {
+                        held.push(c);
                     }
                 }
             });
@@ -348,9 +361,12 @@ impl Recorders {
     }
 
     /// Like [`Recorders::through`], connection `k` opened from the client address of key
-    /// `k` (`127.1.0.0 + k`), as the driver opens slot `k`'s connections.
-    fn through_from_clients(&self, proxy: SocketAddr, n: usize) -> Vec<usize> {
+    /// `k` (`127.1.0.0 + k`), as the driver opens slot `k`'s connections; with `hold`,
+    /// every connection stays open until the end (against backends started with
+    /// [`Recorders::holding`]), so the proxy's connection counts grow.
+    fn through_from_clients(&self, proxy: SocketAddr, n: usize, hold: bool) -> Vec<usize> {
         self.order.lock().expect("order").clear();
+        let mut held = Vec::new();
         for k in 0..n {
             let source = lbsim::strategy::hash::client_address(k as u64);
             let mut c = lbsim::live::client::connect_from(source, proxy, Duration::from_secs(5))
@@ -361,6 +377,9 @@ impl Recorders {
             let mut byte = [0u8];
             c.read_exact(&mut byte)
                 .unwrap_or_else(|e| panic!("connection {k}: no answer through the proxy: {e}"));
+            if hold {
+                held.push(c);
+            }
         }
         self.order.lock().expect("order").clone()
     }
@@ -369,6 +388,11 @@ impl Recorders {
 /// The order in which the lbsim strategy `label` of `scenario` picks servers for `n`
 /// connections (each closed before the next opens).
 fn simulated_order(scenario: &Scenario, label: &str, n: usize) -> Vec<usize> {
+    simulated(scenario, label, n, false)
+}
+
+/// [`simulated_order`], or with every connection left open (`hold`).
+fn simulated(scenario: &Scenario, label: &str, n: usize, hold: bool) -> Vec<usize> {
     let entry = scenario
         .strategies
         .iter()
@@ -380,7 +404,9 @@ fn simulated_order(scenario: &Scenario, label: &str, n: usize) -> Vec<usize> {
     (0..n)
         .map(|k| {
             let i = b.route(Nanos(k as u64), k as u64).expect("a server is up");
-            b.complete(i, Nanos(1), lbsim::strategy::Outcome::Ok, Nanos(k as u64));
+            if !hold {
+                b.complete(i, Nanos(1), lbsim::strategy::Outcome::Ok, Nanos(k as u64));
+            }
             i
         })
         .collect()
@@ -441,18 +467,31 @@ fn haproxy_picks_servers_in_the_order_of_fwrr_static_rr_and_round_robin() {
 }
 
 /// Source hashing, connection by connection: each connection comes from its own loopback
-/// address, and real nginx (`hash $remote_addr;`) and real HAProxy (`balance source`,
-/// map-based) send it to exactly the server lbsim's `nginx_hash` and `haproxy_source`
-/// pick for that key, on the L4 scenario's weights and on uneven ones, with every server
-/// up. Under a second.
+/// address, and real nginx (`hash $remote_addr;`) and real HAProxy (`balance source`:
+/// map-based; consistent with avalanche; and with `hash-balance-factor 125`, every
+/// connection held open so that the bound bites) send it to exactly the server lbsim's
+/// `nginx_hash` and `haproxy_source` pick for that key, on the L4 scenario's weights and
+/// on uneven ones, with every server up. About a second.
 #[test]
 fn proxies_hash_client_addresses_as_nginx_hash_and_haproxy_source() {
     install_proxies();
     let _lock = timing_lock();
     let tmp = tempfile::tempdir().expect("tempdir");
-    for (proxy, kind) in [
-        (ProxyKind::Nginx, "nginx_hash"),
-        (ProxyKind::Haproxy, "haproxy_source"),
+    for (proxy, kind, params, hold) in [
+        (ProxyKind::Nginx, "nginx_hash", "", false),
+        (ProxyKind::Haproxy, "haproxy_source", "", false),
+        (
+            ProxyKind::Haproxy,
+            "haproxy_source",
+            "consistent = true\navalanche = true\n",
+            false,
+        ),
+        (
+            ProxyKind::Haproxy,
+            "haproxy_source",
+            "consistent = true\navalanche = true\nhash_balance_factor = 125\n",
+            true,
+        ),
     ] {
         for weights in [
             &[3, 3, 2, 2, 2, 2, 2, 2][..],
@@ -466,11 +505,17 @@ fn proxies_hash_client_addresses_as_nginx_hash_and_haproxy_source() {
                     "[[servers]]\nname = \"s{k}\"\ncount = 1\nworkers = 1\nweight = {w}\nservice = {{ dist = \"exponential\", mean = 0.01 }}\n"
                 );
             }
-            src += &format!("[[strategies]]\nkind = \"{kind}\"\n");
+            src += &format!("[[strategies]]\nkind = \"{kind}\"\n{params}");
             let scenario =
                 Scenario::from_source(Path::new("hashed.toml"), &src).expect("valid scenario");
-            let rec = Recorders::start(weights.len());
-            let dir = tmp.path().join(format!("{kind}-{}", weights[3]));
+            let rec = if hold {
+                Recorders::holding(weights.len())
+            } else {
+                Recorders::start(weights.len())
+            };
+            let dir = tmp
+                .path()
+                .join(format!("{kind}-{}-{}", weights[3], params.len()));
             let running = RunningProxy::start(
                 proxy,
                 &scenario,
@@ -481,13 +526,13 @@ fn proxies_hash_client_addresses_as_nginx_hash_and_haproxy_source() {
             )
             .unwrap_or_else(|e| panic!("{e}"));
             let n = 300;
-            let real = rec.through_from_clients(running.listen(), n);
+            let real = rec.through_from_clients(running.listen(), n, hold);
             drop(running);
-            let sim = simulated_order(&scenario, kind, n);
+            let sim = simulated(&scenario, kind, n, hold);
             let first = real.iter().zip(&sim).position(|(a, b)| a != b);
             assert!(
                 first.is_none() && real.len() == n,
-                "{proxy:?} {kind} {weights:?}: proxy and lbsim part at connection {first:?}\n  proxy {real:?}\n  lbsim {sim:?}"
+                "{proxy:?} {kind} {weights:?}: {params:?}: proxy and lbsim part at connection {first:?}\n  proxy {real:?}\n  lbsim {sim:?}"
             );
             // Not a constant answer: the keys spread over most servers.
             let mut seen = sim.clone();

@@ -511,6 +511,7 @@ fn replay_one(
                     | ProxyError::NotInstalled { .. }
                     | ProxyError::NotConnectionLevel { .. }
                     | ProxyError::NoEquivalent { .. }
+                    | ProxyError::Faults { .. }
                     | ProxyError::Weight { .. },
                 )),
             ) => {

@@ -102,10 +102,10 @@ pub fn replay_via(
                 "it has [[faults]], which live mode injects into backends it did not start only through their fault-control channel: nothing on the network can crash or slow a backend unless its operator enabled it\n  fix: start the backends with `lbsim serve … --fault-control PORT` and add `--fault-control 127.0.0.1:PORT,…`, or replay without --backends".into(),
             ));
         }
-        if scenario.connections.is_some() || via.is_some() {
-            return Err(LiveError::Unsupported(
-                "it has [[faults]] and connection-level balancing ([connections] or --via), which live mode does not combine yet".into(),
-            ));
+        // Through a proxy, faults that its own health checks would have to see are
+        // refused with the knob that differs (`[connections]` direct replays them all).
+        if let Some((kind, _)) = via {
+            super::proxy::check_faults(kind, scenario)?;
         }
     }
     if let Some((k, g)) = scenario
@@ -220,8 +220,27 @@ pub fn replay_via(
         io_timeout: Some(opts.io_timeout),
         ..cfg
     };
+    // The fault controls: of the backends started here, or through the fault-control
+    // channels of those given (faults need one or the other: checked above).
+    let controls: Vec<Injector> = match &cluster {
+        _ if scenario.faults.is_empty() => Vec::new(),
+        Some(c) => c
+            .servers
+            .iter()
+            .map(|h| Injector::Local(h.faults()))
+            .collect(),
+        None => {
+            let needed: Vec<bool> = (0..names.len())
+                .map(|i| scenario.faults.iter().any(|f| f.servers.contains(&i)))
+                .collect();
+            RemoteControl::connect_all(&opts.fault_control, &names, &needed)?
+                .into_iter()
+                .map(|r| r.map_or(Injector::None, Injector::Remote))
+                .collect()
+        }
+    };
     if scenario.connections.is_some() {
-        return super::l4::replay(scenario, opts, addrs, &strategies, via);
+        return super::l4::replay(scenario, opts, addrs, &strategies, via, &controls);
     }
     // A call occupies its connection until answered, so a server holding W + Q calls
     // (workers and a bounded queue, full under a hashing strategy's hot key) needs that
@@ -247,25 +266,6 @@ pub fn replay_via(
     }
     let calibration = calibrate(scenario, &mut pool, &cfg, opts)?;
     let seed = opts.seed.unwrap_or(scenario.seed);
-    // The fault controls: of the backends started here, or through the fault-control
-    // channels of those given (faults need one or the other: checked above).
-    let controls: Vec<Injector> = match &cluster {
-        _ if scenario.faults.is_empty() => Vec::new(),
-        Some(c) => c
-            .servers
-            .iter()
-            .map(|h| Injector::Local(h.faults()))
-            .collect(),
-        None => {
-            let needed: Vec<bool> = (0..names.len())
-                .map(|i| scenario.faults.iter().any(|f| f.servers.contains(&i)))
-                .collect();
-            RemoteControl::connect_all(&opts.fault_control, &names, &needed)?
-                .into_iter()
-                .map(|r| r.map_or(Injector::None, Injector::Remote))
-                .collect()
-        }
-    };
     let mut out = Vec::new();
     for entry in strategies {
         if opts.cancel.is_cancelled() {
@@ -543,7 +543,7 @@ fn dispatch(
         from,
         to,
         ..
-    } = ReplayStart::new(scenario, entry, seed, opts);
+    } = ReplayStart::new(scenario);
     // A short lead so the first request is not late because of the set-up.
     let clock = Clock {
         start: Instant::now() + Duration::from_millis(20),

@@ -65,6 +65,7 @@ use super::server::ErrorMode;
 use super::views::Views;
 use crate::rng::{SimRng, Stream, stream_rng};
 use crate::scenario::{ColdStart, ErrorStatus, Fault, FaultKind, Scenario};
+use crate::strategy::Outcome;
 use crate::time::Nanos;
 use crate::workload::dist::open_unit;
 
@@ -167,6 +168,10 @@ pub(crate) struct FaultPlayer<'a> {
     /// Servers started again (a join, or a crash's recovery) since the driver last asked:
     /// it opens their connections ahead of the calls ([`FaultPlayer::take_started`]).
     started: Vec<usize>,
+    /// Servers whose connections end since the driver last asked, and how: a crash breaks
+    /// them (`Failed`), a leave closes them once balancers stop sending (`Ok`), as the
+    /// simulator's connection-level topology does ([`FaultPlayer::take_cut`]).
+    cut: Vec<(usize, Outcome)>,
     /// Every action applied, in order.
     pub log: Vec<FaultEvent>,
 }
@@ -234,6 +239,7 @@ impl<'a> FaultPlayer<'a> {
             applying: (Nanos::ZERO, 0.0),
             stopped: Vec::new(),
             started: Vec::new(),
+            cut: Vec::new(),
             log: Vec::new(),
         };
         // Servers that join later are absent from the start, before the first request.
@@ -347,12 +353,7 @@ impl<'a> FaultPlayer<'a> {
                     }
                 }
                 Action::Fault { index, start } => self.fault(t, index, start, views),
-                Action::Absent { server } => {
-                    views.set_health(server, false);
-                    self.stop(server);
-                    let what = format!("absent {}", self.names[server]);
-                    self.note(what);
-                }
+                Action::Absent { server } => self.absent(server, views),
                 Action::DrainCheck { server, generation } => {
                     self.drain_check(t, server, generation, views);
                 }
@@ -396,6 +397,36 @@ impl<'a> FaultPlayer<'a> {
         std::mem::take(&mut self.started)
     }
 
+    /// Servers whose connections ended since the last call, in order, with the outcome the
+    /// balancer is told when a connection-level driver closes them: `Failed` for a crash
+    /// (the simulator's `connections_broken`), `Ok` for a leave (its
+    /// `connections_closed`, at the start of the drain).
+    pub(crate) fn take_cut(&mut self) -> Vec<(usize, Outcome)> {
+        std::mem::take(&mut self.cut)
+    }
+
+    /// Applies the actions due at the very start that come before anything else in the
+    /// simulator: servers absent until they join are down in every view before the
+    /// connection-level driver opens its connections (the simulator's
+    /// `initial_membership`, which runs before it opens them).
+    /// Only those: a fault due at time 0 comes after the connections open, as simulated.
+    pub(crate) fn apply_absent(&mut self, views: &mut Views) {
+        while let Some(&Reverse((t, _, Action::Absent { server }))) = self.queue.peek() {
+            self.queue.pop();
+            self.applying = (t, 0.0);
+            self.absent(server, views);
+        }
+    }
+
+    /// Server `i` is absent from the start (it joins later): down in every view, its
+    /// backend stopped.
+    fn absent(&mut self, i: usize, views: &mut Views) {
+        views.set_health(i, false);
+        self.stop(i);
+        let what = format!("absent {}", self.names[i]);
+        self.note(what);
+    }
+
     /// Stops backend `i` (a drain's end, or absent): it answers nothing until it joins.
     fn stop(&mut self, i: usize) {
         self.check(self.controls[i].crash());
@@ -437,6 +468,7 @@ impl<'a> FaultPlayer<'a> {
         m.generation[i] = m.generation[i].wrapping_add(1);
         let generation = m.generation[i];
         views.set_health(i, false);
+        self.cut.push((i, Outcome::Ok));
         let what = format!("leave {}", self.names[i]);
         self.note(what);
         self.drain_check(t, i, generation, views);
@@ -523,6 +555,7 @@ impl<'a> FaultPlayer<'a> {
                     let up = !start;
                     if start {
                         self.check(c.crash());
+                        self.cut.push((i, Outcome::Failed));
                     } else if self.members.absent[i] {
                         // A server that left meanwhile stays out.
                         continue;

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Who picks the server of a connection:
-//! - [`Target::Direct`]: the scenario's strategy, through the same [`Balancer`] as the
+//! - [`Target::Direct`]: the scenario's strategy, through the same [`Balancer`](crate::strategy::Balancer) as the
 //!   simulator, when a connection opens (key = its slot), told when it closes: the
 //!   simulator's connection-level topology, replayed;
 //! - [`Target::Proxy`]: a real proxy (nginx, HAProxy; see [`super::proxy`]) that the
@@ -40,6 +40,17 @@
 //! waiting does — moved the mean latency of the shortened `l4-persistent-connections`
 //! by +61%: the old server still counted the draining connection, so the new one went
 //! elsewhere and connection counts drifted to 5/6/7.)
+//!
+//! Faults (`[[faults]]`) are played by the request-level driver's
+//! [`FaultPlayer`](super::faults::FaultPlayer), between requests at their time-scaled
+//! times, with the simulator's connection-level effects: a crash breaks every connection
+//! to the backend at once (the balancer is told each ended `Failed`) and a leave closes
+//! them (`Ok`) — the simulator's `connections_broken` and `connections_closed` — and each
+//! slot reconnects on its next request with a new pick. A pick of a backend that is down
+//! but not yet detected fails that request (the backend closes or refuses the
+//! connection), as the simulator's `Admission::Down`. The health checks mark backends down
+//! and up in the balancer's [`Views`]. Through a proxy only the faults it forwards
+//! unchanged are replayed ([`proxy::check_faults`]).
 
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -59,17 +70,21 @@ use thrift::{ProtocolError, ProtocolErrorKind};
 
 use super::calibrate::{BackendCalibration, Calibration, LoadedCost, median};
 use super::client::{CallOutcome, ClientConfig, ClientError, classify};
+use super::control::Injector;
+use super::faults::FaultPlayer;
 use super::options::{LiveError, LiveOptions};
+use super::pool::CANCEL_POLL;
 use super::proto::{Call, Pong};
 use super::proxy::{self, ProxyKind, RunningProxy};
 use super::run::{
     Clock, LiveRun, Realtime, ReplayStart, StrategyReplay, add_service, record_served,
 };
 use super::transport::{InputProtocol, OutputProtocol, protocol_stack};
+use super::views::Views;
 use crate::metrics::{RunMetrics, latency_histogram};
 use crate::rng::{SimRng, Stream, stream_rng};
 use crate::scenario::Scenario;
-use crate::strategy::{Balancer, Outcome, StrategyEntry};
+use crate::strategy::{Outcome, StrategyEntry};
 use crate::time::Nanos;
 use crate::workload::RequestStream;
 
@@ -94,6 +109,8 @@ struct Pending {
     measured: bool,
     /// Work asked (wall-clock ns at speed 1), for the cost under load.
     work_ns: f64,
+    /// Backend the connection reaches (as known when the call was sent).
+    backend: usize,
 }
 
 /// Calls in flight on one connection, shared by the dispatcher and the reader.
@@ -522,6 +539,7 @@ fn time_calls(
             sent: Instant::now(),
             measured: false,
             work_ns: probe_ns * g.speed,
+            backend: reached,
         };
         conns.send(c, call, (probe_ns * g.speed).round() as i64, 0);
         let done = conns
@@ -628,8 +646,12 @@ struct Replay<'a> {
     target: &'a Target,
     conns: Conns,
     clock: Clock,
-    balancer: Balancer,
+    /// The scenario's one balancer (`balancers > 1` is refused at connection level), and
+    /// the health and membership view the fault player changes.
+    views: Views,
     metrics: RunMetrics,
+    /// Servers the health checks marked down (faults).
+    marked_down: Vec<usize>,
     lag: Histogram<u64>,
     errors: u64,
     errors_per_backend: Vec<u64>,
@@ -661,6 +683,9 @@ struct Replay<'a> {
     speeds: Vec<f64>,
     /// Per backend, what it added to each served call under the replay's load.
     under_load: Vec<LoadedCost>,
+    /// Per backend, the windows in which a fault alters its service
+    /// ([`super::faults::altered_windows`]): no cost under load is measured there.
+    altered: Vec<Vec<(Nanos, Nanos)>>,
 }
 
 impl Replay<'_> {
@@ -679,11 +704,11 @@ impl Replay<'_> {
         let idle = self.conns.conns[done.conn]
             .as_ref()
             .is_some_and(|c| c.outstanding == 0);
-        if done.result.is_ok()
-            && idle
-            && self.expired[slot]
-            && self.slot_conn[slot] == Some(done.conn)
-        {
+        // An application error (an `error` fault's answer) leaves the connection usable;
+        // any other error means it is gone.
+        let broken =
+            matches!(&done.result, Err(e) if !matches!(e, ClientError::Application { .. }));
+        if !broken && idle && self.expired[slot] && self.slot_conn[slot] == Some(done.conn) {
             // Its lifetime ended while calls were in flight: it closes now that the
             // last is answered, and its slot reopens at once.
             let now = self.clock.now(done.finished);
@@ -702,6 +727,8 @@ impl Replay<'_> {
         self.lag
             .saturating_record(u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX).max(1));
         let measured = done.call.measured;
+        let arrival = self.clock.now(done.call.scheduled);
+        let end = self.clock.now(done.finished);
         match done.result {
             Ok(CallOutcome::Served {
                 server_id,
@@ -715,7 +742,19 @@ impl Replay<'_> {
                     None if measured => self.metrics.record_latency(latency),
                     _ => {}
                 }
-                if let Some(i) = server {
+                if measured {
+                    self.metrics.phase_served(arrival, latency);
+                }
+                let served = self.clock.scenario_ns(served_ns);
+                self.views.server_done(done.call.backend, Some(served), end);
+                // Not from a call that a fault slowed, paused or delayed while it was out
+                // (as at request level).
+                let altered = |i: usize| {
+                    self.altered[i]
+                        .iter()
+                        .any(|&(a, b)| a <= end && arrival < b)
+                };
+                if let Some(i) = server.filter(|&i| !altered(i)) {
                     // As the request-level driver measures it: served beyond the declared
                     // service, and the response time beyond queued + served.
                     let wall = done
@@ -725,30 +764,60 @@ impl Replay<'_> {
                     let (q, sv) = (queued_ns as f64, served_ns as f64);
                     self.under_load[i]
                         .record(sv - done.call.work_ns / self.speeds[i], wall - q - sv);
-                    let (served, queued) = (
-                        self.clock.scenario_ns(served_ns),
-                        self.clock.scenario_ns(queued_ns),
-                    );
-                    let end = self.clock.now(done.finished);
+                }
+                if let Some(i) = server {
+                    let queued = self.clock.scenario_ns(queued_ns);
                     add_service(&mut self.metrics, i, end, queued, served);
                 }
             }
-            Ok(CallOutcome::Rejected { .. }) => self.metrics.rejected += u64::from(measured),
+            Ok(CallOutcome::Rejected { .. }) => {
+                self.views.server_done(done.call.backend, None, end);
+                self.metrics.rejected += u64::from(measured);
+                if measured {
+                    self.metrics.phase_unserved(arrival);
+                }
+            }
             Err(e) => {
+                self.views.server_done(done.call.backend, None, end);
                 self.first_error.get_or_insert_with(|| e.to_string());
                 self.errors += 1;
                 self.metrics.failed += u64::from(measured);
+                if measured {
+                    self.metrics.phase_unserved(arrival);
+                }
                 if let Some(i) = backend {
                     self.errors_per_backend[i] += 1;
                 }
                 // The connection is broken: its slot reconnects on next use, as the
                 // simulator's clients do.
-                if self.slot_conn[slot] == Some(done.conn) {
+                if broken && self.slot_conn[slot] == Some(done.conn) {
                     let now = self.clock.now(done.finished);
                     self.close_slot(slot, now, Outcome::Failed);
                 }
             }
         }
+    }
+
+    /// Applies the fault actions due at or before scenario time `t`; the connections of a
+    /// server that crashed break (the balancer is told `Failed`) and those of a server
+    /// that leaves close (`Ok`), as the simulator's `connections_broken` and
+    /// `connections_closed` do: their slots reconnect, with a new pick, on next use.
+    fn apply_faults(&mut self, f: &mut FaultPlayer<'_>, t: Nanos) {
+        f.poll_health(&self.clock);
+        f.apply_due(t, &self.clock, &mut self.views, &mut self.marked_down);
+        for (i, outcome) in f.take_cut() {
+            for slot in 0..self.slot_conn.len() {
+                let reaches = self.slot_conn[slot]
+                    .and_then(|c| self.conns.conns[c].as_ref())
+                    .is_some_and(|c| c.backend == i);
+                if reaches {
+                    self.close_slot(slot, t, outcome);
+                }
+            }
+        }
+        // The request-level driver's pool bookkeeping: nothing to do here, connections
+        // (re)open on use.
+        let _ = (f.take_stopped(), f.take_started());
     }
 
     /// Closes the connection of `slot` at scenario time `now`: the balancer is told (as
@@ -761,7 +830,7 @@ impl Replay<'_> {
         };
         if let (Target::Direct(_), Some(conn)) = (self.target, self.conns.conns[c].as_ref()) {
             let age = now - self.opened[slot];
-            self.balancer.complete(conn.backend, age, outcome, now);
+            self.views.get(0).complete(conn.backend, age, outcome, now);
         }
         self.conns.retire(c);
     }
@@ -772,7 +841,7 @@ impl Replay<'_> {
         let (addr, source, backend) = match self.target {
             Target::Direct(addrs) => {
                 // The key of a connection is its slot, as in the simulator.
-                match self.balancer.route(now, slot as u64) {
+                match self.views.get(0).route(now, slot as u64) {
                     Some(i) => (addrs[i], None, Some(i)),
                     None => return,
                 }
@@ -795,7 +864,9 @@ impl Replay<'_> {
                 self.first_error.get_or_insert_with(|| e.to_string());
                 self.open_error = Some((addr, backend, e));
                 if let Some(i) = backend {
-                    self.balancer.complete(i, Nanos::ZERO, Outcome::Failed, now);
+                    self.views
+                        .get(0)
+                        .complete(i, Nanos::ZERO, Outcome::Failed, now);
                 }
                 return;
             }
@@ -845,7 +916,9 @@ impl Replay<'_> {
     }
 }
 
-/// Replays one strategy of a connection-level scenario against `target`.
+/// Replays one strategy of a connection-level scenario against `target`; the scenario's
+/// faults go to the backends through `faults`' controls (one per backend, whose
+/// addresses the health checks ping; `None`: it has none).
 pub(crate) fn replay_strategy(
     scenario: &Scenario,
     entry: &StrategyEntry,
@@ -853,6 +926,7 @@ pub(crate) fn replay_strategy(
     cfg: ClientConfig,
     seed: u64,
     opts: &LiveOptions,
+    faults: Option<(&[Injector], &[SocketAddr])>,
 ) -> Result<StrategyReplay, LiveError> {
     let Some(spec) = &scenario.connections else {
         return Err(LiveError::Unsupported(
@@ -865,12 +939,12 @@ pub(crate) fn replay_strategy(
     let n = servers.len();
     let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
     let ReplayStart {
-        balancer,
         workers,
         dists,
         from,
         to,
-    } = ReplayStart::new(scenario, entry, seed, opts);
+        ..
+    } = ReplayStart::new(scenario);
     let clients = spec.clients as usize;
     let pool = spec.pool_size as usize;
     let slots = clients * pool;
@@ -884,8 +958,10 @@ pub(crate) fn replay_strategy(
             start: Instant::now(),
             scale: opts.time_scale,
         },
-        balancer,
-        metrics: RunMetrics::new(&workers, from, to),
+        views: Views::new(scenario, entry, seed, opts.replication),
+        metrics: RunMetrics::new(&workers, from, to)
+            .with_phases(&crate::metrics::phase_edges(scenario)),
+        marked_down: Vec::new(),
         lag: latency_histogram(),
         errors: 0,
         errors_per_backend: vec![0; n],
@@ -905,7 +981,25 @@ pub(crate) fn replay_strategy(
         to,
         speeds: servers.iter().map(|s| s.speed).collect(),
         under_load: vec![LoadedCost::default(); n],
+        altered: super::faults::altered_windows(scenario, opts.fault_delay),
     };
+    let mut faults = faults.map(|(controls, addrs)| {
+        FaultPlayer::new(
+            scenario,
+            controls.to_vec(),
+            addrs,
+            cfg,
+            seed,
+            opts.replication,
+            opts.time_scale,
+            opts.fault_delay,
+        )
+    });
+    // Servers that join later are down in every view before the connections open, as
+    // simulated.
+    if let Some(f) = &mut faults {
+        f.apply_absent(&mut r.views);
+    }
     // Every connection opens at time 0, in slot order, before the first request; a
     // connection that cannot open now is a setup failure, not a measurement.
     for slot in 0..slots {
@@ -929,6 +1023,16 @@ pub(crate) fn replay_strategy(
     let mean_gap = Duration::from_secs_f64(opts.time_scale / scenario.mean_rate().max(1e-9));
     let spin = opts.spin.min(mean_gap / 4);
     for req in RequestStream::new(&scenario.workload, seed, opts.replication) {
+        // Fault actions due first, each at its own time (and the expiries before it).
+        while let Some(f) = &mut faults {
+            f.poll_health(&clock);
+            let Some(t) = f.next_due().filter(|&t| t <= req.arrival) else {
+                break;
+            };
+            r.expire_until(t, spin);
+            r.wait_until(clock.at(t), spin);
+            r.apply_faults(f, t);
+        }
         r.expire_until(req.arrival, spin);
         let due = clock.at(req.arrival);
         r.wait_until(due, spin);
@@ -936,6 +1040,9 @@ pub(crate) fn replay_strategy(
         dispatch_lag.saturating_record(u64::try_from(late).unwrap_or(u64::MAX).max(1));
         let measured = req.arrival >= from && req.arrival < to;
         r.metrics.arrived += u64::from(measured);
+        if measured {
+            r.metrics.phase_arrived(req.arrival);
+        }
         // The simulator's draw: a uniform client, then that client's next connection.
         let client = routing.random_range(0..clients);
         let k = next[client];
@@ -945,7 +1052,19 @@ pub(crate) fn replay_strategy(
             r.open_slot(slot, req.arrival);
         }
         let Some(c) = r.slot_conn[slot] else {
-            r.metrics.unroutable += u64::from(measured);
+            match r.open_error.take() {
+                // The strategy picked a server that took no connection: a request sent
+                // to a server that is down, failed (the simulator's `Admission::Down`).
+                Some((_, Some(i), _)) => {
+                    r.errors += 1;
+                    r.errors_per_backend[i] += 1;
+                    r.metrics.failed += u64::from(measured);
+                }
+                _ => r.metrics.unroutable += u64::from(measured),
+            }
+            if measured {
+                r.metrics.phase_unserved(req.arrival);
+            }
             continue;
         };
         let backend = r.conns.conns[c].as_ref().map_or(0, |conn| conn.backend);
@@ -956,7 +1075,9 @@ pub(crate) fn replay_strategy(
             sent: due,
             measured,
             work_ns: work,
+            backend,
         };
+        r.views.call_sent(backend, req.arrival);
         r.conns
             .send(c, call, work.round().min(i64::MAX as f64) as i64, req.key);
         sent += 1;
@@ -968,12 +1089,19 @@ pub(crate) fn replay_strategy(
     let mut shut = false;
     while r.conns.in_flight > 0 {
         let left = limit.saturating_sub(waited_from.elapsed());
-        match r
-            .conns
-            .done_rx
-            .recv_timeout(left.max(Duration::from_millis(1)))
-        {
+        let mut wait = left.max(Duration::from_millis(1));
+        if let Some(f) = &mut faults {
+            // Faults go on while calls drain (a recovery, a drain's end), as simulated.
+            let now = clock.now(Instant::now());
+            r.apply_faults(f, now);
+            if let Some(t) = f.next_due() {
+                wait = wait.min(clock.at(t).saturating_duration_since(Instant::now()));
+            }
+            wait = wait.clamp(Duration::from_micros(100), CANCEL_POLL);
+        }
+        match r.conns.done_rx.recv_timeout(wait) {
             Ok(done) => r.on_done(done),
+            Err(_) if faults.is_some() && waited_from.elapsed() < limit => {}
             Err(_) if !shut => {
                 // Unanswered within the I/O timeout: the calls fail.
                 r.conns.close_all();
@@ -990,6 +1118,9 @@ pub(crate) fn replay_strategy(
     let wall = Instant::now().saturating_duration_since(clock.start);
     let connections = r.conns.conns.len();
     r.conns.close_all();
+    let fault_log = faults
+        .map(|mut f| std::mem::take(&mut f.log))
+        .unwrap_or_default();
     Ok(StrategyReplay {
         label: entry.label(),
         metrics: r.metrics,
@@ -998,14 +1129,14 @@ pub(crate) fn replay_strategy(
         lag: r.lag,
         dispatch_lag,
         wall,
-        marked_down: Vec::new(),
+        marked_down: r.marked_down,
         errors_per_backend: r.errors_per_backend,
         connections,
         connection_waits: 0,
         first_error: r.first_error,
         realtime: realtime.active(),
         under_load: r.under_load,
-        faults: Vec::new(),
+        faults: fault_log,
     })
 }
 
@@ -1029,21 +1160,25 @@ fn folder_name(label: &str) -> String {
 /// Replays `strategies` of a connection-level scenario against the backends `addrs`
 /// (scenario server order): the strategy picks each connection's server, or, with `via`,
 /// the proxy does (one proxy process per strategy, its files in `via`'s folder under the
-/// strategy's label).
+/// strategy's label). The scenario's faults reach the backends through `controls` (one
+/// per backend; empty when it has none).
 pub(crate) fn replay(
     scenario: &Scenario,
     opts: &LiveOptions,
     addrs: Vec<SocketAddr>,
     strategies: &[&StrategyEntry],
     via: Option<(ProxyKind, &Path)>,
+    controls: &[Injector],
 ) -> Result<LiveRun, LiveError> {
     // Refuse before anything runs.
     if let Some((kind, _)) = via {
+        proxy::check_faults(kind, scenario)?;
         for entry in strategies {
             proxy::algorithm(kind, scenario, entry)?;
         }
         proxy::binary(kind)?;
     }
+    let faults = (!controls.is_empty()).then_some((controls, addrs.as_slice()));
     let cfg = ClientConfig {
         io_timeout: Some(opts.io_timeout),
         ..ClientConfig::new(opts.protocol, opts.transport)
@@ -1061,7 +1196,7 @@ pub(crate) fn replay(
                 if calibration.is_none() {
                     calibration = Some(calibrate(scenario, cfg, &addrs, None, opts)?);
                 }
-                replay_strategy(scenario, entry, &direct, cfg, seed, opts)?
+                replay_strategy(scenario, entry, &direct, cfg, seed, opts, faults)?
             }
             Some((kind, dir)) => {
                 let dir = dir.join(folder_name(&entry.label()));
@@ -1078,7 +1213,7 @@ pub(crate) fn replay(
                 }
                 let mut running = start()?;
                 let target = Target::Proxy(running.listen());
-                let result = replay_strategy(scenario, entry, &target, cfg, seed, opts);
+                let result = replay_strategy(scenario, entry, &target, cfg, seed, opts, faults);
                 running.stop();
                 result?
             }

@@ -19,7 +19,7 @@
 //! | `power_of_d`, d = 2 (HAProxy: any d) | `random two least_conn` | `random(d)` |
 //! | `first` | none | `first`, `maxconn` = the strategy's (or workers) |
 //! | `nginx_hash` | `hash $remote_addr` with weights (the same hash) | none |
-//! | `haproxy_source` | none | `balance source`, `hash-type map-based`, with weights (the same map) |
+//! | `haproxy_source` | none | `balance source`, `hash-type map-based` or `consistent` (`avalanche`, `hash-balance-factor`), with weights (the same map or tree) |
 //!
 //! "None" is refused with the lbsim strategy that does follow the proxy. Random
 //! algorithms draw their own random numbers, so their runs are comparable with the
@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use crate::scenario::Scenario;
 use crate::strategy::{
-    BoundedLoadHash, EdfWeightedRoundRobin, First, Fwrr, HaproxySource, LeastConnections,
+    BoundedLoadHash, EdfWeightedRoundRobin, First, Fwrr, HaproxySource, IpvsSh, LeastConnections,
     Leastconn, Maglev, NginxHash, PowerOfD, RandomChoice, RingHash, RoundRobin,
     SmoothWeightedRoundRobin, StaticRr, StrategyEntry, StrategySpec, WeightedRandom,
 };
@@ -125,6 +125,21 @@ pub enum ProxyError {
     NotConnectionLevel {
         /// The proxy.
         proxy: ProxyKind,
+    },
+    /// A fault whose effect goes through the proxy's own health checking or membership,
+    /// which the generated configuration cannot make behave as simulated.
+    #[error(
+        "it has a `{kind}` fault (on {server}), which --via {proxy} does not replay: {why}\n  fix: replay it without --via (the driver's own balancer applies the simulator's health checks), or replay a copy through {proxy} keeping only `slow`, `pause`, `cold`, `delay` and `error` faults (the proxy forwards them unchanged)"
+    )]
+    Faults {
+        /// The proxy.
+        proxy: ProxyKind,
+        /// The fault's kind.
+        kind: &'static str,
+        /// The server (or group) it strikes.
+        server: String,
+        /// What the proxy does differently, knob by knob.
+        why: &'static str,
     },
     /// A strategy has no equivalent algorithm in the proxy.
     #[error(
@@ -332,9 +347,22 @@ fn matching(
             ))
         };
     }
-    if spec.is::<HaproxySource>() {
+    if let Some(p) = spec.params::<HaproxySource>() {
         return if haproxy {
-            Ok(plain("source\n    hash-type map-based", true))
+            let mut directive = String::from(if p.consistent {
+                "source\n    hash-type consistent"
+            } else {
+                "source\n    hash-type map-based"
+            });
+            if p.avalanche {
+                // The function (sdbm, the default) must precede the modifier; `balance
+                // source` hashes no string with it.
+                directive += " sdbm avalanche";
+            }
+            if p.hash_balance_factor > 0 {
+                directive += &format!("\n    hash-balance-factor {}", p.hash_balance_factor);
+            }
+            Ok(plain(&directive, true))
         } else {
             Err(none(
                 "nginx's `hash $remote_addr` hashes the address's text with crc32 over the weighted peers: its lbsim strategy is `nginx_hash`",
@@ -343,6 +371,11 @@ fn matching(
     }
     if spec.is::<RingHash>() || spec.is::<Maglev>() || spec.is::<BoundedLoadHash>() {
         return Err(none(hashing));
+    }
+    if spec.is::<IpvsSh>() {
+        return Err(none(
+            "IPVS schedules in the Linux kernel (root and the ip_vs module), not in a proxy live mode starts; replay it without --via, where the driver's own balancer runs the same table",
+        ));
     }
     Err(none(
         "it needs per-request information (latencies, load reports, requests in flight) that an L4 proxy does not have; see the README's proxy table",
@@ -359,6 +392,55 @@ pub fn counts_connections(spec: &StrategySpec) -> bool {
         || spec.is::<Leastconn>()
         || spec.is::<PowerOfD>()
         || spec.is::<First>()
+}
+
+/// Refuses faults that the proxy would handle otherwise than simulated.
+///
+/// `slow`, `pause`, `cold`, `delay` and `error` change only how a backend serves: an L4
+/// proxy forwards the bytes unchanged, so they replay through it as directly. A `crash`
+/// or `unreachable` is met by the proxy's health checking, and `join`, `leave` and
+/// `deploy` change its server list: the simulator marks a server down exactly `detection`
+/// after a crash (connections opened to it before then fail) and up `detection` after it
+/// recovers, and takes a leaving server out at once; neither proxy's generated
+/// configuration does that (the reason says which knob differs).
+pub fn check_faults(kind: ProxyKind, scenario: &Scenario) -> Result<(), ProxyError> {
+    use crate::scenario::FaultKind;
+    let names: Vec<&str> = scenario.servers().iter().map(|s| s.name.as_str()).collect();
+    for f in &scenario.faults {
+        let health = matches!(f.kind, FaultKind::Crash | FaultKind::Unreachable);
+        let membership = matches!(
+            f.kind,
+            FaultKind::Join | FaultKind::Leave | FaultKind::Deploy
+        );
+        let why = match (kind, health, membership) {
+            (ProxyKind::Nginx, true, _) => {
+                "open-source nginx `stream` has only passive health checks (`health_check` is NGINX Plus): a server is taken out after `max_fails` failed connects within `fail_timeout` and tried again after `fail_timeout` whether or not it recovered, and a failed connect is retried on the next server (`proxy_next_upstream on`), so the client never sees the failures the simulator counts until `detection`; and a crashed lbsim backend accepts, then closes, connections: the connect itself succeeds"
+            }
+            (ProxyKind::Haproxy, true, _) => {
+                "HAProxy marks a server down after `fall` failed active checks every `inter` (a layer-4 `check` passes on a crashed lbsim backend, which accepts and closes connections; a Thrift `ping` would need `tcp-check send-binary` for the replay's protocol and transport), so the mark-down lands within one `inter` of `fall` x `inter` after the crash depending on the check's phase, and `rise` x `inter` after recovery: the simulator's exact `detection` is not generated yet"
+            }
+            (ProxyKind::Nginx, _, true) => {
+                "nginx's upstream servers are fixed by the generated configuration; adding or draining one means a reload, which starts new workers with fresh connection counts, unlike the simulated balancer that keeps counting"
+            }
+            (ProxyKind::Haproxy, _, true) => {
+                "HAProxy's servers are fixed by the generated configuration; joining or draining one at its time would need its runtime API (`set server ... state ready|drain|maint`), which lbsim does not drive yet"
+            }
+            _ => continue,
+        };
+        let server = f
+            .servers
+            .iter()
+            .map(|&i| names.get(i).copied().unwrap_or("?"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ProxyError::Faults {
+            proxy: kind,
+            kind: f.kind.name(),
+            server,
+            why,
+        });
+    }
+    Ok(())
 }
 
 /// Where the nginx `stream` module is when it is a loadable module (Debian).

@@ -9,11 +9,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::calibrate::{Calibration, LoadedCost};
-use super::options::LiveOptions;
 use crate::metrics::RunMetrics;
-use crate::rng::{Stream, stream_rng};
 use crate::scenario::Scenario;
-use crate::strategy::Balancer;
 use crate::time::Nanos;
 use crate::workload::Dist;
 
@@ -51,7 +48,7 @@ pub struct StrategyReplay {
     pub connection_waits: u64,
     /// The first error seen, for the report.
     pub first_error: Option<String>,
-    /// Whether the dispatcher ran at real-time priority ([`LiveOptions::realtime`]).
+    /// Whether the dispatcher ran at real-time priority ([`LiveOptions::realtime`](super::options::LiveOptions::realtime)).
     pub realtime: bool,
     /// Per backend, what it added to each served call *under the replay's load*: the
     /// idle calibration's service overhead and extra latency, measured on the replay's
@@ -190,11 +187,10 @@ pub(crate) fn record_served(m: &mut RunMetrics, i: usize, latency: Nanos) {
     s.latency_sum += latency.as_secs_f64();
 }
 
-/// What every replay of a strategy starts from, request-level or connection-level: the
-/// balancer built exactly as the simulator builds balancer 0 of this replication, each
-/// server's workers and service distribution, and the measured window.
+/// What every replay of a strategy starts from, request-level or connection-level: each
+/// server's workers and service distribution, and the measured window (the balancers are
+/// built as the simulator builds them by [`super::views::Views`]).
 pub(super) struct ReplayStart {
-    pub balancer: Balancer,
     pub workers: Vec<u32>,
     pub dists: Vec<Dist>,
     pub from: Nanos,
@@ -202,16 +198,9 @@ pub(super) struct ReplayStart {
 }
 
 impl ReplayStart {
-    pub(super) fn new(
-        scenario: &Scenario,
-        entry: &crate::strategy::StrategyEntry,
-        seed: u64,
-        opts: &LiveOptions,
-    ) -> ReplayStart {
+    pub(super) fn new(scenario: &Scenario) -> ReplayStart {
         let servers = scenario.servers();
-        let rng = stream_rng(seed, opts.replication, Stream::Strategy, 0);
         ReplayStart {
-            balancer: Balancer::new(entry.spec.build(servers.len(), rng), &scenario.weights()),
             workers: servers.iter().map(|s| s.workers).collect(),
             dists: servers.iter().map(|s| (*s.service).clone()).collect(),
             from: Nanos::from_secs_f64(scenario.warmup),

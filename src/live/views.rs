@@ -204,6 +204,15 @@ impl Views {
         picked
     }
 
+    /// A call reached server `i` at `now` without a balancer's pick (connection level:
+    /// the connection was picked when it opened): the server's count of calls in system,
+    /// which a drain waits on, counts it.
+    pub(crate) fn call_sent(&mut self, i: usize, now: Nanos) {
+        self.tick(now);
+        self.counts[i].in_system += 1;
+        self.changed(i, now);
+    }
+
     /// A call to server `i` through balancer `b` ended at `now` after `latency`; `served`
     /// is the service time its reply reports (`None`: not served).
     pub(crate) fn complete(

@@ -1,50 +1,235 @@
-//! HAProxy `balance source` with `hash-type map-based` (its default; HAProxy 2.6,
-//! `src/backend.c` `get_server_sh`, `src/lb_map.c` `map_get_server_hash`): the client's
+//! HAProxy `balance source` (HAProxy 2.6, `src/backend.c` `get_server_sh`): the client's
 //! IPv4 address, as a 32-bit number in host order (the XOR of the address's 32-bit words,
-//! which for IPv4 is the one word), indexes the static map of the usable servers —
-//! `map.srv[hash % tot_weight]`, the very map `static-rr` walks ([`super::StaticRr`]),
-//! rebuilt over the servers still up when one goes down or comes back, so that a server's
-//! failure moves most clients, not only its own (what `consistent` hashing avoids).
+//! which for IPv4 is the one word), optionally through Bob Jenkins' full-avalanche integer
+//! hash (`hash-type … avalanche`, `full_hash`), then looked up as `hash-type` says:
+//!
+//! - **`map-based`** (HAProxy's default; `src/lb_map.c` `map_get_server_hash`):
+//!   `map.srv[hash % tot_weight]` in the very map `static-rr` walks ([`super::StaticRr`]),
+//!   rebuilt over the servers still up when one goes down or comes back, so that a
+//!   server's failure moves most clients, not only its own.
+//! - **`consistent`** (`src/lb_chash.c`): every server up places `16 × weight` points at
+//!   `full_hash(puid × 4096 + j)` (`puid`: its 1-based position in the configuration), and
+//!   the hash goes to the server of the *nearest* point on either side (`dp <= dn` picks the
+//!   point before). With `hash-balance-factor F` (Mirrokni, Thorup and Zadimoghaddam's
+//!   consistent hashing with bounded loads, as `chash_server_is_eligible` adapts it to
+//!   weights) a server already serving its share of `⌈(served + 1) · F / 100⌉` connections
+//!   is passed over for the next point clockwise. Points with equal keys keep the order of
+//!   their servers (HAProxy keeps insertion order; the two differ only after servers went
+//!   down and up, with odds of a collision near n²/2³³ for n points).
+//!
+//! Without `avalanche`, consistent hashing of the raw address clusters: loopback clients
+//! `127.1.x.y` are 2¹⁶ consecutive values in a ring of 2³², so they share a few points —
+//! HAProxy's behaviour, which the documentation's advice to add `avalanche` is about.
 //!
 //! **The key.** A connection's client address is [`super::hash::client_address`] of the
 //! key: at connection level (`[connections]`) the connection's slot, whose connections
-//! live mode opens from exactly that loopback address, so a replay `--via haproxy`
-//! (`balance source`) sends every connection where the simulator does.
+//! live mode opens from exactly that loopback address, so a replay `--via haproxy` sends
+//! every connection where the simulator does. `served` is the balancer's count in flight
+//! (at connection level, the connections open to each server).
 
+use serde::{Deserialize, Serialize};
+
+use super::SpecError;
 use super::hash::client_address;
-use super::registry::{About, Parameterless, PickCost, Reads, Split};
+use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
 use super::{Backend, PickContext, StaticRr, Strategy};
 
-/// HAProxy `balance source`, map-based.
+/// Parameters of `kind = "haproxy_source"`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HaproxySourceParams {
+    /// `hash-type consistent` instead of `map-based` (HAProxy's default). Default false.
+    pub consistent: bool,
+    /// The `avalanche` modifier: hash the address with `full_hash` first. Default false.
+    pub avalanche: bool,
+    /// `hash-balance-factor`, percent: 0 (off, the default) or more than 100; consistent
+    /// hashing only.
+    pub hash_balance_factor: u32,
+}
+
+/// HAProxy `balance source`.
 #[derive(Debug, Default)]
 pub struct HaproxySource {
+    params: HaproxySourceParams,
     map: StaticRr,
+    ring: Ring,
+}
+
+/// Bob Jenkins' full-avalanche 32-bit integer hash, times a prime near ¾ of 2³² (HAProxy's
+/// `__full_hash`, `include/haproxy/intops.h`).
+pub fn full_hash(mut a: u32) -> u32 {
+    a = a.wrapping_add(0x7ed5_5d16).wrapping_add(a << 12);
+    a = (a ^ 0xc761_c23c) ^ (a >> 19);
+    a = a.wrapping_add(0x1656_67b1).wrapping_add(a << 5);
+    a = a.wrapping_add(0xd3a2_646c) ^ (a << 9);
+    a = a.wrapping_add(0xfd70_46c5).wrapping_add(a << 3);
+    a = (a ^ 0xb55a_4f09) ^ (a >> 16);
+    a.wrapping_mul(3_221_225_473)
+}
+
+/// HAProxy's weight scale for consistent hashing (`BE_WEIGHT_SCALE`): points per weight.
+const WEIGHT_SCALE: u32 = 16;
+/// `SRV_EWGHT_RANGE` (256 user weights × the scale): the stride of a server's point inputs.
+const EWEIGHT_RANGE: u32 = 256 * WEIGHT_SCALE;
+
+/// The consistent-hash tree: the points of the servers up, sorted by key.
+#[derive(Debug, Default)]
+struct Ring {
+    /// (key, server), sorted by key, then server.
+    points: Vec<(u32, usize)>,
+    /// The view it was built for: (up, weight) of each backend.
+    built_for: Vec<(bool, u32)>,
+    /// Each server's effective weight (16 × weight when up, else 0).
+    eweight: Vec<u32>,
+    /// Σ eweights of the servers before each (`cumulative_weight`).
+    cumulative: Vec<u32>,
+    /// Σ eweights (`tot_weight`).
+    total: u32,
+}
+
+impl Ring {
+    fn refresh(&mut self, backends: &[Backend]) {
+        if self.built_for.len() == backends.len()
+            && self
+                .built_for
+                .iter()
+                .zip(backends)
+                .all(|(&(up, w), b)| up == b.up && w == b.weight)
+        {
+            return;
+        }
+        self.points.clear();
+        self.eweight.clear();
+        self.cumulative.clear();
+        self.total = 0;
+        for (i, b) in backends.iter().enumerate() {
+            let e = if b.up { b.weight * WEIGHT_SCALE } else { 0 };
+            let puid = i as u32 + 1;
+            self.points.extend((0..e).map(|j| {
+                (
+                    full_hash(puid.wrapping_mul(EWEIGHT_RANGE).wrapping_add(j)),
+                    i,
+                )
+            }));
+            self.cumulative.push(self.total);
+            self.eweight.push(e);
+            self.total += e;
+        }
+        self.points.sort_unstable();
+        self.built_for = backends.iter().map(|b| (b.up, b.weight)).collect();
+    }
+
+    /// `chash_server_is_eligible`: whether server `s` serves fewer connections than its
+    /// bounded share of `served + 1` times `factor` percent.
+    fn eligible(&self, s: usize, served: u32, own: u32, factor: u32) -> bool {
+        // C unsigned arithmetic, wrapping included (not `div_ceil`).
+        let tot_slots = served.wrapping_add(1).wrapping_mul(factor).wrapping_add(99) / 100;
+        let per_weight = tot_slots / self.total;
+        let remainder = tot_slots % self.total;
+        let (e, cum) = (self.eweight[s], self.cumulative[s]);
+        let mut slots = e.wrapping_mul(per_weight);
+        slots = slots.wrapping_add(
+            (cum + e).wrapping_mul(remainder) / self.total
+                - cum.wrapping_mul(remainder) / self.total,
+        );
+        own < slots.max(1)
+    }
+
+    /// `chash_get_server_hash` without a server to avoid.
+    fn pick(&self, hash: u32, backends: &[Backend], factor: u32) -> Option<usize> {
+        let n = self.points.len();
+        if n == 0 {
+            return None;
+        }
+        let next = self.points.partition_point(|&(k, _)| k < hash) % n;
+        let prev = (next + n - 1) % n;
+        let dp = hash.wrapping_sub(self.points[prev].0);
+        let dn = self.points[next].0.wrapping_sub(hash);
+        let mut at = if dp <= dn { prev } else { next };
+        if factor == 0 {
+            return Some(self.points[at].1);
+        }
+        let served = backends.iter().map(|b| b.in_flight).sum::<u32>();
+        // Clockwise past saturated servers, around the ring at most once more.
+        let mut wraps = 0;
+        loop {
+            let s = self.points[at].1;
+            if self.eligible(s, served, backends[s].in_flight, factor) {
+                return Some(s);
+            }
+            at += 1;
+            if at == n {
+                at = 0;
+                wraps += 1;
+                if wraps > 1 {
+                    return Some(self.points[at].1);
+                }
+            }
+        }
+    }
 }
 
 impl Strategy for HaproxySource {
     fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+        let mut hash = u32::from(client_address(ctx.key));
+        if self.params.avalanche {
+            hash = full_hash(hash);
+        }
+        if self.params.consistent {
+            self.ring.refresh(backends);
+            return self
+                .ring
+                .pick(hash, backends, self.params.hash_balance_factor);
+        }
         let map = self.map.slots(backends);
         if map.is_empty() {
             return None;
         }
-        let hash = u32::from(client_address(ctx.key));
         Some(map[(hash as usize) % map.len()])
     }
 }
 
-/// `kind = "haproxy_source"`: no parameters.
-impl Parameterless for HaproxySource {
+impl Kind for HaproxySource {
+    type Params = HaproxySourceParams;
     const ABOUT: About = About {
         kind: "haproxy_source",
         aliases: &[],
-        follows: "HAProxy balance source, hash-type map-based (backend.c get_server_sh, HAProxy 2.6: the client's IPv4 address modulo the static-rr map of the servers up)",
-        knobs: &[],
+        follows: "HAProxy balance source (backend.c get_server_sh, HAProxy 2.6): the client's IPv4 address, modulo the static-rr map (hash-type map-based) or to the nearest of 16 × weight points (consistent, lb_chash.c, with hash-balance-factor)",
+        knobs: &[
+            Knob::new("consistent", Ty::Bool).meaning("hash-type consistent"),
+            Knob::new("avalanche", Ty::Bool).meaning("full_hash the address first"),
+            Knob::new("hash_balance_factor", Ty::Int)
+                .unit("%")
+                .unset("0: unbounded"),
+        ],
         reads: Reads::WEIGHTS,
         split: Split::Dynamic,
     };
-    const COST: PickCost = PickCost::SCAN;
-    fn start(_: usize, _: crate::rng::SimRng) -> HaproxySource {
-        HaproxySource::default()
+    fn validate(p: &HaproxySourceParams, _: usize) -> Result<(), SpecError> {
+        if p.hash_balance_factor != 0 && p.hash_balance_factor <= 100 {
+            return Err(SpecError::new(
+                "hash_balance_factor",
+                format!("is {}", p.hash_balance_factor),
+                "use 0 (no bound) or more than 100, as HAProxy requires (e.g. 150: no server above 1.5 × its share)",
+            ));
+        }
+        if p.hash_balance_factor != 0 && !p.consistent {
+            return Err(SpecError::new(
+                "hash_balance_factor",
+                "is set with map-based hashing",
+                "set consistent = true: HAProxy bounds loads only for hash-type consistent",
+            ));
+        }
+        Ok(())
+    }
+    fn build(p: &HaproxySourceParams, _: usize, _: crate::rng::SimRng) -> HaproxySource {
+        HaproxySource {
+            params: p.clone(),
+            ..HaproxySource::default()
+        }
+    }
+    fn cost(_: &HaproxySourceParams) -> PickCost {
+        PickCost::SCAN
     }
 }
 
@@ -69,6 +254,99 @@ mod tests {
             let h = u64::from(u32::from(client_address(k)));
             assert_eq!(b.route(Nanos(0), k), Some(map[(h % 18) as usize]));
         }
+    }
+
+    fn consistent(avalanche: bool, factor: u32) -> HaproxySource {
+        HaproxySource {
+            params: HaproxySourceParams {
+                consistent: true,
+                avalanche,
+                hash_balance_factor: factor,
+            },
+            ..HaproxySource::default()
+        }
+    }
+
+    /// Values of HAProxy's `__full_hash`, its C compiled with gcc.
+    #[test]
+    fn full_hash_matches_haproxy() {
+        assert_eq!(full_hash(0), 0xab4e_d927);
+        assert_eq!(full_hash(4096), 0x49c2_008b);
+        assert_eq!(full_hash(0x7f01_0005), 0xd5f6_044a);
+    }
+
+    #[test]
+    fn consistent_hashing_goes_to_the_nearest_point_and_moves_only_the_lost_servers_keys() {
+        let mut b = Balancer::new(Box::new(consistent(true, 0)), &[1, 1, 1, 1]);
+        let before: Vec<_> = (0..400).map(|k| b.route(Nanos(0), k).unwrap()).collect();
+        let mut seen = before.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen, [0, 1, 2, 3]);
+        b.set_up(2, false);
+        for (k, &was) in before.iter().enumerate() {
+            let now = b.route(Nanos(0), k as u64).unwrap();
+            assert_ne!(now, 2);
+            if was != 2 {
+                assert_eq!(now, was, "key {k} moved although its server is up");
+            }
+        }
+        // The nearest point, on either side: a hash just past a point goes back to it.
+        let mut r = Ring::default();
+        let view = [Backend {
+            in_flight: 0,
+            weight: 1,
+            up: true,
+        }; 2];
+        r.refresh(&view);
+        for w in r.points.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if b.0 - a.0 > 2 {
+                assert_eq!(r.pick(a.0 + 1, &view, 0), Some(a.1));
+                assert_eq!(r.pick(b.0 - 1, &view, 0), Some(b.1));
+            }
+        }
+    }
+
+    /// With a balance factor of 125 and 8 equal servers, no server holds more than
+    /// ⌈(c + 1) · 1.25 / 8⌉ of c open connections at any time, while without it the
+    /// busiest holds nearly all (from 40 connections on: the worst fraction on one server).
+    #[test]
+    fn balance_factor_bounds_every_servers_connections() {
+        let busiest = |factor: u32| {
+            let mut b = Balancer::new(Box::new(consistent(false, factor)), &[1; 8]);
+            let mut open = [0u32; 8];
+            let mut worst = 0.0f64;
+            for k in 0..400u64 {
+                let i = b.route(Nanos(0), k).unwrap();
+                open[i] += 1;
+                let c: u32 = open.iter().sum();
+                if c >= 40 {
+                    worst = worst.max(f64::from(open[i]) / f64::from(c));
+                }
+                if factor > 0 {
+                    let cap = (f64::from(c) * f64::from(factor) / 100.0 / 8.0).ceil() + 1.0;
+                    assert!(f64::from(open[i]) <= cap, "{open:?} at {c}");
+                }
+            }
+            worst
+        };
+        // Without avalanche the raw loopback addresses sit in one narrow arc: one server.
+        assert!(busiest(0) > 0.9);
+        assert!(busiest(125) < 0.3);
+    }
+
+    #[test]
+    fn validation_follows_haproxy() {
+        let p = |consistent, hash_balance_factor| HaproxySourceParams {
+            consistent,
+            avalanche: false,
+            hash_balance_factor,
+        };
+        assert!(HaproxySource::validate(&p(true, 100), 4).is_err());
+        assert!(HaproxySource::validate(&p(false, 150), 4).is_err());
+        assert!(HaproxySource::validate(&p(true, 150), 4).is_ok());
+        assert!(HaproxySource::validate(&p(false, 0), 4).is_ok());
     }
 
     #[test]

@@ -20,9 +20,9 @@ use serde::de::DeserializeOwned;
 use super::spec::{SpecError, StrategySpec};
 use super::{
     Aperture, BoundedLoadHash, C3, EdfWeightedRoundRobin, First, Fwrr, GrpcWeightedRoundRobin,
-    HaproxySource, JoinIdleQueue, LeastConnections, LeastRequest, LeastResponseTime, Leastconn,
-    Maglev, NginxHash, PeakEwmaP2c, PowerOfD, Prequal, RandomChoice, RingHash, RoundRobin,
-    ShortestQueue, SmoothWeightedRoundRobin, StaticRr, Strategy, WeightedRandom,
+    HaproxySource, IpvsSh, JoinIdleQueue, LeastConnections, LeastRequest, LeastResponseTime,
+    Leastconn, Maglev, NginxHash, PeakEwmaP2c, PowerOfD, Prequal, RandomChoice, RingHash,
+    RoundRobin, ShortestQueue, SmoothWeightedRoundRobin, StaticRr, Strategy, WeightedRandom,
 };
 use crate::rng::SimRng;
 
@@ -52,6 +52,7 @@ pub static STRATEGIES: &[&dyn StrategyDef] = &[
     &Fwrr::DEF,
     &NginxHash::DEF,
     &HaproxySource::DEF,
+    &IpvsSh::DEF,
     &Prequal::DEF,
     &C3::DEF,
 ];

@@ -16,7 +16,7 @@
 //! 2.6.12's own picks.
 
 use super::registry::{About, Parameterless, PickCost, Reads, Split};
-use super::{Backend, PickContext, Strategy};
+use super::{Backend, PickContext, Strategy, same_view};
 
 /// HAProxy `static-rr`.
 #[derive(Debug, Default)]
@@ -79,12 +79,7 @@ impl StaticRr {
 
     /// Rebuilds the map if the usable servers changed since it was built.
     fn refresh(&mut self, backends: &[Backend]) {
-        let unchanged = self.built_for.len() == backends.len()
-            && self
-                .built_for
-                .iter()
-                .zip(backends)
-                .all(|(&(up, w), b)| up == b.up && w == b.weight);
+        let unchanged = same_view(&self.built_for, backends);
         if unchanged {
             return;
         }

@@ -93,6 +93,20 @@ pub(super) fn serve(
                 Err(_) => false,
             },
             "ping" => match read_ping_args(&mut *input) {
+                // An `unreachable` fault: health checks fail, as on a classic connection.
+                Ok(_) if shared.faults.unreachable() => {
+                    let mut out = output.lock().unwrap_or_else(PoisonError::into_inner);
+                    write_exception(
+                        &mut **out,
+                        "ping",
+                        seq,
+                        &ApplicationError::new(
+                            ApplicationErrorKind::InternalError,
+                            format!("server {}: unreachable (unreachable fault)", shared.id),
+                        ),
+                    )
+                    .is_ok()
+                }
                 Ok(sent_ns) => {
                     let pong = Pong::new(shared.id.clone(), sent_ns);
                     let mut out = output.lock().unwrap_or_else(PoisonError::into_inner);
