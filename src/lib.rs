@@ -51,5 +51,7 @@ pub mod stats;
 pub mod steady;
 pub mod strategy;
 pub mod sweep;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod time;
 pub mod workload;

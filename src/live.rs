@@ -21,13 +21,6 @@ mod options;
 mod policy;
 mod pool;
 mod probe;
-#[allow(
-    missing_docs,
-    unused_imports,
-    unused_extern_crates,
-    clippy::all,
-    clippy::pedantic
-)]
 pub mod proto;
 pub mod proxy;
 mod run;

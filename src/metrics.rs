@@ -274,14 +274,8 @@ const fn pooled(
     doc: &'static str,
 ) -> MetricDef {
     MetricDef {
-        metric,
-        name,
-        unit: "s",
-        doc,
-        better: Better::Lower,
         estimator: Estimator::Pooled { source, p },
-        tolerance,
-        shown: Shown::Always,
+        ..def(metric, name, "s", Better::Lower, tolerance, doc)
     }
 }
 
@@ -1744,71 +1738,49 @@ pub struct RunSummary {
     pub phases: Vec<PhaseSummary>,
 }
 
-/// The figures of one server in one run.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ServerSummary {
-    /// Measured requests it accepted.
-    pub requests: f64,
-    /// Its share of all accepted requests.
-    pub share: f64,
-    /// Busy worker-time over workers × window.
-    pub utilization: f64,
-    /// Time-average number waiting.
-    pub queue_mean: f64,
-    /// Largest number waiting.
-    pub queue_max: f64,
-    /// Mean response time of the measured requests it served (seconds).
-    pub latency_mean: f64,
-    /// Their 99th percentile (this replication's; reports pool replications).
-    pub latency_p99: f64,
+/// Defines [`ServerSummary`], [`SERVER_METRICS`] and the array conversions from one list
+/// of fields, so that a figure is named once and the orders cannot drift apart.
+macro_rules! server_figures {
+    ($($(#[doc = $doc:literal])* $field:ident,)*) => {
+        /// The figures of one server in one run.
+        #[derive(Clone, Debug, PartialEq)]
+        pub struct ServerSummary {
+            $($(#[doc = $doc])* pub $field: f64,)*
+        }
+
+        /// Names of the per-server figures, in the order of [`ServerSummary::as_array`].
+        pub const SERVER_METRICS: [&str; 7] = [$(stringify!($field)),*];
+
+        impl ServerSummary {
+            /// The figures in the order of [`SERVER_METRICS`].
+            pub fn as_array(&self) -> [f64; 7] {
+                [$(self.$field),*]
+            }
+
+            /// The inverse of [`ServerSummary::as_array`].
+            pub fn from_array(a: [f64; 7]) -> ServerSummary {
+                let [$($field),*] = a;
+                ServerSummary { $($field),* }
+            }
+        }
+    };
 }
 
-/// Names of the per-server figures, in the order of [`ServerSummary::as_array`].
-pub const SERVER_METRICS: [&str; 7] = [
-    "requests",
-    "share",
-    "utilization",
-    "queue_mean",
-    "queue_max",
-    "latency_mean",
-    "latency_p99",
-];
-
-impl ServerSummary {
-    /// The figures in the order of [`SERVER_METRICS`].
-    pub fn as_array(&self) -> [f64; 7] {
-        [
-            self.requests,
-            self.share,
-            self.utilization,
-            self.queue_mean,
-            self.queue_max,
-            self.latency_mean,
-            self.latency_p99,
-        ]
-    }
-
-    /// The inverse of [`ServerSummary::as_array`].
-    pub fn from_array(a: [f64; 7]) -> ServerSummary {
-        let [
-            requests,
-            share,
-            utilization,
-            queue_mean,
-            queue_max,
-            latency_mean,
-            latency_p99,
-        ] = a;
-        ServerSummary {
-            requests,
-            share,
-            utilization,
-            queue_mean,
-            queue_max,
-            latency_mean,
-            latency_p99,
-        }
-    }
+server_figures! {
+    /// Measured requests it accepted.
+    requests,
+    /// Its share of all accepted requests.
+    share,
+    /// Busy worker-time over workers × window.
+    utilization,
+    /// Time-average number waiting.
+    queue_mean,
+    /// Largest number waiting.
+    queue_max,
+    /// Mean response time of the measured requests it served (seconds).
+    latency_mean,
+    /// Their 99th percentile (this replication's; reports pool replications).
+    latency_p99,
 }
 
 #[cfg(test)]

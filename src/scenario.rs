@@ -130,6 +130,18 @@ pub struct Fault {
     pub delay: f64,
 }
 
+impl Fault {
+    /// Its longest drain of server `i` (seconds), if it is a membership fault (`join`,
+    /// `leave` or `deploy`) of that server; the simulator and live mode both read it.
+    pub fn drain_of(&self, i: usize) -> Option<f64> {
+        let membership = matches!(
+            self.kind,
+            FaultKind::Join | FaultKind::Leave | FaultKind::Deploy
+        );
+        (membership && self.servers.contains(&i)).then_some(self.drain_timeout)
+    }
+}
+
 /// A cold start: the speed of a server starts at `fraction` of its own and rises linearly
 /// to all of it over `warmup` seconds.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -449,21 +461,15 @@ impl std::fmt::Write for Fnv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
 
-    pub(crate) const MINIMAL: &str = r#"
-name = "t"
-duration = 10
-warmup = 1
-[arrivals]
-process = "poisson"
-rate = 10
-[[servers]]
-name = "s"
-count = 2
-service = { dist = "exponential", mean = 0.05 }
-[[strategies]]
-kind = "round_robin"
-"#;
+    /// Two servers, exponential service of mean 50 ms, Poisson arrivals at 10 a second,
+    /// round robin; shared with the sweep tests.
+    pub(crate) fn minimal() -> String {
+        let rest = testing::servers("s", 2, "", &testing::exponential(0.05))
+            + &testing::kinds(&["round_robin"]);
+        testing::scenario_text("name = \"t\"\nduration = 10\nwarmup = 1", 10.0, &rest)
+    }
 
     fn load(src: &str) -> Result<Scenario, ScenarioError> {
         Scenario::from_source(Path::new("test.toml"), src)
@@ -471,7 +477,7 @@ kind = "round_robin"
 
     #[test]
     fn servers_carry_their_groups_properties() {
-        let src = MINIMAL.replace(
+        let src = minimal().replace(
             "[[strategies]]",
             "[[servers]]\nname = \"big\"\ncount = 3\nworkers = 4\nspeed = 2.5\nweight = 7\nqueue_capacity = 9\nservice = { dist = \"deterministic\", value = 0.01 }\n[[strategies]]",
         );
@@ -494,30 +500,36 @@ kind = "round_robin"
 
     #[test]
     fn minimal_scenario_loads_with_defaults() {
-        let s = load(MINIMAL).unwrap();
+        let s = load(&minimal()).unwrap();
         assert_eq!(s.servers().len(), 2);
         assert_eq!(s.servers()[1].name, "s-1");
         assert_eq!(s.replications, 10);
         assert!((s.capacity() - 40.0).abs() < 1e-9);
     }
 
+    /// `test.toml:<n>`, where `n` is the line of `src` that starts with `line`.
+    fn at_line_of(src: &str, line: &str) -> String {
+        let n = src.lines().position(|l| l.starts_with(line)).unwrap() + 1;
+        format!("test.toml:{n}:")
+    }
+
     #[test]
     fn errors_name_line_field_and_fix() {
-        let e = load(&MINIMAL.replace("rate = 10", "rate = -3"))
-            .unwrap_err()
-            .to_string();
+        let src = minimal().replace("rate = 10", "rate = -3");
+        let e = load(&src).unwrap_err().to_string();
         assert!(
-            e.contains("test.toml:7") && e.contains("arrivals.rate") && e.contains("fix:"),
+            e.contains(&at_line_of(&src, "rate = -3"))
+                && e.contains("arrivals.rate")
+                && e.contains("fix:"),
             "{e}"
         );
-        let e = load(&MINIMAL.replace("count = 2", "count = 2\nworkers = 0"))
-            .unwrap_err()
-            .to_string();
+        let src = minimal().replace("count = 2", "count = 2\nworkers = 0");
+        let e = load(&src).unwrap_err().to_string();
         assert!(
-            e.contains("servers[0].workers") && e.contains("test.toml:11"),
+            e.contains("servers[0].workers") && e.contains(&at_line_of(&src, "workers = 0")),
             "{e}"
         );
-        let e = load(&MINIMAL.replace("rate = 10", "rate = 100"))
+        let e = load(&minimal().replace("rate = 10", "rate = 100"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("unstable"), "{e}");
@@ -525,13 +537,13 @@ kind = "round_robin"
 
     #[test]
     fn bad_strategy_parameters_name_line_field_and_fix() {
-        let src = MINIMAL.replace(
+        let src = minimal().replace(
             "kind = \"round_robin\"",
             "kind = \"maglev\"\ntable_size = 1000",
         );
         let e = load(&src).unwrap_err().to_string();
         assert!(
-            e.contains("test.toml:14")
+            e.contains(&at_line_of(&src, "table_size = 1000"))
                 && e.contains("strategies[0].table_size")
                 && e.contains("prime"),
             "{e}"
@@ -540,7 +552,7 @@ kind = "round_robin"
 
     #[test]
     fn static_split_overload_is_a_warning() {
-        let src = MINIMAL.replace(
+        let src = minimal().replace(
             "[[strategies]]",
             "[[servers]]\nname = \"slow\"\nspeed = 0.1\nservice = { dist = \"exponential\", mean = 0.05 }\n[[strategies]]",
         );

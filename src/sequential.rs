@@ -104,25 +104,13 @@ pub fn run_to_precision(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
+    use crate::testing;
 
     #[test]
     fn stops_once_precise_and_matches_a_fixed_run() {
-        let src = r#"
-duration = 5
-warmup = 1
-replications = 3
-[arrivals]
-process = "poisson"
-rate = 50
-[[servers]]
-name = "s"
-count = 2
-service = { dist = "exponential", mean = 0.01 }
-[[strategies]]
-kind = "round_robin"
-"#;
-        let s = Scenario::from_source(Path::new("t.toml"), src).unwrap();
+        let rest = testing::servers("s", 2, "", &testing::exponential(0.01))
+            + &testing::kinds(&["round_robin"]);
+        let s = testing::scenario("duration = 5\nwarmup = 1\nreplications = 3", 50.0, &rest);
         let p = Precision {
             target: 0.02,
             metric: Metric::LatencyMean,

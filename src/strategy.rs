@@ -64,7 +64,7 @@ pub use peak_ewma::{PeakEwma, PeakEwmaP2c, PeakEwmaParams};
 pub use power_of_d::{PowerOfD, PowerOfDParams};
 pub use prequal::{Prequal, PrequalConfig, PrequalParams};
 pub use random::RandomChoice;
-pub use registry::{Kind, NoParams, STRATEGIES, StrategyDef};
+pub use registry::{Kind, NoParams, Parameterless, STRATEGIES, StrategyDef};
 pub use reports::LoadTable;
 pub use ring_hash::{RingHash, RingHashParams};
 pub use round_robin::RoundRobin;
@@ -471,6 +471,16 @@ impl Balancer {
     }
 }
 
+/// Whether `backends` still show the `(up, weight)` of each backend that a structure was
+/// built for (a map or table rebuilt when they change).
+pub(crate) fn same_view(built_for: &[(bool, u32)], backends: &[Backend]) -> bool {
+    built_for.len() == backends.len()
+        && built_for
+            .iter()
+            .zip(backends)
+            .all(|(&(up, w), b)| up == b.up && w == b.weight)
+}
+
 /// Iterates over the indices of backends that are up, starting at `start` and wrapping.
 pub(crate) fn up_from(backends: &[Backend], start: usize) -> impl Iterator<Item = usize> + '_ {
     let n = backends.len();
@@ -578,6 +588,85 @@ pub(crate) mod testing {
             }
         }
         (pa, pb)
+    }
+
+    /// Picks as letters, `a` for backend 0.
+    pub fn letters(picks: &[usize]) -> String {
+        picks.iter().map(|&i| char::from(b'a' + i as u8)).collect()
+    }
+
+    /// The picks, as letters, of `strategy` over `weights` while backend 0 goes down
+    /// after `before` picks and comes back after `during` more, then `after` more (as
+    /// HAProxy's `disable server` and `enable server` between connections).
+    pub fn down_and_up(
+        strategy: Box<dyn Strategy>,
+        weights: &[u32],
+        (before, during, after): (usize, usize, usize),
+    ) -> String {
+        let mut b = Balancer::new(strategy, weights);
+        let mut seq = picks(&mut b, before);
+        b.set_up(0, false);
+        seq.extend(picks(&mut b, during));
+        b.set_up(0, true);
+        seq.extend(picks(&mut b, after));
+        letters(&seq)
+    }
+
+    /// A strategy with an index (`.0`) and the plain scan it must agree with (`.1`).
+    pub type Pair = (Box<dyn Strategy>, Box<dyn Strategy>);
+
+    /// Backend weights of 0 to 4, for 1 to 11 backends.
+    pub fn weights() -> impl proptest::strategy::Strategy<Value = Vec<u32>> {
+        proptest::collection::vec(0u32..5, 1..12)
+    }
+
+    /// The property every strategy with an index gets: on 200 random workouts of up to
+    /// 300 operations, over the weights `weights` draws, the index picks what the scan
+    /// picks, for every parameter `params` draws (`pair` builds both from it).
+    pub fn index_agrees_with_scan<P: std::fmt::Debug>(
+        params: impl proptest::strategy::Strategy<Value = P>,
+        weights: impl proptest::strategy::Strategy<Value = Vec<u32>>,
+        pair: impl Fn(&P) -> Pair,
+    ) {
+        use proptest::test_runner::{Config, TestCaseError, TestRunner};
+        let config = Config {
+            source_file: Some(file!()),
+            ..Config::with_cases(200)
+        };
+        let ops = proptest::collection::vec(op(), 1..300);
+        let result = TestRunner::new(config).run(&(params, weights, ops), |(p, w, ops)| {
+            let (fast, oracle) = pair(&p);
+            let (fast, oracle) = both(fast, oracle, &w, &ops);
+            if fast == oracle {
+                Ok(())
+            } else {
+                Err(TestCaseError::fail(format!("{fast:?} != {oracle:?}")))
+            }
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
+
+    /// Long random workouts of larger clusters ([`workout`] of `route_pct` and `varied`,
+    /// from a stream seeded with `seed`): for each case, over the weights `weights` draws
+    /// for it, the index picks what the scan picks.
+    pub fn long_runs_agree<P: std::fmt::Debug>(
+        seed: u64,
+        (route_pct, varied): (u32, bool),
+        cases: &[P],
+        weights: impl Fn(&P, &mut crate::rng::SimRng) -> Vec<u32>,
+        pair: impl Fn(&P) -> Pair,
+    ) {
+        use rand::SeedableRng;
+        let mut rng = crate::rng::SimRng::seed_from_u64(seed);
+        for p in cases {
+            let w = weights(p, &mut rng);
+            let ops = workout(&mut rng, route_pct, varied);
+            let (fast, oracle) = pair(p);
+            let (fast, oracle) = both(fast, oracle, &w, &ops);
+            assert_eq!(fast, oracle, "{p:?}, {} backends", w.len());
+        }
     }
 
     /// Counts of each backend in `picks`.

@@ -339,6 +339,7 @@ pub(crate) fn calibrate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
 
     #[test]
     fn rounds_stop_within_the_bound_and_keep_the_smallest() {
@@ -383,20 +384,9 @@ mod tests {
 
     #[test]
     fn apply_is_per_backend_and_capped_by_the_bound() {
-        let src = r#"
-name = "two"
-duration = 1.0
-[arrivals]
-process = "poisson"
-rate = 10.0
-[[servers]]
-name = "a"
-count = 2
-service = { dist = "deterministic", value = 0.004 }
-[[strategies]]
-kind = "round_robin"
-"#;
-        let s = Scenario::from_source(std::path::Path::new("t.toml"), src).unwrap();
+        let deterministic = r#"{ dist = "deterministic", value = 0.004 }"#;
+        let rest = testing::servers("a", 2, "", deterministic) + &testing::kinds(&["round_robin"]);
+        let s = testing::scenario("name = \"two\"\nduration = 1.0", 10.0, &rest);
         // Backend 0 adds 100 µs of a 4 ms service (2.5%); backend 1 adds 2 ms (50%).
         let c = Calibration {
             backends: vec![backend(40e3, 60e3, 4e6), backend(1.9e6, 0.1e6, 4e6)],

@@ -513,13 +513,7 @@ impl<'a> FaultPlayer<'a> {
     fn drain_timeout(&self, i: usize) -> f64 {
         self.faults
             .iter()
-            .filter(|f| {
-                matches!(
-                    f.kind,
-                    FaultKind::Join | FaultKind::Leave | FaultKind::Deploy
-                ) && f.servers.contains(&i)
-            })
-            .map(|f| f.drain_timeout)
+            .filter_map(|f| f.drain_of(i))
             .fold(0.0, f64::max)
     }
 

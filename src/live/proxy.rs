@@ -749,31 +749,19 @@ impl Drop for RunningProxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
 
     fn scenario() -> Scenario {
-        let text = r#"
-name = "t"
-duration = 1.0
-warmup = 0.1
-[arrivals]
-process = "poisson"
-rate = 100.0
-[connections]
-clients = 4
-pool_size = 2
-[[servers]]
-name = "fast"
-count = 1
-workers = 4
-speed = 2.0
-weight = 3
-service = { dist = "exponential", mean = 0.01 }
-[[servers]]
-name = "slow"
-count = 2
-workers = 4
-weight = 1
-service = { dist = "exponential", mean = 0.01 }
+        let service = testing::exponential(0.01);
+        let rest = "[connections]\nclients = 4\npool_size = 2\n".to_string()
+            + &testing::servers("fast", 1, "workers = 4\nspeed = 2.0\nweight = 3", &service)
+            + &testing::servers("slow", 2, "workers = 4\nweight = 1", &service)
+            + STRATEGIES;
+        testing::scenario("name = \"t\"\nduration = 1.0\nwarmup = 0.1", 100.0, &rest)
+    }
+
+    /// Every kind the proxies translate, with their weighted and `maxconn` variants.
+    const STRATEGIES: &str = r#"
 [[strategies]]
 kind = "least_connections"
 weighted = true
@@ -790,8 +778,6 @@ weighted = true
 [[strategies]]
 kind = "fwrr"
 "#;
-        Scenario::from_source(Path::new("t.toml"), text).expect("valid scenario")
-    }
 
     fn addrs() -> Vec<SocketAddr> {
         (0..3)

@@ -165,70 +165,45 @@ pub(crate) fn longest_wait(scenario: &Scenario, time_scale: f64) -> Option<std::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
 
     fn scenario(servers: &str) -> Scenario {
-        Scenario::from_source(
-            "support.toml".as_ref(),
-            &format!(
-                r#"
-                duration = 5
-                [arrivals]
-                process = "poisson"
-                rate = 10
-                {servers}
-                [[strategies]]
-                kind = "round_robin"
-                "#
-            ),
+        testing::scenario(
+            "duration = 5",
+            10.0,
+            &(servers.to_string() + &testing::kinds(&["round_robin"])),
         )
-        .unwrap()
     }
 
     #[test]
     fn the_longest_wait_is_a_full_queue_drained_at_the_slowest_server() {
         // slow-server's slow host: (100 + 4) / 4 services of 20 ms at speed 0.1 = 5.2 s.
+        let service = testing::exponential(0.020);
         let s = scenario(
-            r#"
-            [[servers]]
-            name = "ok"
-            count = 2
-            workers = 4
-            queue_capacity = 100
-            service = { dist = "exponential", mean = 0.020 }
-            [[servers]]
-            name = "slow"
-            workers = 4
-            speed = 0.1
-            queue_capacity = 100
-            service = { dist = "exponential", mean = 0.020 }
-            "#,
+            &(testing::servers("ok", 2, "workers = 4\nqueue_capacity = 100", &service)
+                + &testing::servers(
+                    "slow",
+                    1,
+                    "workers = 4\nspeed = 0.1\nqueue_capacity = 100",
+                    &service,
+                )),
         );
         let w = longest_wait(&s, 2.0).unwrap().as_secs_f64();
         assert!((w - 10.4).abs() < 1e-9, "{w}");
         // Unbounded queues: no bound to give.
-        let s = scenario(
-            r#"
-            [[servers]]
-            name = "s"
-            service = { dist = "exponential", mean = 0.020 }
-            "#,
-        );
+        let s = scenario(&testing::servers("s", 1, "", &service));
         assert_eq!(longest_wait(&s, 1.0), None);
     }
 
     #[test]
     fn too_many_servers_are_refused_with_the_reason() {
-        let s = scenario(&format!(
-            "[[servers]]\nname = \"s\"\ncount = {}\nservice = {{ dist = \"exponential\", mean = 0.020 }}",
-            MAX_SERVERS + 1
-        ));
+        let service = testing::exponential(0.020);
+        let s = scenario(&testing::servers("s", MAX_SERVERS as u32 + 1, "", &service));
         let Err(LiveError::Unsupported(why)) = check_scenario(&s) else {
             panic!("accepted {} servers", MAX_SERVERS + 1)
         };
         assert!(why.contains("513 servers") && why.contains("fix:"), "{why}");
-        let s = scenario(&format!(
-            "[[servers]]\nname = \"s\"\ncount = {MAX_SERVERS}\nservice = {{ dist = \"exponential\", mean = 0.020 }}"
-        ));
+        let s = scenario(&testing::servers("s", MAX_SERVERS as u32, "", &service));
         assert!(check_scenario(&s).is_ok());
     }
 }

@@ -1137,6 +1137,7 @@ pub fn table(verdict: &Verdict) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
 
     fn row(figure: Figure, sim: f64, replayed: f64, live: f64, reference: Reference) -> Comparison {
         Comparison {
@@ -1189,29 +1190,11 @@ mod tests {
         assert_eq!(spread_allowance(&[0.3, 0.3, f64::NAN, 0.3]), 0.0);
         // Sample standard deviation of 0 and 2 is √2: 3 × √2 × √2 = 6.
         assert!((spread_allowance(&[0.0, 2.0]) - 6.0).abs() < 1e-12);
-        let s = Scenario::from_source(
-            "t.toml".as_ref(),
-            r#"
-            duration = 5
-            [arrivals]
-            process = "poisson"
-            rate = 10
-            [[servers]]
-            name = "s"
-            count = 2
-            service = { dist = "exponential", mean = 0.01 }
-            [[strategies]]
-            kind = "round_robin"
-            [[strategies]]
-            kind = "weighted_random"
-            [[strategies]]
-            label = "lc"
-            kind = "least_connections"
-            [[strategies]]
-            kind = "power_of_d"
-            "#,
-        )
-        .unwrap();
+        let rest = testing::servers("s", 2, "", &testing::exponential(0.01))
+            + &testing::kinds(&["round_robin", "weighted_random"])
+            + "[[strategies]]\nlabel = \"lc\"\nkind = \"least_connections\"\n"
+            + &testing::kinds(&["power_of_d"]);
+        let s = testing::scenario("duration = 5", 10.0, &rest);
         // Timing decides the picks of load-aware strategies only.
         assert!(!adaptive(&s, "round_robin") && !adaptive(&s, "weighted_random"));
         assert!(adaptive(&s, "lc") && adaptive(&s, "power_of_d"));

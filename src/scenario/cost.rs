@@ -404,31 +404,15 @@ fn table_bytes(spec: &StrategySpec, s: &Scenario) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use crate::scenario::Scenario;
-
-    /// 4 one-worker servers, 120 requests a replication, one strategy.
-    const SHORT_RUNS: &str = r#"
-name = "mem"
-seed = 7
-replications = 10
-duration = 0.5
-warmup = 0.1
-[arrivals]
-process = "poisson"
-rate = 200.0
-[[servers]]
-name = "s"
-count = 4
-service = { dist = "exponential", mean = 0.01 }
-[[strategies]]
-kind = "least_connections"
-"#;
+    use crate::testing;
 
     #[test]
     fn the_memory_estimate_covers_what_a_replication_keeps() {
-        let s = Scenario::from_source(Path::new("mem.toml"), SHORT_RUNS).unwrap();
+        // 4 one-worker servers, 120 requests a replication, one strategy.
+        let head = "name = \"mem\"\nseed = 7\nreplications = 10\nduration = 0.5\nwarmup = 0.1";
+        let rest = testing::servers("s", 4, "", &testing::exponential(0.01))
+            + &testing::kinds(&["least_connections"]);
+        let s = testing::scenario(head, 200.0, &rest);
         let per_replication =
             (s.cost(100_000, 2).memory - s.cost(1_000, 2).memory) / f64::from(99_000);
         // `lbsim run` of this scenario peaked at 50.4 MB RSS with 10,000 replications and

@@ -619,10 +619,12 @@ mod tests {
     use std::path::Path;
 
     /// The same minimal scenario as the scenario module's tests.
-    const BASE: &str = crate::scenario::tests::MINIMAL;
+    fn base() -> String {
+        crate::scenario::tests::minimal()
+    }
 
     fn load(extra: &str) -> Result<Scenario, ScenarioError> {
-        Scenario::from_source(Path::new("t.toml"), &format!("{BASE}{extra}"))
+        Scenario::from_source(Path::new("t.toml"), &format!("{}{extra}", base()))
     }
 
     #[test]
@@ -637,7 +639,8 @@ mod tests {
     #[test]
     fn keeping_some_strategies_remaps_a_strategy_sweep() {
         let src = format!(
-            "{BASE}[[strategies]]\nkind = \"power_of_d\"\n[[strategies]]\nlabel = \"p1\"\nkind = \"power_of_d\"\nd = 1\n[sweep]\nparameter = \"d\"\nvalues = [2, 1]\n"
+            "{}[[strategies]]\nkind = \"power_of_d\"\n[[strategies]]\nlabel = \"p1\"\nkind = \"power_of_d\"\nd = 1\n[sweep]\nparameter = \"d\"\nvalues = [2, 1]\n",
+            base()
         );
         let mut s = Scenario::from_source(Path::new("t.toml"), &src).unwrap();
         assert_eq!(s.keep_strategies(&["nope".into()]), Err("nope".into()));
@@ -666,7 +669,7 @@ mod tests {
             });
         assert!(e.is_ok());
         // 10 req/s on 1 server of 20 req/s is fine; make it 30 req/s to overload 1 server.
-        let src = BASE.replace("rate = 10", "rate = 30");
+        let src = base().replace("rate = 10", "rate = 30");
         let e = Scenario::from_source(
             Path::new("t.toml"),
             &format!("{src}[sweep]\ngroup = \"s\"\ncount = [1, 3]\n"),
@@ -681,7 +684,7 @@ mod tests {
 
     #[test]
     fn strategy_knob_sweep_sets_the_parameter_per_point() {
-        let src = BASE.replace(
+        let src = base().replace(
             "kind = \"round_robin\"",
             "kind = \"round_robin\"\n[[strategies]]\nkind = \"power_of_d\"",
         );
@@ -726,7 +729,7 @@ mod tests {
     #[test]
     fn sweeping_an_optional_integer_knob_sets_it() {
         use crate::strategy::{First, LeastResponseTime};
-        let src = BASE.replace(
+        let src = base().replace(
             "kind = \"round_robin\"",
             "kind = \"first\"\n[[strategies]]\nkind = \"least_response_time\"",
         );
@@ -820,7 +823,7 @@ mod tests {
                 && e.contains("fix:"),
             "{e}"
         );
-        let line = BASE.lines().count() + 4;
+        let line = base().lines().count() + 4;
         assert!(e.contains(&format!("t.toml:{line}")), "{e}");
         let e = load("[sweep]\nload = [0.5]\n[sweep.by]\nbalancers = [1, 0]\n")
             .unwrap_err()
@@ -847,7 +850,7 @@ mod tests {
             .to_string();
         assert!(e.contains("at most two"), "{e}");
         // Every point is checked: 1 server at 30 req/s is unstable only with count = 1.
-        let src = BASE.replace("rate = 10", "rate = 30");
+        let src = base().replace("rate = 10", "rate = 30");
         let e = Scenario::from_source(
             Path::new("t.toml"),
             &format!(

@@ -10,9 +10,8 @@
 //! ramp factor whenever it (re-)enters the schedule, and the schedule is rebuilt when a
 //! host becomes available, as Envoy refreshes its schedulers on every host-set change.
 
-use super::SpecError;
 use super::edf::EnvoySchedule;
-use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
+use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::slow_start::{Ramp, RampKind};
 use super::{Backend, PickContext, Strategy};
 use crate::time::Nanos;
@@ -47,8 +46,7 @@ impl Strategy for EdfWeightedRoundRobin {
 }
 
 /// `kind = "edf_wrr"`: no parameters.
-impl Kind for EdfWeightedRoundRobin {
-    type Params = NoParams;
+impl Parameterless for EdfWeightedRoundRobin {
     const ABOUT: About = About {
         kind: "edf_wrr",
         aliases: &[],
@@ -60,14 +58,9 @@ impl Kind for EdfWeightedRoundRobin {
         },
         split: Split::Weights,
     };
-    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
-        Ok(())
-    }
-    fn build(_: &NoParams, _: usize, _: crate::rng::SimRng) -> EdfWeightedRoundRobin {
+    const COST: PickCost = PickCost::CONSTANT;
+    fn start(_: usize, _: crate::rng::SimRng) -> EdfWeightedRoundRobin {
         EdfWeightedRoundRobin::default()
-    }
-    fn cost(_: &NoParams) -> PickCost {
-        PickCost::CONSTANT
     }
 }
 

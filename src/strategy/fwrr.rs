@@ -36,8 +36,7 @@
 
 use std::collections::BTreeSet;
 
-use super::SpecError;
-use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
+use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::{Backend, PickContext, Strategy};
 
 /// `BE_WEIGHT_SCALE`: effective weight per unit of configured weight.
@@ -333,8 +332,7 @@ impl Strategy for Fwrr {
 }
 
 /// `kind = "fwrr"`: no parameters.
-impl Kind for Fwrr {
-    type Params = NoParams;
+impl Parameterless for Fwrr {
     const ABOUT: About = About {
         kind: "fwrr",
         aliases: &["haproxy_roundrobin"],
@@ -343,14 +341,9 @@ impl Kind for Fwrr {
         reads: Reads::WEIGHTS,
         split: Split::Weights,
     };
-    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
-        Ok(())
-    }
-    fn build(_: &NoParams, _: usize, _: crate::rng::SimRng) -> Fwrr {
+    const COST: PickCost = PickCost::CONSTANT;
+    fn start(_: usize, _: crate::rng::SimRng) -> Fwrr {
         Fwrr::default()
-    }
-    fn cost(_: &NoParams) -> PickCost {
-        PickCost::CONSTANT
     }
 }
 
@@ -358,15 +351,12 @@ impl Kind for Fwrr {
 mod tests {
     use super::*;
     use crate::strategy::Balancer;
-    use crate::strategy::testing::picks;
+    use crate::strategy::testing::{self, down_and_up, picks};
     use proptest::prelude::*;
 
     fn letters(weights: &[u32], n: usize) -> String {
         let mut b = Balancer::new(Box::new(Fwrr::default()), weights);
-        picks(&mut b, n)
-            .into_iter()
-            .map(|i| char::from(b'a' + i as u8))
-            .collect()
+        testing::letters(&picks(&mut b, n))
     }
 
     /// Weights 3:2:1 by hand from `lb_fwrr.c`: eweights 48, 32, 16, W = 96, steps
@@ -413,13 +403,7 @@ mod tests {
     /// admin socket between connections (weights 3:2:1).
     #[test]
     fn a_server_going_down_and_up() {
-        let mut b = Balancer::new(Box::new(Fwrr::default()), &[3, 2, 1]);
-        let mut seq = picks(&mut b, 5);
-        b.set_up(0, false);
-        seq.extend(picks(&mut b, 4));
-        b.set_up(0, true);
-        seq.extend(picks(&mut b, 8));
-        let s: String = seq.iter().map(|&i| char::from(b'a' + i as u8)).collect();
+        let s = down_and_up(Box::new(Fwrr::default()), &[3, 2, 1], (5, 4, 8));
         assert_eq!(s, HAPROXY_DOWN_UP);
     }
 
@@ -432,13 +416,7 @@ mod tests {
     /// HAProxy 2.6.12 sent the next 58 connections to a (b normally gets one in five).
     #[test]
     fn a_returning_server_starves_another_as_haproxy_does() {
-        let mut b = Balancer::new(Box::new(Fwrr::default()), &[4, 1]);
-        let mut seq = picks(&mut b, 5);
-        b.set_up(0, false);
-        seq.extend(picks(&mut b, 7));
-        b.set_up(0, true);
-        seq.extend(picks(&mut b, 80));
-        let s: String = seq.iter().map(|&i| char::from(b'a' + i as u8)).collect();
+        let s = down_and_up(Box::new(Fwrr::default()), &[4, 1], (5, 7, 80));
         let haproxy = format!("aaaabbbbbbbb{}baaaabaaaabaaaabaaaaba", "a".repeat(58));
         assert_eq!(s, haproxy);
     }

@@ -88,6 +88,31 @@ impl Membership {
     pub fn weight(&self, i: usize) -> u32 {
         self.weights[i]
     }
+
+    /// A pick from `table`, a structure built over the members: `lookup` names the
+    /// backend it maps the request to (`None`: the table is empty). A stale table, or one
+    /// whose backend changed since its build, is rebuilt by `build` from the weights of
+    /// [`Membership::record`] and looked up once more, as Envoy rebuilds on host changes.
+    #[inline]
+    pub fn pick<T>(
+        &mut self,
+        table: &mut T,
+        backends: &[Backend],
+        lookup: impl Fn(&T) -> Option<usize>,
+        build: impl Fn(&[u32]) -> T,
+    ) -> Option<usize> {
+        if self.stale(backends) {
+            *table = build(self.record(backends));
+        }
+        for _ in 0..2 {
+            let i = lookup(table)?;
+            if !self.changed(backends, i) {
+                return Some(i);
+            }
+            *table = build(self.record(backends));
+        }
+        None
+    }
 }
 
 /// A consistent-hash ring (Ketama / Envoy `RING_HASH`): points sorted by hash.

@@ -19,7 +19,7 @@
 use super::SpecError;
 use super::hash::client_address;
 use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
-use super::{Backend, PickContext, Strategy};
+use super::{Backend, PickContext, Strategy, same_view};
 
 /// Buckets of the table (`IP_VS_SH_TAB_BITS` = 8).
 const BITS: u32 = 8;
@@ -61,12 +61,7 @@ impl IpvsSh {
 
 impl Strategy for IpvsSh {
     fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
-        let unchanged = self.built_for.len() == backends.len()
-            && self
-                .built_for
-                .iter()
-                .zip(backends)
-                .all(|(&(up, w), b)| up == b.up && w == b.weight);
+        let unchanged = same_view(&self.built_for, backends);
         if !unchanged {
             let dests: Vec<(usize, u32)> = (0..backends.len())
                 .filter(|&i| backends[i].up)

@@ -10,8 +10,7 @@
 
 use std::collections::VecDeque;
 
-use super::SpecError;
-use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
+use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::{Backend, Outcome, PickContext, Strategy};
 use crate::rng::SimRng;
 use crate::time::Nanos;
@@ -84,8 +83,7 @@ impl Strategy for JoinIdleQueue {
 }
 
 /// `kind = "jiq"`: no parameters.
-impl Kind for JoinIdleQueue {
-    type Params = NoParams;
+impl Parameterless for JoinIdleQueue {
     const ABOUT: About = About {
         kind: "jiq",
         aliases: &[],
@@ -94,14 +92,9 @@ impl Kind for JoinIdleQueue {
         reads: Reads::NOTHING,
         split: Split::Dynamic,
     };
-    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
-        Ok(())
-    }
-    fn build(_: &NoParams, n: usize, rng: crate::rng::SimRng) -> JoinIdleQueue {
+    const COST: PickCost = PickCost::CONSTANT;
+    fn start(n: usize, rng: crate::rng::SimRng) -> JoinIdleQueue {
         JoinIdleQueue::new(n, rng)
-    }
-    fn cost(_: &NoParams) -> PickCost {
-        PickCost::CONSTANT
     }
 }
 

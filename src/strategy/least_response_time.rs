@@ -305,44 +305,36 @@ impl Kind for LeastResponseTime {
 mod tests {
     use super::*;
     use crate::strategy::Balancer;
-    use crate::strategy::testing::{both, op, picks, workout};
+    use crate::strategy::testing::{Pair, index_agrees_with_scan, long_runs_agree, picks};
     use proptest::prelude::*;
+    use proptest::strategy::Strategy as _;
 
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(200))]
+    /// The tree (`new`) and the scan (`for_backends` of 0 backends, which keeps none).
+    fn index_and_scan(&alpha: &f64) -> Pair {
+        (
+            Box::new(LeastResponseTime::new(alpha)),
+            Box::new(LeastResponseTime::for_backends(alpha, 0)),
+        )
+    }
 
-        #[test]
-        fn index_picks_what_the_scan_picks(
-            alpha in prop_oneof![Just(1.0), Just(0.5), 0.01f64..1.0],
-            n in 1usize..12,
-            ops in proptest::collection::vec(op(), 1..300),
-        ) {
-            let (fast, oracle) = both(
-                Box::new(LeastResponseTime::new(alpha)),
-                Box::new(LeastResponseTime::for_backends(alpha, 0)),
-                &vec![1; n],
-                &ops,
-            );
-            prop_assert_eq!(fast, oracle);
-        }
+    #[test]
+    fn index_picks_what_the_scan_picks() {
+        let alpha = prop_oneof![Just(1.0), Just(0.5), 0.01f64..1.0];
+        let equal = (1usize..12).prop_map(|n| vec![1; n]);
+        index_agrees_with_scan(alpha, equal, index_and_scan);
     }
 
     /// A long random workout of larger clusters (deeper trees, padded leaves, many ties
     /// among unsampled and among equal latencies).
     #[test]
     fn long_runs_pick_what_the_scan_picks() {
-        use rand::SeedableRng;
-        let mut rng = crate::rng::SimRng::seed_from_u64(5);
-        for (alpha, n) in [(0.1, 1000), (1.0, 200), (0.5, 37), (0.3, 1)] {
-            let ops = workout(&mut rng, 52, true);
-            let (fast, oracle) = both(
-                Box::new(LeastResponseTime::new(alpha)),
-                Box::new(LeastResponseTime::for_backends(alpha, 0)),
-                &vec![1; n],
-                &ops,
-            );
-            assert_eq!(fast, oracle, "alpha {alpha}, {n} backends");
-        }
+        long_runs_agree(
+            5,
+            (52, true),
+            &[(0.1, 1000), (1.0, 200), (0.5, 37), (0.3, 1)],
+            |&(_, n), _| vec![1; n],
+            |(alpha, _)| index_and_scan(alpha),
+        );
     }
 
     #[test]

@@ -304,46 +304,35 @@ impl Kind for Leastconn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::strategy::testing::{both, op, workout};
+    use crate::strategy::testing::{Pair, index_agrees_with_scan, long_runs_agree, weights};
     use crate::strategy::{Balancer, Outcome};
     use proptest::prelude::*;
 
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(200))]
+    /// The queues (`new`) and the scan (`for_backends` of 0 backends, which keeps none).
+    fn index_and_scan(&weighted: &bool) -> Pair {
+        (
+            Box::new(Leastconn::new(weighted)),
+            Box::new(Leastconn::for_backends(weighted, 0)),
+        )
+    }
 
-        #[test]
-        fn index_picks_what_the_scan_picks(
-            weighted in any::<bool>(),
-            weights in proptest::collection::vec(0u32..5, 1..12),
-            ops in proptest::collection::vec(op(), 1..300),
-        ) {
-            let (fast, oracle) = both(
-                Box::new(Leastconn::new(weighted)),
-                Box::new(Leastconn::for_backends(weighted, 0)),
-                &weights,
-                &ops,
-            );
-            prop_assert_eq!(fast, oracle);
-        }
+    #[test]
+    fn index_picks_what_the_scan_picks() {
+        index_agrees_with_scan(any::<bool>(), weights(), index_and_scan);
     }
 
     /// A long random workout of a larger cluster: the queues compact many times and
     /// servers come back up into the middle of theirs.
     #[test]
     fn long_runs_pick_what_the_scan_picks() {
-        use rand::{RngExt, SeedableRng};
-        let mut rng = crate::rng::SimRng::seed_from_u64(11);
-        for (weighted, n) in [(false, 200), (true, 200), (false, 60), (true, 1000)] {
-            let weights: Vec<u32> = (0..n).map(|_| rng.random_range(0..4)).collect();
-            let ops = workout(&mut rng, 52, false);
-            let (fast, oracle) = both(
-                Box::new(Leastconn::new(weighted)),
-                Box::new(Leastconn::for_backends(weighted, 0)),
-                &weights,
-                &ops,
-            );
-            assert_eq!(fast, oracle, "weighted {weighted}, {n} backends");
-        }
+        use rand::RngExt;
+        long_runs_agree(
+            11,
+            (52, false),
+            &[(false, 200), (true, 200), (false, 60), (true, 1000)],
+            |&(_, n), rng| (0..n).map(|_| rng.random_range(0..4)).collect(),
+            |(weighted, _)| index_and_scan(weighted),
+        );
     }
 
     /// `n` picks that stay in flight, as letters.

@@ -95,30 +95,18 @@ impl Maglev {
         }
         table
     }
-
-    fn rebuild(&mut self, backends: &[Backend]) {
-        let weights = self.members.record(backends);
-        self.table = Self::build_table(weights, self.table_size);
-    }
 }
 
 impl Strategy for Maglev {
     fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
-        if self.members.stale(backends) {
-            self.rebuild(backends);
-        }
         let h = key_hash(ctx.key);
-        for _ in 0..2 {
-            if self.table.is_empty() {
-                return None;
-            }
-            let i = self.table[(h % self.table.len() as u64) as usize] as usize;
-            if !self.members.changed(backends, i) {
-                return Some(i);
-            }
-            self.rebuild(backends);
-        }
-        None
+        let size = self.table_size;
+        self.members.pick(
+            &mut self.table,
+            backends,
+            |t: &Vec<u32>| (!t.is_empty()).then(|| t[(h % t.len() as u64) as usize] as usize),
+            |weights| Maglev::build_table(weights, size),
+        )
     }
 }
 

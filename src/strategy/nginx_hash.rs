@@ -22,9 +22,8 @@
 
 use std::fmt::Write as _;
 
-use super::SpecError;
 use super::hash::client_address;
-use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
+use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::{Backend, PickContext, SmoothWeightedRoundRobin, Strategy};
 
 /// Tries by hashing before the round-robin fallback (`hp->tries > 20`).
@@ -80,8 +79,7 @@ impl Strategy for NginxHash {
 }
 
 /// `kind = "nginx_hash"`: no parameters.
-impl Kind for NginxHash {
-    type Params = NoParams;
+impl Parameterless for NginxHash {
     const ABOUT: About = About {
         kind: "nginx_hash",
         aliases: &[],
@@ -90,14 +88,9 @@ impl Kind for NginxHash {
         reads: Reads::WEIGHTS,
         split: Split::Dynamic,
     };
-    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
-        Ok(())
-    }
-    fn build(_: &NoParams, _: usize, _: crate::rng::SimRng) -> NginxHash {
+    const COST: PickCost = PickCost::SCAN;
+    fn start(_: usize, _: crate::rng::SimRng) -> NginxHash {
         NginxHash::default()
-    }
-    fn cost(_: &NoParams) -> PickCost {
-        PickCost::SCAN
     }
 }
 

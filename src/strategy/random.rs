@@ -3,8 +3,7 @@
 
 use rand::RngExt;
 
-use super::SpecError;
-use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
+use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::{Backend, PickContext, Strategy, up_from};
 use crate::rng::SimRng;
 
@@ -47,8 +46,7 @@ pub(crate) fn uniform_up(backends: &[Backend], rng: &mut SimRng) -> Option<usize
 }
 
 /// `kind = "random"`: no parameters.
-impl Kind for RandomChoice {
-    type Params = NoParams;
+impl Parameterless for RandomChoice {
     const ABOUT: About = About {
         kind: "random",
         aliases: &[],
@@ -57,14 +55,9 @@ impl Kind for RandomChoice {
         reads: Reads::NOTHING,
         split: Split::Equal,
     };
-    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
-        Ok(())
-    }
-    fn build(_: &NoParams, _: usize, rng: crate::rng::SimRng) -> RandomChoice {
+    const COST: PickCost = PickCost::CONSTANT;
+    fn start(_: usize, rng: crate::rng::SimRng) -> RandomChoice {
         RandomChoice::new(rng)
-    }
-    fn cost(_: &NoParams) -> PickCost {
-        PickCost::CONSTANT
     }
 }
 

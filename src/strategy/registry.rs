@@ -27,7 +27,7 @@ use super::{
 use crate::rng::SimRng;
 
 /// Every strategy kind, in the order `lbsim strategies` and the READMEs list them. Adding a
-/// strategy: implement [`Kind`] in its file and add its line here.
+/// strategy: implement [`Kind`] (or [`Parameterless`]) in its file and add its line here.
 pub static STRATEGIES: &[&dyn StrategyDef] = &[
     &RoundRobin::DEF,
     &SmoothWeightedRoundRobin::DEF,
@@ -101,6 +101,38 @@ pub trait Kind: Strategy + Sized + 'static {
     /// changes it (e.g. `weighted = true`).
     fn reads(_params: &Self::Params) -> Reads {
         Self::ABOUT.reads
+    }
+}
+
+/// A kind that takes no parameters: its file implements this instead of [`Kind`], and
+/// states its description, its cost and how it starts; [`Kind`] follows (with
+/// [`NoParams`], which refuses every key, so there is no value to validate).
+///
+/// A kind with parameters cannot take this road: its `Params` would be [`NoParams`], so
+/// every parameter it meant to read would be refused by name in the scenario file. Its
+/// [`Kind::validate`] stays without a default.
+pub trait Parameterless: Strategy + Sized + 'static {
+    /// Name, followed system, what it reads (its `knobs` are empty).
+    const ABOUT: About;
+
+    /// The work of one pick and the table a balancer holds ([`Kind::cost`]).
+    const COST: PickCost;
+
+    /// A running instance over `n` backends, with its own random stream ([`Kind::build`]).
+    fn start(n: usize, rng: SimRng) -> Self;
+}
+
+impl<P: Parameterless> Kind for P {
+    type Params = NoParams;
+    const ABOUT: About = P::ABOUT;
+    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
+        Ok(())
+    }
+    fn build(_: &NoParams, n: usize, rng: SimRng) -> P {
+        P::start(n, rng)
+    }
+    fn cost(_: &NoParams) -> PickCost {
+        P::COST
     }
 }
 

@@ -30,30 +30,18 @@ impl RingHash {
             members: Membership::default(),
         }
     }
-
-    fn rebuild(&mut self, backends: &[Backend]) {
-        let weights = self.members.record(backends);
-        self.ring = Ring::build(weights, self.min_ring_size, self.max_ring_size);
-    }
 }
 
 impl Strategy for RingHash {
     fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
-        if self.members.stale(backends) {
-            self.rebuild(backends);
-        }
         let h = key_hash(ctx.key);
-        for _ in 0..2 {
-            if self.ring.is_empty() {
-                return None;
-            }
-            let i = self.ring.backend_at(self.ring.position(h));
-            if !self.members.changed(backends, i) {
-                return Some(i);
-            }
-            self.rebuild(backends);
-        }
-        None
+        let (min, max) = (self.min_ring_size, self.max_ring_size);
+        self.members.pick(
+            &mut self.ring,
+            backends,
+            |r: &Ring| (!r.is_empty()).then(|| r.backend_at(r.position(h))),
+            |weights| Ring::build(weights, min, max),
+        )
     }
 }
 

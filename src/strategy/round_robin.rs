@@ -1,8 +1,7 @@
 //! Round robin: backends in turn, skipping those that are down (nginx, HAProxy `roundrobin`
 //! with equal weights).
 
-use super::SpecError;
-use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
+use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::{Backend, PickContext, Strategy, up_from};
 
 /// Plain round robin; ignores weights.
@@ -20,8 +19,7 @@ impl Strategy for RoundRobin {
 }
 
 /// `kind = "round_robin"`: no parameters.
-impl Kind for RoundRobin {
-    type Params = NoParams;
+impl Parameterless for RoundRobin {
     const ABOUT: About = About {
         kind: "round_robin",
         aliases: &[],
@@ -30,14 +28,9 @@ impl Kind for RoundRobin {
         reads: Reads::NOTHING,
         split: Split::Equal,
     };
-    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
-        Ok(())
-    }
-    fn build(_: &NoParams, _: usize, _: crate::rng::SimRng) -> RoundRobin {
+    const COST: PickCost = PickCost::CONSTANT;
+    fn start(_: usize, _: crate::rng::SimRng) -> RoundRobin {
         RoundRobin::default()
-    }
-    fn cost(_: &NoParams) -> PickCost {
-        PickCost::CONSTANT
     }
 }
 

@@ -15,9 +15,8 @@
 //! O(log n) per distinct weight. The property tests compare it with the scan. Slow start
 //! varies weights with time, so a balancer with slow start always scans.
 
-use super::SpecError;
 use super::least_conn::{SCAN_UP_TO, SmoothIndex};
-use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
+use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::slow_start::{Ramp, RampKind, SlowStart};
 use super::{Backend, PickContext, Strategy};
 use crate::time::Nanos;
@@ -139,8 +138,7 @@ impl Strategy for SmoothWeightedRoundRobin {
 }
 
 /// `kind = "smooth_weighted_round_robin"`: no parameters.
-impl Kind for SmoothWeightedRoundRobin {
-    type Params = NoParams;
+impl Parameterless for SmoothWeightedRoundRobin {
     const ABOUT: About = About {
         kind: "smooth_weighted_round_robin",
         aliases: &["weighted_round_robin"],
@@ -152,14 +150,9 @@ impl Kind for SmoothWeightedRoundRobin {
         },
         split: Split::Weights,
     };
-    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
-        Ok(())
-    }
-    fn build(_: &NoParams, n: usize, _: crate::rng::SimRng) -> SmoothWeightedRoundRobin {
+    const COST: PickCost = PickCost::CONSTANT;
+    fn start(n: usize, _: crate::rng::SimRng) -> SmoothWeightedRoundRobin {
         SmoothWeightedRoundRobin::for_backends(n)
-    }
-    fn cost(_: &NoParams) -> PickCost {
-        PickCost::CONSTANT
     }
 }
 
@@ -167,43 +160,36 @@ impl Kind for SmoothWeightedRoundRobin {
 mod tests {
     use super::*;
     use crate::strategy::Balancer;
-    use crate::strategy::testing::{both, counts, op, picks, workout};
+    use crate::strategy::testing::{
+        Pair, counts, index_agrees_with_scan, long_runs_agree, picks, weights,
+    };
     use proptest::prelude::*;
 
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(200))]
-
-        #[test]
-        fn index_picks_what_the_scan_picks(
-            weights in proptest::collection::vec(0u32..5, 1..12),
-            ops in proptest::collection::vec(op(), 1..300),
-        ) {
-            let (fast, oracle) = both(
-                Box::new(SmoothWeightedRoundRobin::indexed()),
-                Box::new(SmoothWeightedRoundRobin::default()),
-                &weights,
-                &ops,
-            );
-            prop_assert_eq!(fast, oracle);
-        }
+    /// The index (`indexed`) and the scan (`default`).
+    fn index_and_scan<P>(_: &P) -> Pair {
+        (
+            Box::new(SmoothWeightedRoundRobin::indexed()),
+            Box::new(SmoothWeightedRoundRobin::default()),
+        )
     }
 
-    /// Larger clusters with many distinct weights, backends going down and up.
+    #[test]
+    fn index_picks_what_the_scan_picks() {
+        index_agrees_with_scan(Just(()), weights(), index_and_scan);
+    }
+
+    /// Larger clusters with many distinct weights (`(backends, weights below)`), backends
+    /// going down and up.
     #[test]
     fn long_runs_pick_what_the_scan_picks() {
-        use rand::{RngExt, SeedableRng};
-        let mut rng = crate::rng::SimRng::seed_from_u64(3);
-        for (n, max_weight) in [(300, 2), (1000, 8), (60, 100)] {
-            let weights: Vec<u32> = (0..n).map(|_| rng.random_range(0..max_weight)).collect();
-            let ops = workout(&mut rng, 60, false);
-            let (fast, oracle) = both(
-                Box::new(SmoothWeightedRoundRobin::indexed()),
-                Box::new(SmoothWeightedRoundRobin::default()),
-                &weights,
-                &ops,
-            );
-            assert_eq!(fast, oracle, "{n} backends, weights below {max_weight}");
-        }
+        use rand::RngExt;
+        long_runs_agree(
+            3,
+            (60, false),
+            &[(300, 2), (1000, 8), (60, 100)],
+            |&(n, max_weight), rng| (0..n).map(|_| rng.random_range(0..max_weight)).collect(),
+            index_and_scan,
+        );
     }
 
     #[test]

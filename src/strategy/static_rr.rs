@@ -15,9 +15,8 @@
 //! map with the server skipped. The tests' sequences were confirmed against HAProxy
 //! 2.6.12's own picks.
 
-use super::SpecError;
-use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
-use super::{Backend, PickContext, Strategy};
+use super::registry::{About, Parameterless, PickCost, Reads, Split};
+use super::{Backend, PickContext, Strategy, same_view};
 
 /// HAProxy `static-rr`.
 #[derive(Debug, Default)]
@@ -80,12 +79,7 @@ impl StaticRr {
 
     /// Rebuilds the map if the usable servers changed since it was built.
     fn refresh(&mut self, backends: &[Backend]) {
-        let unchanged = self.built_for.len() == backends.len()
-            && self
-                .built_for
-                .iter()
-                .zip(backends)
-                .all(|(&(up, w), b)| up == b.up && w == b.weight);
+        let unchanged = same_view(&self.built_for, backends);
         if unchanged {
             return;
         }
@@ -132,8 +126,7 @@ impl Strategy for StaticRr {
 }
 
 /// `kind = "static_rr"`: no parameters.
-impl Kind for StaticRr {
-    type Params = NoParams;
+impl Parameterless for StaticRr {
     const ABOUT: About = About {
         kind: "static_rr",
         aliases: &[],
@@ -142,14 +135,9 @@ impl Kind for StaticRr {
         reads: Reads::WEIGHTS,
         split: Split::Weights,
     };
-    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
-        Ok(())
-    }
-    fn build(_: &NoParams, _: usize, _: crate::rng::SimRng) -> StaticRr {
+    const COST: PickCost = PickCost::CONSTANT;
+    fn start(_: usize, _: crate::rng::SimRng) -> StaticRr {
         StaticRr::default()
-    }
-    fn cost(_: &NoParams) -> PickCost {
-        PickCost::CONSTANT
     }
 }
 
@@ -157,7 +145,7 @@ impl Kind for StaticRr {
 mod tests {
     use super::*;
     use crate::strategy::Balancer;
-    use crate::strategy::testing::picks;
+    use crate::strategy::testing::{down_and_up, picks};
 
     #[test]
     fn haproxy_map_for_the_l4_scenario_weights() {
@@ -178,13 +166,7 @@ mod tests {
     /// the walk keeping its index).
     #[test]
     fn down_and_up_rebuild_the_map_and_keep_the_index() {
-        let mut b = Balancer::new(Box::new(StaticRr::default()), &[3, 2, 1]);
-        let mut seq = picks(&mut b, 5);
-        b.set_up(0, false);
-        seq.extend(picks(&mut b, 4));
-        b.set_up(0, true);
-        seq.extend(picks(&mut b, 8));
-        let s: String = seq.iter().map(|&i| char::from(b'a' + i as u8)).collect();
+        let s = down_and_up(Box::new(StaticRr::default()), &[3, 2, 1], (5, 4, 8));
         assert_eq!(s, "aababbbcbababcaab");
     }
 

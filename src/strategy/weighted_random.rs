@@ -4,8 +4,7 @@
 use rand::distr::Distribution;
 use rand::distr::weighted::WeightedIndex;
 
-use super::SpecError;
-use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
+use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::{Backend, PickContext, Strategy};
 use crate::rng::SimRng;
 
@@ -67,8 +66,7 @@ impl Strategy for WeightedRandom {
 }
 
 /// `kind = "weighted_random"`: no parameters.
-impl Kind for WeightedRandom {
-    type Params = NoParams;
+impl Parameterless for WeightedRandom {
     const ABOUT: About = About {
         kind: "weighted_random",
         aliases: &[],
@@ -77,14 +75,9 @@ impl Kind for WeightedRandom {
         reads: Reads::WEIGHTS,
         split: Split::Weights,
     };
-    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
-        Ok(())
-    }
-    fn build(_: &NoParams, _: usize, rng: crate::rng::SimRng) -> WeightedRandom {
+    const COST: PickCost = PickCost::CONSTANT;
+    fn start(_: usize, rng: crate::rng::SimRng) -> WeightedRandom {
         WeightedRandom::new(rng)
-    }
-    fn cost(_: &NoParams) -> PickCost {
-        PickCost::CONSTANT
     }
 }
 

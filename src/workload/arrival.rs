@@ -223,21 +223,12 @@ pub fn scale_dist(d: &Dist, c: f64) -> Dist {
                 })
                 .collect(),
         },
-        Dist::Empirical {
-            min,
-            p50,
-            p90,
-            p99,
-            p999,
-            max,
-        } => Dist::Empirical {
-            min: min * c,
-            p50: p50 * c,
-            p90: p90 * c,
-            p99: p99 * c,
-            p999: p999 * c,
-            max: max * c,
-        },
+        mut profile @ Dist::Empirical { .. } => {
+            for v in profile.empirical_values_mut().into_iter().flatten() {
+                *v *= c;
+            }
+            profile
+        }
     }
 }
 

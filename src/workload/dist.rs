@@ -223,18 +223,12 @@ impl Dist {
                 }
                 Ok(())
             }
-            Dist::Empirical {
-                min,
-                p50,
-                p90,
-                p99,
-                p999,
-                max,
-            } => {
-                let pts = [*min, *p50, *p90, *p99, *p999, *max];
+            Dist::Empirical { .. } => {
+                let pts = self.empirical_values().unwrap_or_default();
+                let [min, p50, p90, p99, p999, max] = pts;
                 if pts.iter().any(|v| !v.is_finite() || *v < 0.0)
                     || pts.windows(2).any(|w| w[1] < w[0])
-                    || *max <= 0.0
+                    || max <= 0.0
                 {
                     return Err(bad(
                         format!(
@@ -321,9 +315,15 @@ impl Dist {
         }
     }
 
-    /// The (quantile, value) points of an empirical profile (zeros for other distributions;
-    /// only called on `Empirical`). An array, not a `Vec`: it is used once per request.
-    fn empirical_points(&self) -> [(f64, f64); 6] {
+    /// An empirical profile's values `[min, p50, p90, p99, p999, max]`, at the quantiles
+    /// [`EMPIRICAL_QUANTILES`]; `None` for other distributions.
+    pub fn empirical_values(&self) -> Option<[f64; 6]> {
+        let mut profile = self.clone();
+        profile.empirical_values_mut().map(|v| v.map(|x| *x))
+    }
+
+    /// [`Dist::empirical_values`], to change them in place.
+    pub fn empirical_values_mut(&mut self) -> Option<[&mut f64; 6]> {
         match self {
             Dist::Empirical {
                 min,
@@ -332,16 +332,16 @@ impl Dist {
                 p99,
                 p999,
                 max,
-            } => [
-                (0.0, *min),
-                (0.5, *p50),
-                (0.9, *p90),
-                (0.99, *p99),
-                (0.999, *p999),
-                (1.0, *max),
-            ],
-            _ => [(0.0, 0.0); 6],
+            } => Some([min, p50, p90, p99, p999, max]),
+            _ => None,
         }
+    }
+
+    /// The (quantile, value) points of an empirical profile (zeros for other distributions;
+    /// only called on `Empirical`). An array, not a `Vec`: it is used once per request.
+    fn empirical_points(&self) -> [(f64, f64); 6] {
+        let values = self.empirical_values().unwrap_or_default();
+        std::array::from_fn(|i| (EMPIRICAL_QUANTILES[i], values[i]))
     }
 
     /// The second moment `E[X²]` (seconds²), used by the Pollaczek–Khinchine formula.
@@ -370,6 +370,9 @@ impl Dist {
         }
     }
 }
+
+/// The quantiles of an empirical profile's values: min, p50, p90, p99, p999 and max.
+pub const EMPIRICAL_QUANTILES: [f64; 6] = [0.0, 0.5, 0.9, 0.99, 0.999, 1.0];
 
 /// The standard normal quantile `Φ⁻¹(u)`, via statrs' inverse complementary error function.
 pub fn std_normal_quantile(u: f64) -> f64 {
@@ -420,6 +423,17 @@ mod tests {
     use super::*;
     use statrs::distribution::{ContinuousCDF, Gamma};
 
+    /// A mixture of two fixed values, each `(weight, value)`.
+    fn two_values(a: (f64, f64), b: (f64, f64)) -> Dist {
+        let fixed = |(weight, value)| Component {
+            weight,
+            dist: Dist::Deterministic { value },
+        };
+        Dist::Mixture {
+            components: vec![fixed(a), fixed(b)],
+        }
+    }
+
     fn sample_mean(d: &Dist, n: usize) -> f64 {
         // Stratified quantiles: exact up to discretisation, no randomness.
         (0..n)
@@ -444,18 +458,7 @@ mod tests {
                 shape: 3.0,
                 scale: 1.0,
             },
-            Dist::Mixture {
-                components: vec![
-                    Component {
-                        weight: 0.95,
-                        dist: Dist::Deterministic { value: 1.0 },
-                    },
-                    Component {
-                        weight: 0.05,
-                        dist: Dist::Deterministic { value: 21.0 },
-                    },
-                ],
-            },
+            two_values((0.95, 1.0), (0.05, 21.0)),
             Dist::Empirical {
                 min: 0.0,
                 p50: 1.0,
@@ -500,18 +503,7 @@ mod tests {
 
     #[test]
     fn mixture_is_bimodal_in_proportion() {
-        let d = Dist::Mixture {
-            components: vec![
-                Component {
-                    weight: 95.0,
-                    dist: Dist::Deterministic { value: 1.0 },
-                },
-                Component {
-                    weight: 5.0,
-                    dist: Dist::Deterministic { value: 2.0 },
-                },
-            ],
-        };
+        let d = two_values((95.0, 1.0), (5.0, 2.0));
         assert_eq!(d.quantile(0.949), 1.0);
         assert_eq!(d.quantile(0.951), 2.0);
         assert!((d.mean() - 1.05).abs() < 1e-12);

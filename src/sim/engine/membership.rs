@@ -309,13 +309,7 @@ impl Sim<'_> {
         self.scenario
             .faults
             .iter()
-            .filter(|f| {
-                matches!(
-                    f.kind,
-                    FaultKind::Join | FaultKind::Leave | FaultKind::Deploy
-                ) && f.servers.contains(&i)
-            })
-            .map(|f| f.drain_timeout)
+            .filter_map(|f| f.drain_of(i))
             .chain(
                 self.scenario
                     .autoscaler
@@ -381,25 +375,23 @@ impl Sim<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::super::Sim;
     use crate::scenario::Scenario;
+    use crate::testing;
 
-    const SRC: &str = r#"
-duration = 8
-[arrivals]
-process = "poisson"
-rate = 400
-[[servers]]
-name = "s"
-count = 4
-workers = 2
-service = { dist = "exponential", mean = 0.01 }
-[[servers]]
-name = "extra"
-workers = 2
-service = { dist = "exponential", mean = 0.01 }
+    /// A rolling deploy of group `s` and a join-then-leave of `extra-0`, under four
+    /// strategies and one with retries.
+    fn scenario() -> Scenario {
+        let service = testing::exponential(0.01);
+        let rest = testing::servers("s", 4, "workers = 2", &service)
+            + &testing::servers("extra", 1, "workers = 2", &service)
+            + FAULTS
+            + &testing::kinds(&["round_robin", "least_request", "peak_ewma", "maglev"])
+            + RETRIES;
+        testing::scenario("duration = 8", 400.0, &rest)
+    }
+
+    const FAULTS: &str = r#"
 [[faults]]
 server = "s"
 kind = "deploy"
@@ -412,14 +404,9 @@ server = "extra-0"
 kind = "join"
 at = 2
 duration = 3
-[[strategies]]
-kind = "round_robin"
-[[strategies]]
-kind = "least_request"
-[[strategies]]
-kind = "peak_ewma"
-[[strategies]]
-kind = "maglev"
+"#;
+
+    const RETRIES: &str = r#"
 [[strategies]]
 label = "retries"
 kind = "least_request"
@@ -433,7 +420,7 @@ max_attempts = 3
     /// was lost and that every server of the group restarted.
     #[test]
     fn membership_changes_never_route_to_absent_servers_nor_lose_requests() {
-        let s = Scenario::from_source(Path::new("m.toml"), SRC).unwrap();
+        let s = scenario();
         for entry in &s.strategies {
             let mut sim = Sim::new(&s, &entry.spec, entry.policy.as_ref(), 0, 7);
             let mut restarted = [false; 4];
