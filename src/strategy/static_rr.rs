@@ -95,8 +95,12 @@ impl StaticRr {
     /// HAProxy's map over the usable servers of `backends` (`lbprm.map.srv`, of
     /// `lbprm.tot_weight` slots), rebuilt if they changed since the last call: what
     /// `static-rr` walks and map-based hashing (`balance source`) indexes.
+    /// The owner forwards the balancer's [`Strategy::on_view`] to this map.
     pub(crate) fn slots(&mut self, backends: &[Backend]) -> &[usize] {
-        self.refresh(backends);
+        if self.may_be_stale(backends) {
+            self.stale = false;
+            self.refresh(backends);
+        }
         &self.map
     }
 
