@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::{Metric, PerMetric, RunSummary, ServerSummary, latency_histogram};
 use crate::runner::{RunResults, StrategyResult};
 use crate::scenario::cost::MAX_REPLICATIONS;
-use crate::sim::{Sample, Trace};
+use crate::sim::{Counts, Sample, Trace};
 use crate::stats::quantile::Cdf;
 use crate::time::Nanos;
 
@@ -60,8 +60,8 @@ pub enum ShardError {
 
 /// The format of shard files (`format` field). Version 2 added the scenario fingerprint,
 /// version 3 the per-replication distributions of pooled percentiles, version 4
-/// replication 0's time series.
-pub const FORMAT: &str = "lbsim-shard-4";
+/// replication 0's time series, version 5 its request counts per interval.
+pub const FORMAT: &str = "lbsim-shard-5";
 /// Longest hex-encoded latency histogram a shard may hold (16 MB of text).
 const MAX_HISTOGRAM_HEX: usize = 16 << 20;
 
@@ -149,6 +149,12 @@ pub struct ShardTrace {
     pub servers: Vec<usize>,
     /// [`Trace::samples`].
     pub samples: Vec<ShardSample>,
+    /// [`Trace::every`], in nanoseconds.
+    pub every: u64,
+    /// [`Trace::counts`].
+    pub counts: Vec<Counts>,
+    /// [`Trace::after`].
+    pub after: Counts,
 }
 
 /// A [`Sample`] in a shard file: (time in nanoseconds, queued, in service, in flight).
@@ -170,6 +176,9 @@ impl ShardTrace {
                     )
                 })
                 .collect(),
+            every: t.every.0,
+            counts: t.counts.clone(),
+            after: t.after,
         }
     }
 
@@ -182,7 +191,10 @@ impl ShardTrace {
             && self
                 .samples
                 .iter()
-                .all(|s| s.1.len() == n && s.2.len() == n && s.3.len() == n);
+                .all(|s| s.1.len() == n && s.2.len() == n && s.3.len() == n)
+            && self.every > 0
+            && (self.counts.len() as u64).saturating_mul(self.every)
+                >= self.samples.last().map_or(0, |s| s.0);
         fits.then(|| Trace {
             servers: self.servers.clone(),
             samples: self
@@ -195,6 +207,9 @@ impl ShardTrace {
                     in_flight: f.clone(),
                 })
                 .collect(),
+            every: Nanos(self.every),
+            counts: self.counts.clone(),
+            after: self.after,
         })
     }
 }

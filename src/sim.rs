@@ -8,4 +8,4 @@ pub mod server;
 
 pub use overheads::Overheads;
 
-pub use engine::{Run, Sample, Simulated, Trace, TraceSpec, simulate};
+pub use engine::{Counts, Run, Sample, Simulated, Trace, TraceSpec, simulate};

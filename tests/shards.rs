@@ -52,6 +52,8 @@ fn merged_shards_are_bit_identical_to_a_single_run() {
         "latency_ccdf.svg",
         "timeseries.csv",
         "queue_over_time.svg",
+        "rates.csv",
+        "rates_over_time.svg",
     ] {
         let a = std::fs::read(tmp.path().join("single").join(f)).unwrap();
         let b = std::fs::read(tmp.path().join("merged").join(f)).unwrap();

@@ -139,6 +139,9 @@ pub trait Host {
     fn withdraw(&mut self, i: usize, id: u64, now: Nanos) -> bool;
     /// End of arrivals in the measured window: sweeps stop after it unless a host is out.
     fn arrivals_end(&self) -> Nanos;
+    /// An attempt was sent (`None`) or a request ended (`Some(how)`: served is
+    /// `Some(None)`) at `now`, measured or not: the simulator's rates over time count them.
+    fn counted(&mut self, _now: Nanos, _what: Option<Option<Cause>>) {}
 }
 
 /// One request under a policy.
@@ -464,6 +467,7 @@ fn send_attempt<H: Host>(h: &mut H, now: Nanos, r: u32, extra: bool) {
     let (b, measured, key) = (req.balancer as usize, req.measured, req.key);
     // Routing borrows the host: the hosts tried are lent out meanwhile.
     let tried = std::mem::take(&mut req.sent);
+    h.counted(now, None);
     let m = &mut h.metrics().client;
     m.attempts += u64::from(measured);
     if extra && hedging {
@@ -697,6 +701,7 @@ fn end_request<H: Host>(h: &mut H, now: Nanos, r: u32, cause: Option<Cause>) {
     );
     let sent = std::mem::take(&mut req.sent);
     let cancel = c.cancels_losers();
+    h.counted(now, Some(cause));
     let m = h.metrics();
     if cause.is_some() && measured {
         m.phase_unserved(arrival);

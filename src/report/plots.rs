@@ -81,6 +81,10 @@ pub fn plot_files(input: &ReportInput<'_>) -> Vec<(&'static str, String)> {
         "Requests at each server over time (replication 0)",
         format!("queue_over_time.{ext}"),
     ));
+    v.push((
+        "Offered load (with retries) and goodput over time (replication 0)",
+        format!("rates_over_time.{ext}"),
+    ));
     v
 }
 
@@ -448,34 +452,7 @@ pub fn queue_over_time(
                 .axis_desc_style(("sans-serif", 13))
                 .light_line_style(WHITE.mix(0.0))
                 .draw()?;
-            // Fault windows first, under the lines: one translucent box each, labelled
-            // with the fault at its top left (below the warm-up's label; overlapping
-            // faults' labels stack).
-            chart.draw_series(faults.iter().map(|(a, b, _)| {
-                Rectangle::new([(*a, 0.0), (*b, y_max)], FAULT.mix(FAULT_ALPHA).filled())
-            }))?;
-            let style = TextStyle::from(("sans-serif", 11).into_font())
-                .pos(Pos::new(HPos::Left, VPos::Top))
-                .color(&FAULT);
-            chart.draw_series(faults.iter().enumerate().map(|(k, (a, _, text))| {
-                EmptyElement::at((*a, y_max))
-                    + Text::new(text.clone(), (3, 14 + 12 * (k as i32 % 4)), style.clone())
-            }))?;
-            if scenario.warmup > 0.0 {
-                chart.draw_series(DashedLineSeries::new(
-                    [(scenario.warmup, 0.0), (scenario.warmup, y_max)],
-                    4,
-                    4,
-                    GUIDE.stroke_width(1),
-                ))?;
-                let style = TextStyle::from(("sans-serif", 11).into_font())
-                    .pos(Pos::new(HPos::Left, VPos::Top))
-                    .color(&GUIDE);
-                chart.draw_series(std::iter::once(
-                    EmptyElement::at((scenario.warmup, y_max))
-                        + Text::new("warm-up", (4, 2), style),
-                ))?;
-            }
+            shade_faults(&mut chart, &faults, scenario.warmup, y_max)?;
             for (k, &i) in trace.servers.iter().enumerate() {
                 let info = &servers[i];
                 let pts = trace.samples.iter().map(|s| {
@@ -488,6 +465,149 @@ pub fn queue_over_time(
                     pts,
                     colour(info.group).mix(0.75).stroke_width(1),
                 ))?;
+            }
+        }
+        root.present()?;
+        Ok(())
+    })
+}
+
+/// Draws the fault windows and the end of the warm-up on a time chart whose y axis tops at
+/// `y_max`, under the lines drawn next: one translucent box per fault, labelled with the
+/// fault at its top left (below the warm-up's label; overlapping faults' labels stack),
+/// and a dashed guide at the end of the warm-up, if any.
+fn shade_faults<DB: DrawingBackend>(
+    chart: &mut ChartContext<
+        '_,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    faults: &[(f64, f64, String)],
+    warmup: f64,
+    y_max: f64,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    chart.draw_series(faults.iter().map(|(a, b, _)| {
+        Rectangle::new([(*a, 0.0), (*b, y_max)], FAULT.mix(FAULT_ALPHA).filled())
+    }))?;
+    let style = TextStyle::from(("sans-serif", 11).into_font())
+        .pos(Pos::new(HPos::Left, VPos::Top))
+        .color(&FAULT);
+    chart.draw_series(faults.iter().enumerate().map(|(k, (a, _, text))| {
+        EmptyElement::at((*a, y_max))
+            + Text::new(text.clone(), (3, 14 + 12 * (k as i32 % 4)), style.clone())
+    }))?;
+    if warmup > 0.0 {
+        chart.draw_series(DashedLineSeries::new(
+            [(warmup, 0.0), (warmup, y_max)],
+            4,
+            4,
+            GUIDE.stroke_width(1),
+        ))?;
+        let style = TextStyle::from(("sans-serif", 11).into_font())
+            .pos(Pos::new(HPos::Left, VPos::Top))
+            .color(&GUIDE);
+        chart.draw_series(std::iter::once(
+            EmptyElement::at((warmup, y_max)) + Text::new("warm-up", (4, 2), style),
+        ))?;
+    }
+    Ok(())
+}
+
+/// Picks one count of an interval's [`crate::sim::Counts`].
+pub type CountOf = fn(&crate::sim::Counts) -> u64;
+
+/// The series of [`rates_over_time`], as (legend, count drawn per second).
+pub const RATE_SERIES: [(&str, CountOf); 3] = [
+    ("attempts/s (retries, hedges incl.)", |c| c.attempts),
+    ("arrivals/s (offered load)", |c| c.arrived),
+    ("goodput (served/s)", |c| c.ok),
+];
+
+/// Points of series `pick` of a trace: (middle of each interval up to `t_end`, per second).
+pub fn rate_points(trace: &crate::sim::Trace, pick: CountOf, t_end: f64) -> Vec<(f64, f64)> {
+    let dt = trace.every.as_secs_f64();
+    trace
+        .counts
+        .iter()
+        .enumerate()
+        .map(|(k, c)| ((k as f64 + 0.5) * dt, pick(c) as f64 / dt))
+        .filter(|(t, _)| *t <= t_end)
+        .collect()
+}
+
+/// Small multiples, one panel per strategy: offered load including retries and hedges,
+/// offered load and goodput (requests per second, per sample interval) over time in
+/// replication 0, with fault windows shaded and the end of the warm-up marked as in
+/// [`queue_over_time`]. Every panel shares one y axis, so that panels compare.
+pub fn rates_over_time(
+    path: &Path,
+    scenario: &Scenario,
+    traces: &[(String, crate::sim::Trace)],
+    format: ImageFormat,
+) -> Result<(), ReportError> {
+    let cols = if traces.len() > 1 { 2 } else { 1 };
+    let rows = traces.len().div_ceil(cols).max(1);
+    let height = 86 + 230 * rows as u32;
+    let t_end = scenario.end();
+    let points: Vec<Vec<Vec<(f64, f64)>>> = traces
+        .iter()
+        .map(|(_, t)| {
+            RATE_SERIES
+                .iter()
+                .map(|(_, pick)| rate_points(t, *pick, t_end))
+                .collect()
+        })
+        .collect();
+    let y_max = points
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|p| p.1)
+        .fold(1.0_f64, f64::max)
+        * 1.05;
+    let mut key: Vec<(String, Swatch)> = RATE_SERIES
+        .iter()
+        .enumerate()
+        .map(|(i, (label, _))| (label.to_string(), Swatch::Series(i)))
+        .collect();
+    let faults = fault_windows(scenario, t_end);
+    if !faults.is_empty() {
+        key.push(("fault window".into(), Swatch::Shade(FAULT)));
+    }
+    render!(path, format, (SIZE.0, height), |root| {
+        root.fill(&WHITE)?;
+        let (title, body) = root.split_vertically(44);
+        title.titled(
+            "Offered load and goodput over time, replication 0 (requests/s per sample interval)",
+            ("sans-serif", 17),
+        )?;
+        let (key_area, body) = body.split_vertically(42);
+        legend(&key_area, &key, 12, true)?;
+        let panels = body.split_evenly((rows, cols));
+        for (((label, _), panel), series) in traces.iter().zip(panels.iter()).zip(&points) {
+            let mut chart = ChartBuilder::on(panel)
+                .caption(label, ("sans-serif", 16))
+                .margin(8)
+                .x_label_area_size(35)
+                .y_label_area_size(55)
+                .build_cartesian_2d(0.0..t_end, 0.0..y_max)?;
+            chart
+                .configure_mesh()
+                .x_desc("time (s)")
+                .y_desc("requests/s")
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v))
+                .y_labels(6)
+                .label_style(("sans-serif", 12))
+                .axis_desc_style(("sans-serif", 13))
+                .light_line_style(WHITE.mix(0.0))
+                .draw()?;
+            shade_faults(&mut chart, &faults, scenario.warmup, y_max)?;
+            for (i, pts) in series.iter().enumerate() {
+                draw_series(&mut chart, i, pts, (pts.len() / 10).max(1))?;
             }
         }
         root.present()?;

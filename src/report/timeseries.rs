@@ -1,6 +1,8 @@
 //! `timeseries.csv` and the queue-over-time plot: every server's queue length, requests in
 //! service and the balancer's in-flight count, sampled over time in replication 0 of each
-//! strategy (the same requests for every strategy).
+//! strategy (the same requests for every strategy); `rates.csv` and the rates-over-time
+//! plot: per sample interval, offered load (arrivals, and attempts including retries and
+//! hedges), goodput and the requests that failed, timed out or were refused.
 //!
 //! Reports never simulate: the engine records replication 0 while it runs it (a
 //! [`crate::runner::TraceSink`] in the run options, handed here with
@@ -12,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::plots::queue_over_time;
+use super::plots::{queue_over_time, rates_over_time};
 use super::{Report, ReportError, ReportInput, csv_err, csv_writer, finish_csv};
 use crate::scenario::Scenario;
 use crate::sim::{Trace, TraceSpec};
@@ -41,6 +43,34 @@ pub struct TimeseriesRow<'a> {
     pub in_service: u32,
     /// In flight to this server as the (first) balancer sees it.
     pub in_flight: u32,
+}
+
+/// A row of `rates.csv`: what happened to requests in one sample interval of replication
+/// 0, in requests per second (the interval's count over its length).
+#[derive(Debug, Serialize)]
+pub struct RatesRow<'a> {
+    /// Scenario name.
+    pub scenario: &'a str,
+    /// Strategy label.
+    pub strategy: &'a str,
+    /// Replication sampled.
+    pub replication: u64,
+    /// Start of the interval (seconds from the start of the run, warm-up included).
+    pub time: f64,
+    /// Length of the interval (seconds).
+    pub interval: f64,
+    /// Requests arriving (offered load).
+    pub offered: f64,
+    /// Attempts sent, retries and hedges included (offered load including retries).
+    pub attempts: f64,
+    /// Requests served (goodput).
+    pub goodput: f64,
+    /// Requests that ended failed (crash, error answer, no server to route to).
+    pub failed: f64,
+    /// Requests that ended by a client timeout.
+    pub timed_out: f64,
+    /// Requests that ended refused (full queue, admission control, "429").
+    pub rejected: f64,
 }
 
 /// Most servers the time series shows unless asked for all (`--full-timeseries`): a larger
@@ -102,8 +132,8 @@ pub fn recorded_traces(
         .collect()
 }
 
-/// Writes `timeseries.csv` and `queue_over_time.{svg,png}` from recorded traces; never
-/// simulates.
+/// Writes `timeseries.csv`, `queue_over_time.{svg,png}`, `rates.csv` and
+/// `rates_over_time.{svg,png}` from recorded traces; never simulates.
 #[derive(Debug, Default)]
 pub struct Timeseries {
     recorded: Vec<Option<Trace>>,
@@ -151,7 +181,32 @@ impl Report for Timeseries {
         finish_csv(w, &path)?;
         let plot = dir.join(format!("queue_over_time.{}", input.format.ext()));
         queue_over_time(&plot, input.scenario, &traces, input.format)?;
-        Ok(vec![path, plot])
+        let rates = dir.join("rates.csv");
+        let mut w = csv_writer(&rates)?;
+        for (label, trace) in &traces {
+            let dt = trace.every.as_secs_f64();
+            for (k, c) in trace.counts.iter().enumerate() {
+                let per_s = |n: u64| n as f64 / dt;
+                w.serialize(RatesRow {
+                    scenario: &input.scenario.name,
+                    strategy: label,
+                    replication: 0,
+                    time: Nanos(trace.every.0 * k as u64).as_secs_f64(),
+                    interval: dt,
+                    offered: per_s(c.arrived),
+                    attempts: per_s(c.attempts),
+                    goodput: per_s(c.ok),
+                    failed: per_s(c.failed),
+                    timed_out: per_s(c.timed_out),
+                    rejected: per_s(c.rejected),
+                })
+                .map_err(csv_err(&rates))?;
+            }
+        }
+        finish_csv(w, &rates)?;
+        let rates_plot = dir.join(format!("rates_over_time.{}", input.format.ext()));
+        rates_over_time(&rates_plot, input.scenario, &traces, input.format)?;
+        Ok(vec![path, plot, rates, rates_plot])
     }
 }
 

@@ -58,6 +58,13 @@ const SERVER_BYTES: f64 = 256.0;
 const BACKEND_BYTES: f64 = 96.0;
 /// Bytes of one latency histogram (1 ns to about 73 minutes, 3 significant digits).
 const HISTOGRAM_BYTES: f64 = 200_000.0;
+/// Resident bytes a replication in progress holds per server for its response-time
+/// histogram ([`crate::metrics::server_histogram`], up to
+/// [`crate::metrics::MAX_SERVER_HISTOGRAMS`] servers): its counts grow as larger values
+/// come, and the allocator keeps what the growth freed. Measured: one replication of
+/// 10, 100 and 200 servers at 50% load (10 ms service) peaked at 15.8, 52.2 and 95.4 MB
+/// (`/usr/bin/time -v lbsim run`, 2026-11-26): 0.41–0.43 MB a server.
+const SERVER_HISTOGRAM_BYTES: f64 = 420_000.0;
 /// Bytes a finished replication keeps per strategy (metric values, 100 batch sums) and per
 /// server (its figures), beyond its compact distributions ([`cdf_bytes`]); allocator
 /// overhead included (checked against a measurement in the tests below).
@@ -288,20 +295,8 @@ impl Scenario {
             .iter()
             .map(|g| f64::from(g.count) * f64::from(g.workers))
             .sum();
-        // Requests held at once: everything that arrives beyond capacity when overloaded
-        // (bounded by the queues), else a few per worker.
         let rate = self.mean_rate();
         let capacity = self.capacity();
-        let backlog = if rate >= capacity {
-            let queues: f64 = self
-                .groups
-                .iter()
-                .map(|g| f64::from(g.count) * g.queue_capacity.map_or(f64::INFINITY, f64::from))
-                .sum();
-            ((rate - capacity) * horizon).min(queues)
-        } else {
-            0.0
-        };
         let mut cost = Cost {
             requests,
             events: 0.0,
@@ -309,6 +304,15 @@ impl Scenario {
         };
         for entry in &self.strategies {
             let spec = &entry.spec;
+            // Requests held at once: everything that arrives beyond capacity when
+            // overloaded (bounded by what the queues hold), else a few per worker.
+            let backlog = if rate >= capacity {
+                let attempts = rate * f64::from(max_attempts(entry.policy.as_ref()));
+                let queues: f64 = self.groups.iter().map(|g| queue_bound(g, attempts)).sum();
+                ((rate - capacity) * horizon).min(queues)
+            } else {
+                0.0
+            };
             // Arrival and completion per request, plus the pick's scan.
             let picks = requests + slots + churn;
             let mut events = 2.0 * requests + process + churn + picks * scan_events(spec, n);
@@ -334,11 +338,46 @@ impl Scenario {
                 + backlog * JOB_BYTES
                 + slots * 32.0
                 + balancers * (n * BACKEND_BYTES + table_bytes(spec, self))
-                + 2.0 * HISTOGRAM_BYTES;
+                + 2.0 * HISTOGRAM_BYTES
+                + n.min(crate::metrics::MAX_SERVER_HISTOGRAMS as f64) * SERVER_HISTOGRAM_BYTES;
             cost.memory = cost.memory.max(memory);
         }
         cost
     }
+}
+
+/// Most attempts a request makes under `policy` (retries or hedges), 1 without one.
+fn max_attempts(policy: Option<&crate::policy::PolicySpec>) -> u32 {
+    policy.map_or(1, |p| match (&p.retry, &p.hedge) {
+        (Some(r), _) => r.max_attempts.max(1),
+        (None, Some(h)) => h.max_attempts.max(1),
+        (None, None) => 1,
+    })
+}
+
+/// Most requests group `g`'s queues hold at once when attempts arrive at `attempts` per
+/// second (all of them, at worst, to this group): its queues' capacity, or, where
+/// admission control drops requests that waited too long, those that arrive over the
+/// longest wait it lets through, whichever is smaller; unbounded otherwise (adaptive LIFO
+/// alone drops nothing).
+///
+/// Drops happen as a worker frees (see [`super::AdmissionSpec`]), so a dropped request
+/// may wait a little longer: one mean service time is added to the queue timeout (at
+/// least one of the group's workers frees within about that under overload). Under
+/// CoDel (folly's variant) a request that waited over twice `target` is dropped while
+/// the queue is overloaded, which it learns at most an `interval` late.
+fn queue_bound(g: &super::ServerGroup, attempts: f64) -> f64 {
+    let capacity = f64::from(g.count) * g.queue_capacity.map_or(f64::INFINITY, f64::from);
+    let wait = g.admission.map_or(f64::INFINITY, |a| {
+        let timeout = a
+            .queue_timeout
+            .map_or(f64::INFINITY, |t| t + g.service.mean() / g.speed);
+        let codel = a
+            .codel
+            .map_or(f64::INFINITY, |c| 2.0 * c.target + c.interval);
+        timeout.min(codel)
+    });
+    capacity.min(attempts * wait)
 }
 
 /// `E[min(X, t)]` for `X ~ d`, by the trapezoid rule over the quantile function on a grid
@@ -426,5 +465,68 @@ mod tests {
         );
         // A million of them are refused at the default limit (4 GB).
         assert!(s.cost(1_000_000, 2).memory > super::DEFAULT_MAX_MEMORY);
+    }
+
+    /// Twice the capacity for ten minutes: with queues of a million requests a server, 6
+    /// million requests pile up, unless admission control drops them (validation refuses
+    /// an overload that nothing bounds).
+    fn overloaded(queues: &str, policy: &str) -> Scenario {
+        let src = format!(
+            r#"
+duration = 600
+warmup = 0
+replications = 1
+[arrivals]
+process = "poisson"
+rate = 20000
+[[servers]]
+name = "s"
+count = 100
+service = {{ dist = "exponential", mean = 0.01 }}
+{queues}
+[[strategies]]
+kind = "round_robin"
+{policy}
+"#
+        );
+        Scenario::from_source(Path::new("over.toml"), &src).unwrap()
+    }
+
+    #[test]
+    fn admission_control_bounds_the_backlog_of_an_overload() {
+        let job = super::JOB_BYTES;
+        let memory = |queues: &str, policy: &str| overloaded(queues, policy).cost(1, 1).memory;
+        let deep = "queue_capacity = 1000000\n";
+        let grown = memory(deep, "");
+        // (20,000 − 10,000)/s × 600 s held at once.
+        assert!(grown > 6e6 * job, "{grown}");
+        let timeout = memory(
+            &format!("{deep}[servers.admission]\nqueue_timeout = 0.1"),
+            "",
+        );
+        // 20,000/s × (100 ms + one 10 ms service).
+        let held = (grown - timeout) / job;
+        assert!((6e6 - 2_200.0 - held).abs() < 1.0, "{held}");
+        // Retries multiply the attempts that may wait.
+        let retried = memory(
+            &format!("{deep}[servers.admission]\nqueue_timeout = 0.1"),
+            "[strategies.policy.retry]\nmax_attempts = 3",
+        );
+        let more = (retried - timeout) / job;
+        assert!((more - 2.0 * 2_200.0).abs() < 1.0, "{more}");
+        // CoDel: 20,000/s × (2 × 5 ms + 100 ms), its defaults.
+        let codel = memory(&format!("{deep}[servers.admission]\ncodel = {{}}"), "");
+        assert!(((codel - timeout) / job).abs() < 1.0);
+        // Queues tighter than the timeout win; adaptive LIFO drops nothing.
+        let small = memory(
+            "queue_capacity = 10\n[servers.admission]\nqueue_timeout = 0.1",
+            "",
+        );
+        assert!(((small - timeout) / job + 2_200.0 - 1_000.0).abs() < 1.0);
+        let lifo = memory(
+            &format!("{deep}[servers.admission]\nadaptive_lifo = {{}}"),
+            "",
+        );
+        assert_eq!(lifo, grown);
     }
 }

@@ -21,6 +21,9 @@ mod autoscaler;
 mod client;
 mod membership;
 mod network;
+mod tally;
+
+pub use tally::Counts;
 
 use super::event_queue::EventQueue;
 use super::probe::{PROBE_JOB_BASE, Signals};
@@ -177,6 +180,8 @@ struct Sim<'a> {
     members: Option<Box<membership::Members>>,
     /// Answers delayed by the network (`delay` faults).
     replies: network::Replies,
+    /// Requests' rates over time, while a trace records them ([`Run::trace`]).
+    tally: Option<Box<tally::Tally>>,
 }
 
 /// One replication of one strategy on a scenario, configured by its options and run by
@@ -394,6 +399,15 @@ pub struct Trace {
     pub servers: Vec<usize>,
     /// One per grid point `0, every, 2·every, …` up to the end of the measured window.
     pub samples: Vec<Sample>,
+    /// The sampling period: the length of each interval of [`Trace::counts`].
+    pub every: Nanos,
+    /// What happened to requests in each interval `[k·every, (k+1)·every)`, for `k` from
+    /// 0 until the intervals cover the measured window; every request of the run (warm-up
+    /// included, measured or not) counts in the interval of its event.
+    pub counts: Vec<Counts>,
+    /// The same counts for events after the last interval (the drain of the requests
+    /// still out when arrivals stop): with [`Trace::counts`], every request once.
+    pub after: Counts,
 }
 
 /// Runs every event of `sim`, sampling the servers of `spec`; `None` if `cancel` was set
@@ -401,6 +415,7 @@ pub struct Trace {
 fn record(sim: &mut Sim<'_>, spec: &TraceSpec, cancel: &Cancel) -> Option<Trace> {
     let every = spec.every.max(Nanos(1));
     let ids = &spec.servers;
+    sim.tally = Some(Box::new(tally::Tally::new(every, sim.to)));
     let mut samples = Vec::new();
     let mut next = Nanos::ZERO;
     let mut sample_until = |sim: &Sim<'_>, t: Nanos, samples: &mut Vec<Sample>| {
@@ -430,9 +445,13 @@ fn record(sim: &mut Sim<'_>, spec: &TraceSpec, cancel: &Cancel) -> Option<Trace>
         }
     }
     sample_until(sim, Nanos::MAX, &mut samples);
+    let (every, counts, after) = sim.tally.take().map(|t| t.finish())?;
     Some(Trace {
         servers: ids.clone(),
         samples,
+        every,
+        counts,
+        after,
     })
 }
 
@@ -514,6 +533,7 @@ impl<'a> Sim<'a> {
             signals,
             members: membership::Members::new(scenario),
             replies: network::Replies::default(),
+            tally: None,
         };
         for s in &mut sim.servers {
             if let Some(a) = &scenario.groups[s.group].admission {
@@ -695,6 +715,11 @@ impl<'a> Sim<'a> {
         if measured {
             self.m.phase_arrived(now);
         }
+        if let Some(t) = &mut self.tally {
+            // Without a policy a request is its one attempt.
+            t.arrived(now);
+            t.attempt(now);
+        }
         let (b, target) = match self.topology {
             Topology::Requests => {
                 let b = self.pick_balancer();
@@ -705,6 +730,9 @@ impl<'a> Sim<'a> {
             Topology::Connections(_) => self.connection_for(now),
         };
         let Some(i) = target else {
+            if let Some(t) = &mut self.tally {
+                t.ended(now, tally::End::Failed);
+            }
             self.m.unroutable += u64::from(measured);
             if measured {
                 self.m.phase_unserved(now);
@@ -1183,6 +1211,9 @@ impl<'a> Sim<'a> {
     /// only: at connection level balancers see connections, not requests.
     #[inline]
     fn request_ended(&mut self, b: usize, i: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
+        if let Some(t) = &mut self.tally {
+            t.ended(now, outcome.into());
+        }
         if let Topology::Requests = self.topology {
             self.balancers[b].complete(i, latency, outcome, now);
         }

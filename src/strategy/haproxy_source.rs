@@ -187,6 +187,15 @@ impl Strategy for HaproxySource {
         }
         Some(map[(hash as usize) % map.len()])
     }
+
+    fn indexes_view(&self) -> bool {
+        true
+    }
+
+    /// The map is rebuilt only after a server's health changed (see [`StaticRr`]).
+    fn on_view(&mut self, backend: usize, view: &Backend) {
+        self.map.on_view(backend, view);
+    }
 }
 
 impl Kind for HaproxySource {

@@ -37,19 +37,35 @@ pub struct NginxHash {
     fallback: SmoothWeightedRoundRobin,
     /// Scratch for the key's text.
     text: String,
+    /// The end of each peer's weight range (running sum of the weights, so the last is
+    /// `Σ weights`), for a binary search instead of nginx's walk: the first peer whose
+    /// range ends beyond `w` is the one the walk stops at (a peer of weight 0 ends where
+    /// the one before does, so neither ever stops it). Rebuilt when a weight changes.
+    ends: Vec<u64>,
 }
 
 impl NginxHash {
     /// The peer nginx's `try`-th hash of `key` lands on (0-based), given the running sum
     /// `sum` of the earlier tries' hashes, which it advances.
-    fn peer(key: &str, attempt: u32, sum: &mut u64, backends: &[Backend], total: u64) -> usize {
+    fn peer(key: &str, attempt: u32, sum: &mut u64, ends: &[u64]) -> usize {
         let mut crc = crc32fast::Hasher::new();
         if attempt > 0 {
             crc.update(attempt.to_string().as_bytes());
         }
         crc.update(key.as_bytes());
         *sum += u64::from((crc.finalize() >> 16) & 0x7fff);
-        let mut w = *sum % total;
+        let total = ends.last().copied().unwrap_or(0);
+        Self::holding(ends, *sum % total)
+    }
+
+    /// The peer whose weight range (of `ends`) holds `w`: the first that ends beyond it.
+    fn holding(ends: &[u64], w: u64) -> usize {
+        ends.partition_point(|&end| end <= w)
+    }
+
+    /// nginx's walk to the peer whose weight range holds `w` (`w` < `Σ weights`).
+    #[cfg(test)]
+    fn walk(backends: &[Backend], mut w: u64) -> usize {
         let mut p = 0;
         while w >= u64::from(backends[p].weight) {
             w -= u64::from(backends[p].weight);
@@ -57,24 +73,58 @@ impl NginxHash {
         }
         p
     }
+
+    /// The weight ranges of `backends`, rebuilt if the backends are new.
+    fn ends(&mut self, backends: &[Backend]) -> &[u64] {
+        if self.ends.len() != backends.len() {
+            self.ends = backends
+                .iter()
+                .scan(0u64, |sum, b| {
+                    *sum += u64::from(b.weight);
+                    Some(*sum)
+                })
+                .collect();
+        }
+        &self.ends
+    }
 }
 
 impl Strategy for NginxHash {
     fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
-        let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+        let mut text = std::mem::take(&mut self.text);
+        let ends = self.ends(backends);
+        let total = ends.last().copied().unwrap_or(0);
         // `peers->single`: one peer is round robin's.
         if backends.len() > 1 && total > 0 {
-            self.text.clear();
-            let _ = write!(self.text, "{}", client_address(ctx.key));
+            text.clear();
+            let _ = write!(text, "{}", client_address(ctx.key));
             let mut sum = 0u64;
             for attempt in 0..TRIES {
-                let p = Self::peer(&self.text, attempt, &mut sum, backends, total);
+                let p = Self::peer(&text, attempt, &mut sum, ends);
                 if backends[p].up {
+                    self.text = text;
                     return Some(p);
                 }
             }
         }
+        self.text = text;
         self.fallback.pick(backends, ctx)
+    }
+
+    fn indexes_view(&self) -> bool {
+        true
+    }
+
+    /// A weight that changed invalidates the weight ranges (the balancer's weights are
+    /// fixed today: this keeps the ranges right should that change).
+    fn on_view(&mut self, backend: usize, view: &Backend) {
+        let Some(&end) = self.ends.get(backend) else {
+            return;
+        };
+        let start = backend.checked_sub(1).map_or(0, |k| self.ends[k]);
+        if end - start != u64::from(view.weight) {
+            self.ends.clear();
+        }
     }
 }
 
@@ -100,6 +150,30 @@ mod tests {
     use crate::strategy::Balancer;
     use crate::time::Nanos;
 
+    /// The binary search over weight ranges stops at the peer nginx's walk stops at, for
+    /// every `w`, weights of 0 included.
+    #[test]
+    fn the_search_finds_the_peer_the_walk_finds() {
+        for weights in [
+            vec![1, 0, 3, 0, 0, 2, 5],
+            vec![0, 1],
+            vec![4, 0],
+            vec![1; 9],
+        ] {
+            let backends = view(&weights);
+            let mut h = NginxHash::default();
+            let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+            for w in 0..total {
+                let ends = h.ends(&backends);
+                assert_eq!(
+                    NginxHash::holding(ends, w),
+                    NginxHash::walk(&backends, w),
+                    "{weights:?} at {w}"
+                );
+            }
+        }
+    }
+
     fn view(weights: &[u32]) -> Vec<Backend> {
         weights
             .iter()
@@ -118,17 +192,11 @@ mod tests {
     fn first_try_is_the_high_half_of_the_crc_of_the_address() {
         assert_eq!(crc32fast::hash(b"127.1.0.0"), 0x9dd0_fe8e);
         let mut sum = 0;
-        assert_eq!(
-            NginxHash::peer("127.1.0.0", 0, &mut sum, &view(&[2, 1, 1]), 4),
-            0
-        );
+        assert_eq!(NginxHash::peer("127.1.0.0", 0, &mut sum, &[2, 3, 4]), 0);
         assert_eq!(sum, 7632);
         // The second try hashes "1127.1.0.0" and adds: crc32 = 0x1f62_6b50, 0x1f62 &
         // 0x7fff = 8034, sum 15666, 15666 % 4 = 2: the second peer ([2, 3)).
-        assert_eq!(
-            NginxHash::peer("127.1.0.0", 1, &mut sum, &view(&[2, 1, 1]), 4),
-            1
-        );
+        assert_eq!(NginxHash::peer("127.1.0.0", 1, &mut sum, &[2, 3, 4]), 1);
         assert_eq!(sum, 15666);
     }
 

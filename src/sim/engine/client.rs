@@ -174,6 +174,15 @@ impl Host for Sim<'_> {
     fn arrivals_end(&self) -> Nanos {
         self.to
     }
+
+    fn counted(&mut self, now: Nanos, what: Option<Option<Cause>>) {
+        if let Some(t) = &mut self.tally {
+            match what {
+                None => t.attempt(now),
+                Some(cause) => t.ended(now, cause.into()),
+            }
+        }
+    }
 }
 
 impl Sim<'_> {
@@ -183,6 +192,9 @@ impl Sim<'_> {
         self.m.arrived += u64::from(measured);
         if measured {
             self.m.phase_arrived(now);
+        }
+        if let Some(t) = &mut self.tally {
+            t.arrived(now);
         }
         let b = self.pick_balancer();
         core::arrival(self, now, &req, b, measured);
