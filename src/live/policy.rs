@@ -20,6 +20,9 @@
 //!   not stop the server's worker either (the backend finishes the call and finds the
 //!   socket closed), so it would only cost a reconnect and change nothing measured.
 //!   Circuit breakers are refused too.
+//! - **Percentile hedge delays** read the core's latency windows, which the core feeds in
+//!   [`core::served`] with each request's latency at the answer's scenario time, as the
+//!   simulator's host does: nothing live-specific.
 //! - **Random draws.** Back-off jitter, the service quantile of retries and hedges and the
 //!   detector's draws come from the simulator's policy stream (`Stream::Policy` 0 of the
 //!   replication), in the same order of calls; a live decision taken at a slightly
@@ -48,15 +51,6 @@ use crate::workload::Request;
 /// Why live mode cannot apply `entry`'s policy as simulated, if it cannot.
 pub(crate) fn refusal(entry: &StrategyEntry) -> Option<String> {
     let p = entry.policy.as_ref()?;
-    if p.hedge
-        .as_ref()
-        .is_some_and(|h| matches!(h.delay, crate::policy::HedgeDelay::Percentile(_)))
-    {
-        return Some(format!(
-            "strategy `{}` has a client policy whose hedge.delay is a percentile of recent latencies, which the live driver does not track yet (it hedges after a fixed delay)\n  fix: replay a copy with a fixed hedge.delay in seconds",
-            entry.label()
-        ));
-    }
     if p.circuit_breakers.is_some() {
         return Some(format!(
             "strategy `{}` has a client policy with [strategies.policy.circuit_breakers], which the live driver does not apply yet (the simulator refuses overflowing attempts at the balancer; live would send them)\n  fix: replay a copy without circuit_breakers",
