@@ -353,6 +353,63 @@ cancel_losers = false
 }
 
 #[test]
+fn circuit_breakers_overflow_live_as_simulated_and_as_mm1k() {
+    // One single-worker backend (exponential service, mean 5 ms) at 140 requests a
+    // second (ρ = 0.7) behind Envoy's breakers with max_pending_requests = 2: an attempt
+    // that would wait while two already wait overflows, so the backend holds at most 3,
+    // an M/M/1/3 queue, and the overflow fraction is its blocking probability
+    // (1 − ρ) ρ³ / (1 − ρ⁴) = 0.135 (PASTA). Pending live is the driver's own count of
+    // calls at the backend beyond its worker; with it planted to never wait
+    // (`Host::would_wait` false), nothing overflows and the test fails.
+    let s = scenario(
+        "circuit-live",
+        r#"
+name = "circuit-live"
+seed = 21
+replications = 10
+duration = 6.0
+warmup = 1.0
+
+[arrivals]
+process = "poisson"
+rate = 140.0
+
+[[servers]]
+name = "s"
+service = { dist = "exponential", mean = 0.005 }
+
+[[strategies]]
+label = "rr+breakers"
+kind = "round_robin"
+[strategies.policy.circuit_breakers]
+max_pending_requests = 2
+"#,
+    );
+    let run = live(&s).expect("replay");
+    let m = &run.strategies[0].metrics;
+    println!(
+        "live: {} overflowed of {} attempts ({} requests)",
+        m.client.overflowed, m.client.attempts, m.arrived
+    );
+    assert!(m.client.overflowed > 0, "overflows live");
+    let v = judge(&s, &run);
+    let r = row(&v, "rr+breakers", "overflow_fraction");
+    passes(&v, "rr+breakers", "overflow_fraction");
+    let rho: f64 = 0.7;
+    let theory = (1.0 - rho) * rho.powi(3) / (1.0 - rho.powi(4));
+    // Within the verdict's own tolerance (3 standard deviations of the simulated
+    // replications) of the closed form, on both sides.
+    let allowed = r.tolerance.allowed(theory);
+    println!("M/M/1/3 blocking {theory:.4}, allowed ±{allowed:.4}: {r:?}");
+    assert!((r.live - theory).abs() <= allowed, "live {r:?} vs {theory}");
+    assert!(
+        (r.sim.mean - theory).abs() <= allowed,
+        "sim {r:?} vs {theory}"
+    );
+    no_policy_failure(&v);
+}
+
+#[test]
 fn outlier_ejection_removes_a_failing_backend_live() {
     // From 2 s node-1 fails fast; least connections sees it idle and sends it more (a
     // black hole) until Envoy's detection (5 consecutive errors) ejects it for longer
