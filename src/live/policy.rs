@@ -44,7 +44,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use super::client::CallOutcome;
 use super::driver::Replay;
 use super::pool::{Done, Job, Pool};
-use super::run::{add_service, record_served};
+use super::run::{add_service, add_shed_wait, record_served};
 use crate::metrics::RunMetrics;
 use crate::policy::client::{self as core, Avoid, Client, Dispatch, Dispatched, Host, Timer};
 use crate::policy::{Cause, Policy, PolicySpec};
@@ -331,7 +331,17 @@ impl LiveClient {
                 }
                 None
             }
-            Ok(CallOutcome::Rejected { .. }) => {
+            Ok(CallOutcome::Rejected { shed, .. }) => {
+                if shed {
+                    // Counted whether or not their client still waits, as the simulator
+                    // counts the jobs its servers drop.
+                    r.metrics.shed += u64::from(measured);
+                    let sent = done.sent.unwrap_or(job.scheduled);
+                    let waited = r
+                        .clock
+                        .scenario(done.finished.saturating_duration_since(sent));
+                    add_shed_wait(&mut r.metrics, i, now, waited);
+                }
                 r.views.server_done(i, None, now);
                 Some(Cause::Rejected)
             }
