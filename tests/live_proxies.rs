@@ -71,11 +71,12 @@ fn install_proxies() {
 }
 
 /// The shipped L4 scenario, shortened, with the strategies given (labels), plus HAProxy's
-/// own weighted round robins and least connections (`static_rr`, `fwrr`, `leastconn`).
+/// own weighted round robins and least connections (`static_rr`, `fwrr`, `leastconn`) and
+/// the proxies' source hashing (`nginx_hash`, `haproxy_source`).
 fn l4(labels: &[&str]) -> Scenario {
     let path = repo("scenarios/l4-persistent-connections.toml");
     let src = std::fs::read_to_string(&path).expect("read the scenario")
-        + "\n[[strategies]]\nkind = \"static_rr\"\n\n[[strategies]]\nkind = \"fwrr\"\n\n[[strategies]]\nkind = \"leastconn\"\n";
+        + "\n[[strategies]]\nkind = \"static_rr\"\n\n[[strategies]]\nkind = \"fwrr\"\n\n[[strategies]]\nkind = \"leastconn\"\n\n[[strategies]]\nkind = \"nginx_hash\"\n\n[[strategies]]\nkind = \"haproxy_source\"\n";
     let mut s = Scenario::from_source(&path, &src).unwrap_or_else(|e| panic!("{e}"));
     s.set_run_length(1.0, 4.0);
     s.strategies
@@ -262,6 +263,45 @@ fn haproxy_weighted_roundrobin_agrees_with_fwrr() {
     );
 }
 
+/// A whole replay through each proxy's source hashing: the driver opens every slot's
+/// connections from the slot's own address, so each proxy puts them where the simulated
+/// strategy does (shares identical to the replayed replication) and every figure agrees.
+#[test]
+fn source_hashing_through_nginx_and_haproxy_agrees_with_the_simulator() {
+    install_proxies();
+    for (proxy, label) in [
+        (ProxyKind::Nginx, "nginx_hash"),
+        (ProxyKind::Haproxy, "haproxy_source"),
+    ] {
+        let mut s = l4(&[label]);
+        s.set_run_length(0.5, 3.0);
+        let (v, dir) = judged(&s, Some(proxy));
+        let shares: Vec<_> = v
+            .rows
+            .iter()
+            .filter(|r| matches!(r.figure, Figure::Share))
+            .collect();
+        assert_eq!(shares.len(), 8, "one share row per server");
+        for r in &shares {
+            assert!(
+                (r.live - r.sim_replayed).abs() < 1e-9,
+                "{label} via {proxy:?} {}: live {} vs replayed {}",
+                r.metric(),
+                r.live,
+                r.sim_replayed
+            );
+        }
+        assert_passes(&v);
+        let conf =
+            std::fs::read_to_string(dir.join(format!("proxy/{label}/{}", proxy.config_file())))
+                .expect("kept");
+        assert!(
+            conf.contains("hash $remote_addr;") || conf.contains("balance source"),
+            "{conf}"
+        );
+    }
+}
+
 /// Backends that only record the order in which connections reach them: each accepts,
 /// reads one byte, notes its index, echoes the byte and closes.
 struct Recorders {
@@ -297,6 +337,24 @@ impl Recorders {
         self.order.lock().expect("order").clear();
         for k in 0..n {
             let mut c = TcpStream::connect(proxy).expect("connect to the proxy");
+            c.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            c.write_all(b"x").expect("write");
+            let mut byte = [0u8];
+            c.read_exact(&mut byte)
+                .unwrap_or_else(|e| panic!("connection {k}: no answer through the proxy: {e}"));
+        }
+        self.order.lock().expect("order").clone()
+    }
+
+    /// Like [`Recorders::through`], connection `k` opened from the client address of key
+    /// `k` (`127.1.0.0 + k`), as the driver opens slot `k`'s connections.
+    fn through_from_clients(&self, proxy: SocketAddr, n: usize) -> Vec<usize> {
+        self.order.lock().expect("order").clear();
+        for k in 0..n {
+            let source = lbsim::strategy::hash::client_address(k as u64);
+            let mut c = lbsim::live::client::connect_from(source, proxy, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("connect from {source}: {e}"));
             c.set_read_timeout(Some(Duration::from_secs(5)))
                 .expect("timeout");
             c.write_all(b"x").expect("write");
@@ -378,6 +436,64 @@ fn haproxy_picks_servers_in_the_order_of_fwrr_static_rr_and_round_robin() {
                 "{} {label}: HAProxy and lbsim part at connection {first:?}\n  haproxy {real:?}\n  lbsim   {sim:?}",
                 scenario.name
             );
+        }
+    }
+}
+
+/// Source hashing, connection by connection: each connection comes from its own loopback
+/// address, and real nginx (`hash $remote_addr;`) and real HAProxy (`balance source`,
+/// map-based) send it to exactly the server lbsim's `nginx_hash` and `haproxy_source`
+/// pick for that key, on the L4 scenario's weights and on uneven ones, with every server
+/// up. Under a second.
+#[test]
+fn proxies_hash_client_addresses_as_nginx_hash_and_haproxy_source() {
+    install_proxies();
+    let _lock = timing_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (proxy, kind) in [
+        (ProxyKind::Nginx, "nginx_hash"),
+        (ProxyKind::Haproxy, "haproxy_source"),
+    ] {
+        for weights in [
+            &[3, 3, 2, 2, 2, 2, 2, 2][..],
+            &[16, 2, 10, 200, 1, 16, 2, 7],
+        ] {
+            let mut src = String::from(
+                "name = \"hashed\"\nduration = 1.0\nwarmup = 0.1\n[arrivals]\nprocess = \"poisson\"\nrate = 10.0\n[connections]\nclients = 1\npool_size = 1\n",
+            );
+            for (k, w) in weights.iter().enumerate() {
+                src += &format!(
+                    "[[servers]]\nname = \"s{k}\"\ncount = 1\nworkers = 1\nweight = {w}\nservice = {{ dist = \"exponential\", mean = 0.01 }}\n"
+                );
+            }
+            src += &format!("[[strategies]]\nkind = \"{kind}\"\n");
+            let scenario =
+                Scenario::from_source(Path::new("hashed.toml"), &src).expect("valid scenario");
+            let rec = Recorders::start(weights.len());
+            let dir = tmp.path().join(format!("{kind}-{}", weights[3]));
+            let running = RunningProxy::start(
+                proxy,
+                &scenario,
+                &scenario.strategies[0],
+                &rec.addrs,
+                &dir,
+                Duration::from_secs(5),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let n = 300;
+            let real = rec.through_from_clients(running.listen(), n);
+            drop(running);
+            let sim = simulated_order(&scenario, kind, n);
+            let first = real.iter().zip(&sim).position(|(a, b)| a != b);
+            assert!(
+                first.is_none() && real.len() == n,
+                "{proxy:?} {kind} {weights:?}: proxy and lbsim part at connection {first:?}\n  proxy {real:?}\n  lbsim {sim:?}"
+            );
+            // Not a constant answer: the keys spread over most servers.
+            let mut seen = sim.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            assert!(seen.len() >= 6, "{kind} {weights:?} reached only {seen:?}");
         }
     }
 }

@@ -58,9 +58,23 @@ impl ClientConfig {
     /// and latency is what is measured), and [`ClientConfig::io_timeout`] on every read
     /// and write.
     pub(crate) fn dial(&self, addr: SocketAddr) -> Result<TcpStream, ClientError> {
+        self.dial_from(addr, None)
+    }
+
+    /// [`ClientConfig::dial`] from the local address `source` (any port) when given: how
+    /// the connection-level driver gives each client its own loopback address, which
+    /// proxies that hash the client's address read.
+    pub(crate) fn dial_from(
+        &self,
+        addr: SocketAddr,
+        source: Option<std::net::Ipv4Addr>,
+    ) -> Result<TcpStream, ClientError> {
         let connect_err = |source| ClientError::Connect { addr, source };
-        let stream =
-            TcpStream::connect_timeout(&addr, self.connect_timeout).map_err(connect_err)?;
+        let stream = match source {
+            None => TcpStream::connect_timeout(&addr, self.connect_timeout),
+            Some(ip) => connect_from(ip, addr, self.connect_timeout),
+        }
+        .map_err(connect_err)?;
         stream.set_nodelay(true).map_err(connect_err)?;
         stream
             .set_read_timeout(self.io_timeout)
@@ -70,6 +84,45 @@ impl ClientConfig {
             .map_err(connect_err)?;
         Ok(stream)
     }
+}
+
+/// A TCP connection to `addr` from `source` (port chosen by the system), within
+/// `timeout` (Linux bounds a blocking connect by the send timeout). On loopback any
+/// `127.x.y.z` is a valid source without configuration.
+#[cfg(target_os = "linux")]
+pub fn connect_from(
+    source: std::net::Ipv4Addr,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, ipproto, socket, sockopt};
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "a source IPv4 address for an IPv6 destination",
+            ));
+        }
+    };
+    let fd = socket(family, SocketType::STREAM, Some(ipproto::TCP))?;
+    sockopt::set_socket_timeout(&fd, sockopt::Timeout::Send, Some(timeout))?;
+    bind(&fd, &std::net::SocketAddrV4::new(source, 0))?;
+    connect(&fd, &addr)?;
+    Ok(TcpStream::from(fd))
+}
+
+/// Elsewhere a connection cannot choose its source address here.
+#[cfg(not(target_os = "linux"))]
+pub fn connect_from(
+    _source: std::net::Ipv4Addr,
+    _addr: SocketAddr,
+    _timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "binding a connection to a client address of its own needs Linux",
+    ))
 }
 
 /// What became of a call that got an answer.

@@ -190,13 +190,19 @@ impl Conns {
         }
     }
 
-    /// Opens a connection to `addr`; through a proxy (`backend` = `None`), asks which
-    /// backend it reaches with a ping. Returns its index.
-    fn open(&mut self, addr: SocketAddr, backend: Option<usize>) -> Result<usize, ClientError> {
+    /// Opens a connection to `addr` from `source` (the system's choice when `None`);
+    /// through a proxy (`backend` = `None`), asks which backend it reaches with a ping.
+    /// Returns its index.
+    fn open(
+        &mut self,
+        addr: SocketAddr,
+        source: Option<std::net::Ipv4Addr>,
+        backend: Option<usize>,
+    ) -> Result<usize, ClientError> {
         let cfg = self.cfg;
         let connect_err = |source| ClientError::Connect { addr, source };
         // Reads time out only while asking a proxy which backend it reached (below).
-        let stream = cfg.dial(addr)?;
+        let stream = cfg.dial_from(addr, source)?;
         stream.set_read_timeout(None).map_err(connect_err)?;
         // The protocol stack's halves share a clone (socket options are the socket's).
         let shared = std::sync::Arc::new(stream.try_clone().map_err(connect_err)?);
@@ -499,7 +505,7 @@ fn time_calls(
 ) -> Result<(f64, f64, f64, usize), ClientError> {
     let names: Vec<String> = scenario.servers().iter().map(|s| s.name.clone()).collect();
     let mut conns = Conns::new(cfg, names);
-    let c = conns.open(addr, backend)?;
+    let c = conns.open(addr, None, backend)?;
     let reached = conns.conns[c].as_ref().map_or(0, |conn| conn.backend);
     let g = &scenario.servers()[reached];
     // As in the request-level calibration: a service time like the scenario's, capped.
@@ -763,17 +769,23 @@ impl Replay<'_> {
     /// Opens a connection for `slot` at scenario time `now`, as the simulator does: the
     /// strategy (or the proxy) picks its server, and its lifetime is drawn.
     fn open_slot(&mut self, slot: usize, now: Nanos) {
-        let (addr, backend) = match self.target {
+        let (addr, source, backend) = match self.target {
             Target::Direct(addrs) => {
                 // The key of a connection is its slot, as in the simulator.
                 match self.balancer.route(now, slot as u64) {
-                    Some(i) => (addrs[i], Some(i)),
+                    Some(i) => (addrs[i], None, Some(i)),
                     None => return,
                 }
             }
-            Target::Proxy(addr) => (*addr, None),
+            // Each slot's connections come from the slot's own loopback address, the
+            // client address the simulated source-hashing strategies hash.
+            Target::Proxy(addr) => (
+                *addr,
+                Some(crate::strategy::hash::client_address(slot as u64)),
+                None,
+            ),
         };
-        match self.conns.open(addr, backend) {
+        match self.conns.open(addr, source, backend) {
             Ok(c) => {
                 self.slot_conn[slot] = Some(c);
                 self.conn_slot.resize(c + 1, usize::MAX);

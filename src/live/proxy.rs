@@ -18,14 +18,18 @@
 //! | `random` / `weighted_random` | `random` (weights 1 / the scenario's) | `random(1)` (idem) |
 //! | `power_of_d`, d = 2 (HAProxy: any d) | `random two least_conn` | `random(d)` |
 //! | `first` | none | `first`, `maxconn` = the strategy's (or workers) |
+//! | `nginx_hash` | `hash $remote_addr` with weights (the same hash) | none |
+//! | `haproxy_source` | none | `balance source`, `hash-type map-based`, with weights (the same map) |
 //!
 //! "None" is refused with the lbsim strategy that does follow the proxy. Random
 //! algorithms draw their own random numbers, so their runs are comparable with the
 //! simulated mean (`--against mean`), not with the replayed replication.
 //!
-//! Hashing strategies are refused: the proxies hash the client's address and port, the
-//! simulator the connection's slot, with other hash functions, so the servers connections
-//! land on differ and per-server figures cannot be compared.
+//! Source hashing: the driver opens each connection slot's connections from a loopback
+//! address of its own ([`crate::strategy::hash::client_address`] of the slot), which the
+//! simulated `nginx_hash` and `haproxy_source` hash as the proxies do, so every connection
+//! lands on the same server on both sides. Envoy's hashing strategies (`ring_hash`,
+//! `maglev`, `bounded_load_hash`) have no proxy equivalent and are refused.
 //!
 //! The proxy is a child process on loopback with its own folder (configuration, pid, logs)
 //! under the output folder; nothing is installed here (`scripts/install-proxies.sh` does
@@ -46,9 +50,9 @@ use std::time::{Duration, Instant};
 
 use crate::scenario::Scenario;
 use crate::strategy::{
-    BoundedLoadHash, EdfWeightedRoundRobin, First, Fwrr, LeastConnections, Leastconn, Maglev,
-    PowerOfD, RandomChoice, RingHash, RoundRobin, SmoothWeightedRoundRobin, StaticRr,
-    StrategyEntry, StrategySpec, WeightedRandom,
+    BoundedLoadHash, EdfWeightedRoundRobin, First, Fwrr, HaproxySource, LeastConnections,
+    Leastconn, Maglev, NginxHash, PowerOfD, RandomChoice, RingHash, RoundRobin,
+    SmoothWeightedRoundRobin, StaticRr, StrategyEntry, StrategySpec, WeightedRandom,
 };
 
 /// Which proxy.
@@ -229,9 +233,9 @@ fn matching(
     };
     let nginx = kind == ProxyKind::Nginx;
     let hashing = if nginx {
-        "the proxy hashes the client's address and port, the simulator the connection's slot (with other hash functions): connections land on other servers, so per-server figures cannot be compared"
+        "this strategy follows Envoy's hashing, not nginx's: nginx's `hash $remote_addr` is lbsim's `nginx_hash` (nginx's `consistent` ring places its points by the servers' addresses, which live mode picks at run time, so it has no equivalent)"
     } else {
-        "HAProxy's `balance source` hashes only the client's IPv4 address (the XOR of its 32-bit words, backend.c get_server_sh), then takes `hash % Σ weights` in the static-rr map (`hash-type map-based`) or the nearest of 16 × weight points at full_hash(server id × 4096 + i) (`consistent`, lb_chash.c); the driver's connections all come from 127.0.0.1, so HAProxy would send every one to the same server, while lbsim's hashing strategies hash the connection slot with Envoy's functions"
+        "this strategy follows Envoy's hashing, not HAProxy's: HAProxy's `balance source` (map-based) is lbsim's `haproxy_source` (`hash-type consistent` places its points by server ids through lb_chash.c's tree, not ported)"
     };
     let weighted_rr = if nginx {
         "nginx's weighted round robin is smooth_weighted_round_robin"
@@ -318,6 +322,24 @@ fn matching(
             weighted: false,
             maxconn: Some(maxconn),
         });
+    }
+    if spec.is::<NginxHash>() {
+        return if nginx {
+            Ok(plain("hash $remote_addr;", true))
+        } else {
+            Err(none(
+                "HAProxy's source hash (`balance source`) indexes its static map with the client address: its lbsim strategy is `haproxy_source`",
+            ))
+        };
+    }
+    if spec.is::<HaproxySource>() {
+        return if haproxy {
+            Ok(plain("source\n    hash-type map-based", true))
+        } else {
+            Err(none(
+                "nginx's `hash $remote_addr` hashes the address's text with crc32 over the weighted peers: its lbsim strategy is `nginx_hash`",
+            ))
+        };
     }
     if spec.is::<RingHash>() || spec.is::<Maglev>() || spec.is::<BoundedLoadHash>() {
         return Err(none(hashing));

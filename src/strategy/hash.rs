@@ -17,6 +17,16 @@ pub fn key_hash(key: u64) -> u64 {
     mix64(key ^ KEY_SALT)
 }
 
+/// The loopback IPv4 address the client of key `key` connects from: `127.1.0.0 + key`,
+/// wrapping within `127.1.0.0 ..= 127.255.255.254`. The hashing strategies that follow a
+/// proxy's source-address hash (`nginx_hash`, `haproxy_source`) hash this address; live
+/// mode binds each connection of slot `key` to it, so a real proxy hashes the same one.
+pub fn client_address(key: u64) -> std::net::Ipv4Addr {
+    const FIRST: u32 = 0x7f01_0000;
+    const SPAN: u64 = 0x7fff_fffe - FIRST as u64 + 1;
+    std::net::Ipv4Addr::from(FIRST + (key % SPAN) as u32)
+}
+
 /// The hash of point `replica` of backend `backend` under `salt` (distinct inputs give
 /// distinct outputs, so no two points collide).
 #[inline]
@@ -189,6 +199,16 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_addresses_stay_on_loopback_and_wrap() {
+        assert_eq!(client_address(0).to_string(), "127.1.0.0");
+        assert_eq!(client_address(257).to_string(), "127.1.1.1");
+        let last = 0x7fff_fffe - 0x7f01_0000;
+        assert_eq!(client_address(last).to_string(), "127.255.255.254");
+        assert_eq!(client_address(last + 1), client_address(0));
+        assert!(client_address(u64::MAX).is_loopback());
+    }
 
     #[test]
     fn ring_sizes_follow_envoy() {

@@ -20,9 +20,9 @@ use serde::de::DeserializeOwned;
 use super::spec::{SpecError, StrategySpec};
 use super::{
     Aperture, BoundedLoadHash, C3, EdfWeightedRoundRobin, First, Fwrr, GrpcWeightedRoundRobin,
-    JoinIdleQueue, LeastConnections, LeastRequest, LeastResponseTime, Leastconn, Maglev,
-    PeakEwmaP2c, PowerOfD, Prequal, RandomChoice, RingHash, RoundRobin, ShortestQueue,
-    SmoothWeightedRoundRobin, StaticRr, Strategy, WeightedRandom,
+    HaproxySource, JoinIdleQueue, LeastConnections, LeastRequest, LeastResponseTime, Leastconn,
+    Maglev, NginxHash, PeakEwmaP2c, PowerOfD, Prequal, RandomChoice, RingHash, RoundRobin,
+    ShortestQueue, SmoothWeightedRoundRobin, StaticRr, Strategy, WeightedRandom,
 };
 use crate::rng::SimRng;
 
@@ -50,6 +50,8 @@ pub static STRATEGIES: &[&dyn StrategyDef] = &[
     &Leastconn::DEF,
     &StaticRr::DEF,
     &Fwrr::DEF,
+    &NginxHash::DEF,
+    &HaproxySource::DEF,
     &Prequal::DEF,
     &C3::DEF,
 ];

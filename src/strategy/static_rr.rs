@@ -70,6 +70,14 @@ impl StaticRr {
         map
     }
 
+    /// HAProxy's map over the usable servers of `backends` (`lbprm.map.srv`, of
+    /// `lbprm.tot_weight` slots), rebuilt if they changed since the last call: what
+    /// `static-rr` walks and map-based hashing (`balance source`) indexes.
+    pub(crate) fn slots(&mut self, backends: &[Backend]) -> &[usize] {
+        self.refresh(backends);
+        &self.map
+    }
+
     /// Rebuilds the map if the usable servers changed since it was built.
     fn refresh(&mut self, backends: &[Backend]) {
         let unchanged = self.built_for.len() == backends.len()
