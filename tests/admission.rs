@@ -315,15 +315,8 @@ fn row<'a>(
         .unwrap_or_else(|| panic!("no row {metric}"))
 }
 
-#[test]
-fn queue_timeout_sheds_live_what_the_simulator_and_mm1_plus_d_say() {
-    // M/M/1 at ρ = 0.8 (mean service 5 ms), queued requests dropped after 10 ms: the
-    // live backend applies the simulator's QueueControl, its durations at the time scale
-    // (20 ms wall-clock at scale 2), and answers a dropped call `Rejected` with `shed`.
-    // Planted checks: a backend that ignores the control sheds nothing, and one that
-    // applies it unscaled (10 ms wall-clock) sheds 0.28 (measured); both fail below.
-    let s = scenario(
-        r#"
+/// M/M/1 at ρ = 0.8 (mean service 5 ms), queued requests dropped after 10 ms.
+const QUEUE_TIMEOUT_LIVE: &str = r#"
 name = "admission-live"
 seed = 4
 duration = 6
@@ -339,8 +332,16 @@ service = { dist = "exponential", mean = 0.005 }
 queue_timeout = 0.01
 [[strategies]]
 kind = "round_robin"
-"#,
-    );
+"#;
+
+#[test]
+fn queue_timeout_sheds_live_what_the_simulator_and_mm1_plus_d_say() {
+    // M/M/1 at ρ = 0.8 (mean service 5 ms), queued requests dropped after 10 ms: the
+    // live backend applies the simulator's QueueControl, its durations at the time scale
+    // (20 ms wall-clock at scale 2), and answers a dropped call `Rejected` with `shed`.
+    // Planted checks: a backend that ignores the control sheds nothing, and one that
+    // applies it unscaled (10 ms wall-clock) sheds 0.28 (measured); both fail below.
+    let s = scenario(QUEUE_TIMEOUT_LIVE);
     let theory = mm1_plus_d_drop(160.0, 200.0, 0.01);
     let (run, v) = live(&s);
     let m = &run.strategies[0].metrics;
@@ -371,6 +372,33 @@ kind = "round_robin"
         let r = row(&v, metric);
         assert!(!v.judged(r) || r.passed(), "{r:?}");
     }
+}
+
+#[test]
+fn backends_started_apart_apply_admission_when_the_operator_says_so() {
+    // As `lbsim serve SCENARIO --time-scale 2` and `lbsim live --backends …
+    // --backends-apply-admission --time-scale 2` do.
+    let s = scenario(QUEUE_TIMEOUT_LIVE);
+    let cluster = lbsim::live::Cluster::start(
+        &s,
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        None,
+        lbsim::live::Protocol::Binary,
+        lbsim::live::Transport::Framed,
+    )
+    .expect("backends");
+    cluster.set_admission(&s, 2.0);
+    let opts = lbsim::live::LiveOptions {
+        time_scale: 2.0,
+        io_timeout: std::time::Duration::from_secs(5),
+        backends: Some(cluster.addrs()),
+        backends_apply_admission: true,
+        ..Default::default()
+    };
+    let run = common::replay_within(&s, &opts, std::time::Duration::from_secs(90)).expect("replay");
+    let v = common::verdict_of(&s, &run, 10);
+    let r = row(&v, "shed_fraction");
+    assert!(r.live > 0.1 && v.judged(r) && r.passed(), "{r:?}");
 }
 
 #[test]

@@ -113,12 +113,18 @@ pub fn replay_via(
         .iter()
         .enumerate()
         .find(|(_, g)| g.admission.is_some())
-        .filter(|_| opts.backends.is_some() || scenario.connections.is_some() || via.is_some())
+        .filter(|_| {
+            // Backends started apart apply it at a fixed time scale the operator vouches for.
+            let vouched = opts.backends_apply_admission && !opts.auto_time_scale;
+            let given = opts.backends.is_some() && !vouched;
+            given || scenario.connections.is_some() || via.is_some()
+        })
     {
-        // The backends started here apply it (see `super::cluster`); others may not, and
-        // the connection-level driver does not count what they shed.
+        // The backends started here apply it (see `super::cluster`); others may not (the
+        // operator says they do, at a fixed time scale), and the connection-level driver
+        // does not count what they shed.
         return Err(LiveError::Unsupported(format!(
-            "server group `{}` has [servers.admission] (servers[{k}].admission), which live mode applies only in the backends it starts, at request level (backends given with --backends may not apply it, and the connection-level driver does not count shed calls)\n  fix: replay without --backends, [connections] and --via, or a copy without [servers.admission]",
+            "server group `{}` has [servers.admission] (servers[{k}].admission), which live mode applies in the backends it starts, at request level: backends given with --backends apply it only when started with `lbsim serve SCENARIO --time-scale K` and replayed with --backends-apply-admission at that fixed --time-scale K, and the connection-level driver does not count shed calls\n  fix: replay without --backends (or as just said), [connections] and --via, or a copy without [servers.admission]",
             g.name
         )));
     }

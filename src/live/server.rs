@@ -2,7 +2,10 @@
 //!
 //! `workers` calls are in service at once; later calls wait in strict FIFO
 //! order in a queue of `queue_capacity` places (unbounded if `None`), and a
-//! call that finds the queue full gets the `Rejected` exception. Service is
+//! call that finds the queue full gets the `Rejected` exception. With admission
+//! control ([`ServerHandle::set_admission`], the simulator's
+//! [`crate::policy::admission::QueueControl`]) a freed worker takes the call it
+//! picks, and calls it drops get `Rejected` with `shed` set. Service is
 //! emulated by sleeping `work_ns / speed`, so one small machine can host
 //! dozens of servers.
 //!
