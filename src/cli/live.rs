@@ -89,9 +89,10 @@ pub struct ServeArgs {
     fault_control: Option<u16>,
     /// Apply the scenario's [servers.admission] (queue timeout, CoDel, adaptive LIFO) with
     /// its durations in wall-clock time at this time scale: the --time-scale of the
-    /// `lbsim live --backends-apply-admission` that replays against these servers.
-    #[arg(long, default_value_t = 1.0, requires = "scenario")]
-    time_scale: f64,
+    /// `lbsim live --backends-apply-admission` that replays against these servers
+    /// [default: 1].
+    #[arg(long, conflicts_with_all = ["workers", "port", "speed", "queue_capacity", "id", "pipelined", "extra_delay"])]
+    time_scale: Option<f64>,
 }
 
 impl ServeArgs {
@@ -257,10 +258,10 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
             eprintln!("error: {e}\n  fix: use limits above 0");
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
-        if !(a.time_scale.is_finite() && a.time_scale > 0.0) {
+        let time_scale = a.time_scale.unwrap_or(1.0);
+        if !(time_scale.is_finite() && time_scale > 0.0) {
             eprintln!(
-                "error: --time-scale must be a number above 0, got {}\n  fix: give the --time-scale of the `lbsim live` that replays against these servers",
-                a.time_scale
+                "error: --time-scale must be a number above 0, got {time_scale}\n  fix: give the --time-scale of the `lbsim live` that replays against these servers"
             );
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
@@ -272,7 +273,7 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
             a.transport,
             limits,
         )?;
-        cluster.set_admission(&scenario, a.time_scale);
+        cluster.set_admission(&scenario, time_scale);
         for (name, addr) in cluster.names.iter().zip(cluster.addrs()) {
             println!("{name} {addr}");
         }
@@ -297,6 +298,12 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
         interrupt.wait();
         cluster.shutdown();
         return Ok(ExitCode::SUCCESS);
+    }
+    if a.time_scale.is_some() {
+        eprintln!(
+            "error: --time-scale applies a scenario's [servers.admission]; a single server has none\n  fix: give a scenario file, or leave out --time-scale"
+        );
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }
     let Some(workers) = a.workers else {
         eprintln!(
