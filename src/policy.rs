@@ -19,8 +19,10 @@
 //! throttling), [`hedge`] (Dean & Barroso, gRPC `hedgingPolicy`), [`timeout`] (Envoy
 //! route and per-try timeouts, gRPC deadlines), [`outlier`] (Envoy outlier detection,
 //! nginx passive checks), [`slow_start`] (Envoy `slow_start_config`, nginx `slow_start`),
-//! [`circuit`] (Envoy `circuit_breakers`).
+//! [`circuit`] (Envoy `circuit_breakers`). Server-side, [`admission`] (queue timeout,
+//! folly's CoDel, adaptive LIFO) is shared by the simulated servers and the live backends.
 
+pub mod admission;
 pub mod budget;
 pub mod circuit;
 pub mod client;

@@ -1,7 +1,8 @@
 //! Server-side admission control (`[servers.admission]`, issue 11): a queue timeout drops
 //! what the M/M/1+D queue predicts, CoDel holds the standing queue delay near its target
 //! under overload, adaptive LIFO serves most requests fast where FIFO serves all late,
-//! every request still ends exactly once, and live mode refuses what it does not apply.
+//! every request still ends exactly once, and the live backends apply the same code (shed
+//! fractions live as simulated, and as M/M/1+D predicts).
 
 mod common;
 
@@ -275,16 +276,167 @@ fn bad_admission_is_refused_naming_the_file_and_field() {
 }
 
 #[test]
-fn live_mode_refuses_admission_control_with_the_reason() {
+fn live_mode_refuses_admission_control_on_backends_it_did_not_start() {
+    // Backends given with --backends may not apply it: refused with the reason.
     let s = one_server(50.0, "queue_timeout = 0.1", "");
-    let Err(e) = lbsim::live::replay(&s, &lbsim::live::LiveOptions::default()) else {
-        panic!("live mode replayed a scenario with [servers.admission]");
+    let opts = lbsim::live::LiveOptions {
+        backends: Some(vec!["127.0.0.1:9".parse().unwrap()]),
+        ..Default::default()
+    };
+    let Err(e) = lbsim::live::replay(&s, &opts) else {
+        panic!("live mode replayed [servers.admission] on backends it did not start");
     };
     let e = e.to_string();
     assert!(
-        e.contains("[servers.admission]") && e.contains("fix"),
+        e.contains("[servers.admission]") && e.contains("--backends") && e.contains("fix"),
         "{e}"
     );
+}
+
+/// Replays `s` live (backends started in-process apply its admission control) at time
+/// scale 2 within 90 s, and judges it against 10 simulated replications.
+fn live(s: &Scenario) -> (lbsim::live::LiveRun, lbsim::live::verdict::Verdict) {
+    let opts = lbsim::live::LiveOptions {
+        time_scale: 2.0,
+        io_timeout: std::time::Duration::from_secs(5),
+        ..Default::default()
+    };
+    let run = common::replay_within(s, &opts, std::time::Duration::from_secs(90)).expect("replay");
+    let v = common::verdict_of(s, &run, 10);
+    (run, v)
+}
+
+/// The verdict's row of `metric` for the only strategy.
+fn row<'a>(
+    v: &'a lbsim::live::verdict::Verdict,
+    metric: &str,
+) -> &'a lbsim::live::verdict::Comparison {
+    v.row("round_robin", metric)
+        .unwrap_or_else(|| panic!("no row {metric}"))
+}
+
+/// M/M/1 at ρ = 0.8 (mean service 5 ms), queued requests dropped after 10 ms.
+const QUEUE_TIMEOUT_LIVE: &str = r#"
+name = "admission-live"
+seed = 4
+duration = 6
+warmup = 1
+replications = 10
+[arrivals]
+process = "poisson"
+rate = 160
+[[servers]]
+name = "s"
+service = { dist = "exponential", mean = 0.005 }
+[servers.admission]
+queue_timeout = 0.01
+[[strategies]]
+kind = "round_robin"
+"#;
+
+#[test]
+fn queue_timeout_sheds_live_what_the_simulator_and_mm1_plus_d_say() {
+    // M/M/1 at ρ = 0.8 (mean service 5 ms), queued requests dropped after 10 ms: the
+    // live backend applies the simulator's QueueControl, its durations at the time scale
+    // (20 ms wall-clock at scale 2), and answers a dropped call `Rejected` with `shed`.
+    // Planted checks: a backend that ignores the control sheds nothing, and one that
+    // applies it unscaled (10 ms wall-clock) sheds 0.28 (measured); both fail below.
+    let s = scenario(QUEUE_TIMEOUT_LIVE);
+    let theory = mm1_plus_d_drop(160.0, 200.0, 0.01);
+    let (run, v) = live(&s);
+    let m = &run.strategies[0].metrics;
+    println!(
+        "live: {} shed, {} rejected of {} requests; M/M/1+D {theory:.4}",
+        m.shed, m.rejected, m.arrived
+    );
+    assert!(m.shed > 0, "shed live");
+    // Without a client policy a shed request is a refusal, and the only one.
+    assert_eq!(m.shed, m.rejected);
+    let r = row(&v, "shed_fraction");
+    assert!(v.judged(r) && r.passed(), "{r:?}");
+    // The closed form, within the verdict's tolerance (3 standard deviations of the
+    // simulated replications), on both sides.
+    let allowed = r.tolerance.allowed(theory);
+    println!("shed_fraction allowed ±{allowed:.4}: {r:?}");
+    assert!(
+        (r.live - theory).abs() <= allowed,
+        "live {} vs {theory}",
+        r.live
+    );
+    assert!(
+        (r.sim.mean - theory).abs() <= allowed,
+        "sim {} vs {theory}",
+        r.sim.mean
+    );
+    for metric in ["latency_mean", "error_fraction"] {
+        let r = row(&v, metric);
+        assert!(!v.judged(r) || r.passed(), "{r:?}");
+    }
+}
+
+#[test]
+fn backends_started_apart_apply_admission_when_the_operator_says_so() {
+    // As `lbsim serve SCENARIO --time-scale 2` and `lbsim live --backends …
+    // --backends-apply-admission --time-scale 2` do.
+    let s = scenario(QUEUE_TIMEOUT_LIVE);
+    let cluster = lbsim::live::Cluster::start(
+        &s,
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        None,
+        lbsim::live::Protocol::Binary,
+        lbsim::live::Transport::Framed,
+    )
+    .expect("backends");
+    cluster.set_admission(&s, 2.0);
+    let opts = lbsim::live::LiveOptions {
+        time_scale: 2.0,
+        io_timeout: std::time::Duration::from_secs(5),
+        backends: Some(cluster.addrs()),
+        backends_apply_admission: true,
+        ..Default::default()
+    };
+    let run = common::replay_within(&s, &opts, std::time::Duration::from_secs(90)).expect("replay");
+    let v = common::verdict_of(&s, &run, 10);
+    let r = row(&v, "shed_fraction");
+    assert!(r.live > 0.1 && v.judged(r) && r.passed(), "{r:?}");
+}
+
+#[test]
+fn codel_under_overload_sheds_live_as_simulated() {
+    // Offered 1.2 times the capacity: folly's CoDel (target 5 ms, interval 50 ms) keeps
+    // the standing queue short by shedding what waited over 10 ms once no request of an
+    // interval got through within the target; at least 1/6 of the requests must go.
+    let s = scenario(
+        r#"
+name = "codel-live"
+seed = 6
+duration = 6
+warmup = 1
+replications = 10
+[arrivals]
+process = "poisson"
+rate = 240
+[[servers]]
+name = "s"
+service = { dist = "exponential", mean = 0.005 }
+[servers.admission]
+codel = { target = 0.005, interval = 0.05 }
+[[strategies]]
+kind = "round_robin"
+"#,
+    );
+    let (run, v) = live(&s);
+    let m = &run.strategies[0].metrics;
+    println!("live: {} shed of {} requests", m.shed, m.arrived);
+    let r = row(&v, "shed_fraction");
+    assert!(
+        r.live > 1.0 / 6.0 - 0.02 && r.sim_replayed > 1.0 / 6.0 - 0.02,
+        "{r:?}"
+    );
+    assert!(v.judged(r) && r.passed(), "{r:?}");
+    // The queue stays short on both sides: the mean response time agrees.
+    let l = row(&v, "latency_mean");
+    assert!(!v.judged(l) || l.passed(), "{l:?}");
 }
 
 #[test]

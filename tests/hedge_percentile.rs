@@ -102,12 +102,18 @@ fn a_bad_percentile_is_refused_naming_the_file_and_field() {
 }
 
 #[test]
-fn live_mode_refuses_a_percentile_hedge_delay_with_the_reason() {
+fn live_mode_runs_a_percentile_hedge_delay_and_refuses_only_cancelling_losers() {
+    // The delay itself runs live (tests/live_policies.rs replays it); what live mode
+    // refuses is withdrawing the losers (the default `cancel_losers = true`), which real
+    // Thrift cannot do.
     let mut s = heavy_tail(0.95);
     s.strategies.remove(0);
     let Err(e) = lbsim::live::replay(&s, &lbsim::live::LiveOptions::default()) else {
-        panic!("live mode replayed a percentile hedge delay");
+        panic!("live mode replayed hedges that cancel their losers");
     };
     let e = e.to_string();
-    assert!(e.contains("percentile") && e.contains("fix"), "{e}");
+    assert!(
+        e.contains("cancel_losers") && !e.contains("percentile") && e.contains("fix"),
+        "{e}"
+    );
 }

@@ -298,6 +298,118 @@ cancel_losers = false
 }
 
 #[test]
+fn hedging_after_a_percentile_of_recent_latencies_agrees_live() {
+    // As above, but the copy goes out after the p90 of the balancer's recent request
+    // latencies (Finagle's windowed histogram: 1.5 s in 3 buckets, refreshed every
+    // 0.25 s), which the live client feeds from its own answers through the shared core:
+    // about one request in ten (a little more: copies add load) gets a copy on both sides.
+    // With the window never fed (planted in `core::served`), no delay is ever known and
+    // no copy goes out: the hedge count below is 0 and the test fails.
+    let s = scenario(
+        "hedge-percentile-live",
+        r#"
+name = "hedge-percentile-live"
+seed = 3
+replications = 10
+duration = 5.0
+warmup = 1.0
+
+[arrivals]
+process = "poisson"
+rate = 200.0
+
+[[servers]]
+name = "node"
+count = 4
+workers = 2
+service = { dist = "lognormal", mean = 0.010, cv = 3.0 }
+
+[[strategies]]
+label = "rr+hedge-p90"
+kind = "round_robin"
+[strategies.policy.hedge]
+delay = { percentile = 0.9, window = 1.5, refresh = 0.25 }
+max_attempts = 2
+cancel_losers = false
+"#,
+    );
+    let run = live(&s).expect("replay");
+    let m = &run.strategies[0].metrics;
+    let rate = m.client.hedges as f64 / m.arrived as f64;
+    println!(
+        "live: hedges {} of {} requests ({rate:.4})",
+        m.client.hedges, m.arrived
+    );
+    assert!(m.client.hedges > 0, "hedges sent live after the p90");
+    // About one in ten; well off either way means the window is not what it should be.
+    assert!(rate > 0.05 && rate < 0.2, "{rate} hedges per request");
+    let v = judge(&s, &run);
+    let h = row(&v, "rr+hedge-p90", "hedge_rate");
+    assert!(h.sim_replayed > 0.05 && h.live > 0.05, "{h:?}");
+    for metric in ["hedge_rate", "latency_p99", "attempts_per_request"] {
+        passes(&v, "rr+hedge-p90", metric);
+    }
+    no_policy_failure(&v);
+}
+
+#[test]
+fn circuit_breakers_overflow_live_as_simulated_and_as_mm1k() {
+    // One single-worker backend (exponential service, mean 5 ms) at 140 requests a
+    // second (ρ = 0.7) behind Envoy's breakers with max_pending_requests = 2: an attempt
+    // that would wait while two already wait overflows, so the backend holds at most 3,
+    // an M/M/1/3 queue, and the overflow fraction is its blocking probability
+    // (1 − ρ) ρ³ / (1 − ρ⁴) = 0.135 (PASTA). Pending live is the driver's own count of
+    // calls at the backend beyond its worker; with it planted to never wait
+    // (`Host::would_wait` false), nothing overflows and the test fails.
+    let s = scenario(
+        "circuit-live",
+        r#"
+name = "circuit-live"
+seed = 21
+replications = 10
+duration = 6.0
+warmup = 1.0
+
+[arrivals]
+process = "poisson"
+rate = 140.0
+
+[[servers]]
+name = "s"
+service = { dist = "exponential", mean = 0.005 }
+
+[[strategies]]
+label = "rr+breakers"
+kind = "round_robin"
+[strategies.policy.circuit_breakers]
+max_pending_requests = 2
+"#,
+    );
+    let run = live(&s).expect("replay");
+    let m = &run.strategies[0].metrics;
+    println!(
+        "live: {} overflowed of {} attempts ({} requests)",
+        m.client.overflowed, m.client.attempts, m.arrived
+    );
+    assert!(m.client.overflowed > 0, "overflows live");
+    let v = judge(&s, &run);
+    let r = row(&v, "rr+breakers", "overflow_fraction");
+    passes(&v, "rr+breakers", "overflow_fraction");
+    let rho: f64 = 0.7;
+    let theory = (1.0 - rho) * rho.powi(3) / (1.0 - rho.powi(4));
+    // Within the verdict's own tolerance (3 standard deviations of the simulated
+    // replications) of the closed form, on both sides.
+    let allowed = r.tolerance.allowed(theory);
+    println!("M/M/1/3 blocking {theory:.4}, allowed ±{allowed:.4}: {r:?}");
+    assert!((r.live - theory).abs() <= allowed, "live {r:?} vs {theory}");
+    assert!(
+        (r.sim.mean - theory).abs() <= allowed,
+        "sim {r:?} vs {theory}"
+    );
+    no_policy_failure(&v);
+}
+
+#[test]
 fn outlier_ejection_removes_a_failing_backend_live() {
     // From 2 s node-1 fails fast; least connections sees it idle and sends it more (a
     // black hole) until Envoy's detection (5 consecutive errors) ejects it for longer

@@ -296,6 +296,6 @@ fn thriftpy2_server_has_the_same_queueing_semantics() {
     assert_eq!(rejected.len(), 2, "{outcomes:?}");
     assert!(matches!(
         rejected[0],
-        Ok(CallOutcome::Rejected { server_id, queue_len: 0 }) if server_id == "py1"
+        Ok(CallOutcome::Rejected { server_id, queue_len: 0, shed: false }) if server_id == "py1"
     ));
 }

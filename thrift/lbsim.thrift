@@ -38,11 +38,14 @@ struct Reply {
   7: optional i64 latency_ns,
 }
 
-// Raised when the call arrives to a full waiting queue.
+// Raised when the call arrives to a full waiting queue, or when the server's
+// admission control (queue timeout, CoDel) drops it after it waited.
 exception Rejected {
   1: required string server_id,
   // Number of requests waiting when the call was turned away.
   2: required i32 queue_len,
+  // True when admission control dropped the call after it waited ("shed").
+  3: optional bool shed,
 }
 
 struct Pong {

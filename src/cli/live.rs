@@ -87,6 +87,12 @@ pub struct ServeArgs {
     /// only loopback can reach it, and any local user could then crash the servers.
     #[arg(long)]
     fault_control: Option<u16>,
+    /// Apply the scenario's [servers.admission] (queue timeout, CoDel, adaptive LIFO) with
+    /// its durations in wall-clock time at this time scale: the --time-scale of the
+    /// `lbsim live --backends-apply-admission` that replays against these servers
+    /// [default: 1].
+    #[arg(long, conflicts_with_all = ["workers", "port", "speed", "queue_capacity", "id", "pipelined", "extra_delay"])]
+    time_scale: Option<f64>,
 }
 
 impl ServeArgs {
@@ -187,6 +193,11 @@ pub struct LiveArgs {
     /// [[faults]] reach them. Each serves the servers whose ids match scenario names.
     #[arg(long, value_delimiter = ',', requires = "backends")]
     fault_control: Option<Vec<String>>,
+    /// The backends given to --backends apply the scenario's [servers.admission] at this
+    /// --time-scale (started with `lbsim serve SCENARIO --time-scale K`); without it such
+    /// a scenario is refused on backends not started here.
+    #[arg(long, requires = "backends")]
+    backends_apply_admission: bool,
     /// Draw the CDF plot as PNG instead of SVG.
     #[arg(long)]
     png: bool,
@@ -247,6 +258,13 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
             eprintln!("error: {e}\n  fix: use limits above 0");
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
+        let time_scale = a.time_scale.unwrap_or(1.0);
+        if !(time_scale.is_finite() && time_scale > 0.0) {
+            eprintln!(
+                "error: --time-scale must be a number above 0, got {time_scale}\n  fix: give the --time-scale of the `lbsim live` that replays against these servers"
+            );
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
         let cluster = Cluster::start_with_limits(
             &scenario,
             a.host,
@@ -255,6 +273,7 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
             a.transport,
             limits,
         )?;
+        cluster.set_admission(&scenario, time_scale);
         for (name, addr) in cluster.names.iter().zip(cluster.addrs()) {
             println!("{name} {addr}");
         }
@@ -279,6 +298,12 @@ pub fn serve(a: &ServeArgs) -> anyhow::Result<ExitCode> {
         interrupt.wait();
         cluster.shutdown();
         return Ok(ExitCode::SUCCESS);
+    }
+    if a.time_scale.is_some() {
+        eprintln!(
+            "error: --time-scale applies a scenario's [servers.admission]; a single server has none\n  fix: give a scenario file, or leave out --time-scale"
+        );
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }
     let Some(workers) = a.workers else {
         eprintln!(
@@ -465,6 +490,7 @@ fn replay_one(
             .map(resolve)
             .transpose()?
             .unwrap_or_default(),
+        backends_apply_admission: a.backends_apply_admission,
     };
     eprintln!(
         "{}: replaying replication {} of {} strategies at time scale {} ({:.0} s of wall-clock time each at that scale)",

@@ -145,6 +145,9 @@ pub enum CallOutcome {
         server_id: String,
         /// Calls waiting in its queue at that moment.
         queue_len: u32,
+        /// Admission control dropped the call after it waited (`Rejected.shed`), rather
+        /// than a full queue turning it away.
+        shed: bool,
     },
 }
 
@@ -353,6 +356,7 @@ impl Connection {
                 Ok(rej) => Ok(CallOutcome::Rejected {
                     server_id: rej.server_id,
                     queue_len: u32::try_from(rej.queue_len).unwrap_or(0),
+                    shed: rej.shed == Some(true),
                 }),
                 Err(other) => Err(self.protocol_error(format!("unexpected exception: {other}"))),
             },

@@ -1,11 +1,13 @@
 //! A scenario's servers as real Thrift backends: one [`super::server`] per scenario
-//! server, each on its own port, as `lbsim serve SCENARIO` and the live driver start them.
+//! server, each on its own port, as `lbsim serve SCENARIO` and the live driver start them,
+//! with their group's admission control ([`Cluster::set_admission`]).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use super::server::{self, ServerConfig, ServerHandle, ServerLimits};
 use super::transport::{Protocol, Transport};
+use crate::policy::admission::QueueControl;
 use crate::scenario::Scenario;
 
 /// A server of the scenario could not be started.
@@ -95,6 +97,18 @@ impl Cluster {
             names.push(info.name.clone());
         }
         Ok(Cluster { servers, names })
+    }
+
+    /// Applies each server group's `[servers.admission]` (queue timeout, CoDel, adaptive
+    /// LIFO: [`crate::policy::admission`], the simulator's code) to its backends, every
+    /// duration in wall-clock time at `time_scale` (a backend serves a call in
+    /// `time_scale` times its scenario service time); groups without it queue first in,
+    /// first out.
+    pub fn set_admission(&self, scenario: &Scenario, time_scale: f64) {
+        for (h, info) in self.servers.iter().zip(scenario.servers()) {
+            let spec = scenario.groups[info.group].admission.as_ref();
+            h.set_admission(spec.map(|a| QueueControl::scaled(a, time_scale)));
+        }
     }
 
     /// Listening addresses, in scenario server order.

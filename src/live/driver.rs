@@ -35,7 +35,7 @@ use super::control::{Injector, RemoteControl};
 pub use super::options::{LiveError, LiveOptions};
 pub use super::pool::CANCEL_POLL;
 use super::pool::{Done, Job, Pool, wait_until};
-use super::run::{Clock, Realtime, ReplayStart, add_service, record_served};
+use super::run::{Clock, Realtime, ReplayStart, add_service, add_shed_wait, record_served};
 pub use super::run::{LiveRun, StrategyReplay};
 use super::views::Views;
 use crate::metrics::{RunMetrics, latency_histogram};
@@ -113,11 +113,18 @@ pub fn replay_via(
         .iter()
         .enumerate()
         .find(|(_, g)| g.admission.is_some())
+        .filter(|_| {
+            // Backends started apart apply it at a fixed time scale the operator vouches for.
+            let vouched = opts.backends_apply_admission && !opts.auto_time_scale;
+            let given = opts.backends.is_some() && !vouched;
+            given || scenario.connections.is_some() || via.is_some()
+        })
     {
-        // The live servers queue FIFO without shedding: refuse rather than replay
-        // without it and compare unlike with unlike.
+        // The backends started here apply it (see `super::cluster`); others may not (the
+        // operator says they do, at a fixed time scale), and the connection-level driver
+        // does not count what they shed.
         return Err(LiveError::Unsupported(format!(
-            "server group `{}` has [servers.admission] (servers[{k}].admission), which live mode's servers do not apply yet (they serve their queue first in, first out and drop nothing)\n  fix: replay a copy without [servers.admission]",
+            "server group `{}` has [servers.admission] (servers[{k}].admission), which live mode applies in the backends it starts, at request level: backends given with --backends apply it only when started with `lbsim serve SCENARIO --time-scale K` and replayed with --backends-apply-admission at that fixed --time-scale K, and the connection-level driver does not count shed calls\n  fix: replay without --backends (or as just said), [connections] and --via, or a copy without [servers.admission]",
             g.name
         )));
     }
@@ -201,6 +208,10 @@ pub fn replay_via(
     } else {
         opts
     };
+    if let Some(c) = &cluster {
+        // `[servers.admission]`, in wall-clock time at the replay's time scale.
+        c.set_admission(scenario, opts.time_scale);
+    }
     // A call may legitimately wait for a full bounded queue to drain (slow-server's slow
     // host: 104 calls of 200 ms on 4 workers, 5 s of scenario time): the I/O timeout is
     // raised to 4 times that, wall-clock at the scale, so that such a call is not counted
@@ -478,10 +489,16 @@ impl Replay {
                 let queued = self.clock.scenario_ns(queued_ns);
                 add_service(&mut self.metrics, i, now, queued, served);
             }
-            Ok(CallOutcome::Rejected { .. }) => {
+            Ok(CallOutcome::Rejected { shed, .. }) => {
                 self.views
                     .complete(b, i, latency, Outcome::Rejected, None, now);
                 self.metrics.rejected += u64::from(measured);
+                if shed {
+                    self.metrics.shed += u64::from(measured);
+                    let sent = done.sent.unwrap_or(job.scheduled);
+                    let waited = done.finished.saturating_duration_since(sent);
+                    add_shed_wait(&mut self.metrics, i, now, self.clock.scenario(waited));
+                }
                 if measured {
                     self.metrics.phase_unserved(self.clock.now(job.scheduled));
                 }

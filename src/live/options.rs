@@ -71,6 +71,11 @@ pub struct LiveOptions {
     /// scenario's `[[faults]]` reach backends this process did not start. Empty: faults
     /// need the backends started here.
     pub fault_control: Vec<SocketAddr>,
+    /// The `backends` apply the scenario's `[servers.admission]` at this replay's time
+    /// scale (`lbsim serve SCENARIO --time-scale K`): the operator says so, since nothing
+    /// on the wire shows it. Without it, a scenario with admission control is refused on
+    /// backends this process did not start.
+    pub backends_apply_admission: bool,
 }
 
 impl Default for LiveOptions {
@@ -93,6 +98,7 @@ impl Default for LiveOptions {
             realtime: true,
             fault_delay: 0.0,
             fault_control: Vec::new(),
+            backends_apply_admission: false,
         }
     }
 }

@@ -19,7 +19,15 @@
 //!   `cancel_losers = true` are refused (see [`refusal`]): closing the connection would
 //!   not stop the server's worker either (the backend finishes the call and finds the
 //!   socket closed), so it would only cost a reconnect and change nothing measured.
-//!   Circuit breakers are refused too.
+//! - **Circuit breakers** count what the simulator counts: attempts outstanding per
+//!   balancer (the core's own counts), and pending ones, which wait in a server's queue.
+//!   Live the driver cannot see a backend's queue, so it keeps its own picture: an attempt
+//!   sent while the calls it has at that backend (sent, not yet answered, abandoned ones
+//!   included) fill every worker is pending ([`Host::would_wait`]), and leaves the count as
+//!   a FIFO server would start it (see `LiveClient::left_server`).
+//! - **Percentile hedge delays** read the core's latency windows, which the core feeds in
+//!   [`core::served`] with each request's latency at the answer's scenario time, as the
+//!   simulator's host does: nothing live-specific.
 //! - **Random draws.** Back-off jitter, the service quantile of retries and hedges and the
 //!   detector's draws come from the simulator's policy stream (`Stream::Policy` 0 of the
 //!   replication), in the same order of calls; a live decision taken at a slightly
@@ -31,12 +39,12 @@
 //!   the dispatcher's wake-up lag.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use super::client::CallOutcome;
 use super::driver::Replay;
 use super::pool::{Done, Job, Pool};
-use super::run::{add_service, record_served};
+use super::run::{add_service, add_shed_wait, record_served};
 use crate::metrics::RunMetrics;
 use crate::policy::client::{self as core, Avoid, Client, Dispatch, Dispatched, Host, Timer};
 use crate::policy::{Cause, Policy, PolicySpec};
@@ -48,21 +56,6 @@ use crate::workload::Request;
 /// Why live mode cannot apply `entry`'s policy as simulated, if it cannot.
 pub(crate) fn refusal(entry: &StrategyEntry) -> Option<String> {
     let p = entry.policy.as_ref()?;
-    if p.hedge
-        .as_ref()
-        .is_some_and(|h| matches!(h.delay, crate::policy::HedgeDelay::Percentile(_)))
-    {
-        return Some(format!(
-            "strategy `{}` has a client policy whose hedge.delay is a percentile of recent latencies, which the live driver does not track yet (it hedges after a fixed delay)\n  fix: replay a copy with a fixed hedge.delay in seconds",
-            entry.label()
-        ));
-    }
-    if p.circuit_breakers.is_some() {
-        return Some(format!(
-            "strategy `{}` has a client policy with [strategies.policy.circuit_breakers], which the live driver does not apply yet (the simulator refuses overflowing attempts at the balancer; live would send them)\n  fix: replay a copy without circuit_breakers",
-            entry.label()
-        ));
-    }
     let hedge_cancels = p.hedge.as_ref().is_some_and(|h| h.cancel_losers);
     (p.cancel || hedge_cancels).then(|| {
         let field = if p.cancel {
@@ -92,6 +85,10 @@ pub(crate) struct LiveClient {
     /// The shared core's state: requests, attempts, budgets, detectors, policy stream.
     c: Client,
     timers: Timers,
+    /// Under circuit breakers, per backend, the attempts sent while it had no free worker
+    /// (by the driver's count), oldest first: what its queue holds, as far as the driver
+    /// knows (empty without circuit breakers, which alone read it).
+    waiting: Vec<VecDeque<u64>>,
     /// End of the measured window (sweeps stop after it unless a host is ejected).
     to: Nanos,
 }
@@ -100,6 +97,7 @@ pub(crate) struct LiveClient {
 struct Live<'a> {
     c: &'a mut Client,
     timers: &'a mut Timers,
+    waiting: &'a mut [VecDeque<u64>],
     r: &'a mut Replay,
     pool: &'a mut Pool,
     to: Nanos,
@@ -128,9 +126,13 @@ impl Host for Live<'_> {
         self.r.send_probes(b, measured);
     }
 
-    fn would_wait(&self, _i: usize) -> bool {
-        // Circuit breakers are refused live (see `refusal`): nothing asks.
-        false
+    fn would_wait(&self, i: usize) -> bool {
+        self.r.views.would_wait(i)
+    }
+
+    fn not_sent(&mut self, _b: usize, i: usize, now: Nanos) {
+        // Counted at the server from the pick on (`Views::route_in`): no longer.
+        self.r.views.server_done(i, None, now);
     }
 
     fn dispatch(&mut self, now: Nanos, d: Dispatch) -> Dispatched {
@@ -138,6 +140,11 @@ impl Host for Live<'_> {
         let size = self.c.attempt_size(d.size, d.extra);
         if d.measured {
             r.note_queue(i);
+        }
+        // Pending for the circuit breakers while the driver's count says it waits.
+        let queued = !self.waiting.is_empty() && r.views.would_wait(i);
+        if queued {
+            self.waiting[i].push_back(d.id);
         }
         let work = size.work(&r.dists[i]) * 1e9 * r.clock.scale;
         self.pool.send(Job {
@@ -149,7 +156,7 @@ impl Host for Live<'_> {
             tag: d.id,
         });
         r.sent += 1;
-        Dispatched::Held { queued: false }
+        Dispatched::Held { queued }
     }
 
     fn tell(&mut self, b: usize, i: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
@@ -196,9 +203,15 @@ impl LiveClient {
         to: Nanos,
     ) -> LiveClient {
         let rng = stream_rng(seed, replication, Stream::Policy, 0);
+        let c = Client::new(spec, balancers, servers, rng);
+        let waiting = match c.policy.circuit {
+            Some(_) => vec![VecDeque::new(); servers],
+            None => Vec::new(),
+        };
         LiveClient {
-            c: Client::new(spec, balancers, servers, rng),
+            c,
             timers: Timers::default(),
+            waiting,
             to,
         }
     }
@@ -207,6 +220,7 @@ impl LiveClient {
         Live {
             c: &mut self.c,
             timers: &mut self.timers,
+            waiting: &mut self.waiting,
             r,
             pool,
             to: self.to,
@@ -215,6 +229,29 @@ impl LiveClient {
 
     fn policy(&self) -> &Policy {
         &self.c.policy
+    }
+
+    /// Call `id` at backend `i` ended (`served`: a worker served it). Under circuit
+    /// breakers, the backend's queue as the driver sees it moves as a FIFO server's does:
+    /// a served call and every call queued before it have started, and its worker takes
+    /// the next waiting call; a call not served (refused, shed, failed) leaves the queue.
+    /// Those that started leave their balancer's pending count.
+    fn left_server(&mut self, i: usize, id: u64, served: bool) {
+        let Some(q) = self.waiting.get_mut(i) else {
+            return;
+        };
+        let started = match q.iter().position(|&x| x == id) {
+            Some(k) if served => k + 2,
+            Some(k) => {
+                q.remove(k);
+                0
+            }
+            None if served => 1,
+            None => 0,
+        };
+        for id in q.drain(..started.min(q.len())) {
+            self.c.started_from_queue(id);
+        }
     }
 
     /// Requests not yet ended.
@@ -265,6 +302,8 @@ impl LiveClient {
             // Every call out holds its attempt's slot, so this does not happen.
             return;
         };
+        let served = matches!(done.result, Ok(CallOutcome::Served { .. }));
+        self.left_server(i, job.tag, served);
         self.c.off_server(a);
         let att = self.c.attempt(a);
         let (live, measured, b) = (att.live, att.measured, att.balancer as usize);
@@ -292,7 +331,17 @@ impl LiveClient {
                 }
                 None
             }
-            Ok(CallOutcome::Rejected { .. }) => {
+            Ok(CallOutcome::Rejected { shed, .. }) => {
+                if shed {
+                    // Counted whether or not their client still waits, as the simulator
+                    // counts the jobs its servers drop.
+                    r.metrics.shed += u64::from(measured);
+                    let sent = done.sent.unwrap_or(job.scheduled);
+                    let waited = r
+                        .clock
+                        .scenario(done.finished.saturating_duration_since(sent));
+                    add_shed_wait(&mut r.metrics, i, now, waited);
+                }
                 r.views.server_done(i, None, now);
                 Some(Cause::Rejected)
             }

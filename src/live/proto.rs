@@ -45,6 +45,16 @@ impl Wire for i64 {
     }
 }
 
+impl Wire for bool {
+    const TYPE: TType = TType::Bool;
+    fn read(i: &mut dyn TInputProtocol) -> thrift::Result<bool> {
+        i.read_bool()
+    }
+    fn write(&self, o: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+        o.write_bool(*self)
+    }
+}
+
 impl Wire for String {
     const TYPE: TType = TType::String;
     fn read(i: &mut dyn TInputProtocol) -> thrift::Result<String> {
@@ -231,12 +241,16 @@ thrift_struct! {
 }
 
 thrift_struct! {
-    /// Raised when the call arrives to a full waiting queue.
+    /// Raised when the call arrives to a full waiting queue, or is shed by admission
+    /// control.
     pub struct Rejected("Rejected") {
         /// Id of the server that refused the call.
         1 => server_id: String,
         /// Number of requests waiting when the call was turned away.
         2 => queue_len: i32,
+        /// Set when admission control shed the call after it waited (queue timeout,
+        /// CoDel), rather than a full queue turning it away.
+        3 => shed: Option<bool>,
     }
 }
 
@@ -576,7 +590,7 @@ mod tests {
             match req.id {
                 1 => Ok(Reply::new(1, "s-0", 5, 6, Some(2), Some(1), Some(700))),
                 2 => Ok(Reply::new(2, "s-0", 5, 6, None, None, None)),
-                3 => Err(Rejected::new("s-1", 9).into()),
+                3 => Err(Rejected::new("s-1", 9, None).into()),
                 4 => Err(thrift::Error::Application(ApplicationError::new(
                     ApplicationErrorKind::InternalError,
                     "boom",

@@ -174,6 +174,15 @@ pub(crate) fn add_service(m: &mut RunMetrics, i: usize, end: Nanos, queued: Nano
     s.queue_area += overlap(start - queued.0 as f64, start);
 }
 
+/// A call that server `i`'s admission control dropped (`Rejected` with `shed`), answered
+/// at `now` after a round trip of `round_trip` (scenario time): it waited in the queue
+/// until a worker freed and dropped it, as the simulator's shed jobs do, so its wait counts
+/// in the server's queue. The answer carries no times; the round trip (a loopback network
+/// hop more than the wait) stands for the wait.
+pub(crate) fn add_shed_wait(m: &mut RunMetrics, i: usize, now: Nanos, round_trip: Nanos) {
+    add_service(m, i, now, round_trip, Nanos::ZERO);
+}
+
 /// Records a measured call that server `i` served, as live mode knows it from the answer:
 /// its response time, overall and on that server, and one more request served by `i`.
 /// (The simulator's [`RunMetrics::record_service`] knows the wait too; live mode takes the

@@ -2,7 +2,10 @@
 //!
 //! `workers` calls are in service at once; later calls wait in strict FIFO
 //! order in a queue of `queue_capacity` places (unbounded if `None`), and a
-//! call that finds the queue full gets the `Rejected` exception. Service is
+//! call that finds the queue full gets the `Rejected` exception. With admission
+//! control ([`ServerHandle::set_admission`], the simulator's
+//! [`crate::policy::admission::QueueControl`]) a freed worker takes the call it
+//! picks, and calls it drops get `Rejected` with `shed` set. Service is
 //! emulated by sleeping `work_ns / speed`, so one small machine can host
 //! dozens of servers.
 //!
@@ -25,7 +28,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -208,6 +211,8 @@ pub struct ServerStats {
     pub served: u64,
     /// Calls turned away with `Rejected`.
     pub rejected: u64,
+    /// Of those, calls admission control dropped after they waited (`shed` set).
+    pub shed: u64,
     /// Connections accepted since start.
     pub connections: u64,
     /// Connections refused at the connection limit.
@@ -229,32 +234,62 @@ pub(crate) enum Admit<'a> {
     Admitted(Permit<'a>),
     /// The waiting queue was full; it held this many calls.
     Rejected { queue_len: u32 },
+    /// The call waited and admission control dropped it when a worker freed (queue
+    /// timeout, CoDel); the queue then held this many calls.
+    Shed { queue_len: u32 },
     /// The server is shutting down.
     Closed,
 }
 
-/// Worker slots with a strictly FIFO waiting queue.
+/// A call waiting for a slot: its own condition variable, when it joined the queue, and
+/// what became of it (set under the admission lock).
+#[derive(Debug)]
+struct Waiter {
+    signal: Condvar,
+    since: crate::time::Nanos,
+    outcome: AtomicU8,
+}
+
+/// [`Waiter::outcome`] values.
+const WAITING: u8 = 0;
+const GRANTED: u8 = 1;
+const SHED: u8 = 2;
+
+impl crate::policy::admission::Waiting for Arc<Waiter> {
+    fn since(&self) -> crate::time::Nanos {
+        self.since
+    }
+}
+
+/// Worker slots with a waiting queue, first in, first out unless admission control
+/// ([`crate::policy::admission::QueueControl`], the simulator's, in wall-clock time) says
+/// otherwise.
 ///
 /// A call that arrives while a slot is free and nobody waits starts at once.
-/// Otherwise it takes a ticket and waits on its own condition variable; a
-/// finishing call hands its slot straight to the oldest ticket, so arrivals
-/// never overtake waiters and no thread is woken for nothing.
+/// Otherwise it waits on its own condition variable; a finishing call hands its slot
+/// straight to the next waiter (the oldest, or the one admission control picks, after
+/// waking those it drops), so arrivals never overtake waiters and no thread is woken for
+/// nothing.
 #[derive(Debug)]
 pub(crate) struct Admission {
     workers: u32,
     capacity: Option<u32>,
+    /// Origin of the times admission control reads.
+    origin: Instant,
     inner: Mutex<AdmissionState>,
 }
 
 #[derive(Debug, Default)]
 struct AdmissionState {
     in_service: u32,
-    /// One condition variable per waiting call, oldest first.
-    queue: VecDeque<Arc<Condvar>>,
-    /// Ticket of the next call to queue.
-    next_ticket: u64,
-    /// Every ticket below this has been handed a slot.
-    granted_below: u64,
+    /// The waiting calls, oldest first.
+    queue: VecDeque<Arc<Waiter>>,
+    /// Since when the queue has held someone (meaningful while it is not empty).
+    nonempty_since: crate::time::Nanos,
+    /// Admission control, if the server applies it.
+    control: Option<crate::policy::admission::QueueControl>,
+    /// Waiters admission control just dropped (emptied at once).
+    shed: Vec<Arc<Waiter>>,
     closed: bool,
 }
 
@@ -273,6 +308,7 @@ impl Admission {
         Self {
             workers: workers.max(1),
             capacity,
+            origin: Instant::now(),
             inner: Mutex::new(AdmissionState::default()),
         }
     }
@@ -282,42 +318,82 @@ impl Admission {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits for a slot, in arrival order, unless the queue is full.
+    /// Wall-clock time since the server started, as admission control reads it.
+    fn now(&self) -> crate::time::Nanos {
+        crate::time::Nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// Applies `control` to the calls that queue from now on (`None`: first in, first
+    /// out, dropping nothing).
+    pub(crate) fn set_control(&self, control: Option<crate::policy::admission::QueueControl>) {
+        self.lock().control = control;
+    }
+
+    /// Waits for a slot, unless the queue is full or admission control drops the call.
     pub(crate) fn acquire(&self) -> Admit<'_> {
         let mut state = self.lock();
         if state.closed {
             return Admit::Closed;
         }
+        let now = self.now();
         if state.in_service < self.workers && state.queue.is_empty() {
             state.in_service += 1;
+            if let Some(c) = state.control.as_mut() {
+                c.served_at_once(now);
+            }
             return Admit::Admitted(Permit(self));
         }
         let waiting = u32::try_from(state.queue.len()).unwrap_or(u32::MAX);
         if self.capacity.is_some_and(|cap| waiting >= cap) {
             return Admit::Rejected { queue_len: waiting };
         }
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        let signal = Arc::new(Condvar::new());
-        state.queue.push_back(Arc::clone(&signal));
-        while ticket >= state.granted_below && !state.closed {
-            state = signal.wait(state).unwrap_or_else(PoisonError::into_inner);
+        let me = Arc::new(Waiter {
+            signal: Condvar::new(),
+            since: now,
+            outcome: AtomicU8::new(WAITING),
+        });
+        if state.queue.is_empty() {
+            state.nonempty_since = now;
         }
-        if state.closed {
-            Admit::Closed
-        } else {
-            Admit::Admitted(Permit(self))
+        state.queue.push_back(Arc::clone(&me));
+        while me.outcome.load(Ordering::Relaxed) == WAITING && !state.closed {
+            state = me
+                .signal
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        match me.outcome.load(Ordering::Relaxed) {
+            _ if state.closed => Admit::Closed,
+            GRANTED => Admit::Admitted(Permit(self)),
+            _ => Admit::Shed {
+                queue_len: u32::try_from(state.queue.len()).unwrap_or(u32::MAX),
+            },
         }
     }
 
     fn release(&self) {
-        let mut state = self.lock();
-        if let Some(next) = state.queue.pop_front() {
-            // The slot passes to the oldest waiter: `in_service` is unchanged.
-            state.granted_below += 1;
-            next.notify_one();
-        } else {
-            state.in_service = state.in_service.saturating_sub(1);
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let next = match state.control.as_mut() {
+            None => state.queue.pop_front(),
+            Some(c) => c.next(
+                &mut state.queue,
+                state.nonempty_since,
+                self.now(),
+                &mut state.shed,
+            ),
+        };
+        for dropped in state.shed.drain(..) {
+            dropped.outcome.store(SHED, Ordering::Relaxed);
+            dropped.signal.notify_one();
+        }
+        match next {
+            Some(w) => {
+                // The slot passes to the waiter: `in_service` is unchanged.
+                w.outcome.store(GRANTED, Ordering::Relaxed);
+                w.signal.notify_one();
+            }
+            None => state.in_service = state.in_service.saturating_sub(1),
         }
     }
 
@@ -326,7 +402,7 @@ impl Admission {
         let mut state = self.lock();
         state.closed = true;
         for waiter in state.queue.drain(..) {
-            waiter.notify_one();
+            waiter.signal.notify_one();
         }
     }
 
@@ -408,6 +484,8 @@ struct Shared {
     stop: StopSignal,
     served: AtomicU64,
     rejected: AtomicU64,
+    /// Calls admission control dropped (also counted in `rejected`).
+    shed: AtomicU64,
     connections: AtomicU64,
     refused: AtomicU64,
     evicted: AtomicU64,
@@ -640,7 +718,7 @@ impl BackendSyncHandler for Handler {
             }
             if mode.rejected {
                 shared.rejected.fetch_add(1, Ordering::Relaxed);
-                return Err(Rejected::new(shared.id.clone(), 0).into());
+                return Err(Rejected::new(shared.id.clone(), 0, None).into());
             }
             return Err(thrift::Error::Application(ApplicationError::new(
                 ApplicationErrorKind::InternalError,
@@ -653,7 +731,14 @@ impl BackendSyncHandler for Handler {
             Admit::Rejected { queue_len } => {
                 shared.rejected.fetch_add(1, Ordering::Relaxed);
                 let queue_len = i32::try_from(queue_len).unwrap_or(i32::MAX);
-                Err(Rejected::new(shared.id.clone(), queue_len).into())
+                Err(Rejected::new(shared.id.clone(), queue_len, None).into())
+            }
+            Admit::Shed { queue_len } => {
+                // Answered at once, as the simulator's shedding server answers.
+                shared.rejected.fetch_add(1, Ordering::Relaxed);
+                shared.shed.fetch_add(1, Ordering::Relaxed);
+                let queue_len = i32::try_from(queue_len).unwrap_or(i32::MAX);
+                Err(Rejected::new(shared.id.clone(), queue_len, true).into())
             }
             Admit::Admitted(permit) => {
                 let started = Instant::now();
@@ -794,6 +879,7 @@ pub fn spawn(addr: SocketAddr, cfg: ServerConfig) -> io::Result<ServerHandle> {
         stop: StopSignal::default(),
         served: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
+        shed: AtomicU64::new(0),
         connections: AtomicU64::new(0),
         refused: AtomicU64::new(0),
         evicted: AtomicU64::new(0),
@@ -1075,6 +1161,7 @@ impl ServerHandle {
         ServerStats {
             served: self.served(),
             rejected: self.rejected(),
+            shed: count(&shared.shed),
             connections: count(&shared.connections),
             refused_connections: count(&shared.refused),
             evicted_connections: count(&shared.evicted),
@@ -1082,6 +1169,13 @@ impl ServerHandle {
             oversized_messages: count(&shared.oversized),
             invalid_calls: count(&shared.invalid),
         }
+    }
+
+    /// Applies admission control to the calls that queue from now on (`None`: first in,
+    /// first out, dropping nothing): a scenario group's `[servers.admission]` at the
+    /// replay's time scale ([`crate::policy::admission::QueueControl::scaled`]).
+    pub fn set_admission(&self, control: Option<crate::policy::admission::QueueControl>) {
+        self.shared.admission.set_control(control);
     }
 
     /// Connections open now.
@@ -1237,6 +1331,32 @@ mod tests {
     }
 
     #[test]
+    fn admission_control_sheds_a_call_that_waited_too_long_when_a_worker_frees() {
+        // The simulator's queue timeout, in wall-clock time: 20 ms.
+        let admission = Arc::new(Admission::new(1, None));
+        admission.set_control(Some(crate::policy::admission::QueueControl {
+            queue_timeout: Some(crate::time::Nanos(20_000_000)),
+            ..Default::default()
+        }));
+        let permit = match admission.acquire() {
+            Admit::Admitted(p) => p,
+            other => panic!("{other:?}"),
+        };
+        let waiter = {
+            let a = Arc::clone(&admission);
+            thread::spawn(move || matches!(a.acquire(), Admit::Shed { .. }))
+        };
+        eventually("a call waiting", || admission.waiting() == 1);
+        // Still waiting after its timeout: dropped only when the worker frees.
+        thread::sleep(Duration::from_millis(40));
+        assert_eq!(admission.waiting(), 1);
+        drop(permit);
+        assert!(waiter.join().unwrap(), "shed");
+        // The worker is free again: the next call starts at once.
+        assert!(matches!(admission.acquire(), Admit::Admitted(_)));
+    }
+
+    #[test]
     fn close_wakes_waiters() {
         let admission = Arc::new(Admission::new(1, None));
         let _held = admission.acquire();
@@ -1321,7 +1441,8 @@ mod tests {
             outcome,
             CallOutcome::Rejected {
                 server_id: "tiny".into(),
-                queue_len: 0
+                queue_len: 0,
+                shed: false,
             }
         );
         // The connection stays usable after a rejection.

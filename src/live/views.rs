@@ -267,6 +267,13 @@ impl Views {
         self.balancers[b].set_up(i, up);
     }
 
+    /// Whether a call to server `i` already routed (so counted in its calls) would wait
+    /// for a worker: the other calls the driver has at it, sent and not yet answered,
+    /// occupy every worker (the simulator's `would_wait`, read by circuit breakers).
+    pub(crate) fn would_wait(&self, i: usize) -> bool {
+        self.healthy[i] && self.counts[i].in_system > self.workers[i]
+    }
+
     /// Whether health checks see server `i` up.
     pub(crate) fn healthy(&self, i: usize) -> bool {
         self.healthy[i]

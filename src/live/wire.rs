@@ -102,6 +102,7 @@ pub(crate) fn read_call_result(
             CallOutcome::Rejected {
                 server_id: rej.server_id,
                 queue_len: u32::try_from(rej.queue_len).unwrap_or(0),
+                shed: rej.shed == Some(true),
             },
         ))),
         (None, None) => Ok(None),

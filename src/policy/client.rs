@@ -123,6 +123,9 @@ pub trait Host {
     fn dispatch(&mut self, now: Nanos, d: Dispatch) -> Dispatched;
     /// After an attempt went to server `i` (held or refused), once the client reacted.
     fn dispatched(&mut self, _i: usize, _now: Nanos) {}
+    /// Balancer `b`'s pick of server `i` at `now` overflowed its circuit breakers: the
+    /// attempt was not sent (the live driver counts calls at a server from the pick on).
+    fn not_sent(&mut self, _b: usize, _i: usize, _now: Nanos) {}
     /// Balancer `b`'s attempt to server `i` ended for its client at `now`, after `latency`.
     fn tell(&mut self, b: usize, i: usize, latency: Nanos, outcome: Outcome, now: Nanos);
     /// Balancer `b` ejects server `i` (`out`) or takes it back; returns whether the server
@@ -500,6 +503,7 @@ fn send_attempt<H: Host>(h: &mut H, now: Nanos, r: u32, extra: bool) {
         if cb.overflows(o) {
             // Refused by the balancer itself, at once: the strategy saw its pick, and
             // now a refusal; nothing reaches the server.
+            h.not_sent(b, i, now);
             h.tell(b, i, Nanos::ZERO, Outcome::Rejected, now);
             h.metrics().client.overflowed += u64::from(measured);
             h.send_probes(b, now, measured);

@@ -131,6 +131,12 @@ pub enum Figure {
     TimeoutFraction,
     /// Share of the server time spent on attempts nobody waited for any more.
     WastedFraction,
+    /// Share of attempts the balancer's circuit breakers refused at once (strategies with
+    /// `[strategies.policy.circuit_breakers]`).
+    OverflowFraction,
+    /// Attempts dropped by their server's admission control per request (scenarios with
+    /// `[servers.admission]`).
+    ShedFraction,
 }
 
 /// Whether a figure's primary tolerance is relative to the reference or absolute.
@@ -144,7 +150,7 @@ pub enum Kind {
 
 impl Figure {
     /// Every figure, in the order rows are written.
-    pub const ALL: [Figure; 18] = [
+    pub const ALL: [Figure; 20] = [
         Figure::LatencyMean,
         Figure::LatencyP50,
         Figure::LatencyP99,
@@ -163,6 +169,8 @@ impl Figure {
         Figure::HedgeRate,
         Figure::TimeoutFraction,
         Figure::WastedFraction,
+        Figure::OverflowFraction,
+        Figure::ShedFraction,
     ];
 
     /// Name in `comparison.csv` (before `:server`) and in `--tolerance`.
@@ -179,7 +187,9 @@ impl Figure {
             | Figure::RetryRate
             | Figure::HedgeRate
             | Figure::TimeoutFraction
-            | Figure::WastedFraction => unreachable!("cluster figures are metrics"),
+            | Figure::WastedFraction
+            | Figure::OverflowFraction
+            | Figure::ShedFraction => unreachable!("cluster figures are metrics"),
             Figure::Share => "share",
             Figure::ServerUtilization => "server_utilization",
             Figure::ServerQueueMean => "server_queue_mean",
@@ -205,6 +215,8 @@ impl Figure {
             Figure::HedgeRate => Some(Metric::HedgeRate),
             Figure::TimeoutFraction => Some(Metric::TimeoutFraction),
             Figure::WastedFraction => Some(Metric::WastedFraction),
+            Figure::OverflowFraction => Some(Metric::OverflowFraction),
+            Figure::ShedFraction => Some(Metric::ShedFraction),
             _ => None,
         }
     }
@@ -300,7 +312,9 @@ impl Figure {
             Figure::RetryRate
             | Figure::HedgeRate
             | Figure::TimeoutFraction
-            | Figure::WastedFraction => abs(0.02),
+            | Figure::WastedFraction
+            | Figure::OverflowFraction
+            | Figure::ShedFraction => abs(0.02),
         }
     }
 
@@ -720,9 +734,22 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
             .strategies
             .iter()
             .any(|e| e.label() == label && e.policy.is_some());
+        let circuit = j.scenario.strategies.iter().any(|e| {
+            e.label() == label
+                && e.policy
+                    .as_ref()
+                    .is_some_and(|p| p.circuit_breakers.is_some())
+        });
+        let admission = j.scenario.groups.iter().any(|g| g.admission.is_some());
         for figure in Figure::ALL {
             let Some(m) = figure.metric() else { continue };
-            if m.of_client_policies() && !policy {
+            // Overflows and shedding are judged where something can cause them.
+            let shown = match figure {
+                Figure::OverflowFraction => circuit,
+                Figure::ShedFraction => admission,
+                _ => policy || !m.of_client_policies(),
+            };
+            if !shown {
                 continue;
             }
             push(
@@ -739,7 +766,9 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
                 let t = &mut rows.last_mut().expect("just pushed").tolerance;
                 t.absolute = t.absolute.max(IN_FLIGHT_FLOOR);
             }
-            if m.of_client_policies() {
+            if m.of_client_policies()
+                || matches!(figure, Figure::OverflowFraction | Figure::ShedFraction)
+            {
                 // One live run against one simulated one: they differ by about the
                 // spread of single runs, which the floor may not cover.
                 let runs: Vec<f64> = sim_k.runs.iter().map(|r| r.values[m]).collect();

@@ -443,6 +443,9 @@ fn table_bytes(spec: &StrategySpec, s: &Scenario) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    use crate::scenario::Scenario;
     use crate::testing;
 
     #[test]

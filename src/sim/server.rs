@@ -2,13 +2,15 @@
 //! FIFO order up to `queue_capacity`; a request of work `w` is served in `w / speed`.
 //! A server can crash (dropping every request it holds) and recover, or slow down.
 //!
-//! Admission control (`[servers.admission]`, [`QueueControl`]) sheds queued work when a
-//! worker frees and takes its next request: a queue timeout, CoDel as Facebook's servers
-//! run it, and adaptive LIFO. Dropped requests are left in [`Server::shed`] for the engine
-//! to answer.
+//! Admission control (`[servers.admission]`, [`QueueControl`], shared with the live
+//! backends in [`crate::policy::admission`]) sheds queued work when a worker frees and
+//! takes its next request: a queue timeout, CoDel as Facebook's servers run it, and
+//! adaptive LIFO. Dropped requests are left in [`Server::shed`] for the engine to answer.
 
 use std::collections::VecDeque;
 
+use crate::policy::admission::Waiting;
+pub use crate::policy::admission::{Codel, QueueControl};
 use crate::strategy::LoadReport;
 use crate::time::Nanos;
 
@@ -51,6 +53,13 @@ impl Job {
             start: now,
             end: Nanos::ZERO,
         }
+    }
+}
+
+impl Waiting for Job {
+    /// A queued job's `start` is when it was sent, until a worker takes it.
+    fn since(&self) -> Nanos {
+        self.start
     }
 }
 
@@ -111,101 +120,6 @@ pub struct Server {
     pub shed: Vec<Job>,
     /// Since when the queue has held someone (meaningful while it is not empty).
     nonempty_since: Nanos,
-}
-
-/// Server-side admission control of one server's queue (`[servers.admission]`), applied
-/// as a freed worker takes its next request — where Thrift's `ThreadManager` checks a
-/// task's expiration and asks folly's `Codel` whether to shed it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct QueueControl {
-    /// A request that waited longer is dropped (server-side deadline, "Fail at Scale").
-    pub queue_timeout: Option<Nanos>,
-    /// CoDel's state, when set.
-    pub codel: Option<Codel>,
-    /// Adaptive LIFO: newest first once the queue has not been empty for this long.
-    pub lifo_after: Option<Nanos>,
-}
-
-impl QueueControl {
-    /// The control a group's `[servers.admission]` asks for.
-    pub fn new(spec: &crate::scenario::AdmissionSpec) -> QueueControl {
-        QueueControl {
-            queue_timeout: spec.queue_timeout.map(Nanos::from_secs_f64),
-            codel: spec.codel.map(|c| {
-                Codel::new(
-                    Nanos::from_secs_f64(c.target),
-                    Nanos::from_secs_f64(c.interval),
-                )
-            }),
-            lifo_after: spec.adaptive_lifo.map(|l| Nanos::from_secs_f64(l.after)),
-        }
-    }
-}
-
-/// CoDel (Nichols & Jacobson, "Controlling Queue Delay", ACM Queue 10(5), 2012) in the
-/// variant of folly's `Codel` (`folly/executors/Codel.cpp`), which Thrift servers and
-/// "Fail at Scale" (Maurer, ACM Queue 13(8), 2015) use: time runs in intervals; the queue
-/// is *overloaded* during an interval when the smallest queueing delay seen in the
-/// previous one exceeded `target` (no request got through quickly: a standing queue, not
-/// a burst). While overloaded, a request that waited more than twice `target` (folly's
-/// slough timeout) is dropped. The first request of each interval is never dropped and
-/// starts its minimum. Unlike CoDel proper, there is no drop rate rising with the square
-/// root of the drop count: folly's authors found sloughing worked better for RPC servers.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Codel {
-    target: Nanos,
-    interval: Nanos,
-    /// End of the current interval.
-    interval_end: Nanos,
-    /// Smallest delay seen in the current interval.
-    min_delay: Nanos,
-    /// The next delay seen starts a new minimum.
-    reset: bool,
-    overloaded: bool,
-}
-
-impl Codel {
-    /// CoDel with `target` and `interval`, before any request (at time 0: the first
-    /// interval ends at `interval`, where folly's ends at the first request after it is
-    /// built).
-    pub fn new(target: Nanos, interval: Nanos) -> Codel {
-        Codel {
-            target,
-            interval,
-            interval_end: interval,
-            min_delay: Nanos::ZERO,
-            reset: true,
-            overloaded: false,
-        }
-    }
-
-    /// A request that waited `delay` is about to be served at `now`: whether to drop it
-    /// instead (folly `Codel::overloaded`).
-    pub fn drops(&mut self, now: Nanos, delay: Nanos) -> bool {
-        if now > self.interval_end && !self.reset {
-            self.reset = true;
-            self.interval_end = now + self.interval;
-            self.overloaded = self.min_delay > self.target;
-        }
-        if self.reset {
-            self.reset = false;
-            self.min_delay = delay;
-            return false;
-        }
-        self.min_delay = self.min_delay.min(delay);
-        self.overloaded && delay > self.slough()
-    }
-
-    /// Whether a request that waited `delay` would be dropped now, without counting it
-    /// as seen: for work expired behind the newest under adaptive LIFO.
-    fn expired(&self, delay: Nanos) -> bool {
-        self.overloaded && delay > self.slough()
-    }
-
-    /// folly's slough timeout: twice the target.
-    fn slough(&self) -> Nanos {
-        Nanos(self.target.0.saturating_mul(2))
-    }
 }
 
 /// A linear warm-up: from `from` to `until` the server runs at `fraction` of its speed,
@@ -270,39 +184,9 @@ impl Server {
     /// is not dropped. Dropped requests move to [`Server::shed`].
     #[inline]
     fn next_waiting(&mut self, now: Nanos) -> Option<Job> {
-        let Some(control) = self.control.as_deref_mut() else {
-            return self.queue.pop_front();
-        };
-        loop {
-            let lifo = control
-                .lifo_after
-                .is_some_and(|after| !self.queue.is_empty() && now - self.nonempty_since >= after);
-            if lifo {
-                // Expired work behind the newest is dropped as it expires, not left to
-                // wait until the congestion ends.
-                while let Some(j) = self.queue.front() {
-                    let delay = now - j.start;
-                    let expired = control.queue_timeout.is_some_and(|t| delay > t)
-                        || control.codel.as_ref().is_some_and(|c| c.expired(delay));
-                    if !expired {
-                        break;
-                    }
-                    self.shed.extend(self.queue.pop_front());
-                }
-            }
-            let j = if lifo {
-                self.queue.pop_back()
-            } else {
-                self.queue.pop_front()
-            }?;
-            let delay = now - j.start;
-            if control.queue_timeout.is_some_and(|t| delay > t)
-                || control.codel.as_mut().is_some_and(|c| c.drops(now, delay))
-            {
-                self.shed.push(j);
-                continue;
-            }
-            return Some(j);
+        match self.control.as_deref_mut() {
+            None => self.queue.pop_front(),
+            Some(c) => c.next(&mut self.queue, self.nonempty_since, now, &mut self.shed),
         }
     }
 
@@ -357,9 +241,8 @@ impl Server {
         if self.down {
             Admission::Down
         } else if self.busy() < self.workers {
-            if let Some(c) = self.control.as_mut().and_then(|c| c.codel.as_mut()) {
-                // Served without waiting: CoDel sees a delay of 0 (not overloaded).
-                c.drops(now, Nanos::ZERO);
+            if let Some(c) = self.control.as_deref_mut() {
+                c.served_at_once(now);
             }
             self.touch(now);
             let service = self.start(&mut job, now);
@@ -545,27 +428,6 @@ mod tests {
         let (_, _, next) = s.cancel(4, Nanos(40)).unwrap();
         assert!(next.is_none());
         assert_eq!(s.shed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![5]);
-    }
-
-    #[test]
-    fn codel_drops_beyond_twice_the_target_only_after_an_interval_without_short_waits() {
-        // folly's Codel: target 5, interval 100 (ns here).
-        let mut c = Codel::new(Nanos(5), Nanos(100));
-        // The first delay starts the interval's minimum; nothing is dropped while the
-        // previous interval's minimum is unknown or below the target.
-        assert!(!c.drops(Nanos(1), Nanos(50)));
-        assert!(!c.drops(Nanos(50), Nanos(30)));
-        // A new interval: the last one's minimum (30) exceeds 5, so the queue is
-        // overloaded; the first request of the interval still goes through.
-        assert!(!c.drops(Nanos(102), Nanos(40)));
-        assert!(c.overloaded);
-        assert!(c.drops(Nanos(103), Nanos(11)));
-        assert!(!c.drops(Nanos(104), Nanos(10)), "10 is not beyond 2 × 5");
-        // A short wait in this interval ends the overload at the next one.
-        assert!(!c.drops(Nanos(105), Nanos(2)));
-        assert!(!c.drops(Nanos(210), Nanos(90)));
-        assert!(!c.overloaded);
-        assert!(!c.drops(Nanos(211), Nanos(90)));
     }
 
     #[test]
