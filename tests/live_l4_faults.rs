@@ -116,51 +116,67 @@ fn judge(s: &Scenario, run: &LiveRun) -> Verdict {
     v
 }
 
-#[test]
-fn a_crash_and_a_slow_down_replay_at_connection_level_and_agree_phase_by_phase() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let s = scenario();
+/// Replays `s` with `replay` and judges the run, again (at most 3 times in all) while the
+/// verdict is refused for schedule lag; `check` asserts on every run before it is judged.
+fn judged_retrying(
+    s: &Scenario,
+    mut replay: impl FnMut() -> LiveRun,
+    check: impl Fn(&LiveRun),
+) -> Verdict {
     let mut v = None;
     for _ in 0..3 {
-        let run = live(&s, 0.0);
-        let r = &run.strategies[0];
-        let what: Vec<&str> = r.faults.iter().map(|e| e.what.as_str()).collect();
-        assert_eq!(
-            what,
-            [
-                "crash slow-1",
-                "slow fast-0",
-                "down slow-1",
-                "recover slow-1",
-                "end fast-0",
-                "up slow-1"
-            ],
-            "{:?}",
-            r.faults
-        );
-        let at: Vec<f64> = r.faults.iter().map(|e| e.at).collect();
-        assert_eq!(at, [2.5, 2.5, 3.5, 4.0, 4.0, 5.0]);
-        // Failures on the crashed backend only: its connections broke and the picks
-        // that landed on it before detection failed; the slots reconnected elsewhere.
-        assert!(r.errors > 0 && r.metrics.failed > 0, "no failure counted");
-        assert_eq!(
-            r.errors_per_backend[3], r.errors,
-            "{:?}",
-            r.errors_per_backend
-        );
-        assert!(
-            r.connections > 24,
-            "the broken connections reconnected: {} opened",
-            r.connections
-        );
-        let verdict = judge(&s, &run);
+        let run = replay();
+        check(&run);
+        let verdict = judge(s, &run);
         let retry = verdict.refusal().is_some();
         v = Some(verdict);
         if !retry {
             break;
         }
     }
-    let v = v.expect("one attempt ran");
+    v.expect("one attempt ran")
+}
+
+#[test]
+fn a_crash_and_a_slow_down_replay_at_connection_level_and_agree_phase_by_phase() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = scenario();
+    let v = judged_retrying(
+        &s,
+        || live(&s, 0.0),
+        |run| {
+            let r = &run.strategies[0];
+            let what: Vec<&str> = r.faults.iter().map(|e| e.what.as_str()).collect();
+            assert_eq!(
+                what,
+                [
+                    "crash slow-1",
+                    "slow fast-0",
+                    "down slow-1",
+                    "recover slow-1",
+                    "end fast-0",
+                    "up slow-1"
+                ],
+                "{:?}",
+                r.faults
+            );
+            let at: Vec<f64> = r.faults.iter().map(|e| e.at).collect();
+            assert_eq!(at, [2.5, 2.5, 3.5, 4.0, 4.0, 5.0]);
+            // Failures on the crashed backend only: its connections broke and the picks
+            // that landed on it before detection failed; the slots reconnected elsewhere.
+            assert!(r.errors > 0 && r.metrics.failed > 0, "no failure counted");
+            assert_eq!(
+                r.errors_per_backend[3], r.errors,
+                "{:?}",
+                r.errors_per_backend
+            );
+            assert!(
+                r.connections > 24,
+                "the broken connections reconnected: {} opened",
+                r.connections
+            );
+        },
+    );
     for p in PHASES {
         for f in ["phase_latency_mean", "phase_error_fraction"] {
             let metric = format!("{f}:{p}");
@@ -200,35 +216,30 @@ fn a_leave_and_a_join_replay_at_connection_level() {
     );
     let s = Scenario::from_source(Path::new("l4-leave-live.toml"), &src)
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut v = None;
-    for _ in 0..3 {
-        let run = live(&s, 0.0);
-        let r = &run.strategies[0];
-        // (The drain may end at once, before the slow-down of the same instant is logged.)
-        let what: Vec<&str> = r
-            .faults
-            .iter()
-            .map(|e| e.what.as_str())
-            .filter(|w| w.ends_with("slow-1"))
-            .collect();
-        assert_eq!(
-            what,
-            ["leave slow-1", "drained slow-1", "join slow-1"],
-            "{:?}",
-            r.faults
-        );
-        let at: Vec<f64> = r.faults.iter().map(|e| e.at).collect();
-        assert!((at[0] - 2.5).abs() < 1e-9 && (at[at.len() - 1] - 4.0).abs() < 1e-9);
-        // A clean leave: nothing fails.
-        assert_eq!(r.errors, 0, "{:?}", r.first_error);
-        let verdict = judge(&s, &run);
-        let retry = verdict.refusal().is_some();
-        v = Some(verdict);
-        if !retry {
-            break;
-        }
-    }
-    let v = v.expect("one attempt ran");
+    let v = judged_retrying(
+        &s,
+        || live(&s, 0.0),
+        |run| {
+            let r = &run.strategies[0];
+            // (The drain may end at once, before the slow-down of the same instant is logged.)
+            let what: Vec<&str> = r
+                .faults
+                .iter()
+                .map(|e| e.what.as_str())
+                .filter(|w| w.ends_with("slow-1"))
+                .collect();
+            assert_eq!(
+                what,
+                ["leave slow-1", "drained slow-1", "join slow-1"],
+                "{:?}",
+                r.faults
+            );
+            let at: Vec<f64> = r.faults.iter().map(|e| e.at).collect();
+            assert!((at[0] - 2.5).abs() < 1e-9 && (at[at.len() - 1] - 4.0).abs() < 1e-9);
+            // A clean leave: nothing fails.
+            assert_eq!(r.errors, 0, "{:?}", r.first_error);
+        },
+    );
     // Out of the rotation for 1.5 s of the 5 measured: about 0.7 of a sixth of the calls
     // (shares are fractions).
     let share = v.row("round_robin", "share:slow-1").expect("row");
@@ -252,26 +263,21 @@ fn a_server_joining_later_takes_no_connection_before_its_join() {
     );
     let s = Scenario::from_source(Path::new("l4-join-live.toml"), &src)
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut v = None;
-    for _ in 0..3 {
-        let run = live(&s, 0.0);
-        let r = &run.strategies[0];
-        let what: Vec<&str> = r
-            .faults
-            .iter()
-            .map(|e| e.what.as_str())
-            .filter(|w| w.ends_with("slow-1"))
-            .collect();
-        assert_eq!(what, ["absent slow-1", "join slow-1"], "{:?}", r.faults);
-        assert_eq!(r.errors, 0, "{:?}", r.first_error);
-        let verdict = judge(&s, &run);
-        let retry = verdict.refusal().is_some();
-        v = Some(verdict);
-        if !retry {
-            break;
-        }
-    }
-    let v = v.expect("one attempt ran");
+    let v = judged_retrying(
+        &s,
+        || live(&s, 0.0),
+        |run| {
+            let r = &run.strategies[0];
+            let what: Vec<&str> = r
+                .faults
+                .iter()
+                .map(|e| e.what.as_str())
+                .filter(|w| w.ends_with("slow-1"))
+                .collect();
+            assert_eq!(what, ["absent slow-1", "join slow-1"], "{:?}", r.faults);
+            assert_eq!(r.errors, 0, "{:?}", r.first_error);
+        },
+    );
     let share = v.row("round_robin", "share:slow-1").expect("row");
     assert!(
         share.sim_replayed > 0.01 && (share.live - share.sim_replayed).abs() < 0.005,
@@ -295,24 +301,19 @@ fn an_error_fault_keeps_its_connections_at_connection_level() {
     );
     let s = Scenario::from_source(Path::new("l4-error-live.toml"), &src)
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut v = None;
-    for _ in 0..3 {
-        let run = live(&s, 0.0);
-        let r = &run.strategies[0];
-        assert!(r.errors > 20, "errors answered: {}", r.errors);
-        assert_eq!(
-            r.errors_per_backend[3], r.errors,
-            "{:?}",
-            r.errors_per_backend
-        );
-        let verdict = judge(&s, &run);
-        let retry = verdict.refusal().is_some();
-        v = Some(verdict);
-        if !retry {
-            break;
-        }
-    }
-    let v = v.expect("one attempt ran");
+    let v = judged_retrying(
+        &s,
+        || live(&s, 0.0),
+        |run| {
+            let r = &run.strategies[0];
+            assert!(r.errors > 20, "errors answered: {}", r.errors);
+            assert_eq!(
+                r.errors_per_backend[3], r.errors,
+                "{:?}",
+                r.errors_per_backend
+            );
+        },
+    );
     for i in ["fast-0", "fast-1", "slow-0", "slow-1", "slow-2", "slow-3"] {
         let share = v.row("round_robin", &format!("share:{i}")).expect("row");
         assert!(
@@ -468,36 +469,32 @@ fn a_slow_down_replays_through_haproxy_and_agrees_phase_by_phase() {
         io_timeout: Duration::from_secs(5),
         ..LiveOptions::default()
     };
-    let mut v = None;
-    for _ in 0..3 {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (s2, o2, dir) = (s.clone(), opts.clone(), tmp.path().join("proxy"));
-        std::thread::spawn(move || {
-            let _ = tx.send(lbsim::live::replay_via(
-                &s2,
-                &o2,
-                Some((ProxyKind::Haproxy, dir.as_path())),
-            ));
-        });
-        let run = rx
-            .recv_timeout(Duration::from_secs(90))
-            .expect("the replay finished within 90 s")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let what: Vec<&str> = run.strategies[0]
-            .faults
-            .iter()
-            .map(|e| e.what.as_str())
-            .collect();
-        assert_eq!(what, ["slow fast-0", "end fast-0"]);
-        assert_eq!(run.strategies[0].errors, 0);
-        let verdict = judge(&s, &run);
-        let retry = verdict.refusal().is_some();
-        v = Some(verdict);
-        if !retry {
-            break;
-        }
-    }
-    let v = v.expect("one attempt ran");
+    let v = judged_retrying(
+        &s,
+        || {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (s2, o2, dir) = (s.clone(), opts.clone(), tmp.path().join("proxy"));
+            std::thread::spawn(move || {
+                let _ = tx.send(lbsim::live::replay_via(
+                    &s2,
+                    &o2,
+                    Some((ProxyKind::Haproxy, dir.as_path())),
+                ));
+            });
+            rx.recv_timeout(Duration::from_secs(90))
+                .expect("the replay finished within 90 s")
+                .unwrap_or_else(|e| panic!("{e}"))
+        },
+        |run| {
+            let what: Vec<&str> = run.strategies[0]
+                .faults
+                .iter()
+                .map(|e| e.what.as_str())
+                .collect();
+            assert_eq!(what, ["slow fast-0", "end fast-0"]);
+            assert_eq!(run.strategies[0].errors, 0);
+        },
+    );
     for p in PHASES {
         let metric = format!("phase_latency_mean:{p}");
         assert!(v.row("round_robin", &metric).is_some(), "no row {metric}");

@@ -435,24 +435,14 @@ pub fn queue_over_time(
         legend(&key_area, &key, 13, true)?;
         let panels = body.split_evenly((rows, cols));
         for (((label, trace), panel), &y_max) in traces.iter().zip(panels.iter()).zip(&tops) {
-            let mut chart = ChartBuilder::on(panel)
-                .caption(label, ("sans-serif", 16))
-                .margin(8)
-                .x_label_area_size(35)
-                .y_label_area_size(50)
-                .build_cartesian_2d(0.0..t_end, 0.0..y_max)?;
-            chart
-                .configure_mesh()
-                .x_desc("time (s)")
-                .y_desc("requests")
-                .x_label_formatter(&|v| tick(*v))
-                .y_label_formatter(&|v| tick(*v))
-                .y_labels(6)
-                .label_style(("sans-serif", 12))
-                .axis_desc_style(("sans-serif", 13))
-                .light_line_style(WHITE.mix(0.0))
-                .draw()?;
-            shade_faults(&mut chart, &faults, scenario.warmup, y_max)?;
+            let mut chart = time_panel(
+                panel,
+                label,
+                (t_end, y_max),
+                ("requests", 50),
+                &faults,
+                scenario.warmup,
+            )?;
             for (k, &i) in trace.servers.iter().enumerate() {
                 let info = &servers[i];
                 let pts = trace.samples.iter().map(|s| {
@@ -476,6 +466,48 @@ pub fn queue_over_time(
 /// `y_max`, under the lines drawn next: one translucent box per fault, labelled with the
 /// fault at its top left (below the warm-up's label; overlapping faults' labels stack),
 /// and a dashed guide at the end of the warm-up, if any.
+/// One strategy's panel of a plot over time (`queue_over_time`, `rates_over_time`): its
+/// caption, a time axis from 0 to `t_end`, a y axis from 0 to `y_max` described by
+/// `y_desc` (`y_area` pixels of labels), and the fault windows shaded.
+fn time_panel<'a, DB: DrawingBackend>(
+    panel: &'a DrawingArea<DB, Shift>,
+    label: &str,
+    (t_end, y_max): (f64, f64),
+    (y_desc, y_area): (&str, u32),
+    faults: &[(f64, f64, String)],
+    warmup: f64,
+) -> Result<
+    ChartContext<
+        'a,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    Box<dyn std::error::Error>,
+>
+where
+    DB::ErrorType: 'static,
+{
+    let mut chart = ChartBuilder::on(panel)
+        .caption(label, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(35)
+        .y_label_area_size(y_area)
+        .build_cartesian_2d(0.0..t_end, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc(y_desc)
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .y_labels(6)
+        .label_style(("sans-serif", 12))
+        .axis_desc_style(("sans-serif", 13))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    shade_faults(&mut chart, faults, warmup, y_max)?;
+    Ok(chart)
+}
+
 fn shade_faults<DB: DrawingBackend>(
     chart: &mut ChartContext<
         '_,
@@ -588,24 +620,14 @@ pub fn rates_over_time(
         legend(&key_area, &key, 12, true)?;
         let panels = body.split_evenly((rows, cols));
         for (((label, _), panel), series) in traces.iter().zip(panels.iter()).zip(&points) {
-            let mut chart = ChartBuilder::on(panel)
-                .caption(label, ("sans-serif", 16))
-                .margin(8)
-                .x_label_area_size(35)
-                .y_label_area_size(55)
-                .build_cartesian_2d(0.0..t_end, 0.0..y_max)?;
-            chart
-                .configure_mesh()
-                .x_desc("time (s)")
-                .y_desc("requests/s")
-                .x_label_formatter(&|v| tick(*v))
-                .y_label_formatter(&|v| tick(*v))
-                .y_labels(6)
-                .label_style(("sans-serif", 12))
-                .axis_desc_style(("sans-serif", 13))
-                .light_line_style(WHITE.mix(0.0))
-                .draw()?;
-            shade_faults(&mut chart, &faults, scenario.warmup, y_max)?;
+            let mut chart = time_panel(
+                panel,
+                label,
+                (t_end, y_max),
+                ("requests/s", 55),
+                &faults,
+                scenario.warmup,
+            )?;
             for (i, pts) in series.iter().enumerate() {
                 draw_series(&mut chart, i, pts, (pts.len() / 10).max(1))?;
             }
