@@ -96,21 +96,35 @@ impl Report for Plots {
         "plots"
     }
 
+    /// The plots are drawn in parallel (on the current rayon pool), each into its own
+    /// file; the files are listed in the order of [`plot_files`], and the first failure
+    /// in that order is the one returned.
     fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
         let files = plot_files(input);
-        let mut out = Vec::new();
-        let p = dir.join(&files[0].1);
-        latency_ccdf(&p, input.results, input.format)?;
-        out.push(p);
-        let p = dir.join(&files[1].1);
-        server_bars(&p, input.scenario, input.results, input.format)?;
-        out.push(p);
-        if let Some(sweep) = input.sweep {
-            let p = dir.join(&files[2].1);
-            sweep_plot(&p, sweep, Metric::LatencyP99, input.format)?;
-            out.push(p);
-        }
-        Ok(out)
+        let (ccdf, servers, sweep) = (
+            dir.join(&files[0].1),
+            dir.join(&files[1].1),
+            input.sweep.map(|s| (s, dir.join(&files[2].1))),
+        );
+        let ((a, b), c) = rayon::join(
+            || {
+                rayon::join(
+                    || latency_ccdf(&ccdf, input.results, input.format),
+                    || server_bars(&servers, input.scenario, input.results, input.format),
+                )
+            },
+            || match &sweep {
+                Some((s, p)) => sweep_plot(p, s, Metric::LatencyP99, input.format),
+                None => Ok(()),
+            },
+        );
+        a?;
+        b?;
+        c?;
+        Ok([ccdf, servers]
+            .into_iter()
+            .chain(sweep.map(|(_, p)| p))
+            .collect())
     }
 }
 
