@@ -244,6 +244,8 @@ pub const SOURCE_LATENCY: usize = 0;
 pub const SOURCE_WAIT: usize = 1;
 /// Pooled distribution of server `i`'s response times is source `SOURCE_SERVERS + i`.
 pub const SOURCE_SERVERS: usize = 2;
+/// The quantile of each server's pooled response times that `servers.csv` reports.
+pub const SERVER_QUANTILE: f64 = 0.99;
 
 const fn def(
     metric: Metric,

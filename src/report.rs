@@ -128,6 +128,7 @@ pub fn write_reports(
 ) -> Result<Vec<PathBuf>, ReportError> {
     use rayon::prelude::*;
     let staging = output::Staging::new(dir)?;
+    input.results.fit_percentiles();
     let write = |last: bool| {
         reports
             .par_iter()

@@ -8,15 +8,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rayon::prelude::*;
 
 use crate::cancel::Cancel;
-use crate::metrics::{Estimator, Metric, RunMetrics, RunSummary, latency_histogram};
+use crate::metrics::{
+    Estimator, Metric, RunMetrics, RunSummary, SERVER_QUANTILE, SOURCE_SERVERS, latency_histogram,
+};
 use crate::scenario::{Scenario, ScenarioError};
 use crate::sim::{Overheads, Run, Simulated, Trace, TraceSpec};
-use crate::stats::quantile::{Cdf, quantile_estimate};
+use crate::stats::quantile::{Cdf, Fit, fit, fitted_estimate};
 use crate::stats::{Estimate, estimate};
 
 /// How to run a scenario.
@@ -91,6 +94,25 @@ pub struct StrategyResult {
     /// Why the strategy has no steady state, when it has none ([`crate::stability`]):
     /// it is then left out of "best" and ranks.
     pub unstable: Option<String>,
+    /// The pooled quantile fits read so far (`FitCache::default()` when building one).
+    pub fits: FitCache,
+}
+
+/// The pooled quantile fits of one strategy, made once each and read by every report,
+/// ranking and comparison (a pair of strategies compared on a percentile reads both
+/// fits; a run's reports read each one a dozen times or more, and the fit's Student-t
+/// quantile is what the report writing spent most of its time on).
+///
+/// A fit depends only on the strategy's `pooled` and `runs`, which do not change once
+/// its figures are read: results are combined into new [`StrategyResult`]s, and a clone
+/// starts with an empty cache.
+#[derive(Debug, Default)]
+pub struct FitCache(Mutex<HashMap<(usize, u64), Fit>>);
+
+impl Clone for FitCache {
+    fn clone(&self) -> FitCache {
+        FitCache::default()
+    }
 }
 
 /// Empty pooled histograms for `servers` servers.
@@ -125,6 +147,7 @@ impl StrategyResult {
             runs: runs.iter().map(RunMetrics::summarize).collect(),
             pooled,
             unstable: None,
+            fits: FitCache::default(),
         }
     }
 
@@ -158,10 +181,29 @@ impl StrategyResult {
 
     /// The `p` quantile of pooled source `source`, in seconds, with its 95% CI.
     pub fn pooled_estimate(&self, source: usize, p: f64) -> Estimate {
-        match self.pooled.get(source) {
-            Some(h) => quantile_estimate(h, &self.cdfs(source), p, 1e-9),
+        match self.fit(source, p) {
+            Some(f) => fitted_estimate(&f, 1e-9),
             None => estimate(&[]),
         }
+    }
+
+    /// The fit of the `p` quantile of pooled source `source` (none when there is no such
+    /// source), made at its first read.
+    pub(crate) fn fit(&self, source: usize, p: f64) -> Option<Fit> {
+        let h = self.pooled.get(source)?;
+        let key = (source, p.to_bits());
+        let cached = |fits: &FitCache| {
+            let fits = fits.0.lock().unwrap_or_else(|e| e.into_inner());
+            fits.get(&key).copied()
+        };
+        if let Some(f) = cached(&self.fits) {
+            return Some(f);
+        }
+        // Made outside the lock, so that fits of other sources are made in parallel; two
+        // threads making the same one make the same value.
+        let f = fit(h, &self.cdfs(source), p);
+        let mut fits = self.fits.0.lock().unwrap_or_else(|e| e.into_inner());
+        Some(*fits.entry(key).or_insert(f))
     }
 }
 
@@ -182,6 +224,31 @@ impl RunResults {
     /// Whether fewer replications finished than were asked for (interrupted run).
     pub fn is_partial(&self) -> bool {
         self.finished.len() < self.requested as usize
+    }
+
+    /// Makes every strategy's pooled quantile fits ([`FitCache`]), in parallel on the
+    /// current rayon pool, so that the reports written next, in parallel themselves, read
+    /// them instead of each making the same ones (and none waits on the longest).
+    pub fn fit_percentiles(&self) {
+        let tasks: Vec<(&StrategyResult, usize, f64)> = self
+            .strategies
+            .iter()
+            .flat_map(|s| {
+                let metrics = Metric::ALL.iter().filter_map(move |m| match m.estimator() {
+                    Estimator::Pooled { source, p } => Some((s, source, p)),
+                    Estimator::Mean => None,
+                });
+                let servers =
+                    (SOURCE_SERVERS..s.pooled.len()).map(move |i| (s, i, SERVER_QUANTILE));
+                metrics.chain(servers)
+            })
+            .collect();
+        tasks
+            .into_par_iter()
+            .with_max_len(1)
+            .for_each(|(s, source, p)| {
+                s.fit(source, p);
+            });
     }
 }
 
@@ -314,6 +381,88 @@ impl Pooled {
     }
 }
 
+/// The order in which a run's (replication, strategy) tasks start: replications in
+/// order, and within a replication its strategies longest first, by the mean time each
+/// strategy's simulations took so far in this run (those not timed yet first, in
+/// scenario order). A replication's tasks all start before the next replication's, so
+/// at most about one replication per thread is staged ([`InFlight`]), whatever the
+/// number of replications; and the last tasks of a run are its shortest, so the threads
+/// finish close together (longest processing time first): the last wave is not one
+/// long simulation on one thread while the others idle.
+///
+/// The order depends on timings, the results do not: every task's figures depend only on
+/// its replication and strategy, and they are pooled and kept by position.
+struct Queue {
+    strategies: usize,
+    replications: usize,
+    state: Mutex<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    /// The replication (position) whose tasks are starting.
+    pos: usize,
+    /// Its strategies that have not started.
+    pending: Vec<usize>,
+    /// The replications opened so far.
+    opened: usize,
+    /// Per strategy, the time its simulations took so far and how many there were.
+    took: Vec<(Duration, u32)>,
+}
+
+impl Queue {
+    fn new(replications: usize, strategies: usize) -> Queue {
+        Queue {
+            strategies,
+            replications,
+            state: Mutex::new(QueueState {
+                took: vec![(Duration::ZERO, 0); strategies],
+                ..QueueState::default()
+            }),
+        }
+    }
+
+    /// The next task to start, as (replication position, strategy); `None` once every
+    /// task has started.
+    fn next(&self) -> Option<(usize, usize)> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.pending.is_empty() {
+            if st.opened == self.replications {
+                return None;
+            }
+            st.pos = st.opened;
+            st.opened += 1;
+            st.pending = (0..self.strategies).collect();
+        }
+        // Longest mean first; not timed yet counts as longest; ties in scenario order.
+        let mean = |&(total, n): &(Duration, u32)| match n {
+            0 => f64::INFINITY,
+            n => total.as_secs_f64() / f64::from(n),
+        };
+        let (i, _) =
+            st.pending
+                .iter()
+                .enumerate()
+                .fold(None, |best: Option<(usize, f64)>, (i, &k)| {
+                    let m = mean(&st.took[k]);
+                    match best {
+                        Some((_, b)) if b >= m => best,
+                        _ => Some((i, m)),
+                    }
+                })?;
+        let k = st.pending.remove(i);
+        Some((st.pos, k))
+    }
+
+    /// Records that a simulation of strategy `k` took `time`.
+    fn took(&self, k: usize, time: Duration) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, n) = &mut st.took[k];
+        *total += time;
+        *n += 1;
+    }
+}
+
 /// Runs replications `indices` of every strategy in `scenario`.
 pub fn run_replications(
     scenario: &Scenario,
@@ -348,14 +497,13 @@ pub fn run_replications(
         let per_thread: Vec<Mutex<Pooled>> = (0..rayon::current_num_threads())
             .map(|_| Mutex::default())
             .collect();
-        (0..indices.len() * n_strategies)
-            .into_par_iter()
-            // Every task its own piece of work to steal: a thread that runs out takes one
-            // simulation from another, never a batch of them, so the run ends within one
-            // simulation on every thread.
-            .with_max_len(1)
-            .for_each(|task| {
-                let (pos, k) = (task / n_strategies, task % n_strategies);
+        let queue = Queue::new(indices.len(), n_strategies);
+        // One worker per thread, each taking the next task from the queue until it is
+        // empty: a thread that runs out of work takes one simulation, never a batch of
+        // them, so the run ends within one (short, see [`Queue`]) simulation on every
+        // thread.
+        rayon::broadcast(|ctx| {
+            while let Some((pos, k)) = queue.next() {
                 let rep = indices[pos];
                 // After a cancel nothing starts, and a simulation under way stops within
                 // a millisecond or so: its replication is then dropped whole (it counts
@@ -364,6 +512,7 @@ pub fn run_replications(
                     return;
                 }
                 let entry = &scenario.strategies[k];
+                let started = Instant::now();
                 let sink = opts.trace.as_ref().filter(|_| rep == 0);
                 let Some(Simulated { metrics: m, trace }) = Run::entry(scenario, entry, rep)
                     .seed(seed)
@@ -372,17 +521,17 @@ pub fn run_replications(
                     .cancel(&opts.cancel)
                     .simulate()
                 else {
-                    return;
+                    continue;
                 };
+                queue.took(k, started.elapsed());
                 if let (Some(sink), Some(trace)) = (sink, trace) {
                     sink.put(k, trace);
                 }
                 let summary = m.summarize();
                 let Some((summaries, metrics)) = in_flight.put(pos, k, summary, m) else {
-                    return;
+                    continue;
                 };
-                let slot = rayon::current_thread_index().unwrap_or(0) % per_thread.len();
-                per_thread[slot]
+                per_thread[ctx.index() % per_thread.len()]
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .add_run(n_servers, &metrics);
@@ -395,7 +544,8 @@ pub fn run_replications(
                 if let Some(p) = &opts.progress {
                     p.inc(1);
                 }
-            });
+            }
+        });
         per_thread
             .into_iter()
             .map(|p| p.into_inner().unwrap_or_else(|e| e.into_inner()))
@@ -425,6 +575,7 @@ pub fn run_replications(
                 runs: runs.into_iter().map(|(_, summary)| summary).collect(),
                 pooled,
                 unstable: None,
+                fits: FitCache::default(),
             }
         })
         .collect();
@@ -500,4 +651,122 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResults, RunErro
     let n = opts.replications.unwrap_or(scenario.replications);
     let indices: Vec<u64> = (0..u64::from(n)).collect();
     run_replications(scenario, &indices, opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every task of `queue`, in the order it gives them, timing strategy `k` as
+    /// `cost[k]` ms.
+    fn drain(queue: &Queue, cost: &[u64]) -> Vec<(usize, usize)> {
+        std::iter::from_fn(|| {
+            let (pos, k) = queue.next()?;
+            queue.took(k, Duration::from_millis(cost[k]));
+            Some((pos, k))
+        })
+        .collect()
+    }
+
+    #[test]
+    fn queue_starts_replications_in_order_and_their_longest_strategies_first() {
+        let queue = Queue::new(3, 4);
+        let order = drain(&queue, &[20, 40, 10, 30]);
+        assert_eq!(
+            order,
+            [
+                // Nothing timed yet: scenario order.
+                (0, 0),
+                (0, 1),
+                (0, 2),
+                (0, 3),
+                // Then longest first, replication by replication.
+                (1, 1),
+                (1, 3),
+                (1, 0),
+                (1, 2),
+                (2, 1),
+                (2, 3),
+                (2, 0),
+                (2, 2),
+            ]
+        );
+        assert_eq!(queue.next(), None);
+    }
+
+    #[test]
+    fn queue_orders_by_the_mean_time_and_keeps_scenario_order_on_ties() {
+        let queue = Queue::new(2, 3);
+        for _ in 0..3 {
+            queue.next();
+        }
+        // Strategy 0 timed twice (mean 15 ms), 1 once (15 ms), 2 once (20 ms).
+        queue.took(0, Duration::from_millis(10));
+        queue.took(0, Duration::from_millis(20));
+        queue.took(1, Duration::from_millis(15));
+        queue.took(2, Duration::from_millis(20));
+        assert_eq!(drain(&queue, &[0, 0, 0]), [(1, 2), (1, 0), (1, 1)]);
+    }
+
+    #[test]
+    fn queue_gives_every_task_once_to_threads_that_share_it() {
+        let queue = Queue::new(50, 6);
+        let taken = Mutex::new(Vec::new());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .expect("pool")
+            .broadcast(|ctx| {
+                while let Some((pos, k)) = queue.next() {
+                    queue.took(k, Duration::from_micros((ctx.index() * 7 + k) as u64));
+                    taken.lock().expect("lock").push((pos, k));
+                }
+            });
+        let mut taken = taken.into_inner().expect("lock");
+        taken.sort_unstable();
+        let all: Vec<(usize, usize)> = (0..50)
+            .flat_map(|pos| (0..6).map(move |k| (pos, k)))
+            .collect();
+        assert_eq!(taken, all);
+    }
+
+    #[test]
+    fn cached_fits_give_the_figures_made_afresh_and_clones_start_empty() {
+        use crate::metrics::{SOURCE_LATENCY, SOURCE_WAIT};
+        use crate::stats::quantile::quantile_estimate;
+        use crate::testing;
+        let rest = testing::servers("s", 3, "", &testing::exponential(0.01))
+            + &testing::kinds(&["round_robin", "random"]);
+        let scenario = testing::scenario("duration = 5\nwarmup = 1", 200.0, &rest);
+        let opts = RunOptions {
+            replications: Some(4),
+            threads: Some(2),
+            ..Default::default()
+        };
+        let results = run(&scenario, &opts).expect("run");
+        results.fit_percentiles();
+        let bits = |e: Estimate| [e.mean, e.low, e.high].map(f64::to_bits);
+        for s in &results.strategies {
+            let fresh = |source: usize, p: f64| {
+                quantile_estimate(&s.pooled[source], &s.cdfs(source), p, 1e-9)
+            };
+            for (source, p) in [
+                (SOURCE_LATENCY, 0.99),
+                (SOURCE_WAIT, 0.5),
+                (SOURCE_SERVERS + 2, 0.99),
+            ] {
+                // Read twice: made, then from the cache.
+                assert_eq!(bits(s.pooled_estimate(source, p)), bits(fresh(source, p)));
+                assert_eq!(bits(s.pooled_estimate(source, p)), bits(fresh(source, p)));
+            }
+            assert!(!s.fits.0.lock().expect("lock").is_empty());
+            assert!(s.clone().fits.0.lock().expect("lock").is_empty());
+        }
+    }
+
+    #[test]
+    fn an_empty_queue_gives_nothing() {
+        assert_eq!(Queue::new(0, 3).next(), None);
+        assert_eq!(Queue::new(3, 0).next(), None);
+    }
 }

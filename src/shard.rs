@@ -577,6 +577,7 @@ impl ShardFile {
                 runs,
                 pooled,
                 unstable: None,
+                fits: Default::default(),
             });
         }
         Ok(RunResults {
@@ -620,6 +621,7 @@ pub fn combine(parts: Vec<RunResults>) -> RunResults {
             runs: Vec::new(),
             pooled: s.pooled,
             unstable: s.unstable,
+            fits: Default::default(),
         })
         .collect();
     for r in parts {

@@ -100,18 +100,11 @@ fn matched(fault: &str, log: impl Fn(&[FaultEvent])) -> Verdict {
 fn matched_in(fault: &str, phases: &[&str], log: impl Fn(&[FaultEvent])) -> Verdict {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let s = scenario(fault);
-    let mut v = None;
-    for _ in 0..3 {
-        let run = live(&s, 0.0);
-        log(&run.strategies[0].faults);
-        let verdict = judge(&s, &run);
-        let retry = verdict.refusal().is_some();
-        v = Some(verdict);
-        if !retry {
-            break;
-        }
-    }
-    let v = v.expect("one attempt ran");
+    let v = common::judged_retrying(
+        || live(&s, 0.0),
+        |run| log(&run.strategies[0].faults),
+        |run| judge(&s, run),
+    );
     for p in phases {
         for f in ["phase_latency_mean", "phase_error_fraction"] {
             let metric = format!("{f}:{p}");

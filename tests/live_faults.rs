@@ -79,35 +79,30 @@ fn judge(s: &Scenario, run: &LiveRun) -> Verdict {
 #[test]
 fn a_crash_replays_live_and_agrees_phase_by_phase() {
     let s = scenario();
-    let mut v = None;
-    for _ in 0..3 {
-        let run = live(&s, 0.0);
-        let r = &run.strategies[0];
-        // The crash, the mark-down, the recovery and the mark-up, at their times.
-        let what: Vec<&str> = r.faults.iter().map(|e| e.what.as_str()).collect();
-        assert_eq!(
-            what,
-            ["crash node-1", "down node-1", "recover node-1", "up node-1"],
-            "{:?}",
-            r.faults
-        );
-        let at: Vec<f64> = r.faults.iter().map(|e| e.at).collect();
-        assert_eq!(at, [2.5, 2.75, 4.0, 4.25]);
-        // Failed calls are counted, on the crashed backend only.
-        assert!(r.errors > 0 && r.metrics.failed > 0, "no failure counted");
-        assert_eq!(
-            r.errors_per_backend[1], r.errors,
-            "{:?}",
-            r.errors_per_backend
-        );
-        let verdict = judge(&s, &run);
-        let retry = verdict.refusal().is_some();
-        v = Some(verdict);
-        if !retry {
-            break;
-        }
-    }
-    let v = v.expect("one attempt ran");
+    let v = common::judged_retrying(
+        || live(&s, 0.0),
+        |run| {
+            let r = &run.strategies[0];
+            // The crash, the mark-down, the recovery and the mark-up, at their times.
+            let what: Vec<&str> = r.faults.iter().map(|e| e.what.as_str()).collect();
+            assert_eq!(
+                what,
+                ["crash node-1", "down node-1", "recover node-1", "up node-1"],
+                "{:?}",
+                r.faults
+            );
+            let at: Vec<f64> = r.faults.iter().map(|e| e.at).collect();
+            assert_eq!(at, [2.5, 2.75, 4.0, 4.25]);
+            // Failed calls are counted, on the crashed backend only.
+            assert!(r.errors > 0 && r.metrics.failed > 0, "no failure counted");
+            assert_eq!(
+                r.errors_per_backend[1], r.errors,
+                "{:?}",
+                r.errors_per_backend
+            );
+        },
+        |run| judge(&s, run),
+    );
     let phases = ["before[1-2.5s]", "during[2.5-4s]", "after[4-6s]"];
     for p in phases {
         for f in [

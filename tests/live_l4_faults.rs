@@ -120,21 +120,10 @@ fn judge(s: &Scenario, run: &LiveRun) -> Verdict {
 /// verdict is refused for schedule lag; `check` asserts on every run before it is judged.
 fn judged_retrying(
     s: &Scenario,
-    mut replay: impl FnMut() -> LiveRun,
+    replay: impl FnMut() -> LiveRun,
     check: impl Fn(&LiveRun),
 ) -> Verdict {
-    let mut v = None;
-    for _ in 0..3 {
-        let run = replay();
-        check(&run);
-        let verdict = judge(s, &run);
-        let retry = verdict.refusal().is_some();
-        v = Some(verdict);
-        if !retry {
-            break;
-        }
-    }
-    v.expect("one attempt ran")
+    common::judged_retrying(replay, check, |run| judge(s, run))
 }
 
 #[test]

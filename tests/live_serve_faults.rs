@@ -9,6 +9,8 @@
 //! robin; `node-1` crashes from 1.5 s to 2.5 s (detected after 0.2 s) and `node-0` is 1.5×
 //! slower over the same window; 0.5 s of warm-up, 4 measured seconds, time scale 2.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -17,7 +19,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use lbsim::live::verdict::{self, CompareOptions, Outcome};
+use lbsim::live::verdict::Outcome;
 use lbsim::live::{LiveError, LiveOptions, LiveRun, replay};
 use lbsim::scenario::Scenario;
 
@@ -145,50 +147,36 @@ fn live(s: &Scenario, opts: LiveOptions) -> LiveRun {
 fn faults_reach_lbsim_serve_processes_through_their_control_channel() {
     let s = Scenario::from_source(Path::new("serve-faults.toml"), SCENARIO).expect("scenario");
     let (a, b) = (Serve::start("node-0", true), Serve::start("node-1", true));
-    let mut v = None;
-    for _ in 0..3 {
-        let run = live(&s, options(&[&a, &b]));
-        let r = &run.strategies[0];
-        for e in &r.faults {
-            println!("{:.3} s {} (late {:.0} µs)", e.at, e.what, e.late * 1e6);
-        }
-        let want = [
-            ("crash node-1", 1.5),
-            ("slow node-0", 1.5),
-            ("down node-1", 1.7),
-            ("recover node-1", 2.5),
-            ("end node-0", 2.5),
-            ("up node-1", 2.7),
-        ];
-        let what: Vec<&str> = r.faults.iter().map(|e| e.what.as_str()).collect();
-        assert_eq!(what, want.map(|w| w.0), "{:?}", r.faults);
-        for (e, (_, at)) in r.faults.iter().zip(want) {
-            assert!((e.at - at).abs() < 1e-6, "{e:?}");
-        }
-        // The crash failed calls at node-1 only, as in the simulator.
-        assert!(r.errors > 0, "no failure");
-        assert_eq!(
-            r.errors_per_backend[1], r.errors,
-            "{:?}",
-            r.errors_per_backend
-        );
-        let verdict = verdict::compare(
-            &s,
-            &run,
-            &CompareOptions {
-                replications: Some(10),
-                ..CompareOptions::default()
-            },
-        )
-        .expect("compare");
-        print!("{:?}\n{}", verdict.outcome(), verdict::table(&verdict));
-        let retry = verdict.refusal().is_some();
-        v = Some(verdict);
-        if !retry {
-            break;
-        }
-    }
-    let v = v.expect("one attempt");
+    let v = common::judged_retrying(
+        || live(&s, options(&[&a, &b])),
+        |run| {
+            let r = &run.strategies[0];
+            for e in &r.faults {
+                println!("{:.3} s {} (late {:.0} µs)", e.at, e.what, e.late * 1e6);
+            }
+            let want = [
+                ("crash node-1", 1.5),
+                ("slow node-0", 1.5),
+                ("down node-1", 1.7),
+                ("recover node-1", 2.5),
+                ("end node-0", 2.5),
+                ("up node-1", 2.7),
+            ];
+            let what: Vec<&str> = r.faults.iter().map(|e| e.what.as_str()).collect();
+            assert_eq!(what, want.map(|w| w.0), "{:?}", r.faults);
+            for (e, (_, at)) in r.faults.iter().zip(want) {
+                assert!((e.at - at).abs() < 1e-6, "{e:?}");
+            }
+            // The crash failed calls at node-1 only, as in the simulator.
+            assert!(r.errors > 0, "no failure");
+            assert_eq!(
+                r.errors_per_backend[1], r.errors,
+                "{:?}",
+                r.errors_per_backend
+            );
+        },
+        |run| common::verdict_of(&s, run, 10),
+    );
     let during = v
         .row("round_robin", "phase_error_fraction:during[1.5-2.5s]")
         .expect("row");

@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::{Report, ReportError, ReportInput, csv_err, csv_writer, finish_csv};
 use crate::metrics::{Better, Estimator, Metric};
 use crate::runner::RunResults;
-use crate::stats::quantile::quantile_difference;
+use crate::stats::quantile::{fitted_difference, quantile_difference};
 use crate::stats::{Estimate, paired_difference, unpaired_difference};
 
 /// The difference of one metric between two strategies.
@@ -75,12 +75,15 @@ pub fn compare(results: &RunResults, metric: Metric, a: usize, b: usize) -> Pair
     if let Estimator::Pooled { source, p } = metric.estimator() {
         let (sa, sb) = (&results.strategies[a], &results.strategies[b]);
         let (ca, cb) = (sa.cdfs(source), sb.cdfs(source));
-        let (diff, unpaired_half_width) = quantile_difference(
-            (&sa.pooled[source], &ca),
-            (&sb.pooled[source], &cb),
-            p,
-            1e-9,
-        );
+        let (diff, unpaired_half_width) = match (sa.fit(source, p), sb.fit(source, p)) {
+            (Some(fa), Some(fb)) => fitted_difference((&fa, &ca), (&fb, &cb), p, 1e-9),
+            _ => quantile_difference(
+                (&sa.pooled[source], &ca),
+                (&sb.pooled[source], &cb),
+                p,
+                1e-9,
+            ),
+        };
         return PairComparison {
             metric,
             a,
@@ -329,6 +332,7 @@ mod tests {
                         .collect(),
                     pooled: empty_pooled(0),
                     unstable: None,
+                    fits: Default::default(),
                 })
                 .collect(),
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{Report, ReportError, ReportInput, csv_err};
-use crate::metrics::{Metric, SERVER_METRICS, SOURCE_SERVERS};
+use crate::metrics::{Metric, SERVER_METRICS, SERVER_QUANTILE, SOURCE_SERVERS};
 use crate::runner::RunResults;
 use crate::scenario::Scenario;
 use crate::stats::estimate;
@@ -145,7 +145,7 @@ pub fn write_servers_csv(
             };
             let [req, share, util, qmean, qmax, lmean] =
                 [0, 1, 2, 3, 4, 5].map(|k| estimate(&col(k)));
-            let p99 = s.pooled_estimate(SOURCE_SERVERS + i, 0.99);
+            let p99 = s.pooled_estimate(SOURCE_SERVERS + i, SERVER_QUANTILE);
             debug_assert_eq!(SERVER_METRICS.len(), 7);
             w.serialize(ServerRow {
                 scenario: &scenario.name,

@@ -174,6 +174,32 @@ impl Drop for Staging {
     }
 }
 
+/// Syncs `files` to disk, all at once: a sync waits on the disk, not the CPU, so with one
+/// thread per file the wait is about that of the slowest file rather than the sum (one
+/// after another, the syncs took about a third of the default scenario's report
+/// writing). The first failure in the order of `files` is the one returned.
+fn sync_all(files: &[PathBuf]) -> Result<(), ReportError> {
+    let sync = |f: &PathBuf| {
+        File::open(f)
+            .and_then(|h| h.sync_all())
+            .map_err(write_err(f))
+    };
+    std::thread::scope(|s| {
+        let syncs: Vec<_> = files
+            .iter()
+            .map(|f| {
+                let thread = std::thread::Builder::new().spawn_scoped(s, move || sync(f));
+                (f, thread.ok())
+            })
+            .collect();
+        // A file whose thread could not start, or panicked, is synced here instead.
+        syncs.into_iter().try_for_each(|(f, thread)| match thread {
+            Some(t) => t.join().unwrap_or_else(|_| sync(f)),
+            None => sync(f),
+        })
+    })
+}
+
 /// Moves the staged `files` (paths inside `staging.dir`) into the output folder under its
 /// lock, removes what the previous run listed in the manifest and this one did not
 /// write, and writes the new manifest. Returns the files' final paths.
@@ -187,14 +213,12 @@ pub fn publish(staging: Staging, files: &[PathBuf]) -> Result<Vec<PathBuf>, Repo
         .open(&lock_path)
         .map_err(write_err(&lock_path))?;
     lock.lock().map_err(write_err(&lock_path))?;
-    let mut names = Vec::with_capacity(files.len());
-    for f in files {
-        // Sync what the reports wrote before it becomes visible.
-        File::open(f)
-            .and_then(|h| h.sync_all())
-            .map_err(write_err(f))?;
-        names.push(f.strip_prefix(&staging.dir).unwrap_or(f).to_path_buf());
-    }
+    // Sync what the reports wrote before it becomes visible.
+    sync_all(files)?;
+    let names: Vec<PathBuf> = files
+        .iter()
+        .map(|f| f.strip_prefix(&staging.dir).unwrap_or(f).to_path_buf())
+        .collect();
     let manifest = out.join(MANIFEST);
     let previous = std::fs::read_to_string(&manifest).unwrap_or_default();
     let mut finals = Vec::with_capacity(files.len());

@@ -8,6 +8,7 @@
 //! Legends sit in a strip of their own beside (or above) the charts, never over data; times
 //! are shown in µs, ms or s by magnitude ([`time_axis`]).
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use hdrhistogram::Histogram;
@@ -96,21 +97,35 @@ impl Report for Plots {
         "plots"
     }
 
+    /// The plots are drawn in parallel (on the current rayon pool), each into its own
+    /// file; the files are listed in the order of [`plot_files`], and the first failure
+    /// in that order is the one returned.
     fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
         let files = plot_files(input);
-        let mut out = Vec::new();
-        let p = dir.join(&files[0].1);
-        latency_ccdf(&p, input.results, input.format)?;
-        out.push(p);
-        let p = dir.join(&files[1].1);
-        server_bars(&p, input.scenario, input.results, input.format)?;
-        out.push(p);
-        if let Some(sweep) = input.sweep {
-            let p = dir.join(&files[2].1);
-            sweep_plot(&p, sweep, Metric::LatencyP99, input.format)?;
-            out.push(p);
-        }
-        Ok(out)
+        let (ccdf, servers, sweep) = (
+            dir.join(&files[0].1),
+            dir.join(&files[1].1),
+            input.sweep.map(|s| (s, dir.join(&files[2].1))),
+        );
+        let ((a, b), c) = rayon::join(
+            || {
+                rayon::join(
+                    || latency_ccdf(&ccdf, input.results, input.format),
+                    || server_bars(&servers, input.scenario, input.results, input.format),
+                )
+            },
+            || match &sweep {
+                Some((s, p)) => sweep_plot(p, s, Metric::LatencyP99, input.format),
+                None => Ok(()),
+            },
+        );
+        a?;
+        b?;
+        c?;
+        Ok([ccdf, servers]
+            .into_iter()
+            .chain(sweep.map(|(_, p)| p))
+            .collect())
     }
 }
 
@@ -374,6 +389,78 @@ pub fn queue_panel_tops(traces: &[(String, crate::sim::Trace)]) -> Vec<f64> {
         .collect()
 }
 
+/// Small multiples, one panel per strategy: two columns (one for a single strategy), rows
+/// of 230 pixels under a title and a legend of their own.
+#[derive(Clone, Copy, Debug)]
+struct Grid {
+    rows: usize,
+    cols: usize,
+}
+
+impl Grid {
+    /// The grid of `panels` panels.
+    fn of(panels: usize) -> Grid {
+        let cols = if panels > 1 { 2 } else { 1 };
+        Grid {
+            rows: panels.div_ceil(cols).max(1),
+            cols,
+        }
+    }
+
+    /// The picture's height, title and legend included.
+    fn height(self) -> u32 {
+        86 + 230 * self.rows as u32
+    }
+
+    /// Fills `root` white, writes `heading` and the legend `key` (in `font`) above the
+    /// panels, and returns the panels, row by row.
+    fn draw<DB: DrawingBackend>(
+        self,
+        root: &DrawingArea<DB, Shift>,
+        heading: &str,
+        key: &[(String, Swatch)],
+        font: u32,
+    ) -> Result<Vec<DrawingArea<DB, Shift>>, Box<dyn std::error::Error>>
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE)?;
+        let (title, body) = root.split_vertically(44);
+        title.titled(heading, ("sans-serif", 17))?;
+        let (key_area, body) = body.split_vertically(42);
+        legend(&key_area, key, font, true)?;
+        Ok(body.split_evenly((self.rows, self.cols)))
+    }
+}
+
+/// The heading of a plot of `shown` of `all` servers: `every` when it shows them all,
+/// else "`before` {shown} of {all} servers `after`".
+fn servers_heading(
+    (shown, all): (usize, usize),
+    (before, after): (&str, &str),
+    every: &str,
+) -> String {
+    if shown < all {
+        format!("{before} {shown} of {all} servers {after}")
+    } else {
+        every.to_string()
+    }
+}
+
+/// The fault windows of `scenario` up to `t_end` ([`fault_windows`]), with their swatch
+/// added to `key` when there are any.
+fn fault_key(
+    scenario: &Scenario,
+    t_end: f64,
+    key: &mut Vec<(String, Swatch)>,
+) -> Vec<(f64, f64, String)> {
+    let faults = fault_windows(scenario, t_end);
+    if !faults.is_empty() {
+        key.push(("fault window".into(), Swatch::Shade(FAULT)));
+    }
+    faults
+}
+
 /// Small multiples, one panel per strategy: requests at each server (waiting + in service)
 /// over time in replication 0, one line per server coloured by server group, with the end
 /// of the warm-up marked and labelled. Each panel has its own y axis
@@ -385,9 +472,7 @@ pub fn queue_over_time(
     format: ImageFormat,
 ) -> Result<(), ReportError> {
     let servers = scenario.servers();
-    let cols = if traces.len() > 1 { 2 } else { 1 };
-    let rows = traces.len().div_ceil(cols).max(1);
-    let height = 86 + 230 * rows as u32;
+    let grid = Grid::of(traces.len());
     let t_end = scenario.end();
     let tops = queue_panel_tops(traces);
     let mut key: Vec<(String, Swatch)> = scenario
@@ -412,28 +497,20 @@ pub fn queue_over_time(
             Swatch::Dashed,
         ));
     }
-    let faults = fault_windows(scenario, t_end);
-    if !faults.is_empty() {
-        key.push(("fault window".into(), Swatch::Shade(FAULT)));
-    }
-    render!(path, format, (SIZE.0, height), |root| {
-        root.fill(&WHITE)?;
-        let (title, body) = root.split_vertically(44);
+    let faults = fault_key(scenario, t_end, &mut key);
+    render!(path, format, (SIZE.0, grid.height()), |root| {
         let shown = traces
             .first()
             .map_or(servers.len(), |(_, t)| t.servers.len());
-        let heading = if shown < servers.len() {
-            format!(
-                "Requests at {shown} of {} servers (a sample of each group) over time, replication 0; each panel has its own y axis",
-                servers.len()
-            )
-        } else {
-            "Requests at each server (waiting + in service) over time, replication 0; each panel has its own y axis".to_string()
-        };
-        title.titled(&heading, ("sans-serif", 17))?;
-        let (key_area, body) = body.split_vertically(42);
-        legend(&key_area, &key, 13, true)?;
-        let panels = body.split_evenly((rows, cols));
+        let heading = servers_heading(
+            (shown, servers.len()),
+            (
+                "Requests at",
+                "(a sample of each group) over time, replication 0; each panel has its own y axis",
+            ),
+            "Requests at each server (waiting + in service) over time, replication 0; each panel has its own y axis",
+        );
+        let panels = grid.draw(&root, &heading, &key, 13)?;
         for (((label, trace), panel), &y_max) in traces.iter().zip(panels.iter()).zip(&tops) {
             let mut chart = time_panel(
                 panel,
@@ -580,9 +657,7 @@ pub fn rates_over_time(
     traces: &[(String, crate::sim::Trace)],
     format: ImageFormat,
 ) -> Result<(), ReportError> {
-    let cols = if traces.len() > 1 { 2 } else { 1 };
-    let rows = traces.len().div_ceil(cols).max(1);
-    let height = 86 + 230 * rows as u32;
+    let grid = Grid::of(traces.len());
     let t_end = scenario.end();
     let points: Vec<Vec<Vec<(f64, f64)>>> = traces
         .iter()
@@ -605,20 +680,14 @@ pub fn rates_over_time(
         .enumerate()
         .map(|(i, (label, _))| (label.to_string(), Swatch::Series(i)))
         .collect();
-    let faults = fault_windows(scenario, t_end);
-    if !faults.is_empty() {
-        key.push(("fault window".into(), Swatch::Shade(FAULT)));
-    }
-    render!(path, format, (SIZE.0, height), |root| {
-        root.fill(&WHITE)?;
-        let (title, body) = root.split_vertically(44);
-        title.titled(
+    let faults = fault_key(scenario, t_end, &mut key);
+    render!(path, format, (SIZE.0, grid.height()), |root| {
+        let panels = grid.draw(
+            &root,
             "Offered load and goodput over time, replication 0 (requests/s per sample interval)",
-            ("sans-serif", 17),
+            &key,
+            12,
         )?;
-        let (key_area, body) = body.split_vertically(42);
-        legend(&key_area, &key, 12, true)?;
-        let panels = body.split_evenly((rows, cols));
         for (((label, _), panel), series) in traces.iter().zip(panels.iter()).zip(&points) {
             let mut chart = time_panel(
                 panel,
@@ -685,6 +754,56 @@ pub fn ccdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     out
 }
 
+/// The axes of log-log complementary CDFs through `points` (x > 0, P(X > x)), as
+/// [`ccdf_points`] gives them: x from a little below the smallest to a little above the
+/// largest, P from half the smallest to 1; fixed axes when there is no point.
+fn ccdf_axes<'a>(points: impl Iterator<Item = &'a (f64, f64)>) -> (Range<f64>, Range<f64>) {
+    let (mut x_lo, mut x_hi, mut p_lo) = (f64::INFINITY, 0.0f64, 1.0f64);
+    for &(x, p) in points {
+        x_lo = x_lo.min(x);
+        x_hi = x_hi.max(x);
+        p_lo = p_lo.min(p);
+    }
+    if !x_lo.is_finite() || x_lo <= 0.0 {
+        (x_lo, x_hi, p_lo) = (0.1, 1.0, 0.01);
+    }
+    ((x_lo * 0.8)..(x_hi * 1.25), (p_lo * 0.5)..1.0)
+}
+
+/// A chart on log-log axes, as [`ccdf_chart`] builds it.
+type CcdfChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<LogCoord<f64>, LogCoord<f64>>>;
+
+/// A log-log chart of complementary CDFs on `area`, titled `caption` (in its font size),
+/// over `ranges` ([`ccdf_axes`]), its axes described by `descs` (x, y), with its mesh
+/// drawn: percent ticks on the y axis, no minor grid lines.
+fn ccdf_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    (caption, size): (&str, u32),
+    (x_range, y_range): (&Range<f64>, &Range<f64>),
+    (x_desc, y_desc): (&str, &str),
+) -> Result<CcdfChart<'a, DB>, Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", size))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x_range.clone().log_scale(), y_range.clone().log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| percent_tick(*v))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    Ok(chart)
+}
+
 /// Draws the complementary CDF of response time per strategy on log-log axes, with p99
 /// and p99.9 guide lines; the legend beside the chart.
 pub fn latency_ccdf(
@@ -706,18 +825,7 @@ pub fn latency_ccdf(
         .into_iter()
         .map(|(l, pts)| (l, pts.into_iter().map(|(x, p)| (x * scale, p)).collect()))
         .collect();
-    let all = series.iter().flat_map(|s| s.1.iter());
-    let (mut x_lo, mut x_hi, mut p_lo) = (f64::INFINITY, 0.0f64, 1.0f64);
-    for &(x, p) in all {
-        x_lo = x_lo.min(x);
-        x_hi = x_hi.max(x);
-        p_lo = p_lo.min(p);
-    }
-    if !x_lo.is_finite() {
-        (x_lo, x_hi, p_lo) = (0.1, 1.0, 0.01);
-    }
-    let x_range = (x_lo * 0.8)..(x_hi * 1.25);
-    let y_range = (p_lo * 0.5)..1.0;
+    let (x_range, y_range) = ccdf_axes(series.iter().flat_map(|s| s.1.iter()));
     let entries: Vec<(String, Swatch)> = series
         .iter()
         .enumerate()
@@ -727,25 +835,18 @@ pub fn latency_ccdf(
     render!(path, format, (SIZE.0 + key_w, SIZE.1), |root| {
         root.fill(&WHITE)?;
         let (plot, key) = root.split_horizontally(SIZE.0);
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(
+        let mut chart = ccdf_chart(
+            &plot,
+            (
                 "Response time tail: P(latency > x), all replications merged",
-                ("sans-serif", 22),
-            )
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(80)
-            .build_cartesian_2d(x_range.clone().log_scale(), y_range.clone().log_scale())?;
-        chart
-            .configure_mesh()
-            .x_desc(format!("response time ({unit}, log scale)"))
-            .y_desc("fraction of requests slower (log scale)")
-            .x_label_formatter(&|v| tick(*v))
-            .y_label_formatter(&|v| percent_tick(*v))
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 17))
-            .light_line_style(WHITE.mix(0.0))
-            .draw()?;
+                22,
+            ),
+            (&x_range, &y_range),
+            (
+                &format!("response time ({unit}, log scale)"),
+                "fraction of requests slower (log scale)",
+            ),
+        )?;
         for (p, name) in [(0.01, "p99"), (0.001, "p99.9")] {
             if p > y_range.start {
                 chart.draw_series(DashedLineSeries::new(
@@ -842,14 +943,14 @@ pub fn server_bars(
     let height = 420 * 2 + 60;
     render!(path, format, (plot_w + key_w, height), |root| {
         root.fill(&WHITE)?;
-        let heading = if n_servers < all.len() {
-            format!(
-                "Per-server load, {n_servers} of {} servers (a sample of each group; all in servers.csv)",
-                all.len()
-            )
-        } else {
-            "Per-server load by strategy (mean over replications, whiskers: 95% CI)".to_string()
-        };
+        let heading = servers_heading(
+            (n_servers, all.len()),
+            (
+                "Per-server load,",
+                "(a sample of each group; all in servers.csv)",
+            ),
+            "Per-server load by strategy (mean over replications, whiskers: 95% CI)",
+        );
         let root = root.titled(&heading, ("sans-serif", 22))?;
         let (plots, key) = root.split_horizontally(plot_w);
         let areas = plots.split_evenly((2, 1));
@@ -1130,38 +1231,16 @@ pub fn live_latency_ccdf(
                 .iter()
                 .map(|p| p.iter().map(|&(x, q)| (x * scale, q)).collect())
                 .collect();
-            let (mut x_lo, mut x_hi, mut p_lo) = (f64::INFINITY, 0.0f64, 1.0f64);
-            for &(x, p) in scaled.iter().flatten() {
-                x_lo = x_lo.min(x);
-                x_hi = x_hi.max(x);
-                p_lo = p_lo.min(p);
-            }
-            if !x_lo.is_finite() || x_lo <= 0.0 {
-                (x_lo, x_hi, p_lo) = (0.1, 1.0, 0.01);
-            }
-            let x_range = (x_lo * 0.8)..(x_hi * 1.25);
-            let y_range = (p_lo * 0.5)..1.0;
-            let mut chart = ChartBuilder::on(area)
-                .caption(
-                    format!("{title} — {label}: P(latency > x)"),
-                    ("sans-serif", 20),
-                )
-                .margin(15)
-                .x_label_area_size(50)
-                .y_label_area_size(80)
-                .build_cartesian_2d(x_range.clone().log_scale(), y_range.clone().log_scale())?;
-            chart
-                .configure_mesh()
-                .x_desc(format!(
-                    "response time ({unit} of scenario time, log scale)"
-                ))
-                .y_desc("fraction slower (log scale)")
-                .x_label_formatter(&|v| tick(*v))
-                .y_label_formatter(&|v| percent_tick(*v))
-                .label_style(("sans-serif", 15))
-                .axis_desc_style(("sans-serif", 17))
-                .light_line_style(WHITE.mix(0.0))
-                .draw()?;
+            let (x_range, y_range) = ccdf_axes(scaled.iter().flatten());
+            let mut chart = ccdf_chart(
+                area,
+                (&format!("{title} — {label}: P(latency > x)"), 20),
+                (&x_range, &y_range),
+                (
+                    &format!("response time ({unit} of scenario time, log scale)"),
+                    "fraction slower (log scale)",
+                ),
+            )?;
             if 0.01 > y_range.start {
                 chart.draw_series(DashedLineSeries::new(
                     [(x_range.start, 0.01), (x_range.end, 0.01)],

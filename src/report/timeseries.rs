@@ -157,57 +157,91 @@ impl Report for Timeseries {
         if traces.is_empty() {
             return Ok(Vec::new());
         }
-        let servers = input.scenario.servers();
         let path = dir.join("timeseries.csv");
-        let mut w = csv_writer(&path)?;
-        for (label, trace) in &traces {
-            for sample in &trace.samples {
-                for (k, &i) in trace.servers.iter().enumerate() {
-                    let info = &servers[i];
-                    w.serialize(TimeseriesRow {
-                        scenario: &input.scenario.name,
-                        strategy: label,
-                        replication: 0,
-                        time: sample.time.as_secs_f64(),
-                        server: &info.name,
-                        queued: sample.queued[k],
-                        in_service: sample.in_service[k],
-                        in_flight: sample.in_flight[k],
-                    })
-                    .map_err(csv_err(&path))?;
-                }
-            }
-        }
-        finish_csv(w, &path)?;
         let plot = dir.join(format!("queue_over_time.{}", input.format.ext()));
-        queue_over_time(&plot, input.scenario, &traces, input.format)?;
         let rates = dir.join("rates.csv");
-        let mut w = csv_writer(&rates)?;
-        for (label, trace) in &traces {
-            let dt = trace.every.as_secs_f64();
-            for (k, c) in trace.counts.iter().enumerate() {
-                let per_s = |n: u64| n as f64 / dt;
-                w.serialize(RatesRow {
-                    scenario: &input.scenario.name,
-                    strategy: label,
-                    replication: 0,
-                    time: Nanos(trace.every.0 * k as u64).as_secs_f64(),
-                    interval: dt,
-                    offered: per_s(c.arrived),
-                    attempts: per_s(c.attempts),
-                    goodput: per_s(c.ok),
-                    failed: per_s(c.failed),
-                    timed_out: per_s(c.timed_out),
-                    rejected: per_s(c.rejected),
-                })
-                .map_err(csv_err(&rates))?;
-            }
-        }
-        finish_csv(w, &rates)?;
         let rates_plot = dir.join(format!("rates_over_time.{}", input.format.ext()));
-        rates_over_time(&rates_plot, input.scenario, &traces, input.format)?;
+        // Four files, drawn and written in parallel; the first failure in the order of
+        // the files is the one returned.
+        let ((a, b), (c, d)) = rayon::join(
+            || {
+                rayon::join(
+                    || write_timeseries_csv(&path, input.scenario, &traces),
+                    || queue_over_time(&plot, input.scenario, &traces, input.format),
+                )
+            },
+            || {
+                rayon::join(
+                    || write_rates_csv(&rates, input.scenario, &traces),
+                    || rates_over_time(&rates_plot, input.scenario, &traces, input.format),
+                )
+            },
+        );
+        a?;
+        b?;
+        c?;
+        d?;
         Ok(vec![path, plot, rates, rates_plot])
     }
+}
+
+/// Writes `timeseries.csv`: every sample of every recorded server, strategy by strategy.
+fn write_timeseries_csv(
+    path: &Path,
+    scenario: &Scenario,
+    traces: &[(String, Trace)],
+) -> Result<(), ReportError> {
+    let servers = scenario.servers();
+    let mut w = csv_writer(path)?;
+    for (label, trace) in traces {
+        for sample in &trace.samples {
+            for (k, &i) in trace.servers.iter().enumerate() {
+                let info = &servers[i];
+                w.serialize(TimeseriesRow {
+                    scenario: &scenario.name,
+                    strategy: label,
+                    replication: 0,
+                    time: sample.time.as_secs_f64(),
+                    server: &info.name,
+                    queued: sample.queued[k],
+                    in_service: sample.in_service[k],
+                    in_flight: sample.in_flight[k],
+                })
+                .map_err(csv_err(path))?;
+            }
+        }
+    }
+    finish_csv(w, path)
+}
+
+/// Writes `rates.csv`: every sample interval's counts, per second, strategy by strategy.
+fn write_rates_csv(
+    path: &Path,
+    scenario: &Scenario,
+    traces: &[(String, Trace)],
+) -> Result<(), ReportError> {
+    let mut w = csv_writer(path)?;
+    for (label, trace) in traces {
+        let dt = trace.every.as_secs_f64();
+        for (k, c) in trace.counts.iter().enumerate() {
+            let per_s = |n: u64| n as f64 / dt;
+            w.serialize(RatesRow {
+                scenario: &scenario.name,
+                strategy: label,
+                replication: 0,
+                time: Nanos(trace.every.0 * k as u64).as_secs_f64(),
+                interval: dt,
+                offered: per_s(c.arrived),
+                attempts: per_s(c.attempts),
+                goodput: per_s(c.ok),
+                failed: per_s(c.failed),
+                timed_out: per_s(c.timed_out),
+                rejected: per_s(c.rejected),
+            })
+            .map_err(csv_err(path))?;
+        }
+    }
+    finish_csv(w, path)
 }
 
 #[cfg(test)]

@@ -265,9 +265,11 @@ impl Cdf {
     }
 }
 
-/// The pooled `p` quantile and what its interval and differences need.
+/// The pooled `p` quantile and what its interval and differences need: computed once per
+/// strategy, source and `p` ([`crate::runner::StrategyResult`] keeps them), as every
+/// report, ranking and comparison reads the same ones.
 #[derive(Clone, Copy, Debug)]
-struct Fit {
+pub(crate) struct Fit {
     /// Pooled quantile (histogram units), NaN when nothing was recorded.
     q: f64,
     /// Woodruff interval (histogram units).
@@ -281,7 +283,9 @@ struct Fit {
     b: usize,
 }
 
-fn fit(pooled: &Histogram<u64>, cdfs: &[&Cdf], p: f64) -> Fit {
+/// The fit of the pooled `p` quantile of `pooled`, the merge of the replications whose
+/// compact distributions are `cdfs`.
+pub(crate) fn fit(pooled: &Histogram<u64>, cdfs: &[&Cdf], p: f64) -> Fit {
     let b = cdfs.len();
     let total = pooled.len();
     if total == 0 || b == 0 {
@@ -393,7 +397,11 @@ impl Fit {
 /// distributions are `cdfs`), times `scale`, with its 95% Woodruff interval. Fewer than two
 /// replications: no interval (NaN ends).
 pub fn quantile_estimate(pooled: &Histogram<u64>, cdfs: &[&Cdf], p: f64, scale: f64) -> Estimate {
-    let f = fit(pooled, cdfs, p);
+    fitted_estimate(&fit(pooled, cdfs, p), scale)
+}
+
+/// [`quantile_estimate`] of a fit already made.
+pub(crate) fn fitted_estimate(f: &Fit, scale: f64) -> Estimate {
     Estimate {
         mean: f.q * scale,
         low: f.low * scale,
@@ -411,7 +419,17 @@ pub fn quantile_difference(
     p: f64,
     scale: f64,
 ) -> (Estimate, f64) {
-    let (fa, fb) = (fit(a.0, a.1, p), fit(b.0, b.1, p));
+    fitted_difference((&fit(a.0, a.1, p), a.1), (&fit(b.0, b.1, p), b.1), p, scale)
+}
+
+/// [`quantile_difference`] of fits already made, each with its replications' compact
+/// distributions.
+pub(crate) fn fitted_difference(
+    (fa, ca): (&Fit, &[&Cdf]),
+    (fb, cb): (&Fit, &[&Cdf]),
+    p: f64,
+    scale: f64,
+) -> (Estimate, f64) {
     let mean = (fb.q - fa.q) * scale;
     let n = fa.b.min(fb.b);
     if n < 2 || !mean.is_finite() {
@@ -423,7 +441,7 @@ pub fn quantile_difference(
         };
         return (e, f64::NAN);
     }
-    let (za, zb) = (fa.influence(a.1, p), fb.influence(b.1, p));
+    let (za, zb) = (fa.influence(ca, p), fb.influence(cb, p));
     let var = |z: &[f64]| {
         let m = z.iter().sum::<f64>() / z.len() as f64;
         z.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (z.len() - 1) as f64

@@ -16,9 +16,8 @@
 //! **The key.** A connection's client address is [`super::hash::client_address`] of the
 //! key (at connection level, its slot).
 
-use super::SpecError;
 use super::hash::client_address;
-use super::registry::{About, Kind, NoParams, PickCost, Reads, Split};
+use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::{Backend, PickContext, Strategy, same_view};
 
 /// Buckets of the table (`IP_VS_SH_TAB_BITS` = 8).
@@ -77,8 +76,7 @@ impl Strategy for IpvsSh {
 }
 
 /// `kind = "ipvs_sh"`: no parameters.
-impl Kind for IpvsSh {
-    type Params = NoParams;
+impl Parameterless for IpvsSh {
     const ABOUT: About = About {
         kind: "ipvs_sh",
         aliases: &[],
@@ -87,14 +85,9 @@ impl Kind for IpvsSh {
         reads: Reads::WEIGHTS,
         split: Split::Dynamic,
     };
-    fn validate(_: &NoParams, _: usize) -> Result<(), SpecError> {
-        Ok(())
-    }
-    fn build(_: &NoParams, _: usize, _: crate::rng::SimRng) -> IpvsSh {
+    const COST: PickCost = PickCost::SCAN;
+    fn start(_: usize, _: crate::rng::SimRng) -> IpvsSh {
         IpvsSh::default()
-    }
-    fn cost(_: &NoParams) -> PickCost {
-        PickCost::SCAN
     }
 }
 

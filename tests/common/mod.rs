@@ -179,3 +179,25 @@ pub fn verdict_of(
     print!("{:?}\n{}", v.outcome(), verdict::table(&v));
     v
 }
+
+/// Replays with `replay`, checks each run with `check` and judges it with `judge`, again
+/// (three attempts at most) while the verdict refuses to judge because the driver lagged
+/// (a loaded machine); returns the last verdict.
+pub fn judged_retrying(
+    mut replay: impl FnMut() -> lbsim::live::LiveRun,
+    check: impl Fn(&lbsim::live::LiveRun),
+    judge: impl Fn(&lbsim::live::LiveRun) -> lbsim::live::verdict::Verdict,
+) -> lbsim::live::verdict::Verdict {
+    let mut v = None;
+    for _ in 0..3 {
+        let run = replay();
+        check(&run);
+        let verdict = judge(&run);
+        let retry = verdict.refusal().is_some();
+        v = Some(verdict);
+        if !retry {
+            break;
+        }
+    }
+    v.expect("one attempt ran")
+}
