@@ -1301,7 +1301,7 @@ impl<'a> Sim<'a> {
             return;
         };
         let mut asked = std::mem::take(&mut s.asked);
-        self.balancers[b].take_probes(&mut asked);
+        self.balancers[b].take_probes(now, &mut asked);
         let measured = now >= self.from && now < self.to;
         for &i in &asked {
             if i < self.servers.len() {
