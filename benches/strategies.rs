@@ -1,7 +1,9 @@
 //! Cost of one pick with its dispatch and completion callbacks, per strategy, at 10, 100
 //! and 1000 backends, through `Balancer::route` and `Balancer::complete` (what the engine
 //! and the live driver call). Each iteration routes one request and completes the
-//! request routed 16 picks earlier, so every backend view carries some load.
+//! request routed 16 picks earlier, so every backend view carries some load. A strategy
+//! that probes (prequal) is also asked for its probes after each pick, as the engine and
+//! the live driver ask ([`Balancer::take_probes`]).
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -34,6 +36,8 @@ fn bench(c: &mut Criterion) {
                 );
             }
             let mut outstanding: VecDeque<usize> = VecDeque::with_capacity(32);
+            let probes = b.signals().probes;
+            let mut asked: Vec<usize> = Vec::with_capacity(16);
             let mut t = 0u64;
             let mut key = 0x9E37_79B9_7F4A_7C15u64;
             group.bench_function(BenchmarkId::new(spec.kind(), n), |bench| {
@@ -43,6 +47,10 @@ fn bench(c: &mut Criterion) {
                         .wrapping_mul(6364136223846793005)
                         .wrapping_add(1442695040888963407);
                     let i = b.route(Nanos(t), black_box(key)).unwrap();
+                    if probes {
+                        b.take_probes(Nanos(t), &mut asked);
+                        asked.clear();
+                    }
                     outstanding.push_back(i);
                     if outstanding.len() > 16 {
                         let j = outstanding.pop_front().unwrap();

@@ -221,8 +221,10 @@ pub trait Strategy: Send {
     }
 
     /// Probes to send now: pushes the backends to probe onto `out` (a backend may appear
-    /// more than once). Asked after every dispatch when [`Signals::probes`] is set. The
-    /// answers come later, after the network delay, through [`Strategy::on_probe`]; a
+    /// more than once). Asked once after each request [`Balancer::route_with`] dispatched,
+    /// when [`Signals::probes`] is set, as the engine or live driver sends that request's
+    /// probes ([`Balancer::take_probes`]); not after a [`Balancer::route_avoiding`] repick.
+    /// The answers come later, after the network delay, through [`Strategy::on_probe`]; a
     /// probe of a down server is never answered.
     fn probes(&mut self, _now: Nanos, _out: &mut Vec<usize>) {}
 
@@ -323,8 +325,10 @@ pub struct Balancer {
     indexed: bool,
     /// The signals the strategy wants ([`Strategy::signals`]).
     signals: Signals,
-    /// Probes asked for and not yet taken by the engine ([`Balancer::take_probes`]).
-    probes: Vec<usize>,
+    /// Whether [`Balancer::route_with`] dispatched a request whose probes
+    /// [`Balancer::take_probes`] has not asked the strategy for yet. A plain store on the
+    /// pick path: asking the strategy there cost every cheap pick 4–8 ns (issue 8).
+    probe_owed: bool,
 }
 
 impl Balancer {
@@ -333,7 +337,7 @@ impl Balancer {
         Balancer {
             indexed: strategy.indexes_view(),
             signals: strategy.signals(),
-            probes: Vec::new(),
+            probe_owed: false,
             own_loads: None,
             strategy,
             backends: weights.iter().map(|&w| Backend::new(w)).collect(),
@@ -348,27 +352,35 @@ impl Balancer {
     /// Picks a backend for a request and records the dispatch; the strategy sees the
     /// reports given with [`Balancer::set_load`], if any.
     pub fn route(&mut self, now: Nanos, key: u64) -> Option<usize> {
-        let loads = self.own_loads.take();
-        let picked = self.route_with(now, key, loads.as_ref());
-        self.own_loads = loads;
-        picked
+        // Borrowed in place: taking the table out and back copied it twice a pick.
+        let Balancer {
+            strategy,
+            backends,
+            own_loads,
+            indexed,
+            probe_owed,
+            ..
+        } = self;
+        let ctx = PickContext {
+            now,
+            key,
+            loads: own_loads.as_ref(),
+        };
+        dispatch(strategy.as_mut(), backends, *indexed, probe_owed, &ctx)
     }
 
     /// Like [`Balancer::route`], with load reports read from `loads`, a table shared by
     /// every balancer (the simulator's).
     #[inline]
     pub fn route_with(&mut self, now: Nanos, key: u64, loads: Option<&LoadTable>) -> Option<usize> {
-        let i = self
-            .strategy
-            .pick(&self.backends, &PickContext { now, key, loads })?;
-        debug_assert!(self.backends[i].up, "strategy picked a down backend");
-        self.backends[i].in_flight += 1;
-        self.told(i);
-        self.strategy.on_dispatch(i, now);
-        if self.signals.probes {
-            self.strategy.probes(now, &mut self.probes);
-        }
-        Some(i)
+        let ctx = PickContext { now, key, loads };
+        dispatch(
+            self.strategy.as_mut(),
+            &mut self.backends,
+            self.indexed,
+            &mut self.probe_owed,
+            &ctx,
+        )
     }
 
     /// The out-of-band signals the strategy wants.
@@ -376,10 +388,14 @@ impl Balancer {
         self.signals
     }
 
-    /// Moves the probes the strategy asked for since the last call onto `out` (backend
-    /// indices, in the order asked): the engine or live driver sends them.
-    pub fn take_probes(&mut self, out: &mut Vec<usize>) {
-        out.append(&mut self.probes);
+    /// Pushes onto `out` the probes the strategy wants for the request
+    /// [`Balancer::route_with`] dispatched since the last call (backend indices, in the
+    /// order asked; none when it dispatched none, or the strategy does not probe): the
+    /// engine or live driver sends them. Call after each route, at `now`.
+    pub fn take_probes(&mut self, now: Nanos, out: &mut Vec<usize>) {
+        if std::mem::take(&mut self.probe_owed) && self.signals.probes {
+            self.strategy.probes(now, out);
+        }
     }
 
     /// Gives the strategy `backend`'s answer to a probe sent at `sent`.
@@ -469,6 +485,27 @@ impl Balancer {
             self.strategy.on_view(i, &self.backends[i]);
         }
     }
+}
+
+/// One pick and its dispatch ([`Balancer::route`], [`Balancer::route_with`]), on the
+/// balancer's fields borrowed apart.
+#[inline(always)]
+fn dispatch(
+    strategy: &mut dyn Strategy,
+    backends: &mut [Backend],
+    indexed: bool,
+    probe_owed: &mut bool,
+    ctx: &PickContext<'_>,
+) -> Option<usize> {
+    let i = strategy.pick(backends, ctx)?;
+    debug_assert!(backends[i].up, "strategy picked a down backend");
+    backends[i].in_flight += 1;
+    if indexed {
+        strategy.on_view(i, &backends[i]);
+    }
+    strategy.on_dispatch(i, ctx.now);
+    *probe_owed = true;
+    Some(i)
 }
 
 /// Whether `backends` still show the `(up, weight)` of each backend that a structure was

@@ -67,12 +67,15 @@ proptest! {
             }
             let mut b = balancer(&spec, &weights, seed);
             let mut live: Vec<usize> = Vec::new();
+            // Probes asked for and not yet answered: taken after each route, as the hosts do.
+            let mut asked = Vec::new();
             let mut now = 0u64;
             for op in &ops {
                 now += 1_000_000;
                 match *op {
                     Op::Route(key) => {
                         let got = b.route(Nanos(now), key);
+                        b.take_probes(Nanos(now), &mut asked);
                         let any_up = b.backends().iter().any(|x| x.up);
                         match got {
                             Some(i) => {
@@ -103,8 +106,6 @@ proptest! {
                         LoadReport { at: Nanos(now), in_system: q, workers: 2, completed: now / 1000, busy_time: now / 2 },
                     ),
                     Op::Answer(rif, latency) => {
-                        let mut asked = Vec::new();
-                        b.take_probes(&mut asked);
                         prop_assert!(asked.iter().all(|&i| i < n), "{} probed {asked:?}", spec.kind());
                         for (k, &i) in asked.iter().enumerate() {
                             let load = ServerLoad {
@@ -115,6 +116,7 @@ proptest! {
                             };
                             b.probe_answer(i, &load, Nanos(now.saturating_sub(500_000)), Nanos(now));
                         }
+                        asked.clear();
                     }
                 }
             }
@@ -445,7 +447,7 @@ fn strategies_that_do_not_ask_for_signals_ignore_them() {
                 spec.kind()
             );
             let mut asked = Vec::new();
-            signalled.take_probes(&mut asked);
+            signalled.take_probes(now, &mut asked);
             assert!(asked.is_empty(), "{} asked for probes", spec.kind());
             if let Some(i) = a {
                 in_flight.push((i, k));

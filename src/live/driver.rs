@@ -356,9 +356,9 @@ pub(super) struct Replay {
 
 impl Replay {
     /// Sends the probes balancer `b` asked for (counted when the request is measured).
-    pub(super) fn send_probes(&mut self, b: usize, measured: bool) {
+    pub(super) fn send_probes(&mut self, b: usize, now: crate::time::Nanos, measured: bool) {
         let Some(p) = &self.prober else { return };
-        self.views.get(b).take_probes(&mut self.asked);
+        self.views.get(b).take_probes(now, &mut self.asked);
         let at = Instant::now();
         for &i in &self.asked {
             p.send(i, b, at);
@@ -685,7 +685,7 @@ fn dispatch(
             continue;
         }
         let (b, routed) = r.views.route(now, req.key);
-        r.send_probes(b, measured);
+        r.send_probes(b, now, measured);
         let Some(i) = routed else {
             r.metrics.unroutable += u64::from(measured);
             if measured {

@@ -122,8 +122,8 @@ impl Host for Live<'_> {
         self.r.views.route_in(b, now, key, avoid)
     }
 
-    fn send_probes(&mut self, b: usize, _now: Nanos, measured: bool) {
-        self.r.send_probes(b, measured);
+    fn send_probes(&mut self, b: usize, now: Nanos, measured: bool) {
+        self.r.send_probes(b, now, measured);
     }
 
     fn would_wait(&self, i: usize) -> bool {

@@ -41,6 +41,7 @@ use crate::workload::{Dist, Request, RequestStream};
 /// A scheduled event. Arrivals are not among them: the one pending arrival is kept beside
 /// the heap with its own sequence number (see [`Sim::next_event`]), which keeps heap
 /// entries small — the heap is the hottest structure of the engine.
+#[derive(Clone, Copy)]
 enum Event {
     Done {
         server: u32,
@@ -1301,7 +1302,7 @@ impl<'a> Sim<'a> {
             return;
         };
         let mut asked = std::mem::take(&mut s.asked);
-        self.balancers[b].take_probes(&mut asked);
+        self.balancers[b].take_probes(now, &mut asked);
         let measured = now >= self.from && now < self.to;
         for &i in &asked {
             if i < self.servers.len() {

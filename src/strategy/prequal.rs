@@ -559,9 +559,9 @@ mod tests {
         let mut asked = Vec::new();
         for k in 0..10 {
             let i = bal.route(Nanos(k), 0).unwrap();
+            bal.take_probes(Nanos(k), &mut asked);
             bal.complete(i, Nanos(1), crate::strategy::Outcome::Ok, Nanos(k));
         }
-        bal.take_probes(&mut asked);
         assert_eq!(asked.len(), 15);
         assert!(asked.iter().all(|&i| i < 4));
         let mut p = prequal(PrequalConfig {
