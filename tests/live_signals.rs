@@ -62,12 +62,9 @@ fn probes_and_replies_report_the_servers_load() {
     });
     let busy = probe.probe().unwrap();
     assert_eq!(busy.queued, 2);
-    // The estimate: the backlog (3 × 200 ms on 1 worker), plus the mean service time
-    // (none served yet: 0).
-    assert!(
-        busy.latency_ns >= 590 * MS as u64 && busy.latency_ns <= 610 * MS as u64,
-        "{busy:?}"
-    );
+    // The simulator's estimate, mean service × (1 + (queued + 1) / workers): no call
+    // served yet, so no mean service time, and nothing to estimate from.
+    assert_eq!(busy.latency_ns, 0, "{busy:?}");
     // The first reply carries the load as the call ends: two others left, one waiting.
     let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     let CallOutcome::Served {
@@ -78,18 +75,76 @@ fn probes_and_replies_report_the_servers_load() {
     };
     let load = load.expect("the rust server reports its load on replies");
     assert_eq!((load.in_flight, load.queued), (2, 1), "{load:?}");
-    // Then: wait 400 ms of backlog, plus the mean service time, one call's 200 ms.
-    assert!(
-        load.latency_ns >= 390 * MS as u64 + served_ns
-            && load.latency_ns <= 420 * MS as u64 + served_ns,
-        "{load:?}"
-    );
+    // Then: the mean service time is that call's, and the worker is busy with one
+    // waiting: (1 + 2 / 1) means.
+    let want = 3 * served_ns;
+    assert!(load.latency_ns.abs_diff(want) <= 3, "{load:?}, want {want}");
     for _ in 0..2 {
         rx.recv_timeout(Duration::from_secs(5)).unwrap();
     }
     let after = probe.probe().unwrap();
     assert_eq!((after.in_flight, after.queued), (0, 0));
     assert!(after.service_ns >= 200 * MS as u64, "{after:?}");
+}
+
+/// A probe with a cost: answered at once with the load as it arrived, then its cost job
+/// holds the worker (a call arriving next waits for it) and, once ended, is reported in
+/// the cost totals of later answers, never in the call counters; a full queue turns the
+/// job away, and a probe without a cost costs nothing.
+#[test]
+fn a_probe_cost_holds_a_worker_like_a_call() {
+    let s = server::spawn(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        ServerConfig {
+            workers: 1,
+            queue_capacity: Some(1),
+            ..ServerConfig::new("c0")
+        },
+    )
+    .unwrap();
+    let addr = s.local_addr();
+    let mut probe = Connection::connect(addr, &cfg()).unwrap();
+    let (idle, totals) = probe.probe_at_cost(Some(300 * MS)).unwrap();
+    assert_eq!(
+        (idle.in_flight, idle.queued),
+        (0, 0),
+        "the load before its job"
+    );
+    assert_eq!(
+        totals,
+        Some((0, 0)),
+        "the server runs cost jobs, none ended yet"
+    );
+    // The job holds the only worker: the next probe sees it, a call waits for it, and a
+    // second costed probe finds the queue (1 place) full behind the call: turned away.
+    let (busy, _) = probe.probe_at_cost(None).unwrap();
+    assert_eq!((busy.in_flight, busy.queued), (1, 0), "{busy:?}");
+    let waiter = thread::spawn(move || {
+        let mut c = Connection::connect(addr, &cfg()).unwrap();
+        c.call(1, 0, None).unwrap()
+    });
+    eventually("the call waiting", || s.waiting() == 1);
+    let (full, _) = probe.probe_at_cost(Some(300 * MS)).unwrap();
+    assert_eq!((full.in_flight, full.queued), (2, 1), "{full:?}");
+    let CallOutcome::Served { queued_ns, .. } = waiter.join().unwrap() else {
+        panic!("the call is served")
+    };
+    assert!(
+        (250 * MS as u64..600 * MS as u64).contains(&queued_ns),
+        "the call waited for the cost job: {queued_ns} ns"
+    );
+    // Only the first job ran: 300 ms in service, no wait; the call counted, no probe.
+    let (after, totals) = probe.probe_at_cost(None).unwrap();
+    assert_eq!((after.in_flight, after.queued), (0, 0), "{after:?}");
+    let (waited, served) = totals.unwrap();
+    assert!(waited < 5 * MS as u64, "{waited}");
+    assert!(
+        (300 * MS as u64..400 * MS as u64).contains(&served),
+        "one job of 300 ms: {served}"
+    );
+    assert_eq!(s.stats().served, 1);
+    // Bad costs are refused like bad calls.
+    assert!(probe.probe_at_cost(Some(-1)).is_err());
 }
 
 /// live-smoke, shortened, with prequal and C3: every request is served, prequal's probes
