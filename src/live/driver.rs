@@ -37,6 +37,7 @@ pub use super::pool::CANCEL_POLL;
 use super::pool::{Done, Job, Pool, wait_until};
 use super::run::{Clock, Realtime, ReplayStart, add_service, add_shed_wait, record_served};
 pub use super::run::{LiveRun, StrategyReplay};
+use super::server::ServerHandle;
 use super::views::Views;
 use crate::metrics::{RunMetrics, latency_histogram};
 use crate::scenario::Scenario;
@@ -282,6 +283,14 @@ pub fn replay_via(
     for entry in strategies {
         if opts.cancel.is_cancelled() {
             break;
+        }
+        if let Some(c) = &cluster {
+            // Each strategy meets servers that know no service time yet, as in the
+            // simulator: an estimate left by the previous strategy's slowed calls would
+            // keep prequal off that server for the whole replay.
+            c.servers
+                .iter()
+                .for_each(ServerHandle::forget_service_times);
         }
         let run = thread::scope(|s| {
             let (pool, controls) = (&mut pool, &controls);

@@ -1255,6 +1255,12 @@ impl ServerHandle {
         FaultControl(Arc::clone(&self.shared))
     }
 
+    /// Forgets the server's recent mean service time (its load reports' estimate): the
+    /// next call served sets it afresh, as a new simulated server's first request does.
+    pub fn forget_service_times(&self) {
+        self.shared.mean_service.store(0, Ordering::Relaxed);
+    }
+
     /// Calls currently waiting for a worker.
     pub fn waiting(&self) -> usize {
         self.shared.admission.waiting()
