@@ -62,9 +62,9 @@ fn probes_and_replies_report_the_servers_load() {
     });
     let busy = probe.probe().unwrap();
     assert_eq!(busy.queued, 2);
-    // The simulator's estimate, mean service × (1 + (queued + 1) / workers): no call
-    // served yet, so no mean service time, and nothing to estimate from.
-    assert_eq!(busy.latency_ns, 0, "{busy:?}");
+    // The simulator's estimate, mean service × (1 + (queued + 1) / workers): the mean
+    // of the call started, 200 ms, times (1 + 3 / 1).
+    assert_eq!(busy.latency_ns, 800 * MS as u64, "{busy:?}");
     // The first reply carries the load as the call ends: two others left, one waiting.
     let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     let CallOutcome::Served {
@@ -75,10 +75,10 @@ fn probes_and_replies_report_the_servers_load() {
     };
     let load = load.expect("the rust server reports its load on replies");
     assert_eq!((load.in_flight, load.queued), (2, 1), "{load:?}");
-    // Then: the mean service time is that call's, and the worker is busy with one
-    // waiting: (1 + 2 / 1) means.
-    let want = 3 * served_ns;
-    assert!(load.latency_ns.abs_diff(want) <= 3, "{load:?}, want {want}");
+    // Then: the mean service time is that of the calls started (200 ms each, the EWMA of
+    // equal values), and the worker is busy with one waiting: (1 + 2 / 1) means.
+    assert!(served_ns >= 200 * MS as u64, "{served_ns}");
+    assert_eq!(load.latency_ns, 600 * MS as u64, "{load:?}");
     for _ in 0..2 {
         rx.recv_timeout(Duration::from_secs(5)).unwrap();
     }

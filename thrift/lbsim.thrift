@@ -64,7 +64,7 @@ struct Load {
   3: required i32 in_flight,
   // Of those, waiting for a worker.
   4: required i32 queued,
-  // Recent mean service time (an EWMA over calls served).
+  // Recent mean service time (an EWMA over the calls started).
   5: required i64 service_ns,
   // Estimated response time of a call arriving now.
   6: required i64 latency_ns,

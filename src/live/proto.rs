@@ -290,7 +290,7 @@ thrift_struct! {
         3 => in_flight: i32,
         /// Of those, waiting for a worker.
         4 => queued: i32,
-        /// Recent mean service time (an EWMA over calls served).
+        /// Recent mean service time (an EWMA over the calls started).
         5 => service_ns: i64,
         /// Estimated response time of a call arriving now.
         6 => latency_ns: i64,

@@ -562,7 +562,7 @@ struct Shared {
     /// Service (ns) asked by the calls in service and waiting, for `ping`'s estimate of
     /// the wait a new call would have.
     backlog_ns: AtomicU64,
-    /// Recent mean service time (ns, an `f64`'s bits): an EWMA over calls served, weight
+    /// Recent mean service time (ns, an `f64`'s bits): an EWMA over the calls started, weight
     /// [`crate::sim::probe::SERVICE_EWMA_WEIGHT`] on each, as the simulator's servers keep.
     mean_service: AtomicU64,
     /// What the probes' cost jobs that ended took ([`costs`]).
@@ -682,8 +682,9 @@ impl Shared {
         Ok(Duration::from_secs_f64(seconds) + self.extra_delay)
     }
 
-    /// Folds a served call's service time into the mean.
-    fn served_for(&self, service: Duration) {
+    /// Folds the service time of a call starting into the mean, as the simulator's
+    /// servers do when a request starts ([`crate::sim::probe::Signals::started`]).
+    fn started_with(&self, service: Duration) {
         let s = service.as_nanos() as f64;
         let w = crate::sim::probe::SERVICE_EWMA_WEIGHT;
         let _ = self
@@ -808,6 +809,7 @@ impl BackendSyncHandler for Handler {
                 } else {
                     service.mul_f64(factor)
                 };
+                shared.started_with(service);
                 let before = shared.faults.pauses();
                 let begin = before.until.map_or(started, |u| u.max(started));
                 let mut end = begin + service;
@@ -825,10 +827,8 @@ impl BackendSyncHandler for Handler {
                 let finished = Instant::now();
                 drop(permit);
                 if completed {
-                    // Served (a delay fault may still lose the answer on the wire): the
-                    // load the reply carries counts this call's service time.
+                    // Served (a delay fault may still lose the answer on the wire).
                     shared.served.fetch_add(1, Ordering::Relaxed);
-                    shared.served_for(finished - started);
                 }
                 let (in_flight, queued, _, latency) = shared.load();
                 drop(backlog);
