@@ -54,8 +54,8 @@ struct Pong {
   2: required i64 sent_ns,
 }
 
-// A server's answer to a probe: its load now, for balancers that probe
-// (prequal). Costs the server no emulated work.
+// A server's answer to a probe: its load as the probe arrived, for balancers
+// that probe (prequal).
 struct Load {
   1: required string server_id,
   // `sent_ns` copied from the probe.
@@ -64,14 +64,21 @@ struct Load {
   3: required i32 in_flight,
   // Of those, waiting for a worker.
   4: required i32 queued,
-  // Recent mean service time (an EWMA over calls served).
+  // Recent mean service time (an EWMA over the calls started).
   5: required i64 service_ns,
   // Estimated response time of a call arriving now.
   6: required i64 latency_ns,
+  // Set by servers that run probes' cost jobs (`probe`'s cost_ns): the time
+  // all such jobs that ended so far waited for a worker, and held one.
+  7: optional i64 cost_queued_ns,
+  8: optional i64 cost_served_ns,
 }
 
 service Backend {
   Reply call(1: Call req) throws (1: Rejected rej),
   Pong ping(1: i64 sent_ns),
-  Load probe(1: i64 sent_ns),
+  // cost_ns: work (ns at speed 1) the probe costs the server after it answers,
+  // a job holding a worker, queued behind calls when all are busy (the
+  // scenario's [probes] cost, time-scaled). Absent or 0: free.
+  Load probe(1: i64 sent_ns, 2: optional i64 cost_ns),
 }

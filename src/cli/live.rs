@@ -580,6 +580,14 @@ fn replay_one(
             if let Some(e) = &s.first_error {
                 println!("{:<20} first error: {e}", "");
             }
+            if s.probes_late > 0 {
+                println!(
+                    "{:<20} {} probes came back later than the scenario's [probes] delay × the time scale ({:.0} µs): the loopback's real round trip is longer; raise --time-scale",
+                    "",
+                    s.probes_late,
+                    scenario.probes.delay * run.time_scale * 1e6
+                );
+            }
             if a.report_lag {
                 let q = |p: f64| s.lag.value_at_quantile(p) as f64 * 1e-3;
                 println!(

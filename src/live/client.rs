@@ -384,15 +384,31 @@ impl Connection {
 
     /// Probes the backend (prequal): its load now.
     pub fn probe(&mut self) -> Result<ReplyLoad, ClientError> {
+        self.probe_at_cost(None).map(|(load, _)| load)
+    }
+
+    /// Probes the backend, the probe costing it `cost_ns` of work (at speed 1) if given:
+    /// its load as the probe arrived, and what the probes' cost jobs that ended so far
+    /// took, (waited, served) in nanoseconds, if the backend runs them.
+    pub fn probe_at_cost(
+        &mut self,
+        cost_ns: Option<i64>,
+    ) -> Result<(ReplyLoad, Option<(u64, u64)>), ClientError> {
         self.check_usable()?;
         let sent_ns = i64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(i64::MAX);
-        match self.client.probe(sent_ns) {
-            Ok(load) if load.sent_ns == sent_ns => Ok(ReplyLoad {
-                in_flight: u32::try_from(load.in_flight).unwrap_or(0),
-                queued: u32::try_from(load.queued).unwrap_or(0),
-                service_ns: u64::try_from(load.service_ns).unwrap_or(0),
-                latency_ns: u64::try_from(load.latency_ns).unwrap_or(0),
-            }),
+        let ns = |v: i64| u64::try_from(v).unwrap_or(0);
+        match self.client.probe(sent_ns, cost_ns) {
+            Ok(load) if load.sent_ns == sent_ns => Ok((
+                ReplyLoad {
+                    in_flight: u32::try_from(load.in_flight).unwrap_or(0),
+                    queued: u32::try_from(load.queued).unwrap_or(0),
+                    service_ns: ns(load.service_ns),
+                    latency_ns: ns(load.latency_ns),
+                },
+                load.cost_queued_ns
+                    .zip(load.cost_served_ns)
+                    .map(|(q, s)| (ns(q), ns(s))),
+            )),
             Ok(load) => Err(self.protocol_error(format!(
                 "probe echoed {} instead of {sent_ns}",
                 load.sent_ns

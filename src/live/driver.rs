@@ -37,6 +37,7 @@ pub use super::pool::CANCEL_POLL;
 use super::pool::{Done, Job, Pool, wait_until};
 use super::run::{Clock, Realtime, ReplayStart, add_service, add_shed_wait, record_served};
 pub use super::run::{LiveRun, StrategyReplay};
+use super::server::ServerHandle;
 use super::views::Views;
 use crate::metrics::{RunMetrics, latency_histogram};
 use crate::scenario::Scenario;
@@ -182,7 +183,8 @@ pub fn replay_via(
         ..ClientConfig::new(opts.protocol, opts.transport)
     };
     if via.is_none() {
-        super::support::check_backends(&strategies, &addrs, &names, &cfg)?;
+        let costed = scenario.probes.cost > 0.0;
+        super::support::check_backends(&strategies, &addrs, &names, &cfg, costed)?;
     }
     let chosen;
     let opts = if opts.auto_time_scale {
@@ -282,6 +284,14 @@ pub fn replay_via(
         if opts.cancel.is_cancelled() {
             break;
         }
+        if let Some(c) = &cluster {
+            // Each strategy meets servers that know no service time yet, as in the
+            // simulator: an estimate left by the previous strategy's slowed calls would
+            // keep prequal off that server for the whole replay.
+            c.servers
+                .iter()
+                .for_each(ServerHandle::forget_service_times);
+        }
         let run = thread::scope(|s| {
             let (pool, controls) = (&mut pool, &controls);
             thread::Builder::new()
@@ -350,6 +360,11 @@ pub(super) struct Replay {
     /// Sends the probes the strategy asks for, if it reads probe answers.
     prober: Option<super::probe::Prober>,
     asked: Vec<usize>,
+    /// Probe answers that came back before their due time.
+    held: super::probe::HeldAnswers,
+    /// Per backend, the probe-cost totals its last answer carried (wall-clock ns waited,
+    /// served): `None` until its first answer, which sets the baseline.
+    cost_seen: Vec<Option<(u64, u64)>>,
     /// The strategy entry's client policy, if any ([`super::policy`]).
     client: Option<super::policy::LiveClient>,
 }
@@ -422,18 +437,36 @@ impl Replay {
         self.client.as_ref().and_then(|c| c.next_timer())
     }
 
-    /// Gives the strategy the probe answers that have come back.
+    /// Takes the probe answers that have come back (and the probe-cost work they
+    /// report into the servers' figures), and gives the strategy those due by now, each
+    /// at its due time ([`super::probe`]).
     fn on_probes(&mut self) {
         let Some(p) = &self.prober else { return };
-        while let Some((i, b, sent, at, l)) = p.try_recv() {
+        while let Some(a) = p.try_recv() {
+            if let Some(totals) = a.costs {
+                let seen = self.cost_seen[a.backend].replace(totals);
+                if let Some((q0, s0)) = seen {
+                    let queued = self.clock.scenario_ns(totals.0.saturating_sub(q0));
+                    let served = self.clock.scenario_ns(totals.1.saturating_sub(s0));
+                    let end = self.clock.now(a.received);
+                    add_service(&mut self.metrics, a.backend, end, queued, served);
+                }
+            }
+            self.held.hold(a);
+        }
+        let wall = Instant::now();
+        while let Some(a) = self.held.pop_due(wall) {
+            let l = a.load;
             let load = ServerLoad {
                 in_flight: l.in_flight,
                 queued: l.queued,
                 service_time: self.clock.scenario(Duration::from_nanos(l.service_ns)),
                 latency: self.clock.scenario(Duration::from_nanos(l.latency_ns)),
             };
-            let (sent, now) = (self.clock.now(sent), self.clock.now(at));
-            self.views.get(b).probe_answer(i, &load, sent, now);
+            let (sent, now) = (self.clock.now(a.asked), self.clock.now(a.due));
+            self.views
+                .get(a.balancer)
+                .probe_answer(a.backend, &load, sent, now);
         }
     }
 
@@ -572,7 +605,8 @@ fn dispatch(
             io_timeout: Some(opts.io_timeout),
             ..ClientConfig::new(opts.protocol, opts.transport)
         };
-        super::probe::Prober::new(pool.addrs(), &cfg)
+        let timing = super::probe::ProbeTiming::new(&scenario.probes, opts.time_scale);
+        super::probe::Prober::new(pool.addrs(), &cfg, timing)
     });
     let client = entry.policy.as_ref().map(|p| {
         super::policy::LiveClient::new(
@@ -584,6 +618,7 @@ fn dispatch(
             to,
         )
     });
+    let backends = workers.len();
     let mut r = Replay {
         clock,
         views,
@@ -607,6 +642,8 @@ fn dispatch(
         sent: 0,
         prober,
         asked: Vec::new(),
+        held: super::probe::HeldAnswers::default(),
+        cost_seen: vec![None; backends],
         client,
     };
     if let Some(mut c) = r.client.take() {
@@ -765,6 +802,7 @@ fn dispatch(
         connections: pool.opened(),
         connection_waits: pool.waited() - waits_before,
         first_error: r.first_error,
+        probes_late: r.prober.as_ref().map_or(0, super::probe::Prober::late),
         realtime: realtime.active(),
         under_load: r.under_load,
         faults: fault_log,

@@ -1134,6 +1134,7 @@ pub(crate) fn replay_strategy(
         connections,
         connection_waits: 0,
         first_error: r.first_error,
+        probes_late: 0,
         realtime: realtime.active(),
         under_load: r.under_load,
         faults: fault_log,

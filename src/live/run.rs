@@ -48,6 +48,9 @@ pub struct StrategyReplay {
     pub connection_waits: u64,
     /// The first error seen, for the report.
     pub first_error: Option<String>,
+    /// Probes whose real round trip exceeded the scenario's `[probes] delay` × the time
+    /// scale: their answers reached the strategy late ([`super::probe`]).
+    pub probes_late: u64,
     /// Whether the dispatcher ran at real-time priority ([`LiveOptions::realtime`](super::options::LiveOptions::realtime)).
     pub realtime: bool,
     /// Per backend, what it added to each served call *under the replay's load*: the

@@ -43,6 +43,7 @@ use super::transport::{
     protocol_stack_guarded,
 };
 
+mod costs;
 mod faults;
 mod pipelined;
 
@@ -248,6 +249,9 @@ struct Waiter {
     signal: Condvar,
     since: crate::time::Nanos,
     outcome: AtomicU8,
+    /// A probe's cost job ([`costs`]), which no thread waits for: the slot granted to it
+    /// goes to the cost thread instead of a signal.
+    cost: Option<costs::CostJob>,
 }
 
 /// [`Waiter::outcome`] values.
@@ -291,6 +295,8 @@ struct AdmissionState {
     /// Waiters admission control just dropped (emptied at once).
     shed: Vec<Arc<Waiter>>,
     closed: bool,
+    /// Where cost jobs given a slot (or dropped) go: the server's cost thread.
+    costs: Option<std::sync::mpsc::Sender<costs::CostEvent>>,
 }
 
 /// A held worker slot; dropping it frees the slot or hands it to the next waiter.
@@ -351,6 +357,7 @@ impl Admission {
             signal: Condvar::new(),
             since: now,
             outcome: AtomicU8::new(WAITING),
+            cost: None,
         });
         if state.queue.is_empty() {
             state.nonempty_since = now;
@@ -385,16 +392,76 @@ impl Admission {
         };
         for dropped in state.shed.drain(..) {
             dropped.outcome.store(SHED, Ordering::Relaxed);
-            dropped.signal.notify_one();
+            match dropped.cost {
+                Some(job) => costs::send(&state.costs, costs::CostEvent::Dropped(job)),
+                None => dropped.signal.notify_one(),
+            }
         }
         match next {
             Some(w) => {
                 // The slot passes to the waiter: `in_service` is unchanged.
                 w.outcome.store(GRANTED, Ordering::Relaxed);
-                w.signal.notify_one();
+                match w.cost {
+                    Some(job) => {
+                        costs::send(&state.costs, costs::CostEvent::Started(job, Instant::now()))
+                    }
+                    None => w.signal.notify_one(),
+                }
             }
             None => state.in_service = state.in_service.saturating_sub(1),
         }
+    }
+
+    /// Offers a probe's cost job: it starts at once if a worker is free and nobody waits,
+    /// otherwise joins the queue as a call would (first in, first out, or as admission
+    /// control picks); the cost thread holds its slot for its service. `false`: turned
+    /// away (queue full, server closing), as the simulator drops a probe job its server
+    /// refuses.
+    fn offer_cost(&self, job: costs::CostJob) -> bool {
+        let mut state = self.lock();
+        if state.closed || state.costs.is_none() {
+            return false;
+        }
+        let now = self.now();
+        if state.in_service < self.workers && state.queue.is_empty() {
+            state.in_service += 1;
+            if let Some(c) = state.control.as_mut() {
+                c.served_at_once(now);
+            }
+            costs::send(&state.costs, costs::CostEvent::Started(job, Instant::now()));
+            return true;
+        }
+        let waiting = u32::try_from(state.queue.len()).unwrap_or(u32::MAX);
+        if self.capacity.is_some_and(|cap| waiting >= cap) {
+            return false;
+        }
+        if state.queue.is_empty() {
+            state.nonempty_since = now;
+        }
+        state.queue.push_back(Arc::new(Waiter {
+            signal: Condvar::new(),
+            since: now,
+            outcome: AtomicU8::new(WAITING),
+            cost: Some(job),
+        }));
+        true
+    }
+
+    /// Whether cost jobs are taken (the server's cost thread runs).
+    fn runs_costs(&self) -> bool {
+        self.lock().costs.is_some()
+    }
+
+    /// Where cost jobs go once given a slot: `None` refuses them.
+    fn set_costs(&self, costs: Option<std::sync::mpsc::Sender<costs::CostEvent>>) {
+        self.lock().costs = costs;
+    }
+
+    /// Calls (and cost jobs) in service, and waiting, at one instant.
+    fn occupancy(&self) -> (u32, u32) {
+        let state = self.lock();
+        let waiting = u32::try_from(state.queue.len()).unwrap_or(u32::MAX);
+        (state.in_service, waiting)
     }
 
     /// Wakes every waiter with `Closed`; later arrivals get `Closed` too.
@@ -495,12 +562,11 @@ struct Shared {
     /// Service (ns) asked by the calls in service and waiting, for `ping`'s estimate of
     /// the wait a new call would have.
     backlog_ns: AtomicU64,
-    /// Calls in service and waiting (requests in flight at this server), for the load
-    /// reports on replies and probe answers.
-    backlog_calls: AtomicU64,
-    /// Recent mean service time (ns, an `f64`'s bits): an EWMA over calls served, weight
+    /// Recent mean service time (ns, an `f64`'s bits): an EWMA over the calls started, weight
     /// [`crate::sim::probe::SERVICE_EWMA_WEIGHT`] on each, as the simulator's servers keep.
     mean_service: AtomicU64,
+    /// What the probes' cost jobs that ended took ([`costs`]).
+    cost_totals: costs::CostTotals,
     /// Refused connections being answered.
     refusers: AtomicUsize,
     /// Connections are served pipelined ([`ServerConfig::pipelined`]).
@@ -571,7 +637,6 @@ impl<'a> Backlog<'a> {
     fn add(shared: &'a Shared, service: Duration) -> Self {
         let ns = u64::try_from(service.as_nanos()).unwrap_or(u64::MAX);
         shared.backlog_ns.fetch_add(ns, Ordering::Relaxed);
-        shared.backlog_calls.fetch_add(1, Ordering::Relaxed);
         Backlog { shared, ns }
     }
 }
@@ -579,7 +644,6 @@ impl<'a> Backlog<'a> {
 impl Drop for Backlog<'_> {
     fn drop(&mut self) {
         self.shared.backlog_ns.fetch_sub(self.ns, Ordering::Relaxed);
-        self.shared.backlog_calls.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -618,8 +682,9 @@ impl Shared {
         Ok(Duration::from_secs_f64(seconds) + self.extra_delay)
     }
 
-    /// Folds a served call's service time into the mean.
-    fn served_for(&self, service: Duration) {
+    /// Folds the service time of a call starting into the mean, as the simulator's
+    /// servers do when a request starts ([`crate::sim::probe::Signals::started`]).
+    fn started_with(&self, service: Duration) {
         let s = service.as_nanos() as f64;
         let w = crate::sim::probe::SERVICE_EWMA_WEIGHT;
         let _ = self
@@ -630,25 +695,18 @@ impl Shared {
             });
     }
 
-    /// This server's load now, not counting `own`, the call being answered (its service
-    /// time): requests in flight, waiting, its mean service time and the estimated
-    /// response time of a call arriving now (the backlog of the others spread over the
-    /// workers, plus the mean service time).
-    fn load(&self, own: Option<Duration>) -> (i32, i32, i64, i64) {
-        let own_ns = own.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let in_flight = self
-            .backlog_calls
-            .load(Ordering::Relaxed)
-            .saturating_sub(u64::from(own.is_some()));
-        let queued = self.admission.waiting();
+    /// This server's load now, as the simulator's servers report it
+    /// ([`crate::sim::probe::Signals::load`]): requests in flight (in service and waiting,
+    /// probes' cost jobs included, the call being answered not), waiting, its mean service
+    /// time and its estimate of the response time of a call arriving now
+    /// ([`crate::sim::probe::estimated_latency`]: the mean service time if a worker is
+    /// free, plus the wait for those ahead of it if not).
+    fn load(&self) -> (i32, i32, i64, i64) {
+        let (busy, queued) = self.admission.occupancy();
         let mean = f64::from_bits(self.mean_service.load(Ordering::Relaxed));
-        let backlog = self
-            .backlog_ns
-            .load(Ordering::Relaxed)
-            .saturating_sub(own_ns);
-        let latency = (backlog / u64::from(self.workers.max(1))) as f64 + mean;
+        let latency = crate::sim::probe::estimated_latency(mean, self.workers, busy, queued);
         (
-            i32::try_from(in_flight).unwrap_or(i32::MAX),
+            i32::try_from(busy.saturating_add(queued)).unwrap_or(i32::MAX),
             i32::try_from(queued).unwrap_or(i32::MAX),
             mean.round() as i64,
             latency.round().min(i64::MAX as f64) as i64,
@@ -751,6 +809,7 @@ impl BackendSyncHandler for Handler {
                 } else {
                     service.mul_f64(factor)
                 };
+                shared.started_with(service);
                 let before = shared.faults.pauses();
                 let begin = before.until.map_or(started, |u| u.max(started));
                 let mut end = begin + service;
@@ -768,12 +827,10 @@ impl BackendSyncHandler for Handler {
                 let finished = Instant::now();
                 drop(permit);
                 if completed {
-                    // Served (a delay fault may still lose the answer on the wire): the
-                    // load the reply carries counts this call's service time.
+                    // Served (a delay fault may still lose the answer on the wire).
                     shared.served.fetch_add(1, Ordering::Relaxed);
-                    shared.served_for(finished - started);
                 }
-                let (in_flight, queued, _, latency) = shared.load(Some(service));
+                let (in_flight, queued, _, latency) = shared.load();
                 drop(backlog);
                 // A delay fault holds the answer back on the wire, the server done with it.
                 let delay = shared.faults.delay();
@@ -828,14 +885,20 @@ impl BackendSyncHandler for Handler {
         Ok(Pong::new(shared.id.clone(), sent_ns))
     }
 
-    /// A probe (prequal): the server's load now. Answered at once, whatever the load,
-    /// while the server is not shutting down.
-    fn handle_probe(&self, sent_ns: i64) -> thrift::Result<Load> {
+    /// A probe (prequal): the server's load as it arrives. Answered at once, whatever the
+    /// load, while the server is not shutting down. With `cost_ns`, the probe then costs
+    /// the server that much work, as the simulator's probes cost `[probes] cost`: a job
+    /// that holds a worker, queued behind calls when all are busy ([`costs`]), counted in
+    /// the load the server reports but in none of its call counters. The answer carries
+    /// what the cost jobs that ended so far took, for the driver's server figures.
+    fn handle_probe(&self, sent_ns: i64, cost_ns: Option<i64>) -> thrift::Result<Load> {
         let shared = &self.0;
         if shared.stop.is_stopped() {
             return Err(shutting_down());
         }
-        let (in_flight, queued, service, latency) = shared.load(None);
+        let (in_flight, queued, service, latency) = shared.load();
+        let runs_costs = costs::offer(shared, cost_ns)?;
+        let (cost_queued, cost_served) = shared.cost_totals.get();
         Ok(Load::new(
             shared.id.clone(),
             sent_ns,
@@ -843,6 +906,8 @@ impl BackendSyncHandler for Handler {
             queued,
             service,
             latency,
+            runs_costs.then_some(cost_queued),
+            runs_costs.then_some(cost_served),
         ))
     }
 }
@@ -887,13 +952,14 @@ pub fn spawn(addr: SocketAddr, cfg: ServerConfig) -> io::Result<ServerHandle> {
         oversized: AtomicU64::new(0),
         invalid: AtomicU64::new(0),
         backlog_ns: AtomicU64::new(0),
-        backlog_calls: AtomicU64::new(0),
         mean_service: AtomicU64::new(0),
+        cost_totals: costs::CostTotals::default(),
         refusers: AtomicUsize::new(0),
         pipelined: cfg.pipelined,
         open: Mutex::new(OpenConnections::default()),
         faults: faults::FaultState::default(),
     });
+    costs::start(&shared);
     let processor = Arc::new(BackendSyncProcessor::new(Handler(Arc::clone(&shared))));
     let accept = {
         let shared = Arc::clone(&shared);
@@ -1187,6 +1253,12 @@ impl ServerHandle {
     /// pauses). In-process only: no call on the network reaches it.
     pub fn faults(&self) -> FaultControl {
         FaultControl(Arc::clone(&self.shared))
+    }
+
+    /// Forgets the server's recent mean service time (its load reports' estimate): the
+    /// next call served sets it afresh, as a new simulated server's first request does.
+    pub fn forget_service_times(&self) {
+        self.shared.mean_service.store(0, Ordering::Relaxed);
     }
 
     /// Calls currently waiting for a worker.

@@ -88,12 +88,15 @@ pub(crate) fn check_strategy(
 }
 
 /// Asks every backend once for the signals the strategies read (the `probe` call, the
-/// load carried on a reply) and refuses the replay if one does not give them.
+/// load carried on a reply) and refuses the replay if one does not give them; with
+/// `costed` (the scenario's `[probes] cost` is set), probe answers must also say that the
+/// backend runs probes' cost jobs.
 pub(crate) fn check_backends(
     strategies: &[&StrategyEntry],
     addrs: &[SocketAddr],
     names: &[String],
     cfg: &ClientConfig,
+    costed: bool,
 ) -> Result<(), LiveError> {
     let about = |want: fn(&crate::strategy::registry::Reads) -> bool| {
         strategies
@@ -113,12 +116,20 @@ pub(crate) fn check_backends(
             server: name.clone(),
             source,
         })?;
-        if let Some((label, kind)) = &probes
-            && let Err(e) = conn.probe()
-        {
-            return Err(LiveError::Unsupported(format!(
-                "strategy `{label}` ({kind}) probes servers with the `probe` call of thrift/lbsim.thrift, which backend {addr} ({name}) does not answer ({e}); simulated probes are answered, so the runs would not be comparable\n  fix: use backends that answer `probe` (lbsim serve without --pipelined, or in-process), or leave the strategy out with --strategy"
-            )));
+        if let Some((label, kind)) = &probes {
+            match conn.probe_at_cost(None) {
+                Err(e) => {
+                    return Err(LiveError::Unsupported(format!(
+                        "strategy `{label}` ({kind}) probes servers with the `probe` call of thrift/lbsim.thrift, which backend {addr} ({name}) does not answer ({e}); simulated probes are answered, so the runs would not be comparable\n  fix: use backends that answer `probe` (lbsim serve without --pipelined, or in-process), or leave the strategy out with --strategy"
+                    )));
+                }
+                Ok((_, None)) if costed => {
+                    return Err(LiveError::Unsupported(format!(
+                        "strategy `{label}` ({kind}) probes servers, and the scenario's [probes] cost makes each probe cost its server work, which backend {addr} ({name}) does not run (its probe answers carry no `cost_served_ns`); simulated probes cost that work, so the runs would not be comparable\n  fix: use backends that run it (lbsim serve, or in-process), or replay a copy without `cost` in [probes]"
+                    )));
+                }
+                Ok(_) => {}
+            }
         }
         if let Some((label, kind)) = &replies {
             if conn.is_broken() {

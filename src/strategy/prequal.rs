@@ -28,6 +28,15 @@
 //! Left out: probing when idle (the paper also probes on a timer when queries are rare),
 //! and the server's latency estimate is lbsim's model (see [`crate::sim::probe`]), not
 //! the paper's per-RIF latency histogram.
+//!
+//! A consequence of that model, kept as is: a server's estimate while a worker is free is
+//! the mean service time of the requests it last started, which only new requests
+//! refresh. A server whose last requests drew long services (or ran slowed) is never the
+//! cold probe of lowest latency while other servers are cold, so it may get no further
+//! request and its estimate stays high: 4 balancers over 8 identical servers at 50% load
+//! leave 1–2 servers without requests in every replication. Live backends report the
+//! same estimate and starve the same way. The paper estimates from recent queries at each
+//! RIF and gives no rule for ageing an unused server's estimate; lbsim invents none.
 
 use rand::RngExt;
 
