@@ -308,27 +308,13 @@ fn strategies_reading_load_reports_agree_live() {
     );
     let v = judged(&s, 1.0, 120);
     for label in ["jsq", "first", "grpc_wrr"] {
-        if label == "grpc_wrr" {
-            // gRPC WRR's weights are rates over 100 ms windows: a few requests routed
-            // differently early on change its weights for the rest of this 2 s run, so
-            // the replayed replication is not a paired reference for its mean response
-            // time (measured: replayed 8.33 ms, live 7.26, simulated mean 7.27 ± 0.57
-            // over 6). The mean passes against the replayed replication as the verdict
-            // judges it, or against the simulated replications: within 3 standard
-            // deviations of one replication (from the t-interval of the replications'
-            // means) of their mean.
-            let r = v.row(label, "latency_mean").expect("row");
-            let n = r.sim.n;
-            let sd = r.sim.half_width() / lbsim::stats::t975(n - 1) * (n as f64).sqrt();
-            assert!(
-                !v.judged(r) || r.passed() || (r.live - r.sim.mean).abs() <= 3.0 * sd,
-                "{label} latency_mean: live {} vs simulated {:?}",
-                r.live,
-                r.sim
-            );
-        } else {
-            agrees(&v, label, "latency_mean");
-        }
+        // gRPC WRR's weights are rates over 100 ms windows: a few requests routed
+        // differently early on change its weights for the rest of this 2 s run, so the
+        // replayed replication is not a paired reference for its mean response time
+        // (measured: replayed 8.33 ms, live 7.26, simulated mean 7.27 ± 0.57 over 6).
+        // The verdict judges response times of load-reading strategies as another
+        // replication (`spread_allowance`), so it passes by the verdict's own rule.
+        agrees(&v, label, "latency_mean");
         agrees(&v, label, "latency_p50");
         // Which of two identical servers a load-reading strategy favours turns on
         // 100 µs timing differences (the simulated shares of fast-0 and fast-1 spread by

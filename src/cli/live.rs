@@ -62,7 +62,7 @@ pub struct ServeArgs {
     transport: Transport,
     /// Most connections per server; when full, the connection idle longest (at least 1 s)
     /// is closed to make room, else new ones are refused with an error naming the limit.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 1024)]
     max_connections: usize,
     /// Largest frame or message in bytes; a larger one closes its connection.
     #[arg(long, default_value_t = 65536)]
@@ -176,7 +176,7 @@ pub struct LiveArgs {
     report_lag: bool,
     /// Most connections (and reader threads) to one backend; requests beyond wait for
     /// one, so a frozen backend costs no more than this.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 512)]
     max_connections_per_backend: usize,
     /// Keep the dispatcher at normal priority (by default it asks for real-time priority,
     /// `SCHED_FIFO` 10 through `chrt`, where permitted, so that a loaded machine delays

@@ -84,11 +84,11 @@ pub struct ServerLimits {
 }
 
 impl Default for ServerLimits {
-    /// 256 connections, 64 KiB messages, 300 s idle, 10 s per message, 60 s of service
+    /// 1,024 connections, 64 KiB messages, 300 s idle, 10 s per message, 60 s of service
     /// per call, 60 s of estimated wait.
     fn default() -> Self {
         ServerLimits {
-            max_connections: 256,
+            max_connections: 1024,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             idle_timeout: Duration::from_secs(300),
             message_timeout: Duration::from_secs(10),

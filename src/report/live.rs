@@ -24,10 +24,12 @@
 //!
 //! Tolerances use `check`'s syntax ([`super::tolerance`]); each figure has one primary
 //! tolerance (relative or absolute) and per-server queues also an absolute floor. The
-//! per-server figures of a strategy whose picks depend on timing (it reads load) widen
-//! with the spread of the simulated replications ([`spread_allowance`]): live, such a
-//! strategy routes the replayed requests as another replication would, not as the
-//! simulated one did, so a fixed percentage would fail identical servers on chance.
+//! per-server figures and response times of a strategy whose picks depend on timing (it
+//! reads load) widen with the spread of the simulated replications ([`spread_allowance`]):
+//! live, such a strategy routes the replayed requests as another replication would, not
+//! as the simulated one did, so a fixed percentage would fail identical servers on chance,
+//! and a run whose course those picks change (JSQ herding on stale reports, gRPC WRR's
+//! weights learnt from 100 ms of rates) on its response times.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -504,7 +506,7 @@ pub fn spread_allowance(runs: &[f64]) -> f64 {
 
 /// Whether the picks of the strategy labelled `label` in `scenario` depend on timing
 /// (load-aware or key-and-load strategies: `Split::Dynamic`), so that its per-server
-/// figures get [`spread_allowance`]. Unknown labels count as adaptive.
+/// figures and response times get [`spread_allowance`]. Unknown labels count as adaptive.
 pub fn adaptive(scenario: &Scenario, label: &str) -> bool {
     scenario
         .strategies
@@ -741,6 +743,7 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
                     .is_some_and(|p| p.circuit_breakers.is_some())
         });
         let admission = j.scenario.groups.iter().any(|g| g.admission.is_some());
+        let adaptive = adaptive(j.scenario, label);
         for figure in Figure::ALL {
             let Some(m) = figure.metric() else { continue };
             // Overflows and shedding are judged where something can cause them.
@@ -782,8 +785,21 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
                     _ => t.absolute = t.absolute.max(spread),
                 }
             }
+            if adaptive
+                && matches!(
+                    figure,
+                    Figure::LatencyMean | Figure::LatencyP50 | Figure::LatencyP99
+                )
+            {
+                // A strategy whose picks turn on timing routes the replayed requests
+                // differently live; where that changes the run's course (herding on
+                // stale reports, weights learnt from rates), the live run is at worst
+                // another replication ([`spread_allowance`]).
+                let runs: Vec<f64> = sim_k.runs.iter().map(|r| r.values[m]).collect();
+                let t = &mut rows.last_mut().expect("just pushed").tolerance;
+                t.absolute = t.absolute.max(spread_allowance(&runs));
+            }
         }
-        let adaptive = adaptive(j.scenario, label);
         for (i, server) in servers.iter().enumerate() {
             for figure in [
                 Figure::Share,
@@ -1227,6 +1243,74 @@ mod tests {
         // Timing decides the picks of load-aware strategies only.
         assert!(!adaptive(&s, "round_robin") && !adaptive(&s, "weighted_random"));
         assert!(adaptive(&s, "lc") && adaptive(&s, "power_of_d"));
+    }
+
+    #[test]
+    fn adaptive_strategies_widen_response_time_tolerances_with_the_spread() {
+        use crate::runner::{RunResults, StrategyResult};
+        use crate::sim::Run;
+        // JSQ on 0.2 s-old reports herds: its runs' response times spread widely. Round
+        // robin's picks do not depend on timing, so its tolerance stays fixed.
+        let rest = testing::servers("s", 4, "workers = 1", &testing::exponential(0.01))
+            + &testing::kinds(&["round_robin", "jsq"]);
+        let s = testing::scenario(
+            "duration = 3\nwarmup = 0.5\nload_report_interval = 0.2",
+            300.0,
+            &rest,
+        );
+        let runs: Vec<Vec<RunMetrics>> = s
+            .strategies
+            .iter()
+            .map(|e| (0..6).map(|r| Run::entry(&s, e, r).metrics()).collect())
+            .collect();
+        let results = |reps: &[usize]| RunResults {
+            seed: s.seed,
+            requested: reps.len() as u32,
+            finished: reps.iter().map(|&r| r as u64).collect(),
+            strategies: s
+                .strategies
+                .iter()
+                .zip(&runs)
+                .map(|(e, r)| {
+                    let chosen: Vec<RunMetrics> = reps.iter().map(|&k| r[k].clone()).collect();
+                    StrategyResult::from_runs(e.label().to_string(), &chosen)
+                })
+                .collect(),
+        };
+        let sim = results(&[0, 1, 2, 3, 4, 5]);
+        // "Live" is replication 1, judged against replication 0 as the replayed one.
+        let live = results(&[1]);
+        let replayed: Vec<RunSummary> = runs.iter().map(|r| r[0].summarize()).collect();
+        let idle = vec![0.0; 4];
+        let rows = judge(
+            &Judged {
+                scenario: &s,
+                sim: &sim,
+                sim_replayed: &replayed,
+                live: &live,
+                idle: &idle,
+                under_load: &[],
+                phases: &[],
+            },
+            &Tolerances::default(),
+            Reference::Replayed,
+        );
+        let mean = |label: &str| {
+            rows.iter()
+                .find(|r| r.strategy == label && r.figure == Figure::LatencyMean)
+                .expect("latency_mean row")
+        };
+        let fixed = Figure::LatencyMean.default_tolerance();
+        assert_eq!(mean("round_robin").tolerance, fixed);
+        let jsq = mean("jsq");
+        let spread: Vec<f64> = runs[1]
+            .iter()
+            .map(|m| m.summarize().values[Metric::LatencyMean])
+            .collect();
+        assert!(spread_allowance(&spread) > 0.0);
+        assert_eq!(jsq.tolerance.absolute, spread_allowance(&spread));
+        // Another replication of a herding strategy passes against the replayed one.
+        assert!(jsq.passed(), "{jsq:?}");
     }
 
     #[test]
