@@ -137,15 +137,16 @@ impl Prequal {
         }
         self.sorted.clear();
         self.sorted.extend_from_slice(&self.history);
-        self.sorted.sort_unstable();
         let k = ((self.cfg.q_rif * self.sorted.len() as f64).ceil() as usize)
             .clamp(1, self.sorted.len());
-        Some(self.sorted[k - 1])
+        // The k-th smallest, as sorting would place it, in linear time.
+        Some(*self.sorted.select_nth_unstable(k - 1).1)
     }
 
-    /// Index in the pool of the probe HCL selects among those of up backends.
-    fn select(&mut self, backends: &[Backend]) -> Option<usize> {
-        let threshold = self.hot_threshold()?;
+    /// Index in the pool of the probe HCL selects among those of up backends, given the
+    /// hot threshold ([`Prequal::hot_threshold`]).
+    fn select(&self, backends: &[Backend], threshold: Option<u32>) -> Option<usize> {
+        let threshold = threshold?;
         let usable = |p: &Probe| backends.get(p.backend).is_some_and(|b| b.up);
         let cold = self
             .pool
@@ -164,9 +165,10 @@ impl Prequal {
         })
     }
 
-    /// Removes the worst probe: the hottest if any is hot, else the slowest.
-    fn remove_worst(&mut self) {
-        let Some(threshold) = self.hot_threshold() else {
+    /// Removes the worst probe: the hottest if any is hot, else the slowest, given the hot
+    /// threshold ([`Prequal::hot_threshold`]).
+    fn remove_worst(&mut self, threshold: Option<u32>) {
+        let Some(threshold) = threshold else {
             return;
         };
         let worst = if self.pool.iter().any(|p| p.rif > threshold) {
@@ -202,7 +204,9 @@ impl Strategy for Prequal {
         let max_age = self.cfg.max_age;
         self.pool
             .retain(|p| ctx.now.saturating_sub(p.sent) <= max_age);
-        let picked = match self.select(backends) {
+        // Only probe answers change the threshold: one computation serves the pick.
+        let threshold = self.hot_threshold();
+        let picked = match self.select(backends, threshold) {
             Some(k) => {
                 let p = &mut self.pool[k];
                 p.uses += 1;
@@ -218,7 +222,7 @@ impl Strategy for Prequal {
         self.remove_credit += self.cfg.remove_rate;
         while self.remove_credit >= 1.0 {
             self.remove_credit -= 1.0;
-            self.remove_worst();
+            self.remove_worst(threshold);
         }
         picked
     }
