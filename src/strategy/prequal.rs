@@ -109,6 +109,7 @@ pub struct Prequal {
     remove_credit: f64,
     backends: usize,
     rng: SimRng,
+    /// `history` in increasing order, kept as answers come.
     sorted: Vec<u32>,
 }
 
@@ -131,16 +132,13 @@ impl Prequal {
 
     /// The RIF above which a probe is hot: the `q_rif` quantile of recent answers
     /// (nearest rank), or `None` before any answer.
-    fn hot_threshold(&mut self) -> Option<u32> {
+    fn hot_threshold(&self) -> Option<u32> {
         if self.history.is_empty() {
             return None;
         }
-        self.sorted.clear();
-        self.sorted.extend_from_slice(&self.history);
         let k = ((self.cfg.q_rif * self.sorted.len() as f64).ceil() as usize)
             .clamp(1, self.sorted.len());
-        // The k-th smallest, as sorting would place it, in linear time.
-        Some(*self.sorted.select_nth_unstable(k - 1).1)
+        Some(self.sorted[k - 1])
     }
 
     /// Index in the pool of the probe HCL selects among those of up backends, given the
@@ -250,11 +248,17 @@ impl Strategy for Prequal {
             return;
         }
         let cap = 4 * self.cfg.pool_size.max(1);
+        let rif = load.in_flight;
         if self.history.len() < cap {
-            self.history.push(load.in_flight);
+            self.history.push(rif);
         } else {
-            self.history[self.next_history] = load.in_flight;
+            let old = std::mem::replace(&mut self.history[self.next_history], rif);
+            if let Ok(k) = self.sorted.binary_search(&old) {
+                self.sorted.remove(k);
+            }
         }
+        let k = self.sorted.partition_point(|&x| x < rif);
+        self.sorted.insert(k, rif);
         self.next_history = (self.next_history + 1) % cap;
         if self.cfg.pool_size == 0 {
             return;
@@ -411,6 +415,33 @@ mod tests {
             latency: Nanos(latency_us * 1000),
         };
         p.on_probe(backend, &load, Nanos(t), Nanos(t));
+    }
+
+    #[test]
+    fn the_hot_threshold_is_the_quantile_of_the_recent_answers() {
+        use rand::RngExt;
+        let mut rng = stream_rng(14, 0, Stream::Strategy, 5);
+        for q_rif in [0.0, 0.5, 0.8, 1.0] {
+            let mut p = prequal(PrequalConfig {
+                pool_size: 4,
+                q_rif,
+                ..PrequalConfig::default()
+            });
+            assert_eq!(p.hot_threshold(), None);
+            for t in 0..1_000 {
+                answer(&mut p, 0, rng.random_range(0..20), 1, t);
+                // Nearest rank of the last 16 answers, by sorting them.
+                let mut recent = p.history.clone();
+                recent.sort_unstable();
+                let k = ((q_rif * recent.len() as f64).ceil() as usize).clamp(1, recent.len());
+                assert_eq!(
+                    p.hot_threshold(),
+                    Some(recent[k - 1]),
+                    "q_rif {q_rif}, answer {t}"
+                );
+                assert_eq!(p.sorted, recent);
+            }
+        }
     }
 
     fn up(n: usize) -> Vec<Backend> {
