@@ -7,7 +7,7 @@
 //!   metrics — on the same cluster, in the same run: their ratio is the engine's
 //!   overhead.
 //! - `size/<strategy>/<servers>`: simulated requests per second on one core at 10, 100,
-//!   1,000 and 10,000 servers, for every strategy of the catalogue (plus indexed JSQ),
+//!   1,000 and 10,000 servers, for every strategy of the catalogue (plus indexed JSQ and C3),
 //!   offered load 0.8; round robin is the yardstick of cost per request at each size.
 //!   Each engine measurement is followed at once by the bare loop's on the same cluster
 //!   (`size/<strategy>/bare/<servers>`), so each pair shares the machine's state.
@@ -60,17 +60,17 @@ fn requests(n: usize) -> u64 {
 }
 
 /// Like [`requests`], but fewer for a strategy that scans every server at each pick
-/// (JSQ's exact reservoir sampling costs milliseconds a pick at 10,000 servers): its cost
-/// per request is the scan's, whatever the cluster's fill.
+/// (JSQ's and C3's exact reservoir sampling cost milliseconds a pick at 10,000 servers):
+/// its cost per request is the scan's, whatever the cluster's fill.
 fn requests_for(label: &str, n: usize) -> u64 {
-    if label == "jsq" && n >= 1000 {
+    if (label == "jsq" || label == "c3") && n >= 1000 {
         20_000
     } else {
         requests(n)
     }
 }
 
-/// Every strategy at its defaults, as (label, TOML lines), plus indexed JSQ.
+/// Every strategy at its defaults, as (label, TOML lines), plus indexed JSQ and C3.
 fn strategies() -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = STRATEGIES
         .iter()
@@ -81,6 +81,7 @@ fn strategies() -> Vec<(String, String)> {
         "jsq_indexed".into(),
         "kind = \"jsq\"\nindexed = true".into(),
     ));
+    v.push(("c3_indexed".into(), "kind = \"c3\"\nindexed = true".into()));
     v
 }
 

@@ -118,6 +118,7 @@ pub struct Prequal {
     remove_credit: f64,
     backends: usize,
     rng: SimRng,
+    /// `history` in increasing order, kept as answers come.
     sorted: Vec<u32>,
 }
 
@@ -140,21 +141,19 @@ impl Prequal {
 
     /// The RIF above which a probe is hot: the `q_rif` quantile of recent answers
     /// (nearest rank), or `None` before any answer.
-    fn hot_threshold(&mut self) -> Option<u32> {
+    fn hot_threshold(&self) -> Option<u32> {
         if self.history.is_empty() {
             return None;
         }
-        self.sorted.clear();
-        self.sorted.extend_from_slice(&self.history);
-        self.sorted.sort_unstable();
         let k = ((self.cfg.q_rif * self.sorted.len() as f64).ceil() as usize)
             .clamp(1, self.sorted.len());
         Some(self.sorted[k - 1])
     }
 
-    /// Index in the pool of the probe HCL selects among those of up backends.
-    fn select(&mut self, backends: &[Backend]) -> Option<usize> {
-        let threshold = self.hot_threshold()?;
+    /// Index in the pool of the probe HCL selects among those of up backends, given the
+    /// hot threshold ([`Prequal::hot_threshold`]).
+    fn select(&self, backends: &[Backend], threshold: Option<u32>) -> Option<usize> {
+        let threshold = threshold?;
         let usable = |p: &Probe| backends.get(p.backend).is_some_and(|b| b.up);
         let cold = self
             .pool
@@ -173,9 +172,10 @@ impl Prequal {
         })
     }
 
-    /// Removes the worst probe: the hottest if any is hot, else the slowest.
-    fn remove_worst(&mut self) {
-        let Some(threshold) = self.hot_threshold() else {
+    /// Removes the worst probe: the hottest if any is hot, else the slowest, given the hot
+    /// threshold ([`Prequal::hot_threshold`]).
+    fn remove_worst(&mut self, threshold: Option<u32>) {
+        let Some(threshold) = threshold else {
             return;
         };
         let worst = if self.pool.iter().any(|p| p.rif > threshold) {
@@ -211,7 +211,9 @@ impl Strategy for Prequal {
         let max_age = self.cfg.max_age;
         self.pool
             .retain(|p| ctx.now.saturating_sub(p.sent) <= max_age);
-        let picked = match self.select(backends) {
+        // Only probe answers change the threshold: one computation serves the pick.
+        let threshold = self.hot_threshold();
+        let picked = match self.select(backends, threshold) {
             Some(k) => {
                 let p = &mut self.pool[k];
                 p.uses += 1;
@@ -227,7 +229,7 @@ impl Strategy for Prequal {
         self.remove_credit += self.cfg.remove_rate;
         while self.remove_credit >= 1.0 {
             self.remove_credit -= 1.0;
-            self.remove_worst();
+            self.remove_worst(threshold);
         }
         picked
     }
@@ -255,11 +257,17 @@ impl Strategy for Prequal {
             return;
         }
         let cap = 4 * self.cfg.pool_size.max(1);
+        let rif = load.in_flight;
         if self.history.len() < cap {
-            self.history.push(load.in_flight);
+            self.history.push(rif);
         } else {
-            self.history[self.next_history] = load.in_flight;
+            let old = std::mem::replace(&mut self.history[self.next_history], rif);
+            if let Ok(k) = self.sorted.binary_search(&old) {
+                self.sorted.remove(k);
+            }
         }
+        let k = self.sorted.partition_point(|&x| x < rif);
+        self.sorted.insert(k, rif);
         self.next_history = (self.next_history + 1) % cap;
         if self.cfg.pool_size == 0 {
             return;
@@ -416,6 +424,33 @@ mod tests {
             latency: Nanos(latency_us * 1000),
         };
         p.on_probe(backend, &load, Nanos(t), Nanos(t));
+    }
+
+    #[test]
+    fn the_hot_threshold_is_the_quantile_of_the_recent_answers() {
+        use rand::RngExt;
+        let mut rng = stream_rng(14, 0, Stream::Strategy, 5);
+        for q_rif in [0.0, 0.5, 0.8, 1.0] {
+            let mut p = prequal(PrequalConfig {
+                pool_size: 4,
+                q_rif,
+                ..PrequalConfig::default()
+            });
+            assert_eq!(p.hot_threshold(), None);
+            for t in 0..1_000 {
+                answer(&mut p, 0, rng.random_range(0..20), 1, t);
+                // Nearest rank of the last 16 answers, by sorting them.
+                let mut recent = p.history.clone();
+                recent.sort_unstable();
+                let k = ((q_rif * recent.len() as f64).ceil() as usize).clamp(1, recent.len());
+                assert_eq!(
+                    p.hot_threshold(),
+                    Some(recent[k - 1]),
+                    "q_rif {q_rif}, answer {t}"
+                );
+                assert_eq!(p.sorted, recent);
+            }
+        }
     }
 
     fn up(n: usize) -> Vec<Backend> {
