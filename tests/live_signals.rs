@@ -147,6 +147,28 @@ fn a_probe_cost_holds_a_worker_like_a_call() {
     assert!(probe.probe_at_cost(Some(-1)).is_err());
 }
 
+/// A hostile client sending probes with a cost in a loop, never waiting for their jobs:
+/// the queue stops growing at the bound (each job is turned away beyond it), and the
+/// server still answers probes.
+#[test]
+fn a_flood_of_costed_probes_is_bounded() {
+    let s = server::spawn(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        ServerConfig {
+            workers: 1,
+            ..ServerConfig::new("flood")
+        },
+    )
+    .unwrap();
+    let mut probe = Connection::connect(s.local_addr(), &cfg()).unwrap();
+    let bound = lbsim::live::server::MAX_QUEUE_WITH_COSTS as u32;
+    for _ in 0..bound + 500 {
+        probe.probe_at_cost(Some(1_000 * MS)).unwrap();
+    }
+    let (load, _) = probe.probe_at_cost(None).unwrap();
+    assert_eq!((load.in_flight, load.queued), (bound + 1, bound), "{load:?}");
+}
+
 /// live-smoke, shortened, with prequal and C3: every request is served, prequal's probes
 /// are sent and answered (counted in `probes_per_request`), and both keep a latency of
 /// the simulator's order.

@@ -283,6 +283,14 @@ pub(crate) struct Admission {
     inner: Mutex<AdmissionState>,
 }
 
+/// Most waiters (calls and probe cost jobs) a server queues before it turns cost jobs
+/// away. A call holds its connection until answered, so calls in the queue are bounded by
+/// the connections; a cost job is queued after its probe is answered, so without a bound
+/// one connection sending probes with a cost in a loop would grow the queue (and the time
+/// the workers owe) without end. Under a replay, cost jobs are a probe's fraction of a
+/// request's work, far from this.
+pub const MAX_QUEUE_WITH_COSTS: usize = 4096;
+
 #[derive(Debug, Default)]
 struct AdmissionState {
     in_service: u32,
@@ -432,7 +440,8 @@ impl Admission {
             return true;
         }
         let waiting = u32::try_from(state.queue.len()).unwrap_or(u32::MAX);
-        if self.capacity.is_some_and(|cap| waiting >= cap) {
+        if self.capacity.is_some_and(|cap| waiting >= cap) || state.queue.len() >= MAX_QUEUE_WITH_COSTS
+        {
             return false;
         }
         if state.queue.is_empty() {

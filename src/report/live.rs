@@ -474,9 +474,8 @@ impl Comparison {
     }
 }
 
-/// How many standard deviations of the difference between two independent replications a
-/// per-server figure of an adaptive strategy may be from its reference, at least
-/// ([`spread_allowance`]).
+/// The chance that a figure of an adaptive strategy fails a matched pair by the spread
+/// alone ([`spread_allowance`]): 0.27%, two-sided, the normal's 3 standard deviations.
 ///
 /// The paired comparison replays the simulated replication's requests, so a strategy
 /// whose picks do not depend on timing (round robin, weighted, random, …: `Split::Equal`
@@ -486,13 +485,17 @@ impl Comparison {
 /// differences of microseconds, so live and simulated runs route the same requests
 /// differently: per server, the live run is at worst another replication of the same
 /// requests. Two independent replications differ by √2 × the standard deviation across
-/// replications (σ); the allowance is 3 × √2 × σ (a false alarm per row below 0.3% for a
-/// normal spread; the paired runs share arrivals and work, so they differ less).
-pub const SPREAD_FACTOR: f64 = 3.0;
+/// replications (σ). σ is estimated from the n simulated replications, so the difference
+/// over √2 × the sample standard deviation follows Student's t with n − 1 degrees of
+/// freedom, not the normal: the allowance is that t's quantile (4.09 at n = 10, 19.2 at
+/// n = 3, where a standard deviation from three values is often far below σ) × √2 × s. The
+/// paired runs share arrivals and work, so they differ less.
+pub const SPREAD_FALSE_ALARM: f64 = 0.0027;
 
-/// The absolute allowance a per-server figure of an adaptive strategy gets from the
-/// spread of its simulated replications `runs`: [`SPREAD_FACTOR`] × √2 × their sample
-/// standard deviation (0 with fewer than two finite values).
+/// The absolute allowance a figure of an adaptive strategy gets from the spread of its
+/// simulated replications `runs`: the two-sided [`SPREAD_FALSE_ALARM`] quantile of
+/// Student's t with n − 1 degrees of freedom × √2 × their sample standard deviation (0
+/// with fewer than two finite values).
 pub fn spread_allowance(runs: &[f64]) -> f64 {
     let finite: Vec<f64> = runs.iter().copied().filter(|v| v.is_finite()).collect();
     let n = finite.len();
@@ -501,7 +504,9 @@ pub fn spread_allowance(runs: &[f64]) -> f64 {
     }
     let mean = finite.iter().sum::<f64>() / n as f64;
     let var = finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    SPREAD_FACTOR * std::f64::consts::SQRT_2 * var.sqrt()
+    crate::stats::t_quantile(1.0 - SPREAD_FALSE_ALARM / 2.0, n - 1)
+        * std::f64::consts::SQRT_2
+        * var.sqrt()
 }
 
 /// Whether the picks of the strategy labelled `label` in `scenario` depend on timing
@@ -1233,8 +1238,14 @@ mod tests {
         // Fewer than two replications: no spread; identical values: none either.
         assert_eq!(spread_allowance(&[0.3]), 0.0);
         assert_eq!(spread_allowance(&[0.3, 0.3, f64::NAN, 0.3]), 0.0);
-        // Sample standard deviation of 0 and 2 is √2: 3 × √2 × √2 = 6.
-        assert!((spread_allowance(&[0.0, 2.0]) - 6.0).abs() < 1e-12);
+        // Sample standard deviation of 0, 1 and 2 is 1: t(2 df) × √2, and t(2 df) at
+        // 0.99865 is 19.21 (tables); 10 values of standard deviation 1: t(9 df) = 4.09.
+        let three = spread_allowance(&[0.0, 1.0, 2.0]) / std::f64::consts::SQRT_2;
+        assert!((three - 19.21).abs() < 0.01, "{three}");
+        let ten: Vec<f64> = (0..10).map(|k| if k % 2 == 0 { 0.0 } else { 1.0 }).collect();
+        let sd = (10.0 * 0.25 / 9.0_f64).sqrt();
+        let t9 = spread_allowance(&ten) / std::f64::consts::SQRT_2 / sd;
+        assert!((t9 - 4.09).abs() < 0.01, "{t9}");
         let rest = testing::servers("s", 2, "", &testing::exponential(0.01))
             + &testing::kinds(&["round_robin", "weighted_random"])
             + "[[strategies]]\nlabel = \"lc\"\nkind = \"least_connections\"\n"
