@@ -166,7 +166,11 @@ fn a_flood_of_costed_probes_is_bounded() {
         probe.probe_at_cost(Some(1_000 * MS)).unwrap();
     }
     let (load, _) = probe.probe_at_cost(None).unwrap();
-    assert_eq!((load.in_flight, load.queued), (bound + 1, bound), "{load:?}");
+    assert_eq!(
+        (load.in_flight, load.queued),
+        (bound + 1, bound),
+        "{load:?}"
+    );
 }
 
 /// live-smoke, shortened, with prequal and C3: every request is served, prequal's probes

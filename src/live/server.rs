@@ -440,7 +440,8 @@ impl Admission {
             return true;
         }
         let waiting = u32::try_from(state.queue.len()).unwrap_or(u32::MAX);
-        if self.capacity.is_some_and(|cap| waiting >= cap) || state.queue.len() >= MAX_QUEUE_WITH_COSTS
+        if self.capacity.is_some_and(|cap| waiting >= cap)
+            || state.queue.len() >= MAX_QUEUE_WITH_COSTS
         {
             return false;
         }

@@ -1242,7 +1242,9 @@ mod tests {
         // 0.99865 is 19.21 (tables); 10 values of standard deviation 1: t(9 df) = 4.09.
         let three = spread_allowance(&[0.0, 1.0, 2.0]) / std::f64::consts::SQRT_2;
         assert!((three - 19.21).abs() < 0.01, "{three}");
-        let ten: Vec<f64> = (0..10).map(|k| if k % 2 == 0 { 0.0 } else { 1.0 }).collect();
+        let ten: Vec<f64> = (0..10)
+            .map(|k| if k % 2 == 0 { 0.0 } else { 1.0 })
+            .collect();
         let sd = (10.0 * 0.25 / 9.0_f64).sqrt();
         let t9 = spread_allowance(&ten) / std::f64::consts::SQRT_2 / sd;
         assert!((t9 - 4.09).abs() < 0.01, "{t9}");
