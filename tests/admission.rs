@@ -395,8 +395,14 @@ fn backends_started_apart_apply_admission_when_the_operator_says_so() {
         backends_apply_admission: true,
         ..Default::default()
     };
-    let run = common::replay_within(&s, &opts, std::time::Duration::from_secs(90)).expect("replay");
-    let v = common::verdict_of(&s, &run, 10);
+    // A lagged replay sends in bunches, which sheds more than the schedule would (CI at
+    // load: lag p99 3.9 ms, shed 0.27 live against 0.19): replayed again, as other live
+    // tests are, while the verdict refuses to judge for lag.
+    let v = common::judged_retrying(
+        || common::replay_within(&s, &opts, std::time::Duration::from_secs(90)).expect("replay"),
+        |_| {},
+        |run| common::verdict_of(&s, run, 10),
+    );
     let r = row(&v, "shed_fraction");
     assert!(r.live > 0.1 && v.judged(r) && r.passed(), "{r:?}");
 }
