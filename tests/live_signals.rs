@@ -4,15 +4,15 @@
 //!
 //! Bounded in time: every client has an I/O timeout and every replay a deadline.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use lbsim::live::server::{self, ServerConfig};
-use lbsim::live::{
-    CallOutcome, ClientConfig, Connection, LiveOptions, Protocol, Transport, replay,
-};
+use lbsim::live::{CallOutcome, ClientConfig, Connection, LiveOptions, Protocol, Transport};
 use lbsim::metrics::Metric;
 use lbsim::scenario::Scenario;
 
@@ -190,15 +190,7 @@ fn prequal_and_c3_replay_live() {
         io_timeout: Duration::from_secs(5),
         ..LiveOptions::default()
     };
-    let (tx, rx) = mpsc::channel();
-    let (s, o) = (scenario.clone(), opts.clone());
-    thread::spawn(move || {
-        let _ = tx.send(replay(&s, &o));
-    });
-    let run = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("replay within 2 minutes")
-        .expect("replay");
+    let run = common::replay_within(&scenario, &opts, Duration::from_secs(120)).expect("replay");
     assert_eq!(run.strategies.len(), 2);
     for r in &run.strategies {
         assert_eq!(r.errors, 0, "{}: {:?}", r.label, r.first_error);
@@ -230,7 +222,6 @@ fn prequal_and_c3_replay_live() {
 /// 0.40 against 0.64 simulated, and the verdict failed on utilisation and queues.
 #[test]
 fn prequal_with_costly_delayed_probes_agrees_live() {
-    use lbsim::live::verdict::{self, CompareOptions};
     let src = r#"
         duration = 3.0
         warmup = 0.5
@@ -254,34 +245,12 @@ fn prequal_with_costly_delayed_probes_agrees_live() {
         io_timeout: Duration::from_secs(5),
         ..LiveOptions::default()
     };
-    let mut last = None;
-    for attempt in 0..3 {
-        let (tx, rx) = mpsc::channel();
-        let (s, o) = (scenario.clone(), opts.clone());
-        thread::spawn(move || {
-            let _ = tx.send(replay(&s, &o));
-        });
-        let run = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("replay within 2 minutes")
-            .expect("replay");
-        let v = verdict::compare(
-            &scenario,
-            &run,
-            &CompareOptions {
-                replications: Some(6),
-                ..CompareOptions::default()
-            },
-        )
-        .expect("compare");
-        print!("attempt {attempt}:\n{}", verdict::table(&v));
-        let refused = v.refusal().is_some();
-        last = Some(v);
-        if !refused {
-            break;
-        }
-    }
-    let v = last.expect("one attempt ran");
+    // Replayed again (three attempts at most) while the verdict refuses for lag.
+    let v = common::judged_retrying(
+        || common::replay_within(&scenario, &opts, Duration::from_secs(120)).expect("replay"),
+        |_| {},
+        |run| common::verdict_of(&scenario, run, 6),
+    );
     for name in ["s-0", "s-1", "s-2"] {
         let row = v
             .row("prequal", &format!("server_utilization:{name}"))
