@@ -152,8 +152,37 @@ impl Prequal {
 
     /// Index in the pool of the probe HCL selects among those of up backends, given the
     /// hot threshold ([`Prequal::hot_threshold`]).
+    ///
+    /// One pass finds the first cold probe of least latency and the first probe of least
+    /// RIF in the whole pool; when the one HCL would take is of an up backend, it is also
+    /// the first minimum among usable probes (an earlier usable tie would be an earlier
+    /// tie of the whole pool), so the pick reads one backend's state instead of every
+    /// probe's. Otherwise (a backend down) the pick is the filtered scan
+    /// ([`Prequal::select_usable`]).
     fn select(&self, backends: &[Backend], threshold: Option<u32>) -> Option<usize> {
         let threshold = threshold?;
+        let mut cold: Option<(usize, Nanos)> = None;
+        let mut any: Option<(usize, u32)> = None;
+        for (k, p) in self.pool.iter().enumerate() {
+            if p.rif <= threshold && cold.is_none_or(|(_, l)| p.latency < l) {
+                cold = Some((k, p.latency));
+            }
+            if any.is_none_or(|(_, r)| p.rif < r) {
+                any = Some((k, p.rif));
+            }
+        }
+        let usable = |k: usize| backends.get(self.pool[k].backend).is_some_and(|b| b.up);
+        match (cold, any) {
+            (Some((k, _)), _) if usable(k) => Some(k),
+            (None, Some((k, _))) if usable(k) => Some(k),
+            (_, None) => None,
+            _ => self.select_usable(backends, threshold),
+        }
+    }
+
+    /// [`Prequal::select`] by filtering: the first cold usable probe of least latency,
+    /// else the first usable probe of least RIF.
+    fn select_usable(&self, backends: &[Backend], threshold: u32) -> Option<usize> {
         let usable = |p: &Probe| backends.get(p.backend).is_some_and(|b| b.up);
         let cold = self
             .pool
@@ -260,14 +289,16 @@ impl Strategy for Prequal {
         let rif = load.in_flight;
         if self.history.len() < cap {
             self.history.push(rif);
+            let k = self.sorted.partition_point(|&x| x < rif);
+            self.sorted.insert(k, rif);
         } else {
             let old = std::mem::replace(&mut self.history[self.next_history], rif);
-            if let Ok(k) = self.sorted.binary_search(&old) {
-                self.sorted.remove(k);
+            if !replace_sorted(&mut self.sorted, old, rif) {
+                // Cannot happen (`sorted` holds what `history` holds); rebuilt if it did.
+                self.sorted.clone_from(&self.history);
+                self.sorted.sort_unstable();
             }
         }
-        let k = self.sorted.partition_point(|&x| x < rif);
-        self.sorted.insert(k, rif);
         self.next_history = (self.next_history + 1) % cap;
         if self.cfg.pool_size == 0 {
             return;
@@ -287,6 +318,28 @@ impl Strategy for Prequal {
             uses: 0,
         });
     }
+}
+
+/// Replaces one `old` in the increasing `sorted` by `new`, keeping it increasing: the
+/// values between the two positions shift by one (no removal and insertion, each moving
+/// the tail). Returns false, changing nothing, if `old` is not in `sorted`.
+fn replace_sorted(sorted: &mut [u32], old: u32, new: u32) -> bool {
+    let Ok(mut i) = sorted.binary_search(&old) else {
+        return false;
+    };
+    if new > old {
+        while i + 1 < sorted.len() && sorted[i + 1] < new {
+            sorted[i] = sorted[i + 1];
+            i += 1;
+        }
+    } else {
+        while i > 0 && sorted[i - 1] > new {
+            sorted[i] = sorted[i - 1];
+            i -= 1;
+        }
+    }
+    sorted[i] = new;
+    true
 }
 
 /// Parameters of `kind = "prequal"` (see the module documentation for their sources).
@@ -449,6 +502,36 @@ mod tests {
                     "q_rif {q_rif}, answer {t}"
                 );
                 assert_eq!(p.sorted, recent);
+            }
+        }
+    }
+
+    #[test]
+    fn select_reads_one_backend_and_picks_as_the_filtered_scan() {
+        use rand::RngExt;
+        let mut rng = stream_rng(14, 0, Stream::Strategy, 6);
+        for case in 0..2_000 {
+            let n = rng.random_range(1..8);
+            let mut p = prequal(PrequalConfig {
+                pool_size: rng.random_range(1..10),
+                ..PrequalConfig::default()
+            });
+            for t in 0..rng.random_range(0..14) {
+                // Few distinct values: many ties.
+                let (b, rif, lat) = (
+                    rng.random_range(0..n + 1),
+                    rng.random_range(0..4),
+                    rng.random_range(1..4),
+                );
+                answer(&mut p, b, rif, lat, t);
+            }
+            let mut backends = up(n);
+            for b in &mut backends {
+                b.up = rng.random_bool(0.7);
+            }
+            for threshold in [None, Some(0), Some(1), Some(2), Some(5)] {
+                let want = threshold.and_then(|t| p.select_usable(&backends, t));
+                assert_eq!(p.select(&backends, threshold), want, "case {case}");
             }
         }
     }
