@@ -207,18 +207,21 @@ impl Prequal {
         let Some(threshold) = threshold else {
             return;
         };
-        let worst = if self.pool.iter().any(|p| p.rif > threshold) {
-            self.pool
-                .iter()
-                .enumerate()
-                .max_by_key(|(_, p)| p.rif)
-                .map(|(k, _)| k)
-        } else {
-            self.pool
-                .iter()
-                .enumerate()
-                .max_by_key(|(_, p)| p.latency)
-                .map(|(k, _)| k)
+        // One pass: the last probe of highest RIF and the last of highest latency (as
+        // `max_by_key` picks); some probe is hot exactly when the highest RIF is.
+        let mut hottest: Option<(usize, u32)> = None;
+        let mut slowest: Option<(usize, Nanos)> = None;
+        for (k, p) in self.pool.iter().enumerate() {
+            if hottest.is_none_or(|(_, r)| p.rif >= r) {
+                hottest = Some((k, p.rif));
+            }
+            if slowest.is_none_or(|(_, l)| p.latency >= l) {
+                slowest = Some((k, p.latency));
+            }
+        }
+        let worst = match hottest {
+            Some((k, rif)) if rif > threshold => Some(k),
+            _ => slowest.map(|(k, _)| k),
         };
         if let Some(k) = worst {
             self.pool.remove(k);
@@ -299,7 +302,11 @@ impl Strategy for Prequal {
                 self.sorted.sort_unstable();
             }
         }
-        self.next_history = (self.next_history + 1) % cap;
+        // A wrap, not `% cap`: a division per answer showed in profiles.
+        self.next_history += 1;
+        if self.next_history >= cap {
+            self.next_history = 0;
+        }
         if self.cfg.pool_size == 0 {
             return;
         }
@@ -533,6 +540,37 @@ mod tests {
                 let want = threshold.and_then(|t| p.select_usable(&backends, t));
                 assert_eq!(p.select(&backends, threshold), want, "case {case}");
             }
+        }
+    }
+
+    #[test]
+    fn removal_in_one_pass_removes_what_two_scans_remove() {
+        use rand::RngExt;
+        let mut rng = stream_rng(14, 0, Stream::Strategy, 7);
+        for case in 0..2_000 {
+            let mut p = prequal(PrequalConfig {
+                pool_size: rng.random_range(1..10),
+                ..PrequalConfig::default()
+            });
+            for t in 0..rng.random_range(0..14) {
+                let (rif, lat) = (rng.random_range(0..4), rng.random_range(1..4));
+                answer(&mut p, t as usize, rif, lat, t);
+            }
+            let threshold = rng.random_range(0..5);
+            // The rule as written: the hottest if any is hot, else the slowest; the last
+            // of equals (`max_by_key`).
+            let mut want = p.pool.clone();
+            let worst = if want.iter().any(|x| x.rif > threshold) {
+                want.iter().enumerate().max_by_key(|(_, x)| x.rif)
+            } else {
+                want.iter().enumerate().max_by_key(|(_, x)| x.latency)
+            }
+            .map(|(k, _)| k);
+            if let Some(k) = worst {
+                want.remove(k);
+            }
+            p.remove_worst(Some(threshold));
+            assert_eq!(p.pool, want, "case {case}");
         }
     }
 
