@@ -411,6 +411,31 @@ pub struct Trace {
     pub after: Counts,
 }
 
+/// Samples the servers `ids` of `sim` at every grid point from `next` (advanced by
+/// `every`) before `t`, up to the end of the measured window: the state between events
+/// holds until the next one. Out of line: most events fall between two grid points, and
+/// the caller only compares with `next`.
+#[inline(never)]
+fn sample_until(
+    sim: &Sim<'_>,
+    ids: &[usize],
+    every: Nanos,
+    next: &mut Nanos,
+    t: Nanos,
+    samples: &mut Vec<Sample>,
+) {
+    while *next < t && *next <= sim.to {
+        let view = sim.balancers[0].backends();
+        samples.push(Sample {
+            time: *next,
+            queued: ids.iter().map(|&i| sim.servers[i].queued()).collect(),
+            in_service: ids.iter().map(|&i| sim.servers[i].busy()).collect(),
+            in_flight: ids.iter().map(|&i| view[i].in_flight).collect(),
+        });
+        *next += every;
+    }
+}
+
 /// Runs every event of `sim`, sampling the servers of `spec`; `None` if `cancel` was set
 /// first (checked every [`CANCEL_CHECK_EVERY`] events).
 fn record(sim: &mut Sim<'_>, spec: &TraceSpec, cancel: &Cancel) -> Option<Trace> {
@@ -419,23 +444,11 @@ fn record(sim: &mut Sim<'_>, spec: &TraceSpec, cancel: &Cancel) -> Option<Trace>
     sim.tally = Some(Box::new(tally::Tally::new(every, sim.to)));
     let mut samples = Vec::new();
     let mut next = Nanos::ZERO;
-    let mut sample_until = |sim: &Sim<'_>, t: Nanos, samples: &mut Vec<Sample>| {
-        // The state between events holds until the next one: sample it at every grid
-        // point before `t`.
-        while next < t && next <= sim.to {
-            let view = sim.balancers[0].backends();
-            samples.push(Sample {
-                time: next,
-                queued: ids.iter().map(|&i| sim.servers[i].queued()).collect(),
-                in_service: ids.iter().map(|&i| sim.servers[i].busy()).collect(),
-                in_flight: ids.iter().map(|&i| view[i].in_flight).collect(),
-            });
-            next += every;
-        }
-    };
     let mut countdown = CANCEL_CHECK_EVERY;
     while let Some(now) = sim.next_time() {
-        sample_until(sim, now, &mut samples);
+        if next < now && next <= sim.to {
+            sample_until(sim, ids, every, &mut next, now, &mut samples);
+        }
         sim.step();
         countdown -= 1;
         if countdown == 0 {
@@ -445,7 +458,7 @@ fn record(sim: &mut Sim<'_>, spec: &TraceSpec, cancel: &Cancel) -> Option<Trace>
             countdown = CANCEL_CHECK_EVERY;
         }
     }
-    sample_until(sim, Nanos::MAX, &mut samples);
+    sample_until(sim, ids, every, &mut next, Nanos::MAX, &mut samples);
     let (every, counts, after) = sim.tally.take().map(|t| t.finish())?;
     Some(Trace {
         servers: ids.clone(),
@@ -880,10 +893,17 @@ impl<'a> Sim<'a> {
     /// (`[servers.admission]`): each is refused at once, its wait counting in the latency
     /// its balancer sees (a shedding server answers "overloaded" when it dequeues the
     /// request); under a policy the attempt is refused and may be retried.
+    #[inline]
     fn shed_jobs(&mut self, now: Nanos, i: usize) {
-        if self.servers[i].shed.is_empty() {
-            return;
+        if !self.servers[i].shed.is_empty() {
+            self.answer_shed(now, i);
         }
+    }
+
+    /// [`Sim::shed_jobs`] once server `i` dropped some: kept out of line, as most runs
+    /// have no admission control and every completion asks.
+    #[inline(never)]
+    fn answer_shed(&mut self, now: Nanos, i: usize) {
         let mut shed = std::mem::take(&mut self.servers[i].shed);
         for job in shed.drain(..) {
             // A probe's cost is nobody's request.
@@ -1297,7 +1317,17 @@ impl<'a> Sim<'a> {
 
     /// Sends the probes balancer `b`'s strategy asked for: each reaches its server after
     /// half the round trip.
+    #[inline]
     fn send_probes(&mut self, b: usize, now: Nanos) {
+        if self.signals.as_ref().is_some_and(|s| s.probes) {
+            self.send_probes_now(b, now);
+        }
+    }
+
+    /// [`Sim::send_probes`] for a strategy that probes: kept out of line, as most do not
+    /// and every pick asks.
+    #[inline(never)]
+    fn send_probes_now(&mut self, b: usize, now: Nanos) {
         let Some(s) = self.signals.as_mut().filter(|s| s.probes) else {
             return;
         };
