@@ -372,8 +372,7 @@ pub fn cluster_for(
     scenario: &Scenario,
     adjust: impl Fn(usize, &mut lbsim::live::server::ServerConfig),
 ) -> Vec<lbsim::live::server::ServerHandle> {
-    use lbsim::live::server::{self, ServerConfig};
-    use std::net::{Ipv4Addr, SocketAddr};
+    use lbsim::live::server::ServerConfig;
     scenario
         .servers()
         .iter()
@@ -387,7 +386,14 @@ pub fn cluster_for(
                 ..ServerConfig::new(info.name.clone())
             };
             adjust(i, &mut cfg);
-            server::spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), cfg).expect("start a backend")
+            backend(cfg)
         })
         .collect()
+}
+
+/// An in-process backend configured by `cfg`, on loopback at a port the system chooses.
+pub fn backend(cfg: lbsim::live::server::ServerConfig) -> lbsim::live::server::ServerHandle {
+    use std::net::{Ipv4Addr, SocketAddr};
+    lbsim::live::server::spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), cfg)
+        .expect("start a backend")
 }
