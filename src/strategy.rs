@@ -586,6 +586,68 @@ pub(crate) mod testing {
             .collect()
     }
 
+    /// Two balancers driven in lockstep by one workout, with every pick of each. A request
+    /// that both routed to the same backend is outstanding, to be completed in both; one
+    /// they routed apart is not (the two have diverged, which the picks show).
+    pub struct Lockstep {
+        /// The first balancer (the fast one, in the index-versus-scan tests).
+        pub a: Balancer,
+        /// The second balancer (the oracle).
+        pub b: Balancer,
+        outstanding: Vec<usize>,
+        picks: (Vec<Option<usize>>, Vec<Option<usize>>),
+    }
+
+    impl Lockstep {
+        /// Both balancers, before any request.
+        pub fn new(a: Balancer, b: Balancer) -> Lockstep {
+            assert_eq!(a.backends().len(), b.backends().len());
+            Lockstep {
+                a,
+                b,
+                outstanding: Vec::new(),
+                picks: (Vec::new(), Vec::new()),
+            }
+        }
+
+        /// Routes a request in both at `now` and records both picks.
+        pub fn route(&mut self, now: Nanos) {
+            let (x, y) = (self.a.route(now, 0), self.b.route(now, 0));
+            self.picks.0.push(x);
+            self.picks.1.push(y);
+            if let (Some(x), Some(y)) = (x, y)
+                && x == y
+            {
+                self.outstanding.push(x);
+            }
+        }
+
+        /// Takes the outstanding request at position `k` (modulo their number) and returns
+        /// its backend, for the caller to complete in [`Lockstep::both`]; `None` when none
+        /// is outstanding.
+        pub fn take(&mut self, k: usize) -> Option<usize> {
+            let n = self.outstanding.len();
+            (n > 0).then(|| self.outstanding.swap_remove(k % n))
+        }
+
+        /// Both balancers, to be told the same thing.
+        pub fn both(&mut self) -> [&mut Balancer; 2] {
+            [&mut self.a, &mut self.b]
+        }
+
+        /// Marks backend `i` (modulo their number) down or up in both.
+        pub fn set_up(&mut self, i: usize, up: bool) {
+            let i = i % self.a.backends().len();
+            self.a.set_up(i, up);
+            self.b.set_up(i, up);
+        }
+
+        /// Every pick of `a`, then of `b`.
+        pub fn picks(self) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
+            self.picks
+        }
+    }
+
     /// Runs `ops` on two balancers and returns every pick of each.
     pub fn both(
         fast: Box<dyn Strategy>,
@@ -593,38 +655,24 @@ pub(crate) mod testing {
         weights: &[u32],
         ops: &[Op],
     ) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
-        let mut a = Balancer::new(fast, weights);
-        let mut b = Balancer::new(oracle, weights);
-        let mut outstanding = Vec::new();
-        let (mut pa, mut pb) = (Vec::new(), Vec::new());
+        let mut run = Lockstep::new(Balancer::new(fast, weights), Balancer::new(oracle, weights));
         for (t, op) in ops.iter().enumerate() {
             let now = Nanos(t as u64);
             match *op {
-                Op::Route => {
-                    let (x, y) = (a.route(now, 0), b.route(now, 0));
-                    pa.push(x);
-                    pb.push(y);
-                    if let (Some(x), Some(y)) = (x, y)
-                        && x == y
-                    {
-                        outstanding.push(x);
+                Op::Route => run.route(now),
+                Op::Complete(k, latency, failed) => {
+                    if let Some(i) = run.take(k) {
+                        let outcome = if failed { Outcome::Failed } else { Outcome::Ok };
+                        let latency = Nanos(u64::from(latency % 8));
+                        for x in run.both() {
+                            x.complete(i, latency, outcome, now);
+                        }
                     }
                 }
-                Op::Complete(k, latency, failed) if !outstanding.is_empty() => {
-                    let i = outstanding.swap_remove(k % outstanding.len());
-                    let outcome = if failed { Outcome::Failed } else { Outcome::Ok };
-                    let latency = Nanos(u64::from(latency % 8));
-                    a.complete(i, latency, outcome, now);
-                    b.complete(i, latency, outcome, now);
-                }
-                Op::Complete(..) => {}
-                Op::SetUp(i, up) => {
-                    a.set_up(i % weights.len(), up);
-                    b.set_up(i % weights.len(), up);
-                }
+                Op::SetUp(i, up) => run.set_up(i, up),
             }
         }
-        (pa, pb)
+        run.picks()
     }
 
     /// Picks as letters, `a` for backend 0.

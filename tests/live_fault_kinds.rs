@@ -22,13 +22,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use lbsim::live::LiveRun;
 use lbsim::live::faults::FaultEvent;
 use lbsim::live::verdict::{Outcome, Verdict};
-use lbsim::live::{LiveOptions, LiveRun};
 use lbsim::scenario::Scenario;
 
 /// One replay at a time.
@@ -41,51 +40,25 @@ const AFTER: &str = "after[2.5-4.5s]";
 const FROM: &str = "during[1.5-4.5s]";
 
 fn scenario(fault: &str) -> Scenario {
-    let src = format!(
-        r#"
-name = "fault-kind-live"
-seed = 7
-replications = 10
-duration = 4.0
-warmup = 0.5
-
-[arrivals]
-process = "poisson"
-rate = 200.0
-
-[[servers]]
-name = "node"
-count = 4
-workers = 1
-service = {{ dist = "lognormal", mean = 0.010, cv = 1.0 }}
-
-[[faults]]
-at = 1.5
-{fault}
-
-[[strategies]]
-kind = "round_robin"
-"#
-    );
-    Scenario::from_source(Path::new("fault-kind-live.toml"), &src).unwrap_or_else(|e| panic!("{e}"))
+    let cluster = common::LiveCluster {
+        workers: 1,
+        duration: 4.0,
+        warmup: 0.5,
+        ..common::LiveCluster::new("fault-kind-live", 7, 200.0)
+    };
+    cluster.scenario(&format!(
+        "\n[[faults]]\nat = 1.5\n{fault}\n\n[[strategies]]\nkind = \"round_robin\"\n"
+    ))
 }
 
 /// Replays with every fault `delay` seconds late, within a minute.
 fn live(s: &Scenario, delay: f64) -> LiveRun {
-    let opts = LiveOptions {
-        time_scale: 1.0,
-        io_timeout: Duration::from_secs(5),
-        fault_delay: delay,
-        ..LiveOptions::default()
-    };
-    common::replay_within(s, &opts, Duration::from_secs(60)).expect("replay")
+    common::replay_scaled(s, 1.0, delay, Duration::from_secs(60)).expect("replay")
 }
 
 fn judge(s: &Scenario, run: &LiveRun) -> Verdict {
     let v = common::verdict_of(s, run, 10);
-    for e in &run.strategies[0].faults {
-        println!("{:.3} s {} (late {:.0} µs)", e.at, e.what, e.late * 1e6);
-    }
+    common::print_faults(run);
     v
 }
 

@@ -31,7 +31,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use lbsim::live::verdict::{Outcome, Verdict};
+use lbsim::live::verdict::Verdict;
 use lbsim::live::{LiveOptions, LiveRun, ProxyError, ProxyKind};
 use lbsim::scenario::Scenario;
 
@@ -92,23 +92,36 @@ fn scenario() -> Scenario {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// [`SCENARIO`] with `slow-1`'s crash replaced by `fault` (the keys after `server`),
+/// named `<name>.toml` in errors.
+fn with_fault(name: &str, fault: &str) -> Scenario {
+    let src = SCENARIO.replace(
+        "kind = \"crash\"\nat = 2.5\nduration = 1.5\ndetection = 1.0",
+        fault,
+    );
+    Scenario::from_source(Path::new(&format!("{name}.toml")), &src)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
 /// Replays with every fault `delay` seconds late, within a minute.
 fn live(s: &Scenario, delay: f64) -> LiveRun {
-    let opts = LiveOptions {
-        time_scale: 2.0,
-        io_timeout: Duration::from_secs(5),
-        fault_delay: delay,
-        ..LiveOptions::default()
-    };
-    common::replay_within(s, &opts, Duration::from_secs(60)).expect("replay")
+    common::replay_scaled(s, 2.0, delay, Duration::from_secs(60)).expect("replay")
+}
+
+/// The logged fault events of `server`, in order.
+fn events_of<'a>(run: &'a LiveRun, server: &str) -> Vec<&'a str> {
+    run.strategies[0]
+        .faults
+        .iter()
+        .map(|e| e.what.as_str())
+        .filter(|w| w.ends_with(server))
+        .collect()
 }
 
 fn judge(s: &Scenario, run: &LiveRun) -> Verdict {
     let v = common::verdict_of(s, run, 10);
     let r = &run.strategies[0];
-    for e in &r.faults {
-        println!("{:.3} s {} (late {:.0} µs)", e.at, e.what, e.late * 1e6);
-    }
+    common::print_faults(run);
     println!(
         "connections opened {}, errors per backend {:?}",
         r.connections, r.errors_per_backend
@@ -172,26 +185,8 @@ fn a_crash_and_a_slow_down_replay_at_connection_level_and_agree_phase_by_phase()
             assert!(v.row("round_robin", &metric).is_some(), "no row {metric}");
         }
     }
-    let during = v
-        .row("round_robin", "phase_error_fraction:during[2.5-4s]")
-        .expect("row");
-    assert!(
-        during.sim_replayed > 0.003 && during.live > 0.003,
-        "the crash fails requests on both sides: {during:?}"
-    );
-    let after = v
-        .row("round_robin", "phase_error_fraction:after[4-6s]")
-        .expect("row");
-    assert_eq!(after.sim_replayed, 0.0, "no failure after recovery");
-    let failed: Vec<String> = v.failures().map(|r| r.metric()).collect();
-    assert!(failed.is_empty(), "failed: {failed:?}");
-    match v.outcome() {
-        Outcome::Pass => {}
-        Outcome::NoVerdict { reason } => {
-            println!("the driver lagged in 3 attempts; judged rows all passed: {reason}")
-        }
-        Outcome::Fail { failed } => panic!("{failed:?}"),
-    }
+    common::assert_crash_phases(&v, 0.003);
+    common::assert_passed_or_lagged(&v);
 }
 
 #[test]
@@ -199,26 +194,18 @@ fn a_leave_and_a_join_replay_at_connection_level() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // `slow-1` leaves at 2.5 s (its connections close cleanly, its calls in flight are
     // answered while it drains) and joins again at 4 s; `fast-0` slows down meanwhile.
-    let src = SCENARIO.replace(
-        "kind = \"crash\"\nat = 2.5\nduration = 1.5\ndetection = 1.0",
+    let s = with_fault(
+        "l4-leave-live",
         "kind = \"leave\"\nat = 2.5\nduration = 1.5",
     );
-    let s = Scenario::from_source(Path::new("l4-leave-live.toml"), &src)
-        .unwrap_or_else(|e| panic!("{e}"));
     let v = judged_retrying(
         &s,
         || live(&s, 0.0),
         |run| {
             let r = &run.strategies[0];
             // (The drain may end at once, before the slow-down of the same instant is logged.)
-            let what: Vec<&str> = r
-                .faults
-                .iter()
-                .map(|e| e.what.as_str())
-                .filter(|w| w.ends_with("slow-1"))
-                .collect();
             assert_eq!(
-                what,
+                events_of(run, "slow-1"),
                 ["leave slow-1", "drained slow-1", "join slow-1"],
                 "{:?}",
                 r.faults
@@ -236,8 +223,7 @@ fn a_leave_and_a_join_replay_at_connection_level() {
         share.sim_replayed < 0.14 && (share.live - share.sim_replayed).abs() < 0.005,
         "{share:?}"
     );
-    let failed: Vec<String> = v.failures().map(|r| r.metric()).collect();
-    assert!(failed.is_empty(), "failed: {failed:?}");
+    common::assert_no_failure(&v);
 }
 
 #[test]
@@ -246,23 +232,13 @@ fn a_server_joining_later_takes_no_connection_before_its_join() {
     // `slow-1` joins at 2.5 s: absent (down in the balancer's view, its backend stopped)
     // before the connections open at time 0, as simulated, so none reaches it and nothing
     // fails; after its join, reconnecting slots pick it again.
-    let src = SCENARIO.replace(
-        "kind = \"crash\"\nat = 2.5\nduration = 1.5\ndetection = 1.0",
-        "kind = \"join\"\nat = 2.5",
-    );
-    let s = Scenario::from_source(Path::new("l4-join-live.toml"), &src)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let s = with_fault("l4-join-live", "kind = \"join\"\nat = 2.5");
     let v = judged_retrying(
         &s,
         || live(&s, 0.0),
         |run| {
             let r = &run.strategies[0];
-            let what: Vec<&str> = r
-                .faults
-                .iter()
-                .map(|e| e.what.as_str())
-                .filter(|w| w.ends_with("slow-1"))
-                .collect();
+            let what = events_of(run, "slow-1");
             assert_eq!(what, ["absent slow-1", "join slow-1"], "{:?}", r.faults);
             assert_eq!(r.errors, 0, "{:?}", r.first_error);
         },
@@ -272,8 +248,7 @@ fn a_server_joining_later_takes_no_connection_before_its_join() {
         share.sim_replayed > 0.01 && (share.live - share.sim_replayed).abs() < 0.005,
         "{share:?}"
     );
-    let failed: Vec<String> = v.failures().map(|r| r.metric()).collect();
-    assert!(failed.is_empty(), "failed: {failed:?}");
+    common::assert_no_failure(&v);
 }
 
 #[test]
@@ -284,12 +259,10 @@ fn an_error_fault_keeps_its_connections_at_connection_level() {
     // sequence, so only a fraction of 1 is the same calls on both sides): an application
     // error leaves the connection usable, so no slot re-picks (as simulated) and the
     // connections reach the same servers as in the replayed replication.
-    let src = SCENARIO.replace(
-        "kind = \"crash\"\nat = 2.5\nduration = 1.5\ndetection = 1.0",
+    let s = with_fault(
+        "l4-error-live",
         "kind = \"error\"\nat = 2.5\nduration = 1.5\nfraction = 1.0",
     );
-    let s = Scenario::from_source(Path::new("l4-error-live.toml"), &src)
-        .unwrap_or_else(|e| panic!("{e}"));
     let v = judged_retrying(
         &s,
         || live(&s, 0.0),
@@ -310,8 +283,7 @@ fn an_error_fault_keeps_its_connections_at_connection_level() {
             "the same connections: {share:?}"
         );
     }
-    let failed: Vec<String> = v.failures().map(|r| r.metric()).collect();
-    assert!(failed.is_empty(), "failed: {failed:?}");
+    common::assert_no_failure(&v);
 }
 
 #[test]
@@ -319,26 +291,8 @@ fn faults_applied_late_at_connection_level_fail() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let s = scenario();
     let run = live(&s, 2.0);
-    let at: Vec<f64> = run.strategies[0].faults.iter().map(|e| e.at).collect();
-    assert_eq!(at[0], 4.5, "the crash is applied 2 s late");
     let v = judge(&s, &run);
-    let after = v
-        .row("round_robin", "phase_error_fraction:after[4-6s]")
-        .expect("row");
-    assert_eq!(after.sim_replayed, 0.0);
-    assert!(
-        after.live > 0.003 && !after.passed() && v.judged(after),
-        "{after:?}"
-    );
-    match v.outcome() {
-        Outcome::Fail { failed } => assert!(
-            failed
-                .iter()
-                .any(|f| f == "round_robin phase_error_fraction:after[4-6s]"),
-            "{failed:?}"
-        ),
-        other => panic!("expected a failure, got {other:?}"),
-    }
+    common::assert_late_crash_fails(&run, &v, 0.003);
 }
 
 #[test]
@@ -397,12 +351,10 @@ fn through_a_proxy_health_and_membership_faults_are_refused_with_the_knob_that_d
         ("delay", "delay = 0.002"),
         ("error", "fraction = 0.1"),
     ] {
-        let src = SCENARIO.replace(
-            "kind = \"crash\"\nat = 2.5\nduration = 1.5\ndetection = 1.0",
+        let s = with_fault(
+            &format!("l4-{kind}-live"),
             &format!("kind = \"{kind}\"\nat = 2.5\nduration = 1.5\n{extra}"),
         );
-        let s = Scenario::from_source(Path::new("l4-faults-live.toml"), &src)
-            .unwrap_or_else(|e| panic!("{kind}: {e}"));
         for proxy in ProxyKind::ALL {
             assert!(
                 lbsim::live::proxy::check_faults(proxy, &s).is_ok(),
@@ -412,12 +364,10 @@ fn through_a_proxy_health_and_membership_faults_are_refused_with_the_knob_that_d
         }
     }
     for (kind, extra) in [("leave", ""), ("join", ""), ("unreachable", "")] {
-        let src = SCENARIO.replace(
-            "kind = \"crash\"\nat = 2.5\nduration = 1.5\ndetection = 1.0",
+        let s = with_fault(
+            &format!("l4-{kind}-live"),
             &format!("kind = \"{kind}\"\nat = 2.5\nduration = 1.5\n{extra}"),
         );
-        let s = Scenario::from_source(Path::new("l4-faults-live.toml"), &src)
-            .unwrap_or_else(|e| panic!("{kind}: {e}"));
         for proxy in ProxyKind::ALL {
             let e = lbsim::live::proxy::check_faults(proxy, &s).expect_err(kind);
             assert!(e.to_string().contains(&format!("`{kind}` fault")), "{e}");
@@ -488,6 +438,5 @@ fn a_slow_down_replays_through_haproxy_and_agrees_phase_by_phase() {
         let metric = format!("phase_latency_mean:{p}");
         assert!(v.row("round_robin", &metric).is_some(), "no row {metric}");
     }
-    let failed: Vec<String> = v.failures().map(|r| r.metric()).collect();
-    assert!(failed.is_empty(), "failed: {failed:?}");
+    common::assert_no_failure(&v);
 }

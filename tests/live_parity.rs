@@ -21,15 +21,15 @@
 #[cfg(python_peer)]
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use lbsim::live::server::{self, ServerConfig, ServerHandle};
-use lbsim::live::verdict::{self, CompareOptions, Verdict};
-use lbsim::live::{LiveError, LiveOptions, LiveRun, replay};
+use lbsim::live::server::ServerHandle;
+use lbsim::live::verdict::Verdict;
+use lbsim::live::{LiveError, LiveOptions, LiveRun};
 use lbsim::scenario::Scenario;
 
 /// Serialises the timing-sensitive tests of this binary.
@@ -66,21 +66,7 @@ fn small(extra: &str, strategies: &str) -> Scenario {
 
 /// The scenario's servers as declared, pipelined or not.
 fn backends(s: &Scenario, pipelined: bool) -> Vec<ServerHandle> {
-    s.servers()
-        .iter()
-        .map(|info| {
-            let g = &s.groups[info.group];
-            let cfg = ServerConfig {
-                workers: g.workers,
-                speed: g.speed,
-                queue_capacity: g.queue_capacity,
-                pipelined,
-                ..ServerConfig::new(info.name.clone())
-            };
-            server::spawn(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), cfg)
-                .expect("start a backend")
-        })
-        .collect()
+    common::cluster_for(s, |_, cfg| cfg.pipelined = pipelined)
 }
 
 fn opts(addrs: Option<Vec<SocketAddr>>, time_scale: f64) -> LiveOptions {
@@ -95,13 +81,7 @@ fn opts(addrs: Option<Vec<SocketAddr>>, time_scale: f64) -> LiveOptions {
 
 /// `replay` on its own thread, bounded.
 fn bounded_replay(s: &Scenario, o: &LiveOptions, limit: u64) -> Result<LiveRun, LiveError> {
-    let (tx, rx) = mpsc::channel();
-    let (s, o) = (s.clone(), o.clone());
-    thread::spawn(move || {
-        let _ = tx.send(replay(&s, &o));
-    });
-    rx.recv_timeout(Duration::from_secs(limit))
-        .unwrap_or_else(|_| panic!("the replay did not finish within {limit} s"))
+    common::replay_within(s, o, Duration::from_secs(limit))
 }
 
 fn refusal(r: Result<LiveRun, LiveError>) -> String {
@@ -201,30 +181,11 @@ fn what_the_connection_level_driver_cannot_give_is_refused() {
 /// Replays `s` (in-process backends) and judges it; retries twice a replay whose response
 /// times could not be judged for lag.
 fn judged(s: &Scenario, time_scale: f64, limit: u64) -> Verdict {
-    let mut last = None;
-    for attempt in 0..3 {
-        let run = bounded_replay(s, &opts(None, time_scale), limit).expect("replay");
-        let v = verdict::compare(
-            s,
-            &run,
-            &CompareOptions {
-                replications: Some(6),
-                ..CompareOptions::default()
-            },
-        )
-        .expect("compare");
-        print!(
-            "attempt {attempt}: {:?}\n{}",
-            v.outcome(),
-            verdict::table(&v)
-        );
-        let refused = v.refusal().is_some();
-        last = Some(v);
-        if !refused {
-            break;
-        }
-    }
-    last.expect("one attempt ran")
+    common::judged_retrying(
+        || bounded_replay(s, &opts(None, time_scale), limit).expect("replay"),
+        |_| {},
+        |run| common::verdict_of(s, run, 6),
+    )
 }
 
 /// The live value of `metric` for `strategy`, checked within tolerance of the simulated

@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lbsim::live::server::{self, ServerConfig};
+use lbsim::live::server::ServerConfig;
 use lbsim::live::{CallOutcome, ClientConfig, Connection, LiveOptions, Protocol, Transport};
 use lbsim::metrics::Metric;
 use lbsim::scenario::Scenario;
@@ -36,14 +35,10 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn probes_and_replies_report_the_servers_load() {
-    let s = server::spawn(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        ServerConfig {
-            workers: 1,
-            ..ServerConfig::new("p0")
-        },
-    )
-    .unwrap();
+    let s = common::backend(ServerConfig {
+        workers: 1,
+        ..ServerConfig::new("p0")
+    });
     let addr = s.local_addr();
     let mut probe = Connection::connect(addr, &cfg()).unwrap();
     let idle = probe.probe().unwrap();
@@ -93,15 +88,11 @@ fn probes_and_replies_report_the_servers_load() {
 /// job away, and a probe without a cost costs nothing.
 #[test]
 fn a_probe_cost_holds_a_worker_like_a_call() {
-    let s = server::spawn(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        ServerConfig {
-            workers: 1,
-            queue_capacity: Some(1),
-            ..ServerConfig::new("c0")
-        },
-    )
-    .unwrap();
+    let s = common::backend(ServerConfig {
+        workers: 1,
+        queue_capacity: Some(1),
+        ..ServerConfig::new("c0")
+    });
     let addr = s.local_addr();
     let mut probe = Connection::connect(addr, &cfg()).unwrap();
     let (idle, totals) = probe.probe_at_cost(Some(300 * MS)).unwrap();
@@ -152,14 +143,10 @@ fn a_probe_cost_holds_a_worker_like_a_call() {
 /// server still answers probes.
 #[test]
 fn a_flood_of_costed_probes_is_bounded() {
-    let s = server::spawn(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        ServerConfig {
-            workers: 1,
-            ..ServerConfig::new("flood")
-        },
-    )
-    .unwrap();
+    let s = common::backend(ServerConfig {
+        workers: 1,
+        ..ServerConfig::new("flood")
+    });
     let mut probe = Connection::connect(s.local_addr(), &cfg()).unwrap();
     let bound = lbsim::live::server::MAX_QUEUE_WITH_COSTS as u32;
     for _ in 0..bound + 500 {

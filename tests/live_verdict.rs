@@ -24,15 +24,15 @@
 //! times are not judged is retried twice, and the matched test then accepts "no verdict"
 //! for them with a message (every other row must still pass). About 6–12 s each.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod common;
+
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, mpsc};
-use std::thread;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use lbsim::live::server::{self, ServerConfig, ServerHandle};
-use lbsim::live::verdict::{self, CompareOptions, Outcome, Verdict};
-use lbsim::live::{LiveOptions, replay};
+use lbsim::live::LiveOptions;
+use lbsim::live::server::{ServerConfig, ServerHandle};
+use lbsim::live::verdict::{Outcome, Verdict};
 use lbsim::scenario::Scenario;
 
 const TIME_SCALE: f64 = 2.0;
@@ -61,23 +61,7 @@ fn smoke_with(label: &str) -> Scenario {
 
 /// The scenario's servers, each as declared, then changed by `mismatch(index, config)`.
 fn backends(scenario: &Scenario, mismatch: impl Fn(usize, &mut ServerConfig)) -> Vec<ServerHandle> {
-    scenario
-        .servers()
-        .iter()
-        .enumerate()
-        .map(|(i, info)| {
-            let g = &scenario.groups[info.group];
-            let mut cfg = ServerConfig {
-                workers: g.workers,
-                speed: g.speed,
-                queue_capacity: g.queue_capacity,
-                ..ServerConfig::new(info.name.clone())
-            };
-            mismatch(i, &mut cfg);
-            server::spawn(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), cfg)
-                .expect("start a backend")
-        })
-        .collect()
+    common::cluster_for(scenario, mismatch)
 }
 
 /// Replays `scenario` against `servers` and judges it; retries (twice) a verdict refused
@@ -89,38 +73,11 @@ fn judged(scenario: &Scenario, servers: &[ServerHandle]) -> Verdict {
         io_timeout: Duration::from_secs(5),
         ..LiveOptions::default()
     };
-    let mut last = None;
-    for attempt in 0..3 {
-        let (tx, rx) = mpsc::channel();
-        let (s, o) = (scenario.clone(), opts.clone());
-        thread::spawn(move || {
-            let _ = tx.send(replay(&s, &o));
-        });
-        let run = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the replay did not finish within 60 s")
-            .expect("replay");
-        let v = verdict::compare(
-            scenario,
-            &run,
-            &CompareOptions {
-                replications: Some(10),
-                ..CompareOptions::default()
-            },
-        )
-        .expect("compare");
-        print!(
-            "attempt {attempt}: {:?}\n{}",
-            v.outcome(),
-            verdict::table(&v)
-        );
-        let refused = v.refusal().is_some();
-        last = Some(v);
-        if !refused {
-            break;
-        }
-    }
-    last.expect("one attempt ran")
+    common::judged_retrying(
+        || common::replay_within(scenario, &opts, Duration::from_secs(60)).expect("replay"),
+        |_| {},
+        |run| common::verdict_of(scenario, run, 10),
+    )
 }
 
 /// `metric` of round robin fails, and the outcome (unless refused for lag) names it.

@@ -35,7 +35,7 @@ use super::control::{Injector, RemoteControl};
 pub use super::options::{LiveError, LiveOptions};
 pub use super::pool::CANCEL_POLL;
 use super::pool::{Done, Job, Pool, wait_until};
-use super::run::{Clock, Realtime, ReplayStart, add_service, add_shed_wait, record_served};
+use super::run::{Clock, ReplayStart, add_service, add_shed_wait, record_served};
 pub use super::run::{LiveRun, StrategyReplay};
 use super::server::ServerHandle;
 use super::views::Views;
@@ -585,15 +585,8 @@ fn dispatch(
     opts: &LiveOptions,
     controls: &[Injector],
 ) -> Result<Option<StrategyReplay>, LiveError> {
-    super::server::precise_sleeps();
-    let realtime = Realtime::enter(opts.realtime);
-    let ReplayStart {
-        workers,
-        dists,
-        from,
-        to,
-        ..
-    } = ReplayStart::new(scenario);
+    let start = ReplayStart::begin(scenario, opts.realtime);
+    let (from, to) = (start.from, start.to);
     // A short lead so the first request is not late because of the set-up.
     let clock = Clock {
         start: Instant::now() + Duration::from_millis(20),
@@ -612,33 +605,32 @@ fn dispatch(
         super::policy::LiveClient::new(
             p,
             views.all().len(),
-            workers.len(),
+            start.workers.len(),
             seed,
             opts.replication,
             to,
         )
     });
-    let backends = workers.len();
+    let backends = start.workers.len();
     let mut r = Replay {
         clock,
         views,
-        metrics: RunMetrics::new(&workers, from, to)
-            .with_phases(&crate::metrics::phase_edges(scenario)),
+        metrics: start.metrics(scenario),
         lag: latency_histogram(),
         errors: 0,
-        errors_per_backend: vec![0; workers.len()],
+        errors_per_backend: vec![0; backends],
         marked_down: Vec::new(),
-        under_load: vec![LoadedCost::default(); workers.len()],
+        under_load: vec![LoadedCost::default(); backends],
         speeds: scenario
             .servers()
             .iter()
             .map(|s| scenario.groups[s.group].speed)
             .collect(),
         altered: super::faults::altered_windows(scenario, opts.fault_delay),
-        workers,
+        workers: start.workers,
         first_error: None,
         down_on_error: scenario.faults.is_empty(),
-        dists,
+        dists: start.dists,
         sent: 0,
         prober,
         asked: Vec::new(),
@@ -803,7 +795,7 @@ fn dispatch(
         connection_waits: pool.waited() - waits_before,
         first_error: r.first_error,
         probes_late: r.prober.as_ref().map_or(0, super::probe::Prober::late),
-        realtime: realtime.active(),
+        realtime: start.realtime.active(),
         under_load: r.under_load,
         faults: fault_log,
     }))

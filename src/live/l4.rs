@@ -76,9 +76,7 @@ use super::options::{LiveError, LiveOptions};
 use super::pool::CANCEL_POLL;
 use super::proto::{Call, Pong};
 use super::proxy::{self, ProxyKind, RunningProxy};
-use super::run::{
-    Clock, LiveRun, Realtime, ReplayStart, StrategyReplay, add_service, record_served,
-};
+use super::run::{Clock, LiveRun, ReplayStart, StrategyReplay, add_service, record_served};
 use super::transport::{InputProtocol, OutputProtocol, protocol_stack};
 use super::views::Views;
 use crate::metrics::{RunMetrics, latency_histogram};
@@ -933,18 +931,11 @@ pub(crate) fn replay_strategy(
             "it has no [connections] table: proxies balance connections\n  fix: add a [connections] table".into(),
         ));
     };
-    super::server::precise_sleeps();
-    let realtime = Realtime::enter(opts.realtime);
+    let start = ReplayStart::begin(scenario, opts.realtime);
+    let (from, to) = (start.from, start.to);
     let servers = scenario.servers();
     let n = servers.len();
     let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
-    let ReplayStart {
-        workers,
-        dists,
-        from,
-        to,
-        ..
-    } = ReplayStart::new(scenario);
     let clients = spec.clients as usize;
     let pool = spec.pool_size as usize;
     let slots = clients * pool;
@@ -959,8 +950,7 @@ pub(crate) fn replay_strategy(
             scale: opts.time_scale,
         },
         views: Views::new(scenario, entry, seed, opts.replication),
-        metrics: RunMetrics::new(&workers, from, to)
-            .with_phases(&crate::metrics::phase_edges(scenario)),
+        metrics: start.metrics(scenario),
         marked_down: Vec::new(),
         lag: latency_histogram(),
         errors: 0,
@@ -1068,7 +1058,7 @@ pub(crate) fn replay_strategy(
             continue;
         };
         let backend = r.conns.conns[c].as_ref().map_or(0, |conn| conn.backend);
-        let work = req.size.work(&dists[backend]) * 1e9 * opts.time_scale;
+        let work = req.size.work(&start.dists[backend]) * 1e9 * opts.time_scale;
         let call = Pending {
             id: req.id,
             scheduled: due,
@@ -1135,7 +1125,7 @@ pub(crate) fn replay_strategy(
         connection_waits: 0,
         first_error: r.first_error,
         probes_late: 0,
-        realtime: realtime.active(),
+        realtime: start.realtime.active(),
         under_load: r.under_load,
         faults: fault_log,
     })

@@ -200,23 +200,39 @@ pub(crate) fn record_served(m: &mut RunMetrics, i: usize, latency: Nanos) {
 }
 
 /// What every replay of a strategy starts from, request-level or connection-level: each
-/// server's workers and service distribution, and the measured window (the balancers are
-/// built as the simulator builds them by [`super::views::Views`]).
+/// server's workers and service distribution, the measured window, and the dispatching
+/// thread's timing (the balancers are built as the simulator builds them by
+/// [`super::views::Views`]).
 pub(super) struct ReplayStart {
     pub workers: Vec<u32>,
     pub dists: Vec<Dist>,
     pub from: Nanos,
     pub to: Nanos,
+    /// The calling thread's real-time priority, for as long as the replay holds it.
+    pub realtime: Realtime,
 }
 
 impl ReplayStart {
-    pub(super) fn new(scenario: &Scenario) -> ReplayStart {
+    /// Prepares the calling thread, which dispatches the replay, and reads what the replay
+    /// needs from `scenario`: precise timed waits ([`super::server::precise_sleeps`]) and
+    /// real-time priority if `realtime` asks for it (and the system permits it).
+    pub(super) fn begin(scenario: &Scenario, realtime: bool) -> ReplayStart {
+        super::server::precise_sleeps();
+        let realtime = Realtime::enter(realtime);
         let servers = scenario.servers();
         ReplayStart {
             workers: servers.iter().map(|s| s.workers).collect(),
             dists: servers.iter().map(|s| (*s.service).clone()).collect(),
             from: Nanos::from_secs_f64(scenario.warmup),
             to: Nanos::from_secs_f64(scenario.end()),
+            realtime,
         }
+    }
+
+    /// The figures a replay records, over the measured window, with the scenario's fault
+    /// phases.
+    pub(super) fn metrics(&self, scenario: &Scenario) -> RunMetrics {
+        RunMetrics::new(&self.workers, self.from, self.to)
+            .with_phases(&crate::metrics::phase_edges(scenario))
     }
 }

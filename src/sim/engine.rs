@@ -783,18 +783,28 @@ impl<'a> Sim<'a> {
         t >= self.from && t < self.to
     }
 
-    fn arrival<const PLAIN: bool>(&mut self, now: Nanos, req: Request) {
-        if !PLAIN && self.client.is_some() {
-            return self.arrival_with_policy(now, req);
-        }
+    /// Counts a request arriving at `now` (with or without a client policy): in the
+    /// measured window's arrivals and its phase, and in the tally. Returns whether it
+    /// arrived inside the measured window.
+    fn count_arrival(&mut self, now: Nanos) -> bool {
         let measured = self.measured(now);
         self.m.arrived += u64::from(measured);
         if measured {
             self.m.phase_arrived(now);
         }
         if let Some(t) = &mut self.tally {
-            // Without a policy a request is its one attempt.
             t.arrived(now);
+        }
+        measured
+    }
+
+    fn arrival<const PLAIN: bool>(&mut self, now: Nanos, req: Request) {
+        if !PLAIN && self.client.is_some() {
+            return self.arrival_with_policy(now, req);
+        }
+        let measured = self.count_arrival(now);
+        if let Some(t) = &mut self.tally {
+            // Without a policy a request is its one attempt.
             t.attempt(now);
         }
         let (b, target) = match self.topology {

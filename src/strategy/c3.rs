@@ -683,6 +683,7 @@ mod tests {
     use super::*;
     use crate::rng::{Stream, stream_rng};
     use crate::strategy::Balancer;
+    use crate::strategy::testing::Lockstep;
     use proptest::prelude::{
         Just, ProptestConfig, any, prop_assert, prop_assert_eq, prop_oneof, proptest,
     };
@@ -750,9 +751,9 @@ mod tests {
         assert_eq!(c.pick(&b, &ctx), None);
     }
 
-    #[test]
-    fn unexplored_servers_first_ties_at_random() {
-        let mut c = c3(no_rate(), 4);
+    /// With one of four servers heard from, `c` picks only the three it has not heard
+    /// from (score 0), each often: ties are broken at random.
+    fn assert_unexplored_first_ties_at_random(mut c: C3) {
         reply(&mut c, 0, 0, 1, 1, 0);
         let b = vec![Backend::new(1); 4];
         let mut seen = [0; 4];
@@ -761,6 +762,11 @@ mod tests {
         }
         assert_eq!(seen[0], 0);
         assert!(seen[1..].iter().all(|&k| k > 50), "{seen:?}");
+    }
+
+    #[test]
+    fn unexplored_servers_first_ties_at_random() {
+        assert_unexplored_first_ties_at_random(c3(no_rate(), 4));
     }
 
     /// One step of a workout of a C3 balancer.
@@ -820,7 +826,7 @@ mod tests {
             c.scan_up_to = scan_up_to;
             Balancer::new(Box::new(c), &vec![1; n])
         };
-        let (mut a, mut b) = (build(false), build(true));
+        let mut run = Lockstep::new(build(false), build(true));
         let mut t = 1u64;
         if heard {
             // Feedback drawn from a wide range, so that no two scores coincide.
@@ -832,30 +838,19 @@ mod tests {
                     ..ServerLoad::default()
                 };
                 let latency = Nanos(rng.random_range(1_000..1_000_000_000));
-                for x in [&mut a, &mut b] {
+                for x in run.both() {
                     x.reply_load(i, &load, Nanos(t));
                     x.complete(i, latency, Outcome::Ok, Nanos(t));
                 }
             }
         }
-        let mut outstanding = Vec::new();
-        let (mut pa, mut pb) = (Vec::new(), Vec::new());
         for s in steps {
             t += 1;
             let now = Nanos(t);
             match *s {
-                Step::Route => {
-                    let (x, y) = (a.route(now, 0), b.route(now, 0));
-                    pa.push(x);
-                    pb.push(y);
-                    if let (Some(x), Some(y)) = (x, y)
-                        && x == y
-                    {
-                        outstanding.push(x);
-                    }
-                }
-                Step::Complete(k, latency, service, queued, failed) if !outstanding.is_empty() => {
-                    let i = outstanding.swap_remove(k % outstanding.len());
+                Step::Route => run.route(now),
+                Step::Complete(k, latency, service, queued, failed) => {
+                    let Some(i) = run.take(k) else { continue };
                     let outcome = if failed { Outcome::Failed } else { Outcome::Ok };
                     let load = ServerLoad {
                         in_flight: u32::from(queued) + 1,
@@ -863,22 +858,18 @@ mod tests {
                         service_time: Nanos(u64::from(service) * 1000),
                         latency: Nanos::ZERO,
                     };
-                    for x in [&mut a, &mut b] {
+                    for x in run.both() {
                         if !failed {
                             x.reply_load(i, &load, now);
                         }
                         x.complete(i, Nanos(u64::from(latency) * 1000), outcome, now);
                     }
                 }
-                Step::Complete(..) => {}
-                Step::SetUp(i, up) => {
-                    a.set_up(i % n, up);
-                    b.set_up(i % n, up);
-                }
+                Step::SetUp(i, up) => run.set_up(i, up),
                 Step::Wait(us) => t += u64::from(us) * 1000,
             }
         }
-        (pa, pb)
+        run.picks()
     }
 
     /// Knobs the workouts try: rate control off, the defaults, and a tight rate (one
@@ -1004,14 +995,7 @@ mod tests {
             4,
         );
         c.scan_up_to = 0;
-        reply(&mut c, 0, 0, 1, 1, 0);
-        let b = vec![Backend::new(1); 4];
-        let mut seen = [0; 4];
-        for t in 0..300 {
-            seen[c.pick(&b, &PickContext::new(Nanos(t), 0)).unwrap()] += 1;
-        }
-        assert_eq!(seen[0], 0);
-        assert!(seen[1..].iter().all(|&k| k > 50), "{seen:?}");
+        assert_unexplored_first_ties_at_random(c);
     }
 
     #[test]

@@ -201,3 +201,199 @@ pub fn judged_retrying(
     }
     v.expect("one attempt ran")
 }
+
+/// The cluster most live tests replay, as scenario TOML: `count` backends `node-0`,
+/// `node-1`, … of `workers` workers each, with lognormal work of mean 10 ms and
+/// coefficient of variation `cv`, under Poisson arrivals at `rate` a second; 10 simulated
+/// replications of `duration` seconds after `warmup`. A test appends its own tables
+/// (`[[faults]]`, `[[strategies]]`) with [`LiveCluster::toml`].
+#[derive(Clone, Copy, Debug)]
+pub struct LiveCluster<'a> {
+    pub name: &'a str,
+    pub seed: u64,
+    pub rate: f64,
+    pub count: u32,
+    pub workers: u32,
+    pub cv: f64,
+    pub duration: f64,
+    pub warmup: f64,
+}
+
+impl LiveCluster<'_> {
+    /// Four backends of two workers, work of cv 1, 5 measured seconds after 1 s.
+    pub fn new(name: &str, seed: u64, rate: f64) -> LiveCluster<'_> {
+        LiveCluster {
+            name,
+            seed,
+            rate,
+            count: 4,
+            workers: 2,
+            cv: 1.0,
+            duration: 5.0,
+            warmup: 1.0,
+        }
+    }
+
+    /// The scenario's TOML, followed by `rest`.
+    pub fn toml(&self, rest: &str) -> String {
+        let LiveCluster {
+            name,
+            seed,
+            rate,
+            count,
+            workers,
+            cv,
+            duration,
+            warmup,
+        } = self;
+        format!(
+            r#"
+name = "{name}"
+seed = {seed}
+replications = 10
+duration = {duration:?}
+warmup = {warmup:?}
+
+[arrivals]
+process = "poisson"
+rate = {rate:?}
+
+[[servers]]
+name = "node"
+count = {count}
+workers = {workers}
+service = {{ dist = "lognormal", mean = 0.010, cv = {cv:?} }}
+{rest}"#
+        )
+    }
+
+    /// The scenario, followed by `rest`, named `<name>.toml` in errors.
+    pub fn scenario(&self, rest: &str) -> Scenario {
+        let src = self.toml(rest);
+        Scenario::from_source(Path::new(&format!("{}.toml", self.name)), &src)
+            .unwrap_or_else(|e| panic!("{e}\n{src}"))
+    }
+}
+
+/// Replays `s` at `time_scale` with every fault `fault_delay` seconds late (an I/O timeout
+/// of 5 s), within `limit` ([`replay_within`]).
+pub fn replay_scaled(
+    s: &Scenario,
+    time_scale: f64,
+    fault_delay: f64,
+    limit: std::time::Duration,
+) -> Result<lbsim::live::LiveRun, lbsim::live::LiveError> {
+    let opts = lbsim::live::LiveOptions {
+        time_scale,
+        io_timeout: std::time::Duration::from_secs(5),
+        fault_delay,
+        ..lbsim::live::LiveOptions::default()
+    };
+    replay_within(s, &opts, limit)
+}
+
+/// Prints the fault log of `run`'s first strategy (when, what, how late).
+pub fn print_faults(run: &lbsim::live::LiveRun) {
+    for e in &run.strategies[0].faults {
+        println!("{:.3} s {} (late {:.0} µs)", e.at, e.what, e.late * 1e6);
+    }
+}
+
+/// Asserts that no judged row of `v` failed.
+pub fn assert_no_failure(v: &lbsim::live::verdict::Verdict) {
+    let failed: Vec<String> = v.failures().map(|r| r.metric()).collect();
+    assert!(failed.is_empty(), "failed: {failed:?}");
+}
+
+/// Asserts what the crash tests' matched replay must show (a crash declared at 2.5 s,
+/// recovered at 4 s, in a run measured from 1 to 6 s): round robin's
+/// `phase_error_fraction` during the crash above `min` on both sides, and simulated 0
+/// after the recovery.
+pub fn assert_crash_phases(v: &lbsim::live::verdict::Verdict, min: f64) {
+    let during = v
+        .row("round_robin", "phase_error_fraction:during[2.5-4s]")
+        .expect("row");
+    assert!(
+        during.sim_replayed > min && during.live > min,
+        "the crash fails requests on both sides: {during:?}"
+    );
+    let after = v
+        .row("round_robin", "phase_error_fraction:after[4-6s]")
+        .expect("row");
+    assert_eq!(after.sim_replayed, 0.0, "no failure after recovery");
+}
+
+/// Asserts what the planted mismatch of the crash tests must show when the crash (declared
+/// at 2.5 s, recovered at 4 s, in a run measured from 1 to 6 s) is applied 2 s late: the
+/// log has it at 4.5 s, and round robin's `phase_error_fraction:after[4-6s]`, simulated
+/// 0, is above `min_live` live, judged whatever the lag, and fails the verdict.
+pub fn assert_late_crash_fails(
+    run: &lbsim::live::LiveRun,
+    v: &lbsim::live::verdict::Verdict,
+    min_live: f64,
+) {
+    use lbsim::live::verdict::Outcome;
+    let at: Vec<f64> = run.strategies[0].faults.iter().map(|e| e.at).collect();
+    assert_eq!(at[0], 4.5, "the crash is applied 2 s late");
+    let metric = "phase_error_fraction:after[4-6s]";
+    let after = v.row("round_robin", metric).expect("row");
+    assert_eq!(after.sim_replayed, 0.0);
+    assert!(
+        after.live > min_live && !after.passed() && v.judged(after),
+        "{after:?}"
+    );
+    match v.outcome() {
+        Outcome::Fail { failed } => assert!(
+            failed.iter().any(|f| *f == format!("round_robin {metric}")),
+            "{failed:?}"
+        ),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+/// Asserts that no judged row of `v` failed and that the verdict is a pass, or no verdict
+/// because the driver lagged (printed: the judged rows all passed).
+pub fn assert_passed_or_lagged(v: &lbsim::live::verdict::Verdict) {
+    use lbsim::live::verdict::Outcome;
+    assert_no_failure(v);
+    match v.outcome() {
+        Outcome::Pass => {}
+        Outcome::NoVerdict { reason } => {
+            println!("the driver lagged in 3 attempts; judged rows all passed: {reason}")
+        }
+        Outcome::Fail { failed } => panic!("{failed:?}"),
+    }
+}
+
+/// In-process backends for `scenario`'s servers on loopback (ports chosen by the system),
+/// each as declared (workers, speed, queue capacity), then changed by
+/// `adjust(index, config)` (a mismatch planted on purpose, pipelining).
+pub fn cluster_for(
+    scenario: &Scenario,
+    adjust: impl Fn(usize, &mut lbsim::live::server::ServerConfig),
+) -> Vec<lbsim::live::server::ServerHandle> {
+    use lbsim::live::server::ServerConfig;
+    scenario
+        .servers()
+        .iter()
+        .enumerate()
+        .map(|(i, info)| {
+            let g = &scenario.groups[info.group];
+            let mut cfg = ServerConfig {
+                workers: g.workers,
+                speed: g.speed,
+                queue_capacity: g.queue_capacity,
+                ..ServerConfig::new(info.name.clone())
+            };
+            adjust(i, &mut cfg);
+            backend(cfg)
+        })
+        .collect()
+}
+
+/// An in-process backend configured by `cfg`, on loopback at a port the system chooses.
+pub fn backend(cfg: lbsim::live::server::ServerConfig) -> lbsim::live::server::ServerHandle {
+    use std::net::{Ipv4Addr, SocketAddr};
+    lbsim::live::server::spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), cfg)
+        .expect("start a backend")
+}

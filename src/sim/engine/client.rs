@@ -188,14 +188,7 @@ impl Host for Sim<'_> {
 impl Sim<'_> {
     /// An arrival under a client policy.
     pub(super) fn arrival_with_policy(&mut self, now: Nanos, req: Request) {
-        let measured = self.measured(now);
-        self.m.arrived += u64::from(measured);
-        if measured {
-            self.m.phase_arrived(now);
-        }
-        if let Some(t) = &mut self.tally {
-            t.arrived(now);
-        }
+        let measured = self.count_arrival(now);
         let b = self.pick_balancer();
         core::arrival(self, now, &req, b, measured);
     }
