@@ -11,6 +11,16 @@
 //! stalls store forwarding (a seventh of the engine's completion handling on 10 servers).
 //! Here the entry being sifted stays in registers and is written once, at its place; four
 //! children per node halve the depth.
+//!
+//! Events scheduled a constant delay after the current time (probes and their answers,
+//! [`super::probe`]) become due in the order they were scheduled, so they need no heap: a
+//! FIFO beside it ([`EventQueue::push_fifo`]) keeps them in O(1) each, and [`EventQueue::pop`]
+//! takes whichever head has the smaller (time, sequence) key. Keys come from the one
+//! sequence counter, so the order of pops is exactly the heap's. A FIFO push that would
+//! come before the FIFO's tail goes to the heap instead: the order stays exact whatever
+//! the delays.
+
+use std::collections::VecDeque;
 
 use crate::time::Nanos;
 
@@ -31,6 +41,8 @@ fn key(time: Nanos, seq: u64) -> u128 {
 /// A priority queue of events of type `E`.
 pub struct EventQueue<E> {
     heap: Vec<Entry<E>>,
+    /// Events pushed with [`EventQueue::push_fifo`], in increasing key order.
+    fifo: VecDeque<Entry<E>>,
     seq: u64,
 }
 
@@ -38,6 +50,7 @@ impl<E> Default for EventQueue<E> {
     fn default() -> Self {
         EventQueue {
             heap: Vec::new(),
+            fifo: VecDeque::new(),
             seq: 0,
         }
     }
@@ -68,6 +81,25 @@ impl<E: Copy> EventQueue<E> {
         self.heap[i] = entry;
     }
 
+    /// Schedules `event` at `time`, for an event due a constant delay after the current
+    /// time: such events come due in the order they were scheduled, and a FIFO keeps them
+    /// in O(1) instead of the heap's O(log n). Pops are exactly as with
+    /// [`EventQueue::push`]; an event due before the FIFO's last one goes to the heap.
+    #[inline]
+    pub fn push_fifo(&mut self, time: Nanos, event: E) {
+        let entry = Entry {
+            key: key(time, self.seq),
+            event,
+        };
+        match self.fifo.back() {
+            Some(last) if last.key > entry.key => self.push(time, event),
+            _ => {
+                self.seq += 1;
+                self.fifo.push_back(entry);
+            }
+        }
+    }
+
     /// Takes the next scheduling sequence number without queueing anything: for an event
     /// kept outside the heap (the pending arrival) that must still be ordered as if it had
     /// been pushed now.
@@ -80,14 +112,38 @@ impl<E: Copy> EventQueue<E> {
     /// The (time, sequence) of the earliest event, if any.
     #[inline]
     pub fn peek_key(&self) -> Option<(Nanos, u64)> {
-        self.heap
-            .first()
-            .map(|e| (Nanos((e.key >> 64) as u64), e.key as u64))
+        let heap = self.heap.first().map(|e| e.key);
+        let key = match self.fifo.front() {
+            Some(f) => Some(heap.map_or(f.key, |h| h.min(f.key))),
+            None => heap,
+        };
+        key.map(|k| (Nanos((k >> 64) as u64), k as u64))
     }
 
     /// Removes and returns the earliest event (first scheduled among equal times).
     #[inline]
     pub fn pop(&mut self) -> Option<(Nanos, E)> {
+        self.pop_inlined()
+    }
+
+    /// [`EventQueue::pop`], always inlined: where the compiler would otherwise make it a
+    /// call returning the event through memory (the engine's general loop: a tenth of a
+    /// probing run at 10,000 servers). The plain loop keeps [`EventQueue::pop`], which
+    /// it runs faster (measured: inlining it there cost round robin 7% at 10,000 servers).
+    #[inline(always)]
+    pub fn pop_inlined(&mut self) -> Option<(Nanos, E)> {
+        if let Some(f) = self.fifo.front()
+            && self.heap.first().is_none_or(|h| f.key < h.key)
+        {
+            let f = self.fifo.pop_front()?;
+            return Some((Nanos((f.key >> 64) as u64), f.event));
+        }
+        self.pop_heap()
+    }
+
+    /// Removes and returns the heap's earliest event.
+    #[inline]
+    fn pop_heap(&mut self) -> Option<(Nanos, E)> {
         let last = self.heap.pop()?;
         let Some(&top) = self.heap.first() else {
             return Some((Nanos((last.key >> 64) as u64), last.event));
@@ -121,12 +177,12 @@ impl<E: Copy> EventQueue<E> {
 
     /// Number of pending events.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.heap.len() + self.fifo.len()
     }
 
     /// Whether no event is pending.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.heap.is_empty() && self.fifo.is_empty()
     }
 }
 
@@ -157,23 +213,50 @@ mod tests {
         assert_eq!(order, vec!["a", "b1", "b2", "b3", "c"]);
     }
 
+    #[test]
+    fn fifo_and_heap_interleave_by_time_then_sequence() {
+        let mut q = EventQueue::default();
+        q.push_fifo(Nanos(5), "f1");
+        q.push(Nanos(5), "h1");
+        q.push_fifo(Nanos(5), "f2");
+        q.push(Nanos(2), "h0");
+        q.push_fifo(Nanos(7), "f3");
+        // Before the FIFO's tail: goes to the heap, still in order.
+        q.push_fifo(Nanos(6), "h2");
+        assert_eq!(q.len(), 6);
+        assert_eq!(q.peek_key(), Some((Nanos(2), 3)));
+        let order: Vec<_> = std::iter::from_fn(|| q.pop().map(|(_, e)| e)).collect();
+        assert_eq!(order, vec!["h0", "f1", "h1", "f2", "h2", "f3"]);
+        assert!(q.is_empty());
+    }
+
     proptest::proptest! {
-        /// Any interleaving of pushes and pops gives what `std`'s `BinaryHeap` of
-        /// (time, sequence) gives, reserved sequence numbers included.
+        /// Any interleaving of pushes (to the heap or the FIFO) and pops gives what
+        /// `std`'s `BinaryHeap` of (time, sequence) gives, reserved sequence numbers
+        /// included. FIFO pushes are mostly a constant delay after the last popped time
+        /// (the engine's use), sometimes any time (which the FIFO hands to the heap).
         #[test]
         fn pops_what_a_binary_heap_pops(
-            ops in proptest::collection::vec((0u8..4, 0u64..20), 0..400),
+            ops in proptest::collection::vec((0u8..6, 0u64..20), 0..400),
         ) {
             use std::cmp::Reverse;
             use std::collections::BinaryHeap;
             let mut q = EventQueue::default();
             let mut std_heap = BinaryHeap::new();
             let mut seq = 0u64;
+            let mut now = 0u64;
             for (op, t) in ops {
                 match op {
                     0 | 1 => {
                         q.push(Nanos(t), seq);
                         std_heap.push(Reverse((t, seq)));
+                        seq += 1;
+                    }
+                    4 | 5 => {
+                        // Op 4: a constant delay after now; op 5: any time.
+                        let at = if op == 4 { now + 3 } else { t };
+                        q.push_fifo(Nanos(at), seq);
+                        std_heap.push(Reverse((at, seq)));
                         seq += 1;
                     }
                     2 => {
@@ -182,6 +265,9 @@ mod tests {
                     }
                     _ => {
                         let want = std_heap.pop().map(|Reverse((t, s))| (Nanos(t), s));
+                        if let Some((t, _)) = want {
+                            now = t.0;
+                        }
                         proptest::prop_assert_eq!(q.pop(), want);
                     }
                 }

@@ -15,12 +15,59 @@ use crate::rng::SimRng;
 /// than by rejection (whose duplicate check costs O(d) per draw).
 const REJECTION_MAX_D: usize = 16;
 
+/// Up to this many candidates are kept inside the sampler rather than in a heap buffer:
+/// with 1,000 balancers, each pick would otherwise touch one more cache line.
+const INLINE: usize = 8;
+
+/// The candidates of one pick: inline up to [`INLINE`], on the heap beyond.
+#[derive(Clone, Debug)]
+struct Candidates {
+    inline: [usize; INLINE],
+    len: usize,
+    heap: Vec<usize>,
+}
+
+impl Candidates {
+    fn new() -> Candidates {
+        Candidates {
+            inline: [0; INLINE],
+            len: 0,
+            heap: Vec::new(),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.heap.clear();
+    }
+
+    fn push(&mut self, i: usize) {
+        if self.len < INLINE {
+            self.inline[self.len] = i;
+        } else {
+            if self.len == INLINE {
+                self.heap.extend_from_slice(&self.inline);
+            }
+            self.heap.push(i);
+        }
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        if self.len <= INLINE {
+            &self.inline[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+}
+
 /// Draws `d` candidates uniformly among the backends that are up.
 #[derive(Clone, Debug)]
 pub struct Sampler {
     d: usize,
     replacement: bool,
-    candidates: Vec<usize>,
+    candidates: Candidates,
     up: Vec<usize>,
 }
 
@@ -30,7 +77,7 @@ impl Sampler {
         Sampler {
             d: d.max(1),
             replacement,
-            candidates: Vec::with_capacity(d.max(1)),
+            candidates: Candidates::new(),
             up: Vec::new(),
         }
     }
@@ -48,20 +95,21 @@ impl Sampler {
         let n = backends.len();
         self.candidates.clear();
         if n == 0 {
-            return &self.candidates;
+            return self.candidates.as_slice();
         }
         if self.d <= REJECTION_MAX_D {
             let limit = 8 * self.d + 16;
             let mut tries = 0;
-            while self.candidates.len() < self.d && tries < limit {
+            while self.candidates.len < self.d && tries < limit {
                 tries += 1;
                 let i = rng.random_range(0..n);
-                if backends[i].up && (self.replacement || !self.candidates.contains(&i)) {
+                if backends[i].up && (self.replacement || !self.candidates.as_slice().contains(&i))
+                {
                     self.candidates.push(i);
                 }
             }
-            if self.candidates.len() == self.d {
-                return &self.candidates;
+            if self.candidates.len == self.d {
+                return self.candidates.as_slice();
             }
             self.candidates.clear();
         }
@@ -70,7 +118,7 @@ impl Sampler {
         self.up.extend((0..n).filter(|&i| backends[i].up));
         let m = self.up.len();
         if m == 0 {
-            return &self.candidates;
+            return self.candidates.as_slice();
         }
         if self.replacement {
             for _ in 0..self.d {
@@ -83,7 +131,7 @@ impl Sampler {
                 self.candidates.push(self.up[k]);
             }
         }
-        &self.candidates
+        self.candidates.as_slice()
     }
 }
 
