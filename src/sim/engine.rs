@@ -702,12 +702,7 @@ impl<'a> Sim<'a> {
             self.arrival::<PLAIN>(now, req);
             Some(now)
         } else {
-            // The same pop either way, inlined where it pays (see `pop_inlined`).
-            let (now, event) = if PLAIN {
-                self.events.pop()
-            } else {
-                self.events.pop_inlined()
-            }?;
+            let (now, event) = self.events.pop()?;
             self.handle::<PLAIN>(now, event);
             Some(now)
         }

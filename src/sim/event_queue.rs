@@ -123,15 +123,6 @@ impl<E: Copy> EventQueue<E> {
     /// Removes and returns the earliest event (first scheduled among equal times).
     #[inline]
     pub fn pop(&mut self) -> Option<(Nanos, E)> {
-        self.pop_inlined()
-    }
-
-    /// [`EventQueue::pop`], always inlined: where the compiler would otherwise make it a
-    /// call returning the event through memory (the engine's general loop: a tenth of a
-    /// probing run at 10,000 servers). The plain loop keeps [`EventQueue::pop`], which
-    /// it runs faster (measured: inlining it there cost round robin 7% at 10,000 servers).
-    #[inline(always)]
-    pub fn pop_inlined(&mut self) -> Option<(Nanos, E)> {
         if let Some(f) = self.fifo.front()
             && self.heap.first().is_none_or(|h| f.key < h.key)
         {
