@@ -22,8 +22,8 @@
 //! outside tolerance fails the run; if they all pass and some response times could not be
 //! judged, the outcome is "no verdict". A lag far beyond the gate ([`LAG_BUNCHING_FACTOR`]
 //! × it: a stall, after which the driver sends a bunch) also moves queues, utilisations,
-//! shedding, circuit-breaker overflows and a load-aware strategy's shares
-//! ([`Figure::moved_by_bunching`]); those are then not judged either. Every row not judged
+//! shedding and circuit-breaker overflows ([`Figure::moved_by_bunching`]); those are then
+//! not judged either. Every row not judged
 //! says so, on the terminal and in `comparison.csv` (`judged`, and the verdict `not
 //! judged (lag)`).
 //!
@@ -565,7 +565,10 @@ pub const IN_FLIGHT_FLOOR: f64 = 0.002;
 /// 0.75 live against 0.91 and 0.90 on the two slowed servers). A lag near the gate does
 /// none of this: it shifts work by a few milliseconds in a window of seconds (the planted
 /// one-worker-fewer mismatch is found at 1.1× the gate, and the matched cluster passes
-/// there).
+/// there). Measured over 107 strategy replays of `antagonists` at time scales 1 and 4
+/// under a load average of 5–30: of the queue, utilisation and share rows, 1 of 1,620 was
+/// outside tolerance with the lag p99 within 4× the gate (45 replays), 255 of 2,232 beyond
+/// it (62 replays): 247 queues and 8 utilisations, no share.
 pub const LAG_BUNCHING_FACTOR: f64 = 4.0;
 
 /// The schedule lag of one strategy's replay against its threshold.
@@ -942,18 +945,20 @@ impl Figure {
     }
 
     /// Whether sends bunched by a lag far beyond the gate ([`LAG_BUNCHING_FACTOR`]) move
-    /// it, for a strategy that is `adaptive` or not: a server's queue, utilisation, what
-    /// admission control sheds and circuit breakers refuse, and the shares of a strategy
-    /// whose picks read load. Round robin, weighted and random strategies pick the same
-    /// server for a request whenever it is sent, so their shares are judged under any lag.
-    pub fn moved_by_bunching(self, adaptive: bool) -> bool {
+    /// it: a server's queue and utilisation, what admission control sheds and circuit
+    /// breakers refuse. Shares do not, even a load-aware strategy's: over 107 replays of
+    /// `antagonists` (5 load-aware strategies, 12 servers), |live − replayed| had a median
+    /// of 0.0015 and a largest value of 0.019 with the lag p99 within 4× the gate, 0.0021
+    /// and 0.020 beyond it, where queues moved 16× as much in the median (0.079 → 1.30
+    /// requests) and utilisations 2.5× (0.008 → 0.020).
+    pub fn moved_by_bunching(self) -> bool {
         matches!(
             self,
             Figure::ServerQueueMean
                 | Figure::ServerUtilization
                 | Figure::ShedFraction
                 | Figure::OverflowFraction
-        ) || (adaptive && self == Figure::Share)
+        )
     }
 }
 
@@ -995,9 +1000,7 @@ impl Verdict {
         let Some(lag) = self.lag.iter().find(|l| l.strategy == r.strategy) else {
             return true;
         };
-        if r.figure
-            .moved_by_bunching(adaptive(&self.calibrated, &r.strategy))
-        {
+        if r.figure.moved_by_bunching() {
             return lag.p99 <= LAG_BUNCHING_FACTOR * lag.threshold;
         }
         let timed = r.figure.timed_by_driver()
@@ -1506,20 +1509,20 @@ mod tests {
                 .iter()
                 .flat_map(|&f| [of("rr", f, 0.5, true), of("lc", f, 0.5, true)])
                 .collect();
-            // A load-aware strategy's shares move with a bunch; round robin's cannot.
+            // Shares are judged under any lag, a load-aware strategy's too.
             rows.push(of("lc", Figure::Share, 0.5, true));
             rows.push(of("rr", Figure::Share, 0.5, true));
             let v = lagged(rows, factor, factor);
-            let (last, bunch) = v.rows.split_last().expect("rows");
+            let (bunch, shares) = v.rows.split_at(v.rows.len() - 2);
             for r in bunch {
                 assert_eq!(v.judged(r), !far, "{} at {factor}×: {r:?}", v.word(r));
             }
-            assert!(v.judged(last), "round robin's share is judged at {factor}×");
+            assert!(shares.iter().all(|r| v.judged(r)), "shares at {factor}×");
             let failed = match v.outcome() {
                 Outcome::Fail { failed } => failed,
                 other => panic!("{other:?}"),
             };
-            assert_eq!(failed.len(), if far { 1 } else { 10 }, "{failed:?}");
+            assert_eq!(failed.len(), if far { 2 } else { 10 }, "{failed:?}");
         }
         // A failure the simulation does not expect fails the run under any lag, and so
         // does the idle calibration; a judged row's word is pass or fail.
