@@ -59,7 +59,7 @@ pub use least_response_time::{LeastResponseTime, LeastResponseTimeParams};
 pub use leastconn::{Leastconn, LeastconnParams};
 pub use load::{Load, PendingRequests};
 pub use maglev::{Maglev, MaglevParams};
-pub use nginx_hash::NginxHash;
+pub use nginx_hash::{NginxHash, NginxHashParams};
 pub use peak_ewma::{PeakEwma, PeakEwmaP2c, PeakEwmaParams};
 pub use power_of_d::{PowerOfD, PowerOfDParams};
 pub use prequal::{Prequal, PrequalConfig, PrequalParams};

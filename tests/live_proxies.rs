@@ -72,11 +72,12 @@ fn install_proxies() {
 
 /// The shipped L4 scenario, shortened, with the strategies given (labels), plus HAProxy's
 /// own weighted round robins and least connections (`static_rr`, `fwrr`, `leastconn`) and
-/// the proxies' source hashing (`nginx_hash`, `haproxy_source`).
+/// the proxies' source hashing (`nginx_hash`, `haproxy_source`, and `nginx_chash`: nginx's
+/// `hash … consistent`, its servers at 127.0.0.1:29300…).
 fn l4(labels: &[&str]) -> Scenario {
     let path = repo("scenarios/l4-persistent-connections.toml");
     let src = std::fs::read_to_string(&path).expect("read the scenario")
-        + "\n[[strategies]]\nkind = \"static_rr\"\n\n[[strategies]]\nkind = \"fwrr\"\n\n[[strategies]]\nkind = \"leastconn\"\n\n[[strategies]]\nkind = \"nginx_hash\"\n\n[[strategies]]\nkind = \"haproxy_source\"\n";
+        + "\n[[strategies]]\nkind = \"static_rr\"\n\n[[strategies]]\nkind = \"fwrr\"\n\n[[strategies]]\nkind = \"leastconn\"\n\n[[strategies]]\nkind = \"nginx_hash\"\n\n[[strategies]]\nkind = \"haproxy_source\"\n\n[[strategies]]\nlabel = \"nginx_chash\"\nkind = \"nginx_hash\"\nconsistent = true\nport_base = 29300\n";
     let mut s = Scenario::from_source(&path, &src).unwrap_or_else(|e| panic!("{e}"));
     s.set_run_length(1.0, 4.0);
     s.strategies
@@ -271,6 +272,7 @@ fn source_hashing_through_nginx_and_haproxy_agrees_with_the_simulator() {
     install_proxies();
     for (proxy, label) in [
         (ProxyKind::Nginx, "nginx_hash"),
+        (ProxyKind::Nginx, "nginx_chash"),
         (ProxyKind::Haproxy, "haproxy_source"),
     ] {
         let mut s = l4(&[label]);
@@ -295,10 +297,20 @@ fn source_hashing_through_nginx_and_haproxy_agrees_with_the_simulator() {
         let conf =
             std::fs::read_to_string(dir.join(format!("proxy/{label}/{}", proxy.config_file())))
                 .expect("kept");
-        assert!(
-            conf.contains("hash $remote_addr;") || conf.contains("balance source"),
-            "{conf}"
-        );
+        let directive = match label {
+            "nginx_hash" => "hash $remote_addr;",
+            "nginx_chash" => "hash $remote_addr consistent;",
+            _ => "balance source",
+        };
+        assert!(conf.contains(directive), "{conf}");
+        if label == "nginx_chash" {
+            // The ring hashes the server lines: the backends are where it says.
+            assert!(
+                conf.contains("server 127.0.0.1:29300 ")
+                    && conf.contains("server 127.0.0.1:29307 "),
+                "{conf}"
+            );
+        }
     }
 }
 
@@ -319,11 +331,22 @@ impl Recorders {
         Recorders::started(n, true)
     }
 
+    /// Recorders at 127.0.0.1:`base + i` (nginx's consistent ring hashes the addresses).
+    fn at(base: u16, n: usize) -> Recorders {
+        Recorders::bound(n, false, Some(base))
+    }
+
     fn started(n: usize, hold: bool) -> Recorders {
+        Recorders::bound(n, hold, None)
+    }
+
+    fn bound(n: usize, hold: bool, base: Option<u16>) -> Recorders {
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut addrs = Vec::new();
         for i in 0..n {
-            let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = base.map_or(0, |b| b + i as u16);
+            let l = TcpListener::bind(("127.0.0.1", port))
+                .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
             addrs.push(l.local_addr().expect("addr"));
             let order = Arc::clone(&order);
             thread::spawn(move || {
@@ -467,7 +490,8 @@ fn haproxy_picks_servers_in_the_order_of_fwrr_static_rr_and_round_robin() {
 }
 
 /// Source hashing, connection by connection: each connection comes from its own loopback
-/// address, and real nginx (`hash $remote_addr;`) and real HAProxy (`balance source`:
+/// address, and real nginx (`hash $remote_addr;`, and `hash $remote_addr consistent;` over
+/// backends at 127.0.0.1:29200…, whose text its ring hashes) and real HAProxy (`balance source`:
 /// map-based; consistent with avalanche; and with `hash-balance-factor 125`, every
 /// connection held open so that the bound bites) send it to exactly the server lbsim's
 /// `nginx_hash` and `haproxy_source` pick for that key, on the L4 scenario's weights and
@@ -479,6 +503,12 @@ fn proxies_hash_client_addresses_as_nginx_hash_and_haproxy_source() {
     let tmp = tempfile::tempdir().expect("tempdir");
     for (proxy, kind, params, hold) in [
         (ProxyKind::Nginx, "nginx_hash", "", false),
+        (
+            ProxyKind::Nginx,
+            "nginx_hash",
+            "consistent = true\nport_base = 29200\n",
+            false,
+        ),
         (ProxyKind::Haproxy, "haproxy_source", "", false),
         (
             ProxyKind::Haproxy,
@@ -493,10 +523,16 @@ fn proxies_hash_client_addresses_as_nginx_hash_and_haproxy_source() {
             true,
         ),
     ] {
-        for weights in [
+        for (w, weights) in [
             &[3, 3, 2, 2, 2, 2, 2, 2][..],
             &[16, 2, 10, 200, 1, 16, 2, 7],
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            // Each weight set's recorders at ports of their own (they listen until the end).
+            let base = 29_200 + 10 * w as u16;
+            let params = params.replace("29200", &base.to_string());
             let mut src = String::from(
                 "name = \"hashed\"\nduration = 1.0\nwarmup = 0.1\n[arrivals]\nprocess = \"poisson\"\nrate = 10.0\n[connections]\nclients = 1\npool_size = 1\n",
             );
@@ -508,7 +544,9 @@ fn proxies_hash_client_addresses_as_nginx_hash_and_haproxy_source() {
             src += &format!("[[strategies]]\nkind = \"{kind}\"\n{params}");
             let scenario =
                 Scenario::from_source(Path::new("hashed.toml"), &src).expect("valid scenario");
-            let rec = if hold {
+            let rec = if params.contains("port_base") {
+                Recorders::at(base, weights.len())
+            } else if hold {
                 Recorders::holding(weights.len())
             } else {
                 Recorders::start(weights.len())

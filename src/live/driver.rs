@@ -41,7 +41,7 @@ use super::server::ServerHandle;
 use super::views::Views;
 use crate::metrics::{RunMetrics, latency_histogram};
 use crate::scenario::Scenario;
-use crate::strategy::{Outcome, ServerLoad};
+use crate::strategy::{Outcome, ServerLoad, StrategyEntry};
 use crate::workload::RequestStream;
 
 /// Connections opened to server `i` before the replay (and again when it restarts): its
@@ -222,7 +222,7 @@ pub fn replay_via(
             let started = Cluster::start(
                 scenario,
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
-                None,
+                fixed_ports(&strategies, via.map(|(kind, _)| kind))?,
                 opts.protocol,
                 opts.transport,
             )?;
@@ -642,7 +642,7 @@ impl Replay {
 /// Replays one strategy; `None` if interrupted.
 fn dispatch(
     scenario: &Scenario,
-    entry: &crate::strategy::StrategyEntry,
+    entry: &StrategyEntry,
     pool: &mut Pool,
     seed: u64,
     opts: &LiveOptions,
@@ -870,4 +870,30 @@ fn dispatch(
         under_load: r.under_load,
         faults: fault_log,
     }))
+}
+/// The port the backends started here must begin at, if a strategy replayed through a
+/// proxy hashes their addresses (nginx `hash … consistent`: server `i` at
+/// `127.0.0.1:{port_base + i}`, as the simulated ring hashes it); `None` for free ports.
+fn fixed_ports(
+    strategies: &[&StrategyEntry],
+    via: Option<super::proxy::ProxyKind>,
+) -> Result<Option<u16>, LiveError> {
+    let Some(kind) = via else { return Ok(None) };
+    let mut base: Option<(u32, String)> = None;
+    for entry in strategies {
+        let ring = super::proxy::algorithm_ring(kind, entry);
+        let Some(p) = ring else { continue };
+        match &base {
+            Some((b, other)) if *b != p.port_base => {
+                return Err(LiveError::Unsupported(format!(
+                    "strategies {other:?} and {:?} hash the servers at port_base {b} and {}, and one set of backends cannot be at both\n  fix: give them the same port_base, or replay them one at a time with --strategy",
+                    entry.label(),
+                    p.port_base
+                )));
+            }
+            Some(_) => {}
+            None => base = Some((p.port_base, entry.label())),
+        }
+    }
+    Ok(base.map(|(b, _)| u16::try_from(b).unwrap_or(u16::MAX)))
 }

@@ -18,7 +18,7 @@
 //! | `random` / `weighted_random` | `random` (weights 1 / the scenario's) | `random(1)` (idem) |
 //! | `power_of_d`, d = 2 (HAProxy: any d) | `random two least_conn` | `random(d)` |
 //! | `first` | none | `first`, `maxconn` = the strategy's (or workers) |
-//! | `nginx_hash` | `hash $remote_addr` with weights (the same hash) | none |
+//! | `nginx_hash` | `hash $remote_addr [consistent]` with weights (the same hash or ring; consistent: backends at `127.0.0.1:port_base + i`) | none |
 //! | `haproxy_source` | none | `balance source`, `hash-type map-based` or `consistent` (`avalanche`, `hash-balance-factor`), with weights (the same map or tree) |
 //!
 //! "None" is refused with the lbsim strategy that does follow the proxy. Random
@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 use crate::scenario::Scenario;
 use crate::strategy::{
     BoundedLoadHash, EdfWeightedRoundRobin, First, Fwrr, HaproxySource, IpvsSh, LeastConnections,
-    Leastconn, Maglev, NginxHash, PowerOfD, RandomChoice, RingHash, RoundRobin,
+    Leastconn, Maglev, NginxHash, NginxHashParams, PowerOfD, RandomChoice, RingHash, RoundRobin,
     SmoothWeightedRoundRobin, StaticRr, StrategyEntry, StrategySpec, WeightedRandom,
 };
 
@@ -153,6 +153,22 @@ pub enum ProxyError {
         /// Why.
         why: String,
     },
+    /// nginx's consistent ring would hash other addresses than the simulated one.
+    #[error(
+        "strategy {label:?} (nginx_hash, consistent) hashes server {index} as {wanted:?} (port_base {base}), but it is at {addr}: nginx's ring hashes the text of each `server` line, so the rings would differ\n  fix: replay without --backends (live mode then serves server i at 127.0.0.1:port_base+i), or start the backends with `lbsim serve SCENARIO --port-base {base}`"
+    )]
+    Addresses {
+        /// Strategy label.
+        label: String,
+        /// The server's index.
+        index: usize,
+        /// Where it is.
+        addr: SocketAddr,
+        /// Where the ring says it is.
+        wanted: String,
+        /// The strategy's `port_base`.
+        base: u32,
+    },
     /// A server's weight is beyond what the proxy accepts.
     #[error(
         "{proxy} accepts server weights from 0 to {max}, and server {server:?} has weight {weight} (strategy {label:?} uses weights)\n  fix: scale the scenario's weights down to at most {max} (the same ratios give the same shares)"
@@ -199,6 +215,9 @@ pub struct Algorithm {
     pub weighted: bool,
     /// HAProxy `first`: `maxconn` of each server.
     pub maxconn: Option<Vec<u32>>,
+    /// nginx `hash … consistent`: the ring hashes each `server` line's text, so server `i`
+    /// must be at [`NginxHashParams::server_line`]`(i)`.
+    pub ring: Option<NginxHashParams>,
 }
 
 /// HAProxy's largest server weight (`SRV_UWGHT_MAX`, `include/haproxy/server-t.h`).
@@ -230,6 +249,17 @@ pub fn algorithm(
     Ok(algo)
 }
 
+/// The ring parameters of `entry`'s strategy if `kind` hashes the backends' addresses for
+/// it (nginx `hash … consistent`): its backends must be where [`NginxHashParams::server_line`]
+/// says.
+pub fn algorithm_ring(kind: ProxyKind, entry: &StrategyEntry) -> Option<NginxHashParams> {
+    entry
+        .spec
+        .params::<NginxHash>()
+        .filter(|p| kind == ProxyKind::Nginx && p.consistent)
+        .cloned()
+}
+
 /// The proxy algorithm whose semantics `entry`'s strategy follows.
 fn matching(
     kind: ProxyKind,
@@ -245,12 +275,13 @@ fn matching(
         directive: directive.to_string(),
         weighted,
         maxconn: None,
+        ring: None,
     };
     let nginx = kind == ProxyKind::Nginx;
     let hashing = if nginx {
-        "this strategy follows Envoy's hashing, not nginx's: nginx's `hash $remote_addr` is lbsim's `nginx_hash` (nginx's `consistent` ring places its points by the servers' addresses, which live mode picks at run time, so it has no equivalent)"
+        "this strategy follows Envoy's hashing, not nginx's: nginx's `hash $remote_addr` (with or without `consistent`) is lbsim's `nginx_hash`"
     } else {
-        "this strategy follows Envoy's hashing, not HAProxy's: HAProxy's `balance source` (map-based) is lbsim's `haproxy_source` (`hash-type consistent` places its points by server ids through lb_chash.c's tree, not ported)"
+        "this strategy follows Envoy's hashing, not HAProxy's: HAProxy's `balance source` (map-based or `hash-type consistent`) is lbsim's `haproxy_source`"
     };
     let weighted_rr = if nginx {
         "nginx's weighted round robin is smooth_weighted_round_robin"
@@ -336,10 +367,16 @@ fn matching(
             directive: "first".into(),
             weighted: false,
             maxconn: Some(maxconn),
+            ring: None,
         });
     }
     if spec.is::<NginxHash>() {
-        return if nginx {
+        return if let Some(ring) = algorithm_ring(kind, entry) {
+            Ok(Algorithm {
+                ring: Some(ring),
+                ..plain("hash $remote_addr consistent;", true)
+            })
+        } else if nginx {
             Ok(plain("hash $remote_addr;", true))
         } else {
             Err(none(
@@ -457,6 +494,9 @@ pub fn config(
     dir: &Path,
 ) -> Result<String, ProxyError> {
     let algo = algorithm(kind, scenario, entry)?;
+    if let Some(ring) = &algo.ring {
+        check_addresses(entry, ring, backends)?;
+    }
     let weights = scenario.weights();
     let servers = scenario.servers();
     let dir = dir.display();
@@ -504,6 +544,28 @@ pub fn config(
         }
     }
     Ok(out)
+}
+
+/// The backends nginx's consistent ring is built over must be at the addresses the
+/// simulated ring hashes: server `i` at [`NginxHashParams::server_line`]`(i)`.
+fn check_addresses(
+    entry: &StrategyEntry,
+    ring: &NginxHashParams,
+    backends: &[SocketAddr],
+) -> Result<(), ProxyError> {
+    for (i, addr) in backends.iter().enumerate() {
+        let wanted = ring.server_line(i);
+        if addr.to_string() != wanted {
+            return Err(ProxyError::Addresses {
+                label: entry.label(),
+                index: i,
+                addr: *addr,
+                wanted,
+                base: ring.port_base,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Finds `name` on `PATH` or in the usual system folders (`/usr/sbin` is not on every
@@ -777,12 +839,52 @@ kind = "leastconn"
 weighted = true
 [[strategies]]
 kind = "fwrr"
+[[strategies]]
+kind = "nginx_hash"
+consistent = true
+port_base = 9000
 "#;
 
     fn addrs() -> Vec<SocketAddr> {
         (0..3)
             .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
             .collect()
+    }
+
+    /// nginx's consistent ring hashes the `server` lines: the config is generated only
+    /// over backends at `127.0.0.1:port_base + i`, and HAProxy refuses the strategy.
+    #[test]
+    fn nginx_consistent_hashing_needs_the_backends_at_its_port_base() {
+        let s = scenario();
+        let entry = s.strategies.last().unwrap();
+        let listen = SocketAddr::from(([127, 0, 0, 1], 8000));
+        let dir = Path::new("/tmp/x");
+        let c = config(ProxyKind::Nginx, &s, entry, &addrs(), listen, dir).unwrap();
+        assert!(c.contains("hash $remote_addr consistent;"), "{c}");
+        assert!(
+            c.contains("server 127.0.0.1:9001 weight=1;  # slow-0"),
+            "{c}"
+        );
+        let moved: Vec<_> = addrs()
+            .iter()
+            .map(|a| SocketAddr::from(([127, 0, 0, 1], a.port() + 1)))
+            .collect();
+        let e = config(ProxyKind::Nginx, &s, entry, &moved, listen, dir)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("127.0.0.1:9000") && e.contains("--port-base 9000"),
+            "{e}"
+        );
+        assert!(matches!(
+            algorithm(ProxyKind::Haproxy, &s, entry),
+            Err(ProxyError::NoEquivalent { .. })
+        ));
+        assert_eq!(
+            algorithm_ring(ProxyKind::Nginx, entry).map(|p| p.port_base),
+            Some(9000)
+        );
+        assert_eq!(algorithm_ring(ProxyKind::Haproxy, entry), None);
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! nginx `hash $remote_addr` (the upstream hash module without `consistent`;
-//! `src/stream/ngx_stream_upstream_hash_module.c`, `ngx_stream_upstream_get_hash_peer`,
-//! nginx 1.22): the key is the client's IPv4 address as text, and a pick walks the peers
-//! in configuration order with weights:
+//! nginx `hash $remote_addr [consistent]` (the upstream hash module,
+//! `src/stream/ngx_stream_upstream_hash_module.c`, nginx 1.22). The key is the client's
+//! IPv4 address as text.
+//!
+//! **Without `consistent`** (`ngx_stream_upstream_get_hash_peer`) a pick walks the peers in
+//! configuration order with weights:
 //!
 //! ```text
 //! hash += (crc32([rehash] key) >> 16) & 0x7fff     ("compatible with Cache::Memcached";
@@ -14,6 +16,18 @@
 //! ones included (`peers->total_weight`). nginx marks a peer down from its passive checks
 //! (`max_fails`, `fail_timeout`); here a peer is down when the balancer's view says so.
 //!
+//! **With `consistent`** (`ngx_stream_upstream_init_chash`, `…_get_chash_peer`) every peer
+//! places `160 × weight` points on a ring of 32-bit hashes, whatever its health; point
+//! `j` of a peer is `crc32(HOST \0 PORT prev)`, where `HOST` and `PORT` are the text of the
+//! peer's `server` line and `prev` the peer's point `j − 1` (0 for the first) as 4
+//! little-endian bytes ("compatible with Cache::Memcached::Fast"). The points are sorted
+//! and equal hashes kept once. A pick finds the first point at or after `crc32(key)`
+//! (wrapping to the first), and walks on point by point past peers that are down; after 21
+//! points it falls back to smooth weighted round robin, as above. The ring therefore
+//! depends on the servers' addresses: lbsim names server `i` `127.0.0.1:{port_base + i}`,
+//! and live mode serves it at exactly that address when it replays `--via nginx`, so the
+//! real nginx builds the same ring (see `live::proxy`).
+//!
 //! **The key.** A connection's client address is [`super::hash::client_address`] of the
 //! key lbsim hashes: at connection level (`[connections]`) the key is the connection's
 //! slot, and live mode opens that slot's connections from exactly that loopback address,
@@ -22,16 +36,55 @@
 
 use std::fmt::Write as _;
 
+use serde::{Deserialize, Serialize};
+
+use super::SpecError;
 use super::hash::client_address;
-use super::registry::{About, Parameterless, PickCost, Reads, Split};
+use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
 use super::{Backend, PickContext, SmoothWeightedRoundRobin, Strategy};
 
 /// Tries by hashing before the round-robin fallback (`hp->tries > 20`).
 const TRIES: u32 = 21;
 
-/// nginx `hash $remote_addr` (without `consistent`).
+/// Points a peer places on the consistent ring per unit of weight.
+const POINTS_PER_WEIGHT: u32 = 160;
+
+/// Parameters of `kind = "nginx_hash"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NginxHashParams {
+    /// `hash $remote_addr consistent` (a ring of points) instead of the weighted walk.
+    /// Default false.
+    pub consistent: bool,
+    /// With `consistent`: server `i`'s `server` line is `127.0.0.1:{port_base + i}`, the
+    /// text nginx hashes into the ring (and the address live mode serves it at through
+    /// nginx). Default 29100.
+    pub port_base: u32,
+}
+
+impl Default for NginxHashParams {
+    fn default() -> Self {
+        NginxHashParams {
+            consistent: false,
+            port_base: 29_100,
+        }
+    }
+}
+
+impl NginxHashParams {
+    /// The address text of server `i`'s `server` line (what the consistent ring hashes).
+    pub fn server_line(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", u64::from(self.port_base) + i as u64)
+    }
+}
+
+/// nginx `hash $remote_addr [consistent]`.
 #[derive(Debug, Default)]
 pub struct NginxHash {
+    params: NginxHashParams,
+    /// The consistent ring: (point hash, peer), sorted by hash, equal hashes once; built
+    /// from the weights at the first pick, rebuilt when a weight changes.
+    ring: Vec<(u32, u32)>,
     /// The fallback after [`TRIES`] failed tries (and with a single peer), with the state
     /// nginx keeps for the upstream: only fallback picks move it.
     fallback: SmoothWeightedRoundRobin,
@@ -89,9 +142,65 @@ impl NginxHash {
     }
 }
 
+impl NginxHash {
+    /// nginx's ring over `backends`' weights (`ngx_stream_upstream_init_chash`): every
+    /// peer's `160 × weight` points, sorted (stably, as glibc's merge-sort `qsort`), equal
+    /// hashes kept once (the first).
+    fn build_ring(params: &NginxHashParams, backends: &[Backend]) -> Vec<(u32, u32)> {
+        let mut ring = Vec::new();
+        for (i, b) in backends.iter().enumerate() {
+            let line = params.server_line(i);
+            let (host, port) = line.rsplit_once(':').expect("host:port");
+            let mut base = crc32fast::Hasher::new();
+            base.update(host.as_bytes());
+            base.update(b"\0");
+            base.update(port.as_bytes());
+            let mut prev = 0u32;
+            for _ in 0..u64::from(b.weight) * u64::from(POINTS_PER_WEIGHT) {
+                let mut h = base.clone();
+                h.update(&prev.to_le_bytes());
+                prev = h.finalize();
+                ring.push((prev, i as u32));
+            }
+        }
+        ring.sort_by_key(|&(hash, _)| hash);
+        ring.dedup_by_key(|&mut (hash, _)| hash);
+        ring
+    }
+
+    /// The first point at or after `hash` (`ngx_stream_upstream_find_chash_point`); the
+    /// ring's length when every point is below it (the walk then wraps to the first).
+    fn first_point(ring: &[(u32, u32)], hash: u32) -> usize {
+        ring.partition_point(|&(h, _)| h < hash)
+    }
+
+    /// The consistent pick: `None` when nginx falls back to round robin (one peer, no
+    /// points, or 21 points in a row whose peers are down).
+    fn consistent_pick(&mut self, backends: &[Backend], key: &str) -> Option<usize> {
+        if self.ring.is_empty() {
+            self.ring = Self::build_ring(&self.params, backends);
+        }
+        if backends.len() < 2 || self.ring.is_empty() {
+            return None;
+        }
+        let n = self.ring.len();
+        let first = Self::first_point(&self.ring, crc32fast::hash(key.as_bytes()));
+        (first..first + TRIES as usize)
+            .map(|at| self.ring[at % n].1 as usize)
+            .find(|&peer| backends[peer].up)
+    }
+}
+
 impl Strategy for NginxHash {
     fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
         let mut text = std::mem::take(&mut self.text);
+        if self.params.consistent {
+            text.clear();
+            let _ = write!(text, "{}", client_address(ctx.key));
+            let picked = self.consistent_pick(backends, &text);
+            self.text = text;
+            return picked.or_else(|| self.fallback.pick(backends, ctx));
+        }
         let ends = self.ends(backends);
         let total = ends.last().copied().unwrap_or(0);
         // `peers->single`: one peer is round robin's.
@@ -124,23 +233,46 @@ impl Strategy for NginxHash {
         let start = backend.checked_sub(1).map_or(0, |k| self.ends[k]);
         if end - start != u64::from(view.weight) {
             self.ends.clear();
+            self.ring.clear();
         }
     }
 }
 
-/// `kind = "nginx_hash"`: no parameters.
-impl Parameterless for NginxHash {
+impl Kind for NginxHash {
+    type Params = NginxHashParams;
     const ABOUT: About = About {
         kind: "nginx_hash",
         aliases: &[],
-        follows: "nginx `hash $remote_addr` without `consistent` (upstream hash module, nginx 1.22: crc32 of the client address, weighted peer walk, 21 tries, then smooth weighted round robin)",
-        knobs: &[],
+        follows: "nginx `hash $remote_addr [consistent]` (upstream hash module, nginx 1.22): crc32 of the client address, weighted peer walk, or with consistent the first of 160 × weight points per peer at or after it (server i at 127.0.0.1:port_base+i); 21 tries, then smooth weighted round robin",
+        knobs: &[
+            Knob::new("consistent", Ty::Bool).meaning("hash … consistent"),
+            Knob::new("port_base", Ty::Int).meaning("server i is 127.0.0.1:port_base+i"),
+        ],
         reads: Reads::WEIGHTS,
         split: Split::Dynamic,
     };
-    const COST: PickCost = PickCost::SCAN;
-    fn start(_: usize, _: crate::rng::SimRng) -> NginxHash {
-        NginxHash::default()
+    fn validate(p: &NginxHashParams, n: usize) -> Result<(), SpecError> {
+        let last = u64::from(p.port_base) + n.saturating_sub(1) as u64;
+        if p.consistent && (p.port_base == 0 || last > 65_535) {
+            return Err(SpecError::new(
+                "port_base",
+                format!(
+                    "is {}, so the {n} servers' ports run from {} to {last}",
+                    p.port_base, p.port_base
+                ),
+                "use a port from 1 to 65535 minus the number of servers, e.g. 29100",
+            ));
+        }
+        Ok(())
+    }
+    fn build(p: &NginxHashParams, _: usize, _: crate::rng::SimRng) -> NginxHash {
+        NginxHash {
+            params: p.clone(),
+            ..NginxHash::default()
+        }
+    }
+    fn cost(_: &NginxHashParams) -> PickCost {
+        PickCost::SCAN
     }
 }
 
@@ -236,5 +368,113 @@ mod tests {
         assert!((0..50).all(|k| b.route(Nanos(0), k) == Some(1)));
         b.set_up(1, false);
         assert_eq!(b.route(Nanos(0), 0), None);
+    }
+
+    fn consistent(port_base: u32) -> NginxHash {
+        NginxHash::build(
+            &NginxHashParams {
+                consistent: true,
+                port_base,
+            },
+            0,
+            <crate::rng::SimRng as rand::SeedableRng>::seed_from_u64(0),
+        )
+    }
+
+    /// The ring and the picks against an independent implementation (Python's
+    /// `zlib.crc32`, `struct.pack('<I', prev)`, `bisect_left`, written from nginx's C):
+    /// 640 points over 4 peers of weight 1; the first is peer 1's 1015501; peer 0's first
+    /// point is crc32 of `127.0.0.1`, a NUL byte, `29100` and four zero bytes: 0x840f9dcb.
+    /// The picks of the keys 0..24 (clients 127.1.0.0, 127.1.0.1, …), with every peer up,
+    /// then with peer 1 down, and over weights 3:1:2.
+    #[test]
+    fn the_ring_and_its_picks_match_an_independent_implementation() {
+        let h = consistent(29_100);
+        let ring = NginxHash::build_ring(&h.params, &view(&[1, 1, 1, 1]));
+        assert_eq!(ring.len(), 640);
+        assert_eq!(ring[0], (1_015_501, 1));
+        assert!(ring.contains(&(0x840f_9dcb, 0)));
+        let expect_up = [
+            1, 2, 3, 0, 3, 3, 3, 3, 3, 3, 0, 1, 3, 2, 1, 0, 0, 0, 2, 1, 0, 0, 0, 3,
+        ];
+        let expect_down = [
+            0, 2, 3, 0, 3, 3, 3, 3, 3, 3, 0, 0, 3, 2, 2, 0, 0, 0, 2, 0, 0, 0, 0, 3,
+        ];
+        let mut b = Balancer::new(Box::new(consistent(29_100)), &[1, 1, 1, 1]);
+        let up: Vec<_> = (0..24).map(|k| b.route(Nanos(0), k).unwrap()).collect();
+        assert_eq!(up, expect_up);
+        b.set_up(1, false);
+        let down: Vec<_> = (0..24).map(|k| b.route(Nanos(0), k).unwrap()).collect();
+        assert_eq!(down, expect_down);
+        let mut w = Balancer::new(Box::new(consistent(29_100)), &[3, 1, 2]);
+        let weighted: Vec<_> = (0..24).map(|k| w.route(Nanos(0), k).unwrap()).collect();
+        assert_eq!(
+            weighted,
+            [
+                2, 2, 0, 0, 2, 0, 0, 2, 0, 0, 0, 1, 0, 2, 2, 0, 0, 0, 2, 1, 0, 0, 0, 2
+            ]
+        );
+        // Another port base is another ring.
+        let mut other = Balancer::new(Box::new(consistent(30_000)), &[1, 1, 1, 1]);
+        let moved: Vec<_> = (0..24).map(|k| other.route(Nanos(0), k).unwrap()).collect();
+        assert_ne!(moved, expect_up);
+    }
+
+    /// A down peer's keys go to the next points' peers; every other key stays; weights
+    /// widen a peer's share of the ring (160 points per unit of weight).
+    #[test]
+    fn consistent_hashing_moves_only_a_down_peers_keys_and_follows_weights() {
+        let mut b = Balancer::new(Box::new(consistent(29_100)), &[1; 8]);
+        let keys = 0..4000u64;
+        let spread = |k: u64| k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
+        let before: Vec<_> = keys
+            .clone()
+            .map(|k| b.route(Nanos(0), spread(k)).unwrap())
+            .collect();
+        b.set_up(5, false);
+        for (k, &was) in keys.clone().zip(&before) {
+            let now = b.route(Nanos(0), spread(k)).unwrap();
+            assert_ne!(now, 5);
+            if was != 5 {
+                assert_eq!(now, was, "key {k} moved although its server is up");
+            }
+        }
+        let mut w = Balancer::new(Box::new(consistent(29_100)), &[6, 1, 1]);
+        let to_first = keys
+            .filter(|&k| w.route(Nanos(0), spread(k)) == Some(0))
+            .count();
+        assert!((2600..3400).contains(&to_first), "{to_first} of 4000");
+    }
+
+    /// One peer is round robin's; every peer down is no pick; a port range beyond 65535
+    /// is refused by name.
+    #[test]
+    fn consistent_edges_and_validation() {
+        let mut one = Balancer::new(Box::new(consistent(29_100)), &[1]);
+        assert_eq!(one.route(Nanos(0), 7), Some(0));
+        let mut b = Balancer::new(Box::new(consistent(29_100)), &[1, 1]);
+        b.set_up(0, false);
+        assert!((0..50).all(|k| b.route(Nanos(0), k) == Some(1)));
+        b.set_up(1, false);
+        assert_eq!(b.route(Nanos(0), 0), None);
+        let p = |port_base| NginxHashParams {
+            consistent: true,
+            port_base,
+        };
+        assert!(NginxHash::validate(&p(65_530), 6).is_ok());
+        let e = NginxHash::validate(&p(65_530), 7).unwrap_err().to_string();
+        assert!(e.contains("port_base") && e.contains("65536"), "{e}");
+        assert!(NginxHash::validate(&p(0), 2).is_err());
+        // Without `consistent` the port base is not read.
+        assert!(
+            NginxHash::validate(
+                &NginxHashParams {
+                    consistent: false,
+                    port_base: 0
+                },
+                2
+            )
+            .is_ok()
+        );
     }
 }
