@@ -976,6 +976,14 @@ pub struct RunMetrics {
     /// [`RunMetrics::wait`] (see [`RunMetrics::flush`] and [`SERVER_BATCH`]).
     pending_latency: Vec<u64>,
     pending_wait: Vec<u64>,
+    /// Whether [`RunMetrics::latency`] still lacks exactly what the per-server histograms
+    /// hold (recorded and pending): while it does, [`RunMetrics::record_served`] records a
+    /// response time once, in its server's histogram, and [`RunMetrics::flush`] adds those
+    /// histograms into [`RunMetrics::latency`] (exact: the same buckets, see
+    /// [`server_histogram`]). Any other record into either histogram first makes the two
+    /// separate ([`RunMetrics::latency_apart`]); runs beyond [`MAX_SERVER_HISTOGRAMS`]
+    /// servers, which have no per-server histograms, never defer.
+    latency_in_servers: bool,
 }
 
 /// What client policies (timeouts, retries, hedging) did in one run, counted over the
@@ -1109,6 +1117,7 @@ impl RunMetrics {
             unrecorded_zero_waits: 0,
             pending_latency: Vec::with_capacity(SERVER_BATCH),
             pending_wait: Vec::with_capacity(SERVER_BATCH),
+            latency_in_servers: workers.len() <= MAX_SERVER_HISTOGRAMS,
         }
     }
 
@@ -1198,24 +1207,29 @@ impl RunMetrics {
     /// Records a measured request's response time.
     #[inline]
     pub fn record_latency(&mut self, latency: Nanos) {
+        self.latency_apart();
         self.latency.saturating_record(latency.0.max(1));
         self.latency_sum += latency.as_secs_f64();
         self.latency_max = self.latency_max.max(latency);
     }
 
-    /// [`RunMetrics::record_latency`] and [`RunMetrics::record_service`] in one, with the
-    /// response time's record into [`RunMetrics::latency`] batched too (until
-    /// [`RunMetrics::flush`]): the simulator's path for a measured request served.
+    /// [`RunMetrics::record_latency`] and [`RunMetrics::record_service`] in one: the
+    /// simulator's path for a measured request served. The response time is recorded once,
+    /// into its server's histogram, and [`RunMetrics::latency`] is built from those at
+    /// [`RunMetrics::flush`] (when there are per-server histograms; otherwise it is
+    /// batched into [`RunMetrics::latency`] until then).
     #[inline]
     pub fn record_served(&mut self, server: usize, arrival: Nanos, latency: Nanos, wait: Nanos) {
-        self.pending_latency.push(latency.0);
-        if self.pending_latency.len() == SERVER_BATCH {
-            record_saturating(&mut self.latency, &self.pending_latency);
-            self.pending_latency.clear();
+        if !self.latency_in_servers {
+            self.pending_latency.push(latency.0);
+            if self.pending_latency.len() == SERVER_BATCH {
+                record_saturating(&mut self.latency, &self.pending_latency);
+                self.pending_latency.clear();
+            }
         }
         self.latency_sum += latency.as_secs_f64();
         self.latency_max = self.latency_max.max(latency);
-        self.record_service(server, arrival, latency, wait);
+        self.record_service_of(server, arrival, latency, wait);
     }
 
     /// Records what only the simulator knows of a measured request served by `server`
@@ -1225,6 +1239,13 @@ impl RunMetrics {
     /// request that found a free worker.
     #[inline]
     pub fn record_service(&mut self, server: usize, arrival: Nanos, latency: Nanos, wait: Nanos) {
+        self.latency_apart();
+        self.record_service_of(server, arrival, latency, wait);
+    }
+
+    /// [`RunMetrics::record_service`] without separating the latency histograms.
+    #[inline]
+    fn record_service_of(&mut self, server: usize, arrival: Nanos, latency: Nanos, wait: Nanos) {
         self.phase_served(arrival, latency);
         let secs = latency.as_secs_f64();
         let k =
@@ -1257,6 +1278,7 @@ impl RunMetrics {
     /// Records a response time of server `server` into its histogram at once (live mode;
     /// the simulator's [`RunMetrics::record_service`] batches them).
     pub fn record_server_latency(&mut self, server: usize, latency: Nanos) {
+        self.latency_apart();
         if let Some(h) = self.server_latency.get_mut(server) {
             record_clamped(h, &[latency.0]);
         }
@@ -1266,6 +1288,7 @@ impl RunMetrics {
     /// deferred. The simulator calls it when a run ends; call it before reading the
     /// histograms after recording by hand.
     pub fn flush(&mut self) {
+        self.latency_apart();
         record_saturating(&mut self.latency, &self.pending_latency);
         self.pending_latency.clear();
         record_saturating(&mut self.wait, &self.pending_wait);
@@ -1275,9 +1298,32 @@ impl RunMetrics {
             // 1 ns is the histogram's lowest value: the same as recording each 0 as 1 ns.
             let _ = self.wait.record_n(1, zeros);
         }
+        self.flush_servers();
+    }
+
+    /// Records the per-server response times still pending.
+    fn flush_servers(&mut self) {
         for (h, p) in self.server_latency.iter_mut().zip(&mut self.server_pending) {
             record_clamped(h, p);
             p.clear();
+        }
+    }
+
+    /// Ends the sharing of response times between [`RunMetrics::latency`] and the
+    /// per-server histograms (see `latency_in_servers`): what the servers' histograms hold
+    /// so far is added into [`RunMetrics::latency`] once, and from then on every response
+    /// time is recorded in both. Exact: a [`server_histogram`] has the buckets of a
+    /// [`latency_histogram`] and the same saturation, so adding counts each value where a
+    /// direct record would.
+    fn latency_apart(&mut self) {
+        if !std::mem::take(&mut self.latency_in_servers) {
+            return;
+        }
+        self.flush_servers();
+        for h in &self.server_latency {
+            self.latency
+                .add(h)
+                .expect("a server histogram fits the latency histogram's range");
         }
     }
 
@@ -1981,6 +2027,126 @@ mod tests {
             let (sa, sb) = (a.summarize(), b.summarize());
             assert_eq!(format!("{sa:?}"), format!("{sb:?}"), "{n}");
         }
+    }
+
+    /// The deferral of `record_served` stays exact whatever comes after it.
+    #[derive(Clone, Debug)]
+    enum Record {
+        Served(usize, u64, u64),
+        Latency(u64),
+        Service(usize, u64),
+        Server(usize, u64),
+        Flush,
+    }
+
+    fn latency_value() -> impl proptest::strategy::Strategy<Value = u64> {
+        proptest::prop_oneof![
+            0u64..3000,
+            0u64..50_000_000,
+            (LATENCY_HIGH_NS - 5)..(LATENCY_UNTRACKABLE_NS + 5),
+            proptest::prelude::any::<u64>(),
+        ]
+    }
+
+    fn record_op() -> impl proptest::strategy::Strategy<Value = Record> {
+        use proptest::strategy::Strategy as _;
+        proptest::prop_oneof![
+            8 => (0usize..3, latency_value(), 0u64..1000).prop_map(|(i, v, w)| Record::Served(i, v, w)),
+            1 => latency_value().prop_map(Record::Latency),
+            1 => (0usize..3, latency_value()).prop_map(|(i, v)| Record::Service(i, v)),
+            1 => (0usize..3, latency_value()).prop_map(|(i, v)| Record::Server(i, v)),
+            1 => proptest::strategy::Just(Record::Flush),
+        ]
+    }
+
+    proptest::proptest! {
+        /// `record_served` records a response time once (in its server's histogram) and
+        /// `flush` builds the overall histogram from the servers': everything read from
+        /// it is what recording each value into it directly gives, mixed with the other
+        /// ways to record, flushed at any point, and edges of the range included.
+        #[test]
+        fn latency_built_from_servers_is_the_directly_recorded_one(
+            ops in proptest::collection::vec(record_op(), 0..400),
+        ) {
+            let mut a = RunMetrics::new(&[1, 2, 1], Nanos(0), Nanos(1_000_000));
+            let mut direct = latency_histogram();
+            let mut servers = [latency_histogram(), latency_histogram(), latency_histogram()];
+            for op in &ops {
+                match *op {
+                    Record::Served(i, v, w) => {
+                        a.record_served(i, Nanos(w), Nanos(v), Nanos(w));
+                        direct.saturating_record(v.max(1));
+                        servers[i].saturating_record(v.max(1));
+                    }
+                    Record::Latency(v) => {
+                        a.record_latency(Nanos(v));
+                        direct.saturating_record(v.max(1));
+                    }
+                    Record::Service(i, v) => {
+                        a.record_service(i, Nanos(0), Nanos(v), Nanos::ZERO);
+                        servers[i].saturating_record(v.max(1));
+                    }
+                    Record::Server(i, v) => {
+                        a.record_server_latency(i, Nanos(v));
+                        servers[i].saturating_record(v.max(1));
+                    }
+                    Record::Flush => {
+                        a.flush();
+                        proptest::prop_assert_eq!(readings(&a.latency), readings(&direct));
+                    }
+                }
+            }
+            a.flush();
+            proptest::prop_assert_eq!(&a.latency, &direct);
+            proptest::prop_assert_eq!(readings(&a.latency), readings(&direct));
+            for (h, d) in a.server_latency.iter().zip(&servers) {
+                proptest::prop_assert_eq!(readings(h), readings(d));
+            }
+            a.flush();
+            proptest::prop_assert_eq!(&a.latency, &direct);
+        }
+    }
+
+    /// Adding histograms reads as recording directly only for histograms of the same
+    /// configuration: a server histogram of another precision would move the overall
+    /// percentiles, and this comparison sees it (the check the tests above rely on).
+    #[test]
+    fn adding_histograms_of_another_precision_is_caught() {
+        let values: Vec<u64> = (0..2000u64)
+            .map(|k| 1_000 + k * 7_919 % 3_000_000)
+            .collect();
+        let mut direct = latency_histogram();
+        let mut same = server_histogram();
+        let mut coarse = Histogram::<u64>::new_with_bounds(1, 2, 2).unwrap();
+        coarse.auto(true);
+        for &v in &values {
+            direct.record(v).unwrap();
+            same.record(v).unwrap();
+            coarse.record(v).unwrap();
+        }
+        let (mut from_same, mut from_coarse) = (latency_histogram(), latency_histogram());
+        from_same.add(&same).unwrap();
+        from_coarse.add(&coarse).unwrap();
+        assert_eq!(readings(&from_same), readings(&direct));
+        assert_eq!(from_same, direct);
+        assert_ne!(readings(&from_coarse), readings(&direct));
+        assert_ne!(from_coarse, direct);
+    }
+
+    /// Beyond [`MAX_SERVER_HISTOGRAMS`] servers there is nothing to build from: every
+    /// response time is recorded directly.
+    #[test]
+    fn many_servers_record_latency_directly() {
+        let workers = vec![1; MAX_SERVER_HISTOGRAMS + 1];
+        let mut m = RunMetrics::new(&workers, Nanos(0), Nanos(1_000));
+        let mut direct = latency_histogram();
+        for k in 0..200u64 {
+            m.record_served((k % 300) as usize, Nanos(0), Nanos(500 + k), Nanos::ZERO);
+            direct.record(500 + k).unwrap();
+        }
+        m.flush();
+        assert!(m.server_latency.is_empty());
+        assert_eq!(m.latency, direct);
     }
 
     #[test]

@@ -183,6 +183,11 @@ struct Sim<'a> {
     replies: network::Replies,
     /// Requests' rates over time, while a trace records them ([`Run::trace`]).
     tally: Option<Box<tally::Tally>>,
+    /// Whether the run has none of the features a request's path otherwise asks about at
+    /// every step (see [`Sim::is_plain`]): its events then run through the path
+    /// specialised for that case (`PLAIN = true`), the same code with those checks
+    /// removed at compile time.
+    plain: bool,
 }
 
 /// One replication of one strategy on a scenario, configured by its options and run by
@@ -411,32 +416,58 @@ pub struct Trace {
     pub after: Counts,
 }
 
+/// Samples the servers `ids` of `sim` at every grid point from `next` (advanced by
+/// `every`) before `t`, up to the end of the measured window: the state between events
+/// holds until the next one. Out of line: most events fall between two grid points, and
+/// the caller only compares with `next`.
+#[inline(never)]
+fn sample_until(
+    sim: &Sim<'_>,
+    ids: &[usize],
+    every: Nanos,
+    next: &mut Nanos,
+    t: Nanos,
+    samples: &mut Vec<Sample>,
+) {
+    while *next < t && *next <= sim.to {
+        let view = sim.balancers[0].backends();
+        samples.push(Sample {
+            time: *next,
+            queued: ids.iter().map(|&i| sim.servers[i].queued()).collect(),
+            in_service: ids.iter().map(|&i| sim.servers[i].busy()).collect(),
+            in_flight: ids.iter().map(|&i| view[i].in_flight).collect(),
+        });
+        *next += every;
+    }
+}
+
 /// Runs every event of `sim`, sampling the servers of `spec`; `None` if `cancel` was set
 /// first (checked every [`CANCEL_CHECK_EVERY`] events).
 fn record(sim: &mut Sim<'_>, spec: &TraceSpec, cancel: &Cancel) -> Option<Trace> {
+    if sim.plain {
+        record_as::<true>(sim, spec, cancel)
+    } else {
+        record_as::<false>(sim, spec, cancel)
+    }
+}
+
+/// [`record`] on the path for plain runs or the general one (see [`Sim::plain`]).
+fn record_as<const PLAIN: bool>(
+    sim: &mut Sim<'_>,
+    spec: &TraceSpec,
+    cancel: &Cancel,
+) -> Option<Trace> {
     let every = spec.every.max(Nanos(1));
     let ids = &spec.servers;
     sim.tally = Some(Box::new(tally::Tally::new(every, sim.to)));
     let mut samples = Vec::new();
     let mut next = Nanos::ZERO;
-    let mut sample_until = |sim: &Sim<'_>, t: Nanos, samples: &mut Vec<Sample>| {
-        // The state between events holds until the next one: sample it at every grid
-        // point before `t`.
-        while next < t && next <= sim.to {
-            let view = sim.balancers[0].backends();
-            samples.push(Sample {
-                time: next,
-                queued: ids.iter().map(|&i| sim.servers[i].queued()).collect(),
-                in_service: ids.iter().map(|&i| sim.servers[i].busy()).collect(),
-                in_flight: ids.iter().map(|&i| view[i].in_flight).collect(),
-            });
-            next += every;
-        }
-    };
     let mut countdown = CANCEL_CHECK_EVERY;
     while let Some(now) = sim.next_time() {
-        sample_until(sim, now, &mut samples);
-        sim.step();
+        if next < now && next <= sim.to {
+            sample_until(sim, ids, every, &mut next, now, &mut samples);
+        }
+        sim.step_as::<PLAIN>();
         countdown -= 1;
         if countdown == 0 {
             if cancel.is_cancelled() {
@@ -445,7 +476,7 @@ fn record(sim: &mut Sim<'_>, spec: &TraceSpec, cancel: &Cancel) -> Option<Trace>
             countdown = CANCEL_CHECK_EVERY;
         }
     }
-    sample_until(sim, Nanos::MAX, &mut samples);
+    sample_until(sim, ids, every, &mut next, Nanos::MAX, &mut samples);
     let (every, counts, after) = sim.tally.take().map(|t| t.finish())?;
     Some(Trace {
         servers: ids.clone(),
@@ -535,6 +566,7 @@ impl<'a> Sim<'a> {
             members: membership::Members::new(scenario),
             replies: network::Replies::default(),
             tally: None,
+            plain: false,
         };
         for s in &mut sim.servers {
             if let Some(a) = &scenario.groups[s.group].admission {
@@ -581,7 +613,24 @@ impl<'a> Sim<'a> {
                 sim.open_connection(slot, Nanos::ZERO);
             }
         }
+        sim.plain = sim.is_plain();
         sim
+    }
+
+    /// Whether a request's path can skip every check for an absent feature: no client
+    /// policy, no probes or reply loads, no faults (so no server errs, delays answers,
+    /// pauses, crashes or changes membership), no admission control, request-level
+    /// topology, no load reports kept exact after every change, no calibrated overheads.
+    /// A trace (tally) is still checked for: it reads only.
+    fn is_plain(&self) -> bool {
+        self.client.is_none()
+            && self.signals.is_none()
+            && self.members.is_none()
+            && self.scenario.faults.is_empty()
+            && matches!(self.topology, Topology::Requests)
+            && !self.exact_reports
+            && self.extra_latency.is_empty()
+            && self.servers.iter().all(|s| s.control.is_none())
     }
 
     /// Whether the pending arrival comes before the earliest scheduled event, by
@@ -605,10 +654,20 @@ impl<'a> Sim<'a> {
 
     /// Runs every event; returns false if `cancel` was set first (checked every
     /// [`CANCEL_CHECK_EVERY`] events).
-    #[inline]
     fn run(&mut self, cancel: &Cancel) -> bool {
+        if self.plain {
+            self.run_as::<true>(cancel)
+        } else {
+            self.run_as::<false>(cancel)
+        }
+    }
+
+    /// [`Sim::run`] on the path for plain runs (`PLAIN`, see [`Sim::plain`]) or the
+    /// general one.
+    #[inline]
+    fn run_as<const PLAIN: bool>(&mut self, cancel: &Cancel) -> bool {
         let mut countdown = CANCEL_CHECK_EVERY;
-        while self.step().is_some() {
+        while self.step_as::<PLAIN>().is_some() {
             countdown -= 1;
             if countdown == 0 {
                 if cancel.is_cancelled() {
@@ -621,25 +680,37 @@ impl<'a> Sim<'a> {
     }
 
     /// Runs the next event; returns its time, or `None` when nothing is left.
+    #[cfg(test)]
     fn step(&mut self) -> Option<Nanos> {
+        if self.plain {
+            self.step_as::<true>()
+        } else {
+            self.step_as::<false>()
+        }
+    }
+
+    /// [`Sim::step`] on the path for plain runs or the general one (see [`Sim::plain`]).
+    #[inline(always)]
+    fn step_as<const PLAIN: bool>(&mut self) -> Option<Nanos> {
+        debug_assert!(!PLAIN || self.plain);
         if self.arrival_first()? {
             let (now, _, req) = self.pending.take()?;
             if let Some(next) = self.requests.next() {
                 let seq = self.events.reserve_seq();
                 self.pending = Some((next.arrival, seq, next));
             }
-            self.arrival(now, req);
+            self.arrival::<PLAIN>(now, req);
             Some(now)
         } else {
             let (now, event) = self.events.pop()?;
-            self.handle(now, event);
+            self.handle::<PLAIN>(now, event);
             Some(now)
         }
     }
 
-    fn handle(&mut self, now: Nanos, event: Event) {
+    fn handle<const PLAIN: bool>(&mut self, now: Nanos, event: Event) {
         match event {
-            Event::Done { server, job } => self.done(now, server as usize, job),
+            Event::Done { server, job } => self.done::<PLAIN>(now, server as usize, job),
             Event::Report => {
                 for i in 0..self.servers.len() {
                     self.publish_load(i, now);
@@ -707,8 +778,8 @@ impl<'a> Sim<'a> {
         t >= self.from && t < self.to
     }
 
-    fn arrival(&mut self, now: Nanos, req: Request) {
-        if self.client.is_some() {
+    fn arrival<const PLAIN: bool>(&mut self, now: Nanos, req: Request) {
+        if !PLAIN && self.client.is_some() {
             return self.arrival_with_policy(now, req);
         }
         let measured = self.measured(now);
@@ -722,6 +793,13 @@ impl<'a> Sim<'a> {
             t.attempt(now);
         }
         let (b, target) = match self.topology {
+            _ if PLAIN => {
+                let b = self.pick_balancer();
+                (
+                    b,
+                    self.balancers[b].route_with(now, req.key, self.loads.as_ref()),
+                )
+            }
             Topology::Requests => {
                 let b = self.pick_balancer();
                 let target = self.balancers[b].route_with(now, req.key, self.loads.as_ref());
@@ -740,14 +818,14 @@ impl<'a> Sim<'a> {
             }
             return;
         };
-        if let Some(rejected) = self.answers_error(i) {
+        if !PLAIN && let Some(rejected) = self.answers_error(i) {
             return self.send_error(now, i, b, measured, rejected, None);
         }
         let work = req.size.work(&self.dists[self.servers[i].group]);
         let job = Job::sent(req.id, req.arrival, work, b as u32, measured, now);
         match self.offer(now, i, job) {
             Admission::Started(service) => {
-                if let Some(s) = &mut self.signals {
+                if !PLAIN && let Some(s) = &mut self.signals {
                     s.started(i, service);
                 }
             }
@@ -769,7 +847,7 @@ impl<'a> Sim<'a> {
                 self.connections_broken(i, now);
             }
         }
-        if self.exact_reports {
+        if !PLAIN && self.exact_reports {
             self.publish_load(i, now);
         }
     }
@@ -845,11 +923,20 @@ impl<'a> Sim<'a> {
     /// ([`Sim::done`]) and the policy path (`attempt_done`).
     #[inline]
     fn finish_job(&mut self, now: Nanos, i: usize, id: u64) -> Option<Job> {
+        self.finish_job_as::<false>(now, i, id)
+    }
+
+    /// [`Sim::finish_job`] on the path for plain runs or the general one (see
+    /// [`Sim::plain`]).
+    #[inline(always)]
+    fn finish_job_as<const PLAIN: bool>(&mut self, now: Nanos, i: usize, id: u64) -> Option<Job> {
         let server = &mut self.servers[i];
         let before = (server.busy(), server.queued());
         let (finished, next) = server.finish(id, now);
         let job = finished?;
-        if let Some((next, service)) = self.job_left(now, i, before, next) {
+        if let Some((next, service)) = self.job_left(now, i, before, next)
+            && !PLAIN
+        {
             if next.id < PROBE_JOB_BASE
                 && let Some(c) = self.client.as_mut()
             {
@@ -862,6 +949,9 @@ impl<'a> Sim<'a> {
             {
                 s.started(i, service);
             }
+        }
+        if PLAIN {
+            return Some(job);
         }
         self.shed_jobs(now, i);
         if self.members.is_some() {
@@ -880,10 +970,17 @@ impl<'a> Sim<'a> {
     /// (`[servers.admission]`): each is refused at once, its wait counting in the latency
     /// its balancer sees (a shedding server answers "overloaded" when it dequeues the
     /// request); under a policy the attempt is refused and may be retried.
+    #[inline]
     fn shed_jobs(&mut self, now: Nanos, i: usize) {
-        if self.servers[i].shed.is_empty() {
-            return;
+        if !self.servers[i].shed.is_empty() {
+            self.answer_shed(now, i);
         }
+    }
+
+    /// [`Sim::shed_jobs`] once server `i` dropped some: kept out of line, as most runs
+    /// have no admission control and every completion asks.
+    #[inline(never)]
+    fn answer_shed(&mut self, now: Nanos, i: usize) {
         let mut shed = std::mem::take(&mut self.servers[i].shed);
         for job in shed.drain(..) {
             // A probe's cost is nobody's request.
@@ -908,13 +1005,16 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn done(&mut self, now: Nanos, i: usize, id: u64) {
-        if self.client.is_some() {
+    fn done<const PLAIN: bool>(&mut self, now: Nanos, i: usize, id: u64) {
+        if !PLAIN && self.client.is_some() {
             return self.attempt_done(now, i, id);
         }
-        let Some(job) = self.finish_job(now, i, id) else {
+        let Some(job) = self.finish_job_as::<PLAIN>(now, i, id) else {
             return;
         };
+        if PLAIN {
+            return self.served_as::<true>(now, i, job);
+        }
         let delay = self.servers[i].delay;
         if delay != Nanos::ZERO {
             self.delay_reply(now, i, job, delay);
@@ -928,11 +1028,27 @@ impl<'a> Sim<'a> {
 
     /// The answer to `job`, served by server `i`, reaches its client (no client policy).
     fn served(&mut self, now: Nanos, i: usize, job: Job) {
-        // Plus live mode's calibrated round trip (0 for scenarios read from files).
-        let latency = now - job.arrival + self.extra_latency.get(i).copied().unwrap_or_default();
+        self.served_as::<false>(now, i, job);
+    }
+
+    /// [`Sim::served`] on the path for plain runs or the general one (see [`Sim::plain`]).
+    #[inline(always)]
+    fn served_as<const PLAIN: bool>(&mut self, now: Nanos, i: usize, job: Job) {
+        let mut latency = now - job.arrival;
+        if !PLAIN {
+            // Plus live mode's calibrated round trip (0 for scenarios read from files).
+            latency += self.extra_latency.get(i).copied().unwrap_or_default();
+        }
         if job.measured {
             self.m
                 .record_served(i, job.arrival, latency, job.start - job.arrival);
+        }
+        if PLAIN {
+            if let Some(t) = &mut self.tally {
+                t.ended(now, Outcome::Ok.into());
+            }
+            self.balancers[job.balancer as usize].complete(i, latency, Outcome::Ok, now);
+            return;
         }
         if let Topology::Requests = self.topology {
             self.reply_load(job.balancer as usize, i, &job, now);
@@ -951,6 +1067,7 @@ impl<'a> Sim<'a> {
         self.extra_latency = (0..self.servers.len())
             .map(|i| Nanos::from_secs_f64(o.extra_latency(i)))
             .collect();
+        self.plain = self.is_plain();
     }
 
     /// Whether server `i`, in an `error` fault, answers the request it is offered with an
@@ -1297,7 +1414,17 @@ impl<'a> Sim<'a> {
 
     /// Sends the probes balancer `b`'s strategy asked for: each reaches its server after
     /// half the round trip.
+    #[inline]
     fn send_probes(&mut self, b: usize, now: Nanos) {
+        if self.signals.as_ref().is_some_and(|s| s.probes) {
+            self.send_probes_now(b, now);
+        }
+    }
+
+    /// [`Sim::send_probes`] for a strategy that probes: kept out of line, as most do not
+    /// and every pick asks.
+    #[inline(never)]
+    fn send_probes_now(&mut self, b: usize, now: Nanos) {
         let Some(s) = self.signals.as_mut().filter(|s| s.probes) else {
             return;
         };
@@ -1360,5 +1487,93 @@ impl<'a> Sim<'a> {
         }
         self.m.flush();
         self.m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{exponential, kinds, scenario, servers};
+
+    /// Runs replication 0 of every strategy of `s` on the path `plain` says (a plain run
+    /// may take either; any other must take the general one), with a trace when `every`
+    /// is given: what was measured and the trace, as text.
+    fn run_on_path(s: &Scenario, plain: bool, every: Option<Nanos>) -> Vec<String> {
+        s.strategies
+            .iter()
+            .map(|entry| {
+                let mut sim = Sim::new(s, &entry.spec, entry.policy.as_ref(), 0, 7);
+                assert!(sim.plain || !plain, "{}: not a plain run", entry.label());
+                sim.plain = plain;
+                let trace = every.map(|every| {
+                    let spec = TraceSpec {
+                        every,
+                        servers: (0..s.servers().len()).collect(),
+                    };
+                    record(&mut sim, &spec, &Cancel::default()).expect("not cancelled")
+                });
+                if every.is_none() {
+                    assert!(sim.run(&Cancel::default()));
+                }
+                format!("{:?}\n{trace:?}", sim.finish())
+            })
+            .collect()
+    }
+
+    /// The path specialised for plain runs measures exactly what the general path does:
+    /// every metric, histogram and trace sample, for strategies that read in-flight
+    /// counts, load reports on an interval and latencies, with one and two balancers,
+    /// queues full and not.
+    #[test]
+    fn the_plain_path_is_the_general_path() {
+        let cluster = servers("fast", 3, "workers = 2\nspeed = 2", &exponential(0.004))
+            + &servers("slow", 5, "queue_capacity = 3", &exponential(0.004));
+        let strategies = [
+            "round_robin",
+            "random",
+            "power_of_d",
+            "least_connections",
+            "peak_ewma",
+        ];
+        for (head, reports) in [
+            ("duration = 3\nwarmup = 0.5", ""),
+            // Load reports read on an interval (exact ones are not a plain run).
+            (
+                "duration = 3\nwarmup = 0.5\nbalancers = 2\nload_report_interval = 0.01",
+                "jsq",
+            ),
+        ] {
+            let mut kinds_here = strategies.to_vec();
+            kinds_here.extend([reports].iter().filter(|k| !k.is_empty()));
+            let s = scenario(head, 2_500.0, &(cluster.clone() + &kinds(&kinds_here)));
+            for every in [None, Some(Nanos::from_secs_f64(0.1))] {
+                let general = run_on_path(&s, false, every);
+                let plain = run_on_path(&s, true, every);
+                for ((g, p), entry) in general.iter().zip(&plain).zip(&s.strategies) {
+                    assert!(g == p, "{head}, {}, trace {every:?}", entry.label());
+                }
+            }
+        }
+    }
+
+    /// A run with any of the features the plain path leaves out takes the general one.
+    #[test]
+    fn runs_with_features_are_not_plain() {
+        let base = servers("s", 2, "", &exponential(0.01));
+        let plain = |head: &str, rest: &str| {
+            let s = scenario(head, 100.0, &format!("{base}{rest}"));
+            let e = &s.strategies[0];
+            Sim::new(&s, &e.spec, e.policy.as_ref(), 0, 1).plain
+        };
+        let rr = kinds(&["round_robin"]);
+        assert!(plain("duration = 1", &rr));
+        let fault = "[[faults]]\nserver = \"s-0\"\nkind = \"slow\"\nat = 0.5\nfactor = 2\n";
+        assert!(!plain("duration = 1", &format!("{rr}{fault}")));
+        assert!(!plain("duration = 1", &kinds(&["prequal"])));
+        assert!(!plain("duration = 1", &kinds(&["jsq"])));
+        let policy = "[strategies.policy]\ntimeout = 1.0\n";
+        assert!(!plain("duration = 1", &format!("{rr}{policy}")));
+        let l4 = "[connections]\nclients = 4\npool_size = 2\n";
+        assert!(!plain("duration = 1", &format!("{rr}{l4}")));
     }
 }

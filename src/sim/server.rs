@@ -264,7 +264,7 @@ impl Server {
 
     /// Request `id` finished at `now`: returns it, and the next waiting request with its
     /// service time, which a worker starts serving.
-    #[inline]
+    #[inline(always)]
     pub fn finish(&mut self, id: u64, now: Nanos) -> (Option<Job>, Option<(Job, Nanos)>) {
         // A completion scheduled before a pause pushed the job's end back finds it still
         // running (`end` differs), one scheduled before a crash or cancellation finds nothing.

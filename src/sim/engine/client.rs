@@ -277,8 +277,7 @@ impl Sim<'_> {
         core::served(self, now, a, |s| {
             let latency = now - arrival + extra_latency;
             if job.measured {
-                s.m.record_latency(latency);
-                s.m.record_service(i, arrival, latency, job.start - sent);
+                s.m.record_served(i, arrival, latency, job.start - sent);
             }
         });
     }
