@@ -98,8 +98,8 @@ fn assert_fails_on_with(v: &Verdict, strategy: &str, metric: &str) {
         row.live,
         row.tolerance.allowed(row.base())
     );
-    // The figure is judged in this run (queues are, unless the driver lagged far beyond
-    // the gate: `QUEUE_LAG_FACTOR`).
+    // The figure is judged in this run (queues and utilisations are, unless the driver
+    // lagged far beyond the gate: `LAG_BUNCHING_FACTOR`).
     assert!(
         v.judged(row),
         "{metric} not judged: the driver lagged in every attempt"

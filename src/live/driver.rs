@@ -58,6 +58,57 @@ pub(crate) fn warm_connections(scenario: &Scenario, i: usize) -> usize {
     per.min((2048 / servers.len().max(1)).max(2))
 }
 
+/// Most connections [`simulated_connections`] opens before a replay, over all backends:
+/// each holds a reader thread here and a connection thread in the backend.
+const MOST_SIMULATED_CONNECTIONS: usize = 4096;
+
+/// Most connections [`simulated_connections`] opens to one backend: below the servers'
+/// own limit (1,024, `lbsim serve --max-connections`), which a backend started elsewhere
+/// may have lowered.
+const MOST_PER_BACKEND: usize = 512;
+
+/// Connections to open to each backend before replaying `entry`: the most calls the
+/// simulated replayed replication holds at it (its workers plus the longest queue of the
+/// measured window), half as many again and 8 more, and at least
+/// [`warm_connections`]; at most [`MOST_SIMULATED_CONNECTIONS`] in all (shared in
+/// proportion).
+///
+/// A call holds its connection until answered, so a backend holding more calls than it
+/// has connections makes the driver open one per call. Opening one costs the dispatcher a
+/// thread (0.1–0.5 ms with a thousand threads in the process), so a slow-down that doubles
+/// a backend's calls in flight while the dispatcher is behind turned, in `antagonists`
+/// (4 balancers, 12 backends), into 1,500–2,300 connections opened within a second, the
+/// dispatcher on the CPU throughout and every send late by up to 1 s. Opened before the
+/// clock starts, they cost nothing in the replay.
+pub(crate) fn simulated_connections(
+    scenario: &Scenario,
+    entry: &crate::strategy::StrategyEntry,
+    seed: u64,
+    replication: u64,
+) -> Vec<usize> {
+    let m = crate::sim::Run::entry(scenario, entry, replication)
+        .seed(seed)
+        .metrics();
+    let want: Vec<usize> = m
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let held = (s.workers + s.queue_max) as usize;
+            (held + (held / 2).max(8))
+                .max(warm_connections(scenario, i))
+                .min(MOST_PER_BACKEND)
+        })
+        .collect();
+    let total: usize = want.iter().sum();
+    if total <= MOST_SIMULATED_CONNECTIONS {
+        return want;
+    }
+    want.iter()
+        .map(|&w| (w * MOST_SIMULATED_CONNECTIONS / total).max(2))
+        .collect()
+}
+
 /// After fault actions: closes the idle connections of servers that stopped (dead now)
 /// and opens connections to those that started again.
 fn membership_changed(f: &mut super::faults::FaultPlayer, pool: &mut Pool, scenario: &Scenario) {
@@ -264,10 +315,18 @@ pub fn replay_via(
         .filter_map(|s| Some((s.workers + s.queue_capacity?) as usize + 1))
         .max()
         .unwrap_or(0);
+    let seed = opts.seed.unwrap_or(scenario.seed);
+    // What each strategy's replayed replication holds at each backend at most, simulated
+    // before the replay, so its connections are open before its clock starts.
+    let needed: Vec<Vec<usize>> = strategies
+        .iter()
+        .map(|e| simulated_connections(scenario, e, seed, opts.replication))
+        .collect();
+    let most = needed.iter().flatten().copied().max().unwrap_or(0);
     let mut pool = Pool::new(
         addrs.clone(),
         cfg,
-        opts.max_connections_per_backend.max(held),
+        opts.max_connections_per_backend.max(held).max(most),
     );
     for i in 0..scenario.servers().len() {
         pool.warm(i, warm_connections(scenario, i))
@@ -278,11 +337,15 @@ pub fn replay_via(
             })?;
     }
     let calibration = calibrate(scenario, &mut pool, &cfg, opts)?;
-    let seed = opts.seed.unwrap_or(scenario.seed);
     let mut out = Vec::new();
-    for entry in strategies {
+    for (entry, needed) in strategies.into_iter().zip(&needed) {
         if opts.cancel.is_cancelled() {
             break;
+        }
+        for (i, &n) in needed.iter().enumerate() {
+            // Best effort: a backend that cannot be connected to now fails its calls in
+            // the replay, where the verdict counts them.
+            let _ = pool.warm(i, n);
         }
         if let Some(c) = &cluster {
             // Each strategy meets servers that know no service time yet, as in the

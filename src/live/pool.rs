@@ -10,7 +10,8 @@
 //! connections. A connection that failed is not reused (its stream position is unknown).
 //!
 //! One bad backend never delays the others: connections are opened on their own thread
-//! (which then becomes the reader), never on the dispatcher's, and each backend has at
+//! (which then becomes the reader), spawned by an opener thread, never by the dispatcher
+//! (a spawn costs it up to half a millisecond in a process of a thousand threads), and each backend has at
 //! most `max_per_backend` connections, open or opening. Requests beyond that wait for one
 //! of them, in order; when a backend fails (a call times out or the connection breaks, or
 //! it cannot be connected to), the requests waiting for it fail at once instead of
@@ -140,6 +141,47 @@ pub(crate) struct Pool {
     opened: usize,
     /// Requests that found no idle connection and waited for one.
     waited: u64,
+    /// To the opener thread ([`opener`]): connections to open.
+    opener: Sender<Open>,
+}
+
+/// A connection for the opener thread to open: slot `conn` of `backend` at `addr`.
+struct Open {
+    conn: usize,
+    backend: usize,
+    addr: SocketAddr,
+    cfg: ClientConfig,
+}
+
+/// The opener thread: spawns each connection's thread (which connects, then reads), so
+/// the dispatcher never does. A thread costs 0.1–0.5 ms to spawn in a process holding a
+/// thousand of them; a backend whose calls in flight outgrow its connections while the
+/// dispatcher is behind needs hundreds at once, and the dispatcher spawning them itself
+/// fell further behind with each one (`antagonists`: 1,500–2,300 connections opened in
+/// a second, the dispatcher on the CPU throughout, every send late by up to 1 s). Ends
+/// when the pool drops its sender.
+fn opener(jobs: &Receiver<Open>, events: &Sender<Event>) {
+    while let Ok(Open {
+        conn,
+        backend,
+        addr,
+        cfg,
+    }) = jobs.recv()
+    {
+        let tx = events.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("lbsim-recv-{backend}"))
+            .stack_size(READER_STACK)
+            .spawn(move || open_and_read(conn, backend, addr, cfg, &tx));
+        if let Err(source) = spawned {
+            let result = Err(ClientError::Connect { addr, source });
+            let _ = events.send(Event::Opened {
+                conn,
+                backend,
+                result,
+            });
+        }
+    }
 }
 
 impl Pool {
@@ -147,6 +189,12 @@ impl Pool {
     /// connections (at least 1) to each backend.
     pub(crate) fn new(addrs: Vec<SocketAddr>, cfg: ClientConfig, max_per_backend: usize) -> Pool {
         let (events_tx, events_rx) = mpsc::channel();
+        let (opener_tx, jobs) = mpsc::channel();
+        let events = events_tx.clone();
+        // Without a thread for it, connections are opened as if the backend refused them.
+        let _ = thread::Builder::new()
+            .name("lbsim-opener".into())
+            .spawn(move || opener(&jobs, &events));
         let n = addrs.len();
         Pool {
             idle: vec![Vec::new(); n],
@@ -161,6 +209,7 @@ impl Pool {
             in_flight: 0,
             opened: 0,
             waited: 0,
+            opener: opener_tx,
         }
     }
 
@@ -411,19 +460,23 @@ impl Pool {
         }
     }
 
-    /// Starts opening a connection to `backend` on its own thread, which then reads its
-    /// answers; the dispatcher hears of it as an [`Event::Opened`].
+    /// Has a connection to `backend` opened on its own thread (spawned by the opener
+    /// thread: [`opener`]), which then reads its answers; the dispatcher hears of it as
+    /// an [`Event::Opened`].
     fn open_async(&mut self, backend: usize) {
         let c = self.conns.len();
         self.conns.push(Slot::Opening);
         self.live[backend] += 1;
         self.opened += 1;
-        let (addr, cfg, events) = (self.addrs[backend], self.cfg, self.events_tx.clone());
-        let spawned = thread::Builder::new()
-            .name(format!("lbsim-recv-{backend}"))
-            .stack_size(READER_STACK)
-            .spawn(move || open_and_read(c, backend, addr, cfg, &events));
-        if let Err(source) = spawned {
+        let open = Open {
+            conn: c,
+            backend,
+            addr: self.addrs[backend],
+            cfg: self.cfg,
+        };
+        if self.opener.send(open).is_err() {
+            let source = std::io::Error::other("no thread to open connections");
+            let addr = self.addrs[backend];
             self.opened_now(c, backend, Err(ClientError::Connect { addr, source }));
         }
     }

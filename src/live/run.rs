@@ -129,7 +129,12 @@ impl Realtime {
         {
             if wanted {
                 let tid = rustix::thread::gettid().as_raw_nonzero().to_string();
-                if chrt(&["-f", "-p", "10", &tid]) {
+                // `-R` (SCHED_RESET_ON_FORK): the threads it spawns — connections opened
+                // while the pool grows — run at normal priority, like those opened before
+                // the replay. Without it they inherited SCHED_FIFO, and a burst of a
+                // thousand of them starved the backends' accept loops and workers (normal
+                // priority) until the kernel's real-time throttling cut in, ~0.95 s later.
+                if chrt(&["-f", "-R", "-p", "10", &tid]) {
                     return Realtime { tid: Some(tid) };
                 }
             }

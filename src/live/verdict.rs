@@ -19,7 +19,7 @@ pub use crate::report::live::{
     BadReference, BadTolerance, CalibrationRow, Comparison, Figure, LagCheck, Outcome, Reference,
     Tolerance, Tolerances, Verdict, table, write_reports,
 };
-use crate::report::live::{Judged, judge};
+use crate::report::live::{Judged, MIN_SPREAD_REPLICATIONS, judge, spread_family};
 use crate::runner::{RunError, RunOptions, RunResults, StrategyResult, run};
 use crate::scenario::Scenario;
 use crate::sim::Run;
@@ -80,6 +80,12 @@ pub fn compare(
         strategies: Vec::new(),
     };
     let mut sim_replayed = Vec::new();
+    // An adaptive strategy's rows are judged with the replications' spread, whose
+    // allowance needs enough of them to have power (`MIN_SPREAD_REPLICATIONS`).
+    let replications = opts.replications.or_else(|| {
+        (spread_family(scenario, labels.iter().copied()) > 0)
+            .then_some(scenario.replications.max(MIN_SPREAD_REPLICATIONS))
+    });
     for (replay, entry) in live.strategies.iter().zip(&calibrated.strategies) {
         let overheads = live
             .calibration
@@ -90,7 +96,7 @@ pub fn compare(
         let r = run(
             &one,
             &RunOptions {
-                replications: opts.replications,
+                replications,
                 seed: Some(live.seed),
                 threads: opts.threads,
                 overheads: overheads.clone(),
