@@ -399,6 +399,10 @@ pub(super) struct Replay {
     pub(super) views: Views,
     pub(super) metrics: RunMetrics,
     lag: Histogram<u64>,
+    /// When the arrival the dispatcher is handling was due: a client policy's first
+    /// attempt is late from then, as a plain send is, not from when the dispatcher woke
+    /// (else the lag would miss the dispatcher's own lateness; see `policy`).
+    pub(super) due: Option<Instant>,
     pub(super) errors: u64,
     pub(super) errors_per_backend: Vec<u64>,
     pub(super) marked_down: Vec<usize>,
@@ -680,6 +684,7 @@ fn dispatch(
         views,
         metrics: start.metrics(scenario),
         lag: latency_histogram(),
+        due: None,
         errors: 0,
         errors_per_backend: vec![0; backends],
         marked_down: Vec::new(),
@@ -772,7 +777,9 @@ fn dispatch(
             r.metrics.phase_arrived(req.arrival);
         }
         if let Some(mut c) = r.client.take() {
+            r.due = Some(due);
             c.arrival(&mut r, pool, now, &req, measured);
+            r.due = None;
             r.client = Some(c);
             continue;
         }

@@ -150,7 +150,9 @@ impl Host for Live<'_> {
         self.pool.send(Job {
             id: u64::from(d.request),
             backend: i,
-            scheduled: r.clock.at(now),
+            // An arrival's first attempt is late from its due time (the dispatcher may
+            // have woken after it); a retry or hedge from the timer's.
+            scheduled: r.due.take().unwrap_or_else(|| r.clock.at(now)),
             work_ns: work.round().min(i64::MAX as f64) as i64,
             key: Some(d.key as i64),
             tag: d.id,
