@@ -696,7 +696,7 @@ fn haproxy_and_the_strategies_agree_while_servers_go_down_and_up() {
                 x ^= x << 17;
                 if x.is_multiple_of(10) {
                     let i = (x / 10) as usize % names.len();
-                    let up = !b.backends()[i].up;
+                    let up = !b.backends().up(i);
                     if up || b.backends().iter().filter(|v| v.up).count() > 1 {
                         proxy.set(&names[i], up);
                         b.set_up(i, up);
