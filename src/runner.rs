@@ -319,6 +319,7 @@ struct Staged {
 struct Pools {
     replications: usize,
     servers: usize,
+    fit: Fits,
     strategies: Vec<(String, Mutex<Strategy>)>,
     staged: Mutex<HashMap<usize, Staged>>,
     /// Positions of the replications every strategy ran.
@@ -326,10 +327,11 @@ struct Pools {
 }
 
 impl Pools {
-    fn new(labels: Vec<String>, replications: usize, servers: usize) -> Pools {
+    fn new(labels: Vec<String>, replications: usize, servers: usize, fit: Fits) -> Pools {
         Pools {
             replications,
             servers,
+            fit,
             strategies: labels
                 .into_iter()
                 .map(|label| {
@@ -370,8 +372,10 @@ impl Pools {
                     unstable: None,
                     fits: FitCache::default(),
                 };
-                for (source, p) in done.fit_sources() {
-                    done.fit(source, p);
+                if self.fit == Fits::WhenDone {
+                    for (source, p) in done.fit_sources() {
+                        done.fit(source, p);
+                    }
                 }
                 *st = Strategy::Done(done);
             }
@@ -547,6 +551,35 @@ pub fn run_replications(
     indices: &[u64],
     opts: &RunOptions,
 ) -> Result<RunResults, RunError> {
+    run_pooled(scenario, indices, opts, Fits::WhenDone)
+}
+
+/// [`run_replications`] for a batch whose results are combined with others' before any
+/// report reads them (a shard, a step of `--precision`): the strategies' pooled quantile
+/// fits are not made when they end, as the combined results make their own.
+pub fn run_batch(
+    scenario: &Scenario,
+    indices: &[u64],
+    opts: &RunOptions,
+) -> Result<RunResults, RunError> {
+    run_pooled(scenario, indices, opts, Fits::OnRead)
+}
+
+/// When a strategy's pooled quantile fits are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fits {
+    /// As soon as its last replication ended, while other strategies still run.
+    WhenDone,
+    /// At their first read.
+    OnRead,
+}
+
+fn run_pooled(
+    scenario: &Scenario,
+    indices: &[u64],
+    opts: &RunOptions,
+    fit: Fits,
+) -> Result<RunResults, RunError> {
     let seed = opts.seed.unwrap_or(scenario.seed);
     // `warmup = "auto"` not chosen yet (callers that report it choose it first, see
     // `crate::steady::resolve_warmup`): choose it now, the same way.
@@ -568,7 +601,7 @@ pub fn run_replications(
     // ([`Pools`]): at the end only the last strategy's merge is left. A replication counts
     // once all its strategies ran it (after a cancel the others are taken out again).
     let labels = scenario.strategies.iter().map(|e| e.label()).collect();
-    let pools = Pools::new(labels, indices.len(), n_servers);
+    let pools = Pools::new(labels, indices.len(), n_servers, fit);
     let work = || {
         let queue = Queue::new(indices.len(), n_strategies);
         // One worker per thread, each taking the next task from the queue until it is
@@ -843,7 +876,7 @@ mod tests {
     fn pools_give_the_results_of_the_runs_in_any_order_and_fit_a_strategy_when_done() {
         let (scenario, runs) = runs_of(&["round_robin", "random", "least_connections"], 4);
         let labels: Vec<String> = scenario.strategies.iter().map(|e| e.label()).collect();
-        let pools = Pools::new(labels.clone(), 4, 3);
+        let pools = Pools::new(labels.clone(), 4, 3, Fits::WhenDone);
         // Tasks ending out of order: strategy 2 first, replication 3 before 0.
         let mut order: Vec<(usize, usize)> = (0..4)
             .flat_map(|pos| (0..3).map(move |k| (pos, k)))
@@ -857,6 +890,12 @@ mod tests {
             assert_eq!(done, ran[k] == 4, "{pos} {k}");
         }
         assert_eq!(completed, 4);
+        // A batch (shard, `--precision` step) leaves its fits to whoever reads them.
+        let batch = Pools::new(labels[..1].to_vec(), 4, 3, Fits::OnRead);
+        for (pos, rep) in runs.iter().enumerate() {
+            batch.put(pos, 0, rep[0].clone());
+        }
+        assert!(batch.finish().1[0].fits.0.lock().expect("lock").is_empty());
         let (complete, results) = pools.finish();
         assert_eq!(complete, [0, 1, 2, 3]);
         for (k, r) in results.iter().enumerate() {
@@ -871,7 +910,7 @@ mod tests {
     fn a_cancelled_replication_is_taken_out_of_every_strategy_that_ran_it() {
         let (scenario, runs) = runs_of(&["round_robin", "random", "least_connections"], 4);
         let labels: Vec<String> = scenario.strategies.iter().map(|e| e.label()).collect();
-        let pools = Pools::new(labels.clone(), 4, 3);
+        let pools = Pools::new(labels.clone(), 4, 3, Fits::WhenDone);
         // Replications 0 and 2 complete; 3 ran by strategies 0 and 2 (strategy 0 is then
         // done, and fitted); 1 by strategy 0 alone; strategy 1 ran neither.
         for (pos, k) in [
@@ -898,7 +937,7 @@ mod tests {
 
     #[test]
     fn a_run_cancelled_before_any_task_ended_has_empty_pools() {
-        let pools = Pools::new(vec!["a".into(), "b".into()], 3, 2);
+        let pools = Pools::new(vec!["a".into(), "b".into()], 3, 2, Fits::OnRead);
         let (complete, results) = pools.finish();
         assert!(complete.is_empty());
         for r in results {
