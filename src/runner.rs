@@ -187,6 +187,17 @@ impl StrategyResult {
         }
     }
 
+    /// The (source, quantile) of every pooled fit its reports read: the percentile
+    /// metrics' and each server's [`SERVER_QUANTILE`].
+    fn fit_sources(&self) -> impl Iterator<Item = (usize, f64)> + use<> {
+        let metrics = Metric::ALL.iter().filter_map(|m| match m.estimator() {
+            Estimator::Pooled { source, p } => Some((source, p)),
+            Estimator::Mean => None,
+        });
+        let servers = (SOURCE_SERVERS..self.pooled.len()).map(|i| (i, SERVER_QUANTILE));
+        metrics.chain(servers)
+    }
+
     /// The fit of the `p` quantile of pooled source `source` (none when there is no such
     /// source), made at its first read.
     pub(crate) fn fit(&self, source: usize, p: f64) -> Option<Fit> {
@@ -233,15 +244,7 @@ impl RunResults {
         let tasks: Vec<(&StrategyResult, usize, f64)> = self
             .strategies
             .iter()
-            .flat_map(|s| {
-                let metrics = Metric::ALL.iter().filter_map(move |m| match m.estimator() {
-                    Estimator::Pooled { source, p } => Some((s, source, p)),
-                    Estimator::Mean => None,
-                });
-                let servers =
-                    (SOURCE_SERVERS..s.pooled.len()).map(move |i| (s, i, SERVER_QUANTILE));
-                metrics.chain(servers)
-            })
+            .flat_map(|s| s.fit_sources().map(move |(source, p)| (s, source, p)))
             .collect();
         tasks
             .into_par_iter()
@@ -283,101 +286,180 @@ pub fn in_pool<R: Send>(
     }
 }
 
-/// One replication's results while its strategies run: staged from its first finished
-/// strategy until its last, then pooled and kept (or dropped whole after a cancel).
+/// One strategy's results while its replications run: each (replication, strategy) task
+/// is pooled as soon as it ends, and once the strategy's last replication has ended its
+/// result is made ([`StrategyResult`], with its pooled quantile fits) while the other
+/// strategies still run.
+enum Strategy {
+    /// Some replications still to end: the pooled histograms (from the first) and the
+    /// summaries with their replication's position.
+    Open {
+        pooled: Option<Vec<Histogram<u64>>>,
+        runs: Vec<(usize, RunSummary)>,
+    },
+    /// Every replication ended; runs in replication order.
+    Done(StrategyResult),
+}
+
+/// A replication with some but not all of its strategies ended: the metrics of those
+/// that did, kept only to take them out of their strategies' pools if the run is
+/// cancelled before the replication ends. The queue starts a replication's tasks before
+/// the next one's ([`Queue`]), so about one replication per thread is staged, whatever
+/// the number of replications.
 struct Staged {
-    /// Strategies finished.
     done: usize,
-    summaries: Vec<Option<RunSummary>>,
     metrics: Vec<Option<RunMetrics>>,
 }
 
-impl Staged {
-    fn new(strategies: usize) -> Staged {
-        Staged {
-            done: 0,
-            summaries: vec![None; strategies],
-            metrics: vec![None; strategies],
-        }
-    }
-}
-
-/// The replications of a run that are under way: only those with some but not all of
-/// their strategies finished are held, so staging costs memory in proportion to the tasks
-/// in flight (a few per thread), whatever the number of replications.
-struct InFlight {
-    strategies: usize,
+/// The results of a run as its tasks end, pooled per (replication, strategy).
+///
+/// Pooling adds integer counts, which is exact and order-independent, and summaries are
+/// put in replication order when a strategy is done, so the results do not depend on
+/// which thread ran which task, nor in which order the tasks ended.
+struct Pools {
+    replications: usize,
+    servers: usize,
+    fit: Fits,
+    strategies: Vec<(String, Mutex<Strategy>)>,
     staged: Mutex<HashMap<usize, Staged>>,
+    /// Positions of the replications every strategy ran.
+    complete: Mutex<Vec<usize>>,
 }
 
-impl InFlight {
-    fn new(strategies: usize) -> InFlight {
-        InFlight {
-            strategies,
+impl Pools {
+    fn new(labels: Vec<String>, replications: usize, servers: usize, fit: Fits) -> Pools {
+        Pools {
+            replications,
+            servers,
+            fit,
+            strategies: labels
+                .into_iter()
+                .map(|label| {
+                    let open = Strategy::Open {
+                        pooled: None,
+                        runs: Vec::new(),
+                    };
+                    (label, Mutex::new(open))
+                })
+                .collect(),
             staged: Mutex::default(),
+            complete: Mutex::default(),
         }
     }
 
-    /// Stages strategy `k` of the replication at position `pos`; returns the replication's
-    /// summaries and metrics (in strategy order) once this was its last strategy.
-    fn put(
-        &self,
-        pos: usize,
-        k: usize,
-        summary: RunSummary,
-        metrics: RunMetrics,
-    ) -> Option<(Vec<RunSummary>, Vec<RunMetrics>)> {
-        let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
-        let st = staged
-            .entry(pos)
-            .or_insert_with(|| Staged::new(self.strategies));
-        st.summaries[k] = Some(summary);
-        st.metrics[k] = Some(metrics);
-        st.done += 1;
-        if st.done < self.strategies {
-            return None;
-        }
-        let st = staged.remove(&pos)?;
-        drop(staged);
-        Some((
-            st.summaries.into_iter().flatten().collect(),
-            st.metrics.into_iter().flatten().collect(),
-        ))
-    }
-}
-
-/// What one worker thread of a run accumulates: the pooled histograms of the replications
-/// it completed (allocated at its first), merged with the other threads' at the end.
-/// Pooling adds integer counts, which is exact and order-independent, so the merged
-/// histograms do not depend on which thread completed which replication, and no lock
-/// shared by the threads serialises the pooling.
-#[derive(Default)]
-struct Pooled(Option<Vec<Vec<Histogram<u64>>>>);
-
-impl Pooled {
-    fn add_run(&mut self, servers: usize, runs: &[RunMetrics]) {
-        let acc = self
-            .0
-            .get_or_insert_with(|| runs.iter().map(|_| empty_pooled(servers)).collect());
-        for (acc, m) in acc.iter_mut().zip(runs) {
-            pool(acc, m);
-        }
-    }
-
-    fn merge(mut self, other: Pooled) -> Pooled {
-        match (&mut self.0, other.0) {
-            (Some(a), Some(b)) => {
-                for (a, b) in a.iter_mut().zip(&b) {
-                    for (a, b) in a.iter_mut().zip(b) {
-                        // Same bounds on both sides: addition cannot fail.
-                        let _ = a.add(b);
+    /// Pools strategy `k`'s run of the replication at position `pos`. When it was the
+    /// strategy's last replication, makes its result and its fits, here, while other
+    /// tasks run. Returns whether the replication is now complete (every strategy ran it).
+    fn put(&self, pos: usize, k: usize, metrics: RunMetrics) -> bool {
+        let (label, strategy) = &self.strategies[k];
+        {
+            let mut st = lock(strategy);
+            let Strategy::Open { pooled, runs } = &mut *st else {
+                unreachable!("a strategy runs each replication once");
+            };
+            pool(
+                pooled.get_or_insert_with(|| empty_pooled(self.servers)),
+                &metrics,
+            );
+            runs.push((pos, metrics.summarize()));
+            if runs.len() == self.replications {
+                let (pooled, mut runs) = (pooled.take(), std::mem::take(runs));
+                runs.sort_unstable_by_key(|&(pos, _)| pos);
+                let done = StrategyResult {
+                    label: label.clone(),
+                    runs: runs.into_iter().map(|(_, summary)| summary).collect(),
+                    pooled: pooled.unwrap_or_else(|| empty_pooled(self.servers)),
+                    unstable: None,
+                    fits: FitCache::default(),
+                };
+                if self.fit == Fits::WhenDone {
+                    for (source, p) in done.fit_sources() {
+                        done.fit(source, p);
                     }
                 }
-                self
+                *st = Strategy::Done(done);
             }
-            (None, b) => Pooled(b),
-            (Some(_), None) => self,
         }
+        let n = self.strategies.len();
+        let mut staged = lock(&self.staged);
+        let entry = staged.entry(pos).or_insert_with(|| Staged {
+            done: 0,
+            metrics: (0..n).map(|_| None).collect(),
+        });
+        entry.done += 1;
+        if entry.done < n {
+            entry.metrics[k] = Some(metrics);
+            return false;
+        }
+        staged.remove(&pos);
+        drop(staged);
+        lock(&self.complete).push(pos);
+        true
+    }
+
+    /// Every strategy's result, over the complete replications only: a replication that
+    /// some strategy did not run (the run was cancelled) is taken out of the pools of the
+    /// strategies that did, so that every strategy's figures come from the same
+    /// replications (paired comparisons need them) and equal those of a run of just
+    /// those replications. Returns the complete replications' positions, ascending, and
+    /// the results.
+    fn finish(self) -> (Vec<usize>, Vec<StrategyResult>) {
+        let mut complete = self
+            .complete
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        complete.sort_unstable();
+        let staged = self.staged.into_inner().unwrap_or_else(|e| e.into_inner());
+        let results = self
+            .strategies
+            .into_iter()
+            .enumerate()
+            .map(|(k, (label, st))| {
+                let partial: Vec<(usize, &RunMetrics)> = staged
+                    .iter()
+                    .filter_map(|(&pos, st)| Some((pos, st.metrics[k].as_ref()?)))
+                    .collect();
+                let (mut pooled, mut runs) =
+                    match st.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                        Strategy::Done(done) if partial.is_empty() => return done,
+                        // Every replication ran, in order: position = index.
+                        Strategy::Done(done) => (
+                            Some(done.pooled),
+                            done.runs.into_iter().enumerate().collect(),
+                        ),
+                        Strategy::Open { pooled, runs } => (pooled, runs),
+                    };
+                for &(_, m) in &partial {
+                    unpool(pooled.as_mut().expect("pooled before staged"), m);
+                }
+                let undone: Vec<usize> = partial.iter().map(|&(pos, _)| pos).collect();
+                runs.retain(|(pos, _)| !undone.contains(pos));
+                runs.sort_unstable_by_key(|&(pos, _)| pos);
+                StrategyResult {
+                    label,
+                    runs: runs.into_iter().map(|(_, summary)| summary).collect(),
+                    pooled: pooled.unwrap_or_else(|| empty_pooled(self.servers)),
+                    unstable: None,
+                    // A strategy undone makes its fits again, from what is left.
+                    fits: FitCache::default(),
+                }
+            })
+            .collect();
+        (complete, results)
+    }
+}
+
+/// Locks `m`, whether or not another thread panicked holding it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Takes a run's distributions out of pooled histograms that hold them ([`pool`]
+/// undone: counts are integers, so what is left is exactly the other runs' sum).
+fn unpool(pooled: &mut [Histogram<u64>], m: &RunMetrics) {
+    for (p, h) in pooled.iter_mut().zip(m.sources()) {
+        p.subtract(h)
+            .expect("a run's counts are in the pool it was added to");
     }
 }
 
@@ -385,7 +467,7 @@ impl Pooled {
 /// order, and within a replication its strategies longest first, by the mean time each
 /// strategy's simulations took so far in this run (those not timed yet first, in
 /// scenario order). A replication's tasks all start before the next replication's, so
-/// at most about one replication per thread is staged ([`InFlight`]), whatever the
+/// at most about one replication per thread is staged ([`Staged`]), whatever the
 /// number of replications; and the last tasks of a run are its shortest, so the threads
 /// finish close together (longest processing time first): the last wave is not one
 /// long simulation on one thread while the others idle.
@@ -469,6 +551,35 @@ pub fn run_replications(
     indices: &[u64],
     opts: &RunOptions,
 ) -> Result<RunResults, RunError> {
+    run_pooled(scenario, indices, opts, Fits::WhenDone)
+}
+
+/// [`run_replications`] for a batch whose results are combined with others' before any
+/// report reads them (a shard, a step of `--precision`): the strategies' pooled quantile
+/// fits are not made when they end, as the combined results make their own.
+pub fn run_batch(
+    scenario: &Scenario,
+    indices: &[u64],
+    opts: &RunOptions,
+) -> Result<RunResults, RunError> {
+    run_pooled(scenario, indices, opts, Fits::OnRead)
+}
+
+/// When a strategy's pooled quantile fits are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fits {
+    /// As soon as its last replication ended, while other strategies still run.
+    WhenDone,
+    /// At their first read.
+    OnRead,
+}
+
+fn run_pooled(
+    scenario: &Scenario,
+    indices: &[u64],
+    opts: &RunOptions,
+    fit: Fits,
+) -> Result<RunResults, RunError> {
     let seed = opts.seed.unwrap_or(scenario.seed);
     // `warmup = "auto"` not chosen yet (callers that report it choose it first, see
     // `crate::steady::resolve_warmup`): choose it now, the same way.
@@ -484,25 +595,20 @@ pub fn run_replications(
     let n_strategies = scenario.strategies.len();
     let n_servers = scenario.servers().len();
     // One task per (replication, strategy), so that the last replications' strategies run
-    // in parallel too and no thread idles at the end (the serial tail of one task per
-    // replication). A replication counts once all its strategies ran: its results are
-    // staged until then ([`InFlight`], memory bounded by the tasks in flight, not by the
-    // run), then its histograms are pooled into its thread's [`Pooled`] and its compact
-    // summaries kept; they are put back in replication order at the end.
-    let in_flight = InFlight::new(n_strategies);
-    // Per strategy, the kept summaries with their replication's position.
-    let kept: Mutex<Vec<Vec<(usize, RunSummary)>>> =
-        Mutex::new((0..n_strategies).map(|_| Vec::new()).collect());
+    // in parallel too and no thread idles at the end. Each task is pooled into its
+    // strategy as it ends, and a strategy whose last replication ended is merged and
+    // fitted at once, on the thread that ran that task, while the others still simulate
+    // ([`Pools`]): at the end only the last strategy's merge is left. A replication counts
+    // once all its strategies ran it (after a cancel the others are taken out again).
+    let labels = scenario.strategies.iter().map(|e| e.label()).collect();
+    let pools = Pools::new(labels, indices.len(), n_servers, fit);
     let work = || {
-        let per_thread: Vec<Mutex<Pooled>> = (0..rayon::current_num_threads())
-            .map(|_| Mutex::default())
-            .collect();
         let queue = Queue::new(indices.len(), n_strategies);
         // One worker per thread, each taking the next task from the queue until it is
         // empty: a thread that runs out of work takes one simulation, never a batch of
         // them, so the run ends within one (short, see [`Queue`]) simulation on every
         // thread.
-        rayon::broadcast(|ctx| {
+        rayon::broadcast(|_| {
             while let Some((pos, k)) = queue.next() {
                 let rep = indices[pos];
                 // After a cancel nothing starts, and a simulation under way stops within
@@ -527,58 +633,17 @@ pub fn run_replications(
                 if let (Some(sink), Some(trace)) = (sink, trace) {
                     sink.put(k, trace);
                 }
-                let summary = m.summarize();
-                let Some((summaries, metrics)) = in_flight.put(pos, k, summary, m) else {
-                    continue;
-                };
-                per_thread[ctx.index() % per_thread.len()]
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .add_run(n_servers, &metrics);
-                drop(metrics);
-                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
-                for (runs, summary) in kept.iter_mut().zip(summaries) {
-                    runs.push((pos, summary));
-                }
-                drop(kept);
-                if let Some(p) = &opts.progress {
+                if pools.put(pos, k, m)
+                    && let Some(p) = &opts.progress
+                {
                     p.inc(1);
                 }
             }
         });
-        per_thread
-            .into_iter()
-            .map(|p| p.into_inner().unwrap_or_else(|e| e.into_inner()))
-            .fold(Pooled::default(), Pooled::merge)
     };
-    let pooled = in_pool(opts.threads, work)?
-        .0
-        .unwrap_or_else(|| (0..n_strategies).map(|_| empty_pooled(n_servers)).collect());
-    let kept = kept.into_inner().unwrap_or_else(|e| e.into_inner());
-    let finished: Vec<u64> = {
-        let mut positions: Vec<usize> = kept.first().map_or(Vec::new(), |runs| {
-            runs.iter().map(|&(pos, _)| pos).collect()
-        });
-        positions.sort_unstable();
-        positions.into_iter().map(|pos| indices[pos]).collect()
-    };
-    let strategies: Vec<StrategyResult> = scenario
-        .strategies
-        .iter()
-        .zip(pooled)
-        .zip(kept)
-        .map(|((e, pooled), mut runs)| {
-            runs.sort_unstable_by_key(|&(pos, _)| pos);
-            StrategyResult {
-                label: e.label(),
-                // Moved in place: no second copy of every summary at the end of a run.
-                runs: runs.into_iter().map(|(_, summary)| summary).collect(),
-                pooled,
-                unstable: None,
-                fits: FitCache::default(),
-            }
-        })
-        .collect();
+    in_pool(opts.threads, work)?;
+    let (complete, strategies) = pools.finish();
+    let finished: Vec<u64> = complete.into_iter().map(|pos| indices[pos]).collect();
     let mut results = RunResults {
         seed,
         requested: indices.len() as u32,
@@ -761,6 +826,123 @@ mod tests {
             }
             assert!(!s.fits.0.lock().expect("lock").is_empty());
             assert!(s.clone().fits.0.lock().expect("lock").is_empty());
+        }
+    }
+
+    /// Strategies `kinds` over 3 servers, and every (replication, strategy) run of
+    /// replications 0..`reps`, by [position][strategy].
+    fn runs_of(kinds: &[&str], reps: u64) -> (Scenario, Vec<Vec<RunMetrics>>) {
+        use crate::testing;
+        let rest =
+            testing::servers("s", 3, "", &testing::exponential(0.01)) + &testing::kinds(kinds);
+        let scenario = testing::scenario("duration = 3\nwarmup = 0.5", 200.0, &rest);
+        let runs = (0..reps)
+            .map(|rep| {
+                (scenario.strategies.iter())
+                    .map(|e| {
+                        Run::entry(&scenario, e, rep)
+                            .simulate()
+                            .expect("run")
+                            .metrics
+                    })
+                    .collect()
+            })
+            .collect();
+        (scenario, runs)
+    }
+
+    fn assert_same(a: &StrategyResult, b: &StrategyResult) {
+        assert_eq!(a.label, b.label);
+        assert_eq!(a.pooled, b.pooled, "{}", a.label);
+        let values = |s: &StrategyResult| -> Vec<u64> {
+            s.runs
+                .iter()
+                .flat_map(|r| r.values.0.map(f64::to_bits))
+                .collect()
+        };
+        assert_eq!(values(a), values(b), "{}", a.label);
+        for m in Metric::ALL {
+            let bits = |e: Estimate| [e.mean, e.low, e.high].map(f64::to_bits);
+            assert_eq!(
+                bits(a.estimate(m)),
+                bits(b.estimate(m)),
+                "{} {m:?}",
+                a.label
+            );
+        }
+    }
+
+    #[test]
+    fn pools_give_the_results_of_the_runs_in_any_order_and_fit_a_strategy_when_done() {
+        let (scenario, runs) = runs_of(&["round_robin", "random", "least_connections"], 4);
+        let labels: Vec<String> = scenario.strategies.iter().map(|e| e.label()).collect();
+        let pools = Pools::new(labels.clone(), 4, 3, Fits::WhenDone);
+        // Tasks ending out of order: strategy 2 first, replication 3 before 0.
+        let mut order: Vec<(usize, usize)> = (0..4)
+            .flat_map(|pos| (0..3).map(move |k| (pos, k)))
+            .collect();
+        order.sort_by_key(|&(pos, k)| ((2 - k), 3 - pos));
+        let (mut completed, mut ran) = (0, [0; 3]);
+        for &(pos, k) in &order {
+            completed += usize::from(pools.put(pos, k, runs[pos][k].clone()));
+            ran[k] += 1;
+            let done = matches!(*lock(&pools.strategies[k].1), Strategy::Done(_));
+            assert_eq!(done, ran[k] == 4, "{pos} {k}");
+        }
+        assert_eq!(completed, 4);
+        // A batch (shard, `--precision` step) leaves its fits to whoever reads them.
+        let batch = Pools::new(labels[..1].to_vec(), 4, 3, Fits::OnRead);
+        for (pos, rep) in runs.iter().enumerate() {
+            batch.put(pos, 0, rep[0].clone());
+        }
+        assert!(batch.finish().1[0].fits.0.lock().expect("lock").is_empty());
+        let (complete, results) = pools.finish();
+        assert_eq!(complete, [0, 1, 2, 3]);
+        for (k, r) in results.iter().enumerate() {
+            // Fitted when it was done, kept.
+            assert!(!r.fits.0.lock().expect("lock").is_empty());
+            let alone: Vec<RunMetrics> = runs.iter().map(|rep| rep[k].clone()).collect();
+            assert_same(r, &StrategyResult::from_runs(labels[k].clone(), &alone));
+        }
+    }
+
+    #[test]
+    fn a_cancelled_replication_is_taken_out_of_every_strategy_that_ran_it() {
+        let (scenario, runs) = runs_of(&["round_robin", "random", "least_connections"], 4);
+        let labels: Vec<String> = scenario.strategies.iter().map(|e| e.label()).collect();
+        let pools = Pools::new(labels.clone(), 4, 3, Fits::WhenDone);
+        // Replications 0 and 2 complete; 3 ran by strategies 0 and 2 (strategy 0 is then
+        // done, and fitted); 1 by strategy 0 alone; strategy 1 ran neither.
+        for (pos, k) in [
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (2, 2),
+            (2, 1),
+            (2, 0),
+            (3, 0),
+            (3, 2),
+            (1, 0),
+        ] {
+            pools.put(pos, k, runs[pos][k].clone());
+        }
+        assert!(matches!(*lock(&pools.strategies[0].1), Strategy::Done(_)));
+        let (complete, results) = pools.finish();
+        assert_eq!(complete, [0, 2]);
+        for (k, r) in results.iter().enumerate() {
+            let kept: Vec<RunMetrics> = [0, 2].map(|pos| runs[pos][k].clone()).to_vec();
+            assert_same(r, &StrategyResult::from_runs(labels[k].clone(), &kept));
+        }
+    }
+
+    #[test]
+    fn a_run_cancelled_before_any_task_ended_has_empty_pools() {
+        let pools = Pools::new(vec!["a".into(), "b".into()], 3, 2, Fits::OnRead);
+        let (complete, results) = pools.finish();
+        assert!(complete.is_empty());
+        for r in results {
+            assert!(r.runs.is_empty() && r.pooled.iter().all(Histogram::is_empty));
+            assert_eq!(r.pooled.len(), SOURCE_SERVERS + 2);
         }
     }
 

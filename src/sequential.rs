@@ -7,7 +7,7 @@
 //! `1/√n` law, `n' = n · (h/target)²`, clamped to `[n + 2, 4n]` and the cap.
 
 use crate::metrics::Metric;
-use crate::runner::{RunError, RunOptions, RunResults, run_replications};
+use crate::runner::{RunError, RunOptions, RunResults, run_batch};
 use crate::scenario::Scenario;
 use crate::shard::combine;
 
@@ -75,7 +75,7 @@ pub fn run_to_precision(
         .unwrap_or(scenario.replications)
         .clamp(2, cap);
     let first: Vec<u64> = (0..u64::from(n)).collect();
-    let mut results = run_replications(scenario, &first, opts)?;
+    let mut results = run_batch(scenario, &first, opts)?;
     let mut batches = vec![results.finished.len()];
     loop {
         let worst = worst_relative_half_width(&results, precision.metric);
@@ -93,7 +93,7 @@ pub fn run_to_precision(
             p.set_length(u64::from(next));
         }
         let more: Vec<u64> = (u64::from(n)..u64::from(next)).collect();
-        let extra = run_replications(scenario, &more, opts)?;
+        let extra = run_batch(scenario, &more, opts)?;
         results = combine(vec![results, extra]);
         crate::stability::assess(scenario, &mut results);
         n = next;

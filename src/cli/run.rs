@@ -13,7 +13,7 @@ use lbsim::report::timeseries::{Timeseries, trace_spec};
 use lbsim::report::{
     ImageFormat, ReportInput, standard_reports_with, summary_table, write_reports,
 };
-use lbsim::runner::{RunOptions, RunResults, TraceSink, run, run_replications};
+use lbsim::runner::{RunOptions, RunResults, TraceSink, run, run_batch};
 use lbsim::scenario::Scenario;
 use lbsim::sequential::{Precision, run_to_precision};
 use lbsim::shard::{self, ShardFile, ShardSpec};
@@ -247,7 +247,7 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
     let sink = TraceSink::new(trace_spec(&scenario, flags.full_timeseries));
     opts.trace = Some(sink.clone());
     if let (Some(spec), Some(indices)) = (flags.shard, &shard_indices) {
-        let results = run_replications(&scenario, indices, &opts)?;
+        let results = run_batch(&scenario, indices, &opts)?;
         if let Some(bar) = &opts.progress {
             bar.finish_and_clear();
         }
