@@ -1070,13 +1070,20 @@ impl<'a> Sim<'a> {
     }
 
     /// Models live mode's calibrated overheads (before the run: no service has started).
+    /// No extra latency anywhere (every run of a scenario file) leaves
+    /// [`Sim::extra_latency`] empty, so the run stays plain.
     fn calibrate(&mut self, o: &Overheads) {
         for (i, s) in self.servers.iter_mut().enumerate() {
             s.overhead = o.service(i);
         }
-        self.extra_latency = (0..self.servers.len())
+        let extra: Vec<Nanos> = (0..self.servers.len())
             .map(|i| Nanos::from_secs_f64(o.extra_latency(i)))
             .collect();
+        self.extra_latency = if extra.iter().all(|&e| e == Nanos::ZERO) {
+            Vec::new()
+        } else {
+            extra
+        };
         self.plain = self.is_plain();
     }
 
@@ -1578,6 +1585,17 @@ mod tests {
         };
         let rr = kinds(&["round_robin"]);
         assert!(plain("duration = 1", &rr));
+        // `lbsim run` passes its (absent) overheads: the run stays plain.
+        let calibrated = |o: &Overheads| {
+            let s = scenario("duration = 1", 100.0, &format!("{base}{rr}"));
+            let e = &s.strategies[0];
+            let mut sim = Sim::new(&s, &e.spec, e.policy.as_ref(), 0, 1);
+            sim.calibrate(o);
+            sim.plain
+        };
+        assert!(calibrated(&Overheads::NONE));
+        assert!(calibrated(&Overheads::uniform(2, 0.001, 0.0)));
+        assert!(!calibrated(&Overheads::uniform(2, 0.0, 0.001)));
         let fault = "[[faults]]\nserver = \"s-0\"\nkind = \"slow\"\nat = 0.5\nfactor = 2\n";
         assert!(!plain("duration = 1", &format!("{rr}{fault}")));
         assert!(!plain("duration = 1", &kinds(&["prequal"])));
