@@ -463,11 +463,11 @@ fn record_as<const PLAIN: bool>(
     let mut samples = Vec::new();
     let mut next = Nanos::ZERO;
     let mut countdown = CANCEL_CHECK_EVERY;
-    while let Some(now) = sim.next_time() {
+    while let Some((arrival, now)) = sim.next_event() {
         if next < now && next <= sim.to {
             sample_until(sim, ids, every, &mut next, now, &mut samples);
         }
-        sim.step_as::<PLAIN>();
+        sim.step_known::<PLAIN>(arrival);
         countdown -= 1;
         if countdown == 0 {
             if cancel.is_cancelled() {
@@ -633,22 +633,16 @@ impl<'a> Sim<'a> {
             && self.servers.iter().all(|s| s.control.is_none())
     }
 
-    /// Whether the pending arrival comes before the earliest scheduled event, by
-    /// (time, scheduling sequence) — the same order as if it were in the heap.
-    fn arrival_first(&self) -> Option<bool> {
+    /// The next event, if any: whether it is the pending arrival, which comes first when
+    /// it is before the earliest scheduled event by (time, scheduling sequence) — the same
+    /// order as if it were in the heap — and its time.
+    #[inline(always)]
+    fn next_event(&self) -> Option<(bool, Nanos)> {
         match (&self.pending, self.events.peek_key()) {
-            (Some((t, seq, _)), Some(key)) => Some((*t, *seq) < key),
-            (Some(_), None) => Some(true),
-            (None, Some(_)) => Some(false),
+            (Some((t, seq, _)), Some(key)) if (*t, *seq) < key => Some((true, *t)),
+            (Some((t, ..)), None) => Some((true, *t)),
+            (_, Some(key)) => Some((false, key.0)),
             (None, None) => None,
-        }
-    }
-
-    /// Time of the next event, if any.
-    fn next_time(&self) -> Option<Nanos> {
-        match self.arrival_first()? {
-            true => self.pending.as_ref().map(|p| p.0),
-            false => self.events.peek_key().map(|k| k.0),
         }
     }
 
@@ -692,8 +686,16 @@ impl<'a> Sim<'a> {
     /// [`Sim::step`] on the path for plain runs or the general one (see [`Sim::plain`]).
     #[inline(always)]
     fn step_as<const PLAIN: bool>(&mut self) -> Option<Nanos> {
+        let (arrival, _) = self.next_event()?;
+        self.step_known::<PLAIN>(arrival)
+    }
+
+    /// [`Sim::step_as`] once [`Sim::next_event`] said whether the next event is the
+    /// pending arrival (there is one).
+    #[inline(always)]
+    fn step_known<const PLAIN: bool>(&mut self, arrival: bool) -> Option<Nanos> {
         debug_assert!(!PLAIN || self.plain);
-        if self.arrival_first()? {
+        if arrival {
             let (now, _, req) = self.pending.take()?;
             if let Some(next) = self.requests.next() {
                 let seq = self.events.reserve_seq();
