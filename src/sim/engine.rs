@@ -435,7 +435,7 @@ fn sample_until(
             time: *next,
             queued: ids.iter().map(|&i| sim.servers[i].queued()).collect(),
             in_service: ids.iter().map(|&i| sim.servers[i].busy()).collect(),
-            in_flight: ids.iter().map(|&i| view[i].in_flight).collect(),
+            in_flight: ids.iter().map(|&i| view.in_flight(i)).collect(),
         });
         *next += every;
     }
@@ -500,11 +500,12 @@ impl<'a> Sim<'a> {
             .iter()
             .map(|s| Server::new(s.workers, s.speed, s.queue_capacity, s.group))
             .collect();
-        let weights = scenario.weights();
+        // One weight table, shared by every balancer's view.
+        let weights: std::sync::Arc<[u32]> = scenario.weights().into();
         let balancers: Vec<Balancer> = (0..scenario.balancers)
             .map(|b| {
                 let rng = stream_rng(seed, replication, Stream::Strategy, u64::from(b));
-                Balancer::new(strategy.build(servers.len(), rng), &weights)
+                Balancer::sharing(strategy.build(servers.len(), rng), weights.clone())
             })
             .collect();
         let wanted = balancers[0].signals();
