@@ -1108,8 +1108,9 @@ fn bucket_value(index: usize) -> u64 {
 #[derive(Clone, Debug, Default)]
 struct BucketCounts {
     counts: Vec<u16>,
-    /// One entry per 2^16 values counted at that index.
-    full: Vec<u32>,
+    /// Per index whose count passed 2^16: what passed, in multiples of 2^16 (one entry per
+    /// index, so memory stays bounded whatever the run's length).
+    full: Vec<(u32, u64)>,
 }
 
 impl BucketCounts {
@@ -1124,9 +1125,19 @@ impl BucketCounts {
         let c = &mut self.counts[i];
         if *c == u16::MAX {
             *c = 0;
-            self.full.push(i as u32);
+            self.overflow(i);
         } else {
             *c += 1;
+        }
+    }
+
+    /// 2^16 more values at index `i`.
+    #[cold]
+    #[inline(never)]
+    fn overflow(&mut self, i: usize) {
+        match self.full.iter_mut().find(|(k, _)| *k as usize == i) {
+            Some((_, n)) => *n += 1 << 16,
+            None => self.full.push((i as u32, 1 << 16)),
         }
     }
 
@@ -1151,8 +1162,8 @@ impl BucketCounts {
                 *c = 0;
             }
         }
-        for i in self.full.drain(..) {
-            let _ = h.record_n(bucket_value(i as usize), 1 << 16);
+        for (i, n) in self.full.drain(..) {
+            let _ = h.record_n(bucket_value(i as usize), n);
         }
     }
 }
@@ -2316,6 +2327,7 @@ mod tests {
             m.record_served(0, Nanos(0), Nanos(70_000), Nanos(k % 2 * 3));
             direct.record(70_000).unwrap();
         }
+        assert_eq!(m.server_pending[0].full.len(), 1);
         m.flush();
         assert_eq!(m.latency, direct);
         assert_eq!(m.server_latency[0].len(), n);
