@@ -850,6 +850,9 @@ pub struct ServerAccumulator {
     /// [`ServerAccumulator::advance`] when it sees a new window).
     slice: usize,
     slice_len: u64,
+    /// Where slice `slice` ends (`u64::MAX` for the last one; 0 until the first slice is
+    /// known).
+    slice_end: u64,
     window: (Nanos, Nanos),
 }
 
@@ -873,7 +876,11 @@ impl ServerAccumulator {
             self.busy_area += f64::from(busy) * dt;
             self.queue_area += f64::from(queued) * dt;
             let n = f64::from(busy + queued);
-            if n > 0.0 {
+            if n > 0.0 && self.window == (from, to) && a.0 < self.slice_end && b.0 <= self.slice_end
+            {
+                // Within the current slice (most events): what the loop below does then.
+                self.slices[self.slice] += n * dt;
+            } else if n > 0.0 {
                 if self.window != (from, to) {
                     self.window = (from, to);
                     self.slice_len = ((to.0 - from.0) / SLICES as u64).max(1);
@@ -901,6 +908,11 @@ impl ServerAccumulator {
                         self.slice += 1;
                     }
                 }
+                self.slice_end = if self.slice == SLICES - 1 {
+                    u64::MAX
+                } else {
+                    slice_end(self.slice)
+                };
             }
         }
         if now > from && self.last < to && queued > self.queue_max {
@@ -932,7 +944,7 @@ pub struct RunMetrics {
     pub server_latency: Vec<Histogram<u64>>,
     /// Per server: response times recorded by [`RunMetrics::record_service`] and not yet
     /// in [`RunMetrics::server_latency`] (see [`RunMetrics::flush`]).
-    server_pending: Vec<Vec<u64>>,
+    server_pending: Vec<BucketCounts>,
     /// Per batch of [`BATCHES`] equal slices of the window, by arrival time: the sum of
     /// the response times (seconds) of the measured requests served, and their number.
     pub batches: Vec<[f64; 2]>,
@@ -968,14 +980,18 @@ pub struct RunMetrics {
     pub to: Nanos,
     /// The length of a batch of [`RunMetrics::batches`].
     batch: Divisor,
+    /// The batch of the last request recorded, as (index, first offset from `from`, end
+    /// offset): requests are recorded nearly in arrival order, so most fall in the batch of
+    /// the one before and need no division.
+    last_batch: (usize, u64, u64),
     /// Measured requests that did not wait, not yet in [`RunMetrics::wait`] (see
     /// [`RunMetrics::flush`]).
     unrecorded_zero_waits: u64,
     /// Response times recorded by [`RunMetrics::record_served`], and waits (> 0) by
     /// [`RunMetrics::record_service`], not yet in [`RunMetrics::latency`] and
-    /// [`RunMetrics::wait`] (see [`RunMetrics::flush`] and [`SERVER_BATCH`]).
-    pending_latency: Vec<u64>,
-    pending_wait: Vec<u64>,
+    /// [`RunMetrics::wait`] (see [`RunMetrics::flush`] and [`BucketCounts`]).
+    pending_latency: BucketCounts,
+    pending_wait: BucketCounts,
     /// Whether [`RunMetrics::latency`] still lacks exactly what the per-server histograms
     /// hold (recorded and pending): while it does, [`RunMetrics::record_served`] records a
     /// response time once, in its server's histogram, and [`RunMetrics::flush`] adds those
@@ -1042,37 +1058,113 @@ pub fn server_histogram() -> Histogram<u64> {
     h
 }
 
-/// Response times per server that [`RunMetrics::record_service`] gathers before recording
-/// them into the server's histogram in one tight loop: recording one at a time, between
-/// the other work of an event, misses the cache on most records once a few servers'
-/// histograms are in use (a third of the engine's time on 16 servers); a batch of
-/// independent records overlaps those misses.
-const SERVER_BATCH: usize = 64;
-
 /// The first value a [`latency_histogram`] cannot count in a bucket of its own (its
 /// counts end with the octave of [`LATENCY_HIGH_NS`]): `saturating_record` counts it, and
 /// every larger one, at [`LATENCY_HIGH_NS`].
 const LATENCY_UNTRACKABLE_NS: u64 = LATENCY_HIGH_NS << 1;
 
-/// Records response times (nanoseconds) into a [`server_histogram`] where
-/// `latency_histogram().saturating_record(v.max(1))` would count them.
-fn record_clamped(h: &mut Histogram<u64>, values: &[u64]) {
-    for &v in values {
-        let v = if v >= LATENCY_UNTRACKABLE_NS {
-            LATENCY_HIGH_NS
-        } else {
-            v.max(1)
-        };
-        // Cannot fail: the histogram resizes up to the value.
-        let _ = h.record(v);
+/// A response time (nanoseconds) as `latency_histogram().saturating_record(v.max(1))`
+/// counts it: at least 1 ns, and [`LATENCY_HIGH_NS`] from [`LATENCY_UNTRACKABLE_NS`] on.
+#[inline]
+fn clamped(v: u64) -> u64 {
+    if v >= LATENCY_UNTRACKABLE_NS {
+        LATENCY_HIGH_NS
+    } else {
+        v.max(1)
     }
 }
 
-/// Records values (nanoseconds) into a [`latency_histogram`] one after the other, as
-/// `saturating_record(v.max(1))`.
-fn record_saturating(h: &mut Histogram<u64>, values: &[u64]) {
-    for &v in values {
-        h.saturating_record(v.max(1));
+/// Half the sub-buckets of an octave of a [`latency_histogram`], as a power of two (3
+/// significant digits: 2,048 sub-buckets, the upper 1,024 used above the first octave).
+const HALF_MAGNITUDE: u32 = 10;
+
+/// The index of `v` (in `1..LATENCY_UNTRACKABLE_NS`) among the counts of a
+/// [`latency_histogram`]: hdrhistogram's `index_for` for 1 ns units and 3 significant
+/// digits (checked against the crate in the tests).
+#[inline]
+fn bucket_index(v: u64) -> usize {
+    let sub_mask = (1u64 << (HALF_MAGNITUDE + 1)) - 1;
+    let octave = 64 - (HALF_MAGNITUDE + 1) - (v | sub_mask).leading_zeros();
+    (((octave + 1) as usize) << HALF_MAGNITUDE) + (v >> octave) as usize - (1 << HALF_MAGNITUDE)
+}
+
+/// The lowest value counted at `index` of a [`latency_histogram`] (hdrhistogram's
+/// `value_for`): recording it counts at `index`.
+fn bucket_value(index: usize) -> u64 {
+    let half = 1usize << HALF_MAGNITUDE;
+    match (index >> HALF_MAGNITUDE).checked_sub(1) {
+        None => index as u64,
+        Some(octave) => (((index & (half - 1)) + half) as u64) << octave,
+    }
+}
+
+/// Counts of response times in the buckets of a [`latency_histogram`], kept while a run
+/// records and added into a histogram by [`BucketCounts::drain_into`]. Recording into an
+/// `hdrhistogram` directly costs a call, a bounds check and min, max and total updates per
+/// value, and its 8-byte counts miss the cache once a few servers' histograms are in use
+/// (a fifth of the engine's time on 10 servers); here a record is an index computation and
+/// the increment of a 2-byte count (a count reaching 2^16 moves to [`BucketCounts::full`]),
+/// so 10 servers' counts fit a core's cache. The counts grow to the largest value recorded.
+#[derive(Clone, Debug, Default)]
+struct BucketCounts {
+    counts: Vec<u16>,
+    /// Per index whose count passed 2^16: what passed, in multiples of 2^16 (one entry per
+    /// index, so memory stays bounded whatever the run's length).
+    full: Vec<(u32, u64)>,
+}
+
+impl BucketCounts {
+    /// Counts response time `v` (nanoseconds) where `saturating_record(v.max(1))` into a
+    /// [`latency_histogram`] would.
+    #[inline]
+    fn record(&mut self, v: u64) {
+        let i = bucket_index(clamped(v));
+        if i >= self.counts.len() {
+            self.grow(i);
+        }
+        let c = &mut self.counts[i];
+        if *c == u16::MAX {
+            *c = 0;
+            self.overflow(i);
+        } else {
+            *c += 1;
+        }
+    }
+
+    /// 2^16 more values at index `i`.
+    #[cold]
+    #[inline(never)]
+    fn overflow(&mut self, i: usize) {
+        match self.full.iter_mut().find(|(k, _)| *k as usize == i) {
+            Some((_, n)) => *n += 1 << 16,
+            None => self.full.push((i as u32, 1 << 16)),
+        }
+    }
+
+    /// Makes room for index `i` (a whole octave at a time).
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, i: usize) {
+        let len = (i | ((1 << HALF_MAGNITUDE) - 1)) + 1;
+        self.counts.resize(len, 0);
+    }
+
+    /// Adds every count into `h` (a [`latency_histogram`] or a [`server_histogram`]) and
+    /// starts again from none. Exact: each is recorded at its bucket's lowest value, which
+    /// counts in the same bucket, so the counts, total, `max()` and `min_nz()` of `h` are
+    /// what recording each value gives.
+    fn drain_into(&mut self, h: &mut Histogram<u64>) {
+        for (i, c) in self.counts.iter_mut().enumerate() {
+            if *c != 0 {
+                // Cannot fail: the value is within a latency histogram's range, and a server
+                // histogram resizes up to it.
+                let _ = h.record_n(bucket_value(i), u64::from(*c));
+                *c = 0;
+            }
+        }
+        for (i, n) in self.full.drain(..) {
+            let _ = h.record_n(bucket_value(i as usize), n);
+        }
     }
 }
 
@@ -1092,10 +1184,7 @@ impl RunMetrics {
                 Vec::new()
             },
             server_pending: if workers.len() <= MAX_SERVER_HISTOGRAMS {
-                workers
-                    .iter()
-                    .map(|_| Vec::with_capacity(SERVER_BATCH))
-                    .collect()
+                workers.iter().map(|_| BucketCounts::default()).collect()
             } else {
                 Vec::new()
             },
@@ -1114,9 +1203,10 @@ impl RunMetrics {
             from,
             to,
             batch: Divisor::new((to.0.saturating_sub(from.0)) / BATCHES as u64),
+            last_batch: (0, 0, 0),
             unrecorded_zero_waits: 0,
-            pending_latency: Vec::with_capacity(SERVER_BATCH),
-            pending_wait: Vec::with_capacity(SERVER_BATCH),
+            pending_latency: BucketCounts::default(),
+            pending_wait: BucketCounts::default(),
             latency_in_servers: workers.len() <= MAX_SERVER_HISTOGRAMS,
         }
     }
@@ -1221,11 +1311,7 @@ impl RunMetrics {
     #[inline]
     pub fn record_served(&mut self, server: usize, arrival: Nanos, latency: Nanos, wait: Nanos) {
         if !self.latency_in_servers {
-            self.pending_latency.push(latency.0);
-            if self.pending_latency.len() == SERVER_BATCH {
-                record_saturating(&mut self.latency, &self.pending_latency);
-                self.pending_latency.clear();
-            }
+            self.pending_latency.record(latency.0);
         }
         self.latency_sum += latency.as_secs_f64();
         self.latency_max = self.latency_max.max(latency);
@@ -1248,31 +1334,41 @@ impl RunMetrics {
     fn record_service_of(&mut self, server: usize, arrival: Nanos, latency: Nanos, wait: Nanos) {
         self.phase_served(arrival, latency);
         let secs = latency.as_secs_f64();
-        let k =
-            (self.batch.quotient(arrival.0.saturating_sub(self.from.0)) as usize).min(BATCHES - 1);
+        let k = self.batch_of(arrival.0.saturating_sub(self.from.0));
         self.batches[k][0] += secs;
         self.batches[k][1] += 1.0;
         if wait > Nanos::ZERO {
-            self.pending_wait.push(wait.0);
-            if self.pending_wait.len() == SERVER_BATCH {
-                record_saturating(&mut self.wait, &self.pending_wait);
-                self.pending_wait.clear();
-            }
+            self.pending_wait.record(wait.0);
             self.wait_sum += wait.as_secs_f64();
             self.waited += 1;
         } else {
             self.unrecorded_zero_waits += 1;
         }
         if let Some(p) = self.server_pending.get_mut(server) {
-            p.push(latency.0);
-            if p.len() == SERVER_BATCH {
-                record_clamped(&mut self.server_latency[server], p);
-                p.clear();
-            }
+            p.record(latency.0);
         }
         let s = &mut self.servers[server];
         s.served += 1;
         s.latency_sum += secs;
+    }
+
+    /// The batch of a request that arrived `x` after the start of the window:
+    /// `min(x / batch length, BATCHES - 1)`.
+    #[inline]
+    fn batch_of(&mut self, x: u64) -> usize {
+        let (k, lo, hi) = self.last_batch;
+        if x >= lo && x < hi {
+            return k;
+        }
+        let k = (self.batch.quotient(x) as usize).min(BATCHES - 1);
+        let lo = (k as u64).saturating_mul(self.batch.d);
+        let hi = if k == BATCHES - 1 {
+            u64::MAX
+        } else {
+            lo.saturating_add(self.batch.d)
+        };
+        self.last_batch = (k, lo, hi);
+        k
     }
 
     /// Records a response time of server `server` into its histogram at once (live mode;
@@ -1280,7 +1376,8 @@ impl RunMetrics {
     pub fn record_server_latency(&mut self, server: usize, latency: Nanos) {
         self.latency_apart();
         if let Some(h) = self.server_latency.get_mut(server) {
-            record_clamped(h, &[latency.0]);
+            // Cannot fail: the histogram resizes up to the value.
+            let _ = h.record(clamped(latency.0));
         }
     }
 
@@ -1289,10 +1386,8 @@ impl RunMetrics {
     /// histograms after recording by hand.
     pub fn flush(&mut self) {
         self.latency_apart();
-        record_saturating(&mut self.latency, &self.pending_latency);
-        self.pending_latency.clear();
-        record_saturating(&mut self.wait, &self.pending_wait);
-        self.pending_wait.clear();
+        self.pending_latency.drain_into(&mut self.latency);
+        self.pending_wait.drain_into(&mut self.wait);
         let zeros = std::mem::take(&mut self.unrecorded_zero_waits);
         if zeros > 0 {
             // 1 ns is the histogram's lowest value: the same as recording each 0 as 1 ns.
@@ -1304,8 +1399,7 @@ impl RunMetrics {
     /// Records the per-server response times still pending.
     fn flush_servers(&mut self) {
         for (h, p) in self.server_latency.iter_mut().zip(&mut self.server_pending) {
-            record_clamped(h, p);
-            p.clear();
+            p.drain_into(h);
         }
     }
 
@@ -1953,6 +2047,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The batch kept from the last record changes nothing: arrivals in any order land
+        /// in the batch a division gives.
+        #[test]
+        fn the_kept_batch_is_the_divided_one(
+            width in 0u64..100_000,
+            xs in proptest::collection::vec(
+                proptest::prop_oneof![0u64..120_000, proptest::prelude::any::<u64>()],
+                0..80,
+            ),
+        ) {
+            let mut m = RunMetrics::new(&[1], Nanos(0), Nanos(width));
+            let d = (width / BATCHES as u64).max(1);
+            for &x in &xs {
+                let want = usize::try_from(x / d).map_or(BATCHES - 1, |k| k.min(BATCHES - 1));
+                proptest::prop_assert_eq!(m.batch_of(x), want, "{} / {}", x, d);
+            }
+        }
+    }
+
     #[test]
     fn divisor_at_slice_edges() {
         for d in [1u64, 3, 7, 1000, 2_000_000_000, (1 << 40) + 1] {
@@ -2150,19 +2264,75 @@ mod tests {
     }
 
     #[test]
-    fn server_latencies_wait_for_flush_in_batches() {
+    fn server_latencies_wait_for_flush() {
         let mut m = RunMetrics::new(&[1], Nanos(0), Nanos(1_000));
-        for k in 0..(SERVER_BATCH as u64 + 3) {
+        for k in 0..67 {
             m.record_service(0, Nanos(0), Nanos(1000 + k), Nanos::ZERO);
         }
-        assert_eq!(m.server_latency[0].len(), SERVER_BATCH as u64);
+        assert_eq!(m.server_latency[0].len(), 0);
         m.flush();
-        assert_eq!(m.server_latency[0].len(), SERVER_BATCH as u64 + 3);
+        assert_eq!(m.server_latency[0].len(), 67);
         m.record_server_latency(0, Nanos(u64::MAX));
         assert_eq!(
             m.server_latency[0].max(),
             latency_histogram().highest_equivalent(LATENCY_HIGH_NS)
         );
+    }
+
+    proptest::proptest! {
+        /// The compact counts index values as hdrhistogram does: `bucket_index` gives the
+        /// same bucket as the crate (the same lowest equivalent value) for every value a
+        /// latency histogram counts, and `bucket_value` is that bucket's lowest value.
+        #[test]
+        fn bucket_index_is_the_histograms(v in latency_value()) {
+            let h = latency_histogram();
+            let v = clamped(v);
+            let i = bucket_index(v);
+            proptest::prop_assert_eq!(bucket_value(i), h.lowest_equivalent(v));
+            proptest::prop_assert_eq!(bucket_index(bucket_value(i)), i);
+            proptest::prop_assert_eq!(bucket_index(h.highest_equivalent(v)), i);
+            if i > 0 {
+                proptest::prop_assert_eq!(bucket_index(bucket_value(i) - 1), i - 1);
+            }
+        }
+    }
+
+    /// Every index of a latency histogram, and the values at its edges.
+    #[test]
+    fn bucket_index_covers_the_histogram() {
+        let h = latency_histogram();
+        let last = bucket_index(LATENCY_UNTRACKABLE_NS - 1);
+        assert_eq!(
+            bucket_index(LATENCY_HIGH_NS),
+            bucket_index(clamped(u64::MAX))
+        );
+        for i in 0..=last {
+            let v = bucket_value(i);
+            assert_eq!(bucket_index(v), i, "{v}");
+            assert_eq!(h.lowest_equivalent(v), v, "{i}");
+        }
+        assert_eq!(bucket_index(1), 1);
+        assert_eq!(bucket_index(2047), 2047);
+        assert_eq!(bucket_index(2048), 2048);
+        assert_eq!(bucket_index(2049), 2048);
+    }
+
+    /// A count past 2^16 at one index is kept whole (two-byte counts spill over).
+    #[test]
+    fn counts_past_two_bytes_are_kept() {
+        let n = 3 * (1u64 << 16) + 5;
+        let mut m = RunMetrics::new(&[1, 1], Nanos(0), Nanos(1_000));
+        let mut direct = latency_histogram();
+        for k in 0..n {
+            m.record_served(0, Nanos(0), Nanos(70_000), Nanos(k % 2 * 3));
+            direct.record(70_000).unwrap();
+        }
+        assert_eq!(m.server_pending[0].full.len(), 1);
+        m.flush();
+        assert_eq!(m.latency, direct);
+        assert_eq!(m.server_latency[0].len(), n);
+        assert_eq!(m.wait.len(), n);
+        assert_eq!(m.wait.count_at(3), n / 2);
     }
 
     #[test]

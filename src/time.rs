@@ -13,6 +13,9 @@ use std::ops::{Add, AddAssign, Sub};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Nanos(pub u64);
 
+/// 2^63: below it a double converts to and from `i64` exactly as to and from `u64`.
+const I64_LIMIT: f64 = 9_223_372_036_854_775_808.0;
+
 impl Nanos {
     /// Zero nanoseconds.
     pub const ZERO: Nanos = Nanos(0);
@@ -31,6 +34,11 @@ impl Nanos {
         // `round(x) <= 0` exactly when `x < 0.5`.
         if x.is_nan() || x < 0.5 {
             Nanos::ZERO
+        } else if x < I64_LIMIT {
+            // The common case (below 292 years): as below, with the signed conversions,
+            // one instruction each where the unsigned ones take several on x86-64.
+            let t = x as i64;
+            Nanos(t as u64 + u64::from(x - t as f64 >= 0.5))
         } else if x >= u64::MAX as f64 {
             // `round(x) >= 2^64` exactly when `x >= 2^64`: doubles there are integers.
             Nanos::MAX

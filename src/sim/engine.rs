@@ -463,11 +463,11 @@ fn record_as<const PLAIN: bool>(
     let mut samples = Vec::new();
     let mut next = Nanos::ZERO;
     let mut countdown = CANCEL_CHECK_EVERY;
-    while let Some(now) = sim.next_time() {
+    while let Some((arrival, now)) = sim.next_event() {
         if next < now && next <= sim.to {
             sample_until(sim, ids, every, &mut next, now, &mut samples);
         }
-        sim.step_as::<PLAIN>();
+        sim.step_known::<PLAIN>(arrival);
         countdown -= 1;
         if countdown == 0 {
             if cancel.is_cancelled() {
@@ -634,22 +634,16 @@ impl<'a> Sim<'a> {
             && self.servers.iter().all(|s| s.control.is_none())
     }
 
-    /// Whether the pending arrival comes before the earliest scheduled event, by
-    /// (time, scheduling sequence) — the same order as if it were in the heap.
-    fn arrival_first(&self) -> Option<bool> {
+    /// The next event, if any: whether it is the pending arrival, which comes first when
+    /// it is before the earliest scheduled event by (time, scheduling sequence) — the same
+    /// order as if it were in the heap — and its time.
+    #[inline(always)]
+    fn next_event(&self) -> Option<(bool, Nanos)> {
         match (&self.pending, self.events.peek_key()) {
-            (Some((t, seq, _)), Some(key)) => Some((*t, *seq) < key),
-            (Some(_), None) => Some(true),
-            (None, Some(_)) => Some(false),
+            (Some((t, seq, _)), Some(key)) if (*t, *seq) < key => Some((true, *t)),
+            (Some((t, ..)), None) => Some((true, *t)),
+            (_, Some(key)) => Some((false, key.0)),
             (None, None) => None,
-        }
-    }
-
-    /// Time of the next event, if any.
-    fn next_time(&self) -> Option<Nanos> {
-        match self.arrival_first()? {
-            true => self.pending.as_ref().map(|p| p.0),
-            false => self.events.peek_key().map(|k| k.0),
         }
     }
 
@@ -693,8 +687,16 @@ impl<'a> Sim<'a> {
     /// [`Sim::step`] on the path for plain runs or the general one (see [`Sim::plain`]).
     #[inline(always)]
     fn step_as<const PLAIN: bool>(&mut self) -> Option<Nanos> {
+        let (arrival, _) = self.next_event()?;
+        self.step_known::<PLAIN>(arrival)
+    }
+
+    /// [`Sim::step_as`] once [`Sim::next_event`] said whether the next event is the
+    /// pending arrival (there is one).
+    #[inline(always)]
+    fn step_known<const PLAIN: bool>(&mut self, arrival: bool) -> Option<Nanos> {
         debug_assert!(!PLAIN || self.plain);
-        if self.arrival_first()? {
+        if arrival {
             let (now, _, req) = self.pending.take()?;
             if let Some(next) = self.requests.next() {
                 let seq = self.events.reserve_seq();
@@ -1071,13 +1073,20 @@ impl<'a> Sim<'a> {
     }
 
     /// Models live mode's calibrated overheads (before the run: no service has started).
+    /// No extra latency anywhere (every run of a scenario file) leaves
+    /// [`Sim::extra_latency`] empty, so the run stays plain.
     fn calibrate(&mut self, o: &Overheads) {
         for (i, s) in self.servers.iter_mut().enumerate() {
             s.overhead = o.service(i);
         }
-        self.extra_latency = (0..self.servers.len())
+        let extra: Vec<Nanos> = (0..self.servers.len())
             .map(|i| Nanos::from_secs_f64(o.extra_latency(i)))
             .collect();
+        self.extra_latency = if extra.iter().all(|&e| e == Nanos::ZERO) {
+            Vec::new()
+        } else {
+            extra
+        };
         self.plain = self.is_plain();
     }
 
@@ -1579,6 +1588,17 @@ mod tests {
         };
         let rr = kinds(&["round_robin"]);
         assert!(plain("duration = 1", &rr));
+        // `lbsim run` passes its (absent) overheads: the run stays plain.
+        let calibrated = |o: &Overheads| {
+            let s = scenario("duration = 1", 100.0, &format!("{base}{rr}"));
+            let e = &s.strategies[0];
+            let mut sim = Sim::new(&s, &e.spec, e.policy.as_ref(), 0, 1);
+            sim.calibrate(o);
+            sim.plain
+        };
+        assert!(calibrated(&Overheads::NONE));
+        assert!(calibrated(&Overheads::uniform(2, 0.001, 0.0)));
+        assert!(!calibrated(&Overheads::uniform(2, 0.0, 0.001)));
         let fault = "[[faults]]\nserver = \"s-0\"\nkind = \"slow\"\nat = 0.5\nfactor = 2\n";
         assert!(!plain("duration = 1", &format!("{rr}{fault}")));
         assert!(!plain("duration = 1", &kinds(&["prequal"])));

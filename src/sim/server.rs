@@ -219,8 +219,14 @@ impl Server {
             None => self.speed,
             Some(w) => self.speed * w.factor(now),
         };
-        job.end =
-            now.max(self.paused_until) + Nanos::from_secs_f64(job.work / speed + self.overhead);
+        // At full speed (most servers) the division, exact by 1, is skipped: its latency
+        // delays the completion's scheduling.
+        let secs = if speed == 1.0 {
+            job.work
+        } else {
+            job.work / speed
+        };
+        job.end = now.max(self.paused_until) + Nanos::from_secs_f64(secs + self.overhead);
         job.end - now
     }
 

@@ -140,6 +140,7 @@ impl RequestStream {
 impl Iterator for RequestStream {
     type Item = Request;
 
+    #[inline(always)]
     fn next(&mut self) -> Option<Request> {
         let (t, work) = self.process.next_arrival(&mut self.arrival_rng)?;
         if t >= self.horizon {
