@@ -39,6 +39,7 @@ use std::sync::Arc;
 use lbsim::live::proxy::RunningProxy;
 use lbsim::live::verdict::{self, CompareOptions, Figure, Verdict};
 use lbsim::live::{LiveError, LiveOptions, LiveRun, ProxyKind, replay_via};
+use lbsim::metrics::Metric;
 use lbsim::scenario::Scenario;
 use lbsim::strategy::Balancer;
 use lbsim::time::Nanos;
@@ -168,7 +169,11 @@ fn assert_passes(v: &Verdict) {
         .iter()
         .filter(|r| {
             !r.passed()
-                && (refused.is_none() || matches!(r.figure, Figure::Share | Figure::ErrorFraction))
+                && (refused.is_none()
+                    || matches!(
+                        r.figure,
+                        Figure::Share | Figure::Cluster(Metric::ErrorFraction)
+                    ))
         })
         .map(|r| {
             format!(
