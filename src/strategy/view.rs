@@ -6,11 +6,13 @@
 //!
 //! Requests in flight are held sparse while the balancer has them at few backends (up to
 //! [`SPARSE`]: a small hash table inside the view, no heap), dense beyond (4 bytes a
-//! backend, kept from then on). With 1,000 balancers over 1,000 servers each balancer has a request or
-//! two in flight, so a pick reads its balancer's own few cache lines instead of missing on
-//! 4 MB of counts; one balancer at the same load has hundreds in flight and goes dense at
-//! once. Down backends are a bit set, allocated on the first one down and not read while
-//! none is.
+//! backend, the down bit packed in each count, kept from then on), and dense from the
+//! start over at most 128 backends (no larger than the sparse table). With 1,000
+//! balancers over 1,000 servers each balancer has a request or two in flight, so a pick
+//! reads its balancer's own few cache lines instead of missing on 4 MB of counts; one
+//! balancer at the same load has hundreds in flight and goes dense at once. While sparse,
+//! down backends are a bit set, allocated on the first one down and not read while none
+//! is.
 
 use std::sync::Arc;
 
@@ -22,6 +24,12 @@ const SLOTS: usize = 64;
 /// Backends with requests in flight that a sparse view holds before it goes dense: three
 /// quarters of [`SLOTS`], so that probes stay short and always meet an empty slot.
 const SPARSE: usize = SLOTS / 4 * 3;
+
+/// The top bit of a dense word: set when the balancer sees the backend down.
+const DOWN: u32 = 1 << 31;
+
+/// The low bits of a dense word: requests in flight.
+const IN_FLIGHT: u32 = DOWN - 1;
 
 /// An empty slot of the sparse table.
 const EMPTY: u32 = u32::MAX;
@@ -77,14 +85,20 @@ impl Backends {
     /// Backends with the given weights, all up and idle, sharing the weight table (every
     /// balancer of a run shares one).
     pub fn sharing(weights: Arc<[u32]>) -> Backends {
+        // Dense from the start when a dense table is no larger than the sparse one.
+        let is_dense = weights.len() <= 2 * SLOTS;
         Backends {
+            dense: if is_dense {
+                vec![0; weights.len()]
+            } else {
+                Vec::new()
+            },
             weights,
-            is_dense: false,
+            is_dense,
             keys: [EMPTY; SLOTS],
             counts: [0; SLOTS],
             len: 0,
             down_count: 0,
-            dense: Vec::new(),
             down: Vec::new(),
         }
     }
@@ -106,7 +120,7 @@ impl Backends {
     #[inline]
     pub fn in_flight(&self, i: usize) -> u32 {
         if self.is_dense {
-            return self.dense[i];
+            return self.dense[i] & IN_FLIGHT;
         }
         assert!(i < self.len(), "backend {i} of {}", self.len());
         match self.slot(i) {
@@ -119,6 +133,9 @@ impl Backends {
     /// Panics if there is no backend `i`.
     #[inline]
     pub fn up(&self, i: usize) -> bool {
+        if self.is_dense {
+            return self.dense[i] & DOWN == 0;
+        }
         assert!(i < self.len(), "backend {i} of {}", self.len());
         self.down_count == 0 || self.down[i / 64] & (1 << (i % 64)) == 0
     }
@@ -147,13 +164,15 @@ impl Backends {
 
     /// Every backend in order, read out whole.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Backend> + Clone + '_ {
-        Iter {
+        if self.is_dense {
+            return Either::Dense(self.dense.iter().zip(self.weights.iter()));
+        }
+        Either::Sparse(Iter {
             weights: self.weights.iter(),
             i: 0,
-            dense: if self.is_dense { &self.dense[..] } else { &[] }.iter(),
-            sparse: (!self.is_dense && self.len > 0).then_some(self),
+            sparse: (self.len > 0).then_some(self),
             down: (self.down_count > 0).then_some(&self.down[..]),
-        }
+        })
     }
 
     /// Every backend read out, as a vector (a strategy's own copy, tests).
@@ -164,6 +183,11 @@ impl Backends {
     /// Marks backend `i` up or down.
     pub fn set_up(&mut self, i: usize, up: bool) {
         assert!(i < self.len(), "backend {i} of {}", self.len());
+        if self.is_dense {
+            let w = &mut self.dense[i];
+            *w = if up { *w & IN_FLIGHT } else { *w | DOWN };
+            return;
+        }
         if self.down.is_empty() {
             if up {
                 return;
@@ -188,7 +212,8 @@ impl Backends {
     pub fn set_in_flight(&mut self, i: usize, n: u32) {
         assert!(i < self.len(), "backend {i} of {}", self.len());
         if self.is_dense {
-            self.dense[i] = n;
+            let w = &mut self.dense[i];
+            *w = (*w & DOWN) | n.min(IN_FLIGHT);
             return;
         }
         match self.slot(i) {
@@ -198,7 +223,7 @@ impl Backends {
             None if usize::from(self.len) < SPARSE => self.occupy(i, n),
             None => {
                 self.go_dense();
-                self.dense[i] = n;
+                self.set_in_flight(i, n);
             }
         }
     }
@@ -207,7 +232,9 @@ impl Backends {
     #[inline]
     pub(crate) fn add(&mut self, i: usize) {
         if self.is_dense {
-            self.dense[i] += 1;
+            let w = &mut self.dense[i];
+            debug_assert!(*w & IN_FLIGHT < IN_FLIGHT, "in-flight count overflows");
+            *w += 1;
             return;
         }
         assert!(i < self.len(), "backend {i} of {}", self.len());
@@ -216,7 +243,7 @@ impl Backends {
             None if usize::from(self.len) < SPARSE => self.occupy(i, 1),
             None => {
                 self.go_dense();
-                self.dense[i] += 1;
+                self.add(i);
             }
         }
     }
@@ -225,8 +252,10 @@ impl Backends {
     #[inline]
     pub(crate) fn remove(&mut self, i: usize) {
         if self.is_dense {
-            let c = &mut self.dense[i];
-            *c = c.saturating_sub(1);
+            let w = &mut self.dense[i];
+            if *w & IN_FLIGHT > 0 {
+                *w -= 1;
+            }
             return;
         }
         assert!(i < self.len(), "backend {i} of {}", self.len());
@@ -303,6 +332,15 @@ impl Backends {
                 dense[k as usize] = c;
             }
         }
+        if self.down_count > 0 {
+            for (i, w) in dense.iter_mut().enumerate() {
+                if self.down[i / 64] & (1 << (i % 64)) != 0 {
+                    *w |= DOWN;
+                }
+            }
+        }
+        self.down = Vec::new();
+        self.down_count = 0;
         self.dense = dense;
         self.keys = [EMPTY; SLOTS];
         self.len = 0;
@@ -310,15 +348,13 @@ impl Backends {
     }
 }
 
-/// [`Backends::iter`]: in one pass over the weights, the dense counts, and the down bits;
-/// a lookup in the sparse table only while it holds some backend.
+/// [`Backends::iter`] of a sparse view: in one pass over the weights and the down bits; a
+/// lookup in the sparse table only while it holds some backend.
 #[derive(Clone)]
 struct Iter<'a> {
     weights: std::slice::Iter<'a, u32>,
     /// The next backend.
     i: usize,
-    /// The dense counts from the next backend on, or none while sparse.
-    dense: std::slice::Iter<'a, u32>,
     /// The view, while its sparse table holds some backend.
     sparse: Option<&'a Backends>,
     /// The down bits, while some backend is down.
@@ -333,12 +369,9 @@ impl Iterator for Iter<'_> {
         let &weight = self.weights.next()?;
         let i = self.i;
         self.i += 1;
-        let in_flight = match self.dense.next() {
-            Some(&c) => c,
-            None => match self.sparse {
-                Some(view) => view.slot(i).map_or(0, |k| view.counts[k]),
-                None => 0,
-            },
+        let in_flight = match self.sparse {
+            Some(view) => view.slot(i).map_or(0, |k| view.counts[k]),
+            None => 0,
         };
         let up = match self.down {
             None => true,
@@ -357,6 +390,38 @@ impl Iterator for Iter<'_> {
 }
 
 impl ExactSizeIterator for Iter<'_> {}
+
+/// [`Backends::iter`] of a dense view (the packed words beside the weights) or a sparse one.
+#[derive(Clone)]
+enum Either<'a> {
+    Dense(std::iter::Zip<std::slice::Iter<'a, u32>, std::slice::Iter<'a, u32>>),
+    Sparse(Iter<'a>),
+}
+
+impl Iterator for Either<'_> {
+    type Item = Backend;
+
+    #[inline]
+    fn next(&mut self) -> Option<Backend> {
+        match self {
+            Either::Dense(it) => it.next().map(|(&w, &weight)| Backend {
+                in_flight: w & IN_FLIGHT,
+                weight,
+                up: w & DOWN == 0,
+            }),
+            Either::Sparse(it) => it.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Either::Dense(it) => it.size_hint(),
+            Either::Sparse(it) => it.size_hint(),
+        }
+    }
+}
+
+impl ExactSizeIterator for Either<'_> {}
 
 /// Backends as listed, each with its own weight, in flight and up.
 impl FromIterator<Backend> for Backends {
@@ -384,7 +449,7 @@ mod tests {
         fn entries_read_back_as_written(
             entries in proptest::collection::vec(
                 (0u32..5, prop::sample::select(vec![0u32, 0, 0, 0, 0, 1, 2]), any::<bool>()),
-                1..150,
+                1..300,
             ),
             ops in proptest::collection::vec((any::<usize>(), 0u8..6, 0u32..4), 0..400),
         ) {
@@ -460,6 +525,7 @@ mod tests {
     #[test]
     fn sparse_until_too_many_backends_have_requests_in_flight() {
         let mut view = Backends::new(&[1; 200]);
+        assert!(!view.is_dense());
         for i in 0..SPARSE {
             view.add(i * 3);
             view.add(i * 3);
