@@ -120,6 +120,10 @@ pub struct Prequal {
     rng: SimRng,
     /// `history` in increasing order, kept as answers come.
     sorted: Vec<u32>,
+    /// Whether `pool` is in order of `sent` (non-decreasing), as it is whenever answers
+    /// come back in the order their probes left (a constant delay, as in the simulator):
+    /// then the oldest probe is the first, and the probes too old are a prefix.
+    in_order: bool,
 }
 
 impl Prequal {
@@ -135,8 +139,37 @@ impl Prequal {
             backends: 0,
             rng,
             sorted: Vec::new(),
+            in_order: true,
             cfg,
         }
+    }
+
+    /// Drops the probes older than `max_age` at `now`, keeping the others in order.
+    fn drop_old(&mut self, now: Nanos) {
+        let max_age = self.cfg.max_age;
+        let young = |p: &Probe| now.saturating_sub(p.sent) <= max_age;
+        if self.in_order {
+            // Oldest first: the old ones are a prefix, usually empty.
+            let old = self.pool.iter().take_while(|p| !young(p)).count();
+            if old > 0 {
+                self.pool.drain(..old);
+            }
+        } else {
+            self.pool.retain(young);
+        }
+        if self.pool.is_empty() {
+            self.in_order = true;
+        }
+    }
+
+    /// Index of the oldest probe of a non-empty pool (the first of equals).
+    fn oldest(&self) -> usize {
+        if self.in_order {
+            return 0;
+        }
+        (0..self.pool.len())
+            .min_by_key(|&k| self.pool[k].sent)
+            .unwrap_or(0)
     }
 
     /// The RIF above which a probe is hot: the `q_rif` quantile of recent answers
@@ -240,9 +273,7 @@ impl Prequal {
 impl Strategy for Prequal {
     fn pick(&mut self, backends: &[Backend], ctx: &PickContext<'_>) -> Option<usize> {
         self.backends = backends.len();
-        let max_age = self.cfg.max_age;
-        self.pool
-            .retain(|p| ctx.now.saturating_sub(p.sent) <= max_age);
+        self.drop_old(ctx.now);
         // Only probe answers change the threshold: one computation serves the pick.
         let threshold = self.hot_threshold();
         let picked = match self.select(backends, threshold) {
@@ -296,7 +327,9 @@ impl Strategy for Prequal {
             self.sorted.insert(k, rif);
         } else {
             let old = std::mem::replace(&mut self.history[self.next_history], rif);
-            if !replace_sorted(&mut self.sorted, old, rif) {
+            // An answer replacing an equal one (frequent: RIFs are small numbers) leaves
+            // the order as it is.
+            if old != rif && !replace_sorted(&mut self.sorted, old, rif) {
                 // Cannot happen (`sorted` holds what `history` holds); rebuilt if it did.
                 self.sorted.clone_from(&self.history);
                 self.sorted.sort_unstable();
@@ -311,11 +344,15 @@ impl Strategy for Prequal {
             return;
         }
         if self.pool.len() >= self.cfg.pool_size {
-            // Oldest first: evict the oldest.
-            let oldest = (0..self.pool.len())
-                .min_by_key(|&k| self.pool[k].sent)
-                .unwrap_or(0);
+            // Evict the oldest.
+            let oldest = self.oldest();
             self.pool.remove(oldest);
+            if self.pool.is_empty() {
+                self.in_order = true;
+            }
+        }
+        if self.pool.last().is_some_and(|p| p.sent > sent) {
+            self.in_order = false;
         }
         self.pool.push(Probe {
             backend,
@@ -571,6 +608,52 @@ mod tests {
             }
             p.remove_worst(Some(threshold));
             assert_eq!(p.pool, want, "case {case}");
+        }
+    }
+
+    #[test]
+    fn the_oldest_and_the_old_are_found_as_by_scanning() {
+        use rand::RngExt;
+        let mut rng = stream_rng(14, 0, Stream::Strategy, 8);
+        for case in 0..2_000 {
+            let mut p = prequal(PrequalConfig {
+                pool_size: rng.random_range(1..10),
+                max_age: Nanos(rng.random_range(1..40)),
+                ..PrequalConfig::default()
+            });
+            // Answers mostly in the order sent (as in the simulator), sometimes not
+            // (live mode), with ties.
+            let shuffled = rng.random_bool(0.3);
+            let mut t = 0u64;
+            for _ in 0..rng.random_range(0..30) {
+                t += rng.random_range(0..3);
+                let sent = if shuffled {
+                    t.saturating_sub(rng.random_range(0..6))
+                } else {
+                    t
+                };
+                let load = ServerLoad {
+                    in_flight: rng.random_range(0..4),
+                    ..ServerLoad::default()
+                };
+                // Eviction when full: the first probe of least `sent`.
+                let mut want = p.pool.clone();
+                if want.len() >= p.cfg.pool_size {
+                    let oldest = (0..want.len()).min_by_key(|&k| want[k].sent).unwrap();
+                    want.remove(oldest);
+                }
+                p.on_probe(rng.random_range(0..5), &load, Nanos(sent), Nanos(sent));
+                want.push(*p.pool.last().unwrap());
+                assert_eq!(p.pool, want, "case {case}");
+                if rng.random_bool(0.2) {
+                    let now = Nanos(t + rng.random_range(0..20));
+                    let mut want = p.pool.clone();
+                    want.retain(|x| now.saturating_sub(x.sent) <= p.cfg.max_age);
+                    p.drop_old(now);
+                    assert_eq!(p.pool, want, "case {case}");
+                }
+                assert!(!p.in_order || p.pool.is_sorted_by_key(|x| x.sent));
+            }
         }
     }
 
