@@ -211,10 +211,20 @@ impl Signals {
         ServerLoad {
             in_flight: busy + queued,
             queued,
-            service_time: service.unwrap_or(Nanos(mean.round() as u64)),
-            latency: Nanos(estimated_latency(mean, workers, busy, queued).round() as u64),
+            service_time: service.unwrap_or(Nanos(round_ns(mean))),
+            latency: Nanos(round_ns(estimated_latency(mean, workers, busy, queued))),
         }
     }
+}
+
+/// `x.round() as u64` for `x` ≥ 0 (nanoseconds), without the call to `round` that
+/// targets without SSE 4.1 make: the integer part plus one when the fraction is at least
+/// one half. Exact: below 2⁵³ the fraction `x − ⌊x⌋` is computed without rounding, and
+/// from 2⁵² up every `f64` is an integer; negative and NaN give 0, as the cast does.
+#[inline]
+pub fn round_ns(x: f64) -> u64 {
+    let whole = x as u64;
+    whole + u64::from(x - whole as f64 >= 0.5 && whole < u64::MAX)
 }
 
 /// A server's estimate of the response time (nanoseconds) of a request arriving now: its
@@ -260,6 +270,28 @@ mod tests {
         assert_eq!(s.reply_due(None), Some((Nanos(5), 11)));
         assert_eq!(s.reply_due(Some((Nanos(10), 0))), Some((Nanos(9), 13)));
         assert!(!s.has_replies());
+    }
+
+    proptest::proptest! {
+        /// The rounding without `round` rounds as `round` does, halves included.
+        #[test]
+        fn round_ns_is_round(
+            whole in proptest::prop_oneof![0u64..10_000, 0u64..(1u64 << 60)],
+            frac in proptest::prop_oneof![
+                proptest::prelude::Just(0.5),
+                proptest::prelude::Just(0.0),
+                0.0f64..1.0,
+                proptest::prelude::Just(0.49999999999999994),
+            ],
+            bits in proptest::prelude::any::<u64>(),
+        ) {
+            let x = whole as f64 + frac;
+            proptest::prop_assert_eq!(round_ns(x), x.round() as u64, "{}", x);
+            let y = f64::from_bits(bits).abs();
+            if y.is_finite() {
+                proptest::prop_assert_eq!(round_ns(y), y.round() as u64, "{}", y);
+            }
+        }
     }
 
     #[test]
