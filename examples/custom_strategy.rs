@@ -20,7 +20,7 @@ use lbsim::rng::SimRng;
 use lbsim::scenario::Scenario;
 use lbsim::sim::{Run, simulate};
 use lbsim::stats::{Estimate, estimate, paired_difference};
-use lbsim::strategy::{Backend, PickContext, ServerLoad, Signals, Strategy};
+use lbsim::strategy::{Backends, PickContext, ServerLoad, Signals, Strategy};
 use rand::RngExt;
 
 /// P2C on server-reported queue lengths plus own requests in flight.
@@ -38,14 +38,14 @@ impl ReportedP2c {
         }
     }
 
-    fn cost(&self, i: usize, b: &Backend) -> u32 {
-        self.queue[i] + b.in_flight
+    fn cost(&self, i: usize, backends: &Backends) -> u32 {
+        self.queue[i] + backends.in_flight(i)
     }
 }
 
 impl Strategy for ReportedP2c {
-    fn pick(&mut self, backends: &[Backend], _ctx: &PickContext<'_>) -> Option<usize> {
-        let up: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].up).collect();
+    fn pick(&mut self, backends: &Backends, _ctx: &PickContext<'_>) -> Option<usize> {
+        let up: Vec<usize> = (0..backends.len()).filter(|&i| backends.up(i)).collect();
         match up.len() {
             0 => None,
             1 => Some(up[0]),
@@ -55,7 +55,7 @@ impl Strategy for ReportedP2c {
                 if b == a {
                     b = up[n - 1];
                 }
-                let (ca, cb) = (self.cost(a, &backends[a]), self.cost(b, &backends[b]));
+                let (ca, cb) = (self.cost(a, backends), self.cost(b, backends));
                 Some(if cb < ca { b } else { a })
             }
         }

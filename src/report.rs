@@ -6,6 +6,7 @@
 //! [`write_reports`]).
 
 pub mod check;
+pub mod columns;
 pub mod comparisons;
 pub mod csv_files;
 pub mod live;

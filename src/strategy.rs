@@ -1,7 +1,7 @@
 //! The `Strategy` trait: how a balancer chooses a backend for each request.
 //!
 //! One implementation serves both the simulator and live mode. A strategy sees a read-only
-//! view of the backends ([`Backend`]) and the current time passed in ([`PickContext`]), and
+//! view of the backends ([`Backends`]) and the current time passed in ([`PickContext`]), and
 //! is told of every dispatch and completion. It does no I/O, reads no clock and starts no
 //! thread; its randomness comes from a seeded generator handed to it at construction.
 
@@ -39,6 +39,7 @@ pub mod slow_start;
 mod smooth_wrr;
 mod spec;
 mod static_rr;
+mod view;
 mod weighted_random;
 
 pub use aperture::{Aperture, ApertureConfig, ApertureParams};
@@ -73,13 +74,14 @@ pub use slow_start::{Ramp, RampKind, SlowStart};
 pub use smooth_wrr::SmoothWeightedRoundRobin;
 pub use spec::{SpecError, StrategyEntry, StrategySpec};
 pub use static_rr::StaticRr;
+pub use view::Backends;
 pub use weighted_random::WeightedRandom;
 
 use crate::rng::SimRng;
 use crate::time::Nanos;
 
-/// What a strategy may see of one backend, from the point of view of its balancer: 12
-/// bytes, so that 1,000 balancers over 10,000 servers hold 120 MB of views. What servers
+/// One backend as its balancer sees it: an entry of [`Backends`], read out by value
+/// ([`Backends::at`], [`Backends::iter`]) and given to [`Strategy::on_view`]. What servers
 /// report of their own load is not here but in one [`LoadTable`] that every balancer
 /// reads ([`PickContext::load`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,7 +197,7 @@ pub enum Outcome {
 /// A load-balancing strategy.
 pub trait Strategy: Send {
     /// Chooses the backend for a request, or `None` when no backend is eligible (all down).
-    fn pick(&mut self, backends: &[Backend], ctx: &PickContext<'_>) -> Option<usize>;
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext<'_>) -> Option<usize>;
 
     /// Told after the request has been sent to `backend`.
     fn on_dispatch(&mut self, _backend: usize, _now: Nanos) {}
@@ -258,21 +260,21 @@ pub trait Strategy: Send {
 ///
 /// ```
 /// use lbsim::rng::SimRng;
-/// use lbsim::strategy::{Backend, PickContext, Strategy, StrategyFactory};
+/// use lbsim::strategy::{Backends, PickContext, Strategy, StrategyFactory};
 ///
 /// /// Always the first backend that is up.
 /// struct FirstUp;
 /// impl Strategy for FirstUp {
-///     fn pick(&mut self, backends: &[Backend], _ctx: &PickContext<'_>) -> Option<usize> {
-///         backends.iter().position(|b| b.up)
+///     fn pick(&mut self, backends: &Backends, _ctx: &PickContext<'_>) -> Option<usize> {
+///         (0..backends.len()).find(|&i| backends.up(i))
 ///     }
 /// }
 ///
 /// let factory = |_n: usize, _rng: SimRng| Box::new(FirstUp) as Box<dyn Strategy>;
 /// assert!(!factory.reads_load_reports());
 /// let mut one = factory.build(3, lbsim::rng::stream_rng(1, 0, lbsim::rng::Stream::Strategy, 0));
-/// let mut view = vec![Backend::new(1); 3];
-/// view[0].up = false;
+/// let mut view = Backends::new(&[1; 3]);
+/// view.set_up(0, false);
 /// assert_eq!(one.pick(&view, &PickContext::new(lbsim::time::Nanos(0), 0)), Some(1));
 /// ```
 pub trait StrategyFactory: Sync {
@@ -318,7 +320,7 @@ where
 /// sees is maintained by one piece of code in both modes.
 pub struct Balancer {
     strategy: Box<dyn Strategy>,
-    backends: Vec<Backend>,
+    backends: Backends,
     /// Reports given to this balancer alone ([`Balancer::set_load`]), if any.
     own_loads: Option<LoadTable>,
     /// Whether the strategy indexes the view ([`Strategy::indexes_view`]).
@@ -334,18 +336,24 @@ pub struct Balancer {
 impl Balancer {
     /// A balancer over backends with the given weights, all up and idle.
     pub fn new(strategy: Box<dyn Strategy>, weights: &[u32]) -> Balancer {
+        Balancer::sharing(strategy, weights.into())
+    }
+
+    /// A balancer over backends with the given weights, all up and idle, sharing the
+    /// weight table with the other balancers of a run ([`Backends::sharing`]).
+    pub fn sharing(strategy: Box<dyn Strategy>, weights: std::sync::Arc<[u32]>) -> Balancer {
         Balancer {
             indexed: strategy.indexes_view(),
             signals: strategy.signals(),
             probe_owed: false,
             own_loads: None,
             strategy,
-            backends: weights.iter().map(|&w| Backend::new(w)).collect(),
+            backends: Backends::sharing(weights),
         }
     }
 
     /// The balancer's view of its backends.
-    pub fn backends(&self) -> &[Backend] {
+    pub fn backends(&self) -> &Backends {
         &self.backends
     }
 
@@ -428,8 +436,8 @@ impl Balancer {
             }
             i = self.strategy.pick(&self.backends, &ctx)?;
         }
-        debug_assert!(self.backends[i].up, "strategy picked a down backend");
-        self.backends[i].in_flight += 1;
+        debug_assert!(self.backends.up(i), "strategy picked a down backend");
+        self.backends.add(i);
         self.told(i);
         self.strategy.on_dispatch(i, now);
         Some(i)
@@ -437,8 +445,7 @@ impl Balancer {
 
     /// Records the end of a request previously routed to `backend`.
     pub fn complete(&mut self, backend: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
-        let b = &mut self.backends[backend];
-        b.in_flight = b.in_flight.saturating_sub(1);
+        self.backends.remove(backend);
         self.told(backend);
         self.strategy.on_complete(backend, latency, outcome, now);
     }
@@ -474,7 +481,7 @@ impl Balancer {
 
     /// Marks a backend up or down.
     pub fn set_up(&mut self, backend: usize, up: bool) {
-        self.backends[backend].up = up;
+        self.backends.set_up(backend, up);
         self.told(backend);
     }
 
@@ -482,7 +489,7 @@ impl Balancer {
     #[inline]
     fn told(&mut self, i: usize) {
         if self.indexed {
-            self.strategy.on_view(i, &self.backends[i]);
+            self.strategy.on_view(i, &self.backends.at(i));
         }
     }
 }
@@ -492,16 +499,16 @@ impl Balancer {
 #[inline(always)]
 fn dispatch(
     strategy: &mut dyn Strategy,
-    backends: &mut [Backend],
+    backends: &mut Backends,
     indexed: bool,
     probe_owed: &mut bool,
     ctx: &PickContext<'_>,
 ) -> Option<usize> {
     let i = strategy.pick(backends, ctx)?;
-    debug_assert!(backends[i].up, "strategy picked a down backend");
-    backends[i].in_flight += 1;
+    debug_assert!(backends.up(i), "strategy picked a down backend");
+    backends.add(i);
     if indexed {
-        strategy.on_view(i, &backends[i]);
+        strategy.on_view(i, &backends.at(i));
     }
     strategy.on_dispatch(i, ctx.now);
     *probe_owed = true;
@@ -510,20 +517,20 @@ fn dispatch(
 
 /// Whether `backends` still show the `(up, weight)` of each backend that a structure was
 /// built for (a map or table rebuilt when they change).
-pub(crate) fn same_view(built_for: &[(bool, u32)], backends: &[Backend]) -> bool {
+pub(crate) fn same_view(built_for: &[(bool, u32)], backends: &Backends) -> bool {
     built_for.len() == backends.len()
         && built_for
             .iter()
-            .zip(backends)
+            .zip(backends.iter())
             .all(|(&(up, w), b)| up == b.up && w == b.weight)
 }
 
 /// Iterates over the indices of backends that are up, starting at `start` and wrapping.
-pub(crate) fn up_from(backends: &[Backend], start: usize) -> impl Iterator<Item = usize> + '_ {
+pub(crate) fn up_from(backends: &Backends, start: usize) -> impl Iterator<Item = usize> + '_ {
     let n = backends.len();
     (0..n)
         .map(move |k| (start + k) % n)
-        .filter(move |&i| backends[i].up)
+        .filter(move |&i| backends.up(i))
 }
 
 #[cfg(test)]

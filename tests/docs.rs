@@ -1,7 +1,8 @@
 //! The documentation says what the code does: the strategy registry's table, with each
 //! kind's parameters and units, is in README.md and scenarios/README.md; the default check
 //! tolerances read the same in `check --help`, the README and the code; the README's metric
-//! table is the one generated from the metric definitions.
+//! table is the one generated from the metric definitions, and its CSV column reference
+//! the one generated from the CSV files' column tables.
 
 use std::process::Command;
 
@@ -33,6 +34,15 @@ fn readme_metric_table_is_generated_from_the_definitions() {
     assert!(
         read("README.md").contains(&table),
         "README.md's metric table is stale; replace it with\n{table}(from lbsim::metrics::markdown_table)"
+    );
+}
+
+#[test]
+fn readme_csv_columns_are_generated_from_the_tables() {
+    let reference = lbsim::report::columns::markdown();
+    assert!(
+        read("README.md").contains(&reference),
+        "README.md's CSV column reference is stale; replace it with\n{reference}(from lbsim::report::columns::markdown)"
     );
 }
 

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use lbsim::live::proxy::RunningProxy;
 use lbsim::live::verdict::{self, CompareOptions, Figure, Verdict};
 use lbsim::live::{LiveError, LiveOptions, LiveRun, ProxyKind, replay_via};
+use lbsim::metrics::Metric;
 use lbsim::scenario::Scenario;
 use lbsim::strategy::Balancer;
 use lbsim::time::Nanos;
@@ -168,7 +169,11 @@ fn assert_passes(v: &Verdict) {
         .iter()
         .filter(|r| {
             !r.passed()
-                && (refused.is_none() || matches!(r.figure, Figure::Share | Figure::ErrorFraction))
+                && (refused.is_none()
+                    || matches!(
+                        r.figure,
+                        Figure::Share | Figure::Cluster(Metric::ErrorFraction)
+                    ))
         })
         .map(|r| {
             format!(
@@ -691,7 +696,7 @@ fn haproxy_and_the_strategies_agree_while_servers_go_down_and_up() {
                 x ^= x << 17;
                 if x.is_multiple_of(10) {
                     let i = (x / 10) as usize % names.len();
-                    let up = !b.backends()[i].up;
+                    let up = !b.backends().up(i);
                     if up || b.backends().iter().filter(|v| v.up).count() > 1 {
                         proxy.set(&names[i], up);
                         b.set_up(i, up);

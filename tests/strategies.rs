@@ -79,7 +79,7 @@ proptest! {
                         let any_up = b.backends().iter().any(|x| x.up);
                         match got {
                             Some(i) => {
-                                prop_assert!(b.backends()[i].up, "{} picked down {i}", spec.kind());
+                                prop_assert!(b.backends().up(i), "{} picked down {i}", spec.kind());
                                 live.push(i);
                             }
                             None => prop_assert!(!any_up, "{} gave None with a backend up", spec.kind()),
@@ -98,7 +98,7 @@ proptest! {
                     }
                     Op::Complete(..) => {}
                     Op::Toggle(i) => {
-                        let up = b.backends()[i % n].up;
+                        let up = b.backends().up(i % n);
                         b.set_up(i % n, !up);
                     }
                     Op::Report(i, q) => b.set_load(

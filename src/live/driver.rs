@@ -456,7 +456,7 @@ impl Replay {
             .views
             .all()
             .iter()
-            .map(|v| v.backends()[i].in_flight)
+            .map(|v| v.backends().in_flight(i))
             .sum();
         let waiting = in_flight.saturating_sub(self.workers[i]);
         let q = &mut self.metrics.servers[i].queue_max;

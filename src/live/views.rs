@@ -70,11 +70,11 @@ impl Views {
     ) -> Views {
         let servers = scenario.servers();
         let n = servers.len();
-        let weights = scenario.weights();
+        let weights: std::sync::Arc<[u32]> = scenario.weights().into();
         let balancers = (0..scenario.balancers.max(1))
             .map(|b| {
                 let rng = stream_rng(seed, replication, Stream::Strategy, u64::from(b));
-                Balancer::new(entry.spec.build(n, rng), &weights)
+                Balancer::sharing(entry.spec.build(n, rng), weights.clone())
             })
             .collect();
         let reads = entry.spec.reads_load_reports();
@@ -307,7 +307,7 @@ impl Views {
         for (k, b) in self.balancers.iter_mut().enumerate() {
             let ejected = self.ejected.get(k).is_some_and(|e| e[i]);
             let up = up && !ejected;
-            if b.backends()[i].up != up {
+            if b.backends().up(i) != up {
                 changed = true;
                 b.set_up(i, up);
             }
@@ -371,7 +371,7 @@ mod tests {
             );
         }
         // Each balancer's round robin turns on its own: its first pick is server 0.
-        let firsts: Vec<u32> = v.all().iter().map(|b| b.backends()[0].in_flight).collect();
+        let firsts: Vec<u32> = v.all().iter().map(|b| b.backends().in_flight(0)).collect();
         assert_eq!(firsts, vec![0; 4]);
     }
 

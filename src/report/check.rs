@@ -58,7 +58,7 @@ pub enum CheckError {
     },
 }
 
-/// A row of a baseline `summary.csv` (the columns [`super::csv_files::SummaryRow`] writes).
+/// A row of a baseline `summary.csv` (the columns of [`super::columns::SUMMARY`]).
 #[derive(Clone, Debug, Deserialize)]
 pub struct BaselineRow {
     /// Scenario name.

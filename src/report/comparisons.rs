@@ -11,14 +11,13 @@
 
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
-use serde::Serialize;
-
-use super::{Report, ReportError, ReportInput, csv_err, csv_writer, finish_csv};
+use super::columns::*;
+use super::{Report, ReportError, ReportInput};
 use crate::metrics::{Better, Estimator, Metric};
 use crate::runner::RunResults;
 use crate::stats::quantile::{fitted_difference, quantile_difference};
 use crate::stats::{Estimate, paired_difference, unpaired_difference};
+use rayon::prelude::*;
 
 /// The difference of one metric between two strategies.
 #[derive(Clone, Copy, Debug)]
@@ -202,48 +201,6 @@ pub fn rank(results: &RunResults, metric: Metric) -> Option<Ranking> {
     Some(Ranking { metric, entries })
 }
 
-/// A row of `comparisons.csv`.
-#[derive(Debug, Serialize)]
-pub struct ComparisonRow<'a> {
-    /// Scenario name.
-    pub scenario: &'a str,
-    /// Metric name.
-    pub metric: Metric,
-    /// Unit of the metric and of the difference.
-    pub unit: &'static str,
-    /// `lower`, `higher` or `neither`: which direction is better.
-    pub better: &'static str,
-    /// First strategy.
-    pub strategy_a: &'a str,
-    /// Second strategy.
-    pub strategy_b: &'a str,
-    /// Mean of `a`.
-    pub mean_a: f64,
-    /// Mean of `b`.
-    pub mean_b: f64,
-    /// Mean paired difference `b − a`.
-    pub diff: f64,
-    /// Lower end of its 95% CI.
-    pub diff_ci95_low: f64,
-    /// Upper end of its 95% CI.
-    pub diff_ci95_high: f64,
-    /// `(b − a) / a`.
-    pub relative_diff: f64,
-    /// Half-width of the 95% CI an unpaired comparison would give (for reference).
-    pub unpaired_ci95_half_width: f64,
-    /// The paired CI contains 0.
-    pub indistinguishable: bool,
-    /// `a`, `b`, `tie` (indistinguishable), `unstable` (either has no steady state, so
-    /// their figures do not compare) or empty (no better direction).
-    pub better_strategy: &'a str,
-    /// Replications (pairs) behind the difference.
-    pub replications: usize,
-    /// `a` has no steady state (its figures grow with the run length).
-    pub unstable_a: bool,
-    /// `b` has no steady state.
-    pub unstable_b: bool,
-}
-
 /// Writes `comparisons.csv`: every metric, every unordered pair of strategies (in
 /// scenario order: `a` before `b`).
 pub struct ComparisonsCsv;
@@ -254,8 +211,6 @@ impl Report for ComparisonsCsv {
     }
 
     fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
-        let path = dir.join("comparisons.csv");
-        let mut w = csv_writer(&path)?;
         let r = input.results;
         let n = r.strategies.len();
         let pairs: Vec<(Metric, usize, usize)> =
@@ -268,40 +223,36 @@ impl Report for ComparisonsCsv {
             .par_iter()
             .map(|&(m, a, b)| compare(r, m, a, b))
             .collect();
-        for (&(m, a, b), c) in pairs.iter().zip(compared) {
-            let (la, lb) = (&r.strategies[a].label, &r.strategies[b].label);
-            let either_unstable =
-                r.strategies[a].unstable.is_some() || r.strategies[b].unstable.is_some();
+        let rows = pairs.iter().zip(compared).map(|(&(m, a, b), c)| {
+            let (sa, sb) = (&r.strategies[a], &r.strategies[b]);
+            let either_unstable = sa.unstable.is_some() || sb.unstable.is_some();
             let better_strategy = match (m.better(), c.b_is_better()) {
                 (Better::Neither, _) => "",
                 _ if either_unstable => "unstable",
                 (_, None) => "tie",
-                (_, Some(true)) => lb.as_str(),
-                (_, Some(false)) => la.as_str(),
+                (_, Some(true)) => sb.label.as_str(),
+                (_, Some(false)) => sa.label.as_str(),
             };
-            w.serialize(ComparisonRow {
-                scenario: &input.scenario.name,
-                metric: m,
-                unit: m.unit(),
-                better: m.better().word(),
-                strategy_a: la,
-                strategy_b: lb,
-                mean_a: c.mean_a,
-                mean_b: c.mean_b,
-                diff: c.diff.mean,
-                diff_ci95_low: c.diff.low,
-                diff_ci95_high: c.diff.high,
-                relative_diff: c.relative(),
-                unpaired_ci95_half_width: c.unpaired_half_width,
-                indistinguishable: c.indistinguishable(),
-                better_strategy,
-                replications: c.diff.n,
-                unstable_a: r.strategies[a].unstable.is_some(),
-                unstable_b: r.strategies[b].unstable.is_some(),
-            })
-            .map_err(csv_err(&path))?;
-        }
-        finish_csv(w, &path)?;
+            [
+                (SCENARIO, (&input.scenario.name).into()),
+                (METRIC, m.into()),
+                (UNIT, m.unit().into()),
+                (BETTER, m.better().word().into()),
+                (STRATEGY_A, (&sa.label).into()),
+                (STRATEGY_B, (&sb.label).into()),
+                (MEAN_A, c.mean_a.into()),
+                (MEAN_B, c.mean_b.into()),
+                (DIFF, c.diff.into()),
+                (RELATIVE_DIFF, c.relative().into()),
+                (UNPAIRED_HALF_WIDTH, c.unpaired_half_width.into()),
+                (INDISTINGUISHABLE, c.indistinguishable().into()),
+                (BETTER_STRATEGY, better_strategy.into()),
+                (REPLICATIONS, c.diff.n.into()),
+                (UNSTABLE_A, sa.unstable.is_some().into()),
+                (UNSTABLE_B, sb.unstable.is_some().into()),
+            ]
+        });
+        let path = COMPARISONS.write(dir, rows)?;
         Ok(vec![path])
     }
 }

@@ -96,15 +96,14 @@ impl FromStr for Reference {
 /// A figure the live verdict judges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Figure {
-    /// Mean response time of the cluster.
-    LatencyMean,
-    /// Median response time.
-    LatencyP50,
-    /// 99th percentile response time.
-    LatencyP99,
-    /// Measured requests that failed, over those that arrived (without faults the
-    /// simulated scenario has no failures, so any is a disagreement).
-    ErrorFraction,
+    /// A cluster metric of the strategy's run, under that metric's name and unit: the
+    /// response-time mean, median and 99th percentile and the error fraction (without
+    /// faults the simulated scenario has no failures, so any is a disagreement); under a
+    /// client policy the attempts, retries and hedges per request and the timed-out and
+    /// wasted fractions; the circuit breakers' overflow fraction (strategies with
+    /// `[strategies.policy.circuit_breakers]`) and admission control's shed fraction
+    /// (scenarios with `[servers.admission]`). [`Figure::ALL`] lists them.
+    Cluster(Metric),
     /// A server's share of the requests.
     Share,
     /// A server's utilisation (busy worker-time over workers × window; live from the
@@ -128,22 +127,6 @@ pub enum Figure {
     PhaseLatencyP99,
     /// Fraction of one phase's requests that ended unserved.
     PhaseErrorFraction,
-    /// Attempts per request under a client policy (retries and hedges included).
-    AttemptsPerRequest,
-    /// Retries per request under a client policy.
-    RetryRate,
-    /// Hedged copies per request under a client policy.
-    HedgeRate,
-    /// Fraction of requests that ended timed out under a client policy.
-    TimeoutFraction,
-    /// Share of the server time spent on attempts nobody waited for any more.
-    WastedFraction,
-    /// Share of attempts the balancer's circuit breakers refused at once (strategies with
-    /// `[strategies.policy.circuit_breakers]`).
-    OverflowFraction,
-    /// Attempts dropped by their server's admission control per request (scenarios with
-    /// `[servers.admission]`).
-    ShedFraction,
 }
 
 /// Whether a figure's primary tolerance is relative to the reference or absolute.
@@ -158,10 +141,10 @@ pub enum Kind {
 impl Figure {
     /// Every figure, in the order rows are written.
     pub const ALL: [Figure; 20] = [
-        Figure::LatencyMean,
-        Figure::LatencyP50,
-        Figure::LatencyP99,
-        Figure::ErrorFraction,
+        Figure::Cluster(Metric::LatencyMean),
+        Figure::Cluster(Metric::LatencyP50),
+        Figure::Cluster(Metric::LatencyP99),
+        Figure::Cluster(Metric::ErrorFraction),
         Figure::Share,
         Figure::ServerUtilization,
         Figure::ServerQueueMean,
@@ -171,32 +154,19 @@ impl Figure {
         Figure::PhaseLatencyMean,
         Figure::PhaseLatencyP99,
         Figure::PhaseErrorFraction,
-        Figure::AttemptsPerRequest,
-        Figure::RetryRate,
-        Figure::HedgeRate,
-        Figure::TimeoutFraction,
-        Figure::WastedFraction,
-        Figure::OverflowFraction,
-        Figure::ShedFraction,
+        Figure::Cluster(Metric::AttemptsPerRequest),
+        Figure::Cluster(Metric::RetryRate),
+        Figure::Cluster(Metric::HedgeRate),
+        Figure::Cluster(Metric::TimeoutFraction),
+        Figure::Cluster(Metric::WastedFraction),
+        Figure::Cluster(Metric::OverflowFraction),
+        Figure::Cluster(Metric::ShedFraction),
     ];
 
     /// Name in `comparison.csv` (before `:server`) and in `--tolerance`.
     pub fn name(self) -> &'static str {
-        if let Some(m) = self.metric() {
-            return m.name();
-        }
         match self {
-            Figure::LatencyMean
-            | Figure::LatencyP50
-            | Figure::LatencyP99
-            | Figure::ErrorFraction
-            | Figure::AttemptsPerRequest
-            | Figure::RetryRate
-            | Figure::HedgeRate
-            | Figure::TimeoutFraction
-            | Figure::WastedFraction
-            | Figure::OverflowFraction
-            | Figure::ShedFraction => unreachable!("cluster figures are metrics"),
+            Figure::Cluster(m) => m.name(),
             Figure::Share => "share",
             Figure::ServerUtilization => "server_utilization",
             Figure::ServerQueueMean => "server_queue_mean",
@@ -213,30 +183,17 @@ impl Figure {
     /// that metric's).
     pub fn metric(self) -> Option<Metric> {
         match self {
-            Figure::LatencyMean => Some(Metric::LatencyMean),
-            Figure::LatencyP50 => Some(Metric::LatencyP50),
-            Figure::LatencyP99 => Some(Metric::LatencyP99),
-            Figure::ErrorFraction => Some(Metric::ErrorFraction),
-            Figure::AttemptsPerRequest => Some(Metric::AttemptsPerRequest),
-            Figure::RetryRate => Some(Metric::RetryRate),
-            Figure::HedgeRate => Some(Metric::HedgeRate),
-            Figure::TimeoutFraction => Some(Metric::TimeoutFraction),
-            Figure::WastedFraction => Some(Metric::WastedFraction),
-            Figure::OverflowFraction => Some(Metric::OverflowFraction),
-            Figure::ShedFraction => Some(Metric::ShedFraction),
+            Figure::Cluster(m) => Some(m),
             _ => None,
         }
     }
 
     /// Unit of its values.
     pub fn unit(self) -> &'static str {
-        match (self.metric(), self) {
-            (Some(m), _) => m.unit(),
-            (
-                None,
-                Figure::ServerLatencyMean | Figure::PhaseLatencyMean | Figure::PhaseLatencyP99,
-            ) => "s",
-            (None, Figure::ServerQueueMean) => "requests",
+        match self {
+            Figure::Cluster(m) => m.unit(),
+            Figure::ServerLatencyMean | Figure::PhaseLatencyMean | Figure::PhaseLatencyP99 => "s",
+            Figure::ServerQueueMean => "requests",
             _ => "1",
         }
     }
@@ -257,15 +214,17 @@ impl Figure {
     /// Whether `--tolerance NAME=x` is relative or absolute.
     pub fn kind(self) -> Kind {
         match self {
-            Figure::LatencyMean
-            | Figure::LatencyP50
-            | Figure::LatencyP99
+            Figure::Cluster(
+                Metric::LatencyMean
+                | Metric::LatencyP50
+                | Metric::LatencyP99
+                | Metric::AttemptsPerRequest,
+            )
             | Figure::ServerUtilization
             | Figure::ServerQueueMean
             | Figure::ServerLatencyMean
             | Figure::PhaseLatencyMean
-            | Figure::PhaseLatencyP99
-            | Figure::AttemptsPerRequest => Kind::Relative,
+            | Figure::PhaseLatencyP99 => Kind::Relative,
             _ => Kind::Absolute,
         }
     }
@@ -281,14 +240,14 @@ impl Figure {
             absolute: a,
         };
         match self {
-            Figure::LatencyMean | Figure::LatencyP50 => rel(0.10),
-            Figure::LatencyP99 => rel(0.20),
+            Figure::Cluster(Metric::LatencyMean | Metric::LatencyP50) => rel(0.10),
+            Figure::Cluster(Metric::LatencyP99) => rel(0.20),
             // Without faults the simulated fraction is 0 and any failure disagrees. With
             // them, 10% of the simulated fraction: a call failing fast takes a loopback
             // round trip live (~0.1 ms) and no time simulated, so strategies that count
             // requests in flight see the failing backend slightly busier live; and at
             // least [`IN_FLIGHT_FLOOR`] (added where the scenario has faults).
-            Figure::ErrorFraction => Tolerance {
+            Figure::Cluster(Metric::ErrorFraction) => Tolerance {
                 relative: 0.10,
                 absolute: 0.0,
             },
@@ -315,13 +274,8 @@ impl Figure {
             // (see [`POLICY_SPREAD`]); these are the floors. Attempts per request within 5%
             // (a retry for one request in 20); rates within 0.02 per request, the wasted
             // share within 0.02 of the server time.
-            Figure::AttemptsPerRequest => rel(0.05),
-            Figure::RetryRate
-            | Figure::HedgeRate
-            | Figure::TimeoutFraction
-            | Figure::WastedFraction
-            | Figure::OverflowFraction
-            | Figure::ShedFraction => abs(0.02),
+            Figure::Cluster(Metric::AttemptsPerRequest) => rel(0.05),
+            Figure::Cluster(_) => abs(0.02),
         }
     }
 
@@ -791,11 +745,11 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
         let admission = j.scenario.groups.iter().any(|g| g.admission.is_some());
         let adaptive = adaptive(j.scenario, label);
         for figure in Figure::ALL {
-            let Some(m) = figure.metric() else { continue };
+            let Figure::Cluster(m) = figure else { continue };
             // Overflows and shedding are judged where something can cause them.
-            let shown = match figure {
-                Figure::OverflowFraction => circuit,
-                Figure::ShedFraction => admission,
+            let shown = match m {
+                Metric::OverflowFraction => circuit,
+                Metric::ShedFraction => admission,
                 _ => policy || !m.of_client_policies(),
             };
             if !shown {
@@ -811,12 +765,12 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
                 live.values[m],
                 0.0,
             );
-            if figure == Figure::ErrorFraction && !j.scenario.faults.is_empty() {
+            if m == Metric::ErrorFraction && !j.scenario.faults.is_empty() {
                 let t = &mut rows.last_mut().expect("just pushed").tolerance;
                 t.absolute = t.absolute.max(IN_FLIGHT_FLOOR);
             }
             if m.of_client_policies()
-                || matches!(figure, Figure::OverflowFraction | Figure::ShedFraction)
+                || matches!(m, Metric::OverflowFraction | Metric::ShedFraction)
             {
                 // One live run against one simulated one: they differ by about the
                 // spread of single runs, which the floor may not cover.
@@ -833,8 +787,8 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
             }
             if adaptive
                 && matches!(
-                    figure,
-                    Figure::LatencyMean | Figure::LatencyP50 | Figure::LatencyP99
+                    m,
+                    Metric::LatencyMean | Metric::LatencyP50 | Metric::LatencyP99
                 )
             {
                 // A strategy whose picks turn on timing routes the replayed requests
@@ -931,16 +885,17 @@ impl Figure {
     pub fn timed_by_driver(self) -> bool {
         matches!(
             self,
-            Figure::LatencyMean
-                | Figure::LatencyP50
-                | Figure::LatencyP99
-                | Figure::ServerLatencyMean
+            Figure::Cluster(
+                Metric::LatencyMean
+                    | Metric::LatencyP50
+                    | Metric::LatencyP99
+                    | Metric::HedgeRate
+                    | Metric::TimeoutFraction
+                    | Metric::WastedFraction
+            ) | Figure::ServerLatencyMean
                 | Figure::CalibrationUnderLoad
                 | Figure::PhaseLatencyMean
                 | Figure::PhaseLatencyP99
-                | Figure::HedgeRate
-                | Figure::TimeoutFraction
-                | Figure::WastedFraction
         )
     }
 
@@ -956,8 +911,7 @@ impl Figure {
             self,
             Figure::ServerQueueMean
                 | Figure::ServerUtilization
-                | Figure::ShedFraction
-                | Figure::OverflowFraction
+                | Figure::Cluster(Metric::ShedFraction | Metric::OverflowFraction)
         )
     }
 }
@@ -1004,8 +958,10 @@ impl Verdict {
             return lag.p99 <= LAG_BUNCHING_FACTOR * lag.threshold;
         }
         let timed = r.figure.timed_by_driver()
-            || (matches!(r.figure, Figure::ErrorFraction | Figure::PhaseErrorFraction)
-                && r.base() > 0.0);
+            || (matches!(
+                r.figure,
+                Figure::Cluster(Metric::ErrorFraction) | Figure::PhaseErrorFraction
+            ) && r.base() > 0.0);
         !timed || lag.ok
     }
 
@@ -1289,9 +1245,9 @@ mod tests {
     #[test]
     fn tolerances_take_checks_syntax() {
         let t = Tolerances::parse(&["latency_p99=30%, share=0.05".into()]).unwrap();
-        assert_eq!(t.get(Figure::LatencyP99).relative, 0.3);
+        assert_eq!(t.get(Figure::Cluster(Metric::LatencyP99)).relative, 0.3);
         assert_eq!(t.get(Figure::Share).absolute, 0.05);
-        assert_eq!(t.get(Figure::LatencyMean).relative, 0.1);
+        assert_eq!(t.get(Figure::Cluster(Metric::LatencyMean)).relative, 0.1);
         let t = Tolerances::parse(&["calibration=5%".into()]).unwrap();
         assert!((t.calibration_bound() - 0.05).abs() < 1e-15);
         for bad in ["latency_p99", "p99=0.1", "share=-1", "share=x"] {
@@ -1300,11 +1256,58 @@ mod tests {
         }
     }
 
+    /// The figures' names (the rows of `comparison.csv` and the `--tolerance` names), units,
+    /// tolerances and lag rules, in row order, as they were before the cluster figures
+    /// became [`Figure::Cluster`] of a metric.
+    #[test]
+    fn every_figure_keeps_its_name_unit_tolerance_and_lag_rules() {
+        use Kind::{Absolute as A, Relative as R};
+        #[rustfmt::skip]
+        let expected = [
+            // name, unit, kind, relative, absolute, timed by driver, moved by bunching
+            ("latency_mean", "s", R, 0.10, 0.0, true, false),
+            ("latency_p50", "s", R, 0.10, 0.0, true, false),
+            ("latency_p99", "s", R, 0.20, 0.0, true, false),
+            ("error_fraction", "1", A, 0.10, 0.0, false, false),
+            ("share", "1", A, 0.0, 0.02, false, false),
+            ("server_utilization", "1", R, 0.10, 0.0, false, true),
+            ("server_queue_mean", "requests", R, 0.25, 0.05, false, true),
+            ("server_latency_mean", "s", R, 0.15, 0.0, true, false),
+            ("calibration", "1", A, 0.0, 0.10, false, false),
+            ("calibration_under_load", "1", A, 0.0, 0.10, true, false),
+            ("phase_latency_mean", "s", R, 0.15, 0.0, true, false),
+            ("phase_latency_p99", "s", R, 0.30, 0.0, true, false),
+            ("phase_error_fraction", "1", A, 0.15, IN_FLIGHT_FLOOR, false, false),
+            ("attempts_per_request", "1", R, 0.05, 0.0, false, false),
+            ("retry_rate", "1", A, 0.0, 0.02, false, false),
+            ("hedge_rate", "1", A, 0.0, 0.02, true, false),
+            ("timeout_fraction", "1", A, 0.0, 0.02, true, false),
+            ("wasted_fraction", "1", A, 0.0, 0.02, true, false),
+            ("overflow_fraction", "1", A, 0.0, 0.02, false, true),
+            ("shed_fraction", "1", A, 0.0, 0.02, false, true),
+        ];
+        assert_eq!(Figure::ALL.len(), expected.len());
+        for (f, (name, unit, kind, relative, absolute, timed, bunched)) in
+            Figure::ALL.into_iter().zip(expected)
+        {
+            assert_eq!((f.name(), f.unit(), f.kind()), (name, unit, kind), "{f:?}");
+            let t = f.default_tolerance();
+            assert_eq!((t.relative, t.absolute), (relative, absolute), "{f:?}");
+            assert_eq!(
+                (f.timed_by_driver(), f.moved_by_bunching()),
+                (timed, bunched)
+            );
+            assert_eq!(Figure::from_name(name), Some(f));
+            assert_eq!(f.metric().is_some(), !f.per_server() && !f.per_phase());
+        }
+    }
+
     #[test]
     fn rows_compare_against_the_chosen_reference() {
-        let r = row(Figure::LatencyMean, 1.0, 2.0, 2.1, Reference::Replayed);
+        let mean = Figure::Cluster(Metric::LatencyMean);
+        let r = row(mean, 1.0, 2.0, 2.1, Reference::Replayed);
         assert!((r.relative_difference() - 0.05).abs() < 1e-12 && r.passed());
-        let r = row(Figure::LatencyMean, 1.0, 2.0, 2.1, Reference::Mean);
+        let r = row(mean, 1.0, 2.0, 2.1, Reference::Mean);
         assert!(!r.passed());
         let r = row(Figure::Share, 0.25, 0.25, 0.26, Reference::Replayed);
         assert!((r.difference() - 0.01).abs() < 1e-12 && r.passed());
@@ -1405,10 +1408,10 @@ mod tests {
         );
         let mean = |label: &str| {
             rows.iter()
-                .find(|r| r.strategy == label && r.figure == Figure::LatencyMean)
+                .find(|r| r.strategy == label && r.figure == Figure::Cluster(Metric::LatencyMean))
                 .expect("latency_mean row")
         };
-        let fixed = Figure::LatencyMean.default_tolerance();
+        let fixed = Figure::Cluster(Metric::LatencyMean).default_tolerance();
         assert_eq!(mean("round_robin").tolerance, fixed);
         let jsq = mean("jsq");
         let spread: Vec<f64> = runs[1]
@@ -1471,14 +1474,14 @@ mod tests {
         // 2× the gate: response times (and an error fraction expected above 0) are not
         // judged; queues, utilisations, shares, shedding and a zero-expected error are.
         let rows = vec![
-            of("lc", Figure::LatencyMean, 0.01, true),
+            of("lc", Figure::Cluster(Metric::LatencyMean), 0.01, true),
             of("lc", Figure::ServerLatencyMean, 0.01, true),
-            of("lc", Figure::ErrorFraction, 0.1, true),
+            of("lc", Figure::Cluster(Metric::ErrorFraction), 0.1, true),
             of("lc", Figure::ServerQueueMean, 0.5, false),
             of("lc", Figure::ServerUtilization, 0.5, false),
             of("lc", Figure::Share, 0.5, false),
-            of("lc", Figure::ShedFraction, 0.1, false),
-            of("lc", Figure::ErrorFraction, 0.0, false),
+            of("lc", Figure::Cluster(Metric::ShedFraction), 0.1, false),
+            of("lc", Figure::Cluster(Metric::ErrorFraction), 0.0, false),
         ];
         let v = lagged(rows, 0.5, 2.0);
         let judged: Vec<bool> = v.rows.iter().map(|r| v.judged(r)).collect();
@@ -1500,8 +1503,8 @@ mod tests {
         let bunched = [
             Figure::ServerQueueMean,
             Figure::ServerUtilization,
-            Figure::ShedFraction,
-            Figure::OverflowFraction,
+            Figure::Cluster(Metric::ShedFraction),
+            Figure::Cluster(Metric::OverflowFraction),
         ];
         for factor in [LAG_BUNCHING_FACTOR, 1.01 * LAG_BUNCHING_FACTOR] {
             let far = factor > LAG_BUNCHING_FACTOR;
@@ -1527,7 +1530,7 @@ mod tests {
         // A failure the simulation does not expect fails the run under any lag, and so
         // does the idle calibration; a judged row's word is pass or fail.
         let rows = vec![
-            of("lc", Figure::ErrorFraction, 0.0, true),
+            of("lc", Figure::Cluster(Metric::ErrorFraction), 0.0, true),
             of("calibration", Figure::Calibration, 0.0, true),
             of("lc", Figure::ServerQueueMean, 0.5, true),
         ];

@@ -5,44 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
-use super::comparisons::rank;
-use super::{Report, ReportError, ReportInput, csv_err, csv_writer, finish_csv};
-use crate::metrics::{Metric, PerMetric};
-
-/// A row of `sweep.csv`.
-#[derive(Debug, Serialize)]
-pub struct SweepRow<'a> {
-    /// Scenario name.
-    pub scenario: &'a str,
-    /// Swept parameter.
-    pub parameter: &'a str,
-    /// Its value at this point.
-    pub value: f64,
-    /// Offered load at this point (mean arrival rate / capacity).
-    pub offered_load: f64,
-    /// Strategy label.
-    pub strategy: &'a str,
-    /// Metric name.
-    pub metric: Metric,
-    /// Unit.
-    pub unit: &'static str,
-    /// Mean over replications.
-    pub mean: f64,
-    /// Lower end of the 95% CI.
-    pub ci95_low: f64,
-    /// Upper end of the 95% CI.
-    pub ci95_high: f64,
-    /// Rank at this point (empty for metrics without a better direction).
-    pub rank: Option<usize>,
-    /// Replications.
-    pub replications: usize,
-    /// Second swept parameter (empty for a 1-D sweep).
-    pub parameter2: Option<&'a str>,
-    /// Its value at this point.
-    pub value2: Option<f64>,
-}
+use super::columns::*;
+use super::comparisons::{Ranking, rank};
+use super::{Report, ReportError, ReportInput};
+use crate::metrics::{Applies, Metric, PerMetric};
 
 /// `sweep.csv`, written only when the scenario has a `[sweep]`.
 pub struct SweepCsv;
@@ -56,34 +22,38 @@ impl Report for SweepCsv {
         let Some(sweep) = input.sweep else {
             return Ok(Vec::new());
         };
-        let path = dir.join("sweep.csv");
-        let mut w = csv_writer(&path)?;
-        for p in &sweep.points {
-            let ranks = PerMetric::from_fn(|m| rank(&p.results, m));
-            for (si, s) in p.results.strategies.iter().enumerate() {
-                for m in Metric::listed_in(crate::metrics::Applies::of(input.scenario)) {
-                    let e = s.estimate(m);
-                    w.serialize(SweepRow {
-                        scenario: &input.scenario.name,
-                        parameter: &sweep.parameter,
-                        value: p.x,
-                        offered_load: p.offered_load,
-                        strategy: &s.label,
-                        metric: m,
-                        unit: m.unit(),
-                        mean: e.mean,
-                        ci95_low: e.low,
-                        ci95_high: e.high,
-                        rank: ranks[m].as_ref().map(|r| r.rank_of(si)),
-                        replications: e.n,
-                        parameter2: sweep.by.as_ref().map(|b| b.parameter.as_str()),
-                        value2: p.by,
-                    })
-                    .map_err(csv_err(&path))?;
-                }
-            }
-        }
-        finish_csv(w, &path)?;
+        let listed: Vec<Metric> = Metric::listed_in(Applies::of(input.scenario)).collect();
+        let ranks: Vec<PerMetric<Option<Ranking>>> = sweep
+            .points
+            .iter()
+            .map(|p| PerMetric::from_fn(|m| rank(&p.results, m)))
+            .collect();
+        let strategies = sweep.points.iter().zip(&ranks).flat_map(|(p, ranks)| {
+            (p.results.strategies.iter().enumerate()).map(move |(si, s)| (p, ranks, si, s))
+        });
+        let rows = strategies.flat_map(|(p, ranks, si, s)| {
+            listed.iter().map(move |&m| {
+                let e = s.estimate(m);
+                [
+                    (SCENARIO, (&input.scenario.name).into()),
+                    (PARAMETER, (&sweep.parameter).into()),
+                    (PARAMETER_VALUE, p.x.into()),
+                    (OFFERED_LOAD, p.offered_load.into()),
+                    (STRATEGY, (&s.label).into()),
+                    (METRIC, m.into()),
+                    (UNIT, m.unit().into()),
+                    (MEAN, e.into()),
+                    (RANK, ranks[m].as_ref().map(|r| r.rank_of(si)).into()),
+                    (REPLICATIONS, e.n.into()),
+                    (
+                        PARAMETER2,
+                        sweep.by.as_ref().map(|b| b.parameter.as_str()).into(),
+                    ),
+                    (PARAMETER2_VALUE, p.by.into()),
+                ]
+            })
+        });
+        let path = SWEEP.write(dir, rows)?;
         Ok(vec![path])
     }
 }

@@ -12,10 +12,9 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
+use super::columns::*;
 use super::plots::{queue_over_time, rates_over_time};
-use super::{Report, ReportError, ReportInput, csv_err, csv_writer, finish_csv};
+use super::{Report, ReportError, ReportInput};
 use crate::scenario::Scenario;
 use crate::sim::{Trace, TraceSpec};
 use crate::time::Nanos;
@@ -23,55 +22,6 @@ use crate::time::Nanos;
 /// Samples per strategy over the run: enough to see bursts, few enough that the CSV stays
 /// small (samples × servers rows per strategy).
 pub const SAMPLES: u64 = 200;
-
-/// A row of `timeseries.csv`.
-#[derive(Debug, Serialize)]
-pub struct TimeseriesRow<'a> {
-    /// Scenario name.
-    pub scenario: &'a str,
-    /// Strategy label.
-    pub strategy: &'a str,
-    /// Replication sampled.
-    pub replication: u64,
-    /// Simulated time (seconds from the start of the run, warm-up included).
-    pub time: f64,
-    /// Server name.
-    pub server: &'a str,
-    /// Requests waiting.
-    pub queued: u32,
-    /// Requests in service.
-    pub in_service: u32,
-    /// In flight to this server as the (first) balancer sees it.
-    pub in_flight: u32,
-}
-
-/// A row of `rates.csv`: what happened to requests in one sample interval of replication
-/// 0, in requests per second (the interval's count over its length).
-#[derive(Debug, Serialize)]
-pub struct RatesRow<'a> {
-    /// Scenario name.
-    pub scenario: &'a str,
-    /// Strategy label.
-    pub strategy: &'a str,
-    /// Replication sampled.
-    pub replication: u64,
-    /// Start of the interval (seconds from the start of the run, warm-up included).
-    pub time: f64,
-    /// Length of the interval (seconds).
-    pub interval: f64,
-    /// Requests arriving (offered load).
-    pub offered: f64,
-    /// Attempts sent, retries and hedges included (offered load including retries).
-    pub attempts: f64,
-    /// Requests served (goodput).
-    pub goodput: f64,
-    /// Requests that ended failed (crash, error answer, no server to route to).
-    pub failed: f64,
-    /// Requests that ended by a client timeout.
-    pub timed_out: f64,
-    /// Requests that ended refused (full queue, admission control, "429").
-    pub rejected: f64,
-}
 
 /// Most servers the time series shows unless asked for all (`--full-timeseries`): a larger
 /// cluster shows a sample of each group, so that `timeseries.csv` and the plot stay
@@ -157,22 +107,22 @@ impl Report for Timeseries {
         if traces.is_empty() {
             return Ok(Vec::new());
         }
-        let path = dir.join("timeseries.csv");
+        let path = dir.join(TIMESERIES.file);
         let plot = dir.join(format!("queue_over_time.{}", input.format.ext()));
-        let rates = dir.join("rates.csv");
+        let rates = dir.join(RATES.file);
         let rates_plot = dir.join(format!("rates_over_time.{}", input.format.ext()));
         // Four files, drawn and written in parallel; the first failure in the order of
         // the files is the one returned.
         let ((a, b), (c, d)) = rayon::join(
             || {
                 rayon::join(
-                    || write_timeseries_csv(&path, input.scenario, &traces),
+                    || write_timeseries_csv(dir, input.scenario, &traces),
                     || queue_over_time(&plot, input.scenario, &traces, input.format),
                 )
             },
             || {
                 rayon::join(
-                    || write_rates_csv(&rates, input.scenario, &traces),
+                    || write_rates_csv(dir, input.scenario, &traces),
                     || rates_over_time(&rates_plot, input.scenario, &traces, input.format),
                 )
             },
@@ -187,61 +137,57 @@ impl Report for Timeseries {
 
 /// Writes `timeseries.csv`: every sample of every recorded server, strategy by strategy.
 fn write_timeseries_csv(
-    path: &Path,
+    dir: &Path,
     scenario: &Scenario,
     traces: &[(String, Trace)],
-) -> Result<(), ReportError> {
+) -> Result<PathBuf, ReportError> {
     let servers = scenario.servers();
-    let mut w = csv_writer(path)?;
-    for (label, trace) in traces {
-        for sample in &trace.samples {
-            for (k, &i) in trace.servers.iter().enumerate() {
-                let info = &servers[i];
-                w.serialize(TimeseriesRow {
-                    scenario: &scenario.name,
-                    strategy: label,
-                    replication: 0,
-                    time: sample.time.as_secs_f64(),
-                    server: &info.name,
-                    queued: sample.queued[k],
-                    in_service: sample.in_service[k],
-                    in_flight: sample.in_flight[k],
-                })
-                .map_err(csv_err(path))?;
-            }
-        }
-    }
-    finish_csv(w, path)
+    let servers = &servers;
+    let rows = traces.iter().flat_map(|(label, trace)| {
+        trace.samples.iter().flat_map(move |sample| {
+            trace.servers.iter().enumerate().map(move |(k, &i)| {
+                [
+                    (SCENARIO, (&scenario.name).into()),
+                    (STRATEGY, label.into()),
+                    (REPLICATION, 0_u64.into()),
+                    (TIME, sample.time.as_secs_f64().into()),
+                    (SERVER, (&servers[i].name).into()),
+                    (QUEUED, sample.queued[k].into()),
+                    (IN_SERVICE, sample.in_service[k].into()),
+                    (IN_FLIGHT, sample.in_flight[k].into()),
+                ]
+            })
+        })
+    });
+    TIMESERIES.write(dir, rows)
 }
 
 /// Writes `rates.csv`: every sample interval's counts, per second, strategy by strategy.
 fn write_rates_csv(
-    path: &Path,
+    dir: &Path,
     scenario: &Scenario,
     traces: &[(String, Trace)],
-) -> Result<(), ReportError> {
-    let mut w = csv_writer(path)?;
-    for (label, trace) in traces {
+) -> Result<PathBuf, ReportError> {
+    let rows = traces.iter().flat_map(|(label, trace)| {
         let dt = trace.every.as_secs_f64();
-        for (k, c) in trace.counts.iter().enumerate() {
-            let per_s = |n: u64| n as f64 / dt;
-            w.serialize(RatesRow {
-                scenario: &scenario.name,
-                strategy: label,
-                replication: 0,
-                time: Nanos(trace.every.0 * k as u64).as_secs_f64(),
-                interval: dt,
-                offered: per_s(c.arrived),
-                attempts: per_s(c.attempts),
-                goodput: per_s(c.ok),
-                failed: per_s(c.failed),
-                timed_out: per_s(c.timed_out),
-                rejected: per_s(c.rejected),
-            })
-            .map_err(csv_err(path))?;
-        }
-    }
-    finish_csv(w, path)
+        let per_s = move |n: u64| (n as f64 / dt).into();
+        trace.counts.iter().enumerate().map(move |(k, c)| {
+            [
+                (SCENARIO, (&scenario.name).into()),
+                (STRATEGY, label.into()),
+                (REPLICATION, 0_u64.into()),
+                (TIME, Nanos(trace.every.0 * k as u64).as_secs_f64().into()),
+                (INTERVAL, dt.into()),
+                (OFFERED, per_s(c.arrived)),
+                (ATTEMPTS, per_s(c.attempts)),
+                (GOODPUT, per_s(c.ok)),
+                (FAILED, per_s(c.failed)),
+                (TIMED_OUT, per_s(c.timed_out)),
+                (REJECTED, per_s(c.rejected)),
+            ]
+        })
+    });
+    RATES.write(dir, rows)
 }
 
 #[cfg(test)]

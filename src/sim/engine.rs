@@ -437,7 +437,7 @@ fn sample_until(
             time: *next,
             queued: ids.iter().map(|&i| sim.servers[i].queued()).collect(),
             in_service: ids.iter().map(|&i| sim.servers[i].busy()).collect(),
-            in_flight: ids.iter().map(|&i| view[i].in_flight).collect(),
+            in_flight: ids.iter().map(|&i| view.in_flight(i)).collect(),
         });
         *next += every;
     }
@@ -502,11 +502,12 @@ impl<'a> Sim<'a> {
             .iter()
             .map(|s| Server::new(s.workers, s.speed, s.queue_capacity, s.group))
             .collect();
-        let weights = scenario.weights();
+        // One weight table, shared by every balancer's view.
+        let weights: std::sync::Arc<[u32]> = scenario.weights().into();
         let balancers: Vec<Balancer> = (0..scenario.balancers)
             .map(|b| {
                 let rng = stream_rng(seed, replication, Stream::Strategy, u64::from(b));
-                Balancer::new(strategy.build(servers.len(), rng), &weights)
+                Balancer::sharing(strategy.build(servers.len(), rng), weights.clone())
             })
             .collect();
         let wanted = balancers[0].signals();
@@ -1650,11 +1651,13 @@ mod tests {
     impl crate::strategy::Strategy for Logged {
         fn pick(
             &mut self,
-            backends: &[crate::strategy::Backend],
+            backends: &crate::strategy::Backends,
             ctx: &crate::strategy::PickContext<'_>,
         ) -> Option<usize> {
             let got = self.inner.pick(backends, ctx);
-            let view: Vec<_> = backends.iter().map(|b| (b.in_flight, b.up)).collect();
+            let view: Vec<_> = (0..backends.len())
+                .map(|i| (backends.in_flight(i), backends.up(i)))
+                .collect();
             self.note(format!("pick {:?} {view:?} -> {got:?}", ctx.now));
             got
         }

@@ -19,7 +19,7 @@ use rand::RngExt;
 
 use super::SpecError;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
-use super::{Backend, Outcome, PickContext, Strategy};
+use super::{Backends, Outcome, PickContext, Strategy};
 use crate::rng::SimRng;
 use crate::time::Nanos;
 
@@ -100,7 +100,7 @@ impl Aperture {
 }
 
 impl Strategy for Aperture {
-    fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, _ctx: &PickContext) -> Option<usize> {
         let n = backends.len();
         if n == 0 {
             return None;
@@ -113,7 +113,7 @@ impl Strategy for Aperture {
         self.window.clear();
         for k in 0..n {
             let i = (start + k) % n;
-            if backends[i].up {
+            if backends.up(i) {
                 self.window.push(i);
                 if self.window.len() == self.aperture {
                     break;
@@ -131,7 +131,7 @@ impl Strategy for Aperture {
                     b += 1;
                 }
                 let (x, y) = (self.window[a], self.window[b]);
-                Some(if backends[y].in_flight < backends[x].in_flight {
+                Some(if backends.in_flight(y) < backends.in_flight(x) {
                     y
                 } else {
                     x

@@ -14,7 +14,7 @@
 use super::SpecError;
 use super::hash::{Membership, Ring, key_hash};
 use super::registry::{About, Kind, Knob, PickCost, Reads, Scanned, Split, Table, Ty};
-use super::{Backend, Outcome, PickContext, Strategy};
+use super::{Backends, Outcome, PickContext, Strategy};
 use crate::time::Nanos;
 
 /// Ring hash with HAProxy's bounded loads.
@@ -49,14 +49,14 @@ impl BoundedLoadHash {
         num.div_ceil(100 * total_w)
     }
 
-    fn rebuild(&mut self, backends: &[Backend]) {
+    fn rebuild(&mut self, backends: &Backends) {
         let weights = self.members.record(backends);
         self.ring = Ring::build(weights, self.min_ring_size, 8 << 20);
     }
 }
 
 impl Strategy for BoundedLoadHash {
-    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         if self.members.stale(backends) {
             self.rebuild(backends);
         }
@@ -68,7 +68,7 @@ impl Strategy for BoundedLoadHash {
                 self.rebuild(backends);
                 return self.pick(backends, ctx);
             }
-            if u64::from(backends[i].in_flight) < self.capacity(i) {
+            if u64::from(backends.in_flight(i)) < self.capacity(i) {
                 return Some(i);
             }
             k += 1;
@@ -76,8 +76,8 @@ impl Strategy for BoundedLoadHash {
         // Only reachable when requests of backends now down are still counted: the least
         // loaded up backend.
         (0..backends.len())
-            .filter(|&i| backends[i].up && backends[i].weight > 0)
-            .min_by_key(|&i| backends[i].in_flight)
+            .filter(|&i| backends.up(i) && backends.weight(i) > 0)
+            .min_by_key(|&i| backends.in_flight(i))
     }
 
     fn on_dispatch(&mut self, _backend: usize, _now: Nanos) {
@@ -191,7 +191,7 @@ mod tests {
                 let total: u64 = live.len() as u64 + 1;
                 let i = b.route(Nanos(0), key).unwrap();
                 let bound = (u64::from(factor) * total).div_ceil(100 * n as u64);
-                prop_assert!(u64::from(b.backends()[i].in_flight) <= bound);
+                prop_assert!(u64::from(b.backends().in_flight(i)) <= bound);
                 live.push(i);
             }
         }

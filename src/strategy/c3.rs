@@ -49,7 +49,7 @@ use rand::RngExt;
 
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
 use super::spec::SpecError;
-use super::{Backend, Outcome, PickContext, ServerLoad, Signals, Strategy};
+use super::{Backend, Backends, Outcome, PickContext, ServerLoad, Signals, Strategy};
 use crate::rng::SimRng;
 use crate::time::Nanos;
 
@@ -404,7 +404,7 @@ impl C3 {
 
     /// The indexed variant's pick: refresh the stale leaves, then the least score within
     /// rate, else the least overall, ties by one draw.
-    fn pick_indexed(&mut self, backends: &[Backend], now: Nanos) -> Option<usize> {
+    fn pick_indexed(&mut self, backends: &Backends, now: Nanos) -> Option<usize> {
         let mut ix = match self.index.take() {
             Some(ix) if ix.n == backends.len() => ix,
             _ => ScoreIndex::new(backends.len()),
@@ -422,7 +422,7 @@ impl C3 {
         while let Some(i) = ix.dirty.pop() {
             let i = i as usize;
             ix.is_dirty[i] = false;
-            let b = backends[i];
+            let b = backends.at(i);
             if b.up {
                 let within = self.within_rate(i, now);
                 if !within && !ix.is_over[i] {
@@ -468,7 +468,7 @@ fn ewma(old: f64, sample: f64, alpha: f64, first: bool) -> f64 {
 }
 
 impl Strategy for C3 {
-    fn pick(&mut self, backends: &[Backend], ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext<'_>) -> Option<usize> {
         self.grow(backends.len());
         if self.cfg.indexed && backends.len() > self.scan_up_to {
             return self.pick_indexed(backends, ctx.now);
@@ -741,15 +741,15 @@ mod tests {
         reply(&mut c, 0, 4, 1000, 5000, 0);
         reply(&mut c, 1, 0, 3000, 3000, 0);
         reply(&mut c, 2, 0, 1, 1, 0);
-        let mut b = vec![Backend::new(1); 3];
-        b[2].up = false;
+        let mut b = Backends::new(&[1; 3]);
+        b.set_up(2, false);
         let ctx = PickContext::new(Nanos(1), 0);
         assert_eq!(c.pick(&b, &ctx), Some(1));
         // Three of our own requests outstanding at server 1: q̂ = 4, Ψ₁ = 192 ms > Ψ₀.
-        b[1].in_flight = 3;
+        b.set_in_flight(1, 3);
         assert_eq!(c.pick(&b, &ctx), Some(0));
-        b[0].up = false;
-        b[1].up = false;
+        b.set_up(0, false);
+        b.set_up(1, false);
         assert_eq!(c.pick(&b, &ctx), None);
     }
 
@@ -757,7 +757,7 @@ mod tests {
     /// from (score 0), each often: ties are broken at random.
     fn assert_unexplored_first_ties_at_random(mut c: C3) {
         reply(&mut c, 0, 0, 1, 1, 0);
-        let b = vec![Backend::new(1); 4];
+        let b = Backends::new(&[1; 4]);
         let mut seen = [0; 4];
         for t in 0..300 {
             seen[c.pick(&b, &PickContext::new(Nanos(t), 0)).unwrap()] += 1;
@@ -912,7 +912,7 @@ mod tests {
             // on the indexed balancer's own state, pick by pick.
             let mut c = c3(C3Config { indexed: true, ..configs()[cfg] }, n);
             c.scan_up_to = 0;
-            let mut view = vec![Backend::new(1); n];
+            let mut view = Backends::new(&vec![1; n]);
             let mut t = 1u64;
             let mut outstanding = Vec::new();
             for s in &steps {
@@ -921,21 +921,21 @@ mod tests {
                 match *s {
                     Step::Route => {
                         let picked = c.pick(&view, &PickContext::new(now, 0));
-                        let up: Vec<usize> = (0..n).filter(|&i| view[i].up).collect();
+                        let up: Vec<usize> = (0..n).filter(|&i| view.up(i)).collect();
                         let within: Vec<usize> =
                             up.iter().copied().filter(|&i| c.within_rate(i, now)).collect();
                         let pool = if within.is_empty() { &up } else { &within };
                         let least = pool
                             .iter()
-                            .map(|&i| c.score(i, view[i].in_flight))
+                            .map(|&i| c.score(i, view.in_flight(i)))
                             .fold(f64::INFINITY, f64::min);
                         match picked {
                             None => prop_assert!(up.is_empty()),
                             Some(i) => {
                                 prop_assert!(pool.contains(&i), "{i} not in {pool:?}");
-                                prop_assert_eq!(c.score(i, view[i].in_flight), least);
-                                view[i].in_flight += 1;
-                                c.on_view(i, &view[i]);
+                                prop_assert_eq!(c.score(i, view.in_flight(i)), least);
+                                view.set_in_flight(i, view.in_flight(i) + 1);
+                                c.on_view(i, &view.at(i));
                                 c.on_dispatch(i, now);
                                 outstanding.push(i);
                             }
@@ -943,8 +943,8 @@ mod tests {
                     }
                     Step::Complete(k, latency, service, queued, failed) if !outstanding.is_empty() => {
                         let i = outstanding.swap_remove(k % outstanding.len());
-                        view[i].in_flight -= 1;
-                        c.on_view(i, &view[i]);
+                        view.set_in_flight(i, view.in_flight(i) - 1);
+                        c.on_view(i, &view.at(i));
                         if !failed {
                             reply(&mut c, i, u32::from(queued), service.into(), latency.into(), t);
                         } else {
@@ -953,8 +953,8 @@ mod tests {
                     }
                     Step::Complete(..) => {}
                     Step::SetUp(i, up) => {
-                        view[i % n].up = up;
-                        c.on_view(i % n, &view[i % n]);
+                        view.set_up(i % n, up);
+                        c.on_view(i % n, &view.at(i % n));
                     }
                     Step::Wait(us) => t += u64::from(us) * 1000,
                 }

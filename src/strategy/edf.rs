@@ -8,8 +8,8 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::Backend;
 use super::slow_start::{Ramp, RampKind, SlowStart};
+use super::{Backend, Backends};
 use crate::time::Nanos;
 
 #[derive(Clone, Copy, Debug)]
@@ -84,7 +84,7 @@ impl EdfScheduler {
     /// every entry is down.
     pub fn pick_and_add(
         &mut self,
-        backends: &[Backend],
+        backends: &Backends,
         mut weight: impl FnMut(usize) -> f64,
     ) -> Option<usize> {
         let mut found = None;
@@ -117,22 +117,22 @@ pub(crate) struct WeightsSeen {
 
 impl WeightsSeen {
     /// Whether a rebuild is due before picking.
-    pub fn stale(&self, backends: &[Backend]) -> bool {
-        self.weights.len() != backends.len() || self.zero.iter().any(|&i| backends[i].weight != 0)
+    pub fn stale(&self, backends: &Backends) -> bool {
+        self.weights.len() != backends.len() || self.zero.iter().any(|&i| backends.weight(i) != 0)
     }
 
     /// Whether backend `i`'s weight changed since the build.
-    pub fn changed(&self, backends: &[Backend], i: usize) -> bool {
-        self.weights[i] != backends[i].weight
+    pub fn changed(&self, backends: &Backends, i: usize) -> bool {
+        self.weights[i] != backends.weight(i)
     }
 
     /// Records the weights of a build.
-    pub fn record(&mut self, backends: &[Backend]) {
+    pub fn record(&mut self, backends: &Backends) {
         self.weights.clear();
         self.weights.extend(backends.iter().map(|b| b.weight));
         self.zero.clear();
         self.zero
-            .extend((0..backends.len()).filter(|&i| backends[i].weight == 0));
+            .extend((0..backends.len()).filter(|&i| backends.weight(i) == 0));
     }
 }
 
@@ -178,22 +178,22 @@ impl EnvoySchedule {
 
     /// Rebuilds the schedule if a host became available or the weights changed since.
     #[inline]
-    pub fn refresh(&mut self, backends: &[Backend], now: Nanos, weight: impl Fn(&Backend) -> f64) {
+    pub fn refresh(&mut self, backends: &Backends, now: Nanos, weight: impl Fn(&Backend) -> f64) {
         if self.refresh || self.seen.stale(backends) {
             self.rebuild(backends, now, weight);
         }
     }
 
-    fn rebuild(&mut self, backends: &[Backend], now: Nanos, weight: impl Fn(&Backend) -> f64) {
+    fn rebuild(&mut self, backends: &Backends, now: Nanos, weight: impl Fn(&Backend) -> f64) {
         self.seen.record(backends);
         self.refresh = false;
-        let first = backends.first().map_or(0, |b| b.weight);
+        let first = backends.get(0).map_or(0, |b| b.weight);
         self.all_equal = first > 0 && backends.iter().all(|b| b.weight == first);
         self.edf.clear();
         for (i, b) in backends.iter().enumerate() {
             if b.weight > 0 {
                 self.edf
-                    .add(i, Self::ramped(self.slow.as_ref(), weight(b), i, now));
+                    .add(i, Self::ramped(self.slow.as_ref(), weight(&b), i, now));
             }
         }
     }
@@ -213,14 +213,14 @@ impl EnvoySchedule {
     /// picks again.
     pub fn pick(
         &mut self,
-        backends: &[Backend],
+        backends: &Backends,
         now: Nanos,
         weight: impl Fn(&Backend) -> f64,
     ) -> Option<usize> {
         for _ in 0..2 {
             let slow = self.slow.as_ref();
             let i = self.edf.pick_and_add(backends, |j| {
-                Self::ramped(slow, weight(&backends[j]), j, now)
+                Self::ramped(slow, weight(&backends.at(j)), j, now)
             })?;
             if !self.seen.changed(backends, i) {
                 return Some(i);
@@ -255,7 +255,7 @@ mod tests {
 
     #[test]
     fn weights_5_1_1_share_exactly_per_cycle_and_ties_go_in_order() {
-        let b = vec![Backend::new(1); 3];
+        let b = Backends::new(&[1; 3]);
         let w = [5.0, 1.0, 1.0];
         let mut s = EdfScheduler::default();
         for (i, &x) in w.iter().enumerate() {

@@ -13,7 +13,7 @@
 use super::edf::EnvoySchedule;
 use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::slow_start::{Ramp, RampKind};
-use super::{Backend, PickContext, Strategy};
+use super::{Backend, Backends, PickContext, Strategy};
 use crate::time::Nanos;
 
 /// Envoy EDF weighted round robin.
@@ -31,7 +31,7 @@ impl EdfWeightedRoundRobin {
 }
 
 impl Strategy for EdfWeightedRoundRobin {
-    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         self.schedule.refresh(backends, ctx.now, Self::weight);
         self.schedule.pick(backends, ctx.now, Self::weight)
     }

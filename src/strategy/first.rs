@@ -18,7 +18,7 @@
 
 use super::SpecError;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
-use super::{Backend, PickContext, Strategy};
+use super::{Backend, Backends, PickContext, Strategy};
 
 /// Up to this many backends the scan is as fast as the tree; both pick the same.
 pub const SCAN_UP_TO: usize = 48;
@@ -48,7 +48,7 @@ struct Tree {
 }
 
 impl Tree {
-    fn new(backends: &[Backend], slots: Vec<u32>, epoch: u64) -> Tree {
+    fn new(backends: &Backends, slots: Vec<u32>, epoch: u64) -> Tree {
         let n = backends.len();
         let size = n.next_power_of_two();
         let mut t = Tree {
@@ -60,7 +60,7 @@ impl Tree {
             epoch,
         };
         for (i, b) in backends.iter().enumerate() {
-            t.set_leaf(i, b);
+            t.set_leaf(i, &b);
         }
         for k in (1..size).rev() {
             t.pull(k);
@@ -154,7 +154,7 @@ impl First {
     }
 
     /// The tree, rebuilt when the view's length or the table's workers epoch changed.
-    fn tree(&mut self, backends: &[Backend], ctx: &PickContext) -> &Tree {
+    fn tree(&mut self, backends: &Backends, ctx: &PickContext) -> &Tree {
         let epoch = match self.maxconn {
             Some(_) => 0,
             None => ctx.loads.map_or(0, |t| t.workers_epoch()),
@@ -171,7 +171,7 @@ impl First {
     }
 
     /// HAProxy's scan.
-    fn scan(&self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+    fn scan(&self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         let mut least: Option<usize> = None;
         for (i, b) in backends.iter().enumerate() {
             if !b.up {
@@ -180,7 +180,7 @@ impl First {
             if b.in_flight < self.slots(i, ctx) {
                 return Some(i);
             }
-            if least.is_none_or(|j| b.in_flight < backends[j].in_flight) {
+            if least.is_none_or(|j| b.in_flight < backends.in_flight(j)) {
                 least = Some(i);
             }
         }
@@ -189,7 +189,7 @@ impl First {
 }
 
 impl Strategy for First {
-    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         if self.scan {
             return self.scan(backends, ctx);
         }
@@ -351,7 +351,7 @@ mod tests {
     fn the_comparison_catches_a_deaf_tree() {
         struct Deaf(First);
         impl Strategy for Deaf {
-            fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+            fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
                 self.0.pick(backends, ctx)
             }
             fn indexes_view(&self) -> bool {

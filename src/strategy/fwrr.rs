@@ -37,7 +37,7 @@
 use std::collections::BTreeSet;
 
 use super::registry::{About, Parameterless, PickCost, Reads, Split};
-use super::{Backend, PickContext, Strategy};
+use super::{Backend, Backends, PickContext, Strategy};
 
 /// `BE_WEIGHT_SCALE`: effective weight per unit of configured weight.
 const BE_WEIGHT_SCALE: i64 = 16;
@@ -101,12 +101,12 @@ impl Fwrr {
     }
 
     /// `fwrr_init_server_groups`: every usable server in `init`, in declaration order.
-    fn setup(&mut self, backends: &[Backend]) {
+    fn setup(&mut self, backends: &Backends) {
         *self = Fwrr::default();
         self.srv = backends
             .iter()
             .map(|b| Srv {
-                eweight: eweight(b),
+                eweight: eweight(&b),
                 seen: (b.up, b.weight),
                 ..Srv::default()
             })
@@ -312,7 +312,7 @@ impl Fwrr {
 }
 
 impl Strategy for Fwrr {
-    fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, _ctx: &PickContext) -> Option<usize> {
         if !self.ready || self.srv.len() != backends.len() {
             // A new backend list: HAProxy starts afresh on a new configuration.
             self.setup(backends);
@@ -483,7 +483,7 @@ mod tests {
                 for _ in 0..gap {
                     match b.route(crate::time::Nanos(0), 0) {
                         Some(i) => {
-                            prop_assert!(b.backends()[i].up);
+                            prop_assert!(b.backends().up(i));
                             b.complete(i, crate::time::Nanos(1), crate::strategy::Outcome::Ok, crate::time::Nanos(0));
                         }
                         None => prop_assert!(b.backends().iter().all(|x| !x.up)),

@@ -21,7 +21,7 @@
 use super::SpecError;
 use super::edf::EdfScheduler;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split};
-use super::{Backend, LoadReport, PickContext, Strategy};
+use super::{Backends, LoadReport, PickContext, Strategy};
 use crate::time::Nanos;
 
 /// gRPC weighted round robin knobs (gRFC A58 defaults in [`GrpcWrrConfig::default`]).
@@ -84,7 +84,7 @@ impl GrpcWeightedRoundRobin {
         &self.weights
     }
 
-    fn update(&mut self, backends: &[Backend], ctx: &PickContext<'_>) {
+    fn update(&mut self, backends: &Backends, ctx: &PickContext<'_>) {
         let now = ctx.now;
         let c = self.config;
         self.hosts.resize(backends.len(), HostWeight::default());
@@ -146,7 +146,7 @@ impl GrpcWeightedRoundRobin {
 }
 
 impl Strategy for GrpcWeightedRoundRobin {
-    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         if self.next_update.is_none_or(|t| ctx.now >= t) || self.weights.len() != backends.len() {
             self.update(backends, ctx);
         }

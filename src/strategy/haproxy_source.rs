@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::SpecError;
 use super::hash::client_address;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
-use super::{Backend, PickContext, StaticRr, Strategy};
+use super::{Backend, Backends, PickContext, StaticRr, Strategy};
 
 /// Parameters of `kind = "haproxy_source"`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -88,12 +88,12 @@ struct Ring {
 }
 
 impl Ring {
-    fn refresh(&mut self, backends: &[Backend]) {
+    fn refresh(&mut self, backends: &Backends) {
         if self.built_for.len() == backends.len()
             && self
                 .built_for
                 .iter()
-                .zip(backends)
+                .zip(backends.iter())
                 .all(|(&(up, w), b)| up == b.up && w == b.weight)
         {
             return;
@@ -136,7 +136,7 @@ impl Ring {
     }
 
     /// `chash_get_server_hash` without a server to avoid.
-    fn pick(&self, hash: u32, backends: &[Backend], factor: u32) -> Option<usize> {
+    fn pick(&self, hash: u32, backends: &Backends, factor: u32) -> Option<usize> {
         let n = self.points.len();
         if n == 0 {
             return None;
@@ -154,7 +154,7 @@ impl Ring {
         let mut wraps = 0;
         loop {
             let s = self.points[at].1;
-            if self.eligible(s, served, backends[s].in_flight, factor) {
+            if self.eligible(s, served, backends.in_flight(s), factor) {
                 return Some(s);
             }
             at += 1;
@@ -170,7 +170,7 @@ impl Ring {
 }
 
 impl Strategy for HaproxySource {
-    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         let mut hash = u32::from(client_address(ctx.key));
         if self.params.avalanche {
             hash = full_hash(hash);
@@ -302,11 +302,7 @@ mod tests {
         }
         // The nearest point, on either side: a hash just past a point goes back to it.
         let mut r = Ring::default();
-        let view = [Backend {
-            in_flight: 0,
-            weight: 1,
-            up: true,
-        }; 2];
+        let view = Backends::new(&[1; 2]);
         r.refresh(&view);
         for w in r.points.windows(2) {
             let (a, b) = (w[0], w[1]);

@@ -6,7 +6,7 @@
 //! Envoy hashes address strings with xxHash64; lbsim's backends and keys are integers, so
 //! an integer mixer gives the same statistical behaviour without a dependency.
 
-use super::Backend;
+use super::Backends;
 use crate::rng::mix64;
 
 const KEY_SALT: u64 = 0x6b65_795f_6861_7368; // "key_hash"
@@ -51,7 +51,7 @@ pub(crate) struct Membership {
 
 impl Membership {
     /// Records the set of a build and returns the weights to build with (0: left out).
-    pub fn record(&mut self, backends: &[Backend]) -> &[u32] {
+    pub fn record(&mut self, backends: &Backends) -> &[u32] {
         self.weights.clear();
         self.weights
             .extend(backends.iter().map(|b| if b.up { b.weight } else { 0 }));
@@ -64,18 +64,18 @@ impl Membership {
 
     /// Whether a rebuild is due before looking up.
     #[inline]
-    pub fn stale(&self, backends: &[Backend]) -> bool {
+    pub fn stale(&self, backends: &Backends) -> bool {
         self.weights.len() != backends.len()
             || self
                 .excluded
                 .iter()
-                .any(|&i| backends[i].up && backends[i].weight > 0)
+                .any(|&i| backends.up(i) && backends.weight(i) > 0)
     }
 
     /// Whether backend `i`, found by a lookup, differs from the build.
     #[inline]
-    pub fn changed(&self, backends: &[Backend], i: usize) -> bool {
-        !backends[i].up || backends[i].weight != self.weights[i]
+    pub fn changed(&self, backends: &Backends, i: usize) -> bool {
+        !backends.up(i) || backends.weight(i) != self.weights[i]
     }
 
     /// Sum of the weights built over. O(1).
@@ -97,7 +97,7 @@ impl Membership {
     pub fn pick<T>(
         &mut self,
         table: &mut T,
-        backends: &[Backend],
+        backends: &Backends,
         lookup: impl Fn(&T) -> Option<usize>,
         build: impl Fn(&[u32]) -> T,
     ) -> Option<usize> {

@@ -18,7 +18,7 @@
 
 use super::hash::client_address;
 use super::registry::{About, Parameterless, PickCost, Reads, Split};
-use super::{Backend, PickContext, Strategy, same_view};
+use super::{Backends, PickContext, Strategy, same_view};
 
 /// Buckets of the table (`IP_VS_SH_TAB_BITS` = 8).
 const BITS: u32 = 8;
@@ -59,19 +59,19 @@ impl IpvsSh {
 }
 
 impl Strategy for IpvsSh {
-    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         let unchanged = same_view(&self.built_for, backends);
         if !unchanged {
             let dests: Vec<(usize, u32)> = (0..backends.len())
-                .filter(|&i| backends[i].up)
-                .map(|i| (i, backends[i].weight))
+                .filter(|&i| backends.up(i))
+                .map(|i| (i, backends.weight(i)))
                 .collect();
             self.table = Self::reassign(&dests);
             self.built_for = backends.iter().map(|b| (b.up, b.weight)).collect();
         }
         let bucket = hash_32(u32::from(client_address(ctx.key)), BITS) as usize;
         let d = *self.table.get(bucket)?;
-        (backends[d].weight > 0).then_some(d)
+        (backends.weight(d) > 0).then_some(d)
     }
 }
 

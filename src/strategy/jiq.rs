@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 
 use super::registry::{About, Parameterless, PickCost, Reads, Split};
-use super::{Backend, Outcome, PickContext, Strategy};
+use super::{Backends, Outcome, PickContext, Strategy};
 use crate::rng::SimRng;
 use crate::time::Nanos;
 
@@ -46,7 +46,7 @@ impl JoinIdleQueue {
 }
 
 impl Strategy for JoinIdleQueue {
-    fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, _ctx: &PickContext) -> Option<usize> {
         self.grow(backends.len());
         if let Some(pos) = self
             .idle

@@ -16,7 +16,7 @@ use rand::RngExt;
 use super::SpecError;
 use super::buckets::Buckets;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
-use super::{Backend, LoadReport, PickContext, Strategy};
+use super::{Backend, Backends, LoadReport, PickContext, Strategy};
 use crate::rng::SimRng;
 
 /// Join the shortest queue: full scan (default) or indexed.
@@ -64,7 +64,7 @@ impl ShortestQueue {
 }
 
 impl Strategy for ShortestQueue {
-    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         if self.indexed {
             match ctx.loads {
                 // The simulator's shared table, indexed by reported queue length (servers
@@ -100,7 +100,7 @@ impl Strategy for ShortestQueue {
             if !b.up {
                 continue;
             }
-            let q = Self::queue(b, ctx.load(i));
+            let q = Self::queue(&b, ctx.load(i));
             if q < best_q || best.is_none() {
                 best = Some(i);
                 best_q = q;
@@ -240,7 +240,7 @@ mod tests {
                         let got = b.route(now, 0);
                         prop_assert_eq!(got.is_some(), lowest.is_some());
                         if let Some(i) = got {
-                            let view = b.backends()[i];
+                            let view = b.backends().at(i);
                             prop_assert!(view.up);
                             prop_assert_eq!(Some(view.in_flight - 1), lowest);
                             outstanding.push(i);

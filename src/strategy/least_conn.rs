@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use super::SpecError;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
-use super::{Backend, PickContext, Strategy};
+use super::{Backend, Backends, PickContext, Strategy};
 
 /// Up to this many backends the two scans are faster than the index (measured in
 /// `benches/scale.rs`); both pick the same.
@@ -61,14 +61,14 @@ impl LeastConnections {
     }
 
     /// nginx's two scans.
-    fn scan(&mut self, backends: &[Backend]) -> Option<usize> {
+    fn scan(&mut self, backends: &Backends) -> Option<usize> {
         let weighted = self.weighted;
         let wt = |b: &Backend| if weighted { u64::from(b.weight) } else { 1 };
         // Pass 1: the best ratio in_flight / weight, by cross-multiplication (exact, as
         // nginx compares `conns * best.weight < best.conns * weight`).
         let mut best: Option<(u64, u64)> = None;
-        for b in backends {
-            let w = wt(b);
+        for b in backends.iter() {
+            let w = wt(&b);
             if !b.up || w == 0 {
                 continue;
             }
@@ -85,7 +85,7 @@ impl LeastConnections {
         let mut total = 0i64;
         let mut chosen: Option<usize> = None;
         for (i, b) in backends.iter().enumerate() {
-            let w = wt(b);
+            let w = wt(&b);
             if !b.up || w == 0 || u64::from(b.in_flight) * wj != cj * w {
                 continue;
             }
@@ -102,7 +102,7 @@ impl LeastConnections {
 }
 
 impl Strategy for LeastConnections {
-    fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, _ctx: &PickContext) -> Option<usize> {
         if self.scan {
             return self.scan(backends);
         }
@@ -203,7 +203,7 @@ struct Index {
 }
 
 impl Index {
-    fn new(backends: &[Backend], weighted: bool) -> Index {
+    fn new(backends: &Backends, weighted: bool) -> Index {
         let mut index = Index {
             flight: backends.iter().map(|b| b.in_flight).collect(),
             member: vec![false; backends.len()],
@@ -349,10 +349,10 @@ pub(crate) struct SmoothIndex(Index);
 
 impl SmoothIndex {
     /// The index of `backends` (their in-flight counts ignored).
-    pub(crate) fn new(backends: &[Backend]) -> SmoothIndex {
-        let idle: Vec<Backend> = backends
+    pub(crate) fn new(backends: &Backends) -> SmoothIndex {
+        let idle: Backends = backends
             .iter()
-            .map(|b| Backend { in_flight: 0, ..*b })
+            .map(|b| Backend { in_flight: 0, ..b })
             .collect();
         SmoothIndex(Index::new(&idle, true))
     }
@@ -411,7 +411,7 @@ struct FlatIndex {
 }
 
 impl FlatIndex {
-    fn new(backends: &[Backend]) -> FlatIndex {
+    fn new(backends: &Backends) -> FlatIndex {
         let n = backends.len();
         let mut index = FlatIndex {
             flight: backends.iter().map(|b| b.in_flight).collect(),

@@ -20,7 +20,7 @@ use super::edf::EnvoySchedule;
 use super::power_of_d::PowerOfD;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Scanned, Split, Ty};
 use super::slow_start::{Ramp, RampKind};
-use super::{Backend, Outcome, PickContext, Strategy};
+use super::{Backend, Backends, Outcome, PickContext, Strategy};
 use crate::rng::SimRng;
 use crate::time::Nanos;
 
@@ -58,7 +58,7 @@ impl LeastRequest {
 }
 
 impl Strategy for LeastRequest {
-    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         let bias = self.bias;
         let weight = |b: &Backend| Self::effective_weight(bias, b);
         self.schedule.refresh(backends, ctx.now, weight);
@@ -180,12 +180,12 @@ mod tests {
             b.route(Nanos(0), 0).unwrap();
         }
         let f = b.backends();
-        let ratio = f64::from(f[0].in_flight + 1) / f64::from(f[1].in_flight + 1);
+        let ratio = f64::from(f.in_flight(0) + 1) / f64::from(f.in_flight(1) + 1);
         assert!(
             (ratio - 3f64.sqrt()).abs() < 0.03,
             "{} {}",
-            f[0].in_flight,
-            f[1].in_flight
+            f.in_flight(0),
+            f.in_flight(1)
         );
         // Bias 0 ignores active requests: the 3:1 split holds whatever is in flight.
         let mut b = lr(&[3, 1], 0.0);

@@ -16,7 +16,7 @@
 
 use super::SpecError;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
-use super::{Backend, Outcome, PickContext, Strategy};
+use super::{Backend, Backends, Outcome, PickContext, Strategy};
 use crate::time::Nanos;
 
 /// Least response time (EWMA latency × (in flight + 1)).
@@ -50,7 +50,7 @@ struct CostIndex {
 }
 
 impl CostIndex {
-    fn new(backends: &[Backend], ewma: &[Option<f64>]) -> CostIndex {
+    fn new(backends: &Backends, ewma: &[Option<f64>]) -> CostIndex {
         let n = backends.len();
         let size = n.next_power_of_two().max(1);
         let mut tree = vec![u64::MAX; 2 * size];
@@ -177,12 +177,12 @@ impl LeastResponseTime {
     }
 
     /// The full scan from the last pick on.
-    fn scan(&mut self, backends: &[Backend]) -> Option<usize> {
+    fn scan(&mut self, backends: &Backends) -> Option<usize> {
         let n = backends.len();
         let mut best: Option<(usize, f64)> = None;
         for k in 0..n {
             let i = (self.next + k) % n;
-            let b = &backends[i];
+            let b = backends.at(i);
             if !b.up {
                 continue;
             }
@@ -202,7 +202,7 @@ impl LeastResponseTime {
 }
 
 impl Strategy for LeastResponseTime {
-    fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, _ctx: &PickContext) -> Option<usize> {
         if self.scan {
             return self.scan(backends);
         }

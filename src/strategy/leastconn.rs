@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::SpecError;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
-use super::{Backend, PickContext, Strategy};
+use super::{Backend, Backends, PickContext, Strategy};
 use crate::time::Nanos;
 
 /// Up to this many backends the scan is faster than the index (as for
@@ -88,7 +88,7 @@ impl Leastconn {
 }
 
 impl Strategy for Leastconn {
-    fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, _ctx: &PickContext) -> Option<usize> {
         if self.queued_at.len() != backends.len() {
             // Queued in declaration order at start.
             self.queued_at = (0..backends.len() as u64).collect();
@@ -102,7 +102,7 @@ impl Strategy for Leastconn {
         backends
             .iter()
             .enumerate()
-            .filter_map(|(i, b)| key(weighted, b).map(|k| (k, self.queued_at[i], i)))
+            .filter_map(|(i, b)| key(weighted, &b).map(|k| (k, self.queued_at[i], i)))
             .min()
             .map(|(_, _, i)| i)
     }
@@ -159,7 +159,7 @@ struct Queues {
 }
 
 impl Queues {
-    fn new(backends: &[Backend], weighted: bool) -> Queues {
+    fn new(backends: &Backends, weighted: bool) -> Queues {
         let n = backends.len();
         let mut q = Queues {
             weighted,

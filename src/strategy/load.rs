@@ -2,13 +2,13 @@
 //! `tower::load`): one power-of-d selector serves "P2C over pending requests" and "P2C
 //! over peak EWMA" alike.
 
-use super::{Backend, Outcome};
+use super::{Backends, Outcome};
 use crate::time::Nanos;
 
 /// A comparable load figure per backend, kept up to date from dispatches and completions.
 pub trait Load: Send {
-    /// The load of backend `i` (lower is better) as seen at `now`.
-    fn cost(&mut self, i: usize, backend: &Backend, now: Nanos) -> f64;
+    /// The load of backend `i` of `backends` (lower is better) as seen at `now`.
+    fn cost(&mut self, i: usize, backends: &Backends, now: Nanos) -> f64;
 
     /// Told after a request has been sent to backend `i`.
     fn on_dispatch(&mut self, _i: usize, _now: Nanos) {}
@@ -24,7 +24,7 @@ pub struct PendingRequests;
 
 impl Load for PendingRequests {
     #[inline]
-    fn cost(&mut self, _i: usize, backend: &Backend, _now: Nanos) -> f64 {
-        f64::from(backend.in_flight)
+    fn cost(&mut self, i: usize, backends: &Backends, _now: Nanos) -> f64 {
+        f64::from(backends.in_flight(i))
     }
 }

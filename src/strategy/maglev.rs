@@ -13,7 +13,7 @@
 use super::SpecError;
 use super::hash::{Membership, key_hash, point_hash};
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Table, Ty};
-use super::{Backend, PickContext, Strategy};
+use super::{Backends, PickContext, Strategy};
 
 const OFFSET_SALT: u64 = 0x6d61_676c_6576_5f6f;
 const SKIP_SALT: u64 = 0x6d61_676c_6576_5f73;
@@ -98,7 +98,7 @@ impl Maglev {
 }
 
 impl Strategy for Maglev {
-    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         let h = key_hash(ctx.key);
         let size = self.table_size;
         self.members.pick(

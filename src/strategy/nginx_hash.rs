@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use super::SpecError;
 use super::hash::client_address;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
-use super::{Backend, PickContext, SmoothWeightedRoundRobin, Strategy};
+use super::{Backend, Backends, PickContext, SmoothWeightedRoundRobin, Strategy};
 
 /// Tries by hashing before the round-robin fallback (`hp->tries > 20`).
 const TRIES: u32 = 21;
@@ -118,17 +118,17 @@ impl NginxHash {
 
     /// nginx's walk to the peer whose weight range holds `w` (`w` < `Σ weights`).
     #[cfg(test)]
-    fn walk(backends: &[Backend], mut w: u64) -> usize {
+    fn walk(backends: &Backends, mut w: u64) -> usize {
         let mut p = 0;
-        while w >= u64::from(backends[p].weight) {
-            w -= u64::from(backends[p].weight);
+        while w >= u64::from(backends.weight(p)) {
+            w -= u64::from(backends.weight(p));
             p += 1;
         }
         p
     }
 
     /// The weight ranges of `backends`, rebuilt if the backends are new.
-    fn ends(&mut self, backends: &[Backend]) -> &[u64] {
+    fn ends(&mut self, backends: &Backends) -> &[u64] {
         if self.ends.len() != backends.len() {
             self.ends = backends
                 .iter()
@@ -146,7 +146,7 @@ impl NginxHash {
     /// nginx's ring over `backends`' weights (`ngx_stream_upstream_init_chash`): every
     /// peer's `160 × weight` points, sorted (stably, as glibc's merge-sort `qsort`), equal
     /// hashes kept once (the first).
-    fn build_ring(params: &NginxHashParams, backends: &[Backend]) -> Vec<(u32, u32)> {
+    fn build_ring(params: &NginxHashParams, backends: &Backends) -> Vec<(u32, u32)> {
         let mut ring = Vec::new();
         for (i, b) in backends.iter().enumerate() {
             let line = params.server_line(i);
@@ -176,7 +176,7 @@ impl NginxHash {
 
     /// The consistent pick: `None` when nginx falls back to round robin (one peer, no
     /// points, or 21 points in a row whose peers are down).
-    fn consistent_pick(&mut self, backends: &[Backend], key: &str) -> Option<usize> {
+    fn consistent_pick(&mut self, backends: &Backends, key: &str) -> Option<usize> {
         if self.ring.is_empty() {
             self.ring = Self::build_ring(&self.params, backends);
         }
@@ -187,12 +187,12 @@ impl NginxHash {
         let first = Self::first_point(&self.ring, crc32fast::hash(key.as_bytes()));
         (first..first + TRIES as usize)
             .map(|at| self.ring[at % n].1 as usize)
-            .find(|&peer| backends[peer].up)
+            .find(|&peer| backends.up(peer))
     }
 }
 
 impl Strategy for NginxHash {
-    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         let mut text = std::mem::take(&mut self.text);
         if self.params.consistent {
             text.clear();
@@ -210,7 +210,7 @@ impl Strategy for NginxHash {
             let mut sum = 0u64;
             for attempt in 0..TRIES {
                 let p = Self::peer(&text, attempt, &mut sum, ends);
-                if backends[p].up {
+                if backends.up(p) {
                     self.text = text;
                     return Some(p);
                 }
@@ -306,7 +306,7 @@ mod tests {
         }
     }
 
-    fn view(weights: &[u32]) -> Vec<Backend> {
+    fn view(weights: &[u32]) -> Backends {
         weights
             .iter()
             .map(|&weight| Backend {

@@ -13,7 +13,7 @@ use super::SpecError;
 use super::load::Load;
 use super::power_of_d::PowerOfD;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split};
-use super::{Backend, Outcome};
+use super::{Backends, Outcome};
 use crate::rng::SimRng;
 use crate::time::Nanos;
 
@@ -109,9 +109,9 @@ fn exp_neg(x: f64) -> f64 {
 
 impl Load for PeakEwma {
     #[inline]
-    fn cost(&mut self, i: usize, backend: &Backend, now: Nanos) -> f64 {
+    fn cost(&mut self, i: usize, backends: &Backends, now: Nanos) -> f64 {
         let rtt = self.observe(i, 0.0, now);
-        rtt * f64::from(backend.in_flight + 1)
+        rtt * f64::from(backends.in_flight(i) + 1)
     }
 
     fn on_complete(&mut self, i: usize, latency: Nanos, _outcome: Outcome, now: Nanos) {
@@ -188,10 +188,8 @@ mod tests {
             m.rtt_estimate(0)
         );
         // Cost multiplies by in_flight + 1.
-        let b = Backend {
-            in_flight: 2,
-            ..Backend::new(1)
-        };
+        let mut b = Backends::new(&[1]);
+        b.set_in_flight(0, 2);
         let c = m.cost(0, &b, Nanos(10 * MS));
         assert!((c - 3.0 * expect).abs() < 3.0);
     }
@@ -206,7 +204,7 @@ mod tests {
     #[test]
     fn default_rtt_before_the_first_sample() {
         let mut m = PeakEwma::new(Nanos(10 * MS), Nanos(30 * MS), 2);
-        assert_eq!(m.cost(1, &Backend::new(1), Nanos::ZERO), 30e6);
+        assert_eq!(m.cost(1, &Backends::new(&[1; 2]), Nanos::ZERO), 30e6);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::SpecError;
 use super::load::{Load, PendingRequests};
 use super::registry::{About, Kind, Knob, PickCost, Reads, Scanned, Split, Ty};
 use super::sample::{Sampler, least_cost};
-use super::{Backend, Outcome, PickContext, Strategy};
+use super::{Backends, Outcome, PickContext, Strategy};
 use crate::rng::SimRng;
 use crate::time::Nanos;
 
@@ -49,10 +49,10 @@ impl<L: Load> PowerOfD<L> {
 
 impl<L: Load> Strategy for PowerOfD<L> {
     #[inline]
-    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         let candidates = self.sampler.draw(backends, &mut self.rng);
         let load = &mut self.load;
-        least_cost(candidates, |i| load.cost(i, &backends[i], ctx.now))
+        least_cost(candidates, |i| load.cost(i, backends, ctx.now))
     }
 
     fn on_dispatch(&mut self, backend: usize, now: Nanos) {

@@ -43,7 +43,7 @@ use rand::RngExt;
 use super::random::uniform_up;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Scanned, Split, Ty};
 use super::spec::SpecError;
-use super::{Backend, PickContext, ServerLoad, Signals, Strategy};
+use super::{Backends, PickContext, ServerLoad, Signals, Strategy};
 use crate::rng::SimRng;
 use crate::time::Nanos;
 
@@ -190,7 +190,7 @@ impl Prequal {
     /// tie of the whole pool), so the pick reads one backend's state instead of every
     /// probe's. Otherwise (a backend down) the pick is the filtered scan
     /// ([`Prequal::select_usable`]).
-    fn select(&self, backends: &[Backend], threshold: Option<u32>) -> Option<usize> {
+    fn select(&self, backends: &Backends, threshold: Option<u32>) -> Option<usize> {
         let threshold = threshold?;
         let mut cold: Option<(usize, Nanos)> = None;
         let mut any: Option<(usize, u32)> = None;
@@ -213,7 +213,7 @@ impl Prequal {
 
     /// [`Prequal::select`] by filtering: the first cold usable probe of least latency,
     /// else the first usable probe of least RIF.
-    fn select_usable(&self, backends: &[Backend], threshold: u32) -> Option<usize> {
+    fn select_usable(&self, backends: &Backends, threshold: u32) -> Option<usize> {
         let usable = |p: &Probe| backends.get(p.backend).is_some_and(|b| b.up);
         let cold = self
             .pool
@@ -269,7 +269,7 @@ impl Prequal {
 }
 
 impl Strategy for Prequal {
-    fn pick(&mut self, backends: &[Backend], ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext<'_>) -> Option<usize> {
         self.backends = backends.len();
         self.drop_old(ctx.now);
         // Only probe answers change the threshold: one computation serves the pick.
@@ -648,8 +648,8 @@ mod tests {
                 answer(&mut p, b, rif, lat, t);
             }
             let mut backends = up(n);
-            for b in &mut backends {
-                b.up = rng.random_bool(0.7);
+            for i in 0..n {
+                backends.set_up(i, rng.random_bool(0.7));
             }
             for threshold in [None, Some(0), Some(1), Some(2), Some(5)] {
                 let want = threshold.and_then(|t| p.select_usable(&backends, t));
@@ -735,8 +735,8 @@ mod tests {
         }
     }
 
-    fn up(n: usize) -> Vec<Backend> {
-        vec![Backend::new(1); n]
+    fn up(n: usize) -> Backends {
+        Backends::new(&vec![1; n])
     }
 
     fn once(cfg: PrequalConfig) -> PrequalConfig {
@@ -825,7 +825,7 @@ mod tests {
         answer(&mut p, 1, 0, 100, 0);
         answer(&mut p, 2, 0, 100, 0);
         let mut b = up(3);
-        b[2].up = false;
+        b.set_up(2, false);
         // Backend 2 is down; backend 1's probe is fresh.
         assert_eq!(p.pick(&b, &PickContext::new(Nanos(5), 0)), Some(1));
         // Two seconds later backend 2's probe is too old: random among up backends.

@@ -4,7 +4,7 @@
 use rand::RngExt;
 
 use super::registry::{About, Parameterless, PickCost, Reads, Split};
-use super::{Backend, PickContext, Strategy, up_from};
+use super::{Backends, PickContext, Strategy, up_from};
 use crate::rng::SimRng;
 
 /// Uniform random choice.
@@ -21,19 +21,19 @@ impl RandomChoice {
 }
 
 impl Strategy for RandomChoice {
-    fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, _ctx: &PickContext) -> Option<usize> {
         uniform_up(backends, &mut self.rng)
     }
 }
 
 /// A backend drawn uniformly among those that are up, or `None` when none is.
-pub(crate) fn uniform_up(backends: &[Backend], rng: &mut SimRng) -> Option<usize> {
+pub(crate) fn uniform_up(backends: &Backends, rng: &mut SimRng) -> Option<usize> {
     let n = backends.len();
     if n == 0 {
         return None;
     }
     let i = rng.random_range(0..n);
-    if backends[i].up {
+    if backends.up(i) {
         return Some(i);
     }
     // Some backends are down: draw uniformly among those that are up.

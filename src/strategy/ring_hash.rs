@@ -9,7 +9,7 @@
 use super::SpecError;
 use super::hash::{Membership, Ring, key_hash};
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Table, Ty};
-use super::{Backend, PickContext, Strategy};
+use super::{Backends, PickContext, Strategy};
 
 /// Envoy ring hash.
 #[derive(Debug)]
@@ -33,7 +33,7 @@ impl RingHash {
 }
 
 impl Strategy for RingHash {
-    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         let h = key_hash(ctx.key);
         let (min, max) = (self.min_ring_size, self.max_ring_size);
         self.members.pick(

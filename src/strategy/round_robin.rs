@@ -2,7 +2,7 @@
 //! with equal weights).
 
 use super::registry::{About, Parameterless, PickCost, Reads, Split};
-use super::{Backend, PickContext, Strategy, up_from};
+use super::{Backends, PickContext, Strategy, up_from};
 
 /// Plain round robin; ignores weights.
 #[derive(Debug, Default)]
@@ -11,7 +11,7 @@ pub struct RoundRobin {
 }
 
 impl Strategy for RoundRobin {
-    fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, _ctx: &PickContext) -> Option<usize> {
         let i = up_from(backends, self.next % backends.len().max(1)).next()?;
         self.next = i + 1;
         Some(i)

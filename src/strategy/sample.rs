@@ -8,7 +8,7 @@
 
 use rand::RngExt;
 
-use super::Backend;
+use super::Backends;
 use crate::rng::SimRng;
 
 /// Above this `d`, candidates are drawn by a partial shuffle of the up backends rather
@@ -91,7 +91,7 @@ impl Sampler {
     /// duplicates; rejections depend only on how many candidates are already accepted,
     /// not on which, so giving up after a bounded number of tries and redrawing from the
     /// explicit list of up backends leaves the distribution unchanged.
-    pub fn draw(&mut self, backends: &[Backend], rng: &mut SimRng) -> &[usize] {
+    pub fn draw(&mut self, backends: &Backends, rng: &mut SimRng) -> &[usize] {
         let n = backends.len();
         self.candidates.clear();
         if n == 0 {
@@ -103,7 +103,7 @@ impl Sampler {
             while self.candidates.len < self.d && tries < limit {
                 tries += 1;
                 let i = rng.random_range(0..n);
-                if backends[i].up && (self.replacement || !self.candidates.as_slice().contains(&i))
+                if backends.up(i) && (self.replacement || !self.candidates.as_slice().contains(&i))
                 {
                     self.candidates.push(i);
                 }
@@ -115,7 +115,7 @@ impl Sampler {
         }
         // Slow path: many backends down, d close to the number up, or large d.
         self.up.clear();
-        self.up.extend((0..n).filter(|&i| backends[i].up));
+        self.up.extend((0..n).filter(|&i| backends.up(i)));
         let m = self.up.len();
         if m == 0 {
             return self.candidates.as_slice();
@@ -156,10 +156,10 @@ mod tests {
     use crate::rng::{Stream, stream_rng};
     use proptest::prelude::*;
 
-    fn backends(n: usize, down: &[usize]) -> Vec<Backend> {
-        let mut v = vec![Backend::new(1); n];
+    fn backends(n: usize, down: &[usize]) -> Backends {
+        let mut v = Backends::new(&vec![1; n]);
         for &i in down {
-            v[i].up = false;
+            v.set_up(i, false);
         }
         v
     }
@@ -228,12 +228,15 @@ mod tests {
             replacement: bool,
             seed: u64,
         ) {
-            let b: Vec<Backend> = up.iter().map(|&u| Backend { up: u, ..Backend::new(1) }).collect();
+            let mut b = Backends::new(&vec![1; up.len()]);
+            for (i, &u) in up.iter().enumerate() {
+                b.set_up(i, u);
+            }
             let mut rng = stream_rng(seed, 0, Stream::Strategy, 0);
             let mut s = Sampler::new(d, replacement);
             let c = s.draw(&b, &mut rng).to_vec();
             let n_up = up.iter().filter(|&&u| u).count();
-            prop_assert!(c.iter().all(|&i| b[i].up));
+            prop_assert!(c.iter().all(|&i| b.up(i)));
             let expect = if n_up == 0 { 0 } else if replacement { d } else { d.min(n_up) };
             prop_assert_eq!(c.len(), expect);
         }

@@ -18,7 +18,7 @@
 use super::least_conn::{SCAN_UP_TO, SmoothIndex};
 use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::slow_start::{Ramp, RampKind, SlowStart};
-use super::{Backend, PickContext, Strategy};
+use super::{Backend, Backends, PickContext, Strategy};
 use crate::time::Nanos;
 
 /// Weight units per unit of configured weight under slow start.
@@ -58,7 +58,7 @@ impl SmoothWeightedRoundRobin {
     /// `i`'s effective weight (0 excludes it; at most `u32::MAX × 1000`).
     pub(crate) fn step(
         current: &mut Vec<i64>,
-        backends: &[Backend],
+        backends: &Backends,
         weight: impl Fn(usize) -> i64,
     ) -> Option<usize> {
         if current.len() != backends.len() {
@@ -84,10 +84,10 @@ impl SmoothWeightedRoundRobin {
 }
 
 impl Strategy for SmoothWeightedRoundRobin {
-    fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         match &self.slow {
             Some(s) => Self::step(&mut self.current, backends, |i| {
-                let w = backends[i].weight;
+                let w = backends.weight(i);
                 if w == 0 {
                     return 0;
                 }
@@ -102,7 +102,7 @@ impl Strategy for SmoothWeightedRoundRobin {
                 index.pick()
             }
             None => Self::step(&mut self.current, backends, |i| {
-                i64::from(backends[i].weight)
+                i64::from(backends.weight(i))
             }),
         }
     }

@@ -22,7 +22,7 @@
 //! where the map is the usable servers in index order, built in O(servers).
 
 use super::registry::{About, Parameterless, PickCost, Reads, Split};
-use super::{Backend, PickContext, Strategy, same_view};
+use super::{Backend, Backends, PickContext, Strategy, same_view};
 
 /// HAProxy `static-rr`.
 #[derive(Debug, Default)]
@@ -95,7 +95,7 @@ impl StaticRr {
     /// `lbprm.tot_weight` slots), rebuilt if they changed since the last call: what
     /// `static-rr` walks and map-based hashing (`balance source`) indexes.
     /// The owner forwards the balancer's [`Strategy::on_view`] to this map.
-    pub(crate) fn slots(&mut self, backends: &[Backend]) -> &[usize] {
+    pub(crate) fn slots(&mut self, backends: &Backends) -> &[usize] {
         if self.may_be_stale(backends) {
             self.stale = false;
             self.refresh(backends);
@@ -104,7 +104,7 @@ impl StaticRr {
     }
 
     /// Rebuilds the map if the usable servers changed since it was built.
-    fn refresh(&mut self, backends: &[Backend]) {
+    fn refresh(&mut self, backends: &Backends) {
         let unchanged = same_view(&self.built_for, backends);
         if unchanged {
             return;
@@ -139,13 +139,13 @@ impl StaticRr {
 impl StaticRr {
     /// Whether the map may not match the view any more: a change was told, or the
     /// backends are new.
-    fn may_be_stale(&self, backends: &[Backend]) -> bool {
+    fn may_be_stale(&self, backends: &Backends) -> bool {
         self.stale || self.built_for.len() != backends.len()
     }
 }
 
 impl Strategy for StaticRr {
-    fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, _ctx: &PickContext) -> Option<usize> {
         if self.may_be_stale(backends) {
             self.stale = false;
             self.refresh(backends);
@@ -223,7 +223,7 @@ mod tests {
             for step in 0..5_000 {
                 if step % 7 == 0 {
                     let i = rng.random_range(0..weights.len());
-                    let up = !b.backends()[i].up || rng.random_range(0..3) == 0;
+                    let up = !b.backends().up(i) || rng.random_range(0..3) == 0;
                     b.set_up(i, up);
                 }
                 let ctx = PickContext {

@@ -5,7 +5,7 @@ use rand::distr::Distribution;
 use rand::distr::weighted::WeightedIndex;
 
 use super::registry::{About, Parameterless, PickCost, Reads, Split};
-use super::{Backend, PickContext, Strategy};
+use super::{Backend, Backends, PickContext, Strategy};
 use crate::rng::SimRng;
 
 /// Weighted random choice.
@@ -35,7 +35,7 @@ fn effective(b: &Backend) -> u32 {
 }
 
 impl Strategy for WeightedRandom {
-    fn pick(&mut self, backends: &[Backend], _ctx: &PickContext) -> Option<usize> {
+    fn pick(&mut self, backends: &Backends, _ctx: &PickContext) -> Option<usize> {
         let stale = match &self.cache {
             Some((w, _)) => self.stale || w.len() != backends.len(),
             None => true,
@@ -43,7 +43,7 @@ impl Strategy for WeightedRandom {
         if stale {
             self.stale = false;
             self.cache = None;
-            let w: Vec<u32> = backends.iter().map(effective).collect();
+            let w: Vec<u32> = backends.iter().map(|b| effective(&b)).collect();
             // All weights zero (or everything down): nothing to pick.
             let index = WeightedIndex::new(w.iter().map(|&x| u64::from(x))).ok()?;
             self.cache = Some((w, index));
@@ -93,7 +93,7 @@ mod tests {
     struct Rebuilt(WeightedRandom);
 
     impl super::Strategy for Rebuilt {
-        fn pick(&mut self, backends: &[Backend], ctx: &PickContext) -> Option<usize> {
+        fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
             self.0.cache = None;
             self.0.pick(backends, ctx)
         }

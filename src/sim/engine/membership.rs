@@ -429,7 +429,7 @@ max_attempts = 3
                 let view = sim.balancers[0].backends();
                 for (i, acc) in sim.m.servers.iter().enumerate() {
                     assert!(
-                        view[i].up || acc.requests == accepted[i],
+                        view.up(i) || acc.requests == accepted[i],
                         "{}: server {i} got a request while down in the view",
                         entry.label()
                     );
