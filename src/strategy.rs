@@ -211,6 +211,14 @@ pub trait Strategy: Send {
         false
     }
 
+    /// Whether an indexing strategy ([`Strategy::indexes_view`]) wants
+    /// [`Strategy::on_view`] when only a backend's requests in flight changed, or only when
+    /// it goes up or down. Default true; a strategy that reads no count (HAProxy's FWRR)
+    /// says false and is spared two calls a request.
+    fn indexes_in_flight(&self) -> bool {
+        true
+    }
+
     /// Told after entry `backend` of the view changed (in flight or up), before `on_dispatch` / `on_complete`: lets a strategy keep an ordered index
     /// of the view and pick in O(log n) instead of scanning it. Called only when
     /// [`Strategy::indexes_view`] says so.
@@ -325,6 +333,9 @@ pub struct Balancer {
     own_loads: Option<LoadTable>,
     /// Whether the strategy indexes the view ([`Strategy::indexes_view`]).
     indexed: bool,
+    /// Whether it is told of changes of requests in flight too
+    /// ([`Strategy::indexes_in_flight`]).
+    indexed_counts: bool,
     /// The signals the strategy wants ([`Strategy::signals`]).
     signals: Signals,
     /// Whether [`Balancer::route_with`] dispatched a request whose probes
@@ -344,6 +355,7 @@ impl Balancer {
     pub fn sharing(strategy: Box<dyn Strategy>, weights: std::sync::Arc<[u32]>) -> Balancer {
         Balancer {
             indexed: strategy.indexes_view(),
+            indexed_counts: strategy.indexes_view() && strategy.indexes_in_flight(),
             signals: strategy.signals(),
             probe_owed: false,
             own_loads: None,
@@ -365,7 +377,7 @@ impl Balancer {
             strategy,
             backends,
             own_loads,
-            indexed,
+            indexed_counts,
             probe_owed,
             ..
         } = self;
@@ -374,7 +386,13 @@ impl Balancer {
             key,
             loads: own_loads.as_ref(),
         };
-        dispatch(strategy.as_mut(), backends, *indexed, probe_owed, &ctx)
+        dispatch(
+            strategy.as_mut(),
+            backends,
+            *indexed_counts,
+            probe_owed,
+            &ctx,
+        )
     }
 
     /// Like [`Balancer::route`], with load reports read from `loads`, a table shared by
@@ -385,7 +403,7 @@ impl Balancer {
         dispatch(
             self.strategy.as_mut(),
             &mut self.backends,
-            self.indexed,
+            self.indexed_counts,
             &mut self.probe_owed,
             &ctx,
         )
@@ -438,7 +456,7 @@ impl Balancer {
         }
         debug_assert!(self.backends.up(i), "strategy picked a down backend");
         self.backends.add(i);
-        self.told(i);
+        self.told_count(i);
         self.strategy.on_dispatch(i, now);
         Some(i)
     }
@@ -446,7 +464,7 @@ impl Balancer {
     /// Records the end of a request previously routed to `backend`.
     pub fn complete(&mut self, backend: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
         self.backends.remove(backend);
-        self.told(backend);
+        self.told_count(backend);
         self.strategy.on_complete(backend, latency, outcome, now);
     }
 
@@ -470,6 +488,7 @@ impl Balancer {
         let applied = self.strategy.set_slow_start(ramp);
         // A strategy may stop indexing its view once weights vary with time.
         self.indexed = self.strategy.indexes_view();
+        self.indexed_counts = self.indexed && self.strategy.indexes_in_flight();
         applied
     }
 
@@ -483,6 +502,15 @@ impl Balancer {
     pub fn set_up(&mut self, backend: usize, up: bool) {
         self.backends.set_up(backend, up);
         self.told(backend);
+    }
+
+    /// Tells an indexing strategy that the requests in flight of entry `i` changed, if
+    /// it wants to know ([`Strategy::indexes_in_flight`]).
+    #[inline]
+    fn told_count(&mut self, i: usize) {
+        if self.indexed_counts {
+            self.strategy.on_view(i, &self.backends.at(i));
+        }
     }
 
     /// Tells an indexing strategy that entry `i` of the view changed.
@@ -500,14 +528,14 @@ impl Balancer {
 fn dispatch(
     strategy: &mut dyn Strategy,
     backends: &mut Backends,
-    indexed: bool,
+    indexed_counts: bool,
     probe_owed: &mut bool,
     ctx: &PickContext<'_>,
 ) -> Option<usize> {
     let i = strategy.pick(backends, ctx)?;
     debug_assert!(backends.up(i), "strategy picked a down backend");
     backends.add(i);
-    if indexed {
+    if indexed_counts {
         strategy.on_view(i, &backends.at(i));
     }
     strategy.on_dispatch(i, ctx.now);

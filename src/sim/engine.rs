@@ -26,7 +26,7 @@ mod tally;
 pub use tally::Counts;
 
 use super::event_queue::EventQueue;
-use super::probe::{PROBE_JOB_BASE, Signals};
+use super::probe::{NO_SLOT, PROBE_JOB_BASE, Signals};
 use super::server::{Admission, Job, QueueControl, Server, Warmup};
 use crate::cancel::Cancel;
 use crate::metrics::RunMetrics;
@@ -64,11 +64,13 @@ enum Event {
         server: u32,
         up: bool,
     },
-    /// Probe `slot` reaches its server (see [`super::probe`]).
+    /// Probe `slot`, and the probes sent with it (its chain), reach their servers (see
+    /// [`super::probe`]).
     ProbeAtServer {
         slot: u32,
     },
-    /// The answer to probe `slot` reaches its balancer.
+    /// The answer to probe `slot` reaches its balancer: only when answers are events of
+    /// their own ([`Signals::eager`]); otherwise they wait in [`Signals`].
     ProbeBack {
         slot: u32,
     },
@@ -696,6 +698,9 @@ impl<'a> Sim<'a> {
     #[inline(always)]
     fn step_known<const PLAIN: bool>(&mut self, arrival: bool) -> Option<Nanos> {
         debug_assert!(!PLAIN || self.plain);
+        if !PLAIN && self.signals.as_ref().is_some_and(Signals::has_replies) {
+            self.replies_before_next();
+        }
         if arrival {
             let (now, _, req) = self.pending.take()?;
             if let Some(next) = self.requests.next() {
@@ -731,17 +736,7 @@ impl<'a> Sim<'a> {
             }
             Event::Fault { index, start } => self.fault(now, index as usize, start),
             Event::ProbeAtServer { slot } => self.probe_at_server(now, slot),
-            Event::ProbeBack { slot } => {
-                if let Some(s) = &mut self.signals {
-                    let p = s.release(slot);
-                    self.balancers[p.balancer as usize].probe_answer(
-                        p.server as usize,
-                        &p.answer,
-                        p.sent,
-                        now,
-                    );
-                }
-            }
+            Event::ProbeBack { slot } => self.probe_back(now, slot),
             Event::Policy {
                 timer,
                 slot,
@@ -1451,22 +1446,52 @@ impl<'a> Sim<'a> {
         let mut asked = std::mem::take(&mut s.asked);
         self.balancers[b].take_probes(now, &mut asked);
         let measured = now >= self.from && now < self.to;
+        // One event for the chain of the probes sent (each its own event when eager).
+        let eager = s.eager();
+        let (mut first, mut last) = (NO_SLOT, NO_SLOT);
         for &i in &asked {
             if i < self.servers.len() {
-                let slot = s.send(b, i, now);
-                // Every probe leg takes the same half delay: the FIFO serves them.
-                self.events
-                    .push_fifo(now + s.half_delay, Event::ProbeAtServer { slot });
+                let slot = s.send(b, i, now, NO_SLOT);
+                if eager {
+                    self.events
+                        .push_fifo(now + s.half_delay, Event::ProbeAtServer { slot });
+                } else if last == NO_SLOT {
+                    first = slot;
+                } else {
+                    s.get_mut(last).next = slot;
+                }
+                last = slot;
                 self.m.probes += u64::from(measured);
             }
+        }
+        // Every probe leg takes the same half delay: the FIFO serves them.
+        if first != NO_SLOT {
+            self.events
+                .push_fifo(now + s.half_delay, Event::ProbeAtServer { slot: first });
         }
         asked.clear();
         s.asked = asked;
     }
 
-    /// Probe `slot` reaches its server: the server answers (unless it is down: then the
-    /// answer never comes) and, if probes cost server time, queues that work.
-    fn probe_at_server(&mut self, now: Nanos, slot: u32) {
+    /// Probe `slot` and the probes of its chain reach their servers, in the order sent:
+    /// each server answers (unless it is down: then the answer never comes) and, if probes
+    /// cost server time, queues that work.
+    fn probe_at_server(&mut self, now: Nanos, mut slot: u32) {
+        while slot != NO_SLOT {
+            let Some(s) = self.signals.as_mut() else {
+                return;
+            };
+            let next = s.get_mut(slot).next;
+            self.probe_reaches_server(now, slot);
+            slot = next;
+        }
+    }
+
+    /// Probe `slot` reaches its server (see [`Sim::probe_at_server`]): its answer is held
+    /// until due ([`Sim::replies_before_next`]), keyed by a sequence number taken now,
+    /// where its event would have been scheduled.
+    #[inline]
+    fn probe_reaches_server(&mut self, now: Nanos, slot: u32) {
         let Some(s) = self.signals.as_mut() else {
             return;
         };
@@ -1478,8 +1503,12 @@ impl<'a> Sim<'a> {
             return;
         }
         s.get_mut(slot).answer = s.load(i, server.workers, server.busy(), server.queued(), None);
-        self.events
-            .push_fifo(now + s.half_delay, Event::ProbeBack { slot });
+        let due = now + s.half_delay;
+        if s.eager() {
+            self.events.push_fifo(due, Event::ProbeBack { slot });
+        } else {
+            s.hold_reply((due, self.events.reserve_seq()), slot);
+        }
         if s.cost > 0.0 {
             let job = Job {
                 id: s.job_id(),
@@ -1498,7 +1527,41 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// The answer to probe `slot` reaches its balancer at `now`.
+    fn probe_back(&mut self, now: Nanos, slot: u32) {
+        if let Some(s) = &mut self.signals {
+            let p = s.release(slot);
+            self.balancers[p.balancer as usize].probe_answer(
+                p.server as usize,
+                &p.answer,
+                p.sent,
+                now,
+            );
+        }
+    }
+
+    /// Hands each balancer the answers due strictly before the next event (all of them
+    /// when no event is left), in order: what the strategies see is as if each answer
+    /// were an event of its own (see [`super::probe`]). Answers schedule nothing, so the
+    /// next event stays the next one.
+    #[inline(never)]
+    fn replies_before_next(&mut self) {
+        let next = match (&self.pending, self.events.peek_key()) {
+            (Some((t, seq, _)), Some(key)) if (*t, *seq) < key => Some((*t, *seq)),
+            (Some((t, seq, _)), None) => Some((*t, *seq)),
+            (_, key) => key,
+        };
+        while let Some((at, slot)) = self.signals.as_mut().and_then(|s| s.reply_due(next)) {
+            self.probe_back(at, slot);
+        }
+    }
+
     fn finish(mut self) -> RunMetrics {
+        // Answers still on their way when the events ran out (a trace stops at the last
+        // event): delivered as their events would have been.
+        if self.signals.as_ref().is_some_and(Signals::has_replies) {
+            self.replies_before_next();
+        }
         if self.client.is_none() {
             // One attempt per request without a policy.
             self.m.client.attempts = self.m.arrived;
@@ -1575,6 +1638,132 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A strategy that writes down every call it gets (arguments, view and answer), in
+    /// front of the strategy it wraps.
+    struct Logged {
+        inner: Box<dyn crate::strategy::Strategy>,
+        log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+        id: usize,
+    }
+
+    impl Logged {
+        fn note(&self, line: String) {
+            self.log
+                .lock()
+                .expect("not poisoned")
+                .push(format!("{} {line}", self.id));
+        }
+    }
+
+    impl crate::strategy::Strategy for Logged {
+        fn pick(
+            &mut self,
+            backends: &crate::strategy::Backends,
+            ctx: &crate::strategy::PickContext<'_>,
+        ) -> Option<usize> {
+            let got = self.inner.pick(backends, ctx);
+            let view: Vec<_> = (0..backends.len())
+                .map(|i| (backends.in_flight(i), backends.up(i)))
+                .collect();
+            self.note(format!("pick {:?} {view:?} -> {got:?}", ctx.now));
+            got
+        }
+        fn on_dispatch(&mut self, backend: usize, now: Nanos) {
+            self.note(format!("dispatch {backend} {now:?}"));
+            self.inner.on_dispatch(backend, now);
+        }
+        fn on_complete(&mut self, backend: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
+            self.note(format!(
+                "complete {backend} {latency:?} {outcome:?} {now:?}"
+            ));
+            self.inner.on_complete(backend, latency, outcome, now);
+        }
+        fn signals(&self) -> crate::strategy::Signals {
+            self.inner.signals()
+        }
+        fn probes(&mut self, now: Nanos, out: &mut Vec<usize>) {
+            let from = out.len();
+            self.inner.probes(now, out);
+            self.note(format!("probes {now:?} {:?}", &out[from..]));
+        }
+        fn on_probe(
+            &mut self,
+            backend: usize,
+            load: &crate::strategy::ServerLoad,
+            sent: Nanos,
+            now: Nanos,
+        ) {
+            self.note(format!("answer {backend} {load:?} {sent:?} {now:?}"));
+            self.inner.on_probe(backend, load, sent, now);
+        }
+    }
+
+    /// Probe legs sent together run as one event and answers wait outside the event
+    /// queue, yet every strategy gets exactly the calls it got when each leg and each
+    /// answer was an event of its own: the same calls with the same arguments (answers'
+    /// times and loads, picks' views and results) in the same order, and the run measures
+    /// the same, on random clusters, balancers, probe delays and costs, crashes and
+    /// client policies.
+    #[test]
+    fn probes_batched_and_answers_held_change_nothing_a_strategy_sees() {
+        use proptest::prelude::*;
+        let config = ProptestConfig {
+            cases: 48,
+            ..ProptestConfig::default()
+        };
+        proptest!(config, |(
+            n in 1u32..7,
+            workers in 1u32..3,
+            balancers in 1u32..4,
+            delay in prop_oneof![Just(0.0), 0.0001f64..0.003],
+            cost in prop_oneof![Just(0.0), 0.0001f64..0.002],
+            load in 0.3f64..1.3,
+            pool in 1usize..20,
+            rate in prop_oneof![Just(3.0), 0.5f64..4.0],
+            crash in any::<bool>(),
+            policy in any::<bool>(),
+            seed in 0u64..1000,
+        )| {
+            let mean = 0.002;
+            let mut rest = servers("s", n, &format!("workers = {workers}\nqueue_capacity = 8"), &exponential(mean));
+            rest += &format!("[probes]\ndelay = {delay}\ncost = {cost}\n");
+            rest += &format!("[[strategies]]\nkind = \"prequal\"\npool_size = {pool}\nprobe_rate = {rate}\n");
+            if policy {
+                rest += "[strategies.policy]\ntimeout = 0.02\nper_try_timeout = 0.004\n[strategies.policy.retry]\nmax_attempts = 2\n";
+            }
+            if crash {
+                rest += "[[faults]]\nserver = \"s-0\"\nkind = \"crash\"\nat = 0.1\nduration = 0.1\ndetection = 0.01\n";
+            }
+            let rate = load * f64::from(n * workers) / mean;
+            let s = scenario(&format!("duration = 0.3\nwarmup = 0.05\nbalancers = {balancers}\nseed = {seed}"), rate, &rest);
+            let entry = &s.strategies[0];
+            let run = |eager: bool| {
+                let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+                let count = std::sync::atomic::AtomicUsize::new(0);
+                let factory = |n: usize, rng: SimRng| {
+                    Box::new(Logged {
+                        inner: entry.spec.build(n, rng),
+                        log: log.clone(),
+                        id: count.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    }) as Box<dyn crate::strategy::Strategy>
+                };
+                let mut sim = Sim::new(&s, &factory, entry.policy.as_ref(), 0, seed);
+                sim.signals.as_mut().expect("prequal probes").set_eager(eager);
+                assert!(sim.run(&Cancel::default()));
+                let m = format!("{:?}", sim.finish());
+                let log = std::mem::take(&mut *log.lock().expect("not poisoned"));
+                (log, m)
+            };
+            let (eager, lazy) = (run(true), run(false));
+            prop_assert!(eager.0.iter().any(|l| l.contains("answer")), "no probe answered");
+            prop_assert_eq!(eager.0.len(), lazy.0.len());
+            for (k, (a, b)) in eager.0.iter().zip(&lazy.0).enumerate() {
+                prop_assert_eq!(a, b, "call {}", k);
+            }
+            prop_assert!(eager.1 == lazy.1, "metrics differ");
+        });
     }
 
     /// A run with any of the features the plain path leaves out takes the general one.

@@ -7,10 +7,26 @@
 //! requests when all are busy) when the scenario says so. Probes in flight live in a slab
 //! indexed by the events, so the engine's events stay 16 bytes.
 //!
+//! Fewer events than legs, with the same order of everything a strategy sees:
+//!
+//! - **One event per send.** The probes one pick asks for leave together, so their
+//!   outbound legs are due at the same instant with consecutive scheduling sequence
+//!   numbers: no other event can come between them. They travel as one event, a chain
+//!   of slots ([`InFlight::next`]), answered in the order sent.
+//! - **Answers without events.** An answer only changes its balancer's strategy, which
+//!   nothing reads until the engine next calls it. Answers wait in
+//!   [`Signals::replies`], in order of their (time, sequence) key (a sequence number
+//!   reserved when the server answers, where the event used to be scheduled), and the
+//!   engine hands every answer due strictly before the next event's key to its
+//!   balancer before running that event: each strategy gets the same calls, in the same
+//!   order, with the same arguments as when answers were events.
+//!
 //! Servers' answers, and the load reports carried on replies, use each server's recent
 //! mean service time: an exponentially weighted moving average over the service times of
 //! the requests it starts, weight [`SERVICE_EWMA_WEIGHT`] on each new one. Nothing here
 //! draws random numbers, so runs without probing strategies are bit for bit unchanged.
+
+use std::collections::VecDeque;
 
 use crate::strategy::ServerLoad;
 use crate::time::Nanos;
@@ -20,6 +36,9 @@ pub const SERVICE_EWMA_WEIGHT: f64 = 0.1;
 
 /// Jobs of probe cost carry ids from here up (request ids count up from 0).
 pub const PROBE_JOB_BASE: u64 = 1 << 62;
+
+/// End of a chain of probes ([`InFlight::next`]).
+pub const NO_SLOT: u32 = u32::MAX;
 
 /// A probe on its way to its server or back.
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +51,8 @@ pub struct InFlight {
     pub sent: Nanos,
     /// The server's answer, once it reached the server.
     pub answer: ServerLoad,
+    /// The next probe sent with this one ([`NO_SLOT`]: the last).
+    pub next: u32,
 }
 
 /// Probes in flight and servers' mean service times.
@@ -53,6 +74,11 @@ pub struct Signals {
     next_job: u64,
     /// Buffer the balancers' probes are taken into.
     pub asked: Vec<usize>,
+    /// Answers on their way back, as ((time, sequence), slot), in increasing key order.
+    replies: VecDeque<((Nanos, u64), u32)>,
+    /// Whether answers and legs are events of their own (one per leg), as before they
+    /// were batched and held here: the reference the tests compare with.
+    eager: bool,
 }
 
 impl Signals {
@@ -68,16 +94,66 @@ impl Signals {
             mean_service: vec![0.0; servers],
             next_job: PROBE_JOB_BASE,
             asked: Vec::new(),
+            replies: VecDeque::new(),
+            eager: false,
         }
     }
 
-    /// Records a probe leaving `balancer` for `server` at `sent`; returns its slot.
-    pub fn send(&mut self, balancer: usize, server: usize, sent: Nanos) -> u32 {
+    /// Makes every leg and every answer an event of its own (the engine as it was, for
+    /// tests comparing the two).
+    #[cfg(test)]
+    pub fn set_eager(&mut self, eager: bool) {
+        self.eager = eager;
+    }
+
+    /// Whether every leg and answer is an event of its own ([`Signals::set_eager`]).
+    #[inline]
+    pub fn eager(&self) -> bool {
+        self.eager
+    }
+
+    /// Holds the answer of probe `slot`, due at `key` (time, sequence), until
+    /// [`Signals::reply_due`] hands it over. Keys come in increasing order (answers are
+    /// due a constant half delay after their server answered); one that does not is
+    /// placed in order all the same.
+    #[inline]
+    pub fn hold_reply(&mut self, key: (Nanos, u64), slot: u32) {
+        match self.replies.back() {
+            Some(&(last, _)) if last > key => {
+                let at = self.replies.partition_point(|&(k, _)| k < key);
+                self.replies.insert(at, (key, slot));
+            }
+            _ => self.replies.push_back((key, slot)),
+        }
+    }
+
+    /// Whether any answer is held.
+    #[inline]
+    pub fn has_replies(&self) -> bool {
+        !self.replies.is_empty()
+    }
+
+    /// Takes the earliest answer held if it is due strictly before `before` (any, if
+    /// `None`): its time and slot (still to be released).
+    #[inline]
+    pub fn reply_due(&mut self, before: Option<(Nanos, u64)>) -> Option<(Nanos, u32)> {
+        let &(key, slot) = self.replies.front()?;
+        if before.is_some_and(|b| key >= b) {
+            return None;
+        }
+        self.replies.pop_front();
+        Some((key.0, slot))
+    }
+
+    /// Records a probe leaving `balancer` for `server` at `sent`, sent with the chain
+    /// starting at `next` ([`NO_SLOT`]: alone); returns its slot.
+    pub fn send(&mut self, balancer: usize, server: usize, sent: Nanos, next: u32) -> u32 {
         let p = InFlight {
             balancer: balancer as u32,
             server: server as u32,
             sent,
             answer: ServerLoad::default(),
+            next,
         };
         match self.free.pop() {
             Some(slot) => {
@@ -135,9 +211,24 @@ impl Signals {
         ServerLoad {
             in_flight: busy + queued,
             queued,
-            service_time: service.unwrap_or(Nanos(mean.round() as u64)),
-            latency: Nanos(estimated_latency(mean, workers, busy, queued).round() as u64),
+            service_time: service.unwrap_or(Nanos(round_ns(mean))),
+            latency: Nanos(round_ns(estimated_latency(mean, workers, busy, queued))),
         }
+    }
+}
+
+/// `x.round() as u64` (nanoseconds), without the call to `round` that targets without
+/// SSE 4.1 make: from 0 to 2⁶³, the integer part plus one when the fraction is at least
+/// one half, in signed conversions (one instruction each way). Exact: below 2⁵³ the
+/// fraction `x − ⌊x⌋` is computed without rounding, and from 2⁵² up every `f64` is an
+/// integer. Anything else (negative, NaN, huge) takes `round`.
+#[inline]
+pub fn round_ns(x: f64) -> u64 {
+    if (0.0..9.0e18).contains(&x) {
+        let whole = x as i64;
+        (whole + i64::from(x - whole as f64 >= 0.5)) as u64
+    } else {
+        x.round() as u64
     }
 }
 
@@ -160,12 +251,52 @@ mod tests {
     fn slots_are_reused_and_ids_do_not_collide_with_requests() {
         let mut s = Signals::new(2, 0.001, 0.0, true, false);
         assert_eq!(s.half_delay, Nanos(500_000));
-        let a = s.send(0, 1, Nanos(5));
-        let b = s.send(0, 0, Nanos(6));
+        let a = s.send(0, 1, Nanos(5), NO_SLOT);
+        let b = s.send(0, 0, Nanos(6), a);
         assert_ne!(a, b);
+        assert_eq!(s.get_mut(b).next, a);
         assert_eq!(s.release(a).server, 1);
-        assert_eq!(s.send(1, 0, Nanos(7)), a);
+        assert_eq!(s.send(1, 0, Nanos(7), NO_SLOT), a);
         assert!(s.job_id() > PROBE_JOB_BASE);
+    }
+
+    #[test]
+    fn replies_come_out_in_key_order_when_due() {
+        let mut s = Signals::new(1, 0.0, 0.0, true, false);
+        s.hold_reply((Nanos(5), 1), 10);
+        s.hold_reply((Nanos(5), 4), 11);
+        // Out of order (cannot happen in the engine): placed in order all the same.
+        s.hold_reply((Nanos(5), 2), 12);
+        s.hold_reply((Nanos(9), 6), 13);
+        assert_eq!(s.reply_due(Some((Nanos(5), 1))), None, "strictly before");
+        assert_eq!(s.reply_due(Some((Nanos(5), 3))), Some((Nanos(5), 10)));
+        assert_eq!(s.reply_due(Some((Nanos(5), 3))), Some((Nanos(5), 12)));
+        assert_eq!(s.reply_due(Some((Nanos(5), 3))), None);
+        assert_eq!(s.reply_due(None), Some((Nanos(5), 11)));
+        assert_eq!(s.reply_due(Some((Nanos(10), 0))), Some((Nanos(9), 13)));
+        assert!(!s.has_replies());
+    }
+
+    proptest::proptest! {
+        /// The rounding without `round` rounds as `round` does, halves included.
+        #[test]
+        fn round_ns_is_round(
+            whole in proptest::prop_oneof![0u64..10_000, 0u64..(1u64 << 60)],
+            frac in proptest::prop_oneof![
+                proptest::prelude::Just(0.5),
+                proptest::prelude::Just(0.0),
+                0.0f64..1.0,
+                proptest::prelude::Just(0.49999999999999994),
+            ],
+            bits in proptest::prelude::any::<u64>(),
+        ) {
+            let x = whole as f64 + frac;
+            proptest::prop_assert_eq!(round_ns(x), x.round() as u64, "{}", x);
+            let y = f64::from_bits(bits);
+            proptest::prop_assert_eq!(round_ns(y), y.round() as u64, "{}", y);
+            let z = y.abs();
+            proptest::prop_assert_eq!(round_ns(z), z.round() as u64, "{}", z);
+        }
     }
 
     #[test]

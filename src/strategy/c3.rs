@@ -154,9 +154,11 @@ impl Least {
 /// and the same picks).
 pub const SCAN_UP_TO: usize = 48;
 
-/// Servers per leaf of [`ScoreIndex`]'s tree: a leaf's servers are scanned (four cache
-/// lines of scores), which keeps the tree small enough to stay in cache.
-const BUCKET: usize = 32;
+/// Servers per leaf of [`ScoreIndex`]'s tree: a leaf's servers are scanned (one cache
+/// line of scores per set). A pick raises the picked server's score, the least of its
+/// bucket, which forces that bucket's rescan: buckets of 8 cost 3–5% less a request
+/// than 32 at 1,000 and 10,000 servers (CPU time, 3 pairs each), 4 no better than 8.
+const BUCKET: usize = 8;
 
 /// The indexed variant's scores, in two sets: the up servers within their rate (`[0]`)
 /// and all up servers (`[1]`). Per set, each server's score (infinite out of the set:

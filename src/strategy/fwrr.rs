@@ -324,6 +324,11 @@ impl Strategy for Fwrr {
         true
     }
 
+    fn indexes_in_flight(&self) -> bool {
+        // HAProxy's FWRR reads weights and states, never counts.
+        false
+    }
+
     fn on_view(&mut self, backend: usize, view: &Backend) {
         if self.ready {
             self.apply(backend, view);

@@ -118,8 +118,12 @@ pub struct Prequal {
     remove_credit: f64,
     backends: usize,
     rng: SimRng,
-    /// `history` in increasing order, kept as answers come.
-    sorted: Vec<u32>,
+    /// `history` counted by value, with its `q_rif` quantile kept as answers come.
+    recent: Recent,
+    /// Whether `pool` is in order of `sent` (non-decreasing), as it is whenever answers
+    /// come back in the order their probes left (a constant delay, as in the simulator):
+    /// then the oldest probe is the first, and the probes too old are a prefix.
+    in_order: bool,
 }
 
 impl Prequal {
@@ -134,9 +138,38 @@ impl Prequal {
             remove_credit: 0.0,
             backends: 0,
             rng,
-            sorted: Vec::new(),
+            recent: Recent::default(),
+            in_order: true,
             cfg,
         }
+    }
+
+    /// Drops the probes older than `max_age` at `now`, keeping the others in order.
+    fn drop_old(&mut self, now: Nanos) {
+        let max_age = self.cfg.max_age;
+        let young = |p: &Probe| now.saturating_sub(p.sent) <= max_age;
+        if self.in_order {
+            // Oldest first: the old ones are a prefix, usually empty.
+            let old = self.pool.iter().take_while(|p| !young(p)).count();
+            if old > 0 {
+                self.pool.drain(..old);
+            }
+        } else {
+            self.pool.retain(young);
+        }
+        if self.pool.is_empty() {
+            self.in_order = true;
+        }
+    }
+
+    /// Index of the oldest probe of a non-empty pool (the first of equals).
+    fn oldest(&self) -> usize {
+        if self.in_order {
+            return 0;
+        }
+        (0..self.pool.len())
+            .min_by_key(|&k| self.pool[k].sent)
+            .unwrap_or(0)
     }
 
     /// The RIF above which a probe is hot: the `q_rif` quantile of recent answers
@@ -145,9 +178,7 @@ impl Prequal {
         if self.history.is_empty() {
             return None;
         }
-        let k = ((self.cfg.q_rif * self.sorted.len() as f64).ceil() as usize)
-            .clamp(1, self.sorted.len());
-        Some(self.sorted[k - 1])
+        Some(self.recent.at)
     }
 
     /// Index in the pool of the probe HCL selects among those of up backends, given the
@@ -240,9 +271,7 @@ impl Prequal {
 impl Strategy for Prequal {
     fn pick(&mut self, backends: &Backends, ctx: &PickContext<'_>) -> Option<usize> {
         self.backends = backends.len();
-        let max_age = self.cfg.max_age;
-        self.pool
-            .retain(|p| ctx.now.saturating_sub(p.sent) <= max_age);
+        self.drop_old(ctx.now);
         // Only probe answers change the threshold: one computation serves the pick.
         let threshold = self.hot_threshold();
         let picked = match self.select(backends, threshold) {
@@ -290,18 +319,15 @@ impl Strategy for Prequal {
         }
         let cap = 4 * self.cfg.pool_size.max(1);
         let rif = load.in_flight;
-        if self.history.len() < cap {
+        let old = if self.history.len() < cap {
             self.history.push(rif);
-            let k = self.sorted.partition_point(|&x| x < rif);
-            self.sorted.insert(k, rif);
+            None
         } else {
-            let old = std::mem::replace(&mut self.history[self.next_history], rif);
-            if !replace_sorted(&mut self.sorted, old, rif) {
-                // Cannot happen (`sorted` holds what `history` holds); rebuilt if it did.
-                self.sorted.clone_from(&self.history);
-                self.sorted.sort_unstable();
-            }
-        }
+            Some(std::mem::replace(&mut self.history[self.next_history], rif))
+        };
+        let len = self.history.len();
+        let k = ((self.cfg.q_rif * len as f64).ceil() as usize).clamp(1, len);
+        self.recent.replace(old, rif, k as u32);
         // A wrap, not `% cap`: a division per answer showed in profiles.
         self.next_history += 1;
         if self.next_history >= cap {
@@ -311,11 +337,15 @@ impl Strategy for Prequal {
             return;
         }
         if self.pool.len() >= self.cfg.pool_size {
-            // Oldest first: evict the oldest.
-            let oldest = (0..self.pool.len())
-                .min_by_key(|&k| self.pool[k].sent)
-                .unwrap_or(0);
+            // Evict the oldest.
+            let oldest = self.oldest();
             self.pool.remove(oldest);
+            if self.pool.is_empty() {
+                self.in_order = true;
+            }
+        }
+        if self.pool.last().is_some_and(|p| p.sent > sent) {
+            self.in_order = false;
         }
         self.pool.push(Probe {
             backend,
@@ -327,26 +357,106 @@ impl Strategy for Prequal {
     }
 }
 
-/// Replaces one `old` in the increasing `sorted` by `new`, keeping it increasing: the
-/// values between the two positions shift by one (no removal and insertion, each moving
-/// the tail). Returns false, changing nothing, if `old` is not in `sorted`.
-fn replace_sorted(sorted: &mut [u32], old: u32, new: u32) -> bool {
-    let Ok(mut i) = sorted.binary_search(&old) else {
-        return false;
-    };
-    if new > old {
-        while i + 1 < sorted.len() && sorted[i + 1] < new {
-            sorted[i] = sorted[i + 1];
-            i += 1;
-        }
-    } else {
-        while i > 0 && sorted[i - 1] > new {
-            sorted[i] = sorted[i - 1];
-            i -= 1;
+/// RIFs below this are counted in an array; larger ones (rare) kept in order.
+const SMALL: u32 = 256;
+
+/// A multiset of RIFs (the recent answers) and its `k`-th smallest, kept as values are
+/// replaced: a replacement moves the `k`-th smallest to a neighbouring value, if at all,
+/// where keeping them sorted moved every value in between (a binary search and a shift at
+/// each answer, a fifth of Prequal's run).
+#[derive(Debug, Default)]
+struct Recent {
+    /// How many values equal each RIF below [`SMALL`] (empty until the first).
+    small: Vec<u16>,
+    /// The values from [`SMALL`] up, increasing.
+    large: Vec<u32>,
+    /// The `k`-th smallest value (`k` as last given), when there is any value.
+    at: u32,
+    /// How many values are smaller than `at`.
+    below: u32,
+}
+
+impl Recent {
+    /// How many values equal `v`.
+    fn count(&self, v: u32) -> u32 {
+        if v < SMALL {
+            u32::from(self.small[v as usize])
+        } else {
+            let from = self.large.partition_point(|&x| x < v);
+            let to = self.large.partition_point(|&x| x <= v);
+            (to - from) as u32
         }
     }
-    sorted[i] = new;
-    true
+
+    /// The least value above `v`.
+    fn above(&self, v: u32) -> Option<u32> {
+        if v + 1 < SMALL
+            && let Some(d) = self.small[v as usize + 1..].iter().position(|&c| c > 0)
+        {
+            return Some(v + 1 + d as u32);
+        }
+        let k = self.large.partition_point(|&x| x <= v);
+        self.large.get(k).copied()
+    }
+
+    /// The greatest value below `v`.
+    fn below_of(&self, v: u32) -> Option<u32> {
+        let k = self.large.partition_point(|&x| x < v);
+        if k > 0 {
+            return Some(self.large[k - 1]);
+        }
+        let to = v.min(SMALL) as usize;
+        self.small[..to]
+            .iter()
+            .rposition(|&c| c > 0)
+            .map(|d| d as u32)
+    }
+
+    fn add(&mut self, v: u32, up: bool) {
+        if v < SMALL {
+            let c = &mut self.small[v as usize];
+            *c = if up { *c + 1 } else { *c - 1 };
+        } else {
+            let k = self.large.partition_point(|&x| x < v);
+            if up {
+                self.large.insert(k, v);
+            } else {
+                self.large.remove(k);
+            }
+        }
+        if v < self.at {
+            self.below = if up { self.below + 1 } else { self.below - 1 };
+        }
+    }
+
+    /// Adds `new`, removes `old` (a value held), and moves to the `k`-th smallest
+    /// (`k` from 1 to the number of values).
+    fn replace(&mut self, old: Option<u32>, new: u32, k: u32) {
+        if self.small.is_empty() {
+            self.small = vec![0; SMALL as usize];
+            (self.at, self.below) = (new, 0);
+        }
+        self.add(new, true);
+        if let Some(old) = old {
+            self.add(old, false);
+        }
+        // Too many below: down to the next value held (`at` itself may be held no more).
+        while self.below >= k {
+            let Some(v) = self.below_of(self.at) else {
+                break;
+            };
+            self.at = v;
+            self.below -= self.count(v);
+        }
+        // Too few up to `at`: up to the next value held.
+        while self.below + self.count(self.at) < k {
+            let Some(v) = self.above(self.at) else {
+                break;
+            };
+            self.below += self.count(self.at);
+            self.at = v;
+        }
+    }
 }
 
 /// Parameters of `kind = "prequal"` (see the module documentation for their sources).
@@ -498,7 +608,13 @@ mod tests {
             });
             assert_eq!(p.hot_threshold(), None);
             for t in 0..1_000 {
-                answer(&mut p, 0, rng.random_range(0..20), 1, t);
+                // Mostly small RIFs, some beyond the counted ones.
+                let rif = if rng.random_bool(0.8) {
+                    rng.random_range(0..20)
+                } else {
+                    rng.random_range(0..2 * SMALL)
+                };
+                answer(&mut p, 0, rif, 1, t);
                 // Nearest rank of the last 16 answers, by sorting them.
                 let mut recent = p.history.clone();
                 recent.sort_unstable();
@@ -508,7 +624,6 @@ mod tests {
                     Some(recent[k - 1]),
                     "q_rif {q_rif}, answer {t}"
                 );
-                assert_eq!(p.sorted, recent);
             }
         }
     }
@@ -571,6 +686,52 @@ mod tests {
             }
             p.remove_worst(Some(threshold));
             assert_eq!(p.pool, want, "case {case}");
+        }
+    }
+
+    #[test]
+    fn the_oldest_and_the_old_are_found_as_by_scanning() {
+        use rand::RngExt;
+        let mut rng = stream_rng(14, 0, Stream::Strategy, 8);
+        for case in 0..2_000 {
+            let mut p = prequal(PrequalConfig {
+                pool_size: rng.random_range(1..10),
+                max_age: Nanos(rng.random_range(1..40)),
+                ..PrequalConfig::default()
+            });
+            // Answers mostly in the order sent (as in the simulator), sometimes not
+            // (live mode), with ties.
+            let shuffled = rng.random_bool(0.3);
+            let mut t = 0u64;
+            for _ in 0..rng.random_range(0..30) {
+                t += rng.random_range(0..3);
+                let sent = if shuffled {
+                    t.saturating_sub(rng.random_range(0..6))
+                } else {
+                    t
+                };
+                let load = ServerLoad {
+                    in_flight: rng.random_range(0..4),
+                    ..ServerLoad::default()
+                };
+                // Eviction when full: the first probe of least `sent`.
+                let mut want = p.pool.clone();
+                if want.len() >= p.cfg.pool_size {
+                    let oldest = (0..want.len()).min_by_key(|&k| want[k].sent).unwrap();
+                    want.remove(oldest);
+                }
+                p.on_probe(rng.random_range(0..5), &load, Nanos(sent), Nanos(sent));
+                want.push(*p.pool.last().unwrap());
+                assert_eq!(p.pool, want, "case {case}");
+                if rng.random_bool(0.2) {
+                    let now = Nanos(t + rng.random_range(0..20));
+                    let mut want = p.pool.clone();
+                    want.retain(|x| now.saturating_sub(x.sent) <= p.cfg.max_age);
+                    p.drop_old(now);
+                    assert_eq!(p.pool, want, "case {case}");
+                }
+                assert!(!p.in_order || p.pool.is_sorted_by_key(|x| x.sent));
+            }
         }
     }
 
