@@ -347,12 +347,17 @@ pub struct Balancer {
 impl Balancer {
     /// A balancer over backends with the given weights, all up and idle.
     pub fn new(strategy: Box<dyn Strategy>, weights: &[u32]) -> Balancer {
-        Balancer::sharing(strategy, weights.into())
+        Balancer::sharing(strategy, weights.into(), 1)
     }
 
-    /// A balancer over backends with the given weights, all up and idle, sharing the
-    /// weight table with the other balancers of a run ([`Backends::sharing`]).
-    pub fn sharing(strategy: Box<dyn Strategy>, weights: std::sync::Arc<[u32]>) -> Balancer {
+    /// One of a run's `balancers` balancers over backends with the given weights, all up
+    /// and idle, sharing the weight table with the others
+    /// ([`Backends::for_balancers`]).
+    pub fn sharing(
+        strategy: Box<dyn Strategy>,
+        weights: std::sync::Arc<[u32]>,
+        balancers: usize,
+    ) -> Balancer {
         Balancer {
             indexed: strategy.indexes_view(),
             indexed_counts: strategy.indexes_view() && strategy.indexes_in_flight(),
@@ -360,7 +365,7 @@ impl Balancer {
             probe_owed: false,
             own_loads: None,
             strategy,
-            backends: Backends::sharing(weights),
+            backends: Backends::for_balancers(weights, balancers),
         }
     }
 

@@ -74,7 +74,11 @@ impl Views {
         let balancers = (0..scenario.balancers.max(1))
             .map(|b| {
                 let rng = stream_rng(seed, replication, Stream::Strategy, u64::from(b));
-                Balancer::sharing(entry.spec.build(n, rng), weights.clone())
+                Balancer::sharing(
+                    entry.spec.build(n, rng),
+                    weights.clone(),
+                    scenario.balancers.max(1) as usize,
+                )
             })
             .collect();
         let reads = entry.spec.reads_load_reports();

@@ -507,7 +507,11 @@ impl<'a> Sim<'a> {
         let balancers: Vec<Balancer> = (0..scenario.balancers)
             .map(|b| {
                 let rng = stream_rng(seed, replication, Stream::Strategy, u64::from(b));
-                Balancer::sharing(strategy.build(servers.len(), rng), weights.clone())
+                Balancer::sharing(
+                    strategy.build(servers.len(), rng),
+                    weights.clone(),
+                    scenario.balancers as usize,
+                )
             })
             .collect();
         let wanted = balancers[0].signals();

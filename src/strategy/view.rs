@@ -25,6 +25,12 @@ const SLOTS: usize = 64;
 /// quarters of [`SLOTS`], so that probes stay short and always meet an empty slot.
 const SPARSE: usize = SLOTS / 4 * 3;
 
+/// Counts that a run's views may hold dense from the start, all balancers together
+/// ([`Backends::for_balancers`]): 1 MB. One balancer over 10,000 backends is dense (40 kB);
+/// 1,000 balancers over 1,000 backends are sparse (dense, their 4 MB of counts miss the
+/// cache on every pick).
+pub const DENSE_ENTRIES: usize = 1 << 18;
+
 /// The top bit of a dense word: set when the balancer sees the backend down.
 const DOWN: u32 = 1 << 31;
 
@@ -82,8 +88,23 @@ impl Backends {
         Backends::sharing(weights.into())
     }
 
+    /// One of `balancers` views over the same backends, all up and idle, sharing the
+    /// weight table: dense from the start when the run's views together hold at most
+    /// [`DENSE_ENTRIES`] counts (a few balancers: a pick then reads a plain array and
+    /// never the sparse table), else as [`Backends::sharing`]. The layout changes no
+    /// value a strategy reads, only what reading it costs.
+    pub fn for_balancers(weights: Arc<[u32]>, balancers: usize) -> Backends {
+        let mut view = Backends::sharing(weights);
+        if !view.is_dense && view.len().saturating_mul(balancers) <= DENSE_ENTRIES {
+            view.dense = vec![0; view.len()];
+            view.is_dense = true;
+        }
+        view
+    }
+
     /// Backends with the given weights, all up and idle, sharing the weight table (every
-    /// balancer of a run shares one).
+    /// balancer of a run shares one); sparse while few have requests in flight, over more
+    /// than 128 backends.
     pub fn sharing(weights: Arc<[u32]>) -> Backends {
         // Dense from the start when a dense table is no larger than the sparse one.
         let is_dense = weights.len() <= 2 * SLOTS;
@@ -553,5 +574,29 @@ mod tests {
         );
         assert_eq!(Arc::strong_count(&weights), 3);
         assert_eq!((a.weight(2), b.weight(2)), (3, 3));
+    }
+
+    /// A few balancers' views are dense from the start whatever the backend count; many
+    /// balancers' views over many backends start sparse; both read the same.
+    #[test]
+    fn few_balancers_are_dense_from_the_start_and_read_the_same() {
+        let wide: Arc<[u32]> = vec![1; 10_000].into();
+        assert!(Backends::for_balancers(Arc::clone(&wide), 1).is_dense());
+        assert!(Backends::for_balancers(Arc::clone(&wide), 26).is_dense());
+        assert!(!Backends::for_balancers(Arc::clone(&wide), 27).is_dense());
+        let fleet: Arc<[u32]> = vec![1; 1_000].into();
+        assert!(!Backends::for_balancers(Arc::clone(&fleet), 1_000).is_dense());
+        let (mut dense, mut sparse) = (
+            Backends::for_balancers(Arc::clone(&fleet), 1),
+            Backends::sharing(Arc::clone(&fleet)),
+        );
+        for i in [3, 999, 3, 500] {
+            dense.add(i);
+            sparse.add(i);
+        }
+        dense.set_up(7, false);
+        sparse.set_up(7, false);
+        assert!(!sparse.is_dense());
+        assert!(dense.iter().eq(sparse.iter()));
     }
 }
