@@ -18,7 +18,6 @@
 //! rows are judged only when the driver kept to the schedule (a replay that lagged is
 //! retried twice, then the test says so and checks the rest).
 
-#[cfg(python_peer)]
 mod common;
 
 use std::net::SocketAddr;
