@@ -1013,6 +1013,30 @@ mod tests {
         assert_unexplored_first_ties_at_random(c);
     }
 
+    proptest! {
+        /// Each limiter's cubic offset is `∛(β R₀ / γ)` of its current `R₀`, whatever
+        /// the dispatches and replies (decreases from rates other than the first).
+        #[test]
+        fn the_cubic_offset_follows_r0(
+            steps in proptest::collection::vec((any::<bool>(), 0usize..3, 0u64..30), 0..200),
+        ) {
+            let cfg = C3Config::default();
+            let mut c = c3(cfg, 3);
+            let mut t = 0;
+            for (dispatch, i, dt) in steps {
+                t += dt * 1_000_000;
+                if dispatch {
+                    c.on_dispatch(i, Nanos(t));
+                } else {
+                    reply(&mut c, i, 0, 1000, 1000, t);
+                }
+                for l in &c.limits {
+                    prop_assert_eq!(l.k, (cfg.beta * l.r0 / cfg.gamma).cbrt());
+                }
+            }
+        }
+    }
+
     #[test]
     fn rate_control_decreases_then_grows_cubically() {
         let mut c = c3(C3Config::default(), 2);
