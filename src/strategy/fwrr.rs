@@ -584,6 +584,37 @@ mod tests {
         }
     }
 
+    /// Every tree holds exactly one current entry per server queued in it, however many
+    /// stale ones flapping servers leave (enough to make the trees drop them at once).
+    fn assert_trees_hold_the_queued(f: &Fwrr) {
+        for (t, tree) in f.trees.iter().enumerate() {
+            let queued = (f.srv.iter())
+                .filter(|s| s.node.is_some() && s.tree == Some(t))
+                .count();
+            let entries = tree.run.iter().chain(tree.heap.iter().map(|Reverse(e)| e));
+            let current = entries.filter(|e| current(e, &f.srv)).count();
+            assert_eq!((tree.live, current), (queued, queued), "tree {t}");
+        }
+    }
+
+    #[test]
+    fn flapping_servers_leave_every_queued_server_in_its_tree() {
+        let mut backends = Backends::new(&[1, 2, 1, 3]);
+        let mut f = Fwrr::default();
+        let ctx = PickContext::new(crate::time::Nanos(0), 0);
+        for round in 0..40 {
+            crate::strategy::Strategy::pick(&mut f, &backends, &ctx);
+            // Flap servers 1 and 2 many times between picks: their entries go stale.
+            for k in 0..round * 8 {
+                let i = 1 + k % 2;
+                backends.set_up(i, k % 4 >= 2);
+                crate::strategy::Strategy::on_view(&mut f, i, &backends.at(i));
+                assert_trees_hold_the_queued(&f);
+            }
+        }
+        assert!(f.inserted > 3000, "flapped: {}", f.inserted);
+    }
+
     proptest! {
         /// A tree gives the first entry a `BTreeSet` of the current entries gives, whatever
         /// the insertions (in order, out of order, equal keys) and removals.
