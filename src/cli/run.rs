@@ -2,18 +2,20 @@
 //! precision target) and write its reports.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use lbsim::metrics::Metric;
+use lbsim::report::output::Staging;
 use lbsim::report::timeseries::{Timeseries, trace_spec};
 use lbsim::report::{
-    ImageFormat, ReportInput, standard_reports_with, summary_table, write_reports,
+    ImageFormat, ReportInput, standard_reports_with, summary_table, write_reports_into,
 };
-use lbsim::runner::{RunOptions, RunResults, TraceSink, run, run_batch};
+use lbsim::runner::{RunOptions, RunResults, TraceSink, run_batch, run_with_idle};
 use lbsim::scenario::Scenario;
 use lbsim::sequential::{Precision, run_to_precision};
 use lbsim::shard::{self, ShardFile, ShardSpec};
@@ -277,6 +279,22 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
         });
     }
 
+    // The reports are staged in `out` from here on. The time series needs only the
+    // traces (recorded as replication 0 runs), not the results: the first thread that
+    // finds no simulation left to start writes it, while the others end their last
+    // ones, instead of after the run (`run_with_idle`).
+    let staging = Staging::new(&out)?;
+    let early_timeseries = Mutex::new(None);
+    let write_timeseries = || {
+        if let Some(traces) = sink.take_complete(scenario.strategies.len()) {
+            let written = Timeseries::recorded(traces).write_files(
+                &staging.dir,
+                &scenario,
+                flags.output.format(),
+            );
+            *early_timeseries.lock().unwrap_or_else(|e| e.into_inner()) = Some(written);
+        }
+    };
     let mut missed = None;
     let results = match flags.precision {
         Some(target) => {
@@ -326,7 +344,7 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
             }
             seq.results
         }
-        None => run(&scenario, &opts)?,
+        None => run_with_idle(&scenario, &opts, &write_timeseries)?,
     };
     if results.finished.is_empty() && interrupt.is_set() {
         if let Some(bar) = &opts.progress {
@@ -370,16 +388,25 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
             ""
         },
     );
+    let timeseries = match early_timeseries
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+    {
+        Some(written) => Timeseries::written(written),
+        // Not written during the run (interrupted before every strategy's replication
+        // 0 ended, or run to a precision): written with the other reports.
+        None => Timeseries::recorded(sink.take()),
+    };
     // On the run's threads: the reports are written in parallel.
     lbsim::runner::in_pool(opts.threads, || {
         write_all(
-            &out,
+            staging,
             &scenario,
             &results,
             sweep.as_ref(),
             &command,
             flags.output.format(),
-            Timeseries::recorded(sink.take()),
+            timeseries,
         )
     })??;
     if results.is_partial() || interrupt.is_set() {
@@ -404,9 +431,9 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints the summary table (and warns of clamped values), then writes every report into
-/// `out`.
+/// `staging` and publishes them into its output folder.
 fn write_all(
-    out: &Path,
+    staging: Staging,
     scenario: &Scenario,
     results: &RunResults,
     sweep: Option<&SweepResults>,
@@ -414,6 +441,7 @@ fn write_all(
     format: ImageFormat,
     timeseries: Timeseries,
 ) -> anyhow::Result<()> {
+    let out = staging.out.clone();
     let input = ReportInput {
         scenario,
         results,
@@ -425,7 +453,7 @@ fn write_all(
     // are (the two are independent).
     let (table, files) = rayon::join(
         || summary_table(results),
-        || write_reports(out, &input, &standard_reports_with(timeseries)),
+        || write_reports_into(staging, &input, &standard_reports_with(timeseries)),
     );
     print!("{table}");
     warn_clamped(&scenario.name, results);
@@ -484,7 +512,7 @@ pub fn cmd_merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
     check_out(&path, "--out", &out)?;
     // Replication 0's time series comes from the shard that ran it: nothing simulates.
     write_all(
-        &out,
+        Staging::new(&out)?,
         &scenario,
         &results,
         None,
