@@ -2,7 +2,7 @@
 //! precision target) and write its reports.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 
@@ -279,17 +279,41 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
         });
     }
 
+    // One pool for the run and the reports (as rayon's global pool, when --threads is
+    // not given): a thread that drew a plot during the run keeps what it loaded for it
+    // (the fonts, loaded once per thread), and no second pool is started.
+    let threads = opts.threads.take();
+    lbsim::runner::in_pool(threads, || {
+        run_and_write(
+            &flags, path, &scenario, &opts, &sink, &out, &interrupt, metric,
+        )
+    })?
+}
+
+/// Runs `scenario` (to a precision, when asked) with its sweep, and writes the reports
+/// into `out`: the end of `lbsim run` but for a shard, on the current pool.
+#[allow(clippy::too_many_arguments)]
+fn run_and_write(
+    flags: &RunArgs,
+    path: &Path,
+    scenario: &Scenario,
+    opts: &RunOptions,
+    sink: &TraceSink,
+    out: &Path,
+    interrupt: &Interrupt,
+    metric: Metric,
+) -> anyhow::Result<ExitCode> {
     // The reports are staged in `out` from here on. The time series needs only the
     // traces (recorded as replication 0 runs), not the results: the first thread that
     // finds no simulation left to start writes it, while the others end their last
     // ones, instead of after the run (`run_with_idle`).
-    let staging = Staging::new(&out)?;
+    let staging = Staging::new(out)?;
     let early_timeseries = Mutex::new(None);
     let write_timeseries = || {
         if let Some(traces) = sink.take_complete(scenario.strategies.len()) {
             let written = Timeseries::recorded(traces).write_files(
                 &staging.dir,
-                &scenario,
+                scenario,
                 flags.output.format(),
             );
             *early_timeseries.lock().unwrap_or_else(|e| e.into_inner()) = Some(written);
@@ -299,8 +323,8 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
     let results = match flags.precision {
         Some(target) => {
             let seq = run_to_precision(
-                &scenario,
-                &opts,
+                scenario,
+                opts,
                 Precision {
                     target,
                     metric,
@@ -344,7 +368,7 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
             }
             seq.results
         }
-        None => run_with_idle(&scenario, &opts, &write_timeseries)?,
+        None => run_with_idle(scenario, opts, &write_timeseries)?,
     };
     if results.finished.is_empty() && interrupt.is_set() {
         if let Some(bar) = &opts.progress {
@@ -353,8 +377,8 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("interrupted before any replication finished: nothing to write");
         return Ok(interrupt.exit_code());
     }
-    lbsim::runner::check_measured(&scenario, &results)?;
-    for w in lbsim::steady::warnings(&scenario, &results) {
+    lbsim::runner::check_measured(scenario, &results)?;
+    for w in lbsim::steady::warnings(scenario, &results) {
         eprintln!("warning: {w}");
     }
     if results.finished.len() == 1 {
@@ -367,7 +391,7 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
         trace: None,
         ..opts.clone()
     };
-    let sweep = run_sweep(&scenario, &sweep_opts)?;
+    let sweep = run_sweep(scenario, &sweep_opts)?;
     if let Some(bar) = &opts.progress {
         bar.finish_and_clear();
     }
@@ -398,17 +422,15 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
         None => Timeseries::recorded(sink.take()),
     };
     // On the run's threads: the reports are written in parallel.
-    lbsim::runner::in_pool(opts.threads, || {
-        write_all(
-            staging,
-            &scenario,
-            &results,
-            sweep.as_ref(),
-            &command,
-            flags.output.format(),
-            timeseries,
-        )
-    })??;
+    write_all(
+        staging,
+        scenario,
+        &results,
+        sweep.as_ref(),
+        &command,
+        flags.output.format(),
+        timeseries,
+    )?;
     if results.is_partial() || interrupt.is_set() {
         eprintln!(
             "interrupted: {} of {} replications finished{}; the files above hold those",
