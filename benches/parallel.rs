@@ -5,15 +5,23 @@
 //! `lbsim run` writes, into a temporary folder) on 1 thread, what the run spends after its
 //! last replication; its share of t(1) bounds the 2-thread speed-up (Amdahl).
 //!
+//! And the two together as `lbsim run` does them, on 1 and 2 threads (one pool): the time
+//! series written by the first thread out of simulations while the others end their last
+//! ones ([`run_with_idle`]), then the other reports (all but the process start and exit).
+//!
 //! `cargo bench --bench parallel`
 
 use std::hint::black_box;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use lbsim::report::output::Staging;
 use lbsim::report::timeseries::{Timeseries, trace_spec};
-use lbsim::report::{ImageFormat, ReportInput, standard_reports_with, write_reports};
-use lbsim::runner::{RunOptions, TraceSink, in_pool, run};
+use lbsim::report::{
+    ImageFormat, ReportInput, standard_reports_with, write_reports, write_reports_into,
+};
+use lbsim::runner::{RunOptions, TraceSink, in_pool, run, run_with_idle};
 use lbsim::scenario::Scenario;
 
 fn parallel(c: &mut Criterion) {
@@ -57,7 +65,44 @@ fn parallel(c: &mut Criterion) {
                 .expect("reports")
         })
     });
+    for threads in [1, 2] {
+        group.bench_function(
+            format!("8 replications and their reports, {threads} thread(s)"),
+            |b| b.iter(|| in_pool(Some(threads), || run_and_report(&s, dir.path())).expect("pool")),
+        );
+    }
     group.finish();
+}
+
+/// 8 replications of `s` and their reports into `out`, as `lbsim run` makes them.
+fn run_and_report(s: &Scenario, out: &Path) -> Vec<PathBuf> {
+    let sink = TraceSink::new(trace_spec(s, false));
+    let opts = RunOptions {
+        replications: Some(8),
+        trace: Some(sink.clone()),
+        ..Default::default()
+    };
+    let staging = Staging::new(out).expect("staging folder");
+    let early = Mutex::new(None);
+    let write_timeseries = || {
+        if let Some(traces) = sink.take_complete(s.strategies.len()) {
+            let files = Timeseries::recorded(traces).write_files(&staging.dir, s, ImageFormat::Svg);
+            *early.lock().expect("lock") = Some(files);
+        }
+    };
+    let results = run_with_idle(s, &opts, &write_timeseries).expect("run");
+    let timeseries = match early.into_inner().expect("lock") {
+        Some(files) => Timeseries::written(files),
+        None => Timeseries::recorded(sink.take()),
+    };
+    let input = ReportInput {
+        scenario: s,
+        results: &results,
+        command: "lbsim run scenarios/heterogeneous.toml",
+        format: ImageFormat::Svg,
+        sweep: None,
+    };
+    write_reports_into(staging, &input, &standard_reports_with(timeseries)).expect("reports")
 }
 
 criterion_group!(benches, parallel);

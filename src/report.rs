@@ -127,8 +127,18 @@ pub fn write_reports(
     input: &ReportInput<'_>,
     reports: &[Box<dyn Report>],
 ) -> Result<Vec<PathBuf>, ReportError> {
+    write_reports_into(output::Staging::new(dir)?, input, reports)
+}
+
+/// [`write_reports`] into a staging folder made beforehand (reports written into it
+/// before, e.g. [`timeseries::Timeseries::written`], go with the others), published into
+/// its output folder.
+pub fn write_reports_into(
+    staging: output::Staging,
+    input: &ReportInput<'_>,
+    reports: &[Box<dyn Report>],
+) -> Result<Vec<PathBuf>, ReportError> {
     use rayon::prelude::*;
-    let staging = output::Staging::new(dir)?;
     input.results.fit_percentiles();
     let write = |last: bool| {
         reports

@@ -7,6 +7,7 @@
 //! bit-identical for any `--threads`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,14 @@ impl TraceSink {
     /// What is recorded.
     pub fn spec(&self) -> &TraceSpec {
         &self.spec
+    }
+
+    /// Every strategy's trace, by strategy index, leaving the sink empty, once each of
+    /// the `strategies` has one; otherwise `None`, leaving the sink as it was.
+    pub fn take_complete(&self, strategies: usize) -> Option<Vec<Option<Trace>>> {
+        let mut traces = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+        let complete = traces.len() == strategies && traces.iter().all(Option::is_some);
+        complete.then(|| std::mem::take(&mut *traces))
     }
 
     /// The traces recorded so far, by strategy index (`None` where replication 0 of that
@@ -551,7 +560,27 @@ pub fn run_replications(
     indices: &[u64],
     opts: &RunOptions,
 ) -> Result<RunResults, RunError> {
-    run_pooled(scenario, indices, opts, Fits::WhenDone)
+    run_pooled(scenario, indices, opts, Fits::WhenDone, None)
+}
+
+/// [`run`], and `idle` on the run's threads at its end: the first thread that finds no
+/// simulation left to start calls it once, while the others end theirs, unless the run
+/// was cancelled. The last simulations of a run end at different times (each thread's
+/// last one), so a thread would otherwise wait for the others; work that does not need
+/// the results (`lbsim run` writes the time series, which it recorded during the run)
+/// fills that wait instead of following the run.
+///
+/// When `idle` is called, every simulation has started but not all have ended: it must
+/// not expect them all to have (e.g. with one replication, the last ones to end are
+/// replication 0's). The run returns once `idle` has returned.
+pub fn run_with_idle(
+    scenario: &Scenario,
+    opts: &RunOptions,
+    idle: &(dyn Fn() + Sync),
+) -> Result<RunResults, RunError> {
+    let n = opts.replications.unwrap_or(scenario.replications);
+    let indices: Vec<u64> = (0..u64::from(n)).collect();
+    run_pooled(scenario, &indices, opts, Fits::WhenDone, Some(idle))
 }
 
 /// [`run_replications`] for a batch whose results are combined with others' before any
@@ -562,7 +591,7 @@ pub fn run_batch(
     indices: &[u64],
     opts: &RunOptions,
 ) -> Result<RunResults, RunError> {
-    run_pooled(scenario, indices, opts, Fits::OnRead)
+    run_pooled(scenario, indices, opts, Fits::OnRead, None)
 }
 
 /// When a strategy's pooled quantile fits are made.
@@ -579,6 +608,7 @@ fn run_pooled(
     indices: &[u64],
     opts: &RunOptions,
     fit: Fits,
+    idle: Option<&(dyn Fn() + Sync)>,
 ) -> Result<RunResults, RunError> {
     let seed = opts.seed.unwrap_or(scenario.seed);
     // `warmup = "auto"` not chosen yet (callers that report it choose it first, see
@@ -602,6 +632,7 @@ fn run_pooled(
     // once all its strategies ran it (after a cancel the others are taken out again).
     let labels = scenario.strategies.iter().map(|e| e.label()).collect();
     let pools = Pools::new(labels, indices.len(), n_servers, fit);
+    let idle_taken = AtomicBool::new(false);
     let work = || {
         let queue = Queue::new(indices.len(), n_strategies);
         // One worker per thread, each taking the next task from the queue until it is
@@ -638,6 +669,14 @@ fn run_pooled(
                 {
                     p.inc(1);
                 }
+            }
+            // Every simulation has started: the first thread here does the idle work
+            // while the others end theirs.
+            if let Some(idle) = idle
+                && !opts.cancel.is_cancelled()
+                && !idle_taken.swap(true, Ordering::Relaxed)
+            {
+                idle();
             }
         });
     };
@@ -944,6 +983,90 @@ mod tests {
             assert!(r.runs.is_empty() && r.pooled.iter().all(Histogram::is_empty));
             assert_eq!(r.pooled.len(), SOURCE_SERVERS + 2);
         }
+    }
+
+    /// A run of `kinds` over 3 servers recording replication 0, its results, and what the
+    /// idle work saw each time it was called: (simulations ended, traces recorded).
+    fn run_idle(
+        kinds: &[&str],
+        replications: u32,
+        threads: usize,
+        cancel: bool,
+    ) -> (RunResults, Vec<(usize, usize)>) {
+        use crate::testing;
+        let rest =
+            testing::servers("s", 3, "", &testing::exponential(0.01)) + &testing::kinds(kinds);
+        let scenario = testing::scenario("duration = 3\nwarmup = 0.5", 200.0, &rest);
+        let sink = TraceSink::new(crate::report::timeseries::trace_spec(&scenario, false));
+        let opts = RunOptions {
+            replications: Some(replications),
+            threads: Some(threads),
+            trace: Some(sink.clone()),
+            progress: Some(indicatif::ProgressBar::hidden()),
+            ..Default::default()
+        };
+        if cancel {
+            opts.cancel.cancel();
+        }
+        let seen = Mutex::new(Vec::new());
+        let idle = || {
+            let ended = opts.progress.as_ref().map_or(0, |p| p.position() as usize);
+            let traces = sink.take().into_iter().flatten().count();
+            lock(&seen).push((ended, traces));
+        };
+        let results = run_with_idle(&scenario, &opts, &idle).expect("run");
+        (results, seen.into_inner().expect("lock"))
+    }
+
+    #[test]
+    fn idle_work_is_done_once_at_the_end_of_the_run_and_changes_no_result() {
+        let kinds = ["round_robin", "random", "least_connections"];
+        let (alone, seen) = run_idle(&kinds, 4, 1, false);
+        // One thread: after every simulation ended.
+        assert_eq!(seen, [(4, 3)]);
+        for threads in [2, 3] {
+            let (results, seen) = run_idle(&kinds, 4, threads, false);
+            // Once, after every simulation started: the other threads' last ones (one
+            // each) may still run, each holding back at most one replication (which
+            // counts once all its strategies ended).
+            assert_eq!(seen.len(), 1, "{threads} threads: {seen:?}");
+            assert!(seen[0].0 >= 4 + 1 - threads, "{threads} threads: {seen:?}");
+            assert_eq!(results.finished, [0, 1, 2, 3]);
+            for (a, b) in results.strategies.iter().zip(&alone.strategies) {
+                assert_same(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn a_cancelled_run_does_no_idle_work() {
+        // Cancelled before it started (its threads stop at their first task), or with
+        // no task at all (its threads find none left to start at once).
+        for replications in [3, 0] {
+            let (results, seen) = run_idle(&["round_robin", "random"], replications, 2, true);
+            assert!(results.finished.is_empty());
+            assert!(seen.is_empty(), "{replications} replications: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn a_sink_gives_its_traces_once_every_strategy_has_one() {
+        let (scenario, _) = runs_of(&["round_robin", "random"], 0);
+        let spec = crate::report::timeseries::trace_spec(&scenario, false);
+        let trace = |k: usize| {
+            let entry = &scenario.strategies[k];
+            let run = Run::entry(&scenario, entry, 0).trace(Some(&spec));
+            run.simulate().expect("run").trace.expect("traced")
+        };
+        let sink = TraceSink::new(spec.clone());
+        assert!(sink.take_complete(2).is_none());
+        sink.put(1, trace(1));
+        // Strategy 0 has none yet: the sink keeps what it has.
+        assert!(sink.take_complete(2).is_none());
+        sink.put(0, trace(0));
+        let traces = sink.take_complete(2).expect("complete");
+        assert!(traces.iter().all(Option::is_some) && traces.len() == 2);
+        assert!(sink.take().is_empty(), "taken");
     }
 
     #[test]

@@ -4,16 +4,18 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use lbsim::metrics::Metric;
+use lbsim::report::output::Staging;
 use lbsim::report::timeseries::{Timeseries, trace_spec};
 use lbsim::report::{
-    ImageFormat, ReportInput, standard_reports_with, summary_table, write_reports,
+    ImageFormat, ReportInput, standard_reports_with, summary_table, write_reports_into,
 };
-use lbsim::runner::{RunOptions, RunResults, TraceSink, run, run_batch};
+use lbsim::runner::{RunOptions, RunResults, TraceSink, run_batch, run_with_idle};
 use lbsim::scenario::Scenario;
 use lbsim::sequential::{Precision, run_to_precision};
 use lbsim::shard::{self, ShardFile, ShardSpec};
@@ -277,12 +279,52 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
         });
     }
 
+    // One pool for the run and the reports (as rayon's global pool, when --threads is
+    // not given): a thread that drew a plot during the run keeps what it loaded for it
+    // (the fonts, loaded once per thread), and no second pool is started.
+    let threads = opts.threads.take();
+    lbsim::runner::in_pool(threads, || {
+        run_and_write(
+            &flags, path, &scenario, &opts, &sink, &out, &interrupt, metric,
+        )
+    })?
+}
+
+/// Runs `scenario` (to a precision, when asked) with its sweep, and writes the reports
+/// into `out`: the end of `lbsim run` but for a shard, on the current pool.
+#[allow(clippy::too_many_arguments)]
+fn run_and_write(
+    flags: &RunArgs,
+    path: &Path,
+    scenario: &Scenario,
+    opts: &RunOptions,
+    sink: &TraceSink,
+    out: &Path,
+    interrupt: &Interrupt,
+    metric: Metric,
+) -> anyhow::Result<ExitCode> {
+    // The reports are staged in `out` from here on. The time series needs only the
+    // traces (recorded as replication 0 runs), not the results: the first thread that
+    // finds no simulation left to start writes it, while the others end their last
+    // ones, instead of after the run (`run_with_idle`).
+    let staging = Staging::new(out)?;
+    let early_timeseries = Mutex::new(None);
+    let write_timeseries = || {
+        if let Some(traces) = sink.take_complete(scenario.strategies.len()) {
+            let written = Timeseries::recorded(traces).write_files(
+                &staging.dir,
+                scenario,
+                flags.output.format(),
+            );
+            *early_timeseries.lock().unwrap_or_else(|e| e.into_inner()) = Some(written);
+        }
+    };
     let mut missed = None;
     let results = match flags.precision {
         Some(target) => {
             let seq = run_to_precision(
-                &scenario,
-                &opts,
+                scenario,
+                opts,
                 Precision {
                     target,
                     metric,
@@ -326,7 +368,7 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
             }
             seq.results
         }
-        None => run(&scenario, &opts)?,
+        None => run_with_idle(scenario, opts, &write_timeseries)?,
     };
     if results.finished.is_empty() && interrupt.is_set() {
         if let Some(bar) = &opts.progress {
@@ -335,8 +377,8 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("interrupted before any replication finished: nothing to write");
         return Ok(interrupt.exit_code());
     }
-    lbsim::runner::check_measured(&scenario, &results)?;
-    for w in lbsim::steady::warnings(&scenario, &results) {
+    lbsim::runner::check_measured(scenario, &results)?;
+    for w in lbsim::steady::warnings(scenario, &results) {
         eprintln!("warning: {w}");
     }
     if results.finished.len() == 1 {
@@ -349,7 +391,7 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
         trace: None,
         ..opts.clone()
     };
-    let sweep = run_sweep(&scenario, &sweep_opts)?;
+    let sweep = run_sweep(scenario, &sweep_opts)?;
     if let Some(bar) = &opts.progress {
         bar.finish_and_clear();
     }
@@ -370,18 +412,25 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
             ""
         },
     );
+    let timeseries = match early_timeseries
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+    {
+        Some(written) => Timeseries::written(written),
+        // Not written during the run (interrupted before every strategy's replication
+        // 0 ended, or run to a precision): written with the other reports.
+        None => Timeseries::recorded(sink.take()),
+    };
     // On the run's threads: the reports are written in parallel.
-    lbsim::runner::in_pool(opts.threads, || {
-        write_all(
-            &out,
-            &scenario,
-            &results,
-            sweep.as_ref(),
-            &command,
-            flags.output.format(),
-            Timeseries::recorded(sink.take()),
-        )
-    })??;
+    write_all(
+        staging,
+        scenario,
+        &results,
+        sweep.as_ref(),
+        &command,
+        flags.output.format(),
+        timeseries,
+    )?;
     if results.is_partial() || interrupt.is_set() {
         eprintln!(
             "interrupted: {} of {} replications finished{}; the files above hold those",
@@ -404,9 +453,9 @@ pub fn cmd_run(flags: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints the summary table (and warns of clamped values), then writes every report into
-/// `out`.
+/// `staging` and publishes them into its output folder.
 fn write_all(
-    out: &Path,
+    staging: Staging,
     scenario: &Scenario,
     results: &RunResults,
     sweep: Option<&SweepResults>,
@@ -414,6 +463,7 @@ fn write_all(
     format: ImageFormat,
     timeseries: Timeseries,
 ) -> anyhow::Result<()> {
+    let out = staging.out.clone();
     let input = ReportInput {
         scenario,
         results,
@@ -425,7 +475,7 @@ fn write_all(
     // are (the two are independent).
     let (table, files) = rayon::join(
         || summary_table(results),
-        || write_reports(out, &input, &standard_reports_with(timeseries)),
+        || write_reports_into(staging, &input, &standard_reports_with(timeseries)),
     );
     print!("{table}");
     warn_clamped(&scenario.name, results);
@@ -484,7 +534,7 @@ pub fn cmd_merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
     check_out(&path, "--out", &out)?;
     // Replication 0's time series comes from the shard that ran it: nothing simulates.
     write_all(
-        &out,
+        Staging::new(&out)?,
         &scenario,
         &results,
         None,

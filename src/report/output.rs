@@ -12,11 +12,21 @@
 //!   touched.
 //! - [`check_writable`]: run before any work, so an unwritable `--out` fails in a second,
 //!   not after the whole simulation.
+//!
+//! A file written into a staging folder starts syncing to disk as soon as it is complete,
+//! on a thread of its own ([`sync_soon`]; [`AtomicFile::commit`] does it for its files):
+//! a sync waits on the disk, not the CPU, so the syncs overlap with the reports still
+//! being drawn (and those written during the run with the run), and [`publish`] mostly
+//! finds them done. It waits for any still under way, and syncs the files that none was
+//! started for, before a file becomes visible.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 use super::ReportError;
 
@@ -79,7 +89,9 @@ impl AtomicFile {
         &self.path
     }
 
-    /// Flushes, syncs to disk and renames the file into place.
+    /// Flushes, syncs to disk and renames the file into place. In a staging folder the
+    /// sync is started in the background instead ([`sync_soon`]), and [`publish`] waits
+    /// for it before the file becomes visible.
     pub fn commit(mut self) -> Result<PathBuf, ReportError> {
         let Some(w) = self.file.take() else {
             return Ok(self.path.clone());
@@ -88,8 +100,9 @@ impl AtomicFile {
             path: self.path.clone(),
             source: e.into_error(),
         })?;
-        file.sync_all().map_err(write_err(&self.path))?;
-        drop(file);
+        if let Some(file) = sync_in_background(&self.path, file) {
+            file.sync_all().map_err(write_err(&self.path))?;
+        }
         std::fs::rename(&self.tmp, &self.path).map_err(write_err(&self.path))?;
         Ok(self.path.clone())
     }
@@ -161,6 +174,7 @@ impl Staging {
         std::fs::create_dir_all(out).map_err(write_err(out))?;
         let dir = out.join(unique(".lbsim-staging"));
         std::fs::create_dir(&dir).map_err(write_err(&dir))?;
+        lock_syncs().insert(dir.clone(), Vec::new());
         Ok(Staging {
             out: out.to_path_buf(),
             dir,
@@ -170,15 +184,77 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
+        // Syncs still under way end on their own (on files removed with the folder).
+        lock_syncs().remove(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Syncs `files` to disk, all at once: a sync waits on the disk, not the CPU, so with one
-/// thread per file the wait is about that of the slowest file rather than the sum (one
-/// after another, the syncs took about a third of the default scenario's report
-/// writing). The first failure in the order of `files` is the one returned.
-fn sync_all(files: &[PathBuf]) -> Result<(), ReportError> {
+/// A sync under way: the file and its thread.
+type Sync = (PathBuf, JoinHandle<io::Result<()>>);
+
+/// The syncs started in each live staging folder (by folder), for [`publish`] to wait
+/// for. A staging folder is registered while its [`Staging`] lives, so that a file
+/// written into it is known to be synced by [`publish`] before it becomes visible.
+static SYNCS: LazyLock<Mutex<HashMap<PathBuf, Vec<Sync>>>> = LazyLock::new(Mutex::default);
+
+fn lock_syncs() -> MutexGuard<'static, HashMap<PathBuf, Vec<Sync>>> {
+    SYNCS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts syncing `file` (open on `path`) on a thread of its own when `path` is in a live
+/// staging folder; otherwise, or when no thread could be started, gives the file back.
+fn sync_in_background(path: &Path, file: File) -> Option<File> {
+    let mut syncs = lock_syncs();
+    let Some((_, started)) = syncs.iter_mut().find(|(dir, _)| path.starts_with(dir)) else {
+        return Some(file);
+    };
+    let file = std::sync::Arc::new(file);
+    let shared = std::sync::Arc::clone(&file);
+    match std::thread::Builder::new().spawn(move || shared.sync_all()) {
+        Ok(thread) => {
+            started.push((path.to_path_buf(), thread));
+            None
+        }
+        // `file` is the only handle left once the closure that held the other is gone.
+        Err(_) => std::sync::Arc::into_inner(file),
+    }
+}
+
+/// Starts syncing the complete file `path` in the background when it is in a live
+/// staging folder, so that [`publish`] finds it synced (for files written without
+/// [`AtomicFile`], e.g. plots). Elsewhere it does nothing.
+pub fn sync_soon(path: &Path) {
+    let in_staging = lock_syncs().keys().any(|dir| path.starts_with(dir));
+    if in_staging && let Ok(file) = File::open(path) {
+        // Not in the background after all: publish syncs it.
+        let _ = sync_in_background(path, file);
+    }
+}
+
+/// Waits for the syncs started in staging folder `dir`; returns each file's outcome.
+fn wait_syncs(dir: &Path) -> HashMap<PathBuf, io::Result<()>> {
+    let started = lock_syncs().get_mut(dir).map(std::mem::take);
+    started
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(path, thread)| {
+            let done = thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("sync thread panicked")));
+            (path, done)
+        })
+        .collect()
+}
+
+/// Syncs `files` (in staging folder `dir`) to disk: waits for the syncs started as they
+/// were written ([`sync_soon`]), and syncs the others all at once. A sync waits on the
+/// disk, not the CPU, so with one thread per file the wait is about that of the slowest
+/// file rather than the sum (one after another, the syncs took about a third of the
+/// default scenario's report writing). The first failure in the order of `files` is the
+/// one returned.
+fn sync_all(dir: &Path, files: &[PathBuf]) -> Result<(), ReportError> {
+    let mut started = wait_syncs(dir);
     let sync = |f: &PathBuf| {
         File::open(f)
             .and_then(|h| h.sync_all())
@@ -187,17 +263,34 @@ fn sync_all(files: &[PathBuf]) -> Result<(), ReportError> {
     std::thread::scope(|s| {
         let syncs: Vec<_> = files
             .iter()
-            .map(|f| {
-                let thread = std::thread::Builder::new().spawn_scoped(s, move || sync(f));
-                (f, thread.ok())
+            .map(|f| match started.remove(f) {
+                Some(done) => Pending::Done(done.map_err(write_err(f))),
+                None => match std::thread::Builder::new().spawn_scoped(s, move || sync(f)) {
+                    Ok(thread) => Pending::Thread(f, thread),
+                    Err(_) => Pending::Here(f),
+                },
             })
             .collect();
         // A file whose thread could not start, or panicked, is synced here instead.
-        syncs.into_iter().try_for_each(|(f, thread)| match thread {
-            Some(t) => t.join().unwrap_or_else(|_| sync(f)),
-            None => sync(f),
+        syncs.into_iter().try_for_each(|pending| match pending {
+            Pending::Done(done) => done,
+            Pending::Thread(f, t) => t.join().unwrap_or_else(|_| sync(f)),
+            Pending::Here(f) => sync(f),
         })
     })
+}
+
+/// A file's sync in [`sync_all`].
+enum Pending<'a, 's> {
+    /// Done in the background, with this outcome.
+    Done(Result<(), ReportError>),
+    /// Under way on this thread.
+    Thread(
+        &'a PathBuf,
+        std::thread::ScopedJoinHandle<'s, Result<(), ReportError>>,
+    ),
+    /// To do here.
+    Here(&'a PathBuf),
 }
 
 /// Moves the staged `files` (paths inside `staging.dir`) into the output folder under its
@@ -213,12 +306,19 @@ pub fn publish(staging: Staging, files: &[PathBuf]) -> Result<Vec<PathBuf>, Repo
         .open(&lock_path)
         .map_err(write_err(&lock_path))?;
     lock.lock().map_err(write_err(&lock_path))?;
-    // Sync what the reports wrote before it becomes visible.
-    sync_all(files)?;
     let names: Vec<PathBuf> = files
         .iter()
         .map(|f| f.strip_prefix(&staging.dir).unwrap_or(f).to_path_buf())
         .collect();
+    // The new manifest is staged too, and synced with the reports' files (in the
+    // background, as the others), before any of them becomes visible; it is moved into
+    // place last.
+    let listing: String = names.iter().map(|n| format!("{}\n", n.display())).collect();
+    let staged_manifest = write_atomic(&staging.dir.join(MANIFEST), listing.as_bytes())?;
+    sync_all(
+        &staging.dir,
+        &[files, std::slice::from_ref(&staged_manifest)].concat(),
+    )?;
     let manifest = out.join(MANIFEST);
     let previous = std::fs::read_to_string(&manifest).unwrap_or_default();
     let mut finals = Vec::with_capacity(files.len());
@@ -240,8 +340,7 @@ pub fn publish(staging: Staging, files: &[PathBuf]) -> Result<Vec<PathBuf>, Repo
             let _ = std::fs::remove_file(out.join(rel));
         }
     }
-    let listing: String = names.iter().map(|n| format!("{}\n", n.display())).collect();
-    write_atomic(&manifest, listing.as_bytes())?;
+    std::fs::rename(&staged_manifest, &manifest).map_err(write_err(&manifest))?;
     drop(lock);
     drop(staging);
     Ok(finals)
@@ -295,6 +394,66 @@ mod tests {
             .filter(|n| n.contains("staging") || n.contains(".tmp"))
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// The files whose syncs were started in staging folder `dir` and not waited for.
+    fn started(dir: &Path) -> Option<Vec<PathBuf>> {
+        let syncs = lock_syncs();
+        Some(syncs.get(dir)?.iter().map(|(f, _)| f.clone()).collect())
+    }
+
+    #[test]
+    fn staged_files_start_syncing_when_written_and_publish_waits_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let s = Staging::new(&out).unwrap();
+        let csv = write_atomic(&s.dir.join("a.csv"), b"a\n").unwrap();
+        let svg = s.dir.join("b.svg");
+        std::fs::write(&svg, "<svg/>").unwrap();
+        sync_soon(&svg);
+        // Outside a staging folder: synced at once, nothing started.
+        let elsewhere = dir.path().join("c.csv");
+        write_atomic(&elsewhere, b"c\n").unwrap();
+        sync_soon(&elsewhere);
+        assert_eq!(started(&s.dir), Some(vec![csv.clone(), svg.clone()]));
+        let staged = s.dir.clone();
+        let finals = publish(s, &[csv, svg]).unwrap();
+        assert_eq!(finals, [out.join("a.csv"), out.join("b.svg")]);
+        assert_eq!(
+            std::fs::read_to_string(out.join(MANIFEST)).unwrap(),
+            "a.csv\nb.svg\n"
+        );
+        // Waited for, and the folder is no longer staging.
+        assert_eq!(started(&staged), None);
+        assert!(!staged.exists());
+    }
+
+    #[test]
+    fn a_failed_background_sync_fails_the_publish_and_shows_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let s = Staging::new(&out).unwrap();
+        let a = write_atomic(&s.dir.join("a.csv"), b"a\n").unwrap();
+        let b = s.dir.join("b.csv");
+        std::fs::write(&b, "b\n").unwrap();
+        // b's sync, started in the background, fails (a full disk).
+        let failing = std::thread::spawn(|| Err(io::Error::other("no space left")));
+        lock_syncs()
+            .get_mut(&s.dir)
+            .unwrap()
+            .push((b.clone(), failing));
+        let err = publish(s, &[a, b.clone()]).unwrap_err();
+        assert!(
+            matches!(&err, ReportError::Write { path, .. } if *path == b),
+            "{err}"
+        );
+        let shown: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n != LOCK)
+            .collect();
+        assert!(shown.is_empty(), "{shown:?}");
     }
 
     #[test]

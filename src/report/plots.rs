@@ -145,6 +145,10 @@ macro_rules! render {
                 (|| -> DrawResult { $body })()
             }
         };
+        if result.is_ok() {
+            // Complete (the backend wrote it when dropped): synced from now on.
+            crate::report::output::sync_soon($path);
+        }
         result.map_err(|e| ReportError::Plot {
             path: $path.to_path_buf(),
             message: e.to_string(),

@@ -11,9 +11,10 @@
 //! a merge without shard 0) is left out, and without any recording nothing is written.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::columns::*;
-use super::plots::{queue_over_time, rates_over_time};
+use super::plots::{ImageFormat, queue_over_time, rates_over_time};
 use super::{Report, ReportError, ReportInput};
 use crate::scenario::Scenario;
 use crate::sim::{Trace, TraceSpec};
@@ -73,8 +74,11 @@ pub fn recorded_traces(
     input: &ReportInput<'_>,
     recorded: &[Option<Trace>],
 ) -> Vec<(String, Trace)> {
-    input
-        .scenario
+    labelled(input.scenario, recorded)
+}
+
+fn labelled(scenario: &Scenario, recorded: &[Option<Trace>]) -> Vec<(String, Trace)> {
+    scenario
         .strategies
         .iter()
         .zip(recorded)
@@ -84,16 +88,79 @@ pub fn recorded_traces(
 
 /// Writes `timeseries.csv`, `queue_over_time.{svg,png}`, `rates.csv` and
 /// `rates_over_time.{svg,png}` from recorded traces; never simulates.
+///
+/// The files depend on the scenario and the traces only, not on the run's results, so
+/// they can be written before the run ends ([`Timeseries::write_files`], e.g. by a thread
+/// of the run that has no simulation left, [`crate::runner::run_with_idle`]) and handed
+/// to the other reports as written ([`Timeseries::written`]).
 #[derive(Debug, Default)]
 pub struct Timeseries {
     recorded: Vec<Option<Trace>>,
+    /// What [`Timeseries::write_files`] gave, when the files were written already (taken
+    /// by the first [`Report::write`]).
+    written: Option<Mutex<Option<Written>>>,
 }
+
+type Written = Result<Vec<PathBuf>, ReportError>;
 
 impl Timeseries {
     /// A report of the traces recorded during the run, by strategy index (see
     /// [`crate::runner::TraceSink::take`]).
     pub fn recorded(traces: Vec<Option<Trace>>) -> Timeseries {
-        Timeseries { recorded: traces }
+        Timeseries {
+            recorded: traces,
+            written: None,
+        }
+    }
+
+    /// A report whose files [`Timeseries::write_files`] wrote already, into the folder the
+    /// other reports are written to, with this outcome: its [`Report::write`] gives the
+    /// outcome once (and no file after).
+    pub fn written(outcome: Result<Vec<PathBuf>, ReportError>) -> Timeseries {
+        Timeseries {
+            recorded: Vec::new(),
+            written: Some(Mutex::new(Some(outcome))),
+        }
+    }
+
+    /// Writes the files into `dir` (what [`Report::write`] writes), from the scenario
+    /// and the image format alone; nothing when no strategy has a recording. Returns the
+    /// files written.
+    pub fn write_files(
+        &self,
+        dir: &Path,
+        scenario: &Scenario,
+        format: ImageFormat,
+    ) -> Result<Vec<PathBuf>, ReportError> {
+        let traces = labelled(scenario, &self.recorded);
+        if traces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = dir.join(TIMESERIES.file);
+        let plot = dir.join(format!("queue_over_time.{}", format.ext()));
+        let rates = dir.join(RATES.file);
+        let rates_plot = dir.join(format!("rates_over_time.{}", format.ext()));
+        // Four files, drawn and written in parallel; the first failure in the order of
+        // the files is the one returned.
+        let ((a, b), (c, d)) = rayon::join(
+            || {
+                rayon::join(
+                    || write_timeseries_csv(dir, scenario, &traces),
+                    || queue_over_time(&plot, scenario, &traces, format),
+                )
+            },
+            || {
+                rayon::join(
+                    || write_rates_csv(dir, scenario, &traces),
+                    || rates_over_time(&rates_plot, scenario, &traces, format),
+                )
+            },
+        );
+        a?;
+        b?;
+        c?;
+        d?;
+        Ok(vec![path, plot, rates, rates_plot])
     }
 }
 
@@ -103,35 +170,14 @@ impl Report for Timeseries {
     }
 
     fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
-        let traces = recorded_traces(input, &self.recorded);
-        if traces.is_empty() {
-            return Ok(Vec::new());
+        match &self.written {
+            Some(written) => written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or_else(|| Ok(Vec::new())),
+            None => self.write_files(dir, input.scenario, input.format),
         }
-        let path = dir.join(TIMESERIES.file);
-        let plot = dir.join(format!("queue_over_time.{}", input.format.ext()));
-        let rates = dir.join(RATES.file);
-        let rates_plot = dir.join(format!("rates_over_time.{}", input.format.ext()));
-        // Four files, drawn and written in parallel; the first failure in the order of
-        // the files is the one returned.
-        let ((a, b), (c, d)) = rayon::join(
-            || {
-                rayon::join(
-                    || write_timeseries_csv(dir, input.scenario, &traces),
-                    || queue_over_time(&plot, input.scenario, &traces, input.format),
-                )
-            },
-            || {
-                rayon::join(
-                    || write_rates_csv(dir, input.scenario, &traces),
-                    || rates_over_time(&rates_plot, input.scenario, &traces, input.format),
-                )
-            },
-        );
-        a?;
-        b?;
-        c?;
-        d?;
-        Ok(vec![path, plot, rates, rates_plot])
     }
 }
 
@@ -193,6 +239,62 @@ fn write_rates_csv(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_written_before_the_results_are_those_the_report_writes() {
+        use crate::runner::{RunOptions, TraceSink, run};
+        use crate::testing;
+        let rest = testing::servers("s", 3, "", &testing::exponential(0.01))
+            + &testing::kinds(&["round_robin", "random"]);
+        let scenario = testing::scenario("duration = 3\nwarmup = 0.5", 200.0, &rest);
+        let sink = TraceSink::new(trace_spec(&scenario, false));
+        let opts = RunOptions {
+            replications: Some(2),
+            trace: Some(sink.clone()),
+            ..Default::default()
+        };
+        let results = run(&scenario, &opts).expect("run");
+        let traces = sink.take();
+        let input = ReportInput {
+            scenario: &scenario,
+            results: &results,
+            command: "lbsim run",
+            format: ImageFormat::Svg,
+            sweep: None,
+        };
+        let (early, late) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let before = Timeseries::recorded(traces.clone()).write_files(
+            early.path(),
+            &scenario,
+            ImageFormat::Svg,
+        );
+        let files = before.as_ref().expect("written").clone();
+        let after = Timeseries::recorded(traces).write(late.path(), &input);
+        let names = |files: &[PathBuf]| -> Vec<_> {
+            files
+                .iter()
+                .map(|f| f.file_name().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(names(&files), names(&after.expect("written")));
+        assert_eq!(files.len(), 4);
+        for f in &files {
+            let late = late.path().join(f.file_name().unwrap());
+            let (a, b) = (std::fs::read(f).unwrap(), std::fs::read(&late).unwrap());
+            assert!(a == b, "{} differs", f.display());
+        }
+        // Handed over as written: the same files, once, and nothing written.
+        let written = Timeseries::written(before);
+        let other = tempfile::tempdir().unwrap();
+        assert_eq!(written.write(other.path(), &input).expect("outcome"), files);
+        assert!(
+            written
+                .write(other.path(), &input)
+                .expect("once")
+                .is_empty()
+        );
+        assert_eq!(std::fs::read_dir(other.path()).unwrap().count(), 0);
+    }
 
     #[test]
     fn samples_every_group_in_proportion() {

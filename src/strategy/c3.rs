@@ -120,6 +120,17 @@ struct Limiter {
     /// Rate before the last decrease, and when it happened.
     r0: f64,
     decreased: Nanos,
+    /// `∛(β r0 / γ)`, the cubic's offset, computed when `r0` is set ([`Limiter::set_r0`]):
+    /// a cube root on every reply showed in profiles.
+    k: f64,
+}
+
+impl Limiter {
+    /// Sets the rate before the decrease, and the cubic's offset with it.
+    fn set_r0(&mut self, r0: f64, cfg: &C3Config) {
+        self.r0 = r0;
+        self.k = (cfg.beta * r0 / cfg.gamma).cbrt();
+    }
 }
 
 /// The least score of a set of servers and how many servers hold it (`count` 0: none).
@@ -310,8 +321,9 @@ pub struct C3 {
     feedback: Vec<Feedback>,
     limits: Vec<Limiter>,
     rng: SimRng,
-    /// The indexed variant's scores (built at its first pick).
-    index: Option<ScoreIndex>,
+    /// The indexed variant's scores (built at its first pick); boxed, so that taking it
+    /// out for a pick moves a pointer, not the whole index (that copy showed in profiles).
+    index: Option<Box<ScoreIndex>>,
     /// The indexed variant scans up to this many backends ([`SCAN_UP_TO`]).
     scan_up_to: usize,
 }
@@ -333,15 +345,17 @@ impl C3 {
 
     fn grow(&mut self, n: usize) {
         if self.feedback.len() < n {
-            let l = Limiter {
+            let mut l = Limiter {
                 srate: self.cfg.s_max,
                 rrate: 0.0,
                 window: Nanos::ZERO,
                 sent: 0,
                 received: 0,
-                r0: self.cfg.s_max,
+                r0: 0.0,
                 decreased: Nanos::ZERO,
+                k: 0.0,
             };
+            l.set_r0(self.cfg.s_max, &self.cfg);
             self.feedback.resize(n, Feedback::default());
             self.limits.resize(n, l);
         }
@@ -392,11 +406,10 @@ impl C3 {
         l.received += 1;
         if l.srate < l.rrate {
             let dt_ms = (now - l.decreased).as_secs_f64() * 1e3;
-            let k = (cfg.beta * l.r0 / cfg.gamma).cbrt();
-            let cubic = cfg.gamma * (dt_ms - k).powi(3) + l.r0;
+            let cubic = cfg.gamma * (dt_ms - l.k).powi(3) + l.r0;
             l.srate = cubic.clamp(l.srate, l.srate + cfg.s_max);
         } else if l.srate > l.rrate && now.saturating_sub(l.decreased) >= cfg.hysteresis {
-            l.r0 = l.srate;
+            l.set_r0(l.srate, &cfg);
             l.srate = ((1.0 - cfg.beta) * l.srate).max(1.0);
             l.decreased = now;
         }
@@ -407,7 +420,7 @@ impl C3 {
     fn pick_indexed(&mut self, backends: &Backends, now: Nanos) -> Option<usize> {
         let mut ix = match self.index.take() {
             Some(ix) if ix.n == backends.len() => ix,
-            _ => ScoreIndex::new(backends.len()),
+            _ => Box::new(ScoreIndex::new(backends.len())),
         };
         if self.cfg.rate_control {
             let interval = now.0 / self.cfg.rate_interval.0.max(1);
@@ -998,6 +1011,30 @@ mod tests {
         );
         c.scan_up_to = 0;
         assert_unexplored_first_ties_at_random(c);
+    }
+
+    proptest! {
+        /// Each limiter's cubic offset is `∛(β R₀ / γ)` of its current `R₀`, whatever
+        /// the dispatches and replies (decreases from rates other than the first).
+        #[test]
+        fn the_cubic_offset_follows_r0(
+            steps in proptest::collection::vec((any::<bool>(), 0usize..3, 0u64..30), 0..200),
+        ) {
+            let cfg = C3Config::default();
+            let mut c = c3(cfg, 3);
+            let mut t = 0;
+            for (dispatch, i, dt) in steps {
+                t += dt * 1_000_000;
+                if dispatch {
+                    c.on_dispatch(i, Nanos(t));
+                } else {
+                    reply(&mut c, i, 0, 1000, 1000, t);
+                }
+                for l in &c.limits {
+                    prop_assert_eq!(l.k, (cfg.beta * l.r0 / cfg.gamma).cbrt());
+                }
+            }
+        }
     }
 
     #[test]

@@ -113,6 +113,10 @@ pub struct Prequal {
     /// RIF of the latest answers, a ring of `4 × pool_size`.
     history: Vec<u32>,
     next_history: usize,
+    /// The rank of the `q_rif` quantile among `history.len()` values (nearest rank):
+    /// computed while the ring fills, fixed once it is full (a `ceil` per answer
+    /// showed in profiles).
+    rank: u32,
     /// Fractional probes and removals owed.
     probe_credit: f64,
     remove_credit: f64,
@@ -134,6 +138,7 @@ impl Prequal {
             pool: Vec::with_capacity(cfg.pool_size),
             history: Vec::with_capacity(4 * cfg.pool_size),
             next_history: 0,
+            rank: 1,
             probe_credit: 0.0,
             remove_credit: 0.0,
             backends: 0,
@@ -321,13 +326,13 @@ impl Strategy for Prequal {
         let rif = load.in_flight;
         let old = if self.history.len() < cap {
             self.history.push(rif);
+            let len = self.history.len();
+            self.rank = ((self.cfg.q_rif * len as f64).ceil() as usize).clamp(1, len) as u32;
             None
         } else {
             Some(std::mem::replace(&mut self.history[self.next_history], rif))
         };
-        let len = self.history.len();
-        let k = ((self.cfg.q_rif * len as f64).ceil() as usize).clamp(1, len);
-        self.recent.replace(old, rif, k as u32);
+        self.recent.replace(old, rif, self.rank);
         // A wrap, not `% cap`: a division per answer showed in profiles.
         self.next_history += 1;
         if self.next_history >= cap {
