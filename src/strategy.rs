@@ -75,6 +75,7 @@ pub use smooth_wrr::SmoothWeightedRoundRobin;
 pub use spec::{SpecError, StrategyEntry, StrategySpec};
 pub use static_rr::StaticRr;
 pub use view::Backends;
+pub(crate) use view::Entries;
 pub use weighted_random::WeightedRandom;
 
 use crate::rng::SimRng;

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use super::SpecError;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
-use super::{Backend, Backends, PickContext, Strategy};
+use super::{Backend, Backends, Entries, PickContext, Strategy};
 
 /// Up to this many backends the two scans are faster than the index (measured in
 /// `benches/scale.rs`); both pick the same.
@@ -60,8 +60,16 @@ impl LeastConnections {
         }
     }
 
-    /// nginx's two scans.
+    /// nginx's two scans, over a dense view's slices when it has them.
     fn scan(&mut self, backends: &Backends) -> Option<usize> {
+        match backends.dense() {
+            Some(dense) => self.scan_entries(&dense),
+            None => self.scan_entries(backends),
+        }
+    }
+
+    /// nginx's two scans.
+    fn scan_entries(&mut self, backends: &impl Entries) -> Option<usize> {
         let weighted = self.weighted;
         let wt = |b: &Backend| if weighted { u64::from(b.weight) } else { 1 };
         // Pass 1: the best ratio in_flight / weight, by cross-multiplication (exact, as
@@ -83,19 +91,20 @@ impl LeastConnections {
             self.current.resize(backends.len(), 0);
         }
         let mut total = 0i64;
-        let mut chosen: Option<usize> = None;
-        for (i, b) in backends.iter().enumerate() {
+        // The first backend of highest counter, with its counter (as in smooth WRR's step).
+        let mut chosen: Option<(usize, i64)> = None;
+        for (i, (b, c)) in backends.iter().zip(self.current.iter_mut()).enumerate() {
             let w = wt(&b);
             if !b.up || w == 0 || u64::from(b.in_flight) * wj != cj * w {
                 continue;
             }
-            self.current[i] += w as i64;
+            *c += w as i64;
             total += w as i64;
-            if chosen.is_none_or(|k| self.current[i] > self.current[k]) {
-                chosen = Some(i);
+            if chosen.is_none_or(|(_, top)| *c > top) {
+                chosen = Some((i, *c));
             }
         }
-        let i = chosen?;
+        let (i, _) = chosen?;
         self.current[i] -= total;
         Some(i)
     }

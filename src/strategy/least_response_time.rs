@@ -16,7 +16,7 @@
 
 use super::SpecError;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
-use super::{Backend, Backends, Outcome, PickContext, Strategy};
+use super::{Backend, Backends, Entries, Outcome, PickContext, Strategy};
 use crate::time::Nanos;
 
 /// Least response time (EWMA latency × (in flight + 1)).
@@ -176,8 +176,16 @@ impl LeastResponseTime {
         }
     }
 
-    /// The full scan from the last pick on.
+    /// The full scan from the last pick on, over a dense view's slices when it has them.
     fn scan(&mut self, backends: &Backends) -> Option<usize> {
+        match backends.dense() {
+            Some(dense) => self.scan_entries(&dense),
+            None => self.scan_entries(backends),
+        }
+    }
+
+    /// The full scan from the last pick on.
+    fn scan_entries(&mut self, backends: &impl Entries) -> Option<usize> {
         let n = backends.len();
         let mut best: Option<(usize, f64)> = None;
         for k in 0..n {

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::SpecError;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
-use super::{Backend, Backends, PickContext, Strategy};
+use super::{Backend, Backends, Entries, PickContext, Strategy};
 use crate::time::Nanos;
 
 /// Up to this many backends the scan is faster than the index (as for
@@ -87,6 +87,29 @@ impl Leastconn {
     }
 }
 
+impl Leastconn {
+    /// The scan: the least key, the least recently re-queued among equal keys.
+    fn scan(&self, backends: &impl Entries) -> Option<usize> {
+        // The least (key, queued_at), the first such: keys stay below 2^40 and the clock
+        // below u64::MAX, so (MAX, MAX) is above every backend's. Scalars, not a fold
+        // over tuples: that one went through the stack (leastconn at 10 backends 26 ns
+        // with `&[Backend]`, 44 with the fold).
+        let mut best = (u64::MAX, u64::MAX);
+        let mut chosen = None;
+        for (i, b) in backends.iter().enumerate() {
+            let Some(k) = key(self.weighted, &b) else {
+                continue;
+            };
+            let at = (k, self.queued_at[i]);
+            if at < best {
+                best = at;
+                chosen = Some(i);
+            }
+        }
+        chosen
+    }
+}
+
 impl Strategy for Leastconn {
     fn pick(&mut self, backends: &Backends, _ctx: &PickContext) -> Option<usize> {
         if self.queued_at.len() != backends.len() {
@@ -98,13 +121,10 @@ impl Strategy for Leastconn {
         if let Some(q) = &mut self.index {
             return q.pick();
         }
-        let weighted = self.weighted;
-        backends
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| key(weighted, &b).map(|k| (k, self.queued_at[i], i)))
-            .min()
-            .map(|(_, _, i)| i)
+        match backends.dense() {
+            Some(dense) => self.scan(&dense),
+            None => self.scan(backends),
+        }
     }
 
     fn indexes_view(&self) -> bool {

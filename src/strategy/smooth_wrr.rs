@@ -18,7 +18,7 @@
 use super::least_conn::{SCAN_UP_TO, SmoothIndex};
 use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::slow_start::{Ramp, RampKind, SlowStart};
-use super::{Backend, Backends, PickContext, Strategy};
+use super::{Backend, Backends, Entries, PickContext, Strategy};
 use crate::time::Nanos;
 
 /// Weight units per unit of configured weight under slow start.
@@ -54,30 +54,45 @@ impl SmoothWeightedRoundRobin {
         }
     }
 
-    /// Runs one smooth-WRR step over the backends that are up, with `weight(i)` as backend
-    /// `i`'s effective weight (0 excludes it; at most `u32::MAX × 1000`).
+    /// Runs one smooth-WRR step over the backends that are up, with `weight(i, w)` as
+    /// backend `i`'s effective weight when `w` is its configured one (0 excludes it; at
+    /// most `u32::MAX × 1000`); over a dense view's slices when it has them.
     pub(crate) fn step(
         current: &mut Vec<i64>,
         backends: &Backends,
-        weight: impl Fn(usize) -> i64,
+        weight: impl Fn(usize, u32) -> i64,
+    ) -> Option<usize> {
+        match backends.dense() {
+            Some(dense) => Self::step_entries(current, &dense, weight),
+            None => Self::step_entries(current, backends, weight),
+        }
+    }
+
+    /// [`SmoothWeightedRoundRobin::step`] over either layout.
+    fn step_entries(
+        current: &mut Vec<i64>,
+        backends: &impl Entries,
+        weight: impl Fn(usize, u32) -> i64,
     ) -> Option<usize> {
         if current.len() != backends.len() {
             current.resize(backends.len(), 0);
         }
         let mut total = 0i64;
-        let mut best: Option<usize> = None;
-        for (i, b) in backends.iter().enumerate() {
-            let w = weight(i);
+        // The first backend of highest counter, with its counter beside it (a counter is
+        // raised once a step, before it is compared: the best's stays as noted).
+        let mut best: Option<(usize, i64)> = None;
+        for (i, (b, c)) in backends.iter().zip(current.iter_mut()).enumerate() {
+            let w = weight(i, b.weight);
             if !b.up || w == 0 {
                 continue;
             }
-            current[i] += w;
+            *c += w;
             total += w;
-            if best.is_none_or(|j| current[i] > current[j]) {
-                best = Some(i);
+            if best.is_none_or(|(_, top)| *c > top) {
+                best = Some((i, *c));
             }
         }
-        let i = best?;
+        let (i, _) = best?;
         current[i] -= total;
         Some(i)
     }
@@ -86,8 +101,7 @@ impl SmoothWeightedRoundRobin {
 impl Strategy for SmoothWeightedRoundRobin {
     fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         match &self.slow {
-            Some(s) => Self::step(&mut self.current, backends, |i| {
-                let w = backends.weight(i);
+            Some(s) => Self::step(&mut self.current, backends, |i, w| {
                 if w == 0 {
                     return 0;
                 }
@@ -101,9 +115,7 @@ impl Strategy for SmoothWeightedRoundRobin {
                 };
                 index.pick()
             }
-            None => Self::step(&mut self.current, backends, |i| {
-                i64::from(backends.weight(i))
-            }),
+            None => Self::step(&mut self.current, backends, |_, w| i64::from(w)),
         }
     }
 

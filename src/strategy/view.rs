@@ -170,6 +170,15 @@ impl Backends {
     /// Backend `i`, read out whole. Panics if there is no backend `i`.
     #[inline]
     pub fn at(&self, i: usize) -> Backend {
+        if self.is_dense {
+            return Dense::entry(self.dense[i], self.weights[i]);
+        }
+        self.at_sparse(i)
+    }
+
+    /// [`Backends::at`] of a sparse view (out of line: the dense path stays small enough
+    /// to inline into every pick).
+    fn at_sparse(&self, i: usize) -> Backend {
         Backend {
             in_flight: self.in_flight(i),
             weight: self.weights[i],
@@ -194,6 +203,15 @@ impl Backends {
             sparse: (self.len > 0).then_some(self),
             down: (self.down_count > 0).then_some(&self.down[..]),
         })
+    }
+
+    /// The view's entries as plain slices when its counts are dense, else `None`: a scan
+    /// written once over [`Entries`] and run on this reads each backend without asking for
+    /// the layout (see [`Entries`]).
+    #[inline]
+    pub(crate) fn dense(&self) -> Option<Dense<'_>> {
+        self.is_dense
+            .then(|| Dense::new(&self.dense, &self.weights))
     }
 
     /// Every backend read out, as a vector (a strategy's own copy, tests).
@@ -253,18 +271,29 @@ impl Backends {
     #[inline]
     pub(crate) fn add(&mut self, i: usize) {
         if self.is_dense {
-            let w = &mut self.dense[i];
-            debug_assert!(*w & IN_FLIGHT < IN_FLIGHT, "in-flight count overflows");
-            *w += 1;
+            Backends::add_dense(&mut self.dense[i]);
             return;
         }
+        self.add_sparse(i);
+    }
+
+    /// One more request in flight in a dense word.
+    #[inline]
+    fn add_dense(w: &mut u32) {
+        debug_assert!(*w & IN_FLIGHT < IN_FLIGHT, "in-flight count overflows");
+        *w += 1;
+    }
+
+    /// [`Backends::add`] to a sparse view (out of line: it may go dense, and the dense
+    /// path stays small enough to inline into every dispatch).
+    fn add_sparse(&mut self, i: usize) {
         assert!(i < self.len(), "backend {i} of {}", self.len());
         match self.slot(i) {
             Some(k) => self.counts[k] += 1,
             None if usize::from(self.len) < SPARSE => self.occupy(i, 1),
             None => {
                 self.go_dense();
-                self.add(i);
+                Backends::add_dense(&mut self.dense[i]);
             }
         }
     }
@@ -279,6 +308,11 @@ impl Backends {
             }
             return;
         }
+        self.remove_sparse(i);
+    }
+
+    /// [`Backends::remove`] from a sparse view (out of line, as [`Backends::add_sparse`]).
+    fn remove_sparse(&mut self, i: usize) {
         assert!(i < self.len(), "backend {i} of {}", self.len());
         if let Some(k) = self.slot(i) {
             if self.counts[k] == 1 {
@@ -425,11 +459,7 @@ impl Iterator for Either<'_> {
     #[inline]
     fn next(&mut self) -> Option<Backend> {
         match self {
-            Either::Dense(it) => it.next().map(|(&w, &weight)| Backend {
-                in_flight: w & IN_FLIGHT,
-                weight,
-                up: w & DOWN == 0,
-            }),
+            Either::Dense(it) => it.next().map(|(&w, &weight)| Dense::entry(w, weight)),
             Either::Sparse(it) => it.next(),
         }
     }
@@ -443,6 +473,99 @@ impl Iterator for Either<'_> {
 }
 
 impl ExactSizeIterator for Either<'_> {}
+
+/// Read access to a view's entries: implemented by [`Backends`] (either layout, asked at
+/// each read) and by [`Dense`] (a dense view's packed words beside the weights, two plain
+/// slices). A strategy writes its scan once over `impl Entries` and runs it on
+/// [`Backends::dense`] when there is one, on the view otherwise:
+///
+/// ```ignore
+/// match backends.dense() {
+///     Some(dense) => self.scan(&dense),
+///     None => self.scan(backends),
+/// }
+/// ```
+///
+/// The dense loop then reads a slice, as strategies did before views had two layouts
+/// (issue 8: the layout test in every read cost scanning picks 7-16 ns at 10 backends).
+pub(crate) trait Entries {
+    /// How many backends.
+    fn len(&self) -> usize;
+    /// Backend `i`'s requests in flight. Panics if there is no backend `i`.
+    fn in_flight(&self, i: usize) -> u32;
+    /// Backend `i`, read out whole. Panics if there is no backend `i`.
+    fn at(&self, i: usize) -> Backend;
+    /// Every backend in order, read out whole.
+    fn iter(&self) -> impl Iterator<Item = Backend> + Clone + '_;
+}
+
+impl Entries for Backends {
+    #[inline]
+    fn len(&self) -> usize {
+        Backends::len(self)
+    }
+    #[inline]
+    fn in_flight(&self, i: usize) -> u32 {
+        Backends::in_flight(self, i)
+    }
+    #[inline]
+    fn at(&self, i: usize) -> Backend {
+        Backends::at(self, i)
+    }
+    #[inline]
+    fn iter(&self) -> impl Iterator<Item = Backend> + Clone + '_ {
+        Backends::iter(self)
+    }
+}
+
+/// A dense view's entries ([`Backends::dense`]): each backend's packed word (requests in
+/// flight, and the down bit) beside its weight, both plain slices of the same length.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dense<'a> {
+    words: &'a [u32],
+    weights: &'a [u32],
+}
+
+impl<'a> Dense<'a> {
+    #[inline]
+    fn new(words: &'a [u32], weights: &'a [u32]) -> Dense<'a> {
+        // Cut to one length, so that one bounds check covers both.
+        let n = words.len().min(weights.len());
+        Dense {
+            words: &words[..n],
+            weights: &weights[..n],
+        }
+    }
+
+    /// Backend `i`'s entry from its word and weight.
+    #[inline]
+    fn entry(word: u32, weight: u32) -> Backend {
+        Backend {
+            in_flight: word & IN_FLIGHT,
+            weight,
+            up: word & DOWN == 0,
+        }
+    }
+}
+
+impl Entries for Dense<'_> {
+    #[inline]
+    fn len(&self) -> usize {
+        self.words.len()
+    }
+    #[inline]
+    fn in_flight(&self, i: usize) -> u32 {
+        self.words[i] & IN_FLIGHT
+    }
+    #[inline]
+    fn at(&self, i: usize) -> Backend {
+        Dense::entry(self.words[i], self.weights[i])
+    }
+    #[inline]
+    fn iter(&self) -> impl Iterator<Item = Backend> + Clone + '_ {
+        (self.words.iter().zip(self.weights)).map(|(&w, &weight)| Dense::entry(w, weight))
+    }
+}
 
 /// Backends as listed, each with its own weight, in flight and up.
 impl FromIterator<Backend> for Backends {
@@ -495,6 +618,63 @@ mod tests {
             }
             prop_assert_eq!(view.get(model.len()), None);
         }
+
+        /// A view dense from the start and one sparse from the start (dense once more
+        /// than [`SPARSE`] backends have requests in flight) read as a plain model after
+        /// every add, remove and change of up, through the view and through [`Entries`]
+        /// (a dense view's slices from [`Backends::dense`], which only a dense view has).
+        #[test]
+        fn dense_and_sparse_views_agree_with_a_plain_model(
+            weights in proptest::collection::vec(0u32..5, 1..200),
+            ops in proptest::collection::vec((any::<usize>(), 0u8..8), 0..600),
+        ) {
+            let shared: Arc<[u32]> = weights.clone().into();
+            let mut views = [Backends::for_balancers(Arc::clone(&shared), 1), sparse(shared)];
+            let mut model: Vec<Backend> = weights.iter().map(|&w| Backend::new(w)).collect();
+            for (i, op) in ops {
+                let i = i % model.len();
+                for view in &mut views {
+                    match op {
+                        0 => view.set_up(i, false),
+                        1 => view.set_up(i, true),
+                        2..=5 => view.add(i),
+                        _ => view.remove(i),
+                    }
+                }
+                let b = &mut model[i];
+                match op {
+                    0 | 1 => b.up = op == 1,
+                    2..=5 => b.in_flight += 1,
+                    _ => b.in_flight = b.in_flight.saturating_sub(1),
+                }
+                for view in &views {
+                    prop_assert_eq!(view.dense().is_some(), view.is_dense());
+                    if let Some(dense) = view.dense() {
+                        prop_assert!(agrees(&dense, &model));
+                    }
+                    prop_assert!(agrees(view, &model));
+                }
+            }
+            prop_assert!(views[0].is_dense());
+        }
+    }
+
+    /// A view over `weights` that starts sparse whatever their number.
+    fn sparse(weights: Arc<[u32]>) -> Backends {
+        let mut view = Backends::sharing(weights);
+        view.is_dense = false;
+        view.dense = Vec::new();
+        view
+    }
+
+    /// Whether `entries` read as `model`, entry by entry and in one pass.
+    fn agrees(entries: &impl Entries, model: &[Backend]) -> bool {
+        entries.len() == model.len()
+            && entries.iter().eq(model.iter().copied())
+            && model
+                .iter()
+                .enumerate()
+                .all(|(i, b)| entries.at(i) == *b && entries.in_flight(i) == b.in_flight)
     }
 
     /// A long workout of the sparse table over 10,000 backends, with up to [`SPARSE`] of
