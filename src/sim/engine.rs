@@ -644,7 +644,7 @@ impl<'a> Sim<'a> {
     /// it is before the earliest scheduled event by (time, scheduling sequence) — the same
     /// order as if it were in the heap — and its time.
     #[inline(always)]
-    fn next_event(&self) -> Option<(bool, Nanos)> {
+    fn next_event(&mut self) -> Option<(bool, Nanos)> {
         match (&self.pending, self.events.peek_key()) {
             (Some((t, seq, _)), Some(key)) if (*t, *seq) < key => Some((true, *t)),
             (Some((t, ..)), None) => Some((true, *t)),
