@@ -315,6 +315,10 @@ fn live_against_thriftpy2(
 /// load 8-10 here: 10.6% at the auto scale 7, the second and last one `auto` tries); any
 /// other failure fails the test.
 #[test]
+#[cfg_attr(
+    not(python_peer),
+    ignore = "python3 cannot import thriftpy2: run `sh scripts/setup-python.sh` (installs it from PyPI), then cargo test again"
+)]
 fn thriftpy2_backends_driven_with_backends_flag() {
     require_thriftpy2();
     let _guard = timing_lock();
