@@ -155,15 +155,22 @@ impl<E: Copy> EventQueue<E> {
     }
 
     /// Fills the hole a pop left, if any, as the pop would have: the last entry takes the
-    /// root's slot and sinks to its place.
-    #[inline]
+    /// root's slot and sinks to its place. Every peek and pop asks, and most find no hole
+    /// (a push filled it): the question is inlined, the filling is not.
+    #[inline(always)]
     fn settle(&mut self) {
         if self.hole {
-            self.hole = false;
-            let last = self.heap.pop().expect("a hole is a slot of the heap");
-            if !self.heap.is_empty() {
-                self.sift_down(last);
-            }
+            self.fill_hole();
+        }
+    }
+
+    /// [`EventQueue::settle`] when there is a hole.
+    #[inline(never)]
+    fn fill_hole(&mut self) {
+        self.hole = false;
+        let last = self.heap.pop().expect("a hole is a slot of the heap");
+        if !self.heap.is_empty() {
+            self.sift_down(last);
         }
     }
 
