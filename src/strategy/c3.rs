@@ -169,6 +169,18 @@ fn over_key(score: f64) -> u64 {
 /// The key of a server that is down: in no set (no finite score's key reaches it).
 const DOWN_KEY: u64 = u64::MAX;
 
+/// The least of [`FANOUT`] keys, in four running minima: each conditional move waits on
+/// a quarter of the others, not on all before it.
+fn least_key(keys: &[u64; FANOUT]) -> u64 {
+    let mut m = [DOWN_KEY; 4];
+    for chunk in keys.chunks_exact(4) {
+        for (m, &k) in m.iter_mut().zip(chunk) {
+            *m = (*m).min(k);
+        }
+    }
+    m[0].min(m[1]).min(m[2].min(m[3]))
+}
+
 /// The least key of a set of servers, how many servers hold it, and the first of them in
 /// index order (`count` 0, [`Least::NONE`]: no server, all down).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,7 +212,7 @@ impl Least {
 
     /// The least of consecutive keys, the first of which is server `base`'s.
     fn of_keys(keys: &[u64; FANOUT], base: usize) -> Least {
-        let key = keys.iter().fold(DOWN_KEY, |m, &k| m.min(k));
+        let key = least_key(keys);
         if key == DOWN_KEY {
             return Least::NONE;
         }
@@ -219,7 +231,7 @@ impl Least {
 
     /// The least of consecutive nodes (children of one node, in index order).
     fn of_nodes(nodes: &[Least; FANOUT]) -> Least {
-        let key = nodes.iter().fold(DOWN_KEY, |m, n| m.min(n.key));
+        let key = least_key(&nodes.map(|n| n.key));
         if key == DOWN_KEY {
             return Least::NONE;
         }
