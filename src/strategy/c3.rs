@@ -42,10 +42,11 @@
 //! servers an event touched since the last pick (dispatch, completion, reply feedback,
 //! going up or down) and, at each new rate interval, for those that were over their rate
 //! (every limiter's interval starts on the same grid of `rate_interval`, and a new
-//! interval lets every server take a request). A pick is O(log n): the same rule and the same scores, the least one always chosen, and
-//! ties broken with one draw among the tied (the same distribution, other draws): when no
-//! two servers tie, the picks are exactly the scan's. Up to [`SCAN_UP_TO`] servers the
-//! variant scans, as the default does (faster there, and the same picks).
+//! interval lets every server take a request). A pick is O(log n): the same rule and the
+//! same scores, the least one always chosen, and ties broken with one draw among the tied
+//! (the same distribution, other draws): when no two servers tie, the picks are exactly
+//! the scan's. Up to [`SCAN_UP_TO`] servers the variant scans, as the default does (faster
+//! there, and the same picks).
 
 use rand::RngExt;
 
