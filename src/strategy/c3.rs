@@ -35,15 +35,18 @@
 //! (every server not yet heard from scores 0) are broken by reservoir sampling, one draw
 //! per tied server in index order: thousands of draws per pick at 10,000 servers, which
 //! no index can reproduce without making them. The variant keeps each server's score in a
-//! segment tree (least score and how many hold it, among the up servers within their rate
-//! and among all up servers), refreshed only for the servers an event touched since the
-//! last pick (dispatch, completion, reply feedback, view change) and, at each new rate
-//! interval, for those that were over their rate (every limiter's interval starts on the
-//! same grid of `rate_interval`, and a new interval lets every server take a request). A
-//! pick is O(log n): the same rule and the same scores, the least one always chosen, and
-//! ties broken with one draw among the tied (the same distribution, other draws): when no
-//! two servers tie, the picks are exactly the scan's. Up to [`SCAN_UP_TO`] servers the
-//! variant scans, as the default does (faster there, and the same picks).
+//! 16-ary tree of minima, as one integer key per server that orders the servers within
+//! their rate by score before those over it (the least key is C3's choice, the least
+//! score within rate, else the least overall); each node holds the least key under it,
+//! how many servers hold it and the first of them. A key is refreshed only for the
+//! servers an event touched since the last pick (dispatch, completion, reply feedback,
+//! going up or down) and, at each new rate interval, for those that were over their rate
+//! (every limiter's interval starts on the same grid of `rate_interval`, and a new
+//! interval lets every server take a request). A pick is O(log n): the same rule and the
+//! same scores, the least one always chosen, and ties broken with one draw among the tied
+//! (the same distribution, other draws): when no two servers tie, the picks are exactly
+//! the scan's. Up to [`SCAN_UP_TO`] servers the variant scans, as the default does (faster
+//! there, and the same picks).
 
 use rand::RngExt;
 
@@ -133,56 +136,154 @@ impl Limiter {
     }
 }
 
-/// The least score of a set of servers and how many servers hold it (`count` 0: none).
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Least {
-    score: f64,
-    count: u32,
-}
-
-impl Least {
-    const NONE: Least = Least {
-        score: f64::INFINITY,
-        count: 0,
-    };
-
-    /// The least of two (every score is finite: [`Least::NONE`]'s infinity loses).
-    fn of(a: Least, b: Least) -> Least {
-        if a.score < b.score {
-            a
-        } else if b.score < a.score {
-            b
-        } else {
-            Least {
-                score: a.score,
-                count: a.count + b.count,
-            }
-        }
-    }
-}
-
 /// Up to this many backends the indexed variant scans as the default does (faster there,
 /// and the same picks).
 pub const SCAN_UP_TO: usize = 48;
 
-/// Servers per leaf of [`ScoreIndex`]'s tree: a leaf's servers are scanned (one cache
-/// line of scores per set). A pick raises the picked server's score, the least of its
-/// bucket, which forces that bucket's rescan: buckets of 8 cost 3–5% less a request
-/// than 32 at 1,000 and 10,000 servers (CPU time, 3 pairs each), 4 no better than 8.
-const BUCKET: usize = 8;
+/// Children of each node of [`ScoreIndex`]'s tree (servers under each lowest node).
+/// A wide, shallow tree: a pick raises the least score, so the picked server's path is
+/// rescanned up to the root, and a rescan of 16 keys (two cache lines, minima taken with
+/// conditional moves) costs less than walking three more levels of a binary tree, each a
+/// dependent load and an unpredictable branch.
+const FANOUT: usize = 16;
 
-/// The indexed variant's scores, in two sets: the up servers within their rate (`[0]`)
-/// and all up servers (`[1]`). Per set, each server's score (infinite out of the set:
-/// a score is always finite), and over buckets of [`BUCKET`] servers a segment tree whose
-/// nodes hold the [`Least`] score of the set; leaf `size + k` is bucket `k`.
+/// A server's key in [`ScoreIndex`] while it is up and within its rate: its score's bits.
+/// Scores are finite and never below +0.0 ([`C3::score`]), and for such floats the order
+/// of the bits as integers is the order of the values, equality included.
+fn within_key(score: f64) -> u64 {
+    debug_assert!(
+        score.is_finite() && score.is_sign_positive(),
+        "score {score}"
+    );
+    score.to_bits()
+}
+
+/// The key of a server that is up but over its rate: above every server within its rate
+/// (whose keys have the top bit clear), and among those over their rate in score order.
+fn over_key(score: f64) -> u64 {
+    within_key(score) | 1 << 63
+}
+
+/// The key of a server that is down: in no set (no finite score's key reaches it).
+const DOWN_KEY: u64 = u64::MAX;
+
+/// The least of [`FANOUT`] keys, in four running minima: each conditional move waits on
+/// a quarter of the others, not on all before it.
+fn least_key(keys: &[u64; FANOUT]) -> u64 {
+    let mut m = [DOWN_KEY; 4];
+    for chunk in keys.chunks_exact(4) {
+        for (m, &k) in m.iter_mut().zip(chunk) {
+            *m = (*m).min(k);
+        }
+    }
+    m[0].min(m[1]).min(m[2].min(m[3]))
+}
+
+/// The least key of a set of servers, how many servers hold it, and the first of them in
+/// index order (`count` 0, [`Least::NONE`]: no server, all down).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Least {
+    key: u64,
+    count: u32,
+    first: u32,
+}
+
+impl Least {
+    const NONE: Least = Least {
+        key: DOWN_KEY,
+        count: 0,
+        first: u32::MAX,
+    };
+
+    /// Server `i`'s own key, as a node of one.
+    fn of_server(i: usize, key: u64) -> Least {
+        if key == DOWN_KEY {
+            Least::NONE
+        } else {
+            Least {
+                key,
+                count: 1,
+                first: i as u32,
+            }
+        }
+    }
+
+    /// The least of consecutive keys, the first of which is server `base`'s.
+    fn of_keys(keys: &[u64; FANOUT], base: usize) -> Least {
+        let key = least_key(keys);
+        if key == DOWN_KEY {
+            return Least::NONE;
+        }
+        // Backwards, so that `first` ends at the first holder; no branch on the keys.
+        let (mut count, mut first) = (0, 0);
+        for (j, &k) in keys.iter().enumerate().rev() {
+            count += u32::from(k == key);
+            first = if k == key { j } else { first };
+        }
+        Least {
+            key,
+            count,
+            first: (base + first) as u32,
+        }
+    }
+
+    /// The least of consecutive nodes (children of one node, in index order).
+    fn of_nodes(nodes: &[Least; FANOUT]) -> Least {
+        let key = least_key(&nodes.map(|n| n.key));
+        if key == DOWN_KEY {
+            return Least::NONE;
+        }
+        let (mut count, mut first) = (0, u32::MAX);
+        for n in nodes.iter().rev() {
+            count += if n.key == key { n.count } else { 0 };
+            first = if n.key == key { n.first } else { first };
+        }
+        Least { key, count, first }
+    }
+
+    /// This node after one of its children changed from `was` to `now`, when that can be
+    /// told without reading the other children; `None` when they must be rescanned.
+    fn after(self, was: Least, now: Least) -> Option<Least> {
+        if now.key < self.key {
+            // The child now holds the least key alone (NONE's key is never below).
+            Some(now)
+        } else if was.key != self.key && now.key != self.key {
+            // Neither then nor now among the holders of the least key.
+            Some(self)
+        } else if was.key != self.key && now.key == self.key && now.key != DOWN_KEY {
+            // Joins the holders.
+            Some(Least {
+                count: self.count + now.count,
+                first: self.first.min(now.first),
+                ..self
+            })
+        } else if now.key > self.key && self.count > was.count && self.first != was.first {
+            // Leaves the holders, which keep their first.
+            Some(Least {
+                count: self.count - was.count,
+                ..self
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// The indexed variant's scores: per server a key (up and within its rate: its score;
+/// up and over its rate: its score above all of those; down: none, see [`within_key`]),
+/// so that the least key is the server that C3 picks: the least score within rate, else
+/// the least overall. Over the keys a tree of [`FANOUT`] children per node, each node the
+/// [`Least`] key of the servers under it.
 #[derive(Debug)]
 struct ScoreIndex {
     /// Servers indexed (the view's length when built).
     n: usize,
-    scores: [Vec<f64>; 2],
-    /// Leaves: buckets rounded up to a power of two.
-    size: usize,
-    nodes: Vec<[Least; 2]>,
+    /// Per server its key; [`DOWN_KEY`] beyond `n` up to a whole number of groups.
+    keys: Vec<u64>,
+    /// `levels[0]` has a node per [`FANOUT`] keys, `levels[j + 1]` one per [`FANOUT`]
+    /// nodes of `levels[j]` (each padded with [`Least::NONE`] to whole groups); the last
+    /// level is the root alone.
+    levels: Vec<Vec<Least>>,
     /// Servers whose entry is stale: an event touched them since the last pick.
     dirty: Vec<u32>,
     is_dirty: Vec<bool>,
@@ -196,12 +297,18 @@ struct ScoreIndex {
 impl ScoreIndex {
     /// An index over `n` servers, every entry stale.
     fn new(n: usize) -> ScoreIndex {
-        let size = n.div_ceil(BUCKET).next_power_of_two().max(1);
+        // Nodes per level, from the lowest to the root.
+        let mut widths = vec![n.div_ceil(FANOUT).max(1)];
+        while widths[widths.len() - 1] > 1 {
+            widths.push(widths[widths.len() - 1].div_ceil(FANOUT));
+        }
+        let padded = |j: usize| widths.get(j + 1).map_or(1, |&w| w * FANOUT);
         ScoreIndex {
             n,
-            scores: [vec![f64::INFINITY; n], vec![f64::INFINITY; n]],
-            size,
-            nodes: vec![[Least::NONE; 2]; 2 * size],
+            keys: vec![DOWN_KEY; widths[0] * FANOUT],
+            levels: (0..widths.len())
+                .map(|j| vec![Least::NONE; padded(j)])
+                .collect(),
             dirty: (0..n as u32).rev().collect(),
             is_dirty: vec![true; n],
             over: Vec::new(),
@@ -217,100 +324,71 @@ impl ScoreIndex {
         }
     }
 
-    /// The scores in set `c` of bucket `k`'s servers.
-    fn bucket(&self, c: usize, k: usize) -> &[f64] {
-        &self.scores[c][BUCKET * k..(BUCKET * (k + 1)).min(self.n)]
+    /// The least key of all, how many servers hold it and the first of them.
+    fn root(&self) -> Least {
+        self.levels[self.levels.len() - 1][0]
     }
 
-    /// The least score of set `c` in bucket `k`, and how many servers hold it.
-    fn rescan(&self, c: usize, k: usize) -> Least {
-        let bucket = self.bucket(c, k);
-        // Four running minima, for speed (the scores are never NaN).
-        let mut m = [f64::INFINITY; 4];
-        for chunk in bucket.chunks(4) {
-            for (m, &s) in m.iter_mut().zip(chunk) {
-                if s < *m {
-                    *m = s;
-                }
-            }
-        }
-        let least = m.into_iter().fold(f64::INFINITY, f64::min);
-        if least == f64::INFINITY {
-            return Least::NONE;
-        }
-        let count = bucket.iter().map(|&s| u32::from(s == least)).sum();
-        Least {
-            score: least,
-            count,
+    /// The least of group `g` of level `j`'s children (keys for level 0).
+    fn rescan(&self, j: usize, g: usize) -> Least {
+        let group = g * FANOUT..(g + 1) * FANOUT;
+        if j == 0 {
+            let keys = self.keys[group].try_into().expect("whole groups");
+            Least::of_keys(keys, g * FANOUT)
+        } else {
+            Least::of_nodes(self.levels[j - 1][group].try_into().expect("whole groups"))
         }
     }
 
-    /// Sets server `i`'s score in set 0 (up and within rate) and in set 1 (up), infinite
-    /// when out of the set; then its bucket's leaf (rescanned only when its least score
-    /// was this server's alone and rose) and the leaf's ancestors (up to the first that
-    /// does not change).
-    fn set(&mut self, i: usize, scores: [f64; 2]) {
-        let mut k = self.size + i / BUCKET;
-        let mut leaf = self.nodes[k];
-        for c in 0..2 {
-            let (old, new) = (self.scores[c][i], scores[c]);
-            if old == new {
-                continue;
-            }
-            self.scores[c][i] = new;
-            let l = leaf[c];
-            if new < l.score {
-                leaf[c] = Least {
-                    score: new,
-                    count: 1,
-                };
-            } else if new == l.score {
-                leaf[c].count += 1;
-            } else if old == l.score {
-                if l.count > 1 {
-                    leaf[c].count -= 1;
-                } else {
-                    leaf[c] = self.rescan(c, i / BUCKET);
-                }
-            }
-        }
-        if self.nodes[k] == leaf {
+    /// Sets server `i`'s key, then its ancestors, up to the first that does not change.
+    fn set(&mut self, i: usize, key: u64) {
+        let old = std::mem::replace(&mut self.keys[i], key);
+        if old == key {
             return;
         }
-        self.nodes[k] = leaf;
-        while k > 1 {
-            k /= 2;
-            let (l, r) = (self.nodes[2 * k], self.nodes[2 * k + 1]);
-            let v = [Least::of(l[0], r[0]), Least::of(l[1], r[1])];
-            if v == self.nodes[k] {
-                break;
+        let (mut was, mut now) = (Least::of_server(i, old), Least::of_server(i, key));
+        let mut g = i;
+        for j in 0..self.levels.len() {
+            g /= FANOUT;
+            let node = self.levels[j][g];
+            let next = node.after(was, now).unwrap_or_else(|| self.rescan(j, g));
+            if next == node {
+                return;
             }
-            self.nodes[k] = v;
+            self.levels[j][g] = next;
+            (was, now) = (node, next);
         }
     }
 
-    /// The server holding the `rank`-th (from 0, in index order) least score of set `c`
-    /// (0: up and within rate, 1: up).
-    fn select(&self, c: usize, mut rank: u32) -> usize {
-        let least = self.nodes[1][c].score;
-        let mut k = 1;
-        while k < self.size {
-            let l = self.nodes[2 * k][c];
-            if l.count > 0 && l.score == least {
-                if rank < l.count {
-                    k *= 2;
-                    continue;
-                }
-                rank -= l.count;
-            }
-            k = 2 * k + 1;
+    /// The server holding the `rank`-th (from 0, in index order) least key.
+    fn select(&self, mut rank: u32) -> usize {
+        let root = self.root();
+        debug_assert!(rank < root.count, "rank {rank} of {}", root.count);
+        if rank == 0 {
+            return root.first as usize;
         }
-        let first = BUCKET * (k - self.size);
-        let mut tied =
-            (self.bucket(c, k - self.size).iter().enumerate()).filter(|&(_, &s)| s == least);
-        tied.nth(rank as usize)
-            .map(|(j, _)| first + j)
-            .expect("the tree counts the bucket's tied servers")
+        // Down from the root: into the child whose holders include the rank-th.
+        let mut g = 0;
+        for j in (1..self.levels.len()).rev() {
+            let children = &self.levels[j - 1][g * FANOUT..(g + 1) * FANOUT];
+            let mut held = children
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.key == root.key);
+            g = loop {
+                let (c, child) = held.next().expect("the tree counts the tied servers");
+                if rank < child.count {
+                    break g * FANOUT + c;
+                }
+                rank -= child.count;
+            };
+        }
+        let keys = &self.keys[g * FANOUT..(g + 1) * FANOUT];
+        let mut tied = keys.iter().enumerate().filter(|&(_, &k)| k == root.key);
+        let (c, _) = tied
+            .nth(rank as usize)
+            .expect("the tree counts the tied servers");
+        g * FANOUT + c
     }
 }
 
@@ -362,6 +440,12 @@ impl C3 {
     }
 
     /// Server `i`'s score Ψ given `os` requests of this client outstanding there.
+    ///
+    /// Always finite and never below +0.0 (the index's keys rely on it, see
+    /// [`within_key`]): every input is a count or a time, so `R̄`, `1/μ̄` and `q̄` are
+    /// at least 0 and `q̂ ≥ 1`; rounding is monotonic, so `R̄ − 1/μ̄ ≥ −1/μ̄` and
+    /// `q̂³/μ̄ ≥ 1/μ̄`, and their sum is at least 0 (an exact 0 is +0.0). It stays
+    /// below 10⁸⁰ (`q̂ < 2·10¹⁹` from u32 counts, `1/μ̄ < 2·10¹⁹` ns).
     pub fn score(&self, i: usize, os: u32) -> f64 {
         let f = self.feedback.get(i).copied().unwrap_or_default();
         if !f.seen {
@@ -415,8 +499,13 @@ impl C3 {
         }
     }
 
-    /// The indexed variant's pick: refresh the stale leaves, then the least score within
-    /// rate, else the least overall, ties by one draw.
+    /// The indexed variant's pick: refresh the stale keys, then the least key (the least
+    /// score within rate, else the least overall), ties by one draw.
+    ///
+    /// Never inlined into [`Strategy::pick`]: inlined, the default variant's scan at 100
+    /// servers took 1.11x the CPU time it took with the binary tree, out of line 1.05x
+    /// (7 alternating pairs each).
+    #[inline(never)]
     fn pick_indexed(&mut self, backends: &Backends, now: Nanos) -> Option<usize> {
         let mut ix = match self.index.take() {
             Some(ix) if ix.n == backends.len() => ix,
@@ -436,26 +525,27 @@ impl C3 {
             let i = i as usize;
             ix.is_dirty[i] = false;
             let b = backends.at(i);
-            if b.up {
-                let within = self.within_rate(i, now);
-                if !within && !ix.is_over[i] {
-                    ix.is_over[i] = true;
-                    ix.over.push(i as u32);
-                }
+            let key = if b.up {
                 let s = self.score(i, b.in_flight);
-                ix.set(i, [if within { s } else { f64::INFINITY }, s]);
+                if self.within_rate(i, now) {
+                    within_key(s)
+                } else {
+                    if !ix.is_over[i] {
+                        ix.is_over[i] = true;
+                        ix.over.push(i as u32);
+                    }
+                    over_key(s)
+                }
             } else {
-                ix.set(i, [f64::INFINITY; 2]);
-            }
-        }
-        let root = ix.nodes[1];
-        let picked = (0..2).find(|&c| root[c].count > 0).map(|c| {
-            let rank = match root[c].count {
-                1 => 0,
-                t => self.rng.random_range(0..t),
+                DOWN_KEY
             };
-            ix.select(c, rank)
-        });
+            ix.set(i, key);
+        }
+        let picked = match ix.root().count {
+            0 => None,
+            1 => Some(ix.select(0)),
+            t => Some(ix.select(self.rng.random_range(0..t))),
+        };
         self.index = Some(ix);
         picked
     }
@@ -540,6 +630,12 @@ impl Strategy for C3 {
 
     fn indexes_view(&self) -> bool {
         self.cfg.indexed
+    }
+
+    fn indexes_in_flight(&self) -> bool {
+        // A change of requests in flight comes with `on_dispatch` or `on_complete`, which
+        // mark the server stale already: only up and down need `on_view`.
+        false
     }
 
     fn on_view(&mut self, backend: usize, _view: &Backend) {
@@ -997,6 +1093,68 @@ mod tests {
             // Above, the index draws otherwise among the tied unheard servers.
             let (scan, index) = scan_and_index(cfg, (SCAN_UP_TO + 1, SCAN_UP_TO), false, &steps);
             assert_ne!(scan, index, "{cfg:?}");
+        }
+    }
+
+    /// Keys drawn from a few values, so that many servers tie: within or over their
+    /// rate, scores 0 to 3 (and the down key).
+    fn some_key() -> impl Gen<Value = u64> {
+        prop_oneof![
+            4 => (0u8..4).prop_map(|s| within_key(f64::from(s))),
+            2 => (0u8..4).prop_map(|s| over_key(f64::from(s))),
+            1 => Just(DOWN_KEY),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// After any sets, the index's root is the least key of a plain list (how many
+        /// hold it, the first of them) and `select` finds every holder in index order.
+        #[test]
+        fn score_index_agrees_with_a_plain_list(
+            n in prop_oneof![1usize..40, 40usize..700, 4000usize..4200],
+            sets in proptest::collection::vec((any::<usize>(), some_key()), 1..400),
+        ) {
+            let mut ix = ScoreIndex::new(n);
+            let mut model = vec![DOWN_KEY; n];
+            for (i, key) in sets {
+                let i = i % n;
+                ix.set(i, key);
+                model[i] = key;
+                let least = model.iter().copied().min().unwrap_or(DOWN_KEY);
+                let holders: Vec<usize> = (0..n)
+                    .filter(|&j| model[j] == least && least != DOWN_KEY)
+                    .collect();
+                let root = ix.root();
+                prop_assert_eq!(root.count as usize, holders.len());
+                if !holders.is_empty() {
+                    prop_assert_eq!((root.key, root.first as usize), (least, holders[0]));
+                }
+                for (rank, &j) in holders.iter().enumerate() {
+                    prop_assert_eq!(ix.select(rank as u32), j, "rank {}", rank);
+                }
+            }
+        }
+
+        /// Scores are finite and at least +0.0 (the index's keys rely on it), whatever
+        /// the feedback.
+        #[test]
+        fn scores_are_finite_and_never_below_zero(
+            clients in 1u32..,
+            alpha in 0.0f64..1.0,
+            replies in proptest::collection::vec(
+                (any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>()), 1..20),
+        ) {
+            let mut c = c3(C3Config { clients, alpha, ..no_rate() }, 1);
+            for (queued, service, latency, os) in replies {
+                let load = ServerLoad { queued, service_time: Nanos(service), ..ServerLoad::default() };
+                c.on_reply_load(0, &load, Nanos(1));
+                c.on_complete(0, Nanos(latency), Outcome::Ok, Nanos(1));
+                for os in [0, os, u32::MAX] {
+                    let s = c.score(0, os);
+                    prop_assert!(s.is_finite() && s.is_sign_positive(), "{}", s);
+                }
+            }
         }
     }
 
