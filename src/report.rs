@@ -31,6 +31,7 @@ pub use table::summary_table;
 
 use crate::runner::RunResults;
 use crate::scenario::Scenario;
+use output::Folder;
 
 /// An error writing a report.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +83,8 @@ pub trait Report: Send + Sync {
     /// Short name, for messages.
     fn name(&self) -> &'static str;
     /// Writes the output into `dir` and returns the files written.
-    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError>;
+    fn write(&self, dir: &Folder<'_>, input: &ReportInput<'_>)
+    -> Result<Vec<PathBuf>, ReportError>;
     /// Whether the output reads what the other reports wrote into `dir` (`report.md` links
     /// the plots that exist): it is then written after them.
     fn reads_others(&self) -> bool {
@@ -138,14 +140,25 @@ pub fn write_reports_into(
     input: &ReportInput<'_>,
     reports: &[Box<dyn Report>],
 ) -> Result<Vec<PathBuf>, ReportError> {
-    use rayon::prelude::*;
     input.results.fit_percentiles();
+    let files = write_each(&staging.folder(), input, reports)?;
+    output::publish(staging, &files)
+}
+
+/// Writes every report into `dir`, in parallel, those that [`Report::reads_others`]
+/// after the rest; returns every file written, in the order of `reports`.
+fn write_each(
+    dir: &Folder<'_>,
+    input: &ReportInput<'_>,
+    reports: &[Box<dyn Report>],
+) -> Result<Vec<PathBuf>, ReportError> {
+    use rayon::prelude::*;
     let write = |last: bool| {
         reports
             .par_iter()
             .map(|r| {
                 if r.reads_others() == last {
-                    r.write(&staging.dir, input).map(Some)
+                    r.write(dir, input).map(Some)
                 } else {
                     Ok(None)
                 }
@@ -158,12 +171,7 @@ pub fn write_reports_into(
     for (a, b) in first.into_iter().zip(write(true)) {
         files.extend(a.into_iter().chain(b?).flatten());
     }
-    output::publish(staging, &files)
-}
-
-/// A CSV writer on `path`, written atomically by [`finish_csv`].
-pub(crate) fn csv_writer(path: &Path) -> Result<csv::Writer<output::AtomicFile>, ReportError> {
-    Ok(csv::Writer::from_writer(output::AtomicFile::create(path)?))
+    Ok(files)
 }
 
 /// The error of writing a row to the CSV file `path`.
@@ -176,7 +184,7 @@ pub(crate) fn csv_err(path: &Path) -> impl Fn(csv::Error) -> ReportError + '_ {
 
 /// Flushes a CSV writer and moves its file into place.
 pub(crate) fn finish_csv(
-    w: csv::Writer<output::AtomicFile>,
+    w: csv::Writer<output::AtomicFile<'_>>,
     path: &Path,
 ) -> Result<(), ReportError> {
     let file = w.into_inner().map_err(|e| ReportError::Write {
@@ -195,11 +203,6 @@ pub(crate) fn create_parent(path: &Path) -> Result<(), ReportError> {
         })?;
     }
     Ok(())
-}
-
-/// Writes a text file atomically, creating its folder.
-pub(crate) fn write_text(path: &Path, text: &str) -> Result<(), ReportError> {
-    output::write_atomic(path, text.as_bytes()).map(|_| ())
 }
 
 /// `v` in `unit`, scaled for people: seconds in µs, ms or s by magnitude

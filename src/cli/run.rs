@@ -312,7 +312,7 @@ fn run_and_write(
     let write_timeseries = || {
         if let Some(traces) = sink.take_complete(scenario.strategies.len()) {
             let written = Timeseries::recorded(traces).write_files(
-                &staging.dir,
+                &staging.folder(),
                 scenario,
                 flags.output.format(),
             );
