@@ -146,32 +146,39 @@ pub fn write_reports_into(
 }
 
 /// Writes every report into `dir`, in parallel, those that [`Report::reads_others`]
-/// after the rest; returns every file written, in the order of `reports`.
+/// after the rest; returns every file written, in the order of `reports`, or the first
+/// failure in that order.
 fn write_each(
     dir: &Folder<'_>,
     input: &ReportInput<'_>,
     reports: &[Box<dyn Report>],
 ) -> Result<Vec<PathBuf>, ReportError> {
     use rayon::prelude::*;
-    let write = |last: bool| {
-        reports
+    // The reports of one pass, in parallel. The outcomes are collected first and the
+    // first failure taken in order: collected straight into a `Result`, rayon would give
+    // whichever failure a thread met first.
+    let pass = |last: bool| -> Result<Vec<Vec<PathBuf>>, ReportError> {
+        let outcomes: Vec<_> = reports
             .par_iter()
             .map(|r| {
                 if r.reads_others() == last {
-                    r.write(dir, input).map(Some)
+                    r.write(dir, input)
                 } else {
-                    Ok(None)
+                    Ok(Vec::new())
                 }
             })
-            .collect::<Vec<_>>()
+            .collect();
+        outcomes.into_iter().collect()
     };
     // Stop at the first failure, before the reports that read the others' files.
-    let first = write(false).into_iter().collect::<Result<Vec<_>, _>>()?;
-    let mut files = Vec::new();
-    for (a, b) in first.into_iter().zip(write(true)) {
-        files.extend(a.into_iter().chain(b?).flatten());
-    }
-    Ok(files)
+    let first = pass(false)?;
+    let last = pass(true)?;
+    // Each report wrote in one pass only: its files in report order.
+    Ok(first
+        .into_iter()
+        .zip(last)
+        .flat_map(|(a, b)| a.into_iter().chain(b))
+        .collect())
 }
 
 /// The error of writing a row to the CSV file `path`.

@@ -283,13 +283,15 @@ impl Drop for Staging {
     }
 }
 
-/// The syncs started in one staging folder, for [`publish`] to wait for: each file and
-/// the thread syncing it.
+/// The syncs started in one staging folder, for [`publish`] to wait for.
 #[derive(Debug, Default)]
-struct Syncs(Mutex<Vec<(PathBuf, JoinHandle<io::Result<()>>)>>);
+struct Syncs(Mutex<Vec<Started>>);
+
+/// A sync under way: the file and the thread syncing it.
+type Started = (PathBuf, JoinHandle<io::Result<()>>);
 
 impl Syncs {
-    fn lock(&self) -> MutexGuard<'_, Vec<(PathBuf, JoinHandle<io::Result<()>>)>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<Started>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -345,18 +347,12 @@ impl Syncs {
 }
 
 /// Moves the staged `files` (paths inside `staging.dir`) into the output folder under its
-/// lock, removes what the previous run listed in the manifest and this one did not
-/// write, and writes the new manifest. Returns the files' final paths.
+/// lock, once every one is synced, removes what the previous run listed in the manifest
+/// and this one did not write, and writes the new manifest. Returns the files' final
+/// paths.
 pub fn publish(staging: Staging, files: &[PathBuf]) -> Result<Vec<PathBuf>, ReportError> {
     let out = staging.out.clone();
-    let lock_path = out.join(LOCK);
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(write_err(&lock_path))?;
-    lock.lock().map_err(write_err(&lock_path))?;
+    let lock = lock_output(&out)?;
     let names: Vec<PathBuf> = files
         .iter()
         .map(|f| f.strip_prefix(&staging.dir).unwrap_or(f).to_path_buf())
@@ -379,6 +375,30 @@ pub fn publish(staging: Staging, files: &[PathBuf]) -> Result<Vec<PathBuf>, Repo
         std::fs::rename(f, &dest).map_err(write_err(&dest))?;
         finals.push(dest);
     }
+    remove_left_over(&out, &previous, &names);
+    std::fs::rename(&staged_manifest, &manifest).map_err(write_err(&manifest))?;
+    drop(lock);
+    drop(staging);
+    Ok(finals)
+}
+
+/// Takes the exclusive lock of output folder `out` ([`LOCK`]), held until the file is
+/// dropped.
+fn lock_output(out: &Path) -> Result<File, ReportError> {
+    let path = out.join(LOCK);
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(write_err(&path))?;
+    lock.lock().map_err(write_err(&path))?;
+    Ok(lock)
+}
+
+/// Removes from `out` the files of the `previous` manifest that are not in `names`:
+/// those the previous run wrote and this one did not.
+fn remove_left_over(out: &Path, previous: &str, names: &[PathBuf]) {
     for old in previous.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let rel = Path::new(old);
         // Only plain relative names this module wrote: never `..` or absolute paths.
@@ -389,10 +409,6 @@ pub fn publish(staging: Staging, files: &[PathBuf]) -> Result<Vec<PathBuf>, Repo
             let _ = std::fs::remove_file(out.join(rel));
         }
     }
-    std::fs::rename(&staged_manifest, &manifest).map_err(write_err(&manifest))?;
-    drop(lock);
-    drop(staging);
-    Ok(finals)
 }
 
 #[cfg(test)]
