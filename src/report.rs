@@ -258,6 +258,89 @@ pub fn sig(v: f64) -> String {
 mod tests {
     use super::*;
 
+    /// A report that writes the file `file`, or fails naming it, in the pass `last` says.
+    struct Fake {
+        file: &'static str,
+        last: bool,
+        fails: bool,
+    }
+
+    impl Report for Fake {
+        fn name(&self) -> &'static str {
+            self.file
+        }
+        fn write(
+            &self,
+            dir: &Folder<'_>,
+            _: &ReportInput<'_>,
+        ) -> Result<Vec<PathBuf>, ReportError> {
+            if self.fails {
+                return Err(ReportError::Write {
+                    path: dir.join(self.file),
+                    source: std::io::Error::other("no space left"),
+                });
+            }
+            Ok(vec![dir.write(self.file, b"x")?])
+        }
+        fn reads_others(&self) -> bool {
+            self.last
+        }
+    }
+
+    #[test]
+    fn reports_give_their_files_and_first_failure_in_their_order() {
+        let rest = crate::testing::servers("s", 1, "", &crate::testing::exponential(0.01))
+            + &crate::testing::kinds(&["round_robin"]);
+        let scenario = crate::testing::scenario("duration = 1", 10.0, &rest);
+        let results = RunResults {
+            seed: 1,
+            requested: 0,
+            finished: Vec::new(),
+            strategies: Vec::new(),
+        };
+        let input = ReportInput {
+            scenario: &scenario,
+            results: &results,
+            command: "lbsim run",
+            format: ImageFormat::Svg,
+            sweep: None,
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Folder::new(tmp.path());
+        let fake = |file, last, fails| -> Box<dyn Report> { Box::new(Fake { file, last, fails }) };
+        let write = |reports: &[Box<dyn Report>]| write_each(&dir, &input, reports);
+        let reports = [
+            fake("a", true, false),
+            fake("b", false, false),
+            fake("c", true, false),
+            fake("d", false, false),
+        ];
+        assert_eq!(
+            write(&reports).unwrap(),
+            ["a", "b", "c", "d"].map(|f| dir.join(f))
+        );
+        let failed = |reports: &[Box<dyn Report>]| match write(reports) {
+            Err(ReportError::Write { path, .. }) => path,
+            other => panic!("{other:?}"),
+        };
+        // The first failure in report order; a failure in the first pass stops before
+        // the reports that read the others' files.
+        let reports = [
+            fake("e", true, false),
+            fake("f", false, false),
+            fake("g", false, true),
+            fake("h", false, true),
+        ];
+        assert_eq!(failed(&reports), dir.join("g"));
+        assert!(!dir.join("e").exists());
+        let reports = [
+            fake("i", true, true),
+            fake("j", true, true),
+            fake("k", false, false),
+        ];
+        assert_eq!(failed(&reports), dir.join("i"));
+    }
+
     #[test]
     fn times_are_rescaled_by_magnitude() {
         assert_eq!(human(141.056, "s"), "141 s");
