@@ -119,13 +119,13 @@ impl Report for Plots {
                     },
                 )
             },
-            || {
-                let draw = |s| {
-                    dir.write_with(&files[2].1, |p| {
+            || match input.sweep {
+                Some(s) => dir
+                    .write_with(&files[2].1, |p| {
                         sweep_plot(p, s, Metric::LatencyP99, format)
                     })
-                };
-                input.sweep.map(draw).transpose()
+                    .map(Some),
+                None => Ok(None),
             },
         );
         Ok([a?, b?].into_iter().chain(c?).collect())
