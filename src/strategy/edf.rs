@@ -5,9 +5,6 @@
 //! Used by Envoy weighted round robin, Envoy least request with unequal weights and gRPC
 //! weighted round robin.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-
 use super::slow_start::{Ramp, RampKind, SlowStart};
 use super::{Backend, Backends};
 use crate::time::Nanos;
@@ -19,31 +16,103 @@ struct Entry {
     backend: usize,
 }
 
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
+impl Entry {
+    /// Whether `self` is due before `other`: earlier deadline, then earlier insertion.
+    /// Keys are unique (every entry has its own order), so this is a strict total order.
+    #[inline]
+    fn before(&self, other: &Entry) -> bool {
+        self.deadline
+            .total_cmp(&other.deadline)
+            .then(self.order.cmp(&other.order))
+            .is_lt()
     }
 }
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
+
+/// A binary min-heap of entries, earliest first. `std`'s `BinaryHeap` has no "replace the
+/// root": a pick popped the root and pushed its next entry, two passes; here
+/// [`Heap::replace_top`] takes one. With unique keys every pop comes out as from
+/// `BinaryHeap` (a property test below compares them).
+#[derive(Clone, Debug, Default)]
+struct Heap {
+    v: Vec<Entry>,
 }
-impl Ord for Entry {
-    /// Reversed, so that `BinaryHeap` (a max-heap) pops the earliest deadline first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .deadline
-            .total_cmp(&self.deadline)
-            .then(other.order.cmp(&self.order))
+
+impl Heap {
+    fn clear(&mut self) {
+        self.v.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.v.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.v.is_empty()
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<&Entry> {
+        self.v.first()
+    }
+
+    fn push(&mut self, e: Entry) {
+        self.v.push(e);
+        self.sift_up(self.v.len() - 1, e);
+    }
+
+    fn pop(&mut self) -> Option<Entry> {
+        let last = self.v.pop()?;
+        if self.v.is_empty() {
+            return Some(last);
+        }
+        let top = self.v[0];
+        self.replace_top(last);
+        Some(top)
+    }
+
+    /// Replaces the earliest entry by `e`: the root's hole moves down to a leaf along
+    /// the earlier child at each level (one comparison a level), and `e` rises from
+    /// there to its place (Floyd's heap construction step; a new deadline is usually
+    /// among the latest, so it rises little).
+    #[inline]
+    fn replace_top(&mut self, e: Entry) {
+        let v = &mut self.v;
+        let n = v.len();
+        let mut hole = 0;
+        let mut child = 1;
+        while child + 1 < n {
+            // The earlier child, without a branch (which way it goes is a coin toss).
+            child += usize::from(v[child + 1].before(&v[child]));
+            v[hole] = v[child];
+            hole = child;
+            child = 2 * hole + 1;
+        }
+        if child + 1 == n {
+            v[hole] = v[child];
+            hole = child;
+        }
+        self.sift_up(hole, e);
+    }
+
+    /// Puts `e` in the hole at `hole` or above it, moving later parents down.
+    #[inline]
+    fn sift_up(&mut self, mut hole: usize, e: Entry) {
+        while hole > 0 {
+            let parent = (hole - 1) / 2;
+            if self.v[parent].before(&e) {
+                break;
+            }
+            self.v[hole] = self.v[parent];
+            hole = parent;
+        }
+        self.v[hole] = e;
     }
 }
 
 /// An EDF scheduler over backend indices.
 #[derive(Clone, Debug, Default)]
 pub struct EdfScheduler {
-    heap: BinaryHeap<Entry>,
+    heap: Heap,
     current: f64,
     order: u64,
     /// Scratch list of down entries met by a pick.
@@ -60,12 +129,20 @@ impl EdfScheduler {
 
     /// Adds `backend` with `weight` (> 0): deadline `current_time + 1 / weight`.
     pub fn add(&mut self, backend: usize, weight: f64) {
-        self.heap.push(Entry {
+        let e = self.entry(backend, weight);
+        self.heap.push(e);
+    }
+
+    /// `backend`'s next entry: deadline `current_time + 1 / weight`, the next order.
+    #[inline]
+    fn entry(&mut self, backend: usize, weight: f64) -> Entry {
+        let e = Entry {
             deadline: self.current + 1.0 / weight,
             order: self.order,
             backend,
-        });
+        };
         self.order += 1;
+        e
     }
 
     /// Number of entries.
@@ -87,6 +164,16 @@ impl EdfScheduler {
         backends: &Backends,
         mut weight: impl FnMut(usize) -> f64,
     ) -> Option<usize> {
+        // The usual case: the earliest entry is up and takes its own new deadline, in
+        // place of the root (one pass down the heap instead of a pop's and a push's).
+        let top = *self.heap.peek()?;
+        if backends.get(top.backend).is_some_and(|b| b.up) {
+            let i = top.backend;
+            self.current = top.deadline;
+            let again = self.entry(i, weight(i));
+            self.heap.replace_top(again);
+            return Some(i);
+        }
         let mut found = None;
         while let Some(e) = self.heap.pop() {
             if backends.get(e.backend).is_some_and(|b| b.up) {
@@ -252,6 +339,42 @@ impl EnvoySchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    /// An entry's key as `std`'s heap orders it (its deadline's bits order as the
+    /// deadline for the non-negative deadlines used here).
+    fn key(e: &Entry) -> Reverse<(u64, u64, usize)> {
+        Reverse((e.deadline.to_bits(), e.order, e.backend))
+    }
+
+    proptest! {
+        /// Pushes, pops and root replacements come out as from `std`'s `BinaryHeap`.
+        #[test]
+        fn the_heap_pops_as_binary_heap(ops in prop::collection::vec((0u8..3, 0u32..40), 1..400)) {
+            let (mut heap, mut model) = (Heap::default(), BinaryHeap::new());
+            for (order, (op, d)) in ops.into_iter().enumerate() {
+                let e = Entry { deadline: f64::from(d) / 4.0, order: order as u64, backend: order };
+                match op {
+                    0 => {
+                        heap.push(e);
+                        model.push(key(&e));
+                    }
+                    1 => prop_assert_eq!(heap.pop().map(|e| key(&e)), model.pop()),
+                    _ => {
+                        if let Some(top) = heap.peek().copied() {
+                            prop_assert_eq!(Some(key(&top)), model.pop());
+                            heap.replace_top(e);
+                            model.push(key(&e));
+                        }
+                    }
+                }
+                prop_assert_eq!(heap.len(), model.len());
+                prop_assert_eq!(heap.peek().map(key), model.peek().copied());
+            }
+        }
+    }
 
     #[test]
     fn weights_5_1_1_share_exactly_per_cycle_and_ties_go_in_order() {
