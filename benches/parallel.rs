@@ -86,7 +86,8 @@ fn run_and_report(s: &Scenario, out: &Path) -> Vec<PathBuf> {
     let early = Mutex::new(None);
     let write_timeseries = || {
         if let Some(traces) = sink.take_complete(s.strategies.len()) {
-            let files = Timeseries::recorded(traces).write_files(&staging.dir, s, ImageFormat::Svg);
+            let files =
+                Timeseries::recorded(traces).write_files(&staging.folder(), s, ImageFormat::Svg);
             *early.lock().expect("lock") = Some(files);
         }
     };

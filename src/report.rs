@@ -31,6 +31,7 @@ pub use table::summary_table;
 
 use crate::runner::RunResults;
 use crate::scenario::Scenario;
+use output::Folder;
 
 /// An error writing a report.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +83,8 @@ pub trait Report: Send + Sync {
     /// Short name, for messages.
     fn name(&self) -> &'static str;
     /// Writes the output into `dir` and returns the files written.
-    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError>;
+    fn write(&self, dir: &Folder<'_>, input: &ReportInput<'_>)
+    -> Result<Vec<PathBuf>, ReportError>;
     /// Whether the output reads what the other reports wrote into `dir` (`report.md` links
     /// the plots that exist): it is then written after them.
     fn reads_others(&self) -> bool {
@@ -138,32 +140,45 @@ pub fn write_reports_into(
     input: &ReportInput<'_>,
     reports: &[Box<dyn Report>],
 ) -> Result<Vec<PathBuf>, ReportError> {
-    use rayon::prelude::*;
     input.results.fit_percentiles();
-    let write = |last: bool| {
-        reports
-            .par_iter()
-            .map(|r| {
-                if r.reads_others() == last {
-                    r.write(&staging.dir, input).map(Some)
-                } else {
-                    Ok(None)
-                }
-            })
-            .collect::<Vec<_>>()
-    };
-    // Stop at the first failure, before the reports that read the others' files.
-    let first = write(false).into_iter().collect::<Result<Vec<_>, _>>()?;
-    let mut files = Vec::new();
-    for (a, b) in first.into_iter().zip(write(true)) {
-        files.extend(a.into_iter().chain(b?).flatten());
-    }
+    let files = write_each(&staging.folder(), input, reports)?;
     output::publish(staging, &files)
 }
 
-/// A CSV writer on `path`, written atomically by [`finish_csv`].
-pub(crate) fn csv_writer(path: &Path) -> Result<csv::Writer<output::AtomicFile>, ReportError> {
-    Ok(csv::Writer::from_writer(output::AtomicFile::create(path)?))
+/// Writes every report into `dir`, in parallel, those that [`Report::reads_others`]
+/// after the rest; returns every file written, in the order of `reports`, or the first
+/// failure in that order.
+fn write_each(
+    dir: &Folder<'_>,
+    input: &ReportInput<'_>,
+    reports: &[Box<dyn Report>],
+) -> Result<Vec<PathBuf>, ReportError> {
+    use rayon::prelude::*;
+    // The reports of one pass, in parallel. The outcomes are collected first and the
+    // first failure taken in order: collected straight into a `Result`, rayon would give
+    // whichever failure a thread met first.
+    let pass = |last: bool| -> Result<Vec<Vec<PathBuf>>, ReportError> {
+        let outcomes: Vec<_> = reports
+            .par_iter()
+            .map(|r| {
+                if r.reads_others() == last {
+                    r.write(dir, input)
+                } else {
+                    Ok(Vec::new())
+                }
+            })
+            .collect();
+        outcomes.into_iter().collect()
+    };
+    // Stop at the first failure, before the reports that read the others' files.
+    let first = pass(false)?;
+    let last = pass(true)?;
+    // Each report wrote in one pass only: its files in report order.
+    Ok(first
+        .into_iter()
+        .zip(last)
+        .flat_map(|(a, b)| a.into_iter().chain(b))
+        .collect())
 }
 
 /// The error of writing a row to the CSV file `path`.
@@ -176,7 +191,7 @@ pub(crate) fn csv_err(path: &Path) -> impl Fn(csv::Error) -> ReportError + '_ {
 
 /// Flushes a CSV writer and moves its file into place.
 pub(crate) fn finish_csv(
-    w: csv::Writer<output::AtomicFile>,
+    w: csv::Writer<output::AtomicFile<'_>>,
     path: &Path,
 ) -> Result<(), ReportError> {
     let file = w.into_inner().map_err(|e| ReportError::Write {
@@ -195,11 +210,6 @@ pub(crate) fn create_parent(path: &Path) -> Result<(), ReportError> {
         })?;
     }
     Ok(())
-}
-
-/// Writes a text file atomically, creating its folder.
-pub(crate) fn write_text(path: &Path, text: &str) -> Result<(), ReportError> {
-    output::write_atomic(path, text.as_bytes()).map(|_| ())
 }
 
 /// `v` in `unit`, scaled for people: seconds in µs, ms or s by magnitude
@@ -247,6 +257,89 @@ pub fn sig(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A report that writes the file `file`, or fails naming it, in the pass `last` says.
+    struct Fake {
+        file: &'static str,
+        last: bool,
+        fails: bool,
+    }
+
+    impl Report for Fake {
+        fn name(&self) -> &'static str {
+            self.file
+        }
+        fn write(
+            &self,
+            dir: &Folder<'_>,
+            _: &ReportInput<'_>,
+        ) -> Result<Vec<PathBuf>, ReportError> {
+            if self.fails {
+                return Err(ReportError::Write {
+                    path: dir.join(self.file),
+                    source: std::io::Error::other("no space left"),
+                });
+            }
+            Ok(vec![dir.write(self.file, b"x")?])
+        }
+        fn reads_others(&self) -> bool {
+            self.last
+        }
+    }
+
+    #[test]
+    fn reports_give_their_files_and_first_failure_in_their_order() {
+        let rest = crate::testing::servers("s", 1, "", &crate::testing::exponential(0.01))
+            + &crate::testing::kinds(&["round_robin"]);
+        let scenario = crate::testing::scenario("duration = 1", 10.0, &rest);
+        let results = RunResults {
+            seed: 1,
+            requested: 0,
+            finished: Vec::new(),
+            strategies: Vec::new(),
+        };
+        let input = ReportInput {
+            scenario: &scenario,
+            results: &results,
+            command: "lbsim run",
+            format: ImageFormat::Svg,
+            sweep: None,
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Folder::new(tmp.path());
+        let fake = |file, last, fails| -> Box<dyn Report> { Box::new(Fake { file, last, fails }) };
+        let write = |reports: &[Box<dyn Report>]| write_each(&dir, &input, reports);
+        let reports = [
+            fake("a", true, false),
+            fake("b", false, false),
+            fake("c", true, false),
+            fake("d", false, false),
+        ];
+        assert_eq!(
+            write(&reports).unwrap(),
+            ["a", "b", "c", "d"].map(|f| dir.join(f))
+        );
+        let failed = |reports: &[Box<dyn Report>]| match write(reports) {
+            Err(ReportError::Write { path, .. }) => path,
+            other => panic!("{other:?}"),
+        };
+        // The first failure in report order; a failure in the first pass stops before
+        // the reports that read the others' files.
+        let reports = [
+            fake("e", true, false),
+            fake("f", false, false),
+            fake("g", false, true),
+            fake("h", false, true),
+        ];
+        assert_eq!(failed(&reports), dir.join("g"));
+        assert!(!dir.join("e").exists());
+        let reports = [
+            fake("i", true, true),
+            fake("j", true, true),
+            fake("k", false, false),
+        ];
+        assert_eq!(failed(&reports), dir.join("i"));
+    }
 
     #[test]
     fn times_are_rescaled_by_magnitude() {

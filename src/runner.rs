@@ -70,7 +70,7 @@ impl TraceSink {
     /// Every strategy's trace, by strategy index, leaving the sink empty, once each of
     /// the `strategies` has one; otherwise `None`, leaving the sink as it was.
     pub fn take_complete(&self, strategies: usize) -> Option<Vec<Option<Trace>>> {
-        let mut traces = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+        let mut traces = lock(&self.traces);
         let complete = traces.len() == strategies && traces.iter().all(Option::is_some);
         complete.then(|| std::mem::take(&mut *traces))
     }
@@ -78,11 +78,11 @@ impl TraceSink {
     /// The traces recorded so far, by strategy index (`None` where replication 0 of that
     /// strategy did not run, e.g. an interrupted run), leaving the sink empty.
     pub fn take(&self) -> Vec<Option<Trace>> {
-        std::mem::take(&mut *self.traces.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *lock(&self.traces))
     }
 
     fn put(&self, strategy: usize, trace: Trace) {
-        let mut traces = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+        let mut traces = lock(&self.traces);
         if traces.len() <= strategy {
             traces.resize(strategy + 1, None);
         }
@@ -212,18 +212,14 @@ impl StrategyResult {
     pub(crate) fn fit(&self, source: usize, p: f64) -> Option<Fit> {
         let h = self.pooled.get(source)?;
         let key = (source, p.to_bits());
-        let cached = |fits: &FitCache| {
-            let fits = fits.0.lock().unwrap_or_else(|e| e.into_inner());
-            fits.get(&key).copied()
-        };
-        if let Some(f) = cached(&self.fits) {
-            return Some(f);
+        let cached = lock(&self.fits.0).get(&key).copied();
+        if cached.is_some() {
+            return cached;
         }
         // Made outside the lock, so that fits of other sources are made in parallel; two
         // threads making the same one make the same value.
         let f = fit(h, &self.cdfs(source), p);
-        let mut fits = self.fits.0.lock().unwrap_or_else(|e| e.into_inner());
-        Some(*fits.entry(key).or_insert(f))
+        Some(*lock(&self.fits.0).entry(key).or_insert(f))
     }
 }
 
@@ -516,7 +512,7 @@ impl Queue {
     /// The next task to start, as (replication position, strategy); `None` once every
     /// task has started.
     fn next(&self) -> Option<(usize, usize)> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = lock(&self.state);
         if st.pending.is_empty() {
             if st.opened == self.replications {
                 return None;
@@ -525,29 +521,26 @@ impl Queue {
             st.opened += 1;
             st.pending = (0..self.strategies).collect();
         }
-        // Longest mean first; not timed yet counts as longest; ties in scenario order.
-        let mean = |&(total, n): &(Duration, u32)| match n {
-            0 => f64::INFINITY,
-            n => total.as_secs_f64() / f64::from(n),
+        // Longest mean first; not timed yet counts as longest; ties in scenario order
+        // (`pending` is in scenario order, and only a strictly longer one displaces the
+        // first found).
+        let mean = |k: usize| match st.took[k] {
+            (_, 0) => f64::INFINITY,
+            (total, n) => total.as_secs_f64() / f64::from(n),
         };
-        let (i, _) =
-            st.pending
-                .iter()
-                .enumerate()
-                .fold(None, |best: Option<(usize, f64)>, (i, &k)| {
-                    let m = mean(&st.took[k]);
-                    match best {
-                        Some((_, b)) if b >= m => best,
-                        _ => Some((i, m)),
-                    }
-                })?;
-        let k = st.pending.remove(i);
-        Some((st.pos, k))
+        let mut longest = *st.pending.first()?;
+        for &k in &st.pending {
+            if mean(k) > mean(longest) {
+                longest = k;
+            }
+        }
+        st.pending.retain(|&k| k != longest);
+        Some((st.pos, longest))
     }
 
     /// Records that a simulation of strategy `k` took `time`.
     fn took(&self, k: usize, time: Duration) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = lock(&self.state);
         let (total, n) = &mut st.took[k];
         *total += time;
         *n += 1;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use lbsim::metrics::Metric;
 use lbsim::report::check::CheckedScenario;
+use lbsim::report::output::Folder;
 use lbsim::report::{check, write_summary_csv};
 use lbsim::runner::{RunOptions, run};
 
@@ -109,7 +110,7 @@ pub fn cmd_check(flags: CheckArgs) -> anyhow::Result<ExitCode> {
         });
         if flags.update {
             let dir = baseline.join(&scenario.name);
-            let file = write_summary_csv(&dir, scenario, &results)?;
+            let file = write_summary_csv(&Folder::new(&dir), scenario, &results)?;
             eprintln!("updated {}", file.display());
             continue;
         }

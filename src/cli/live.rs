@@ -660,7 +660,7 @@ fn replay_one(
     };
     // Staged and moved into --out together, as `lbsim run` does: never half-written.
     let staging = lbsim::report::output::Staging::new(&out)?;
-    let staged = verdict::write_reports(&staging.dir, &scenario, &verdict, format)?;
+    let staged = verdict::write_reports(&staging.folder(), &scenario, &verdict, format)?;
     let written = lbsim::report::output::publish(staging, &staged)?;
     println!(
         "wrote {}",

@@ -312,63 +312,16 @@ fn run_and_write(
     let write_timeseries = || {
         if let Some(traces) = sink.take_complete(scenario.strategies.len()) {
             let written = Timeseries::recorded(traces).write_files(
-                &staging.dir,
+                &staging.folder(),
                 scenario,
                 flags.output.format(),
             );
             *early_timeseries.lock().unwrap_or_else(|e| e.into_inner()) = Some(written);
         }
     };
-    let mut missed = None;
-    let results = match flags.precision {
-        Some(target) => {
-            let seq = run_to_precision(
-                scenario,
-                opts,
-                Precision {
-                    target,
-                    metric,
-                    max_replications: flags.max_replications,
-                },
-            )?;
-            eprintln!(
-                "precision: {} replications ({}) give ±{:.2}% on {} for every strategy{}",
-                seq.results.finished.len(),
-                seq.batches
-                    .iter()
-                    .map(|b| b.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" → "),
-                100.0 * seq.worst,
-                flags.metric,
-                if seq.reached {
-                    String::new()
-                } else {
-                    format!(
-                        ": target ±{}% NOT reached within --max-replications {}",
-                        100.0 * target,
-                        flags.max_replications
-                    )
-                }
-            );
-            if !seq.reached && !seq.results.is_partial() {
-                let (k, w) = lbsim::sequential::worst_strategy(&seq.results, metric)
-                    .unwrap_or((0, f64::INFINITY));
-                missed = Some(format!(
-                    "precision target missed: `{}` holds {} at ±{:.2}% (target ±{}%) after {} replications; raise --max-replications, or lengthen `duration` to narrow each replication's spread (exit status {EXIT_PRECISION_MISSED})",
-                    seq.results
-                        .strategies
-                        .get(k)
-                        .map_or("?", |s| s.label.as_str()),
-                    flags.metric,
-                    100.0 * w,
-                    100.0 * target,
-                    seq.results.finished.len()
-                ));
-            }
-            seq.results
-        }
-        None => run_with_idle(scenario, opts, &write_timeseries)?,
+    let (results, missed) = match flags.precision {
+        Some(target) => run_precise(scenario, opts, flags, target, metric)?,
+        None => (run_with_idle(scenario, opts, &write_timeseries)?, None),
     };
     if results.finished.is_empty() && interrupt.is_set() {
         if let Some(bar) = &opts.progress {
@@ -450,6 +403,63 @@ fn run_and_write(
         return Ok(ExitCode::from(EXIT_PRECISION_MISSED));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `scenario` adding replications until `target` precision on `metric` (or
+/// `--max-replications`), and says how far it got. Returns the results and, when a
+/// complete run missed the target, what to say at the end.
+fn run_precise(
+    scenario: &Scenario,
+    opts: &RunOptions,
+    flags: &RunArgs,
+    target: f64,
+    metric: Metric,
+) -> anyhow::Result<(RunResults, Option<String>)> {
+    let seq = run_to_precision(
+        scenario,
+        opts,
+        Precision {
+            target,
+            metric,
+            max_replications: flags.max_replications,
+        },
+    )?;
+    eprintln!(
+        "precision: {} replications ({}) give ±{:.2}% on {} for every strategy{}",
+        seq.results.finished.len(),
+        seq.batches
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(" → "),
+        100.0 * seq.worst,
+        flags.metric,
+        if seq.reached {
+            String::new()
+        } else {
+            format!(
+                ": target ±{}% NOT reached within --max-replications {}",
+                100.0 * target,
+                flags.max_replications
+            )
+        }
+    );
+    let missed = (!seq.reached && !seq.results.is_partial()).then(|| {
+        let (k, w) =
+            lbsim::sequential::worst_strategy(&seq.results, metric).unwrap_or((0, f64::INFINITY));
+        format!(
+            "precision target missed: `{}` holds {} at ±{:.2}% (target ±{}%) after {} replications; raise --max-replications, or lengthen `duration` to narrow each replication's spread (exit status {EXIT_PRECISION_MISSED})",
+            seq.results
+                .strategies
+                .get(k)
+                .map_or("?", |s| s.label.as_str()),
+            flags.metric,
+            100.0 * w,
+            100.0 * target,
+            seq.results.finished.len()
+        )
+    });
+    Ok((seq.results, missed))
 }
 
 /// Prints the summary table (and warns of clamped values), then writes every report into

@@ -10,11 +10,12 @@
 //! field, and a file without rows has no header.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::ser::{Error as _, Serialize, SerializeStruct, Serializer};
 
-use super::{ReportError, csv_err, csv_writer, finish_csv};
+use super::output::Folder;
+use super::{ReportError, csv_err, finish_csv};
 use crate::metrics::Metric;
 use crate::stats::Estimate;
 
@@ -564,11 +565,12 @@ impl<const N: usize> Table<N> {
     /// path. A record whose columns are not the table's is an error.
     pub fn write<'a>(
         &self,
-        dir: &Path,
+        dir: &Folder<'_>,
         records: impl IntoIterator<Item = [(Column, Cell<'a>); N]>,
     ) -> Result<PathBuf, ReportError> {
-        let path = dir.join(self.file);
-        let mut w = csv_writer(&path)?;
+        let file = dir.create(self.file)?;
+        let path = file.path().to_path_buf();
+        let mut w = csv::Writer::from_writer(file);
         for cells in records {
             w.serialize(Record {
                 table: self,
@@ -679,7 +681,8 @@ mod tests {
 
     #[test]
     fn a_record_must_follow_its_table() {
-        let dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Folder::new(tmp.path());
         let e = Estimate {
             mean: 0.5,
             low: 0.25,
@@ -698,7 +701,7 @@ mod tests {
             ]
         };
         let path = SUMMARY
-            .write(dir.path(), [good(false.into()), good(None::<bool>.into())])
+            .write(&dir, [good(false.into()), good(None::<bool>.into())])
             .unwrap();
         assert_eq!(
             std::fs::read_to_string(path).unwrap(),
@@ -708,24 +711,21 @@ mod tests {
         );
         let mut swapped = good(true.into());
         swapped.swap(0, 1);
-        let err = SUMMARY
-            .write(dir.path(), [swapped])
-            .unwrap_err()
-            .to_string();
+        let err = SUMMARY.write(&dir, [swapped]).unwrap_err().to_string();
         assert!(
             err.contains("column `strategy` given where the table has `scenario`"),
             "{err}"
         );
         let mut flat = good(true.into());
         flat[4].1 = 0.5.into();
-        let err = SUMMARY.write(dir.path(), [flat]).unwrap_err().to_string();
+        let err = SUMMARY.write(&dir, [flat]).unwrap_err().to_string();
         assert!(err.contains("`mean` is an estimate"), "{err}");
         let mut wide = good(true.into());
         wide[3].1 = e.into();
-        let err = SUMMARY.write(dir.path(), [wide]).unwrap_err().to_string();
+        let err = SUMMARY.write(&dir, [wide]).unwrap_err().to_string();
         assert!(err.contains("`unit` is not an estimate"), "{err}");
         let empty: [[(Column, Cell<'_>); 7]; 0] = [];
-        let path = SUMMARY.write(dir.path(), empty).unwrap();
+        let path = SUMMARY.write(&dir, empty).unwrap();
         assert_eq!(std::fs::read_to_string(path).unwrap(), "");
     }
 }

@@ -9,9 +9,10 @@
 //! what pairing buys. Percentiles compare pooled quantiles, with the paired interval of
 //! their Bahadur representation ([`crate::stats::quantile`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::columns::*;
+use super::output::Folder;
 use super::{Report, ReportError, ReportInput};
 use crate::metrics::{Better, Estimator, Metric};
 use crate::runner::RunResults;
@@ -210,7 +211,11 @@ impl Report for ComparisonsCsv {
         "comparisons.csv"
     }
 
-    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
+    fn write(
+        &self,
+        dir: &Folder<'_>,
+        input: &ReportInput<'_>,
+    ) -> Result<Vec<PathBuf>, ReportError> {
         let r = input.results;
         let n = r.strategies.len();
         let pairs: Vec<(Metric, usize, usize)> =

@@ -3,9 +3,10 @@
 //! and metric, for users' own statistics). Times are in seconds. Their columns are defined
 //! in [`super::columns`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::columns::*;
+use super::output::Folder;
 use super::{Report, ReportError, ReportInput};
 use crate::metrics::{Applies, Metric, SERVER_METRICS, SERVER_QUANTILE, SOURCE_SERVERS};
 use crate::runner::RunResults;
@@ -14,7 +15,7 @@ use crate::stats::estimate;
 
 /// Writes `summary.csv` into `dir` and returns its path.
 pub fn write_summary_csv(
-    dir: &Path,
+    dir: &Folder<'_>,
     scenario: &Scenario,
     results: &RunResults,
 ) -> Result<PathBuf, ReportError> {
@@ -40,7 +41,7 @@ pub fn write_summary_csv(
 
 /// Writes `servers.csv` into `dir` and returns its path.
 pub fn write_servers_csv(
-    dir: &Path,
+    dir: &Folder<'_>,
     scenario: &Scenario,
     results: &RunResults,
 ) -> Result<PathBuf, ReportError> {
@@ -75,7 +76,7 @@ pub fn write_servers_csv(
 
 /// Writes `replications.csv` into `dir` and returns its path.
 pub fn write_replications_csv(
-    dir: &Path,
+    dir: &Folder<'_>,
     scenario: &Scenario,
     results: &RunResults,
 ) -> Result<PathBuf, ReportError> {
@@ -110,7 +111,11 @@ impl Report for ReplicationsCsv {
     fn name(&self) -> &'static str {
         "replications.csv"
     }
-    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
+    fn write(
+        &self,
+        dir: &Folder<'_>,
+        input: &ReportInput<'_>,
+    ) -> Result<Vec<PathBuf>, ReportError> {
         Ok(vec![write_replications_csv(
             dir,
             input.scenario,
@@ -126,7 +131,11 @@ impl Report for SummaryCsv {
     fn name(&self) -> &'static str {
         "summary.csv"
     }
-    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
+    fn write(
+        &self,
+        dir: &Folder<'_>,
+        input: &ReportInput<'_>,
+    ) -> Result<Vec<PathBuf>, ReportError> {
         Ok(vec![write_summary_csv(dir, input.scenario, input.results)?])
     }
 }
@@ -138,7 +147,11 @@ impl Report for ServersCsv {
     fn name(&self) -> &'static str {
         "servers.csv"
     }
-    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
+    fn write(
+        &self,
+        dir: &Folder<'_>,
+        input: &ReportInput<'_>,
+    ) -> Result<Vec<PathBuf>, ReportError> {
         Ok(vec![write_servers_csv(dir, input.scenario, input.results)?])
     }
 }

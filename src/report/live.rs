@@ -37,13 +37,14 @@
 //! weights learnt from 100 ms of rates) on its response times.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::Serialize;
 
+use super::output::Folder;
 use super::tolerance::{BadEntry, parse_entries};
-use super::{ImageFormat, ReportError, write_servers_csv, write_summary_csv};
+use super::{ImageFormat, ReportError, csv_err, finish_csv, write_servers_csv, write_summary_csv};
 use crate::metrics::{Metric, RunMetrics, RunSummary};
 use crate::runner::RunResults;
 use crate::scenario::Scenario;
@@ -1062,29 +1063,26 @@ impl<'a> ComparisonRow<'a> {
 /// `sim/servers.csv` (calibrated simulation), `comparison.csv`, `calibration.csv`,
 /// `lag.csv` and `cdf.svg` (or `.png`) into `dir`; returns the paths written.
 pub fn write_reports(
-    dir: &Path,
+    dir: &Folder<'_>,
     scenario: &Scenario,
     verdict: &Verdict,
     format: ImageFormat,
 ) -> Result<Vec<PathBuf>, ReportError> {
+    let sim = dir.sub("sim");
     let mut written = vec![
         write_summary_csv(dir, scenario, &verdict.live)?,
         write_servers_csv(dir, scenario, &verdict.live)?,
-        write_summary_csv(&dir.join("sim"), &verdict.calibrated, &verdict.sim)?,
-        write_servers_csv(&dir.join("sim"), &verdict.calibrated, &verdict.sim)?,
+        write_summary_csv(&sim, &verdict.calibrated, &verdict.sim)?,
+        write_servers_csv(&sim, &verdict.calibrated, &verdict.sim)?,
     ];
     let rows: Vec<ComparisonRow<'_>> = verdict
         .rows
         .iter()
         .map(|c| ComparisonRow::new(verdict, c))
         .collect();
-    written.push(write_rows(&dir.join("comparison.csv"), &rows)?);
-    written.push(write_rows(
-        &dir.join("calibration.csv"),
-        &verdict.calibration,
-    )?);
-    written.push(write_rows(&dir.join("lag.csv"), &verdict.lag)?);
-    let plot = dir.join(format!("cdf.{}", format.ext()));
+    written.push(write_rows(dir, "comparison.csv", &rows)?);
+    written.push(write_rows(dir, "calibration.csv", &verdict.calibration)?);
+    written.push(write_rows(dir, "lag.csv", &verdict.lag)?);
     let curves: Vec<_> = verdict
         .live
         .strategies
@@ -1092,25 +1090,26 @@ pub fn write_reports(
         .zip(&verdict.sim_replayed)
         .map(|(l, s)| (l.label.as_str(), &s.latency, l.latency()))
         .collect();
-    super::plots::live_latency_ccdf(&plot, format, &scenario.name, &curves)?;
-    written.push(plot);
+    written.push(dir.write_with(format!("cdf.{}", format.ext()), |p| {
+        super::plots::live_latency_ccdf(p, format, &scenario.name, &curves)
+    })?);
     Ok(written)
 }
 
-fn write_rows<T: Serialize>(path: &Path, rows: &[T]) -> Result<PathBuf, ReportError> {
-    let csv_err = |source| ReportError::Csv {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut w = csv::Writer::from_path(path).map_err(csv_err)?;
+/// Writes `rows` into the CSV file `name` in `dir`.
+fn write_rows<T: Serialize>(
+    dir: &Folder<'_>,
+    name: &str,
+    rows: &[T],
+) -> Result<PathBuf, ReportError> {
+    let file = dir.create(name)?;
+    let path = file.path().to_path_buf();
+    let mut w = csv::Writer::from_writer(file);
     for r in rows {
-        w.serialize(r).map_err(csv_err)?;
+        w.serialize(r).map_err(csv_err(&path))?;
     }
-    w.flush().map_err(|source| ReportError::Write {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(path.to_path_buf())
+    finish_csv(w, &path)?;
+    Ok(path)
 }
 
 /// A value of `unit` for the terminal: times in ms, fractions in %.

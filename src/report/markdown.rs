@@ -3,11 +3,12 @@
 //! plots, and the exact command that reproduces the run.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::comparisons::{Ranking, compare, rank};
+use super::output::Folder;
 use super::plots::plot_files;
-use super::{Report, ReportError, ReportInput, human, sig, write_text};
+use super::{Report, ReportError, ReportInput, human, sig};
 use crate::metrics::{Better, Metric};
 use crate::runner::RunResults;
 use crate::scenario::Scenario;
@@ -34,12 +35,15 @@ impl Report for MarkdownReport {
         "report.md"
     }
 
-    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
-        let path = dir.join("report.md");
+    fn write(
+        &self,
+        dir: &Folder<'_>,
+        input: &ReportInput<'_>,
+    ) -> Result<Vec<PathBuf>, ReportError> {
         // Written after the plots: link only those written (the queue-over-time plot
         // needs a recorded time series).
-        write_text(&path, &render_linking(input, |f| dir.join(f).exists()))?;
-        Ok(vec![path])
+        let text = render_linking(input, |f| dir.join(f).exists());
+        Ok(vec![dir.write("report.md", text.as_bytes())?])
     }
 
     fn reads_others(&self) -> bool {

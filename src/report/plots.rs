@@ -16,6 +16,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use super::output::Folder;
 use super::{Report, ReportError, ReportInput, create_parent};
 use crate::metrics::Metric;
 use crate::runner::RunResults;
@@ -100,32 +101,34 @@ impl Report for Plots {
     /// The plots are drawn in parallel (on the current rayon pool), each into its own
     /// file; the files are listed in the order of [`plot_files`], and the first failure
     /// in that order is the one returned.
-    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
+    fn write(
+        &self,
+        dir: &Folder<'_>,
+        input: &ReportInput<'_>,
+    ) -> Result<Vec<PathBuf>, ReportError> {
         let files = plot_files(input);
-        let (ccdf, servers, sweep) = (
-            dir.join(&files[0].1),
-            dir.join(&files[1].1),
-            input.sweep.map(|s| (s, dir.join(&files[2].1))),
-        );
+        let (results, format) = (input.results, input.format);
         let ((a, b), c) = rayon::join(
             || {
                 rayon::join(
-                    || latency_ccdf(&ccdf, input.results, input.format),
-                    || server_bars(&servers, input.scenario, input.results, input.format),
+                    || dir.write_with(&files[0].1, |p| latency_ccdf(p, results, format)),
+                    || {
+                        dir.write_with(&files[1].1, |p| {
+                            server_bars(p, input.scenario, results, format)
+                        })
+                    },
                 )
             },
-            || match &sweep {
-                Some((s, p)) => sweep_plot(p, s, Metric::LatencyP99, input.format),
-                None => Ok(()),
+            || match input.sweep {
+                Some(s) => dir
+                    .write_with(&files[2].1, |p| {
+                        sweep_plot(p, s, Metric::LatencyP99, format)
+                    })
+                    .map(Some),
+                None => Ok(None),
             },
         );
-        a?;
-        b?;
-        c?;
-        Ok([ccdf, servers]
-            .into_iter()
-            .chain(sweep.map(|(_, p)| p))
-            .collect())
+        Ok([a?, b?].into_iter().chain(c?).collect())
     }
 }
 
@@ -145,10 +148,6 @@ macro_rules! render {
                 (|| -> DrawResult { $body })()
             }
         };
-        if result.is_ok() {
-            // Complete (the backend wrote it when dropped): synced from now on.
-            crate::report::output::sync_soon($path);
-        }
         result.map_err(|e| ReportError::Plot {
             path: $path.to_path_buf(),
             message: e.to_string(),

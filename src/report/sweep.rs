@@ -3,10 +3,11 @@
 //! the last two columns, `parameter2` and `value2` (empty otherwise, so 1-D files keep
 //! their columns in place).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::columns::*;
 use super::comparisons::{Ranking, rank};
+use super::output::Folder;
 use super::{Report, ReportError, ReportInput};
 use crate::metrics::{Applies, Metric, PerMetric};
 
@@ -18,7 +19,11 @@ impl Report for SweepCsv {
         "sweep.csv"
     }
 
-    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
+    fn write(
+        &self,
+        dir: &Folder<'_>,
+        input: &ReportInput<'_>,
+    ) -> Result<Vec<PathBuf>, ReportError> {
         let Some(sweep) = input.sweep else {
             return Ok(Vec::new());
         };

@@ -10,10 +10,11 @@
 //! A strategy without a recording (a run interrupted before its replication 0 finished,
 //! a merge without shard 0) is left out, and without any recording nothing is written.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::columns::*;
+use super::output::Folder;
 use super::plots::{ImageFormat, queue_over_time, rates_over_time};
 use super::{Report, ReportError, ReportInput};
 use crate::scenario::Scenario;
@@ -128,7 +129,7 @@ impl Timeseries {
     /// files written.
     pub fn write_files(
         &self,
-        dir: &Path,
+        dir: &Folder<'_>,
         scenario: &Scenario,
         format: ImageFormat,
     ) -> Result<Vec<PathBuf>, ReportError> {
@@ -136,31 +137,30 @@ impl Timeseries {
         if traces.is_empty() {
             return Ok(Vec::new());
         }
-        let path = dir.join(TIMESERIES.file);
-        let plot = dir.join(format!("queue_over_time.{}", format.ext()));
-        let rates = dir.join(RATES.file);
-        let rates_plot = dir.join(format!("rates_over_time.{}", format.ext()));
+        let traces = traces.as_slice();
+        let plot = format!("queue_over_time.{}", format.ext());
+        let rates_plot = format!("rates_over_time.{}", format.ext());
         // Four files, drawn and written in parallel; the first failure in the order of
         // the files is the one returned.
         let ((a, b), (c, d)) = rayon::join(
             || {
                 rayon::join(
-                    || write_timeseries_csv(dir, scenario, &traces),
-                    || queue_over_time(&plot, scenario, &traces, format),
+                    || write_timeseries_csv(dir, scenario, traces),
+                    || dir.write_with(&plot, |p| queue_over_time(p, scenario, traces, format)),
                 )
             },
             || {
                 rayon::join(
-                    || write_rates_csv(dir, scenario, &traces),
-                    || rates_over_time(&rates_plot, scenario, &traces, format),
+                    || write_rates_csv(dir, scenario, traces),
+                    || {
+                        dir.write_with(&rates_plot, |p| {
+                            rates_over_time(p, scenario, traces, format)
+                        })
+                    },
                 )
             },
         );
-        a?;
-        b?;
-        c?;
-        d?;
-        Ok(vec![path, plot, rates, rates_plot])
+        Ok(vec![a?, b?, c?, d?])
     }
 }
 
@@ -169,7 +169,11 @@ impl Report for Timeseries {
         "timeseries"
     }
 
-    fn write(&self, dir: &Path, input: &ReportInput<'_>) -> Result<Vec<PathBuf>, ReportError> {
+    fn write(
+        &self,
+        dir: &Folder<'_>,
+        input: &ReportInput<'_>,
+    ) -> Result<Vec<PathBuf>, ReportError> {
         match &self.written {
             Some(written) => written
                 .lock()
@@ -183,7 +187,7 @@ impl Report for Timeseries {
 
 /// Writes `timeseries.csv`: every sample of every recorded server, strategy by strategy.
 fn write_timeseries_csv(
-    dir: &Path,
+    dir: &Folder<'_>,
     scenario: &Scenario,
     traces: &[(String, Trace)],
 ) -> Result<PathBuf, ReportError> {
@@ -210,7 +214,7 @@ fn write_timeseries_csv(
 
 /// Writes `rates.csv`: every sample interval's counts, per second, strategy by strategy.
 fn write_rates_csv(
-    dir: &Path,
+    dir: &Folder<'_>,
     scenario: &Scenario,
     traces: &[(String, Trace)],
 ) -> Result<PathBuf, ReportError> {
@@ -264,12 +268,12 @@ mod tests {
         };
         let (early, late) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let before = Timeseries::recorded(traces.clone()).write_files(
-            early.path(),
+            &Folder::new(early.path()),
             &scenario,
             ImageFormat::Svg,
         );
         let files = before.as_ref().expect("written").clone();
-        let after = Timeseries::recorded(traces).write(late.path(), &input);
+        let after = Timeseries::recorded(traces).write(&Folder::new(late.path()), &input);
         let names = |files: &[PathBuf]| -> Vec<_> {
             files
                 .iter()
@@ -286,13 +290,9 @@ mod tests {
         // Handed over as written: the same files, once, and nothing written.
         let written = Timeseries::written(before);
         let other = tempfile::tempdir().unwrap();
-        assert_eq!(written.write(other.path(), &input).expect("outcome"), files);
-        assert!(
-            written
-                .write(other.path(), &input)
-                .expect("once")
-                .is_empty()
-        );
+        let other_dir = Folder::new(other.path());
+        assert_eq!(written.write(&other_dir, &input).expect("outcome"), files);
+        assert!(written.write(&other_dir, &input).expect("once").is_empty());
         assert_eq!(std::fs::read_dir(other.path()).unwrap().count(), 0);
     }
 
