@@ -1724,7 +1724,9 @@ mod tests {
     /// answer was an event of its own: the same calls with the same arguments (answers'
     /// times and loads, picks' views and results) in the same order, and the run measures
     /// the same, on random clusters, balancers, probe delays and costs, crashes and
-    /// client policies.
+    /// client policies. Some runs are on a lattice (evenly spaced arrivals, services and
+    /// probe legs whole multiples of the gap), where many legs, answers and events fall
+    /// on the same nanosecond and only their sequence numbers order them.
     #[test]
     fn probes_batched_and_answers_held_change_nothing_a_strategy_sees() {
         use proptest::prelude::*;
@@ -1743,10 +1745,18 @@ mod tests {
             rate in prop_oneof![Just(3.0), 0.5f64..4.0],
             crash in any::<bool>(),
             policy in any::<bool>(),
+            lattice in any::<bool>(),
             seed in 0u64..1000,
         )| {
-            let mean = 0.002;
-            let mut rest = servers("s", n, &format!("workers = {workers}\nqueue_capacity = 8"), &exponential(mean));
+            let (mut mean, mut service, mut delay) = (0.002, exponential(0.002), delay);
+            if lattice {
+                // Arrivals every 0.5 ms, services a multiple of it near the load asked.
+                let gap = 0.0005;
+                mean = gap * (load * f64::from(n * workers)).round().max(1.0);
+                service = format!("{{ dist = \"deterministic\", value = {mean} }}");
+                delay = if delay == 0.0 { 0.0 } else { 2.0 * gap };
+            }
+            let mut rest = servers("s", n, &format!("workers = {workers}\nqueue_capacity = 8"), &service);
             rest += &format!("[probes]\ndelay = {delay}\ncost = {cost}\n");
             rest += &format!("[[strategies]]\nkind = \"prequal\"\npool_size = {pool}\nprobe_rate = {rate}\n");
             if policy {
@@ -1755,8 +1765,13 @@ mod tests {
             if crash {
                 rest += "[[faults]]\nserver = \"s-0\"\nkind = \"crash\"\nat = 0.1\nduration = 0.1\ndetection = 0.01\n";
             }
-            let rate = load * f64::from(n * workers) / mean;
-            let s = scenario(&format!("duration = 0.3\nwarmup = 0.05\nbalancers = {balancers}\nseed = {seed}"), rate, &rest);
+            let rate = if lattice { 2000.0 } else { load * f64::from(n * workers) / mean };
+            let head = format!("duration = 0.3\nwarmup = 0.05\nbalancers = {balancers}\nseed = {seed}");
+            let mut text = crate::testing::scenario_text(&head, rate, &rest);
+            if lattice {
+                text = text.replace("process = \"poisson\"", "process = \"deterministic\"");
+            }
+            let s = Scenario::from_source(std::path::Path::new("t.toml"), &text).expect("valid");
             let entry = &s.strategies[0];
             let run = |eager: bool| {
                 let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
