@@ -192,6 +192,13 @@ fn least_key(keys: &[u64; FANOUT]) -> u64 {
     m[0].min(m[1]).min(m[2].min(m[3]))
 }
 
+/// Which of [`FANOUT`] keys equal `key`, as bits (bit `j` for `keys[j]`).
+fn holders(keys: &[u64; FANOUT], key: u64) -> u32 {
+    keys.iter()
+        .enumerate()
+        .fold(0, |held, (j, &k)| held | u32::from(k == key) << j)
+}
+
 /// The least key of a set of servers, how many servers hold it, and the first of them in
 /// index order (`count` 0, [`Least::NONE`]: no server, all down).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,31 +234,37 @@ impl Least {
         if key == DOWN_KEY {
             return Least::NONE;
         }
-        // Backwards, so that `first` ends at the first holder; no branch on the keys.
-        let (mut count, mut first) = (0, 0);
-        for (j, &k) in keys.iter().enumerate().rev() {
-            count += u32::from(k == key);
-            first = if k == key { j } else { first };
-        }
+        let held = holders(keys, key);
         Least {
             key,
-            count,
-            first: (base + first) as u32,
+            count: held.count_ones(),
+            first: (base + held.trailing_zeros() as usize) as u32,
         }
     }
 
     /// The least of consecutive nodes (children of one node, in index order).
     fn of_nodes(nodes: &[Least; FANOUT]) -> Least {
-        let key = least_key(&nodes.map(|n| n.key));
+        let keys = nodes.map(|n| n.key);
+        let key = least_key(&keys);
         if key == DOWN_KEY {
             return Least::NONE;
         }
-        let (mut count, mut first) = (0, u32::MAX);
-        for n in nodes.iter().rev() {
-            count += if n.key == key { n.count } else { 0 };
-            first = if n.key == key { n.first } else { first };
+        let held = holders(&keys, key);
+        let first = &nodes[held.trailing_zeros() as usize];
+        // One holder but when servers tie.
+        let count = if held & (held - 1) == 0 {
+            first.count
+        } else {
+            (0..FANOUT)
+                .filter(|&j| held & 1 << j != 0)
+                .map(|j| nodes[j].count)
+                .sum()
+        };
+        Least {
+            key,
+            count,
+            first: first.first,
         }
-        Least { key, count, first }
     }
 
     /// This node after one of its children changed from `was` to `now`, when that can be
