@@ -128,10 +128,9 @@ impl Ranges {
 
     /// The peer whose weight range holds `w` (`w` < `Σ weights`).
     fn holding(&self, w: u64) -> usize {
-        if self.equal > 0 {
-            (w / self.equal) as usize
-        } else {
-            self.ends.partition_point(|&end| end <= w)
+        match w.checked_div(self.equal) {
+            Some(k) => k as usize,
+            None => self.ends.partition_point(|&end| end <= w),
         }
     }
 }
