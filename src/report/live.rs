@@ -956,9 +956,12 @@ impl Verdict {
     ///
     /// The dispatcher's lag, because a bunch comes from a stall of the dispatcher. A call
     /// that waits for a connection instead (every connection to its backend holds a call:
-    /// the backend has at least its workers + 16 calls) moves no figure of that list: its
-    /// backend stays busy while it waits, and it joins the backend's queue later rather
-    /// than longer, so a queue can only look *shorter* for it. Those waits made the
+    /// as many as the simulated replication needed, and at least the backend's workers +
+    /// 16 in clusters of up to 40 servers) moves no figure of that list: its backend stays
+    /// busy while it waits, and it joins the backend's queue later rather than longer, so
+    /// a queue can only look *shorter* for it. (The exception: a backend that restarts has
+    /// its connections reopened while its first calls arrive, which then wait for a
+    /// millisecond or two, a handful in windows of seconds.) Those waits made the
     /// planted one-worker-fewer backend unjudged on a loaded machine: its queue of 50–70
     /// (simulated 0.07) held 60–120 calls in the driver while connections opened, which
     /// put the send lag p99 at 0.5–4.3 ms (4× the gate was 1.4 ms) while the dispatcher's

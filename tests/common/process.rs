@@ -149,8 +149,11 @@ impl Watched {
         let deadline = Instant::now() + within;
         while !self.stderr.lines().any(|l| l.contains(needle)) {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || !self.receive(left) {
+            if left.is_zero() {
                 self.fail(&format!("no line with {needle:?} within {within:?}"));
+            }
+            if !self.receive(left) {
+                self.fail(&format!("ended without a line with {needle:?}"));
             }
         }
     }
