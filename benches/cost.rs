@@ -13,8 +13,9 @@
 //! ```
 //!
 //! Arguments: a label (a strategy's kind at its defaults, or `jsq_indexed` /
-//! `c3_indexed`), the number of servers, and how many times to simulate the run. It prints
-//! the requests simulated (arrivals), to keep the work observable.
+//! `c3_indexed`, or `prequal_rR` for Prequal at `probe_rate = R`), the number of servers,
+//! and how many times to simulate the run. It prints the requests simulated (arrivals), to
+//! keep the work observable.
 
 use std::path::Path;
 
@@ -45,7 +46,11 @@ fn strategy(label: &str) -> String {
     match label {
         "jsq_indexed" => "kind = \"jsq\"\nindexed = true".into(),
         "c3_indexed" => "kind = \"c3\"\nindexed = true".into(),
-        kind => format!("kind = \"{kind}\""),
+        label => match label.strip_prefix("prequal_r") {
+            // Prequal at another probe rate: the cost of a probe, by difference.
+            Some(rate) => format!("kind = \"prequal\"\nprobe_rate = {rate}"),
+            None => format!("kind = \"{label}\""),
+        },
     }
 }
 

@@ -34,6 +34,7 @@ pub mod registry;
 pub mod reports;
 mod ring_hash;
 mod round_robin;
+mod run_heap;
 pub mod sample;
 pub mod slow_start;
 mod smooth_wrr;

@@ -34,10 +34,8 @@
 //! derived from the C code and confirmed against HAProxy 2.6.12's own picks
 //! (`tests/live_proxies.rs` compares them on every run).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
-
 use super::registry::{About, Parameterless, PickCost, Reads, Split};
+use super::run_heap::RunHeap;
 use super::{Backend, Backends, PickContext, Strategy};
 
 /// `BE_WEIGHT_SCALE`: effective weight per unit of configured weight.
@@ -91,71 +89,15 @@ pub struct Fwrr {
 type Entry = (i64, u64, usize);
 
 /// One of FWRR's ebtrees: queued servers in order of (key, insertion number), the first
-/// the smallest, as ebtree duplicates keep insertion order.
-///
-/// A balanced tree costs O(log n) per pick, and grew with the cluster (a fifth of a
-/// request's cost at 1,000 servers). Here entries go to a sorted run (a deque) when they
-/// sort after its last entry, else to a binary heap: with equal weights every insertion
-/// lands in the run (a picked server moves on by the same `W / eweight` as every other,
-/// behind them all) and a pick is O(1). The first entry is the lesser of the run's first
-/// and the heap's least, which is the order of the union (both are in (key, insertion)
-/// order, and keys never tie across them: insertion numbers are unique).
-///
-/// Removal is lazy: an entry is the server's current one only while the server's node
-/// ([`Srv::node`]) holds its key and insertion number; the others are dropped when they
-/// come first, or all at once when they outnumber the live ones.
-#[derive(Debug, Default)]
-struct Tree {
-    run: VecDeque<Entry>,
-    heap: BinaryHeap<Reverse<Entry>>,
-    /// Entries still current.
-    live: usize,
-}
+/// the smallest, as ebtree duplicates keep insertion order. With equal weights a picked
+/// server moves on by the same `W / eweight` as every other, behind them all, so a pick is
+/// O(1) ([`RunHeap`]). An entry is its server's current one only while the server's node
+/// ([`Srv::node`]) holds its key and insertion number.
+type Tree = RunHeap<Entry>;
 
 /// Whether `e` is its server's current entry.
 fn current(e: &Entry, srv: &[Srv]) -> bool {
     srv[e.2].node == Some((e.0, e.1))
-}
-
-impl Tree {
-    /// Adds `e` (a new insertion number, so after any entry of equal key).
-    fn insert(&mut self, e: Entry, srv: &[Srv]) {
-        match self.run.back() {
-            Some(last) if e < *last => self.heap.push(Reverse(e)),
-            _ => self.run.push_back(e),
-        }
-        self.live += 1;
-        if self.run.len() + self.heap.len() > 2 * self.live + 64 {
-            self.compact(srv);
-        }
-    }
-
-    /// One current entry left the tree (its server's node was cleared).
-    fn removed(&mut self) {
-        self.live -= 1;
-    }
-
-    /// The server of the first current entry, dropping stale ones before it.
-    fn first(&mut self, srv: &[Srv]) -> Option<usize> {
-        while self.run.front().is_some_and(|e| !current(e, srv)) {
-            self.run.pop_front();
-        }
-        while self.heap.peek().is_some_and(|Reverse(e)| !current(e, srv)) {
-            self.heap.pop();
-        }
-        match (self.run.front(), self.heap.peek()) {
-            (Some(a), Some(Reverse(b))) => Some(a.min(b).2),
-            (Some(a), None) => Some(a.2),
-            (None, Some(Reverse(b))) => Some(b.2),
-            (None, None) => None,
-        }
-    }
-
-    /// Drops every stale entry.
-    fn compact(&mut self, srv: &[Srv]) {
-        self.run.retain(|e| current(e, srv));
-        self.heap.retain(|Reverse(e)| current(e, srv));
-    }
 }
 
 /// `16 × weight` for a usable server, else 0 (`srv_willbe_usable`).
@@ -202,7 +144,8 @@ impl Fwrr {
         // The node first: the tree may drop stale entries as it inserts.
         self.srv[i].node = Some((key, self.inserted));
         self.srv[i].tree = Some(tree);
-        self.trees[tree].insert((key, self.inserted, i), &self.srv);
+        let srv = &self.srv;
+        self.trees[tree].insert((key, self.inserted, i), |e| current(e, srv));
     }
 
     /// `fwrr_dequeue_srv` (the server keeps its `tree`).
@@ -251,14 +194,17 @@ impl Fwrr {
 
     /// `fwrr_get_server_from_group`.
     fn server_from_group(&mut self) -> Option<usize> {
-        let s1 = self.trees[CURR].first(&self.srv);
+        let srv = &self.srv;
+        let s1 = self.trees[CURR].first(|e| current(e, srv)).map(|e| e.2);
         if let Some(i) = s1
             && self.srv[i].eweight != 0
             && self.srv[i].npos <= self.curr_pos
         {
             return Some(i);
         }
-        if let Some(j) = self.trees[self.init].first(&self.srv)
+        if let Some(j) = self.trees[self.init]
+            .first(|e| current(e, srv))
+            .map(|e| e.2)
             && self.srv[j].eweight != 0
         {
             self.srv[j].npos = 0;
@@ -591,9 +537,8 @@ mod tests {
             let queued = (f.srv.iter())
                 .filter(|s| s.node.is_some() && s.tree == Some(t))
                 .count();
-            let entries = tree.run.iter().chain(tree.heap.iter().map(|Reverse(e)| e));
-            let current = entries.filter(|e| current(e, &f.srv)).count();
-            assert_eq!((tree.live, current), (queued, queued), "tree {t}");
+            let current = tree.entries().filter(|e| current(e, &f.srv)).count();
+            assert_eq!((tree.live(), current), (queued, queued), "tree {t}");
         }
     }
 
@@ -613,51 +558,5 @@ mod tests {
             }
         }
         assert!(f.inserted > 3000, "flapped: {}", f.inserted);
-    }
-
-    proptest! {
-        /// A tree gives the first entry a `BTreeSet` of the current entries gives, whatever
-        /// the insertions (in order, out of order, equal keys) and removals.
-        #[test]
-        fn the_tree_orders_as_a_btree(
-            ops in proptest::collection::vec((0u8..4, -20i64..20, 0usize..6), 0..300),
-        ) {
-            let mut srv = vec![Srv::default(); 6];
-            let mut tree = Tree::default();
-            let mut want = std::collections::BTreeSet::new();
-            let mut n = 0u64;
-            for (op, key, i) in ops {
-                match op {
-                    // Insert (most keys after the last: the run).
-                    0 | 1 if srv[i].node.is_none() => {
-                        n += 1;
-                        let key = if op == 0 { key } else { i64::from(n as u8) * 4 + key };
-                        srv[i].node = Some((key, n));
-                        tree.insert((key, n, i), &srv);
-                        want.insert((key, n, i));
-                    }
-                    2 => {
-                        if let Some((k, m)) = srv[i].node.take() {
-                            tree.removed();
-                            want.remove(&(k, m, i));
-                        }
-                    }
-                    // Take the first out, as a pick does.
-                    3 => {
-                        let first = tree.first(&srv);
-                        prop_assert_eq!(first, want.first().map(|e| e.2));
-                        if let Some(j) = first {
-                            let (k, m) = srv[j].node.take().unwrap();
-                            tree.removed();
-                            want.remove(&(k, m, j));
-                        }
-                    }
-                    _ => {}
-                }
-                prop_assert_eq!(tree.first(&srv), want.first().map(|e| e.2));
-                prop_assert_eq!(tree.live, want.len());
-                prop_assert!(tree.run.len() + tree.heap.len() <= 2 * tree.live + 65);
-            }
-        }
     }
 }

@@ -17,8 +17,8 @@
 //! key (at connection level, its slot).
 
 use super::hash::client_address;
-use super::registry::{About, Parameterless, PickCost, Reads, Split};
-use super::{Backends, PickContext, Strategy, same_view};
+use super::registry::{About, Parameterless, PickCost, Reads, Scanned, Split, Table};
+use super::{Backend, Backends, PickContext, Strategy, same_view};
 
 /// Buckets of the table (`IP_VS_SH_TAB_BITS` = 8).
 const BITS: u32 = 8;
@@ -35,6 +35,8 @@ pub struct IpvsSh {
     table: Vec<usize>,
     /// The view it was built for: (up, weight) of each backend.
     built_for: Vec<(bool, u32)>,
+    /// Whether [`Strategy::on_view`] told of a change since the table was built.
+    stale: bool,
 }
 
 impl IpvsSh {
@@ -60,8 +62,10 @@ impl IpvsSh {
 
 impl Strategy for IpvsSh {
     fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
-        let unchanged = same_view(&self.built_for, backends);
-        if !unchanged {
+        // The table is checked against the view only when a change was told or the
+        // backends are new: a scan of the view at every pick is O(n).
+        let maybe_stale = self.stale || self.built_for.len() != backends.len();
+        if maybe_stale && !same_view(&self.built_for, backends) {
             let dests: Vec<(usize, u32)> = (0..backends.len())
                 .filter(|&i| backends.up(i))
                 .map(|i| (i, backends.weight(i)))
@@ -69,9 +73,29 @@ impl Strategy for IpvsSh {
             self.table = Self::reassign(&dests);
             self.built_for = backends.iter().map(|b| (b.up, b.weight)).collect();
         }
+        self.stale = false;
         let bucket = hash_32(u32::from(client_address(ctx.key)), BITS) as usize;
         let d = *self.table.get(bucket)?;
         (backends.weight(d) > 0).then_some(d)
+    }
+
+    fn indexes_view(&self) -> bool {
+        true
+    }
+
+    fn indexes_in_flight(&self) -> bool {
+        // The table depends on who is up and on the weights, not on requests in flight.
+        false
+    }
+
+    fn on_view(&mut self, backend: usize, view: &Backend) {
+        if self
+            .built_for
+            .get(backend)
+            .is_some_and(|&(up, w)| (up, w) != (view.up, view.weight))
+        {
+            self.stale = true;
+        }
     }
 }
 
@@ -85,7 +109,11 @@ impl Parameterless for IpvsSh {
         reads: Reads::WEIGHTS,
         split: Split::Dynamic,
     };
-    const COST: PickCost = PickCost::SCAN;
+    /// A bucket lookup; the table is rebuilt only when a destination goes up or down.
+    const COST: PickCost = PickCost {
+        scanned: Scanned::Few(0),
+        table: Some(Table::Slots(1 << BITS)),
+    };
     fn start(_: usize, _: crate::rng::SimRng) -> IpvsSh {
         IpvsSh::default()
     }
@@ -118,14 +146,19 @@ mod tests {
     }
 
     #[test]
-    fn a_removed_destination_reassigns_the_table_and_weight_zero_takes_nothing() {
+    fn a_removed_destination_reassigns_the_table_until_it_returns_and_weight_zero_takes_nothing() {
         let mut b = Balancer::new(Box::new(IpvsSh::default()), &[1, 1, 1]);
         let picks: Vec<_> = (0..300).map(|k| b.route(Nanos(0), k)).collect();
         assert!(picks.iter().all(Option::is_some));
         b.set_up(1, false);
         assert!((0..300).all(|k| b.route(Nanos(0), k) != Some(1)));
-        b.set_up(0, false);
-        b.set_up(2, false);
+        // Back up: the table is the first one again.
+        b.set_up(1, true);
+        let again: Vec<_> = (0..300).map(|k| b.route(Nanos(0), k)).collect();
+        assert_eq!(again, picks);
+        for i in 0..3 {
+            b.set_up(i, false);
+        }
         assert_eq!(b.route(Nanos(0), 0), None);
         let mut z = Balancer::new(Box::new(IpvsSh::default()), &[0, 1]);
         let to_zero = (0..300).filter(|&k| z.route(Nanos(0), k).is_none()).count();

@@ -348,44 +348,6 @@ impl Index {
     }
 }
 
-/// nginx smooth weighted round robin over the backends that are up (weight 0 never
-/// picked), from the index of weighted least connections with every in-flight count taken
-/// as 0: all members share one ratio, so a pick is exactly nginx's step over them, in
-/// O(log n) times the number of distinct weights ([`super::SmoothWeightedRoundRobin`]
-/// above [`SCAN_UP_TO`] backends).
-#[derive(Debug)]
-pub(crate) struct SmoothIndex(Index);
-
-impl SmoothIndex {
-    /// The index of `backends` (their in-flight counts ignored).
-    pub(crate) fn new(backends: &Backends) -> SmoothIndex {
-        let idle: Backends = backends
-            .iter()
-            .map(|b| Backend { in_flight: 0, ..b })
-            .collect();
-        SmoothIndex(Index::new(&idle, true))
-    }
-
-    /// Number of backends.
-    pub(crate) fn len(&self) -> usize {
-        self.0.flight.len()
-    }
-
-    /// Backend `i`'s view changed (only `up` and `weight` matter).
-    pub(crate) fn update(&mut self, i: usize, view: &Backend) {
-        let idle = Backend {
-            in_flight: 0,
-            ..*view
-        };
-        self.0.update(i, &idle, true);
-    }
-
-    /// One smooth-WRR step.
-    pub(crate) fn pick(&mut self) -> Option<usize> {
-        self.0.pick()
-    }
-}
-
 /// Members of one in-flight count, unweighted: a max-heap of (key, lowest index first),
 /// with lazy deletion (an entry is live while its backend's generation matches).
 #[derive(Debug, Default)]

@@ -10,13 +10,18 @@
 //! rounded and at least one thousandth, so that a lone server is still picked.
 //!
 //! nginx scans every peer at each pick; above [`super::least_conn::SCAN_UP_TO`] backends
-//! the same picks come from an index kept as the view changes (members grouped by weight,
-//! ordered by their counter less `weight ×` the picks made: an order no pick changes), in
-//! O(log n) per distinct weight. The property tests compare it with the scan. Slow start
-//! varies weights with time, so a balancer with slow start always scans.
+//! the same picks come from an index kept as the view changes ([`SmoothIndex`]: members
+//! grouped by weight, ordered by their counter less `weight ×` the picks made, an order no
+//! pick changes), O(1) per distinct weight when the picked member moves behind the others
+//! of its weight (always, with equal weights) and O(log n) otherwise. The property tests
+//! compare it with the scan. Slow start varies weights with time, so a balancer with slow
+//! start always scans.
 
-use super::least_conn::{SCAN_UP_TO, SmoothIndex};
+use std::cmp::Reverse;
+
+use super::least_conn::SCAN_UP_TO;
 use super::registry::{About, Parameterless, PickCost, Reads, Split};
+use super::run_heap::RunHeap;
 use super::slow_start::{Ramp, RampKind, SlowStart};
 use super::{Backend, Backends, Entries, PickContext, Strategy};
 use crate::time::Nanos;
@@ -140,6 +145,11 @@ impl Strategy for SmoothWeightedRoundRobin {
         self.indexed
     }
 
+    fn indexes_in_flight(&self) -> bool {
+        // Only up and weight matter: requests in flight never change a pick.
+        false
+    }
+
     fn on_view(&mut self, backend: usize, view: &Backend) {
         if let Some(index) = &mut self.index
             && backend < index.len()
@@ -147,6 +157,159 @@ impl Strategy for SmoothWeightedRoundRobin {
             index.update(backend, view);
         }
     }
+}
+
+/// A member's entry in its weight's queue: its key (highest first), its index (lowest
+/// first among equal keys, as nginx keeps the first peer of highest counter) and its
+/// stamp (the entry is current while the member's [`SmoothIndex::stamp`] is this one).
+type Entry = (Reverse<i64>, u32, u64);
+
+/// nginx's smooth WRR step over the view, indexed: the same picks as
+/// [`SmoothWeightedRoundRobin::step`] over the backends up and of positive weight (the
+/// members).
+///
+/// A step adds each member's weight to its counter, so members of one weight keep their
+/// order by counter: each is filed under its *key*, its counter less `weight × picks`,
+/// which no step changes. The first of each weight's queue is its member of highest
+/// counter (the first index on ties), and the step takes the best of those: one per
+/// distinct weight. The one taken gives back the members' total weight, so its key falls
+/// by that total, usually behind every other of its weight (always, with equal weights:
+/// the queue's run takes it in O(1)).
+#[derive(Debug)]
+pub(crate) struct SmoothIndex {
+    /// Each backend's configured weight.
+    weight: Vec<u32>,
+    /// Whether it is a member (up, of positive weight).
+    member: Vec<bool>,
+    /// A member's key; a non-member's counter (nginx's `current_weight`, kept while it is
+    /// out, as nginx skips a peer that is down without touching it).
+    current: Vec<i64>,
+    /// The stamp of a member's current entry.
+    stamp: Vec<u64>,
+    /// Stamps handed out.
+    stamps: u64,
+    /// Steps taken.
+    picks: i64,
+    /// Sum of the members' weights.
+    total: i64,
+    /// Per distinct weight, its members' entries.
+    queues: Vec<(i64, RunHeap<Entry>)>,
+}
+
+impl SmoothIndex {
+    /// The index of `backends` (every counter at 0, as nginx starts).
+    pub(crate) fn new(backends: &Backends) -> SmoothIndex {
+        let n = backends.len();
+        let mut index = SmoothIndex {
+            weight: backends.iter().map(|b| b.weight).collect(),
+            member: vec![false; n],
+            current: vec![0; n],
+            stamp: vec![0; n],
+            stamps: 0,
+            picks: 0,
+            total: 0,
+            queues: Vec::new(),
+        };
+        for (i, b) in backends.iter().enumerate() {
+            if b.up && b.weight > 0 {
+                index.join(i);
+            }
+        }
+        index
+    }
+
+    /// Number of backends.
+    pub(crate) fn len(&self) -> usize {
+        self.weight.len()
+    }
+
+    /// The queue of weight `w`, made if new.
+    fn queue(queues: &mut Vec<(i64, RunHeap<Entry>)>, w: i64) -> &mut RunHeap<Entry> {
+        let k = match queues.iter().position(|(qw, _)| *qw == w) {
+            Some(k) => k,
+            None => {
+                queues.push((w, RunHeap::default()));
+                queues.len() - 1
+            }
+        };
+        &mut queues[k].1
+    }
+
+    /// Files backend `i` (a non-member now joining) under its key.
+    fn join(&mut self, i: usize) {
+        let w = i64::from(self.weight[i]);
+        self.member[i] = true;
+        self.current[i] -= w * self.picks;
+        self.total += w;
+        self.file(i);
+    }
+
+    /// Takes member `i` out, its counter kept.
+    fn leave(&mut self, i: usize) {
+        let w = i64::from(self.weight[i]);
+        self.member[i] = false;
+        self.current[i] += w * self.picks;
+        self.total -= w;
+        Self::queue(&mut self.queues, w).removed();
+    }
+
+    /// Adds member `i`'s entry under its current key.
+    fn file(&mut self, i: usize) {
+        self.stamps += 1;
+        self.stamp[i] = self.stamps;
+        let e = (Reverse(self.current[i]), i as u32, self.stamps);
+        let (member, stamp) = (&self.member, &self.stamp);
+        let w = i64::from(self.weight[i]);
+        Self::queue(&mut self.queues, w).insert(e, |e| is_current(e, member, stamp));
+    }
+
+    /// Backend `i`'s view changed (only `up` and `weight` matter).
+    pub(crate) fn update(&mut self, i: usize, view: &Backend) {
+        let member = view.up && view.weight > 0;
+        if self.member[i] == member && self.weight[i] == view.weight {
+            return;
+        }
+        if self.member[i] {
+            self.leave(i);
+        }
+        self.weight[i] = view.weight;
+        if member {
+            self.join(i);
+        }
+    }
+
+    /// One smooth-WRR step.
+    pub(crate) fn pick(&mut self) -> Option<usize> {
+        self.picks += 1;
+        let (member, stamp, picks) = (&self.member, &self.stamp, self.picks);
+        // The highest counter (key + weight × picks), lowest index among equals.
+        let mut best: Option<(i64, u32)> = None;
+        for (w, queue) in &mut self.queues {
+            let Some((Reverse(key), i, _)) = queue.first(|e| is_current(e, member, stamp)) else {
+                continue;
+            };
+            let counter = key + *w * picks;
+            if best.is_none_or(|(bc, bi)| counter > bc || (counter == bc && i < bi)) {
+                best = Some((counter, i));
+            }
+        }
+        let Some((_, i)) = best else {
+            self.picks -= 1;
+            return None;
+        };
+        let i = i as usize;
+        // It gives back the total weight: its key falls by as much, and it is filed anew.
+        Self::queue(&mut self.queues, i64::from(self.weight[i])).removed();
+        self.current[i] -= self.total;
+        self.file(i);
+        Some(i)
+    }
+}
+
+/// Whether `e` is its member's current entry.
+fn is_current(e: &Entry, member: &[bool], stamp: &[u64]) -> bool {
+    let i = e.1 as usize;
+    member[i] && stamp[i] == e.2
 }
 
 /// `kind = "smooth_weighted_round_robin"`: no parameters.
