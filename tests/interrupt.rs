@@ -9,13 +9,15 @@ mod common;
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::process::{lbsim, signal_after};
+use common::process::{Watched, lbsim};
 
 use lbsim::cancel::Cancel;
+use lbsim::live::server::ServerHandle;
 use lbsim::scenario::Scenario;
 use lbsim::sim::{Run, simulate};
+use lbsim::workload::RequestStream;
 
 /// The replications column of the first row of `summary.csv`.
 fn replications_written(dir: &Path) -> usize {
@@ -61,11 +63,28 @@ fn short_heterogeneous(dir: &Path) -> String {
     path.to_str().unwrap().to_owned()
 }
 
+/// Long enough for anything a test waits on to happen, however loaded the machine: it
+/// only bounds a hang.
+const LONG: Duration = Duration::from_secs(120);
+
+/// CPU time a long run spends before the first signal: hundreds of its replications (a
+/// few milliseconds each) finish in it, however slowly a loaded machine lets it run.
+const WORK_BEFORE_SIGNAL: Duration = Duration::from_millis(500);
+
+/// What `lbsim run` says on stderr when it has handled its first and second stop signal.
+const ANSWERS: [&str; 2] = [": stopping", "still stopping"];
+
 /// `lbsim run` of [`short_heterogeneous`] asking for 100,000 replications (far beyond the
-/// default cost limits, events and memory, on purpose: a signal stops it) with `extra` flags, writing into
-/// `dir`; `signals` are sent 3 s in, and it must stop within 10 s of the first. (At 1.5 s,
-/// with these tests in parallel at a load average of 13–15 on 2 cores, no replication had
-/// finished in about one run of three: "interrupted before any replication finished".)
+/// default cost limits, events and memory, on purpose: a signal stops it) with `extra`
+/// flags, writing into `dir`, stopped by `signals`; it must end within 10 s of the first.
+///
+/// Each step waits for a state, not a time (a loaded machine stretches times: with these
+/// tests in parallel at a load average of 13–15, a signal 1.5 s in found no replication
+/// finished in one run of three, and two signals sent 20 ms apart arrived as one):
+/// - the first signal goes once the run has said on stderr that it started (its handlers
+///   are installed before) and has then used [`WORK_BEFORE_SIGNAL`] of CPU time;
+/// - each further signal once the process has answered the one before on stderr
+///   ([`ANSWERS`]): a signal sent while another of its kind is still pending is lost.
 fn signal_a_long_run(dir: &Path, extra: &[&str], signals: &[&str]) -> (i32, String) {
     let scenario = short_heterogeneous(dir);
     let mut cmd = lbsim();
@@ -82,12 +101,16 @@ fn signal_a_long_run(dir: &Path, extra: &[&str], signals: &[&str]) -> (i32, Stri
     .args(extra)
     .arg("--out")
     .arg(dir);
-    signal_after(
-        cmd,
-        Duration::from_secs(3),
-        signals,
-        Duration::from_secs(10),
-    )
+    let mut run = Watched::spawn(cmd);
+    run.wait_for_line("measured after", LONG);
+    let started = run.cpu_time();
+    run.wait_for_cpu(started + WORK_BEFORE_SIGNAL, LONG);
+    let first = Instant::now();
+    for (sig, answer) in signals.iter().zip(ANSWERS) {
+        run.signal(sig);
+        run.wait_for_line(answer, LONG);
+    }
+    run.finish(Duration::from_secs(10).saturating_sub(first.elapsed()))
 }
 
 /// Asserts that `dir` holds the reports of some, but not all, of `total` replications.
@@ -112,27 +135,45 @@ fn interrupted_run_writes_the_replications_that_finished() {
 #[test]
 fn interrupted_live_run_writes_the_strategies_replayed() {
     let dir = tempfile::tempdir().unwrap();
-    // live-smoke at 4 s a strategy. Calibration takes well under a second: interrupting
-    // after 5 s lands inside the second strategy, which stops at once (well before its
-    // own end, 3 s later) and is dropped; the first is compared and written, and the last
-    // two are not started.
+    // live-smoke at 4.5 s a strategy, replayed against backends started here, so that the
+    // test sees how far the replay got by the calls they served: the signal goes once the
+    // first strategy has been replayed and the second has had 1,000 of its calls (about
+    // 1 s of its 4.5 s). The second stops at once (well before its own end) and is
+    // dropped; the first is compared and written, and the last two are not started.
     let text = std::fs::read_to_string("scenarios/live-smoke.toml").unwrap();
     let text = text.replace("duration = 5.0 ", "duration = 3.5 ");
     assert!(text.contains("duration = 3.5 "));
-    let scenario = dir.path().join("live-smoke-4s.toml");
-    std::fs::write(&scenario, text).unwrap();
+    let path = dir.path().join("live-smoke-4s.toml");
+    std::fs::write(&path, text).unwrap();
+    let scenario = Scenario::load(&path).unwrap();
+    let calls = RequestStream::new(&scenario.workload, scenario.seed, 0).count() as u64;
+    let backends = common::cluster_for(&scenario, |_, _| {});
+    let served = || backends.iter().map(ServerHandle::served).sum::<u64>();
+    let addrs: Vec<String> = backends
+        .iter()
+        .map(|b| b.local_addr().to_string())
+        .collect();
     let mut cmd = lbsim();
     cmd.arg("live")
-        .arg(&scenario)
-        .args(["--calibration-calls", "10", "--out"])
+        .arg(&path)
+        .args(["--calibration-calls", "10", "--backends", &addrs.join(",")])
+        .arg("--out")
         .arg(dir.path().join("out"));
-    let (code, stderr) = signal_after(
-        cmd,
-        Duration::from_millis(5000),
-        &["INT"],
-        Duration::from_secs(2),
+    let mut live = Watched::spawn(cmd);
+    // Calibration's calls come on top: this is more than the first strategy alone sends.
+    live.wait_until(
+        "the second strategy under way",
+        || served() > calls + 1000,
+        LONG,
     );
+    live.signal("INT");
+    let (code, stderr) = live.finish(LONG);
     assert_eq!(code, 130, "{stderr}");
+    let total = served();
+    assert!(
+        total < 2 * calls,
+        "the second strategy ran to its end: {total} calls served, {calls} a strategy"
+    );
     assert!(
         stderr.contains("interrupted: 1 of 4 strategies replayed"),
         "{stderr}"
@@ -149,22 +190,28 @@ fn interrupted_live_run_writes_the_strategies_replayed() {
 #[test]
 fn sigterm_stops_inside_a_replication() {
     let dir = tempfile::tempdir().unwrap();
-    // 20,000 simulated seconds: 16 million requests, several seconds a replication even on
-    // a fast core. SIGTERM 0.7 s in lands inside the first replication; stopping within
-    // 1.5 s shows the replication was abandoned rather than finished.
+    // 20,000 simulated seconds: 16 million requests, several seconds of CPU a replication
+    // even on a fast core. SIGTERM once the run has started and used 0.2 s of CPU lands
+    // inside the first replication; ending after less than 1 s more of CPU shows the
+    // replication was abandoned rather than finished.
     let scenario = long_mm1(dir.path(), 20_000.0);
     let mut cmd = lbsim();
     cmd.arg("run")
         .arg(&scenario)
         .args(["--replications", "3", "--threads", "1", "--out"])
         .arg(dir.path().join("out"));
-    let (code, stderr) = signal_after(
-        cmd,
-        Duration::from_millis(700),
-        &["TERM"],
-        Duration::from_millis(1500),
-    );
+    let mut run = Watched::spawn(cmd);
+    run.wait_for_line("measured after", LONG);
+    let started = run.cpu_time();
+    run.wait_for_cpu(started + Duration::from_millis(200), LONG);
+    run.signal("TERM");
+    let signalled = run.cpu_time();
+    let (code, stderr, cpu) = run.finish_with_cpu(LONG);
     assert_eq!(code, 143, "{stderr}");
+    assert!(
+        cpu < signalled + Duration::from_secs(1),
+        "{cpu:?} of CPU at the end, {signalled:?} at the signal: {stderr}"
+    );
     assert!(
         stderr.contains("SIGTERM") && stderr.contains("nothing to write"),
         "{stderr}"

@@ -178,6 +178,7 @@ pub fn compare(
                 p50: q(&replay.lag, 0.5),
                 p99,
                 max: replay.lag.max() as f64 * 1e-9,
+                dispatch_p99: q(&replay.dispatch_lag, 0.99),
                 threshold,
                 // An undefined threshold (nothing served) refuses too.
                 ok: p99 <= threshold,

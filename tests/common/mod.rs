@@ -184,16 +184,27 @@ pub fn verdict_of(
 /// (three attempts at most) while the verdict refuses to judge because the driver lagged
 /// (a loaded machine); returns the last verdict.
 pub fn judged_retrying(
+    replay: impl FnMut() -> lbsim::live::LiveRun,
+    check: impl Fn(&lbsim::live::LiveRun),
+    judge: impl Fn(&lbsim::live::LiveRun) -> lbsim::live::verdict::Verdict,
+) -> lbsim::live::verdict::Verdict {
+    judged_until(replay, check, judge, |v| v.refusal().is_none())
+}
+
+/// [`judged_retrying`], replaying again while the verdict is not `settled` (e.g. until the
+/// row a test asserts on is judged: a test of one figure need not wait for every row).
+pub fn judged_until(
     mut replay: impl FnMut() -> lbsim::live::LiveRun,
     check: impl Fn(&lbsim::live::LiveRun),
     judge: impl Fn(&lbsim::live::LiveRun) -> lbsim::live::verdict::Verdict,
+    settled: impl Fn(&lbsim::live::verdict::Verdict) -> bool,
 ) -> lbsim::live::verdict::Verdict {
     let mut v = None;
     for _ in 0..3 {
         let run = replay();
         check(&run);
         let verdict = judge(&run);
-        let retry = verdict.refusal().is_some();
+        let retry = !settled(&verdict);
         v = Some(verdict);
         if !retry {
             break;
@@ -296,6 +307,23 @@ pub fn replay_scaled(
 pub fn print_faults(run: &lbsim::live::LiveRun) {
     for e in &run.strategies[0].faults {
         println!("{:.3} s {} (late {:.0} µs)", e.at, e.what, e.late * 1e6);
+    }
+}
+
+/// Prints, per strategy of `run`, the connections its replay opened, the calls that
+/// waited for one (a call that finds none idle waits while one opens, which counts as
+/// schedule lag) and the dispatcher's own lag and the send lag (p99).
+pub fn print_connections(run: &lbsim::live::LiveRun) {
+    for s in &run.strategies {
+        let p99 = |h: &hdrhistogram::Histogram<u64>| h.value_at_quantile(0.99) as f64 * 1e-3;
+        println!(
+            "{}: {} connections, {} calls waited for one; lag p99 {:.0} µs (dispatcher {:.0} µs)",
+            s.label,
+            s.connections,
+            s.connection_waits,
+            p99(&s.lag),
+            p99(&s.dispatch_lag)
+        );
     }
 }
 
