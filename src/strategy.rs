@@ -560,6 +560,53 @@ pub(crate) fn same_view(built_for: &[(bool, u32)], backends: &Backends) -> bool 
             .all(|(&(up, w), b)| up == b.up && w == b.weight)
 }
 
+/// The `(up, weight)` view a table (a map, a bucket table) was built for, and whether the
+/// balancer told of a change since ([`Strategy::on_view`]): the table is compared with the
+/// view only then, not at every pick (an O(n) scan).
+#[derive(Debug, Default)]
+pub(crate) struct BuiltFor {
+    view: Vec<(bool, u32)>,
+    /// A backend's health or weight changed since the table was built.
+    stale: bool,
+}
+
+impl BuiltFor {
+    /// Whether the table must be rebuilt for `backends`: a change was told or the backends
+    /// are new, and the view differs from the one it was built for. Forgets the told change.
+    pub(crate) fn changed(&mut self, backends: &Backends) -> bool {
+        let maybe = self.stale || self.view.len() != backends.len();
+        self.stale = false;
+        maybe && !same_view(&self.view, backends)
+    }
+
+    /// The table was just built for `backends`.
+    pub(crate) fn built(&mut self, backends: &Backends) {
+        self.view = backends.iter().map(|b| (b.up, b.weight)).collect();
+    }
+
+    /// The `(up, weight)` of each backend when the table was built.
+    pub(crate) fn view(&self) -> &[(bool, u32)] {
+        &self.view
+    }
+
+    /// The balancer told that entry `backend` of the view is now `view`.
+    pub(crate) fn told(&mut self, backend: usize, view: &Backend) {
+        if self
+            .view
+            .get(backend)
+            .is_some_and(|&(up, w)| (up, w) != (view.up, view.weight))
+        {
+            self.stale = true;
+        }
+    }
+
+    /// Marks the table as possibly stale (tests).
+    #[cfg(test)]
+    pub(crate) fn suspect(&mut self) {
+        self.stale = true;
+    }
+}
+
 /// Iterates over the indices of backends that are up, starting at `start` and wrapping.
 pub(crate) fn up_from(backends: &Backends, start: usize) -> impl Iterator<Item = usize> + '_ {
     let n = backends.len();

@@ -1681,6 +1681,31 @@ mod tests {
         }
     }
 
+    /// Runs `entry` of `s` with every balancer's strategy [`Logged`], after `setup` sets
+    /// the run up: every call the strategies got, and the run's metrics as text.
+    fn logged_run(
+        s: &Scenario,
+        entry: &crate::strategy::StrategyEntry,
+        seed: u64,
+        setup: impl FnOnce(&mut Sim),
+    ) -> (Vec<String>, String) {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        let factory = |n: usize, rng: SimRng| {
+            Box::new(Logged {
+                inner: entry.spec.build(n, rng),
+                log: log.clone(),
+                id: count.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            }) as Box<dyn crate::strategy::Strategy>
+        };
+        let mut sim = Sim::new(s, &factory, entry.policy.as_ref(), 0, seed);
+        setup(&mut sim);
+        assert!(sim.run(&Cancel::default()));
+        let metrics = format!("{:?}", sim.finish());
+        let log = std::mem::take(&mut *log.lock().expect("not poisoned"));
+        (log, metrics)
+    }
+
     impl crate::strategy::Strategy for Logged {
         fn pick(
             &mut self,
@@ -1798,21 +1823,9 @@ mod tests {
             let s = Scenario::from_source(std::path::Path::new("t.toml"), &text).expect("valid");
             let entry = &s.strategies[0];
             let run = |eager: bool| {
-                let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-                let count = std::sync::atomic::AtomicUsize::new(0);
-                let factory = |n: usize, rng: SimRng| {
-                    Box::new(Logged {
-                        inner: entry.spec.build(n, rng),
-                        log: log.clone(),
-                        id: count.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                    }) as Box<dyn crate::strategy::Strategy>
-                };
-                let mut sim = Sim::new(&s, &factory, entry.policy.as_ref(), 0, seed);
-                sim.signals.as_mut().expect("prequal probes").set_eager(eager);
-                assert!(sim.run(&Cancel::default()));
-                let m = format!("{:?}", sim.finish());
-                let log = std::mem::take(&mut *log.lock().expect("not poisoned"));
-                (log, m)
+                logged_run(&s, entry, seed, |sim| {
+                    sim.signals.as_mut().expect("prequal probes").set_eager(eager);
+                })
             };
             let (eager, lazy) = (run(true), run(false));
             prop_assert!(eager.0.iter().any(|l| l.contains("answer")), "no probe answered");
@@ -1837,22 +1850,10 @@ mod tests {
             let s = scenario(head, 2_500.0, &format!("{cluster}{c3}"));
             for entry in &s.strategies {
                 let run = |plain: bool| {
-                    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-                    let count = std::sync::atomic::AtomicUsize::new(0);
-                    let factory = |n: usize, rng: SimRng| {
-                        Box::new(Logged {
-                            inner: entry.spec.build(n, rng),
-                            log: log.clone(),
-                            id: count.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                        }) as Box<dyn crate::strategy::Strategy>
-                    };
-                    let mut sim = Sim::new(&s, &factory, entry.policy.as_ref(), 0, 3);
-                    assert!(sim.plain, "{}: a plain run", entry.label());
-                    sim.plain = plain;
-                    assert!(sim.run(&Cancel::default()));
-                    let m = format!("{:?}", sim.finish());
-                    let log = std::mem::take(&mut *log.lock().expect("not poisoned"));
-                    (log, m)
+                    logged_run(&s, entry, 3, |sim| {
+                        assert!(sim.plain, "{}: a plain run", entry.label());
+                        sim.plain = plain;
+                    })
                 };
                 let (general, plain) = (run(false), run(true));
                 assert!(

@@ -18,7 +18,7 @@
 
 use super::hash::client_address;
 use super::registry::{About, Parameterless, PickCost, Reads, Scanned, Split, Table};
-use super::{Backend, Backends, PickContext, Strategy, same_view};
+use super::{Backend, Backends, BuiltFor, PickContext, Strategy};
 
 /// Buckets of the table (`IP_VS_SH_TAB_BITS` = 8).
 const BITS: u32 = 8;
@@ -33,10 +33,8 @@ fn hash_32(val: u32, bits: u32) -> u32 {
 pub struct IpvsSh {
     /// Bucket → destination (empty when no server is up).
     table: Vec<usize>,
-    /// The view it was built for: (up, weight) of each backend.
-    built_for: Vec<(bool, u32)>,
-    /// Whether [`Strategy::on_view`] told of a change since the table was built.
-    stale: bool,
+    /// The view it was built for.
+    built_for: BuiltFor,
 }
 
 impl IpvsSh {
@@ -62,18 +60,14 @@ impl IpvsSh {
 
 impl Strategy for IpvsSh {
     fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
-        // The table is checked against the view only when a change was told or the
-        // backends are new: a scan of the view at every pick is O(n).
-        let maybe_stale = self.stale || self.built_for.len() != backends.len();
-        if maybe_stale && !same_view(&self.built_for, backends) {
+        if self.built_for.changed(backends) {
             let dests: Vec<(usize, u32)> = (0..backends.len())
                 .filter(|&i| backends.up(i))
                 .map(|i| (i, backends.weight(i)))
                 .collect();
             self.table = Self::reassign(&dests);
-            self.built_for = backends.iter().map(|b| (b.up, b.weight)).collect();
+            self.built_for.built(backends);
         }
-        self.stale = false;
         let bucket = hash_32(u32::from(client_address(ctx.key)), BITS) as usize;
         let d = *self.table.get(bucket)?;
         (backends.weight(d) > 0).then_some(d)
@@ -89,13 +83,7 @@ impl Strategy for IpvsSh {
     }
 
     fn on_view(&mut self, backend: usize, view: &Backend) {
-        if self
-            .built_for
-            .get(backend)
-            .is_some_and(|&(up, w)| (up, w) != (view.up, view.weight))
-        {
-            self.stale = true;
-        }
+        self.built_for.told(backend, view);
     }
 }
 

@@ -22,21 +22,18 @@
 //! where the map is the usable servers in index order, built in O(servers).
 
 use super::registry::{About, Parameterless, PickCost, Reads, Split};
-use super::{Backend, Backends, PickContext, Strategy, same_view};
+use super::{Backend, Backends, BuiltFor, PickContext, Strategy};
 
 /// HAProxy `static-rr`.
 #[derive(Debug, Default)]
 pub struct StaticRr {
     map: Vec<usize>,
-    /// The view the map was built for: (up, weight) of each backend.
-    built_for: Vec<(bool, u32)>,
+    /// The view the map was built for.
+    built_for: BuiltFor,
     /// `lbprm.wmult`: the weights' greatest common divisor, fixed at the first pick.
     wmult: u32,
     /// `lbprm.map.rr_idx`.
     next: usize,
-    /// A backend's health or weight changed since the map was built (see
-    /// [`Strategy::on_view`]).
-    stale: bool,
 }
 
 /// Greatest common divisor (Euclid, as `init_server_map`); 1 when every weight is 0.
@@ -96,23 +93,18 @@ impl StaticRr {
     /// `static-rr` walks and map-based hashing (`balance source`) indexes.
     /// The owner forwards the balancer's [`Strategy::on_view`] to this map.
     pub(crate) fn slots(&mut self, backends: &Backends) -> &[usize] {
-        if self.may_be_stale(backends) {
-            self.stale = false;
-            self.refresh(backends);
+        if self.built_for.changed(backends) {
+            self.rebuild(backends);
         }
         &self.map
     }
 
-    /// Rebuilds the map if the usable servers changed since it was built.
-    fn refresh(&mut self, backends: &Backends) {
-        let unchanged = same_view(&self.built_for, backends);
-        if unchanged {
-            return;
-        }
+    /// Rebuilds the map for `backends`.
+    fn rebuild(&mut self, backends: &Backends) {
         let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
-        if self.built_for.len() != backends.len()
-            || self
-                .built_for
+        let built_for = self.built_for.view();
+        if built_for.len() != backends.len()
+            || built_for
                 .iter()
                 .zip(&weights)
                 .any(|(&(_, old), &w)| old != w)
@@ -132,23 +124,14 @@ impl StaticRr {
             })
             .collect();
         self.map = Self::map(&eweights);
-        self.built_for = backends.iter().map(|b| (b.up, b.weight)).collect();
-    }
-}
-
-impl StaticRr {
-    /// Whether the map may not match the view any more: a change was told, or the
-    /// backends are new.
-    fn may_be_stale(&self, backends: &Backends) -> bool {
-        self.stale || self.built_for.len() != backends.len()
+        self.built_for.built(backends);
     }
 }
 
 impl Strategy for StaticRr {
     fn pick(&mut self, backends: &Backends, _ctx: &PickContext) -> Option<usize> {
-        if self.may_be_stale(backends) {
-            self.stale = false;
-            self.refresh(backends);
+        if self.built_for.changed(backends) {
+            self.rebuild(backends);
         }
         if self.map.is_empty() {
             return None;
@@ -166,13 +149,7 @@ impl Strategy for StaticRr {
     }
 
     fn on_view(&mut self, backend: usize, view: &Backend) {
-        if self
-            .built_for
-            .get(backend)
-            .is_some_and(|&(up, w)| (up, w) != (view.up, view.weight))
-        {
-            self.stale = true;
-        }
+        self.built_for.told(backend, view);
     }
 }
 
@@ -231,7 +208,7 @@ mod tests {
                     key: 0,
                     loads: None,
                 };
-                reference.stale = true;
+                reference.built_for.suspect();
                 let expected = reference.pick(b.backends(), &ctx);
                 assert_eq!(b.route(crate::time::Nanos(0), 0), expected, "step {step}");
                 if let Some(i) = expected {
