@@ -376,7 +376,8 @@ fn beside_a_machine_late_by(run: &LiveRun, late: Duration) -> LiveRun {
 /// time (4 ms wall-clock) to its service: its `calibration_under_load` row and its
 /// utilisation fail. Told that a thread sleeping beside them woke as late (4 ms), the
 /// verdict refuses those rows (never passes them); told a quarter of that (1 ms), or
-/// nothing, it fails them.
+/// nothing, it fails them all, the utilisation too (the simulation as the machine ran
+/// adds the bound and the machine's 12.5%, not the backend's 50%).
 #[test]
 fn a_busy_machine_excuses_only_what_it_explains() {
     let _guard = timing_lock();
@@ -429,11 +430,12 @@ fn a_busy_machine_excuses_only_what_it_explains() {
             }
         };
         let v = common::verdict_of(&scenario, &told, 10);
-        for r in rows_of(&v)
-            .iter()
-            .filter(|r| r.figure.name().starts_with("calibration"))
-        {
-            assert!(!r.passed() && v.judged(r), "{late:?} {}: {r:?}", r.metric());
+        for r in rows_of(&v) {
+            assert!(
+                !r.passed() && v.judged(&r),
+                "{late:?} {}: {r:?}",
+                r.metric()
+            );
         }
     }
 }
