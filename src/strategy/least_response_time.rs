@@ -14,6 +14,10 @@
 //! walk up and down the tree — O(log n) per pick, dispatch and completion, with no
 //! allocation. The scan is kept in the tests as the oracle.
 
+mod min_tree;
+
+use min_tree::{ABSENT, MinTree};
+
 use super::SpecError;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
 use super::{Backend, Backends, Entries, Outcome, PickContext, Strategy};
@@ -34,16 +38,13 @@ pub struct LeastResponseTime {
 /// `benches/scale.rs`); both pick the same.
 pub const SCAN_UP_TO: usize = 48;
 
-/// The backends' costs in a segment tree: leaves `size..size + n` hold each backend's cost
-/// key ([`cost_key`], `u64::MAX` when down, and for the padding), node `k` the lowest of
-/// nodes `2k` and `2k + 1`.
+/// The backends' costs in a [`MinTree`]: position `i` holds backend `i`'s cost key
+/// ([`cost_key`], [`ABSENT`] when down).
 #[derive(Debug)]
 struct CostIndex {
     flight: Vec<u32>,
     up: Vec<bool>,
-    /// Leaves: a power of two at least the number of backends.
-    size: usize,
-    tree: Vec<u64>,
+    tree: MinTree,
     /// A backend whose view changed, refiled at the next event (a completion changes the
     /// view and then the EWMA: one refiling instead of two).
     pending: Option<usize>,
@@ -51,21 +52,15 @@ struct CostIndex {
 
 impl CostIndex {
     fn new(backends: &Backends, ewma: &[Option<f64>]) -> CostIndex {
-        let n = backends.len();
-        let size = n.next_power_of_two().max(1);
-        let mut tree = vec![u64::MAX; 2 * size];
+        let mut tree = MinTree::new(backends.len());
         for (i, b) in backends.iter().enumerate() {
             if b.up {
-                tree[size + i] = cost_key(LeastResponseTime::cost(ewma, i, b.in_flight));
+                tree.set(i, cost_key(LeastResponseTime::cost(ewma, i, b.in_flight)));
             }
-        }
-        for k in (1..size).rev() {
-            tree[k] = tree[2 * k].min(tree[2 * k + 1]);
         }
         CostIndex {
             flight: backends.iter().map(|b| b.in_flight).collect(),
             up: backends.iter().map(|b| b.up).collect(),
-            size,
             tree,
             pending: None,
         }
@@ -76,21 +71,9 @@ impl CostIndex {
         let key = if self.up[i] {
             cost_key(LeastResponseTime::cost(ewma, i, self.flight[i]))
         } else {
-            u64::MAX
+            ABSENT
         };
-        let mut k = self.size + i;
-        if self.tree[k] == key {
-            return;
-        }
-        self.tree[k] = key;
-        while k > 1 {
-            k /= 2;
-            let m = self.tree[2 * k].min(self.tree[2 * k + 1]);
-            if self.tree[k] == m {
-                break;
-            }
-            self.tree[k] = m;
-        }
+        self.tree.set(i, key);
     }
 
     /// Refiles the pending backend, if any.
@@ -100,47 +83,21 @@ impl CostIndex {
         }
     }
 
-    /// The first backend at index `from` or after whose key is at most `m`.
-    fn first_at_most(&self, from: usize, m: u64) -> Option<usize> {
-        if from >= self.size {
-            return None;
-        }
-        let mut k = self.size + from;
-        if self.tree[k] > m {
-            // Up until a right sibling holds one, then down to its leftmost.
-            loop {
-                if k == 1 {
-                    return None;
-                }
-                if k.is_multiple_of(2) && self.tree[k + 1] <= m {
-                    k += 1;
-                    break;
-                }
-                k /= 2;
-            }
-            while k < self.size {
-                k *= 2;
-                if self.tree[k] > m {
-                    k += 1;
-                }
-            }
-        }
-        Some(k - self.size)
-    }
-
     /// The first backend at the lowest cost from `next` on, wrapping; `None` if all are
     /// down.
     fn pick(&self, next: usize) -> Option<usize> {
-        let lowest = self.tree[1];
-        if lowest == u64::MAX {
+        let lowest = self.tree.least();
+        if lowest == ABSENT {
             return None;
         }
-        self.first_at_most(next, lowest)
-            .or_else(|| self.first_at_most(0, lowest))
+        self.tree
+            .first_at_most(next, lowest)
+            .or_else(|| self.tree.first_at_most(0, lowest))
     }
 }
 
-/// A non-negative cost as an integer of the same order (`0.0` and `-0.0` alike).
+/// A non-negative cost as an integer of the same order (`0.0` and `-0.0` alike), below
+/// [`ABSENT`] (no finite cost maps to it).
 fn cost_key(cost: f64) -> u64 {
     if cost == 0.0 {
         0
