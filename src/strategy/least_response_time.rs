@@ -8,11 +8,12 @@
 //! after the last pick (round robin among equals).
 //!
 //! The picks are those of the full scan, exactly, but come from an index of the view kept
-//! as it changes ([`Strategy::on_view`]): a segment tree of costs over the backends (a
-//! flat array, each node the lowest cost below it, down backends at `u64::MAX`), so the
-//! lowest cost is the root and "the first backend at that cost from the last pick on" one
-//! walk up and down the tree — O(log n) per pick, dispatch and completion, with no
-//! allocation. The scan is kept in the tests as the oracle.
+//! as it changes ([`Strategy::on_view`]): a tree of minima of the costs over the backends
+//! (`min_tree.rs`: four children a node, down backends absent, each node with the first
+//! and last backend under it at its cost), so that a pick reads the root when one backend
+//! alone has the lowest cost, and walks the tree for "the first backend at that cost from
+//! the last pick on" when several tie. A dispatch or a completion refiles one backend,
+//! O(log n), with no allocation. The scan is kept in the tests as the oracle.
 
 mod min_tree;
 
@@ -86,13 +87,7 @@ impl CostIndex {
     /// The first backend at the lowest cost from `next` on, wrapping; `None` if all are
     /// down.
     fn pick(&self, next: usize) -> Option<usize> {
-        let lowest = self.tree.least();
-        if lowest == ABSENT {
-            return None;
-        }
-        self.tree
-            .first_at_most(next, lowest)
-            .or_else(|| self.tree.first_at_most(0, lowest))
+        self.tree.first_least_from(next)
     }
 }
 

@@ -1,16 +1,27 @@
-//! A wide tree of minima over integer keys, for [`super::LeastResponseTime`]'s index: the
-//! least key of all, and "the first position at or after `from` whose key is at most `m`",
-//! each in a few scans of [`FANOUT`] consecutive keys.
+//! A tree of minima over integer keys, for [`super::LeastResponseTime`]'s index: the
+//! first position holding the least key from a given position on, wrapping (the pick,
+//! round robin among equals), and under it "the first position at or after `from` whose
+//! key is at most `m`".
 //!
 //! Laid out as C3's score index (`c3.rs`, `ScoreIndex`): level 0 is the keys themselves,
 //! each node of level `j + 1` the least of [`FANOUT`] consecutive nodes of level `j`, up
-//! to a root alone. At 1,000 keys that is three levels above the keys where a binary tree
-//! has ten: a walk is a few dependent loads instead of ten, and each step scans its
-//! group of keys branch-free (a compare per key into a bit mask, then `trailing_zeros`),
-//! where a binary walk takes an unpredictable branch per level.
+//! to a root alone. Each node above the keys also holds the first and the last position
+//! under it that hold its key ([`Holders`]): when one position alone holds the least key,
+//! which is the rule once backends' latencies differ, a pick reads the root and walks
+//! nowhere. A walk is left for ties (as among backends not yet sampled); it scans each
+//! group of keys branch-free (a compare per key into a bit mask, then
+//! `trailing_zeros`).
+//!
+//! What a request costs is then mostly the two keys it changes (the picked backend's
+//! goes up, which rescans its group at every level; a completion's mostly stops low), so
+//! the fan-out is a trade between levels and keys per level: at 1,000 backends, with
+//! `perf stat` CPU time per request of the whole simulation (7 alternating pairs each),
+//! 8 children cost 0.96x what 16 did, 4 children 0.97x what 8 did, and 2 children 1.10x
+//! what 4 did; at 100 and 10,000 backends 4 and 8 were alike (1.00x).
 
-/// Children of each node (keys under each lowest node).
-pub(super) const FANOUT: usize = 16;
+/// Children of each node (keys under each lowest node): a power of two up to 32 (the
+/// bit masks are `u32`); see the module documentation for the choice.
+pub(super) const FANOUT: usize = 4;
 
 /// The key of an absent position (padding, or a backend that is down): above every key
 /// a position holds.
@@ -22,20 +33,50 @@ pub(super) struct MinTree {
     /// Every level, from the keys (level 0) to the root, one after another; each level
     /// but the root is padded with [`ABSENT`] to a whole number of groups.
     nodes: Vec<u64>,
+    /// Per node above the keys (`nodes[starts[1]..]`, in the same order), the first and
+    /// last positions under it that hold its key.
+    holders: Vec<Holders>,
     /// Where each level starts in `nodes`; the last is the root's.
     starts: Vec<usize>,
 }
 
-/// The least of [`FANOUT`] keys, in four running minima: each conditional move waits on
-/// a quarter of the others, not on all before it (as C3's `least_key`).
-fn least(keys: &[u64; FANOUT]) -> u64 {
-    let mut m = [ABSENT; 4];
-    for chunk in keys.chunks_exact(4) {
-        for (m, &k) in m.iter_mut().zip(chunk) {
-            *m = (*m).min(k);
+/// The first and the last position under a node that hold its key: a pick reads them at
+/// the root, and when one position alone holds the least key (the rule once latencies
+/// differ) they are the answer without a walk (see [`MinTree::first_least_from`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Holders {
+    first: u32,
+    last: u32,
+}
+
+impl Holders {
+    /// Of an [`ABSENT`] node (one value, so that nodes compare equal when their keys do).
+    const NONE: Holders = Holders {
+        first: u32::MAX,
+        last: 0,
+    };
+
+    /// Of key position `i` itself.
+    fn at(i: usize) -> Holders {
+        Holders {
+            first: i as u32,
+            last: i as u32,
         }
     }
-    m[0].min(m[1]).min(m[2].min(m[3]))
+}
+
+/// The least of [`FANOUT`] keys, as a tournament (halves, then quarters, ...): each
+/// conditional move waits on one round, not on every key before it.
+fn least(keys: &[u64; FANOUT]) -> u64 {
+    let mut m = *keys;
+    let mut w = FANOUT;
+    while w > 1 {
+        w /= 2;
+        for j in 0..w {
+            m[j] = m[j].min(m[j + w]);
+        }
+    }
+    m[0]
 }
 
 /// Which of [`FANOUT`] keys are at most `m`, as bits (bit `j` for `keys[j]`).
@@ -71,11 +112,13 @@ impl MinTree {
         }
         MinTree {
             nodes: vec![ABSENT; end],
+            holders: vec![Holders::NONE; end - starts[1]],
             starts,
         }
     }
 
     /// The least key of all ([`ABSENT`] when none is present).
+    #[cfg(test)]
     pub(super) fn least(&self) -> u64 {
         self.nodes[self.nodes.len() - 1]
     }
@@ -94,30 +137,90 @@ impl MinTree {
             .expect("levels below the root are whole groups")
     }
 
+    /// Node `p` of level `j`'s key and holders.
+    fn node(&self, j: usize, p: usize) -> (u64, Holders) {
+        let k = self.starts[j] + p;
+        if j == 0 {
+            (self.nodes[k], Holders::at(p))
+        } else {
+            (self.nodes[k], self.holders[k - self.starts[1]])
+        }
+    }
+
+    /// The least of group `g` of level `j`, and its holders.
+    fn rescan(&self, j: usize, g: usize) -> (u64, Holders) {
+        let keys = self.group(j, g);
+        let m = least(keys);
+        if m == ABSENT {
+            return (ABSENT, Holders::NONE);
+        }
+        // The children holding `m`, as bits: at most `m` is equal to it.
+        let held = at_most(keys, m);
+        let first = g * FANOUT + held.trailing_zeros() as usize;
+        let last = g * FANOUT + (31 - held.leading_zeros()) as usize;
+        let holders = Holders {
+            first: self.node(j, first).1.first,
+            last: self.node(j, last).1.last,
+        };
+        (m, holders)
+    }
+
     /// Sets the key at position `i`, then its ancestors up to the first that keeps its
-    /// value.
+    /// key and holders.
     pub(super) fn set(&mut self, i: usize, key: u64) {
-        let (mut was, mut now) = (std::mem::replace(&mut self.nodes[i], key), key);
+        let was = std::mem::replace(&mut self.nodes[i], key);
+        if was == key {
+            return;
+        }
+        // A child's node before and after, going up.
+        let (mut was, mut now) = ((was, Holders::at(i)), (key, Holders::at(i)));
         let mut p = i;
         for j in 0..self.starts.len() - 1 {
-            if was == now {
-                return;
-            }
             let g = p / FANOUT;
             let parent = self.starts[j + 1] + g;
-            let old = self.nodes[parent];
-            let new = if now <= old {
-                // The child is now (one of) the least: no need to read its siblings.
+            let old = self.node(j + 1, g);
+            let new = if now.0 < old.0 {
+                // The child now holds the least alone: no need to read its siblings.
                 now
-            } else if was > old {
-                // Neither then nor now the least.
-                return;
+            } else if was.0 > old.0 {
+                if now.0 > old.0 {
+                    // Neither then nor now among the holders.
+                    return;
+                }
+                // Joins the holders.
+                let holders = Holders {
+                    first: old.1.first.min(now.1.first),
+                    last: old.1.last.max(now.1.last),
+                };
+                (old.0, holders)
             } else {
-                // It held the least and went up: the least of the group again.
-                least(self.group(j, g))
+                // Was among the holders: the least of the group again.
+                self.rescan(j, g)
             };
-            self.nodes[parent] = new;
+            if new == old {
+                return;
+            }
+            self.nodes[parent] = new.0;
+            self.holders[parent - self.starts[1]] = new.1;
             (was, now, p) = (old, new, g);
+        }
+    }
+
+    /// The first position holding the least key at `from` or after, else the first of
+    /// all (round robin among the holders); `None` when every key is absent.
+    pub(super) fn first_least_from(&self, from: usize) -> Option<usize> {
+        let (m, h) = self.node(self.starts.len() - 1, 0);
+        if m == ABSENT {
+            return None;
+        }
+        let (first, last) = (h.first as usize, h.last as usize);
+        if first >= from || last < from {
+            // The first holder is the first from `from` on, or none is and it wraps.
+            Some(first)
+        } else {
+            // Holders on both sides of `from` (ties): the walk finds the last one or one
+            // before it.
+            self.first_at_most(from, m)
         }
     }
 
@@ -158,10 +261,17 @@ impl MinTree {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use proptest::sample::Index;
 
     /// The model: a plain array of keys.
     fn first_at_most(keys: &[u64], from: usize, m: u64) -> Option<usize> {
         (from..keys.len()).find(|&i| keys[i] <= m)
+    }
+
+    /// The model's first holder of the least key from `from` on, wrapping.
+    fn first_least_from(keys: &[u64], from: usize) -> Option<usize> {
+        let m = keys.iter().copied().min().filter(|&m| m != ABSENT)?;
+        first_at_most(keys, from, m).or_else(|| first_at_most(keys, 0, m))
     }
 
     /// Keys drawn from a few values (ties) or from many, with some absent.
@@ -170,27 +280,37 @@ mod tests {
     }
 
     proptest! {
-        /// After any sequence of sets, the least and every `first_at_most` are the plain
-        /// array's, at sizes from one group to four levels.
+        /// After any sequence of sets, the least, every pick (`first_least_from`) and every
+        /// `first_at_most` are the plain array's, and every node its group's least, at
+        /// sizes from one group to seven levels.
         #[test]
         fn agrees_with_a_plain_array(
             len in prop_oneof![1usize..40, 200usize..300, 4090usize..4200],
-            sets in proptest::collection::vec((any::<prop::sample::Index>(), key()), 1..400),
+            sets in proptest::collection::vec((any::<Index>(), key(), any::<Index>()), 1..400),
             queries in proptest::collection::vec(
-                (any::<prop::sample::Index>(), key().prop_map(|m| m.min(ABSENT - 1))),
+                (any::<Index>(), key().prop_map(|m| m.min(ABSENT - 1))),
                 1..40,
             ),
         ) {
             let mut tree = MinTree::new(len);
             let mut model = vec![ABSENT; len];
-            for (i, k) in sets {
+            for (i, k, from) in sets {
                 let i = i.index(len);
                 tree.set(i, k);
                 model[i] = k;
                 prop_assert_eq!(tree.least(), model.iter().copied().min().unwrap());
+                // Past the end too.
+                let from = from.index(len + 2);
+                prop_assert_eq!(tree.first_least_from(from), first_least_from(&model, from));
             }
             for (i, &k) in model.iter().enumerate() {
                 prop_assert_eq!(tree.key(i), k);
+            }
+            // Every node as its group's rescan: the least of its children and their ends.
+            for j in 1..tree.starts.len() {
+                for p in 0..(tree.starts[j] - tree.starts[j - 1]) / FANOUT {
+                    prop_assert_eq!(tree.node(j, p), tree.rescan(j - 1, p), "level {}", j);
+                }
             }
             for (from, m) in queries {
                 // Past the end too.
@@ -207,12 +327,17 @@ mod tests {
 
     #[test]
     fn levels_of_whole_groups() {
-        let t = MinTree::new(1000);
-        // 1,000 keys in 63 groups, 63 nodes in 4, 4 in 1, and the root.
-        assert_eq!(t.starts, vec![0, 1008, 1008 + 64, 1008 + 64 + 16]);
-        assert_eq!(MinTree::new(1).starts, vec![0, 16]);
-        assert_eq!(MinTree::new(16).starts, vec![0, 16]);
-        assert_eq!(MinTree::new(17).starts, vec![0, 32, 48]);
+        // Groups of four: 1,000 keys, then nodes of 250, 63, 16 and 4 groups (each level
+        // padded to whole groups), and the root.
+        let widths = [1000, 252, 64, 16, 4, 1];
+        let starts: Vec<usize> = widths
+            .iter()
+            .scan(0, |end, w| Some(std::mem::replace(end, *end + w)))
+            .collect();
+        assert_eq!(MinTree::new(1000).starts, starts);
+        assert_eq!(MinTree::new(1).starts, vec![0, 4]);
+        assert_eq!(MinTree::new(4).starts, vec![0, 4]);
+        assert_eq!(MinTree::new(5).starts, vec![0, 8, 12]);
     }
 
     #[test]
