@@ -183,6 +183,11 @@ pub struct Signals {
     pub probes: bool,
     /// It wants the load report carried on each reply ([`Strategy::on_reply_load`]).
     pub reply_loads: bool,
+    /// It reads the estimated latency ([`ServerLoad::latency`]) of those reports. The
+    /// simulator estimates it from each server's mean service time, which it keeps only
+    /// when asked (here or by [`Signals::probes`]); unasked, the field is 0. Live servers
+    /// send it always.
+    pub reply_latency: bool,
 }
 
 /// How a request ended.

@@ -530,8 +530,7 @@ impl<'a> Sim<'a> {
                 servers.len(),
                 scenario.probes.delay,
                 scenario.probes.cost,
-                wanted.probes,
-                wanted.reply_loads,
+                wanted,
             )
         });
         let from = Nanos::from_secs_f64(scenario.warmup);

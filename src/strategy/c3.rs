@@ -675,6 +675,8 @@ impl Strategy for C3 {
         Signals {
             probes: false,
             reply_loads: true,
+            // Reads the queue and the service time alone.
+            reply_latency: false,
         }
     }
 
