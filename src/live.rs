@@ -17,6 +17,7 @@ pub mod control;
 pub mod driver;
 pub mod faults;
 pub mod l4;
+mod machine;
 mod options;
 mod policy;
 mod pool;

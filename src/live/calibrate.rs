@@ -121,9 +121,21 @@ impl Calibration {
     /// `time_scale`), each backend's total capped at `bound` × its declared mean service
     /// time (both parts scaled down alike).
     pub fn overheads(&self, time_scale: f64, bound: f64) -> Overheads {
+        self.overheads_beside(time_scale, bound, &[])
+    }
+
+    /// [`Calibration::overheads`] with each backend's cap raised by `machine[i]` (a
+    /// fraction of its declared mean service time; missing entries are 0): the overrun the
+    /// machine itself gave a thread sleeping beside the backends
+    /// ([`StrategyReplay::machine`](super::run::StrategyReplay::machine)), so that only the
+    /// backend's own share is held to the bound. The verdict simulates this only to tell a
+    /// disagreement the machine explains, which it then refuses to judge, never passes
+    /// (`Comparison::machine` in [`crate::report::live`]).
+    pub fn overheads_beside(&self, time_scale: f64, bound: f64, machine: &[f64]) -> Overheads {
         let mut o = Overheads::NONE;
-        for b in &self.backends {
-            let cap = bound.max(0.0) * b.declared_service_ns;
+        for (i, b) in self.backends.iter().enumerate() {
+            let share = machine.get(i).copied().unwrap_or(0.0).max(0.0);
+            let cap = (bound.max(0.0) + share) * b.declared_service_ns;
             let total = b.absorbed_ns();
             let k = if total > cap { cap / total } else { 1.0 };
             o.service
@@ -398,6 +410,13 @@ mod tests {
         assert!((a.service[1] + a.extra_latency[1] - 400e-6).abs() < 1e-12);
         assert!((a.service[1] - 380e-6).abs() < 1e-12);
         assert!((c.applied_fraction(1, 0.1) - 0.1).abs() < 1e-12);
+        // Beside a machine that overran sleeps by 15% of backend 1's 4 ms: its cap is
+        // 25% (1 ms), the measured 50% still cut down to it; backend 0 (within the
+        // bound) and a missing entry change nothing.
+        let m = c.overheads_beside(1.0, 0.10, &[0.5, 0.15]);
+        assert!((m.service[0] - 40e-6).abs() < 1e-12);
+        assert!((m.service[1] + m.extra_latency[1] - 1e-3).abs() < 1e-12);
+        assert_eq!(c.overheads_beside(1.0, 0.10, &[]), a);
         // Time scale 2: the same wall-clock costs are half as long in scenario time.
         let b = c.overheads(2.0, 0.10);
         assert!((b.service[0] - 20e-6).abs() < 1e-12);

@@ -32,6 +32,7 @@ use super::calibrate::{LoadedCost, calibrate};
 use super::client::{CallOutcome, ClientConfig, ReplyLoad};
 use super::cluster::Cluster;
 use super::control::{Injector, RemoteControl};
+use super::machine::MachineProbe;
 pub use super::options::{LiveError, LiveOptions};
 pub use super::pool::CANCEL_POLL;
 use super::pool::{Done, Job, Pool, wait_until};
@@ -730,6 +731,7 @@ fn dispatch(
     let mean_gap = Duration::from_secs_f64(opts.time_scale / scenario.mean_rate().max(1e-9));
     let spin = opts.spin.min(mean_gap / 4);
     let waits_before = pool.waited();
+    let machine = MachineProbe::start(MachineProbe::sleeps_for(scenario, opts.time_scale));
     for req in RequestStream::new(&scenario.workload, seed, opts.replication) {
         // Fault actions and policy timers due first, each at its own time.
         loop {
@@ -848,6 +850,7 @@ fn dispatch(
         r.timers(pool, now);
     }
     let wall = Instant::now().saturating_duration_since(clock.start);
+    let machine = machine.stop();
     let fault_log = faults
         .map(|mut f| std::mem::take(&mut f.log))
         .unwrap_or_default();
@@ -867,6 +870,7 @@ fn dispatch(
         probes_late: r.prober.as_ref().map_or(0, super::probe::Prober::late),
         realtime: start.realtime.active(),
         under_load: r.under_load,
+        machine,
         faults: fault_log,
     }))
 }

@@ -72,6 +72,7 @@ use super::calibrate::{BackendCalibration, Calibration, LoadedCost, median};
 use super::client::{CallOutcome, ClientConfig, ClientError, classify};
 use super::control::Injector;
 use super::faults::FaultPlayer;
+use super::machine::MachineProbe;
 use super::options::{LiveError, LiveOptions};
 use super::pool::CANCEL_POLL;
 use super::proto::{Call, Pong};
@@ -1012,6 +1013,7 @@ pub(crate) fn replay_strategy(
     let mut dispatch_lag = latency_histogram();
     let mean_gap = Duration::from_secs_f64(opts.time_scale / scenario.mean_rate().max(1e-9));
     let spin = opts.spin.min(mean_gap / 4);
+    let machine = MachineProbe::start(MachineProbe::sleeps_for(scenario, opts.time_scale));
     for req in RequestStream::new(&scenario.workload, seed, opts.replication) {
         // Fault actions due first, each at its own time (and the expiries before it).
         while let Some(f) = &mut faults {
@@ -1106,6 +1108,7 @@ pub(crate) fn replay_strategy(
         }
     }
     let wall = Instant::now().saturating_duration_since(clock.start);
+    let machine = machine.stop();
     let connections = r.conns.conns.len();
     r.conns.close_all();
     let fault_log = faults
@@ -1127,6 +1130,7 @@ pub(crate) fn replay_strategy(
         probes_late: 0,
         realtime: start.realtime.active(),
         under_load: r.under_load,
+        machine,
         faults: fault_log,
     })
 }

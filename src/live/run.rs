@@ -57,6 +57,11 @@ pub struct StrategyReplay {
     /// idle calibration's service overhead and extra latency, measured on the replay's
     /// calls (request-level and connection-level replays alike).
     pub under_load: Vec<LoadedCost>,
+    /// Per server group, by how much a thread sleeping the group's declared mean service
+    /// time beside the replay overran its sleeps (wall-clock ns, at least 1): how late the
+    /// machine itself woke threads, apart from any backend ([`super::machine`]). Empty where
+    /// not measured.
+    pub machine: Vec<Histogram<u64>>,
     /// Fault actions applied to the backends and health changes seen by the balancer,
     /// in order, each with how late it was applied ([`super::faults`]); empty without
     /// faults.

@@ -10,10 +10,18 @@
 //! not model error plus the spread between replications, which for a 99th percentile of
 //! a few thousand requests is itself ±10%. [`Reference::Mean`] compares with the mean
 //! instead.
+//!
+//! Where a strategy's rows fail and the machine was measured busy during its replay (a
+//! thread sleeping beside the backends woke late: [`StrategyReplay::machine`]), the
+//! strategy is simulated once more with each backend's cap raised by that lateness, and
+//! each failing row gets its reference as the machine ran ([`Comparison::machine`]): a row
+//! that agrees with it is not judged (no verdict), one that still disagrees fails.
 
 use hdrhistogram::Histogram;
 
-use super::run::LiveRun;
+use super::machine::MachineProbe;
+use super::run::{LiveRun, StrategyReplay};
+use crate::metrics::Metric;
 use crate::metrics::RunMetrics;
 pub use crate::report::live::{
     BadReference, BadTolerance, CalibrationRow, Comparison, Figure, LagCheck, Outcome, Reference,
@@ -22,7 +30,9 @@ pub use crate::report::live::{
 use crate::report::live::{Judged, MIN_SPREAD_REPLICATIONS, judge, spread_family};
 use crate::runner::{RunError, RunOptions, RunResults, StrategyResult, run};
 use crate::scenario::Scenario;
+use crate::sim::Overheads;
 use crate::sim::Run;
+use crate::strategy::StrategyEntry;
 
 /// How to compare.
 #[derive(Clone, Debug)]
@@ -86,31 +96,18 @@ pub fn compare(
         (spread_family(scenario, labels.iter().copied()) > 0)
             .then_some(scenario.replications.max(MIN_SPREAD_REPLICATIONS))
     });
+    let simulate = |entry: &StrategyEntry, overheads: &Overheads| {
+        simulate_one(scenario, entry, live, overheads, replications, opts.threads)
+    };
     for (replay, entry) in live.strategies.iter().zip(&calibrated.strategies) {
         let overheads = live
             .calibration
             .under_load(&replay.under_load)
             .overheads(live.time_scale, bound);
-        let mut one = scenario.clone();
-        one.strategies = vec![entry.clone()];
-        let r = run(
-            &one,
-            &RunOptions {
-                replications,
-                seed: Some(live.seed),
-                threads: opts.threads,
-                overheads: overheads.clone(),
-                ..Default::default()
-            },
-        )?;
-        (sim.requested, sim.finished) = (r.requested, r.finished);
-        sim.strategies.extend(r.strategies);
-        sim_replayed.push(
-            Run::entry(&one, entry, live.replication)
-                .seed(live.seed)
-                .overheads(&overheads)
-                .metrics(),
-        );
+        let (result, replayed, requested, finished) = simulate(entry, &overheads)?;
+        (sim.requested, sim.finished) = (requested, finished);
+        sim.strategies.push(result);
+        sim_replayed.push(replayed);
     }
     let live_results = RunResults {
         seed: live.seed,
@@ -147,7 +144,12 @@ pub fn compare(
         })
         .collect();
     let summaries: Vec<_> = sim_replayed.iter().map(RunMetrics::summarize).collect();
-    let rows = judge(
+    let phases = live
+        .strategies
+        .first()
+        .map(|s| s.metrics.phase_bounds())
+        .unwrap_or_default();
+    let mut rows = judge(
         &Judged {
             scenario,
             sim: &sim,
@@ -155,16 +157,78 @@ pub fn compare(
             live: &live_results,
             idle: &idle,
             under_load: &under_load,
-            phases: &live
-                .strategies
-                .first()
-                .map(|s| s.metrics.phase_bounds())
-                .unwrap_or_default(),
+            phases: &phases,
         },
         &opts.tolerances,
         opts.reference,
     );
-    let p50 = crate::metrics::Metric::LatencyP50;
+    // Failing rows of a strategy replayed beside a busy machine: their reference as the
+    // machine ran, from the strategy simulated with each backend's cap raised by it.
+    for (k, (replay, entry)) in live
+        .strategies
+        .iter()
+        .zip(&calibrated.strategies)
+        .enumerate()
+    {
+        let shares = machine_shares(scenario, replay, live.time_scale);
+        let failing = |r: &Comparison| r.strategy == replay.label && !r.passed();
+        if shares.iter().all(|&m| m <= 0.0) || !rows.iter().any(failing) {
+            continue;
+        }
+        let overheads = live
+            .calibration
+            .under_load(&replay.under_load)
+            .overheads_beside(live.time_scale, bound, &shares);
+        let (result, replayed, requested, finished) = simulate(entry, &overheads)?;
+        let as_ran = RunResults {
+            seed: live.seed,
+            requested,
+            finished,
+            strategies: vec![result],
+        };
+        let machine_rows = judge(
+            &Judged {
+                scenario,
+                sim: &as_ran,
+                sim_replayed: std::slice::from_ref(&replayed.summarize()),
+                live: &RunResults {
+                    strategies: vec![live_results.strategies[k].clone()],
+                    ..live_results.clone()
+                },
+                idle: &[],
+                under_load: std::slice::from_ref(&under_load[k]),
+                phases: &phases,
+            },
+            &opts.tolerances,
+            opts.reference,
+        );
+        let overrun = pooled(&replay.machine);
+        for r in rows.iter_mut().filter(|r| failing(r)) {
+            let percentile = match r.figure {
+                Figure::Cluster(Metric::LatencyP50) => Some(0.5),
+                Figure::Cluster(Metric::LatencyP99) => Some(0.99),
+                _ => None,
+            };
+            r.machine = if r.figure == Figure::CalibrationUnderLoad {
+                // What the machine alone made a sleeping thread overrun.
+                let i = servers_index(scenario, r.server.as_deref());
+                i.map(|i| shares[i])
+            } else if let Some(q) = percentile.filter(|_| opts.reference == Reference::Replayed) {
+                Some(quantile_beside(
+                    &replayed.latency,
+                    &overrun,
+                    live.time_scale,
+                    q,
+                ))
+            } else {
+                machine_rows
+                    .iter()
+                    .find(|m| m.figure == r.figure && m.server == r.server)
+                    .map(Comparison::base)
+            };
+        }
+    }
+    let p50 = Metric::LatencyP50;
     let lag = live
         .strategies
         .iter()
@@ -210,4 +274,140 @@ pub fn compare(
         calibration,
         time_scale: live.time_scale,
     })
+}
+
+/// One strategy of `scenario` simulated with `overheads`: its replications and the
+/// replayed replication alone, with the run's requested and finished replications.
+fn simulate_one(
+    scenario: &Scenario,
+    entry: &StrategyEntry,
+    live: &LiveRun,
+    overheads: &Overheads,
+    replications: Option<u32>,
+    threads: Option<usize>,
+) -> Result<(StrategyResult, RunMetrics, u32, Vec<u64>), VerdictError> {
+    let mut one = scenario.clone();
+    one.strategies = vec![entry.clone()];
+    let r = run(
+        &one,
+        &RunOptions {
+            replications,
+            seed: Some(live.seed),
+            threads,
+            overheads: overheads.clone(),
+            ..Default::default()
+        },
+    )?;
+    let replayed = Run::entry(&one, entry, live.replication)
+        .seed(live.seed)
+        .overheads(overheads)
+        .metrics();
+    let result = r
+        .strategies
+        .into_iter()
+        .next()
+        .expect("one strategy simulated");
+    Ok((result, replayed, r.requested, r.finished))
+}
+
+/// Per server of `scenario`, how late the machine woke a thread sleeping its group's
+/// declared mean service time beside `replay`, as a fraction of that time (0 where not
+/// measured: [`MachineProbe::share`]).
+fn machine_shares(scenario: &Scenario, replay: &StrategyReplay, time_scale: f64) -> Vec<f64> {
+    scenario
+        .servers()
+        .iter()
+        .enumerate()
+        .map(|(i, info)| {
+            let declared = super::calibrate::declared_service_ns(scenario, i, time_scale);
+            MachineProbe::share(&replay.machine, info.group, declared)
+        })
+        .collect()
+}
+
+/// Every group's overruns in one histogram.
+fn pooled(overruns: &[Histogram<u64>]) -> Histogram<u64> {
+    let mut all = crate::metrics::latency_histogram();
+    for h in overruns {
+        all.add(h).expect("histograms of one kind");
+    }
+    all
+}
+
+/// The `q` quantile (seconds) of a response time drawn from `latency` (scenario ns) plus,
+/// independently, an overrun drawn from `overrun` (wall-clock ns, divided by
+/// `time_scale`) less the overruns' mean: response times as the machine ran. A busy
+/// machine wakes a few % of sleepers milliseconds late; that tail moves the percentiles,
+/// which a constant overhead per call cannot. The simulated side already adds the
+/// machine's mean to every call (its cap is raised by it), so only the spread around
+/// the mean is added here. From 1,000 evenly spaced quantiles of the first and 200 of the
+/// second, every sum; `latency`'s own quantile without overruns.
+fn quantile_beside(
+    latency: &Histogram<u64>,
+    overrun: &Histogram<u64>,
+    time_scale: f64,
+    q: f64,
+) -> f64 {
+    if overrun.is_empty() || latency.is_empty() {
+        return latency.value_at_quantile(q) as f64 * 1e-9;
+    }
+    let grid = |h: &Histogram<u64>, n: usize, scale: f64| -> Vec<f64> {
+        (0..n)
+            .map(|i| h.value_at_quantile((i as f64 + 0.5) / n as f64) as f64 * scale)
+            .collect()
+    };
+    let xs = grid(latency, 1000, 1e-9);
+    let mean = overrun.mean() * 1e-9 / time_scale;
+    let ys: Vec<f64> = grid(overrun, 200, 1e-9 / time_scale)
+        .into_iter()
+        .map(|y| y - mean)
+        .collect();
+    let mut sums: Vec<f64> = xs
+        .iter()
+        .flat_map(|x| ys.iter().map(move |y| x + y))
+        .collect();
+    sums.sort_by(f64::total_cmp);
+    let k = ((q * sums.len() as f64).ceil() as usize).clamp(1, sums.len()) - 1;
+    sums[k]
+}
+
+/// The index of the server named `name` in `scenario`.
+fn servers_index(scenario: &Scenario, name: Option<&str>) -> Option<usize> {
+    let name = name?;
+    scenario.servers().iter().position(|s| s.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn histogram(values: impl IntoIterator<Item = u64>) -> Histogram<u64> {
+        let mut h = crate::metrics::latency_histogram();
+        for v in values {
+            h.record(v).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn percentiles_beside_a_late_machine_take_its_tail() {
+        // Response times of 10 ms (the machine's mean among them); the machine wakes 1
+        // sleeper in 20 late by 8 ms (wall-clock, at time scale 2: 4 ms of scenario
+        // time), the rest by 20 µs: a mean of 0.2095 ms of scenario time.
+        let latency = histogram(std::iter::repeat_n(10_000_000, 1000));
+        let overrun = histogram((0..1000).map(|i| if i % 20 == 0 { 8_000_000 } else { 20_000 }));
+        let p50 = quantile_beside(&latency, &overrun, 2.0, 0.5);
+        let p99 = quantile_beside(&latency, &overrun, 2.0, 0.99);
+        assert!((p50 - (10.01e-3 - 0.2095e-3)).abs() < 0.02e-3, "{p50}");
+        assert!((p99 - (14e-3 - 0.2095e-3)).abs() < 0.02e-3, "{p99}");
+        // A machine late by the same every time adds nothing beyond its mean.
+        let even = histogram(std::iter::repeat_n(4_000_000, 100));
+        let p50 = quantile_beside(&latency, &even, 2.0, 0.5);
+        assert!((p50 - 10e-3).abs() < 0.01e-3, "{p50}");
+        // Nothing measured: the response times' own percentile.
+        let none = crate::metrics::latency_histogram();
+        assert!((quantile_beside(&latency, &none, 2.0, 0.99) - 10e-3).abs() < 0.01e-3);
+        // Groups pool.
+        assert_eq!(pooled(&[overrun.clone(), overrun]).len(), 2000);
+    }
 }

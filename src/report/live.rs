@@ -28,6 +28,14 @@
 //! says so, on the terminal and in `comparison.csv` (`judged`, and the verdict `not
 //! judged (lag)`).
 //!
+//! A busy machine lengthens the backends' services themselves: an emulated service is a
+//! sleep, and a machine whose cores other work takes wakes every sleeper late. A thread
+//! sleeping beside the backends during the replay measures how late
+//! ([`crate::live::StrategyReplay::machine`]). A row that fails but agrees with a
+//! simulation whose backends also took that much longer ([`Comparison::machine`]) is not
+//! judged either (`not judged (machine busy)`): the machine, not the model, explains it,
+//! and the outcome is "no verdict", never a pass. A row that fails even then is judged.
+//!
 //! Tolerances use `check`'s syntax ([`super::tolerance`]); each figure has one primary
 //! tolerance (relative or absolute) and per-server queues also an absolute floor. The
 //! per-server figures and response times of a strategy whose picks depend on timing (it
@@ -395,6 +403,12 @@ pub struct Comparison {
     pub reference: Reference,
     /// Accepted distance.
     pub tolerance: Tolerance,
+    /// The reference as the machine ran, where the machine was measured busy and the row
+    /// fails: the same figure of a simulation whose backends' calibrated costs may also
+    /// include how late a thread sleeping beside them woke (the bound still holds each
+    /// backend's own share; for a `calibration_under_load` row, that overrun itself). A
+    /// failing row within tolerance of it is not judged ([`Comparison::explained_by_machine`]).
+    pub machine: Option<f64>,
 }
 
 impl Comparison {
@@ -432,6 +446,17 @@ impl Comparison {
             return true;
         }
         self.difference().abs() <= self.tolerance.allowed(self.base())
+    }
+
+    /// Whether the machine, not the model, explains this row's disagreement: it fails,
+    /// and it passes against the reference as the machine ran ([`Comparison::machine`]).
+    /// Such a row is not judged ([`Verdict::judged`]): the outcome is then "no verdict",
+    /// never a pass.
+    pub fn explained_by_machine(&self) -> bool {
+        !self.passed()
+            && self
+                .machine
+                .is_some_and(|m| (self.live - m).abs() <= self.tolerance.allowed(m))
     }
 }
 
@@ -721,6 +746,7 @@ pub fn judge(j: &Judged<'_>, tol: &Tolerances, reference: Reference) -> Vec<Comp
             live,
             reference,
             tolerance,
+            machine: None,
         });
     };
     for (i, &f) in j.idle.iter().enumerate() {
@@ -925,9 +951,38 @@ impl Figure {
 }
 
 impl Verdict {
-    /// Why the response times of some strategies cannot be judged (the driver lagged
-    /// too much), if so.
+    /// Why some rows cannot be judged, if so: the response times of strategies whose
+    /// driver lagged too much, and rows the machine's own lateness explains
+    /// ([`Comparison::explained_by_machine`]).
     pub fn refusal(&self) -> Option<String> {
+        let lag = self.lag_refusal();
+        let busy = self.machine_refusal();
+        match (lag, busy) {
+            (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Why some rows are not judged because the machine was too busy (rows that fail
+    /// but agree with the simulation as the machine ran), if so.
+    fn machine_refusal(&self) -> Option<String> {
+        let busy: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|r| r.explained_by_machine())
+            .map(|r| format!("{} {}", r.strategy, r.metric()))
+            .collect();
+        (!busy.is_empty()).then(|| {
+            format!(
+                "no verdict: the machine was too busy ({}: they disagree with the simulation only as much as a thread sleeping beside the backends woke late); the backends' services are not the scenario's.\n  fix: run on a quieter machine (CPU-bound work beside `lbsim live` lengthens every emulated service), or run that work at a lower priority (`nice`)",
+                busy.join(", ")
+            )
+        })
+    }
+
+    /// Why the response times of some strategies cannot be judged because the driver
+    /// lagged, if so.
+    fn lag_refusal(&self) -> Option<String> {
         let late: Vec<String> = self
             .lag
             .iter()
@@ -972,6 +1027,9 @@ impl Verdict {
     /// failures come back, which a late driver changes. One the simulation expects at 0
     /// is judged whatever the lag: any failure disagrees.
     pub fn judged(&self, r: &Comparison) -> bool {
+        if r.explained_by_machine() {
+            return false;
+        }
         let Some(lag) = self.lag.iter().find(|l| l.strategy == r.strategy) else {
             return true;
         };
@@ -986,10 +1044,11 @@ impl Verdict {
         !timed || lag.ok
     }
 
-    /// The word of `r`'s verdict, as printed and in `comparison.csv`: `pass`, `fail`, or
-    /// `not judged (lag)`.
+    /// The word of `r`'s verdict, as printed and in `comparison.csv`: `pass`, `fail`,
+    /// `not judged (machine busy)` or `not judged (lag)`.
     pub fn word(&self, r: &Comparison) -> &'static str {
         match (self.judged(r), r.passed()) {
+            (false, _) if r.explained_by_machine() => "not judged (machine busy)",
             (false, _) => "not judged (lag)",
             (true, true) => "pass",
             (true, false) => "fail",
@@ -1052,7 +1111,8 @@ struct ComparisonRow<'a> {
     /// Whether the row counts in the outcome (not when the driver's lag moved it:
     /// [`Verdict::judged`]).
     judged: bool,
-    /// `pass`, `fail` or `not judged (lag)` ([`Verdict::word`]).
+    /// `pass`, `fail`, `not judged (machine busy)` or `not judged (lag)`
+    /// ([`Verdict::word`]).
     verdict: &'static str,
 }
 
@@ -1258,6 +1318,7 @@ mod tests {
             live,
             reference,
             tolerance: figure.default_tolerance(),
+            machine: None,
         }
     }
 
@@ -1617,6 +1678,66 @@ mod tests {
             })
             .collect();
         assert_eq!(printed, ["not judged (lag)", "FAIL", "ok"]);
+    }
+
+    #[test]
+    fn a_row_the_busy_machine_explains_is_not_judged_and_never_passes() {
+        // Utilisation 0.5 simulated, 0.6 live: +20% against 10%.
+        let util = |machine: Option<f64>| {
+            let mut r = of("rr", Figure::ServerUtilization, 0.5, false);
+            (r.live, r.machine) = (0.6, machine);
+            r
+        };
+        // As the machine ran, the simulation has 0.58: within 10% of it, the machine
+        // explains the row. At 0.52 it does not, nor without a measurement.
+        assert!(util(Some(0.58)).explained_by_machine());
+        assert!(!util(Some(0.52)).explained_by_machine());
+        assert!(!util(None).explained_by_machine());
+        // A row that passes needs no explanation.
+        let mut fine = util(Some(0.9));
+        fine.live = 0.51;
+        assert!(fine.passed() && !fine.explained_by_machine());
+        // Calibration under load at 16% against the bound of 10%: the machine alone
+        // overran sleeps by 9% (explained) or by 5% (the backend's own 11% fails).
+        let loaded = |machine| {
+            let mut r = of("rr", Figure::CalibrationUnderLoad, 0.0, false);
+            (r.live, r.machine) = (0.16, Some(machine));
+            r
+        };
+        assert!(loaded(0.09).explained_by_machine());
+        assert!(!loaded(0.05).explained_by_machine());
+
+        // Only explained rows fail: no verdict, naming them, never a pass.
+        let v = lagged(vec![util(Some(0.58)), loaded(0.09), fine.clone()], 1.0, 1.0);
+        let words: Vec<&str> = v.rows.iter().map(|r| v.word(r)).collect();
+        assert_eq!(
+            words,
+            [
+                "not judged (machine busy)",
+                "not judged (machine busy)",
+                "pass"
+            ]
+        );
+        match v.outcome() {
+            Outcome::NoVerdict { reason } => {
+                assert!(reason.contains("machine was too busy"), "{reason}");
+                assert!(reason.contains("rr server_utilization:s-0"), "{reason}");
+                assert!(reason.contains("rr calibration_under_load:s-0"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A row the machine does not explain fails the verdict, whatever the others.
+        let v = lagged(vec![util(Some(0.58)), loaded(0.05), fine], 1.0, 1.0);
+        assert_eq!(
+            v.outcome(),
+            Outcome::Fail {
+                failed: vec!["rr calibration_under_load:s-0".into()]
+            }
+        );
+        // With the driver's lag too, both reasons are given.
+        let v = lagged(vec![util(Some(0.58))], 2.0, 1.0);
+        let reason = v.refusal().expect("refused");
+        assert!(reason.contains("lag p99") && reason.contains("machine was too busy"));
     }
 
     #[test]
