@@ -65,6 +65,8 @@ impl Strategy for ReportedP2c {
         Signals {
             probes: false,
             reply_loads: true,
+            // Reads `queued` alone: the simulator need not estimate latencies.
+            reply_latency: false,
         }
     }
 

@@ -183,6 +183,11 @@ pub struct Signals {
     pub probes: bool,
     /// It wants the load report carried on each reply ([`Strategy::on_reply_load`]).
     pub reply_loads: bool,
+    /// It reads the estimated latency ([`ServerLoad::latency`]) of those reports. The
+    /// simulator estimates it from each server's mean service time, which it keeps only
+    /// when asked (here or by [`Signals::probes`]); unasked, the field is 0. Live servers
+    /// send it always.
+    pub reply_latency: bool,
 }
 
 /// How a request ended.
@@ -246,6 +251,23 @@ pub trait Strategy: Send {
     /// The load report carried on the reply of a request to `backend`, told just before
     /// that request's [`Strategy::on_complete`]. Only when [`Signals::reply_loads`] is set.
     fn on_reply_load(&mut self, _backend: usize, _load: &ServerLoad, _now: Nanos) {}
+
+    /// A reply from `backend` with its load report, ending its request after `latency`:
+    /// the same as [`Strategy::on_reply_load`] then [`Strategy::on_complete`], which the
+    /// default calls, in one call for a strategy that reads and writes the same state in
+    /// both (C3). Made by [`Balancer::complete_with_load`], only when
+    /// [`Signals::reply_loads`] is set.
+    fn on_reply(
+        &mut self,
+        backend: usize,
+        load: &ServerLoad,
+        latency: Nanos,
+        outcome: Outcome,
+        now: Nanos,
+    ) {
+        self.on_reply_load(backend, load, now);
+        self.on_complete(backend, latency, outcome, now);
+    }
 
     /// Ramps the weight of every backend that becomes available from now on ([`Ramp`]:
     /// Envoy's or nginx's slow start). Returns whether the strategy applies it: only kinds
@@ -466,6 +488,27 @@ impl Balancer {
         self.told_count(i);
         self.strategy.on_dispatch(i, now);
         Some(i)
+    }
+
+    /// [`Balancer::reply_load`] then [`Balancer::complete`]: the load report carried on
+    /// the reply of a request to `backend`, and the end of that request. One call to the
+    /// strategy ([`Strategy::on_reply`]) when it is not told of the count's change
+    /// between the two ([`Strategy::indexes_in_flight`]); otherwise the two calls.
+    pub fn complete_with_load(
+        &mut self,
+        backend: usize,
+        load: &ServerLoad,
+        latency: Nanos,
+        outcome: Outcome,
+        now: Nanos,
+    ) {
+        if self.indexed_counts {
+            self.reply_load(backend, load, now);
+            return self.complete(backend, latency, outcome, now);
+        }
+        // `on_reply_load` reads no view: that the count changed first is not seen.
+        self.backends.remove(backend);
+        self.strategy.on_reply(backend, load, latency, outcome, now);
     }
 
     /// Records the end of a request previously routed to `backend`.
@@ -850,5 +893,73 @@ pub(crate) mod testing {
             c[p] += 1;
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the calls it gets; indexes the view's counts when `counts` is set.
+    struct Recorder {
+        counts: bool,
+        calls: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl Strategy for Recorder {
+        fn pick(&mut self, _: &Backends, _: &PickContext<'_>) -> Option<usize> {
+            Some(0)
+        }
+        fn on_complete(&mut self, backend: usize, latency: Nanos, outcome: Outcome, _: Nanos) {
+            let call = format!("complete {backend} {latency:?} {outcome:?}");
+            self.calls.lock().unwrap().push(call);
+        }
+        fn indexes_view(&self) -> bool {
+            self.counts
+        }
+        fn on_view(&mut self, backend: usize, view: &Backend) {
+            let call = format!("view {backend} {}", view.in_flight);
+            self.calls.lock().unwrap().push(call);
+        }
+        fn on_reply_load(&mut self, backend: usize, load: &ServerLoad, _: Nanos) {
+            let call = format!("reply {backend} {}", load.queued);
+            self.calls.lock().unwrap().push(call);
+        }
+    }
+
+    /// `complete_with_load` is `reply_load` then `complete`: the same calls in the same
+    /// order (the count's change told between them to a strategy indexing counts) and
+    /// the same view after.
+    #[test]
+    fn complete_with_load_is_the_reply_load_then_the_completion() {
+        for counts in [false, true] {
+            let run = |merged: bool| {
+                let calls = std::sync::Arc::default();
+                let strategy = Recorder {
+                    counts,
+                    calls: std::sync::Arc::clone(&calls),
+                };
+                let mut b = Balancer::new(Box::new(strategy), &[1, 1]);
+                b.route(Nanos(1), 0);
+                b.route(Nanos(2), 0);
+                let load = ServerLoad {
+                    queued: 3,
+                    ..ServerLoad::default()
+                };
+                let (latency, now) = (Nanos(7), Nanos(9));
+                if merged {
+                    b.complete_with_load(0, &load, latency, Outcome::Ok, now);
+                } else {
+                    b.reply_load(0, &load, now);
+                    b.complete(0, latency, Outcome::Ok, now);
+                }
+                let calls = calls.lock().unwrap().clone();
+                (calls, b.backends().in_flight(0))
+            };
+            let (merged, split) = (run(true), run(false));
+            assert_eq!(merged, split, "counts {counts}");
+            assert_eq!(merged.1, 1);
+            assert!(merged.0.iter().any(|c| c.starts_with("reply")));
+        }
     }
 }

@@ -33,7 +33,9 @@ use crate::metrics::RunMetrics;
 use crate::policy::PolicySpec;
 use crate::rng::{SimRng, Stream, stream_rng};
 use crate::scenario::{ErrorStatus, FaultKind, Scenario};
-use crate::strategy::{Balancer, LoadTable, Outcome, StrategyEntry, StrategyFactory, StrategySpec};
+use crate::strategy::{
+    Balancer, LoadTable, Outcome, ServerLoad, StrategyEntry, StrategyFactory, StrategySpec,
+};
 use crate::time::Nanos;
 use crate::workload::dist::open_unit;
 use crate::workload::{Dist, Request, RequestStream};
@@ -530,8 +532,7 @@ impl<'a> Sim<'a> {
                 servers.len(),
                 scenario.probes.delay,
                 scenario.probes.cost,
-                wanted.probes,
-                wanted.reply_loads,
+                wanted,
             )
         });
         let from = Nanos::from_secs_f64(scenario.warmup);
@@ -932,17 +933,24 @@ impl<'a> Sim<'a> {
     /// The load server `i` reports on its answer to `job` reaches balancer `b` at `now`,
     /// if strategies read loads carried on replies (before the completion, on both paths).
     pub(super) fn reply_load(&mut self, b: usize, i: usize, job: &Job, now: Nanos) {
-        if let Some(s) = self.signals.as_ref().filter(|s| s.reply_loads) {
-            let server = &self.servers[i];
-            let load = s.load(
-                i,
-                server.workers,
-                server.busy(),
-                server.queued(),
-                Some(job.end - job.start),
-            );
+        if let Some(load) = self.load_on_reply(i, job) {
             self.balancers[b].reply_load(i, &load, now);
         }
+    }
+
+    /// The load server `i` reports on its answer to `job`, if strategies read loads
+    /// carried on replies.
+    #[inline]
+    fn load_on_reply(&self, i: usize, job: &Job) -> Option<ServerLoad> {
+        let s = self.signals.as_ref().filter(|s| s.reply_loads)?;
+        let server = &self.servers[i];
+        Some(s.load(
+            i,
+            server.workers,
+            server.busy(),
+            server.queued(),
+            Some(job.end - job.start),
+        ))
     }
 
     /// Server `i` finished job `id`: its busy and queue integrals advance and its next job,
@@ -1075,10 +1083,14 @@ impl<'a> Sim<'a> {
             if let Some(t) = &mut self.tally {
                 t.ended(now, Outcome::Ok.into());
             }
-            // Before the completion, as on the general path (a plain run's topology is
-            // request-level).
-            self.reply_load(job.balancer as usize, i, &job, now);
-            self.balancers[job.balancer as usize].complete(i, latency, Outcome::Ok, now);
+            // The reply's load before the completion, as on the general path (a plain
+            // run's topology is request-level), in one call.
+            let load = self.load_on_reply(i, &job);
+            let b = &mut self.balancers[job.balancer as usize];
+            match load {
+                Some(load) => b.complete_with_load(i, &load, latency, Outcome::Ok, now),
+                None => b.complete(i, latency, Outcome::Ok, now),
+            }
             return;
         }
         if let Topology::Requests = self.topology {

@@ -28,7 +28,7 @@
 
 use std::collections::VecDeque;
 
-use crate::strategy::ServerLoad;
+use crate::strategy::{ServerLoad, Signals as WantedSignals};
 use crate::time::Nanos;
 
 /// Weight of each new service time in a server's mean service time.
@@ -68,7 +68,8 @@ pub struct Signals {
     pub reply_loads: bool,
     slots: Vec<InFlight>,
     free: Vec<u32>,
-    /// Mean service time of each server (nanoseconds), 0 until its first request.
+    /// Mean service time of each server (nanoseconds), 0 until its first request; kept
+    /// only when read (probe answers, reply loads' latency estimates), else empty.
     mean_service: Vec<f64>,
     /// Next id of a probe-cost job.
     next_job: u64,
@@ -82,16 +83,22 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Signals for `servers` servers with the given probe round trip and cost (seconds).
-    pub fn new(servers: usize, delay: f64, cost: f64, probes: bool, reply_loads: bool) -> Signals {
+    /// Signals for `servers` servers with the given probe round trip and cost (seconds),
+    /// as a strategy wants them.
+    pub fn new(servers: usize, delay: f64, cost: f64, wanted: WantedSignals) -> Signals {
+        let means = wanted.probes || (wanted.reply_loads && wanted.reply_latency);
         Signals {
             half_delay: Nanos::from_secs_f64(delay / 2.0),
             cost,
-            probes,
-            reply_loads,
+            probes: wanted.probes,
+            reply_loads: wanted.reply_loads,
             slots: Vec::new(),
             free: Vec::new(),
-            mean_service: vec![0.0; servers],
+            mean_service: if means {
+                vec![0.0; servers]
+            } else {
+                Vec::new()
+            },
             next_job: PROBE_JOB_BASE,
             asked: Vec::new(),
             replies: VecDeque::new(),
@@ -184,10 +191,13 @@ impl Signals {
         self.next_job
     }
 
-    /// Server `i` started a request of service time `service`.
+    /// Server `i` started a request of service time `service` (nothing to do when no
+    /// mean service time is read).
     #[inline]
     pub fn started(&mut self, i: usize, service: Nanos) {
-        let m = &mut self.mean_service[i];
+        let Some(m) = self.mean_service.get_mut(i) else {
+            return;
+        };
         let s = service.0 as f64;
         *m = if *m == 0.0 {
             s
@@ -198,7 +208,8 @@ impl Signals {
 
     /// What server `i`, with `workers` workers, `busy` of them busy and `queued` requests
     /// waiting, says of its load. `service` is the service time of the request replied
-    /// to, or `None` for a probe answer (then its mean service time).
+    /// to, or `None` for a probe answer (then its mean service time). Without mean
+    /// service times (nobody reads them, see [`Signals::new`]) the latency is 0.
     pub fn load(
         &self,
         i: usize,
@@ -207,7 +218,14 @@ impl Signals {
         queued: u32,
         service: Option<Nanos>,
     ) -> ServerLoad {
-        let mean = self.mean_service[i];
+        let Some(&mean) = self.mean_service.get(i) else {
+            return ServerLoad {
+                in_flight: busy + queued,
+                queued,
+                service_time: service.expect("probe answers keep mean service times"),
+                latency: Nanos::ZERO,
+            };
+        };
         ServerLoad {
             in_flight: busy + queued,
             queued,
@@ -247,9 +265,17 @@ pub fn estimated_latency(mean_service: f64, workers: u32, busy: u32, queued: u32
 mod tests {
     use super::*;
 
+    /// What Prequal wants.
+    fn probing() -> WantedSignals {
+        WantedSignals {
+            probes: true,
+            ..WantedSignals::default()
+        }
+    }
+
     #[test]
     fn slots_are_reused_and_ids_do_not_collide_with_requests() {
-        let mut s = Signals::new(2, 0.001, 0.0, true, false);
+        let mut s = Signals::new(2, 0.001, 0.0, probing());
         assert_eq!(s.half_delay, Nanos(500_000));
         let a = s.send(0, 1, Nanos(5), NO_SLOT);
         let b = s.send(0, 0, Nanos(6), a);
@@ -262,7 +288,7 @@ mod tests {
 
     #[test]
     fn replies_come_out_in_key_order_when_due() {
-        let mut s = Signals::new(1, 0.0, 0.0, true, false);
+        let mut s = Signals::new(1, 0.0, 0.0, probing());
         s.hold_reply((Nanos(5), 1), 10);
         s.hold_reply((Nanos(5), 4), 11);
         // Out of order (cannot happen in the engine): placed in order all the same.
@@ -301,7 +327,7 @@ mod tests {
 
     #[test]
     fn load_reads_the_mean_service_time_and_the_queue() {
-        let mut s = Signals::new(1, 0.0, 0.0, true, true);
+        let mut s = Signals::new(1, 0.0, 0.0, probing());
         s.started(0, Nanos(1000));
         s.started(0, Nanos(2000));
         // 1000 + 0.1 × (2000 − 1000).
@@ -314,5 +340,29 @@ mod tests {
         let busy = s.load(0, 2, 2, 3, Some(Nanos(700)));
         assert_eq!((busy.in_flight, busy.queued), (5, 3));
         assert_eq!((busy.service_time, busy.latency), (Nanos(700), Nanos(3300)));
+    }
+
+    /// Mean service times are kept for probes and for reply loads' latency estimates,
+    /// and only then: reply loads without them carry the rest, and a latency of 0.
+    #[test]
+    fn mean_service_times_only_when_read() {
+        let replies = |reply_latency| WantedSignals {
+            probes: false,
+            reply_loads: true,
+            reply_latency,
+        };
+        for (wanted, kept) in [
+            (probing(), true),
+            (replies(true), true),
+            (replies(false), false),
+        ] {
+            let mut s = Signals::new(1, 0.0, 0.0, wanted);
+            s.started(0, Nanos(1000));
+            let load = s.load(0, 1, 1, 2, Some(Nanos(700)));
+            assert_eq!((load.in_flight, load.queued), (3, 2));
+            assert_eq!(load.service_time, Nanos(700));
+            let latency = if kept { Nanos(4000) } else { Nanos::ZERO };
+            assert_eq!(load.latency, latency, "{wanted:?}");
+        }
     }
 }

@@ -445,27 +445,36 @@ impl C3 {
         c
     }
 
+    /// Makes room for `n` servers: the test inline, the growth out of line (every event
+    /// asks; inlined, the growth's code gave each handler a large stack frame).
+    #[inline(always)]
     fn grow(&mut self, n: usize) {
         if self.peers.len() < n {
-            let peer = Peer {
-                feedback: Feedback::default(),
-                limiter: Limiter {
-                    srate: self.cfg.s_max,
-                    rrate: 0.0,
-                    window: Nanos::ZERO,
-                    sent: 0,
-                    received: 0,
-                },
-            };
-            let mut cubic = Cubic {
-                r0: 0.0,
-                decreased: Nanos::ZERO,
-                k: 0.0,
-            };
-            cubic.set_r0(self.cfg.s_max, &self.cfg);
-            self.peers.resize(n, peer);
-            self.cubics.resize(n, cubic);
+            self.grow_to(n);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow_to(&mut self, n: usize) {
+        let peer = Peer {
+            feedback: Feedback::default(),
+            limiter: Limiter {
+                srate: self.cfg.s_max,
+                rrate: 0.0,
+                window: Nanos::ZERO,
+                sent: 0,
+                received: 0,
+            },
+        };
+        let mut cubic = Cubic {
+            r0: 0.0,
+            decreased: Nanos::ZERO,
+            k: 0.0,
+        };
+        cubic.set_r0(self.cfg.s_max, &self.cfg);
+        self.peers.resize(n, peer);
+        self.cubics.resize(n, cubic);
     }
 
     /// Server `i`'s score Ψ given `os` requests of this client outstanding there.
@@ -585,6 +594,30 @@ impl C3 {
         }
     }
 
+    /// The load server `i` reported on a reply, into its EWMAs (`i` grown into).
+    fn note_load(&mut self, i: usize, load: &ServerLoad) {
+        let alpha = self.cfg.alpha;
+        let f = &mut self.peers[i].feedback;
+        let first = !f.seen;
+        f.service = ewma(f.service, load.service_time.0 as f64, alpha, first);
+        f.queue = ewma(f.queue, f64::from(load.queued), alpha, first);
+    }
+
+    /// The end of a request to server `i`: a success's response time into its EWMA and
+    /// the reply into its rate limiter (`i` grown into).
+    fn note_end(&mut self, i: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
+        if outcome != Outcome::Ok {
+            return;
+        }
+        let f = &mut self.peers[i].feedback;
+        let first = !f.seen;
+        f.response = ewma(f.response, latency.0 as f64, self.cfg.alpha, first);
+        f.seen = true;
+        if self.cfg.rate_control {
+            self.adapt(i, now);
+        }
+    }
+
     /// Server `i`'s sending rate (requests per interval), for tests and traces.
     pub fn send_rate(&self, i: usize) -> f64 {
         self.peers.get(i).map_or(0.0, |p| p.limiter.srate)
@@ -645,16 +678,7 @@ impl Strategy for C3 {
     fn on_complete(&mut self, backend: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
         self.grow(backend + 1);
         self.touch(backend);
-        if outcome != Outcome::Ok {
-            return;
-        }
-        let f = &mut self.peers[backend].feedback;
-        let first = !f.seen;
-        f.response = ewma(f.response, latency.0 as f64, self.cfg.alpha, first);
-        f.seen = true;
-        if self.cfg.rate_control {
-            self.adapt(backend, now);
-        }
+        self.note_end(backend, latency, outcome, now);
     }
 
     fn indexes_view(&self) -> bool {
@@ -675,17 +699,30 @@ impl Strategy for C3 {
         Signals {
             probes: false,
             reply_loads: true,
+            // Reads the queue and the service time alone.
+            reply_latency: false,
         }
     }
 
     fn on_reply_load(&mut self, backend: usize, load: &ServerLoad, _now: Nanos) {
         self.grow(backend + 1);
         self.touch(backend);
-        let alpha = self.cfg.alpha;
-        let f = &mut self.peers[backend].feedback;
-        let first = !f.seen;
-        f.service = ewma(f.service, load.service_time.0 as f64, alpha, first);
-        f.queue = ewma(f.queue, f64::from(load.queued), alpha, first);
+        self.note_load(backend, load);
+    }
+
+    fn on_reply(
+        &mut self,
+        backend: usize,
+        load: &ServerLoad,
+        latency: Nanos,
+        outcome: Outcome,
+        now: Nanos,
+    ) {
+        // As `on_reply_load` then `on_complete`, growing and marking stale once.
+        self.grow(backend + 1);
+        self.touch(backend);
+        self.note_load(backend, load);
+        self.note_end(backend, latency, outcome, now);
     }
 }
 
@@ -1179,6 +1216,65 @@ mod tests {
                     let s = c.score(0, os);
                     prop_assert!(s.is_finite() && s.is_sign_positive(), "{}", s);
                 }
+            }
+        }
+    }
+
+    proptest! {
+        /// One `on_reply` is `on_reply_load` then `on_complete`: the same state after any
+        /// workout (failures, waits past rate intervals, servers beyond those built), and
+        /// the same picks, indexed or not.
+        #[test]
+        fn on_reply_is_the_load_then_the_completion(
+            cfg in 0usize..3,
+            indexed in any::<bool>(),
+            steps in proptest::collection::vec(step(), 1..300),
+        ) {
+            let n = 6;
+            let cfg = C3Config { indexed, ..configs()[cfg] };
+            let (mut two, mut one) = (c3(cfg, n - 1), c3(cfg, n - 1));
+            let mut view = Backends::new(&vec![1; n]);
+            let mut outstanding = Vec::new();
+            let mut t = 1u64;
+            for s in &steps {
+                t += 1;
+                let now = Nanos(t);
+                match *s {
+                    Step::Route => {
+                        let ctx = PickContext::new(now, 0);
+                        let picked = two.pick(&view, &ctx);
+                        prop_assert_eq!(picked, one.pick(&view, &ctx));
+                        if let Some(i) = picked {
+                            view.set_in_flight(i, view.in_flight(i) + 1);
+                            two.on_dispatch(i, now);
+                            one.on_dispatch(i, now);
+                            outstanding.push(i);
+                        }
+                    }
+                    Step::Complete(k, latency, service, queued, failed) if !outstanding.is_empty() => {
+                        let i = outstanding.swap_remove(k % outstanding.len());
+                        view.set_in_flight(i, view.in_flight(i) - 1);
+                        let load = ServerLoad {
+                            queued: u32::from(queued),
+                            service_time: Nanos(u64::from(service) * 1000),
+                            ..ServerLoad::default()
+                        };
+                        let outcome = if failed { Outcome::Failed } else { Outcome::Ok };
+                        let latency = Nanos(u64::from(latency) * 1000);
+                        two.on_reply_load(i, &load, now);
+                        two.on_complete(i, latency, outcome, now);
+                        one.on_reply(i, &load, latency, outcome, now);
+                    }
+                    Step::Complete(..) => {}
+                    Step::SetUp(i, up) => {
+                        view.set_up(i % n, up);
+                        two.on_view(i % n, &view.at(i % n));
+                        one.on_view(i % n, &view.at(i % n));
+                    }
+                    Step::Wait(us) => t += u64::from(us) * 1000,
+                }
+                prop_assert_eq!(&two.peers, &one.peers);
+                prop_assert_eq!(&two.cubics, &one.cubics);
             }
         }
     }

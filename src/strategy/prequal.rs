@@ -303,7 +303,7 @@ impl Strategy for Prequal {
     fn signals(&self) -> Signals {
         Signals {
             probes: true,
-            reply_loads: false,
+            ..Signals::default()
         }
     }
 
