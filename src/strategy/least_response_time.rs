@@ -238,7 +238,7 @@ impl Kind for LeastResponseTime {
     const ABOUT: About = About {
         kind: "least_response_time",
         aliases: &[],
-        follows: "NGINX Plus least_time-like: lowest EWMA latency x (in flight + 1), full scan",
+        follows: "NGINX Plus least_time-like: lowest EWMA latency x (in flight + 1), the full scan's picks (from a tree of minima over 7 backends or more)",
         knobs: &[
             Knob::new("alpha", Ty::Float).meaning("EWMA weight of each new latency, in (0, 1]")
         ],
