@@ -35,7 +35,7 @@
 //! (every server not yet heard from scores 0) are broken by reservoir sampling, one draw
 //! per tied server in index order: thousands of draws per pick at 10,000 servers, which
 //! no index can reproduce without making them. The variant keeps each server's score in a
-//! 16-ary tree of minima, as one integer key per server that orders the servers within
+//! 4-ary tree of minima, as one integer key per server that orders the servers within
 //! their rate by score before those over it (the least key is C3's choice, the least
 //! score within rate, else the least overall); each node holds the least key under it,
 //! how many servers hold it and the first of them. A key is refreshed only for the
@@ -45,8 +45,9 @@
 //! interval lets every server take a request). A pick is O(log n): the same rule and the
 //! same scores, the least one always chosen, and ties broken with one draw among the tied
 //! (the same distribution, other draws): when no two servers tie, the picks are exactly
-//! the scan's. Small clusters too: at 10 servers the index (one node of 16 keys) cost a
-//! request 0.89x the CPU time of the scan (which draws as the default does).
+//! the scan's. Small clusters too: at 10 servers the index cost a request 0.89x the CPU
+//! time of the scan (which draws as the default does), measured with 16 keys a node (4
+//! cost 0.99x of that).
 
 use rand::RngExt;
 
@@ -154,11 +155,13 @@ impl Cubic {
 }
 
 /// Children of each node of [`ScoreIndex`]'s tree (servers under each lowest node).
-/// A wide, shallow tree: a pick raises the least score, so the picked server's path is
-/// rescanned up to the root, and a rescan of 16 keys (two cache lines, minima taken with
-/// conditional moves) costs less than walking three more levels of a binary tree, each a
-/// dependent load and an unpredictable branch.
-const FANOUT: usize = 16;
+/// A pick raises the least score, so the picked server's path is refreshed up to the
+/// root: most of those refreshes are told from the node's own [`Least`] and the child's
+/// change ([`Least::after`]), and a rescan of 4 keys (minima taken with conditional
+/// moves) is cheap. Measured (`benches/cost.rs`, `perf stat`, 22 alternating rounds):
+/// 4 children cost 0.95× of 16 at 1,000 servers and 0.975× at 10,000 (8: 0.96×,
+/// 0.975×); a binary tree cost more (1.02–1.07× of 16, branch-free), and 32 more still.
+const FANOUT: usize = 4;
 
 /// A server's key in [`ScoreIndex`] while it is up and within its rate: its score's bits.
 /// Scores are finite and never below +0.0 ([`C3::score`]), and for such floats the order
@@ -180,8 +183,9 @@ fn over_key(score: f64) -> u64 {
 /// The key of a server that is down: in no set (no finite score's key reaches it).
 const DOWN_KEY: u64 = u64::MAX;
 
-/// The least of [`FANOUT`] keys, in four running minima: each conditional move waits on
-/// a quarter of the others, not on all before it.
+/// The least of [`FANOUT`] keys (a multiple of 4), in four running minima: with more
+/// than 4 keys, each conditional move waits on a quarter of the others, not on all
+/// before it.
 fn least_key(keys: &[u64; FANOUT]) -> u64 {
     let mut m = [DOWN_KEY; 4];
     for chunk in keys.chunks_exact(4) {
