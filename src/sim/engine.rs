@@ -931,8 +931,7 @@ impl<'a> Sim<'a> {
     }
 
     /// The load server `i` reports on its answer to `job` reaches balancer `b` at `now`,
-    /// if strategies read loads carried on replies (before the completion: on the policy
-    /// path; the one-attempt paths give it with the completion, in one call).
+    /// if strategies read loads carried on replies (before the completion, on both paths).
     pub(super) fn reply_load(&mut self, b: usize, i: usize, job: &Job, now: Nanos) {
         if let Some(load) = self.load_on_reply(i, job) {
             self.balancers[b].reply_load(i, &load, now);
@@ -1094,18 +1093,10 @@ impl<'a> Sim<'a> {
             }
             return;
         }
-        let b = job.balancer as usize;
-        match self.load_on_reply(i, &job) {
-            // The reply's load before the completion, in one call (as on the plain path;
-            // the tally, counted first here, reads no balancer).
-            Some(load) if matches!(self.topology, Topology::Requests) => {
-                if let Some(t) = &mut self.tally {
-                    t.ended(now, Outcome::Ok.into());
-                }
-                self.balancers[b].complete_with_load(i, &load, latency, Outcome::Ok, now);
-            }
-            _ => self.request_ended(b, i, latency, Outcome::Ok, now),
+        if let Topology::Requests = self.topology {
+            self.reply_load(job.balancer as usize, i, &job, now);
         }
+        self.request_ended(job.balancer as usize, i, latency, Outcome::Ok, now);
         if self.exact_reports {
             self.publish_load(i, now);
         }
