@@ -1536,6 +1536,12 @@ impl<'a> Sim<'a> {
         let servers = asked.iter().filter(|&&i| i < n).map(|&i| i as u32);
         let probes = servers.clone().count();
         self.m.probes += probes as u64 * u64::from(measured);
+        // Read now what the servers will answer with, to have it in cache then: at many
+        // servers, waiting for it was most of an answer.
+        for i in servers.clone() {
+            let server = &self.servers[i as usize];
+            std::hint::black_box((server.down, server.busy(), server.queued()));
+        }
         if probes == 0 {
             return;
         }

@@ -71,13 +71,15 @@ impl<E: Copy> EventQueue<E> {
     /// Schedules `event` at `time`.
     #[inline]
     pub fn push(&mut self, time: Nanos, event: E) {
+        let seq = self.seq;
         self.seq += 1;
-        self.push_keyed(time, self.seq - 1, event);
+        self.push_keyed(time, seq, event);
     }
 
     /// Schedules `event` at `time` with sequence number `seq`, taken earlier
-    /// ([`EventQueue::reserve_seq`]).
-    #[inline]
+    /// ([`EventQueue::reserve_seq`]) or just now ([`EventQueue::push`], whose code this
+    /// is: always inlined there, as it was written in it).
+    #[inline(always)]
     fn push_keyed(&mut self, time: Nanos, seq: u64, event: E) {
         let entry = Entry {
             key: key(time, seq),
@@ -111,8 +113,9 @@ impl<E: Copy> EventQueue<E> {
     /// [`EventQueue::push`]; an event due before the FIFO's last one goes to the heap.
     #[inline]
     pub fn push_fifo(&mut self, time: Nanos, event: E) {
+        let seq = self.seq;
         self.seq += 1;
-        self.push_fifo_keyed(time, self.seq - 1, event);
+        self.push_fifo_keyed(time, seq, event);
     }
 
     /// [`EventQueue::push_fifo`] with sequence number `seq`, taken earlier

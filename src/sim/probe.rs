@@ -286,6 +286,11 @@ impl Signals {
     /// waiting, says of its load. `service` is the service time of the request replied
     /// to, or `None` for a probe answer (then its mean service time). Without mean
     /// service times (nobody reads them, see [`Signals::new`]) the latency is 0.
+    ///
+    /// A probe answer always finds a mean service time: the engine sends probes only
+    /// when the strategy wants them (`probes`), [`Signals::new`] then keeps a mean for
+    /// every server, and probes go only to servers that exist. Were that ever broken, a
+    /// debug build stops here; a release build answers with a service time of 0.
     pub fn load(
         &self,
         i: usize,
@@ -295,10 +300,11 @@ impl Signals {
         service: Option<Nanos>,
     ) -> ServerLoad {
         let Some(&mean) = self.mean_service.get(i) else {
+            debug_assert!(service.is_some(), "probe answers keep mean service times");
             return ServerLoad {
                 in_flight: busy + queued,
                 queued,
-                service_time: service.expect("probe answers keep mean service times"),
+                service_time: service.unwrap_or(Nanos::ZERO),
                 latency: Nanos::ZERO,
             };
         };
@@ -333,7 +339,18 @@ pub fn estimated_latency(mean_service: f64, workers: u32, busy: u32, queued: u32
     if busy < workers {
         mean_service
     } else {
-        mean_service * (1.0 + f64::from(queued + 1) / f64::from(workers.max(1)))
+        mean_service * (1.0 + requests_per_worker(queued + 1, workers))
+    }
+}
+
+/// `requests / workers` (at least one worker), without the division for one worker: `x / 1`
+/// is `x` exactly, and a division was the longest step of a probe's answer.
+#[inline]
+fn requests_per_worker(requests: u32, workers: u32) -> f64 {
+    if workers <= 1 {
+        f64::from(requests)
+    } else {
+        f64::from(requests) / f64::from(workers)
     }
 }
 
@@ -440,6 +457,46 @@ mod tests {
         let busy = s.load(0, 2, 2, 3, Some(Nanos(700)));
         assert_eq!((busy.in_flight, busy.queued), (5, 3));
         assert_eq!((busy.service_time, busy.latency), (Nanos(700), Nanos(3300)));
+    }
+
+    /// A probe answer without mean service times (never asked by the engine): a debug
+    /// build stops, a release build answers with a service time of 0.
+    #[test]
+    fn a_probe_answer_without_mean_service_times_is_caught_in_debug_builds() {
+        let replies = WantedSignals {
+            reply_loads: true,
+            ..WantedSignals::default()
+        };
+        let s = Signals::new(1, 0.0, 0.0, replies);
+        let got = std::panic::catch_unwind(|| s.load(0, 1, 1, 2, None));
+        if cfg!(debug_assertions) {
+            assert!(got.is_err());
+        } else {
+            let load = got.expect("a release build answers");
+            assert_eq!((load.in_flight, load.service_time), (3, Nanos::ZERO));
+        }
+    }
+
+    /// Without the division for one worker (or none, counted as one), the estimate is
+    /// the formula's to the bit.
+    #[test]
+    fn the_latency_estimate_is_the_formula() {
+        for workers in 0..5u32 {
+            for queued in [0u32, 1, 2, 7, 1000, u32::MAX - 1] {
+                for mean in [0.0, 1.0, 1234.5678, 1.0e6 / 3.0, 9.9e17] {
+                    let formula = mean * (1.0 + f64::from(queued + 1) / f64::from(workers.max(1)));
+                    let got = estimated_latency(mean, workers, workers, queued);
+                    assert_eq!(
+                        got.to_bits(),
+                        formula.to_bits(),
+                        "{workers} {queued} {mean}"
+                    );
+                    if workers > 0 {
+                        assert_eq!(estimated_latency(mean, workers, workers - 1, queued), mean);
+                    }
+                }
+            }
+        }
     }
 
     /// Mean service times are kept for probes and for reply loads' latency estimates,
