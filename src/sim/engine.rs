@@ -26,7 +26,7 @@ mod tally;
 pub use tally::Counts;
 
 use super::event_queue::EventQueue;
-use super::probe::{NO_SLOT, PROBE_JOB_BASE, Signals};
+use super::probe::{NO_SLOT, PROBE_JOB_BASE, Send, Signals};
 use super::server::{Admission, Job, QueueControl, Server, Warmup};
 use crate::cancel::Cancel;
 use crate::metrics::RunMetrics;
@@ -477,7 +477,7 @@ fn record_as<const PLAIN: bool>(
     let mut samples = Vec::new();
     let mut next = Nanos::ZERO;
     let mut countdown = CANCEL_CHECK_EVERY;
-    while let Some((arrival, now)) = sim.next_event() {
+    while let Some((arrival, now)) = sim.next_event::<PLAIN>() {
         if next < now && next <= sim.to {
             sample_until(sim, ids, every, &mut next, now, &mut samples);
         }
@@ -656,8 +656,20 @@ impl<'a> Sim<'a> {
     /// The next event, if any: whether it is the pending arrival, which comes first when
     /// it is before the earliest scheduled event by (time, scheduling sequence) — the same
     /// order as if it were in the heap — and its time.
+    ///
+    /// A send of probes held aside ([`Signals::hold_send`]) is answered first, or becomes
+    /// its event ([`Sim::send_held`]).
     #[inline(always)]
-    fn next_event(&mut self) -> Option<(bool, Nanos)> {
+    fn next_event<const PLAIN: bool>(&mut self) -> Option<(bool, Nanos)> {
+        if !PLAIN && self.signals.as_ref().is_some_and(Signals::has_send) {
+            return self.send_held();
+        }
+        self.next_scheduled()
+    }
+
+    /// [`Sim::next_event`] among the events scheduled (a send held aside not counted).
+    #[inline(always)]
+    fn next_scheduled(&mut self) -> Option<(bool, Nanos)> {
         match (&self.pending, self.events.peek_key()) {
             (Some((t, seq, _)), Some(key)) if (*t, *seq) < key => Some((true, *t)),
             (Some((t, ..)), None) => Some((true, *t)),
@@ -706,7 +718,7 @@ impl<'a> Sim<'a> {
     /// [`Sim::step`] on the path for plain runs or the general one (see [`Sim::plain`]).
     #[inline(always)]
     fn step_as<const PLAIN: bool>(&mut self) -> Option<Nanos> {
-        let (arrival, _) = self.next_event()?;
+        let (arrival, _) = self.next_event::<PLAIN>()?;
         self.step_known::<PLAIN>(arrival)
     }
 
@@ -1481,6 +1493,14 @@ impl<'a> Sim<'a> {
         let mut asked = std::mem::take(&mut s.asked);
         self.balancers[b].take_probes(now, &mut asked);
         let measured = now >= self.from && now < self.to;
+        if s.at_once() {
+            self.hold_send(b, now, &asked, measured);
+            asked.clear();
+            if let Some(s) = &mut self.signals {
+                s.asked = asked;
+            }
+            return;
+        }
         // One event for the chain of the probes sent (each its own event when eager).
         let eager = s.eager();
         let (mut first, mut last) = (NO_SLOT, NO_SLOT);
@@ -1506,6 +1526,102 @@ impl<'a> Sim<'a> {
         }
         asked.clear();
         s.asked = asked;
+    }
+
+    /// Holds balancer `b`'s probes of the servers `asked` aside, keyed as their event
+    /// would be ([`Signals::hold_send`]): a send held before becomes its event first.
+    fn hold_send(&mut self, b: usize, now: Nanos, asked: &[usize], measured: bool) {
+        self.send_to_events();
+        let n = self.servers.len();
+        let servers = asked.iter().filter(|&&i| i < n).map(|&i| i as u32);
+        let probes = servers.clone().count();
+        self.m.probes += probes as u64 * u64::from(measured);
+        // Read now what the servers will answer with, to have it in cache then: at many
+        // servers, waiting for it was most of an answer.
+        for i in servers.clone() {
+            let server = &self.servers[i as usize];
+            std::hint::black_box((server.down, server.busy(), server.queued()));
+        }
+        if probes == 0 {
+            return;
+        }
+        let send = Send {
+            balancer: b as u32,
+            sent: now,
+            seq: self.events.reserve_seq(),
+        };
+        if let Some(s) = &mut self.signals {
+            s.hold_send(send, servers);
+        }
+    }
+
+    /// The send held aside, if any, becomes its event (a chain of slots), keyed as it
+    /// would have been when sent.
+    #[cold]
+    fn send_to_events(&mut self) {
+        let Some(s) = &mut self.signals else {
+            return;
+        };
+        let Some((send, servers)) = s.take_send() else {
+            return;
+        };
+        let mut first = NO_SLOT;
+        // Slots chained from the last: the chain runs in the order sent.
+        for &i in servers.iter().rev() {
+            first = s.send(send.balancer as usize, i as usize, send.sent, first);
+        }
+        s.give_back(servers);
+        let due = send.sent + s.half_delay;
+        self.events
+            .push_fifo_keyed(due, send.seq, Event::ProbeAtServer { slot: first });
+    }
+
+    /// [`Sim::next_event`] with a send held aside: if the next event scheduled is due
+    /// later, the send's event would have run next and its answers have been handed
+    /// over before that next event (after any answer held, due earlier): the servers
+    /// answer and the balancer gets the answers now, taking the sequence numbers the
+    /// answers would have taken. Otherwise the send becomes its event.
+    #[inline(never)]
+    fn send_held(&mut self) -> Option<(bool, Nanos)> {
+        let next = self.next_scheduled();
+        let sent = self
+            .signals
+            .as_ref()
+            .and_then(Signals::held_send)
+            .map(|x| x.sent);
+        if next.zip(sent).is_some_and(|((_, t), sent)| t <= sent) {
+            self.send_to_events();
+            return self.next_scheduled();
+        }
+        if self.signals.as_ref().is_some_and(Signals::has_replies) {
+            self.replies_before_next();
+        }
+        let Some(s) = &mut self.signals else {
+            return next;
+        };
+        let Some((send, servers)) = s.take_send() else {
+            return next;
+        };
+        let balancer = &mut self.balancers[send.balancer as usize];
+        let mut answered = 0;
+        for &i in &servers {
+            let server = &self.servers[i as usize];
+            if server.down {
+                continue;
+            }
+            let load = s.load(
+                i as usize,
+                server.workers,
+                server.busy(),
+                server.queued(),
+                None,
+            );
+            balancer.probe_answer(i as usize, &load, send.sent, send.sent);
+            answered += 1;
+        }
+        s.give_back(servers);
+        self.events.skip_seqs(answered);
+        next
     }
 
     /// Probe `slot` and the probes of its chain reach their servers, in the order sent:

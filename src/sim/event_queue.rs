@@ -71,11 +71,20 @@ impl<E: Copy> EventQueue<E> {
     /// Schedules `event` at `time`.
     #[inline]
     pub fn push(&mut self, time: Nanos, event: E) {
+        let seq = self.seq;
+        self.seq += 1;
+        self.push_keyed(time, seq, event);
+    }
+
+    /// Schedules `event` at `time` with sequence number `seq`, taken earlier
+    /// ([`EventQueue::reserve_seq`]) or just now ([`EventQueue::push`], whose code this
+    /// is: always inlined there, as it was written in it).
+    #[inline(always)]
+    fn push_keyed(&mut self, time: Nanos, seq: u64, event: E) {
         let entry = Entry {
-            key: key(time, self.seq),
+            key: key(time, seq),
             event,
         };
-        self.seq += 1;
         if self.hole {
             // The popped root's slot: the entry takes it and sinks to its place.
             self.hole = false;
@@ -104,17 +113,30 @@ impl<E: Copy> EventQueue<E> {
     /// [`EventQueue::push`]; an event due before the FIFO's last one goes to the heap.
     #[inline]
     pub fn push_fifo(&mut self, time: Nanos, event: E) {
+        let seq = self.seq;
+        self.seq += 1;
+        self.push_fifo_keyed(time, seq, event);
+    }
+
+    /// [`EventQueue::push_fifo`] with sequence number `seq`, taken earlier
+    /// ([`EventQueue::reserve_seq`]): for an event held aside for a while (see
+    /// [`super::probe`]), ordered as if it had been pushed when `seq` was taken.
+    #[inline]
+    pub fn push_fifo_keyed(&mut self, time: Nanos, seq: u64, event: E) {
         let entry = Entry {
-            key: key(time, self.seq),
+            key: key(time, seq),
             event,
         };
         match self.fifo.back() {
-            Some(last) if last.key > entry.key => self.push(time, event),
-            _ => {
-                self.seq += 1;
-                self.fifo.push_back(entry);
-            }
+            Some(last) if last.key > entry.key => self.push_keyed(time, seq, event),
+            _ => self.fifo.push_back(entry),
         }
+    }
+
+    /// Takes `n` sequence numbers, as `n` calls of [`EventQueue::reserve_seq`] would.
+    #[inline]
+    pub fn skip_seqs(&mut self, n: u64) {
+        self.seq += n;
     }
 
     /// Takes the next scheduling sequence number without queueing anything: for an event
@@ -228,6 +250,26 @@ mod tests {
         assert!((Nanos(5), reserved) > q.peek_key().unwrap());
         q.pop();
         assert!((Nanos(5), reserved) < q.peek_key().unwrap());
+    }
+
+    /// An event pushed late with a sequence number taken earlier runs as if pushed then:
+    /// before the events pushed since at its time, after those pushed before; in the FIFO
+    /// or, behind a later FIFO entry, in the heap.
+    #[test]
+    fn events_pushed_late_with_an_early_sequence_number_run_in_its_place() {
+        let mut q = EventQueue::default();
+        q.push(Nanos(5), "a");
+        let early = q.reserve_seq();
+        let earlier = q.reserve_seq();
+        q.push(Nanos(5), "c");
+        q.push_fifo(Nanos(5), "d");
+        q.push_fifo_keyed(Nanos(5), earlier, "b2");
+        q.push_fifo_keyed(Nanos(5), early, "b1");
+        q.skip_seqs(2);
+        q.push(Nanos(5), "e");
+        let order: Vec<_> = std::iter::from_fn(|| q.pop().map(|(_, e)| e)).collect();
+        assert_eq!(order, vec!["a", "b1", "b2", "c", "d", "e"]);
+        assert_eq!(q.reserve_seq(), early + 7);
     }
 
     #[test]

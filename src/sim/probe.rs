@@ -21,6 +21,16 @@
 //!   balancer before running that event: each strategy gets the same calls, in the same
 //!   order, with the same arguments as when answers were events.
 //!
+//! - **Answers at once, when nothing comes between.** With a zero delay and free probes
+//!   (`[probes] delay = 0`, `cost = 0`), a send waits beside the queue
+//!   ([`Signals::hold_send`]) with the sequence number its event would have had. When the
+//!   engine next looks for an event and the next one is due later than the send, the
+//!   send's event would have been the next, and its answers held until that later event:
+//!   nothing can come between, so the servers answer and the balancer gets the answers
+//!   at once (after any answer held from before, which was due earlier), with the same
+//!   sequence numbers taken. Otherwise (another event due at the same instant, or a
+//!   second send) the send becomes its event, with its own sequence number.
+//!
 //! Servers' answers, and the load reports carried on replies, use each server's recent
 //! mean service time: an exponentially weighted moving average over the service times of
 //! the requests it starts, weight [`SERVICE_EWMA_WEIGHT`] on each new one. Nothing here
@@ -80,6 +90,23 @@ pub struct Signals {
     /// Whether answers and legs are events of their own (one per leg), as before they
     /// were batched and held here: the reference the tests compare with.
     eager: bool,
+    /// Whether sends may wait to be answered at once: no delay, no cost.
+    at_once: bool,
+    /// The send waiting to be answered at once or to become its event, if any.
+    held: Option<Send>,
+    /// The servers it probes, in the order asked.
+    sent_to: Vec<u32>,
+}
+
+/// A send of probes waiting beside the event queue ([`Signals::hold_send`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Send {
+    /// Balancer that sent it.
+    pub balancer: u32,
+    /// When it was sent (and, with no delay, when its probes reach their servers).
+    pub sent: Nanos,
+    /// Sequence number of its event.
+    pub seq: u64,
 }
 
 impl Signals {
@@ -103,6 +130,9 @@ impl Signals {
             asked: Vec::new(),
             replies: VecDeque::new(),
             eager: false,
+            at_once: delay == 0.0 && cost == 0.0,
+            held: None,
+            sent_to: Vec::new(),
         }
     }
 
@@ -117,6 +147,52 @@ impl Signals {
     #[inline]
     pub fn eager(&self) -> bool {
         self.eager
+    }
+
+    /// Whether a send may wait to be answered at once ([`Signals::hold_send`]): probes
+    /// take no time and cost nothing, and legs are not events of their own.
+    #[inline]
+    pub fn at_once(&self) -> bool {
+        self.at_once && !self.eager
+    }
+
+    /// Whether a send is waiting ([`Signals::hold_send`]).
+    #[inline]
+    pub fn has_send(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// The send waiting, if any ([`Signals::hold_send`]).
+    #[inline]
+    pub fn held_send(&self) -> Option<Send> {
+        self.held
+    }
+
+    /// Holds a send of probes to `servers` (none: nothing held), whose event would be
+    /// keyed `(send.sent, send.seq)`, until the engine answers it at once or makes it
+    /// its event ([`Signals::take_send`]). One send at a time: take the one held first.
+    pub fn hold_send(&mut self, send: Send, servers: impl IntoIterator<Item = u32>) {
+        debug_assert!(self.held.is_none() && self.at_once());
+        self.sent_to.clear();
+        self.sent_to.extend(servers);
+        if !self.sent_to.is_empty() {
+            self.held = Some(send);
+        }
+    }
+
+    /// Takes the send held, if any, and the servers it probes (to give back with
+    /// [`Signals::give_back`] once read).
+    #[inline]
+    pub fn take_send(&mut self) -> Option<(Send, Vec<u32>)> {
+        let send = self.held.take()?;
+        Some((send, std::mem::take(&mut self.sent_to)))
+    }
+
+    /// Gives back the buffer [`Signals::take_send`] took, to be reused.
+    #[inline]
+    pub fn give_back(&mut self, mut servers: Vec<u32>) {
+        servers.clear();
+        self.sent_to = servers;
     }
 
     /// Holds the answer of probe `slot`, due at `key` (time, sequence), until
@@ -210,6 +286,11 @@ impl Signals {
     /// waiting, says of its load. `service` is the service time of the request replied
     /// to, or `None` for a probe answer (then its mean service time). Without mean
     /// service times (nobody reads them, see [`Signals::new`]) the latency is 0.
+    ///
+    /// A probe answer always finds a mean service time: the engine sends probes only
+    /// when the strategy wants them (`probes`), [`Signals::new`] then keeps a mean for
+    /// every server, and probes go only to servers that exist. Were that ever broken, a
+    /// debug build stops here; a release build answers with a service time of 0.
     pub fn load(
         &self,
         i: usize,
@@ -219,10 +300,11 @@ impl Signals {
         service: Option<Nanos>,
     ) -> ServerLoad {
         let Some(&mean) = self.mean_service.get(i) else {
+            debug_assert!(service.is_some(), "probe answers keep mean service times");
             return ServerLoad {
                 in_flight: busy + queued,
                 queued,
-                service_time: service.expect("probe answers keep mean service times"),
+                service_time: service.unwrap_or(Nanos::ZERO),
                 latency: Nanos::ZERO,
             };
         };
@@ -257,7 +339,18 @@ pub fn estimated_latency(mean_service: f64, workers: u32, busy: u32, queued: u32
     if busy < workers {
         mean_service
     } else {
-        mean_service * (1.0 + f64::from(queued + 1) / f64::from(workers.max(1)))
+        mean_service * (1.0 + requests_per_worker(queued + 1, workers))
+    }
+}
+
+/// `requests / workers` (at least one worker), without the division for one worker: `x / 1`
+/// is `x` exactly, and a division was the longest step of a probe's answer.
+#[inline]
+fn requests_per_worker(requests: u32, workers: u32) -> f64 {
+    if workers <= 1 {
+        f64::from(requests)
+    } else {
+        f64::from(requests) / f64::from(workers)
     }
 }
 
@@ -284,6 +377,30 @@ mod tests {
         assert_eq!(s.release(a).server, 1);
         assert_eq!(s.send(1, 0, Nanos(7), NO_SLOT), a);
         assert!(s.job_id() > PROBE_JOB_BASE);
+    }
+
+    /// Sends wait aside only without delay and cost, one at a time, and not when empty.
+    #[test]
+    fn sends_are_held_aside_without_delay_and_cost() {
+        for (delay, cost, at_once) in [(0.0, 0.0, true), (0.001, 0.0, false), (0.0, 0.1, false)] {
+            assert_eq!(Signals::new(2, delay, cost, probing()).at_once(), at_once);
+        }
+        let mut s = Signals::new(3, 0.0, 0.0, probing());
+        let send = Send {
+            balancer: 1,
+            sent: Nanos(9),
+            seq: 4,
+        };
+        s.hold_send(send, []);
+        assert!(!s.has_send(), "nothing sent, nothing held");
+        s.hold_send(send, [2, 0, 2]);
+        assert_eq!(s.held_send(), Some(send));
+        let (got, servers) = s.take_send().expect("held");
+        assert_eq!((got, servers.as_slice()), (send, &[2, 0, 2][..]));
+        assert!(!s.has_send() && s.take_send().is_none());
+        s.give_back(servers);
+        s.set_eager(true);
+        assert!(!s.at_once(), "legs are events of their own");
     }
 
     #[test]
@@ -340,6 +457,46 @@ mod tests {
         let busy = s.load(0, 2, 2, 3, Some(Nanos(700)));
         assert_eq!((busy.in_flight, busy.queued), (5, 3));
         assert_eq!((busy.service_time, busy.latency), (Nanos(700), Nanos(3300)));
+    }
+
+    /// A probe answer without mean service times (never asked by the engine): a debug
+    /// build stops, a release build answers with a service time of 0.
+    #[test]
+    fn a_probe_answer_without_mean_service_times_is_caught_in_debug_builds() {
+        let replies = WantedSignals {
+            reply_loads: true,
+            ..WantedSignals::default()
+        };
+        let s = Signals::new(1, 0.0, 0.0, replies);
+        let got = std::panic::catch_unwind(|| s.load(0, 1, 1, 2, None));
+        if cfg!(debug_assertions) {
+            assert!(got.is_err());
+        } else {
+            let load = got.expect("a release build answers");
+            assert_eq!((load.in_flight, load.service_time), (3, Nanos::ZERO));
+        }
+    }
+
+    /// Without the division for one worker (or none, counted as one), the estimate is
+    /// the formula's to the bit.
+    #[test]
+    fn the_latency_estimate_is_the_formula() {
+        for workers in 0..5u32 {
+            for queued in [0u32, 1, 2, 7, 1000, u32::MAX - 1] {
+                for mean in [0.0, 1.0, 1234.5678, 1.0e6 / 3.0, 9.9e17] {
+                    let formula = mean * (1.0 + f64::from(queued + 1) / f64::from(workers.max(1)));
+                    let got = estimated_latency(mean, workers, workers, queued);
+                    assert_eq!(
+                        got.to_bits(),
+                        formula.to_bits(),
+                        "{workers} {queued} {mean}"
+                    );
+                    if workers > 0 {
+                        assert_eq!(estimated_latency(mean, workers, workers - 1, queued), mean);
+                    }
+                }
+            }
+        }
     }
 
     /// Mean service times are kept for probes and for reply loads' latency estimates,
