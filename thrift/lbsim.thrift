@@ -36,6 +36,10 @@ struct Reply {
   5: optional i32 in_flight,
   6: optional i32 queued,
   7: optional i64 latency_ns,
+  // How much later than its service's end the worker woke to answer (an emulated
+  // backend's service is a sleep; a busy machine wakes it late). Emulated backends
+  // only: a real service has no declared end to be late for.
+  8: optional i64 woke_late_ns,
 }
 
 // Raised when the call arrives to a full waiting queue, or when the server's

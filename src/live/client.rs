@@ -138,6 +138,10 @@ pub enum CallOutcome {
         served_ns: u64,
         /// The load report the reply carried, if the backend sends one.
         load: Option<ReplyLoad>,
+        /// How much later than its service's end the backend's worker woke, if the
+        /// backend says (an emulated one: its service is a sleep, which a busy machine
+        /// ends late).
+        woke_late_ns: Option<u64>,
     },
     /// The backend's queue was full.
     Rejected {
@@ -347,6 +351,7 @@ impl Connection {
                 server_id: reply.server_id,
                 queued_ns: u64::try_from(reply.queued_ns).unwrap_or(0),
                 served_ns: u64::try_from(reply.served_ns).unwrap_or(0),
+                woke_late_ns: reply.woke_late_ns.and_then(|n| u64::try_from(n).ok()),
             }),
             Ok(reply) => Err(self.protocol_error(format!(
                 "reply for call {} received for call {id}",

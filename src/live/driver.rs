@@ -547,6 +547,7 @@ impl Replay {
         finished: Instant,
         queued_ns: u64,
         served_ns: u64,
+        woke_late_ns: Option<u64>,
     ) {
         let i = job.backend;
         let (arrival, now) = (self.clock.now(job.scheduled), self.clock.now(finished));
@@ -559,7 +560,11 @@ impl Replay {
         let wall = finished.saturating_duration_since(job.scheduled).as_nanos();
         let declared = job.work_ns as f64 / self.speeds[i];
         let (queued, served) = (queued_ns as f64, served_ns as f64);
-        self.under_load[i].record(served - declared, wall as f64 - queued - served);
+        self.under_load[i].record(
+            served - declared,
+            wall as f64 - queued - served,
+            woke_late_ns,
+        );
     }
 
     fn on_done(&mut self, done: Done) {
@@ -575,9 +580,10 @@ impl Replay {
                 queued_ns,
                 served_ns,
                 load,
+                woke_late_ns,
                 ..
             }) => {
-                self.record_cost(&job, done.finished, queued_ns, served_ns);
+                self.record_cost(&job, done.finished, queued_ns, served_ns, woke_late_ns);
                 let served = self.clock.scenario_ns(served_ns);
                 self.reply_load(b, i, load, served, now);
                 self.views

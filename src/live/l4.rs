@@ -733,6 +733,7 @@ impl Replay<'_> {
                 server_id,
                 queued_ns,
                 served_ns,
+                woke_late_ns,
                 ..
             }) => {
                 let server = self.conns.names.iter().position(|n| *n == server_id);
@@ -761,8 +762,11 @@ impl Replay<'_> {
                         .saturating_duration_since(done.call.scheduled)
                         .as_nanos() as f64;
                     let (q, sv) = (queued_ns as f64, served_ns as f64);
-                    self.under_load[i]
-                        .record(sv - done.call.work_ns / self.speeds[i], wall - q - sv);
+                    self.under_load[i].record(
+                        sv - done.call.work_ns / self.speeds[i],
+                        wall - q - sv,
+                        woke_late_ns,
+                    );
                 }
                 if let Some(i) = server {
                     let queued = self.clock.scenario_ns(queued_ns);

@@ -16,7 +16,11 @@
 //! The verdict uses it only to *refuse* ([`crate::report::live::Comparison::machine`]): a
 //! figure that disagrees with the simulation, but agrees with a simulation whose backends
 //! also take as long as this thread's sleeps overran, is not judged (no verdict, "the
-//! machine was too busy"), never passed.
+//! machine was too busy"), never passed. Where a backend says how late its own workers
+//! woke (`Reply.woke_late_ns`: emulated backends), that comes first: the machine does not
+//! wake every thread alike (beside the same two loops, one backend's workers woke 3–6×
+//! later than this thread in some replays, and this thread 2–3× later than every backend
+//! in others); this thread stands in for backends that do not say.
 //!
 //! One sleep length per server group (the group's declared mean service time, wall-clock
 //! at the replay's scale), in turn: servers of a group sleep alike, and a per-server probe

@@ -314,9 +314,10 @@ impl LiveClient {
                 queued_ns,
                 served_ns,
                 load,
+                woke_late_ns,
                 ..
             }) => {
-                r.record_cost(&job, done.finished, queued_ns, served_ns);
+                r.record_cost(&job, done.finished, queued_ns, served_ns, woke_late_ns);
                 let served = r.clock.scenario_ns(served_ns);
                 let queued = r.clock.scenario_ns(queued_ns);
                 r.reply_load(b, i, load.filter(|_| live), served, now);

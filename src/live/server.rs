@@ -822,19 +822,21 @@ impl BackendSyncHandler for Handler {
                 shared.started_with(service);
                 let before = shared.faults.pauses();
                 let begin = before.until.map_or(started, |u| u.max(started));
-                let mut end = begin + service;
+                let mut due = begin + service;
                 let completed = loop {
-                    if !shared.stop.sleep_until(end, crashes) {
+                    if !shared.stop.sleep_until(due, crashes) {
                         break false;
                     }
                     let pushed = shared.faults.pauses().pushed - before.pushed;
-                    let due = begin + service + pushed;
+                    due = begin + service + pushed;
                     if Instant::now() >= due {
                         break true;
                     }
-                    end = due;
                 };
                 let finished = Instant::now();
+                // The machine's share of the service: the service ends at `due`, and
+                // the worker answers when the machine wakes it.
+                let woke_late = finished.saturating_duration_since(due);
                 drop(permit);
                 if completed {
                     // Served (a delay fault may still lose the answer on the wire).
@@ -861,6 +863,7 @@ impl BackendSyncHandler for Handler {
                     in_flight,
                     queued,
                     latency,
+                    saturating_ns(woke_late),
                 ))
             }
         }
@@ -1504,6 +1507,35 @@ mod tests {
         }
         assert_eq!(server.stats().served, 2);
         assert_eq!(server.stats().connections, 2);
+    }
+
+    /// How late the worker woke is measured past the end of the whole service: a server
+    /// slower than declared (here 60 ms added to 20 ms of work) is not late, so its cost
+    /// is never taken for the machine's (`LoadedCost::woke_late`).
+    #[test]
+    fn a_reply_says_how_late_the_worker_woke_past_its_whole_service() {
+        let cfg = ServerConfig {
+            extra_delay: Duration::from_millis(60),
+            ..ServerConfig::new("late")
+        };
+        let server = spawn(SocketAddr::from(([127, 0, 0, 1], 0)), cfg).unwrap();
+        let mut conn = Connection::connect(server.local_addr(), &ClientConfig::default()).unwrap();
+        let outcome = conn.call(1, 20_000_000, None).unwrap();
+        let CallOutcome::Served {
+            served_ns,
+            woke_late_ns: Some(late),
+            ..
+        } = outcome
+        else {
+            panic!("no lateness: {outcome:?}");
+        };
+        assert!(served_ns >= 80_000_000, "served {served_ns} ns");
+        // Beyond 80 ms only the machine's lateness: well under the 60 ms added.
+        assert!(
+            late <= served_ns - 79_000_000,
+            "late {late} ns, served {served_ns} ns"
+        );
+        assert!(late < 30_000_000, "late {late} ns");
     }
 
     #[test]

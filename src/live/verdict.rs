@@ -19,6 +19,7 @@
 
 use hdrhistogram::Histogram;
 
+use super::calibrate::LoadedCost;
 use super::machine::MachineProbe;
 use super::run::{LiveRun, StrategyReplay};
 use crate::metrics::Metric;
@@ -170,15 +171,18 @@ pub fn compare(
         .zip(&calibrated.strategies)
         .enumerate()
     {
-        let shares = machine_shares(scenario, replay, live.time_scale);
+        let shares = machine_shares(
+            scenario,
+            &replay.machine,
+            &replay.under_load,
+            live.time_scale,
+        );
         let failing = |r: &Comparison| r.strategy == replay.label && !r.passed();
         if shares.iter().all(|&m| m <= 0.0) || !rows.iter().any(failing) {
             continue;
         }
-        let overheads = live
-            .calibration
-            .under_load(&replay.under_load)
-            .overheads_beside(live.time_scale, bound, &shares);
+        let (as_machine_ran, raised) = live.calibration.under_machine(&replay.under_load, &shares);
+        let overheads = as_machine_ran.overheads_beside(live.time_scale, bound, &raised);
         let (result, replayed, requested, finished) = simulate(entry, &overheads)?;
         let as_ran = RunResults {
             seed: live.seed,
@@ -202,7 +206,7 @@ pub fn compare(
             &opts.tolerances,
             opts.reference,
         );
-        let overrun = pooled(&replay.machine);
+        let overrun = lateness(replay, |l| &l.late_path);
         for r in rows.iter_mut().filter(|r| failing(r)) {
             let percentile = match r.figure {
                 Figure::Cluster(Metric::LatencyP50) => Some(0.5),
@@ -237,6 +241,11 @@ pub fn compare(
             let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 * 1e-9;
             let p99 = q(&replay.lag, 0.99);
             let threshold = opts.max_lag_fraction * sim_k.estimate(p50).mean * live.time_scale;
+            let late = lateness(replay, |l| &l.woke_late);
+            let (woke_late_mean, woke_late_p99) = match late.is_empty() {
+                true => (f64::NAN, f64::NAN),
+                false => (late.mean() * 1e-9, q(&late, 0.99)),
+            };
             LagCheck {
                 strategy: replay.label.clone(),
                 p50: q(&replay.lag, 0.5),
@@ -246,6 +255,8 @@ pub fn compare(
                 threshold,
                 // An undefined threshold (nothing served) refuses too.
                 ok: p99 <= threshold,
+                woke_late_mean,
+                woke_late_p99,
             }
         })
         .collect();
@@ -310,19 +321,57 @@ fn simulate_one(
     Ok((result, replayed, r.requested, r.finished))
 }
 
-/// Per server of `scenario`, how late the machine woke a thread sleeping its group's
-/// declared mean service time beside `replay`, as a fraction of that time (0 where not
-/// measured: [`MachineProbe::share`]).
-fn machine_shares(scenario: &Scenario, replay: &StrategyReplay, time_scale: f64) -> Vec<f64> {
+/// Per server of `scenario`, how late the machine woke its worker threads during
+/// `replay`, as a fraction of its declared mean service time (0 where not measured): what
+/// the backend itself said of its workers
+/// ([`LoadedCost::woke_late`]) where it said it
+/// of at least [`MIN_SLEEPS`](super::machine::MIN_SLEEPS) calls, else what the thread
+/// sleeping beside the backends measured for its group ([`MachineProbe::share`]).
+///
+/// The backend's own first, because the machine does not wake every thread alike: beside
+/// two `yes` loops on 2 cores, one backend's workers woke late by a mean of 570–750 µs
+/// (p90 1.5–1.9 ms) in replays where the probe's sleeps overran by 110–230 µs (p90 under
+/// 60 µs) and the other backends' by 80–300 µs, and in others the probe overran by
+/// 1,000–1,200 µs where every backend's workers did by 330–480 µs. A backend's own
+/// lateness is measured past its service's end, so its costs (a slower speed, added
+/// work, fewer workers) do not move it.
+fn machine_shares(
+    scenario: &Scenario,
+    probe: &[Histogram<u64>],
+    loaded: &[LoadedCost],
+    time_scale: f64,
+) -> Vec<f64> {
     scenario
         .servers()
         .iter()
         .enumerate()
         .map(|(i, info)| {
             let declared = super::calibrate::declared_service_ns(scenario, i, time_scale);
-            MachineProbe::share(&replay.machine, info.group, declared)
+            match loaded.get(i).map(|l| &l.woke_late) {
+                Some(own) if own.len() >= super::machine::MIN_SLEEPS => {
+                    MachineProbe::share(std::slice::from_ref(own), 0, declared)
+                }
+                _ => MachineProbe::share(probe, info.group, declared),
+            }
         })
         .collect()
+}
+
+/// How late the machine woke the threads serving `replay`'s calls, one value per call
+/// where the backends said it of at least [`MIN_SLEEPS`](super::machine::MIN_SLEEPS)
+/// calls (`part` of their [`LoadedCost`]: the worker alone,
+/// or the whole path); the probe's sleeps otherwise (backends that do not say: real
+/// services, other Thrift stacks).
+fn lateness(replay: &StrategyReplay, part: fn(&LoadedCost) -> &Histogram<u64>) -> Histogram<u64> {
+    let mut backends = crate::metrics::latency_histogram();
+    for l in &replay.under_load {
+        backends.add(part(l)).expect("histograms of one kind");
+    }
+    if backends.len() >= super::machine::MIN_SLEEPS {
+        backends
+    } else {
+        pooled(&replay.machine)
+    }
 }
 
 /// Every group's overruns in one histogram.
@@ -387,6 +436,66 @@ mod tests {
             h.record(v).unwrap();
         }
         h
+    }
+
+    /// A backend that says how late its workers woke is taken at its word (the probe
+    /// saw the machine elsewhere); one that does not, or of too few calls, gets the
+    /// probe's measure for its group. What it added to its calls itself (`overhead`:
+    /// a slower or costlier backend) never counts.
+    #[test]
+    fn a_backend_s_own_lateness_comes_before_the_probe_s() {
+        let src = r#"
+name = "two-groups"
+duration = 1.0
+[arrivals]
+process = "poisson"
+rate = 100
+[[servers]]
+name = "fast"
+speed = 2.0
+service = { dist = "exponential", mean = 0.004 }
+[[servers]]
+name = "slow"
+count = 2
+service = { dist = "exponential", mean = 0.004 }
+[[strategies]]
+kind = "round_robin"
+"#;
+        let s = Scenario::from_source(std::path::Path::new("t.toml"), src).unwrap();
+        // At time scale 2: fast-0 sleeps 4 ms wall-clock, slow-0 and slow-1 8 ms.
+        let probe = vec![
+            histogram(std::iter::repeat_n(1_000_000, 40)),
+            histogram(std::iter::repeat_n(400_000, 40)),
+        ];
+        let loaded = |late: &[u64], n: usize| {
+            let mut l = LoadedCost::default();
+            for _ in 0..n {
+                // A backend 2 ms costlier than declared, whatever the machine did.
+                for &w in late {
+                    l.record(2e6 + w as f64, 50e3, Some(w));
+                }
+            }
+            l
+        };
+        let busy = [
+            loaded(&[200_000], 40),
+            loaded(&[1_600_000], 40),
+            loaded(&[1_600_000], 10),
+        ];
+        let shares = machine_shares(&s, &probe, &busy, 2.0);
+        // fast-0: its own 200 µs of 4 ms; slow-0: its own 1.6 ms of 8 ms; slow-1 said it
+        // of 10 calls only: the probe's 400 µs of 8 ms.
+        let expected = [0.05, 0.2, 0.05];
+        for (share, want) in shares.iter().zip(expected) {
+            assert!((share - want).abs() < 1e-3, "{shares:?}");
+        }
+        // Backends that never say: the probe alone.
+        let silent = [LoadedCost::default(), LoadedCost::default()];
+        let shares = machine_shares(&s, &probe, &silent, 2.0);
+        let expected = [0.25, 0.05, 0.05];
+        for (share, want) in shares.iter().zip(expected) {
+            assert!((share - want).abs() < 1e-3, "{shares:?}");
+        }
     }
 
     #[test]

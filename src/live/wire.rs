@@ -95,6 +95,7 @@ pub(crate) fn read_call_result(
                 server_id: r.server_id,
                 queued_ns: u64::try_from(r.queued_ns).unwrap_or(0),
                 served_ns: u64::try_from(r.served_ns).unwrap_or(0),
+                woke_late_ns: r.woke_late_ns.and_then(|n| u64::try_from(n).ok()),
             },
         ))),
         (None, Some(rej)) => Ok(Some((

@@ -31,10 +31,12 @@
 //! A busy machine lengthens the backends' services themselves: an emulated service is a
 //! sleep, and a machine whose cores other work takes wakes every sleeper late. A thread
 //! sleeping beside the backends during the replay measures how late
-//! ([`crate::live::StrategyReplay::machine`]). A row that fails but agrees with a
-//! simulation whose backends also took that much longer ([`Comparison::machine`]) is not
-//! judged either (`not judged (machine busy)`): the machine, not the model, explains it,
-//! and the outcome is "no verdict", never a pass. A row that fails even then is judged.
+//! ([`crate::live::StrategyReplay::machine`]), and emulated backends say how late their
+//! own workers woke (`Reply.woke_late_ns`, which comes first where present). A row that
+//! fails but agrees with a simulation whose backends also took that much longer
+//! ([`Comparison::machine`]) is not judged either (`not judged (machine busy)`): the
+//! machine, not the model, explains it, and the outcome is "no verdict", never a pass. A
+//! row that fails even then is judged.
 //!
 //! Tolerances use `check`'s syntax ([`super::tolerance`]); each figure has one primary
 //! tolerance (relative or absolute) and per-server queues also an absolute floor. The
@@ -573,6 +575,13 @@ pub struct LagCheck {
     pub threshold: f64,
     /// Whether p99 ≤ threshold.
     pub ok: bool,
+    /// How late the machine woke the threads that served the calls, mean (wall-clock
+    /// seconds): the backends' workers past their services' ends where the backends say,
+    /// else a thread sleeping beside them (NaN where neither measured). What the verdict
+    /// may refuse rows for (`not judged (machine busy)`).
+    pub woke_late_mean: f64,
+    /// Its 99th percentile (wall-clock seconds; NaN where not measured).
+    pub woke_late_p99: f64,
 }
 
 /// What calibration measured on one backend and what the simulated side added (a row of
@@ -1294,6 +1303,15 @@ pub fn table(verdict: &Verdict) -> String {
             l.max * 1e3,
             errors
         );
+        if !l.woke_late_mean.is_nan() {
+            let _ = writeln!(
+                out,
+                "{:<20} the machine woke serving threads late by {:.0} µs (mean), {:.0} µs (p99)",
+                "",
+                l.woke_late_mean * 1e6,
+                l.woke_late_p99 * 1e6
+            );
+        }
     }
     out
 }
@@ -1532,6 +1550,8 @@ mod tests {
             dispatch_p99: dispatcher * 1e-3,
             threshold: 1e-3,
             ok: send <= 1.0,
+            woke_late_mean: f64::NAN,
+            woke_late_p99: f64::NAN,
         };
         Verdict {
             calibrated,

@@ -177,7 +177,48 @@ pub fn verdict_of(
     )
     .expect("compare");
     print!("{:?}\n{}", v.outcome(), verdict::table(&v));
+    print_overruns(run);
     v
+}
+
+/// Prints, per strategy of `run`, how late the machine woke threads: the probe beside the
+/// backends per server group, and per backend its calls' service overrun, round trip beyond
+/// queue and service, and how late its workers said they woke (µs): what a failure of a
+/// matched replay on a busy machine is read against.
+pub fn print_overruns(run: &lbsim::live::LiveRun) {
+    let us = |v: f64| v * 1e-3;
+    for s in &run.strategies {
+        for (g, h) in s.machine.iter().enumerate() {
+            println!(
+                "lateness {} probe group {g}: n {} mean {:.0} p50 {:.0} p90 {:.0} p99 {:.0} max {:.0} µs",
+                s.label,
+                h.len(),
+                us(h.mean()),
+                us(h.value_at_quantile(0.5) as f64),
+                us(h.value_at_quantile(0.9) as f64),
+                us(h.value_at_quantile(0.99) as f64),
+                us(h.max() as f64)
+            );
+        }
+        for (i, l) in s.under_load.iter().enumerate() {
+            let h = &l.overhead;
+            println!(
+                "lateness {} backend {i}: n {} overrun mean {:.0} p50 {:.0} p90 {:.0} p99 {:.0} max {:.0} µs; extra p50 {:.0} mean {:.0} p99 {:.0}; woke late mean {:.0} p99 {:.0}",
+                s.label,
+                h.len(),
+                us(h.mean()),
+                us(h.value_at_quantile(0.5) as f64),
+                us(h.value_at_quantile(0.9) as f64),
+                us(h.value_at_quantile(0.99) as f64),
+                us(h.max() as f64),
+                us(l.extra.value_at_quantile(0.5) as f64),
+                us(l.extra.mean()),
+                us(l.extra.value_at_quantile(0.99) as f64),
+                us(l.woke_late.mean()),
+                us(l.woke_late.value_at_quantile(0.99) as f64)
+            );
+        }
+    }
 }
 
 /// Replays with `replay`, checks each run with `check` and judges it with `judge`, again

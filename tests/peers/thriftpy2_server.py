@@ -95,8 +95,9 @@ class Handler:
         if queue_len is not None:
             raise lbsim.Rejected(server_id=self.server_id, queue_len=queue_len)
         started = time.perf_counter_ns()
+        sleep_ns = int((max(req.work_ns, 0) / self.speed / 1e9 + self.extra_delay) * 1e9)
         try:
-            time.sleep(max(req.work_ns, 0) / self.speed / 1e9 + self.extra_delay)
+            time.sleep(sleep_ns / 1e9)
         finally:
             self.admission.release()
         finished = time.perf_counter_ns()
@@ -105,6 +106,8 @@ class Handler:
             server_id=self.server_id,
             queued_ns=started - arrived,
             served_ns=finished - started,
+            # The service is a sleep: how much later than its end this thread woke.
+            woke_late_ns=max(finished - started - sleep_ns, 0),
         )
 
     def ping(self, sent_ns):
