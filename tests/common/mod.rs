@@ -187,30 +187,28 @@ pub fn verdict_of(
 /// matched replay on a busy machine is read against.
 pub fn print_overruns(run: &lbsim::live::LiveRun) {
     let us = |v: f64| v * 1e-3;
+    // n, mean and the tail of a histogram of nanoseconds, in µs.
+    let spread = |h: &hdrhistogram::Histogram<u64>| {
+        let q = |p: f64| us(h.value_at_quantile(p) as f64);
+        format!(
+            "n {} mean {:.0} p50 {:.0} p90 {:.0} p99 {:.0} max {:.0} µs",
+            h.len(),
+            us(h.mean()),
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            us(h.max() as f64)
+        )
+    };
     for s in &run.strategies {
         for (g, h) in s.machine.iter().enumerate() {
-            println!(
-                "lateness {} probe group {g}: n {} mean {:.0} p50 {:.0} p90 {:.0} p99 {:.0} max {:.0} µs",
-                s.label,
-                h.len(),
-                us(h.mean()),
-                us(h.value_at_quantile(0.5) as f64),
-                us(h.value_at_quantile(0.9) as f64),
-                us(h.value_at_quantile(0.99) as f64),
-                us(h.max() as f64)
-            );
+            println!("lateness {} probe group {g}: {}", s.label, spread(h));
         }
         for (i, l) in s.under_load.iter().enumerate() {
-            let h = &l.overhead;
             println!(
-                "lateness {} backend {i}: n {} overrun mean {:.0} p50 {:.0} p90 {:.0} p99 {:.0} max {:.0} µs; extra p50 {:.0} mean {:.0} p99 {:.0}; woke late mean {:.0} p99 {:.0}",
+                "lateness {} backend {i}: overrun {}; extra p50 {:.0} mean {:.0} p99 {:.0}; woke late mean {:.0} p99 {:.0}",
                 s.label,
-                h.len(),
-                us(h.mean()),
-                us(h.value_at_quantile(0.5) as f64),
-                us(h.value_at_quantile(0.9) as f64),
-                us(h.value_at_quantile(0.99) as f64),
-                us(h.max() as f64),
+                spread(&l.overhead),
                 us(l.extra.value_at_quantile(0.5) as f64),
                 us(l.extra.mean()),
                 us(l.extra.value_at_quantile(0.99) as f64),
