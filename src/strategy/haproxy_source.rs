@@ -26,13 +26,17 @@
 //! live mode opens from exactly that loopback address, so a replay `--via haproxy` sends
 //! every connection where the simulator does. `served` is the balancer's count in flight
 //! (at connection level, the connections open to each server).
+//!
+//! **Cost.** The map and the ring are rebuilt only after the balancer tells of a server
+//! going up or down ([`Strategy::on_view`]), and `served` is kept as the counts change
+//! (only with a balance factor, the one case that reads counts): no pick scans the view.
 
 use serde::{Deserialize, Serialize};
 
 use super::SpecError;
 use super::hash::client_address;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
-use super::{Backend, Backends, PickContext, StaticRr, Strategy};
+use super::{Backend, Backends, BuiltFor, PickContext, StaticRr, Strategy};
 
 /// Parameters of `kind = "haproxy_source"`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -53,6 +57,11 @@ pub struct HaproxySource {
     params: HaproxySourceParams,
     map: StaticRr,
     ring: Ring,
+    /// Each backend's requests in flight as last told, and their sum (`served`, wrapping
+    /// as HAProxy's unsigned counter would): kept only with a balance factor. Empty until
+    /// the first pick, which fills it from the view (as after the backends change).
+    flight: Vec<u32>,
+    served: u32,
 }
 
 /// Bob Jenkins' full-avalanche 32-bit integer hash, times a prime near ¾ of 2³² (HAProxy's
@@ -77,8 +86,8 @@ const EWEIGHT_RANGE: u32 = 256 * WEIGHT_SCALE;
 struct Ring {
     /// (key, server), sorted by key, then server.
     points: Vec<(u32, usize)>,
-    /// The view it was built for: (up, weight) of each backend.
-    built_for: Vec<(bool, u32)>,
+    /// The view it was built for, and whether a server went up or down since.
+    built_for: BuiltFor,
     /// Each server's effective weight (16 × weight when up, else 0).
     eweight: Vec<u32>,
     /// Σ eweights of the servers before each (`cumulative_weight`).
@@ -89,13 +98,7 @@ struct Ring {
 
 impl Ring {
     fn refresh(&mut self, backends: &Backends) {
-        if self.built_for.len() == backends.len()
-            && self
-                .built_for
-                .iter()
-                .zip(backends.iter())
-                .all(|(&(up, w), b)| up == b.up && w == b.weight)
-        {
+        if !self.built_for.changed(backends) {
             return;
         }
         self.points.clear();
@@ -116,7 +119,7 @@ impl Ring {
             self.total += e;
         }
         self.points.sort_unstable();
-        self.built_for = backends.iter().map(|b| (b.up, b.weight)).collect();
+        self.built_for.built(backends);
     }
 
     /// `chash_server_is_eligible`: whether server `s` serves fewer connections than its
@@ -136,7 +139,7 @@ impl Ring {
     }
 
     /// `chash_get_server_hash` without a server to avoid.
-    fn pick(&self, hash: u32, backends: &Backends, factor: u32) -> Option<usize> {
+    fn pick(&self, hash: u32, backends: &Backends, factor: u32, served: u32) -> Option<usize> {
         let n = self.points.len();
         if n == 0 {
             return None;
@@ -149,7 +152,6 @@ impl Ring {
         if factor == 0 {
             return Some(self.points[at].1);
         }
-        let served = backends.iter().map(|b| b.in_flight).sum::<u32>();
         // Clockwise past saturated servers, around the ring at most once more.
         let mut wraps = 0;
         loop {
@@ -177,9 +179,13 @@ impl Strategy for HaproxySource {
         }
         if self.params.consistent {
             self.ring.refresh(backends);
-            return self
-                .ring
-                .pick(hash, backends, self.params.hash_balance_factor);
+            let factor = self.params.hash_balance_factor;
+            let served = if factor == 0 {
+                0
+            } else {
+                self.served(backends)
+            };
+            return self.ring.pick(hash, backends, factor, served);
         }
         let map = self.map.slots(backends);
         if map.is_empty() {
@@ -192,9 +198,44 @@ impl Strategy for HaproxySource {
         true
     }
 
-    /// The map is rebuilt only after a server's health changed (see [`StaticRr`]).
+    /// Counts are read only by the balance factor's bound.
+    fn indexes_in_flight(&self) -> bool {
+        self.counts()
+    }
+
+    /// The map and the ring are rebuilt only after a server's health changed (see
+    /// [`StaticRr`]); `served` follows the counts.
     fn on_view(&mut self, backend: usize, view: &Backend) {
         self.map.on_view(backend, view);
+        self.ring.built_for.told(backend, view);
+        if let Some(f) = self.flight.get_mut(backend) {
+            self.served = self.served.wrapping_sub(*f).wrapping_add(view.in_flight);
+            *f = view.in_flight;
+        }
+    }
+}
+
+impl HaproxySource {
+    /// Whether the bound of a balance factor reads the counts.
+    fn counts(&self) -> bool {
+        self.params.consistent && self.params.hash_balance_factor > 0
+    }
+
+    /// The balancer's requests in flight (HAProxy's `served`): kept as the balancer tells
+    /// of each change, taken from the view when the backends are new.
+    fn served(&mut self, backends: &Backends) -> u32 {
+        if self.flight.len() != backends.len() {
+            self.flight = backends.iter().map(|b| b.in_flight).collect();
+            self.served = self.flight.iter().fold(0, |a, &f| a.wrapping_add(f));
+        }
+        debug_assert_eq!(
+            self.served,
+            backends
+                .iter()
+                .fold(0u32, |a, b| a.wrapping_add(b.in_flight)),
+            "served drifted from the view"
+        );
+        self.served
     }
 }
 
@@ -307,8 +348,8 @@ mod tests {
         for w in r.points.windows(2) {
             let (a, b) = (w[0], w[1]);
             if b.0 - a.0 > 2 {
-                assert_eq!(r.pick(a.0 + 1, &view, 0), Some(a.1));
-                assert_eq!(r.pick(b.0 - 1, &view, 0), Some(b.1));
+                assert_eq!(r.pick(a.0 + 1, &view, 0, 0), Some(a.1));
+                assert_eq!(r.pick(b.0 - 1, &view, 0, 0), Some(b.1));
             }
         }
     }
@@ -366,5 +407,48 @@ mod tests {
         b.set_up(0, false);
         b.set_up(2, false);
         assert_eq!(b.route(Nanos(0), 0), None);
+    }
+
+    /// `balance source` as before the balancer's changes were kept: the ring compared
+    /// with the view and `served` summed over it at every pick.
+    struct Rescan(HaproxySource);
+
+    impl Strategy for Rescan {
+        fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
+            self.0.ring.built_for.suspect();
+            self.0.flight.clear();
+            self.0.pick(backends, ctx)
+        }
+        fn indexes_view(&self) -> bool {
+            true
+        }
+        fn on_view(&mut self, backend: usize, view: &Backend) {
+            self.0.on_view(backend, view);
+        }
+    }
+
+    /// Keeping the ring and `served` between picks picks what rescanning the view picks,
+    /// map-based and consistent, with and without avalanche and a balance factor.
+    #[test]
+    fn kept_ring_and_served_pick_as_a_rescan() {
+        use crate::strategy::testing::{index_agrees_with_scan, weights};
+        use proptest::prelude::*;
+        let params = (
+            any::<bool>(),
+            any::<bool>(),
+            prop_oneof![Just(0u32), 101u32..300],
+        );
+        index_agrees_with_scan(params, weights(), |&(consistent, avalanche, factor)| {
+            let p = HaproxySourceParams {
+                consistent,
+                avalanche,
+                hash_balance_factor: if consistent { factor } else { 0 },
+            };
+            let build = || HaproxySource {
+                params: p.clone(),
+                ..HaproxySource::default()
+            };
+            (Box::new(build()), Box::new(Rescan(build())))
+        });
     }
 }
