@@ -97,50 +97,52 @@ impl Default for C3Config {
     }
 }
 
-/// What one client knows of one server.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct Feedback {
-    /// Whether any reply came back yet.
-    seen: bool,
+/// What one client knows of one server, the server's rate limiter but the cubic's curve
+/// ([`Cubic`]), and the indexed variant's marks of it: every field that an event at the
+/// server or a pick that scores it reads or sets, in one cache line (63 bytes).
+///
+/// Flat, with counts as `u32`, so that it fits: nested, the feedback and the limiter
+/// took a line between them, and the time of the last decrease (read on every reply)
+/// and the index's marks were one line each in other tables; at 1,000 servers and more,
+/// each line an event touches is likely a cache miss.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(align(64))]
+struct Peer {
     /// EWMA of response times (ns).
     response: f64,
     /// EWMA of service times (ns), `1/μ̄`.
     service: f64,
     /// EWMA of queue sizes.
     queue: f64,
-}
-
-/// The part of a server's rate limiter that dispatches and picks read (the cubic's
-/// state, read on replies alone, is [`Cubic`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Limiter {
     /// Requests allowed per interval.
     srate: f64,
-    /// Replies received in the last full interval.
-    rrate: f64,
     /// Start of the current interval.
     window: Nanos,
+    /// When the rate last decreased.
+    decreased: Nanos,
+    /// Requests sent and replies received in the current interval.
     sent: u32,
     received: u32,
+    /// Replies received in the last full interval (`rrate`, as a count: the same value
+    /// as a float, half the bytes).
+    rrate: u32,
+    /// Whether any reply came back yet.
+    seen: bool,
+    /// Indexed: listed in [`ScoreIndex::dirty`] (stale).
+    dirty: bool,
+    /// Indexed: listed in [`ScoreIndex::over`] (over its rate when last refreshed).
+    over: bool,
 }
 
-/// What one client knows of one server and the server's [`Limiter`]: the state that every
-/// event at the server and every pick that scores it reads, in one cache line. Held in
-/// two tables, feedback and the whole limiter were two to three lines a server, and at
-/// 1,000 servers and more each was a miss.
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[repr(align(64))]
-struct Peer {
-    feedback: Feedback,
-    limiter: Limiter,
-}
+// One line a server, as the layout above promises.
+const _: () = assert!(std::mem::size_of::<Peer>() == 64);
 
-/// The cubic's state of a server's rate limiter, read and set on replies.
+/// The cubic's curve of a server's rate limiter, read and set only when the rate grows
+/// or falls.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Cubic {
-    /// Rate before the last decrease, and when it happened.
+    /// Rate before the last decrease.
     r0: f64,
-    decreased: Nanos,
     /// `∛(β r0 / γ)`, the cubic's offset, computed when `r0` is set ([`Cubic::set_r0`]):
     /// a cube root on every reply showed in profiles.
     k: f64,
@@ -314,19 +316,24 @@ struct ScoreIndex {
     /// nodes of `levels[j]` (each padded with [`Least::NONE`] to whole groups); the last
     /// level is the root alone.
     levels: Vec<Vec<Least>>,
-    /// Servers whose entry is stale: an event touched them since the last pick.
+    /// Servers whose entry is stale: an event touched them since the last pick (each
+    /// once: marked [`Peer::dirty`]).
     dirty: Vec<u32>,
-    is_dirty: Vec<bool>,
-    /// Servers over their rate when last refreshed: in again at the next interval.
+    /// Servers over their rate when last refreshed: in again at the next interval (each
+    /// once: marked [`Peer::over`]).
     over: Vec<u32>,
-    is_over: Vec<bool>,
     /// The rate interval (`now / rate_interval`) of the last pick.
     interval: u64,
 }
 
 impl ScoreIndex {
-    /// An index over `n` servers, every entry stale.
-    fn new(n: usize) -> ScoreIndex {
+    /// An index over the first `n` of `peers`, every entry stale (and the marks of
+    /// `peers` set to match).
+    fn new(n: usize, peers: &mut [Peer]) -> ScoreIndex {
+        for (i, p) in peers.iter_mut().enumerate() {
+            p.dirty = i < n;
+            p.over = false;
+        }
         // Nodes per level, from the lowest to the root.
         let mut widths = vec![n.div_ceil(FANOUT).max(1)];
         while widths[widths.len() - 1] > 1 {
@@ -340,16 +347,15 @@ impl ScoreIndex {
                 .map(|j| vec![Least::NONE; padded(j)])
                 .collect(),
             dirty: (0..n as u32).rev().collect(),
-            is_dirty: vec![true; n],
             over: Vec::new(),
-            is_over: vec![false; n],
             interval: u64::MAX,
         }
     }
 
-    fn touch(&mut self, i: usize) {
-        if i < self.n && !self.is_dirty[i] {
-            self.is_dirty[i] = true;
+    /// Lists server `i` (whose record is `peer`) as stale, unless it is already.
+    fn touch(&mut self, i: usize, peer: &mut Peer) {
+        if i < self.n && !peer.dirty {
+            peer.dirty = true;
             self.dirty.push(i as u32);
         }
     }
@@ -426,7 +432,7 @@ impl ScoreIndex {
 #[derive(Debug)]
 pub struct C3 {
     cfg: C3Config,
-    /// Per server its feedback and limiter ([`Peer`]), and its cubic's state.
+    /// Per server its feedback, limiter and marks ([`Peer`]), and its cubic's curve.
     peers: Vec<Peer>,
     cubics: Vec<Cubic>,
     rng: SimRng,
@@ -462,20 +468,20 @@ impl C3 {
     #[inline(never)]
     fn grow_to(&mut self, n: usize) {
         let peer = Peer {
-            feedback: Feedback::default(),
-            limiter: Limiter {
-                srate: self.cfg.s_max,
-                rrate: 0.0,
-                window: Nanos::ZERO,
-                sent: 0,
-                received: 0,
-            },
-        };
-        let mut cubic = Cubic {
-            r0: 0.0,
+            response: 0.0,
+            service: 0.0,
+            queue: 0.0,
+            srate: self.cfg.s_max,
+            window: Nanos::ZERO,
             decreased: Nanos::ZERO,
-            k: 0.0,
+            sent: 0,
+            received: 0,
+            rrate: 0,
+            seen: false,
+            dirty: false,
+            over: false,
         };
+        let mut cubic = Cubic { r0: 0.0, k: 0.0 };
         cubic.set_r0(self.cfg.s_max, &self.cfg);
         self.peers.resize(n, peer);
         self.cubics.resize(n, cubic);
@@ -489,10 +495,9 @@ impl C3 {
     /// `q̂³/μ̄ ≥ 1/μ̄`, and their sum is at least 0 (an exact 0 is +0.0). It stays
     /// below 10⁸⁰ (`q̂ < 2·10¹⁹` from u32 counts, `1/μ̄ < 2·10¹⁹` ns).
     pub fn score(&self, i: usize, os: u32) -> f64 {
-        let f = self.peers.get(i).map(|p| p.feedback).unwrap_or_default();
-        if !f.seen {
+        let Some(f) = self.peers.get(i).filter(|p| p.seen) else {
             return 0.0;
-        }
+        };
         let q = 1.0 + f64::from(os) * f64::from(self.cfg.clients) + f.queue;
         f.response - f.service + q * q * q * f.service
     }
@@ -500,14 +505,10 @@ impl C3 {
     /// Moves server `i`'s limiter to the interval holding `now`.
     fn roll(&mut self, i: usize, now: Nanos) {
         let dt = self.cfg.rate_interval.0.max(1);
-        let l = &mut self.peers[i].limiter;
+        let l = &mut self.peers[i];
         if now.0 >= l.window.0 + dt {
             let elapsed = (now.0 - l.window.0) / dt;
-            l.rrate = if elapsed == 1 {
-                f64::from(l.received)
-            } else {
-                0.0
-            };
+            l.rrate = if elapsed == 1 { l.received } else { 0 };
             l.window = Nanos(l.window.0 + elapsed * dt);
             l.sent = 0;
             l.received = 0;
@@ -520,7 +521,7 @@ impl C3 {
             return true;
         }
         self.roll(i, now);
-        let l = &self.peers[i].limiter;
+        let l = &self.peers[i];
         f64::from(l.sent) < l.srate
     }
 
@@ -528,16 +529,18 @@ impl C3 {
     fn adapt(&mut self, i: usize, now: Nanos) {
         self.roll(i, now);
         let cfg = self.cfg;
-        let (l, c) = (&mut self.peers[i].limiter, &mut self.cubics[i]);
+        let l = &mut self.peers[i];
         l.received += 1;
-        if l.srate < l.rrate {
-            let dt_ms = (now - c.decreased).as_secs_f64() * 1e3;
+        let rrate = f64::from(l.rrate);
+        if l.srate < rrate {
+            let c = &self.cubics[i];
+            let dt_ms = (now - l.decreased).as_secs_f64() * 1e3;
             let cubic = cfg.gamma * (dt_ms - c.k).powi(3) + c.r0;
             l.srate = cubic.clamp(l.srate, l.srate + cfg.s_max);
-        } else if l.srate > l.rrate && now.saturating_sub(c.decreased) >= cfg.hysteresis {
-            c.set_r0(l.srate, &cfg);
+        } else if l.srate > rrate && now.saturating_sub(l.decreased) >= cfg.hysteresis {
+            self.cubics[i].set_r0(l.srate, &cfg);
             l.srate = ((1.0 - cfg.beta) * l.srate).max(1.0);
-            c.decreased = now;
+            l.decreased = now;
         }
     }
 
@@ -562,29 +565,31 @@ impl C3 {
     fn pick_indexed(&mut self, backends: &Backends, now: Nanos) -> Option<usize> {
         let mut ix = match self.index.take() {
             Some(ix) if ix.n == backends.len() => ix,
-            _ => Box::new(ScoreIndex::new(backends.len())),
+            _ => Box::new(ScoreIndex::new(backends.len(), &mut self.peers)),
         };
         if self.cfg.rate_control {
             let interval = now.0 / self.cfg.rate_interval.0.max(1);
             if interval != ix.interval {
                 ix.interval = interval;
                 for i in std::mem::take(&mut ix.over) {
-                    ix.is_over[i as usize] = false;
-                    ix.touch(i as usize);
+                    let p = &mut self.peers[i as usize];
+                    p.over = false;
+                    ix.touch(i as usize, p);
                 }
             }
         }
         while let Some(i) = ix.dirty.pop() {
             let i = i as usize;
-            ix.is_dirty[i] = false;
+            self.peers[i].dirty = false;
             let b = backends.at(i);
             let key = if b.up {
                 let s = self.score(i, b.in_flight);
                 if self.within_rate(i, now) {
                     within_key(s)
                 } else {
-                    if !ix.is_over[i] {
-                        ix.is_over[i] = true;
+                    let p = &mut self.peers[i];
+                    if !p.over {
+                        p.over = true;
                         ix.over.push(i as u32);
                     }
                     over_key(s)
@@ -605,14 +610,14 @@ impl C3 {
 
     fn touch(&mut self, i: usize) {
         if let Some(ix) = &mut self.index {
-            ix.touch(i);
+            ix.touch(i, &mut self.peers[i]);
         }
     }
 
     /// The load server `i` reported on a reply, into its EWMAs (`i` grown into).
     fn note_load(&mut self, i: usize, load: &ServerLoad) {
         let alpha = self.cfg.alpha;
-        let f = &mut self.peers[i].feedback;
+        let f = &mut self.peers[i];
         let first = !f.seen;
         f.service = ewma(f.service, load.service_time.0 as f64, alpha, first);
         f.queue = ewma(f.queue, f64::from(load.queued), alpha, first);
@@ -624,7 +629,7 @@ impl C3 {
         if outcome != Outcome::Ok {
             return;
         }
-        let f = &mut self.peers[i].feedback;
+        let f = &mut self.peers[i];
         let first = !f.seen;
         f.response = ewma(f.response, latency.0 as f64, self.cfg.alpha, first);
         f.seen = true;
@@ -635,7 +640,7 @@ impl C3 {
 
     /// Server `i`'s sending rate (requests per interval), for tests and traces.
     pub fn send_rate(&self, i: usize) -> f64 {
-        self.peers.get(i).map_or(0.0, |p| p.limiter.srate)
+        self.peers.get(i).map_or(0.0, |p| p.srate)
     }
 }
 
@@ -686,7 +691,7 @@ impl Strategy for C3 {
         self.touch(backend);
         if self.cfg.rate_control {
             self.roll(backend, now);
-            self.peers[backend].limiter.sent += 1;
+            self.peers[backend].sent += 1;
         }
     }
 
@@ -1192,7 +1197,7 @@ mod tests {
             n in prop_oneof![1usize..40, 40usize..700, 4000usize..4200],
             sets in proptest::collection::vec((any::<usize>(), some_key()), 1..400),
         ) {
-            let mut ix = ScoreIndex::new(n);
+            let mut ix = ScoreIndex::new(n, &mut c3(no_rate(), n).peers);
             let mut model = vec![DOWN_KEY; n];
             for (i, key) in sets {
                 let i = i % n;
