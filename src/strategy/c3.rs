@@ -165,6 +165,16 @@ impl Cubic {
 /// 0.975×); a binary tree cost more (1.02–1.07× of 16, branch-free), and 32 more still.
 const FANOUT: usize = 4;
 
+/// Servers under each lowest node of [`ScoreIndex`]'s tree: the lowest level of nodes
+/// over groups of [`FANOUT`] keys is left out, its parents read the keys themselves.
+const LEAF: usize = 16;
+
+/// The keys of the servers under one lowest node of [`ScoreIndex`]'s tree, aligned to
+/// two whole cache lines.
+#[derive(Clone, Copy, Debug)]
+#[repr(align(128))]
+struct KeyGroup([u64; LEAF]);
+
 /// A server's key in [`ScoreIndex`] while it is up and within its rate: its score's bits.
 /// Scores are finite and never below +0.0 ([`C3::score`]), and for such floats the order
 /// of the bits as integers is the order of the values, equality included.
@@ -185,10 +195,9 @@ fn over_key(score: f64) -> u64 {
 /// The key of a server that is down: in no set (no finite score's key reaches it).
 const DOWN_KEY: u64 = u64::MAX;
 
-/// The least of [`FANOUT`] keys (a multiple of 4), in four running minima: with more
-/// than 4 keys, each conditional move waits on a quarter of the others, not on all
-/// before it.
-fn least_key(keys: &[u64; FANOUT]) -> u64 {
+/// The least of `N` keys (a multiple of 4), in four running minima: with more than 4
+/// keys, each conditional move waits on a quarter of the others, not on all before it.
+fn least_key<const N: usize>(keys: &[u64; N]) -> u64 {
     let mut m = [DOWN_KEY; 4];
     for chunk in keys.chunks_exact(4) {
         for (m, &k) in m.iter_mut().zip(chunk) {
@@ -198,8 +207,8 @@ fn least_key(keys: &[u64; FANOUT]) -> u64 {
     m[0].min(m[1]).min(m[2].min(m[3]))
 }
 
-/// Which of [`FANOUT`] keys equal `key`, as bits (bit `j` for `keys[j]`).
-fn holders(keys: &[u64; FANOUT], key: u64) -> u32 {
+/// Which of `N` keys (up to 32) equal `key`, as bits (bit `j` for `keys[j]`).
+fn holders<const N: usize>(keys: &[u64; N], key: u64) -> u32 {
     keys.iter()
         .enumerate()
         .fold(0, |held, (j, &k)| held | u32::from(k == key) << j)
@@ -235,7 +244,7 @@ impl Least {
     }
 
     /// The least of consecutive keys, the first of which is server `base`'s.
-    fn of_keys(keys: &[u64; FANOUT], base: usize) -> Least {
+    fn of_keys(keys: &[u64; LEAF], base: usize) -> Least {
         let key = least_key(keys);
         if key == DOWN_KEY {
             return Least::NONE;
@@ -310,9 +319,9 @@ impl Least {
 struct ScoreIndex {
     /// Servers indexed (the view's length when built).
     n: usize,
-    /// Per server its key; [`DOWN_KEY`] beyond `n` up to a whole number of groups.
-    keys: Vec<u64>,
-    /// `levels[0]` has a node per [`FANOUT`] keys, `levels[j + 1]` one per [`FANOUT`]
+    /// Per server its key, in groups of [`LEAF`]; [`DOWN_KEY`] beyond `n`.
+    keys: Vec<KeyGroup>,
+    /// `levels[0]` has a node per [`KeyGroup`], `levels[j + 1]` one per [`FANOUT`]
     /// nodes of `levels[j]` (each padded with [`Least::NONE`] to whole groups); the last
     /// level is the root alone.
     levels: Vec<Vec<Least>>,
@@ -335,14 +344,14 @@ impl ScoreIndex {
             p.over = false;
         }
         // Nodes per level, from the lowest to the root.
-        let mut widths = vec![n.div_ceil(FANOUT).max(1)];
+        let mut widths = vec![n.div_ceil(LEAF).max(1)];
         while widths[widths.len() - 1] > 1 {
             widths.push(widths[widths.len() - 1].div_ceil(FANOUT));
         }
         let padded = |j: usize| widths.get(j + 1).map_or(1, |&w| w * FANOUT);
         ScoreIndex {
             n,
-            keys: vec![DOWN_KEY; widths[0] * FANOUT],
+            keys: vec![KeyGroup([DOWN_KEY; LEAF]); widths[0]],
             levels: (0..widths.len())
                 .map(|j| vec![Least::NONE; padded(j)])
                 .collect(),
@@ -367,25 +376,23 @@ impl ScoreIndex {
 
     /// The least of group `g` of level `j`'s children (keys for level 0).
     fn rescan(&self, j: usize, g: usize) -> Least {
-        let group = g * FANOUT..(g + 1) * FANOUT;
         if j == 0 {
-            let keys = self.keys[group].try_into().expect("whole groups");
-            Least::of_keys(keys, g * FANOUT)
+            Least::of_keys(&self.keys[g].0, g * LEAF)
         } else {
+            let group = g * FANOUT..(g + 1) * FANOUT;
             Least::of_nodes(self.levels[j - 1][group].try_into().expect("whole groups"))
         }
     }
 
     /// Sets server `i`'s key, then its ancestors, up to the first that does not change.
     fn set(&mut self, i: usize, key: u64) {
-        let old = std::mem::replace(&mut self.keys[i], key);
+        let old = std::mem::replace(&mut self.keys[i / LEAF].0[i % LEAF], key);
         if old == key {
             return;
         }
         let (mut was, mut now) = (Least::of_server(i, old), Least::of_server(i, key));
-        let mut g = i;
+        let mut g = i / LEAF;
         for j in 0..self.levels.len() {
-            g /= FANOUT;
             let node = self.levels[j][g];
             let next = node.after(was, now).unwrap_or_else(|| self.rescan(j, g));
             if next == node {
@@ -393,6 +400,7 @@ impl ScoreIndex {
             }
             self.levels[j][g] = next;
             (was, now) = (node, next);
+            g /= FANOUT;
         }
     }
 
@@ -419,12 +427,15 @@ impl ScoreIndex {
                 rank -= child.count;
             };
         }
-        let keys = &self.keys[g * FANOUT..(g + 1) * FANOUT];
-        let mut tied = keys.iter().enumerate().filter(|&(_, &k)| k == root.key);
+        let mut tied = self.keys[g]
+            .0
+            .iter()
+            .enumerate()
+            .filter(|&(_, &k)| k == root.key);
         let (c, _) = tied
             .nth(rank as usize)
             .expect("the tree counts the tied servers");
-        g * FANOUT + c
+        g * LEAF + c
     }
 }
 
