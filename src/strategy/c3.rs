@@ -592,9 +592,8 @@ impl C3 {
         while let Some(i) = ix.dirty.pop() {
             let i = i as usize;
             self.peers[i].dirty = false;
-            let b = backends.at(i);
-            let key = if b.up {
-                let s = self.score(i, b.in_flight);
+            let key = if backends.up(i) {
+                let s = self.score(i, backends.in_flight(i));
                 if self.within_rate(i, now) {
                     within_key(s)
                 } else {
@@ -1159,6 +1158,82 @@ mod tests {
                     }
                     Step::Wait(us) => t += u64::from(us) * 1000,
                 }
+            }
+        }
+    }
+
+    /// The indexed balancer's marks in [`Peer`] say which servers its lists hold, and
+    /// the lists hold each server once.
+    fn check_marks(c: &C3) -> Result<(), String> {
+        let Some(ix) = &c.index else { return Ok(()) };
+        for (i, p) in c.peers.iter().enumerate() {
+            let listed = |list: &[u32]| list.iter().filter(|&&j| j as usize == i).count();
+            let (dirty, over) = (listed(&ix.dirty), listed(&ix.over));
+            if (usize::from(p.dirty), usize::from(p.over)) != (dirty, over) {
+                return Err(format!(
+                    "server {i}: marked dirty {} over {}, listed {dirty} and {over} times",
+                    p.dirty, p.over
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn marks_match_the_lists(
+            cfg in 0usize..3,
+            n in 1usize..40,
+            steps in proptest::collection::vec(step(), 1..300),
+        ) {
+            // Events beyond the index's servers too (the balancer grows into them), and
+            // halfway a view of two servers more (the index is built anew).
+            let mut c = c3(C3Config { indexed: true, ..configs()[cfg] }, n);
+            let mut view = Backends::new(&vec![1; n]);
+            let mut t = 1u64;
+            let mut outstanding = Vec::new();
+            for (k, s) in steps.iter().enumerate() {
+                if k == steps.len() / 2 {
+                    let mut more = Backends::new(&vec![1; n + 2]);
+                    for i in 0..n {
+                        more.set_in_flight(i, view.in_flight(i));
+                        more.set_up(i, view.up(i));
+                    }
+                    view = more;
+                }
+                t += 1;
+                let now = Nanos(t);
+                match *s {
+                    Step::Route => {
+                        if let Some(i) = c.pick(&view, &PickContext::new(now, 0)) {
+                            view.set_in_flight(i, view.in_flight(i) + 1);
+                            c.on_dispatch(i, now);
+                            outstanding.push(i);
+                        }
+                    }
+                    Step::Complete(k, latency, service, queued, failed) => {
+                        let i = if outstanding.is_empty() {
+                            n + k % 3
+                        } else {
+                            outstanding.swap_remove(k % outstanding.len())
+                        };
+                        if i < view.len() {
+                            view.set_in_flight(i, view.in_flight(i) - 1);
+                        }
+                        if failed {
+                            c.on_complete(i, Nanos(1), Outcome::Failed, now);
+                        } else {
+                            reply(&mut c, i, u32::from(queued), service.into(), latency.into(), t);
+                        }
+                    }
+                    Step::SetUp(i, up) => {
+                        view.set_up(i % n, up);
+                        c.on_view(i % n, &view.at(i % n));
+                    }
+                    Step::Wait(us) => t += u64::from(us) * 1000,
+                }
+                prop_assert_eq!(check_marks(&c), Ok(()));
             }
         }
     }
