@@ -5,13 +5,13 @@
 //! Why their times: a busy machine does not only make every sleeper a little late (the
 //! mean that [`super::machine`] measures and the verdict's reference "as the machine
 //! ran" adds to every call); now and then it stalls a thread for tens of milliseconds.
-//! One such stall builds a backlog: beside two `yes` loops on 2 cores, a `crash-live`
-//! replay (10 ms services at time scale 2, 2 workers per backend, 70% load) had workers
-//! wake up to 32 ms late (p90 5 ms, mean 1.3 ms) and the dispatcher once 100 ms late,
-//! and a backend's mean queue came out 46–75% above the simulation, its response time
-//! 33–50%. A constant added to every service cannot build such a backlog, since queues
-//! grow with the variance of services, not only their mean; the same lateness *at its
-//! times* does. So the verdict's reference as the machine ran simulates the stalls as
+//! One such stall builds a backlog: beside two `yes` loops on 2 cores (load average 4–9),
+//! `crash-live` replays (10 ms services at time scale 2, 2 workers per backend, 70% load)
+//! had a backend's workers wake late by at most 4–120 ms (median 18 ms; p90 2.3 ms) and
+//! the dispatcher by up to 132 ms, and 11 matched replays of 30 failed: server queues
+//! 25–146% above the simulation, server and phase response times 18–106%. A constant
+//! added to every service cannot build such a backlog, since queues grow with the
+//! variance of services, not only their mean; the same lateness *at its times* does. So the verdict's reference as the machine ran simulates the stalls as
 //! `pause` faults ([`pauses`]), and only a row that agrees with that simulation is
 //! refused (not judged), never passed.
 //!
@@ -52,7 +52,7 @@ pub const DISPATCHER_STALL_FRACTION: f64 = 0.25;
 
 /// Most pauses simulated (the longest, by the worker time they cost): a bound on the
 /// simulation's work, far above what a replay records (beside two `yes` loops on 2 cores
-/// and a load average of 9, 140–210 stalls in 12 s).
+/// and a load average of 4–9, 109–475 stalls in a `crash-live` replay of 12 s).
 pub const MAX_PAUSES: usize = 4096;
 
 /// Steps of the grid the pauses' faults start and end on: at most this many phases more
