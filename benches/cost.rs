@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Arguments: a label (a strategy's kind at its defaults, or `jsq_indexed` /
-//! `c3_indexed`, or `prequal_rR` for Prequal at `probe_rate = R`), the number of servers,
+//! `c3_indexed` / `aperture_steady`, or `prequal_rR` for Prequal at `probe_rate = R`), the number of servers,
 //! and how many times to simulate the run. It prints the requests simulated (arrivals), to
 //! keep the work observable.
 
@@ -46,6 +46,8 @@ fn strategy(label: &str) -> String {
     match label {
         "jsq_indexed" => "kind = \"jsq\"\nindexed = true".into(),
         "c3_indexed" => "kind = \"c3\"\nindexed = true".into(),
+        // Aperture at its steady width within the run (scale.rs's row of that name).
+        "aperture_steady" => "kind = \"aperture\"\nsmooth_win = 0.001".into(),
         label => match label.strip_prefix("prequal_r") {
             // Prequal at another probe rate: the cost of a probe, by difference.
             Some(rate) => format!("kind = \"prequal\"\nprobe_rate = {rate}"),

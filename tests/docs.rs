@@ -28,6 +28,16 @@ fn both_readmes_hold_the_generated_strategy_table() {
     }
 }
 
+/// The README's first screen says how many strategies there are; it is the registry's count.
+#[test]
+fn the_readme_counts_the_registry_s_strategies() {
+    let claim = format!("... {} in all)", STRATEGIES.len());
+    assert!(
+        read("README.md").contains(&claim),
+        "README.md's first paragraph must say `{claim}` (the registry's count)"
+    );
+}
+
 #[test]
 fn readme_metric_table_is_generated_from_the_definitions() {
     let table = markdown_table();
