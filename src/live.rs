@@ -26,6 +26,7 @@ pub mod proto;
 pub mod proxy;
 mod run;
 pub mod server;
+pub mod stall;
 mod support;
 pub mod transport;
 pub mod verdict;

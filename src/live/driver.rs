@@ -411,6 +411,8 @@ pub(super) struct Replay {
     /// Declared speed per backend, for the declared service of a call.
     pub(super) speeds: Vec<f64>,
     pub(super) under_load: Vec<LoadedCost>,
+    /// The stalls of the dispatcher and the backends' workers ([`super::stall`]).
+    stalls: super::stall::StallRecorder,
     /// Per backend, when faults alter its service ([`super::faults::altered_windows`]):
     /// its cost under load is measured on the calls that overlap none of them (a call
     /// served slower, paused or delayed by a fault says nothing of the backend's own cost;
@@ -560,6 +562,9 @@ impl Replay {
         let wall = finished.saturating_duration_since(job.scheduled).as_nanos();
         let declared = job.work_ns as f64 / self.speeds[i];
         let (queued, served) = (queued_ns as f64, served_ns as f64);
+        if let Some(late) = woke_late_ns {
+            self.stalls.worker(i, now, self.clock.scenario_ns(late));
+        }
         self.under_load[i].record(
             served - declared,
             wall as f64 - queued - served,
@@ -696,6 +701,7 @@ fn dispatch(
         errors_per_backend: vec![0; backends],
         marked_down: Vec::new(),
         under_load: vec![LoadedCost::default(); backends],
+        stalls: super::stall::StallRecorder::new(scenario),
         speeds: scenario
             .servers()
             .iter()
@@ -776,7 +782,9 @@ fn dispatch(
         }
         r.on_probes();
         let woke = Instant::now();
-        let late = woke.saturating_duration_since(due).as_nanos();
+        let late = woke.saturating_duration_since(due);
+        r.stalls.dispatcher(req.arrival, clock.scenario(late));
+        let late = late.as_nanos();
         dispatch_lag.saturating_record(u64::try_from(late).unwrap_or(u64::MAX).max(1));
         let now = clock.now(woke);
         let measured = req.arrival >= from && req.arrival < to;
@@ -878,6 +886,7 @@ fn dispatch(
         under_load: r.under_load,
         machine,
         faults: fault_log,
+        stalls: r.stalls.finish(),
     }))
 }
 /// The port the backends started here must begin at, if a strategy replayed through a

@@ -682,6 +682,8 @@ struct Replay<'a> {
     speeds: Vec<f64>,
     /// Per backend, what it added to each served call under the replay's load.
     under_load: Vec<LoadedCost>,
+    /// The stalls of the dispatcher and the backends' workers ([`super::stall`]).
+    stalls: super::stall::StallRecorder,
     /// Per backend, the windows in which a fault alters its service
     /// ([`super::faults::altered_windows`]): no cost under load is measured there.
     altered: Vec<Vec<(Nanos, Nanos)>>,
@@ -762,6 +764,9 @@ impl Replay<'_> {
                         .saturating_duration_since(done.call.scheduled)
                         .as_nanos() as f64;
                     let (q, sv) = (queued_ns as f64, served_ns as f64);
+                    if let Some(late) = woke_late_ns {
+                        self.stalls.worker(i, end, self.clock.scenario_ns(late));
+                    }
                     self.under_load[i].record(
                         sv - done.call.work_ns / self.speeds[i],
                         wall - q - sv,
@@ -976,6 +981,7 @@ pub(crate) fn replay_strategy(
         to,
         speeds: servers.iter().map(|s| s.speed).collect(),
         under_load: vec![LoadedCost::default(); n],
+        stalls: super::stall::StallRecorder::new(scenario),
         altered: super::faults::altered_windows(scenario, opts.fault_delay),
     };
     let mut faults = faults.map(|(controls, addrs)| {
@@ -1032,7 +1038,9 @@ pub(crate) fn replay_strategy(
         r.expire_until(req.arrival, spin);
         let due = clock.at(req.arrival);
         r.wait_until(due, spin);
-        let late = Instant::now().saturating_duration_since(due).as_nanos();
+        let late = Instant::now().saturating_duration_since(due);
+        r.stalls.dispatcher(req.arrival, clock.scenario(late));
+        let late = late.as_nanos();
         dispatch_lag.saturating_record(u64::try_from(late).unwrap_or(u64::MAX).max(1));
         let measured = req.arrival >= from && req.arrival < to;
         r.metrics.arrived += u64::from(measured);
@@ -1136,6 +1144,7 @@ pub(crate) fn replay_strategy(
         under_load: r.under_load,
         machine,
         faults: fault_log,
+        stalls: r.stalls.finish(),
     })
 }
 

@@ -66,6 +66,10 @@ pub struct StrategyReplay {
     /// in order, each with how late it was applied ([`super::faults`]); empty without
     /// faults.
     pub faults: Vec<super::faults::FaultEvent>,
+    /// When the machine stalled the dispatcher or a backend's worker for a sizeable part
+    /// of a service time, in order of recording ([`super::stall`]); empty where not
+    /// measured.
+    pub stalls: Vec<super::stall::Stall>,
 }
 
 /// The replay of every strategy.

@@ -16,12 +16,17 @@
 //! strategy is simulated once more with each backend's cap raised by that lateness, and
 //! each failing row gets its reference as the machine ran ([`Comparison::machine`]): a row
 //! that agrees with it is not judged (no verdict), one that still disagrees fails.
+//! Queues and response times, which depend on *when* the machine was late, are compared
+//! with the replayed replication simulated with the replay's stalls too, each as a pause
+//! of its server at its time ([`super::stall`]): a mean added to every call cannot build
+//! the backlog one stall of a few services does.
 
 use hdrhistogram::Histogram;
 
 use super::calibrate::LoadedCost;
 use super::machine::MachineProbe;
 use super::run::{LiveRun, StrategyReplay};
+use super::stall;
 use crate::metrics::Metric;
 use crate::metrics::RunMetrics;
 pub use crate::report::live::{
@@ -178,7 +183,8 @@ pub fn compare(
             live.time_scale,
         );
         let failing = |r: &Comparison| r.strategy == replay.label && !r.passed();
-        if shares.iter().all(|&m| m <= 0.0) || !rows.iter().any(failing) {
+        let calm = shares.iter().all(|&m| m <= 0.0) && replay.stalls.is_empty();
+        if calm || !rows.iter().any(failing) {
             continue;
         }
         let (as_machine_ran, raised) = live.calibration.under_machine(&replay.under_load, &shares);
@@ -190,24 +196,45 @@ pub fn compare(
             finished,
             strategies: vec![result],
         };
-        let machine_rows = judge(
-            &Judged {
-                scenario,
-                sim: &as_ran,
-                sim_replayed: std::slice::from_ref(&replayed.summarize()),
-                live: &RunResults {
-                    strategies: vec![live_results.strategies[k].clone()],
-                    ..live_results.clone()
+        let live_k = RunResults {
+            strategies: vec![live_results.strategies[k].clone()],
+            ..live_results.clone()
+        };
+        let replayed_summary = replayed.summarize();
+        let machine_judged = Judged {
+            scenario,
+            sim: &as_ran,
+            sim_replayed: std::slice::from_ref(&replayed_summary),
+            live: &live_k,
+            idle: &[],
+            under_load: std::slice::from_ref(&under_load[k]),
+            phases: &phases,
+        };
+        let machine_rows = judge(&machine_judged, &opts.tolerances, opts.reference);
+        // The rows stalls move, against the same simulation with the stalls as pauses
+        // (the replayed replication only: the stalls happened at its requests' times).
+        let stalled = match opts.reference {
+            Reference::Replayed => {
+                simulate_stalled(scenario, entry, live, replay, &shares, bound, &phases)
+            }
+            Reference::Mean => None,
+        };
+        let stalled_rows = stalled.as_ref().map(|m| {
+            judge(
+                &Judged {
+                    sim_replayed: std::slice::from_ref(&m.summarize()),
+                    ..machine_judged
                 },
-                idle: &[],
-                under_load: std::slice::from_ref(&under_load[k]),
-                phases: &phases,
-            },
-            &opts.tolerances,
-            opts.reference,
-        );
+                &opts.tolerances,
+                opts.reference,
+            )
+        });
         let overrun = lateness(replay, |l| &l.late_path);
         for r in rows.iter_mut().filter(|r| failing(r)) {
+            let (reference, reference_rows) = match (&stalled, &stalled_rows) {
+                (Some(m), Some(rows)) if moved_by_stalls(r.figure) => (m, rows),
+                _ => (&replayed, &machine_rows),
+            };
             let percentile = match r.figure {
                 Figure::Cluster(Metric::LatencyP50) => Some(0.5),
                 Figure::Cluster(Metric::LatencyP99) => Some(0.99),
@@ -219,13 +246,13 @@ pub fn compare(
                 i.map(|i| shares[i])
             } else if let Some(q) = percentile.filter(|_| opts.reference == Reference::Replayed) {
                 Some(quantile_beside(
-                    &replayed.latency,
+                    &reference.latency,
                     &overrun,
                     live.time_scale,
                     q,
                 ))
             } else {
-                machine_rows
+                reference_rows
                     .iter()
                     .find(|m| m.figure == r.figure && m.server == r.server)
                     .map(Comparison::base)
@@ -242,6 +269,10 @@ pub fn compare(
             let p99 = q(&replay.lag, 0.99);
             let threshold = opts.max_lag_fraction * sim_k.estimate(p50).mean * live.time_scale;
             let late = lateness(replay, |l| &l.woke_late);
+            let longest = replay
+                .stalls
+                .iter()
+                .max_by(|a, b| a.length.total_cmp(&b.length));
             let (woke_late_mean, woke_late_p99) = match late.is_empty() {
                 true => (f64::NAN, f64::NAN),
                 false => (late.mean() * 1e-9, q(&late, 0.99)),
@@ -257,6 +288,10 @@ pub fn compare(
                 ok: p99 <= threshold,
                 woke_late_mean,
                 woke_late_p99,
+                stalls: replay.stalls.len(),
+                stall_max: longest.map_or(0.0, |s| s.length * live.time_scale),
+                stall_max_at: longest.map_or(f64::NAN, |s| s.at),
+                stall_total: replay.stalls.iter().map(|s| s.length).sum::<f64>() * live.time_scale,
             }
         })
         .collect();
@@ -321,6 +356,67 @@ fn simulate_one(
     Ok((result, replayed, r.requested, r.finished))
 }
 
+/// Whether the machine's stalls move `figure` beyond what their mean lateness, added to
+/// every call, does: queues and response times grow with the spread of service times and
+/// with bunched arrivals, so they depend on *when* the machine stalled
+/// ([`super::stall`]). Utilisations do not (they integrate the time in service, whose
+/// mean the lateness added to every call already includes), nor shares, error fractions
+/// or what calibration absorbed.
+fn moved_by_stalls(figure: Figure) -> bool {
+    matches!(
+        figure,
+        Figure::Cluster(Metric::LatencyMean | Metric::LatencyP50 | Metric::LatencyP99)
+            | Figure::ServerQueueMean
+            | Figure::ServerLatencyMean
+            | Figure::PhaseLatencyMean
+            | Figure::PhaseLatencyP99
+    )
+}
+
+/// The replayed replication of `entry` as the machine ran it, stalls included: the
+/// reference of [`compare`]'s rows the stalls move, `None` when `replay` recorded no
+/// stall. The stalls are simulated as pauses ([`stall::pauses`]); the mean lateness
+/// added to every call (`shares`, fractions of each server's declared service) then
+/// leaves out what its backend's own stalls among the pauses account for, so that no
+/// lateness counts twice. Phases are those of `phases` (the scenario's).
+fn simulate_stalled(
+    scenario: &Scenario,
+    entry: &StrategyEntry,
+    live: &LiveRun,
+    replay: &StrategyReplay,
+    shares: &[f64],
+    bound: f64,
+    phases: &[(crate::time::Nanos, crate::time::Nanos)],
+) -> Option<RunMetrics> {
+    let (pauses, absorbed) = stall::pauses(scenario, &replay.stalls);
+    if pauses.is_empty() {
+        return None;
+    }
+    let shares: Vec<f64> = shares
+        .iter()
+        .enumerate()
+        .map(|(i, &share)| {
+            let calls = replay.under_load.get(i).map_or(0, |l| l.woke_late.len());
+            if calls < super::machine::MIN_SLEEPS {
+                return share;
+            }
+            let declared = super::calibrate::declared_service_ns(scenario, i, live.time_scale);
+            let per_call = absorbed[i] * 1e9 * live.time_scale / calls as f64;
+            (share - per_call / declared).max(0.0)
+        })
+        .collect();
+    let (as_ran, raised) = live.calibration.under_machine(&replay.under_load, &shares);
+    let overheads = as_ran.overheads_beside(live.time_scale, bound, &raised);
+    let mut paused = stall::with_pauses(scenario, &pauses);
+    paused.strategies = vec![entry.clone()];
+    let mut metrics = Run::entry(&paused, entry, live.replication)
+        .seed(live.seed)
+        .overheads(&overheads)
+        .metrics();
+    stall::coarsen_phases(&mut metrics, phases);
+    Some(metrics)
+}
+
 /// Per server of `scenario`, how late the machine woke its worker threads during
 /// `replay`, as a fraction of its declared mean service time (0 where not measured): what
 /// the backend itself said of its workers
@@ -365,7 +461,7 @@ fn machine_shares(
 fn lateness(replay: &StrategyReplay, part: fn(&LoadedCost) -> &Histogram<u64>) -> Histogram<u64> {
     let mut backends = crate::metrics::latency_histogram();
     for l in &replay.under_load {
-        backends.add(part(l)).expect("histograms of one kind");
+        add_saturating(&mut backends, part(l));
     }
     if backends.len() >= super::machine::MIN_SLEEPS {
         backends
@@ -378,9 +474,23 @@ fn lateness(replay: &StrategyReplay, part: fn(&LoadedCost) -> &Histogram<u64>) -
 fn pooled(overruns: &[Histogram<u64>]) -> Histogram<u64> {
     let mut all = crate::metrics::latency_histogram();
     for h in overruns {
-        all.add(h).expect("histograms of one kind");
+        add_saturating(&mut all, h);
     }
     all
+}
+
+/// Adds `from`'s counts to `into`, values beyond `into`'s range at its highest value.
+///
+/// The histograms added here are [`crate::metrics::latency_histogram`]s recorded with
+/// `saturating_record`, so `add` succeeds (it fails only on a value beyond `into`'s
+/// range); but [`LoadedCost`]'s fields are public, and a histogram built otherwise must
+/// not make the verdict panic: its values are then recorded one by one, clamped.
+pub(crate) fn add_saturating(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+    if into.add(from).is_err() {
+        for v in from.iter_recorded() {
+            into.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        }
+    }
 }
 
 /// The `q` quantile (seconds) of a response time drawn from `latency` (scenario ns) plus,
@@ -498,6 +608,150 @@ kind = "round_robin"
         }
     }
 
+    /// Two servers `a-0` and `b-0` of 2 workers, 10 ms services, 300 requests a second
+    /// (75% load), 3 measured seconds after 0.5 s, round robin; `a-0` with `a_workers`.
+    fn stalled_cluster(a_workers: u32) -> Scenario {
+        let src = r#"
+name = "stalled"
+seed = 11
+replications = 4
+duration = 3.0
+warmup = 0.5
+[arrivals]
+process = "poisson"
+rate = 300
+[[servers]]
+name = "a"
+workers = 2
+service = { dist = "lognormal", mean = 0.010, cv = 1.0 }
+[[servers]]
+name = "b"
+workers = 2
+service = { dist = "lognormal", mean = 0.010, cv = 1.0 }
+[[strategies]]
+kind = "round_robin"
+"#;
+        let mut s = Scenario::from_source(std::path::Path::new("t.toml"), src).unwrap();
+        // Set after validation, which refuses a cluster that cannot keep up.
+        s.groups[0].workers = a_workers;
+        s.expand_servers();
+        s
+    }
+
+    /// A live run of `scenario`'s replication 0 that measured what `cluster` (the same
+    /// servers as declared, or not) gave with the machine stalling as `stalls` say: its
+    /// figures are those of `cluster` simulated with the stalls as pauses, but for the
+    /// servers' busy time (a stalled dispatcher leaves them idle, where a paused server
+    /// holds its workers), and it recorded `recorded` (a perfect replay, at time scale 1,
+    /// without calibration).
+    fn replayed_beside(
+        scenario: &Scenario,
+        cluster: &Scenario,
+        stalls: &[stall::Stall],
+        recorded: Vec<stall::Stall>,
+    ) -> LiveRun {
+        let (pauses, _) = stall::pauses(cluster, stalls);
+        let paused = stall::with_pauses(cluster, &pauses);
+        let entry = &paused.strategies[0];
+        let mut metrics = Run::entry(&paused, entry, 0).seed(scenario.seed).metrics();
+        stall::coarsen_phases(&mut metrics, &[]);
+        let plain = Run::entry(cluster, entry, 0).seed(scenario.seed).metrics();
+        for (m, p) in metrics.servers.iter_mut().zip(&plain.servers) {
+            m.busy_area = p.busy_area;
+        }
+        let servers = scenario.servers().len();
+        LiveRun {
+            seed: scenario.seed,
+            replication: 0,
+            time_scale: 1.0,
+            backends: Vec::new(),
+            calibration: super::super::Calibration::default(),
+            strategies: vec![StrategyReplay {
+                label: entry.label(),
+                metrics,
+                errors: 0,
+                sent: 0,
+                lag: crate::metrics::latency_histogram(),
+                dispatch_lag: crate::metrics::latency_histogram(),
+                wall: std::time::Duration::ZERO,
+                marked_down: Vec::new(),
+                errors_per_backend: vec![0; servers],
+                connections: 0,
+                connection_waits: 0,
+                first_error: None,
+                probes_late: 0,
+                realtime: false,
+                under_load: Vec::new(),
+                machine: Vec::new(),
+                faults: Vec::new(),
+                stalls: recorded,
+            }],
+        }
+    }
+
+    /// The dispatcher stalled 150 ms at 1.5 s and 120 ms at 2.8 s, and both workers of
+    /// `a-0` 60 ms at 2.2 s.
+    fn stalls() -> Vec<stall::Stall> {
+        let at = |server, at, length| stall::Stall { server, at, length };
+        vec![
+            at(None, 1.5, 0.15),
+            at(Some(0), 2.2, 0.06),
+            at(Some(0), 2.2, 0.06),
+            at(None, 2.8, 0.12),
+        ]
+    }
+
+    fn verdict(live: &LiveRun, scenario: &Scenario) -> Verdict {
+        let opts = CompareOptions {
+            threads: Some(1),
+            ..CompareOptions::default()
+        };
+        compare(scenario, live, &opts).unwrap()
+    }
+
+    /// Stalls explain what they do, and only that: a cluster as declared, whose replay
+    /// the machine stalled, fails queues and response times against the simulation, and
+    /// those rows are refused (no verdict) when the replay recorded the stalls, judged
+    /// (a failure) when it did not; a cluster with a worker fewer fails its queue even
+    /// beside the same stalls.
+    #[test]
+    fn stalls_excuse_the_backlog_they_build_and_nothing_more() {
+        let s = stalled_cluster(2);
+        let unexcused = verdict(&replayed_beside(&s, &s, &stalls(), Vec::new()), &s);
+        let failed = match unexcused.outcome() {
+            Outcome::Fail { failed } => failed,
+            other => panic!("the stalls move no row: {other:?}"),
+        };
+        assert!(
+            failed.contains(&"round_robin server_queue_mean:a-0".to_string()),
+            "{failed:?}"
+        );
+        let excused = verdict(&replayed_beside(&s, &s, &stalls(), stalls()), &s);
+        match excused.outcome() {
+            Outcome::NoVerdict { reason } => {
+                assert!(reason.contains("machine was too busy"), "{reason}")
+            }
+            other => panic!("{other:?}\n{}", table(&excused)),
+        }
+        for r in excused.rows.iter().filter(|r| !r.passed()) {
+            assert_eq!(excused.word(r), "not judged (machine busy)", "{r:?}");
+        }
+        let lag = &excused.lag[0];
+        assert_eq!(lag.stalls, 4);
+        assert!((lag.stall_max - 0.15).abs() < 1e-9 && (lag.stall_max_at - 1.5).abs() < 1e-9);
+        assert!((lag.stall_total - 0.39).abs() < 1e-9);
+        assert!(table(&excused).contains("stalls: 4"));
+        // One worker fewer on a-0 (offered 0.75 erlangs: it saturates), beside the
+        // same stalls, recorded: its queue fails, judged.
+        let planted = verdict(
+            &replayed_beside(&s, &stalled_cluster(1), &stalls(), stalls()),
+            &s,
+        );
+        let row = planted.row("round_robin", "server_queue_mean:a-0").unwrap();
+        assert!(planted.judged(row) && !row.passed(), "{row:?}");
+        assert!(matches!(planted.outcome(), Outcome::Fail { .. }));
+    }
+
     #[test]
     fn percentiles_beside_a_late_machine_take_its_tail() {
         // Response times of 10 ms (the machine's mean among them); the machine wakes 1
@@ -518,5 +772,16 @@ kind = "round_robin"
         assert!((quantile_beside(&latency, &none, 2.0, 0.99) - 10e-3).abs() < 0.01e-3);
         // Groups pool.
         assert_eq!(pooled(&[overrun.clone(), overrun]).len(), 2000);
+        // A histogram of a narrower kind adds as usual; one of values beyond the
+        // latency histogram's range adds them at its top, without panicking.
+        let mut narrow = Histogram::<u64>::new_with_bounds(1, 1_000_000, 2).unwrap();
+        narrow.record(500).unwrap();
+        let mut wide = Histogram::<u64>::new_with_bounds(1, u64::MAX / 2, 3).unwrap();
+        wide.record_n(u64::MAX / 4, 3).unwrap();
+        let mut all = crate::metrics::latency_histogram();
+        add_saturating(&mut all, &narrow);
+        add_saturating(&mut all, &wide);
+        assert_eq!(all.len(), 4);
+        assert_eq!(all.max(), all.highest_equivalent(all.high()));
     }
 }

@@ -36,7 +36,10 @@
 //! fails but agrees with a simulation whose backends also took that much longer
 //! ([`Comparison::machine`]) is not judged either (`not judged (machine busy)`): the
 //! machine, not the model, explains it, and the outcome is "no verdict", never a pass. A
-//! row that fails even then is judged.
+//! row that fails even then is judged. Queues and response times are compared with that
+//! simulation with the replay's stalls as well, at their times ([`crate::live::stall`]:
+//! a worker or the dispatcher late by a part of a service time, as a pause of its server
+//! or of every server); [`LagCheck`] says how many there were, the longest and their sum.
 //!
 //! Tolerances use `check`'s syntax ([`super::tolerance`]); each figure has one primary
 //! tolerance (relative or absolute) and per-server queues also an absolute floor. The
@@ -582,6 +585,20 @@ pub struct LagCheck {
     pub woke_late_mean: f64,
     /// Its 99th percentile (wall-clock seconds; NaN where not measured).
     pub woke_late_p99: f64,
+    /// Stalls recorded: a backend's worker late by at least
+    /// [`WORKER_STALL_FRACTION`](crate::live::stall::WORKER_STALL_FRACTION) of its
+    /// declared mean service time, or the dispatcher by
+    /// [`DISPATCHER_STALL_FRACTION`](crate::live::stall::DISPATCHER_STALL_FRACTION) of
+    /// the shortest ([`crate::live::stall`]). The verdict's reference as the machine ran
+    /// simulates them at their times, for the rows they move.
+    pub stalls: usize,
+    /// The longest stall (wall-clock seconds; 0 without any).
+    pub stall_max: f64,
+    /// When the longest stall began (scenario seconds; NaN without any).
+    pub stall_max_at: f64,
+    /// The stalls' lengths summed (wall-clock seconds; stalls of several threads at once
+    /// count once each).
+    pub stall_total: f64,
 }
 
 /// What calibration measured on one backend and what the simulated side added (a row of
@@ -983,7 +1000,7 @@ impl Verdict {
             .collect();
         (!busy.is_empty()).then(|| {
             format!(
-                "no verdict: the machine was too busy ({}: they disagree with the simulation only as much as a thread sleeping beside the backends woke late); the backends' services are not the scenario's.\n  fix: run on a quieter machine (CPU-bound work beside `lbsim live` lengthens every emulated service), or run that work at a lower priority (`nice`)",
+                "no verdict: the machine was too busy ({}: they disagree with the simulation only as much as the backends' threads woke late, or the machine stalled them and the dispatcher, at the times it did); the backends' services are not the scenario's.\n  fix: run on a quieter machine (CPU-bound work beside `lbsim live` lengthens every emulated service), or run that work at a lower priority (`nice`)",
                 busy.join(", ")
             )
         })
@@ -1312,6 +1329,17 @@ pub fn table(verdict: &Verdict) -> String {
                 l.woke_late_p99 * 1e6
             );
         }
+        if l.stalls > 0 {
+            let _ = writeln!(
+                out,
+                "{:<20} stalls: {} (a worker late by 5% of a service time or more, the dispatcher by 25%), longest {:.1} ms at {:.3} s, {:.1} ms in all; rows they explain are not judged (machine busy)",
+                "",
+                l.stalls,
+                l.stall_max * 1e3,
+                l.stall_max_at,
+                l.stall_total * 1e3
+            );
+        }
     }
     out
 }
@@ -1552,6 +1580,10 @@ mod tests {
             ok: send <= 1.0,
             woke_late_mean: f64::NAN,
             woke_late_p99: f64::NAN,
+            stalls: 0,
+            stall_max: 0.0,
+            stall_max_at: f64::NAN,
+            stall_total: 0.0,
         };
         Verdict {
             calibrated,

@@ -181,10 +181,12 @@ pub fn verdict_of(
     v
 }
 
-/// Prints, per strategy of `run`, how late the machine woke threads: the probe beside the
-/// backends per server group, and per backend its calls' service overrun, round trip beyond
-/// queue and service, and how late its workers said they woke (µs): what a failure of a
-/// matched replay on a busy machine is read against.
+/// Prints, per strategy of `run`, how late the machine woke threads: the sends and the
+/// dispatcher (schedule lag, up to the largest: a stall), the probe beside the backends per
+/// server group, and per backend its calls' service overrun, round trip beyond queue and
+/// service, and how late its workers said they woke (µs); then the stalls recorded (how
+/// many, the longest, in all): what a failure of a matched replay on a busy machine is
+/// read against.
 pub fn print_overruns(run: &lbsim::live::LiveRun) {
     let us = |v: f64| v * 1e-3;
     // n, mean and the tail of a histogram of nanoseconds, in µs.
@@ -201,21 +203,37 @@ pub fn print_overruns(run: &lbsim::live::LiveRun) {
         )
     };
     for s in &run.strategies {
+        println!(
+            "lateness {} sends: lag {}; dispatcher {}",
+            s.label,
+            spread(&s.lag),
+            spread(&s.dispatch_lag)
+        );
         for (g, h) in s.machine.iter().enumerate() {
             println!("lateness {} probe group {g}: {}", s.label, spread(h));
         }
         for (i, l) in s.under_load.iter().enumerate() {
             println!(
-                "lateness {} backend {i}: overrun {}; extra p50 {:.0} mean {:.0} p99 {:.0}; woke late mean {:.0} p99 {:.0}",
+                "lateness {} backend {i}: overrun {}; extra p50 {:.0} mean {:.0} p99 {:.0}; woke late {}",
                 s.label,
                 spread(&l.overhead),
                 us(l.extra.value_at_quantile(0.5) as f64),
                 us(l.extra.mean()),
                 us(l.extra.value_at_quantile(0.99) as f64),
-                us(l.woke_late.mean()),
-                us(l.woke_late.value_at_quantile(0.99) as f64)
+                spread(&l.woke_late)
             );
         }
+        let longest = s.stalls.iter().map(|x| x.length).fold(0.0, f64::max);
+        let total: f64 = s.stalls.iter().map(|x| x.length).sum();
+        let dispatcher = s.stalls.iter().filter(|x| x.server.is_none()).count();
+        println!(
+            "stalls {}: {} ({} of the dispatcher), longest {:.1} ms, {:.1} ms in all (scenario time)",
+            s.label,
+            s.stalls.len(),
+            dispatcher,
+            longest * 1e3,
+            total * 1e3
+        );
     }
 }
 
