@@ -81,6 +81,18 @@ impl Strategy for LeastRequest {
         self.unweighted.on_dispatch(backend, now);
     }
 
+    fn indexes_view(&self) -> bool {
+        self.unweighted.indexes_view()
+    }
+
+    fn indexes_in_flight(&self) -> bool {
+        self.unweighted.indexes_in_flight()
+    }
+
+    fn on_view(&mut self, backend: usize, view: &Backend) {
+        self.unweighted.on_view(backend, view);
+    }
+
     fn on_complete(&mut self, backend: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
         self.unweighted.on_complete(backend, latency, outcome, now);
     }

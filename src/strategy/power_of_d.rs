@@ -12,7 +12,7 @@ use super::SpecError;
 use super::load::{Load, PendingRequests};
 use super::registry::{About, Kind, Knob, PickCost, Reads, Scanned, Split, Ty};
 use super::sample::{Sampler, least_cost};
-use super::{Backends, Outcome, PickContext, Strategy};
+use super::{Backend, Backends, Outcome, PickContext, Strategy};
 use crate::rng::SimRng;
 use crate::time::Nanos;
 
@@ -57,6 +57,20 @@ impl<L: Load> Strategy for PowerOfD<L> {
 
     fn on_dispatch(&mut self, backend: usize, now: Nanos) {
         self.load.on_dispatch(backend, now);
+    }
+
+    fn indexes_view(&self) -> bool {
+        // A large `d` keeps the list of backends up between picks (an O(n) scan each
+        // pick otherwise): it must hear of every backend going up or down.
+        self.sampler.keeps_list()
+    }
+
+    fn indexes_in_flight(&self) -> bool {
+        false
+    }
+
+    fn on_view(&mut self, _backend: usize, _view: &Backend) {
+        self.sampler.told();
     }
 
     fn on_complete(&mut self, backend: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
@@ -123,7 +137,36 @@ mod tests {
     use super::*;
     use crate::rng::{Stream, stream_rng};
     use crate::strategy::Balancer;
-    use crate::strategy::testing::{counts, picks};
+    use crate::strategy::testing::{Pair, counts, index_agrees_with_scan, picks};
+    use proptest::prelude::*;
+
+    /// The oracle: the list of backends up made anew at every pick, as before it was kept.
+    struct Relist(PowerOfD);
+
+    impl super::Strategy for Relist {
+        fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
+            self.0.sampler.told();
+            self.0.pick(backends, ctx)
+        }
+    }
+
+    /// A large `d` (with or without replacement) keeps its list of the backends up
+    /// between picks, told of each going up or down: the same picks as a list made anew
+    /// at every pick, through backends going down and up.
+    #[test]
+    fn kept_list_picks_what_a_fresh_list_picks() {
+        index_agrees_with_scan(
+            (17usize..24, any::<bool>()),
+            prop::collection::vec(Just(1u32), 24..40),
+            |&(d, replacement): &(usize, bool)| -> Pair {
+                let rng = || stream_rng(5, 0, Stream::Strategy, 0);
+                (
+                    Box::new(PowerOfD::new(d, replacement, rng())),
+                    Box::new(Relist(PowerOfD::new(d, replacement, rng()))),
+                )
+            },
+        );
+    }
 
     #[test]
     fn d_equal_n_without_replacement_is_least_loaded() {

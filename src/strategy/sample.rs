@@ -68,7 +68,15 @@ pub struct Sampler {
     d: usize,
     replacement: bool,
     candidates: Candidates,
+    /// The backends up, in index order (for the partial shuffle, which leaves it so).
     up: Vec<usize>,
+    /// The view length `up` was listed for, while it still lists the backends up: kept
+    /// between draws when `d` is above [`REJECTION_MAX_D`] (the balancer then tells of
+    /// every backend going up or down, [`Sampler::told`]), so that a draw costs O(d), not
+    /// O(n); `None` otherwise, the list made anew at each draw that needs it.
+    listed: Option<usize>,
+    /// The positions the partial shuffle swapped, to undo.
+    swaps: Vec<usize>,
 }
 
 impl Sampler {
@@ -79,6 +87,8 @@ impl Sampler {
             replacement,
             candidates: Candidates::new(),
             up: Vec::new(),
+            listed: None,
+            swaps: Vec::new(),
         }
     }
 
@@ -114,8 +124,11 @@ impl Sampler {
             self.candidates.clear();
         }
         // Slow path: many backends down, d close to the number up, or large d.
-        self.up.clear();
-        self.up.extend((0..n).filter(|&i| backends.up(i)));
+        if self.listed != Some(n) {
+            self.up.clear();
+            self.up.extend((0..n).filter(|&i| backends.up(i)));
+            self.listed = self.keeps_list().then_some(n);
+        }
         let m = self.up.len();
         if m == 0 {
             return self.candidates.as_slice();
@@ -129,9 +142,27 @@ impl Sampler {
                 let j = rng.random_range(k..m);
                 self.up.swap(k, j);
                 self.candidates.push(self.up[k]);
+                self.swaps.push(j);
+            }
+            // Undone last first, the swaps leave `up` in index order again: the next draw
+            // shuffles the list a fresh one would be, so draws stay what they were.
+            for (k, j) in self.swaps.drain(..).enumerate().rev() {
+                self.up.swap(k, j);
             }
         }
         self.candidates.as_slice()
+    }
+
+    /// Whether the sampler keeps its list of the backends up between draws, and wants to
+    /// be told when one goes up or down ([`Sampler::told`]): when `d` is above
+    /// [`REJECTION_MAX_D`], so that every draw takes the list.
+    pub fn keeps_list(&self) -> bool {
+        self.d > REJECTION_MAX_D
+    }
+
+    /// A backend went up or down: the list of those up is made anew at the next draw.
+    pub fn told(&mut self) {
+        self.listed = None;
     }
 }
 

@@ -14,8 +14,11 @@
 //! grouped by weight, ordered by their counter less `weight ×` the picks made, an order no
 //! pick changes), O(1) per distinct weight when the picked member moves behind the others
 //! of its weight (always, with equal weights) and O(log n) otherwise. The property tests
-//! compare it with the scan. Slow start varies weights with time, so a balancer with slow
-//! start always scans.
+//! compare it with the scan. Slow start varies weights with time, so while a server ramps
+//! a balancer with slow start scans; between ramps its weights are fixed (nominal, in
+//! thousandths) and the index, built from the scan's counters, picks again (a ramp's
+//! start hands its counters back to the scan): a steady cluster with slow start costs what
+//! one without does, not O(n) a pick.
 
 use std::cmp::Reverse;
 
@@ -103,16 +106,43 @@ impl SmoothWeightedRoundRobin {
     }
 }
 
-impl Strategy for SmoothWeightedRoundRobin {
-    fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
-        match &self.slow {
-            Some(s) => Self::step(&mut self.current, backends, |i, w| {
+impl SmoothWeightedRoundRobin {
+    /// A pick under slow start: nginx's scan while a server ramps (weights vary with
+    /// time); otherwise every weight is its nominal one in thousandths, fixed until the
+    /// next ramp, and an index of those weights, built from the scan's counters, picks.
+    fn pick_slow(&mut self, backends: &Backends, now: Nanos) -> Option<usize> {
+        let s = self.slow.as_ref().expect("slow start is set");
+        if !self.indexed || s.active(now) {
+            if let Some(index) = self.index.take() {
+                self.current = index.counters();
+            }
+            return Self::step(&mut self.current, backends, |i, w| {
                 if w == 0 {
                     return 0;
                 }
-                let scaled = f64::from(w) * SCALE * s.factor(i, ctx.now);
+                let scaled = f64::from(w) * SCALE * s.factor(i, now);
                 (scaled.round() as i64).max(1)
-            }),
+            });
+        }
+        let index = match &mut self.index {
+            Some(index) if index.len() == backends.len() => index,
+            stale => {
+                if let Some(old) = stale.take() {
+                    self.current = old.counters();
+                }
+                let mut counters = std::mem::take(&mut self.current);
+                counters.resize(backends.len(), 0);
+                stale.insert(SmoothIndex::with_counters(backends, counters, SCALE as i64))
+            }
+        };
+        index.pick()
+    }
+}
+
+impl Strategy for SmoothWeightedRoundRobin {
+    fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
+        match &self.slow {
+            Some(_) => self.pick_slow(backends, ctx.now),
             None if self.indexed => {
                 let index = match &mut self.index {
                     Some(index) if index.len() == backends.len() => index,
@@ -129,8 +159,8 @@ impl Strategy for SmoothWeightedRoundRobin {
             return false;
         }
         self.slow = Some(SlowStart::new(ramp));
-        // Weights now vary with time: the index (ordered by fixed weights) no longer holds.
-        self.indexed = false;
+        // Weights are now counted in thousandths: an index of nominal weights is dropped
+        // (the counters start again from the scan's, as before slow start was set).
         self.index = None;
         true
     }
@@ -194,21 +224,31 @@ pub(crate) struct SmoothIndex {
     total: i64,
     /// Per distinct weight, its members' entries.
     queues: Vec<(i64, RunHeap<Entry>)>,
+    /// Units per unit of configured weight: 1, or [`SCALE`] under slow start.
+    scale: i64,
 }
 
 impl SmoothIndex {
     /// The index of `backends` (every counter at 0, as nginx starts).
     pub(crate) fn new(backends: &Backends) -> SmoothIndex {
+        SmoothIndex::with_counters(backends, vec![0; backends.len()], 1)
+    }
+
+    /// The index of `backends` with each weight counted `scale` times and these counters
+    /// (one a backend), as the scan left them.
+    fn with_counters(backends: &Backends, counters: Vec<i64>, scale: i64) -> SmoothIndex {
         let n = backends.len();
+        debug_assert_eq!(counters.len(), n);
         let mut index = SmoothIndex {
             weight: backends.iter().map(|b| b.weight).collect(),
             member: vec![false; n],
-            current: vec![0; n],
+            current: counters,
             stamp: vec![0; n],
             stamps: 0,
             picks: 0,
             total: 0,
             queues: Vec::new(),
+            scale,
         };
         for (i, b) in backends.iter().enumerate() {
             if b.up && b.weight > 0 {
@@ -221,6 +261,22 @@ impl SmoothIndex {
     /// Number of backends.
     pub(crate) fn len(&self) -> usize {
         self.weight.len()
+    }
+
+    /// Backend `i`'s weight in units (its configured weight × the scale).
+    fn units(&self, i: usize) -> i64 {
+        i64::from(self.weight[i]) * self.scale
+    }
+
+    /// Every backend's counter, as the scan keeps them (a member's is its key plus
+    /// `weight × picks`, undoing [`SmoothIndex::join`]).
+    fn counters(&self) -> Vec<i64> {
+        (0..self.len())
+            .map(|i| match self.member[i] {
+                true => self.current[i] + self.units(i) * self.picks,
+                false => self.current[i],
+            })
+            .collect()
     }
 
     /// The queue of weight `w`, made if new.
@@ -237,7 +293,7 @@ impl SmoothIndex {
 
     /// Files backend `i` (a non-member now joining) under its key.
     fn join(&mut self, i: usize) {
-        let w = i64::from(self.weight[i]);
+        let w = self.units(i);
         self.member[i] = true;
         self.current[i] -= w * self.picks;
         self.total += w;
@@ -246,7 +302,7 @@ impl SmoothIndex {
 
     /// Takes member `i` out, its counter kept.
     fn leave(&mut self, i: usize) {
-        let w = i64::from(self.weight[i]);
+        let w = self.units(i);
         self.member[i] = false;
         self.current[i] += w * self.picks;
         self.total -= w;
@@ -259,7 +315,7 @@ impl SmoothIndex {
         self.stamp[i] = self.stamps;
         let e = (Reverse(self.current[i]), i as u32, self.stamps);
         let (member, stamp) = (&self.member, &self.stamp);
-        let w = i64::from(self.weight[i]);
+        let w = self.units(i);
         Self::queue(&mut self.queues, w).insert(e, |e| is_current(e, member, stamp));
     }
 
@@ -299,7 +355,8 @@ impl SmoothIndex {
         };
         let i = i as usize;
         // It gives back the total weight: its key falls by as much, and it is filed anew.
-        Self::queue(&mut self.queues, i64::from(self.weight[i])).removed();
+        let w = self.units(i);
+        Self::queue(&mut self.queues, w).removed();
         self.current[i] -= self.total;
         self.file(i);
         Some(i)
@@ -339,6 +396,7 @@ mod tests {
         Pair, counts, index_agrees_with_scan, long_runs_agree, picks, weights,
     };
     use proptest::prelude::*;
+    use proptest::strategy::Strategy as _;
 
     /// The index (`indexed`) and the scan (`default`).
     fn index_and_scan<P>(_: &P) -> Pair {
@@ -365,6 +423,73 @@ mod tests {
             |&(n, max_weight), rng| (0..n).map(|_| rng.random_range(0..max_weight)).collect(),
             index_and_scan,
         );
+    }
+
+    /// One step of a slow-start workout: a pick, or a backend going down or coming back
+    /// (and starting its ramp), each after some nanoseconds.
+    #[derive(Clone, Debug)]
+    enum SlowOp {
+        Route(u64),
+        Down(usize, u64),
+        Back(usize, u64),
+    }
+
+    fn slow_op() -> impl proptest::strategy::Strategy<Value = SlowOp> {
+        prop_oneof![
+            8 => (0u64..40).prop_map(SlowOp::Route),
+            1 => (any::<usize>(), 0u64..40).prop_map(|(i, t)| SlowOp::Down(i, t)),
+            1 => (any::<usize>(), 0u64..40).prop_map(|(i, t)| SlowOp::Back(i, t)),
+        ]
+    }
+
+    /// Every pick of a balancer with nginx slow start (a `window` of nanoseconds) over
+    /// `ops`.
+    fn slow_picks(
+        strategy: SmoothWeightedRoundRobin,
+        weights: &[u32],
+        window: u64,
+        ops: &[SlowOp],
+    ) -> Vec<Option<usize>> {
+        let mut b = Balancer::new(Box::new(strategy), weights);
+        assert!(b.set_slow_start(Ramp::Nginx {
+            window: Nanos(window)
+        }));
+        let (n, mut now, mut got) = (weights.len(), 0, Vec::new());
+        for op in ops {
+            match *op {
+                SlowOp::Route(dt) => {
+                    now += dt;
+                    got.push(b.route(Nanos(now), 0));
+                }
+                SlowOp::Down(i, dt) => {
+                    now += dt;
+                    b.set_up(i % n, false);
+                }
+                SlowOp::Back(i, dt) => {
+                    now += dt;
+                    b.set_up(i % n, true);
+                    b.available(i % n, Nanos(now));
+                }
+            }
+        }
+        got
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Under slow start, the index (between ramps) and the scan (while a server ramps)
+        /// pick what the scan alone picks, through ramps that start, overlap and end.
+        #[test]
+        fn slow_start_index_picks_what_the_scan_picks(
+            weights in prop::collection::vec(0u32..5, 1..10),
+            window in 1u64..300,
+            ops in prop::collection::vec(slow_op(), 1..400),
+        ) {
+            let fast = slow_picks(SmoothWeightedRoundRobin::indexed(), &weights, window, &ops);
+            let oracle = slow_picks(SmoothWeightedRoundRobin::default(), &weights, window, &ops);
+            prop_assert_eq!(fast, oracle);
+        }
     }
 
     #[test]
