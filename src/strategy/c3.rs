@@ -203,6 +203,20 @@ fn holders(keys: &[u64; FANOUT], key: u64) -> u32 {
         .fold(0, |held, (j, &k)| held | u32::from(k == key) << j)
 }
 
+/// How many servers hold a node's least key, and the first of them in index order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Held {
+    count: u32,
+    first: u32,
+}
+
+impl Held {
+    const NONE: Held = Held {
+        count: 0,
+        first: u32::MAX,
+    };
+}
+
 /// The least key of a set of servers, how many servers hold it, and the first of them in
 /// index order (`count` 0, [`Least::NONE`]: no server, all down).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,70 +245,65 @@ impl Least {
             }
         }
     }
+}
 
-    /// The least of consecutive keys, the first of which is server `base`'s.
-    fn of_keys(keys: &[u64; FANOUT], base: usize) -> Least {
-        let key = least_key(keys);
-        if key == DOWN_KEY {
-            return Least::NONE;
-        }
-        let held = holders(keys, key);
+/// [`FANOUT`] consecutive entries of one level of [`ScoreIndex`] (servers, or nodes):
+/// their keys, and how many servers hold each and the first of them. A group is the
+/// children of one node of the level above, and one cache line: a walk up the tree reads
+/// and writes one line a level.
+#[derive(Clone, Copy, Debug)]
+#[repr(align(64))]
+struct Group {
+    keys: [u64; FANOUT],
+    held: [Held; FANOUT],
+}
+
+impl Group {
+    const NONE: Group = Group {
+        keys: [DOWN_KEY; FANOUT],
+        held: [Held::NONE; FANOUT],
+    };
+
+    /// Entry `slot` (below [`FANOUT`]).
+    fn get(&self, slot: usize) -> Least {
+        let held = self.held[slot];
         Least {
-            key,
-            count: held.count_ones(),
-            first: (base + held.trailing_zeros() as usize) as u32,
+            key: self.keys[slot],
+            count: held.count,
+            first: held.first,
         }
     }
 
-    /// The least of consecutive nodes (children of one node, in index order).
-    fn of_nodes(nodes: &[Least; FANOUT]) -> Least {
-        let keys = nodes.map(|n| n.key);
-        let key = least_key(&keys);
+    fn put(&mut self, slot: usize, entry: Least) {
+        self.keys[slot] = entry.key;
+        self.held[slot] = Held {
+            count: entry.count,
+            first: entry.first,
+        };
+    }
+
+    /// The least of the entries: their parent node.
+    fn least(&self) -> Least {
+        let key = least_key(&self.keys);
         if key == DOWN_KEY {
             return Least::NONE;
         }
-        let held = holders(&keys, key);
-        let first = &nodes[held.trailing_zeros() as usize];
+        let holding = holders(&self.keys, key);
+        // Below FANOUT: `holding` has a bit set, and no bit at FANOUT or above.
+        let first = self.held[holding.trailing_zeros() as usize % FANOUT];
         // One holder but when servers tie.
-        let count = if held & (held - 1) == 0 {
+        let count = if holding & (holding - 1) == 0 {
             first.count
         } else {
             (0..FANOUT)
-                .filter(|&j| held & 1 << j != 0)
-                .map(|j| nodes[j].count)
+                .filter(|&j| holding & 1 << j != 0)
+                .map(|j| self.held[j].count)
                 .sum()
         };
         Least {
             key,
             count,
             first: first.first,
-        }
-    }
-
-    /// This node after one of its children changed from `was` to `now`, when that can be
-    /// told without reading the other children; `None` when they must be rescanned.
-    fn after(self, was: Least, now: Least) -> Option<Least> {
-        if now.key < self.key {
-            // The child now holds the least key alone (NONE's key is never below).
-            Some(now)
-        } else if was.key != self.key && now.key != self.key {
-            // Neither then nor now among the holders of the least key.
-            Some(self)
-        } else if was.key != self.key && now.key == self.key && now.key != DOWN_KEY {
-            // Joins the holders.
-            Some(Least {
-                count: self.count + now.count,
-                first: self.first.min(now.first),
-                ..self
-            })
-        } else if now.key > self.key && self.count > was.count && self.first != was.first {
-            // Leaves the holders, which keep their first.
-            Some(Least {
-                count: self.count - was.count,
-                ..self
-            })
-        } else {
-            None
         }
     }
 }
@@ -304,16 +313,24 @@ impl Least {
 /// so that the least key is the server that C3 picks: the least score within rate, else
 /// the least overall. Over the keys a tree of [`FANOUT`] children per node, each node the
 /// [`Least`] key of the servers under it.
+///
+/// Level 0 is the servers, level `j + 1` a node per [`Group`] of level `j`, up to a level
+/// of one group, whose least is the root. A change of a server's key is carried up one
+/// level at a time, as the least of the group it changed, and stops at the first level
+/// where that entry is unchanged: nothing above it changes either.
 #[derive(Debug)]
 struct ScoreIndex {
     /// Servers indexed (the view's length when built).
     n: usize,
-    /// Per server its key; [`DOWN_KEY`] beyond `n` up to a whole number of groups.
-    keys: Vec<u64>,
-    /// `levels[0]` has a node per [`FANOUT`] keys, `levels[j + 1]` one per [`FANOUT`]
-    /// nodes of `levels[j]` (each padded with [`Least::NONE`] to whole groups); the last
-    /// level is the root alone.
-    levels: Vec<Vec<Least>>,
+    /// Every level's groups, level after level from the servers' (padded with
+    /// [`Least::NONE`] to whole groups).
+    groups: Vec<Group>,
+    /// Where each level's groups start in `groups`: entry `e` of level `j` is slot
+    /// `e % FANOUT` of group `starts[j] + e / FANOUT`, and entry `e` of level `j + 1` is
+    /// the least of group `starts[j] + e`.
+    starts: Vec<usize>,
+    /// The least of the last level's group: the least key of all.
+    root: Least,
     /// Servers whose entry is stale: an event touched them since the last pick.
     dirty: Vec<u32>,
     is_dirty: Vec<bool>,
@@ -327,18 +344,24 @@ struct ScoreIndex {
 impl ScoreIndex {
     /// An index over `n` servers, every entry stale.
     fn new(n: usize) -> ScoreIndex {
-        // Nodes per level, from the lowest to the root.
+        // Groups per level, from the servers' to the one group of the last.
         let mut widths = vec![n.div_ceil(FANOUT).max(1)];
         while widths[widths.len() - 1] > 1 {
             widths.push(widths[widths.len() - 1].div_ceil(FANOUT));
         }
-        let padded = |j: usize| widths.get(j + 1).map_or(1, |&w| w * FANOUT);
+        let starts = widths
+            .iter()
+            .scan(0, |start, &w| {
+                let at = *start;
+                *start += w;
+                Some(at)
+            })
+            .collect();
         ScoreIndex {
             n,
-            keys: vec![DOWN_KEY; widths[0] * FANOUT],
-            levels: (0..widths.len())
-                .map(|j| vec![Least::NONE; padded(j)])
-                .collect(),
+            groups: vec![Group::NONE; widths.iter().sum()],
+            starts,
+            root: Least::NONE,
             dirty: (0..n as u32).rev().collect(),
             is_dirty: vec![true; n],
             over: Vec::new(),
@@ -356,69 +379,50 @@ impl ScoreIndex {
 
     /// The least key of all, how many servers hold it and the first of them.
     fn root(&self) -> Least {
-        self.levels[self.levels.len() - 1][0]
-    }
-
-    /// The least of group `g` of level `j`'s children (keys for level 0).
-    fn rescan(&self, j: usize, g: usize) -> Least {
-        let group = g * FANOUT..(g + 1) * FANOUT;
-        if j == 0 {
-            let keys = self.keys[group].try_into().expect("whole groups");
-            Least::of_keys(keys, g * FANOUT)
-        } else {
-            Least::of_nodes(self.levels[j - 1][group].try_into().expect("whole groups"))
-        }
+        self.root
     }
 
     /// Sets server `i`'s key, then its ancestors, up to the first that does not change.
     fn set(&mut self, i: usize, key: u64) {
-        let old = std::mem::replace(&mut self.keys[i], key);
-        if old == key {
-            return;
-        }
-        let (mut was, mut now) = (Least::of_server(i, old), Least::of_server(i, key));
-        let mut g = i;
-        for j in 0..self.levels.len() {
-            g /= FANOUT;
-            let node = self.levels[j][g];
-            let next = node.after(was, now).unwrap_or_else(|| self.rescan(j, g));
-            if next == node {
+        let mut entry = i;
+        let mut now = Least::of_server(i, key);
+        for &start in &self.starts {
+            let group = &mut self.groups[start + entry / FANOUT];
+            let slot = entry % FANOUT;
+            if group.get(slot) == now {
                 return;
             }
-            self.levels[j][g] = next;
-            (was, now) = (node, next);
+            group.put(slot, now);
+            now = group.least();
+            entry /= FANOUT;
         }
+        self.root = now;
     }
 
     /// The server holding the `rank`-th (from 0, in index order) least key.
     fn select(&self, mut rank: u32) -> usize {
-        let root = self.root();
+        let root = self.root;
         debug_assert!(rank < root.count, "rank {rank} of {}", root.count);
         if rank == 0 {
             return root.first as usize;
         }
-        // Down from the root: into the child whose holders include the rank-th.
-        let mut g = 0;
-        for j in (1..self.levels.len()).rev() {
-            let children = &self.levels[j - 1][g * FANOUT..(g + 1) * FANOUT];
-            let mut held = children
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.key == root.key);
-            g = loop {
-                let (c, child) = held.next().expect("the tree counts the tied servers");
-                if rank < child.count {
-                    break g * FANOUT + c;
+        // Down from the root: into the entry whose holders include the rank-th.
+        let mut entry = 0;
+        for &start in self.starts.iter().rev() {
+            let group = &self.groups[start + entry];
+            let mut held = (0..FANOUT)
+                .map(|slot| (slot, group.get(slot)))
+                .filter(|(_, e)| e.key == root.key);
+            let slot = loop {
+                let (slot, e) = held.next().expect("the tree counts the tied servers");
+                if rank < e.count {
+                    break slot;
                 }
-                rank -= child.count;
+                rank -= e.count;
             };
+            entry = entry * FANOUT + slot;
         }
-        let keys = &self.keys[g * FANOUT..(g + 1) * FANOUT];
-        let mut tied = keys.iter().enumerate().filter(|&(_, &k)| k == root.key);
-        let (c, _) = tied
-            .nth(rank as usize)
-            .expect("the tree counts the tied servers");
-        g * FANOUT + c
+        entry
     }
 }
 
