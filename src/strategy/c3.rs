@@ -283,11 +283,13 @@ impl Group {
     }
 
     /// The least of the entries: their parent node.
+    ///
+    /// A group of servers all down needs no case of its own: an entry of [`DOWN_KEY`] is
+    /// [`Least::NONE`] (a down server's, a padding entry, and by induction a node over
+    /// such entries), so its holders are the whole group, counting 0 servers, the first
+    /// of them `u32::MAX`: the least is [`Least::NONE`] again.
     fn least(&self) -> Least {
         let key = least_key(&self.keys);
-        if key == DOWN_KEY {
-            return Least::NONE;
-        }
         let holding = holders(&self.keys, key);
         // Below FANOUT: `holding` has a bit set, and no bit at FANOUT or above.
         let first = self.held[holding.trailing_zeros() as usize % FANOUT];
@@ -1230,6 +1232,64 @@ mod tests {
                 for (rank, &j) in holders.iter().enumerate() {
                     prop_assert_eq!(ix.select(rank as u32), j, "rank {}", rank);
                 }
+            }
+        }
+
+        /// Whatever the changes (keys that rise or fall by a little or a lot, that join
+        /// or leave a tie, servers down and up), every entry of [`ScoreIndex`] is what a
+        /// build from scratch gives: each server's own, each node the least of its group,
+        /// the root the least of the last group. So the walk's early exit (an entry that
+        /// did not change, nothing above it changes) never leaves a stale node behind,
+        /// counts of tied servers included.
+        #[test]
+        fn score_index_walk_stops_only_where_nothing_changes(
+            n in prop_oneof![1usize..20, 60usize..80, 250usize..270],
+            changes in proptest::collection::vec((any::<usize>(), any::<usize>(), 0u8..6), 1..300),
+        ) {
+            let mut ix = ScoreIndex::new(n);
+            let mut model = vec![DOWN_KEY; n];
+            for (i, other, change) in changes {
+                let (i, other) = (i % n, other % n);
+                let key = match (change, model[i]) {
+                    // Up from down, to a score servers tie at.
+                    (_, DOWN_KEY) => within_key(1.0),
+                    // Rise or fall by one step of the key's float: out of a tie or in.
+                    (0, k) => k + 1,
+                    (1, k) => k.saturating_sub(1),
+                    // Tie with another server, or its key and a little more or less.
+                    (2, _) => model[other],
+                    (3, _) if model[other] == DOWN_KEY => DOWN_KEY,
+                    (3, _) => model[other] ^ 1,
+                    // Over the rate, or down.
+                    (4, k) => k | 1 << 63,
+                    _ => DOWN_KEY,
+                };
+                ix.set(i, key);
+                model[i] = key;
+                let built = {
+                    let mut b = ScoreIndex::new(n);
+                    for (j, &k) in model.iter().enumerate() {
+                        b.set(j, k);
+                    }
+                    b
+                };
+                for (j, &k) in model.iter().enumerate() {
+                    prop_assert_eq!(
+                        ix.groups[j / FANOUT].get(j % FANOUT),
+                        Least::of_server(j, k)
+                    );
+                }
+                for (level, pair) in ix.starts.windows(2).enumerate() {
+                    for e in 0..pair[1] - pair[0] {
+                        let node = ix.groups[pair[1] + e / FANOUT].get(e % FANOUT);
+                        prop_assert_eq!(node, ix.groups[pair[0] + e].least(), "level {} node {}", level + 1, e);
+                    }
+                }
+                let last = ix.starts[ix.starts.len() - 1];
+                prop_assert_eq!(ix.root(), ix.groups[last].least());
+                prop_assert_eq!(ix.root(), built.root());
+                prop_assert_eq!(&ix.groups.iter().map(|g| (g.keys, g.held)).collect::<Vec<_>>(),
+                    &built.groups.iter().map(|g| (g.keys, g.held)).collect::<Vec<_>>());
             }
         }
 
