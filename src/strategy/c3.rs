@@ -232,22 +232,23 @@ impl Least {
         first: u32::MAX,
     };
 
-    /// Server `i`'s own key, as a node of one.
-    fn of_server(i: usize, key: u64) -> Least {
+    /// The least of consecutive keys, the first of which is server `base`'s.
+    fn of_keys(keys: &[u64; FANOUT], base: usize) -> Least {
+        let key = least_key(keys);
         if key == DOWN_KEY {
-            Least::NONE
-        } else {
-            Least {
-                key,
-                count: 1,
-                first: i as u32,
-            }
+            return Least::NONE;
+        }
+        let held = holders(keys, key);
+        Least {
+            key,
+            count: held.count_ones(),
+            first: (base + held.trailing_zeros() as usize) as u32,
         }
     }
 }
 
-/// [`FANOUT`] consecutive entries of one level of [`ScoreIndex`] (servers, or nodes):
-/// their keys, and how many servers hold each and the first of them. A group is the
+/// [`FANOUT`] consecutive nodes of one level of [`ScoreIndex`]: their keys, and how many
+/// servers hold each and the first of them. A group is the
 /// children of one node of the level above, and one cache line: a walk up the tree reads
 /// and writes one line a level.
 #[derive(Clone, Copy, Debug)]
@@ -283,9 +284,9 @@ impl Group {
 
     /// The least of the entries: their parent node.
     ///
-    /// A group of servers all down needs no case of its own: an entry of [`DOWN_KEY`] is
-    /// [`Least::NONE`] (a down server's, a padding entry, and by induction a node over
-    /// such entries), so its holders are the whole group, counting 0 servers, the first
+    /// A group of nodes over servers all down needs no case of its own: a node of
+    /// [`DOWN_KEY`] is [`Least::NONE`] (a padding node, one over keys all down
+    /// ([`Least::of_keys`]), and by induction one over such nodes), so its holders are the whole group, counting 0 servers, the first
     /// of them `u32::MAX`: the least is [`Least::NONE`] again.
     fn least(&self) -> Least {
         let key = least_key(&self.keys);
@@ -315,22 +316,29 @@ impl Group {
 /// the least overall. Over the keys a tree of [`FANOUT`] children per node, each node the
 /// [`Least`] key of the servers under it.
 ///
-/// Level 0 is the servers, level `j + 1` a node per [`Group`] of level `j`, up to a level
-/// of one group, whose least is the root. A change of a server's key is carried up one
-/// level at a time, as the least of the group it changed, and stops at the first level
-/// where that entry is unchanged: nothing above it changes either.
+/// Level 1 has a node per [`FANOUT`] servers, level `j + 1` a node per [`Group`] of level
+/// `j`, up to a level of one group, whose least is the root. A change of a server's key
+/// is carried up one level at a time, as the least of the keys or group it changed, and
+/// stops at the first node that is unchanged: nothing above it changes either. The
+/// servers' keys are a table of their own, 8 bytes a server, not [`Group`]s (the
+/// count and first of one server are known): 945 instructions a pick at 10,000 servers
+/// with them in groups, 903 apart.
 #[derive(Debug)]
 struct ScoreIndex {
     /// Servers indexed (the view's length when built).
     n: usize,
-    /// Every level's groups, level after level from the servers' (padded with
-    /// [`Least::NONE`] to whole groups).
+    /// Per server its key; [`DOWN_KEY`] beyond `n` up to a whole number of groups.
+    keys: Vec<u64>,
+    /// Every level's groups of nodes, level after level (padded with [`Least::NONE`] to
+    /// whole groups); level 1 has a node per [`FANOUT`] servers.
     groups: Vec<Group>,
-    /// Where each level's groups start in `groups`: entry `e` of level `j` is slot
-    /// `e % FANOUT` of group `starts[j] + e / FANOUT`, and entry `e` of level `j + 1` is
-    /// the least of group `starts[j] + e`.
+    /// Where each level of nodes starts in `groups`, from level 1: node `e` of a level is
+    /// slot `e % FANOUT` of group `starts[k] + e / FANOUT`, and node `e` of the level
+    /// above is the least of group `starts[k] + e` (of level 1, the least of servers
+    /// `FANOUT·e` on). No level when [`FANOUT`] servers or fewer: the root is their least.
     starts: Vec<usize>,
-    /// The least of the last level's group: the least key of all.
+    /// The least of the last level's group (or of the servers, with no level): the least
+    /// key of all.
     root: Least,
     /// Servers whose entry is stale: an event touched them since the last pick.
     dirty: Vec<u32>,
@@ -345,10 +353,13 @@ struct ScoreIndex {
 impl ScoreIndex {
     /// An index over `n` servers, every entry stale.
     fn new(n: usize) -> ScoreIndex {
-        // Groups per level, from the servers' to the one group of the last.
-        let mut widths = vec![n.div_ceil(FANOUT).max(1)];
-        while widths[widths.len() - 1] > 1 {
-            widths.push(widths[widths.len() - 1].div_ceil(FANOUT));
+        // Groups per level of nodes, up to the one group of the last.
+        let servers = n.div_ceil(FANOUT).max(1);
+        let mut widths = Vec::new();
+        let mut entries = servers;
+        while entries > 1 {
+            entries = entries.div_ceil(FANOUT);
+            widths.push(entries);
         }
         let starts = widths
             .iter()
@@ -360,6 +371,7 @@ impl ScoreIndex {
             .collect();
         ScoreIndex {
             n,
+            keys: vec![DOWN_KEY; servers * FANOUT],
             groups: vec![Group::NONE; widths.iter().sum()],
             starts,
             root: Least::NONE,
@@ -385,8 +397,13 @@ impl ScoreIndex {
 
     /// Sets server `i`'s key, then its ancestors, up to the first that does not change.
     fn set(&mut self, i: usize, key: u64) {
-        let mut entry = i;
-        let mut now = Least::of_server(i, key);
+        let old = std::mem::replace(&mut self.keys[i], key);
+        if old == key {
+            return;
+        }
+        let mut entry = i / FANOUT;
+        let keys = self.keys[entry * FANOUT..][..FANOUT].try_into();
+        let mut now = Least::of_keys(keys.expect("whole groups"), entry * FANOUT);
         for &start in &self.starts {
             let group = &mut self.groups[start + entry / FANOUT];
             let slot = entry % FANOUT;
@@ -423,7 +440,12 @@ impl ScoreIndex {
             };
             entry = entry * FANOUT + slot;
         }
-        entry
+        let keys = &self.keys[entry * FANOUT..(entry + 1) * FANOUT];
+        let mut tied = keys.iter().enumerate().filter(|&(_, &k)| k == root.key);
+        let (c, _) = tied
+            .nth(rank as usize)
+            .expect("the tree counts the tied servers");
+        entry * FANOUT + c
     }
 }
 
@@ -1292,20 +1314,26 @@ mod tests {
                     }
                     b
                 };
-                for (j, &k) in model.iter().enumerate() {
-                    prop_assert_eq!(
-                        ix.groups[j / FANOUT].get(j % FANOUT),
-                        Least::of_server(j, k)
-                    );
+                prop_assert_eq!(&ix.keys[..n], &model[..]);
+                let of_servers = |e: usize| {
+                    Least::of_keys(ix.keys[e * FANOUT..][..FANOUT].try_into().unwrap(), e * FANOUT)
+                };
+                for e in 0..ix.keys.len() / FANOUT {
+                    let least = of_servers(e);
+                    match ix.starts.first() {
+                        Some(&start) => prop_assert_eq!(ix.groups[start + e / FANOUT].get(e % FANOUT), least),
+                        None => prop_assert_eq!(ix.root(), least),
+                    }
                 }
                 for (level, pair) in ix.starts.windows(2).enumerate() {
                     for e in 0..pair[1] - pair[0] {
                         let node = ix.groups[pair[1] + e / FANOUT].get(e % FANOUT);
-                        prop_assert_eq!(node, ix.groups[pair[0] + e].least(), "level {} node {}", level + 1, e);
+                        prop_assert_eq!(node, ix.groups[pair[0] + e].least(), "level {} node {}", level + 2, e);
                     }
                 }
-                let last = ix.starts[ix.starts.len() - 1];
-                prop_assert_eq!(ix.root(), ix.groups[last].least());
+                if let Some(&last) = ix.starts.last() {
+                    prop_assert_eq!(ix.root(), ix.groups[last].least());
+                }
                 prop_assert_eq!(ix.root(), built.root());
                 prop_assert_eq!(&ix.groups.iter().map(|g| (g.keys, g.held)).collect::<Vec<_>>(),
                     &built.groups.iter().map(|g| (g.keys, g.held)).collect::<Vec<_>>());
