@@ -603,24 +603,24 @@ impl C3 {
     /// instructions, not the footprint.
     ///
     /// The walk as it is (issue 14): each level one [`Group`] in one table, its least
-    /// taken anew, the exit at the first entry that does not change; before, the nodes
+    /// taken anew, the exit at the first node that does not change; before, the nodes
     /// were a table per level and each level first told the parent from the child's
     /// change (four cases), rescanning only when it could not. Counted with callgrind
     /// (`cost c3_indexed N 1`): at 10,000 servers 1,071 instructions a pick before,
-    /// 945 after (10.4 levels walked a pick, about 58 instructions each: the picked
+    /// 903 after (10.4 levels walked a pick, about 58 instructions each: the picked
     /// server's key rises, so its whole path to the root changes, and the completed
     /// server's key falls, about 3.4 levels), the whole run 636 M instructions before,
-    /// 615 M after (round robin: 401 M); at 10 / 100 / 1,000 servers the run took 0.1 /
-    /// 1.0 / 2.1 % fewer. CPU time did not move beyond the noise between two builds
+    /// 607 M after (round robin: 401 M); at 10 / 100 / 1,000 servers the run took 1.0 /
+    /// 1.8 / 3.3 % fewer. CPU time moved little against the noise between two builds
     /// (9 alternating pairs, C3 indexed over round robin at 10 / 100 / 1,000 / 10,000
-    /// servers: 1.43 / 1.25 / 1.44 / 1.48 before, 1.40 / 1.23 / 1.40 / 1.52 after, at a
-    /// load average of 6 on 2 cores; round robin's unchanged code ran 1.01–1.04x between
-    /// the two binaries). Counted and not kept (instructions a pick at 10,000 servers,
-    /// 1,071 then): the four cases kept, nodes in one table of keys and one of counts
-    /// (1,123); the four cases on [`Group`]s (1,087); 8 entries a group, 128 bytes
-    /// (1,133). Nor can an early exit skip more: the picked server was the least of
-    /// every group on its path, so each of them changes, and one that does not change is
-    /// where the walk stops already.
+    /// servers: 1.44 / 1.18 / 1.43 / 1.45 before, 1.39 / 1.19 / 1.40 / 1.44 after, at a
+    /// load average of 5 on 2 cores; round robin's unchanged code ran 1.01–1.03x
+    /// between the two binaries). Counted and not kept (instructions a pick at 10,000
+    /// servers, 1,071 then): the four cases kept, nodes in one table of keys and one of
+    /// counts (1,123); the four cases on [`Group`]s (1,087); 8 entries a group, 128
+    /// bytes (1,133). Nor can an early exit skip more: the picked server was the least
+    /// of every group on its path, so each of them changes, and one that does not change
+    /// is where the walk stops already.
     #[inline(never)]
     fn pick_indexed(&mut self, backends: &Backends, now: Nanos) -> Option<usize> {
         let mut ix = match self.index.take() {
