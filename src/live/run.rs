@@ -67,9 +67,9 @@ pub struct StrategyReplay {
     /// faults.
     pub faults: Vec<super::faults::FaultEvent>,
     /// When the machine stalled the dispatcher or a backend's worker for a sizeable part
-    /// of a service time, in order of recording ([`super::stall`]); empty where not
-    /// measured.
-    pub stalls: Vec<super::stall::Stall>,
+    /// of a service time: the longest whole, all counted ([`super::stall`]); empty
+    /// where not measured.
+    pub stalls: super::stall::Stalls,
 }
 
 /// The replay of every strategy.

@@ -70,14 +70,133 @@ pub struct Stall {
     pub length: f64,
 }
 
-/// Records the stalls of one replay (see the module's documentation).
+/// Most stalls a replay keeps whole: the longest, 4 × [`MAX_PAUSES`] of them (48 bytes
+/// each, 786 kB at most), so that memory stays flat however long a replay runs on a
+/// stalling machine. The rest are counted and summed ([`Stalls`]) but not simulated:
+/// leaving out the shortest stalls makes the reference as the machine ran *less* stalled,
+/// which can only excuse fewer rows (the check fails closed). Four times the pauses
+/// simulated, since overlapping stalls of one server merge into one pause.
+pub const MAX_STALLS_KEPT: usize = 4 * MAX_PAUSES;
+
+/// The stalls of one replay: the longest [`MAX_STALLS_KEPT`] kept whole, and the count,
+/// sum and longest of all of them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stalls {
+    /// The longest stalls, at most [`MAX_STALLS_KEPT`], in order of their start.
+    pub kept: Vec<Stall>,
+    /// Every stall recorded.
+    pub count: u64,
+    /// Those of the dispatcher.
+    pub dispatcher: u64,
+    /// Their summed lengths (scenario seconds).
+    pub total: f64,
+    /// The longest (the first recorded among equals).
+    pub longest: Option<Stall>,
+}
+
+impl Stalls {
+    /// Whether no stall was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+impl FromIterator<Stall> for Stalls {
+    /// `stalls` as a recorder keeps them (the longest whole, all counted).
+    fn from_iter<I: IntoIterator<Item = Stall>>(stalls: I) -> Stalls {
+        let mut kept = Longest::default();
+        for s in stalls {
+            kept.push(s);
+        }
+        kept.finish()
+    }
+}
+
+/// A stall ranked for [`Longest`]: by length, then the later recorded first out.
+#[derive(Clone, Copy, Debug)]
+struct Ranked {
+    stall: Stall,
+    seq: u64,
+}
+
+impl Ranked {
+    fn key(&self) -> (f64, std::cmp::Reverse<u64>) {
+        (self.stall.length, std::cmp::Reverse(self.seq))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Ranked) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Ranked) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Ranked) -> std::cmp::Ordering {
+        let ((a, sa), (b, sb)) = (self.key(), other.key());
+        a.total_cmp(&b).then(sa.cmp(&sb))
+    }
+}
+
+/// The longest [`MAX_STALLS_KEPT`] stalls seen, in a heap whose root is the shortest kept
+/// (the one a longer newcomer replaces), with the count and sum of all.
+#[derive(Clone, Debug, Default)]
+struct Longest {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<Ranked>>,
+    seen: Stalls,
+}
+
+impl Longest {
+    fn push(&mut self, stall: Stall) {
+        let seen = &mut self.seen;
+        let ranked = Ranked {
+            stall,
+            seq: seen.count,
+        };
+        seen.count += 1;
+        seen.dispatcher += u64::from(stall.server.is_none());
+        seen.total += stall.length;
+        if seen.longest.is_none_or(|l| stall.length > l.length) {
+            seen.longest = Some(stall);
+        }
+        if self.heap.len() < MAX_STALLS_KEPT {
+            self.heap.push(std::cmp::Reverse(ranked));
+        } else if let Some(mut shortest) = self.heap.peek_mut()
+            && ranked > shortest.0
+        {
+            *shortest = std::cmp::Reverse(ranked);
+        }
+    }
+
+    fn finish(self) -> Stalls {
+        let mut kept: Vec<Ranked> = self.heap.into_iter().map(|r| r.0).collect();
+        kept.sort_unstable_by(|a, b| a.stall.at.total_cmp(&b.stall.at).then(a.seq.cmp(&b.seq)));
+        Stalls {
+            kept: kept.into_iter().map(|r| r.stall).collect(),
+            ..self.seen
+        }
+    }
+}
+
+/// Records the stalls of one replay (see the module's documentation), in memory that
+/// stays flat however long it runs ([`MAX_STALLS_KEPT`]).
 #[derive(Clone, Debug)]
 pub(crate) struct StallRecorder {
     /// Per server, the shortest lateness of a worker recorded (scenario seconds).
     floors: Vec<f64>,
     /// The shortest lateness of the dispatcher recorded (scenario seconds).
     dispatcher_floor: f64,
-    stalls: Vec<Stall>,
+    /// The dispatcher's last stall, which sends late after it may still extend.
+    open: Option<Stall>,
+    stalls: Longest,
 }
 
 impl StallRecorder {
@@ -95,7 +214,8 @@ impl StallRecorder {
         StallRecorder {
             floors: declared.iter().map(|d| WORKER_STALL_FRACTION * d).collect(),
             dispatcher_floor: DISPATCHER_STALL_FRACTION * shortest,
-            stalls: Vec::new(),
+            open: None,
+            stalls: Longest::default(),
         }
     }
 
@@ -106,14 +226,18 @@ impl StallRecorder {
         if length < self.dispatcher_floor {
             return;
         }
-        let last = self.stalls.iter_mut().rev().find(|s| s.server.is_none());
-        match last {
+        match &mut self.open {
             Some(s) if at <= s.at + s.length => s.length = s.length.max(at + length - s.at),
-            _ => self.stalls.push(Stall {
-                server: None,
-                at,
-                length,
-            }),
+            open => {
+                let stall = Stall {
+                    server: None,
+                    at,
+                    length,
+                };
+                if let Some(done) = open.replace(stall) {
+                    self.stalls.push(done);
+                }
+            }
         }
     }
 
@@ -131,9 +255,12 @@ impl StallRecorder {
         });
     }
 
-    /// What was recorded, in order of recording.
-    pub(crate) fn finish(self) -> Vec<Stall> {
-        self.stalls
+    /// What was recorded.
+    pub(crate) fn finish(mut self) -> Stalls {
+        if let Some(done) = self.open.take() {
+            self.stalls.push(done);
+        }
+        self.stalls.finish()
     }
 }
 
@@ -345,11 +472,56 @@ kind = "round_robin"
             (None, 1.0, 0.042),
             (None, 1.1, 0.003),
         ];
-        assert_eq!(stalls.len(), want.len(), "{stalls:?}");
-        for (s, (server, at, length)) in stalls.iter().zip(want) {
+        assert_eq!(stalls.kept.len(), want.len(), "{stalls:?}");
+        assert_eq!((stalls.count, stalls.dispatcher), (4, 2));
+        for (s, (server, at, length)) in stalls.kept.iter().zip(want) {
             assert_eq!(s.server, server, "{stalls:?}");
             assert!(near(s.at, at) && near(s.length, length), "{s:?}");
         }
+    }
+
+    /// However many stalls a replay records, the recorder keeps the longest
+    /// [`MAX_STALLS_KEPT`] (in order of their start) and counts and sums every one.
+    #[test]
+    fn a_long_replay_keeps_the_longest_stalls_and_counts_them_all() {
+        let mut r = StallRecorder::new(&scenario());
+        let n = 3 * MAX_STALLS_KEPT as u64;
+        // Lengths 3–12.99 ms in a scrambled order (7919 is prime to n), each at its own
+        // time; the dispatcher stalls 200 ms once, half-way.
+        let length = |k: u64| 3.0 + (k * 7919 % n) as f64 * 10.0 / n as f64;
+        let mut total = 0.2;
+        for k in 0..n {
+            let at = 1.0 + k as f64;
+            r.worker((k % 2) as usize, ms(at + length(k)), ms(length(k)));
+            total += length(k) * 1e-3;
+            if k == n / 2 {
+                r.dispatcher(ms(at + 0.5), ms(200.0));
+            }
+        }
+        // Last, ten of the shortest of all (a kept set that takes in the newest would
+        // keep them).
+        for k in 0..10 {
+            r.worker(0, ms((2 * n + k) as f64), ms(1.0));
+            total += 1e-3;
+        }
+        let stalls = r.finish();
+        assert_eq!((stalls.count, stalls.dispatcher), (n + 11, 1));
+        assert!(
+            (stalls.total - total).abs() < 1e-6 * total,
+            "{}",
+            stalls.total
+        );
+        let l = stalls.longest.unwrap();
+        assert_eq!((l.server, l.length), (None, 0.2));
+        assert_eq!(stalls.kept.len(), MAX_STALLS_KEPT);
+        // The longest: every stall kept is at least as long as every one left out.
+        let mut lengths: Vec<f64> = (0..n).map(|k| length(k) * 1e-3).collect();
+        lengths.sort_by(|a, b| b.total_cmp(a));
+        let cut = lengths[MAX_STALLS_KEPT - 2];
+        // (Lengths pass through whole nanoseconds; neighbours are 203 ns apart.)
+        assert!(stalls.kept.iter().all(|s| s.length > cut - 2e-9));
+        assert!(stalls.kept.iter().any(|s| s.server.is_none()));
+        assert!(stalls.kept.is_sorted_by(|a, b| a.at <= b.at));
     }
 
     #[test]

@@ -269,10 +269,7 @@ pub fn compare(
             let p99 = q(&replay.lag, 0.99);
             let threshold = opts.max_lag_fraction * sim_k.estimate(p50).mean * live.time_scale;
             let late = lateness(replay, |l| &l.woke_late);
-            let longest = replay
-                .stalls
-                .iter()
-                .max_by(|a, b| a.length.total_cmp(&b.length));
+            let longest = replay.stalls.longest;
             let (woke_late_mean, woke_late_p99) = match late.is_empty() {
                 true => (f64::NAN, f64::NAN),
                 false => (late.mean() * 1e-9, q(&late, 0.99)),
@@ -288,10 +285,10 @@ pub fn compare(
                 ok: p99 <= threshold,
                 woke_late_mean,
                 woke_late_p99,
-                stalls: replay.stalls.len(),
+                stalls: replay.stalls.count,
                 stall_max: longest.map_or(0.0, |s| s.length * live.time_scale),
                 stall_max_at: longest.map_or(f64::NAN, |s| s.at),
-                stall_total: replay.stalls.iter().map(|s| s.length).sum::<f64>() * live.time_scale,
+                stall_total: replay.stalls.total * live.time_scale,
             }
         })
         .collect();
@@ -388,7 +385,7 @@ fn simulate_stalled(
     bound: f64,
     phases: &[(crate::time::Nanos, crate::time::Nanos)],
 ) -> Option<RunMetrics> {
-    let (pauses, absorbed) = stall::pauses(scenario, &replay.stalls);
+    let (pauses, absorbed) = stall::pauses(scenario, &replay.stalls.kept);
     if pauses.is_empty() {
         return None;
     }
@@ -648,7 +645,7 @@ kind = "round_robin"
         scenario: &Scenario,
         cluster: &Scenario,
         stalls: &[stall::Stall],
-        recorded: Vec<stall::Stall>,
+        recorded: stall::Stalls,
     ) -> LiveRun {
         let (pauses, _) = stall::pauses(cluster, stalls);
         let paused = stall::with_pauses(cluster, &pauses);
@@ -717,7 +714,10 @@ kind = "round_robin"
     #[test]
     fn stalls_excuse_the_backlog_they_build_and_nothing_more() {
         let s = stalled_cluster(2);
-        let unexcused = verdict(&replayed_beside(&s, &s, &stalls(), Vec::new()), &s);
+        let unexcused = verdict(
+            &replayed_beside(&s, &s, &stalls(), stall::Stalls::default()),
+            &s,
+        );
         let failed = match unexcused.outcome() {
             Outcome::Fail { failed } => failed,
             other => panic!("the stalls move no row: {other:?}"),
@@ -726,7 +726,10 @@ kind = "round_robin"
             failed.contains(&"round_robin server_queue_mean:a-0".to_string()),
             "{failed:?}"
         );
-        let excused = verdict(&replayed_beside(&s, &s, &stalls(), stalls()), &s);
+        let excused = verdict(
+            &replayed_beside(&s, &s, &stalls(), stalls().into_iter().collect()),
+            &s,
+        );
         match excused.outcome() {
             Outcome::NoVerdict { reason } => {
                 assert!(reason.contains("machine was too busy"), "{reason}")
@@ -744,7 +747,12 @@ kind = "round_robin"
         // One worker fewer on a-0 (offered 0.75 erlangs: it saturates), beside the
         // same stalls, recorded: its queue fails, judged.
         let planted = verdict(
-            &replayed_beside(&s, &stalled_cluster(1), &stalls(), stalls()),
+            &replayed_beside(
+                &s,
+                &stalled_cluster(1),
+                &stalls(),
+                stalls().into_iter().collect(),
+            ),
             &s,
         );
         let row = planted.row("round_robin", "server_queue_mean:a-0").unwrap();

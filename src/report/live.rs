@@ -591,7 +591,7 @@ pub struct LagCheck {
     /// [`DISPATCHER_STALL_FRACTION`](crate::live::stall::DISPATCHER_STALL_FRACTION) of
     /// the shortest ([`crate::live::stall`]). The verdict's reference as the machine ran
     /// simulates them at their times, for the rows they move.
-    pub stalls: usize,
+    pub stalls: u64,
     /// The longest stall (wall-clock seconds; 0 without any).
     pub stall_max: f64,
     /// When the longest stall began (scenario seconds; NaN without any).

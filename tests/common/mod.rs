@@ -223,13 +223,12 @@ pub fn print_overruns(run: &lbsim::live::LiveRun) {
                 spread(&l.woke_late)
             );
         }
-        let longest = s.stalls.iter().map(|x| x.length).fold(0.0, f64::max);
-        let total: f64 = s.stalls.iter().map(|x| x.length).sum();
-        let dispatcher = s.stalls.iter().filter(|x| x.server.is_none()).count();
+        let longest = s.stalls.longest.map_or(0.0, |x| x.length);
+        let (total, dispatcher) = (s.stalls.total, s.stalls.dispatcher);
         println!(
             "stalls {}: {} ({} of the dispatcher), longest {:.1} ms, {:.1} ms in all (scenario time)",
             s.label,
-            s.stalls.len(),
+            s.stalls.count,
             dispatcher,
             longest * 1e3,
             total * 1e3
