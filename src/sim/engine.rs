@@ -813,6 +813,7 @@ impl<'a> Sim<'a> {
     /// Counts a request arriving at `now` (with or without a client policy): in the
     /// measured window's arrivals and its phase, and in the tally. Returns whether it
     /// arrived inside the measured window.
+    #[inline]
     fn count_arrival(&mut self, now: Nanos) -> bool {
         let measured = self.measured(now);
         self.m.arrived += u64::from(measured);

@@ -182,12 +182,23 @@ impl Server {
     /// The next waiting request a freed worker serves at `now`, after admission control:
     /// the oldest (or, under adaptive LIFO while the queue is congested, the newest) that
     /// is not dropped. Dropped requests move to [`Server::shed`].
-    #[inline]
+    ///
+    /// Inlined into every completion, with admission control out of line: most servers
+    /// have none, and with it inlined the whole function was sometimes left out of line,
+    /// a call per completion.
+    #[inline(always)]
     fn next_waiting(&mut self, now: Nanos) -> Option<Job> {
-        match self.control.as_deref_mut() {
-            None => self.queue.pop_front(),
-            Some(c) => c.next(&mut self.queue, self.nonempty_since, now, &mut self.shed),
+        match self.control.is_some() {
+            false => self.queue.pop_front(),
+            true => self.next_controlled(now),
         }
+    }
+
+    /// [`Server::next_waiting`] under admission control.
+    #[inline(never)]
+    fn next_controlled(&mut self, now: Nanos) -> Option<Job> {
+        let c = self.control.as_deref_mut()?;
+        c.next(&mut self.queue, self.nonempty_since, now, &mut self.shed)
     }
 
     /// Workers busy.

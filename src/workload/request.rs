@@ -28,6 +28,7 @@ pub enum Size {
 impl Size {
     /// The work this request brings to a server whose service-time distribution is `dist`
     /// (seconds at speed 1).
+    #[inline]
     pub fn work(self, dist: &Dist) -> f64 {
         match self {
             Size::Quantile(u) => dist.quantile(u),
@@ -77,6 +78,7 @@ enum KeySampler {
 }
 
 impl KeySampler {
+    #[inline]
     fn sample(&self, rng: &mut SimRng) -> u64 {
         match self {
             KeySampler::Unique => rng.random::<u64>(),
