@@ -14,7 +14,7 @@
 use super::SpecError;
 use super::hash::{Membership, Ring, key_hash};
 use super::registry::{About, Kind, Knob, PickCost, Reads, Scanned, Split, Table, Ty};
-use super::{Backends, Outcome, PickContext, Strategy};
+use super::{Backend, Backends, Outcome, PickContext, Strategy};
 use crate::time::Nanos;
 
 /// Ring hash with HAProxy's bounded loads.
@@ -86,6 +86,21 @@ impl Strategy for BoundedLoadHash {
 
     fn on_complete(&mut self, _backend: usize, _latency: Nanos, _outcome: Outcome, _now: Nanos) {
         self.total_in_flight = self.total_in_flight.saturating_sub(1);
+    }
+
+    /// The table is rebuilt when a backend left out of it comes back: the balancer tells
+    /// of every backend going up or down (`Membership::told`).
+    fn indexes_view(&self) -> bool {
+        true
+    }
+
+    /// Counts are not kept (only up/down is told).
+    fn indexes_in_flight(&self) -> bool {
+        false
+    }
+
+    fn on_view(&mut self, backend: usize, view: &Backend) {
+        self.members.told(backend, view);
     }
 }
 
@@ -195,5 +210,21 @@ mod tests {
                 live.push(i);
             }
         }
+    }
+
+    /// The ring rebuilt when told of a backend coming back picks what it picks when it
+    /// looks at every backend left out at every pick, through up/down (balancer-driven
+    /// workouts, with requests in flight) and weight changes (views changed directly).
+    #[test]
+    fn a_told_ring_picks_as_a_rescan() {
+        use crate::strategy::hash::told::{pair, views_agree};
+        use crate::strategy::testing::{index_agrees_with_scan, weights};
+        let params = || (101u32..300, 1u64..200);
+        let build = |&(factor, min): &(u32, u64)| {
+            let ring = || BoundedLoadHash::new(factor, min);
+            pair(ring(), ring(), |s| s.members.suspect())
+        };
+        index_agrees_with_scan(params(), weights(), build);
+        views_agree(params(), build);
     }
 }

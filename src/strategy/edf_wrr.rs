@@ -43,6 +43,21 @@ impl Strategy for EdfWeightedRoundRobin {
     fn on_available(&mut self, backend: usize, now: Nanos) {
         self.schedule.on_available(backend, now);
     }
+
+    /// The schedule hears of changes to backends it left out of the schedule (weight 0)
+    /// from the balancer instead of looking at them at every pick.
+    fn indexes_view(&self) -> bool {
+        true
+    }
+
+    /// Counts are not read.
+    fn indexes_in_flight(&self) -> bool {
+        false
+    }
+
+    fn on_view(&mut self, backend: usize, view: &Backend) {
+        self.schedule.on_view(backend, view);
+    }
 }
 
 /// `kind = "edf_wrr"`: no parameters.
@@ -95,5 +110,20 @@ mod tests {
                 prop_assert_eq!(counts(&p[start..start + n], n), vec![1; n]);
             }
         }
+    }
+
+    /// The schedule rebuilt when told of a new weight for a backend it left out picks
+    /// what it picks when it looks at every zero-weight backend at every pick, through
+    /// up/down (balancer-driven workouts) and weight changes (views changed directly).
+    #[test]
+    fn a_told_schedule_picks_as_a_rescan() {
+        use crate::strategy::hash::told::{pair, views_agree};
+        use crate::strategy::testing::{index_agrees_with_scan, weights};
+        let build = |_: &()| {
+            let edf = EdfWeightedRoundRobin::default;
+            pair(edf(), edf(), |s| s.schedule.suspect())
+        };
+        index_agrees_with_scan(Just(()), weights(), build);
+        views_agree(Just(()), build);
     }
 }

@@ -81,16 +81,24 @@ impl Strategy for LeastRequest {
         self.unweighted.on_dispatch(backend, now);
     }
 
+    /// The EDF schedule hears of changes to backends it left out (weight 0) from the
+    /// balancer instead of looking at them at every pick; the two-choice path may keep a
+    /// list of the backends up ([`PowerOfD`]).
     fn indexes_view(&self) -> bool {
-        self.unweighted.indexes_view()
+        true
     }
 
+    /// Counts are told only if the two-choice path indexes them (the schedule reads them
+    /// from the view when a host re-enters it).
     fn indexes_in_flight(&self) -> bool {
-        self.unweighted.indexes_in_flight()
+        self.unweighted.indexes_view() && self.unweighted.indexes_in_flight()
     }
 
     fn on_view(&mut self, backend: usize, view: &Backend) {
-        self.unweighted.on_view(backend, view);
+        self.schedule.on_view(backend, view);
+        if self.unweighted.indexes_view() {
+            self.unweighted.on_view(backend, view);
+        }
     }
 
     fn on_complete(&mut self, backend: usize, latency: Nanos, outcome: Outcome, now: Nanos) {
@@ -216,5 +224,29 @@ mod tests {
         assert!(picks(&mut b, 10).iter().all(|&i| i == 1));
         b.set_up(1, false);
         assert_eq!(b.route(Nanos(0), 0), None);
+    }
+
+    /// The schedule rebuilt when told of a new weight for a backend it left out picks
+    /// what it picks when it looks at every zero-weight backend at every pick, through
+    /// up/down (balancer-driven workouts, with requests in flight) and weight changes
+    /// (views changed directly), with few and many choices and several biases.
+    #[test]
+    fn a_told_schedule_picks_as_a_rescan() {
+        use crate::strategy::hash::told::{pair, views_agree};
+        use crate::strategy::testing::{index_agrees_with_scan, weights};
+        use proptest::prelude::*;
+        let params = || {
+            (
+                prop::sample::select(vec![2usize, 3, 32]),
+                prop::sample::select(vec![0.0, 0.5, 1.0]),
+                0u64..4,
+            )
+        };
+        let build = |&(d, bias, seed): &(usize, f64, u64)| {
+            let lr = || LeastRequest::new(d, bias, stream_rng(seed, 0, Stream::Strategy, 0));
+            pair(lr(), lr(), |s| s.schedule.suspect())
+        };
+        index_agrees_with_scan(params(), weights(), build);
+        views_agree(params(), build);
     }
 }

@@ -13,7 +13,7 @@
 use super::SpecError;
 use super::hash::{Membership, key_hash, point_hash};
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Table, Ty};
-use super::{Backends, PickContext, Strategy};
+use super::{Backend, Backends, PickContext, Strategy};
 
 const OFFSET_SALT: u64 = 0x6d61_676c_6576_5f6f;
 const SKIP_SALT: u64 = 0x6d61_676c_6576_5f73;
@@ -107,6 +107,21 @@ impl Strategy for Maglev {
             |t: &Vec<u32>| (!t.is_empty()).then(|| t[(h % t.len() as u64) as usize] as usize),
             |weights| Maglev::build_table(weights, size),
         )
+    }
+
+    /// The table is rebuilt when a backend left out of it comes back: the balancer tells
+    /// of every backend going up or down (`Membership::told`).
+    fn indexes_view(&self) -> bool {
+        true
+    }
+
+    /// Counts are not kept (only up/down is told).
+    fn indexes_in_flight(&self) -> bool {
+        false
+    }
+
+    fn on_view(&mut self, backend: usize, view: &Backend) {
+        self.members.told(backend, view);
     }
 }
 
@@ -211,5 +226,19 @@ mod tests {
         assert_eq!(b.route(Nanos(0), 1), None);
         b.set_up(2, true);
         assert_eq!(b.route(Nanos(0), 1), Some(2));
+    }
+
+    /// The table rebuilt when told of a backend coming back picks what it picks when it
+    /// looks at every backend left out at every pick, through up/down (balancer-driven
+    /// workouts) and weight changes (views changed directly).
+    #[test]
+    fn a_told_table_picks_as_a_rescan() {
+        use crate::strategy::hash::told::{pair, views_agree};
+        use crate::strategy::testing::{index_agrees_with_scan, weights};
+        use proptest::prelude::*;
+        let sizes = || prop::sample::select(vec![13usize, 31, 251]);
+        let build = |&m: &usize| pair(Maglev::new(m), Maglev::new(m), |s| s.members.suspect());
+        index_agrees_with_scan(sizes(), weights(), build);
+        views_agree(sizes(), build);
     }
 }

@@ -80,14 +80,96 @@ impl NginxHashParams {
 #[derive(Debug, Default)]
 pub struct NginxHash {
     params: NginxHashParams,
-    /// The consistent ring: (point hash, peer), sorted by hash, equal hashes once; built
-    /// from the weights at the first pick, rebuilt when a weight changes.
-    ring: Vec<(u32, u32)>,
+    /// The consistent ring, built from the weights at the first pick, rebuilt when a
+    /// weight changes.
+    ring: Points,
     /// The fallback after [`TRIES`] failed tries (and with a single peer), with the state
     /// nginx keeps for the upstream: only fallback picks move it.
     fallback: SmoothWeightedRoundRobin,
     /// The peers' weight ranges, for the walk. Rebuilt when a weight changes.
     ranges: Ranges,
+}
+
+/// The consistent ring's points, with an index by the top bits of a hash: the first
+/// point at or after a hash is found between two neighbouring entries of the index
+/// (a few points), not by a binary search of the whole ring, which at 160 points a
+/// peer holds 1.6M points (13 MB) at 10,000 peers and missed the cache at most of its 21
+/// steps: nginx's consistent pick was 4.1× round robin's whole run at 10,000 servers (half
+/// of the run in the search). The position found is the binary search's (see
+/// [`Points::first`]).
+#[derive(Clone, Debug, Default)]
+struct Points {
+    /// (point hash, peer), sorted by hash, equal hashes once.
+    points: Vec<(u32, u32)>,
+    /// For each value `v` of a hash's top [`Points::bits`] bits, the position of the first
+    /// point whose hash is at least `v << (32 - bits)`; then one more entry, the number of
+    /// points. Empty when `bits` is 0.
+    starts: Vec<u32>,
+    /// Bits of the index: about one point an entry, at most 2^18 entries (1 MB, about six
+    /// points an entry at 10,000 peers: paired runs at 10,000 servers found 2^18 about 7%
+    /// faster than 2^20, whose 4 MB index misses the cache as the ring does, and 2^16
+    /// no faster).
+    bits: u32,
+}
+
+impl Points {
+    /// The index over `points` (sorted by hash).
+    fn new(points: Vec<(u32, u32)>) -> Points {
+        let bits = points
+            .len()
+            .max(1)
+            .next_power_of_two()
+            .trailing_zeros()
+            .min(18);
+        let mut starts = Vec::new();
+        if bits > 0 {
+            starts.reserve((1 << bits) + 1);
+            let mut p = 0;
+            for prefix in 0..1u64 << bits {
+                let low = prefix << (32 - bits);
+                while p < points.len() && u64::from(points[p].0) < low {
+                    p += 1;
+                }
+                starts.push(p as u32);
+            }
+            starts.push(points.len() as u32);
+        }
+        Points {
+            points,
+            starts,
+            bits,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    /// The peer of the point at `at`.
+    #[inline]
+    fn peer(&self, at: usize) -> usize {
+        self.points[at].1 as usize
+    }
+
+    /// The first point at or after `hash` (`ngx_stream_upstream_find_chash_point`); the
+    /// number of points when every point is below it (the walk then wraps to the first).
+    /// The same position as `points.partition_point(|p| p.0 < hash)`: every point before
+    /// `starts[v]` is below the smallest hash of prefix `v`, so below `hash`, and every
+    /// point from `starts[v + 1]` on is at least the smallest hash of prefix `v + 1`, so
+    /// above `hash`; the first point at or after `hash` is in `starts[v] ..= starts[v + 1]`.
+    #[inline]
+    fn first(&self, hash: u32) -> usize {
+        if self.bits == 0 {
+            return self.points.partition_point(|&(h, _)| h < hash);
+        }
+        let v = (hash >> (32 - self.bits)) as usize;
+        let (lo, hi) = (self.starts[v] as usize, self.starts[v + 1] as usize);
+        lo + self.points[lo..hi].partition_point(|&(h, _)| h < hash)
+    }
 }
 
 /// The peers' weight ranges: what nginx's walk over the weights finds in one lookup.
@@ -236,25 +318,19 @@ impl NginxHash {
         ring
     }
 
-    /// The first point at or after `hash` (`ngx_stream_upstream_find_chash_point`); the
-    /// ring's length when every point is below it (the walk then wraps to the first).
-    fn first_point(ring: &[(u32, u32)], hash: u32) -> usize {
-        ring.partition_point(|&(h, _)| h < hash)
-    }
-
     /// The consistent pick: `None` when nginx falls back to round robin (one peer, no
     /// points, or 21 points in a row whose peers are down).
     fn consistent_pick(&mut self, backends: &Backends, key: &[u8]) -> Option<usize> {
         if self.ring.is_empty() {
-            self.ring = Self::build_ring(&self.params, backends);
+            self.ring = Points::new(Self::build_ring(&self.params, backends));
         }
         if backends.len() < 2 || self.ring.is_empty() {
             return None;
         }
         let n = self.ring.len();
-        let first = Self::first_point(&self.ring, crc32fast::hash(key));
+        let first = self.ring.first(crc32fast::hash(key));
         (first..first + TRIES as usize)
-            .map(|at| self.ring[at % n].1 as usize)
+            .map(|at| self.ring.peer(at % n))
             .find(|&peer| backends.up(peer))
     }
 }
@@ -294,7 +370,7 @@ impl Strategy for NginxHash {
         let start = backend.checked_sub(1).map_or(0, |k| ends[k]);
         if end - start != u64::from(view.weight) {
             self.ranges = Ranges::default();
-            self.ring.clear();
+            self.ring = Points::default();
         }
     }
 }
@@ -373,6 +449,30 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The index finds the position a binary search of the whole ring finds, for
+        /// rings of every size up to past one point an entry (hashes drawn whole, or
+        /// crowded into a few prefixes so that entries hold many points or none), at
+        /// every point, next to it, and at random hashes.
+        #[test]
+        fn the_indexed_first_point_is_the_binary_search(
+            hashes in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..3000),
+            crowd in 0u32..3,
+            probes in proptest::collection::vec(proptest::prelude::any::<u32>(), 1..50),
+        ) {
+            let mut points: Vec<(u32, u32)> =
+                hashes.iter().enumerate().map(|(i, &h)| (h >> (crowd * 12), i as u32)).collect();
+            points.sort_by_key(|&(h, _)| h);
+            points.dedup_by_key(|&mut (h, _)| h);
+            let index = Points::new(points.clone());
+            let mut at = probes;
+            at.extend(points.iter().flat_map(|p| [p.0, p.0.wrapping_sub(1), p.0.wrapping_add(1)]));
+            at.extend([0, u32::MAX]);
+            for h in at {
+                let want = points.partition_point(|&(x, _)| x < h);
+                proptest::prop_assert_eq!(index.first(h), want, "hash {}", h);
+            }
+        }
+
         /// The key's text is what `Ipv4Addr`'s `Display` writes, for every address.
         #[test]
         fn the_address_text_is_the_dotted_decimal(bits: u32) {

@@ -9,7 +9,7 @@
 use super::SpecError;
 use super::hash::{Membership, Ring, key_hash};
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Table, Ty};
-use super::{Backends, PickContext, Strategy};
+use super::{Backend, Backends, PickContext, Strategy};
 
 /// Envoy ring hash.
 #[derive(Debug)]
@@ -42,6 +42,21 @@ impl Strategy for RingHash {
             |r: &Ring| (!r.is_empty()).then(|| r.backend_at(r.position(h))),
             |weights| Ring::build(weights, min, max),
         )
+    }
+
+    /// The table is rebuilt when a backend left out of it comes back: the balancer tells
+    /// of every backend going up or down (`Membership::told`).
+    fn indexes_view(&self) -> bool {
+        true
+    }
+
+    /// Counts are not kept (only up/down is told).
+    fn indexes_in_flight(&self) -> bool {
+        false
+    }
+
+    fn on_view(&mut self, backend: usize, view: &Backend) {
+        self.members.told(backend, view);
     }
 }
 
@@ -140,5 +155,20 @@ mod tests {
             b.set_up(i, false);
         }
         assert_eq!(b.route(Nanos(0), 7), None);
+    }
+
+    /// The ring rebuilt when told of a backend coming back picks what it picks when it
+    /// looks at every backend left out at every pick, through up/down (balancer-driven
+    /// workouts) and weight changes (views changed directly).
+    #[test]
+    fn a_told_ring_picks_as_a_rescan() {
+        use crate::strategy::hash::told::{pair, views_agree};
+        use crate::strategy::testing::{index_agrees_with_scan, weights};
+        let build = |&min: &u64| {
+            let ring = || RingHash::new(min, 8 << 20);
+            pair(ring(), ring(), |s| s.members.suspect())
+        };
+        index_agrees_with_scan(1u64..200, weights(), build);
+        views_agree(1u64..200, build);
     }
 }
