@@ -138,10 +138,13 @@ fn frozen_backend_neither_delays_the_others_nor_costs_unbounded_threads() {
     assert!(s.errors > 0 && s.errors == s.errors_per_backend[0], "{s:?}");
     assert_eq!(s.marked_down, vec![0]);
     // Healthy backends served every other request, promptly: 2 ms services at 27-36%
-    // load; the frozen backend used to add 0.95 s.
+    // load; the frozen backend used to add 0.95 s. The bounds sit far below that and
+    // above what a busy machine does on its own: beside other jobs on 2 cores it stalls
+    // the dispatcher for up to 132 ms (see `live::stall`), and a CI check with a build
+    // beside it once measured a schedule lag p99 of 63 ms here.
     assert!(s.metrics.latency.len() > 500);
-    assert!(p99 < 0.1, "healthy p99 {p99} s");
-    assert!(lag_p99 < 0.05, "schedule lag p99 {lag_p99} s");
+    assert!(p99 < 0.3, "healthy p99 {p99} s");
+    assert!(lag_p99 < 0.25, "schedule lag p99 {lag_p99} s");
     // Sockets and threads: at most the per-backend limit for the frozen one, plus what
     // the healthy ones need: the connections opened ahead (2 workers + 16 each) and a
     // handful more on demand; a thread per connection on each side for those.
