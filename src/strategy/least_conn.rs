@@ -489,16 +489,15 @@ impl WeightedIndex {
         Some(index)
     }
 
-    /// The queue of weight `w`, made if need be (reusing an empty queue's slot when all
-    /// are taken; the detached backend's queue is kept for its return).
+    /// The queue of weight `w`, made if need be (dropping the empty queues when all slots
+    /// are taken). Called only with no backend detached (every filing but the detached
+    /// one's own reattaches it first), so no empty queue is still wanted.
     fn queue_of(&mut self, w: u32) -> Result<usize, ()> {
         if let Some(q) = self.queues.iter().position(|q| q.weight == w) {
             return Ok(q);
         }
         if self.queues.len() >= self.max_weights {
-            let keep = self.detached.map(|j| self.weight[j]);
-            self.queues
-                .retain(|q| q.filed > 0 || Some(q.weight) == keep);
+            self.queues.retain(|q| q.filed > 0);
         }
         if self.queues.len() >= self.max_weights {
             return Err(());
@@ -561,7 +560,8 @@ impl WeightedIndex {
 
     fn reattach(&mut self) {
         if let Some(j) = self.detached.take() {
-            // Its queue was kept while it was detached (see `queue_of`).
+            // Its queue is still there: queues are dropped only by `queue_of`, which runs
+            // with no backend detached.
             self.insert(j)
                 .expect("the detached backend's queue is kept");
         }
