@@ -6,16 +6,24 @@
 //!
 //! nginx scans every backend twice per pick. Here the picks are the same, exactly, but come
 //! from an index of the view kept up to date as it changes ([`Strategy::on_view`]): the
-//! backends grouped by their ratio `in_flight / weight` in an ordered map, and within a
-//! ratio by their smooth-round-robin counter. A pick adds `weight` to the counter of every
-//! backend at the lowest ratio: that is one counter per ratio class ("picks made at this
+//! backends grouped by their ratio `in_flight / weight` (a ratio class), and within a class
+//! by their smooth-round-robin counter. A pick adds `weight` to the counter of every
+//! backend at the lowest ratio: that is one counter of picks per group ("picks made at this
 //! ratio"), and a member's counter is its key plus `weight ×` that counter, so the order of
-//! members of equal weight never changes while they stay in the class. A pick, a dispatch
-//! and a completion cost O(log n) (times the number of distinct weights at the lowest
-//! ratio). Without weights every ratio is an in-flight count: the classes are then a
-//! bucket queue indexed by count, each a binary heap with lazy deletion (cheaper than
-//! ordered sets). Up to [`SCAN_UP_TO`] backends nginx's scans are faster and used. The
-//! property tests check that every index picks exactly what the scans pick.
+//! members of equal weight never changes while they stay in the group.
+//!
+//! - Without weights every ratio is an in-flight count: the classes are a bucket queue
+//!   indexed by count, each a binary heap with lazy deletion ([`FlatIndex`]).
+//! - With few distinct weights (up to [`MAX_WEIGHTS`], the common case), one such bucket
+//!   queue per weight ([`WeightedIndex`]): the lowest ratio is the least over the weights
+//!   of (lowest count) / weight, and its class the lowest buckets of the weights at that
+//!   ratio. A pick costs O(log n) plus the number of weights, a dispatch and a completion
+//!   O(log n), with no ordered map.
+//! - With more, an ordered map of ratio classes, each holding per weight an ordered set of
+//!   members ([`Index`]): O(log n) times the number of weights at the lowest ratio.
+//!
+//! Up to [`SCAN_UP_TO`] backends nginx's scans are faster and used. The property tests
+//! check that every index picks exactly what the scans pick.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -28,6 +36,11 @@ use super::{Backend, Backends, Entries, PickContext, Strategy};
 /// `benches/scale.rs`); both pick the same.
 pub const SCAN_UP_TO: usize = 48;
 
+/// Up to this many distinct weights, weighted picks come from one bucket queue per weight
+/// ([`WeightedIndex`], each pick looks at every weight); beyond, from the ordered map of
+/// ratio classes ([`Index`]). The same picks either way.
+const MAX_WEIGHTS: usize = 8;
+
 /// nginx `least_conn`, optionally weighted.
 #[derive(Debug, Default)]
 pub struct LeastConnections {
@@ -37,7 +50,9 @@ pub struct LeastConnections {
     /// The scans' smooth-round-robin counters.
     current: Vec<i64>,
     /// Weighted: the index by ratio.
-    index: Option<Index>,
+    index: Option<Weighted>,
+    /// Most distinct weights a [`WeightedIndex`] keeps; beyond, the ordered [`Index`].
+    max_weights: usize,
     /// Unweighted: the index by in-flight count.
     flat: Option<FlatIndex>,
 }
@@ -47,6 +62,7 @@ impl LeastConnections {
     pub fn new(weighted: bool) -> LeastConnections {
         LeastConnections {
             weighted,
+            max_weights: MAX_WEIGHTS,
             ..Default::default()
         }
     }
@@ -122,10 +138,10 @@ impl Strategy for LeastConnections {
             };
             return flat.pick();
         }
-        let weighted = self.weighted;
+        let max_weights = self.max_weights;
         let index = match &mut self.index {
-            Some(index) if index.flight.len() == backends.len() => index,
-            stale => stale.insert(Index::new(backends, weighted)),
+            Some(index) if index.len() == backends.len() => index,
+            stale => stale.insert(Weighted::new(backends, max_weights)),
         };
         index.pick()
     }
@@ -138,9 +154,55 @@ impl Strategy for LeastConnections {
         if let Some(flat) = &mut self.flat {
             flat.update(backend, view);
         }
-        let weighted = self.weighted;
-        if let Some(index) = &mut self.index {
-            index.update(backend, view, weighted);
+        let index = match &mut self.index {
+            Some(Weighted::Queues(queues)) => match queues.update(backend, view) {
+                Ok(()) => return,
+                Err(TooManyWeights(i)) => self.index.take().map(|index| index.into_tree(i)),
+            },
+            Some(Weighted::Tree(tree)) => {
+                tree.update(backend, view, true);
+                return;
+            }
+            None => return,
+        };
+        self.index = index;
+    }
+}
+
+/// The weighted index: bucket queues while the weights are few, else the ordered map.
+#[derive(Debug)]
+enum Weighted {
+    Queues(WeightedIndex),
+    Tree(Index),
+}
+
+impl Weighted {
+    fn new(backends: &Backends, max_weights: usize) -> Weighted {
+        match WeightedIndex::new(backends, max_weights) {
+            Some(queues) => Weighted::Queues(queues),
+            None => Weighted::Tree(Index::new(backends, true)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Weighted::Queues(queues) => queues.flight.len(),
+            Weighted::Tree(tree) => tree.flight.len(),
+        }
+    }
+
+    fn pick(&mut self) -> Option<usize> {
+        match self {
+            Weighted::Queues(queues) => queues.pick(),
+            Weighted::Tree(tree) => tree.pick(),
+        }
+    }
+
+    /// The tree, with `pending` (a member the queues could not file) filed.
+    fn into_tree(self, pending: usize) -> Weighted {
+        match self {
+            Weighted::Queues(queues) => Weighted::Tree(queues.into_tree(pending)),
+            tree => tree,
         }
     }
 }
@@ -253,7 +315,7 @@ impl Index {
         };
         let w = if weighted { view.weight } else { 1 };
         let member = view.up && w > 0;
-        if was_filed && member && view.in_flight == self.flight[i] {
+        if was_filed && member && view.in_flight == self.flight[i] && w == self.weight[i] {
             return;
         }
         if was_filed {
@@ -345,6 +407,267 @@ impl Index {
         }
         self.detached = Some(i as usize);
         Some(i as usize)
+    }
+}
+
+/// The members of one weight, weighted: buckets by in-flight count (a bucket queue, as
+/// [`FlatIndex`]), each a heap with lazy deletion. A bucket's `picks` counts the picks
+/// made in its ratio class while it had members (each added `weight` to every member's
+/// counter): a member's counter is its key plus `weight × picks`.
+#[derive(Debug)]
+struct WeightQueue {
+    weight: u32,
+    buckets: Vec<Bucket>,
+    /// Lowest bucket with a member (meaningless when `filed` is 0).
+    min: usize,
+    /// Members filed here.
+    filed: usize,
+}
+
+impl WeightQueue {
+    fn new(weight: u32) -> WeightQueue {
+        WeightQueue {
+            weight,
+            buckets: Vec::new(),
+            min: 0,
+            filed: 0,
+        }
+    }
+}
+
+/// The view of weighted least connections, indexed while its members have few distinct
+/// weights (at most [`LeastConnections::max_weights`]): one [`WeightQueue`] per weight.
+/// The least ratio is the least over the weights of (lowest count of that weight) /
+/// weight, and its class is the lowest buckets of the weights at that ratio (a bucket of
+/// weight `w` at ratio `r` holds count `r × w`, and no lower count of `w` is filed). A
+/// pick costs O(log n) plus the number of weights; a dispatch and a completion O(log n)
+/// with small constants (no ordered maps).
+#[derive(Debug)]
+struct WeightedIndex {
+    flight: Vec<u32>,
+    /// Eligible (up, weight above 0).
+    member: Vec<bool>,
+    weight: Vec<u32>,
+    /// Filed in its bucket (a member that is not detached).
+    filed: Vec<bool>,
+    /// Bumped at every filing and unfiling: heap entries of older generations are dead.
+    generation: Vec<u32>,
+    /// Key when filed (counter minus `weight × picks` of its bucket), counter otherwise.
+    current: Vec<i64>,
+    /// One queue per distinct weight (a queue left empty stays until its slot is needed).
+    queues: Vec<WeightQueue>,
+    max_weights: usize,
+    /// See [`Index::detached`].
+    detached: Option<usize>,
+}
+
+/// Too many distinct weights for a [`WeightedIndex`]: the backend it could not file.
+#[derive(Debug)]
+struct TooManyWeights(usize);
+
+impl WeightedIndex {
+    /// The index of `backends`, or `None` when they have more than `max_weights` weights.
+    fn new(backends: &Backends, max_weights: usize) -> Option<WeightedIndex> {
+        let n = backends.len();
+        let mut index = WeightedIndex {
+            flight: backends.iter().map(|b| b.in_flight).collect(),
+            member: vec![false; n],
+            weight: backends.iter().map(|b| b.weight).collect(),
+            filed: vec![false; n],
+            generation: vec![0; n],
+            current: vec![0; n],
+            queues: Vec::new(),
+            max_weights,
+            detached: None,
+        };
+        for (i, b) in backends.iter().enumerate() {
+            if b.up && b.weight > 0 {
+                index.member[i] = true;
+                index.insert(i).ok()?;
+            }
+        }
+        Some(index)
+    }
+
+    /// The queue of weight `w`, made if need be (dropping the empty queues when all slots
+    /// are taken). Called only with no backend detached (every filing but the detached
+    /// one's own reattaches it first), so no empty queue is still wanted.
+    fn queue_of(&mut self, w: u32) -> Result<usize, ()> {
+        if let Some(q) = self.queues.iter().position(|q| q.weight == w) {
+            return Ok(q);
+        }
+        if self.queues.len() >= self.max_weights {
+            self.queues.retain(|q| q.filed > 0);
+        }
+        if self.queues.len() >= self.max_weights {
+            return Err(());
+        }
+        self.queues.push(WeightQueue::new(w));
+        Ok(self.queues.len() - 1)
+    }
+
+    fn insert(&mut self, i: usize) -> Result<(), TooManyWeights> {
+        let w = self.weight[i];
+        let q = self.queue_of(w).map_err(|()| TooManyWeights(i))?;
+        let queue = &mut self.queues[q];
+        let c = self.flight[i] as usize;
+        if queue.buckets.len() <= c {
+            queue.buckets.resize_with(c + 1, Bucket::default);
+        }
+        let b = &mut queue.buckets[c];
+        let key = self.current[i] - i64::from(w) * b.picks;
+        self.current[i] = key;
+        self.generation[i] = self.generation[i].wrapping_add(1);
+        b.heap.push((key, Reverse(i as u32), self.generation[i]));
+        b.live += 1;
+        if b.heap.len() > 2 * b.live + 32 {
+            // Drop dead entries: memory stays within twice the members.
+            let (filed, generation) = (&self.filed, &self.generation);
+            b.heap.retain(|&(_, Reverse(j), g)| {
+                let j = j as usize;
+                (filed[j] || j == i) && generation[j] == g
+            });
+        }
+        self.filed[i] = true;
+        if queue.filed == 0 || c < queue.min {
+            queue.min = c;
+        }
+        queue.filed += 1;
+        Ok(())
+    }
+
+    /// Takes a filed backend out of its bucket; its counter becomes explicit.
+    fn unfile(&mut self, i: usize) {
+        let w = self.weight[i];
+        let queue = self
+            .queues
+            .iter_mut()
+            .find(|q| q.weight == w)
+            .expect("a filed backend's weight has a queue");
+        let c = self.flight[i] as usize;
+        let b = &mut queue.buckets[c];
+        self.current[i] += i64::from(w) * b.picks;
+        self.generation[i] = self.generation[i].wrapping_add(1);
+        b.live -= 1;
+        self.filed[i] = false;
+        queue.filed -= 1;
+        if queue.filed > 0 && c == queue.min {
+            while queue.buckets[queue.min].live == 0 {
+                queue.min += 1;
+            }
+        }
+    }
+
+    fn reattach(&mut self) {
+        if let Some(j) = self.detached.take() {
+            // Its queue is still there: queues are dropped only by `queue_of`, which runs
+            // with no backend detached.
+            self.insert(j)
+                .expect("the detached backend's queue is kept");
+        }
+    }
+
+    fn update(&mut self, i: usize, view: &Backend) -> Result<(), TooManyWeights> {
+        if i >= self.flight.len() {
+            return Ok(());
+        }
+        if self.detached == Some(i) {
+            self.detached = None;
+        } else {
+            self.reattach();
+        }
+        let member = view.up && view.weight > 0;
+        if self.filed[i]
+            && member
+            && view.in_flight == self.flight[i]
+            && view.weight == self.weight[i]
+        {
+            return Ok(());
+        }
+        if self.filed[i] {
+            self.unfile(i);
+        }
+        self.flight[i] = view.in_flight;
+        self.weight[i] = view.weight;
+        self.member[i] = member;
+        if member { self.insert(i) } else { Ok(()) }
+    }
+
+    /// The least ratio `(count, weight)` over the queues with members.
+    fn least_ratio(&self) -> Option<(u64, u64)> {
+        let mut best: Option<(u64, u64)> = None;
+        for q in self.queues.iter().filter(|q| q.filed > 0) {
+            let (c, w) = (q.min as u64, u64::from(q.weight));
+            if best.is_none_or(|(bc, bw)| c * bw < bc * w) {
+                best = Some((c, w));
+            }
+        }
+        best
+    }
+
+    fn pick(&mut self) -> Option<usize> {
+        self.reattach();
+        let (bc, bw) = self.least_ratio()?;
+        let at_least =
+            |q: &WeightQueue| q.filed > 0 && q.min as u64 * bw == bc * u64::from(q.weight);
+        // The class adds one pick to each of its buckets; its total weight.
+        let mut total = 0i64;
+        for q in self.queues.iter_mut().filter(|q| at_least(q)) {
+            let b = &mut q.buckets[q.min];
+            b.picks += 1;
+            total += i64::from(q.weight) * b.live as i64;
+        }
+        // The highest counter (key + weight × picks), lowest index among equals: over the
+        // class's buckets, each heap's top once dead entries are dropped.
+        let (filed, generation) = (&self.filed, &self.generation);
+        let mut best: Option<(i64, u32)> = None;
+        for q in self.queues.iter_mut().filter(|q| at_least(q)) {
+            let w = i64::from(q.weight);
+            let b = &mut q.buckets[q.min];
+            while let Some(&(key, Reverse(j), g)) = b.heap.peek() {
+                if filed[j as usize] && generation[j as usize] == g {
+                    let counter = key + w * b.picks;
+                    if best.is_none_or(|(bc, bi)| counter > bc || (counter == bc && j < bi)) {
+                        best = Some((counter, j));
+                    }
+                    break;
+                }
+                b.heap.pop();
+            }
+        }
+        let (_, i) = best?;
+        let i = i as usize;
+        // Unfile it (its heap entry goes dead), then it gives back the class's total.
+        self.unfile(i);
+        self.current[i] -= total;
+        self.detached = Some(i);
+        Some(i)
+    }
+
+    /// The same state as an [`Index`] (for more distinct weights than a `WeightedIndex`
+    /// keeps), with `pending` (a member not yet filed) filed too.
+    fn into_tree(mut self, pending: usize) -> Index {
+        // Every filed member's counter made explicit, as the tree's `insert` expects.
+        for i in 0..self.flight.len() {
+            if self.filed[i] {
+                self.unfile(i);
+                self.filed[i] = true;
+            }
+        }
+        let mut index = Index {
+            flight: self.flight,
+            member: self.member,
+            weight: self.weight,
+            current: self.current,
+            classes: BTreeMap::new(),
+            detached: self.detached,
+        };
+        for i in 0..index.flight.len() {
+            if self.filed[i] || i == pending {
+                index.insert(i);
+            }
+        }
+        index
     }
 }
 
@@ -542,6 +865,7 @@ mod tests {
     use crate::strategy::{Balancer, Outcome};
     use crate::time::Nanos;
     use proptest::prelude::*;
+    use proptest::strategy::Strategy as _;
 
     #[test]
     fn picks_fewest_in_flight() {
@@ -573,10 +897,14 @@ mod tests {
         assert_eq!(zero, 6, "{picks:?}");
     }
 
-    /// The heaps (`new`) and the scan (`for_backends` of 0 backends, which keeps none).
-    fn index_and_scan(&weighted: &bool) -> Pair {
+    /// The index (`new`, keeping at most `max_weights` weights in bucket queues) and the
+    /// scan (`for_backends` of 0 backends, which keeps none).
+    fn index_and_scan(&(weighted, max_weights): &(bool, usize)) -> Pair {
         (
-            Box::new(LeastConnections::new(weighted)),
+            Box::new(LeastConnections {
+                max_weights,
+                ..LeastConnections::new(weighted)
+            }),
             Box::new(LeastConnections::for_backends(weighted, 0)),
         )
     }
@@ -590,12 +918,86 @@ mod tests {
             (52, false),
             &[(false, 200), (true, 200), (false, 60)],
             |&(_, n), rng| (0..n).map(|_| rng.random_range(0..4)).collect(),
-            |(weighted, _)| index_and_scan(weighted),
+            |&(weighted, _)| index_and_scan(&(weighted, MAX_WEIGHTS)),
+        );
+    }
+
+    /// Weights 1 to 5 over 300 backends, many in flight: ties across weights at ratios
+    /// above 0 (2/1 = 4/2), with bucket queues and with the ordered map (2 weights kept).
+    #[test]
+    fn long_weighted_runs_pick_what_the_scan_picks() {
+        use rand::RngExt;
+        long_runs_agree(
+            11,
+            (60, false),
+            &[(true, MAX_WEIGHTS), (true, 2)],
+            |_, rng| (0..300).map(|_| rng.random_range(1..6)).collect(),
+            index_and_scan,
         );
     }
 
     #[test]
     fn index_picks_what_the_scan_picks() {
-        index_agrees_with_scan(any::<bool>(), weights(), index_and_scan);
+        let params = (any::<bool>(), prop_oneof![Just(MAX_WEIGHTS), 1..4usize]);
+        index_agrees_with_scan(params, weights(), index_and_scan);
+    }
+
+    /// A change to the view of one backend, or a pick.
+    #[derive(Clone, Debug)]
+    enum Change {
+        Pick,
+        Weight(usize, u32),
+        Up(usize, bool),
+        Done(usize),
+    }
+
+    fn change() -> impl proptest::strategy::Strategy<Value = Change> {
+        prop_oneof![
+            4 => Just(Change::Pick),
+            1 => (any::<usize>(), 0u32..7).prop_map(|(i, w)| Change::Weight(i, w)),
+            1 => (any::<usize>(), any::<bool>()).prop_map(|(i, up)| Change::Up(i, up)),
+            3 => any::<usize>().prop_map(Change::Done),
+        ]
+    }
+
+    proptest! {
+        /// Weights that change (as the balancer tells of them): the queues make and reuse
+        /// a queue per weight, or turn into the ordered map when they run out; the picks
+        /// stay the scan's.
+        #[test]
+        fn changing_weights_pick_what_the_scan_picks(
+            weights in proptest::collection::vec(1u32..4, 1..10),
+            max_weights in 1..5usize,
+            changes in proptest::collection::vec(change(), 1..200),
+        ) {
+            let (mut fast, mut oracle) = index_and_scan(&(true, max_weights));
+            let mut view: Vec<Backend> = weights
+                .iter()
+                .map(|&weight| Backend { in_flight: 0, weight, up: true })
+                .collect();
+            let ctx = PickContext::new(Nanos(0), 0);
+            for c in changes {
+                let n = view.len();
+                let i = match c {
+                    Change::Pick => {
+                        let backends: Backends = view.iter().copied().collect();
+                        let got = fast.pick(&backends, &ctx);
+                        prop_assert_eq!(got, oracle.pick(&backends, &ctx));
+                        let Some(i) = got else { continue };
+                        view[i].in_flight += 1;
+                        i
+                    }
+                    Change::Weight(i, w) => { view[i % n].weight = w; i % n }
+                    Change::Up(i, up) => { view[i % n].up = up; i % n }
+                    Change::Done(i) => {
+                        let b = &mut view[i % n];
+                        b.in_flight = b.in_flight.saturating_sub(1);
+                        i % n
+                    }
+                };
+                fast.on_view(i, &view[i]);
+                oracle.on_view(i, &view[i]);
+            }
+        }
     }
 }
