@@ -515,19 +515,8 @@ impl WeightedIndex {
             queue.buckets.resize_with(c + 1, Bucket::default);
         }
         let b = &mut queue.buckets[c];
-        let key = self.current[i] - i64::from(w) * b.picks;
-        self.current[i] = key;
-        self.generation[i] = self.generation[i].wrapping_add(1);
-        b.heap.push((key, Reverse(i as u32), self.generation[i]));
-        b.live += 1;
-        if b.heap.len() > 2 * b.live + 32 {
-            // Drop dead entries: memory stays within twice the members.
-            let (filed, generation) = (&self.filed, &self.generation);
-            b.heap.retain(|&(_, Reverse(j), g)| {
-                let j = j as usize;
-                (filed[j] || j == i) && generation[j] == g
-            });
-        }
+        self.current[i] -= i64::from(w) * b.picks;
+        b.file(i, self.current[i], &mut self.generation, &self.filed);
         self.filed[i] = true;
         if queue.filed == 0 || c < queue.min {
             queue.min = c;
@@ -671,8 +660,9 @@ impl WeightedIndex {
     }
 }
 
-/// Members of one in-flight count, unweighted: a max-heap of (key, lowest index first),
-/// with lazy deletion (an entry is live while its backend's generation matches).
+/// Members of one in-flight count (of one weight, in [`WeightedIndex`]): a max-heap of
+/// (key, lowest index first), with lazy deletion (an entry is live while its backend's
+/// generation matches).
 #[derive(Debug, Default)]
 struct Bucket {
     /// Picks made among this bucket (each added 1 to every member's counter).
@@ -680,6 +670,24 @@ struct Bucket {
     /// Members filed here.
     live: usize,
     heap: BinaryHeap<(i64, Reverse<u32>, u32)>,
+}
+
+impl Bucket {
+    /// Files backend `i` here under `key`, in a new generation (its older entries die).
+    /// `filed` says which backends are filed somewhere (`i` is about to be): entries of
+    /// others, or of older generations, are dead, and are dropped when they outnumber the
+    /// members, so memory stays within twice the members.
+    fn file(&mut self, i: usize, key: i64, generation: &mut [u32], filed: &[bool]) {
+        generation[i] = generation[i].wrapping_add(1);
+        self.heap.push((key, Reverse(i as u32), generation[i]));
+        self.live += 1;
+        if self.heap.len() > 2 * self.live + 32 {
+            self.heap.retain(|&(_, Reverse(j), g)| {
+                let j = j as usize;
+                (filed[j] || j == i) && generation[j] == g
+            });
+        }
+    }
 }
 
 /// The view of unweighted least connections, indexed: buckets by in-flight count (a bucket
@@ -733,19 +741,8 @@ impl FlatIndex {
             self.buckets.resize_with(c + 1, Bucket::default);
         }
         let b = &mut self.buckets[c];
-        let key = self.current[i] - b.picks;
-        self.current[i] = key;
-        self.generation[i] = self.generation[i].wrapping_add(1);
-        b.heap.push((key, Reverse(i as u32), self.generation[i]));
-        b.live += 1;
-        if b.heap.len() > 2 * b.live + 32 {
-            // Drop dead entries: memory stays within twice the members.
-            let (filed, generation) = (&self.filed, &self.generation);
-            b.heap.retain(|&(_, Reverse(j), g)| {
-                let j = j as usize;
-                (filed[j] || j == i) && generation[j] == g
-            });
-        }
+        self.current[i] -= b.picks;
+        b.file(i, self.current[i], &mut self.generation, &self.filed);
         self.filed[i] = true;
         if self.filed_count == 0 || c < self.min {
             self.min = c;
