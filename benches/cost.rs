@@ -12,9 +12,10 @@
 //! perf stat -e task-clock -x, target/release/deps/cost-HASH c3_indexed 1000 50
 //! ```
 //!
-//! Arguments: a label (a strategy's kind at its defaults, or `jsq_indexed` /
-//! `c3_indexed` / `aperture_steady`, or `prequal_rR` for Prequal at `probe_rate = R`), the number of servers,
-//! and how many times to simulate the run. It prints the requests simulated (arrivals), to
+//! Arguments: a label (a strategy's kind at its defaults, or `jsq_indexed` / `c3_indexed` /
+//! `aperture_steady` / `nginx_hash_consistent` / `edf_wrr_slow_start` /
+//! `least_request_slow_start`, or `prequal_rR` for Prequal at `probe_rate = R`), the number
+//! of servers, and how many times to simulate the run. It prints the requests simulated (arrivals), to
 //! keep the work observable.
 
 use std::path::Path;
@@ -48,6 +49,15 @@ fn strategy(label: &str) -> String {
         "c3_indexed" => "kind = \"c3\"\nindexed = true".into(),
         // Aperture at its steady width within the run (scale.rs's row of that name).
         "aperture_steady" => "kind = \"aperture\"\nsmooth_win = 0.001".into(),
+        // nginx `hash ... consistent`: the ring of points nginx builds.
+        "nginx_hash_consistent" => "kind = \"nginx_hash\"\nconsistent = true".into(),
+        // Envoy slow start (a client policy) on EDF WRR and on least request; no server
+        // joins during the run, so no host ramps.
+        "edf_wrr_slow_start" | "least_request_slow_start" => format!(
+            "kind = \"{}\"\n[strategies.policy.slow_start]\nkind = \"envoy\"\n\
+             slow_start_window = 10",
+            label.trim_end_matches("_slow_start")
+        ),
         label => match label.strip_prefix("prequal_r") {
             // Prequal at another probe rate: the cost of a probe, by difference.
             Some(rate) => format!("kind = \"prequal\"\nprobe_rate = {rate}"),
