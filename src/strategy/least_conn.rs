@@ -893,23 +893,24 @@ mod tests {
         assert!(q.queue.pick(&q.gens).is_none());
     }
 
-    /// Picks come in order of counter, then index; a backend unfiled and filed again in
-    /// the same bucket under the same key leaves a dead entry that is never picked.
+    /// Picks come in order of counter, then index; a backend unfiled and filed again
+    /// elsewhere leaves a dead entry that is skipped, even above live ones.
     #[test]
     fn bucket_queue_skips_dead_entries_of_older_generations() {
         let mut q = Queue::new(2, vec![u32::MAX - 1; 3]);
-        q.current = vec![5, 7, 5];
+        q.current = vec![5, 10, 9];
         for i in 0..3 {
             q.file(i, 0);
         }
-        // Backend 2 out and back under the same key: its first entry, dead, stays in the
-        // heap, and sorts above the live one (its generation wrapped from u32::MAX to 1).
+        // Backend 2 moves to count 1 (its generation wraps from u32::MAX to 1): its entry
+        // at count 0, dead, stays in the heap, below backend 1's and above backend 0's.
         q.unfile(2);
-        q.file(2, 0);
-        assert_eq!(q.queue.buckets[0].heap.len(), 4);
-        // Counters +2 each: 7, 9, 7 (total 6): 1 wins; then 0 and 2 tie at 9, 0 first.
-        assert_eq!(q.pick(), Some((1, 3)));
-        assert_eq!(q.pick(), Some((0, 5)));
+        q.file(2, 1);
+        assert_eq!(q.queue.buckets[0].heap.len(), 3);
+        // Counters +2 each at count 0: 7 and 12 (total 4): 1; then 9: 0 (not 2, whose
+        // dead entry is on top); then count 1: 2 at 11.
+        assert_eq!(q.pick(), Some((1, 8)));
+        assert_eq!(q.pick(), Some((0, 7)));
         assert_eq!(q.pick(), Some((2, 9)));
         assert_eq!(q.pick(), None);
         assert_eq!(q.queue.least(), None);
