@@ -5,28 +5,25 @@
 //! plain round robin.
 //!
 //! nginx scans every backend twice per pick. Here the picks are the same, exactly, but come
-//! from an index of the view kept up to date as it changes ([`Strategy::on_view`]): the
-//! backends grouped by their ratio `in_flight / weight` (a ratio class), and within a class
-//! by their smooth-round-robin counter. A pick adds `weight` to the counter of every
-//! backend at the lowest ratio: that is one counter of picks per group ("picks made at this
-//! ratio"), and a member's counter is its key plus `weight ×` that counter, so the order of
-//! members of equal weight never changes while they stay in the group.
+//! from an index of the view kept up to date as it changes ([`Strategy::on_view`]): one
+//! [`BucketQueue`] per distinct weight, filing that weight's backends by in-flight count,
+//! and a [`Tournament`] over the queues' least ratios `count / weight`. The backends at the
+//! least ratio (a ratio class) are the least buckets of the weights at that ratio.
 //!
-//! - Without weights every ratio is an in-flight count: the classes are a bucket queue
-//!   indexed by count, each a binary heap with lazy deletion ([`FlatIndex`]).
-//! - With few distinct weights (up to [`MAX_WEIGHTS`], the common case), one such bucket
-//!   queue per weight ([`WeightedIndex`]): the lowest ratio is the least over the weights
-//!   of (lowest count) / weight, and its class the lowest buckets of the weights at that
-//!   ratio. A pick costs O(log n) plus the number of weights, a dispatch and a completion
-//!   O(log n), with no ordered map.
-//! - With more, an ordered map of ratio classes, each holding per weight an ordered set of
-//!   members ([`Index`]): O(log n) times the number of weights at the lowest ratio.
+//! A pick adds `weight` to the smooth-round-robin counter of every backend of the class:
+//! that is one counter of picks per bucket ("picks made from this bucket"), and a member's
+//! counter is its key plus `weight ×` that count, so the order of the members of a bucket
+//! never changes while they stay in it: each bucket is a heap by key.
+//!
+//! A pick costs O(log n + log W) for W distinct weights, plus the number of weights tied at
+//! the least ratio (at ratio 0, every weight with an idle backend); a dispatch and a
+//! completion O(log n + log W). Without weights every backend weighs 1: one queue.
 //!
 //! Up to [`SCAN_UP_TO`] backends nginx's scans are faster and used. The property tests
-//! check that every index picks exactly what the scans pick.
+//! check that the index picks exactly what the scans pick.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BinaryHeap, HashMap};
 
 use super::SpecError;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
@@ -36,11 +33,6 @@ use super::{Backend, Backends, Entries, PickContext, Strategy};
 /// `benches/scale.rs`); both pick the same.
 pub const SCAN_UP_TO: usize = 48;
 
-/// Up to this many distinct weights, weighted picks come from one bucket queue per weight
-/// ([`WeightedIndex`], each pick looks at every weight); beyond, from the ordered map of
-/// ratio classes ([`Index`]). The same picks either way.
-const MAX_WEIGHTS: usize = 8;
-
 /// nginx `least_conn`, optionally weighted.
 #[derive(Debug, Default)]
 pub struct LeastConnections {
@@ -49,12 +41,8 @@ pub struct LeastConnections {
     scan: bool,
     /// The scans' smooth-round-robin counters.
     current: Vec<i64>,
-    /// Weighted: the index by ratio.
-    index: Option<Weighted>,
-    /// Most distinct weights a [`WeightedIndex`] keeps; beyond, the ordered [`Index`].
-    max_weights: usize,
-    /// Unweighted: the index by in-flight count.
-    flat: Option<FlatIndex>,
+    /// The index of the view (built at the first pick when not scanning).
+    index: Option<Index>,
 }
 
 impl LeastConnections {
@@ -62,7 +50,6 @@ impl LeastConnections {
     pub fn new(weighted: bool) -> LeastConnections {
         LeastConnections {
             weighted,
-            max_weights: MAX_WEIGHTS,
             ..Default::default()
         }
     }
@@ -131,17 +118,10 @@ impl Strategy for LeastConnections {
         if self.scan {
             return self.scan(backends);
         }
-        if !self.weighted {
-            let flat = match &mut self.flat {
-                Some(flat) if flat.flight.len() == backends.len() => flat,
-                stale => stale.insert(FlatIndex::new(backends)),
-            };
-            return flat.pick();
-        }
-        let max_weights = self.max_weights;
+        let weighted = self.weighted;
         let index = match &mut self.index {
-            Some(index) if index.len() == backends.len() => index,
-            stale => stale.insert(Weighted::new(backends, max_weights)),
+            Some(index) if index.backends.len() == backends.len() => index,
+            stale => stale.insert(Index::new(backends, weighted)),
         };
         index.pick()
     }
@@ -151,148 +131,106 @@ impl Strategy for LeastConnections {
     }
 
     fn on_view(&mut self, backend: usize, view: &Backend) {
-        if let Some(flat) = &mut self.flat {
-            flat.update(backend, view);
-        }
-        let index = match &mut self.index {
-            Some(Weighted::Queues(queues)) => match queues.update(backend, view) {
-                Ok(()) => return,
-                Err(TooManyWeights(i)) => self.index.take().map(|index| index.into_tree(i)),
-            },
-            Some(Weighted::Tree(tree)) => {
-                tree.update(backend, view, true);
-                return;
-            }
-            None => return,
-        };
-        self.index = index;
-    }
-}
-
-/// The weighted index: bucket queues while the weights are few, else the ordered map.
-#[derive(Debug)]
-enum Weighted {
-    Queues(WeightedIndex),
-    Tree(Index),
-}
-
-impl Weighted {
-    fn new(backends: &Backends, max_weights: usize) -> Weighted {
-        match WeightedIndex::new(backends, max_weights) {
-            Some(queues) => Weighted::Queues(queues),
-            None => Weighted::Tree(Index::new(backends, true)),
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Weighted::Queues(queues) => queues.flight.len(),
-            Weighted::Tree(tree) => tree.flight.len(),
-        }
-    }
-
-    fn pick(&mut self) -> Option<usize> {
-        match self {
-            Weighted::Queues(queues) => queues.pick(),
-            Weighted::Tree(tree) => tree.pick(),
-        }
-    }
-
-    /// The tree, with `pending` (a member the queues could not file) filed.
-    fn into_tree(self, pending: usize) -> Weighted {
-        match self {
-            Weighted::Queues(queues) => Weighted::Tree(queues.into_tree(pending)),
-            tree => tree,
+        if let Some(index) = &mut self.index {
+            index.update(backend, view);
         }
     }
 }
 
-/// `in_flight / weight`, reduced, ordered by value (cross-multiplication, exact).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Ratio {
-    conns: u64,
-    weight: u64,
-}
-
-impl Ratio {
-    fn new(conns: u32, weight: u32) -> Ratio {
-        let (mut a, mut b) = (u64::from(conns), u64::from(weight));
-        while b != 0 {
-            (a, b) = (b, a % b);
-        }
-        Ratio {
-            conns: u64::from(conns) / a,
-            weight: u64::from(weight) / a,
-        }
-    }
-}
-
-impl Ord for Ratio {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // Both below 2^32: the products fit in u64.
-        (self.conns * other.weight).cmp(&(other.conns * self.weight))
-    }
-}
-
-impl PartialOrd for Ratio {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// Members of one weight in a class, by key descending then index ascending.
-type Members = BTreeSet<(Reverse<i64>, u32)>;
-
-/// The backends at one ratio.
-#[derive(Debug, Default)]
-struct Class {
-    /// Picks made among this class (each added its weight to every member's counter).
-    picks: i64,
-    /// Sum of the members' weights.
-    total: i64,
-    /// Per distinct weight, the members ordered by key descending then index ascending
-    /// (nginx keeps the first backend of highest counter).
-    by_weight: Vec<(i64, Members)>,
-}
-
-/// The view, indexed.
+/// The view, indexed: one [`BucketQueue`] per distinct weight, and the [`Tournament`] of
+/// their least ratios.
 #[derive(Debug)]
 struct Index {
-    /// The in-flight count each backend is filed under.
-    flight: Vec<u32>,
-    /// Whether it is eligible (up, and of non-zero weight when weighted).
-    member: Vec<bool>,
-    /// Its weight (1 when unweighted).
-    weight: Vec<u32>,
-    /// Smooth-round-robin counter of a non-member; for a member, its key: the counter
-    /// minus `weight × picks` of its class.
-    current: Vec<i64>,
-    classes: BTreeMap<Ratio, Class>,
-    /// The backend just picked, taken out of its class until the view tells of its
+    /// Whether weights count (else every backend weighs 1).
+    weighted: bool,
+    backends: Vec<Member>,
+    generations: Generations,
+    queues: Vec<BucketQueue>,
+    /// The queue of each weight seen (queues are never dropped: weights are few and rarely
+    /// change).
+    queue_of: HashMap<u32, u32>,
+    least: Tournament,
+    /// The backend just picked, taken out of its queue until the view tells of its
     /// dispatch (then filed under its new count at once: one move instead of two).
     detached: Option<usize>,
 }
 
+/// A backend as the [`Index`] knows it (one struct, so that an update reads one cache
+/// line rather than one per field).
+#[derive(Clone, Copy, Debug, Default)]
+struct Member {
+    /// The in-flight count it is filed under (or was last told of).
+    flight: u32,
+    /// Its weight (1 when unweighted).
+    weight: u32,
+    /// The queue of its weight (meaningless while its weight is 0).
+    queue: u32,
+    /// Filed in its queue (up, of weight above 0, and not detached).
+    filed: bool,
+    /// Its key when filed (counter minus `weight × picks` of its bucket), else its
+    /// smooth-round-robin counter.
+    current: i64,
+}
+
 impl Index {
     fn new(backends: &Backends, weighted: bool) -> Index {
+        let n = backends.len();
         let mut index = Index {
-            flight: backends.iter().map(|b| b.in_flight).collect(),
-            member: vec![false; backends.len()],
-            weight: backends
-                .iter()
-                .map(|b| if weighted { b.weight } else { 1 })
-                .collect(),
-            current: vec![0; backends.len()],
-            classes: BTreeMap::new(),
+            weighted,
+            backends: vec![Member::default(); n],
+            generations: Generations(vec![0; n]),
+            queues: Vec::new(),
+            queue_of: HashMap::new(),
+            least: Tournament::default(),
             detached: None,
         };
         for (i, b) in backends.iter().enumerate() {
-            if b.up && index.weight[i] > 0 {
-                index.member[i] = true;
+            index.backends[i].flight = b.in_flight;
+            index.set_weight(i, if weighted { b.weight } else { 1 });
+            if b.up && index.backends[i].weight > 0 {
                 index.insert(i);
             }
         }
         index
+    }
+
+    /// Sets backend `i`'s weight, and its queue (made if need be) when above 0.
+    fn set_weight(&mut self, i: usize, w: u32) {
+        self.backends[i].weight = w;
+        if w > 0 {
+            let queues = &mut self.queues;
+            self.backends[i].queue = *self.queue_of.entry(w).or_insert_with(|| {
+                queues.push(BucketQueue::new(w));
+                (queues.len() - 1) as u32
+            });
+        }
+    }
+
+    fn update(&mut self, i: usize, view: &Backend) {
+        if i >= self.backends.len() {
+            return;
+        }
+        if self.detached == Some(i) {
+            self.detached = None;
+        } else {
+            self.reattach();
+        }
+        let w = if self.weighted { view.weight } else { 1 };
+        let member = view.up && w > 0;
+        let b = self.backends[i];
+        if b.filed && member && view.in_flight == b.flight && w == b.weight {
+            return;
+        }
+        if b.filed {
+            self.unfile(i);
+        }
+        self.backends[i].flight = view.in_flight;
+        if w != b.weight {
+            self.set_weight(i, w);
+        }
+        if member {
+            self.insert(i);
+        }
     }
 
     /// Files the detached backend again (where it was), if any.
@@ -302,521 +240,330 @@ impl Index {
         }
     }
 
-    fn update(&mut self, i: usize, view: &Backend, weighted: bool) {
-        if i >= self.flight.len() {
-            return;
-        }
-        let was_filed = if self.detached == Some(i) {
-            self.detached = None;
-            false
+    /// Backend `i`'s queue. Unweighted, the one queue, 0: known without reading the
+    /// backend (a dependent load less on every filing).
+    fn queue(&self, i: usize) -> usize {
+        if self.weighted {
+            self.backends[i].queue as usize
         } else {
-            self.reattach();
-            self.member[i]
-        };
-        let w = if weighted { view.weight } else { 1 };
-        let member = view.up && w > 0;
-        if was_filed && member && view.in_flight == self.flight[i] && w == self.weight[i] {
-            return;
-        }
-        if was_filed {
-            self.remove(i);
-        }
-        self.flight[i] = view.in_flight;
-        self.weight[i] = w;
-        self.member[i] = member;
-        if member {
-            self.insert(i);
+            0
         }
     }
 
+    /// Files member `i` in its queue; its counter becomes a key.
     fn insert(&mut self, i: usize) {
-        let w = self.weight[i];
-        let class = self
-            .classes
-            .entry(Ratio::new(self.flight[i], w))
-            .or_default();
-        let key = self.current[i] - i64::from(w) * class.picks;
-        self.current[i] = key;
-        class.total += i64::from(w);
-        let set = match class
-            .by_weight
-            .iter()
-            .position(|(cw, _)| *cw == i64::from(w))
-        {
-            Some(k) => &mut class.by_weight[k].1,
-            None => {
-                class.by_weight.push((i64::from(w), Members::new()));
-                &mut class.by_weight.last_mut().expect("just pushed").1
-            }
-        };
-        set.insert((Reverse(key), i as u32));
-    }
-
-    fn remove(&mut self, i: usize) {
-        let w = self.weight[i];
-        let ratio = Ratio::new(self.flight[i], w);
-        let Some(class) = self.classes.get_mut(&ratio) else {
-            return;
-        };
-        let key = self.current[i];
-        if let Some(k) = class
-            .by_weight
-            .iter()
-            .position(|(cw, _)| *cw == i64::from(w))
-        {
-            class.by_weight[k].1.remove(&(Reverse(key), i as u32));
-            if class.by_weight[k].1.is_empty() {
-                class.by_weight.swap_remove(k);
-            }
-        }
-        self.current[i] = key + i64::from(w) * class.picks;
-        class.total -= i64::from(w);
-        if class.by_weight.is_empty() {
-            self.classes.remove(&ratio);
-        }
-    }
-
-    fn pick(&mut self) -> Option<usize> {
-        self.reattach();
-        let mut entry = self.classes.first_entry()?;
-        let class = entry.get_mut();
-        class.picks += 1;
-        // The highest counter (key + weight × picks), lowest index among equals.
-        let mut best: Option<(i64, u32, usize)> = None;
-        for (k, (w, set)) in class.by_weight.iter().enumerate() {
-            let Some(&(Reverse(key), i)) = set.first() else {
-                continue;
-            };
-            let counter = key + w * class.picks;
-            if best.is_none_or(|(bc, bi, _)| counter > bc || (counter == bc && i < bi)) {
-                best = Some((counter, i, k));
-            }
-        }
-        let (counter, i, k) = best?;
-        // The chosen one gives back the class's total weight, and leaves the class until
-        // its dispatch files it under its new count.
-        let set = &mut class.by_weight[k].1;
-        set.remove(&(Reverse(self.current[i as usize]), i));
-        if set.is_empty() {
-            class.by_weight.swap_remove(k);
-        }
-        self.current[i as usize] = counter - class.total;
-        class.total -= i64::from(self.weight[i as usize]);
-        if class.by_weight.is_empty() {
-            entry.remove();
-        }
-        self.detached = Some(i as usize);
-        Some(i as usize)
-    }
-}
-
-/// The members of one weight, weighted: buckets by in-flight count (a bucket queue, as
-/// [`FlatIndex`]), each a heap with lazy deletion. A bucket's `picks` counts the picks
-/// made in its ratio class while it had members (each added `weight` to every member's
-/// counter): a member's counter is its key plus `weight × picks`.
-#[derive(Debug)]
-struct WeightQueue {
-    weight: u32,
-    buckets: Vec<Bucket>,
-    /// Lowest bucket with a member (meaningless when `filed` is 0).
-    min: usize,
-    /// Members filed here.
-    filed: usize,
-}
-
-impl WeightQueue {
-    fn new(weight: u32) -> WeightQueue {
-        WeightQueue {
-            weight,
-            buckets: Vec::new(),
-            min: 0,
-            filed: 0,
-        }
-    }
-}
-
-/// The view of weighted least connections, indexed while its members have few distinct
-/// weights (at most [`LeastConnections::max_weights`]): one [`WeightQueue`] per weight.
-/// The least ratio is the least over the weights of (lowest count of that weight) /
-/// weight, and its class is the lowest buckets of the weights at that ratio (a bucket of
-/// weight `w` at ratio `r` holds count `r × w`, and no lower count of `w` is filed). A
-/// pick costs O(log n) plus the number of weights; a dispatch and a completion O(log n)
-/// with small constants (no ordered maps).
-#[derive(Debug)]
-struct WeightedIndex {
-    flight: Vec<u32>,
-    /// Eligible (up, weight above 0).
-    member: Vec<bool>,
-    weight: Vec<u32>,
-    /// Filed in its bucket (a member that is not detached).
-    filed: Vec<bool>,
-    /// Bumped at every filing and unfiling: heap entries of older generations are dead.
-    generation: Vec<u32>,
-    /// Key when filed (counter minus `weight × picks` of its bucket), counter otherwise.
-    current: Vec<i64>,
-    /// One queue per distinct weight (a queue left empty stays until its slot is needed).
-    queues: Vec<WeightQueue>,
-    max_weights: usize,
-    /// See [`Index::detached`].
-    detached: Option<usize>,
-}
-
-/// Too many distinct weights for a [`WeightedIndex`]: the backend it could not file.
-#[derive(Debug)]
-struct TooManyWeights(usize);
-
-impl WeightedIndex {
-    /// The index of `backends`, or `None` when they have more than `max_weights` weights.
-    fn new(backends: &Backends, max_weights: usize) -> Option<WeightedIndex> {
-        let n = backends.len();
-        let mut index = WeightedIndex {
-            flight: backends.iter().map(|b| b.in_flight).collect(),
-            member: vec![false; n],
-            weight: backends.iter().map(|b| b.weight).collect(),
-            filed: vec![false; n],
-            generation: vec![0; n],
-            current: vec![0; n],
-            queues: Vec::new(),
-            max_weights,
-            detached: None,
-        };
-        for (i, b) in backends.iter().enumerate() {
-            if b.up && b.weight > 0 {
-                index.member[i] = true;
-                index.insert(i).ok()?;
-            }
-        }
-        Some(index)
-    }
-
-    /// The queue of weight `w`, made if need be (dropping the empty queues when all slots
-    /// are taken). Called only with no backend detached (every filing but the detached
-    /// one's own reattaches it first), so no empty queue is still wanted.
-    fn queue_of(&mut self, w: u32) -> Result<usize, ()> {
-        if let Some(q) = self.queues.iter().position(|q| q.weight == w) {
-            return Ok(q);
-        }
-        if self.queues.len() >= self.max_weights {
-            self.queues.retain(|q| q.filed > 0);
-        }
-        if self.queues.len() >= self.max_weights {
-            return Err(());
-        }
-        self.queues.push(WeightQueue::new(w));
-        Ok(self.queues.len() - 1)
-    }
-
-    fn insert(&mut self, i: usize) -> Result<(), TooManyWeights> {
-        let w = self.weight[i];
-        let q = self.queue_of(w).map_err(|()| TooManyWeights(i))?;
+        let q = self.queue(i);
+        let b = &mut self.backends[i];
         let queue = &mut self.queues[q];
-        let c = self.flight[i] as usize;
-        if queue.buckets.len() <= c {
-            queue.buckets.resize_with(c + 1, Bucket::default);
+        let moved;
+        (b.current, moved) = queue.file(i, b.flight, b.current, &mut self.generations);
+        b.filed = true;
+        if moved {
+            self.least.set(q, queue.least_ratio());
         }
-        let b = &mut queue.buckets[c];
-        self.current[i] -= i64::from(w) * b.picks;
-        b.file(i, self.current[i], &mut self.generation, &self.filed);
-        self.filed[i] = true;
-        if queue.filed == 0 || c < queue.min {
-            queue.min = c;
-        }
-        queue.filed += 1;
-        Ok(())
     }
 
-    /// Takes a filed backend out of its bucket; its counter becomes explicit.
+    /// Takes filed backend `i` out of its queue; its counter becomes explicit.
     fn unfile(&mut self, i: usize) {
-        let w = self.weight[i];
-        let queue = self
-            .queues
-            .iter_mut()
-            .find(|q| q.weight == w)
-            .expect("a filed backend's weight has a queue");
-        let c = self.flight[i] as usize;
-        let b = &mut queue.buckets[c];
-        self.current[i] += i64::from(w) * b.picks;
-        self.generation[i] = self.generation[i].wrapping_add(1);
-        b.live -= 1;
-        self.filed[i] = false;
-        queue.filed -= 1;
-        if queue.filed > 0 && c == queue.min {
-            while queue.buckets[queue.min].live == 0 {
-                queue.min += 1;
-            }
+        let q = self.queue(i);
+        let b = &mut self.backends[i];
+        let queue = &mut self.queues[q];
+        let moved;
+        (b.current, moved) = queue.unfile(i, b.flight, b.current, &mut self.generations);
+        b.filed = false;
+        if moved {
+            self.least.set(q, queue.least_ratio());
         }
-    }
-
-    fn reattach(&mut self) {
-        if let Some(j) = self.detached.take() {
-            // Its queue is still there: queues are dropped only by `queue_of`, which runs
-            // with no backend detached.
-            self.insert(j)
-                .expect("the detached backend's queue is kept");
-        }
-    }
-
-    fn update(&mut self, i: usize, view: &Backend) -> Result<(), TooManyWeights> {
-        if i >= self.flight.len() {
-            return Ok(());
-        }
-        if self.detached == Some(i) {
-            self.detached = None;
-        } else {
-            self.reattach();
-        }
-        let member = view.up && view.weight > 0;
-        if self.filed[i]
-            && member
-            && view.in_flight == self.flight[i]
-            && view.weight == self.weight[i]
-        {
-            return Ok(());
-        }
-        if self.filed[i] {
-            self.unfile(i);
-        }
-        self.flight[i] = view.in_flight;
-        self.weight[i] = view.weight;
-        self.member[i] = member;
-        if member { self.insert(i) } else { Ok(()) }
-    }
-
-    /// The least ratio `(count, weight)` over the queues with members.
-    fn least_ratio(&self) -> Option<(u64, u64)> {
-        let mut best: Option<(u64, u64)> = None;
-        for q in self.queues.iter().filter(|q| q.filed > 0) {
-            let (c, w) = (q.min as u64, u64::from(q.weight));
-            if best.is_none_or(|(bc, bw)| c * bw < bc * w) {
-                best = Some((c, w));
-            }
-        }
-        best
     }
 
     fn pick(&mut self) -> Option<usize> {
         self.reattach();
-        let (bc, bw) = self.least_ratio()?;
-        let at_least =
-            |q: &WeightQueue| q.filed > 0 && q.min as u64 * bw == bc * u64::from(q.weight);
-        // The class adds one pick to each of its buckets; its total weight.
+        // Each bucket of the class counts the pick; the class's total weight; the highest
+        // counter (key + weight × picks), lowest index among equals.
         let mut total = 0i64;
-        for q in self.queues.iter_mut().filter(|q| at_least(q)) {
-            let b = &mut q.buckets[q.min];
-            b.picks += 1;
-            total += i64::from(q.weight) * b.live as i64;
-        }
-        // The highest counter (key + weight × picks), lowest index among equals: over the
-        // class's buckets, each heap's top once dead entries are dropped.
-        let (filed, generation) = (&self.filed, &self.generation);
-        let mut best: Option<(i64, u32)> = None;
-        for q in self.queues.iter_mut().filter(|q| at_least(q)) {
-            let w = i64::from(q.weight);
-            let b = &mut q.buckets[q.min];
-            while let Some(&(key, Reverse(j), g)) = b.heap.peek() {
-                if filed[j as usize] && generation[j as usize] == g {
-                    let counter = key + w * b.picks;
-                    if best.is_none_or(|(bc, bi)| counter > bc || (counter == bc && j < bi)) {
-                        best = Some((counter, j));
-                    }
-                    break;
-                }
-                b.heap.pop();
+        let mut best: Option<(i64, usize, usize)> = None;
+        // Unweighted, the one queue is the class (the tournament of one need not be asked).
+        let tied = if self.weighted {
+            self.least.tied()
+        } else {
+            &[0]
+        };
+        for &q in tied {
+            let top = self.queues[q].pick(&self.generations)?;
+            total += top.total;
+            if best.is_none_or(|(bc, bi, _)| top.counter > bc || (top.counter == bc && top.i < bi))
+            {
+                best = Some((top.counter, top.i, q));
             }
         }
-        let (_, i) = best?;
-        let i = i as usize;
-        // Unfile it (its heap entry goes dead), then it gives back the class's total.
+        let (_, i, q) = best?;
+        // Unfile it, then it gives back the class's total weight.
+        self.queues[q].drop_picked();
         self.unfile(i);
-        self.current[i] -= total;
+        self.backends[i].current -= total;
         self.detached = Some(i);
         Some(i)
     }
+}
 
-    /// The same state as an [`Index`] (for more distinct weights than a `WeightedIndex`
-    /// keeps), with `pending` (a member not yet filed) filed too.
-    fn into_tree(mut self, pending: usize) -> Index {
-        // Every filed member's counter made explicit, as the tree's `insert` expects.
-        for i in 0..self.flight.len() {
-            if self.filed[i] {
-                self.unfile(i);
-                self.filed[i] = true;
-            }
-        }
-        let mut index = Index {
-            flight: self.flight,
-            member: self.member,
-            weight: self.weight,
-            current: self.current,
-            classes: BTreeMap::new(),
-            detached: self.detached,
-        };
-        for i in 0..index.flight.len() {
-            if self.filed[i] || i == pending {
-                index.insert(i);
-            }
-        }
-        index
+/// A heap entry: a backend's key, the backend (the lowest index first among equal keys,
+/// as nginx keeps the first backend of highest counter), and its generation when filed.
+type Entry = (i64, Reverse<u32>, u32);
+
+/// The generation of each backend, shared by the queues of an [`Index`]: bumped at every
+/// filing and every unfiling, so an [`Entry`] is live exactly while its generation is its
+/// backend's (lazy deletion: an unfiled backend's entry stays in its heap, dead, until it
+/// reaches the top or the heap is compacted). The count wraps, so a dead entry would
+/// come alive again only after 2^32 more filings and unfilings of its backend (2^31 picks
+/// of one backend) while it stayed buried in its heap.
+#[derive(Debug)]
+struct Generations(Vec<u32>);
+
+impl Generations {
+    /// Starts backend `i`'s next generation; returns it.
+    fn bump(&mut self, i: usize) -> u32 {
+        self.0[i] = self.0[i].wrapping_add(1);
+        self.0[i]
+    }
+
+    fn is_live(&self, &(_, Reverse(i), g): &Entry) -> bool {
+        self.0[i as usize] == g
     }
 }
 
-/// Members of one in-flight count (of one weight, in [`WeightedIndex`]): a max-heap of
-/// (key, lowest index first), with lazy deletion (an entry is live while its backend's
-/// generation matches).
+/// The backends filed under one count: a max-heap of entries by key, live and dead.
 #[derive(Debug, Default)]
 struct Bucket {
-    /// Picks made among this bucket (each added 1 to every member's counter).
+    /// Picks made from this bucket (each added its queue's weight to every member's
+    /// counter).
     picks: i64,
-    /// Members filed here.
+    /// Members filed here (live entries).
     live: usize,
-    heap: BinaryHeap<(i64, Reverse<u32>, u32)>,
+    heap: BinaryHeap<Entry>,
 }
 
-impl Bucket {
-    /// Files backend `i` here under `key`, in a new generation (its older entries die).
-    /// `filed` says which backends are filed somewhere (`i` is about to be): entries of
-    /// others, or of older generations, are dead, and are dropped when they outnumber the
-    /// members, so memory stays within twice the members.
-    fn file(&mut self, i: usize, key: i64, generation: &mut [u32], filed: &[bool]) {
-        generation[i] = generation[i].wrapping_add(1);
-        self.heap.push((key, Reverse(i as u32), generation[i]));
-        self.live += 1;
-        if self.heap.len() > 2 * self.live + 32 {
-            self.heap.retain(|&(_, Reverse(j), g)| {
-                let j = j as usize;
-                (filed[j] || j == i) && generation[j] == g
-            });
-        }
-    }
+/// What a pick reads of a bucket: its member of highest counter (lowest index among
+/// equals), that counter, and the bucket's total weight.
+struct Top {
+    i: usize,
+    counter: i64,
+    total: i64,
 }
 
-/// The view of unweighted least connections, indexed: buckets by in-flight count (a bucket
-/// queue: the lowest non-empty one is found by walking up from the last, and counts move
-/// by one), each a heap. O(log n) per pick, dispatch and completion with small constants.
+/// A bucket queue: the backends of one weight, bucket `c` holding those of in-flight count
+/// `c`, each bucket a heap by key. Counts move by one at a time, so the least non-empty
+/// bucket is kept by walking up from the last one when it empties (a short walk). A
+/// member's smooth-round-robin counter is its key plus `weight × picks` of its bucket: a
+/// pick adds the weight to every member's counter at once, and leaves the order within
+/// the bucket as it was.
 #[derive(Debug)]
-struct FlatIndex {
-    flight: Vec<u32>,
-    /// Eligible (up).
-    member: Vec<bool>,
-    /// Filed in its bucket (a member that is not detached).
-    filed: Vec<bool>,
-    /// Bumped at every filing and unfiling: heap entries of older generations are dead.
-    generation: Vec<u32>,
-    /// Key when filed (counter minus its bucket's picks), counter otherwise.
-    current: Vec<i64>,
+struct BucketQueue {
+    weight: u32,
     buckets: Vec<Bucket>,
-    /// Lowest bucket with a member (meaningless when `filed_count` is 0).
-    min: usize,
-    filed_count: usize,
-    /// See [`Index::detached`].
-    detached: Option<usize>,
+    /// The least bucket with a member (meaningless when `len` is 0).
+    least: usize,
+    /// Members filed.
+    len: usize,
 }
 
-impl FlatIndex {
-    fn new(backends: &Backends) -> FlatIndex {
-        let n = backends.len();
-        let mut index = FlatIndex {
-            flight: backends.iter().map(|b| b.in_flight).collect(),
-            member: vec![false; n],
-            filed: vec![false; n],
-            generation: vec![0; n],
-            current: vec![0; n],
+impl BucketQueue {
+    fn new(weight: u32) -> BucketQueue {
+        BucketQueue {
+            weight,
             buckets: Vec::new(),
-            min: 0,
-            filed_count: 0,
-            detached: None,
-        };
-        for (i, b) in backends.iter().enumerate() {
-            if b.up {
-                index.member[i] = true;
-                index.insert(i);
-            }
+            least: 0,
+            len: 0,
         }
-        index
     }
 
-    fn insert(&mut self, i: usize) {
-        let c = self.flight[i] as usize;
+    /// The least count with a member, if any.
+    fn least(&self) -> Option<u32> {
+        (self.len > 0).then_some(self.least as u32)
+    }
+
+    /// The least ratio `count / weight` of the members, if any.
+    fn least_ratio(&self) -> Option<Ratio> {
+        self.least().map(|count| Ratio {
+            count,
+            weight: self.weight,
+        })
+    }
+
+    /// Files backend `i` under `count` with smooth-round-robin counter `counter`, in a new
+    /// generation; returns its key, and whether the least count changed. A bucket's dead
+    /// entries are dropped when they outnumber its members, so memory stays within about
+    /// twice the members.
+    fn file(&mut self, i: usize, count: u32, counter: i64, gens: &mut Generations) -> (i64, bool) {
+        let c = count as usize;
         if self.buckets.len() <= c {
             self.buckets.resize_with(c + 1, Bucket::default);
         }
         let b = &mut self.buckets[c];
-        self.current[i] -= b.picks;
-        b.file(i, self.current[i], &mut self.generation, &self.filed);
-        self.filed[i] = true;
-        if self.filed_count == 0 || c < self.min {
-            self.min = c;
+        let key = counter - i64::from(self.weight) * b.picks;
+        b.heap.push((key, Reverse(i as u32), gens.bump(i)));
+        b.live += 1;
+        if b.heap.len() > 2 * b.live + 32 {
+            b.heap.retain(|e| gens.is_live(e));
         }
-        self.filed_count += 1;
+        let moved = self.len == 0 || c < self.least;
+        if moved {
+            self.least = c;
+        }
+        self.len += 1;
+        (key, moved)
     }
 
-    /// Takes a filed backend out of its bucket; its counter becomes explicit.
-    fn unfile(&mut self, i: usize) {
-        let c = self.flight[i] as usize;
+    /// Takes backend `i`, filed under `count` with key `key`, out (its entry dies); returns
+    /// its counter, and whether the least count changed.
+    fn unfile(&mut self, i: usize, count: u32, key: i64, gens: &mut Generations) -> (i64, bool) {
+        let c = count as usize;
         let b = &mut self.buckets[c];
-        self.current[i] += b.picks;
-        self.generation[i] = self.generation[i].wrapping_add(1);
+        gens.bump(i);
         b.live -= 1;
-        self.filed[i] = false;
-        self.filed_count -= 1;
-        if self.filed_count > 0 && c == self.min {
-            while self.buckets[self.min].live == 0 {
-                self.min += 1;
+        self.len -= 1;
+        let counter = key + i64::from(self.weight) * b.picks;
+        let moved = c == self.least && b.live == 0;
+        if moved && self.len > 0 {
+            while self.buckets[self.least].live == 0 {
+                self.least += 1;
             }
         }
+        (counter, moved)
     }
 
-    fn reattach(&mut self) {
-        if let Some(j) = self.detached.take() {
-            self.insert(j);
-        }
+    /// Drops the least bucket's top entry: that of the member just picked, which is about
+    /// to be unfiled (dropped now, while at hand, rather than left to die in the heap).
+    fn drop_picked(&mut self) {
+        self.buckets[self.least].heap.pop();
     }
 
-    fn update(&mut self, i: usize, view: &Backend) {
-        if i >= self.flight.len() {
-            return;
-        }
-        if self.detached == Some(i) {
-            self.detached = None;
-        } else {
-            self.reattach();
-        }
-        if self.filed[i] && view.up && view.in_flight == self.flight[i] {
-            return;
-        }
-        if self.filed[i] {
-            self.unfile(i);
-        }
-        self.flight[i] = view.in_flight;
-        self.member[i] = view.up;
-        if view.up {
-            self.insert(i);
-        }
-    }
-
-    fn pick(&mut self) -> Option<usize> {
-        self.reattach();
-        if self.filed_count == 0 {
+    /// A pick from the least bucket: counts it there, and reads its top (dropping the dead
+    /// entries above it). `None` when the queue is empty.
+    fn pick(&mut self, gens: &Generations) -> Option<Top> {
+        if self.len == 0 {
             return None;
         }
-        let b = &mut self.buckets[self.min];
+        let w = i64::from(self.weight);
+        let b = &mut self.buckets[self.least];
         b.picks += 1;
-        let total = b.live as i64;
-        let (filed, generation) = (&self.filed, &self.generation);
-        // The highest counter (key + picks), lowest index among equals: the heap's top
-        // once dead entries are dropped.
-        let i = loop {
-            let &(_, Reverse(j), g) = b.heap.peek()?;
-            b.heap.pop();
-            if filed[j as usize] && generation[j as usize] == g {
-                break j as usize;
+        loop {
+            let &entry = b.heap.peek()?;
+            if gens.is_live(&entry) {
+                let (key, Reverse(i), _) = entry;
+                let (counter, total) = (key + w * b.picks, w * b.live as i64);
+                return Some(Top {
+                    i: i as usize,
+                    counter,
+                    total,
+                });
             }
-        };
-        // Unfile it (its heap entry is already gone), then it gives back the bucket's total.
-        self.unfile(i);
-        self.current[i] -= total;
-        self.detached = Some(i);
-        Some(i)
+            b.heap.pop();
+        }
+    }
+}
+
+/// `count / weight`, compared by value: by cross-multiplication, exact, as nginx compares
+/// `conns * best.weight < best.conns * weight`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ratio {
+    count: u32,
+    weight: u32,
+}
+
+impl Ratio {
+    fn compare(self, other: Ratio) -> Ordering {
+        // Both below 2^32: the products fit in u64.
+        let (a, b) = (u64::from(self.count), u64::from(self.weight));
+        let (c, d) = (u64::from(other.count), u64::from(other.weight));
+        (a * d).cmp(&(c * b))
+    }
+}
+
+/// The least of the queues' least ratios: a tournament tree, a complete binary tree whose
+/// leaves are the queues and whose every inner node holds the lesser of its two children,
+/// so the root holds the least. A queue's least ratio changing replays its path to the
+/// root: O(log W) comparisons for W queues.
+#[derive(Debug, Default)]
+struct Tournament {
+    /// Node 1 is the root, the children of node `k` are `2k` and `2k + 1`, and queue `q`
+    /// is leaf `leaves + q`. `None`: no member below.
+    nodes: Vec<Option<Ratio>>,
+    /// Number of leaves: a power of two (or 0 before the first queue).
+    leaves: usize,
+    /// The queues at the least ratio, as last collected.
+    tied: Vec<usize>,
+    /// Whether a queue's least ratio changed since `tied` was collected.
+    stale: bool,
+}
+
+impl Tournament {
+    /// The lesser of two nodes (`None` above everything; the left one among equals).
+    fn lesser(a: Option<Ratio>, b: Option<Ratio>) -> Option<Ratio> {
+        match (a, b) {
+            (Some(x), Some(y)) if y.compare(x) == Ordering::Less => b,
+            (None, _) => b,
+            _ => a,
+        }
+    }
+
+    /// Sets queue `q`'s least ratio.
+    fn set(&mut self, q: usize, least: Option<Ratio>) {
+        if q >= self.leaves {
+            self.grow(q + 1);
+        }
+        self.stale = true;
+        let mut k = self.leaves + q;
+        self.nodes[k] = least;
+        while k > 1 {
+            k /= 2;
+            self.nodes[k] = Self::lesser(self.nodes[2 * k], self.nodes[2 * k + 1]);
+        }
+    }
+
+    /// Room for `n` queues: the leaves kept, the inner nodes played again.
+    fn grow(&mut self, n: usize) {
+        let leaves = n.next_power_of_two();
+        let mut nodes = vec![None; 2 * leaves];
+        nodes[leaves..leaves + self.leaves].copy_from_slice(&self.nodes[self.leaves..]);
+        for k in (1..leaves).rev() {
+            nodes[k] = Self::lesser(nodes[2 * k], nodes[2 * k + 1]);
+        }
+        self.nodes = nodes;
+        self.leaves = leaves;
+    }
+
+    /// The least ratio, if any queue has a member.
+    fn least(&self) -> Option<Ratio> {
+        self.nodes.get(1).copied().flatten()
+    }
+
+    /// The queues at the least ratio, in order (collected again after a change only: at a
+    /// steady least ratio, as while backends are idle, picks do not walk the tree).
+    fn tied(&mut self) -> &[usize] {
+        if self.stale {
+            self.stale = false;
+            let mut tied = std::mem::take(&mut self.tied);
+            tied.clear();
+            if let Some(least) = self.least() {
+                self.collect(1, least, &mut tied);
+            }
+            self.tied = tied;
+        }
+        &self.tied
+    }
+
+    /// The queues at ratio `least` below node `k`. A node holds the least ratio below it,
+    /// so a subtree holds a queue at `least` (the least of all) exactly when its root does.
+    fn collect(&self, k: usize, least: Ratio, tied: &mut Vec<usize>) {
+        if self.nodes[k].is_none_or(|r| r.compare(least) != Ordering::Equal) {
+            return;
+        }
+        if k >= self.leaves {
+            tied.push(k - self.leaves);
+        } else {
+            self.collect(2 * k, least, tied);
+            self.collect(2 * k + 1, least, tied);
+        }
     }
 }
 
@@ -894,14 +641,10 @@ mod tests {
         assert_eq!(zero, 6, "{picks:?}");
     }
 
-    /// The index (`new`, keeping at most `max_weights` weights in bucket queues) and the
-    /// scan (`for_backends` of 0 backends, which keeps none).
-    fn index_and_scan(&(weighted, max_weights): &(bool, usize)) -> Pair {
+    /// The index (`new`) and the scan (`for_backends` of 0 backends, which keeps none).
+    fn index_and_scan(&weighted: &bool) -> Pair {
         (
-            Box::new(LeastConnections {
-                max_weights,
-                ..LeastConnections::new(weighted)
-            }),
+            Box::new(LeastConnections::new(weighted)),
             Box::new(LeastConnections::for_backends(weighted, 0)),
         )
     }
@@ -915,28 +658,27 @@ mod tests {
             (52, false),
             &[(false, 200), (true, 200), (false, 60)],
             |&(_, n), rng| (0..n).map(|_| rng.random_range(0..4)).collect(),
-            |&(weighted, _)| index_and_scan(&(weighted, MAX_WEIGHTS)),
+            |(weighted, _)| index_and_scan(weighted),
         );
     }
 
-    /// Weights 1 to 5 over 300 backends, many in flight: ties across weights at ratios
-    /// above 0 (2/1 = 4/2), with bucket queues and with the ordered map (2 weights kept).
+    /// 1, 2, 8, 9 and 50 distinct weights over 300 backends, many in flight: ties across
+    /// weights at ratios above 0 (2/1 = 4/2), and a tournament of 1 to 64 leaves.
     #[test]
     fn long_weighted_runs_pick_what_the_scan_picks() {
         use rand::RngExt;
         long_runs_agree(
             11,
             (60, false),
-            &[(true, MAX_WEIGHTS), (true, 2)],
-            |_, rng| (0..300).map(|_| rng.random_range(1..6)).collect(),
-            index_and_scan,
+            &[1, 2, 8, 9, 50],
+            |&weights, rng| (0..300).map(|_| rng.random_range(1..=weights)).collect(),
+            |_| index_and_scan(&true),
         );
     }
 
     #[test]
     fn index_picks_what_the_scan_picks() {
-        let params = (any::<bool>(), prop_oneof![Just(MAX_WEIGHTS), 1..4usize]);
-        index_agrees_with_scan(params, weights(), index_and_scan);
+        index_agrees_with_scan(any::<bool>(), weights(), index_and_scan);
     }
 
     /// A change to the view of one backend, or a pick.
@@ -948,26 +690,26 @@ mod tests {
         Done(usize),
     }
 
-    fn change() -> impl proptest::strategy::Strategy<Value = Change> {
+    fn change(max_weight: u32) -> impl proptest::strategy::Strategy<Value = Change> {
         prop_oneof![
             4 => Just(Change::Pick),
-            1 => (any::<usize>(), 0u32..7).prop_map(|(i, w)| Change::Weight(i, w)),
+            1 => (any::<usize>(), 0..=max_weight).prop_map(|(i, w)| Change::Weight(i, w)),
             1 => (any::<usize>(), any::<bool>()).prop_map(|(i, up)| Change::Up(i, up)),
             3 => any::<usize>().prop_map(Change::Done),
         ]
     }
 
     proptest! {
-        /// Weights that change (as the balancer tells of them): the queues make and reuse
-        /// a queue per weight, or turn into the ordered map when they run out; the picks
-        /// stay the scan's.
+        /// Weights that change (as the balancer tells of them), among few or many values:
+        /// queues are made for new weights and reused; the picks stay the scan's.
         #[test]
         fn changing_weights_pick_what_the_scan_picks(
-            weights in proptest::collection::vec(1u32..4, 1..10),
-            max_weights in 1..5usize,
-            changes in proptest::collection::vec(change(), 1..200),
+            (weights, changes) in (1u32..40).prop_flat_map(|max| (
+                proptest::collection::vec(1..=max, 1..30),
+                proptest::collection::vec(change(max), 1..200),
+            )),
         ) {
-            let (mut fast, mut oracle) = index_and_scan(&(true, max_weights));
+            let (mut fast, mut oracle) = index_and_scan(&true);
             let mut view: Vec<Backend> = weights
                 .iter()
                 .map(|&weight| Backend { in_flight: 0, weight, up: true })
@@ -994,6 +736,244 @@ mod tests {
                 };
                 fast.on_view(i, &view[i]);
                 oracle.on_view(i, &view[i]);
+            }
+        }
+    }
+
+    /// An operation on a bucket queue of 8 backends.
+    #[derive(Clone, Debug)]
+    enum QueueOp {
+        /// File backend `.0` (if not filed) under count `.1`.
+        File(usize, u32),
+        /// Unfile backend `.0` (if filed).
+        Unfile(usize),
+        /// Pick, and unfile the one picked (giving back the bucket's total weight).
+        Pick,
+    }
+
+    fn queue_op() -> impl proptest::strategy::Strategy<Value = QueueOp> {
+        prop_oneof![
+            3 => (0..8usize, 0..5u32).prop_map(|(i, c)| QueueOp::File(i, c)),
+            2 => (0..8usize).prop_map(QueueOp::Unfile),
+            3 => Just(QueueOp::Pick),
+        ]
+    }
+
+    /// A bucket queue, its generations, and each backend's count and key when filed
+    /// (else its counter).
+    struct Queue {
+        queue: BucketQueue,
+        gens: Generations,
+        filed: Vec<Option<u32>>,
+        current: Vec<i64>,
+    }
+
+    impl Queue {
+        fn new(weight: u32, gens: Vec<u32>) -> Queue {
+            Queue {
+                queue: BucketQueue::new(weight),
+                filed: vec![None; gens.len()],
+                current: vec![0; gens.len()],
+                gens: Generations(gens),
+            }
+        }
+
+        fn file(&mut self, i: usize, count: u32) {
+            let before = self.queue.least();
+            let moved;
+            (self.current[i], moved) = self.queue.file(i, count, self.current[i], &mut self.gens);
+            assert_eq!(moved, self.queue.least() != before);
+            self.filed[i] = Some(count);
+        }
+
+        fn unfile(&mut self, i: usize) {
+            let count = self.filed[i].take().expect("filed");
+            let before = self.queue.least();
+            let moved;
+            (self.current[i], moved) = self.queue.unfile(i, count, self.current[i], &mut self.gens);
+            assert_eq!(moved, self.queue.least() != before);
+        }
+
+        /// A pick, and the one picked unfiled and giving back the total.
+        fn pick(&mut self) -> Option<(usize, i64)> {
+            let top = self.queue.pick(&self.gens)?;
+            self.queue.drop_picked();
+            self.unfile(top.i);
+            self.current[top.i] -= top.total;
+            Some((top.i, self.current[top.i]))
+        }
+    }
+
+    /// The same by brute force: every member's counter explicit.
+    #[derive(Default)]
+    struct Model {
+        filed: Vec<Option<u32>>,
+        counter: Vec<i64>,
+    }
+
+    impl Model {
+        /// Smooth WRR over the least count's members: each gains the weight, the first of
+        /// highest counter wins and gives back the total.
+        fn pick(&mut self, w: i64) -> Option<(usize, i64)> {
+            let least = self.filed.iter().flatten().min().copied()?;
+            let class: Vec<usize> = (0..self.filed.len())
+                .filter(|&i| self.filed[i] == Some(least))
+                .collect();
+            for &i in &class {
+                self.counter[i] += w;
+            }
+            let best = class
+                .iter()
+                .copied()
+                .max_by_key(|&i| (self.counter[i], Reverse(i)))?;
+            self.counter[best] -= w * class.len() as i64;
+            self.filed[best] = None;
+            Some((best, self.counter[best]))
+        }
+    }
+
+    proptest! {
+        /// Filing, unfiling and picking in any order: the least count, the picks (smooth
+        /// WRR in each bucket) and the counters are the brute force's. Generations start
+        /// anywhere (some wrap).
+        #[test]
+        fn bucket_queue_is_smooth_wrr_by_least_count(
+            weight in 1u32..4,
+            start in prop_oneof![Just(0u32), Just(u32::MAX - 3), any::<u32>()],
+            ops in proptest::collection::vec(queue_op(), 0..300),
+        ) {
+            // Generations of backends not filed; odd or even alike.
+            let mut q = Queue::new(weight, (0..8).map(|i| start.wrapping_add(i)).collect());
+            let mut model = Model { filed: vec![None; 8], counter: vec![0; 8] };
+            for op in ops {
+                match op {
+                    QueueOp::File(i, c) if q.filed[i].is_none() => {
+                        q.file(i, c);
+                        model.filed[i] = Some(c);
+                    }
+                    QueueOp::Unfile(i) if q.filed[i].is_some() => {
+                        q.unfile(i);
+                        model.filed[i] = None;
+                    }
+                    QueueOp::Pick => {
+                        prop_assert_eq!(q.pick(), model.pick(i64::from(weight)));
+                    }
+                    _ => {}
+                }
+                prop_assert_eq!(q.queue.least(), model.filed.iter().flatten().min().copied());
+                for (i, f) in q.filed.iter().enumerate() {
+                    if f.is_none() {
+                        prop_assert_eq!(q.current[i], model.counter[i]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bucket_queue_least_walks_up_as_buckets_empty() {
+        let mut q = Queue::new(1, vec![0; 4]);
+        assert_eq!(q.queue.least(), None);
+        q.file(0, 3);
+        q.file(1, 1);
+        q.file(2, 1);
+        q.file(3, 5);
+        assert_eq!(q.queue.least(), Some(1));
+        q.unfile(1);
+        assert_eq!(q.queue.least(), Some(1));
+        q.unfile(2);
+        assert_eq!(q.queue.least(), Some(3));
+        q.unfile(0);
+        assert_eq!(q.queue.least(), Some(5));
+        q.file(1, 0);
+        assert_eq!(q.queue.least(), Some(0));
+        q.unfile(1);
+        q.unfile(3);
+        assert_eq!(q.queue.least(), None);
+        assert!(q.queue.pick(&q.gens).is_none());
+    }
+
+    /// Picks come in order of counter, then index; a backend unfiled and filed again
+    /// elsewhere leaves a dead entry that is skipped, even above live ones.
+    #[test]
+    fn bucket_queue_skips_dead_entries_of_older_generations() {
+        let mut q = Queue::new(2, vec![u32::MAX - 1; 3]);
+        q.current = vec![5, 10, 9];
+        for i in 0..3 {
+            q.file(i, 0);
+        }
+        // Backend 2 moves to count 1 (its generation wraps from u32::MAX to 1): its entry
+        // at count 0, dead, stays in the heap, below backend 1's and above backend 0's.
+        q.unfile(2);
+        q.file(2, 1);
+        assert_eq!(q.queue.buckets[0].heap.len(), 3);
+        // Counters +2 each at count 0: 7 and 12 (total 4): 1; then 9: 0 (not 2, whose
+        // dead entry is on top); then count 1: 2 at 11.
+        assert_eq!(q.pick(), Some((1, 8)));
+        assert_eq!(q.pick(), Some((0, 7)));
+        assert_eq!(q.pick(), Some((2, 9)));
+        assert_eq!(q.pick(), None);
+        assert_eq!(q.queue.least(), None);
+    }
+
+    /// Filing and unfiling one backend over and over next to one member: the dead
+    /// entries are dropped once they pass twice the members plus 32.
+    #[test]
+    fn bucket_queue_compacts_dead_entries() {
+        let mut q = Queue::new(1, vec![0; 2]);
+        q.current[1] = 100;
+        q.file(1, 0);
+        for _ in 0..100 {
+            q.file(0, 0);
+            assert!(q.queue.buckets[0].heap.len() <= 2 * 2 + 32);
+            q.unfile(0);
+        }
+        assert_eq!(q.pick(), Some((1, 100)));
+    }
+
+    fn ratio(count: u32, weight: u32) -> Option<Ratio> {
+        Some(Ratio { count, weight })
+    }
+
+    #[test]
+    fn ratios_compare_by_value_exactly() {
+        let r = |c, w| Ratio {
+            count: c,
+            weight: w,
+        };
+        assert_eq!(r(2, 4).compare(r(1, 2)), Ordering::Equal);
+        assert_eq!(r(0, 1).compare(r(0, 7)), Ordering::Equal);
+        assert_eq!(r(1, 3).compare(r(1, 2)), Ordering::Less);
+        let big = u32::MAX;
+        assert_eq!(r(big, big - 1).compare(r(big - 1, big - 2)), Ordering::Less);
+        assert_eq!(r(big, big).compare(r(1, 1)), Ordering::Equal);
+    }
+
+    proptest! {
+        /// The tournament's least ratio and its ties are the brute force's, as queues
+        /// come, change and empty.
+        #[test]
+        fn tournament_finds_the_least_ratio_and_its_ties(
+            sets in proptest::collection::vec((0..40usize, proptest::option::of((0u32..6, 1u32..5))), 1..100),
+        ) {
+            let mut t = Tournament::default();
+            let mut model: Vec<Option<Ratio>> = Vec::new();
+            for (q, least) in sets {
+                let least = least.and_then(|(c, w)| ratio(c, w));
+                t.set(q, least);
+                if model.len() <= q {
+                    model.resize(q + 1, None);
+                }
+                model[q] = least;
+                let min = model.iter().flatten().copied().min_by(|a, b| a.compare(*b));
+                let want: Vec<usize> = (0..model.len())
+                    .filter(|&k| model[k].zip(min).is_some_and(|(a, m)| a.compare(m) == Ordering::Equal))
+                    .collect();
+                prop_assert_eq!(t.tied(), &want[..]);
+                prop_assert_eq!(t.least().is_some(), min.is_some());
+                if let (Some(a), Some(m)) = (t.least(), min) {
+                    prop_assert_eq!(a.compare(m), Ordering::Equal);
+                }
             }
         }
     }
