@@ -93,116 +93,73 @@ pub struct NginxHash {
     ranges: Ranges,
 }
 
-/// The consistent ring's points, sorted by hash with equal hashes once, and an index of
-/// 64-byte buckets by the top bits of a hash: a pick reads one bucket (one cache line),
-/// which holds the peers of the bucket's points and enough of their hashes to find the
-/// first point at or after the key's hash, not the points themselves (at 160 points a peer,
-/// 1.6M points, 13 MB, at 10,000 peers). The index before this one held positions only
-/// (a 1 MB array of where each prefix's points start), so a pick read it and then the
-/// points: two cache misses. The position found is always the binary search's (see
-/// [`Ring::first`]).
+/// The consistent ring's points, sorted by hash with equal hashes once, and an index by
+/// the top bits of a hash: a pick reads where the hash's bucket starts, then the
+/// bucket's entries, which pack each point's peer with enough of its hash to find the
+/// first point at or after the key's hash (4 bytes a point, not the points' 8: 7.4 MB at
+/// 10,000 peers of weight 1, 1.6M points, instead of 13 MB of points and a 1 MB index).
+/// The position found is always the binary search's (see [`Ring::first`]).
 #[derive(Clone, Debug, Default)]
 struct Ring {
     /// (point hash, peer), sorted by hash, equal hashes once.
     points: Vec<(u32, u32)>,
-    /// Bucket `v` holds the points whose hash's top [`Ring::bits`] bits are `v`; then one
-    /// more bucket, whose `start` is the number of points. Empty when the ring is too
-    /// small for an index, or has a peer too large for a bucket's entries
-    /// ([`Ring::indexable`]): a pick then searches `points`.
-    buckets: Vec<Bucket>,
-    /// Bits of the index: four to eight points a bucket on average.
+    /// For each value `v` of a hash's top [`Ring::bits`] bits, the position of the first
+    /// point whose hash is at least `v << (32 - bits)`; then one more, the number of
+    /// points. Empty when the ring is too small for an index, or has a peer too large
+    /// for an entry ([`Ring::indexable`]): a pick then searches `points`.
+    starts: Vec<u32>,
+    /// Each point as `hash << bits | peer`: the hash's low `32 - bits` bits (its top bits
+    /// are its bucket's) above the peer's `bits` bits; then an end marker,
+    /// `u32::MAX << bits` with the peer of the first point (where the walk wraps to).
+    entries: Vec<u32>,
+    /// Bits of the index: four to eight points a bucket (a cache line of entries or two),
+    /// at most 2^18 buckets (1 MB, six points a bucket at 10,000 peers; at 1,000 peers,
+    /// 2^15 buckets made whole runs about 13% faster than one point a bucket, 2^18). 0 for fewer than 8
+    /// points.
     bits: u32,
     /// What the ring was built from.
     from: RingKey,
 }
 
-/// Entries a bucket holds: with the end marker, a bucket fills a cache line. At four to
-/// eight points a bucket on average, more than 14 is rare (0.3% of buckets at 6.1 points
-/// on average, the mean at 10,000 peers of weight 1).
-const ENTRIES: usize = 14;
-
-/// One bucket of the ring's index: a cache line.
-#[derive(Clone, Copy, Debug)]
-#[repr(C, align(64))]
-struct Bucket {
-    /// The position of the bucket's first point, or of the first point after the bucket
-    /// when it has none; [`OVERFLOW`] set when the bucket holds more than [`ENTRIES`]
-    /// points (its `entries` then unused: a pick searches `points`).
-    start: u32,
-    /// Each point of the bucket in order as `hash << bits | peer`: the hash's low
-    /// `32 - bits` bits (its top bits are the bucket's) above the peer's `bits` bits;
-    /// then an end marker, `u32::MAX << bits | peer` with the peer of the first point
-    /// after the bucket (the ring's first after the last bucket), repeated to the end.
-    entries: [u32; ENTRIES + 1],
-}
-
-/// [`Bucket::start`]'s flag for a bucket of more than [`ENTRIES`] points.
-const OVERFLOW: u32 = 1 << 31;
-
 impl Ring {
     /// The ring of `points` (sorted by hash, equal hashes once), indexed when
     /// [`Ring::indexable`].
     fn new(points: Vec<(u32, u32)>) -> Ring {
-        let bits = Self::bits(points.len());
+        let bits = (points.len() / 4).checked_ilog2().unwrap_or(0).min(18);
         let mut ring = Ring {
             points,
-            buckets: Vec::new(),
             bits,
-            from: RingKey::default(),
+            ..Ring::default()
         };
         if ring.indexable() {
-            ring.buckets = ring.index();
+            ring.index();
         }
         ring
     }
 
-    /// The index's bits for `len` points: `2^bits` buckets of four to eight points on
-    /// average (at most 2^20 buckets, 64 MB); 0 for fewer than 8 points.
-    fn bits(len: usize) -> u32 {
-        (len / 4).checked_ilog2().unwrap_or(0).min(20)
-    }
-
-    /// Whether the buckets can hold the ring: a bucket's entries give a peer `bits` bits,
-    /// and a position fits below [`OVERFLOW`].
+    /// Whether the entries can hold the ring: an entry gives a peer `bits` bits.
     fn indexable(&self) -> bool {
         let peers = self.points.iter().map(|&(_, p)| p).max().unwrap_or(0);
-        self.bits > 0 && u64::from(peers) < 1 << self.bits && self.points.len() < OVERFLOW as usize
+        self.bits > 0 && u64::from(peers) < 1 << self.bits
     }
 
-    /// The buckets over `points`, and the one after them.
-    fn index(&self) -> Vec<Bucket> {
+    /// Fills `starts` and `entries` from `points`.
+    fn index(&mut self) {
         let (points, bits) = (&self.points, self.bits);
-        let mut buckets = Vec::with_capacity((1 << bits) + 1);
-        let mut end = 0;
-        for v in 0..1u32 << bits {
-            let start = end;
-            while end < points.len() && points[end].0 >> (32 - bits) == v {
-                end += 1;
+        let mut starts = Vec::with_capacity((1 << bits) + 1);
+        let mut p = 0;
+        for v in 0..1u64 << bits {
+            let low = v << (32 - bits);
+            while p < points.len() && u64::from(points[p].0) < low {
+                p += 1;
             }
-            let after = points.get(end).unwrap_or(&points[0]).1;
-            buckets.push(Self::bucket(&points[start..end], start as u32, after, bits));
+            starts.push(p as u32);
         }
-        buckets.push(Bucket {
-            start: points.len() as u32,
-            entries: [u32::MAX; ENTRIES + 1],
-        });
-        buckets
-    }
-
-    /// The bucket of `points`, the first of which is at `start`; `after` is the peer of
-    /// the point after them.
-    fn bucket(points: &[(u32, u32)], start: u32, after: u32, bits: u32) -> Bucket {
-        if points.len() > ENTRIES {
-            return Bucket {
-                start: start | OVERFLOW,
-                entries: [u32::MAX; ENTRIES + 1],
-            };
-        }
-        let mut entries = [u32::MAX << bits | after; ENTRIES + 1];
-        for (entry, &(hash, peer)) in entries.iter_mut().zip(points) {
-            *entry = hash << bits | peer;
-        }
-        Bucket { start, entries }
+        starts.push(points.len() as u32);
+        let mut entries: Vec<u32> = points.iter().map(|&(h, peer)| h << bits | peer).collect();
+        entries.push(u32::MAX << bits | points[0].1);
+        self.starts = starts;
+        self.entries = entries;
     }
 
     fn is_empty(&self) -> bool {
@@ -224,45 +181,25 @@ impl Ring {
     /// pick's wrap), and its peer. The ring must not be empty.
     ///
     /// The same position as `points.partition_point(|p| p.0 < hash)` (or 0 at the end):
-    /// the points before bucket `v`'s start have hashes of smaller top bits, so are below
-    /// `hash`, and the next bucket's start is at or after `hash`; within the bucket, an
-    /// entry is below `hash << bits` exactly when its point's low bits (the top bits being
-    /// equal) are below `hash`'s (its peer's bits are below `1 << bits`), and the end
-    /// marker never is. So the entries below count the bucket's points below `hash`; the
-    /// entry at that count is the point found, or the end marker, which carries the peer
-    /// of the next bucket's first point (`start` + the bucket's points).
+    /// every point before `starts[v]` is below the smallest hash of prefix `v`, so below
+    /// `hash`, and every point from `starts[v + 1]` on is at least the smallest hash of
+    /// prefix `v + 1`, so above `hash`; between them, the points' top bits are `hash`'s,
+    /// so an entry is below `hash << bits` exactly when its point's low bits are below
+    /// `hash`'s (its peer's bits are below `1 << bits`). The entry at the position found
+    /// is its point's, or at the end the marker, with the first point's peer.
     #[inline]
     fn first(&self, hash: u32) -> (usize, usize) {
-        if self.buckets.is_empty() {
-            return self.wrapped(self.points.partition_point(|&(h, _)| h < hash));
+        if self.starts.is_empty() {
+            let at = self.points.partition_point(|&(h, _)| h < hash);
+            let at = if at == self.points.len() { 0 } else { at };
+            return (at, self.peer(at));
         }
-        let bucket = &self.buckets[(hash >> (32 - self.bits)) as usize];
-        if bucket.start & OVERFLOW != 0 {
-            return self.overflowing(bucket, hash);
-        }
-        let probe = hash << self.bits;
-        // Counted over every entry, not stopped at the first not below: no branch to
-        // mispredict, and the compiler compares the line's entries a vector at a time.
-        let below = bucket.entries.iter().filter(|&&e| e < probe).count();
-        let at = bucket.start as usize + below;
-        let peer = bucket.entries[below] & ((1 << self.bits) - 1);
-        (if at == self.points.len() { 0 } else { at }, peer as usize)
-    }
-
-    /// [`Ring::first`] in a bucket of more than [`ENTRIES`] points: a binary search of
-    /// its points (from its start to the next bucket's).
-    #[cold]
-    fn overflowing(&self, bucket: &Bucket, hash: u32) -> (usize, usize) {
         let v = (hash >> (32 - self.bits)) as usize;
-        let lo = (bucket.start & !OVERFLOW) as usize;
-        let hi = (self.buckets[v + 1].start & !OVERFLOW) as usize;
-        self.wrapped(lo + self.points[lo..hi].partition_point(|&(h, _)| h < hash))
-    }
-
-    /// Position `at` (0 for the end: the walk wraps to the first point) and its peer.
-    fn wrapped(&self, at: usize) -> (usize, usize) {
-        let at = if at == self.points.len() { 0 } else { at };
-        (at, self.peer(at))
+        let (lo, hi) = (self.starts[v] as usize, self.starts[v + 1] as usize);
+        let probe = hash << self.bits;
+        let at = lo + self.entries[lo..hi].partition_point(|&e| e < probe);
+        let peer = self.entries[at] & ((1 << self.bits) - 1);
+        (if at == self.points.len() { 0 } else { at }, peer as usize)
     }
 }
 
@@ -712,7 +649,7 @@ mod tests {
                 .iter()
                 .flat_map(|p| [p.0, p.0.wrapping_sub(1), p.0.wrapping_add(1)]),
         );
-        let bits = Ring::bits(points.len());
+        let bits = Ring::new(points.to_vec()).bits;
         if bits > 0 {
             probes.extend((0..1u32 << bits).flat_map(|v| {
                 let low = v << (32 - bits);
@@ -739,7 +676,7 @@ mod tests {
                 h,
                 points.len(),
                 ring.bits,
-                !ring.buckets.is_empty()
+                !ring.starts.is_empty()
             );
         }
         Ok(())
@@ -751,11 +688,11 @@ mod tests {
     fn the_index_is_built_when_the_peers_fit_its_entries() {
         for n in [2, 10, 1000] {
             let ring = Ring::new(reference_ring(&NginxHashParams::default(), &vec![1; n]));
-            assert!(!ring.buckets.is_empty(), "{n} peers");
+            assert!(!ring.starts.is_empty(), "{n} peers");
         }
         // 8 points on one peer of number 2: 1 bit, peer 2 does not fit.
         let points: Vec<_> = (0..8).map(|k| (k << 28, 2)).collect();
-        assert!(Ring::new(points).buckets.is_empty());
+        assert!(Ring::new(points).starts.is_empty());
     }
 
     /// Strategies over the same port base and weights share a ring; another port base or
