@@ -34,6 +34,8 @@
 //! so a replay `--via nginx` (`hash $remote_addr;`) sends every connection where the
 //! simulator does. At request level the request key stands for the client.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use serde::{Deserialize, Serialize};
 
 use super::SpecError;
@@ -80,9 +82,10 @@ impl NginxHashParams {
 #[derive(Debug, Default)]
 pub struct NginxHash {
     params: NginxHashParams,
-    /// The consistent ring, built from the weights at the first pick, rebuilt when a
-    /// weight changes.
-    ring: Points,
+    /// The consistent ring, built from the weights at the first pick (or shared with the
+    /// strategy that last built it from the same: [`LAST_RING`]), again when a weight
+    /// changes.
+    ring: Option<Arc<Ring>>,
     /// The fallback after [`TRIES`] failed tries (and with a single peer), with the state
     /// nginx keeps for the upstream: only fallback picks move it.
     fallback: SmoothWeightedRoundRobin,
@@ -90,55 +93,73 @@ pub struct NginxHash {
     ranges: Ranges,
 }
 
-/// The consistent ring's points, with an index by the top bits of a hash: the first
-/// point at or after a hash is found between two neighbouring entries of the index
-/// (a few points), not by a binary search of the whole ring, which at 160 points a
-/// peer holds 1.6M points (13 MB) at 10,000 peers and missed the cache at most of its 21
-/// steps: nginx's consistent pick was 4.1× round robin's whole run at 10,000 servers (half
-/// of the run in the search). The position found is the binary search's (see
-/// [`Points::first`]).
+/// The consistent ring's points, sorted by hash with equal hashes once, and an index by
+/// the top bits of a hash: a pick reads where the hash's bucket starts, then the
+/// bucket's entries, which pack each point's peer with enough of its hash to find the
+/// first point at or after the key's hash (4 bytes a point, not the points' 8: 7.4 MB at
+/// 10,000 peers of weight 1, 1.6M points, instead of 13 MB of points and a 1 MB index).
+/// The position found is always the binary search's (see [`Ring::first`]).
 #[derive(Clone, Debug, Default)]
-struct Points {
+struct Ring {
     /// (point hash, peer), sorted by hash, equal hashes once.
     points: Vec<(u32, u32)>,
-    /// For each value `v` of a hash's top [`Points::bits`] bits, the position of the first
-    /// point whose hash is at least `v << (32 - bits)`; then one more entry, the number of
-    /// points. Empty when `bits` is 0.
+    /// For each value `v` of a hash's top [`Ring::bits`] bits, the position of the first
+    /// point whose hash is at least `v << (32 - bits)`; then one more, the number of
+    /// points. Empty when the ring is too small for an index, or has a peer too large
+    /// for an entry ([`Ring::indexable`]): a pick then searches `points`.
     starts: Vec<u32>,
-    /// Bits of the index: about one point an entry, at most 2^18 entries (1 MB, about six
-    /// points an entry at 10,000 peers: paired runs at 10,000 servers found 2^18 about 7%
-    /// faster than 2^20, whose 4 MB index misses the cache as the ring does, and 2^16
-    /// no faster).
+    /// Each point as `hash << bits | peer`: the hash's low `32 - bits` bits (its top bits
+    /// are its bucket's) above the peer's `bits` bits; then an end marker,
+    /// `u32::MAX << bits` with the peer of the first point (where the walk wraps to).
+    entries: Vec<u32>,
+    /// Bits of the index: four to eight points a bucket (a cache line of entries or two),
+    /// at most 2^18 buckets (1 MB, six points a bucket at 10,000 peers; at 1,000 peers,
+    /// 2^15 buckets made the cost bench about 13% faster than one point a bucket, 2^18).
+    /// 0 for fewer than 8 points.
     bits: u32,
+    /// What the ring was built from.
+    from: RingKey,
 }
 
-impl Points {
-    /// The index over `points` (sorted by hash).
-    fn new(points: Vec<(u32, u32)>) -> Points {
-        let bits = points
-            .len()
-            .max(1)
-            .next_power_of_two()
-            .trailing_zeros()
-            .min(18);
-        let mut starts = Vec::new();
-        if bits > 0 {
-            starts.reserve((1 << bits) + 1);
-            let mut p = 0;
-            for prefix in 0..1u64 << bits {
-                let low = prefix << (32 - bits);
-                while p < points.len() && u64::from(points[p].0) < low {
-                    p += 1;
-                }
-                starts.push(p as u32);
-            }
-            starts.push(points.len() as u32);
-        }
-        Points {
+impl Ring {
+    /// The ring of `points` (sorted by hash, equal hashes once), indexed when
+    /// [`Ring::indexable`].
+    fn new(points: Vec<(u32, u32)>) -> Ring {
+        let bits = (points.len() / 4).checked_ilog2().unwrap_or(0).min(18);
+        let mut ring = Ring {
             points,
-            starts,
             bits,
+            ..Ring::default()
+        };
+        if ring.indexable() {
+            ring.index();
         }
+        ring
+    }
+
+    /// Whether the entries can hold the ring: an entry gives a peer `bits` bits.
+    fn indexable(&self) -> bool {
+        let peers = self.points.iter().map(|&(_, p)| p).max().unwrap_or(0);
+        self.bits > 0 && u64::from(peers) < 1 << self.bits
+    }
+
+    /// Fills `starts` and `entries` from `points`.
+    fn index(&mut self) {
+        let (points, bits) = (&self.points, self.bits);
+        let mut starts = Vec::with_capacity((1 << bits) + 1);
+        let mut p = 0;
+        for v in 0..1u64 << bits {
+            let low = v << (32 - bits);
+            while p < points.len() && u64::from(points[p].0) < low {
+                p += 1;
+            }
+            starts.push(p as u32);
+        }
+        starts.push(points.len() as u32);
+        let mut entries: Vec<u32> = points.iter().map(|&(h, peer)| h << bits | peer).collect();
+        entries.push(u32::MAX << bits | points[0].1);
+        self.starts = starts;
+        self.entries = entries;
     }
 
     fn is_empty(&self) -> bool {
@@ -155,20 +176,30 @@ impl Points {
         self.points[at].1 as usize
     }
 
-    /// The first point at or after `hash` (`ngx_stream_upstream_find_chash_point`); the
-    /// number of points when every point is below it (the walk then wraps to the first).
-    /// The same position as `points.partition_point(|p| p.0 < hash)`: every point before
-    /// `starts[v]` is below the smallest hash of prefix `v`, so below `hash`, and every
-    /// point from `starts[v + 1]` on is at least the smallest hash of prefix `v + 1`, so
-    /// above `hash`; the first point at or after `hash` is in `starts[v] ..= starts[v + 1]`.
+    /// The position of the first point at or after `hash`, wrapping to the first point
+    /// when every point is below it (`ngx_stream_upstream_find_chash_point`, then the
+    /// pick's wrap), and its peer. The ring must not be empty.
+    ///
+    /// The same position as `points.partition_point(|p| p.0 < hash)` (or 0 at the end):
+    /// every point before `starts[v]` is below the smallest hash of prefix `v`, so below
+    /// `hash`, and every point from `starts[v + 1]` on is at least the smallest hash of
+    /// prefix `v + 1`, so above `hash`; between them, the points' top bits are `hash`'s,
+    /// so an entry is below `hash << bits` exactly when its point's low bits are below
+    /// `hash`'s (its peer's bits are below `1 << bits`). The entry at the position found
+    /// is its point's, or at the end the marker, with the first point's peer.
     #[inline]
-    fn first(&self, hash: u32) -> usize {
-        if self.bits == 0 {
-            return self.points.partition_point(|&(h, _)| h < hash);
+    fn first(&self, hash: u32) -> (usize, usize) {
+        if self.starts.is_empty() {
+            let at = self.points.partition_point(|&(h, _)| h < hash);
+            let at = if at == self.points.len() { 0 } else { at };
+            return (at, self.peer(at));
         }
         let v = (hash >> (32 - self.bits)) as usize;
         let (lo, hi) = (self.starts[v] as usize, self.starts[v + 1] as usize);
-        lo + self.points[lo..hi].partition_point(|&(h, _)| h < hash)
+        let probe = hash << self.bits;
+        let at = lo + self.entries[lo..hi].partition_point(|&e| e < probe);
+        let peer = self.entries[at] & ((1 << self.bits) - 1);
+        (if at == self.points.len() { 0 } else { at }, peer as usize)
     }
 }
 
@@ -261,12 +292,9 @@ impl NginxHash {
     /// `sum` of the earlier tries' hashes, which it advances.
     fn peer(key: &[u8], attempt: u32, sum: &mut u64, ranges: &Ranges) -> usize {
         let crc = if attempt > 0 {
-            let mut crc = crc32fast::Hasher::new();
-            crc.update(attempt.to_string().as_bytes());
-            crc.update(key);
-            crc.finalize()
+            crc32_extend(crc32_extend(0, attempt.to_string().as_bytes()), key)
         } else {
-            crc32fast::hash(key)
+            crc32_extend(0, key)
         };
         *sum += u64::from((crc >> 16) & 0x7fff);
         ranges.holding(*sum % ranges.total())
@@ -297,7 +325,8 @@ impl NginxHash {
     /// peer's `160 × weight` points, sorted (stably, as glibc's merge-sort `qsort`), equal
     /// hashes kept once (the first).
     fn build_ring(params: &NginxHashParams, backends: &Backends) -> Vec<(u32, u32)> {
-        let mut ring = Vec::new();
+        let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+        let mut ring = Vec::with_capacity((total * u64::from(POINTS_PER_WEIGHT)) as usize);
         for (i, b) in backends.iter().enumerate() {
             let line = params.server_line(i);
             let (host, port) = line.rsplit_once(':').expect("host:port");
@@ -305,33 +334,184 @@ impl NginxHash {
             base.update(host.as_bytes());
             base.update(b"\0");
             base.update(port.as_bytes());
+            let base = base.finalize();
             let mut prev = 0u32;
             for _ in 0..u64::from(b.weight) * u64::from(POINTS_PER_WEIGHT) {
-                let mut h = base.clone();
-                h.update(&prev.to_le_bytes());
-                prev = h.finalize();
+                prev = crc32_append(base, prev);
                 ring.push((prev, i as u32));
             }
         }
-        ring.sort_by_key(|&(hash, _)| hash);
-        ring.dedup_by_key(|&mut (hash, _)| hash);
+        sort_points(&mut ring);
         ring
     }
 
-    /// The consistent pick: `None` when nginx falls back to round robin (one peer, no
-    /// points, or 21 points in a row whose peers are down).
-    fn consistent_pick(&mut self, backends: &Backends, key: &[u8]) -> Option<usize> {
-        if self.ring.is_empty() {
-            self.ring = Points::new(Self::build_ring(&self.params, backends));
-        }
-        if backends.len() < 2 || self.ring.is_empty() {
+    /// The consistent pick of a key whose crc32 is `hash`: `None` when nginx falls back
+    /// to round robin (one peer, no points, or 21 points in a row whose peers are down).
+    fn consistent_pick(&mut self, backends: &Backends, hash: u32) -> Option<usize> {
+        let ring = self
+            .ring
+            .get_or_insert_with(|| LAST_RING.ring(&self.params, backends));
+        if backends.len() < 2 || ring.is_empty() {
             return None;
         }
-        let n = self.ring.len();
-        let first = self.ring.first(crc32fast::hash(key));
-        (first..first + TRIES as usize)
-            .map(|at| self.ring.peer(at % n))
+        let (first, peer) = ring.first(hash);
+        if backends.up(peer) {
+            return Some(peer);
+        }
+        (first + 1..first + TRIES as usize)
+            .map(|at| ring.peer(at % ring.len()))
             .find(|&peer| backends.up(peer))
+    }
+}
+
+/// crc32 tables for four bytes at a time ("slicing by 4"): `CRC_TABLES[0]` is the
+/// byte-at-a-time table of the reflected polynomial 0xEDB88320 (crc32 as zlib and nginx
+/// compute it), and `CRC_TABLES[k][b]` the remainder of byte `b` followed by `k` zero bytes.
+const CRC_TABLES: [[u32; 256]; 4] = crc_tables();
+
+const fn crc_tables() -> [[u32; 256]; 4] {
+    let mut t = [[0u32; 256]; 4];
+    let mut b = 0;
+    while b < 256 {
+        let mut c = b as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            c = if c & 1 == 1 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            bit += 1;
+        }
+        t[0][b] = c;
+        b += 1;
+    }
+    let mut k = 1;
+    while k < 4 {
+        let mut b = 0;
+        while b < 256 {
+            let c = t[k - 1][b];
+            t[k][b] = (c >> 8) ^ t[0][(c & 0xff) as usize];
+            b += 1;
+        }
+        k += 1;
+    }
+    t
+}
+
+/// The crc32 of some bytes followed by `word`'s 4 little-endian bytes, given `crc`, the
+/// crc32 of those bytes: what `crc32fast::Hasher` computes for them, as one step of
+/// "slicing by 4" (the register, un-inverted, takes the 4 bytes in at once, low byte
+/// first as the little-endian order sends it; each byte's remainder after the bytes that
+/// follow it is one lookup). The ring's 1.6M points at 10,000 peers are such hashes, each
+/// of the one before.
+#[inline]
+fn crc32_append(crc: u32, word: u32) -> u32 {
+    let c = !crc ^ word;
+    let t = &CRC_TABLES;
+    !(t[3][(c & 0xff) as usize]
+        ^ t[2][(c >> 8 & 0xff) as usize]
+        ^ t[1][(c >> 16 & 0xff) as usize]
+        ^ t[0][(c >> 24) as usize])
+}
+
+/// The crc32 of some bytes followed by `bytes`, given `crc`, the crc32 of those bytes (0
+/// for none): four bytes at a time ([`crc32_append`]), then the rest one at a time. For the
+/// few bytes of an address, `crc32fast::hash` took 6% of a whole run at 10,000 peers
+/// (its fast paths are for long inputs).
+fn crc32_extend(crc: u32, bytes: &[u8]) -> u32 {
+    let mut words = bytes.chunks_exact(4);
+    let crc = words.by_ref().fold(crc, |crc, word| {
+        crc32_append(crc, u32::from_le_bytes(word.try_into().expect("4 bytes")))
+    });
+    let c = words.remainder().iter().fold(!crc, |c, &byte| {
+        CRC_TABLES[0][((c ^ u32::from(byte)) & 0xff) as usize] ^ (c >> 8)
+    });
+    !c
+}
+
+/// Sorts points made peer after peer (in order of peer) as nginx does, stably by hash
+/// (glibc's `qsort` is a merge sort), and keeps the first of equal hashes.
+///
+/// A least-significant-digit radix sort: one pass counts the three digits of every hash
+/// (its bits 0-10, 11-21 and 22-31), then one pass per digit, from the lowest, moves each
+/// point, in order, to the next place of its digit's range. Each pass is stable, so after
+/// the last points are in order of hash, and equal hashes in the order they were made.
+/// (`sort_by_key` took 15% of a whole run at 10,000 peers, whose 1.6M points have about
+/// 300 equal hashes; `sort_unstable` of (hash, peer), the same order, 33 ms; this 14 ms.)
+fn sort_points(points: &mut Vec<(u32, u32)>) {
+    const SHIFTS: [u32; 3] = [0, 11, 22];
+    const RADIX: usize = 1 << 11;
+    let digit = |hash: u32, shift: u32| (hash >> shift) as usize & (RADIX - 1);
+    let mut counts = [[0usize; RADIX]; 3];
+    for &(hash, _) in points.iter() {
+        for (count, &shift) in counts.iter_mut().zip(&SHIFTS) {
+            count[digit(hash, shift)] += 1;
+        }
+    }
+    let mut moved = vec![(0, 0); points.len()];
+    for (count, &shift) in counts.iter_mut().zip(&SHIFTS) {
+        // Each digit's first place: the number of points of smaller digits.
+        let mut before = 0;
+        for c in count.iter_mut() {
+            (*c, before) = (before, before + *c);
+        }
+        for &point in points.iter() {
+            let place = &mut count[digit(point.0, shift)];
+            moved[*place] = point;
+            *place += 1;
+        }
+        std::mem::swap(points, &mut moved);
+    }
+    points.dedup_by_key(|&mut (hash, _)| hash);
+}
+
+/// The ring last built in this process, with what it was built from: the replications of
+/// a run, and the runs of a sweep or a benchmark, share it instead of building it again
+/// (at 10,000 peers, 1.6M points made, sorted and indexed, about 40% of the CPU time of
+/// the cost bench's run of 200,000 requests). A ring is a function of the port base and
+/// the weights alone, so sharing it changes no pick. One ring is kept (21 MB at 10,000
+/// peers of weight 1): two rings used in turn are built in turn, as without it.
+static LAST_RING: RingCache = RingCache::new();
+
+/// The last ring built.
+struct RingCache(Mutex<Option<Arc<Ring>>>);
+
+/// What a ring is built from.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct RingKey {
+    port_base: u32,
+    /// Every peer's weight.
+    weights: Vec<u32>,
+}
+
+impl RingCache {
+    const fn new() -> RingCache {
+        RingCache(Mutex::new(None))
+    }
+
+    /// nginx's ring for `params` over `backends`' weights: the last one built if it is
+    /// the same, else a new one (then the last). Building holds the lock, so replications
+    /// starting together build the ring once.
+    fn ring(&self, params: &NginxHashParams, backends: &Backends) -> Arc<Ring> {
+        let key = RingKey {
+            port_base: params.port_base,
+            weights: backends.iter().map(|b| b.weight).collect(),
+        };
+        // A panic elsewhere while the lock was held leaves a whole ring or none: both
+        // usable.
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ring) = &*last
+            && ring.from == key
+        {
+            return Arc::clone(ring);
+        }
+        let ring = Arc::new(Ring {
+            from: key,
+            ..Ring::new(NginxHash::build_ring(params, backends))
+        });
+        *last = Some(Arc::clone(&ring));
+        ring
     }
 }
 
@@ -339,7 +519,7 @@ impl Strategy for NginxHash {
     fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         let text = AddressText::of(client_address(ctx.key));
         if self.params.consistent {
-            let picked = self.consistent_pick(backends, text.as_bytes());
+            let picked = self.consistent_pick(backends, crc32_extend(0, text.as_bytes()));
             return picked.or_else(|| self.fallback.pick(backends, ctx));
         }
         let ranges = self.ranges(backends);
@@ -360,9 +540,14 @@ impl Strategy for NginxHash {
         true
     }
 
-    /// A weight that changed invalidates the weight ranges (the balancer's weights are
-    /// fixed today: this keeps the ranges right should that change).
+    /// A weight that changed invalidates the weight ranges and the ring (the balancer's
+    /// weights are fixed today: this keeps them right should that change).
     fn on_view(&mut self, backend: usize, view: &Backend) {
+        if let Some(ring) = &self.ring
+            && ring.from.weights.get(backend) != Some(&view.weight)
+        {
+            self.ring = None;
+        }
         let ends = &self.ranges.ends;
         let Some(&end) = ends.get(backend) else {
             return;
@@ -370,7 +555,7 @@ impl Strategy for NginxHash {
         let start = backend.checked_sub(1).map_or(0, |k| ends[k]);
         if end - start != u64::from(view.weight) {
             self.ranges = Ranges::default();
-            self.ring = Points::default();
+            self.ring = None;
         }
     }
 }
@@ -448,28 +633,236 @@ mod tests {
         }
     }
 
+    /// nginx's ring as the code before the bucket index built it, independently of
+    /// [`crc32_append`] and [`sort_points`]: a `crc32fast::Hasher` per point, the
+    /// standard library's stable sort.
+    fn reference_ring(params: &NginxHashParams, weights: &[u32]) -> Vec<(u32, u32)> {
+        let mut ring = Vec::new();
+        for (i, &w) in weights.iter().enumerate() {
+            let line = params.server_line(i);
+            let (host, port) = line.rsplit_once(':').unwrap();
+            let mut prev = 0u32;
+            for _ in 0..w * POINTS_PER_WEIGHT {
+                let mut h = crc32fast::Hasher::new();
+                h.update(host.as_bytes());
+                h.update(b"\0");
+                h.update(port.as_bytes());
+                h.update(&prev.to_le_bytes());
+                prev = h.finalize();
+                ring.push((prev, i as u32));
+            }
+        }
+        ring.sort_by_key(|&(hash, _)| hash);
+        ring.dedup_by_key(|&mut (hash, _)| hash);
+        ring
+    }
+
+    /// nginx's consistent pick over a plain ring: a binary search, then the walk past
+    /// down peers.
+    fn reference_pick(ring: &[(u32, u32)], up: &[bool], hash: u32) -> Option<usize> {
+        let first = ring.partition_point(|&(h, _)| h < hash);
+        (first..first + TRIES as usize)
+            .map(|at| ring[at % ring.len()].1 as usize)
+            .find(|&peer| up[peer])
+    }
+
+    /// Hashes to look up in `points`: `probes`, every point's hash and its neighbours,
+    /// every bucket's first and last hash, 0 and `u32::MAX`.
+    fn probes(points: &[(u32, u32)], mut probes: Vec<u32>) -> Vec<u32> {
+        probes.extend(
+            points
+                .iter()
+                .flat_map(|p| [p.0, p.0.wrapping_sub(1), p.0.wrapping_add(1)]),
+        );
+        let bits = Ring::new(points.to_vec()).bits;
+        if bits > 0 {
+            probes.extend((0..1u32 << bits).flat_map(|v| {
+                let low = v << (32 - bits);
+                [low, low | (u32::MAX >> bits)]
+            }));
+        }
+        probes.extend([0, u32::MAX]);
+        probes
+    }
+
+    /// [`Ring::first`] is the binary search of the whole ring (wrapping past the last
+    /// point to the first), with that point's peer, at every hash of [`probes`].
+    fn check_first(
+        points: &[(u32, u32)],
+        at: Vec<u32>,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let ring = Ring::new(points.to_vec());
+        for h in probes(points, at) {
+            let want = points.partition_point(|&(x, _)| x < h) % points.len();
+            proptest::prop_assert_eq!(
+                ring.first(h),
+                (want, points[want].1 as usize),
+                "hash {:#x}, {} points, {} bits, indexed {}",
+                h,
+                points.len(),
+                ring.bits,
+                !ring.starts.is_empty()
+            );
+        }
+        Ok(())
+    }
+
+    /// The buckets are used for the rings of the cost bench (10 to 10,000 peers of weight
+    /// 1), and not when a peer does not fit an entry's bits.
+    #[test]
+    fn the_index_is_built_when_the_peers_fit_its_entries() {
+        for n in [2, 10, 1000] {
+            let ring = Ring::new(reference_ring(&NginxHashParams::default(), &vec![1; n]));
+            assert!(!ring.starts.is_empty(), "{n} peers");
+        }
+        // 8 points on one peer of number 2: 1 bit, peer 2 does not fit.
+        let points: Vec<_> = (0..8).map(|k| (k << 28, 2)).collect();
+        assert!(Ring::new(points).starts.is_empty());
+    }
+
+    /// Strategies over the same port base and weights share a ring; another port base or
+    /// other weights build another, which is then the one kept.
+    #[test]
+    fn the_last_ring_is_shared_and_replaced_by_another() {
+        let cache = RingCache::new();
+        let params = |port_base| NginxHashParams {
+            consistent: true,
+            port_base,
+        };
+        let (p, w) = (params(29_100), view(&[1, 2, 1]));
+        let first = cache.ring(&p, &w);
+        assert!(Arc::ptr_eq(&first, &cache.ring(&p, &w)));
+        assert_eq!(first.points, reference_ring(&p, &[1, 2, 1]));
+        let other = cache.ring(&params(30_000), &w);
+        assert_eq!(other.points, reference_ring(&params(30_000), &[1, 2, 1]));
+        let heavier = cache.ring(&p, &view(&[1, 3, 1]));
+        assert_eq!(heavier.points, reference_ring(&p, &[1, 3, 1]));
+        assert!(Arc::ptr_eq(&heavier, &cache.ring(&p, &view(&[1, 3, 1]))));
+        assert!(!Arc::ptr_eq(&first, &cache.ring(&p, &w)));
+    }
+
+    /// A strategy whose view reports a new weight builds the ring of the new weights.
+    #[test]
+    fn a_new_weight_rebuilds_the_ring() {
+        let mut h = consistent(29_100);
+        let mut backends = view(&[1, 1, 1]);
+        h.consistent_pick(&backends, 7);
+        backends = view(&[1, 4, 1]);
+        h.on_view(1, &backends.iter().nth(1).unwrap().clone());
+        let want = reference_ring(&h.params, &[1, 4, 1]);
+        let up = [true; 3];
+        for hash in probes(&want, vec![1, 2, 3]) {
+            assert_eq!(
+                h.consistent_pick(&backends, hash),
+                reference_pick(&want, &up, hash)
+            );
+        }
+    }
+
     proptest::proptest! {
-        /// The index finds the position a binary search of the whole ring finds, for
-        /// rings of every size up to past one point an entry (hashes drawn whole, or
-        /// crowded into a few prefixes so that entries hold many points or none), at
-        /// every point, next to it, and at random hashes.
+        /// Sorting points made in order of peer is the stable sort by hash, and keeps of
+        /// equal hashes the one of the first peer, as `dedup` does (hashes drawn whole, or
+        /// from few values so that most are equal to others, or equal in a whole digit).
+        #[test]
+        fn the_sort_keeps_the_stable_sorts_first_of_equal_hashes(
+            hashes in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..3000),
+            shape in 0u32..4,
+            per_peer in 1usize..9,
+        ) {
+            let mut points: Vec<(u32, u32)> = hashes
+                .iter()
+                .enumerate()
+                .map(|(i, &h)| {
+                    let h = match shape {
+                        0 => h,
+                        1 => h % 60,
+                        2 => h & 0xffc0_0000,
+                        _ => h & 0x7ff,
+                    };
+                    (h, (i / per_peer) as u32)
+                })
+                .collect();
+            let mut want = points.clone();
+            want.sort_by_key(|&(h, _)| h);
+            want.dedup_by_key(|&mut (h, _)| h);
+            sort_points(&mut points);
+            proptest::prop_assert_eq!(points, want);
+        }
+
+        /// The bucket index finds the position a binary search of the whole ring finds,
+        /// and its peer, for rings of every size up to a few thousand points (hashes
+        /// drawn whole, crowded into a few prefixes so that buckets are large or empty, or
+        /// on few values with low bits 0, so that points are on buckets' first hashes;
+        /// peers drawn below a bound, which is sometimes too large for the index), at
+        /// every point, next to it, at every bucket's edges and at random hashes.
         #[test]
         fn the_indexed_first_point_is_the_binary_search(
-            hashes in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..3000),
-            crowd in 0u32..3,
+            hashes in proptest::collection::vec(proptest::prelude::any::<u32>(), 1..3000),
+            crowd in 0u32..4,
+            peers in 1u32..600,
             probes in proptest::collection::vec(proptest::prelude::any::<u32>(), 1..50),
         ) {
-            let mut points: Vec<(u32, u32)> =
-                hashes.iter().enumerate().map(|(i, &h)| (h >> (crowd * 12), i as u32)).collect();
+            let mut points: Vec<(u32, u32)> = hashes
+                .iter()
+                .enumerate()
+                .map(|(i, &h)| {
+                    let h = if crowd == 3 { h & 0xfff0_0000 } else { h >> (crowd * 12) };
+                    (h, (i as u32).wrapping_mul(2_654_435_761) % peers)
+                })
+                .collect();
             points.sort_by_key(|&(h, _)| h);
             points.dedup_by_key(|&mut (h, _)| h);
-            let index = Points::new(points.clone());
-            let mut at = probes;
-            at.extend(points.iter().flat_map(|p| [p.0, p.0.wrapping_sub(1), p.0.wrapping_add(1)]));
-            at.extend([0, u32::MAX]);
-            for h in at {
-                let want = points.partition_point(|&(x, _)| x < h);
-                proptest::prop_assert_eq!(index.first(h), want, "hash {}", h);
+            check_first(&points, probes)?;
+        }
+
+        /// The slicing-by-4 step is crc32fast's hash of the bytes and the word's, and so
+        /// is the extension by any bytes (every length of remainder).
+        #[test]
+        fn crc32_append_and_extend_are_crc32fasts(
+            before in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            after in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            word: u32,
+        ) {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&before);
+            h.update(&word.to_le_bytes());
+            proptest::prop_assert_eq!(crc32_append(crc32fast::hash(&before), word), h.finalize());
+            let mut h = crc32fast::Hasher::new();
+            h.update(&before);
+            h.update(&after);
+            proptest::prop_assert_eq!(crc32_extend(crc32fast::hash(&before), &after), h.finalize());
+            proptest::prop_assert_eq!(crc32_extend(0, &after), crc32fast::hash(&after));
+        }
+
+        /// The consistent pick is nginx's over the ring built the plain way (a binary
+        /// search, the walk past down peers), for any weights (0 included) and down
+        /// peers, on rings with and without an index, at random keys and at every
+        /// point's hash.
+        #[test]
+        fn the_consistent_pick_is_nginxs(
+            weights in proptest::collection::vec(0u32..4, 2..24),
+            down in proptest::collection::vec(proptest::prelude::any::<bool>(), 24),
+            keys in proptest::collection::vec(proptest::prelude::any::<u64>(), 1..200),
+        ) {
+            let params = NginxHashParams { consistent: true, port_base: 29_100 };
+            let plain = reference_ring(&params, &weights);
+            proptest::prop_assert_eq!(&NginxHash::build_ring(&params, &view(&weights)), &plain);
+            if plain.is_empty() {
+                return Ok(());
+            }
+            check_first(&plain, Vec::new())?;
+            let mut backends = view(&weights);
+            for (i, &d) in down.iter().take(weights.len()).enumerate() {
+                backends.set_up(i, !d);
+            }
+            let up: Vec<bool> = (0..weights.len()).map(|i| backends.up(i)).collect();
+            let mut h = consistent(29_100);
+            let hashes = keys
+                .iter()
+                .map(|&key| crc32fast::hash(AddressText::of(client_address(key)).as_bytes()));
+            for hash in hashes.chain(probes(&plain, Vec::new())) {
+                let want = reference_pick(&plain, &up, hash);
+                proptest::prop_assert_eq!(h.consistent_pick(&backends, hash), want, "hash {:#x}", hash);
             }
         }
 
