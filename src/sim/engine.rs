@@ -30,11 +30,11 @@ use super::probe::{NO_SLOT, PROBE_JOB_BASE, Send, Signals};
 use super::server::{Admission, Job, QueueControl, Server, Warmup};
 use crate::cancel::Cancel;
 use crate::metrics::RunMetrics;
-use crate::policy::PolicySpec;
+use crate::policy::{PolicySpec, SlowStartSpec};
 use crate::rng::{SimRng, Stream, stream_rng};
 use crate::scenario::{ErrorStatus, FaultKind, Scenario};
 use crate::strategy::{
-    Balancer, LoadTable, Outcome, ServerLoad, StrategyEntry, StrategyFactory, StrategySpec,
+    Balancer, LoadTable, Outcome, Ramp, ServerLoad, StrategyEntry, StrategyFactory, StrategySpec,
 };
 use crate::time::Nanos;
 use crate::workload::dist::open_unit;
@@ -180,9 +180,13 @@ struct Sim<'a> {
     /// them): a publication costs O(1) whatever the number of balancers.
     loads: Option<LoadTable>,
     topology: Topology,
-    /// Client policies' state; `None` without a policy, so that the common path is the
-    /// one-attempt path of before, at the cost of one branch per arrival and completion.
+    /// Client policies' state; `None` without a policy, or with one that needs no client
+    /// ([`PolicySpec::needs_client`]), so that the common path is the one-attempt path
+    /// of before, at the cost of one branch per arrival and completion.
     client: Option<Box<client::Clients>>,
+    /// The slow start of a policy that needs no client, which the engine applies itself
+    /// (`start_policy`, `health`); `None` otherwise (a client's policy holds its own).
+    slow_start: Option<Ramp>,
     /// Error answers in flight (`error` faults), with free slots to reuse.
     errors: Vec<PendingError>,
     free_errors: Vec<u32>,
@@ -297,7 +301,8 @@ impl<'a> Run<'a> {
     }
 
     /// The client policy `policy` (timeouts, retries, budgets, hedging) in every
-    /// balancer; `None` is none.
+    /// balancer; `None` is none. A policy of slow start alone runs without a client
+    /// ([`PolicySpec::needs_client`]), at its strategy's cost.
     pub fn policy(mut self, policy: Option<&'a PolicySpec>) -> Run<'a> {
         self.policy = policy;
         self
@@ -572,20 +577,27 @@ impl<'a> Sim<'a> {
             errors: Vec::new(),
             free_errors: Vec::new(),
             fault_rng: stream_rng(seed, replication, Stream::Faults, 0),
-            client: policy.map(|p| {
-                Box::new(client::Clients::new(
-                    p,
-                    scenario.balancers as usize,
-                    servers_count,
-                    stream_rng(seed, replication, Stream::Policy, 0),
-                ))
-            }),
+            client: None,
+            slow_start: None,
             signals,
             members: membership::Members::new(scenario),
             replies: network::Replies::default(),
             tally: None,
             plain: false,
         };
+        // Before membership marks absent servers down: under a client, through it.
+        match policy {
+            Some(p) if p.needs_client() => {
+                sim.client = Some(Box::new(client::Clients::new(
+                    p,
+                    scenario.balancers as usize,
+                    servers_count,
+                    stream_rng(seed, replication, Stream::Policy, 0),
+                )));
+            }
+            Some(p) => sim.slow_start = p.slow_start.as_ref().map(SlowStartSpec::ramp),
+            None => {}
+        }
         for s in &mut sim.servers {
             if let Some(a) = &scenario.groups[s.group].admission {
                 s.control = Some(Box::new(QueueControl::new(a)));
@@ -643,6 +655,7 @@ impl<'a> Sim<'a> {
     /// a request, which on the general path cost C3 its checks for everything else (the
     /// general path took round robin 1.07-1.09x the plain one's CPU time a request).
     fn is_plain(&self) -> bool {
+        // A policy of slow start alone has no client: it is plain if the rest is.
         self.client.is_none()
             && self.signals.as_ref().is_none_or(|s| !s.probes)
             && self.members.is_none()
@@ -792,16 +805,7 @@ impl<'a> Sim<'a> {
                 {
                     return;
                 }
-                if self.client.is_some() {
-                    self.health(server as usize, up, now);
-                } else {
-                    for b in &mut self.balancers {
-                        b.set_up(server as usize, up);
-                    }
-                }
-                if let Some(t) = &mut self.loads {
-                    t.set_up(server as usize, up);
-                }
+                self.set_view(server as usize, up, now);
             }
         }
     }
@@ -1814,13 +1818,13 @@ mod tests {
     }
 
     /// Runs `entry` of `s` with every balancer's strategy [`Logged`], after `setup` sets
-    /// the run up: every call the strategies got, and the run's metrics as text.
+    /// the run up: every call the strategies got, and the run's metrics.
     fn logged_run(
         s: &Scenario,
         entry: &crate::strategy::StrategyEntry,
         seed: u64,
         setup: impl FnOnce(&mut Sim),
-    ) -> (Vec<String>, String) {
+    ) -> (Vec<String>, RunMetrics) {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let count = std::sync::atomic::AtomicUsize::new(0);
         let factory = |n: usize, rng: SimRng| {
@@ -1833,9 +1837,14 @@ mod tests {
         let mut sim = Sim::new(s, &factory, entry.policy.as_ref(), 0, seed);
         setup(&mut sim);
         assert!(sim.run(&Cancel::default()));
-        let metrics = format!("{:?}", sim.finish());
+        let metrics = sim.finish();
         let log = std::mem::take(&mut *log.lock().expect("not poisoned"));
         (log, metrics)
+    }
+
+    /// Whether two runs measured the same, every field.
+    fn same_metrics(a: &RunMetrics, b: &RunMetrics) -> bool {
+        format!("{a:?}") == format!("{b:?}")
     }
 
     impl crate::strategy::Strategy for Logged {
@@ -1897,6 +1906,103 @@ mod tests {
         ) {
             self.note(format!("answer {backend} {load:?} {sent:?} {now:?}"));
             self.inner.on_probe(backend, load, sent, now);
+        }
+        fn set_slow_start(&mut self, ramp: Ramp) -> bool {
+            let applied = self.inner.set_slow_start(ramp);
+            self.note(format!("slow start {ramp:?} -> {applied}"));
+            applied
+        }
+        fn on_available(&mut self, backend: usize, now: Nanos) {
+            self.note(format!("available {backend} {now:?}"));
+            self.inner.on_available(backend, now);
+        }
+    }
+
+    /// Faults that bring servers back: a crash (back cold), a join then a leave, a
+    /// rolling deploy with warm-up, and a late join (not cold).
+    const COMING_BACK: &str = r#"
+[[faults]]
+server = "s-1"
+kind = "crash"
+at = 0.8
+duration = 0.5
+detection = 0.1
+warmup = 0.5
+[[faults]]
+server = "extra-0"
+kind = "join"
+at = 1
+duration = 2
+warmup = 1
+[[faults]]
+server = "s"
+kind = "deploy"
+at = 2
+restart = 0.2
+warmup = 0.5
+[[faults]]
+server = "extra-1"
+kind = "join"
+at = 5.5
+"#;
+
+    /// Every kind that applies slow start, under a policy of slow start alone.
+    const SLOW_START_ALONE: &str = r#"
+[[strategies]]
+kind = "edf_wrr"
+[strategies.policy.slow_start]
+kind = "envoy"
+slow_start_window = 1
+[[strategies]]
+kind = "least_request"
+[strategies.policy.slow_start]
+kind = "envoy"
+slow_start_window = 1
+aggression = 2
+[[strategies]]
+kind = "smooth_weighted_round_robin"
+[strategies.policy.slow_start]
+kind = "nginx"
+window = 1
+"#;
+
+    /// A policy of slow start alone runs without a client, yet every strategy gets the
+    /// same calls in the same order (slow start set, hosts ramping as they come back,
+    /// picks with their views, completions) and the run measures the same as under a
+    /// client, through a crash, a join and a leave and a rolling deploy with warm-up,
+    /// with two balancers. The client's run adds `cancel = true`, which needs a client
+    /// but changes nothing when each request is one attempt (no other attempt is ever out
+    /// to withdraw). Only the client counts `client.work`, which no report shows without
+    /// wasted work.
+    #[test]
+    fn slow_start_alone_runs_as_under_a_client() {
+        let service = exponential(0.01);
+        let rest = servers("s", 4, "workers = 2\nweight = 2", &service)
+            + &servers("extra", 2, "workers = 2", &service)
+            + COMING_BACK
+            + SLOW_START_ALONE;
+        let s = scenario("duration = 6\nwarmup = 0.5\nbalancers = 2", 1_000.0, &rest);
+        for entry in &s.strategies {
+            let label = entry.label();
+            let mut with_client = entry.clone();
+            with_client.policy.as_mut().expect("a policy").cancel = true;
+            let run = |entry, client: bool| {
+                logged_run(&s, entry, 5, |sim| {
+                    assert_eq!(sim.client.is_some(), client, "{label}");
+                    assert_eq!(sim.slow_start.is_some(), !client, "{label}");
+                })
+            };
+            let (alone, mut under) = (run(entry, false), run(&with_client, true));
+            let ramps = |log: &[String]| log.iter().filter(|l| l.contains("available")).count();
+            // Both balancers see each of 6 returns (crash, join, 4 restarts).
+            assert!(ramps(&alone.0) >= 12, "{label}: {} ramps", ramps(&alone.0));
+            assert_eq!(alone.0.len(), under.0.len(), "{label}");
+            for (k, (a, u)) in alone.0.iter().zip(&under.0).enumerate() {
+                assert_eq!(a, u, "{label}, call {k}");
+            }
+            assert_eq!(alone.1.client.work, 0.0, "{label}");
+            under.1.client.work = 0.0;
+            assert!(same_metrics(&alone.1, &under.1), "{label}");
         }
     }
 
@@ -1965,7 +2071,7 @@ mod tests {
             for (k, (a, b)) in eager.0.iter().zip(&lazy.0).enumerate() {
                 prop_assert_eq!(a, b, "call {}", k);
             }
-            prop_assert!(eager.1 == lazy.1, "metrics differ");
+            prop_assert!(same_metrics(&eager.1, &lazy.1), "metrics differ");
         });
     }
 
@@ -1996,7 +2102,11 @@ mod tests {
                 for (k, (g, p)) in general.0.iter().zip(&plain.0).enumerate() {
                     assert_eq!(g, p, "{head}, {}, call {k}", entry.label());
                 }
-                assert!(general.1 == plain.1, "{head}, {}", entry.label());
+                assert!(
+                    same_metrics(&general.1, &plain.1),
+                    "{head}, {}",
+                    entry.label()
+                );
             }
         }
     }
@@ -2031,6 +2141,20 @@ mod tests {
         assert!(!plain("duration = 1", &kinds(&["jsq"])));
         let policy = "[strategies.policy]\ntimeout = 1.0\n";
         assert!(!plain("duration = 1", &format!("{rr}{policy}")));
+        // Slow start alone needs no client: the run stays plain; beside anything else
+        // it takes the client's path.
+        let edf = kinds(&["edf_wrr"]);
+        let slow_start =
+            "[strategies.policy.slow_start]\nkind = \"envoy\"\nslow_start_window = 5\n";
+        assert!(plain("duration = 1", &format!("{edf}{slow_start}")));
+        assert!(plain(
+            "duration = 1",
+            &format!("{edf}[strategies.policy]\n")
+        ));
+        assert!(!plain(
+            "duration = 1",
+            &format!("{edf}{policy}{slow_start}")
+        ));
         let l4 = "[connections]\nclients = 4\npool_size = 2\n";
         assert!(!plain("duration = 1", &format!("{rr}{l4}")));
     }
