@@ -78,8 +78,8 @@ pub struct Stall {
 /// simulated, since overlapping stalls of one server merge into one pause.
 pub const MAX_STALLS_KEPT: usize = 4 * MAX_PAUSES;
 
-/// The stalls of one replay: the longest [`MAX_STALLS_KEPT`] kept whole, and the count,
-/// sum and longest of all of them.
+/// The stalls of one replay: the longest [`MAX_STALLS_KEPT`] kept whole, and the count
+/// and sum of all of them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stalls {
     /// The longest stalls, at most [`MAX_STALLS_KEPT`], in order of their start.
@@ -90,14 +90,20 @@ pub struct Stalls {
     pub dispatcher: u64,
     /// Their summed lengths (scenario seconds).
     pub total: f64,
-    /// The longest (the first recorded among equals).
-    pub longest: Option<Stall>,
 }
 
 impl Stalls {
     /// Whether no stall was recorded.
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// The longest stall of all (always kept); the earliest among equals.
+    pub fn longest(&self) -> Option<Stall> {
+        self.kept
+            .iter()
+            .copied()
+            .reduce(|a, b| if b.length > a.length { b } else { a })
     }
 }
 
@@ -164,9 +170,6 @@ impl Longest {
         seen.count += 1;
         seen.dispatcher += u64::from(stall.server.is_none());
         seen.total += stall.length;
-        if seen.longest.is_none_or(|l| stall.length > l.length) {
-            seen.longest = Some(stall);
-        }
         if self.heap.len() < MAX_STALLS_KEPT {
             self.heap.push(std::cmp::Reverse(ranked));
         } else if let Some(mut shortest) = self.heap.peek_mut()
@@ -511,7 +514,7 @@ kind = "round_robin"
             "{}",
             stalls.total
         );
-        let l = stalls.longest.unwrap();
+        let l = stalls.longest().unwrap();
         assert_eq!((l.server, l.length), (None, 0.2));
         assert_eq!(stalls.kept.len(), MAX_STALLS_KEPT);
         // The longest: every stall kept is at least as long as every one left out.
@@ -522,6 +525,23 @@ kind = "round_robin"
         assert!(stalls.kept.iter().all(|s| s.length > cut - 2e-9));
         assert!(stalls.kept.iter().any(|s| s.server.is_none()));
         assert!(stalls.kept.is_sorted_by(|a, b| a.at <= b.at));
+    }
+
+    /// The longest stall is derived from those kept: the longest of all, the earliest
+    /// among equals, whatever order they were recorded in.
+    #[test]
+    fn the_longest_stall_is_the_earliest_of_the_longest() {
+        let stall = |server, at, length| Stall { server, at, length };
+        let stalls: Stalls = [
+            stall(Some(1), 5.0, 0.3),
+            stall(Some(0), 1.0, 0.1),
+            stall(None, 2.0, 0.3),
+            stall(Some(2), 9.0, 0.2),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(stalls.longest(), Some(stall(None, 2.0, 0.3)));
+        assert_eq!(Stalls::default().longest(), None);
     }
 
     #[test]

@@ -269,7 +269,7 @@ pub fn compare(
             let p99 = q(&replay.lag, 0.99);
             let threshold = opts.max_lag_fraction * sim_k.estimate(p50).mean * live.time_scale;
             let late = lateness(replay, |l| &l.woke_late);
-            let longest = replay.stalls.longest;
+            let longest = replay.stalls.longest();
             let (woke_late_mean, woke_late_p99) = match late.is_empty() {
                 true => (f64::NAN, f64::NAN),
                 false => (late.mean() * 1e-9, q(&late, 0.99)),

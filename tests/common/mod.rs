@@ -223,7 +223,7 @@ pub fn print_overruns(run: &lbsim::live::LiveRun) {
                 spread(&l.woke_late)
             );
         }
-        let longest = s.stalls.longest.map_or(0.0, |x| x.length);
+        let longest = s.stalls.longest().map_or(0.0, |x| x.length);
         let (total, dispatcher) = (s.stalls.total, s.stalls.dispatcher);
         println!(
             "stalls {}: {} ({} of the dispatcher), longest {:.1} ms, {:.1} ms in all (scenario time)",
