@@ -128,6 +128,23 @@ fn seconds(field: &str, v: f64, zero_ok: bool) -> Result<(), PolicyError> {
 }
 
 impl PolicySpec {
+    /// Whether requests under this policy need a client to drive them ([`client`]:
+    /// attempts, timers, budgets, detectors). Every field but `slow_start` does (a
+    /// timeout, retries, a budget, hedging, outlier ejection, circuit breakers, `cancel`).
+    /// Slow start does not: it is set in the balancers once before the first request and
+    /// a host ramps when health checks see it back, so under a policy of slow start alone
+    /// (or of nothing) each request is its one attempt, as without a policy.
+    ///
+    /// The spec is compared whole with one that keeps only its slow start, so that a
+    /// field added later needs a client unless this rule is changed to say otherwise.
+    pub fn needs_client(&self) -> bool {
+        let slow_start_only = PolicySpec {
+            slow_start: self.slow_start.clone(),
+            ..PolicySpec::default()
+        };
+        *self != slow_start_only
+    }
+
     /// Checks every field; the error names the first bad one.
     pub fn check(&self) -> Result<(), PolicyError> {
         if let Some(t) = self.timeout {
@@ -738,6 +755,47 @@ mod tests {
             p.on_failure(&mut st, Cause::Failed, Nanos(40), cs(&mut b, 1, 0), || 0.0),
             Next::Fail(Cause::Failed)
         );
+    }
+
+    /// Slow start alone (or nothing) needs no client; every other field does, alone and
+    /// beside slow start.
+    #[test]
+    fn only_slow_start_needs_no_client() {
+        let needs = |t: &str| {
+            let spec: PolicySpec = toml::from_str(t).unwrap();
+            spec.check().unwrap();
+            spec.needs_client()
+        };
+        let envoy = "[slow_start]\nkind = \"envoy\"\nslow_start_window = 5\n";
+        assert!(!needs(""));
+        assert!(!needs(envoy));
+        assert!(!needs("[slow_start]\nkind = \"nginx\"\nwindow = 5\n"));
+        // One case per field below: a field added to `PolicySpec` fails to compile here
+        // until it has its case.
+        let PolicySpec {
+            timeout: _,
+            per_try_timeout: _,
+            cancel: _,
+            retry: _,
+            budget: _,
+            hedge: _,
+            outlier: _,
+            slow_start: _,
+            circuit_breakers: _,
+        } = PolicySpec::default();
+        for other in [
+            "timeout = 1.0\n",
+            "per_try_timeout = 0.1\n",
+            "cancel = true\n",
+            "[retry]\nmax_attempts = 1\n",
+            "[retry]\n[budget]\nkind = \"grpc\"\n",
+            "[hedge]\ndelay = 0.01\n",
+            "[outlier]\nkind = \"nginx\"\n",
+            "[circuit_breakers]\nmax_requests = 1000\n",
+        ] {
+            assert!(needs(other), "{other}");
+            assert!(needs(&format!("{other}{envoy}")), "{other} with slow start");
+        }
     }
 
     #[test]

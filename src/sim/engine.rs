@@ -30,11 +30,11 @@ use super::probe::{NO_SLOT, PROBE_JOB_BASE, Send, Signals};
 use super::server::{Admission, Job, QueueControl, Server, Warmup};
 use crate::cancel::Cancel;
 use crate::metrics::RunMetrics;
-use crate::policy::PolicySpec;
+use crate::policy::{PolicySpec, SlowStartSpec};
 use crate::rng::{SimRng, Stream, stream_rng};
 use crate::scenario::{ErrorStatus, FaultKind, Scenario};
 use crate::strategy::{
-    Balancer, LoadTable, Outcome, ServerLoad, StrategyEntry, StrategyFactory, StrategySpec,
+    Balancer, LoadTable, Outcome, Ramp, ServerLoad, StrategyEntry, StrategyFactory, StrategySpec,
 };
 use crate::time::Nanos;
 use crate::workload::dist::open_unit;
@@ -180,9 +180,13 @@ struct Sim<'a> {
     /// them): a publication costs O(1) whatever the number of balancers.
     loads: Option<LoadTable>,
     topology: Topology,
-    /// Client policies' state; `None` without a policy, so that the common path is the
-    /// one-attempt path of before, at the cost of one branch per arrival and completion.
+    /// Client policies' state; `None` without a policy, or with one that needs no client
+    /// ([`PolicySpec::needs_client`]), so that the common path is the one-attempt path
+    /// of before, at the cost of one branch per arrival and completion.
     client: Option<Box<client::Clients>>,
+    /// The slow start of a policy that needs no client, which the engine applies itself
+    /// (`start_policy`, `health`); `None` otherwise (a client's policy holds its own).
+    slow_start: Option<Ramp>,
     /// Error answers in flight (`error` faults), with free slots to reuse.
     errors: Vec<PendingError>,
     free_errors: Vec<u32>,
@@ -297,7 +301,8 @@ impl<'a> Run<'a> {
     }
 
     /// The client policy `policy` (timeouts, retries, budgets, hedging) in every
-    /// balancer; `None` is none.
+    /// balancer; `None` is none. A policy of slow start alone runs without a client
+    /// ([`PolicySpec::needs_client`]), at its strategy's cost.
     pub fn policy(mut self, policy: Option<&'a PolicySpec>) -> Run<'a> {
         self.policy = policy;
         self
@@ -572,20 +577,27 @@ impl<'a> Sim<'a> {
             errors: Vec::new(),
             free_errors: Vec::new(),
             fault_rng: stream_rng(seed, replication, Stream::Faults, 0),
-            client: policy.map(|p| {
-                Box::new(client::Clients::new(
-                    p,
-                    scenario.balancers as usize,
-                    servers_count,
-                    stream_rng(seed, replication, Stream::Policy, 0),
-                ))
-            }),
+            client: None,
+            slow_start: None,
             signals,
             members: membership::Members::new(scenario),
             replies: network::Replies::default(),
             tally: None,
             plain: false,
         };
+        // Before membership marks absent servers down: under a client, through it.
+        match policy {
+            Some(p) if p.needs_client() => {
+                sim.client = Some(Box::new(client::Clients::new(
+                    p,
+                    scenario.balancers as usize,
+                    servers_count,
+                    stream_rng(seed, replication, Stream::Policy, 0),
+                )));
+            }
+            Some(p) => sim.slow_start = p.slow_start.as_ref().map(SlowStartSpec::ramp),
+            None => {}
+        }
         for s in &mut sim.servers {
             if let Some(a) = &scenario.groups[s.group].admission {
                 s.control = Some(Box::new(QueueControl::new(a)));
@@ -643,6 +655,7 @@ impl<'a> Sim<'a> {
     /// a request, which on the general path cost C3 its checks for everything else (the
     /// general path took round robin 1.07-1.09x the plain one's CPU time a request).
     fn is_plain(&self) -> bool {
+        // A policy of slow start alone has no client: it is plain if the rest is.
         self.client.is_none()
             && self.signals.as_ref().is_none_or(|s| !s.probes)
             && self.members.is_none()
@@ -792,16 +805,7 @@ impl<'a> Sim<'a> {
                 {
                     return;
                 }
-                if self.client.is_some() {
-                    self.health(server as usize, up, now);
-                } else {
-                    for b in &mut self.balancers {
-                        b.set_up(server as usize, up);
-                    }
-                }
-                if let Some(t) = &mut self.loads {
-                    t.set_up(server as usize, up);
-                }
+                self.set_view(server as usize, up, now);
             }
         }
     }
@@ -1814,13 +1818,13 @@ mod tests {
     }
 
     /// Runs `entry` of `s` with every balancer's strategy [`Logged`], after `setup` sets
-    /// the run up: every call the strategies got, and the run's metrics as text.
+    /// the run up: every call the strategies got, and the run's metrics.
     fn logged_run(
         s: &Scenario,
         entry: &crate::strategy::StrategyEntry,
         seed: u64,
         setup: impl FnOnce(&mut Sim),
-    ) -> (Vec<String>, String) {
+    ) -> (Vec<String>, RunMetrics) {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let count = std::sync::atomic::AtomicUsize::new(0);
         let factory = |n: usize, rng: SimRng| {
@@ -1833,9 +1837,14 @@ mod tests {
         let mut sim = Sim::new(s, &factory, entry.policy.as_ref(), 0, seed);
         setup(&mut sim);
         assert!(sim.run(&Cancel::default()));
-        let metrics = format!("{:?}", sim.finish());
+        let metrics = sim.finish();
         let log = std::mem::take(&mut *log.lock().expect("not poisoned"));
         (log, metrics)
+    }
+
+    /// Whether two runs measured the same, every field.
+    fn same_metrics(a: &RunMetrics, b: &RunMetrics) -> bool {
+        format!("{a:?}") == format!("{b:?}")
     }
 
     impl crate::strategy::Strategy for Logged {
@@ -1898,108 +1907,192 @@ mod tests {
             self.note(format!("answer {backend} {load:?} {sent:?} {now:?}"));
             self.inner.on_probe(backend, load, sent, now);
         }
+        fn set_slow_start(&mut self, ramp: Ramp) -> bool {
+            let applied = self.inner.set_slow_start(ramp);
+            self.note(format!("slow start {ramp:?} -> {applied}"));
+            applied
+        }
+        fn on_available(&mut self, backend: usize, now: Nanos) {
+            self.note(format!("available {backend} {now:?}"));
+            self.inner.on_available(backend, now);
+        }
     }
 
-    /// Probe legs sent together run as one event and answers wait outside the event
-    /// queue, yet every strategy gets exactly the calls it got when each leg and each
-    /// answer was an event of its own: the same calls with the same arguments (answers'
-    /// times and loads, picks' views and results) in the same order, and the run measures
-    /// the same, on random clusters, balancers, probe delays and costs, crashes and
-    /// client policies. Some runs are on a lattice (evenly spaced arrivals, services and
-    /// probe legs whole multiples of the gap), where many legs, answers and events fall
-    /// on the same nanosecond and only their sequence numbers order them.
+    /// Faults that bring servers back: a crash (back cold), a join then a leave, a
+    /// rolling deploy with warm-up, and a late join (not cold).
+    const COMING_BACK: &str = r#"
+[[faults]]
+server = "s-1"
+kind = "crash"
+at = 0.8
+duration = 0.5
+detection = 0.1
+warmup = 0.5
+[[faults]]
+server = "extra-0"
+kind = "join"
+at = 1
+duration = 2
+warmup = 1
+[[faults]]
+server = "s"
+kind = "deploy"
+at = 2
+restart = 0.2
+warmup = 0.5
+[[faults]]
+server = "extra-1"
+kind = "join"
+at = 5.5
+"#;
+
+    /// Every kind that applies slow start, under a policy of slow start alone.
+    const SLOW_START_ALONE: &str = r#"
+[[strategies]]
+kind = "edf_wrr"
+[strategies.policy.slow_start]
+kind = "envoy"
+slow_start_window = 1
+[[strategies]]
+kind = "least_request"
+[strategies.policy.slow_start]
+kind = "envoy"
+slow_start_window = 1
+aggression = 2
+[[strategies]]
+kind = "smooth_weighted_round_robin"
+[strategies.policy.slow_start]
+kind = "nginx"
+window = 1
+"#;
+
+    /// Runs every entry of `s` (policies of slow start alone) without a client, and again
+    /// with `cancel = true` added, which needs a client but changes nothing when each
+    /// request is one attempt (no other attempt is ever out to withdraw): every strategy
+    /// gets the same calls in the same order (slow start set, hosts ramping as they come
+    /// back, picks with their views, completions) and the runs measure the same. Only
+    /// the client counts `client.work`, which no report shows without wasted work.
+    /// Returns the fewest ramps an entry saw.
+    fn same_without_a_client(s: &Scenario, seed: u64) -> usize {
+        let mut fewest = usize::MAX;
+        for entry in &s.strategies {
+            let label = entry.label();
+            let mut with_client = entry.clone();
+            with_client.policy.as_mut().expect("a policy").cancel = true;
+            let run = |entry, client: bool| {
+                logged_run(s, entry, seed, |sim| {
+                    assert_eq!(sim.client.is_some(), client, "{label}");
+                    assert_eq!(sim.slow_start.is_some(), !client, "{label}");
+                })
+            };
+            let (alone, mut under) = (run(entry, false), run(&with_client, true));
+            assert_eq!(alone.0.len(), under.0.len(), "{label}");
+            for (k, (a, u)) in alone.0.iter().zip(&under.0).enumerate() {
+                assert_eq!(a, u, "{label}, call {k}");
+            }
+            assert_eq!(alone.1.client.work, 0.0, "{label}");
+            under.1.client.work = 0.0;
+            assert!(same_metrics(&alone.1, &under.1), "{label}");
+            let ramps = alone.0.iter().filter(|l| l.contains("available")).count();
+            fewest = fewest.min(ramps);
+        }
+        fewest
+    }
+
+    /// [`same_without_a_client`] through a crash, a join and a leave and a rolling deploy
+    /// with warm-up, with two balancers.
     #[test]
-    fn probes_batched_and_answers_held_change_nothing_a_strategy_sees() {
+    fn slow_start_alone_runs_as_under_a_client() {
+        let service = exponential(0.01);
+        let rest = servers("s", 4, "workers = 2\nweight = 2", &service)
+            + &servers("extra", 2, "workers = 2", &service)
+            + COMING_BACK
+            + SLOW_START_ALONE;
+        let s = scenario("duration = 6\nwarmup = 0.5\nbalancers = 2", 1_000.0, &rest);
+        // Both balancers see each of 7 returns (crash, 2 joins, 4 restarts).
+        let ramps = same_without_a_client(&s, 5);
+        assert!(ramps >= 14, "{ramps} ramps");
+    }
+
+    /// [`same_without_a_client`] on random clusters, balancers and times of crashes,
+    /// joins and deploys, and with the other faults (errors and refusals, a network
+    /// delay, an unreachable server, pauses), full queues and shedding.
+    #[test]
+    fn slow_start_alone_runs_as_under_a_client_whatever_the_faults() {
         use proptest::prelude::*;
         let config = ProptestConfig {
-            cases: 48,
+            cases: 24,
             ..ProptestConfig::default()
         };
         proptest!(config, |(
-            n in 1u32..7,
-            workers in 1u32..3,
             balancers in 1u32..4,
-            delay in prop_oneof![Just(0.0), 0.0001f64..0.003],
-            cost in prop_oneof![Just(0.0), 0.0001f64..0.002],
-            load in 0.3f64..1.3,
-            pool in 1usize..20,
-            rate in prop_oneof![Just(3.0), 0.5f64..4.0],
-            crash in any::<bool>(),
-            policy in any::<bool>(),
-            lattice in any::<bool>(),
+            crash in 0.2f64..2.0,
+            detection in prop_oneof![Just(0.0), 0.0f64..0.3],
+            join in 0.2f64..2.5,
+            deploy in 0.5f64..2.5,
+            restart in 0.0f64..0.3,
+            window in 0.05f64..2.0,
+            others in any::<bool>(),
             seed in 0u64..1000,
         )| {
-            let (mut mean, mut service, mut delay) = (0.002, exponential(0.002), delay);
-            if lattice {
-                // Arrivals every 0.5 ms, services a multiple of it near the load asked.
-                let gap = 0.0005;
-                mean = gap * (load * f64::from(n * workers)).round().max(1.0);
-                service = format!("{{ dist = \"deterministic\", value = {mean} }}");
-                delay = if delay == 0.0 { 0.0 } else { 2.0 * gap };
+            let service = exponential(0.01);
+            let mut rest = servers("s", 4, "workers = 2\nweight = 2\nqueue_capacity = 20", &service)
+                + &servers("extra", 2, "workers = 2", &service);
+            if others {
+                rest += "[servers.admission]\nqueue_timeout = 0.02\n";
             }
-            let mut rest = servers("s", n, &format!("workers = {workers}\nqueue_capacity = 8"), &service);
-            rest += &format!("[probes]\ndelay = {delay}\ncost = {cost}\n");
-            rest += &format!("[[strategies]]\nkind = \"prequal\"\npool_size = {pool}\nprobe_rate = {rate}\n");
-            if policy {
-                rest += "[strategies.policy]\ntimeout = 0.02\nper_try_timeout = 0.004\n[strategies.policy.retry]\nmax_attempts = 2\n";
+            rest += &format!(
+                "[[faults]]\nserver = \"s-1\"\nkind = \"crash\"\nat = {crash}\nduration = 0.4\ndetection = {detection}\n\
+                 [[faults]]\nserver = \"extra-0\"\nkind = \"join\"\nat = {join}\nduration = 0.8\nwarmup = 0.5\n\
+                 [[faults]]\nserver = \"s\"\nkind = \"deploy\"\nat = {deploy}\nrestart = {restart}\nwarmup = 0.3\n"
+            );
+            if others {
+                rest += OTHER_FAULTS;
             }
-            if crash {
-                rest += "[[faults]]\nserver = \"s-0\"\nkind = \"crash\"\nat = 0.1\nduration = 0.1\ndetection = 0.01\n";
-            }
-            let rate = if lattice { 2000.0 } else { load * f64::from(n * workers) / mean };
-            let head = format!("duration = 0.3\nwarmup = 0.05\nbalancers = {balancers}\nseed = {seed}");
-            let mut text = crate::testing::scenario_text(&head, rate, &rest);
-            if lattice {
-                text = text.replace("process = \"poisson\"", "process = \"deterministic\"");
-            }
-            let s = Scenario::from_source(std::path::Path::new("t.toml"), &text).expect("valid");
-            let entry = &s.strategies[0];
-            let run = |eager: bool| {
-                logged_run(&s, entry, seed, |sim| {
-                    sim.signals.as_mut().expect("prequal probes").set_eager(eager);
-                })
-            };
-            let (eager, lazy) = (run(true), run(false));
-            prop_assert!(eager.0.iter().any(|l| l.contains("answer")), "no probe answered");
-            prop_assert_eq!(eager.0.len(), lazy.0.len());
-            for (k, (a, b)) in eager.0.iter().zip(&lazy.0).enumerate() {
-                prop_assert_eq!(a, b, "call {}", k);
-            }
-            prop_assert!(eager.1 == lazy.1, "metrics differ");
+            rest += &SLOW_START_ALONE
+                .replace("slow_start_window = 1", &format!("slow_start_window = {window:.3}"))
+                .replace("\nwindow = 1", &format!("\nwindow = {window}"));
+            let head = format!("duration = 3\nwarmup = 0.5\nbalancers = {balancers}\nseed = {seed}");
+            let s = scenario(&head, 700.0, &rest);
+            prop_assert!(same_without_a_client(&s, seed) > 0, "no host ramped");
         });
     }
 
-    /// Reply loads ride the plain path: C3, which reads them, gets the same calls with the
-    /// same loads (the servers' latency estimates included) on either path, in the same
-    /// order, and the run measures the same, with one and two balancers, queues full and
-    /// not, default and indexed.
-    #[test]
-    fn reply_loads_are_the_same_on_the_plain_path() {
-        let cluster = servers("fast", 3, "workers = 2\nspeed = 2", &exponential(0.004))
-            + &servers("slow", 5, "queue_capacity = 3", &exponential(0.004));
-        let c3 = "[[strategies]]\nkind = \"c3\"\n[[strategies]]\nkind = \"c3\"\nindexed = true\nlabel = \"c3_indexed\"\n";
-        for head in ["duration = 2\nwarmup = 0.5", "duration = 2\nbalancers = 2"] {
-            let s = scenario(head, 2_500.0, &format!("{cluster}{c3}"));
-            for entry in &s.strategies {
-                let run = |plain: bool| {
-                    logged_run(&s, entry, 3, |sim| {
-                        assert!(sim.plain, "{}: a plain run", entry.label());
-                        sim.plain = plain;
-                    })
-                };
-                let (general, plain) = (run(false), run(true));
-                assert!(
-                    general.0.iter().any(|l| l.contains("reply")),
-                    "no reply load"
-                );
-                assert_eq!(general.0.len(), plain.0.len(), "{head}, {}", entry.label());
-                for (k, (g, p)) in general.0.iter().zip(&plain.0).enumerate() {
-                    assert_eq!(g, p, "{head}, {}, call {k}", entry.label());
-                }
-                assert!(general.1 == plain.1, "{head}, {}", entry.label());
-            }
-        }
-    }
+    /// Faults that bring no server back: errors (then refusals), a network delay, an
+    /// unreachable server, pauses.
+    const OTHER_FAULTS: &str = r#"
+[[faults]]
+server = "extra-1"
+kind = "error"
+at = 0.3
+duration = 1
+fraction = 0.3
+[[faults]]
+server = "extra-1"
+kind = "error"
+at = 2
+duration = 0.5
+status = "rejected"
+[[faults]]
+server = "s-0"
+kind = "delay"
+at = 1
+duration = 1
+delay = 0.01
+[[faults]]
+server = "s-2"
+kind = "unreachable"
+at = 0.6
+duration = 0.5
+detection = 0.1
+connect_timeout = 0.05
+[[faults]]
+server = "s-3"
+kind = "pause"
+at = 0
+interval = { dist = "exponential", mean = 0.5 }
+pause = { dist = "uniform", min = 0.01, max = 0.05 }
+"#;
 
     /// A run with any of the features the plain path leaves out takes the general one.
     #[test]
@@ -2031,6 +2124,20 @@ mod tests {
         assert!(!plain("duration = 1", &kinds(&["jsq"])));
         let policy = "[strategies.policy]\ntimeout = 1.0\n";
         assert!(!plain("duration = 1", &format!("{rr}{policy}")));
+        // Slow start alone needs no client: the run stays plain; beside anything else
+        // it takes the client's path.
+        let edf = kinds(&["edf_wrr"]);
+        let slow_start =
+            "[strategies.policy.slow_start]\nkind = \"envoy\"\nslow_start_window = 5\n";
+        assert!(plain("duration = 1", &format!("{edf}{slow_start}")));
+        assert!(plain(
+            "duration = 1",
+            &format!("{edf}[strategies.policy]\n")
+        ));
+        assert!(!plain(
+            "duration = 1",
+            &format!("{edf}{policy}{slow_start}")
+        ));
         let l4 = "[connections]\nclients = 4\npool_size = 2\n";
         assert!(!plain("duration = 1", &format!("{rr}{l4}")));
     }

@@ -197,7 +197,9 @@ impl Sim<'_> {
     /// it out. A server that comes back up starts its slow start, if any, in every
     /// balancer (Envoy: from the health-check pass, even while ejected).
     pub(super) fn health(&mut self, i: usize, up: bool, now: Nanos) {
-        let c = self.client.as_mut().expect("policy path");
+        let Some(c) = self.client.as_mut() else {
+            return self.health_without_client(i, up, now);
+        };
         let back = up && !c.healthy[i];
         c.healthy[i] = up;
         let ramp = c.core.policy.slow_start.is_some();
@@ -210,11 +212,30 @@ impl Sim<'_> {
         }
     }
 
-    /// Sets up what a policy needs in the balancers before the run (see
-    /// [`core::start`]).
+    /// [`Sim::health`] without a client: nothing is ejected, so a balancer's view shows
+    /// a server up exactly when health checks last saw it up, and a server comes back
+    /// where its view shows it down. It then starts the policy's slow start, if any, as
+    /// under a client.
+    fn health_without_client(&mut self, i: usize, up: bool, now: Nanos) {
+        for balancer in &mut self.balancers {
+            let back = up && !balancer.backends().up(i);
+            balancer.set_up(i, up);
+            if back && self.slow_start.is_some() {
+                balancer.available(i, now);
+            }
+        }
+    }
+
+    /// Sets up what a policy needs in the balancers before the run: [`core::start`]
+    /// under a client; without one, the slow start of a policy of slow start alone, in
+    /// every balancer, as [`core::start`] sets it.
     pub(super) fn start_policy(&mut self) {
         if self.client.is_some() {
             core::start(self);
+        } else if let Some(ramp) = self.slow_start {
+            for b in 0..self.balancers.len() {
+                Host::set_slow_start(self, b, ramp);
+            }
         }
     }
 

@@ -125,20 +125,14 @@ impl Sim<'_> {
         let absent: Vec<usize> = (0..m.absent.len()).filter(|&i| m.absent[i]).collect();
         for i in absent {
             self.servers[i].down = true;
-            self.set_view(i, false);
+            self.set_view(i, false, Nanos::ZERO);
         }
     }
 
-    /// Every balancer's view (and the shared load table) sees server `i` up or down, as a
-    /// health-check event makes them.
-    fn set_view(&mut self, i: usize, up: bool) {
-        if self.client.is_some() {
-            self.health(i, up, Nanos::ZERO);
-        } else {
-            for b in &mut self.balancers {
-                b.set_up(i, up);
-            }
-        }
+    /// Every balancer's view (and the shared load table) sees server `i` up or down at
+    /// `now`: what a health-check event does.
+    pub(super) fn set_view(&mut self, i: usize, up: bool, now: Nanos) {
+        self.health(i, up, now);
         if let Some(t) = &mut self.loads {
             t.set_up(i, up);
         }
