@@ -154,9 +154,13 @@ impl Cubic {
     }
 }
 
-mod heap;
-
-use heap::KeyHeap;
+/// Children of each node of [`ScoreIndex`]'s tree (servers under each lowest node).
+/// A pick raises the least score, so the picked server's path is refreshed up to the
+/// root, a rescan of its [`Group`] at every level: the least of 4 keys (minima taken
+/// with conditional moves) is cheap. Measured (`benches/cost.rs`, `perf stat`, 22 alternating rounds):
+/// 4 children cost 0.95× of 16 at 1,000 servers and 0.975× at 10,000 (8: 0.96×,
+/// 0.975×); a binary tree cost more (1.02–1.07× of 16, branch-free), and 32 more still.
+const FANOUT: usize = 4;
 
 /// A server's key in [`ScoreIndex`] while it is up and within its rate: its score's bits.
 /// Scores are finite and never below +0.0 ([`C3::score`]), and for such floats the order
@@ -178,16 +182,164 @@ fn over_key(score: f64) -> u64 {
 /// The key of a server that is down: in no set (no finite score's key reaches it).
 const DOWN_KEY: u64 = u64::MAX;
 
+/// The least of [`FANOUT`] keys (a multiple of 4), in four running minima: with more
+/// than 4 keys, each conditional move waits on a quarter of the others, not on all
+/// before it.
+fn least_key(keys: &[u64; FANOUT]) -> u64 {
+    let mut m = [DOWN_KEY; 4];
+    for chunk in keys.chunks_exact(4) {
+        for (m, &k) in m.iter_mut().zip(chunk) {
+            *m = (*m).min(k);
+        }
+    }
+    m[0].min(m[1]).min(m[2].min(m[3]))
+}
+
+/// Which of [`FANOUT`] keys equal `key`, as bits (bit `j` for `keys[j]`).
+fn holders(keys: &[u64; FANOUT], key: u64) -> u32 {
+    keys.iter()
+        .enumerate()
+        .fold(0, |held, (j, &k)| held | u32::from(k == key) << j)
+}
+
+/// How many servers hold a node's least key, and the first of them in index order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Held {
+    count: u32,
+    first: u32,
+}
+
+impl Held {
+    const NONE: Held = Held {
+        count: 0,
+        first: u32::MAX,
+    };
+}
+
+/// The least key of a set of servers, how many servers hold it, and the first of them in
+/// index order (`count` 0, [`Least::NONE`]: no server, all down).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Least {
+    key: u64,
+    count: u32,
+    first: u32,
+}
+
+impl Least {
+    const NONE: Least = Least {
+        key: DOWN_KEY,
+        count: 0,
+        first: u32::MAX,
+    };
+
+    /// The least of consecutive keys, the first of which is server `base`'s.
+    fn of_keys(keys: &[u64; FANOUT], base: usize) -> Least {
+        let key = least_key(keys);
+        if key == DOWN_KEY {
+            return Least::NONE;
+        }
+        let held = holders(keys, key);
+        Least {
+            key,
+            count: held.count_ones(),
+            first: (base + held.trailing_zeros() as usize) as u32,
+        }
+    }
+}
+
+/// [`FANOUT`] consecutive nodes of one level of [`ScoreIndex`]: their keys, and how many
+/// servers hold each and the first of them. A group is the
+/// children of one node of the level above, and one cache line: a walk up the tree reads
+/// and writes one line a level.
+#[derive(Clone, Copy, Debug)]
+#[repr(align(64))]
+struct Group {
+    keys: [u64; FANOUT],
+    held: [Held; FANOUT],
+}
+
+impl Group {
+    const NONE: Group = Group {
+        keys: [DOWN_KEY; FANOUT],
+        held: [Held::NONE; FANOUT],
+    };
+
+    /// Entry `slot` (below [`FANOUT`]).
+    fn get(&self, slot: usize) -> Least {
+        let held = self.held[slot];
+        Least {
+            key: self.keys[slot],
+            count: held.count,
+            first: held.first,
+        }
+    }
+
+    fn put(&mut self, slot: usize, entry: Least) {
+        self.keys[slot] = entry.key;
+        self.held[slot] = Held {
+            count: entry.count,
+            first: entry.first,
+        };
+    }
+
+    /// The least of the entries: their parent node.
+    ///
+    /// A group of nodes over servers all down needs no case of its own: a node of
+    /// [`DOWN_KEY`] is [`Least::NONE`] (a padding node, one over keys all down
+    /// ([`Least::of_keys`]), and by induction one over such nodes), so its holders are the whole group, counting 0 servers, the first
+    /// of them `u32::MAX`: the least is [`Least::NONE`] again.
+    fn least(&self) -> Least {
+        let key = least_key(&self.keys);
+        let holding = holders(&self.keys, key);
+        // Below FANOUT: `holding` has a bit set, and no bit at FANOUT or above.
+        let first = self.held[holding.trailing_zeros() as usize % FANOUT];
+        // One holder but when servers tie.
+        let count = if holding & (holding - 1) == 0 {
+            first.count
+        } else {
+            (0..FANOUT)
+                .filter(|&j| holding & 1 << j != 0)
+                .map(|j| self.held[j].count)
+                .sum()
+        };
+        Least {
+            key,
+            count,
+            first: first.first,
+        }
+    }
+}
+
 /// The indexed variant's scores: per server a key (up and within its rate: its score;
 /// up and over its rate: its score above all of those; down: none, see [`within_key`]),
 /// so that the least key is the server that C3 picks: the least score within rate, else
-/// the least overall; the keys in a heap ([`KeyHeap`]), refreshed for the servers that
-/// events touched since the last pick.
+/// the least overall. Over the keys a tree of [`FANOUT`] children per node, each node the
+/// [`Least`] key of the servers under it.
+///
+/// Level 1 has a node per [`FANOUT`] servers, level `j + 1` a node per [`Group`] of level
+/// `j`, up to a level of one group, whose least is the root. A change of a server's key
+/// is carried up one level at a time, as the least of the keys or group it changed, and
+/// stops at the first node that is unchanged: nothing above it changes either. The
+/// servers' keys are a table of their own, 8 bytes a server, not [`Group`]s (the
+/// count and first of one server are known): 945 instructions a pick at 10,000 servers
+/// with them in groups, 903 apart.
 #[derive(Debug)]
 struct ScoreIndex {
     /// Servers indexed (the view's length when built).
     n: usize,
-    heap: KeyHeap,
+    /// Per server its key; [`DOWN_KEY`] beyond `n` up to a whole number of groups.
+    keys: Vec<u64>,
+    /// Every level's groups of nodes, level after level (padded with [`Least::NONE`] to
+    /// whole groups); level 1 has a node per [`FANOUT`] servers.
+    groups: Vec<Group>,
+    /// Where each level of nodes starts in `groups`, from level 1: node `e` of a level is
+    /// slot `e % FANOUT` of group `starts[k] + e / FANOUT`, and node `e` of the level
+    /// above is the least of group `starts[k] + e` (of level 1, the least of servers
+    /// `FANOUT·e` on). No level when [`FANOUT`] servers or fewer: the root is their least.
+    starts: Vec<usize>,
+    /// The least of the last level's group (or of the servers, with no level): the least
+    /// key of all.
+    root: Least,
     /// Servers whose entry is stale: an event touched them since the last pick.
     dirty: Vec<u32>,
     is_dirty: Vec<bool>,
@@ -201,9 +353,28 @@ struct ScoreIndex {
 impl ScoreIndex {
     /// An index over `n` servers, every entry stale.
     fn new(n: usize) -> ScoreIndex {
+        // Groups per level of nodes, up to the one group of the last.
+        let servers = n.div_ceil(FANOUT).max(1);
+        let mut widths = Vec::new();
+        let mut entries = servers;
+        while entries > 1 {
+            entries = entries.div_ceil(FANOUT);
+            widths.push(entries);
+        }
+        let starts = widths
+            .iter()
+            .scan(0, |start, &w| {
+                let at = *start;
+                *start += w;
+                Some(at)
+            })
+            .collect();
         ScoreIndex {
             n,
-            heap: KeyHeap::new(n),
+            keys: vec![DOWN_KEY; servers * FANOUT],
+            groups: vec![Group::NONE; widths.iter().sum()],
+            starts,
+            root: Least::NONE,
             dirty: (0..n as u32).rev().collect(),
             is_dirty: vec![true; n],
             over: Vec::new(),
@@ -217,6 +388,64 @@ impl ScoreIndex {
             self.is_dirty[i] = true;
             self.dirty.push(i as u32);
         }
+    }
+
+    /// The least key of all, how many servers hold it and the first of them.
+    fn root(&self) -> Least {
+        self.root
+    }
+
+    /// Sets server `i`'s key, then its ancestors, up to the first that does not change.
+    fn set(&mut self, i: usize, key: u64) {
+        let old = std::mem::replace(&mut self.keys[i], key);
+        if old == key {
+            return;
+        }
+        let mut entry = i / FANOUT;
+        let keys = self.keys[entry * FANOUT..][..FANOUT].try_into();
+        let mut now = Least::of_keys(keys.expect("whole groups"), entry * FANOUT);
+        for &start in &self.starts {
+            let group = &mut self.groups[start + entry / FANOUT];
+            let slot = entry % FANOUT;
+            if group.get(slot) == now {
+                return;
+            }
+            group.put(slot, now);
+            now = group.least();
+            entry /= FANOUT;
+        }
+        self.root = now;
+    }
+
+    /// The server holding the `rank`-th (from 0, in index order) least key.
+    fn select(&self, mut rank: u32) -> usize {
+        let root = self.root;
+        debug_assert!(rank < root.count, "rank {rank} of {}", root.count);
+        if rank == 0 {
+            return root.first as usize;
+        }
+        // Down from the root: into the entry whose holders include the rank-th.
+        let mut entry = 0;
+        for &start in self.starts.iter().rev() {
+            let group = &self.groups[start + entry];
+            let mut held = (0..FANOUT)
+                .map(|slot| (slot, group.get(slot)))
+                .filter(|(_, e)| e.key == root.key);
+            let slot = loop {
+                let (slot, e) = held.next().expect("the tree counts the tied servers");
+                if rank < e.count {
+                    break slot;
+                }
+                rank -= e.count;
+            };
+            entry = entry * FANOUT + slot;
+        }
+        let keys = &self.keys[entry * FANOUT..(entry + 1) * FANOUT];
+        let mut tied = keys.iter().enumerate().filter(|&(_, &k)| k == root.key);
+        let (c, _) = tied
+            .nth(rank as usize)
+            .expect("the tree counts the tied servers");
+        entry * FANOUT + c
     }
 }
 
@@ -392,6 +621,23 @@ impl C3 {
     /// bytes (1,133). Nor can an early exit skip more: the picked server was the least
     /// of every group on its path, so each of them changes, and one that does not change
     /// is where the walk stops already.
+    ///
+    /// Nor a different structure (issue 14, helper c3heap; the code is in the branch
+    /// history): an indexed 4-ary min-heap of the keys, the risen root sunk only as far
+    /// as its key and a reply's lower key raised from its slot, ties kept exact by a
+    /// set of the servers at one key (bits with counts per block, rebuilt from the tied
+    /// subtree at the root when a tie is at another key: at 10,000 servers 15% of picks
+    /// tie, among about 4,900 servers not yet heard from on average). Byte-identical
+    /// outputs, and fewer instructions a run (callgrind, `cost c3_indexed N 1`, at 10 /
+    /// 100 / 1,000 / 10,000 servers: 1.00 / 0.976 / 0.958 / 0.935 of this code's, 186
+    /// fewer a pick at 10,000, 8 entries moved a pick), but more mispredicted branches
+    /// (cachegrind: 2.9 / 1.6 / 1.2 / 0.45 more a pick: how far a sift goes depends on
+    /// the keys, where this walk's length barely varies), and each level of a sift waits
+    /// on the load of the group it chose. CPU time over this code's, 9 alternating
+    /// pairs (load 5): 1.067 / 1.040 / 1.003 / 0.995. Tried with it: 8 children (the
+    /// same instructions at 10,000), a group's keys and servers in one 64-byte line
+    /// (more instructions), and the reply's server swapped into the picked one's slot
+    /// before both are sifted (40% fewer entries moved, the same instructions).
     #[inline(never)]
     fn pick_indexed(&mut self, backends: &Backends, now: Nanos) -> Option<usize> {
         let mut ix = match self.index.take() {
@@ -408,44 +654,33 @@ impl C3 {
                 }
             }
         }
-        // The server picked last was marked stale first (its dispatch follows the pick)
-        // and its key rose; those after it are mostly replies, whose keys fell. Each
-        // refreshed at a call site of its own, the branch predictor learns each
-        // direction (one site for both mispredicted about half the time).
-        let mut dirty = std::mem::take(&mut ix.dirty);
-        if let Some((&first, rest)) = dirty.split_first() {
-            for &i in rest.iter().rev() {
-                self.refresh(&mut ix, i as usize, backends, now);
-            }
-            self.refresh(&mut ix, first as usize, backends, now);
+        while let Some(i) = ix.dirty.pop() {
+            let i = i as usize;
+            ix.is_dirty[i] = false;
+            let b = backends.at(i);
+            let key = if b.up {
+                let s = self.score(i, b.in_flight);
+                if self.within_rate(i, now) {
+                    within_key(s)
+                } else {
+                    if !ix.is_over[i] {
+                        ix.is_over[i] = true;
+                        ix.over.push(i as u32);
+                    }
+                    over_key(s)
+                }
+            } else {
+                DOWN_KEY
+            };
+            ix.set(i, key);
         }
-        dirty.clear();
-        ix.dirty = dirty;
-        let picked = ix.heap.pick(|t| self.rng.random_range(0..t));
+        let picked = match ix.root().count {
+            0 => None,
+            1 => Some(ix.select(0)),
+            t => Some(ix.select(self.rng.random_range(0..t))),
+        };
         self.index = Some(ix);
         picked
-    }
-
-    /// Server `i`'s key in `ix` from its state now.
-    #[inline(always)]
-    fn refresh(&mut self, ix: &mut ScoreIndex, i: usize, backends: &Backends, now: Nanos) {
-        ix.is_dirty[i] = false;
-        let b = backends.at(i);
-        let key = if b.up {
-            let s = self.score(i, b.in_flight);
-            if self.within_rate(i, now) {
-                within_key(s)
-            } else {
-                if !ix.is_over[i] {
-                    ix.is_over[i] = true;
-                    ix.over.push(i as u32);
-                }
-                over_key(s)
-            }
-        } else {
-            DOWN_KEY
-        };
-        ix.heap.set(i, key);
     }
 
     fn touch(&mut self, i: usize) {
@@ -1018,8 +1253,110 @@ mod tests {
         }
     }
 
+    /// Keys drawn from a few values, so that many servers tie: within or over their
+    /// rate, scores 0 to 3 (and the down key).
+    fn some_key() -> impl Gen<Value = u64> {
+        prop_oneof![
+            4 => (0u8..4).prop_map(|s| within_key(f64::from(s))),
+            2 => (0u8..4).prop_map(|s| over_key(f64::from(s))),
+            1 => Just(DOWN_KEY),
+        ]
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
+        /// After any sets, the index's root is the least key of a plain list (how many
+        /// hold it, the first of them) and `select` finds every holder in index order.
+        #[test]
+        fn score_index_agrees_with_a_plain_list(
+            n in prop_oneof![1usize..40, 40usize..700, 4000usize..4200],
+            sets in proptest::collection::vec((any::<usize>(), some_key()), 1..400),
+        ) {
+            let mut ix = ScoreIndex::new(n);
+            let mut model = vec![DOWN_KEY; n];
+            for (i, key) in sets {
+                let i = i % n;
+                ix.set(i, key);
+                model[i] = key;
+                let least = model.iter().copied().min().unwrap_or(DOWN_KEY);
+                let holders: Vec<usize> = (0..n)
+                    .filter(|&j| model[j] == least && least != DOWN_KEY)
+                    .collect();
+                let root = ix.root();
+                prop_assert_eq!(root.count as usize, holders.len());
+                if !holders.is_empty() {
+                    prop_assert_eq!((root.key, root.first as usize), (least, holders[0]));
+                }
+                for (rank, &j) in holders.iter().enumerate() {
+                    prop_assert_eq!(ix.select(rank as u32), j, "rank {}", rank);
+                }
+            }
+        }
+
+        /// Whatever the changes (keys that rise or fall by a little or a lot, that join
+        /// or leave a tie, servers down and up), every entry of [`ScoreIndex`] is what a
+        /// build from scratch gives: each server's own, each node the least of its group,
+        /// the root the least of the last group. So the walk's early exit (an entry that
+        /// did not change, nothing above it changes) never leaves a stale node behind,
+        /// counts of tied servers included.
+        #[test]
+        fn score_index_walk_stops_only_where_nothing_changes(
+            n in prop_oneof![1usize..20, 60usize..80, 250usize..270],
+            changes in proptest::collection::vec((any::<usize>(), any::<usize>(), 0u8..6), 1..300),
+        ) {
+            let mut ix = ScoreIndex::new(n);
+            let mut model = vec![DOWN_KEY; n];
+            for (i, other, change) in changes {
+                let (i, other) = (i % n, other % n);
+                let key = match (change, model[i]) {
+                    // Up from down, to a score servers tie at.
+                    (_, DOWN_KEY) => within_key(1.0),
+                    // Rise or fall by one step of the key's float: out of a tie or in.
+                    (0, k) => k + 1,
+                    (1, k) => k.saturating_sub(1),
+                    // Tie with another server, or its key and a little more or less.
+                    (2, _) => model[other],
+                    (3, _) if model[other] == DOWN_KEY => DOWN_KEY,
+                    (3, _) => model[other] ^ 1,
+                    // Over the rate, or down.
+                    (4, k) => k | 1 << 63,
+                    _ => DOWN_KEY,
+                };
+                ix.set(i, key);
+                model[i] = key;
+                let built = {
+                    let mut b = ScoreIndex::new(n);
+                    for (j, &k) in model.iter().enumerate() {
+                        b.set(j, k);
+                    }
+                    b
+                };
+                prop_assert_eq!(&ix.keys[..n], &model[..]);
+                let of_servers = |e: usize| {
+                    Least::of_keys(ix.keys[e * FANOUT..][..FANOUT].try_into().unwrap(), e * FANOUT)
+                };
+                for e in 0..ix.keys.len() / FANOUT {
+                    let least = of_servers(e);
+                    match ix.starts.first() {
+                        Some(&start) => prop_assert_eq!(ix.groups[start + e / FANOUT].get(e % FANOUT), least),
+                        None => prop_assert_eq!(ix.root(), least),
+                    }
+                }
+                for (level, pair) in ix.starts.windows(2).enumerate() {
+                    for e in 0..pair[1] - pair[0] {
+                        let node = ix.groups[pair[1] + e / FANOUT].get(e % FANOUT);
+                        prop_assert_eq!(node, ix.groups[pair[0] + e].least(), "level {} node {}", level + 2, e);
+                    }
+                }
+                if let Some(&last) = ix.starts.last() {
+                    prop_assert_eq!(ix.root(), ix.groups[last].least());
+                }
+                prop_assert_eq!(ix.root(), built.root());
+                prop_assert_eq!(&ix.groups.iter().map(|g| (g.keys, g.held)).collect::<Vec<_>>(),
+                    &built.groups.iter().map(|g| (g.keys, g.held)).collect::<Vec<_>>());
+            }
+        }
+
         /// Scores are finite and at least +0.0 (the index's keys rely on it), whatever
         /// the feedback.
         #[test]
