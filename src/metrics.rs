@@ -227,7 +227,7 @@ impl Applies {
 pub enum Estimator {
     /// The mean of per-replication values, with a Student-t interval.
     Mean,
-    /// The `p` quantile of a pooled distribution (one of [`RunMetrics::sources`], by
+    /// The `p` quantile of a pooled distribution (one of [`RunMetrics::source`], by
     /// index), with the interval of [`crate::stats::quantile`].
     Pooled {
         /// Index of the distribution: [`SOURCE_LATENCY`], [`SOURCE_WAIT`], or
@@ -238,7 +238,7 @@ pub enum Estimator {
     },
 }
 
-/// Pooled distribution of response times (see [`RunMetrics::sources`]).
+/// Pooled distribution of response times (see [`RunMetrics::source`]).
 pub const SOURCE_LATENCY: usize = 0;
 /// Pooled distribution of waiting times.
 pub const SOURCE_WAIT: usize = 1;
@@ -940,13 +940,14 @@ pub struct RunMetrics {
     pub wait_sum: f64,
     /// Measured requests that waited (wait > 0).
     pub waited: u64,
-    /// Per server: response times of the measured requests it served ([`server_histogram`]:
-    /// it grows to the largest value recorded; record with
-    /// [`RunMetrics::record_server_latency`], which saturates as [`latency_histogram`] does).
-    pub server_latency: Vec<Histogram<u64>>,
-    /// Per server: response times recorded by [`RunMetrics::record_service`] and not yet
-    /// in [`RunMetrics::server_latency`] (see [`RunMetrics::flush`]).
-    server_pending: Vec<BucketCounts>,
+    /// Per server (up to [`MAX_SERVER_HISTOGRAMS`]): response times of the measured
+    /// requests it served, as compact bucket counts (2 bytes a bucket, growing to the
+    /// largest value recorded). Read as a histogram with [`RunMetrics::server_latency`];
+    /// pooled, summarized and added into [`RunMetrics::latency`] from the counts
+    /// themselves. A run used to hold an `hdrhistogram` of 8-byte counts per server
+    /// besides: allocated, zeroed and page-faulted in at every run's end, it was a third
+    /// of a 50,000-request run's time at 100 servers.
+    server_counts: Vec<BucketCounts>,
     /// Per batch of [`BATCHES`] equal slices of the window, by arrival time: the sum of
     /// the response times (seconds) of the measured requests served, and their number.
     pub batches: Vec<[f64; 2]>,
@@ -1148,66 +1149,143 @@ impl BucketCounts {
         self.counts.resize(len, 0);
     }
 
-    /// Adds every count into `h` (a [`latency_histogram`] or a [`server_histogram`]) and
-    /// starts again from none. Exact: each is recorded at its bucket's lowest value, which
-    /// counts in the same bucket, so the counts, total, `max()` and `min_nz()` of `h` are
-    /// what recording each value gives.
-    fn drain_into(&mut self, h: &mut Histogram<u64>) {
-        self.drain_into_both(h, None);
-    }
-
-    /// [`BucketCounts::drain_into`] `h`, and into `also` too when given: one pass over the
-    /// counts for a server's histogram and the run's (both have the buckets of a
-    /// [`latency_histogram`], so each count lands where a direct record would in either).
-    ///
-    /// `h` is sized once, to the largest value, before anything is counted: a
-    /// [`server_histogram`] grown value by value reallocates (copying what it holds) and
-    /// zeroes its counts an octave at a time; grown at once it ends the same (its length,
-    /// bucket count and highest trackable value depend only on the largest value it
-    /// resized for), with one allocation.
-    fn drain_into_both(&mut self, h: &mut Histogram<u64>, mut also: Option<&mut Histogram<u64>>) {
-        let Some(last) = self.last_index() else {
-            return;
-        };
-        // A count of 0 at the largest value: `h` resizes to hold it and takes it as its
-        // max (and min, if it is below the min), which the count recorded there below
-        // does anyway, so this changes nothing but when the resize happens. Cannot fail:
-        // the value is within a latency histogram's range, and a server histogram resizes
-        // up to it.
-        let _ = h.record_n(bucket_value(last), 0);
-        let mut record = |i: usize, n: u64| {
-            let v = bucket_value(i);
-            let _ = h.record_n(v, n);
-            if let Some(a) = also.as_deref_mut() {
-                let _ = a.record_n(v, n);
+    /// Calls `f(index, count)` for every index with a count, in increasing order (the
+    /// 2-byte count and what passed 2^16 together).
+    fn for_each(&self, mut f: impl FnMut(usize, u64)) {
+        if !self.full.is_empty() {
+            // Only after 2^16 values in one bucket: a long run, which this walk of every
+            // index does not slow down.
+            let mut full = self.full.clone();
+            full.sort_unstable();
+            let mut full = full.into_iter().peekable();
+            for (i, &c) in self.counts.iter().enumerate() {
+                let more = full
+                    .next_if(|&(k, _)| k as usize == i)
+                    .map_or(0, |(_, n)| n);
+                let n = u64::from(c) + more;
+                if n != 0 {
+                    f(i, n);
+                }
             }
-        };
-        // Most counts are 0 in a short run (a few hundred values over some 15,000
-        // buckets): a block of them is skipped with one test of their OR (a vector
-        // instruction or two).
-        const BLOCK: usize = 16;
-        for (b, block) in self.counts.chunks_mut(BLOCK).enumerate() {
+            return;
+        }
+        // Most counts are 0 in a short run (a few hundred values over some 15,000 buckets):
+        // a block of them is skipped with one test of their OR (a vector instruction or two).
+        for (b, block) in self.counts.chunks(BLOCK).enumerate() {
             if block.iter().fold(0, |a, &c| a | c) == 0 {
                 continue;
             }
-            for (k, c) in block.iter_mut().enumerate() {
-                if *c != 0 {
-                    record(b * BLOCK + k, u64::from(*c));
-                    *c = 0;
+            for (k, &c) in block.iter().enumerate() {
+                if c != 0 {
+                    f(b * BLOCK + k, u64::from(c));
                 }
             }
-        }
-        for (i, n) in self.full.drain(..) {
-            record(i as usize, n);
         }
     }
 
     /// The largest index with a count, if any.
     fn last_index(&self) -> Option<usize> {
-        let counted = self.counts.iter().rposition(|&c| c != 0);
+        let block = self
+            .counts
+            .chunks(BLOCK)
+            .rposition(|b| b.iter().fold(0, |a, &c| a | c) != 0);
+        let counted = block.and_then(|b| {
+            let from = b * BLOCK;
+            Some(from + self.counts[from..].iter().rposition(|&c| c != 0)?)
+        });
         let full = self.full.iter().map(|&(i, _)| i as usize).max();
         counted.max(full)
     }
+
+    /// How many values were counted.
+    fn total(&self) -> u64 {
+        let counted: u64 = self.counts.iter().map(|&c| u64::from(c)).sum();
+        counted + self.full.iter().map(|&(_, n)| n).sum::<u64>()
+    }
+
+    /// Adds every count into `h` (a [`latency_histogram`] or a [`server_histogram`]).
+    /// Exact: each is recorded at its bucket's lowest value, which counts in the same
+    /// bucket, so the counts, total, `max()` and `min_nz()` of `h` are what recording
+    /// each value gives.
+    fn add_into(&self, h: &mut Histogram<u64>) {
+        // Cannot fail: the value is within a latency histogram's range, and a server
+        // histogram resizes up to it.
+        self.for_each(|i, n| {
+            let _ = h.record_n(bucket_value(i), n);
+        });
+    }
+
+    /// [`BucketCounts::add_into`] `h`, and starts again from none.
+    fn drain_into(&mut self, h: &mut Histogram<u64>) {
+        self.add_into(h);
+        self.counts.fill(0);
+        self.full.clear();
+    }
+
+    /// The counts as a [`server_histogram`]: what recording each value into one gives.
+    /// Sized once, to the largest value, before anything is counted (grown value by value
+    /// it would reallocate, copying what it holds, an octave at a time); it ends the
+    /// same, as its length, bucket count and highest trackable value depend only on the
+    /// largest value it resized for.
+    fn histogram(&self) -> Histogram<u64> {
+        let mut h = server_histogram();
+        if let Some(last) = self.last_index() {
+            // A count of 0 at the largest value: `h` resizes to hold it and takes it as its
+            // max (and min), which the count recorded there below does anyway.
+            let _ = h.record_n(bucket_value(last), 0);
+            self.add_into(&mut h);
+        }
+        h
+    }
+
+    /// `histogram().value_at_quantile(q)` (`q` in `(0, 1]`) without making the
+    /// histogram; `None` when nothing was counted. The same steps as hdrhistogram's:
+    /// the first index where the running count reaches `ceil(q × total)` (at least 1),
+    /// read as its bucket's highest equivalent value.
+    fn value_at_quantile(&self, q: f64) -> Option<u64> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let target = ((q.min(1.0) * total as f64).ceil() as u64).max(1);
+        let mut below = 0u64;
+        let mut found = None;
+        self.for_each(|i, n| {
+            if found.is_none() {
+                below += n;
+                if below >= target {
+                    found = Some(i);
+                }
+            }
+        });
+        // Always found (`target` is at most `total`); hdrhistogram reads 0 otherwise.
+        Some(found.map_or(0, |i| layout().highest_equivalent(bucket_value(i))))
+    }
+
+    /// `Cdf::from_histogram(&histogram())` without making the histogram: every index
+    /// with a count, at the median equivalent value of what hdrhistogram's recorded
+    /// iteration yields for it (its highest equivalent value).
+    fn cdf(&self) -> Cdf {
+        let h = layout();
+        let mut medians = Vec::new();
+        self.for_each(|i, n| {
+            medians.push((
+                h.median_equivalent(h.highest_equivalent(bucket_value(i))),
+                n,
+            ));
+        });
+        Cdf::from_medians(medians)
+    }
+}
+
+/// Counts per block that [`BucketCounts`] tests at once for any value.
+const BLOCK: usize = 16;
+
+/// A histogram of the buckets of a [`latency_histogram`], for reading them: its
+/// equivalent-value ranges depend only on its lowest discernible value and precision.
+fn layout() -> &'static Histogram<u64> {
+    static LAYOUT: std::sync::OnceLock<Histogram<u64>> = std::sync::OnceLock::new();
+    LAYOUT.get_or_init(server_histogram)
 }
 
 impl RunMetrics {
@@ -1220,12 +1298,7 @@ impl RunMetrics {
             wait: latency_histogram(),
             wait_sum: 0.0,
             waited: 0,
-            server_latency: if workers.len() <= MAX_SERVER_HISTOGRAMS {
-                workers.iter().map(|_| server_histogram()).collect()
-            } else {
-                Vec::new()
-            },
-            server_pending: if workers.len() <= MAX_SERVER_HISTOGRAMS {
+            server_counts: if workers.len() <= MAX_SERVER_HISTOGRAMS {
                 workers.iter().map(|_| BucketCounts::default()).collect()
             } else {
                 Vec::new()
@@ -1384,7 +1457,7 @@ impl RunMetrics {
         self.pending_wait.record(wait.0);
         self.wait_sum += wait.as_secs_f64();
         self.waited += u64::from(wait > Nanos::ZERO);
-        if let Some(p) = self.server_pending.get_mut(server) {
+        if let Some(p) = self.server_counts.get_mut(server) {
             p.record(latency.0);
         }
         let s = &mut self.servers[server];
@@ -1411,62 +1484,89 @@ impl RunMetrics {
         k
     }
 
-    /// Records a response time of server `server` into its histogram at once (live mode;
-    /// the simulator's [`RunMetrics::record_service`] batches them).
+    /// Records a response time of server `server` at once (live mode; the simulator's
+    /// [`RunMetrics::record_service`] records it with the rest of the request).
     pub fn record_server_latency(&mut self, server: usize, latency: Nanos) {
         self.latency_apart();
-        if let Some(h) = self.server_latency.get_mut(server) {
-            // Cannot fail: the histogram resizes up to the value.
-            let _ = h.record(clamped(latency.0));
+        if let Some(c) = self.server_counts.get_mut(server) {
+            c.record(latency.0);
         }
     }
 
-    /// Records what [`RunMetrics::record_service`] and [`RunMetrics::record_served`]
-    /// deferred. The simulator calls it when a run ends; call it before reading the
-    /// histograms after recording by hand.
+    /// Records what [`RunMetrics::record_served`] and [`RunMetrics::record_service`]
+    /// deferred. The simulator calls it when a run ends; call it before reading
+    /// [`RunMetrics::latency`] or [`RunMetrics::wait`] after recording by hand.
     pub fn flush(&mut self) {
         self.latency_apart();
         self.pending_latency.drain_into(&mut self.latency);
         self.pending_wait.drain_into(&mut self.wait);
-        self.flush_servers();
-    }
-
-    /// Records the per-server response times still pending.
-    fn flush_servers(&mut self) {
-        for (h, p) in self.server_latency.iter_mut().zip(&mut self.server_pending) {
-            p.drain_into(h);
-        }
     }
 
     /// Ends the sharing of response times between [`RunMetrics::latency`] and the
-    /// per-server histograms (see `latency_in_servers`): what the servers hold so far
-    /// (pending in their bucket counts: their histograms stay empty until now) is counted
-    /// into their histograms and [`RunMetrics::latency`] in one pass, and from then on
-    /// every response time is recorded in both. Exact: a [`server_histogram`] has the
-    /// buckets of a [`latency_histogram`] and the same saturation, so each count lands
-    /// where a direct record would. (This pass replaced `Histogram::add` of every server's
-    /// histogram, which walked each one's counts from index 0 a second time.)
+    /// per-server counts (see `latency_in_servers`): what the servers hold so far is
+    /// counted into [`RunMetrics::latency`] once, and from then on every response time is
+    /// recorded in both. Exact: the per-server counts have the buckets of a
+    /// [`latency_histogram`] and its saturation, so each count lands where a direct
+    /// record would.
     fn latency_apart(&mut self) {
         if !std::mem::take(&mut self.latency_in_servers) {
             return;
         }
-        for (h, p) in self.server_latency.iter_mut().zip(&mut self.server_pending) {
-            // Empty unless written from outside (the records into it separate the two
-            // first): then what it holds is added as it is.
-            self.latency
-                .add(&*h)
-                .expect("a server histogram fits the latency histogram's range");
-            p.drain_into_both(h, Some(&mut self.latency));
+        for c in &self.server_counts {
+            c.add_into(&mut self.latency);
         }
     }
 
+    /// Servers with response times of their own (all of them up to
+    /// [`MAX_SERVER_HISTOGRAMS`], none beyond).
+    pub fn measured_servers(&self) -> usize {
+        self.server_counts.len()
+    }
+
+    /// Server `server`'s response times as a [`server_histogram`] (made on each call:
+    /// what a histogram recording each one would hold, bit for bit); `None` beyond
+    /// [`RunMetrics::measured_servers`].
+    pub fn server_latency(&self, server: usize) -> Option<Histogram<u64>> {
+        self.server_counts.get(server).map(BucketCounts::histogram)
+    }
+
+    /// How many distributions [`RunMetrics::source`] has.
+    pub fn source_count(&self) -> usize {
+        SOURCE_SERVERS + self.server_counts.len()
+    }
+
     /// The distributions that percentiles pool across replications, indexed as
-    /// [`SOURCE_LATENCY`], [`SOURCE_WAIT`] and [`SOURCE_SERVERS`] + server.
-    pub fn sources(&self) -> Vec<&Histogram<u64>> {
-        [&self.latency, &self.wait]
-            .into_iter()
-            .chain(&self.server_latency)
-            .collect()
+    /// [`SOURCE_LATENCY`], [`SOURCE_WAIT`] and [`SOURCE_SERVERS`] + server (a server's is
+    /// made on each call, as [`RunMetrics::server_latency`]; [`RunMetrics::pool_into`]
+    /// and [`RunMetrics::summarize`] read the counts without making it).
+    pub fn source(&self, i: usize) -> Option<std::borrow::Cow<'_, Histogram<u64>>> {
+        use std::borrow::Cow;
+        match i {
+            SOURCE_LATENCY => Some(Cow::Borrowed(&self.latency)),
+            SOURCE_WAIT => Some(Cow::Borrowed(&self.wait)),
+            _ => self.server_latency(i - SOURCE_SERVERS).map(Cow::Owned),
+        }
+    }
+
+    /// Adds every distribution of [`RunMetrics::source`] into `pooled` (the same order;
+    /// each a [`latency_histogram`], or of any range that holds the values when it
+    /// resizes): what `Histogram::add` of each source gives, the servers' counted
+    /// straight from their bucket counts.
+    pub fn pool_into(&self, pooled: &mut [Histogram<u64>]) {
+        for (i, p) in pooled.iter_mut().enumerate() {
+            match i {
+                SOURCE_LATENCY => p.add(&self.latency),
+                SOURCE_WAIT => p.add(&self.wait),
+                _ => match self.server_counts.get(i - SOURCE_SERVERS) {
+                    Some(c) => {
+                        c.add_into(p);
+                        Ok(())
+                    }
+                    None => break,
+                },
+            }
+            .expect("a pool has the range of a latency histogram");
+        }
     }
 
     /// Least-squares growth of the number in system across the window's [`SLICES`] slices
@@ -1619,7 +1719,7 @@ impl RunMetrics {
             .iter()
             .zip(&utils)
             .enumerate()
-            .map(|(i, (s, &u))| (s, u, self.server_latency.get(i)))
+            .map(|(i, (s, &u))| (s, u, self.server_counts.get(i)))
             .map(|(s, u, h)| ServerSummary {
                 requests: s.requests as f64,
                 share: if accepted == 0 {
@@ -1635,19 +1735,19 @@ impl RunMetrics {
                 } else {
                     s.latency_sum / s.served as f64
                 },
-                latency_p99: match h {
-                    Some(h) if !h.is_empty() => h.value_at_quantile(0.99) as f64 * 1e-9,
-                    _ => f64::NAN,
+                latency_p99: match h.and_then(|c| c.value_at_quantile(SERVER_QUANTILE)) {
+                    Some(v) => v as f64 * 1e-9,
+                    None => f64::NAN,
                 },
             })
             .collect();
         RunSummary {
             values,
             servers,
-            cdfs: self
-                .sources()
+            cdfs: [&self.latency, &self.wait]
                 .into_iter()
                 .map(Cdf::from_histogram)
+                .chain(self.server_counts.iter().map(BucketCounts::cdf))
                 .collect(),
             batches: self.batches.clone(),
             phases: self
@@ -1911,7 +2011,7 @@ pub struct RunSummary {
     pub values: PerMetric<f64>,
     /// Per server, in server order.
     pub servers: Vec<ServerSummary>,
-    /// Each of [`RunMetrics::sources`], compactly, for the intervals of pooled percentiles.
+    /// Each of [`RunMetrics::source`], compactly, for the intervals of pooled percentiles.
     pub cdfs: Vec<Cdf>,
     /// [`RunMetrics::batches`] (empty where not measured, e.g. live mode).
     pub batches: Vec<[f64; 2]>,
@@ -2153,9 +2253,10 @@ mod tests {
             m.flush();
             let mut pooled = latency_histogram();
             let mut pooled_direct = latency_histogram();
-            for (h, d) in m.server_latency.iter().zip(&direct) {
-                proptest::prop_assert_eq!(readings(h), readings(d));
-                pooled.add(h).unwrap();
+            for (i, d) in direct.iter().enumerate() {
+                let h = m.server_latency(i).unwrap();
+                proptest::prop_assert_eq!(readings(&h), readings(d));
+                pooled.add(&h).unwrap();
                 pooled_direct.add(d).unwrap();
             }
             proptest::prop_assert_eq!(readings(&pooled), readings(&pooled_direct));
@@ -2178,7 +2279,9 @@ mod tests {
             b.flush();
             assert_eq!(a.latency, b.latency, "{n}");
             assert_eq!(a.wait, b.wait, "{n}");
-            assert_eq!(a.server_latency, b.server_latency, "{n}");
+            for i in 0..2 {
+                assert_eq!(a.server_latency(i), b.server_latency(i), "{n}");
+            }
             let (sa, sb) = (a.summarize(), b.summarize());
             assert_eq!(format!("{sa:?}"), format!("{sb:?}"), "{n}");
         }
@@ -2254,12 +2357,124 @@ mod tests {
             a.flush();
             proptest::prop_assert_eq!(&a.latency, &direct);
             proptest::prop_assert_eq!(readings(&a.latency), readings(&direct));
-            for (h, d) in a.server_latency.iter().zip(&servers) {
-                proptest::prop_assert_eq!(readings(h), readings(d));
+            for (i, d) in servers.iter().enumerate() {
+                proptest::prop_assert_eq!(readings(&a.server_latency(i).unwrap()), readings(d));
             }
             a.flush();
             proptest::prop_assert_eq!(&a.latency, &direct);
         }
+    }
+
+    /// A server's counts against an eager histogram (each value recorded at its bucket's
+    /// lowest value as it comes, as the batched path recorded them before; the exact
+    /// values make the same histogram but for the raw max and min kept inside, which
+    /// read back the same): what `server_latency` makes is that [`server_histogram`],
+    /// every field (counts, length, bucket count, highest trackable value: `Debug` shows
+    /// them all); its p99 and compact distribution read from the counts are the
+    /// histogram's; and pooling the counts adds what `Histogram::add` of the eager
+    /// histogram adds.
+    fn check_counts_against_eager(
+        m: &RunMetrics,
+        eager: &[Histogram<u64>],
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let mut pooled = empty_pools(eager.len());
+        m.pool_into(&mut pooled);
+        let mut pooled_eager = empty_pools(eager.len());
+        pooled_eager[SOURCE_LATENCY].add(&m.latency).unwrap();
+        pooled_eager[SOURCE_WAIT].add(&m.wait).unwrap();
+        let summary = m.summarize();
+        for (i, e) in eager.iter().enumerate() {
+            let lazy = m.server_latency(i).unwrap();
+            proptest::prop_assert_eq!(format!("{lazy:?}"), format!("{e:?}"), "server {}", i);
+            proptest::prop_assert_eq!(&lazy, e);
+            let p99 = (!e.is_empty()).then(|| e.value_at_quantile(SERVER_QUANTILE));
+            proptest::prop_assert_eq!(m.server_counts[i].value_at_quantile(SERVER_QUANTILE), p99);
+            for q in [0.001, 0.5, 0.9, 0.999, 1.0] {
+                let v = (!e.is_empty()).then(|| e.value_at_quantile(q));
+                proptest::prop_assert_eq!(m.server_counts[i].value_at_quantile(q), v, "q {}", q);
+            }
+            let p99 = p99.map_or(f64::NAN, |v| v as f64 * 1e-9);
+            proptest::prop_assert_eq!(summary.servers[i].latency_p99.to_bits(), p99.to_bits());
+            proptest::prop_assert_eq!(&summary.cdfs[SOURCE_SERVERS + i], &Cdf::from_histogram(e));
+            pooled_eager[SOURCE_SERVERS + i].add(e).unwrap();
+            proptest::prop_assert_eq!(&*m.source(SOURCE_SERVERS + i).unwrap(), e);
+        }
+        for (p, e) in pooled.iter().zip(&pooled_eager) {
+            proptest::prop_assert_eq!(format!("{p:?}"), format!("{e:?}"));
+        }
+        Ok(())
+    }
+
+    /// Empty pools as the runner makes them: latency histograms.
+    fn empty_pools(servers: usize) -> Vec<Histogram<u64>> {
+        (0..SOURCE_SERVERS + servers)
+            .map(|_| latency_histogram())
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Per-server response times kept as counts read, pool and summarize exactly as
+        /// eager per-server histograms (each value recorded as it comes): values over the
+        /// whole range, saturation past [`LATENCY_HIGH_NS`], servers that served nothing,
+        /// through the simulator's path and live mode's, flushed or not.
+        #[test]
+        fn server_counts_are_the_eager_histograms(
+            ops in proptest::collection::vec(
+                (0usize..4, latency_value(), proptest::prelude::any::<bool>()),
+                0..300,
+            ),
+            flush in proptest::prelude::any::<bool>(),
+        ) {
+            let mut m = RunMetrics::new(&[1, 2, 1, 1], Nanos(0), Nanos(1_000_000));
+            let mut eager: Vec<Histogram<u64>> = (0..4).map(|_| server_histogram()).collect();
+            let mut exact = eager.clone();
+            for &(i, v, live) in &ops {
+                // Server 3 never serves: an empty histogram, an undefined p99.
+                let i = i % 3;
+                if live {
+                    m.record_server_latency(i, Nanos(v));
+                } else {
+                    m.record_served(i, Nanos(0), Nanos(v), Nanos::ZERO);
+                }
+                eager[i].record(layout().lowest_equivalent(clamped(v))).unwrap();
+                exact[i].record(clamped(v)).unwrap();
+            }
+            if flush {
+                m.flush();
+            }
+            check_counts_against_eager(&m, &eager)?;
+            for (i, e) in exact.iter().enumerate() {
+                let lazy = m.server_latency(i).unwrap();
+                proptest::prop_assert_eq!(&lazy, e);
+                proptest::prop_assert_eq!(readings(&lazy), readings(e));
+            }
+        }
+    }
+
+    /// The same past 2^16 values in one bucket (the counts' overflow, read through the
+    /// merged walk), beside values in other buckets and at saturation.
+    #[test]
+    fn overflowed_counts_are_the_eager_histograms() {
+        let mut m = RunMetrics::new(&[1, 1], Nanos(0), Nanos(1_000));
+        let mut eager = [server_histogram(), server_histogram()];
+        let n = 2 * (1u64 << 16) + 3;
+        for k in 0..n {
+            let v = match k % 1000 {
+                0 => 3_000 + k,
+                1 => u64::MAX,
+                _ => 70_000,
+            };
+            m.record_served(0, Nanos(0), Nanos(v), Nanos::ZERO);
+            eager[0]
+                .record(layout().lowest_equivalent(clamped(v)))
+                .unwrap();
+        }
+        m.record_served(1, Nanos(0), Nanos(5), Nanos::ZERO);
+        eager[1].record(5).unwrap();
+        assert_eq!(m.server_counts[0].full.len(), 1);
+        check_counts_against_eager(&m, &eager).unwrap();
+        m.flush();
+        check_counts_against_eager(&m, &eager).unwrap();
     }
 
     /// Adding histograms reads as recording directly only for histograms of the same
@@ -2300,22 +2515,24 @@ mod tests {
             direct.record(500 + k).unwrap();
         }
         m.flush();
-        assert!(m.server_latency.is_empty());
+        assert_eq!(m.measured_servers(), 0);
+        assert_eq!(m.server_latency(0), None);
+        assert_eq!(m.source_count(), SOURCE_SERVERS);
         assert_eq!(m.latency, direct);
     }
 
     #[test]
-    fn server_latencies_wait_for_flush() {
+    fn server_latencies_need_no_flush() {
         let mut m = RunMetrics::new(&[1], Nanos(0), Nanos(1_000));
         for k in 0..67 {
             m.record_service(0, Nanos(0), Nanos(1000 + k), Nanos::ZERO);
         }
-        assert_eq!(m.server_latency[0].len(), 0);
+        assert_eq!(m.server_latency(0).unwrap().len(), 67);
         m.flush();
-        assert_eq!(m.server_latency[0].len(), 67);
+        assert_eq!(m.server_latency(0).unwrap().len(), 67);
         m.record_server_latency(0, Nanos(u64::MAX));
         assert_eq!(
-            m.server_latency[0].max(),
+            m.server_latency(0).unwrap().max(),
             latency_histogram().highest_equivalent(LATENCY_HIGH_NS)
         );
     }
@@ -2368,10 +2585,10 @@ mod tests {
             m.record_served(0, Nanos(0), Nanos(70_000), Nanos(k % 2 * 3));
             direct.record(70_000).unwrap();
         }
-        assert_eq!(m.server_pending[0].full.len(), 1);
+        assert_eq!(m.server_counts[0].full.len(), 1);
         m.flush();
         assert_eq!(m.latency, direct);
-        assert_eq!(m.server_latency[0].len(), n);
+        assert_eq!(m.server_latency(0).unwrap().len(), n);
         assert_eq!(m.wait.len(), n);
         assert_eq!(m.wait.count_at(3), n / 2);
     }
