@@ -992,12 +992,12 @@ pub struct RunMetrics {
     /// [`RunMetrics::wait`] (see [`RunMetrics::flush`] and [`BucketCounts`]).
     pending_latency: BucketCounts,
     pending_wait: BucketCounts,
-    /// Whether [`RunMetrics::latency`] still lacks exactly what the per-server histograms
-    /// hold (recorded and pending): while it does, [`RunMetrics::record_served`] records a
-    /// response time once, in its server's histogram, and [`RunMetrics::flush`] adds those
-    /// histograms into [`RunMetrics::latency`] (exact: the same buckets, see
-    /// [`server_histogram`]). Any other record into either histogram first makes the two
-    /// separate ([`RunMetrics::latency_apart`]); runs beyond [`MAX_SERVER_HISTOGRAMS`]
+    /// Whether [`RunMetrics::latency`] still lacks exactly what the per-server counts
+    /// hold: while it does, [`RunMetrics::record_served`] records a response time once, in
+    /// its server's counts, and [`RunMetrics::flush`] adds those counts into
+    /// [`RunMetrics::latency`] (exact: the same buckets, see [`server_histogram`]). Any
+    /// other record into either first makes the two separate
+    /// ([`RunMetrics::latency_apart`]); runs beyond [`MAX_SERVER_HISTOGRAMS`]
     /// servers, which have no per-server histograms, never defer.
     latency_in_servers: bool,
 }
@@ -1032,10 +1032,11 @@ pub struct ClientCounters {
     pub overflowed: u64,
 }
 
-/// Most servers whose response times get a histogram of their own (for the per-server
-/// p99 in `servers.csv`). One histogram takes about 250 kB, and every run of every
-/// replication in flight holds one per server: beyond this many servers the per-server
-/// p99 is not measured (reported as NaN), so memory stays bounded at 10,000 servers.
+/// Most servers whose response times get a distribution of their own (for the per-server
+/// p99 in `servers.csv`). A run in flight holds 2-byte bucket counts per server (about
+/// 30 kB for a millisecond-scale server), and every strategy's pool a whole
+/// [`latency_histogram`] (264 kB) per server: beyond this many servers the per-server p99
+/// is not measured (reported as NaN), so memory stays bounded at 10,000 servers.
 pub const MAX_SERVER_HISTOGRAMS: usize = 256;
 
 /// Largest latency the histogram resolves (about 73 minutes); longer ones saturate.
@@ -1048,10 +1049,10 @@ pub fn latency_histogram() -> Histogram<u64> {
 
 /// An empty per-server latency histogram: the buckets of [`latency_histogram`] (1 ns, 3
 /// significant digits, so every figure read from it is the same), but its counts grow
-/// only up to the largest value recorded: a millisecond-scale server holds about 130 kB
-/// instead of 264 kB, which a run allocates and zeroes once per server. Values are
-/// clamped to [`LATENCY_HIGH_NS`] before recording ([`RunMetrics::record_server_latency`]),
-/// as [`latency_histogram`] saturates.
+/// only up to the largest value recorded (a millisecond-scale server's holds about 130 kB
+/// instead of 264 kB). [`RunMetrics::server_latency`] makes one from a server's counts on
+/// request; a run does not hold them. Values are clamped to [`LATENCY_HIGH_NS`] before
+/// recording, as [`latency_histogram`] saturates.
 pub fn server_histogram() -> Histogram<u64> {
     let mut h = Histogram::new_with_bounds(1, 2, 3).expect("valid histogram bounds");
     h.auto(true);
@@ -1098,8 +1099,11 @@ fn bucket_value(index: usize) -> u64 {
     }
 }
 
-/// Counts of response times in the buckets of a [`latency_histogram`], kept while a run
-/// records and added into a histogram by [`BucketCounts::drain_into`]. Recording into an
+/// Counts of response times in the buckets of a [`latency_histogram`]: a server's response
+/// times for the whole run, and the run's response and waiting times until
+/// [`RunMetrics::flush`] adds them into their histograms ([`BucketCounts::drain_into`]).
+/// They are read in place ([`BucketCounts::iter`] skips empty blocks of buckets), so
+/// a run's end touches 2 bytes a bucket per server, not the 8 of a histogram. Recording into an
 /// `hdrhistogram` directly costs a call, a bounds check and min, max and total updates per
 /// value, and its 8-byte counts miss the cache once a few servers' histograms are in use
 /// (a fifth of the engine's time on 10 servers); here a record is an index computation and
@@ -1149,38 +1153,34 @@ impl BucketCounts {
         self.counts.resize(len, 0);
     }
 
-    /// Calls `f(index, count)` for every index with a count, in increasing order (the
-    /// 2-byte count and what passed 2^16 together).
-    fn for_each(&self, mut f: impl FnMut(usize, u64)) {
-        if !self.full.is_empty() {
-            // Only after 2^16 values in one bucket: a long run, which this walk of every
-            // index does not slow down.
-            let mut full = self.full.clone();
-            full.sort_unstable();
-            let mut full = full.into_iter().peekable();
-            for (i, &c) in self.counts.iter().enumerate() {
-                let more = full
-                    .next_if(|&(k, _)| k as usize == i)
-                    .map_or(0, |(_, n)| n);
-                let n = u64::from(c) + more;
-                if n != 0 {
-                    f(i, n);
-                }
-            }
-            return;
-        }
+    /// Every index with a count, as `(index, count)`, in increasing order (the 2-byte
+    /// count and what passed 2^16 together).
+    fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        // Only after 2^16 values in one bucket (a long run) is `full` not empty; then no
+        // block is skipped, and each index looks its overflow up.
+        let mut full = self.full.clone();
+        full.sort_unstable();
+        let skip_empty = full.is_empty();
         // Most counts are 0 in a short run (a few hundred values over some 15,000 buckets):
         // a block of them is skipped with one test of their OR (a vector instruction or two).
-        for (b, block) in self.counts.chunks(BLOCK).enumerate() {
-            if block.iter().fold(0, |a, &c| a | c) == 0 {
-                continue;
-            }
-            for (k, &c) in block.iter().enumerate() {
-                if c != 0 {
-                    f(b * BLOCK + k, u64::from(c));
-                }
-            }
-        }
+        self.counts
+            .chunks(BLOCK)
+            .enumerate()
+            .filter(move |(_, block)| !skip_empty || block.iter().fold(0, |a, &c| a | c) != 0)
+            .flat_map(|(b, block)| {
+                block
+                    .iter()
+                    .enumerate()
+                    .map(move |(k, &c)| (b * BLOCK + k, u64::from(c)))
+            })
+            .filter_map(move |(i, c)| {
+                let more = match full.binary_search_by_key(&(i as u32), |&(k, _)| k) {
+                    Ok(at) => full[at].1,
+                    Err(_) => 0,
+                };
+                let n = c + more;
+                (n != 0).then_some((i, n))
+            })
     }
 
     /// The largest index with a count, if any.
@@ -1210,9 +1210,9 @@ impl BucketCounts {
     fn add_into(&self, h: &mut Histogram<u64>) {
         // Cannot fail: the value is within a latency histogram's range, and a server
         // histogram resizes up to it.
-        self.for_each(|i, n| {
+        for (i, n) in self.iter() {
             let _ = h.record_n(bucket_value(i), n);
-        });
+        }
     }
 
     /// [`BucketCounts::add_into`] `h`, and starts again from none.
@@ -1249,14 +1249,9 @@ impl BucketCounts {
         }
         let target = ((q.min(1.0) * total as f64).ceil() as u64).max(1);
         let mut below = 0u64;
-        let mut found = None;
-        self.for_each(|i, n| {
-            if found.is_none() {
-                below += n;
-                if below >= target {
-                    found = Some(i);
-                }
-            }
+        let found = self.iter().find_map(|(i, n)| {
+            below += n;
+            (below >= target).then_some(i)
         });
         // Always found (`target` is at most `total`); hdrhistogram reads 0 otherwise.
         Some(found.map_or(0, |i| layout().highest_equivalent(bucket_value(i))))
@@ -1267,14 +1262,12 @@ impl BucketCounts {
     /// iteration yields for it (its highest equivalent value).
     fn cdf(&self) -> Cdf {
         let h = layout();
-        let mut medians = Vec::new();
-        self.for_each(|i, n| {
-            medians.push((
+        Cdf::from_medians(self.iter().map(|(i, n)| {
+            (
                 h.median_equivalent(h.highest_equivalent(bucket_value(i))),
                 n,
-            ));
-        });
-        Cdf::from_medians(medians)
+            )
+        }))
     }
 }
 
