@@ -187,16 +187,15 @@ impl Ring {
     /// Fills `starts` and `entries` from `points`.
     fn index(&mut self) {
         let (points, bits) = (&self.points, self.bits);
-        let mut starts = Vec::with_capacity((1 << bits) + 1);
-        let mut p = 0;
-        for v in 0..1u64 << bits {
-            let low = v << (32 - bits);
-            while p < points.len() && u64::from(points[p].0) < low {
-                p += 1;
-            }
-            starts.push(p as u32);
+        // `starts[v]` counts the points of prefixes below `v`: the points are sorted, so
+        // it is the position of the first of prefix `v` or above.
+        let mut starts = vec![0u32; (1 << bits) + 1];
+        for &(hash, _) in points {
+            starts[(hash >> (32 - bits)) as usize + 1] += 1;
         }
-        starts.push(points.len() as u32);
+        for v in 1..starts.len() {
+            starts[v] += starts[v - 1];
+        }
         let mut entries: Vec<u32> = points.iter().map(|&(h, peer)| h << bits | peer).collect();
         entries.push(u32::MAX << bits | points[0].1);
         self.starts = starts;
@@ -397,24 +396,46 @@ impl NginxHash {
     /// peer's `160 × weight` points, sorted (stably, as glibc's merge-sort `qsort`), equal
     /// hashes kept once (the first).
     fn build_ring(params: &NginxHashParams, backends: &Backends) -> Vec<(u32, u32)> {
-        let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
-        let mut ring = Vec::with_capacity((total * u64::from(POINTS_PER_WEIGHT)) as usize);
-        for (i, b) in backends.iter().enumerate() {
-            let line = params.server_line(i);
-            let (host, port) = line.rsplit_once(':').expect("host:port");
-            let mut base = crc32fast::Hasher::new();
-            base.update(host.as_bytes());
-            base.update(b"\0");
-            base.update(port.as_bytes());
-            let base = base.finalize();
-            let mut prev = 0u32;
-            for _ in 0..u64::from(b.weight) * u64::from(POINTS_PER_WEIGHT) {
-                prev = crc32_append(base, prev);
-                ring.push((prev, i as u32));
+        let counts: Vec<usize> = backends
+            .iter()
+            .map(|b| b.weight as usize * POINTS_PER_WEIGHT as usize)
+            .collect();
+        let mut ring = vec![(0, 0); counts.iter().sum()];
+        // Each peer's points are a chain (a point's hash is made from the one before):
+        // four peers' chains are made side by side, so the processor overlaps their steps.
+        let mut at = 0;
+        for (group, counts) in counts.chunks(4).enumerate() {
+            let mut chains: Vec<_> = (0..counts.len())
+                .map(|j| {
+                    let peer = 4 * group + j;
+                    let chain = (peer as u32, Self::point_base(params, peer), 0u32, at);
+                    at += counts[j];
+                    chain
+                })
+                .collect();
+            let longest = counts.iter().max().copied().unwrap_or(0);
+            for k in 0..longest {
+                for ((peer, base, prev, start), &count) in chains.iter_mut().zip(counts) {
+                    if k < count {
+                        *prev = crc32_append(*base, *prev);
+                        ring[*start + k] = (*prev, *peer);
+                    }
+                }
             }
         }
         sort_points(&mut ring);
         ring
+    }
+
+    /// The crc32 of peer `i`'s `server` line as its points hash it: `HOST \0 PORT`.
+    fn point_base(params: &NginxHashParams, i: usize) -> u32 {
+        let line = params.server_line(i);
+        let (host, port) = line.rsplit_once(':').expect("host:port");
+        let mut base = crc32fast::Hasher::new();
+        base.update(host.as_bytes());
+        base.update(b"\0");
+        base.update(port.as_bytes());
+        base.finalize()
     }
 
     /// The consistent pick of a key whose crc32 is `hash`, given its bucket if it was
