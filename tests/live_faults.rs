@@ -15,6 +15,11 @@
 //! crashes at 4.5 s, after the declared window, so requests arriving in the "after" phase
 //! fail where the model has none (`phase_error_fraction:after[4-6s]`, a simulated 0,
 //! judged whatever the lag) and the "during" phase loses its failures.
+//!
+//! The same crash under Envoy round robin with slow start alone (no client, live as in the
+//! simulator): the returning backend ramps live as simulated (planted: live ignoring the
+//! ramp sends node-1 437 requests where 346 are simulated and 345 came live; the test
+//! allows 18).
 
 mod common;
 
@@ -101,4 +106,66 @@ fn a_backend_crashing_later_than_declared_fails() {
     let run = live(&s, 2.0);
     let v = judge(&s, &run);
     common::assert_late_crash_fails(&run, &v, 0.01);
+}
+
+/// The crash above under Envoy round robin with slow start alone (a policy that runs
+/// without a client, live as simulated): node-1 ramps from 10 % of its weight over 1.5 s
+/// once health checks see it back at 4.25 s.
+const SLOW_START: &str = r#"
+[[faults]]
+server = "node-1"
+kind = "crash"
+at = 2.5
+duration = 1.5
+detection = 0.25
+
+[[strategies]]
+kind = "edf_wrr"
+[strategies.policy.slow_start]
+kind = "envoy"
+slow_start_window = 1.5
+"#;
+
+#[test]
+fn slow_start_alone_ramps_a_returning_backend_live_as_simulated() {
+    // EDF round robin's picks depend on time only through the ramp's weight, read at the
+    // replay's clock: live sends node-1 what the replayed replication sends it, within a
+    // few picks. Without the ramp (measured: the simulation without slow start) node-1
+    // takes about 90 more of the window's requests, so a live run that ignored slow
+    // start would be far outside the allowance.
+    let s = common::LiveCluster::new("slow-start-live", 7, 560.0).scenario(SLOW_START);
+    let simulated = |s: &Scenario| {
+        lbsim::sim::Run::entry(s, &s.strategies[0], 0)
+            .seed(s.seed)
+            .metrics()
+            .servers[1]
+            .requests as f64
+    };
+    let ramped = simulated(&s);
+    let mut plain = s.clone();
+    plain.strategies[0].policy = None;
+    let full = simulated(&plain);
+    assert!(full - ramped > 60.0, "ramped {ramped}, full {full}");
+    common::judged_retrying(
+        || live(&s, 0.0),
+        |run| {
+            let r = &run.strategies[0];
+            let what: Vec<&str> = r.faults.iter().map(|e| e.what.as_str()).collect();
+            assert_eq!(
+                what,
+                ["crash node-1", "down node-1", "recover node-1", "up node-1"],
+                "{:?}",
+                r.faults
+            );
+        },
+        |run| {
+            let live = run.strategies[0].metrics.servers[1].requests as f64;
+            println!("node-1 requests: live {live}, simulated {ramped}, without slow start {full}");
+            assert!(
+                (live - ramped).abs() <= 0.2 * (full - ramped),
+                "node-1 took {live} requests live, {ramped} simulated ({full} without slow start)"
+            );
+            judge(&s, run)
+        },
+    );
 }

@@ -435,8 +435,12 @@ pub(super) struct Replay {
     /// Per backend, the probe-cost totals its last answer carried (wall-clock ns waited,
     /// served): `None` until its first answer, which sets the baseline.
     cost_seen: Vec<Option<(u64, u64)>>,
-    /// The strategy entry's client policy, if any ([`super::policy`]).
+    /// The strategy entry's client policy, if it needs a client
+    /// ([`crate::policy::PolicySpec::needs_client`]; [`super::policy`]).
     client: Option<super::policy::LiveClient>,
+    /// Whether a policy's slow start ramps a host that health checks see come back
+    /// (under a client or without one: the simulator's one rule).
+    ramps: bool,
 }
 
 impl Replay {
@@ -482,14 +486,16 @@ impl Replay {
         }
     }
 
-    /// Health checks saw servers come back: slow start under a policy.
+    /// Health checks saw servers come back: under a policy's slow start each ramps in
+    /// every balancer (Envoy: from the health-check pass, even while ejected).
     fn health_changed(&mut self, now: crate::time::Nanos) {
         let back = self.views.take_back();
-        if let Some(mut c) = self.client.take() {
+        if self.ramps {
             for i in back {
-                c.back(self, i, now);
+                for b in 0..self.views.all().len() {
+                    self.views.get(b).available(i, now);
+                }
             }
-            self.client = Some(c);
         }
     }
 
@@ -680,7 +686,9 @@ fn dispatch(
         let timing = super::probe::ProbeTiming::new(&scenario.probes, opts.time_scale);
         super::probe::Prober::new(pool.addrs(), &cfg, timing)
     });
-    let client = entry.policy.as_ref().map(|p| {
+    // A policy of slow start alone runs without a client, as in the simulator: each
+    // request is its one attempt, and the ramp is set in the balancers below.
+    let client = entry.policy.as_ref().filter(|p| p.needs_client()).map(|p| {
         super::policy::LiveClient::new(
             p,
             views.all().len(),
@@ -691,6 +699,11 @@ fn dispatch(
         )
     });
     let backends = start.workers.len();
+    let slow_start = entry
+        .policy
+        .as_ref()
+        .and_then(|p| p.slow_start.as_ref())
+        .map(crate::policy::SlowStartSpec::ramp);
     let mut r = Replay {
         clock,
         views,
@@ -718,10 +731,15 @@ fn dispatch(
         held: super::probe::HeldAnswers::default(),
         cost_seen: vec![None; backends],
         client,
+        ramps: slow_start.is_some(),
     };
     if let Some(mut c) = r.client.take() {
         c.start(&mut r, pool);
         r.client = Some(c);
+    } else if let Some(ramp) = slow_start {
+        for b in 0..r.views.all().len() {
+            r.views.get(b).set_slow_start(ramp);
+        }
     }
     let mut faults = (!controls.is_empty()).then(|| {
         let cfg = ClientConfig {

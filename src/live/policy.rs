@@ -47,7 +47,7 @@ use super::pool::{Done, Job, Pool};
 use super::run::{add_service, add_shed_wait, record_served};
 use crate::metrics::RunMetrics;
 use crate::policy::client::{self as core, Avoid, Client, Dispatch, Dispatched, Host, Timer};
-use crate::policy::{Cause, Policy, PolicySpec};
+use crate::policy::{Cause, PolicySpec};
 use crate::rng::{Stream, stream_rng};
 use crate::strategy::{Outcome, Ramp, StrategyEntry};
 use crate::time::Nanos;
@@ -229,10 +229,6 @@ impl LiveClient {
         }
     }
 
-    fn policy(&self) -> &Policy {
-        &self.c.policy
-    }
-
     /// Call `id` at backend `i` ended (`served`: a worker served it). Under circuit
     /// breakers, the backend's queue as the driver sees it moves as a FIFO server's does:
     /// a served call and every call queued before it have started, and its worker takes
@@ -283,16 +279,6 @@ impl LiveClient {
     ) {
         let b = r.views.pick_balancer();
         core::arrival(&mut self.host(r, pool), now, req, b, measured);
-    }
-
-    /// Health checks saw server `i` come back at `now`: its slow start begins in every
-    /// balancer (Envoy: from the health-check pass, even while ejected).
-    pub(crate) fn back(&mut self, r: &mut Replay, i: usize, now: Nanos) {
-        if self.policy().slow_start.is_some() {
-            for b in 0..r.views.all().len() {
-                r.views.get(b).available(i, now);
-            }
-        }
     }
 
     /// A call of the policy path ended: its server's figures, then the client's decision.
