@@ -227,7 +227,7 @@ impl Applies {
 pub enum Estimator {
     /// The mean of per-replication values, with a Student-t interval.
     Mean,
-    /// The `p` quantile of a pooled distribution (one of [`RunMetrics::sources`], by
+    /// The `p` quantile of a pooled distribution (one of [`RunMetrics::source`], by
     /// index), with the interval of [`crate::stats::quantile`].
     Pooled {
         /// Index of the distribution: [`SOURCE_LATENCY`], [`SOURCE_WAIT`], or
@@ -238,7 +238,7 @@ pub enum Estimator {
     },
 }
 
-/// Pooled distribution of response times (see [`RunMetrics::sources`]).
+/// Pooled distribution of response times (see [`RunMetrics::source`]).
 pub const SOURCE_LATENCY: usize = 0;
 /// Pooled distribution of waiting times.
 pub const SOURCE_WAIT: usize = 1;
@@ -940,13 +940,14 @@ pub struct RunMetrics {
     pub wait_sum: f64,
     /// Measured requests that waited (wait > 0).
     pub waited: u64,
-    /// Per server: response times of the measured requests it served ([`server_histogram`]:
-    /// it grows to the largest value recorded; record with
-    /// [`RunMetrics::record_server_latency`], which saturates as [`latency_histogram`] does).
-    pub server_latency: Vec<Histogram<u64>>,
-    /// Per server: response times recorded by [`RunMetrics::record_service`] and not yet
-    /// in [`RunMetrics::server_latency`] (see [`RunMetrics::flush`]).
-    server_pending: Vec<BucketCounts>,
+    /// Per server (up to [`MAX_SERVER_HISTOGRAMS`]): response times of the measured
+    /// requests it served, as compact bucket counts (2 bytes a bucket, growing to the
+    /// largest value recorded). Read as a histogram with [`RunMetrics::server_latency`];
+    /// pooled, summarized and added into [`RunMetrics::latency`] from the counts
+    /// themselves. A run used to hold an `hdrhistogram` of 8-byte counts per server
+    /// besides: allocated, zeroed and page-faulted in at every run's end, it was a third
+    /// of a 50,000-request run's time at 100 servers.
+    server_counts: Vec<BucketCounts>,
     /// Per batch of [`BATCHES`] equal slices of the window, by arrival time: the sum of
     /// the response times (seconds) of the measured requests served, and their number.
     pub batches: Vec<[f64; 2]>,
@@ -991,12 +992,12 @@ pub struct RunMetrics {
     /// [`RunMetrics::wait`] (see [`RunMetrics::flush`] and [`BucketCounts`]).
     pending_latency: BucketCounts,
     pending_wait: BucketCounts,
-    /// Whether [`RunMetrics::latency`] still lacks exactly what the per-server histograms
-    /// hold (recorded and pending): while it does, [`RunMetrics::record_served`] records a
-    /// response time once, in its server's histogram, and [`RunMetrics::flush`] adds those
-    /// histograms into [`RunMetrics::latency`] (exact: the same buckets, see
-    /// [`server_histogram`]). Any other record into either histogram first makes the two
-    /// separate ([`RunMetrics::latency_apart`]); runs beyond [`MAX_SERVER_HISTOGRAMS`]
+    /// Whether [`RunMetrics::latency`] still lacks exactly what the per-server counts
+    /// hold: while it does, [`RunMetrics::record_served`] records a response time once, in
+    /// its server's counts, and [`RunMetrics::flush`] adds those counts into
+    /// [`RunMetrics::latency`] (exact: the same buckets, see [`server_histogram`]). Any
+    /// other record into either first makes the two separate
+    /// ([`RunMetrics::latency_apart`]); runs beyond [`MAX_SERVER_HISTOGRAMS`]
     /// servers, which have no per-server histograms, never defer.
     latency_in_servers: bool,
 }
@@ -1031,10 +1032,11 @@ pub struct ClientCounters {
     pub overflowed: u64,
 }
 
-/// Most servers whose response times get a histogram of their own (for the per-server
-/// p99 in `servers.csv`). One histogram takes about 250 kB, and every run of every
-/// replication in flight holds one per server: beyond this many servers the per-server
-/// p99 is not measured (reported as NaN), so memory stays bounded at 10,000 servers.
+/// Most servers whose response times get a distribution of their own (for the per-server
+/// p99 in `servers.csv`). A run in flight holds 2-byte bucket counts per server (about
+/// 30 kB for a millisecond-scale server), and every strategy's pool a whole
+/// [`latency_histogram`] (264 kB) per server: beyond this many servers the per-server p99
+/// is not measured (reported as NaN), so memory stays bounded at 10,000 servers.
 pub const MAX_SERVER_HISTOGRAMS: usize = 256;
 
 /// Largest latency the histogram resolves (about 73 minutes); longer ones saturate.
@@ -1047,10 +1049,10 @@ pub fn latency_histogram() -> Histogram<u64> {
 
 /// An empty per-server latency histogram: the buckets of [`latency_histogram`] (1 ns, 3
 /// significant digits, so every figure read from it is the same), but its counts grow
-/// only up to the largest value recorded: a millisecond-scale server holds about 130 kB
-/// instead of 264 kB, which a run allocates and zeroes once per server. Values are
-/// clamped to [`LATENCY_HIGH_NS`] before recording ([`RunMetrics::record_server_latency`]),
-/// as [`latency_histogram`] saturates.
+/// only up to the largest value recorded (a millisecond-scale server's holds about 130 kB
+/// instead of 264 kB). [`RunMetrics::server_latency`] makes one from a server's counts on
+/// request; a run does not hold them. Values are clamped to [`LATENCY_HIGH_NS`] before
+/// recording, as [`latency_histogram`] saturates.
 pub fn server_histogram() -> Histogram<u64> {
     let mut h = Histogram::new_with_bounds(1, 2, 3).expect("valid histogram bounds");
     h.auto(true);
@@ -1097,8 +1099,11 @@ fn bucket_value(index: usize) -> u64 {
     }
 }
 
-/// Counts of response times in the buckets of a [`latency_histogram`], kept while a run
-/// records and added into a histogram by [`BucketCounts::drain_into`]. Recording into an
+/// Counts of response times in the buckets of a [`latency_histogram`]: a server's response
+/// times for the whole run, and the run's response and waiting times until
+/// [`RunMetrics::flush`] adds them into their histograms ([`BucketCounts::drain_into`]).
+/// They are read in place ([`BucketCounts::iter`] skips empty blocks of buckets), so
+/// a run's end touches 2 bytes a bucket per server, not the 8 of a histogram. Recording into an
 /// `hdrhistogram` directly costs a call, a bounds check and min, max and total updates per
 /// value, and its 8-byte counts miss the cache once a few servers' histograms are in use
 /// (a fifth of the engine's time on 10 servers); here a record is an index computation and
@@ -1148,23 +1153,132 @@ impl BucketCounts {
         self.counts.resize(len, 0);
     }
 
-    /// Adds every count into `h` (a [`latency_histogram`] or a [`server_histogram`]) and
-    /// starts again from none. Exact: each is recorded at its bucket's lowest value, which
-    /// counts in the same bucket, so the counts, total, `max()` and `min_nz()` of `h` are
-    /// what recording each value gives.
-    fn drain_into(&mut self, h: &mut Histogram<u64>) {
-        for (i, c) in self.counts.iter_mut().enumerate() {
-            if *c != 0 {
-                // Cannot fail: the value is within a latency histogram's range, and a server
-                // histogram resizes up to it.
-                let _ = h.record_n(bucket_value(i), u64::from(*c));
-                *c = 0;
-            }
-        }
-        for (i, n) in self.full.drain(..) {
-            let _ = h.record_n(bucket_value(i as usize), n);
+    /// Every index with a count, as `(index, count)`, in increasing order (the 2-byte
+    /// count and what passed 2^16 together).
+    fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        // Only after 2^16 values in one bucket (a long run) is `full` not empty; then no
+        // block is skipped, and each index looks its overflow up.
+        let mut full = self.full.clone();
+        full.sort_unstable();
+        let skip_empty = full.is_empty();
+        // Most counts are 0 in a short run (a few hundred values over some 15,000 buckets):
+        // a block of them is skipped with one test of their OR (a vector instruction or two).
+        self.counts
+            .chunks(BLOCK)
+            .enumerate()
+            .filter(move |(_, block)| !skip_empty || block.iter().fold(0, |a, &c| a | c) != 0)
+            .flat_map(|(b, block)| {
+                block
+                    .iter()
+                    .enumerate()
+                    .map(move |(k, &c)| (b * BLOCK + k, u64::from(c)))
+            })
+            .filter_map(move |(i, c)| {
+                let more = match full.binary_search_by_key(&(i as u32), |&(k, _)| k) {
+                    Ok(at) => full[at].1,
+                    Err(_) => 0,
+                };
+                let n = c + more;
+                (n != 0).then_some((i, n))
+            })
+    }
+
+    /// The largest index with a count, if any.
+    fn last_index(&self) -> Option<usize> {
+        let block = self
+            .counts
+            .chunks(BLOCK)
+            .rposition(|b| b.iter().fold(0, |a, &c| a | c) != 0);
+        let counted = block.and_then(|b| {
+            let from = b * BLOCK;
+            Some(from + self.counts[from..].iter().rposition(|&c| c != 0)?)
+        });
+        let full = self.full.iter().map(|&(i, _)| i as usize).max();
+        counted.max(full)
+    }
+
+    /// How many values were counted.
+    fn total(&self) -> u64 {
+        let counted: u64 = self.counts.iter().map(|&c| u64::from(c)).sum();
+        counted + self.full.iter().map(|&(_, n)| n).sum::<u64>()
+    }
+
+    /// Adds every count into `h` (a [`latency_histogram`] or a [`server_histogram`]).
+    /// Exact: each is recorded at its bucket's lowest value, which counts in the same
+    /// bucket, so the counts, total, `max()` and `min_nz()` of `h` are what recording
+    /// each value gives.
+    fn add_into(&self, h: &mut Histogram<u64>) {
+        // Cannot fail: the value is within a latency histogram's range, and a server
+        // histogram resizes up to it.
+        for (i, n) in self.iter() {
+            let _ = h.record_n(bucket_value(i), n);
         }
     }
+
+    /// [`BucketCounts::add_into`] `h`, and starts again from none.
+    fn drain_into(&mut self, h: &mut Histogram<u64>) {
+        self.add_into(h);
+        self.counts.fill(0);
+        self.full.clear();
+    }
+
+    /// The counts as a [`server_histogram`]: what recording each value into one gives.
+    /// Sized once, to the largest value, before anything is counted (grown value by value
+    /// it would reallocate, copying what it holds, an octave at a time); it ends the
+    /// same, as its length, bucket count and highest trackable value depend only on the
+    /// largest value it resized for.
+    fn histogram(&self) -> Histogram<u64> {
+        let mut h = server_histogram();
+        if let Some(last) = self.last_index() {
+            // A count of 0 at the largest value: `h` resizes to hold it and takes it as its
+            // max (and min), which the count recorded there below does anyway.
+            let _ = h.record_n(bucket_value(last), 0);
+            self.add_into(&mut h);
+        }
+        h
+    }
+
+    /// `histogram().value_at_quantile(q)` (`q` in `(0, 1]`) without making the
+    /// histogram; `None` when nothing was counted. The same steps as hdrhistogram's:
+    /// the first index where the running count reaches `ceil(q × total)` (at least 1),
+    /// read as its bucket's highest equivalent value.
+    fn value_at_quantile(&self, q: f64) -> Option<u64> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let target = ((q.min(1.0) * total as f64).ceil() as u64).max(1);
+        let mut below = 0u64;
+        let found = self.iter().find_map(|(i, n)| {
+            below += n;
+            (below >= target).then_some(i)
+        });
+        // Always found (`target` is at most `total`); hdrhistogram reads 0 otherwise.
+        Some(found.map_or(0, |i| layout().highest_equivalent(bucket_value(i))))
+    }
+
+    /// `Cdf::from_histogram(&histogram())` without making the histogram: every index
+    /// with a count, at the median equivalent value of what hdrhistogram's recorded
+    /// iteration yields for it (its highest equivalent value).
+    fn cdf(&self) -> Cdf {
+        let h = layout();
+        Cdf::from_medians(self.iter().map(|(i, n)| {
+            (
+                h.median_equivalent(h.highest_equivalent(bucket_value(i))),
+                n,
+            )
+        }))
+    }
+}
+
+/// Counts per block that [`BucketCounts`] tests at once for any value.
+const BLOCK: usize = 16;
+
+/// A histogram of the buckets of a [`latency_histogram`], for reading them: its
+/// equivalent-value ranges depend only on its lowest discernible value and precision.
+fn layout() -> &'static Histogram<u64> {
+    static LAYOUT: std::sync::OnceLock<Histogram<u64>> = std::sync::OnceLock::new();
+    LAYOUT.get_or_init(server_histogram)
 }
 
 impl RunMetrics {
@@ -1177,12 +1291,7 @@ impl RunMetrics {
             wait: latency_histogram(),
             wait_sum: 0.0,
             waited: 0,
-            server_latency: if workers.len() <= MAX_SERVER_HISTOGRAMS {
-                workers.iter().map(|_| server_histogram()).collect()
-            } else {
-                Vec::new()
-            },
-            server_pending: if workers.len() <= MAX_SERVER_HISTOGRAMS {
+            server_counts: if workers.len() <= MAX_SERVER_HISTOGRAMS {
                 workers.iter().map(|_| BucketCounts::default()).collect()
             } else {
                 Vec::new()
@@ -1341,7 +1450,7 @@ impl RunMetrics {
         self.pending_wait.record(wait.0);
         self.wait_sum += wait.as_secs_f64();
         self.waited += u64::from(wait > Nanos::ZERO);
-        if let Some(p) = self.server_pending.get_mut(server) {
+        if let Some(p) = self.server_counts.get_mut(server) {
             p.record(latency.0);
         }
         let s = &mut self.servers[server];
@@ -1368,58 +1477,89 @@ impl RunMetrics {
         k
     }
 
-    /// Records a response time of server `server` into its histogram at once (live mode;
-    /// the simulator's [`RunMetrics::record_service`] batches them).
+    /// Records a response time of server `server` at once (live mode; the simulator's
+    /// [`RunMetrics::record_service`] records it with the rest of the request).
     pub fn record_server_latency(&mut self, server: usize, latency: Nanos) {
         self.latency_apart();
-        if let Some(h) = self.server_latency.get_mut(server) {
-            // Cannot fail: the histogram resizes up to the value.
-            let _ = h.record(clamped(latency.0));
+        if let Some(c) = self.server_counts.get_mut(server) {
+            c.record(latency.0);
         }
     }
 
-    /// Records what [`RunMetrics::record_service`] and [`RunMetrics::record_served`]
-    /// deferred. The simulator calls it when a run ends; call it before reading the
-    /// histograms after recording by hand.
+    /// Records what [`RunMetrics::record_served`] and [`RunMetrics::record_service`]
+    /// deferred. The simulator calls it when a run ends; call it before reading
+    /// [`RunMetrics::latency`] or [`RunMetrics::wait`] after recording by hand.
     pub fn flush(&mut self) {
         self.latency_apart();
         self.pending_latency.drain_into(&mut self.latency);
         self.pending_wait.drain_into(&mut self.wait);
-        self.flush_servers();
-    }
-
-    /// Records the per-server response times still pending.
-    fn flush_servers(&mut self) {
-        for (h, p) in self.server_latency.iter_mut().zip(&mut self.server_pending) {
-            p.drain_into(h);
-        }
     }
 
     /// Ends the sharing of response times between [`RunMetrics::latency`] and the
-    /// per-server histograms (see `latency_in_servers`): what the servers' histograms hold
-    /// so far is added into [`RunMetrics::latency`] once, and from then on every response
-    /// time is recorded in both. Exact: a [`server_histogram`] has the buckets of a
-    /// [`latency_histogram`] and the same saturation, so adding counts each value where a
-    /// direct record would.
+    /// per-server counts (see `latency_in_servers`): what the servers hold so far is
+    /// counted into [`RunMetrics::latency`] once, and from then on every response time is
+    /// recorded in both. Exact: the per-server counts have the buckets of a
+    /// [`latency_histogram`] and its saturation, so each count lands where a direct
+    /// record would.
     fn latency_apart(&mut self) {
         if !std::mem::take(&mut self.latency_in_servers) {
             return;
         }
-        self.flush_servers();
-        for h in &self.server_latency {
-            self.latency
-                .add(h)
-                .expect("a server histogram fits the latency histogram's range");
+        for c in &self.server_counts {
+            c.add_into(&mut self.latency);
         }
     }
 
+    /// Servers with response times of their own (all of them up to
+    /// [`MAX_SERVER_HISTOGRAMS`], none beyond).
+    pub fn measured_servers(&self) -> usize {
+        self.server_counts.len()
+    }
+
+    /// Server `server`'s response times as a [`server_histogram`] (made on each call:
+    /// what a histogram recording each one would hold, bit for bit); `None` beyond
+    /// [`RunMetrics::measured_servers`].
+    pub fn server_latency(&self, server: usize) -> Option<Histogram<u64>> {
+        self.server_counts.get(server).map(BucketCounts::histogram)
+    }
+
+    /// How many distributions [`RunMetrics::source`] has.
+    pub fn source_count(&self) -> usize {
+        SOURCE_SERVERS + self.server_counts.len()
+    }
+
     /// The distributions that percentiles pool across replications, indexed as
-    /// [`SOURCE_LATENCY`], [`SOURCE_WAIT`] and [`SOURCE_SERVERS`] + server.
-    pub fn sources(&self) -> Vec<&Histogram<u64>> {
-        [&self.latency, &self.wait]
-            .into_iter()
-            .chain(&self.server_latency)
-            .collect()
+    /// [`SOURCE_LATENCY`], [`SOURCE_WAIT`] and [`SOURCE_SERVERS`] + server (a server's is
+    /// made on each call, as [`RunMetrics::server_latency`]; [`RunMetrics::pool_into`]
+    /// and [`RunMetrics::summarize`] read the counts without making it).
+    pub fn source(&self, i: usize) -> Option<std::borrow::Cow<'_, Histogram<u64>>> {
+        use std::borrow::Cow;
+        match i {
+            SOURCE_LATENCY => Some(Cow::Borrowed(&self.latency)),
+            SOURCE_WAIT => Some(Cow::Borrowed(&self.wait)),
+            _ => self.server_latency(i - SOURCE_SERVERS).map(Cow::Owned),
+        }
+    }
+
+    /// Adds every distribution of [`RunMetrics::source`] into `pooled` (the same order;
+    /// each a [`latency_histogram`], or of any range that holds the values when it
+    /// resizes): what `Histogram::add` of each source gives, the servers' counted
+    /// straight from their bucket counts.
+    pub fn pool_into(&self, pooled: &mut [Histogram<u64>]) {
+        for (i, p) in pooled.iter_mut().enumerate() {
+            match i {
+                SOURCE_LATENCY => p.add(&self.latency),
+                SOURCE_WAIT => p.add(&self.wait),
+                _ => match self.server_counts.get(i - SOURCE_SERVERS) {
+                    Some(c) => {
+                        c.add_into(p);
+                        Ok(())
+                    }
+                    None => break,
+                },
+            }
+            .expect("a pool has the range of a latency histogram");
+        }
     }
 
     /// Least-squares growth of the number in system across the window's [`SLICES`] slices
@@ -1572,7 +1712,7 @@ impl RunMetrics {
             .iter()
             .zip(&utils)
             .enumerate()
-            .map(|(i, (s, &u))| (s, u, self.server_latency.get(i)))
+            .map(|(i, (s, &u))| (s, u, self.server_counts.get(i)))
             .map(|(s, u, h)| ServerSummary {
                 requests: s.requests as f64,
                 share: if accepted == 0 {
@@ -1588,19 +1728,19 @@ impl RunMetrics {
                 } else {
                     s.latency_sum / s.served as f64
                 },
-                latency_p99: match h {
-                    Some(h) if !h.is_empty() => h.value_at_quantile(0.99) as f64 * 1e-9,
-                    _ => f64::NAN,
+                latency_p99: match h.and_then(|c| c.value_at_quantile(SERVER_QUANTILE)) {
+                    Some(v) => v as f64 * 1e-9,
+                    None => f64::NAN,
                 },
             })
             .collect();
         RunSummary {
             values,
             servers,
-            cdfs: self
-                .sources()
+            cdfs: [&self.latency, &self.wait]
                 .into_iter()
                 .map(Cdf::from_histogram)
+                .chain(self.server_counts.iter().map(BucketCounts::cdf))
                 .collect(),
             batches: self.batches.clone(),
             phases: self
@@ -1864,7 +2004,7 @@ pub struct RunSummary {
     pub values: PerMetric<f64>,
     /// Per server, in server order.
     pub servers: Vec<ServerSummary>,
-    /// Each of [`RunMetrics::sources`], compactly, for the intervals of pooled percentiles.
+    /// Each of [`RunMetrics::source`], compactly, for the intervals of pooled percentiles.
     pub cdfs: Vec<Cdf>,
     /// [`RunMetrics::batches`] (empty where not measured, e.g. live mode).
     pub batches: Vec<[f64; 2]>,
@@ -2106,9 +2246,10 @@ mod tests {
             m.flush();
             let mut pooled = latency_histogram();
             let mut pooled_direct = latency_histogram();
-            for (h, d) in m.server_latency.iter().zip(&direct) {
-                proptest::prop_assert_eq!(readings(h), readings(d));
-                pooled.add(h).unwrap();
+            for (i, d) in direct.iter().enumerate() {
+                let h = m.server_latency(i).unwrap();
+                proptest::prop_assert_eq!(readings(&h), readings(d));
+                pooled.add(&h).unwrap();
                 pooled_direct.add(d).unwrap();
             }
             proptest::prop_assert_eq!(readings(&pooled), readings(&pooled_direct));
@@ -2131,7 +2272,9 @@ mod tests {
             b.flush();
             assert_eq!(a.latency, b.latency, "{n}");
             assert_eq!(a.wait, b.wait, "{n}");
-            assert_eq!(a.server_latency, b.server_latency, "{n}");
+            for i in 0..2 {
+                assert_eq!(a.server_latency(i), b.server_latency(i), "{n}");
+            }
             let (sa, sb) = (a.summarize(), b.summarize());
             assert_eq!(format!("{sa:?}"), format!("{sb:?}"), "{n}");
         }
@@ -2207,12 +2350,124 @@ mod tests {
             a.flush();
             proptest::prop_assert_eq!(&a.latency, &direct);
             proptest::prop_assert_eq!(readings(&a.latency), readings(&direct));
-            for (h, d) in a.server_latency.iter().zip(&servers) {
-                proptest::prop_assert_eq!(readings(h), readings(d));
+            for (i, d) in servers.iter().enumerate() {
+                proptest::prop_assert_eq!(readings(&a.server_latency(i).unwrap()), readings(d));
             }
             a.flush();
             proptest::prop_assert_eq!(&a.latency, &direct);
         }
+    }
+
+    /// A server's counts against an eager histogram (each value recorded at its bucket's
+    /// lowest value as it comes, as the batched path recorded them before; the exact
+    /// values make the same histogram but for the raw max and min kept inside, which
+    /// read back the same): what `server_latency` makes is that [`server_histogram`],
+    /// every field (counts, length, bucket count, highest trackable value: `Debug` shows
+    /// them all); its p99 and compact distribution read from the counts are the
+    /// histogram's; and pooling the counts adds what `Histogram::add` of the eager
+    /// histogram adds.
+    fn check_counts_against_eager(
+        m: &RunMetrics,
+        eager: &[Histogram<u64>],
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let mut pooled = empty_pools(eager.len());
+        m.pool_into(&mut pooled);
+        let mut pooled_eager = empty_pools(eager.len());
+        pooled_eager[SOURCE_LATENCY].add(&m.latency).unwrap();
+        pooled_eager[SOURCE_WAIT].add(&m.wait).unwrap();
+        let summary = m.summarize();
+        for (i, e) in eager.iter().enumerate() {
+            let lazy = m.server_latency(i).unwrap();
+            proptest::prop_assert_eq!(format!("{lazy:?}"), format!("{e:?}"), "server {}", i);
+            proptest::prop_assert_eq!(&lazy, e);
+            let p99 = (!e.is_empty()).then(|| e.value_at_quantile(SERVER_QUANTILE));
+            proptest::prop_assert_eq!(m.server_counts[i].value_at_quantile(SERVER_QUANTILE), p99);
+            for q in [0.001, 0.5, 0.9, 0.999, 1.0] {
+                let v = (!e.is_empty()).then(|| e.value_at_quantile(q));
+                proptest::prop_assert_eq!(m.server_counts[i].value_at_quantile(q), v, "q {}", q);
+            }
+            let p99 = p99.map_or(f64::NAN, |v| v as f64 * 1e-9);
+            proptest::prop_assert_eq!(summary.servers[i].latency_p99.to_bits(), p99.to_bits());
+            proptest::prop_assert_eq!(&summary.cdfs[SOURCE_SERVERS + i], &Cdf::from_histogram(e));
+            pooled_eager[SOURCE_SERVERS + i].add(e).unwrap();
+            proptest::prop_assert_eq!(&*m.source(SOURCE_SERVERS + i).unwrap(), e);
+        }
+        for (p, e) in pooled.iter().zip(&pooled_eager) {
+            proptest::prop_assert_eq!(format!("{p:?}"), format!("{e:?}"));
+        }
+        Ok(())
+    }
+
+    /// Empty pools as the runner makes them: latency histograms.
+    fn empty_pools(servers: usize) -> Vec<Histogram<u64>> {
+        (0..SOURCE_SERVERS + servers)
+            .map(|_| latency_histogram())
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Per-server response times kept as counts read, pool and summarize exactly as
+        /// eager per-server histograms (each value recorded as it comes): values over the
+        /// whole range, saturation past [`LATENCY_HIGH_NS`], servers that served nothing,
+        /// through the simulator's path and live mode's, flushed or not.
+        #[test]
+        fn server_counts_are_the_eager_histograms(
+            ops in proptest::collection::vec(
+                (0usize..4, latency_value(), proptest::prelude::any::<bool>()),
+                0..300,
+            ),
+            flush in proptest::prelude::any::<bool>(),
+        ) {
+            let mut m = RunMetrics::new(&[1, 2, 1, 1], Nanos(0), Nanos(1_000_000));
+            let mut eager: Vec<Histogram<u64>> = (0..4).map(|_| server_histogram()).collect();
+            let mut exact = eager.clone();
+            for &(i, v, live) in &ops {
+                // Server 3 never serves: an empty histogram, an undefined p99.
+                let i = i % 3;
+                if live {
+                    m.record_server_latency(i, Nanos(v));
+                } else {
+                    m.record_served(i, Nanos(0), Nanos(v), Nanos::ZERO);
+                }
+                eager[i].record(layout().lowest_equivalent(clamped(v))).unwrap();
+                exact[i].record(clamped(v)).unwrap();
+            }
+            if flush {
+                m.flush();
+            }
+            check_counts_against_eager(&m, &eager)?;
+            for (i, e) in exact.iter().enumerate() {
+                let lazy = m.server_latency(i).unwrap();
+                proptest::prop_assert_eq!(&lazy, e);
+                proptest::prop_assert_eq!(readings(&lazy), readings(e));
+            }
+        }
+    }
+
+    /// The same past 2^16 values in one bucket (the counts' overflow, read through the
+    /// merged walk), beside values in other buckets and at saturation.
+    #[test]
+    fn overflowed_counts_are_the_eager_histograms() {
+        let mut m = RunMetrics::new(&[1, 1], Nanos(0), Nanos(1_000));
+        let mut eager = [server_histogram(), server_histogram()];
+        let n = 2 * (1u64 << 16) + 3;
+        for k in 0..n {
+            let v = match k % 1000 {
+                0 => 3_000 + k,
+                1 => u64::MAX,
+                _ => 70_000,
+            };
+            m.record_served(0, Nanos(0), Nanos(v), Nanos::ZERO);
+            eager[0]
+                .record(layout().lowest_equivalent(clamped(v)))
+                .unwrap();
+        }
+        m.record_served(1, Nanos(0), Nanos(5), Nanos::ZERO);
+        eager[1].record(5).unwrap();
+        assert_eq!(m.server_counts[0].full.len(), 1);
+        check_counts_against_eager(&m, &eager).unwrap();
+        m.flush();
+        check_counts_against_eager(&m, &eager).unwrap();
     }
 
     /// Adding histograms reads as recording directly only for histograms of the same
@@ -2253,22 +2508,24 @@ mod tests {
             direct.record(500 + k).unwrap();
         }
         m.flush();
-        assert!(m.server_latency.is_empty());
+        assert_eq!(m.measured_servers(), 0);
+        assert_eq!(m.server_latency(0), None);
+        assert_eq!(m.source_count(), SOURCE_SERVERS);
         assert_eq!(m.latency, direct);
     }
 
     #[test]
-    fn server_latencies_wait_for_flush() {
+    fn server_latencies_need_no_flush() {
         let mut m = RunMetrics::new(&[1], Nanos(0), Nanos(1_000));
         for k in 0..67 {
             m.record_service(0, Nanos(0), Nanos(1000 + k), Nanos::ZERO);
         }
-        assert_eq!(m.server_latency[0].len(), 0);
+        assert_eq!(m.server_latency(0).unwrap().len(), 67);
         m.flush();
-        assert_eq!(m.server_latency[0].len(), 67);
+        assert_eq!(m.server_latency(0).unwrap().len(), 67);
         m.record_server_latency(0, Nanos(u64::MAX));
         assert_eq!(
-            m.server_latency[0].max(),
+            m.server_latency(0).unwrap().max(),
             latency_histogram().highest_equivalent(LATENCY_HIGH_NS)
         );
     }
@@ -2321,10 +2578,10 @@ mod tests {
             m.record_served(0, Nanos(0), Nanos(70_000), Nanos(k % 2 * 3));
             direct.record(70_000).unwrap();
         }
-        assert_eq!(m.server_pending[0].full.len(), 1);
+        assert_eq!(m.server_counts[0].full.len(), 1);
         m.flush();
         assert_eq!(m.latency, direct);
-        assert_eq!(m.server_latency[0].len(), n);
+        assert_eq!(m.server_latency(0).unwrap().len(), n);
         assert_eq!(m.wait.len(), n);
         assert_eq!(m.wait.count_at(3), n / 2);
     }

@@ -97,7 +97,7 @@ pub struct StrategyResult {
     pub label: String,
     /// Per finished replication, in replication order.
     pub runs: Vec<RunSummary>,
-    /// The distributions of [`RunMetrics::sources`] (nanoseconds), merged over all
+    /// The distributions of [`RunMetrics::source`] (nanoseconds), merged over all
     /// finished replications.
     pub pooled: Vec<Histogram<u64>>,
     /// Why the strategy has no steady state, when it has none ([`crate::stability`]):
@@ -138,10 +138,7 @@ pub fn empty_pooled(servers: usize) -> Vec<Histogram<u64>> {
 
 /// Adds a run's distributions to pooled histograms.
 pub fn pool(pooled: &mut [Histogram<u64>], m: &RunMetrics) {
-    for (p, h) in pooled.iter_mut().zip(m.sources()) {
-        // Same bounds on both sides: addition cannot fail.
-        let _ = p.add(h);
-    }
+    m.pool_into(pooled);
 }
 
 impl StrategyResult {
@@ -462,8 +459,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Takes a run's distributions out of pooled histograms that hold them ([`pool`]
 /// undone: counts are integers, so what is left is exactly the other runs' sum).
 fn unpool(pooled: &mut [Histogram<u64>], m: &RunMetrics) {
-    for (p, h) in pooled.iter_mut().zip(m.sources()) {
-        p.subtract(h)
+    for (i, p) in pooled.iter_mut().enumerate() {
+        let h = m.source(i).expect("a pool has a run's sources");
+        p.subtract(&*h)
             .expect("a run's counts are in the pool it was added to");
     }
 }

@@ -199,12 +199,24 @@ impl Cdf {
     /// The distribution of the values recorded in `h` (each at its bucket's median
     /// equivalent value).
     pub fn from_histogram(h: &Histogram<u64>) -> Cdf {
+        Cdf::from_medians(h.iter_recorded().map(|v| {
+            (
+                h.median_equivalent(v.value_iterated_to()),
+                v.count_at_value(),
+            )
+        }))
+    }
+
+    /// The distribution of values given as `(value, count)`, values increasing: what
+    /// [`Cdf::from_histogram`] makes of a histogram whose recorded buckets have these
+    /// median equivalent values and counts.
+    pub fn from_medians(values: impl IntoIterator<Item = (u64, u64)>) -> Cdf {
         let mut cdf = Cdf::default();
         let mut pending: Option<(u16, u64)> = None;
         let mut total = 0u64;
-        for v in h.iter_recorded() {
-            let b = bucket_of(h.median_equivalent(v.value_iterated_to()));
-            total += v.count_at_value();
+        for (value, count) in values {
+            let b = bucket_of(value);
+            total += count;
             match pending {
                 Some((last, _)) if last == b => {}
                 Some((last, cumulative)) => cdf.push(last, cumulative),
