@@ -282,6 +282,22 @@ pub trait Strategy: Send {
     /// joined, or — nginx — its time out of the rotation is over): under slow start its
     /// weight ramps up from now. Told after the view shows it up.
     fn on_available(&mut self, _backend: usize, _now: Nanos) {}
+
+    /// Whether the strategy wants [`Strategy::upcoming`] (asked once, when its balancer
+    /// is built). Default false.
+    fn reads_ahead(&self) -> bool {
+        false
+    }
+
+    /// Told the key of the request that arrives next, when the simulator draws it: just
+    /// before it picks for the request at hand, and a completion or two before that
+    /// key's own pick. A strategy may start reading what that pick will read (nginx
+    /// `hash … consistent`: the ring's index), so that the cache misses overlap with
+    /// that work instead of coming one after the other in the pick. A hint only: every
+    /// pick must be what it would be without it (the next pick may be of another key, a
+    /// retry, or come after the view changed). Called only when [`Strategy::reads_ahead`]
+    /// says so, by the simulator at request level with one balancer; never in live mode.
+    fn upcoming(&mut self, _key: u64) {}
 }
 
 /// How the simulator gets a strategy: one instance per balancer, and what the strategy
@@ -366,6 +382,8 @@ pub struct Balancer {
     /// [`Balancer::take_probes`] has not asked the strategy for yet. A plain store on the
     /// pick path: asking the strategy there cost every cheap pick 4–8 ns (issue 8).
     probe_owed: bool,
+    /// Whether the strategy wants [`Strategy::upcoming`] ([`Strategy::reads_ahead`]).
+    reads_ahead: bool,
 }
 
 impl Balancer {
@@ -387,6 +405,7 @@ impl Balancer {
             indexed_counts: strategy.indexes_view() && strategy.indexes_in_flight(),
             signals: strategy.signals(),
             probe_owed: false,
+            reads_ahead: strategy.reads_ahead(),
             own_loads: None,
             strategy,
             backends: Backends::for_balancers(weights, balancers),
@@ -436,6 +455,15 @@ impl Balancer {
             &mut self.probe_owed,
             &ctx,
         )
+    }
+
+    /// Tells the strategy the key of a request that will arrive next, if it wants to know
+    /// ([`Strategy::upcoming`]).
+    #[inline]
+    pub fn upcoming(&mut self, key: u64) {
+        if self.reads_ahead {
+            self.strategy.upcoming(key);
+        }
     }
 
     /// The out-of-band signals the strategy wants.
@@ -924,6 +952,29 @@ mod tests {
         fn on_reply_load(&mut self, backend: usize, load: &ServerLoad, _: Nanos) {
             let call = format!("reply {backend} {}", load.queued);
             self.calls.lock().unwrap().push(call);
+        }
+        /// Reads ahead when it indexes counts (a second flag is not needed here).
+        fn reads_ahead(&self) -> bool {
+            self.counts
+        }
+        fn upcoming(&mut self, key: u64) {
+            self.calls.lock().unwrap().push(format!("upcoming {key}"));
+        }
+    }
+
+    /// A balancer passes on an upcoming key only to a strategy that reads ahead.
+    #[test]
+    fn upcoming_keys_reach_only_a_strategy_that_reads_ahead() {
+        for ahead in [false, true] {
+            let calls = std::sync::Arc::default();
+            let strategy = Recorder {
+                counts: ahead,
+                calls: std::sync::Arc::clone(&calls),
+            };
+            let mut b = Balancer::new(Box::new(strategy), &[1, 1]);
+            b.upcoming(42);
+            let told = calls.lock().unwrap().contains(&"upcoming 42".to_string());
+            assert_eq!(told, ahead);
         }
     }
 

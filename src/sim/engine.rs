@@ -748,6 +748,7 @@ impl<'a> Sim<'a> {
             if let Some(next) = self.requests.next() {
                 let seq = self.events.reserve_seq();
                 self.pending = Some((next.arrival, seq, next));
+                self.tell_upcoming(next.key);
             }
             self.arrival::<PLAIN>(now, req);
             Some(now)
@@ -755,6 +756,16 @@ impl<'a> Sim<'a> {
             let (now, event) = self.events.pop()?;
             self.handle::<PLAIN>(now, event);
             Some(now)
+        }
+    }
+
+    /// Tells the balancer the key of the next arrival, drawn now, before the pick of the
+    /// arrival at hand and the events until the next ([`Balancer::upcoming`]): at request
+    /// level with one balancer (with several, which one picks is drawn at the arrival).
+    #[inline(always)]
+    fn tell_upcoming(&mut self, key: u64) {
+        if let (Topology::Requests, [balancer]) = (&self.topology, self.balancers.as_mut_slice()) {
+            balancer.upcoming(key);
         }
     }
 

@@ -91,6 +91,22 @@ pub struct NginxHash {
     fallback: SmoothWeightedRoundRobin,
     /// The peers' weight ranges, for the walk. Rebuilt when a weight changes.
     ranges: Ranges,
+    /// The lookups begun for the last two keys told ([`Strategy::upcoming`]), the later
+    /// second: the simulator tells the key of request `k + 1` just before it picks for
+    /// request `k`. Emptied when the ring is dropped.
+    begun: [Option<Begun>; 2],
+}
+
+/// A consistent lookup begun before its pick ([`Strategy::upcoming`]): the key's hash
+/// and its bucket in the ring's entries, read then, so that the miss on the index
+/// overlaps with the events before the pick (and with the previous pick's miss on the
+/// entries) instead of coming before the pick's own.
+#[derive(Clone, Copy, Debug)]
+struct Begun {
+    key: u64,
+    hash: u32,
+    /// [`Ring::bucket`] of `hash`.
+    bucket: (u32, u32),
 }
 
 /// The consistent ring's points, sorted by hash with equal hashes once, and an index by
@@ -171,16 +187,15 @@ impl Ring {
     /// Fills `starts` and `entries` from `points`.
     fn index(&mut self) {
         let (points, bits) = (&self.points, self.bits);
-        let mut starts = Vec::with_capacity((1 << bits) + 1);
-        let mut p = 0;
-        for v in 0..1u64 << bits {
-            let low = v << (32 - bits);
-            while p < points.len() && u64::from(points[p].0) < low {
-                p += 1;
-            }
-            starts.push(p as u32);
+        // `starts[v]` counts the points of prefixes below `v`: the points are sorted, so
+        // it is the position of the first of prefix `v` or above.
+        let mut starts = vec![0u32; (1 << bits) + 1];
+        for &(hash, _) in points {
+            starts[(hash >> (32 - bits)) as usize + 1] += 1;
         }
-        starts.push(points.len() as u32);
+        for v in 1..starts.len() {
+            starts[v] += starts[v - 1];
+        }
         let mut entries: Vec<u32> = points.iter().map(|&(h, peer)| h << bits | peer).collect();
         entries.push(u32::MAX << bits | points[0].1);
         self.starts = starts;
@@ -217,13 +232,31 @@ impl Ring {
     /// is its point's, or at the end the marker, with the first point's peer.
     #[inline]
     fn first(&self, hash: u32) -> (usize, usize) {
-        if self.starts.is_empty() {
+        if !self.indexed() {
             let at = self.points.partition_point(|&(h, _)| h < hash);
             let at = if at == self.points.len() { 0 } else { at };
             return (at, self.peer(at));
         }
+        self.first_in(hash, self.bucket(hash))
+    }
+
+    /// Whether the ring has its bucket index ([`Ring::bucket`]).
+    fn indexed(&self) -> bool {
+        !self.starts.is_empty()
+    }
+
+    /// Where the entries of `hash`'s bucket lie: `starts[v]..starts[v + 1]`, `v` the
+    /// hash's top bits. The ring must be [`Ring::indexed`].
+    #[inline]
+    fn bucket(&self, hash: u32) -> (u32, u32) {
         let v = (hash >> (32 - self.bits)) as usize;
-        let (lo, hi) = (self.starts[v] as usize, self.starts[v + 1] as usize);
+        (self.starts[v], self.starts[v + 1])
+    }
+
+    /// [`Ring::first`] of `hash` on an indexed ring, given its [`Ring::bucket`].
+    #[inline]
+    fn first_in(&self, hash: u32, (lo, hi): (u32, u32)) -> (usize, usize) {
+        let (lo, hi) = (lo as usize, hi as usize);
         let probe = hash << self.bits;
         let at = lo + self.entries[lo..hi].partition_point(|&e| e < probe);
         let peer = self.entries[at] & ((1 << self.bits) - 1);
@@ -318,11 +351,15 @@ impl AddressText {
 impl NginxHash {
     /// The peer nginx's `try`-th hash of `key` lands on (0-based), given the running sum
     /// `sum` of the earlier tries' hashes, which it advances.
-    fn peer(key: &[u8], attempt: u32, sum: &mut u64, ranges: &Ranges) -> usize {
+    fn peer(addr: std::net::Ipv4Addr, attempt: u32, sum: &mut u64, ranges: &Ranges) -> usize {
         let crc = if attempt > 0 {
-            crc32_extend(crc32_extend(0, attempt.to_string().as_bytes()), key)
+            let key = AddressText::of(addr);
+            crc32_extend(
+                crc32_extend(0, attempt.to_string().as_bytes()),
+                key.as_bytes(),
+            )
         } else {
-            crc32_extend(0, key)
+            address_crc(addr)
         };
         *sum += u64::from((crc >> 16) & 0x7fff);
         ranges.holding(*sum % ranges.total())
@@ -339,6 +376,12 @@ impl NginxHash {
         p
     }
 
+    /// Drops the ring, to be built again at the next pick, and the lookups begun on it.
+    fn drop_ring(&mut self) {
+        self.ring = None;
+        self.begun = [None; 2];
+    }
+
     /// The weight ranges of `backends`, rebuilt if the backends are new.
     fn ranges(&mut self, backends: &Backends) -> &Ranges {
         if self.ranges.ends.len() != backends.len() {
@@ -353,36 +396,67 @@ impl NginxHash {
     /// peer's `160 × weight` points, sorted (stably, as glibc's merge-sort `qsort`), equal
     /// hashes kept once (the first).
     fn build_ring(params: &NginxHashParams, backends: &Backends) -> Vec<(u32, u32)> {
-        let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
-        let mut ring = Vec::with_capacity((total * u64::from(POINTS_PER_WEIGHT)) as usize);
-        for (i, b) in backends.iter().enumerate() {
-            let line = params.server_line(i);
-            let (host, port) = line.rsplit_once(':').expect("host:port");
-            let mut base = crc32fast::Hasher::new();
-            base.update(host.as_bytes());
-            base.update(b"\0");
-            base.update(port.as_bytes());
-            let base = base.finalize();
-            let mut prev = 0u32;
-            for _ in 0..u64::from(b.weight) * u64::from(POINTS_PER_WEIGHT) {
-                prev = crc32_append(base, prev);
-                ring.push((prev, i as u32));
+        let counts: Vec<usize> = backends
+            .iter()
+            .map(|b| b.weight as usize * POINTS_PER_WEIGHT as usize)
+            .collect();
+        let mut ring = vec![(0, 0); counts.iter().sum()];
+        // Each peer's points are a chain (a point's hash is made from the one before):
+        // four peers' chains are made side by side, so the processor overlaps their steps.
+        let mut at = 0;
+        for (group, counts) in counts.chunks(4).enumerate() {
+            let mut chains: Vec<_> = (0..counts.len())
+                .map(|j| {
+                    let peer = 4 * group + j;
+                    let chain = (peer as u32, Self::point_base(params, peer), 0u32, at);
+                    at += counts[j];
+                    chain
+                })
+                .collect();
+            let longest = counts.iter().max().copied().unwrap_or(0);
+            for k in 0..longest {
+                for ((peer, base, prev, start), &count) in chains.iter_mut().zip(counts) {
+                    if k < count {
+                        *prev = crc32_append(*base, *prev);
+                        ring[*start + k] = (*prev, *peer);
+                    }
+                }
             }
         }
         sort_points(&mut ring);
         ring
     }
 
-    /// The consistent pick of a key whose crc32 is `hash`: `None` when nginx falls back
-    /// to round robin (one peer, no points, or 21 points in a row whose peers are down).
-    fn consistent_pick(&mut self, backends: &Backends, hash: u32) -> Option<usize> {
+    /// The crc32 of peer `i`'s `server` line as its points hash it: `HOST \0 PORT`.
+    fn point_base(params: &NginxHashParams, i: usize) -> u32 {
+        let line = params.server_line(i);
+        let (host, port) = line.rsplit_once(':').expect("host:port");
+        let mut base = crc32fast::Hasher::new();
+        base.update(host.as_bytes());
+        base.update(b"\0");
+        base.update(port.as_bytes());
+        base.finalize()
+    }
+
+    /// The consistent pick of a key whose crc32 is `hash`, given its bucket if it was
+    /// read before ([`Begun`]): `None` when nginx falls back to round robin (one peer, no
+    /// points, or 21 points in a row whose peers are down).
+    fn consistent_pick(
+        &mut self,
+        backends: &Backends,
+        hash: u32,
+        bucket: Option<(u32, u32)>,
+    ) -> Option<usize> {
         let ring = self
             .ring
             .get_or_insert_with(|| LAST_RING.ring(&self.params, backends));
         if backends.len() < 2 || ring.is_empty() {
             return None;
         }
-        let (first, peer) = ring.first(hash);
+        let (first, peer) = match bucket {
+            Some(bucket) => ring.first_in(hash, bucket),
+            None => ring.first(hash),
+        };
         if backends.up(peer) {
             return Some(peer);
         }
@@ -429,18 +503,101 @@ const fn crc_tables() -> [[u32; 256]; 4] {
 
 /// The crc32 of some bytes followed by `word`'s 4 little-endian bytes, given `crc`, the
 /// crc32 of those bytes: what `crc32fast::Hasher` computes for them, as one step of
-/// "slicing by 4" (the register, un-inverted, takes the 4 bytes in at once, low byte
-/// first as the little-endian order sends it; each byte's remainder after the bytes that
-/// follow it is one lookup). The ring's 1.6M points at 10,000 peers are such hashes, each
-/// of the one before.
+/// "slicing by 4" ([`crc_step`] on the register, which is the crc inverted). The ring's
+/// 1.6M points at 10,000 peers are such hashes, each of the one before.
 #[inline]
 fn crc32_append(crc: u32, word: u32) -> u32 {
-    let c = !crc ^ word;
+    !crc_step(!crc ^ word)
+}
+
+/// One step of "slicing by 4": the crc register `c`, the 4 bytes just taken in already
+/// xored into it (the low byte first, as the little-endian order sends it), after those
+/// bytes. Each byte's remainder after the bytes that follow it is one lookup.
+#[inline]
+fn crc_step(c: u32) -> u32 {
     let t = &CRC_TABLES;
-    !(t[3][(c & 0xff) as usize]
+    t[3][(c & 0xff) as usize]
         ^ t[2][(c >> 8 & 0xff) as usize]
         ^ t[1][(c >> 16 & 0xff) as usize]
-        ^ t[0][(c >> 24) as usize])
+        ^ t[0][(c >> 24) as usize]
+}
+
+/// The crc32 of a client address's text (`$remote_addr`, dotted decimal, as
+/// [`AddressText`] writes it): what nginx hashes for a key, in registers and without a
+/// branch on the text's length.
+///
+/// The text (7 to 15 bytes) is made in a `u128`, one octet's digits and dot at a time
+/// ([`OCTET_TEXT`]), then shifted up to end at byte 16: `pad` zero bytes in front, the
+/// last octet's dot shifted out. The register starts at [`PAD_START`]`[pad]`, the state
+/// that `pad` zero bytes take to crc32's initial register (all ones), so the crc of the
+/// 16 bytes, four [`crc_step`]s, is the crc of the text alone. (Writing the text to a
+/// byte buffer and reading it back as words stalled every pick on a failed store-to-load
+/// forwarding, and the loops over its length mispredicted.)
+#[inline]
+fn address_crc(addr: std::net::Ipv4Addr) -> u32 {
+    let (mut text, mut len) = (0u128, 0);
+    for octet in addr.octets() {
+        let (digits, n) = OCTET_TEXT[usize::from(octet)];
+        text |= u128::from(digits) << (8 * len);
+        len += n;
+    }
+    // `len` counts the last octet's dot: the text is `len - 1` bytes, at most 15.
+    let pad = 17 - len;
+    let text = text << (8 * pad);
+    let mut c = PAD_START[pad as usize];
+    for k in 0..4 {
+        c = crc_step(c ^ (text >> (32 * k)) as u32);
+    }
+    !c
+}
+
+/// Each octet's decimal digits and a dot, as little-endian bytes, and how many bytes
+/// (2 to 4).
+const OCTET_TEXT: [(u32, u32); 256] = octet_text();
+
+const fn octet_text() -> [(u32, u32); 256] {
+    let mut t = [(0, 0); 256];
+    let mut o = 0;
+    while o < 256 {
+        let (mut word, mut n) = (0u32, 0);
+        if o >= 100 {
+            word |= (b'0' as u32 + o / 100) << (8 * n);
+            n += 1;
+        }
+        if o >= 10 {
+            word |= (b'0' as u32 + o / 10 % 10) << (8 * n);
+            n += 1;
+        }
+        word |= (b'0' as u32 + o % 10) << (8 * n);
+        word |= (b'.' as u32) << (8 * (n + 1));
+        t[o as usize] = (word, n + 2);
+        o += 1;
+    }
+    t
+}
+
+/// `PAD_START[p]`: the crc register that `p` zero bytes take to all ones, crc32's
+/// initial register. A zero byte takes register `r` to `r >> 8 ^ T[r & 0xff]`
+/// (`T = CRC_TABLES[0]`); the top bytes of `T`'s 256 entries are distinct (the top byte
+/// of `T[i]` alone determines `i`, as the polynomial's top coefficient is 1), so the
+/// step is undone by finding the `i` whose `T[i]` has the register's top byte:
+/// `r = (r' ^ T[i]) << 8 | i`.
+const PAD_START: [u32; 17] = pad_start();
+
+const fn pad_start() -> [u32; 17] {
+    let t = &CRC_TABLES[0];
+    let mut start = [u32::MAX; 17];
+    let mut p = 1;
+    while p < 17 {
+        let after = start[p - 1];
+        let mut i = 0;
+        while t[i] >> 24 != after >> 24 {
+            i += 1;
+        }
+        start[p] = (after ^ t[i]) << 8 | i as u32;
+        p += 1;
+    }
+    start
 }
 
 /// The crc32 of some bytes followed by `bytes`, given `crc`, the crc32 of those bytes (0
@@ -461,37 +618,62 @@ fn crc32_extend(crc: u32, bytes: &[u8]) -> u32 {
 /// Sorts points made peer after peer (in order of peer) as nginx does, stably by hash
 /// (glibc's `qsort` is a merge sort), and keeps the first of equal hashes.
 ///
-/// A least-significant-digit radix sort: one pass counts the three digits of every hash
-/// (its bits 0-10, 11-21 and 22-31), then one pass per digit, from the lowest, moves each
-/// point, in order, to the next place of its digit's range. Each pass is stable, so after
-/// the last points are in order of hash, and equal hashes in the order they were made.
-/// (`sort_by_key` took 15% of a whole run at 10,000 peers, whose 1.6M points have about
-/// 300 equal hashes; `sort_unstable` of (hash, peer), the same order, 33 ms; this 14 ms.)
+/// A radix sort whose every pass is stable ([`counting_pass`]), so that equal hashes stay
+/// in the order they were made: one pass by the hashes' top 8 bits into 256 ranges (a
+/// few tens of kB each at 1.6M points, so that what follows works in the cache), then
+/// within each range one pass by bits 0-11 and one by bits 12-23 (a range of a few points
+/// by the standard library's stable sort). (`sort_by_key` took 15% of a whole run at
+/// 10,000 peers, whose 1.6M points have about 300 equal hashes; three passes of 11 bits
+/// over the whole ring, each scattering to 2,048 places 12.8 MB apart, were most of the
+/// ring's build on a busy machine.)
 fn sort_points(points: &mut Vec<(u32, u32)>) {
-    const SHIFTS: [u32; 3] = [0, 11, 22];
-    const RADIX: usize = 1 << 11;
-    let digit = |hash: u32, shift: u32| (hash >> shift) as usize & (RADIX - 1);
-    let mut counts = [[0usize; RADIX]; 3];
-    for &(hash, _) in points.iter() {
-        for (count, &shift) in counts.iter_mut().zip(&SHIFTS) {
-            count[digit(hash, shift)] += 1;
-        }
-    }
+    /// Below this many points a range is sorted by comparisons.
+    const SMALL: usize = 64;
     let mut moved = vec![(0, 0); points.len()];
-    for (count, &shift) in counts.iter_mut().zip(&SHIFTS) {
-        // Each digit's first place: the number of points of smaller digits.
-        let mut before = 0;
-        for c in count.iter_mut() {
-            (*c, before) = (before, before + *c);
+    let mut top = vec![0; 1 << 8];
+    counting_pass(points, &mut moved, 24, &mut top);
+    let mut low = vec![0; 1 << 12];
+    let mut start = 0;
+    for end in top {
+        let range = start..end;
+        start = end;
+        if range.len() <= SMALL {
+            moved[range].sort_by_key(|&(hash, _)| hash);
+            continue;
         }
-        for &point in points.iter() {
-            let place = &mut count[digit(point.0, shift)];
-            moved[*place] = point;
-            *place += 1;
-        }
-        std::mem::swap(points, &mut moved);
+        counting_pass(
+            &moved[range.clone()],
+            &mut points[range.clone()],
+            0,
+            &mut low,
+        );
+        counting_pass(&points[range.clone()], &mut moved[range], 12, &mut low);
     }
+    std::mem::swap(points, &mut moved);
     points.dedup_by_key(|&mut (hash, _)| hash);
+}
+
+/// Moves `from`'s points to `to` (as long) in order of the digit at bit `shift` of their
+/// hashes, `places.len()` (a power of two) digit values, points of equal digits in the
+/// order they come (a stable counting sort by that digit). Leaves in `places[d]` where
+/// digit `d`'s points end in `to`.
+fn counting_pass(from: &[(u32, u32)], to: &mut [(u32, u32)], shift: u32, places: &mut [usize]) {
+    let mask = places.len() - 1;
+    let digit = |hash: u32| (hash >> shift) as usize & mask;
+    places.fill(0);
+    for &(hash, _) in from {
+        places[digit(hash)] += 1;
+    }
+    // Each digit's first place: the number of points of smaller digits.
+    let mut before = 0;
+    for place in places.iter_mut() {
+        (*place, before) = (before, before + *place);
+    }
+    for &point in from {
+        let place = &mut places[digit(point.0)];
+        to[*place] = point;
+        *place += 1;
+    }
 }
 
 /// The ring last built in this process, with what it was built from: the replications of
@@ -545,9 +727,13 @@ impl RingCache {
 
 impl Strategy for NginxHash {
     fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
-        let text = AddressText::of(client_address(ctx.key));
+        let addr = client_address(ctx.key);
         if self.params.consistent {
-            let picked = self.consistent_pick(backends, crc32_extend(0, text.as_bytes()));
+            let (hash, bucket) = match self.begun.iter().flatten().find(|b| b.key == ctx.key) {
+                Some(b) => (b.hash, Some(b.bucket)),
+                None => (address_crc(addr), None),
+            };
+            let picked = self.consistent_pick(backends, hash, bucket);
             return picked.or_else(|| self.fallback.pick(backends, ctx));
         }
         let ranges = self.ranges(backends);
@@ -555,7 +741,7 @@ impl Strategy for NginxHash {
         if backends.len() > 1 && ranges.total() > 0 {
             let mut sum = 0u64;
             for attempt in 0..TRIES {
-                let p = Self::peer(text.as_bytes(), attempt, &mut sum, ranges);
+                let p = Self::peer(addr, attempt, &mut sum, ranges);
                 if backends.up(p) {
                     return Some(p);
                 }
@@ -568,13 +754,39 @@ impl Strategy for NginxHash {
         true
     }
 
+    /// Only a weight matters ([`Strategy::on_view`] below), never a count: spared two
+    /// calls a request.
+    fn indexes_in_flight(&self) -> bool {
+        false
+    }
+
+    fn reads_ahead(&self) -> bool {
+        self.params.consistent
+    }
+
+    /// Begins the lookup of `key` on the ring: its hash, and its bucket read from the
+    /// index (the entries are read at the pick).
+    fn upcoming(&mut self, key: u64) {
+        if let Some(ring) = &self.ring
+            && ring.indexed()
+        {
+            let hash = address_crc(client_address(key));
+            let begun = Begun {
+                key,
+                hash,
+                bucket: ring.bucket(hash),
+            };
+            self.begun = [self.begun[1], Some(begun)];
+        }
+    }
+
     /// A weight that changed invalidates the weight ranges and the ring (the balancer's
     /// weights are fixed today: this keeps them right should that change).
     fn on_view(&mut self, backend: usize, view: &Backend) {
         if let Some(ring) = &self.ring
             && ring.from.weights.get(backend) != Some(&view.weight)
         {
-            self.ring = None;
+            self.drop_ring();
         }
         let ends = &self.ranges.ends;
         let Some(&end) = ends.get(backend) else {
@@ -583,7 +795,7 @@ impl Strategy for NginxHash {
         let start = backend.checked_sub(1).map_or(0, |k| ends[k]);
         if end - start != u64::from(view.weight) {
             self.ranges = Ranges::default();
-            self.ring = None;
+            self.drop_ring();
         }
     }
 }
@@ -774,14 +986,14 @@ mod tests {
     fn a_new_weight_rebuilds_the_ring() {
         let mut h = consistent(29_100);
         let mut backends = view(&[1, 1, 1]);
-        h.consistent_pick(&backends, 7);
+        h.consistent_pick(&backends, 7, None);
         backends = view(&[1, 4, 1]);
         h.on_view(1, &backends.iter().nth(1).unwrap().clone());
         let want = reference_ring(&h.params, &[1, 4, 1]);
         let up = [true; 3];
         for hash in probes(&want, vec![1, 2, 3]) {
             assert_eq!(
-                h.consistent_pick(&backends, hash),
+                h.consistent_pick(&backends, hash, None),
                 reference_pick(&want, &up, hash)
             );
         }
@@ -890,7 +1102,53 @@ mod tests {
                 .map(|&key| crc32fast::hash(AddressText::of(client_address(key)).as_bytes()));
             for hash in hashes.chain(probes(&plain, Vec::new())) {
                 let want = reference_pick(&plain, &up, hash);
-                proptest::prop_assert_eq!(h.consistent_pick(&backends, hash), want, "hash {:#x}", hash);
+                proptest::prop_assert_eq!(h.consistent_pick(&backends, hash, None), want, "hash {:#x}", hash);
+            }
+        }
+
+        /// The crc made in registers is crc32fast's of the address's text.
+        #[test]
+        fn the_address_crc_is_the_crc_of_its_text(bits: u32) {
+            let addr = std::net::Ipv4Addr::from(bits);
+            let text = addr.to_string();
+            proptest::prop_assert_eq!(address_crc(addr), crc32fast::hash(text.as_bytes()));
+        }
+
+        /// Keys told and picked in any order (each pick perhaps of a key told just
+        /// before, two keys before, or never), peers going down and up and weights
+        /// changing between: a strategy told the keys picks as one never told.
+        #[test]
+        fn picks_told_ahead_are_the_picks_without(
+            ops in proptest::collection::vec((0u8..8, 0u64..24), 1..300),
+        ) {
+            let mut weights = vec![1u32; 12];
+            let mut backends = view(&weights);
+            let (mut told, mut never) = (consistent(29_100), consistent(29_100));
+            for (op, k) in ops {
+                let i = k as usize % weights.len();
+                match op {
+                    0..=2 => told.upcoming(k),
+                    3..=5 => {
+                        let ctx = PickContext::new(Nanos(0), k);
+                        let want = never.pick(&backends, &ctx);
+                        proptest::prop_assert_eq!(told.pick(&backends, &ctx), want, "key {}", k);
+                    }
+                    6 => {
+                        backends.set_up(i, !backends.up(i));
+                        told.on_view(i, &backends.at(i));
+                        never.on_view(i, &backends.at(i));
+                    }
+                    _ => {
+                        weights[i] = weights[i] % 3 + 1;
+                        let up: Vec<bool> = (0..weights.len()).map(|j| backends.up(j)).collect();
+                        backends = view(&weights);
+                        for (j, &u) in up.iter().enumerate() {
+                            backends.set_up(j, u);
+                        }
+                        told.on_view(i, &backends.at(i));
+                        never.on_view(i, &backends.at(i));
+                    }
+                }
             }
         }
 
@@ -914,6 +1172,48 @@ mod tests {
         ] {
             let t = AddressText::of(addr.into());
             assert_eq!(t.as_bytes(), text.as_bytes());
+            assert_eq!(address_crc(addr.into()), crc32fast::hash(text.as_bytes()));
+        }
+    }
+
+    /// `PAD_START[p]` is taken to crc32's initial register by `p` zero bytes.
+    #[test]
+    fn the_pad_starts_reach_the_initial_register() {
+        for (p, &start) in PAD_START.iter().enumerate() {
+            let zero_byte = |r: u32| r >> 8 ^ CRC_TABLES[0][(r & 0xff) as usize];
+            assert_eq!((0..p).fold(start, |r, _| zero_byte(r)), u32::MAX, "{p}");
+        }
+    }
+
+    /// Told the next key just before each pick, as the simulator tells it, a strategy
+    /// begins each lookup before its pick (so the picks below read the buckets it read),
+    /// and picks as one never told; a key told and then not picked, or picked after
+    /// another key was told, changes nothing either.
+    #[test]
+    fn lookups_begun_when_told_pick_as_without() {
+        let mut backends = view(&[1; 12]);
+        backends.set_up(3, false);
+        let (mut told, mut never) = (consistent(29_100), consistent(29_100));
+        let pick = |h: &mut NginxHash, backends: &Backends, key| {
+            h.pick(backends, &PickContext::new(Nanos(0), key))
+        };
+        let keys: Vec<u64> = (0..400).map(|k| k * 7_919 % 1_000).collect();
+        pick(&mut told, &backends, keys[0]);
+        pick(&mut never, &backends, keys[0]);
+        for k in keys.windows(2) {
+            told.upcoming(k[1]);
+            assert_eq!(told.begun[1].map(|b| b.key), Some(k[1]));
+            assert_eq!(
+                pick(&mut told, &backends, k[0]),
+                pick(&mut never, &backends, k[0])
+            );
+        }
+        for (tell, picked) in [(5, 6), (6, 5), (7, 7)] {
+            told.upcoming(tell);
+            assert_eq!(
+                pick(&mut told, &backends, picked),
+                pick(&mut never, &backends, picked)
+            );
         }
     }
 
@@ -936,11 +1236,17 @@ mod tests {
         assert_eq!(crc32fast::hash(b"127.1.0.0"), 0x9dd0_fe8e);
         let mut sum = 0;
         let ranges = NginxHash::default().ranges(&view(&[2, 1, 1])).clone();
-        assert_eq!(NginxHash::peer(b"127.1.0.0", 0, &mut sum, &ranges), 0);
+        assert_eq!(
+            NginxHash::peer([127, 1, 0, 0].into(), 0, &mut sum, &ranges),
+            0
+        );
         assert_eq!(sum, 7632);
         // The second try hashes "1127.1.0.0" and adds: crc32 = 0x1f62_6b50, 0x1f62 &
         // 0x7fff = 8034, sum 15666, 15666 % 4 = 2: the second peer ([2, 3)).
-        assert_eq!(NginxHash::peer(b"127.1.0.0", 1, &mut sum, &ranges), 1);
+        assert_eq!(
+            NginxHash::peer([127, 1, 0, 0].into(), 1, &mut sum, &ranges),
+            1
+        );
         assert_eq!(sum, 15666);
     }
 
