@@ -29,21 +29,35 @@ use lbsim::live::LiveRun;
 use lbsim::live::verdict::Verdict;
 use lbsim::scenario::Scenario;
 
-/// Node-1 crashes at 2.5 s for 1.5 s, detected after 0.25 s, under round robin.
-const FAULTS: &str = r#"
+/// Node-1 crashes at 2.5 s for 1.5 s, detected after 0.25 s.
+const CRASH: &str = r#"
 [[faults]]
 server = "node-1"
 kind = "crash"
 at = 2.5
 duration = 1.5
 detection = 0.25
-
-[[strategies]]
-kind = "round_robin"
 "#;
 
+/// The crash under round robin.
 fn scenario() -> Scenario {
-    common::LiveCluster::new("crash-live", 7, 560.0).scenario(FAULTS)
+    common::LiveCluster::new("crash-live", 7, 560.0).scenario(&format!(
+        "{CRASH}\n[[strategies]]\nkind = \"round_robin\"\n"
+    ))
+}
+
+/// The crash, the mark-down, the recovery and the mark-up, at their times.
+fn assert_crash_logged(run: &LiveRun) {
+    let r = &run.strategies[0];
+    let what: Vec<&str> = r.faults.iter().map(|e| e.what.as_str()).collect();
+    assert_eq!(
+        what,
+        ["crash node-1", "down node-1", "recover node-1", "up node-1"],
+        "{:?}",
+        r.faults
+    );
+    let at: Vec<f64> = r.faults.iter().map(|e| e.at).collect();
+    assert_eq!(at, [2.5, 2.75, 4.0, 4.25]);
 }
 
 /// Replays with every fault `delay` seconds late, within a minute.
@@ -63,17 +77,8 @@ fn a_crash_replays_live_and_agrees_phase_by_phase() {
     let v = common::judged_retrying(
         || live(&s, 0.0),
         |run| {
+            assert_crash_logged(run);
             let r = &run.strategies[0];
-            // The crash, the mark-down, the recovery and the mark-up, at their times.
-            let what: Vec<&str> = r.faults.iter().map(|e| e.what.as_str()).collect();
-            assert_eq!(
-                what,
-                ["crash node-1", "down node-1", "recover node-1", "up node-1"],
-                "{:?}",
-                r.faults
-            );
-            let at: Vec<f64> = r.faults.iter().map(|e| e.at).collect();
-            assert_eq!(at, [2.5, 2.75, 4.0, 4.25]);
             // Failed calls are counted, on the crashed backend only.
             assert!(r.errors > 0 && r.metrics.failed > 0, "no failure counted");
             assert_eq!(
@@ -108,17 +113,10 @@ fn a_backend_crashing_later_than_declared_fails() {
     common::assert_late_crash_fails(&run, &v, 0.01);
 }
 
-/// The crash above under Envoy round robin with slow start alone (a policy that runs
-/// without a client, live as simulated): node-1 ramps from 10 % of its weight over 1.5 s
-/// once health checks see it back at 4.25 s.
+/// Envoy round robin with slow start alone (a policy that runs without a client, live as
+/// simulated): after the crash, node-1 ramps from 10 % of its weight over 1.5 s once
+/// health checks see it back at 4.25 s.
 const SLOW_START: &str = r#"
-[[faults]]
-server = "node-1"
-kind = "crash"
-at = 2.5
-duration = 1.5
-detection = 0.25
-
 [[strategies]]
 kind = "edf_wrr"
 [strategies.policy.slow_start]
@@ -133,7 +131,8 @@ fn slow_start_alone_ramps_a_returning_backend_live_as_simulated() {
     // few picks. Without the ramp (measured: the simulation without slow start) node-1
     // takes about 90 more of the window's requests, so a live run that ignored slow
     // start would be far outside the allowance.
-    let s = common::LiveCluster::new("slow-start-live", 7, 560.0).scenario(SLOW_START);
+    let s = common::LiveCluster::new("slow-start-live", 7, 560.0)
+        .scenario(&format!("{CRASH}{SLOW_START}"));
     let simulated = |s: &Scenario| {
         lbsim::sim::Run::entry(s, &s.strategies[0], 0)
             .seed(s.seed)
@@ -148,16 +147,7 @@ fn slow_start_alone_ramps_a_returning_backend_live_as_simulated() {
     assert!(full - ramped > 60.0, "ramped {ramped}, full {full}");
     common::judged_retrying(
         || live(&s, 0.0),
-        |run| {
-            let r = &run.strategies[0];
-            let what: Vec<&str> = r.faults.iter().map(|e| e.what.as_str()).collect();
-            assert_eq!(
-                what,
-                ["crash node-1", "down node-1", "recover node-1", "up node-1"],
-                "{:?}",
-                r.faults
-            );
-        },
+        assert_crash_logged,
         |run| {
             let live = run.strategies[0].metrics.servers[1].requests as f64;
             println!("node-1 requests: live {live}, simulated {ramped}, without slow start {full}");
