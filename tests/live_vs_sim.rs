@@ -178,9 +178,19 @@ fn backend_killed_mid_run_is_routed_around() {
     assert_eq!(s.errors, s.errors_per_backend[1]);
     // Everything else was served (the servers also count the calibration calls), and the
     // survivors kept taking traffic after the kill.
+    // A call the victim's worker finished as it died may have lost its answer with the
+    // connection: served at the server and an error at the client, so the two counts
+    // may exceed the calls sent by at most one call a worker of the victim (seen once
+    // in a fresh-clone CI run: 2,734 ended against 2,733 sent).
     let calibration = (opts.calibration_calls * cluster.servers.len()) as u64;
     let served: u64 = cluster.servers.iter().map(|x| x.served()).sum();
-    assert_eq!(s.sent + calibration, s.errors + served);
+    let (sent, ended) = (s.sent + calibration, s.errors + served);
+    let workers = u64::from(scenario.groups[scenario.servers()[1].group].workers);
+    assert!(
+        sent <= ended && ended <= sent + workers,
+        "{sent} calls sent, {ended} ended (errors {} + served {served}); the victim has {workers} workers",
+        s.errors
+    );
     for (k, server) in cluster.servers.iter().enumerate() {
         if k != 1 {
             assert!(
