@@ -141,7 +141,9 @@ fn backend_killed_mid_run_is_routed_around() {
     let opts = LiveOptions {
         backends: Some(cluster.addrs()),
         io_timeout: Duration::from_secs(5),
-        calibration_calls: 5,
+        // No calibration: its calls would count at the servers, and a busy machine
+        // measures a backend again (up to three rounds), so how many there are varies.
+        calibration_calls: 0,
         ..LiveOptions::default()
     };
     let (tx, rx) = mpsc::channel();
@@ -149,7 +151,7 @@ fn backend_killed_mid_run_is_routed_around() {
     thread::spawn(move || {
         let _ = tx.send(replay(&s, &o));
     });
-    // Kill slow-0 (backend 1) about half-way through the 2.5 s run (after calibration).
+    // Kill slow-0 (backend 1) about half-way through the 2.5 s run.
     thread::sleep(Duration::from_millis(1500));
     let victim = &cluster.servers[1];
     let served_before = victim.served();
@@ -176,15 +178,13 @@ fn backend_killed_mid_run_is_routed_around() {
     );
     assert_eq!(s.marked_down, vec![1]);
     assert_eq!(s.errors, s.errors_per_backend[1]);
-    // Everything else was served (the servers also count the calibration calls), and the
-    // survivors kept taking traffic after the kill.
+    // Everything else was served, and the survivors kept taking traffic after the kill.
     // A call the victim's worker finished as it died may have lost its answer with the
     // connection: served at the server and an error at the client, so the two counts
     // may exceed the calls sent by at most one call a worker of the victim (seen once
     // in a fresh-clone CI run: 2,734 ended against 2,733 sent).
-    let calibration = (opts.calibration_calls * cluster.servers.len()) as u64;
     let served: u64 = cluster.servers.iter().map(|x| x.served()).sum();
-    let (sent, ended) = (s.sent + calibration, s.errors + served);
+    let (sent, ended) = (s.sent, s.errors + served);
     let workers = u64::from(scenario.groups[scenario.servers()[1].group].workers);
     assert!(
         sent <= ended && ended <= sent + workers,
