@@ -4,7 +4,7 @@
 //!
 //! criterion measures for a set time, so its processes do different amounts of work; this
 //! one simulates the same requests every time, so `perf stat -e task-clock` over a process
-//! divided by [`Cost::requests`] is the CPU time per request, and paired, alternating runs
+//! divided by the requests it prints is the CPU time per request, and paired, alternating runs
 //! of two builds (or two strategies) give a ratio that shares the machine's load:
 //!
 //! ```text
@@ -14,33 +14,21 @@
 //!
 //! Arguments: a label (a strategy's kind at its defaults, or `jsq_indexed` / `c3_indexed` /
 //! `aperture_steady` / `nginx_hash_consistent` / `edf_wrr_slow_start` /
-//! `least_request_slow_start`, or `prequal_rR` for Prequal at `probe_rate = R`), the number
-//! of servers, and how many times to simulate the run. It prints the requests simulated (arrivals), to
-//! keep the work observable.
+//! `least_request_slow_start`, or `prequal_rR` for Prequal at `probe_rate = R`, or
+//! `bare_KIND` for the bare event loop of `scale.rs` with strategy KIND), the number of
+//! servers, how many times to simulate the run, and optionally the requests a run
+//! simulates (by default scale.rs's: 20 a server, at least 50,000). It prints the requests
+//! simulated, to keep the work observable. The CPU time of two run lengths, differenced,
+//! is the cost per request without the process's and the runs' fixed costs:
+//!
+//! ```text
+//! perf stat -e task-clock -x, target/release/deps/cost-HASH bare_round_robin 10000 1 2000000
+//! ```
 
-use std::path::Path;
-
-use lbsim::scenario::Scenario;
 use lbsim::sim::Run;
 
-/// Mean service time, seconds.
-const SERVICE: f64 = 0.001;
-/// Offered load per server.
-const LOAD: f64 = 0.8;
-
-/// `scale.rs`'s cluster of `n` servers with about `requests` arrivals and one strategy.
-fn scenario(n: usize, requests: u64, strategy: &str) -> Scenario {
-    let rate = LOAD * n as f64 / SERVICE;
-    let duration = requests as f64 / rate;
-    let src = format!(
-        "name = \"cost\"\nseed = 1\nreplications = 1\nduration = {duration}\nwarmup = 0\n\
-         [arrivals]\nprocess = \"poisson\"\nrate = {rate}\n\
-         [[servers]]\nname = \"s\"\ncount = {n}\n\
-         service = {{ dist = \"exponential\", mean = {SERVICE} }}\n\
-         [[strategies]]\n{strategy}\n"
-    );
-    Scenario::from_source(Path::new("cost.toml"), &src).expect("valid cost scenario")
-}
+mod common;
+use common::{bare, requests, scenario};
 
 /// A label's TOML lines.
 fn strategy(label: &str) -> String {
@@ -72,20 +60,35 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let [label, n, runs] = args.as_slice() else {
-        eprintln!("usage: cost LABEL SERVERS RUNS (e.g. cost c3_indexed 1000 20)");
-        return;
+    let (label, n, runs, length) = match args.as_slice() {
+        [label, n, runs] => (label, n, runs, None),
+        [label, n, runs, length] => (label, n, runs, Some(length)),
+        _ => {
+            eprintln!("usage: cost LABEL SERVERS RUNS [REQUESTS] (e.g. cost c3_indexed 1000 20)");
+            return;
+        }
     };
     let n: usize = n.parse().expect("servers: a number");
     let runs: u64 = runs.parse().expect("runs: a number");
     // As scale.rs's `requests`: enough for the cluster to fill.
-    let requests = (20 * n as u64).max(50_000);
-    let s = scenario(n, requests, &strategy(label));
-    // The entry, policy included (`simulate` would run its strategy alone: the slow-start
-    // labels would cost what their strategies do without it).
-    let entry = &s.strategies[0];
-    let arrived: u64 = (0..runs)
-        .map(|_| Run::entry(&s, entry, 0).seed(1).metrics().arrived)
-        .sum();
+    let requests = length.map_or(requests(n), |l| l.parse().expect("requests: a number"));
+    let arrived: u64 = match label.strip_prefix("bare_") {
+        // The bare loop (scale.rs's `limit/bare`) with the strategy at its defaults: it
+        // counts requests served, which are every request arrived.
+        Some(kind) => {
+            let s = scenario(n, 1, requests, &strategy(kind));
+            let spec = &s.strategies[0].spec;
+            (0..runs).map(|_| bare(n, 1, spec, requests)).sum()
+        }
+        None => {
+            let s = scenario(n, 1, requests, &strategy(label));
+            // The entry, policy included (`simulate` would run its strategy alone: the
+            // slow-start labels would cost what their strategies do without it).
+            let entry = &s.strategies[0];
+            (0..runs)
+                .map(|_| Run::entry(&s, entry, 0).seed(1).metrics().arrived)
+                .sum()
+        }
+    };
     println!("{arrived}");
 }
