@@ -49,8 +49,6 @@
 //! time of the scan (which draws as the default does), measured with 16 keys a node (4
 //! cost 0.99x of that).
 
-use std::hint::select_unpredictable;
-
 use rand::RngExt;
 
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
@@ -295,15 +293,13 @@ impl Group {
         let holding = holders(&self.keys, key);
         // Below FANOUT: `holding` has a bit set, and no bit at FANOUT or above.
         let first = self.held[holding.trailing_zeros() as usize % FANOUT];
-        // One holder but when servers tie; then every holder's count is summed without a
-        // branch (tested bit by bit, the bits of a tie among servers not yet heard from
-        // are a coin toss). Both cases without a branch cost 1.03x at 1,000 servers and
-        // 1.06x at 10 (the select chain on the walk's path; 7 pairs).
+        // One holder but when servers tie.
         let count = if holding & (holding - 1) == 0 {
             first.count
         } else {
             (0..FANOUT)
-                .map(|j| select_unpredictable(holding & 1 << j != 0, self.held[j].count, 0))
+                .filter(|&j| holding & 1 << j != 0)
+                .map(|j| self.held[j].count)
                 .sum()
         };
         Least {
@@ -422,11 +418,6 @@ impl ScoreIndex {
     }
 
     /// The server holding the `rank`-th (from 0, in index order) least key.
-    ///
-    /// Each level's slot comes from the tied entries' running counts without a branch:
-    /// a draw among thousands of tied servers (at 10,000 servers before every server has
-    /// answered, 15% of picks) is a random rank, and a loop over the entries until the
-    /// rank falls in one mispredicted about 5 times a draw (cachegrind).
     fn select(&self, mut rank: u32) -> usize {
         let root = self.root;
         debug_assert!(rank < root.count, "rank {rank} of {}", root.count);
@@ -437,36 +428,25 @@ impl ScoreIndex {
         let mut entry = 0;
         for &start in self.starts.iter().rev() {
             let group = &self.groups[start + entry];
-            let counts: [u32; FANOUT] = std::array::from_fn(|slot| {
-                select_unpredictable(group.keys[slot] == root.key, group.held[slot].count, 0)
-            });
-            let (slot, below) = slot_of_rank(&counts, rank);
-            rank -= below;
+            let mut held = (0..FANOUT)
+                .map(|slot| (slot, group.get(slot)))
+                .filter(|(_, e)| e.key == root.key);
+            let slot = loop {
+                let (slot, e) = held.next().expect("the tree counts the tied servers");
+                if rank < e.count {
+                    break slot;
+                }
+                rank -= e.count;
+            };
             entry = entry * FANOUT + slot;
         }
-        let keys: &[u64; FANOUT] = self.keys[entry * FANOUT..][..FANOUT]
-            .try_into()
-            .expect("whole groups");
-        let counts = keys.map(|k| u32::from(k == root.key));
-        entry * FANOUT + slot_of_rank(&counts, rank).0
+        let keys = &self.keys[entry * FANOUT..(entry + 1) * FANOUT];
+        let mut tied = keys.iter().enumerate().filter(|&(_, &k)| k == root.key);
+        let (c, _) = tied
+            .nth(rank as usize)
+            .expect("the tree counts the tied servers");
+        entry * FANOUT + c
     }
-}
-
-/// The slot holding the `rank`-th (from 0) of `counts[0] + counts[1] + ...` things, and
-/// how many things the slots before it hold. Without a branch: the slot is how many of
-/// the running sums before slots 1, 2, ... are at most `rank` (a slot of none is passed
-/// over: its running sum is the next slot's). `rank` is below the sum of the counts.
-fn slot_of_rank(counts: &[u32; FANOUT], rank: u32) -> (usize, u32) {
-    let mut before = 0;
-    let mut slot = 0;
-    let mut below = 0;
-    for &c in &counts[..FANOUT - 1] {
-        before += c;
-        let past = before <= rank;
-        slot += usize::from(past);
-        below = select_unpredictable(past, before, below);
-    }
-    (slot, below)
 }
 
 /// The C3 balancer of one client.
