@@ -49,8 +49,6 @@
 //! time of the scan (which draws as the default does), measured with 16 keys a node (4
 //! cost 0.99x of that).
 
-use std::hint::select_unpredictable;
-
 use rand::RngExt;
 
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
@@ -247,60 +245,6 @@ impl Least {
             first: (base + held.trailing_zeros() as usize) as u32,
         }
     }
-
-    /// The least of consecutive keys but the one at `slot`, the first of them server
-    /// `base`'s.
-    fn of_keys_but(keys: &[u64; FANOUT], slot: usize, base: usize) -> Least {
-        let others: [u64; FANOUT] =
-            std::array::from_fn(|j| if j == slot { DOWN_KEY } else { keys[j] });
-        let key = least_key(&others);
-        if key == DOWN_KEY {
-            return Least::NONE;
-        }
-        let held = holders(&others, key);
-        Least {
-            key,
-            count: held.count_ones(),
-            first: (base + held.trailing_zeros() as usize) as u32,
-        }
-    }
-
-    /// Server `i` alone at `key`.
-    fn server(i: usize, key: u64) -> Least {
-        if key == DOWN_KEY {
-            Least::NONE
-        } else {
-            Least {
-                key,
-                count: 1,
-                first: i as u32,
-            }
-        }
-    }
-
-    /// The least of two disjoint sets of servers, each given by its least: the lower
-    /// key, or on a tie both counts and the first of both firsts. Without a branch, so
-    /// that a walk up the tree waits on a comparison and two selects a level.
-    #[inline(always)]
-    fn merge(self, other: Least) -> Least {
-        let lt = self.key < other.key;
-        let gt = self.key > other.key;
-        let count = select_unpredictable(
-            lt,
-            self.count,
-            select_unpredictable(gt, other.count, self.count + other.count),
-        );
-        let first = select_unpredictable(
-            lt,
-            self.first,
-            select_unpredictable(gt, other.first, self.first.min(other.first)),
-        );
-        Least {
-            key: self.key.min(other.key),
-            count,
-            first,
-        }
-    }
 }
 
 /// [`FANOUT`] consecutive nodes of one level of [`ScoreIndex`]: their keys, and how many
@@ -336,29 +280,6 @@ impl Group {
             count: entry.count,
             first: entry.first,
         };
-    }
-
-    /// The least of the entries but the one at `slot` (below [`FANOUT`]).
-    fn least_but(&self, slot: usize) -> Least {
-        let keys: [u64; FANOUT] =
-            std::array::from_fn(|j| if j == slot { DOWN_KEY } else { self.keys[j] });
-        let key = least_key(&keys);
-        // The others hold it (three of them at least when all are down).
-        let holding = holders(&keys, key) & !(1 << slot);
-        let first = self.held[holding.trailing_zeros() as usize % FANOUT];
-        let count = if holding & (holding - 1) == 0 {
-            first.count
-        } else {
-            (0..FANOUT)
-                .filter(|&j| holding & 1 << j != 0)
-                .map(|j| self.held[j].count)
-                .sum()
-        };
-        Least {
-            key,
-            count,
-            first: first.first,
-        }
     }
 
     /// The least of the entries: their parent node.
@@ -475,32 +396,22 @@ impl ScoreIndex {
     }
 
     /// Sets server `i`'s key, then its ancestors, up to the first that does not change.
-    ///
-    /// Each level's new node is the changed child merged with the least of its siblings,
-    /// which do not change: the siblings' least reads memory alone, so it is ready
-    /// before the child's new node, and the walk's chain of dependent work is a merge a
-    /// level, not a store, a load of the group and its least.
     fn set(&mut self, i: usize, key: u64) {
-        let mut entry = i / FANOUT;
-        let keys: &[u64; FANOUT] = self.keys[entry * FANOUT..][..FANOUT]
-            .try_into()
-            .expect("whole groups");
-        let slot = i % FANOUT;
-        if keys[slot] == key {
+        let old = std::mem::replace(&mut self.keys[i], key);
+        if old == key {
             return;
         }
-        let others = Least::of_keys_but(keys, slot, entry * FANOUT);
-        self.keys[i] = key;
-        let mut now = Least::server(i, key).merge(others);
+        let mut entry = i / FANOUT;
+        let keys = self.keys[entry * FANOUT..][..FANOUT].try_into();
+        let mut now = Least::of_keys(keys.expect("whole groups"), entry * FANOUT);
         for &start in &self.starts {
             let group = &mut self.groups[start + entry / FANOUT];
             let slot = entry % FANOUT;
             if group.get(slot) == now {
                 return;
             }
-            let others = group.least_but(slot);
             group.put(slot, now);
-            now = now.merge(others);
+            now = group.least();
             entry /= FANOUT;
         }
         self.root = now;
