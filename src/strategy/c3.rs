@@ -638,6 +638,15 @@ impl C3 {
     /// same instructions at 10,000), a group's keys and servers in one 64-byte line
     /// (more instructions), and the reply's server swapped into the picked one's slot
     /// before both are sifted (40% fewer entries moved, the same instructions).
+    ///
+    /// Nor fewer mispredicted branches or a shorter chain of dependent work (issue 14,
+    /// helper c3sift; benches/README.md has the numbers; CPU time over this code's at 10 /
+    /// 1,000 / 10,000 servers, 7–9 alternating pairs): the draw among tied servers without
+    /// a branch (1.004 / 0.989 / 1.006: noise); with it [`Group::least`] by selects, fewer
+    /// instructions (−1.1 / −2.2 / −2.8% a run) but 1.057 / 1.027 / 0.987; every walk to
+    /// the root, no early exit, 1.057 / 1.064 / 1.069; each level the child merged with its
+    /// siblings' least read ahead, 1.086 / 1.145 / 1.161; the stale servers in the order
+    /// they were touched, 1.023 / 0.997 / 0.987.
     #[inline(never)]
     fn pick_indexed(&mut self, backends: &Backends, now: Nanos) -> Option<usize> {
         let mut ix = match self.index.take() {
