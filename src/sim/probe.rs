@@ -175,12 +175,8 @@ impl Signals {
     /// keyed `(send.sent, send.seq)`, until the engine answers it at once or makes it
     /// its event ([`Signals::take_send`]). One send at a time: take the one held first.
     pub fn hold_send(&mut self, send: Send, servers: impl IntoIterator<Item = u32>) {
-        debug_assert!(self.held.is_none() && self.at_once());
-        self.sent_to.clear();
-        self.sent_to.extend(servers);
-        if !self.sent_to.is_empty() {
-            self.held = Some(send);
-        }
+        self.send_buffer().extend(servers);
+        self.hold_filled(send);
     }
 
     /// Starts a send to hold ([`Signals::hold_send`]) by filling the buffer this returns
