@@ -54,59 +54,10 @@ pub fn stream_rng(seed: u64, replication: u64, stream: Stream, index: u64) -> Si
     SimRng::seed_from_u64(derive_seed(seed, replication, stream, index))
 }
 
-/// `rng.random_range(0..n)`, inlined: the same value from the same draws (one `u32`,
-/// rarely two), by `rand`'s algorithm for a `usize` range below 2³² (Canon's method on a
-/// `u32`: the high half of `draw × n`, plus one when the low half would overflow with the
-/// high half of a second draw, drawn only when the low half is within `n` of 2³²).
-/// `random_range` was a call of 45 instructions a draw (callgrind); with this, Prequal's
-/// `probes` takes 52 instructions a probe instead of 72. Ranges of 2³² and up take
-/// `random_range`. Panics on an empty range, as `random_range` does.
-#[inline(always)]
-pub fn index_below(rng: &mut SimRng, n: usize) -> usize {
-    use rand::Rng;
-    if n == 0 || n > u32::MAX as usize {
-        return rand::RngExt::random_range(rng, 0..n);
-    }
-    let range = n as u32;
-    let wide = u64::from(rng.next_u32()) * u64::from(range);
-    let (mut hi, lo) = ((wide >> 32) as u32, wide as u32);
-    if lo > range.wrapping_neg() {
-        let again = ((u64::from(rng.next_u32()) * u64::from(range)) >> 32) as u32;
-        hi += u32::from(lo.checked_add(again).is_none());
-    }
-    hi as usize
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::Rng;
-
-    /// `index_below` draws what `random_range` draws, and leaves the generator where it
-    /// does, over ranges that take the second draw often (near 2³¹ and 2³²) or rarely.
-    #[test]
-    fn index_below_is_random_range() {
-        use rand::RngExt;
-        let mut pick = stream_rng(3, 0, Stream::Strategy, 9);
-        for case in 0..20_000u64 {
-            let n = match case % 4 {
-                0 => pick.random_range(1..20),
-                1 => pick.random_range(1..100_000),
-                2 => (1usize << 31) + pick.random_range(0..1000),
-                _ => u32::MAX as usize - pick.random_range(0..1000),
-            };
-            let mut a = stream_rng(case, 0, Stream::Strategy, 1);
-            let mut b = a.clone();
-            for _ in 0..8 {
-                assert_eq!(index_below(&mut a, n), b.random_range(0..n), "n {n}");
-            }
-            assert_eq!(a.next_u64(), b.next_u64(), "n {n}: the same draws taken");
-        }
-        let mut a = stream_rng(1, 0, Stream::Strategy, 1);
-        let mut b = a.clone();
-        let big = u32::MAX as usize + 7;
-        assert_eq!(index_below(&mut a, big), b.random_range(0..big));
-    }
 
     #[test]
     fn streams_are_reproducible_and_distinct() {

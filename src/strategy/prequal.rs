@@ -38,11 +38,13 @@
 //! same estimate and starve the same way. The paper estimates from recent queries at each
 //! RIF and gives no rule for ageing an unused server's estimate; lbsim invents none.
 
+use rand::RngExt;
+
 use super::random::uniform_up;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Scanned, Split, Ty};
 use super::spec::SpecError;
 use super::{Backends, PickContext, ServerLoad, Signals, Strategy};
-use crate::rng::{SimRng, index_below};
+use crate::rng::SimRng;
 use crate::time::Nanos;
 
 /// Prequal's knobs (see the module documentation for their sources).
@@ -312,7 +314,7 @@ impl Strategy for Prequal {
         self.probe_credit += self.cfg.probe_rate;
         while self.probe_credit >= 1.0 {
             self.probe_credit -= 1.0;
-            out.push(index_below(&mut self.rng, self.backends));
+            out.push(self.rng.random_range(0..self.backends));
         }
     }
 
