@@ -248,6 +248,16 @@ pub trait Strategy: Send {
     /// The answer of `backend` to a probe sent at `sent`, received at `now`.
     fn on_probe(&mut self, _backend: usize, _load: &ServerLoad, _sent: Nanos, _now: Nanos) {}
 
+    /// The answers to probes sent together at `sent`, all received at `now`, as
+    /// (backend, load) in the order sent: the same as [`Strategy::on_probe`] for each in
+    /// turn, which the default calls, in one call for a strategy that can take them
+    /// together (Prequal). The simulator makes it when a send is answered at once.
+    fn on_probes(&mut self, answers: &[(usize, ServerLoad)], sent: Nanos, now: Nanos) {
+        for (backend, load) in answers {
+            self.on_probe(*backend, load, sent, now);
+        }
+    }
+
     /// The load report carried on the reply of a request to `backend`, told just before
     /// that request's [`Strategy::on_complete`]. Only when [`Signals::reply_loads`] is set.
     fn on_reply_load(&mut self, _backend: usize, _load: &ServerLoad, _now: Nanos) {}
@@ -484,6 +494,13 @@ impl Balancer {
     /// Gives the strategy `backend`'s answer to a probe sent at `sent`.
     pub fn probe_answer(&mut self, backend: usize, load: &ServerLoad, sent: Nanos, now: Nanos) {
         self.strategy.on_probe(backend, load, sent, now);
+    }
+
+    /// Gives the strategy the answers to probes sent together at `sent`, received at
+    /// `now`, in the order sent ([`Strategy::on_probes`]).
+    #[inline]
+    pub fn probe_answers(&mut self, answers: &[(usize, ServerLoad)], sent: Nanos, now: Nanos) {
+        self.strategy.on_probes(answers, sent, now);
     }
 
     /// Gives the strategy the load report carried on a reply from `backend`; call before

@@ -1551,27 +1551,31 @@ impl<'a> Sim<'a> {
     /// would be ([`Signals::hold_send`]): a send held before becomes its event first.
     fn hold_send(&mut self, b: usize, now: Nanos, asked: &[usize], measured: bool) {
         self.send_to_events();
+        let Some(s) = &mut self.signals else {
+            return;
+        };
         let n = self.servers.len();
-        let servers = asked.iter().filter(|&&i| i < n).map(|&i| i as u32);
-        let probes = servers.clone().count();
-        self.m.probes += probes as u64 * u64::from(measured);
-        // Read now what the servers will answer with, to have it in cache then: at many
-        // servers, waiting for it was most of an answer.
-        for i in servers.clone() {
-            let server = &self.servers[i as usize];
-            std::hint::black_box((server.down, server.busy(), server.queued()));
+        // One pass (an iterator filtered twice, then copied, cost as much again).
+        let to = s.send_buffer();
+        for &i in asked {
+            if let Some(server) = self.servers.get(i) {
+                // Read now what the servers will answer with, to have it in cache then:
+                // at many servers, waiting for it was most of an answer.
+                std::hint::black_box((server.down, server.busy(), server.queued()));
+                to.push(i as u32);
+            }
         }
+        debug_assert!(to.iter().all(|&i| (i as usize) < n));
+        let probes = to.len();
+        self.m.probes += probes as u64 * u64::from(measured);
         if probes == 0 {
             return;
         }
-        let send = Send {
+        s.hold_filled(Send {
             balancer: b as u32,
             sent: now,
             seq: self.events.reserve_seq(),
-        };
-        if let Some(s) = &mut self.signals {
-            s.hold_send(send, servers);
-        }
+        });
     }
 
     /// The send held aside, if any, becomes its event (a chain of slots), keyed as it
@@ -1621,8 +1625,9 @@ impl<'a> Sim<'a> {
         let Some((send, servers)) = s.take_send() else {
             return next;
         };
-        let balancer = &mut self.balancers[send.balancer as usize];
-        let mut answered = 0;
+        // The answers, handed over in one call (a call per answer cost each probe its
+        // dispatch and the strategy's checks again).
+        s.answers.clear();
         for &i in &servers {
             let server = &self.servers[i as usize];
             if server.down {
@@ -1635,11 +1640,11 @@ impl<'a> Sim<'a> {
                 server.queued(),
                 None,
             );
-            balancer.probe_answer(i as usize, &load, send.sent, send.sent);
-            answered += 1;
+            s.answers.push((i as usize, load));
         }
+        self.balancers[send.balancer as usize].probe_answers(&s.answers, send.sent, send.sent);
         s.give_back(servers);
-        self.events.skip_seqs(answered);
+        self.events.skip_seqs(s.answers.len() as u64);
         next
     }
 
@@ -1918,6 +1923,19 @@ mod tests {
             self.note(format!("answer {backend} {load:?} {sent:?} {now:?}"));
             self.inner.on_probe(backend, load, sent, now);
         }
+        /// Written down as answers in turn, handed over together: the strategy's picks
+        /// compare its batch (Prequal's) with its answers in turn (the eager engine's).
+        fn on_probes(
+            &mut self,
+            answers: &[(usize, crate::strategy::ServerLoad)],
+            sent: Nanos,
+            now: Nanos,
+        ) {
+            for (backend, load) in answers {
+                self.note(format!("answer {backend} {load:?} {sent:?} {now:?}"));
+            }
+            self.inner.on_probes(answers, sent, now);
+        }
         fn set_slow_start(&mut self, ramp: Ramp) -> bool {
             let applied = self.inner.set_slow_start(ramp);
             self.note(format!("slow start {ramp:?} -> {applied}"));
@@ -1927,6 +1945,78 @@ mod tests {
             self.note(format!("available {backend} {now:?}"));
             self.inner.on_available(backend, now);
         }
+    }
+
+    /// Probe legs sent together run as one event and answers wait outside the event
+    /// queue, yet every strategy gets exactly the calls it got when each leg and each
+    /// answer was an event of its own: the same calls with the same arguments (answers'
+    /// times and loads, picks' views and results) in the same order, and the run measures
+    /// the same, on random clusters, balancers, probe delays and costs, crashes and
+    /// client policies. Some runs are on a lattice (evenly spaced arrivals, services and
+    /// probe legs whole multiples of the gap), where many legs, answers and events fall
+    /// on the same nanosecond and only their sequence numbers order them. With no delay
+    /// and no cost, sends are answered at once, their answers handed over together
+    /// ([`crate::strategy::Strategy::on_probes`], Prequal's batch; [`Logged`] writes
+    /// them down one by one).
+    #[test]
+    fn probes_batched_and_answers_held_change_nothing_a_strategy_sees() {
+        use proptest::prelude::*;
+        let config = ProptestConfig {
+            cases: 48,
+            ..ProptestConfig::default()
+        };
+        proptest!(config, |(
+            n in 1u32..7,
+            workers in 1u32..3,
+            balancers in 1u32..4,
+            delay in prop_oneof![Just(0.0), 0.0001f64..0.003],
+            cost in prop_oneof![Just(0.0), 0.0001f64..0.002],
+            load in 0.3f64..1.3,
+            pool in 1usize..20,
+            rate in prop_oneof![Just(3.0), 0.5f64..4.0],
+            crash in any::<bool>(),
+            policy in any::<bool>(),
+            lattice in any::<bool>(),
+            seed in 0u64..1000,
+        )| {
+            let (mut mean, mut service, mut delay) = (0.002, exponential(0.002), delay);
+            if lattice {
+                // Arrivals every 0.5 ms, services a multiple of it near the load asked.
+                let gap = 0.0005;
+                mean = gap * (load * f64::from(n * workers)).round().max(1.0);
+                service = format!("{{ dist = \"deterministic\", value = {mean} }}");
+                delay = if delay == 0.0 { 0.0 } else { 2.0 * gap };
+            }
+            let mut rest = servers("s", n, &format!("workers = {workers}\nqueue_capacity = 8"), &service);
+            rest += &format!("[probes]\ndelay = {delay}\ncost = {cost}\n");
+            rest += &format!("[[strategies]]\nkind = \"prequal\"\npool_size = {pool}\nprobe_rate = {rate}\n");
+            if policy {
+                rest += "[strategies.policy]\ntimeout = 0.02\nper_try_timeout = 0.004\n[strategies.policy.retry]\nmax_attempts = 2\n";
+            }
+            if crash {
+                rest += "[[faults]]\nserver = \"s-0\"\nkind = \"crash\"\nat = 0.1\nduration = 0.1\ndetection = 0.01\n";
+            }
+            let rate = if lattice { 2000.0 } else { load * f64::from(n * workers) / mean };
+            let head = format!("duration = 0.3\nwarmup = 0.05\nbalancers = {balancers}\nseed = {seed}");
+            let mut text = crate::testing::scenario_text(&head, rate, &rest);
+            if lattice {
+                text = text.replace("process = \"poisson\"", "process = \"deterministic\"");
+            }
+            let s = Scenario::from_source(std::path::Path::new("t.toml"), &text).expect("valid");
+            let entry = &s.strategies[0];
+            let run = |eager: bool| {
+                logged_run(&s, entry, seed, |sim| {
+                    sim.signals.as_mut().expect("prequal probes").set_eager(eager);
+                })
+            };
+            let (eager, lazy) = (run(true), run(false));
+            prop_assert!(eager.0.iter().any(|l| l.contains("answer")), "no probe answered");
+            prop_assert_eq!(eager.0.len(), lazy.0.len());
+            for (k, (a, b)) in eager.0.iter().zip(&lazy.0).enumerate() {
+                prop_assert_eq!(a, b, "call {}", k);
+            }
+            prop_assert!(same_metrics(&eager.1, &lazy.1), "metrics differ");
+        });
     }
 
     /// Faults that bring servers back: a crash (back cold), a join then a leave, a

@@ -96,6 +96,8 @@ pub struct Signals {
     held: Option<Send>,
     /// The servers it probes, in the order asked.
     sent_to: Vec<u32>,
+    /// Buffer of the answers to a send answered at once, handed over together.
+    pub answers: Vec<(usize, ServerLoad)>,
 }
 
 /// A send of probes waiting beside the event queue ([`Signals::hold_send`]).
@@ -133,6 +135,7 @@ impl Signals {
             at_once: delay == 0.0 && cost == 0.0,
             held: None,
             sent_to: Vec::new(),
+            answers: Vec::new(),
         }
     }
 
@@ -172,9 +175,24 @@ impl Signals {
     /// keyed `(send.sent, send.seq)`, until the engine answers it at once or makes it
     /// its event ([`Signals::take_send`]). One send at a time: take the one held first.
     pub fn hold_send(&mut self, send: Send, servers: impl IntoIterator<Item = u32>) {
+        self.send_buffer().extend(servers);
+        self.hold_filled(send);
+    }
+
+    /// Starts a send to hold ([`Signals::hold_send`]) by filling the buffer this returns
+    /// (cleared) with the servers it probes, in the order asked; then
+    /// [`Signals::hold_filled`]. The same as `hold_send`, without an iterator between.
+    #[inline]
+    pub fn send_buffer(&mut self) -> &mut Vec<u32> {
         debug_assert!(self.held.is_none() && self.at_once());
         self.sent_to.clear();
-        self.sent_to.extend(servers);
+        &mut self.sent_to
+    }
+
+    /// Holds `send`, to the servers in the buffer [`Signals::send_buffer`] returned (none:
+    /// nothing held).
+    #[inline]
+    pub fn hold_filled(&mut self, send: Send) {
         if !self.sent_to.is_empty() {
             self.held = Some(send);
         }

@@ -322,8 +322,64 @@ impl Strategy for Prequal {
         if now.saturating_sub(sent) > self.cfg.max_age {
             return;
         }
+        self.remember(load.in_flight);
+        if self.cfg.pool_size > 0 {
+            self.insert(backend, load, sent);
+        }
+    }
+
+    /// The answers of one send, as [`Prequal::on_probe`] for each in turn, with the checks
+    /// made once: the recent RIFs take every answer (nothing there reads the pool), then
+    /// the pool takes them in one step when it is in order and they are not older than
+    /// its newest probe (the usual case): it keeps the last `pool_size` of its probes
+    /// followed by the answers, which is what evicting the oldest for each answer leaves,
+    /// with one move of the probes kept instead of one an eviction. Against a call an
+    /// answer, 0.965x Prequal's CPU time at 10 servers, 0.985x at 1,000.
+    fn on_probes(&mut self, answers: &[(usize, ServerLoad)], sent: Nanos, now: Nanos) {
+        if now.saturating_sub(sent) > self.cfg.max_age {
+            return;
+        }
+        for (_, load) in answers {
+            self.remember(load.in_flight);
+        }
+        let cap = self.cfg.pool_size;
+        if cap == 0 {
+            return;
+        }
+        if !(self.in_order && self.pool.last().is_none_or(|p| p.sent <= sent)) {
+            for (backend, load) in answers {
+                self.insert(*backend, load, sent);
+            }
+            return;
+        }
+        let probe = |&(backend, load): &(usize, ServerLoad)| Probe {
+            backend,
+            rif: load.in_flight,
+            latency: load.latency,
+            sent,
+            uses: 0,
+        };
+        let total = self.pool.len() + answers.len();
+        if total > cap {
+            let evicted = total - cap;
+            if evicted >= self.pool.len() {
+                self.pool.clear();
+                self.pool
+                    .extend(answers[answers.len() - cap..].iter().map(probe));
+                return;
+            }
+            self.pool.drain(..evicted);
+        }
+        self.pool.extend(answers.iter().map(probe));
+    }
+}
+
+impl Prequal {
+    /// Counts an answer's RIF among the recent ones (the ring of `4 × pool_size` and its
+    /// quantile).
+    #[inline(always)]
+    fn remember(&mut self, rif: u32) {
         let cap = 4 * self.cfg.pool_size.max(1);
-        let rif = load.in_flight;
         let old = if self.history.len() < cap {
             self.history.push(rif);
             let len = self.history.len();
@@ -338,9 +394,12 @@ impl Strategy for Prequal {
         if self.next_history >= cap {
             self.next_history = 0;
         }
-        if self.cfg.pool_size == 0 {
-            return;
-        }
+    }
+
+    /// Puts an answer into the pool (of a positive size), evicting the oldest probe when
+    /// full.
+    #[inline]
+    fn insert(&mut self, backend: usize, load: &ServerLoad, sent: Nanos) {
         if self.pool.len() >= self.cfg.pool_size {
             // Evict the oldest.
             let oldest = self.oldest();
@@ -429,13 +488,20 @@ impl Recent {
                 self.large.remove(k);
             }
         }
-        if v < self.at {
-            self.below = if up { self.below + 1 } else { self.below - 1 };
-        }
+        // Without a branch: whether `v` is below the quantile is a coin toss the branch
+        // predictor lost (this and `replace` inlined: about 0.9x Prequal's CPU time at 10
+        // servers).
+        let less = u32::from(v < self.at);
+        self.below = if up {
+            self.below + less
+        } else {
+            self.below - less
+        };
     }
 
     /// Adds `new`, removes `old` (a value held), and moves to the `k`-th smallest
     /// (`k` from 1 to the number of values).
+    #[inline(always)]
     fn replace(&mut self, old: Option<u32>, new: u32, k: u32) {
         if self.small.is_empty() {
             self.small = vec![0; SMALL as usize];
@@ -736,6 +802,61 @@ mod tests {
                     assert_eq!(p.pool, want, "case {case}");
                 }
                 assert!(!p.in_order || p.pool.is_sorted_by_key(|x| x.sent));
+            }
+        }
+    }
+
+    /// The answers of one send taken together leave what each taken in turn leaves: the
+    /// pool (in order, or not: live answers come out of order), the recent RIFs and their
+    /// quantile, with batches larger than the pool, answers older than its newest probe
+    /// and answers too old to keep.
+    #[test]
+    fn answers_together_are_answers_in_turn() {
+        use rand::RngExt;
+        let mut rng = stream_rng(14, 0, Stream::Strategy, 10);
+        for case in 0..3_000 {
+            let cfg = PrequalConfig {
+                pool_size: rng.random_range(1..8),
+                max_age: Nanos(rng.random_range(5..40)),
+                ..PrequalConfig::default()
+            };
+            let (mut together, mut in_turn) = (prequal(cfg), prequal(cfg));
+            let mut t = 0u64;
+            for _ in 0..rng.random_range(1..25) {
+                t += rng.random_range(0..4);
+                let sent = Nanos(t.saturating_sub(rng.random_range(0..3) * rng.random_range(0..6)));
+                let now = Nanos(t + rng.random_range(0..3) * rng.random_range(0..20));
+                let answers: Vec<(usize, ServerLoad)> = (0..rng.random_range(0..10))
+                    .map(|_| {
+                        let load = ServerLoad {
+                            in_flight: rng.random_range(0..6),
+                            latency: Nanos(rng.random_range(1..5)),
+                            ..ServerLoad::default()
+                        };
+                        (rng.random_range(0..5), load)
+                    })
+                    .collect();
+                together.on_probes(&answers, sent, now);
+                for (b, load) in &answers {
+                    in_turn.on_probe(*b, load, sent, now);
+                }
+                assert_eq!(together.pool, in_turn.pool, "case {case}");
+                assert_eq!(together.in_order, in_turn.in_order, "case {case}");
+                assert_eq!(together.history, in_turn.history, "case {case}");
+                assert_eq!(together.next_history, in_turn.next_history, "case {case}");
+                assert_eq!(
+                    together.hot_threshold(),
+                    in_turn.hot_threshold(),
+                    "case {case}"
+                );
+                if rng.random_bool(0.3) {
+                    let backends = up(5);
+                    let ctx = PickContext::new(now, 0);
+                    assert_eq!(
+                        together.pick(&backends, &ctx),
+                        in_turn.pick(&backends, &ctx)
+                    );
+                }
             }
         }
     }
