@@ -2019,6 +2019,42 @@ mod tests {
         });
     }
 
+    /// Reply loads ride the plain path: C3, which reads them, gets the same calls with the
+    /// same loads (the servers' latency estimates included) on either path, in the same
+    /// order, and the run measures the same, with one and two balancers, queues full and
+    /// not, default and indexed.
+    #[test]
+    fn reply_loads_are_the_same_on_the_plain_path() {
+        let cluster = servers("fast", 3, "workers = 2\nspeed = 2", &exponential(0.004))
+            + &servers("slow", 5, "queue_capacity = 3", &exponential(0.004));
+        let c3 = "[[strategies]]\nkind = \"c3\"\n[[strategies]]\nkind = \"c3\"\nindexed = true\nlabel = \"c3_indexed\"\n";
+        for head in ["duration = 2\nwarmup = 0.5", "duration = 2\nbalancers = 2"] {
+            let s = scenario(head, 2_500.0, &format!("{cluster}{c3}"));
+            for entry in &s.strategies {
+                let run = |plain: bool| {
+                    logged_run(&s, entry, 3, |sim| {
+                        assert!(sim.plain, "{}: a plain run", entry.label());
+                        sim.plain = plain;
+                    })
+                };
+                let (general, plain) = (run(false), run(true));
+                assert!(
+                    general.0.iter().any(|l| l.contains("reply")),
+                    "no reply load"
+                );
+                assert_eq!(general.0.len(), plain.0.len(), "{head}, {}", entry.label());
+                for (k, (g, p)) in general.0.iter().zip(&plain.0).enumerate() {
+                    assert_eq!(g, p, "{head}, {}, call {k}", entry.label());
+                }
+                assert!(
+                    same_metrics(&general.1, &plain.1),
+                    "{head}, {}",
+                    entry.label()
+                );
+            }
+        }
+    }
+
     /// Faults that bring servers back: a crash (back cold), a join then a leave, a
     /// rolling deploy with warm-up, and a late join (not cold).
     const COMING_BACK: &str = r#"
