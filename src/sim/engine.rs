@@ -1,7 +1,8 @@
 //! The discrete-event engine: one replication of one strategy.
 //!
-//! Events are arrivals (one pending at a time, generated lazily from the request stream),
-//! completions, periodic load reports, connection expiries and faults. Two topologies:
+//! Events are arrivals (one pending at a time, generated lazily from the request stream,
+//! the one after it drawn one arrival early), completions, periodic load reports,
+//! connection expiries and faults. Two topologies:
 //!
 //! - **Request level** (default): on arrival a balancer (chosen uniformly when there are
 //!   several, each with its own view) routes the request; the server starts it, queues it or
@@ -168,6 +169,12 @@ struct Sim<'a> {
     extra_latency: Vec<Nanos>,
     /// The next arrival: (time, scheduling sequence, request).
     pending: Option<(Nanos, u64, Request)>,
+    /// The arrival after `pending`, drawn one arrival early so that its key can be told
+    /// to the strategy two arrivals before its pick ([`Sim::tell_upcoming`]). Its
+    /// scheduling sequence is taken when it becomes `pending`, as it would be were it
+    /// drawn then; the arrival, size and key draws are streams of their own, so drawing
+    /// earlier changes no number.
+    ahead: Option<Request>,
     requests: RequestStream,
     m: RunMetrics,
     from: Nanos,
@@ -553,6 +560,7 @@ impl<'a> Sim<'a> {
             routing: stream_rng(seed, replication, Stream::Routing, 0),
             events: EventQueue::default(),
             pending: None,
+            ahead: None,
             extra_latency: Vec::new(),
             requests: RequestStream::new(&scenario.workload, seed, replication),
             m: RunMetrics::new(&workers, from, to)
@@ -607,6 +615,7 @@ impl<'a> Sim<'a> {
         if let Some(r) = sim.requests.next() {
             let seq = sim.events.reserve_seq();
             sim.pending = Some((r.arrival, seq, r));
+            sim.ahead = sim.requests.next();
         }
         if let Some(dt) = sim.report_every {
             sim.events.push(dt, Event::Report);
@@ -745,10 +754,13 @@ impl<'a> Sim<'a> {
         }
         if arrival {
             let (now, _, req) = self.pending.take()?;
-            if let Some(next) = self.requests.next() {
+            if let Some(next) = self.ahead.take() {
                 let seq = self.events.reserve_seq();
                 self.pending = Some((next.arrival, seq, next));
-                self.tell_upcoming(next.key);
+                self.ahead = self.requests.next();
+                if let Some(after) = &self.ahead {
+                    self.tell_upcoming(after.key);
+                }
             }
             self.arrival::<PLAIN>(now, req);
             Some(now)
@@ -759,9 +771,10 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Tells the balancer the key of the next arrival, drawn now, before the pick of the
-    /// arrival at hand and the events until the next ([`Balancer::upcoming`]): at request
-    /// level with one balancer (with several, which one picks is drawn at the arrival).
+    /// Tells the balancer the key of the arrival after the next, drawn now, before the
+    /// pick of the arrival at hand and the events until the next two
+    /// ([`Balancer::upcoming`]): at request level with one balancer (with several, which
+    /// one picks is drawn at the arrival).
     #[inline(always)]
     fn tell_upcoming(&mut self, key: u64) {
         if let (Topology::Requests, [balancer]) = (&self.topology, self.balancers.as_mut_slice()) {

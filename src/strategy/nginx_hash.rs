@@ -91,22 +91,26 @@ pub struct NginxHash {
     fallback: SmoothWeightedRoundRobin,
     /// The peers' weight ranges, for the walk. Rebuilt when a weight changes.
     ranges: Ranges,
-    /// The lookups begun for the last two keys told ([`Strategy::upcoming`]), the later
-    /// second: the simulator tells the key of request `k + 1` just before it picks for
-    /// request `k`. Emptied when the ring is dropped.
-    begun: [Option<Begun>; 2],
+    /// The lookups begun for the last three keys told ([`Strategy::upcoming`]), the
+    /// latest last: the simulator tells the key of request `k + 2` just before it picks
+    /// for request `k`. Emptied when the ring is dropped.
+    begun: [Option<Begun>; 3],
 }
 
-/// A consistent lookup begun before its pick ([`Strategy::upcoming`]): the key's hash
-/// and its bucket in the ring's entries, read then, so that the miss on the index
-/// overlaps with the events before the pick (and with the previous pick's miss on the
-/// entries) instead of coming before the pick's own.
+/// A consistent lookup begun before its pick ([`Strategy::upcoming`]), in two steps a
+/// call apart: when its key is told, the key's hash and its bucket, read from the
+/// ring's index; at the next call (the key told after it), the first point at or after
+/// the hash, read from the bucket's entries. Each miss overlaps with the other's of
+/// another key, and both with the events before the pick, instead of coming one after
+/// the other in the pick.
 #[derive(Clone, Copy, Debug)]
 struct Begun {
     key: u64,
     hash: u32,
     /// [`Ring::bucket`] of `hash`.
     bucket: (u32, u32),
+    /// [`Ring::first_in`] of `hash` in `bucket` (position, peer), once read.
+    found: Option<(u32, u32)>,
 }
 
 /// The consistent ring's points, sorted by hash with equal hashes once, and an index by
@@ -379,7 +383,7 @@ impl NginxHash {
     /// Drops the ring, to be built again at the next pick, and the lookups begun on it.
     fn drop_ring(&mut self) {
         self.ring = None;
-        self.begun = [None; 2];
+        self.begun = [None; 3];
     }
 
     /// The weight ranges of `backends`, rebuilt if the backends are new.
@@ -438,14 +442,14 @@ impl NginxHash {
         base.finalize()
     }
 
-    /// The consistent pick of a key whose crc32 is `hash`, given its bucket if it was
-    /// read before ([`Begun`]): `None` when nginx falls back to round robin (one peer, no
+    /// The consistent pick of a key whose crc32 is `hash`, given its lookup if it was
+    /// begun before ([`Begun`]): `None` when nginx falls back to round robin (one peer, no
     /// points, or 21 points in a row whose peers are down).
     fn consistent_pick(
         &mut self,
         backends: &Backends,
         hash: u32,
-        bucket: Option<(u32, u32)>,
+        begun: Option<Begun>,
     ) -> Option<usize> {
         let ring = self
             .ring
@@ -453,8 +457,12 @@ impl NginxHash {
         if backends.len() < 2 || ring.is_empty() {
             return None;
         }
-        let (first, peer) = match bucket {
-            Some(bucket) => ring.first_in(hash, bucket),
+        let (first, peer) = match begun {
+            Some(Begun {
+                found: Some((at, peer)),
+                ..
+            }) => (at as usize, peer as usize),
+            Some(Begun { bucket, .. }) => ring.first_in(hash, bucket),
             None => ring.first(hash),
         };
         if backends.up(peer) {
@@ -729,11 +737,14 @@ impl Strategy for NginxHash {
     fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         let addr = client_address(ctx.key);
         if self.params.consistent {
-            let (hash, bucket) = match self.begun.iter().flatten().find(|b| b.key == ctx.key) {
-                Some(b) => (b.hash, Some(b.bucket)),
-                None => (address_crc(addr), None),
-            };
-            let picked = self.consistent_pick(backends, hash, bucket);
+            let begun = self
+                .begun
+                .iter()
+                .flatten()
+                .find(|b| b.key == ctx.key)
+                .copied();
+            let hash = begun.map_or_else(|| address_crc(addr), |b| b.hash);
+            let picked = self.consistent_pick(backends, hash, begun);
             return picked.or_else(|| self.fallback.pick(backends, ctx));
         }
         let ranges = self.ranges(backends);
@@ -765,18 +776,28 @@ impl Strategy for NginxHash {
     }
 
     /// Begins the lookup of `key` on the ring: its hash, and its bucket read from the
-    /// index (the entries are read at the pick).
+    /// index; and goes on with the key told before: the first point of its bucket at or
+    /// after its hash, read from the entries. The two reads are independent, so their
+    /// misses overlap.
     fn upcoming(&mut self, key: u64) {
         if let Some(ring) = &self.ring
             && ring.indexed()
         {
+            let mut before = self.begun[2];
+            if let Some(b) = &mut before
+                && b.found.is_none()
+            {
+                let (at, peer) = ring.first_in(b.hash, b.bucket);
+                b.found = Some((at as u32, peer as u32));
+            }
             let hash = address_crc(client_address(key));
             let begun = Begun {
                 key,
                 hash,
                 bucket: ring.bucket(hash),
+                found: None,
             };
-            self.begun = [self.begun[1], Some(begun)];
+            self.begun = [self.begun[1], before, Some(begun)];
         }
     }
 
@@ -1185,10 +1206,11 @@ mod tests {
         }
     }
 
-    /// Told the next key just before each pick, as the simulator tells it, a strategy
-    /// begins each lookup before its pick (so the picks below read the buckets it read),
-    /// and picks as one never told; a key told and then not picked, or picked after
-    /// another key was told, changes nothing either.
+    /// Told the key after the next just before each pick, as the simulator tells it, a
+    /// strategy begins each lookup two picks before its own and finds its point one pick
+    /// before (so the picks below use the points it found), and picks as one never told;
+    /// a key told and then not picked, or picked after other keys were told, changes
+    /// nothing either.
     #[test]
     fn lookups_begun_when_told_pick_as_without() {
         let mut backends = view(&[1; 12]);
@@ -1200,9 +1222,14 @@ mod tests {
         let keys: Vec<u64> = (0..400).map(|k| k * 7_919 % 1_000).collect();
         pick(&mut told, &backends, keys[0]);
         pick(&mut never, &backends, keys[0]);
-        for k in keys.windows(2) {
-            told.upcoming(k[1]);
-            assert_eq!(told.begun[1].map(|b| b.key), Some(k[1]));
+        told.upcoming(keys[1]);
+        for (n, k) in keys.windows(3).enumerate() {
+            told.upcoming(k[2]);
+            assert_eq!(told.begun[2].map(|b| b.key), Some(k[2]));
+            assert!(told.begun[1].is_some_and(|b| b.key == k[1] && b.found.is_some()));
+            if n > 0 {
+                assert!(told.begun[0].is_some_and(|b| b.key == k[0] && b.found.is_some()));
+            }
             assert_eq!(
                 pick(&mut told, &backends, k[0]),
                 pick(&mut never, &backends, k[0])
