@@ -97,28 +97,28 @@ pub struct NginxHash {
     begun: [Option<Begun>; 3],
 }
 
-/// A consistent lookup begun before its pick ([`Strategy::upcoming`]), in two steps a
-/// call apart: when its key is told, the key's hash and its bucket, read from the
-/// ring's index; at the next call (the key told after it), the first point at or after
-/// the hash, read from the bucket's entries. Each miss overlaps with the other's of
-/// another key, and both with the events before the pick, instead of coming one after
-/// the other in the pick.
+/// A consistent lookup begun before its pick ([`Strategy::upcoming`]): the key's hash,
+/// and once looked up, the first point at or after it. Keys are looked up three at a
+/// time, every third call, so that the misses on the ring's entries overlap (and with
+/// the events before the picks) instead of coming one after the other.
 #[derive(Clone, Copy, Debug)]
 struct Begun {
     key: u64,
     hash: u32,
-    /// [`Ring::bucket`] of `hash`.
-    bucket: (u32, u32),
-    /// [`Ring::first_in`] of `hash` in `bucket` (position, peer), once read.
+    /// [`Ring::first`] of `hash` (position, peer), once looked up.
     found: Option<(u32, u32)>,
 }
 
 /// The consistent ring's points, sorted by hash with equal hashes once, and an index by
-/// the top bits of a hash: a pick reads where the hash's bucket starts, then the
-/// bucket's entries, which pack each point's peer with enough of its hash to find the
-/// first point at or after the key's hash (4 bytes a point, not the points' 8: 7.4 MB at
-/// 10,000 peers of weight 1, 1.6M points, instead of 13 MB of points and a 1 MB index).
-/// The position found is always the binary search's (see [`Ring::first`]).
+/// the top bits of a hash: a pick reads where the hash's bucket starts and ends (a small
+/// table, 128 KB at 10,000 peers, that mostly stays in the cache), guesses the position
+/// within the bucket from the hash's other bits (the points' hashes are spread evenly),
+/// and searches a window of [`WINDOW`] entries there: one cache miss, on the entries,
+/// where a finer index (2^18 buckets of six points, 1 MB) cost two in a row. The entries
+/// pack each point's peer with enough of its hash to find the first point at or after
+/// the key's hash (4 bytes a point, not the points' 8: 6.4 MB at 10,000 peers of weight
+/// 1, 1.6M points). The position found is always the binary search's (see
+/// [`Ring::first`]).
 #[derive(Clone, Debug, Default)]
 struct Ring {
     /// (point hash, peer), sorted by hash, equal hashes once; emptied once indexed (the
@@ -129,33 +129,49 @@ struct Ring {
     /// For each value `v` of a hash's top [`Ring::bits`] bits, the position of the first
     /// point whose hash is at least `v << (32 - bits)`; then one more, the number of
     /// points. Empty when the ring is too small for an index, or has a peer too large
-    /// for an entry ([`Ring::indexable`]): a pick then searches `points`.
+    /// for one ([`MAX_BITS`]): a pick then searches `points`.
     starts: Vec<u32>,
     /// Each point as `hash << bits | peer`: the hash's low `32 - bits` bits (its top bits
     /// are its bucket's) above the peer's `bits` bits; then an end marker,
     /// `u32::MAX << bits` with the peer of the first point (where the walk wraps to).
     entries: Vec<u32>,
-    /// Bits of the index: four to eight points a bucket (a cache line of entries or two),
-    /// at most 2^18 buckets (1 MB, six points a bucket at 10,000 peers; at 1,000 peers,
-    /// 2^15 buckets made the cost bench about 13% faster than one point a bucket, 2^18).
-    /// 0 for fewer than 8 points.
+    /// Bits of the index: about [`BUCKET_POINTS`] points a bucket, more bits (smaller
+    /// buckets) when a peer needs them in an entry. 0 without an index.
     bits: u32,
     /// What the ring was built from.
     from: RingKey,
 }
 
+/// Points a bucket of the ring's index aims at: at 10,000 peers (1.6M points) 2^15
+/// buckets of 49 points (a 128 KB index); the guess of a position within a bucket is then
+/// off by a few points, so a [`WINDOW`] around it holds the answer but in a few percent
+/// of the lookups (which then search the bucket).
+const BUCKET_POINTS: usize = 32;
+
+/// The most bits an index takes (4 MB of starts); a ring whose peers need more (over a
+/// million peers) is searched without one.
+const MAX_BITS: u32 = 20;
+
+/// Entries searched around the guessed position (64 bytes: one or two cache lines).
+const WINDOW: usize = 16;
+
 impl Ring {
-    /// The ring of `points` (sorted by hash, equal hashes once), indexed when
-    /// [`Ring::indexable`].
+    /// The ring of `points` (sorted by hash, equal hashes once), indexed when it has at
+    /// least [`BUCKET_POINTS`] points and its peers fit an entry ([`MAX_BITS`]).
     fn new(points: Vec<(u32, u32)>) -> Ring {
-        let bits = (points.len() / 4).checked_ilog2().unwrap_or(0).min(18);
+        let peers = points.iter().map(|&(_, p)| p).max().unwrap_or(0);
+        let peer_bits = u32::BITS - peers.leading_zeros();
+        let bits = match (points.len() / BUCKET_POINTS).checked_ilog2() {
+            Some(b) if b.max(peer_bits) <= MAX_BITS => b.max(peer_bits).max(1),
+            _ => 0,
+        };
         let mut ring = Ring {
             len: points.len(),
             points,
             bits,
             ..Ring::default()
         };
-        if ring.indexable() {
+        if bits > 0 {
             ring.index();
             ring.points = Vec::new();
         }
@@ -180,12 +196,6 @@ impl Ring {
                 (top | e >> self.bits, e & mask)
             })
             .collect()
-    }
-
-    /// Whether the entries can hold the ring: an entry gives a peer `bits` bits.
-    fn indexable(&self) -> bool {
-        let peers = self.points.iter().map(|&(_, p)| p).max().unwrap_or(0);
-        self.bits > 0 && u64::from(peers) < 1 << self.bits
     }
 
     /// Fills `starts` and `entries` from `points`.
@@ -232,8 +242,11 @@ impl Ring {
     /// `hash`, and every point from `starts[v + 1]` on is at least the smallest hash of
     /// prefix `v + 1`, so above `hash`; between them, the points' top bits are `hash`'s,
     /// so an entry is below `hash << bits` exactly when its point's low bits are below
-    /// `hash`'s (its peer's bits are below `1 << bits`). The entry at the position found
-    /// is its point's, or at the end the marker, with the first point's peer.
+    /// `hash`'s (its peer's bits are below `1 << bits`). Within the bucket the entries
+    /// below are those before the position, so a window of them holds the position
+    /// unless all its entries are below (and more follow in the bucket) or none is (and
+    /// more come before): then the whole bucket is searched. The entry at the position
+    /// found is its point's, or at the end the marker, with the first point's peer.
     #[inline]
     fn first(&self, hash: u32) -> (usize, usize) {
         if !self.indexed() {
@@ -241,30 +254,37 @@ impl Ring {
             let at = if at == self.points.len() { 0 } else { at };
             return (at, self.peer(at));
         }
-        self.first_in(hash, self.bucket(hash))
-    }
-
-    /// Whether the ring has its bucket index ([`Ring::bucket`]).
-    fn indexed(&self) -> bool {
-        !self.starts.is_empty()
-    }
-
-    /// Where the entries of `hash`'s bucket lie: `starts[v]..starts[v + 1]`, `v` the
-    /// hash's top bits. The ring must be [`Ring::indexed`].
-    #[inline]
-    fn bucket(&self, hash: u32) -> (u32, u32) {
-        let v = (hash >> (32 - self.bits)) as usize;
-        (self.starts[v], self.starts[v + 1])
-    }
-
-    /// [`Ring::first`] of `hash` on an indexed ring, given its [`Ring::bucket`].
-    #[inline]
-    fn first_in(&self, hash: u32, (lo, hi): (u32, u32)) -> (usize, usize) {
-        let (lo, hi) = (lo as usize, hi as usize);
-        let probe = hash << self.bits;
-        let at = lo + self.entries[lo..hi].partition_point(|&e| e < probe);
+        let (at, _) = self.search(hash);
         let peer = self.entries[at] & ((1 << self.bits) - 1);
         (if at == self.len { 0 } else { at }, peer as usize)
+    }
+
+    /// [`Ring::first`] on an indexed ring, before the wrap (the position may be the
+    /// number of points), and whether the window around the guess held it (else the
+    /// whole bucket was searched).
+    #[inline(always)]
+    fn search(&self, hash: u32) -> (usize, bool) {
+        let v = (hash >> (32 - self.bits)) as usize;
+        let (lo, hi) = (self.starts[v] as usize, self.starts[v + 1] as usize);
+        let probe = hash << self.bits;
+        // The guess: as far into the bucket as the hash's low bits are into their range.
+        let guess = lo + ((u64::from(probe) * (hi - lo) as u64) >> 32) as usize;
+        let from = guess
+            .saturating_sub(WINDOW / 2)
+            .min(hi.saturating_sub(WINDOW))
+            .max(lo);
+        let to = (from + WINDOW).min(hi);
+        let below = self.entries[from..to].partition_point(|&e| e < probe);
+        if (below == 0 && from > lo) || (from + below == to && to < hi) {
+            (lo + self.entries[lo..hi].partition_point(|&e| e < probe), false)
+        } else {
+            (from + below, true)
+        }
+    }
+
+    /// Whether the ring has its bucket index.
+    fn indexed(&self) -> bool {
+        !self.starts.is_empty()
     }
 }
 
@@ -462,8 +482,7 @@ impl NginxHash {
                 found: Some((at, peer)),
                 ..
             }) => (at as usize, peer as usize),
-            Some(Begun { bucket, .. }) => ring.first_in(hash, bucket),
-            None => ring.first(hash),
+            _ => ring.first(hash),
         };
         if backends.up(peer) {
             return Some(peer);
@@ -775,29 +794,30 @@ impl Strategy for NginxHash {
         self.params.consistent
     }
 
-    /// Begins the lookup of `key` on the ring: its hash, and its bucket read from the
-    /// index; and goes on with the key told before: the first point of its bucket at or
-    /// after its hash, read from the entries. The two reads are independent, so their
-    /// misses overlap.
+    /// Begins the lookup of `key` on the ring: its hash; and when the oldest key kept
+    /// (the one the simulator picks for next) was not looked up yet, looks up every key
+    /// kept that was not, side by side (their reads of the entries are independent, so
+    /// their misses overlap). Told two arrivals ahead, keys are thus looked up three at a
+    /// time, every third call.
     fn upcoming(&mut self, key: u64) {
         if let Some(ring) = &self.ring
             && ring.indexed()
         {
-            let mut before = self.begun[2];
-            if let Some(b) = &mut before
-                && b.found.is_none()
-            {
-                let (at, peer) = ring.first_in(b.hash, b.bucket);
-                b.found = Some((at as u32, peer as u32));
-            }
             let hash = address_crc(client_address(key));
-            let begun = Begun {
+            let told = Begun {
                 key,
                 hash,
-                bucket: ring.bucket(hash),
                 found: None,
             };
-            self.begun = [self.begun[1], before, Some(begun)];
+            self.begun = [self.begun[1], self.begun[2], Some(told)];
+            if self.begun[0].is_some_and(|b| b.found.is_none()) {
+                for b in self.begun.iter_mut().flatten() {
+                    if b.found.is_none() {
+                        let (at, peer) = ring.first(b.hash);
+                        b.found = Some((at as u32, peer as u32));
+                    }
+                }
+            }
         }
     }
 
@@ -968,17 +988,20 @@ mod tests {
         Ok(())
     }
 
-    /// The buckets are used for the rings of the cost bench (10 to 10,000 peers of weight
-    /// 1), and not when a peer does not fit an entry's bits.
+    /// The index is built for the rings of the cost bench (10 to 10,000 peers of weight
+    /// 1), and not for a ring of fewer than [`BUCKET_POINTS`] points or whose peers need
+    /// more than [`MAX_BITS`] bits.
     #[test]
     fn the_index_is_built_when_the_peers_fit_its_entries() {
-        for n in [2, 10, 1000] {
+        for n in [2, 10, 1000, 10_000] {
             let ring = Ring::new(reference_ring(&NginxHashParams::default(), &vec![1; n]));
-            assert!(!ring.starts.is_empty(), "{n} peers");
+            assert!(ring.indexed(), "{n} peers");
         }
-        // 8 points on one peer of number 2: 1 bit, peer 2 does not fit.
-        let points: Vec<_> = (0..8).map(|k| (k << 28, 2)).collect();
-        assert!(Ring::new(points).starts.is_empty());
+        let points = |n: u32, peer| (0..n).map(|k| (k << 24, peer)).collect::<Vec<_>>();
+        assert!(!Ring::new(points(31, 2)).indexed());
+        assert!(Ring::new(points(32, 2)).indexed());
+        assert!(Ring::new(points(64, (1 << MAX_BITS) - 1)).indexed());
+        assert!(!Ring::new(points(64, 1 << MAX_BITS)).indexed());
     }
 
     /// Strategies over the same port base and weights share a ring; another port base or
@@ -1207,8 +1230,8 @@ mod tests {
     }
 
     /// Told the key after the next just before each pick, as the simulator tells it, a
-    /// strategy begins each lookup two picks before its own and finds its point one pick
-    /// before (so the picks below use the points it found), and picks as one never told;
+    /// strategy has looked up each key by its pick (so the picks below use the points it
+    /// found), and picks as one never told;
     /// a key told and then not picked, or picked after other keys were told, changes
     /// nothing either.
     #[test]
@@ -1226,7 +1249,7 @@ mod tests {
         for (n, k) in keys.windows(3).enumerate() {
             told.upcoming(k[2]);
             assert_eq!(told.begun[2].map(|b| b.key), Some(k[2]));
-            assert!(told.begun[1].is_some_and(|b| b.key == k[1] && b.found.is_some()));
+            assert_eq!(told.begun[1].map(|b| b.key), Some(k[1]));
             if n > 0 {
                 assert!(told.begun[0].is_some_and(|b| b.key == k[0] && b.found.is_some()));
             }
@@ -1332,6 +1355,28 @@ mod tests {
     /// point is crc32 of `127.0.0.1`, a NUL byte, `29100` and four zero bytes: 0x840f9dcb.
     /// The picks of the keys 0..24 (clients 127.1.0.0, 127.1.0.1, …), with every peer up,
     /// then with peer 1 down, and over weights 3:1:2.
+    /// At 1,000 and 10,000 peers the window around the guess holds the first point at or
+    /// after a hash in most lookups (the bucket is searched in the others), and the
+    /// position found is the binary search's.
+    #[test]
+    fn the_window_mostly_holds_the_position_at_scale() {
+        for (n, want) in [(1_000, 0.95), (10_000, 0.95)] {
+            let points = reference_ring(&NginxHashParams::default(), &vec![1; n]);
+            let ring = Ring::new(points.clone());
+            let mut held = 0;
+            let lookups = 100_000u32;
+            for k in 0..lookups {
+                let hash = k.wrapping_mul(2_654_435_761) ^ k >> 7;
+                let (at, window) = ring.search(hash);
+                assert_eq!(at, points.partition_point(|&(h, _)| h < hash), "{hash:#x}");
+                held += u32::from(window);
+            }
+            let share = f64::from(held) / f64::from(lookups);
+            eprintln!("{n} peers: the window held {share:.4} of the lookups");
+            assert!(share > want, "{n} peers: {share}");
+        }
+    }
+
     #[test]
     fn the_ring_and_its_picks_match_an_independent_implementation() {
         let h = consistent(29_100);
