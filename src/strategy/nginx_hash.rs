@@ -274,9 +274,18 @@ impl Ring {
             .min(hi.saturating_sub(WINDOW))
             .max(lo);
         let to = (from + WINDOW).min(hi);
-        let below = self.entries[from..to].partition_point(|&e| e < probe);
+        // A count, not a binary search: the window's loads are independent, so its two
+        // cache lines are read at once (a binary search reads the second line only once
+        // the first has come in). The entries are sorted, so the count is the position.
+        let below: usize = self.entries[from..to]
+            .iter()
+            .map(|&e| usize::from(e < probe))
+            .sum();
         if (below == 0 && from > lo) || (from + below == to && to < hi) {
-            (lo + self.entries[lo..hi].partition_point(|&e| e < probe), false)
+            (
+                lo + self.entries[lo..hi].partition_point(|&e| e < probe),
+                false,
+            )
         } else {
             (from + below, true)
         }
