@@ -1,7 +1,7 @@
 //! The discrete-event engine: one replication of one strategy.
 //!
 //! Events are arrivals (one pending at a time, generated lazily from the request stream,
-//! the one after it drawn one arrival early), completions, periodic load reports,
+//! a few more drawn ahead, see [`LOOKAHEAD`]), completions, periodic load reports,
 //! connection expiries and faults. Two topologies:
 //!
 //! - **Request level** (default): on arrival a balancer (chosen uniformly when there are
@@ -14,6 +14,8 @@
 //!
 //! Arrivals stop at the end of the measured window and the system then drains, so every
 //! measured request completes. Events at the same nanosecond run in scheduling order.
+
+use std::collections::VecDeque;
 
 use rand::RngExt;
 
@@ -35,7 +37,8 @@ use crate::policy::{PolicySpec, SlowStartSpec};
 use crate::rng::{SimRng, Stream, stream_rng};
 use crate::scenario::{ErrorStatus, FaultKind, Scenario};
 use crate::strategy::{
-    Balancer, LoadTable, Outcome, Ramp, ServerLoad, StrategyEntry, StrategyFactory, StrategySpec,
+    Balancer, LOOKAHEAD, LoadTable, Outcome, Ramp, ServerLoad, StrategyEntry, StrategyFactory,
+    StrategySpec,
 };
 use crate::time::Nanos;
 use crate::workload::dist::open_unit;
@@ -169,13 +172,13 @@ struct Sim<'a> {
     extra_latency: Vec<Nanos>,
     /// The next arrival: (time, scheduling sequence, request).
     pending: Option<(Nanos, u64, Request)>,
-    /// The arrival after `pending`, drawn one arrival early so that its key can be told
-    /// to the strategy two arrivals before its pick ([`Sim::tell_upcoming`]). Its
-    /// scheduling sequence is taken when it becomes `pending`, as it would be were it
-    /// drawn then; the arrival, size and key draws are streams of their own, so drawing
-    /// earlier changes no number.
-    ahead: Option<Request>,
-    requests: RequestStream,
+    /// The arrivals after `pending` (up to [`LOOKAHEAD`] − 1 of them), drawn early so
+    /// that a key can be told to the strategy [`LOOKAHEAD`] arrivals before its pick
+    /// ([`Sim::tell_upcoming`]). A scheduling sequence is taken when its arrival becomes
+    /// `pending`, as it would be were it drawn then; the arrival, size and key draws are
+    /// streams of their own, so drawing earlier changes no number.
+    ahead: VecDeque<Request>,
+    requests: std::iter::Fuse<RequestStream>,
     m: RunMetrics,
     from: Nanos,
     to: Nanos,
@@ -560,9 +563,9 @@ impl<'a> Sim<'a> {
             routing: stream_rng(seed, replication, Stream::Routing, 0),
             events: EventQueue::default(),
             pending: None,
-            ahead: None,
+            ahead: VecDeque::with_capacity(LOOKAHEAD),
             extra_latency: Vec::new(),
-            requests: RequestStream::new(&scenario.workload, seed, replication),
+            requests: RequestStream::new(&scenario.workload, seed, replication).fuse(),
             m: RunMetrics::new(&workers, from, to)
                 .with_phases(&crate::metrics::phase_edges(scenario))
                 .with_recovery(crate::metrics::recovery_spec(scenario)),
@@ -615,7 +618,7 @@ impl<'a> Sim<'a> {
         if let Some(r) = sim.requests.next() {
             let seq = sim.events.reserve_seq();
             sim.pending = Some((r.arrival, seq, r));
-            sim.ahead = sim.requests.next();
+            sim.ahead.extend(sim.requests.by_ref().take(LOOKAHEAD - 1));
         }
         if let Some(dt) = sim.report_every {
             sim.events.push(dt, Event::Report);
@@ -754,11 +757,11 @@ impl<'a> Sim<'a> {
         }
         if arrival {
             let (now, _, req) = self.pending.take()?;
-            if let Some(next) = self.ahead.take() {
+            if let Some(next) = self.ahead.pop_front() {
                 let seq = self.events.reserve_seq();
                 self.pending = Some((next.arrival, seq, next));
-                self.ahead = self.requests.next();
-                if let Some(after) = &self.ahead {
+                if let Some(after) = self.requests.next() {
+                    self.ahead.push_back(after);
                     self.tell_upcoming(after.key);
                 }
             }
@@ -771,10 +774,10 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Tells the balancer the key of the arrival after the next, drawn now, before the
-    /// pick of the arrival at hand and the events until the next two
-    /// ([`Balancer::upcoming`]): at request level with one balancer (with several, which
-    /// one picks is drawn at the arrival).
+    /// Tells the balancer the key of the arrival [`LOOKAHEAD`] after the one at hand,
+    /// drawn now, before the pick of the arrival at hand ([`Balancer::upcoming`]): at
+    /// request level with one balancer (with several, which one picks is drawn at the
+    /// arrival).
     #[inline(always)]
     fn tell_upcoming(&mut self, key: u64) {
         if let (Topology::Requests, [balancer]) = (&self.topology, self.balancers.as_mut_slice()) {

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use super::SpecError;
 use super::hash::client_address;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
-use super::{Backend, Backends, PickContext, SmoothWeightedRoundRobin, Strategy};
+use super::{Backend, Backends, LOOKAHEAD, PickContext, SmoothWeightedRoundRobin, Strategy};
 
 /// Tries by hashing before the round-robin fallback (`hp->tries > 20`).
 const TRIES: u32 = 21;
@@ -91,16 +91,25 @@ pub struct NginxHash {
     fallback: SmoothWeightedRoundRobin,
     /// The peers' weight ranges, for the walk. Rebuilt when a weight changes.
     ranges: Ranges,
-    /// The lookups begun for the last three keys told ([`Strategy::upcoming`]), the
-    /// latest last: the simulator tells the key of request `k + 2` just before it picks
-    /// for request `k`. Emptied when the ring is dropped.
-    begun: [Option<Begun>; 3],
+    /// The lookups begun for the last [`TOLD`] keys told ([`Strategy::upcoming`]), the
+    /// `told`-th in slot `told % TOLD`: the simulator tells the key of request
+    /// `k + LOOKAHEAD` just before it picks for request `k`, so these are the keys of
+    /// requests `k` to `k + LOOKAHEAD`. Emptied when the ring is dropped.
+    begun: [Option<Begun>; TOLD],
+    /// How many keys were told.
+    told: usize,
+    /// The ends of the windows read ahead ([`Ring::window_ends`]), kept so that their
+    /// reads are not optimised away.
+    sink: u32,
 }
 
+/// Keys kept told ahead: the one picked next and the [`LOOKAHEAD`] after it.
+const TOLD: usize = LOOKAHEAD + 1;
+
 /// A consistent lookup begun before its pick ([`Strategy::upcoming`]): the key's hash,
-/// and once looked up, the first point at or after it. Keys are looked up three at a
-/// time, every third call, so that the misses on the ring's entries overlap (and with
-/// the events before the picks) instead of coming one after the other.
+/// and once looked up, the first point at or after it. Keys are looked up [`TOLD`] at a
+/// time, every [`TOLD`]-th call, so that the misses on the ring's entries overlap (and
+/// with the events before the picks) instead of coming one after the other.
 #[derive(Clone, Copy, Debug)]
 struct Begun {
     key: u64,
@@ -264,16 +273,41 @@ impl Ring {
     /// whole bucket was searched).
     #[inline(always)]
     fn search(&self, hash: u32) -> (usize, bool) {
+        self.search_in(hash, self.window(hash))
+    }
+
+    /// `hash`'s bucket `lo..hi` in the entries, and the window `from..to` within it
+    /// around the guess of its position: as far into the bucket as the hash's low bits
+    /// are into their range. The ring must be [`Ring::indexed`].
+    #[inline(always)]
+    fn window(&self, hash: u32) -> Window {
         let v = (hash >> (32 - self.bits)) as usize;
         let (lo, hi) = (self.starts[v] as usize, self.starts[v + 1] as usize);
-        let probe = hash << self.bits;
-        // The guess: as far into the bucket as the hash's low bits are into their range.
-        let guess = lo + ((u64::from(probe) * (hi - lo) as u64) >> 32) as usize;
+        let guess = lo + ((u64::from(hash << self.bits) * (hi - lo) as u64) >> 32) as usize;
         let from = guess
             .saturating_sub(WINDOW / 2)
             .min(hi.saturating_sub(WINDOW))
             .max(lo);
-        let to = (from + WINDOW).min(hi);
+        Window {
+            lo,
+            hi,
+            from,
+            to: (from + WINDOW).min(hi),
+        }
+    }
+
+    /// The first entry of `window` and its last (or at an empty window the entry after
+    /// it), xored: reading them brings in the window's one or two cache lines.
+    #[inline(always)]
+    fn window_ends(&self, window: &Window) -> u32 {
+        self.entries[window.from] ^ self.entries[window.to.max(window.from + 1) - 1]
+    }
+
+    /// [`Ring::search`] given `hash`'s [`Ring::window`].
+    #[inline(always)]
+    fn search_in(&self, hash: u32, w: Window) -> (usize, bool) {
+        let Window { lo, hi, from, to } = w;
+        let probe = hash << self.bits;
         // A count, not a binary search: the window's loads are independent, so its two
         // cache lines are read at once (a binary search reads the second line only once
         // the first has come in). The entries are sorted, so the count is the position.
@@ -295,6 +329,16 @@ impl Ring {
     fn indexed(&self) -> bool {
         !self.starts.is_empty()
     }
+}
+
+/// Where a lookup searches ([`Ring::window`]): the bucket `lo..hi` and the window
+/// `from..to` within it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Window {
+    lo: usize,
+    hi: usize,
+    from: usize,
+    to: usize,
 }
 
 /// The peers' weight ranges: what nginx's walk over the weights finds in one lookup.
@@ -412,7 +456,7 @@ impl NginxHash {
     /// Drops the ring, to be built again at the next pick, and the lookups begun on it.
     fn drop_ring(&mut self) {
         self.ring = None;
-        self.begun = [None; 3];
+        self.begun = [None; TOLD];
     }
 
     /// The weight ranges of `backends`, rebuilt if the backends are new.
@@ -805,29 +849,40 @@ impl Strategy for NginxHash {
 
     /// Begins the lookup of `key` on the ring: its hash; and when the oldest key kept
     /// (the one the simulator picks for next) was not looked up yet, looks up every key
-    /// kept that was not, side by side (their reads of the entries are independent, so
-    /// their misses overlap). Told two arrivals ahead, keys are thus looked up three at a
-    /// time, every third call.
+    /// kept that was not, side by side: first the windows of all, each window's ends
+    /// read (so that every miss on the entries is under way before the first returns),
+    /// then the searches, in the cache by then. Told [`LOOKAHEAD`] arrivals ahead, keys
+    /// are thus looked up [`TOLD`] at a time.
     fn upcoming(&mut self, key: u64) {
-        if let Some(ring) = &self.ring
-            && ring.indexed()
-        {
-            let hash = address_crc(client_address(key));
-            let told = Begun {
-                key,
-                hash,
-                found: None,
-            };
-            self.begun = [self.begun[1], self.begun[2], Some(told)];
-            if self.begun[0].is_some_and(|b| b.found.is_none()) {
-                for b in self.begun.iter_mut().flatten() {
-                    if b.found.is_none() {
-                        let (at, peer) = ring.first(b.hash);
-                        b.found = Some((at as u32, peer as u32));
-                    }
-                }
+        let Some(ring) = self.ring.as_deref().filter(|r| r.indexed()) else {
+            return;
+        };
+        let hash = address_crc(client_address(key));
+        self.begun[self.told % TOLD] = Some(Begun {
+            key,
+            hash,
+            found: None,
+        });
+        self.told += 1;
+        if !self.begun[self.told % TOLD].is_some_and(|b| b.found.is_none()) {
+            return;
+        }
+        let mut windows = [Window::default(); TOLD];
+        let mut ends = 0;
+        for (w, b) in windows.iter_mut().zip(&self.begun) {
+            if let Some(b) = b.filter(|b| b.found.is_none()) {
+                *w = ring.window(b.hash);
+                ends ^= ring.window_ends(w);
             }
         }
+        for (&w, b) in windows.iter().zip(&mut self.begun) {
+            if let Some(b) = b.as_mut().filter(|b| b.found.is_none()) {
+                let (at, _) = ring.search_in(b.hash, w);
+                let peer = ring.peer(at);
+                b.found = Some((if at == ring.len { 0 } else { at as u32 }, peer as u32));
+            }
+        }
+        self.sink = ends;
     }
 
     /// A weight that changed invalidates the weight ranges and the ring (the balancer's
@@ -1238,11 +1293,11 @@ mod tests {
         }
     }
 
-    /// Told the key after the next just before each pick, as the simulator tells it, a
-    /// strategy has looked up each key by its pick (so the picks below use the points it
-    /// found), and picks as one never told;
-    /// a key told and then not picked, or picked after other keys were told, changes
-    /// nothing either.
+    /// Told each key [`LOOKAHEAD`] picks ahead, as the simulator tells it, a strategy
+    /// keeps the keys from the one picked next on, has looked each up by its pick (so
+    /// the picks below use the points it found), and picks as one never told; a key
+    /// told and then not picked, or picked after other keys were told, changes nothing
+    /// either.
     #[test]
     fn lookups_begun_when_told_pick_as_without() {
         let mut backends = view(&[1; 12]);
@@ -1254,17 +1309,25 @@ mod tests {
         let keys: Vec<u64> = (0..400).map(|k| k * 7_919 % 1_000).collect();
         pick(&mut told, &backends, keys[0]);
         pick(&mut never, &backends, keys[0]);
-        told.upcoming(keys[1]);
-        for (n, k) in keys.windows(3).enumerate() {
-            told.upcoming(k[2]);
-            assert_eq!(told.begun[2].map(|b| b.key), Some(k[2]));
-            assert_eq!(told.begun[1].map(|b| b.key), Some(k[1]));
-            if n > 0 {
-                assert!(told.begun[0].is_some_and(|b| b.key == k[0] && b.found.is_some()));
-            }
+        for &k in &keys[1..=LOOKAHEAD] {
+            told.upcoming(k);
+        }
+        for j in 1..keys.len() - LOOKAHEAD {
+            told.upcoming(keys[j + LOOKAHEAD]);
+            let mut kept: Vec<u64> = told.begun.iter().flatten().map(|b| b.key).collect();
+            let mut want = keys[j..=j + LOOKAHEAD].to_vec();
+            kept.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(kept, want);
+            assert!(
+                told.begun
+                    .iter()
+                    .flatten()
+                    .any(|b| b.key == keys[j] && b.found.is_some())
+            );
             assert_eq!(
-                pick(&mut told, &backends, k[0]),
-                pick(&mut never, &backends, k[0])
+                pick(&mut told, &backends, keys[j]),
+                pick(&mut never, &backends, keys[j])
             );
         }
         for (tell, picked) in [(5, 6), (6, 5), (7, 7)] {
