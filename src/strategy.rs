@@ -463,6 +463,12 @@ impl Balancer {
         )
     }
 
+    /// Whether the strategy wants the keys of requests that will arrive
+    /// ([`Strategy::reads_ahead`]).
+    pub fn reads_ahead(&self) -> bool {
+        self.reads_ahead
+    }
+
     /// Tells the strategy the key of a request that will arrive next, if it wants to know
     /// ([`Strategy::upcoming`]).
     #[inline]

@@ -172,13 +172,19 @@ struct Sim<'a> {
     extra_latency: Vec<Nanos>,
     /// The next arrival: (time, scheduling sequence, request).
     pending: Option<(Nanos, u64, Request)>,
-    /// The arrivals after `pending` (up to [`LOOKAHEAD`] − 1 of them), drawn early so
-    /// that a key can be told to the strategy [`LOOKAHEAD`] arrivals before its pick
+    /// The arrivals after `pending` (up to `depth` of them), drawn early so that a key
+    /// can be told to the strategy [`LOOKAHEAD`] arrivals before its pick
     /// ([`Sim::tell_upcoming`]). A scheduling sequence is taken when its arrival becomes
     /// `pending`, as it would be were it drawn then; the arrival, size and key draws are
     /// streams of their own, so drawing earlier changes no number.
     ahead: VecDeque<Request>,
-    requests: std::iter::Fuse<RequestStream>,
+    /// How many arrivals are drawn ahead: [`LOOKAHEAD`] − 1 at request level with one
+    /// balancer whose strategy reads ahead ([`Balancer::reads_ahead`]), else none (the
+    /// next arrival is drawn when the one before arrives).
+    depth: usize,
+    requests: RequestStream,
+    /// Whether `requests` has ended (it is not asked again).
+    drawn_all: bool,
     m: RunMetrics,
     from: Nanos,
     to: Nanos,
@@ -563,9 +569,11 @@ impl<'a> Sim<'a> {
             routing: stream_rng(seed, replication, Stream::Routing, 0),
             events: EventQueue::default(),
             pending: None,
-            ahead: VecDeque::with_capacity(LOOKAHEAD),
+            ahead: VecDeque::new(),
+            depth: 0,
             extra_latency: Vec::new(),
-            requests: RequestStream::new(&scenario.workload, seed, replication).fuse(),
+            requests: RequestStream::new(&scenario.workload, seed, replication),
+            drawn_all: false,
             m: RunMetrics::new(&workers, from, to)
                 .with_phases(&crate::metrics::phase_edges(scenario))
                 .with_recovery(crate::metrics::recovery_spec(scenario)),
@@ -615,10 +623,25 @@ impl<'a> Sim<'a> {
             }
         }
         sim.initial_membership();
-        if let Some(r) = sim.requests.next() {
-            let seq = sim.events.reserve_seq();
-            sim.pending = Some((r.arrival, seq, r));
-            sim.ahead.extend(sim.requests.by_ref().take(LOOKAHEAD - 1));
+        if scenario.connections.is_none()
+            && let [balancer] = sim.balancers.as_slice()
+            && balancer.reads_ahead()
+        {
+            sim.depth = LOOKAHEAD - 1;
+            sim.ahead.reserve(sim.depth);
+        }
+        match sim.requests.next() {
+            Some(r) => {
+                let seq = sim.events.reserve_seq();
+                sim.pending = Some((r.arrival, seq, r));
+                while sim.ahead.len() < sim.depth && !sim.drawn_all {
+                    match sim.requests.next() {
+                        Some(r) => sim.ahead.push_back(r),
+                        None => sim.drawn_all = true,
+                    }
+                }
+            }
+            None => sim.drawn_all = true,
         }
         if let Some(dt) = sim.report_every {
             sim.events.push(dt, Event::Report);
@@ -757,12 +780,22 @@ impl<'a> Sim<'a> {
         }
         if arrival {
             let (now, _, req) = self.pending.take()?;
-            if let Some(next) = self.ahead.pop_front() {
+            if self.depth == 0 {
+                if let Some(next) = self.requests.next() {
+                    let seq = self.events.reserve_seq();
+                    self.pending = Some((next.arrival, seq, next));
+                }
+            } else if let Some(next) = self.ahead.pop_front() {
                 let seq = self.events.reserve_seq();
                 self.pending = Some((next.arrival, seq, next));
-                if let Some(after) = self.requests.next() {
-                    self.ahead.push_back(after);
-                    self.tell_upcoming(after.key);
+                if !self.drawn_all {
+                    match self.requests.next() {
+                        Some(after) => {
+                            self.ahead.push_back(after);
+                            self.tell_upcoming(after.key);
+                        }
+                        None => self.drawn_all = true,
+                    }
                 }
             }
             self.arrival::<PLAIN>(now, req);
@@ -775,12 +808,12 @@ impl<'a> Sim<'a> {
     }
 
     /// Tells the balancer the key of the arrival [`LOOKAHEAD`] after the one at hand,
-    /// drawn now, before the pick of the arrival at hand ([`Balancer::upcoming`]): at
-    /// request level with one balancer (with several, which one picks is drawn at the
-    /// arrival).
+    /// drawn now, before the pick of the arrival at hand ([`Balancer::upcoming`]); only
+    /// when arrivals are drawn ahead (`depth`): at request level with one balancer (with
+    /// several, which one picks is drawn at the arrival).
     #[inline(always)]
     fn tell_upcoming(&mut self, key: u64) {
-        if let (Topology::Requests, [balancer]) = (&self.topology, self.balancers.as_mut_slice()) {
+        if let [balancer] = self.balancers.as_mut_slice() {
             balancer.upcoming(key);
         }
     }
