@@ -1907,6 +1907,77 @@ mod tests {
         format!("{a:?}") == format!("{b:?}")
     }
 
+    /// Picks by key, and writes down every key it is told ahead and every key it picks
+    /// for; reads ahead when `reads` says so.
+    struct Told {
+        reads: bool,
+        told: std::sync::Arc<std::sync::Mutex<(Vec<u64>, Vec<u64>)>>,
+    }
+
+    impl crate::strategy::Strategy for Told {
+        fn pick(
+            &mut self,
+            backends: &crate::strategy::Backends,
+            ctx: &crate::strategy::PickContext<'_>,
+        ) -> Option<usize> {
+            self.told.lock().expect("not poisoned").1.push(ctx.key);
+            Some(ctx.key as usize % backends.len())
+        }
+        fn reads_ahead(&self) -> bool {
+            self.reads
+        }
+        fn upcoming(&mut self, key: u64) {
+            self.told.lock().expect("not poisoned").0.push(key);
+        }
+    }
+
+    /// A strategy that reads ahead is told each request's key [`LOOKAHEAD`] arrivals
+    /// before its pick, and every key once (but the first [`LOOKAHEAD`]); drawing the
+    /// arrivals ahead changes nothing the run measures (evenly spaced arrivals and fixed
+    /// service times, so that arrivals and completions fall at the same instants and
+    /// their order is the events' scheduling order), with faults and without. With two
+    /// balancers nothing is told.
+    #[test]
+    fn keys_are_told_lookahead_arrivals_ahead_and_change_nothing() {
+        let service = "{ dist = \"deterministic\", value = 0.002 }";
+        let cluster = servers("s", 4, "", service) + &servers("extra", 2, "", service);
+        for (balancers, faults) in [(1, ""), (1, COMING_BACK), (2, "")] {
+            let text = format!(
+                "duration = 2\nwarmup = 0.5\nbalancers = {balancers}\n\
+                 [arrivals]\nprocess = \"deterministic\"\nrate = 1000\n\
+                 [keys]\ndist = \"uniform\"\ncount = 1000\n{cluster}{faults}\
+                 [[strategies]]\nkind = \"round_robin\"\n"
+            );
+            let s = Scenario::from_source(std::path::Path::new("t.toml"), &text)
+                .unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let run = |reads: bool| {
+                let told = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new())));
+                let factory = |_n: usize, _rng: SimRng| {
+                    Box::new(Told {
+                        reads,
+                        told: told.clone(),
+                    }) as Box<dyn crate::strategy::Strategy>
+                };
+                let mut sim = Sim::new(&s, &factory, None, 0, 3);
+                assert!(sim.run(&Cancel::default()));
+                let metrics = sim.finish();
+                let told = std::mem::take(&mut *told.lock().expect("not poisoned"));
+                (metrics, told)
+            };
+            let (ahead, (told, picked)) = run(true);
+            let (not, (never, picked_not)) = run(false);
+            assert!(same_metrics(&ahead, &not), "{balancers} balancers {faults}");
+            assert_eq!(picked, picked_not);
+            assert!(never.is_empty());
+            if balancers > 1 {
+                assert!(told.is_empty());
+                continue;
+            }
+            assert!(picked.len() > 1_000, "{}", picked.len());
+            assert_eq!(told, picked[LOOKAHEAD..], "{faults}");
+        }
+    }
+
     impl crate::strategy::Strategy for Logged {
         fn pick(
             &mut self,
