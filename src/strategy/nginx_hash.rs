@@ -864,7 +864,7 @@ impl Strategy for NginxHash {
             found: None,
         });
         self.told += 1;
-        if !self.begun[self.told % TOLD].is_some_and(|b| b.found.is_none()) {
+        if self.begun[self.told % TOLD].is_none_or(|b| b.found.is_some()) {
             return;
         }
         let mut windows = [Window::default(); TOLD];
