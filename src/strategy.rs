@@ -299,11 +299,13 @@ pub trait Strategy: Send {
         false
     }
 
-    /// Told the key of the request that arrives next, when the simulator draws it: just
-    /// before it picks for the request at hand, and a completion or two before that
-    /// key's own pick. A strategy may start reading what that pick will read (nginx
-    /// `hash … consistent`: the ring's index), so that the cache misses overlap with
-    /// that work instead of coming one after the other in the pick. A hint only: every
+    /// Told the key of the request that arrives [`LOOKAHEAD`] requests after the one at
+    /// hand, when the simulator draws it: just before it picks for the request at hand,
+    /// so [`LOOKAHEAD`] arrivals (and the completions between them, as many at load 0.8)
+    /// before that key's own pick. A strategy may read ahead what that pick will read
+    /// (nginx `hash … consistent`: the ring's entries, for several keys at once), so that
+    /// the cache misses overlap with each other and with that work instead of coming one
+    /// after the other in the picks. A hint only: every
     /// pick must be what it would be without it (the next pick may be of another key, a
     /// retry, or come after the view changed). Called only when [`Strategy::reads_ahead`]
     /// says so, by the simulator at request level with one balancer; never in live mode.
@@ -371,6 +373,10 @@ where
         self(n, rng)
     }
 }
+
+/// How many arrivals ahead the simulator tells a request's key ([`Strategy::upcoming`]):
+/// told for request `k + LOOKAHEAD` just before the pick for request `k`.
+pub const LOOKAHEAD: usize = 6;
 
 /// A strategy with its view of the backends: what one client-side balancer holds.
 ///
@@ -465,6 +471,12 @@ impl Balancer {
             &mut self.probe_owed,
             &ctx,
         )
+    }
+
+    /// Whether the strategy wants the keys of requests that will arrive
+    /// ([`Strategy::reads_ahead`]).
+    pub fn reads_ahead(&self) -> bool {
+        self.reads_ahead
     }
 
     /// Tells the strategy the key of a request that will arrive next, if it wants to know

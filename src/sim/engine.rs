@@ -1,7 +1,8 @@
 //! The discrete-event engine: one replication of one strategy.
 //!
-//! Events are arrivals (one pending at a time, generated lazily from the request stream),
-//! completions, periodic load reports, connection expiries and faults. Two topologies:
+//! Events are arrivals (one pending at a time, generated lazily from the request stream,
+//! a few more drawn ahead, see [`LOOKAHEAD`]), completions, periodic load reports,
+//! connection expiries and faults. Two topologies:
 //!
 //! - **Request level** (default): on arrival a balancer (chosen uniformly when there are
 //!   several, each with its own view) routes the request; the server starts it, queues it or
@@ -13,6 +14,8 @@
 //!
 //! Arrivals stop at the end of the measured window and the system then drains, so every
 //! measured request completes. Events at the same nanosecond run in scheduling order.
+
+use std::collections::VecDeque;
 
 use rand::RngExt;
 
@@ -34,7 +37,8 @@ use crate::policy::{PolicySpec, SlowStartSpec};
 use crate::rng::{SimRng, Stream, stream_rng};
 use crate::scenario::{ErrorStatus, FaultKind, Scenario};
 use crate::strategy::{
-    Balancer, LoadTable, Outcome, Ramp, ServerLoad, StrategyEntry, StrategyFactory, StrategySpec,
+    Balancer, LOOKAHEAD, LoadTable, Outcome, Ramp, ServerLoad, StrategyEntry, StrategyFactory,
+    StrategySpec,
 };
 use crate::time::Nanos;
 use crate::workload::dist::open_unit;
@@ -168,7 +172,19 @@ struct Sim<'a> {
     extra_latency: Vec<Nanos>,
     /// The next arrival: (time, scheduling sequence, request).
     pending: Option<(Nanos, u64, Request)>,
+    /// The arrivals after `pending` (up to `depth` of them), drawn early so that a key
+    /// can be told to the strategy [`LOOKAHEAD`] arrivals before its pick
+    /// ([`Sim::tell_upcoming`]). A scheduling sequence is taken when its arrival becomes
+    /// `pending`, as it would be were it drawn then; the arrival, size and key draws are
+    /// streams of their own, so drawing earlier changes no number.
+    ahead: VecDeque<Request>,
+    /// How many arrivals are drawn ahead: [`LOOKAHEAD`] − 1 at request level with one
+    /// balancer whose strategy reads ahead ([`Balancer::reads_ahead`]), else none (the
+    /// next arrival is drawn when the one before arrives).
+    depth: usize,
     requests: RequestStream,
+    /// Whether `requests` has ended (it is not asked again).
+    drawn_all: bool,
     m: RunMetrics,
     from: Nanos,
     to: Nanos,
@@ -553,8 +569,11 @@ impl<'a> Sim<'a> {
             routing: stream_rng(seed, replication, Stream::Routing, 0),
             events: EventQueue::default(),
             pending: None,
+            ahead: VecDeque::new(),
+            depth: 0,
             extra_latency: Vec::new(),
             requests: RequestStream::new(&scenario.workload, seed, replication),
+            drawn_all: false,
             m: RunMetrics::new(&workers, from, to)
                 .with_phases(&crate::metrics::phase_edges(scenario))
                 .with_recovery(crate::metrics::recovery_spec(scenario)),
@@ -604,9 +623,25 @@ impl<'a> Sim<'a> {
             }
         }
         sim.initial_membership();
-        if let Some(r) = sim.requests.next() {
-            let seq = sim.events.reserve_seq();
-            sim.pending = Some((r.arrival, seq, r));
+        if scenario.connections.is_none()
+            && let [balancer] = sim.balancers.as_slice()
+            && balancer.reads_ahead()
+        {
+            sim.depth = LOOKAHEAD - 1;
+            sim.ahead.reserve(sim.depth);
+        }
+        match sim.requests.next() {
+            Some(r) => {
+                let seq = sim.events.reserve_seq();
+                sim.pending = Some((r.arrival, seq, r));
+                while sim.ahead.len() < sim.depth && !sim.drawn_all {
+                    match sim.requests.next() {
+                        Some(r) => sim.ahead.push_back(r),
+                        None => sim.drawn_all = true,
+                    }
+                }
+            }
+            None => sim.drawn_all = true,
         }
         if let Some(dt) = sim.report_every {
             sim.events.push(dt, Event::Report);
@@ -745,10 +780,23 @@ impl<'a> Sim<'a> {
         }
         if arrival {
             let (now, _, req) = self.pending.take()?;
-            if let Some(next) = self.requests.next() {
+            if self.depth == 0 {
+                if let Some(next) = self.requests.next() {
+                    let seq = self.events.reserve_seq();
+                    self.pending = Some((next.arrival, seq, next));
+                }
+            } else if let Some(next) = self.ahead.pop_front() {
                 let seq = self.events.reserve_seq();
                 self.pending = Some((next.arrival, seq, next));
-                self.tell_upcoming(next.key);
+                if !self.drawn_all {
+                    match self.requests.next() {
+                        Some(after) => {
+                            self.ahead.push_back(after);
+                            self.tell_upcoming(after.key);
+                        }
+                        None => self.drawn_all = true,
+                    }
+                }
             }
             self.arrival::<PLAIN>(now, req);
             Some(now)
@@ -759,12 +807,13 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Tells the balancer the key of the next arrival, drawn now, before the pick of the
-    /// arrival at hand and the events until the next ([`Balancer::upcoming`]): at request
-    /// level with one balancer (with several, which one picks is drawn at the arrival).
+    /// Tells the balancer the key of the arrival [`LOOKAHEAD`] after the one at hand,
+    /// drawn now, before the pick of the arrival at hand ([`Balancer::upcoming`]); only
+    /// when arrivals are drawn ahead (`depth`): at request level with one balancer (with
+    /// several, which one picks is drawn at the arrival).
     #[inline(always)]
     fn tell_upcoming(&mut self, key: u64) {
-        if let (Topology::Requests, [balancer]) = (&self.topology, self.balancers.as_mut_slice()) {
+        if let [balancer] = self.balancers.as_mut_slice() {
             balancer.upcoming(key);
         }
     }
@@ -1861,6 +1910,77 @@ mod tests {
     /// Whether two runs measured the same, every field.
     fn same_metrics(a: &RunMetrics, b: &RunMetrics) -> bool {
         format!("{a:?}") == format!("{b:?}")
+    }
+
+    /// Picks by key, and writes down every key it is told ahead and every key it picks
+    /// for; reads ahead when `reads` says so.
+    struct Told {
+        reads: bool,
+        told: std::sync::Arc<std::sync::Mutex<(Vec<u64>, Vec<u64>)>>,
+    }
+
+    impl crate::strategy::Strategy for Told {
+        fn pick(
+            &mut self,
+            backends: &crate::strategy::Backends,
+            ctx: &crate::strategy::PickContext<'_>,
+        ) -> Option<usize> {
+            self.told.lock().expect("not poisoned").1.push(ctx.key);
+            Some(ctx.key as usize % backends.len())
+        }
+        fn reads_ahead(&self) -> bool {
+            self.reads
+        }
+        fn upcoming(&mut self, key: u64) {
+            self.told.lock().expect("not poisoned").0.push(key);
+        }
+    }
+
+    /// A strategy that reads ahead is told each request's key [`LOOKAHEAD`] arrivals
+    /// before its pick, and every key once (but the first [`LOOKAHEAD`]); drawing the
+    /// arrivals ahead changes nothing the run measures (evenly spaced arrivals and fixed
+    /// service times, so that arrivals and completions fall at the same instants and
+    /// their order is the events' scheduling order), with faults and without. With two
+    /// balancers nothing is told.
+    #[test]
+    fn keys_are_told_lookahead_arrivals_ahead_and_change_nothing() {
+        let service = "{ dist = \"deterministic\", value = 0.002 }";
+        let cluster = servers("s", 4, "", service) + &servers("extra", 2, "", service);
+        for (balancers, faults) in [(1, ""), (1, COMING_BACK), (2, "")] {
+            let text = format!(
+                "duration = 2\nwarmup = 0.5\nbalancers = {balancers}\n\
+                 [arrivals]\nprocess = \"deterministic\"\nrate = 1000\n\
+                 [keys]\ndist = \"uniform\"\ncount = 1000\n{cluster}{faults}\
+                 [[strategies]]\nkind = \"round_robin\"\n"
+            );
+            let s = Scenario::from_source(std::path::Path::new("t.toml"), &text)
+                .unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let run = |reads: bool| {
+                let told = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new())));
+                let factory = |_n: usize, _rng: SimRng| {
+                    Box::new(Told {
+                        reads,
+                        told: told.clone(),
+                    }) as Box<dyn crate::strategy::Strategy>
+                };
+                let mut sim = Sim::new(&s, &factory, None, 0, 3);
+                assert!(sim.run(&Cancel::default()));
+                let metrics = sim.finish();
+                let told = std::mem::take(&mut *told.lock().expect("not poisoned"));
+                (metrics, told)
+            };
+            let (ahead, (told, picked)) = run(true);
+            let (not, (never, picked_not)) = run(false);
+            assert!(same_metrics(&ahead, &not), "{balancers} balancers {faults}");
+            assert_eq!(picked, picked_not);
+            assert!(never.is_empty());
+            if balancers > 1 {
+                assert!(told.is_empty());
+                continue;
+            }
+            assert!(picked.len() > 1_000, "{}", picked.len());
+            assert_eq!(told, picked[LOOKAHEAD..], "{faults}");
+        }
     }
 
     impl crate::strategy::Strategy for Logged {

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use super::SpecError;
 use super::hash::client_address;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
-use super::{Backend, Backends, PickContext, SmoothWeightedRoundRobin, Strategy};
+use super::{Backend, Backends, LOOKAHEAD, PickContext, SmoothWeightedRoundRobin, Strategy};
 
 /// Tries by hashing before the round-robin fallback (`hp->tries > 20`).
 const TRIES: u32 = 21;
@@ -91,30 +91,43 @@ pub struct NginxHash {
     fallback: SmoothWeightedRoundRobin,
     /// The peers' weight ranges, for the walk. Rebuilt when a weight changes.
     ranges: Ranges,
-    /// The lookups begun for the last two keys told ([`Strategy::upcoming`]), the later
-    /// second: the simulator tells the key of request `k + 1` just before it picks for
-    /// request `k`. Emptied when the ring is dropped.
-    begun: [Option<Begun>; 2],
+    /// The lookups begun for the last [`TOLD`] keys told ([`Strategy::upcoming`]), the
+    /// `told`-th in slot `told % TOLD`: the simulator tells the key of request
+    /// `k + LOOKAHEAD` just before it picks for request `k`, so these are the keys of
+    /// requests `k` to `k + LOOKAHEAD`. Emptied when the ring is dropped.
+    begun: [Option<Begun>; TOLD],
+    /// How many keys were told.
+    told: usize,
+    /// The ends of the windows read ahead ([`Ring::window_ends`]), kept so that their
+    /// reads are not optimised away.
+    sink: u32,
 }
 
-/// A consistent lookup begun before its pick ([`Strategy::upcoming`]): the key's hash
-/// and its bucket in the ring's entries, read then, so that the miss on the index
-/// overlaps with the events before the pick (and with the previous pick's miss on the
-/// entries) instead of coming before the pick's own.
+/// Keys kept told ahead: the one picked next and the [`LOOKAHEAD`] after it.
+const TOLD: usize = LOOKAHEAD + 1;
+
+/// A consistent lookup begun before its pick ([`Strategy::upcoming`]): the key's hash,
+/// and once looked up, the first point at or after it. Keys are looked up [`TOLD`] at a
+/// time, every [`TOLD`]-th call, so that the misses on the ring's entries overlap (and
+/// with the events before the picks) instead of coming one after the other.
 #[derive(Clone, Copy, Debug)]
 struct Begun {
     key: u64,
     hash: u32,
-    /// [`Ring::bucket`] of `hash`.
-    bucket: (u32, u32),
+    /// [`Ring::first`] of `hash` (position, peer), once looked up.
+    found: Option<(u32, u32)>,
 }
 
 /// The consistent ring's points, sorted by hash with equal hashes once, and an index by
-/// the top bits of a hash: a pick reads where the hash's bucket starts, then the
-/// bucket's entries, which pack each point's peer with enough of its hash to find the
-/// first point at or after the key's hash (4 bytes a point, not the points' 8: 7.4 MB at
-/// 10,000 peers of weight 1, 1.6M points, instead of 13 MB of points and a 1 MB index).
-/// The position found is always the binary search's (see [`Ring::first`]).
+/// the top bits of a hash: a pick reads where the hash's bucket starts and ends (a small
+/// table, 128 KB at 10,000 peers, that mostly stays in the cache), guesses the position
+/// within the bucket from the hash's other bits (the points' hashes are spread evenly),
+/// and searches a window of [`WINDOW`] entries there: one cache miss, on the entries,
+/// where a finer index (2^18 buckets of six points, 1 MB) cost two in a row. The entries
+/// pack each point's peer with enough of its hash to find the first point at or after
+/// the key's hash (4 bytes a point, not the points' 8: 6.4 MB at 10,000 peers of weight
+/// 1, 1.6M points). The position found is always the binary search's (see
+/// [`Ring::first`]).
 #[derive(Clone, Debug, Default)]
 struct Ring {
     /// (point hash, peer), sorted by hash, equal hashes once; emptied once indexed (the
@@ -125,33 +138,49 @@ struct Ring {
     /// For each value `v` of a hash's top [`Ring::bits`] bits, the position of the first
     /// point whose hash is at least `v << (32 - bits)`; then one more, the number of
     /// points. Empty when the ring is too small for an index, or has a peer too large
-    /// for an entry ([`Ring::indexable`]): a pick then searches `points`.
+    /// for one ([`MAX_BITS`]): a pick then searches `points`.
     starts: Vec<u32>,
     /// Each point as `hash << bits | peer`: the hash's low `32 - bits` bits (its top bits
     /// are its bucket's) above the peer's `bits` bits; then an end marker,
     /// `u32::MAX << bits` with the peer of the first point (where the walk wraps to).
     entries: Vec<u32>,
-    /// Bits of the index: four to eight points a bucket (a cache line of entries or two),
-    /// at most 2^18 buckets (1 MB, six points a bucket at 10,000 peers; at 1,000 peers,
-    /// 2^15 buckets made the cost bench about 13% faster than one point a bucket, 2^18).
-    /// 0 for fewer than 8 points.
+    /// Bits of the index: about [`BUCKET_POINTS`] points a bucket, more bits (smaller
+    /// buckets) when a peer needs them in an entry. 0 without an index.
     bits: u32,
     /// What the ring was built from.
     from: RingKey,
 }
 
+/// Points a bucket of the ring's index aims at: at 10,000 peers (1.6M points) 2^15
+/// buckets of 49 points (a 128 KB index); the guess of a position within a bucket is then
+/// off by a few points, so a [`WINDOW`] around it holds the answer but in a few percent
+/// of the lookups (which then search the bucket).
+const BUCKET_POINTS: usize = 32;
+
+/// The most bits an index takes (4 MB of starts); a ring whose peers need more (over a
+/// million peers) is searched without one.
+const MAX_BITS: u32 = 20;
+
+/// Entries searched around the guessed position (64 bytes: one or two cache lines).
+const WINDOW: usize = 16;
+
 impl Ring {
-    /// The ring of `points` (sorted by hash, equal hashes once), indexed when
-    /// [`Ring::indexable`].
+    /// The ring of `points` (sorted by hash, equal hashes once), indexed when it has at
+    /// least [`BUCKET_POINTS`] points and its peers fit an entry ([`MAX_BITS`]).
     fn new(points: Vec<(u32, u32)>) -> Ring {
-        let bits = (points.len() / 4).checked_ilog2().unwrap_or(0).min(18);
+        let peers = points.iter().map(|&(_, p)| p).max().unwrap_or(0);
+        let peer_bits = u32::BITS - peers.leading_zeros();
+        let bits = match (points.len() / BUCKET_POINTS).checked_ilog2() {
+            Some(b) if b.max(peer_bits) <= MAX_BITS => b.max(peer_bits).max(1),
+            _ => 0,
+        };
         let mut ring = Ring {
             len: points.len(),
             points,
             bits,
             ..Ring::default()
         };
-        if ring.indexable() {
+        if bits > 0 {
             ring.index();
             ring.points = Vec::new();
         }
@@ -176,12 +205,6 @@ impl Ring {
                 (top | e >> self.bits, e & mask)
             })
             .collect()
-    }
-
-    /// Whether the entries can hold the ring: an entry gives a peer `bits` bits.
-    fn indexable(&self) -> bool {
-        let peers = self.points.iter().map(|&(_, p)| p).max().unwrap_or(0);
-        self.bits > 0 && u64::from(peers) < 1 << self.bits
     }
 
     /// Fills `starts` and `entries` from `points`.
@@ -228,8 +251,11 @@ impl Ring {
     /// `hash`, and every point from `starts[v + 1]` on is at least the smallest hash of
     /// prefix `v + 1`, so above `hash`; between them, the points' top bits are `hash`'s,
     /// so an entry is below `hash << bits` exactly when its point's low bits are below
-    /// `hash`'s (its peer's bits are below `1 << bits`). The entry at the position found
-    /// is its point's, or at the end the marker, with the first point's peer.
+    /// `hash`'s (its peer's bits are below `1 << bits`). Within the bucket the entries
+    /// below are those before the position, so a window of them holds the position
+    /// unless all its entries are below (and more follow in the bucket) or none is (and
+    /// more come before): then the whole bucket is searched. The entry at the position
+    /// found is its point's, or at the end the marker, with the first point's peer.
     #[inline]
     fn first(&self, hash: u32) -> (usize, usize) {
         if !self.indexed() {
@@ -237,31 +263,82 @@ impl Ring {
             let at = if at == self.points.len() { 0 } else { at };
             return (at, self.peer(at));
         }
-        self.first_in(hash, self.bucket(hash))
-    }
-
-    /// Whether the ring has its bucket index ([`Ring::bucket`]).
-    fn indexed(&self) -> bool {
-        !self.starts.is_empty()
-    }
-
-    /// Where the entries of `hash`'s bucket lie: `starts[v]..starts[v + 1]`, `v` the
-    /// hash's top bits. The ring must be [`Ring::indexed`].
-    #[inline]
-    fn bucket(&self, hash: u32) -> (u32, u32) {
-        let v = (hash >> (32 - self.bits)) as usize;
-        (self.starts[v], self.starts[v + 1])
-    }
-
-    /// [`Ring::first`] of `hash` on an indexed ring, given its [`Ring::bucket`].
-    #[inline]
-    fn first_in(&self, hash: u32, (lo, hi): (u32, u32)) -> (usize, usize) {
-        let (lo, hi) = (lo as usize, hi as usize);
-        let probe = hash << self.bits;
-        let at = lo + self.entries[lo..hi].partition_point(|&e| e < probe);
+        let (at, _) = self.search(hash);
         let peer = self.entries[at] & ((1 << self.bits) - 1);
         (if at == self.len { 0 } else { at }, peer as usize)
     }
+
+    /// [`Ring::first`] on an indexed ring, before the wrap (the position may be the
+    /// number of points), and whether the window around the guess held it (else the
+    /// whole bucket was searched).
+    #[inline(always)]
+    fn search(&self, hash: u32) -> (usize, bool) {
+        self.search_in(hash, self.window(hash))
+    }
+
+    /// `hash`'s bucket `lo..hi` in the entries, and the window `from..to` within it
+    /// around the guess of its position: as far into the bucket as the hash's low bits
+    /// are into their range. The ring must be [`Ring::indexed`].
+    #[inline(always)]
+    fn window(&self, hash: u32) -> Window {
+        let v = (hash >> (32 - self.bits)) as usize;
+        let (lo, hi) = (self.starts[v] as usize, self.starts[v + 1] as usize);
+        let guess = lo + ((u64::from(hash << self.bits) * (hi - lo) as u64) >> 32) as usize;
+        let from = guess
+            .saturating_sub(WINDOW / 2)
+            .min(hi.saturating_sub(WINDOW))
+            .max(lo);
+        Window {
+            lo,
+            hi,
+            from,
+            to: (from + WINDOW).min(hi),
+        }
+    }
+
+    /// The first entry of `window` and its last (or at an empty window the entry after
+    /// it), xored: reading them brings in the window's one or two cache lines.
+    #[inline(always)]
+    fn window_ends(&self, window: &Window) -> u32 {
+        self.entries[window.from] ^ self.entries[window.to.max(window.from + 1) - 1]
+    }
+
+    /// [`Ring::search`] given `hash`'s [`Ring::window`].
+    #[inline(always)]
+    fn search_in(&self, hash: u32, w: Window) -> (usize, bool) {
+        let Window { lo, hi, from, to } = w;
+        let probe = hash << self.bits;
+        // A count, not a binary search: the window's loads are independent, so its two
+        // cache lines are read at once (a binary search reads the second line only once
+        // the first has come in). The entries are sorted, so the count is the position.
+        let below: usize = self.entries[from..to]
+            .iter()
+            .map(|&e| usize::from(e < probe))
+            .sum();
+        if (below == 0 && from > lo) || (from + below == to && to < hi) {
+            (
+                lo + self.entries[lo..hi].partition_point(|&e| e < probe),
+                false,
+            )
+        } else {
+            (from + below, true)
+        }
+    }
+
+    /// Whether the ring has its bucket index.
+    fn indexed(&self) -> bool {
+        !self.starts.is_empty()
+    }
+}
+
+/// Where a lookup searches ([`Ring::window`]): the bucket `lo..hi` and the window
+/// `from..to` within it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Window {
+    lo: usize,
+    hi: usize,
+    from: usize,
+    to: usize,
 }
 
 /// The peers' weight ranges: what nginx's walk over the weights finds in one lookup.
@@ -379,7 +456,7 @@ impl NginxHash {
     /// Drops the ring, to be built again at the next pick, and the lookups begun on it.
     fn drop_ring(&mut self) {
         self.ring = None;
-        self.begun = [None; 2];
+        self.begun = [None; TOLD];
     }
 
     /// The weight ranges of `backends`, rebuilt if the backends are new.
@@ -438,14 +515,14 @@ impl NginxHash {
         base.finalize()
     }
 
-    /// The consistent pick of a key whose crc32 is `hash`, given its bucket if it was
-    /// read before ([`Begun`]): `None` when nginx falls back to round robin (one peer, no
+    /// The consistent pick of a key whose crc32 is `hash`, given its lookup if it was
+    /// begun before ([`Begun`]): `None` when nginx falls back to round robin (one peer, no
     /// points, or 21 points in a row whose peers are down).
     fn consistent_pick(
         &mut self,
         backends: &Backends,
         hash: u32,
-        bucket: Option<(u32, u32)>,
+        begun: Option<Begun>,
     ) -> Option<usize> {
         let ring = self
             .ring
@@ -453,9 +530,12 @@ impl NginxHash {
         if backends.len() < 2 || ring.is_empty() {
             return None;
         }
-        let (first, peer) = match bucket {
-            Some(bucket) => ring.first_in(hash, bucket),
-            None => ring.first(hash),
+        let (first, peer) = match begun {
+            Some(Begun {
+                found: Some((at, peer)),
+                ..
+            }) => (at as usize, peer as usize),
+            _ => ring.first(hash),
         };
         if backends.up(peer) {
             return Some(peer);
@@ -729,11 +809,14 @@ impl Strategy for NginxHash {
     fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         let addr = client_address(ctx.key);
         if self.params.consistent {
-            let (hash, bucket) = match self.begun.iter().flatten().find(|b| b.key == ctx.key) {
-                Some(b) => (b.hash, Some(b.bucket)),
-                None => (address_crc(addr), None),
-            };
-            let picked = self.consistent_pick(backends, hash, bucket);
+            let begun = self
+                .begun
+                .iter()
+                .flatten()
+                .find(|b| b.key == ctx.key)
+                .copied();
+            let hash = begun.map_or_else(|| address_crc(addr), |b| b.hash);
+            let picked = self.consistent_pick(backends, hash, begun);
             return picked.or_else(|| self.fallback.pick(backends, ctx));
         }
         let ranges = self.ranges(backends);
@@ -764,20 +847,45 @@ impl Strategy for NginxHash {
         self.params.consistent
     }
 
-    /// Begins the lookup of `key` on the ring: its hash, and its bucket read from the
-    /// index (the entries are read at the pick).
+    /// Begins the lookup of `key` on the ring: its hash; and when the oldest key kept
+    /// (the one the simulator picks for next) was not looked up yet, looks up every key
+    /// kept that was not, side by side: first the windows of all, each window's ends
+    /// read (so that every miss on the entries is under way before the first returns),
+    /// then the searches, in the cache by then. Told [`LOOKAHEAD`] arrivals ahead, keys
+    /// are thus looked up [`TOLD`] at a time (batches of 3 or 12 were no faster at
+    /// 10,000 peers; writing a spare word of each line a lookup will read when its key is
+    /// told, a store standing in for the prefetch instruction that `unsafe` would allow,
+    /// was 1.02–1.06× slower: the stalls moved to the servers' state).
     fn upcoming(&mut self, key: u64) {
-        if let Some(ring) = &self.ring
-            && ring.indexed()
-        {
-            let hash = address_crc(client_address(key));
-            let begun = Begun {
-                key,
-                hash,
-                bucket: ring.bucket(hash),
-            };
-            self.begun = [self.begun[1], Some(begun)];
+        let Some(ring) = self.ring.as_deref().filter(|r| r.indexed()) else {
+            return;
+        };
+        let hash = address_crc(client_address(key));
+        self.begun[self.told % TOLD] = Some(Begun {
+            key,
+            hash,
+            found: None,
+        });
+        self.told += 1;
+        if self.begun[self.told % TOLD].is_none_or(|b| b.found.is_some()) {
+            return;
         }
+        let mut windows = [Window::default(); TOLD];
+        let mut ends = 0;
+        for (w, b) in windows.iter_mut().zip(&self.begun) {
+            if let Some(b) = b.filter(|b| b.found.is_none()) {
+                *w = ring.window(b.hash);
+                ends ^= ring.window_ends(w);
+            }
+        }
+        for (&w, b) in windows.iter().zip(&mut self.begun) {
+            if let Some(b) = b.as_mut().filter(|b| b.found.is_none()) {
+                let (at, _) = ring.search_in(b.hash, w);
+                let peer = ring.peer(at);
+                b.found = Some((if at == ring.len { 0 } else { at as u32 }, peer as u32));
+            }
+        }
+        self.sink = ends;
     }
 
     /// A weight that changed invalidates the weight ranges and the ring (the balancer's
@@ -947,17 +1055,20 @@ mod tests {
         Ok(())
     }
 
-    /// The buckets are used for the rings of the cost bench (10 to 10,000 peers of weight
-    /// 1), and not when a peer does not fit an entry's bits.
+    /// The index is built for the rings of the cost bench (10 to 10,000 peers of weight
+    /// 1), and not for a ring of fewer than [`BUCKET_POINTS`] points or whose peers need
+    /// more than [`MAX_BITS`] bits.
     #[test]
     fn the_index_is_built_when_the_peers_fit_its_entries() {
-        for n in [2, 10, 1000] {
+        for n in [2, 10, 1000, 10_000] {
             let ring = Ring::new(reference_ring(&NginxHashParams::default(), &vec![1; n]));
-            assert!(!ring.starts.is_empty(), "{n} peers");
+            assert!(ring.indexed(), "{n} peers");
         }
-        // 8 points on one peer of number 2: 1 bit, peer 2 does not fit.
-        let points: Vec<_> = (0..8).map(|k| (k << 28, 2)).collect();
-        assert!(Ring::new(points).starts.is_empty());
+        let points = |n: u32, peer| (0..n).map(|k| (k << 24, peer)).collect::<Vec<_>>();
+        assert!(!Ring::new(points(31, 2)).indexed());
+        assert!(Ring::new(points(32, 2)).indexed());
+        assert!(Ring::new(points(64, (1 << MAX_BITS) - 1)).indexed());
+        assert!(!Ring::new(points(64, 1 << MAX_BITS)).indexed());
     }
 
     /// Strategies over the same port base and weights share a ring; another port base or
@@ -1185,10 +1296,11 @@ mod tests {
         }
     }
 
-    /// Told the next key just before each pick, as the simulator tells it, a strategy
-    /// begins each lookup before its pick (so the picks below read the buckets it read),
-    /// and picks as one never told; a key told and then not picked, or picked after
-    /// another key was told, changes nothing either.
+    /// Told each key [`LOOKAHEAD`] picks ahead, as the simulator tells it, a strategy
+    /// keeps the keys from the one picked next on, has looked each up by its pick (so
+    /// the picks below use the points it found), and picks as one never told; a key
+    /// told and then not picked, or picked after other keys were told, changes nothing
+    /// either.
     #[test]
     fn lookups_begun_when_told_pick_as_without() {
         let mut backends = view(&[1; 12]);
@@ -1200,12 +1312,25 @@ mod tests {
         let keys: Vec<u64> = (0..400).map(|k| k * 7_919 % 1_000).collect();
         pick(&mut told, &backends, keys[0]);
         pick(&mut never, &backends, keys[0]);
-        for k in keys.windows(2) {
-            told.upcoming(k[1]);
-            assert_eq!(told.begun[1].map(|b| b.key), Some(k[1]));
+        for &k in &keys[1..=LOOKAHEAD] {
+            told.upcoming(k);
+        }
+        for j in 1..keys.len() - LOOKAHEAD {
+            told.upcoming(keys[j + LOOKAHEAD]);
+            let mut kept: Vec<u64> = told.begun.iter().flatten().map(|b| b.key).collect();
+            let mut want = keys[j..=j + LOOKAHEAD].to_vec();
+            kept.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(kept, want);
+            assert!(
+                told.begun
+                    .iter()
+                    .flatten()
+                    .any(|b| b.key == keys[j] && b.found.is_some())
+            );
             assert_eq!(
-                pick(&mut told, &backends, k[0]),
-                pick(&mut never, &backends, k[0])
+                pick(&mut told, &backends, keys[j]),
+                pick(&mut never, &backends, keys[j])
             );
         }
         for (tell, picked) in [(5, 6), (6, 5), (7, 7)] {
@@ -1305,6 +1430,28 @@ mod tests {
     /// point is crc32 of `127.0.0.1`, a NUL byte, `29100` and four zero bytes: 0x840f9dcb.
     /// The picks of the keys 0..24 (clients 127.1.0.0, 127.1.0.1, …), with every peer up,
     /// then with peer 1 down, and over weights 3:1:2.
+    /// At 1,000 and 10,000 peers the window around the guess holds the first point at or
+    /// after a hash in most lookups (the bucket is searched in the others), and the
+    /// position found is the binary search's.
+    #[test]
+    fn the_window_mostly_holds_the_position_at_scale() {
+        for (n, want) in [(1_000, 0.95), (10_000, 0.95)] {
+            let points = reference_ring(&NginxHashParams::default(), &vec![1; n]);
+            let ring = Ring::new(points.clone());
+            let mut held = 0;
+            let lookups = 100_000u32;
+            for k in 0..lookups {
+                let hash = k.wrapping_mul(2_654_435_761) ^ k >> 7;
+                let (at, window) = ring.search(hash);
+                assert_eq!(at, points.partition_point(|&(h, _)| h < hash), "{hash:#x}");
+                held += u32::from(window);
+            }
+            let share = f64::from(held) / f64::from(lookups);
+            eprintln!("{n} peers: the window held {share:.4} of the lookups");
+            assert!(share > want, "{n} peers: {share}");
+        }
+    }
+
     #[test]
     fn the_ring_and_its_picks_match_an_independent_implementation() {
         let h = consistent(29_100);
