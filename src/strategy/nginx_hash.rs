@@ -1424,12 +1424,6 @@ mod tests {
         )
     }
 
-    /// The ring and the picks against an independent implementation (Python's
-    /// `zlib.crc32`, `struct.pack('<I', prev)`, `bisect_left`, written from nginx's C):
-    /// 640 points over 4 peers of weight 1; the first is peer 1's 1015501; peer 0's first
-    /// point is crc32 of `127.0.0.1`, a NUL byte, `29100` and four zero bytes: 0x840f9dcb.
-    /// The picks of the keys 0..24 (clients 127.1.0.0, 127.1.0.1, …), with every peer up,
-    /// then with peer 1 down, and over weights 3:1:2.
     /// At 1,000 and 10,000 peers the window around the guess holds the first point at or
     /// after a hash in most lookups (the bucket is searched in the others), and the
     /// position found is the binary search's.
@@ -1452,6 +1446,12 @@ mod tests {
         }
     }
 
+    /// The ring and the picks against an independent implementation (Python's
+    /// `zlib.crc32`, `struct.pack('<I', prev)`, `bisect_left`, written from nginx's C):
+    /// 640 points over 4 peers of weight 1; the first is peer 1's 1015501; peer 0's first
+    /// point is crc32 of `127.0.0.1`, a NUL byte, `29100` and four zero bytes: 0x840f9dcb.
+    /// The picks of the keys 0..24 (clients 127.1.0.0, 127.1.0.1, …), with every peer up,
+    /// then with peer 1 down, and over weights 3:1:2.
     #[test]
     fn the_ring_and_its_picks_match_an_independent_implementation() {
         let h = consistent(29_100);
