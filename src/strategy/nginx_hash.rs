@@ -42,6 +42,7 @@ use super::SpecError;
 use super::hash::client_address;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
 use super::{Backend, Backends, LOOKAHEAD, PickContext, SmoothWeightedRoundRobin, Strategy};
+use prefetch_index::prefetch_index;
 
 /// Tries by hashing before the round-robin fallback (`hp->tries > 20`).
 const TRIES: u32 = 21;
@@ -101,9 +102,6 @@ pub struct NginxHash {
     begun: [Option<Begun>; TOLD],
     /// How many keys were told.
     told: usize,
-    /// The ends of the windows read ahead ([`Ring::window_ends`]), kept so that their
-    /// reads are not optimised away.
-    sink: u32,
 }
 
 /// The fewest servers at which a consistent ring is read ahead ([`Strategy::upcoming`]).
@@ -115,16 +113,13 @@ const READ_AHEAD_FROM: usize = 1_000;
 /// Keys kept told ahead: the one picked next and the [`LOOKAHEAD`] after it.
 const TOLD: usize = LOOKAHEAD + 1;
 
-/// A consistent lookup begun before its pick ([`Strategy::upcoming`]): the key's hash,
-/// and once looked up, the first point at or after it. Keys are looked up [`TOLD`] at a
-/// time, every [`TOLD`]-th call, so that the misses on the ring's entries overlap (and
-/// with the events before the picks) instead of coming one after the other.
+/// A consistent lookup begun before its pick ([`Strategy::upcoming`]): the key's hash
+/// and where its pick will search ([`Ring::window`]), whose entries were prefetched.
 #[derive(Clone, Copy, Debug)]
 struct Begun {
     key: u64,
     hash: u32,
-    /// [`Ring::first`] of `hash` (position, peer), once looked up.
-    found: Option<(u32, u32)>,
+    window: Window,
 }
 
 /// The consistent ring's points, sorted by hash with equal hashes once, and an index by
@@ -272,7 +267,13 @@ impl Ring {
             let at = if at == self.points.len() { 0 } else { at };
             return (at, self.peer(at));
         }
-        let (at, _) = self.search(hash);
+        self.first_in(hash, self.window(hash))
+    }
+
+    /// [`Ring::first`] on an indexed ring, given `hash`'s [`Ring::window`].
+    #[inline(always)]
+    fn first_in(&self, hash: u32, window: Window) -> (usize, usize) {
+        let (at, _) = self.search_in(hash, window);
         let peer = self.entries[at] & ((1 << self.bits) - 1);
         (if at == self.len { 0 } else { at }, peer as usize)
     }
@@ -280,7 +281,7 @@ impl Ring {
     /// [`Ring::first`] on an indexed ring, before the wrap (the position may be the
     /// number of points), and whether the window around the guess held it (else the
     /// whole bucket was searched).
-    #[inline(always)]
+    #[cfg(test)]
     fn search(&self, hash: u32) -> (usize, bool) {
         self.search_in(hash, self.window(hash))
     }
@@ -305,11 +306,12 @@ impl Ring {
         }
     }
 
-    /// The first entry of `window` and its last (or at an empty window the entry after
-    /// it), xored: reading them brings in the window's one or two cache lines.
+    /// Prefetches the window's one or two cache lines: its first entry and its last (or
+    /// at an empty window the entry after it, the end marker at the latest).
     #[inline(always)]
-    fn window_ends(&self, window: &Window) -> u32 {
-        self.entries[window.from] ^ self.entries[window.to.max(window.from + 1) - 1]
+    fn prefetch(&self, window: &Window) {
+        prefetch_index(&self.entries, window.from);
+        prefetch_index(&self.entries, window.to.max(window.from + 1) - 1);
     }
 
     /// [`Ring::search`] given `hash`'s [`Ring::window`].
@@ -342,7 +344,7 @@ impl Ring {
 
 /// Where a lookup searches ([`Ring::window`]): the bucket `lo..hi` and the window
 /// `from..to` within it.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Window {
     lo: usize,
     hi: usize,
@@ -540,11 +542,8 @@ impl NginxHash {
             return None;
         }
         let (first, peer) = match begun {
-            Some(Begun {
-                found: Some((at, peer)),
-                ..
-            }) => (at as usize, peer as usize),
-            _ => ring.first(hash),
+            Some(b) => ring.first_in(hash, b.window),
+            None => ring.first(hash),
         };
         if backends.up(peer) {
             return Some(peer);
@@ -856,45 +855,19 @@ impl Strategy for NginxHash {
         self.params.consistent && self.servers >= READ_AHEAD_FROM
     }
 
-    /// Begins the lookup of `key` on the ring: its hash; and when the oldest key kept
-    /// (the one the simulator picks for next) was not looked up yet, looks up every key
-    /// kept that was not, side by side: first the windows of all, each window's ends
-    /// read (so that every miss on the entries is under way before the first returns),
-    /// then the searches, in the cache by then. Told [`LOOKAHEAD`] arrivals ahead, keys
-    /// are thus looked up [`TOLD`] at a time (batches of 3 or 12 were no faster at
-    /// 10,000 peers; writing a spare word of each line a lookup will read when its key is
-    /// told, a store standing in for the prefetch instruction that `unsafe` would allow,
-    /// was 1.02–1.06× slower: the stalls moved to the servers' state).
+    /// Begins the lookup of `key` on the ring: its hash, its [`Ring::window`] (a read of
+    /// the index, which mostly stays in the cache), and a prefetch of the window's
+    /// entries, so that they are in the cache by the key's pick. (A prefetch does not hold
+    /// up the instructions after it, where a load that misses does.)
     fn upcoming(&mut self, key: u64) {
         let Some(ring) = self.ring.as_deref().filter(|r| r.indexed()) else {
             return;
         };
         let hash = address_crc(client_address(key));
-        self.begun[self.told % TOLD] = Some(Begun {
-            key,
-            hash,
-            found: None,
-        });
+        let window = ring.window(hash);
+        ring.prefetch(&window);
+        self.begun[self.told % TOLD] = Some(Begun { key, hash, window });
         self.told += 1;
-        if self.begun[self.told % TOLD].is_none_or(|b| b.found.is_some()) {
-            return;
-        }
-        let mut windows = [Window::default(); TOLD];
-        let mut ends = 0;
-        for (w, b) in windows.iter_mut().zip(&self.begun) {
-            if let Some(b) = b.filter(|b| b.found.is_none()) {
-                *w = ring.window(b.hash);
-                ends ^= ring.window_ends(w);
-            }
-        }
-        for (&w, b) in windows.iter().zip(&mut self.begun) {
-            if let Some(b) = b.as_mut().filter(|b| b.found.is_none()) {
-                let (at, _) = ring.search_in(b.hash, w);
-                let peer = ring.peer(at);
-                b.found = Some((if at == ring.len { 0 } else { at as u32 }, peer as u32));
-            }
-        }
-        self.sink = ends;
     }
 
     /// A weight that changed invalidates the weight ranges and the ring (the balancer's
@@ -1307,8 +1280,9 @@ mod tests {
     }
 
     /// Told each key [`LOOKAHEAD`] picks ahead, as the simulator tells it, a strategy
-    /// keeps the keys from the one picked next on, has looked each up by its pick (so
-    /// the picks below use the points it found), and picks as one never told; a key
+    /// keeps the keys from the one picked next on, has begun each one's lookup (its hash
+    /// and its window, prefetched: the picks below search there), and picks as one never
+    /// told; a key
     /// told and then not picked, or picked after other keys were told, changes nothing
     /// either.
     #[test]
@@ -1332,11 +1306,13 @@ mod tests {
             kept.sort_unstable();
             want.sort_unstable();
             assert_eq!(kept, want);
+            let ring = told.ring.as_deref().expect("built at the first pick");
             assert!(
                 told.begun
                     .iter()
                     .flatten()
-                    .any(|b| b.key == keys[j] && b.found.is_some())
+                    .all(|b| b.hash == address_crc(client_address(b.key))
+                        && b.window == ring.window(b.hash))
             );
             assert_eq!(
                 pick(&mut told, &backends, keys[j]),
