@@ -42,7 +42,7 @@ use super::SpecError;
 use super::hash::client_address;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
 use super::{Backend, Backends, LOOKAHEAD, PickContext, SmoothWeightedRoundRobin, Strategy};
-use prefetch_index::prefetch_index;
+use prefetch_index::prefetch_index_nta;
 
 /// Tries by hashing before the round-robin fallback (`hp->tries > 20`).
 const TRIES: u32 = 21;
@@ -172,12 +172,8 @@ impl Ring {
     /// The ring of `points` (sorted by hash, equal hashes once), indexed when it has at
     /// least [`BUCKET_POINTS`] points and its peers fit an entry ([`MAX_BITS`]).
     fn new(points: Vec<(u32, u32)>) -> Ring {
-        let peers = points.iter().map(|&(_, p)| p).max().unwrap_or(0);
-        let peer_bits = u32::BITS - peers.leading_zeros();
-        let bits = match (points.len() / BUCKET_POINTS).checked_ilog2() {
-            Some(b) if b.max(peer_bits) <= MAX_BITS => b.max(peer_bits).max(1),
-            _ => 0,
-        };
+        let last = points.iter().map(|&(_, p)| p).max().unwrap_or(0);
+        let bits = Ring::bits(points.len(), last);
         let mut ring = Ring {
             len: points.len(),
             points,
@@ -189,6 +185,66 @@ impl Ring {
             ring.points = Vec::new();
         }
         ring
+    }
+
+    /// The bits of the index of a ring of `points` points whose largest peer is `last`
+    /// (0: no index): about [`BUCKET_POINTS`] points a bucket, and the peers' bits at
+    /// least, so that an entry holds its peer; none beyond [`MAX_BITS`].
+    fn bits(points: usize, last: u32) -> u32 {
+        let peer_bits = u32::BITS - last.leading_zeros();
+        match (points / BUCKET_POINTS).checked_ilog2() {
+            Some(b) if b.max(peer_bits) <= MAX_BITS => b.max(peer_bits).max(1),
+            _ => 0,
+        }
+    }
+
+    /// The ring of the points `made` makes, indexed with `bits` bits (more than 0), equal
+    /// hashes kept once with their least peer: the one nginx keeps, as it makes the points
+    /// peer after peer in order of peer and sorts them stably. The points are made twice,
+    /// to count each bucket's, then to place each as an entry in its bucket (in no order
+    /// within it); then each bucket is sorted by entry (a point's low hash bits above its
+    /// peer: by hash, then peer) and its equal hashes dropped but the first, the entries
+    /// after moved down over them. No memory but the ring's: at 10,000 peers this build
+    /// took 0.70x the CPU time of a radix sort of the points (12.8 MB, and as much again to
+    /// sort into) then indexed, most of the difference the kernel's page faults.
+    fn made(bits: u32, made: &impl Points) -> Ring {
+        let bucket = |hash: u32| (hash >> (32 - bits)) as usize;
+        let mut starts = vec![0u32; (1 << bits) + 1];
+        made.each(|hash, _| starts[bucket(hash) + 1] += 1);
+        for v in 1..starts.len() {
+            starts[v] += starts[v - 1];
+        }
+        let mut entries = vec![0; starts[1 << bits] as usize + 1];
+        let mut next = starts.clone();
+        made.each(|hash, peer| {
+            let at = &mut next[bucket(hash)];
+            entries[*at as usize] = hash << bits | peer;
+            *at += 1;
+        });
+        let mut kept = 0;
+        for v in 0..1 << bits {
+            let (lo, hi) = (starts[v] as usize, starts[v + 1] as usize);
+            entries[lo..hi].sort_unstable();
+            starts[v] = kept as u32;
+            let mut last = None;
+            for at in lo..hi {
+                let e = entries[at];
+                if last != Some(e >> bits) {
+                    (entries[kept], last) = (e, Some(e >> bits));
+                    kept += 1;
+                }
+            }
+        }
+        starts[1 << bits] = kept as u32;
+        entries.truncate(kept);
+        entries.push(u32::MAX << bits | entries[0] & ((1 << bits) - 1));
+        Ring {
+            len: kept,
+            starts,
+            entries,
+            bits,
+            ..Ring::default()
+        }
     }
 
     /// The points, as built: kept whole without an index, else read back from the
@@ -310,8 +366,8 @@ impl Ring {
     /// at an empty window the entry after it, the end marker at the latest).
     #[inline(always)]
     fn prefetch(&self, window: &Window) {
-        prefetch_index(&self.entries, window.from);
-        prefetch_index(&self.entries, window.to.max(window.from + 1) - 1);
+        prefetch_index_nta(&self.entries, window.from);
+        prefetch_index_nta(&self.entries, window.to.max(window.from + 1) - 1);
     }
 
     /// [`Ring::search`] given `hash`'s [`Ring::window`].
@@ -481,38 +537,28 @@ impl NginxHash {
 
 impl NginxHash {
     /// nginx's ring over `backends`' weights (`ngx_stream_upstream_init_chash`): every
-    /// peer's `160 × weight` points, sorted (stably, as glibc's merge-sort `qsort`), equal
-    /// hashes kept once (the first).
-    fn build_ring(params: &NginxHashParams, backends: &Backends) -> Vec<(u32, u32)> {
-        let counts: Vec<usize> = backends
-            .iter()
-            .map(|b| b.weight as usize * POINTS_PER_WEIGHT as usize)
-            .collect();
-        let mut ring = vec![(0, 0); counts.iter().sum()];
-        // Each peer's points are a chain (a point's hash is made from the one before):
-        // four peers' chains are made side by side, so the processor overlaps their steps.
-        let mut at = 0;
-        for (group, counts) in counts.chunks(4).enumerate() {
-            let mut chains: Vec<_> = (0..counts.len())
-                .map(|j| {
-                    let peer = 4 * group + j;
-                    let chain = (peer as u32, Self::point_base(params, peer), 0u32, at);
-                    at += counts[j];
-                    chain
-                })
-                .collect();
-            let longest = counts.iter().max().copied().unwrap_or(0);
-            for k in 0..longest {
-                for ((peer, base, prev, start), &count) in chains.iter_mut().zip(counts) {
-                    if k < count {
-                        *prev = crc32_append(*base, *prev);
-                        ring[*start + k] = (*prev, *peer);
-                    }
-                }
+    /// peer's `160 × weight` points ([`Made`]), sorted by hash (stably, as glibc's
+    /// merge-sort `qsort`), equal hashes kept once (the first), indexed ([`Ring::made`]).
+    fn ring(params: &NginxHashParams, backends: &Backends) -> Ring {
+        let made = Made {
+            bases: (0..backends.len())
+                .map(|i| Self::point_base(params, i))
+                .collect(),
+            weights: backends.iter().map(|b| b.weight).collect(),
+        };
+        let points = made.weights.iter().map(|&w| points_of(w)).sum();
+        let last = made.weights.iter().rposition(|&w| w > 0).unwrap_or(0);
+        match Ring::bits(points, last as u32) {
+            0 => {
+                // Fewer than [`BUCKET_POINTS`] points (every weight 0: no point).
+                let mut points = Vec::with_capacity(points);
+                made.each(|hash, peer| points.push((hash, peer)));
+                points.sort_unstable();
+                points.dedup_by_key(|&mut (hash, _)| hash);
+                Ring::new(points)
             }
+            bits => Ring::made(bits, &made),
         }
-        sort_points(&mut ring);
-        ring
     }
 
     /// The crc32 of peer `i`'s `server` line as its points hash it: `HOST \0 PORT`.
@@ -551,6 +597,49 @@ impl NginxHash {
         (first + 1..first + TRIES as usize)
             .map(|at| ring.peer(at % ring.len()))
             .find(|&peer| backends.up(peer))
+    }
+}
+
+/// Points for a ring ([`Ring::made`]), which makes them twice.
+trait Points {
+    /// Calls `f` with every point's hash and peer.
+    fn each(&self, f: impl FnMut(u32, u32));
+}
+
+/// The points nginx places on its consistent ring: peer `i`'s `160 × weights[i]`, point
+/// `j` the crc32 of the peer's `server` line (`bases[i]`) followed by point `j − 1` (0
+/// for the first).
+struct Made {
+    bases: Vec<u32>,
+    weights: Vec<u32>,
+}
+
+/// The points a peer of weight `weight` places on the ring.
+fn points_of(weight: u32) -> usize {
+    weight as usize * POINTS_PER_WEIGHT as usize
+}
+
+impl Points for Made {
+    /// Each peer's points are a chain (a point's hash is made from the one before): four
+    /// peers' chains are made side by side, so the processor overlaps their steps.
+    fn each(&self, mut f: impl FnMut(u32, u32)) {
+        for (group, weights) in self.weights.chunks(4).enumerate() {
+            // (peer, base, the point before, points)
+            let mut chains = [(0u32, 0u32, 0u32, 0usize); 4];
+            for ((j, &w), chain) in weights.iter().enumerate().zip(&mut chains) {
+                let peer = 4 * group + j;
+                *chain = (peer as u32, self.bases[peer], 0, points_of(w));
+            }
+            let longest = chains.iter().map(|c| c.3).max().unwrap_or(0);
+            for k in 0..longest {
+                for (peer, base, prev, points) in &mut chains {
+                    if k < *points {
+                        *prev = crc32_append(*base, *prev);
+                        f(*prev, *peer);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -703,67 +792,6 @@ fn crc32_extend(crc: u32, bytes: &[u8]) -> u32 {
     !c
 }
 
-/// Sorts points made peer after peer (in order of peer) as nginx does, stably by hash
-/// (glibc's `qsort` is a merge sort), and keeps the first of equal hashes.
-///
-/// A radix sort whose every pass is stable ([`counting_pass`]), so that equal hashes stay
-/// in the order they were made: one pass by the hashes' top 8 bits into 256 ranges (a
-/// few tens of kB each at 1.6M points, so that what follows works in the cache), then
-/// within each range one pass by bits 0-11 and one by bits 12-23 (a range of a few points
-/// by the standard library's stable sort). (`sort_by_key` took 15% of a whole run at
-/// 10,000 peers, whose 1.6M points have about 300 equal hashes; three passes of 11 bits
-/// over the whole ring, each scattering to 2,048 places 12.8 MB apart, were most of the
-/// ring's build on a busy machine.)
-fn sort_points(points: &mut Vec<(u32, u32)>) {
-    /// Below this many points a range is sorted by comparisons.
-    const SMALL: usize = 64;
-    let mut moved = vec![(0, 0); points.len()];
-    let mut top = vec![0; 1 << 8];
-    counting_pass(points, &mut moved, 24, &mut top);
-    let mut low = vec![0; 1 << 12];
-    let mut start = 0;
-    for end in top {
-        let range = start..end;
-        start = end;
-        if range.len() <= SMALL {
-            moved[range].sort_by_key(|&(hash, _)| hash);
-            continue;
-        }
-        counting_pass(
-            &moved[range.clone()],
-            &mut points[range.clone()],
-            0,
-            &mut low,
-        );
-        counting_pass(&points[range.clone()], &mut moved[range], 12, &mut low);
-    }
-    std::mem::swap(points, &mut moved);
-    points.dedup_by_key(|&mut (hash, _)| hash);
-}
-
-/// Moves `from`'s points to `to` (as long) in order of the digit at bit `shift` of their
-/// hashes, `places.len()` (a power of two) digit values, points of equal digits in the
-/// order they come (a stable counting sort by that digit). Leaves in `places[d]` where
-/// digit `d`'s points end in `to`.
-fn counting_pass(from: &[(u32, u32)], to: &mut [(u32, u32)], shift: u32, places: &mut [usize]) {
-    let mask = places.len() - 1;
-    let digit = |hash: u32| (hash >> shift) as usize & mask;
-    places.fill(0);
-    for &(hash, _) in from {
-        places[digit(hash)] += 1;
-    }
-    // Each digit's first place: the number of points of smaller digits.
-    let mut before = 0;
-    for place in places.iter_mut() {
-        (*place, before) = (before, before + *place);
-    }
-    for &point in from {
-        let place = &mut places[digit(point.0)];
-        to[*place] = point;
-        *place += 1;
-    }
-}
-
 /// The ring last built in this process, with what it was built from: the replications of
 /// a run, and the runs of a sweep or a benchmark, share it instead of building it again
 /// (at 10,000 peers, 1.6M points made, sorted and indexed, about 40% of the CPU time of
@@ -806,7 +834,7 @@ impl RingCache {
         }
         let ring = Arc::new(Ring {
             from: key,
-            ..Ring::new(NginxHash::build_ring(params, backends))
+            ..NginxHash::ring(params, backends)
         });
         *last = Some(Arc::clone(&ring));
         ring
@@ -965,7 +993,7 @@ mod tests {
     }
 
     /// nginx's ring as the code before the bucket index built it, independently of
-    /// [`crc32_append`] and [`sort_points`]: a `crc32fast::Hasher` per point, the
+    /// [`crc32_append`] and [`Ring::made`]: a `crc32fast::Hasher` per point, the
     /// standard library's stable sort.
     fn reference_ring(params: &NginxHashParams, weights: &[u32]) -> Vec<(u32, u32)> {
         let mut ring = Vec::new();
@@ -986,6 +1014,14 @@ mod tests {
         ring.sort_by_key(|&(hash, _)| hash);
         ring.dedup_by_key(|&mut (hash, _)| hash);
         ring
+    }
+
+    impl Points for Vec<(u32, u32)> {
+        fn each(&self, mut f: impl FnMut(u32, u32)) {
+            for &(hash, peer) in self {
+                f(hash, peer);
+            }
+        }
     }
 
     /// nginx's consistent pick over a plain ring: a binary search, then the walk past
@@ -1094,16 +1130,18 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Sorting points made in order of peer is the stable sort by hash, and keeps of
-        /// equal hashes the one of the first peer, as `dedup` does (hashes drawn whole, or
-        /// from few values so that most are equal to others, or equal in a whole digit).
+        /// The ring of points made in order of peer ([`Ring::made`]) holds the stable
+        /// sort by hash, with of equal hashes the one of the first peer, as `dedup` keeps
+        /// (hashes drawn whole, or from few values so that most are equal to others, or
+        /// equal in their low bits or their bucket's bits), with the index [`Ring::new`]
+        /// makes of those points at the same bits.
         #[test]
-        fn the_sort_keeps_the_stable_sorts_first_of_equal_hashes(
-            hashes in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..3000),
+        fn the_made_ring_is_the_stable_sort_of_its_points(
+            hashes in proptest::collection::vec(proptest::prelude::any::<u32>(), 1..3000),
             shape in 0u32..4,
             per_peer in 1usize..9,
         ) {
-            let mut points: Vec<(u32, u32)> = hashes
+            let points: Vec<(u32, u32)> = hashes
                 .iter()
                 .enumerate()
                 .map(|(i, &h)| {
@@ -1119,8 +1157,20 @@ mod tests {
             let mut want = points.clone();
             want.sort_by_key(|&(h, _)| h);
             want.dedup_by_key(|&mut (h, _)| h);
-            sort_points(&mut points);
-            proptest::prop_assert_eq!(points, want);
+            let last = points.last().map_or(0, |p| p.1);
+            let bits = Ring::bits(points.len(), last).max(Ring::bits(want.len(), last));
+            if bits == 0 {
+                return Ok(());
+            }
+            let made = Ring::made(bits, &points);
+            let new = Ring::new(want.clone());
+            proptest::prop_assert_eq!(made.points(), want);
+            if new.bits == bits {
+                proptest::prop_assert_eq!(
+                    (made.len, &made.starts, &made.entries),
+                    (new.len, &new.starts, &new.entries)
+                );
+            }
         }
 
         /// The bucket index finds the position a binary search of the whole ring finds,
@@ -1180,7 +1230,7 @@ mod tests {
         ) {
             let params = NginxHashParams { consistent: true, port_base: 29_100 };
             let plain = reference_ring(&params, &weights);
-            proptest::prop_assert_eq!(&NginxHash::build_ring(&params, &view(&weights)), &plain);
+            proptest::prop_assert_eq!(NginxHash::ring(&params, &view(&weights)).points(), plain.clone());
             if plain.is_empty() {
                 return Ok(());
             }
@@ -1471,7 +1521,7 @@ mod tests {
     #[test]
     fn the_ring_and_its_picks_match_an_independent_implementation() {
         let h = consistent(29_100);
-        let ring = NginxHash::build_ring(&h.params, &view(&[1, 1, 1, 1]));
+        let ring = NginxHash::ring(&h.params, &view(&[1, 1, 1, 1])).points();
         assert_eq!(ring.len(), 640);
         assert_eq!(ring[0], (1_015_501, 1));
         assert!(ring.contains(&(0x840f_9dcb, 0)));
