@@ -205,8 +205,19 @@ impl Ring {
     /// buckets (in no order within one); then each bucket is sorted by entry (a point's low
     /// hash bits above its peer: by hash, then peer) and its equal hashes dropped but the
     /// first, the entries after moved down over them. No memory but the ring's and the
-    /// hashes' (a radix sort of the points took 12.8 MB at 10,000 peers, and as much again
-    /// to sort into).
+    /// hashes' (6.4 MB at 10,000 peers; the radix sort of the points before took 12.8 MB,
+    /// as much again to sort into, then the entries: page faults were half its time). A
+    /// process of one run at 10,000 servers: 0.944x the CPU time with the radix sort (11
+    /// pairs, load 4; 10 ms less, 5,870 page faults against 10,533), 0.955x for six runs.
+    /// Making the points twice, to count then to
+    /// place, without the hashes' buffer: 0.95x this at 10,000 for one run (11 pairs),
+    /// but at 1,000 no large block was then freed, and glibc, whose threshold for mapping
+    /// an allocation rises to the size of the largest mapped block freed, kept mapping and
+    /// unmapping each run's allocations of 128–640 KB: 5,577 page faults a process of 20
+    /// runs against 1,139 with the buffer (and 1,613 with the radix sort, which freed
+    /// 1.3 MB), 1.024x the radix sort's time where this is 0.967x (11 pairs each). The
+    /// buckets sorted by insertion, or by rank (a count of the entries below each), made
+    /// the build 1.54x and 1.35x slower (a copy of it outside the crate).
     fn made(bits: u32, hashes: &[u32], counts: &[usize]) -> Ring {
         let bucket = |hash: u32| (hash >> (32 - bits)) as usize;
         let mut starts = vec![0u32; (1 << bits) + 1];
@@ -370,6 +381,16 @@ impl Ring {
 
     /// Prefetches the window's one or two cache lines: its first entry and its last (or
     /// at an empty window the entry after it, the end marker at the latest).
+    ///
+    /// A prefetch is an instruction that `unsafe` alone reaches (`_mm_prefetch`, `prfm`),
+    /// and this crate forbids `unsafe`: `prefetch_index` (the `prefetch-index` crate, MIT,
+    /// no dependencies) wraps it safely, and is a no-op on other processors. A prefetch
+    /// does not hold up the instructions after it, where a load that misses does: the
+    /// loads that stood in for it (seven lookups at a time, every window's ends read
+    /// first so that their misses overlapped, the values kept in a sink): this is 0.883x
+    /// of them (the cost bench at 10,000 servers, 9 pairs, load 1.9). Non-temporal (the lines are read once,
+    /// at the pick, and should not evict the servers' state from the other levels): 0.98x
+    /// of a plain prefetch at 10,000 servers twice (9 and 15 pairs), the same at 1,000.
     #[inline(always)]
     fn prefetch(&self, window: &Window) {
         prefetch_index_nta(&self.entries, window.from);
@@ -876,8 +897,15 @@ impl Strategy for NginxHash {
 
     /// Begins the lookup of `key` on the ring: its hash, its [`Ring::window`] (a read of
     /// the index, which mostly stays in the cache), and a prefetch of the window's
-    /// entries, so that they are in the cache by the key's pick. (A prefetch does not hold
-    /// up the instructions after it, where a load that misses does.)
+    /// entries ([`Ring::prefetch`]), so that they are in the cache by the key's pick,
+    /// [`LOOKAHEAD`] arrivals on. Tried with the prefetch and not kept (the cost bench at
+    /// 10,000 servers, new over this, 11–15 pairs, load 4.5–5.5, per pair 0.8–1.3): the
+    /// index's line prefetched when told and the window two calls later, [`LOOKAHEAD`] 8,
+    /// 0.946 / 0.987 / 1.009 in three sets; [`LOOKAHEAD`] 4, 0.988 (0.998 with a plain
+    /// prefetch), 10, 0.974; buckets of 64 points (a 64 KB index) and a window of 32
+    /// (three lines), 1.037; each key's lookup finished three calls after its prefetch,
+    /// and its server's state prefetched by the simulator then (the stall moved from
+    /// `Sim::arrival` to the lookups), 1.004.
     fn upcoming(&mut self, key: u64) {
         let Some(ring) = self.ring.as_deref().filter(|r| r.indexed()) else {
             return;
