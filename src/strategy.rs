@@ -305,9 +305,9 @@ pub trait Strategy: Send {
     /// hand, when the simulator draws it: just before it picks for the request at hand,
     /// so [`LOOKAHEAD`] arrivals (and the completions between them, as many at load 0.8)
     /// before that key's own pick. A strategy may read ahead what that pick will read
-    /// (nginx `hash … consistent`: the ring's entries, for several keys at once), so that
-    /// the cache misses overlap with each other and with that work instead of coming one
-    /// after the other in the picks. A hint only: every pick must be what it would be
+    /// (nginx `hash … consistent` prefetches the ring's entries its pick will search), so
+    /// that the cache misses overlap with each other and with that work instead of coming
+    /// one after the other in the picks. A hint only: every pick must be what it would be
     /// without it (the next pick may be of another key, a retry, or come after the view
     /// changed). Called only when [`Strategy::reads_ahead`]
     /// says so, by the simulator at request level with one balancer; never in live mode.

@@ -42,6 +42,7 @@ use super::SpecError;
 use super::hash::client_address;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
 use super::{Backend, Backends, LOOKAHEAD, PickContext, SmoothWeightedRoundRobin, Strategy};
+use prefetch_index::prefetch_index_nta;
 
 /// Tries by hashing before the round-robin fallback (`hp->tries > 20`).
 const TRIES: u32 = 21;
@@ -101,30 +102,26 @@ pub struct NginxHash {
     begun: [Option<Begun>; TOLD],
     /// How many keys were told.
     told: usize,
-    /// The ends of the windows read ahead ([`Ring::window_ends`]), kept so that their
-    /// reads are not optimised away.
-    sink: u32,
 }
 
 /// The fewest servers at which a consistent ring is read ahead ([`Strategy::upcoming`]).
 /// Below, the ring is in the cache and drawing arrivals ahead only costs: without it the
 /// cost bench ran 0.920x at 10 servers and 0.949x at 100 (7 alternating pairs, load 1.4);
-/// at 1,000 the read-ahead pays (without it, 1.038x).
+/// at 1,000 the read-ahead pays (without it, 1.038x). With the prefetch
+/// ([`Ring::prefetch`]): without it 1.085x at 1,000 (11 pairs, load 4.5); reading ahead
+/// from 100, 0.987x at 100 (11 pairs, per pair 0.91–1.03: within noise).
 const READ_AHEAD_FROM: usize = 1_000;
 
 /// Keys kept told ahead: the one picked next and the [`LOOKAHEAD`] after it.
 const TOLD: usize = LOOKAHEAD + 1;
 
-/// A consistent lookup begun before its pick ([`Strategy::upcoming`]): the key's hash,
-/// and once looked up, the first point at or after it. Keys are looked up [`TOLD`] at a
-/// time, every [`TOLD`]-th call, so that the misses on the ring's entries overlap (and
-/// with the events before the picks) instead of coming one after the other.
+/// A consistent lookup begun before its pick ([`Strategy::upcoming`]): the key's hash
+/// and where its pick will search ([`Ring::window`]), whose entries were prefetched.
 #[derive(Clone, Copy, Debug)]
 struct Begun {
     key: u64,
     hash: u32,
-    /// [`Ring::first`] of `hash` (position, peer), once looked up.
-    found: Option<(u32, u32)>,
+    window: Window,
 }
 
 /// The consistent ring's points, sorted by hash with equal hashes once, and an index by
@@ -177,12 +174,8 @@ impl Ring {
     /// The ring of `points` (sorted by hash, equal hashes once), indexed when it has at
     /// least [`BUCKET_POINTS`] points and its peers fit an entry ([`MAX_BITS`]).
     fn new(points: Vec<(u32, u32)>) -> Ring {
-        let peers = points.iter().map(|&(_, p)| p).max().unwrap_or(0);
-        let peer_bits = u32::BITS - peers.leading_zeros();
-        let bits = match (points.len() / BUCKET_POINTS).checked_ilog2() {
-            Some(b) if b.max(peer_bits) <= MAX_BITS => b.max(peer_bits).max(1),
-            _ => 0,
-        };
+        let last = points.iter().map(|&(_, p)| p).max().unwrap_or(0);
+        let bits = Ring::bits(points.len(), last);
         let mut ring = Ring {
             len: points.len(),
             points,
@@ -194,6 +187,83 @@ impl Ring {
             ring.points = Vec::new();
         }
         ring
+    }
+
+    /// The bits of the index of a ring of `points` points whose largest peer is `last`
+    /// (0: no index): about [`BUCKET_POINTS`] points a bucket, and the peers' bits at
+    /// least, so that an entry holds its peer; none beyond [`MAX_BITS`].
+    fn bits(points: usize, last: u32) -> u32 {
+        let peer_bits = u32::BITS - last.leading_zeros();
+        match (points / BUCKET_POINTS).checked_ilog2() {
+            Some(b) if b.max(peer_bits) <= MAX_BITS => b.max(peer_bits).max(1),
+            _ => 0,
+        }
+    }
+
+    /// The ring of the points whose hashes are `hashes`, peer after peer (peer `i`'s
+    /// `counts[i]`), indexed with `bits` bits (more than 0), equal hashes kept once with
+    /// their least peer: the one nginx keeps, as it makes the points peer after peer and
+    /// sorts them stably. The points are counted by bucket, then placed as entries in their
+    /// buckets (in no order within one); then each bucket is sorted by entry (a point's low
+    /// hash bits above its peer: by hash, then peer) and its equal hashes dropped but the
+    /// first, the entries after moved down over them. No memory but the ring's and the
+    /// hashes' (6.4 MB at 10,000 peers; the radix sort of the points before took 12.8 MB,
+    /// as much again to sort into, then the entries: page faults were half its time). A
+    /// process of one run at 10,000 servers: 0.944x the CPU time with the radix sort (11
+    /// pairs, load 4; 10 ms less, 5,870 page faults against 10,533), 0.955x for six runs.
+    /// Making the points twice, to count then to
+    /// place, without the hashes' buffer: 0.95x this at 10,000 for one run (11 pairs),
+    /// but at 1,000 no large block was then freed, and glibc, whose threshold for mapping
+    /// an allocation rises to the size of the largest mapped block freed, kept mapping and
+    /// unmapping each run's allocations of 128–640 KB: 5,577 page faults a process of 20
+    /// runs against 1,139 with the buffer (and 1,613 with the radix sort, which freed
+    /// 1.3 MB), 1.024x the radix sort's time where this is 0.967x (11 pairs each). The
+    /// buckets sorted by insertion, or by rank (a count of the entries below each), made
+    /// the build 1.54x and 1.35x slower (a copy of it outside the crate).
+    fn made(bits: u32, hashes: &[u32], counts: &[usize]) -> Ring {
+        let bucket = |hash: u32| (hash >> (32 - bits)) as usize;
+        let mut starts = vec![0u32; (1 << bits) + 1];
+        for &hash in hashes {
+            starts[bucket(hash) + 1] += 1;
+        }
+        for v in 1..starts.len() {
+            starts[v] += starts[v - 1];
+        }
+        let mut entries = vec![0; hashes.len() + 1];
+        let mut next = starts.clone();
+        let mut from = 0;
+        for (peer, &count) in counts.iter().enumerate() {
+            for &hash in &hashes[from..from + count] {
+                let at = &mut next[bucket(hash)];
+                entries[*at as usize] = hash << bits | peer as u32;
+                *at += 1;
+            }
+            from += count;
+        }
+        let mut kept = 0;
+        for v in 0..1 << bits {
+            let (lo, hi) = (starts[v] as usize, starts[v + 1] as usize);
+            entries[lo..hi].sort_unstable();
+            starts[v] = kept as u32;
+            let mut last = None;
+            for at in lo..hi {
+                let e = entries[at];
+                if last != Some(e >> bits) {
+                    (entries[kept], last) = (e, Some(e >> bits));
+                    kept += 1;
+                }
+            }
+        }
+        starts[1 << bits] = kept as u32;
+        entries.truncate(kept);
+        entries.push(u32::MAX << bits | entries[0] & ((1 << bits) - 1));
+        Ring {
+            len: kept,
+            starts,
+            entries,
+            bits,
+            ..Ring::default()
+        }
     }
 
     /// The points, as built: kept whole without an index, else read back from the
@@ -272,7 +342,13 @@ impl Ring {
             let at = if at == self.points.len() { 0 } else { at };
             return (at, self.peer(at));
         }
-        let (at, _) = self.search(hash);
+        self.first_in(hash, self.window(hash))
+    }
+
+    /// [`Ring::first`] on an indexed ring, given `hash`'s [`Ring::window`].
+    #[inline(always)]
+    fn first_in(&self, hash: u32, window: Window) -> (usize, usize) {
+        let (at, _) = self.search_in(hash, window);
         let peer = self.entries[at] & ((1 << self.bits) - 1);
         (if at == self.len { 0 } else { at }, peer as usize)
     }
@@ -280,7 +356,7 @@ impl Ring {
     /// [`Ring::first`] on an indexed ring, before the wrap (the position may be the
     /// number of points), and whether the window around the guess held it (else the
     /// whole bucket was searched).
-    #[inline(always)]
+    #[cfg(test)]
     fn search(&self, hash: u32) -> (usize, bool) {
         self.search_in(hash, self.window(hash))
     }
@@ -305,11 +381,22 @@ impl Ring {
         }
     }
 
-    /// The first entry of `window` and its last (or at an empty window the entry after
-    /// it), xored: reading them brings in the window's one or two cache lines.
+    /// Prefetches the window's one or two cache lines: its first entry and its last (or
+    /// at an empty window the entry after it, the end marker at the latest).
+    ///
+    /// A prefetch is an instruction that `unsafe` alone reaches (`_mm_prefetch`, `prfm`),
+    /// and this crate forbids `unsafe`: `prefetch_index` (the `prefetch-index` crate, MIT,
+    /// no dependencies) wraps it safely, and is a no-op on other processors. A prefetch
+    /// does not hold up the instructions after it, where a load that misses does: the
+    /// loads that stood in for it (seven lookups at a time, every window's ends read
+    /// first so that their misses overlapped, the values kept in a sink): this is 0.883x
+    /// of them (the cost bench at 10,000 servers, 9 pairs, load 1.9). Non-temporal (the lines are read once,
+    /// at the pick, and should not evict the servers' state from the other levels): 0.98x
+    /// of a plain prefetch at 10,000 servers twice (9 and 15 pairs), the same at 1,000.
     #[inline(always)]
-    fn window_ends(&self, window: &Window) -> u32 {
-        self.entries[window.from] ^ self.entries[window.to.max(window.from + 1) - 1]
+    fn prefetch(&self, window: &Window) {
+        prefetch_index_nta(&self.entries, window.from);
+        prefetch_index_nta(&self.entries, window.to.max(window.from + 1) - 1);
     }
 
     /// [`Ring::search`] given `hash`'s [`Ring::window`].
@@ -342,7 +429,7 @@ impl Ring {
 
 /// Where a lookup searches ([`Ring::window`]): the bucket `lo..hi` and the window
 /// `from..to` within it.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Window {
     lo: usize,
     hi: usize,
@@ -479,38 +566,51 @@ impl NginxHash {
 
 impl NginxHash {
     /// nginx's ring over `backends`' weights (`ngx_stream_upstream_init_chash`): every
-    /// peer's `160 × weight` points, sorted (stably, as glibc's merge-sort `qsort`), equal
-    /// hashes kept once (the first).
-    fn build_ring(params: &NginxHashParams, backends: &Backends) -> Vec<(u32, u32)> {
-        let counts: Vec<usize> = backends
-            .iter()
-            .map(|b| b.weight as usize * POINTS_PER_WEIGHT as usize)
-            .collect();
-        let mut ring = vec![(0, 0); counts.iter().sum()];
-        // Each peer's points are a chain (a point's hash is made from the one before):
-        // four peers' chains are made side by side, so the processor overlaps their steps.
+    /// peer's `160 × weight` points ([`NginxHash::points`]), sorted by hash (stably, as glibc's
+    /// merge-sort `qsort`), equal hashes kept once (the first), indexed ([`Ring::made`]).
+    fn ring(params: &NginxHashParams, backends: &Backends) -> Ring {
+        let counts: Vec<usize> = backends.iter().map(|b| points_of(b.weight)).collect();
+        let hashes = Self::points(params, &counts);
+        let last = counts.iter().rposition(|&c| c > 0).unwrap_or(0);
+        match Ring::bits(hashes.len(), last as u32) {
+            0 => {
+                // Fewer than [`BUCKET_POINTS`] points (every weight 0: no point).
+                let peers =
+                    (0..counts.len()).flat_map(|p| std::iter::repeat_n(p as u32, counts[p]));
+                let mut points: Vec<(u32, u32)> = hashes.into_iter().zip(peers).collect();
+                points.sort_unstable();
+                points.dedup_by_key(|&mut (hash, _)| hash);
+                Ring::new(points)
+            }
+            bits => Ring::made(bits, &hashes, &counts),
+        }
+    }
+
+    /// The hashes of nginx's points, peer after peer: peer `i`'s `counts[i]`, point `j` the
+    /// crc32 of the peer's `server` line followed by point `j − 1` (0 for the first). Each
+    /// peer's points are a chain (a point's hash is made from the one before): four peers'
+    /// chains are made side by side, so the processor overlaps their steps.
+    fn points(params: &NginxHashParams, counts: &[usize]) -> Vec<u32> {
+        let mut hashes = vec![0; counts.iter().sum()];
         let mut at = 0;
         for (group, counts) in counts.chunks(4).enumerate() {
-            let mut chains: Vec<_> = (0..counts.len())
-                .map(|j| {
-                    let peer = 4 * group + j;
-                    let chain = (peer as u32, Self::point_base(params, peer), 0u32, at);
-                    at += counts[j];
-                    chain
-                })
-                .collect();
+            // (base, the point before, where the peer's points start, how many)
+            let mut chains = [(0u32, 0u32, 0usize, 0usize); 4];
+            for ((j, &count), chain) in counts.iter().enumerate().zip(&mut chains) {
+                *chain = (Self::point_base(params, 4 * group + j), 0, at, count);
+                at += count;
+            }
             let longest = counts.iter().max().copied().unwrap_or(0);
             for k in 0..longest {
-                for ((peer, base, prev, start), &count) in chains.iter_mut().zip(counts) {
-                    if k < count {
+                for (base, prev, start, count) in &mut chains {
+                    if k < *count {
                         *prev = crc32_append(*base, *prev);
-                        ring[*start + k] = (*prev, *peer);
+                        hashes[*start + k] = *prev;
                     }
                 }
             }
         }
-        sort_points(&mut ring);
-        ring
+        hashes
     }
 
     /// The crc32 of peer `i`'s `server` line as its points hash it: `HOST \0 PORT`.
@@ -540,11 +640,8 @@ impl NginxHash {
             return None;
         }
         let (first, peer) = match begun {
-            Some(Begun {
-                found: Some((at, peer)),
-                ..
-            }) => (at as usize, peer as usize),
-            _ => ring.first(hash),
+            Some(b) => ring.first_in(hash, b.window),
+            None => ring.first(hash),
         };
         if backends.up(peer) {
             return Some(peer);
@@ -553,6 +650,11 @@ impl NginxHash {
             .map(|at| ring.peer(at % ring.len()))
             .find(|&peer| backends.up(peer))
     }
+}
+
+/// The points a peer of weight `weight` places on the ring.
+fn points_of(weight: u32) -> usize {
+    weight as usize * POINTS_PER_WEIGHT as usize
 }
 
 /// crc32 tables for four bytes at a time ("slicing by 4"): `CRC_TABLES[0]` is the
@@ -704,67 +806,6 @@ fn crc32_extend(crc: u32, bytes: &[u8]) -> u32 {
     !c
 }
 
-/// Sorts points made peer after peer (in order of peer) as nginx does, stably by hash
-/// (glibc's `qsort` is a merge sort), and keeps the first of equal hashes.
-///
-/// A radix sort whose every pass is stable ([`counting_pass`]), so that equal hashes stay
-/// in the order they were made: one pass by the hashes' top 8 bits into 256 ranges (a
-/// few tens of kB each at 1.6M points, so that what follows works in the cache), then
-/// within each range one pass by bits 0-11 and one by bits 12-23 (a range of a few points
-/// by the standard library's stable sort). (`sort_by_key` took 15% of a whole run at
-/// 10,000 peers, whose 1.6M points have about 300 equal hashes; three passes of 11 bits
-/// over the whole ring, each scattering to 2,048 places 12.8 MB apart, were most of the
-/// ring's build on a busy machine.)
-fn sort_points(points: &mut Vec<(u32, u32)>) {
-    /// Below this many points a range is sorted by comparisons.
-    const SMALL: usize = 64;
-    let mut moved = vec![(0, 0); points.len()];
-    let mut top = vec![0; 1 << 8];
-    counting_pass(points, &mut moved, 24, &mut top);
-    let mut low = vec![0; 1 << 12];
-    let mut start = 0;
-    for end in top {
-        let range = start..end;
-        start = end;
-        if range.len() <= SMALL {
-            moved[range].sort_by_key(|&(hash, _)| hash);
-            continue;
-        }
-        counting_pass(
-            &moved[range.clone()],
-            &mut points[range.clone()],
-            0,
-            &mut low,
-        );
-        counting_pass(&points[range.clone()], &mut moved[range], 12, &mut low);
-    }
-    std::mem::swap(points, &mut moved);
-    points.dedup_by_key(|&mut (hash, _)| hash);
-}
-
-/// Moves `from`'s points to `to` (as long) in order of the digit at bit `shift` of their
-/// hashes, `places.len()` (a power of two) digit values, points of equal digits in the
-/// order they come (a stable counting sort by that digit). Leaves in `places[d]` where
-/// digit `d`'s points end in `to`.
-fn counting_pass(from: &[(u32, u32)], to: &mut [(u32, u32)], shift: u32, places: &mut [usize]) {
-    let mask = places.len() - 1;
-    let digit = |hash: u32| (hash >> shift) as usize & mask;
-    places.fill(0);
-    for &(hash, _) in from {
-        places[digit(hash)] += 1;
-    }
-    // Each digit's first place: the number of points of smaller digits.
-    let mut before = 0;
-    for place in places.iter_mut() {
-        (*place, before) = (before, before + *place);
-    }
-    for &point in from {
-        let place = &mut places[digit(point.0)];
-        to[*place] = point;
-        *place += 1;
-    }
-}
-
 /// The ring last built in this process, with what it was built from: the replications of
 /// a run, and the runs of a sweep or a benchmark, share it instead of building it again
 /// (at 10,000 peers, 1.6M points made, sorted and indexed, about 40% of the CPU time of
@@ -807,7 +848,7 @@ impl RingCache {
         }
         let ring = Arc::new(Ring {
             from: key,
-            ..Ring::new(NginxHash::build_ring(params, backends))
+            ..NginxHash::ring(params, backends)
         });
         *last = Some(Arc::clone(&ring));
         ring
@@ -856,45 +897,26 @@ impl Strategy for NginxHash {
         self.params.consistent && self.servers >= READ_AHEAD_FROM
     }
 
-    /// Begins the lookup of `key` on the ring: its hash; and when the oldest key kept
-    /// (the one the simulator picks for next) was not looked up yet, looks up every key
-    /// kept that was not, side by side: first the windows of all, each window's ends
-    /// read (so that every miss on the entries is under way before the first returns),
-    /// then the searches, in the cache by then. Told [`LOOKAHEAD`] arrivals ahead, keys
-    /// are thus looked up [`TOLD`] at a time (batches of 3 or 12 were no faster at
-    /// 10,000 peers; writing a spare word of each line a lookup will read when its key is
-    /// told, a store standing in for the prefetch instruction that `unsafe` would allow,
-    /// was 1.02–1.06× slower: the stalls moved to the servers' state).
+    /// Begins the lookup of `key` on the ring: its hash, its [`Ring::window`] (a read of
+    /// the index, which mostly stays in the cache), and a prefetch of the window's
+    /// entries ([`Ring::prefetch`]), so that they are in the cache by the key's pick,
+    /// [`LOOKAHEAD`] arrivals on. Tried with the prefetch and not kept (the cost bench at
+    /// 10,000 servers, new over this, 11–15 pairs, load 4.5–5.5, per pair 0.8–1.3): the
+    /// index's line prefetched when told and the window two calls later, [`LOOKAHEAD`] 8,
+    /// 0.946 / 0.987 / 1.009 in three sets; [`LOOKAHEAD`] 4, 0.988 (0.998 with a plain
+    /// prefetch), 10, 0.974; buckets of 64 points (a 64 KB index) and a window of 32
+    /// (three lines), 1.037; each key's lookup finished three calls after its prefetch,
+    /// and its server's state prefetched by the simulator then (the stall moved from
+    /// `Sim::arrival` to the lookups), 1.004.
     fn upcoming(&mut self, key: u64) {
         let Some(ring) = self.ring.as_deref().filter(|r| r.indexed()) else {
             return;
         };
         let hash = address_crc(client_address(key));
-        self.begun[self.told % TOLD] = Some(Begun {
-            key,
-            hash,
-            found: None,
-        });
+        let window = ring.window(hash);
+        ring.prefetch(&window);
+        self.begun[self.told % TOLD] = Some(Begun { key, hash, window });
         self.told += 1;
-        if self.begun[self.told % TOLD].is_none_or(|b| b.found.is_some()) {
-            return;
-        }
-        let mut windows = [Window::default(); TOLD];
-        let mut ends = 0;
-        for (w, b) in windows.iter_mut().zip(&self.begun) {
-            if let Some(b) = b.filter(|b| b.found.is_none()) {
-                *w = ring.window(b.hash);
-                ends ^= ring.window_ends(w);
-            }
-        }
-        for (&w, b) in windows.iter().zip(&mut self.begun) {
-            if let Some(b) = b.as_mut().filter(|b| b.found.is_none()) {
-                let (at, _) = ring.search_in(b.hash, w);
-                let peer = ring.peer(at);
-                b.found = Some((if at == ring.len { 0 } else { at as u32 }, peer as u32));
-            }
-        }
-        self.sink = ends;
     }
 
     /// A weight that changed invalidates the weight ranges and the ring (the balancer's
@@ -992,7 +1014,7 @@ mod tests {
     }
 
     /// nginx's ring as the code before the bucket index built it, independently of
-    /// [`crc32_append`] and [`sort_points`]: a `crc32fast::Hasher` per point, the
+    /// [`crc32_append`] and [`Ring::made`]: a `crc32fast::Hasher` per point, the
     /// standard library's stable sort.
     fn reference_ring(params: &NginxHashParams, weights: &[u32]) -> Vec<(u32, u32)> {
         let mut ring = Vec::new();
@@ -1121,16 +1143,18 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Sorting points made in order of peer is the stable sort by hash, and keeps of
-        /// equal hashes the one of the first peer, as `dedup` does (hashes drawn whole, or
-        /// from few values so that most are equal to others, or equal in a whole digit).
+        /// The ring of points made in order of peer ([`Ring::made`]) holds the stable
+        /// sort by hash, with of equal hashes the one of the first peer, as `dedup` keeps
+        /// (hashes drawn whole, or from few values so that most are equal to others, or
+        /// equal in their low bits or their bucket's bits), with the index [`Ring::new`]
+        /// makes of those points at the same bits.
         #[test]
-        fn the_sort_keeps_the_stable_sorts_first_of_equal_hashes(
-            hashes in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..3000),
+        fn the_made_ring_is_the_stable_sort_of_its_points(
+            hashes in proptest::collection::vec(proptest::prelude::any::<u32>(), 1..3000),
             shape in 0u32..4,
             per_peer in 1usize..9,
         ) {
-            let mut points: Vec<(u32, u32)> = hashes
+            let points: Vec<(u32, u32)> = hashes
                 .iter()
                 .enumerate()
                 .map(|(i, &h)| {
@@ -1146,8 +1170,25 @@ mod tests {
             let mut want = points.clone();
             want.sort_by_key(|&(h, _)| h);
             want.dedup_by_key(|&mut (h, _)| h);
-            sort_points(&mut points);
-            proptest::prop_assert_eq!(points, want);
+            let last = points.last().map_or(0, |p| p.1);
+            let bits = Ring::bits(points.len(), last).max(Ring::bits(want.len(), last));
+            if bits == 0 {
+                return Ok(());
+            }
+            let hashes: Vec<u32> = points.iter().map(|&(h, _)| h).collect();
+            let mut counts = vec![0; last as usize + 1];
+            for &(_, peer) in &points {
+                counts[peer as usize] += 1;
+            }
+            let made = Ring::made(bits, &hashes, &counts);
+            let new = Ring::new(want.clone());
+            proptest::prop_assert_eq!(made.points(), want);
+            if new.bits == bits {
+                proptest::prop_assert_eq!(
+                    (made.len, &made.starts, &made.entries),
+                    (new.len, &new.starts, &new.entries)
+                );
+            }
         }
 
         /// The bucket index finds the position a binary search of the whole ring finds,
@@ -1207,7 +1248,7 @@ mod tests {
         ) {
             let params = NginxHashParams { consistent: true, port_base: 29_100 };
             let plain = reference_ring(&params, &weights);
-            proptest::prop_assert_eq!(&NginxHash::build_ring(&params, &view(&weights)), &plain);
+            proptest::prop_assert_eq!(NginxHash::ring(&params, &view(&weights)).points(), plain.clone());
             if plain.is_empty() {
                 return Ok(());
             }
@@ -1307,8 +1348,9 @@ mod tests {
     }
 
     /// Told each key [`LOOKAHEAD`] picks ahead, as the simulator tells it, a strategy
-    /// keeps the keys from the one picked next on, has looked each up by its pick (so
-    /// the picks below use the points it found), and picks as one never told; a key
+    /// keeps the keys from the one picked next on, has begun each one's lookup (its hash
+    /// and its window, prefetched: the picks below search there), and picks as one never
+    /// told; a key
     /// told and then not picked, or picked after other keys were told, changes nothing
     /// either.
     #[test]
@@ -1332,11 +1374,13 @@ mod tests {
             kept.sort_unstable();
             want.sort_unstable();
             assert_eq!(kept, want);
+            let ring = told.ring.as_deref().expect("built at the first pick");
             assert!(
                 told.begun
                     .iter()
                     .flatten()
-                    .any(|b| b.key == keys[j] && b.found.is_some())
+                    .all(|b| b.hash == address_crc(client_address(b.key))
+                        && b.window == ring.window(b.hash))
             );
             assert_eq!(
                 pick(&mut told, &backends, keys[j]),
@@ -1464,14 +1508,19 @@ mod tests {
         }
     }
 
-    /// At 1,000 and 10,000 peers the window around the guess holds the first point at or
-    /// after a hash in most lookups (the bucket is searched in the others), and the
-    /// position found is the binary search's.
+    /// At 1,000 and 10,000 peers the ring built ([`NginxHash::ring`]) holds the points of
+    /// an independent build (at 10,000 with equal hashes among them), the window around
+    /// the guess holds the first point at or after a hash in most lookups (the bucket is
+    /// searched in the others), and the position found is the binary search's.
     #[test]
     fn the_window_mostly_holds_the_position_at_scale() {
         for (n, want) in [(1_000, 0.95), (10_000, 0.95)] {
-            let points = reference_ring(&NginxHashParams::default(), &vec![1; n]);
-            let ring = Ring::new(points.clone());
+            let params = NginxHashParams::default();
+            let points = reference_ring(&params, &vec![1; n]);
+            let ring = NginxHash::ring(&params, &view(&vec![1; n]));
+            // Equal hashes among the points made (about 300 at 10,000 peers), kept once.
+            assert!(n < 10_000 || points.len() < n * POINTS_PER_WEIGHT as usize);
+            assert_eq!(ring.points(), points, "{n} peers");
             let mut held = 0;
             let lookups = 100_000u32;
             for k in 0..lookups {
@@ -1495,7 +1544,7 @@ mod tests {
     #[test]
     fn the_ring_and_its_picks_match_an_independent_implementation() {
         let h = consistent(29_100);
-        let ring = NginxHash::build_ring(&h.params, &view(&[1, 1, 1, 1]));
+        let ring = NginxHash::ring(&h.params, &view(&[1, 1, 1, 1])).points();
         assert_eq!(ring.len(), 640);
         assert_eq!(ring[0], (1_015_501, 1));
         assert!(ring.contains(&(0x840f_9dcb, 0)));
