@@ -666,11 +666,34 @@ impl C3 {
     /// Nor fewer mispredicted branches or a shorter chain of dependent work (issue 14,
     /// helper c3sift; benches/README.md has the numbers; CPU time over this code's at 10 /
     /// 1,000 / 10,000 servers, 7–9 alternating pairs): the draw among tied servers without
-    /// a branch (1.004 / 0.989 / 1.006: noise); with it [`Group::least`] by selects, fewer
+    /// a branch (1.004 / 0.989 / 1.006: noise); with it a group's least by selects, fewer
     /// instructions (−1.1 / −2.2 / −2.8% a run) but 1.057 / 1.027 / 0.987; every walk to
     /// the root, no early exit, 1.057 / 1.064 / 1.069; each level the child merged with its
     /// siblings' least read ahead, 1.086 / 1.145 / 1.161; the stale servers in the order
     /// they were touched, 1.023 / 0.997 / 0.987.
+    ///
+    /// A group's least (issue 14, helper c3walk, the session after): the least key and its
+    /// first slot in one tournament of conditional moves ([`least_slot`]: two pairs, then
+    /// their least, the slot carried along), where the least was taken first and its
+    /// holders found after it by comparing each key with it (a mask, then its lowest bit);
+    /// whether another slot holds the key is a superset test beside it, off the chain, the
+    /// counts summed only when it is set; a node's holders one 8-byte word ([`Held`]).
+    /// callgrind (`cost c3_indexed N 1`): 106.5 / 132.0 / 574.9 M instructions a run at
+    /// 10 / 1,000 / 10,000 servers before, 104.7 / 128.0 / 555.2 M after (round robin
+    /// 370.0 M at 10,000). CPU time over the code before (`benches/cost.rs`, `perf stat`,
+    /// 9 alternating pairs, load 4.6–5.4): 0.993 / 0.967 / 0.939 at 10 / 100 / 1,000, 0.948
+    /// at 10,000 (25 pairs; round robin's unchanged code 0.978 in 11). Measured and not kept
+    /// (instructions a run at 10,000 servers, against 555.2 M): the tournament's last step
+    /// a branch (`if`, which the compiler kept as one) 538.8 M but 1.13–1.18x the CPU time
+    /// (a mispredicted branch a level); its tie test by selects 568.8 M; 8 children a node
+    /// with the same tournament 598.0 M; [`ScoreIndex::set`] out of line 557.3 M, the
+    /// index's build out of line 559.7 M (the walk still kept its tables' addresses on the
+    /// stack). Nor a prefetch of what the next events read (the `prefetch-index` crate:
+    /// the picked server's [`Peer`], key and nodes at the pick; the replied server's at the
+    /// start of the engine's completion, through a hint from the engine; the dispatch
+    /// counted in its limiter at the next pick, so that no handler waits for the line):
+    /// the handlers' stalls left the profile, but 20 M instructions more a run (575 → 595 M)
+    /// and 0.98–1.02x the CPU time (9–15 pairs): the stalls were already overlapped.
     #[inline(never)]
     fn pick_indexed(&mut self, backends: &Backends, now: Nanos) -> Option<usize> {
         let mut ix = match self.index.take() {
