@@ -312,19 +312,6 @@ pub trait Strategy: Send {
     /// changed). Called only when [`Strategy::reads_ahead`]
     /// says so, by the simulator at request level with one balancer; never in live mode.
     fn upcoming(&mut self, _key: u64) {}
-
-    /// Whether the strategy wants [`Strategy::ending`] (asked once, when its balancer is
-    /// built). Default false.
-    fn hints_ends(&self) -> bool {
-        false
-    }
-
-    /// Told that a request to `backend` ends now, before the simulator's own work on the
-    /// completion and before its reply reaches the strategy: a strategy may ask the cache
-    /// for what the reply will read, so that its misses overlap the simulator's. A hint
-    /// only (nothing may change). Called only when [`Strategy::hints_ends`] says so, by
-    /// the simulator at request level with one balancer; never in live mode.
-    fn ending(&self, _backend: usize) {}
 }
 
 /// How the simulator gets a strategy: one instance per balancer, and what the strategy
@@ -415,8 +402,6 @@ pub struct Balancer {
     probe_owed: bool,
     /// Whether the strategy wants [`Strategy::upcoming`] ([`Strategy::reads_ahead`]).
     reads_ahead: bool,
-    /// Whether the strategy wants [`Strategy::ending`] ([`Strategy::hints_ends`]).
-    hints_ends: bool,
 }
 
 impl Balancer {
@@ -439,7 +424,6 @@ impl Balancer {
             signals: strategy.signals(),
             probe_owed: false,
             reads_ahead: strategy.reads_ahead(),
-            hints_ends: strategy.hints_ends(),
             own_loads: None,
             strategy,
             backends: Backends::for_balancers(weights, balancers),
@@ -503,15 +487,6 @@ impl Balancer {
     pub fn upcoming(&mut self, key: u64) {
         if self.reads_ahead {
             self.strategy.upcoming(key);
-        }
-    }
-
-    /// Tells the strategy that a request to `backend` ends now, if it wants to know
-    /// ([`Strategy::ending`]).
-    #[inline]
-    pub fn ending(&self, backend: usize) {
-        if self.hints_ends {
-            self.strategy.ending(backend);
         }
     }
 

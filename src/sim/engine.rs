@@ -1122,9 +1122,6 @@ impl<'a> Sim<'a> {
         if !PLAIN && self.client.is_some() {
             return self.attempt_done(now, i, id);
         }
-        if let [balancer] = self.balancers.as_slice() {
-            balancer.ending(i);
-        }
         let Some(job) = self.finish_job_as::<PLAIN>(now, i, id) else {
             return;
         };

@@ -51,7 +51,6 @@
 
 use std::hint::select_unpredictable;
 
-use prefetch_index::prefetch_index;
 use rand::RngExt;
 
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
@@ -402,17 +401,6 @@ impl ScoreIndex {
         }
     }
 
-    /// Asks the cache for the lines that refreshing server `i`'s key reads first: its key
-    /// and its node of level 1 (a hint: nothing is read).
-    fn prefetch(&self, i: usize) {
-        prefetch_index(&self.keys, i);
-        let mut group = i / (FANOUT * FANOUT);
-        for &start in self.starts.iter().take(2) {
-            prefetch_index(&self.groups, start + group);
-            group /= FANOUT;
-        }
-    }
-
     fn touch(&mut self, i: usize) {
         if i < self.n && !self.is_dirty[i] {
             self.is_dirty[i] = true;
@@ -496,10 +484,6 @@ pub struct C3 {
     /// The indexed variant's scores (built at its first pick); boxed, so that taking it
     /// out for a pick moves a pointer, not the whole index (that copy showed in profiles).
     index: Option<Box<ScoreIndex>>,
-    /// The indexed variant's last dispatch, not yet counted in its server's limiter: the
-    /// server and when. Counted at the next pick, dispatch or reply from that server,
-    /// whichever comes first ([`C3::count_sent`]).
-    unsent: Option<(usize, Nanos)>,
 }
 
 impl C3 {
@@ -511,7 +495,6 @@ impl C3 {
             cubics: Vec::new(),
             rng,
             index: None,
-            unsent: None,
         };
         c.grow(n);
         c
@@ -579,14 +562,6 @@ impl C3 {
             l.window = Nanos(l.window.0 + elapsed * dt);
             l.sent = 0;
             l.received = 0;
-        }
-    }
-
-    /// Counts the dispatch not yet counted ([`C3::unsent`]), if any, as at its time.
-    fn count_sent(&mut self) {
-        if let Some((i, at)) = self.unsent.take() {
-            self.roll(i, at);
-            self.peers[i].limiter.sent += 1;
         }
     }
 
@@ -724,7 +699,6 @@ impl C3 {
     /// and 0.98–1.02x the CPU time (9–15 pairs): the stalls were already overlapped.
     #[inline(never)]
     fn pick_indexed(&mut self, backends: &Backends, now: Nanos) -> Option<usize> {
-        self.count_sent();
         let mut ix = match self.index.take() {
             Some(ix) if ix.n == backends.len() => ix,
             _ => Box::new(ScoreIndex::new(backends.len())),
@@ -742,8 +716,9 @@ impl C3 {
         while let Some(i) = ix.dirty.pop() {
             let i = i as usize;
             ix.is_dirty[i] = false;
-            let key = if backends.up(i) {
-                let s = self.score(i, backends.in_flight(i));
+            let b = backends.at(i);
+            let key = if b.up {
+                let s = self.score(i, b.in_flight);
                 if self.within_rate(i, now) {
                     within_key(s)
                 } else {
@@ -763,10 +738,6 @@ impl C3 {
             1 => Some(ix.select(0)),
             t => Some(ix.select(self.rng.random_range(0..t))),
         };
-        if let Some(p) = picked {
-            prefetch_index(&self.peers, p);
-            ix.prefetch(p);
-        }
         self.index = Some(ix);
         picked
     }
@@ -797,9 +768,6 @@ impl C3 {
         f.response = ewma(f.response, latency.0 as f64, self.cfg.alpha, first);
         f.seen = true;
         if self.cfg.rate_control {
-            if self.unsent.is_some_and(|(u, _)| u == i) {
-                self.count_sent();
-            }
             self.adapt(i, now);
         }
     }
@@ -856,13 +824,8 @@ impl Strategy for C3 {
         self.grow(backend + 1);
         self.touch(backend);
         if self.cfg.rate_control {
-            if self.cfg.indexed {
-                self.count_sent();
-                self.unsent = Some((backend, now));
-            } else {
-                self.roll(backend, now);
-                self.peers[backend].limiter.sent += 1;
-            }
+            self.roll(backend, now);
+            self.peers[backend].limiter.sent += 1;
         }
     }
 
@@ -880,18 +843,6 @@ impl Strategy for C3 {
         // A change of requests in flight comes with `on_dispatch` or `on_complete`, which
         // mark the server stale already: only up and down need `on_view`.
         false
-    }
-
-    fn hints_ends(&self) -> bool {
-        self.cfg.indexed
-    }
-
-    fn ending(&self, backend: usize) {
-        prefetch_index(&self.peers, backend);
-        prefetch_index(&self.cubics, backend);
-        if let Some(ix) = &self.index {
-            ix.prefetch(backend);
-        }
     }
 
     fn on_view(&mut self, backend: usize, _view: &Backend) {
@@ -923,10 +874,6 @@ impl Strategy for C3 {
     ) {
         // As `on_reply_load` then `on_complete`, growing and marking stale once.
         self.grow(backend + 1);
-        prefetch_index(&self.cubics, backend);
-        if let Some(ix) = &self.index {
-            ix.prefetch(backend);
-        }
         self.touch(backend);
         self.note_load(backend, load);
         self.note_end(backend, latency, outcome, now);
