@@ -49,6 +49,8 @@
 //! time of the scan (which draws as the default does), measured with 16 keys a node (4
 //! cost 0.99x of that).
 
+use std::hint::select_unpredictable;
+
 use rand::RngExt;
 
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
@@ -182,38 +184,51 @@ fn over_key(score: f64) -> u64 {
 /// The key of a server that is down: in no set (no finite score's key reaches it).
 const DOWN_KEY: u64 = u64::MAX;
 
-/// The least of [`FANOUT`] keys (a multiple of 4), in four running minima: with more
-/// than 4 keys, each conditional move waits on a quarter of the others, not on all
-/// before it.
-fn least_key(keys: &[u64; FANOUT]) -> u64 {
-    let mut m = [DOWN_KEY; 4];
-    for chunk in keys.chunks_exact(4) {
-        for (m, &k) in m.iter_mut().zip(chunk) {
-            *m = (*m).min(k);
-        }
-    }
-    m[0].min(m[1]).min(m[2].min(m[3]))
+/// The least of [`FANOUT`] (4) keys and the first slot holding it: two pairs, then their
+/// least, each a comparison and conditional moves (which key is least is as random as
+/// the scores: a branch would be mispredicted), the first slot carried along (a pair's
+/// first on equal keys). Also whether another slot may hold it too: true whenever one
+/// does (and sometimes when none does, e.g. two equal keys above the least), tested
+/// apart from the least so that it does not lengthen the walk's chain.
+#[inline(always)]
+fn least_slot(k: &[u64; FANOUT]) -> (u64, usize, bool) {
+    const { assert!(FANOUT == 4, "least_slot compares two pairs") };
+    let low = k[1] < k[0];
+    let a = select_unpredictable(low, k[1], k[0]);
+    let high = k[3] < k[2];
+    let b = select_unpredictable(high, k[3], k[2]);
+    let right = b < a;
+    let slot = select_unpredictable(right, 2 + usize::from(high), usize::from(low));
+    let maybe_tied = (a == b) | (k[0] == k[1]) | (k[2] == k[3]);
+    (select_unpredictable(right, b, a), slot, maybe_tied)
 }
 
-/// Which of [`FANOUT`] keys equal `key`, as bits (bit `j` for `keys[j]`).
-fn holders(keys: &[u64; FANOUT], key: u64) -> u32 {
-    keys.iter()
-        .enumerate()
-        .fold(0, |held, (j, &k)| held | u32::from(k == key) << j)
-}
-
-/// How many servers hold a node's least key, and the first of them in index order.
+/// How many servers hold a node's least key (the low 32 bits), and the first of them in
+/// index order (the high 32 bits): one word, which a walk compares, moves and stores
+/// whole (as two `u32` fields, the walk's compare and store were two each, and the
+/// compare first packed the two: 6 instructions more a level).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Held {
-    count: u32,
-    first: u32,
-}
+struct Held(u64);
 
 impl Held {
-    const NONE: Held = Held {
-        count: 0,
-        first: u32::MAX,
-    };
+    const NONE: Held = Held::new(0, u32::MAX);
+
+    const fn new(count: u32, first: u32) -> Held {
+        Held(count as u64 | (first as u64) << 32)
+    }
+
+    fn count(self) -> u32 {
+        self.0 as u32
+    }
+
+    fn first(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// The same first holder, `count` holders.
+    fn with_count(self, count: u32) -> Held {
+        Held(self.0 & !u64::from(u32::MAX) | u64::from(count))
+    }
 }
 
 /// The least key of a set of servers, how many servers hold it, and the first of them in
@@ -234,15 +249,19 @@ impl Least {
 
     /// The least of consecutive keys, the first of which is server `base`'s.
     fn of_keys(keys: &[u64; FANOUT], base: usize) -> Least {
-        let key = least_key(keys);
+        let (key, slot, maybe_tied) = least_slot(keys);
         if key == DOWN_KEY {
             return Least::NONE;
         }
-        let held = holders(keys, key);
+        let count = if maybe_tied {
+            keys.iter().filter(|&&k| k == key).count() as u32
+        } else {
+            1
+        };
         Least {
             key,
-            count: held.count_ones(),
-            first: (base + held.trailing_zeros() as usize) as u32,
+            count,
+            first: (base + slot) as u32,
         }
     }
 }
@@ -269,44 +288,43 @@ impl Group {
         let held = self.held[slot];
         Least {
             key: self.keys[slot],
-            count: held.count,
-            first: held.first,
+            count: held.count(),
+            first: held.first(),
         }
     }
 
-    fn put(&mut self, slot: usize, entry: Least) {
-        self.keys[slot] = entry.key;
-        self.held[slot] = Held {
-            count: entry.count,
-            first: entry.first,
-        };
+    /// [`Group::least_held`] as a [`Least`].
+    #[cfg(test)]
+    fn least(&self) -> Least {
+        let (key, held) = self.least_held();
+        Least {
+            key,
+            count: held.count(),
+            first: held.first(),
+        }
     }
 
-    /// The least of the entries: their parent node.
+    /// The least of the entries, their parent node, as its key and holders: the first
+    /// slot holding the least key ([`least_slot`]) gives the first server, and its count
+    /// unless another slot may hold the key too (then the holders' counts are summed).
     ///
     /// A group of nodes over servers all down needs no case of its own: a node of
     /// [`DOWN_KEY`] is [`Least::NONE`] (a padding node, one over keys all down
-    /// ([`Least::of_keys`]), and by induction one over such nodes), so its holders are the whole group, counting 0 servers, the first
-    /// of them `u32::MAX`: the least is [`Least::NONE`] again.
-    fn least(&self) -> Least {
-        let key = least_key(&self.keys);
-        let holding = holders(&self.keys, key);
-        // Below FANOUT: `holding` has a bit set, and no bit at FANOUT or above.
-        let first = self.held[holding.trailing_zeros() as usize % FANOUT];
-        // One holder but when servers tie.
-        let count = if holding & (holding - 1) == 0 {
-            first.count
-        } else {
-            (0..FANOUT)
-                .filter(|&j| holding & 1 << j != 0)
-                .map(|j| self.held[j].count)
-                .sum()
-        };
-        Least {
-            key,
-            count,
-            first: first.first,
+    /// ([`Least::of_keys`]), and by induction one over such nodes), so the first slot
+    /// holds it, the count summed over the whole group is 0 servers and the first of them
+    /// `u32::MAX`: the least is [`Least::NONE`] again.
+    #[inline(always)]
+    fn least_held(&self) -> (u64, Held) {
+        let (key, slot, maybe_tied) = least_slot(&self.keys);
+        let held = self.held[slot];
+        if maybe_tied {
+            let count = (0..FANOUT)
+                .filter(|&j| self.keys[j] == key)
+                .map(|j| self.held[j].count())
+                .sum();
+            return (key, held.with_count(count));
         }
+        (key, held)
     }
 }
 
@@ -403,18 +421,24 @@ impl ScoreIndex {
         }
         let mut entry = i / FANOUT;
         let keys = self.keys[entry * FANOUT..][..FANOUT].try_into();
-        let mut now = Least::of_keys(keys.expect("whole groups"), entry * FANOUT);
+        let leaf = Least::of_keys(keys.expect("whole groups"), entry * FANOUT);
+        let (mut key, mut held) = (leaf.key, Held::new(leaf.count, leaf.first));
         for &start in &self.starts {
             let group = &mut self.groups[start + entry / FANOUT];
             let slot = entry % FANOUT;
-            if group.get(slot) == now {
+            if group.keys[slot] == key && group.held[slot] == held {
                 return;
             }
-            group.put(slot, now);
-            now = group.least();
+            group.keys[slot] = key;
+            group.held[slot] = held;
+            (key, held) = group.least_held();
             entry /= FANOUT;
         }
-        self.root = now;
+        self.root = Least {
+            key,
+            count: held.count(),
+            first: held.first(),
+        };
     }
 
     /// The server holding the `rank`-th (from 0, in index order) least key.
@@ -642,11 +666,37 @@ impl C3 {
     /// Nor fewer mispredicted branches or a shorter chain of dependent work (issue 14,
     /// helper c3sift; benches/README.md has the numbers; CPU time over this code's at 10 /
     /// 1,000 / 10,000 servers, 7–9 alternating pairs): the draw among tied servers without
-    /// a branch (1.004 / 0.989 / 1.006: noise); with it [`Group::least`] by selects, fewer
+    /// a branch (1.004 / 0.989 / 1.006: noise); with it a group's least by selects, fewer
     /// instructions (−1.1 / −2.2 / −2.8% a run) but 1.057 / 1.027 / 0.987; every walk to
     /// the root, no early exit, 1.057 / 1.064 / 1.069; each level the child merged with its
     /// siblings' least read ahead, 1.086 / 1.145 / 1.161; the stale servers in the order
     /// they were touched, 1.023 / 0.997 / 0.987.
+    ///
+    /// A group's least (issue 14, helper c3walk, the session after): the least key and its
+    /// first slot in one tournament of conditional moves ([`least_slot`]: two pairs, then
+    /// their least, the slot carried along), where the least was taken first and its
+    /// holders found after it by comparing each key with it (a mask, then its lowest bit);
+    /// whether another slot holds the key is a superset test beside it, off the chain, the
+    /// counts summed only when it is set; a node's holders one 8-byte word ([`Held`]).
+    /// callgrind (`cost c3_indexed N 1`): 106.5 / 132.0 / 574.9 M instructions a run at
+    /// 10 / 1,000 / 10,000 servers before, 104.7 / 128.0 / 555.2 M after (round robin
+    /// 370.0 M at 10,000). CPU time over the code before (`benches/cost.rs`, `perf stat`,
+    /// 9 alternating pairs, load 4.6–5.4): 0.993 / 0.967 / 0.939 at 10 / 100 / 1,000, 0.948
+    /// at 10,000 (25 pairs; round robin's unchanged code 0.978 in 11). Measured and not kept
+    /// (instructions a run at 10,000 servers, against 555.2 M): the tournament's last step
+    /// a branch (`if`, which the compiler kept as one) 538.8 M but 1.13–1.18x the CPU time
+    /// (a mispredicted branch a level); its tie test by selects 568.8 M; 8 children a node
+    /// with the same tournament 598.0 M; [`ScoreIndex::set`] out of line 557.3 M, the
+    /// index's build out of line 559.7 M (the walk still kept its tables' addresses on the
+    /// stack); the picked server's walk without the test for an unchanged node (every
+    /// ancestor of the least's holder changes) 556.1 M, 1.004x the CPU time; a node's
+    /// holders chosen by conditional moves beside its key rather than loaded by the slot
+    /// found 560.3 M, 0.99x at 10,000 servers and 1.01x at 10 (noise). Nor a prefetch of what the next events read (the `prefetch-index` crate:
+    /// the picked server's [`Peer`], key and nodes at the pick; the replied server's at the
+    /// start of the engine's completion, through a hint from the engine; the dispatch
+    /// counted in its limiter at the next pick, so that no handler waits for the line):
+    /// the handlers' stalls left the profile, but 20 M instructions more a run (575 → 595 M)
+    /// and 0.98–1.02x the CPU time (9–15 pairs): the stalls were already overlapped.
     #[inline(never)]
     fn pick_indexed(&mut self, backends: &Backends, now: Nanos) -> Option<usize> {
         let mut ix = match self.index.take() {
@@ -1270,6 +1320,25 @@ mod tests {
             2 => (0u8..4).prop_map(|s| over_key(f64::from(s))),
             1 => Just(DOWN_KEY),
         ]
+    }
+
+    /// [`least_slot`] on every group of 4 keys drawn from 4 values (equal keys, ties of
+    /// 2, 3 and 4, the down key): the least key, the first slot holding it, and a tie
+    /// flag that is set whenever another slot holds the least key (it may be set
+    /// otherwise).
+    #[test]
+    fn least_slot_is_the_least_its_first_slot_and_never_misses_a_tie() {
+        let values = [0, 1, within_key(2.5), DOWN_KEY];
+        for code in 0..values.len().pow(4) {
+            let keys: [u64; FANOUT] =
+                std::array::from_fn(|j| values[code / values.len().pow(j as u32) % values.len()]);
+            let least = *keys.iter().min().unwrap();
+            let first = keys.iter().position(|&k| k == least).unwrap();
+            let holders = keys.iter().filter(|&&k| k == least).count();
+            let (key, slot, maybe_tied) = least_slot(&keys);
+            assert_eq!((key, slot), (least, first), "{keys:?}");
+            assert!(maybe_tied || holders == 1, "a tie missed: {keys:?}");
+        }
     }
 
     proptest! {
