@@ -11,6 +11,9 @@ use hdrhistogram::Histogram;
 use crate::stats::quantile::Cdf;
 use crate::time::Nanos;
 
+mod pool;
+pub use pool::{Pooled, PooledSource, ServerPool};
+
 /// Which direction of a metric is better (used by comparisons and regression checks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Better {
@@ -1541,25 +1544,11 @@ impl RunMetrics {
         }
     }
 
-    /// Adds every distribution of [`RunMetrics::source`] into `pooled` (the same order;
-    /// each a [`latency_histogram`], or of any range that holds the values when it
-    /// resizes): what `Histogram::add` of each source gives, the servers' counted
-    /// straight from their bucket counts.
-    pub fn pool_into(&self, pooled: &mut [Histogram<u64>]) {
-        for (i, p) in pooled.iter_mut().enumerate() {
-            match i {
-                SOURCE_LATENCY => p.add(&self.latency),
-                SOURCE_WAIT => p.add(&self.wait),
-                _ => match self.server_counts.get(i - SOURCE_SERVERS) {
-                    Some(c) => {
-                        c.add_into(p);
-                        Ok(())
-                    }
-                    None => break,
-                },
-            }
-            .expect("a pool has the range of a latency histogram");
-        }
+    /// Adds every distribution of [`RunMetrics::source`] into `pooled` (the same order):
+    /// what `Histogram::add` of each source gives, the servers' counted straight from
+    /// their bucket counts ([`Pooled::add_run`]).
+    pub fn pool_into(&self, pooled: &mut Pooled) {
+        pooled.add_run(self);
     }
 
     /// Least-squares growth of the number in system across the window's [`SLICES`] slices
@@ -2370,7 +2359,7 @@ mod tests {
         m: &RunMetrics,
         eager: &[Histogram<u64>],
     ) -> Result<(), proptest::test_runner::TestCaseError> {
-        let mut pooled = empty_pools(eager.len());
+        let mut pooled = Pooled::new(eager.len());
         m.pool_into(&mut pooled);
         let mut pooled_eager = empty_pools(eager.len());
         pooled_eager[SOURCE_LATENCY].add(&m.latency).unwrap();
@@ -2392,7 +2381,18 @@ mod tests {
             pooled_eager[SOURCE_SERVERS + i].add(e).unwrap();
             proptest::prop_assert_eq!(&*m.source(SOURCE_SERVERS + i).unwrap(), e);
         }
-        for (p, e) in pooled.iter().zip(&pooled_eager) {
+        proptest::prop_assert_eq!(pooled.len(), pooled_eager.len());
+        for (i, e) in pooled_eager.iter().enumerate() {
+            // A server's pool, made into a histogram and added into a latency histogram,
+            // is the eager pool whole (`pool::tests` checks its readings).
+            let p = match pooled.source(i).unwrap() {
+                PooledSource::Histogram(h) => h.clone(),
+                PooledSource::Server(s) => {
+                    let mut h = latency_histogram();
+                    h.add(s.histogram()).unwrap();
+                    h
+                }
+            };
             proptest::prop_assert_eq!(format!("{p:?}"), format!("{e:?}"));
         }
         Ok(())

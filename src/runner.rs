@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::cancel::Cancel;
 use crate::metrics::{
-    Estimator, Metric, RunMetrics, RunSummary, SERVER_QUANTILE, SOURCE_SERVERS, latency_histogram,
+    Estimator, Metric, Pooled, RunMetrics, RunSummary, SERVER_QUANTILE, SOURCE_SERVERS,
 };
 use crate::scenario::{Scenario, ScenarioError};
 use crate::sim::{Overheads, Run, Simulated, Trace, TraceSpec};
@@ -99,7 +99,7 @@ pub struct StrategyResult {
     pub runs: Vec<RunSummary>,
     /// The distributions of [`RunMetrics::source`] (nanoseconds), merged over all
     /// finished replications.
-    pub pooled: Vec<Histogram<u64>>,
+    pub pooled: Pooled,
     /// Why the strategy has no steady state, when it has none ([`crate::stability`]):
     /// it is then left out of "best" and ranks.
     pub unstable: Option<String>,
@@ -124,20 +124,13 @@ impl Clone for FitCache {
     }
 }
 
-/// Empty pooled histograms for `servers` servers.
-pub fn empty_pooled(servers: usize) -> Vec<Histogram<u64>> {
-    let per_server = if servers <= crate::metrics::MAX_SERVER_HISTOGRAMS {
-        servers
-    } else {
-        0
-    };
-    (0..crate::metrics::SOURCE_SERVERS + per_server)
-        .map(|_| latency_histogram())
-        .collect()
+/// Empty pools for `servers` servers ([`Pooled::new`]).
+pub fn empty_pooled(servers: usize) -> Pooled {
+    Pooled::new(servers)
 }
 
-/// Adds a run's distributions to pooled histograms.
-pub fn pool(pooled: &mut [Histogram<u64>], m: &RunMetrics) {
+/// Adds a run's distributions to pools.
+pub fn pool(pooled: &mut Pooled, m: &RunMetrics) {
     m.pool_into(pooled);
 }
 
@@ -159,7 +152,7 @@ impl StrategyResult {
 
     /// Response times of every finished replication (nanoseconds), merged.
     pub fn latency(&self) -> &Histogram<u64> {
-        &self.pooled[crate::metrics::SOURCE_LATENCY]
+        self.pooled.latency()
     }
 
     /// The values of `metric` across replications (each replication's own value, also for
@@ -207,7 +200,7 @@ impl StrategyResult {
     /// The fit of the `p` quantile of pooled source `source` (none when there is no such
     /// source), made at its first read.
     pub(crate) fn fit(&self, source: usize, p: f64) -> Option<Fit> {
-        let h = self.pooled.get(source)?;
+        let h = self.pooled.source(source)?;
         let key = (source, p.to_bits());
         let cached = lock(&self.fits.0).get(&key).copied();
         if cached.is_some() {
@@ -215,7 +208,7 @@ impl StrategyResult {
         }
         // Made outside the lock, so that fits of other sources are made in parallel; two
         // threads making the same one make the same value.
-        let f = fit(h, &self.cdfs(source), p);
+        let f = fit(&h, &self.cdfs(source), p);
         Some(*lock(&self.fits.0).entry(key).or_insert(f))
     }
 }
@@ -296,7 +289,7 @@ enum Strategy {
     /// Some replications still to end: the pooled histograms (from the first) and the
     /// summaries with their replication's position.
     Open {
-        pooled: Option<Vec<Histogram<u64>>>,
+        pooled: Option<Pooled>,
         runs: Vec<(usize, RunSummary)>,
     },
     /// Every replication ended; runs in replication order.
@@ -458,12 +451,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Takes a run's distributions out of pooled histograms that hold them ([`pool`]
 /// undone: counts are integers, so what is left is exactly the other runs' sum).
-fn unpool(pooled: &mut [Histogram<u64>], m: &RunMetrics) {
-    for (i, p) in pooled.iter_mut().enumerate() {
-        let h = m.source(i).expect("a pool has a run's sources");
-        p.subtract(&*h)
-            .expect("a run's counts are in the pool it was added to");
-    }
+fn unpool(pooled: &mut Pooled, m: &RunMetrics) {
+    pooled.subtract_run(m);
 }
 
 /// The order in which a run's (replication, strategy) tasks start: replications in
@@ -843,7 +832,7 @@ mod tests {
         let bits = |e: Estimate| [e.mean, e.low, e.high].map(f64::to_bits);
         for s in &results.strategies {
             let fresh = |source: usize, p: f64| {
-                quantile_estimate(&s.pooled[source], &s.cdfs(source), p, 1e-9)
+                quantile_estimate(&s.pooled.source(source).unwrap(), &s.cdfs(source), p, 1e-9)
             };
             for (source, p) in [
                 (SOURCE_LATENCY, 0.99),
@@ -971,7 +960,7 @@ mod tests {
         let (complete, results) = pools.finish();
         assert!(complete.is_empty());
         for r in results {
-            assert!(r.runs.is_empty() && r.pooled.iter().all(Histogram::is_empty));
+            assert!(r.runs.is_empty() && r.pooled.is_empty());
             assert_eq!(r.pooled.len(), SOURCE_SERVERS + 2);
         }
     }

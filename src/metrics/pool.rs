@@ -1,0 +1,511 @@
+//! A strategy's distributions merged over its replications ([`Pooled`]): the response and
+//! waiting times as latency histograms, and each server's response times as the sparse
+//! bucket counts of one ([`ServerPool`]).
+//!
+//! Up to 2026-11-28 a pool held a whole [`latency_histogram`] per server (8-byte counts
+//! over 1 ns to 2^42 ns: 264 kB, zeroed at allocation and page-faulted in as counts were
+//! added), up to [`MAX_SERVER_HISTOGRAMS`] servers per strategy: 68 MB a strategy at 256
+//! servers, and most of the fixed cost of a short `lbsim run` at 100 to 256 servers. A
+//! server's pooled response times are read for one figure, its p99 in `servers.csv`
+//! ([`ServerPool::value_at_quantile`]), and written to shard files; both need only the
+//! buckets that hold a count, which are a few hundred in a short run and a few thousand
+//! in a long one.
+
+use hdrhistogram::Histogram;
+
+use super::{
+    LATENCY_UNTRACKABLE_NS, MAX_SERVER_HISTOGRAMS, RunMetrics, SOURCE_LATENCY, SOURCE_SERVERS,
+    bucket_index, bucket_value, latency_histogram, layout, server_histogram,
+};
+use crate::stats::quantile::Quantiles;
+
+/// One server's response times merged over replications: the buckets of a
+/// [`latency_histogram`] that hold a count, as `(index, count)` in increasing index order
+/// (none with a count of 0), and their total. Read, it is the latency histogram that adding
+/// the replications' server histograms into gives: the same length and quantiles
+/// ([`ServerPool::value_at_quantile`] takes hdrhistogram's steps), and
+/// [`ServerPool::histogram`] makes the histogram itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerPool {
+    counts: Vec<(u32, u64)>,
+    total: u64,
+}
+
+impl ServerPool {
+    /// Adds counts given as `(index, count)` in increasing index order (what
+    /// [`super::BucketCounts::iter`] yields): a merge of two sorted lists.
+    fn add_sorted(&mut self, other: impl Iterator<Item = (usize, u64)>) {
+        let mut other = other.map(|(i, n)| (i as u32, n)).peekable();
+        if other.peek().is_none() {
+            return;
+        }
+        let old = std::mem::take(&mut self.counts);
+        let mut merged = Vec::with_capacity(old.len() + other.size_hint().0);
+        let mut old = old.into_iter().peekable();
+        loop {
+            let next = match (old.peek(), other.peek()) {
+                (Some(&(i, a)), Some(&(j, b))) if i == j => {
+                    old.next();
+                    other.next();
+                    self.total = self.total.saturating_add(b);
+                    (i, a.saturating_add(b))
+                }
+                (Some(&(i, _)), Some(&(j, _))) if i < j => old.next().expect("peeked"),
+                (_, Some(_)) => {
+                    let (j, b) = other.next().expect("peeked");
+                    self.total = self.total.saturating_add(b);
+                    (j, b)
+                }
+                (Some(_), None) => old.next().expect("peeked"),
+                (None, None) => break,
+            };
+            if next.1 != 0 {
+                merged.push(next);
+            }
+        }
+        self.counts = merged;
+    }
+
+    /// Takes out counts given as `(index, count)` in increasing index order, each at most
+    /// what the pool holds at its index ([`ServerPool::add_sorted`] undone: integers, so
+    /// exact). Panics otherwise, as `Histogram::subtract` fails.
+    fn subtract_sorted(&mut self, other: impl Iterator<Item = (usize, u64)>) {
+        let mut at = 0;
+        for (i, n) in other {
+            let i = i as u32;
+            at += self.counts[at..].partition_point(|&(k, _)| k < i);
+            match self.counts.get_mut(at) {
+                Some((k, c)) if *k == i && *c >= n => *c -= n,
+                _ => panic!("a run's counts are in the pool it was added to"),
+            }
+            self.total -= n;
+        }
+        self.counts.retain(|&(_, c)| c != 0);
+    }
+
+    /// Adds another pool's counts (`Histogram::add` of its histogram).
+    pub fn add(&mut self, other: &ServerPool) {
+        self.add_sorted(other.iter());
+    }
+
+    /// Every index with a count, as `(index, count)`, in increasing order.
+    fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.counts.iter().map(|&(i, n)| (i as usize, n))
+    }
+
+    /// How many values it holds (`Histogram::len`).
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    /// Whether it holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// `Histogram::value_at_quantile` of the latency histogram it stands for, step for
+    /// step: `quantile` capped at 1, the target count `ceil(quantile × len)` (at least
+    /// 1), the first index whose running count reaches it, read as its bucket's highest
+    /// equivalent value (its lowest for a quantile of 0); 0 when empty.
+    pub fn value_at_quantile(&self, quantile: f64) -> u64 {
+        let quantile = if quantile > 1.0 { 1.0 } else { quantile };
+        let target = ((quantile * self.total as f64).ceil() as u64).max(1);
+        let mut below = 0u64;
+        for &(i, n) in &self.counts {
+            below += n;
+            if below >= target {
+                let v = bucket_value(i as usize);
+                return if quantile == 0.0 {
+                    layout().lowest_equivalent(v)
+                } else {
+                    layout().highest_equivalent(v)
+                };
+            }
+        }
+        0
+    }
+
+    /// The counts as a [`server_histogram`] (sized once, to the largest value): what
+    /// recording each bucket's lowest value its count of times gives. Its counts, length
+    /// and quantiles are those of the latency histogram the pool stands for.
+    pub fn histogram(&self) -> Histogram<u64> {
+        let mut h = server_histogram();
+        if let Some(&(last, _)) = self.counts.last() {
+            // Resize once, for the largest value (a count of 0 adds nothing).
+            let _ = h.record_n(bucket_value(last as usize), 0);
+        }
+        for (i, n) in self.iter() {
+            // Cannot fail: the histogram holds the largest value.
+            let _ = h.record_n(bucket_value(i), n);
+        }
+        h
+    }
+
+    /// The pool of a histogram's counts: what `latency_histogram().add(h)` holds, read
+    /// as counts per bucket (each of `h`'s buckets counts where its lowest value does in
+    /// a latency histogram); an error, as `add` gives, when `h` holds values beyond a
+    /// latency histogram's range.
+    pub fn from_histogram(h: &Histogram<u64>) -> Result<ServerPool, String> {
+        if h.is_empty() {
+            return Ok(ServerPool::default());
+        }
+        // `Histogram::add`'s test: the largest value must fit the latency histogram's
+        // last bucket, which ends just below `LATENCY_UNTRACKABLE_NS`.
+        if h.max() >= LATENCY_UNTRACKABLE_NS {
+            return Err("a server's histogram holds values beyond 2^43 ns".into());
+        }
+        let mut counts: Vec<(u32, u64)> = Vec::new();
+        for v in h.iter_recorded() {
+            let i = bucket_index(h.lowest_equivalent(v.value_iterated_to())) as u32;
+            let n = v.count_at_value();
+            // Of another precision, two of `h`'s buckets may count in one of ours.
+            match counts.last_mut() {
+                Some((k, c)) if *k == i => *c = c.saturating_add(n),
+                _ => counts.push((i, n)),
+            }
+        }
+        let mut pool = ServerPool::default();
+        pool.add_sorted(counts.into_iter().map(|(i, n)| (i as usize, n)));
+        Ok(pool)
+    }
+}
+
+impl Quantiles for ServerPool {
+    fn count(&self) -> u64 {
+        self.len()
+    }
+
+    fn value_at_quantile(&self, q: f64) -> u64 {
+        ServerPool::value_at_quantile(self, q)
+    }
+}
+
+/// Every distribution of [`RunMetrics::source`] merged over a strategy's replications, in
+/// the same order: response and waiting times as latency histograms, each server's (up
+/// to [`MAX_SERVER_HISTOGRAMS`]) as a [`ServerPool`]. Counts add, so pooling is exact and
+/// independent of order, and a run pooled can be taken out again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pooled {
+    /// [`SOURCE_LATENCY`] and [`SOURCE_WAIT`].
+    histograms: [Histogram<u64>; SOURCE_SERVERS],
+    servers: Vec<ServerPool>,
+}
+
+/// One of the distributions of a [`Pooled`].
+#[derive(Clone, Copy, Debug)]
+pub enum PooledSource<'a> {
+    /// The response or waiting times.
+    Histogram(&'a Histogram<u64>),
+    /// A server's response times.
+    Server(&'a ServerPool),
+}
+
+impl Quantiles for PooledSource<'_> {
+    fn count(&self) -> u64 {
+        match self {
+            PooledSource::Histogram(h) => h.len(),
+            PooledSource::Server(s) => s.len(),
+        }
+    }
+
+    fn value_at_quantile(&self, q: f64) -> u64 {
+        match self {
+            PooledSource::Histogram(h) => h.value_at_quantile(q),
+            PooledSource::Server(s) => s.value_at_quantile(q),
+        }
+    }
+}
+
+impl Pooled {
+    /// Empty pools for runs of `servers` servers (per server beyond
+    /// [`MAX_SERVER_HISTOGRAMS`]: none).
+    pub fn new(servers: usize) -> Pooled {
+        let per_server = if servers <= MAX_SERVER_HISTOGRAMS {
+            servers
+        } else {
+            0
+        };
+        Pooled {
+            histograms: [latency_histogram(), latency_histogram()],
+            servers: vec![ServerPool::default(); per_server],
+        }
+    }
+
+    /// Pools of the given distributions: response and waiting times, then the servers';
+    /// `None` unless there are two histograms.
+    pub fn from_parts(histograms: Vec<Histogram<u64>>, servers: Vec<ServerPool>) -> Option<Pooled> {
+        Some(Pooled {
+            histograms: histograms.try_into().ok()?,
+            servers,
+        })
+    }
+
+    /// How many distributions it holds ([`RunMetrics::source_count`] of its runs).
+    pub fn len(&self) -> usize {
+        SOURCE_SERVERS + self.servers.len()
+    }
+
+    /// Whether every distribution is empty.
+    pub fn is_empty(&self) -> bool {
+        self.histograms.iter().all(Histogram::is_empty)
+            && self.servers.iter().all(ServerPool::is_empty)
+    }
+
+    /// Response times of every pooled run (nanoseconds).
+    pub fn latency(&self) -> &Histogram<u64> {
+        &self.histograms[SOURCE_LATENCY]
+    }
+
+    /// Distribution `source` ([`SOURCE_LATENCY`], [`SOURCE_WAIT`], or [`SOURCE_SERVERS`] +
+    /// server), if there is one.
+    pub fn source(&self, source: usize) -> Option<PooledSource<'_>> {
+        match source.checked_sub(SOURCE_SERVERS) {
+            None => Some(PooledSource::Histogram(&self.histograms[source])),
+            Some(server) => self.servers.get(server).map(PooledSource::Server),
+        }
+    }
+
+    /// Distribution `source` if it is a histogram ([`SOURCE_LATENCY`] or [`SOURCE_WAIT`]).
+    pub fn histogram(&self, source: usize) -> Option<&Histogram<u64>> {
+        self.histograms.get(source)
+    }
+
+    /// Server `server`'s pooled response times, if measured.
+    pub fn server(&self, server: usize) -> Option<&ServerPool> {
+        self.servers.get(server)
+    }
+
+    /// Adds a run's distributions: what `Histogram::add` of each of its sources gives,
+    /// the servers' read from their bucket counts.
+    pub fn add_run(&mut self, m: &RunMetrics) {
+        let [latency, wait] = &mut self.histograms;
+        latency
+            .add(&m.latency)
+            .expect("a pool has the range of a latency histogram");
+        wait.add(&m.wait)
+            .expect("a pool has the range of a latency histogram");
+        for (p, c) in self.servers.iter_mut().zip(&m.server_counts) {
+            p.add_sorted(c.iter());
+        }
+    }
+
+    /// Takes a run's distributions out of pools that hold them ([`Pooled::add_run`]
+    /// undone: counts are integers, so what is left is exactly the other runs' sum).
+    pub fn subtract_run(&mut self, m: &RunMetrics) {
+        let [latency, wait] = &mut self.histograms;
+        for (p, h) in [(latency, &m.latency), (wait, &m.wait)] {
+            p.subtract(h)
+                .expect("a run's counts are in the pool it was added to");
+        }
+        for (p, c) in self.servers.iter_mut().zip(&m.server_counts) {
+            p.subtract_sorted(c.iter());
+        }
+    }
+
+    /// Adds other pools of the same runs' layout (`Histogram::add` of each).
+    pub fn add(&mut self, other: &Pooled) {
+        for (p, h) in self.histograms.iter_mut().zip(&other.histograms) {
+            // Same bounds on both sides: addition cannot fail.
+            let _ = p.add(h);
+        }
+        for (p, s) in self.servers.iter_mut().zip(&other.servers) {
+            p.add(s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{SOURCE_WAIT, clamped};
+    use super::*;
+    use crate::time::Nanos;
+
+    fn latency_value() -> impl proptest::strategy::Strategy<Value = u64> {
+        proptest::prop_oneof![
+            0u64..3000,
+            0u64..50_000_000,
+            (super::super::LATENCY_HIGH_NS - 5)..(LATENCY_UNTRACKABLE_NS + 5),
+            proptest::prelude::any::<u64>(),
+        ]
+    }
+
+    /// Every reading of a pooled latency histogram against a server's pool: the length,
+    /// quantiles (0 and past 1 included, and a NaN), the histogram it makes (every count;
+    /// and, added into a latency histogram, that histogram whole), and the pool read back
+    /// from that histogram.
+    fn check_pool(
+        pool: &ServerPool,
+        full: &Histogram<u64>,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        proptest::prop_assert_eq!(pool.len(), full.len());
+        proptest::prop_assert_eq!(pool.is_empty(), full.is_empty());
+        for q in [
+            0.0,
+            1e-9,
+            0.001,
+            0.01,
+            0.25,
+            0.5,
+            0.9,
+            0.99,
+            SERVER_QUANTILE_OF_TESTS,
+            0.999,
+            0.9999,
+            1.0,
+            1.5,
+            -0.5,
+            f64::NAN,
+        ] {
+            proptest::prop_assert_eq!(
+                pool.value_at_quantile(q),
+                full.value_at_quantile(q),
+                "q {}",
+                q
+            );
+        }
+        let h = pool.histogram();
+        let mut added = latency_histogram();
+        added.add(&h).unwrap();
+        // `PartialEq` compares the counts, total, and max and min as read (not the raw
+        // values kept inside, which differ where a value was recorded exactly).
+        proptest::prop_assert!(added == *full, "added into a latency histogram");
+        proptest::prop_assert_eq!((added.max(), added.min_nz()), (full.max(), full.min_nz()));
+        let nonzero = |h: &Histogram<u64>| -> Vec<(u64, u64)> {
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect()
+        };
+        proptest::prop_assert_eq!(nonzero(&h), nonzero(full));
+        proptest::prop_assert_eq!(&ServerPool::from_histogram(&h).unwrap(), pool);
+        proptest::prop_assert_eq!(&ServerPool::from_histogram(full).unwrap(), pool);
+        // The canonical form: increasing indices, no zero count, the total their sum.
+        proptest::prop_assert!(pool.counts.windows(2).all(|w| w[0].0 < w[1].0));
+        proptest::prop_assert!(pool.counts.iter().all(|&(_, n)| n != 0));
+        proptest::prop_assert_eq!(pool.counts.iter().map(|&(_, n)| n).sum::<u64>(), pool.total);
+        Ok(())
+    }
+
+    const SERVER_QUANTILE_OF_TESTS: f64 = super::super::SERVER_QUANTILE;
+
+    proptest::proptest! {
+        /// A strategy's pools over several runs (servers that served nothing, values over
+        /// the whole range and saturating, runs taken out again) read back every field as
+        /// the full latency histograms they replace: each run's server histogram added
+        /// into a latency histogram, as the pools did until 2026-11-28.
+        #[test]
+        fn server_pools_are_the_full_histograms(
+            runs in proptest::collection::vec(
+                proptest::collection::vec((0usize..4, latency_value(), 1u64..4), 0..200),
+                1..5,
+            ),
+            undo in proptest::collection::vec(proptest::prelude::any::<bool>(), 5),
+        ) {
+            let mut pooled = Pooled::new(4);
+            let mut full: Vec<Histogram<u64>> = (0..4).map(|_| latency_histogram()).collect();
+            let mut metrics = Vec::new();
+            for ops in &runs {
+                let mut m = RunMetrics::new(&[1, 1, 1, 1], Nanos(0), Nanos(1_000_000));
+                for &(i, v, times) in ops {
+                    // Server 3 never serves: an empty pool, an undefined p99.
+                    for _ in 0..times {
+                        m.record_served(i % 3, Nanos(0), Nanos(v), Nanos(v / 2));
+                    }
+                }
+                m.flush();
+                pooled.add_run(&m);
+                for (i, f) in full.iter_mut().enumerate() {
+                    f.add(m.server_latency(i).unwrap()).unwrap();
+                }
+                metrics.push(m);
+            }
+            for (i, f) in full.iter().enumerate() {
+                check_pool(pooled.server(i).unwrap(), f)?;
+            }
+            // Pools of parts add up to the pool of the whole (as `lbsim merge` adds shards).
+            let mut halves = [Pooled::new(4), Pooled::new(4)];
+            for (k, m) in metrics.iter().enumerate() {
+                halves[k % 2].add_run(m);
+            }
+            let [mut a, b] = halves;
+            a.add(&b);
+            proptest::prop_assert_eq!(&a, &pooled);
+            // Runs taken out leave the pool of the others, zero counts dropped.
+            let mut kept = Pooled::new(4);
+            for (m, &undo) in metrics.iter().zip(&undo) {
+                if undo {
+                    pooled.subtract_run(m);
+                } else {
+                    kept.add_run(m);
+                }
+            }
+            proptest::prop_assert_eq!(&pooled, &kept);
+            for i in 0..4 {
+                let mut f = latency_histogram();
+                for (m, &undo) in metrics.iter().zip(&undo) {
+                    if !undo {
+                        f.add(m.server_latency(i).unwrap()).unwrap();
+                    }
+                }
+                check_pool(pooled.server(i).unwrap(), &f)?;
+            }
+        }
+    }
+
+    /// Counts past 2^16 and 2^32 in a bucket (a pool of many long runs), beside others.
+    #[test]
+    fn large_counts_pool_as_the_full_histograms() {
+        let mut full = latency_histogram();
+        let mut pool = ServerPool::default();
+        for (v, n) in [
+            (70_000u64, 3u64 << 33),
+            (5, 1),
+            (u64::MAX, 7),
+            (70_001, 1 << 16),
+            (1, 2),
+        ] {
+            let mut one = latency_histogram();
+            one.record_n(clamped(v), n).unwrap();
+            full.add(&one).unwrap();
+            pool.add(&ServerPool::from_histogram(&one).unwrap());
+        }
+        check_pool(&pool, &full).unwrap();
+    }
+
+    /// A histogram of another precision reads as `Histogram::add` would count it into a
+    /// latency histogram (two of its buckets may fall in one of ours); one beyond the
+    /// range is refused, as `add` refuses it.
+    #[test]
+    fn histograms_of_other_layouts_read_as_added() {
+        let mut coarse = Histogram::<u64>::new_with_bounds(1, 2, 2).unwrap();
+        coarse.auto(true);
+        let mut fine = Histogram::<u64>::new_with_bounds(1, 2, 4).unwrap();
+        fine.auto(true);
+        for k in 0..3000u64 {
+            let v = 1 + k * 7_919 % 3_000_000;
+            coarse.record(v).unwrap();
+            fine.record(v).unwrap();
+        }
+        for h in [&coarse, &fine] {
+            let mut full = latency_histogram();
+            full.add(h).unwrap();
+            check_pool(&ServerPool::from_histogram(h).unwrap(), &full).unwrap();
+        }
+        let mut wide = Histogram::<u64>::new_with_bounds(1, 1 << 50, 3).unwrap();
+        wide.record(1 << 45).unwrap();
+        assert!(latency_histogram().add(&wide).is_err());
+        assert!(ServerPool::from_histogram(&wide).is_err());
+    }
+
+    /// Past [`MAX_SERVER_HISTOGRAMS`] servers a pool has the two histograms only.
+    #[test]
+    fn many_servers_pool_no_server() {
+        let p = Pooled::new(MAX_SERVER_HISTOGRAMS + 1);
+        assert_eq!(p.len(), SOURCE_SERVERS);
+        assert!(p.source(SOURCE_SERVERS).is_none());
+        assert!(matches!(
+            p.source(SOURCE_WAIT),
+            Some(PooledSource::Histogram(_))
+        ));
+        assert_eq!(Pooled::new(3).len(), SOURCE_SERVERS + 3);
+    }
+}
