@@ -296,14 +296,15 @@ enum Strategy {
     Done(StrategyResult),
 }
 
-/// A replication with some but not all of its strategies ended: the metrics of those
-/// that did, kept only to take them out of their strategies' pools if the run is
-/// cancelled before the replication ends. The queue starts a replication's tasks before
+/// A replication with some but not all of its strategies ended: the pools of the runs of
+/// those that did ([`RunMetrics::into_pooled`]: the servers' counts sparse), kept only to
+/// take them out of their strategies' pools if the run is cancelled before the
+/// replication ends. The queue starts a replication's tasks before
 /// the next one's ([`Queue`]), so about one replication per thread is staged, whatever
 /// the number of replications.
 struct Staged {
     done: usize,
-    metrics: Vec<Option<RunMetrics>>,
+    runs: Vec<Option<Pooled>>,
 }
 
 /// The results of a run as its tasks end, pooled per (replication, strategy).
@@ -347,16 +348,17 @@ impl Pools {
     /// tasks run. Returns whether the replication is now complete (every strategy ran it).
     fn put(&self, pos: usize, k: usize, metrics: RunMetrics) -> bool {
         let (label, strategy) = &self.strategies[k];
+        let summary = metrics.summarize();
+        let run = metrics.into_pooled();
         {
             let mut st = lock(strategy);
             let Strategy::Open { pooled, runs } = &mut *st else {
                 unreachable!("a strategy runs each replication once");
             };
-            pool(
-                pooled.get_or_insert_with(|| empty_pooled(self.servers)),
-                &metrics,
-            );
-            runs.push((pos, metrics.summarize()));
+            pooled
+                .get_or_insert_with(|| empty_pooled(self.servers))
+                .add(&run);
+            runs.push((pos, summary));
             if runs.len() == self.replications {
                 let (pooled, mut runs) = (pooled.take(), std::mem::take(runs));
                 runs.sort_unstable_by_key(|&(pos, _)| pos);
@@ -379,11 +381,11 @@ impl Pools {
         let mut staged = lock(&self.staged);
         let entry = staged.entry(pos).or_insert_with(|| Staged {
             done: 0,
-            metrics: (0..n).map(|_| None).collect(),
+            runs: (0..n).map(|_| None).collect(),
         });
         entry.done += 1;
         if entry.done < n {
-            entry.metrics[k] = Some(metrics);
+            entry.runs[k] = Some(run);
             return false;
         }
         staged.remove(&pos);
@@ -410,9 +412,9 @@ impl Pools {
             .into_iter()
             .enumerate()
             .map(|(k, (label, st))| {
-                let partial: Vec<(usize, &RunMetrics)> = staged
+                let partial: Vec<(usize, &Pooled)> = staged
                     .iter()
-                    .filter_map(|(&pos, st)| Some((pos, st.metrics[k].as_ref()?)))
+                    .filter_map(|(&pos, st)| Some((pos, st.runs[k].as_ref()?)))
                     .collect();
                 let (mut pooled, mut runs) =
                     match st.into_inner().unwrap_or_else(|e| e.into_inner()) {
@@ -424,8 +426,8 @@ impl Pools {
                         ),
                         Strategy::Open { pooled, runs } => (pooled, runs),
                     };
-                for &(_, m) in &partial {
-                    unpool(pooled.as_mut().expect("pooled before staged"), m);
+                for &(_, run) in &partial {
+                    pooled.as_mut().expect("pooled before staged").subtract(run);
                 }
                 let undone: Vec<usize> = partial.iter().map(|&(pos, _)| pos).collect();
                 runs.retain(|(pos, _)| !undone.contains(pos));
@@ -447,12 +449,6 @@ impl Pools {
 /// Locks `m`, whether or not another thread panicked holding it.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Takes a run's distributions out of pooled histograms that hold them ([`pool`]
-/// undone: counts are integers, so what is left is exactly the other runs' sum).
-fn unpool(pooled: &mut Pooled, m: &RunMetrics) {
-    pooled.subtract_run(m);
 }
 
 /// The order in which a run's (replication, strategy) tasks start: replications in

@@ -14,20 +14,24 @@
 use hdrhistogram::Histogram;
 
 use super::{
-    LATENCY_UNTRACKABLE_NS, MAX_SERVER_HISTOGRAMS, RunMetrics, SOURCE_LATENCY, SOURCE_SERVERS,
-    bucket_index, bucket_value, latency_histogram, layout, server_histogram,
+    BucketCounts, LATENCY_UNTRACKABLE_NS, MAX_SERVER_HISTOGRAMS, RunMetrics, SOURCE_LATENCY,
+    SOURCE_SERVERS, bucket_index, bucket_value, latency_histogram, layout, server_histogram,
 };
 use crate::stats::quantile::Quantiles;
 
 /// One server's response times merged over replications: the buckets of a
-/// [`latency_histogram`] that hold a count, as `(index, count)` in increasing index order
-/// (none with a count of 0), and their total. Read, it is the latency histogram that adding
-/// the replications' server histograms into gives: the same length and quantiles
+/// [`latency_histogram`] that hold a count, by index in increasing order (none with a
+/// count of 0), and their total. Read, it is the latency histogram that adding the
+/// replications' server histograms into gives: the same length and quantiles
 /// ([`ServerPool::value_at_quantile`] takes hdrhistogram's steps), and
 /// [`ServerPool::histogram`] makes the histogram itself.
+///
+/// 10 bytes a bucket with a count: its index in 2 (a latency histogram has 34,816
+/// buckets) and its count in 8, in two vectors (as pairs, padding made it 16).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServerPool {
-    counts: Vec<(u32, u64)>,
+    indices: Vec<u16>,
+    counts: Vec<u64>,
     total: u64,
 }
 
@@ -35,15 +39,22 @@ impl ServerPool {
     /// Adds counts given as `(index, count)` in increasing index order (what
     /// [`super::BucketCounts::iter`] yields): a merge of two sorted lists.
     fn add_sorted(&mut self, other: impl Iterator<Item = (usize, u64)>) {
-        let mut other = other.map(|(i, n)| (i as u32, n)).peekable();
+        let mut other = other
+            .map(|(i, n)| (u16::try_from(i).expect("a latency histogram's index"), n))
+            .peekable();
         if other.peek().is_none() {
             return;
         }
-        let old = std::mem::take(&mut self.counts);
-        let mut merged = Vec::with_capacity(old.len() + other.size_hint().0);
-        let mut old = old.into_iter().peekable();
+        let (indices, counts) = (
+            std::mem::take(&mut self.indices),
+            std::mem::take(&mut self.counts),
+        );
+        // Exact when `other` reads a pool (a slice); at least the old length otherwise.
+        let capacity = indices.len() + other.size_hint().0;
+        let (mut into_i, mut into_c) = (Vec::with_capacity(capacity), Vec::with_capacity(capacity));
+        let mut old = indices.into_iter().zip(counts).peekable();
         loop {
-            let next = match (old.peek(), other.peek()) {
+            let (i, n) = match (old.peek(), other.peek()) {
                 (Some(&(i, a)), Some(&(j, b))) if i == j => {
                     old.next();
                     other.next();
@@ -59,11 +70,15 @@ impl ServerPool {
                 (Some(_), None) => old.next().expect("peeked"),
                 (None, None) => break,
             };
-            if next.1 != 0 {
-                merged.push(next);
+            if n != 0 {
+                into_i.push(i);
+                into_c.push(n);
             }
         }
-        self.counts = merged;
+        // Exactly what it holds: a strategy keeps one per server until the reports.
+        into_i.shrink_to_fit();
+        into_c.shrink_to_fit();
+        (self.indices, self.counts) = (into_i, into_c);
     }
 
     /// Takes out counts given as `(index, count)` in increasing index order, each at most
@@ -72,15 +87,23 @@ impl ServerPool {
     fn subtract_sorted(&mut self, other: impl Iterator<Item = (usize, u64)>) {
         let mut at = 0;
         for (i, n) in other {
-            let i = i as u32;
-            at += self.counts[at..].partition_point(|&(k, _)| k < i);
-            match self.counts.get_mut(at) {
-                Some((k, c)) if *k == i && *c >= n => *c -= n,
+            at += self.indices[at..].partition_point(|&k| usize::from(k) < i);
+            match (self.indices.get(at), self.counts.get_mut(at)) {
+                (Some(&k), Some(c)) if usize::from(k) == i && *c >= n => *c -= n,
                 _ => panic!("a run's counts are in the pool it was added to"),
             }
             self.total -= n;
         }
-        self.counts.retain(|&(_, c)| c != 0);
+        let mut kept = 0;
+        for k in 0..self.counts.len() {
+            if self.counts[k] != 0 {
+                self.indices[kept] = self.indices[k];
+                self.counts[kept] = self.counts[k];
+                kept += 1;
+            }
+        }
+        self.indices.truncate(kept);
+        self.counts.truncate(kept);
     }
 
     /// Adds another pool's counts (`Histogram::add` of its histogram).
@@ -90,7 +113,7 @@ impl ServerPool {
 
     /// Every index with a count, as `(index, count)`, in increasing order.
     fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        self.counts.iter().map(|&(i, n)| (i as usize, n))
+        (self.indices.iter().zip(&self.counts)).map(|(&i, &n)| (usize::from(i), n))
     }
 
     /// How many values it holds (`Histogram::len`).
@@ -111,10 +134,10 @@ impl ServerPool {
         let quantile = if quantile > 1.0 { 1.0 } else { quantile };
         let target = ((quantile * self.total as f64).ceil() as u64).max(1);
         let mut below = 0u64;
-        for &(i, n) in &self.counts {
+        for (i, n) in self.iter() {
             below += n;
             if below >= target {
-                let v = bucket_value(i as usize);
+                let v = bucket_value(i);
                 return if quantile == 0.0 {
                     layout().lowest_equivalent(v)
                 } else {
@@ -130,9 +153,9 @@ impl ServerPool {
     /// and quantiles are those of the latency histogram the pool stands for.
     pub fn histogram(&self) -> Histogram<u64> {
         let mut h = server_histogram();
-        if let Some(&(last, _)) = self.counts.last() {
+        if let Some(&last) = self.indices.last() {
             // Resize once, for the largest value (a count of 0 adds nothing).
-            let _ = h.record_n(bucket_value(last as usize), 0);
+            let _ = h.record_n(bucket_value(usize::from(last)), 0);
         }
         for (i, n) in self.iter() {
             // Cannot fail: the histogram holds the largest value.
@@ -312,6 +335,44 @@ impl Pooled {
             p.add(s);
         }
     }
+
+    /// Takes out other pools that these hold ([`Pooled::add`] undone: counts are integers,
+    /// so what is left is exactly the rest's sum).
+    pub fn subtract(&mut self, other: &Pooled) {
+        for (p, h) in self.histograms.iter_mut().zip(&other.histograms) {
+            p.subtract(h)
+                .expect("the counts taken out are in the pool they were added to");
+        }
+        for (p, s) in self.servers.iter_mut().zip(&other.servers) {
+            p.subtract_sorted(s.iter());
+        }
+    }
+}
+
+impl RunMetrics {
+    /// The run's distributions as pools of it alone: what [`Pooled::add_run`] adds, with
+    /// the response- and waiting-time histograms moved, not copied, and each server's
+    /// bucket counts (2 bytes a bucket up to its largest value, some 30 kB for a
+    /// millisecond-scale server) made sparse. The runner pools this, and keeps it until
+    /// every strategy ran the replication (to take it out again if the run is cancelled
+    /// before), instead of the whole run's metrics: at 256 servers those held 8 MB of
+    /// bucket counts a run.
+    pub fn into_pooled(self) -> Pooled {
+        let servers = self.server_counts.iter().map(BucketCounts::pool).collect();
+        Pooled {
+            histograms: [self.latency, self.wait],
+            servers,
+        }
+    }
+}
+
+impl BucketCounts {
+    /// The counts as a pool of their own.
+    fn pool(&self) -> ServerPool {
+        let mut p = ServerPool::default();
+        p.add_sorted(self.iter());
+        p
+    }
 }
 
 #[cfg(test)]
@@ -379,9 +440,10 @@ mod tests {
         proptest::prop_assert_eq!(&ServerPool::from_histogram(&h).unwrap(), pool);
         proptest::prop_assert_eq!(&ServerPool::from_histogram(full).unwrap(), pool);
         // The canonical form: increasing indices, no zero count, the total their sum.
-        proptest::prop_assert!(pool.counts.windows(2).all(|w| w[0].0 < w[1].0));
-        proptest::prop_assert!(pool.counts.iter().all(|&(_, n)| n != 0));
-        proptest::prop_assert_eq!(pool.counts.iter().map(|&(_, n)| n).sum::<u64>(), pool.total);
+        proptest::prop_assert_eq!(pool.indices.len(), pool.counts.len());
+        proptest::prop_assert!(pool.indices.windows(2).all(|w| w[0] < w[1]));
+        proptest::prop_assert!(pool.counts.iter().all(|&n| n != 0));
+        proptest::prop_assert_eq!(pool.counts.iter().sum::<u64>(), pool.total);
         Ok(())
     }
 
