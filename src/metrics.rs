@@ -1574,6 +1574,19 @@ impl RunMetrics {
 
     /// Reduces the run to its figures.
     pub fn summarize(&self) -> RunSummary {
+        self.summarize_with(
+            |i| self.server_counts[i].value_at_quantile(SERVER_QUANTILE),
+            self.server_counts.iter().map(BucketCounts::cdf),
+        )
+    }
+
+    /// [`RunMetrics::summarize`], with each measured server's p99 (`None` when it served
+    /// nothing) and compact distribution given.
+    fn summarize_with(
+        &self,
+        server_p99: impl Fn(usize) -> Option<u64>,
+        server_cdfs: impl Iterator<Item = Cdf>,
+    ) -> RunSummary {
         let window = (self.to - self.from).as_secs_f64();
         let window_ns = (self.to - self.from).0 as f64;
         let served = self.latency.len();
@@ -1701,7 +1714,7 @@ impl RunMetrics {
             .iter()
             .zip(&utils)
             .enumerate()
-            .map(|(i, (s, &u))| (s, u, self.server_counts.get(i)))
+            .map(|(i, (s, &u))| (s, u, (i < self.server_counts.len()).then_some(i)))
             .map(|(s, u, h)| ServerSummary {
                 requests: s.requests as f64,
                 share: if accepted == 0 {
@@ -1717,7 +1730,7 @@ impl RunMetrics {
                 } else {
                     s.latency_sum / s.served as f64
                 },
-                latency_p99: match h.and_then(|c| c.value_at_quantile(SERVER_QUANTILE)) {
+                latency_p99: match h.and_then(&server_p99) {
                     Some(v) => v as f64 * 1e-9,
                     None => f64::NAN,
                 },
@@ -1729,7 +1742,7 @@ impl RunMetrics {
             cdfs: [&self.latency, &self.wait]
                 .into_iter()
                 .map(Cdf::from_histogram)
-                .chain(self.server_counts.iter().map(BucketCounts::cdf))
+                .chain(server_cdfs)
                 .collect(),
             batches: self.batches.clone(),
             phases: self

@@ -348,8 +348,7 @@ impl Pools {
     /// tasks run. Returns whether the replication is now complete (every strategy ran it).
     fn put(&self, pos: usize, k: usize, metrics: RunMetrics) -> bool {
         let (label, strategy) = &self.strategies[k];
-        let summary = metrics.summarize();
-        let run = metrics.into_pooled();
+        let (summary, run) = metrics.summarize_and_pool();
         {
             let mut st = lock(strategy);
             let Strategy::Open { pooled, runs } = &mut *st else {

@@ -14,31 +14,137 @@
 use hdrhistogram::Histogram;
 
 use super::{
-    BucketCounts, LATENCY_UNTRACKABLE_NS, MAX_SERVER_HISTOGRAMS, RunMetrics, SOURCE_LATENCY,
-    SOURCE_SERVERS, bucket_index, bucket_value, latency_histogram, layout, server_histogram,
+    BucketCounts, LATENCY_UNTRACKABLE_NS, MAX_SERVER_HISTOGRAMS, RunMetrics, RunSummary,
+    SERVER_QUANTILE, SOURCE_LATENCY, SOURCE_SERVERS, bucket_index, bucket_value, latency_histogram,
+    layout, server_histogram,
 };
-use crate::stats::quantile::Quantiles;
+use crate::stats::quantile::{Cdf, Quantiles};
 
-/// One server's response times merged over replications: the buckets of a
-/// [`latency_histogram`] that hold a count, by index in increasing order (none with a
-/// count of 0), and their total. Read, it is the latency histogram that adding the
-/// replications' server histograms into gives: the same length and quantiles
+/// One server's response times merged over replications: the counts of the buckets of
+/// a [`latency_histogram`], and their total. Read, it is the latency histogram that adding
+/// the replications' server histograms into gives: the same length and quantiles
 /// ([`ServerPool::value_at_quantile`] takes hdrhistogram's steps), and
 /// [`ServerPool::histogram`] makes the histogram itself.
 ///
-/// 10 bytes a bucket with a count: its index in 2 (a latency histogram has 34,816
-/// buckets) and its count in 8, in two vectors (as pairs, padding made it 16).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Sparse while few buckets hold a count (a short run: a few hundred), dense once the
+/// dense form is no larger (a long run, or many replications):
+/// - sparse, 10 bytes a bucket with a count: its index in 2 (a latency histogram has
+///   34,816 buckets) and its count in 8, in two vectors (as pairs, padding made it 16),
+///   in increasing index order, none with a count of 0. Adding a run costs a lookup per
+///   bucket of the run and a move of the pool's tail per bucket it lacks: the pool's
+///   length per run, so it turns dense before that dominates.
+/// - dense, 4 bytes a bucket up to the largest (about 68 kB for a millisecond-scale
+///   server, a quarter of the 264 kB histogram it replaces): a count per index below
+///   2^32, what passed 2^32 at an index in `full` (empty but in very long runs). Adding a
+///   run costs an add per bucket of the run.
+///
+/// It turns dense when 10 bytes × buckets with a count exceed 4 bytes × the dense length,
+/// and stays dense; two pools holding the same counts are equal in either form.
+#[derive(Clone, Debug, Default)]
 pub struct ServerPool {
+    /// Sparse: the indices with a count, increasing (empty when dense).
     indices: Vec<u16>,
+    /// Sparse: their counts.
     counts: Vec<u64>,
+    /// Dense: per index from 0, its count modulo 2^32 (empty while sparse).
+    dense: Vec<u32>,
+    /// Dense: per index whose count passed 2^32, what passed (a multiple of 2^32), by
+    /// increasing index.
+    full: Vec<(u16, u64)>,
     total: u64,
 }
 
+impl PartialEq for ServerPool {
+    fn eq(&self, other: &ServerPool) -> bool {
+        self.total == other.total && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for ServerPool {}
+
+/// Indices a dense pool grows by at once (an octave of a latency histogram's buckets).
+const DENSE_STEP: usize = 1 << super::HALF_MAGNITUDE;
+
 impl ServerPool {
+    fn is_dense(&self) -> bool {
+        !self.dense.is_empty()
+    }
+
+    /// Turns dense when that is no larger (see [`ServerPool`]).
+    fn densify_if_smaller(&mut self) {
+        let Some(&last) = self.indices.last() else {
+            return;
+        };
+        let len = (usize::from(last) | (DENSE_STEP - 1)) + 1;
+        if self.indices.len() * 10 <= len * 4 {
+            return;
+        }
+        let (indices, counts) = (
+            std::mem::take(&mut self.indices),
+            std::mem::take(&mut self.counts),
+        );
+        self.dense = vec![0; len];
+        for (i, n) in indices.into_iter().zip(counts) {
+            self.set_dense(usize::from(i), n);
+        }
+    }
+
+    /// Dense: the count at `i`.
+    fn dense_at(&self, i: usize) -> u64 {
+        let low = self.dense.get(i).map_or(0, |&c| u64::from(c));
+        if self.full.is_empty() {
+            return low;
+        }
+        low + match self.full.binary_search_by_key(&i, |&(k, _)| usize::from(k)) {
+            Ok(at) => self.full[at].1,
+            Err(_) => 0,
+        }
+    }
+
+    /// Dense: sets the count at `i` (within the dense length).
+    fn set_dense(&mut self, i: usize, n: u64) {
+        self.dense[i] = n as u32;
+        let high = n & !u64::from(u32::MAX);
+        if high == 0 && self.full.is_empty() {
+            return;
+        }
+        let k = u16::try_from(i).expect("a latency histogram's index");
+        match (self.full.binary_search_by_key(&k, |&(k, _)| k), high) {
+            (Ok(at), 0) => {
+                self.full.remove(at);
+            }
+            (Ok(at), _) => self.full[at].1 = high,
+            (Err(_), 0) => {}
+            (Err(at), _) => self.full.insert(at, (k, high)),
+        }
+    }
+
+    /// Dense: adds `n` at `i`, growing to hold it.
+    fn add_dense(&mut self, i: usize, n: u64) {
+        if i >= self.dense.len() {
+            let len = (i | (DENSE_STEP - 1)) + 1;
+            self.dense.reserve_exact(len - self.dense.len());
+            self.dense.resize(len, 0);
+        }
+        match self.dense[i].checked_add(n as u32) {
+            Some(c) if n <= u64::from(u32::MAX) && self.full.is_empty() => self.dense[i] = c,
+            _ => {
+                let c = self.dense_at(i).saturating_add(n);
+                self.set_dense(i, c);
+            }
+        }
+    }
+
     /// Adds counts given as `(index, count)` in increasing index order (what
-    /// [`super::BucketCounts::iter`] yields): a merge of two sorted lists.
+    /// [`super::BucketCounts::iter`] yields): a merge of two sorted lists when sparse.
     fn add_sorted(&mut self, other: impl Iterator<Item = (usize, u64)>) {
+        if self.is_dense() {
+            for (i, n) in other {
+                self.total = self.total.saturating_add(n);
+                self.add_dense(i, n);
+            }
+            return;
+        }
         let mut other = other
             .map(|(i, n)| (u16::try_from(i).expect("a latency histogram's index"), n))
             .peekable();
@@ -79,18 +185,28 @@ impl ServerPool {
         into_i.shrink_to_fit();
         into_c.shrink_to_fit();
         (self.indices, self.counts) = (into_i, into_c);
+        self.densify_if_smaller();
     }
 
     /// Takes out counts given as `(index, count)` in increasing index order, each at most
     /// what the pool holds at its index ([`ServerPool::add_sorted`] undone: integers, so
     /// exact). Panics otherwise, as `Histogram::subtract` fails.
     fn subtract_sorted(&mut self, other: impl Iterator<Item = (usize, u64)>) {
+        const MISSING: &str = "a run's counts are in the pool it was added to";
+        if self.is_dense() {
+            for (i, n) in other {
+                let c = self.dense_at(i).checked_sub(n).expect(MISSING);
+                self.set_dense(i, c);
+                self.total -= n;
+            }
+            return;
+        }
         let mut at = 0;
         for (i, n) in other {
             at += self.indices[at..].partition_point(|&k| usize::from(k) < i);
             match (self.indices.get(at), self.counts.get_mut(at)) {
                 (Some(&k), Some(c)) if usize::from(k) == i && *c >= n => *c -= n,
-                _ => panic!("a run's counts are in the pool it was added to"),
+                _ => panic!("{MISSING}"),
             }
             self.total -= n;
         }
@@ -106,14 +222,78 @@ impl ServerPool {
         self.counts.truncate(kept);
     }
 
-    /// Adds another pool's counts (`Histogram::add` of its histogram).
+    /// Adds another pool's counts (`Histogram::add` of its histogram). Sparse into
+    /// sparse, each of its buckets is looked up (a binary search in what is left after
+    /// the one before) and added in place, and those this pool lacks are then inserted in
+    /// one backward pass of block moves; into a dense pool, each is added at its index.
     pub fn add(&mut self, other: &ServerPool) {
-        self.add_sorted(other.iter());
+        if other.is_empty() {
+            return;
+        }
+        if self.is_empty() && !self.is_dense() {
+            self.clone_from(other);
+            return;
+        }
+        if self.is_dense() || other.is_dense() {
+            if !self.is_dense() {
+                // Dense from its first bucket on: every count set below.
+                let (indices, counts) = (
+                    std::mem::take(&mut self.indices),
+                    std::mem::take(&mut self.counts),
+                );
+                self.dense = vec![0; DENSE_STEP];
+                for (i, n) in indices.into_iter().zip(counts) {
+                    self.add_dense(usize::from(i), n);
+                }
+            }
+            self.add_sorted(other.iter());
+            return;
+        }
+        // The buckets to insert: (position among the old ones, index, count), in order.
+        let mut new: Vec<(usize, u16, u64)> = Vec::new();
+        let mut at = 0;
+        for (&i, &n) in other.indices.iter().zip(&other.counts) {
+            at += self.indices[at..].partition_point(|&k| k < i);
+            if self.indices.get(at) == Some(&i) {
+                self.counts[at] = self.counts[at].saturating_add(n);
+            } else {
+                new.push((at, i, n));
+            }
+        }
+        self.total = self.total.saturating_add(other.total);
+        if new.is_empty() {
+            return;
+        }
+        let old = self.indices.len();
+        self.indices.reserve_exact(new.len());
+        self.counts.reserve_exact(new.len());
+        self.indices.resize(old + new.len(), 0);
+        self.counts.resize(old + new.len(), 0);
+        // From the end: the old buckets from the k-th new one's position on move up by
+        // k + 1, and it goes just below them.
+        let mut end = old;
+        for (k, &(pos, i, n)) in new.iter().enumerate().rev() {
+            self.indices.copy_within(pos..end, pos + k + 1);
+            self.counts.copy_within(pos..end, pos + k + 1);
+            self.indices[pos + k] = i;
+            self.counts[pos + k] = n;
+            end = pos;
+        }
+        self.densify_if_smaller();
     }
 
     /// Every index with a count, as `(index, count)`, in increasing order.
     fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        (self.indices.iter().zip(&self.counts)).map(|(&i, &n)| (usize::from(i), n))
+        let sparse = (self.indices.iter().zip(&self.counts)).map(|(&i, &n)| (usize::from(i), n));
+        let dense = (self.dense.iter().enumerate()).filter_map(move |(i, &c)| {
+            let n = if self.full.is_empty() {
+                u64::from(c)
+            } else {
+                self.dense_at(i)
+            };
+            (n != 0).then_some((i, n))
+        });
+        sparse.chain(dense)
     }
 
     /// How many values it holds (`Histogram::len`).
@@ -148,14 +328,28 @@ impl ServerPool {
         0
     }
 
+    /// `Cdf::from_histogram(&histogram())` without making the histogram (as
+    /// `BucketCounts::cdf`): every index with a count, at the median equivalent value of
+    /// its bucket's highest equivalent value (what hdrhistogram's recorded iteration
+    /// yields).
+    pub fn cdf(&self) -> Cdf {
+        let h = layout();
+        Cdf::from_medians(self.iter().map(|(i, n)| {
+            (
+                h.median_equivalent(h.highest_equivalent(bucket_value(i))),
+                n,
+            )
+        }))
+    }
+
     /// The counts as a [`server_histogram`] (sized once, to the largest value): what
     /// recording each bucket's lowest value its count of times gives. Its counts, length
     /// and quantiles are those of the latency histogram the pool stands for.
     pub fn histogram(&self) -> Histogram<u64> {
         let mut h = server_histogram();
-        if let Some(&last) = self.indices.last() {
+        if let Some((last, _)) = self.iter().last() {
             // Resize once, for the largest value (a count of 0 adds nothing).
-            let _ = h.record_n(bucket_value(usize::from(last)), 0);
+            let _ = h.record_n(bucket_value(last), 0);
         }
         for (i, n) in self.iter() {
             // Cannot fail: the histogram holds the largest value.
@@ -366,6 +560,25 @@ impl RunMetrics {
     }
 }
 
+impl RunMetrics {
+    /// [`RunMetrics::summarize`] and [`RunMetrics::into_pooled`] at once: each server's
+    /// bucket counts are read once, into its pool, and its p99 and compact distribution
+    /// read from that ([`ServerPool::value_at_quantile`], [`ServerPool::cdf`]: the same
+    /// steps), instead of a walk over its dense counts for each.
+    pub fn summarize_and_pool(self) -> (RunSummary, Pooled) {
+        let servers: Vec<ServerPool> = self.server_counts.iter().map(BucketCounts::pool).collect();
+        let summary = self.summarize_with(
+            |i| (!servers[i].is_empty()).then(|| servers[i].value_at_quantile(SERVER_QUANTILE)),
+            servers.iter().map(ServerPool::cdf),
+        );
+        let pooled = Pooled {
+            histograms: [self.latency, self.wait],
+            servers,
+        };
+        (summary, pooled)
+    }
+}
+
 impl BucketCounts {
     /// The counts as a pool of their own.
     fn pool(&self) -> ServerPool {
@@ -441,9 +654,20 @@ mod tests {
         proptest::prop_assert_eq!(&ServerPool::from_histogram(full).unwrap(), pool);
         // The canonical form: increasing indices, no zero count, the total their sum.
         proptest::prop_assert_eq!(pool.indices.len(), pool.counts.len());
+        proptest::prop_assert!(pool.indices.is_empty() || pool.dense.is_empty());
         proptest::prop_assert!(pool.indices.windows(2).all(|w| w[0] < w[1]));
         proptest::prop_assert!(pool.counts.iter().all(|&n| n != 0));
-        proptest::prop_assert_eq!(pool.counts.iter().sum::<u64>(), pool.total);
+        let read: Vec<(usize, u64)> = pool.iter().collect();
+        proptest::prop_assert!(read.windows(2).all(|w| w[0].0 < w[1].0));
+        proptest::prop_assert!(read.iter().all(|&(_, n)| n != 0));
+        proptest::prop_assert_eq!(read.iter().map(|&(_, n)| n).sum::<u64>(), pool.total);
+        // Dense: exactly the counts past 2^32 in `full`, by increasing index.
+        proptest::prop_assert!(pool.full.windows(2).all(|w| w[0].0 < w[1].0));
+        proptest::prop_assert!(
+            pool.full
+                .iter()
+                .all(|&(_, n)| n != 0 && n & u64::from(u32::MAX) == 0)
+        );
         Ok(())
     }
 
@@ -474,7 +698,15 @@ mod tests {
                     }
                 }
                 m.flush();
+                // The runner's path: summarized and pooled at once, the run's own pool
+                // added; the same figures, bit for bit, and the same pool.
+                let (summary, own) = m.clone().summarize_and_pool();
+                proptest::prop_assert_eq!(format!("{summary:?}"), format!("{:?}", m.summarize()));
+                proptest::prop_assert_eq!(&own, &m.clone().into_pooled());
+                let mut via_own = pooled.clone();
+                via_own.add(&own);
                 pooled.add_run(&m);
+                proptest::prop_assert_eq!(&via_own, &pooled);
                 for (i, f) in full.iter_mut().enumerate() {
                     f.add(m.server_latency(i).unwrap()).unwrap();
                 }
@@ -510,6 +742,66 @@ mod tests {
                 }
                 check_pool(pooled.server(i).unwrap(), &f)?;
             }
+        }
+    }
+
+    /// A run's counts as `(index, count)` with increasing indices: most runs in the first
+    /// two octaves (so that a pool turns dense), some anywhere; counts mostly small, some
+    /// past 2^32.
+    fn run_counts() -> impl proptest::strategy::Strategy<Value = Vec<(usize, u64)>> {
+        use proptest::strategy::Strategy as _;
+        let count = || proptest::prop_oneof![12 => 1u64..5, 1 => (1u64 << 31)..(1u64 << 33)];
+        proptest::prop_oneof![
+            3 => proptest::collection::btree_map(0usize..2048, count(), 0..1500),
+            1 => proptest::collection::btree_map(0usize..34_816, count(), 0..300),
+        ]
+        .prop_map(|m| m.into_iter().collect())
+    }
+
+    proptest::proptest! {
+        /// Pools sparse and dense, and turning dense as they grow, read back every field
+        /// as the latency histogram of their counts: added run by run and as pools (either
+        /// form into either), counts past 2^32 (dense: in `full`), runs taken out again.
+        #[test]
+        fn sparse_and_dense_pools_are_the_full_histograms(
+            runs in proptest::collection::vec(run_counts(), 1..5),
+            undo in proptest::collection::vec(proptest::prelude::any::<bool>(), 5),
+        ) {
+            let histogram_of = |runs: &mut dyn Iterator<Item = &Vec<(usize, u64)>>| {
+                let mut h = latency_histogram();
+                for r in runs {
+                    for &(i, n) in r {
+                        h.record_n(bucket_value(i), n).unwrap();
+                    }
+                }
+                h
+            };
+            let own: Vec<ServerPool> = runs
+                .iter()
+                .map(|r| {
+                    let mut p = ServerPool::default();
+                    p.add_sorted(r.iter().copied());
+                    p
+                })
+                .collect();
+            for (p, r) in own.iter().zip(&runs) {
+                check_pool(p, &histogram_of(&mut std::iter::once(r)))?;
+            }
+            let (mut by_runs, mut by_pools) = (ServerPool::default(), ServerPool::default());
+            for (p, r) in own.iter().zip(&runs) {
+                by_runs.add_sorted(r.iter().copied());
+                by_pools.add(p);
+            }
+            let full = histogram_of(&mut runs.iter());
+            check_pool(&by_runs, &full)?;
+            check_pool(&by_pools, &full)?;
+            for (p, &undo) in own.iter().zip(&undo) {
+                if undo {
+                    by_pools.subtract_sorted(p.iter());
+                }
+            }
+            let kept = histogram_of(&mut runs.iter().zip(&undo).filter(|(_, u)| !**u).map(|(r, _)| r));
+            check_pool(&by_pools, &kept)?;
         }
     }
 
