@@ -1037,9 +1037,11 @@ pub struct ClientCounters {
 
 /// Most servers whose response times get a distribution of their own (for the per-server
 /// p99 in `servers.csv`). A run in flight holds 2-byte bucket counts per server (about
-/// 30 kB for a millisecond-scale server), and every strategy's pool a whole
-/// [`latency_histogram`] (264 kB) per server: beyond this many servers the per-server p99
-/// is not measured (reported as NaN), so memory stays bounded at 10,000 servers.
+/// 30 kB for a millisecond-scale server), and every strategy's pool a [`ServerPool`] per
+/// server (10 bytes a bucket with a count, at most 4 bytes a bucket up to the largest:
+/// about 68 kB; until 2026-11-28 a whole [`latency_histogram`], 264 kB): beyond this many
+/// servers the per-server p99 is not measured (reported as NaN), so memory stays bounded
+/// at 10,000 servers.
 pub const MAX_SERVER_HISTOGRAMS: usize = 256;
 
 /// Largest latency the histogram resolves (about 73 minutes); longer ones saturate.

@@ -127,7 +127,8 @@ impl ServerPool {
             self.dense.resize(len, 0);
         }
         match self.dense[i].checked_add(n as u32) {
-            Some(c) if n <= u64::from(u32::MAX) && self.full.is_empty() => self.dense[i] = c,
+            // The low 32 bits alone: what passed 2^32 before stays in `full`.
+            Some(c) if n <= u64::from(u32::MAX) => self.dense[i] = c,
             _ => {
                 let c = self.dense_at(i).saturating_add(n);
                 self.set_dense(i, c);
