@@ -11,6 +11,9 @@ use hdrhistogram::Histogram;
 use crate::stats::quantile::Cdf;
 use crate::time::Nanos;
 
+mod pool;
+pub use pool::{Pooled, PooledSource, ServerPool};
+
 /// Which direction of a metric is better (used by comparisons and regression checks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Better {
@@ -1034,9 +1037,11 @@ pub struct ClientCounters {
 
 /// Most servers whose response times get a distribution of their own (for the per-server
 /// p99 in `servers.csv`). A run in flight holds 2-byte bucket counts per server (about
-/// 30 kB for a millisecond-scale server), and every strategy's pool a whole
-/// [`latency_histogram`] (264 kB) per server: beyond this many servers the per-server p99
-/// is not measured (reported as NaN), so memory stays bounded at 10,000 servers.
+/// 30 kB for a millisecond-scale server), and every strategy's pool a [`ServerPool`] per
+/// server (10 bytes a bucket with a count, at most 4 bytes a bucket up to the largest:
+/// about 68 kB; until 2026-11-28 a whole [`latency_histogram`], 264 kB): beyond this many
+/// servers the per-server p99 is not measured (reported as NaN), so memory stays bounded
+/// at 10,000 servers.
 pub const MAX_SERVER_HISTOGRAMS: usize = 256;
 
 /// Largest latency the histogram resolves (about 73 minutes); longer ones saturate.
@@ -1541,25 +1546,11 @@ impl RunMetrics {
         }
     }
 
-    /// Adds every distribution of [`RunMetrics::source`] into `pooled` (the same order;
-    /// each a [`latency_histogram`], or of any range that holds the values when it
-    /// resizes): what `Histogram::add` of each source gives, the servers' counted
-    /// straight from their bucket counts.
-    pub fn pool_into(&self, pooled: &mut [Histogram<u64>]) {
-        for (i, p) in pooled.iter_mut().enumerate() {
-            match i {
-                SOURCE_LATENCY => p.add(&self.latency),
-                SOURCE_WAIT => p.add(&self.wait),
-                _ => match self.server_counts.get(i - SOURCE_SERVERS) {
-                    Some(c) => {
-                        c.add_into(p);
-                        Ok(())
-                    }
-                    None => break,
-                },
-            }
-            .expect("a pool has the range of a latency histogram");
-        }
+    /// Adds every distribution of [`RunMetrics::source`] into `pooled` (the same order):
+    /// what `Histogram::add` of each source gives, the servers' counted straight from
+    /// their bucket counts ([`Pooled::add_run`]).
+    pub fn pool_into(&self, pooled: &mut Pooled) {
+        pooled.add_run(self);
     }
 
     /// Least-squares growth of the number in system across the window's [`SLICES`] slices
@@ -1585,6 +1576,19 @@ impl RunMetrics {
 
     /// Reduces the run to its figures.
     pub fn summarize(&self) -> RunSummary {
+        self.summarize_with(
+            |i| self.server_counts[i].value_at_quantile(SERVER_QUANTILE),
+            self.server_counts.iter().map(BucketCounts::cdf),
+        )
+    }
+
+    /// [`RunMetrics::summarize`], with each measured server's p99 (`None` when it served
+    /// nothing) and compact distribution given.
+    fn summarize_with(
+        &self,
+        server_p99: impl Fn(usize) -> Option<u64>,
+        server_cdfs: impl Iterator<Item = Cdf>,
+    ) -> RunSummary {
         let window = (self.to - self.from).as_secs_f64();
         let window_ns = (self.to - self.from).0 as f64;
         let served = self.latency.len();
@@ -1712,7 +1716,7 @@ impl RunMetrics {
             .iter()
             .zip(&utils)
             .enumerate()
-            .map(|(i, (s, &u))| (s, u, self.server_counts.get(i)))
+            .map(|(i, (s, &u))| (s, u, (i < self.server_counts.len()).then_some(i)))
             .map(|(s, u, h)| ServerSummary {
                 requests: s.requests as f64,
                 share: if accepted == 0 {
@@ -1728,7 +1732,7 @@ impl RunMetrics {
                 } else {
                     s.latency_sum / s.served as f64
                 },
-                latency_p99: match h.and_then(|c| c.value_at_quantile(SERVER_QUANTILE)) {
+                latency_p99: match h.and_then(&server_p99) {
                     Some(v) => v as f64 * 1e-9,
                     None => f64::NAN,
                 },
@@ -1740,7 +1744,7 @@ impl RunMetrics {
             cdfs: [&self.latency, &self.wait]
                 .into_iter()
                 .map(Cdf::from_histogram)
-                .chain(self.server_counts.iter().map(BucketCounts::cdf))
+                .chain(server_cdfs)
                 .collect(),
             batches: self.batches.clone(),
             phases: self
@@ -2370,7 +2374,7 @@ mod tests {
         m: &RunMetrics,
         eager: &[Histogram<u64>],
     ) -> Result<(), proptest::test_runner::TestCaseError> {
-        let mut pooled = empty_pools(eager.len());
+        let mut pooled = Pooled::new(eager.len());
         m.pool_into(&mut pooled);
         let mut pooled_eager = empty_pools(eager.len());
         pooled_eager[SOURCE_LATENCY].add(&m.latency).unwrap();
@@ -2392,7 +2396,18 @@ mod tests {
             pooled_eager[SOURCE_SERVERS + i].add(e).unwrap();
             proptest::prop_assert_eq!(&*m.source(SOURCE_SERVERS + i).unwrap(), e);
         }
-        for (p, e) in pooled.iter().zip(&pooled_eager) {
+        proptest::prop_assert_eq!(pooled.len(), pooled_eager.len());
+        for (i, e) in pooled_eager.iter().enumerate() {
+            // A server's pool, made into a histogram and added into a latency histogram,
+            // is the eager pool whole (`pool::tests` checks its readings).
+            let p = match pooled.source(i).unwrap() {
+                PooledSource::Histogram(h) => h.clone(),
+                PooledSource::Server(s) => {
+                    let mut h = latency_histogram();
+                    h.add(s.histogram()).unwrap();
+                    h
+                }
+            };
             proptest::prop_assert_eq!(format!("{p:?}"), format!("{e:?}"));
         }
         Ok(())

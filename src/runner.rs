@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::cancel::Cancel;
 use crate::metrics::{
-    Estimator, Metric, RunMetrics, RunSummary, SERVER_QUANTILE, SOURCE_SERVERS, latency_histogram,
+    Estimator, Metric, Pooled, RunMetrics, RunSummary, SERVER_QUANTILE, SOURCE_SERVERS,
 };
 use crate::scenario::{Scenario, ScenarioError};
 use crate::sim::{Overheads, Run, Simulated, Trace, TraceSpec};
@@ -99,7 +99,7 @@ pub struct StrategyResult {
     pub runs: Vec<RunSummary>,
     /// The distributions of [`RunMetrics::source`] (nanoseconds), merged over all
     /// finished replications.
-    pub pooled: Vec<Histogram<u64>>,
+    pub pooled: Pooled,
     /// Why the strategy has no steady state, when it has none ([`crate::stability`]):
     /// it is then left out of "best" and ranks.
     pub unstable: Option<String>,
@@ -124,20 +124,13 @@ impl Clone for FitCache {
     }
 }
 
-/// Empty pooled histograms for `servers` servers.
-pub fn empty_pooled(servers: usize) -> Vec<Histogram<u64>> {
-    let per_server = if servers <= crate::metrics::MAX_SERVER_HISTOGRAMS {
-        servers
-    } else {
-        0
-    };
-    (0..crate::metrics::SOURCE_SERVERS + per_server)
-        .map(|_| latency_histogram())
-        .collect()
+/// Empty pools for `servers` servers ([`Pooled::new`]).
+pub fn empty_pooled(servers: usize) -> Pooled {
+    Pooled::new(servers)
 }
 
-/// Adds a run's distributions to pooled histograms.
-pub fn pool(pooled: &mut [Histogram<u64>], m: &RunMetrics) {
+/// Adds a run's distributions to pools.
+pub fn pool(pooled: &mut Pooled, m: &RunMetrics) {
     m.pool_into(pooled);
 }
 
@@ -159,7 +152,7 @@ impl StrategyResult {
 
     /// Response times of every finished replication (nanoseconds), merged.
     pub fn latency(&self) -> &Histogram<u64> {
-        &self.pooled[crate::metrics::SOURCE_LATENCY]
+        self.pooled.latency()
     }
 
     /// The values of `metric` across replications (each replication's own value, also for
@@ -207,7 +200,7 @@ impl StrategyResult {
     /// The fit of the `p` quantile of pooled source `source` (none when there is no such
     /// source), made at its first read.
     pub(crate) fn fit(&self, source: usize, p: f64) -> Option<Fit> {
-        let h = self.pooled.get(source)?;
+        let h = self.pooled.source(source)?;
         let key = (source, p.to_bits());
         let cached = lock(&self.fits.0).get(&key).copied();
         if cached.is_some() {
@@ -215,7 +208,7 @@ impl StrategyResult {
         }
         // Made outside the lock, so that fits of other sources are made in parallel; two
         // threads making the same one make the same value.
-        let f = fit(h, &self.cdfs(source), p);
+        let f = fit(&h, &self.cdfs(source), p);
         Some(*lock(&self.fits.0).entry(key).or_insert(f))
     }
 }
@@ -296,21 +289,22 @@ enum Strategy {
     /// Some replications still to end: the pooled histograms (from the first) and the
     /// summaries with their replication's position.
     Open {
-        pooled: Option<Vec<Histogram<u64>>>,
+        pooled: Option<Pooled>,
         runs: Vec<(usize, RunSummary)>,
     },
     /// Every replication ended; runs in replication order.
     Done(StrategyResult),
 }
 
-/// A replication with some but not all of its strategies ended: the metrics of those
-/// that did, kept only to take them out of their strategies' pools if the run is
-/// cancelled before the replication ends. The queue starts a replication's tasks before
+/// A replication with some but not all of its strategies ended: the pools of the runs of
+/// those that did ([`RunMetrics::into_pooled`]: the servers' counts sparse), kept only to
+/// take them out of their strategies' pools if the run is cancelled before the
+/// replication ends. The queue starts a replication's tasks before
 /// the next one's ([`Queue`]), so about one replication per thread is staged, whatever
 /// the number of replications.
 struct Staged {
     done: usize,
-    metrics: Vec<Option<RunMetrics>>,
+    runs: Vec<Option<Pooled>>,
 }
 
 /// The results of a run as its tasks end, pooled per (replication, strategy).
@@ -354,16 +348,16 @@ impl Pools {
     /// tasks run. Returns whether the replication is now complete (every strategy ran it).
     fn put(&self, pos: usize, k: usize, metrics: RunMetrics) -> bool {
         let (label, strategy) = &self.strategies[k];
+        let (summary, run) = metrics.summarize_and_pool();
         {
             let mut st = lock(strategy);
             let Strategy::Open { pooled, runs } = &mut *st else {
                 unreachable!("a strategy runs each replication once");
             };
-            pool(
-                pooled.get_or_insert_with(|| empty_pooled(self.servers)),
-                &metrics,
-            );
-            runs.push((pos, metrics.summarize()));
+            pooled
+                .get_or_insert_with(|| empty_pooled(self.servers))
+                .add(&run);
+            runs.push((pos, summary));
             if runs.len() == self.replications {
                 let (pooled, mut runs) = (pooled.take(), std::mem::take(runs));
                 runs.sort_unstable_by_key(|&(pos, _)| pos);
@@ -386,11 +380,11 @@ impl Pools {
         let mut staged = lock(&self.staged);
         let entry = staged.entry(pos).or_insert_with(|| Staged {
             done: 0,
-            metrics: (0..n).map(|_| None).collect(),
+            runs: (0..n).map(|_| None).collect(),
         });
         entry.done += 1;
         if entry.done < n {
-            entry.metrics[k] = Some(metrics);
+            entry.runs[k] = Some(run);
             return false;
         }
         staged.remove(&pos);
@@ -417,9 +411,9 @@ impl Pools {
             .into_iter()
             .enumerate()
             .map(|(k, (label, st))| {
-                let partial: Vec<(usize, &RunMetrics)> = staged
+                let partial: Vec<(usize, &Pooled)> = staged
                     .iter()
-                    .filter_map(|(&pos, st)| Some((pos, st.metrics[k].as_ref()?)))
+                    .filter_map(|(&pos, st)| Some((pos, st.runs[k].as_ref()?)))
                     .collect();
                 let (mut pooled, mut runs) =
                     match st.into_inner().unwrap_or_else(|e| e.into_inner()) {
@@ -431,8 +425,8 @@ impl Pools {
                         ),
                         Strategy::Open { pooled, runs } => (pooled, runs),
                     };
-                for &(_, m) in &partial {
-                    unpool(pooled.as_mut().expect("pooled before staged"), m);
+                for &(_, run) in &partial {
+                    pooled.as_mut().expect("pooled before staged").subtract(run);
                 }
                 let undone: Vec<usize> = partial.iter().map(|&(pos, _)| pos).collect();
                 runs.retain(|(pos, _)| !undone.contains(pos));
@@ -454,16 +448,6 @@ impl Pools {
 /// Locks `m`, whether or not another thread panicked holding it.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Takes a run's distributions out of pooled histograms that hold them ([`pool`]
-/// undone: counts are integers, so what is left is exactly the other runs' sum).
-fn unpool(pooled: &mut [Histogram<u64>], m: &RunMetrics) {
-    for (i, p) in pooled.iter_mut().enumerate() {
-        let h = m.source(i).expect("a pool has a run's sources");
-        p.subtract(&*h)
-            .expect("a run's counts are in the pool it was added to");
-    }
 }
 
 /// The order in which a run's (replication, strategy) tasks start: replications in
@@ -843,7 +827,7 @@ mod tests {
         let bits = |e: Estimate| [e.mean, e.low, e.high].map(f64::to_bits);
         for s in &results.strategies {
             let fresh = |source: usize, p: f64| {
-                quantile_estimate(&s.pooled[source], &s.cdfs(source), p, 1e-9)
+                quantile_estimate(&s.pooled.source(source).unwrap(), &s.cdfs(source), p, 1e-9)
             };
             for (source, p) in [
                 (SOURCE_LATENCY, 0.99),
@@ -971,7 +955,7 @@ mod tests {
         let (complete, results) = pools.finish();
         assert!(complete.is_empty());
         for r in results {
-            assert!(r.runs.is_empty() && r.pooled.iter().all(Histogram::is_empty));
+            assert!(r.runs.is_empty() && r.pooled.is_empty());
             assert_eq!(r.pooled.len(), SOURCE_SERVERS + 2);
         }
     }

@@ -15,7 +15,10 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{Metric, PerMetric, RunSummary, ServerSummary, latency_histogram};
+use crate::metrics::{
+    Metric, PerMetric, Pooled, PooledSource, RunSummary, SOURCE_SERVERS, ServerPool, ServerSummary,
+    latency_histogram,
+};
 use crate::runner::{RunResults, StrategyResult};
 use crate::scenario::cost::MAX_REPLICATIONS;
 use crate::sim::{Counts, Sample, Trace};
@@ -284,14 +287,19 @@ impl ShardFile {
                 .strategies
                 .iter()
                 .map(|s| {
-                    let pooled = s
-                        .pooled
-                        .iter()
-                        .map(|h| {
-                            let mut bytes = Vec::new();
-                            // Serialising to memory cannot fail for a valid histogram.
-                            let _ = V2DeflateSerializer::new().serialize(h, &mut bytes);
-                            hex(&bytes)
+                    let encode = |h: &Histogram<u64>| {
+                        let mut bytes = Vec::new();
+                        // Serialising to memory cannot fail for a valid histogram.
+                        let _ = V2DeflateSerializer::new().serialize(h, &mut bytes);
+                        hex(&bytes)
+                    };
+                    // A server's pool as the histogram it stands for (sized to its largest
+                    // value): the same counts as the latency histogram written until
+                    // 2026-11-28, so shards of either build merge alike.
+                    let pooled = (0..s.pooled.len())
+                        .map(|i| match s.pooled.source(i).expect("a pooled source") {
+                            PooledSource::Histogram(h) => encode(h),
+                            PooledSource::Server(p) => encode(&p.histogram()),
                         })
                         .collect();
                     ShardStrategy {
@@ -518,18 +526,31 @@ impl ShardFile {
         };
         let mut strategies = Vec::new();
         for s in &self.strategies {
-            let mut pooled = Vec::new();
-            for text in &s.pooled {
+            let (mut histograms, mut servers) = (Vec::new(), Vec::new());
+            for (i, text) in s.pooled.iter().enumerate() {
                 let bytes = unhex(text).ok_or_else(|| bad("histogram is not hex".into()))?;
                 let h: Histogram<u64> = Deserializer::new()
                     .deserialize(&mut Cursor::new(bytes))
                     .map_err(|e| bad(format!("histogram: {e:?}")))?;
-                let mut merged = latency_histogram();
-                merged
-                    .add(&h)
-                    .map_err(|e| bad(format!("histogram: {e:?}")))?;
-                pooled.push(merged);
+                if i < SOURCE_SERVERS {
+                    let mut merged = latency_histogram();
+                    merged
+                        .add(&h)
+                        .map_err(|e| bad(format!("histogram: {e:?}")))?;
+                    histograms.push(merged);
+                } else {
+                    servers.push(
+                        ServerPool::from_histogram(&h)
+                            .map_err(|e| bad(format!("histogram: {e}")))?,
+                    );
+                }
             }
+            let pooled = Pooled::from_parts(histograms, servers).ok_or_else(|| {
+                bad(format!(
+                    "strategy `{}`: fewer than {SOURCE_SERVERS} pooled histograms",
+                    s.label
+                ))
+            })?;
             let runs_ok = |n: usize| n == self.finished.len();
             if !runs_ok(s.values.len())
                 || !runs_ok(s.servers.len())
@@ -628,10 +649,7 @@ pub fn combine(parts: Vec<RunResults>) -> RunResults {
         requested += r.requested;
         push_runs(&mut tagged, &r);
         for (s, o) in strategies.iter_mut().zip(&r.strategies) {
-            for (p, h) in s.pooled.iter_mut().zip(&o.pooled) {
-                // Same bounds on both sides: addition cannot fail.
-                let _ = p.add(h);
-            }
+            s.pooled.add(&o.pooled);
         }
     }
     tagged.sort_by_key(|t| t.0);

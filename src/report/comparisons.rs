@@ -15,7 +15,7 @@ use super::columns::*;
 use super::output::Folder;
 use super::{Report, ReportError, ReportInput};
 use crate::metrics::{Better, Estimator, Metric};
-use crate::runner::RunResults;
+use crate::runner::{RunResults, StrategyResult};
 use crate::stats::quantile::{fitted_difference, quantile_difference};
 use crate::stats::{Estimate, paired_difference, unpaired_difference};
 use rayon::prelude::*;
@@ -70,6 +70,13 @@ impl PairComparison {
     }
 }
 
+/// The pooled histogram of a metric's source (response or waiting times).
+fn pooled_histogram(s: &StrategyResult, source: usize) -> &hdrhistogram::Histogram<u64> {
+    s.pooled
+        .histogram(source)
+        .expect("a metric's pooled source is a histogram")
+}
+
 /// Compares strategies `a` and `b` of `results` on metric `metric`.
 pub fn compare(results: &RunResults, metric: Metric, a: usize, b: usize) -> PairComparison {
     if let Estimator::Pooled { source, p } = metric.estimator() {
@@ -78,8 +85,8 @@ pub fn compare(results: &RunResults, metric: Metric, a: usize, b: usize) -> Pair
         let (diff, unpaired_half_width) = match (sa.fit(source, p), sb.fit(source, p)) {
             (Some(fa), Some(fb)) => fitted_difference((&fa, &ca), (&fb, &cb), p, 1e-9),
             _ => quantile_difference(
-                (&sa.pooled[source], &ca),
-                (&sb.pooled[source], &cb),
+                (pooled_histogram(sa, source), &ca),
+                (pooled_histogram(sb, source), &cb),
                 p,
                 1e-9,
             ),

@@ -295,11 +295,30 @@ pub(crate) struct Fit {
     b: usize,
 }
 
+/// What a pooled quantile fit reads of a pooled distribution: a latency histogram, or a
+/// server's sparse counts of one ([`crate::metrics::ServerPool`]), which read the same.
+pub trait Quantiles {
+    /// How many values it holds (`Histogram::len`).
+    fn count(&self) -> u64;
+    /// `Histogram::value_at_quantile`.
+    fn value_at_quantile(&self, q: f64) -> u64;
+}
+
+impl Quantiles for Histogram<u64> {
+    fn count(&self) -> u64 {
+        self.len()
+    }
+
+    fn value_at_quantile(&self, q: f64) -> u64 {
+        Histogram::value_at_quantile(self, q)
+    }
+}
+
 /// The fit of the pooled `p` quantile of `pooled`, the merge of the replications whose
 /// compact distributions are `cdfs`.
-pub(crate) fn fit(pooled: &Histogram<u64>, cdfs: &[&Cdf], p: f64) -> Fit {
+pub(crate) fn fit(pooled: &impl Quantiles, cdfs: &[&Cdf], p: f64) -> Fit {
     let b = cdfs.len();
-    let total = pooled.len();
+    let total = pooled.count();
     if total == 0 || b == 0 {
         return Fit {
             q: f64::NAN,
@@ -408,7 +427,7 @@ impl Fit {
 /// The pooled `p` quantile of `pooled` (the merge of the replications whose compact
 /// distributions are `cdfs`), times `scale`, with its 95% Woodruff interval. Fewer than two
 /// replications: no interval (NaN ends).
-pub fn quantile_estimate(pooled: &Histogram<u64>, cdfs: &[&Cdf], p: f64, scale: f64) -> Estimate {
+pub fn quantile_estimate(pooled: &impl Quantiles, cdfs: &[&Cdf], p: f64, scale: f64) -> Estimate {
     fitted_estimate(&fit(pooled, cdfs, p), scale)
 }
 
