@@ -79,13 +79,18 @@ impl ServerPool {
         if self.indices.len() * 10 <= len * 4 {
             return;
         }
+        self.make_dense(len);
+    }
+
+    /// Turns dense, `len` indices long at first (growing to hold every count).
+    fn make_dense(&mut self, len: usize) {
         let (indices, counts) = (
             std::mem::take(&mut self.indices),
             std::mem::take(&mut self.counts),
         );
         self.dense = vec![0; len];
         for (i, n) in indices.into_iter().zip(counts) {
-            self.set_dense(usize::from(i), n);
+            self.add_dense(usize::from(i), n);
         }
     }
 
@@ -238,14 +243,7 @@ impl ServerPool {
         if self.is_dense() || other.is_dense() {
             if !self.is_dense() {
                 // Dense from its first bucket on: every count set below.
-                let (indices, counts) = (
-                    std::mem::take(&mut self.indices),
-                    std::mem::take(&mut self.counts),
-                );
-                self.dense = vec![0; DENSE_STEP];
-                for (i, n) in indices.into_iter().zip(counts) {
-                    self.add_dense(usize::from(i), n);
-                }
+                self.make_dense(DENSE_STEP);
             }
             self.add_sorted(other.iter());
             return;
