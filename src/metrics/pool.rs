@@ -486,7 +486,9 @@ impl Pooled {
         self.histograms.get(source)
     }
 
-    /// Server `server`'s pooled response times, if measured.
+    /// Server `server`'s pooled response times, if measured (the tests' reading; reports
+    /// read [`Pooled::source`]).
+    #[cfg(test)]
     pub fn server(&self, server: usize) -> Option<&ServerPool> {
         self.servers.get(server)
     }
@@ -506,7 +508,10 @@ impl Pooled {
     }
 
     /// Takes a run's distributions out of pools that hold them ([`Pooled::add_run`]
-    /// undone: counts are integers, so what is left is exactly the other runs' sum).
+    /// undone: counts are integers, so what is left is exactly the other runs' sum). The
+    /// runner takes out a run's own pool instead ([`Pooled::subtract`]); the tests check
+    /// both ways agree.
+    #[cfg(test)]
     pub fn subtract_run(&mut self, m: &RunMetrics) {
         let [latency, wait] = &mut self.histograms;
         for (p, h) in [(latency, &m.latency), (wait, &m.wait)] {
@@ -546,10 +551,9 @@ impl RunMetrics {
     /// The run's distributions as pools of it alone: what [`Pooled::add_run`] adds, with
     /// the response- and waiting-time histograms moved, not copied, and each server's
     /// bucket counts (2 bytes a bucket up to its largest value, some 30 kB for a
-    /// millisecond-scale server) made sparse. The runner pools this, and keeps it until
-    /// every strategy ran the replication (to take it out again if the run is cancelled
-    /// before), instead of the whole run's metrics: at 256 servers those held 8 MB of
-    /// bucket counts a run.
+    /// millisecond-scale server) made sparse. The runner gets it from
+    /// [`RunMetrics::summarize_and_pool`], whose pool the tests compare with this.
+    #[cfg(test)]
     pub fn into_pooled(self) -> Pooled {
         let servers = self.server_counts.iter().map(BucketCounts::pool).collect();
         Pooled {
@@ -560,10 +564,14 @@ impl RunMetrics {
 }
 
 impl RunMetrics {
-    /// [`RunMetrics::summarize`] and [`RunMetrics::into_pooled`] at once: each server's
-    /// bucket counts are read once, into its pool, and its p99 and compact distribution
-    /// read from that ([`ServerPool::value_at_quantile`], [`ServerPool::cdf`]: the same
-    /// steps), instead of a walk over its dense counts for each.
+    /// [`RunMetrics::summarize`] and the run's distributions as pools of it alone, at
+    /// once: the response- and waiting-time histograms moved, not copied, and each
+    /// server's bucket counts read once, into a sparse pool, its p99 and compact
+    /// distribution read from that ([`ServerPool::value_at_quantile`],
+    /// [`ServerPool::cdf`]: the same steps). The runner pools this, and keeps it until
+    /// every strategy ran the replication (to take it out again if the run is cancelled
+    /// before), instead of the whole run's metrics: at 256 servers those held 8 MB of
+    /// bucket counts a run.
     pub fn summarize_and_pool(self) -> (RunSummary, Pooled) {
         let servers: Vec<ServerPool> = self.server_counts.iter().map(BucketCounts::pool).collect();
         let summary = self.summarize_with(
