@@ -51,13 +51,12 @@ fn runs_reuse_the_pages_of_the_run_before() {
     let first = run();
     let later: Vec<u64> = (0..6).map(|_| run()).collect();
     println!("page faults: first run {first}, later runs {later:?} ({pages} pages a run)");
-    assert!(
-        first >= pages / 2,
-        "the first run faults its buffers in: {first}"
-    );
+    // Counted in faults, not pages: where transparent huge pages back the heap, a fault
+    // brings in 2 MiB.
+    assert!(first > 0, "the first run faults its buffers in");
     let most = *later.iter().max().expect("runs");
     assert!(
-        most < pages / 10,
-        "a later run faulted {most} of {pages} pages in again"
+        most * 10 < first,
+        "a later run faulted {most} times, the first {first}: its pages were given back"
     );
 }
