@@ -27,6 +27,10 @@
 
 use lbsim::sim::Run;
 
+// What the binary does first (`src/heap.rs`): each run reuses the pages the run before freed.
+#[path = "../src/heap.rs"]
+mod heap;
+
 mod common;
 use common::{bare, requests, scenario};
 
@@ -55,6 +59,8 @@ fn strategy(label: &str) -> String {
 }
 
 fn main() {
+    // As the binary does: each run reuses the pages the run before freed.
+    heap::keep_freed_memory();
     // `cargo bench` passes `--bench`; a filter is not used.
     let args: Vec<String> = std::env::args()
         .skip(1)

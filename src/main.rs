@@ -3,6 +3,7 @@
 
 #[macro_use]
 mod cli;
+mod heap;
 
 use std::process::ExitCode;
 
@@ -59,6 +60,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Each run reuses the pages the run before freed (see the module's doc).
+    heap::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => cmd_run(args),
