@@ -7,6 +7,11 @@
 //!
 //! Also [`combine`], which appends the results of further replications (used by
 //! sequential stopping).
+//!
+//! Format `lbsim-shard-6` (2026-11-28) writes each server's pool and each replication's
+//! distributions compactly ([`codec`]: varints, zlib, base64), where format 5 wrote a
+//! whole histogram per server (V2 + deflate, hex) and the distributions as JSON pairs.
+//! Shards of format 5 are still read, and merge with shards of format 6: the same counts.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -16,14 +21,16 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer}
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{
-    Metric, PerMetric, Pooled, PooledSource, RunSummary, SOURCE_SERVERS, ServerPool, ServerSummary,
-    latency_histogram,
+    MAX_SERVER_HISTOGRAMS, Metric, PerMetric, Pooled, PooledSource, RunSummary, SOURCE_SERVERS,
+    ServerPool, ServerSummary, latency_histogram,
 };
 use crate::runner::{RunResults, StrategyResult};
 use crate::scenario::cost::MAX_REPLICATIONS;
 use crate::sim::{Counts, Sample, Trace};
 use crate::stats::quantile::Cdf;
 use crate::time::Nanos;
+
+mod codec;
 
 /// An error reading, writing or merging shards.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +70,15 @@ pub enum ShardError {
 
 /// The format of shard files (`format` field). Version 2 added the scenario fingerprint,
 /// version 3 the per-replication distributions of pooled percentiles, version 4
-/// replication 0's time series, version 5 its request counts per interval.
-pub const FORMAT: &str = "lbsim-shard-5";
+/// replication 0's time series, version 5 its request counts per interval, version 6
+/// the compact server pools and distributions ([`ENCODING`]).
+pub const FORMAT: &str = "lbsim-shard-6";
+/// The previous format, still read: each server's pool as a histogram in `pooled`, the
+/// distributions as pairs in `cdfs`.
+pub const FORMAT_5: &str = "lbsim-shard-5";
+/// What a shard file of [`FORMAT`] says of its compact fields (`encoding` field), for a
+/// reader without lbsim.
+pub const ENCODING: &str = "distributions and server_pools: base64 (RFC 4648, padded) of zlib (RFC 1950) of LEB128 varints. A distribution: per entry, buckets skipped since the previous one (or bucket 0), then its count. A server pool (latency histogram bucket counts, 1 ns, 3 significant digits): form, total, then form 0: per bucket with a count, buckets skipped since the previous one (or index 0), then its count; form 1: the count of every index from 0 to the last with one. pooled: response and waiting times, HdrHistogram V2 + deflate, hex.";
 /// Longest hex-encoded latency histogram a shard may hold (16 MB of text).
 const MAX_HISTOGRAM_HEX: usize = 16 << 20;
 
@@ -143,6 +157,9 @@ pub struct ShardFile {
     /// time series without simulating.
     #[serde(default)]
     pub timeseries: Vec<Option<ShardTrace>>,
+    /// [`ENCODING`] (format 6; documentation for other readers, not read).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub encoding: String,
 }
 
 /// A [`Trace`] in a shard file.
@@ -240,14 +257,40 @@ pub struct ShardStrategy {
     pub values: Vec<Vec<u64>>,
     /// Per finished replication and server: the [`ServerSummary`] figures as f64 bits.
     pub servers: Vec<Vec<[u64; 7]>>,
-    /// Per finished replication and pooled source: its compact distribution
+    /// Format 5: per finished replication and pooled source, its compact distribution
     /// ([`Cdf::to_pairs`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cdfs: Vec<Vec<Vec<[u64; 2]>>>,
     /// Per finished replication: its batches ([`RunSummary::batches`]) as f64 bits.
     pub batches: Vec<Vec<[u64; 2]>>,
-    /// The merged histograms of the pooled sources (response time, waiting time, per
-    /// server), V2 + deflate encoded (HdrHistogram's interchange format), in hexadecimal.
+    /// Format 6: per finished replication and pooled source, its compact distribution
+    /// (`codec::encode_cdf`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub distributions: Vec<Vec<String>>,
+    /// The merged histograms of the response and waiting times (format 5: and then of
+    /// each server), V2 + deflate encoded (HdrHistogram's interchange format), in
+    /// hexadecimal.
     pub pooled: Vec<String>,
+    /// Format 6: each server's pooled response times (`codec::encode_pool`), none
+    /// past [`crate::metrics::MAX_SERVER_HISTOGRAMS`] servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_pools: Vec<String>,
+}
+
+impl ShardStrategy {
+    /// Pooled sources: the two histograms and the servers' pools.
+    fn source_count(&self) -> usize {
+        self.pooled.len() + self.server_pools.len()
+    }
+
+    /// Per finished replication, its number of distributions.
+    fn distribution_counts(&self) -> Vec<usize> {
+        if self.distributions.is_empty() {
+            self.cdfs.iter().map(Vec::len).collect()
+        } else {
+            self.distributions.iter().map(Vec::len).collect()
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -293,15 +336,13 @@ impl ShardFile {
                         let _ = V2DeflateSerializer::new().serialize(h, &mut bytes);
                         hex(&bytes)
                     };
-                    // A server's pool as the histogram it stands for (sized to its largest
-                    // value): the same counts as the latency histogram written until
-                    // 2026-11-28, so shards of either build merge alike.
-                    let pooled = (0..s.pooled.len())
-                        .map(|i| match s.pooled.source(i).expect("a pooled source") {
-                            PooledSource::Histogram(h) => encode(h),
-                            PooledSource::Server(p) => encode(&p.histogram()),
-                        })
-                        .collect();
+                    let (mut pooled, mut server_pools) = (Vec::new(), Vec::new());
+                    for i in 0..s.pooled.len() {
+                        match s.pooled.source(i).expect("a pooled source") {
+                            PooledSource::Histogram(h) => pooled.push(encode(h)),
+                            PooledSource::Server(p) => server_pools.push(codec::encode_pool(p)),
+                        }
+                    }
                     ShardStrategy {
                         label: s.label.clone(),
                         values: s
@@ -324,16 +365,19 @@ impl ShardFile {
                             .iter()
                             .map(|r| r.batches.iter().map(|b| b.map(f64::to_bits)).collect())
                             .collect(),
-                        cdfs: s
+                        cdfs: Vec::new(),
+                        distributions: s
                             .runs
                             .iter()
-                            .map(|r| r.cdfs.iter().map(Cdf::to_pairs).collect())
+                            .map(|r| r.cdfs.iter().map(codec::encode_cdf).collect())
                             .collect(),
                         pooled,
+                        server_pools,
                     }
                 })
                 .collect(),
             timeseries: Vec::new(),
+            encoding: ENCODING.into(),
         }
     }
 
@@ -383,11 +427,11 @@ impl ShardFile {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        if f.format != FORMAT {
+        if f.format != FORMAT && f.format != FORMAT_5 {
             return Err(ShardError::Format {
                 path: path.to_path_buf(),
                 message: format!(
-                    "unknown format `{}` (this lbsim reads `{FORMAT}`; rerun the shards with it)",
+                    "unknown format `{}` (this lbsim reads `{FORMAT}` and `{FORMAT_5}`; rerun the shards with it)",
                     f.format
                 ),
             });
@@ -463,16 +507,40 @@ impl ShardFile {
                     s.label
                 ));
             }
-            if s.cdfs.len() != s.values.len() || s.batches.len() != s.values.len() {
+            // Format 6 keeps the distributions in `distributions` and the servers' pools
+            // in `server_pools`; format 5 in `cdfs` and `pooled`.
+            let (distributions, legacy) = if self.format == FORMAT {
+                (s.distributions.len(), s.cdfs.len())
+            } else {
+                (s.cdfs.len(), s.distributions.len() + s.server_pools.len())
+            };
+            if distributions != runs || s.batches.len() != runs || legacy != 0 {
                 return bad(format!(
-                    "strategy `{}`: distributions or batches for other than {} runs",
-                    s.label,
-                    s.values.len()
+                    "strategy `{}`: distributions or batches for other than {runs} runs, or fields of another format than `{}`",
+                    s.label, self.format
                 ));
             }
-            if s.pooled.iter().any(|h| h.len() > MAX_HISTOGRAM_HEX) {
+            if (self.format == FORMAT && s.pooled.len() != SOURCE_SERVERS)
+                || (s.distribution_counts().iter()).any(|&n| n != s.source_count())
+            {
                 return bad(format!(
-                    "strategy `{}`: a pooled histogram is too large",
+                    "strategy `{}`: other than {SOURCE_SERVERS} pooled histograms, or distributions per run other than pooled sources",
+                    s.label
+                ));
+            }
+            // Per server up to the limit, none past it (as a run pools them).
+            let pools = s.source_count().saturating_sub(SOURCE_SERVERS);
+            if runs > 0 && pools != if servers <= MAX_SERVER_HISTOGRAMS { servers } else { 0 } {
+                return bad(format!(
+                    "strategy `{}`: {pools} server pools for {servers} servers",
+                    s.label
+                ));
+            }
+            if (s.pooled.iter().chain(&s.server_pools)).any(|h| h.len() > MAX_HISTOGRAM_HEX)
+                || (s.distributions.iter().flatten()).any(|h| h.len() > MAX_HISTOGRAM_HEX)
+            {
+                return bad(format!(
+                    "strategy `{}`: a pooled histogram or distribution is too large",
                     s.label
                 ));
             }
@@ -527,6 +595,15 @@ impl ShardFile {
         let mut strategies = Vec::new();
         for s in &self.strategies {
             let (mut histograms, mut servers) = (Vec::new(), Vec::new());
+            let field = |what: &str, i: usize, e: String| {
+                bad(format!(
+                    "strategy `{}`: {what}[{i}]: {e} (the file is corrupted: rerun this shard)",
+                    s.label
+                ))
+            };
+            for (i, text) in s.server_pools.iter().enumerate() {
+                servers.push(codec::decode_pool(text).map_err(|e| field("server_pools", i, e))?);
+            }
             for (i, text) in s.pooled.iter().enumerate() {
                 let bytes = unhex(text).ok_or_else(|| bad("histogram is not hex".into()))?;
                 let h: Histogram<u64> = Deserializer::new()
@@ -552,20 +629,35 @@ impl ShardFile {
                 ))
             })?;
             let runs_ok = |n: usize| n == self.finished.len();
-            if !runs_ok(s.values.len())
-                || !runs_ok(s.servers.len())
-                || !runs_ok(s.cdfs.len())
-                || !runs_ok(s.batches.len())
+            if !runs_ok(s.values.len()) || !runs_ok(s.servers.len()) || !runs_ok(s.batches.len())
             {
                 return Err(bad(format!("strategy `{}`: wrong number of runs", s.label)));
             }
             let mut runs = Vec::new();
-            for (((v, sv), c), bt) in s.values.iter().zip(&s.servers).zip(&s.cdfs).zip(&s.batches) {
-                let cdfs = c
-                    .iter()
-                    .map(|pairs| Cdf::from_pairs(pairs))
-                    .collect::<Option<Vec<Cdf>>>()
-                    .ok_or_else(|| bad(format!("strategy `{}`: bad distribution", s.label)))?;
+            let distributions: Vec<Vec<Cdf>> = if s.distributions.is_empty() {
+                (s.cdfs.iter())
+                    .map(|c| c.iter().map(|pairs| Cdf::from_pairs(pairs)).collect())
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| bad(format!("strategy `{}`: bad distribution", s.label)))?
+            } else {
+                let mut runs = Vec::with_capacity(s.distributions.len());
+                for (k, run) in s.distributions.iter().enumerate() {
+                    let decoded = (run.iter())
+                        .map(|text| codec::decode_cdf(text))
+                        .collect::<Result<Vec<Cdf>, String>>()
+                        .map_err(|e| field("distributions", k, e))?;
+                    runs.push(decoded);
+                }
+                runs
+            };
+            if distributions.len() != self.finished.len() {
+                return Err(bad(format!("strategy `{}`: wrong number of runs", s.label)));
+            }
+            for (((v, sv), cdfs), bt) in (s.values.iter())
+                .zip(&s.servers)
+                .zip(distributions)
+                .zip(&s.batches)
+            {
                 if cdfs.len() != pooled.len() {
                     return Err(bad(format!(
                         "strategy `{}`: {} distributions per run, {} pooled",
@@ -719,6 +811,8 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ShardError> {
             || s.shards != head.shards
             || s.fingerprint != head.fingerprint
             || labels(s) != labels(&head)
+            || (s.strategies.iter().map(ShardStrategy::source_count))
+                .ne(head.strategies.iter().map(ShardStrategy::source_count))
             || s.strategies[0]
                 .servers
                 .first()

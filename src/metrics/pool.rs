@@ -66,6 +66,27 @@ impl Eq for ServerPool {}
 const DENSE_STEP: usize = 1 << super::HALF_MAGNITUDE;
 
 impl ServerPool {
+    /// Buckets of a [`latency_histogram`]: indices `0..BUCKETS` (1 ns to just below
+    /// 2^43 ns).
+    pub const BUCKETS: usize = 34_816;
+
+    /// Every index with a count, as `(index, count)`, in increasing order (what a shard
+    /// file stores).
+    pub fn counts(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.iter()
+    }
+
+    /// The pool of counts given as `(index, count)`, indices increasing and below
+    /// [`ServerPool::BUCKETS`] (what [`ServerPool::counts`] yields; a shard file's reader
+    /// checks them first). Sparse or dense as adding them would make it.
+    pub fn from_counts(counts: &[(usize, u64)]) -> ServerPool {
+        debug_assert!(counts.windows(2).all(|w| w[0].0 < w[1].0));
+        debug_assert!(counts.iter().all(|&(i, _)| i < ServerPool::BUCKETS));
+        let mut pool = ServerPool::default();
+        pool.add_sorted(counts.iter().copied());
+        pool
+    }
+
     fn is_dense(&self) -> bool {
         !self.dense.is_empty()
     }
@@ -855,6 +876,17 @@ mod tests {
         wide.record(1 << 45).unwrap();
         assert!(latency_histogram().add(&wide).is_err());
         assert!(ServerPool::from_histogram(&wide).is_err());
+    }
+
+    /// [`ServerPool::BUCKETS`] is a latency histogram's: its last index counts the largest
+    /// value it tracks.
+    #[test]
+    fn buckets_are_a_latency_histogram_s() {
+        assert_eq!(
+            ServerPool::BUCKETS,
+            bucket_index(LATENCY_UNTRACKABLE_NS - 1) + 1
+        );
+        assert_eq!(ServerPool::BUCKETS, latency_histogram().distinct_values());
     }
 
     /// Past [`MAX_SERVER_HISTOGRAMS`] servers a pool has the two histograms only.
