@@ -530,7 +530,14 @@ impl ShardFile {
             }
             // Per server up to the limit, none past it (as a run pools them).
             let pools = s.source_count().saturating_sub(SOURCE_SERVERS);
-            if runs > 0 && pools != if servers <= MAX_SERVER_HISTOGRAMS { servers } else { 0 } {
+            if runs > 0
+                && pools
+                    != if servers <= MAX_SERVER_HISTOGRAMS {
+                        servers
+                    } else {
+                        0
+                    }
+            {
                 return bad(format!(
                     "strategy `{}`: {pools} server pools for {servers} servers",
                     s.label
@@ -629,8 +636,7 @@ impl ShardFile {
                 ))
             })?;
             let runs_ok = |n: usize| n == self.finished.len();
-            if !runs_ok(s.values.len()) || !runs_ok(s.servers.len()) || !runs_ok(s.batches.len())
-            {
+            if !runs_ok(s.values.len()) || !runs_ok(s.servers.len()) || !runs_ok(s.batches.len()) {
                 return Err(bad(format!("strategy `{}`: wrong number of runs", s.label)));
             }
             let mut runs = Vec::new();
@@ -886,6 +892,82 @@ mod tests {
         let e = "0/0".parse::<ShardSpec>().unwrap_err().to_string();
         assert!(e.contains("fix:"), "{e}");
         assert_eq!(s.file_name(), "shard-1-of-3.json");
+    }
+
+    /// A format 5 shard of `six`'s results, as lbsim wrote them until 2026-11-28: each
+    /// server's pool as the histogram it stands for in `pooled`, the distributions as
+    /// pairs in `cdfs`.
+    fn format_5(six: &ShardFile, results: &RunResults) -> ShardFile {
+        let mut f = six.clone();
+        (f.format, f.encoding) = (FORMAT_5.into(), String::new());
+        for (s, r) in f.strategies.iter_mut().zip(&results.strategies) {
+            s.cdfs = (r.runs.iter())
+                .map(|run| run.cdfs.iter().map(Cdf::to_pairs).collect())
+                .collect();
+            s.distributions.clear();
+            s.server_pools.clear();
+            for i in SOURCE_SERVERS..r.pooled.len() {
+                let Some(PooledSource::Server(p)) = r.pooled.source(i) else {
+                    panic!("a server's pool");
+                };
+                let mut bytes = Vec::new();
+                V2DeflateSerializer::new()
+                    .serialize(&p.histogram(), &mut bytes)
+                    .unwrap();
+                s.pooled.push(hex(&bytes));
+            }
+        }
+        f
+    }
+
+    /// The results of a run written as a shard of format 6 and of format 5 read back as
+    /// they were, field for field (the runs bit for bit, the pools equal); format 6 is
+    /// the smaller, and a file holding fields of the other format is refused.
+    #[test]
+    fn shards_of_formats_5_and_6_read_back_the_results() {
+        use crate::runner::{RunOptions, run};
+        use crate::testing;
+        let rest = testing::servers("s", 3, "", &testing::exponential(0.01))
+            + &testing::kinds(&["round_robin", "random"]);
+        let scenario = testing::scenario("duration = 3\nwarmup = 0.5", 240.0, &rest);
+        let opts = RunOptions {
+            replications: Some(3),
+            ..Default::default()
+        };
+        let results = run(&scenario, &opts).expect("run");
+        let spec = ShardSpec { index: 0, count: 1 };
+        let six = ShardFile::new(&results, &scenario, 3, spec);
+        let five = format_5(&six, &results);
+        let tmp = tempfile::tempdir().unwrap();
+        let mut sizes = Vec::new();
+        for (name, f) in [("6", &six), ("5", &five)] {
+            let path = f.write(&tmp.path().join(name)).unwrap();
+            sizes.push(std::fs::metadata(&path).unwrap().len());
+            let back = ShardFile::read(&path).unwrap().results(&path).unwrap();
+            assert_eq!(back.finished, results.finished);
+            for (b, r) in back.strategies.iter().zip(&results.strategies) {
+                assert_eq!(format!("{:?}", b.runs), format!("{:?}", r.runs), "{name}");
+                assert!(b.pooled == r.pooled, "format {name}: the pools");
+            }
+        }
+        assert!(sizes[0] < sizes[1], "{sizes:?}");
+        // Fields of format 5 in a file of format 6, and the other way round.
+        let mut mixed = six.clone();
+        mixed.strategies[0].cdfs = five.strategies[0].cdfs.clone();
+        let mut other = five.clone();
+        other.strategies[1].server_pools = six.strategies[1].server_pools.clone();
+        let mut more = six.clone();
+        more.strategies[0]
+            .pooled
+            .push(five.strategies[0].pooled[2].clone());
+        for (what, f) in [("mixed", mixed), ("other", other), ("more", more)] {
+            let path = f.write(&tmp.path().join(what)).unwrap();
+            let e = ShardFile::read(&path).unwrap_err().to_string();
+            assert!(
+                e.contains("fix:") && e.contains("strategy `"),
+                "{what}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -90,7 +90,10 @@ impl Reader<'_> {
 
 /// `bytes` zlib-compressed, in base64.
 fn pack(bytes: &[u8]) -> String {
-    let mut z = ZlibEncoder::new(Vec::with_capacity(bytes.len() / 2 + 16), Compression::new(6));
+    let mut z = ZlibEncoder::new(
+        Vec::with_capacity(bytes.len() / 2 + 16),
+        Compression::new(6),
+    );
     // Writing to memory cannot fail.
     let _ = z.write_all(bytes);
     STANDARD.encode(z.finish().unwrap_or_default())
@@ -232,9 +235,7 @@ pub fn decode_cdf(text: &str) -> Result<Cdf, String> {
             .checked_add(r.varint()?)
             .filter(|&b| b <= u64::from(u16::MAX))
             .ok_or("a bucket past 2^16")?;
-        below = below
-            .checked_add(r.varint()?)
-            .ok_or("counts past 2^64")?;
+        below = below.checked_add(r.varint()?).ok_or("counts past 2^64")?;
         pairs.push([b, below]);
         next = b + 1;
     }
@@ -250,7 +251,8 @@ mod tests {
     /// as gaps), many in the first octaves (a long one: dense), counts small, past 2^32,
     /// and up to 2^64 − 1.
     fn counts() -> impl Strategy<Value = Vec<(usize, u64)>> {
-        let count = || prop_oneof![12 => 1u64..300, 1 => (1u64 << 31)..(1u64 << 40), 1 => Just(1u64 << 50)];
+        let count =
+            || prop_oneof![12 => 1u64..300, 1 => (1u64 << 31)..(1u64 << 40), 1 => Just(1u64 << 50)];
         prop_oneof![
             1 => proptest::collection::btree_map(0usize..ServerPool::BUCKETS, count(), 0..300),
             1 => proptest::collection::btree_map(0usize..3000, count(), 0..2500),
@@ -320,7 +322,9 @@ mod tests {
         assert!(err(&[7, 1, 0, 1]).contains("unknown form"));
         assert!(err(&[1, 1, 1, 0]).contains("empty bucket"));
         assert!(err(&[0, 1, 0x80, 0x90, 0x02, 1]).contains("past"));
-        let mut far = vec![0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
+        let mut far = vec![
+            0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+        ];
         assert!(err(&far).contains("past 2^64"));
         far.truncate(10);
         assert!(err(&far).contains("truncated"));
@@ -334,19 +338,36 @@ mod tests {
         // Distributions: a bucket past 2^16, cumulative counts past 2^64.
         let cdf_err = |bytes: &[u8]| decode_cdf(&pack(bytes)).unwrap_err();
         assert!(cdf_err(&[0xff, 0xff, 0x04, 1]).contains("2^16"));
-        assert!(cdf_err(&[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 1]).contains("2^64"));
+        assert!(
+            cdf_err(&[
+                0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 1
+            ])
+            .contains("2^64")
+        );
         assert!(cdf_err(&[0, 1, 3]).contains("truncated"));
         // A byte changed (the checksum), bytes after the end, a stream cut short.
         let good = pack(&[0, 3, 5, 1, 7, 2]);
         assert!(decode_pool(&good).is_ok());
         let mut z = STANDARD.decode(&good).unwrap();
         z[4] ^= 1;
-        assert!(decode_pool(&STANDARD.encode(&z)).unwrap_err().contains("corrupted"));
+        assert!(
+            decode_pool(&STANDARD.encode(&z))
+                .unwrap_err()
+                .contains("corrupted")
+        );
         z[4] ^= 1;
         z.push(0);
-        assert!(decode_pool(&STANDARD.encode(&z)).unwrap_err().contains("after its end"));
+        assert!(
+            decode_pool(&STANDARD.encode(&z))
+                .unwrap_err()
+                .contains("after its end")
+        );
         z.truncate(z.len() - 3);
-        assert!(decode_pool(&STANDARD.encode(&z)).unwrap_err().contains("truncated"));
+        assert!(
+            decode_pool(&STANDARD.encode(&z))
+                .unwrap_err()
+                .contains("truncated")
+        );
         // The largest counts and last bucket are read.
         let edge = ServerPool::from_counts(&[(0, u64::MAX - 1), (ServerPool::BUCKETS - 1, 1)]);
         assert_eq!(decode_pool(&encode_pool(&edge)).unwrap(), edge);
