@@ -713,7 +713,7 @@ impl ShardFile {
 /// first part's: call [`crate::stability::assess`] on the result.
 pub fn combine(parts: Vec<RunResults>) -> RunResults {
     let mut parts = parts.into_iter();
-    let Some(first) = parts.next() else {
+    let Some(mut all) = parts.next() else {
         return RunResults {
             seed: 0,
             requested: 0,
@@ -721,47 +721,39 @@ pub fn combine(parts: Vec<RunResults>) -> RunResults {
             strategies: Vec::new(),
         };
     };
-    let mut requested = first.requested;
-    let mut tagged: Vec<(u64, Vec<RunSummary>)> = Vec::new();
-    let push_runs = |tagged: &mut Vec<(u64, Vec<RunSummary>)>, r: &RunResults| {
-        for (j, &rep) in r.finished.iter().enumerate() {
-            tagged.push((
-                rep,
-                r.strategies.iter().map(|s| s.runs[j].clone()).collect(),
-            ));
-        }
-    };
-    push_runs(&mut tagged, &first);
-    let mut strategies: Vec<StrategyResult> = first
-        .strategies
-        .into_iter()
-        .map(|s| StrategyResult {
-            label: s.label,
-            runs: Vec::new(),
-            pooled: s.pooled,
-            unstable: s.unstable,
-            fits: Default::default(),
-        })
-        .collect();
-    for r in parts {
-        requested += r.requested;
-        push_runs(&mut tagged, &r);
-        for (s, o) in strategies.iter_mut().zip(&r.strategies) {
-            s.pooled.add(&o.pooled);
-        }
+    for part in parts {
+        absorb(&mut all, part);
     }
-    tagged.sort_by_key(|t| t.0);
-    let finished = tagged.iter().map(|t| t.0).collect();
-    for (_, runs) in tagged {
-        for (s, run) in strategies.iter_mut().zip(runs) {
-            s.runs.push(run);
-        }
+    sort_runs(&mut all);
+    for s in &mut all.strategies {
+        s.fits = Default::default();
     }
-    RunResults {
-        seed: first.seed,
-        requested,
-        finished,
-        strategies,
+    all
+}
+
+/// Appends `part`'s runs after `all`'s (moved, not copied: until 2026-11-28 every run
+/// was cloned, its distributions included) and adds its pools; [`sort_runs`] then puts
+/// them in replication order.
+fn absorb(all: &mut RunResults, part: RunResults) {
+    all.requested += part.requested;
+    all.finished.extend(&part.finished);
+    for (s, o) in all.strategies.iter_mut().zip(part.strategies) {
+        s.pooled.add(&o.pooled);
+        s.runs.extend(o.runs);
+    }
+}
+
+/// Sorts the runs by replication index (stably: runs of one index keep their order).
+fn sort_runs(r: &mut RunResults) {
+    let mut order: Vec<usize> = (0..r.finished.len()).collect();
+    order.sort_by_key(|&k| r.finished[k]);
+    r.finished = order.iter().map(|&k| r.finished[k]).collect();
+    for s in &mut r.strategies {
+        let mut runs: Vec<Option<RunSummary>> =
+            std::mem::take(&mut s.runs).into_iter().map(Some).collect();
+        s.runs = (order.iter())
+            .filter_map(|&k| runs.get_mut(k).and_then(Option::take))
+            .collect();
     }
 }
 
@@ -795,16 +787,21 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ShardError> {
                 .join(", "),
         ));
     }
-    let mut shards: Vec<(ShardFile, PathBuf)> = Vec::new();
-    for f in files {
-        shards.push((ShardFile::read(&f)?, f));
-    }
-    let head = shards[0].0.clone();
+    // One shard at a time: each is read, checked, decoded and added, then dropped, so
+    // that merging N shards holds two files' pools, not N.
+    let head = ShardFile::read(&files[0])?;
     // A set, not a vector of N flags: N comes from the file.
     let mut seen = std::collections::BTreeSet::new();
-    let mut parts = Vec::new();
+    let mut all: Option<RunResults> = None;
     let mut timeseries = Vec::new();
-    for (s, path) in &shards {
+    for (k, path) in files.iter().enumerate() {
+        let read;
+        let s = if k == 0 {
+            &head
+        } else {
+            read = ShardFile::read(path)?;
+            &read
+        };
         let labels = |f: &ShardFile| {
             f.strategies
                 .iter()
@@ -847,7 +844,11 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ShardError> {
                 path.display()
             )));
         }
-        parts.push(s.results(path)?);
+        let part = s.results(path)?;
+        match &mut all {
+            None => all = Some(part),
+            Some(all) => absorb(all, part),
+        }
         if !s.timeseries.is_empty() {
             let servers = s.strategies[0].servers.first().map_or(0, Vec::len);
             let bad = || ShardError::Format {
@@ -869,7 +870,7 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ShardError> {
         }
     }
     let missing = (0..head.shards).filter(|k| !seen.contains(k)).collect();
-    let mut results = combine(parts);
+    let mut results = combine(all.into_iter().collect());
     results.requested = head.replications;
     Ok(Merged {
         results,
