@@ -258,8 +258,9 @@ pub struct ShardStrategy {
     /// Per finished replication and server: the [`ServerSummary`] figures as f64 bits.
     pub servers: Vec<Vec<[u64; 7]>>,
     /// Format 5: per finished replication and pooled source, its compact distribution
-    /// ([`Cdf::to_pairs`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// ([`Cdf::to_pairs`]). Written empty in format 6: an lbsim of format 5 reads the
+    /// file then, and refuses it for its format (naming it) instead of for a missing field.
+    #[serde(default)]
     pub cdfs: Vec<Vec<Vec<[u64; 2]>>>,
     /// Per finished replication: its batches ([`RunSummary::batches`]) as f64 bits.
     pub batches: Vec<Vec<[u64; 2]>>,
