@@ -20,9 +20,14 @@
 //! without overflow, and the total against the counts. Each failure is an error naming
 //! what is wrong, never a panic.
 //!
-//! Measured against format 5 (whole histograms V2 + deflate in hex, distributions as
-//! JSON pairs), 4 strategies at 256 servers: see benches/README.md ("Shard files
-//! compact").
+//! Against format 5 (whole histograms V2 + deflate in hex, distributions as JSON pairs of
+//! bucket and cumulative count), 4 strategies at 256 servers, 2 replications a shard:
+//! of 10^6 requests, the distributions 23.3 MB → 1.9 MB and the server pools 5.5 MB →
+//! 4.0 MB a shard; of 4·10^4, 3.2 MB → 0.45 MB and 0.92 MB → 0.55 MB. A server pool
+//! shrinks least: V2 + deflate was near the limit already (a long run's pool holds some
+//! 5,000 buckets of count 1 or 2 scattered over 15,000: the gaps carry the information;
+//! `xz` does 10% better than zlib on them), and the gain is mostly base64 for hex. See
+//! benches/README.md ("Shard files compact").
 
 use std::io::Write;
 
