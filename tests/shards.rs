@@ -292,4 +292,98 @@ fn merge_refuses_edited_scenarios_and_corrupted_shards() {
         let err = refused(&["merge", &d("shards"), "--out", &d("merged")]);
         assert!(err.contains("fix:"), "{what}: {err}");
     }
+
+    // Format 6's compact fields (issue 14): corrupted, cut short, or hostile but well
+    // formed, each refused with the file, the field and the fix named.
+    assert_eq!(json["format"], "lbsim-shard-6");
+    let packed = |bytes: &[u8]| {
+        use base64::Engine as _;
+        use std::io::Write as _;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(bytes).unwrap();
+        serde_json::Value::from(
+            base64::engine::general_purpose::STANDARD.encode(z.finish().unwrap()),
+        )
+    };
+    let pool = json["strategies"][0]["server_pools"][1]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let changed = {
+        let mut b = pool.clone().into_bytes();
+        let at = b.len() / 2;
+        b[at] = if b[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(b).unwrap()
+    };
+    let edits: Vec<(&str, &str, Edit)> = vec![
+        (
+            "a pool changed",
+            "server_pools[1]",
+            Box::new(move |v| v["strategies"][0]["server_pools"][1] = changed.clone().into()),
+        ),
+        (
+            "a pool cut short",
+            "server_pools[1]",
+            Box::new(move |v| {
+                v["strategies"][0]["server_pools"][1] = pool[..pool.len() / 2 / 4 * 4].into()
+            }),
+        ),
+        (
+            "a pool not base64",
+            "server_pools[0]",
+            Box::new(|v| v["strategies"][1]["server_pools"][0] = "zz!".into()),
+        ),
+        (
+            "a bucket past the histogram's range",
+            "server_pools[2]",
+            Box::new(move |v| {
+                v["strategies"][0]["server_pools"][2] = packed(&[0, 1, 0x80, 0x90, 0x02, 1])
+            }),
+        ),
+        (
+            "a pool whose total is not its counts'",
+            "server_pools[2]",
+            Box::new(move |v| v["strategies"][0]["server_pools"][2] = packed(&[0, 9, 0, 1])),
+        ),
+        (
+            "a pool inflating to 64 MB",
+            "server_pools[0]",
+            Box::new(move |v| v["strategies"][0]["server_pools"][0] = packed(&vec![0u8; 64 << 20])),
+        ),
+        (
+            "a distribution changed",
+            "distributions[0]",
+            Box::new(move |v| {
+                v["strategies"][0]["distributions"][0][3] = packed(&[0xff, 0xff, 0x04, 1])
+            }),
+        ),
+        (
+            "a pool missing",
+            "7 server pools for 8 servers",
+            Box::new(|v| {
+                v["strategies"][0]["server_pools"]
+                    .as_array_mut()
+                    .unwrap()
+                    .pop();
+                for run in v["strategies"][0]["distributions"].as_array_mut().unwrap() {
+                    run.as_array_mut().unwrap().pop();
+                }
+            }),
+        ),
+        (
+            "format 5's field in format 6",
+            "another format",
+            Box::new(|v| v["strategies"][0]["cdfs"] = serde_json::json!([[[[0, 1]]], [[[0, 1]]]])),
+        ),
+    ];
+    for (what, field, edit) in edits {
+        let mut v = json.clone();
+        edit(&mut v);
+        std::fs::write(&file, v.to_string()).unwrap();
+        let err = refused(&["merge", &d("shards"), "--out", &d("merged")]);
+        assert!(
+            err.contains("fix:") && err.contains("shard-1-of-2.json") && err.contains(field),
+            "{what}: {err}"
+        );
+    }
 }
