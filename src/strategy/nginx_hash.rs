@@ -714,81 +714,103 @@ fn crc_step(c: u32) -> u32 {
 }
 
 /// The crc32 of a client address's text (`$remote_addr`, dotted decimal, as
-/// [`AddressText`] writes it): what nginx hashes for a key, in registers and without a
-/// branch on the text's length.
+/// [`AddressText`] writes it): what nginx hashes for a key, by tables: five independent
+/// loads and their xor, no loop and no branch.
 ///
-/// The text (7 to 15 bytes) is made in a `u128`, one octet's digits and dot at a time
-/// ([`OCTET_TEXT`]), then shifted up to end at byte 16: `pad` zero bytes in front, the
-/// last octet's dot shifted out. The register starts at [`PAD_START`]`[pad]`, the state
-/// that `pad` zero bytes take to crc32's initial register (all ones), so the crc of the
-/// 16 bytes, four [`crc_step`]s, is the crc of the text alone. (Writing the text to a
-/// byte buffer and reading it back as words stalled every pick on a failed store-to-load
-/// forwarding, and the loops over its length mispredicted.)
+/// crc32's register is affine over GF(2) in what it takes in: the register after a text
+/// is the xor of what its initial register (all ones) becomes after as many zero bytes as
+/// the text has, and of what each byte, taken into a zero register, becomes after the
+/// bytes that follow it. The text `a.b.c.d` is four parts, an octet's digits (1 to 3)
+/// each and, but for the last, a dot; a part's share depends only on its octet and on how
+/// many bytes follow it (0 to 11), so [`DOTTED_OCTET_CRC`] and [`LAST_OCTET_CRC`] hold
+/// it for every octet and distance (13 KB), and [`TEXT_START`] the initial register's for
+/// every length, inverted as crc32 inverts its register at the end.
+///
+/// It replaced the text made in a `u128` (each octet's digits and dot from a table,
+/// shifted to end at byte 16, the register started at the state that the padding's zero
+/// bytes take to all ones) and four steps of "slicing by 4", 16 dependent loads in four
+/// rounds.
 #[inline]
 fn address_crc(addr: std::net::Ipv4Addr) -> u32 {
-    let (mut text, mut len) = (0u128, 0);
-    for octet in addr.octets() {
-        let (digits, n) = OCTET_TEXT[usize::from(octet)];
-        text |= u128::from(digits) << (8 * len);
-        len += n;
-    }
-    // `len` counts the last octet's dot: the text is `len - 1` bytes, at most 15.
-    let pad = 17 - len;
-    let text = text << (8 * pad);
-    let mut c = PAD_START[pad as usize];
-    for k in 0..4 {
-        c = crc_step(c ^ (text >> (32 * k)) as u32);
-    }
-    !c
+    let [a, b, c, d] = addr.octets();
+    let digits = |o: u8| 1 + usize::from(o >= 10) + usize::from(o >= 100);
+    // The bytes after each octet's dot.
+    let after_c = digits(d);
+    let after_b = after_c + 1 + digits(c);
+    let after_a = after_b + 1 + digits(b);
+    TEXT_START[after_a + 1 + digits(a)]
+        ^ DOTTED_OCTET_CRC[after_a][usize::from(a)]
+        ^ DOTTED_OCTET_CRC[after_b][usize::from(b)]
+        ^ DOTTED_OCTET_CRC[after_c][usize::from(c)]
+        ^ LAST_OCTET_CRC[usize::from(d)]
 }
 
-/// Each octet's decimal digits and a dot, as little-endian bytes, and how many bytes
-/// (2 to 4).
-const OCTET_TEXT: [(u32, u32); 256] = octet_text();
+/// `DOTTED_OCTET_CRC[k][o]`: the crc register after octet `o`'s digits, a dot and `k`
+/// zero bytes, from a zero register (an octet's share in [`address_crc`] when `k` bytes
+/// follow its dot).
+const DOTTED_OCTET_CRC: [[u32; 256]; 12] = dotted_octet_crc();
 
-const fn octet_text() -> [(u32, u32); 256] {
-    let mut t = [(0, 0); 256];
+/// `LAST_OCTET_CRC[o]`: the crc register after octet `o`'s digits from a zero register
+/// (the last octet's share in [`address_crc`]).
+const LAST_OCTET_CRC: [u32; 256] = last_octet_crc();
+
+/// `TEXT_START[n]`: crc32's initial register after `n` zero bytes, inverted (the
+/// initial register's share in the crc of an `n`-byte text).
+const TEXT_START: [u32; 16] = text_start();
+
+/// The register `r` after byte `byte` (crc32, reflected, one byte at a time).
+const fn crc_byte(r: u32, byte: u32) -> u32 {
+    CRC_TABLES[0][((r ^ byte) & 0xff) as usize] ^ (r >> 8)
+}
+
+/// The register after octet `o`'s decimal digits, from a zero register.
+const fn octet_digits_crc(o: u32) -> u32 {
+    let mut r = 0;
+    if o >= 100 {
+        r = crc_byte(r, b'0' as u32 + o / 100);
+    }
+    if o >= 10 {
+        r = crc_byte(r, b'0' as u32 + o / 10 % 10);
+    }
+    crc_byte(r, b'0' as u32 + o % 10)
+}
+
+const fn dotted_octet_crc() -> [[u32; 256]; 12] {
+    let mut t = [[0; 256]; 12];
     let mut o = 0;
     while o < 256 {
-        let (mut word, mut n) = (0u32, 0);
-        if o >= 100 {
-            word |= (b'0' as u32 + o / 100) << (8 * n);
-            n += 1;
+        let mut r = crc_byte(octet_digits_crc(o as u32), b'.' as u32);
+        let mut k = 0;
+        while k < 12 {
+            t[k][o] = r;
+            r = crc_byte(r, 0);
+            k += 1;
         }
-        if o >= 10 {
-            word |= (b'0' as u32 + o / 10 % 10) << (8 * n);
-            n += 1;
-        }
-        word |= (b'0' as u32 + o % 10) << (8 * n);
-        word |= (b'.' as u32) << (8 * (n + 1));
-        t[o as usize] = (word, n + 2);
         o += 1;
     }
     t
 }
 
-/// `PAD_START[p]`: the crc register that `p` zero bytes take to all ones, crc32's
-/// initial register. A zero byte takes register `r` to `r >> 8 ^ T[r & 0xff]`
-/// (`T = CRC_TABLES[0]`); the top bytes of `T`'s 256 entries are distinct (the top byte
-/// of `T[i]` alone determines `i`, as the polynomial's top coefficient is 1), so the
-/// step is undone by finding the `i` whose `T[i]` has the register's top byte:
-/// `r = (r' ^ T[i]) << 8 | i`.
-const PAD_START: [u32; 17] = pad_start();
-
-const fn pad_start() -> [u32; 17] {
-    let t = &CRC_TABLES[0];
-    let mut start = [u32::MAX; 17];
-    let mut p = 1;
-    while p < 17 {
-        let after = start[p - 1];
-        let mut i = 0;
-        while t[i] >> 24 != after >> 24 {
-            i += 1;
-        }
-        start[p] = (after ^ t[i]) << 8 | i as u32;
-        p += 1;
+const fn last_octet_crc() -> [u32; 256] {
+    let mut t = [0; 256];
+    let mut o = 0;
+    while o < 256 {
+        t[o] = octet_digits_crc(o as u32);
+        o += 1;
     }
-    start
+    t
+}
+
+const fn text_start() -> [u32; 16] {
+    let mut t = [0; 16];
+    let mut r = u32::MAX;
+    let mut n = 0;
+    while n < 16 {
+        t[n] = !r;
+        r = crc_byte(r, 0);
+        n += 1;
+    }
+    t
 }
 
 /// The crc32 of some bytes followed by `bytes`, given `crc`, the crc32 of those bytes (0
@@ -1338,12 +1360,27 @@ mod tests {
         }
     }
 
-    /// `PAD_START[p]` is taken to crc32's initial register by `p` zero bytes.
+    /// The crc by tables is crc32fast's of the text for every octet at each of the four
+    /// places, beside octets of one, two and three digits: every entry of the tables, at
+    /// every distance from the end and every length of text, is read by one of these.
     #[test]
-    fn the_pad_starts_reach_the_initial_register() {
-        for (p, &start) in PAD_START.iter().enumerate() {
-            let zero_byte = |r: u32| r >> 8 ^ CRC_TABLES[0][(r & 0xff) as usize];
-            assert_eq!((0..p).fold(start, |r, _| zero_byte(r)), u32::MAX, "{p}");
+    fn the_address_crc_of_every_octet_at_every_place() {
+        let others = [7u8, 42, 200];
+        for place in 0..4 {
+            for o in 0..=255u8 {
+                for k in 0..27 {
+                    let mut rest = [others[k % 3], others[k / 3 % 3], others[k / 9]].into_iter();
+                    let octets: [u8; 4] =
+                        std::array::from_fn(|i| if i == place { o } else { rest.next().unwrap() });
+                    let addr = std::net::Ipv4Addr::from(octets);
+                    let text = addr.to_string();
+                    assert_eq!(
+                        address_crc(addr),
+                        crc32fast::hash(text.as_bytes()),
+                        "{text}"
+                    );
+                }
+            }
         }
     }
 
