@@ -149,7 +149,7 @@ struct Ring {
     /// Each point as `hash << bits | peer`: the hash's low `32 - bits` bits (its top bits
     /// are its bucket's) above the peer's `bits` bits; then an end marker,
     /// `u32::MAX << bits` with the peer of the first point (where the walk wraps to).
-    entries: Entries,
+    entries: Vec<u32>,
     /// Bits of the index: about [`BUCKET_POINTS`] points a bucket, more bits (smaller
     /// buckets) when a peer needs them in an entry. 0 without an index.
     bits: u32,
@@ -229,7 +229,7 @@ impl Ring {
         for v in 1..starts.len() {
             starts[v] += starts[v - 1];
         }
-        let mut entries = Entries::zeroed(hashes.len() + 1);
+        let mut entries = vec![0; hashes.len() + 1];
         let mut next = starts.clone();
         let mut from = 0;
         for (peer, &count) in counts.iter().enumerate() {
@@ -301,7 +301,7 @@ impl Ring {
         let mut entries: Vec<u32> = points.iter().map(|&(h, peer)| h << bits | peer).collect();
         entries.push(u32::MAX << bits | points[0].1);
         self.starts = starts;
-        self.entries = Entries::Vec(entries);
+        self.entries = entries;
     }
 
     fn is_empty(&self) -> bool {
@@ -395,9 +395,8 @@ impl Ring {
     /// of a plain prefetch at 10,000 servers twice (9 and 15 pairs), the same at 1,000.
     #[inline(always)]
     fn prefetch(&self, window: &Window) {
-        let entries: &[u32] = &self.entries;
-        prefetch_index_nta(entries, window.from);
-        prefetch_index_nta(entries, window.to.max(window.from + 1) - 1);
+        prefetch_index_nta(&self.entries, window.from);
+        prefetch_index_nta(&self.entries, window.to.max(window.from + 1) - 1);
     }
 
     /// [`Ring::search`] given `hash`'s [`Ring::window`].
@@ -425,104 +424,6 @@ impl Ring {
     /// Whether the ring has its bucket index.
     fn indexed(&self) -> bool {
         !self.starts.is_empty()
-    }
-}
-
-/// A ring's entries ([`Ring::entries`]). From 2 MB on they are kept in an anonymous
-/// mapping of their own, aligned to 2 MB and advised to the kernel as huge pages
-/// (`MADV_HUGEPAGE`, through the `memmap2` crate: the call needs `unsafe`, which this crate
-/// forbids), which it backs with them where transparent huge pages are enabled for such
-/// mappings (`madvise`, as here, or `always`): the 6.4 MB of a ring of 10,000 peers are
-/// then four pages, where as 1,600 pages of 4 KB nearly every lookup's prefetch missed the
-/// TLB (the prefetch then waits for the page walk). Else (smaller rings, or a platform
-/// without anonymous mappings), a `Vec`.
-#[derive(Debug)]
-enum Entries {
-    Vec(Vec<u32>),
-    /// The mapping, where the entries start in it (in bytes, a 2 MB boundary), and how
-    /// many there are (at most as many as it was made for).
-    Mapped(memmap2::MmapMut, usize, usize),
-}
-
-/// The size of a huge page on x86-64 and most aarch64 kernels; the mapping is aligned to
-/// it.
-const HUGE_PAGE: usize = 2 << 20;
-
-impl Default for Entries {
-    fn default() -> Self {
-        Entries::Vec(Vec::new())
-    }
-}
-
-impl Entries {
-    /// `len` entries of 0.
-    fn zeroed(len: usize) -> Entries {
-        let bytes = len * std::mem::size_of::<u32>();
-        if bytes < HUGE_PAGE {
-            return Entries::Vec(vec![0; len]);
-        }
-        // A huge page is used where a whole aligned 2 MB range lies in the mapping: make
-        // it a page longer than the entries rounded up, and start them at a boundary.
-        let size = bytes.next_multiple_of(HUGE_PAGE) + HUGE_PAGE;
-        match memmap2::MmapMut::map_anon(size) {
-            Ok(map) => {
-                #[cfg(target_os = "linux")]
-                let _ = map.advise(memmap2::Advice::HugePage);
-                let at =
-                    (map.as_ptr() as usize).next_multiple_of(HUGE_PAGE) - map.as_ptr() as usize;
-                Entries::Mapped(map, at, len)
-            }
-            Err(_) => Entries::Vec(vec![0; len]),
-        }
-    }
-
-    /// Keeps the first `len` entries.
-    fn truncate(&mut self, len: usize) {
-        match self {
-            Entries::Vec(v) => v.truncate(len),
-            Entries::Mapped(_, _, n) => *n = len.min(*n),
-        }
-    }
-
-    /// Appends an entry: a mapping has room for as many as it was made for.
-    fn push(&mut self, entry: u32) {
-        match self {
-            Entries::Vec(v) => v.push(entry),
-            Entries::Mapped(map, at, n) => {
-                let end = *at + 4 * (*n + 1);
-                map[end - 4..end].copy_from_slice(&entry.to_ne_bytes());
-                *n += 1;
-            }
-        }
-    }
-}
-
-impl std::ops::Deref for Entries {
-    type Target = [u32];
-    #[inline(always)]
-    fn deref(&self) -> &[u32] {
-        match self {
-            Entries::Vec(v) => v,
-            Entries::Mapped(map, at, n) => bytemuck::cast_slice(&map[*at..*at + 4 * n]),
-        }
-    }
-}
-
-impl std::ops::DerefMut for Entries {
-    #[inline(always)]
-    fn deref_mut(&mut self) -> &mut [u32] {
-        match self {
-            Entries::Vec(v) => v,
-            Entries::Mapped(map, at, n) => bytemuck::cast_slice_mut(&mut map[*at..*at + 4 * *n]),
-        }
-    }
-}
-
-impl Clone for Entries {
-    fn clone(&self) -> Self {
-        let mut copy = Entries::zeroed(self.len());
-        copy.copy_from_slice(self);
-        copy
     }
 }
 
