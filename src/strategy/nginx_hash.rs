@@ -921,12 +921,17 @@ impl Strategy for NginxHash {
     fn pick(&mut self, backends: &Backends, ctx: &PickContext) -> Option<usize> {
         let addr = client_address(ctx.key);
         if self.params.consistent {
-            let begun = self
-                .begun
-                .iter()
-                .flatten()
-                .find(|b| b.key == ctx.key)
-                .copied();
+            // Told [`LOOKAHEAD`] keys ahead, the key picked is the one told
+            // [`LOOKAHEAD`] calls before the last: in slot `told % TOLD`.
+            let begun = match self.begun[self.told % TOLD] {
+                Some(b) if b.key == ctx.key => Some(b),
+                _ => self
+                    .begun
+                    .iter()
+                    .flatten()
+                    .find(|b| b.key == ctx.key)
+                    .copied(),
+            };
             let hash = begun.map_or_else(|| address_crc(addr), |b| b.hash);
             let picked = self.consistent_pick(backends, hash, begun);
             return picked.or_else(|| self.fallback.pick(backends, ctx));
