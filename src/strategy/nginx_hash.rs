@@ -146,14 +146,6 @@ struct Ring {
     /// points. Empty when the ring is too small for an index, or has a peer too large
     /// for one ([`MAX_BITS`]): a pick then searches `points`.
     starts: Vec<u32>,
-    /// `starts` again, in half the bytes (64 KB at 10,000 peers, where `starts` takes
-    /// 128 KB): each start as its offset from where an even spread of the points puts it,
-    /// `v × len / 2^bits` ([`Ring::start`]). The lookups read these ([`Ring::window`]), so
-    /// that more of them stay in the cache. Empty when an offset does not fit 16 bits (the
-    /// lookups then read `starts`): a ring's hashes are spread evenly, so its starts are
-    /// off by about the square root of its points (a few thousand at 32M points, the most
-    /// an index takes).
-    offsets: Vec<i16>,
     /// Each point as `hash << bits | peer`: the hash's low `32 - bits` bits (its top bits
     /// are its bucket's) above the peer's `bits` bits; then an end marker,
     /// `u32::MAX << bits` with the peer of the first point (where the walk wraps to).
@@ -267,33 +259,10 @@ impl Ring {
         entries.push(u32::MAX << bits | entries[0] & ((1 << bits) - 1));
         Ring {
             len: kept,
-            offsets: Ring::offsets(&starts, bits),
             starts,
             entries,
             bits,
             ..Ring::default()
-        }
-    }
-
-    /// Each of `starts` (of an index of `bits` bits) as its offset from the even
-    /// spread's ([`Ring::offsets`]), or none if one does not fit.
-    fn offsets(starts: &[u32], bits: u32) -> Vec<i16> {
-        let len = u64::from(starts[1 << bits]);
-        let offsets = starts.iter().enumerate().map(|(v, &start)| {
-            i16::try_from(i64::from(start) - ((v as u64 * len) >> bits) as i64).ok()
-        });
-        offsets.collect::<Option<Vec<i16>>>().unwrap_or_default()
-    }
-
-    /// `starts[v]`, from its offset ([`Ring::offsets`]) if the ring has them.
-    #[inline(always)]
-    fn start(&self, v: usize) -> usize {
-        match self.offsets.is_empty() {
-            true => self.starts[v] as usize,
-            false => {
-                let spread = (v as u64 * self.len as u64) >> self.bits;
-                (spread as i64 + i64::from(self.offsets[v])) as usize
-            }
         }
     }
 
@@ -331,7 +300,6 @@ impl Ring {
         }
         let mut entries: Vec<u32> = points.iter().map(|&(h, peer)| h << bits | peer).collect();
         entries.push(u32::MAX << bits | points[0].1);
-        self.offsets = Ring::offsets(&starts, bits);
         self.starts = starts;
         self.entries = entries;
     }
@@ -399,7 +367,7 @@ impl Ring {
     #[inline(always)]
     fn window(&self, hash: u32) -> Window {
         let v = (hash >> (32 - self.bits)) as usize;
-        let (lo, hi) = (self.start(v), self.start(v + 1));
+        let (lo, hi) = (self.starts[v] as usize, self.starts[v + 1] as usize);
         let guess = lo + ((u64::from(hash << self.bits) * (hi - lo) as u64) >> 32) as usize;
         let from = guess
             .saturating_sub(WINDOW / 2)
@@ -1202,24 +1170,6 @@ mod tests {
         assert!(!Ring::new(points(64, 1 << MAX_BITS)).indexed());
     }
 
-    /// The starts a lookup reads from their offsets are the starts, on the rings of the
-    /// cost bench; a ring whose points crowd into one bucket, its starts too far from an
-    /// even spread for 16 bits, has no offsets, and its lookups read the starts.
-    #[test]
-    fn the_offsets_give_the_starts_or_there_are_none() {
-        for n in [10, 1000, 10_000] {
-            let ring = Ring::new(reference_ring(&NginxHashParams::default(), &vec![1; n]));
-            assert_eq!(ring.offsets.len(), ring.starts.len(), "{n} peers");
-            for (v, &start) in ring.starts.iter().enumerate() {
-                assert_eq!(ring.start(v), start as usize, "{n} peers, bucket {v}");
-            }
-        }
-        let crowded: Vec<(u32, u32)> = (0..70_000).map(|k| (k * 7, k % 5)).collect();
-        let ring = Ring::new(crowded.clone());
-        assert!(ring.indexed() && ring.offsets.is_empty());
-        check_first(&crowded, vec![]).unwrap();
-    }
-
     /// Strategies over the same port base and weights share a ring; another port base or
     /// other weights build another, which is then the one kept.
     #[test]
@@ -1302,8 +1252,8 @@ mod tests {
             proptest::prop_assert_eq!(made.points(), want);
             if new.bits == bits {
                 proptest::prop_assert_eq!(
-                    (made.len, &made.starts, &made.offsets, &made.entries),
-                    (new.len, &new.starts, &new.offsets, &new.entries)
+                    (made.len, &made.starts, &made.entries),
+                    (new.len, &new.starts, &new.entries)
                 );
             }
         }
