@@ -146,14 +146,6 @@ struct Ring {
     /// points. Empty when the ring is too small for an index, or has a peer too large
     /// for one ([`MAX_BITS`]): a pick then searches `points`.
     starts: Vec<u32>,
-    /// What a lookup reads ([`Ring::window`]): `starts[v]` in the low [`Ring::shift`]
-    /// bits, and above them how many of bucket `v`'s points are in its lower half (the
-    /// next bit of their hash 0), at most what the bits hold. The lookup then guesses the
-    /// position within the hash's half (about 25 points at 10,000 peers) instead of the
-    /// whole bucket (49): half the error, in the same 128 KB.
-    guide: Vec<u32>,
-    /// The bits of a start in [`Ring::guide`]: those of the number of points.
-    shift: u32,
     /// Each point as `hash << bits | peer`: the hash's low `32 - bits` bits (its top bits
     /// are its bucket's) above the peer's `bits` bits; then an end marker,
     /// `u32::MAX << bits` with the peer of the first point (where the walk wraps to).
@@ -176,7 +168,7 @@ const BUCKET_POINTS: usize = 32;
 const MAX_BITS: u32 = 20;
 
 /// Entries searched around the guessed position (64 bytes: one or two cache lines).
-const WINDOW: usize = 12;
+const WINDOW: usize = 16;
 
 impl Ring {
     /// The ring of `points` (sorted by hash, equal hashes once), indexed when it has at
@@ -265,32 +257,13 @@ impl Ring {
         starts[1 << bits] = kept as u32;
         entries.truncate(kept);
         entries.push(u32::MAX << bits | entries[0] & ((1 << bits) - 1));
-        let (guide, shift) = Ring::guide(&starts, &entries);
         Ring {
             len: kept,
             starts,
-            guide,
-            shift,
             entries,
             bits,
             ..Ring::default()
         }
-    }
-
-    /// The [`Ring::guide`] of an index's `starts` and `entries`, and its
-    /// [`Ring::shift`].
-    fn guide(starts: &[u32], entries: &[u32]) -> (Vec<u32>, u32) {
-        let last = starts[starts.len() - 1];
-        // An index takes at most 2^20 buckets of about 32 points: 26 bits at most.
-        let shift = u32::BITS - last.leading_zeros();
-        assert!(shift < u32::BITS, "{last} points");
-        let most = u32::MAX >> shift;
-        let guide = starts.windows(2).map(|w| {
-            let (lo, hi) = (w[0] as usize, w[1] as usize);
-            let lower = entries[lo..hi].partition_point(|&e| e < 1 << 31) as u32;
-            w[0] | lower.min(most) << shift
-        });
-        (guide.chain([last]).collect(), shift)
     }
 
     /// The points, as built: kept whole without an index, else read back from the
@@ -327,7 +300,6 @@ impl Ring {
         }
         let mut entries: Vec<u32> = points.iter().map(|&(h, peer)| h << bits | peer).collect();
         entries.push(u32::MAX << bits | points[0].1);
-        (self.guide, self.shift) = Ring::guide(&starts, &entries);
         self.starts = starts;
         self.entries = entries;
     }
@@ -395,18 +367,8 @@ impl Ring {
     #[inline(always)]
     fn window(&self, hash: u32) -> Window {
         let v = (hash >> (32 - self.bits)) as usize;
-        let (at, next) = (self.guide[v], self.guide[v + 1]);
-        let mask = (1 << self.shift) - 1;
-        let (lo, hi) = ((at & mask) as usize, (next & mask) as usize);
-        let lower = ((at >> self.shift) as usize).min(hi - lo);
-        // The hash's bits below its bucket's: the first says which half it is in, the
-        // others how far into that half.
-        let low = hash << self.bits;
-        let (half, points) = match low < 1 << 31 {
-            true => (lo, lower),
-            false => (lo + lower, hi - lo - lower),
-        };
-        let guess = half + ((u64::from(low << 1) * points as u64) >> 32) as usize;
+        let (lo, hi) = (self.starts[v] as usize, self.starts[v + 1] as usize);
+        let guess = lo + ((u64::from(hash << self.bits) * (hi - lo) as u64) >> 32) as usize;
         let from = guess
             .saturating_sub(WINDOW / 2)
             .min(hi.saturating_sub(WINDOW))
