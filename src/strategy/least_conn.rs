@@ -374,6 +374,17 @@ impl Bucket {
         self.heap.len() + self.items.len()
     }
 
+    /// Its live entries unordered in `items`, no longer a heap (O(entries)).
+    fn unheap(&mut self, gens: &mut Generations) {
+        let mut items = std::mem::take(&mut self.heap).into_vec();
+        items.retain(|e| gens.is_live(e));
+        for (p, &(_, Reverse(i), _)) in items.iter().enumerate() {
+            gens.pos[i as usize] = p as u32;
+        }
+        self.items = items;
+        self.heaped = false;
+    }
+
     /// Orders the entries into the heap, if not yet (O(members)).
     fn heapify(&mut self) {
         if !self.heaped {
@@ -446,7 +457,13 @@ impl BucketQueue {
         if b.heaped {
             b.heap.push(entry);
             if b.heap.len() > 2 * b.live + 32 {
-                b.heap.retain(|e| gens.is_live(e));
+                if self.len > 0 && c > self.least {
+                    // Not the least: unordered again (as it will be picked from only when
+                    // the buckets below it empty).
+                    b.unheap(gens);
+                } else {
+                    b.heap.retain(|e| gens.is_live(e));
+                }
             }
         } else {
             gens.pos[i] = b.items.len() as u32;
@@ -993,6 +1010,34 @@ mod tests {
             q.unfile(0);
         }
         assert_eq!(q.pick(), Some((1, 100)));
+    }
+
+    /// A bucket picked from (a heap), then above the least: once its dead entries pass twice
+    /// its members plus 32 it is unordered again, its members' places known, and picks
+    /// from it once it is the least again are smooth WRR's.
+    #[test]
+    fn bucket_queue_unorders_a_heap_above_the_least() {
+        let mut q = Queue::new(1, vec![0; 4]);
+        q.current = vec![5, 10, 9, 0];
+        for i in [2, 0, 1] {
+            q.file(i, 1);
+        }
+        q.queue.buckets[1].heapify();
+        q.file(3, 0);
+        for _ in 0..40 {
+            q.unfile(2);
+            q.file(2, 1);
+        }
+        assert!(!q.queue.buckets[1].heaped);
+        assert_eq!(q.queue.buckets[1].entries(), 3);
+        // Unfiled by their places: 0 first, then 3 (the least moves up to 1).
+        q.unfile(0);
+        q.unfile(3);
+        assert_eq!(q.queue.least(), Some(1));
+        // Counters 10 and 9, +1 each: 1 at 11 gives back 2; then 2 at 10, back 1.
+        assert_eq!(q.pick(), Some((1, 9)));
+        assert_eq!(q.pick(), Some((2, 10)));
+        assert_eq!(q.pick(), None);
     }
 
     fn ratio(count: u32, weight: u32) -> Option<Ratio> {
