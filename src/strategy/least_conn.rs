@@ -549,7 +549,7 @@ impl BucketQueue {
                 let (key, i) = (entry_key(entry), entry_backend(entry));
                 let (counter, total) = (key + w * b.picks, w * b.live as i64);
                 return Some(Top {
-                    i: i as usize,
+                    i,
                     counter,
                     total,
                 });
