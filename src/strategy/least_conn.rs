@@ -24,7 +24,7 @@
 //! to the moved member's place, a cache miss). Tried and not kept: the least bucket as a
 //! queue in descending key order with a heap beside it for keys out of order (a backend
 //! comes back from its request with a key anywhere among those waiting: as slow as the
-//! heap).
+//! heap); a 4-ary heap (1.10-1.18x this one).
 //!
 //! A pick costs O(log n + log W) for W distinct weights, plus the number of weights tied at
 //! the least ratio (at ratio 0, every weight with an idle backend); a dispatch and a
