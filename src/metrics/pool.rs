@@ -87,14 +87,8 @@ impl ServerPool {
     /// 2^43 ns).
     pub const BUCKETS: usize = 34_816;
 
-    /// Every index with a count, as `(index, count)`, in increasing order (what a shard
-    /// file stores).
-    pub fn counts(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        self.iter()
-    }
-
     /// The pool of counts given as `(index, count)`, indices increasing and below
-    /// [`ServerPool::BUCKETS`] (what [`ServerPool::counts`] yields; a shard file's reader
+    /// [`ServerPool::BUCKETS`] (what [`ServerPool::iter`] yields; a shard file's reader
     /// checks them first). Sparse or dense as adding them would make it.
     pub fn from_counts(counts: &[(usize, u64)]) -> ServerPool {
         debug_assert!(counts.windows(2).all(|w| w[0].0 < w[1].0));
@@ -327,8 +321,9 @@ impl ServerPool {
         self.densify_if_smaller();
     }
 
-    /// Every index with a count, as `(index, count)`, in increasing order.
-    fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+    /// Every index with a count, as `(index, count)`, in increasing order (what a shard
+    /// file stores).
+    pub fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
         let sparse = (self.indices.iter().zip(&self.counts)).map(|(&i, &n)| (usize::from(i), n));
         let dense = (self.dense.iter().enumerate()).filter_map(move |(i, &c)| {
             let n = if self.full.is_empty() {

@@ -870,9 +870,7 @@ fn crc32_extend(crc: u32, bytes: &[u8]) -> u32 {
     let crc = words.by_ref().fold(crc, |crc, word| {
         crc32_append(crc, u32::from_le_bytes(word.try_into().expect("4 bytes")))
     });
-    let c = words.remainder().iter().fold(!crc, |c, &byte| {
-        CRC_TABLES[0][((c ^ u32::from(byte)) & 0xff) as usize] ^ (c >> 8)
-    });
+    let c = (words.remainder().iter()).fold(!crc, |c, &byte| crc_byte(c, u32::from(byte)));
     !c
 }
 
