@@ -15,7 +15,9 @@
 //! Arguments: a label (a strategy's kind at its defaults, or `jsq_indexed` / `c3_indexed` /
 //! `aperture_steady` / `nginx_hash_consistent` / `edf_wrr_slow_start` /
 //! `least_request_slow_start`, or `prequal_rR` for Prequal at `probe_rate = R`, or
-//! `bare_KIND` for the bare event loop of `scale.rs` with strategy KIND), the number of
+//! `KIND:key=value:...` for a kind with parameters (`least_connections:weighted=true`), or
+//! `bare_KIND` for the bare event loop of `scale.rs` with strategy KIND; prefixed `w/`, on
+//! a cluster of weights and speeds 1 to 4 at the same arrival rate), the number of
 //! servers, how many times to simulate the run, and optionally the requests a run
 //! simulates (by default scale.rs's: 20 a server, at least 50,000). It prints the requests
 //! simulated, to keep the work observable. The CPU time of two run lengths, differenced,
@@ -32,7 +34,7 @@ use lbsim::sim::Run;
 mod heap;
 
 mod common;
-use common::{bare, requests, scenario};
+use common::{bare, requests, scenario, weighted_scenario};
 
 /// A label's TOML lines.
 fn strategy(label: &str) -> String {
@@ -53,7 +55,18 @@ fn strategy(label: &str) -> String {
         label => match label.strip_prefix("prequal_r") {
             // Prequal at another probe rate: the cost of a probe, by difference.
             Some(rate) => format!("kind = \"prequal\"\nprobe_rate = {rate}"),
-            None => format!("kind = \"{label}\""),
+            // `KIND:key=value:...`: a kind with parameters (TOML values), e.g.
+            // `least_connections:weighted=true`.
+            None => {
+                let mut parts = label.split(':');
+                let kind = parts.next().unwrap_or_default();
+                let mut toml = format!("kind = \"{kind}\"");
+                for p in parts {
+                    let (key, value) = p.split_once('=').expect("a parameter: key=value");
+                    toml += &format!("\n{key} = {value}");
+                }
+                toml
+            }
         },
     }
 }
@@ -78,10 +91,24 @@ fn main() {
     let runs: u64 = runs.parse().expect("runs: a number");
     // As scale.rs's `requests`: enough for the cluster to fill.
     let requests = length.map_or(requests(n), |l| l.parse().expect("requests: a number"));
+    // `w/LABEL`: the same on the cluster of unequal weights and speeds.
+    let (label, weighted) = match label.strip_prefix("w/") {
+        Some(label) => (label, true),
+        None => (label.as_str(), false),
+    };
+    let scenario = if weighted {
+        weighted_scenario
+    } else {
+        scenario
+    };
     let arrived: u64 = match label.strip_prefix("bare_") {
         // The bare loop (scale.rs's `limit/bare`) with the strategy at its defaults: it
         // counts requests served, which are every request arrived.
         Some(kind) => {
+            assert!(
+                !weighted,
+                "the bare loop's servers are all alike: no `w/bare_*`"
+            );
             let s = scenario(n, 1, requests, &strategy(kind));
             let spec = &s.strategies[0].spec;
             (0..runs).map(|_| bare(n, 1, spec, requests)).sum()

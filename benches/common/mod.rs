@@ -20,14 +20,44 @@ const LOAD: f64 = 0.8;
 /// A scenario of `n` one-worker servers at [`LOAD`] with about `requests` arrivals,
 /// `balancers` balancers and one strategy (TOML lines).
 pub fn scenario(n: usize, balancers: usize, requests: u64, strategy: &str) -> Scenario {
+    let servers = format!(
+        "[[servers]]\nname = \"s\"\ncount = {n}\n\
+         service = {{ dist = \"exponential\", mean = {SERVICE} }}\n"
+    );
+    build(n, balancers, requests, &servers, strategy)
+}
+
+/// As [`scenario`], on a cluster of unequal weights: four groups of about `n / 4` servers
+/// (at least one each) of weight and speed 1, 2, 3 and 4, at the same arrival rate as
+/// [`scenario`]'s. Round robin loads the groups 0.8 / 0.4 / 0.27 / 0.2 and a strategy that
+/// follows the weights 0.32 each: every strategy's servers are stable.
+#[allow(
+    dead_code,
+    reason = "cost.rs's `w/` labels; scale.rs measures equal weights"
+)]
+pub fn weighted_scenario(n: usize, balancers: usize, requests: u64, strategy: &str) -> Scenario {
+    assert!(n >= 4, "a weighted cluster has four groups");
+    let servers: String = (1..=4)
+        .map(|w| {
+            let count = if w == 4 { n - 3 * (n / 4) } else { n / 4 };
+            format!(
+                "[[servers]]\nname = \"w{w}\"\ncount = {count}\nweight = {w}\nspeed = {w}\n\
+                 service = {{ dist = \"exponential\", mean = {SERVICE} }}\n"
+            )
+        })
+        .collect();
+    build(n, balancers, requests, &servers, strategy)
+}
+
+/// The scenario of `n` servers (their TOML tables) at [`LOAD`] of `n` unit-speed servers.
+fn build(n: usize, balancers: usize, requests: u64, servers: &str, strategy: &str) -> Scenario {
     let rate = LOAD * n as f64 / SERVICE;
     let duration = requests as f64 / rate;
     let src = format!(
         "name = \"scale\"\nseed = 1\nreplications = 1\nduration = {duration}\nwarmup = 0\n\
          balancers = {balancers}\n\
          [arrivals]\nprocess = \"poisson\"\nrate = {rate}\n\
-         [[servers]]\nname = \"s\"\ncount = {n}\n\
-         service = {{ dist = \"exponential\", mean = {SERVICE} }}\n\
+         {servers}\
          [[strategies]]\n{strategy}\n"
     );
     Scenario::from_source(Path::new("scale.toml"), &src).expect("valid bench scenario")
