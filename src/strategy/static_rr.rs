@@ -18,8 +18,15 @@
 //! Cost: the balancer tells the strategy of every change of its view
 //! ([`Strategy::on_view`]), so a pick compares the view with the map's only after a server
 //! went down or up, not at every pick (that compare was 6 µs a pick at 10,000 servers).
-//! Building the map costs O(slots × servers) as in HAProxy, except with equal weights,
-//! where the map is the usable servers in index order, built in O(servers).
+//! Building the map took O(slots × servers) as HAProxy's loop does (`slots = Σ eweights`):
+//! 0.5 s at 10,000 servers of weights 1 to 4 (25,000 slots), at the first pick and at every
+//! server going down or up, so a run of 10,000 weighted servers cost 11 times round
+//! robin's (at weights 1 to 256, 1.3 million slots, about 26 s a build). It takes 0.74 ms
+//! now (47 ms at weights 1 to 256; `benches/strategies.rs` `static_rr_map`): it is built by
+//! levels of slots owed ([`StaticRr::map`], the same map slot for slot, proved there
+//! and checked against the loop, [`StaticRr::map_walk`], by a property test) in
+//! O((slots + servers) · log₆₄ servers), and with equal weights, where the map is the
+//! usable servers in index order, in O(servers).
 
 use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::{Backend, Backends, BuiltFor, PickContext, Strategy};
@@ -227,8 +234,9 @@ impl StaticRr {
         map
     }
 
-    /// HAProxy's `recalc_server_map` loop itself: O(slots × servers).
-    fn map_walk(weights: &[u32]) -> Vec<usize> {
+    /// HAProxy's `recalc_server_map` loop itself, O(slots × servers): the reference
+    /// [`StaticRr::map`] is tested against (and benchmarked beside).
+    pub fn map_walk(weights: &[u32]) -> Vec<usize> {
         let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
         let mut score = vec![0i64; weights.len()];
         let mut map = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
