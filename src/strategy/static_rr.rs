@@ -136,8 +136,9 @@ impl StaticRr {
     ///    known in advance. `oᵢ ≥ −1` (1.), the winner's `o ≥ 0`, `Σ oᵢ ≤ 1` (`Σ ownedᵢ ≤ k`,
     ///    `Σ pᵢ = k − 1`), so `oᵢ ≤ n`. Mostly `v` is 0, 1 or 2, but a server of large
     ///    weight can owe two slots while waiting behind a lower index owing as much:
-    ///    weights {1, 1, 3, 10} read `v = 3` at slot 6 (one in 10⁵ weight vectors in a
-    ///    search found a 3, none a 4); the levels below are not bounded to 3.
+    ///    weights {1, 1, 3, 10} read `v = 3` at slot 6 (of the 16,807 vectors of 5
+    ///    weights from 1 to 7 only {1, 1, 1, 2, 7} reaches 3, and no search found a 4);
+    ///    the levels below grow as needed.
     /// 3. *The loop.* So each slot: the servers whose `owned` steps up at `k` go one level
     ///    up (a queue of linked lists, one per slot, each server in the one of its next
     ///    step); then the winner is the lowest index at the highest level (one set of
