@@ -30,6 +30,12 @@
 //! **Cost.** The map and the ring are rebuilt only after the balancer tells of a server
 //! going up or down ([`Strategy::on_view`]), and `served` is kept as the counts change
 //! (only with a balance factor, the one case that reads counts): no pick scans the view.
+//! A consistent lookup reads an index of the ring's key ranges (about one point a range)
+//! rather than binary-searching the ring (0.84x / 0.90x its CPU time at 1,000 / 10,000
+//! servers), and a walk past saturated servers takes an idle one without dividing (its
+//! bound is at least one). The walk itself is HAProxy's: without `avalanche`, loopback
+//! addresses share one arc of the ring, so with a balance factor a walk passes over the
+//! arc's busy servers, tens to hundreds of points a pick at 1,000–10,000 servers.
 
 use serde::{Deserialize, Serialize};
 
