@@ -360,6 +360,37 @@ mod tests {
         }
     }
 
+    /// A V2 + deflate histogram is checked whole: its cookie, its length, its zlib
+    /// checksum, nothing after its stream.
+    #[test]
+    fn v2_histograms_are_checked_whole() {
+        use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+        let mut h = crate::metrics::latency_histogram();
+        for v in [1_000u64, 20_000, 3_000_000] {
+            h.record(v).unwrap();
+        }
+        let mut good = Vec::new();
+        V2DeflateSerializer::new().serialize(&h, &mut good).unwrap();
+        assert!(check_v2_deflate(&good).is_ok());
+        let err = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = good.clone();
+            edit(&mut b);
+            check_v2_deflate(&b).unwrap_err()
+        };
+        assert!(err(&|b| *b.last_mut().unwrap() ^= 1).contains("corrupted"));
+        assert!(err(&|b| b.push(0)).contains("length"));
+        assert!(err(&|b| b[0] ^= 1).contains("cookie"));
+        assert!(err(&|b| b.truncate(5)).contains("cookie"));
+        assert!(
+            err(&|b| {
+                b.push(0);
+                let n = (b.len() - 8) as u32;
+                b[4..8].copy_from_slice(&n.to_be_bytes());
+            })
+            .contains("after its end")
+        );
+    }
+
     /// What each check refuses, with an error naming it.
     #[test]
     fn bad_streams_are_refused() {
