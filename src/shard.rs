@@ -16,6 +16,12 @@
 //! 13.4 MB instead of 59.0 MB, and `lbsim merge` 0.55× the CPU time and 170 MB instead of
 //! 263 MB (it now reads, decodes and adds one shard at a time; 4 shards: 0.50×, 136 MB
 //! instead of 278 MB); see benches/README.md, "Shard files compact".
+//!
+//! Format `lbsim-shard-7` (2026-11-28) adds the file's `checksum` ([`ShardFile::digest`]):
+//! an edit of any value is refused, the plain JSON numbers (metrics, servers' figures,
+//! batches, the time series) included, which no check could tell from measured ones.
+//! Formats 6 and 5 are still read, without. [`ShardFile::read`] takes regular files only,
+//! of at most [`MAX_SHARD_BYTES`]; `tests/fuzz.rs` merges mutants of shard files.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
