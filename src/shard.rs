@@ -1121,11 +1121,12 @@ mod tests {
         f
     }
 
-    /// The results of a run written as a shard of format 6 and of format 5 read back as
-    /// they were, field for field (the runs bit for bit, the pools equal); format 6 is
-    /// the smaller, and a file holding fields of the other format is refused.
+    /// The results of a run written as a shard of format 7, 6 (the same without its
+    /// checksum) and 5 read back as they were, field for field (the runs bit for bit, the
+    /// pools equal); formats 6 and 7 are the smaller, and a file holding fields of the other
+    /// format is refused.
     #[test]
-    fn shards_of_formats_5_and_6_read_back_the_results() {
+    fn shards_of_formats_5_to_7_read_back_the_results() {
         use crate::runner::{RunOptions, run};
         use crate::testing;
         let rest = testing::servers("s", 3, "", &testing::exponential(0.01))
@@ -1139,9 +1140,13 @@ mod tests {
         let spec = ShardSpec { index: 0, count: 1 };
         let six = ShardFile::new(&results, &scenario, 3, spec);
         let five = format_5(&six, &results);
+        let legacy = ShardFile {
+            format: FORMAT_6.into(),
+            ..six.clone()
+        };
         let tmp = tempfile::tempdir().unwrap();
         let mut sizes = Vec::new();
-        for (name, f) in [("6", &six), ("5", &five)] {
+        for (name, f) in [("7", &six), ("5", &five), ("6", &legacy)] {
             let path = f.write(&tmp.path().join(name)).unwrap();
             sizes.push(std::fs::metadata(&path).unwrap().len());
             let back = ShardFile::read(&path).unwrap().results(&path).unwrap();

@@ -1,4 +1,4 @@
-//! The compact fields of shard files (format `lbsim-shard-6`): each server's pooled
+//! The compact fields of shard files (formats `lbsim-shard-6` and `-7`): each server's pooled
 //! response times ([`ServerPool`]) and each replication's compact distributions ([`Cdf`]),
 //! as text that JSON holds without escapes.
 //!
