@@ -16,6 +16,12 @@
 //! 13.4 MB instead of 59.0 MB, and `lbsim merge` 0.55× the CPU time and 170 MB instead of
 //! 263 MB (it now reads, decodes and adds one shard at a time; 4 shards: 0.50×, 136 MB
 //! instead of 278 MB); see benches/README.md, "Shard files compact".
+//!
+//! Format `lbsim-shard-7` (2026-11-28) adds the file's `checksum` ([`ShardFile::digest`]):
+//! an edit of any value is refused, the plain JSON numbers (metrics, servers' figures,
+//! batches, the time series) included, which no check could tell from measured ones.
+//! Formats 6 and 5 are still read, without. [`ShardFile::read`] takes regular files only,
+//! of at most [`MAX_SHARD_BYTES`]; `tests/fuzz.rs` merges mutants of shard files.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -65,6 +71,44 @@ pub enum ShardError {
         "shards do not belong to the same run: {0}\n  fix: merge shards written with the same scenario, seed, --replications and N"
     )]
     Mismatch(String),
+    /// A shard file's path (named like one in a folder, or passed) is not a regular file.
+    #[error(
+        "`{}` is {what}, not a shard file (a regular file)\n  fix: pass folders holding shard-K-of-N.json files, or the files themselves; move anything else named like one out of the folder",
+        .path.display()
+    )]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is: a folder, a FIFO, a device.
+        what: &'static str,
+    },
+    /// A shard file larger than any shard lbsim writes.
+    #[error(
+        "`{}` is {bytes} bytes, above the limit of {MAX_SHARD_BYTES} bytes (16 GiB) for a shard file: it is not one lbsim wrote, or holds too many replications\n  fix: rerun the run in more shards (`--shard K/N` with a larger N: each shard holds 1/N of the replications)",
+        .path.display()
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size (at least; it may still be growing).
+        bytes: u64,
+    },
+    /// Two files hold the same shard.
+    #[error(
+        "shard {index} of {count} appears twice: in `{}` and in `{}`\n  fix: keep one of them (a copy of a shard, or the same shard from two runs)",
+        .first.display(),
+        .again.display()
+    )]
+    Duplicate {
+        /// Shard index.
+        index: u32,
+        /// Number of shards.
+        count: u32,
+        /// The file read first.
+        first: PathBuf,
+        /// The other.
+        again: PathBuf,
+    },
     /// No shard found.
     #[error(
         "no shard-*-of-*.json file in {0}\n  fix: pass the folders that `lbsim run --shard K/N --out DIR` wrote to"
@@ -75,17 +119,34 @@ pub enum ShardError {
 /// The format of shard files (`format` field). Version 2 added the scenario fingerprint,
 /// version 3 the per-replication distributions of pooled percentiles, version 4
 /// replication 0's time series, version 5 its request counts per interval, version 6
-/// the compact server pools and distributions ([`ENCODING`]).
-pub const FORMAT: &str = "lbsim-shard-6";
-/// The previous format, still read: each server's pool as a histogram in `pooled`, the
-/// distributions as pairs in `cdfs`.
+/// the compact server pools and distributions ([`ENCODING`]), version 7 the file's
+/// `checksum` ([`ShardFile::digest`]).
+pub const FORMAT: &str = "lbsim-shard-7";
+/// The previous format, still read: format 7 without its checksum.
+pub const FORMAT_6: &str = "lbsim-shard-6";
+/// The format before, still read: each server's pool as a histogram in `pooled`, the
+/// distributions as pairs in `cdfs`; no checksum.
 pub const FORMAT_5: &str = "lbsim-shard-5";
 /// What a shard file of [`FORMAT`] says of its compact fields (`encoding` field), for a
 /// reader without lbsim.
-pub const ENCODING: &str = "distributions and server_pools: base64 (RFC 4648, padded) of zlib (RFC 1950) of LEB128 varints. A distribution: per entry, buckets skipped since the previous one (or bucket 0), then its count. A server pool (latency histogram bucket counts, 1 ns, 3 significant digits): form, total, then form 0: per bucket with a count, buckets skipped since the previous one (or index 0), then its count; form 1: the count of every index from 0 to the last with one. pooled: response and waiting times, HdrHistogram V2 + deflate, hex.";
+pub const ENCODING: &str = "distributions and server_pools: base64 (RFC 4648, padded) of zlib (RFC 1950) of LEB128 varints. A distribution: per entry, buckets skipped since the previous one (or bucket 0), then its count. A server pool (latency histogram bucket counts, 1 ns, 3 significant digits): form, total, then form 0: per bucket with a count, buckets skipped since the previous one (or index 0), then its count; form 1: the count of every index from 0 to the last with one. pooled: response and waiting times, HdrHistogram V2 + deflate, hex. checksum: CRC-32 (IEEE), 8 lowercase hex digits, of this file's JSON without the checksum field as lbsim writes it (the fields in this order, no whitespace).";
 /// Longest pooled histogram (hex) or compact field (base64) a shard may hold (16 MB of
 /// text).
 const MAX_HISTOGRAM_HEX: usize = 16 << 20;
+/// Largest shard file read (16 GiB), checked before reading it (and its reading stops
+/// there, should it grow meanwhile). A shard's text grows with its replications, each
+/// strategy's replication holding its servers' 7 figures as f64 bits in decimal (at most
+/// 7 × 20 digits, 149 bytes with separators): one replication at the format's limits,
+/// 100,000 servers and 1,000 strategies, takes 14.9 GB, plus some 5 kB of metrics and
+/// batches and 2 distributions (a few kB) per strategy, so 16 GiB (17.2 GB) holds it, and any
+/// run can be sharded into files within the bound (the error says so). Beyond the
+/// servers' figures, text is bounded per field ([`MAX_HISTOGRAM_HEX`], inflated at most
+/// [`codec::MAX_INFLATED`]). For scale: the largest shard a run within the default
+/// `--max-memory` (4 GB, which counts 64 bytes a server per finished replication) writes is
+/// about 10 GB, and 4 strategies × 2 replications at 256 servers take 6.9 MB. The file is
+/// read whole and parsed from memory (as before), so the bound is also the memory its
+/// text may take.
+pub const MAX_SHARD_BYTES: u64 = 16 << 30;
 
 /// `K/N`: this process runs shard `K` of `N`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +226,25 @@ pub struct ShardFile {
     /// [`ENCODING`] (format 6; documentation for other readers, not read).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub encoding: String,
+    /// Format 7: [`ShardFile::digest`] of the rest, which [`ShardFile::read`] checks, so
+    /// that an edit of any field (the measured figures in plain JSON numbers included) is
+    /// refused; whitespace, the order of fields and unknown fields are not part of it.
+    /// Last, so that the writer appends it to the text it hashed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub checksum: String,
+}
+
+/// An `io::Write` that only hashes.
+struct Crc(crc32fast::Hasher);
+
+impl std::io::Write for Crc {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A [`Trace`] in a shard file.
@@ -246,6 +326,8 @@ pub struct Merged {
     pub results: RunResults,
     /// The first shard file (its header describes the run).
     pub head: ShardFile,
+    /// Its path.
+    pub head_path: PathBuf,
     /// Shards missing, by index.
     pub missing: Vec<u32>,
     /// Per strategy, replication 0's time series from the shard that ran it (`None`
@@ -384,7 +466,36 @@ impl ShardFile {
                 .collect(),
             timeseries: Vec::new(),
             encoding: ENCODING.into(),
+            checksum: String::new(),
         }
+    }
+
+    /// Whether the pools and distributions are in the compact fields (formats 6 and 7).
+    fn compact(&self) -> bool {
+        self.format == FORMAT || self.format == FORMAT_6
+    }
+
+    /// The checksum of this file as [`ShardFile::write`] writes it without its
+    /// `checksum`: CRC-32 of that JSON text, in 8 hex digits. Computed while serialising,
+    /// without the text: checking 2 shards of 6.9 and 6.5 MB (256 servers, 4 strategies,
+    /// 2 replications each) took 9 ms, +2.2% of their merge's CPU time.
+    pub fn digest(&self) -> String {
+        if !self.checksum.is_empty() {
+            let mut plain = self.clone();
+            plain.checksum.clear();
+            return plain.digest();
+        }
+        let mut crc = Crc(crc32fast::Hasher::new());
+        // Serialising the structures lbsim reads into a sink cannot fail.
+        let _ = serde_json::to_writer(&mut crc, self);
+        format!("{:08x}", crc.0.finalize())
+    }
+
+    /// Sets `checksum` to [`ShardFile::digest`] (what [`ShardFile::write`] does for
+    /// format 7), e.g. to seal a file edited on purpose.
+    pub fn seal(&mut self) {
+        self.checksum.clear();
+        self.checksum = self.digest();
     }
 
     /// With replication 0's time series of each strategy, by strategy index (see
@@ -409,10 +520,28 @@ impl ShardFile {
             cause,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let text = serde_json::to_string(self).map_err(|e| ShardError::Format {
+        let format = |e: serde_json::Error| ShardError::Format {
             path: path.clone(),
             message: e.to_string(),
-        })?;
+        };
+        let text = if self.format == FORMAT {
+            // The text without the checksum, hashed, then the checksum appended as its last
+            // field: what serialising the file with it writes.
+            let mut plain = if self.checksum.is_empty() {
+                serde_json::to_string(self)
+            } else {
+                serde_json::to_string(&ShardFile {
+                    checksum: String::new(),
+                    ..self.clone()
+                })
+            }
+            .map_err(format)?;
+            let crc = crc32fast::hash(plain.as_bytes());
+            plain.pop();
+            plain + &format!(",\"checksum\":\"{crc:08x}\"}}")
+        } else {
+            serde_json::to_string(self).map_err(format)?
+        };
         // Atomically: a crash or a full disk never leaves a truncated shard to merge.
         crate::report::output::write_atomic(&path, text.as_bytes()).map_err(|e| {
             ShardError::Io {
@@ -423,25 +552,79 @@ impl ShardFile {
         Ok(path)
     }
 
-    /// Reads a shard file.
+    /// Reads a shard file: a regular file (a symbolic link to one is followed) of at most
+    /// [`MAX_SHARD_BYTES`]. A folder, FIFO or device is refused before it is opened
+    /// (opening a FIFO blocks until a writer comes; a device such as `/dev/zero` never
+    /// ends).
     pub fn read(path: &Path) -> Result<ShardFile, ShardError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ShardError::Io {
+        use std::io::Read as _;
+        let io = |cause| ShardError::Io {
             path: path.to_path_buf(),
             cause,
-        })?;
-        let f: ShardFile = serde_json::from_str(&text).map_err(|e| ShardError::Format {
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() {
+            return Err(ShardError::NotAFile {
+                path: path.to_path_buf(),
+                what: if meta.is_dir() {
+                    "a folder"
+                } else {
+                    "a FIFO, socket or device"
+                },
+            });
+        }
+        let too_large = |bytes| ShardError::TooLarge {
+            path: path.to_path_buf(),
+            bytes,
+        };
+        if meta.len() > MAX_SHARD_BYTES {
+            return Err(too_large(meta.len()));
+        }
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(meta.len() as usize)
+            .map_err(|e| io(std::io::Error::other(e)))?;
+        (std::fs::File::open(path).map_err(io)?)
+            .take(MAX_SHARD_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_SHARD_BYTES {
+            return Err(too_large(bytes.len() as u64));
+        }
+        // From bytes, not a string: text that is not UTF-8 is a format error naming where,
+        // not an I/O error.
+        let mut f: ShardFile = serde_json::from_slice(&bytes).map_err(|e| ShardError::Format {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        if f.format != FORMAT && f.format != FORMAT_5 {
-            return Err(ShardError::Format {
-                path: path.to_path_buf(),
-                message: format!(
-                    "unknown format `{}` (this lbsim reads `{FORMAT}` and `{FORMAT_5}`; rerun the shards with it)",
-                    f.format
-                ),
-            });
+        drop(bytes);
+        let bad = |message: String| ShardError::Format {
+            path: path.to_path_buf(),
+            message,
+        };
+        if f.format != FORMAT && f.format != FORMAT_6 && f.format != FORMAT_5 {
+            return Err(bad(format!(
+                "unknown format `{}` (this lbsim reads `{FORMAT}`, `{FORMAT_6}` and `{FORMAT_5}`; rerun the shards with it)",
+                f.format
+            )));
         }
+        // Format 7 is checked whole: its plain JSON numbers (each replication's metrics,
+        // servers' figures, batches, the time series) carry no check of their own.
+        let sum = std::mem::take(&mut f.checksum);
+        if f.format == FORMAT {
+            let want = f.digest();
+            if sum != want {
+                return Err(bad(format!(
+                    "its checksum is `{sum}`, its contents' `{want}`: the file was changed or corrupted since lbsim wrote it (rerun this shard)"
+                )));
+            }
+        } else if !sum.is_empty() {
+            return Err(bad(format!(
+                "a checksum in a file of format `{}` (only `{FORMAT}` has one)",
+                f.format
+            )));
+        }
+        f.checksum = sum;
         f.check_structure(path)?;
         Ok(f)
     }
@@ -515,7 +698,7 @@ impl ShardFile {
             }
             // Format 6 keeps the distributions in `distributions` and the servers' pools
             // in `server_pools`; format 5 in `cdfs` and `pooled`.
-            let (distributions, legacy) = if self.format == FORMAT {
+            let (distributions, legacy) = if self.compact() {
                 (s.distributions.len(), s.cdfs.len())
             } else {
                 (s.cdfs.len(), s.distributions.len() + s.server_pools.len())
@@ -526,7 +709,7 @@ impl ShardFile {
                     s.label, self.format
                 ));
             }
-            if (self.format == FORMAT && s.pooled.len() != SOURCE_SERVERS)
+            if (self.compact() && s.pooled.len() != SOURCE_SERVERS)
                 || (s.distribution_counts().iter()).any(|&n| n != s.source_count())
             {
                 return bad(format!(
@@ -561,16 +744,18 @@ impl ShardFile {
         Ok(())
     }
 
-    /// Checks that this shard ran `scenario` as it is now: same fingerprint, strategies
-    /// and servers.
+    /// Checks that this shard (read from `path`) ran `scenario` as it is now: same
+    /// fingerprint, strategies and servers.
     pub fn check_scenario(
         &self,
+        path: &Path,
         scenario: &crate::scenario::Scenario,
         scenario_path: &Path,
     ) -> Result<(), ShardError> {
         let mismatch = |what: String| {
             Err(ShardError::Mismatch(format!(
-                "{what}\n  the shards ran `{}` with fingerprint {}, `{}` now has {}: it was edited since, or is another scenario; merge with the scenario file the shards ran (--scenario), or rerun the shards",
+                "{what}\n  the shards (`{}`, ...) ran `{}` with fingerprint {}, `{}` now has {}: it was edited since, or is another scenario; merge with the scenario file the shards ran (--scenario), or rerun the shards",
+                path.display(),
                 self.scenario,
                 self.fingerprint,
                 scenario_path.display(),
@@ -619,6 +804,7 @@ impl ShardFile {
             }
             for (i, text) in s.pooled.iter().enumerate() {
                 let bytes = unhex(text).ok_or_else(|| bad("histogram is not hex".into()))?;
+                codec::check_v2_deflate(&bytes).map_err(|e| field("pooled", i, e))?;
                 let h: Histogram<u64> = Deserializer::new()
                     .deserialize(&mut Cursor::new(bytes))
                     .map_err(|e| bad(format!("histogram: {e:?}")))?;
@@ -769,7 +955,9 @@ fn sort_runs(r: &mut RunResults) {
 pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ShardError> {
     let mut files = Vec::new();
     for d in dirs {
-        if d.is_file() {
+        // Anything but a folder is taken as a shard file ([`ShardFile::read`] refuses what
+        // is not a regular file).
+        if !d.is_dir() {
             files.push(d.clone());
             continue;
         }
@@ -785,6 +973,10 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ShardError> {
         }
     }
     files.sort();
+    // A file reached twice (a folder passed twice, a file and its folder, a symbolic link
+    // to a shard beside it) is read once; two files holding one shard are refused below.
+    let mut canonical = std::collections::BTreeSet::new();
+    files.retain(|f| canonical.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     if files.is_empty() {
         return Err(ShardError::Empty(
             dirs.iter()
@@ -796,8 +988,8 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ShardError> {
     // One shard at a time: each is read, checked, decoded and added, then dropped, so
     // that merging N shards holds two files' pools, not N.
     let head = ShardFile::read(&files[0])?;
-    // A set, not a vector of N flags: N comes from the file.
-    let mut seen = std::collections::BTreeSet::new();
+    // A map, not a vector of N entries: N comes from the file.
+    let mut seen = std::collections::BTreeMap::new();
     let mut all: Option<RunResults> = None;
     let mut timeseries = Vec::new();
     for (k, path) in files.iter().enumerate() {
@@ -822,33 +1014,33 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ShardError> {
             || labels(s) != labels(&head)
             || (s.strategies.iter().map(ShardStrategy::source_count))
                 .ne(head.strategies.iter().map(ShardStrategy::source_count))
-            || s.strategies[0]
-                .servers
-                .first()
-                .map(Vec::len)
-                .zip(head.strategies[0].servers.first().map(Vec::len))
-                .is_some_and(|(a, b)| a != b)
+            || (s.strategies.iter().zip(&head.strategies)).any(|(a, b)| {
+                (a.servers.first().map(Vec::len))
+                    .zip(b.servers.first().map(Vec::len))
+                    .is_some_and(|(a, b)| a != b)
+            })
         {
             return Err(ShardError::Mismatch(format!(
-                "`{}` is {} seed {} ({} replications in {} shards), the first is {} seed {} ({} in {})",
+                "`{}` is {} seed {} ({} replications in {} shards), the first (`{}`) is {} seed {} ({} in {}), or their strategies or servers differ",
                 path.display(),
                 s.scenario,
                 s.seed,
                 s.replications,
                 s.shards,
+                files[0].display(),
                 head.scenario,
                 head.seed,
                 head.replications,
                 head.shards
             )));
         }
-        if !seen.insert(s.shard) {
-            return Err(ShardError::Mismatch(format!(
-                "shard {} of {} appears twice (again in `{}`)",
-                s.shard,
-                s.shards,
-                path.display()
-            )));
+        if let Some(first) = seen.insert(s.shard, path) {
+            return Err(ShardError::Duplicate {
+                index: s.shard,
+                count: s.shards,
+                first: first.clone(),
+                again: path.clone(),
+            });
         }
         let part = s.results(path)?;
         match &mut all {
@@ -875,12 +1067,13 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ShardError> {
                 .collect::<Result<_, _>>()?;
         }
     }
-    let missing = (0..head.shards).filter(|k| !seen.contains(k)).collect();
+    let missing = (0..head.shards).filter(|k| !seen.contains_key(k)).collect();
     let mut results = combine(all.into_iter().collect());
     results.requested = head.replications;
     Ok(Merged {
         results,
         head,
+        head_path: files[0].clone(),
         missing,
         timeseries,
     })
@@ -927,11 +1120,12 @@ mod tests {
         f
     }
 
-    /// The results of a run written as a shard of format 6 and of format 5 read back as
-    /// they were, field for field (the runs bit for bit, the pools equal); format 6 is
-    /// the smaller, and a file holding fields of the other format is refused.
+    /// The results of a run written as a shard of format 7, 6 (the same without its
+    /// checksum) and 5 read back as they were, field for field (the runs bit for bit, the
+    /// pools equal); formats 6 and 7 are the smaller, and a file holding fields of the other
+    /// format is refused.
     #[test]
-    fn shards_of_formats_5_and_6_read_back_the_results() {
+    fn shards_of_formats_5_to_7_read_back_the_results() {
         use crate::runner::{RunOptions, run};
         use crate::testing;
         let rest = testing::servers("s", 3, "", &testing::exponential(0.01))
@@ -945,9 +1139,13 @@ mod tests {
         let spec = ShardSpec { index: 0, count: 1 };
         let six = ShardFile::new(&results, &scenario, 3, spec);
         let five = format_5(&six, &results);
+        let legacy = ShardFile {
+            format: FORMAT_6.into(),
+            ..six.clone()
+        };
         let tmp = tempfile::tempdir().unwrap();
         let mut sizes = Vec::new();
-        for (name, f) in [("6", &six), ("5", &five)] {
+        for (name, f) in [("7", &six), ("5", &five), ("6", &legacy)] {
             let path = f.write(&tmp.path().join(name)).unwrap();
             sizes.push(std::fs::metadata(&path).unwrap().len());
             let back = ShardFile::read(&path).unwrap().results(&path).unwrap();

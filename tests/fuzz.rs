@@ -543,3 +543,477 @@ fn mutated_scenarios_never_panic_hang_or_fail_oddly() {
     assert!(tried > 0);
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Shard files (issue 14): mutants of real shards fed to `lbsim merge`.
+// ---------------------------------------------------------------------------------------
+
+/// A scenario small enough that a merge takes some 50 ms: 3 servers, 2 strategies, about
+/// 100 requests a replication.
+const TINY: &str = r#"name = "tiny"
+seed = 11
+replications = 4
+duration = 0.5
+warmup = 0.1
+
+[arrivals]
+process = "poisson"
+rate = 200.0
+
+[[servers]]
+name = "s"
+count = 3
+workers = 2
+service = { dist = "lognormal", mean = 0.01, cv = 1.5 }
+
+[[strategies]]
+kind = "round_robin"
+
+[[strategies]]
+kind = "least_connections"
+"#;
+
+/// Wall-clock allowance for one merge of the tiny shards (some 50 ms when alone).
+const MERGE_LIMIT: Duration = Duration::from_secs(20);
+
+/// What a mutant changed: the oracle differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Touched {
+    /// Only bytes of a packed field (base64 of zlib, or hex of V2 + deflate), each
+    /// carrying its own checksum.
+    Packed,
+    /// Anything else: a plain JSON value, or the text.
+    Plain,
+}
+
+/// Every value in `v`, as JSON pointers (`/strategies/0/values/1`).
+fn pointers(v: &serde_json::Value, here: String, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                pointers(x, format!("{here}/{k}"), out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                pointers(x, format!("{here}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+    out.push(here);
+}
+
+/// Whether the value at `pointer` is a packed field.
+fn packed_field(pointer: &str) -> bool {
+    let parts: Vec<&str> = pointer.split('/').collect();
+    matches!(
+        parts.as_slice(),
+        ["", "strategies", _, "server_pools" | "pooled", _]
+            | ["", "strategies", _, "distributions", _, _]
+    )
+}
+
+/// Bytes of a packed field changed: one flipped, a range cut or duplicated.
+fn mutate_bytes(rng: &mut StdRng, b: &mut Vec<u8>) {
+    if b.is_empty() {
+        b.push(rng.random());
+        return;
+    }
+    let at = rng.random_range(0..b.len());
+    match rng.random_range(0..4) {
+        0 | 1 => b[at] ^= 1 << rng.random_range(0..8),
+        2 => b.truncate(at),
+        _ => {
+            let end = rng.random_range(at..=b.len()).min(at + 16);
+            let piece = b[at..end].to_vec();
+            b.splice(at..at, piece);
+        }
+    }
+}
+
+/// One edit of a packed field's text: its bytes (decoded, changed, encoded again), or its
+/// characters.
+fn mutate_packed(rng: &mut StdRng, pointer: &str, text: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let hex = pointer.contains("/pooled/");
+    let decoded = if hex {
+        (0..text.len() / 2)
+            .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .ok()
+    } else {
+        b64.decode(text).ok()
+    };
+    match (decoded, rng.random_range(0..4)) {
+        (Some(mut b), 0..=2) => {
+            mutate_bytes(rng, &mut b);
+            if hex {
+                b.iter().map(|x| format!("{x:02x}")).collect()
+            } else {
+                b64.encode(b)
+            }
+        }
+        _ => {
+            let mut t = text.as_bytes().to_vec();
+            mutate_bytes(rng, &mut t);
+            String::from_utf8_lossy(&t).into_owned()
+        }
+    }
+}
+
+const SHARD_NUMBERS: &[i128] = &[
+    0,
+    1,
+    2,
+    3,
+    -1,
+    255,
+    256,
+    65_535,
+    65_536,
+    1 << 31,
+    u32::MAX as i128,
+    1 << 32,
+    (1 << 53) + 1,
+    i64::MAX as i128,
+    u64::MAX as i128,
+    u64::MAX as i128 + 1,
+];
+const SHARD_STRINGS: &[&str] = &[
+    "",
+    "x",
+    "lbsim-shard-5",
+    "lbsim-shard-6",
+    "lbsim-shard-7",
+    "lbsim-shard-8",
+    "round_robin",
+    "/dev/zero",
+    "../tiny.toml",
+    "AAAA",
+    "eJwDAAAAAAE=",
+    "00",
+];
+
+/// One structural edit of the parsed file; returns what it touched.
+fn mutate_json(rng: &mut StdRng, root: &mut serde_json::Value) -> Touched {
+    use serde_json::Value;
+    let mut all = Vec::new();
+    pointers(root, String::new(), &mut all);
+    all.pop(); // the root
+    // Packed fields often: they are few among the numbers.
+    let packed: Vec<&String> = all.iter().filter(|p| packed_field(p)).collect();
+    let pointer = if !packed.is_empty() && rng.random_bool(0.35) {
+        packed[rng.random_range(0..packed.len())].clone()
+    } else {
+        all[rng.random_range(0..all.len())].clone()
+    };
+    let (parent, last) = pointer.rsplit_split();
+    let v = root.pointer_mut(&pointer).unwrap();
+    if packed_field(&pointer) && rng.random_bool(0.8) {
+        let text = v.as_str().unwrap_or_default().to_string();
+        *v = mutate_packed(rng, &pointer, &text).into();
+        return Touched::Packed;
+    }
+    match rng.random_range(0..12) {
+        // A number nudged or replaced.
+        0..=3 => {
+            *v = match (v.as_u64(), rng.random_range(0..3)) {
+                (Some(n), 0) => n.wrapping_add(1).into(),
+                (Some(n), 1) => n.wrapping_sub(1).into(),
+                _ => {
+                    let n = SHARD_NUMBERS[rng.random_range(0..SHARD_NUMBERS.len())];
+                    serde_json::from_str(&n.to_string()).unwrap()
+                }
+            }
+        }
+        // A string replaced.
+        4 => {
+            *v = SHARD_STRINGS[rng.random_range(0..SHARD_STRINGS.len())].into();
+        }
+        // An array cut, an element duplicated or removed, an object's field removed.
+        5..=8 => match v {
+            Value::Array(a) if !a.is_empty() => {
+                let at = rng.random_range(0..a.len());
+                match rng.random_range(0..3) {
+                    0 => a.truncate(at),
+                    1 => {
+                        let x = a[at].clone();
+                        a.insert(at, x);
+                    }
+                    _ => {
+                        a.remove(at);
+                    }
+                }
+            }
+            _ => match root.pointer_mut(&parent) {
+                Some(Value::Object(m)) => {
+                    m.remove(&last);
+                }
+                Some(Value::Array(a)) => {
+                    let i: usize = last.parse().unwrap();
+                    a.remove(i);
+                }
+                _ => {}
+            },
+        },
+        // A field added to an object (unknown ones are ignored).
+        9 => {
+            if let Some(Value::Object(m)) = root.pointer_mut(&parent) {
+                m.insert("bogus".into(), 1.into());
+            }
+        }
+        // A value of another type.
+        _ => {
+            *v = [
+                Value::Null,
+                Value::Bool(true),
+                Value::Array(vec![]),
+                serde_json::json!({}),
+                0.5.into(),
+                "".into(),
+            ][rng.random_range(0..6)]
+            .clone();
+        }
+    }
+    Touched::Plain
+}
+
+trait SplitPointer {
+    fn rsplit_split(&self) -> (String, String);
+}
+
+impl SplitPointer for String {
+    fn rsplit_split(&self) -> (String, String) {
+        let (a, b) = self.rsplit_once('/').unwrap();
+        (a.to_string(), b.to_string())
+    }
+}
+
+/// One edit of the text: a byte flipped, a range cut or duplicated, the file cut short,
+/// or whitespace inserted between tokens (which must change nothing).
+fn mutate_text_bytes(rng: &mut StdRng, text: &mut Vec<u8>) -> Touched {
+    if rng.random_bool(0.25) {
+        // Whitespace after a comma (outside strings: the file has no comma in its
+        // strings but the encoding's prose, which this avoids).
+        let commas: Vec<usize> = (text.iter().enumerate())
+            .filter(|&(i, &c)| c == b',' && text.get(i + 1) == Some(&b'"'))
+            .map(|(i, _)| i)
+            .collect();
+        if let Some(&at) = commas.get(rng.random_range(0..commas.len().max(1))) {
+            let ws: &[u8] = [&b" "[..], b"\n", b"\t  ", b"\r\n"][rng.random_range(0..4)];
+            text.splice(at + 1..at + 1, ws.iter().copied());
+        }
+        return Touched::Plain;
+    }
+    mutate_bytes(rng, text);
+    Touched::Plain
+}
+
+/// A mutant of `text`: 1 or 2 edits; sealed (its checksum recomputed, as a bug in the
+/// writer or a deliberate edit would leave it) when `seal` and it still parses.
+fn shard_mutant(rng: &mut StdRng, text: &str, seal: bool) -> (Vec<u8>, Touched, bool) {
+    let mut bytes = text.as_bytes().to_vec();
+    let mut touched = Touched::Packed;
+    for _ in 0..rng.random_range(1..3) {
+        let t = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(mut v) if rng.random_bool(0.8) => {
+                let t = mutate_json(rng, &mut v);
+                bytes = serde_json::to_vec(&v).unwrap();
+                t
+            }
+            _ => mutate_text_bytes(rng, &mut bytes),
+        };
+        if t == Touched::Plain {
+            touched = Touched::Plain;
+        }
+    }
+    if seal && let Ok(mut f) = serde_json::from_slice::<lbsim::shard::ShardFile>(&bytes) {
+        f.seal();
+        return (serde_json::to_vec(&f).unwrap(), touched, true);
+    }
+    (bytes, touched, false)
+}
+
+/// Every file of a merge's output folder, by name.
+fn outputs(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Mutants of real shard files (2 and 3 shards of a tiny scenario, written once per test
+/// run) merged by `lbsim merge`. The oracle:
+/// - never a panic, an answer later than [`MERGE_LIMIT`], nor an exit status other than 0
+///   and 2 (1 would say shards are missing or partial: no edit of one file makes a
+///   consistent partial shard);
+/// - exit 2 names the mutated file (`path is not an lbsim shard file: ...`, or both files
+///   of a mismatch or a duplicate);
+/// - exit 0 writes the same files, byte for byte, as the merge of the unmutated shards.
+///   What legitimately succeeds: whitespace between tokens, fields reordered or unknown
+///   fields added (none is part of the checksum), and any edit that changes no parsed
+///   value. Any other edit is refused by the file's checksum (format 7).
+///
+/// Sealed mutants (a third: the checksum recomputed after the edit, as a bug in the
+/// writer or a deliberate edit would leave it) exercise every check beneath the
+/// checksum: the same oracle, except that a merge may succeed with other outputs when a
+/// plain JSON value was edited (a replication's metrics or servers' figures have no check
+/// of their own: nothing tells a changed figure from a measured one); an edit of packed
+/// fields only must still be refused, each carrying its own checksum.
+///
+/// `LBSIM_SHARD_FUZZ_SECS` (default 30) and `LBSIM_FUZZ_SEED` as above; failing mutants
+/// are saved in `target/fuzz-failures/`.
+#[test]
+fn mutated_shards_never_panic_hang_or_merge_wrongly() {
+    let secs: u64 = std::env::var("LBSIM_SHARD_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let seed: u64 = std::env::var("LBSIM_FUZZ_SEED")
+        .or_else(|_| std::env::var("PROPTEST_RNG_SEED"))
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("shard fuzz: seed {seed}, {secs} s (LBSIM_FUZZ_SEED, LBSIM_SHARD_FUZZ_SECS)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("tiny.toml"), TINY).unwrap();
+    // The shards, and the merge of each set unmutated, written to `out` as a mutant's
+    // merge is (the report records the command line).
+    let mut sets = Vec::new();
+    for (n, replications) in [(2u32, "4"), (3, "3")] {
+        let set = dir.join(format!("set{n}"));
+        for k in 0..n {
+            let spec = format!("{k}/{n}");
+            let args = [
+                "run",
+                "tiny.toml",
+                "--replications",
+                replications,
+                "--threads",
+                "1",
+                "--shard",
+                &spec,
+                "--out",
+            ];
+            let mut args = args.to_vec();
+            let out = set.to_string_lossy().into_owned();
+            args.push(&out);
+            let o = lbsim(&args, dir, MERGE_LIMIT * 3);
+            assert_eq!(o.code, Some(0), "{args:?}: {}", o.stderr);
+        }
+        let files: Vec<(String, String)> = (0..n)
+            .map(|k| {
+                let name = format!("shard-{k}-of-{n}.json");
+                let text = std::fs::read_to_string(set.join(&name)).unwrap();
+                (name, text)
+            })
+            .collect();
+        let shards = dir.join("shards");
+        let _ = std::fs::remove_dir_all(&shards);
+        std::fs::create_dir_all(&shards).unwrap();
+        for (name, text) in &files {
+            std::fs::write(shards.join(name), text).unwrap();
+        }
+        let mut reference = Vec::new();
+        for scenario in [true, false] {
+            let _ = std::fs::remove_dir_all(dir.join("out"));
+            let mut args = vec!["merge", "shards", "--out", "out"];
+            if scenario {
+                args.extend(["--scenario", "tiny.toml"]);
+            }
+            let o = lbsim(&args, dir, MERGE_LIMIT);
+            assert_eq!(o.code, Some(0), "{}", o.stderr);
+            reference.push(outputs(&dir.join("out")));
+        }
+        assert!(reference[0].contains_key("timeseries.csv"));
+        sets.push((files, reference));
+    }
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let (mut tried, mut sealed, mut merged, mut failures) = (0usize, 0usize, 0usize, Vec::new());
+    while Instant::now() < deadline {
+        let (files, reference) = &sets[rng.random_range(0..sets.len())];
+        let target = rng.random_range(0..files.len());
+        let seal = rng.random_bool(0.33);
+        let (mutant, touched, was_sealed) = shard_mutant(&mut rng, &files[target].1, seal);
+        tried += 1;
+        sealed += usize::from(was_sealed);
+        let shards = dir.join("shards");
+        let _ = std::fs::remove_dir_all(&shards);
+        let _ = std::fs::remove_dir_all(dir.join("out"));
+        std::fs::create_dir_all(&shards).unwrap();
+        for (k, (name, text)) in files.iter().enumerate() {
+            if k == target {
+                std::fs::write(shards.join(name), &mutant).unwrap();
+            } else {
+                std::fs::write(shards.join(name), text).unwrap();
+            }
+        }
+        let scenario = rng.random_bool(0.5);
+        let mut args = vec!["merge", "shards", "--out", "out"];
+        if scenario {
+            args.extend(["--scenario", "tiny.toml"]);
+        }
+        let o = lbsim(&args, dir, MERGE_LIMIT);
+        let name = &files[target].0;
+        let problem = if o.timed_out {
+            Some(format!("no answer within {:?}", o.elapsed))
+        } else if o.stderr.contains("panicked") || !matches!(o.code, Some(0 | 2)) {
+            Some(format!("exit {:?}", o.code))
+        } else if o.code == Some(2) && !o.stderr.contains(name.as_str()) {
+            Some(format!("an error not naming {name}"))
+        } else if o.code == Some(0) {
+            merged += 1;
+            let out = outputs(&dir.join("out"));
+            let same = out == reference[usize::from(!scenario)];
+            if out.is_empty() {
+                Some("exit 0 without output".into())
+            } else if !(same || was_sealed && touched == Touched::Plain) {
+                let differ: Vec<&String> = (out.keys())
+                    .filter(|k| reference[0].get(*k) != out.get(*k))
+                    .collect();
+                Some(format!(
+                    "merged into other files ({differ:?}) from a {} {touched:?} edit",
+                    if was_sealed { "sealed" } else { "plain" }
+                ))
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        if let Some(what) = problem {
+            let saved_dir = failure_dir();
+            std::fs::create_dir_all(&saved_dir).unwrap();
+            let saved = saved_dir.join(format!("shard-{seed}-{tried}-{name}"));
+            std::fs::write(&saved, &mutant).unwrap();
+            let tail: String = o
+                .stderr
+                .lines()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .join(" | ");
+            eprintln!("FAIL merge: {what}: {} :: {tail}", saved.display());
+            failures.push(format!("{}: {what}", saved.display()));
+        }
+    }
+    eprintln!(
+        "shard fuzz: {tried} mutants ({sealed} sealed), {merged} merged, {} failures",
+        failures.len()
+    );
+    assert!(tried > 0);
+    assert!(failures.is_empty(), "{failures:#?}");
+}

@@ -15,6 +15,19 @@ fn lbsim(args: &[&str]) -> String {
     text
 }
 
+/// `v` as a shard file whose checksum fits its contents (format 7): an edit made as a bug
+/// in the writer would make it, to reach the checks beneath the checksum. As it is if it
+/// is no shard file.
+fn sealed(v: &serde_json::Value) -> String {
+    match serde_json::from_value::<lbsim::shard::ShardFile>(v.clone()) {
+        Ok(mut f) => {
+            f.seal();
+            serde_json::to_string(&f).unwrap()
+        }
+        Err(_) => v.to_string(),
+    }
+}
+
 fn short_scenario(dir: &Path) -> String {
     let src = std::fs::read_to_string("scenarios/heterogeneous.toml")
         .unwrap()
@@ -104,7 +117,14 @@ fn merge_takes_the_time_series_from_the_shard_without_simulating() {
     assert_eq!(v["timeseries"].as_array().unwrap().len(), strategies);
     // Sample 0 of the first strategy: (time, queued, in service, in flight).
     v["timeseries"][0]["samples"][0][1][0] = 424_242.into();
+    // Edited, the file is refused (its checksum); sealed again, merged.
     std::fs::write(&file, v.to_string()).unwrap();
+    let err = refused(&["merge", &d("shards"), "--out", &d("merged")]);
+    assert!(
+        err.contains("shard-0-of-2.json") && err.contains("checksum"),
+        "{err}"
+    );
+    std::fs::write(&file, sealed(&v)).unwrap();
     lbsim(&["merge", &d("shards"), "--out", &d("merged")]);
     let csv = std::fs::read_to_string(tmp.path().join("merged/timeseries.csv")).unwrap();
     assert!(
@@ -288,14 +308,17 @@ fn merge_refuses_edited_scenarios_and_corrupted_shards() {
     for (what, edit) in edits {
         let mut v = json.clone();
         edit(&mut v);
-        std::fs::write(&file, v.to_string()).unwrap();
-        let err = refused(&["merge", &d("shards"), "--out", &d("merged")]);
-        assert!(err.contains("fix:"), "{what}: {err}");
+        // As edited (the checksum refuses it), and sealed (the check beneath).
+        for text in [v.to_string(), sealed(&v)] {
+            std::fs::write(&file, text).unwrap();
+            let err = refused(&["merge", &d("shards"), "--out", &d("merged")]);
+            assert!(err.contains("fix:"), "{what}: {err}");
+        }
     }
 
     // Format 6's compact fields (issue 14): corrupted, cut short, or hostile but well
     // formed, each refused with the file, the field and the fix named.
-    assert_eq!(json["format"], "lbsim-shard-6");
+    assert_eq!(json["format"], "lbsim-shard-7");
     let packed = |bytes: &[u8]| {
         use base64::Engine as _;
         use std::io::Write as _;
@@ -315,7 +338,40 @@ fn merge_refuses_edited_scenarios_and_corrupted_shards() {
         b[at] = if b[at] == b'A' { b'B' } else { b'A' };
         String::from_utf8(b).unwrap()
     };
+    // A pooled histogram (HdrHistogram's V2 + deflate, whose reader checks no checksum):
+    // a byte of its zlib stream changed, and bytes duplicated in it.
+    let v2 = |edit: fn(&mut Vec<u8>)| {
+        let text = json["strategies"][0]["pooled"][0].as_str().unwrap();
+        let mut b: Vec<u8> = (0..text.len() / 2)
+            .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        edit(&mut b);
+        serde_json::Value::from(b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+    };
+    let (flipped, doubled) = (
+        v2(|b| {
+            let at = b.len() - 6;
+            b[at] ^= 4;
+        }),
+        v2(|b| {
+            let at = b.len() - 20;
+            let piece = b[at..at + 8].to_vec();
+            b.splice(at..at, piece);
+            let n = (b.len() - 8) as u32;
+            b[4..8].copy_from_slice(&n.to_be_bytes());
+        }),
+    );
     let edits: Vec<(&str, &str, Edit)> = vec![
+        (
+            "a pooled histogram's stream changed",
+            "pooled[0]",
+            Box::new(move |v| v["strategies"][0]["pooled"][0] = flipped.clone()),
+        ),
+        (
+            "bytes duplicated in a pooled histogram's stream",
+            "pooled[0]",
+            Box::new(move |v| v["strategies"][0]["pooled"][0] = doubled.clone()),
+        ),
         (
             "a pool changed",
             "server_pools[1]",
@@ -379,11 +435,145 @@ fn merge_refuses_edited_scenarios_and_corrupted_shards() {
     for (what, field, edit) in edits {
         let mut v = json.clone();
         edit(&mut v);
-        std::fs::write(&file, v.to_string()).unwrap();
+        std::fs::write(&file, sealed(&v)).unwrap();
         let err = refused(&["merge", &d("shards"), "--out", &d("merged")]);
         assert!(
             err.contains("fix:") && err.contains("shard-1-of-2.json") && err.contains(field),
             "{what}: {err}"
         );
     }
+}
+
+/// Issue 14: `merge` reads regular files only, of at most 16 GiB, each once; a folder, a
+/// FIFO or a device named like a shard, a file too large, and two files of one shard are
+/// refused naming them (exit 2), before anything blocks or is read whole. Shards of format
+/// 6 (no checksum) still merge, into the same files.
+#[test]
+fn merge_reads_regular_shard_files_once_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = short_scenario(tmp.path());
+    let d = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
+    for k in ["0/2", "1/2"] {
+        lbsim(&[
+            "run",
+            &s,
+            "--replications",
+            "2",
+            "--shard",
+            k,
+            "--out",
+            &d("shards"),
+        ]);
+    }
+    lbsim(&["merge", &d("shards"), "--out", &d("reference")]);
+    let reference = |out: &str| {
+        for f in ["summary.csv", "servers.csv", "timeseries.csv"] {
+            let a = std::fs::read(tmp.path().join("reference").join(f)).unwrap();
+            let b = std::fs::read(tmp.path().join(out).join(f)).unwrap();
+            assert!(a == b, "{f} differs");
+        }
+    };
+    // A folder passed twice, and a file with its folder: each file read once.
+    lbsim(&["merge", &d("shards"), &d("shards"), "--out", &d("twice")]);
+    reference("twice");
+    let one = tmp.path().join("shards/shard-1-of-2.json");
+    let one_path = one.to_string_lossy().into_owned();
+    lbsim(&["merge", &d("shards"), &one_path, "--out", &d("twice")]);
+    let bad = tmp.path().join("bad");
+    let reset = || {
+        let _ = std::fs::remove_dir_all(&bad);
+        std::fs::create_dir_all(&bad).unwrap();
+        std::fs::copy(
+            tmp.path().join("shards/shard-0-of-2.json"),
+            bad.join("shard-0-of-2.json"),
+        )
+        .unwrap();
+    };
+    let merge_bad = || refused(&["merge", &d("bad"), "--out", &d("merged")]);
+    // A copy of a shard under another name.
+    reset();
+    std::fs::copy(&one, bad.join("shard-1-of-2.json")).unwrap();
+    std::fs::copy(&one, bad.join("shard-1-of-2-copy.json")).unwrap();
+    let err = merge_bad();
+    assert!(
+        err.contains("appears twice")
+            && err.contains("shard-1-of-2-copy.json")
+            && err.contains("fix:"),
+        "{err}"
+    );
+    // A folder named like a shard.
+    reset();
+    std::fs::create_dir(bad.join("shard-1-of-2.json")).unwrap();
+    let err = merge_bad();
+    assert!(
+        err.contains("shard-1-of-2.json` is a folder") && err.contains("fix:"),
+        "{err}"
+    );
+    // A file larger than the limit (sparse: nothing is written).
+    reset();
+    std::fs::File::create(bad.join("shard-1-of-2.json"))
+        .unwrap()
+        .set_len(lbsim::shard::MAX_SHARD_BYTES + 1)
+        .unwrap();
+    let err = merge_bad();
+    assert!(
+        err.contains("above the limit") && err.contains("more shards"),
+        "{err}"
+    );
+    #[cfg(unix)]
+    {
+        // A FIFO (opening it would block until a writer comes) and a link to a device
+        // (which never ends); a link to a shard file is followed.
+        for (what, make) in [
+            ("fifo", "mkfifo"),
+            ("device", "/dev/zero"),
+            ("link", "shard"),
+        ] {
+            reset();
+            let path = bad.join("shard-1-of-2.json");
+            match make {
+                "mkfifo" => {
+                    assert!(
+                        Command::new("mkfifo")
+                            .arg(&path)
+                            .status()
+                            .unwrap()
+                            .success()
+                    )
+                }
+                "shard" => std::os::unix::fs::symlink(&one, &path).unwrap(),
+                device => std::os::unix::fs::symlink(device, &path).unwrap(),
+            }
+            if what == "link" {
+                lbsim(&["merge", &d("bad"), "--out", &d("linked")]);
+                reference("linked");
+            } else {
+                let err = merge_bad();
+                assert!(err.contains("FIFO, socket or device"), "{what}: {err}");
+            }
+        }
+    }
+    // Format 6: the same contents without the checksum.
+    reset();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&one).unwrap()).unwrap();
+    v["format"] = "lbsim-shard-6".into();
+    std::fs::write(bad.join("shard-1-of-2.json"), v.to_string()).unwrap();
+    let err = merge_bad();
+    assert!(
+        err.contains("a checksum in a file of format `lbsim-shard-6`"),
+        "{err}"
+    );
+    v.as_object_mut().unwrap().remove("checksum");
+    std::fs::write(bad.join("shard-1-of-2.json"), v.to_string()).unwrap();
+    lbsim(&["merge", &d("bad"), "--out", &d("six")]);
+    reference("six");
+    // Format 7 without its checksum.
+    v["format"] = "lbsim-shard-7".into();
+    std::fs::write(bad.join("shard-1-of-2.json"), v.to_string()).unwrap();
+    let err = merge_bad();
+    assert!(
+        err.contains("checksum") && err.contains("shard-1-of-2.json"),
+        "{err}"
+    );
 }

@@ -508,11 +508,22 @@ pub fn cmd_merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
     let shard::Merged {
         mut results,
         head,
+        head_path,
         missing,
         timeseries,
     } = shard::merge(shards)?;
+    let recorded = scenario.is_none();
     let path = scenario.unwrap_or_else(|| head.scenario_path.clone());
-    let mut scenario = load(&path)?;
+    let mut scenario = anyhow::Context::with_context(load(&path), || {
+        if recorded {
+            format!(
+                "the scenario `{}` recorded (pass the scenario with --scenario)",
+                head_path.display()
+            )
+        } else {
+            "the scenario given with --scenario".into()
+        }
+    })?;
     // The shards chose an automatic warm-up from the same pilots: choose it again (same
     // seed, same result) so that the fingerprints match and the reports say it.
     super::resolve_warmup(
@@ -525,14 +536,15 @@ pub fn cmd_merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
     lbsim::stability::assess(&scenario, &mut results);
     if scenario.name != head.scenario {
         return Err(shard::ShardError::Mismatch(format!(
-            "{} is scenario `{}` but the shards are of `{}`; pass the scenario the shards were run from with --scenario",
+            "{} is scenario `{}` but the shards (`{}`, ...) are of `{}`; pass the scenario the shards were run from with --scenario",
             path.display(),
             scenario.name,
+            head_path.display(),
             head.scenario
         ))
         .into());
     }
-    head.check_scenario(&scenario, &path)?;
+    head.check_scenario(&head_path, &scenario, &path)?;
     let command = format!(
         "lbsim run {} --seed {} --replications {}{}",
         path.display(),

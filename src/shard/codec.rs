@@ -1,4 +1,4 @@
-//! The compact fields of shard files (format `lbsim-shard-6`): each server's pooled
+//! The compact fields of shard files (formats `lbsim-shard-6` and `-7`): each server's pooled
 //! response times ([`ServerPool`]) and each replication's compact distributions ([`Cdf`]),
 //! as text that JSON holds without escapes.
 //!
@@ -119,6 +119,12 @@ fn unpack(text: &str) -> Result<Vec<u8>, String> {
     let z = STANDARD
         .decode(text)
         .map_err(|e| format!("not base64 ({e})"))?;
+    inflate(&z)
+}
+
+/// A zlib stream inflated: the whole stream, its checksum checked, nothing after it, at
+/// most [`MAX_INFLATED`] bytes.
+fn inflate(z: &[u8]) -> Result<Vec<u8>, String> {
     let corrupt = |e: &dyn std::fmt::Display| format!("not zlib data, or corrupted ({e})");
     let mut d = Decompress::new(true);
     let mut out = Vec::with_capacity((z.len() * 4).min(MAX_INFLATED as usize));
@@ -147,6 +153,36 @@ fn unpack(text: &str) -> Result<Vec<u8>, String> {
         return Err(corrupt(&"bytes after its end"));
     }
     Ok(out)
+}
+
+/// Checks a histogram in HdrHistogram's V2 + deflate form (a shard's `pooled`) before
+/// it is read: its cookie, its length, its zlib stream whole (checksum checked, at most
+/// [`MAX_INFLATED`] bytes, nothing after it) and holding exactly the V2 histogram its
+/// header announces. HdrHistogram's reader checks none of these but the cookie: it
+/// inflates without the checksum and reads the counts its header announces, so a changed
+/// or duplicated byte in the stream was read as other counts (found by the shard fuzzer,
+/// `tests/fuzz.rs`, in files sealed after the edit).
+pub fn check_v2_deflate(bytes: &[u8]) -> Result<(), String> {
+    const COOKIE: [u8; 4] = [0x1c, 0x84, 0x93, 0x14];
+    /// A V2 histogram's header: cookie, payload length, normalizing offset, significant
+    /// digits, lowest and highest trackable values, conversion ratio.
+    const HEADER: usize = 40;
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    if bytes.len() < 8 || bytes[..4] != COOKIE {
+        return Err("not a V2 + deflate histogram (its cookie)".into());
+    }
+    if be(&bytes[4..8]) != bytes.len() - 8 {
+        return Err(format!(
+            "its length says {} bytes, it holds {}",
+            be(&bytes[4..8]),
+            bytes.len() - 8
+        ));
+    }
+    let inflated = inflate(&bytes[8..])?;
+    if inflated.len() < HEADER || be(&inflated[4..8]) != inflated.len() - HEADER {
+        return Err("its counts are not the length its header says".into());
+    }
+    Ok(())
 }
 
 /// A server pool as a shard field.
@@ -322,6 +358,37 @@ mod tests {
             z[at] ^= 0x5a;
             let _ = decode_pool(&STANDARD.encode(&z));
         }
+    }
+
+    /// A V2 + deflate histogram is checked whole: its cookie, its length, its zlib
+    /// checksum, nothing after its stream.
+    #[test]
+    fn v2_histograms_are_checked_whole() {
+        use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+        let mut h = crate::metrics::latency_histogram();
+        for v in [1_000u64, 20_000, 3_000_000] {
+            h.record(v).unwrap();
+        }
+        let mut good = Vec::new();
+        V2DeflateSerializer::new().serialize(&h, &mut good).unwrap();
+        assert!(check_v2_deflate(&good).is_ok());
+        let err = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = good.clone();
+            edit(&mut b);
+            check_v2_deflate(&b).unwrap_err()
+        };
+        assert!(err(&|b| *b.last_mut().unwrap() ^= 1).contains("corrupted"));
+        assert!(err(&|b| b.push(0)).contains("length"));
+        assert!(err(&|b| b[0] ^= 1).contains("cookie"));
+        assert!(err(&|b| b.truncate(5)).contains("cookie"));
+        assert!(
+            err(&|b| {
+                b.push(0);
+                let n = (b.len() - 8) as u32;
+                b[4..8].copy_from_slice(&n.to_be_bytes());
+            })
+            .contains("after its end")
+        );
     }
 
     /// What each check refuses, with an error naming it.
