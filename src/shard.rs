@@ -9,7 +9,7 @@
 //! sequential stopping).
 //!
 //! Format `lbsim-shard-6` (2026-11-28) writes each server's pool and each replication's
-//! distributions compactly ([`codec`]: varints, zlib, base64), where format 5 wrote a
+//! distributions compactly (`codec`: varints, zlib, base64), where format 5 wrote a
 //! whole histogram per server (V2 + deflate, hex) and the distributions as JSON pairs.
 //! Shards of format 5 are still read, and merge with shards of format 6: the same counts.
 //! At 256 servers and 4 strategies, 4 replications of 10^6 requests in 2 shards take
@@ -140,8 +140,8 @@ const MAX_HISTOGRAM_HEX: usize = 16 << 20;
 /// 100,000 servers and 1,000 strategies, takes 14.9 GB, plus some 5 kB of metrics and
 /// batches and 2 distributions (a few kB) per strategy, so 16 GiB (17.2 GB) holds it, and any
 /// run can be sharded into files within the bound (the error says so). Beyond the
-/// servers' figures, text is bounded per field ([`MAX_HISTOGRAM_HEX`], inflated at most
-/// [`codec::MAX_INFLATED`]). For scale: the largest shard a run within the default
+/// servers' figures, text is bounded per field (`MAX_HISTOGRAM_HEX`, inflated at most
+/// `codec::MAX_INFLATED`). For scale: the largest shard a run within the default
 /// `--max-memory` (4 GB, which counts 64 bytes a server per finished replication) writes is
 /// about 10 GB, and 4 strategies × 2 replications at 256 servers take 6.9 MB. The file is
 /// read whole and parsed from memory (as before), so the bound is also the memory its

@@ -42,14 +42,14 @@
 //! elsewhere and connection counts drifted to 5/6/7.)
 //!
 //! Faults (`[[faults]]`) are played by the request-level driver's
-//! [`FaultPlayer`](super::faults::FaultPlayer), between requests at their time-scaled
+//! `FaultPlayer`, between requests at their time-scaled
 //! times, with the simulator's connection-level effects: a crash breaks every connection
 //! to the backend at once (the balancer is told each ended `Failed`) and a leave closes
 //! them (`Ok`) — the simulator's `connections_broken` and `connections_closed` — and each
 //! slot reconnects on its next request with a new pick. A pick of a backend that is down
 //! but not yet detected fails that request (the backend closes or refuses the
 //! connection), as the simulator's `Admission::Down`. The health checks mark backends down
-//! and up in the balancer's [`Views`]. Through a proxy only the faults it forwards
+//! and up in the balancer's `Views`. Through a proxy only the faults it forwards
 //! unchanged are replayed ([`proxy::check_faults`]).
 
 use std::collections::{BinaryHeap, HashMap};

@@ -1,8 +1,8 @@
 //! Thrift types, client and processor for `thrift/lbsim.thrift`, written from the IDL.
 //!
-//! Each struct is declared once, with its field ids, by [`thrift_struct!`]; one generic
-//! reader and writer ([`read_struct`], [`Field`]) do the encoding for all of them, one
-//! client function ([`invoke`]) sends every method and one ([`answer`]) answers it. The
+//! Each struct is declared once, with its field ids, by `thrift_struct!`; one generic
+//! reader and writer (`read_struct`, `Field`) do the encoding for all of them, one
+//! client function (`invoke`) sends every method and one (`answer`) answers it. The
 //! bytes are those the Thrift 0.17 compiler's code wrote (the test at the bottom pins
 //! them in both protocols), so the Python peers and the real proxies see the same
 //! protocol. A change to `thrift/lbsim.thrift` is made here too: a field is one line.

@@ -49,7 +49,7 @@ pub struct StrategyReplay {
     /// The first error seen, for the report.
     pub first_error: Option<String>,
     /// Probes whose real round trip exceeded the scenario's `[probes] delay` × the time
-    /// scale: their answers reached the strategy late ([`super::probe`]).
+    /// scale: their answers reached the strategy late (`super::probe`).
     pub probes_late: u64,
     /// Whether the dispatcher ran at real-time priority ([`LiveOptions::realtime`](super::options::LiveOptions::realtime)).
     pub realtime: bool,
@@ -59,7 +59,7 @@ pub struct StrategyReplay {
     pub under_load: Vec<LoadedCost>,
     /// Per server group, by how much a thread sleeping the group's declared mean service
     /// time beside the replay overran its sleeps (wall-clock ns, at least 1): how late the
-    /// machine itself woke threads, apart from any backend ([`super::machine`]). Empty where
+    /// machine itself woke threads, apart from any backend (`super::machine`). Empty where
     /// not measured.
     pub machine: Vec<Histogram<u64>>,
     /// Fault actions applied to the backends and health changes seen by the balancer,

@@ -3,7 +3,7 @@
 //! that reproduce them in the simulator.
 //!
 //! Why their times: a busy machine does not only make every sleeper a little late (the
-//! mean that [`super::machine`] measures and the verdict's reference "as the machine
+//! mean that `super::machine` measures and the verdict's reference "as the machine
 //! ran" adds to every call); now and then it stalls a thread for tens of milliseconds.
 //! One such stall builds a backlog: beside two `yes` loops on 2 cores (load average 4–9),
 //! `crash-live` replays (10 ms services at time scale 2, 2 workers per backend, 70% load)

@@ -7,7 +7,7 @@
 //!
 //! Nothing a peer announces is allocated before it is checked: frames, strings and
 //! containers above the message limit ([`DEFAULT_MAX_MESSAGE_BYTES`] unless a server sets
-//! its own) end the connection. A server's connections also carry a [`MessageGuard`]:
+//! its own) end the connection. A server's connections also carry a `MessageGuard`:
 //! idle and per-message timeouts and a byte budget per message.
 
 use std::fmt;

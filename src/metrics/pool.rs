@@ -513,7 +513,7 @@ impl Pooled {
         &self.histograms[SOURCE_LATENCY]
     }
 
-    /// Distribution `source` ([`SOURCE_LATENCY`], [`SOURCE_WAIT`], or [`SOURCE_SERVERS`] +
+    /// Distribution `source` ([`SOURCE_LATENCY`], `SOURCE_WAIT`, or [`SOURCE_SERVERS`] +
     /// server), if there is one.
     pub fn source(&self, source: usize) -> Option<PooledSource<'_>> {
         match source.checked_sub(SOURCE_SERVERS) {
@@ -522,7 +522,7 @@ impl Pooled {
         }
     }
 
-    /// Distribution `source` if it is a histogram ([`SOURCE_LATENCY`] or [`SOURCE_WAIT`]).
+    /// Distribution `source` if it is a histogram ([`SOURCE_LATENCY`] or `SOURCE_WAIT`).
     pub fn histogram(&self, source: usize) -> Option<&Histogram<u64>> {
         self.histograms.get(source)
     }

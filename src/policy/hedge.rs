@@ -126,7 +126,7 @@ impl Hedge {
 const BUCKETS: usize = 3;
 
 /// One client's recent attempt latencies, for a hedge delay that is a percentile of them:
-/// Finagle's `WindowedPercentileHistogram` — the window is [`BUCKETS`] buckets of
+/// Finagle's `WindowedPercentileHistogram` — the window is `BUCKETS` buckets of
 /// `window / 3` each, each an HDR histogram (2 significant digits), so memory is bounded
 /// whatever the run length. The delay in force is recomputed at most every `refresh`:
 /// at the first hedge armed after each multiple of `refresh` (the simulator has no idle

@@ -15,7 +15,7 @@
 //!   of slots ([`InFlight::next`]), answered in the order sent.
 //! - **Answers without events.** An answer only changes its balancer's strategy, which
 //!   nothing reads until the engine next calls it. Answers wait in
-//!   [`Signals::replies`], in order of their (time, sequence) key (a sequence number
+//!   `Signals::replies`, in order of their (time, sequence) key (a sequence number
 //!   reserved when the server answers, where the event used to be scheduled), and the
 //!   engine hands every answer due strictly before the next event's key to its
 //!   balancer before running that event: each strategy gets the same calls, in the same
@@ -146,7 +146,7 @@ impl Signals {
         self.eager = eager;
     }
 
-    /// Whether every leg and answer is an event of its own ([`Signals::set_eager`]).
+    /// Whether every leg and answer is an event of its own (`Signals::set_eager`).
     #[inline]
     pub fn eager(&self) -> bool {
         self.eager

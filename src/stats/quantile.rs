@@ -93,7 +93,7 @@ fn bucket_range(i: u16) -> (f64, f64) {
 /// Every replication keeps one per pooled source until the end of the run, so its size
 /// sets the run's memory per replication. The entries are stored as LEB128 varints of
 /// (bucket − previous bucket, count in the bucket), usually 2–3 bytes where the plain pair
-/// takes 10, with a checkpoint every [`CHECKPOINT_EVERY`] entries so that
+/// takes 10, with a checkpoint every `CHECKPOINT_EVERY` entries so that
 /// [`Cdf::count_le`] seeks by binary search and decodes at most that many entries. The
 /// encoding is lossless: every count read back is the one recorded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

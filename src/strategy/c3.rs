@@ -535,7 +535,7 @@ impl C3 {
     /// Server `i`'s score Ψ given `os` requests of this client outstanding there.
     ///
     /// Always finite and never below +0.0 (the index's keys rely on it, see
-    /// [`within_key`]): every input is a count or a time, so `R̄`, `1/μ̄` and `q̄` are
+    /// `within_key`): every input is a count or a time, so `R̄`, `1/μ̄` and `q̄` are
     /// at least 0 and `q̂ ≥ 1`; rounding is monotonic, so `R̄ − 1/μ̄ ≥ −1/μ̄` and
     /// `q̂³/μ̄ ≥ 1/μ̄`, and their sum is at least 0 (an exact 0 is +0.0). It stays
     /// below 10⁸⁰ (`q̂ < 2·10¹⁹` from u32 counts, `1/μ̄ < 2·10¹⁹` ns).

@@ -266,7 +266,7 @@ impl First {
         }
     }
 
-    /// `first` over `n` backends: the scan up to [`SCAN_UP_TO`] backends, the index
+    /// `first` over `n` backends: the scan up to `SCAN_UP_TO` backends, the index
     /// beyond. The same picks either way.
     pub fn for_backends(maxconn: Option<u32>, n: usize) -> First {
         First {

@@ -65,7 +65,7 @@ impl LeastConnections {
         }
     }
 
-    /// Least connections over `n` backends: nginx's scans up to [`SCAN_UP_TO`] backends,
+    /// Least connections over `n` backends: nginx's scans up to `SCAN_UP_TO` backends,
     /// the index beyond. The same picks either way.
     pub fn for_backends(weighted: bool, n: usize) -> LeastConnections {
         LeastConnections {

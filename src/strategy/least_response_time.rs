@@ -121,7 +121,7 @@ impl LeastResponseTime {
         }
     }
 
-    /// Least response time over `n` backends: the scan up to [`SCAN_UP_TO`] backends,
+    /// Least response time over `n` backends: the scan up to `SCAN_UP_TO` backends,
     /// the index beyond. The same picks either way.
     pub fn for_backends(alpha: f64, n: usize) -> LeastResponseTime {
         LeastResponseTime {

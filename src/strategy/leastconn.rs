@@ -67,7 +67,7 @@ impl Leastconn {
         }
     }
 
-    /// `leastconn` over `n` backends: the scan up to [`SCAN_UP_TO`] backends, the index
+    /// `leastconn` over `n` backends: the scan up to `SCAN_UP_TO` backends, the index
     /// beyond. The same picks either way.
     pub fn for_backends(weighted: bool, n: usize) -> Leastconn {
         Leastconn {

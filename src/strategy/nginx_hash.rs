@@ -1010,9 +1010,9 @@ impl Strategy for NginxHash {
         self.params.consistent && self.servers >= READ_AHEAD_FROM
     }
 
-    /// Begins the lookup of `key` on the ring: its hash, its [`Ring::window`] (a read of
+    /// Begins the lookup of `key` on the ring: its hash, its `Ring::window` (a read of
     /// the index, which mostly stays in the cache), and a prefetch of the window's
-    /// entries ([`Ring::prefetch`]), so that they are in the cache by the key's pick,
+    /// entries (`Ring::prefetch`), so that they are in the cache by the key's pick,
     /// [`LOOKAHEAD`] arrivals on. Tried with the prefetch and not kept (the cost bench at
     /// 10,000 servers, new over this, 11–15 pairs, load 4.5–5.5, per pair 0.8–1.3): the
     /// index's line prefetched when told and the window two calls later, [`LOOKAHEAD`] 8,

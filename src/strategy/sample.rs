@@ -155,7 +155,7 @@ impl Sampler {
 
     /// Whether the sampler keeps its list of the backends up between draws, and wants to
     /// be told when one goes up or down ([`Sampler::told`]): when `d` is above
-    /// [`REJECTION_MAX_D`], so that every draw takes the list.
+    /// `REJECTION_MAX_D`, so that every draw takes the list.
     pub fn keeps_list(&self) -> bool {
         self.d > REJECTION_MAX_D
     }

@@ -52,7 +52,7 @@ impl SmoothWeightedRoundRobin {
         }
     }
 
-    /// Smooth WRR over `n` backends: nginx's scan up to [`SCAN_UP_TO`] backends, the
+    /// Smooth WRR over `n` backends: nginx's scan up to `SCAN_UP_TO` backends, the
     /// index beyond. The same picks either way.
     pub fn for_backends(n: usize) -> SmoothWeightedRoundRobin {
         if n <= SCAN_UP_TO {

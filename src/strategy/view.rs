@@ -90,7 +90,7 @@ impl Backends {
 
     /// One of `balancers` views over the same backends, all up and idle, sharing the
     /// weight table: dense from the start when the run's views together hold at most
-    /// [`DENSE_ENTRIES`] counts (a few balancers: a pick then reads a plain array and
+    /// `DENSE_ENTRIES` counts (a few balancers: a pick then reads a plain array and
     /// never the sparse table), else as [`Backends::sharing`]. The layout changes no
     /// value a strategy reads, only what reading it costs.
     pub fn for_balancers(weights: Arc<[u32]>, balancers: usize) -> Backends {

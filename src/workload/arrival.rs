@@ -405,7 +405,7 @@ impl ArrivalProcess {
     /// (trace replay). `None` when the process has no more arrivals.
     ///
     /// Poisson arrivals, the most common (a draw for every request), are drawn inline;
-    /// the other processes in a call ([`ArrivalProcess::next_arrival_of`]).
+    /// the other processes in a call (`ArrivalProcess::next_arrival_of`).
     #[inline]
     pub fn next_arrival(&mut self, rng: &mut SimRng) -> Option<(f64, Option<f64>)> {
         match self {

@@ -246,7 +246,7 @@ impl Dist {
     /// and is then rescaled within it, which yields exactly the mixture distribution.
     ///
     /// The exponential, the most common service time (a draw for every request), is
-    /// computed inline; the others in a call ([`Dist::quantile_of`], the same formulas).
+    /// computed inline; the others in a call (`Dist::quantile_of`, the same formulas).
     #[inline]
     pub fn quantile(&self, u: f64) -> f64 {
         match self {
