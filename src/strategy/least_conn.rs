@@ -442,15 +442,16 @@ impl Bucket {
         });
         let span = (i128::from(hi) - i128::from(lo)).max(0) as u128;
         let slots = Ring::slots_for(span, entries.len());
-        if slots > self.ring.heads.len() {
+        if entries.len() < RING_MIN {
+            // Few: the heap alone (the ring, if any, left empty).
+            self.ring.heads.clear();
+        } else if slots > self.ring.heads.len() {
             self.ring = Ring::with_slots(slots);
         }
         self.ring.misses = 0;
-        for e in entries.drain(..) {
-            if !self.ring.insert(entry_backend(e), entry_key(e), &mut gens.pos) {
-                self.heap.push(e);
-            }
-        }
+        let ring = &mut self.ring;
+        entries.retain(|&e| !ring.insert(entry_backend(e), entry_key(e), &mut gens.pos));
+        self.heap.extend(entries.drain(..));
     }
 
     /// Orders the live entries again, the ring sized for their keys (it turned away too
@@ -496,6 +497,11 @@ struct Ring {
 /// The most slots of a ring (1 MB of heads).
 const RING_SLOTS_MAX: usize = 1 << 18;
 
+/// The fewest members a bucket is ordered with in a ring (fewer: the heap alone, as
+/// cheap there, and without the lists' walks of a ring dense with equal keys). The unit
+/// tests' buckets are small: 2 there, so that both ways are taken.
+const RING_MIN: usize = if cfg!(test) { 2 } else { 128 };
+
 /// The longest list of one key in a ring (members of equal keys beyond go to the heap).
 const RING_LIST_MAX: usize = 8;
 
@@ -527,6 +533,11 @@ impl Ring {
     /// Holds backend `i` under `key` if the keys held stay within the ring and its key's
     /// list is not full; else false. `links`: [`Generations::pos`].
     fn insert(&mut self, i: usize, key: i64, links: &mut [u32]) -> bool {
+        if self.heads.is_empty() {
+            // None (few members when last ordered): counted, to order again as they grow.
+            self.misses += 1;
+            return false;
+        }
         let (top, low) = if self.len == 0 {
             (key, key)
         } else {
@@ -740,7 +751,7 @@ impl BucketQueue {
                     } else {
                         b.heap.retain(|e| gens.is_live(e));
                     }
-                } else if b.ring.misses > b.live + 64 {
+                } else if b.ring.misses > b.live + 64 && b.live >= RING_MIN {
                     b.reorder(gens);
                 }
             }
