@@ -514,11 +514,11 @@ impl Ring {
         }
     }
 
-    /// Slots for `n` members of keys spread over `span`: twice either, at least 64 and
+    /// Slots for `n` members of keys spread over `span`: the span or twice the members, at least 64 and
     /// at most 64 a member (and [`RING_SLOTS_MAX`]), a power of two.
     fn slots_for(span: u128, n: usize) -> usize {
         let cap = (64 * n + 64).next_power_of_two().min(RING_SLOTS_MAX) as u128;
-        let want = (2 * span).max(2 * n as u128).clamp(64, cap);
+        let want = span.max(2 * n as u128).clamp(64, cap);
         (want as usize).next_power_of_two()
     }
 
