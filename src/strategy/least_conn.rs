@@ -13,22 +13,33 @@
 //! A pick adds `weight` to the smooth-round-robin counter of every backend of the class:
 //! that is one counter of picks per bucket ("picks made from this bucket"), and a member's
 //! counter is its key plus `weight ×` that count, so the order of the members of a bucket
-//! never changes while they stay in it: each bucket is a heap by key — once picked from.
+//! never changes while they stay in it: each bucket is ordered by key — once picked from.
 //! Under a steady load only the least bucket is picked from; the one above it (the busy
 //! backends) takes a member at each dispatch and loses one at each completion, unordered
-//! (a push and a swap-remove, see [`Bucket`]).
+//! (a push and a swap-remove, see [`Bucket`]). A bucket picked from of 128 members or
+//! more keeps them in a [`Ring`] by key (O(1) to file, take out and pick: its keys are
+//! close together and picked from the top down), those the ring turns away in a heap.
 //!
 //! Where the time goes (cost bench, equal weights, load 0.8, 2026-11-28): at 1,000 servers
-//! the least bucket's heap pop (a pick) is 13% of a run, the engine's event queue and
+//! the least bucket's heap pop (a pick) was 13% of a run, the engine's event queue and
 //! metrics most of the rest; at 10,000 the pop 16%, `unfile` 8% (the swap-remove's write
 //! to the moved member's place, a cache miss). Tried and not kept: the least bucket as a
 //! queue in descending key order with a heap beside it for keys out of order (a backend
 //! comes back from its request with a key anywhere among those waiting: as slow as the
-//! heap); a 4-ary heap (1.10-1.18x this one).
+//! heap); a 4-ary heap (1.10-1.18x this one). On the cost bench's cluster of weights 1 to 4
+//! (`w/`, 2026-11-28, helper lcw) the pop was 20% of a run at 10,000 servers (the idle
+//! bucket: about 6,800 backends); the ring took it out (0.86× the heap's CPU time unweighted,
+//! 0.91× weighted; 0.93–0.95× at 1,000), its cost now the cache miss on the head of the
+//! next key down after a pick (`Ring::release`, 11% of a run weighted at 10,000: four
+//! rings, one per weight, walked at once). Tried there, not kept: a ring of twice the
+//! keys' span (1.05× this one weighted at 10,000); reading the head one cache line below
+//! the top at each move, as a prefetch (1.01×); a ring for buckets of any size (1.15× the
+//! heap at 100 servers: lists of equal keys walked, reordered often).
 //!
-//! A pick costs O(log n + log W) for W distinct weights, plus the number of weights tied at
-//! the least ratio (at ratio 0, every weight with an idle backend); a dispatch and a
-//! completion O(log n + log W). Without weights every backend weighs 1: one queue.
+//! A pick costs O(log W) for W distinct weights (O(log n) from a heap), plus the number of
+//! weights tied at the least ratio (at ratio 0, every weight with an idle backend); a
+//! dispatch and a completion O(log W) (O(log n) in a heap). Without weights every backend
+//! weighs 1: one queue.
 //!
 //! Up to [`SCAN_UP_TO`] backends nginx's scans are faster and used. The property tests
 //! check that the index picks exactly what the scans pick.

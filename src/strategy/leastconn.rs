@@ -19,6 +19,12 @@
 //! server to the back of another: O(log k) for k distinct keys, O(1) amortised within
 //! a key. Only a server coming back up is filed in the middle of its queue (by binary
 //! search, O(queue)).
+//!
+//! Up to [`SCAN_UP_TO`] backends with weights the scan compares keys without dividing
+//! (`Leastconn::scan_weighted`): 0.92× the CPU time of dividing by each backend's weight at
+//! 10 servers of weights 1 to 4, 0.96× at equal weights (cost bench, 2026-11-28, helper
+//! lcw). Tried, not kept: each backend's key cached with its count and weight (0.985×
+//! weighted, 1.14× unweighted); the comparison with branches (0.97× weighted).
 
 use std::collections::{BTreeMap, VecDeque};
 
