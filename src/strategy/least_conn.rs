@@ -13,22 +13,33 @@
 //! A pick adds `weight` to the smooth-round-robin counter of every backend of the class:
 //! that is one counter of picks per bucket ("picks made from this bucket"), and a member's
 //! counter is its key plus `weight ×` that count, so the order of the members of a bucket
-//! never changes while they stay in it: each bucket is a heap by key — once picked from.
+//! never changes while they stay in it: each bucket is ordered by key — once picked from.
 //! Under a steady load only the least bucket is picked from; the one above it (the busy
 //! backends) takes a member at each dispatch and loses one at each completion, unordered
-//! (a push and a swap-remove, see [`Bucket`]).
+//! (a push and a swap-remove, see [`Bucket`]). A bucket picked from of 128 members or
+//! more keeps them in a [`Ring`] by key (O(1) to file, take out and pick: its keys are
+//! close together and picked from the top down), those the ring turns away in a heap.
 //!
 //! Where the time goes (cost bench, equal weights, load 0.8, 2026-11-28): at 1,000 servers
-//! the least bucket's heap pop (a pick) is 13% of a run, the engine's event queue and
+//! the least bucket's heap pop (a pick) was 13% of a run, the engine's event queue and
 //! metrics most of the rest; at 10,000 the pop 16%, `unfile` 8% (the swap-remove's write
 //! to the moved member's place, a cache miss). Tried and not kept: the least bucket as a
 //! queue in descending key order with a heap beside it for keys out of order (a backend
 //! comes back from its request with a key anywhere among those waiting: as slow as the
-//! heap); a 4-ary heap (1.10-1.18x this one).
+//! heap); a 4-ary heap (1.10-1.18x this one). On the cost bench's cluster of weights 1 to 4
+//! (`w/`, 2026-11-28, helper lcw) the pop was 20% of a run at 10,000 servers (the idle
+//! bucket: about 6,800 backends); the ring took it out (0.86× the heap's CPU time unweighted,
+//! 0.91× weighted; 0.93–0.95× at 1,000), its cost now the cache miss on the head of the
+//! next key down after a pick (`Ring::release`, 11% of a run weighted at 10,000: four
+//! rings, one per weight, walked at once). Tried there, not kept: a ring of twice the
+//! keys' span (1.05× this one weighted at 10,000); reading the head one cache line below
+//! the top at each move, as a prefetch (1.01×); a ring for buckets of any size (1.15× the
+//! heap at 100 servers: lists of equal keys walked, reordered often).
 //!
-//! A pick costs O(log n + log W) for W distinct weights, plus the number of weights tied at
-//! the least ratio (at ratio 0, every weight with an idle backend); a dispatch and a
-//! completion O(log n + log W). Without weights every backend weighs 1: one queue.
+//! A pick costs O(log W) for W distinct weights (O(log n) from a heap), plus the number of
+//! weights tied at the least ratio (at ratio 0, every weight with an idle backend); a
+//! dispatch and a completion O(log W) (O(log n) in a heap). Without weights every backend
+//! weighs 1: one queue.
 //!
 //! Up to [`SCAN_UP_TO`] backends nginx's scans are faster and used. The property tests
 //! check that the index picks exactly what the scans pick.
@@ -300,7 +311,7 @@ impl Index {
             &[0]
         };
         for &q in tied {
-            let top = self.queues[q].pick(&self.generations)?;
+            let top = self.queues[q].pick(&mut self.generations)?;
             total += top.total;
             if best.is_none_or(|(bc, bi, _)| top.counter > bc || (top.counter == bc && top.i < bi))
             {
@@ -309,7 +320,7 @@ impl Index {
         }
         let (_, i, q) = best?;
         // Unfile it, then it gives back the class's total weight.
-        self.queues[q].drop_picked();
+        self.queues[q].drop_picked(&self.generations);
         self.unfile(i);
         self.backends[i].current -= total;
         self.detached = Some(i);
@@ -389,8 +400,12 @@ struct Bucket {
     picks: i64,
     /// Members filed here (live entries).
     live: usize,
-    /// Whether the entries are in `heap` (else in `items`).
+    /// Whether the entries are in `ring` and `heap` (else in `items`).
     heaped: bool,
+    /// Once picked from: the live entries by key, but those it turned away.
+    ring: Ring,
+    /// Once picked from: the entries the ring turned away (an equal key held, or a key
+    /// too far from the others), live and dead.
     heap: BinaryHeap<Entry>,
     /// The members' entries while not heaped: all live.
     items: Vec<Entry>,
@@ -400,13 +415,13 @@ impl Bucket {
     /// Entries, live and dead.
     #[cfg(test)]
     fn entries(&self) -> usize {
-        self.heap.len() + self.items.len()
+        self.ring.len + self.heap.len() + self.items.len()
     }
 
-    /// Its live entries unordered in `items`, no longer a heap (O(entries)).
+    /// Its live entries unordered in `items`, no longer ordered (O(entries + ring / 64)).
     fn unheap(&mut self, gens: &mut Generations) {
-        let mut items = std::mem::take(&mut self.heap).into_vec();
-        items.retain(|e| gens.is_live(e));
+        let mut items = std::mem::take(&mut self.items);
+        self.take_live(&mut items, gens);
         for (p, &e) in items.iter().enumerate() {
             gens.pos[entry_backend(e)] = p as u32;
         }
@@ -414,12 +429,265 @@ impl Bucket {
         self.heaped = false;
     }
 
-    /// Orders the entries into the heap, if not yet (O(members)).
-    fn heapify(&mut self) {
+    /// Moves the live entries of the ring and the heap to `out`.
+    fn take_live(&mut self, out: &mut Vec<Entry>, gens: &Generations) {
+        self.ring.drain_into(out, gens);
+        out.extend(self.heap.drain().filter(|e| gens.is_live(e)));
+    }
+
+    /// Orders the entries (the ring and the heap), if not yet (O(members)).
+    fn heapify(&mut self, gens: &mut Generations) {
         if !self.heaped {
             self.heaped = true;
-            self.heap = BinaryHeap::from(std::mem::take(&mut self.items));
+            let mut items = std::mem::take(&mut self.items);
+            self.order(&mut items, gens);
+            self.items = items;
         }
+    }
+
+    /// Files live `entries` (emptied) in the ring, made large enough for their keys if
+    /// need be, or in the heap.
+    fn order(&mut self, entries: &mut Vec<Entry>, gens: &mut Generations) {
+        let (lo, hi) = entries.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &e| {
+            (lo.min(entry_key(e)), hi.max(entry_key(e)))
+        });
+        let span = (i128::from(hi) - i128::from(lo)).max(0) as u128;
+        let slots = Ring::slots_for(span, entries.len());
+        if entries.len() < RING_MIN {
+            // Few: the heap alone (the ring, if any, left empty).
+            self.ring.heads.clear();
+        } else if slots > self.ring.heads.len() {
+            self.ring = Ring::with_slots(slots);
+        }
+        self.ring.misses = 0;
+        let ring = &mut self.ring;
+        entries.retain(|&e| !ring.insert(entry_backend(e), entry_key(e), &mut gens.pos));
+        self.heap.extend(entries.drain(..));
+    }
+
+    /// Orders the live entries again, the ring sized for their keys (it turned away too
+    /// many).
+    fn reorder(&mut self, gens: &mut Generations) {
+        let mut items = std::mem::take(&mut self.items);
+        self.take_live(&mut items, gens);
+        self.order(&mut items, gens);
+        self.items = items;
+    }
+}
+
+/// The live entries of a bucket picked from, by key: a ring of S slots (a power of two),
+/// the members of key `k` in slot `k mod S`, while the keys held lie within S of each other
+/// (then two keys share a slot only if equal); a bitmap tells the slots held. A slot holds
+/// its members as a list by backend (lowest first), linked through [`Generations::pos`]
+/// (unused while a bucket is ordered). The top (the greatest key, its lowest backend) is
+/// read at once, and found again after its removal by scanning the bitmap down from it:
+/// the keys of a bucket picked from are close together, and its picks take them from the
+/// top down (the picked backend's counter loses the class's total weight, so it comes back
+/// below most of those waiting). A member with a key too far from the others, or beyond
+/// [`RING_LIST_MAX`] of its key, is turned away (to the bucket's heap).
+#[derive(Debug, Default)]
+struct Ring {
+    /// The first member (backend + 1) of each slot's list, by key mod S (stale where the
+    /// slot is not held).
+    heads: Vec<u32>,
+    /// Bit `s % 64` of word `s / 64`: slot `s` held.
+    bits: Vec<u64>,
+    /// Members held.
+    len: usize,
+    /// The greatest key held (meaningful while `len` > 0).
+    top: i64,
+    /// The first member (backend + 1) of the top's list, kept here: a pick reads the top
+    /// of every weight at the least ratio, and takes one.
+    first: u32,
+    /// At most the least key held (meaningful while `len` > 0).
+    low: i64,
+    /// Members turned away for their keys' distance since the ring was last filled.
+    misses: usize,
+}
+
+/// The most slots of a ring (1 MB of heads).
+const RING_SLOTS_MAX: usize = 1 << 18;
+
+/// The fewest members a bucket is ordered with in a ring (fewer: the heap alone, as
+/// cheap there, and without the lists' walks of a ring dense with equal keys). The unit
+/// tests' buckets are small: 2 there, so that both ways are taken.
+const RING_MIN: usize = if cfg!(test) { 2 } else { 128 };
+
+/// The longest list of one key in a ring (members of equal keys beyond go to the heap).
+const RING_LIST_MAX: usize = 8;
+
+impl Ring {
+    fn with_slots(slots: usize) -> Ring {
+        Ring {
+            heads: vec![0; slots],
+            bits: vec![0; slots.div_ceil(64)],
+            ..Ring::default()
+        }
+    }
+
+    /// Slots for `n` members of keys spread over `span`: the span or twice the members, at least 64 and
+    /// at most 64 a member (and [`RING_SLOTS_MAX`]), a power of two.
+    fn slots_for(span: u128, n: usize) -> usize {
+        let cap = (64 * n + 64).next_power_of_two().min(RING_SLOTS_MAX) as u128;
+        let want = span.max(2 * n as u128).clamp(64, cap);
+        (want as usize).next_power_of_two()
+    }
+
+    fn slot(&self, key: i64) -> usize {
+        (key as u64 & (self.heads.len() as u64 - 1)) as usize
+    }
+
+    fn held(&self, p: usize) -> bool {
+        self.bits[p / 64] & (1 << (p % 64)) != 0
+    }
+
+    /// Holds backend `i` under `key` if the keys held stay within the ring and its key's
+    /// list is not full; else false. `links`: [`Generations::pos`].
+    fn insert(&mut self, i: usize, key: i64, links: &mut [u32]) -> bool {
+        if self.heads.is_empty() {
+            // None (few members when last ordered): counted, to order again as they grow.
+            self.misses += 1;
+            return false;
+        }
+        let (top, low) = if self.len == 0 {
+            (key, key)
+        } else {
+            (self.top.max(key), self.low.min(key))
+        };
+        if i128::from(top) - i128::from(low) >= self.heads.len() as i128 {
+            self.misses += 1;
+            return false;
+        }
+        let p = self.slot(key);
+        let me = i as u32 + 1;
+        if self.held(p) {
+            let (mut j, mut length) = (self.heads[p], 0);
+            while j != 0 {
+                length += 1;
+                if length >= RING_LIST_MAX {
+                    return false;
+                }
+                j = links[j as usize - 1];
+            }
+        }
+        if !self.held(p) {
+            self.heads[p] = me;
+            links[i] = 0;
+            self.bits[p / 64] |= 1 << (p % 64);
+        } else if self.heads[p] > me {
+            links[i] = self.heads[p];
+            self.heads[p] = me;
+        } else {
+            // After the last member below it.
+            let mut prev = self.heads[p];
+            while links[prev as usize - 1] != 0 && links[prev as usize - 1] < me {
+                prev = links[prev as usize - 1];
+            }
+            links[i] = links[prev as usize - 1];
+            links[prev as usize - 1] = me;
+        }
+        self.len += 1;
+        (self.top, self.low) = (top, low);
+        if key == top {
+            self.first = self.heads[p];
+        }
+        true
+    }
+
+    /// The member of the greatest key (lowest backend among equals) and its key, if any.
+    fn first(&self) -> Option<(usize, i64)> {
+        (self.len > 0).then(|| (self.first as usize - 1, self.top))
+    }
+
+    /// Removes the member of the greatest key (there is one).
+    fn pop(&mut self, links: &[u32]) {
+        let p = self.slot(self.top);
+        let head = self.heads[p] as usize - 1;
+        self.heads[p] = links[head];
+        self.release(p);
+    }
+
+    /// Removes backend `i`, held under `key`, if held.
+    fn remove(&mut self, i: usize, key: i64, links: &mut [u32]) {
+        if self.len == 0 || key > self.top || key < self.low {
+            return;
+        }
+        // Within the keys held: the slot holds key `key` if held.
+        let p = self.slot(key);
+        if !self.held(p) {
+            return;
+        }
+        let me = i as u32 + 1;
+        if self.heads[p] == me {
+            self.heads[p] = links[i];
+        } else {
+            let mut prev = self.heads[p];
+            while links[prev as usize - 1] != me {
+                prev = links[prev as usize - 1];
+                if prev == 0 {
+                    return;
+                }
+            }
+            links[prev as usize - 1] = links[i];
+        }
+        self.release(p);
+    }
+
+    /// One member fewer, out of slot `p`'s list: the slot freed if that was its last, and
+    /// the top found again if it was there.
+    fn release(&mut self, p: usize) {
+        self.len -= 1;
+        let top = self.len > 0 && p == self.slot(self.top);
+        if self.heads[p] == 0 {
+            self.bits[p / 64] &= !(1 << (p % 64));
+            if top {
+                self.top -= self.gap_below(p) as i64;
+            }
+        }
+        if top {
+            self.first = self.heads[self.slot(self.top)];
+        }
+    }
+
+    /// How far below slot `p` (going down, around the ring) the next slot held is: there
+    /// is one.
+    fn gap_below(&self, p: usize) -> usize {
+        let mask = self.heads.len() - 1;
+        let mut q = p.wrapping_sub(1) & mask;
+        let mut gap = 1;
+        loop {
+            let (w, bit) = (q / 64, q % 64);
+            let word = self.bits[w] & (u64::MAX >> (63 - bit));
+            if word != 0 {
+                return gap + bit - (63 - word.leading_zeros() as usize);
+            }
+            gap += bit + 1;
+            q = (w * 64).wrapping_sub(1) & mask;
+        }
+    }
+
+    /// Moves every member held to `out` as entries, emptying the ring (O(members + slots
+    /// / 64)).
+    fn drain_into(&mut self, out: &mut Vec<Entry>, gens: &Generations) {
+        if self.len > 0 {
+            let (mask, top_slot) = (self.heads.len() - 1, self.slot(self.top));
+            for (w, word) in self.bits.iter_mut().enumerate() {
+                let mut b = *word;
+                while b != 0 {
+                    let p = w * 64 + b.trailing_zeros() as usize;
+                    let key = self.top - (top_slot.wrapping_sub(p) & mask) as i64;
+                    let mut j = self.heads[p];
+                    while j != 0 {
+                        let i = j as usize - 1;
+                        out.push(entry(key, i, gens.number[i]));
+                        j = gens.pos[i];
+                    }
+                    b &= b - 1;
+                }
+                *word = 0;
+            }
+        }
+        self.len = 0;
     }
 }
 
@@ -484,14 +752,18 @@ impl BucketQueue {
         let entry = entry(key, i, gens.bump(i));
         b.live += 1;
         if b.heaped {
-            b.heap.push(entry);
-            if b.heap.len() > 2 * b.live + 32 {
-                if self.len > 0 && c > self.least {
-                    // Not the least: unordered again (as it will be picked from only when
-                    // the buckets below it empty).
-                    b.unheap(gens);
-                } else {
-                    b.heap.retain(|e| gens.is_live(e));
+            if !b.ring.insert(i, key, &mut gens.pos) {
+                b.heap.push(entry);
+                if b.heap.len() > 2 * b.live + 32 {
+                    if self.len > 0 && c > self.least {
+                        // Not the least: unordered again (as it will be picked from only
+                        // when the buckets below it empty).
+                        b.unheap(gens);
+                    } else {
+                        b.heap.retain(|e| gens.is_live(e));
+                    }
+                } else if b.ring.misses > b.live + 64 && b.live >= RING_MIN {
+                    b.reorder(gens);
                 }
             }
         } else {
@@ -515,8 +787,10 @@ impl BucketQueue {
         gens.bump(i);
         b.live -= 1;
         if b.heaped {
+            // Out of the ring if there; else its entry dies in the heap.
+            b.ring.remove(i, key, &mut gens.pos);
             if b.live == 0 {
-                // Every entry is dead: back to unordered.
+                // Every entry is dead (the ring is empty): back to unordered.
                 b.heap.clear();
                 b.heaped = false;
             }
@@ -540,29 +814,45 @@ impl BucketQueue {
 
     /// Drops the least bucket's top entry: that of the member just picked, which is about
     /// to be unfiled (dropped now, while at hand, rather than left to die in the heap).
-    fn drop_picked(&mut self) {
-        self.buckets[self.least].heap.pop();
+    fn drop_picked(&mut self, gens: &Generations) {
+        let b = &mut self.buckets[self.least];
+        match (b.ring.first(), b.heap.peek()) {
+            (Some((i, key)), Some(&h)) if h > entry(key, i, 0) => {
+                b.heap.pop();
+            }
+            (Some(_), _) => b.ring.pop(&gens.pos),
+            _ => {
+                b.heap.pop();
+            }
+        }
     }
 
     /// A pick from the least bucket: counts it there, and reads its top (dropping the dead
-    /// entries above it). `None` when the queue is empty.
-    fn pick(&mut self, gens: &Generations) -> Option<Top> {
+    /// entries above it in the heap). `None` when the queue is empty.
+    fn pick(&mut self, gens: &mut Generations) -> Option<Top> {
         if self.len == 0 {
             return None;
         }
         let w = i64::from(self.weight);
         let b = &mut self.buckets[self.least];
         b.picks += 1;
-        b.heapify();
-        loop {
-            let &entry = b.heap.peek()?;
-            if gens.is_live(&entry) {
-                let (key, i) = (entry_key(entry), entry_backend(entry));
-                let (counter, total) = (key + w * b.picks, w * b.live as i64);
-                return Some(Top { i, counter, total });
+        b.heapify(gens);
+        while let Some(e) = b.heap.peek() {
+            if gens.is_live(e) {
+                break;
             }
             b.heap.pop();
         }
+        // The greater of the ring's top and the heap's (two backends: the generation, 0
+        // for the ring's, never decides).
+        let (key, i) = match (b.ring.first(), b.heap.peek()) {
+            (Some((i, key)), Some(&h)) if h > entry(key, i, 0) => (entry_key(h), entry_backend(h)),
+            (Some((i, key)), _) => (key, i),
+            (None, Some(&h)) => (entry_key(h), entry_backend(h)),
+            (None, None) => return None,
+        };
+        let (counter, total) = (key + w * b.picks, w * b.live as i64);
+        Some(Top { i, counter, total })
     }
 }
 
@@ -845,7 +1135,9 @@ mod tests {
         }
     }
 
-    /// An operation on a bucket queue of 8 backends.
+    const QN: usize = RING_LIST_MAX + 4;
+
+    /// An operation on a bucket queue of [`QN`] backends (more than a ring lists of one key).
     #[derive(Clone, Debug)]
     enum QueueOp {
         /// File backend `.0` (if not filed) under count `.1`.
@@ -854,13 +1146,17 @@ mod tests {
         Unfile(usize),
         /// Pick, and unfile the one picked (giving back the bucket's total weight).
         Pick,
+        /// Set backend `.0`'s counter to `.1` (if not filed): keys far apart.
+        Counter(usize, i64),
     }
 
     fn queue_op() -> impl proptest::strategy::Strategy<Value = QueueOp> {
         prop_oneof![
-            3 => (0..8usize, 0..5u32).prop_map(|(i, c)| QueueOp::File(i, c)),
-            2 => (0..8usize).prop_map(QueueOp::Unfile),
+            3 => (0..QN, 0..5u32).prop_map(|(i, c)| QueueOp::File(i, c)),
+            2 => (0..QN).prop_map(QueueOp::Unfile),
             3 => Just(QueueOp::Pick),
+            1 => (0..QN, prop_oneof![-3..3i64, -300..300i64, -(1i64 << 40)..(1i64 << 40)])
+                .prop_map(|(i, c)| QueueOp::Counter(i, c)),
         ]
     }
 
@@ -901,8 +1197,8 @@ mod tests {
 
         /// A pick, and the one picked unfiled and giving back the total.
         fn pick(&mut self) -> Option<(usize, i64)> {
-            let top = self.queue.pick(&self.gens)?;
-            self.queue.drop_picked();
+            let top = self.queue.pick(&mut self.gens)?;
+            self.queue.drop_picked(&self.gens);
             self.unfile(top.i);
             self.current[top.i] -= top.total;
             Some((top.i, self.current[top.i]))
@@ -948,8 +1244,8 @@ mod tests {
             ops in proptest::collection::vec(queue_op(), 0..300),
         ) {
             // Generations of backends not filed; odd or even alike.
-            let mut q = Queue::new(weight, (0..8).map(|i| start.wrapping_add(i)).collect());
-            let mut model = Model { filed: vec![None; 8], counter: vec![0; 8] };
+            let mut q = Queue::new(weight, (0..QN as u32).map(|i| start.wrapping_add(i)).collect());
+            let mut model = Model { filed: vec![None; QN], counter: vec![0; QN] };
             for op in ops {
                 match op {
                     QueueOp::File(i, c) if q.filed[i].is_none() => {
@@ -962,6 +1258,10 @@ mod tests {
                     }
                     QueueOp::Pick => {
                         prop_assert_eq!(q.pick(), model.pick(i64::from(weight)));
+                    }
+                    QueueOp::Counter(i, c) if q.filed[i].is_none() => {
+                        q.current[i] = c;
+                        model.counter[i] = c;
                     }
                     _ => {}
                 }
@@ -995,31 +1295,53 @@ mod tests {
         q.unfile(1);
         q.unfile(3);
         assert_eq!(q.queue.least(), None);
-        assert!(q.queue.pick(&q.gens).is_none());
+        assert!(q.queue.pick(&mut q.gens).is_none());
     }
 
     /// Picks come in order of counter, then index; a backend unfiled and filed again
-    /// elsewhere leaves a dead entry that is skipped, even above live ones.
+    /// elsewhere leaves a dead entry in the heap (where the ring turned it away: its key
+    /// too far from the others) that is skipped, even above live ones.
     #[test]
     fn bucket_queue_skips_dead_entries_of_older_generations() {
         let mut q = Queue::new(2, vec![u32::MAX - 1; 3]);
-        q.current = vec![5, 10, 9];
+        q.current = vec![5, 10, 1000];
         for i in 0..3 {
             q.file(i, 0);
         }
-        q.queue.buckets[0].heapify();
+        q.queue.buckets[0].heapify(&mut q.gens);
+        assert_eq!(q.queue.buckets[0].ring.len, 2);
         // Backend 2 moves to count 1 (its generation wraps from u32::MAX to 1): its entry
-        // at count 0, dead, stays in the heap, below backend 1's and above backend 0's.
+        // at count 0, dead, stays in the heap, above backends 1 and 0 in the ring.
         q.unfile(2);
         q.file(2, 1);
         assert_eq!(q.queue.buckets[0].entries(), 3);
         // Counters +2 each at count 0: 7 and 12 (total 4): 1; then 9: 0 (not 2, whose
-        // dead entry is on top); then count 1: 2 at 11.
+        // dead entry is on top); then count 1: 2 at 1002.
         assert_eq!(q.pick(), Some((1, 8)));
         assert_eq!(q.pick(), Some((0, 7)));
-        assert_eq!(q.pick(), Some((2, 9)));
+        assert_eq!(q.pick(), Some((2, 1000)));
         assert_eq!(q.pick(), None);
         assert_eq!(q.queue.least(), None);
+    }
+
+    /// Members of equal keys in the ring: a list by backend, up to [`RING_LIST_MAX`], the
+    /// rest in the heap; picks take the lowest backend first either way, and a member
+    /// taken out of the middle of a list leaves the others in order.
+    #[test]
+    fn bucket_queue_lists_equal_keys_by_backend() {
+        let n = RING_LIST_MAX + 4;
+        let mut q = Queue::new(1, vec![0; n]);
+        for i in (0..n).rev() {
+            q.file(i, 0);
+        }
+        q.queue.buckets[0].heapify(&mut q.gens);
+        assert_eq!(q.queue.buckets[0].ring.len, RING_LIST_MAX);
+        assert_eq!(q.queue.buckets[0].heap.len(), 4);
+        q.unfile(5);
+        // All at 0, +1 each: 0 first, giving back n - 1; then 1, 2, 3, 4, 6, ...
+        let picked: Vec<usize> = std::iter::from_fn(|| q.pick().map(|(i, _)| i)).collect();
+        let want: Vec<usize> = (0..n).filter(|&i| i != 5).collect();
+        assert_eq!(picked, want);
     }
 
     /// Filing and unfiling one backend over and over next to one member: the dead
@@ -1029,10 +1351,10 @@ mod tests {
         let mut q = Queue::new(1, vec![0; 2]);
         q.current[1] = 100;
         q.file(1, 0);
-        q.queue.buckets[0].heapify();
+        q.queue.buckets[0].heapify(&mut q.gens);
         for _ in 0..100 {
             q.file(0, 0);
-            assert!(q.queue.buckets[0].entries() <= 2 * 2 + 32);
+            assert!(q.queue.buckets[0].heap.len() <= 2 * 2 + 32);
             q.unfile(0);
         }
         assert_eq!(q.pick(), Some((1, 100)));
@@ -1044,11 +1366,12 @@ mod tests {
     #[test]
     fn bucket_queue_unorders_a_heap_above_the_least() {
         let mut q = Queue::new(1, vec![0; 4]);
-        q.current = vec![5, 10, 9, 0];
-        for i in [2, 0, 1] {
+        // Backend 2's key too far from the others': the ring turns it away, to the heap.
+        q.current = vec![5, 10, 1000, 0];
+        for i in [0, 1, 2] {
             q.file(i, 1);
         }
-        q.queue.buckets[1].heapify();
+        q.queue.buckets[1].heapify(&mut q.gens);
         q.file(3, 0);
         for _ in 0..40 {
             q.unfile(2);
@@ -1060,9 +1383,9 @@ mod tests {
         q.unfile(0);
         q.unfile(3);
         assert_eq!(q.queue.least(), Some(1));
-        // Counters 10 and 9, +1 each: 1 at 11 gives back 2; then 2 at 10, back 1.
-        assert_eq!(q.pick(), Some((1, 9)));
-        assert_eq!(q.pick(), Some((2, 10)));
+        // Counters 10 and 1000, +1 each: 2 at 1001 gives back 2; then 1 at 12, back 1.
+        assert_eq!(q.pick(), Some((2, 999)));
+        assert_eq!(q.pick(), Some((1, 11)));
         assert_eq!(q.pick(), None);
     }
 

@@ -19,6 +19,12 @@
 //! server to the back of another: O(log k) for k distinct keys, O(1) amortised within
 //! a key. Only a server coming back up is filed in the middle of its queue (by binary
 //! search, O(queue)).
+//!
+//! Up to [`SCAN_UP_TO`] backends with weights the scan compares keys without dividing
+//! (`Leastconn::scan_weighted`): 0.92× the CPU time of dividing by each backend's weight at
+//! 10 servers of weights 1 to 4, 0.96× at equal weights (cost bench, 2026-11-28, helper
+//! lcw). Tried, not kept: each backend's key cached with its count and weight (0.985×
+//! weighted, 1.14× unweighted); the comparison with branches (0.97× weighted).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -57,6 +63,12 @@ fn key(weighted: bool, b: &Backend) -> Option<u64> {
     })
 }
 
+/// Whether key `floor(x / w)` (`x` below 2^41, `w` above 0) is below `k`: `x < k · w`,
+/// without the division (the product saturating: exact, as `x` is below `u64::MAX`).
+fn below(x: u64, w: u64, k: u64) -> bool {
+    x < k.saturating_mul(w)
+}
+
 impl Leastconn {
     /// `leastconn`; `weighted` uses the backends' weights (HAProxy always does; `false`
     /// models servers of weight 1). Picks from the index.
@@ -90,6 +102,9 @@ impl Leastconn {
 impl Leastconn {
     /// The scan: the least key, the least recently re-queued among equal keys.
     fn scan(&self, backends: &impl Entries) -> Option<usize> {
+        if self.weighted {
+            return self.scan_weighted(backends);
+        }
         // The least (key, queued_at), the first such: keys stay below 2^40 and the clock
         // below u64::MAX, so (MAX, MAX) is above every backend's. Scalars, not a fold
         // over tuples: that one went through the stack (leastconn at 10 backends 26 ns
@@ -97,12 +112,41 @@ impl Leastconn {
         let mut best = (u64::MAX, u64::MAX);
         let mut chosen = None;
         for (i, b) in backends.iter().enumerate() {
-            let Some(k) = key(self.weighted, &b) else {
+            let Some(k) = key(false, &b) else {
                 continue;
             };
             let at = (k, self.queued_at[i]);
             if at < best {
                 best = at;
+                chosen = Some(i);
+            }
+        }
+        chosen
+    }
+
+    /// The scan with weights: the same picks, the keys compared without dividing.
+    ///
+    /// A backend's key `floor(x / w)` (`x` = `(in_flight + 1) × 256`, or 0 when idle) is
+    /// compared with the best's `k` by multiplication, exactly: below it iff `x < k·w`,
+    /// equal iff not and `x < (k + 1)·w`. The division is made only for a new best (a few
+    /// times a scan, not once a backend: a 64-bit division a backend made the weighted
+    /// scan at 10 backends 1.51× round robin against 1.27× without weights). Without
+    /// branches there (`&`, `|`): with `&&` and `||` it gained nothing (0.97×).
+    fn scan_weighted(&self, backends: &impl Entries) -> Option<usize> {
+        let mut best = (u64::MAX, u64::MAX);
+        let mut chosen = None;
+        for (i, b) in backends.iter().enumerate() {
+            let w = u64::from(b.weight);
+            if !b.up || w == 0 {
+                continue;
+            }
+            let t = self.queued_at[i];
+            let n = u64::from(b.in_flight);
+            let x = if n == 0 { 0 } else { (n + 1) * 256 };
+            let better =
+                below(x, w, best.0) | (below(x, w, best.0.saturating_add(1)) & (t < best.1));
+            if better {
+                best = (x / w, t);
                 chosen = Some(i);
             }
         }
