@@ -28,6 +28,13 @@ fn sealed(v: &serde_json::Value) -> String {
     }
 }
 
+/// Runs scenario `s` as shards 0/2 and 1/2 of 2 replications into folder `out`.
+fn two_shards(s: &str, out: &str) {
+    for k in ["0/2", "1/2"] {
+        lbsim(&["run", s, "--replications", "2", "--shard", k, "--out", out]);
+    }
+}
+
 fn short_scenario(dir: &Path) -> String {
     let src = std::fs::read_to_string("scenarios/heterogeneous.toml")
         .unwrap()
@@ -89,18 +96,7 @@ fn merge_takes_the_time_series_from_the_shard_without_simulating() {
     let tmp = tempfile::tempdir().unwrap();
     let s = short_scenario(tmp.path());
     let d = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
-    for k in ["0/2", "1/2"] {
-        lbsim(&[
-            "run",
-            &s,
-            "--replications",
-            "2",
-            "--shard",
-            k,
-            "--out",
-            &d("shards"),
-        ]);
-    }
+    two_shards(&s, &d("shards"));
     let file = tmp.path().join("shards/shard-0-of-2.json");
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
@@ -453,18 +449,7 @@ fn merge_reads_regular_shard_files_once_each() {
     let tmp = tempfile::tempdir().unwrap();
     let s = short_scenario(tmp.path());
     let d = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
-    for k in ["0/2", "1/2"] {
-        lbsim(&[
-            "run",
-            &s,
-            "--replications",
-            "2",
-            "--shard",
-            k,
-            "--out",
-            &d("shards"),
-        ]);
-    }
+    two_shards(&s, &d("shards"));
     lbsim(&["merge", &d("shards"), "--out", &d("reference")]);
     let reference = |out: &str| {
         for f in ["summary.csv", "servers.csv", "timeseries.csv"] {
