@@ -77,7 +77,11 @@ struct Reader<'a> {
     at: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes, at: 0 }
+    }
+
     fn done(&self) -> bool {
         self.at >= self.bytes.len()
     }
@@ -216,10 +220,7 @@ pub fn encode_pool(pool: &ServerPool) -> String {
 /// A server pool read from a shard field.
 pub fn decode_pool(text: &str) -> Result<ServerPool, String> {
     let bytes = unpack(text)?;
-    let mut r = Reader {
-        bytes: &bytes,
-        at: 0,
-    };
+    let mut r = Reader::new(&bytes);
     let form = r.varint()?;
     if form > DENSE {
         return Err(format!("unknown form {form} (0: gaps, 1: dense)"));
@@ -274,10 +275,7 @@ pub fn encode_cdf(cdf: &Cdf) -> String {
 /// A replication's distribution read from a shard field.
 pub fn decode_cdf(text: &str) -> Result<Cdf, String> {
     let bytes = unpack(text)?;
-    let mut r = Reader {
-        bytes: &bytes,
-        at: 0,
-    };
+    let mut r = Reader::new(&bytes);
     let mut pairs = Vec::new();
     let (mut next, mut below) = (0u64, 0u64);
     while !r.done() {

@@ -57,10 +57,16 @@ fn key(weighted: bool, b: &Backend) -> Option<u64> {
     if !b.up || w == 0 {
         return None;
     }
-    Some(match u64::from(b.in_flight) {
+    Some(scaled_load(b) / w)
+}
+
+/// A backend's key before its division by the weight: 0 when idle, else
+/// `(in_flight + 1) × 256` (`SRV_EWGHT_MAX` over 16 × weight, the 16 cancelled).
+fn scaled_load(b: &Backend) -> u64 {
+    match u64::from(b.in_flight) {
         0 => 0,
-        n => (n + 1) * 256 / w,
-    })
+        n => (n + 1) * 256,
+    }
 }
 
 /// Whether key `floor(x / w)` (`x` below 2^41, `w` above 0) is below `k`: `x < k · w`,
@@ -141,8 +147,7 @@ impl Leastconn {
                 continue;
             }
             let t = self.queued_at[i];
-            let n = u64::from(b.in_flight);
-            let x = if n == 0 { 0 } else { (n + 1) * 256 };
+            let x = scaled_load(&b);
             let better =
                 below(x, w, best.0) | (below(x, w, best.0.saturating_add(1)) & (t < best.1));
             if better {
