@@ -186,6 +186,9 @@ struct Sim<'a> {
     /// Whether `requests` has ended (it is not asked again).
     drawn_all: bool,
     m: RunMetrics,
+    /// Whether the run prefetches the next completions' servers (from [`PREFETCH_FROM`]
+    /// servers).
+    prefetch: bool,
     from: Nanos,
     to: Nanos,
     report_every: Option<Nanos>,
@@ -404,6 +407,12 @@ pub fn simulate(
         .metrics()
 }
 
+/// Servers from which a run prefetches the state of the next completions' servers
+/// ([`Sim::prefetch_next`]): below it, the servers' state stays in the cache and the
+/// prefetches are pure cost (round robin at 10 servers 1.06× the CPU time with them; at
+/// 1,000 and 3,000 servers 1.01× and 0.99×, at 5,000 0.96×).
+const PREFETCH_FROM: usize = 4096;
+
 /// Events run between two looks at the cancel flag: at about 100 ns an event, a
 /// cancelled replication stops within a millisecond, and one relaxed load per 4096
 /// events costs nothing measurable.
@@ -574,6 +583,7 @@ impl<'a> Sim<'a> {
             extra_latency: Vec::new(),
             requests: RequestStream::new(&scenario.workload, seed, replication),
             drawn_all: false,
+            prefetch: servers_count >= PREFETCH_FROM,
             m: RunMetrics::new(&workers, from, to)
                 .with_phases(&crate::metrics::phase_edges(scenario))
                 .with_recovery(crate::metrics::recovery_spec(scenario)),
@@ -799,11 +809,51 @@ impl<'a> Sim<'a> {
                 }
             }
             self.arrival::<PLAIN>(now, req);
+            self.prefetch_next();
             Some(now)
         } else {
             let (now, event) = self.events.pop()?;
             self.handle::<PLAIN>(now, event);
+            self.prefetch_next();
             Some(now)
+        }
+    }
+
+    /// In clusters of [`PREFETCH_FROM`] servers or more, prefetches what the next two
+    /// completions will read of their servers, an event or two before they run: for the
+    /// next, its in-service job and its time integrals ([`ServerAccumulator`]); for the
+    /// one after, the [`Server`] itself (its lines read first: the next event's prefetch
+    /// reads its in-service buffer's address there). At 10,000 one-worker servers most of
+    /// that state is out of the 1 MiB cache a core has here, and a completion waited on
+    /// it: round robin 0.97×, least connections and C3 indexed 0.90–0.91× the CPU time
+    /// a run (same process, runs alternating), 0.78× for round robin at 30,000 servers.
+    /// Nothing is read that changes what runs: the next peek would have filled the
+    /// heap's hole as [`EventQueue::hint`] does.
+    ///
+    /// [`ServerAccumulator`]: crate::metrics::ServerAccumulator
+    #[inline(always)]
+    fn prefetch_next(&mut self) {
+        if !self.prefetch {
+            return;
+        }
+        use prefetch_index::prefetch_index as pf;
+        if let Some(&Event::Done { server, .. }) = self.events.hint() {
+            let i = server as usize;
+            if let (Some(s), Some(a)) = (self.servers.get(i), self.m.servers.get(i)) {
+                pf(&s.in_service, 0);
+                pf(std::slice::from_ref(a), 0);
+                pf(std::slice::from_ref(&a.slices), 0);
+                pf(std::slice::from_ref(&a.queue_max), 0);
+            }
+        }
+        if let Some(&Event::Done { server, .. }) = self.events.hint2() {
+            let i = server as usize;
+            if let Some(s) = self.servers.get(i) {
+                pf(std::slice::from_ref(&s.in_service), 0);
+                pf(std::slice::from_ref(&s.queue), 0);
+                pf(std::slice::from_ref(&s.last_change), 0);
+                pf(std::slice::from_ref(&s.paused_until), 0);
+            }
         }
     }
 

@@ -160,6 +160,25 @@ impl<E: Copy> EventQueue<E> {
         key.map(|k| (Nanos((k >> 64) as u64), k as u64))
     }
 
+    /// The heap's earliest event, if any (a hole filled first, as the next peek would):
+    /// a hint of what comes next, for prefetching (the FIFO is not looked at).
+    #[inline(always)]
+    pub fn hint(&mut self) -> Option<&E> {
+        self.settle();
+        self.heap.first().map(|e| &e.event)
+    }
+
+    /// The heap's second earliest event (the least of the root's children), if the root
+    /// has all its children; meant after [`EventQueue::hint`] (with a hole, the root's
+    /// children are the earliest). A hint as [`EventQueue::hint`] is.
+    #[inline(always)]
+    pub fn hint2(&self) -> Option<&E> {
+        let c = self.heap.get(1..1 + ARITY)?;
+        let a = if c[1].key < c[0].key { &c[1] } else { &c[0] };
+        let b = if c[3].key < c[2].key { &c[3] } else { &c[2] };
+        Some(if b.key < a.key { &b.event } else { &a.event })
+    }
+
     /// Removes and returns the earliest event (first scheduled among equal times). An
     /// event from the heap leaves its slot as a hole, for the next push to fill.
     #[inline]
@@ -411,6 +430,41 @@ mod tests {
                 proptest::prop_assert_eq!(q.pop(), Some((Nanos(t), s)));
             }
             proptest::prop_assert!(q.is_empty());
+        }
+
+        /// The hints name the two earliest events of the heap (the second once the root
+        /// has all its children), and taking them changes no pop.
+        #[test]
+        fn hints_are_the_next_two_pops(
+            ops in proptest::collection::vec((0u8..4, 0u64..30), 0..400),
+        ) {
+            use std::collections::BTreeSet;
+            let mut q = EventQueue::default();
+            let mut all = BTreeSet::new();
+            let mut seq = 0u64;
+            for (op, t) in ops {
+                match op {
+                    0 | 1 => {
+                        q.push(Nanos(t), seq);
+                        all.insert((t, seq));
+                        seq += 1;
+                    }
+                    2 => {
+                        let want = all.pop_first().map(|(t, s)| (Nanos(t), s));
+                        proptest::prop_assert_eq!(q.pop(), want);
+                    }
+                    _ => {
+                        let mut next = all.iter().map(|&(_, s)| s);
+                        let (first, second) = (next.next(), next.next());
+                        proptest::prop_assert_eq!(q.hint().copied(), first);
+                        let second = second.filter(|_| all.len() > ARITY);
+                        proptest::prop_assert_eq!(q.hint2().copied(), second);
+                    }
+                }
+            }
+            while let Some((t, s)) = all.pop_first() {
+                proptest::prop_assert_eq!(q.pop(), Some((Nanos(t), s)));
+            }
         }
     }
 }
