@@ -30,6 +30,7 @@ mod peak_ewma;
 mod power_of_d;
 mod prequal;
 mod random;
+mod ranges;
 pub mod registry;
 pub mod reports;
 mod ring_hash;

@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SpecError;
 use super::hash::client_address;
+use super::ranges::Ranges;
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Ty};
 use super::{Backend, Backends, LOOKAHEAD, PickContext, SmoothWeightedRoundRobin, Strategy};
 use prefetch_index::prefetch_index_nta;
@@ -444,91 +445,6 @@ struct Window {
     to: usize,
 }
 
-/// The peers' weight ranges: what nginx's walk over the weights finds in one lookup.
-#[derive(Clone, Debug, Default)]
-struct Ranges {
-    /// The end of each peer's range (running sum of the weights, so the last is
-    /// `Σ weights`): the first peer whose range ends beyond `w` is the one the walk stops
-    /// at (a peer of weight 0 ends where the one before does, so neither ever stops it).
-    ends: Vec<u64>,
-    /// Every peer's weight when they are all equal and positive, else 0: then the peer
-    /// holding `w` is `w / weight` (peer `k`'s range ends at `(k + 1) × weight`), without
-    /// a binary search.
-    equal: u64,
-    /// With unequal weights, for each value `b` of `w >> shift` the peer holding
-    /// `b << shift` (or the number of peers past `Σ weights`), one more for `b + 1`: the
-    /// peer holding `w` is between `starts[b]` and `starts[b + 1]`, about one peer apart
-    /// (2^⌈log2 peers⌉ ranges of `Σ weights`), so a lookup binary-searches those alone
-    /// rather than every peer's end (at 10,000 peers of weights 1–4 that search was 70%
-    /// of a pick, its last steps missing the cache).
-    starts: Vec<u32>,
-    shift: u32,
-}
-
-impl Ranges {
-    fn new(backends: &Backends) -> Ranges {
-        let ends: Vec<u64> = backends
-            .iter()
-            .scan(0u64, |sum, b| {
-                *sum += u64::from(b.weight);
-                Some(*sum)
-            })
-            .collect();
-        let first = backends.iter().next().map_or(0, |b| u64::from(b.weight));
-        let equal = if backends.iter().all(|b| u64::from(b.weight) == first) {
-            first
-        } else {
-            0
-        };
-        let mut r = Ranges {
-            ends,
-            equal,
-            starts: Vec::new(),
-            shift: 0,
-        };
-        if equal == 0 && r.total() > 0 {
-            r.index();
-        }
-        r
-    }
-
-    /// Fills [`Ranges::starts`]: 2^⌈log2 peers⌉ ranges (at least 2, at most 2^20), each
-    /// `2^shift` weights wide, the least width that covers `Σ weights`.
-    fn index(&mut self) {
-        let bits = self.ends.len().max(2).next_power_of_two().ilog2().min(20);
-        let total = self.total();
-        // The least shift with `(Σ weights − 1) >> shift` below 2^bits.
-        let span = u64::BITS - (total - 1).leading_zeros();
-        self.shift = span.saturating_sub(bits);
-        let ranges = ((total - 1) >> self.shift) + 2;
-        self.starts = (0..ranges)
-            .map(|b| {
-                let from = b << self.shift;
-                self.ends.partition_point(|&end| end <= from) as u32
-            })
-            .collect();
-    }
-
-    /// `Σ weights`.
-    fn total(&self) -> u64 {
-        self.ends.last().copied().unwrap_or(0)
-    }
-
-    /// The peer whose weight range holds `w` (`w` < `Σ weights`).
-    fn holding(&self, w: u64) -> usize {
-        match w.checked_div(self.equal) {
-            Some(k) => k as usize,
-            None => {
-                let b = (w >> self.shift) as usize;
-                // The peer holding `w` is at least `lo` and at most `hi`: the first end
-                // beyond `w` among `lo..hi`, else `hi`.
-                let (lo, hi) = (self.starts[b] as usize, self.starts[b + 1] as usize);
-                lo + self.ends[lo..hi].partition_point(|&end| end <= w)
-            }
-        }
-    }
-}
-
 /// A client address as the text nginx hashes (`$remote_addr`, dotted decimal): what
 /// `Ipv4Addr`'s `Display` writes, without the formatting machinery (which took a third of
 /// a pick's time).
@@ -605,7 +521,7 @@ impl NginxHash {
     /// The weight ranges of `backends`, rebuilt if the backends are new.
     fn ranges(&mut self, backends: &Backends) -> &Ranges {
         if self.ranges.ends.len() != backends.len() {
-            self.ranges = Ranges::new(backends);
+            self.ranges = Ranges::new(backends.iter().map(|b| u64::from(b.weight)));
         }
         &self.ranges
     }
