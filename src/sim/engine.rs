@@ -825,10 +825,10 @@ impl<'a> Sim<'a> {
     /// one after, the [`Server`] itself (its lines read first: the next event's prefetch
     /// reads its in-service buffer's address there). At 10,000 one-worker servers most of
     /// that state is out of the 1 MiB cache a core has here, and a completion waited on
-    /// it: round robin 0.97×, least connections and C3 indexed 0.90–0.91× the CPU time
-    /// a run (same process, runs alternating), 0.78× for round robin at 30,000 servers.
-    /// Nothing is read that changes what runs: the next peek would have filled the
-    /// heap's hole as [`EventQueue::hint`] does.
+    /// it: round robin, least connections and C3 indexed take 0.94–0.96× the CPU time a
+    /// request with it (long runs, paired), round robin 0.90× at 30,000 servers. Nothing
+    /// is read that changes what runs: the next peek would have filled the heap's hole
+    /// as [`EventQueue::hint`] does.
     ///
     /// [`ServerAccumulator`]: crate::metrics::ServerAccumulator
     #[inline(always)]
