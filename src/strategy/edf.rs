@@ -26,14 +26,19 @@ struct Entry {
 }
 
 impl Entry {
-    /// Whether `self` is due before `other`: earlier deadline, then earlier insertion.
+    /// The order in which entries come due: earlier deadline, then earlier insertion.
     /// Keys are unique (every entry has its own order), so this is a strict total order.
     #[inline]
-    fn before(&self, other: &Entry) -> bool {
+    fn due(&self, other: &Entry) -> std::cmp::Ordering {
         self.deadline
             .total_cmp(&other.deadline)
             .then(self.order.cmp(&other.order))
-            .is_lt()
+    }
+
+    /// Whether `self` is due before `other` ([`Entry::due`]).
+    #[inline]
+    fn before(&self, other: &Entry) -> bool {
+        self.due(other).is_lt()
     }
 }
 
@@ -198,9 +203,7 @@ impl Steps {
     /// order they come due, so that each FIFO is in that order.
     fn of(heap: &Heap) -> Option<Steps> {
         let mut entries = heap.v.clone();
-        entries.sort_unstable_by(|a, b| {
-            (a.deadline.total_cmp(&b.deadline)).then(a.order.cmp(&b.order))
-        });
+        entries.sort_unstable_by(Entry::due);
         let mut steps = Steps::default();
         entries.into_iter().all(|e| steps.push(e)).then_some(steps)
     }
@@ -305,7 +308,7 @@ impl Queue {
 /// An EDF scheduler over backend indices.
 #[derive(Clone, Debug, Default)]
 pub struct EdfScheduler {
-    heap: Queue,
+    queue: Queue,
     current: f64,
     order: u64,
     /// Scratch list of down entries met by a pick.
@@ -315,7 +318,7 @@ pub struct EdfScheduler {
 impl EdfScheduler {
     /// Empties the scheduler (time restarts at 0).
     pub fn clear(&mut self) {
-        self.heap.clear();
+        self.queue.clear();
         self.current = 0.0;
         self.order = 0;
     }
@@ -323,7 +326,7 @@ impl EdfScheduler {
     /// Adds `backend` with `weight` (> 0): deadline `current_time + 1 / weight`.
     pub fn add(&mut self, backend: usize, weight: f64) {
         let e = self.entry(backend, weight);
-        self.heap.push(e);
+        self.queue.push(e);
     }
 
     /// `backend`'s next entry: deadline `current_time + 1 / weight`, the next order.
@@ -342,12 +345,12 @@ impl EdfScheduler {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.queue.len()
     }
 
     /// Whether there is no entry.
     pub fn is_empty(&self) -> bool {
-        self.heap.len() == 0
+        self.queue.len() == 0
     }
 
     /// Pops the earliest deadline that is up and re-adds it with `weight(i)` (Envoy's
@@ -361,16 +364,16 @@ impl EdfScheduler {
     ) -> Option<usize> {
         // The usual case: the earliest entry is up and takes its own new deadline, in
         // place of the root (one pass down the heap instead of a pop's and a push's).
-        let top = *self.heap.peek()?;
+        let top = *self.queue.peek()?;
         if backends.get(top.backend).is_some_and(|b| b.up) {
             let i = top.backend;
             self.current = top.deadline;
             let again = self.entry(i, weight(i));
-            self.heap.replace_top(again);
+            self.queue.replace_top(again);
             return Some(i);
         }
         let mut found = None;
-        while let Some(e) = self.heap.pop() {
+        while let Some(e) = self.queue.pop() {
             if backends.get(e.backend).is_some_and(|b| b.up) {
                 self.current = e.deadline;
                 found = Some(e.backend);
