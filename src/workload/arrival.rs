@@ -323,6 +323,8 @@ pub enum ArrivalProcess {
         interpolation: Interpolation,
         /// Upper bound of the rate, for thinning.
         max_rate: f64,
+        /// No arrival at or after this time (seconds): thinning stops there.
+        horizon: f64,
         /// Current time.
         t: f64,
     },
@@ -347,8 +349,15 @@ fn exp_draw(rng: &mut SimRng, rate: f64) -> f64 {
 }
 
 impl ArrivalProcess {
-    /// Starts the process described by `spec` (validated) at time 0.
-    pub fn new(spec: &ArrivalSpec, trace: Option<Arc<Trace>>, rng: &mut SimRng) -> ArrivalProcess {
+    /// Starts the process described by `spec` (validated) at time 0, for arrivals before
+    /// `horizon` seconds (`f64::INFINITY`: no end). A process may yield one arrival at or
+    /// after the horizon, or none: the caller stops there.
+    pub fn new(
+        spec: &ArrivalSpec,
+        trace: Option<Arc<Trace>>,
+        horizon: f64,
+        rng: &mut SimRng,
+    ) -> ArrivalProcess {
         match spec {
             ArrivalSpec::Poisson { rate } => ArrivalProcess::Poisson {
                 exp: Exp::new(*rate).expect("validated rate"),
@@ -378,6 +387,7 @@ impl ArrivalProcess {
                 points: points.clone(),
                 interpolation: *interpolation,
                 max_rate: points.iter().map(|p| p.rate).fold(0.0, f64::max),
+                horizon,
                 t: 0.0,
             },
             ArrivalSpec::Trace { .. } => ArrivalProcess::Trace {
@@ -454,12 +464,15 @@ impl ArrivalProcess {
                 points,
                 interpolation,
                 max_rate,
+                horizon,
                 t,
             } => loop {
                 *t += exp_draw(rng, *max_rate);
                 // Past the last point the rate holds; if it holds at 0 the traffic has
-                // stopped, and thinning would draw candidates for ever.
-                if points.last().is_some_and(|p| p.rate == 0.0 && *t >= p.at) {
+                // stopped, and thinning would draw candidates for ever. At a rate far
+                // below the greatest (a mutant's 1e-320 after 2880), it would draw about
+                // `max_rate / rate` candidates an arrival: past the horizon none counts.
+                if *t >= *horizon || points.last().is_some_and(|p| p.rate == 0.0 && *t >= p.at) {
                     return None;
                 }
                 let accept = piecewise_rate(points, *interpolation, *t) / *max_rate;
@@ -489,8 +502,8 @@ mod tests {
         let spec = ArrivalSpec::Poisson { rate: 8000.0 };
         let mut rng = stream_rng(1, 0, Stream::Arrivals, 0);
         let mut rng2 = stream_rng(1, 0, Stream::Arrivals, 0);
-        let mut inline = ArrivalProcess::new(&spec, None, &mut rng);
-        let mut general = ArrivalProcess::new(&spec, None, &mut rng2);
+        let mut inline = ArrivalProcess::new(&spec, None, f64::INFINITY, &mut rng);
+        let mut general = ArrivalProcess::new(&spec, None, f64::INFINITY, &mut rng2);
         let mut last = 0.0;
         for _ in 0..10_000 {
             let (t, work) = inline.next_arrival(&mut rng).unwrap();
@@ -503,7 +516,7 @@ mod tests {
 
     fn count_until(spec: &ArrivalSpec, horizon: f64) -> usize {
         let mut rng = stream_rng(1, 0, Stream::Arrivals, 0);
-        let mut p = ArrivalProcess::new(spec, None, &mut rng);
+        let mut p = ArrivalProcess::new(spec, None, f64::INFINITY, &mut rng);
         let mut n = 0;
         while let Some((t, _)) = p.next_arrival(&mut rng) {
             if t > horizon {
@@ -626,7 +639,7 @@ mod tests {
             interpolation: Interpolation::Linear,
         };
         let mut rng = stream_rng(1, 0, Stream::Arrivals, 0);
-        let mut p = ArrivalProcess::new(&spec, None, &mut rng);
+        let mut p = ArrivalProcess::new(&spec, None, f64::INFINITY, &mut rng);
         let mut n = 0;
         while let Some((t, _)) = p.next_arrival(&mut rng) {
             assert!(t < 5.0);
@@ -635,6 +648,51 @@ mod tests {
         assert!(n > 0);
         // 25 requests expected over the ramp down, none after.
         assert!((spec.mean_rate(100.0, None) - 0.25).abs() < 1e-12);
+    }
+
+    /// Regression (found by `tests/fuzz.rs`, seed 18102356327478520755: `autoscale` with
+    /// its last rate 1e-320): a schedule that ends at a rate far below its greatest would
+    /// thin about `max_rate / rate` candidates for the next arrival, 10^323 here, and the
+    /// run never answered (not even SIGTERM, polled between events). Thinning stops at the
+    /// horizon. Run on a thread so that a regression fails the test instead of hanging it.
+    #[test]
+    fn a_vanishing_rate_ends_at_the_horizon() {
+        let spec = ArrivalSpec::Piecewise {
+            points: vec![
+                RatePoint {
+                    at: 0.0,
+                    rate: 960.0,
+                },
+                RatePoint {
+                    at: 10.0,
+                    rate: 960.0,
+                },
+                RatePoint {
+                    at: 40.0,
+                    rate: 1e-320,
+                },
+            ],
+            interpolation: Interpolation::Linear,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut rng = stream_rng(1, 0, Stream::Arrivals, 0);
+            let mut p = ArrivalProcess::new(&spec, None, 60.0, &mut rng);
+            let mut times = Vec::new();
+            while let Some((t, _)) = p.next_arrival(&mut rng) {
+                times.push(t);
+            }
+            let _ = tx.send((times, spec.mean_rate(60.0, None) * 60.0));
+        });
+        let (times, expected) = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the process ends at its horizon");
+        assert!(times.iter().all(|&t| t < 60.0));
+        // 960/s for 10 s, then a linear ramp down to nothing over 30 s: 24,000 expected.
+        assert!((expected - 24_000.0).abs() < 1.0, "{expected}");
+        let sd = expected.sqrt();
+        let got = times.len() as f64;
+        assert!((got - expected).abs() < 4.0 * sd, "{got} vs {expected}");
     }
 
     #[test]
@@ -684,7 +742,7 @@ mod tests {
         let spec = ArrivalSpec::Trace {
             path: "x.csv".into(),
         };
-        let mut p = ArrivalProcess::new(&spec, Some(trace), &mut rng);
+        let mut p = ArrivalProcess::new(&spec, Some(trace), f64::INFINITY, &mut rng);
         assert_eq!(p.next_arrival(&mut rng), Some((0.5, Some(0.1))));
         assert_eq!(p.next_arrival(&mut rng), Some((1.0, Some(0.2))));
         assert_eq!(p.next_arrival(&mut rng), None);

@@ -116,8 +116,12 @@ impl RequestStream {
     /// The request stream of replication `replication` of a scenario with seed `seed`.
     pub fn new(workload: &Workload, seed: u64, replication: u64) -> RequestStream {
         let mut arrival_rng = stream_rng(seed, replication, Stream::Arrivals, 0);
-        let process =
-            ArrivalProcess::new(&workload.arrivals, workload.trace.clone(), &mut arrival_rng);
+        let process = ArrivalProcess::new(
+            &workload.arrivals,
+            workload.trace.clone(),
+            workload.horizon,
+            &mut arrival_rng,
+        );
         let keys = match &workload.keys {
             KeySpec::Unique => KeySampler::Unique,
             KeySpec::Uniform { count } => KeySampler::Uniform((*count).max(1)),
