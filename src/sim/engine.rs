@@ -842,17 +842,14 @@ impl<'a> Sim<'a> {
             if let (Some(s), Some(a)) = (self.servers.get(i), self.m.servers.get(i)) {
                 pf(&s.in_service, 0);
                 pf(std::slice::from_ref(a), 0);
-                pf(std::slice::from_ref(&a.slices), 0);
-                pf(std::slice::from_ref(&a.queue_max), 0);
+                pf(std::slice::from_ref(&a.latency_sum), 0);
             }
         }
         if let Some(&Event::Done { server, .. }) = self.events.hint2() {
             let i = server as usize;
             if let Some(s) = self.servers.get(i) {
                 pf(std::slice::from_ref(&s.in_service), 0);
-                pf(std::slice::from_ref(&s.queue), 0);
-                pf(std::slice::from_ref(&s.last_change), 0);
-                pf(std::slice::from_ref(&s.paused_until), 0);
+                pf(std::slice::from_ref(&s.busy_time), 0);
             }
         }
     }
@@ -1237,7 +1234,7 @@ impl<'a> Sim<'a> {
     /// [`Sim::extra_latency`] empty, so the run stays plain.
     fn calibrate(&mut self, o: &Overheads) {
         for (i, s) in self.servers.iter_mut().enumerate() {
-            s.overhead = o.service(i);
+            s.set_overhead(o.service(i));
         }
         let extra: Vec<Nanos> = (0..self.servers.len())
             .map(|i| Nanos::from_secs_f64(o.extra_latency(i)))
@@ -1430,7 +1427,7 @@ impl<'a> Sim<'a> {
                 (FaultKind::Crash, false) => {
                     server.recover(now);
                     if let Some(c) = fault.cold {
-                        server.warm = Some(Warmup::new(now, c.warmup, c.fraction));
+                        server.set_warm(Warmup::new(now, c.warmup, c.fraction));
                     }
                     // A server that left meanwhile stays out.
                     if self.members.as_ref().is_some_and(|m| m.absent(i)) {

@@ -145,7 +145,7 @@ impl Sim<'_> {
         match (fault.kind, start) {
             (FaultKind::Cold, true) => {
                 if let Some(c) = fault.cold {
-                    self.servers[i].warm = Some(Warmup::new(now, c.warmup, c.fraction));
+                    self.servers[i].set_warm(Warmup::new(now, c.warmup, c.fraction));
                 }
             }
             (FaultKind::Cold, false) => {}
@@ -183,7 +183,7 @@ impl Sim<'_> {
         self.m.servers[i].advance(now, server.busy(), server.queued(), self.from, self.to);
         server.recover(now);
         if let Some(c) = cold {
-            server.warm = Some(Warmup::new(now, c.warmup, c.fraction));
+            server.set_warm(Warmup::new(now, c.warmup, c.fraction));
         }
         self.events.push(
             now,
