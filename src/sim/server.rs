@@ -87,9 +87,9 @@ pub type Started = (Job, Nanos);
 /// and live mode's calibrated overhead are read through one pointer (`extra`, set by
 /// [`Server::pause`], [`Server::set_warm`] and [`Server::set_overhead`]), `None` on the
 /// usual path; the other faults' fields and what admission control sheds lie in the third
-/// line. At 10,000 servers the state is out of
-/// the core's cache; laid out by the compiler (232 bytes, the fields read at each event
-/// spread over all of them) a server cost 4–5 lines an event.
+/// line. At 10,000 servers the state is out of the core's cache; laid out by the compiler
+/// (232 bytes, the fields read at each event spread over all of them) a server cost 4–5
+/// lines an event.
 #[derive(Clone, Debug)]
 #[repr(C, align(64))]
 pub struct Server {
@@ -135,6 +135,13 @@ pub struct Server {
 // An event's usual path reads the first two lines.
 const _: () = assert!(std::mem::offset_of!(Server, busy_time) == 64);
 const _: () = assert!(std::mem::offset_of!(Server, delay) == 128);
+
+/// Seconds to serve `work` at `speed`. At full speed (most servers) the division, exact by
+/// 1, is skipped: its latency delays the completion's scheduling.
+#[inline(always)]
+fn seconds(work: f64, speed: f64) -> f64 {
+    if speed == 1.0 { work } else { work / speed }
+}
 
 /// What changes a service's start or length besides the server's speed. Each at its
 /// neutral value changes nothing, bit for bit: `now.max(0)` is `now`, a factor of 1 is
@@ -223,11 +230,6 @@ impl Server {
         }
     }
 
-    /// Until when the server is paused (the past: not paused).
-    pub fn paused_until(&self) -> Nanos {
-        self.extra.as_ref().map_or(Nanos::ZERO, |e| e.paused_until)
-    }
-
     /// The next waiting request a freed worker serves at `now`, after admission control:
     /// the oldest (or, under adaptive LIFO while the queue is congested, the newest) that
     /// is not dropped. Dropped requests move to [`Server::shed`].
@@ -277,7 +279,7 @@ impl Server {
         let Some(extra) = &self.extra else {
             // What the general case below computes with nothing extra (bit for bit: see
             // `Extra`).
-            job.end = now + Nanos::from_secs_f64(self.seconds(job.work, self.speed));
+            job.end = now + Nanos::from_secs_f64(seconds(job.work, self.speed));
             return job.end - now;
         };
         // A cold server serves at the speed of the moment service starts.
@@ -285,16 +287,9 @@ impl Server {
             None => self.speed,
             Some(w) => self.speed * w.factor(now),
         };
-        let secs = self.seconds(job.work, speed);
+        let secs = seconds(job.work, speed);
         job.end = now.max(extra.paused_until) + Nanos::from_secs_f64(secs + extra.overhead);
         job.end - now
-    }
-
-    /// Seconds to serve `work` at `speed`. At full speed (most servers) the division,
-    /// exact by 1, is skipped: its latency delays the completion's scheduling.
-    #[inline(always)]
-    fn seconds(&self, work: f64, speed: f64) -> f64 {
-        if speed == 1.0 { work } else { work / speed }
     }
 
     /// The server's load report at `now`.
@@ -384,15 +379,15 @@ impl Server {
     pub fn pause(&mut self, now: Nanos, length: Nanos) -> Vec<(u64, Nanos)> {
         let until = now + length;
         let paused_until = &mut self.extra_mut().paused_until;
-        let extra = until.saturating_sub(now.max(*paused_until));
+        let added = until.saturating_sub(now.max(*paused_until));
         *paused_until = (*paused_until).max(until);
-        if extra == Nanos::ZERO {
+        if added == Nanos::ZERO {
             return Vec::new();
         }
         self.in_service
             .iter_mut()
             .map(|j| {
-                j.end += extra;
+                j.end += added;
                 (j.id, j.end)
             })
             .collect()
