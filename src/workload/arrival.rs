@@ -305,6 +305,8 @@ pub enum ArrivalProcess {
         state: usize,
         /// When the current state ends.
         switch_at: f64,
+        /// No arrival at or after this time (seconds): switching states stops there.
+        horizon: f64,
         /// Current time.
         t: f64,
     },
@@ -370,12 +372,12 @@ impl ArrivalProcess {
             ArrivalSpec::Mmpp {
                 rates,
                 mean_sojourn,
-            } => Self::mmpp(*rates, *mean_sojourn, rng),
+            } => Self::mmpp(*rates, *mean_sojourn, horizon, rng),
             ArrivalSpec::OnOff {
                 rate,
                 mean_on,
                 mean_off,
-            } => Self::mmpp([*rate, 0.0], [*mean_on, *mean_off], rng),
+            } => Self::mmpp([*rate, 0.0], [*mean_on, *mean_off], horizon, rng),
             ArrivalSpec::Renewal { interarrival } => ArrivalProcess::Renewal {
                 dist: interarrival.clone(),
                 t: 0.0,
@@ -397,7 +399,7 @@ impl ArrivalProcess {
         }
     }
 
-    fn mmpp(rates: [f64; 2], sojourn: [f64; 2], rng: &mut SimRng) -> ArrivalProcess {
+    fn mmpp(rates: [f64; 2], sojourn: [f64; 2], horizon: f64, rng: &mut SimRng) -> ArrivalProcess {
         // Start in the stationary distribution so there is no initial transient.
         let p0 = sojourn[0] / (sojourn[0] + sojourn[1]);
         let state = usize::from(open_unit(rng.random::<u64>()) >= p0);
@@ -407,6 +409,7 @@ impl ArrivalProcess {
             sojourn,
             state,
             switch_at,
+            horizon,
             t: 0.0,
         }
     }
@@ -439,6 +442,7 @@ impl ArrivalProcess {
                 sojourn,
                 state,
                 switch_at,
+                horizon,
                 t,
             } => loop {
                 let rate = rates[*state];
@@ -451,8 +455,14 @@ impl ArrivalProcess {
                     *t = candidate;
                     return Some((*t, None));
                 }
-                // Memorylessness: restart the arrival clock at the state change.
+                // Memorylessness: restart the arrival clock at the state change. With
+                // rates far below the switching rate (a mutant's 1e-300 per second and
+                // states of a microsecond), an arrival takes about 10^306 switches: past
+                // the horizon none counts.
                 *t = *switch_at;
+                if *t >= *horizon {
+                    return None;
+                }
                 *state ^= 1;
                 *switch_at = *t + exp_draw(rng, 1.0 / sojourn[*state]);
             },
@@ -693,6 +703,27 @@ mod tests {
         let sd = expected.sqrt();
         let got = times.len() as f64;
         assert!((got - expected).abs() < 4.0 * sd, "{got} vs {expected}");
+    }
+
+    /// The same for MMPP (found looking for the piecewise hang's kind): rates of 1e-300
+    /// per second in states of a microsecond need about 10^306 switches an arrival. The
+    /// switches stop at the horizon: none arrives, and the process says so.
+    #[test]
+    fn vanishing_mmpp_rates_end_at_the_horizon() {
+        let spec = ArrivalSpec::Mmpp {
+            rates: [1e-300, 1e-300],
+            mean_sojourn: [1e-6, 1e-6],
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut rng = stream_rng(1, 0, Stream::Arrivals, 0);
+            let mut p = ArrivalProcess::new(&spec, None, 0.5, &mut rng);
+            let _ = tx.send(p.next_arrival(&mut rng));
+        });
+        let next = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the process ends at its horizon");
+        assert_eq!(next, None);
     }
 
     #[test]
