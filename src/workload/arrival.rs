@@ -415,7 +415,7 @@ impl ArrivalProcess {
     }
 
     /// The next arrival time (seconds), and the request's work when the process fixes it
-    /// (trace replay). `None` when the process has no more arrivals.
+    /// (trace replay). `None` when the process has no more arrivals (before its horizon).
     ///
     /// Poisson arrivals, the most common (a draw for every request), are drawn inline;
     /// the other processes in a call (`ArrivalProcess::next_arrival_of`).
