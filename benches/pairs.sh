@@ -10,15 +10,11 @@
 #
 #   bash benches/pairs.sh target/release/deps/cost-HASH 10000 7 6 round_robin c3_indexed prequal
 set -euo pipefail
+source "$(dirname "$0")/pairing.sh"
 bin=$1; n=$2; rounds=$3; runs=$4; base=$5; shift 5
 ms() { perf stat -e task-clock -x, "$bin" "$1" "$n" "$runs" 2>&1 >/dev/null | awk -F, '/task-clock/{print $1}'; }
-med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
 for label in "$@"; do
-  ratios=(); bs=(); ls=()
-  for r in $(seq 1 "$rounds"); do
-    if (( r % 2 )); then a=$(ms "$base"); b=$(ms "$label"); else b=$(ms "$label"); a=$(ms "$base"); fi
-    ratios+=("$(echo "$b / $a" | bc -l)"); bs+=("$a"); ls+=("$b")
-  done
-  printf '%-28s n=%-6s ratio %.3f  [%s]  base_ms %.1f  label_ms %.1f  load %s\n' "$label" "$n" "$(med "${ratios[@]}")" \
-    "$(printf '%.2f ' "${ratios[@]}")" "$(med "${bs[@]}")" "$(med "${ls[@]}")" "$(cut -d' ' -f1 /proc/loadavg)"
+  paired "$rounds" ms "$base" "$label"
+  printf '%-28s n=%-6s ratio %.3f  [%s]  base_ms %.1f  label_ms %.1f  load %s\n' "$label" "$n" "$(med "${rs[@]}")" \
+    "$(ratios)" "$(med "${as[@]}")" "$(med "${bs[@]}")" "$(load)"
 done

@@ -10,16 +10,12 @@
 #
 #   bash benches/slope.sh target/release/deps/cost-HASH 10000 5 round_robin c3_indexed
 set -euo pipefail
+source "$(dirname "$0")/pairing.sh"
 bin=$1; n=$2; rounds=$3; base=$4; shift 4
 ms() { perf stat -e task-clock -x, "$bin" "$1" "$n" 1 "$2" 2>&1 >/dev/null | awk -F, '/task-clock/{print $1}'; }
 slope() { local a b; a=$(ms "$1" 1000000); b=$(ms "$1" 3000000); echo "($b - $a) / 2" | bc -l; }
-med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
 for label in "$@"; do
-  rs=(); bs=(); ls=()
-  for r in $(seq 1 "$rounds"); do
-    if (( r % 2 )); then x=$(slope "$base"); y=$(slope "$label"); else y=$(slope "$label"); x=$(slope "$base"); fi
-    rs+=("$(echo "$y / $x" | bc -l)"); bs+=("$x"); ls+=("$y")
-  done
+  paired "$rounds" slope "$base" "$label"
   printf '%-30s n=%-6s slope ratio %.3f [%s] base %.1f ns label %.1f ns load %s\n' "$label" "$n" "$(med "${rs[@]}")" \
-    "$(printf '%.2f ' "${rs[@]}")" "$(med "${bs[@]}")" "$(med "${ls[@]}")" "$(cut -d' ' -f1 /proc/loadavg)"
+    "$(ratios)" "$(med "${as[@]}")" "$(med "${bs[@]}")" "$(load)"
 done

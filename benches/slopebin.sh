@@ -9,14 +9,10 @@
 #
 #   bash benches/slopebin.sh /tmp/cost-before target/release/deps/cost-HASH c3_indexed 10000 7
 set -euo pipefail
+source "$(dirname "$0")/pairing.sh"
 a=$1; b=$2; label=$3; n=$4; rounds=$5
 ms() { perf stat -e task-clock -x, "$1" "$label" "$n" 1 "$2" 2>&1 >/dev/null | awk -F, '/task-clock/{print $1}'; }
 slope() { local x y; x=$(ms "$1" 1000000); y=$(ms "$1" 3000000); echo "($y - $x) / 2" | bc -l; }
-med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
-rs=(); as=(); bs=()
-for r in $(seq 1 "$rounds"); do
-  if (( r % 2 )); then x=$(slope "$a"); y=$(slope "$b"); else y=$(slope "$b"); x=$(slope "$a"); fi
-  rs+=("$(echo "$y / $x" | bc -l)"); as+=("$x"); bs+=("$y")
-done
+paired "$rounds" slope "$a" "$b"
 printf '%s n=%s: B/A %.3f [%s] A %.1f B %.1f ns/req load %s\n' "$label" "$n" "$(med "${rs[@]}")" \
-  "$(printf '%.3f ' "${rs[@]}")" "$(med "${as[@]}")" "$(med "${bs[@]}")" "$(cut -d' ' -f1 /proc/loadavg)"
+  "$(ratios)" "$(med "${as[@]}")" "$(med "${bs[@]}")" "$(load)"
