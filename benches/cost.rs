@@ -17,7 +17,8 @@
 //! `least_request_slow_start`, or `prequal_rR` for Prequal at `probe_rate = R`, or
 //! `KIND:key=value:...` for a kind with parameters (`least_connections:weighted=true`), or
 //! `bare_KIND` for the bare event loop of `scale.rs` with strategy KIND; prefixed `w/`, on
-//! a cluster of weights and speeds 1 to 4 at the same arrival rate), the number of
+//! a cluster of weights and speeds 1 to 4 at the same arrival rate; prefixed `bN/` (before
+//! any `w/`), with N balancers that arrivals are split among uniformly), the number of
 //! servers, how many times to simulate the run, and optionally the requests a run
 //! simulates (by default scale.rs's: 20 a server, at least 50,000). It prints the requests
 //! simulated, to keep the work observable. The CPU time of two run lengths, differenced,
@@ -91,10 +92,17 @@ fn main() {
     let runs: u64 = runs.parse().expect("runs: a number");
     // As scale.rs's `requests`: enough for the cluster to fill.
     let requests = length.map_or(requests(n), |l| l.parse().expect("requests: a number"));
+    // `bN/LABEL`: N balancers (arrivals split uniformly) instead of one.
+    let (label, balancers) = match label.strip_prefix('b').and_then(|l| l.split_once('/')) {
+        Some((count, label)) if count.parse::<usize>().is_ok() => {
+            (label, count.parse().expect("checked"))
+        }
+        _ => (label.as_str(), 1),
+    };
     // `w/LABEL`: the same on the cluster of unequal weights and speeds.
     let (label, weighted) = match label.strip_prefix("w/") {
         Some(label) => (label, true),
-        None => (label.as_str(), false),
+        None => (label, false),
     };
     let scenario = if weighted {
         weighted_scenario
@@ -109,12 +117,12 @@ fn main() {
                 !weighted,
                 "the bare loop's servers are all alike: no `w/bare_*`"
             );
-            let s = scenario(n, 1, requests, &strategy(kind));
+            let s = scenario(n, balancers, requests, &strategy(kind));
             let spec = &s.strategies[0].spec;
-            (0..runs).map(|_| bare(n, 1, spec, requests)).sum()
+            (0..runs).map(|_| bare(n, balancers, spec, requests)).sum()
         }
         None => {
-            let s = scenario(n, 1, requests, &strategy(label));
+            let s = scenario(n, balancers, requests, &strategy(label));
             // The entry, policy included (`simulate` would run its strategy alone: the
             // slow-start labels would cost what their strategies do without it).
             let entry = &s.strategies[0];

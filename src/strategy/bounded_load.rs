@@ -11,8 +11,10 @@
 //! exceed 100). The ring is Envoy's ([`super::hash::Ring`], `min_ring_size` 1024), built
 //! over the up backends; a backend's points are passed over when it is full.
 
+use std::sync::Arc;
+
 use super::SpecError;
-use super::hash::{Membership, Ring, key_hash};
+use super::hash::{Membership, Ring, key_hash, shared};
 use super::registry::{About, Kind, Knob, PickCost, Reads, Scanned, Split, Table, Ty};
 use super::{Backend, Backends, Outcome, PickContext, Strategy};
 use crate::time::Nanos;
@@ -22,7 +24,8 @@ use crate::time::Nanos;
 pub struct BoundedLoadHash {
     factor: u32,
     min_ring_size: u64,
-    ring: Ring,
+    /// Shared with the other balancers that built the same ring ([`shared`]).
+    ring: Arc<Ring>,
     members: Membership,
     total_in_flight: u64,
 }
@@ -34,7 +37,7 @@ impl BoundedLoadHash {
         BoundedLoadHash {
             factor,
             min_ring_size,
-            ring: Ring::default(),
+            ring: Arc::default(),
             members: Membership::default(),
             total_in_flight: 0,
         }
@@ -51,7 +54,10 @@ impl BoundedLoadHash {
 
     fn rebuild(&mut self, backends: &Backends) {
         let weights = self.members.record(backends);
-        self.ring = Ring::build(weights, self.min_ring_size, 8 << 20);
+        let min = self.min_ring_size;
+        self.ring = shared([min, 8 << 20], weights, || {
+            Ring::build(weights, min, 8 << 20)
+        });
     }
 }
 

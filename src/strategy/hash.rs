@@ -6,6 +6,10 @@
 //! Envoy hashes address strings with xxHash64; lbsim's backends and keys are integers, so
 //! an integer mixer gives the same statistical behaviour without a dependency.
 
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
+
 use super::{Backend, Backends};
 use crate::rng::mix64;
 
@@ -32,6 +36,61 @@ pub fn client_address(key: u64) -> std::net::Ipv4Addr {
 #[inline]
 pub fn point_hash(backend: usize, replica: u64, salt: u64) -> u64 {
     mix64(mix64(salt ^ backend as u64).wrapping_add(replica))
+}
+
+/// A table built on this thread and still held by some strategy, with what it was built
+/// from: its type, its parameters and the weights.
+struct Built {
+    kind: TypeId,
+    params: [u64; 2],
+    weights: Vec<u32>,
+    table: Weak<dyn Any + Send + Sync>,
+}
+
+/// How many builds [`shared`] remembers a thread (the most recent ones).
+const REMEMBERED: usize = 4;
+
+thread_local! {
+    static BUILT: RefCell<Vec<Built>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The table `build` makes from `params` and `weights`, shared with every strategy on this
+/// thread that holds the same one: a table is a function of its type, parameters and
+/// weights alone, so the balancers of a run over the same servers need one, not one each.
+/// A run of 1,000 Maglev balancers over 1,000 servers built 1,000 tables of 65,537
+/// entries, 1.7 ms each; the balancers that follow the first now take its table. The
+/// tables are remembered weakly: one lives while a strategy holds it, and a thread keeps
+/// no table once its runs end.
+pub(crate) fn shared<T: Any + Send + Sync>(
+    params: [u64; 2],
+    weights: &[u32],
+    build: impl FnOnce() -> T,
+) -> Arc<T> {
+    let kind = TypeId::of::<T>();
+    let found = BUILT.with_borrow(|built| {
+        built
+            .iter()
+            .filter(|b| b.kind == kind && b.params == params && b.weights == weights)
+            .find_map(|b| b.table.upgrade()?.downcast::<T>().ok())
+    });
+    if let Some(table) = found {
+        return table;
+    }
+    let table = Arc::new(build());
+    let held: Arc<dyn Any + Send + Sync> = table.clone();
+    BUILT.with_borrow_mut(|built| {
+        built.retain(|b| b.table.strong_count() > 0);
+        if built.len() == REMEMBERED {
+            built.remove(0);
+        }
+        built.push(Built {
+            kind,
+            params,
+            weights: weights.to_vec(),
+            table: Arc::downgrade(&held),
+        });
+    });
+    table
 }
 
 /// The backends a hash structure was built over: the up backends of positive weight,
@@ -405,6 +464,47 @@ pub(crate) mod told {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`shared`] gives one table for one type, parameters and weights while a holder
+    /// lives, and builds anew for another type, other parameters or other weights, or once
+    /// every holder is gone.
+    #[test]
+    fn a_table_is_shared_exactly_while_held_and_alike() {
+        let builds = std::cell::Cell::new(0);
+        let build = |x: u32| {
+            builds.set(builds.get() + 1);
+            vec![x]
+        };
+        let w = [1, 2, 3];
+        let a = shared([5, 0], &w, || build(1));
+        let b = shared([5, 0], &w, || build(2));
+        assert!(
+            Arc::ptr_eq(&a, &b) && builds.get() == 1,
+            "the same inputs: one build"
+        );
+        let other_weights = shared([5, 0], &[1, 2, 0], || build(3));
+        let other_params = shared([5, 1], &w, || build(4));
+        let other_type = shared([5, 0], &w, || 7u64);
+        assert_eq!(
+            builds.get(),
+            3,
+            "other weights or parameters build their own"
+        );
+        assert_eq!((other_weights[0], other_params[0], *other_type), (3, 4, 7));
+        assert_eq!((a[0], b[0]), (1, 1));
+        drop((a, b));
+        let c = shared([5, 0], &w, || build(5));
+        assert_eq!((c[0], builds.get()), (5, 4), "no holder left: built again");
+        // Older builds than the last few are forgotten, never mixed up.
+        let held: Vec<_> = (0..2 * REMEMBERED as u32)
+            .map(|k| shared([9, 0], &[k], || build(k)))
+            .collect();
+        for (k, t) in held.iter().enumerate() {
+            assert_eq!(t[0], k as u32);
+            let again = shared([9, 0], &[k as u32], || build(u32::MAX))[0];
+            assert!(again == k as u32 || again == u32::MAX, "{k}: {again}");
+        }
+    }
 
     #[test]
     fn client_addresses_stay_on_loopback_and_wrap() {

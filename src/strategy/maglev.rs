@@ -10,8 +10,10 @@
 //! per round, as in the paper, and owns ⌊M/N⌋ or ⌈M/N⌉ entries. The table is built over
 //! the up backends and rebuilt when that set changes, as Envoy rebuilds on host changes.
 
+use std::sync::Arc;
+
 use super::SpecError;
-use super::hash::{Membership, key_hash, point_hash};
+use super::hash::{Membership, key_hash, point_hash, shared};
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Table, Ty};
 use super::{Backend, Backends, PickContext, Strategy};
 
@@ -22,7 +24,8 @@ const SKIP_SALT: u64 = 0x6d61_676c_6576_5f73;
 #[derive(Debug)]
 pub struct Maglev {
     table_size: usize,
-    table: Vec<u32>,
+    /// Shared with the other balancers that built the same table ([`shared`]).
+    table: Arc<Vec<u32>>,
     members: Membership,
 }
 
@@ -31,7 +34,7 @@ impl Maglev {
     pub fn new(table_size: usize) -> Maglev {
         Maglev {
             table_size,
-            table: Vec::new(),
+            table: Arc::default(),
             members: Membership::default(),
         }
     }
@@ -104,8 +107,12 @@ impl Strategy for Maglev {
         self.members.pick(
             &mut self.table,
             backends,
-            |t: &Vec<u32>| (!t.is_empty()).then(|| t[(h % t.len() as u64) as usize] as usize),
-            |weights| Maglev::build_table(weights, size),
+            |t: &Arc<Vec<u32>>| (!t.is_empty()).then(|| t[(h % t.len() as u64) as usize] as usize),
+            |weights| {
+                shared([size as u64, 0], weights, || {
+                    Maglev::build_table(weights, size)
+                })
+            },
         )
     }
 
@@ -226,6 +233,28 @@ mod tests {
         assert_eq!(b.route(Nanos(0), 1), None);
         b.set_up(2, true);
         assert_eq!(b.route(Nanos(0), 1), Some(2));
+    }
+
+    /// Balancers over the same backends hold one table; one whose view changed builds
+    /// its own, which a balancer seeing the same change then shares.
+    #[test]
+    fn balancers_share_the_table_of_the_same_backends() {
+        let mut m: Vec<Maglev> = (0..3).map(|_| Maglev::new(251)).collect();
+        let all = Backends::new(&[1, 1, 1, 1]);
+        let mut one_down = Backends::new(&[1, 1, 1, 1]);
+        one_down.set_up(2, false);
+        let ctx = PickContext::new(Nanos(0), 7);
+        m[0].pick(&all, &ctx);
+        m[1].pick(&all, &ctx);
+        assert!(Arc::ptr_eq(&m[0].table, &m[1].table));
+        m[2].pick(&one_down, &ctx);
+        assert!(!Arc::ptr_eq(&m[0].table, &m[2].table));
+        assert!(!m[2].table.contains(&2) && m[0].table.contains(&2));
+        // A balancer rebuilds once a lookup lands on the backend gone down.
+        for key in 0..100 {
+            m[1].pick(&one_down, &PickContext::new(Nanos(0), key));
+        }
+        assert!(Arc::ptr_eq(&m[1].table, &m[2].table));
     }
 
     /// The table rebuilt when told of a backend coming back picks what it picks when it

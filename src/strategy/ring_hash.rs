@@ -6,8 +6,10 @@
 //! removing one of N backends moves its own keys plus the few taken by the survivors'
 //! extra points. See [`super::hash`] for the hash function.
 
+use std::sync::Arc;
+
 use super::SpecError;
-use super::hash::{Membership, Ring, key_hash};
+use super::hash::{Membership, Ring, key_hash, shared};
 use super::registry::{About, Kind, Knob, PickCost, Reads, Split, Table, Ty};
 use super::{Backend, Backends, PickContext, Strategy};
 
@@ -16,7 +18,8 @@ use super::{Backend, Backends, PickContext, Strategy};
 pub struct RingHash {
     min_ring_size: u64,
     max_ring_size: u64,
-    ring: Ring,
+    /// Shared with the other balancers that built the same ring ([`shared`]).
+    ring: Arc<Ring>,
     members: Membership,
 }
 
@@ -26,7 +29,7 @@ impl RingHash {
         RingHash {
             min_ring_size,
             max_ring_size,
-            ring: Ring::default(),
+            ring: Arc::default(),
             members: Membership::default(),
         }
     }
@@ -39,8 +42,8 @@ impl Strategy for RingHash {
         self.members.pick(
             &mut self.ring,
             backends,
-            |r: &Ring| (!r.is_empty()).then(|| r.backend_at(r.position(h))),
-            |weights| Ring::build(weights, min, max),
+            |r: &Arc<Ring>| (!r.is_empty()).then(|| r.backend_at(r.position(h))),
+            |weights| shared([min, max], weights, || Ring::build(weights, min, max)),
         )
     }
 
