@@ -28,13 +28,17 @@
 //! O((slots + servers) · log₆₄ servers), and with equal weights, where the map is the
 //! usable servers in index order, in O(servers).
 
+use std::sync::Arc;
+
+use super::hash::shared;
 use super::registry::{About, Parameterless, PickCost, Reads, Split};
 use super::{Backend, Backends, BuiltFor, PickContext, Strategy};
 
 /// HAProxy `static-rr`.
 #[derive(Debug, Default)]
 pub struct StaticRr {
-    map: Vec<usize>,
+    /// Shared with the other balancers that built the same map ([`shared`]).
+    map: Arc<Vec<usize>>,
     /// The view the map was built for.
     built_for: BuiltFor,
     /// `lbprm.wmult`: the weights' greatest common divisor, fixed at the first pick.
@@ -296,7 +300,7 @@ impl StaticRr {
                 }
             })
             .collect();
-        self.map = Self::map(&eweights);
+        self.map = shared([0, 0], &eweights, || Self::map(&eweights));
         self.built_for.built(backends);
     }
 }
@@ -347,6 +351,30 @@ mod tests {
     use super::*;
     use crate::strategy::Balancer;
     use crate::strategy::testing::{down_and_up, picks};
+
+    /// Balancers over the same servers hold one map, each with its own place in it; one
+    /// whose view differs builds its own.
+    #[test]
+    fn balancers_share_the_map_of_the_same_servers() {
+        let mut rr: Vec<StaticRr> = (0..3).map(|_| StaticRr::default()).collect();
+        let all = Backends::new(&[3, 1, 2]);
+        let mut one_down = Backends::new(&[3, 1, 2]);
+        one_down.set_up(0, false);
+        rr[0].slots(&all);
+        rr[1].slots(&all);
+        rr[2].slots(&one_down);
+        assert!(Arc::ptr_eq(&rr[0].map, &rr[1].map));
+        assert!(!Arc::ptr_eq(&rr[0].map, &rr[2].map) && !rr[2].map.contains(&0));
+        let ctx = PickContext::new(crate::time::Nanos(0), 0);
+        let map = Arc::clone(&rr[0].map);
+        let two = (rr[0].pick(&all, &ctx), rr[0].pick(&all, &ctx));
+        assert_eq!(two, (Some(map[0]), Some(map[1])));
+        assert_eq!(
+            rr[1].pick(&all, &ctx),
+            Some(map[0]),
+            "its own place in the map"
+        );
+    }
 
     /// The equal-weight map (usable servers in index order) is the one HAProxy's loop
     /// builds, whichever servers are down.
