@@ -55,7 +55,7 @@ impl BoundedLoadHash {
     fn rebuild(&mut self, backends: &Backends) {
         let weights = self.members.record(backends);
         let min = self.min_ring_size;
-        self.ring = shared([min, 8 << 20], weights, || {
+        self.ring = shared("Ring::build", [min, 8 << 20], weights, || {
             Ring::build(weights, min, 8 << 20)
         });
     }

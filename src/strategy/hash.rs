@@ -39,9 +39,10 @@ pub fn point_hash(backend: usize, replica: u64, salt: u64) -> u64 {
 }
 
 /// A table built on this thread and still held by some strategy, with what it was built
-/// from: its type, its parameters and the weights.
+/// from: its type, its builder, the builder's parameters and the weights.
 struct Built {
     kind: TypeId,
+    builder: &'static str,
     params: [u64; 2],
     weights: Vec<u32>,
     table: Weak<dyn Any + Send + Sync>,
@@ -55,7 +56,8 @@ thread_local! {
 }
 
 /// The table `build` makes from `params` and `weights`, shared with every strategy on this
-/// thread that holds the same one: a table is a function of its type, parameters and
+/// thread that holds the same one: a table is a function of its type, its builder (named
+/// by `builder`: two builders of one type are two functions), the parameters and the
 /// weights alone, so the balancers of a run over the same servers need one, not one each.
 /// A run of 1,000 Maglev balancers over 1,000 servers built 1,000 tables of 65,537
 /// entries, 1.75 ms each; the balancers that follow the first now take its table (Maglev,
@@ -64,6 +66,7 @@ thread_local! {
 /// tables are remembered weakly: one lives while a strategy holds it, and a thread keeps
 /// no table once its runs end.
 pub(crate) fn shared<T: Any + Send + Sync>(
+    builder: &'static str,
     params: [u64; 2],
     weights: &[u32],
     build: impl FnOnce() -> T,
@@ -72,7 +75,9 @@ pub(crate) fn shared<T: Any + Send + Sync>(
     let found = BUILT.with_borrow(|built| {
         built
             .iter()
-            .filter(|b| b.kind == kind && b.params == params && b.weights == weights)
+            .filter(|b| {
+                (b.kind, b.builder, b.params) == (kind, builder, params) && b.weights == weights
+            })
             .find_map(|b| b.table.upgrade()?.downcast::<T>().ok())
     });
     if let Some(table) = found {
@@ -87,6 +92,7 @@ pub(crate) fn shared<T: Any + Send + Sync>(
         }
         built.push(Built {
             kind,
+            builder,
             params,
             weights: weights.to_vec(),
             table: Arc::downgrade(&held),
@@ -467,9 +473,9 @@ pub(crate) mod told {
 mod tests {
     use super::*;
 
-    /// [`shared`] gives one table for one type, parameters and weights while a holder
-    /// lives, and builds anew for another type, other parameters or other weights, or once
-    /// every holder is gone.
+    /// [`shared`] gives one table for one type, builder, parameters and weights while a
+    /// holder lives, and builds anew for another type, builder, parameters or weights, or
+    /// once every holder is gone.
     #[test]
     fn a_table_is_shared_exactly_while_held_and_alike() {
         let builds = std::cell::Cell::new(0);
@@ -478,32 +484,34 @@ mod tests {
             vec![x]
         };
         let w = [1, 2, 3];
-        let a = shared([5, 0], &w, || build(1));
-        let b = shared([5, 0], &w, || build(2));
+        let a = shared("test", [5, 0], &w, || build(1));
+        let b = shared("test", [5, 0], &w, || build(2));
         assert!(
             Arc::ptr_eq(&a, &b) && builds.get() == 1,
             "the same inputs: one build"
         );
-        let other_weights = shared([5, 0], &[1, 2, 0], || build(3));
-        let other_params = shared([5, 1], &w, || build(4));
-        let other_type = shared([5, 0], &w, || 7u64);
+        let other_weights = shared("test", [5, 0], &[1, 2, 0], || build(3));
+        let other_params = shared("test", [5, 1], &w, || build(4));
+        let other_type = shared("test", [5, 0], &w, || 7u64);
+        let other_builder = shared("other", [5, 0], &w, || build(6));
         assert_eq!(
             builds.get(),
-            3,
-            "other weights or parameters build their own"
+            4,
+            "other weights, parameters or builders build their own"
         );
         assert_eq!((other_weights[0], other_params[0], *other_type), (3, 4, 7));
+        assert_eq!(other_builder[0], 6);
         assert_eq!((a[0], b[0]), (1, 1));
         drop((a, b));
-        let c = shared([5, 0], &w, || build(5));
-        assert_eq!((c[0], builds.get()), (5, 4), "no holder left: built again");
+        let c = shared("test", [5, 0], &w, || build(5));
+        assert_eq!((c[0], builds.get()), (5, 5), "no holder left: built again");
         // Older builds than the last few are forgotten, never mixed up.
         let held: Vec<_> = (0..2 * REMEMBERED as u32)
-            .map(|k| shared([9, 0], &[k], || build(k)))
+            .map(|k| shared("test", [9, 0], &[k], || build(k)))
             .collect();
         for (k, t) in held.iter().enumerate() {
             assert_eq!(t[0], k as u32);
-            let again = shared([9, 0], &[k as u32], || build(u32::MAX))[0];
+            let again = shared("test", [9, 0], &[k as u32], || build(u32::MAX))[0];
             assert!(again == k as u32 || again == u32::MAX, "{k}: {again}");
         }
     }

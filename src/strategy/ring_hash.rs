@@ -43,7 +43,11 @@ impl Strategy for RingHash {
             &mut self.ring,
             backends,
             |r: &Arc<Ring>| (!r.is_empty()).then(|| r.backend_at(r.position(h))),
-            |weights| shared([min, max], weights, || Ring::build(weights, min, max)),
+            |weights| {
+                shared("Ring::build", [min, max], weights, || {
+                    Ring::build(weights, min, max)
+                })
+            },
         )
     }
 
