@@ -1,5 +1,6 @@
 //! Shared pieces of the hashing strategies: a deterministic 64-bit hash, Envoy's ring
-//! construction, and tracking of the backend set a structure was built over.
+//! construction, tracking of the backend set a structure was built over, and the tables
+//! that balancers over the same backends share (`shared`).
 //!
 //! The hash is the SplitMix64 finaliser ([`crate::rng::mix64`]) with fixed salts: a
 //! bijection on 64-bit values with full avalanche, identical on every platform and run.
@@ -62,9 +63,8 @@ thread_local! {
 /// A run of 1,000 Maglev balancers over 1,000 servers built 1,000 tables of 65,537
 /// entries, 1.75 ms each; the balancers that follow the first now take its table (Maglev,
 /// ring hash and bounded-load hash tables, HAProxy's static map of `static-rr` and
-/// `balance source`). The
-/// tables are remembered weakly: one lives while a strategy holds it, and a thread keeps
-/// no table once its runs end.
+/// `balance source`). The tables are remembered weakly: one lives while a strategy holds
+/// it, and a thread keeps no table once its runs end.
 pub(crate) fn shared<T: Any + Send + Sync>(
     builder: &'static str,
     params: [u64; 2],
