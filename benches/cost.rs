@@ -93,12 +93,11 @@ fn main() {
     // As scale.rs's `requests`: enough for the cluster to fill.
     let requests = length.map_or(requests(n), |l| l.parse().expect("requests: a number"));
     // `bN/LABEL`: N balancers (arrivals split uniformly) instead of one.
-    let (label, balancers) = match label.strip_prefix('b').and_then(|l| l.split_once('/')) {
-        Some((count, label)) if count.parse::<usize>().is_ok() => {
-            (label, count.parse().expect("checked"))
-        }
-        _ => (label.as_str(), 1),
-    };
+    let (label, balancers) = label
+        .strip_prefix('b')
+        .and_then(|l| l.split_once('/'))
+        .and_then(|(count, label)| Some((label, count.parse::<usize>().ok()?)))
+        .unwrap_or((label.as_str(), 1));
     // `w/LABEL`: the same on the cluster of unequal weights and speeds.
     let (label, weighted) = match label.strip_prefix("w/") {
         Some(label) => (label, true),

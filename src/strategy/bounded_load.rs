@@ -55,8 +55,8 @@ impl BoundedLoadHash {
     fn rebuild(&mut self, backends: &Backends) {
         let weights = self.members.record(backends);
         let min = self.min_ring_size;
-        self.ring = shared("Ring::build", [min, 8 << 20], weights, || {
-            Ring::build(weights, min, 8 << 20)
+        self.ring = shared("Ring::build", [min, 8 << 20], weights, |w| {
+            Ring::build(w, min, 8 << 20)
         });
     }
 }

@@ -56,7 +56,7 @@ thread_local! {
     static BUILT: RefCell<Vec<Built>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The table `build` makes from `params` and `weights`, shared with every strategy on this
+/// The table `build` makes from `weights` (with `params`, which it captures), shared with every strategy on this
 /// thread that holds the same one: a table is a function of its type, its builder (named
 /// by `builder`: two builders of one type are two functions), the parameters and the
 /// weights alone, so the balancers of a run over the same servers need one, not one each.
@@ -69,7 +69,7 @@ pub(crate) fn shared<T: Any + Send + Sync>(
     builder: &'static str,
     params: [u64; 2],
     weights: &[u32],
-    build: impl FnOnce() -> T,
+    build: impl FnOnce(&[u32]) -> T,
 ) -> Arc<T> {
     let kind = TypeId::of::<T>();
     let found = BUILT.with_borrow(|built| {
@@ -83,7 +83,7 @@ pub(crate) fn shared<T: Any + Send + Sync>(
     if let Some(table) = found {
         return table;
     }
-    let table = Arc::new(build());
+    let table = Arc::new(build(weights));
     let held: Arc<dyn Any + Send + Sync> = table.clone();
     BUILT.with_borrow_mut(|built| {
         built.retain(|b| b.table.strong_count() > 0);
@@ -484,16 +484,16 @@ mod tests {
             vec![x]
         };
         let w = [1, 2, 3];
-        let a = shared("test", [5, 0], &w, || build(1));
-        let b = shared("test", [5, 0], &w, || build(2));
+        let a = shared("test", [5, 0], &w, |_| build(1));
+        let b = shared("test", [5, 0], &w, |_| build(2));
         assert!(
             Arc::ptr_eq(&a, &b) && builds.get() == 1,
             "the same inputs: one build"
         );
-        let other_weights = shared("test", [5, 0], &[1, 2, 0], || build(3));
-        let other_params = shared("test", [5, 1], &w, || build(4));
-        let other_type = shared("test", [5, 0], &w, || 7u64);
-        let other_builder = shared("other", [5, 0], &w, || build(6));
+        let other_weights = shared("test", [5, 0], &[1, 2, 0], |_| build(3));
+        let other_params = shared("test", [5, 1], &w, |_| build(4));
+        let other_type = shared("test", [5, 0], &w, |_| 7u64);
+        let other_builder = shared("other", [5, 0], &w, |_| build(6));
         assert_eq!(
             builds.get(),
             4,
@@ -503,15 +503,15 @@ mod tests {
         assert_eq!(other_builder[0], 6);
         assert_eq!((a[0], b[0]), (1, 1));
         drop((a, b));
-        let c = shared("test", [5, 0], &w, || build(5));
+        let c = shared("test", [5, 0], &w, |_| build(5));
         assert_eq!((c[0], builds.get()), (5, 5), "no holder left: built again");
         // Older builds than the last few are forgotten, never mixed up.
         let held: Vec<_> = (0..2 * REMEMBERED as u32)
-            .map(|k| shared("test", [9, 0], &[k], || build(k)))
+            .map(|k| shared("test", [9, 0], &[k], |_| build(k)))
             .collect();
         for (k, t) in held.iter().enumerate() {
             assert_eq!(t[0], k as u32);
-            let again = shared("test", [9, 0], &[k as u32], || build(u32::MAX))[0];
+            let again = shared("test", [9, 0], &[k as u32], |_| build(u32::MAX))[0];
             assert!(again == k as u32 || again == u32::MAX, "{k}: {again}");
         }
     }

@@ -109,8 +109,8 @@ impl Strategy for Maglev {
             backends,
             |t: &Arc<Vec<u32>>| (!t.is_empty()).then(|| t[(h % t.len() as u64) as usize] as usize),
             |weights| {
-                shared("Maglev::build_table", [size as u64, 0], weights, || {
-                    Maglev::build_table(weights, size)
+                shared("Maglev::build_table", [size as u64, 0], weights, |w| {
+                    Maglev::build_table(w, size)
                 })
             },
         )

@@ -44,8 +44,8 @@ impl Strategy for RingHash {
             backends,
             |r: &Arc<Ring>| (!r.is_empty()).then(|| r.backend_at(r.position(h))),
             |weights| {
-                shared("Ring::build", [min, max], weights, || {
-                    Ring::build(weights, min, max)
+                shared("Ring::build", [min, max], weights, |w| {
+                    Ring::build(w, min, max)
                 })
             },
         )

@@ -300,7 +300,7 @@ impl StaticRr {
                 }
             })
             .collect();
-        self.map = shared("StaticRr::map", [0, 0], &eweights, || Self::map(&eweights));
+        self.map = shared("StaticRr::map", [0, 0], &eweights, Self::map);
         self.built_for.built(backends);
     }
 }
